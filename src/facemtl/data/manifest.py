@@ -1,0 +1,159 @@
+"""Generic manifest reader: a CSV of image paths plus label columns.
+
+Format: a CSV file with a header row (read with the ``csv`` module; a UTF-8
+byte-order mark is ignored, header names are stripped of spaces), one image
+per row. ``path_column`` (default ``path``) holds the image path; a relative
+path resolves against ``root`` when given, else the CSV's own folder.
+
+Label columns: ``columns`` maps each column to read to its list of class names
+(categorical: a value is mapped to its index in the list; a value that is
+already an integer index below ``len(classes)``, like ``1`` or ``1.0``, is
+accepted as is) or to None (numeric). With ``columns=None`` every column other
+than the path, ``split`` and ``group`` columns is read as numeric.
+
+Optional columns: ``split`` (``train`` / ``val`` / ``test``, case ignored,
+``valid`` and ``validation`` read as ``val``) becomes ``split``; ``group``
+becomes ``groups`` (rows with the same group stay in one split).
+
+Quirks handled and counted in ``report``:
+
+* empty cells and ``NA``, ``nan``, ``None``, ``?`` (any case) are missing
+  labels (NaN), counted per column in ``missing``;
+* unknown class names, unparsable or non-finite numbers become NaN, counted
+  per column in ``unknown_class`` / ``unparsable``;
+* rows with no image path are skipped; with a ``split`` column, rows whose
+  split is empty or unknown are skipped too (they cannot be placed);
+* an empty group cell gets the row's own path as its group;
+* rows shorter or longer than the header are counted; missing cells are missing labels.
+
+A missing path column or a missing declared column raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .table import LabelTable
+
+MISSING = {"", "na", "nan", "none", "?"}
+SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLIT_COLUMN = "split"
+GROUP_COLUMN = "group"
+
+
+def is_missing(text: str | None) -> bool:
+    return text is None or text.strip().lower() in MISSING
+
+
+def parse_numeric(text: str) -> float | None:
+    """The number in ``text``; None when it is not a finite number."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_class(text: str, classes: list[str]) -> float | None:
+    """Index of ``text`` in ``classes`` (or ``text`` itself if a valid integer index); None if unknown."""
+    s = text.strip()
+    if s in classes:
+        return float(classes.index(s))
+    value = parse_numeric(s)
+    if value is not None and value.is_integer() and 0 <= value < len(classes):
+        return value
+    return None
+
+
+def _check_columns(path: Path, header: list[str], needed: list[str]) -> None:
+    for col in needed:
+        if col not in header:
+            raise ValueError(f"manifest {path} has no column {col!r}; columns found: {', '.join(header)}")
+
+
+def _cell(rec: dict, col: str, kind: list[str] | None, counts: dict[str, Counter]) -> float:
+    text = rec.get(col)
+    if is_missing(text):
+        counts["missing"][col] += 1
+        return float("nan")
+    value = parse_numeric(text) if kind is None else parse_class(text, kind)
+    if value is None:
+        counts["unparsable" if kind is None else "unknown_class"][col] += 1
+        return float("nan")
+    return value
+
+
+def read_manifest(
+    path: str | Path,
+    path_column: str = "path",
+    columns: dict[str, list[str] | None] | None = None,
+    root: str | Path | None = None,
+) -> LabelTable:
+    """Read a manifest CSV (see the module docstring for the rules)."""
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        _check_columns(path, header, [path_column])
+        if columns is None:
+            columns = {c: None for c in header if c not in (path_column, SPLIT_COLUMN, GROUP_COLUMN) and c}
+        _check_columns(path, header, list(columns))
+        has_split, has_group = SPLIT_COLUMN in header, GROUP_COLUMN in header
+        counts: dict[str, Counter] = {k: Counter() for k in ("missing", "unknown_class", "unparsable")}
+        rows: Counter = Counter()
+        paths: list[str] = []
+        values: list[list[float]] = []
+        split: list[str] = []
+        groups: list[str] = []
+        for rec in reader:
+            rows["rows"] += 1
+            if None in rec:
+                rows["long_rows"] += 1
+            if any(v is None for k, v in rec.items() if k is not None):
+                rows["short_rows"] += 1
+            image = (rec.get(path_column) or "").strip()
+            if not image:
+                rows["rows_without_path_skipped"] += 1
+                continue
+            if has_split:
+                part = SPLITS.get((rec.get(SPLIT_COLUMN) or "").strip().lower())
+                if part is None:
+                    rows["rows_without_valid_split_skipped"] += 1
+                    continue
+                split.append(part)
+            full = str(base / image)
+            if has_group:
+                group = (rec.get(GROUP_COLUMN) or "").strip()
+                if not group:
+                    rows["empty_groups"] += 1
+                groups.append(group or full)
+            paths.append(full)
+            values.append([_cell(rec, c, kind, counts) for c, kind in columns.items()])
+    arr = np.array(values, dtype=np.float64).reshape(-1, len(columns))
+    report = {
+        "dataset": "manifest",
+        "source": str(path),
+        "rows": rows["rows"],
+        "images": len(paths),
+        "rows_without_path_skipped": rows["rows_without_path_skipped"],
+        "rows_without_valid_split_skipped": rows["rows_without_valid_split_skipped"],
+        "short_rows": rows["short_rows"],
+        "long_rows": rows["long_rows"],
+        "empty_groups": rows["empty_groups"],
+        **{k: {c: int(c_counts[c]) for c in columns} for k, c_counts in counts.items()},
+    }
+    return LabelTable(
+        paths=paths,
+        labels={c: arr[:, j] for j, c in enumerate(columns)},
+        split=np.array(split, dtype=object) if has_split else None,
+        groups=np.array(groups, dtype=object) if has_group else None,
+        report=report,
+        classes={c: list(kind) for c, kind in columns.items() if kind is not None},
+    )

@@ -1,0 +1,64 @@
+"""``LabelTable``: what every dataset reader returns.
+
+A table is image paths plus label columns (float arrays, ``NaN`` = missing),
+an optional predefined split per row (``"train"``, ``"val"``, ``"test"``), an
+optional group id per row (images that must stay in the same split, such as
+byte-identical copies or one person's faces), and a report of what the reader
+found wrong and what it did about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class LabelTable:
+    paths: list[str]
+    labels: dict[str, np.ndarray]
+    split: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    #: Class names of categorical columns, where the source names them.
+    classes: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        for k, v in self.labels.items():
+            self.labels[k] = np.asarray(v, dtype=np.float64)
+            if len(self.labels[k]) != n:
+                raise ValueError(f"label column {k!r} has {len(v)} rows for {n} images")
+        for name in ("split", "groups"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} rows for {n} images")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, idx: np.ndarray | list[int]) -> "LabelTable":
+        idx = np.asarray(idx, dtype=np.int64)
+        return LabelTable(
+            paths=[self.paths[i] for i in idx],
+            labels={k: v[idx] for k, v in self.labels.items()},
+            split=None if self.split is None else self.split[idx],
+            groups=None if self.groups is None else self.groups[idx],
+            report=dict(self.report),
+            classes=dict(self.classes),
+        )
+
+    def column(self, name: str) -> np.ndarray:
+        try:
+            return self.labels[name]
+        except KeyError:
+            raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(self.labels))}") from None
+
+
+def evenly_spaced(n: int, k: int) -> np.ndarray:
+    """``k`` row indices spread evenly over ``0..n-1`` (a deterministic, label-blind sample)."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))

@@ -1,0 +1,80 @@
+"""Evaluation metrics on 1-D arrays of predictions and targets (label units).
+
+Formulas follow the paper's Section IV: accuracy, MAE, MSE and the cumulative
+score ``CS(k) = N_{|e| <= k} / N`` (eq. 17), plus age-group accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+# Age groups used for "age-group accuracy" unless a task sets its own edges:
+# [0-2], [3-9], [10-19], [20-29], [30-39], [40-49], [50-59], [60-69], [70+].
+# Decades as in the paper's bias study, with infants and children split off.
+DEFAULT_AGE_EDGES: tuple[float, ...] = (0, 3, 10, 20, 30, 40, 50, 60, 70)
+
+
+def accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Fraction of exact matches, in [0, 1]."""
+    return float(np.mean(np.asarray(pred) == np.asarray(true))) if len(true) else float("nan")
+
+
+def mae(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean absolute error, in label units (years for age)."""
+    return float(np.mean(np.abs(np.asarray(pred, float) - np.asarray(true, float)))) if len(true) else float("nan")
+
+
+def mse(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean squared error, in squared label units."""
+    return float(np.mean((np.asarray(pred, float) - np.asarray(true, float)) ** 2)) if len(true) else float("nan")
+
+
+def cumulative_score(pred: np.ndarray, true: np.ndarray, ks: Iterable[int] = range(11)) -> dict[int, float]:
+    """``CS(k)`` = fraction of samples with ``|pred - true| <= k`` (paper eq. 17), per k."""
+    err = np.abs(np.asarray(pred, float) - np.asarray(true, float))
+    return {int(k): (float(np.mean(err <= k + 1e-9)) if len(err) else float("nan")) for k in ks}
+
+
+def to_groups(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Group index of each value: group g holds ``edges[g] <= v < edges[g+1]``; the last is open."""
+    return np.clip(np.searchsorted(np.asarray(edges, float), np.asarray(values, float), side="right") - 1, 0, len(edges) - 1)
+
+
+def group_names(edges: Sequence[float]) -> list[str]:
+    """Readable names for :func:`to_groups` groups, e.g. ``["0-2", "3-9", ..., "70+"]``."""
+    e = [int(x) if float(x).is_integer() else x for x in edges]
+    names = [f"{a}-{b - 1 if isinstance(b, int) else b}" for a, b in zip(e[:-1], e[1:])]
+    return names + [f"{e[-1]}+"]
+
+
+def group_accuracy(pred: np.ndarray, true: np.ndarray, edges: Sequence[float]) -> float:
+    """Fraction of samples whose predicted value falls in the same group as the true one.
+
+    Continuous predictions are rounded to the nearest integer first, so that an
+    age of 2.6 counts as 3 (the "3-9" group), as a person would read it.
+    """
+    if not len(true):
+        return float("nan")
+    p = np.rint(np.asarray(pred, float))
+    return float(np.mean(to_groups(p, edges) == to_groups(true, edges)))
+
+
+def confusion_matrix(pred: np.ndarray, true: np.ndarray, num_classes: int) -> np.ndarray:
+    """``(C, C)`` counts, rows = true class, columns = predicted class."""
+    m = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(true, int), np.asarray(pred, int)), 1)
+    return m
+
+
+def regression_metrics(pred: np.ndarray, true: np.ndarray, edges: Sequence[float]) -> dict:
+    """MAE, MSE, CS(0..10) and age-group accuracy for ordinal and regression tasks."""
+    return {
+        "mae": mae(pred, true),
+        "mse": mse(pred, true),
+        "cs": {str(k): v for k, v in cumulative_score(pred, true).items()},
+        "group_accuracy": group_accuracy(pred, true, edges),
+        "groups": group_names(edges),
+        "n": int(len(true)),
+    }

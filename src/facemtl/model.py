@@ -1,0 +1,177 @@
+"""The multi-task network: hard parameter sharing with task-specific upper layers.
+
+``MultiTaskNet`` maps images ``(N, 3, H, W)`` with values in [0, 1] to a dict
+``{task_name: raw outputs (N, D_task)}``. Layout, top to bottom:
+
+1. ``trunk``: the first ``shared_stages`` stages of the backbone (stem + MBConv
+   stages), shared by every task (paper Fig. 2, "shallow MBConv features").
+2. ``branches``: one deep copy of the remaining stages per branch key: the task's
+   category (``nominal`` / ``ordinal``, as the paper draws it) or the task's own name.
+   With ``shared_stages`` = all stages there is one branch and the whole trunk is
+   shared (the thesis).
+3. per branch, global average pooling and ``shared_fc`` layers
+   (Linear -> BatchNorm -> LeakyReLU, the thesis's shared fully connected layers);
+4. per task, ``task_fc`` layers and dropout (the thesis's task layers), then the
+   task's output layer from :meth:`Task.make_head`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .backbones import BACKBONES
+from .tasks import Task
+
+_ACTS = {"leaky_relu": lambda: nn.LeakyReLU(0.01), "relu": nn.ReLU, "silu": nn.SiLU, "relu6": nn.ReLU6}
+
+
+def mlp(sizes: Sequence[int], in_features: int, act: str, batch_norm: bool, dropout: float) -> tuple[nn.Module, int]:
+    """``[Dropout ->] Linear -> [BatchNorm1d] -> act`` for each width in ``sizes``."""
+    layers: list[nn.Module] = []
+    for width in sizes:
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(in_features, width))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(_ACTS[act]())
+        in_features = width
+    return nn.Sequential(*layers), in_features
+
+
+class TaskTower(nn.Module):
+    """Task-specific layers: ``task_fc`` MLP, dropout, then the task's output layer."""
+
+    def __init__(self, task: Task, in_features: int, hidden: Sequence[int], act: str, batch_norm: bool, dropout: float):
+        super().__init__()
+        self.body, width = mlp(hidden, in_features, act, batch_norm, dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = task.make_head(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.body(x)))
+
+
+class MultiTaskNet(nn.Module):
+    """See the module docstring. ``branch_of[task]`` names the branch a task reads."""
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        backbone: str = "efficientnet_lite0",
+        pretrained: bool = True,
+        shared_stages: int | None = None,
+        branch_by: str = "category",
+        shared_fc: Sequence[int] = (),
+        task_fc: Sequence[int] = (),
+        dropout: float = 0.2,
+        activation: str = "leaky_relu",
+        batch_norm: bool = True,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("a model needs at least one task")
+        if activation not in _ACTS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(_ACTS)}")
+        if branch_by not in ("category", "task"):
+            raise ValueError("branch_by must be 'category' or 'task'")
+        net = BACKBONES.build(backbone, pretrained=pretrained, drop_path=drop_path)
+        stages = list(net.stages)
+        n = len(stages) if shared_stages is None else int(shared_stages)
+        if not 1 <= n <= len(stages):
+            raise ValueError(f"shared_stages must be between 1 and {len(stages)} for {backbone}")
+        self.tasks = list(tasks)
+        self.register_buffer("mean", torch.tensor(net.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(net.std).view(1, 3, 1, 1), persistent=False)
+        self.trunk = nn.Sequential(*stages[:n])
+        upper = stages[n:]
+        if upper:
+            keys = [t.category if branch_by == "category" else t.name for t in tasks]
+        else:
+            keys = ["shared"] * len(tasks)
+        self.branch_of = dict(zip((t.name for t in tasks), keys))
+        self.branches = nn.ModuleDict()
+        self.necks = nn.ModuleDict()
+        width = 0
+        for i, key in enumerate(dict.fromkeys(keys)):
+            # The first branch takes the (pretrained) upper stages, later ones a copy,
+            # so every branch starts from the same weights.
+            body = nn.Sequential(*(upper if i == 0 else copy.deepcopy(upper)))
+            self.branches[key] = body
+            self.necks[key], width = mlp(shared_fc, net.num_features, activation, batch_norm, 0.0)
+        self.towers = nn.ModuleDict(
+            {t.name: TaskTower(t, width, task_fc, activation, batch_norm, dropout) for t in tasks}
+        )
+        self.num_features = net.num_features
+        self._frozen: set[str] = set()
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pooled, neck-processed features per branch: ``{branch: (N, F)}``."""
+        h = self.trunk((x - self.mean) / self.std)
+        out = {}
+        for key, body in self.branches.items():
+            out[key] = self.necks[key](body(h).mean((2, 3)))
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.features(x)
+        return {name: tower(feats[self.branch_of[name]]) for name, tower in self.towers.items()}
+
+    # -- parameter groups (Early Freeze, GradNorm) -------------------------------
+    def own_modules(self, task: str) -> list[nn.Module]:
+        """Modules only ``task`` uses: its tower, plus its branch when no other task reads it."""
+        mods: list[nn.Module] = [self.towers[task]]
+        key = self.branch_of[task]
+        if sum(k == key for k in self.branch_of.values()) == 1:
+            mods += [self.branches[key], self.necks[key]]
+        return mods
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        return [p for m in self.own_modules(task) for p in m.parameters()]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that more than one task uses (trunk, shared branches and necks)."""
+        own = {id(p) for t in self.towers for p in self.task_parameters(t)}
+        return [p for p in self.parameters() if id(p) not in own]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last shared stage's parameters (GradNorm measures gradient norms there)."""
+        return list(self.trunk[-1].parameters())
+
+    def freeze(self, task: str) -> None:
+        """Freeze the shared layers and ``task``'s own layers (thesis Early Freeze).
+
+        Frozen parameters stop receiving gradients and frozen BatchNorm layers stop
+        updating their running statistics (they stay in eval mode).
+        """
+        self._frozen.add(task)
+        for p in self.shared_parameters() + self.task_parameters(task):
+            p.requires_grad_(False)
+        self.train(self.training)
+
+    @property
+    def frozen_tasks(self) -> set[str]:
+        return set(self._frozen)
+
+    def shared_modules(self) -> list[nn.Module]:
+        """The trunk, plus every branch and neck that more than one task reads."""
+        own = {id(m) for t in self.towers for m in self.own_modules(t)}
+        rest = [m for m in list(self.branches.values()) + list(self.necks.values()) if id(m) not in own]
+        return [self.trunk] + rest
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if not self._frozen:
+            return []
+        return self.shared_modules() + [m for t in self._frozen for m in self.own_modules(t)]
+
+    def train(self, mode: bool = True) -> "MultiTaskNet":
+        super().train(mode)
+        if mode:
+            for m in self._frozen_modules():
+                m.eval()
+        return self

@@ -1,0 +1,169 @@
+"""Training events as callbacks, so the loop never names a feature.
+
+Each callback may implement ``on_fit_start(trainer)``, ``on_batch_end(trainer,
+batch_losses)``, ``on_epoch_end(trainer, record)`` and ``on_fit_end(trainer)``,
+and ``state_dict`` / ``load_state_dict`` to survive ``--resume``. ``record`` is
+the epoch's dict that also goes to ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class Callback:
+    def on_fit_start(self, trainer: Any) -> None: ...
+
+    def on_batch_end(self, trainer: Any, losses: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: Any) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class JsonlLogger(Callback):
+    """Appends one JSON object per epoch (metrics, losses, task weights) to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, default=_jsonable) + "\n")
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+class EarlyStopping(Callback):
+    """Stop when the validation score has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = -math.inf
+        self.bad = 0
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        score = record["val"]["score"]
+        if score > self.best:
+            self.best, self.bad = score, 0
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                trainer.stop(f"early stopping: no better validation score for {self.patience} epochs")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = state["best"], state["bad"]
+
+
+class EarlyFreeze(Callback):
+    """Thesis Algorithm 1 ("Early Freeze"), per-task patience ``P`` on validation loss.
+
+    For every task not yet frozen: remember the model state at its lowest
+    validation loss; when it has not improved for ``P`` epochs, restore the
+    shared layers and that task's own layers from that state and freeze them
+    (``model.freeze``). The other tasks keep training their own layers on the
+    frozen shared features. Training stops when every task is frozen.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best: dict[str, float] = {}
+        self.bad: dict[str, int] = {}
+        self.snapshots: dict[str, dict[str, torch.Tensor]] = {}
+        self.frozen_at: dict[str, int] = {}
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        model = trainer.model
+        for name in trainer.task_names:
+            if name in model.frozen_tasks:
+                continue
+            loss = record["val"][name]["loss"]
+            if loss < self.best.get(name, math.inf) - self.min_delta:
+                self.best[name], self.bad[name] = loss, 0
+                self.snapshots[name] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                self.bad[name] = self.bad.get(name, 0) + 1
+                if self.bad[name] >= self.patience:
+                    self._freeze(model, name)
+                    self.frozen_at[name] = record["epoch"]
+        record["frozen"] = sorted(model.frozen_tasks)
+        if set(trainer.task_names) <= model.frozen_tasks:
+            trainer.stop("early freeze: every task has converged")
+
+    def _freeze(self, model: Any, name: str) -> None:
+        snap = self.snapshots.pop(name, None)
+        if snap is not None:
+            # Restore parameters and BatchNorm statistics of the modules about to freeze.
+            mods = model.shared_modules() + model.own_modules(name)
+            prefixes = tuple(n + "." for n, m in model.named_modules() if any(m is k for k in mods))
+            state = model.state_dict()
+            for key, value in state.items():
+                if key.startswith(prefixes):
+                    value.copy_(snap[key].to(value.device))
+        model.freeze(name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad, "snapshots": self.snapshots, "frozen_at": self.frozen_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = state["best"], state["bad"]
+        self.snapshots, self.frozen_at = state["snapshots"], state.get("frozen_at", {})
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch showing the running mean of every task's loss."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.sums, self.n = {}, 0
+        self.bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True)
+
+    def on_batch_end(self, trainer: Any, losses: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        self.n += 1
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.bar.update(1)
+        if self.n % 10 == 0 or self.n == self.bar.total:
+            self.bar.set_postfix({k: f"{v / self.n:.3f}" for k, v in self.sums.items()}, refresh=False)
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        v = record["val"]
+        parts = [f"val score {v['score']:.3f}"]
+        for t in trainer.task_names:
+            m = v[t]
+            parts.append(f"{t} " + (f"acc {m['accuracy']:.3f}" if "accuracy" in m else f"MAE {m['mae']:.2f}"))
+        trainer.log(f"epoch {record['epoch'] + 1}: " + ", ".join(parts) + f" ({record['seconds']:.0f} s)")

@@ -1,0 +1,271 @@
+"""The training loop. It never asks which task, backbone or weighting it runs.
+
+One step: decode a batch from the cache, augment it, run the model, ask each
+task for its masked loss, let the weighting combine them, step the optimiser.
+Around it, callbacks log, checkpoint, stop early or freeze tasks early.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.augment import augment
+from ..data.dataset import DataBundle, build_data
+from ..evaluation import predict_set, score_predictions, to_input
+from ..model import MultiTaskNet
+from ..tasks import Task, build_task
+from ..weighting import Weighting, build_weighting
+from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but this machine has no CUDA GPU")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: Config, tasks: list[Task], pretrained: bool | None = None) -> MultiTaskNet:
+    m = cfg.model
+    return MultiTaskNet(
+        tasks,
+        backbone=m.backbone,
+        pretrained=m.pretrained if pretrained is None else pretrained,
+        shared_stages=m.shared_stages,
+        branch_by=m.branch_by,
+        shared_fc=m.shared_fc,
+        task_fc=m.task_fc,
+        dropout=m.dropout,
+        activation=m.activation,
+        batch_norm=m.batch_norm,
+        drop_path=m.drop_path,
+    )
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, weighting: Weighting) -> torch.optim.Optimizer:
+    o = cfg.optim
+    groups = [{"params": [p for p in model.parameters()], "weight_decay": o.weight_decay}]
+    wparams = list(weighting.parameters())
+    if wparams:
+        groups.append({"params": wparams, "weight_decay": 0.0, "lr": cfg.weighting.lr or o.lr})
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr)
+    return torch.optim.AdamW(groups, lr=o.lr)
+
+
+class Trainer:
+    """Builds everything from a :class:`Config` and trains into ``out_dir``.
+
+    Files written: ``config.yaml`` (resolved settings), ``data_report.json``,
+    ``metrics.jsonl`` (one line per epoch), ``last.pt`` (every epoch, for
+    ``--resume``), ``best.pt`` (best validation score).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: str | Path,
+        resume: bool = False,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+        data: DataBundle | None = None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.log = log
+        t = cfg.train
+        seed_everything(t.seed)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        self.tasks = [build_task(s) for s in cfg.tasks]
+        self.task_names = [x.name for x in self.tasks]
+        self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        self.model = build_model(cfg, self.tasks).to(self.device)
+        self.channels_last = cfg.model.channels_last
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.weighting = build_weighting(cfg.weighting.name, self.task_names, cfg.weighting.params).to(self.device)
+        self.optimizer = build_optimizer(cfg, self.model, self.weighting)
+        self.steps_per_epoch = max(1, len(self.data.train) // t.batch_size)
+        if t.max_batches:
+            self.steps_per_epoch = min(self.steps_per_epoch, t.max_batches)
+        self.scheduler = self._build_scheduler()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
+        self.progress = ProgressBar(progress)
+        self.callbacks: list[Callback] = [self.progress, JsonlLogger(self.out / "metrics.jsonl")]
+        if t.early_stopping:
+            self.callbacks.append(EarlyStopping(t.early_stopping))
+        if t.early_freeze:
+            self.callbacks.append(EarlyFreeze(t.early_freeze))
+        self.callbacks += callbacks or []
+        self.epoch = 0
+        self.best_score = -float("inf")
+        self.best_epoch = -1
+        self._stop_reason: str | None = None
+        self.generator = torch.Generator().manual_seed(t.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        else:
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+
+    # -- set-up -----------------------------------------------------------------
+    def _build_scheduler(self) -> Any:
+        o, epochs = self.cfg.optim, self.cfg.train.epochs
+        total = epochs * self.steps_per_epoch
+        warm = int(o.warmup_epochs * self.steps_per_epoch)
+        if o.scheduler == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=o.plateau_factor, patience=o.plateau_patience
+            )
+        if o.scheduler == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups], total_steps=total, pct_start=0.15
+            )
+
+        def factor(step: int) -> float:
+            w = min(1.0, (step + 1) / warm) if warm else 1.0
+            if o.scheduler == "cosine":
+                return w * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total)))
+            return w
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    def stop(self, reason: str) -> None:
+        self._stop_reason = reason
+
+    # -- loop -------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.epoch == 0:
+            (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
+            (self.out / "data_report.json").write_text(json.dumps(self.data.report, indent=2, default=str))
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        while self.epoch < cfg.train.epochs and self._stop_reason is None:
+            t0 = time.perf_counter()
+            train_losses, n_images = self.train_epoch()
+            train_seconds = time.perf_counter() - t0
+            val = self.validate()
+            self.weighting.epoch_end(train_losses)
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(sum(val[t]["loss"] for t in self.task_names))
+            record = {
+                "epoch": self.epoch,
+                "train": {"loss": train_losses, "images_per_s": n_images / max(train_seconds, 1e-9)},
+                "val": val,
+                "weights": self.weighting.weights(),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+            }
+            if hasattr(self.weighting, "normalised"):
+                record["weights_normalised"] = self.weighting.normalised()
+            improved = val["score"] > self.best_score
+            if improved:
+                self.best_score, self.best_epoch = val["score"], self.epoch
+            record["best_epoch"] = self.best_epoch
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, record)
+            self.epoch += 1
+            save_checkpoint(self, self.out / "last.pt", full=True)
+            if improved:
+                save_checkpoint(self, self.out / "best.pt", full=False, metrics=val)
+        if self._stop_reason:
+            self.log(self._stop_reason)
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return {"best_epoch": self.best_epoch, "best_score": self.best_score, "epochs_run": self.epoch}
+
+    def train_epoch(self) -> tuple[dict[str, float], int]:
+        self.model.train()
+        self.weighting.train()
+        t = self.cfg.train
+        self.progress.start_epoch(self.epoch, t.epochs, self.steps_per_epoch)
+        sums = {n: 0.0 for n in self.task_names}
+        counts = {n: 0 for n in self.task_names}
+        seen = 0
+        batches = self.data.train.batches(t.batch_size, shuffle=True, generator=self.generator, drop_last=True)
+        for step, (images, labels) in enumerate(batches):
+            if step >= self.steps_per_epoch:
+                break
+            losses = self.train_step(images, labels)
+            seen += len(images)
+            for n, v in losses.items():
+                if not np.isnan(v):
+                    sums[n] += v
+                    counts[n] += 1
+            for cb in self.callbacks:
+                cb.on_batch_end(self, losses)
+        return {n: sums[n] / max(1, counts[n]) for n in self.task_names}, seen
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        x = to_input(images, self.device, False)
+        x = augment(x, self.cfg.data.augment, self.generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
+            out = self.model(x)
+        losses = {t.name: t.loss(out[t.name].float(), labels[:, j]) for j, t in enumerate(self.tasks)}
+        total = self.weighting(losses, self.model)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.weighting.after_step()
+        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step()
+        has = (~torch.isnan(labels)).any(0)
+        return {t.name: (float(losses[t.name].detach()) if has[j] else float("nan")) for j, t in enumerate(self.tasks)}
+
+    def validate(self) -> dict[str, Any]:
+        part = self.data.val if len(self.data.val) else self.data.train
+        res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
+        return score_predictions(res, self.tasks, self.data.baselines)
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
+        state = load_checkpoint(path)
+        for name in state.get("frozen", []):
+            self.model.freeze(name)
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.weighting.load_extra_state(state.get("weighting_extra", {}))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = state["epoch"]
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
+            cb.load_state_dict(cb_state)
+        self.log(f"resumed from {path} at epoch {self.epoch + 1}")
+
+
+def _dump_yaml(d: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)

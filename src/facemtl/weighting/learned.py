@@ -1,0 +1,36 @@
+"""The thesis's "loss weight layer" (Sundriyal 2020, eq. 3.5)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .base import WEIGHTINGS, Weighting
+
+
+@WEIGHTINGS.register("learned")
+class LearnedWeights(Weighting):
+    """``total = sum_t w_t L_t + lambda ||w||^2`` with ``w = softmax(theta)`` (sums to 1).
+
+    Without the penalty the weights would collapse onto the easiest task; the
+    ``lambda ||w||^2`` term (lambda = 0.1 in the thesis) is smallest at equal
+    weights and pulls them back.
+    """
+
+    def __init__(self, tasks: Sequence[str], lam: float = 0.1, **kw: Any) -> None:
+        super().__init__(tasks)
+        self.lam = float(lam)
+        self.theta = nn.Parameter(torch.zeros(len(self.task_names)))
+
+    def w(self) -> torch.Tensor:
+        return torch.softmax(self.theta, 0)
+
+    def forward(self, losses: dict[str, torch.Tensor], model=None) -> torch.Tensor:
+        w = self.w()
+        return sum(w[i] * losses[t] for i, t in enumerate(self.task_names)) + self.lam * (w**2).sum()
+
+    def weights(self) -> dict[str, float]:
+        w = self.w().detach()
+        return {t: float(w[i]) for i, t in enumerate(self.task_names)}
