@@ -50,4 +50,4 @@ class GradNorm(Weighting):
         self.w.mul_(len(self.task_names) / self.w.sum())
 
     def weights(self) -> dict[str, float]:
-        return {t: float(self.w[i]) for i, t in enumerate(self.task_names)}
+        return {t: float(self.w[i].detach()) for i, t in enumerate(self.task_names)}

@@ -29,7 +29,7 @@ class Uncertainty(Weighting):
         return sum(torch.exp(-s[i]) * losses[t] + s[i] / 2 for i, t in enumerate(self.task_names))
 
     def weights(self) -> dict[str, float]:
-        return {t: float(torch.exp(-self.log_var[i])) for i, t in enumerate(self.task_names)}
+        return {t: float(torch.exp(-self.log_var[i].detach())) for i, t in enumerate(self.task_names)}
 
     def normalised(self) -> dict[str, float]:
         beta = torch.softmax(-self.log_var.detach(), 0)  # 1/sigma_i^2 / sum_j 1/sigma_j^2

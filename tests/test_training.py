@@ -1,0 +1,103 @@
+"""End to end on real UTKFace faces: train, resume, evaluate, CLI errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from facemtl.cli import evaluate, main
+from facemtl.config import ConfigError, config_from_dict, load_config
+from facemtl.training import Trainer
+
+TASKS = [
+    {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
+    {"name": "gender", "type": "nominal", "num_classes": 2, "classes": ["male", "female"]},
+    {"name": "race", "type": "nominal", "num_classes": 5},
+]
+
+
+def cfg(root, **over):
+    d = {
+        "tasks": TASKS,
+        "data": {"root": str(root), "image_size": 64, "limit": 700, "workers": 0},
+        "model": {"backbone": "efficientnet_lite0", "pretrained": True, "shared_stages": None},
+        "optim": {"name": "adamw", "lr": 0.001, "weight_decay": 0.0001},
+        "weighting": {"name": "uncertainty", "lr": 0.01},
+        "train": {"epochs": 3, "batch_size": 32, "threads": 2},
+    }
+    for k, v in over.items():
+        sec, key = k.split("__")
+        d.setdefault(sec, {})[key] = v
+    return config_from_dict(d)
+
+
+def test_tiny_run_beats_trivial_baselines(utkface_root, tmp_path):
+    c = cfg(utkface_root, train__epochs=4, data__limit=900)
+    summary = Trainer(c, tmp_path, progress=False, log=lambda s: None).fit()
+    assert summary["epochs_run"] == 4
+    m = evaluate(str(tmp_path / "best.pt"), "test", device="cpu")
+    assert m["age"]["mae"] < m["age"]["baseline"]["mae"]
+    assert m["gender"]["accuracy"] > m["gender"]["baseline"]["accuracy"]
+    assert m["race"]["accuracy"] > m["race"]["baseline"]["accuracy"]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 4
+    assert sum(lines[-1]["weights_normalised"].values()) == pytest.approx(1.0)
+    assert set(m["age"]["cs"]) == {str(k) for k in range(11)}
+
+
+def test_resume_continues_exactly(utkface_root, tmp_path):
+    small = dict(data__limit=300, model__backbone="tiny_mbconv", model__pretrained=False, model__shared_stages=3,
+                 data__image_size=48)
+    straight = tmp_path / "straight"
+    Trainer(cfg(utkface_root, train__epochs=3, **small), straight, progress=False, log=lambda s: None).fit()
+    split = tmp_path / "split"
+    t = Trainer(cfg(utkface_root, train__epochs=3, **small), split, progress=False, log=lambda s: None)
+    t.cfg.train.epochs = 2  # a run "killed" after epoch 2
+    t.fit()
+    t2 = Trainer(cfg(utkface_root, train__epochs=3, **small), split, resume=True, progress=False, log=lambda s: None)
+    assert t2.epoch == 2
+    t2.fit()
+    a = torch.load(straight / "last.pt", weights_only=False)["model"]
+    b = torch.load(split / "last.pt", weights_only=False)["model"]
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+    la = (straight / "metrics.jsonl").read_text().splitlines()
+    lb = (split / "metrics.jsonl").read_text().splitlines()
+    assert len(la) == len(lb) == 3
+
+
+def test_config_errors_are_one_sentence(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [{name: age, type: ordinall}]\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("facemtl: error: unknown task type 'ordinall'") and "\n" not in err
+    bad.write_text("tasks: [{name: age, type: nominal}]\ntrain: {epoch: 3}\n")
+    with pytest.raises(ConfigError, match="unknown setting 'train.epoch'"):
+        load_config(bad)
+    bad.write_text("tasks: [{name: age, type: nominal}]\ndata: {root: /nonexistent/faces}\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")]) == 2
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    bad.write_text("tasks: [oops\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_overrides_and_recipes_parse():
+    for name in ("paper", "thesis", "cpu", "cpu_coral", "tiny"):
+        c = load_config(f"configs/{name}.yaml", ["train.epochs=2"])
+        assert c.train.epochs == 2
+    c = load_config("configs/paper.yaml")
+    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.001, 0.9, 0.0005)
+    assert (c.train.batch_size, c.train.epochs, c.data.image_size) == (32, 80, 224)
+    t = load_config("configs/thesis.yaml")
+    assert (t.optim.name, t.optim.lr, t.weighting.name, t.weighting.params["lam"]) == ("adam", 3e-5, "learned", 0.1)
+
+
+def test_cli_help_runs():
+    out = subprocess.run([sys.executable, "-m", "facemtl.cli", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--resume" in out.stdout
