@@ -113,12 +113,14 @@ class Trainer:
         self.scheduler = self._build_scheduler()
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
         self.progress = ProgressBar(progress)
-        self.callbacks: list[Callback] = [self.progress, JsonlLogger(self.out / "metrics.jsonl")]
+        self.callbacks: list[Callback] = []
         if t.early_stopping:
             self.callbacks.append(EarlyStopping(t.early_stopping))
         if t.early_freeze:
             self.callbacks.append(EarlyFreeze(t.early_freeze))
         self.callbacks += callbacks or []
+        # Last, so they see what the others added to the epoch's record.
+        self.callbacks += [self.progress, JsonlLogger(self.out / "metrics.jsonl")]
         self.epoch = 0
         self.best_score = -float("inf")
         self.best_epoch = -1

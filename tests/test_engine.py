@@ -1,0 +1,83 @@
+"""The loop runs every weighting, task type and Early Freeze without naming them."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from facemtl.config import config_from_dict
+from facemtl.data import build_data
+from facemtl.training import Trainer, load_model
+from facemtl.weighting import WEIGHTINGS
+
+
+def small(root, weighting="uncertainty", tasks=None, **train):
+    return config_from_dict({
+        "tasks": tasks or [
+            {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116, "method": "corn"},
+            {"name": "gender", "type": "binary"},
+            {"name": "race", "type": "nominal", "num_classes": 5},
+        ],
+        "data": {"root": str(root), "image_size": 40, "limit": 160, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3, "task_fc": [8]},
+        "weighting": {"name": weighting},
+        "optim": {"name": "adam", "lr": 0.001, "scheduler": "plateau"},
+        "train": {"epochs": 2, "batch_size": 16, **train},
+    })
+
+
+@pytest.mark.parametrize("name", WEIGHTINGS.names())
+def test_every_weighting_trains_and_logs_weights(utkface_root, tmp_path, name):
+    Trainer(small(utkface_root, name), tmp_path, progress=False, log=lambda s: None).fit()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    for rec in lines:
+        assert set(rec["weights"]) == {"age", "gender", "race"}
+        assert all(np.isfinite(v) for v in rec["weights"].values())
+        assert np.isfinite(rec["val"]["score"])
+
+
+def test_early_freeze_in_the_loop(utkface_root, tmp_path):
+    t = Trainer(small(utkface_root, epochs=6, early_freeze=1), tmp_path, progress=False, log=lambda s: None)
+    t.fit()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    frozen = [set(r["frozen"]) for r in lines]
+    assert all(a <= b for a, b in zip(frozen, frozen[1:]))  # once frozen, stays frozen
+    assert frozen[-1], "with patience 1 some task must converge within 6 epochs"
+    assert not any(p.requires_grad for p in t.model.trunk.parameters())
+    # a frozen model reloads from its checkpoint with the same frozen tasks
+    model, *_ = load_model(tmp_path / "last.pt")
+    assert model.frozen_tasks == set(lines[-1]["frozen"])
+
+
+def test_csv_manifest_mixes_label_sets(utkface_root, tmp_path):
+    """Two 'datasets' in one manifest: one labels age only, the other gender and race only."""
+    from facemtl.data.utkface import read_utkface
+
+    t = read_utkface(utkface_root, limit=120)
+    rows = []
+    for i, p in enumerate(t.paths):
+        a, g, r = t.labels["age"][i], t.labels["gender"][i], t.labels["race"][i]
+        if i % 2:
+            rows.append({"path": p, "age": int(a), "gender": "", "race": ""})
+        else:
+            rows.append({"path": p, "age": "", "gender": ["male", "female"][int(g)], "race": "" if np.isnan(r) else int(r)})
+    man = tmp_path / "faces.csv"
+    with man.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "age", "gender", "race"])
+        w.writeheader()
+        w.writerows(rows)
+    cfg = small(tmp_path, tasks=[
+        {"name": "age", "type": "regression", "min_value": 1, "max_value": 116},
+        {"name": "gender", "type": "nominal", "classes": ["male", "female"]},
+        {"name": "race", "type": "nominal", "num_classes": 5},
+    ])
+    cfg.data.dataset, cfg.data.root = "csv", str(man)
+    cfg.data.columns = {"age": None, "gender": ["male", "female"], "race": None}
+    data = build_data(cfg.data, [__import__("facemtl").build_task(t) for t in cfg.tasks], 0, load_images=False)
+    lab = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy(), data.test.labels.numpy()])
+    assert np.isnan(lab[:, 0]).sum() == 60 and np.isnan(lab[:, 1]).sum() == 60
+    Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["val"]["age"]["n"] + rec["val"]["gender"]["n"] == len(data.val)
