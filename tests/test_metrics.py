@@ -39,3 +39,31 @@ def test_groups():
 def test_confusion():
     m = confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3)
     assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_wilson_and_mean_intervals_by_hand():
+    from facemtl.subgroups import mean_interval, wilson_interval
+
+    lo, hi = wilson_interval(8, 10)
+    # p = 0.8, n = 10, z = 1.96: centre 0.7164, half-width 0.2262 (worked by hand)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    assert wilson_interval(0, 0)[0] != wilson_interval(0, 0)[0]  # NaN
+    lo, hi = mean_interval(np.array([1.0, 2.0, 3.0, 4.0]))
+    # mean 2.5, s = 1.2910, s / sqrt(4) = 0.6455, x 1.96 = 1.2652
+    assert lo == pytest.approx(1.2348, abs=1e-3) and hi == pytest.approx(3.7652, abs=1e-3)
+
+
+def test_subgroup_table_cells():
+    from facemtl.subgroups import largest_gap, subgroup_table
+
+    rows = subgroup_table(
+        pred={"g": np.array([0, 1, 1, 0]), "age": np.array([10, 20, 30, 40.0])},
+        true={"g": np.array([0, 1, 0, 0]), "age": np.array([12, 20, 33, np.nan])},
+        kinds={"g": "accuracy", "age": "mae"},
+        groups={"sex": np.array(["f", "f", "m", "m"])},
+    )
+    f, m = rows
+    assert (f["sex"], f["n"], f["g"], f["age"]) == ("f", 2, 1.0, 1.0)
+    assert (m["sex"], m["n"], m["g"], m["age"]) == ("m", 2, 0.5, 3.0)
+    gap = largest_gap(rows, "g", min_count=1)
+    assert gap["gap"] == pytest.approx(0.5) and gap["min"]["sex"] == "m"

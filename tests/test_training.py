@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from facemtl.cli import evaluate, main
+from facemtl.cli import main
 from facemtl.config import ConfigError, config_from_dict, load_config
 from facemtl.training import Trainer
 
@@ -33,11 +33,17 @@ def cfg(root, **over):
     return config_from_dict(d)
 
 
-def test_tiny_run_beats_trivial_baselines(utkface_root, tmp_path):
+def test_tiny_run_beats_trivial_baselines(utkface_root, tmp_path, capsys):
     c = cfg(utkface_root, train__epochs=4, data__limit=900)
     summary = Trainer(c, tmp_path, progress=False, log=lambda s: None).fit()
     assert summary["epochs_run"] == 4
-    m = evaluate(str(tmp_path / "best.pt"), "test", device="cpu")
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "best.pt"), "--split", "test", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert set(m) == {"age", "gender", "race"}
+    assert {"accuracy", "per_class_accuracy", "confusion", "n"} <= set(m["gender"])
+    assert {"mae", "mse", "cs", "group_accuracy", "groups"} <= set(m["age"])
+    assert m["race"]["n"] == m["gender"]["n"] > 100
     assert m["age"]["mae"] < m["age"]["baseline"]["mae"]
     assert m["gender"]["accuracy"] > m["gender"]["baseline"]["accuracy"]
     assert m["race"]["accuracy"] > m["race"]["baseline"]["accuracy"]

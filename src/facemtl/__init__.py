@@ -3,6 +3,7 @@
 Public API::
 
     from facemtl import load_config, Trainer, MultiTaskNet, build_task, build_weighting
+    from facemtl import analyze, FaceAnalyzer      # faces in photos -> list[dict]
 """
 
 from .config import Config, ConfigError, load_config
@@ -14,7 +15,7 @@ from .backbones import BACKBONES
 __version__ = "0.1.0"
 
 __all__ = ["Config", "ConfigError", "load_config", "MultiTaskNet", "TASK_TYPES", "build_task", "WEIGHTINGS",
-           "build_weighting", "BACKBONES", "Trainer", "load_model"]
+           "build_weighting", "BACKBONES", "Trainer", "load_model", "analyze", "FaceAnalyzer"]
 
 
 def __getattr__(name: str):
@@ -23,6 +24,10 @@ def __getattr__(name: str):
         from .training import Trainer
 
         return Trainer
+    if name in ("analyze", "FaceAnalyzer"):
+        from . import analysis
+
+        return getattr(analysis, name)
     if name == "load_model":
         from .training import load_model
 

@@ -1,4 +1,4 @@
-"""Command line: ``facemtl train`` and ``facemtl evaluate``.
+"""Command line: ``facemtl train``, ``facemtl evaluate`` and ``facemtl analyze``.
 
 Each subcommand is an ordinary typed function; argparse only maps flags onto it.
 User mistakes (bad config, missing folder, unknown task type) end in one
@@ -59,6 +59,53 @@ def evaluate(
     return metrics
 
 
+def analyze(
+    paths: Sequence[str],
+    as_json: bool = False,
+    as_csv: bool = False,
+    annotate_dir: str | None = None,
+    aligned: bool = False,
+    checkpoint: str | None = None,
+    detector: str = "dlib",
+    device: str = "cpu",
+    progress: bool | None = None,
+) -> int:
+    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read)."""
+    from .analysis import FaceAnalyzer
+    from .analysis.inputs import expand_inputs
+    from .analysis.output import CsvWriter, annotate, write_json, write_table
+
+    files, missing = expand_inputs(list(paths))
+    for m in missing:
+        print(f"facemtl: warning: {m} matches no file", file=sys.stderr)
+    if not files:
+        raise FileNotFoundError("no input files found in " + ", ".join(paths))
+    analyzer = FaceAnalyzer(checkpoint, detector, device)
+    writer = CsvWriter() if as_csv else None
+    show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
+    bar = None
+    if show_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), unit="image", file=sys.stderr)
+    readable = 0
+    for rec in analyzer.analyze_files(files, aligned=aligned):
+        readable += rec["status"] != "error"
+        if writer is not None:
+            writer.write(rec)
+        elif as_json:
+            write_json(rec)
+        else:
+            write_table(rec)
+        if annotate_dir:
+            annotate(rec, Path(annotate_dir))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return 0 if readable else 1
+
+
 def _print_table(metrics: dict[str, Any]) -> None:
     for name, m in metrics.items():
         if name.startswith("_") or name == "score":
@@ -93,19 +140,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data-root", help="data folder, if it moved since training")
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("analyze", help="estimate the attributes of every face in photos")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per input file, one per line")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per face")
+    p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn")
+    p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
+    p.add_argument("--checkpoint", help="a model trained with 'facemtl train' instead of the default one")
+    p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or mtcnn")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
     args = parser.parse_args(argv)
     from .config import ConfigError
 
     try:
         if args.command == "train":
             train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
+        elif args.command == "analyze":
+            return analyze(args.paths, args.json, args.csv, args.annotate, args.aligned, args.checkpoint,
+                           args.detector, args.device, False if args.no_progress else None)
         elif args.command == "evaluate":
             metrics = evaluate(args.checkpoint, args.split, args.data_root, args.device)
             if args.json:
-                print(json.dumps(metrics))
+                # One object keyed by task name only, as documented; the summary goes to stderr.
+                print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_") and k != "score"}))
+                print(json.dumps({"score": metrics["score"], **metrics["_info"]}), file=sys.stderr)
             else:
                 _print_table(metrics)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"facemtl: error: {msg}", file=sys.stderr)
         return 2

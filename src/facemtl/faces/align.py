@@ -1,0 +1,74 @@
+"""Five-landmark alignment onto the geometry of the training crops.
+
+The model learns from UTKFace's aligned 200x200 crops, so a face cut from a photo
+must look like one of them. ``templates.json`` holds, for each landmark scheme,
+where a detector finds the five landmarks on those crops (the median over a sample
+of UTKFace faces, in the 200x200 crop frame), measured by
+``python scripts/measure_templates.py``. Alignment fits the similarity transform
+(rotation, uniform scale, shift; Umeyama 1991) that maps the detected landmarks onto
+the template and warps the photo with it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+TEMPLATE_FRAME = 200  # side of the UTKFace crops the templates are measured on
+
+
+@lru_cache(maxsize=None)
+def _templates() -> dict[str, np.ndarray]:
+    raw = json.loads((Path(__file__).with_name("templates.json")).read_text())
+    return {k: np.array(v["points"], dtype=np.float64) for k, v in raw.items() if not k.startswith("_")}
+
+
+def template(scheme: str, size: int = TEMPLATE_FRAME) -> np.ndarray:
+    """The ``(5, 2)`` template of ``scheme`` in a ``size x size`` crop."""
+    try:
+        return _templates()[scheme] * (size / TEMPLATE_FRAME)
+    except KeyError:
+        raise KeyError(f"no alignment template for landmark scheme {scheme!r}") from None
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity ``(2, 3)`` matrix M with ``dst ~ M @ [src, 1]`` (Umeyama 1991).
+
+    ``src``, ``dst``: ``(K, 2)`` point sets, K >= 2. No reflection is allowed.
+    """
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(2)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[1, 1] = -1
+    R = U @ D @ Vt
+    var_s = (s**2).sum() / len(src)
+    scale = np.trace(np.diag(S) @ D) / var_s
+    t = mu_d - scale * R @ mu_s
+    return np.hstack([scale * R, t[:, None]])
+
+
+def align_face(rgb: np.ndarray, landmarks: np.ndarray, scheme: str, size: int) -> np.ndarray:
+    """Warp ``rgb`` so that ``landmarks`` land on the template; returns ``(size, size, 3) uint8``.
+
+    When the face is much larger than ``size`` the image is first shrunk with area
+    averaging, so a 4000-pixel photo does not alias into the small crop.
+    """
+    import cv2
+
+    M = similarity_transform(landmarks, template(scheme, size))
+    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+    if scale < 0.5:
+        f = 2 * scale
+        h, w = rgb.shape[:2]
+        small = cv2.resize(rgb, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+        M = M.copy()
+        M[:, :2] /= f
+        rgb = small
+    return cv2.warpAffine(rgb, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

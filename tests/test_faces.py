@@ -1,0 +1,99 @@
+"""Detection and alignment on real faces: UTKFace crops pasted, scaled and rotated into larger photos."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facemtl.faces import DETECTORS, align_face, build_detector, similarity_transform, template
+from facemtl.faces.mtcnn import nms
+
+pytest.importorskip("dlib")
+
+
+def test_similarity_transform_recovers_a_known_transform():
+    src = np.array([[10, 20], [50, 22], [30, 40], [15, 60], [45, 61]], float)
+    ang, s, t = np.radians(17), 1.7, np.array([5.0, -3.0])
+    R = s * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    dst = src @ R.T + t
+    M = similarity_transform(src, dst)
+    assert np.allclose(M[:, :2], R, atol=1e-9) and np.allclose(M[:, 2], t, atol=1e-9)
+
+
+def test_nms_by_hand():
+    boxes = np.array([[0, 0, 9, 9], [1, 1, 10, 10], [20, 20, 29, 29]], float)
+    keep = nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5)
+    assert keep.tolist() == [0, 2]
+
+
+def test_templates_exist_for_every_detector():
+    for name in DETECTORS.names():
+        t = template(build_detector(name).scheme)
+        assert t.shape == (5, 2) and (t > 0).all() and (t < 200).all()
+
+
+def paste(face: np.ndarray, canvas_hw=(480, 640), at=(200, 120), scale=1.0, angle=0.0, bg=110):
+    """Paste a face crop, scaled and rotated about its centre, into a flat canvas; return image and the map."""
+    import cv2
+
+    h, w = face.shape[:2]
+    c = np.array([w / 2, h / 2])
+    M = cv2.getRotationMatrix2D(tuple(c), angle, scale)
+    M[:, 2] += np.array(at) + c * scale - c
+    canvas = np.full((*canvas_hw, 3), bg, np.uint8)
+    warped = cv2.warpAffine(face, M, (canvas_hw[1], canvas_hw[0]), borderMode=cv2.BORDER_CONSTANT, borderValue=(bg,) * 3)
+    mask = cv2.warpAffine(np.ones((h, w), np.uint8), M, (canvas_hw[1], canvas_hw[0]))
+    canvas[mask > 0] = warped[mask > 0]
+    return canvas, M
+
+
+@pytest.fixture(scope="module")
+def faces(utkface_root):
+    from facemtl.data.images import load_rgb
+    from facemtl.data.utkface import read_utkface
+
+    t = read_utkface(utkface_root, limit=400)
+    adults = [p for p, a in zip(t.paths, t.labels["age"]) if 20 <= a <= 60]
+    return [load_rgb(p) for p in adults[::37][:4]]
+
+
+@pytest.mark.parametrize("name", ["dlib", "mtcnn"])
+@pytest.mark.parametrize("scale,angle", [(1.0, 0.0), (1.6, 0.0), (1.2, 15.0)])
+def test_detectors_find_pasted_faces_and_alignment_hits_the_template(faces, name, scale, angle):
+    det = build_detector(name)
+    found = 0
+    for face in faces:
+        img, M = paste(face, scale=scale, angle=angle)
+        got = det.detect(img)
+        if not got:
+            continue
+        f = got[0]
+        # the face centre of the crop (about its middle) maps inside the detected box
+        cx, cy = M @ np.array([100, 110, 1.0])
+        assert f.box[0] < cx < f.box[2] and f.box[1] < cy < f.box[3]
+        side = f.box[2] - f.box[0]
+        assert 0.35 * 200 * scale < side < 1.3 * 200 * scale
+        # alignment maps the detected landmarks onto the template (a few pixels of the 200 frame)
+        A = similarity_transform(f.landmarks, template(f.scheme))
+        mapped = f.landmarks @ A[:, :2].T + A[:, 2]
+        assert np.sqrt(((mapped - template(f.scheme)) ** 2).sum(1).mean()) < 8
+        # and undoes the paste: the aligned crop's scale matches 1 / scale
+        assert abs(np.sqrt(np.linalg.det(A[:, :2])) * scale - 1) < 0.25
+        crop = align_face(img, f.landmarks, f.scheme, 112)
+        assert crop.shape == (112, 112, 3)
+        found += 1
+    assert found >= len(faces) - 1
+
+
+def test_detectors_agree_on_boxes(faces):
+    img, _ = paste(faces[0], scale=1.4)
+    a = build_detector("dlib").detect(img)[0].box
+    b = build_detector("mtcnn").detect(img)[0].box
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix
+    assert ix / union > 0.4
+
+
+def test_no_face_in_a_flat_image():
+    img = np.full((300, 400, 3), 128, np.uint8)
+    for name in ("dlib", "mtcnn"):
+        assert build_detector(name).detect(img) == []
