@@ -23,9 +23,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
     ap.add_argument("out")
+    ap.add_argument("--data-root", default="../shared/data/utkface",
+                    help="data folder recorded in the model (relative to where evaluate runs)")
     a = ap.parse_args()
     state = load_checkpoint(a.checkpoint)
     slim = {k: state[k] for k in KEEP if k in state}
+    slim["config"]["data"]["root"] = a.data_root
     slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
     slim["source"] = Path(a.checkpoint).name
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

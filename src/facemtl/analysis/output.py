@@ -33,7 +33,8 @@ def _short(face: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def write_table(rec: dict[str, Any], out: TextIO = sys.stdout) -> None:
+def write_table(rec: dict[str, Any], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     name = rec["file"]
     if rec["status"] == "error":
         out.write(f"{name}: error: {rec['error']}\n")
@@ -49,15 +50,16 @@ def write_table(rec: dict[str, Any], out: TextIO = sys.stdout) -> None:
         out.write(f"  #{i + 1} {where}{score}: {_short(f)}\n")
 
 
-def write_json(rec: dict[str, Any], out: TextIO = sys.stdout) -> None:
+def write_json(rec: dict[str, Any], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     out.write(json.dumps(rec) + "\n")
 
 
 class CsvWriter:
     """One row per face (or one row per file without faces)."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
         self.writer: csv.DictWriter | None = None
 
     def write(self, rec: dict[str, Any]) -> None:

@@ -100,8 +100,11 @@ def _prep(x: np.ndarray) -> np.ndarray:
 class MTCNNDetector(Detector):
     scheme = "mtcnn5"
 
+    """``min_score``: O-Net probability a face must reach to be reported (0.95; the cascade's
+    own last-stage threshold, 0.7, lets through face-like patches such as a shirt badge)."""
+
     def __init__(self, min_face: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, threads: int = 1) -> None:
+                 factor: float = 0.709, threads: int = 1, min_score: float = 0.95) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -113,6 +116,7 @@ class MTCNNDetector(Detector):
             for n in ("pnet", "rnet", "onet")
         )
         self.min_face, self.thresholds, self.factor = min_face, thresholds, factor
+        self.min_score = min_score
 
     def _stage1(self, rgb: np.ndarray) -> np.ndarray:
         import cv2
@@ -165,5 +169,6 @@ class MTCNNDetector(Detector):
         lm = np.stack([w * pts[:, :5] + b[:, :1] - 1, h * pts[:, 5:] + b[:, 1:2] - 1], 2)
         b = regress(b, reg)
         keep = nms(b, score, 0.7, "min")
-        faces = [Face(b[i].astype(np.float64), float(score[i]), lm[i].astype(np.float64), self.scheme) for i in keep]
+        faces = [Face(b[i].astype(np.float64), float(score[i]), lm[i].astype(np.float64), self.scheme)
+                 for i in keep if score[i] >= self.min_score]
         return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))

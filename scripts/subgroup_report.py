@@ -1,0 +1,83 @@
+"""Subgroup table (age group x gender x race) of a checkpoint on its test split, as Markdown and JSON.
+
+    python scripts/subgroup_report.py --checkpoint src/facemtl/weights/utkface_lite0.pt \
+        --data-root ../shared/data/utkface --out docs/results/default_model_subgroups
+
+Cells are grouped by the *true* labels; accuracy intervals are Wilson 95 % intervals,
+MAE intervals normal 95 % intervals (facemtl.subgroups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facemtl.data import build_data
+from facemtl.evaluation import predict_set, score_predictions
+from facemtl.metrics import group_names, to_groups
+from facemtl.subgroups import largest_gap, subgroup_table
+from facemtl.training import load_model
+
+AGE_EDGES = [0, 20, 40, 60]  # 0-19, 20-39, 40-59, 60+ (coarse, so that cells keep some size)
+GENDERS = ["male", "female"]
+RACES = ["white", "black", "asian", "indian", "others"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data-root")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--out", required=True, help="path prefix for .md and .json")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    model, tasks, cfg, _ = load_model(a.checkpoint)
+    if a.data_root:
+        cfg.data.root = a.data_root
+    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+    part = data.split(a.split)
+    part.cache()
+    res = predict_set(model, part, tasks, torch.device("cpu"), 128, cfg.model.channels_last)
+    overall = score_predictions(res, tasks, data.baselines)
+    true = res["true"]
+    ok = ~np.isnan(true["race"])
+    names = group_names(AGE_EDGES)
+    groups = {
+        "age group": np.array([names[g] for g in to_groups(true["age"], AGE_EDGES)])[ok],
+        "gender": np.array([GENDERS[int(g)] for g in true["gender"][ok]]),
+        "race": np.array([RACES[int(r)] for r in true["race"][ok]]),
+    }
+    kinds = {"age": "mae", "gender": "accuracy", "race": "accuracy"}
+    rows = subgroup_table({k: v[ok] for k, v in res["pred"].items()}, {k: v[ok] for k, v in true.items()}, kinds, groups)
+    gaps = {t: largest_gap(rows, t, 30) for t in kinds}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"overall": overall, "cells": rows, "gaps": gaps}, indent=1, default=str))
+    lines = ["| age group | gender | race | n | age MAE (95% CI) | gender acc. (95% CI) | race acc. (95% CI) |",
+             "|---|---|---|---:|---|---|---|"]
+    for r in rows:
+        def fmt(t: str, pct: bool) -> str:
+            if np.isnan(r[t]):
+                return "–"
+            if pct:
+                return f"{100 * r[t]:.1f}% ({100 * r[t + '_lo']:.0f}–{100 * r[t + '_hi']:.0f})"
+            lo, hi = r[t + "_lo"], r[t + "_hi"]
+            return f"{r[t]:.2f} ({lo:.1f}–{hi:.1f})" if not np.isnan(lo) else f"{r[t]:.2f}"
+        lines.append(f"| {r['age group']} | {r['gender']} | {r['race']} | {r['n']} | {fmt('age', False)} | "
+                     f"{fmt('gender', True)} | {fmt('race', True)} |")
+    lines.append("")
+    for t, g in gaps.items():
+        if g:
+            cell = lambda r: f"{r['age group']} {r['gender']} {r['race']} (n={r['n']})"  # noqa: E731
+            lines.append(f"- Largest {t} gap among cells with n >= 30: {g['gap']:.3f} between "
+                         f"{cell(g['min'])} and {cell(g['max'])}.")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(json.dumps({t: {k: overall[t][k] for k in ("accuracy", "mae") if k in overall[t]} for t in kinds}))
+
+
+if __name__ == "__main__":
+    main()
