@@ -53,7 +53,7 @@ def main() -> None:
     }
     kinds = {"age": "mae", "gender": "accuracy", "race": "accuracy"}
     rows = subgroup_table({k: v[ok] for k, v in res["pred"].items()}, {k: v[ok] for k, v in true.items()}, kinds, groups)
-    gaps = {t: largest_gap(rows, t, 30) for t in kinds}
+    gaps = {t: largest_gap(rows, f"{t}_{k}", 30) for t, k in kinds.items()}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"overall": overall, "cells": rows, "gaps": gaps}, indent=1, default=str))
@@ -61,6 +61,7 @@ def main() -> None:
              "|---|---|---|---:|---|---|---|"]
     for r in rows:
         def fmt(t: str, pct: bool) -> str:
+            t = f"{t}_{kinds[t]}"
             if np.isnan(r[t]):
                 return "–"
             if pct:
@@ -73,7 +74,7 @@ def main() -> None:
     for t, g in gaps.items():
         if g:
             cell = lambda r: f"{r['age group']} {r['gender']} {r['race']} (n={r['n']})"  # noqa: E731
-            lines.append(f"- Largest {t} gap among cells with n >= 30: {g['gap']:.3f} between "
+            lines.append(f"- Largest {t} {kinds[t]} gap among cells with n >= 30: {g['gap']:.3f} between "
                          f"{cell(g['min'])} and {cell(g['max'])}.")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(json.dumps({t: {k: overall[t][k] for k in ("accuracy", "mae") if k in overall[t]} for t in kinds}))

@@ -63,7 +63,8 @@ def test_subgroup_table_cells():
         groups={"sex": np.array(["f", "f", "m", "m"])},
     )
     f, m = rows
-    assert (f["sex"], f["n"], f["g"], f["age"]) == ("f", 2, 1.0, 1.0)
-    assert (m["sex"], m["n"], m["g"], m["age"]) == ("m", 2, 0.5, 3.0)
-    gap = largest_gap(rows, "g", min_count=1)
+    assert (f["sex"], f["n"], f["g_accuracy"], f["age_mae"]) == ("f", 2, 1.0, 1.0)
+    assert (m["sex"], m["n"], m["g_accuracy"], m["age_mae"]) == ("m", 2, 0.5, 3.0)
+    assert f["g_accuracy_lo"] < 1.0 == f["g_accuracy_hi"]
+    gap = largest_gap(rows, "g_accuracy", min_count=1)
     assert gap["gap"] == pytest.approx(0.5) and gap["min"]["sex"] == "m"

@@ -47,7 +47,8 @@ def subgroup_table(
 
     ``pred`` / ``true``: per task, arrays over the same samples; ``kinds``: per task,
     ``"accuracy"`` or ``"mae"``; ``groups``: per grouping column, a label per sample.
-    Each row: the group labels, ``n``, and per task the metric with ``*_lo`` / ``*_hi``.
+    Each row: the group labels, ``n``, and per task ``"{task}_{kind}"`` (e.g. ``age_mae``,
+    ``gender_accuracy``) with ``*_lo`` / ``*_hi`` bounds, so group and task names never collide.
     """
     names = list(groups)
     labels = [np.asarray(groups[g]) for g in names]
@@ -65,23 +66,24 @@ def subgroup_table(
             t, p = np.asarray(true[task], float)[mask], np.asarray(pred[task], float)[mask]
             ok = ~np.isnan(t)
             t, p = t[ok], p[ok]
+            key = f"{task}_{kind}"
             if kind == "accuracy":
                 k = int((p == t).sum())
-                row[task] = k / len(t) if len(t) else float("nan")
-                row[f"{task}_lo"], row[f"{task}_hi"] = wilson_interval(k, len(t))
+                row[key] = k / len(t) if len(t) else float("nan")
+                row[f"{key}_lo"], row[f"{key}_hi"] = wilson_interval(k, len(t))
             else:
                 err = np.abs(p - t)
-                row[task] = float(err.mean()) if len(err) else float("nan")
-                row[f"{task}_lo"], row[f"{task}_hi"] = mean_interval(err)
+                row[key] = float(err.mean()) if len(err) else float("nan")
+                row[f"{key}_lo"], row[f"{key}_hi"] = mean_interval(err)
         rows.append(row)
     return rows
 
 
-def largest_gap(rows: Sequence[dict[str, Any]], task: str, min_count: int = 30) -> dict[str, Any]:
-    """The best and worst cells for ``task`` among cells with at least ``min_count`` samples."""
-    cells = [r for r in rows if r["n"] >= min_count and not math.isnan(r[task])]
+def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -> dict[str, Any]:
+    """The lowest and highest cells for metric ``key`` (e.g. ``age_mae``) among cells of ``min_count``+ samples."""
+    cells = [r for r in rows if r["n"] >= min_count and not math.isnan(r[key])]
     if not cells:
         return {}
-    lo = min(cells, key=lambda r: r[task])
-    hi = max(cells, key=lambda r: r[task])
-    return {"min": lo, "max": hi, "gap": hi[task] - lo[task]}
+    lo = min(cells, key=lambda r: r[key])
+    hi = max(cells, key=lambda r: r[key])
+    return {"min": lo, "max": hi, "gap": hi[key] - lo[key]}
