@@ -138,3 +138,16 @@ def test_shipped_model_beats_trivial_baselines_on_test_slice(utkface_root):
     assert m["age"]["mae"] < 0.6 * m["age"]["baseline"]["mae"]
     assert m["gender"]["accuracy"] > 0.85 > m["gender"]["baseline"]["accuracy"]
     assert m["race"]["accuracy"] > 0.75 > m["race"]["baseline"]["accuracy"]
+
+
+def test_quick_start_sample_photo():
+    """The README's quick start: one face (astronaut Eileen Collins) in the shipped sample photo."""
+    from pathlib import Path
+
+    photo = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+    for detector in ("dlib", "mtcnn"):
+        faces = analyze(photo, detector=detector)
+        assert len(faces) == 1
+        assert faces[0]["gender"] == "female"
+        x1, y1, x2, y2 = faces[0]["box"]
+        assert 150 < (x1 + x2) / 2 < 290 and 60 < (y1 + y2) / 2 < 170
