@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from ..data.images import load_rgb, to_rgb
+from ..evaluation import to_input
 from ..faces import Face, align_face, build_detector
 
 #: The model that ships inside the package (see MODEL_CARD.md).
@@ -148,10 +149,8 @@ class FaceAnalyzer:
         """Attributes of aligned ``(size, size, 3) uint8`` crops, in batches."""
         out: list[dict[str, Any]] = []
         for i in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(np.stack(crops[i : i + self.batch_size])).permute(0, 3, 1, 2).float().div_(255)
-            x = x.to(self.device)
-            if self.cfg.model.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            batch = torch.from_numpy(np.stack(crops[i : i + self.batch_size])).permute(0, 3, 1, 2)
+            x = to_input(batch, self.device, self.cfg.model.channels_last)
             res = self.model(x)
             per_task = {t.name: self._decode(t, res[t.name].float()) for t in self.tasks}
             for j in range(len(x)):

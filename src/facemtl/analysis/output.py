@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
-
 CSV_FIELDS = ["file", "status", "error", "face", "x1", "y1", "x2", "y2", "score"]
 
 

@@ -29,7 +29,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
     im = ImageOps.exif_transpose(im)
     if im.mode == "RGB":
         return im
-    if im.mode in ("RGBA", "LA", "PA", "P") or (im.mode == "P" and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA", "P"):
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
