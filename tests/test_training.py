@@ -107,3 +107,18 @@ def test_overrides_and_recipes_parse():
 def test_cli_help_runs():
     out = subprocess.run([sys.executable, "-m", "facemtl.cli", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--resume" in out.stdout
+
+
+def test_flip_tta_averages_a_face_and_its_mirror():
+    from facemtl.evaluation import forward
+
+    class LeftColumn(torch.nn.Module):  # sees only the leftmost pixel column: a mirror changes it
+        def forward(self, x):
+            return {"t": x[:, 0, :, 0].sum(1, keepdim=True)}
+
+    x = torch.zeros(1, 3, 4, 4)
+    x[0, 0, :, 0] = 1.0  # left column 4, right column 0
+    assert forward(LeftColumn(), x)["t"].item() == 4.0
+    assert forward(LeftColumn(), x, "flip")["t"].item() == 2.0
+    with pytest.raises(ValueError, match="flip"):
+        forward(LeftColumn(), x, "rotate")

@@ -1,4 +1,4 @@
-"""Command line: ``facemtl train``, ``facemtl evaluate`` and ``facemtl analyze``.
+"""Command line: ``facemtl train``, ``evaluate``, ``analyze``, ``experiment`` and ``report``.
 
 Each subcommand is an ordinary typed function; argparse only maps flags onto it.
 User mistakes (bad config, missing folder, unknown task type) end in one
@@ -28,6 +28,9 @@ def train(config: str, out: str, overrides: Sequence[str] = (), resume: bool = F
             cfg = load_config(saved, list(overrides))
     trainer = Trainer(cfg, out, resume=resume, progress=progress, log=lambda s: print(s, file=sys.stderr))
     summary = trainer.fit()
+    test = trainer.test()
+    if test is not None:
+        summary["test_score"] = test["score"]
     print(json.dumps(summary))
     return summary
 
@@ -38,8 +41,12 @@ def evaluate(
     data_root: str | None = None,
     device: str = "auto",
     batch_size: int = 128,
+    tta: str = "none",
 ) -> dict[str, Any]:
-    """Metrics of ``checkpoint`` on ``split`` of the data it was trained on (same seed, same split)."""
+    """Metrics of ``checkpoint`` on ``split`` of the data it was trained on (same seed, same split).
+
+    ``tta="flip"`` averages the outputs of each face and its mirror image.
+    """
     from .data import build_data
     from .evaluation import predict_set, score_predictions
     from .training import load_model, resolve_device
@@ -53,9 +60,10 @@ def evaluate(
     if len(part) == 0:
         raise ValueError(f"the {split} split of this data is empty")
     part.cache(progress=len(part) > 2000)
-    res = predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last)
+    res = predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta)
     metrics = score_predictions(res, tasks, data.baselines)
-    metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(part), "epoch": state.get("epoch")}
+    metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(part), "epoch": state.get("epoch"),
+                        "tta": tta}
     return metrics
 
 
@@ -106,6 +114,21 @@ def analyze(
     return 0 if readable else 1
 
 
+def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
+    from .experiments import load_experiment, run_experiment
+
+    exp = load_experiment(config)
+    return run_experiment(exp, out, only=only, progress=progress, log=lambda s: print(s, file=sys.stderr, flush=True))
+
+
+def report(path: str, out: str | None = None, gradcam: bool = True, samples: int = 2) -> Path:
+    """Write the HTML / Markdown / PNG report of a run or experiment folder; returns the HTML file."""
+    from .report import write_report
+
+    return write_report(path, out, gradcam=gradcam, samples=samples)
+
+
 def _print_table(metrics: dict[str, Any]) -> None:
     for name, m in metrics.items():
         if name.startswith("_") or name == "score":
@@ -139,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-root", help="data folder, if it moved since training")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tta", default="none", choices=["none", "flip"],
+                   help="test-time augmentation: flip averages each face with its mirror image")
 
     p = sub.add_parser("analyze", help="estimate the attributes of every face in photos")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
@@ -152,6 +177,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("experiment", help="run a grid of variants (the sources' ablations) with several seeds")
+    p.add_argument("--config", required=True, help="experiment YAML (see configs/experiment_*.yaml)")
+    p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
+    p.add_argument("--only", help="comma-separated variant names to run now")
+    p.add_argument("--progress", action="store_true", help="a progress bar per epoch")
+
+    p = sub.add_parser("report", help="write an HTML, Markdown and PNG report of a run or experiment folder")
+    p.add_argument("path", metavar="RUN_DIR_OR_EXPERIMENT_DIR")
+    p.add_argument("--out", help="report folder (default: PATH/report)")
+    p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM maps")
+    p.add_argument("--samples", type=int, default=2, help="Grad-CAM faces per task, each of correct and wrong")
+
     args = parser.parse_args(argv)
     from .config import ConfigError
 
@@ -161,8 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "analyze":
             return analyze(args.paths, args.json, args.csv, args.annotate, args.aligned, args.checkpoint,
                            args.detector, args.device, False if args.no_progress else None)
+        elif args.command == "experiment":
+            only = [x for x in args.only.split(",") if x] if args.only else None
+            summary = experiment(args.config, args.out, only, args.progress)
+            print(json.dumps({k: v for k, v in summary.items() if k != "variants"}))
+        elif args.command == "report":
+            print(report(args.path, args.out, not args.no_gradcam, args.samples))
         elif args.command == "evaluate":
-            metrics = evaluate(args.checkpoint, args.split, args.data_root, args.device)
+            metrics = evaluate(args.checkpoint, args.split, args.data_root, args.device, tta=args.tta)
             if args.json:
                 # One object keyed by task name only, as documented; the summary goes to stderr.
                 print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_") and k != "score"}))

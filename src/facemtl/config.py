@@ -77,6 +77,8 @@ class ModelConfig:
     activation: str = "leaky_relu"
     batch_norm: bool = True
     drop_path: float = 0.0
+    #: Train only the necks and task layers on a frozen (pretrained) backbone: the thesis's baseline.
+    freeze_backbone: bool = False
     #: NHWC memory layout: about 2x faster convolutions on CPU.
     channels_last: bool = True
 

@@ -109,6 +109,7 @@ class MultiTaskNet(nn.Module):
         )
         self.num_features = net.num_features
         self._frozen: set[str] = set()
+        self._backbone_frozen = False
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pooled, neck-processed features per branch: ``{branch: (N, F)}``."""
@@ -154,6 +155,18 @@ class MultiTaskNet(nn.Module):
             p.requires_grad_(False)
         self.train(self.training)
 
+    def freeze_backbone(self) -> None:
+        """Freeze every backbone stage (trunk and branches): only necks and task towers train.
+
+        The thesis's "frozen backbone" baseline, against fine-tuning the whole network.
+        Frozen BatchNorm layers keep their (ImageNet) running statistics.
+        """
+        self._backbone_frozen = True
+        for m in [self.trunk, *self.branches.values()]:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        self.train(self.training)
+
     @property
     def frozen_tasks(self) -> set[str]:
         return set(self._frozen)
@@ -165,9 +178,10 @@ class MultiTaskNet(nn.Module):
         return [self.trunk] + rest
 
     def _frozen_modules(self) -> list[nn.Module]:
-        if not self._frozen:
-            return []
-        return self.shared_modules() + [m for t in self._frozen for m in self.own_modules(t)]
+        mods: list[nn.Module] = [self.trunk, *self.branches.values()] if self._backbone_frozen else []
+        if self._frozen:
+            mods += self.shared_modules() + [m for t in self._frozen for m in self.own_modules(t)]
+        return mods
 
     def train(self, mode: bool = True) -> "MultiTaskNet":
         super().train(mode)

@@ -68,6 +68,13 @@ class FaceSet:
     images: torch.Tensor | None = None
     workers: int = 2
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Every label column of the data for these rows (also those no task reads), for subgroup studies.
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def with_labels(self, labels: np.ndarray) -> "FaceSet":
+        """The same images (cache shared, not copied) with another label matrix."""
+        return FaceSet(self.paths, torch.from_numpy(np.asarray(labels, np.float32)), self.size, self.images,
+                       self.workers, self.rows, self.attributes)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -122,6 +129,28 @@ class DataBundle:
             raise ValueError(f"unknown split {name!r}; choose train, val or test")
         return getattr(self, name)
 
+    def with_tasks(self, tasks: Sequence[Task]) -> "DataBundle":
+        """The same split and images labelled for other ``tasks`` (e.g. one task of several).
+
+        Experiments use it so that every variant of a grid trains and tests on exactly
+        the same images, whatever tasks it keeps.
+        """
+        sets = {}
+        for part in ("train", "val", "test"):
+            fs = self.split(part)
+            cols = [_attribute(fs, t.label) for t in tasks]
+            sets[part] = fs.with_labels(np.stack(cols, 1) if cols else np.zeros((len(fs), 0)))
+        train_np = sets["train"].labels.numpy()
+        baselines = {t.name: t.baseline(train_np[:, j]) for j, t in enumerate(tasks)}
+        return DataBundle(sets["train"], sets["val"], sets["test"], dict(self.report), baselines)
+
+
+def _attribute(fs: FaceSet, name: str) -> np.ndarray:
+    try:
+        return fs.attributes[name]
+    except KeyError:
+        raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(fs.attributes))}") from None
+
 
 def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
     cols = []
@@ -168,6 +197,7 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
             size=cfg.image_size,
             workers=cfg.workers,
             rows=idx,
+            attributes={k: v[idx] for k, v in table.labels.items()},
         )
         report[f"{part}_images"] = int(len(idx))
     if len(sets["train"]) == 0:

@@ -68,7 +68,10 @@ class OrdinalTask(_Numeric):
     ``method``:
       * ``binary`` (paper eq. 5-7): K-1 independent sigmoid outputs, BCE on "label > r_k";
       * ``coral``: shared weights, one bias per threshold (rank-consistent);
-      * ``corn``: conditional training, chained probabilities (rank-consistent).
+      * ``corn``: conditional training, chained probabilities (rank-consistent);
+      * ``softmax``: no ordinal treatment, a K-way softmax over the ranks with
+        cross-entropy (the paper's "without ordinal" ablation); it joins the
+        nominal branch and ``threshold`` decoding takes the most probable rank.
     ``decoding``: ``threshold`` (paper eq. 6, ``rank = sum [p_k > 0.5]``) or
     ``expected`` (``sum p_k``). Decoded value = ``min_value + rank``.
     ``reduction``: ``sum`` (paper eq. 7 and coral-pytorch) or ``mean`` over the K-1 terms.
@@ -82,12 +85,18 @@ class OrdinalTask(_Numeric):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.method not in ("binary", "coral", "corn"):
-            raise ValueError(f"task {self.name!r}: unknown ordinal method {self.method!r}; choose binary, coral or corn")
+        if self.method not in ("binary", "coral", "corn", "softmax"):
+            raise ValueError(
+                f"task {self.name!r}: unknown ordinal method {self.method!r}; choose binary, coral, corn or softmax"
+            )
         if self.decoding not in ("threshold", "expected"):
             raise ValueError(f"task {self.name!r}: unknown decoding {self.decoding!r}; choose threshold or expected")
         if self.reduction not in ("sum", "mean"):
             raise ValueError(f"task {self.name!r}: reduction must be 'sum' or 'mean'")
+
+    @property
+    def category(self) -> str:  # type: ignore[override]
+        return "nominal" if self.method == "softmax" else "ordinal"
 
     @property
     def num_classes(self) -> int:
@@ -99,19 +108,27 @@ class OrdinalTask(_Numeric):
     def make_head(self, in_features: int) -> nn.Module:
         if self.method == "coral":
             return CoralHead(in_features, self.num_classes)
+        if self.method == "softmax":
+            return nn.Linear(in_features, self.num_classes)
         return nn.Linear(in_features, self.num_classes - 1)
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r = self.ranks(y)
         if self.method == "corn":
             return corn_loss(out, r)
+        if self.method == "softmax":
+            return F.cross_entropy(out, r)
         return ordinal_bce_loss(out, r, reduction=self.reduction)
 
     def threshold_probabilities(self, out: torch.Tensor) -> torch.Tensor:
         """``P(value > min_value + k)``, ``(N, K-1)``."""
+        if self.method == "softmax":
+            return (1 - out.softmax(1).cumsum(1)[:, :-1]).clamp(0, 1)
         return ordinal_probabilities(out, self.method)
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:
+        if self.method == "softmax" and self.decoding == "threshold":
+            return self.min_value + out.argmax(1).float()
         return self.min_value + decode_ranks(self.threshold_probabilities(out), self.decoding)
 
     def probabilities(self, out: torch.Tensor) -> torch.Tensor:
@@ -120,6 +137,8 @@ class OrdinalTask(_Numeric):
         Differences of a non-increasing sequence; clipped at 0 and renormalised where
         independent heads are not rank-consistent.
         """
+        if self.method == "softmax":
+            return out.softmax(1)
         gt = self.threshold_probabilities(out)
         ones = torch.ones_like(gt[:, :1])
         cdf_gt = torch.cat([ones, gt, torch.zeros_like(ones)], 1)

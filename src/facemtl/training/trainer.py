@@ -101,7 +101,12 @@ class Trainer:
         self.tasks = [build_task(s) for s in cfg.tasks]
         self.task_names = [x.name for x in self.tasks]
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        # Seed again: the initial weights depend on the seed only, not on whether the
+        # data was read here or handed over (experiment grids read it once).
+        seed_everything(t.seed)
         self.model = build_model(cfg, self.tasks).to(self.device)
+        if cfg.model.freeze_backbone:
+            self.model.freeze_backbone()
         self.channels_last = cfg.model.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -241,6 +246,38 @@ class Trainer:
         has = (~torch.isnan(labels)).any(0)
         return {t.name: (float(losses[t.name].detach()) if has[j] else float("nan")) for j, t in enumerate(self.tasks)}
 
+    def test(self) -> dict[str, Any] | None:
+        """Score the best epoch on the test split; write ``test_metrics.json`` and ``test_predictions.npz``.
+
+        The predictions file holds, per task, ``pred/<task>`` ``(N,)``, ``true/<task>`` and
+        ``prob/<task>`` ``(N, C)`` where the task has class probabilities, plus every label
+        column of the data as ``attr/<column>`` and the image paths, so that reports
+        (confusion matrices, subgroup tables, Grad-CAM samples) never run the model again.
+        Returns the metrics, or ``None`` when the data has no test split.
+        """
+        part = self.data.test
+        if len(part) == 0:
+            return None
+        best = self.out / "best.pt"
+        if best.is_file():
+            self.model.load_state_dict(load_checkpoint(best)["model"])
+        t0 = time.perf_counter()
+        res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
+        metrics = score_predictions(res, self.tasks, self.data.baselines)
+        metrics["_info"] = {"split": "test", "images": len(part), "best_epoch": self.best_epoch,
+                            "seconds": time.perf_counter() - t0}
+        arrays: dict[str, np.ndarray] = {"paths": np.asarray(part.paths, dtype=str)}
+        for t in self.tasks:
+            arrays[f"pred/{t.name}"] = res["pred"][t.name]
+            arrays[f"true/{t.name}"] = res["true"][t.name]
+            if res["prob"][t.name] is not None:
+                arrays[f"prob/{t.name}"] = res["prob"][t.name].astype(np.float32)
+        for k, v in part.attributes.items():
+            arrays[f"attr/{k}"] = v
+        np.savez_compressed(self.out / "test_predictions.npz", **arrays)
+        (self.out / "test_metrics.json").write_text(json.dumps(metrics, indent=1, default=_tolist))
+        return metrics
+
     def validate(self) -> dict[str, Any]:
         part = self.data.val if len(self.data.val) else self.data.train
         res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
@@ -265,6 +302,10 @@ class Trainer:
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
         self.log(f"resumed from {path} at epoch {self.epoch + 1}")
+
+
+def _tolist(x: Any) -> Any:
+    return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
 def _dump_yaml(d: dict[str, Any]) -> str:

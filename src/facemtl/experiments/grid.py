@@ -1,0 +1,220 @@
+"""Experiment grids: the variants of the sources' tables, built from one base recipe.
+
+An experiment file (YAML) names a base recipe, the budget every variant shares
+(overrides such as ``train.epochs=3``), the seeds, and the variants::
+
+    name: utkface-cpu
+    base: cpu.yaml              # a training recipe, relative to this file
+    seeds: [0, 1]
+    overrides: [data.image_size=64, train.epochs=3]
+    variants: standard          # the grid below; or a list of variant mappings
+    skip: [gradnorm]            # leave some standard variants out
+    extra: []                   # variants of your own, added to the standard ones
+
+A variant mapping: ``{name, label, group, tasks: [kept task names] | null,
+task_changes: {task: {setting: value}}, overrides: [section.key=value]}``.
+
+The standard grid (paper Tables II-III, thesis Tables 4.x and 5.x):
+
+============================  ==========================================================
+``single_<task>``             one network per attribute (paper "Single Task" rows)
+``equal``                     all tasks, equal weights
+``fixed``                     hand-set weights (paper "without uncertainty")
+``nominal_<task>``            ordinal tasks as K-way softmax (paper "without ordinal")
+``regression_<task>``         ordinal tasks as normalised regression (the thesis's age)
+``proposed``                  ordinal + uncertainty weighting (the paper's model)
+``learned``                   the thesis's loss weight layer (lambda = 0.1)
+``dwa`` / ``gradnorm``        the engine's other weightings
+``early_freeze``              proposed + thesis Early Freeze
+``frozen_backbone``           proposed with the backbone frozen: heads only
+============================  ==========================================================
+
+``proposed`` is also the fine-tuned network that ``frozen_backbone`` is compared with,
+and the network without Early Freeze that ``early_freeze`` is compared with.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, ConfigError, config_from_dict
+
+
+@dataclass
+class Variant:
+    name: str
+    #: One line for tables, e.g. "multi-task, equal weights".
+    label: str = ""
+    #: Which comparison it belongs to: single-task, weighting, ordinal, early freeze, backbone.
+    group: str = ""
+    #: Task names kept (None: all of the base recipe's tasks).
+    tasks: list[str] | None = None
+    #: Per task, settings replaced in its spec, e.g. ``{"age": {"method": "softmax"}}``.
+    task_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``section.key=value`` overrides on top of the experiment's.
+    overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"variant name {self.name!r} must be non-empty and contain no '/'")
+        self.label = self.label or self.name
+
+
+@dataclass
+class Experiment:
+    name: str
+    #: The base recipe as a mapping (already read from its YAML file).
+    base: dict[str, Any]
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    overrides: list[str] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
+    #: The variant reports centre on (Grad-CAM, confusion matrices, bias study).
+    reference: str = "proposed"
+
+    def config(self, variant: Variant, seed: int) -> Config:
+        """The full training config of one run: base, experiment overrides, variant changes, seed."""
+        data = copy.deepcopy(self.base)
+        specs = [dict(t) for t in data.get("tasks", [])]
+        names = [t.get("name") for t in specs]
+        for task in list(variant.tasks or []) + list(variant.task_changes):
+            if task not in names:
+                raise ConfigError(f"variant {variant.name!r} names task {task!r}, which the base recipe lacks")
+        if variant.tasks is not None:
+            specs = [t for t in specs if t["name"] in variant.tasks]
+        for t in specs:
+            for k, v in variant.task_changes.get(t["name"], {}).items():
+                if v is None:
+                    t.pop(k, None)
+                else:
+                    t[k] = v
+        data["tasks"] = specs
+        data["name"] = f"{self.name}/{variant.name}"
+        return config_from_dict(data, [*self.overrides, *variant.overrides, f"train.seed={seed}"])
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"no variant {name!r}; this experiment has: {', '.join(v.name for v in self.variants)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base, "seeds": self.seeds, "overrides": self.overrides,
+                "reference": self.reference, "variants": [asdict(v) for v in self.variants]}
+
+
+def config_hash(cfg: Config) -> str:
+    """A short digest of a run's settings: a finished run is reused only when it matches."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def standard_variants(tasks: list[dict[str, Any]], early_freeze_patience: int = 1) -> list[Variant]:
+    """The comparison grid of both sources for the base recipe's ``tasks`` (see module docstring).
+
+    Hand-set weights (``fixed``): 1 / (K - 1) for an ordinal task whose loss sums K - 1
+    binary terms (so that each threshold weighs like one binary task) and 1 for the
+    others: what one would set by hand without a learned weighting.
+    """
+    names = [t["name"] for t in tasks]
+    ordinal = [t for t in tasks if t.get("type") == "ordinal"]
+    out = [Variant(f"single_{n}", f"single task: {n}", "single-task", tasks=[n], overrides=["weighting.name=equal"])
+           for n in names]
+    fixed = {}
+    for t in tasks:
+        k = int(round(float(t.get("max_value", 100)) - float(t.get("min_value", 0))))
+        summed = t.get("type") == "ordinal" and t.get("reduction", "sum") == "sum" and t.get("method", "binary") != "softmax"
+        fixed[t["name"]] = round(1.0 / k, 6) if summed and k > 0 else 1.0
+    out += [
+        Variant("equal", "multi-task, equal weights", "weighting", overrides=["weighting.name=equal"]),
+        Variant("fixed", "multi-task, hand-set weights (without uncertainty)", "weighting",
+                overrides=["weighting.name=fixed", "weighting.params={weights: " + json.dumps(fixed) + "}"]),
+    ]
+    for t in ordinal:
+        n = t["name"]
+        out.append(Variant(f"nominal_{n}", f"{n} as nominal softmax (without ordinal)", "ordinal",
+                           task_changes={n: {"method": "softmax", "decoding": "threshold"}},
+                           overrides=["weighting.name=uncertainty"]))
+        out.append(Variant(f"regression_{n}", f"{n} as normalised regression", "ordinal",
+                           task_changes={n: {"type": "regression", "method": None, "decoding": None, "reduction": None}},
+                           overrides=["weighting.name=uncertainty"]))
+    out += [
+        Variant("proposed", "ordinal + uncertainty weighting (the paper's model; fine-tuned, no Early Freeze)",
+                "proposed", overrides=["weighting.name=uncertainty"]),
+        Variant("learned", "multi-task, learned loss weight layer (the thesis)", "weighting",
+                overrides=["weighting.name=learned"]),
+        Variant("dwa", "multi-task, dynamic weight average", "weighting", overrides=["weighting.name=dwa"]),
+        Variant("gradnorm", "multi-task, GradNorm", "weighting", overrides=["weighting.name=gradnorm"]),
+        Variant("early_freeze", f"proposed + Early Freeze (patience {early_freeze_patience})", "early freeze",
+                overrides=["weighting.name=uncertainty", f"train.early_freeze={early_freeze_patience}"]),
+        Variant("frozen_backbone", "proposed, backbone frozen (heads only)", "backbone",
+                overrides=["weighting.name=uncertainty", "model.freeze_backbone=true"]),
+    ]
+    return out
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read an experiment file (see module docstring); every mistake is one :class:`ConfigError` sentence."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"experiment file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    known = {"name", "base", "seeds", "overrides", "variants", "skip", "extra", "reference", "early_freeze_patience"}
+    unknown = set(spec) - known
+    if unknown:
+        raise ConfigError(f"unknown experiment setting {sorted(unknown)[0]!r}; an experiment takes: {', '.join(sorted(known))}")
+    if "base" not in spec:
+        raise ConfigError(f"experiment file {path} names no 'base' recipe")
+    base_path = Path(spec["base"])
+    if not base_path.is_absolute():
+        base_path = path.resolve().parent / base_path
+    if not base_path.is_file():
+        raise ConfigError(f"the base recipe {base_path} does not exist")
+    base = yaml.safe_load(base_path.read_text()) or {}
+    root = Path(base.get("data", {}).get("root", "."))
+    if not root.is_absolute():
+        # As load_config: relative to the working directory when it exists there, else to the recipe.
+        cands = [Path.cwd() / root, base_path.parent / root]
+        base.setdefault("data", {})["root"] = str(next((c for c in cands if c.exists()), cands[0]).resolve())
+    tasks = base.get("tasks") or []
+    variants_spec = spec.get("variants", "standard")
+    if variants_spec == "standard":
+        variants = standard_variants(tasks, int(spec.get("early_freeze_patience", 1)))
+    elif isinstance(variants_spec, list):
+        variants = [_variant(v) for v in variants_spec]
+    else:
+        raise ConfigError("'variants' must be 'standard' or a list of variant mappings")
+    skip = set(spec.get("skip") or [])
+    variants = [v for v in variants if v.name not in skip] + [_variant(v) for v in spec.get("extra") or []]
+    if len({v.name for v in variants}) != len(variants):
+        raise ConfigError("variant names must be unique")
+    seeds = spec.get("seeds", [0, 1])
+    if isinstance(seeds, int):
+        seeds = list(range(seeds))
+    if not seeds:
+        raise ConfigError("an experiment needs at least one seed")
+    exp = Experiment(name=str(spec.get("name", path.stem)), base=base, seeds=[int(s) for s in seeds],
+                     overrides=[str(o) for o in spec.get("overrides") or []], variants=variants,
+                     reference=str(spec.get("reference", "proposed")))
+    if exp.reference not in {v.name for v in variants}:
+        exp.reference = variants[0].name if variants else exp.reference
+    for v in variants:  # fail now, not an hour into the grid
+        exp.config(v, exp.seeds[0])
+    return exp
+
+
+def _variant(spec: Any) -> Variant:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"a variant must be a mapping, not {spec!r}")
+    try:
+        return Variant(**spec)
+    except TypeError as exc:
+        raise ConfigError(f"variant {spec.get('name', '?')!r}: {exc}") from None

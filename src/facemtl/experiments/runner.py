@@ -1,0 +1,156 @@
+"""Run an experiment grid: every variant x seed on the same data, reusing finished runs.
+
+Layout of the experiment folder::
+
+    OUT/experiment.yaml              the resolved experiment (base recipe, budget, variants)
+    OUT/experiment.json              summary: per variant, mean / std / values of every metric
+    OUT/runs/<variant>/seed<k>/      a normal training run (config.yaml, metrics.jsonl,
+                                     best.pt, last.pt, test_metrics.json,
+                                     test_predictions.npz) plus result.json when finished
+
+A run with ``result.json`` whose settings digest matches is reused as it is; a run
+with ``last.pt`` and the same settings resumes where it stopped; a run whose settings
+changed starts over. So running the same command again finishes an interrupted grid.
+
+The data is read and split once per experiment with the base recipe's full task list
+(the split seed is the first seed), and every variant sees exactly those images: a
+single-task variant only drops label columns. Seeds vary initialisation and batch
+order, so differences between variants are paired comparisons on one test set.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import yaml
+
+from ..data import build_data
+from ..tasks import build_task
+from .grid import Experiment, config_hash
+
+#: Metrics summarised per task kind.
+SUMMARY_METRICS = ("accuracy", "mae", "mse", "group_accuracy")
+
+
+def hardware() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def run_experiment(
+    exp: Experiment,
+    out: str | Path,
+    only: Sequence[str] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and test every run of ``exp`` not finished yet; write and return the summary."""
+    from ..training import Trainer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.yaml").write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    variants = [exp.variant(n) for n in only] if only else exp.variants
+    t_start = time.perf_counter()
+    base_cfg = exp.config(exp.variants[0], exp.seeds[0]) if exp.variants else None
+    full_tasks = [build_task(t) for t in exp.base.get("tasks", [])]
+    bundle = None
+    todo = [(v, s) for v in variants for s in exp.seeds]
+    for i, (variant, seed) in enumerate(todo, 1):
+        cfg = exp.config(variant, seed)
+        run_dir = out / "runs" / variant.name / f"seed{seed}"
+        digest = config_hash(cfg)
+        result_file = run_dir / "result.json"
+        if result_file.is_file() and json.loads(result_file.read_text()).get("config_hash") == digest:
+            log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: finished before, reused")
+            continue
+        resume = (run_dir / "last.pt").is_file() and _saved_hash(run_dir) == digest
+        if run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)
+        if bundle is None:
+            # One read, split and decode for the whole grid (see module docstring).
+            data_cfg = base_cfg.data  # the experiment's overrides apply; variants must not change data
+            bundle = build_data(data_cfg, full_tasks, exp.seeds[0])
+        if cfg.data != base_cfg.data:
+            raise ValueError(f"variant {variant.name!r} changes data settings; every variant must use the same data")
+        tasks = [build_task(t) for t in cfg.tasks]
+        log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
+        t0 = time.perf_counter()
+        trainer = Trainer(cfg, run_dir, resume=resume, progress=progress, log=log, data=bundle.with_tasks(tasks))
+        (run_dir / "config_hash").write_text(digest)
+        summary = trainer.fit()
+        test = trainer.test() or {}
+        seconds = time.perf_counter() - t0
+        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        result = {
+            "variant": variant.name, "seed": seed, "config_hash": digest, **summary,
+            "seconds": seconds,
+            "train_seconds": float(sum(r.get("seconds", 0.0) for r in records)),
+            "test": _compact(test, tasks),
+        }
+        result_file.write_text(json.dumps(result, indent=1))
+        log(f"    {variant.name} seed {seed}: " + ", ".join(
+            f"{t}: {', '.join(f'{k} {v:.4g}' for k, v in m.items())}" for t, m in result["test"].items()))
+    summary = summarise(exp, out)
+    summary["grid_seconds_this_call"] = time.perf_counter() - t_start
+    (out / "experiment.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _saved_hash(run_dir: Path) -> str | None:
+    f = run_dir / "config_hash"
+    return f.read_text().strip() if f.is_file() else None
+
+
+def _compact(metrics: dict[str, Any], tasks: Sequence[Any]) -> dict[str, dict[str, float]]:
+    """Per task, the headline metrics (accuracy, or MAE / MSE / CS(5) / group accuracy)."""
+    out: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        m = metrics.get(t.name)
+        if not m:
+            continue
+        row = {k: float(m[k]) for k in SUMMARY_METRICS if k in m}
+        if "cs" in m:
+            row["cs5"] = float(m["cs"]["5"])
+        out[t.name] = row
+    return out
+
+
+def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
+    """Mean, sample standard deviation and per-seed values of every metric of every finished variant."""
+    out = Path(out)
+    variants: dict[str, Any] = {}
+    for v in exp.variants:
+        results = []
+        for s in exp.seeds:
+            f = out / "runs" / v.name / f"seed{s}" / "result.json"
+            if f.is_file():
+                results.append(json.loads(f.read_text()))
+        entry: dict[str, Any] = {"label": v.label, "group": v.group, "seeds": [r["seed"] for r in results],
+                                 "metrics": {}, "train_seconds": float(sum(r["train_seconds"] for r in results))}
+        for task in sorted({t for r in results for t in r["test"]}):
+            entry["metrics"][task] = {}
+            for metric in sorted({k for r in results for k in r["test"].get(task, {})}):
+                vals = [r["test"][task][metric] for r in results if metric in r["test"].get(task, {})]
+                entry["metrics"][task][metric] = {
+                    "mean": float(np.mean(vals)),
+                    "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                    "values": vals,
+                }
+        variants[v.name] = entry
+    return {"name": exp.name, "reference": exp.reference, "seeds": exp.seeds, "overrides": exp.overrides,
+            "hardware": hardware(), "variants": variants,
+            "train_seconds": float(sum(v["train_seconds"] for v in variants.values()))}

@@ -1,0 +1,138 @@
+"""Read what training left on disk: a single run folder or an experiment folder.
+
+A report only reads these files; it never trains (issue: "reports read the run logs
+only"). A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON record per
+epoch), and after testing ``test_metrics.json`` and ``test_predictions.npz``. An
+experiment folder holds ``experiment.yaml`` and ``runs/<variant>/seed<k>/`` run folders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+
+@dataclass
+class RunLog:
+    """One training run's files."""
+
+    path: Path
+    seed: int = 0
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        f = self.path / "config.yaml"
+        return yaml.safe_load(f.read_text()) if f.is_file() else {}
+
+    @cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """Per-epoch records of ``metrics.jsonl`` (train losses, validation metrics, weights)."""
+        f = self.path / "metrics.jsonl"
+        if not f.is_file():
+            return []
+        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+
+    @cached_property
+    def test(self) -> dict[str, Any] | None:
+        """``test_metrics.json``: per task the full metrics (CS(k), confusion matrix, ...)."""
+        f = self.path / "test_metrics.json"
+        return json.loads(f.read_text()) if f.is_file() else None
+
+    @cached_property
+    def predictions(self) -> dict[str, np.ndarray] | None:
+        """``test_predictions.npz``: ``paths``, ``pred/<task>``, ``true/<task>``, ``prob/<task>``, ``attr/<column>``."""
+        f = self.path / "test_predictions.npz"
+        if not f.is_file():
+            return None
+        with np.load(f, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    @property
+    def checkpoint(self) -> Path | None:
+        for name in ("best.pt", "last.pt"):
+            if (self.path / name).is_file():
+                return self.path / name
+        return None
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self.config.get("tasks") or [])
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(r.get("seconds", 0.0) for r in self.records))
+
+
+@dataclass
+class VariantRuns:
+    name: str
+    label: str
+    group: str
+    runs: list[RunLog] = field(default_factory=list)
+
+    @property
+    def first(self) -> RunLog:
+        return self.runs[0]
+
+
+@dataclass
+class ReportInput:
+    """Everything a report shows, as read from disk."""
+
+    path: Path
+    kind: str  # "run" or "experiment"
+    name: str
+    variants: dict[str, VariantRuns]
+    reference: str
+    seeds: list[int]
+    overrides: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> VariantRuns:
+        return self.variants[self.reference]
+
+    @property
+    def base_config(self) -> dict[str, Any]:
+        return self.ref.first.config
+
+
+def load(path: str | Path) -> ReportInput:
+    """Read a run folder or an experiment folder; raise ``FileNotFoundError`` with one sentence otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder")
+    if (path / "experiment.yaml").is_file():
+        return _load_experiment(path)
+    if (path / "metrics.jsonl").is_file():
+        run = RunLog(path, int((RunLog(path).config.get("train") or {}).get("seed", 0)))
+        name = str(run.config.get("name") or path.name)
+        v = VariantRuns("run", name, "run", [run])
+        return ReportInput(path, "run", name, {"run": v}, "run", [run.seed])
+    raise FileNotFoundError(f"{path} is neither a run folder (metrics.jsonl) nor an experiment folder (experiment.yaml)")
+
+
+def _load_experiment(path: Path) -> ReportInput:
+    spec = yaml.safe_load((path / "experiment.yaml").read_text()) or {}
+    seeds = [int(s) for s in spec.get("seeds", [])]
+    variants: dict[str, VariantRuns] = {}
+    for v in spec.get("variants", []):
+        runs = [RunLog(path / "runs" / v["name"] / f"seed{s}", s) for s in seeds]
+        runs = [r for r in runs if (r.path / "result.json").is_file()]
+        if runs:
+            variants[v["name"]] = VariantRuns(v["name"], v.get("label") or v["name"], v.get("group", ""), runs)
+    if not variants:
+        raise FileNotFoundError(f"{path} holds no finished run yet (runs/<variant>/seed<k>/result.json)")
+    reference = spec.get("reference", "proposed")
+    if reference not in variants:
+        reference = next(iter(variants))
+    summary_file = path / "experiment.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return ReportInput(path, "experiment", str(spec.get("name", path.name)), variants, reference, seeds,
+                       [str(o) for o in spec.get("overrides", [])], summary)

@@ -1,0 +1,144 @@
+"""Numbers of a report: per-variant mean and spread over seeds, and the sources' claims tested.
+
+A claim "A beats B" is judged on paired per-seed differences (both variants trained
+with the same seed on the same split and tested on the same images):
+
+* **supported**: A is better than B for every seed;
+* **contradicted**: B is better than A for every seed;
+* **no difference**: equal for every seed;
+* **inconclusive**: anything else (the seeds disagree).
+
+With two or three seeds this is a weak test; the report prints the differences so
+that a reader can judge the size against the seed-to-seed spread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .load import ReportInput, VariantRuns
+
+#: Metrics where lower is better.
+LOWER_IS_BETTER = {"mae", "mse"}
+
+
+def headline(task_metrics: dict[str, Any]) -> str:
+    """The metric a task is judged by: MAE for ordinal / regression tasks, else accuracy."""
+    return "mae" if "mae" in task_metrics else "accuracy"
+
+
+def run_metrics(test: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Per task, the scalar metrics of one run's ``test_metrics.json`` (``cs5`` from CS(k))."""
+    out: dict[str, dict[str, float]] = {}
+    for task, m in (test or {}).items():
+        if task.startswith("_") or not isinstance(m, dict):
+            continue
+        row = {k: float(m[k]) for k in ("accuracy", "mae", "mse", "group_accuracy") if k in m}
+        if "cs" in m:
+            row["cs5"] = float(m["cs"]["5"])
+        out[task] = row
+    return out
+
+
+def variant_metrics(v: VariantRuns) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{task: {metric: {"mean", "std", "values", "seeds"}}}`` over the variant's seeds (std: ddof=1)."""
+    per_run = [(r.seed, run_metrics(r.test)) for r in v.runs]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for task in sorted({t for _, m in per_run for t in m}):
+        out[task] = {}
+        for metric in sorted({k for _, m in per_run for k in m.get(task, {})}):
+            pairs = [(s, m[task][metric]) for s, m in per_run if metric in m.get(task, {})]
+            vals = np.array([x for _, x in pairs])
+            out[task][metric] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                                 "values": vals.tolist(), "seeds": [s for s, _ in pairs]}
+    return out
+
+
+def fmt(stat: dict[str, Any] | None, metric: str) -> str:
+    """``mean ± std`` in the metric's usual unit (accuracies in %)."""
+    if not stat:
+        return "–"
+    scale = 100.0 if metric in ("accuracy", "group_accuracy", "cs5") else 1.0
+    digits = 1 if scale == 100.0 else (1 if metric == "mse" else 2)
+    s = f"{scale * stat['mean']:.{digits}f}"
+    if len(stat["values"]) > 1:
+        s += f" ± {scale * stat['std']:.{digits}f}"
+    return s + ("%" if scale == 100.0 else "")
+
+
+@dataclass
+class Claim:
+    source: str
+    text: str
+    better: str
+    worse: str
+    #: Tasks on which the claim is judged (None: every task both variants have).
+    tasks: Sequence[str] | None = None
+    #: What the source itself reports for it on UTKFace, where we have read it.
+    evidence: str = ""
+
+
+def standard_claims(task_names: Sequence[str], ordinal: Sequence[str]) -> list[Claim]:
+    """The claims of the paper and the thesis that the standard grid can test."""
+    paper_single = {"age": "age-group accuracy 60.17% single task vs 64.74% proposed",
+                    "gender": "90.09% single task vs 90.91% proposed", "race": "76.23% single task vs 79.98% proposed"}
+    claims = [Claim("paper (Table II)", f"sharing helps {t}: the multi-task model beats the single-task network",
+                    "proposed", f"single_{t}", [t], paper_single.get(t, "")) for t in task_names]
+    for t in ordinal:
+        claims.append(Claim("paper (ablation, Table IV)", f"the ordinal decomposition beats {t} as a nominal softmax",
+                            "proposed", f"nominal_{t}", [t]))
+        claims.append(Claim("paper (vs regression methods)", f"the ordinal decomposition beats {t} as normalised regression",
+                            "proposed", f"regression_{t}", [t]))
+    claims += [
+        Claim("paper (ablation, Table IV)", "uncertainty weighting beats hand-set weights", "proposed", "fixed"),
+        Claim("paper (implied)", "uncertainty weighting beats equal weights", "proposed", "equal"),
+        Claim("thesis (Tables 4.x)", "the learned loss weight layer beats equal weights", "learned", "equal"),
+        Claim("thesis (Algorithm 1, Tables 5.x)", "Early Freeze improves on training without it", "early_freeze", "proposed"),
+        Claim("thesis (frozen vs fine-tuned)", "fine-tuning the backbone beats training the heads only",
+              "proposed", "frozen_backbone"),
+    ]
+    return claims
+
+
+def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
+    """Per task: paired per-seed differences (positive = ``better`` is better) and a verdict."""
+    if claim.better not in data.variants or claim.worse not in data.variants:
+        return None
+    a = {r.seed: run_metrics(r.test) for r in data.variants[claim.better].runs}
+    b = {r.seed: run_metrics(r.test) for r in data.variants[claim.worse].runs}
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    tasks = claim.tasks or sorted(set.intersection(*(set(a[s]) & set(b[s]) for s in seeds)))
+    per_task = {}
+    for t in tasks:
+        pairs = [(a[s].get(t), b[s].get(t)) for s in seeds]
+        pairs = [(x, y) for x, y in pairs if x and y]
+        if not pairs:
+            continue
+        metric = headline(pairs[0][0])
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        diffs = [sign * (x[metric] - y[metric]) for x, y in pairs]
+        verdict = ("supported" if all(d > 0 for d in diffs) else
+                   "contradicted" if all(d < 0 for d in diffs) else
+                   "no difference" if all(d == 0 for d in diffs) else "inconclusive")
+        per_task[t] = {"metric": metric, "diffs": diffs, "mean": float(np.mean(diffs)), "verdict": verdict}
+    if not per_task:
+        return None
+    verdicts = {x["verdict"] for x in per_task.values()}
+    overall = verdicts.pop() if len(verdicts) == 1 else "mixed"
+    return {"claim": claim, "tasks": per_task, "verdict": overall, "seeds": seeds}
+
+
+def describe_diff(t: str, d: dict[str, Any]) -> str:
+    """E.g. ``age: MAE 0.21 lower (seeds: +0.30, +0.12)``."""
+    scale, unit = (1.0, "") if d["metric"] in LOWER_IS_BETTER else (100.0, " pt")
+    word = "lower" if d["metric"] in LOWER_IS_BETTER else "higher"
+    name = d["metric"].upper() if d["metric"] in LOWER_IS_BETTER else "accuracy"
+    if d["mean"] < 0:
+        word = "higher" if word == "lower" else "lower"
+    seeds = ", ".join(f"{scale * x:+.2f}" for x in d["diffs"])
+    return f"{t}: {name} {abs(scale * d['mean']):.2f}{unit} {word} (per seed: {seeds}) → {d['verdict']}"

@@ -1,0 +1,375 @@
+"""Assemble a report from run logs: ``report.html`` (self-contained), ``report.md``, PNGs, ``report.json``.
+
+Sections: set-up; metrics of every variant beside the sources' figures (with
+protocols); the sources' claims tested; task weights beta_t (paper Fig. 3) and loss
+curves; CS(k) curves (Fig. 4); confusion matrices; the intersectional bias study
+(Fig. 6); Grad-CAM maps (Fig. 5). Nothing is retrained: Grad-CAM runs the saved
+best checkpoint forward and backward on a few test faces, everything else reads files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import figures, stats
+from .document import Image, Para, Section, Table, to_html, to_markdown
+from .load import ReportInput, RunLog, load
+from .sources import figures_for, protocol_of
+
+#: Age groups of the bias study: coarse, so that age x gender x race cells keep some size.
+BIAS_AGE_EDGES = [0, 20, 40, 60]
+#: Cells smaller than this are shown but left out of the "largest gap".
+GAP_MIN_COUNT = 30
+NUMERIC = ("ordinal", "regression")
+
+
+def write_report(path: str | Path, out: str | Path | None = None, gradcam: bool = True, samples: int = 2,
+                 log: Callable[[str], None] = lambda s: None) -> Path:
+    """Write the report of the run or experiment folder ``path`` into ``out`` (default ``path/report``)."""
+    t0 = time.perf_counter()
+    data = load(path)
+    out = Path(out) if out else data.path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    facts: dict[str, Any] = {"name": data.name, "kind": data.kind, "reference": data.reference}
+    sections = [
+        _setup(data, facts),
+        _metrics(data, facts),
+    ]
+    if data.kind == "experiment":
+        sections.append(_claims(data, facts))
+    sections += [_curves(data), _cumulative(data), _confusion(data), _bias(data, facts)]
+    if gradcam:
+        sections.append(_gradcam(data, samples, log))
+    images = [b for s in sections for b in s.blocks if isinstance(b, Image)]
+    for im in images:
+        (out / im.name).write_bytes(im.png)
+    sections[0].add(Para(f"Report written in {time.perf_counter() - t0:.0f} s from the run logs "
+                         f"(`facemtl report {data.path}`); nothing was retrained."))
+    title = f"facemtl report: {data.name}"
+    (out / "report.md").write_text(to_markdown(title, sections))
+    (out / "report.json").write_text(json.dumps(facts, indent=1, default=_json))
+    html_file = out / "report.html"
+    html_file.write_text(to_html(title, sections))
+    return html_file
+
+
+def _json(x: Any) -> Any:
+    if isinstance(x, stats.Claim):
+        return {"source": x.source, "text": x.text, "better": x.better, "worse": x.worse}
+    return x.tolist() if hasattr(x, "tolist") else str(x)
+
+
+def _task_specs(run: RunLog) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in run.tasks}
+
+
+# -- sections -----------------------------------------------------------------------
+
+
+def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
+    cfg = data.base_config
+    d, m, tr, o = (cfg.get(k) or {} for k in ("data", "model", "train", "optim"))
+    runs = [r for v in data.variants.values() for r in v.runs]
+    train_s = sum(r.train_seconds for r in runs)
+    hw = data.summary.get("hardware")
+    protocol = protocol_of(cfg)
+    facts.update(protocol=protocol, runs=len(runs), train_seconds=train_s, hardware=hw, seeds=data.seeds)
+    s = Section("Set-up", "setup")
+    rows = [
+        ["report of", f"{'experiment' if data.kind == 'experiment' else 'single run'} `{data.path}`"],
+        ["data", f"{d.get('dataset', '?')} at `{d.get('root', '?')}`; {protocol}; "
+                 f"{d.get('image_size', '?')} px input"],
+        ["model", f"{m.get('backbone', '?')} (pretrained: {m.get('pretrained')}), shared stages "
+                  f"{m.get('shared_stages')}, branches by {m.get('branch_by', 'category')}"],
+        ["training", f"{tr.get('epochs')} epochs, batch {tr.get('batch_size')}, {o.get('name')} lr {o.get('lr')}"],
+        ["seeds", ", ".join(map(str, data.seeds))],
+        ["runs", f"{len(runs)} finished ({len(data.variants)} variant(s))"],
+        ["training time", f"{train_s / 60:.1f} min in all (sum of per-epoch times in the logs)"],
+        ["hardware", ", ".join(f"{k} {v}" for k, v in hw.items()) if hw else "not recorded in the run logs"],
+    ]
+    if data.overrides:
+        rows.insert(4, ["budget (every variant)", ", ".join(f"`{x}`" for x in data.overrides)])
+    return s.add(Table(["", ""], rows))
+
+
+def _metric_columns(data: ReportInput) -> list[tuple[str, str, str]]:
+    """``(task, metric, header)`` columns for the metrics table, in task order of the reference."""
+    cols = []
+    specs = {}
+    for v in data.variants.values():
+        specs.update({k: s for k, s in _task_specs(v.first).items() if k not in specs})
+    for name, spec in specs.items():
+        if spec.get("type") in NUMERIC:
+            cols += [(name, "mae", f"{name} MAE"), (name, "mse", f"{name} MSE"), (name, "cs5", f"{name} CS(5)"),
+                     (name, "group_accuracy", f"{name} group acc.")]
+        else:
+            cols.append((name, "accuracy", f"{name} acc."))
+    return cols
+
+
+def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
+    s = Section("Metrics of every variant", "metrics")
+    cols = _metric_columns(data)
+    rows, table = [], {}
+    for name, v in data.variants.items():
+        vm = stats.variant_metrics(v)
+        table[name] = {"label": v.label, "group": v.group, "metrics": vm,
+                       "train_seconds_per_run": float(np.mean([r.train_seconds for r in v.runs]))}
+        rows.append([f"**{name}**" if name == data.reference else name, v.label, str(len(v.runs))]
+                    + [stats.fmt(vm.get(t, {}).get(k), k) for t, k, _ in cols]
+                    + [f"{table[name]['train_seconds_per_run'] / 60:.1f}"])
+    facts["variants"] = table
+    n = len(data.seeds)
+    s.add(Para(f"Test-split metrics, mean ± sample standard deviation over {n} seed(s). Accuracies in %, "
+               "MAE in years, MSE in years². CS(5): share of faces with |age error| ≤ 5 years. "
+               "Group accuracy: the predicted age falls in the true age group "
+               f"({_groups_text(data)})."))
+    s.add(Table(["variant", "what it is", "seeds"] + [h for _, _, h in cols] + ["min / run"], rows))
+    protocol = protocol_of(data.base_config)
+    dataset = (data.base_config.get("data") or {}).get("dataset", "")
+    src = figures_for(dataset)
+    if src:
+        srows = []
+        for f in src:
+            cells = []
+            for t, k, _ in cols:
+                val = f.metrics.get(t, {}).get(k)
+                cells.append("–" if val is None else (f"{100 * val:.2f}%" if k.endswith("accuracy") else f"{val:.3f}"))
+            same = "same protocol" if f.protocol.split(" (")[0] == protocol.split(" (")[0] else "**different protocol**"
+            srows.append([f.source, f.model, f"{f.protocol} ({same})"] + cells)
+        s.add(Para(f"The sources' figures on the same dataset. This report's protocol: **{protocol}**. "
+                   "Rows marked 'different protocol' must not be compared with the table above; even under the "
+                   "same protocol name, the sources' own random splits, input sizes and training budgets differ."))
+        s.add(Table(["source", "model", "protocol"] + [h for _, _, h in cols], srows))
+    return s
+
+
+def _groups_text(data: ReportInput) -> str:
+    for v in data.variants.values():
+        for r in v.runs:
+            for t, m in (r.test or {}).items():
+                if isinstance(m, dict) and "groups" in m:
+                    return f"{t} groups {', '.join(m['groups'])}"
+    return "no numeric task"
+
+
+def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
+    s = Section("The sources' claims, tested", "claims")
+    specs = _task_specs(data.ref.first)
+    ordinal = [n for n, t in specs.items() if t.get("type") == "ordinal"]
+    rows, judged = [], []
+    for claim in stats.standard_claims(list(specs), ordinal):
+        res = stats.judge(claim, data)
+        if res is None:
+            continue
+        judged.append(res)
+        rows.append([claim.text, claim.source, claim.evidence or "–", f"{claim.better} vs {claim.worse}",
+                     f"**{res['verdict']}**",
+                     "; ".join(stats.describe_diff(t, d) for t, d in res["tasks"].items())])
+    facts["claims"] = judged
+    s.add(Para("Each claim compares two variants trained with the same seeds on the same images. "
+               "**supported**: the first variant is better for every seed; **contradicted**: it is worse for "
+               "every seed; **no difference**: equal for every seed; **inconclusive**: the seeds disagree; "
+               "**mixed**: the verdict differs between tasks. Differences are per seed, first minus second, in the direction of the claim "
+               "(positive favours the claim; accuracy in percentage points, MAE in years). "
+               f"With {len(data.seeds)} seeds and this budget, small differences are within noise."))
+    if rows:
+        s.add(Table(["claim", "source", "the source on UTKFace", "variants", "verdict here", "per task here"], rows))
+    else:
+        s.add(Para("This experiment has none of the variant pairs the claims need."))
+    return s
+
+
+def _curves(data: ReportInput) -> Section:
+    s = Section("Task weights and loss curves", "curves")
+    series = []
+    for name, v in data.variants.items():
+        recs = v.first.records
+        if recs and any(figures.normalised_weights(r) for r in recs) and len(_task_specs(v.first)) > 1:
+            series.append((f"{name} (seed {v.first.seed})", recs))
+    if series:
+        s.add(Para("Normalised task weights beta_t per epoch (paper eq. 16: beta_i = 1 / sum_j sigma_i² / sigma_j² "
+                   "for uncertainty weighting; for the other weightings, their effective weights scaled to sum 1). "
+                   "Paper Fig. 3."))
+        s.add(Image("weights.png", figures.weight_curves(series), "beta_t per epoch, first seed of each multi-task variant"))
+        last = data.ref.first.records[-1] if data.ref.first.records else {}
+        beta = figures.normalised_weights(last)
+        if beta:
+            s.add(Table(["task", "final beta_t", "raw weight"],
+                        [[t, f"{b:.3f}", f"{float((last.get('weights') or {}).get(t, math.nan)):.4g}"]
+                         for t, b in beta.items()], f"{data.reference}, seed {data.ref.first.seed}, last epoch"))
+    recs = data.ref.first.records
+    if recs:
+        s.add(Image("losses.png", figures.loss_curves(recs, list(_task_specs(data.ref.first))),
+                    f"training and validation loss per task, {data.reference} seed {data.ref.first.seed}"))
+    return s
+
+
+def _cumulative(data: ReportInput) -> Section:
+    s = Section("Cumulative score CS(k)", "cs")
+    numeric = sorted({n for v in data.variants.values() for n, t in _task_specs(v.first).items()
+                      if t.get("type") in NUMERIC})
+    if not numeric:
+        return s.add(Para("No ordinal or regression task: no CS(k) curve."))
+    s.add(Para("CS(k) = share of test faces whose absolute error is at most k years (paper eq. 17, Fig. 4), "
+               "mean over seeds."))
+    for task in numeric:
+        curves, rows = {}, []
+        for name, v in data.variants.items():
+            cs = [r.test[task]["cs"] for r in v.runs if r.test and task in r.test and "cs" in r.test[task]]
+            if cs:
+                curves[name] = {int(k): float(np.mean([c[k] for c in cs])) for k in cs[0]}
+                rows.append([name] + [f"{100 * curves[name][k]:.1f}" for k in sorted(curves[name])])
+        if curves:
+            ks = sorted(next(iter(curves.values())))
+            s.add(Image(f"cs_{task}.png", figures.cs_curves(curves, task), f"CS(k) of {task}, every variant"))
+            s.add(Table(["variant"] + [f"k={k}" for k in ks], rows, f"CS(k) of {task} in %"))
+    return s
+
+
+def _confusion(data: ReportInput) -> Section:
+    s = Section("Confusion matrices", "confusion")
+    run = data.ref.first
+    specs = _task_specs(run)
+    mats = []
+    for name, spec in specs.items():
+        m = (run.test or {}).get(name, {})
+        if "confusion" in m:
+            names = spec.get("classes") or [str(i) for i in range(len(m["confusion"]))]
+            mats.append((f"{name}", np.array(m["confusion"]), names))
+        elif spec.get("type") in NUMERIC and run.predictions is not None:
+            from ..metrics import group_names, to_groups
+
+            edges = spec.get("group_edges") or BIAS_AGE_EDGES
+            p, t = run.predictions[f"pred/{name}"], run.predictions[f"true/{name}"]
+            ok = ~np.isnan(t)
+            g_p, g_t = to_groups(p[ok], edges), to_groups(t[ok], edges)
+            k = len(group_names(edges))
+            cm = np.zeros((k, k), int)
+            np.add.at(cm, (g_t, g_p), 1)
+            mats.append((f"{name} groups", cm, group_names(edges)))
+    if not mats:
+        return s.add(Para("The reference run has no test metrics (test_metrics.json); run training to the end."))
+    s.add(Para(f"{data.reference}, seed {run.seed}, test split. Rows: true class; columns: predicted; colour: "
+               "share of the row; numbers: counts."))
+    return s.add(Image("confusion.png", figures.confusion_matrices(mats), "confusion matrices per task"))
+
+
+def _bias(data: ReportInput, facts: dict[str, Any]) -> Section:
+    from ..metrics import group_names, to_groups
+    from ..subgroups import largest_gap, subgroup_table
+
+    s = Section("Intersectional bias study", "bias")
+    run = data.ref.first
+    pr = run.predictions
+    if pr is None:
+        return s.add(Para("The reference run has no test_predictions.npz; no bias study."))
+    specs = _task_specs(run)
+    label_of = {(t.get("label") or n): n for n, t in specs.items()}
+    groups: dict[str, np.ndarray] = {}
+    ok = np.ones(len(pr["paths"]), bool)
+    for key in sorted(k for k in pr if k.startswith("attr/")):
+        col = key[5:]
+        vals = pr[key].astype(float)
+        spec = specs.get(label_of.get(col, col), {})
+        if spec.get("type") in NUMERIC or col == "age":
+            names = group_names(BIAS_AGE_EDGES)
+            ok &= ~np.isnan(vals)
+            groups[f"{col} group"] = np.array([names[i] for i in to_groups(np.nan_to_num(vals), BIAS_AGE_EDGES)])
+        elif spec.get("classes") and len(spec["classes"]) <= 10:
+            ok &= ~np.isnan(vals)
+            cls = spec["classes"]
+            groups[col] = np.array([cls[int(x)] if not np.isnan(x) else "?" for x in vals])
+    if not groups:
+        return s.add(Para("The test data carries no grouping columns (age, nominal labels)."))
+    kinds = {n: ("mae" if t.get("type") in NUMERIC else "accuracy") for n, t in specs.items() if f"pred/{n}" in pr}
+    rows = subgroup_table({n: pr[f"pred/{n}"][ok] for n in kinds}, {n: pr[f"true/{n}"][ok] for n in kinds},
+                          kinds, {k: v[ok] for k, v in groups.items()})
+    gaps = {n: largest_gap(rows, f"{n}_{k}", GAP_MIN_COUNT) for n, k in kinds.items()}
+    facts["bias"] = {"cells": rows, "gaps": gaps}
+    gcols = list(groups)
+    s.add(Para(f"{data.reference}, seed {run.seed}, test split, cells by the true labels "
+               f"({' x '.join(gcols)}). Accuracy intervals: Wilson 95%; MAE intervals: normal 95% "
+               "(mean ± 1.96 s / sqrt(n)). The largest gap is taken among cells with at least "
+               f"{GAP_MIN_COUNT} faces. Paper Fig. 6."))
+    gap_rows = []
+    for n, g in gaps.items():
+        if not g:
+            gap_rows.append([n, "–", "no cell of enough faces", "", ""])
+            continue
+        key = f"{n}_{kinds[n]}"
+        cell = lambda r: " ".join(str(r[c]) for c in gcols) + f" (n={r['n']})"  # noqa: E731
+        scale = 100.0 if kinds[n] == "accuracy" else 1.0
+        unit = " pt" if scale == 100.0 else " years"
+        gap_rows.append([n, kinds[n], f"{scale * g['gap']:.2f}{unit}",
+                         f"{cell(g['min'])}: {scale * g['min'][key]:.2f}", f"{cell(g['max'])}: {scale * g['max'][key]:.2f}"])
+    s.add(Table(["task", "metric", "largest gap", "lowest cell", "highest cell"], gap_rows, "largest gap between groups"))
+    keys = [(f"{n}_{k}", f"{n} {'MAE (years)' if k == 'mae' else 'accuracy (%)'}") for n, k in kinds.items()]
+    if len(gcols) >= 2:
+        s.add(Image("bias.png", figures.bias_heatmaps(rows, keys, gcols[0], gcols[1:]),
+                    "per-cell metrics (colour), with counts"))
+    head = gcols + ["n"] + [f"{n} {'MAE' if k == 'mae' else 'acc.'} (95% CI)" for n, k in kinds.items()]
+    trows = []
+    for r in rows:
+        cells = []
+        for n, k in kinds.items():
+            key = f"{n}_{k}"
+            v, lo, hi = r[key], r[f"{key}_lo"], r[f"{key}_hi"]
+            if np.isnan(v):
+                cells.append("–")
+            elif k == "accuracy":
+                cells.append(f"{100 * v:.1f}% ({100 * lo:.0f}–{100 * hi:.0f})")
+            else:
+                cells.append(f"{v:.2f} ({lo:.1f}–{hi:.1f})" if not np.isnan(lo) else f"{v:.2f}")
+        trows.append([str(r[c]) for c in gcols] + [str(r["n"])] + cells)
+    return s.add(Table(head, trows, "every cell"))
+
+
+def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Section:
+    s = Section("Grad-CAM per task head", "gradcam")
+    run = data.ref.first
+    if run.checkpoint is None or run.predictions is None:
+        return s.add(Para("The reference run has no checkpoint or test predictions; no Grad-CAM maps."))
+    try:
+        import captum  # noqa: F401
+    except ImportError:
+        return s.add(Para("captum is not installed (`pip install facemtl[report]`); no Grad-CAM maps."))
+    import torch
+
+    from ..data.images import load_rgb
+    from ..training import load_model
+    from .gradcam import describe, gradcam_maps, pick_samples
+
+    model, tasks, cfg, _ = load_model(run.checkpoint, "cpu")
+    size = cfg.data.image_size
+    pr = run.predictions
+    s.add(Para(f"{data.reference}, seed {run.seed}, best checkpoint, test faces. Maps from captum's LayerGradCam at "
+               "the output of the last backbone stage each head reads, upsampled to the input; red: regions that "
+               "raise the score of the decision made (nominal: the predicted class; ordinal: the sum of the "
+               "threshold logits). Correct: right class, or age within 2 years; wrong: wrong class, or age off "
+               "by 10 years or more. Paper Fig. 5."))
+    torch.set_grad_enabled(True)
+    for i, task in enumerate(tasks):
+        if f"pred/{task.name}" not in pr:
+            continue
+        picks = pick_samples(pr[f"pred/{task.name}"], pr[f"true/{task.name}"], task.kind, samples, seed=i)
+        panels = []
+        for outcome, idx in picks.items():
+            if not len(idx):
+                continue
+            imgs = np.stack([load_rgb(str(pr["paths"][j]), size) for j in idx])
+            maps, pred = gradcam_maps(model, task, imgs)
+            for img, cam, p, j in zip(imgs, maps, pred, idx):
+                true = describe(task, float(pr[f"true/{task.name}"][j]))
+                panels.append((img / 255.0, cam, f"{outcome}: true {true}, pred {describe(task, float(p))}"))
+        if panels:
+            s.add(Image(f"gradcam_{task.name}.png", figures.gradcam_grid(panels, cols=max(2, 2 * samples)),
+                        f"Grad-CAM of the {task.name} head"))
+        log(f"Grad-CAM of {task.name}: {len(panels)} faces")
+    return s

@@ -1,0 +1,255 @@
+"""Experiment grids and reports: ablation pieces by hand, then a tiny grid on real UTKFace faces end to end."""
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from facemtl.config import ConfigError
+from facemtl.tasks import build_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- the pieces the variants need ---------------------------------------------------
+
+
+def test_softmax_ordinal_is_plain_cross_entropy_over_ranks():
+    t = build_task({"name": "age", "type": "ordinal", "min_value": 10, "max_value": 13, "method": "softmax"})
+    assert t.category == "nominal"  # joins the nominal branch, like any softmax task
+    head = t.make_head(5)
+    assert head.out_features == 4  # K = 4 ranks: 10, 11, 12, 13
+    out = torch.tensor([[0.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 1.0]])
+    y = torch.tensor([11.0, 13.0])
+    # ranks 1 and 3; CE by hand: -log softmax
+    lse0, lse1 = math.log(3 + math.exp(2)), math.log(math.exp(3) + 2 + math.e)
+    expected = ((lse0 - 2.0) + (lse1 - 1.0)) / 2
+    assert float(t.loss(out, y)) == pytest.approx(expected, rel=1e-5)
+    assert t.predict(out).tolist() == [11.0, 10.0]  # argmax rank + min_value
+    p = t.probabilities(out)
+    assert torch.allclose(p, out.softmax(1))
+    # P(value > 10 + k) = 1 - cumulative softmax
+    gt = t.threshold_probabilities(out)
+    assert torch.allclose(gt, 1 - p.cumsum(1)[:, :3], atol=1e-6)
+    # expected-rank decoding: min_value + sum_k P(value > r_k) = E[value]
+    t2 = build_task({"name": "age", "type": "ordinal", "min_value": 10, "max_value": 13, "method": "softmax",
+                     "decoding": "expected"})
+    e = (p * torch.tensor([10.0, 11, 12, 13])).sum(1)
+    assert torch.allclose(t2.predict(out), e, atol=1e-5)
+    assert torch.allclose(F.cross_entropy(out, torch.tensor([1, 3])), t.loss(out, y))
+
+
+def test_freeze_backbone_freezes_exactly_the_backbone():
+    from facemtl.model import MultiTaskNet
+
+    tasks = [build_task({"name": "age", "type": "ordinal", "min_value": 0, "max_value": 9}),
+             build_task({"name": "g", "type": "nominal", "num_classes": 2})]
+    net = MultiTaskNet(tasks, backbone="tiny_mbconv", pretrained=False, shared_stages=2, shared_fc=[8])
+    net.freeze_backbone()
+    backbone = {id(p) for m in [net.trunk, *net.branches.values()] for p in m.parameters()}
+    for name, p in net.named_parameters():
+        assert p.requires_grad == (id(p) not in backbone), name
+    net.train()
+    assert not net.trunk.training and all(not b.training for b in net.branches.values())
+    assert all(t.training for t in net.towers.values())
+    x = torch.rand(4, 3, 32, 32)
+    out = net(x)
+    sum(o.sum() for o in out.values()).backward()
+    assert all(p.grad is None for p in net.trunk.parameters())
+    assert all(p.grad is not None for p in net.towers.parameters())
+
+
+def test_standard_grid_covers_the_sources_tables(tmp_path):
+    from facemtl.experiments import load_experiment
+
+    (tmp_path / "base.yaml").write_text((REPO / "configs" / "cpu.yaml").read_text())
+    (tmp_path / "exp.yaml").write_text("base: base.yaml\nseeds: 3\noverrides: [train.epochs=2]\n")
+    exp = load_experiment(tmp_path / "exp.yaml")
+    names = [v.name for v in exp.variants]
+    assert names == ["single_age", "single_gender", "single_race", "equal", "fixed", "nominal_age",
+                     "regression_age", "proposed", "learned", "dwa", "gradnorm", "early_freeze", "frozen_backbone"]
+    assert exp.seeds == [0, 1, 2]
+    single = exp.config(exp.variant("single_gender"), 1)
+    assert [t["name"] for t in single.tasks] == ["gender"] and single.train.seed == 1 and single.train.epochs == 2
+    fixed = exp.config(exp.variant("fixed"), 0)
+    # hand-set: each of the 115 age thresholds weighs like one binary task
+    assert fixed.weighting.name == "fixed"
+    assert fixed.weighting.params["weights"] == {"age": round(1 / 115, 6), "gender": 1.0, "race": 1.0}
+    nominal = exp.config(exp.variant("nominal_age"), 0)
+    assert nominal.tasks[0]["method"] == "softmax"
+    reg = exp.config(exp.variant("regression_age"), 0)
+    assert reg.tasks[0]["type"] == "regression" and "method" not in reg.tasks[0]
+    assert exp.config(exp.variant("early_freeze"), 0).train.early_freeze == 1
+    assert exp.config(exp.variant("frozen_backbone"), 0).model.freeze_backbone is True
+    # every variant shares the data settings
+    assert len({json.dumps(exp.config(v, 0).to_dict()["data"], sort_keys=True) for v in exp.variants}) == 1
+    (tmp_path / "bad.yaml").write_text("base: base.yaml\nextra: [{name: x, tasks: [height]}]\n")
+    with pytest.raises(ConfigError, match="height"):
+        load_experiment(tmp_path / "bad.yaml")
+
+
+def test_claims_are_judged_on_paired_seeds(tmp_path):
+    from facemtl.report.load import ReportInput, RunLog, VariantRuns
+    from facemtl.report.stats import Claim, judge, variant_metrics
+
+    def run(name, seed, mae, acc):
+        d = tmp_path / name / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "test_metrics.json").write_text(json.dumps({"age": {"mae": mae, "cs": {"5": 0.5}}, "g": {"accuracy": acc}}))
+        return RunLog(d, seed)
+
+    a = VariantRuns("a", "a", "", [run("a", 0, 5.0, 0.90), run("a", 1, 6.0, 0.80)])
+    b = VariantRuns("b", "b", "", [run("b", 0, 5.5, 0.85), run("b", 1, 6.5, 0.82)])
+    data = ReportInput(tmp_path, "experiment", "x", {"a": a, "b": b}, "a", [0, 1])
+    m = variant_metrics(a)
+    assert m["age"]["mae"]["mean"] == pytest.approx(5.5)
+    assert m["age"]["mae"]["std"] == pytest.approx(math.sqrt(0.5))  # sample std of (5, 6)
+    res = judge(Claim("s", "a beats b", "a", "b"), data)
+    assert res["tasks"]["age"]["verdict"] == "supported" and res["tasks"]["age"]["diffs"] == pytest.approx([0.5, 0.5])
+    assert res["tasks"]["g"]["verdict"] == "inconclusive"  # +5 pt, -2 pt
+    assert res["verdict"] == "mixed"
+    assert judge(Claim("s", "b beats a", "b", "a", ["age"]), data)["verdict"] == "contradicted"
+    assert judge(Claim("s", "missing", "a", "c"), data) is None
+
+
+# -- a tiny grid on real faces, then its report ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_grid(utkface_root, tmp_path_factory):
+    from facemtl.experiments import load_experiment, run_experiment
+
+    tmp = tmp_path_factory.mktemp("grid")
+    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    base["data"]["root"] = str(utkface_root)
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(base))
+    (tmp / "exp.yaml").write_text(yaml.safe_dump({
+        "name": "tiny", "base": "tiny.yaml", "seeds": [0, 1],
+        "overrides": ["data.limit=300", "data.image_size=32", "train.epochs=2"],
+        "variants": "standard", "skip": ["dwa"]}))
+    exp = load_experiment(tmp / "exp.yaml")
+    lines: list[str] = []
+    summary = run_experiment(exp, tmp / "out", log=lines.append)
+    return exp, tmp / "out", summary, lines
+
+
+def test_tiny_grid_runs_every_variant_and_seed(tiny_grid):
+    exp, out, summary, lines = tiny_grid
+    assert len(exp.variants) == 12
+    for v in exp.variants:
+        for s in (0, 1):
+            r = json.loads((out / "runs" / v.name / f"seed{s}" / "result.json").read_text())
+            assert r["variant"] == v.name and r["seed"] == s and r["epochs_run"] >= 1
+    assert set(summary["variants"]["proposed"]["metrics"]) == {"age", "gender", "race"}
+    assert set(summary["variants"]["single_race"]["metrics"]) == {"race"}
+    mae = summary["variants"]["proposed"]["metrics"]["age"]["mae"]
+    assert mae["mean"] == pytest.approx(np.mean(mae["values"])) and len(mae["values"]) == 2
+    # every variant was tested on the same images
+    paths = {tuple(np.load(out / "runs" / v.name / "seed0" / "test_predictions.npz")["paths"]) for v in exp.variants}
+    assert len(paths) == 1
+    # the frozen backbone's trunk did not move from its initial weights; the fine-tuned one's did
+    from facemtl.training import Trainer, load_model
+
+    fresh = Trainer(exp.config(exp.variant("frozen_backbone"), 0), out.parent / "fresh", progress=False, log=lambda s: None)
+    frozen, *_ = load_model(out / "runs" / "frozen_backbone" / "seed0" / "best.pt")
+    tuned, *_ = load_model(out / "runs" / "proposed" / "seed0" / "best.pt")
+    for a, b, c in zip(fresh.model.trunk.parameters(), frozen.trunk.parameters(), tuned.trunk.parameters()):
+        assert torch.equal(a.detach(), b.detach())
+    assert any(not torch.equal(b, c) for b, c in zip(frozen.trunk.parameters(), tuned.trunk.parameters()))
+
+
+def test_grid_rerun_reuses_and_resumes(tiny_grid):
+    from facemtl.experiments import run_experiment
+
+    exp, out, summary, _ = tiny_grid
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/best.pt")}
+    lines: list[str] = []
+    again = run_experiment(exp, out, log=lines.append)
+    assert sum("reused" in x for x in lines) == 24 and not any("training" in x for x in lines)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/best.pt")} == stamp
+    assert again["variants"] == summary["variants"]
+    # an interrupted run (no result.json, a last.pt) resumes, and a changed budget starts over
+    victim = out / "runs" / "equal" / "seed1"
+    (victim / "result.json").unlink()
+    lines.clear()
+    run_experiment(exp, out, only=["equal"], log=lines.append)
+    assert any("equal seed 1: resuming" in x for x in lines)
+    assert (victim / "result.json").is_file()
+
+
+def test_report_holds_every_section(tiny_grid, tmp_path):
+    from facemtl.report import write_report
+
+    exp, out, summary, _ = tiny_grid
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/*") if p.is_file()}
+    html = write_report(out, tmp_path / "rep", samples=1)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/*") if p.is_file()} == logs  # nothing retrained
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for heading in ("Set-up", "Metrics of every variant", "The sources' claims, tested", "Task weights and loss curves",
+                    "Cumulative score CS(k)", "Confusion matrices", "Intersectional bias study", "Grad-CAM per task head"):
+        assert f"## {heading}" in md, heading
+    for png in ("weights.png", "losses.png", "cs_age.png", "confusion.png", "bias.png",
+                "gradcam_age.png", "gradcam_gender.png", "gradcam_race.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 1000, png
+        assert f"({png})" in md
+    assert "CORAL protocol" in md and "different protocol" in md  # sources marked with their protocol
+    text = html.read_text()
+    assert "http://" not in text and "https://" not in text  # self-contained
+    assert text.count("data:image/png;base64,") == 8
+    facts = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {c["claim"]["better"] for c in facts["claims"]} >= {"proposed", "learned", "early_freeze"}
+    # CS(k) and the bias table, checked against the saved predictions by hand
+    pr = np.load(out / "runs" / "proposed" / "seed0" / "test_predictions.npz")
+    err = np.abs(pr["pred/age"] - pr["true/age"])
+    cs = json.loads((out / "runs" / "proposed" / "seed0" / "test_metrics.json").read_text())["age"]["cs"]
+    assert cs["3"] == pytest.approx(float(np.mean(err <= 3)))
+    cells = facts["bias"]["cells"]
+    assert sum(c["n"] for c in cells) == len(pr["paths"])
+    c = max(cells, key=lambda r: r["n"])
+    mask = ((pr["attr/gender"] == ["male", "female"].index(c["gender"]))
+            & (pr["attr/race"] == ["white", "black", "asian", "indian", "others"].index(c["race"])))
+    lo_age, hi_age = {"0-19": (0, 20), "20-39": (20, 40), "40-59": (40, 60), "60+": (60, 999)}[c["age group"]]
+    mask &= (pr["attr/age"] >= lo_age) & (pr["attr/age"] < hi_age)
+    n = int(mask.sum())
+    k = int((pr["pred/gender"][mask] == pr["true/gender"][mask]).sum())
+    assert c["n"] == n and c["gender_accuracy"] == pytest.approx(k / n)
+    z = 1.959963984540054
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert c["gender_accuracy_lo"] == pytest.approx(max(0, centre - half))
+    assert c["gender_accuracy_hi"] == pytest.approx(min(1, centre + half))
+    assert c["age_mae"] == pytest.approx(float(np.mean(np.abs(pr["pred/age"][mask] - pr["true/age"][mask]))))
+
+
+def test_report_opens_in_headless_chromium(tiny_grid, tmp_path):
+    from facemtl.report import write_report
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    _, out, _, _ = tiny_grid
+    html = write_report(out, tmp_path / "rep", gradcam=False)
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          "--virtual-time-budget=5000", html.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 'data-report-status="ok"' in dom, dom[:500]
+    assert 'data-report-images="5"' in dom
+
+
+def test_report_of_a_single_run(tiny_grid, tmp_path):
+    from facemtl.cli import main
+
+    _, out, _, _ = tiny_grid
+    assert main(["report", str(out / "runs" / "proposed" / "seed0"), "--out", str(tmp_path / "r"), "--no-gradcam"]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Metrics of every variant" in md and "## Intersectional bias study" in md
+    assert "claims, tested" not in md  # no pairs to compare in one run
+    assert main(["report", str(tmp_path / "nothing-here")]) != 0
