@@ -122,3 +122,19 @@ def test_flip_tta_averages_a_face_and_its_mirror():
     assert forward(LeftColumn(), x, "flip")["t"].item() == 2.0
     with pytest.raises(ValueError, match="flip"):
         forward(LeftColumn(), x, "rotate")
+
+
+def test_batch_order_is_drawn_when_asked_not_when_iterated():
+    """The shuffle is drawn at the call, so batch order and augmentation draws never interleave."""
+    from facemtl.data.dataset import FaceSet
+
+    fs = FaceSet([f"{i}.jpg" for i in range(10)], torch.arange(10.0).view(10, 1), 4,
+                 images=torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 4, 4).contiguous())
+    g = torch.Generator().manual_seed(0)
+    it = fs.batches(3, shuffle=True, generator=g, drop_last=True)
+    after_call = g.get_state()
+    rows = [lab.view(-1).tolist() for _, lab in it]
+    assert torch.equal(g.get_state(), after_call)
+    assert len(rows) == 3 and len({r for b in rows for r in b}) == 9
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(0))[:9].float().tolist()
+    assert [r for b in rows for r in b] == expected

@@ -124,6 +124,10 @@ def experiment(config: str, out: str, only: Sequence[str] | None = None, progres
 
 def report(path: str, out: str | None = None, gradcam: bool = True, samples: int = 2) -> Path:
     """Write the HTML / Markdown / PNG report of a run or experiment folder; returns the HTML file."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise RuntimeError("facemtl report needs matplotlib (and captum for Grad-CAM): pip install 'facemtl[report]'")
     from .report import write_report
 
     return write_report(path, out, gradcam=gradcam, samples=samples)

@@ -12,7 +12,12 @@ from .tasks import Task
 
 
 def to_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """``uint8 (N, 3, H, W)`` -> float in [0, 1] on ``device`` (channels-last when asked)."""
+    """``uint8 (N, 3, H, W)`` -> float in [0, 1] on ``device`` (channels-last when asked).
+
+    On a GPU the batch goes through pinned memory, so the copy does not stall the host.
+    """
+    if device.type == "cuda" and images.device.type == "cpu" and not images.is_pinned():
+        images = images.pin_memory()
     x = images.to(device, non_blocking=True).float().div_(255)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -100,3 +105,23 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
         metrics[t.name] = m
     metrics["score"] = float(np.mean(skills)) if skills else float("nan")
     return metrics
+
+
+#: The scalar metrics :func:`headline_metrics` keeps per task.
+HEADLINE_METRICS = ("accuracy", "mae", "mse", "group_accuracy")
+
+
+def headline_metrics(metrics: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Per task, the scalar metrics of a :func:`score_predictions` result (``cs5`` = CS(5)).
+
+    Skips the ``score`` and ``_info`` entries; used by experiment summaries and reports.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for task, m in (metrics or {}).items():
+        if task.startswith("_") or not isinstance(m, dict):
+            continue
+        row = {k: float(m[k]) for k in HEADLINE_METRICS if k in m}
+        if "cs" in m:
+            row["cs5"] = float(m["cs"]["5"])
+        out[task] = row
+    return out

@@ -40,27 +40,51 @@ def _uniform(n: int, r: float, g: torch.Generator | None, device: torch.device) 
     return (torch.rand(n, generator=g, device="cpu") * 2 - 1).mul_(r).to(device)
 
 
+def _draws(n: int, cfg: AugmentConfig, g: torch.Generator | None) -> torch.Tensor:
+    """Every random number of one batch ``(8, n)``, drawn on the CPU generator in a fixed order.
+
+    Rows: flip (0/1), angle (rad), scale factor, shift x, shift y, brightness, contrast
+    and saturation factors. One tensor, so a GPU batch needs one host-to-device copy.
+    """
+    flip = (torch.rand(n, generator=g) < 0.5).float() if cfg.flip else torch.zeros(n)
+    geo = cfg.rotate or cfg.scale or cfg.translate
+    ang, sc, tx, ty = ((_uniform(n, r, g, torch.device("cpu")) for r in
+                        (math.radians(cfg.rotate), cfg.scale, 2 * cfg.translate, 2 * cfg.translate))
+                       if geo else (torch.zeros(n) for _ in range(4)))
+    col = [_uniform(n, r, g, torch.device("cpu")) if r else torch.zeros(n)
+           for r in (cfg.brightness, cfg.contrast, cfg.saturation)]
+    return torch.stack([flip, ang, 1 + sc, tx, ty, *(1 + c for c in col)])
+
+
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Augment ``x`` ``(N, 3, H, W)`` float in [0, 1]; returns a new tensor of the same shape."""
+    """Augment ``x`` ``(N, 3, H, W)`` float in [0, 1]; returns a new tensor of the same shape.
+
+    The random draws come from ``generator`` on the CPU (repeatable whatever the device)
+    and travel to ``x``'s device in one non-blocking copy, so a GPU step does not wait.
+    """
     n, dev = x.shape[0], x.device
+    d = _draws(n, cfg, generator)
+    if dev.type == "cuda":
+        d = d.pin_memory()
+    d = d.to(dev, non_blocking=True)
+
+    def col(i: int) -> torch.Tensor:
+        return d[i].view(n, 1, 1, 1)
+
     if cfg.flip:
-        flip = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip.to(dev).view(n, 1, 1, 1), x.flip(3), x)
+        x = torch.where(col(0) > 0.5, x.flip(3), x)
     if cfg.rotate or cfg.scale or cfg.translate:
-        ang = _uniform(n, math.radians(cfg.rotate), generator, dev)
-        sc = 1 + _uniform(n, cfg.scale, generator, dev)
-        tx = _uniform(n, 2 * cfg.translate, generator, dev)
-        ty = _uniform(n, 2 * cfg.translate, generator, dev)
+        ang, sc, tx, ty = d[1], d[2], d[3], d[4]
         cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if cfg.brightness:
-        x = x * (1 + _uniform(n, cfg.brightness, generator, dev)).view(n, 1, 1, 1)
+        x = x * col(5)
     if cfg.contrast:
         mean = x.mean((1, 2, 3), keepdim=True)
-        x = (x - mean) * (1 + _uniform(n, cfg.contrast, generator, dev)).view(n, 1, 1, 1) + mean
+        x = (x - mean) * col(6) + mean
     if cfg.saturation:
         gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-        x = (x - gray) * (1 + _uniform(n, cfg.saturation, generator, dev)).view(n, 1, 1, 1) + gray
+        x = (x - gray) * col(7) + gray
     return x.clamp_(0, 1)

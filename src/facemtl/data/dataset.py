@@ -86,18 +86,26 @@ class FaceSet:
     def batches(
         self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches ``(uint8 (B, 3, S, S), labels (B, T))`` in a seeded order.
+
+        The order is drawn from ``generator`` here, when called, not when the first
+        batch is taken, so however the batches are consumed (in another thread, say)
+        they never interleave with the augmentation's draws from the same generator.
+        """
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - (n % batch_size) if drop_last and n >= batch_size else n
         if self.images is not None:
-            for i in range(0, stop, batch_size):
-                idx = order[i : i + batch_size]
-                yield self.images[idx], self.labels[idx]
-            return
+            images, labels = self.images, self.labels
+            return ((images[order[i : i + batch_size]], labels[order[i : i + batch_size]])
+                    for i in range(0, stop, batch_size))
+        return self._decoded(order[:stop], batch_size)
+
+    def _decoded(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = DataLoader(
             _Rows(self.paths, self.labels, self.size),
             batch_size=batch_size,
-            sampler=order[:stop].tolist(),
+            sampler=order.tolist(),
             num_workers=self.workers,
             persistent_workers=False,
         )

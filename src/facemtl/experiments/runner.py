@@ -21,7 +21,6 @@ order, so differences between variants are paired comparisons on one test set.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -31,24 +30,10 @@ import numpy as np
 import yaml
 
 from ..data import build_data
+from ..evaluation import headline_metrics
+from ..system import hardware
 from ..tasks import build_task
 from .grid import Experiment, config_hash
-
-#: Metrics summarised per task kind.
-SUMMARY_METRICS = ("accuracy", "mae", "mse", "group_accuracy")
-
-
-def hardware() -> dict[str, Any]:
-    import os
-
-    import torch
-
-    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
 
 def run_experiment(
     exp: Experiment,
@@ -99,7 +84,7 @@ def run_experiment(
             "variant": variant.name, "seed": seed, "config_hash": digest, **summary,
             "seconds": seconds,
             "train_seconds": float(sum(r.get("seconds", 0.0) for r in records)),
-            "test": _compact(test, tasks),
+            "test": headline_metrics(test),
         }
         result_file.write_text(json.dumps(result, indent=1))
         log(f"    {variant.name} seed {seed}: " + ", ".join(
@@ -113,20 +98,6 @@ def run_experiment(
 def _saved_hash(run_dir: Path) -> str | None:
     f = run_dir / "config_hash"
     return f.read_text().strip() if f.is_file() else None
-
-
-def _compact(metrics: dict[str, Any], tasks: Sequence[Any]) -> dict[str, dict[str, float]]:
-    """Per task, the headline metrics (accuracy, or MAE / MSE / CS(5) / group accuracy)."""
-    out: dict[str, dict[str, float]] = {}
-    for t in tasks:
-        m = metrics.get(t.name)
-        if not m:
-            continue
-        row = {k: float(m[k]) for k in SUMMARY_METRICS if k in m}
-        if "cs" in m:
-            row["cs5"] = float(m["cs"]["5"])
-        out[t.name] = row
-    return out
 
 
 def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:

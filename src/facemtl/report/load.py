@@ -53,6 +53,12 @@ class RunLog:
         with np.load(f, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
+    @cached_property
+    def info(self) -> dict[str, Any]:
+        """``run_info.json``: the hardware it trained on and when it started."""
+        f = self.path / "run_info.json"
+        return json.loads(f.read_text()) if f.is_file() else {}
+
     @property
     def checkpoint(self) -> Path | None:
         for name in ("best.pt", "last.pt"):

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..evaluation import headline_metrics
 from .load import ReportInput, VariantRuns
 
 #: Metrics where lower is better.
@@ -30,22 +31,9 @@ def headline(task_metrics: dict[str, Any]) -> str:
     return "mae" if "mae" in task_metrics else "accuracy"
 
 
-def run_metrics(test: dict[str, Any] | None) -> dict[str, dict[str, float]]:
-    """Per task, the scalar metrics of one run's ``test_metrics.json`` (``cs5`` from CS(k))."""
-    out: dict[str, dict[str, float]] = {}
-    for task, m in (test or {}).items():
-        if task.startswith("_") or not isinstance(m, dict):
-            continue
-        row = {k: float(m[k]) for k in ("accuracy", "mae", "mse", "group_accuracy") if k in m}
-        if "cs" in m:
-            row["cs5"] = float(m["cs"]["5"])
-        out[task] = row
-    return out
-
-
 def variant_metrics(v: VariantRuns) -> dict[str, dict[str, dict[str, Any]]]:
     """``{task: {metric: {"mean", "std", "values", "seeds"}}}`` over the variant's seeds (std: ddof=1)."""
-    per_run = [(r.seed, run_metrics(r.test)) for r in v.runs]
+    per_run = [(r.seed, headline_metrics(r.test)) for r in v.runs]
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for task in sorted({t for _, m in per_run for t in m}):
         out[task] = {}
@@ -107,8 +95,8 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
     """Per task: paired per-seed differences (positive = ``better`` is better) and a verdict."""
     if claim.better not in data.variants or claim.worse not in data.variants:
         return None
-    a = {r.seed: run_metrics(r.test) for r in data.variants[claim.better].runs}
-    b = {r.seed: run_metrics(r.test) for r in data.variants[claim.worse].runs}
+    a = {r.seed: headline_metrics(r.test) for r in data.variants[claim.better].runs}
+    b = {r.seed: headline_metrics(r.test) for r in data.variants[claim.worse].runs}
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None

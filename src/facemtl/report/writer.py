@@ -77,7 +77,7 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
     d, m, tr, o = (cfg.get(k) or {} for k in ("data", "model", "train", "optim"))
     runs = [r for v in data.variants.values() for r in v.runs]
     train_s = sum(r.train_seconds for r in runs)
-    hw = data.summary.get("hardware")
+    hw = data.summary.get("hardware") or data.ref.first.info.get("hardware")
     protocol = protocol_of(cfg)
     facts.update(protocol=protocol, runs=len(runs), train_seconds=train_s, hardware=hw, seeds=data.seeds)
     s = Section("Set-up", "setup")

@@ -47,12 +47,21 @@ class Task:
         raise NotImplementedError
 
     # -- training ------------------------------------------------------------
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean loss over the rows of ``y`` that carry a label (0 if none do)."""
-        m = labelled(y)
-        if not bool(m.any()):
+    def loss(self, out: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean loss over the rows of ``y`` that carry a label (0 if none do).
+
+        ``rows``: optionally the same mask ``(N,) bool``, already on the CPU. The trainer
+        passes it so that a GPU step never waits for the device to say which rows are
+        labelled (the usual case, every row labelled, then needs no indexing at all).
+        """
+        m = labelled(y) if rows is None else rows
+        n = int(m.sum())
+        if n == 0:
             return zero_loss(out)
-        return self._loss(out[m], y[m])
+        if n == len(m):
+            return self._loss(out, y)
+        idx = m.nonzero().squeeze(1).to(out.device, non_blocking=True)
+        return self._loss(out.index_select(0, idx), y.index_select(0, idx))
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

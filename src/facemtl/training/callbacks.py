@@ -1,7 +1,9 @@
 """Training events as callbacks, so the loop never names a feature.
 
 Each callback may implement ``on_fit_start(trainer)``, ``on_batch_end(trainer,
-batch_losses)``, ``on_epoch_end(trainer, record)`` and ``on_fit_end(trainer)``,
+batch_losses)`` (per task a detached 0-dim tensor on the training device, or ``None``
+when the batch had no label for it: call ``float()`` only when needed, since on a GPU
+that waits for the step to finish), ``on_epoch_end(trainer, record)`` and ``on_fit_end(trainer)``,
 and ``state_dict`` / ``load_state_dict`` to survive ``--resume``. ``record`` is
 the epoch's dict that also goes to ``metrics.jsonl``.
 """
@@ -20,7 +22,7 @@ import torch
 class Callback:
     def on_fit_start(self, trainer: Any) -> None: ...
 
-    def on_batch_end(self, trainer: Any, losses: dict[str, float]) -> None: ...
+    def on_batch_end(self, trainer: Any, losses: dict[str, Any]) -> None: ...
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None: ...
 
@@ -136,7 +138,8 @@ class ProgressBar(Callback):
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.bar = None
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
         self.n = 0
 
     def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
@@ -144,18 +147,20 @@ class ProgressBar(Callback):
             return
         from tqdm import tqdm
 
-        self.sums, self.n = {}, 0
+        self.sums, self.counts, self.n = {}, {}, 0
         self.bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True)
 
-    def on_batch_end(self, trainer: Any, losses: dict[str, float]) -> None:
+    def on_batch_end(self, trainer: Any, losses: dict[str, Any]) -> None:
         if self.bar is None:
             return
         self.n += 1
         for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
+            if v is not None:
+                self.sums[k] = self.sums.get(k, 0.0) + v
+                self.counts[k] = self.counts.get(k, 0) + 1
         self.bar.update(1)
-        if self.n % 10 == 0 or self.n == self.bar.total:
-            self.bar.set_postfix({k: f"{v / self.n:.3f}" for k, v in self.sums.items()}, refresh=False)
+        if self.n % 10 == 0 or self.n == self.bar.total:  # reading the sums waits for the device
+            self.bar.set_postfix({k: f"{float(v) / self.counts[k]:.3f}" for k, v in self.sums.items()}, refresh=False)
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
         if self.bar is not None:

@@ -20,6 +20,7 @@ from ..config import Config
 from ..data.augment import augment
 from ..data.dataset import DataBundle, build_data
 from ..evaluation import predict_set, score_predictions, to_input
+from ..system import hardware
 from ..model import MultiTaskNet
 from ..tasks import Task, build_task
 from ..weighting import Weighting, build_weighting
@@ -98,6 +99,9 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        if self.device.type == "cuda":
+            # Fixed input size: let cuDNN pick the fastest convolution algorithms once.
+            torch.backends.cudnn.benchmark = True
         self.tasks = [build_task(s) for s in cfg.tasks]
         self.task_names = [x.name for x in self.tasks]
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
@@ -168,6 +172,8 @@ class Trainer:
         if self.epoch == 0:
             (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
             (self.out / "data_report.json").write_text(json.dumps(self.data.report, indent=2, default=str))
+            info = {"hardware": hardware(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            (self.out / "run_info.json").write_text(json.dumps(info, indent=1))
         for cb in self.callbacks:
             cb.on_fit_start(self)
         while self.epoch < cfg.train.epochs and self._stop_reason is None:
@@ -209,7 +215,9 @@ class Trainer:
         self.weighting.train()
         t = self.cfg.train
         self.progress.start_epoch(self.epoch, t.epochs, self.steps_per_epoch)
-        sums = {n: 0.0 for n in self.task_names}
+        # Summed on the device and read once per epoch: reading a GPU loss every step
+        # would make the host wait for the device at every step.
+        sums: dict[str, torch.Tensor | float] = {n: 0.0 for n in self.task_names}
         counts = {n: 0 for n in self.task_names}
         seen = 0
         batches = self.data.train.batches(t.batch_size, shuffle=True, generator=self.generator, drop_last=True)
@@ -219,23 +227,31 @@ class Trainer:
             losses = self.train_step(images, labels)
             seen += len(images)
             for n, v in losses.items():
-                if not np.isnan(v):
-                    sums[n] += v
+                if v is not None:
+                    sums[n] = sums[n] + v
                     counts[n] += 1
             for cb in self.callbacks:
                 cb.on_batch_end(self, losses)
-        return {n: sums[n] / max(1, counts[n]) for n in self.task_names}, seen
+        return {n: float(sums[n]) / max(1, counts[n]) for n in self.task_names}, seen
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """One optimiser step on a batch ``uint8 (B, 3, S, S)``, labels ``(B, T)`` (on the CPU).
+
+        Returns each task's loss as a detached 0-dim tensor on the training device
+        (``None`` when no image of the batch has that task's label).
+        """
+        rows = ~torch.isnan(labels)  # which rows each task may learn from, known on the host
         x = to_input(images, self.device, False)
         x = augment(x, self.cfg.data.augment, self.generator)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(self.device)
+        if self.device.type == "cuda" and not labels.is_pinned():
+            labels = labels.pin_memory()
+        labels = labels.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
             out = self.model(x)
-        losses = {t.name: t.loss(out[t.name].float(), labels[:, j]) for j, t in enumerate(self.tasks)}
+        losses = {t.name: t.loss(out[t.name].float(), labels[:, j], rows[:, j]) for j, t in enumerate(self.tasks)}
         total = self.weighting(losses, self.model)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -243,8 +259,8 @@ class Trainer:
         self.weighting.after_step()
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
-        has = (~torch.isnan(labels)).any(0)
-        return {t.name: (float(losses[t.name].detach()) if has[j] else float("nan")) for j, t in enumerate(self.tasks)}
+        has = rows.any(0).tolist()
+        return {t.name: (losses[t.name].detach() if has[j] else None) for j, t in enumerate(self.tasks)}
 
     def test(self) -> dict[str, Any] | None:
         """Score the best epoch on the test split; write ``test_metrics.json`` and ``test_predictions.npz``.

@@ -1,0 +1,31 @@
+"""What a result was measured on: the machine, its processor and the library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+
+def hardware(device: Any = None) -> dict[str, Any]:
+    """Machine, CPU model and count, Python and torch versions, and the GPU when there is one."""
+    import torch
+
+    info: dict[str, Any] = {"machine": platform.machine(), "processor": _cpu_model() or platform.machine(),
+                            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    if device is not None:
+        info["device"] = str(device)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
