@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .data.dataset import FaceSet
+from .data.transfer import to_device
 from .tasks import Task
 
 
@@ -16,9 +17,7 @@ def to_input(images: torch.Tensor, device: torch.device, channels_last: bool) ->
 
     On a GPU the batch goes through pinned memory, so the copy does not stall the host.
     """
-    if device.type == "cuda" and images.device.type == "cpu" and not images.is_pinned():
-        images = images.pin_memory()
-    x = images.to(device, non_blocking=True).float().div_(255)
+    x = to_device(images, device).float().div_(255)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .transfer import to_device
+
 
 @dataclass
 class AugmentConfig:
@@ -36,8 +38,9 @@ class AugmentConfig:
                 raise ValueError(f"augment.{name} must be >= 0")
 
 
-def _uniform(n: int, r: float, g: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return (torch.rand(n, generator=g, device="cpu") * 2 - 1).mul_(r).to(device)
+def _uniform(n: int, r: float, g: torch.Generator | None) -> torch.Tensor:
+    """``n`` draws, uniform in [-r, r], on the CPU."""
+    return (torch.rand(n, generator=g) * 2 - 1).mul_(r)
 
 
 def _draws(n: int, cfg: AugmentConfig, g: torch.Generator | None) -> torch.Tensor:
@@ -47,12 +50,10 @@ def _draws(n: int, cfg: AugmentConfig, g: torch.Generator | None) -> torch.Tenso
     and saturation factors. One tensor, so a GPU batch needs one host-to-device copy.
     """
     flip = (torch.rand(n, generator=g) < 0.5).float() if cfg.flip else torch.zeros(n)
-    geo = cfg.rotate or cfg.scale or cfg.translate
-    ang, sc, tx, ty = ((_uniform(n, r, g, torch.device("cpu")) for r in
-                        (math.radians(cfg.rotate), cfg.scale, 2 * cfg.translate, 2 * cfg.translate))
-                       if geo else (torch.zeros(n) for _ in range(4)))
-    col = [_uniform(n, r, g, torch.device("cpu")) if r else torch.zeros(n)
-           for r in (cfg.brightness, cfg.contrast, cfg.saturation)]
+    geo = bool(cfg.rotate or cfg.scale or cfg.translate)
+    ang, sc, tx, ty = [_uniform(n, r, g) if geo else torch.zeros(n)
+                       for r in (math.radians(cfg.rotate), cfg.scale, 2 * cfg.translate, 2 * cfg.translate)]
+    col = [_uniform(n, r, g) if r else torch.zeros(n) for r in (cfg.brightness, cfg.contrast, cfg.saturation)]
     return torch.stack([flip, ang, 1 + sc, tx, ty, *(1 + c for c in col)])
 
 
@@ -63,10 +64,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     and travel to ``x``'s device in one non-blocking copy, so a GPU step does not wait.
     """
     n, dev = x.shape[0], x.device
-    d = _draws(n, cfg, generator)
-    if dev.type == "cuda":
-        d = d.pin_memory()
-    d = d.to(dev, non_blocking=True)
+    d = to_device(_draws(n, cfg, generator), dev)
 
     def col(i: int) -> torch.Tensor:
         return d[i].view(n, 1, 1, 1)

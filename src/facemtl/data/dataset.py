@@ -95,11 +95,15 @@ class FaceSet:
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - (n % batch_size) if drop_last and n >= batch_size else n
-        if self.images is not None:
-            images, labels = self.images, self.labels
-            return ((images[order[i : i + batch_size]], labels[order[i : i + batch_size]])
-                    for i in range(0, stop, batch_size))
-        return self._decoded(order[:stop], batch_size)
+        if self.images is None:
+            return self._decoded(order[:stop], batch_size)
+
+        def cached() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for i in range(0, stop, batch_size):
+                idx = order[i : i + batch_size]
+                yield self.images[idx], self.labels[idx]
+
+        return cached()
 
     def _decoded(self, order: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = DataLoader(

@@ -19,6 +19,7 @@ import torch
 from ..config import Config
 from ..data.augment import augment
 from ..data.dataset import DataBundle, build_data
+from ..data.transfer import to_device
 from ..evaluation import predict_set, score_predictions, to_input
 from ..system import hardware
 from ..model import MultiTaskNet
@@ -245,9 +246,7 @@ class Trainer:
         x = augment(x, self.cfg.data.augment, self.generator)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.device.type == "cuda" and not labels.is_pinned():
-            labels = labels.pin_memory()
-        labels = labels.to(self.device, non_blocking=True)
+        labels = to_device(labels, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
             out = self.model(x)
