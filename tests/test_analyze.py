@@ -151,3 +151,35 @@ def test_quick_start_sample_photo():
         assert faces[0]["gender"] == "female"
         x1, y1, x2, y2 = faces[0]["box"]
         assert 150 < (x1 + x2) / 2 < 290 and 60 < (y1 + y2) / 2 < 170
+
+
+def test_workers_give_the_same_records_in_order(face_photo):
+    """Several detection threads (each with its own detector) change nothing but the speed."""
+    im = np.asarray(Image.open(face_photo))
+    images = [im, np.full((240, 320, 3), 128, np.uint8), im[:, ::-1], "no/such/file.jpg", Image.open(face_photo)] * 3
+    serial = list(FaceAnalyzer(workers=1, batch_size=4).analyze_images(images))
+    threaded = list(FaceAnalyzer(workers=2, batch_size=4).analyze_images(images))
+    assert [r["index"] for r in threaded] == list(range(len(images)))
+    assert [r["status"] for r in serial] == ["ok", "no_face", "ok", "error", "ok"] * 3
+    assert threaded == serial
+
+
+def test_a_failing_detector_gives_an_error_record_not_a_crash(face_photo):
+    class Boom:
+        def detect(self, rgb, min_face=None):
+            raise RuntimeError("out of memory")
+
+    a = FaceAnalyzer(workers=1)
+    a._local.detector = Boom()
+    (rec,) = a.analyze_files([str(face_photo)])
+    assert rec["status"] == "error" and "out of memory" in rec["error"] and rec["faces"] == []
+
+
+def test_analyze_options_are_checked(face_photo, capsys):
+    with pytest.raises(ValueError, match="unknown face detector"):
+        FaceAnalyzer(detector="haar")
+    with pytest.raises(ValueError, match="min_face"):
+        FaceAnalyzer(min_face=0)
+    assert main(["analyze", str(face_photo), "--json", "--min-face", "80", "--workers", "2", "--no-progress"]) == 0
+    (rec,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert rec["status"] == "ok" and len(rec["faces"]) == 1

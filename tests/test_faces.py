@@ -98,3 +98,20 @@ def test_no_face_in_a_flat_image():
     img = np.full((300, 400, 3), 128, np.uint8)
     for name in ("dlib", "mtcnn"):
         assert build_detector(name).detect(img) == []
+
+
+@pytest.mark.parametrize("name", ["dlib", "mtcnn"])
+def test_min_face_sets_the_smallest_face_searched_for(faces, name):
+    """A face about 45 px across is found at each detector's default, and not when the search
+    starts at 120 px; a face about 180 px across is found at every setting (for dlib, a
+    min_face above 80 shrinks the image before the search)."""
+    det = build_detector(name)
+    small, _ = paste(faces[0], scale=0.25, at=(300, 200))
+    large, _ = paste(faces[0], scale=1.0)
+    assert len(det.detect(small)) == 1
+    assert det.detect(small, min_face=120) == []
+    for m in (None, 60, 80, 120):
+        got = det.detect(large, min_face=m)
+        assert len(got) == 1, m
+        side = got[0].box[2] - got[0].box[0]
+        assert 0.35 * 200 < side < 1.3 * 200

@@ -77,6 +77,8 @@ def analyze(
     detector: str = "dlib",
     device: str = "cpu",
     progress: bool | None = None,
+    min_face: float | None = None,
+    workers: int | None = None,
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read)."""
     from .analysis import FaceAnalyzer
@@ -88,7 +90,7 @@ def analyze(
         print(f"facemtl: warning: {m} matches no file", file=sys.stderr)
     if not files:
         raise FileNotFoundError("no input files found in " + ", ".join(paths))
-    analyzer = FaceAnalyzer(checkpoint, detector, device)
+    analyzer = FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers)
     writer = CsvWriter() if as_csv else None
     show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
     bar = None
@@ -178,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
     p.add_argument("--checkpoint", help="a model trained with 'facemtl train' instead of the default one")
     p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or mtcnn")
+    p.add_argument("--min-face", type=float, metavar="PX",
+                   help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
+                        "1024 px on its long side); default: 40 for dlib, 20 for mtcnn. 80 makes dlib about 4x faster")
+    p.add_argument("--workers", type=int, metavar="N", help="threads that decode and search photos (default: one per core)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
@@ -201,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
         elif args.command == "analyze":
             return analyze(args.paths, args.json, args.csv, args.annotate, args.aligned, args.checkpoint,
-                           args.detector, args.device, False if args.no_progress else None)
+                           args.detector, args.device, False if args.no_progress else None, args.min_face,
+                           args.workers)
         elif args.command == "experiment":
             only = [x for x in args.only.split(",") if x] if args.only else None
             summary = experiment(args.config, args.out, only, args.progress)

@@ -6,6 +6,10 @@ one-call API built on it.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -64,8 +68,15 @@ class FaceAnalyzer:
 
     ``checkpoint``: a ``best.pt`` from ``facemtl train`` (default: the shipped model).
     ``detector``: a registered detector name (``dlib`` or ``mtcnn``).
+    ``min_face``: side in pixels of the smallest face box to look for, in the photo as
+    the detector sees it (after the shrink below); ``None``: the detector's default
+    (dlib 40, MTCNN 20). Raising it to 80 makes dlib about four times faster and misses
+    faces under 80 pixels.
     ``detect_max_side``: photos are shrunk to at most this many pixels on their long
     side for detection; faces are still cut from the full-resolution photo.
+    ``workers``: threads that decode, detect and align photos side by side (dlib and
+    onnxruntime release the GIL) while the network runs batches of their faces; default:
+    one per CPU core. Each thread has its own detector.
     ``interval``: central probability mass of the reported age interval.
     """
 
@@ -77,9 +88,16 @@ class FaceAnalyzer:
         batch_size: int = 64,
         detect_max_side: int = 1024,
         interval: float = 0.8,
+        min_face: float | None = None,
+        workers: int | None = None,
     ) -> None:
+        from ..faces import DETECTORS
         from ..training import load_model, resolve_device
 
+        if detector not in DETECTORS.names():
+            raise ValueError(f"unknown face detector {detector!r}; choose from {', '.join(DETECTORS.names())}")
+        if min_face is not None and min_face <= 0:
+            raise ValueError(f"min_face must be a positive number of pixels, not {min_face}")
         self.device = resolve_device(device)
         self.model, self.tasks, self.cfg, _ = load_model(checkpoint or default_model_path(), self.device)
         self.model.float()
@@ -87,16 +105,20 @@ class FaceAnalyzer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.size = self.cfg.data.image_size
         self.detector_name = detector
-        self._detector = None
+        self.min_face = min_face
+        self._local = threading.local()
         self.batch_size = batch_size
         self.detect_max_side = detect_max_side
         self.interval = interval
+        self.workers = max(1, workers if workers is not None else _cores())
 
     @property
     def detector(self):
-        if self._detector is None:
-            self._detector = build_detector(self.detector_name)
-        return self._detector
+        """This thread's detector (built on first use: dlib's and onnxruntime's objects stay per thread)."""
+        det = getattr(self._local, "detector", None)
+        if det is None:
+            det = self._local.detector = build_detector(self.detector_name)
+        return det
 
     # -- one image ---------------------------------------------------------------
     def analyze(self, image: Any, aligned: bool = False) -> list[dict[str, Any]]:
@@ -105,25 +127,26 @@ class FaceAnalyzer:
         pending = self._prepare({"width": int(rgb.shape[1]), "height": int(rgb.shape[0])}, rgb, aligned)
         return self._finish([pending])[0].record.get("faces", [])
 
-    # -- many files --------------------------------------------------------------
+    # -- many images -------------------------------------------------------------
     def analyze_files(self, paths: Iterable[str], aligned: bool = False) -> Iterator[dict[str, Any]]:
         """One record per file, in order: ``{"file", "status", "faces", ...}``.
 
         ``status`` is ``ok``, ``no_face`` or ``error`` (with ``error`` saying why);
-        faces from several files share one network batch.
+        files are decoded and searched by ``workers`` threads, and faces from several
+        files share one network batch.
         """
+        return self._records((({"file": str(p)}, p) for p in paths), aligned)
+
+    def analyze_images(self, images: Iterable[Any], aligned: bool = False) -> Iterator[dict[str, Any]]:
+        """Like :meth:`analyze_files` for images in memory (paths, PIL images or arrays, such as
+        video frames): one record per image, in order, with ``index`` in place of ``file``."""
+        return self._records((({"index": i}, im) for i, im in enumerate(images)), aligned)
+
+    # -- internals ---------------------------------------------------------------
+    def _records(self, jobs: Iterable[tuple[dict[str, Any], Any]], aligned: bool) -> Iterator[dict[str, Any]]:
         queue: list[_Pending] = []
         n_crops = 0
-        for path in paths:
-            record: dict[str, Any] = {"file": str(path)}
-            try:
-                rgb = load_rgb(str(path))
-            except Exception as exc:  # any unreadable file: report, never stop the batch
-                record.update(status="error", error=_describe_error(exc), faces=[])
-                queue.append(_Pending(record, []))
-                continue
-            record.update(width=int(rgb.shape[1]), height=int(rgb.shape[0]))
-            p = self._prepare(record, rgb, aligned)
+        for p in self._prepared(jobs, aligned):
             queue.append(p)
             n_crops += len(p.crops)
             if n_crops >= self.batch_size:
@@ -132,7 +155,36 @@ class FaceAnalyzer:
         if queue:
             yield from (q.record for q in self._finish(queue))
 
-    # -- internals ---------------------------------------------------------------
+    def _prepared(self, jobs: Iterable[tuple[dict[str, Any], Any]], aligned: bool) -> Iterator[_Pending]:
+        """Decode, detect and align each job, in order; with several workers, ahead of the consumer."""
+        if self.workers == 1:
+            for record, image in jobs:
+                yield self._open_and_prepare(record, image, aligned)
+            return
+        ahead = max(4 * self.workers, self.batch_size)  # jobs in flight: enough to keep workers busy
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="facemtl-detect") as pool:
+            window: deque[Future[_Pending]] = deque()
+            for record, image in jobs:
+                window.append(pool.submit(self._open_and_prepare, record, image, aligned))
+                if len(window) >= ahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    def _open_and_prepare(self, record: dict[str, Any], image: Any, aligned: bool) -> _Pending:
+        """Never raises: an image that cannot be read or searched becomes an ``error`` record."""
+        try:
+            rgb = open_image(image)
+        except Exception as exc:  # any unreadable file: report, never stop the batch
+            record.update(status="error", error=_describe_error(exc), faces=[])
+            return _Pending(record, [])
+        record.update(width=int(rgb.shape[1]), height=int(rgb.shape[0]))
+        try:
+            return self._prepare(record, rgb, aligned)
+        except Exception as exc:
+            record.update(status="error", error=f"face detection failed: {_describe_error(exc)}", faces=[])
+            return _Pending(record, [])
+
     def _prepare(self, record: dict[str, Any], rgb: np.ndarray, aligned: bool) -> _Pending:
         if aligned:
             crop = np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR))
@@ -140,7 +192,7 @@ class FaceAnalyzer:
         h, w = rgb.shape[:2]
         f = min(1.0, self.detect_max_side / max(h, w))
         small = rgb if f == 1.0 else np.asarray(Image.fromarray(rgb).resize((round(w * f), round(h * f)), Image.BILINEAR))
-        faces = [face.scaled(1 / f) for face in self.detector.detect(small)]
+        faces = [face.scaled(1 / f) for face in self.detector.detect(small, self.min_face)]
         crops = [align_face(rgb, face.landmarks, face.scheme, self.size) for face in faces]
         return _Pending(record, faces, crops)
 
@@ -208,6 +260,13 @@ class FaceAnalyzer:
         return queue
 
 
+def _cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS says, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _describe_error(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "cannot identify image file" in text:
@@ -216,7 +275,7 @@ def _describe_error(exc: Exception) -> str:
 
 
 def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "dlib", aligned: bool = False,
-            device: str = "cpu") -> list[dict[str, Any]]:
+            device: str = "cpu", min_face: float | None = None) -> list[dict[str, Any]]:
     """Estimate age, gender and race (or the attributes of ``checkpoint``) of every face in ``image``.
 
     ``image``: a file path, a PIL image, or an ``(H, W, 3)`` RGB array (uint8, or float
@@ -229,11 +288,11 @@ def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "d
          "race": "white", "race_probability": 0.91, "race_probabilities": {...}}
 
     ``box`` and ``landmarks`` are in pixels of the (orientation-corrected) image;
-    ``score`` is the detector's confidence; ``age`` is in years (the model's decoding,
+    ``score`` is the detector's confidence (``min_face``: see :class:`FaceAnalyzer`); ``age`` is in years (the model's decoding,
     paper eq. 6) and ``age_interval`` the central 80 % of its predicted distribution.
     With ``aligned=True`` the image is taken as one face crop aligned like UTKFace's:
     no detection, ``box`` is the whole image. The default model ships with facemtl
     (MODEL_CARD.md); it runs offline. For many images build one :class:`FaceAnalyzer`
     and reuse it: this function loads the model on every call.
     """
-    return FaceAnalyzer(checkpoint, detector, device).analyze(image, aligned)
+    return FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=1).analyze(image, aligned)

@@ -38,11 +38,17 @@ class Face:
 
 
 class Detector:
-    """Base class: ``detect(rgb uint8 (H, W, 3)) -> list[Face]``, largest faces first."""
+    """Base class: ``detect(rgb uint8 (H, W, 3), min_face=None) -> list[Face]``, largest faces first.
+
+    ``min_face``: the side, in pixels of ``rgb``, of the smallest face box to look for
+    (``None``: the detector's own default, :attr:`min_face`). Smaller values find smaller
+    faces and cost more: the search runs over an image pyramid that starts larger.
+    """
 
     scheme: str = ""
+    min_face: float = 40.0
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
+    def detect(self, rgb: np.ndarray, min_face: float | None = None) -> list[Face]:
         raise NotImplementedError
 
 

