@@ -158,10 +158,13 @@ def test_workers_give_the_same_records_in_order(face_photo):
     im = np.asarray(Image.open(face_photo))
     images = [im, np.full((240, 320, 3), 128, np.uint8), im[:, ::-1], "no/such/file.jpg", Image.open(face_photo)] * 3
     serial = list(FaceAnalyzer(workers=1, batch_size=4).analyze_images(images))
-    threaded = list(FaceAnalyzer(workers=2, batch_size=4).analyze_images(images))
+    with FaceAnalyzer(workers=2, batch_size=4) as a:
+        threaded = list(a.analyze_images(images))
+        first = next(a.analyze_images(images))  # a caller may stop early; the threads carry on
+        again = list(a.analyze_images(images))
     assert [r["index"] for r in threaded] == list(range(len(images)))
     assert [r["status"] for r in serial] == ["ok", "no_face", "ok", "error", "ok"] * 3
-    assert threaded == serial
+    assert threaded == serial == again and first == serial[0]
 
 
 def test_a_failing_detector_gives_an_error_record_not_a_crash(face_photo):

@@ -111,6 +111,7 @@ def analyze(
             annotate(rec, Path(annotate_dir))
         if bar is not None:
             bar.update(1)
+    analyzer.close()
     if bar is not None:
         bar.close()
     return 0 if readable else 1
