@@ -78,13 +78,12 @@ def accuracy(pred: list, ages: np.ndarray, genders: np.ndarray, only: list[int])
 
 def summarise(pred: list, ages: np.ndarray, genders: np.ndarray, seconds: float) -> dict:
     found = [i for i, p in enumerate(pred) if p is not None]
-    a = np.array([pred[i][0] for i in found], float)
-    g = np.array([0 if pred[i][1] == "male" else 1 for i in found])
+    acc = accuracy(pred, ages, genders, found) if found else {"age_mae": None, "gender_accuracy": None}
     return {
         "images": len(pred),
         "faces_found": len(found),
-        "age_mae": float(np.mean(np.abs(a - ages[found]))) if found else None,
-        "gender_accuracy": float(np.mean(g == genders[found])) if found else None,
+        "age_mae": acc["age_mae"],
+        "gender_accuracy": acc["gender_accuracy"],
         "seconds": round(seconds, 2),
         "per_second": round(len(pred) / seconds, 2),
     }

@@ -183,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or mtcnn")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
-                        "1024 px on its long side); default: 40 for dlib, 20 for mtcnn. 80 makes dlib about 4x faster")
+                        "1024 px on its long side); default: 40 for dlib, 20 for mtcnn. 80 makes dlib about 3x faster "
+                        "on photos")
     p.add_argument("--workers", type=int, metavar="N", help="threads that decode and search photos (default: one per core)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")

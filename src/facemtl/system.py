@@ -20,6 +20,13 @@ def hardware(device: Any = None) -> dict[str, Any]:
     return info
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS says, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -6,7 +6,6 @@ one-call API built on it.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +21,7 @@ from PIL import Image
 from ..data.images import load_rgb, to_rgb
 from ..evaluation import to_input
 from ..faces import Face, align_face, build_detector
+from ..system import usable_cores
 
 #: The model that ships inside the package (see MODEL_CARD.md).
 DEFAULT_MODEL = "utkface_lite0.pt"
@@ -110,7 +110,7 @@ class FaceAnalyzer:
         self.batch_size = batch_size
         self.detect_max_side = detect_max_side
         self.interval = interval
-        self.workers = max(1, workers if workers is not None else _cores())
+        self.workers = max(1, workers if workers is not None else usable_cores())
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -276,13 +276,6 @@ class FaceAnalyzer:
             q.record["faces"] = faces
             q.record["status"] = "ok" if faces else "no_face"
         return queue
-
-
-def _cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS says, else all)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _describe_error(exc: Exception) -> str:
