@@ -30,10 +30,12 @@ import torch
 from facemtl.config import load_config
 from facemtl.data import augment, build_data
 from facemtl.data.images import decode_all
-from facemtl.evaluation import to_input
+from facemtl.preprocess import to_input
 from facemtl.tasks import build_task
 from facemtl.training import Trainer
-from facemtl.training.trainer import build_model, build_optimizer, resolve_device
+from facemtl.device import resolve_device
+from facemtl.model import MultiTaskNet
+from facemtl.training import build_optimizer
 from facemtl.weighting import build_weighting
 
 
@@ -71,7 +73,7 @@ def main() -> None:
     augment_ips = 20 * bs / (time.perf_counter() - t0)
 
     # --- bare loop -------------------------------------------------------------------
-    model = build_model(cfg, tasks).to(dev)
+    model = MultiTaskNet.from_config(cfg.model, tasks).to(dev)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weighting = build_weighting("equal", [t.name for t in tasks])

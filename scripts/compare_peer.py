@@ -98,11 +98,11 @@ def main() -> None:
     ap.add_argument("--out")
     a = ap.parse_args()
 
-    from facemtl.analysis import FaceAnalyzer, default_model_path
+    from facemtl.inference import FaceAnalyzer, default_model_path
     from facemtl.data import build_data
     from facemtl.data.table import evenly_spaced
     from facemtl.system import hardware
-    from facemtl.training import load_model
+    from facemtl.model import load_model
 
     ckpt = a.checkpoint or str(default_model_path())
     _, tasks, cfg, _ = load_model(ckpt)

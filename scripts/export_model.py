@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from facemtl.training import load_checkpoint
+from facemtl.checkpoint import load_checkpoint
 
 KEEP = ("format", "config", "tasks", "frozen", "epoch", "best_score", "best_epoch", "baselines", "weights", "val_metrics")
 

@@ -31,11 +31,11 @@ def main() -> None:
     ap.add_argument("--out")
     a = ap.parse_args()
 
-    from facemtl.analysis import FaceAnalyzer, default_model_path
+    from facemtl.inference import FaceAnalyzer, default_model_path
     from facemtl.data import build_data
     from facemtl.data.table import evenly_spaced
     from facemtl.system import hardware
-    from facemtl.training import load_model
+    from facemtl.model import load_model
 
     _, tasks, cfg, _ = load_model(str(default_model_path()))
     cfg.data.root = a.data_root

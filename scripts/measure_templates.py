@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facemtl.data.images import load_rgb
+from facemtl.images import load_rgb
 from facemtl.data.table import evenly_spaced
 from facemtl.data.utkface import read_utkface
 from facemtl.faces import build_detector

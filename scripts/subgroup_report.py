@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from facemtl.data import build_data
-from facemtl.evaluation import predict_set, score_predictions
+from facemtl.training.evaluation import predict_set, score_predictions
 from facemtl.metrics import group_names, to_groups
 from facemtl.subgroups import largest_gap, subgroup_table
-from facemtl.training import load_model
+from facemtl.model import load_model
 
 AGE_EDGES = [0, 20, 40, 60]  # 0-19, 20-39, 40-59, 60+ (coarse, so that cells keep some size)
 GENDERS = ["male", "female"]
@@ -52,7 +52,8 @@ def main() -> None:
         "race": np.array([RACES[int(r)] for r in true["race"][ok]]),
     }
     kinds = {"age": "mae", "gender": "accuracy", "race": "accuracy"}
-    rows = subgroup_table({k: v[ok] for k, v in res["pred"].items()}, {k: v[ok] for k, v in true.items()}, kinds, groups)
+    scores = {t.name: t.sample_scores(res["pred"][t.name], true[t.name])[ok] for t in tasks}
+    rows = subgroup_table(scores, kinds, groups)
     gaps = {t: largest_gap(rows, f"{t}_{k}", 30) for t, k in kinds.items()}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

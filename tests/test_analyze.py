@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facemtl.analysis import FaceAnalyzer, analyze, default_model_path
+from facemtl.inference import FaceAnalyzer, analyze, default_model_path
 from facemtl.cli import main
 
 pytest.importorskip("dlib")
@@ -122,8 +122,8 @@ def test_aligned_csv_and_annotate(utkface_root, tmp_path, capsys):
 def test_shipped_model_beats_trivial_baselines_on_test_slice(utkface_root):
     """On 300 faces of the default model's own held-out test split."""
     from facemtl.data import build_data
-    from facemtl.evaluation import predict_set, score_predictions
-    from facemtl.training import load_model
+    from facemtl.training.evaluation import predict_set, score_predictions
+    from facemtl.model import load_model
 
     model, tasks, cfg, state = load_model(default_model_path())
     cfg.data.root = str(utkface_root)
@@ -162,8 +162,8 @@ def test_workers_give_the_same_records_in_order(face_photo):
         threaded = list(a.analyze_images(images))
         first = next(a.analyze_images(images))  # a caller may stop early; the threads carry on
         again = list(a.analyze_images(images))
-    assert [r["index"] for r in threaded] == list(range(len(images)))
-    assert [r["status"] for r in serial] == ["ok", "no_face", "ok", "error", "ok"] * 3
+    assert [r.index for r in threaded] == list(range(len(images)))
+    assert [r.status for r in serial] == ["ok", "no_face", "ok", "error", "ok"] * 3
     assert threaded == serial == again and first == serial[0]
 
 
@@ -173,9 +173,9 @@ def test_a_failing_detector_gives_an_error_record_not_a_crash(face_photo):
             raise RuntimeError("out of memory")
 
     a = FaceAnalyzer(workers=1)
-    a._local.detector = Boom()
+    a.pipeline._local.detector = Boom()
     (rec,) = a.analyze_files([str(face_photo)])
-    assert rec["status"] == "error" and "out of memory" in rec["error"] and rec["faces"] == []
+    assert rec.status == "error" and "out of memory" in rec.error and rec.faces == []
 
 
 def test_analyze_options_are_checked(face_photo, capsys):

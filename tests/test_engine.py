@@ -8,7 +8,8 @@ import pytest
 
 from facemtl.config import config_from_dict
 from facemtl.data import build_data
-from facemtl.training import Trainer, load_model
+from facemtl.model import load_model
+from facemtl.training import Trainer
 from facemtl.weighting import WEIGHTINGS
 
 

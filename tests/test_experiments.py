@@ -32,17 +32,18 @@ def test_softmax_ordinal_is_plain_cross_entropy_over_ranks():
     lse0, lse1 = math.log(3 + math.exp(2)), math.log(math.exp(3) + 2 + math.e)
     expected = ((lse0 - 2.0) + (lse1 - 1.0)) / 2
     assert float(t.loss(out, y)) == pytest.approx(expected, rel=1e-5)
-    assert t.predict(out).tolist() == [11.0, 10.0]  # argmax rank + min_value
-    p = t.probabilities(out)
-    assert torch.allclose(p, out.softmax(1))
+    raw = out.numpy()
+    assert t.predict(raw).tolist() == [11.0, 10.0]  # argmax rank + min_value
+    p = t.probabilities(raw)
+    assert np.allclose(p, out.softmax(1).numpy(), atol=1e-6)
     # P(value > 10 + k) = 1 - cumulative softmax
-    gt = t.threshold_probabilities(out)
-    assert torch.allclose(gt, 1 - p.cumsum(1)[:, :3], atol=1e-6)
+    gt = t.threshold_probabilities(raw)
+    assert np.allclose(gt, 1 - p.cumsum(1)[:, :3], atol=1e-6)
     # expected-rank decoding: min_value + sum_k P(value > r_k) = E[value]
     t2 = build_task({"name": "age", "type": "ordinal", "min_value": 10, "max_value": 13, "method": "softmax",
                      "decoding": "expected"})
-    e = (p * torch.tensor([10.0, 11, 12, 13])).sum(1)
-    assert torch.allclose(t2.predict(out), e, atol=1e-5)
+    e = (p * np.array([10.0, 11, 12, 13])).sum(1)
+    assert np.allclose(t2.predict(raw), e, atol=1e-5)
     assert torch.allclose(F.cross_entropy(out, torch.tensor([1, 3])), t.loss(out, y))
 
 
@@ -103,6 +104,8 @@ def test_claims_are_judged_on_paired_seeds(tmp_path):
         d = tmp_path / name / f"seed{seed}"
         d.mkdir(parents=True)
         (d / "test_metrics.json").write_text(json.dumps({"age": {"mae": mae, "cs": {"5": 0.5}}, "g": {"accuracy": acc}}))
+        (d / "config.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "age", "type": "ordinal", "max_value": 9},
+                                                                  {"name": "g", "type": "nominal"}]}))
         return RunLog(d, seed)
 
     a = VariantRuns("a", "a", "", [run("a", 0, 5.0, 0.90), run("a", 1, 6.0, 0.80)])
@@ -155,7 +158,8 @@ def test_tiny_grid_runs_every_variant_and_seed(tiny_grid):
     paths = {tuple(np.load(out / "runs" / v.name / "seed0" / "test_predictions.npz")["paths"]) for v in exp.variants}
     assert len(paths) == 1
     # the frozen backbone's trunk did not move from its initial weights; the fine-tuned one's did
-    from facemtl.training import Trainer, load_model
+    from facemtl.model import load_model
+    from facemtl.training import Trainer
 
     fresh = Trainer(exp.config(exp.variant("frozen_backbone"), 0), out.parent / "fresh", progress=False, log=lambda s: None)
     frozen, *_ = load_model(out / "runs" / "frozen_backbone" / "seed0" / "best.pt")

@@ -48,7 +48,7 @@ def paste(face: np.ndarray, canvas_hw=(480, 640), at=(200, 120), scale=1.0, angl
 
 @pytest.fixture(scope="module")
 def faces(utkface_root):
-    from facemtl.data.images import load_rgb
+    from facemtl.images import load_rgb
     from facemtl.data.utkface import read_utkface
 
     t = read_utkface(utkface_root, limit=400)

@@ -55,11 +55,13 @@ def test_wilson_and_mean_intervals_by_hand():
 
 def test_subgroup_table_cells():
     from facemtl.subgroups import largest_gap, subgroup_table
+    from facemtl.tasks import NominalTask, OrdinalTask
 
+    g, age = NominalTask("g"), OrdinalTask("age")
     rows = subgroup_table(
-        pred={"g": np.array([0, 1, 1, 0]), "age": np.array([10, 20, 30, 40.0])},
-        true={"g": np.array([0, 1, 0, 0]), "age": np.array([12, 20, 33, np.nan])},
-        kinds={"g": "accuracy", "age": "mae"},
+        scores={"g": g.sample_scores(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])),
+                "age": age.sample_scores(np.array([10, 20, 30, 40.0]), np.array([12, 20, 33, np.nan]))},
+        kinds={"g": g.subgroup_metric, "age": age.subgroup_metric},
         groups={"sex": np.array(["f", "f", "m", "m"])},
     )
     f, m = rows

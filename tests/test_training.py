@@ -110,7 +110,7 @@ def test_cli_help_runs():
 
 
 def test_flip_tta_averages_a_face_and_its_mirror():
-    from facemtl.evaluation import forward
+    from facemtl.training.evaluation import forward
 
     class LeftColumn(torch.nn.Module):  # sees only the leftmost pixel column: a mirror changes it
         def forward(self, x):
@@ -138,3 +138,16 @@ def test_batch_order_is_drawn_when_asked_not_when_iterated():
     assert len(rows) == 3 and len({r for b in rows for r in b}) == 9
     expected = torch.randperm(10, generator=torch.Generator().manual_seed(0))[:9].float().tolist()
     assert [r for b in rows for r in b] == expected
+
+
+def test_an_empty_validation_split_is_reported(utkface_root, tmp_path):
+    c = config_from_dict({
+        "tasks": TASKS[1:2], "data": {"root": str(utkface_root), "image_size": 32, "limit": 200, "workers": 0,
+                                      "val_fraction": 0.0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2},
+        "train": {"epochs": 1, "batch_size": 32}})
+    said = []
+    summary = Trainer(c, tmp_path, progress=False, log=said.append).fit()
+    assert any("validation split is empty" in s and "training split" in s for s in said)
+    assert summary["val_split"] == "train"
+    assert json.loads((tmp_path / "run_info.json").read_text())["val_split"] == "train"

@@ -100,6 +100,7 @@ def test_gradnorm_moves_weight_to_the_task_with_small_gradients():
         opt.zero_grad()
         total = w(L, net)
         assert total.requires_grad
+        total.backward()
         opt.step()
         w.after_step()
     ws = w.weights()
@@ -111,3 +112,31 @@ def test_registry_names_and_unknown():
     assert set(WEIGHTINGS.names()) >= {"equal", "fixed", "uncertainty", "learned", "dwa", "gradnorm"}
     with pytest.raises(KeyError, match="unknown loss weighting"):
         build_weighting("kendall", TASKS)
+
+
+def test_gradnorm_weights_learn_under_a_mixed_precision_loss_scaler():
+    """The AMP scaler multiplies the loss by its scale and divides every gradient by it before
+    the step; GradNorm's weight gradient must come out unscaled like the others."""
+    grads = {}
+    for scaled in (False, True):
+        torch.manual_seed(0)
+        net = _Net()
+        w = build_weighting("gradnorm", ["a", "b"], {"alpha": 0.0})
+        opt = torch.optim.SGD(list(w.parameters()) + list(net.parameters()), lr=0.01)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=scaled)
+        h = net.shared(torch.ones(4, 2))
+        total = w({"a": 10 * h.pow(2).mean(), "b": h.pow(2).mean()}, net)
+        scaler.scale(total).backward()
+        scaler.unscale_(opt)
+        grads[scaled] = w.w.grad.clone()
+    assert grads[True].abs().max() > 0.1
+    assert torch.allclose(grads[True], grads[False], rtol=1e-4)
+
+
+def test_unknown_weighting_settings_are_refused():
+    with pytest.raises(ValueError, match="no setting 'alhpa'; it takes: alpha"):
+        build_weighting("gradnorm", TASKS, {"alhpa": 0.5})
+    with pytest.raises(ValueError, match="no setting 'weights'; it takes: no settings"):
+        build_weighting("equal", TASKS, {"weights": {"age": 1.0}})
+    with pytest.raises(ValueError, match="no setting 'lambda'"):
+        build_weighting("learned", TASKS, {"lambda": 0.1})

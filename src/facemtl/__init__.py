@@ -1,35 +1,34 @@
 """facemtl: estimate several face attributes at once with one multi-task network.
 
-Public API::
+Public API (each part imported on first use, so ``import facemtl`` stays light)::
 
-    from facemtl import load_config, Trainer, MultiTaskNet, build_task, build_weighting
-    from facemtl import analyze, FaceAnalyzer      # faces in photos -> list[dict]
+    from facemtl import analyze, FaceAnalyzer, load_predictor      # faces in photos
+    from facemtl import load_config, Trainer, MultiTaskNet, load_model, build_task, build_weighting
 """
 
-from .config import Config, ConfigError, load_config
-from .model import MultiTaskNet
-from .tasks import TASK_TYPES, build_task
-from .weighting import WEIGHTINGS, build_weighting
-from .backbones import BACKBONES
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = ["Config", "ConfigError", "load_config", "MultiTaskNet", "TASK_TYPES", "build_task", "WEIGHTINGS",
-           "build_weighting", "BACKBONES", "Trainer", "load_model", "analyze", "FaceAnalyzer"]
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "analyze": "facemtl.inference.analyzer", "FaceAnalyzer": "facemtl.inference.analyzer",
+    "load_predictor": "facemtl.inference.predictor", "Predictor": "facemtl.inference.predictor",
+    "ImageResult": "facemtl.inference.results", "FaceResult": "facemtl.inference.results",
+    "TaskAnswer": "facemtl.inference.results",
+    "Config": "facemtl.config", "ConfigError": "facemtl.config", "load_config": "facemtl.config",
+    "TASK_TYPES": "facemtl.tasks", "build_task": "facemtl.tasks",
+    "MultiTaskNet": "facemtl.model", "BACKBONES": "facemtl.model", "load_model": "facemtl.model",
+    "WEIGHTINGS": "facemtl.weighting", "build_weighting": "facemtl.weighting",
+    "Trainer": "facemtl.training",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    # The trainer pulls in data loading; import it only when asked for.
-    if name == "Trainer":
-        from .training import Trainer
-
-        return Trainer
-    if name in ("analyze", "FaceAnalyzer"):
-        from . import analysis
-
-        return getattr(analysis, name)
-    if name == "load_model":
-        from .training import load_model
-
-        return load_model
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(name)

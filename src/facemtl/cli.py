@@ -1,8 +1,9 @@
-"""Command line: ``facemtl train``, ``evaluate``, ``analyze``, ``experiment`` and ``report``.
+"""Command line: ``facemtl <command>``, one table from subcommand to function.
 
-Each subcommand is an ordinary typed function; argparse only maps flags onto it.
-User mistakes (bad config, missing folder, unknown task type) end in one
-sentence on stderr and exit status 2, never a traceback.
+Each subcommand is an ordinary typed function (``train``, ``evaluate``, ``analyze``, ...);
+:data:`COMMANDS` maps its name to that function, its flags and how its answer is printed.
+User mistakes (bad config, missing folder, unknown task type) end in one sentence on
+stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 weighting.name=equal"
 
 
+# -- the commands ----------------------------------------------------------------------
+
+
 def train(config: str, out: str, overrides: Sequence[str] = (), resume: bool = False, progress: bool = True) -> dict:
-    """Train the model described by ``config`` into the folder ``out``."""
+    """Train the model described by ``config`` into the folder ``out``; returns the run's summary."""
     from .config import load_config
     from .training import Trainer
 
@@ -31,7 +36,6 @@ def train(config: str, out: str, overrides: Sequence[str] = (), resume: bool = F
     test = trainer.test()
     if test is not None:
         summary["test_score"] = test["score"]
-    print(json.dumps(summary))
     return summary
 
 
@@ -45,11 +49,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on ``split`` of the data it was trained on (same seed, same split).
 
-    ``tta="flip"`` averages the outputs of each face and its mirror image.
+    ``tta="flip"`` averages the outputs of each face and its mirror image. The result is
+    keyed by task, plus ``score`` and ``_info`` (what was evaluated, with the task specs).
     """
     from .data import build_data
-    from .evaluation import predict_set, score_predictions
-    from .training import load_model, resolve_device
+    from .device import resolve_device
+    from .model import load_model
+    from .training.evaluation import predict_set, score_predictions
 
     dev = resolve_device(device)
     model, tasks, cfg, state = load_model(checkpoint, dev)
@@ -63,7 +69,7 @@ def evaluate(
     res = predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta)
     metrics = score_predictions(res, tasks, data.baselines)
     metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(part), "epoch": state.get("epoch"),
-                        "tta": tta}
+                        "tta": tta, "tasks": [t.to_dict() for t in tasks]}
     return metrics
 
 
@@ -75,45 +81,45 @@ def analyze(
     aligned: bool = False,
     checkpoint: str | None = None,
     detector: str = "dlib",
-    device: str = "cpu",
+    device: str = "auto",
     progress: bool | None = None,
     min_face: float | None = None,
     workers: int | None = None,
+    runtime: str | None = None,
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read)."""
-    from .analysis import FaceAnalyzer
-    from .analysis.inputs import expand_inputs
-    from .analysis.output import CsvWriter, annotate, write_json, write_table
+    from .inference import FaceAnalyzer
+    from .inference.inputs import expand_inputs
+    from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
 
     files, missing = expand_inputs(list(paths))
     for m in missing:
         print(f"facemtl: warning: {m} matches no file", file=sys.stderr)
     if not files:
         raise FileNotFoundError("no input files found in " + ", ".join(paths))
-    analyzer = FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers)
-    writer = CsvWriter() if as_csv else None
-    show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
-    bar = None
-    if show_bar:
-        from tqdm import tqdm
+    with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
+                      keep_images=annotate_dir is not None) as analyzer:
+        out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+        annotated = AnnotateSink(annotate_dir) if annotate_dir else None
+        if annotated is not None:
+            annotated.out_dir.mkdir(parents=True, exist_ok=True)
+        show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
+        bar = None
+        if show_bar:
+            from tqdm import tqdm
 
-        bar = tqdm(total=len(files), unit="image", file=sys.stderr)
-    readable = 0
-    for rec in analyzer.analyze_files(files, aligned=aligned):
-        readable += rec["status"] != "error"
-        if writer is not None:
-            writer.write(rec)
-        elif as_json:
-            write_json(rec)
-        else:
-            write_table(rec)
-        if annotate_dir:
-            annotate(rec, Path(annotate_dir))
+            bar = tqdm(total=len(files), unit="image", file=sys.stderr)
+        readable = 0
+        for res in analyzer.analyze_files(files, aligned=aligned):
+            readable += res.status != "error"
+            if annotated is not None:
+                annotated.write(res)
+            out.write(res)
+            if bar is not None:
+                bar.update(1)
+        out.close()
         if bar is not None:
-            bar.update(1)
-    analyzer.close()
-    if bar is not None:
-        bar.close()
+            bar.close()
     return 0 if readable else 1
 
 
@@ -130,40 +136,29 @@ def report(path: str, out: str | None = None, gradcam: bool = True, samples: int
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        raise RuntimeError("facemtl report needs matplotlib (and captum for Grad-CAM): pip install 'facemtl[report]'")
+        raise RuntimeError("facemtl report needs matplotlib (and captum for Grad-CAM): pip install 'facemtl[train]'")
     from .report import write_report
 
     return write_report(path, out, gradcam=gradcam, samples=samples)
 
 
-def _print_table(metrics: dict[str, Any]) -> None:
-    for name, m in metrics.items():
-        if name.startswith("_") or name == "score":
-            continue
-        if "accuracy" in m:
-            print(f"{name:>12}: accuracy {m['accuracy']:.4f} (majority baseline {m['baseline']['accuracy']:.4f}, n={m['n']})")
-        else:
-            cs = m["cs"]
-            print(
-                f"{name:>12}: MAE {m['mae']:.3f}  MSE {m['mse']:.2f}  CS(5) {cs['5']:.3f}  "
-                f"group accuracy {m['group_accuracy']:.4f} (median baseline MAE {m['baseline']['mae']:.3f}, n={m['n']})"
-            )
-            print(f"{'':>12}  groups: {', '.join(m['groups'])}")
-    print(f"{'score':>12}: {metrics['score']:.4f} (mean skill over tasks: 0 = trivial baseline, 1 = perfect)")
+# -- flags and printing, per command -------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="facemtl", description="Multi-task face attribute estimation.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train a multi-task model from a YAML recipe", epilog=EPILOG)
+def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="YAML recipe (see configs/)")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
     p.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="section.key=value settings that replace the recipe's")
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
+
+def _train_run(a: argparse.Namespace) -> int:
+    print(json.dumps(train(a.config, a.out, a.overrides, a.resume, not a.no_progress)))
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -172,7 +167,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tta", default="none", choices=["none", "flip"],
                    help="test-time augmentation: flip averages each face with its mirror image")
 
-    p = sub.add_parser("analyze", help="estimate the attributes of every face in photos")
+
+def _evaluate_run(a: argparse.Namespace) -> int:
+    metrics = evaluate(a.checkpoint, a.split, a.data_root, a.device, tta=a.tta)
+    info = metrics.pop("_info")
+    if a.json:
+        # One object keyed by task name only, as documented; the summary goes to stderr.
+        print(json.dumps({k: v for k, v in metrics.items() if k != "score"}))
+        print(json.dumps({"score": metrics["score"], **{k: v for k, v in info.items() if k != "tasks"}}), file=sys.stderr)
+        return 0
+    from .tasks import build_task
+
+    for t in (build_task(s) for s in info["tasks"]):
+        lines = t.metrics_text(metrics[t.name]).splitlines()
+        print(f"{t.name:>12}: {lines[0]}")
+        for line in lines[1:]:
+            print(f"{'':>12}{line}")
+    print(f"{'score':>12}: {metrics['score']:.4f} (mean skill over tasks: 0 = trivial baseline, 1 = perfect)")
+    return 0
+
+
+def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per input file, one per line")
@@ -186,45 +201,76 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "1024 px on its long side); default: 40 for dlib, 20 for mtcnn. 80 makes dlib about 3x faster "
                         "on photos")
     p.add_argument("--workers", type=int, metavar="N", help="threads that decode and search photos (default: one per core)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("experiment", help="run a grid of variants (the sources' ablations) with several seeds")
+
+def _analyze_run(a: argparse.Namespace) -> int:
+    return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
+                   False if a.no_progress else None, a.min_face, a.workers)
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiment_*.yaml)")
     p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
     p.add_argument("--only", help="comma-separated variant names to run now")
     p.add_argument("--progress", action="store_true", help="a progress bar per epoch")
 
-    p = sub.add_parser("report", help="write an HTML, Markdown and PNG report of a run or experiment folder")
+
+def _experiment_run(a: argparse.Namespace) -> int:
+    only = [x for x in a.only.split(",") if x] if a.only else None
+    summary = experiment(a.config, a.out, only, a.progress)
+    print(json.dumps({k: v for k, v in summary.items() if k != "variants"}))
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="RUN_DIR_OR_EXPERIMENT_DIR")
     p.add_argument("--out", help="report folder (default: PATH/report)")
     p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM maps")
     p.add_argument("--samples", type=int, default=2, help="Grad-CAM faces per task, each of correct and wrong")
 
-    args = parser.parse_args(argv)
+
+def _report_run(a: argparse.Namespace) -> int:
+    print(report(a.path, a.out, not a.no_gradcam, a.samples))
+    return 0
+
+
+@dataclass(frozen=True)
+class Command:
+    #: Runs the command from parsed flags; returns the exit status.
+    run: Callable[[argparse.Namespace], int]
+    #: Adds the command's flags to its parser.
+    flags: Callable[[argparse.ArgumentParser], None]
+    help: str
+    epilog: str | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(_train_run, _train_args, "train a multi-task model from a YAML recipe", EPILOG),
+    "evaluate": Command(_evaluate_run, _evaluate_args, "evaluate a checkpoint on a split"),
+    "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos"),
+    "experiment": Command(_experiment_run, _experiment_args,
+                          "run a grid of variants (the sources' ablations) with several seeds"),
+    "report": Command(_report_run, _report_args,
+                      "write an HTML, Markdown and PNG report of a run or experiment folder"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facemtl", description="Multi-task face attribute estimation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, cmd in COMMANDS.items():
+        cmd.flags(sub.add_parser(name, help=cmd.help, epilog=cmd.epilog))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from .config import ConfigError
 
     try:
-        if args.command == "train":
-            train(args.config, args.out, args.overrides, args.resume, not args.no_progress)
-        elif args.command == "analyze":
-            return analyze(args.paths, args.json, args.csv, args.annotate, args.aligned, args.checkpoint,
-                           args.detector, args.device, False if args.no_progress else None, args.min_face,
-                           args.workers)
-        elif args.command == "experiment":
-            only = [x for x in args.only.split(",") if x] if args.only else None
-            summary = experiment(args.config, args.out, only, args.progress)
-            print(json.dumps({k: v for k, v in summary.items() if k != "variants"}))
-        elif args.command == "report":
-            print(report(args.path, args.out, not args.no_gradcam, args.samples))
-        elif args.command == "evaluate":
-            metrics = evaluate(args.checkpoint, args.split, args.data_root, args.device, tta=args.tta)
-            if args.json:
-                # One object keyed by task name only, as documented; the summary goes to stderr.
-                print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_") and k != "score"}))
-                print(json.dumps({"score": metrics["score"], **metrics["_info"]}), file=sys.stderr)
-            else:
-                _print_table(metrics)
+        return COMMANDS[args.command].run(args)
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"facemtl: error: {msg}", file=sys.stderr)
@@ -232,7 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facemtl: interrupted; continue with --resume", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,11 +16,31 @@ from typing import Any
 
 import yaml
 
-from .data.augment import AugmentConfig
-
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one sentence for the user."""
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings; every range is symmetric around "no change"."""
+
+    flip: bool = True
+    #: Maximum rotation, degrees.
+    rotate: float = 10.0
+    #: Maximum relative change of scale (0.1 -> 0.9 .. 1.1).
+    scale: float = 0.1
+    #: Maximum shift, as a fraction of the image side.
+    translate: float = 0.05
+    #: Maximum relative change of brightness, contrast and saturation.
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("rotate", "scale", "translate", "brightness", "contrast", "saturation"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.augment.{name} must be >= 0")
 
 
 @dataclass
@@ -220,10 +240,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     cfg = config_from_dict(data, overrides)
-    root = Path(cfg.data.root)
-    if not root.is_absolute():
-        # Relative data paths are relative to the working directory when they exist there,
-        # else to the config file's folder.
-        cand = [Path.cwd() / root, path.resolve().parent / root]
-        cfg.data.root = str(next((c for c in cand if c.exists()), cand[0]).resolve())
+    cfg.data.root = resolve_data_root(cfg.data.root, path)
     return cfg
+
+
+def resolve_data_root(root: str | Path, recipe: str | Path) -> str:
+    """An absolute data folder: a relative ``root`` is taken relative to the working directory
+    when it exists there, else to the folder of the ``recipe`` file that names it."""
+    root = Path(root)
+    if root.is_absolute():
+        return str(root)
+    cand = [Path.cwd() / root, Path(recipe).resolve().parent / root]
+    return str(next((c for c in cand if c.exists()), cand[0]).resolve())

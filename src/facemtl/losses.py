@@ -70,28 +70,3 @@ def corn_loss(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return zero_loss(logits)
     return -(term * use).sum() / n
-
-
-def ordinal_probabilities(logits: torch.Tensor, method: str) -> torch.Tensor:
-    """P(rank > k) for each threshold, ``(N, K-1)``.
-
-    For independent heads and CORAL these are the sigmoids; for CORN they are the
-    chained conditionals ``prod_{j<=k} s(z_j)`` (rank-consistent by construction).
-    """
-    p = torch.sigmoid(logits)
-    return torch.cumprod(p, dim=1) if method == "corn" else p
-
-
-def decode_ranks(prob_gt: torch.Tensor, decoding: str = "threshold") -> torch.Tensor:
-    """Rank from threshold probabilities ``(N, K-1)`` -> ``(N,)`` float ranks in ``0..K-1``.
-
-    * ``threshold`` (paper eq. 6): ``rank = sum_k [p_k > 0.5]`` (the paper counts
-      ranks from 1, i.e. ``1 + sum``; we count from 0 and add the task's first value).
-    * ``expected``: ``rank = sum_k p_k``, the expected rank when the ``p_k`` are
-      rank-consistent (``E[r] = sum_k P(r > k)``).
-    """
-    if decoding == "threshold":
-        return (prob_gt > 0.5).float().sum(1)
-    if decoding == "expected":
-        return prob_gt.sum(1)
-    raise ValueError(f"unknown ordinal decoding {decoding!r}; choose 'threshold' or 'expected'")

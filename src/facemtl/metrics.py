@@ -78,3 +78,10 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray, edges: Sequence[float
         "groups": group_names(edges),
         "n": int(len(true)),
     }
+
+
+def mean_and_spread(values: Sequence[float]) -> dict:
+    """``{"mean", "std", "values"}`` of a metric over seeds; ``std`` is the sample standard
+    deviation (ddof=1), 0 for a single value."""
+    v = np.asarray(values, float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "values": v.tolist()}

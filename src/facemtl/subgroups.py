@@ -37,18 +37,19 @@ def mean_interval(x: np.ndarray, z: float = Z95) -> tuple[float, float]:
 
 
 def subgroup_table(
-    pred: dict[str, np.ndarray],
-    true: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
     kinds: dict[str, str],
     groups: dict[str, np.ndarray],
     min_count: int = 1,
 ) -> list[dict[str, Any]]:
     """One row per occurring cell of ``groups`` (e.g. age group x gender x race).
 
-    ``pred`` / ``true``: per task, arrays over the same samples; ``kinds``: per task,
-    ``"accuracy"`` or ``"mae"``; ``groups``: per grouping column, a label per sample.
-    Each row: the group labels, ``n``, and per task ``"{task}_{kind}"`` (e.g. ``age_mae``,
-    ``gender_accuracy``) with ``*_lo`` / ``*_hi`` bounds, so group and task names never collide.
+    ``scores``: per task, one value per sample (:meth:`Task.sample_scores`): 1 or 0 for a
+    right or wrong answer when ``kinds[task]`` is ``"accuracy"``, the absolute error when it
+    is ``"mae"``; NaN where the sample has no label. ``groups``: per grouping column, a
+    label per sample. Each row: the group labels, ``n``, and per task ``"{task}_{kind}"``
+    (e.g. ``age_mae``, ``gender_accuracy``) with ``*_lo`` / ``*_hi`` bounds, so group and
+    task names never collide.
     """
     names = list(groups)
     labels = [np.asarray(groups[g]) for g in names]
@@ -63,18 +64,14 @@ def subgroup_table(
         row: dict[str, Any] = dict(zip(names, combo))
         row["n"] = n
         for task, kind in kinds.items():
-            t, p = np.asarray(true[task], float)[mask], np.asarray(pred[task], float)[mask]
-            ok = ~np.isnan(t)
-            t, p = t[ok], p[ok]
+            x = np.asarray(scores[task], float)[mask]
+            x = x[~np.isnan(x)]
             key = f"{task}_{kind}"
+            row[key] = float(x.mean()) if len(x) else float("nan")
             if kind == "accuracy":
-                k = int((p == t).sum())
-                row[key] = k / len(t) if len(t) else float("nan")
-                row[f"{key}_lo"], row[f"{key}_hi"] = wilson_interval(k, len(t))
+                row[f"{key}_lo"], row[f"{key}_hi"] = wilson_interval(int(round(x.sum())), len(x))
             else:
-                err = np.abs(p - t)
-                row[key] = float(err.mean()) if len(err) else float("nan")
-                row[f"{key}_lo"], row[f"{key}_hi"] = mean_interval(err)
+                row[f"{key}_lo"], row[f"{key}_hi"] = mean_interval(x)
         rows.append(row)
     return rows
 

@@ -8,34 +8,12 @@ of per-image Python work in loader processes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .transfer import to_device
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentation settings; every range is symmetric around "no change"."""
-
-    flip: bool = True
-    #: Maximum rotation, degrees.
-    rotate: float = 10.0
-    #: Maximum relative change of scale (0.1 -> 0.9 .. 1.1).
-    scale: float = 0.1
-    #: Maximum shift, as a fraction of the image side.
-    translate: float = 0.05
-    #: Maximum relative change of brightness, contrast and saturation.
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-
-    def __post_init__(self) -> None:
-        for name in ("rotate", "scale", "translate", "brightness", "contrast", "saturation"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augment.{name} must be >= 0")
+from ..config import AugmentConfig
+from ..device import to_device
 
 
 def _uniform(n: int, r: float, g: torch.Generator | None) -> torch.Tensor:

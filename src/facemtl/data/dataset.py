@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..tasks import Task
-from .images import decode_all, load_rgb
+from ..images import load_rgb
+from .images import decode_all
 from .splits import carve_validation, strata_key, stratified_split
 from .table import LabelTable, evenly_spaced
 
@@ -152,9 +153,14 @@ class DataBundle:
             fs = self.split(part)
             cols = [_attribute(fs, t.label) for t in tasks]
             sets[part] = fs.with_labels(np.stack(cols, 1) if cols else np.zeros((len(fs), 0)))
-        train_np = sets["train"].labels.numpy()
-        baselines = {t.name: t.baseline(train_np[:, j]) for j, t in enumerate(tasks)}
-        return DataBundle(sets["train"], sets["val"], sets["test"], dict(self.report), baselines)
+        return DataBundle(sets["train"], sets["val"], sets["test"], dict(self.report),
+                          trivial_baselines(tasks, sets["train"].labels.numpy()))
+
+
+def trivial_baselines(tasks: Sequence[Task], train_labels: np.ndarray) -> dict[str, float]:
+    """Per task, the trivial prediction learned from the training labels ``(N, T)``
+    (:meth:`Task.baseline`: majority class or median)."""
+    return {t.name: t.baseline(train_labels[:, j]) for j, t in enumerate(tasks)}
 
 
 def _attribute(fs: FaceSet, name: str) -> np.ndarray:
@@ -172,12 +178,12 @@ def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
 
 
 def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int) -> np.ndarray:
-    """Split per row; stratified on the tasks' labels (numeric ones binned in ~10 bins)."""
-    bins = {}
+    """Split per row; stratified on the tasks' labels, each label column binned by the
+    first task that reads it (:meth:`Task.strata`)."""
+    readers = {}
     for t in tasks:
-        if hasattr(t, "max_value"):
-            bins[t.label] = max(1.0, (t.max_value - t.min_value) / 10)
-    strata = strata_key(table, list(dict.fromkeys(t.label for t in tasks)), bins)
+        readers.setdefault(t.label, t)
+    strata = strata_key([t.strata(table.column(label)) for label, t in readers.items()], len(table))
     if cfg.split == "random":
         return stratified_split(strata, cfg.val_fraction, cfg.test_fraction, seed, table.groups)
     if table.split is None:
@@ -214,9 +220,8 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
         report[f"{part}_images"] = int(len(idx))
     if len(sets["train"]) == 0:
         raise ValueError("the training split is empty")
-    train_np = sets["train"].labels.numpy()
-    baselines = {t.name: t.baseline(train_np[:, j]) for j, t in enumerate(tasks)}
-    bundle = DataBundle(sets["train"], sets["val"], sets["test"], report, baselines)
+    bundle = DataBundle(sets["train"], sets["val"], sets["test"], report,
+                        trivial_baselines(tasks, sets["train"].labels.numpy()))
     if load_images:
         total = sum(len(s) for s in sets.values()) * 3 * cfg.image_size**2
         if cfg.cache == "memory" or (cfg.cache == "auto" and total <= CACHE_LIMIT_BYTES):

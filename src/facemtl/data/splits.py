@@ -11,21 +11,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from .table import LabelTable
 
-
-def strata_key(table: LabelTable, columns: list[str], numeric_bin: dict[str, float] | None = None) -> np.ndarray:
-    """A string key per row from label columns; numeric columns in ``numeric_bin`` are binned by that width."""
-    numeric_bin = numeric_bin or {}
-    parts = []
-    for c in columns:
-        v = table.column(c)
-        if c in numeric_bin:
-            v = np.floor(v / numeric_bin[c])
-        parts.append(np.where(np.isnan(v), -1, v).astype(np.int64).astype(str))
+def strata_key(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """A string key per row joining integer strata per label column (see :meth:`Task.strata`)."""
     if not parts:
-        return np.zeros(len(table), dtype=object)
-    return np.array(["|".join(p) for p in zip(*parts)], dtype=object)
+        return np.zeros(n, dtype=object)
+    return np.array(["|".join(p) for p in zip(*(np.asarray(x, np.int64).astype(str) for x in parts))], dtype=object)
 
 
 def stratified_split(

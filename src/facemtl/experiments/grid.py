@@ -44,7 +44,8 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, config_from_dict
+from ..config import Config, ConfigError, config_from_dict, resolve_data_root
+from ..tasks import build_task
 
 
 @dataclass
@@ -117,32 +118,25 @@ def config_hash(cfg: Config) -> str:
 def standard_variants(tasks: list[dict[str, Any]], early_freeze_patience: int = 1) -> list[Variant]:
     """The comparison grid of both sources for the base recipe's ``tasks`` (see module docstring).
 
-    Hand-set weights (``fixed``): 1 / (K - 1) for an ordinal task whose loss sums K - 1
-    binary terms (so that each threshold weighs like one binary task) and 1 for the
-    others: what one would set by hand without a learned weighting.
+    Hand-set weights (``fixed``) are each task's :meth:`Task.hand_weight` (for an ordinal
+    task whose loss sums K - 1 binary terms, 1 / (K - 1), so that each threshold weighs like
+    one binary task): what one would set by hand without a learned weighting. The
+    per-task ablations (``nominal_age``, ``regression_age``) are each task's :meth:`Task.ablations`.
     """
-    names = [t["name"] for t in tasks]
-    ordinal = [t for t in tasks if t.get("type") == "ordinal"]
+    built = [build_task(t) for t in tasks]
+    names = [t.name for t in built]
     out = [Variant(f"single_{n}", f"single task: {n}", "single-task", tasks=[n], overrides=["weighting.name=equal"])
            for n in names]
-    fixed = {}
-    for t in tasks:
-        k = int(round(float(t.get("max_value", 100)) - float(t.get("min_value", 0))))
-        summed = t.get("type") == "ordinal" and t.get("reduction", "sum") == "sum" and t.get("method", "binary") != "softmax"
-        fixed[t["name"]] = round(1.0 / k, 6) if summed and k > 0 else 1.0
+    fixed = {t.name: t.hand_weight() for t in built}
     out += [
         Variant("equal", "multi-task, equal weights", "weighting", overrides=["weighting.name=equal"]),
         Variant("fixed", "multi-task, hand-set weights (without uncertainty)", "weighting",
                 overrides=["weighting.name=fixed", "weighting.params={weights: " + json.dumps(fixed) + "}"]),
     ]
-    for t in ordinal:
-        n = t["name"]
-        out.append(Variant(f"nominal_{n}", f"{n} as nominal softmax (without ordinal)", "ordinal",
-                           task_changes={n: {"method": "softmax", "decoding": "threshold"}},
-                           overrides=["weighting.name=uncertainty"]))
-        out.append(Variant(f"regression_{n}", f"{n} as normalised regression", "ordinal",
-                           task_changes={n: {"type": "regression", "method": None, "decoding": None, "reduction": None}},
-                           overrides=["weighting.name=uncertainty"]))
+    for t in built:
+        for ab in t.ablations():
+            out.append(Variant(f"{ab.suffix}_{t.name}", ab.label, "task ablation", task_changes={t.name: ab.changes},
+                               overrides=["weighting.name=uncertainty"]))
     out += [
         Variant("proposed", "ordinal + uncertainty weighting (the paper's model; fine-tuned, no Early Freeze)",
                 "proposed", overrides=["weighting.name=uncertainty"]),
@@ -179,11 +173,8 @@ def load_experiment(path: str | Path) -> Experiment:
     if not base_path.is_file():
         raise ConfigError(f"the base recipe {base_path} does not exist")
     base = yaml.safe_load(base_path.read_text()) or {}
-    root = Path(base.get("data", {}).get("root", "."))
-    if not root.is_absolute():
-        # As load_config: relative to the working directory when it exists there, else to the recipe.
-        cands = [Path.cwd() / root, base_path.parent / root]
-        base.setdefault("data", {})["root"] = str(next((c for c in cands if c.exists()), cands[0]).resolve())
+    data = base.setdefault("data", {})
+    data["root"] = resolve_data_root(data.get("root", "."), base_path)
     tasks = base.get("tasks") or []
     variants_spec = spec.get("variants", "standard")
     if variants_spec == "standard":

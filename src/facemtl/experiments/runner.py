@@ -26,14 +26,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import yaml
 
 from ..data import build_data
-from ..evaluation import headline_metrics
+from ..metrics import mean_and_spread
 from ..system import hardware
 from ..tasks import build_task
+from ..training.evaluation import headline_metrics
 from .grid import Experiment, config_hash
+
 
 def run_experiment(
     exp: Experiment,
@@ -84,7 +85,7 @@ def run_experiment(
             "variant": variant.name, "seed": seed, "config_hash": digest, **summary,
             "seconds": seconds,
             "train_seconds": float(sum(r.get("seconds", 0.0) for r in records)),
-            "test": headline_metrics(test),
+            "test": headline_metrics(test, tasks),
         }
         result_file.write_text(json.dumps(result, indent=1))
         log(f"    {variant.name} seed {seed}: " + ", ".join(
@@ -116,11 +117,7 @@ def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
             entry["metrics"][task] = {}
             for metric in sorted({k for r in results for k in r["test"].get(task, {})}):
                 vals = [r["test"][task][metric] for r in results if metric in r["test"].get(task, {})]
-                entry["metrics"][task][metric] = {
-                    "mean": float(np.mean(vals)),
-                    "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                    "values": vals,
-                }
+                entry["metrics"][task][metric] = mean_and_spread(vals)
         variants[v.name] = entry
     return {"name": exp.name, "reference": exp.reference, "seeds": exp.seeds, "overrides": exp.overrides,
             "hardware": hardware(), "variants": variants,

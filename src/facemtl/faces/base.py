@@ -37,6 +37,11 @@ class Face:
         return Face(self.box * factor, self.score, self.landmarks * factor, self.scheme)
 
 
+def largest_first(faces: list[Face]) -> list[Face]:
+    """Faces sorted by box area, largest first (the order every detector returns)."""
+    return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
 class Detector:
     """Base class: ``detect(rgb uint8 (H, W, 3), min_face=None) -> list[Face]``, largest faces first.
 

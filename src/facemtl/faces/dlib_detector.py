@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DETECTORS, Detector, Face
+from .base import DETECTORS, Detector, Face, largest_first
 
 
 def _model_file(name: str) -> str:
@@ -72,7 +72,7 @@ class DlibDetector(Detector):
         for r, s in zip(rects, scores):
             box = tuple(v / scale for v in (r.left(), r.top(), r.right(), r.bottom()))
             faces.append(self.landmarks(rgb, box, float(s)))
-        return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        return largest_first(faces)
 
     def landmarks(self, rgb: np.ndarray, box: tuple[int, int, int, int], score: float = 1.0) -> Face:
         """Five landmarks inside ``box`` (used for detection results and template measurement)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DETECTORS, Detector, Face
+from .base import DETECTORS, Detector, Face, largest_first
 
 
 def _onnx_dir() -> Path:
@@ -184,4 +184,4 @@ class MTCNNDetector(Detector):
         keep = nms(b, score, 0.7, "min")
         faces = [Face(b[i].astype(np.float64), float(score[i]), lm[i].astype(np.float64), self.scheme)
                  for i in keep if score[i] >= self.min_score]
-        return sorted(faces, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        return largest_first(faces)

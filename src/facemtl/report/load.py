@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..tasks import Task, build_task
+
 
 @dataclass
 class RunLog:
@@ -67,8 +69,16 @@ class RunLog:
         return None
 
     @property
-    def tasks(self) -> list[dict[str, Any]]:
+    def task_specs(self) -> list[dict[str, Any]]:
         return list(self.config.get("tasks") or [])
+
+    @cached_property
+    def tasks(self) -> list[Task]:
+        """The run's tasks, built from its config (they know how to summarise themselves)."""
+        return [build_task(s) for s in self.task_specs]
+
+    def task(self, name: str) -> Task | None:
+        return next((t for t in self.tasks if t.name == name), None)
 
     @property
     def train_seconds(self) -> float:

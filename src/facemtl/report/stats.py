@@ -19,38 +19,30 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..evaluation import headline_metrics
+from ..metrics import mean_and_spread
+from ..tasks import MetricColumn, Task
+from ..training.evaluation import headline_metrics
 from .load import ReportInput, VariantRuns
-
-#: Metrics where lower is better.
-LOWER_IS_BETTER = {"mae", "mse"}
-
-
-def headline(task_metrics: dict[str, Any]) -> str:
-    """The metric a task is judged by: MAE for ordinal / regression tasks, else accuracy."""
-    return "mae" if "mae" in task_metrics else "accuracy"
 
 
 def variant_metrics(v: VariantRuns) -> dict[str, dict[str, dict[str, Any]]]:
     """``{task: {metric: {"mean", "std", "values", "seeds"}}}`` over the variant's seeds (std: ddof=1)."""
-    per_run = [(r.seed, headline_metrics(r.test)) for r in v.runs]
+    per_run = [(r.seed, headline_metrics(r.test, r.tasks)) for r in v.runs]
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for task in sorted({t for _, m in per_run for t in m}):
         out[task] = {}
         for metric in sorted({k for _, m in per_run for k in m.get(task, {})}):
             pairs = [(s, m[task][metric]) for s, m in per_run if metric in m.get(task, {})]
-            vals = np.array([x for _, x in pairs])
-            out[task][metric] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                                 "values": vals.tolist(), "seeds": [s for s, _ in pairs]}
+            out[task][metric] = {**mean_and_spread([x for _, x in pairs]), "seeds": [s for s, _ in pairs]}
     return out
 
 
-def fmt(stat: dict[str, Any] | None, metric: str) -> str:
-    """``mean ± std`` in the metric's usual unit (accuracies in %)."""
+def fmt(stat: dict[str, Any] | None, column: MetricColumn) -> str:
+    """``mean ± std`` in the metric's usual unit (percentages for :attr:`MetricColumn.percent`)."""
     if not stat:
         return "–"
-    scale = 100.0 if metric in ("accuracy", "group_accuracy", "cs5") else 1.0
-    digits = 1 if scale == 100.0 else (1 if metric == "mse" else 2)
+    scale = 100.0 if column.percent else 1.0
+    digits = 1 if scale == 100.0 else (1 if column.key == "mse" else 2)
     s = f"{scale * stat['mean']:.{digits}f}"
     if len(stat["values"]) > 1:
         s += f" ± {scale * stat['std']:.{digits}f}"
@@ -69,17 +61,15 @@ class Claim:
     evidence: str = ""
 
 
-def standard_claims(task_names: Sequence[str], ordinal: Sequence[str]) -> list[Claim]:
-    """The claims of the paper and the thesis that the standard grid can test."""
+def standard_claims(tasks: Sequence[Task]) -> list[Claim]:
+    """The claims of the paper and the thesis that the standard grid can test (the tasks'
+    own :meth:`Task.ablations` among them)."""
     paper_single = {"age": "age-group accuracy 60.17% single task vs 64.74% proposed",
                     "gender": "90.09% single task vs 90.91% proposed", "race": "76.23% single task vs 79.98% proposed"}
-    claims = [Claim("paper (Table II)", f"sharing helps {t}: the multi-task model beats the single-task network",
-                    "proposed", f"single_{t}", [t], paper_single.get(t, "")) for t in task_names]
-    for t in ordinal:
-        claims.append(Claim("paper (ablation, Table IV)", f"the ordinal decomposition beats {t} as a nominal softmax",
-                            "proposed", f"nominal_{t}", [t]))
-        claims.append(Claim("paper (vs regression methods)", f"the ordinal decomposition beats {t} as normalised regression",
-                            "proposed", f"regression_{t}", [t]))
+    claims = [Claim("paper (Table II)", f"sharing helps {t.name}: the multi-task model beats the single-task network",
+                    "proposed", f"single_{t.name}", [t.name], paper_single.get(t.name, "")) for t in tasks]
+    for t in tasks:
+        claims += [Claim(ab.source, ab.claim, "proposed", f"{ab.suffix}_{t.name}", [t.name]) for ab in t.ablations()]
     claims += [
         Claim("paper (ablation, Table IV)", "uncertainty weighting beats hand-set weights", "proposed", "fixed"),
         Claim("paper (implied)", "uncertainty weighting beats equal weights", "proposed", "equal"),
@@ -95,8 +85,9 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
     """Per task: paired per-seed differences (positive = ``better`` is better) and a verdict."""
     if claim.better not in data.variants or claim.worse not in data.variants:
         return None
-    a = {r.seed: headline_metrics(r.test) for r in data.variants[claim.better].runs}
-    b = {r.seed: headline_metrics(r.test) for r in data.variants[claim.worse].runs}
+    better, worse = data.variants[claim.better], data.variants[claim.worse]
+    a = {r.seed: headline_metrics(r.test, r.tasks) for r in better.runs}
+    b = {r.seed: headline_metrics(r.test, r.tasks) for r in worse.runs}
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
@@ -107,13 +98,14 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
         pairs = [(x, y) for x, y in pairs if x and y]
         if not pairs:
             continue
-        metric = headline(pairs[0][0])
-        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        diffs = [sign * (x[metric] - y[metric]) for x, y in pairs]
+        head = better.first.task(t).headline
+        sign = -1.0 if head.lower_is_better else 1.0
+        diffs = [sign * (x[head.key] - y[head.key]) for x, y in pairs]
         verdict = ("supported" if all(d > 0 for d in diffs) else
                    "contradicted" if all(d < 0 for d in diffs) else
                    "no difference" if all(d == 0 for d in diffs) else "inconclusive")
-        per_task[t] = {"metric": metric, "diffs": diffs, "mean": float(np.mean(diffs)), "verdict": verdict}
+        per_task[t] = {"metric": head.key, "header": head.header, "lower_is_better": head.lower_is_better,
+                       "percent": head.percent, "diffs": diffs, "mean": float(np.mean(diffs)), "verdict": verdict}
     if not per_task:
         return None
     verdicts = {x["verdict"] for x in per_task.values()}
@@ -123,9 +115,9 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
 
 def describe_diff(t: str, d: dict[str, Any]) -> str:
     """E.g. ``age: MAE 0.21 lower (seeds: +0.30, +0.12)``."""
-    scale, unit = (1.0, "") if d["metric"] in LOWER_IS_BETTER else (100.0, " pt")
-    word = "lower" if d["metric"] in LOWER_IS_BETTER else "higher"
-    name = d["metric"].upper() if d["metric"] in LOWER_IS_BETTER else "accuracy"
+    scale, unit = (100.0, " pt") if d["percent"] else (1.0, "")
+    word = "lower" if d["lower_is_better"] else "higher"
+    name = d["header"] if d["lower_is_better"] else d["metric"]
     if d["mean"] < 0:
         word = "higher" if word == "lower" else "lower"
     seeds = ", ".join(f"{scale * x:+.2f}" for x in d["diffs"])

@@ -22,11 +22,8 @@ from .document import Image, Para, Section, Table, to_html, to_markdown
 from .load import ReportInput, RunLog, load
 from .sources import figures_for, protocol_of
 
-#: Age groups of the bias study: coarse, so that age x gender x race cells keep some size.
-BIAS_AGE_EDGES = [0, 20, 40, 60]
 #: Cells smaller than this are shown but left out of the "largest gap".
 GAP_MIN_COUNT = 30
-NUMERIC = ("ordinal", "regression")
 
 
 def write_report(path: str | Path, out: str | Path | None = None, gradcam: bool = True, samples: int = 2,
@@ -62,11 +59,16 @@ def write_report(path: str | Path, out: str | Path | None = None, gradcam: bool 
 def _json(x: Any) -> Any:
     if isinstance(x, stats.Claim):
         return {"source": x.source, "text": x.text, "better": x.better, "worse": x.worse}
-    return x.tolist() if hasattr(x, "tolist") else str(x)
+    return jsonable(x)
 
 
-def _task_specs(run: RunLog) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in run.tasks}
+def _all_tasks(data: ReportInput) -> list[Task]:
+    """Every task of every variant, once, in the order they first appear."""
+    seen: dict[str, Task] = {}
+    for v in data.variants.values():
+        for t in v.first.tasks:
+            seen.setdefault(t.name, t)
+    return list(seen.values())
 
 
 # -- sections -----------------------------------------------------------------------
@@ -98,19 +100,9 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
     return s.add(Table(["", ""], rows))
 
 
-def _metric_columns(data: ReportInput) -> list[tuple[str, str, str]]:
-    """``(task, metric, header)`` columns for the metrics table, in task order of the reference."""
-    cols = []
-    specs = {}
-    for v in data.variants.values():
-        specs.update({k: s for k, s in _task_specs(v.first).items() if k not in specs})
-    for name, spec in specs.items():
-        if spec.get("type") in NUMERIC:
-            cols += [(name, "mae", f"{name} MAE"), (name, "mse", f"{name} MSE"), (name, "cs5", f"{name} CS(5)"),
-                     (name, "group_accuracy", f"{name} group acc.")]
-        else:
-            cols.append((name, "accuracy", f"{name} acc."))
-    return cols
+def _metric_columns(data: ReportInput) -> list[tuple[str, MetricColumn]]:
+    """``(task, column)`` pairs for the metrics table, from each task's :meth:`Task.metric_columns`."""
+    return [(t.name, c) for t in _all_tasks(data) for c in t.metric_columns()]
 
 
 def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
@@ -122,7 +114,7 @@ def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
         table[name] = {"label": v.label, "group": v.group, "metrics": vm,
                        "train_seconds_per_run": float(np.mean([r.train_seconds for r in v.runs]))}
         rows.append([f"**{name}**" if name == data.reference else name, v.label, str(len(v.runs))]
-                    + [stats.fmt(vm.get(t, {}).get(k), k) for t, k, _ in cols]
+                    + [stats.fmt(vm.get(t, {}).get(c.key), c) for t, c in cols]
                     + [f"{table[name]['train_seconds_per_run'] / 60:.1f}"])
     facts["variants"] = table
     n = len(data.seeds)
@@ -130,7 +122,7 @@ def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
                "MAE in years, MSE in years². CS(5): share of faces with |age error| ≤ 5 years. "
                "Group accuracy: the predicted age falls in the true age group "
                f"({_groups_text(data)})."))
-    s.add(Table(["variant", "what it is", "seeds"] + [h for _, _, h in cols] + ["min / run"], rows))
+    s.add(Table(["variant", "what it is", "seeds"] + [f"{t} {c.header}" for t, c in cols] + ["min / run"], rows))
     protocol = protocol_of(data.base_config)
     dataset = (data.base_config.get("data") or {}).get("dataset", "")
     src = figures_for(dataset)
@@ -138,15 +130,15 @@ def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
         srows = []
         for f in src:
             cells = []
-            for t, k, _ in cols:
-                val = f.metrics.get(t, {}).get(k)
-                cells.append("–" if val is None else (f"{100 * val:.2f}%" if k.endswith("accuracy") else f"{val:.3f}"))
+            for t, c in cols:
+                val = f.metrics.get(t, {}).get(c.key)
+                cells.append("–" if val is None else (f"{100 * val:.2f}%" if c.percent else f"{val:.3f}"))
             same = "same protocol" if f.protocol.split(" (")[0] == protocol.split(" (")[0] else "**different protocol**"
             srows.append([f.source, f.model, f"{f.protocol} ({same})"] + cells)
         s.add(Para(f"The sources' figures on the same dataset. This report's protocol: **{protocol}**. "
                    "Rows marked 'different protocol' must not be compared with the table above; even under the "
                    "same protocol name, the sources' own random splits, input sizes and training budgets differ."))
-        s.add(Table(["source", "model", "protocol"] + [h for _, _, h in cols], srows))
+        s.add(Table(["source", "model", "protocol"] + [f"{t} {c.header}" for t, c in cols], srows))
     return s
 
 
@@ -161,10 +153,8 @@ def _groups_text(data: ReportInput) -> str:
 
 def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
     s = Section("The sources' claims, tested", "claims")
-    specs = _task_specs(data.ref.first)
-    ordinal = [n for n, t in specs.items() if t.get("type") == "ordinal"]
     rows, judged = [], []
-    for claim in stats.standard_claims(list(specs), ordinal):
+    for claim in stats.standard_claims(data.ref.first.tasks):
         res = stats.judge(claim, data)
         if res is None:
             continue
@@ -191,7 +181,7 @@ def _curves(data: ReportInput) -> Section:
     series = []
     for name, v in data.variants.items():
         recs = v.first.records
-        if recs and any(figures.normalised_weights(r) for r in recs) and len(_task_specs(v.first)) > 1:
+        if recs and any(figures.normalised_weights(r) for r in recs) and len(v.first.tasks) > 1:
             series.append((f"{name} (seed {v.first.seed})", recs))
     if series:
         s.add(Para("Normalised task weights beta_t per epoch (paper eq. 16: beta_i = 1 / sum_j sigma_i² / sigma_j² "
@@ -206,63 +196,52 @@ def _curves(data: ReportInput) -> Section:
                          for t, b in beta.items()], f"{data.reference}, seed {data.ref.first.seed}, last epoch"))
     recs = data.ref.first.records
     if recs:
-        s.add(Image("losses.png", figures.loss_curves(recs, list(_task_specs(data.ref.first))),
+        s.add(Image("losses.png", figures.loss_curves(recs, [t.name for t in data.ref.first.tasks]),
                     f"training and validation loss per task, {data.reference} seed {data.ref.first.seed}"))
     return s
 
 
 def _cumulative(data: ReportInput) -> Section:
     s = Section("Cumulative score CS(k)", "cs")
-    numeric = sorted({n for v in data.variants.values() for n, t in _task_specs(v.first).items()
-                      if t.get("type") in NUMERIC})
-    if not numeric:
-        return s.add(Para("No ordinal or regression task: no CS(k) curve."))
+    tasks = [t for t in _all_tasks(data) if t.cumulative_curve({}) is not None]
+    if not tasks:
+        return s.add(Para("No task with a numeric error (ordinal or regression): no CS(k) curve."))
     s.add(Para("CS(k) = share of test faces whose absolute error is at most k years (paper eq. 17, Fig. 4), "
                "mean over seeds."))
-    for task in numeric:
+    for task in tasks:
         curves, rows = {}, []
         for name, v in data.variants.items():
-            cs = [r.test[task]["cs"] for r in v.runs if r.test and task in r.test and "cs" in r.test[task]]
+            cs = [task.cumulative_curve(r.test[task.name]) for r in v.runs if r.test and task.name in r.test]
+            cs = [c for c in cs if c]
             if cs:
-                curves[name] = {int(k): float(np.mean([c[k] for c in cs])) for k in cs[0]}
+                curves[name] = {k: float(np.mean([c[k] for c in cs])) for k in cs[0]}
                 rows.append([name] + [f"{100 * curves[name][k]:.1f}" for k in sorted(curves[name])])
         if curves:
             ks = sorted(next(iter(curves.values())))
-            s.add(Image(f"cs_{task}.png", figures.cs_curves(curves, task), f"CS(k) of {task}, every variant"))
-            s.add(Table(["variant"] + [f"k={k}" for k in ks], rows, f"CS(k) of {task} in %"))
+            s.add(Image(f"cs_{task.name}.png", figures.cs_curves(curves, task.name), f"CS(k) of {task.name}, every variant"))
+            s.add(Table(["variant"] + [f"k={k}" for k in ks], rows, f"CS(k) of {task.name} in %"))
     return s
 
 
 def _confusion(data: ReportInput) -> Section:
     s = Section("Confusion matrices", "confusion")
     run = data.ref.first
-    specs = _task_specs(run)
+    pr = run.predictions
     mats = []
-    for name, spec in specs.items():
-        m = (run.test or {}).get(name, {})
-        if "confusion" in m:
-            names = spec.get("classes") or [str(i) for i in range(len(m["confusion"]))]
-            mats.append((f"{name}", np.array(m["confusion"]), names))
-        elif spec.get("type") in NUMERIC and run.predictions is not None:
-            from ..metrics import group_names, to_groups
-
-            edges = spec.get("group_edges") or BIAS_AGE_EDGES
-            p, t = run.predictions[f"pred/{name}"], run.predictions[f"true/{name}"]
-            ok = ~np.isnan(t)
-            g_p, g_t = to_groups(p[ok], edges), to_groups(t[ok], edges)
-            k = len(group_names(edges))
-            cm = np.zeros((k, k), int)
-            np.add.at(cm, (g_t, g_p), 1)
-            mats.append((f"{name} groups", cm, group_names(edges)))
+    for task in run.tasks:
+        if pr is None or f"pred/{task.name}" not in pr:
+            continue
+        found = task.confusion(pr[f"pred/{task.name}"], pr[f"true/{task.name}"])
+        if found is not None:
+            mats.append((task.name, found[0], found[1]))
     if not mats:
-        return s.add(Para("The reference run has no test metrics (test_metrics.json); run training to the end."))
-    s.add(Para(f"{data.reference}, seed {run.seed}, test split. Rows: true class; columns: predicted; colour: "
-               "share of the row; numbers: counts."))
+        return s.add(Para("The reference run has no test predictions (test_predictions.npz); run training to the end."))
+    s.add(Para(f"{data.reference}, seed {run.seed}, test split. Rows: true class (or group); columns: predicted; "
+               "colour: share of the row; numbers: counts."))
     return s.add(Image("confusion.png", figures.confusion_matrices(mats), "confusion matrices per task"))
 
 
 def _bias(data: ReportInput, facts: dict[str, Any]) -> Section:
-    from ..metrics import group_names, to_groups
     from ..subgroups import largest_gap, subgroup_table
 
     s = Section("Intersectional bias study", "bias")
@@ -270,27 +249,21 @@ def _bias(data: ReportInput, facts: dict[str, Any]) -> Section:
     pr = run.predictions
     if pr is None:
         return s.add(Para("The reference run has no test_predictions.npz; no bias study."))
-    specs = _task_specs(run)
-    label_of = {(t.get("label") or n): n for n, t in specs.items()}
     groups: dict[str, np.ndarray] = {}
     ok = np.ones(len(pr["paths"]), bool)
-    for key in sorted(k for k in pr if k.startswith("attr/")):
-        col = key[5:]
+    for task in run.tasks:  # each label column a task reads, grouped as that task groups it
+        key = f"attr/{task.label}"
+        if key not in pr or task.subgroup_column in groups:
+            continue
         vals = pr[key].astype(float)
-        spec = specs.get(label_of.get(col, col), {})
-        if spec.get("type") in NUMERIC or col == "age":
-            names = group_names(BIAS_AGE_EDGES)
-            ok &= ~np.isnan(vals)
-            groups[f"{col} group"] = np.array([names[i] for i in to_groups(np.nan_to_num(vals), BIAS_AGE_EDGES)])
-        elif spec.get("classes") and len(spec["classes"]) <= 10:
-            ok &= ~np.isnan(vals)
-            cls = spec["classes"]
-            groups[col] = np.array([cls[int(x)] if not np.isnan(x) else "?" for x in vals])
+        ok &= ~np.isnan(vals)
+        groups[task.subgroup_column] = task.subgroups(vals)
     if not groups:
         return s.add(Para("The test data carries no grouping columns (age, nominal labels)."))
-    kinds = {n: ("mae" if t.get("type") in NUMERIC else "accuracy") for n, t in specs.items() if f"pred/{n}" in pr}
-    rows = subgroup_table({n: pr[f"pred/{n}"][ok] for n in kinds}, {n: pr[f"true/{n}"][ok] for n in kinds},
-                          kinds, {k: v[ok] for k, v in groups.items()})
+    scored = [t for t in run.tasks if f"pred/{t.name}" in pr]
+    kinds = {t.name: t.subgroup_metric for t in scored}
+    scores = {t.name: t.sample_scores(pr[f"pred/{t.name}"], pr[f"true/{t.name}"])[ok] for t in scored}
+    rows = subgroup_table(scores, kinds, {k: v[ok] for k, v in groups.items()})
     gaps = {n: largest_gap(rows, f"{n}_{k}", GAP_MIN_COUNT) for n, k in kinds.items()}
     facts["bias"] = {"cells": rows, "gaps": gaps}
     gcols = list(groups)
@@ -342,9 +315,9 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
         return s.add(Para("captum is not installed (`pip install facemtl[report]`); no Grad-CAM maps."))
     import torch
 
-    from ..data.images import load_rgb
-    from ..training import load_model
-    from .gradcam import describe, gradcam_maps, pick_samples
+    from ..images import load_rgb
+    from ..model import load_model
+    from .gradcam import gradcam_maps, pick_samples
 
     model, tasks, cfg, _ = load_model(run.checkpoint, "cpu")
     size = cfg.data.image_size
@@ -358,7 +331,7 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
     for i, task in enumerate(tasks):
         if f"pred/{task.name}" not in pr:
             continue
-        picks = pick_samples(pr[f"pred/{task.name}"], pr[f"true/{task.name}"], task.kind, samples, seed=i)
+        picks = pick_samples(task, pr[f"pred/{task.name}"], pr[f"true/{task.name}"], samples, seed=i)
         panels = []
         for outcome, idx in picks.items():
             if not len(idx):
@@ -366,8 +339,8 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
             imgs = np.stack([load_rgb(str(pr["paths"][j]), size) for j in idx])
             maps, pred = gradcam_maps(model, task, imgs)
             for img, cam, p, j in zip(imgs, maps, pred, idx):
-                true = describe(task, float(pr[f"true/{task.name}"][j]))
-                panels.append((img / 255.0, cam, f"{outcome}: true {true}, pred {describe(task, float(p))}"))
+                true = task.describe(float(pr[f"true/{task.name}"][j]))
+                panels.append((img / 255.0, cam, f"{outcome}: true {true}, pred {task.describe_prediction(float(p))}"))
         if panels:
             s.add(Image(f"gradcam_{task.name}.png", figures.gradcam_grid(panels, cols=max(2, 2 * samples)),
                         f"Grad-CAM of the {task.name} head"))

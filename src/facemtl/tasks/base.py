@@ -1,23 +1,59 @@
-"""The task interface: one object holds an attribute's head, loss, decoding and metrics.
+"""The task interface: one object holds an attribute's head, loss, decoding, metrics and
+everything else the rest of facemtl needs to know about its kind.
 
 Labels reach a task as a float tensor ``(N,)`` in label units (class index,
 age in years ...) with ``NaN`` where a sample has no label; the task masks those
 rows out of its loss and metrics, so datasets with different label sets mix.
+
+Nothing outside ``tasks/`` asks a task its type: the CLI, the trainer's callbacks, the
+splitter, the reports, Grad-CAM, the experiment grid and every runtime call the methods
+below, so a task type a user registers is trained, summarised, stratified, decoded and
+explained by its own rules.
+
+Decoding works on NumPy arrays (the raw outputs of any runtime: PyTorch, ONNX Runtime,
+OpenVINO), so the inference install needs no torch and every runtime decodes the same
+way; only the head and the loss use torch, imported where they are built.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..losses import labelled, zero_loss
 from ..registry import Registry
 
+if TYPE_CHECKING:  # torch is needed only to train and to run the PyTorch runtime
+    import torch
+    from torch import nn
+
+    from ..inference.results import TaskAnswer
+
 TASK_TYPES: Registry["Task"] = Registry("task type")
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """A scalar metric a task reports: its key in :meth:`Task.metrics`, a column header,
+    whether it reads as a percentage, and whether lower is better."""
+
+    key: str
+    header: str
+    percent: bool = False
+    lower_is_better: bool = False
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A variant of a task for experiment grids: the task's settings changed by ``changes``
+    (a value ``None`` removes a setting), and the claim of a source that it tests."""
+
+    suffix: str
+    label: str
+    changes: dict[str, Any]
+    claim: str = ""
+    source: str = ""
 
 
 @dataclass
@@ -34,6 +70,12 @@ class Task:
     kind: ClassVar[str] = ""
     #: "nominal" or "ordinal": which category-specific branch of the paper's Fig. 2 it joins.
     category: ClassVar[str] = "nominal"
+    #: Whether the task answers at inference. ``False`` for training-only tasks (e.g. a
+    #: distillation target): no output in results, not exported, no headline in analyze.
+    inference: ClassVar[bool] = True
+    #: How subgroup (bias) tables score the task per cell: ``accuracy`` (share right, Wilson
+    #: intervals) or ``mae`` (mean absolute error, normal intervals).
+    subgroup_metric: ClassVar[str] = "accuracy"
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -41,19 +83,42 @@ class Task:
         if self.label is None:
             self.label = self.name
 
-    # -- network -------------------------------------------------------------
-    def make_head(self, in_features: int) -> nn.Module:
-        """Output layer mapping ``(N, in_features)`` to this task's raw outputs."""
+    # -- what it is ------------------------------------------------------------
+    def class_names(self) -> list[str] | None:
+        """Names of the classes a classification task picks from; ``None`` for numeric tasks."""
+        return None
+
+    @property
+    def output_size(self) -> int:
+        """Width ``D`` of the raw output ``(N, D)`` of the task's head."""
         raise NotImplementedError
 
-    # -- training ------------------------------------------------------------
-    def loss(self, out: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def headline(self) -> MetricColumn:
+        """The metric that judges the task (the first of :meth:`metric_columns`)."""
+        return self.metric_columns()[0]
+
+    def metric_columns(self) -> list[MetricColumn]:
+        """The scalar metrics of :meth:`metrics` worth a column in tables, headline first."""
+        raise NotImplementedError
+
+    # -- network (torch) ---------------------------------------------------------
+    def make_head(self, in_features: int) -> "nn.Module":
+        """Output layer mapping ``(N, in_features)`` to this task's raw outputs ``(N, output_size)``."""
+        from torch import nn
+
+        return nn.Linear(in_features, self.output_size)
+
+    # -- training (torch) --------------------------------------------------------
+    def loss(self, out: "torch.Tensor", y: "torch.Tensor", rows: "torch.Tensor | None" = None) -> "torch.Tensor":
         """Mean loss over the rows of ``y`` that carry a label (0 if none do).
 
         ``rows``: optionally the same mask ``(N,) bool``, already on the CPU. The trainer
         passes it so that a GPU step never waits for the device to say which rows are
         labelled (the usual case, every row labelled, then needs no indexing at all).
         """
+        from ..losses import labelled, zero_loss
+
         m = labelled(y) if rows is None else rows
         n = int(m.sum())
         if n == 0:
@@ -63,21 +128,48 @@ class Task:
         idx = m.nonzero().squeeze(1).to(out.device, non_blocking=True)
         return self._loss(out.index_select(0, idx), y.index_select(0, idx))
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         raise NotImplementedError
 
-    # -- inference -----------------------------------------------------------
-    def predict(self, out: torch.Tensor) -> torch.Tensor:
-        """Decoded prediction ``(N,)`` in label units."""
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        """The score ``(N,)`` Grad-CAM differentiates: the evidence for the decision the head made."""
         raise NotImplementedError
 
-    def probabilities(self, out: torch.Tensor) -> torch.Tensor | None:
-        """Class probabilities ``(N, C)`` for classification tasks, else ``None``."""
+    # -- decoding (NumPy, any runtime) ---------------------------------------------
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        """Decoded prediction ``(N,)`` in label units from raw outputs ``(N, output_size)``."""
+        raise NotImplementedError
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray | None:
+        """Probabilities ``(N, C)`` over the task's classes or values, or ``None``."""
         return None
 
-    # -- evaluation ----------------------------------------------------------
+    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
+        """One :class:`~facemtl.inference.results.TaskAnswer` per row of ``raw``.
+
+        ``interval``: central probability mass of the interval numeric tasks report.
+        """
+        raise NotImplementedError
+
+    def has_interval(self) -> bool:
+        """Whether :meth:`answers` carries an interval (a CSV column for it)."""
+        return False
+
+    def describe(self, value: float) -> str:
+        """A label value as a person reads it (class name, or the number)."""
+        names = self.class_names()
+        if names is not None and not np.isnan(value):
+            return names[int(value)]
+        return f"{value:.0f}"
+
+    def describe_prediction(self, value: float) -> str:
+        """A decoded prediction (:meth:`predict`) as a person reads it; the same as :meth:`describe`
+        where predictions are in label units."""
+        return self.describe(value)
+
+    # -- evaluation ------------------------------------------------------------
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
-        """Metrics on labelled rows only (``true`` may hold NaN)."""
+        """Metrics on labelled rows only (``true`` may hold NaN); always includes ``n``."""
         raise NotImplementedError
 
     def baseline(self, train_true: np.ndarray) -> float:
@@ -90,6 +182,63 @@ class Task:
         Used to pick the best epoch across heterogeneous tasks.
         """
         raise NotImplementedError
+
+    def scalar_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """The scalar metrics of a :meth:`metrics` result named by :meth:`metric_columns`."""
+        return {c.key: float(metrics[c.key]) for c in self.metric_columns() if c.key in metrics}
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """The headline in a few words, e.g. ``acc 0.912`` or ``MAE 4.94``."""
+        h = self.headline
+        return f"{h.header} {metrics[h.key]:.3f}"
+
+    def metrics_text(self, metrics: dict[str, Any]) -> str:
+        """The metrics as ``facemtl evaluate`` prints them (may span lines)."""
+        return self.summary(metrics)
+
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """An integer stratum per label value for stratified splits (``-1`` for a missing label)."""
+        v = np.asarray(values, float)
+        return np.where(np.isnan(v), -1, v).astype(np.int64)
+
+    @property
+    def subgroup_column(self) -> str:
+        """The name subgroup tables give the groups of this task's label column."""
+        return str(self.label)
+
+    def subgroups(self, values: np.ndarray) -> np.ndarray | None:
+        """A group name per true label value for subgroup (bias) tables (``"?"`` when missing),
+        or ``None`` when the values make no useful groups."""
+        v = np.asarray(values, float)
+        return np.array(["?" if np.isnan(x) else self.describe(x) for x in v], dtype=object)
+
+    def cumulative_curve(self, metrics: dict[str, Any]) -> dict[int, float] | None:
+        """CS(k), the share of faces with an error of at most k units (paper eq. 17, Fig. 4), from
+        a :meth:`metrics` result, for tasks with a numeric error; ``None`` for the others."""
+        return None
+
+    def confusion(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
+        """A confusion matrix (rows: true, columns: predicted) over the task's classes or
+        groups, with their names; ``None`` where none applies."""
+        return None
+
+    def sample_scores(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+        """Per sample, what subgroup tables average (see :attr:`subgroup_metric`): 1 or 0 for a
+        right or wrong answer, or the absolute error; NaN where the sample has no label."""
+        raise NotImplementedError
+
+    def outcomes(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of clearly right and clearly wrong predictions (for Grad-CAM examples)."""
+        raise NotImplementedError
+
+    # -- experiment grids ----------------------------------------------------------
+    def ablations(self) -> list[Ablation]:
+        """Variants of this task that the sources compare it with (paper Table IV)."""
+        return []
+
+    def hand_weight(self) -> float:
+        """The loss weight one would set by hand without a learned weighting."""
+        return 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, **asdict(self)}
@@ -110,3 +259,16 @@ def build_task(spec: dict[str, Any]) -> Task:
 
 def valid(true: np.ndarray) -> np.ndarray:
     return ~np.isnan(np.asarray(true, float))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function in float32."""
+    x = np.asarray(x, np.float32)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
+
+
+def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    e = np.exp(x - x.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)

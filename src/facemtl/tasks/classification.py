@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..metrics import accuracy, confusion_matrix
-from .base import TASK_TYPES, Task, valid
+from .base import TASK_TYPES, MetricColumn, Task, sigmoid, softmax, valid
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..inference.results import TaskAnswer
 
 
 @dataclass
@@ -33,6 +35,28 @@ class _Classification(Task):
 
     def class_names(self) -> list[str]:
         return self.classes or [str(i) for i in range(self.num_classes)]
+
+    def metric_columns(self) -> list[MetricColumn]:
+        return [MetricColumn("accuracy", "acc.", percent=True)]
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return f"acc {metrics['accuracy']:.3f}"
+
+    def metrics_text(self, metrics: dict[str, Any]) -> str:
+        return (f"accuracy {metrics['accuracy']:.4f} (majority baseline {metrics['baseline']['accuracy']:.4f}, "
+                f"n={metrics['n']})")
+
+    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
+        from ..inference.results import TaskAnswer
+
+        names = self.class_names()
+        pred = self.predict(raw)
+        prob = self.probabilities(raw)
+        out = []
+        for j in range(len(pred)):
+            k = int(pred[j])
+            out.append(TaskAnswer(names[k], float(prob[j, k]), {c: float(v) for c, v in zip(names, prob[j])}))
+        return out
 
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
         m = valid(true)
@@ -56,6 +80,24 @@ class _Classification(Task):
         base = baseline_metrics["accuracy"]
         return (metrics["accuracy"] - base) / max(1e-6, 1.0 - base)
 
+    def subgroups(self, values: np.ndarray) -> np.ndarray | None:
+        """The class names; ``None`` past 10 classes (cells would be too many to read)."""
+        return super().subgroups(values) if self.num_classes <= 10 else None
+
+    def confusion(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        m = valid(true)
+        return confusion_matrix(np.asarray(pred)[m].astype(int), np.asarray(true)[m].astype(int),
+                                self.num_classes), self.class_names()
+
+    def sample_scores(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+        t = np.asarray(true, float)
+        return np.where(np.isnan(t), np.nan, (np.asarray(pred, float) == t).astype(float))
+
+    def outcomes(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = valid(true)
+        right = np.asarray(pred) == np.nan_to_num(true, nan=-1)
+        return ok & right, ok & ~right
+
 
 @TASK_TYPES.register("nominal")
 @dataclass
@@ -65,17 +107,24 @@ class NominalTask(_Classification):
     kind: ClassVar[str] = "nominal"
     category: ClassVar[str] = "nominal"
 
-    def make_head(self, in_features: int) -> nn.Module:
-        return nn.Linear(in_features, self.num_classes)
+    @property
+    def output_size(self) -> int:
+        return self.num_classes
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        import torch.nn.functional as F
+
         return F.cross_entropy(out, y.long())
 
-    def predict(self, out: torch.Tensor) -> torch.Tensor:
-        return out.argmax(1).float()
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        """The logit of the predicted class."""
+        return out.gather(1, out.detach().argmax(1, keepdim=True)).squeeze(1)
 
-    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
-        return out.softmax(1)
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(raw).argmax(1).astype(np.float32)
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        return softmax(raw, 1)
 
 
 @TASK_TYPES.register("binary")
@@ -91,15 +140,25 @@ class BinaryTask(_Classification):
         if self.num_classes != 2:
             raise ValueError(f"binary task {self.name!r} has exactly 2 classes")
 
-    def make_head(self, in_features: int) -> nn.Module:
-        return nn.Linear(in_features, 1)
+    @property
+    def output_size(self) -> int:
+        return 1
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        import torch.nn.functional as F
+
         return F.binary_cross_entropy_with_logits(out[:, 0], y.float())
 
-    def predict(self, out: torch.Tensor) -> torch.Tensor:
-        return (out[:, 0] > 0).float()
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        """The logit, sign-flipped for a predicted negative class (evidence for the decision made)."""
+        import torch
 
-    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
-        p = torch.sigmoid(out[:, 0])
-        return torch.stack([1 - p, p], 1)
+        s = out[:, 0]
+        return torch.where(s.detach() >= 0, s, -s)
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        return (np.asarray(raw)[:, 0] > 0).astype(np.float32)
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        p = sigmoid(np.asarray(raw)[:, 0])
+        return np.stack([1 - p, p], 1)

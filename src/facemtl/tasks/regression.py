@@ -3,16 +3,43 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..losses import corn_loss, decode_ranks, ordinal_bce_loss, ordinal_probabilities
-from ..metrics import DEFAULT_AGE_EDGES, regression_metrics
-from .base import TASK_TYPES, Task, valid
+from ..metrics import DEFAULT_AGE_EDGES, confusion_matrix, group_names, regression_metrics, to_groups
+from .base import TASK_TYPES, Ablation, MetricColumn, Task, sigmoid, softmax, valid
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from ..inference.results import TaskAnswer
+
+
+def ordinal_probabilities(logits: np.ndarray, method: str) -> np.ndarray:
+    """``P(rank > k)`` for each threshold, ``(N, K-1)``, from the head's logits.
+
+    For independent heads and CORAL these are the sigmoids; for CORN they are the
+    chained conditionals ``prod_{j<=k} s(z_j)`` (rank-consistent by construction).
+    """
+    p = sigmoid(logits)
+    return np.cumprod(p, axis=1) if method == "corn" else p
+
+
+def decode_ranks(prob_gt: np.ndarray, decoding: str = "threshold") -> np.ndarray:
+    """Rank from threshold probabilities ``(N, K-1)`` -> ``(N,)`` float ranks in ``0..K-1``.
+
+    * ``threshold`` (paper eq. 6): ``rank = sum_k [p_k > 0.5]`` (the paper counts
+      ranks from 1, i.e. ``1 + sum``; we count from 0 and add the task's first value).
+    * ``expected``: ``rank = sum_k p_k``, the expected rank when the ``p_k`` are
+      rank-consistent (``E[r] = sum_k P(r > k)``).
+    """
+    if decoding == "threshold":
+        return (prob_gt > 0.5).sum(1).astype(np.float32)
+    if decoding == "expected":
+        return prob_gt.sum(1, dtype=np.float32)
+    raise ValueError(f"unknown ordinal decoding {decoding!r}; choose 'threshold' or 'expected'")
 
 
 @dataclass
@@ -23,13 +50,37 @@ class _Numeric(Task):
     max_value: float = 100.0
     #: Group edges for "age-group accuracy"; defaults to :data:`DEFAULT_AGE_EDGES`.
     group_edges: list[float] = field(default_factory=lambda: list(DEFAULT_AGE_EDGES))
+    #: Coarser groups for subgroup (bias) tables and group confusion matrices, so that
+    #: intersections with other attributes keep some size: 0-19, 20-39, 40-59, 60+.
+    bias_edges: list[float] = field(default_factory=lambda: [0, 20, 40, 60])
 
     category: ClassVar[str] = "ordinal"
+    subgroup_metric: ClassVar[str] = "mae"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.max_value > self.min_value:
             raise ValueError(f"task {self.name!r}: max_value must exceed min_value")
+
+    def metric_columns(self) -> list[MetricColumn]:
+        return [MetricColumn("mae", "MAE", lower_is_better=True), MetricColumn("mse", "MSE", lower_is_better=True),
+                MetricColumn("cs5", "CS(5)", percent=True), MetricColumn("group_accuracy", "group acc.", percent=True)]
+
+    def scalar_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """MAE, MSE, group accuracy and ``cs5`` = CS(5) (paper eq. 17)."""
+        out = {k: float(metrics[k]) for k in ("mae", "mse", "group_accuracy") if k in metrics}
+        if "cs" in metrics:
+            out["cs5"] = float(metrics["cs"]["5"])
+        return out
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return f"MAE {metrics['mae']:.2f}"
+
+    def metrics_text(self, metrics: dict[str, Any]) -> str:
+        cs = metrics["cs"]
+        return (f"MAE {metrics['mae']:.3f}  MSE {metrics['mse']:.2f}  CS(5) {cs['5']:.3f}  group accuracy "
+                f"{metrics['group_accuracy']:.4f} (median baseline MAE {metrics['baseline']['mae']:.3f}, "
+                f"n={metrics['n']})\n  groups: {', '.join(metrics['groups'])}")
 
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
         m = valid(true)
@@ -43,21 +94,51 @@ class _Numeric(Task):
         """``1 - MAE / MAE_median``: 0 for predicting the training median, 1 when exact."""
         return 1.0 - metrics["mae"] / max(1e-6, baseline_metrics["mae"])
 
+    def describe(self, value: float) -> str:
+        return f"{value:.0f}"
 
-class CoralHead(nn.Module):
-    """CORAL output layer: one shared weight vector, K-1 biases (Cao et al. 2020).
+    def strata(self, values: np.ndarray) -> np.ndarray:
+        """About ten bins over the value range."""
+        width = max(1.0, (self.max_value - self.min_value) / 10)
+        v = np.floor(np.asarray(values, float) / width)
+        return np.where(np.isnan(v), -1, v).astype(np.int64)
 
-    ``(N, F) -> (N, K-1)``: ``z_k = w . x + b_k``; biases start descending in (0, 1]
-    as in ``coral_pytorch.layers.CoralLayer(preinit_bias=True)``.
-    """
+    def cumulative_curve(self, metrics: dict[str, Any]) -> dict[int, float]:
+        return {int(k): float(v) for k, v in (metrics.get("cs") or {}).items()}
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
-        super().__init__()
-        self.weight = nn.Linear(in_features, 1, bias=False)
-        self.bias = nn.Parameter(torch.arange(num_classes - 1, 0, -1).float() / (num_classes - 1))
+    @property
+    def subgroup_column(self) -> str:
+        return f"{self.label} group"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight(x) + self.bias
+    def subgroups(self, values: np.ndarray) -> np.ndarray:
+        """The coarse groups of :attr:`bias_edges` (0-19, 20-39, 40-59, 60+)."""
+        names = group_names(self.bias_edges)
+        v = np.asarray(values, float)
+        return np.array(["?" if np.isnan(x) else names[g] for x, g in zip(v, to_groups(np.nan_to_num(v), self.bias_edges))],
+                        dtype=object)
+
+    def confusion(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Between the coarse groups of :attr:`bias_edges`."""
+        ok = valid(true)
+        names = group_names(self.bias_edges)
+        g_p = to_groups(np.asarray(pred, float)[ok], self.bias_edges)
+        g_t = to_groups(np.asarray(true, float)[ok], self.bias_edges)
+        return confusion_matrix(g_p, g_t, len(names)), names
+
+    def sample_scores(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+        """The absolute error (NaN where unlabelled)."""
+        return np.abs(np.asarray(pred, float) - np.asarray(true, float))
+
+    def outcomes(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Within 2 units (years) of the truth, and 10 or more off."""
+        ok = valid(true)
+        err = np.abs(np.asarray(pred, float) - np.nan_to_num(true))
+        return ok & (err <= 2), ok & (err >= 10)
+
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        """The sum of the outputs: for K-1 threshold logits, the quantity whose sign pattern is decoded
+        as the rank (paper eq. 6); for one regression output, the output itself."""
+        return out.sum(1)
 
 
 @TASK_TYPES.register("ordinal")
@@ -102,17 +183,25 @@ class OrdinalTask(_Numeric):
     def num_classes(self) -> int:
         return int(round(self.max_value - self.min_value)) + 1
 
-    def ranks(self, y: torch.Tensor) -> torch.Tensor:
-        return (torch.round(y) - self.min_value).clamp(0, self.num_classes - 1).long()
+    @property
+    def output_size(self) -> int:
+        return self.num_classes if self.method == "softmax" else self.num_classes - 1
 
-    def make_head(self, in_features: int) -> nn.Module:
+    def ranks(self, y: "torch.Tensor") -> "torch.Tensor":
+        return (y.round() - self.min_value).clamp(0, self.num_classes - 1).long()
+
+    def make_head(self, in_features: int) -> "nn.Module":
         if self.method == "coral":
-            return CoralHead(in_features, self.num_classes)
-        if self.method == "softmax":
-            return nn.Linear(in_features, self.num_classes)
-        return nn.Linear(in_features, self.num_classes - 1)
+            from ..model.heads import CoralHead
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return CoralHead(in_features, self.num_classes)
+        return super().make_head(in_features)
+
+    def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        import torch.nn.functional as F
+
+        from ..losses import corn_loss, ordinal_bce_loss
+
         r = self.ranks(y)
         if self.method == "corn":
             return corn_loss(out, r)
@@ -120,30 +209,70 @@ class OrdinalTask(_Numeric):
             return F.cross_entropy(out, r)
         return ordinal_bce_loss(out, r, reduction=self.reduction)
 
-    def threshold_probabilities(self, out: torch.Tensor) -> torch.Tensor:
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        if self.method == "softmax":  # the most probable rank's logit
+            return out.gather(1, out.detach().argmax(1, keepdim=True)).squeeze(1)
+        return super().explain_score(out)
+
+    def threshold_probabilities(self, raw: np.ndarray) -> np.ndarray:
         """``P(value > min_value + k)``, ``(N, K-1)``."""
         if self.method == "softmax":
-            return (1 - out.softmax(1).cumsum(1)[:, :-1]).clamp(0, 1)
-        return ordinal_probabilities(out, self.method)
+            return np.clip(1 - softmax(raw, 1).cumsum(1)[:, :-1], 0, 1)
+        return ordinal_probabilities(raw, self.method)
 
-    def predict(self, out: torch.Tensor) -> torch.Tensor:
+    def predict(self, raw: np.ndarray) -> np.ndarray:
         if self.method == "softmax" and self.decoding == "threshold":
-            return self.min_value + out.argmax(1).float()
-        return self.min_value + decode_ranks(self.threshold_probabilities(out), self.decoding)
+            return self.min_value + np.asarray(raw).argmax(1).astype(np.float32)
+        return self.min_value + decode_ranks(self.threshold_probabilities(raw), self.decoding)
 
-    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
         """``P(value = min_value + k)`` for k = 0..K-1, from the threshold probabilities.
 
         Differences of a non-increasing sequence; clipped at 0 and renormalised where
         independent heads are not rank-consistent.
         """
         if self.method == "softmax":
-            return out.softmax(1)
-        gt = self.threshold_probabilities(out)
-        ones = torch.ones_like(gt[:, :1])
-        cdf_gt = torch.cat([ones, gt, torch.zeros_like(ones)], 1)
-        p = (cdf_gt[:, :-1] - cdf_gt[:, 1:]).clamp_min(0)
-        return p / p.sum(1, keepdim=True).clamp_min(1e-12)
+            return softmax(raw, 1)
+        gt = self.threshold_probabilities(raw)
+        ones = np.ones_like(gt[:, :1])
+        cdf_gt = np.concatenate([ones, gt, np.zeros_like(ones)], 1)
+        p = np.clip(cdf_gt[:, :-1] - cdf_gt[:, 1:], 0, None)
+        return p / np.clip(p.sum(1, keepdims=True), 1e-12, None)
+
+    def has_interval(self) -> bool:
+        return True
+
+    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
+        """The decoded value and the central ``interval`` of the predicted distribution over values."""
+        from ..inference.results import TaskAnswer
+
+        pred = self.predict(raw)
+        cdf = self.probabilities(raw).cumsum(1)
+        lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
+        out = []
+        for j in range(len(pred)):
+            lo = self.min_value + int(np.searchsorted(cdf[j], lo_q))
+            hi = self.min_value + int(np.searchsorted(cdf[j], hi_q))
+            out.append(TaskAnswer(float(pred[j]), interval=(lo, hi)))
+        return out
+
+    def ablations(self) -> list[Ablation]:
+        return [
+            Ablation("nominal", f"{self.name} as nominal softmax (without ordinal)",
+                     {"method": "softmax", "decoding": "threshold"},
+                     f"the ordinal decomposition beats {self.name} as a nominal softmax", "paper (ablation, Table IV)"),
+            Ablation("regression", f"{self.name} as normalised regression",
+                     {"type": "regression", "method": None, "decoding": None, "reduction": None},
+                     f"the ordinal decomposition beats {self.name} as normalised regression",
+                     "paper (vs regression methods)"),
+        ]
+
+    def hand_weight(self) -> float:
+        """``1 / (K - 1)`` when the loss sums K-1 binary terms (each threshold weighs like one
+        binary task), else 1."""
+        k = int(round(self.max_value - self.min_value))
+        summed = self.reduction == "sum" and self.method != "softmax"
+        return round(1.0 / k, 6) if summed and k > 0 else 1.0
 
 
 @TASK_TYPES.register("regression")
@@ -164,16 +293,24 @@ class RegressionTask(_Numeric):
         if self.loss_fn not in ("mse", "l1"):
             raise ValueError(f"task {self.name!r}: loss_fn must be 'mse' or 'l1'")
 
-    def make_head(self, in_features: int) -> nn.Module:
-        return nn.Linear(in_features, 1)
+    @property
+    def output_size(self) -> int:
+        return 1
 
-    def normalise(self, y: torch.Tensor) -> torch.Tensor:
+    def normalise(self, y: "torch.Tensor") -> "torch.Tensor":
         return (y - self.min_value) / (self.max_value - self.min_value)
 
-    def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        import torch.nn.functional as F
+
         fn = F.mse_loss if self.loss_fn == "mse" else F.l1_loss
         return fn(out[:, 0], self.normalise(y.float()))
 
-    def predict(self, out: torch.Tensor) -> torch.Tensor:
-        v = self.min_value + out[:, 0] * (self.max_value - self.min_value)
-        return v.clamp(self.min_value, self.max_value)
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        v = self.min_value + np.asarray(raw, np.float32)[:, 0] * (self.max_value - self.min_value)
+        return np.clip(v, self.min_value, self.max_value).astype(np.float32)
+
+    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
+        from ..inference.results import TaskAnswer
+
+        return [TaskAnswer(float(v)) for v in self.predict(raw)]

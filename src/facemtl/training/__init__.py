@@ -1,8 +1,8 @@
-"""Training loop, callbacks and checkpoints."""
+"""Training: the loop, its callbacks, the optimiser and schedule, and evaluation over a split."""
 
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
-from .checkpoint import load_checkpoint, load_model, save_checkpoint
-from .trainer import Trainer, build_model, resolve_device
+from .optim import build_optimizer, build_scheduler
+from .trainer import Trainer
 
-__all__ = ["Trainer", "Callback", "EarlyFreeze", "EarlyStopping", "JsonlLogger", "ProgressBar",
-           "build_model", "resolve_device", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["Trainer", "Callback", "EarlyFreeze", "EarlyStopping", "JsonlLogger", "ProgressBar", "build_optimizer",
+           "build_scheduler"]

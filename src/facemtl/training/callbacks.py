@@ -10,13 +10,13 @@ the epoch's dict that also goes to ``metrics.jsonl``.
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..jsonutil import dumps
 
 
 class Callback:
@@ -43,13 +43,7 @@ class JsonlLogger(Callback):
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps(record, default=_jsonable) + "\n")
-
-
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return str(x)
+            f.write(dumps(record) + "\n")
 
 
 class EarlyStopping(Callback):
@@ -168,7 +162,5 @@ class ProgressBar(Callback):
             self.bar = None
         v = record["val"]
         parts = [f"val score {v['score']:.3f}"]
-        for t in trainer.task_names:
-            m = v[t]
-            parts.append(f"{t} " + (f"acc {m['accuracy']:.3f}" if "accuracy" in m else f"MAE {m['mae']:.2f}"))
+        parts += [f"{t.name} {t.summary(v[t.name])}" for t in trainer.tasks]
         trainer.log(f"epoch {record['epoch'] + 1}: " + ", ".join(parts) + f" ({record['seconds']:.0f} s)")

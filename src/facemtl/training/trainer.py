@@ -8,7 +8,6 @@ Around it, callbacks log, checkpoint, stop early or freeze tasks early.
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,62 +15,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config
 from ..data.augment import augment
 from ..data.dataset import DataBundle, build_data
-from ..data.transfer import to_device
-from ..evaluation import predict_set, score_predictions, to_input
-from ..system import hardware
+from ..device import resolve_device, seed_everything, to_device
+from ..jsonutil import dumps
 from ..model import MultiTaskNet
-from ..tasks import Task, build_task
-from ..weighting import Weighting, build_weighting
+from ..preprocess import to_input
+from ..system import hardware
+from ..tasks import build_task
+from ..weighting import build_weighting
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
-from .checkpoint import load_checkpoint, save_checkpoint
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but this machine has no CUDA GPU")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_model(cfg: Config, tasks: list[Task], pretrained: bool | None = None) -> MultiTaskNet:
-    m = cfg.model
-    return MultiTaskNet(
-        tasks,
-        backbone=m.backbone,
-        pretrained=m.pretrained if pretrained is None else pretrained,
-        shared_stages=m.shared_stages,
-        branch_by=m.branch_by,
-        shared_fc=m.shared_fc,
-        task_fc=m.task_fc,
-        dropout=m.dropout,
-        activation=m.activation,
-        batch_norm=m.batch_norm,
-        drop_path=m.drop_path,
-    )
-
-
-def build_optimizer(cfg: Config, model: torch.nn.Module, weighting: Weighting) -> torch.optim.Optimizer:
-    o = cfg.optim
-    groups = [{"params": [p for p in model.parameters()], "weight_decay": o.weight_decay}]
-    wparams = list(weighting.parameters())
-    if wparams:
-        groups.append({"params": wparams, "weight_decay": 0.0, "lr": cfg.weighting.lr or o.lr})
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr)
-    return torch.optim.AdamW(groups, lr=o.lr)
+from .evaluation import predict_set, score_predictions
+from .optim import build_optimizer, build_scheduler
 
 
 class Trainer:
@@ -109,7 +66,7 @@ class Trainer:
         # Seed again: the initial weights depend on the seed only, not on whether the
         # data was read here or handed over (experiment grids read it once).
         seed_everything(t.seed)
-        self.model = build_model(cfg, self.tasks).to(self.device)
+        self.model = MultiTaskNet.from_config(cfg.model, self.tasks).to(self.device)
         if cfg.model.freeze_backbone:
             self.model.freeze_backbone()
         self.channels_last = cfg.model.channels_last
@@ -120,7 +77,7 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.data.train) // t.batch_size)
         if t.max_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, t.max_batches)
-        self.scheduler = self._build_scheduler()
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
         self.progress = ProgressBar(progress)
         self.callbacks: list[Callback] = []
@@ -136,6 +93,11 @@ class Trainer:
         self.best_epoch = -1
         self._stop_reason: str | None = None
         self.generator = torch.Generator().manual_seed(t.seed)
+        #: The split epochs are scored on: the validation split, or the training split when it is empty.
+        self.val_split = "val" if len(self.data.val) else "train"
+        if self.val_split == "train":
+            self.log("warning: the validation split is empty, so epochs are scored and the best one is chosen on "
+                     "the training split (raise data.val_fraction to hold images out)")
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
@@ -143,27 +105,6 @@ class Trainer:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
 
     # -- set-up -----------------------------------------------------------------
-    def _build_scheduler(self) -> Any:
-        o, epochs = self.cfg.optim, self.cfg.train.epochs
-        total = epochs * self.steps_per_epoch
-        warm = int(o.warmup_epochs * self.steps_per_epoch)
-        if o.scheduler == "plateau":
-            return torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, factor=o.plateau_factor, patience=o.plateau_patience
-            )
-        if o.scheduler == "onecycle":
-            return torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups], total_steps=total, pct_start=0.15
-            )
-
-        def factor(step: int) -> float:
-            w = min(1.0, (step + 1) / warm) if warm else 1.0
-            if o.scheduler == "cosine":
-                return w * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total)))
-            return w
-
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
-
     def stop(self, reason: str) -> None:
         self._stop_reason = reason
 
@@ -172,8 +113,9 @@ class Trainer:
         cfg = self.cfg
         if self.epoch == 0:
             (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
-            (self.out / "data_report.json").write_text(json.dumps(self.data.report, indent=2, default=str))
-            info = {"hardware": hardware(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            (self.out / "data_report.json").write_text(dumps(self.data.report, indent=2))
+            info = {"hardware": hardware(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "val_split": self.val_split}
             (self.out / "run_info.json").write_text(json.dumps(info, indent=1))
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -193,8 +135,9 @@ class Trainer:
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
             }
-            if hasattr(self.weighting, "normalised"):
-                record["weights_normalised"] = self.weighting.normalised()
+            normalised = self.weighting.normalised()
+            if normalised is not None:
+                record["weights_normalised"] = normalised
             improved = val["score"] > self.best_score
             if improved:
                 self.best_score, self.best_epoch = val["score"], self.epoch
@@ -202,14 +145,15 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
             self.epoch += 1
-            save_checkpoint(self, self.out / "last.pt", full=True)
+            save_checkpoint(self.state(full=True), self.out / "last.pt")
             if improved:
-                save_checkpoint(self, self.out / "best.pt", full=False, metrics=val)
+                save_checkpoint(self.state(full=False, metrics=val), self.out / "best.pt")
         if self._stop_reason:
             self.log(self._stop_reason)
         for cb in self.callbacks:
             cb.on_fit_end(self)
-        return {"best_epoch": self.best_epoch, "best_score": self.best_score, "epochs_run": self.epoch}
+        return {"best_epoch": self.best_epoch, "best_score": self.best_score, "epochs_run": self.epoch,
+                "val_split": self.val_split}
 
     def train_epoch(self) -> tuple[dict[str, float], int]:
         self.model.train()
@@ -290,13 +234,41 @@ class Trainer:
         for k, v in part.attributes.items():
             arrays[f"attr/{k}"] = v
         np.savez_compressed(self.out / "test_predictions.npz", **arrays)
-        (self.out / "test_metrics.json").write_text(json.dumps(metrics, indent=1, default=_tolist))
+        (self.out / "test_metrics.json").write_text(dumps(metrics, indent=1))
         return metrics
 
     def validate(self) -> dict[str, Any]:
-        part = self.data.val if len(self.data.val) else self.data.train
+        part = self.data.split(self.val_split)
         res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
         return score_predictions(res, self.tasks, self.data.baselines)
+
+    def state(self, full: bool, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds: config, task specs, weights and bookkeeping; with ``full``,
+        also everything ``--resume`` needs (optimiser, schedule, weighting, generators, callbacks)."""
+        state: dict[str, Any] = {
+            "config": self.cfg.to_dict(),
+            "tasks": [t.to_dict() for t in self.tasks],
+            "model": self.model.state_dict(),
+            "frozen": sorted(self.model.frozen_tasks),
+            "epoch": self.epoch,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "baselines": self.data.baselines,
+            "weights": self.weighting.weights(),
+        }
+        if metrics is not None:
+            state["val_metrics"] = metrics
+        if full:
+            state.update(
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                weighting=self.weighting.state_dict(),
+                weighting_extra=self.weighting.extra_state(),
+                generator=self.generator.get_state(),
+                torch_rng=torch.get_rng_state(),
+                callbacks=[cb.state_dict() for cb in self.callbacks],
+            )
+        return state
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
@@ -317,10 +289,6 @@ class Trainer:
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
         self.log(f"resumed from {path} at epoch {self.epoch + 1}")
-
-
-def _tolist(x: Any) -> Any:
-    return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
 def _dump_yaml(d: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ trainer hands to the optimiser without weight decay). The trainer calls only:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -22,7 +23,7 @@ WEIGHTINGS: Registry["Weighting"] = Registry("loss weighting")
 
 
 class Weighting(nn.Module):
-    def __init__(self, tasks: Sequence[str], **_: Any) -> None:
+    def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
         self.task_names = list(tasks)
 
@@ -31,6 +32,10 @@ class Weighting(nn.Module):
 
     def weights(self) -> dict[str, float]:
         raise NotImplementedError
+
+    def normalised(self) -> dict[str, float] | None:
+        """Weights normalised to sum 1 where the method defines them (the paper's eq. 16), else ``None``."""
+        return None
 
     def after_step(self) -> None:
         pass
@@ -47,7 +52,19 @@ class Weighting(nn.Module):
 
 
 def build_weighting(name: str, tasks: Sequence[str], params: dict[str, Any] | None = None) -> Weighting:
+    """The weighting registered as ``name`` with its settings ``params``.
+
+    A setting the method does not take is refused in one sentence (a misspelt one would
+    otherwise be ignored without a word).
+    """
+    cls = WEIGHTINGS.get(name)
+    params = dict(params or {})
+    takes = [p for p in inspect.signature(cls).parameters if p != "tasks"]
+    unknown = sorted(set(params) - set(takes))
+    if unknown:
+        raise ValueError(f"loss weighting {name!r} has no setting {unknown[0]!r}; it takes: "
+                         f"{', '.join(takes) if takes else 'no settings'}")
     try:
-        return WEIGHTINGS.get(name)(tasks, **(params or {}))
+        return cls(tasks, **params)
     except TypeError as exc:
         raise ValueError(f"loss weighting {name!r}: {exc}") from None

@@ -18,7 +18,7 @@ class DWA(Weighting):
     ``w_t = 1``. Tasks whose loss falls slowly get more weight. ``tau`` = 2 as in the paper.
     """
 
-    def __init__(self, tasks: Sequence[str], temperature: float = 2.0, **kw: Any) -> None:
+    def __init__(self, tasks: Sequence[str], temperature: float = 2.0) -> None:
         super().__init__(tasks)
         self.temperature = float(temperature)
         self.history: list[dict[str, float]] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -17,11 +17,12 @@ class GradNorm(Weighting):
     With ``G_t = ||grad_W (w_t L_t)||``, ``G_bar = mean_t G_t`` and the relative
     inverse training rate ``r_t = (L_t / L_t(0)) / mean_k (L_k / L_k(0))``, the
     weights follow ``grad_w sum_t |G_t - [G_bar r_t^alpha]|`` (target held fixed),
-    the network follows ``sum_t w_t L_t``, and after each step the weights are
+    the network follows ``sum_t w_t L_t`` (the total returned is the sum of both terms; each
+    reaches only its own parameters), and after each step the weights are
     renormalised to sum to the number of tasks. Needs ``model.last_shared_parameters()``.
     """
 
-    def __init__(self, tasks: Sequence[str], alpha: float = 1.5, **kw: Any) -> None:
+    def __init__(self, tasks: Sequence[str], alpha: float = 1.5) -> None:
         super().__init__(tasks)
         self.alpha = float(alpha)
         self.w = nn.Parameter(torch.ones(len(self.task_names)))
@@ -41,7 +42,11 @@ class GradNorm(Weighting):
                 G = self.w * torch.stack(norms)
                 ratio = L.detach() / self.initial
                 target = (G.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
-                self.w.grad = torch.autograd.grad((G - target).abs().sum(), self.w)[0]
+                # GradNorm's own loss joins the total rather than setting w.grad here: its gradient
+                # reaches w only (the norms and the target are detached), and it goes through the same
+                # backward as every other gradient, so a mixed-precision loss scaler scales and
+                # unscales it too (a gradient set here by hand was divided by the loss scale).
+                return (self.w.detach() * L).sum() + (G - target).abs().sum()
         return (self.w.detach() * L).sum()
 
     @torch.no_grad()

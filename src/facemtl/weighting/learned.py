@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ class LearnedWeights(Weighting):
     weights and pulls them back.
     """
 
-    def __init__(self, tasks: Sequence[str], lam: float = 0.1, **kw: Any) -> None:
+    def __init__(self, tasks: Sequence[str], lam: float = 0.1) -> None:
         super().__init__(tasks)
         self.lam = float(lam)
         self.theta = nn.Parameter(torch.zeros(len(self.task_names)))

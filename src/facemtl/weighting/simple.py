@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
@@ -16,7 +16,7 @@ from .base import WEIGHTINGS, Weighting
 class Fixed(Weighting):
     """``total = sum_t w_t L_t`` with ``w_t`` from the config (missing tasks get 1)."""
 
-    def __init__(self, tasks: Sequence[str], weights: dict[str, float] | None = None, **kw: Any) -> None:
+    def __init__(self, tasks: Sequence[str], weights: dict[str, float] | None = None) -> None:
         super().__init__(tasks)
         weights = dict(weights or {})
         unknown = set(weights) - set(tasks)
@@ -35,5 +35,5 @@ class Fixed(Weighting):
 class Equal(Fixed):
     """``total = sum_t L_t``."""
 
-    def __init__(self, tasks: Sequence[str], **kw: Any) -> None:
+    def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__(tasks)

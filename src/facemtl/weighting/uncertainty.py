@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ class Uncertainty(Weighting):
     ``beta_i = 1 / sum_j (sigma_i^2 / sigma_j^2)``, which sum to 1.
     """
 
-    def __init__(self, tasks: Sequence[str], init: float = 0.0, **kw: Any) -> None:
+    def __init__(self, tasks: Sequence[str], init: float = 0.0) -> None:
         super().__init__(tasks)
         self.log_var = nn.Parameter(torch.full((len(self.task_names),), float(init)))
 

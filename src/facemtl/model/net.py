@@ -18,13 +18,13 @@
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from ..tasks import Task
 from .backbones import BACKBONES
-from .tasks import Task
 
 _ACTS = {"leaky_relu": lambda: nn.LeakyReLU(0.01), "relu": nn.ReLU, "silu": nn.SiLU, "relu6": nn.ReLU6}
 
@@ -110,6 +110,24 @@ class MultiTaskNet(nn.Module):
         self.num_features = net.num_features
         self._frozen: set[str] = set()
         self._backbone_frozen = False
+
+    @classmethod
+    def from_config(cls, cfg: Any, tasks: Sequence[Task], pretrained: bool | None = None) -> "MultiTaskNet":
+        """The network a :class:`~facemtl.config.ModelConfig` describes (``pretrained``: override
+        the config's, e.g. ``False`` when a checkpoint's weights follow)."""
+        return cls(
+            tasks,
+            backbone=cfg.backbone,
+            pretrained=cfg.pretrained if pretrained is None else pretrained,
+            shared_stages=cfg.shared_stages,
+            branch_by=cfg.branch_by,
+            shared_fc=cfg.shared_fc,
+            task_fc=cfg.task_fc,
+            dropout=cfg.dropout,
+            activation=cfg.activation,
+            batch_norm=cfg.batch_norm,
+            drop_path=cfg.drop_path,
+        )
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pooled, neck-processed features per branch: ``{branch: (N, F)}``."""

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..registry import Registry
+from ...registry import Registry
 from .mbconv import MBConv, StageSpec, conv_bn_act
 
 BACKBONES: Registry[nn.Module] = Registry("backbone")

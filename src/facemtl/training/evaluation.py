@@ -7,19 +7,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .data.dataset import FaceSet
-from .data.transfer import to_device
-from .tasks import Task
-
-
-def to_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """``uint8 (N, 3, H, W)`` -> float in [0, 1] on ``device`` (channels-last when asked).
-
-    On a GPU the batch goes through pinned memory, so the copy does not stall the host.
-    """
-    x = to_device(images, device).float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
+from ..data.dataset import FaceSet
+from ..preprocess import to_input
+from ..tasks import Task
 
 TTA_MODES = ("none", "flip")
 
@@ -52,7 +42,8 @@ def predict_set(
     """Predictions, mean losses and labels over ``data`` (``tta``: see :func:`forward`).
 
     Returns ``{"pred": {task: (N,)}, "loss": {task: float}, "true": {task: (N,)},
-    "prob": {task: (N, C) or None}}`` as numpy arrays.
+    "prob": {task: (N, C) or None}}`` as numpy arrays. Outputs are decoded by the tasks
+    on NumPy, exactly as every inference runtime decodes them.
     """
     was_training = model.training
     model.eval()
@@ -70,15 +61,16 @@ def predict_set(
             if n:
                 loss_sum[t.name] += float(t.loss(o, y)) * n
                 loss_n[t.name] += n
-            preds[t.name].append(t.predict(o).cpu())
-            p = t.probabilities(o)
+            raw = o.cpu().numpy()
+            preds[t.name].append(t.predict(raw))
+            p = t.probabilities(raw)
             if p is not None:
-                probs[t.name].append(p.cpu())
+                probs[t.name].append(p)
     model.train(was_training)
     true = data.labels.numpy()
     return {
-        "pred": {k: (torch.cat(v).numpy() if v else np.zeros(0)) for k, v in preds.items()},
-        "prob": {k: (torch.cat(v).numpy() if v else None) for k, v in probs.items()},
+        "pred": {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in preds.items()},
+        "prob": {k: (np.concatenate(v) if v else None) for k, v in probs.items()},
         "loss": {k: (loss_sum[k] / loss_n[k] if loss_n[k] else float("nan")) for k in loss_sum},
         "true": {t.name: true[:, j] for j, t in enumerate(tasks)},
     }
@@ -106,21 +98,10 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
     return metrics
 
 
-#: The scalar metrics :func:`headline_metrics` keeps per task.
-HEADLINE_METRICS = ("accuracy", "mae", "mse", "group_accuracy")
+def headline_metrics(metrics: dict[str, Any] | None, tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
+    """Per task, the scalar metrics of a :func:`score_predictions` result (:meth:`Task.scalar_metrics`).
 
-
-def headline_metrics(metrics: dict[str, Any] | None) -> dict[str, dict[str, float]]:
-    """Per task, the scalar metrics of a :func:`score_predictions` result (``cs5`` = CS(5)).
-
-    Skips the ``score`` and ``_info`` entries; used by experiment summaries and reports.
+    Used by experiment summaries and reports.
     """
-    out: dict[str, dict[str, float]] = {}
-    for task, m in (metrics or {}).items():
-        if task.startswith("_") or not isinstance(m, dict):
-            continue
-        row = {k: float(m[k]) for k in HEADLINE_METRICS if k in m}
-        if "cs" in m:
-            row["cs5"] = float(m["cs"]["5"])
-        out[task] = row
-    return out
+    metrics = metrics or {}
+    return {t.name: t.scalar_metrics(metrics[t.name]) for t in tasks if isinstance(metrics.get(t.name), dict)}

@@ -1,0 +1,54 @@
+"""The checkpoint file: a plain dict of tensors, numbers, strings, lists and dicts.
+
+``last.pt`` holds everything ``--resume`` needs, ``best.pt`` what inference needs;
+both carry the resolved config and the task specs, so a checkpoint alone rebuilds its
+model (:func:`facemtl.model.load_model`) without the YAML file that trained it.
+
+Files are read with ``torch.load(weights_only=True)``: PyTorch's restricted unpickler
+accepts tensors and plain containers only, so a model file from anywhere cannot run
+code on this machine; a file that is not a facemtl checkpoint is refused in one sentence.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+#: The ``format`` key every facemtl checkpoint carries.
+FORMAT = "facemtl-1"
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` (plain values and tensors only) to ``path`` atomically.
+
+    A run killed mid-save leaves the previous file intact: the new one is written
+    beside it and renamed over it.
+    """
+    import torch
+
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint without running any code from it (see the module docstring)."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} is not a facemtl model file: it holds Python objects other than weights, "
+                         "which facemtl refuses to load") from None
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"{path} is not a readable facemtl checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a facemtl checkpoint")
+    return state

@@ -1,0 +1,116 @@
+"""The one-call API: ``facemtl.analyze(image)`` and the reusable :class:`FaceAnalyzer`.
+
+``FaceAnalyzer`` is a :class:`~facemtl.inference.pipeline.Pipeline` (decode, detect,
+align, worker threads) over a :class:`~facemtl.inference.predictor.Predictor` (the network
+in one runtime), with the settings most users touch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .pipeline import Pipeline
+from .predictor import Predictor, load_predictor
+from .results import ImageResult
+
+
+class FaceAnalyzer:
+    """Detector + aligner + multi-task model.
+
+    ``checkpoint``: a model file: a ``best.pt`` from ``facemtl train`` (default: the shipped
+    model). ``runtime``: how to run it (default: by the file's suffix). ``device``: ``auto``
+    (a CUDA GPU when there is one), ``cpu`` or ``cuda``. ``detector``, ``min_face``,
+    ``detect_max_side``, ``workers``, ``max_latency``: see :class:`Pipeline`. ``interval``:
+    central probability mass of the reported age interval. ``predictor``: an already
+    loaded :class:`Predictor` to share (then ``checkpoint``, ``runtime``, ``device``,
+    ``batch_size`` and ``interval`` are its own).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        detector: str = "dlib",
+        device: str = "auto",
+        batch_size: int = 64,
+        detect_max_side: int = 1024,
+        interval: float = 0.8,
+        min_face: float | None = None,
+        workers: int | None = None,
+        runtime: str | None = None,
+        max_latency: float | None = None,
+        keep_images: bool = False,
+        predictor: Predictor | None = None,
+    ) -> None:
+        self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval)
+        self.pipeline = Pipeline(self.predictor, detector, min_face, workers, detect_max_side, max_latency, keep_images)
+        self.tasks = self.predictor.tasks
+        self.size = self.predictor.size
+
+    # -- one image ---------------------------------------------------------------
+    def analyze(self, image: Any, aligned: bool = False) -> list[dict[str, Any]]:
+        """Every face in ``image`` (path, PIL image or RGB array) as a JSON-ready dict."""
+        result = next(self.pipeline.run([(ImageResult(index=0), image)], aligned))
+        if result.status == "error":
+            raise ValueError(f"cannot analyse this image: {result.error}")
+        return [f.to_dict() for f in result.faces]
+
+    # -- many images -------------------------------------------------------------
+    def analyze_files(self, paths: Iterable[str], aligned: bool = False) -> Iterator[ImageResult]:
+        """One :class:`ImageResult` per file, in order (``status``: ``ok``, ``no_face`` or
+        ``error`` with ``error`` saying why); files are decoded and searched by the worker
+        threads, and faces from several files share one network batch."""
+        return self.pipeline.run(((ImageResult(file=str(p)), p) for p in paths), aligned)
+
+    def analyze_images(self, images: Iterable[Any], aligned: bool = False) -> Iterator[ImageResult]:
+        """Like :meth:`analyze_files` for images in memory (paths, PIL images or arrays, such as
+        video frames): one result per image, in order, with ``index`` in place of ``file``."""
+        return self.pipeline.run(((ImageResult(index=i), im) for i, im in enumerate(images)), aligned)
+
+    def predict_crops(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """Every task's answer for aligned ``(size, size, 3) uint8`` crops, as flat JSON fields."""
+        out = []
+        for answers in self.predictor.predict(crops):
+            d: dict[str, Any] = {}
+            for name, a in answers.items():
+                d.update(a.fields(name))
+            out.append(d)
+        return out
+
+    def close(self) -> None:
+        """Stop the worker threads (they also end with the process)."""
+        self.pipeline.close()
+
+    def __enter__(self) -> "FaceAnalyzer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "dlib", aligned: bool = False,
+            device: str = "auto", min_face: float | None = None) -> list[dict[str, Any]]:
+    """Estimate age, gender and race (or the attributes of ``checkpoint``) of every face in ``image``.
+
+    ``image``: a file path, a PIL image, or an ``(H, W, 3)`` RGB array (uint8, or float
+    in [0, 1]); EXIF orientation is applied, alpha composited on white, CMYK and
+    grayscale converted. Returns one dict per face, largest first::
+
+        {"box": [x1, y1, x2, y2], "score": 1.7, "landmarks": [[x, y] * 5],
+         "age": 31.0, "age_interval": [26, 37],
+         "gender": "male", "gender_probability": 0.98, "gender_probabilities": {...},
+         "race": "white", "race_probability": 0.91, "race_probabilities": {...}}
+
+    ``box`` and ``landmarks`` are in pixels of the (orientation-corrected) image;
+    ``score`` is the detector's confidence (``min_face``: see :class:`FaceAnalyzer`); ``age`` is in years (the model's decoding,
+    paper eq. 6) and ``age_interval`` the central 80 % of its predicted distribution.
+    With ``aligned=True`` the image is taken as one face crop aligned like UTKFace's:
+    no detection, ``box`` is the whole image. The default model ships with facemtl
+    (MODEL_CARD.md); it runs offline. For many images build one :class:`FaceAnalyzer`
+    and reuse it: this function loads the model on every call.
+    An image that cannot be read raises ``ValueError`` (or ``OSError``) saying why.
+    """
+    with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=1) as analyzer:
+        return analyzer.analyze(image, aligned)

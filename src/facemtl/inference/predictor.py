@@ -1,0 +1,76 @@
+"""The predictor: aligned face crops in, every task's decoded answer out.
+
+The only code that calls a network at inference. It owns a runtime (PyTorch, ONNX
+Runtime, ...: see :mod:`facemtl.inference.runtimes`) and the model's tasks, which decode
+the runtime's raw outputs on NumPy, the same way for every runtime.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..preprocess import to_batch
+from .results import TaskAnswer
+from .runtimes import open_runtime
+
+#: The model that ships inside the package (see MODEL_CARD.md).
+DEFAULT_MODEL = "utkface_lite0.pt"
+
+
+def default_model_path() -> Path:
+    path = Path(str(resources.files("facemtl") / "weights" / DEFAULT_MODEL))
+    if not path.is_file():
+        raise FileNotFoundError(f"the default model {path} is missing from this installation")
+    return path
+
+
+class Predictor:
+    """Batches of aligned ``(S, S, 3) uint8`` crops -> per crop ``{task: TaskAnswer}``.
+
+    ``batch_size``: crops per network call. ``interval``: central probability mass of the
+    interval numeric tasks report (0.8: from the 10th to the 90th percentile).
+    """
+
+    def __init__(self, runtime: Any, batch_size: int = 64, interval: float = 0.8) -> None:
+        if not 0 < interval < 1:
+            raise ValueError(f"interval must be between 0 and 1, not {interval}")
+        self.runtime = runtime
+        self.info = runtime.info
+        self.tasks = self.info.build_tasks()
+        self.size = self.info.image_size
+        self.batch_size = batch_size
+        self.interval = interval
+
+    def raw(self, crops: Sequence[np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+        """The runtime's raw outputs ``{task: (N, D)}`` for ``crops``, in batches."""
+        parts: dict[str, list[np.ndarray]] = {t.name: [] for t in self.tasks}
+        for i in range(0, len(crops), self.batch_size):
+            out = self.runtime.run(to_batch(crops[i : i + self.batch_size], self.size))
+            for t in self.tasks:
+                parts[t.name].append(out[t.name])
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def predict(self, crops: Sequence[np.ndarray] | np.ndarray) -> list[dict[str, TaskAnswer]]:
+        """Every task's answer for each crop, in order."""
+        if len(crops) == 0:
+            return []
+        raw = self.raw(crops)
+        per_task = {t.name: t.answers(raw[t.name], self.interval) for t in self.tasks}
+        return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
+
+
+def load_predictor(model: str | Path | None = None, runtime: str | None = None, device: str = "auto",
+                   batch_size: int = 64, interval: float = 0.8, threads: int | None = None) -> Predictor:
+    """A :class:`Predictor` for the model file ``model`` (default: the shipped model).
+
+    ``runtime``: a name from :data:`~facemtl.inference.runtimes.RUNTIMES`; default: chosen by
+    the file's suffix. ``threads``: the runtime's intra-op threads.
+    """
+    path = Path(model) if model is not None else default_model_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    return Predictor(open_runtime(path, runtime, device=device, threads=threads), batch_size, interval)

@@ -1,0 +1,186 @@
+"""The one result schema: typed answers, faces and images.
+
+Every output is written from these dataclasses: ``analyze --json`` and ``--csv``, the
+table, annotated images, and later video events, database rows and the HTTP API. The
+field names of the JSON form are fixed here (and pinned by a test):
+
+* a face: ``box`` ``[x1, y1, x2, y2]`` in pixels, ``score`` (the detector's confidence),
+  ``landmarks`` (five ``[x, y]``), then per task ``<task>`` (the class name, or the value
+  in label units, e.g. years), and where the task gives them ``<task>_interval``
+  ``[lo, hi]``, ``<task>_probability`` (of the chosen class) and ``<task>_probabilities``
+  (``{class: p}``);
+* an image: what it was (``file``, ``index`` or ``frame``), ``width``, ``height``,
+  ``faces``, ``status`` (``ok``, ``no_face`` or ``error``) and ``error`` (why).
+
+No torch here: the inference install builds these from NumPy outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+#: Image statuses.
+OK, NO_FACE, ERROR = "ok", "no_face", "error"
+
+
+@dataclass
+class TaskAnswer:
+    """One task's answer for one face.
+
+    ``value``: the class name for classification tasks, else a number in label units
+    (years for age). ``probability``: of the chosen class. ``probabilities``: per class.
+    ``interval``: ``(lo, hi)`` holding the central share of the predicted distribution
+    (see :class:`~facemtl.inference.predictor.Predictor`'s ``interval``).
+    """
+
+    value: float | str
+    probability: float | None = None
+    probabilities: dict[str, float] | None = None
+    interval: tuple[float, float] | None = None
+
+    def fields(self, name: str) -> dict[str, Any]:
+        """The flat JSON fields of this answer under the task's ``name``."""
+        out: dict[str, Any] = {name: self.value if isinstance(self.value, str) else round(float(self.value), 1)}
+        if self.interval is not None:
+            out[f"{name}_interval"] = list(self.interval)
+        if self.probability is not None:
+            out[f"{name}_probability"] = round(float(self.probability), 4)
+        if self.probabilities is not None:
+            out[f"{name}_probabilities"] = {c: round(float(p), 4) for c, p in self.probabilities.items()}
+        return out
+
+    def short(self, name: str) -> str:
+        """E.g. ``age 31 (26-37)`` or ``gender female 93%``."""
+        f = self.fields(name)  # the rounded values, so the text says what the JSON says
+        if isinstance(self.value, str):
+            p = f.get(f"{name}_probability")
+            return f"{name} {self.value}" + (f" {p:.0%}" if p is not None else "")
+        iv = f.get(f"{name}_interval")
+        return f"{name} {f[name]:.0f}" + (f" ({iv[0]}-{iv[1]})" if iv is not None else "")
+
+    @classmethod
+    def from_fields(cls, name: str, d: dict[str, Any]) -> "TaskAnswer":
+        iv = d.get(f"{name}_interval")
+        return cls(d[name], d.get(f"{name}_probability"), d.get(f"{name}_probabilities"),
+                   tuple(iv) if iv is not None else None)
+
+
+@dataclass
+class FaceResult:
+    """One face: where it is and every task's answer.
+
+    ``box`` ``[x1, y1, x2, y2]`` and ``landmarks`` ``[[x, y] * 5]`` in pixels of the
+    (orientation-corrected) image; ``None`` for an aligned crop's landmarks. ``score``:
+    the detector's confidence (``None`` without detection).
+    """
+
+    box: list[float] | None
+    score: float | None
+    landmarks: list[list[float]] | None
+    answers: dict[str, TaskAnswer] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"box": self.box, "score": self.score, "landmarks": self.landmarks}
+        for name, a in self.answers.items():
+            d.update(a.fields(name))
+        return d
+
+    def describe(self) -> str:
+        """Every answer in a few words: ``age 31 (26-37), gender female 93%, ...``."""
+        return ", ".join(a.short(n) for n, a in self.answers.items())
+
+
+@dataclass
+class ImageResult:
+    """One image (a file, an in-memory image, a video frame) and its faces, largest first.
+
+    Exactly one of ``file`` / ``index`` / ``frame`` says what it was; ``time`` is the
+    position in a video, in seconds. ``image`` holds the decoded RGB pixels when the
+    caller asked to keep them (to draw on them); it is never serialised.
+    """
+
+    file: str | None = None
+    index: int | None = None
+    frame: int | None = None
+    time: float | None = None
+    width: int | None = None
+    height: int | None = None
+    status: str = OK
+    error: str | None = None
+    faces: list[FaceResult] = field(default_factory=list)
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """What a person calls this image in a message: the file, ``image N`` or ``frame N``."""
+        if self.file is not None:
+            return self.file
+        if self.frame is not None:
+            return f"frame {self.frame}"
+        return f"image {self.index}"
+
+    def fail(self, error: str) -> "ImageResult":
+        self.status, self.error, self.faces = ERROR, error, []
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for key in ("file", "index", "frame", "time"):
+            v = getattr(self, key)
+            if v is not None:
+                d[key] = v
+        if self.width is not None:
+            d["width"], d["height"] = self.width, self.height
+        faces = [f.to_dict() for f in self.faces]
+        if self.status == ERROR:
+            d.update(status=self.status, error=self.error, faces=faces)
+        else:
+            d.update(faces=faces, status=self.status)
+        return d
+
+
+def csv_columns(tasks: Sequence["Task"], ref: str = "file") -> list[str]:
+    """The CSV header, from the tasks alone (never from a row): one row per face.
+
+    ``ref``: the column naming the image (``file``, ``index`` or ``frame``).
+    """
+    cols = [ref, "status", "error", "face", "x1", "y1", "x2", "y2", "score"]
+    probs: list[str] = []
+    for t in tasks:
+        if not t.inference:
+            continue
+        cols.append(t.name)
+        if t.has_interval():
+            cols.append(f"{t.name}_interval")
+        names = t.class_names()
+        if names is not None:
+            cols.append(f"{t.name}_probability")
+            probs += [f"{t.name}_p_{c}" for c in names]
+    return cols + probs
+
+
+def csv_rows(result: ImageResult, ref: str = "file") -> list[dict[str, Any]]:
+    """One CSV row per face of ``result`` (one row with no face columns when it has none)."""
+    base = {ref: getattr(result, ref) if ref != "file" else result.name, "status": result.status,
+            "error": result.error or ""}
+    if not result.faces:
+        return [base]
+    rows = []
+    for i, f in enumerate(result.faces, 1):
+        row = dict(base, face=i, score=f.score)
+        if f.box:
+            row.update(zip(("x1", "y1", "x2", "y2"), f.box))
+        for name, a in f.answers.items():
+            for k, v in a.fields(name).items():
+                if isinstance(v, dict):
+                    row.update({f"{name}_p_{c}": p for c, p in v.items()})
+                else:
+                    row[k] = "-".join(str(x) for x in v) if isinstance(v, list) else v
+        rows.append(row)
+    return rows

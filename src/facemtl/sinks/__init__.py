@@ -1,0 +1,8 @@
+"""Sinks: where results go. JSON lines, CSV, a table, annotated images (and, with the
+``serve`` extra, the results database)."""
+
+from .annotate import AnnotateSink, draw_faces
+from .base import MultiSink, Sink
+from .text import CsvSink, JsonLinesSink, TableSink
+
+__all__ = ["Sink", "MultiSink", "TableSink", "JsonLinesSink", "CsvSink", "AnnotateSink", "draw_faces"]

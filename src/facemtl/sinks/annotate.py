@@ -1,0 +1,94 @@
+"""Annotated copies: boxes, landmarks and every task's answer drawn on the decoded image.
+
+Drawing uses the pixels the pipeline already decoded (``ImageResult.image``), so video
+frames and in-memory images are drawn as readily as files, and no file is read twice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..inference.results import ERROR, FaceResult, ImageResult
+from .base import Sink
+
+#: Suffixes written as they came; anything else is written as PNG (lossless).
+KEEP_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's bundled scalable font
+    except TypeError:  # pragma: no cover - Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], labels: Sequence[str] | None = None) -> np.ndarray:
+    """A copy of ``image`` ``(H, W, 3) uint8`` with each face's box, landmarks and label drawn.
+
+    Line width and text size grow with the image (about 1/400 and 1/40 of its long
+    side), so labels stay readable on large photos. ``labels``: one text per face
+    (default: :meth:`FaceResult.describe`).
+    """
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(img)
+    side = max(img.size)
+    width = max(2, round(side / 400))
+    font = _font(max(11, round(side / 45)))
+    for k, f in enumerate(faces):
+        box = f.box or [0, 0, img.size[0], img.size[1]]
+        draw.rectangle(box, outline=(0, 255, 0), width=width)
+        for x, y in f.landmarks or []:
+            draw.ellipse([x - width, y - width, x + width, y + width], fill=(255, 0, 0))
+        label = labels[k] if labels is not None else f.describe()
+        x0, y0, x1, y1 = draw.textbbox((0, 0), label, font=font)
+        th = y1 - y0 + 4
+        ty = box[1] - th if box[1] >= th else box[3]
+        draw.rectangle([box[0], ty, box[0] + (x1 - x0) + 4, ty + th], fill=(0, 0, 0))
+        draw.text((box[0] + 2, ty + 2 - y0), label, fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+class AnnotateSink(Sink):
+    """Writes an annotated copy of every readable image into ``out_dir``.
+
+    A file keeps its name and, for JPEG and PNG, its format (others become PNG); a rerun
+    overwrites its earlier copies, and two inputs with one name in the same run get
+    ``name_1``, ``name_2`` ... In-memory images become ``image_000012.png``. The results
+    must carry their pixels (``keep_images`` in the pipeline).
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self._used: set[str] = set()
+
+    def target(self, result: ImageResult) -> Path:
+        if result.file is not None:
+            src = Path(result.file)
+            suffix = src.suffix.lower() if src.suffix.lower() in KEEP_SUFFIXES else ".png"
+            stem = src.stem
+        else:
+            stem, suffix = (f"frame_{result.frame:06d}" if result.frame is not None else f"image_{result.index:06d}"), ".png"
+        name, k = stem + suffix, 0
+        while name in self._used:
+            k += 1
+            name = f"{stem}_{k}{suffix}"
+        self._used.add(name)
+        return self.out_dir / name
+
+    def write(self, result: ImageResult) -> None:
+        """Raises ``OSError`` when the copy cannot be written (the caller records it)."""
+        from PIL import Image
+
+        if result.status == ERROR or result.image is None:
+            return
+        path = self.target(result)
+        fmt = KEEP_SUFFIXES.get(path.suffix, "PNG")
+        Image.fromarray(draw_faces(result.image, result.faces)).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        result.image = None  # drawn and written: let the pixels go

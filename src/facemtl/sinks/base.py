@@ -1,0 +1,51 @@
+"""The sink interface: where results go (a stream of JSON lines, a CSV file, annotated
+images, a database). A new output is one class with ``write`` and ``close``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..inference.results import ImageResult
+
+
+class Sink:
+    """Receives every :class:`ImageResult` in order, then ``close()`` once.
+
+    ``write`` may raise ``OSError`` for one result it could not store; callers record that
+    on the result's status and go on.
+    """
+
+    def write(self, result: ImageResult) -> None:
+        raise NotImplementedError
+
+    def write_event(self, event: dict[str, Any]) -> None:
+        """Anything that is not one image's result (e.g. a video track that ended); ignored by default."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MultiSink(Sink):
+    """Several sinks fed the same results."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+
+    def write(self, result: ImageResult) -> None:
+        for s in self.sinks:
+            s.write(result)
+
+    def write_event(self, event: dict[str, Any]) -> None:
+        for s in self.sinks:
+            s.write_event(event)
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()

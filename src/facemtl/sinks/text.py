@@ -1,0 +1,61 @@
+"""Text sinks: a readable table, JSON lines, CSV (one row per face)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from typing import Any, Sequence, TextIO
+
+from ..inference.results import ERROR, NO_FACE, ImageResult, csv_columns, csv_rows
+from ..tasks import Task
+from .base import Sink
+
+
+class TableSink(Sink):
+    """A few readable lines per image."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def write(self, result: ImageResult) -> None:
+        name = result.name
+        if result.status == ERROR:
+            self.out.write(f"{name}: error: {result.error}\n")
+            return
+        if result.status == NO_FACE:
+            self.out.write(f"{name}: no face found\n")
+            return
+        n = len(result.faces)
+        self.out.write(f"{name}: {n} face{'s' if n != 1 else ''}\n")
+        for i, f in enumerate(result.faces):
+            box = f.box
+            where = f"[{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}]" if box else "whole image"
+            score = f" score {f.score:.2f}" if f.score is not None else ""
+            self.out.write(f"  #{i + 1} {where}{score}: {f.describe()}\n")
+
+
+class JsonLinesSink(Sink):
+    """One JSON object per image and line (:meth:`ImageResult.to_dict`); events as their own lines."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def write(self, result: ImageResult) -> None:
+        self.out.write(json.dumps(result.to_dict()) + "\n")
+
+    def write_event(self, event: dict[str, Any]) -> None:
+        self.out.write(json.dumps(event) + "\n")
+
+
+class CsvSink(Sink):
+    """One row per face (one row per image without faces); the header comes from the tasks."""
+
+    def __init__(self, tasks: Sequence[Task], out: TextIO | None = None, ref: str = "file") -> None:
+        self.out = out or sys.stdout
+        self.ref = ref
+        self.writer = csv.DictWriter(self.out, fieldnames=csv_columns(tasks, ref))
+        self.writer.writeheader()
+
+    def write(self, result: ImageResult) -> None:
+        self.writer.writerows(csv_rows(result, self.ref))

@@ -1,0 +1,48 @@
+"""The optimiser and the learning-rate schedule of a training run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..weighting import Weighting
+
+
+def build_optimizer(cfg: Config, model: torch.nn.Module, weighting: Weighting) -> torch.optim.Optimizer:
+    """SGD (the paper), Adam (the thesis) or AdamW; the weighting's own parameters in a group
+    without weight decay, at ``weighting.lr`` when set."""
+    o = cfg.optim
+    groups = [{"params": [p for p in model.parameters()], "weight_decay": o.weight_decay}]
+    wparams = list(weighting.parameters())
+    if wparams:
+        groups.append({"params": wparams, "weight_decay": 0.0, "lr": cfg.weighting.lr or o.lr})
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr)
+    return torch.optim.AdamW(groups, lr=o.lr)
+
+
+def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    """``plateau`` (lr / 10 when the validation loss stalls: the thesis), ``onecycle``, or a
+    per-step factor: linear warm-up, then constant (``none``) or cosine decay."""
+    o, epochs = cfg.optim, cfg.train.epochs
+    total = epochs * steps_per_epoch
+    warm = int(o.warmup_epochs * steps_per_epoch)
+    if o.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=o.plateau_factor, patience=o.plateau_patience)
+    if o.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total, pct_start=0.15
+        )
+
+    def factor(step: int) -> float:
+        w = min(1.0, (step + 1) / warm) if warm else 1.0
+        if o.scheduler == "cosine":
+            return w * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total)))
+        return w
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
