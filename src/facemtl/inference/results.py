@@ -84,11 +84,18 @@ class FaceResult:
     score: float | None
     landmarks: list[list[float]] | None
     answers: dict[str, TaskAnswer] = field(default_factory=dict)
+    #: In a video: the track the face belongs to. Its ``answers`` are then the track's
+    #: smoothed answers so far and ``raw`` the frame's own (``None`` outside videos).
+    track: int | None = None
+    raw: dict[str, TaskAnswer] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"box": self.box, "score": self.score, "landmarks": self.landmarks}
+        d: dict[str, Any] = {} if self.track is None else {"track": self.track}
+        d.update(box=self.box, score=self.score, landmarks=self.landmarks)
         for name, a in self.answers.items():
             d.update(a.fields(name))
+        if self.raw is not None:
+            d["raw"] = {k: v for name, a in self.raw.items() for k, v in a.fields(name).items()}
         return d
 
     def describe(self) -> str:
@@ -109,6 +116,10 @@ class ImageResult:
     index: int | None = None
     frame: int | None = None
     time: float | None = None
+    #: Wall-clock time (seconds since the epoch) a live source delivered the frame.
+    wall_time: float | None = None
+    #: Which source it came from when one process reads several (a camera's name or URL).
+    source: str | None = None
     width: int | None = None
     height: int | None = None
     status: str = OK
@@ -131,7 +142,7 @@ class ImageResult:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
-        for key in ("file", "index", "frame", "time"):
+        for key in ("source", "file", "index", "frame", "time", "wall_time"):
             v = getattr(self, key)
             if v is not None:
                 d[key] = v
@@ -142,6 +153,35 @@ class ImageResult:
             d.update(status=self.status, error=self.error, faces=faces)
         else:
             d.update(faces=faces, status=self.status)
+        return d
+
+
+@dataclass
+class TrackResult:
+    """One person followed through a video: first and last frame, how many frames, and the
+    answers aggregated over them (with ``confidence``, in [0, 1], of the aggregate)."""
+
+    track: int
+    first_frame: int
+    last_frame: int
+    frames: int
+    answers: dict[str, TaskAnswer] = field(default_factory=dict)
+    first_time: float | None = None
+    last_time: float | None = None
+    confidence: float | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": "track"}
+        if self.source is not None:
+            d["source"] = self.source
+        d.update(track=self.track, first_frame=self.first_frame, last_frame=self.last_frame, frames=self.frames)
+        if self.first_time is not None:
+            d.update(first_time=self.first_time, last_time=self.last_time)
+        for name, a in self.answers.items():
+            d.update(a.fields(name))
+        if self.confidence is not None:
+            d["confidence"] = round(float(self.confidence), 4)
         return d
 
 

@@ -4,9 +4,9 @@ images, a database). A new output is one class with ``write`` and ``close``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
-from ..inference.results import ImageResult
+from ..inference.results import ImageResult, TrackResult
 
 
 class Sink:
@@ -19,8 +19,8 @@ class Sink:
     def write(self, result: ImageResult) -> None:
         raise NotImplementedError
 
-    def write_event(self, event: dict[str, Any]) -> None:
-        """Anything that is not one image's result (e.g. a video track that ended); ignored by default."""
+    def write_track(self, track: TrackResult) -> None:
+        """A video track that ended (or was open when the stream ended); ignored by default."""
 
     def close(self) -> None:
         pass
@@ -42,9 +42,9 @@ class MultiSink(Sink):
         for s in self.sinks:
             s.write(result)
 
-    def write_event(self, event: dict[str, Any]) -> None:
+    def write_track(self, track: TrackResult) -> None:
         for s in self.sinks:
-            s.write_event(event)
+            s.write_track(track)
 
     def close(self) -> None:
         for s in self.sinks:

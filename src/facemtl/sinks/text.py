@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import Any, Sequence, TextIO
+from typing import Sequence, TextIO
 
-from ..inference.results import ERROR, NO_FACE, ImageResult, csv_columns, csv_rows
+from ..inference.results import ERROR, NO_FACE, ImageResult, TrackResult, csv_columns, csv_rows
 from ..tasks import Task
 from .base import Sink
 
@@ -36,7 +36,7 @@ class TableSink(Sink):
 
 
 class JsonLinesSink(Sink):
-    """One JSON object per image and line (:meth:`ImageResult.to_dict`); events as their own lines."""
+    """One JSON object per image and line (:meth:`ImageResult.to_dict`); tracks as their own lines."""
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
@@ -44,8 +44,8 @@ class JsonLinesSink(Sink):
     def write(self, result: ImageResult) -> None:
         self.out.write(json.dumps(result.to_dict()) + "\n")
 
-    def write_event(self, event: dict[str, Any]) -> None:
-        self.out.write(json.dumps(event) + "\n")
+    def write_track(self, track: TrackResult) -> None:
+        self.out.write(json.dumps(track.to_dict()) + "\n")
 
 
 class CsvSink(Sink):
