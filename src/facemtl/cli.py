@@ -294,7 +294,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help=f"keep an export that fails its check: FP32 outputs off PyTorch's by more than 1e-3, or INT8 "
                         f"losing more than {100 * MAX_ACCURACY_DROP:.1f} points of a task's accuracy or raising its "
-                        f"error (age MAE) by more than {100 * MAX_ERROR_RISE:.0f}% on the validation check faces")
+                        f"error (age MAE) by more than {100 * MAX_ERROR_RISE:.0f}%% on the validation check faces")
     for o in OPTIONS.values():
         p.add_argument("--" + o.name.replace("_", "-"), type=o.type, metavar="N",
                        help=f"{o.help} (default {o.default}; formats: "
