@@ -98,16 +98,13 @@ def main() -> None:
     ap.add_argument("--out")
     a = ap.parse_args()
 
-    from facemtl.inference import FaceAnalyzer, default_model_path
-    from facemtl.data import build_data
+    from facemtl.inference import FaceAnalyzer, default_model_path, load_predictor
+    from facemtl.data.model_data import model_data
     from facemtl.data.table import evenly_spaced
     from facemtl.system import hardware
-    from facemtl.model import load_model
 
     ckpt = a.checkpoint or str(default_model_path())
-    _, tasks, cfg, _ = load_model(ckpt)
-    cfg.data.root = a.data_root
-    test = build_data(cfg.data, tasks, cfg.train.seed, load_images=False).test
+    test = model_data(load_predictor(ckpt).info, a.data_root).test
     idx = evenly_spaced(len(test), a.n)
     paths = [test.paths[i] for i in idx]
     labels = test.labels.numpy()[idx]
@@ -142,7 +139,7 @@ def main() -> None:
             an = FaceAnalyzer(ckpt, detector=detector, min_face=min_face, workers=workers)
             list(an.analyze_images(photos[:8]))  # build the detectors before timing
             t = time.perf_counter()
-            pred = [[r["faces"][0]["age"], r["faces"][0]["gender"]] if r["faces"] else None
+            pred = [[r.faces[0].answers["age"].value, r.faces[0].answers["gender"].value] if r.faces else None
                     for r in an.analyze_images(photos)]
             row = summarise(pred, ages, genders, time.perf_counter() - t)
             row.update(detector=detector, min_face=min_face or an.detector.min_face, workers=an.workers)

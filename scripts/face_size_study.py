@@ -31,15 +31,12 @@ def main() -> None:
     ap.add_argument("--out")
     a = ap.parse_args()
 
-    from facemtl.inference import FaceAnalyzer, default_model_path
-    from facemtl.data import build_data
+    from facemtl.inference import FaceAnalyzer, load_predictor
+    from facemtl.data.model_data import model_data
     from facemtl.data.table import evenly_spaced
     from facemtl.system import hardware
-    from facemtl.model import load_model
 
-    _, tasks, cfg, _ = load_model(str(default_model_path()))
-    cfg.data.root = a.data_root
-    test = build_data(cfg.data, tasks, cfg.train.seed, load_images=False).test
+    test = model_data(load_predictor().info, a.data_root).test
     idx = evenly_spaced(len(test), a.n)
     paths = [test.paths[i] for i in idx]
     labels = test.labels.numpy()[idx]
@@ -56,8 +53,8 @@ def main() -> None:
             t = time.perf_counter()
             recs = list(an.analyze_images(photos))
             seconds = time.perf_counter() - t
-            found = [i for i, r in enumerate(recs) if r["faces"]]
-            first = [recs[i]["faces"][0] for i in found]
+            found = [i for i, r in enumerate(recs) if r.faces]
+            first = [{k: a.value for k, a in recs[i].faces[0].answers.items()} for i in found]
             row = {
                 "crop": crop, "setting": name, "detector": detector, "min_face": min_face or an.detector.min_face,
                 "recall": len(found) / len(recs),

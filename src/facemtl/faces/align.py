@@ -57,18 +57,30 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def align_face(rgb: np.ndarray, landmarks: np.ndarray, scheme: str, size: int) -> np.ndarray:
     """Warp ``rgb`` so that ``landmarks`` land on the template; returns ``(size, size, 3) uint8``.
 
-    When the face is much larger than ``size`` the image is first shrunk with area
-    averaging, so a 4000-pixel photo does not alias into the small crop.
+    When the face is much larger than ``size``, the part of the image the crop reads is
+    first shrunk with area averaging, so a 4000-pixel photo does not alias into the small
+    crop. Only that part is shrunk (the crop's square mapped back into the photo, plus a
+    margin), not the whole photo: shrinking whole 1280x960 photos once per face took a
+    seventh of ``facemtl analyze``'s time on them.
     """
     import cv2
 
     M = similarity_transform(landmarks, template(scheme, size))
     scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
     if scale < 0.5:
+        h, w = rgb.shape[:2]
+        inv = cv2.invertAffineTransform(M)
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
+        pad = 2 / scale
+        x0, y0 = (max(0, int(np.floor(v - pad))) for v in corners.min(0))
+        x1, y1 = min(w, int(np.ceil(corners[:, 0].max() + pad))), min(h, int(np.ceil(corners[:, 1].max() + pad)))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:  # the face lies (partly) inside the photo
+            M = M.copy()
+            M[:, 2] += M[:, :2] @ np.array([x0, y0], np.float64)  # coordinates relative to the cut
+            rgb = rgb[y0:y1, x0:x1]
         f = 2 * scale
         h, w = rgb.shape[:2]
         small = cv2.resize(rgb, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
-        M = M.copy()
         M[:, :2] /= f
         rgb = small
     return cv2.warpAffine(rgb, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

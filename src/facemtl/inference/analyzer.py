@@ -26,13 +26,14 @@ class FaceAnalyzer:
     ``detect_max_side``, ``workers``, ``max_latency``: see :class:`Pipeline`. ``interval``:
     central probability mass of the reported age interval. ``predictor``: an already
     loaded :class:`Predictor` to share (then ``checkpoint``, ``runtime``, ``device``,
-    ``batch_size`` and ``interval`` are its own).
+    ``batch_size`` and ``interval`` are its own). ``threads``: the runtime's intra-op
+    threads (default: one per core; see :mod:`facemtl.inference.runtimes`).
     """
 
     def __init__(
         self,
         checkpoint: str | Path | None = None,
-        detector: str = "dlib",
+        detector: str = "mtcnn",
         device: str = "auto",
         batch_size: int = 64,
         detect_max_side: int = 1024,
@@ -43,8 +44,9 @@ class FaceAnalyzer:
         max_latency: float | None = None,
         keep_images: bool = False,
         predictor: Predictor | None = None,
+        threads: int | None = None,
     ) -> None:
-        self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval)
+        self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
         self.pipeline = Pipeline(self.predictor, detector, min_face, workers, detect_max_side, max_latency, keep_images)
         self.tasks = self.predictor.tasks
         self.size = self.predictor.size
@@ -90,7 +92,7 @@ class FaceAnalyzer:
         self.close()
 
 
-def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "dlib", aligned: bool = False,
+def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "mtcnn", aligned: bool = False,
             device: str = "auto", min_face: float | None = None) -> list[dict[str, Any]]:
     """Estimate age, gender and race (or the attributes of ``checkpoint``) of every face in ``image``.
 

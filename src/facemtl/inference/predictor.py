@@ -18,7 +18,7 @@ from .results import TaskAnswer
 from .runtimes import open_runtime
 
 #: The model that ships inside the package (see MODEL_CARD.md).
-DEFAULT_MODEL = "utkface_lite0.pt"
+DEFAULT_MODEL = "utkface_lite0.onnx"
 
 
 def default_model_path() -> Path:
@@ -46,13 +46,27 @@ class Predictor:
         self.interval = interval
 
     def raw(self, crops: Sequence[np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
-        """The runtime's raw outputs ``{task: (N, D)}`` for ``crops``, in batches."""
+        """The runtime's raw outputs ``{task: (N, D)}`` for ``(S, S, 3)`` crops, in batches."""
+        return self.raw_images(to_batch(crops, self.size) if len(crops) else np.zeros((0, 3, self.size, self.size), np.uint8))
+
+    def raw_images(self, images: np.ndarray, tta: str = "none") -> dict[str, np.ndarray]:
+        """Raw outputs ``{task: (N, D)}`` for network input ``uint8 (N, 3, S, S)``, in batches.
+
+        ``tta="flip"``: the mean of each face's outputs and its mirror image's (as
+        ``facemtl evaluate --tta flip`` does with a checkpoint).
+        """
+        if tta not in ("none", "flip"):
+            raise ValueError(f"unknown test-time augmentation {tta!r}; choose none or flip")
         parts: dict[str, list[np.ndarray]] = {t.name: [] for t in self.tasks}
-        for i in range(0, len(crops), self.batch_size):
-            out = self.runtime.run(to_batch(crops[i : i + self.batch_size], self.size))
+        for i in range(0, len(images), self.batch_size):
+            batch = np.ascontiguousarray(images[i : i + self.batch_size])
+            out = self.runtime.run(batch)
+            if tta == "flip":
+                mirrored = self.runtime.run(np.ascontiguousarray(batch[:, :, :, ::-1]))
+                out = {k: (out[k] + mirrored[k]) / 2 for k in out}
             for t in self.tasks:
                 parts[t.name].append(out[t.name])
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return {k: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for k, v in parts.items()}
 
     def predict(self, crops: Sequence[np.ndarray] | np.ndarray) -> list[dict[str, TaskAnswer]]:
         """Every task's answer for each crop, in order."""

@@ -76,6 +76,22 @@ def predict_set(
     }
 
 
+def predict_set_runtime(predictor: Any, data: FaceSet, tta: str = "none") -> dict[str, Any]:
+    """:func:`predict_set` for a model file in any runtime (an exported ONNX / OpenVINO file):
+    the :class:`~facemtl.inference.predictor.Predictor` runs the cached images and the tasks
+    decode its raw outputs exactly as for a checkpoint. No losses (``loss`` is empty)."""
+    data.cache(progress=len(data) > 2000)
+    raw = predictor.raw_images(data.images.numpy(), tta)
+    true = data.labels.numpy()
+    tasks = predictor.tasks
+    return {
+        "pred": {t.name: t.predict(raw[t.name]) for t in tasks},
+        "prob": {t.name: t.probabilities(raw[t.name]) for t in tasks},
+        "loss": {},
+        "true": {t.name: true[:, j] for j, t in enumerate(tasks)},
+    }
+
+
 def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: dict[str, float]) -> dict[str, Any]:
     """Per-task metrics, the trivial baseline's metrics, and the mean skill score.
 
@@ -88,7 +104,8 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
         true = result["true"][t.name]
         m = t.metrics(result["pred"][t.name], true)
         base = t.metrics(np.full(len(true), baselines[t.name]), true)
-        m["loss"] = result["loss"][t.name]
+        if t.name in result["loss"]:  # a model file outside PyTorch reports no loss
+            m["loss"] = result["loss"][t.name]
         m["baseline"] = {k: v for k, v in base.items() if k in ("accuracy", "mae", "mse")}
         if m.get("n", 0):
             m["skill"] = t.skill(m, base)

@@ -1,56 +1,108 @@
 """Runtimes: what runs a model file's network. One table, chosen by file suffix or by name.
 
 A runtime is a class with ``name``, ``info`` (a :class:`~facemtl.inference.model_info.ModelInfo`
-read from the file) and ``run(batch uint8 (N, 3, S, S)) -> {task: float32 (N, D)}``; its
-module is imported only when it is used, so the plain install never imports torch.
+read from the file), ``precision`` and ``run(batch uint8 (N, 3, S, S)) -> {task: float32 (N, D)}``;
+its module is imported only when it is used, so the plain install never imports torch.
 To add one: a module here and a row below.
+
+Threads. ``threads`` is the runtime's intra-op thread count. The default
+(:func:`default_threads`) is one per usable core, and the ONNX Runtime and OpenVINO
+pools are told not to spin while they wait for work: a spinning pool keeps every core
+busy between batches, which starves the pipeline's decode/detect workers and any other
+process sharing the cores (that is how eager PyTorch collapsed to 17 faces/s beside
+another program). Measured with ``facemtl benchmark``; see README "Speed".
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ...system import usable_cores
 
 
 @dataclass(frozen=True)
 class RuntimeSpec:
     name: str
-    #: File suffixes this runtime reads (the first match in table order wins).
+    #: File suffixes this runtime reads; the runtime listed first for a suffix is its default.
     suffixes: tuple[str, ...]
     #: ``module:Class`` implementing it.
     target: str
     #: The install extra that brings what it needs, named in the error when it is missing.
     extra: str
-    #: Python package whose absence means the extra is missing.
-    needs: str
+    #: Python packages whose absence means the extra is missing.
+    needs: tuple[str, ...]
+    #: One line for ``--help`` and the README.
+    about: str = ""
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {
-    "torch": RuntimeSpec("torch", (".pt", ".pth"), "facemtl.inference.runtimes.pytorch:TorchRuntime", "train", "torch"),
+    "onnxruntime": RuntimeSpec("onnxruntime", (".onnx",), "facemtl.inference.runtimes.onnxrt:OnnxRuntime", "",
+                               ("onnxruntime", "onnx"), "ONNX Runtime (the plain install): .onnx files, CPU or CUDA"),
+    "openvino": RuntimeSpec("openvino", (".xml", ".onnx"), "facemtl.inference.runtimes.openvino:OpenVinoRuntime",
+                            "export", ("openvino", "onnx"), "OpenVINO: IR (.xml + .bin) or .onnx files, Intel CPUs"),
+    "torch": RuntimeSpec("torch", (".pt", ".pth"), "facemtl.inference.runtimes.pytorch:TorchRuntime", "train",
+                         ("torch",), "eager PyTorch: training checkpoints (.pt)"),
+    "tensorrt": RuntimeSpec("tensorrt", (".engine", ".plan"), "facemtl.inference.runtimes.tensorrt:TensorRtRuntime",
+                            "train", ("tensorrt", "torch"), "TensorRT: FP16 engines built by 'facemtl export' (CUDA)"),
 }
 
 
+def default_threads() -> int:
+    """Intra-op threads a runtime uses when not told: one per usable core."""
+    return usable_cores()
+
+
 def runtime_for(path: str | Path, name: str | None = None) -> RuntimeSpec:
-    """The runtime named ``name``, or the one that reads ``path``'s suffix."""
+    """The runtime named ``name``, or the first one in :data:`RUNTIMES` that reads ``path``'s suffix."""
+    suffix = Path(path).suffix.lower()
     if name is not None:
-        try:
-            return RUNTIMES[name]
-        except KeyError:
-            raise ValueError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}") from None
-    suffix = "".join(Path(path).suffixes[-1:]).lower()
+        spec = RUNTIMES.get(name)
+        if spec is None:
+            raise ValueError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}")
+        if suffix not in spec.suffixes:
+            raise ValueError(f"the {name} runtime cannot read {Path(path).name}: it reads {', '.join(spec.suffixes)} files")
+        return spec
     for spec in RUNTIMES.values():
         if suffix in spec.suffixes:
             return spec
-    known = ", ".join(s for spec in RUNTIMES.values() for s in spec.suffixes)
+    known = ", ".join(dict.fromkeys(s for spec in RUNTIMES.values() for s in spec.suffixes))
     raise ValueError(f"no runtime reads {Path(path).name}: facemtl model files end in {known}")
 
 
+def missing_extra(spec: RuntimeSpec) -> str | None:
+    """The one sentence saying what to install when ``spec``'s packages are absent, else ``None``."""
+    missing = [p for p in spec.needs if importlib.util.find_spec(p) is None]
+    if not missing:
+        return None
+    what = f"pip install 'facemtl[{spec.extra}]'" if spec.extra else "pip install facemtl"
+    return f"the {spec.name} runtime needs {', '.join(missing)}: {what}"
+
+
 def open_runtime(path: str | Path, name: str | None = None, **options: Any) -> Any:
-    """Load ``path`` with its runtime (see :func:`runtime_for`); ``options`` go to the runtime."""
+    """Load ``path`` with its runtime (see :func:`runtime_for`); ``options`` (``device``,
+    ``threads``) go to the runtime."""
     spec = runtime_for(path, name)
-    if importlib.util.find_spec(spec.needs) is None:
-        raise RuntimeError(f"the {spec.name} runtime needs {spec.needs}: pip install 'facemtl[{spec.extra}]'")
+    msg = missing_extra(spec)
+    if msg:
+        raise RuntimeError(msg)
     module, cls = spec.target.split(":")
     return getattr(importlib.import_module(module), cls)(path, **options)
+
+
+def check_io(info: Any, inputs: list[tuple[str, Any, str]], outputs: list[str], path: Any) -> None:
+    """Refuse a file whose network does not take ``uint8 (N, 3, S, S)`` or lacks an output per task."""
+    names = [t.name for t in info.build_tasks()]
+    if len(inputs) != 1:
+        raise ValueError(f"{path} is not a facemtl model: its network takes {len(inputs)} inputs, not one")
+    _, shape, dtype = inputs[0]
+    s = info.image_size
+    is_uint8 = "uint8" in str(dtype).lower() or str(dtype) == "u8"
+    if not is_uint8 or list(shape)[1:] != [3, s, s]:
+        raise ValueError(f"{path} is not a facemtl model: its input is {dtype} {list(shape)}, not uint8 (N, 3, {s}, {s})")
+    lacking = [n for n in names if n not in outputs]
+    if lacking:
+        raise ValueError(f"{path} is not a facemtl model: it has no output for task(s) {', '.join(lacking)}")

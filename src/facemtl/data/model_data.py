@@ -1,0 +1,58 @@
+"""The data a model records, rebuilt from its :class:`~facemtl.inference.model_info.ModelInfo` alone.
+
+A checkpoint and every file ``facemtl export`` writes record the data settings and the
+seed of the run that trained them (``info.extra["data"]``, ``info.extra["seed"]``), so
+``facemtl evaluate`` and the export checks rebuild exactly the same train / validation /
+test split from an exported file as from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import DataBundle, FaceSet, build_data
+from .table import evenly_spaced
+
+
+def recorded_data(info: Any, data_root: str | None = None) -> tuple[Any, int]:
+    """``(DataConfig, seed)`` the model was trained with; ``data_root`` replaces the recorded folder.
+
+    Relative folders resolve against the working directory, as ``facemtl evaluate`` always did.
+    """
+    from ..config import DataConfig, _build
+
+    data = info.extra.get("data")
+    if not isinstance(data, dict):
+        raise ValueError(f"model {info.name!r} records no data settings, so its split cannot be rebuilt")
+    cfg = _build(DataConfig, data, "data")
+    if data_root:
+        cfg.root = str(data_root)
+    return cfg, int(info.extra.get("seed", 0))
+
+
+def model_data(info: Any, data_root: str | None = None) -> DataBundle:
+    """The model's train / val / test split (images not decoded yet), labelled for the
+    tasks that answer at inference."""
+    cfg, seed = recorded_data(info, data_root)
+    if not Path(cfg.root).exists():
+        raise FileNotFoundError(f"the data folder {cfg.root} that model {info.name!r} records does not exist; "
+                                "pass the folder where it lives now")
+    from ..tasks import build_task
+
+    # The split is stratified on every task the model trained, training-only ones too.
+    trained = [build_task(t) for t in info.extra.get("split_tasks") or info.tasks]
+    return build_data(cfg, trained, seed, load_images=False).with_tasks(info.build_tasks())
+
+
+def sample(part: FaceSet, n: int | None) -> FaceSet:
+    """``n`` faces spread evenly over ``part`` (all when ``n`` is ``None``), decoded into memory."""
+    if n is not None and n < len(part):
+        keep = evenly_spaced(len(part), n)
+        part = FaceSet([part.paths[i] for i in keep], part.labels[keep], part.size, None, part.workers,
+                       part.rows[keep] if len(part.rows) else part.rows,
+                       {k: np.asarray(v)[keep] for k, v in part.attributes.items()})
+    part.cache(progress=len(part) > 2000)
+    return part

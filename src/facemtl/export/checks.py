@@ -1,0 +1,68 @@
+"""Every export checks itself: the exported file, run by its own runtime, against PyTorch.
+
+On the same real faces: the largest difference of any raw output, and after the tasks
+decode, the share of faces whose answer changed (and, for numeric tasks, by how much on
+average). For INT8 also each task's headline metric on labelled validation faces, both
+ways, and what quantization lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .formats import MAX_ACCURACY_DROP, MAX_ERROR_RISE
+
+#: FP32 exports must match PyTorch's raw outputs (logits) this closely on every face.
+FP32_TOLERANCE = 1e-3
+
+
+def run_all(runtime: Any, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """``{task: (N, D)}`` raw outputs of ``runtime`` on ``uint8 (N, 3, S, S)`` images, in batches."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(images), batch_size):
+        for k, v in runtime.run(np.ascontiguousarray(images[i : i + batch_size])).items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def compare_outputs(tasks: Sequence[Any], ref: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per task: ``max_abs_diff`` of raw outputs, ``changed`` (share of faces whose decoded
+    answer differs) and, for numeric answers, ``mean_change`` in label units."""
+    out: dict[str, Any] = {}
+    for t in tasks:
+        a, b = t.predict(ref[t.name]), t.predict(new[t.name])
+        row = {"max_abs_diff": float(np.abs(ref[t.name] - new[t.name]).max()), "changed": float(np.mean(a != b))}
+        if t.class_names() is None:
+            row["mean_change"] = float(np.mean(np.abs(a - b)))
+        out[t.name] = row
+    return out
+
+
+def accuracy_loss(tasks: Sequence[Any], ref: dict[str, np.ndarray], new: dict[str, np.ndarray],
+                  labels: np.ndarray) -> dict[str, Any]:
+    """Per task, its headline metric with PyTorch and with the export on labelled faces,
+    ``lost`` (positive = worse: points of accuracy, or the relative rise of an error) and
+    whether that stays within :data:`MAX_ACCURACY_DROP` / :data:`MAX_ERROR_RISE`."""
+    out: dict[str, Any] = {}
+    for j, t in enumerate(tasks):
+        col = t.headline
+        m_ref = t.metrics(t.predict(ref[t.name]), labels[:, j])
+        m_new = t.metrics(t.predict(new[t.name]), labels[:, j])
+        if not m_ref.get("n"):
+            continue
+        a, b = float(m_ref[col.key]), float(m_new[col.key])
+        if col.lower_is_better:
+            lost, limit, unit = (b - a) / a if a else b - a, MAX_ERROR_RISE, "relative"
+        else:
+            lost, limit, unit = a - b, MAX_ACCURACY_DROP, "points" if col.percent else "absolute"
+        out[t.name] = {"metric": col.key, "pytorch": a, "exported": b, "lost": lost, "limit": limit,
+                       "unit": unit, "ok": lost <= limit, "faces": int(m_ref["n"])}
+    return out
+
+
+def describe_loss(row: dict[str, Any]) -> str:
+    if row["unit"] == "relative":
+        return f"{row['metric']} {row['pytorch']:.3f} -> {row['exported']:.3f} ({100 * row['lost']:+.1f}%)"
+    return f"{row['metric']} {100 * row['pytorch']:.2f}% -> {100 * row['exported']:.2f}% ({-100 * row['lost']:+.2f} points)"

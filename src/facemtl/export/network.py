@@ -1,0 +1,65 @@
+"""The network as exported: ``uint8 (N, 3, S, S)`` crops in, one raw output per inference task out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..inference.model_info import ModelInfo
+
+
+class ExportNet(nn.Module):
+    """Wraps a :class:`~facemtl.model.MultiTaskNet` for export.
+
+    Input ``images``: ``uint8 (N, 3, S, S)`` RGB, the crops as
+    :func:`facemtl.preprocess.to_batch` lays them out; scaled by 1/255 here (as
+    :func:`facemtl.preprocess.to_input` does) and normalised inside the network. Outputs:
+    one ``float32 (N, D_task)`` tensor per task that answers at inference, in task order,
+    named after the task; training-only tasks (``task.inference == False``) are left out.
+    """
+
+    def __init__(self, model: nn.Module, tasks: list) -> None:
+        super().__init__()
+        self.model = model
+        self.names = [t.name for t in tasks if t.inference]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(images.to(torch.float32) / 255)
+        return tuple(out[n].float() for n in self.names)
+
+
+def exported_info(info: ModelInfo, fmt: Any, **extra: Any) -> ModelInfo:
+    """The source's ModelInfo with what the export adds (format, precision, options), inference tasks only."""
+    from ..tasks import build_task
+
+    tasks = [t for t in info.tasks if build_task(t).inference]
+    return ModelInfo(info.name, info.version, tasks, info.image_size, info.mean, info.std,
+                     {**info.extra, "format": fmt.name, "precision": fmt.precision, **extra})
+
+
+def info_json(info: ModelInfo) -> str:
+    return json.dumps(info.to_dict(), default=str)
+
+
+def to_onnx(source: Any, out: str, opset: int) -> None:
+    """Write the source runtime's network as one ONNX file (no external data) with a dynamic batch axis."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    # "torchvision is not installed. Skipping torchvision::nms": true and irrelevant here
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+    net = ExportNet(source.model, source.tasks).cpu().eval()
+    s = source.info.image_size
+    example = torch.zeros((2, 3, s, s), dtype=torch.uint8)
+    # the exporter prints its progress on stdout, which is where --json answers go
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), out, input_names=["images"], output_names=net.names,
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                          opset_version=opset, external_data=False, verbose=False)

@@ -1,0 +1,164 @@
+"""Reading exported model files safely: ONNX files and OpenVINO IR, checked before any runtime sees them.
+
+Neither format holds code the way a pickle does, but both runtimes can be told to run
+code that a file asks for: ONNX Runtime runs operators of a custom domain when a custom-op
+library is registered for it, and OpenVINO runs layers of an extension opset when an
+extension library is added. facemtl never registers either, and refuses, before loading,
+any file that names an operator outside the standard sets, so a file from anywhere can
+neither run code nor fail deep inside a runtime:
+
+* ONNX: every node (also inside subgraphs and local functions) must be in the ONNX
+  domain, ONNX Runtime's own built-in ``com.microsoft`` kernels, or a function the file
+  itself defines from those; tensors stored outside the file (``external_data``, which
+  names other files on disk) are refused, so a model can never make the runtime read a
+  file beside it.
+* OpenVINO IR: every layer must come from a standard ``opsetN``; the weights file must be
+  the ``.bin`` beside the ``.xml``.
+
+A file that passes these checks but carries no facemtl metadata is "not a facemtl model",
+in one sentence. The metadata (:class:`~facemtl.inference.model_info.ModelInfo` as JSON)
+sits in the ONNX ``metadata_props`` and in the IR's ``rt_info``, under :data:`INFO_KEY`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .model_info import ModelInfo
+
+#: Key of the ModelInfo JSON in an ONNX file's metadata and an OpenVINO IR's rt_info.
+INFO_KEY = "facemtl_model_info"
+#: ONNX operator domains whose kernels are built into ONNX Runtime (the ONNX standard and
+#: ONNX Runtime's contrib kernels, which its quantizer emits): nothing loaded from elsewhere.
+ONNX_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
+_OPSET = re.compile(r"^opset\d+$")
+
+
+def parse_info(text: str, path: Path) -> ModelInfo:
+    """ModelInfo from its JSON; anything malformed is a one-sentence ``ValueError``."""
+    try:
+        d = json.loads(text)
+        info = ModelInfo.from_dict(d)
+        info.build_tasks()
+    except Exception as exc:
+        raise ValueError(f"{path} carries damaged facemtl metadata ({type(exc).__name__}: {exc})") from None
+    return info
+
+
+def read_onnx(path: str | Path) -> tuple[bytes, ModelInfo]:
+    """``(file bytes, ModelInfo)`` of a checked facemtl ONNX file (see the module docstring).
+
+    The runtimes load the returned bytes, never the path again, so what was checked is
+    what runs.
+    """
+    path = Path(path)
+    data, model = check_onnx_file(path)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if INFO_KEY not in meta:
+        raise ValueError(f"{path} is an ONNX model but not a facemtl one: it carries no facemtl metadata "
+                         "(make one with 'facemtl export')")
+    return data, parse_info(meta[INFO_KEY], path)
+
+
+def check_onnx_file(path: str | Path) -> tuple[bytes, Any]:
+    """``(bytes, ModelProto)`` of an ONNX file that passed :func:`check_onnx`; any other file
+    is a one-sentence ``ValueError``."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    data = path.read_bytes()
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except (DecodeError, RuntimeWarning, ValueError):
+        raise ValueError(f"{path} is not an ONNX model file") from None
+    if not model.graph.node:
+        raise ValueError(f"{path} is not an ONNX model file (it holds no graph)")
+    check_onnx(model, path)
+    return data, model
+
+
+def check_onnx(model: Any, path: Path) -> None:
+    """Refuse custom operator domains and external tensor data (see the module docstring)."""
+    local = {(f.domain, f.name) for f in model.functions}
+    bad: set[str] = set()
+
+    def graph_tensors(g: Any):
+        yield from g.initializer
+        for n in g.node:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+
+    def walk(nodes: Any) -> None:
+        for n in nodes:
+            if n.domain not in ONNX_DOMAINS and (n.domain, n.op_type) not in local:
+                bad.add(f"{n.domain}.{n.op_type}")
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g.node)
+                    _no_external(graph_tensors(g), path)
+
+    walk(model.graph.node)
+    for f in model.functions:
+        walk(f.node)
+    # (opset_import may declare domains no node uses, as ONNX Runtime's quantizer does: harmless)
+    if bad:
+        names = ", ".join(sorted(bad))
+        raise ValueError(f"{path} uses operators outside the ONNX standard ({names}), which facemtl refuses to run")
+    _no_external(graph_tensors(model.graph), path)
+
+
+def _no_external(tensors: Any, path: Path) -> None:
+    for t in tensors:
+        if t.data_location == 1 or t.external_data:  # TensorProto.EXTERNAL
+            raise ValueError(f"{path} keeps tensors in other files (external data), which facemtl refuses to read; "
+                             "export it as one file")
+
+
+def read_openvino(path: str | Path) -> tuple[Path, Path, ModelInfo]:
+    """``(xml, bin, ModelInfo)`` of a checked facemtl OpenVINO IR (see the module docstring)."""
+    import xml.etree.ElementTree as ET
+
+    xml = Path(path)
+    if not xml.is_file():
+        raise FileNotFoundError(f"model file {xml} does not exist")
+    weights = xml.with_suffix(".bin")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{xml} needs its weights file {weights.name} beside it")
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError:
+        raise ValueError(f"{xml} is not an OpenVINO IR file (not XML)") from None
+    if root.tag != "net" or root.find("layers") is None:
+        raise ValueError(f"{xml} is not an OpenVINO IR file")
+    bad = sorted({f"{layer.get('type')} ({layer.get('version')})" for layer in root.iter("layer")
+                  if not _OPSET.match(layer.get("version") or "")})
+    if bad:
+        raise ValueError(f"{xml} uses layers outside OpenVINO's standard opsets ({', '.join(bad[:5])}), "
+                         "which facemtl refuses to run")
+    node = root.find(f"rt_info/{INFO_KEY}")
+    if node is None or node.get("value") is None:
+        raise ValueError(f"{xml} is an OpenVINO model but not a facemtl one: it carries no facemtl metadata "
+                         "(make one with 'facemtl export')")
+    return xml, weights, parse_info(node.get("value"), xml)
+
+
+def read_sidecar(path: str | Path) -> ModelInfo:
+    """ModelInfo from ``<file>.json`` beside a model file that cannot hold metadata (a TensorRT engine)."""
+    side = Path(str(path) + ".json")
+    if not side.is_file():
+        raise ValueError(f"{path} has no facemtl metadata file {side.name} beside it, so it is not a facemtl model")
+    try:
+        d = json.loads(side.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{side} is not a facemtl metadata file") from None
+    if not isinstance(d, dict) or INFO_KEY not in d:
+        raise ValueError(f"{side} is not a facemtl metadata file")
+    return parse_info(json.dumps(d[INFO_KEY]), side)

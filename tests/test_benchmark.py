@@ -1,0 +1,54 @@
+"""The benchmark's pieces that decide its figures: composed photos, recall, the machine record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from facemtl.benchmark.photos import CROP_SHARE, compose_photos, recall
+
+
+def test_recall_counts_matches_misses_and_false_positives():
+    labels = {"a.jpg": [[0, 0, 100, 100], [200, 200, 300, 300]], "b.jpg": [[10, 10, 60, 60]]}
+    found = {"a.jpg": [[25, 25, 75, 75], [400, 10, 450, 60]],  # the first crop found, one stray box
+             "b.jpg": [[0, 0, 200, 200]]}  # centre inside, but four times the crop: not this face
+    r = recall(found, labels)
+    assert r == {"faces": 3, "found": 1, "recall": pytest.approx(1 / 3), "false_positives": 2}
+
+
+def test_composed_photos_hold_their_faces_apart(utkface_root, tmp_path):
+    crops = sorted(str(p) for p in (utkface_root / "UTKFace").glob("*.jpg"))[:40]
+    out = compose_photos(crops, tmp_path / "p", (640, 480), 6, seed=3)
+    labels = json.loads((out / "labels.json").read_text())
+    assert len(labels) == 6 and all(1 <= len(b) <= 5 for b in labels.values())
+    for name, boxes in labels.items():
+        assert Image.open(out / name).size == (640, 480)
+        for i, (x1, y1, x2, y2) in enumerate(boxes):
+            assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480 and x2 - x1 == y2 - y1
+            assert CROP_SHARE[0] * 480 - 1 <= x2 - x1 <= CROP_SHARE[1] * 480
+            for b in boxes[i + 1:]:  # no two crops overlap
+                assert x2 <= b[0] or x1 >= b[2] or y2 <= b[1] or y1 >= b[3]
+
+
+def test_machine_record_needs_no_torch():
+    from facemtl.system import hardware
+
+    m = hardware()
+    assert m["usable_cores"] >= 1 and len(m["load_average"]) == 3 and m["processor"]
+
+
+def test_benchmark_refuses_unknown_sections(capsys):
+    from facemtl.cli import main
+
+    assert main(["benchmark", "--only", "network,speedy"]) == 2
+    assert "unknown benchmark section 'speedy'" in capsys.readouterr().err
+
+
+def test_every_command_prints_its_help():
+    from facemtl.cli import COMMANDS, build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name in COMMANDS:
+        assert name in sub[name].format_help()

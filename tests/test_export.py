@@ -1,0 +1,145 @@
+"""Export and runtimes: one formats table, exported files that match PyTorch on real faces,
+INT8 that reports its loss, evaluate on exported files, runtime choice by suffix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facemtl.cli import build_parser, main
+from facemtl.export import FORMATS, export_model, get_format, markdown_table
+from facemtl.export.formats import check_options
+
+REPO = Path(__file__).resolve().parents[1]
+LEGACY = REPO / "tests" / "data" / "legacy_0.1.0" / "run" / "best.pt"
+SHIPPED = REPO / "src" / "facemtl" / "weights" / "utkface_lite0"
+
+pytest.importorskip("onnxscript")
+
+
+def test_formats_table_drives_cli_options_and_readme():
+    assert list(FORMATS) == ["onnx", "onnx-int8", "openvino", "openvino-int8", "tensorrt"]
+    with pytest.raises(ValueError, match="did you mean 'onnx'"):
+        get_format("onxx")
+    with pytest.raises(ValueError, match="takes no --max-batch option"):
+        check_options(FORMATS["onnx"], {"max_batch": 8})
+    assert check_options(FORMATS["onnx-int8"], {"calibration": 64, "opset": None}) == \
+        {"opset": 18, "calibration": 64, "check_faces": 500}
+    with pytest.raises(ValueError, match="positive whole number"):
+        check_options(FORMATS["onnx-int8"], {"calibration": 0})
+    # the README carries the table the code builds
+    assert markdown_table() in (REPO / "README.md").read_text()
+    # and the CLI's help names every format and states the INT8 limit
+    help_text = build_parser()._subparsers._group_actions[0].choices["export"].format_help()
+    help_text = " ".join(help_text.split())  # argparse wraps lines
+    assert all(name in help_text for name in FORMATS) and "0.5 points" in help_text
+
+
+def test_cli_refuses_bad_export_requests(tmp_path, capsys):
+    assert main(["export", str(LEGACY), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--calibration", "9"]) == 2
+    assert "takes no --calibration" in capsys.readouterr().err
+    assert main(["export", str(LEGACY), "--format", "openvino", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "writes a .xml file" in capsys.readouterr().err
+    assert main(["export", str(LEGACY), "--format", "tensorrt", "--out", str(tmp_path / "m.engine")]) == 2
+    err = capsys.readouterr().err
+    assert "tensorrt" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "m.engine").exists()
+
+
+@pytest.fixture(scope="module")
+def exported(utkface_root, tmp_path_factory):
+    """The legacy tiny checkpoint (trained on 60 UTKFace faces) in every CPU format."""
+    d = tmp_path_factory.mktemp("exported")
+    reports = {}
+    for name, fmt in (("m.onnx", "onnx"), ("m.xml", "openvino"), ("q.onnx", "onnx-int8"), ("q.xml", "openvino-int8")):
+        reports[fmt] = export_model(LEGACY, fmt, d / name, str(utkface_root), force=True, check_faces=48,
+                                    **({"calibration": 32} if "int8" in fmt else {}))
+    return d, reports
+
+
+def test_fp32_exports_match_pytorch_on_real_faces(exported):
+    _, reports = exported
+    for fmt in ("onnx", "openvino"):
+        r = reports[fmt]
+        assert r["ok"] and "validation faces" in r["checked_on"]
+        for task, p in r["parity"].items():
+            assert p["max_abs_diff"] < 1e-3, (fmt, task)  # FP32_TOLERANCE, stated in export/checks.py
+            assert p["changed"] == 0.0, (fmt, task)
+
+
+def test_int8_exports_report_their_loss(exported):
+    _, reports = exported
+    for fmt in ("onnx-int8", "openvino-int8"):
+        r = reports[fmt]
+        assert set(r["accuracy"]) == {"age", "gender", "race"}
+        for task, a in r["accuracy"].items():
+            assert 0 < a["faces"] <= 48 and a["metric"] in ("mae", "accuracy") and isinstance(a["ok"], bool)
+        assert r["size_bytes"] > 0  # (the tiny model is too small for INT8 to shrink it much)
+
+
+def test_exported_file_carries_what_it_needs(exported, tmp_path):
+    from facemtl.inference import load_predictor
+
+    d, _ = exported
+    alone = tmp_path / "alone.onnx"  # nothing beside it: no YAML, no checkpoint
+    shutil.copy(d / "m.onnx", alone)
+    p = load_predictor(alone)
+    assert p.runtime.name == "onnxruntime" and p.size == 64
+    assert [t.name for t in p.tasks] == ["age", "gender", "race"]
+    assert p.info.extra["format"] == "onnx" and p.info.extra["seed"] == 0 and "data" in p.info.extra
+    assert load_predictor(d / "m.onnx", runtime="openvino").runtime.name == "openvino"
+    with pytest.raises(ValueError, match="cannot read"):
+        load_predictor(d / "m.onnx", runtime="torch")
+
+
+def test_evaluate_reads_exported_files_like_the_checkpoint(exported, utkface_root):
+    from facemtl.cli import evaluate
+
+    d, _ = exported
+    ref = evaluate(str(LEGACY), data_root=str(utkface_root))
+    for f in ("m.onnx", "m.xml"):
+        m = evaluate(str(d / f), data_root=str(utkface_root))
+        assert m["_info"]["images"] == ref["_info"]["images"]
+        assert m["gender"]["accuracy"] == ref["gender"]["accuracy"]
+        assert m["age"]["mae"] == pytest.approx(ref["age"]["mae"], abs=1e-6)
+
+
+def test_int8_past_its_limit_is_refused_unless_forced(utkface_root, tmp_path, monkeypatch):
+    import facemtl.export.checks as checks
+
+    monkeypatch.setattr(checks, "MAX_ACCURACY_DROP", -1.0)  # every INT8 export now "loses too much"
+    monkeypatch.setattr(checks, "MAX_ERROR_RISE", -1.0)
+    out = tmp_path / "q.onnx"
+    with pytest.raises(ValueError, match="nothing was kept"):
+        export_model(LEGACY, "onnx-int8", out, str(utkface_root), calibration=16, check_faces=16)
+    assert not out.exists()
+
+
+def test_without_data_int8_refuses_and_fp32_checks_on_the_sample_photo(tmp_path, capsys):
+    with pytest.raises(ValueError, match="INT8 calibration needs real faces"):
+        export_model(LEGACY, "onnx-int8", tmp_path / "q.onnx", str(tmp_path / "no-data"))
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(LEGACY), "--format", "onnx", "--out", str(out), "--data", str(tmp_path / "no-data"),
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["checked_on"].startswith("the sample photo") and r["ok"] and r["size_bytes"] == out.stat().st_size
+
+
+def test_shipped_onnx_keeps_the_checkpoints_answers(utkface_root):
+    """The shipped INT8 file against the float checkpoint it came from, on 96 test-split faces."""
+    from facemtl.data.model_data import model_data, sample
+    from facemtl.inference import load_predictor
+
+    onnx, pt = load_predictor(SHIPPED.with_suffix(".onnx")), load_predictor(SHIPPED.with_suffix(".pt"))
+    assert onnx.runtime.precision == "int8" and "torch" not in onnx.runtime.__module__
+    test = sample(model_data(onnx.info, str(utkface_root)).test, 96)
+    a, b = onnx.raw_images(test.images.numpy()), pt.raw_images(test.images.numpy())
+    for t in onnx.tasks:
+        pa, pb = t.predict(a[t.name]), t.predict(b[t.name])
+        if t.class_names() is None:
+            assert np.mean(np.abs(pa - pb)) < 1.0 and np.max(np.abs(pa - pb)) <= 5
+        else:
+            assert np.mean(pa == pb) >= 0.95, t.name
