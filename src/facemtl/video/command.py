@@ -117,6 +117,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
                 bar.end()
     st = stream.stats
     how = f"stopped by {stream.stop_reason}" if stream.stop_reason else "done"
+    if st.frames == 0 and stream.errors and not received:
+        return 1  # the error said it all
     _say(f"{how}: {st.frames} frames in {st.elapsed:.1f} s ({st.fps:.1f} FPS), {st.faces} faces, {st.tracks} tracks"
          + (f", {st.dropped} frames dropped (analysis slower than the source)" if st.dropped else "")
          + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))

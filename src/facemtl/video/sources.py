@@ -128,11 +128,15 @@ def _why(exc: BaseException) -> str:
 
 def _open_container(spec: str, name: str, options: dict[str, str], timeout: float | None, url: bool):
     av = _av()
+    options = dict(options)
+    if "listen" in options.get("rtsp_flags", "") and timeout:
+        # FFmpeg's RTSP listener needs its own wait in seconds (without it, PyAV's timeout overflows)
+        options.setdefault("listen_timeout", str(max(1, round(timeout))))
     try:
-        container = av.open(spec, options=dict(options), timeout=(timeout, timeout) if timeout else None)
+        container = av.open(spec, options=options, timeout=(timeout, timeout) if timeout else None)
     except av.error.FileNotFoundError:
         raise SourceError(f"{name}: no such file") from None
-    except av.error.TimeoutError:
+    except (av.error.TimeoutError, av.error.ExitError):  # ExitError: PyAV's own timeout interrupted FFmpeg
         raise SourceError(f"{name}: no answer after {timeout:g} s") from None
     except av.error.ConnectionRefusedError:
         raise SourceError(f"{name}: the connection was refused (nothing serves that address)") from None
@@ -164,7 +168,7 @@ def _decoded(container, stream, name: str, log: Log, stop: threading.Event) -> I
             try:
                 yield from packet.decode()
             except av.error.FFmpegError as exc:
-                if isinstance(exc, (av.error.TimeoutError, av.error.EOFError)):
+                if isinstance(exc, (av.error.TimeoutError, av.error.EOFError, av.error.ExitError)):
                     raise
                 bad += 1
                 if first_bad is None:
@@ -220,7 +224,7 @@ class Url(Source):
                     raise
                 failures += 1
                 if failures > s.reconnect:
-                    raise SourceError(f"{self.name}: gave up after {s.reconnect} reconnection attempts") from None
+                    raise SourceError(self._gave_up()) from None
                 self._wait(failures, stop, log)
                 continue
             if not opened_once:
@@ -244,9 +248,12 @@ class Url(Source):
                 return
             failures += 1
             if failures > s.reconnect:
-                raise SourceError(f"{self.name}: the stream dropped and did not come back after "
-                                  f"{s.reconnect} reconnection attempts")
+                raise SourceError(self._gave_up())
             self._wait(failures, stop, log)
+
+    def _gave_up(self) -> str:
+        n = self.settings.reconnect
+        return f"{self.name}: the stream dropped and did not come back ({n} reconnection attempt{'s' * (n != 1)})"
 
     def _wait(self, attempt: int, stop: threading.Event, log: Log) -> None:
         s = self.settings

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -200,9 +200,10 @@ class Stream:
         self.stop_reason: str | None = None
         several = len(sources) > 1
         s = self.settings
+        tracker = s.tracker if s.tracker.coast is not None else replace(s.tracker, coast=s.detect_every)
         self.feeds = [
             _Feed(src, FrameReader(src, self._ready, self._warn, s.buffer, s.fps_cap),
-                  Tracker(s.tracker, self.sure_score), src.name if several else None)
+                  Tracker(tracker, self.sure_score), src.name if several else None)
             for src in sources
         ]
         self._ahead = 2 * max(1, pipeline.workers)  # detection jobs in flight
@@ -241,7 +242,7 @@ class Stream:
             while True:
                 progressed = self._fill(window)
                 while window and (window[0].ready() or self._detections(window) >= self._ahead
-                                  or self._starved()):
+                                  or self._starved()) and not self._due(pending):
                     pending.append(self._track(window.popleft()))
                     progressed = True
                 for feed in self.feeds:
@@ -361,7 +362,9 @@ class Stream:
                 pend.faces.append((track.id, [round(float(v), 1) for v in face.box], round(float(face.score), 4),
                                    [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks], crop_index))
             else:
-                pend.faces.append((track.id, [round(float(v), 1) for v in _clip(track.box, job.result)], None, None, None))
+                box = _clip(track.box, job.result)
+                if box is not None:  # else: leaving the frame
+                    pend.faces.append((track.id, box, None, None, None))
         if prepared is not None and (step.started or any(t_.lost_for == 1 for t_ in feed.tracker.tracks)):
             self._detect_soon(feed)  # confirm new faces, find lost ones again: one frame later, not detect_every
         pend.ended = [t_.id for t_ in step.ended]
@@ -399,6 +402,10 @@ class Stream:
         return _Pending(feed, None, ended=[t.id for t in step.ended], dropped=[t.id for t in step.dropped])
 
     def _due(self, pending: list[_Pending]) -> bool:
+        """Time to run the network: a full batch (checked after each frame, so batches are
+        the same whatever the timing), 64 frames waiting, a live frame waiting too long, or stopping."""
+        if not pending:
+            return False
         s = self.settings
         if self._stop.is_set() or sum(len(p.crops) for p in pending) >= s.batch_size or len(pending) >= 64:
             return True
@@ -462,11 +469,14 @@ class Stream:
         st.seconds["read"] = sum(r.seconds for r in readers)
 
 
-def _clip(box: np.ndarray, image: ImageResult) -> list[float]:
-    """A predicted box kept inside the frame."""
+def _clip(box: np.ndarray, image: ImageResult) -> list[float] | None:
+    """A predicted box cut to the frame, rounded; ``None`` when less than half of it is inside."""
     x1, y1, x2, y2 = (float(v) for v in box)
     w, h = image.width or 1e9, image.height or 1e9
-    return [min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h)]
+    c = [min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h)]
+    if (c[2] - c[0]) * (c[3] - c[1]) < 0.5 * max(x2 - x1, 0) * max(y2 - y1, 0):
+        return None
+    return [round(v, 1) for v in c]
 
 
 class VideoAnalyzer:

@@ -1,6 +1,6 @@
 """Test videos with ground truth: real UTKFace faces moving over a moving background.
 
-The faces come from the test split of the model under test (:func:`test_split_faces`: the
+The faces come from the test split of the model under test (:func:`faces_from_test_split`: the
 model's own seeded random split, so it never trained on them). Each person crosses the
 screen in one of three horizontal lanes, entering at one edge and leaving at the other,
 slowly growing or shrinking (between ``min_side`` and ``max_side`` pixels), while the
@@ -56,7 +56,7 @@ class VideoPlan:
     seed: int = 0
 
 
-def test_split_faces(model: str | Path | None = None, data_root: str | Path | None = None) -> list[FaceSpec]:
+def faces_from_test_split(model: str | Path | None = None, data_root: str | Path | None = None) -> list[FaceSpec]:
     """The test-split faces of ``model`` (default: the shipped one): its data config and seed,
     so the model never trained on them. Needs the training extra (the data readers)."""
     from ..data import build_data

@@ -136,6 +136,10 @@ class TrackerSettings:
     low_match_iou: float = 0.5
     #: Frames a track may stay lost (unmatched) before it ends; ByteTrack's buffer of 30 (1 s at 30 fps).
     max_lost: int = 30
+    #: Frames a lost track is still shown at its predicted box (``None``: none, as ByteTrack).
+    #: Detecting every N frames, one missed detection would otherwise hide a face for N frames;
+    #: ``facemtl stream`` sets it to N.
+    coast: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_lost < 0:
@@ -165,7 +169,7 @@ class Track:
 @dataclass
 class TrackerStep:
     """What one frame did: ``tracked`` the confirmed tracks on screen, each with the index of
-    its detection in this frame (``None`` when predicted only); ``started`` tentative tracks
+    its detection in this frame (``None`` when predicted only, or coasting while lost); ``started`` tentative tracks
     new this frame with their detection; ``ended`` confirmed tracks that ended (lost too
     long, or closed); ``dropped`` tentative tracks forgotten (never confirmed)."""
 
@@ -233,11 +237,14 @@ class Tracker:
         step = TrackerStep()
         self._advance(step)
         for t in self.tracks:
-            if t.state == TRACKED:
-                step.tracked.append((t, None))
             t.lost_for += t.state == LOST
+            if t.state == TRACKED or self._coasting(t):
+                step.tracked.append((t, None))
         self._age_out(step)
         return step
+
+    def _coasting(self, t: Track) -> bool:
+        return t.state == LOST and self.settings.coast is not None and t.lost_for <= self.settings.coast
 
     def update(self, boxes: np.ndarray | Sequence, scores: np.ndarray | Sequence) -> TrackerStep:
         """A frame with detections ``boxes (M, 4)`` (``x1, y1, x2, y2``) and ``scores (M,)``."""
@@ -264,6 +271,8 @@ class Tracker:
         for t in left:
             t.state = LOST
             t.lost_for += 1
+            if self._coasting(t):
+                step.tracked.append((t, None))
         dropped = {id(t) for t in unconfirmed}
         step.dropped.extend(unconfirmed)
         self.tracks = [t for t in self.tracks if id(t) not in dropped]
