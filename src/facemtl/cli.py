@@ -143,6 +143,7 @@ def stream(
     reconnect: int = 5,
     fps: float = 30.0,
     options: Sequence[str] = (),
+    stats: bool = False,
 ) -> int:
     """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status."""
     from .video.command import run_stream
@@ -158,7 +159,7 @@ def stream(
     settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
                               sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts))
     return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
-                      min_face, workers, progress=progress)
+                      min_face, workers, progress=progress, stats=stats)
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -281,13 +282,15 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
                    help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("--stats", action="store_true",
+                   help="end with the stream's counts and seconds per stage as one JSON line on stderr")
 
 
 def _stream_run(a: argparse.Namespace) -> int:
     try:
         return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
-                      False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options)
+                      False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats)
     except KeyboardInterrupt:  # a second Ctrl-C while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return 130

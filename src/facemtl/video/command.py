@@ -9,6 +9,7 @@ closed; a second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -74,12 +75,13 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
                blur: bool = False, settings: StreamSettings | None = None, checkpoint: str | None = None,
                runtime: str | None = None, device: str = "auto", detector: str = "dlib",
                min_face: float | None = None, workers: int | None = None, threads: int | None = None,
-               progress: bool | None = None, sinks: Sequence[Sink] = ()) -> int:
+               progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False) -> int:
     """Analyse ``sources`` until they end or a signal stops them; returns the exit status:
     0 when every source was read to its end (or ``max_frames``), 1 when a source failed (its
     sentence is on stderr; everything analysed before is written), 130 / 143 when SIGINT /
     SIGTERM stopped it (everything analysed is written, every open track closed).
-    ``sinks``: more sinks beside those of the flags (e.g. the results database)."""
+    ``sinks``: more sinks beside those of the flags (e.g. the results database).
+    ``stats``: end with :meth:`StreamStats.to_dict` as ``facemtl: stats {...}`` on stderr."""
     settings = settings or StreamSettings()
     if blur and not annotate:
         raise ValueError("--blur blurs the faces of the annotated video: give --annotate OUT.mp4 too")
@@ -122,6 +124,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     _say(f"{how}: {st.frames} frames in {st.elapsed:.1f} s ({st.fps:.1f} FPS), {st.faces} faces, {st.tracks} tracks"
          + (f", {st.dropped} frames dropped (analysis slower than the source)" if st.dropped else "")
          + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))
+    if stats:
+        _say("stats " + json.dumps(st.to_dict()))
     if received:
         return SIGNAL_STATUS.get(received[0], 1)
     return 1 if stream.errors else 0

@@ -99,6 +99,12 @@ class TrackSmoother:
     def __len__(self) -> int:
         return len(self._heap)
 
+    def wants(self, weight: float, queued: int = 0) -> bool:
+        """Whether a sample of quality ``weight`` would be kept (so is worth the network):
+        the history is not full (counting ``queued`` samples on their way), or it outweighs
+        the lightest sample kept."""
+        return len(self._heap) + queued < self.history or (bool(self._heap) and weight > self._heap[0][0])
+
     def add(self, answers: dict[str, TaskAnswer], weight: float) -> None:
         """One analysed face of the track with its quality ``weight`` (> 0)."""
         item = (float(weight), next(self._order), answers)

@@ -400,6 +400,7 @@ class FrameReader:
         self.read = 0
         #: Seconds spent getting frames: decoding, or waiting for a live source to send them.
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.finished = False
         #: The sentence that ended the source, when it could not be read (or stopped being readable).
         self.error: str | None = None
@@ -442,9 +443,10 @@ class FrameReader:
         frames = self.source.frames(self.stop_event, self.log)
         try:
             while True:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 frame = next(frames, None)
                 self.seconds += time.perf_counter() - t
+                self.cpu_seconds += time.thread_time() - c
                 if frame is None or self.stop_event.is_set():
                     break
                 self.read += 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,7 +64,10 @@ class StreamSettings:
     #: Frames a reader holds ahead of analysis (a live reader drops the oldest beyond this).
     buffer: int = 4
     #: Samples (analysed faces) each track keeps for its answers: the best ones by quality.
-    history: int = 64
+    #: Once a track has them, a face of it is analysed only when it is better than the worst kept.
+    history: int = 16
+    #: Analyse every detected face, even those that cannot change their track's answers.
+    always_analyse: bool = False
     #: ``median`` or ``mean``: how numeric answers (age) are aggregated over a track.
     numeric: str = "median"
     #: Keep each frame's pixels on its result (``ImageResult.image``), for drawing.
@@ -83,13 +87,17 @@ class StreamSettings:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
 
 
+STAGES = ("read", "detect", "track", "network", "finish", "consumer")
+
+
 @dataclass
 class StreamStats:
     """What a stream did so far. ``seconds``: time spent per stage, summed over threads:
     ``read`` (decoding, in reader threads), ``detect`` (detection and alignment, in worker
     threads), ``track`` (tracking and face quality), ``network`` (the predictor),
     ``finish`` (smoothing and building results) and ``consumer`` (what the caller did with
-    the events, e.g. writing JSON or video)."""
+    the events, e.g. writing JSON or video); ``cpu_seconds`` the same in CPU time of the
+    thread doing it (FFmpeg's own decoding threads are not counted)."""
 
     frames: int = 0
     faces: int = 0
@@ -101,8 +109,9 @@ class StreamStats:
     started: float = field(default_factory=time.perf_counter)
     first_frame: float | None = None
     elapsed: float = 0.0
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("read", "detect", "track", "network", "finish", "consumer"), 0.0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    #: CPU seconds per stage (the working thread's own time: what the stage costs, whatever the machine's load).
+    cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property
     def fps(self) -> float:
@@ -114,7 +123,8 @@ class StreamStats:
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "faces": self.faces, "analysed_faces": self.analysed, "tracks": self.tracks,
                 "dropped": self.dropped, "skipped": self.skipped, "seconds": round(self.elapsed, 3),
-                "fps": round(self.fps, 2), "stage_seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+                "fps": round(self.fps, 2), "stage_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+                "stage_cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()}}
 
 
 @dataclass
@@ -127,6 +137,7 @@ class _Record:
     first_time: float | None = None
     last_time: float | None = None
     frames: int = 0
+    queued: int = 0  # samples on their way through the network
 
 
 class _Feed:
@@ -327,21 +338,31 @@ class Stream:
         return _Job(feed, frame, result, future)
 
     def _detect(self, result: ImageResult, rgb: np.ndarray) -> Prepared:
-        t = time.perf_counter()
-        prepared = self.pipeline.prepare(result, rgb, False)
-        self._add_time("detect", time.perf_counter() - t)
-        return prepared
+        with self._clock("detect"):
+            return self.pipeline.prepare(result, rgb, False)
 
-    def _add_time(self, stage: str, seconds: float) -> None:
-        with self._lock:
-            self.stats.seconds[stage] += seconds
+    @contextmanager
+    def _clock(self, stage: str) -> Iterator[None]:
+        """Add the wall and CPU seconds of the block to ``stage``."""
+        t, c = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            wall, cpu = time.perf_counter() - t, time.thread_time() - c
+            with self._lock:
+                self.stats.seconds[stage] += wall
+                self.stats.cpu_seconds[stage] += cpu
 
     # -- tracking (in frame order, per source) ------------------------------------------
     def _track(self, job: _Job) -> _Pending:
         feed = job.feed
         feed.in_window -= 1
         prepared = job.future.result() if job.future is not None else None
-        t = time.perf_counter()
+        with self._clock("track"):
+            return self._tracked(job, prepared)
+
+    def _tracked(self, job: _Job, prepared: Prepared | None) -> _Pending:
+        feed = job.feed
         pend = _Pending(feed, job.result, live=feed.source.live)
         if prepared is not None and prepared.result.status == ERROR:
             self._warn(f"{feed.source.name}: frame {job.frame.index}: {prepared.result.error}; tracked without it")
@@ -369,7 +390,6 @@ class Stream:
             self._detect_soon(feed)  # confirm new faces, find lost ones again: one frame later, not detect_every
         pend.ended = [t_.id for t_ in step.ended]
         pend.dropped = [t_.id for t_ in step.dropped]
-        self._add_time("track", time.perf_counter() - t)
         return pend
 
     def _detect_soon(self, feed: _Feed) -> None:
@@ -388,9 +408,13 @@ class Stream:
             feed.records[track.id] = _Record(TrackSmoother(self.settings.history, self.settings.numeric))
         if d is None:
             return None
-        face, crop = faces[d], prepared.crops[d]
+        face, crop, rec = faces[d], prepared.crops[d], feed.records[track.id]
+        quality = face_quality(face.box, face.score, crop, self.sure_score, self.settings.quality)
+        if not (self.settings.always_analyse or rec.smoother.wants(quality, rec.queued)):
+            return None  # it could not change the track's answers: spare the network
+        rec.queued += 1
         pend.crops.append(crop)
-        pend.samples.append((track.id, face_quality(face.box, face.score, crop, self.sure_score, self.settings.quality)))
+        pend.samples.append((track.id, quality))
         return len(pend.crops) - 1
 
     def _closing(self, feed: _Feed) -> _Pending:
@@ -415,25 +439,23 @@ class Stream:
     # -- finishing (network, smoothing, events) ------------------------------------------
     def _flush(self, pending: list[_Pending]) -> Iterator[Event]:
         crops = [c for p in pending for c in p.crops]
-        t = time.perf_counter()
-        answers = self.predictor.predict(crops) if crops else []
-        self._add_time("network", time.perf_counter() - t)
+        with self._clock("network"):
+            answers = self.predictor.predict(crops) if crops else []
         self.stats.analysed += len(crops)
         base = 0
         for p in pending:
-            t = time.perf_counter()
-            events = self._finish(p, answers[base : base + len(p.crops)])
+            with self._clock("finish"):
+                events = self._finish(p, answers[base : base + len(p.crops)])
             base += len(p.crops)
-            self._add_time("finish", time.perf_counter() - t)
             for e in events:
-                t = time.perf_counter()
-                yield e
-                self._add_time("consumer", time.perf_counter() - t)
+                with self._clock("consumer"):
+                    yield e
 
     def _finish(self, p: _Pending, answers: list[dict[str, TaskAnswer]]) -> list[Event]:
         feed, out = p.feed, []
         for (tid, quality), a in zip(p.samples, answers):
             feed.records[tid].smoother.add(a, quality)
+            feed.records[tid].queued -= 1
         if p.result is not None:
             r = p.result
             faces = []
@@ -467,6 +489,7 @@ class Stream:
         st.dropped = sum(r.dropped for r in readers)
         st.skipped = sum(r.skipped for r in readers)
         st.seconds["read"] = sum(r.seconds for r in readers)
+        st.cpu_seconds["read"] = sum(r.cpu_seconds for r in readers)
 
 
 def _clip(box: np.ndarray, image: ImageResult) -> list[float] | None:

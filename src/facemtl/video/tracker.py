@@ -216,7 +216,7 @@ class Tracker:
     def __len__(self) -> int:
         return len(self.tracks)
 
-    def _advance(self, step: TrackerStep) -> None:
+    def _advance(self) -> None:
         for t in self.tracks:
             if t.state == LOST:
                 t.kf.mean[7] = 0.0  # a lost box keeps its size (ByteTrack)
@@ -235,7 +235,7 @@ class Tracker:
     def predict(self) -> TrackerStep:
         """A frame without detections: every box moves along its prediction."""
         step = TrackerStep()
-        self._advance(step)
+        self._advance()
         for t in self.tracks:
             t.lost_for += t.state == LOST
             if t.state == TRACKED or self._coasting(t):
@@ -253,7 +253,7 @@ class Tracker:
         scores = np.asarray(scores, np.float64).reshape(-1)
         first = self._frames == 0
         step = TrackerStep()
-        self._advance(step)
+        self._advance()
         sure = [i for i in range(len(scores)) if scores[i] >= self.high]
         weak = [i for i in range(len(scores)) if s.low_score <= scores[i] < self.high]
         confirmed = [t for t in self.tracks if t.state != TENTATIVE]
