@@ -108,7 +108,9 @@ def stream_figures(video: str | Path | None = None, seconds: float = 60.0, detec
                "fps_end_to_end": round(st["frames"] / wall, 1), "fps_stream": st["fps"],
                "cpu_seconds": round(cpu, 2), "cpu_ms_per_frame": round(1000 * cpu / max(st["frames"], 1), 1),
                "faces": st["faces"], "analysed_faces": st["analysed_faces"], "tracks": st["tracks"],
-               "stage_seconds": st["stage_seconds"]}
+               "stage_seconds": st["stage_seconds"], "stage_cpu_seconds": st["stage_cpu_seconds"],
+               "stage_cpu_ms_per_frame": {k: round(1000 * v / max(st["frames"], 1), 1)
+                                          for k, v in st["stage_cpu_seconds"].items()}}
         row["vs_decode"] = round(row["fps_stream"] / out["decode"]["fps"], 3)
         if name == "stream":
             faces, tracks = read_lines(proc.stdout.splitlines())

@@ -9,6 +9,7 @@ closed; a second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import sys
@@ -83,6 +84,9 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     ``sinks``: more sinks beside those of the flags (e.g. the results database).
     ``stats``: end with :meth:`StreamStats.to_dict` as ``facemtl: stats {...}`` on stderr."""
     settings = settings or StreamSettings()
+    missing = [m for m in ("av", "scipy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"facemtl stream needs {' and '.join(missing)}: pip install 'facemtl[video]'")
     if blur and not annotate:
         raise ValueError("--blur blurs the faces of the annotated video: give --annotate OUT.mp4 too")
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model

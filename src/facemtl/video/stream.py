@@ -206,7 +206,7 @@ class Stream:
         self.stats = StreamStats()
         self.sure_score = float(getattr(DETECTORS.get(pipeline.detector_name), "sure_score", 0.5))
         self._ready = threading.Condition()
-        self._stop = threading.Event()
+        self._stopping = False  # a plain flag: set from signal handlers, which must take no lock
         self._lock = threading.Lock()
         self.stop_reason: str | None = None
         several = len(sources) > 1
@@ -230,14 +230,11 @@ class Stream:
     def stop(self, reason: str | None = None) -> None:
         """End the stream soon: no new frames are taken; those taken are finished, open tracks closed."""
         self.stop_reason = self.stop_reason or reason
-        self._stop.set()
-        for f in self.feeds:
-            f.reader.stop_event.set()
-        # no lock here: this may run in a signal handler while the consumer holds it
+        self._stopping = True  # the loop tells the readers (it wakes every 10 ms at most)
 
     @property
     def stopped(self) -> bool:
-        return self._stop.is_set()
+        return self._stopping
 
     # -- the loop -------------------------------------------------------------------
     def __iter__(self) -> Iterator[Event]:
@@ -251,6 +248,9 @@ class Stream:
         pending: list[_Pending] = []
         try:
             while True:
+                if self._stopping:
+                    for f in self.feeds:
+                        f.reader.stop_event.set()
                 progressed = self._fill(window)
                 while window and (window[0].ready() or self._detections(window) >= self._ahead
                                   or self._starved()) and not self._due(pending):
@@ -281,12 +281,12 @@ class Stream:
 
     def _starved(self) -> bool:
         """No frame is coming soon: every source is stopped, cut or ended with its buffer taken."""
-        return all(f.cut or f.reader.done or self._stop.is_set() for f in self.feeds)
+        return all(f.cut or f.reader.done or self._stopping for f in self.feeds)
 
     def _feed_done(self, feed: _Feed) -> bool:
         """No more frames will be taken from ``feed``: its source ended (and its buffer is
         taken), it reached ``max_frames``, or the stream is stopping."""
-        return feed.reader.done or feed.cut or self._stop.is_set()
+        return feed.reader.done or feed.cut or self._stopping
 
     def _wait(self, window: deque[_Job]) -> None:
         if window and window[0].future is not None:
@@ -299,7 +299,7 @@ class Stream:
 
     def _fill(self, window: deque[_Job]) -> bool:
         """Take frames from the sources, in turn, while the window has room; submit detections."""
-        if self._stop.is_set():
+        if self._stopping:
             return False
         s = self.settings
         took = False
@@ -427,11 +427,12 @@ class Stream:
 
     def _due(self, pending: list[_Pending]) -> bool:
         """Time to run the network: a full batch (checked after each frame, so batches are
-        the same whatever the timing), 64 frames waiting, a live frame waiting too long, or stopping."""
+        the same whatever the timing), 64 frames waiting, or a live frame waiting too long
+        (at the end, or when stopped, the loop runs what is left)."""
         if not pending:
             return False
         s = self.settings
-        if self._stop.is_set() or sum(len(p.crops) for p in pending) >= s.batch_size or len(pending) >= 64:
+        if sum(len(p.crops) for p in pending) >= s.batch_size or len(pending) >= 64:
             return True
         live = next((p for p in pending if p.live), None)
         return live is not None and time.monotonic() - live.since >= s.max_latency
