@@ -43,13 +43,9 @@ def read_lines(lines: Iterable[str] | str | Path) -> tuple[list[dict], list[dict
 
 def coverage(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """``(P, T)``: share of each predicted box ``(P, 4)`` inside each true box ``(T, 4)``."""
-    x1 = np.maximum(pred[:, None, 0], truth[None, :, 0])
-    y1 = np.maximum(pred[:, None, 1], truth[None, :, 1])
-    x2 = np.minimum(pred[:, None, 2], truth[None, :, 2])
-    y2 = np.minimum(pred[:, None, 3], truth[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = np.maximum((pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1]), 1e-9)
-    return inter / area[:, None]
+    from .tracker import box_area, intersection_matrix
+
+    return intersection_matrix(pred, truth) / np.maximum(box_area(pred), 1e-9)[:, None]
 
 
 def _attribute_scores(pairs: list[tuple[Any, Any]]) -> float | None:

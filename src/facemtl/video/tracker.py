@@ -40,20 +40,27 @@ import numpy as np
 TENTATIVE, TRACKED, LOST = "tentative", "tracked", "lost"
 
 
+def intersection_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas of boxes ``a (N, 4)`` and ``b (M, 4)`` (``x1, y1, x2, y2``) -> ``(N, M)``."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    return np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of boxes ``a (N, 4)`` and ``b (M, 4)`` (``x1, y1, x2, y2``) -> ``(N, M)``."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
+    inter = intersection_matrix(a, b)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
