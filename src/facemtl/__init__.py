@@ -3,6 +3,7 @@
 Public API (each part imported on first use, so ``import facemtl`` stays light)::
 
     from facemtl import analyze, FaceAnalyzer, load_predictor      # faces in photos
+    from facemtl import stream_events, VideoAnalyzer                # faces in video (the video extra)
     from facemtl import load_config, Trainer, MultiTaskNet, load_model, build_task, build_weighting
 """
 
@@ -17,7 +18,8 @@ _EXPORTS = {
     "analyze": "facemtl.inference.analyzer", "FaceAnalyzer": "facemtl.inference.analyzer",
     "load_predictor": "facemtl.inference.predictor", "Predictor": "facemtl.inference.predictor",
     "ImageResult": "facemtl.inference.results", "FaceResult": "facemtl.inference.results",
-    "TaskAnswer": "facemtl.inference.results",
+    "TaskAnswer": "facemtl.inference.results", "TrackResult": "facemtl.inference.results",
+    "stream_events": "facemtl.video.stream", "VideoAnalyzer": "facemtl.video.stream",
     "Config": "facemtl.config", "ConfigError": "facemtl.config", "load_config": "facemtl.config",
     "TASK_TYPES": "facemtl.tasks", "build_task": "facemtl.tasks",
     "MultiTaskNet": "facemtl.model", "BACKBONES": "facemtl.model", "load_model": "facemtl.model",

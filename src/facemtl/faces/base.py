@@ -52,6 +52,10 @@ class Detector:
 
     scheme: str = ""
     min_face: float = 40.0
+    #: Score from which a detection is *sure*, on this detector's own scale. Video trackers
+    #: start tracks only from sure detections and use weaker ones only to keep a track
+    #: going (ByteTrack's two rounds); quality weights count a sure score as full.
+    sure_score: float = 0.5
 
     def detect(self, rgb: np.ndarray, min_face: float | None = None) -> list[Face]:
         raise NotImplementedError

@@ -43,6 +43,7 @@ class DlibDetector(Detector):
 
     scheme = "dlib5"
     WINDOW = 80
+    sure_score = 0.5  # real frontal faces score about 0.5 to 3; 0.25 to 0.5 are weak hits
 
     def __init__(self, min_face: float = 40, min_score: float = 0.25) -> None:
         try:

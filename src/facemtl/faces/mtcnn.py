@@ -110,6 +110,7 @@ class MTCNNDetector(Detector):
     """
 
     scheme = "mtcnn5"
+    sure_score = 0.99  # faces score 0.99 to 1; 0.95 (min_score) to 0.99 are weak hits
 
     def __init__(self, min_face: float = 40, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709, threads: int = 1, min_score: float = 0.95) -> None:

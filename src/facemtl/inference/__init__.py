@@ -14,7 +14,7 @@ _EXPORTS = {
     "Pipeline": "pipeline",
     "Predictor": "predictor", "load_predictor": "predictor", "default_model_path": "predictor",
     "ModelInfo": "model_info",
-    "TaskAnswer": "results", "FaceResult": "results", "ImageResult": "results",
+    "TaskAnswer": "results", "FaceResult": "results", "ImageResult": "results", "TrackResult": "results",
     "RUNTIMES": "runtimes", "open_runtime": "runtimes",
 }
 

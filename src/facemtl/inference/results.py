@@ -140,6 +140,18 @@ class ImageResult:
         self.status, self.error, self.faces = ERROR, error, []
         return self
 
+    def face_lines(self) -> list[dict[str, Any]]:
+        """One JSON object per face, as video output writes them (``stream --json``)::
+
+            {"type": "face", ["source",] "frame", "time", ["wall_time",] **FaceResult.to_dict()}
+        """
+        where: dict[str, Any] = {"type": "face"}
+        for key in ("source", "file", "index", "frame", "time", "wall_time"):
+            v = getattr(self, key)
+            if v is not None:
+                where[key] = v
+        return [{**where, **f.to_dict()} for f in self.faces]
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for key in ("source", "file", "index", "frame", "time", "wall_time"):
@@ -185,24 +197,42 @@ class TrackResult:
         return d
 
 
+def _task_columns(tasks: Sequence["Task"], prefix: str = "") -> tuple[list[str], list[str]]:
+    """Per inference task: its answer columns, and (apart, to go last) its per-class probability columns."""
+    cols: list[str] = []
+    probs: list[str] = []
+    for t in tasks:
+        if not t.inference:
+            continue
+        cols.append(prefix + t.name)
+        if t.has_interval():
+            cols.append(f"{prefix}{t.name}_interval")
+        names = t.class_names()
+        if names is not None:
+            cols.append(f"{prefix}{t.name}_probability")
+            probs += [f"{prefix}{t.name}_p_{c}" for c in names]
+    return cols, probs
+
+
+def _answer_cells(answers: dict[str, TaskAnswer], prefix: str = "") -> dict[str, Any]:
+    """CSV cells of a face's answers: intervals as ``lo-hi``, probabilities one column per class."""
+    row: dict[str, Any] = {}
+    for name, a in answers.items():
+        for k, v in a.fields(name).items():
+            if isinstance(v, dict):
+                row.update({f"{prefix}{name}_p_{c}": p for c, p in v.items()})
+            else:
+                row[prefix + k] = "-".join(str(x) for x in v) if isinstance(v, list) else v
+    return row
+
+
 def csv_columns(tasks: Sequence["Task"], ref: str = "file") -> list[str]:
     """The CSV header, from the tasks alone (never from a row): one row per face.
 
     ``ref``: the column naming the image (``file``, ``index`` or ``frame``).
     """
-    cols = [ref, "status", "error", "face", "x1", "y1", "x2", "y2", "score"]
-    probs: list[str] = []
-    for t in tasks:
-        if not t.inference:
-            continue
-        cols.append(t.name)
-        if t.has_interval():
-            cols.append(f"{t.name}_interval")
-        names = t.class_names()
-        if names is not None:
-            cols.append(f"{t.name}_probability")
-            probs += [f"{t.name}_p_{c}" for c in names]
-    return cols + probs
+    cols, probs = _task_columns(tasks)
+    return [ref, "status", "error", "face", "x1", "y1", "x2", "y2", "score"] + cols + probs
 
 
 def csv_rows(result: ImageResult, ref: str = "file") -> list[dict[str, Any]]:
@@ -216,11 +246,31 @@ def csv_rows(result: ImageResult, ref: str = "file") -> list[dict[str, Any]]:
         row = dict(base, face=i, score=f.score)
         if f.box:
             row.update(zip(("x1", "y1", "x2", "y2"), f.box))
-        for name, a in f.answers.items():
-            for k, v in a.fields(name).items():
-                if isinstance(v, dict):
-                    row.update({f"{name}_p_{c}": p for c, p in v.items()})
-                else:
-                    row[k] = "-".join(str(x) for x in v) if isinstance(v, list) else v
+        row.update(_answer_cells(f.answers))
+        rows.append(row)
+    return rows
+
+
+def video_csv_columns(tasks: Sequence["Task"], source: bool = False) -> list[str]:
+    """The CSV header of video output (``stream --csv``): one row per face and frame, the
+    track's smoothed answers, then the frame's own under ``raw_`` (empty where the face was
+    tracked, not analysed). ``source``: a first column naming the source (several sources)."""
+    cols, probs = _task_columns(tasks)
+    raw_cols, raw_probs = _task_columns(tasks, "raw_")
+    head = ["source"] if source else []
+    return head + ["frame", "time", "wall_time", "track", "x1", "y1", "x2", "y2", "score"] + cols + raw_cols \
+        + probs + raw_probs
+
+
+def video_csv_rows(result: ImageResult) -> list[dict[str, Any]]:
+    """One row per face of a video frame (none for a frame without faces)."""
+    rows = []
+    for f in result.faces:
+        row = {"source": result.source, "frame": result.frame, "time": result.time, "wall_time": result.wall_time,
+               "track": f.track, "score": f.score}
+        if f.box:
+            row.update(zip(("x1", "y1", "x2", "y2"), f.box))
+        row.update(_answer_cells(f.answers))
+        row.update(_answer_cells(f.raw or {}, "raw_"))
         rows.append(row)
     return rows

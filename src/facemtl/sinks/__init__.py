@@ -3,6 +3,6 @@
 
 from .annotate import AnnotateSink, draw_faces
 from .base import MultiSink, Sink
-from .text import CsvSink, JsonLinesSink, TableSink
+from .text import CsvSink, JsonLinesSink, TableSink, VideoCsvSink
 
-__all__ = ["Sink", "MultiSink", "TableSink", "JsonLinesSink", "CsvSink", "AnnotateSink", "draw_faces"]
+__all__ = ["Sink", "MultiSink", "TableSink", "JsonLinesSink", "CsvSink", "VideoCsvSink", "AnnotateSink", "draw_faces"]

@@ -7,18 +7,35 @@ import json
 import sys
 from typing import Sequence, TextIO
 
-from ..inference.results import ERROR, NO_FACE, ImageResult, TrackResult, csv_columns, csv_rows
+from ..inference.results import (ERROR, NO_FACE, ImageResult, TrackResult, csv_columns, csv_rows, video_csv_columns,
+                                 video_csv_rows)
 from ..tasks import Task
 from .base import Sink
 
 
 class TableSink(Sink):
-    """A few readable lines per image."""
+    """A few readable lines per image, and one per video track that ends.
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    ``frames=False``: tracks only (``facemtl stream``'s default output: one line per person).
+    """
+
+    def __init__(self, out: TextIO | None = None, frames: bool = True) -> None:
         self.out = out or sys.stdout
+        self.frames = frames
+
+    def write_track(self, track: TrackResult) -> None:
+        span = f"frames {track.first_frame}-{track.last_frame}"
+        if track.first_time is not None:
+            span += f" ({track.first_time:.1f}-{track.last_time:.1f} s)"
+        where = f"{track.source}: " if track.source else ""
+        answers = ", ".join(a.short(n) for n, a in track.answers.items())
+        conf = f" (confidence {track.confidence:.2f})" if track.confidence is not None else ""
+        self.out.write(f"{where}track {track.track}: {span}: {answers}{conf}\n")
+        self.out.flush()
 
     def write(self, result: ImageResult) -> None:
+        if not self.frames:
+            return
         name = result.name
         if result.status == ERROR:
             self.out.write(f"{name}: error: {result.error}\n")
@@ -36,13 +53,21 @@ class TableSink(Sink):
 
 
 class JsonLinesSink(Sink):
-    """One JSON object per image and line (:meth:`ImageResult.to_dict`); tracks as their own lines."""
+    """One JSON object per image and line (:meth:`ImageResult.to_dict`); tracks as their own lines.
 
-    def __init__(self, out: TextIO | None = None) -> None:
+    ``faces=True``: one line per face instead (:meth:`ImageResult.face_lines`), as video
+    output writes them, with ``"type": "face"`` beside the tracks' ``"type": "track"``.
+    """
+
+    def __init__(self, out: TextIO | None = None, faces: bool = False) -> None:
         self.out = out or sys.stdout
+        self.faces = faces
 
     def write(self, result: ImageResult) -> None:
-        self.out.write(json.dumps(result.to_dict()) + "\n")
+        if self.faces:
+            self.out.writelines(json.dumps(d) + "\n" for d in result.face_lines())
+        else:
+            self.out.write(json.dumps(result.to_dict()) + "\n")
 
     def write_track(self, track: TrackResult) -> None:
         self.out.write(json.dumps(track.to_dict()) + "\n")
@@ -59,3 +84,16 @@ class CsvSink(Sink):
 
     def write(self, result: ImageResult) -> None:
         self.writer.writerows(csv_rows(result, self.ref))
+
+
+class VideoCsvSink(Sink):
+    """Video output as CSV: one row per face and frame (:func:`video_csv_columns`); track
+    summaries have no place in it (they go to JSON lines or the table)."""
+
+    def __init__(self, tasks: Sequence[Task], out: TextIO | None = None, source: bool = False) -> None:
+        self.out = out or sys.stdout
+        self.writer = csv.DictWriter(self.out, fieldnames=video_csv_columns(tasks, source), extrasaction="ignore")
+        self.writer.writeheader()
+
+    def write(self, result: ImageResult) -> None:
+        self.writer.writerows(video_csv_rows(result))

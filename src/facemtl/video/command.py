@@ -1,0 +1,155 @@
+"""``facemtl stream``: the command's body (:mod:`facemtl.cli` only parses its flags).
+
+Results go through a list of sinks (:class:`~facemtl.sinks.Sink`): JSON lines, CSV or the
+track table on stdout, the annotated video, and whatever else :func:`build_sinks` is given
+(the results database plugs in there). SIGINT (Ctrl-C) and SIGTERM stop the stream
+cleanly: every frame taken is finished, every open track closed and written, every sink
+closed; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import sys
+import threading
+import time
+from typing import Sequence, TextIO
+
+from ..inference.results import ImageResult, TrackResult
+from ..sinks import JsonLinesSink, Sink, TableSink, VideoCsvSink
+from .sources import SourceError, open_sources
+from .stream import Stream, StreamSettings, StreamStats, VideoAnalyzer
+
+#: Exit statuses: stopped by a signal (the shell's 128 + signal number).
+SIGNAL_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def build_sinks(tasks, as_json: bool = False, as_csv: bool = False, annotate: str | None = None, blur: bool = False,
+                several: bool = False, out: TextIO | None = None, fps: float = 30.0) -> list[Sink]:
+    """The sinks the flags ask for: one of JSON lines / CSV / the track table on ``out``, and the annotated video."""
+    out = out or sys.stdout
+    sinks: list[Sink] = [JsonLinesSink(out, faces=True) if as_json else VideoCsvSink(tasks, out, several)
+                         if as_csv else TableSink(out, frames=False)]
+    if annotate:
+        from .writer import VideoWriterSink
+
+        sinks.append(VideoWriterSink(annotate, blur=blur, fps=fps))
+    return sinks
+
+
+class ProgressLine:
+    """``frames 1234 (3 dropped), faces 5012, tracks 12 (3 open), 31.2 FPS`` on a terminal, twice a second."""
+
+    def __init__(self, stats: StreamStats, out: TextIO | None = None, every: float = 0.5) -> None:
+        self.stats, self.out, self.every = stats, out or sys.stderr, every
+        self._last = 0.0
+        self.shown = False
+
+    def text(self) -> str:
+        s = self.stats
+        dropped = f" ({s.dropped} dropped)" if s.dropped else ""
+        return (f"frames {s.frames}{dropped}, faces {s.faces}, tracks {s.tracks} ({s.open_tracks} open), "
+                f"{s.fps:.1f} FPS")
+
+    def update(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.every:
+            self._last = now
+            self.out.write("\r" + self.text() + "\033[K")
+            self.out.flush()
+            self.shown = True
+
+    def end(self) -> None:
+        if self.shown:
+            self.update(force=True)
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _say(message: str) -> None:
+    print(f"facemtl: {message}", file=sys.stderr, flush=True)
+
+
+def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = False, annotate: str | None = None,
+               blur: bool = False, settings: StreamSettings | None = None, checkpoint: str | None = None,
+               runtime: str | None = None, device: str = "auto", detector: str = "dlib",
+               min_face: float | None = None, workers: int | None = None, threads: int | None = None,
+               progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False) -> int:
+    """Analyse ``sources`` until they end or a signal stops them; returns the exit status:
+    0 when every source was read to its end (or ``max_frames``), 1 when a source failed (its
+    sentence is on stderr; everything analysed before is written), 130 / 143 when SIGINT /
+    SIGTERM stopped it (everything analysed is written, every open track closed).
+    ``sinks``: more sinks beside those of the flags (e.g. the results database).
+    ``stats``: end with :meth:`StreamStats.to_dict` as ``facemtl: stats {...}`` on stderr."""
+    settings = settings or StreamSettings()
+    missing = [m for m in ("av", "scipy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"facemtl stream needs {' and '.join(missing)}: pip install 'facemtl[video]'")
+    if blur and not annotate:
+        raise ValueError("--blur blurs the faces of the annotated video: give --annotate OUT.mp4 too")
+    opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
+    if annotate and len(opened) > 1:
+        raise ValueError("--annotate writes one video: give it one source")
+    settings.keep_images = bool(annotate)
+    with VideoAnalyzer(checkpoint, detector, device, runtime, min_face, workers, threads=threads) as analyzer:
+        fps = next((s.fps for s in opened if s.fps), 30.0)
+        outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps) + list(sinks)
+        stream = analyzer.stream(opened, settings, log=_say)
+        bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
+        received: list[int] = []
+
+        def on_signal(signum, _frame) -> None:
+            if received:  # a second signal: stop waiting
+                raise KeyboardInterrupt
+            received.append(signum)
+            stream.stop(signal.Signals(signum).name)
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, on_signal) for sig in SIGNAL_STATUS}
+        try:
+            _pump(stream, outputs, bar)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for sink in outputs:
+                try:
+                    sink.close()
+                except OSError as exc:
+                    _say(f"error: {exc}")
+            if bar is not None:
+                bar.end()
+    st = stream.stats
+    how = f"stopped by {stream.stop_reason}" if stream.stop_reason else "done"
+    if st.frames == 0 and stream.errors and not received:
+        return 1  # the error said it all
+    _say(f"{how}: {st.frames} frames in {st.elapsed:.1f} s ({st.fps:.1f} FPS), {st.faces} faces, {st.tracks} tracks"
+         + (f", {st.dropped} frames dropped (analysis slower than the source)" if st.dropped else "")
+         + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))
+    if stats:
+        _say("stats " + json.dumps(st.to_dict()))
+    if received:
+        return SIGNAL_STATUS.get(received[0], 1)
+    return 1 if stream.errors else 0
+
+
+def _pump(stream: Stream, outputs: list[Sink], bar: ProgressLine | None) -> None:
+    """Hand every event to every sink; a sink that fails is reported once and left out."""
+    live = list(outputs)
+    for event in stream:
+        for sink in list(live):
+            try:
+                if isinstance(event, TrackResult):
+                    sink.write_track(event)
+                else:
+                    sink.write(event)
+            except BrokenPipeError:  # stdout closed (e.g. piped into head): nothing more can be written
+                stream.stop("a closed output")
+                live.remove(sink)
+            except OSError as exc:
+                _say(f"error: {exc}; that output stops, the others go on")
+                live.remove(sink)
+        if isinstance(event, ImageResult) and bar is not None:
+            bar.update()

@@ -1,0 +1,474 @@
+"""Video sources: what ``facemtl stream SOURCE`` reads, chosen by the form of SOURCE.
+
+========================  ==========================================================
+SOURCE                    source
+========================  ==========================================================
+``0``, ``1`` ...          a camera (OpenCV's capture, the device's index)
+``rtsp://`` ``http://``   a URL (see :data:`URL_SCHEMES`), read with PyAV's FFmpeg
+... a folder              its images in natural order (``frame_2.png`` before ``frame_10.png``)
+... ``.txt`` file         a *sources file*: one SOURCE per line, optionally ``name=SOURCE``
+... any other file        a video file, read with PyAV's FFmpeg
+========================  ==========================================================
+
+Files and URLs are read with PyAV (which bundles FFmpeg), so a missing file, a file that
+is not a video, a codec without a decoder, a refused connection and a timeout each get
+one sentence, and a corrupt packet is skipped (counted, reported) while the stream goes
+on. FFmpeg's own options reach the demuxer through ``options`` (e.g. ``rtsp_transport=tcp``,
+or ``rtsp_flags=listen`` to receive an RTSP push with no media server).
+
+*Live* sources (cameras, RTSP/RTMP/UDP/SRT, and HTTP streams with no duration) deliver
+frames in real time: :class:`FrameReader` keeps only the newest few when analysis falls
+behind, counting what it drops; a URL that drops is reopened with exponential backoff up
+to ``reconnect`` times. Files and folders are never dropped from: their reader waits.
+A frame's ``time`` is its position in the media (seconds), and for live sources the
+seconds since the stream's first frame, with ``wall_time`` the clock time it arrived.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+#: Image files a folder source reads.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+#: Suffixes of a sources file.
+SOURCES_FILE_SUFFIXES = {".txt"}
+#: URL schemes read as a stream, and whether a stream of that scheme is always live (else
+#: live when it has no duration, as an HTTP stream of a camera has and a file on a web server has not).
+URL_SCHEMES = {"rtsp": True, "rtsps": True, "rtmp": True, "rtmps": True, "udp": True, "srt": True, "tcp": True,
+               "http": False, "https": False}
+
+Log = Callable[[str], None]
+
+
+class SourceError(ValueError):
+    """A source that cannot be read at all (one sentence: what and why)."""
+
+
+@dataclass
+class Frame:
+    """One decoded frame: ``rgb (H, W, 3) uint8``, its ``index`` in the source (counting frames
+    dropped by a live reader), ``time`` in seconds and, for live sources, ``wall_time``."""
+
+    index: int
+    time: float
+    rgb: np.ndarray
+    wall_time: float | None = None
+
+
+@dataclass
+class SourceSettings:
+    """How sources are opened and kept open."""
+
+    #: Seconds to wait for a URL to answer (opening, and each read).
+    timeout: float = 10.0
+    #: Times a dropped live URL is reopened (consecutively, with no frame between) before it ends.
+    reconnect: int = 5
+    #: Seconds before the first reconnection; doubled each time, at most ``max_backoff``.
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    #: Frame rate of a folder of frames (a video's own rate is read from the file).
+    fps: float = 30.0
+    #: FFmpeg demuxer options for files and URLs, e.g. ``{"rtsp_transport": "tcp"}``.
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout}")
+        if self.reconnect < 0:
+            raise ValueError(f"reconnect must be 0 or more attempts, not {self.reconnect}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, not {self.fps}")
+
+
+class Source:
+    """Base class: ``frames(stop, log)`` yields :class:`Frame` objects in order until the source
+    ends or ``stop`` is set; raises :class:`SourceError` when it cannot be read at all and
+    reports lesser trouble (a corrupt frame, a reconnection) through ``log``."""
+
+    #: Whether frames arrive in real time (then a slow reader drops, never queues).
+    live: bool = False
+
+    def __init__(self, spec: str, name: str | None = None) -> None:
+        self.spec = spec
+        self.name = name or spec
+        #: Frame rate, when known (after the first frame).
+        self.fps: float | None = None
+
+    def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+
+# -- PyAV (files and URLs) ---------------------------------------------------------------
+
+
+def _av():
+    try:
+        import av
+    except ImportError:
+        raise RuntimeError("reading video needs PyAV: pip install 'facemtl[video]'") from None
+    return av
+
+
+def _why(exc: BaseException) -> str:
+    """FFmpeg's reason without PyAV's ``[Errno N] ...: 'path'`` decoration."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return re.sub(r"^\[Errno -?\d+\]\s*", "", str(text)).split(": '")[0].strip().rstrip(".").lower()
+
+
+def _open_container(spec: str, name: str, options: dict[str, str], timeout: float | None, url: bool):
+    av = _av()
+    options = dict(options)
+    if "listen" in options.get("rtsp_flags", "") and timeout:
+        # FFmpeg's RTSP listener needs its own wait in seconds (without it, PyAV's timeout overflows)
+        options.setdefault("listen_timeout", str(max(1, round(timeout))))
+    try:
+        container = av.open(spec, options=options, timeout=(timeout, timeout) if timeout else None)
+    except av.error.FileNotFoundError:
+        raise SourceError(f"{name}: no such file") from None
+    except (av.error.TimeoutError, av.error.ExitError):  # ExitError: PyAV's own timeout interrupted FFmpeg
+        raise SourceError(f"{name}: no answer after {timeout:g} s") from None
+    except av.error.ConnectionRefusedError:
+        raise SourceError(f"{name}: the connection was refused (nothing serves that address)") from None
+    except av.error.InvalidDataError:
+        what = "the stream is not video FFmpeg can read" if url else "not a video (or a format FFmpeg cannot read)"
+        raise SourceError(f"{name}: {what}") from None
+    except (av.error.FFmpegError, OSError) as exc:
+        raise SourceError(f"{name}: cannot open: {_why(exc)}") from None
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"{name}: holds no video stream")
+    stream = container.streams.video[0]
+    if stream.codec_context is None or stream.codec_context.codec is None:
+        codec = getattr(stream.codec_context, "name", None) or "its codec"
+        container.close()
+        raise SourceError(f"{name}: the video codec {codec} has no decoder in this FFmpeg")
+    stream.thread_type = "AUTO"  # FFmpeg's frame/slice threads
+    return container, stream
+
+
+def _decoded(container, stream, name: str, log: Log, stop: threading.Event) -> Iterator:
+    """Decoded PyAV frames; a packet FFmpeg cannot decode is skipped and counted."""
+    av = _av()
+    bad, first_bad = 0, None
+    try:
+        for packet in container.demux(stream):
+            if stop.is_set():
+                return
+            try:
+                yield from packet.decode()
+            except av.error.FFmpegError as exc:
+                if isinstance(exc, (av.error.TimeoutError, av.error.EOFError, av.error.ExitError)):
+                    raise
+                bad += 1
+                if first_bad is None:
+                    first_bad = float(packet.pts * packet.time_base) if packet.pts is not None else None
+                    at = f" near {first_bad:.2f} s" if first_bad is not None else ""
+                    log(f"{name}: corrupt frame{at} ({_why(exc)}); skipped, the stream goes on")
+    finally:
+        if bad > 1:
+            log(f"{name}: {bad} corrupt packets skipped in all")
+
+
+class VideoFile(Source):
+    """A video file, every frame in order (never dropped)."""
+
+    def __init__(self, spec: str, name: str | None = None, options: dict[str, str] | None = None) -> None:
+        super().__init__(spec, name)
+        self.options = options or {}
+
+    def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
+        if not Path(self.spec).exists():
+            raise SourceError(f"{self.name}: no such file")
+        if Path(self.spec).is_dir():
+            raise SourceError(f"{self.name}: is a folder")
+        container, stream = _open_container(self.spec, self.name, self.options, None, url=False)
+        self.fps = float(stream.average_rate) if stream.average_rate else None
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        try:
+            for i, f in enumerate(_decoded(container, stream, self.name, log, stop)):
+                t = float(f.time) - start if f.time is not None else i / (self.fps or 30.0)
+                yield Frame(i, round(t, 4), f.to_ndarray(format="rgb24"))
+        except _av().error.FFmpegError as exc:
+            log(f"{self.name}: the file ends early ({_why(exc)})")
+        finally:
+            container.close()
+
+
+class Url(Source):
+    """A network stream (RTSP, HTTP, ...): opened with a timeout, reopened with backoff when it drops."""
+
+    def __init__(self, spec: str, name: str | None = None, settings: SourceSettings | None = None) -> None:
+        super().__init__(spec, name)
+        self.settings = settings or SourceSettings()
+        self.live = URL_SCHEMES.get(spec.split("://", 1)[0].lower(), True)
+
+    def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
+        s = self.settings
+        index, t0, failures, opened_once = 0, None, 0, False
+        while not stop.is_set():
+            try:
+                container, stream = _open_container(self.spec, self.name, s.options, s.timeout, url=True)
+            except SourceError:
+                if not opened_once or not self.live:
+                    raise
+                failures += 1
+                if failures > s.reconnect:
+                    raise SourceError(self._gave_up()) from None
+                self._wait(failures, stop, log)
+                continue
+            if not opened_once:
+                opened_once = True
+                self.live = self.live or container.duration is None
+            self.fps = self.fps or (float(stream.average_rate) if stream.average_rate else None)
+            try:
+                for f in _decoded(container, stream, self.name, log, stop):
+                    now = time.time()
+                    t0 = now if t0 is None else t0
+                    failures = 0
+                    t = now - t0 if self.live else (float(f.time) if f.time is not None else index / (self.fps or 30))
+                    yield Frame(index, round(t, 4), f.to_ndarray(format="rgb24"), now if self.live else None)
+                    index += 1
+            except _av().error.FFmpegError as exc:
+                if not self.live:
+                    raise SourceError(f"{self.name}: the stream broke off ({_why(exc)})") from None
+            finally:
+                container.close()
+            if not self.live or stop.is_set():
+                return
+            failures += 1
+            if failures > s.reconnect:
+                raise SourceError(self._gave_up())
+            self._wait(failures, stop, log)
+
+    def _gave_up(self) -> str:
+        n = self.settings.reconnect
+        return f"{self.name}: the stream dropped and did not come back ({n} reconnection attempt{'s' * (n != 1)})"
+
+    def _wait(self, attempt: int, stop: threading.Event, log: Log) -> None:
+        s = self.settings
+        delay = min(s.max_backoff, s.backoff * 2 ** (attempt - 1))
+        log(f"{self.name}: stream dropped; reconnecting in {delay:g} s (attempt {attempt} of {s.reconnect})")
+        stop.wait(delay)
+
+
+class Camera(Source):
+    """A camera by index, read with OpenCV's capture (V4L2 on Linux)."""
+
+    live = True
+
+    def __init__(self, spec: str, name: str | None = None) -> None:
+        super().__init__(spec, name or f"camera {spec}")
+
+    def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
+        import cv2
+
+        cap = cv2.VideoCapture(int(self.spec))
+        try:
+            if not cap.isOpened():
+                raise SourceError(f"{self.name}: cannot be opened (no such camera, or it is busy)")
+            self.fps = cap.get(cv2.CAP_PROP_FPS) or None
+            index, t0 = 0, None
+            while not stop.is_set():
+                ok, bgr = cap.read()
+                if not ok:
+                    if index == 0:
+                        raise SourceError(f"{self.name}: delivers no frames")
+                    log(f"{self.name}: stopped delivering frames")
+                    return
+                now = time.time()
+                t0 = now if t0 is None else t0
+                yield Frame(index, round(now - t0, 4), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), now)
+                index += 1
+        finally:
+            cap.release()
+
+
+def _natural_key(path: Path) -> list:
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)]
+
+
+class Folder(Source):
+    """A folder of frames (image files, natural order) at ``fps`` frames per second."""
+
+    def __init__(self, spec: str, name: str | None = None, fps: float = 30.0) -> None:
+        super().__init__(spec, name)
+        self.fps = fps
+
+    def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
+        from ..images import describe_error, load_rgb
+
+        files = sorted((p for p in Path(self.spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        if not files:
+            raise SourceError(f"{self.name}: the folder holds no images")
+        for i, p in enumerate(files):
+            if stop.is_set():
+                return
+            try:
+                rgb = load_rgb(str(p))
+            except Exception as exc:  # one unreadable frame: say so and go on
+                log(f"{self.name}: {p.name} cannot be read ({describe_error(exc)}); skipped")
+                continue
+            yield Frame(i, round(i / self.fps, 4), rgb)
+
+
+# -- choosing a source --------------------------------------------------------------------
+
+
+def read_sources_file(path: str | Path) -> list[tuple[str | None, str]]:
+    """``(name, SOURCE)`` per line of a sources file: ``SOURCE`` or ``name=SOURCE``; ``#`` starts a comment."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.split(" #")[0].strip() if not line.lstrip().startswith("#") else ""
+        if not line:
+            continue
+        m = re.match(r"^([A-Za-z0-9_.-]+)=(.+)$", line)
+        out.append((m.group(1), m.group(2).strip()) if m else (None, line))
+    if not out:
+        raise SourceError(f"{path}: the sources file lists no source")
+    return out
+
+
+def open_source(spec: str, settings: SourceSettings | None = None, name: str | None = None) -> Source:
+    """The :class:`Source` for one SOURCE string (see the module's table)."""
+    s = settings or SourceSettings()
+    spec = str(spec).strip()
+    if spec.isdigit():
+        return Camera(spec, name)
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0].lower()
+        if scheme == "file":
+            return VideoFile(spec[len("file://"):], name, s.options)
+        if scheme not in URL_SCHEMES:
+            raise SourceError(f"{spec}: unknown kind of URL; facemtl reads {', '.join(URL_SCHEMES)}")
+        return Url(spec, name, s)
+    path = Path(spec)
+    if path.is_dir():
+        return Folder(spec, name, s.fps)
+    if not path.exists():
+        raise SourceError(f"{spec}: no such file")
+    return VideoFile(spec, name, s.options)
+
+
+def open_sources(specs: str | list[str], settings: SourceSettings | None = None) -> list[Source]:
+    """The sources of SOURCE strings; a sources file (``*.txt``) stands for the sources it lists."""
+    out: list[Source] = []
+    for spec in [specs] if isinstance(specs, str) else specs:
+        path = Path(str(spec))
+        if path.suffix.lower() in SOURCES_FILE_SUFFIXES:
+            if not path.is_file():
+                raise SourceError(f"{spec}: no such sources file")
+            out += [open_source(s, settings, name) for name, s in read_sources_file(path)]
+        else:
+            out.append(open_source(str(spec), settings))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise SourceError("two sources share a name; give each its own with name=SOURCE in the sources file")
+    return out
+
+
+class FrameReader:
+    """Reads one source in a daemon thread into a buffer of at most ``size`` frames.
+
+    A live source never waits for the consumer: when the buffer is full the oldest frame
+    is dropped and counted (:attr:`dropped`). Any other source waits for room, so no frame
+    is lost. ``fps_cap``: keep at most that many frames per second of the source's time
+    (the rest are skipped, counted in :attr:`skipped`). ``ready`` is notified on every
+    new frame and at the end; ``log`` receives the source's warnings.
+    """
+
+    def __init__(self, source: Source, ready: threading.Condition, log: Log, size: int = 4,
+                 fps_cap: float | None = None) -> None:
+        self.source = source
+        self.ready = ready
+        self.log = log
+        self.size = max(1, size)
+        self.fps_cap = fps_cap
+        self.buffer: deque[Frame] = deque()
+        self.dropped = 0
+        self.skipped = 0
+        self.read = 0
+        #: Seconds spent getting frames: decoding, or waiting for a live source to send them.
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        self.finished = False
+        #: The sentence that ended the source, when it could not be read (or stopped being readable).
+        self.error: str | None = None
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"facemtl-read-{source.name}", daemon=True)
+
+    def start(self) -> "FrameReader":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        with self.ready:
+            self.ready.notify_all()
+
+    @property
+    def done(self) -> bool:
+        """Ended (or stopped) and every buffered frame taken."""
+        return self.finished and not self.buffer
+
+    def take(self) -> Frame | None:
+        """The oldest buffered frame, or ``None``; call with ``ready`` held."""
+        if not self.buffer:
+            return None
+        frame = self.buffer.popleft()
+        self.ready.notify_all()  # room for a waiting file reader
+        return frame
+
+    def _keep(self, t: float) -> bool:
+        if self.fps_cap is None:
+            return True
+        step = 1.0 / self.fps_cap
+        if t + 1e-6 < self._next:
+            return False
+        self._next = self._next + step if t < self._next + step else t + step  # on schedule, or restart after a gap
+        return True
+
+    def _run(self) -> None:
+        self._next = 0.0
+        frames = self.source.frames(self.stop_event, self.log)
+        try:
+            while True:
+                t, c = time.perf_counter(), time.thread_time()
+                frame = next(frames, None)
+                self.seconds += time.perf_counter() - t
+                self.cpu_seconds += time.thread_time() - c
+                if frame is None or self.stop_event.is_set():
+                    break
+                self.read += 1
+                if not self._keep(frame.time):
+                    self.skipped += 1
+                    continue
+                with self.ready:
+                    if self.source.live:
+                        while len(self.buffer) >= self.size:
+                            self.buffer.popleft()
+                            self.dropped += 1
+                    else:
+                        while len(self.buffer) >= self.size and not self.stop_event.is_set():
+                            self.ready.wait(0.1)
+                    self.buffer.append(frame)
+                    self.ready.notify_all()
+        except SourceError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a reader must never die silently
+            self.error = f"{self.source.name}: reading failed: {exc}"
+        finally:
+            frames.close()
+            with self.ready:
+                self.finished = True
+                self.ready.notify_all()

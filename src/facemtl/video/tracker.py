@@ -1,0 +1,308 @@
+"""A small ByteTrack-style face tracker: Kalman-predicted boxes, two-stage IoU association.
+
+Why our own: the tracker libraries were tried here. Roboflow's ``trackers`` (Apache-2.0:
+ByteTrack, OC-SORT, BoT-SORT) works but requires the GUI ``opencv-python``, which clashes
+with our headless OpenCV in the one ``cv2`` namespace; ``supervision`` dropped its
+ByteTrack in 0.31; ``boxmot`` is AGPL and pulls CUDA torch; ``norfair`` forces
+numpy < 2. ByteTrack's method is small, so it is written out here on SciPy's
+``linear_sum_assignment`` (the Hungarian method).
+
+The method (Zhang et al., "ByteTrack: Multi-Object Tracking by Associating Every
+Detection Box", ECCV 2022), per frame with detections:
+
+1. every track's box is predicted by a constant-velocity Kalman filter on
+   ``(cx, cy, a, h)`` (centre, aspect ratio w/h, height; as in SORT and DeepSORT);
+2. *sure* detections (score >= ``high_score``) are matched to the confirmed tracks,
+   tracked or recently lost, by IoU with the predicted boxes (Hungarian, pairs under
+   ``match_iou`` refused);
+3. *weak* detections (``low_score`` <= score < ``high_score``) are matched to the tracked
+   tracks still unmatched (IoU >= ``low_match_iou``): an occluded or blurred face keeps
+   its track instead of starting a new one;
+4. tentative tracks (seen once) are matched to the sure detections left; those unmatched
+   are dropped;
+5. a sure detection left with score >= ``new_score`` starts a tentative track, confirmed
+   by its next match (or at once on the first frame of a stream); a track unmatched is
+   lost, and ends after ``max_lost`` frames lost.
+
+Between detections (``facemtl stream --detect-every N``) :meth:`Tracker.predict` only moves
+the boxes along their Kalman prediction. State per track is a fixed-size vector: nothing
+grows with the length of a stream, and ended tracks are handed back and forgotten (unlike
+ByteTrack's reference code, which keeps a list of every removed track).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+TENTATIVE, TRACKED, LOST = "tentative", "tracked", "lost"
+
+
+def intersection_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas of boxes ``a (N, 4)`` and ``b (M, 4)`` (``x1, y1, x2, y2``) -> ``(N, M)``."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    return np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes ``a (N, 4)`` and ``b (M, 4)`` (``x1, y1, x2, y2``) -> ``(N, M)``."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    inter = intersection_matrix(a, b)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def box_to_xyah(box: Sequence[float]) -> np.ndarray:
+    """``(x1, y1, x2, y2)`` -> ``(cx, cy, w / h, h)``."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    h = max(y2 - y1, 1e-6)
+    return np.array([(x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / h, h])
+
+
+def xyah_to_box(xyah: np.ndarray) -> np.ndarray:
+    """``(cx, cy, w / h, h)`` -> ``(x1, y1, x2, y2)``."""
+    cx, cy, a, h = xyah[:4]
+    w = a * h
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+class KalmanBoxFilter:
+    """Constant-velocity Kalman filter of one box: state ``(cx, cy, a, h, vcx, vcy, va, vh)``,
+    velocities in pixels (or aspect units) per frame.
+
+    The noise follows DeepSORT/ByteTrack: standard deviations proportional to the box
+    height, ``h / 20`` for positions and ``h / 160`` for velocities per frame; the aspect
+    ratio is nearly fixed. ``mean (8,)`` and ``covariance (8, 8)`` are the state.
+    """
+
+    POS, VEL = 1 / 20, 1 / 160
+    F = np.eye(8) + np.eye(8, k=4)  # x_{t+1} = x_t + v_t (one frame)
+    H = np.eye(4, 8)
+
+    def __init__(self, box: Sequence[float]) -> None:
+        m = box_to_xyah(box)
+        self.mean = np.r_[m, np.zeros(4)]
+        h = m[3]
+        std = np.array([2 * self.POS * h, 2 * self.POS * h, 1e-2, 2 * self.POS * h,
+                        10 * self.VEL * h, 10 * self.VEL * h, 1e-5, 10 * self.VEL * h])
+        self.covariance = np.diag(std**2)
+
+    @property
+    def box(self) -> np.ndarray:
+        """The current estimate as ``(x1, y1, x2, y2)``."""
+        return xyah_to_box(self.mean)
+
+    def process_noise(self) -> np.ndarray:
+        h = self.mean[3]
+        std = np.array([self.POS * h, self.POS * h, 1e-2, self.POS * h, self.VEL * h, self.VEL * h, 1e-5, self.VEL * h])
+        return np.diag(std**2)
+
+    def predict(self) -> None:
+        """One frame ahead: ``x = F x``, ``P = F P F' + Q``."""
+        q = self.process_noise()
+        self.mean = self.F @ self.mean
+        self.covariance = self.F @ self.covariance @ self.F.T + q
+
+    def update(self, box: Sequence[float]) -> None:
+        """Correct with a measured box: ``K = P H' (H P H' + R)^-1``, ``x += K (z - H x)``, ``P -= K S K'``."""
+        h = self.mean[3]
+        r = np.diag(np.array([self.POS * h, self.POS * h, 1e-1, self.POS * h]) ** 2)
+        s = self.H @ self.covariance @ self.H.T + r
+        gain = np.linalg.solve(s, self.H @ self.covariance).T  # P H' S^-1 (S and P symmetric)
+        self.mean = self.mean + gain @ (box_to_xyah(box) - self.H @ self.mean)
+        self.covariance = self.covariance - gain @ s @ gain.T
+
+
+@dataclass
+class TrackerSettings:
+    """ByteTrack's thresholds. Scores are the detector's own; ``None`` takes the detector's
+    :attr:`~facemtl.faces.base.Detector.sure_score` (``high_score``) and its lowest reported
+    score (``low_score`` = 0: every detection it returns)."""
+
+    #: Detections at or above this score are *sure*: matched first, and may start tracks.
+    high_score: float | None = None
+    #: Weaker detections down to this score are matched in a second round only.
+    low_score: float = 0.0
+    #: A sure detection needs this score to start a track (default: ``high_score``).
+    new_score: float | None = None
+    #: Smallest IoU between a predicted box and a sure detection to match them.
+    match_iou: float = 0.2
+    #: Smallest IoU for a weak detection (second round) and for a tentative track.
+    low_match_iou: float = 0.5
+    #: Frames a track may stay lost (unmatched) before it ends; ByteTrack's buffer of 30 (1 s at 30 fps).
+    max_lost: int = 30
+    #: Frames a lost track is still shown at its predicted box (``None``: none, as ByteTrack).
+    #: Detecting every N frames, one missed detection would otherwise hide a face for N frames;
+    #: ``facemtl stream`` sets it to N.
+    coast: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_lost < 0:
+            raise ValueError(f"max_lost must be 0 or more frames, not {self.max_lost}")
+        for name in ("match_iou", "low_match_iou"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], not {getattr(self, name)}")
+
+
+@dataclass
+class Track:
+    """One tracked face: its id, filter, state and the detection it was matched to last."""
+
+    id: int
+    kf: KalmanBoxFilter
+    state: str = TENTATIVE
+    score: float = 0.0
+    #: Frames since the track was last matched to a detection.
+    lost_for: int = 0
+    hits: int = 1
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.kf.box
+
+
+@dataclass
+class TrackerStep:
+    """What one frame did: ``tracked`` the confirmed tracks on screen, each with the index of
+    its detection in this frame (``None`` when predicted only, or coasting while lost); ``started`` tentative tracks
+    new this frame with their detection; ``ended`` confirmed tracks that ended (lost too
+    long, or closed); ``dropped`` tentative tracks forgotten (never confirmed)."""
+
+    tracked: list[tuple[Track, int | None]] = field(default_factory=list)
+    started: list[tuple[Track, int]] = field(default_factory=list)
+    ended: list[Track] = field(default_factory=list)
+    dropped: list[Track] = field(default_factory=list)
+
+
+def _match(tracks: list[Track], boxes: np.ndarray, det_idx: list[int], min_iou: float):
+    """Hungarian matching by IoU: -> (pairs (track, det), unmatched tracks, unmatched det indices)."""
+    if not tracks or not det_idx:
+        return [], list(tracks), list(det_idx)
+    from scipy.optimize import linear_sum_assignment
+
+    iou = iou_matrix(np.array([t.box for t in tracks]), boxes[det_idx])
+    rows, cols = linear_sum_assignment(-iou)
+    pairs, used_t, used_d = [], set(), set()
+    for r, c in zip(rows, cols):
+        if iou[r, c] >= min_iou:
+            pairs.append((tracks[r], det_idx[c]))
+            used_t.add(r)
+            used_d.add(c)
+    return (pairs, [t for i, t in enumerate(tracks) if i not in used_t],
+            [d for j, d in enumerate(det_idx) if j not in used_d])
+
+
+class Tracker:
+    """ByteTrack-style tracker for one stream (see the module's description).
+
+    ``update(boxes (M, 4), scores (M,))`` on a frame with detections, ``predict()`` on a
+    frame without; both return a :class:`TrackerStep`. ``close()`` ends every open track.
+    Track ids count from 1 in each tracker.
+    """
+
+    def __init__(self, settings: TrackerSettings | None = None, sure_score: float = 0.5) -> None:
+        self.settings = settings or TrackerSettings()
+        self.high = self.settings.high_score if self.settings.high_score is not None else sure_score
+        self.new_score = self.settings.new_score if self.settings.new_score is not None else self.high
+        self.tracks: list[Track] = []
+        self._next_id = 1
+        self._frames = 0
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def _advance(self) -> None:
+        for t in self.tracks:
+            if t.state == LOST:
+                t.kf.mean[7] = 0.0  # a lost box keeps its size (ByteTrack)
+            t.kf.predict()
+        self._frames += 1
+
+    def _age_out(self, step: TrackerStep) -> None:
+        keep = []
+        for t in self.tracks:
+            if t.state == LOST and t.lost_for > self.settings.max_lost:
+                step.ended.append(t)
+            else:
+                keep.append(t)
+        self.tracks = keep
+
+    def predict(self) -> TrackerStep:
+        """A frame without detections: every box moves along its prediction."""
+        step = TrackerStep()
+        self._advance()
+        for t in self.tracks:
+            t.lost_for += t.state == LOST
+            if t.state == TRACKED or self._coasting(t):
+                step.tracked.append((t, None))
+        self._age_out(step)
+        return step
+
+    def _coasting(self, t: Track) -> bool:
+        return t.state == LOST and self.settings.coast is not None and t.lost_for <= self.settings.coast
+
+    def update(self, boxes: np.ndarray | Sequence, scores: np.ndarray | Sequence) -> TrackerStep:
+        """A frame with detections ``boxes (M, 4)`` (``x1, y1, x2, y2``) and ``scores (M,)``."""
+        s = self.settings
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        first = self._frames == 0
+        step = TrackerStep()
+        self._advance()
+        sure = [i for i in range(len(scores)) if scores[i] >= self.high]
+        weak = [i for i in range(len(scores)) if s.low_score <= scores[i] < self.high]
+        confirmed = [t for t in self.tracks if t.state != TENTATIVE]
+        tentative = [t for t in self.tracks if t.state == TENTATIVE]
+
+        pairs, unmatched, sure_left = _match(confirmed, boxes, sure, s.match_iou)       # 1: sure detections
+        more, left, _ = _match([t for t in unmatched if t.state == TRACKED], boxes, weak, s.low_match_iou)  # 2: weak
+        left += [t for t in unmatched if t.state == LOST]
+        confirm, unconfirmed, sure_left = _match(tentative, boxes, sure_left, s.low_match_iou)  # 3: tentative
+
+        for t, d in pairs + more + confirm:
+            t.kf.update(boxes[d])
+            t.state, t.score, t.lost_for, t.hits = TRACKED, float(scores[d]), 0, t.hits + 1
+            step.tracked.append((t, d))
+        for t in left:
+            t.state = LOST
+            t.lost_for += 1
+            if self._coasting(t):
+                step.tracked.append((t, None))
+        dropped = {id(t) for t in unconfirmed}
+        step.dropped.extend(unconfirmed)
+        self.tracks = [t for t in self.tracks if id(t) not in dropped]
+        for d in sure_left:
+            if scores[d] < self.new_score:
+                continue
+            t = Track(self._next_id, KalmanBoxFilter(boxes[d]), TRACKED if first else TENTATIVE, float(scores[d]))
+            self._next_id += 1
+            self.tracks.append(t)
+            if first:
+                step.tracked.append((t, d))
+            else:
+                step.started.append((t, d))
+        self._age_out(step)
+        return step
+
+    def close(self) -> TrackerStep:
+        """End every open track (the stream ended): confirmed ones in ``ended``, tentative in ``dropped``."""
+        step = TrackerStep()
+        for t in self.tracks:
+            if t.state == TENTATIVE:
+                step.dropped.append(t)
+            else:
+                step.ended.append(t)
+        self.tracks = []
+        return step

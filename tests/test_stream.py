@@ -1,0 +1,306 @@
+"""``facemtl stream`` end to end on a generated test video (real test-split UTKFace faces):
+one id per person, tracks more accurate than single frames, a folder of the video's frames
+giving the same results, clean stops on SIGINT and SIGTERM, one sentence for sources that
+cannot be read, corrupt frames skipped, RTSP on loopback, several sources, the annotated
+H.264 video and the Python API."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+pytest.importorskip("scipy")
+pytest.importorskip("dlib")
+
+from facemtl.cli import main
+from facemtl.video.scoring import read_lines, score
+from facemtl.video.synthetic import VideoPlan, make_video, faces_from_test_split, truth_path
+
+#: MTCNN from 60 px faces up: the test video's faces are 90-140 px crops (face boxes ~60-120 px)
+FAST = ["--detector", "mtcnn", "--min-face", "60", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def video(utkface_root, tmp_path_factory) -> Path:
+    """Six seconds, 640x480 at 30 fps, up to six faces on screen, people entering and leaving."""
+    path = tmp_path_factory.mktemp("video") / "street.mp4"
+    make_video(path, faces_from_test_split(data_root=utkface_root), VideoPlan(seconds=6, seed=3))
+    return path
+
+
+def _run(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(args)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def streamed(video) -> dict:
+    rc, out, err = _run(["stream", str(video), "--json", *FAST])
+    assert rc == 0, err
+    faces, tracks = read_lines(out.splitlines())
+    return {"faces": faces, "tracks": tracks, "err": err, "score": score(truth_path(video), faces, tracks)}
+
+
+def test_one_id_per_person_and_new_people_get_new_ids(streamed):
+    s = streamed["score"]
+    assert s["recall"] >= 0.9 and s["false_per_frame"] <= 0.05
+    assert s["people_tracked"] >= s["people"] - 2  # a face dlib cannot find at all has no track
+    assert s["id_switches"] <= 1 and s["shared_ids"] == 0 and s["ids_per_person"] <= 1.1
+    # every track shown has exactly one track line, written when it ended; ids are never reused
+    shown = {f["track"] for f in streamed["faces"]}
+    ids = [t["track"] for t in streamed["tracks"]]
+    assert sorted(ids) == sorted(shown) and len(ids) == len(set(ids))
+    for t in streamed["tracks"]:
+        frames = [f["frame"] for f in streamed["faces"] if f["track"] == t["track"]]
+        assert (t["first_frame"], t["last_frame"], t["frames"]) == (min(frames), max(frames), len(frames))
+        assert 0 < t["confidence"] < 1 and t["gender"] in ("male", "female")
+
+
+def test_track_answers_are_more_accurate_than_single_frames(streamed):
+    s = streamed["score"]
+    track, frame = s["track"], s["frame"]
+    assert frame["age_n"] > 3 * track["age_n"] > 0
+    assert track["age_mae"] < frame["age_mae"]
+    assert track["gender_accuracy"] >= frame["gender_accuracy"]
+    assert track["race_accuracy"] >= frame["race_accuracy"] - 0.05
+
+
+def test_face_lines_carry_smoothed_and_raw_answers(streamed):
+    faces = streamed["faces"]
+    analysed = [f for f in faces if "raw" in f]
+    tracked = [f for f in faces if f["score"] is None]  # moved along the prediction, not detected
+    skipped = [f for f in faces if f["score"] is not None and "raw" not in f]  # detected, no better than kept
+    assert analysed and tracked and skipped
+    assert len(analysed) < len(faces) / 4  # detection every 5th frame, analysis only where it can help
+    f = analysed[0]
+    assert list(f)[:5] == ["type", "frame", "time", "track", "box"]
+    assert set(f["raw"]) >= {"age", "age_interval", "gender", "gender_probability", "race_probabilities"}
+    assert all(t["landmarks"] is None and "raw" not in t for t in tracked)
+    assert all(len(t["landmarks"]) == 5 for t in skipped + analysed)
+    assert all(abs(f["time"] - f["frame"] / 30) < 1e-3 for f in faces)
+
+
+def test_a_folder_of_the_videos_frames_gives_the_same_results(video, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(av.open(str(video)).decode(video=0)):
+        if i == 30:
+            break
+        frame.to_image().save(folder / f"frame_{i}.png")  # lossless: the same pixels
+    _, from_video, _ = _run(["stream", str(video), "--json", "--max-frames", "30", *FAST])
+    _, from_folder, _ = _run(["stream", str(folder), "--json", "--fps", "30", *FAST])
+    a, b = [json.loads(x) for x in from_video.splitlines()], [json.loads(x) for x in from_folder.splitlines()]
+    assert len(a) == len(b) > 30
+
+    def same(x, y, key=""):
+        if isinstance(x, dict):
+            assert list(x) == list(y), key
+            for k in x:
+                same(x[k], y[k], k)
+        elif isinstance(x, float) and "probabilit" in key:
+            assert abs(x - y) <= 2e-4, key
+        else:
+            assert x == y, key
+
+    for x, y in zip(a, b):
+        same(x, y)
+
+
+STREAM = [sys.executable, "-m", "facemtl.cli", "stream"]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_cleanly_with_every_track_closed(video, sig, status):
+    proc = subprocess.Popen([*STREAM, str(video), "--json", "--detect-every", "2", *FAST], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until the stream is well under way
+        lines.append(line)
+        if len(lines) >= 40:
+            break
+    proc.send_signal(sig)
+    lines += list(proc.stdout)  # the rest, to the end (communicate() would skip what the reader buffered)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == status, err
+    assert all(line.endswith("\n") for line in lines)
+    events = [json.loads(x) for x in lines]  # every line complete
+    shown = {e["track"] for e in events if e["type"] == "face"}
+    closed = {e["track"] for e in events if e["type"] == "track"}
+    assert shown and shown == closed
+    assert max(e["frame"] for e in events if e["type"] == "face") < 179  # it did stop early
+    assert f"stopped by {signal.Signals(sig).name}" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreadable_sources_give_one_sentence(tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(20000))
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    cases = [
+        ([str(tmp_path / "missing.mp4")], 2, "missing.mp4: no such file"),
+        ([str(garbage)], 1, "garbage.mp4: not a video (or a format FFmpeg cannot read)"),
+        ([f"http://127.0.0.1:{_free_port()}/live"], 1, "the connection was refused"),
+        ([f"http://127.0.0.1:{silent.getsockname()[1]}/live", "--timeout", "1"], 1, "no answer after 1 s"),
+    ]
+    try:
+        for args, status, sentence in cases:
+            rc, out, err = _run(["stream", *args, *FAST])
+            assert rc == status and out == ""
+            assert err.count("\n") == 1 and err.startswith("facemtl: error: ") and sentence in err, err
+    finally:
+        silent.close()
+
+
+def test_corrupt_frames_are_skipped_and_the_stream_goes_on(video, tmp_path):
+    from facemtl.video.sources import open_source
+
+    data = bytearray(video.read_bytes())
+    at = len(data) // 2
+    data[at : at + 4000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    warnings: list[str] = []
+    frames = [f.index for f in open_source(str(bad)).frames(threading.Event(), warnings.append)]
+    assert 90 < len(frames) < 180 and frames == list(range(len(frames)))  # the frames after it still come
+    assert "bad.mp4: corrupt frame near" in warnings[0] and "skipped, the stream goes on" in warnings[0]
+    assert len(warnings) <= 2  # the first one, and how many in all: no flood
+
+
+PUSH = r'''
+import fractions, sys, time
+import av
+url, video, first, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(first + n), av.open(video).decode(video=0))][first:]
+deadline = time.time() + 60
+while True:  # the listener opens once its model is loaded: try until it answers
+    try:
+        out = av.open(url, "w", format="rtsp", options={"rtsp_transport": "tcp"})
+        s = out.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 640, 480, "yuv420p"
+        s.options = {"tune": "zerolatency", "preset": "ultrafast"}
+        f = av.VideoFrame.from_ndarray(frames[0], format="rgb24")
+        f.pts, f.time_base = 0, fractions.Fraction(1, 30)
+        for p in s.encode(f):
+            out.mux(p)  # the connection is made on the first packet
+        break
+    except av.error.FFmpegError:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.2)
+t0 = time.time()
+for i, rgb in enumerate(frames[1:], 1):
+    f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    f.pts, f.time_base = i, fractions.Fraction(1, 30)
+    for p in s.encode(f):
+        out.mux(p)
+    time.sleep(max(0.0, t0 + i / 30 - time.time()))  # real time
+for p in s.encode():
+    out.mux(p)
+out.close()
+'''
+
+
+def test_rtsp_on_loopback_with_a_reconnection(video, tmp_path):
+    """A PyAV process pushes RTSP to our listener (FFmpeg's rtsp_flags=listen): no media server.
+    It pushes twice; the stream reconnects once, then ends with one sentence when nobody comes back."""
+    push = tmp_path / "push.py"
+    push.write_text(PUSH)
+    url = f"rtsp://127.0.0.1:{_free_port()}/live"
+    proc = subprocess.Popen([*STREAM, url, "--input-option", "rtsp_flags=listen", "--json", "--timeout", "4",
+                             "--reconnect", "1", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        subprocess.run([sys.executable, str(push), url, str(video), "0", "60"], check=True, timeout=120)
+        subprocess.run([sys.executable, str(push), url, str(video), "60", "45"], check=True, timeout=120)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "stream dropped; reconnecting in 1 s (attempt 1 of 1)" in err
+    assert "did not come back (1 reconnection attempt)" in err
+    events = [json.loads(x) for x in out.splitlines()]
+    faces = [e for e in events if e["type"] == "face"]
+    assert faces and all("wall_time" in e for e in faces)
+    assert {e["track"] for e in faces} == {e["track"] for e in events if e["type"] == "track"}
+
+
+def test_several_sources_share_the_network(video, tmp_path):
+    from facemtl.inference.results import TrackResult
+    from facemtl.video import StreamSettings, VideoAnalyzer
+
+    listing = tmp_path / "sources.txt"
+    listing.write_text(f"left={video}\nright={video}\n")
+    with VideoAnalyzer(detector="mtcnn", min_face=60) as analyzer:
+        source_of, batches = {}, []  # crop -> its frame's source; the sources in each network batch
+        prepare, predict = analyzer.pipeline.prepare, analyzer.predictor.predict
+
+        def prepare_(result, image, aligned):
+            p = prepare(result, image, aligned)
+            source_of.update({id(c): result.source for c in p.crops})
+            return p
+
+        def predict_(crops):
+            batches.append({source_of.get(id(c)) for c in crops})
+            return predict(crops)
+
+        analyzer.pipeline.prepare, analyzer.predictor.predict = prepare_, predict_
+        one = list(analyzer.stream(str(video), StreamSettings(max_frames=40)))
+        two = list(analyzer.stream(str(listing), StreamSettings(max_frames=40)))
+    frames = [e for e in two if not isinstance(e, TrackResult)]
+    assert {e.source for e in frames} == {"left", "right"} and len(frames) == 80
+    # each source is tracked on its own and finds what the single stream found
+    n_one = sum(len(e.faces) for e in one if not isinstance(e, TrackResult))
+    assert sum(len(e.faces) for e in frames if e.source == "left") == n_one
+    assert sum(len(e.faces) for e in frames if e.source == "right") == n_one
+    assert {"left", "right"} in batches  # the two sources' faces share network batches
+
+
+def test_annotated_video_is_browser_ready_h264(video, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    rc, _, err = _run(["stream", str(video), "--annotate", str(out), "--blur", "--max-frames", "30", *FAST])
+    assert rc == 0, err
+    c = av.open(str(out))
+    v = c.streams.video[0]
+    assert (v.codec_context.name, v.codec_context.pix_fmt, v.width, v.height) == ("h264", "yuv420p", 640, 480)
+    assert len(list(c.decode(v))) == 30
+    data = out.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # +faststart: playable while it downloads
+
+
+def test_python_api_iterates_events_and_stops(video):
+    from facemtl.inference.results import ImageResult, TrackResult
+    from facemtl.video import StreamSettings, VideoAnalyzer
+
+    with VideoAnalyzer(detector="mtcnn", min_face=60) as analyzer:
+        s = analyzer.stream(str(video), StreamSettings(detect_every=3))
+        seen = []
+        for event in s:
+            seen.append(event)
+            if isinstance(event, ImageResult) and event.frame == 20:
+                threading.Thread(target=s.stop, args=("test",)).start()
+    frames = [e for e in seen if isinstance(e, ImageResult)]
+    tracks = [e for e in seen if isinstance(e, TrackResult)]
+    assert 20 < len(frames) < 180 and [e.frame for e in frames] == list(range(len(frames)))
+    assert {f.track for e in frames for f in e.faces} == {t.track for t in tracks}
+    assert s.stop_reason == "test" and s.stats.frames == len(frames)
