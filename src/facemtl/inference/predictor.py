@@ -17,12 +17,16 @@ from ..preprocess import to_batch
 from .results import TaskAnswer
 from .runtimes import open_runtime
 
-#: The model that ships inside the package (see MODEL_CARD.md).
+#: The model that ships inside the package (see MODEL_CARD.md), and the same network as a
+#: training checkpoint (its data config and seed: what ``facemtl export`` and the synthetic
+#: test videos read).
 DEFAULT_MODEL = "utkface_lite0.onnx"
+DEFAULT_CHECKPOINT = "utkface_lite0.pt"
 
 
-def default_model_path() -> Path:
-    path = Path(str(resources.files("facemtl") / "weights" / DEFAULT_MODEL))
+def default_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """The shipped model file ``name`` inside the installed package."""
+    path = Path(str(resources.files("facemtl") / "weights" / name))
     if not path.is_file():
         raise FileNotFoundError(f"the default model {path} is missing from this installation")
     return path

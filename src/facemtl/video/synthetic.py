@@ -60,10 +60,10 @@ def faces_from_test_split(model: str | Path | None = None, data_root: str | Path
     """The test-split faces of ``model`` (default: the shipped one): its data config and seed,
     so the model never trained on them. Needs the training extra (the data readers)."""
     from ..data import build_data
-    from ..inference.predictor import default_model_path
+    from ..inference.predictor import DEFAULT_CHECKPOINT, default_model_path
     from ..model import load_model
 
-    _, tasks, cfg, _ = load_model(model or default_model_path())
+    _, tasks, cfg, _ = load_model(model or default_model_path(DEFAULT_CHECKPOINT))
     if data_root is not None:
         cfg.data.root = str(data_root)
     test = build_data(cfg.data, tasks, cfg.train.seed, load_images=False).test
