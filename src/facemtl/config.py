@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .typecheck import SettingTypeError, check, did_you_mean, hints
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one sentence for the user."""
@@ -176,35 +178,50 @@ class Config:
         names = [t.get("name") for t in self.tasks]
         if len(set(names)) != len(names):
             raise ConfigError("task names must be unique")
+        from .tasks import build_task
+
+        for spec in self.tasks:  # a misspelt or mistyped task setting fails here, not mid-training
+            try:
+                build_task(spec)
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    if not dataclasses.is_dataclass(cls):
-        return data
+    """An instance of the dataclass ``cls`` from the mapping ``data`` found at ``where`` in the
+    recipe; every value is checked against the field's type hint (:mod:`facemtl.typecheck`)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"'{where}' must be a mapping, not {type(data).__name__}")
+        raise ConfigError(f"'{where}' must be a mapping of settings, not {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
+    types = hints(cls)
+    unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"unknown setting '{where + '.' if where else ''}{sorted(unknown)[0]}'; "
+        key = str(unknown[0])
+        raise ConfigError(f"unknown setting '{where + '.' if where else ''}{key}'{did_you_mean(key, list(fields))}; "
                           f"'{where or 'the config'}' takes: {', '.join(fields)}")
     kwargs = {}
     for k, v in data.items():
-        ftype = fields[k].type
-        sub = {"data": DataConfig, "model": ModelConfig, "weighting": WeightingConfig, "optim": OptimConfig,
-               "train": TrainConfig, "augment": AugmentConfig}.get(k) if isinstance(ftype, str) else None
-        kwargs[k] = _build(sub, v, f"{where}.{k}" if where else k) if sub else v
+        key = f"{where}.{k}" if where else k
+        tp = types.get(k, Any)
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = _build(tp, v, key)
+            continue
+        try:
+            kwargs[k] = check(v, tp, key)
+        except SettingTypeError as exc:
+            raise ConfigError(str(exc)) from None
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ConfigError(f"{where or 'config'}: {msg}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
