@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from ..data import build_data
+from ..epochlog import read_epochs
 from ..metrics import mean_and_spread
 from ..system import hardware
 from ..tasks import build_task
@@ -80,7 +81,7 @@ def run_experiment(
         summary = trainer.fit()
         test = trainer.test() or {}
         seconds = time.perf_counter() - t0
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        records = read_epochs(run_dir / "metrics.jsonl")
         result = {
             "variant": variant.name, "seed": seed, "config_hash": digest, **summary,
             "seconds": seconds,

@@ -177,7 +177,8 @@ class Task:
         raise NotImplementedError
 
     def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
-        """Unitless score, 0 for the trivial baseline and 1 for a perfect model.
+        """Unitless score, 0 for the trivial baseline and 1 for a perfect model; NaN where it is
+        undefined (the baseline is perfect on the faces scored: nothing is left to gain).
 
         Used to pick the best epoch across heterogeneous tasks.
         """
