@@ -49,7 +49,9 @@ class AugmentConfig:
 class DataConfig:
     #: Reader: ``utkface``, ``adience``, ``celeba``, ``fairface`` or ``csv``.
     dataset: str = "utkface"
-    #: Dataset folder (for ``csv``: the manifest file). Relative paths resolve against the config file.
+    #: Dataset folder (for ``csv``: the manifest file). A relative path in a recipe resolves
+    #: against the recipe's folder; one given on the command line (``data.root=...``,
+    #: ``--data-root``) against the current folder (:func:`load_config`).
     root: str = "../shared/data/utkface"
     #: ``random`` (seeded stratified), ``coral`` (UTKFace CORAL files), or ``predefined`` (the reader's own split).
     split: str = "random"
@@ -173,6 +175,10 @@ class Config:
     name: str = "facemtl"
 
     def __post_init__(self) -> None:
+        #: Where the settings came from, for people reading about the run (not a setting):
+        #: ``recipe`` (the file), ``data_root`` (``data.root`` as written) and
+        #: ``data_root_from`` (the recipe, or "the command line").
+        self.origin: dict[str, str] = {}
         if not self.tasks:
             raise ConfigError("the config declares no tasks; add a 'tasks:' list")
         names = [t.get("name") for t in self.tasks]
@@ -246,7 +252,13 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe, apply ``key=value`` overrides, validate, resolve relative paths."""
+    """Read a YAML recipe, apply ``key=value`` overrides, validate, resolve relative paths.
+
+    ``data.root`` comes back absolute. The rule for a relative one: a path written in a
+    file resolves against that file's folder (a recipe's, a run's saved ``config.yaml``),
+    a path typed on the command line (an override ``data.root=...``) against the current
+    folder. So a recipe works from any folder, and moves with the data beside it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -257,15 +269,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     cfg = config_from_dict(data, overrides)
-    cfg.data.root = resolve_data_root(cfg.data.root, path)
+    typed = any(parse_override(o)[0] == ["data", "root"] for o in overrides or [])
+    written = cfg.data.root
+    cfg.data.root = str(Path(written).resolve()) if typed else resolve_data_root(written, path)
+    cfg.origin = {"recipe": str(path), "data_root": written,
+                  "data_root_from": "the command line" if typed else str(path)}
     return cfg
 
 
 def resolve_data_root(root: str | Path, recipe: str | Path) -> str:
-    """An absolute data folder: a relative ``root`` is taken relative to the working directory
-    when it exists there, else to the folder of the ``recipe`` file that names it."""
-    root = Path(root)
+    """An absolute data folder: a relative ``root`` is taken relative to the folder of the
+    ``recipe`` file that names it (never to the current folder: see :func:`load_config`)."""
+    root = Path(root).expanduser()
     if root.is_absolute():
         return str(root)
-    cand = [Path.cwd() / root, Path(recipe).resolve().parent / root]
-    return str(next((c for c in cand if c.exists()), cand[0]).resolve())
+    return str((Path(recipe).resolve().parent / root).resolve())

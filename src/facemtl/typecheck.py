@@ -5,15 +5,16 @@ dataclass that holds them: recipe sections (:mod:`facemtl.config`) and task spec
 Written here rather than taken from a validation library (pydantic, typeguard) because
 the rules are few and facemtl-specific: each mistake must read as one sentence naming the
 key, the value and what was expected, and the settings stay plain dataclasses. Two
-forgiving rules: a whole number is taken where a number is expected (``lr: 1``), and
-text that reads as a number is taken as that number (YAML 1.1, which PyYAML follows,
-reads ``1e-3`` as text).
+forgiving rules: a number with nothing after the point is taken where a whole number is
+expected (``batch_size: 32.0``), and text that reads as a number is taken as that number
+(YAML 1.1, which PyYAML follows, reads ``1e-3`` as text).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Union
@@ -47,7 +48,7 @@ def describe(tp: Any) -> str:
     if tp is int:
         return "a whole number"
     if tp is float:
-        return "a number"
+        return "a number"  # finite: NaN and infinity are refused
     if tp is str:
         return "text"
     if origin is list:
@@ -97,13 +98,13 @@ def coerce(value: Any, tp: Any) -> Any:
                 value = float(value.strip())
             except ValueError:
                 raise _Mismatch from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise _Mismatch
         if tp is int:
             if isinstance(value, float) and not value.is_integer():
                 raise _Mismatch
             return int(value)
-        return float(value)
+        return value  # an int stays an int where a number is asked for (1, not 1.0, in outputs)
     if tp is str:
         if isinstance(value, str):
             return value

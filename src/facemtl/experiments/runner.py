@@ -44,11 +44,21 @@ def run_experiment(
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train and test every run of ``exp`` not finished yet; write and return the summary."""
+    """Train and test every run of ``exp`` not finished yet; write and return the summary.
+
+    The experiment folder is locked while it runs (:class:`~facemtl.training.runfolder.RunLock`),
+    so two grids never train into the same runs.
+    """
+    from ..training.runfolder import RunLock
+
+    with RunLock(out):
+        return _run_experiment(exp, Path(out), only, progress, log)
+
+
+def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, progress: bool,
+                    log: Callable[[str], None]) -> dict[str, Any]:
     from ..training import Trainer
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
     variants = [exp.variant(n) for n in only] if only else exp.variants
     t_start = time.perf_counter()

@@ -54,11 +54,14 @@ def check_fresh(folder: str | Path, overwrite: bool) -> None:
     clear_run(folder)
 
 
-def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str]) -> Any:
-    """The settings a resumed run continues with: its saved ``config.yaml`` plus ``overrides``.
+def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str],
+                  data_root: str | None = None) -> Any:
+    """The settings a resumed run continues with: its saved ``config.yaml`` plus ``overrides``
+    (and ``data_root``, a data folder typed on the command line, relative to the current one).
 
     A ``recipe`` given as well must describe the same run (with the same overrides);
-    otherwise a :class:`RunFolderError` names the settings that differ.
+    otherwise a :class:`RunFolderError` names the settings that differ. The data folder
+    must exist (``FileNotFoundError`` naming it otherwise).
     """
     from ..config import load_config
 
@@ -66,14 +69,20 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     if not saved.is_file():
         raise RunFolderError(f"cannot resume: {folder} holds no run (no config.yaml)")
     cfg = load_config(saved, overrides)
+    if data_root is not None:
+        cfg.data.root = str(Path(data_root).expanduser().resolve())
     if recipe is not None:
         other = load_config(recipe, overrides)
+        if data_root is not None:
+            other.data.root = cfg.data.root
         diff = _differences(cfg.to_dict(), other.to_dict())
         if diff:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} in {Path(recipe).name}" for k, a, b in diff[:3])
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             raise RunFolderError(f"{folder} was trained with other settings than {recipe} ({shown}{more}); leave out "
                                  f"--config to continue it as it was (section.key=value overrides still apply)")
+    if not Path(cfg.data.root).exists():
+        raise FileNotFoundError(f"data folder {cfg.data.root} (from {saved}) does not exist; pass --data-root")
     return cfg
 
 
