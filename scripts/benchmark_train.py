@@ -99,7 +99,7 @@ def main() -> None:
 
     # --- facemtl's own epoch loop, same model settings ---------------------------------
     cfg.train.max_batches = a.batches
-    trainer = Trainer(cfg, "/tmp/facemtl-bench", progress=False, log=lambda s: None, data=data)
+    trainer = Trainer(cfg, "/tmp/facemtl-bench", progress=False, log=lambda s: None, data=data, overwrite=True)
 
     def ours() -> float:
         trainer.train_epoch()  # warm-up (first batches allocate)

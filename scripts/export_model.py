@@ -16,7 +16,7 @@ import torch
 
 from facemtl.checkpoint import load_checkpoint
 
-KEEP = ("format", "config", "tasks", "frozen", "epoch", "best_score", "best_epoch", "baselines", "weights", "val_metrics")
+KEEP = ("format", "config", "tasks", "frozen", "epoch", "best_score", "best_epoch", "epochs_from", "baselines", "weights", "val_metrics")
 
 
 def main() -> None:

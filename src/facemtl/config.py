@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .typecheck import SettingTypeError, check, did_you_mean, hints
+
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one sentence for the user."""
@@ -47,7 +49,9 @@ class AugmentConfig:
 class DataConfig:
     #: Reader: ``utkface``, ``adience``, ``celeba``, ``fairface`` or ``csv``.
     dataset: str = "utkface"
-    #: Dataset folder (for ``csv``: the manifest file). Relative paths resolve against the config file.
+    #: Dataset folder (for ``csv``: the manifest file). A relative path in a recipe resolves
+    #: against the recipe's folder; one given on the command line (``data.root=...``,
+    #: ``--data-root``) against the current folder (:func:`load_config`).
     root: str = "../shared/data/utkface"
     #: ``random`` (seeded stratified), ``coral`` (UTKFace CORAL files), or ``predefined`` (the reader's own split).
     split: str = "random"
@@ -171,40 +175,59 @@ class Config:
     name: str = "facemtl"
 
     def __post_init__(self) -> None:
+        #: Where the settings came from, for people reading about the run (not a setting):
+        #: ``recipe`` (the file), ``data_root`` (``data.root`` as written) and
+        #: ``data_root_from`` (the recipe, or "the command line").
+        self.origin: dict[str, str] = {}
         if not self.tasks:
             raise ConfigError("the config declares no tasks; add a 'tasks:' list")
         names = [t.get("name") for t in self.tasks]
         if len(set(names)) != len(names):
             raise ConfigError("task names must be unique")
+        from .tasks import build_task
+
+        for spec in self.tasks:  # a misspelt or mistyped task setting fails here, not mid-training
+            try:
+                build_task(spec)
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
-    if not dataclasses.is_dataclass(cls):
-        return data
+    """An instance of the dataclass ``cls`` from the mapping ``data`` found at ``where`` in the
+    recipe; every value is checked against the field's type hint (:mod:`facemtl.typecheck`)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"'{where}' must be a mapping, not {type(data).__name__}")
+        raise ConfigError(f"'{where}' must be a mapping of settings, not {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
+    types = hints(cls)
+    unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"unknown setting '{where + '.' if where else ''}{sorted(unknown)[0]}'; "
+        key = str(unknown[0])
+        raise ConfigError(f"unknown setting '{where + '.' if where else ''}{key}'{did_you_mean(key, list(fields))}; "
                           f"'{where or 'the config'}' takes: {', '.join(fields)}")
     kwargs = {}
     for k, v in data.items():
-        ftype = fields[k].type
-        sub = {"data": DataConfig, "model": ModelConfig, "weighting": WeightingConfig, "optim": OptimConfig,
-               "train": TrainConfig, "augment": AugmentConfig}.get(k) if isinstance(ftype, str) else None
-        kwargs[k] = _build(sub, v, f"{where}.{k}" if where else k) if sub else v
+        key = f"{where}.{k}" if where else k
+        tp = types.get(k, Any)
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = _build(tp, v, key)
+            continue
+        try:
+            kwargs[k] = check(v, tp, key)
+        except SettingTypeError as exc:
+            raise ConfigError(str(exc)) from None
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ConfigError(f"{where or 'config'}: {msg}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -229,7 +252,13 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe, apply ``key=value`` overrides, validate, resolve relative paths."""
+    """Read a YAML recipe, apply ``key=value`` overrides, validate, resolve relative paths.
+
+    ``data.root`` comes back absolute. The rule for a relative one: a path written in a
+    file resolves against that file's folder (a recipe's, a run's saved ``config.yaml``),
+    a path typed on the command line (an override ``data.root=...``) against the current
+    folder. So a recipe works from any folder, and moves with the data beside it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -240,15 +269,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     cfg = config_from_dict(data, overrides)
-    cfg.data.root = resolve_data_root(cfg.data.root, path)
+    typed = any(parse_override(o)[0] == ["data", "root"] for o in overrides or [])
+    written = cfg.data.root
+    cfg.data.root = str(Path(written).resolve()) if typed else resolve_data_root(written, path)
+    cfg.origin = {"recipe": str(path), "data_root": written,
+                  "data_root_from": "the command line" if typed else str(path)}
     return cfg
 
 
 def resolve_data_root(root: str | Path, recipe: str | Path) -> str:
-    """An absolute data folder: a relative ``root`` is taken relative to the working directory
-    when it exists there, else to the folder of the ``recipe`` file that names it."""
-    root = Path(root)
+    """An absolute data folder: a relative ``root`` is taken relative to the folder of the
+    ``recipe`` file that names it (never to the current folder: see :func:`load_config`)."""
+    root = Path(root).expanduser()
     if root.is_absolute():
         return str(root)
-    cand = [Path.cwd() / root, Path(recipe).resolve().parent / root]
-    return str(next((c for c in cand if c.exists()), cand[0]).resolve())
+    return str((Path(recipe).resolve().parent / root).resolve())

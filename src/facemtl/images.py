@@ -5,6 +5,7 @@ No torch here: the inference install reads images with Pillow and NumPy only.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,86 @@ from PIL import Image, ImageOps
 MAX_PIXELS = 150_000_000
 
 
+#: Modes Pillow gives images of more than 8 bits per sample (16-bit PNG and TIFF, 32-bit
+#: integer and float TIFF); :func:`to_rgb` scales them to 8 bits instead of clipping.
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Pixel values of any dtype as ``uint8``, scaled by what the dtype means, never clipped.
+
+    ``uint8``: as is. ``uint16``: 16-bit, ``round(v / 257)`` (65535 -> 255). ``bool``: 0 / 255.
+    Other integers: 8-bit when they all lie in 0..255, else 16-bit when in 0..65535.
+    Floats: 0..1 when they all lie there (scaled by 255), else 0..255. Anything else (a
+    negative value, NaN, a value past 65535 or a float past 255) is a ``ValueError``: there
+    is no way to tell how such values would look.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype.kind not in "uif":
+        raise ValueError(f"an image array must hold numbers, not {arr.dtype}")
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError("image values must be finite numbers; this array holds NaN (not a number) or infinity")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0:
+        raise ValueError(f"image values must not be negative (this array's lowest is {lo:g})")
+    if arr.dtype.kind == "f":
+        if hi > 255:
+            raise ValueError(f"float image values must lie in 0..1 or 0..255 (this array's highest is {hi:g})")
+        return np.rint(arr * 255 if hi <= 1.0 else arr).astype(np.uint8)
+    if arr.dtype == np.uint16 or hi > 255:
+        if hi > 65535:
+            raise ValueError(f"integer image values must lie in 0..255 (8-bit) or 0..65535 (16-bit); this array's "
+                             f"highest is {hi:g}")
+        return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return arr.astype(np.uint8)
+
+
+def _oriented(im: Image.Image) -> Image.Image:
+    """EXIF orientation applied (without the full copy Pillow makes when there is none)."""
+    if im.getexif().get(0x0112, 1) in (None, 1):
+        return im
+    return ImageOps.exif_transpose(im)
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """EXIF orientation applied; grayscale, palette, CMYK and alpha images turned into RGB.
+    """EXIF orientation applied; grayscale, palette, CMYK, alpha and 16-bit / 32-bit images
+    turned into 8-bit RGB (deep ones scaled by :func:`to_uint8`, never clipped).
 
     Transparent pixels are composited onto white.
     """
-    im = ImageOps.exif_transpose(im)
+    im = _oriented(im)
     if im.mode == "RGB":
         return im
+    if im.mode in DEEP_MODES:
+        gray = to_uint8(np.asarray(im))
+        return Image.fromarray(np.repeat(gray[:, :, None], 3, 2), "RGB")
     if im.mode in ("RGBA", "LA", "PA", "P"):
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def _open(path: str | Path) -> Image.Image:
+    """``Image.open`` with the size limit and the empty-file case said in one sentence."""
+    if os.path.getsize(path) == 0:
+        raise ValueError("empty file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as exc:
+            raise ValueError(str(exc)) from None
+    if im.size[0] * im.size[1] > MAX_PIXELS:
+        im.close()
+        raise ValueError(f"image of {im.size[0]}x{im.size[1]} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    return im
 
 
 def load_rgb(path: str, size: int | None = None) -> np.ndarray:
@@ -39,15 +107,7 @@ def load_rgb(path: str, size: int | None = None) -> np.ndarray:
     Returns ``(H, W, 3) uint8``. Raises ``OSError`` / ``ValueError`` on unreadable files
     and ``ValueError`` for images over :data:`MAX_PIXELS`.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError as exc:
-            raise ValueError(str(exc)) from None
-    with im:
-        if im.size[0] * im.size[1] > MAX_PIXELS:
-            raise ValueError(f"image of {im.size[0]}x{im.size[1]} pixels is over the {MAX_PIXELS:,}-pixel limit")
+    with _open(path) as im:
         if size is not None and im.format == "JPEG":
             im.draft("RGB", (size, size))  # let libjpeg decode at a reduced scale when it can
         im = to_rgb(im)
@@ -56,23 +116,55 @@ def load_rgb(path: str, size: int | None = None) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).copy()
 
 
+def read_image(image: Any, keep_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(rgb, (width, height))``: the pixels to search, and the size of the whole image
+    (after EXIF orientation), in whose pixels results are given.
+
+    ``keep_side``: for files, decode large images reduced, keeping at least this many
+    pixels on the long side: JPEGs at 1/2, 1/4 or 1/8 scale straight from the file
+    (libjpeg's draft mode: the full image is never held), other formats decoded whole and
+    shrunk by a whole factor at once (:meth:`PIL.Image.Image.reduce`). ``rgb`` is then
+    smaller than ``(width, height)`` by a factor the caller reads off the two.
+    Images in memory (arrays, PIL images) are taken whole.
+    """
+    if not isinstance(image, (str, Path)) or keep_side is None:
+        rgb = open_image(image)
+        return rgb, (int(rgb.shape[1]), int(rgb.shape[0]))
+    with _open(image) as im:
+        w, h = im.size
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored rotated by 90 degrees
+            w, h = h, w
+        long_side = max(w, h)
+        if long_side >= 2 * keep_side and im.format == "JPEG":
+            im.draft("RGB", (max(1, im.size[0] * keep_side // long_side), max(1, im.size[1] * keep_side // long_side)))
+        elif long_side >= 2 * keep_side:
+            im.load()
+            try:
+                im = im.reduce(long_side // keep_side)
+            except ValueError:  # a mode reduce() does not take (palette, 16-bit): convert first
+                im = to_rgb(im).reduce(long_side // keep_side)
+        rgb = np.asarray(to_rgb(im), dtype=np.uint8)
+    return rgb, (w, h)
+
+
 def open_image(image: Any) -> np.ndarray:
     """A path, a PIL image or an array -> ``(H, W, 3) uint8`` RGB.
 
-    Arrays are taken as RGB (or grayscale ``(H, W)``, or RGBA); float arrays in [0, 1]
-    are scaled to 0..255.
+    Arrays are taken as RGB (or grayscale ``(H, W)``, or RGBA), of any numeric dtype,
+    scaled to 8 bits by :func:`to_uint8` (``uint16`` as 16-bit, floats in 0..1 or 0..255).
     """
     if isinstance(image, (str, Path)):
         return load_rgb(str(image))
     if isinstance(image, Image.Image):
         return np.asarray(to_rgb(image), dtype=np.uint8)
     arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr * 255 if arr.max() <= 1.0 else arr, 0, 255).astype(np.uint8)
     if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, 2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), not {arr.shape}")
+    arr = to_uint8(arr)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, 2)
     if arr.shape[2] == 4:
         return np.asarray(to_rgb(Image.fromarray(arr, "RGBA")))
     return np.ascontiguousarray(arr)
@@ -81,6 +173,8 @@ def open_image(image: Any) -> np.ndarray:
 def describe_error(exc: BaseException) -> str:
     """One line saying why an image could not be used."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
     if "cannot identify image file" in text:
         return "not an image (or a format Pillow cannot read)"
     return text

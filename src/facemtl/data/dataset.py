@@ -9,6 +9,7 @@ loader processes that decode on the fly.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -226,5 +227,5 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
         total = sum(len(s) for s in sets.values()) * 3 * cfg.image_size**2
         if cfg.cache == "memory" or (cfg.cache == "auto" and total <= CACHE_LIMIT_BYTES):
             for s in sets.values():
-                s.cache(progress=len(s) > 2000)
+                s.cache(progress=len(s) > 2000 and sys.stderr.isatty())  # no bars in a log file
     return bundle

@@ -78,6 +78,8 @@ class Experiment:
     variants: list[Variant] = field(default_factory=list)
     #: The variant reports centre on (Grad-CAM, confusion matrices, bias study).
     reference: str = "proposed"
+    #: Where the base recipe and its data folder came from (:attr:`facemtl.config.Config.origin`).
+    origin: dict[str, str] = field(default_factory=dict)
 
     def config(self, variant: Variant, seed: int) -> Config:
         """The full training config of one run: base, experiment overrides, variant changes, seed."""
@@ -97,7 +99,9 @@ class Experiment:
                     t[k] = v
         data["tasks"] = specs
         data["name"] = f"{self.name}/{variant.name}"
-        return config_from_dict(data, [*self.overrides, *variant.overrides, f"train.seed={seed}"])
+        cfg = config_from_dict(data, [*self.overrides, *variant.overrides, f"train.seed={seed}"])
+        cfg.origin = dict(self.origin)
+        return cfg
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -174,7 +178,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"the base recipe {base_path} does not exist")
     base = yaml.safe_load(base_path.read_text()) or {}
     data = base.setdefault("data", {})
-    data["root"] = resolve_data_root(data.get("root", "."), base_path)
+    written = str(data.get("root", "."))
+    data["root"] = resolve_data_root(written, base_path)
     tasks = base.get("tasks") or []
     variants_spec = spec.get("variants", "standard")
     if variants_spec == "standard":
@@ -194,7 +199,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError("an experiment needs at least one seed")
     exp = Experiment(name=str(spec.get("name", path.stem)), base=base, seeds=[int(s) for s in seeds],
                      overrides=[str(o) for o in spec.get("overrides") or []], variants=variants,
-                     reference=str(spec.get("reference", "proposed")))
+                     reference=str(spec.get("reference", "proposed")),
+                     origin={"recipe": str(base_path), "data_root": written, "data_root_from": str(base_path)})
     if exp.reference not in {v.name for v in variants}:
         exp.reference = variants[0].name if variants else exp.reference
     for v in variants:  # fail now, not an hour into the grid

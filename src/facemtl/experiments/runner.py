@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from ..data import build_data
+from ..epochlog import read_epochs
 from ..metrics import mean_and_spread
 from ..system import hardware
 from ..tasks import build_task
@@ -43,11 +44,21 @@ def run_experiment(
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train and test every run of ``exp`` not finished yet; write and return the summary."""
+    """Train and test every run of ``exp`` not finished yet; write and return the summary.
+
+    The experiment folder is locked while it runs (:class:`~facemtl.training.runfolder.RunLock`),
+    so two grids never train into the same runs.
+    """
+    from ..training.runfolder import RunLock
+
+    with RunLock(out):
+        return _run_experiment(exp, Path(out), only, progress, log)
+
+
+def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, progress: bool,
+                    log: Callable[[str], None]) -> dict[str, Any]:
     from ..training import Trainer
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
     variants = [exp.variant(n) for n in only] if only else exp.variants
     t_start = time.perf_counter()
@@ -80,7 +91,7 @@ def run_experiment(
         summary = trainer.fit()
         test = trainer.test() or {}
         seconds = time.perf_counter() - t0
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        records = read_epochs(run_dir / "metrics.jsonl")
         result = {
             "variant": variant.name, "seed": seed, "config_hash": digest, **summary,
             "seconds": seconds,

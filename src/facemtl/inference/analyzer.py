@@ -96,9 +96,10 @@ def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "m
             device: str = "auto", min_face: float | None = None) -> list[dict[str, Any]]:
     """Estimate age, gender and race (or the attributes of ``checkpoint``) of every face in ``image``.
 
-    ``image``: a file path, a PIL image, or an ``(H, W, 3)`` RGB array (uint8, or float
-    in [0, 1]); EXIF orientation is applied, alpha composited on white, CMYK and
-    grayscale converted. Returns one dict per face, largest first::
+    ``image``: a file path, a PIL image, or an ``(H, W, 3)`` RGB array (uint8; uint16 as
+    16-bit; float in [0, 1] or [0, 255]; see :func:`facemtl.images.to_uint8`); EXIF
+    orientation is applied, alpha composited on white, CMYK, grayscale and 16-bit images
+    converted (scaled, never clipped). Returns one dict per face, largest first::
 
         {"box": [x1, y1, x2, y2], "score": 1.7, "landmarks": [[x, y] * 5],
          "age": 31.0, "age_interval": [26, 37],
@@ -106,7 +107,8 @@ def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "m
          "race": "white", "race_probability": 0.91, "race_probabilities": {...}}
 
     ``box`` and ``landmarks`` are in pixels of the (orientation-corrected) image;
-    ``score`` is the detector's confidence (``min_face``: see :class:`FaceAnalyzer`); ``age`` is in years (the model's decoding,
+    ``score`` is the detector's confidence on its own scale (dlib: SVM margin, about 0.25 to
+    3; mtcnn: a probability; ``min_face``: see :class:`FaceAnalyzer`); ``age`` is in years (the model's decoding,
     paper eq. 6) and ``age_interval`` the central 80 % of its predicted distribution.
     With ``aligned=True`` the image is taken as one face crop aligned like UTKFace's:
     no detection, ``box`` is the whole image. The default model ships with facemtl

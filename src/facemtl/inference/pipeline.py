@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..faces import DETECTORS, Face, align_face, build_detector
-from ..images import describe_error, open_image
+from ..images import describe_error, read_image
 from ..system import usable_cores
 from .predictor import Predictor
 from .results import ERROR, NO_FACE, OK, FaceResult, ImageResult
@@ -45,7 +45,12 @@ class Pipeline:
     MTCNN: on photos composed of 1-5 test-split faces it found more faces than dlib and ran
     faster (``facemtl benchmark``; README "Speed").
     ``detect_max_side``: photos are shrunk to at most this many pixels on their long
-    side for detection; faces are still cut from the full-resolution photo.
+    side for detection. Faces are cut from the photo as decoded: photo files over twice
+    :attr:`decode_side` (2 x ``detect_max_side``) are decoded reduced to at least that
+    (JPEG at 1/2, 1/4 or 1/8 scale straight from the file; see
+    :func:`~facemtl.images.read_image`), which bounds memory (a 12,000 x 12,000 photo is
+    never held whole as RGB) and keeps at least twice the pixels detection used. Boxes,
+    landmarks, ``width`` and ``height`` are always in the photo's own pixels.
     ``workers``: threads that decode, detect and align images side by side; default: one
     per CPU core. Each thread has its own detector.
     ``max_latency``: seconds an image may wait for its batch to fill before the batch runs
@@ -70,6 +75,8 @@ class Pipeline:
         self.min_face = min_face
         self.workers = workers if workers is not None else usable_cores()
         self.detect_max_side = detect_max_side
+        #: Photo files are decoded with at least this many pixels on their long side.
+        self.decode_side = 2 * detect_max_side
         self.max_latency = max_latency
         self.keep_images = keep_images
         self._local = threading.local()
@@ -130,10 +137,10 @@ class Pipeline:
         """Decode, detect and align one image. Never raises: an image that cannot be read or
         searched becomes an ``error`` result."""
         try:
-            rgb = open_image(image)
+            rgb, (width, height) = read_image(image, None if aligned else self.decode_side)
         except Exception as exc:  # any unreadable file: report, never stop the batch
             return Prepared(result.fail(describe_error(exc)), [])
-        result.width, result.height = int(rgb.shape[1]), int(rgb.shape[0])
+        result.width, result.height = width, height
         if self.keep_images:
             result.image = rgb
         try:
@@ -156,7 +163,8 @@ class Pipeline:
             # separate shrink first cost a seventh of the time on 1280x960 photos.
             faces = self.detector.detect(rgb, (self.min_face or self.detector.min_face) / f)
         crops = [align_face(rgb, face.landmarks, face.scheme, self.size) for face in faces]
-        return Prepared(result, faces, crops)
+        decoded = result.width / w  # > 1 when the file was decoded reduced
+        return Prepared(result, [face.scaled(decoded) for face in faces] if decoded != 1 else faces, crops)
 
     def finish(self, queue: list[Prepared]) -> list[ImageResult]:
         """Run the queued crops through the predictor in one go and attach the answers."""

@@ -4,13 +4,20 @@ Every output is written from these dataclasses: ``analyze --json`` and ``--csv``
 table, annotated images, and later video events, database rows and the HTTP API. The
 field names of the JSON form are fixed here (and pinned by a test):
 
-* a face: ``box`` ``[x1, y1, x2, y2]`` in pixels, ``score`` (the detector's confidence),
-  ``landmarks`` (five ``[x, y]``), then per task ``<task>`` (the class name, or the value
+* a face: ``box`` ``[x1, y1, x2, y2]`` in pixels, ``score`` (the detector's confidence, on
+  the detector's own scale: see below), ``landmarks`` (five ``[x, y]``), then per task ``<task>`` (the class name, or the value
   in label units, e.g. years), and where the task gives them ``<task>_interval``
   ``[lo, hi]``, ``<task>_probability`` (of the chosen class) and ``<task>_probabilities``
   (``{class: p}``);
 * an image: what it was (``file``, ``index`` or ``frame``), ``width``, ``height``,
-  ``faces``, ``status`` (``ok``, ``no_face`` or ``error``) and ``error`` (why).
+  ``faces``, ``status`` (``ok``, ``no_face`` or ``error``) and ``error`` (why: e.g. ``no such
+  file``, ``empty file``, ``not an image ...``, a truncated or too large image; an
+  ``error`` found after the faces, such as ``annotated copy not written: ...``, keeps them).
+
+Detection scores are not comparable between detectors: ``dlib`` gives its HOG + linear
+SVM margin (unbounded; real frontal faces score about 0.5 to 3, and faces under 0.25 are
+dropped), ``mtcnn`` the probability of its last network (O-Net) that the box is a face,
+in [0, 1] (under 0.7 dropped). Compare or threshold scores only within one detector.
 
 No torch here: the inference install builds these from NumPy outputs.
 """
@@ -77,7 +84,8 @@ class FaceResult:
 
     ``box`` ``[x1, y1, x2, y2]`` and ``landmarks`` ``[[x, y] * 5]`` in pixels of the
     (orientation-corrected) image; ``None`` for an aligned crop's landmarks. ``score``:
-    the detector's confidence (``None`` without detection).
+    the detector's confidence on its own scale (dlib: SVM margin, about 0.25 to 3; MTCNN:
+    a probability in [0, 1]; see the module docstring), ``None`` without detection.
     """
 
     box: list[float] | None
@@ -136,8 +144,12 @@ class ImageResult:
             return f"frame {self.frame}"
         return f"image {self.index}"
 
-    def fail(self, error: str) -> "ImageResult":
-        self.status, self.error, self.faces = ERROR, error, []
+    def fail(self, error: str, keep_faces: bool = False) -> "ImageResult":
+        """Mark this image ``error`` with the reason ``error``; its faces are dropped unless
+        ``keep_faces`` (a failure after they were found, e.g. writing its annotated copy)."""
+        self.status, self.error = ERROR, error
+        if not keep_faces:
+            self.faces = []
         return self
 
     def face_lines(self) -> list[dict[str, Any]]:

@@ -7,24 +7,61 @@ loss weightings, the data readers or augmentation (a test checks ``sys.modules``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..config import Config, config_from_dict
+from ..config import Config, ConfigError, config_from_dict
 from ..tasks import Task, build_task
 from .net import MultiTaskNet
+
+
+def weight_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
+    """What differs between the weights a model ``expected`` and those ``found`` in a file, in a
+    few words (missing and unexpected names, shape mismatches, a few of each), or ``None``."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} in the file, {tuple(expected[k].shape)} for the config"
+              for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weight(s) missing ({few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({few(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape ({few(shapes)})")
+    return "; ".join(parts) or None
+
+
+def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(weights)``, or a one-sentence ``ValueError`` saying which parts of
+    the file ``path`` do not fit the model its own config describes."""
+    problem = weight_mismatch(model.state_dict(), weights)
+    if problem:
+        raise ValueError(f"model file {path} does not match its config: {problem}")
+    model.load_state_dict(weights)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiTaskNet, list[Task], Config, dict[str, Any]]:
     """``(model, tasks, config, state)`` from a checkpoint, in eval mode, in float32, with no network access."""
     state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
-    tasks = [build_task(t) for t in state["tasks"]]
+    lacking = [k for k in ("config", "tasks", "model") if k not in state]
+    if lacking:
+        raise ValueError(f"model file {path} lacks its {' and '.join(repr(k) for k in lacking)}, so it cannot be rebuilt")
+    try:
+        cfg = config_from_dict(state["config"])
+        tasks = [build_task(t) for t in state["tasks"]]
+    except (ConfigError, ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ValueError(f"model file {path} holds a config this facemtl cannot use: {msg}") from None
     model = MultiTaskNet.from_config(cfg.model, tasks, pretrained=False)
     for name in state.get("frozen", []):
         model.freeze(name)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], path)
     model.to(device).float().eval()
     return model, tasks, cfg, state

@@ -52,7 +52,7 @@ def weight_curves(series: Sequence[tuple[str, list[dict[str, Any]]]]) -> bytes:
     """One panel per variant: normalised task weight beta_t (paper eq. 16) against epoch."""
     fig, axes = _grid(len(series))
     for ax, (label, records) in zip(axes, series):
-        epochs = [r["epoch"] + 1 for r in records]
+        epochs = [r["epoch"] for r in records]
         tasks = sorted({t for r in records for t in normalised_weights(r)})
         for t in tasks:
             ax.plot(epochs, [normalised_weights(r).get(t, np.nan) for r in records], marker="o", label=t)
@@ -67,7 +67,7 @@ def weight_curves(series: Sequence[tuple[str, list[dict[str, Any]]]]) -> bytes:
 def loss_curves(records: list[dict[str, Any]], tasks: Sequence[str]) -> bytes:
     """One panel per task: mean training loss and validation loss per epoch."""
     fig, axes = _grid(len(tasks))
-    epochs = [r["epoch"] + 1 for r in records]
+    epochs = [r["epoch"] for r in records]
     for ax, t in zip(axes, tasks):
         ax.plot(epochs, [r.get("train", {}).get("loss", {}).get(t, np.nan) for r in records], marker="o", label="train")
         ax.plot(epochs, [r.get("val", {}).get(t, {}).get("loss", np.nan) for r in records], marker="s", label="validation")

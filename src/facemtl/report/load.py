@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..epochlog import read_epochs
 from ..tasks import Task, build_task
 
 
@@ -34,11 +35,9 @@ class RunLog:
 
     @cached_property
     def records(self) -> list[dict[str, Any]]:
-        """Per-epoch records of ``metrics.jsonl`` (train losses, validation metrics, weights)."""
-        f = self.path / "metrics.jsonl"
-        if not f.is_file():
-            return []
-        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        """Per-epoch records of ``metrics.jsonl`` (train losses, validation metrics, weights), one
+        per epoch, numbered from 1 (:func:`facemtl.epochlog.read_epochs`)."""
+        return read_epochs(self.path / "metrics.jsonl")
 
     @cached_property
     def test(self) -> dict[str, Any] | None:

@@ -79,13 +79,20 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
     d, m, tr, o = (cfg.get(k) or {} for k in ("data", "model", "train", "optim"))
     runs = [r for v in data.variants.values() for r in v.runs]
     train_s = sum(r.train_seconds for r in runs)
-    hw = data.summary.get("hardware") or data.ref.first.info.get("hardware")
+    info = data.ref.first.info
+    hw = data.summary.get("hardware") or info.get("hardware")
+    # The data folder as the recipe wrote it, not as resolved on the machine that trained
+    # (older runs recorded only the resolved one).
+    root = info.get("data_root") or d.get("root", "?")
+    where = f" (relative to {Path(info['data_root_from']).name})" if info.get("data_root_from") and \
+        not Path(root).is_absolute() and info["data_root_from"] != "the command line" else ""
     protocol = protocol_of(cfg)
-    facts.update(protocol=protocol, runs=len(runs), train_seconds=train_s, hardware=hw, seeds=data.seeds)
+    facts.update(protocol=protocol, runs=len(runs), train_seconds=train_s, hardware=hw, seeds=data.seeds,
+                 data_root=root)
     s = Section("Set-up", "setup")
     rows = [
         ["report of", f"{'experiment' if data.kind == 'experiment' else 'single run'} `{data.path}`"],
-        ["data", f"{d.get('dataset', '?')} at `{d.get('root', '?')}`; {protocol}; "
+        ["data", f"{d.get('dataset', '?')} at `{root}`{where}; {protocol}; "
                  f"{d.get('image_size', '?')} px input"],
         ["model", f"{m.get('backbone', '?')} (pretrained: {m.get('pretrained')}), shared stages "
                   f"{m.get('shared_stages')}, branches by {m.get('branch_by', 'category')}"],

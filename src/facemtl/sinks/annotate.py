@@ -6,6 +6,7 @@ frames and in-memory images are drawn as readily as files, and no file is read t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -61,12 +62,29 @@ class AnnotateSink(Sink):
     A file keeps its name and, for JPEG and PNG, its format (others become PNG); a rerun
     overwrites its earlier copies, and two inputs with one name in the same run get
     ``name_1``, ``name_2`` ... In-memory images become ``image_000012.png``. The results
-    must carry their pixels (``keep_images`` in the pipeline).
+    must carry their pixels (``keep_images`` in the pipeline); a large photo decoded
+    reduced is drawn at its decoded size. Call :meth:`check_folder` before the first image
+    so that a folder that cannot be written is found before any work is done.
     """
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
         self._used: set[str] = set()
+
+    def check_folder(self) -> None:
+        """Create the folder if needed and make sure files can be written into it, before any
+        image is analysed; ``FileNotFoundError`` / ``RuntimeError`` in one sentence otherwise."""
+        import tempfile
+
+        d = self.out_dir
+        if d.exists() and not d.is_dir():
+            raise FileNotFoundError(f"the --annotate folder {d} is a file, not a folder")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=d):  # the real test: os.access says yes to root on a read-only disk
+                pass
+        except OSError as exc:
+            raise RuntimeError(f"cannot write into the --annotate folder {d}: {exc.strerror or exc}") from None
 
     def target(self, result: ImageResult) -> Path:
         if result.file is not None:
@@ -90,5 +108,11 @@ class AnnotateSink(Sink):
             return
         path = self.target(result)
         fmt = KEEP_SUFFIXES.get(path.suffix, "PNG")
-        Image.fromarray(draw_faces(result.image, result.faces)).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        faces = result.faces
+        scale = result.image.shape[1] / result.width if result.width else 1.0
+        if scale != 1.0:  # a large photo decoded reduced: boxes are in the photo's own pixels
+            faces = [replace(f, box=[v * scale for v in f.box] if f.box else None,
+                             landmarks=[[x * scale, y * scale] for x, y in f.landmarks] if f.landmarks else None)
+                     for f in faces]
+        Image.fromarray(draw_faces(result.image, faces)).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
         result.image = None  # drawn and written: let the pixels go

@@ -17,7 +17,7 @@ way; only the head and the loss use torch, imported where they are built.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -177,7 +177,8 @@ class Task:
         raise NotImplementedError
 
     def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
-        """Unitless score, 0 for the trivial baseline and 1 for a perfect model.
+        """Unitless score, 0 for the trivial baseline and 1 for a perfect model; NaN where it is
+        undefined (the baseline is perfect on the faces scored: nothing is left to gain).
 
         Used to pick the best epoch across heterogeneous tasks.
         """
@@ -245,16 +246,37 @@ class Task:
 
 
 def build_task(spec: dict[str, Any]) -> Task:
-    """Build a task from a config mapping ``{"name": ..., "type": ..., **settings}``."""
+    """Build a task from a config mapping ``{"name": ..., "type": ..., **settings}``.
+
+    Every mistake is a ``ValueError`` in one sentence: an unknown type, a misspelt setting
+    (named, with the task type's valid settings), a value of the wrong type.
+    """
+    from ..typecheck import SettingTypeError, check, did_you_mean, hints
+
     spec = dict(spec)
     kind = spec.pop("type", None)
+    name = spec.get("name", "?")
     if kind is None:
-        raise ValueError(f"task {spec.get('name', '?')!r} has no 'type'; choose one of: {', '.join(TASK_TYPES.names())}")
+        raise ValueError(f"task {name!r} has no 'type'; choose one of: {', '.join(TASK_TYPES.names())}")
     cls = TASK_TYPES.get(kind)
+    if is_dataclass(cls):
+        valid_keys = [f.name for f in fields(cls) if f.init]
+        for key in spec:
+            if key not in valid_keys:
+                raise ValueError(f"task {name!r} of type {kind!r} has no setting {key!r}{did_you_mean(str(key), valid_keys)}; "
+                                 f"it takes: type, {', '.join(valid_keys)}")
+        for f in fields(cls):
+            if f.init and f.name not in spec and f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"a task of type {kind!r} needs the setting {f.name!r}")
+        types = hints(cls)
+        try:
+            spec = {k: check(v, types.get(k, Any), f"tasks.{name}.{k}") for k, v in spec.items()}
+        except SettingTypeError as exc:
+            raise ValueError(str(exc)) from None
     try:
         return cls(**spec)
-    except TypeError as exc:
-        raise ValueError(f"task {spec.get('name', '?')!r} of type {kind!r}: {exc}") from None
+    except TypeError as exc:  # a task type that is no dataclass, or a required setting left out
+        raise ValueError(f"task {name!r} of type {kind!r}: {exc}") from None
 
 
 def valid(true: np.ndarray) -> np.ndarray:

@@ -76,9 +76,12 @@ class _Classification(Task):
         return float(np.bincount(t, minlength=self.num_classes).argmax()) if len(t) else 0.0
 
     def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
-        """Cohen-style skill: ``(acc - acc_majority) / (1 - acc_majority)``."""
+        """Cohen-style skill: ``(acc - acc_majority) / (1 - acc_majority)``; NaN (undefined) when
+        the majority class is right on every face scored, as on a split of one face."""
         base = baseline_metrics["accuracy"]
-        return (metrics["accuracy"] - base) / max(1e-6, 1.0 - base)
+        if base >= 1.0 - 1e-9:
+            return float("nan")
+        return (metrics["accuracy"] - base) / (1.0 - base)
 
     def subgroups(self, values: np.ndarray) -> np.ndarray | None:
         """The class names; ``None`` past 10 classes (cells would be too many to read)."""

@@ -91,8 +91,11 @@ class _Numeric(Task):
         return float(np.median(t)) if len(t) else self.min_value
 
     def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
-        """``1 - MAE / MAE_median``: 0 for predicting the training median, 1 when exact."""
-        return 1.0 - metrics["mae"] / max(1e-6, baseline_metrics["mae"])
+        """``1 - MAE / MAE_median``: 0 for predicting the training median, 1 when exact; NaN
+        (undefined) when the median itself is exact on every face scored."""
+        if baseline_metrics["mae"] <= 1e-9:
+            return float("nan")
+        return 1.0 - metrics["mae"] / baseline_metrics["mae"]
 
     def describe(self, value: float) -> str:
         return f"{value:.0f}"

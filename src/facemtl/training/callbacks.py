@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..jsonutil import dumps
+from ..epochlog import append_epoch
 
 
 class Callback:
@@ -36,14 +36,14 @@ class Callback:
 
 
 class JsonlLogger(Callback):
-    """Appends one JSON object per epoch (metrics, losses, task weights) to ``metrics.jsonl``."""
+    """Appends one JSON object per epoch (metrics, losses, task weights) to ``metrics.jsonl``
+    (:mod:`facemtl.epochlog`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(dumps(record) + "\n")
+        append_epoch(self.path, record)
 
 
 class EarlyStopping(Callback):
@@ -137,12 +137,13 @@ class ProgressBar(Callback):
         self.n = 0
 
     def start_epoch(self, epoch: int, epochs: int, total: int) -> None:
+        """A bar for epoch number ``epoch`` (from 1) of ``epochs``, ``total`` batches long."""
         if not self.enabled:
             return
         from tqdm import tqdm
 
         self.sums, self.counts, self.n = {}, {}, 0
-        self.bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", dynamic_ncols=True)
 
     def on_batch_end(self, trainer: Any, losses: dict[str, Any]) -> None:
         if self.bar is None:
@@ -163,4 +164,4 @@ class ProgressBar(Callback):
         v = record["val"]
         parts = [f"val score {v['score']:.3f}"]
         parts += [f"{t.name} {t.summary(v[t.name])}" for t in trainer.tasks]
-        trainer.log(f"epoch {record['epoch'] + 1}: " + ", ".join(parts) + f" ({record['seconds']:.0f} s)")
+        trainer.log(f"epoch {record['epoch']}: " + ", ".join(parts) + f" ({record['seconds']:.0f} s)")

@@ -96,7 +96,9 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
     """Per-task metrics, the trivial baseline's metrics, and the mean skill score.
 
     ``skill`` is 0 for the trivial baseline (majority class / training median)
-    and 1 for a perfect model; its mean over tasks picks the best epoch.
+    and 1 for a perfect model; its mean over the tasks where it is defined, ``score``, picks
+    the best epoch (NaN when no task's skill is defined, e.g. on a split of one face whose
+    labels the baselines guess right).
     """
     metrics: dict[str, Any] = {}
     skills = []
@@ -108,8 +110,9 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
             m["loss"] = result["loss"][t.name]
         m["baseline"] = {k: v for k, v in base.items() if k in ("accuracy", "mae", "mse")}
         if m.get("n", 0):
-            m["skill"] = t.skill(m, base)
-            skills.append(m["skill"])
+            m["skill"] = float(t.skill(m, base))
+            if not np.isnan(m["skill"]):
+                skills.append(m["skill"])
         metrics[t.name] = m
     metrics["score"] = float(np.mean(skills)) if skills else float("nan")
     return metrics

@@ -20,8 +20,10 @@ from ..config import Config
 from ..data.augment import augment
 from ..data.dataset import DataBundle, build_data
 from ..device import resolve_device, seed_everything, to_device
+from ..epochlog import truncate_epochs
 from ..jsonutil import dumps
 from ..model import MultiTaskNet
+from ..model.load import load_weights
 from ..preprocess import to_input
 from ..system import hardware
 from ..tasks import build_task
@@ -29,14 +31,24 @@ from ..weighting import build_weighting
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
 from .evaluation import predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
+from .runfolder import check_fresh
 
 
 class Trainer:
     """Builds everything from a :class:`Config` and trains into ``out_dir``.
 
+    A new run (``resume=False``) refuses a folder that already holds one unless
+    ``overwrite``, which removes the old run's files first (:mod:`.runfolder`).
+
     Files written: ``config.yaml`` (resolved settings), ``data_report.json``,
-    ``metrics.jsonl`` (one line per epoch), ``last.pt`` (every epoch, for
-    ``--resume``), ``best.pt`` (best validation score).
+    ``metrics.jsonl`` (one line per epoch, :mod:`facemtl.epochlog`), ``last.pt`` (every
+    epoch, for ``--resume``), ``best.pt`` (best validation score).
+
+    Epochs are numbered from 1 everywhere: ``epoch`` is the number of epochs finished,
+    ``best_epoch`` the number of the best one (0 before any). ``best.pt`` is written before
+    ``last.pt``, and ``last.pt`` records which epoch ``best.pt`` must hold, so a run killed
+    between the two saves redoes that epoch on ``--resume``, and :meth:`test` refuses a
+    ``best.pt`` that holds any other epoch than the one the summary names.
     """
 
     def __init__(
@@ -48,6 +60,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         data: DataBundle | None = None,
         callbacks: list[Callback] | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
@@ -90,7 +103,7 @@ class Trainer:
         self.callbacks += [self.progress, JsonlLogger(self.out / "metrics.jsonl")]
         self.epoch = 0
         self.best_score = -float("inf")
-        self.best_epoch = -1
+        self.best_epoch = 0
         self._stop_reason: str | None = None
         self.generator = torch.Generator().manual_seed(t.seed)
         #: The split epochs are scored on: the validation split, or the training split when it is empty.
@@ -102,7 +115,7 @@ class Trainer:
         if resume:
             self._resume()
         else:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            check_fresh(self.out, overwrite)
 
     # -- set-up -----------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -115,7 +128,10 @@ class Trainer:
             (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
             (self.out / "data_report.json").write_text(dumps(self.data.report, indent=2))
             info = {"hardware": hardware(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "val_split": self.val_split}
+                    "val_split": self.val_split,
+                    # data.root as the person wrote it (config.yaml holds it resolved), for reports
+                    "data_root": cfg.origin.get("data_root", cfg.data.root),
+                    "data_root_from": cfg.origin.get("data_root_from")}
             (self.out / "run_info.json").write_text(json.dumps(info, indent=1))
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -128,7 +144,7 @@ class Trainer:
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(sum(val[t]["loss"] for t in self.task_names))
             record = {
-                "epoch": self.epoch,
+                "epoch": self.epoch + 1,
                 "train": {"loss": train_losses, "images_per_s": n_images / max(train_seconds, 1e-9)},
                 "val": val,
                 "weights": self.weighting.weights(),
@@ -138,16 +154,18 @@ class Trainer:
             normalised = self.weighting.normalised()
             if normalised is not None:
                 record["weights_normalised"] = normalised
-            improved = val["score"] > self.best_score
+            improved = self.best_epoch == 0 or _rank(val["score"]) > _rank(self.best_score)
             if improved:
-                self.best_score, self.best_epoch = val["score"], self.epoch
+                self.best_score, self.best_epoch = val["score"], self.epoch + 1
             record["best_epoch"] = self.best_epoch
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
             self.epoch += 1
-            save_checkpoint(self.state(full=True), self.out / "last.pt")
+            # best.pt first: a kill between the two saves leaves last.pt one epoch behind, and
+            # --resume redoes that epoch (writing best.pt again), so the pair never disagrees.
             if improved:
                 save_checkpoint(self.state(full=False, metrics=val), self.out / "best.pt")
+            save_checkpoint(self.state(full=True), self.out / "last.pt")
         if self._stop_reason:
             self.log(self._stop_reason)
         for cb in self.callbacks:
@@ -159,7 +177,7 @@ class Trainer:
         self.model.train()
         self.weighting.train()
         t = self.cfg.train
-        self.progress.start_epoch(self.epoch, t.epochs, self.steps_per_epoch)
+        self.progress.start_epoch(self.epoch + 1, t.epochs, self.steps_per_epoch)
         # Summed on the device and read once per epoch: reading a GPU loss every step
         # would make the host wait for the device at every step.
         sums: dict[str, torch.Tensor | float] = {n: 0.0 for n in self.task_names}
@@ -217,9 +235,7 @@ class Trainer:
         part = self.data.test
         if len(part) == 0:
             return None
-        best = self.out / "best.pt"
-        if best.is_file():
-            self.model.load_state_dict(load_checkpoint(best)["model"])
+        self.model.load_state_dict(self._best_weights())
         t0 = time.perf_counter()
         res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
         metrics = score_predictions(res, self.tasks, self.data.baselines)
@@ -237,14 +253,30 @@ class Trainer:
         (self.out / "test_metrics.json").write_text(dumps(metrics, indent=1))
         return metrics
 
+    def _best_weights(self) -> dict[str, torch.Tensor]:
+        """The weights in ``best.pt``, checked to be those of :attr:`best_epoch`; a
+        ``RuntimeError`` in one sentence otherwise (never another model in their place)."""
+        best = self.out / "best.pt"
+        if not best.is_file():
+            raise RuntimeError(f"cannot score the best epoch ({self.best_epoch}) on the test split: {best.name} is "
+                               f"missing from {self.out}")
+        state = load_checkpoint(best)
+        if state.get("epoch") != self.best_epoch:
+            raise RuntimeError(f"{best.name} holds epoch {state.get('epoch')}, but this run's best epoch is "
+                               f"{self.best_epoch} (the file was left by another or an interrupted run), so the "
+                               f"test split is not scored; train again with --overwrite")
+        return state["model"]
+
     def validate(self) -> dict[str, Any]:
         part = self.data.split(self.val_split)
         res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
         return score_predictions(res, self.tasks, self.data.baselines)
 
     def state(self, full: bool, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-        """What a checkpoint holds: config, task specs, weights and bookkeeping; with ``full``,
-        also everything ``--resume`` needs (optimiser, schedule, weighting, generators, callbacks)."""
+        """What a checkpoint holds: config, task specs, weights and bookkeeping (``epoch``: epochs
+        finished; ``best_epoch``: the number, from 1, of the best one, whose weights ``best.pt``
+        holds); with ``full``, also everything ``--resume`` needs (optimiser, schedule,
+        weighting, generators, callbacks)."""
         state: dict[str, Any] = {
             "config": self.cfg.to_dict(),
             "tasks": [t.to_dict() for t in self.tasks],
@@ -253,6 +285,7 @@ class Trainer:
             "epoch": self.epoch,
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
+            "epochs_from": 1,
             "baselines": self.data.baselines,
             "weights": self.weighting.weights(),
         }
@@ -277,7 +310,7 @@ class Trainer:
         state = load_checkpoint(path)
         for name in state.get("frozen", []):
             self.model.freeze(name)
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], path)
         self.weighting.load_state_dict(state["weighting"])
         self.weighting.load_extra_state(state.get("weighting_extra", {}))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -286,9 +319,23 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.epoch = state["epoch"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        if state.get("epochs_from") != 1:  # facemtl 0.1 counted the best epoch from 0 (-1: none)
+            self.best_epoch += 1
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
-        self.log(f"resumed from {path} at epoch {self.epoch + 1}")
+        # Epochs logged after last.pt was written (a kill in between) are done again.
+        truncate_epochs(self.out / "metrics.jsonl", self.epoch)
+        best = self.out / "best.pt"
+        held = load_checkpoint(best).get("epoch") if best.is_file() else None
+        if held != self.best_epoch and held != self.epoch + 1:
+            self.log(f"warning: {best.name} holds epoch {held}, not the best epoch {self.best_epoch} that last.pt "
+                     f"names; the test split will not be scored unless a later epoch does better")
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+
+
+def _rank(score: float) -> float:
+    """A validation score for comparisons: NaN (no task could be scored) ranks lowest."""
+    return -float("inf") if score != score else score
 
 
 def _dump_yaml(d: dict[str, Any]) -> str:

@@ -1,0 +1,164 @@
+"""A run folder: whether it already holds a run, clearing it for ``--overwrite``, the
+settings ``--resume`` continues with, and the lock that keeps two trainers out of one folder.
+
+The lock is the file ``LOCK_NAME`` in the folder, holding the owner's pid, host and start
+time, and held with ``fcntl.flock`` for as long as the owner runs. The kernel drops a flock
+when its process dies, however it dies, so a lock file whose flock is free was left by a
+process that no longer runs (``kill -9``, a crash): it is taken over with a warning. A
+lock file written on another machine is not taken over (that trainer may still be running
+on a shared folder): the message says which machine, and to delete the file if it is not.
+POSIX only (``fcntl``), like the rest of the training tools.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+#: The lock file's name inside the run folder.
+LOCK_NAME = "facemtl.lock"
+
+#: The files a training run writes; ``--overwrite`` removes these and nothing else.
+RUN_FILES = ("config.yaml", "data_report.json", "run_info.json", "metrics.jsonl", "metrics.jsonl.tmp", "last.pt",
+             "last.tmp", "best.pt", "best.tmp", "test_metrics.json", "test_predictions.npz")
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that cannot be used as asked; the message is one sentence."""
+
+
+def holds_run(folder: str | Path) -> bool:
+    """Whether ``folder`` holds (part of) a training run."""
+    folder = Path(folder)
+    return any((folder / name).exists() for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt"))
+
+
+def clear_run(folder: str | Path) -> None:
+    """Remove a previous run's files from ``folder`` (:data:`RUN_FILES`), keeping anything else."""
+    for name in RUN_FILES:
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
+def check_fresh(folder: str | Path, overwrite: bool) -> None:
+    """Before a new run in ``folder``: refuse when it holds a run, unless ``overwrite`` (then clear it)."""
+    if not holds_run(folder):
+        return
+    if not overwrite:
+        raise RunFolderError(f"{folder} already holds a run; continue it with --resume, start it again with "
+                             f"--overwrite, or choose another --out")
+    clear_run(folder)
+
+
+def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str],
+                  data_root: str | None = None) -> Any:
+    """The settings a resumed run continues with: its saved ``config.yaml`` plus ``overrides``
+    (and ``data_root``, a data folder typed on the command line, relative to the current one).
+
+    A ``recipe`` given as well must describe the same run (with the same overrides);
+    otherwise a :class:`RunFolderError` names the settings that differ. The data folder
+    must exist (``FileNotFoundError`` naming it otherwise).
+    """
+    from ..config import load_config
+
+    saved = Path(folder) / "config.yaml"
+    if not saved.is_file():
+        raise RunFolderError(f"cannot resume: {folder} holds no run (no config.yaml)")
+    cfg = load_config(saved, overrides)
+    if data_root is not None:
+        cfg.data.root = str(Path(data_root).expanduser().resolve())
+    if recipe is not None:
+        other = load_config(recipe, overrides)
+        if data_root is not None:
+            other.data.root = cfg.data.root
+        diff = _differences(cfg.to_dict(), other.to_dict())
+        if diff:
+            shown = "; ".join(f"{k}: {a!r} in the run, {b!r} in {Path(recipe).name}" for k, a, b in diff[:3])
+            more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+            raise RunFolderError(f"{folder} was trained with other settings than {recipe} ({shown}{more}); leave out "
+                                 f"--config to continue it as it was (section.key=value overrides still apply)")
+    if not Path(cfg.data.root).exists():
+        raise FileNotFoundError(f"data folder {cfg.data.root} (from {saved}) does not exist; pass --data-root")
+    return cfg
+
+
+def _differences(a: Any, b: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every setting that differs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            out += _differences(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+        return out
+    return [] if a == b else [(key, a, b)]
+
+
+class RunLock:
+    """The lock of a run folder (see the module docstring); a context manager.
+
+    ``warn``: where the warning about a stale lock goes (default: stderr).
+    """
+
+    def __init__(self, folder: str | Path, warn: Callable[[str], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.warn = warn or (lambda s: print(f"facemtl: warning: {s}", file=sys.stderr))
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _owner(os.pread(fd, 4096, 0).decode(errors="replace"))
+                os.close(fd)
+                raise RunFolderError(f"{self.folder} is in use by process {owner.get('pid', '?')} on "
+                                     f"{owner.get('host', '?')} (since {owner.get('since', '?')}); wait for it to "
+                                     f"end or choose another --out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous owner removed the file as we opened it: open the new one
+        previous = _owner(os.pread(fd, 4096, 0).decode(errors="replace"))
+        if previous:
+            host = socket.gethostname()
+            if previous.get("host") not in (None, host):
+                os.close(fd)
+                raise RunFolderError(f"{self.folder} is locked by process {previous.get('pid', '?')} on "
+                                     f"{previous['host']} (since {previous.get('since', '?')}); if no trainer runs "
+                                     f"there any more, delete {self.path}")
+            self.warn(f"taking over the lock of {self.folder} left by process {previous.get('pid', '?')} "
+                      f"(since {previous.get('since', '?')}), which no longer runs")
+        text = (f"pid {os.getpid()} host {socket.gethostname()} "
+                f"since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still holding it, so nobody takes a file about to vanish
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _owner(text: str) -> dict[str, str]:
+    """``{"pid": ..., "host": ..., "since": ...}`` from a lock file's ``pid N host H since T`` line."""
+    words = text.split()
+    return {k: v for k, v in zip(words[::2], words[1::2]) if k in ("pid", "host", "since")}

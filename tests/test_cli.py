@@ -1,0 +1,82 @@
+"""Issue 12, item 11 (the command line): --version, help for bare ``facemtl``, help text and
+defaults on every option, choices from the registries, numbers checked by argparse, a bad
+device in one sentence, no progress bars in a redirected stderr."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from facemtl import __version__
+from facemtl.cli import COMMANDS, build_parser, main
+
+
+def test_version_and_bare_facemtl(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"facemtl {__version__}"
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: facemtl") and all(name in out for name in COMMANDS)
+    bare = subprocess.run([sys.executable, "-m", "facemtl.cli"], capture_output=True, text=True)
+    assert bare.returncode == 0 and "usage: facemtl" in bare.stdout and bare.stderr == ""
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from facemtl.cli import _HelpFormatter
+
+    for name, p in _subparsers(build_parser()).items():
+        assert isinstance(p.formatter_class, type) and issubclass(p.formatter_class, _HelpFormatter), name
+        text = p.format_help()
+        for a in p._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            assert a.help, f"{name} {a.option_strings or a.dest} has no help text"
+            if a.option_strings and a.default not in (None, False, []):
+                assert f"(default: {a.default})" in " ".join(text.split()), f"{name} {a.option_strings}"
+
+
+def test_detector_choices_come_from_the_registry(capsys):
+    from facemtl.faces import DETECTORS
+
+    p = _subparsers(build_parser())["analyze"]
+    det = next(a for a in p._actions if "--detector" in a.option_strings)
+    assert list(det.choices) == DETECTORS.names()
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", "x.jpg", "--detector", "haar"])
+    assert e.value.code == 2 and "invalid choice: 'haar'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_workers_below_one_are_refused_by_the_parser(value, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", "x.jpg", "--workers", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--workers" in err and "Traceback" not in err
+
+
+def test_a_bad_device_is_one_sentence(capsys, tmp_path):
+    assert main(["analyze", "examples/astronaut.jpg", "--device", "banana", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "facemtl: error: unknown device 'banana'; use auto, cpu, cuda or cuda:N"
+    assert main(["evaluate", "--checkpoint", "src/facemtl/weights/utkface_lite0.pt", "--device", "banana"]) == 2
+    assert capsys.readouterr().err.strip() == err
+
+
+def test_no_progress_bar_in_a_redirected_stderr(utkface_root, tmp_path, capsys):
+    """Item 11: training wrote tqdm bars into a redirected stderr (a log file)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "tasks: [{name: gender, type: nominal, num_classes: 2}]\n"
+        f"data: {{root: {utkface_root}, image_size: 32, limit: 120, workers: 0}}\n"
+        "model: {backbone: tiny_mbconv, pretrained: false, shared_stages: 2}\n"
+        "train: {epochs: 1, batch_size: 32}\n")
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1:" in err and "\r" not in err and "batch/s" not in err and "it/s" not in err

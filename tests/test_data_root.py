@@ -1,0 +1,90 @@
+"""Issue 12, item 10 and the report part of 11: a relative data folder resolves against the
+file that names it (the recipe; for ``evaluate``, the model file), one typed on the
+command line against the current folder; a missing one is named; reports write it as
+configured, not as resolved on the machine that trained."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from facemtl.checkpoint import load_checkpoint, save_checkpoint
+from facemtl.cli import main
+from facemtl.config import load_config
+
+TINY = ("tasks: [{{name: gender, type: nominal, num_classes: 2, classes: [male, female]}}]\n"
+        "data: {{root: {root}, image_size: 32, limit: 120, workers: 0}}\n"
+        "model: {{backbone: tiny_mbconv, pretrained: false, shared_stages: 2}}\n"
+        "train: {{epochs: 1, batch_size: 32}}\n")
+
+
+@pytest.fixture
+def layout(utkface_root, tmp_path, monkeypatch):
+    """project/recipes/r.yaml names data/utkface (a link to the real data) relative to itself;
+    the current folder is work/a/b, where the same relative path leads to an empty decoy
+    folder (the old rule, current folder first, silently read the decoy)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "utkface").symlink_to(utkface_root, target_is_directory=True)
+    recipes = tmp_path / "project" / "recipes"
+    recipes.mkdir(parents=True)
+    rel = "../../data/utkface"
+    (recipes / "r.yaml").write_text(TINY.format(root=rel))
+    work = tmp_path / "work" / "a" / "b"
+    work.mkdir(parents=True)
+    (tmp_path / "work" / "data" / "utkface").mkdir(parents=True)  # the decoy
+    monkeypatch.chdir(work)
+    return recipes / "r.yaml", rel, utkface_root
+
+
+def test_a_recipe_works_from_any_folder(layout, tmp_path):
+    recipe, rel, root = layout
+    assert Path(load_config(recipe).data.root) == Path(root).resolve()
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["data_root"] == rel and info["data_root_from"] == str(recipe)
+
+
+def test_command_line_paths_resolve_against_the_current_folder(layout, tmp_path, capsys):
+    recipe, rel, root = layout
+    here = os.path.relpath(root, Path.cwd())
+    assert Path(load_config(recipe, [f"data.root={here}"]).data.root) == Path(root).resolve()
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--data-root", here,
+                 "--no-progress"]) == 0
+    # a missing folder is named, with the place its relative path came from
+    bad = recipe.with_name("bad.yaml")
+    bad.write_text(TINY.format(root="../nowhere/faces"))
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "run2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = (recipe.parent / "../nowhere/faces").resolve()
+    assert f"data folder {expected} does not exist" in err and "'../nowhere/faces' in" in err and "--data-root" in err
+
+
+def test_evaluate_resolves_a_relative_root_against_the_model_file(layout, tmp_path, capsys):
+    recipe, rel, root = layout
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--out", str(run), "--no-progress"]) == 0
+    state = load_checkpoint(run / "best.pt")
+    state["config"]["data"]["root"] = os.path.relpath(root, run)  # as a model file moved with its data holds it
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, run / "moved.pt")
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run / "moved.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gender"]["n"] > 0
+    state["config"]["data"]["root"] = "../elsewhere/faces"
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, run / "lost.pt")
+    assert main(["evaluate", "--checkpoint", str(run / "lost.pt")]) == 2
+    err = capsys.readouterr().err
+    assert str((run / "../elsewhere/faces").resolve()) in err and "model file's folder" in err and "--data-root" in err
+
+
+def test_a_report_writes_the_data_folder_as_configured(layout, tmp_path):
+    pytest.importorskip("matplotlib")
+    from facemtl.report import write_report
+
+    recipe, rel, root = layout
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--out", str(run), "--no-progress"]) == 0
+    html = write_report(run, tmp_path / "report", gradcam=False)
+    md = (html.parent / "report.md").read_text()
+    assert f"`{rel}` (relative to r.yaml)" in md and str(Path(root).resolve()) not in md
+    assert json.loads((html.parent / "report.json").read_text())["data_root"] == rel

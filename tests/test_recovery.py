@@ -1,0 +1,185 @@
+"""Issue 12, items 2, 3 and parts of 11: a run killed at the worst moment and resumed ends
+with the same checkpoints, log and test score as one never killed; epochs are numbered
+from 1 wherever a person reads them; a degenerate baseline gives no absurd score.
+
+Kills are simulated by making ``save_checkpoint`` raise at a chosen save, the moments a
+real ``kill -9`` can fall between."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import facemtl.training.trainer as trainer_module
+from facemtl.checkpoint import load_checkpoint, save_checkpoint
+from facemtl.config import config_from_dict
+from facemtl.training import Trainer
+
+
+def small(root, epochs=3):
+    return config_from_dict({
+        "tasks": [{"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
+                  {"name": "gender", "type": "nominal", "num_classes": 2, "classes": ["male", "female"]}],
+        "data": {"root": str(root), "image_size": 32, "limit": 200, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2},
+        "optim": {"name": "adam", "lr": 0.003},
+        "train": {"epochs": epochs, "batch_size": 32},
+    })
+
+
+class Killed(Exception):
+    """Stands for a kill -9 at a save."""
+
+
+def quiet(cfg, out, **kw):
+    return Trainer(cfg, out, progress=False, log=lambda s: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def straight(utkface_root, tmp_path_factory):
+    """An uninterrupted run, with the (epoch, file) of every save it made."""
+    out = tmp_path_factory.mktemp("straight")
+    saves = []
+
+    def recording(state, path):
+        saves.append((state["epoch"], Path(path).name))
+        save_checkpoint(state, path)
+
+    trainer_module.save_checkpoint = recording
+    try:
+        t = quiet(small(utkface_root), out)
+        summary = t.fit()
+        test = t.test()
+    finally:
+        trainer_module.save_checkpoint = save_checkpoint
+    return out, summary, test, saves
+
+
+def killed_then_resumed(root, out, monkeypatch, kill):
+    """Train with ``kill(epoch, file, files_saved_so_far_this_epoch)`` deciding which save dies; then resume."""
+    seen: list[tuple[int, str]] = []
+
+    def killing(state, path):
+        name = Path(path).name
+        before = [n for e, n in seen if e == state["epoch"]]
+        seen.append((state["epoch"], name))
+        if kill(state["epoch"], name, before):
+            raise Killed
+        save_checkpoint(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", killing)
+    with pytest.raises(Killed):
+        quiet(small(root), out).fit()
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_checkpoint)
+    t = quiet(small(root), out, resume=True)
+    summary = t.fit()
+    return t, summary, t.test()
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def epochs_logged(out: Path) -> list[int]:
+    return [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
+def test_a_kill_between_the_two_checkpoint_saves_never_mixes_models(utkface_root, tmp_path, monkeypatch, straight):
+    """Item 2: killed between the best.pt and last.pt saves of the best epoch. Before the fix,
+    last.pt went first, so best.pt stayed one improvement behind while the resumed run named
+    the newer epoch as best and scored the older model on the test split."""
+    s_out, s_summary, s_test, saves = straight
+    best_epoch_saves = [e for e, n in saves if n == "best.pt"]
+    kill_at = best_epoch_saves[-1]
+    out = tmp_path / "killed"
+    t, summary, test = killed_then_resumed(utkface_root, out, monkeypatch,
+                                           lambda epoch, name, before: epoch == kill_at and len(before) == 1)
+    assert summary["best_epoch"] == s_summary["best_epoch"]
+    assert same_weights(out / "best.pt", s_out / "best.pt")
+    assert load_checkpoint(out / "best.pt")["epoch"] == summary["best_epoch"]
+    assert test["score"] == pytest.approx(s_test["score"], abs=1e-9)
+    assert test["_info"]["best_epoch"] == summary["best_epoch"]
+
+
+def test_a_kill_before_last_pt_leaves_no_duplicate_epoch_in_the_log(utkface_root, tmp_path, monkeypatch, straight):
+    """Item 3: killed after the epoch's log line, before its checkpoints. Before the fix the
+    resumed run appended the epoch again ([0, 1, 1, 2])."""
+    s_out, s_summary, s_test, _ = straight
+    out = tmp_path / "killed"
+    killed_then_resumed(utkface_root, out, monkeypatch, lambda epoch, name, before: epoch == 2 and not before)
+    assert epochs_logged(out) == epochs_logged(s_out) == [1, 2, 3]
+    a = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (s_out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val"]["score"] for r in a] == pytest.approx([r["val"]["score"] for r in b], abs=1e-9)
+    assert same_weights(out / "best.pt", s_out / "best.pt") and same_weights(out / "last.pt", s_out / "last.pt")
+
+
+def test_readers_count_each_epoch_once(tmp_path):
+    """Item 3: logs already written with duplicate epochs read as one record per epoch (the last)."""
+    from facemtl.epochlog import read_epochs
+    from facemtl.report.load import RunLog
+
+    lines = [{"epoch": 0, "seconds": 10.0}, {"epoch": 1, "seconds": 11.0}, {"epoch": 1, "seconds": 12.0},
+             {"epoch": 2, "seconds": 13.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run = RunLog(tmp_path)
+    assert [r["epoch"] for r in run.records] == [1, 2, 3]  # numbered from 1, as everywhere else
+    assert run.train_seconds == 10 + 12 + 13
+    assert [r["seconds"] for r in read_epochs(tmp_path / "metrics.jsonl")] == [10.0, 12.0, 13.0]
+
+
+def test_test_refuses_a_missing_or_stale_best_checkpoint(utkface_root, tmp_path):
+    """Item 2: test() scores the epoch the summary names or nothing (before: the current weights
+    when best.pt was missing, whatever best.pt held otherwise)."""
+    t = quiet(small(utkface_root, epochs=2), tmp_path)
+    summary = t.fit()
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == summary["best_epoch"]
+    stale = dict(best, epoch=summary["best_epoch"] + 5)
+    save_checkpoint({k: v for k, v in stale.items() if k != "format"}, tmp_path / "best.pt")
+    with pytest.raises(RuntimeError, match="best.pt holds epoch"):
+        t.test()
+    (tmp_path / "best.pt").unlink()
+    with pytest.raises(RuntimeError, match="best.pt is missing"):
+        t.test()
+    assert not (tmp_path / "test_metrics.json").exists()
+
+
+def test_epochs_are_numbered_from_one_in_log_summary_and_files(utkface_root, tmp_path):
+    """Item 11: the log said "epoch 1" where the summary said best_epoch 0."""
+    said = []
+    t = Trainer(small(utkface_root, epochs=2), tmp_path, progress=False, log=said.append)
+    summary = t.fit()
+    test = t.test()
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    best = max(records, key=lambda r: r["val"]["score"])
+    assert summary["best_epoch"] == best["epoch"] == records[-1]["best_epoch"]
+    assert test["_info"]["best_epoch"] == summary["best_epoch"]
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == summary["best_epoch"]
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2 == summary["epochs_run"]
+    assert [s.split(":")[0] for s in said if s.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+
+
+def test_a_degenerate_baseline_gives_no_absurd_score():
+    """Item 11: a 1-image test split gave test_score -333333 (skill divided by a perfect baseline)."""
+    from facemtl.tasks import build_task
+    from facemtl.training.evaluation import score_predictions
+
+    tasks = [build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116}),
+             build_task({"name": "gender", "type": "nominal", "num_classes": 2}),
+             build_task({"name": "race", "type": "nominal", "num_classes": 5})]
+    one = {"pred": {"age": np.array([30.0]), "gender": np.array([1.0]), "race": np.array([2.0])},
+           "true": {"age": np.array([25.0]), "gender": np.array([0.0]), "race": np.array([2.0])},
+           "loss": {"age": 1.0, "gender": 1.0, "race": 1.0}, "prob": {}}
+    m = score_predictions(one, tasks, {"age": 25.0, "gender": 0.0, "race": 1.0})
+    # age and gender: the baseline is exactly right on the only face, so skill is undefined
+    assert np.isnan(m["age"]["skill"]) and np.isnan(m["gender"]["skill"])
+    assert m["race"]["skill"] == pytest.approx(1.0)
+    assert m["score"] == pytest.approx(1.0)
+    one["pred"]["race"] = np.array([0.0])
+    m = score_predictions(one, tasks, {"age": 25.0, "gender": 0.0, "race": 2.0})
+    assert np.isnan(m["score"])
