@@ -472,6 +472,8 @@ def _benchmark_run(a: argparse.Namespace) -> int:
 
 
 def _stream_args(p: argparse.ArgumentParser) -> None:
+    from .faces import DETECTORS
+
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="a video file, a camera index (0), an rtsp:// or http(s):// URL, a folder of frames, or a "
                         ".txt file listing sources (one per line, optionally name=SOURCE)")
@@ -482,20 +484,21 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per face and frame")
     p.add_argument("--annotate", metavar="OUT.mp4", help="write the video with boxes, track ids and answers (H.264)")
     p.add_argument("--blur", action="store_true", help="pixelate the faces in the annotated video")
-    p.add_argument("--detect-every", type=int, default=5, metavar="N",
+    p.add_argument("--detect-every", type=_positive(int), default=5, metavar="N",
                    help="run the face detector on every N-th frame and track faces in between (default 5)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop each source after N frames")
+    p.add_argument("--max-frames", type=_positive(int), metavar="N", help="stop each source after N frames")
     p.add_argument("--fps-cap", type=float, metavar="F",
                    help="analyse at most F frames per second of the source (the rest are skipped)")
     p.add_argument("--model", "--checkpoint", dest="checkpoint", metavar="FILE",
                    help="a model file instead of the default one")
-    p.add_argument("--runtime", help="how to run the model (default: chosen by the model file's suffix)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or mtcnn")
-    p.add_argument("--min-face", type=float, metavar="PX",
+    _runtime_flag(p)
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--detector", default="dlib", choices=DETECTORS.names(),
+                   help="face detector (dlib is the faster on video frames)")
+    p.add_argument("--min-face", type=_positive(float), metavar="PX",
                    help="smallest face to look for, in pixels; default: 40 for dlib, 20 for mtcnn; 80 makes dlib "
                         "about 4x faster")
-    p.add_argument("--workers", type=int, metavar="N", help="detection threads (default: one per core)")
+    p.add_argument("--workers", type=_positive(int), metavar="N", help="detection threads (default: one per core)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of a folder of frames (default 30)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for a URL to answer (default 10)")
