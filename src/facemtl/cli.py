@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import cli_serve
+
 EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 weighting.name=equal"
 
 
@@ -86,8 +88,13 @@ def analyze(
     min_face: float | None = None,
     workers: int | None = None,
     runtime: str | None = None,
+    db: str | None = None,
+    thumbnails: bool = False,
 ) -> int:
-    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read)."""
+    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
+
+    ``db``: also store the faces in the results database at this URL or SQLite file
+    (``thumbnails``: with a small crop of each face)."""
     from .inference import FaceAnalyzer
     from .inference.inputs import expand_inputs
     from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
@@ -97,9 +104,12 @@ def analyze(
         print(f"facemtl: warning: {m} matches no file", file=sys.stderr)
     if not files:
         raise FileNotFoundError("no input files found in " + ", ".join(paths))
+    if thumbnails and db is None:
+        raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
-                      keep_images=annotate_dir is not None) as analyzer:
+                      keep_images=annotate_dir is not None or thumbnails) as analyzer:
         out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+        stored = _db_sink(db, analyzer.predictor.info, thumbnails) if db else None
         annotated = AnnotateSink(annotate_dir) if annotate_dir else None
         if annotated is not None:
             annotated.out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +122,8 @@ def analyze(
         readable = 0
         for res in analyzer.analyze_files(files, aligned=aligned):
             readable += res.status != "error"
+            if stored is not None:
+                stored.write(res)
             if annotated is not None:
                 annotated.write(res)
             out.write(res)
@@ -120,7 +132,18 @@ def analyze(
         out.close()
         if bar is not None:
             bar.close()
+        if stored is not None:
+            stored.close()
     return 0 if readable else 1
+
+
+def _db_sink(db: str, info: Any, thumbnails: bool) -> Any:
+    """``analyze --db``: a :class:`~facemtl.sinks.db.DbSink` (the ``serve`` extra)."""
+    try:
+        from .sinks.db import DbSink
+    except ImportError as exc:
+        raise RuntimeError(f"--db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
+    return DbSink(db, kind="analyze", model_info=info, thumbnails=thumbnails)
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -203,11 +226,15 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="threads that decode and search photos (default: one per core)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--db", metavar="URL", help="also store the faces in a results database: a SQLite file or a URL "
+                                               "(sqlite:///results.db, postgresql://host/db); needs facemtl[serve]")
+    p.add_argument("--thumbnails", action="store_true",
+                   help="with --db: store a small crop of each face (personal data: off by default)")
 
 
 def _analyze_run(a: argparse.Namespace) -> int:
     return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
-                   False if a.no_progress else None, a.min_face, a.workers)
+                   False if a.no_progress else None, a.min_face, a.workers, db=a.db, thumbnails=a.thumbnails)
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
@@ -254,6 +281,10 @@ COMMANDS: dict[str, Command] = {
                           "run a grid of variants (the sources' ablations) with several seeds"),
     "report": Command(_report_run, _report_args,
                       "write an HTML, Markdown and PNG report of a run or experiment folder"),
+    "serve": Command(cli_serve.serve_run, cli_serve.serve_args,
+                     "serve the HTTP API and the operator page over the results database"),
+    "db": Command(cli_serve.db_run, cli_serve.db_args,
+                  "results database: upgrade its schema, purge old results, export them"),
 }
 
 
