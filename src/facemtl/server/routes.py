@@ -171,7 +171,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
     @router.get("/sources/{source_id}/live.mjpeg", dependencies=deps, include_in_schema=False)
     async def live(source_id: int = Path(..., ge=1, le=INT32), seconds: float = Query(600, gt=0, le=3600)) -> StreamingResponse:
         """The live frames of a source as MJPEG (``multipart/x-mixed-replace``) for ``seconds``:
-        each new snapshot the writer stores is pushed as it arrives."""
+        each new snapshot the writer stores is pushed as it arrives; a source that is not
+        running gets its last frame and the stream ends."""
         await run_in_threadpool(service.snapshot, source_id)  # 404 now rather than an empty stream
 
         async def frames():
@@ -182,6 +183,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
                     last = snap[0]
                     yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(snap[1])).encode()
                            + b"\r\n\r\n" + snap[1] + b"\r\n")
+                if not await run_in_threadpool(service.store.source_running, source_id):
+                    return
                 await asyncio.sleep(0.25)
 
         return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame")

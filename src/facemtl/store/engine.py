@@ -45,17 +45,20 @@ def redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
-    dbapi_conn.isolation_level = None  # transactions are begun below, not by the sqlite3 module
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
-    cur.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; a crash keeps every committed batch
-    cur.execute("PRAGMA busy_timeout=30000")  # wait for another writer's lock instead of failing
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_pragmas(foreign_keys: bool):
+    def on_connect(dbapi_conn, _record) -> None:
+        dbapi_conn.isolation_level = None  # transactions are begun below, not by the sqlite3 module
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; a crash keeps every committed batch
+        cur.execute("PRAGMA busy_timeout=30000")  # wait for another writer's lock instead of failing
+        cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cur.close()
+
+    return on_connect
 
 
-def create_db_engine(url: str, write: bool = False, **kwargs) -> Engine:
+def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, **kwargs) -> Engine:
     """An engine for ``url`` (see :func:`database_url`), with the SQLite settings above.
 
     ``write``: on SQLite, every transaction starts with ``BEGIN IMMEDIATE``, taking the
@@ -68,7 +71,7 @@ def create_db_engine(url: str, write: bool = False, **kwargs) -> Engine:
         if path and path != ":memory:" and not Path(path).parent.exists():
             raise FileNotFoundError(f"the folder of the database file {path} does not exist")
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _sqlite_pragmas(foreign_keys))
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine

@@ -47,12 +47,18 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
     """Bring the database up to ``revision`` (default: the newest); returns the revision it is at."""
     from alembic import command
 
-    engine = url_or_engine if isinstance(url_or_engine, Engine) else create_db_engine(url_or_engine, write=True)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":  # writers starting together: one migrates, the others then find it done
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-        command.upgrade(_config(conn), revision)
-    rev = current_revision(engine)
-    if not isinstance(url_or_engine, Engine):
+    url = url_or_engine.url.render_as_string(hide_password=False) if isinstance(url_or_engine, Engine) else url_or_engine
+    # SQLite: foreign keys off while tables are copied (see create_db_engine), checked afterwards
+    engine = create_db_engine(url, write=True, foreign_keys=False)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # writers starting together: one migrates, the others find it done
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            command.upgrade(_config(conn), revision)
+            if conn.dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left {len(broken)} rows pointing at missing rows; rolled back")
+        return str(current_revision(engine))
+    finally:
         engine.dispose()
-    return str(rev)

@@ -149,9 +149,10 @@ class Store:
             row = conn.execute(sa.select(Snapshot.time, Snapshot.jpeg).where(Snapshot.source_id == source_id)).first()
         return (row[0], bytes(row[1])) if row else None
 
-    def snapshot_time(self, source_id: int) -> float | None:
+    def source_running(self, source_id: int) -> bool:
+        """Whether a writer says the source is running (its heartbeat may still be late)."""
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(Snapshot.time).where(Snapshot.source_id == source_id)).scalar()
+            return conn.execute(sa.select(Source.state).where(Source.id == source_id)).scalar() == "running"
 
     def thumbnail(self, face_id: int) -> bytes | None:
         with self.engine.connect() as conn:

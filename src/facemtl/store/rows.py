@@ -51,7 +51,7 @@ class AnswerCodec:
             num, text = float(a.value), None
             grp = self.group(round(num, 1))
         lo, hi = a.interval if a.interval is not None else (None, None)
-        probs = {c: round(float(p), 6) for c, p in a.probabilities.items()} if a.probabilities is not None else None
+        probs = {c: float(p) for c, p in a.probabilities.items()} if a.probabilities is not None else None
         return dict(value_text=text, value_num=num, probability=None if a.probability is None else float(a.probability),
                     lo=None if lo is None else float(lo), hi=None if hi is None else float(hi),
                     probabilities=probs, grp=grp)
