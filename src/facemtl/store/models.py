@@ -11,7 +11,7 @@ Tables (times are seconds since the epoch, UTC, as ``double precision``):
   stream reported the track's end with its aggregated answers (``track_answers``).
 * ``faces``: one detected face: when (wall clock), where in the media (frame, file,
   position), its box, detector score, landmarks, the model's name and version.
-* ``answers``: one row per face, task and kind: ``raw`` false for the face's answers (a
+* ``answers``: one row per face, task and kind (the index of the face's ``fields``): ``raw`` false for the face's answers (a
   track's smoothed answers in a video, the only answers in a photo), true for the
   frame's own answers beside smoothed ones. ``value_text`` holds a class name,
   ``value_num`` a number in label units (the class index for classification tasks),
@@ -21,10 +21,13 @@ Tables (times are seconds since the epoch, UTC, as ``double precision``):
 * ``thumbnails`` (off by default: faces are personal data) and ``snapshots`` (the
   latest annotated frame of each live source, for the operator's live view).
 
-Why one row per answer rather than a column per task: tasks come from the model (a user
-trains their own), so columns cannot be fixed; rows with indexes on ``(task, raw,
-value_text)`` and ``(task, raw, value_num)`` make a filter on any task's class or range a
-single index lookup on SQLite and PostgreSQL alike, with no DDL per model.
+Why answers are stored twice, as rows and as a document: tasks come from the model (a
+user trains their own), so there can be no column per task. Rows with indexes on
+``(task, raw, value_text)`` and ``(task, raw, value_num)`` make a filter on any task's
+class or range an index lookup on SQLite and PostgreSQL alike, with no DDL per model,
+and counts by group read one covering index; the document on the face row (``fields``)
+makes reading a page of 50 faces one query and 50 small JSON documents rather than
+hundreds of rows (three times faster, measured). Both are written in one transaction.
 """
 
 from __future__ import annotations
@@ -132,6 +135,10 @@ class Face(Base):
     landmarks: Mapped[list[Any] | None]
     model_name: Mapped[str | None] = mapped_column(sa.String(200))
     model_version: Mapped[str | None] = mapped_column(sa.String(100))
+    #: Every answer as ``analyze --json`` prints it (``{"age": 31.0, "age_interval": [26, 37],
+    #: "gender": "female", ...}``), the frame's own under ``"raw"``: what a reader returns, in
+    #: one document per face (the ``answers`` rows are the index that filters and counts).
+    fields: Mapped[dict[str, Any] | None]
 
 
 class Answer(Base):

@@ -143,13 +143,10 @@ def _source_names(conn: sa.Connection, ids: Iterable[int]) -> dict[int, str]:
 def face_records(conn: sa.Connection, rows: Sequence[Any], thumbnails: bool = True) -> list[dict[str, Any]]:
     """API records of ``faces`` rows: where and when, the box, every task's fields as
     ``analyze --json`` prints them and, for faces with a frame's own answers beside
-    smoothed ones, those under ``raw``."""
+    smoothed ones, those under ``raw`` (all from the face's ``fields`` document)."""
     if not rows:
         return []
     ids = [r.id for r in rows]
-    answers: dict[tuple[int, bool], list[Any]] = {}
-    for a in conn.execute(sa.select(Answer).where(Answer.face_id.in_(ids)).order_by(Answer.face_id, Answer.task)):
-        answers.setdefault((a.face_id, a.raw), []).append(a)
     with_thumb = set(conn.execute(sa.select(Thumbnail.face_id).where(Thumbnail.face_id.in_(ids))).scalars()) \
         if thumbnails else set()
     sources = _source_names(conn, (r.source_id for r in rows))
@@ -164,10 +161,7 @@ def face_records(conn: sa.Connection, rows: Sequence[Any], thumbnails: bool = Tr
             "landmarks": r.landmarks, "model_name": r.model_name, "model_version": r.model_version,
             "thumbnail": r.id in with_thumb,
         }
-        rec.update(answer_fields(answers.get((r.id, False), [])))
-        raw = answers.get((r.id, True))
-        if raw:
-            rec["raw"] = answer_fields(raw)
+        rec.update(r.fields or {})
         out.append(rec)
     return out
 
@@ -212,12 +206,12 @@ def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, An
     answers: dict[int, list[Any]] = {}
     for a in conn.execute(sa.select(TrackAnswer).where(TrackAnswer.track_id.in_(ids)).order_by(TrackAnswer.task)):
         answers.setdefault(a.track_id, []).append(a)
+    latest: dict[int, dict[str, Any]] = {}
     open_ids = [r.id for r in rows if r.id not in answers]
     if open_ids:
-        latest = sa.select(sa.func.max(Face.id)).where(Face.track_id.in_(open_ids)).group_by(Face.track_id)
-        for a in conn.execute(sa.select(Answer, Face.track_id).join(Face, Face.id == Answer.face_id).where(
-                Answer.face_id.in_(latest), Answer.raw.is_(False)).order_by(Answer.task)):
-            answers.setdefault(a.track_id, []).append(a)
+        last_face = sa.select(sa.func.max(Face.id)).where(Face.track_id.in_(open_ids)).group_by(Face.track_id)
+        for tid, fields in conn.execute(sa.select(Face.track_id, Face.fields).where(Face.id.in_(last_face))).all():
+            latest[tid] = {k: v for k, v in (fields or {}).items() if k != "raw"}
     sources = _source_names(conn, (r.source_id for r in rows))
     out = []
     for r in rows:
@@ -227,7 +221,7 @@ def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, An
             "first_time": r.first_time, "last_time": r.last_time, "started": r.started, "ended": r.ended,
             "confidence": r.confidence, "closed": r.closed,
         }
-        rec.update(answer_fields(answers.get(r.id, [])))
+        rec.update(answer_fields(answers[r.id]) if r.id in answers else latest.get(r.id, {}))
         out.append(rec)
     return out
 

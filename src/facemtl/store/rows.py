@@ -88,6 +88,17 @@ def answer_from_row(row: Any) -> TaskAnswer:
     return TaskAnswer(value, row.probability, row.probabilities, interval)
 
 
+def face_fields(face: Any) -> dict[str, Any]:
+    """A face's stored document: its answers' ``analyze --json`` fields, the frame's own under
+    ``raw`` (see :attr:`facemtl.store.models.Face.fields`)."""
+    out: dict[str, Any] = {}
+    for name, a in face.answers.items():
+        out.update(a.fields(name))
+    if face.raw is not None:
+        out["raw"] = {k: v for name, a in face.raw.items() for k, v in a.fields(name).items()}
+    return out
+
+
 def answer_fields(rows: Iterable[Any]) -> dict[str, Any]:
     """The flat ``analyze --json`` fields of a face's or track's answer rows (``<task>``,
     ``<task>_interval``, ``<task>_probability``, ``<task>_probabilities``)."""

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from ..inference.model_info import ModelInfo
 from ..inference.results import FaceResult, ImageResult, TrackResult
 from .models import Answer, Face, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
-from .rows import AnswerCodec, codecs_for
+from .rows import AnswerCodec, codecs_for, face_fields
 
 
 def _dialect_insert(engine: Engine, table: Any):
@@ -226,7 +226,7 @@ class SessionWriter:
                 faces.append(dict(session_id=self.session_id, source_id=sid, track_id=tid, time=at, frame=result.frame,
                                   media_time=result.time, file=result.file, x1=box[0], y1=box[1], x2=box[2], y2=box[3],
                                   score=f.score, landmarks=f.landmarks, model_name=self.model_name,
-                                  model_version=self.model_version))
+                                  model_version=self.model_version, fields=face_fields(f)))
                 extras.append((f, at, thumbs[k] if thumbs is not None and k < len(thumbs) else None))
         if not faces:
             return 0

@@ -1,6 +1,8 @@
-"""Live sources and counts over time: source heartbeats, the latest annotated frame per
-source, face thumbnails, and the face's time repeated on its answers (filled in from
-``faces`` for rows written under 0001) with an index that counts per time bucket.
+"""Live sources, counts over time, faster reads: source heartbeats, the latest annotated
+frame per source, face thumbnails; the face's time repeated on its answers (filled in
+from ``faces`` for rows written under 0001) with an index that counts per time bucket;
+and each face's answers as one document (``faces.fields``, built from its answer rows
+for faces written under 0001).
 
 Revision ID: 0002
 Revises: 0001
@@ -38,6 +40,10 @@ def upgrade() -> None:
         b.alter_column("time", existing_type=sa.Double(), nullable=False)
     op.create_index("ix_answers_time", "answers", ["raw", "time", "task", "grp"])
 
+    with op.batch_alter_table("faces") as b:
+        b.add_column(sa.Column("fields", sa.JSON()))
+    _fill_face_fields(op.get_bind())
+
     op.create_table(
         "thumbnails",
         sa.Column("face_id", BigId, nullable=False),
@@ -57,9 +63,40 @@ def upgrade() -> None:
     )
 
 
+def _fill_face_fields(conn: sa.Connection, batch: int = 2000) -> None:
+    """``faces.fields`` from the answer rows: the fields ``analyze --json`` prints per task
+    (as :meth:`TaskAnswer.fields` writes them), the frame's own under ``raw``. The row reading
+    is written out here rather than imported from ``facemtl.store.rows``: a migration keeps
+    doing what it did when it was written, whatever later code does."""
+    from facemtl.inference.results import TaskAnswer
+
+    faces = sa.table("faces", sa.column("id"), sa.column("fields", sa.JSON()))
+    answers = sa.table("answers", *(sa.column(c) for c in ("face_id", "task", "raw", "value_text", "value_num",
+                                                            "probability", "lo", "hi")),
+                       sa.column("probabilities", sa.JSON()))
+    whole = lambda x: int(x) if x is not None and float(x).is_integer() else x  # noqa: E731
+    last = 0
+    while True:
+        ids = conn.execute(sa.select(faces.c.id).where(faces.c.id > last).order_by(faces.c.id).limit(batch)).scalars().all()
+        if not ids:
+            return
+        docs: dict[int, dict] = {i: {} for i in ids}
+        for r in conn.execute(sa.select(answers).where(answers.c.face_id.in_(ids)).order_by(answers.c.face_id,
+                                                                                            answers.c.task)):
+            doc = docs[r.face_id].setdefault("raw", {}) if r.raw else docs[r.face_id]
+            value = r.value_text if r.value_text is not None else r.value_num
+            interval = (whole(r.lo), whole(r.hi)) if r.lo is not None else None
+            doc.update(TaskAnswer(value, r.probability, r.probabilities, interval).fields(r.task))
+        conn.execute(sa.update(faces).where(faces.c.id == sa.bindparam("face")).values(fields=sa.bindparam("doc")),
+                     [{"face": i, "doc": d} for i, d in docs.items()])
+        last = ids[-1]
+
+
 def downgrade() -> None:
     op.drop_table("snapshots")
     op.drop_table("thumbnails")
+    with op.batch_alter_table("faces") as b:
+        b.drop_column("fields")
     op.drop_index("ix_answers_time", "answers")
     with op.batch_alter_table("answers") as b:
         b.drop_column("time")
