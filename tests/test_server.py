@@ -375,3 +375,23 @@ def test_operator_page_end_to_end_in_chromium(tmp_path, predictor):
         browser.close()
     store.close()
     assert errors == []
+
+
+def test_retention_setting_purges_when_the_server_starts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    sink = DbSink(url, source="old-cam", kind="stream", model_info=INFO)
+    for it in stream(INFO, 10, source="old-cam", t0=time.time() - 30 * 86400):
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.close()
+    fresh = DbSink(url, kind="analyze", model_info=INFO)
+    for r in photos(INFO, 3):
+        fresh.write(r)
+    fresh.close()
+    store = Store(url)
+    assert store.counts()["faces"] == 26
+    with TestClient(create_app(store, None, retention_days=7)):
+        deadline = time.time() + 20
+        while store.counts()["faces"] != 6 and time.time() < deadline:
+            time.sleep(0.1)
+    assert store.counts() == {"faces": 6, "tracks": 0, "sources": 2}
+    store.close()

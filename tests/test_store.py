@@ -333,7 +333,7 @@ def _writer(url: str, source: str, frames: int, seed: int, batch: int, pause: fl
 
 def test_three_writer_processes_and_a_reader_lose_nothing(db_url):
     upgrade(db_url)
-    frames, people = 150, 2
+    frames, people = 80, 2
     procs = [_writer(db_url, f"cam{k}", frames, k, 8) for k in range(3)]
     reads = 0
     with Store(db_url) as store:

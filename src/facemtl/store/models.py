@@ -141,7 +141,19 @@ class Face(Base):
     fields: Mapped[dict[str, Any] | None]
 
 
-class Answer(Base):
+class _AnswerColumns:
+    """What faces' and tracks' answer rows hold (see the module doc)."""
+
+    value_text: Mapped[str | None] = mapped_column(sa.String(200))
+    value_num: Mapped[float | None]
+    probability: Mapped[float | None]
+    lo: Mapped[float | None]
+    hi: Mapped[float | None]
+    probabilities: Mapped[dict[str, Any] | None]
+    grp: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class Answer(_AnswerColumns, Base):
     __tablename__ = "answers"
     __table_args__ = (sa.Index("ix_answers_text", "task", "raw", "value_text"),
                       sa.Index("ix_answers_num", "task", "raw", "value_num"),
@@ -151,29 +163,15 @@ class Answer(Base):
     task: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     raw: Mapped[bool] = mapped_column(primary_key=True)
     time: Mapped[float]
-    value_text: Mapped[str | None] = mapped_column(sa.String(200))
-    value_num: Mapped[float | None]
-    probability: Mapped[float | None]
-    lo: Mapped[float | None]
-    hi: Mapped[float | None]
-    probabilities: Mapped[dict[str, Any] | None]
-    grp: Mapped[str | None] = mapped_column(sa.String(64))
 
 
-class TrackAnswer(Base):
+class TrackAnswer(_AnswerColumns, Base):
     __tablename__ = "track_answers"
     __table_args__ = (sa.Index("ix_track_answers_text", "task", "value_text"),
                       sa.Index("ix_track_answers_num", "task", "value_num"))
 
     track_id: Mapped[int] = mapped_column(sa.ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
     task: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    value_text: Mapped[str | None] = mapped_column(sa.String(200))
-    value_num: Mapped[float | None]
-    probability: Mapped[float | None]
-    lo: Mapped[float | None]
-    hi: Mapped[float | None]
-    probabilities: Mapped[dict[str, Any] | None]
-    grp: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class Thumbnail(Base):

@@ -108,16 +108,26 @@ def _rare_filter(conn: sa.Connection, filters: Sequence[AnswerFilter]) -> int | 
     return k if counts[k] < COUNT_CAP and counts[k] < scan_cost else None
 
 
-def _face_where(conn: sa.Connection, q: Query) -> list[sa.ColumnElement[bool]]:
+def _common_where(q: Query, model: Any, start: Any, end: Any) -> list[sa.ColumnElement[bool]]:
+    """The filters faces and tracks share: times overlapping ``[since, until]`` (``start`` and
+    ``end``: the row's first and last time), source, session, and the cursor on ``(end, id)``."""
     where: list[sa.ColumnElement[bool]] = []
     if q.since is not None:
-        where.append(Face.time >= q.since)
+        where.append(end >= q.since)
     if q.until is not None:
-        where.append(Face.time <= q.until)
+        where.append(start <= q.until)
     if q.source is not None:
-        where.append(Face.source_id == sa.select(Source.id).where(Source.name == q.source).scalar_subquery())
+        where.append(model.source_id == sa.select(Source.id).where(Source.name == q.source).scalar_subquery())
     if q.session is not None:
-        where.append(Face.session_id == q.session)
+        where.append(model.session_id == q.session)
+    pos = q.position()
+    if pos is not None:
+        where.append(sa.or_(end < pos[0], sa.and_(end == pos[0], model.id < pos[1])))
+    return where
+
+
+def _face_where(conn: sa.Connection, q: Query) -> list[sa.ColumnElement[bool]]:
+    where = _common_where(q, Face, Face.time, Face.time)
     if q.track is not None:
         where.append(Face.track_id == q.track)
     drive = _rare_filter(conn, q.answers) if q.answers and conn.dialect.name == "sqlite" else None
@@ -127,9 +137,6 @@ def _face_where(conn: sa.Connection, q: Query) -> list[sa.ColumnElement[bool]]:
             where.append(Face.id.in_(sa.select(a.face_id).where(a.raw.is_(False), f.condition(a))))
         else:
             where.append(sa.exists().where(a.face_id == Face.id, a.raw.is_(False), f.condition(a)))
-    pos = q.position()
-    if pos is not None:
-        where.append(sa.or_(Face.time < pos[0], sa.and_(Face.time == pos[0], Face.id < pos[1])))
     return where
 
 
@@ -177,23 +184,12 @@ def find_faces(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], str
 
 
 def _track_where(q: Query) -> list[sa.ColumnElement[bool]]:
-    where: list[sa.ColumnElement[bool]] = []
-    if q.since is not None:
-        where.append(Track.ended >= q.since)
-    if q.until is not None:
-        where.append(Track.started <= q.until)
-    if q.source is not None:
-        where.append(Track.source_id == sa.select(Source.id).where(Source.name == q.source).scalar_subquery())
-    if q.session is not None:
-        where.append(Track.session_id == q.session)
+    where = _common_where(q, Track, Track.started, Track.ended)
     if q.closed is not None:
         where.append(Track.closed.is_(q.closed))
     for k, f in enumerate(q.answers):
         a = aliased(TrackAnswer, name=f"t{k}")
         where.append(sa.exists().where(a.track_id == Track.id, f.condition(a)))
-    pos = q.position()
-    if pos is not None:
-        where.append(sa.or_(Track.ended < pos[0], sa.and_(Track.ended == pos[0], Track.id < pos[1])))
     return where
 
 

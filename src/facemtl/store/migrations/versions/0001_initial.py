@@ -18,6 +18,13 @@ depends_on = None
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
+def _answer_columns() -> list[sa.Column]:
+    """The columns faces' and tracks' answer rows share."""
+    return [sa.Column("value_text", sa.String(200)), sa.Column("value_num", sa.Double()),
+            sa.Column("probability", sa.Double()), sa.Column("lo", sa.Double()), sa.Column("hi", sa.Double()),
+            sa.Column("probabilities", sa.JSON()), sa.Column("grp", sa.String(64))]
+
+
 def upgrade() -> None:
     op.create_table(
         "sessions",
@@ -99,13 +106,7 @@ def upgrade() -> None:
         sa.Column("face_id", BigId, nullable=False),
         sa.Column("task", sa.String(64), nullable=False),
         sa.Column("raw", sa.Boolean(), nullable=False),
-        sa.Column("value_text", sa.String(200)),
-        sa.Column("value_num", sa.Double()),
-        sa.Column("probability", sa.Double()),
-        sa.Column("lo", sa.Double()),
-        sa.Column("hi", sa.Double()),
-        sa.Column("probabilities", sa.JSON()),
-        sa.Column("grp", sa.String(64)),
+        *_answer_columns(),
         sa.PrimaryKeyConstraint("face_id", "task", "raw", name="pk_answers"),
         sa.ForeignKeyConstraint(["face_id"], ["faces.id"], name="fk_answers_face_id_faces", ondelete="CASCADE"),
     )
@@ -115,13 +116,7 @@ def upgrade() -> None:
         "track_answers",
         sa.Column("track_id", sa.Integer(), nullable=False),
         sa.Column("task", sa.String(64), nullable=False),
-        sa.Column("value_text", sa.String(200)),
-        sa.Column("value_num", sa.Double()),
-        sa.Column("probability", sa.Double()),
-        sa.Column("lo", sa.Double()),
-        sa.Column("hi", sa.Double()),
-        sa.Column("probabilities", sa.JSON()),
-        sa.Column("grp", sa.String(64)),
+        *_answer_columns(),
         sa.PrimaryKeyConstraint("track_id", "task", name="pk_track_answers"),
         sa.ForeignKeyConstraint(["track_id"], ["tracks.id"], name="fk_track_answers_track_id_tracks", ondelete="CASCADE"),
     )
