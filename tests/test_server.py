@@ -395,3 +395,40 @@ def test_retention_setting_purges_when_the_server_starts(tmp_path):
             time.sleep(0.1)
     assert store.counts() == {"faces": 6, "tracks": 0, "sources": 2}
     store.close()
+
+
+def test_facemtl_serve_runs_as_a_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    db = tmp_path / "served.db"
+    fresh = DbSink(str(db), kind="analyze", model_info=INFO)
+    for r in photos(INFO, 3):
+        fresh.write(r)
+    fresh.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "facemtl.cli", "serve", "--no-model", "--db", str(db), "--port",
+                             str(port), "--log-level", "warning"], env=dict(os.environ, FACEMTL_API_TOKEN=TOKEN),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base, deadline = f"http://127.0.0.1:{port}", time.time() + 60
+        while True:
+            try:
+                if httpx.get(base + "/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.time() < deadline, "facemtl serve did not start"
+                time.sleep(0.2)
+        assert httpx.get(base + "/v1/faces").status_code == 401
+        assert len(httpx.get(base + "/v1/faces", headers=AUTH).json()["items"]) == 6
+        assert httpx.post(base + "/v1/analyze", headers=AUTH, files={"file": ("a.jpg", b"x")}).status_code == 503
+    finally:
+        proc.send_signal(__import__("signal").SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "token on" in err and "server stopped" in err and "Traceback" not in err

@@ -43,8 +43,13 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
                      retention_days)
     print(f"facemtl: serving on http://{host}:{port}/ (results in {store!r}; token {'on' if token else 'off'})",
           file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
-    store.close()
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and passes the signal on
+        pass
+    finally:
+        store.close()
+    print("facemtl: server stopped", file=sys.stderr)
     return 0
 
 

@@ -54,6 +54,11 @@ class Service:
         self.tasks, self.warnings = usable_tasks(tasks)
         self._writer = None
         self._lock = threading.Lock()
+        # Analyses at once: one per core (the framework's thread pool would run dozens side by side,
+        # each holding a decoded photo, all slower than one after the other on a small CPU).
+        from ..system import usable_cores
+
+        self._analysing = threading.BoundedSemaphore(max(1, usable_cores()))
 
     # -- analysis ----------------------------------------------------------------------------
     def decode(self, data: bytes) -> Any:
@@ -73,9 +78,10 @@ class Service:
         ``annotated`` when asked) and whether it was stored."""
         if self.pipeline is None:
             raise ServiceError(503, "this server was started without a model (--no-model): it cannot analyse photos")
-        rgb = self.decode(data)
         name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:200] or "upload"
-        result = next(self.pipeline.run([(ImageResult(file=name), rgb)]))
+        with self._analysing:
+            rgb = self.decode(data)
+            result = next(self.pipeline.run([(ImageResult(file=name), rgb)]))
         if result.status == ERROR:
             log.error("analysis of an upload failed: %s", result.error)
             raise ServiceError(500, "the photo could not be analysed (the server log says why)")

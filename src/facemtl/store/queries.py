@@ -8,8 +8,8 @@ whether "age 80-100" matches 1 % of faces or 60 %. PostgreSQL plans that well by
 itself. On SQLite the query counts each answer filter's matches on its index, capped
 at :data:`COUNT_CAP` (a few milliseconds), and when one filter is rare enough it drives
 the query (``id IN`` that filter's faces, then sort); otherwise faces are read newest
-first through the time index and checked against the filters until a page is full.
-Measured on 100,000 faces: no filter combination past 15 ms (the README's load test).
+first through the time index and checked against the filters until a page is full
+(measured figures: the README's load test, ``scripts/load_test_server.py``).
 """
 
 from __future__ import annotations

@@ -44,6 +44,14 @@ def upgrade() -> None:
         b.add_column(sa.Column("fields", sa.JSON()))
     _fill_face_fields(op.get_bind())
 
+    if op.get_bind().dialect.name == "postgresql":
+        # A class name belongs to one task, so PostgreSQL's default assumption that task and value
+        # are independent underestimated "race = others" threefold and chose a hash join over all
+        # faces for rare filter combinations (230 ms instead of 35 ms on 100,000 faces, measured).
+        for name, column in (("st_answers_text", "value_text"), ("st_answers_num", "value_num")):
+            op.execute(f"CREATE STATISTICS IF NOT EXISTS {name} (dependencies, mcv) ON task, raw, {column} FROM answers")
+        op.execute("ANALYZE answers")
+
     op.create_table(
         "thumbnails",
         sa.Column("face_id", BigId, nullable=False),
@@ -93,6 +101,8 @@ def _fill_face_fields(conn: sa.Connection, batch: int = 2000) -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP STATISTICS IF EXISTS st_answers_text, st_answers_num")
     op.drop_table("snapshots")
     op.drop_table("thumbnails")
     with op.batch_alter_table("faces") as b:
