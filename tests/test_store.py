@@ -271,6 +271,14 @@ def test_store_refuses_a_missing_database_clearly(tmp_path):
         Store(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
     with pytest.raises(ValueError, match="SQLite or PostgreSQL"):
         database_url("mysql://u@h/db")
+    from facemtl.store import StoreError
+
+    with pytest.raises(StoreError, match="cannot open the database"):
+        Store("postgresql://nobody:secret@127.0.0.1:1/none")
+    try:
+        Store("postgresql://nobody:secret@127.0.0.1:1/none")
+    except StoreError as exc:
+        assert "secret" not in str(exc)  # the password is never printed
     assert database_url("results.db") == "sqlite:///results.db"
     assert database_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
 
@@ -420,3 +428,23 @@ def test_analyze_db_flag_stores_what_it_prints(tmp_path, capsys):
         assert session_source["kind"] == "analyze" and session_source["state"] == "stopped"
     assert main(["analyze", str(photo), "--thumbnails"]) == 2
     assert "--db" in capsys.readouterr().err
+
+
+def test_source_state_follows_the_heartbeat(tmp_path):
+    url = f"sqlite:///{tmp_path / 'beat.db'}"
+    sink = DbSink(url, source="door", kind="stream", model_info=INFO, heartbeat=0.2)
+    with Store(url) as store:
+        state = lambda: {s["name"]: s["state"] for s in store.sources()}["door"]  # noqa: E731
+        assert state() == "running"  # announced before its first frame
+        time.sleep(0.8)  # three heartbeats missed
+        assert state() == "silent"
+        sink.heartbeat()
+        assert state() == "running"
+        for r in stream(INFO, 5, source="door", fps=1000):
+            (sink.write_track if isinstance(r, TrackResult) else sink.write)(r)
+        time.sleep(0.25)
+        sink.heartbeat()
+        (door,) = [s for s in store.sources() if s["name"] == "door"]
+        assert door["state"] == "running" and door["fps"] > 0 and door["session"] == sink.session_id
+        sink.close()
+        assert state() == "stopped"

@@ -127,6 +127,11 @@ class DbSink(Sink):
         """Write what is buffered now (one transaction)."""
         self.writer.flush()
 
+    def heartbeat(self) -> None:
+        """Say the source is alive while no frame arrives (a stream waiting on its camera calls
+        this now and then); writes whatever is due, as :meth:`write` does."""
+        self._maybe_flush()
+
     def _maybe_flush(self) -> None:
         if not self.writer.due(self.batch_faces, self.max_wait) or time.monotonic() < self._retry_at:
             return
