@@ -223,7 +223,8 @@ def main() -> None:
               "get_faces": gets, "get_faces_concurrent": concurrent, "post_analyze": post}
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nGET /v1/faces over {counts['faces']:,} faces ({result['database']}), {a.repeats} sequential requests each:")
+    print(f"\nGET /v1/faces over {counts['faces']:,} faces ({result['database']}), "
+          f"{a.repeats} sequential requests each:")
     print("| filter | items | p50 ms | p95 ms | max ms |\n|---|---:|---:|---:|---:|")
     for name, r in gets.items():
         print(f"| {name} | {r['items']} | {r['p50_ms']} | {r['p95_ms']} | {r['max_ms']} |")

@@ -14,7 +14,8 @@ from facemtl.inference.results import FaceResult, ImageResult, TrackResult
 #: The shipped model's tasks (src/facemtl/weights/utkface_lite0.pt).
 TASK_SPECS = [
     {"type": "ordinal", "name": "age", "label": "age", "min_value": 1, "max_value": 116,
-     "group_edges": [0, 3, 10, 20, 30, 40, 50, 60, 70], "method": "binary", "decoding": "threshold", "reduction": "sum"},
+     "group_edges": [0, 3, 10, 20, 30, 40, 50, 60, 70], "method": "binary", "decoding": "threshold",
+     "reduction": "sum"},
     {"type": "nominal", "name": "gender", "label": "gender", "num_classes": 2, "classes": ["male", "female"]},
     {"type": "nominal", "name": "race", "label": "race", "num_classes": 5,
      "classes": ["white", "black", "asian", "indian", "others"]},
@@ -53,7 +54,8 @@ def photos(info: ModelInfo, n: int, seed: int = 0, faces_per_photo: int = 2) -> 
 
 
 def stream(info: ModelInfo, frames: int, seed: int = 0, source: str | None = "cam1", t0: float = 1.7e9,
-           fps: float = 10.0, people: int = 2, track_len: int = 8, image: bool = False) -> Iterator[ImageResult | TrackResult]:
+           fps: float = 10.0, people: int = 2, track_len: int = 8,
+           image: bool = False) -> Iterator[ImageResult | TrackResult]:
     """What ``stream`` gives: frames whose faces carry a track id, smoothed answers and the
     frame's own (``raw``), and a :class:`TrackResult` when a track ends (every
     ``track_len`` frames each person is replaced by a new track). ``image``: attach a

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from .. import __version__
 from ..store.queries import MAX_LIMIT, AnswerFilter
 from ..store.queries import Query as StoreQuery
-from .filters import FIXED, TaskFilter, answer_filter_dependency
+from .filters import TaskFilter, answer_filter_dependency
 from .schemas import ErrorOut, Health, Schemas, SourceOut, StatsOut, TaskInfo, VersionOut, task_fields
 from .service import Service
 
@@ -146,7 +146,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
     @router.get("/stats", response_model=StatsOut, dependencies=deps, responses=ERRORS, tags=["results"])
     def stats(common: dict = Depends(_common),
               bucket: Optional[float] = Query(None, gt=0, le=366 * 86400, allow_inf_nan=False,
-                                              description="bucket size in seconds (default: a round size, <= 100 buckets)"),
+                                              description="bucket size in seconds (default: a round size, at most "
+                                                          "100 buckets)"),
               of: Literal["faces", "tracks"] = Query("faces", description="count faces or ended tracks"),
               task: Optional[list[Literal[task_names]]] = Query(None, description="only these tasks")) -> Any:  # type: ignore
         """Counts by each task's classes or groups over time buckets (default: the last 24 hours)."""
@@ -169,7 +170,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         return Response(jpeg, media_type="image/jpeg", headers={"X-Frame-Time": repr(t), "Cache-Control": "no-store"})
 
     @router.get("/sources/{source_id}/live.mjpeg", dependencies=deps, include_in_schema=False)
-    async def live(source_id: int = Path(..., ge=1, le=INT32), seconds: float = Query(600, gt=0, le=3600)) -> StreamingResponse:
+    async def live(source_id: int = Path(..., ge=1, le=INT32),
+                   seconds: float = Query(600, gt=0, le=3600)) -> StreamingResponse:
         """The live frames of a source as MJPEG (``multipart/x-mixed-replace``) for ``seconds``:
         each new snapshot the writer stores is pushed as it arrives; a source that is not
         running gets its last frame and the stream ends."""

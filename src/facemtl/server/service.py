@@ -66,11 +66,13 @@ class Service:
         from ..images import describe_error, load_rgb
 
         if not data:
-            raise ServiceError(415, "the uploaded file is empty; send a photo (JPEG, PNG, WebP, ...) in the field 'file'")
+            raise ServiceError(415, "the uploaded file is empty; send a photo (JPEG, PNG, WebP, ...) in the field "
+                                    "'file'")
         try:
             return load_rgb(io.BytesIO(data))  # type: ignore[arg-type]  # Pillow reads file objects as well as paths
         except Exception as exc:
-            raise ServiceError(415, f"the uploaded file is not an image facemtl can read: {describe_error(exc)}") from None
+            reason = describe_error(exc)
+            raise ServiceError(415, f"the uploaded file is not an image facemtl can read: {reason}") from None
 
     def analyze(self, data: bytes, filename: str | None = None, annotate: bool = False,
                 source: str | None = None) -> tuple[dict[str, Any], bool]:

@@ -54,9 +54,9 @@ def face_thumbnail(image: np.ndarray, box: list[float] | None, side: int = THUMB
     h, w = image.shape[:2]
     x1, y1, x2, y2 = box if box else (0, 0, w, h)
     cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 0.6
-    l, t = int(max(0, cx - half)), int(max(0, cy - half))
-    r, b = int(min(w, cx + half)), int(min(h, cy + half))
-    crop = image[t:max(b, t + 1), l:max(r, l + 1)]
+    left, top = int(max(0, cx - half)), int(max(0, cy - half))
+    right, bottom = int(min(w, cx + half)), int(min(h, cy + half))
+    crop = image[top:max(bottom, top + 1), left:max(right, left + 1)]
     from PIL import Image
 
     im = Image.fromarray(np.ascontiguousarray(crop)).resize((side, side), Image.BILINEAR)
@@ -154,9 +154,9 @@ class DbSink(Sink):
         try:
             self.writer.close()
         except Exception as exc:
-            n = self.writer.pending.faces
-            raise RuntimeError(f"the results database did not take the last {n} faces: "
-                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(f"the results database did not take the last {self.writer.pending.faces} faces: "
+                               f"{why}") from None
         finally:
             if self.owns_store:
                 self.store.close()

@@ -14,5 +14,5 @@ from .queries import AnswerFilter, Query
 from .repository import SchemaError, Store, StoreError
 from .writer import SessionWriter
 
-__all__ = ["Store", "StoreError", "SchemaError", "Query", "AnswerFilter", "SessionWriter", "database_url", "DEFAULT_URL", "ENV_URL",
-           "upgrade", "current_revision", "head_revision"]
+__all__ = ["Store", "StoreError", "SchemaError", "Query", "AnswerFilter", "SessionWriter", "database_url",
+           "DEFAULT_URL", "ENV_URL", "upgrade", "current_revision", "head_revision"]

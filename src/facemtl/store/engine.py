@@ -32,7 +32,8 @@ def database_url(value: str | os.PathLike | None = None) -> str:
     try:
         url = make_url(value)
     except Exception:
-        raise ValueError(f"{value!r} is not a database URL (try sqlite:///results.db or postgresql://host/db)") from None
+        raise ValueError(f"{value!r} is not a database URL (try sqlite:///results.db or "
+                         "postgresql://host/db)") from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValueError(f"facemtl stores results in SQLite or PostgreSQL, not {url.get_backend_name()!r}")
     if url.drivername == "postgresql":

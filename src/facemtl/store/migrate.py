@@ -47,7 +47,9 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
     """Bring the database up to ``revision`` (default: the newest); returns the revision it is at."""
     from alembic import command
 
-    url = url_or_engine.url.render_as_string(hide_password=False) if isinstance(url_or_engine, Engine) else url_or_engine
+    url = url_or_engine
+    if isinstance(url_or_engine, Engine):
+        url = url_or_engine.url.render_as_string(hide_password=False)
     # SQLite: foreign keys off while tables are copied (see create_db_engine), checked afterwards
     engine = create_db_engine(url, write=True, foreign_keys=False)
     try:

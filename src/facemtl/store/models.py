@@ -11,9 +11,9 @@ Tables (times are seconds since the epoch, UTC, as ``double precision``):
   stream reported the track's end with its aggregated answers (``track_answers``).
 * ``faces``: one detected face: when (wall clock), where in the media (frame, file,
   position), its box, detector score, landmarks, the model's name and version.
-* ``answers``: one row per face, task and kind (the index of the face's ``fields``): ``raw`` false for the face's answers (a
-  track's smoothed answers in a video, the only answers in a photo), true for the
-  frame's own answers beside smoothed ones. ``value_text`` holds a class name,
+* ``answers``: one row per face, task and kind (the index of the face's ``fields``):
+  ``raw`` false for the face's answers (a track's smoothed answers in a video, the only
+  answers in a photo), true for the frame's own answers beside smoothed ones. ``value_text`` holds a class name,
   ``value_num`` a number in label units (the class index for classification tasks),
   ``grp`` the group the task puts the value in (its class, or e.g. ``20-39`` years)
   for counts over time. ``time`` repeats the face's time so counts over time read one

@@ -158,7 +158,9 @@ def face_records(conn: sa.Connection, rows: Sequence[Any], thumbnails: bool = Tr
         if thumbnails else set()
     sources = _source_names(conn, (r.source_id for r in rows))
     track_ids = {r.track_id for r in rows if r.track_id is not None}
-    tracks = dict(conn.execute(sa.select(Track.id, Track.track).where(Track.id.in_(track_ids))).all()) if track_ids else {}
+    tracks = {}
+    if track_ids:
+        tracks = dict(conn.execute(sa.select(Track.id, Track.track).where(Track.id.in_(track_ids))).all())
     out = []
     for r in rows:
         rec: dict[str, Any] = {

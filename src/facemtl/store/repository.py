@@ -134,7 +134,8 @@ class Store:
         with self.engine.connect() as conn:
             for s in conn.execute(stmt).all():
                 state = s.state
-                if state == "running" and (s.last_seen is None or now - s.last_seen > MISSED_BEATS * (s.heartbeat or 2.0)):
+                late = s.last_seen is None or now - s.last_seen > MISSED_BEATS * (s.heartbeat or 2.0)
+                if state == "running" and late:
                     state = "silent"
                 out.append({"id": s.id, "name": s.name, "kind": s.kind, "host": s.host, "state": state,
                             "last_seen": s.last_seen, "seconds_since_seen": None if s.last_seen is None else

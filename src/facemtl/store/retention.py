@@ -39,7 +39,8 @@ def purge(engine: Engine, older_than_days: float, now: float | None = None) -> d
         raise ValueError("older-than must be zero or more days")
     cutoff = (now if now is not None else time.time()) - older_than_days * 86400
     out: dict[str, int] = {}
-    _delete_in_slices(engine, Face.__table__, Face.id, sa.and_(Face.time < cutoff, Face.track_id.is_(None)), out, "faces")
+    untracked = sa.and_(Face.time < cutoff, Face.track_id.is_(None))
+    _delete_in_slices(engine, Face.__table__, Face.id, untracked, out, "faces")
     _delete_in_slices(engine, Track.__table__, Track.id, Track.ended < cutoff, out, "tracks")
     with engine.begin() as conn:
         out["snapshots"] = conn.execute(sa.delete(Snapshot).where(Snapshot.time < cutoff)).rowcount

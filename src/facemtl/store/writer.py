@@ -125,8 +125,8 @@ class SessionWriter:
         """Whether a flush is due: ``batch_faces`` faces buffered, the oldest buffered item
         ``max_wait`` seconds old, or a heartbeat owed."""
         now = time.time()
-        return (self.pending.faces >= batch_faces or (self.pending.since is not None and now - self.pending.since >= max_wait)
-                or now - self._beat >= self.heartbeat)
+        waited = self.pending.since is not None and now - self.pending.since >= max_wait
+        return self.pending.faces >= batch_faces or waited or now - self._beat >= self.heartbeat
 
     # -- writing -----------------------------------------------------------------------
     def flush(self) -> int:
@@ -184,8 +184,8 @@ class SessionWriter:
         key = (source_id, number)
         tid = self._tracks.get(key) or new.get(key)
         if tid is None:
-            tid = conn.execute(sa.select(Track.id).where(Track.session_id == self.session_id, Track.source_id == source_id,
-                                                         Track.track == number)).scalar()
+            tid = conn.execute(sa.select(Track.id).where(
+                Track.session_id == self.session_id, Track.source_id == source_id, Track.track == number)).scalar()
         if tid is None:
             tid = int(conn.execute(sa.insert(Track).returning(Track.id), dict(
                 session_id=self.session_id, source_id=source_id, track=number, frames=0, faces=0, closed=False,
@@ -242,7 +242,8 @@ class SessionWriter:
             conn.execute(sa.insert(Answer), answers)
         if thumbnails:
             conn.execute(sa.insert(Thumbnail), thumbnails)
-        for tid, g in growth.items():  # an open track's frames and last frame follow its faces; a closed one's are final
+        # an open track's frames and last frame follow its faces; a closed one's are final
+        for tid, g in growth.items():
             values: dict[str, Any] = {"faces": Track.faces + g["n"], "ended": g["ended"],
                                       "frames": sa.case((Track.closed, Track.frames), else_=Track.frames + g["n"])}
             for col in ("last_frame", "last_time"):

@@ -69,7 +69,8 @@ def upgrade() -> None:
         sa.Column("closed", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_tracks"),
         sa.UniqueConstraint("session_id", "source_id", "track", name="uq_tracks_session_id_source_id_track"),
-        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], name="fk_tracks_session_id_sessions", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], name="fk_tracks_session_id_sessions",
+                                ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["source_id"], ["sources.id"], name="fk_tracks_source_id_sources", ondelete="CASCADE"),
     )
     op.create_index("ix_tracks_ended", "tracks", ["ended", "id"])
@@ -93,7 +94,8 @@ def upgrade() -> None:
         sa.Column("model_name", sa.String(200)),
         sa.Column("model_version", sa.String(100)),
         sa.PrimaryKeyConstraint("id", name="pk_faces"),
-        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], name="fk_faces_session_id_sessions", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], name="fk_faces_session_id_sessions",
+                                ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["source_id"], ["sources.id"], name="fk_faces_source_id_sources", ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["track_id"], ["tracks.id"], name="fk_faces_track_id_tracks", ondelete="CASCADE"),
     )
@@ -118,7 +120,8 @@ def upgrade() -> None:
         sa.Column("task", sa.String(64), nullable=False),
         *_answer_columns(),
         sa.PrimaryKeyConstraint("track_id", "task", name="pk_track_answers"),
-        sa.ForeignKeyConstraint(["track_id"], ["tracks.id"], name="fk_track_answers_track_id_tracks", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["track_id"], ["tracks.id"], name="fk_track_answers_track_id_tracks",
+                                ondelete="CASCADE"),
     )
     op.create_index("ix_track_answers_text", "track_answers", ["task", "value_text"])
     op.create_index("ix_track_answers_num", "track_answers", ["task", "value_num"])

@@ -49,7 +49,8 @@ def upgrade() -> None:
         # are independent underestimated "race = others" threefold and chose a hash join over all
         # faces for rare filter combinations (230 ms instead of 35 ms on 100,000 faces, measured).
         for name, column in (("st_answers_text", "value_text"), ("st_answers_num", "value_num")):
-            op.execute(f"CREATE STATISTICS IF NOT EXISTS {name} (dependencies, mcv) ON task, raw, {column} FROM answers")
+            op.execute(f"CREATE STATISTICS IF NOT EXISTS {name} (dependencies, mcv) ON task, raw, {column} "
+                       "FROM answers")
         op.execute("ANALYZE answers")
 
     op.create_table(
@@ -67,7 +68,8 @@ def upgrade() -> None:
         sa.Column("height", sa.Integer(), nullable=False),
         sa.Column("jpeg", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("source_id", name="pk_snapshots"),
-        sa.ForeignKeyConstraint(["source_id"], ["sources.id"], name="fk_snapshots_source_id_sources", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["source_id"], ["sources.id"], name="fk_snapshots_source_id_sources",
+                                ondelete="CASCADE"),
     )
 
 
@@ -85,7 +87,8 @@ def _fill_face_fields(conn: sa.Connection, batch: int = 2000) -> None:
     whole = lambda x: int(x) if x is not None and float(x).is_integer() else x  # noqa: E731
     last = 0
     while True:
-        ids = conn.execute(sa.select(faces.c.id).where(faces.c.id > last).order_by(faces.c.id).limit(batch)).scalars().all()
+        ids = conn.execute(sa.select(faces.c.id).where(faces.c.id > last).order_by(faces.c.id)
+                           .limit(batch)).scalars().all()
         if not ids:
             return
         docs: dict[int, dict] = {i: {} for i in ids}
