@@ -74,7 +74,7 @@ def percentiles(xs: list[float]) -> dict[str, float]:
 
 def get_scenarios(client: httpx.Client) -> dict[str, dict]:
     first = client.get("/v1/faces", params={"limit": 50}).json()
-    mid_time = first["items"][-1]["time"]
+    mid_time = client.get("/v1/faces", params={"limit": 1, "source": "cam0"}).json()["items"][0]["time"] - 86400
     return {
         "latest 50": {},
         "gender=female": {"gender": "female"},
@@ -82,7 +82,7 @@ def get_scenarios(client: httpx.Client) -> dict[str, dict]:
         "age >= 90 (rare)": {"age_min": 90},
         "race=others, gender=female, age >= 80 (rarer)": {"race": "others", "gender": "female", "age_min": 80},
         "source=cam2, male": {"source": "cam2", "gender": "male"},
-        "one hour, any": {"since": mid_time - 3600, "until": mid_time},
+        "one hour a day ago, any": {"since": mid_time - 3600, "until": mid_time},
         "next page (cursor)": {"cursor": first["next"]},
         "limit 500": {"limit": 500},
     }
