@@ -432,3 +432,41 @@ def test_facemtl_serve_runs_as_a_process(tmp_path):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "token on" in err and "server stopped" in err and "Traceback" not in err
+
+
+def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_path):
+    """Nothing is age, gender and race: a model with a binary and a regression task is stored,
+    filtered, counted and documented by what its tasks say."""
+    specs = [{"type": "binary", "name": "glasses", "classes": ["no", "yes"]},
+             {"type": "regression", "name": "smile", "min_value": 0, "max_value": 100}]
+    info = model_info(specs, name="custom")
+    url = f"sqlite:///{tmp_path / 'custom.db'}"
+    sink = DbSink(url, kind="analyze", model_info=info)
+    shots = list(photos(info, 20))
+    for r in shots:
+        sink.write(r)
+    sink.close()
+    store = Store(url)
+    with TestClient(create_app(store, None)) as client:
+        tasks = {t["name"]: t for t in client.get("/v1/tasks").json()}
+        assert tasks == {"glasses": {"name": "glasses", "classes": ["no", "yes"], "filters": ["glasses"],
+                                     "fields": ["glasses", "glasses_probability", "glasses_probabilities"]},
+                         "smile": {"name": "smile", "classes": None, "filters": ["smile_min", "smile_max"],
+                                   "fields": ["smile"]}}
+        faces = client.get("/v1/faces", params={"limit": 500}).json()["items"]
+        want = [f.to_dict() for r in reversed(shots) for f in reversed(r.faces)]
+        assert len(faces) == len(want) == 32
+        assert sorted(json.dumps({k: f[k] for k in w}, sort_keys=True) for f, w in zip(faces, want)) == \
+            sorted(json.dumps(w, sort_keys=True) for w in want)
+        yes = client.get("/v1/faces", params={"glasses": "yes", "smile_min": 20, "limit": 500}).json()["items"]
+        assert yes and all(f["glasses"] == "yes" and f["smile"] >= 20 for f in yes)
+        assert len(yes) == sum(1 for f in faces if f["glasses"] == "yes" and f["smile"] >= 20)
+        assert client.get("/v1/faces", params={"gender": "female"}).status_code == 400  # no such task here
+        stats = client.get("/v1/stats", params={"since": 0}).json()["tasks"]
+        assert stats["glasses"]["groups"] == [g for g in ["no", "yes"] if g in stats["glasses"]["groups"]]
+        assert set(stats["smile"]["groups"]) <= {"0-19", "20-39", "40-59", "60+"}  # the task's own groups
+        assert sum(sum(b["counts"].values()) for b in stats["smile"]["buckets"]) == 32
+        doc = client.get("/openapi.json").json()
+        params = {p["name"] for p in doc["paths"]["/v1/faces"]["get"]["parameters"]}
+        assert {"glasses", "smile_min", "smile_max"} <= params and "age_min" not in params
+    store.close()

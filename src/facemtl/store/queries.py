@@ -170,7 +170,7 @@ def face_records(conn: sa.Connection, rows: Sequence[Any], thumbnails: bool = Tr
             "landmarks": r.landmarks, "model_name": r.model_name, "model_version": r.model_version,
             "thumbnail": r.id in with_thumb,
         }
-        rec.update(r.fields or {})
+        rec.update({k: v for k, v in (r.fields or {}).items() if k not in rec})  # a task never hides a face's own field
         out.append(rec)
     return out
 
@@ -219,7 +219,8 @@ def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, An
             "first_time": r.first_time, "last_time": r.last_time, "started": r.started, "ended": r.ended,
             "confidence": r.confidence, "closed": r.closed,
         }
-        rec.update(answer_fields(answers[r.id]) if r.id in answers else latest.get(r.id, {}))
+        fields = answer_fields(answers[r.id]) if r.id in answers else latest.get(r.id, {})
+        rec.update({k: v for k, v in fields.items() if k not in rec})
         out.append(rec)
     return out
 
