@@ -19,3 +19,44 @@ def utkface_root() -> Path:
     if not (UTKFACE / "UTKFace").is_dir():
         pytest.skip(f"UTKFace images not found at {UTKFACE} (the shared data folder beside the checkout)")
     return UTKFACE
+
+
+# -- results database (facemtl[serve]) -------------------------------------------------------------
+# Store tests run on SQLite always and on PostgreSQL when FACEMTL_TEST_PG_URL names a server
+# they may create databases on (.ci/run starts a throwaway cluster and sets it).
+PG_ENV = "FACEMTL_TEST_PG_URL"
+
+
+def _fresh_pg_database(admin_url: str):
+    import uuid
+
+    import sqlalchemy as sa
+
+    from facemtl.store.engine import database_url
+
+    admin = sa.create_engine(database_url(admin_url), isolation_level="AUTOCOMMIT")
+    name = f"facemtl_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(database_url(admin_url)).set(database=name).render_as_string(hide_password=False)
+    return admin, name, url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty results database: a SQLite file, or a new database on the PostgreSQL
+    server of $FACEMTL_TEST_PG_URL (skipped, saying so, when that is not set)."""
+    pytest.importorskip("sqlalchemy")
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'results.db'}"
+        return
+    import os
+
+    admin_url = os.environ.get(PG_ENV)
+    if not admin_url:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV} (a server URL; .ci/run starts a throwaway cluster)")
+    admin, name, url = _fresh_pg_database(admin_url)
+    yield url
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()

@@ -304,3 +304,27 @@ def test_python_api_iterates_events_and_stops(video):
     assert 20 < len(frames) < 180 and [e.frame for e in frames] == list(range(len(frames)))
     assert {f.track for e in frames for f in e.faces} == {t.track for t in tracks}
     assert s.stop_reason == "test" and s.stats.frames == len(frames)
+
+
+def test_stream_into_the_results_database(video, streamed, tmp_path):
+    """``stream --db``: every face line and track line of ``--json`` is stored, each face
+    with its track, and a live frame of the source for the operator page."""
+    pytest.importorskip("sqlalchemy")
+    from facemtl.store import Store
+
+    db = tmp_path / "results.db"
+    rc, _, err = _run(["stream", str(video), "--json", *FAST, "--db", str(db)])
+    assert rc == 0, err
+    with Store(str(db)) as store:
+        counts = store.counts()
+        assert counts["faces"] == len(streamed["faces"]) and counts["tracks"] == len(streamed["tracks"])
+        faces = list(store.records("faces"))
+        tracks = {t["track"]: t for t in store.records("tracks")}
+        assert len(faces) == counts["faces"] and len(tracks) == counts["tracks"]
+        assert all(f.get("gender") in ("male", "female") for f in faces)
+        assert {t["track"] for t in tracks.values()} == {f["track"] for f in faces}  # every face with its track
+        (source,) = store.sources()
+        assert source["name"] == str(video) and {f["source"] for f in faces} == {str(video)}
+        assert source["state"] == "stopped" and source["snapshot_time"] is not None
+        shot = store.snapshot(source["id"])
+        assert shot is not None and shot[1][:2] == b"\xff\xd8"  # a JPEG

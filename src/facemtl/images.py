@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -85,9 +85,15 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _open(path: str | Path) -> Image.Image:
-    """``Image.open`` with the size limit and the empty-file case said in one sentence."""
-    if os.path.getsize(path) == 0:
+def _open(path: str | Path | IO[bytes]) -> Image.Image:
+    """``Image.open`` (of a path or a binary file object) with the size limit and the empty-file
+    case said in one sentence."""
+    if isinstance(path, (str, Path)):
+        empty = os.path.getsize(path) == 0
+    else:
+        empty = path.seek(0, os.SEEK_END) == 0
+        path.seek(0)
+    if empty:
         raise ValueError("empty file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -101,7 +107,7 @@ def _open(path: str | Path) -> Image.Image:
     return im
 
 
-def load_rgb(path: str, size: int | None = None) -> np.ndarray:
+def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarray:
     """Decode ``path`` (EXIF orientation applied, any mode -> RGB), optionally resized square.
 
     Returns ``(H, W, 3) uint8``. Raises ``OSError`` / ``ValueError`` on unreadable files

@@ -76,13 +76,17 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
                blur: bool = False, settings: StreamSettings | None = None, checkpoint: str | None = None,
                runtime: str | None = None, device: str = "auto", detector: str = "dlib",
                min_face: float | None = None, workers: int | None = None, threads: int | None = None,
-               progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False) -> int:
+               progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False, db: str | None = None,
+               thumbnails: bool = False) -> int:
     """Analyse ``sources`` until they end or a signal stops them; returns the exit status:
     0 when every source was read to its end (or ``max_frames``), 1 when a source failed (its
     sentence is on stderr; everything analysed before is written), 130 / 143 when SIGINT /
     SIGTERM stopped it (everything analysed is written, every open track closed).
     ``sinks``: more sinks beside those of the flags (e.g. the results database).
-    ``stats``: end with :meth:`StreamStats.to_dict` as ``facemtl: stats {...}`` on stderr."""
+    ``stats``: end with :meth:`StreamStats.to_dict` as ``facemtl: stats {...}`` on stderr.
+    ``db``: also write every face and track to the results database at this URL or SQLite file
+    (:class:`~facemtl.sinks.db.DbSink`: batched transactions, a live frame per source every
+    second for the operator page; ``thumbnails``: a crop of each face)."""
     settings = settings or StreamSettings()
     missing = [m for m in ("av", "scipy") if importlib.util.find_spec(m) is None]
     if missing:
@@ -92,10 +96,15 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")
-    settings.keep_images = bool(annotate)
+    settings.keep_images = bool(annotate) or db is not None  # the database keeps live frames (and thumbnails)
     with VideoAnalyzer(checkpoint, detector, device, runtime, min_face, workers, threads=threads) as analyzer:
         fps = next((s.fps for s in opened if s.fps), 30.0)
         outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps) + list(sinks)
+        if db is not None:
+            from ..sinks.db import open_db_sink
+
+            single = opened[0].name if len(opened) == 1 else None  # several sources label their own results
+            outputs.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single))
         stream = analyzer.stream(opened, settings, log=_say)
         bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
         received: list[int] = []
@@ -117,7 +126,7 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
             for sink in outputs:
                 try:
                     sink.close()
-                except OSError as exc:
+                except (OSError, RuntimeError) as exc:  # RuntimeError: the database would not take the last batch
                     _say(f"error: {exc}")
             if bar is not None:
                 bar.end()

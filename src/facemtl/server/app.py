@@ -1,0 +1,98 @@
+"""``create_app``: the FastAPI application behind ``facemtl serve``.
+
+``/v1/...``: the API (:mod:`facemtl.server.routes`); ``/``: the operator page (plain
+HTML, one script, one style sheet, shipped in ``static/``: no CDN); ``/docs`` and
+``/openapi.json``: the API's documentation. Errors are one sentence in ``{"detail": ...}``;
+an unexpected one is logged here and reaches the client as "internal server error",
+never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from .auth import token_dependency
+from .filters import task_filters
+from .limits import UploadLimit
+from .routes import build_router
+from .schemas import Schemas
+from .service import Service, ServiceError
+
+log = logging.getLogger("facemtl.server")
+
+#: Default upload limit (bytes).
+MAX_UPLOAD = 20 * 2**20
+STATIC = resources.files("facemtl.server") / "static"
+
+
+def _retention_loop(service: Service, days: float, stop: threading.Event, every: float = 3600.0) -> None:
+    while True:
+        try:
+            gone = service.store.purge(days)
+            if any(gone.values()):
+                log.info("retention (%g days): deleted %s", days, gone)
+        except Exception as exc:  # the next round tries again
+            log.warning("retention purge failed: %s", exc)
+        if stop.wait(every):
+            return
+
+
+def create_app(store: Any = None, predictor: Any = None, token: str | None = None, max_upload: int = MAX_UPLOAD,
+               detector: str = "mtcnn", min_face: float | None = None, thumbnails: bool = False,
+               retention_days: float | None = None) -> FastAPI:
+    """The application over a :class:`~facemtl.store.Store` (``None``: nothing stored or
+    read) and a :class:`~facemtl.inference.predictor.Predictor` (``None``: no analysis).
+
+    ``token``: the API token every ``/v1`` route but health wants (``None``: open; the
+    CLI refuses that on a non-loopback address). ``max_upload``: bytes an upload may hold
+    (413 past it). ``thumbnails``: store a crop of each uploaded face. ``retention_days``:
+    delete what is older, at start and hourly.
+    """
+    service = Service(store, predictor, detector, min_face, thumbnails)
+    for w in service.warnings:
+        log.warning(w)
+    filters = task_filters(service.tasks)
+    schemas = Schemas(service.tasks)
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if retention_days is not None and store is not None:
+            threading.Thread(target=_retention_loop, args=(service, retention_days, stop), daemon=True,
+                             name="facemtl-retention").start()
+        yield
+        stop.set()
+        service.close()
+
+    app = FastAPI(title="facemtl", version=__version__, lifespan=lifespan,
+                  description="Face attributes from facemtl's multi-task model: analyse photos, and read the faces, "
+                              "tracks, counts and live sources stored in the results database.")
+    app.state.service = service
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error (the server log says more)"}, status_code=500)
+
+    app.include_router(build_router(service, schemas, filters, token_dependency(token) if token else None))
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
+
+    app.add_middleware(UploadLimit, max_bytes=max_upload, paths=("/v1/analyze",))
+    return app

@@ -1,0 +1,80 @@
+"""Query parameters built from the model's tasks: ``?gender=female&race=asian&age_min=20&age_max=39``.
+
+A task that names classes (:meth:`Task.class_names`) is filtered by class (repeat the
+parameter for several: any of them matches); any other task by a value range
+``<task>_min`` / ``<task>_max`` in its label units. The parameters, their allowed values
+and their descriptions come from the tasks, so they appear in the OpenAPI document and
+are validated before any query runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional, Sequence
+
+from fastapi import Query
+
+from ..store.queries import AnswerFilter
+from ..tasks import Task
+
+#: Query parameters of the routes themselves; a task with one of these names is filtered
+#: as ``task_<name>``.
+FIXED = {"since", "until", "source", "session", "track", "closed", "limit", "cursor", "bucket", "of", "task",
+         "annotate", "seconds"}
+
+
+@dataclass
+class TaskFilter:
+    task: Task
+    #: The query parameter names (one for classes, two for a range).
+    params: list[str]
+
+    @property
+    def by_class(self) -> bool:
+        return len(self.params) == 1
+
+
+def task_filters(tasks: Sequence[Task]) -> list[TaskFilter]:
+    out = []
+    for t in tasks:
+        base = t.name if t.name not in FIXED else f"task_{t.name}"
+        out.append(TaskFilter(t, [base] if t.class_names() is not None else [f"{base}_min", f"{base}_max"]))
+    return out
+
+
+def answer_filter_dependency(filters: Sequence[TaskFilter]) -> Callable[..., list[AnswerFilter]]:
+    """A FastAPI dependency whose parameters are the tasks' filters; it returns the
+    :class:`AnswerFilter` list of the ones a request set."""
+    params: list[inspect.Parameter] = []
+    plan: list[tuple[TaskFilter, list[str]]] = []
+    for k, f in enumerate(filters):
+        names = f.task.class_names()
+        if names is not None:
+            py = f"c{k}"
+            params.append(inspect.Parameter(
+                py, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[Literal[tuple(names)]]],  # type: ignore
+                default=Query(None, alias=f.params[0],
+                              description=f"{f.task.name} is one of these classes (repeat for several)")))
+            plan.append((f, [py]))
+        else:
+            pys = [f"lo{k}", f"hi{k}"]
+            for py, alias, word in zip(pys, f.params, ("at least", "at most")):
+                params.append(inspect.Parameter(
+                    py, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[float],
+                    default=Query(None, alias=alias, allow_inf_nan=False,
+                                  description=f"{f.task.name} is {word} this (in its label units)")))
+            plan.append((f, pys))
+
+    def dependency(**kw: Any) -> list[AnswerFilter]:
+        out = []
+        for f, pys in plan:
+            if f.by_class:
+                if kw[pys[0]]:
+                    out.append(AnswerFilter(f.task.name, classes=list(kw[pys[0]])))
+            elif kw[pys[0]] is not None or kw[pys[1]] is not None:
+                out.append(AnswerFilter(f.task.name, lo=kw[pys[0]], hi=kw[pys[1]]))
+        return out
+
+    dependency.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return dependency

@@ -1,0 +1,194 @@
+"""The ``/v1`` routes: each parses its request and calls the service, nothing more.
+
+No ``from __future__ import annotations`` here: FastAPI reads the annotations, and some
+are built from the tasks at run time (e.g. ``Literal`` of their names)."""
+
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from .. import __version__
+from ..store.queries import MAX_LIMIT, AnswerFilter
+from ..store.queries import Query as StoreQuery
+from .filters import TaskFilter, answer_filter_dependency
+from .schemas import ErrorOut, Health, Schemas, SourceOut, StatsOut, TaskInfo, VersionOut, task_fields
+from .service import Service
+
+NAME = r"^[^\x00-\x1f\x7f]*$"  # printable: no control characters in names
+INT32 = 2**31 - 1
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "a filter or parameter that cannot be used"},
+    401: {"model": ErrorOut, "description": "missing or wrong API token"},
+    503: {"model": ErrorOut, "description": "no database or no model on this server"},
+}
+JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"},
+        404: {"model": ErrorOut, "description": "there is none"}}
+
+
+def _epoch(t: datetime | None) -> float | None:
+    if t is None:
+        return None
+    return (t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _common(
+    since: Optional[datetime] = Query(None, description="from this time on (ISO 8601, UTC unless it says; or seconds "
+                                                        "since the epoch)"),
+    until: Optional[datetime] = Query(None, description="up to this time"),
+    source: Optional[str] = Query(None, max_length=200, pattern=NAME, description="a source's name"),
+    session: Optional[int] = Query(None, ge=1, le=INT32, description="a session's id"),
+) -> dict[str, Any]:
+    return {"since": _epoch(since), "until": _epoch(until), "source": source, "session": session}
+
+
+def _page(limit: int = Query(50, ge=1, le=MAX_LIMIT, description="items per page"),
+          cursor: Optional[str] = Query(None, max_length=64, pattern=r"^-?[0-9.eE+-]+_[0-9]+$",
+                                        description="the 'next' of the page before")) -> dict[str, Any]:
+    return {"limit": limit, "cursor": cursor}
+
+
+def _query(service_call, **kw: Any) -> Any:
+    try:
+        q = StoreQuery(**kw)
+        q.position()
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return service_call(q)
+
+
+def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], auth: Any = None) -> APIRouter:
+    """The ``/v1`` routes over ``service``; ``auth``: the token dependency (``None``: open)."""
+    deps = [Depends(auth)] if auth is not None else []
+    answers = answer_filter_dependency(filters)
+    known = {p for f in filters for p in f.params}
+    router = APIRouter(prefix="/v1")
+
+    def only_known(request: Request, extra: set[str]) -> None:
+        unknown = sorted(set(request.query_params) - known - extra)
+        if unknown:
+            raise HTTPException(400, f"unknown query parameter {unknown[0]!r}; this route takes: "
+                                     f"{', '.join(sorted(known | extra))}")
+
+    @router.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+    def health() -> Any:
+        """Whether the server and its database answer (no token needed)."""
+        h = service.health()
+        return h if h["status"] == "ok" else JSONResponse(h, status_code=503)
+
+    @router.get("/version", response_model=VersionOut, dependencies=deps, responses=ERRORS, tags=["service"])
+    def version() -> Any:
+        """facemtl's version, the API's, the model's (name, version, tasks) and the database's schema."""
+        p = service.predictor
+        model = {"name": p.info.name, "version": p.info.version, "tasks": p.info.tasks} if p is not None else None
+        st = service.store
+        db = {"dialect": st.dialect, "schema": st.revision} if st is not None else {"dialect": None, "schema": None}
+        return {"facemtl": __version__, "api": "v1", "model": model, "database": db}
+
+    @router.get("/tasks", response_model=list[TaskInfo], dependencies=deps, responses=ERRORS, tags=["service"])
+    def tasks() -> Any:
+        """The tasks this server knows (its model's, then those stored sessions recorded), with
+        their classes, their filter parameters and their fields."""
+        return [{"name": f.task.name, "classes": f.task.class_names(), "filters": f.params,
+                 "fields": list(task_fields(f.task))} for f in filters]
+
+    @router.post("/analyze", response_model=schemas.Analysis, dependencies=deps,
+                 responses={**ERRORS, 413: {"model": ErrorOut, "description": "the upload is over the size limit"},
+                            415: {"model": ErrorOut, "description": "the upload is not an image"}},
+                 tags=["analysis"])
+    def analyze(file: UploadFile = File(..., description="a photo"),
+                annotate: bool = Query(False, description="also return the photo with boxes and labels drawn"),
+                source: Optional[str] = Query(None, min_length=1, max_length=200, pattern=NAME,
+                                              description="store the faces under this source name")) -> Any:
+        """Every face in one photo: the same JSON as one line of ``facemtl analyze --json``;
+        the faces are stored as a session of uploads when the server has a database."""
+        out, stored = service.analyze(file.file.read(), file.filename, annotate, source)
+        schemas.Analysis.model_validate(out)  # the documented shape, checked; sent as analyze --json writes it
+        return JSONResponse(out, headers={"X-Facemtl-Stored": "yes" if stored else "no"})
+
+    def faces_route(request: Request, common: dict = Depends(_common), page: dict = Depends(_page),
+                    track: Optional[int] = Query(None, ge=1, le=INT32, description="a track's id (/v1/tracks)"),
+                    answer_filters: list[AnswerFilter] = Depends(answers)) -> Any:
+        only_known(request, {"since", "until", "source", "session", "track", "limit", "cursor"})
+        return _query(service.faces, **common, **page, track=track, answers=answer_filters)
+
+    faces_doc = ("Stored faces, newest first, filtered by time, source, session, track and any task's class or "
+                 "value range; page with ``next``.")
+    router.add_api_route("/faces", faces_route, methods=["GET"], response_model=schemas.FacePage, dependencies=deps,
+                         responses=ERRORS, tags=["results"], summary="Faces", description=faces_doc,
+                         operation_id="faces")
+    router.add_api_route("/detections", faces_route, methods=["GET"], response_model=schemas.FacePage,
+                         dependencies=deps, responses=ERRORS, tags=["results"], summary="Detections (= faces)",
+                         description="The same as ``/v1/faces``.", operation_id="detections")
+
+    @router.get("/faces/{face_id}/thumbnail.jpg", dependencies=deps, responses={**ERRORS, **JPEG},
+                response_class=Response, tags=["results"])
+    def thumbnail(face_id: int = Path(..., ge=1, le=2**63 - 1)) -> Response:
+        """A stored face's thumbnail (only when the writer stored thumbnails)."""
+        return Response(service.thumbnail(face_id), media_type="image/jpeg")
+
+    @router.get("/tracks", response_model=schemas.TrackPage, dependencies=deps, responses=ERRORS, tags=["results"])
+    def tracks_route(request: Request, common: dict = Depends(_common), page: dict = Depends(_page),
+                     closed: Optional[bool] = Query(None, description="only ended (true) or open (false) tracks"),
+                     answer_filters: list[AnswerFilter] = Depends(answers)) -> Any:
+        """People followed through videos, latest first; filters as for faces (answer filters
+        match a closed track's aggregated answers)."""
+        only_known(request, {"since", "until", "source", "session", "closed", "limit", "cursor"})
+        return _query(service.tracks, **common, **page, closed=closed, answers=answer_filters)
+
+    task_names = tuple(f.task.name for f in filters) or ("-",)
+
+    @router.get("/stats", response_model=StatsOut, dependencies=deps, responses=ERRORS, tags=["results"])
+    def stats(common: dict = Depends(_common),
+              bucket: Optional[float] = Query(None, gt=0, le=366 * 86400, allow_inf_nan=False,
+                                              description="bucket size in seconds (default: a round size, at most "
+                                                          "100 buckets)"),
+              of: Literal["faces", "tracks"] = Query("faces", description="count faces or ended tracks"),
+              task: Optional[list[Literal[task_names]]] = Query(None, description="only these tasks")) -> Any:  # type: ignore
+        """Counts by each task's classes or groups over time buckets (default: the last 24 hours)."""
+        try:
+            return service.stats(common["since"], common["until"], bucket, of=of, tasks=task, source=common["source"],
+                                 session=common["session"])
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @router.get("/sources", response_model=list[SourceOut], dependencies=deps, responses=ERRORS, tags=["live"])
+    def sources() -> Any:
+        """Every source and its state from its writer's heartbeat: running, silent or stopped."""
+        return service.sources()
+
+    @router.get("/sources/{source_id}/snapshot.jpg", dependencies=deps, responses={**ERRORS, **JPEG},
+                response_class=Response, tags=["live"])
+    def snapshot(source_id: int = Path(..., ge=1, le=INT32)) -> Response:
+        """The latest annotated frame of a live source (its writer stores one a second)."""
+        t, jpeg = service.snapshot(source_id)
+        return Response(jpeg, media_type="image/jpeg", headers={"X-Frame-Time": repr(t), "Cache-Control": "no-store"})
+
+    @router.get("/sources/{source_id}/live.mjpeg", dependencies=deps, include_in_schema=False)
+    async def live(source_id: int = Path(..., ge=1, le=INT32),
+                   seconds: float = Query(600, gt=0, le=3600)) -> StreamingResponse:
+        """The live frames of a source as MJPEG (``multipart/x-mixed-replace``) for ``seconds``:
+        each new snapshot the writer stores is pushed as it arrives; a source that is not
+        running gets its last frame and the stream ends."""
+        await run_in_threadpool(service.snapshot, source_id)  # 404 now rather than an empty stream
+
+        async def frames():
+            last, end = None, time.monotonic() + seconds
+            while time.monotonic() < end:
+                snap = await run_in_threadpool(service.store.snapshot, source_id)
+                if snap is not None and snap[0] != last:
+                    last = snap[0]
+                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(snap[1])).encode()
+                           + b"\r\n\r\n" + snap[1] + b"\r\n")
+                if not await run_in_threadpool(service.store.source_running, source_id):
+                    return
+                await asyncio.sleep(0.25)
+
+        return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame")
+
+    return router

@@ -1,0 +1,175 @@
+"""The database sink: ``analyze --db URL`` and ``stream --db URL`` write results through it.
+
+Results are buffered and written in batches, each in one transaction
+(:class:`~facemtl.store.writer.SessionWriter`): a batch goes out once it holds
+``batch_faces`` faces, once its oldest result has waited ``max_wait`` seconds, or when
+a heartbeat is owed, and at ``close()``. A writer killed with SIGKILL loses at most the
+batch it had not committed.
+
+With the pixels on the results (the pipeline's ``keep_images``) it can also store:
+
+* ``thumbnails``: a small JPEG of each face (off by default: faces are personal data);
+* ``snapshot_every``: every so many seconds, the latest frame of each source with its
+  faces drawn, as one row per source that the operator page's live view reads (so a
+  camera on one machine is watched through a server on another). On by default for
+  ``kind="stream"``.
+
+Needs the ``serve`` extra (SQLAlchemy, Alembic; psycopg for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ..inference.model_info import ModelInfo
+from ..inference.results import ERROR, ImageResult, TrackResult
+from .base import Sink
+
+#: Side in pixels of stored face thumbnails.
+THUMB_SIDE = 96
+#: Long side in pixels of stored live frames.
+SNAPSHOT_SIDE = 960
+
+
+def jpeg_bytes(image: np.ndarray, max_side: int | None = None, quality: int = 80) -> bytes:
+    """``(H, W, 3) uint8`` RGB as JPEG bytes, shrunk to ``max_side`` on its long side."""
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(image))
+    if max_side is not None and max(im.size) > max_side:
+        im.thumbnail((max_side, max_side), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def face_thumbnail(image: np.ndarray, box: list[float] | None, side: int = THUMB_SIDE) -> bytes:
+    """The face's box with a 20 % margin, squared, as a ``side`` x ``side`` JPEG."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box if box else (0, 0, w, h)
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 0.6
+    left, top = int(max(0, cx - half)), int(max(0, cy - half))
+    right, bottom = int(min(w, cx + half)), int(min(h, cy + half))
+    crop = image[top:max(bottom, top + 1), left:max(right, left + 1)]
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(crop)).resize((side, side), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+class DbSink(Sink):
+    """Writes results to the results database at ``url`` (a SQLAlchemy URL or a SQLite file
+    path; default ``$FACEMTL_DB_URL`` or ``facemtl-results.db``).
+
+    ``source``: the name results without ``ImageResult.source`` are filed under (default
+    ``<kind>@<host>``). ``kind``: ``analyze``, ``stream`` or ``upload``. ``model_info``:
+    the predictor's :class:`ModelInfo` (its name, version and tasks go on the session and
+    the faces). ``store``: an open :class:`~facemtl.store.Store` to share instead of ``url``.
+    ``heartbeat``: seconds between the writer's "alive" updates of its sources.
+
+    One line for ``stream``: ``DbSink(url, source=name, kind="stream", model_info=predictor.info)``.
+    """
+
+    def __init__(self, url: str | None = None, source: str | None = None, kind: str = "analyze",
+                 model_info: ModelInfo | None = None, thumbnails: bool = False, batch_faces: int = 64,
+                 max_wait: float = 1.0, snapshot_every: float | None = None, heartbeat: float = 2.0,
+                 settings: dict[str, Any] | None = None, store: Any = None) -> None:
+        from ..store import Store
+
+        self.owns_store = store is None
+        self.store = store if store is not None else Store(url)
+        self.source = source or f"{kind}@{socket.gethostname()}"
+        self.thumbnails = thumbnails
+        self.batch_faces = batch_faces
+        self.max_wait = max_wait
+        self.snapshot_every = snapshot_every if snapshot_every is not None else (1.0 if kind == "stream" else None)
+        self.writer = self.store.writer(kind, self.source, model_info, settings, heartbeat, announce=source is not None)
+        self._last_snapshot: dict[str, float] = {}
+        self._failures = 0
+        self._retry_at = 0.0
+
+    @property
+    def session_id(self) -> int:
+        return self.writer.session_id
+
+    def write(self, result: ImageResult) -> None:
+        thumbs = None
+        if self.thumbnails and result.image is not None and result.faces:
+            thumbs = [face_thumbnail(result.image, f.box) for f in result.faces]
+        self.writer.add(result, thumbs)
+        if self.snapshot_every is not None and result.image is not None and result.status != ERROR:
+            name = result.source or self.source
+            now = time.monotonic()
+            if now - self._last_snapshot.get(name, -1e9) >= self.snapshot_every:
+                self._last_snapshot[name] = now
+                self.writer.add_snapshot(name, self.snapshot_jpeg(result), result.width or 0, result.height or 0,
+                                         result.wall_time)
+        self._maybe_flush()
+
+    def snapshot_jpeg(self, result: ImageResult) -> bytes:
+        from .annotate import draw_faces
+
+        return jpeg_bytes(draw_faces(result.image, result.faces), SNAPSHOT_SIDE)
+
+    def write_track(self, track: TrackResult) -> None:
+        self.writer.add_track(track)
+        self._maybe_flush()
+
+    def flush(self) -> None:
+        """Write what is buffered now (one transaction)."""
+        self.writer.flush()
+
+    def heartbeat(self) -> None:
+        """Say the source is alive while no frame arrives (a stream waiting on its camera calls
+        this now and then); writes whatever is due, as :meth:`write` does."""
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if not self.writer.due(self.batch_faces, self.max_wait) or time.monotonic() < self._retry_at:
+            return
+        try:
+            self.writer.flush()
+        except Exception as exc:  # the database went away: keep the batch, try again later (1, 2, 4 ... 30 s)
+            if self._failures == 0:
+                print(f"facemtl: warning: cannot write to the results database ({type(exc).__name__}: "
+                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); results are kept and "
+                      "retried", file=sys.stderr)
+            self._failures += 1
+            self._retry_at = time.monotonic() + min(30.0, 2.0 ** (self._failures - 1))
+            return
+        if self._failures:
+            print("facemtl: the results database answers again; the kept results are written", file=sys.stderr)
+        self._failures, self._retry_at = 0, 0.0
+
+    def close(self) -> None:
+        """Write what is left and end the session; ``RuntimeError`` if the database will not take it."""
+        try:
+            self.writer.close()
+        except Exception as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(f"the results database did not take the last {self.writer.pending.faces} faces: "
+                               f"{why}") from None
+        finally:
+            if self.owns_store:
+                self.store.close()
+
+
+def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = False, kind: str = "analyze",
+                 source: str | None = None) -> DbSink:
+    """``analyze --db`` / ``stream --db``: a :class:`DbSink`, or one sentence naming the extra it needs.
+    ``source``: the name of results that carry none (a stream's single source)."""
+    try:
+        import alembic  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError(f"--db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
+    return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails)
+

@@ -1,0 +1,68 @@
+"""``facemtl db export {faces,tracks} --format {csv,jsonl}``: every stored row, in pages.
+
+JSON lines carry the records the API returns (``GET /v1/faces``); CSV flattens them
+like ``analyze --csv``: one column per task, ``<task>_interval`` as ``lo-hi``,
+``<task>_p_<class>`` per class, and the frame's own answers as ``raw_<column>``. The
+columns come from the tasks the database knows, never from the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any, Iterator, Sequence, TextIO
+
+from ..inference.results import csv_columns
+from ..tasks import Task
+
+FACE_COLUMNS = ["id", "time", "source", "session", "track_id", "track", "frame", "media_time", "file",
+                "x1", "y1", "x2", "y2", "score", "model_name", "model_version"]
+TRACK_COLUMNS = ["id", "source", "session", "track", "first_frame", "last_frame", "frames", "faces", "first_time",
+                 "last_time", "started", "ended", "confidence", "closed"]
+
+
+def task_columns(tasks: Sequence[Task]) -> list[str]:
+    """The per-task CSV columns ``analyze --csv`` writes for ``tasks``."""
+    fixed = set(csv_columns([]))
+    return [c for c in csv_columns(tasks) if c not in fixed]
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """A face or track record as one CSV row (see the module doc)."""
+    row: dict[str, Any] = {}
+    for key, v in record.items():
+        if key == "box":
+            row.update(zip(("x1", "y1", "x2", "y2"), v or [None] * 4))
+        elif key == "raw":
+            row.update({f"raw_{k}": x for k, x in flatten(v).items()})
+        elif key.endswith("_probabilities") and isinstance(v, dict):
+            row.update({f"{key[: -len('_probabilities')]}_p_{c}": p for c, p in v.items()})
+        elif isinstance(v, list):
+            if key != "landmarks":
+                row[key] = "-".join(str(x) for x in v)
+        else:
+            row[key] = v
+    return row
+
+
+def write_records(records: Iterator[dict[str, Any]], out: TextIO, fmt: str, kind: str, tasks: Sequence[Task],
+                  raw: bool = True) -> int:
+    """Write ``records`` (faces or tracks) to ``out`` as ``csv`` or ``jsonl``; returns how many."""
+    if fmt not in ("csv", "jsonl"):
+        raise ValueError(f"unknown export format {fmt!r}; choose csv or jsonl")
+    n = 0
+    if fmt == "jsonl":
+        for r in records:
+            out.write(json.dumps(r) + "\n")
+            n += 1
+        return n
+    per_task = task_columns(tasks)
+    cols = (FACE_COLUMNS if kind == "faces" else TRACK_COLUMNS) + per_task
+    if kind == "faces" and raw:
+        cols += [f"raw_{c}" for c in per_task]
+    writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore")
+    writer.writeheader()
+    for r in records:
+        writer.writerow(flatten(r))
+        n += 1
+    return n

@@ -1,0 +1,66 @@
+"""Schema migrations (Alembic), shipped inside the package: ``facemtl db upgrade``.
+
+A new database is created by running every migration from the first, so a fresh file
+and one upgraded from an older facemtl end in the same schema (a test checks that
+it matches :mod:`facemtl.store.models`).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .engine import create_db_engine
+
+#: PostgreSQL advisory lock held while migrating (any constant; "facemtl" in digits).
+LOCK_KEY = 36223685
+
+
+def _config(connection: sa.Connection):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("facemtl.store") / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration this facemtl ships."""
+    from alembic.script import ScriptDirectory
+
+    cfg = _config(None)  # type: ignore[arg-type]
+    return str(ScriptDirectory.from_config(cfg).get_current_head())
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (``None`` for an empty database)."""
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
+    """Bring the database up to ``revision`` (default: the newest); returns the revision it is at."""
+    from alembic import command
+
+    url = url_or_engine
+    if isinstance(url_or_engine, Engine):
+        url = url_or_engine.url.render_as_string(hide_password=False)
+    # SQLite: foreign keys off while tables are copied (see create_db_engine), checked afterwards
+    engine = create_db_engine(url, write=True, foreign_keys=False)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # writers starting together: one migrates, the others find it done
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            command.upgrade(_config(conn), revision)
+            if conn.dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left {len(broken)} rows pointing at missing rows; rolled back")
+        return str(current_revision(engine))
+    finally:
+        engine.dispose()

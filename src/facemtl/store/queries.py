@@ -1,0 +1,246 @@
+"""Reading faces and tracks: filters, keyset paging, and the records the API returns.
+
+Every value a client sends is a bound parameter (SQLAlchemy Core expressions), never
+text in the SQL. Filters on answers are ``EXISTS`` lookups on the ``answers`` indexes.
+
+The one place SQLite needs help: it keeps no value histograms, so it cannot tell
+whether "age 80-100" matches 1 % of faces or 60 %. PostgreSQL plans that well by
+itself. On SQLite the query counts each answer filter's matches on its index, capped
+at :data:`COUNT_CAP` (a few milliseconds), and when one filter is rare enough it drives
+the query (``id IN`` that filter's faces, then sort); otherwise faces are read newest
+first through the time index and checked against the filters until a page is full
+(measured figures: the README's load test, ``scripts/load_test_server.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
+
+from .models import Answer, Face, Session, Source, Thumbnail, Track, TrackAnswer
+from .rows import answer_fields
+
+#: How far SQLite counts a filter's matches before calling it common (see the module doc).
+COUNT_CAP = 4000
+#: Faces a page may hold.
+MAX_LIMIT = 500
+
+_CURSOR = re.compile(r"^(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_(\d+)$")
+
+
+@dataclass
+class AnswerFilter:
+    """One task's filter: its class is one of ``classes``, or its value lies in ``[lo, hi]``."""
+
+    task: str
+    classes: list[str] | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    def condition(self, table: Any) -> sa.ColumnElement[bool]:
+        cond = [table.task == self.task]
+        if self.classes is not None:
+            cond.append(table.value_text.in_(self.classes))
+        if self.lo is not None:
+            cond.append(table.value_num >= self.lo)
+        if self.hi is not None:
+            cond.append(table.value_num <= self.hi)
+        return sa.and_(*cond)
+
+
+@dataclass
+class Query:
+    """What a client asks for: a time range (seconds since the epoch), a source name, a
+    session, a track (faces only), answer filters, a page size and the cursor of the page
+    before."""
+
+    since: float | None = None
+    until: float | None = None
+    source: str | None = None
+    session: int | None = None
+    track: int | None = None
+    closed: bool | None = None  # tracks only
+    answers: list[AnswerFilter] = field(default_factory=list)
+    limit: int = 50
+    cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError("since is after until")
+        for f in self.answers:
+            if f.lo is not None and f.hi is not None and f.lo > f.hi:
+                raise ValueError(f"{f.task}: the lower bound {f.lo:g} is above the upper bound {f.hi:g}")
+
+    def position(self) -> tuple[float, int] | None:
+        """The cursor as ``(time, id)``; ``ValueError`` if it is not one this API gave out."""
+        if self.cursor is None:
+            return None
+        m = _CURSOR.match(self.cursor)
+        if m is None:
+            raise ValueError("cursor is not one this API returned (use the 'next' of the page before)")
+        return float(m.group(1)), int(m.group(2))
+
+
+def make_cursor(t: float, ident: int) -> str:
+    return f"{t!r}_{ident}"
+
+
+def _rare_filter(conn: sa.Connection, filters: Sequence[AnswerFilter]) -> int | None:
+    """On SQLite, the index of the answer filter to drive the query from, or ``None`` to
+    read faces newest first (see the module doc)."""
+    total = conn.execute(sa.select(sa.select(sa.func.max(Face.id)).scalar_subquery()
+                                   - sa.select(sa.func.min(Face.id)).scalar_subquery() + 1)).scalar() or 1
+    counts = []
+    for f in filters:
+        hits = sa.select(sa.literal(1)).where(Answer.raw.is_(False), f.condition(Answer)).limit(COUNT_CAP).subquery()
+        counts.append(conn.execute(sa.select(sa.func.count()).select_from(hits)).scalar_one())
+    joint = 1.0
+    for n in counts:
+        joint *= max(n, 1) / total
+    scan_cost = 3 * 50 / joint  # faces read newest first until a page of 50 is full (3x per face: index probes)
+    k = min(range(len(counts)), key=counts.__getitem__)
+    return k if counts[k] < COUNT_CAP and counts[k] < scan_cost else None
+
+
+def _common_where(q: Query, model: Any, start: Any, end: Any) -> list[sa.ColumnElement[bool]]:
+    """The filters faces and tracks share: times overlapping ``[since, until]`` (``start`` and
+    ``end``: the row's first and last time), source, session, and the cursor on ``(end, id)``."""
+    where: list[sa.ColumnElement[bool]] = []
+    if q.since is not None:
+        where.append(end >= q.since)
+    if q.until is not None:
+        where.append(start <= q.until)
+    if q.source is not None:
+        where.append(model.source_id == sa.select(Source.id).where(Source.name == q.source).scalar_subquery())
+    if q.session is not None:
+        where.append(model.session_id == q.session)
+    pos = q.position()
+    if pos is not None:
+        where.append(sa.or_(end < pos[0], sa.and_(end == pos[0], model.id < pos[1])))
+    return where
+
+
+def _face_where(conn: sa.Connection, q: Query) -> list[sa.ColumnElement[bool]]:
+    where = _common_where(q, Face, Face.time, Face.time)
+    if q.track is not None:
+        where.append(Face.track_id == q.track)
+    drive = _rare_filter(conn, q.answers) if q.answers and conn.dialect.name == "sqlite" else None
+    for k, f in enumerate(q.answers):
+        a = aliased(Answer, name=f"a{k}")
+        if k == drive:
+            where.append(Face.id.in_(sa.select(a.face_id).where(a.raw.is_(False), f.condition(a))))
+        else:
+            where.append(sa.exists().where(a.face_id == Face.id, a.raw.is_(False), f.condition(a)))
+    return where
+
+
+def _source_names(conn: sa.Connection, ids: Iterable[int]) -> dict[int, str]:
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    return dict(conn.execute(sa.select(Source.id, Source.name).where(Source.id.in_(ids))).all())
+
+
+def face_records(conn: sa.Connection, rows: Sequence[Any], thumbnails: bool = True) -> list[dict[str, Any]]:
+    """API records of ``faces`` rows: where and when, the box, every task's fields as
+    ``analyze --json`` prints them and, for faces with a frame's own answers beside
+    smoothed ones, those under ``raw`` (all from the face's ``fields`` document)."""
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    with_thumb = set(conn.execute(sa.select(Thumbnail.face_id).where(Thumbnail.face_id.in_(ids))).scalars()) \
+        if thumbnails else set()
+    sources = _source_names(conn, (r.source_id for r in rows))
+    track_ids = {r.track_id for r in rows if r.track_id is not None}
+    tracks = {}
+    if track_ids:
+        tracks = dict(conn.execute(sa.select(Track.id, Track.track).where(Track.id.in_(track_ids))).all())
+    out = []
+    for r in rows:
+        rec: dict[str, Any] = {
+            "id": r.id, "time": r.time, "source": sources.get(r.source_id), "session": r.session_id,
+            "track_id": r.track_id, "track": tracks.get(r.track_id), "frame": r.frame, "media_time": r.media_time,
+            "file": r.file, "box": None if r.x1 is None else [r.x1, r.y1, r.x2, r.y2], "score": r.score,
+            "landmarks": r.landmarks, "model_name": r.model_name, "model_version": r.model_version,
+            "thumbnail": r.id in with_thumb,
+        }
+        rec.update({k: v for k, v in (r.fields or {}).items() if k not in rec})  # a task never hides a face's own field
+        out.append(rec)
+    return out
+
+
+def find_faces(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of faces, newest first, and the cursor of the next page (``None`` at the end)."""
+    stmt = sa.select(Face).where(*_face_where(conn, q)).order_by(Face.time.desc(), Face.id.desc()).limit(q.limit + 1)
+    rows = conn.execute(stmt).all()
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    nxt = make_cursor(rows[-1].time, rows[-1].id) if more else None
+    return face_records(conn, rows), nxt
+
+
+def _track_where(q: Query) -> list[sa.ColumnElement[bool]]:
+    where = _common_where(q, Track, Track.started, Track.ended)
+    if q.closed is not None:
+        where.append(Track.closed.is_(q.closed))
+    for k, f in enumerate(q.answers):
+        a = aliased(TrackAnswer, name=f"t{k}")
+        where.append(sa.exists().where(a.track_id == Track.id, f.condition(a)))
+    return where
+
+
+def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """API records of ``tracks`` rows. A closed track carries its aggregated answers; an
+    open one (still followed, or its writer died) the smoothed answers of its latest face."""
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    answers: dict[int, list[Any]] = {}
+    for a in conn.execute(sa.select(TrackAnswer).where(TrackAnswer.track_id.in_(ids)).order_by(TrackAnswer.task)):
+        answers.setdefault(a.track_id, []).append(a)
+    latest: dict[int, dict[str, Any]] = {}
+    open_ids = [r.id for r in rows if r.id not in answers]
+    if open_ids:
+        last_face = sa.select(sa.func.max(Face.id)).where(Face.track_id.in_(open_ids)).group_by(Face.track_id)
+        for tid, fields in conn.execute(sa.select(Face.track_id, Face.fields).where(Face.id.in_(last_face))).all():
+            latest[tid] = {k: v for k, v in (fields or {}).items() if k != "raw"}
+    sources = _source_names(conn, (r.source_id for r in rows))
+    out = []
+    for r in rows:
+        rec: dict[str, Any] = {
+            "id": r.id, "source": sources.get(r.source_id), "session": r.session_id, "track": r.track,
+            "first_frame": r.first_frame, "last_frame": r.last_frame, "frames": r.frames, "faces": r.faces,
+            "first_time": r.first_time, "last_time": r.last_time, "started": r.started, "ended": r.ended,
+            "confidence": r.confidence, "closed": r.closed,
+        }
+        fields = answer_fields(answers[r.id]) if r.id in answers else latest.get(r.id, {})
+        rec.update({k: v for k, v in fields.items() if k not in rec})
+        out.append(rec)
+    return out
+
+
+def find_tracks(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of tracks, latest ended first, and the cursor of the next page."""
+    stmt = sa.select(Track).where(*_track_where(q)).order_by(Track.ended.desc(), Track.id.desc()).limit(q.limit + 1)
+    rows = conn.execute(stmt).all()
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    nxt = make_cursor(rows[-1].ended, rows[-1].id) if more else None
+    return track_records(conn, rows), nxt
+
+
+def session_tasks(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every task spec any session recorded (the newest session's spec per task name)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for specs in conn.execute(sa.select(Session.tasks).where(Session.tasks.is_not(None)).order_by(Session.id.desc())
+                              .limit(1000)).scalars():
+        for s in specs or []:
+            if isinstance(s, dict) and "name" in s:
+                seen.setdefault(s["name"], s)
+    return list(seen.values())

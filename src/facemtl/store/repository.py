@@ -1,0 +1,190 @@
+"""The store: one object over the results database for writers, the server and the CLI.
+
+``Store(url)`` opens (and, when empty, creates) the database; ``writer(...)`` starts a
+session that writes batches (:class:`~facemtl.store.writer.SessionWriter`); ``faces``,
+``tracks``, ``stats``, ``sources`` read it (:mod:`facemtl.store.queries`); ``purge`` and
+``export`` maintain it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator, Sequence, TextIO
+
+import sqlalchemy as sa
+
+from ..inference.model_info import ModelInfo
+from ..tasks import Task
+from . import queries
+from .engine import create_db_engine, database_url, redacted
+from .export import write_records
+from .migrate import current_revision, head_revision, upgrade
+from .models import Face, Snapshot, Source, Thumbnail, Track
+from .retention import purge
+from .rows import tasks_from_specs
+from .stats import count_groups
+from .writer import SessionWriter
+
+#: A running source is called ``silent`` after this many missed heartbeats.
+MISSED_BEATS = 3
+
+
+class StoreError(RuntimeError):
+    """The results database cannot be used (unreachable, or not facemtl's)."""
+
+
+class SchemaError(StoreError):
+    """The database's schema is not the one this facemtl reads."""
+
+
+class Store:
+    """The results database at ``url`` (see :func:`~facemtl.store.engine.database_url`).
+
+    ``create``: create the tables in an empty database (every migration, in order). A
+    database at an older schema is refused with the command that upgrades it.
+    """
+
+    def __init__(self, url: str | None = None, create: bool = True) -> None:
+        self.url = database_url(url)
+        self.engine = create_db_engine(self.url)
+        self._write_engine: sa.Engine | None = None
+        self.revision = self._check_schema(create)
+
+    def __repr__(self) -> str:
+        return f"Store({redacted(self.url)!r})"
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def _check_schema(self, create: bool) -> str:
+        try:
+            rev = current_revision(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StoreError(f"cannot open the database {redacted(self.url)}: {reason}") from None
+        head = head_revision()
+        if rev == head:
+            return rev
+        if rev is None and create:
+            return upgrade(self.write_engine)
+        if rev is None:
+            raise SchemaError(f"the database {redacted(self.url)} has no facemtl tables: run 'facemtl db upgrade'")
+        raise SchemaError(f"the database {redacted(self.url)} is at schema {rev} and this facemtl reads {head}: "
+                          f"run 'facemtl db upgrade --db URL' (or use the facemtl that wrote it)")
+
+    @property
+    def write_engine(self) -> sa.Engine:
+        """The engine writers use (on SQLite its transactions take the write lock up front)."""
+        if self._write_engine is None:
+            self._write_engine = create_db_engine(self.url, write=True)
+        return self._write_engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self._write_engine is not None:
+            self._write_engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+    def writer(self, kind: str, source: str, model_info: ModelInfo | None = None,
+               settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True) -> SessionWriter:
+        """A new session of ``kind`` (``stream``, ``analyze``, ``upload``) writing as ``source``
+        (see :class:`SessionWriter`)."""
+        return SessionWriter(self.write_engine, kind, source, model_info, settings, heartbeat, announce)
+
+    # -- reading ------------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raises if the database cannot answer."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def tasks(self, extra: Sequence[Task] = ()) -> list[Task]:
+        """``extra`` and then every other task a session recorded (by name, first one wins)."""
+        with self.engine.connect() as conn:
+            stored = tasks_from_specs(queries.session_tasks(conn))
+        names = {t.name for t in extra}
+        return list(extra) + [t for t in stored if t.name not in names]
+
+    def faces(self, q: queries.Query) -> tuple[list[dict[str, Any]], str | None]:
+        with self.engine.connect() as conn:
+            return queries.find_faces(conn, q)
+
+    def tracks(self, q: queries.Query) -> tuple[list[dict[str, Any]], str | None]:
+        with self.engine.connect() as conn:
+            return queries.find_tracks(conn, q)
+
+    def stats(self, since: float, until: float, bucket: float, **kw: Any) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return count_groups(conn, since, until, bucket, **kw)
+
+    def sources(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every source with its state: ``running`` (heartbeat on time), ``silent`` (its writer
+        missed :data:`MISSED_BEATS` heartbeats: stopped without saying so, or cut off) or
+        ``stopped``; and when its latest live frame was stored."""
+        now = now if now is not None else time.time()
+        stmt = sa.select(Source, Snapshot.time.label("snapshot_time")).outerjoin(
+            Snapshot, Snapshot.source_id == Source.id).order_by(Source.name)
+        out = []
+        with self.engine.connect() as conn:
+            for s in conn.execute(stmt).all():
+                state = s.state
+                late = s.last_seen is None or now - s.last_seen > MISSED_BEATS * (s.heartbeat or 2.0)
+                if state == "running" and late:
+                    state = "silent"
+                out.append({"id": s.id, "name": s.name, "kind": s.kind, "host": s.host, "state": state,
+                            "last_seen": s.last_seen, "seconds_since_seen": None if s.last_seen is None else
+                            round(now - s.last_seen, 3), "session": s.session_id,
+                            "fps": None if s.fps is None else round(s.fps, 2), "heartbeat": s.heartbeat,
+                            "snapshot_time": s.snapshot_time})
+        return out
+
+    def snapshot(self, source_id: int) -> tuple[float, bytes] | None:
+        """The latest annotated frame of a source: ``(time, JPEG bytes)``, or ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(Snapshot.time, Snapshot.jpeg).where(Snapshot.source_id == source_id)).first()
+        return (row[0], bytes(row[1])) if row else None
+
+    def source_running(self, source_id: int) -> bool:
+        """Whether a writer says the source is running (its heartbeat may still be late)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(Source.state).where(Source.id == source_id)).scalar() == "running"
+
+    def thumbnail(self, face_id: int) -> bytes | None:
+        with self.engine.connect() as conn:
+            jpeg = conn.execute(sa.select(Thumbnail.jpeg).where(Thumbnail.face_id == face_id)).scalar()
+        return bytes(jpeg) if jpeg is not None else None
+
+    def counts(self) -> dict[str, int]:
+        """Rows per main table."""
+        with self.engine.connect() as conn:
+            return {name: int(conn.execute(sa.select(sa.func.count()).select_from(m)).scalar_one())
+                    for name, m in (("faces", Face), ("tracks", Track), ("sources", Source))}
+
+    # -- upkeep -------------------------------------------------------------------------------
+    def purge(self, older_than_days: float) -> dict[str, int]:
+        """Delete what is older than ``older_than_days`` (see :mod:`facemtl.store.retention`)."""
+        return purge(self.write_engine, older_than_days)
+
+    def records(self, kind: str, q: queries.Query | None = None) -> Iterator[dict[str, Any]]:
+        """Every face or track record matching ``q``, newest first, read a page at a time."""
+        find = {"faces": self.faces, "tracks": self.tracks}.get(kind)
+        if find is None:
+            raise ValueError(f"cannot export {kind!r}; choose faces or tracks")
+        q = q or queries.Query()
+        q.limit = queries.MAX_LIMIT
+        while True:
+            page, nxt = find(q)
+            yield from page
+            if nxt is None:
+                return
+            q.cursor = nxt
+
+    def export(self, kind: str, out: TextIO, fmt: str = "jsonl", q: queries.Query | None = None) -> int:
+        """Write every face or track (matching ``q``) to ``out`` as CSV or JSON lines; returns how many."""
+        return write_records(self.records(kind, q), out, fmt, kind, self.tasks())

@@ -1,0 +1,108 @@
+"""Between the result schema and the tables: answers to rows, rows back to answers.
+
+A task's answer is stored generically (see :mod:`facemtl.store.models`): the class name
+in ``value_text`` and its index in ``value_num`` for classification tasks, the number
+in ``value_num`` for numeric ones, and ``grp``, the group the task itself puts the
+value in (:meth:`Task.subgroups`: its class, or e.g. ``20-39`` for age), so counts by
+group need no knowledge of the task's type. Reading turns rows back into
+:class:`~facemtl.inference.results.TaskAnswer` and then into exactly the fields
+``analyze --json`` prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..inference.results import TaskAnswer
+from ..tasks import Task, build_task
+
+
+class AnswerCodec:
+    """Stores one task's answers. Without the task (a session that recorded no model), the
+    class name is its own group and numbers get none."""
+
+    def __init__(self, task: Task | None) -> None:
+        self.task = task
+        names = task.class_names() if task is not None else None
+        self.index = {c: i for i, c in enumerate(names)} if names is not None else None
+        self._groups: dict[float, str | None] = {}
+
+    def group(self, value: float) -> str | None:
+        """The task's group for a label value (class index or number); cached per value."""
+        if value in self._groups:
+            return self._groups[value]
+        g: str | None = None
+        if self.task is not None:
+            groups = self.task.subgroups(np.array([value], float))
+            g = str(groups[0]) if groups is not None else self.task.describe(value)
+        if len(self._groups) < 100_000:
+            self._groups[value] = g
+        return g
+
+    def row(self, a: TaskAnswer) -> dict[str, Any]:
+        """The columns of ``answers`` / ``track_answers`` for one answer."""
+        if isinstance(a.value, str):
+            num = float(self.index[a.value]) if self.index is not None and a.value in self.index else None
+            grp = self.group(num) if num is not None else a.value
+            text = a.value
+        else:
+            num, text = float(a.value), None
+            grp = self.group(round(num, 1))
+        lo, hi = a.interval if a.interval is not None else (None, None)
+        probs = {c: float(p) for c, p in a.probabilities.items()} if a.probabilities is not None else None
+        return dict(value_text=text, value_num=num, probability=None if a.probability is None else float(a.probability),
+                    lo=None if lo is None else float(lo), hi=None if hi is None else float(hi),
+                    probabilities=probs, grp=grp)
+
+
+def codecs_for(tasks: Iterable[Task]) -> dict[str, AnswerCodec]:
+    return {t.name: AnswerCodec(t) for t in tasks}
+
+
+def tasks_from_specs(specs: Sequence[dict[str, Any]] | None) -> list[Task]:
+    """Tasks from stored specs, skipping any this facemtl cannot build (a type it lacks)."""
+    out = []
+    for s in specs or []:
+        try:
+            t = build_task(s)
+        except (ValueError, KeyError):
+            continue
+        if t.inference:
+            out.append(t)
+    return out
+
+
+def _number(x: float | None) -> float | int | None:
+    """Interval ends come back as they went in: whole numbers as ints."""
+    if x is None:
+        return None
+    return int(x) if float(x).is_integer() else x
+
+
+def answer_from_row(row: Any) -> TaskAnswer:
+    """A stored answer row (anything with the columns of ``answers``) as a :class:`TaskAnswer`."""
+    value = row.value_text if row.value_text is not None else row.value_num
+    interval = (_number(row.lo), _number(row.hi)) if row.lo is not None else None
+    return TaskAnswer(value, row.probability, row.probabilities, interval)
+
+
+def face_fields(face: Any) -> dict[str, Any]:
+    """A face's stored document: its answers' ``analyze --json`` fields, the frame's own under
+    ``raw`` (see :attr:`facemtl.store.models.Face.fields`)."""
+    out: dict[str, Any] = {}
+    for name, a in face.answers.items():
+        out.update(a.fields(name))
+    if face.raw is not None:
+        out["raw"] = {k: v for name, a in face.raw.items() for k, v in a.fields(name).items()}
+    return out
+
+
+def answer_fields(rows: Iterable[Any]) -> dict[str, Any]:
+    """The flat ``analyze --json`` fields of a face's or track's answer rows (``<task>``,
+    ``<task>_interval``, ``<task>_probability``, ``<task>_probabilities``)."""
+    out: dict[str, Any] = {}
+    for r in rows:
+        out.update(answer_from_row(r).fields(r.task))
+    return out

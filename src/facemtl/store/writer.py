@@ -1,0 +1,270 @@
+"""Writing results: one session, batched transactions.
+
+:class:`SessionWriter` buffers images, faces, track ends and snapshots, and writes each
+buffer in **one** transaction (:meth:`SessionWriter.flush`): a writer killed at any
+moment leaves every earlier batch complete and nothing of the one it was writing — no
+face without its answers or its track, no track whose face count disagrees with its
+faces. A batch that fails (the database went away) stays buffered and is written by the
+next flush.
+
+Several writers (processes, machines) share one database: sources are created with an
+insert that ignores a name another writer created first, tracks belong to one session
+(one writer), and on SQLite every write transaction takes the lock up front.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ..inference.model_info import ModelInfo
+from ..inference.results import FaceResult, ImageResult, TrackResult
+from .models import Answer, Face, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
+from .rows import AnswerCodec, codecs_for, face_fields
+
+
+def _dialect_insert(engine: Engine, table: Any):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+@dataclass
+class _Image:
+    """What a flush needs of an image (never its pixels)."""
+
+    source: str | None
+    file: str | None
+    frame: int | None
+    time: float | None
+    at: float  # wall clock
+    faces: list[FaceResult]
+    thumbnails: list[bytes | None] | None
+
+
+@dataclass
+class _Pending:
+    """What the next flush writes."""
+
+    images: list[_Image] = field(default_factory=list)
+    tracks: list[TrackResult] = field(default_factory=list)
+    snapshots: dict[str, tuple[float, int, int, bytes]] = field(default_factory=dict)
+    faces: int = 0
+    since: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.images) + len(self.tracks) + len(self.snapshots)
+
+
+class SessionWriter:
+    """Writes one session's results (``kind``: ``stream``, ``analyze`` or ``upload``).
+
+    ``source``: the source name of results that carry none (``ImageResult.source``
+    names it per result when one process reads several). ``model_info``: the model
+    that answered (name, version and tasks are recorded on the session). ``heartbeat``:
+    seconds between the writer's promises that it is alive (see :meth:`due`).
+    ``announce``: register ``source`` as running now, before its first result (a camera
+    still connecting shows up); otherwise a source appears with its first result.
+    """
+
+    def __init__(self, engine: Engine, kind: str, source: str, model_info: ModelInfo | None = None,
+                 settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True) -> None:
+        self.engine = engine
+        self.kind = kind
+        self.source = source
+        self.heartbeat = heartbeat
+        self.model_name = model_info.name if model_info else None
+        self.model_version = model_info.version if model_info else None
+        tasks = model_info.build_tasks() if model_info else []
+        self.codecs: dict[str, AnswerCodec] = codecs_for(tasks)
+        self.pending = _Pending()
+        self._sources: dict[str, int] = {}
+        self._tracks: dict[tuple[int, int], int] = {}
+        self._counts: dict[str, int] = {}  # images per source since the last heartbeat
+        self._beat = time.time()
+        self.closed = False
+        with engine.begin() as conn:
+            self.session_id = int(conn.execute(sa.insert(Session).returning(Session.id), dict(
+                kind=kind, host=socket.gethostname(), pid=os.getpid(), started=time.time(),
+                model_name=self.model_name, model_version=self.model_version,
+                tasks=[t.to_dict() for t in tasks] if model_info else None, settings=settings or {})).scalar_one())
+            if announce:
+                self._source_id(conn, source)
+                self._beat_sources(conn, time.time())
+
+    # -- buffering ---------------------------------------------------------------------
+    def add(self, result: ImageResult, thumbnails: Sequence[bytes | None] | None = None) -> None:
+        """Buffer one image's faces (``thumbnails``: one JPEG or ``None`` per face)."""
+        now = time.time()
+        self.pending.images.append(_Image(result.source, result.file, result.frame, result.time,
+                                          result.wall_time if result.wall_time is not None else now, list(result.faces),
+                                          list(thumbnails) if thumbnails is not None else None))
+        self.pending.faces += len(result.faces)
+        self.pending.since = self.pending.since or now
+        name = result.source or self.source
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def add_track(self, track: TrackResult) -> None:
+        """Buffer a track's end (its aggregated answers)."""
+        self.pending.tracks.append(track)
+        self.pending.since = self.pending.since or time.time()
+
+    def add_snapshot(self, source: str | None, jpeg: bytes, width: int, height: int, at: float | None = None) -> None:
+        """Buffer the latest annotated frame of ``source`` (only the newest per source is kept)."""
+        self.pending.snapshots[source or self.source] = (at or time.time(), width, height, jpeg)
+
+    def due(self, batch_faces: int, max_wait: float) -> bool:
+        """Whether a flush is due: ``batch_faces`` faces buffered, the oldest buffered item
+        ``max_wait`` seconds old, or a heartbeat owed."""
+        now = time.time()
+        waited = self.pending.since is not None and now - self.pending.since >= max_wait
+        return self.pending.faces >= batch_faces or waited or now - self._beat >= self.heartbeat
+
+    # -- writing -----------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write everything buffered in one transaction; returns the faces written.
+
+        On failure the transaction is rolled back, the buffer kept, and the error raised.
+        """
+        pending = self.pending
+        new_tracks: dict[tuple[int, int], int] = {}
+        now = time.time()
+        with self.engine.begin() as conn:
+            n = self._write_images(conn, pending, new_tracks)
+            for tr in pending.tracks:
+                self._write_track(conn, tr, new_tracks)
+            for name, (at, w, h, jpeg) in pending.snapshots.items():
+                self._write_snapshot(conn, self._source_id(conn, name), at, w, h, jpeg)
+            self._beat_sources(conn, now)
+        self._tracks.update(new_tracks)
+        self.pending = _Pending()
+        self._counts = {}
+        self._beat = now
+        return n
+
+    def close(self, state: str = "stopped") -> None:
+        """Flush, end the session and mark its sources ``state``."""
+        if self.closed:
+            return
+        self.flush()
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(Session).where(Session.id == self.session_id).values(ended=time.time()))
+            conn.execute(sa.update(Source).where(Source.session_id == self.session_id).values(state=state, fps=None))
+        self.closed = True
+
+    # -- the parts of a transaction ----------------------------------------------------------
+    def _source_id(self, conn: sa.Connection, name: str) -> int:
+        if name in self._sources:
+            return self._sources[name]
+        conn.execute(_dialect_insert(self.engine, Source).values(
+            name=name, kind=self.kind, host=socket.gethostname(), created=time.time(), state="running",
+            heartbeat=self.heartbeat).on_conflict_do_nothing(index_elements=["name"]))
+        sid = int(conn.execute(sa.select(Source.id).where(Source.name == name)).scalar_one())
+        self._sources[name] = sid
+        return sid
+
+    def _beat_sources(self, conn: sa.Connection, now: float) -> None:
+        """Heartbeat: every source this writer feeds is ``running``, seen now, at this rate."""
+        dt = max(1e-6, now - self._beat)
+        names = set(self._sources) | set(self._counts)
+        for name in names:
+            fps = self._counts.get(name, 0) / dt if self.kind == "stream" else None
+            conn.execute(sa.update(Source).where(Source.id == self._source_id(conn, name)).values(
+                state="running", last_seen=now, session_id=self.session_id, fps=fps, heartbeat=self.heartbeat))
+
+    def _track_id(self, conn: sa.Connection, source_id: int, number: int, new: dict, **first: Any) -> int:
+        key = (source_id, number)
+        tid = self._tracks.get(key) or new.get(key)
+        if tid is None:
+            tid = conn.execute(sa.select(Track.id).where(
+                Track.session_id == self.session_id, Track.source_id == source_id, Track.track == number)).scalar()
+        if tid is None:
+            tid = int(conn.execute(sa.insert(Track).returning(Track.id), dict(
+                session_id=self.session_id, source_id=source_id, track=number, frames=0, faces=0, closed=False,
+                **first)).scalar_one())
+        new[key] = tid
+        return tid
+
+    def _answer_rows(self, answers: dict, **keys: Any) -> list[dict[str, Any]]:
+        rows = []
+        for name, a in answers.items():
+            codec = self.codecs.get(name)
+            if codec is None:
+                codec = self.codecs[name] = AnswerCodec(None)
+            rows.append(dict(keys, task=name, **codec.row(a)))
+        return rows
+
+    def _write_images(self, conn: sa.Connection, pending: _Pending, new_tracks: dict) -> int:
+        faces: list[dict[str, Any]] = []
+        extras: list[tuple[Any, float, bytes | None]] = []  # (face, time, thumbnail) in the order of `faces`
+        growth: dict[int, dict[str, Any]] = {}  # per track: faces added, last frame and times
+        for result in pending.images:
+            at, thumbs = result.at, result.thumbnails
+            sid = self._source_id(conn, result.source or self.source)
+            for k, f in enumerate(result.faces):
+                tid = None
+                if f.track is not None:
+                    tid = self._track_id(conn, sid, int(f.track), new_tracks, first_frame=result.frame,
+                                         last_frame=result.frame, first_time=result.time, last_time=result.time,
+                                         started=at, ended=at)
+                    g = growth.setdefault(tid, {"n": 0, "last_frame": None, "last_time": None, "ended": at})
+                    g["n"] += 1
+                    g["ended"] = max(g["ended"], at)
+                    if result.frame is not None:
+                        g["last_frame"] = max(result.frame, g["last_frame"] or result.frame)
+                    if result.time is not None:
+                        g["last_time"] = max(result.time, g["last_time"] or result.time)
+                box = f.box or [None] * 4
+                faces.append(dict(session_id=self.session_id, source_id=sid, track_id=tid, time=at, frame=result.frame,
+                                  media_time=result.time, file=result.file, x1=box[0], y1=box[1], x2=box[2], y2=box[3],
+                                  score=f.score, landmarks=f.landmarks, model_name=self.model_name,
+                                  model_version=self.model_version, fields=face_fields(f)))
+                extras.append((f, at, thumbs[k] if thumbs is not None and k < len(thumbs) else None))
+        if not faces:
+            return 0
+        ids = conn.execute(sa.insert(Face).returning(Face.id, sort_by_parameter_order=True), faces).scalars().all()
+        answers, thumbnails = [], []
+        for fid, (f, at, thumb) in zip(ids, extras):
+            answers += self._answer_rows(f.answers, face_id=fid, raw=False, time=at)
+            if f.raw is not None:
+                answers += self._answer_rows(f.raw, face_id=fid, raw=True, time=at)
+            if thumb is not None:
+                thumbnails.append(dict(face_id=fid, jpeg=thumb))
+        if answers:
+            conn.execute(sa.insert(Answer), answers)
+        if thumbnails:
+            conn.execute(sa.insert(Thumbnail), thumbnails)
+        # an open track's frames and last frame follow its faces; a closed one's are final
+        for tid, g in growth.items():
+            values: dict[str, Any] = {"faces": Track.faces + g["n"], "ended": g["ended"],
+                                      "frames": sa.case((Track.closed, Track.frames), else_=Track.frames + g["n"])}
+            for col in ("last_frame", "last_time"):
+                if g[col] is not None:
+                    values[col] = sa.case((Track.closed, getattr(Track, col)), else_=g[col])
+            conn.execute(sa.update(Track).where(Track.id == tid).values(**values))
+        return len(ids)
+
+    def _write_track(self, conn: sa.Connection, tr: TrackResult, new_tracks: dict) -> None:
+        sid = self._source_id(conn, tr.source or self.source)
+        now = time.time()
+        tid = self._track_id(conn, sid, int(tr.track), new_tracks, started=now, ended=now)
+        conn.execute(sa.update(Track).where(Track.id == tid).values(
+            first_frame=tr.first_frame, last_frame=tr.last_frame, frames=tr.frames, first_time=tr.first_time,
+            last_time=tr.last_time, confidence=tr.confidence, closed=True))
+        conn.execute(sa.delete(TrackAnswer).where(TrackAnswer.track_id == tid))
+        rows = self._answer_rows(tr.answers, track_id=tid)
+        if rows:
+            conn.execute(sa.insert(TrackAnswer), rows)
+
+    def _write_snapshot(self, conn: sa.Connection, source_id: int, at: float, w: int, h: int, jpeg: bytes) -> None:
+        ins = _dialect_insert(self.engine, Snapshot).values(source_id=source_id, time=at, width=w, height=h, jpeg=jpeg)
+        conn.execute(ins.on_conflict_do_update(index_elements=["source_id"],
+                                               set_=dict(time=at, width=w, height=h, jpeg=jpeg)))

@@ -1,0 +1,472 @@
+"""facemtl serve: every route, the token, upload limits, injection attempts in every filter, a
+bounded schemathesis run against the served OpenAPI, and the operator page in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sqlalchemy")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fakes import model_info, photos, stream  # noqa: E402
+from facemtl.inference.results import TrackResult  # noqa: E402
+from facemtl.server import create_app  # noqa: E402
+from facemtl.sinks.db import DbSink  # noqa: E402
+from facemtl.store import Store  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO / "examples" / "astronaut.jpg"
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+INFO = model_info()
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    pytest.importorskip("dlib")
+    from facemtl.inference import load_predictor
+
+    return load_predictor(device="cpu")
+
+
+def fill(url: str) -> None:
+    """A stream of two cameras' frames with tracks, thumbnails and live frames, and a folder of photos."""
+    for cam, seed in (("cam-a", 0), ("cam-b", 1)):
+        sink = DbSink(url, source=cam, kind="stream", model_info=INFO, thumbnails=True)
+        for it in stream(INFO, 40, seed=seed, source=cam, people=2, image=True, t0=time.time() - 600):
+            (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+        sink.close()
+    sink = DbSink(url, kind="analyze", model_info=INFO)
+    for r in photos(INFO, 10):
+        sink.write(r)
+    sink.close()
+
+
+@pytest.fixture
+def served(db_url, predictor):
+    """A filled database behind an app that wants a token: ``(client, store)``."""
+    fill(db_url)
+    store = Store(db_url)
+    app = create_app(store, predictor, token=TOKEN, max_upload=2 * 2**20)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, store
+    store.close()
+
+
+def get_paths(client: TestClient) -> list[str]:
+    """Every GET route of the OpenAPI document, with 1 for path ids."""
+    doc = client.get("/openapi.json").json()
+    return [p.replace("{face_id}", "1").replace("{source_id}", "1") for p, ops in doc["paths"].items() if "get" in ops]
+
+
+# -- the token ---------------------------------------------------------------------------------------------
+
+
+def test_every_route_but_health_wants_the_token(served):
+    client, _ = served
+    paths = get_paths(client)
+    assert {"/v1/faces", "/v1/detections", "/v1/tracks", "/v1/stats", "/v1/sources", "/v1/version"} <= set(paths)
+    for path in paths + ["/v1/sources/1/live.mjpeg?seconds=0.3"]:
+        if path == "/v1/health":
+            assert client.get(path).status_code == 200
+            continue
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                        {"Authorization": TOKEN}):
+            r = client.get(path, headers=headers)
+            assert r.status_code == 401, (path, headers)
+            assert "token" in r.json()["detail"]
+        assert client.get(path, headers=AUTH).status_code in (200, 404), path
+    r = client.post("/v1/analyze", files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")})
+    assert r.status_code == 401
+    assert client.get("/").status_code == 200 and "facemtl" in client.get("/").text  # the page itself is public
+
+
+def test_serve_refuses_the_network_without_a_token(tmp_path, monkeypatch, capsys):
+    from facemtl.cli import main
+    from facemtl.server.auth import is_loopback, load_token
+
+    monkeypatch.delenv("FACEMTL_API_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")]) == 2
+    assert "FACEMTL_API_TOKEN" in capsys.readouterr().err
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    assert main(["serve", "--token-file", str(empty), "--db", str(tmp_path / "x.db")]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2") and not is_loopback("example.org")
+    empty.write_text("abc\nignored\n")
+    assert load_token(str(empty)) == "abc"
+    monkeypatch.setenv("FACEMTL_API_TOKEN", "from-env")
+    assert load_token() == "from-env"
+
+
+# -- the routes -----------------------------------------------------------------------------------------
+
+
+def test_read_routes(served):
+    client, store = served
+    v = client.get("/v1/version", headers=AUTH).json()
+    assert v["api"] == "v1" and v["model"]["name"] and v["database"]["schema"] == "0002"
+    tasks = {t["name"]: t for t in client.get("/v1/tasks", headers=AUTH).json()}
+    assert tasks["gender"]["classes"] == ["male", "female"] and tasks["age"]["filters"] == ["age_min", "age_max"]
+
+    page = client.get("/v1/faces", headers=AUTH, params={"limit": 500}).json()
+    assert len(page["items"]) == 40 * 2 * 2 + 16 and page["next"] is None
+    assert client.get("/v1/detections", headers=AUTH, params={"limit": 500}).json() == page
+    female = client.get("/v1/faces", headers=AUTH, params={"gender": "female", "age_min": 20, "age_max": 60,
+                                                           "race": ["white", "asian"], "limit": 500}).json()["items"]
+    want = [f["id"] for f in page["items"] if f["gender"] == "female" and 20 <= f["age"] <= 60
+            and f["race"] in ("white", "asian")]
+    assert [f["id"] for f in female] == want and want
+    first = client.get("/v1/faces", headers=AUTH, params={"limit": 3, "source": "cam-a"}).json()
+    second = client.get("/v1/faces", headers=AUTH, params={"limit": 3, "source": "cam-a",
+                                                           "cursor": first["next"]}).json()
+    cam_a = [f["id"] for f in page["items"] if f["source"] == "cam-a"]
+    assert [f["id"] for f in first["items"] + second["items"]] == cam_a[:6]
+    tracked = first["items"][0]
+    assert tracked["raw"]["gender"] in ("male", "female") and tracked["thumbnail"]
+    by_track = client.get("/v1/faces", headers=AUTH, params={"track": tracked["track_id"]}).json()["items"]
+    assert by_track and {f["track_id"] for f in by_track} == {tracked["track_id"]}
+
+    tracks = client.get("/v1/tracks", headers=AUTH, params={"limit": 500}).json()["items"]
+    assert {t["source"] for t in tracks} == {"cam-a", "cam-b"}
+    ended = client.get("/v1/tracks", headers=AUTH, params={"closed": True, "gender": "male"}).json()["items"]
+    assert all(t["closed"] and t["gender"] == "male" for t in ended) and ended
+
+    stats = client.get("/v1/stats", headers=AUTH).json()
+    assert stats["bucket"] == 900 and set(stats["tasks"]) == {"age", "gender", "race"}
+    assert sum(sum(b["counts"].values()) for b in stats["tasks"]["gender"]["buckets"]) == len(page["items"])
+    assert stats["tasks"]["gender"]["groups"] == ["male", "female"]
+    only = client.get("/v1/stats", headers=AUTH, params={"task": "race", "of": "tracks", "source": "cam-b"}).json()
+    assert list(only["tasks"]) == ["race"]
+
+    sources = {s["name"]: s for s in client.get("/v1/sources", headers=AUTH).json()}
+    assert sources["cam-a"]["state"] == "stopped" and sources["cam-a"]["snapshot_time"] is not None
+    snap = client.get(f"/v1/sources/{sources['cam-a']['id']}/snapshot.jpg", headers=AUTH)
+    assert snap.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(snap.content)).size == (320, 240)
+    live = client.get(f"/v1/sources/{sources['cam-a']['id']}/live.mjpeg", headers=AUTH, params={"seconds": 0.6})
+    assert live.headers["content-type"].startswith("multipart/x-mixed-replace") and b"--frame" in live.content
+    no_live = sources[next(n for n in sources if n.startswith("analyze@"))]["id"]
+    assert client.get(f"/v1/sources/{no_live}/snapshot.jpg", headers=AUTH).status_code == 404
+    thumb = client.get(f"/v1/faces/{tracked['id']}/thumbnail.jpg", headers=AUTH)
+    assert Image.open(io.BytesIO(thumb.content)).size == (96, 96)
+    photo_face = next(f for f in page["items"] if f["file"])
+    assert client.get(f"/v1/faces/{photo_face['id']}/thumbnail.jpg", headers=AUTH).status_code == 404
+    assert client.get("/v1/health").json() == {"status": "ok", "database": "ok"}
+
+
+def test_upload_gives_the_json_of_analyze_and_stores_it(served, capsys):
+    from facemtl.cli import main
+
+    client, _ = served
+    r = client.post("/v1/analyze", headers=AUTH, params={"annotate": True, "source": "kiosk"},
+                    files={"file": ("astro.jpg", PHOTO.read_bytes(), "image/jpeg")})
+    assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "yes"
+    body = r.json()
+    annotated = body.pop("annotated")
+    assert main(["analyze", str(PHOTO), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    line["file"] = "astro.jpg"
+    assert body == line and len(body["faces"]) == 1
+    head, data = annotated.split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (body["width"], body["height"])
+    stored = client.get("/v1/faces", headers=AUTH, params={"source": "kiosk"}).json()["items"]
+    assert len(stored) == 1 and stored[0]["file"] == "astro.jpg" and stored[0]["box"] == body["faces"][0]["box"]
+    assert {k: stored[0][k] for k in ("age", "gender", "race_probabilities")} == \
+        {k: body["faces"][0][k] for k in ("age", "gender", "race_probabilities")}
+    plain = client.post("/v1/analyze", headers=AUTH, files={"file": ("b.png", PHOTO.read_bytes(), "image/png")}).json()
+    assert "annotated" not in plain and plain["faces"] == body["faces"]
+
+
+def test_uploads_too_large_or_not_images(served, predictor):
+    client, store = served
+    big = b"\xff\xd8" + b"0" * (2 * 2**20 + 10)
+    r = client.post("/v1/analyze", headers=AUTH, files={"file": ("big.jpg", big, "image/jpeg")})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit holds while reading
+        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.jpg\"\r\n\r\n"
+        for _ in range(40):
+            yield b"0" * 65536
+
+    r = client.post("/v1/analyze", headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"},
+                    content=chunks())
+    assert r.status_code == 413
+    for name, data in (("notes.txt", b"just some text"), ("fake.jpg", b"\xff\xd8\xff\xe0 broken jpeg"),
+                       ("empty.png", b"")):
+        r = client.post("/v1/analyze", headers=AUTH, files={"file": (name, data, "image/jpeg")})
+        assert r.status_code == 415 and r.json()["detail"].startswith("the uploaded file is"), r.text
+    assert client.post("/v1/analyze", headers=AUTH).status_code == 422  # no file field
+    before = store.counts()["faces"]
+    assert store.counts()["faces"] == before
+    with TestClient(create_app(store, None, token=TOKEN)) as readonly:
+        r = readonly.post("/v1/analyze", headers=AUTH, files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")})
+        assert r.status_code == 503 and "without a model" in r.json()["detail"]
+
+
+INJECTIONS = ["' OR '1'='1", "1; DROP TABLE faces; --", "\") OR 1=1 --", "1 UNION SELECT * FROM sessions",
+              "female' --", "%27%20OR%201=1", "1e309", "-1", "NaN", "9" * 40, "\x00", "💥", ""]
+
+
+def test_injection_attempts_in_every_filter(served):
+    client, store = served
+    counts = store.counts()
+    routes = {
+        "/v1/faces": ["since", "until", "source", "session", "track", "limit", "cursor", "gender", "race", "age_min",
+                      "age_max"],
+        "/v1/tracks": ["since", "until", "source", "session", "closed", "limit", "cursor", "gender", "race", "age_min"],
+        "/v1/stats": ["since", "until", "source", "session", "bucket", "of", "task"],
+    }
+    for path, params in routes.items():
+        for param in params:
+            for bad in INJECTIONS:
+                r = client.get(path, headers=AUTH, params={param: bad})
+                assert r.status_code in (200, 400, 422), (path, param, bad, r.status_code, r.text)
+                assert "Traceback" not in r.text and "sqlalchemy" not in r.text.lower()
+                if r.status_code == 200 and param == "source" and path != "/v1/stats":  # taken literally: no such source
+                    assert r.json()["items"] == [], (path, param, bad)
+    assert store.counts() == counts  # nothing dropped, nothing changed
+    r = client.get("/v1/faces", headers=AUTH, params={"gendr": "female"})
+    assert r.status_code == 400 and "gendr" in r.json()["detail"]
+    r = client.get("/v1/faces", headers=AUTH, params={"age_min": 50, "age_max": 10})
+    assert r.status_code == 400 and "above" in r.json()["detail"]
+
+
+def test_unexpected_errors_never_reach_the_client(served, monkeypatch):
+    client, _ = served
+    service = client.app.state.service
+
+    def boom(q):
+        raise RuntimeError("secret detail at /srv/facemtl/db.py line 12")
+
+    monkeypatch.setattr(service.store, "faces", boom)
+    r = client.get("/v1/faces", headers=AUTH)
+    assert r.status_code == 500 and r.json() == {"detail": "internal server error (the server log says more)"}
+
+
+# -- schemathesis: a bounded property-based run against the served OpenAPI ---------------------------------
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_break(tmp_path, predictor):
+    """Every operation of the served /openapi.json, a few dozen generated requests each (valid and
+    invalid ones), bounded and derandomised; no 5xx, and every response as the document says."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as hs
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                   status_code_conformance)
+
+    url = f"sqlite:///{tmp_path / 'st.db'}"
+    fill(url)
+    store = Store(url)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(store, predictor, token=TOKEN, max_upload=2**20))
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    operations = [r.ok() for r in schema.get_all_operations()]
+    assert len(operations) >= 10
+    statuses: dict[str, set[int]] = {}
+    for op in operations:
+        cases = hs.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE))
+
+        @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=cases)
+        def check(case):
+            response = case.call_and_validate(headers=AUTH, checks=checks)
+            statuses.setdefault(op.label, set()).add(response.status_code)
+
+        check()
+    store.close()
+    assert set(statuses) == {op.label for op in operations}
+    assert any(code >= 400 for codes in statuses.values() for code in codes)  # invalid requests were made too
+    assert 200 in statuses["GET /v1/faces"]
+
+
+# -- the page in headless Chromium --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(app):
+    """``app`` served by uvicorn on a free loopback port, in a thread; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_operator_page_end_to_end_in_chromium(tmp_path, predictor):
+    browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser_path is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url = f"sqlite:///{tmp_path / 'page.db'}"
+    fill(url)
+    store = Store(url)
+    errors: list[str] = []
+    with running(create_app(store, predictor, token=TOKEN)) as base, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda req: errors.append("offsite " + req.url) if not req.url.startswith(
+            (base, "data:", "blob:")) else None)
+        page.goto(base + "/")
+        page.wait_for_selector("#token-box:not([hidden])")  # it asks for the token
+        page.fill("#token", TOKEN)
+        page.click("#token-form button")
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
+        page.wait_for_function("document.querySelectorAll('#tracks tbody tr').length > 0")
+        # filter: women only, in every row
+        page.check("input[name=gender][value=female]")
+        page.click("#filters button[type=submit]")
+        page.wait_for_function("[...document.querySelectorAll('#faces td[data-task=gender]')]"
+                               ".every(td => td.textContent.startsWith('female'))")
+        genders = page.locator("#faces td[data-task=gender]").all_inner_texts()
+        assert genders and all(g.startswith("female") for g in genders)
+        # charts are drawn
+        page.click("#tabs button[data-tab=charts]")
+        page.wait_for_selector("#charts .chart[data-task=race] svg rect")
+        # sources and the live view
+        page.click("#tabs button[data-tab=sources]")
+        page.wait_for_selector("#sources tbody tr")
+        page.locator("#sources tbody tr", has_text="cam-a").locator("button").click()
+        page.wait_for_function("document.querySelector('#live-image').src.startsWith('blob:')")
+        # upload a face photo: the annotated result, then the new row
+        page.click("#tabs button[data-tab=upload]")
+        page.set_input_files("#upload-file", str(PHOTO))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_function("document.querySelector('#upload-image').src.startsWith('data:image/jpeg')",
+                               timeout=60000)
+        assert page.locator("#upload-faces tbody tr").count() == 1
+        assert "1 face in astronaut.jpg" in page.inner_text("#upload-status")
+        page.click("#tabs button[data-tab=results]")
+        page.uncheck("input[name=gender][value=female]")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#faces tbody tr >> text=astronaut.jpg")
+        browser.close()
+    store.close()
+    assert errors == []
+
+
+def test_retention_setting_purges_when_the_server_starts(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    sink = DbSink(url, source="old-cam", kind="stream", model_info=INFO)
+    for it in stream(INFO, 10, source="old-cam", t0=time.time() - 30 * 86400):
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.close()
+    fresh = DbSink(url, kind="analyze", model_info=INFO)
+    for r in photos(INFO, 3):
+        fresh.write(r)
+    fresh.close()
+    store = Store(url)
+    assert store.counts()["faces"] == 26
+    with TestClient(create_app(store, None, retention_days=7)):
+        deadline = time.time() + 20
+        while store.counts()["faces"] != 6 and time.time() < deadline:
+            time.sleep(0.1)
+    assert store.counts() == {"faces": 6, "tracks": 0, "sources": 2}
+    store.close()
+
+
+def test_facemtl_serve_runs_as_a_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    db = tmp_path / "served.db"
+    fresh = DbSink(str(db), kind="analyze", model_info=INFO)
+    for r in photos(INFO, 3):
+        fresh.write(r)
+    fresh.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "facemtl.cli", "serve", "--no-model", "--db", str(db), "--port",
+                             str(port), "--log-level", "warning"], env=dict(os.environ, FACEMTL_API_TOKEN=TOKEN),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base, deadline = f"http://127.0.0.1:{port}", time.time() + 60
+        while True:
+            try:
+                if httpx.get(base + "/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.time() < deadline, "facemtl serve did not start"
+                time.sleep(0.2)
+        assert httpx.get(base + "/v1/faces").status_code == 401
+        assert len(httpx.get(base + "/v1/faces", headers=AUTH).json()["items"]) == 6
+        assert httpx.post(base + "/v1/analyze", headers=AUTH, files={"file": ("a.jpg", b"x")}).status_code == 503
+    finally:
+        proc.send_signal(__import__("signal").SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "token on" in err and "server stopped" in err and "Traceback" not in err
+
+
+def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_path):
+    """Nothing is age, gender and race: a model with a binary and a regression task is stored,
+    filtered, counted and documented by what its tasks say."""
+    specs = [{"type": "binary", "name": "glasses", "classes": ["no", "yes"]},
+             {"type": "regression", "name": "smile", "min_value": 0, "max_value": 100}]
+    info = model_info(specs, name="custom")
+    url = f"sqlite:///{tmp_path / 'custom.db'}"
+    sink = DbSink(url, kind="analyze", model_info=info)
+    shots = list(photos(info, 20))
+    for r in shots:
+        sink.write(r)
+    sink.close()
+    store = Store(url)
+    with TestClient(create_app(store, None)) as client:
+        tasks = {t["name"]: t for t in client.get("/v1/tasks").json()}
+        assert tasks == {"glasses": {"name": "glasses", "classes": ["no", "yes"], "filters": ["glasses"],
+                                     "fields": ["glasses", "glasses_probability", "glasses_probabilities"]},
+                         "smile": {"name": "smile", "classes": None, "filters": ["smile_min", "smile_max"],
+                                   "fields": ["smile"]}}
+        faces = client.get("/v1/faces", params={"limit": 500}).json()["items"]
+        want = [f.to_dict() for r in reversed(shots) for f in reversed(r.faces)]
+        assert len(faces) == len(want) == 32
+        assert sorted(json.dumps({k: f[k] for k in w}, sort_keys=True) for f, w in zip(faces, want)) == \
+            sorted(json.dumps(w, sort_keys=True) for w in want)
+        yes = client.get("/v1/faces", params={"glasses": "yes", "smile_min": 20, "limit": 500}).json()["items"]
+        assert yes and all(f["glasses"] == "yes" and f["smile"] >= 20 for f in yes)
+        assert len(yes) == sum(1 for f in faces if f["glasses"] == "yes" and f["smile"] >= 20)
+        assert client.get("/v1/faces", params={"gender": "female"}).status_code == 400  # no such task here
+        stats = client.get("/v1/stats", params={"since": 0}).json()["tasks"]
+        assert stats["glasses"]["groups"] == [g for g in ["no", "yes"] if g in stats["glasses"]["groups"]]
+        assert set(stats["smile"]["groups"]) <= {"0-19", "20-39", "40-59", "60+"}  # the task's own groups
+        assert sum(sum(b["counts"].values()) for b in stats["smile"]["buckets"]) == 32
+        doc = client.get("/openapi.json").json()
+        params = {p["name"] for p in doc["paths"]["/v1/faces"]["get"]["parameters"]}
+        assert {"glasses", "smile_min", "smile_max"} <= params and "age_min" not in params
+    store.close()

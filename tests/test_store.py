@@ -1,0 +1,450 @@
+"""The results database: round trips on SQLite and PostgreSQL, filters, migrations, retention,
+export, several writers at once and a writer killed mid-stream."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("alembic")
+
+import sqlalchemy as sa  # noqa: E402
+
+from fakes import TASK_SPECS, model_info, photos, stream  # noqa: E402
+from facemtl.inference.results import TrackResult  # noqa: E402
+from facemtl.sinks.db import DbSink  # noqa: E402
+from facemtl.store import AnswerFilter, Query, SchemaError, Store, upgrade  # noqa: E402
+from facemtl.store.engine import create_db_engine, database_url  # noqa: E402
+from facemtl.store.models import Base  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+INFO = model_info()
+
+
+def write(url: str, items, **kw) -> int:
+    """Feed ``items`` (ImageResults and TrackResults) to a DbSink; returns its session id."""
+    sink = DbSink(url, model_info=INFO, **kw)
+    for it in items:
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.close()
+    return sink.session_id
+
+
+def all_faces(store: Store, **kw) -> list[dict]:
+    return list(store.records("faces", Query(**kw)))
+
+
+def consistency(url: str) -> dict[str, int]:
+    """Counts of everything that would be inconsistent (all must be 0), plus the totals."""
+    eng = create_db_engine(url)
+    q = {
+        "faces_without_track": "SELECT count(*) FROM faces f LEFT JOIN tracks t ON t.id = f.track_id "
+                               "WHERE f.track_id IS NOT NULL AND t.id IS NULL",
+        "tracks_miscounted": "SELECT count(*) FROM tracks t WHERE t.faces <> (SELECT count(*) FROM faces f "
+                             "WHERE f.track_id = t.id)",
+        "faces_missing_answers": "SELECT count(*) FROM faces f WHERE (SELECT count(*) FROM answers a "
+                                 "WHERE a.face_id = f.id AND NOT a.raw) <> 3",
+        "tracked_faces_missing_raw": "SELECT count(*) FROM faces f WHERE f.track_id IS NOT NULL AND (SELECT count(*) "
+                                     "FROM answers a WHERE a.face_id = f.id AND a.raw) <> 3",
+        "answers_without_face": "SELECT count(*) FROM answers a LEFT JOIN faces f ON f.id = a.face_id WHERE f.id IS NULL",
+        "closed_tracks_missing_answers": "SELECT count(*) FROM tracks t WHERE t.closed AND (SELECT count(*) FROM "
+                                         "track_answers a WHERE a.track_id = t.id) <> 3",
+        "faces": "SELECT count(*) FROM faces",
+        "tracks": "SELECT count(*) FROM tracks",
+    }
+    with eng.connect() as c:
+        out = {k: int(c.exec_driver_sql(v).scalar()) for k, v in q.items()}
+    eng.dispose()
+    return out
+
+
+def assert_consistent(url: str) -> dict[str, int]:
+    c = consistency(url)
+    bad = {k: v for k, v in c.items() if k not in ("faces", "tracks") and v}
+    assert not bad, bad
+    return c
+
+
+# -- round trips -------------------------------------------------------------------------------------
+
+
+def test_photos_and_stream_round_trip(db_url):
+    shots = list(photos(INFO, 12))
+    session_a = write(db_url, shots, kind="analyze")
+    items = list(stream(INFO, 30, people=2, track_len=8, source="cam1"))
+    session_s = write(db_url, items, kind="stream", source="cam1", thumbnails=False)
+    with Store(db_url) as store:
+        faces = all_faces(store)
+        frames = [r for r in items if not isinstance(r, TrackResult)]
+        assert len(faces) == sum(len(r.faces) for r in shots) + sum(len(r.faces) for r in frames)
+        # photos: every face's fields are exactly what `analyze --json` prints for it
+        stored = {(f["file"], tuple(f["box"])): f for f in faces if f["session"] == session_a}
+        for r in shots:
+            for face in r.faces:
+                rec = stored[(r.file, tuple(face.box))]
+                want = face.to_dict()
+                assert {k: rec[k] for k in want} == want
+                assert "raw" not in rec and rec["track"] is None and rec["model_name"] == "fake"
+        # stream: smoothed answers, the frame's own under raw, the track, the frame and its times
+        by_frame = {(f["frame"], f["track"]): f for f in faces if f["session"] == session_s}
+        for r in frames:
+            for face in r.faces:
+                rec = by_frame[(r.frame, face.track)]
+                assert {k: rec[k] for k in face.to_dict()} == face.to_dict()
+                assert rec["time"] == pytest.approx(r.wall_time) and rec["media_time"] == pytest.approx(r.time)
+                assert rec["source"] == "cam1"
+        # tracks: ended ones carry the TrackResult's aggregate; the open ones their latest face's answers
+        tracks = list(store.records("tracks", Query(session=session_s)))
+        ends = {t.track: t for t in items if isinstance(t, TrackResult)}
+        assert len(tracks) == len({f.track for r in frames for f in r.faces})
+        for t in tracks:
+            if t["track"] in ends:
+                end = ends[t["track"]]
+                assert t["closed"] and t["frames"] == end.frames and t["first_frame"] == end.first_frame
+                assert {k: t[k] for k in end.to_dict() if k in ("gender", "age", "race_probabilities")} == \
+                    {k: v for k, v in end.to_dict().items() if k in ("gender", "age", "race_probabilities")}
+            else:
+                assert not t["closed"]
+                last = max((f for f in faces if f["track"] == t["track"] and f["session"] == session_s),
+                           key=lambda f: f["frame"])
+                assert t["gender"] == last["gender"] and t["age"] == last["age"]
+                assert t["faces"] == t["frames"] == sum(1 for f in faces if f["track_id"] == t["id"])
+        assert {s["name"]: s["state"] for s in store.sources()}["cam1"] == "stopped"
+        assert {t.name for t in store.tasks()} == {"age", "gender", "race"}
+    assert_consistent(db_url)
+
+
+def test_counts_by_group_over_time(db_url):
+    items = list(stream(INFO, 40, people=3, t0=1.7e9, fps=10))
+    write(db_url, items, kind="stream", source="cam1")
+    frames = [r for r in items if not isinstance(r, TrackResult)]
+    tasks = {t.name: t for t in INFO.build_tasks()}
+    with Store(db_url) as store:
+        s = store.stats(1.7e9, 1.7e9 + 4, 1.0)
+        for name, task in tasks.items():
+            want: dict[tuple[float, str], int] = {}
+            for r in frames:
+                for f in r.faces:
+                    a = f.answers[name]
+                    v = task.class_names().index(a.value) if isinstance(a.value, str) else a.value
+                    key = (float(int(r.wall_time)), str(task.subgroups([v])[0]))
+                    want[key] = want.get(key, 0) + 1
+            got = {(b["start"], g): n for b in s["tasks"][name]["buckets"] for g, n in b["counts"].items()}
+            assert got == want
+        assert s["tasks"]["age"]["groups"][0] == "0-19"  # numeric order
+        ended = [t for t in items if isinstance(t, TrackResult)]
+        st = store.stats(1.7e9, 1.7e9 + 10, 10.0, of="tracks", tasks=["gender"])
+        assert list(st["tasks"]) == ["gender"]
+        assert sum(st["tasks"]["gender"]["buckets"][0]["counts"].values()) == len(ended)
+        with pytest.raises(ValueError, match="buckets"):
+            store.stats(0, 1e9, 1.0)
+
+
+def test_filters_paging_and_thumbnails(db_url):
+    items = list(stream(INFO, 60, people=3, image=True, source="cam2"))
+    write(db_url, items, kind="stream", source="cam2", thumbnails=True)
+    with Store(db_url) as store:
+        everything = all_faces(store)
+        assert len({f["id"] for f in everything}) == len(everything) == 180
+        times = [(f["time"], f["id"]) for f in everything]
+        assert times == sorted(times, reverse=True)
+
+        def brute(pred):
+            return {f["id"] for f in everything if pred(f)}
+
+        cases = [
+            ([AnswerFilter("gender", ["female"])], lambda f: f["gender"] == "female"),
+            ([AnswerFilter("race", ["asian", "others"])], lambda f: f["race"] in ("asian", "others")),
+            ([AnswerFilter("age", lo=60)], lambda f: f["age"] >= 60),
+            ([AnswerFilter("age", lo=20, hi=30), AnswerFilter("gender", ["male"])],
+             lambda f: 20 <= f["age"] <= 30 and f["gender"] == "male"),
+            ([AnswerFilter("age", lo=200)], lambda f: False),
+            ([AnswerFilter("race", ["indian"]), AnswerFilter("age", hi=15), AnswerFilter("gender", ["female"])],
+             lambda f: f["race"] == "indian" and f["age"] <= 15 and f["gender"] == "female"),
+        ]
+        for filters, pred in cases:
+            got = [f["id"] for f in store.records("faces", Query(answers=filters))]
+            assert len(got) == len(set(got)) and set(got) == brute(pred), filters
+        t_mid = everything[90]["time"]
+        assert {f["id"] for f in all_faces(store, since=t_mid)} == brute(lambda f: f["time"] >= t_mid)
+        assert {f["id"] for f in all_faces(store, until=t_mid)} == brute(lambda f: f["time"] <= t_mid)
+        assert all_faces(store, source="no such source") == []
+        # paging by cursor visits every face once
+        seen, cursor = [], None
+        while True:
+            page, cursor = store.faces(Query(limit=7, cursor=cursor))
+            seen += [f["id"] for f in page]
+            if cursor is None:
+                break
+        assert seen == [f["id"] for f in everything]
+        # thumbnails were switched on: a JPEG per face
+        assert all(f["thumbnail"] for f in everything)
+        assert store.thumbnail(everything[0]["id"])[:2] == b"\xff\xd8"
+        snap = store.snapshot(next(s["id"] for s in store.sources() if s["name"] == "cam2"))
+        assert snap is not None and snap[1][:2] == b"\xff\xd8"
+        with pytest.raises(ValueError):
+            Query(cursor="1; DROP TABLE faces").position()
+
+
+def test_sqlite_plans_rare_and_common_filters_alike(tmp_path, monkeypatch):
+    """On SQLite a rare filter drives the query and a common one is checked newest first: both
+    must give the same faces as the other plan."""
+    from facemtl.store import queries
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    write(url, list(stream(INFO, 150, people=2)), kind="stream", source="c")
+    filters = [[AnswerFilter("age", lo=90)], [AnswerFilter("gender", ["male"])],
+               [AnswerFilter("gender", ["male"]), AnswerFilter("race", ["black"])]]
+    with Store(url) as store:
+        for f in filters:
+            default = [r["id"] for r in store.records("faces", Query(answers=f))]
+            monkeypatch.setattr(queries, "COUNT_CAP", 10**9)  # always drive from the rarest filter
+            driven = [r["id"] for r in store.records("faces", Query(answers=f))]
+            monkeypatch.setattr(queries, "COUNT_CAP", 0)  # never
+            scanned = [r["id"] for r in store.records("faces", Query(answers=f))]
+            monkeypatch.undo()
+            assert default == driven == scanned and default
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+
+def test_migrations_build_the_models_schema(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    assert upgrade(db_url) == "0002"
+    eng = create_db_engine(db_url)
+    with eng.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata)
+    eng.dispose()
+    assert diff == []
+
+
+def test_upgrade_from_the_first_schema_keeps_and_fills_data(db_url):
+    assert upgrade(db_url, "0001") == "0001"
+    eng = create_db_engine(db_url)
+    with eng.begin() as c:  # rows as facemtl's first schema stored them
+        session = c.execute(sa.text("INSERT INTO sessions (kind, started, model_name, model_version, tasks) VALUES "
+                                    "('analyze', 1.7e9, 'old', 'v0', :tasks) RETURNING id"),
+                            {"tasks": json.dumps(TASK_SPECS)}).scalar()
+        source = c.execute(sa.text("INSERT INTO sources (name, kind, created) VALUES ('old-folder', 'analyze', 1.7e9) "
+                                   "RETURNING id")).scalar()
+        face = c.execute(sa.text("INSERT INTO faces (session_id, source_id, time, file, x1, y1, x2, y2, score, "
+                                 "model_name, model_version) VALUES (:s, :src, 1700000123.5, 'a.jpg', 1, 2, 3, 4, 0.9, "
+                                 "'old', 'v0') RETURNING id"), {"s": session, "src": source}).scalar()
+        for task, text, num, grp in (("age", None, 33.0, "20-39"), ("gender", "female", 1.0, "female"),
+                                     ("race", "asian", 2.0, "asian")):
+            c.execute(sa.text("INSERT INTO answers (face_id, task, raw, value_text, value_num, grp) VALUES "
+                              "(:f, :t, :raw, :x, :n, :g)"), {"f": face, "t": task, "raw": False, "x": text, "n": num,
+                                                               "g": grp})
+    with pytest.raises(SchemaError, match="facemtl db upgrade"):
+        Store(db_url)
+    from facemtl.cli import main
+
+    assert main(["db", "upgrade", "--db", db_url]) == 0
+    with eng.connect() as c:
+        assert c.exec_driver_sql("SELECT time FROM answers").scalars().all() == [1700000123.5] * 3
+        assert c.exec_driver_sql("SELECT state FROM sources").scalar() == "stopped"
+    eng.dispose()
+    with Store(db_url) as store:
+        (face,) = all_faces(store)
+        assert (face["file"], face["gender"], face["age"], face["model_name"]) == ("a.jpg", "female", 33.0, "old")
+        assert store.stats(1.7e9, 1.7e9 + 3600, 3600.0)["tasks"]["race"]["buckets"][0]["counts"] == {"asian": 1}
+        write(db_url, list(photos(INFO, 2)), kind="analyze", store=store)  # and it takes new rows
+    assert_consistent(db_url)
+
+
+def test_store_refuses_a_missing_database_clearly(tmp_path):
+    with pytest.raises(SchemaError, match="no facemtl tables"):
+        Store(f"sqlite:///{tmp_path / 'x.db'}", create=False)
+    with pytest.raises(FileNotFoundError):
+        Store(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    with pytest.raises(ValueError, match="SQLite or PostgreSQL"):
+        database_url("mysql://u@h/db")
+    from facemtl.store import StoreError
+
+    with pytest.raises(StoreError, match="cannot open the database"):
+        Store("postgresql://nobody:secret@127.0.0.1:1/none")
+    try:
+        Store("postgresql://nobody:secret@127.0.0.1:1/none")
+    except StoreError as exc:
+        assert "secret" not in str(exc)  # the password is never printed
+    assert database_url("results.db") == "sqlite:///results.db"
+    assert database_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+
+
+# -- retention and export -------------------------------------------------------------------------------
+
+
+def test_purge_keeps_tracks_whole(db_url):
+    old = list(stream(INFO, 20, t0=time.time() - 10 * 86400, source="cam"))
+    new = list(stream(INFO, 20, t0=time.time() - 60, source="cam", seed=1))
+    write(db_url, old, kind="stream", source="cam")
+    write(db_url, new, kind="stream", source="cam")
+    write(db_url, list(photos(INFO, 5)), kind="analyze")
+    before = assert_consistent(db_url)
+    with Store(db_url) as store:
+        gone = store.purge(7)
+        after = assert_consistent(db_url)
+        assert gone["faces"] == before["faces"] - after["faces"] == sum(len(r.faces) for r in old if
+                                                                         not isinstance(r, TrackResult))
+        assert gone["tracks"] > 0 and gone["sessions"] == 0  # the old faces' session ended just now
+        assert all(f["time"] > time.time() - 7 * 86400 for f in all_faces(store))
+        everything = store.purge(0)
+        assert everything["faces"] == after["faces"] and everything["sessions"] == 3 and everything["sources"] == 2
+    assert consistency(db_url)["faces"] == 0
+
+
+def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
+    write(db_url, list(stream(INFO, 10, source="cam")), kind="stream", source="cam")
+    write(db_url, list(photos(INFO, 5)), kind="analyze")
+    with Store(db_url) as store:
+        faces = all_faces(store)
+        buf = io.StringIO()
+        assert store.export("faces", buf, "jsonl") == len(faces)
+        assert [json.loads(line) for line in buf.getvalue().splitlines()] == faces
+    from facemtl.cli import main
+
+    out = tmp_path / "faces.csv"
+    assert main(["db", "export", "faces", "--format", "csv", "--out", str(out), "--db", db_url]) == 0
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len(faces)
+    assert {"age", "age_interval", "gender_p_female", "race_p_asian", "raw_gender", "x1"} <= set(rows[0])
+    assert rows[0]["gender"] == faces[0]["gender"]
+    assert main(["db", "export", "tracks", "--format", "csv", "--db", db_url, "--source", "cam"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.splitlines()[0].startswith("id,source,session,track") and '"exported"' in printed.err
+    assert main(["db", "purge", "--db", db_url]) == 2  # says how old
+    assert "--older-than" in capsys.readouterr().err
+    assert main(["db", "purge", "--older-than", "0", "--db", db_url]) == 0
+
+
+# -- several writers, and a writer killed ------------------------------------------------------------
+
+
+def _writer(url: str, source: str, frames: int, seed: int, batch: int, pause: float = 0.0) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(HERE / "db_writer.py"), url, source, str(frames), str(seed),
+                             str(batch), str(pause)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_three_writer_processes_and_a_reader_lose_nothing(db_url):
+    upgrade(db_url)
+    frames, people = 80, 2
+    procs = [_writer(db_url, f"cam{k}", frames, k, 8) for k in range(3)]
+    reads = 0
+    with Store(db_url) as store:
+        while any(p.poll() is None for p in procs):  # the reader: pages and counts while they write
+            page, _ = store.faces(Query(limit=20, answers=[AnswerFilter("gender", ["female"])]))
+            assert all(f["gender"] == "female" for f in page)
+            store.stats(1.7e9, 1.7e9 + 3000, 60.0)
+            store.sources()
+            reads += 1
+            time.sleep(0.05)
+        for p in procs:
+            out, err = p.communicate()
+            assert p.returncode == 0, err
+        per_source = {s: len(all_faces(store, source=s)) for s in ("cam0", "cam1", "cam2")}
+        assert per_source == {f"cam{k}": frames * people for k in range(3)}
+        assert {s["name"]: s["state"] for s in store.sources()} == {"cam0": "stopped", "cam1": "stopped",
+                                                                   "cam2": "stopped"}
+    assert reads > 0
+    assert assert_consistent(db_url)["faces"] == 3 * frames * people
+
+
+def test_a_writer_killed_mid_stream_leaves_whole_batches(db_url):
+    upgrade(db_url)
+    batch, people = 10, 2
+    p = _writer(db_url, "killed-cam", 100000, 7, batch, 0.002)
+    assert p.stdout.readline().startswith("session")
+    eng = create_db_engine(db_url)
+    deadline = time.time() + 60
+    with eng.connect() as c:
+        while c.exec_driver_sql("SELECT count(*) FROM faces").scalar() < 5 * batch and time.time() < deadline:
+            time.sleep(0.05)
+            c.rollback()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    counts = assert_consistent(db_url)
+    assert counts["faces"] >= 5 * batch and counts["faces"] % batch == 0  # whole batches only
+    with eng.connect() as c:
+        frames = c.exec_driver_sql("SELECT frame, count(*) FROM faces GROUP BY frame ORDER BY frame").all()
+    eng.dispose()
+    assert [f for f, _ in frames] == list(range(len(frames)))  # a prefix of the stream
+    assert all(n == people for _, n in frames)  # no frame half written
+    with Store(db_url) as store:
+        (src,) = store.sources()
+        assert src["state"] != "stopped"  # it never said goodbye (a reader calls it silent once its beats are late)
+
+
+# -- the sink: a database that goes away, and analyze --db ----------------------------------------------------
+
+
+def test_sink_keeps_results_while_the_database_is_away(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    sink = DbSink(url, source="cam", kind="stream", model_info=INFO, batch_faces=4, max_wait=1e9)
+    frames = [r for r in stream(INFO, 30, source="cam") if not isinstance(r, TrackResult)]
+    good = sink.writer.engine
+    sink.writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")  # cannot open
+    for r in frames[:10]:
+        sink.write(r)
+    assert "results are kept and retried" in capsys.readouterr().err
+    assert sink.writer.pending.faces == 20
+    sink.writer.engine = good
+    sink._retry_at = 0.0  # the back-off would wait a second
+    for r in frames[10:]:
+        sink.write(r)
+    sink.close()
+    assert "answers again" in capsys.readouterr().err
+    counts = assert_consistent(url)
+    assert counts["faces"] == 60
+
+
+def test_analyze_db_flag_stores_what_it_prints(tmp_path, capsys):
+    pytest.importorskip("dlib")
+    from facemtl.cli import main
+
+    photo = HERE.parent / "examples" / "astronaut.jpg"
+    db = tmp_path / "results.db"
+    assert main(["analyze", str(photo), "--json", "--db", str(db), "--thumbnails"]) == 0
+    printed = json.loads(capsys.readouterr().out.splitlines()[0])
+    with Store(str(db)) as store:
+        (face,) = all_faces(store)
+        want = printed["faces"][0]
+        assert {k: face[k] for k in want} == want and face["file"] == str(photo) and face["thumbnail"]
+        assert store.thumbnail(face["id"])[:2] == b"\xff\xd8"
+        (session_source,) = store.sources()
+        assert session_source["kind"] == "analyze" and session_source["state"] == "stopped"
+    assert main(["analyze", str(photo), "--thumbnails"]) == 2
+    assert "--db" in capsys.readouterr().err
+
+
+def test_source_state_follows_the_heartbeat(tmp_path):
+    url = f"sqlite:///{tmp_path / 'beat.db'}"
+    sink = DbSink(url, source="door", kind="stream", model_info=INFO, heartbeat=0.2)
+    with Store(url) as store:
+        state = lambda: {s["name"]: s["state"] for s in store.sources()}["door"]  # noqa: E731
+        assert state() == "running"  # announced before its first frame
+        time.sleep(0.8)  # three heartbeats missed
+        assert state() == "silent"
+        sink.heartbeat()
+        assert state() == "running"
+        for r in stream(INFO, 5, source="door", fps=1000):
+            (sink.write_track if isinstance(r, TrackResult) else sink.write)(r)
+        time.sleep(0.25)
+        sink.heartbeat()
+        (door,) = [s for s in store.sources() if s["name"] == "door"]
+        assert door["state"] == "running" and door["fps"] > 0 and door["session"] == sink.session_id
+        sink.close()
+        assert state() == "stopped"
