@@ -32,11 +32,15 @@ def train(config: str, out: str, overrides: Sequence[str] = (), resume: bool = F
         if saved.is_file():
             cfg = load_config(saved, list(overrides))
     trainer = Trainer(cfg, out, resume=resume, progress=progress, log=lambda s: print(s, file=sys.stderr))
-    summary = trainer.fit()
-    test = trainer.test()
-    if test is not None:
-        summary["test_score"] = test["score"]
-    return summary
+    try:
+        summary = trainer.fit()
+        test = trainer.test()  # rank 0 of a distributed run; every rank alone
+        if test is not None:
+            summary["test_score"] = test["score"]
+        summary["rank"] = trainer.dist.rank
+        return summary
+    finally:
+        trainer.dist.close()
 
 
 def evaluate(
@@ -123,6 +127,19 @@ def analyze(
     return 0 if readable else 1
 
 
+def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = None,
+           overrides: Sequence[str] = ()) -> Path:
+    """Write the recipe's data, split as training would split it, as WebDataset shards in ``out``."""
+    from .config import load_config
+    from .data.dataset import read_split
+    from .data.shards import write_shards
+    from .tasks import build_task
+
+    cfg = load_config(config, list(overrides))
+    table, split, _ = read_split(cfg.data, [build_task(t) for t in cfg.tasks], cfg.train.seed)
+    return write_shards(table, split, out, shard_size, resize, log=lambda s: print(s, file=sys.stderr))
+
+
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
     from .experiments import load_experiment, run_experiment
@@ -154,7 +171,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_run(a: argparse.Namespace) -> int:
-    print(json.dumps(train(a.config, a.out, a.overrides, a.resume, not a.no_progress)))
+    summary = train(a.config, a.out, a.overrides, a.resume, not a.no_progress)
+    if summary.pop("rank") == 0:  # under torchrun, one summary for the run
+        print(json.dumps(summary))
     return 0
 
 
@@ -210,6 +229,19 @@ def _analyze_run(a: argparse.Namespace) -> int:
                    False if a.no_progress else None, a.min_face, a.workers)
 
 
+def _shards_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the recipe whose data (reader, filters, split) to write")
+    p.add_argument("--out", required=True, help="folder for the shards and their index.json")
+    p.add_argument("--shard-size", type=int, default=5000, help="faces per tar shard")
+    p.add_argument("--resize", type=int, metavar="PX", help="re-encode each face at PX x PX (default: its own bytes)")
+    p.add_argument("overrides", nargs="*", help="section.key=value settings that replace the recipe's")
+
+
+def _shards_run(a: argparse.Namespace) -> int:
+    print(shards(a.config, a.out, a.shard_size, a.resize, a.overrides))
+    return 0
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiment_*.yaml)")
     p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
@@ -250,6 +282,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command(_train_run, _train_args, "train a multi-task model from a YAML recipe", EPILOG),
     "evaluate": Command(_evaluate_run, _evaluate_args, "evaluate a checkpoint on a split"),
     "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos"),
+    "shards": Command(_shards_run, _shards_args,
+                      "write a recipe's data as WebDataset tar shards (for data sets of millions of files)"),
     "experiment": Command(_experiment_run, _experiment_args,
                           "run a grid of variants (the sources' ablations) with several seeds"),
     "report": Command(_report_run, _report_args,
