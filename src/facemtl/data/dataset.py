@@ -19,12 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..tasks import Task
-from ..images import load_rgb
-from .images import decode_all
+from .images import decode_all, read_image
 from .splits import carve_validation, strata_key, stratified_split
 from .table import LabelTable, evenly_spaced
 
-CACHE_LIMIT_BYTES = 6 * 1024**3
 
 
 def read_table(cfg: Any) -> LabelTable:
@@ -51,12 +49,16 @@ def read_table(cfg: Any) -> LabelTable:
         from .fairface import read_fairface
 
         table = read_fairface(root)
+    elif cfg.dataset == "shards":
+        from .shards import read_shards
+
+        table = read_shards(root)
     elif cfg.dataset == "csv":
         from .manifest import read_manifest
 
         table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns)
     else:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose utkface, adience, celeba, fairface or csv")
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose utkface, adience, celeba, fairface, csv or shards")
     if cfg.limit is not None:
         table = table.subset(evenly_spaced(len(table), cfg.limit))
     return table
@@ -73,6 +75,15 @@ class FaceSet:
     #: Every label column of the data for these rows (also those no task reads), for subgroup studies.
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def subset(self, idx: np.ndarray) -> "FaceSet":
+        """The rows ``idx`` (cache rows shared by indexing, labels and attributes sliced)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        t = torch.from_numpy(idx)
+        rows = self.rows[idx] if len(self.rows) == len(self) else self.rows
+        return FaceSet([self.paths[i] for i in idx], self.labels[t], self.size,
+                       None if self.images is None else self.images[t], self.workers, rows,
+                       {k: v[idx] for k, v in self.attributes.items()})
+
     def with_labels(self, labels: np.ndarray) -> "FaceSet":
         """The same images (cache shared, not copied) with another label matrix."""
         return FaceSet(self.paths, torch.from_numpy(np.asarray(labels, np.float32)), self.size, self.images,
@@ -86,17 +97,31 @@ class FaceSet:
             self.images = decode_all(self.paths, self.size, self.workers, progress)
 
     def batches(
-        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False,
+        shard: tuple[int, int, int, int] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``(uint8 (B, 3, S, S), labels (B, T))`` in a seeded order.
 
         The order is drawn from ``generator`` here, when called, not when the first
         batch is taken, so however the batches are consumed (in another thread, say)
         they never interleave with the augmentation's draws from the same generator.
+        ``shard=(rank, world, seed, epoch)``: this process's share of a distributed run, from
+        PyTorch's ``DistributedSampler`` (the same permutation of ``seed + epoch`` on every
+        rank, each rank taking every ``world``-th image, padded to equal length).
         """
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+        if shard is not None:
+            from torch.utils.data.distributed import DistributedSampler
+
+            rank, world, seed, epoch = shard
+            sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
+                                         drop_last=drop_last)
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(sampler), dtype=torch.long)
+        else:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        m = len(order)
+        stop = m - (m % batch_size) if drop_last and m >= batch_size else m
         if self.images is None:
             return self._decoded(order[:stop], batch_size)
 
@@ -126,7 +151,7 @@ class _Rows(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return torch.from_numpy(load_rgb(self.paths[i], self.size)).permute(2, 0, 1), self.labels[i]
+        return torch.from_numpy(read_image(self.paths[i], self.size)).permute(2, 0, 1), self.labels[i]
 
 
 @dataclass
@@ -195,8 +220,9 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     return split
 
 
-def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool = True) -> DataBundle:
-    """Read, filter, split and (optionally) cache the data described by ``cfg`` (a DataConfig)."""
+def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTable, np.ndarray, dict[str, Any]]:
+    """The table ``cfg`` (a DataConfig) describes, filtered (``age_range``), with a split per row,
+    and the report of what was found and done."""
     table = read_table(cfg)
     report = dict(table.report)
     if cfg.age_range is not None:
@@ -205,7 +231,12 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
         keep = np.flatnonzero((age >= lo) & (age <= hi))
         report["outside_age_range_dropped"] = int(len(table) - len(keep))
         table = table.subset(keep)
-    split = assign_splits(table, tasks, cfg, seed)
+    return table, assign_splits(table, tasks, cfg, seed), report
+
+
+def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool = True) -> DataBundle:
+    """Read, filter, split and (optionally) cache the data described by ``cfg`` (a DataConfig)."""
+    table, split, report = read_split(cfg, tasks, seed)
     labels = label_matrix(table, tasks)
     sets = {}
     for part in ("train", "val", "test"):
@@ -224,8 +255,28 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
     bundle = DataBundle(sets["train"], sets["val"], sets["test"], report,
                         trivial_baselines(tasks, sets["train"].labels.numpy()))
     if load_images:
-        total = sum(len(s) for s in sets.values()) * 3 * cfg.image_size**2
-        if cfg.cache == "memory" or (cfg.cache == "auto" and total <= CACHE_LIMIT_BYTES):
+        in_memory, report["image_cache"] = cache_decision(cfg, sum(len(s) for s in sets.values()))
+        if in_memory:
             for s in sets.values():
                 s.cache(progress=len(s) > 2000 and sys.stderr.isatty())  # no bars in a log file
     return bundle
+
+
+def cache_decision(cfg: Any, n: int) -> tuple[bool, str]:
+    """Whether to decode ``n`` images into memory once, and the sentence that says why.
+
+    ``data.cache``: ``memory`` always, ``stream`` never (decoded on the fly by ``data.workers``
+    DataLoader processes, batch by batch), ``auto`` when the decoded images of every process
+    on this machine (``LOCAL_WORLD_SIZE`` under torchrun) fit in ``data.cache_limit_gb``.
+    """
+    import os
+
+    per_process = n * 3 * cfg.image_size**2
+    procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    need, budget = per_process * procs, cfg.cache_limit_gb * 1024**3
+    size = f"{n:,} images at {cfg.image_size} px take {per_process / 1024**3:.2f} GB" + \
+        (f" per process, {need / 1024**3:.2f} GB for {procs} processes" if procs > 1 else "")
+    if cfg.cache == "memory" or (cfg.cache == "auto" and need <= budget):
+        return True, f"decoded into memory once: {size} (budget {cfg.cache_limit_gb:g} GB, data.cache={cfg.cache})"
+    why = "data.cache=stream" if cfg.cache == "stream" else f"over the {cfg.cache_limit_gb:g} GB budget (data.cache_limit_gb)"
+    return False, f"decoded on the fly by {cfg.workers} loader processes: {size}, {why}"

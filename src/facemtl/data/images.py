@@ -13,6 +13,18 @@ from torch.utils.data import DataLoader, Dataset
 from ..images import load_rgb
 
 
+def read_image(path: str, size: int | None = None):
+    """``(H, W, 3) uint8`` of a training image: a file, or a face in WebDataset shards
+    (``shards:<DIR>#<index>``, :mod:`facemtl.data.shards`)."""
+    from .shards import is_shard, read_bytes
+
+    if is_shard(path):
+        import io
+
+        return load_rgb(io.BytesIO(read_bytes(path)), size)
+    return load_rgb(path, size)
+
+
 class _Decode(Dataset):
     def __init__(self, paths: list[str], size: int) -> None:
         self.paths, self.size = paths, size
@@ -22,7 +34,7 @@ class _Decode(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         try:
-            arr = load_rgb(self.paths[i], self.size)
+            arr = read_image(self.paths[i], self.size)
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"cannot read image {self.paths[i]}: {exc}") from None
         return torch.from_numpy(arr).permute(2, 0, 1)

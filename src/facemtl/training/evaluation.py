@@ -41,8 +41,8 @@ def predict_set(
 ) -> dict[str, Any]:
     """Predictions, mean losses and labels over ``data`` (``tta``: see :func:`forward`).
 
-    Returns ``{"pred": {task: (N,)}, "loss": {task: float}, "true": {task: (N,)},
-    "prob": {task: (N, C) or None}}`` as numpy arrays. Outputs are decoded by the tasks
+    Returns ``{"pred": {task: (N,)}, "loss": {task: float}, "n": {task: labelled faces},
+    "true": {task: (N,)}, "prob": {task: (N, C) or None}}`` as numpy arrays. Outputs are decoded by the tasks
     on NumPy, exactly as every inference runtime decodes them.
     """
     was_training = model.training
@@ -72,6 +72,7 @@ def predict_set(
         "pred": {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in preds.items()},
         "prob": {k: (np.concatenate(v) if v else None) for k, v in probs.items()},
         "loss": {k: (loss_sum[k] / loss_n[k] if loss_n[k] else float("nan")) for k in loss_sum},
+        "n": dict(loss_n),
         "true": {t.name: true[:, j] for j, t in enumerate(tasks)},
     }
 
@@ -90,6 +91,22 @@ def predict_set_runtime(predictor: Any, data: FaceSet, tta: str = "none") -> dic
         "loss": {},
         "true": {t.name: true[:, j] for j, t in enumerate(tasks)},
     }
+
+
+def merge_predictions(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One :func:`predict_set` result from the results of consecutive shares of a split, in order
+    (mean losses weighted by how many labelled faces each share had)."""
+    first = parts[0]
+
+    def cat(key: str, name: str) -> np.ndarray | None:
+        arrays = [p[key][name] for p in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    n = {k: sum(p["n"][k] for p in parts) for k in first["n"]}
+    loss = {k: (sum(p["loss"][k] * p["n"][k] for p in parts if p["n"][k]) / n[k] if n[k] else float("nan"))
+            for k in first["loss"]}
+    return {"pred": {k: cat("pred", k) for k in first["pred"]}, "prob": {k: cat("prob", k) for k in first["prob"]},
+            "true": {k: cat("true", k) for k in first["true"]}, "loss": loss, "n": n}
 
 
 def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: dict[str, float]) -> dict[str, Any]:

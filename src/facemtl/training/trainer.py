@@ -19,7 +19,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config
 from ..data.augment import augment
 from ..data.dataset import DataBundle, build_data
-from ..device import resolve_device, seed_everything, to_device
+from ..device import seed_everything, to_device
 from ..epochlog import truncate_epochs
 from ..jsonutil import dumps
 from ..model import MultiTaskNet
@@ -29,7 +29,8 @@ from ..system import hardware
 from ..tasks import build_task
 from ..weighting import build_weighting
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
-from .evaluation import predict_set, score_predictions
+from . import distributed
+from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
 from .runfolder import check_fresh
 
@@ -64,18 +65,21 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.log = log
         t = cfg.train
         seed_everything(t.seed)
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
+        #: This process's rank among those torchrun started (one process: rank 0 of 1).
+        self.dist, self.device = distributed.setup(t.device)
+        self.log = log if self.dist.main else (lambda s: None)
         if self.device.type == "cuda":
             # Fixed input size: let cuDNN pick the fastest convolution algorithms once.
             torch.backends.cudnn.benchmark = True
         self.tasks = [build_task(s) for s in cfg.tasks]
         self.task_names = [x.name for x in self.tasks]
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        if "image_cache" in self.data.report:
+            self.log(f"images: {self.data.report['image_cache']}")
         # Seed again: the initial weights depend on the seed only, not on whether the
         # data was read here or handed over (experiment grids read it once).
         seed_everything(t.seed)
@@ -92,30 +96,45 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, t.max_batches)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp and self.device.type == "cuda")
-        self.progress = ProgressBar(progress)
+        if self.dist.active:
+            if self.device.type == "cuda":
+                # One batch-norm statistic over every GPU's share of the batch; on the CPU (gloo)
+                # PyTorch's SyncBatchNorm refuses, so each process normalises its own share.
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.steps_per_epoch = max(1, len(self.data.train) // (self.dist.world * t.batch_size))
+            if t.max_batches:
+                self.steps_per_epoch = min(self.steps_per_epoch, t.max_batches)
+            self.log(f"distributed: {self.dist.world} processes ({self.dist.backend}), batch {t.batch_size} per "
+                     f"process ({self.dist.world * t.batch_size} in all), {torch.get_num_threads()} torch threads each")
+        self.net = distributed.wrap(self.model, self.dist, self.device)
+        self._wrapped_frozen = set(self.model.frozen_tasks)
+        self.progress = ProgressBar(progress and self.dist.main)
         self.callbacks: list[Callback] = []
         if t.early_stopping:
             self.callbacks.append(EarlyStopping(t.early_stopping))
         if t.early_freeze:
             self.callbacks.append(EarlyFreeze(t.early_freeze))
         self.callbacks += callbacks or []
-        # Last, so they see what the others added to the epoch's record.
-        self.callbacks += [self.progress, JsonlLogger(self.out / "metrics.jsonl")]
+        # Last, so they see what the others added to the epoch's record; only rank 0 writes.
+        self.callbacks += [self.progress] + ([JsonlLogger(self.out / "metrics.jsonl")] if self.dist.main else [])
         self.epoch = 0
         self.best_score = -float("inf")
         self.best_epoch = 0
         self._stop_reason: str | None = None
-        self.generator = torch.Generator().manual_seed(t.seed)
+        # Augmentation draws (and, alone, the batch order); each rank of a distributed run draws its own.
+        self.generator = torch.Generator().manual_seed(t.seed + self.dist.rank)
         #: The split epochs are scored on: the validation split, or the training split when it is empty.
         self.val_split = "val" if len(self.data.val) else "train"
         if self.val_split == "train":
             self.log("warning: the validation split is empty, so epochs are scored and the best one is chosen on "
                      "the training split (raise data.val_fraction to hold images out)")
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:  # a new run refuses a folder that holds one, unless overwrite (rank 0 decides)
+            self.out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                check_fresh(self.out, overwrite)
+        self.dist.barrier()
         if resume:
             self._resume()
-        else:
-            check_fresh(self.out, overwrite)
 
     # -- set-up -----------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -124,11 +143,12 @@ class Trainer:
     # -- loop -------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
-        if self.epoch == 0:
+        if self.epoch == 0 and self.dist.main:
             (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
             (self.out / "data_report.json").write_text(dumps(self.data.report, indent=2))
             info = {"hardware": hardware(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "val_split": self.val_split,
+                    "val_split": self.val_split, "world_size": self.dist.world, "backend": self.dist.backend,
+                    "threads_per_process": torch.get_num_threads(),
                     # data.root as the person wrote it (config.yaml holds it resolved), for reports
                     "data_root": cfg.origin.get("data_root", cfg.data.root),
                     "data_root_from": cfg.origin.get("data_root_from")}
@@ -139,6 +159,10 @@ class Trainer:
             t0 = time.perf_counter()
             train_losses, n_images = self.train_epoch()
             train_seconds = time.perf_counter() - t0
+            train_losses = self.dist.mean(train_losses)  # every rank's weighting sees the same epoch losses
+            # DDP sends rank 0's batch-norm statistics out before each forward; after the last step each
+            # rank holds its own: align them, so every rank validates (and rank 0 saves) the same model.
+            self.dist.sync_buffers(self.model)
             val = self.validate()
             self.weighting.epoch_end(train_losses)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -160,18 +184,52 @@ class Trainer:
             record["best_epoch"] = self.best_epoch
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
+            self._agree()
             self.epoch += 1
-            # best.pt first: a kill between the two saves leaves last.pt one epoch behind, and
-            # --resume redoes that epoch (writing best.pt again), so the pair never disagrees.
-            if improved:
-                save_checkpoint(self.state(full=False, metrics=val), self.out / "best.pt")
-            save_checkpoint(self.state(full=True), self.out / "last.pt")
+            state = self.state(full=True)  # every rank takes part (it gathers the ranks' generators)
+            if self.dist.main:
+                # best.pt first: a kill between the two saves leaves last.pt one epoch behind, and
+                # --resume redoes that epoch (writing best.pt again), so the pair never disagrees.
+                if improved:
+                    save_checkpoint(self.state(full=False, metrics=val), self.out / "best.pt")
+                save_checkpoint(state, self.out / "last.pt")
+            self.dist.barrier()
         if self._stop_reason:
             self.log(self._stop_reason)
         for cb in self.callbacks:
             cb.on_fit_end(self)
+        self._record_ranks()
         return {"best_epoch": self.best_epoch, "best_score": self.best_score, "epochs_run": self.epoch,
                 "val_split": self.val_split}
+
+    def _agree(self) -> None:
+        """Early Freeze and early stopping are decided once, by rank 0, and applied on every rank.
+
+        Every rank runs the callbacks on the same gathered validation metrics, so they decide
+        alike; rank 0's decision is nevertheless what counts, and a rank that decided otherwise
+        is a bug worth stopping for.
+        """
+        if not self.dist.active:
+            return
+        mine = (sorted(self.model.frozen_tasks), self._stop_reason)
+        frozen, reason = self.dist.broadcast(mine)
+        if frozen != mine[0]:
+            raise RuntimeError(f"rank {self.dist.rank} froze {mine[0]} but rank 0 froze {frozen}")
+        self._stop_reason = reason
+
+    def _record_ranks(self) -> None:
+        """Every rank's parameter checksum and frozen tasks in ``run_info.json`` (they must agree)."""
+        if not self.dist.active:
+            return
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() for p in self.model.state_dict().values() if p.is_floating_point()))
+        ranks = self.dist.gather({"rank": self.dist.rank, "param_checksum": checksum,
+                                  "frozen": sorted(self.model.frozen_tasks)})
+        if self.dist.main:
+            f = self.out / "run_info.json"
+            info = json.loads(f.read_text()) if f.is_file() else {}
+            info["ranks"] = ranks
+            f.write_text(json.dumps(info, indent=1))
 
     def train_epoch(self) -> tuple[dict[str, float], int]:
         self.model.train()
@@ -183,7 +241,12 @@ class Trainer:
         sums: dict[str, torch.Tensor | float] = {n: 0.0 for n in self.task_names}
         counts = {n: 0 for n in self.task_names}
         seen = 0
-        batches = self.data.train.batches(t.batch_size, shuffle=True, generator=self.generator, drop_last=True)
+        if self.model.frozen_tasks != self._wrapped_frozen:  # DDP must know which parameters still learn
+            self.net = distributed.wrap(self.model, self.dist, self.device)
+            self._wrapped_frozen = set(self.model.frozen_tasks)
+        shard = (self.dist.rank, self.dist.world, t.seed, self.epoch) if self.dist.active else None
+        batches = self.data.train.batches(t.batch_size, shuffle=True, generator=self.generator, drop_last=True,
+                                          shard=shard)
         for step, (images, labels) in enumerate(batches):
             if step >= self.steps_per_epoch:
                 break
@@ -211,13 +274,15 @@ class Trainer:
         labels = to_device(labels, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
-            out = self.model(x)
+            out = self.net(x)
         losses = {t.name: t.loss(out[t.name].float(), labels[:, j], rows[:, j]) for j, t in enumerate(self.tasks)}
         total = self.weighting(losses, self.model)
         self.scaler.scale(total).backward()
+        self.dist.average_gradients(self.weighting.parameters())  # DDP averages the network's; these are ours
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.weighting.after_step()
+        self.dist.sync_buffers(self.weighting)
         if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step()
         has = rows.any(0).tolist()
@@ -233,7 +298,7 @@ class Trainer:
         Returns the metrics, or ``None`` when the data has no test split.
         """
         part = self.data.test
-        if len(part) == 0:
+        if len(part) == 0 or not self.dist.main:
             return None
         self.model.load_state_dict(self._best_weights())
         t0 = time.perf_counter()
@@ -268,8 +333,14 @@ class Trainer:
         return state["model"]
 
     def validate(self) -> dict[str, Any]:
+        """Metrics over the whole validation split: each rank predicts a contiguous share, and
+        the shares are gathered, in order, on every rank before scoring."""
         part = self.data.split(self.val_split)
+        if self.dist.active:
+            part = part.subset(np.array_split(np.arange(len(part)), self.dist.world)[self.dist.rank])
         res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
+        if self.dist.active:
+            res = merge_predictions(self.dist.gather(res))
         return score_predictions(res, self.tasks, self.data.baselines)
 
     def state(self, full: bool, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -298,6 +369,7 @@ class Trainer:
                 weighting=self.weighting.state_dict(),
                 weighting_extra=self.weighting.extra_state(),
                 generator=self.generator.get_state(),
+                generators=self.dist.gather(self.generator.get_state()),
                 torch_rng=torch.get_rng_state(),
                 callbacks=[cb.state_dict() for cb in self.callbacks],
             )
@@ -315,7 +387,8 @@ class Trainer:
         self.weighting.load_extra_state(state.get("weighting_extra", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
+        ranks = state.get("generators") or []
+        self.generator.set_state(ranks[self.dist.rank] if len(ranks) == self.dist.world else state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch = state["epoch"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
@@ -324,10 +397,11 @@ class Trainer:
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
             cb.load_state_dict(cb_state)
         # Epochs logged after last.pt was written (a kill in between) are done again.
-        truncate_epochs(self.out / "metrics.jsonl", self.epoch)
+        if self.dist.main:
+            truncate_epochs(self.out / "metrics.jsonl", self.epoch)
         best = self.out / "best.pt"
         held = load_checkpoint(best).get("epoch") if best.is_file() else None
-        if held != self.best_epoch and held != self.epoch + 1:
+        if self.dist.main and held != self.best_epoch and held != self.epoch + 1:
             self.log(f"warning: {best.name} holds epoch {held}, not the best epoch {self.best_epoch} that last.pt "
                      f"names; the test split will not be scored unless a later epoch does better")
         self.log(f"resumed from {path} after epoch {self.epoch}")

@@ -1,0 +1,124 @@
+"""Training on several processes with PyTorch's own engine: ``torchrun`` + DistributedDataParallel.
+
+``torchrun --nproc_per_node N $(which facemtl) train ...`` starts N copies of the trainer;
+each reads its rank and the world size from the environment torchrun sets (``RANK``,
+``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``) and joins one process
+group: NCCL on CUDA, gloo on CPU. :class:`Dist` is what the trainer asks of it; in a plain
+``facemtl train`` it is a single process and every call is a no-op, so nothing changes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+
+from ..device import resolve_device
+
+
+@dataclass
+class Dist:
+    """This process's place in the run: ``rank`` of ``world`` processes (``backend`` None alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files (checkpoints, logs): rank 0 only."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src)
+        return box[0]
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value averaged over the ranks (every rank gets the same numbers)."""
+        if not self.active or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(keys, t.tolist())}
+
+    def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Average the gradients of parameters DDP does not own (a loss weighting's), so every rank steps alike."""
+        if not self.active:
+            return
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(self.world)
+
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Rank 0's buffers (e.g. GradNorm's initial losses) on every rank."""
+        if not self.active:
+            return
+        for b in module.buffers():
+            dist.broadcast(b, 0)
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup(device: str = "auto") -> tuple[Dist, torch.device]:
+    """Join the process group torchrun describes (if any) and pick this process's device.
+
+    Alone (no ``WORLD_SIZE`` above 1 in the environment): ``Dist()`` and ``resolve_device(device)``.
+    Under torchrun: CUDA device ``LOCAL_RANK`` with NCCL when CUDA is wanted and present,
+    else the CPU with gloo.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), resolve_device(device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, rank=rank, world_size=world)
+    return Dist(rank, world, local, backend), dev
+
+
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when there are several processes, else itself.
+
+    ``find_unused_parameters``: a task frozen by Early Freeze, or a head whose task has no label
+    in a batch, leaves parameters without a gradient in some steps; DDP must not wait for them.
+    """
+    if not d.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(model, device_ids=ids, find_unused_parameters=True)

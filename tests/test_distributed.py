@@ -1,0 +1,139 @@
+"""Training beyond one process: torchrun + DDP on the CPU (gloo, two processes), data decoded on
+the fly, and WebDataset shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def recipe(utkface_root, tmp_path_factory) -> Path:
+    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    base["data"].update(root=str(utkface_root), limit=320, workers=0)
+    base["train"] = {"epochs": 3, "batch_size": 32, "eval_batch_size": 50}
+    path = tmp_path_factory.mktemp("ddp") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def torchrun(*args: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "facemtl.cli", "train", *args, "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(recipe) -> Path:
+    out = recipe.parent / "run"
+    r = torchrun("--config", str(recipe), "--out", str(out), "train.early_freeze=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len([x for x in r.stdout.splitlines() if x.startswith("{")]) == 1  # one summary for the run
+    return out
+
+
+def test_two_processes_train_one_normal_run(ddp_run, utkface_root):
+    from facemtl.cli import evaluate
+
+    info = json.loads((ddp_run / "run_info.json").read_text())
+    assert info["world_size"] == 2 and info["backend"] == "gloo"
+    for f in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "test_metrics.json", "test_predictions.npz"):
+        assert (ddp_run / f).is_file(), f
+    m = evaluate(str(ddp_run / "best.pt"), data_root=str(utkface_root))
+    assert 0 <= m["gender"]["accuracy"] <= 1
+
+
+def test_every_rank_ends_with_the_same_parameters_and_frozen_tasks(ddp_run):
+    ranks = json.loads((ddp_run / "run_info.json").read_text())["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert ranks[0]["param_checksum"] == ranks[1]["param_checksum"]
+    assert ranks[0]["frozen"] == ranks[1]["frozen"]  # Early Freeze decided once, applied on both
+
+
+def test_validation_covers_the_whole_split(ddp_run, utkface_root):
+    """The last epoch's validation metrics (gathered from both ranks' shares) equal one process
+    evaluating the same checkpoint on the whole validation split."""
+    from facemtl.cli import evaluate
+
+    last = [json.loads(x) for x in (ddp_run / "metrics.jsonl").read_text().splitlines()][-1]["val"]
+    alone = evaluate(str(ddp_run / "last.pt"), split="val", data_root=str(utkface_root))
+    for task, key in (("age", "mae"), ("gender", "accuracy"), ("race", "accuracy")):
+        assert last[task]["n"] == alone[task]["n"]
+        assert last[task][key] == pytest.approx(alone[task][key], abs=1e-9)
+        assert last[task]["loss"] == pytest.approx(alone[task]["loss"], rel=1e-4)
+
+
+def test_a_killed_distributed_run_resumes(recipe, tmp_path):
+    out = tmp_path / "killed"
+    p = torchrun("--config", str(recipe), "--out", str(out), "train.epochs=4", wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((out / "last.pt").is_file() and (out / "metrics.jsonl").is_file()):
+        time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert (out / "last.pt").is_file()
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    assert done < 4
+    r = torchrun("--config", str(recipe), "--out", str(out), "train.epochs=4", "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][0])
+    assert summary["epochs_run"] == 4
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(set(epochs)) == [0, 1, 2, 3]
+
+
+def _batches(fs, seed: int = 0):
+    return list(fs.batches(16, shuffle=True, generator=torch.Generator().manual_seed(seed), drop_last=True))
+
+
+def test_on_the_fly_decoding_gives_the_cached_batches(recipe):
+    from facemtl.config import load_config
+    from facemtl.data import build_data
+    from facemtl.tasks import build_task
+
+    cfg = load_config(recipe, ["data.cache=stream"])
+    tasks = [build_task(t) for t in cfg.tasks]
+    streamed = build_data(cfg.data, tasks, 0)
+    assert streamed.train.images is None and "on the fly" in streamed.report["image_cache"]
+    cached = build_data(load_config(recipe).data, tasks, 0)
+    assert cached.train.images is not None and "into memory" in cached.report["image_cache"]
+    for (xa, ya), (xb, yb) in zip(_batches(streamed.train), _batches(cached.train), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya.nan_to_num(-1), yb.nan_to_num(-1))
+    # the budget decides: the same data over a tiny budget streams, and says why
+    small = load_config(recipe, ["data.cache_limit_gb=0.0001"])
+    assert "over the" in build_data(small.data, tasks, 0).report["image_cache"]
+
+
+def test_shards_give_the_same_faces_labels_and_split(recipe, tmp_path):
+    from facemtl.cli import shards
+    from facemtl.config import load_config
+    from facemtl.data import build_data
+    from facemtl.tasks import build_task
+
+    index = shards(str(recipe), str(tmp_path / "shards"), shard_size=100)
+    assert len(list(index.parent.glob("faces-*.tar"))) == 4  # 320 faces, 100 a shard
+    cfg = load_config(recipe)
+    tasks = [build_task(t) for t in cfg.tasks]
+    files = build_data(cfg.data, tasks, 0)
+    from_shards = build_data(load_config(recipe, ["data.dataset=shards", f"data.root={index.parent}",
+                                                  "data.split=predefined"]).data, tasks, 0)
+    for part in ("train", "val", "test"):
+        a, b = files.split(part), from_shards.split(part)
+        assert len(a) == len(b)
+        assert torch.equal(a.images, b.images)
+        assert np.array_equal(a.labels.numpy(), b.labels.numpy(), equal_nan=True)
