@@ -65,6 +65,11 @@ class DataConfig:
     cache: str = "auto"
     #: Processes for image decoding.
     workers: int = 2
+    #: A teacher whose feature vector per image becomes the ``teacher`` label column (for a
+    #: ``feature`` task to distil): ``dlib_resnet_v1`` (dlib's 128-D face descriptor) or null.
+    teacher: str | None = None
+    #: Where computed teacher features are cached, by image content (the data folder may be read-only).
+    cache_dir: str = "~/.cache/facemtl"
     #: For ``csv``: the image path column and the label columns ({column: class names or null}).
     path_column: str = "path"
     columns: dict[str, list[str] | None] | None = None

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 
 def labelled(y: torch.Tensor) -> torch.Tensor:
-    """Boolean mask ``(N,)`` of rows whose label is present (not NaN)."""
-    return ~torch.isnan(y)
+    """Boolean mask ``(N,)`` of rows whose label is present: not NaN (for a vector label
+    ``(N, D)``, no NaN in the row)."""
+    return ~torch.isnan(y) if y.dim() == 1 else ~torch.isnan(y).any(1)
 
 
 def zero_loss(logits: torch.Tensor) -> torch.Tensor:

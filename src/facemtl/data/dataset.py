@@ -24,6 +24,8 @@ from .splits import carve_validation, strata_key, stratified_split
 from .table import LabelTable, evenly_spaced
 
 CACHE_LIMIT_BYTES = 6 * 1024**3
+#: The label column that holds ``data.teacher``'s feature vector per image.
+TEACHER_COLUMN = "teacher"
 
 
 def read_table(cfg: Any) -> LabelTable:
@@ -151,16 +153,15 @@ class DataBundle:
         sets = {}
         for part in ("train", "val", "test"):
             fs = self.split(part)
-            cols = [_attribute(fs, t.label) for t in tasks]
-            sets[part] = fs.with_labels(np.stack(cols, 1) if cols else np.zeros((len(fs), 0)))
+            sets[part] = fs.with_labels(_as_matrix([_attribute(fs, t.label) for t in tasks], len(fs)))
         return DataBundle(sets["train"], sets["val"], sets["test"], dict(self.report),
                           trivial_baselines(tasks, sets["train"].labels.numpy()))
 
 
-def trivial_baselines(tasks: Sequence[Task], train_labels: np.ndarray) -> dict[str, float]:
-    """Per task, the trivial prediction learned from the training labels ``(N, T)``
-    (:meth:`Task.baseline`: majority class or median)."""
-    return {t.name: t.baseline(train_labels[:, j]) for j, t in enumerate(tasks)}
+def trivial_baselines(tasks: Sequence[Task], train_labels: np.ndarray) -> dict[str, float | list[float]]:
+    """Per task, the trivial prediction learned from the training label matrix
+    (:meth:`Task.baseline`: majority class, median or mean vector)."""
+    return {t.name: t.baseline(train_labels[:, c]) for t, c in zip(tasks, label_columns(tasks))}
 
 
 def _attribute(fs: FaceSet, name: str) -> np.ndarray:
@@ -170,11 +171,30 @@ def _attribute(fs: FaceSet, name: str) -> np.ndarray:
         raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(fs.attributes))}") from None
 
 
-def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
-    cols = []
+def label_columns(tasks: Sequence[Task]) -> list[int | slice]:
+    """Where each task's labels sit in the label matrix: a column index for a scalar label
+    (``labels[:, c]`` is ``(N,)``), a slice for a vector label (``(N, D)``)."""
+    out: list[int | slice] = []
+    at = 0
     for t in tasks:
-        cols.append(table.column(t.label))
-    return np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(table), 0), np.float32)
+        w = t.label_width
+        out.append(at if w == 1 else slice(at, at + w))
+        at += w
+    return out
+
+
+def _as_matrix(columns: list[np.ndarray], n: int) -> np.ndarray:
+    cols = [np.asarray(c, np.float32).reshape(n, -1) for c in columns]
+    return np.concatenate(cols, 1) if cols else np.zeros((n, 0), np.float32)
+
+
+def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
+    """``(N, sum of label widths) float32``: each task's label column(s), NaN where missing."""
+    for t in tasks:
+        got = table.column(t.label).reshape(len(table), -1).shape[1]
+        if got != t.label_width:
+            raise ValueError(f"task {t.name!r} reads {t.label_width} label column(s), but {t.label!r} has {got}")
+    return _as_matrix([table.column(t.label) for t in tasks], len(table))
 
 
 def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int) -> np.ndarray:
@@ -183,7 +203,8 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     readers = {}
     for t in tasks:
         readers.setdefault(t.label, t)
-    strata = strata_key([t.strata(table.column(label)) for label, t in readers.items()], len(table))
+    parts = [t.strata(table.column(label)) for label, t in readers.items()]
+    strata = strata_key([p for p in parts if p is not None], len(table))
     if cfg.split == "random":
         return stratified_split(strata, cfg.val_fraction, cfg.test_fraction, seed, table.groups)
     if table.split is None:
@@ -192,6 +213,20 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     if not (split == "val").any():
         split = carve_validation(split, strata, cfg.val_fraction, seed, table.groups)
     return split
+
+
+def standardise_teacher(table: LabelTable, train: np.ndarray) -> dict[str, float]:
+    """Z-score the teacher column per dimension with the training rows' mean and spread.
+
+    A face descriptor's mean direction is shared by all faces (dlib's: cosine 0.94 between a
+    face and the mean), so what tells faces apart is the deviation from it; standardised,
+    every dimension weighs alike and the trivial prediction (the mean) scores zero.
+    """
+    v = table.labels[TEACHER_COLUMN]
+    ref = v[train & ~np.isnan(v).any(1)]
+    mean, std = ref.mean(0), ref.std(0) + 1e-6
+    table.labels[TEACHER_COLUMN] = (v - mean) / std
+    return {"train_rows": int(len(ref)), "mean_norm": float(np.linalg.norm(mean)), "mean_std": float(std.mean())}
 
 
 def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool = True) -> DataBundle:
@@ -204,7 +239,16 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
         keep = np.flatnonzero((age >= lo) & (age <= hi))
         report["outside_age_range_dropped"] = int(len(table) - len(keep))
         table = table.subset(keep)
+    if cfg.teacher:
+        from .teacher import teacher_features
+
+        vecs = teacher_features(table.paths, cfg.cache_dir, cfg.teacher, workers=max(1, cfg.workers),
+                                progress=len(table) > 2000)
+        table.labels[TEACHER_COLUMN] = vecs
+        report["teacher"] = {"name": cfg.teacher, "missing": int(np.isnan(vecs).any(1).sum())}
     split = assign_splits(table, tasks, cfg, seed)
+    if cfg.teacher:
+        report["teacher"].update(standardise_teacher(table, split == "train"))
     labels = label_matrix(table, tasks)
     sets = {}
     for part in ("train", "val", "test"):

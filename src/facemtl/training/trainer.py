@@ -18,9 +18,10 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config
 from ..data.augment import augment
-from ..data.dataset import DataBundle, build_data
+from ..data.dataset import DataBundle, build_data, label_columns
 from ..device import resolve_device, seed_everything, to_device
 from ..jsonutil import dumps
+from ..losses import labelled
 from ..model import MultiTaskNet
 from ..preprocess import to_input
 from ..system import hardware
@@ -62,6 +63,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.tasks = [build_task(s) for s in cfg.tasks]
         self.task_names = [x.name for x in self.tasks]
+        self.label_columns = label_columns(self.tasks)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
         # Seed again: the initial weights depend on the seed only, not on whether the
         # data was read here or handed over (experiment grids read it once).
@@ -185,7 +187,9 @@ class Trainer:
         Returns each task's loss as a detached 0-dim tensor on the training device
         (``None`` when no image of the batch has that task's label).
         """
-        rows = ~torch.isnan(labels)  # which rows each task may learn from, known on the host
+        cols = self.label_columns
+        # which rows each task may learn from, known on the host
+        rows = torch.stack([labelled(labels[:, c]) for c in cols], 1) if cols else torch.zeros(len(labels), 0, dtype=torch.bool)
         x = to_input(images, self.device, False)
         x = augment(x, self.cfg.data.augment, self.generator)
         if self.channels_last:
@@ -194,7 +198,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
             out = self.model(x)
-        losses = {t.name: t.loss(out[t.name].float(), labels[:, j], rows[:, j]) for j, t in enumerate(self.tasks)}
+        losses = {t.name: t.loss(out[t.name].float(), labels[:, c], rows[:, j])
+                  for j, (t, c) in enumerate(zip(self.tasks, cols))}
         total = self.weighting(losses, self.model)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
@@ -232,7 +237,8 @@ class Trainer:
             if res["prob"][t.name] is not None:
                 arrays[f"prob/{t.name}"] = res["prob"][t.name].astype(np.float32)
         for k, v in part.attributes.items():
-            arrays[f"attr/{k}"] = v
+            if v.ndim == 1:  # vectors (teacher features) stay out: they are no grouping column
+                arrays[f"attr/{k}"] = v
         np.savez_compressed(self.out / "test_predictions.npz", **arrays)
         (self.out / "test_metrics.json").write_text(dumps(metrics, indent=1))
         return metrics
