@@ -98,8 +98,9 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
             if d not in known:
                 first.setdefault(d, p)
         todo = list(first.items())
-        log(f"teacher {teacher}: {len(paths) - len(todo)} of {len(paths)} images cached in {cache.path}, "
-            f"computing {len(todo)}")
+        cached = sum(d in known for d in digests)
+        log(f"teacher {teacher}: {cached} of {len(paths)} images cached in {cache.path}; computing {len(todo)} "
+            f"(byte-identical copies computed once)")
         failed = 0
         if todo:
             bar = None
