@@ -103,3 +103,40 @@ def test_tiny_distillation_run(utkface_root, tmp_path):
     assert [t.name for t in a.tasks] == ["gender"]
     (answer,) = a.predict_crops([np.zeros((64, 64, 3), np.uint8)])
     assert set(answer) == {"gender", "gender_probability", "gender_probabilities"}
+
+
+def test_mean_variance_loss_by_hand():
+    from facemtl.losses import mean_variance_loss
+
+    p = torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])  # means 1.5 and 0; variances 0.25 and 0
+    loss = mean_variance_loss(p, torch.tensor([2, 0]), lambda_mean=1.0, lambda_var=1.0)
+    assert loss.item() == pytest.approx((0.25 / 2 + 0) / 2 + (0.25 + 0) / 2)
+    t = build_task({"name": "age", "type": "ordinal", "min_value": 0, "max_value": 2, "mean_variance": [0.2, 0.05]})
+    plain = build_task({"name": "age", "type": "ordinal", "min_value": 0, "max_value": 2})
+    out = torch.tensor([[3.0, -3.0], [0.5, 0.2]], requires_grad=True)
+    y = torch.tensor([1.0, 2.0])
+    extra = t.loss(out, y) - plain.loss(out, y)
+    assert extra.item() > 0
+    extra.backward()
+    assert out.grad.abs().sum() > 0
+
+
+def test_balanced_sampling_draws_cells_equally(utkface_root):
+    from facemtl.config import config_from_dict
+    from facemtl.data import build_data
+    from facemtl.data.dataset import balance_weights
+    from facemtl.tasks import build_task
+
+    tasks = [build_task({"name": "race", "type": "nominal", "num_classes": 5}),
+             build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116})]
+    cfg = config_from_dict({"tasks": [t.to_dict() for t in tasks], "data": {"root": str(utkface_root), "limit": 1500}})
+    data = build_data(cfg.data, tasks, 0, load_images=False)
+    weights, info = balance_weights(data.train.attributes, tasks, ["race", "age"])
+    assert info["cells"] >= 15 and info["smallest_cell"] < info["largest_cell"]
+    g = torch.Generator().manual_seed(0)
+    race = data.train.attributes["race"]
+    drawn = np.concatenate([race[torch.multinomial(weights, len(race), True, generator=g).numpy()]
+                            for _ in range(20)])
+    share = np.bincount(drawn[~np.isnan(drawn)].astype(int), minlength=5) / len(drawn)
+    natural = np.bincount(race[~np.isnan(race)].astype(int), minlength=5) / len(race)
+    assert share.max() - share.min() < natural.max() - natural.min()  # the races come out far more evenly

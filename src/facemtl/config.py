@@ -157,6 +157,10 @@ class TrainConfig:
     threads: int | None = None
     #: Mixed precision on CUDA.
     amp: bool = False
+    #: Balanced sampling: label columns whose combined groups (e.g. ``[race, gender, age]``; a
+    #: numeric column grouped as the task reading it groups it, e.g. age bands) are drawn equally
+    #: often in training batches (sampled with replacement, probability 1 / cell size); null: off.
+    balance_by: list[str] | None = None
     #: Stop an epoch after this many batches (quick runs and benchmarks).
     max_batches: int | None = None
 

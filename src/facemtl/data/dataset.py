@@ -73,6 +73,8 @@ class FaceSet:
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: Every label column of the data for these rows (also those no task reads), for subgroup studies.
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Relative probability of drawing each row in a shuffled epoch (balanced sampling), or None.
+    sample_weights: torch.Tensor | None = None
 
     def with_labels(self, labels: np.ndarray) -> "FaceSet":
         """The same images (cache shared, not copied) with another label matrix."""
@@ -96,7 +98,10 @@ class FaceSet:
         they never interleave with the augmentation's draws from the same generator.
         """
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if shuffle and self.sample_weights is not None:  # balanced: cells drawn equally often
+            order = torch.multinomial(self.sample_weights, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - (n % batch_size) if drop_last and n >= batch_size else n
         if self.images is None:
             return self._decoded(order[:stop], batch_size)
@@ -213,6 +218,31 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     if not (split == "val").any():
         split = carve_validation(split, strata, cfg.val_fraction, seed, table.groups)
     return split
+
+
+def balance_weights(attributes: dict[str, np.ndarray], tasks: Sequence[Task],
+                    columns: Sequence[str]) -> tuple[torch.Tensor, dict]:
+    """Sampling weights ``1 / size of the row's cell`` over the groups of ``columns`` (each grouped as
+    the first task reading it groups its values for subgroup tables: classes, or age bands).
+
+    Every occurring cell is then drawn equally often; a row with a missing label in a
+    balancing column forms its own "?" group.
+    """
+    readers = {t.label: t for t in reversed(tasks)}
+    keys = []
+    for c in columns:
+        if c not in attributes:
+            raise ValueError(f"train.balance_by names {c!r}, which this data does not have; it has: "
+                             f"{', '.join(sorted(attributes))}")
+        v = attributes[c]
+        t = readers.get(c)
+        g = t.subgroups(v) if t is not None else None
+        keys.append(np.asarray(g if g is not None else np.where(np.isnan(v), -1, v).astype(str), dtype=str))
+    cell = np.array(["|".join(k) for k in zip(*keys)])
+    names, inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    return torch.from_numpy(w / w.sum()), {"by": list(columns), "cells": int(len(names)),
+                                            "smallest_cell": int(counts.min()), "largest_cell": int(counts.max())}
 
 
 def standardise_teacher(table: LabelTable, train: np.ndarray) -> dict[str, float]:

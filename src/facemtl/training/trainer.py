@@ -18,7 +18,7 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config
 from ..data.augment import augment
-from ..data.dataset import DataBundle, build_data, label_columns
+from ..data.dataset import DataBundle, balance_weights, build_data, label_columns
 from ..device import resolve_device, seed_everything, to_device
 from ..jsonutil import dumps
 from ..losses import labelled
@@ -65,6 +65,10 @@ class Trainer:
         self.task_names = [x.name for x in self.tasks]
         self.label_columns = label_columns(self.tasks)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        if t.balance_by:
+            self.data.train.sample_weights, balance = balance_weights(self.data.train.attributes, self.tasks, t.balance_by)
+            self.log(f"balanced sampling by {' x '.join(t.balance_by)}: {balance['cells']} cells of "
+                     f"{balance['smallest_cell']} to {balance['largest_cell']} training images, drawn equally often")
         # Seed again: the initial weights depend on the seed only, not on whether the
         # data was read here or handed over (experiment grids read it once).
         seed_everything(t.seed)
