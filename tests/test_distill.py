@@ -140,3 +140,37 @@ def test_balanced_sampling_draws_cells_equally(utkface_root):
     share = np.bincount(drawn[~np.isnan(drawn)].astype(int), minlength=5) / len(drawn)
     natural = np.bincount(race[~np.isnan(race)].astype(int), minlength=5) / len(race)
     assert share.max() - share.min() < natural.max() - natural.min()  # the races come out far more evenly
+
+
+def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
+    """Fit the fusion file for a tiny model on its own training faces, then analyse aligned
+    crops with and without it: the same crops, gender answered by the mixture."""
+    import json
+
+    from facemtl.cli import fusion, main
+    from facemtl.config import config_from_dict
+    from facemtl.data.utkface import read_utkface
+    from facemtl.inference import FaceAnalyzer
+    from facemtl.training import Trainer
+
+    cfg = config_from_dict({
+        "tasks": [{"name": "gender", "type": "nominal", "classes": ["male", "female"]},
+                  {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116}],
+        "data": {"root": str(utkface_root), "image_size": 64, "limit": 300, "workers": 1,
+                 "cache_dir": str(tmp_path / "cache")},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3},
+        "train": {"epochs": 1, "batch_size": 32}})
+    Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
+    res = fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "fusion.json"))
+    spec = json.loads((tmp_path / "fusion.json").read_text())
+    assert set(spec["tasks"]) == {"gender"} and len(spec["mean"]) == 128  # age is numeric: not fused
+    assert max(res["validation_accuracy_by_l2"]["gender"].values()) > 0.6
+    crops = read_utkface(utkface_root, limit=40).paths[-4:]
+    plain = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1)
+    fused = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1, fusion=tmp_path / "fusion.json")
+    a = [r.faces[0].answers for r in plain.analyze_files(crops, aligned=True)]
+    b = [r.faces[0].answers for r in fused.analyze_files(crops, aligned=True)]
+    assert [x["age"] for x in a] == [x["age"] for x in b]  # numeric answers untouched
+    assert any(x["gender"].probabilities != y["gender"].probabilities for x, y in zip(a, b))
+    assert main(["analyze", *crops, "--aligned", "--json", "--no-progress", "--checkpoint",
+                 str(tmp_path / "run" / "best.pt"), "--accurate", str(tmp_path / "fusion.json")]) == 0

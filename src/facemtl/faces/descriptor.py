@@ -71,5 +71,13 @@ class DlibDescriptor:
         m = min(h, w) * 0.15
         return self._dlib.rectangle(int(m), int(m), int(w - m), int(h - m))
 
+    def describe_box(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """The descriptor of the face in ``box`` ``(x1, y1, x2, y2)``, found by another detector: dlib's
+        five landmarks are placed inside the box first."""
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        shape = self.shapes(np.ascontiguousarray(rgb), self._dlib.rectangle(x1, y1, x2, y2))
+        chip = np.asarray(self._dlib.get_face_chip(np.ascontiguousarray(rgb), shape, size=150, padding=0.25))
+        return np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float32)
+
     def describe(self, rgb: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(self.net.compute_face_descriptor(self.chip(rgb, landmarks)), dtype=np.float32)

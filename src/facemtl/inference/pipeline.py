@@ -33,6 +33,9 @@ class Prepared:
     faces: list[Face | None]
     crops: list[np.ndarray] = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)
+    #: Per face, what the predictor asked the workers to compute beside the crop (see
+    #: ``describe_face`` in :mod:`facemtl.inference.fusion`), else None.
+    features: list[np.ndarray] | None = None
 
 
 class Pipeline:
@@ -141,21 +144,26 @@ class Pipeline:
             return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
 
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
+        describe = getattr(self.predictor, "describe_face", None)  # a predictor that wants more than crops
         if aligned:
             crop = rgb if rgb.shape[:2] == (self.size, self.size) else \
                 np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR))
-            return Prepared(result, [None], [crop])
+            return Prepared(result, [None], [crop], features=[describe(rgb, None)] if describe else None)
         h, w = rgb.shape[:2]
         f = min(1.0, self.detect_max_side / max(h, w))
         small = rgb if f == 1.0 else np.asarray(Image.fromarray(rgb).resize((round(w * f), round(h * f)), Image.BILINEAR))
         faces = [face.scaled(1 / f) for face in self.detector.detect(small, self.min_face)]
         crops = [align_face(rgb, face.landmarks, face.scheme, self.size) for face in faces]
-        return Prepared(result, faces, crops)
+        features = [describe(rgb, face) for face in faces] if describe else None
+        return Prepared(result, faces, crops, features=features)
 
     def finish(self, queue: list[Prepared]) -> list[ImageResult]:
         """Run the queued crops through the predictor in one go and attach the answers."""
         crops = [c for q in queue for c in q.crops]
-        answers = iter(self.predictor.predict(crops))
+        if any(q.features is not None for q in queue):
+            answers = iter(self.predictor.predict(crops, [f for q in queue for f in (q.features or [])]))
+        else:
+            answers = iter(self.predictor.predict(crops))
         for q in queue:
             r = q.result
             if r.status == ERROR:
