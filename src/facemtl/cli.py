@@ -166,8 +166,11 @@ def analyze(
     threads: int | None = None,
     db: str | None = None,
     thumbnails: bool = False,
+    fusion: str | bool | None = None,
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
+
+    ``fusion``: the accurate variant (``True``: the shipped fusion file, or a fusion file's path).
 
     ``db``: also store the faces in the results database at this URL or SQLite file
     (``thumbnails``: with a small crop of each face).
@@ -196,7 +199,7 @@ def analyze(
     if annotated is not None:
         annotated.check_folder()
     with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
-                      keep_images=annotate_dir is not None or thumbnails, threads=threads) as analyzer:
+                      keep_images=annotate_dir is not None or thumbnails, threads=threads, fusion=fusion) as analyzer:
         out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
         stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
         for m in missing:
@@ -319,6 +322,33 @@ def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = N
     return write_shards(table, split, out, shard_size, resize, log=lambda s: print(s, file=sys.stderr))
 
 
+def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5) -> dict[str, Any]:
+    """Fit the accurate variant's descriptor classifiers for ``checkpoint``'s classification tasks on
+    its own training faces (L2 strength chosen on its validation faces); write the fusion file."""
+    from .data import build_data
+    from .data.teacher import teacher_features
+    from .faces.descriptor import NAME
+    from .inference.fusion import fit_fusion
+    from .model import load_model
+
+    _, tasks, cfg, _ = load_model(checkpoint)
+    if data_root:
+        cfg.data.root = str(Path(data_root).expanduser().resolve())
+    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+    chosen = [t for t in tasks if t.inference and t.class_names() is not None]
+    if not chosen:
+        raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
+    feats = {p: teacher_features(data.split(p).paths, cfg.data.cache_dir, NAME, workers=max(1, cfg.data.workers),
+                                 log=lambda s: print(s, file=sys.stderr)) for p in ("train", "val")}
+    labels = {p: {t.name: data.split(p).attributes[t.label] for t in chosen} for p in ("train", "val")}
+    head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
+                              feats["val"], labels["val"], NAME)
+    head.mix = mix
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(head.to_dict()))
+    return {"out": out, "validation_accuracy_by_l2": scores}
+
+
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
     from .experiments import load_experiment, run_experiment
@@ -435,6 +465,9 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
+    p.add_argument("--accurate", nargs="?", const=True, metavar="FUSION_FILE",
+                   help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
+                        "(the shipped fusion file, or FUSION_FILE from 'facemtl fusion'); tens of ms more per face")
     _db_flags(p)
 
 
@@ -448,7 +481,20 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
 def _analyze_run(a: argparse.Namespace) -> int:
     return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
                    False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
-                   db=a.db, thumbnails=a.thumbnails)
+                   db=a.db, thumbnails=a.thumbnails, fusion=a.accurate)
+
+
+def _fusion_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="the model (.pt) whose classification tasks to help")
+    p.add_argument("--out", required=True, help="the fusion file to write (JSON)")
+    p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training")
+    p.add_argument("--mix", type=float, default=0.5,
+                   help="weight of the network's probabilities (the rest: the descriptor's)")
+
+
+def _fusion_run(a: argparse.Namespace) -> int:
+    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix)))
+    return 0
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -668,6 +714,8 @@ COMMANDS: dict[str, Command] = {
     "stream": Command(_stream_run, _stream_args,
                       "analyse video: files, cameras, RTSP/HTTP streams, folders of frames; tracked faces",
                       interrupted="; everything analysed before it is written"),
+    "fusion": Command(_fusion_run, _fusion_args,
+                      "fit the accurate variant: classifiers on dlib's face descriptor beside a model's network"),
     "shards": Command(_shards_run, _shards_args,
                       "write a recipe's data as WebDataset tar shards (for data sets of millions of files)"),
     "experiment": Command(_experiment_run, _experiment_args,

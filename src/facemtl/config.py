@@ -72,6 +72,11 @@ class DataConfig:
     cache_limit_gb: float = 6.0
     #: Processes for image decoding.
     workers: int = 2
+    #: A teacher whose feature vector per image becomes the ``teacher`` label column (for a
+    #: ``feature`` task to distil): ``dlib_resnet_v1`` (dlib's 128-D face descriptor) or null.
+    teacher: str | None = None
+    #: Where computed teacher features are cached, by image content (the data folder may be read-only).
+    cache_dir: str = "~/.cache/facemtl"
     #: For ``csv``: the image path column and the label columns ({column: class names or null}).
     path_column: str = "path"
     columns: dict[str, list[str] | None] | None = None
@@ -159,6 +164,10 @@ class TrainConfig:
     threads: int | None = None
     #: Mixed precision on CUDA.
     amp: bool = False
+    #: Balanced sampling: label columns whose combined groups (e.g. ``[race, gender, age]``; a
+    #: numeric column grouped as the task reading it groups it, e.g. age bands) are drawn equally
+    #: often in training batches (sampled with replacement, probability 1 / cell size); null: off.
+    balance_by: list[str] | None = None
     #: Stop an epoch after this many batches (quick runs and benchmarks).
     max_batches: int | None = None
 

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 
 def labelled(y: torch.Tensor) -> torch.Tensor:
-    """Boolean mask ``(N,)`` of rows whose label is present (not NaN)."""
-    return ~torch.isnan(y)
+    """Boolean mask ``(N,)`` of rows whose label is present: not NaN (for a vector label
+    ``(N, D)``, no NaN in the row)."""
+    return ~torch.isnan(y) if y.dim() == 1 else ~torch.isnan(y).any(1)
 
 
 def zero_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -70,3 +71,18 @@ def corn_loss(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return zero_loss(logits)
     return -(term * use).sum() / n
+
+
+def mean_variance_loss(p: torch.Tensor, ranks: torch.Tensor, lambda_mean: float = 0.2,
+                       lambda_var: float = 0.05) -> torch.Tensor:
+    """Mean-variance loss (Pan, Han, Shan and Chen, CVPR 2018, eq. 3-5) on a distribution over ranks.
+
+    ``p``: ``(N, K)`` probabilities of ranks ``0..K-1``; ``ranks``: ``(N,)``. With the
+    distribution's mean ``m_i = sum_k k p_ik`` and variance ``v_i = sum_k p_ik (k - m_i)^2``:
+    ``L = lambda_mean * mean_i (m_i - y_i)^2 / 2 + lambda_var * mean_i v_i`` (in ranks, i.e. years
+    for age): it pulls the predicted distribution's centre onto the label and sharpens it.
+    """
+    k = torch.arange(p.shape[1], device=p.device, dtype=p.dtype)
+    m = (p * k).sum(1)
+    v = (p * (k - m.unsqueeze(1)) ** 2).sum(1)
+    return lambda_mean * ((m - ranks.to(p.dtype)) ** 2).mean() / 2 + lambda_var * v.mean()

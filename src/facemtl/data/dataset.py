@@ -23,6 +23,8 @@ from .images import decode_all, read_image
 from .splits import carve_validation, strata_key, stratified_split
 from .table import LabelTable, evenly_spaced
 
+#: The label column that holds ``data.teacher``'s feature vector per image.
+TEACHER_COLUMN = "teacher"
 
 
 def read_table(cfg: Any) -> LabelTable:
@@ -74,6 +76,8 @@ class FaceSet:
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: Every label column of the data for these rows (also those no task reads), for subgroup studies.
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Relative probability of drawing each row in a shuffled epoch (balanced sampling), or None.
+    sample_weights: torch.Tensor | None = None
 
     def subset(self, idx: np.ndarray) -> "FaceSet":
         """The rows ``idx`` (cache rows shared by indexing, labels and attributes sliced)."""
@@ -110,7 +114,10 @@ class FaceSet:
         rank, each rank taking every ``world``-th image, padded to equal length).
         """
         n = len(self)
-        if shard is not None:
+        if shuffle and self.sample_weights is not None:  # balanced: cells drawn equally often (each rank its own draws)
+            k = n if shard is None else -(-n // shard[1])
+            order = torch.multinomial(self.sample_weights, k, replacement=True, generator=generator)
+        elif shard is not None:
             from torch.utils.data.distributed import DistributedSampler
 
             rank, world, seed, epoch = shard
@@ -177,16 +184,15 @@ class DataBundle:
         sets = {}
         for part in ("train", "val", "test"):
             fs = self.split(part)
-            cols = [_attribute(fs, t.label) for t in tasks]
-            sets[part] = fs.with_labels(np.stack(cols, 1) if cols else np.zeros((len(fs), 0)))
+            sets[part] = fs.with_labels(_as_matrix([_attribute(fs, t.label) for t in tasks], len(fs)))
         return DataBundle(sets["train"], sets["val"], sets["test"], dict(self.report),
                           trivial_baselines(tasks, sets["train"].labels.numpy()))
 
 
-def trivial_baselines(tasks: Sequence[Task], train_labels: np.ndarray) -> dict[str, float]:
-    """Per task, the trivial prediction learned from the training labels ``(N, T)``
-    (:meth:`Task.baseline`: majority class or median)."""
-    return {t.name: t.baseline(train_labels[:, j]) for j, t in enumerate(tasks)}
+def trivial_baselines(tasks: Sequence[Task], train_labels: np.ndarray) -> dict[str, float | list[float]]:
+    """Per task, the trivial prediction learned from the training label matrix
+    (:meth:`Task.baseline`: majority class, median or mean vector)."""
+    return {t.name: t.baseline(train_labels[:, c]) for t, c in zip(tasks, label_columns(tasks))}
 
 
 def _attribute(fs: FaceSet, name: str) -> np.ndarray:
@@ -196,11 +202,30 @@ def _attribute(fs: FaceSet, name: str) -> np.ndarray:
         raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(fs.attributes))}") from None
 
 
-def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
-    cols = []
+def label_columns(tasks: Sequence[Task]) -> list[int | slice]:
+    """Where each task's labels sit in the label matrix: a column index for a scalar label
+    (``labels[:, c]`` is ``(N,)``), a slice for a vector label (``(N, D)``)."""
+    out: list[int | slice] = []
+    at = 0
     for t in tasks:
-        cols.append(table.column(t.label))
-    return np.stack(cols, 1).astype(np.float32) if cols else np.zeros((len(table), 0), np.float32)
+        w = t.label_width
+        out.append(at if w == 1 else slice(at, at + w))
+        at += w
+    return out
+
+
+def _as_matrix(columns: list[np.ndarray], n: int) -> np.ndarray:
+    cols = [np.asarray(c, np.float32).reshape(n, -1) for c in columns]
+    return np.concatenate(cols, 1) if cols else np.zeros((n, 0), np.float32)
+
+
+def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
+    """``(N, sum of label widths) float32``: each task's label column(s), NaN where missing."""
+    for t in tasks:
+        got = table.column(t.label).reshape(len(table), -1).shape[1]
+        if got != t.label_width:
+            raise ValueError(f"task {t.name!r} reads {t.label_width} label column(s), but {t.label!r} has {got}")
+    return _as_matrix([table.column(t.label) for t in tasks], len(table))
 
 
 def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int) -> np.ndarray:
@@ -209,7 +234,8 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     readers = {}
     for t in tasks:
         readers.setdefault(t.label, t)
-    strata = strata_key([t.strata(table.column(label)) for label, t in readers.items()], len(table))
+    parts = [t.strata(table.column(label)) for label, t in readers.items()]
+    strata = strata_key([p for p in parts if p is not None], len(table))
     if cfg.split == "random":
         return stratified_split(strata, cfg.val_fraction, cfg.test_fraction, seed, table.groups)
     if table.split is None:
@@ -218,6 +244,45 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     if not (split == "val").any():
         split = carve_validation(split, strata, cfg.val_fraction, seed, table.groups)
     return split
+
+
+def balance_weights(attributes: dict[str, np.ndarray], tasks: Sequence[Task],
+                    columns: Sequence[str]) -> tuple[torch.Tensor, dict]:
+    """Sampling weights ``1 / size of the row's cell`` over the groups of ``columns`` (each grouped as
+    the first task reading it groups its values for subgroup tables: classes, or age bands).
+
+    Every occurring cell is then drawn equally often; a row with a missing label in a
+    balancing column forms its own "?" group.
+    """
+    readers = {t.label: t for t in reversed(tasks)}
+    keys = []
+    for c in columns:
+        if c not in attributes:
+            raise ValueError(f"train.balance_by names {c!r}, which this data does not have; it has: "
+                             f"{', '.join(sorted(attributes))}")
+        v = attributes[c]
+        t = readers.get(c)
+        g = t.subgroups(v) if t is not None else None
+        keys.append(np.asarray(g if g is not None else np.where(np.isnan(v), -1, v).astype(str), dtype=str))
+    cell = np.array(["|".join(k) for k in zip(*keys)])
+    names, inverse, counts = np.unique(cell, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse]
+    return torch.from_numpy(w / w.sum()), {"by": list(columns), "cells": int(len(names)),
+                                            "smallest_cell": int(counts.min()), "largest_cell": int(counts.max())}
+
+
+def standardise_teacher(table: LabelTable, train: np.ndarray) -> dict[str, float]:
+    """Z-score the teacher column per dimension with the training rows' mean and spread.
+
+    A face descriptor's mean direction is shared by all faces (dlib's: cosine 0.94 between a
+    face and the mean), so what tells faces apart is the deviation from it; standardised,
+    every dimension weighs alike and the trivial prediction (the mean) scores zero.
+    """
+    v = table.labels[TEACHER_COLUMN]
+    ref = v[train & ~np.isnan(v).any(1)]
+    mean, std = ref.mean(0), ref.std(0) + 1e-6
+    table.labels[TEACHER_COLUMN] = (v - mean) / std
+    return {"train_rows": int(len(ref)), "mean_norm": float(np.linalg.norm(mean)), "mean_std": float(std.mean())}
 
 
 def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTable, np.ndarray, dict[str, Any]]:
@@ -231,7 +296,17 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
         keep = np.flatnonzero((age >= lo) & (age <= hi))
         report["outside_age_range_dropped"] = int(len(table) - len(keep))
         table = table.subset(keep)
-    return table, assign_splits(table, tasks, cfg, seed), report
+    if cfg.teacher:  # before the split: the split must know every task's column (the teacher's gives no strata)
+        from .teacher import teacher_features
+
+        vecs = teacher_features(table.paths, cfg.cache_dir, cfg.teacher, workers=max(1, cfg.workers),
+                                progress=len(table) > 2000)
+        table.labels[TEACHER_COLUMN] = vecs
+        report["teacher"] = {"name": cfg.teacher, "missing": int(np.isnan(vecs).any(1).sum())}
+    split = assign_splits(table, tasks, cfg, seed)
+    if cfg.teacher:
+        report["teacher"].update(standardise_teacher(table, split == "train"))
+    return table, split, report
 
 
 def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool = True) -> DataBundle:

@@ -24,7 +24,10 @@ class FaceAnalyzer:
     model). ``runtime``: how to run it (default: by the file's suffix). ``device``: ``auto``
     (a CUDA GPU when there is one), ``cpu`` or ``cuda``. ``detector``, ``min_face``,
     ``detect_max_side``, ``workers``, ``max_latency``: see :class:`Pipeline`. ``interval``:
-    central probability mass of the reported age interval. ``predictor``: an already
+    central probability mass of the reported age interval. ``fusion``: ``True`` (the shipped
+    fusion file) or a fusion file: the accurate variant, which mixes a classifier on dlib's
+    face descriptor into the classification answers (:mod:`facemtl.inference.fusion`; tens of
+    milliseconds more per face). ``predictor``: an already
     loaded :class:`Predictor` to share (then ``checkpoint``, ``runtime``, ``device``,
     ``batch_size`` and ``interval`` are its own). ``threads``: the runtime's intra-op
     threads (default: one per core; see :mod:`facemtl.inference.runtimes`).
@@ -45,8 +48,14 @@ class FaceAnalyzer:
         keep_images: bool = False,
         predictor: Predictor | None = None,
         threads: int | None = None,
+        fusion: str | Path | bool | None = None,
     ) -> None:
         self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
+        if fusion:  # the accurate variant: dlib's descriptor beside the network
+            from .fusion import FusedPredictor, FusionHead, default_fusion_path
+
+            self.predictor = FusedPredictor(self.predictor,
+                                            FusionHead.load(default_fusion_path() if fusion is True else fusion))
         self.pipeline = Pipeline(self.predictor, detector, min_face, workers, detect_max_side, max_latency, keep_images)
         self.tasks = self.predictor.tasks
         self.size = self.predictor.size

@@ -33,6 +33,9 @@ class Prepared:
     faces: list[Face | None]
     crops: list[np.ndarray] = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)
+    #: Per face, what the predictor asked the workers to compute beside the crop (see
+    #: ``describe_face`` in :mod:`facemtl.inference.fusion`), else None.
+    features: list[np.ndarray] | None = None
 
 
 class Pipeline:
@@ -149,10 +152,11 @@ class Pipeline:
             return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
 
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
+        describe = getattr(self.predictor, "describe_face", None)  # a predictor that wants more than crops
         if aligned:
             crop = rgb if rgb.shape[:2] == (self.size, self.size) else \
                 np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR))
-            return Prepared(result, [None], [crop])
+            return Prepared(result, [None], [crop], features=[describe(rgb, None)] if describe else None)
         h, w = rgb.shape[:2]
         f = min(1.0, self.detect_max_side / max(h, w))
         if f == 1.0:
@@ -163,13 +167,18 @@ class Pipeline:
             # separate shrink first cost a seventh of the time on 1280x960 photos.
             faces = self.detector.detect(rgb, (self.min_face or self.detector.min_face) / f)
         crops = [align_face(rgb, face.landmarks, face.scheme, self.size) for face in faces]
+        features = [describe(rgb, face) for face in faces] if describe else None  # on the pixels searched
         decoded = result.width / w  # > 1 when the file was decoded reduced
-        return Prepared(result, [face.scaled(decoded) for face in faces] if decoded != 1 else faces, crops)
+        return Prepared(result, [face.scaled(decoded) for face in faces] if decoded != 1 else faces, crops,
+                        features=features)
 
     def finish(self, queue: list[Prepared]) -> list[ImageResult]:
         """Run the queued crops through the predictor in one go and attach the answers."""
         crops = [c for q in queue for c in q.crops]
-        answers = iter(self.predictor.predict(crops))
+        if any(q.features is not None for q in queue):
+            answers = iter(self.predictor.predict(crops, [f for q in queue for f in (q.features or [])]))
+        else:
+            answers = iter(self.predictor.predict(crops))
         for q in queue:
             r = q.result
             if r.status == ERROR:

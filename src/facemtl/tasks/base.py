@@ -94,6 +94,12 @@ class Task:
         raise NotImplementedError
 
     @property
+    def label_width(self) -> int:
+        """Columns of the label matrix the task reads: 1 for a scalar label (``(N,)``), D for a
+        vector label (``(N, D)``, e.g. a teacher's feature vector)."""
+        return 1
+
+    @property
     def headline(self) -> MetricColumn:
         """The metric that judges the task (the first of :meth:`metric_columns`)."""
         return self.metric_columns()[0]
@@ -172,8 +178,8 @@ class Task:
         """Metrics on labelled rows only (``true`` may hold NaN); always includes ``n``."""
         raise NotImplementedError
 
-    def baseline(self, train_true: np.ndarray) -> float:
-        """The trivial prediction learned from training labels (majority class or median)."""
+    def baseline(self, train_true: np.ndarray) -> float | list[float]:
+        """The trivial prediction learned from training labels (majority class, median, mean vector)."""
         raise NotImplementedError
 
     def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
@@ -197,8 +203,9 @@ class Task:
         """The metrics as ``facemtl evaluate`` prints them (may span lines)."""
         return self.summary(metrics)
 
-    def strata(self, values: np.ndarray) -> np.ndarray:
-        """An integer stratum per label value for stratified splits (``-1`` for a missing label)."""
+    def strata(self, values: np.ndarray) -> np.ndarray | None:
+        """An integer stratum per label value for stratified splits (``-1`` for a missing label),
+        or ``None`` when splits should not be stratified on this task's labels."""
         v = np.asarray(values, float)
         return np.where(np.isnan(v), -1, v).astype(np.int64)
 

@@ -47,11 +47,17 @@ class _Classification(Task):
                 f"n={metrics['n']})")
 
     def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
+        return self._answers(self.predict(raw), self.probabilities(raw))
+
+    def answers_from_probabilities(self, prob: np.ndarray) -> list["TaskAnswer"]:
+        """Answers from class probabilities ``(N, C)`` obtained otherwise (e.g. the network's
+        mixed with another model's, :mod:`facemtl.inference.fusion`): the most probable class."""
+        return self._answers(np.asarray(prob).argmax(1), np.asarray(prob))
+
+    def _answers(self, pred: np.ndarray, prob: np.ndarray) -> list["TaskAnswer"]:
         from ..inference.results import TaskAnswer
 
         names = self.class_names()
-        pred = self.predict(raw)
-        prob = self.probabilities(raw)
         out = []
         for j in range(len(pred)):
             k = int(pred[j])

@@ -164,6 +164,9 @@ class OrdinalTask(_Numeric):
     method: str = "binary"
     decoding: str = "threshold"
     reduction: str = "sum"
+    #: Weights ``[lambda_mean, lambda_var]`` of the mean-variance loss (Pan et al. 2018) added on
+    #: the distribution over values the head implies; ``null``: none. The authors use [0.2, 0.05].
+    mean_variance: list[float] | None = None
 
     kind: ClassVar[str] = "ordinal"
 
@@ -177,6 +180,8 @@ class OrdinalTask(_Numeric):
             raise ValueError(f"task {self.name!r}: unknown decoding {self.decoding!r}; choose threshold or expected")
         if self.reduction not in ("sum", "mean"):
             raise ValueError(f"task {self.name!r}: reduction must be 'sum' or 'mean'")
+        if self.mean_variance is not None and len(self.mean_variance) != 2:
+            raise ValueError(f"task {self.name!r}: mean_variance takes two weights, [lambda_mean, lambda_var]")
 
     @property
     def category(self) -> str:  # type: ignore[override]
@@ -207,10 +212,31 @@ class OrdinalTask(_Numeric):
 
         r = self.ranks(y)
         if self.method == "corn":
-            return corn_loss(out, r)
+            loss = corn_loss(out, r)
+        elif self.method == "softmax":
+            loss = F.cross_entropy(out, r)
+        else:
+            loss = ordinal_bce_loss(out, r, reduction=self.reduction)
+        if self.mean_variance:
+            from ..losses import mean_variance_loss
+
+            lm, lv = self.mean_variance
+            loss = loss + mean_variance_loss(self._value_distribution(out), r, lm, lv)
+        return loss
+
+    def _value_distribution(self, out: "torch.Tensor") -> "torch.Tensor":
+        """``P(rank = k)``, ``(N, K)``, as torch (differentiable): the softmax, or the differences of
+        the threshold probabilities ``P(rank > k)`` (clipped at 0, renormalised)."""
+        import torch
+
         if self.method == "softmax":
-            return F.cross_entropy(out, r)
-        return ordinal_bce_loss(out, r, reduction=self.reduction)
+            return out.softmax(1)
+        gt = torch.sigmoid(out)
+        if self.method == "corn":
+            gt = torch.cumprod(gt, 1)
+        ones = torch.ones_like(gt[:, :1])
+        p = (torch.cat([ones, gt], 1) - torch.cat([gt, torch.zeros_like(ones)], 1)).clamp_min(0)
+        return p / p.sum(1, keepdim=True).clamp_min(1e-12)
 
     def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
         if self.method == "softmax":  # the most probable rank's logit

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..data.dataset import FaceSet
+from ..data.dataset import FaceSet, label_columns
+from ..losses import labelled
 from ..preprocess import to_input
 from ..tasks import Task
 
@@ -51,13 +52,14 @@ def predict_set(
     probs: dict[str, list] = {t.name: [] for t in tasks}
     loss_sum = {t.name: 0.0 for t in tasks}
     loss_n = {t.name: 0 for t in tasks}
+    cols = label_columns(tasks)
     for images, labels in data.batches(batch_size):
         out = forward(model, to_input(images, device, channels_last), tta)
         labels = labels.to(device)
-        for j, t in enumerate(tasks):
+        for t, c in zip(tasks, cols):
             o = out[t.name].float()
-            y = labels[:, j]
-            n = int((~torch.isnan(y)).sum())
+            y = labels[:, c]
+            n = int(labelled(y).sum())
             if n:
                 loss_sum[t.name] += float(t.loss(o, y)) * n
                 loss_n[t.name] += n
@@ -73,7 +75,7 @@ def predict_set(
         "prob": {k: (np.concatenate(v) if v else None) for k, v in probs.items()},
         "loss": {k: (loss_sum[k] / loss_n[k] if loss_n[k] else float("nan")) for k in loss_sum},
         "n": dict(loss_n),
-        "true": {t.name: true[:, j] for j, t in enumerate(tasks)},
+        "true": {t.name: true[:, c] for t, c in zip(tasks, cols)},
     }
 
 
@@ -89,7 +91,7 @@ def predict_set_runtime(predictor: Any, data: FaceSet, tta: str = "none") -> dic
         "pred": {t.name: t.predict(raw[t.name]) for t in tasks},
         "prob": {t.name: t.probabilities(raw[t.name]) for t in tasks},
         "loss": {},
-        "true": {t.name: true[:, j] for j, t in enumerate(tasks)},
+        "true": {t.name: true[:, c] for t, c in zip(tasks, label_columns(tasks))},
     }
 
 
@@ -113,22 +115,23 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
     """Per-task metrics, the trivial baseline's metrics, and the mean skill score.
 
     ``skill`` is 0 for the trivial baseline (majority class / training median)
-    and 1 for a perfect model; its mean over the tasks where it is defined, ``score``, picks
-    the best epoch (NaN when no task's skill is defined, e.g. on a split of one face whose
-    labels the baselines guess right).
+    and 1 for a perfect model; its mean over the tasks that answer at inference and where it
+    is defined, ``score``, picks the best epoch (NaN when no task's skill is defined, e.g. on
+    a split of one face whose labels the baselines guess right; a training-only task, such
+    as a distilled feature, is reported but does not choose the model).
     """
     metrics: dict[str, Any] = {}
     skills = []
     for t in tasks:
         true = result["true"][t.name]
         m = t.metrics(result["pred"][t.name], true)
-        base = t.metrics(np.full(len(true), baselines[t.name]), true)
+        base = t.metrics(np.broadcast_to(np.asarray(baselines[t.name], float), np.shape(true)), true)
         if t.name in result["loss"]:  # a model file outside PyTorch reports no loss
             m["loss"] = result["loss"][t.name]
         m["baseline"] = {k: v for k, v in base.items() if k in ("accuracy", "mae", "mse")}
         if m.get("n", 0):
             m["skill"] = float(t.skill(m, base))
-            if not np.isnan(m["skill"]):
+            if t.inference and not np.isnan(m["skill"]):
                 skills.append(m["skill"])
         metrics[t.name] = m
     metrics["score"] = float(np.mean(skills)) if skills else float("nan")

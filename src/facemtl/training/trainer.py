@@ -18,10 +18,11 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config
 from ..data.augment import augment
-from ..data.dataset import DataBundle, build_data
+from ..data.dataset import DataBundle, balance_weights, build_data, label_columns
 from ..device import seed_everything, to_device
 from ..epochlog import truncate_epochs
 from ..jsonutil import dumps
+from ..losses import labelled
 from ..model import MultiTaskNet
 from ..model.load import load_weights
 from ..preprocess import to_input
@@ -77,9 +78,14 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.tasks = [build_task(s) for s in cfg.tasks]
         self.task_names = [x.name for x in self.tasks]
+        self.label_columns = label_columns(self.tasks)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
         if "image_cache" in self.data.report:
             self.log(f"images: {self.data.report['image_cache']}")
+        if t.balance_by:
+            self.data.train.sample_weights, balance = balance_weights(self.data.train.attributes, self.tasks, t.balance_by)
+            self.log(f"balanced sampling by {' x '.join(t.balance_by)}: {balance['cells']} cells of "
+                     f"{balance['smallest_cell']} to {balance['largest_cell']} training images, drawn equally often")
         # Seed again: the initial weights depend on the seed only, not on whether the
         # data was read here or handed over (experiment grids read it once).
         seed_everything(t.seed)
@@ -266,7 +272,9 @@ class Trainer:
         Returns each task's loss as a detached 0-dim tensor on the training device
         (``None`` when no image of the batch has that task's label).
         """
-        rows = ~torch.isnan(labels)  # which rows each task may learn from, known on the host
+        cols = self.label_columns
+        # which rows each task may learn from, known on the host
+        rows = torch.stack([labelled(labels[:, c]) for c in cols], 1) if cols else torch.zeros(len(labels), 0, dtype=torch.bool)
         x = to_input(images, self.device, False)
         x = augment(x, self.cfg.data.augment, self.generator)
         if self.channels_last:
@@ -275,7 +283,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
             out = self.net(x)
-        losses = {t.name: t.loss(out[t.name].float(), labels[:, j], rows[:, j]) for j, t in enumerate(self.tasks)}
+        losses = {t.name: t.loss(out[t.name].float(), labels[:, c], rows[:, j])
+                  for j, (t, c) in enumerate(zip(self.tasks, cols))}
         total = self.weighting(losses, self.model)
         self.scaler.scale(total).backward()
         self.dist.average_gradients(self.weighting.parameters())  # DDP averages the network's; these are ours
@@ -313,7 +322,8 @@ class Trainer:
             if res["prob"][t.name] is not None:
                 arrays[f"prob/{t.name}"] = res["prob"][t.name].astype(np.float32)
         for k, v in part.attributes.items():
-            arrays[f"attr/{k}"] = v
+            if v.ndim == 1:  # vectors (teacher features) stay out: they are no grouping column
+                arrays[f"attr/{k}"] = v
         np.savez_compressed(self.out / "test_predictions.npz", **arrays)
         (self.out / "test_metrics.json").write_text(dumps(metrics, indent=1))
         return metrics

@@ -1,0 +1,131 @@
+"""Teacher features for training images, computed once and cached by file content.
+
+``teacher_features(paths, cache_dir)`` returns one vector per image (dlib's 128-D face
+descriptor, :mod:`facemtl.faces.descriptor`), NaN where it could not be computed (a
+missing label for the task that learns from it). Vectors are kept in one SQLite file per
+teacher in ``cache_dir`` (the data folder may be read-only), keyed by the MD5 of the
+image's bytes: a file that changes gets a new key and is computed again; the same image
+under another name or in another dataset is computed once.
+
+Why SQLite: a key-value store with atomic commits from the standard library; a killed
+run keeps every batch it committed, and tens of thousands of 128-D vectors fit in a few
+megabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+#: Where caches go unless ``data.cache_dir`` says otherwise.
+DEFAULT_CACHE_DIR = "~/.cache/facemtl"
+
+
+def file_digest(path: str | Path) -> str:
+    """MD5 of a file's bytes, as hex (a content key, not a security measure)."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+class FeatureCache:
+    """``{file digest: float32 vector}`` for one teacher, in ``folder/<teacher>.sqlite``."""
+
+    def __init__(self, folder: str | Path, teacher: str, dim: int) -> None:
+        self.folder = Path(folder).expanduser()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / f"{teacher}.sqlite"
+        self.dim = dim
+        self.db = sqlite3.connect(self.path, timeout=60)
+        self.db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        self.db.commit()
+
+    def get(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        keys = list(dict.fromkeys(digests))
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            rows = self.db.execute(f"SELECT digest, vector FROM features WHERE digest IN ({','.join('?' * len(part))})",
+                                   part)
+            out.update({d: np.frombuffer(v, dtype=np.float32).copy() for d, v in rows})
+        return out
+
+    def put(self, items: dict[str, np.ndarray]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?)",
+                            [(d, np.asarray(v, np.float32).tobytes()) for d, v in items.items()])
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+_worker = None
+
+
+def _init_worker() -> None:
+    global _worker
+    from ..faces.descriptor import DlibDescriptor
+
+    _worker = DlibDescriptor()
+
+
+def _describe(path: str) -> np.ndarray | None:
+    from ..images import load_rgb
+
+    try:
+        return _worker.describe(load_rgb(path))
+    except Exception:  # an unreadable image or a failed descriptor is a missing label
+        return None
+
+
+def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE_DIR, teacher: str = "dlib_resnet_v1",
+                     workers: int = 2, progress: bool = True, log: Callable[[str], None] = print,
+                     batch: int = 256) -> np.ndarray:
+    """``(N, 128) float32`` teacher vectors for ``paths`` (NaN rows where none could be made)."""
+    from ..faces import descriptor
+
+    if teacher != descriptor.NAME:
+        raise ValueError(f"unknown teacher {teacher!r}; facemtl has: {descriptor.NAME}")
+    digests = [file_digest(p) for p in paths]
+    cache = FeatureCache(cache_dir, teacher, descriptor.DIM)
+    try:
+        known = cache.get(digests)
+        first: dict[str, str] = {}  # one path per digest not cached yet (copies are computed once)
+        for d, p in zip(digests, paths):
+            if d not in known:
+                first.setdefault(d, p)
+        todo = list(first.items())
+        cached = sum(d in known for d in digests)
+        log(f"teacher {teacher}: {cached} of {len(paths)} images cached in {cache.path}; computing {len(todo)} "
+            f"(byte-identical copies computed once)")
+        failed = 0
+        if todo:
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(todo), unit="face", desc=f"teacher {teacher}")
+            with ProcessPoolExecutor(max(1, workers), initializer=_init_worker) as pool:
+                for i in range(0, len(todo), batch):
+                    part = todo[i : i + batch]
+                    vecs = list(pool.map(_describe, [p for _, p in part], chunksize=16))
+                    done = {d: v for (d, _), v in zip(part, vecs) if v is not None}
+                    failed += len(part) - len(done)
+                    cache.put(done)  # committed per batch: a killed run keeps what it computed
+                    known.update(done)
+                    if bar is not None:
+                        bar.update(len(part))
+            if bar is not None:
+                bar.close()
+        if failed:
+            log(f"teacher {teacher}: no descriptor for {failed} images (a missing label for them)")
+    finally:
+        cache.close()
+    out = np.full((len(paths), descriptor.DIM), np.nan, dtype=np.float32)
+    for i, d in enumerate(digests):
+        if d in known:
+            out[i] = known[d]
+    return out

@@ -1,0 +1,156 @@
+"""The accurate variant (opt-in): dlib's face descriptor beside the network, its knowledge in the answer.
+
+A linear classifier per classification task, fitted on dlib's 128-D face descriptors of
+the model's training faces (:func:`fit_fusion`), gives a second opinion; the answer is the
+mixture ``p = mix * p_network + (1 - mix) * p_descriptor`` of the two probability vectors.
+The descriptor costs tens of milliseconds a face on a CPU (``facemtl benchmark`` measures
+it), which is why the default path never computes it: ``facemtl analyze --accurate``.
+
+The fusion file (JSON) holds the descriptor's standardisation (the training faces' mean and
+spread), per task its classes, weights ``W (C, 128)`` and biases ``b (C,)``, and ``mix``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..tasks.base import softmax
+from .predictor import Predictor
+from .results import TaskAnswer
+
+DEFAULT_FUSION = "utkface_fusion.json"
+
+
+@dataclass
+class FusionHead:
+    teacher: str
+    mean: np.ndarray
+    std: np.ndarray
+    tasks: dict[str, dict[str, Any]]
+    mix: float = 0.5
+
+    def probabilities(self, task: str, features: np.ndarray) -> np.ndarray:
+        """``(N, C)`` class probabilities of ``task`` from descriptors ``(N, 128)``."""
+        spec = self.tasks[task]
+        z = (np.asarray(features, np.float32) - self.mean) / self.std
+        return softmax(z @ np.asarray(spec["W"], np.float32).T + np.asarray(spec["b"], np.float32), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher, "mix": self.mix, "mean": self.mean.tolist(), "std": self.std.tolist(),
+                "tasks": self.tasks}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FusionHead":
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
+                       float(d.get("mix", 0.5)))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path} is not a facemtl fusion file ({type(exc).__name__}: {exc})") from None
+
+
+def default_fusion_path() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("facemtl") / "weights" / DEFAULT_FUSION))
+
+
+class FusedPredictor:
+    """A :class:`Predictor` whose classification answers mix in the descriptor's opinion.
+
+    The pipeline computes each face's descriptor in its worker threads (:meth:`describe_face`)
+    and hands them to :meth:`predict` with the crops.
+    """
+
+    def __init__(self, predictor: Predictor, head: FusionHead) -> None:
+        from ..faces.descriptor import NAME
+
+        if head.teacher != NAME:
+            raise ValueError(f"the fusion file needs the {head.teacher!r} descriptor, which facemtl does not have")
+        known = {t.name for t in predictor.tasks}
+        unknown = sorted(set(head.tasks) - known)
+        if unknown:
+            raise ValueError(f"the fusion file covers task {unknown[0]!r}, which this model lacks")
+        self.predictor, self.head = predictor, head
+        self.tasks, self.size, self.info = predictor.tasks, predictor.size, predictor.info
+        self.batch_size, self.interval = predictor.batch_size, predictor.interval
+        self._local = threading.local()
+
+    def describe_face(self, rgb: np.ndarray, face: Any | None) -> np.ndarray:
+        """dlib's descriptor of ``face`` (a detected :class:`~facemtl.faces.Face`, or ``None``: the
+        whole of ``rgb`` is an aligned crop). One descriptor network per thread."""
+        desc = getattr(self._local, "desc", None)
+        if desc is None:
+            from ..faces.descriptor import DlibDescriptor
+
+            desc = self._local.desc = DlibDescriptor()
+        if face is None:
+            return desc.describe(rgb)
+        if face.scheme == "dlib5":
+            return desc.describe(rgb, face.landmarks)
+        return desc.describe_box(rgb, face.box)
+
+    def predict(self, crops: Sequence[np.ndarray], features: Sequence[np.ndarray] | None = None
+                ) -> list[dict[str, TaskAnswer]]:
+        if len(crops) == 0:
+            return []
+        if features is None:
+            return self.predictor.predict(crops)
+        raw = self.predictor.raw(crops)
+        feats = np.stack(features)
+        per_task = {}
+        for t in self.tasks:
+            if t.name in self.head.tasks:
+                p = self.head.mix * t.probabilities(raw[t.name]) + (1 - self.head.mix) * self.head.probabilities(t.name, feats)
+                per_task[t.name] = t.answers_from_probabilities(p)
+            else:
+                per_task[t.name] = t.answers(raw[t.name], self.interval)
+        return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
+
+
+def fit_fusion(features: np.ndarray, labels: dict[str, np.ndarray], classes: dict[str, list[str]],
+               val_features: np.ndarray, val_labels: dict[str, np.ndarray], teacher: str,
+               l2: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1)) -> tuple[FusionHead, dict[str, Any]]:
+    """Fit one multinomial logistic regression per task on standardised descriptors.
+
+    ``features``: ``(N, 128)`` training descriptors (NaN rows skipped); ``labels``: per task, class
+    indices ``(N,)`` (NaN = missing). The L2 strength is chosen per task on the validation faces.
+    Returns the head and, per task, the validation accuracy of each strength.
+    """
+    import torch
+
+    ok = ~np.isnan(features).any(1)
+    mean, std = features[ok].mean(0), features[ok].std(0) + 1e-6
+    z = lambda f: torch.from_numpy(((f - mean) / std).astype(np.float32))  # noqa: E731
+    heads, scores = {}, {}
+    for task, y in labels.items():
+        m = ok & ~np.isnan(y)
+        mv = ~np.isnan(val_features).any(1) & ~np.isnan(val_labels[task])
+        x, t = z(features[m]), torch.from_numpy(y[m].astype(np.int64))
+        xv, tv = z(val_features[mv]), val_labels[task][mv].astype(np.int64)
+        best = None
+        scores[task] = {}
+        for lam in l2:
+            lin = torch.nn.Linear(x.shape[1], len(classes[task]))
+            opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+            def closure():
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(lin(x), t) + lam * lin.weight.pow(2).sum()
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            with torch.no_grad():
+                acc = float((lin(xv).argmax(1).numpy() == tv).mean())
+            scores[task][str(lam)] = acc
+            if best is None or acc > best[0]:
+                best = (acc, lin.weight.detach().numpy().tolist(), lin.bias.detach().numpy().tolist())
+        heads[task] = {"classes": list(classes[task]), "W": best[1], "b": best[2]}
+    return FusionHead(teacher, mean.astype(np.float32), std.astype(np.float32), heads), scores

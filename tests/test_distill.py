@@ -1,0 +1,176 @@
+"""Feature distillation: the feature task's loss and masking, the teacher cache, a tiny run."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from facemtl.tasks import FeatureTask, build_task
+
+
+def test_feature_task_loss_and_masking_by_hand():
+    t = FeatureTask("fr", dim=2)
+    out = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    y = torch.tensor([[2.0, 0.0], [1.0, 0.0], [float("nan"), float("nan")]])
+    # cosine: row 0 identical direction (loss 0), row 1 orthogonal (loss 1), row 2 unlabelled
+    assert t.loss(out, y).item() == pytest.approx(0.5)
+    assert t.loss(out[2:], y[2:]).item() == 0.0  # nothing labelled: a zero that keeps the graph
+    mse = FeatureTask("fr", dim=2, loss_fn="mse")
+    assert mse.loss(out, y).item() == pytest.approx(((1 - 2) ** 2 + 0 + 1 + 4) / 4)
+    assert not t.inference and t.label_width == 2 and t.output_size == 2
+    assert t.strata(np.zeros((3, 2))) is None  # splits never stratify on a vector
+
+
+def test_feature_task_metrics_baseline_and_skill():
+    t = build_task({"name": "fr", "type": "feature", "dim": 2})
+    true = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan]])
+    pred = np.array([[1.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
+    m = t.metrics(pred, true)
+    assert m["n"] == 2 and m["cosine"] == pytest.approx((1 + 1 / math.sqrt(2)) / 2)
+    base = t.baseline(true)
+    assert base == [0.5, 0.5]  # the mean training vector, as plain floats for checkpoints
+    bm = t.metrics(np.broadcast_to(base, true.shape), true)
+    assert bm["cosine"] == pytest.approx(1 / math.sqrt(2))
+    assert 0 < t.skill(m, bm) < 1
+
+
+def test_a_training_only_task_does_not_pick_the_model():
+    from facemtl.training.evaluation import score_predictions
+
+    tasks = [build_task({"name": "g", "type": "nominal"}), build_task({"name": "fr", "type": "feature", "dim": 2})]
+    res = {"pred": {"g": np.array([0.0, 1.0]), "fr": np.array([[1.0, 0.0], [0.0, 1.0]])},
+           "true": {"g": np.array([0.0, 0.0]), "fr": np.array([[1.0, 0.0], [0.0, 1.0]])},
+           "loss": {"g": 1.0, "fr": 0.0}}
+    m = score_predictions(res, tasks, {"g": 0.0, "fr": [0.5, 0.5]})
+    assert m["fr"]["skill"] == pytest.approx(1.0)
+    assert m["score"] == pytest.approx(m["g"]["skill"])  # the feature task's perfect skill is left out
+
+
+def test_teacher_cache_is_reused_and_invalidated(utkface_root, tmp_path):
+    from PIL import Image
+
+    from facemtl.data.teacher import teacher_features
+    from facemtl.data.utkface import read_utkface
+
+    src = read_utkface(utkface_root, limit=20).paths[:3]
+    files = []
+    for i, p in enumerate(src):
+        files.append(str(tmp_path / f"f{i}.jpg"))
+        shutil.copy(p, files[-1])
+    said: list[str] = []
+    v1 = teacher_features(files, tmp_path / "cache", workers=1, progress=False, log=said.append)
+    assert v1.shape == (3, 128) and not np.isnan(v1).any()
+    assert "computing 3" in said[-1]
+    v2 = teacher_features(files, tmp_path / "cache", workers=1, progress=False, log=said.append)
+    assert "computing 0" in said[-1] and np.array_equal(v1, v2)
+    Image.open(files[1]).transpose(Image.FLIP_LEFT_RIGHT).save(files[1])  # the file changes
+    (tmp_path / "broken.jpg").write_text("not an image")
+    v3 = teacher_features(files + [str(tmp_path / "broken.jpg")], tmp_path / "cache", workers=1, progress=False,
+                          log=said.append)
+    assert any("computing 2" in s for s in said[-3:])  # the changed file and the broken one
+    assert np.array_equal(v3[[0, 2]], v1[[0, 2]]) and not np.allclose(v3[1], v1[1])
+    assert np.isnan(v3[3]).all()  # no descriptor: a missing label
+
+
+def test_tiny_distillation_run(utkface_root, tmp_path):
+    """What this checks, honestly: on 400 real faces the feature task trains through the normal
+    trainer (its validation cosine to the teacher beats the mean-vector baseline) while gender
+    still learns, and the checkpoint loads for inference without the training-only head
+    answering. At this size it makes no claim that distillation improves accuracy: that is
+    measured by the experiment grid (configs/experiment_distill.yaml)."""
+    from facemtl.config import config_from_dict
+    from facemtl.inference import FaceAnalyzer
+    from facemtl.training import Trainer
+
+    cfg = config_from_dict({
+        "tasks": [{"name": "gender", "type": "nominal", "classes": ["male", "female"]},
+                  {"name": "face_code", "type": "feature"}],
+        "data": {"root": str(utkface_root), "image_size": 64, "limit": 300, "workers": 1,
+                 "teacher": "dlib_resnet_v1", "cache_dir": str(tmp_path / "cache")},
+        "model": {"backbone": "efficientnet_lite0", "pretrained": True, "shared_stages": None},
+        "optim": {"name": "adamw", "lr": 0.001},
+        "train": {"epochs": 3, "batch_size": 32},
+    })
+    tr = Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    tr.fit()
+    test = tr.test()
+    assert test["face_code"]["skill"] > 0 and test["gender"]["skill"] > 0
+    a = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1)
+    assert [t.name for t in a.tasks] == ["gender"]
+    (answer,) = a.predict_crops([np.zeros((64, 64, 3), np.uint8)])
+    assert set(answer) == {"gender", "gender_probability", "gender_probabilities"}
+
+
+def test_mean_variance_loss_by_hand():
+    from facemtl.losses import mean_variance_loss
+
+    p = torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])  # means 1.5 and 0; variances 0.25 and 0
+    loss = mean_variance_loss(p, torch.tensor([2, 0]), lambda_mean=1.0, lambda_var=1.0)
+    assert loss.item() == pytest.approx((0.25 / 2 + 0) / 2 + (0.25 + 0) / 2)
+    t = build_task({"name": "age", "type": "ordinal", "min_value": 0, "max_value": 2, "mean_variance": [0.2, 0.05]})
+    plain = build_task({"name": "age", "type": "ordinal", "min_value": 0, "max_value": 2})
+    out = torch.tensor([[3.0, -3.0], [0.5, 0.2]], requires_grad=True)
+    y = torch.tensor([1.0, 2.0])
+    extra = t.loss(out, y) - plain.loss(out, y)
+    assert extra.item() > 0
+    extra.backward()
+    assert out.grad.abs().sum() > 0
+
+
+def test_balanced_sampling_draws_cells_equally(utkface_root):
+    from facemtl.config import config_from_dict
+    from facemtl.data import build_data
+    from facemtl.data.dataset import balance_weights
+    from facemtl.tasks import build_task
+
+    tasks = [build_task({"name": "race", "type": "nominal", "num_classes": 5}),
+             build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116})]
+    cfg = config_from_dict({"tasks": [t.to_dict() for t in tasks], "data": {"root": str(utkface_root), "limit": 1500}})
+    data = build_data(cfg.data, tasks, 0, load_images=False)
+    weights, info = balance_weights(data.train.attributes, tasks, ["race", "age"])
+    assert info["cells"] >= 15 and info["smallest_cell"] < info["largest_cell"]
+    g = torch.Generator().manual_seed(0)
+    race = data.train.attributes["race"]
+    drawn = np.concatenate([race[torch.multinomial(weights, len(race), True, generator=g).numpy()]
+                            for _ in range(20)])
+    share = np.bincount(drawn[~np.isnan(drawn)].astype(int), minlength=5) / len(drawn)
+    natural = np.bincount(race[~np.isnan(race)].astype(int), minlength=5) / len(race)
+    assert share.max() - share.min() < natural.max() - natural.min()  # the races come out far more evenly
+
+
+def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
+    """Fit the fusion file for a tiny model on its own training faces, then analyse aligned
+    crops with and without it: the same crops, gender answered by the mixture."""
+    import json
+
+    from facemtl.cli import fusion, main
+    from facemtl.config import config_from_dict
+    from facemtl.data.utkface import read_utkface
+    from facemtl.inference import FaceAnalyzer
+    from facemtl.training import Trainer
+
+    cfg = config_from_dict({
+        "tasks": [{"name": "gender", "type": "nominal", "classes": ["male", "female"]},
+                  {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116}],
+        "data": {"root": str(utkface_root), "image_size": 64, "limit": 300, "workers": 1,
+                 "cache_dir": str(tmp_path / "cache")},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3},
+        "train": {"epochs": 1, "batch_size": 32}})
+    Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
+    res = fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "fusion.json"))
+    spec = json.loads((tmp_path / "fusion.json").read_text())
+    assert set(spec["tasks"]) == {"gender"} and len(spec["mean"]) == 128  # age is numeric: not fused
+    assert max(res["validation_accuracy_by_l2"]["gender"].values()) > 0.6
+    crops = read_utkface(utkface_root, limit=40).paths[-4:]
+    plain = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1)
+    fused = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1, fusion=tmp_path / "fusion.json")
+    a = [r.faces[0].answers for r in plain.analyze_files(crops, aligned=True)]
+    b = [r.faces[0].answers for r in fused.analyze_files(crops, aligned=True)]
+    assert [x["age"] for x in a] == [x["age"] for x in b]  # numeric answers untouched
+    assert any(x["gender"].probabilities != y["gender"].probabilities for x, y in zip(a, b))
+    assert main(["analyze", *crops, "--aligned", "--json", "--no-progress", "--checkpoint",
+                 str(tmp_path / "run" / "best.pt"), "--accurate", str(tmp_path / "fusion.json")]) == 0
