@@ -42,8 +42,8 @@ def test_a_training_only_task_does_not_pick_the_model():
     from facemtl.training.evaluation import score_predictions
 
     tasks = [build_task({"name": "g", "type": "nominal"}), build_task({"name": "fr", "type": "feature", "dim": 2})]
-    res = {"pred": {"g": np.array([0.0, 1.0]), "fr": np.array([[1.0, 0.0], [0.0, 1.0]])},
-           "true": {"g": np.array([0.0, 0.0]), "fr": np.array([[1.0, 0.0], [0.0, 1.0]])},
+    res = {"pred": {"g": np.array([0.0, 0.0]), "fr": np.array([[1.0, 0.0], [0.0, 1.0]])},
+           "true": {"g": np.array([0.0, 1.0]), "fr": np.array([[1.0, 0.0], [0.0, 1.0]])},
            "loss": {"g": 1.0, "fr": 0.0}}
     m = score_predictions(res, tasks, {"g": 0.0, "fr": [0.5, 0.5]})
     assert m["fr"]["skill"] == pytest.approx(1.0)
