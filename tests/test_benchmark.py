@@ -52,3 +52,18 @@ def test_every_command_prints_its_help():
     sub = build_parser()._subparsers._group_actions[0].choices
     for name in COMMANDS:
         assert name in sub[name].format_help()
+
+
+def test_the_stream_rows_give_fps_beside_decode_alone():
+    from facemtl.benchmark import table
+
+    row = {"command": "facemtl stream VIDEO --json", "frames": 300, "fps_stream": 15.0, "fps_end_to_end": 12.0,
+           "vs_decode": 0.1, "cpu_ms_per_frame": 61.0, "stage_cpu_ms_per_frame": {"detect": 30.0},
+           "score": {"recall": 0.966, "track": {"gender_accuracy": 0.886}}}
+    r = {"machine": {"processor": "x", "usable_cores": 2, "load_average": [0, 0, 0], "load_average_after": [0, 0, 0]},
+         "stream": {"video": {"frames": 300, "fps": 30, "size": "640x480", "people": 9, "max_people": 6},
+                    "decode": {"frames": 300, "fps": 150.0, "cpu_seconds": 2.0}, "stream": row}}
+    text = table(r)
+    assert "| decode alone (PyAV) | 300 | 150.0 | 150.0 | 1.00x | 6.7 |" in text
+    assert "| facemtl stream VIDEO --json | 300 | 15.0 | 12.0 | 0.10x | 61.0 |" in text
+    assert "Recall 0.966, gender right on 88.6% of people" in text

@@ -550,7 +550,7 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     peer.add_argument("--peer-venv", metavar="DIR", help="make (or reuse) that environment in DIR")
     p.add_argument("--repeats", type=int, default=3, help="whole-process runs per setting (the median is reported)")
     p.add_argument("--threads", type=int, help="runtime threads in the network rows (default: one per core)")
-    p.add_argument("--only", help="comma-separated sections: network, aligned, photos")
+    p.add_argument("--only", help="comma-separated sections: network, aligned, photos, stream (default: all)")
     p.add_argument("--json", action="store_true", help="print every number as one JSON object instead of tables")
     p.add_argument("--out", help="also write the JSON to this file")
 
@@ -558,10 +558,10 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 def _benchmark_run(a: argparse.Namespace) -> int:
     from .benchmark import table
 
-    sections = [x for x in a.only.split(",") if x] if a.only else ["network", "aligned", "photos"]
-    unknown = set(sections) - {"network", "aligned", "photos"}
+    sections = [x for x in a.only.split(",") if x] if a.only else ["network", "aligned", "photos", "stream"]
+    unknown = set(sections) - {"network", "aligned", "photos", "stream"}
     if unknown:
-        raise ValueError(f"unknown benchmark section {sorted(unknown)[0]!r}; choose network, aligned or photos")
+        raise ValueError(f"unknown benchmark section {sorted(unknown)[0]!r}; choose network, aligned, photos or stream")
     result = benchmark(a.work, a.data, a.crops, a.photos, a.peer_python, a.peer_venv, a.repeats, a.threads, sections)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

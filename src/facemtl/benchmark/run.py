@@ -119,6 +119,10 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
     if "openvino-int8" in m:
         runs["facemtl (openvino int8)"] = _facemtl("--aligned", crops, "--checkpoint", m["openvino-int8"])
     runs["facemtl (eager pytorch)"] = _facemtl("--aligned", crops, "--checkpoint", m["torch"])
+    from ..inference.fusion import default_fusion_path
+
+    if default_fusion_path().is_file():  # the accurate variant: dlib's descriptor beside the shipped network
+        runs["facemtl (shipped, --accurate)"] = _facemtl("--aligned", crops, "--accurate")
     if peer_python:
         script = Path(prep["crops"]).parent / "peer_aligned.py"
         script.write_text(ALIGNED)
@@ -173,8 +177,8 @@ def photo_rows(prep: dict[str, Any], peer_python: str | None, log: Callable[[str
 
 def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = None, crops: int = 2000,
                   photos: int = 100, peer_python: str | None = None, repeats: int = 3, threads: int | None = None,
-                  seconds: float = 3.0, sections: tuple[str, ...] = ("network", "aligned", "photos"),
-                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                  seconds: float = 3.0, sections: tuple[str, ...] = ("network", "aligned", "photos", "stream"),
+                  log: Callable[[str], None] = lambda s: None, stream_seconds: float = 60.0) -> dict[str, Any]:
     """Run the benchmark's ``sections``; returns every number as one dict (see :func:`table`)."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -188,6 +192,16 @@ def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = No
         result["aligned"] = aligned_rows(prep, peer_python, repeats, log)
     if "photos" in sections:
         result["photos"] = photo_rows(prep, peer_python, log)
+    if "stream" in sections:
+        import importlib.util
+
+        if importlib.util.find_spec("av") is None:
+            log("skipping the stream rows: they need facemtl[video]")
+        else:
+            from ..video.benchmark import stream_figures
+
+            log(f"stream: a {stream_seconds:.0f} s test video, decode alone, stream --json and with --annotate")
+            result["stream"] = stream_figures(seconds=stream_seconds, data_root=data, work_dir=work / "stream")
     if hasattr(os, "getloadavg"):
         result["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return result
@@ -234,4 +248,21 @@ def table(r: dict[str, Any]) -> str:
                 lines.append(f"| {size} ({p['photos']}) | {k} | {x['photos_per_s']:.1f} | {ratio} | "
                              f"{x['recall']:.3f} ({x['found']}/{x['faces']}) | {x['false_positives']} |")
         lines.append("")
+    if r.get("stream"):
+        st = r["stream"]
+        v = st["video"]
+        lines += [f"Live video, whole process, on a {v['frames'] / v['fps']:.0f} s {v['size']} test video at "
+                  f"{v['fps']} fps ({v['people']} people, up to {v['max_people']} at once):", "",
+                  "| process | frames | FPS (stream) | FPS (whole process) | x decode alone | CPU ms per frame |",
+                  "|---|---:|---:|---:|---:|---:|",
+                  f"| decode alone (PyAV) | {st['decode']['frames']} | {st['decode']['fps']} | {st['decode']['fps']} | "
+                  f"1.00x | {1000 * st['decode']['cpu_seconds'] / max(st['decode']['frames'], 1):.1f} |"]
+        for name in ("stream", "annotate"):
+            if name in st:
+                x = st[name]
+                lines.append(f"| {x['command']} | {x['frames']} | {x['fps_stream']} | {x['fps_end_to_end']} | "
+                             f"{x['vs_decode']:.2f}x | {x['cpu_ms_per_frame']} |")
+        s = st["stream"]["score"]
+        lines += ["", f"Recall {s['recall']:.3f}, gender right on {100 * (s['track'].get('gender_accuracy') or 0):.1f}% "
+                  f"of people; CPU ms per frame by stage: {st['stream']['stage_cpu_ms_per_frame']}.", ""]
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from ..tasks.base import softmax
 from .predictor import Predictor
 from .results import TaskAnswer
 
-DEFAULT_FUSION = "utkface_fusion.json"
+DEFAULT_FUSION = "utkface_lite0_fusion.json"
 
 
 @dataclass
