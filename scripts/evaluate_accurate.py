@@ -21,17 +21,6 @@ from pathlib import Path
 import numpy as np
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``k / n``."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return c - h, c + h
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="UTKFace folder (default: the one the shipped model records)")
@@ -41,6 +30,7 @@ def main() -> None:
 
     from facemtl.data.model_data import model_data
     from facemtl.inference import FaceAnalyzer, default_model_path, load_predictor
+    from facemtl.subgroups import wilson_interval as wilson
 
     info = load_predictor(default_model_path()).info
     test = model_data(info, a.data).test

@@ -18,11 +18,13 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # t(0.975, df)
 
 
 def interval(x: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95 % t-interval."""
+    """Mean and half-width of the 95 % t-interval (Student's t quantile in place of the normal's:
+    three seeds are too few for the normal approximation)."""
+    from facemtl.subgroups import mean_interval
+
     a = np.asarray(x, float)
-    if len(a) < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(T95.get(len(a) - 1, 1.96) * a.std(ddof=1) / np.sqrt(len(a)))
+    lo, hi = mean_interval(a, z=T95.get(len(a) - 1, 1.96))
+    return float(a.mean()), (hi - lo) / 2
 
 
 def seed_figures(run: Path) -> dict[str, float]:

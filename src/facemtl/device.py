@@ -7,6 +7,16 @@ import random
 import numpy as np
 
 
+def check_device_name(name: str) -> None:
+    """Refuse a device name facemtl does not know, in one sentence and without torch (every
+    runtime checks it, also those that would otherwise ignore it): ``auto``, ``cpu``,
+    ``cuda`` or ``cuda:N``."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(name)):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(name: str = "auto"):
     """A ``torch.device`` from a name: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
 
@@ -14,14 +24,10 @@ def resolve_device(name: str = "auto"):
     """
     import torch
 
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for, but this machine has no CUDA GPU")
     return dev

@@ -82,18 +82,11 @@ def missing_extra(spec: RuntimeSpec) -> str | None:
     return f"the {spec.name} runtime needs {', '.join(missing)}: {what}"
 
 
-def check_device_name(device: str) -> None:
-    """Refuse a device name no runtime knows, before any runtime is loaded (the ONNX and
-    OpenVINO runtimes would otherwise ignore it): ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
-    import re
-
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
-
-
 def open_runtime(path: str | Path, name: str | None = None, **options: Any) -> Any:
     """Load ``path`` with its runtime (see :func:`runtime_for`); ``options`` (``device``,
     ``threads``) go to the runtime."""
+    from ...device import check_device_name
+
     check_device_name(options.get("device", "auto"))
     spec = runtime_for(path, name)
     msg = missing_extra(spec)
