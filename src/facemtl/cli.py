@@ -100,33 +100,12 @@ def evaluate(
 
     if runtime_for(checkpoint, runtime).name != "torch":
         return _evaluate_file(checkpoint, split, data_root, device, batch_size, tta, runtime)
-    from .data import build_data
-    from .device import resolve_device
-    from .model import load_model
-    from .training.evaluation import predict_set, score_predictions
+    from .training.evaluation import predict_checkpoint, score_predictions
 
-    dev = resolve_device(device)
-    model, tasks, cfg, state = load_model(checkpoint, dev)
-    if data_root:
-        cfg.data.root = str(Path(data_root).expanduser().resolve())
-    elif not Path(cfg.data.root).is_absolute():  # written in the model file: relative to its folder
-        written = cfg.data.root
-        cfg.data.root = str((Path(checkpoint).resolve().parent / written).resolve())
-        if not Path(cfg.data.root).exists():
-            raise FileNotFoundError(f"data folder {cfg.data.root} does not exist (the model file's data.root "
-                                    f"{written!r}, relative to the model file's folder); pass --data-root")
-    if not Path(cfg.data.root).exists():
-        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist"
-                                + ("" if data_root else " (the model file's data.root); pass --data-root"))
-    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
-    part = data.split(split)
-    if len(part) == 0:
-        raise ValueError(f"the {split} split of this data is empty")
-    part.cache(progress=len(part) > 2000 and sys.stderr.isatty())
-    res = predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta)
+    res, tasks, data, state = predict_checkpoint(checkpoint, split, data_root, device, batch_size, tta)
     metrics = score_predictions(res, tasks, data.baselines)
-    metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(part), "epoch": state.get("epoch"),
-                        "tta": tta, "runtime": "torch", "tasks": [t.to_dict() for t in tasks]}
+    metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(data.split(split)),
+                        "epoch": state.get("epoch"), "tta": tta, "runtime": "torch", "tasks": [t.to_dict() for t in tasks]}
     return metrics
 
 

