@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from facemtl.cli import main
 from facemtl.tasks import FeatureTask, build_task
 
 
@@ -76,7 +78,7 @@ def test_teacher_cache_is_reused_and_invalidated(utkface_root, tmp_path):
     assert np.isnan(v3[3]).all()  # no descriptor: a missing label
 
 
-def test_tiny_distillation_run(utkface_root, tmp_path):
+def test_tiny_distillation_run(utkface_root, tmp_path, capsys):
     """What this checks, honestly: on 400 real faces the feature task trains through the normal
     trainer (its validation cosine to the teacher beats the mean-vector baseline) while gender
     still learns, and the checkpoint loads for inference without the training-only head
@@ -103,6 +105,11 @@ def test_tiny_distillation_run(utkface_root, tmp_path):
     assert [t.name for t in a.tasks] == ["gender"]
     (answer,) = a.predict_crops([np.zeros((64, 64, 3), np.uint8)])
     assert set(answer) == {"gender", "gender_probability", "gender_probabilities"}
+    # evaluate --json prints JSON alone: the teacher's cache summary goes to stderr
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["gender"]["accuracy"] > 0 and "teacher dlib_resnet_v1" in err
 
 
 def test_mean_variance_loss_by_hand():

@@ -14,8 +14,10 @@ megabytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -82,9 +84,14 @@ def _describe(path: str) -> np.ndarray | None:
 
 
 def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE_DIR, teacher: str = "dlib_resnet_v1",
-                     workers: int = 2, progress: bool = True, log: Callable[[str], None] = print,
+                     workers: int = 2, progress: bool = True, log: Callable[[str], None] | None = None,
                      batch: int = 256) -> np.ndarray:
-    """``(N, 128) float32`` teacher vectors for ``paths`` (NaN rows where none could be made)."""
+    """``(N, 128) float32`` teacher vectors for ``paths`` (NaN rows where none could be made).
+
+    ``log``: where the one-line cache summary goes (default: standard error, so that a
+    command's ``--json`` output stays JSON)."""
+    if log is None:
+        log = functools.partial(print, file=sys.stderr)
     from ..faces import descriptor
 
     if teacher != descriptor.NAME:
