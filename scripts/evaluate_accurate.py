@@ -1,6 +1,7 @@
 """The accurate variant against the fast path on the shipped model's held-out test split.
 
     python scripts/evaluate_accurate.py [--data ../shared/data/utkface] [--limit N] [--out FILE]
+        [--model M.pt --fusion F.json]   # another model and its fusion file (facemtl fusion)
 
 Runs the same aligned test crops through ``FaceAnalyzer(aligned)`` twice in one process,
 without and with ``fusion=True`` (the shipped fusion file: classifiers on dlib's face
@@ -26,13 +27,16 @@ def main() -> None:
     ap.add_argument("--data", help="UTKFace folder (default: the one the shipped model records)")
     ap.add_argument("--limit", type=int, help="first N test faces only")
     ap.add_argument("--out", help="also write the figures as JSON here")
+    ap.add_argument("--model", help="the model file (default: the shipped one)")
+    ap.add_argument("--fusion", help="its fusion file (default: the shipped one, for the shipped model)")
     a = ap.parse_args()
 
     from facemtl.data.model_data import model_data
     from facemtl.inference import FaceAnalyzer, default_model_path, load_predictor
     from facemtl.subgroups import wilson_interval as wilson
 
-    info = load_predictor(default_model_path()).info
+    model = a.model or default_model_path()
+    info = load_predictor(model).info
     test = model_data(info, a.data).test
     paths = list(test.paths[: a.limit] if a.limit else test.paths)
     classif = [t for t in info.build_tasks() if t.class_names() is not None]
@@ -40,9 +44,9 @@ def main() -> None:
     race = test.attributes["race"][: len(paths)] if "race" in test.attributes else None
     race_names = next((t.class_names() for t in classif if t.label == "race"), None)
 
-    out: dict = {"faces": len(paths), "model": str(default_model_path())}
-    for name, fusion in (("fast", None), ("accurate", True)):
-        with FaceAnalyzer(fusion=fusion) as analyzer:
+    out: dict = {"faces": len(paths), "model": str(model), "fusion": a.fusion or "shipped"}
+    for name, fusion in (("fast", None), ("accurate", a.fusion or True)):
+        with FaceAnalyzer(model, fusion=fusion) as analyzer:
             t0 = time.perf_counter()
             results = list(analyzer.analyze_files(paths, aligned=True))
             seconds = time.perf_counter() - t0
