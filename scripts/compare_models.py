@@ -40,21 +40,20 @@ def _interval(x: np.ndarray, kind: str) -> list[float]:
 
 
 def _gap(scores: np.ndarray, groups: np.ndarray, names: list[str], kind: str) -> dict:
-    """The highest and lowest group means, their difference and its normal 95 % interval."""
-    from facemtl.subgroups import Z95
+    """The highest and lowest groups (:func:`facemtl.subgroups.largest_gap` among groups of at
+    least ``MIN_GROUP`` faces), their difference and its normal 95 % interval (two
+    independent groups)."""
+    from facemtl.subgroups import Z95, largest_gap, subgroup_table
 
-    cells = {}
-    for g in np.unique(groups):
-        x = scores[groups == g]
-        if len(x) >= MIN_GROUP:
-            cells[names[int(g)] if names else str(g)] = x
-    means = {k: float(v.mean()) for k, v in cells.items()}
-    hi, lo = max(means, key=means.get), min(means, key=means.get)
-    a, b = cells[hi], cells[lo]
-    gap = means[hi] - means[lo]
+    labels = np.array([names[int(g)] if names else str(g) for g in groups])
+    rows = [r for r in subgroup_table({"t": scores}, {"t": kind}, {"group": labels}) if r["n"] >= MIN_GROUP]
+    g = largest_gap(rows, f"t_{kind}", MIN_GROUP)
+    a, b = scores[labels == g["max"]["group"]], scores[labels == g["min"]["group"]]
     half = Z95 * math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-    return {"highest": hi, "lowest": lo, "gap": gap, "ci95": [gap - half, gap + half],
-            "groups": {k: {"n": len(v), "mean": means[k], "ci95": _interval(v, kind)} for k, v in cells.items()}}
+    return {"highest": g["max"]["group"], "lowest": g["min"]["group"], "gap": g["gap"],
+            "ci95": [g["gap"] - half, g["gap"] + half],
+            "groups": {r["group"]: {"n": r["n"], "mean": r[f"t_{kind}"], "ci95": [r[f"t_{kind}_lo"], r[f"t_{kind}_hi"]]}
+                       for r in rows}}
 
 
 def main() -> None:

@@ -85,6 +85,12 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _upright_size(im: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of ``im`` as shown, after EXIF orientation (without decoding it)."""
+    w, h = im.size
+    return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)  # stored rotated by 90 degrees
+
+
 def _open(path: str | Path | IO[bytes]) -> Image.Image:
     """``Image.open`` (of a path or a binary file object) with the size limit and the empty-file
     case said in one sentence."""
@@ -131,9 +137,7 @@ def read_square(path: str | Path | IO[bytes], size: int) -> tuple[np.ndarray, tu
     (``analyze --aligned`` on 200 px crops: 0.41 ms a crop instead of 0.52).
     """
     with _open(path) as im:
-        w, h = im.size
-        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored rotated by 90 degrees
-            w, h = h, w
+        w, h = _upright_size(im)
         if im.format == "JPEG":
             im.draft("RGB", (size, size))  # let libjpeg decode at a reduced scale when it can
         im = to_rgb(im)
@@ -157,9 +161,7 @@ def read_image(image: Any, keep_side: int | None = None) -> tuple[np.ndarray, tu
         rgb = open_image(image)
         return rgb, (int(rgb.shape[1]), int(rgb.shape[0]))
     with _open(image) as im:
-        w, h = im.size
-        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored rotated by 90 degrees
-            w, h = h, w
+        w, h = _upright_size(im)
         long_side = max(w, h)
         if long_side >= 2 * keep_side and im.format == "JPEG":
             im.draft("RGB", (max(1, im.size[0] * keep_side // long_side), max(1, im.size[1] * keep_side // long_side)))

@@ -41,6 +41,27 @@ def _timed(cmd: list[str], stdin_file: str | None = None) -> tuple[float, str]:
     return dt, res.stdout
 
 
+def _interleaved(runs: dict[str, list[str]], repeats: int, busy: bool,
+                 each: Callable[[int, str, float], None]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Every command of ``runs`` ``repeats`` times, interleaved (so drifts in the machine's load
+    hit all alike), each beside one busy process when ``busy``; returns the seconds of every
+    run and each command's last stdout. ``each(run, name, seconds)`` is told after each run."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    texts: dict[str, str] = {}
+    for r in range(repeats):
+        for name, cmd in runs.items():
+            other = _busy() if busy else None
+            try:
+                dt, texts[name] = _timed(cmd)
+            finally:
+                if other is not None:
+                    other.kill()
+                    other.wait()
+            times[name].append(dt)
+            each(r, name, dt)
+    return times, texts
+
+
 def _facemtl(*args: str) -> list[str]:
     return [sys.executable, "-m", "facemtl.cli", "analyze", "--json", "--no-progress", *args]
 
@@ -141,18 +162,8 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
         runs[PEER] = [peer_python, str(script), str(listing)]
     out: dict[str, Any] = {}
     for load in ("idle", "busy"):
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        for r in range(repeats):
-            for name, cmd in runs.items():  # interleaved, so drifts in the machine's load hit all alike
-                busy = _busy() if load == "busy" else None
-                try:
-                    dt, _ = _timed(cmd)
-                finally:
-                    if busy is not None:
-                        busy.kill()
-                        busy.wait()
-                times[name].append(dt)
-                log(f"aligned, {load}, run {r + 1}: {name}: {subsets.get(name, n) / dt:.0f} faces/s")
+        times, _ = _interleaved(runs, repeats, load == "busy", lambda r, name, dt: log(
+            f"aligned, {load}, run {r + 1}: {name}: {subsets.get(name, n) / dt:.0f} faces/s"))
         out[load] = {k: {"seconds": [round(t, 2) for t in v], "faces_per_s": round(subsets.get(k, n) / statistics.median(v), 1),
                          **({"faces": subsets[k]} if k in subsets else {})}
                      for k, v in times.items()}
@@ -176,13 +187,8 @@ def photo_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, log:
             script = folder.parent / "peer_photos.py"
             script.write_text(PHOTOS)
             runs[PEER] = [peer_python, str(script), str(listing)]
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        texts: dict[str, str] = {}
-        for r in range(repeats):
-            for name, cmd in runs.items():  # interleaved, so drifts in the machine's load hit all alike
-                dt, texts[name] = _timed(cmd)
-                times[name].append(dt)
-                log(f"photos {size}, run {r + 1}: {name}: {n / dt:.1f} photos/s")
+        times, texts = _interleaved(runs, repeats, False, lambda r, name, dt: log(
+            f"photos {size}, run {r + 1}: {name}: {n / dt:.1f} photos/s"))
         rows: dict[str, Any] = {}
         for name, text in texts.items():
             if name == PEER:
@@ -250,7 +256,6 @@ def table(r: dict[str, Any]) -> str:
         lines.append("")
     if r.get("aligned"):
         a = r["aligned"]
-        peer = PEER
         lines += [f"Whole process, `analyze --aligned` on {a['faces']} test-split crops (median of "
                   f"{r['settings']['repeats']} runs, interleaved):", "",
                   "| process | idle: faces/s | x peer | beside one busy process: faces/s | x peer |", "|---|---:|---:|---:|---:|"]
@@ -258,7 +263,7 @@ def table(r: dict[str, Any]) -> str:
             cells = []
             for load in ("idle", "busy"):
                 v = a[load][k]["faces_per_s"]
-                p = a[load].get(peer, {}).get("faces_per_s")
+                p = a[load].get(PEER, {}).get("faces_per_s")
                 cells += [f"{v:.0f}", f"{v / p:.2f}x" if p else "-"]
             subset = a["idle"][k].get("faces")
             lines.append(f"| {k}{f' (first {subset} crops)' if subset else ''} | {' | '.join(cells)} |")

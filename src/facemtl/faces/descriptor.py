@@ -58,7 +58,11 @@ class DlibDescriptor:
             pts = [dlib.point(int(round(x)), int(round(y))) for x, y in np.asarray(landmarks)]
             xs, ys = [p.x for p in pts], [p.y for p in pts]
             shape = dlib.full_object_detection(dlib.rectangle(min(xs), min(ys), max(xs), max(ys)), pts)
-        return np.asarray(dlib.get_face_chip(rgb, shape, size=150, padding=0.25))
+        return self._chip(rgb, shape)
+
+    def _chip(self, rgb: np.ndarray, shape) -> np.ndarray:
+        """dlib's chip for a five-point ``shape`` on contiguous ``rgb``: 150 x 150 px, padding 0.25."""
+        return np.asarray(self._dlib.get_face_chip(rgb, shape, size=150, padding=0.25))
 
     def _face_box(self, rgb: np.ndarray):
         h, w = rgb.shape[:2]
@@ -75,8 +79,8 @@ class DlibDescriptor:
         """The descriptor of the face in ``box`` ``(x1, y1, x2, y2)``, found by another detector: dlib's
         five landmarks are placed inside the box first."""
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        shape = self.shapes(np.ascontiguousarray(rgb), self._dlib.rectangle(x1, y1, x2, y2))
-        chip = np.asarray(self._dlib.get_face_chip(np.ascontiguousarray(rgb), shape, size=150, padding=0.25))
+        rgb = np.ascontiguousarray(rgb)
+        chip = self._chip(rgb, self.shapes(rgb, self._dlib.rectangle(x1, y1, x2, y2)))
         return np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float32)
 
     def describe(self, rgb: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:

@@ -74,6 +74,9 @@ class Pipeline:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.predictor = predictor
+        #: What the predictor computes from each face beside its crop (see ``describe_face`` in
+        #: :mod:`facemtl.inference.fusion`), or None for a predictor that needs crops only.
+        self.describe = getattr(predictor, "describe_face", None)
         self.size = predictor.size
         self.detector_name = detector
         self.min_face = min_face
@@ -141,7 +144,7 @@ class Pipeline:
         """Decode, detect and align one image. Never raises: an image that cannot be read or
         searched becomes an ``error`` result."""
         try:
-            if aligned and isinstance(image, (str, Path)) and not self.keep_images and not self._describes:
+            if aligned and isinstance(image, (str, Path)) and not self.keep_images and self.describe is None:
                 # A crop file straight to the network's size, as training decodes it (the whole
                 # image is the face: nothing else needs its full-size pixels).
                 crop, (result.width, result.height) = read_square(image, self.size)
@@ -157,13 +160,8 @@ class Pipeline:
         except Exception as exc:
             return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
 
-    @property
-    def _describes(self) -> bool:
-        """Whether the predictor wants more of each face than its crop (see ``describe_face``)."""
-        return getattr(self.predictor, "describe_face", None) is not None
-
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
-        describe = getattr(self.predictor, "describe_face", None)  # a predictor that wants more than crops
+        describe = self.describe
         if aligned:
             crop = rgb if rgb.shape[:2] == (self.size, self.size) else \
                 np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR))

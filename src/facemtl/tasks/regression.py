@@ -226,7 +226,8 @@ class OrdinalTask(_Numeric):
 
     def _value_distribution(self, out: "torch.Tensor") -> "torch.Tensor":
         """``P(rank = k)``, ``(N, K)``, as torch (differentiable): the softmax, or the differences of
-        the threshold probabilities ``P(rank > k)`` (clipped at 0, renormalised)."""
+        the threshold probabilities ``P(rank > k)`` (clipped at 0, renormalised). The torch twin of
+        :meth:`probabilities`, which stays NumPy-only so that inference needs no torch."""
         import torch
 
         if self.method == "softmax":
