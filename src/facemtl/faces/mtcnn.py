@@ -106,8 +106,8 @@ class MTCNNDetector(Detector):
     photos (faces of 45 to 125 pixels) where 20 missed one, at twice the speed. ``min_score``: O-Net probability a face must
     reach to be reported (0.95; the cascade's own last-stage threshold, 0.7, lets through
     face-like patches such as a shirt badge). ``factor``: the pyramid's step (0.709, the
-    paper's). A coarser pyramid (0.6) ran 24-28 % faster on composed photos of
-    validation-split faces and found as many of them, but found 97.4 % instead of 98.9 % of
+    paper's). A coarser pyramid (0.6) ran 20-27 % faster on composed photos of
+    validation-split faces and found as many of them, but found 93.4 % instead of 95.8 % of
     lone faces swept across sizes: faces between its scales slip through
     (``scripts/tune_mtcnn.py``, ``docs/results/mtcnn_tuning.json``), so the default stays.
     ``threads``: onnxruntime threads per network
