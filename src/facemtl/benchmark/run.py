@@ -172,7 +172,8 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
 
 def photo_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, log: Callable[[str], None]) -> dict:
     """Per photo size: every detector's photos/s (whole process, median of ``repeats`` runs
-    interleaved with the peer's) and recall, and the peer's."""
+    interleaved with the peer's), idle and beside one busy process, and recall (from the idle
+    runs), and the peer's."""
     from ..faces import DETECTORS
 
     out: dict[str, Any] = {}
@@ -187,8 +188,12 @@ def photo_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, log:
             script = folder.parent / "peer_photos.py"
             script.write_text(PHOTOS)
             runs[PEER] = [peer_python, str(script), str(listing)]
-        times, texts = _interleaved(runs, repeats, False, lambda r, name, dt: log(
-            f"photos {size}, run {r + 1}: {name}: {n / dt:.1f} photos/s"))
+        times: dict[str, dict[str, list[float]]] = {}
+        for load in ("idle", "busy"):
+            times[load], got = _interleaved(runs, repeats, load == "busy", lambda r, name, dt: log(
+                f"photos {size}, {load}, run {r + 1}: {name}: {n / dt:.1f} photos/s"))
+            if load == "idle":
+                texts = got  # recall from the idle runs (the answers do not depend on the load)
         rows: dict[str, Any] = {}
         for name, text in texts.items():
             if name == PEER:
@@ -198,8 +203,10 @@ def photo_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, log:
                 for line in text.splitlines():
                     rec = json.loads(line)
                     found[Path(rec["file"]).name] = [f["box"] for f in rec["faces"]]
-            rows[name] = {"photos_per_s": round(n / statistics.median(times[name]), 2),
-                          "seconds": [round(t, 2) for t in times[name]], **recall(found, labels)}
+            idle, busy = times["idle"][name], times["busy"][name]
+            rows[name] = {"photos_per_s": round(n / statistics.median(idle), 2), "seconds": [round(t, 2) for t in idle],
+                          "busy_photos_per_s": round(n / statistics.median(busy), 2),
+                          "busy_seconds": [round(t, 2) for t in busy], **recall(found, labels)}
             log(f"photos {size}: {name}: {rows[name]['photos_per_s']} photos/s, recall {rows[name]['recall']:.3f}")
         out[size] = {"photos": n, "folder": str(folder), "rows": rows}
     return out
@@ -279,6 +286,16 @@ def table(r: dict[str, Any]) -> str:
                 lines.append(f"| {size} ({p['photos']}) | {k} | {x['photos_per_s']:.1f} | {ratio} | "
                              f"{x['recall']:.3f} ({x['found']}/{x['faces']}) | {x['false_positives']} |")
         lines.append("")
+        busy = {size: p for size, p in r["photos"].items() if all("busy_photos_per_s" in x for x in p["rows"].values())}
+        if busy:
+            lines += ["The same photos beside one busy process (a CPU-bound loop sharing the cores with each run):", "",
+                      "| photos | process | photos/s | x peer |", "|---|---|---:|---:|"]
+            for size, p in busy.items():
+                peer = p["rows"].get(PEER, {}).get("busy_photos_per_s")
+                for k, x in p["rows"].items():
+                    ratio = f"{x['busy_photos_per_s'] / peer:.2f}x" if peer else "-"
+                    lines.append(f"| {size} ({p['photos']}) | {k} | {x['busy_photos_per_s']:.1f} | {ratio} |")
+            lines.append("")
     if r.get("stream"):
         st = r["stream"]
         v = st["video"]
