@@ -1,4 +1,4 @@
-"""Two checkpoints face by face on the same held-out split: paired differences with 95 % intervals.
+"""Two models face by face on the same held-out split: paired differences with 95 % intervals.
 
     python scripts/compare_models.py src/facemtl/weights/utkface_lite0.pt runs/cpu_distill/best.pt \\
         --data-root ../shared/data/utkface --out docs/results/compare.json
@@ -58,8 +58,8 @@ def _gap(scores: np.ndarray, groups: np.ndarray, names: list[str], kind: str) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", help="the reference checkpoint (.pt)")
-    ap.add_argument("b", help="the candidate checkpoint (.pt)")
+    ap.add_argument("a", help="the reference model: a checkpoint (.pt) or an exported file (.onnx, .xml)")
+    ap.add_argument("b", help="the candidate model, likewise")
     ap.add_argument("--split", default="test")
     ap.add_argument("--data-root", help="the data folder, if it moved since training")
     ap.add_argument("--by", default="race", help="label column whose groups' largest gap is reported")
@@ -71,7 +71,16 @@ def main() -> None:
 
     runs = {}
     for key, path in (("a", a.a), ("b", a.b)):
-        res, tasks, data, _ = predict_checkpoint(path, a.split, a.data_root)
+        if path.endswith(".pt"):
+            res, tasks, data, _ = predict_checkpoint(path, a.split, a.data_root)
+        else:  # an exported file (the shipped INT8 ONNX model) in its own runtime, as `facemtl evaluate` runs it
+            from facemtl.data.model_data import model_data
+            from facemtl.inference import load_predictor
+            from facemtl.training.evaluation import predict_set_runtime
+
+            predictor = load_predictor(path)
+            tasks, data = predictor.tasks, model_data(predictor.info, a.data_root)
+            res = predict_set_runtime(predictor, data.split(a.split))
         runs[key] = (res, {t.name: t for t in tasks}, data.split(a.split))
     pa, pb = runs["a"][2], runs["b"][2]
     if list(pa.paths) != list(pb.paths):

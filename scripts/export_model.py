@@ -5,6 +5,12 @@
 Keeps what ``facemtl.training.load_model`` needs (config, task specs, weights,
 frozen tasks, baselines, validation metrics) and drops optimiser and RNG state.
 Weights are stored as float16 (half the size; loading casts them back to float32).
+
+Training-only tasks (a distilled face descriptor: ``Task.inference`` is false) are dropped
+with their heads and the data's ``teacher`` setting, unless ``--keep-training-tasks``: the
+network that answers is the same, the split is the same (a vector target gives no strata),
+and ``facemtl evaluate`` on the file no longer computes the teacher's descriptor for every
+face first. What was dropped is recorded under ``"distilled"``.
 """
 
 from __future__ import annotations
@@ -15,8 +21,26 @@ from pathlib import Path
 import torch
 
 from facemtl.checkpoint import load_checkpoint
+from facemtl.tasks import build_task
 
 KEEP = ("format", "config", "tasks", "frozen", "epoch", "best_score", "best_epoch", "epochs_from", "baselines", "weights", "val_metrics")
+
+
+def drop_training_tasks(slim: dict) -> list[str]:
+    """Remove training-only tasks (spec, config entry, head weights, baselines, metrics) in place."""
+    dropped = [t["name"] for t in slim["tasks"] if not build_task(t).inference]
+    if not dropped:
+        return []
+    slim["tasks"] = [t for t in slim["tasks"] if t["name"] not in dropped]
+    slim["config"]["tasks"] = [t for t in slim["config"]["tasks"] if t["name"] not in dropped]
+    slim["frozen"] = [n for n in slim.get("frozen", []) if n not in dropped]
+    slim["model"] = {k: v for k, v in slim["model"].items() if not any(k.startswith(f"towers.{n}.") for n in dropped)}
+    for key in ("baselines", "val_metrics", "weights"):
+        if isinstance(slim.get(key), dict):
+            slim[key] = {k: v for k, v in slim[key].items() if k not in dropped}
+    slim["distilled"] = {"tasks": dropped, "teacher": slim["config"]["data"].get("teacher")}
+    slim["config"]["data"]["teacher"] = None
+    return dropped
 
 
 def main() -> None:
@@ -25,15 +49,19 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--data-root", default="../shared/data/utkface",
                     help="data folder recorded in the model (relative to where evaluate runs)")
+    ap.add_argument("--keep-training-tasks", action="store_true",
+                    help="keep training-only tasks (a distillation head) and the data's teacher setting")
     a = ap.parse_args()
     state = load_checkpoint(a.checkpoint)
     slim = {k: state[k] for k in KEEP if k in state}
     slim["config"]["data"]["root"] = a.data_root
     slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
     slim["source"] = Path(a.checkpoint).name
+    dropped = [] if a.keep_training_tasks else drop_training_tasks(slim)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, a.out)
-    print(f"{a.out}: {Path(a.out).stat().st_size / 2**20:.1f} MiB")
+    print(f"{a.out}: {Path(a.out).stat().st_size / 2**20:.1f} MiB"
+          + (f" (training-only tasks dropped: {', '.join(dropped)})" if dropped else ""))
 
 
 if __name__ == "__main__":

@@ -93,3 +93,46 @@ def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops
     text = table(r)
     assert "| 640x480 (100) | facemtl mtcnn | 42.0 | 2.10x | 0.970 (97/100) | 1 |" in text
     assert "| 640x480 (100) | facemtl mtcnn | 30.0 | 2.50x |" in text
+
+
+def test_baseline_rows_give_the_shipped_models_speed_over_the_previous_one():
+    from facemtl.benchmark import table
+    from facemtl.benchmark.run import BASELINE, baseline_ratios
+
+    machine = {"processor": "x", "usable_cores": 2, "load_average": [0, 0, 0], "load_average_after": [0, 0, 0]}
+    net = [{"runtime": "onnxruntime", "precision": "int8", "shipped": True, "faces_per_s_batch1": 500.0,
+            "faces_per_s_batch32": 1200.0, "latency_ms_median": 2.0, "latency_ms_p95": 2.5, "peak_memory_mb": 180.0,
+            "file_mb": 7.7},
+           {"runtime": "onnxruntime", "precision": "int8", "shipped": False, "baseline": "old.onnx",
+            "faces_per_s_batch1": 400.0, "faces_per_s_batch32": 1000.0, "latency_ms_median": 2.5,
+            "latency_ms_p95": 3.0, "peak_memory_mb": 180.0, "file_mb": 7.7}]
+    idle = {"facemtl (shipped, onnxruntime int8)": {"faces_per_s": 700.0}, BASELINE: {"faces_per_s": 560.0}}
+    busy = {"facemtl (shipped, onnxruntime int8)": {"faces_per_s": 500.0}, BASELINE: {"faces_per_s": 500.0}}
+    r = {"machine": machine, "settings": {"repeats": 3, "baseline": "old.onnx"}, "network": net,
+         "aligned": {"faces": 2000, "idle": idle, "busy": busy}}
+    r["baseline"] = baseline_ratios(r)
+    assert r["baseline"] == {"model": "old.onnx", "network_batch32": 1.2, "network_batch1": 1.25,
+                             "one_face_latency": 1.25, "aligned_idle": 1.25, "aligned_busy": 1.0}
+    text = table(r)
+    assert "| onnxruntime (baseline model) | int8 | 400 | 1000 |" in text
+    assert "| `analyze --aligned`, idle | 1.25x |" in text and "| network alone, batch 32 | 1.20x |" in text
+
+
+def test_benchmark_refuses_a_baseline_that_is_not_a_model(tmp_path, utkface_root):
+    from facemtl.benchmark.run import prepare
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a model file"):
+        prepare(tmp_path / "work", str(utkface_root), 4, 0, lambda s: None, str(tmp_path / "notes.txt"))
+
+
+def test_interleaved_runs_rotate_so_no_command_always_goes_first():
+    import sys
+
+    from facemtl.benchmark.run import _interleaved
+
+    order: list[str] = []
+    runs = {k: [sys.executable, "-c", "pass"] for k in "abc"}
+    times, _ = _interleaved(runs, 3, False, lambda r, name, dt: order.append(name))
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each command once in each position
+    assert all(len(v) == 3 and min(v) > 0 for v in times.values())

@@ -58,6 +58,19 @@ def test_stratified_split_fractions_and_groups():
         assert len(set(s[groups == g])) == 1
 
 
+def test_split_seed_keeps_the_test_faces_while_the_run_seed_changes(utkface_root):
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_split
+    from facemtl.tasks import build_task
+
+    tasks = [build_task({"name": "gender", "type": "nominal", "classes": ["male", "female"]})]
+    cfg = DataConfig(root=str(utkface_root), limit=400)
+    test = {s: read_split(cfg, tasks, s)[1] for s in (0, 1)}
+    assert not np.array_equal(test[0], test[1])  # by default the run's seed draws the split
+    cfg.split_seed = 0
+    assert np.array_equal(read_split(cfg, tasks, 1)[1], test[0])  # the split's own seed: the same faces
+
+
 def test_augment_identity_and_flip():
     x = torch.rand(4, 3, 32, 32)
     none = AugmentConfig(flip=False, rotate=0, scale=0, translate=0, brightness=0, contrast=0, saturation=0)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ import torch
 
 from facemtl.cli import main
 from facemtl.tasks import FeatureTask, build_task
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_feature_task_loss_and_masking_by_hand():
@@ -78,12 +83,14 @@ def test_teacher_cache_is_reused_and_invalidated(utkface_root, tmp_path):
     assert np.isnan(v3[3]).all()  # no descriptor: a missing label
 
 
-def test_tiny_distillation_run(utkface_root, tmp_path, capsys):
+def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):
     """What this checks, honestly: on 400 real faces the feature task trains through the normal
     trainer (its validation cosine to the teacher beats the mean-vector baseline) while gender
     still learns, and the checkpoint loads for inference without the training-only head
     answering. At this size it makes no claim that distillation improves accuracy: that is
     measured by the experiment grid (configs/experiment_distill.yaml)."""
+    from PIL import Image
+
     from facemtl.config import config_from_dict
     from facemtl.inference import FaceAnalyzer
     from facemtl.training import Trainer
@@ -110,6 +117,36 @@ def test_tiny_distillation_run(utkface_root, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["gender"]["accuracy"] > 0 and "teacher dlib_resnet_v1" in err
+
+    # Slimmed for shipping, the training-only head and the teacher setting go; the answers,
+    # the split and the test metrics stay, and nothing asks dlib for descriptors any more.
+    slim = tmp_path / "slim.pt"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "export_model.py"), str(tmp_path / "run" / "best.pt"),
+                    str(slim), "--data-root", str(utkface_root)], check=True, capture_output=True)
+    state = torch.load(slim, weights_only=False)
+    assert [t["name"] for t in state["tasks"]] == ["gender"] and state["config"]["data"]["teacher"] is None
+    assert state["distilled"] == {"tasks": ["face_code"], "teacher": "dlib_resnet_v1"}
+    assert not any(k.startswith("towers.face_code.") for k in state["model"])
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher's descriptors were computed for a model that does not need them")
+
+    monkeypatch.setattr("facemtl.data.teacher.teacher_features", no_teacher)
+    faces = [np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in tr.data.test.paths[:8]]
+    want = [f["gender_probability"] for f in a.predict_crops(faces)]
+    got = [f["gender_probability"] for f in FaceAnalyzer(slim, workers=1).predict_crops(faces)]
+    assert got == pytest.approx(want, abs=1e-2)  # float16 weights
+    assert main(["evaluate", "--checkpoint", str(slim), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["gender"]["accuracy"] == pytest.approx(test["gender"]["accuracy"], abs=0.02)
+    assert "teacher" not in err
+    # An exported file of the unslimmed checkpoint records the teacher, yet its split is
+    # rebuilt without it (a vector gives no strata): the same test faces.
+    from facemtl.data.model_data import model_data
+
+    info = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1).predictor.info
+    assert info.extra["data"]["teacher"] == "dlib_resnet_v1"
+    assert model_data(info, str(utkface_root)).test.paths == tr.data.test.paths
 
 
 def test_mean_variance_loss_by_hand():

@@ -227,7 +227,7 @@ def export(checkpoint: str, fmt: str, out: str, data: str | None = None, force: 
 
 def benchmark(work: str, data: str | None = None, crops: int = 2000, photos: int = 100, peer_python: str | None = None,
               peer_venv: str | None = None, repeats: int = 3, threads: int | None = None,
-              sections: Sequence[str] = ("network", "aligned", "photos")) -> dict[str, Any]:
+              sections: Sequence[str] = ("network", "aligned", "photos"), baseline: str | None = None) -> dict[str, Any]:
     """Run ``facemtl benchmark`` (see :mod:`facemtl.benchmark`); returns every number."""
     import importlib.util
 
@@ -240,7 +240,7 @@ def benchmark(work: str, data: str | None = None, crops: int = 2000, photos: int
     if peer_venv and not peer_python:
         peer_python = str(make_peer_venv(peer_venv))
     return run_benchmark(work, data, crops, photos, peer_python, repeats, threads, sections=tuple(sections),
-                         log=lambda s: print(s, file=sys.stderr, flush=True))
+                         log=lambda s: print(s, file=sys.stderr, flush=True), baseline=baseline)
 
 def stream(
     sources: Sequence[str],
@@ -530,6 +530,9 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="whole-process runs per setting (the median is reported)")
     p.add_argument("--threads", type=int, help="runtime threads in the network rows (default: one per core)")
     p.add_argument("--only", help="comma-separated sections: network, aligned, photos, stream (default: all)")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="a previous model file (.onnx, .xml or .pt) timed beside the shipped one in the network and "
+                        "aligned rows; the table gives the shipped model's speed over it")
     p.add_argument("--json", action="store_true", help="print every number as one JSON object instead of tables")
     p.add_argument("--out", help="also write the JSON to this file")
 
@@ -541,7 +544,8 @@ def _benchmark_run(a: argparse.Namespace) -> int:
     unknown = set(sections) - {"network", "aligned", "photos", "stream"}
     if unknown:
         raise ValueError(f"unknown benchmark section {sorted(unknown)[0]!r}; choose network, aligned, photos or stream")
-    result = benchmark(a.work, a.data, a.crops, a.photos, a.peer_python, a.peer_venv, a.repeats, a.threads, sections)
+    result = benchmark(a.work, a.data, a.crops, a.photos, a.peer_python, a.peer_venv, a.repeats, a.threads, sections,
+                       a.baseline)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -57,6 +57,9 @@ class DataConfig:
     split: str = "random"
     val_fraction: float = 0.1
     test_fraction: float = 0.2
+    #: Seed of the random split (and of a carved validation split); null: ``train.seed``. Set
+    #: it to vary only the training run's randomness across seeds, on the same test faces.
+    split_seed: int | None = None
     #: For Adience: the test fold (0..4) of the five-fold protocol.
     fold: int = 0
     #: Square input side in pixels (the paper: 224).

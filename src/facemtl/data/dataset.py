@@ -230,7 +230,10 @@ def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
 
 def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int) -> np.ndarray:
     """Split per row; stratified on the tasks' labels, each label column binned by the
-    first task that reads it (:meth:`Task.strata`)."""
+    first task that reads it (:meth:`Task.strata`). ``seed``: the run's seed, unless
+    ``cfg.split_seed`` names the split's own."""
+    if getattr(cfg, "split_seed", None) is not None:
+        seed = cfg.split_seed
     readers = {}
     for t in tasks:
         readers.setdefault(t.label, t)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import DataBundle, FaceSet, build_data
+from .dataset import TEACHER_COLUMN, DataBundle, FaceSet, build_data
 from .table import evenly_spaced
 
 
@@ -44,7 +44,14 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
 
     # The split is stratified on every task the model trained, training-only ones too.
     trained = [build_task(t) for t in info.extra.get("split_tasks") or info.tasks]
-    return build_data(cfg, trained, seed, load_images=False).with_tasks(info.build_tasks())
+    answering = info.build_tasks()
+    if cfg.teacher and not any(t.label == TEACHER_COLUMN for t in answering):
+        # Only a training-only task reads the teacher's vectors, and a vector gives no strata
+        # (Task.strata), so the split is the same without them; computing dlib's descriptor
+        # for every face only to drop it would cost minutes on a fresh machine.
+        cfg.teacher = None
+        trained = [t for t in trained if t.label != TEACHER_COLUMN]
+    return build_data(cfg, trained, seed, load_images=False).with_tasks(answering)
 
 
 def sample(part: FaceSet, n: int | None) -> FaceSet:
