@@ -69,6 +69,8 @@ def main() -> None:
     from facemtl.subgroups import mean_interval
     from facemtl.training.evaluation import predict_checkpoint
 
+    if a.data_root:  # absolute, as predict_checkpoint makes it, so that a .pt and an .onnx list the same paths
+        a.data_root = str(Path(a.data_root).expanduser().resolve())
     runs = {}
     for key, path in (("a", a.a), ("b", a.b)):
         if path.endswith(".pt"):

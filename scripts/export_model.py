@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from facemtl.checkpoint import load_checkpoint
@@ -27,14 +28,32 @@ KEEP = ("format", "config", "tasks", "frozen", "epoch", "best_score", "best_epoc
 
 
 def drop_training_tasks(slim: dict) -> list[str]:
-    """Remove training-only tasks (spec, config entry, head weights, baselines, metrics) in place."""
-    dropped = [t["name"] for t in slim["tasks"] if not build_task(t).inference]
+    """Remove training-only tasks (spec, config entry, the layers only they used, baselines,
+    metrics) in place. Refuses a task whose labels stratify the split: without it the split
+    would change."""
+    from facemtl.config import config_from_dict
+    from facemtl.model import MultiTaskNet
+
+    specs = {t["name"]: build_task(t) for t in slim["tasks"]}
+    dropped = [n for n, t in specs.items() if not t.inference]
     if not dropped:
         return []
+    for n in dropped:
+        t = specs[n]
+        labels = np.zeros(4) if t.label_width == 1 else np.zeros((4, t.label_width))
+        if t.strata(labels) is not None:
+            raise SystemExit(f"task {n!r} is training-only but stratifies the split; keep it (--keep-training-tasks)")
     slim["tasks"] = [t for t in slim["tasks"] if t["name"] not in dropped]
     slim["config"]["tasks"] = [t for t in slim["config"]["tasks"] if t["name"] not in dropped]
     slim["frozen"] = [n for n in slim.get("frozen", []) if n not in dropped]
-    slim["model"] = {k: v for k, v in slim["model"].items() if not any(k.startswith(f"towers.{n}.") for n in dropped)}
+    # the layers the remaining tasks' network has (a dropped task's own branch or neck goes too)
+    net = MultiTaskNet.from_config(config_from_dict(slim["config"]).model, [build_task(t) for t in slim["tasks"]],
+                                   pretrained=False)
+    wanted = set(net.state_dict())
+    missing = wanted - set(slim["model"])
+    if missing:
+        raise SystemExit(f"the checkpoint lacks {sorted(missing)[:3]} for the remaining tasks")
+    slim["model"] = {k: v for k, v in slim["model"].items() if k in wanted}
     for key in ("baselines", "val_metrics", "weights"):
         if isinstance(slim.get(key), dict):
             slim[key] = {k: v for k, v in slim[key].items() if k not in dropped}

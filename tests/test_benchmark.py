@@ -126,13 +126,15 @@ def test_benchmark_refuses_a_baseline_that_is_not_a_model(tmp_path, utkface_root
         prepare(tmp_path / "work", str(utkface_root), 4, 0, lambda s: None, str(tmp_path / "notes.txt"))
 
 
-def test_interleaved_runs_rotate_so_no_command_always_goes_first():
+def test_interleaved_runs_change_order_so_no_command_always_goes_first():
     import sys
 
     from facemtl.benchmark.run import _interleaved
 
     order: list[str] = []
-    runs = {k: [sys.executable, "-c", "pass"] for k in "abc"}
-    times, _ = _interleaved(runs, 3, False, lambda r, name, dt: order.append(name))
-    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # each command once in each position
-    assert all(len(v) == 3 and min(v) > 0 for v in times.values())
+    runs = {k: [sys.executable, "-c", "pass"] for k in "abcd"}
+    times, _ = _interleaved(runs, 4, False, lambda r, name, dt: order.append(name))
+    rounds = [order[i:i + 4] for i in range(0, 16, 4)]
+    assert rounds[0] == list("abcd") and all(sorted(r) == list("abcd") for r in rounds)
+    assert len({r[0] for r in rounds}) > 1 and len({tuple(r) for r in rounds}) > 1  # not one fixed order
+    assert all(len(v) == 4 and min(v) > 0 for v in times.values())

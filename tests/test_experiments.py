@@ -154,9 +154,14 @@ def test_tiny_grid_runs_every_variant_and_seed(tiny_grid):
     assert set(summary["variants"]["single_race"]["metrics"]) == {"race"}
     mae = summary["variants"]["proposed"]["metrics"]["age"]["mae"]
     assert mae["mean"] == pytest.approx(np.mean(mae["values"])) and len(mae["values"]) == 2
-    # every variant was tested on the same images
-    paths = {tuple(np.load(out / "runs" / v.name / "seed0" / "test_predictions.npz")["paths"]) for v in exp.variants}
+    # every variant and seed was tested on the same images, and a checkpoint says which split
+    paths = {tuple(np.load(out / "runs" / v.name / f"seed{s}" / "test_predictions.npz")["paths"])
+             for v in exp.variants for s in (0, 1)}
     assert len(paths) == 1
+    from facemtl.checkpoint import load_checkpoint
+
+    state = load_checkpoint(out / "runs" / "proposed" / "seed1" / "best.pt")
+    assert state["config"]["train"]["seed"] == 1 and state["config"]["data"]["split_seed"] == 0
     # the frozen backbone's trunk did not move from its initial weights; the fine-tuned one's did
     from facemtl.model import load_model
     from facemtl.training import Trainer
@@ -257,3 +262,15 @@ def test_report_of_a_single_run(tiny_grid, tmp_path):
     assert "## Metrics of every variant" in md and "## Intersectional bias study" in md
     assert "claims, tested" not in md  # no pairs to compare in one run
     assert main(["report", str(tmp_path / "nothing-here")]) != 0
+
+
+def test_a_setting_added_later_keeps_finished_runs_digest():
+    from facemtl.config import config_from_dict
+    from facemtl.experiments.grid import config_hash
+
+    cfg = config_from_dict({"tasks": [{"name": "gender", "type": "nominal", "classes": ["male", "female"]}],
+                            "data": {"root": "/data/utkface"}})
+    # the digest facemtl gave this config before data.split_seed existed (commit 649df48)
+    assert config_hash(cfg) == "210e1a5355940a45"
+    cfg.data.split_seed = 0
+    assert config_hash(cfg) != "210e1a5355940a45"

@@ -114,9 +114,18 @@ class Experiment:
                 "reference": self.reference, "variants": [asdict(v) for v in self.variants]}
 
 
+#: Settings added after runs were first hashed, left out of the digest while unset (None), so
+#: that adding a setting does not make every finished run look changed (and be trained again).
+ADDED_SETTINGS = (("data", "split_seed"),)
+
+
 def config_hash(cfg: Config) -> str:
     """A short digest of a run's settings: a finished run is reused only when it matches."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    d = cfg.to_dict()
+    for section, key in ADDED_SETTINGS:
+        if isinstance(d.get(section), dict) and d[section].get(key) is None:
+            d[section].pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def standard_variants(tasks: list[dict[str, Any]], early_freeze_patience: int = 1) -> list[Variant]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -70,6 +71,10 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
         cfg = exp.config(variant, seed)
         run_dir = out / "runs" / variant.name / f"seed{seed}"
         digest = config_hash(cfg)
+        if cfg.data.split_seed is None:
+            # Every seed trains on the first seed's split (below); the checkpoint says so, so that
+            # evaluating it later rebuilds the same test faces (after the digest: finished runs stay valid).
+            cfg.data.split_seed = exp.seeds[0]
         result_file = run_dir / "result.json"
         if result_file.is_file() and json.loads(result_file.read_text()).get("config_hash") == digest:
             log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: finished before, reused")
@@ -81,7 +86,7 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
             # One read, split and decode for the whole grid (see module docstring).
             data_cfg = base_cfg.data  # the experiment's overrides apply; variants must not change data
             bundle = build_data(data_cfg, full_tasks, exp.seeds[0])
-        if cfg.data != base_cfg.data:
+        if replace(cfg.data, split_seed=base_cfg.data.split_seed) != base_cfg.data:
             raise ValueError(f"variant {variant.name!r} changes data settings; every variant must use the same data")
         tasks = [build_task(t) for t in cfg.tasks]
         log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
