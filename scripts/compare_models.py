@@ -66,23 +66,15 @@ def main() -> None:
     ap.add_argument("--out", help="also write every figure as JSON here")
     a = ap.parse_args()
 
+    from facemtl.inference.runtimes import runtime_for
     from facemtl.subgroups import mean_interval
-    from facemtl.training.evaluation import predict_checkpoint
+    from facemtl.training.evaluation import predict_checkpoint, predict_exported
 
-    if a.data_root:  # absolute, as predict_checkpoint makes it, so that a .pt and an .onnx list the same paths
-        a.data_root = str(Path(a.data_root).expanduser().resolve())
     runs = {}
     for key, path in (("a", a.a), ("b", a.b)):
-        if path.endswith(".pt"):
-            res, tasks, data, _ = predict_checkpoint(path, a.split, a.data_root)
-        else:  # an exported file (the shipped INT8 ONNX model) in its own runtime, as `facemtl evaluate` runs it
-            from facemtl.data.model_data import model_data
-            from facemtl.inference import load_predictor
-            from facemtl.training.evaluation import predict_set_runtime
-
-            predictor = load_predictor(path)
-            tasks, data = predictor.tasks, model_data(predictor.info, a.data_root)
-            res = predict_set_runtime(predictor, data.split(a.split))
+        # a checkpoint in PyTorch, an exported file (the shipped INT8 ONNX model) in its own runtime
+        predict = predict_checkpoint if runtime_for(path).name == "torch" else predict_exported
+        res, tasks, data, _ = predict(path, a.split, a.data_root)
         runs[key] = (res, {t.name: t for t in tasks}, data.split(a.split))
     pa, pb = runs["a"][2], runs["b"][2]
     if list(pa.paths) != list(pb.paths):

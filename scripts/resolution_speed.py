@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +38,7 @@ def main() -> None:
 
     import torch
 
+    from facemtl.benchmark.network import measure_process
     from facemtl.data.model_data import model_data
     from facemtl.data.table import evenly_spaced
     from facemtl.export import export_model
@@ -64,9 +64,7 @@ def main() -> None:
     rows: dict[int, list[dict]] = {s: [] for s in sizes}
     for r in range(a.rounds):
         for s in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
-            out = subprocess.run([sys.executable, "-m", "facemtl.benchmark.network", str(models[s]), "onnxruntime",
-                                  str(faces[s]), "0", str(a.seconds)], capture_output=True, text=True, check=True)
-            rows[s].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            rows[s].append(measure_process(models[s], "onnxruntime", faces[s], None, a.seconds))
             print(f"round {r + 1}, {s} px: {rows[s][-1]['faces_per_s_batch32']} faces/s at batch 32, "
                   f"{rows[s][-1]['latency_ms_median']} ms one face", file=sys.stderr)
     base = sizes[0]

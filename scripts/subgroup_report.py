@@ -16,14 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facemtl.data import build_data
-from facemtl.data.model_data import model_data
-from facemtl.inference import load_predictor
 from facemtl.inference.runtimes import runtime_for
-from facemtl.training.evaluation import predict_set, predict_set_runtime, score_predictions
 from facemtl.metrics import group_names, to_groups
 from facemtl.subgroups import largest_gap, subgroup_table
-from facemtl.model import load_model
+from facemtl.training.evaluation import predict_checkpoint, predict_exported, score_predictions
 
 AGE_EDGES = [0, 20, 40, 60]  # 0-19, 20-39, 40-59, 60+ (coarse, so that cells keep some size)
 GENDERS = ["male", "female"]
@@ -38,19 +34,9 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="path prefix for .md and .json")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    if runtime_for(a.checkpoint).name == "torch":
-        model, tasks, cfg, _ = load_model(a.checkpoint)
-        if a.data_root:
-            cfg.data.root = a.data_root
-        data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
-        part = data.split(a.split)
-        part.cache()
-        res = predict_set(model, part, tasks, torch.device("cpu"), 128, cfg.model.channels_last)
-    else:  # an exported file (the shipped ONNX model): its own runtime, through the Predictor, as evaluate does
-        predictor = load_predictor(a.checkpoint)
-        tasks = predictor.tasks
-        data = model_data(predictor.info, a.data_root)
-        res = predict_set_runtime(predictor, data.split(a.split))
+    # a checkpoint in PyTorch; an exported file (the shipped ONNX model) in its own runtime, as evaluate does
+    predict = predict_checkpoint if runtime_for(a.checkpoint).name == "torch" else predict_exported
+    res, tasks, data, _ = predict(a.checkpoint, a.split, a.data_root, device="cpu")
     overall = score_predictions(res, tasks, data.baselines)
     true = res["true"]
     ok = ~np.isnan(true["race"])

