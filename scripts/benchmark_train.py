@@ -29,6 +29,7 @@ import torch
 
 from facemtl.config import load_config
 from facemtl.data import augment, build_data
+from facemtl.data.dataset import label_columns
 from facemtl.data.images import decode_all
 from facemtl.preprocess import to_input
 from facemtl.tasks import build_task
@@ -89,7 +90,7 @@ def main() -> None:
                     torch.cuda.synchronize()
                 t = time.perf_counter()
             out = model(x)
-            loss = sum(task.loss(out[task.name], y[:, j]) for j, task in enumerate(tasks))
+            loss = sum(task.loss(out[task.name], y[:, c]) for task, c in zip(tasks, label_columns(tasks)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

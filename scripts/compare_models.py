@@ -86,8 +86,9 @@ def main() -> None:
     out: dict = {"a": a.a, "b": a.b, "split": a.split, "faces": len(pa), "by": a.by, "tasks": {}}
     for name, ta in runs["a"][1].items():
         tb = runs["b"][1].get(name)
-        if tb is None or f"{name}" not in runs["a"][0]["pred"] or ta.subgroup_metric not in ("accuracy", "mae"):
-            continue
+        if (tb is None or not ta.inference or f"{name}" not in runs["a"][0]["pred"]
+                or ta.subgroup_metric not in ("accuracy", "mae")):
+            continue  # training-only tasks (a teacher's vector, soft targets) answer nothing to compare
         kind = ta.subgroup_metric
         sa = ta.sample_scores(runs["a"][0]["pred"][name], runs["a"][0]["true"][name]).astype(float)
         sb = tb.sample_scores(runs["b"][0]["pred"][name], runs["b"][0]["true"][name]).astype(float)

@@ -1,4 +1,5 @@
-"""Feature distillation: the feature task's loss and masking, the teacher cache, a tiny run."""
+"""Distillation: the feature task's and the soft-target task's losses and masking, the teacher
+cache, out-of-fold soft targets, a tiny run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from facemtl.cli import main
-from facemtl.tasks import FeatureTask, build_task
+from facemtl.tasks import FeatureTask, SoftTargetTask, build_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,105 @@ def test_feature_task_metrics_baseline_and_skill():
     bm = t.metrics(np.broadcast_to(base, true.shape), true)
     assert bm["cosine"] == pytest.approx(1 / math.sqrt(2))
     assert 0 < t.skill(m, bm) < 1
+
+
+def test_soft_target_loss_and_masking_by_hand():
+    t = SoftTargetTask("g_soft", of="g")
+    out = torch.tensor([[0.0, 0.0], [2.0, 0.0], [5.0, -5.0]])
+    q = torch.tensor([[0.5, 0.5], [1.0, 0.0], [float("nan"), float("nan")]])
+    # -sum_c q_c log softmax(z)_c: log 2 for row 0, log(1 + e^-2) for row 1; row 2 has no target
+    assert t.loss(out, q).item() == pytest.approx((math.log(2) + math.log(1 + math.exp(-2))) / 2)
+    assert t.loss(out[2:], q[2:]).item() == 0.0
+    hot = SoftTargetTask("g_soft", of="g", temperature=2.0)
+    # T = 2: q = (0.8, 0.2) softens to (0.8^0.5, 0.2^0.5) / sum = (2/3, 1/3); logits halve; times T^2
+    got = hot.loss(torch.tensor([[2.0, 0.0]]), torch.tensor([[0.8, 0.2]])).item()
+    ls = [1 - math.log(math.e + 1), 0 - math.log(math.e + 1)]
+    assert got == pytest.approx(-4 * (2 / 3 * ls[0] + 1 / 3 * ls[1]), rel=1e-5)
+    assert not t.inference and t.derives_label and t.output_of == "g" and t.label_width == 2
+    assert t.strata(np.zeros((3, 2))) is None
+    m = t.metrics(np.array([0.0, 1.0, 1.0]), np.array([[0.9, 0.1], [0.3, 0.7], [np.nan, np.nan]]))
+    assert m == {"agreement": 1.0, "n": 2}
+    base = t.baseline(np.array([[0.9, 0.1], [0.3, 0.7], [0.8, 0.2]]))
+    assert base == pytest.approx([2 / 3, 1 / 3])  # trivially: always the class the teacher favours most
+    assert t.metrics(np.broadcast_to(base, (2, 2)), np.array([[0.9, 0.1], [0.3, 0.7]]))["agreement"] == 0.5
+    with pytest.raises(ValueError, match="needs 'of'"):
+        build_task({"name": "s", "type": "soft", "num_classes": 2})
+
+
+def test_soft_targets_are_out_of_fold_and_draw_no_global_random_numbers():
+    """A training face's target comes from a head fitted without it, so flipping its own label
+    leaves its target exactly as it was; other faces' targets move. Faces outside the training
+    split get the head fitted on every training face; a face without a vector gets none."""
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 3, n).astype(float)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    x[:, 0] += 2 * y
+    x[3] = np.nan
+    train = np.arange(n) < 300
+    t = SoftTargetTask("race_soft", of="race", num_classes=3)
+    torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()
+    report: dict = {}
+    q = t.derive_labels({"teacher": x, "race": y}, train, seed=0, report=report)["race_soft"]
+    assert torch.equal(torch.random.get_rng_state(), torch_state) and np.random.get_state()[1].tolist() == np_state[1].tolist()
+    assert q.shape == (n, 3) and np.isnan(q[3]).all() and np.isnan(q).any(1).sum() == 1
+    assert np.allclose(q[~np.isnan(q).any(1)].sum(1), 1, atol=1e-5)
+    assert (q[300:].argmax(1) == y[300:]).mean() > 0.6  # a useful teacher on held-out faces
+    assert report["race_soft"]["teacher_head_accuracy_outside_train"] == pytest.approx((q[300:].argmax(1) == y[300:]).mean())
+    assert report["race_soft"]["faces_with_targets"] == n - 1
+    y2 = y.copy()
+    y2[10] = (y[10] + 1) % 3
+    q2 = t.derive_labels({"teacher": x, "race": y2}, train, seed=0)["race_soft"]
+    assert np.array_equal(q2[10], q[10])  # its own label never reached its target
+    assert not np.allclose(q2[300:], q[300:])  # the full fit, which saw it, moved
+    with pytest.raises(ValueError, match="set data.teacher"):
+        t.derive_labels({"race": y}, train, seed=0)
+
+
+def test_fit_logistic_reaches_the_optimum():
+    """At the minimum of the convex objective its gradient is zero: (p - onehot)^T x / N + 2 l2 W
+    for the weights and the mean of p - onehot for the biases; the probabilities sum to one."""
+    from facemtl.logistic import fit_logistic, logistic_probabilities
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * rng.normal(size=600) > 0).astype(int) + (x[:, 1] > 1).astype(int)
+    w, b = fit_logistic(x, y, 3, l2=1e-2)
+    p = logistic_probabilities(x, w, b)
+    r = p - np.eye(3)[y]
+    assert np.abs(r.T @ x / len(x) + 2e-2 * w).max() < 1e-4 and np.abs(r.mean(0)).max() < 1e-4
+    assert np.allclose(p.sum(1), 1, atol=1e-6) and (p.argmax(1) == y).mean() > 0.7
+
+
+def test_a_soft_target_task_needs_its_head_task():
+    from facemtl.config import ConfigError, config_from_dict
+
+    tasks = [{"name": "race", "type": "nominal", "num_classes": 5}]
+    with pytest.raises(ConfigError, match="not a task with a head of its own"):
+        config_from_dict({"tasks": tasks + [{"name": "s", "type": "soft", "of": "gender"}]})
+    with pytest.raises(ConfigError, match="set its num_classes"):
+        config_from_dict({"tasks": tasks + [{"name": "s", "type": "soft", "of": "race"}]})
+    with pytest.raises(ValueError, match="would write its soft targets over"):
+        build_task({"name": "s", "type": "soft", "of": "race", "label": "race", "num_classes": 5})
+    t = build_task({"name": "s", "type": "soft", "of": "age", "num_classes": 5})
+    with pytest.raises(ValueError, match="other than class indices"):
+        t.derive_labels({"teacher": np.zeros((2, 3)), "age": np.array([30.0, 2.0])}, np.array([True, False]), 0)
+
+
+def test_a_soft_target_task_trains_its_classifier_head():
+    from facemtl.model.net import MultiTaskNet
+
+    plain = [build_task({"name": "g", "type": "nominal"}), build_task({"name": "r", "type": "nominal", "num_classes": 5})]
+    soft = plain + [build_task({"name": "r_soft", "type": "soft", "of": "r", "num_classes": 5})]
+    net = MultiTaskNet(soft, pretrained=False, shared_stages=5)
+    out = net(torch.rand(2, 3, 64, 64))
+    assert out["r_soft"] is out["r"] and net.own_modules("r_soft") == []
+    # no layer of its own: a checkpoint without the task has exactly the same weights
+    assert net.state_dict().keys() == MultiTaskNet(plain, pretrained=False, shared_stages=5).state_dict().keys()
+    with pytest.raises(ValueError, match="has 2 outputs, but the head of 'r'"):
+        MultiTaskNet(plain + [build_task({"name": "x", "type": "soft", "of": "r"})], pretrained=False)
+    with pytest.raises(ValueError, match="not a task with a head"):
+        MultiTaskNet(plain + [build_task({"name": "x", "type": "soft", "of": "age"})], pretrained=False)
 
 
 def test_a_training_only_task_does_not_pick_the_model():
@@ -84,9 +184,9 @@ def test_teacher_cache_is_reused_and_invalidated(utkface_root, tmp_path):
 
 
 def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):
-    """What this checks, honestly: on 400 real faces the feature task trains through the normal
-    trainer (its validation cosine to the teacher beats the mean-vector baseline) while gender
-    still learns, and the checkpoint loads for inference without the training-only head
+    """What this checks, honestly: on 300 real faces the feature task and the soft targets train
+    through the normal trainer (the validation cosine to the teacher beats the mean-vector
+    baseline) while gender still learns, and the checkpoint loads for inference without the training-only head
     answering. At this size it makes no claim that distillation improves accuracy: that is
     measured by the experiment grid (configs/experiment_distill.yaml)."""
     from PIL import Image
@@ -97,7 +197,8 @@ def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):
 
     cfg = config_from_dict({
         "tasks": [{"name": "gender", "type": "nominal", "classes": ["male", "female"]},
-                  {"name": "face_code", "type": "feature"}],
+                  {"name": "face_code", "type": "feature"},
+                  {"name": "gender_soft", "type": "soft", "of": "gender"}],
         "data": {"root": str(utkface_root), "image_size": 64, "limit": 300, "workers": 1,
                  "teacher": "dlib_resnet_v1", "cache_dir": str(tmp_path / "cache")},
         "model": {"backbone": "efficientnet_lite0", "pretrained": True, "shared_stages": None},
@@ -108,10 +209,18 @@ def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):
     tr.fit()
     test = tr.test()
     assert test["face_code"]["skill"] > 0 and test["gender"]["skill"] > 0
+    # the soft targets train the gender head itself: its answers are gender's, scored against
+    # the teacher head's most probable class
+    assert 0 < test["gender_soft"]["n"] <= test["gender"]["n"] and 0.5 < test["gender_soft"]["agreement"] <= 1
     a = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1)
     assert [t.name for t in a.tasks] == ["gender"]
     (answer,) = a.predict_crops([np.zeros((64, 64, 3), np.uint8)])
     assert set(answer) == {"gender", "gender_probability", "gender_probabilities"}
+    # the run's report explains the answering head only: the training-only tasks make no decision
+    from facemtl.report import write_report
+
+    write_report(tmp_path / "run", tmp_path / "rep", samples=1)
+    assert sorted(p.name for p in (tmp_path / "rep").glob("gradcam_*.png")) == ["gradcam_gender.png"]
     # evaluate --json prints JSON alone: the teacher's cache summary goes to stderr
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json"]) == 0
@@ -125,7 +234,7 @@ def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):
                     str(slim), "--data-root", str(utkface_root)], check=True, capture_output=True)
     state = torch.load(slim, weights_only=False)
     assert [t["name"] for t in state["tasks"]] == ["gender"] and state["config"]["data"]["teacher"] is None
-    assert state["distilled"] == {"tasks": ["face_code"], "teacher": "dlib_resnet_v1"}
+    assert state["distilled"] == {"tasks": ["face_code", "gender_soft"], "teacher": "dlib_resnet_v1"}
     assert not any(k.startswith("towers.face_code.") for k in state["model"])
 
     def no_teacher(*args, **kwargs):
@@ -218,3 +327,22 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
     assert any(x["gender"].probabilities != y["gender"].probabilities for x, y in zip(a, b))
     assert main(["analyze", *crops, "--aligned", "--json", "--no-progress", "--checkpoint",
                  str(tmp_path / "run" / "best.pt"), "--accurate", str(tmp_path / "fusion.json")]) == 0
+
+
+def test_grids_keep_soft_targets_with_their_heads(tmp_path):
+    from facemtl.config import ConfigError
+    from facemtl.experiments import load_experiment
+
+    (tmp_path / "base.yaml").write_text((REPO / "configs" / "cpu_distill_soft.yaml").read_text())
+    (tmp_path / "exp.yaml").write_text("base: base.yaml\nseeds: 1\n")
+    names = [v.name for v in load_experiment(tmp_path / "exp.yaml").variants]
+    assert "single_race" in names and not any(n.endswith("_soft") for n in names)  # no task alone
+    dropped = "variants:\n  - {name: v, tasks: [age, gender, race_soft]}\n"
+    (tmp_path / "exp.yaml").write_text("base: base.yaml\nseeds: 1\n" + dropped)
+    with pytest.raises(ConfigError, match="trains the head of 'race'"):
+        load_experiment(tmp_path / "exp.yaml")
+    # the grid makes the soft targets once for all variants: a variant may not change how
+    changed = "variants:\n  - {name: v, task_changes: {race_soft: {l2: 0.1}}}\n"
+    (tmp_path / "exp.yaml").write_text("base: base.yaml\nseeds: 1\n" + changed)
+    with pytest.raises(ConfigError, match="changes task 'race_soft'"):
+        load_experiment(tmp_path / "exp.yaml")

@@ -117,3 +117,25 @@ def test_early_freeze_restores_best_state_and_stops_when_all_frozen():
     ef.on_epoch_end(tr, rec(4, 3.5, 9, 1.6))
     assert m.frozen_tasks == {"age", "gender", "race"}
     assert tr.reason is not None
+
+
+def test_early_freeze_freezes_a_soft_target_task_with_the_head_it_trains():
+    """A soft-target task has no layers of its own: it freezes when its head's task does, never
+    by its own patience, and training stops once the tasks with heads are all frozen."""
+    soft = build_task({"name": "race_soft", "type": "soft", "of": "race", "num_classes": 5})
+    m = MultiTaskNet(tasks() + [soft], backbone="tiny_mbconv", pretrained=False, shared_stages=None)
+    tr = _FakeTrainer(m)
+    tr.task_names = ["age", "gender", "race", "race_soft"]
+    ef = EarlyFreeze(patience=1)
+
+    def rec(epoch, age, gender, race, race_soft):
+        return {"epoch": epoch, "val": {"age": {"loss": age}, "gender": {"loss": gender}, "race": {"loss": race},
+                                        "race_soft": {"loss": race_soft}}}
+
+    ef.on_epoch_end(tr, rec(0, 5.0, 1.0, 2.0, 2.0))
+    ef.on_epoch_end(tr, rec(1, 4.0, 0.9, 1.9, 9.0))  # the soft loss worsens: no freeze on its own
+    assert m.frozen_tasks == set()
+    ef.on_epoch_end(tr, rec(2, 3.0, 0.8, 2.5, 9.0))  # race stops improving: its soft targets freeze with it
+    assert m.frozen_tasks == {"race", "race_soft"} and ef.frozen_at == {"race": 2, "race_soft": 2}
+    ef.on_epoch_end(tr, rec(3, 3.5, 0.9, 2.5, 9.0))
+    assert m.frozen_tasks == set(tr.task_names) and tr.reason is not None

@@ -307,7 +307,8 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     _, tasks, cfg, _ = load_model(checkpoint)
     if data_root:
         cfg.data.root = str(Path(data_root).expanduser().resolve())
-    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+    # a column made after the split gives no strata: no teacher head is fitted only to be dropped
+    data = build_data(cfg.data, [t for t in tasks if not t.derives_label], cfg.train.seed, load_images=False)
     chosen = [t for t in tasks if t.inference and t.class_names() is not None]
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")

@@ -201,11 +201,23 @@ class Config:
             raise ConfigError("task names must be unique")
         from .tasks import build_task
 
+        built = []
         for spec in self.tasks:  # a misspelt or mistyped task setting fails here, not mid-training
             try:
-                build_task(spec)
+                built.append(build_task(spec))
             except (ValueError, KeyError) as exc:
                 raise ConfigError(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)) from None
+        heads = {t.name: t for t in built if t.output_of is None}
+        for t in built:  # a task that trains another's head needs that task, with the same width
+            if t.output_of is None:
+                continue
+            head = heads.get(str(t.output_of))
+            if head is None:
+                raise ConfigError(f"task {t.name!r} trains the head of {t.output_of!r}, which is not a task with a "
+                                  f"head of its own here; tasks: {', '.join(heads)}")
+            if head.output_size != t.output_size:
+                raise ConfigError(f"task {t.name!r} has {t.output_size} outputs, but the head of {head.name!r} it "
+                                  f"trains has {head.output_size} (set its num_classes)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

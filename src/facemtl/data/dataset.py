@@ -232,11 +232,11 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     """Split per row; stratified on the tasks' labels, each label column binned by the
     first task that reads it (:meth:`Task.strata`). ``seed``: the run's seed, unless
     ``cfg.split_seed`` names the split's own."""
-    if getattr(cfg, "split_seed", None) is not None:
-        seed = cfg.split_seed
+    seed = _split_seed(cfg, seed)
     readers = {}
     for t in tasks:
-        readers.setdefault(t.label, t)
+        if not t.derives_label:  # made from the split, so no part of it
+            readers.setdefault(t.label, t)
     parts = [t.strata(table.column(label)) for label, t in readers.items()]
     strata = strata_key([p for p in parts if p is not None], len(table))
     if cfg.split == "random":
@@ -309,7 +309,14 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
     split = assign_splits(table, tasks, cfg, seed)
     if cfg.teacher:
         report["teacher"].update(standardise_teacher(table, split == "train"))
+    for t in tasks:
+        table.labels.update(t.derive_labels(table.labels, split == "train", _split_seed(cfg, seed), report))
     return table, split, report
+
+
+def _split_seed(cfg: Any, seed: int) -> int:
+    """The seed that draws the split (and folds derived labels): ``data.split_seed``, else the run's."""
+    return seed if getattr(cfg, "split_seed", None) is None else int(cfg.split_seed)
 
 
 def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool = True) -> DataBundle:

@@ -45,6 +45,10 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
     # The split is stratified on every task the model trained, training-only ones too.
     trained = [build_task(t) for t in info.extra.get("split_tasks") or info.tasks]
     answering = info.build_tasks()
+    # A column made after the split (Task.derives_label) gives no strata: its tasks are left out
+    # unless they answer, so no teacher head is fitted only to be dropped.
+    names = {t.name for t in answering}
+    trained = [t for t in trained if not t.derives_label or t.name in names]
     if cfg.teacher and not any(t.label == TEACHER_COLUMN for t in answering):
         # Only a training-only task reads the teacher's vectors, and a vector gives no strata
         # (Task.strata), so the split is the same without them; computing dlib's descriptor

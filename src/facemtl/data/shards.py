@@ -42,7 +42,9 @@ def write_shards(table: LabelTable, split: np.ndarray, out: str | Path, shard_si
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cols = list(table.labels)
+    # Scalar columns only: a vector column (a teacher's descriptor, soft targets made from the
+    # split) is computed again from the images and the split when a run reads the shards.
+    cols = [c for c in table.labels if np.ndim(table.labels[c]) == 1]
     faces = []
     pattern = str(out / "faces-%06d.tar")
     with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0) as sink:

@@ -137,9 +137,9 @@ def standard_variants(tasks: list[dict[str, Any]], early_freeze_patience: int = 
     per-task ablations (``nominal_age``, ``regression_age``) are each task's :meth:`Task.ablations`.
     """
     built = [build_task(t) for t in tasks]
-    names = [t.name for t in built]
-    out = [Variant(f"single_{n}", f"single task: {n}", "single-task", tasks=[n], overrides=["weighting.name=equal"])
-           for n in names]
+    # a task that trains another's head (soft targets) is no task alone
+    out = [Variant(f"single_{t.name}", f"single task: {t.name}", "single-task", tasks=[t.name],
+                   overrides=["weighting.name=equal"]) for t in built if t.output_of is None]
     fixed = {t.name: t.hand_weight() for t in built}
     out += [
         Variant("equal", "multi-task, equal weights", "weighting", overrides=["weighting.name=equal"]),
@@ -212,8 +212,13 @@ def load_experiment(path: str | Path) -> Experiment:
                      origin={"recipe": str(base_path), "data_root": written, "data_root_from": str(base_path)})
     if exp.reference not in {v.name for v in variants}:
         exp.reference = variants[0].name if variants else exp.reference
+    base_tasks = {t["name"]: build_task(t).to_dict() for t in tasks}
     for v in variants:  # fail now, not an hour into the grid
-        exp.config(v, exp.seeds[0])
+        for t in (build_task(t) for t in exp.config(v, exp.seeds[0]).tasks):
+            if t.derives_label and t.to_dict() != base_tasks[t.name]:
+                # the grid reads and splits the data once, with the base recipe's tasks (runner.py)
+                raise ConfigError(f"variant {v.name!r} changes task {t.name!r}, whose label column is made once "
+                                  "for the whole grid from the base recipe; change it in the base recipe instead")
     return exp
 
 

@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..tasks.base import softmax
 from .predictor import Predictor
 from .results import TaskAnswer
 
@@ -37,9 +36,10 @@ class FusionHead:
 
     def probabilities(self, task: str, features: np.ndarray) -> np.ndarray:
         """``(N, C)`` class probabilities of ``task`` from descriptors ``(N, 128)``."""
+        from ..logistic import logistic_probabilities
+
         spec = self.tasks[task]
-        z = (np.asarray(features, np.float32) - self.mean) / self.std
-        return softmax(z @ np.asarray(spec["W"], np.float32).T + np.asarray(spec["b"], np.float32), 1)
+        return logistic_probabilities((np.asarray(features, np.float32) - self.mean) / self.std, spec["W"], spec["b"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"teacher": self.teacher, "mix": self.mix, "mean": self.mean.tolist(), "std": self.std.tolist(),
@@ -123,34 +123,23 @@ def fit_fusion(features: np.ndarray, labels: dict[str, np.ndarray], classes: dic
     indices ``(N,)`` (NaN = missing). The L2 strength is chosen per task on the validation faces.
     Returns the head and, per task, the validation accuracy of each strength.
     """
-    import torch
+    from ..logistic import fit_logistic
 
     ok = ~np.isnan(features).any(1)
     mean, std = features[ok].mean(0), features[ok].std(0) + 1e-6
-    z = lambda f: torch.from_numpy(((f - mean) / std).astype(np.float32))  # noqa: E731
+    z = lambda f: ((f - mean) / std).astype(np.float32)  # noqa: E731
     heads, scores = {}, {}
     for task, y in labels.items():
         m = ok & ~np.isnan(y)
         mv = ~np.isnan(val_features).any(1) & ~np.isnan(val_labels[task])
-        x, t = z(features[m]), torch.from_numpy(y[m].astype(np.int64))
         xv, tv = z(val_features[mv]), val_labels[task][mv].astype(np.int64)
         best = None
         scores[task] = {}
         for lam in l2:
-            lin = torch.nn.Linear(x.shape[1], len(classes[task]))
-            opt = torch.optim.LBFGS(lin.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-
-            def closure():
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(lin(x), t) + lam * lin.weight.pow(2).sum()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-            with torch.no_grad():
-                acc = float((lin(xv).argmax(1).numpy() == tv).mean())
+            w, b = fit_logistic(z(features[m]), y[m], len(classes[task]), lam)
+            acc = float(((xv @ w.T + b).argmax(1) == tv).mean())
             scores[task][str(lam)] = acc
             if best is None or acc > best[0]:
-                best = (acc, lin.weight.detach().numpy().tolist(), lin.bias.detach().numpy().tolist())
+                best = (acc, w.tolist(), b.tolist())
         heads[task] = {"classes": list(classes[task]), "W": best[1], "b": best[2]}
     return FusionHead(teacher, mean.astype(np.float32), std.astype(np.float32), heads), scores

@@ -12,7 +12,8 @@
 3. per branch, global average pooling and ``shared_fc`` layers
    (Linear -> BatchNorm -> LeakyReLU, the thesis's shared fully connected layers);
 4. per task, ``task_fc`` layers and dropout (the thesis's task layers), then the
-   task's output layer from :meth:`Task.make_head`.
+   task's output layer from :meth:`Task.make_head`. A task that trains another's head
+   (:attr:`Task.output_of`, e.g. soft targets) has no tower: its output is that task's.
 """
 
 from __future__ import annotations
@@ -90,11 +91,24 @@ class MultiTaskNet(nn.Module):
         self.register_buffer("std", torch.tensor(net.std).view(1, 3, 1, 1), persistent=False)
         self.trunk = nn.Sequential(*stages[:n])
         upper = stages[n:]
+        own = [t for t in tasks if t.output_of is None]  # tasks with a head of their own
+        by_name = {t.name: t for t in own}
+        #: ``{task: the task whose output it is}`` for tasks without a head of their own
+        self.output_of = {t.name: str(t.output_of) for t in tasks if t.output_of is not None}
+        for t in tasks:
+            if t.output_of is not None:
+                head = by_name.get(str(t.output_of))
+                if head is None:
+                    raise ValueError(f"task {t.name!r} trains the head of {t.output_of!r}, which is not a task "
+                                     f"with a head of its own here")
+                if head.output_size != t.output_size:
+                    raise ValueError(f"task {t.name!r} has {t.output_size} outputs, but the head of "
+                                     f"{head.name!r} it trains has {head.output_size}")
         if upper:
-            keys = [t.category if branch_by == "category" else t.name for t in tasks]
+            keys = [t.category if branch_by == "category" else t.name for t in own]
         else:
-            keys = ["shared"] * len(tasks)
-        self.branch_of = dict(zip((t.name for t in tasks), keys))
+            keys = ["shared"] * len(own)
+        self.branch_of = dict(zip((t.name for t in own), keys))
         self.branches = nn.ModuleDict()
         self.necks = nn.ModuleDict()
         width = 0
@@ -105,7 +119,7 @@ class MultiTaskNet(nn.Module):
             self.branches[key] = body
             self.necks[key], width = mlp(shared_fc, net.num_features, activation, batch_norm, 0.0)
         self.towers = nn.ModuleDict(
-            {t.name: TaskTower(t, width, task_fc, activation, batch_norm, dropout) for t in tasks}
+            {t.name: TaskTower(t, width, task_fc, activation, batch_norm, dropout) for t in own}
         )
         self.num_features = net.num_features
         self._frozen: set[str] = set()
@@ -139,11 +153,16 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.features(x)
-        return {name: tower(feats[self.branch_of[name]]) for name, tower in self.towers.items()}
+        out = {name: tower(feats[self.branch_of[name]]) for name, tower in self.towers.items()}
+        out.update({name: out[of] for name, of in self.output_of.items()})
+        return out
 
     # -- parameter groups (Early Freeze, GradNorm) -------------------------------
     def own_modules(self, task: str) -> list[nn.Module]:
-        """Modules only ``task`` uses: its tower, plus its branch when no other task reads it."""
+        """Modules only ``task`` uses: its tower, plus its branch when no other task reads it
+        (none for a task that trains another's head)."""
+        if task in self.output_of:
+            return []
         mods: list[nn.Module] = [self.towers[task]]
         key = self.branch_of[task]
         if sum(k == key for k in self.branch_of.values()) == 1:

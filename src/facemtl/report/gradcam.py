@@ -25,7 +25,7 @@ from ..tasks import Task
 
 def target_layer(model: Any, task: str) -> torch.nn.Module:
     """The last backbone stage whose output the ``task``'s head reads."""
-    branch = model.branches[model.branch_of[task]]
+    branch = model.branches[model.branch_of[model.output_of.get(task, task)]]
     return branch[-1] if len(branch) else model.trunk[-1]
 
 

@@ -267,7 +267,7 @@ def _bias(data: ReportInput, facts: dict[str, Any]) -> Section:
         groups[task.subgroup_column] = task.subgroups(vals)
     if not groups:
         return s.add(Para("The test data carries no grouping columns (age, nominal labels)."))
-    scored = [t for t in run.tasks if f"pred/{t.name}" in pr]
+    scored = [t for t in run.tasks if f"pred/{t.name}" in pr and t.inference]  # what users are told
     kinds = {t.name: t.subgroup_metric for t in scored}
     scores = {t.name: t.sample_scores(pr[f"pred/{t.name}"], pr[f"true/{t.name}"])[ok] for t in scored}
     rows = subgroup_table(scores, kinds, {k: v[ok] for k, v in groups.items()})
@@ -336,8 +336,8 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
                "by 10 years or more. Paper Fig. 5."))
     torch.set_grad_enabled(True)
     for i, task in enumerate(tasks):
-        if f"pred/{task.name}" not in pr:
-            continue
+        if f"pred/{task.name}" not in pr or not task.inference:
+            continue  # a training-only task makes no decision at inference to explain
         picks = pick_samples(task, pr[f"pred/{task.name}"], pr[f"true/{task.name}"], samples, seed=i)
         panels = []
         for outcome, idx in picks.items():

@@ -76,6 +76,9 @@ class Task:
     #: How subgroup (bias) tables score the task per cell: ``accuracy`` (share right, Wilson
     #: intervals) or ``mae`` (mean absolute error, normal intervals).
     subgroup_metric: ClassVar[str] = "accuracy"
+    #: Whether the task's label column is made from other columns once the split is known
+    #: (:meth:`derive_labels`), rather than read from the data.
+    derives_label: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -94,6 +97,12 @@ class Task:
         raise NotImplementedError
 
     @property
+    def output_of(self) -> str | None:
+        """The task whose output (head) this one trains too, having none of its own (e.g. soft
+        targets for a classifier); ``None``: the task has its own head."""
+        return None
+
+    @property
     def label_width(self) -> int:
         """Columns of the label matrix the task reads: 1 for a scalar label (``(N,)``), D for a
         vector label (``(N, D)``, e.g. a teacher's feature vector)."""
@@ -107,6 +116,15 @@ class Task:
     def metric_columns(self) -> list[MetricColumn]:
         """The scalar metrics of :meth:`metrics` worth a column in tables, headline first."""
         raise NotImplementedError
+
+    def derive_labels(self, labels: dict[str, np.ndarray], train: np.ndarray, seed: int,
+                      report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Label columns this task makes from the data's columns ``labels`` (each ``(N,)`` or
+        ``(N, D)``) once the split is known (``train``: ``(N,) bool``, the training rows; ``seed``:
+        the split's seed), e.g. a teacher's class probabilities fitted on the training faces.
+        ``{}`` for tasks that read their column as the data gives it (:attr:`derives_label`).
+        ``report``: the data report, where the task may say what it made (``report[name]``)."""
+        return {}
 
     # -- network (torch) ---------------------------------------------------------
     def make_head(self, in_features: int) -> "nn.Module":

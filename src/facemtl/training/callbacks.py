@@ -77,7 +77,9 @@ class EarlyFreeze(Callback):
     validation loss; when it has not improved for ``P`` epochs, restore the
     shared layers and that task's own layers from that state and freeze them
     (``model.freeze``). The other tasks keep training their own layers on the
-    frozen shared features. Training stops when every task is frozen.
+    frozen shared features. Training stops when every task is frozen. A task that trains
+    another's head (:attr:`Task.output_of`, e.g. soft targets) has no layers to freeze: it
+    freezes with that head's task, never by its own patience.
     """
 
     def __init__(self, patience: int, min_delta: float = 0.0) -> None:
@@ -90,8 +92,9 @@ class EarlyFreeze(Callback):
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
         model = trainer.model
+        follows = getattr(model, "output_of", {})
         for name in trainer.task_names:
-            if name in model.frozen_tasks:
+            if name in model.frozen_tasks or name in follows:
                 continue
             loss = record["val"][name]["loss"]
             if loss < self.best.get(name, math.inf) - self.min_delta:
@@ -102,6 +105,10 @@ class EarlyFreeze(Callback):
                 if self.bad[name] >= self.patience:
                     self._freeze(model, name)
                     self.frozen_at[name] = record["epoch"]
+        for name, head in follows.items():
+            if head in model.frozen_tasks and name not in model.frozen_tasks:
+                model.freeze(name)
+                self.frozen_at[name] = record["epoch"]
         record["frozen"] = sorted(model.frozen_tasks)
         if set(trainer.task_names) <= model.frozen_tasks:
             trainer.stop("early freeze: every task has converged")

@@ -60,6 +60,7 @@ def faces_from_test_split(model: str | Path | None = None, data_root: str | Path
     """The test-split faces of ``model`` (default: the shipped one): its data config and seed,
     so the model never trained on them. Needs the training extra (the data readers)."""
     from ..data import build_data
+    from ..data.dataset import label_columns
     from ..inference.predictor import DEFAULT_CHECKPOINT, default_model_path
     from ..model import load_model
 
@@ -68,12 +69,15 @@ def faces_from_test_split(model: str | Path | None = None, data_root: str | Path
         cfg.data.root = str(data_root)
     test = build_data(cfg.data, tasks, cfg.train.seed, load_images=False).test
     labels = test.labels.numpy()
+    cols = label_columns(tasks)  # a vector label (a teacher's) spans several columns
     out = []
     for i, path in enumerate(test.paths):
         d: dict[str, Any] = {}
-        for j, t in enumerate(tasks):
-            v = labels[i, j]
-            if np.isnan(v) or not t.inference:
+        for t, c in zip(tasks, cols):
+            if not t.inference:
+                continue
+            v = labels[i, c]
+            if np.isnan(v):
                 continue
             names = t.class_names()
             d[t.name] = names[int(v)] if names is not None else float(v)

@@ -1,0 +1,200 @@
+"""Soft targets from a teacher head (training only): knowledge distillation into a nominal task.
+
+A multinomial logistic regression fitted on the teacher's feature vectors (dlib's face
+descriptor) of the training faces gives, per face, a probability vector ``q (C,)`` over a
+nominal task's classes. Those soft targets tell the student how alike the classes look
+to a network that has seen millions of faces, which hard labels cannot (Hinton, Vinyals
+and Dean 2015, "Distilling the knowledge in a neural network"):
+
+    L_soft = -T^2 / N * sum_i sum_c q_ic^(T) log softmax(z_i / T)_c
+
+with ``z`` the taught task's own logits (``of``: the task shares that head, it has none of
+its own) and ``q^(T)`` the teacher's probabilities softened by the temperature ``T``
+(``q^(1/T)`` renormalised; ``T = 1`` leaves them as fitted). The hard-label loss of the
+taught task stays; the weighting weighs the two as any pair of tasks.
+
+The soft targets of training faces are **out of fold**: the training rows are cut into
+``folds`` parts and each part's probabilities come from a head fitted on the others, so a
+face's target never comes from a teacher that saw its own label (a head scored on its own
+training faces is over-confident). Validation and test faces get the head fitted on all
+training faces. The fit starts from zero (no random numbers), so adding this task leaves
+every other task's training as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from .base import TASK_TYPES, MetricColumn, Task
+
+if TYPE_CHECKING:
+    import torch
+
+
+@TASK_TYPES.register("soft")
+@dataclass
+class SoftTargetTask(Task):
+    """Teach the nominal task ``of`` (``num_classes`` classes, hard labels in the column ``source``,
+    default ``of``) the class probabilities of a logistic head fitted on the vectors in
+    ``features`` (default ``teacher``, the column ``data.teacher`` fills).
+
+    ``label``: the column the soft targets are written to (default: the task's name);
+    ``l2``: the head's L2 strength; ``temperature``: ``T`` above; ``folds``: see the module
+    docstring. Labels are ``(N, num_classes)``; a face without a descriptor has none.
+    """
+
+    of: str = ""
+    num_classes: int = 2
+    source: str | None = None
+    features: str = "teacher"
+    l2: float = 1e-3
+    temperature: float = 1.0
+    folds: int = 5
+
+    kind: ClassVar[str] = "soft"
+    inference: ClassVar[bool] = False
+    derives_label: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.of:
+            raise ValueError(f"task {self.name!r} needs 'of': the nominal task whose head it teaches")
+        if self.source is None:
+            self.source = self.of
+        if self.num_classes < 2:
+            raise ValueError(f"task {self.name!r} needs at least 2 classes")
+        if self.temperature <= 0:
+            raise ValueError(f"task {self.name!r}: temperature must be positive")
+        if self.folds < 2:
+            raise ValueError(f"task {self.name!r}: folds must be at least 2")
+        if self.label in (self.source, self.features):
+            raise ValueError(f"task {self.name!r} would write its soft targets over the column {self.label!r} it reads")
+
+    @property
+    def output_of(self) -> str | None:  # type: ignore[override]
+        return self.of
+
+    @property
+    def output_size(self) -> int:
+        return self.num_classes
+
+    @property
+    def label_width(self) -> int:
+        return self.num_classes
+
+    # -- the soft targets --------------------------------------------------------
+    def derive_labels(self, labels: dict[str, np.ndarray], train: np.ndarray, seed: int,
+                      report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """``{label: (N, C) teacher probabilities}`` (see the module docstring); NaN rows where a face
+        has no feature vector, or the teacher had no labelled training face to learn from.
+
+        ``report[name]`` gets the teacher head's accuracy against the hard labels: out of fold on
+        the training faces, and on the faces outside the training split."""
+        from ..logistic import fit_logistic, logistic_probabilities
+
+        for col in (self.features, self.source):
+            if col not in labels:
+                raise ValueError(f"task {self.name!r} reads the column {col!r}, which this data does not have"
+                                 + ("; set data.teacher" if col == self.features else ""))
+        x = np.asarray(labels[self.features], np.float32).reshape(len(train), -1)
+        y = np.asarray(labels[self.source], float)
+        has_x = ~np.isnan(x).any(1)
+        known = y[~np.isnan(y)]
+        if len(known) and (known.min() < 0 or known.max() >= self.num_classes or (known != np.round(known)).any()):
+            raise ValueError(f"task {self.name!r}: the column {self.source!r} holds values other than class indices "
+                             f"0..{self.num_classes - 1} (soft targets are for a nominal task; check num_classes)")
+        fit = np.flatnonzero(train & has_x & ~np.isnan(y))
+        out = np.full((len(train), self.num_classes), np.nan, np.float32)
+        if len(fit) == 0:
+            return {str(self.label): out}
+        w, b = fit_logistic(x[fit], y[fit], self.num_classes, self.l2)
+        rest = np.flatnonzero(~train & has_x)
+        out[rest] = logistic_probabilities(x[rest], w, b)
+        # out of fold for the training faces (a separate generator: the global one stays untouched)
+        fold = np.random.default_rng(seed).permutation(len(fit)) % self.folds
+        for k in range(self.folds):
+            held, rest_k = fit[fold == k], fit[fold != k]
+            wk, bk = fit_logistic(x[rest_k], y[rest_k], self.num_classes, self.l2)
+            out[held] = logistic_probabilities(x[held], wk, bk)
+        # training faces with a vector but no hard label: the head fitted on all
+        unlabelled = np.flatnonzero(train & has_x & np.isnan(y))
+        out[unlabelled] = logistic_probabilities(x[unlabelled], w, b)
+        if report is not None:
+            held = ~train & has_x & ~np.isnan(y)
+            report[self.name] = {
+                "teacher_head_accuracy_train_out_of_fold": float((out[fit].argmax(1) == y[fit]).mean()),
+                "teacher_head_accuracy_outside_train": float((out[held].argmax(1) == y[held]).mean()) if held.any()
+                else None,
+                "faces_with_targets": int((~np.isnan(out).any(1)).sum()), "l2": self.l2, "folds": self.folds}
+        return {str(self.label): out}
+
+    def soften(self, q: "torch.Tensor") -> "torch.Tensor":
+        """``q^(1/T)`` renormalised over the classes (``q`` unchanged at ``T = 1``)."""
+        if self.temperature == 1.0:
+            return q
+        p = q.clamp_min(1e-12).pow(1.0 / self.temperature)
+        return p / p.sum(1, keepdim=True)
+
+    def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        import torch.nn.functional as F
+
+        t = self.temperature
+        q = self.soften(y.float())
+        return -(q * F.log_softmax(out / t, 1)).sum(1).mean() * t * t
+
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        return out.gather(1, out.detach().argmax(1, keepdim=True)).squeeze(1)
+
+    # -- evaluation: how often the student agrees with its teacher -------------------
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(raw).argmax(1).astype(np.float32)
+
+    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list:
+        raise RuntimeError(f"task {self.name!r} is training-only and gives no answers at inference")
+
+    def metric_columns(self) -> list[MetricColumn]:
+        return [MetricColumn("agreement", "agrees", percent=True)]
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return f"agrees {metrics['agreement']:.3f}"
+
+    def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
+        """``agreement``: share of faces whose predicted class is the teacher's most probable one.
+
+        ``pred``: ``(N,)`` predicted classes, or ``(N, C)`` class scores (e.g. the baseline's mean
+        probability vector, broadcast), whose most probable class is taken."""
+        t = np.asarray(true, float).reshape(len(true), -1)
+        ok = ~np.isnan(t).any(1)
+        p = np.asarray(pred)
+        p = p.argmax(1) if p.ndim == 2 else p
+        agree = p[ok] == t[ok].argmax(1)
+        return {"agreement": float(agree.mean()) if ok.any() else float("nan"), "n": int(ok.sum())}
+
+    def baseline(self, train_true: np.ndarray) -> list[float]:
+        """The mean teacher probability vector of the training faces (its most probable class is the
+        trivial answer :meth:`metrics` scores)."""
+        t = np.asarray(train_true, float).reshape(len(train_true), -1)
+        t = t[~np.isnan(t).any(1)]
+        return (t.mean(0) if len(t) else np.full(self.num_classes, 1.0 / self.num_classes)).tolist()
+
+    def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
+        base = baseline_metrics["agreement"]
+        return float("nan") if base >= 1.0 - 1e-9 else (metrics["agreement"] - base) / (1.0 - base)
+
+    def strata(self, values: np.ndarray) -> None:
+        return None  # made after the split, from it
+
+    def subgroups(self, values: np.ndarray) -> None:
+        return None
+
+    def sample_scores(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+        t = np.asarray(true, float)
+        return np.where(np.isnan(t).any(1), np.nan, (np.asarray(pred) == np.nan_to_num(t).argmax(1)).astype(float))
+
+    def outcomes(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = self.sample_scores(pred, true)
+        return s == 1.0, s == 0.0
+
