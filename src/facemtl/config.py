@@ -200,6 +200,7 @@ class Config:
         if len(set(names)) != len(names):
             raise ConfigError("task names must be unique")
         from .tasks import build_task
+        from .tasks.base import check_shared_heads
 
         built = []
         for spec in self.tasks:  # a misspelt or mistyped task setting fails here, not mid-training
@@ -207,17 +208,10 @@ class Config:
                 built.append(build_task(spec))
             except (ValueError, KeyError) as exc:
                 raise ConfigError(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)) from None
-        heads = {t.name: t for t in built if t.output_of is None}
-        for t in built:  # a task that trains another's head needs that task, with the same width
-            if t.output_of is None:
-                continue
-            head = heads.get(str(t.output_of))
-            if head is None:
-                raise ConfigError(f"task {t.name!r} trains the head of {t.output_of!r}, which is not a task with a "
-                                  f"head of its own here; tasks: {', '.join(heads)}")
-            if head.output_size != t.output_size:
-                raise ConfigError(f"task {t.name!r} has {t.output_size} outputs, but the head of {head.name!r} it "
-                                  f"trains has {head.output_size} (set its num_classes)")
+        try:
+            check_shared_heads(built)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

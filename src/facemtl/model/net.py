@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..tasks import Task
+from ..tasks.base import check_shared_heads
 from .backbones import BACKBONES
 
 _ACTS = {"leaky_relu": lambda: nn.LeakyReLU(0.01), "relu": nn.ReLU, "silu": nn.SiLU, "relu6": nn.ReLU6}
@@ -91,19 +92,10 @@ class MultiTaskNet(nn.Module):
         self.register_buffer("std", torch.tensor(net.std).view(1, 3, 1, 1), persistent=False)
         self.trunk = nn.Sequential(*stages[:n])
         upper = stages[n:]
+        check_shared_heads(list(tasks))
         own = [t for t in tasks if t.output_of is None]  # tasks with a head of their own
-        by_name = {t.name: t for t in own}
         #: ``{task: the task whose output it is}`` for tasks without a head of their own
         self.output_of = {t.name: str(t.output_of) for t in tasks if t.output_of is not None}
-        for t in tasks:
-            if t.output_of is not None:
-                head = by_name.get(str(t.output_of))
-                if head is None:
-                    raise ValueError(f"task {t.name!r} trains the head of {t.output_of!r}, which is not a task "
-                                     f"with a head of its own here")
-                if head.output_size != t.output_size:
-                    raise ValueError(f"task {t.name!r} has {t.output_size} outputs, but the head of "
-                                     f"{head.name!r} it trains has {head.output_size}")
         if upper:
             keys = [t.category if branch_by == "category" else t.name for t in own]
         else:

@@ -304,6 +304,22 @@ def build_task(spec: dict[str, Any]) -> Task:
         raise ValueError(f"task {name!r} of type {kind!r}: {exc}") from None
 
 
+def check_shared_heads(tasks: "list[Task]") -> None:
+    """A task that trains another's head (:attr:`Task.output_of`) needs that task among ``tasks``,
+    with a head of its own and the same output width; ``ValueError`` in one sentence otherwise."""
+    heads = {t.name: t for t in tasks if t.output_of is None}
+    for t in tasks:
+        if t.output_of is None:
+            continue
+        head = heads.get(str(t.output_of))
+        if head is None:
+            raise ValueError(f"task {t.name!r} trains the head of {t.output_of!r}, which is not a task with a "
+                             f"head of its own here; tasks: {', '.join(heads)}")
+        if head.output_size != t.output_size:
+            raise ValueError(f"task {t.name!r} has {t.output_size} outputs, but the head of {head.name!r} it "
+                             f"trains has {head.output_size} (set its num_classes)")
+
+
 def valid(true: np.ndarray) -> np.ndarray:
     return ~np.isnan(np.asarray(true, float))
 
