@@ -118,6 +118,26 @@ def test_int8_past_its_limit_is_refused_unless_forced(utkface_root, tmp_path, mo
     assert not out.exists()
 
 
+def test_int8_loss_of_exactly_the_limit_passes():
+    """"More than 0.5 points" fails; exactly 0.5 (5 faces in 1,000) passes despite float rounding
+    (0.86 - 0.855 = 0.0050000000000000044)."""
+    from facemtl.export.checks import accuracy_loss
+    from facemtl.export.formats import MAX_ACCURACY_DROP
+    from facemtl.tasks import build_task
+
+    task = build_task({"name": "race", "type": "nominal", "num_classes": 2})
+    labels = np.zeros((1000, 1), dtype=np.float32)
+    ref = np.tile([[1.0, 0.0]], (1000, 1))
+    ref[:140] = [0.0, 1.0]  # 860 right
+    new = ref.copy()
+    new[140:145] = [0.0, 1.0]  # five more wrong: 855 right
+    row = accuracy_loss([task], {"race": ref}, {"race": new}, labels)["race"]
+    assert (row["pytorch"], row["exported"]) == (0.86, 0.855)
+    assert row["lost"] == pytest.approx(MAX_ACCURACY_DROP) and row["ok"]
+    new[145] = [0.0, 1.0]  # a sixth: 0.6 points, refused
+    assert not accuracy_loss([task], {"race": ref}, {"race": new}, labels)["race"]["ok"]
+
+
 def test_without_data_int8_refuses_and_fp32_checks_on_the_sample_photo(tmp_path, capsys):
     with pytest.raises(ValueError, match="INT8 calibration needs real faces"):
         export_model(LEGACY, "onnx-int8", tmp_path / "q.onnx", str(tmp_path / "no-data"))

@@ -1,0 +1,79 @@
+"""A smaller copy of UTKFace for a machine that can receive little data (the lent GPU
+machine takes 64 MiB a call): every image re-encoded as WebP under its own name.
+
+Training and validation images keep ``--size`` px at ``--quality``; test-split images
+(the split of ``--config``) shrink to ``--test-size`` px, since that copy's test figures
+are not used: the test split is evaluated on the original JPEGs. Copies of one image are
+encoded alike (test encoding if any copy is a test face), so the reader finds the same
+labels, defects and byte-identical copies, hence the same split. With ``--cache-to``,
+a teacher cache keyed by the new files' MD5s gets the original files' descriptors
+(NaN where there was none), so the copy needs no dlib to train a recipe with a teacher.
+
+    python scripts/reencode_utkface.py --config configs/cpu_distill_soft.yaml \\
+        --out /tmp/utk160 --cache-to /tmp/utk160_cache
+
+Used for the 112 px against 160 px runs on the lent H200 (README, "Face-recognition
+knowledge"): WebP quality 90 at 160 px is 3.4 KB an image against 7.6 KB for the JPEGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facemtl.config import load_config
+from facemtl.data.dataset import read_split
+from facemtl.data.teacher import DEFAULT_CACHE_DIR, FeatureCache, file_digest
+from facemtl.faces.descriptor import DIM
+from facemtl.data.utkface import image_folder
+from facemtl.tasks import build_task
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True, help="the recipe whose split decides the test faces")
+    ap.add_argument("--out", required=True, help="the new data folder (images go to OUT/UTKFace)")
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--quality", type=int, default=90)
+    ap.add_argument("--test-size", type=int, default=64)
+    ap.add_argument("--cache-from", default=DEFAULT_CACHE_DIR, help="teacher cache of the original images")
+    ap.add_argument("--cache-to", help="write a teacher cache for the new files here")
+    args = ap.parse_args()
+
+    cfg = load_config(args.config)
+    seed = cfg.data.split_seed if cfg.data.split_seed is not None else cfg.train.seed
+    table, split, _ = read_split(cfg.data, [build_task(t) for t in cfg.tasks], seed)
+    test = {file_digest(p) for p, s in zip(table.paths, split) if s == "test"}
+    src = image_folder(cfg.data.root)
+    out = Path(args.out) / "UTKFace"
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = cfg.data.teacher
+    old = FeatureCache(args.cache_from, teacher, DIM) if args.cache_to and teacher else None
+    vectors: dict[str, np.ndarray] = {}
+    total = 0
+    for path in sorted(src.glob("*.jpg")):
+        raw = path.read_bytes()
+        digest = hashlib.md5(raw).hexdigest()
+        size, quality = (args.test_size, 60) if digest in test else (args.size, args.quality)
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        ok, buf = cv2.imencode(".webp", cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
+                               [cv2.IMWRITE_WEBP_QUALITY, quality])
+        data = buf.tobytes()
+        (out / path.name).write_bytes(data)
+        total += len(data)
+        if old is not None:
+            vec = old.get([digest]).get(digest)
+            vectors[hashlib.md5(data).hexdigest()] = vec if vec is not None else np.full(DIM, np.nan, np.float32)
+    if old is not None:
+        new = FeatureCache(args.cache_to, teacher, DIM)
+        new.put(vectors)
+        new.close()
+    print(f"{out}: {total / 2**20:.1f} MiB; test faces at {args.test_size} px")
+
+
+if __name__ == "__main__":
+    main()
