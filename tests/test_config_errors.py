@@ -1,6 +1,8 @@
 """Issue 12, items 6 and 7: a recipe or a model file that is wrong says so in one sentence,
 naming what is wrong, never with a traceback or a Python message."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -120,5 +122,8 @@ def test_a_model_file_without_weights_is_refused_in_one_sentence(tmp_path, capsy
 
 
 def test_the_shipped_recipes_still_load():
-    for name in ("paper", "paper_coral", "thesis", "cpu", "cpu_coral", "tiny"):
-        load_config(f"configs/{name}.yaml")
+    recipes = sorted(p for p in Path("configs").glob("*.yaml") if not p.name.startswith("experiment_"))
+    assert {"paper", "paper_coral", "thesis", "cpu", "cpu_coral", "cpu_distill_soft", "cpu_coral_distill_soft",
+            "tiny"} <= {p.stem for p in recipes}
+    for path in recipes:
+        assert load_config(path).name == path.stem
