@@ -28,8 +28,8 @@ import numpy as np
 from facemtl.config import load_config
 from facemtl.data.dataset import read_split
 from facemtl.data.teacher import DEFAULT_CACHE_DIR, FeatureCache, file_digest
-from facemtl.faces.descriptor import DIM
 from facemtl.data.utkface import image_folder
+from facemtl.faces.descriptor import DIM
 from facemtl.tasks import build_task
 
 
@@ -51,9 +51,7 @@ def main() -> None:
     src = image_folder(cfg.data.root)
     out = Path(args.out) / "UTKFace"
     out.mkdir(parents=True, exist_ok=True)
-    teacher = cfg.data.teacher
-    old = FeatureCache(args.cache_from, teacher, DIM) if args.cache_to and teacher else None
-    vectors: dict[str, np.ndarray] = {}
+    renamed: dict[str, str] = {}  # original file digest -> the copy's
     total = 0
     for path in sorted(src.glob("*.jpg")):
         raw = path.read_bytes()
@@ -62,15 +60,20 @@ def main() -> None:
         image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
         ok, buf = cv2.imencode(".webp", cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
                                [cv2.IMWRITE_WEBP_QUALITY, quality])
+        if not ok:
+            raise SystemExit(f"{path}: could not be encoded as WebP")
         data = buf.tobytes()
         (out / path.name).write_bytes(data)
         total += len(data)
-        if old is not None:
-            vec = old.get([digest]).get(digest)
-            vectors[hashlib.md5(data).hexdigest()] = vec if vec is not None else np.full(DIM, np.nan, np.float32)
-    if old is not None:
+        renamed[digest] = hashlib.md5(data).hexdigest()
+    teacher = cfg.data.teacher
+    if args.cache_to and teacher:
+        old = FeatureCache(args.cache_from, teacher, DIM)
+        known = old.get(renamed)
+        old.close()
+        missing = np.full(DIM, np.nan, np.float32)
         new = FeatureCache(args.cache_to, teacher, DIM)
-        new.put(vectors)
+        new.put({copy: known.get(orig, missing) for orig, copy in renamed.items()})
         new.close()
     print(f"{out}: {total / 2**20:.1f} MiB; test faces at {args.test_size} px")
 
