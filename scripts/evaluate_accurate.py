@@ -3,13 +3,16 @@
     python scripts/evaluate_accurate.py [--data ../shared/data/utkface] [--limit N] [--out FILE]
         [--model M.pt --fusion F.json]   # another model and its fusion file (facemtl fusion)
 
-Runs the same aligned test crops through ``FaceAnalyzer(aligned)`` twice in one process,
-without and with ``fusion=True`` (the shipped fusion file: classifiers on dlib's face
-descriptor mixed into gender and race), and prints for each: accuracy of every
-classification task with its 95 % Wilson interval, the gender accuracy by race with the
-largest gap between races, and the seconds per face each path took (in-process, the same
-minutes; `facemtl benchmark` measures the whole processes). Ages are the network's in both
-paths (the fusion touches only classification tasks), so age is not repeated here.
+Runs the same aligned test crops through ``FaceAnalyzer(aligned)`` twice in one process:
+the fast path (the default model, or ``--model``) and ``--accurate`` (the shipped fusion
+file, or ``--fusion``: classifiers on dlib's face descriptor mixed into gender and race,
+over the network the fusion file names, the shipped one a 160 px network, unless
+``--model`` is given). For each it prints every classification task's accuracy with its
+95 % Wilson interval, each numeric task's mean absolute error with its 95 % interval, the
+gender accuracy by race with the largest gap between races, and the seconds per face each
+path took (in-process, the same minutes; ``facemtl benchmark`` times whole processes); then,
+face by face, accurate minus fast for every task with a 95 % interval of the mean
+difference. Both networks must record the same split, so the test faces are the same.
 """
 
 from __future__ import annotations
@@ -33,36 +36,53 @@ def main() -> None:
 
     from facemtl.data.model_data import model_data
     from facemtl.inference import FaceAnalyzer, default_model_path, load_predictor
-    from facemtl.subgroups import wilson_interval as wilson
+    from facemtl.subgroups import mean_interval, wilson_interval as wilson
 
     model = a.model or default_model_path()
     info = load_predictor(model).info
     test = model_data(info, a.data).test
     paths = list(test.paths[: a.limit] if a.limit else test.paths)
-    classif = [t for t in info.build_tasks() if t.class_names() is not None]
-    truth = {t.name: test.attributes[t.label][: len(paths)] for t in classif}
+    tasks = info.build_tasks()
+    truth = {t.name: test.attributes[t.label][: len(paths)] for t in tasks}
     race = test.attributes["race"][: len(paths)] if "race" in test.attributes else None
-    race_names = next((t.class_names() for t in classif if t.label == "race"), None)
+    race_names = next((t.class_names() for t in tasks if t.label == "race"), None)
 
     out: dict = {"faces": len(paths), "model": str(model), "fusion": a.fusion or "shipped"}
+    scores: dict = {}  # per path and task, one score per face: correct (0/1) or absolute error
     for name, fusion in (("fast", None), ("accurate", a.fusion or True)):
-        with FaceAnalyzer(model, fusion=fusion) as analyzer:
+        # without --model the accurate path runs the network its fusion file names
+        with FaceAnalyzer(a.model if name == "accurate" else model, fusion=fusion) as analyzer:
+            used = analyzer.predictor.info
+            if model_data(used, a.data).test.paths[: len(paths)] != paths:
+                raise SystemExit(f"the {name} path's network records another test split")
             t0 = time.perf_counter()
             results = list(analyzer.analyze_files(paths, aligned=True))
             seconds = time.perf_counter() - t0
-        row: dict = {"seconds_per_face": round(seconds / len(paths), 4)}
-        for t in classif:
-            names = t.class_names()
-            pred = np.array([names.index(r.faces[0].answers[t.name].value) if r.faces else -1 for r in results])
+        row: dict = {"network": used.name, "image_size": used.image_size, "version": used.version,
+                     "seconds_per_face": round(seconds / len(paths), 4)}
+        scores[name] = {}
+        for t in tasks:
             y = truth[t.name]
             ok = ~np.isnan(y)
-            k, n = int((pred[ok] == y[ok]).sum()), int(ok.sum())
+            names = t.class_names()
+            if names is None:  # numeric: mean absolute error, in the task's unit
+                pred = np.array([float(r.faces[0].answers[t.name].value) if r.faces else np.nan for r in results])
+                err = np.abs(pred - y)
+                scores[name][t.name] = err
+                e = err[ok]
+                row[t.name] = {"mae": round(float(e.mean()), 3), "ci95": [round(x, 3) for x in mean_interval(e)],
+                               "n": int(ok.sum())}
+                continue
+            pred = np.array([names.index(r.faces[0].answers[t.name].value) if r.faces else -1 for r in results])
+            hit = (pred == y).astype(float)
+            scores[name][t.name] = hit
+            k, n = int(hit[ok].sum()), int(ok.sum())
             row[t.name] = {"accuracy": round(k / n, 4), "ci95": [round(x, 4) for x in wilson(k, n)], "n": n}
             if t.name == "gender" and race is not None:
                 by = {}
                 for ri, rn in enumerate(race_names or []):
                     m = ok & (race == ri)
-                    kk, nn = int((pred[m] == y[m]).sum()), int(m.sum())
+                    kk, nn = int(hit[m].sum()), int(m.sum())
                     if nn:
                         by[rn] = {"accuracy": round(kk / nn, 4), "ci95": [round(x, 4) for x in wilson(kk, nn)], "n": nn}
                 accs = {r: v["accuracy"] for r, v in by.items()}
@@ -71,6 +91,16 @@ def main() -> None:
                 row["gender_gap_between"] = [max(accs, key=accs.get), min(accs, key=accs.get)]
         out[name] = row
         print(name, json.dumps(row))
+    # face by face: accurate minus fast (accuracy in points, error in the task's unit)
+    diff = {}
+    for t in tasks:
+        ok = ~np.isnan(truth[t.name])
+        d = (scores["accurate"][t.name] - scores["fast"][t.name])[ok]
+        scale = 1 if t.class_names() is None else 100
+        diff[t.name] = {"mean": round(scale * float(d.mean()), 3),
+                        "ci95": [round(scale * x, 3) for x in mean_interval(d)]}
+    out["accurate_minus_fast"] = diff
+    print("accurate - fast", json.dumps(diff))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
 

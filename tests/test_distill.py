@@ -328,6 +328,26 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
     assert main(["analyze", *crops, "--aligned", "--json", "--no-progress", "--checkpoint",
                  str(tmp_path / "run" / "best.pt"), "--accurate", str(tmp_path / "fusion.json")]) == 0
 
+    # A fusion file may name the network the accurate variant runs when no model is named (the
+    # shipped one names a 160 px network): recorded relative to the fusion file, which may move.
+    fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "f" / "named.json"),
+           network=str(tmp_path / "run" / "best.pt"))
+    assert json.loads((tmp_path / "f" / "named.json").read_text())["network"] == "../run/best.pt"
+    named = FaceAnalyzer(workers=1, fusion=tmp_path / "f" / "named.json")
+    assert named.predictor.info.version == fused.predictor.info.version and named.size == 64
+    c = [r.faces[0].answers for r in named.analyze_files(crops, aligned=True)]
+    assert [x["gender"].probabilities for x in b] == [x["gender"].probabilities for x in c]
+    (tmp_path / "moved" / "deeper").mkdir(parents=True)  # ../run/best.pt is not there
+    (tmp_path / "f" / "named.json").rename(tmp_path / "moved" / "deeper" / "named.json")
+    with pytest.raises(FileNotFoundError, match="accurate variant's network .* does not exist"):
+        FaceAnalyzer(workers=1, fusion=tmp_path / "moved" / "deeper" / "named.json")
+    # a network trained on another split is refused: the classifiers may have seen its test faces
+    cfg.data.limit = 200
+    Trainer(cfg, tmp_path / "other", progress=False, log=lambda s: None).fit()
+    with pytest.raises(ValueError, match="another split .*limit differs"):
+        fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "x.json"), network=str(tmp_path / "other" / "best.pt"))
+    assert not (tmp_path / "x.json").exists()
+
 
 def test_grids_keep_soft_targets_with_their_heads(tmp_path):
     from facemtl.config import ConfigError

@@ -295,9 +295,15 @@ def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = N
     return write_shards(table, split, out, shard_size, resize, log=lambda s: print(s, file=sys.stderr))
 
 
-def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5) -> dict[str, Any]:
+def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5,
+           network: str | None = None) -> dict[str, Any]:
     """Fit the accurate variant's descriptor classifiers for ``checkpoint``'s classification tasks on
-    its own training faces (L2 strength chosen on its validation faces); write the fusion file."""
+    its own training faces (L2 strength chosen on its validation faces); write the fusion file.
+
+    ``network``: a model file the accurate variant runs when no other is named (recorded relative
+    to the fusion file); it must answer the same tasks and record the same split as
+    ``checkpoint``, so the classifiers never saw its test faces.
+    """
     from .data import build_data
     from .data.teacher import teacher_features
     from .faces.descriptor import NAME
@@ -312,15 +318,40 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     chosen = [t for t in tasks if t.inference and t.class_names() is not None]
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
+    if network is not None:
+        _check_same_split(network, checkpoint, [t.name for t in chosen])
     feats = {p: teacher_features(data.split(p).paths, cfg.data.cache_dir, NAME, workers=max(1, cfg.data.workers),
                                  log=lambda s: print(s, file=sys.stderr)) for p in ("train", "val")}
     labels = {p: {t.name: data.split(p).attributes[t.label] for t in chosen} for p in ("train", "val")}
     head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
                               feats["val"], labels["val"], NAME)
     head.mix = mix
+    if network is not None:
+        head.network = os.path.relpath(Path(network).resolve(), Path(out).resolve().parent)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(head.to_dict()))
     return {"out": out, "validation_accuracy_by_l2": scores}
+
+
+#: Data settings that decide a model's train / validation / test split (the input size does not).
+_SPLIT_SETTINGS = ("dataset", "split", "val_fraction", "test_fraction", "split_seed", "fold", "age_range", "limit",
+                   "path_column", "columns")
+
+
+def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str]) -> None:
+    """A ``ValueError`` unless model file ``network`` answers ``tasks`` and records the split of ``checkpoint``."""
+    from .data.model_data import recorded_data
+    from .inference import load_predictor
+
+    info, ref = (load_predictor(p, device="cpu").info for p in (network, checkpoint))
+    missing = [t for t in tasks if t not in {x.name for x in info.build_tasks()}]
+    if missing:
+        raise ValueError(f"{network} does not answer task {missing[0]!r}, which the fusion file covers")
+    (a, seed_a), (b, seed_b) = recorded_data(info), recorded_data(ref)
+    differ = [k for k in _SPLIT_SETTINGS if getattr(a, k) != getattr(b, k)]
+    if differ or (a.split_seed is None and seed_a != seed_b):
+        raise ValueError(f"{network} was trained on another split than {checkpoint} ({(differ or ['seed'])[0]} "
+                         "differs): the descriptor classifiers may have seen its test faces")
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -441,7 +472,9 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
     p.add_argument("--accurate", nargs="?", const=True, metavar="FUSION_FILE",
                    help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
-                        "(the shipped fusion file, or FUSION_FILE from 'facemtl fusion'); tens of ms more per face")
+                        "(the shipped fusion file, or FUSION_FILE from 'facemtl fusion'), and without --checkpoint "
+                        "run the network the fusion file names (shipped: a 160 px network); about 90 ms more "
+                        "per face")
     _db_flags(p)
 
 
@@ -464,10 +497,13 @@ def _fusion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training")
     p.add_argument("--mix", type=float, default=0.5,
                    help="weight of the network's probabilities (the rest: the descriptor's)")
+    p.add_argument("--network", metavar="MODEL_FILE",
+                   help="the network 'analyze --accurate' runs when no --checkpoint is given (default: the "
+                        "default model); it must record the same split as --checkpoint")
 
 
 def _fusion_run(a: argparse.Namespace) -> int:
-    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix)))
+    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix, a.network)))
     return 0
 
 
@@ -482,8 +518,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
                                                    "model records); without data INT8 refuses and FP32 checks on the "
                                                    "sample photo")
     p.add_argument("--force", action="store_true",
-                   help=f"keep an export that fails its check: FP32 outputs off PyTorch's by more than 1e-3, or INT8 "
-                        f"losing more than {100 * MAX_ACCURACY_DROP:.1f} points of a task's accuracy or raising its "
+                   help=f"keep an export that fails its check: FP32 outputs off PyTorch's by more than 1e-3, or a "
+                        f"reduced-precision one (INT8, FP16) losing more than {100 * MAX_ACCURACY_DROP:.1f} points of a task's accuracy or raising its "
                         f"error (age MAE) by more than {100 * MAX_ERROR_RISE:.0f}%% on the validation check faces")
     for o in OPTIONS.values():
         p.add_argument("--" + o.name.replace("_", "-"), type=o.type, metavar="N",

@@ -191,7 +191,7 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
     from ..inference.fusion import default_fusion_path
 
     subsets: dict[str, int] = {}
-    if default_fusion_path().is_file():  # the accurate variant: dlib's descriptor beside the shipped network
+    if default_fusion_path().is_file():  # the accurate variant: dlib's descriptor beside the network it names
         # at about 11 faces/s, timed on the first ACCURATE_CROPS crops only (its run would take minutes)
         few = Path(crops).parent / f"{Path(crops).name}_first{ACCURATE_CROPS}"
         if not few.is_dir():

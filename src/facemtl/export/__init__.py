@@ -111,7 +111,7 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
         worst = max(r["max_abs_diff"] for r in report["parity"].values())
         if worst > FP32_TOLERANCE:
             problems.append(f"its outputs differ from PyTorch's by up to {worst:.2g} (tolerance {FP32_TOLERANCE:g})")
-    if fmt.int8 and faces.labels is not None:
+    if fmt.reduced and faces.labels is not None:
         report["accuracy"] = accuracy_loss(tasks, ref, new, faces.labels)
         problems += [f"{t}: {describe_loss(r)}" for t, r in report["accuracy"].items() if not r["ok"]]
     report["ok"] = not problems

@@ -2,7 +2,7 @@
 
 On the same real faces: the largest difference of any raw output, and after the tasks
 decode, the share of faces whose answer changed (and, for numeric tasks, by how much on
-average). For INT8 also each task's headline metric on labelled validation faces, both
+average). For reduced precision (INT8, FP16 weights or arithmetic) also each task's headline metric on labelled validation faces, both
 ways, and what quantization lost.
 """
 

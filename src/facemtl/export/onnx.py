@@ -1,4 +1,5 @@
-"""ONNX exporters: FP32 (``onnx``) and static INT8 (``onnx-int8``, ONNX Runtime's QDQ quantizer)."""
+"""ONNX exporters: FP32 (``onnx``), FP32 with FP16-stored weights (``onnx-fp16w``) and static INT8
+(``onnx-int8``, ONNX Runtime's QDQ quantizer)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,42 @@ def set_metadata(path: str | Path, info: Any) -> None:
 def export_onnx(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 18, **_: Any) -> None:
     """The network as FP32 ONNX at ``opset``, with a dynamic batch axis and its ModelInfo."""
     to_onnx(source, str(out), opset)
+    set_metadata(out, exported_info(source.info, fmt, opset=opset))
+
+
+def export_onnx_fp16w(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 18, **_: Any) -> None:
+    """FP32 ONNX whose weights are stored as FP16: half the file, the same arithmetic.
+
+    Every FP32 initializer of 64 values or more is stored as FP16 and turned back by a
+    ``Cast`` node in front of the graph; ONNX Runtime folds those casts into FP32 constants
+    when it loads the file (constant folding, on at every optimisation level), so the network
+    runs as fast as the FP32 file, on weights rounded to FP16 (about 3 significant digits).
+    Written here because onnxconverter-common's ``convert_float_to_float16`` also moves the
+    arithmetic to FP16, which ONNX Runtime's CPU kernels mostly lack.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    to_onnx(source, str(out), opset)
+    model = onnx.load(str(out))
+    graph = model.graph
+    inits, casts = [], []
+    for init in graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype != np.float32 or w.size < 64:  # biases and scalars: too small to matter
+            inits.append(init)
+            continue
+        half = numpy_helper.from_array(w.astype(np.float16), init.name + "__fp16")
+        inits.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=init.name + "__to_fp32"))
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
     set_metadata(out, exported_info(source.info, fmt, opset=opset))
 
 

@@ -27,7 +27,8 @@ class FaceAnalyzer:
     central probability mass of the reported age interval. ``fusion``: ``True`` (the shipped
     fusion file) or a fusion file: the accurate variant, which mixes a classifier on dlib's
     face descriptor into the classification answers (:mod:`facemtl.inference.fusion`; tens of
-    milliseconds more per face). ``predictor``: an already
+    milliseconds more per face); with no ``checkpoint``, it runs the network its fusion file
+    names (the shipped one: a 160 px network), else the default model. ``predictor``: an already
     loaded :class:`Predictor` to share (then ``checkpoint``, ``runtime``, ``device``,
     ``batch_size`` and ``interval`` are its own). ``threads``: the runtime's intra-op
     threads (default: one per core; see :mod:`facemtl.inference.runtimes`).
@@ -50,12 +51,21 @@ class FaceAnalyzer:
         threads: int | None = None,
         fusion: str | Path | bool | None = None,
     ) -> None:
-        self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
+        head = None
         if fusion:  # the accurate variant: dlib's descriptor beside the network
-            from .fusion import FusedPredictor, FusionHead, default_fusion_path
+            from .fusion import FusionHead, default_fusion_path
 
-            self.predictor = FusedPredictor(self.predictor,
-                                            FusionHead.load(default_fusion_path() if fusion is True else fusion))
+            head = FusionHead.load(default_fusion_path() if fusion is True else fusion)
+            if checkpoint is None and head.network is not None:
+                checkpoint = head.network
+                if not Path(checkpoint).is_file():
+                    raise FileNotFoundError(f"the accurate variant's network {checkpoint} (named by its fusion "
+                                            "file) does not exist")
+        self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
+        if head is not None:
+            from .fusion import FusedPredictor
+
+            self.predictor = FusedPredictor(self.predictor, head)
         self.pipeline = Pipeline(self.predictor, detector, min_face, workers, detect_max_side, max_latency, keep_images)
         self.tasks = self.predictor.tasks
         self.size = self.predictor.size

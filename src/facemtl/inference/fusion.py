@@ -7,7 +7,12 @@ The descriptor costs tens of milliseconds a face on a CPU (``facemtl benchmark``
 it), which is why the default path never computes it: ``facemtl analyze --accurate``.
 
 The fusion file (JSON) holds the descriptor's standardisation (the training faces' mean and
-spread), per task its classes, weights ``W (C, 128)`` and biases ``b (C,)``, and ``mix``.
+spread), per task its classes, weights ``W (C, 128)`` and biases ``b (C,)``, and ``mix``;
+optionally ``network``, the model file (a path relative to the fusion file) that the accurate
+variant runs when no model is named. The shipped fusion file names a 160 px network
+(``utkface_lite0_160.onnx``, ``configs/cpu_distill_soft_160.yaml``): the accurate variant
+spends tens of milliseconds a face on the descriptor anyway, so the larger input, about twice
+the network's time, costs it little and reads age and race better.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ class FusionHead:
     std: np.ndarray
     tasks: dict[str, dict[str, Any]]
     mix: float = 0.5
+    #: The model file the accurate variant runs unless another is named: as the file says it
+    #: (relative to the fusion file) when written, resolved to a full path by :meth:`load`.
+    network: str | None = None
 
     def probabilities(self, task: str, features: np.ndarray) -> np.ndarray:
         """``(N, C)`` class probabilities of ``task`` from descriptors ``(N, 128)``."""
@@ -42,16 +50,20 @@ class FusionHead:
         return logistic_probabilities((np.asarray(features, np.float32) - self.mean) / self.std, spec["W"], spec["b"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"teacher": self.teacher, "mix": self.mix, "mean": self.mean.tolist(), "std": self.std.tolist(),
-                "tasks": self.tasks}
+        d = {"teacher": self.teacher, "mix": self.mix, "mean": self.mean.tolist(), "std": self.std.tolist(),
+             "tasks": self.tasks}
+        return d if self.network is None else {**d, "network": self.network}
 
     @classmethod
     def load(cls, path: str | Path) -> "FusionHead":
         try:
             d = json.loads(Path(path).read_text())
+            network = d.get("network")
+            if network is not None:
+                network = str(Path(path).parent / str(network))  # an absolute path stays as it is
             return cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
-                       float(d.get("mix", 0.5)))
-        except (OSError, ValueError, KeyError) as exc:
+                       float(d.get("mix", 0.5)), network)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a facemtl fusion file ({type(exc).__name__}: {exc})") from None
 
 
