@@ -170,6 +170,23 @@ def test_without_data_int8_refuses_and_fp32_checks_on_the_sample_photo(tmp_path,
     assert r["checked_on"].startswith("the sample photo") and r["ok"] and r["size_bytes"] == out.stat().st_size
 
 
+def test_export_json_is_all_that_reaches_stdout(utkface_root, tmp_path):
+    """NNCF logs and draws progress bars on standard output: ``--json`` must still print
+    nothing but its JSON (a whole process, where NNCF's log handler is made)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "q.xml"
+    cli = "import sys; from facemtl.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", cli, "export", str(LEGACY), "--format", "openvino-int8",
+                          "--out", str(out), "--data", str(utkface_root), "--calibration", "16", "--check-faces", "16",
+                          "--force", "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    r = json.loads(run.stdout)
+    assert r["format"] == "openvino-int8" and set(r["accuracy"]) == {"age", "gender", "race"}
+    assert "nncf" in run.stderr.lower()  # what NNCF said went to standard error
+
+
 def test_shipped_onnx_keeps_the_checkpoints_answers(utkface_root):
     """The shipped INT8 file against the float checkpoint it came from, on 96 test-split faces."""
     from facemtl.data.model_data import model_data, sample

@@ -36,15 +36,42 @@ def export_openvino(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 1
     _save(_convert(source, opset), out, exported_info(source.info, fmt, opset=opset))
 
 
+def keep_float(model: Any) -> list[str]:
+    """Names of the operations INT8 leaves in FP32, as the ONNX INT8 export does
+    (:func:`facemtl.export.onnx.keep_float`): the first convolution, whose three input
+    channels carry the whole image, and the task heads (every MatMul: the network has no
+    other)."""
+    ops = model.get_ordered_ops()
+    convs = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"]
+    heads = [op.get_friendly_name() for op in ops if op.get_type_name() == "MatMul"]
+    return convs[:1] + heads
+
+
 def export_openvino_int8(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 18, calibration: int = 300,
                          **_: Any) -> None:
     """FP32 IR, then NNCF post-training quantization (the mixed preset's defaults: per-channel
     symmetric INT8 weights, activation ranges from ``calibration`` real training faces,
-    fast bias correction)."""
-    import nncf
+    full bias correction), the first convolution and the heads left in FP32 (:func:`keep_float`).
+    With every layer quantized and fast bias correction, the soft-target model's export lost
+    4.6 % of age MAE and 1 point of race on 500 validation faces and was refused; with the two
+    changes, on 1,000: age +0.4 %, gender and race -0.1 points each.
 
-    model = _convert(source, opset)
-    images = faces.calibration
-    data = nncf.Dataset([images[i : i + 1] for i in range(len(images))])
-    quantized = nncf.quantize(model, data, subset_size=len(images))
+    NNCF writes its log and progress bars to standard output; they go to standard error here,
+    so that ``facemtl export --json`` prints nothing but its JSON.
+    """
+    import contextlib
+    import logging
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        import nncf
+
+        for h in logging.getLogger("nncf").handlers:
+            if isinstance(h, logging.StreamHandler) and h.stream in (sys.__stdout__, sys.stdout):
+                h.setStream(sys.stderr)
+        model = _convert(source, opset)
+        images = faces.calibration
+        data = nncf.Dataset([images[i : i + 1] for i in range(len(images))])
+        quantized = nncf.quantize(model, data, subset_size=len(images), fast_bias_correction=False,
+                                  ignored_scope=nncf.IgnoredScope(names=keep_float(model), validate=False))
     _save(quantized, out, exported_info(source.info, fmt, opset=opset, calibration_faces=len(images)))
