@@ -79,6 +79,11 @@ def test_int8_exports_report_their_loss(exported):
         for task, a in r["accuracy"].items():
             assert 0 < a["faces"] <= 48 and a["metric"] in ("mae", "accuracy") and isinstance(a["ok"], bool)
         assert r["size_bytes"] > 0  # (the tiny model is too small for INT8 to shrink it much)
+    # the ONNX Runtime file had its convolutions' biases corrected, and says so in its metadata
+    from facemtl.inference.runtimes import open_runtime
+
+    corrected = open_runtime(exported[0] / "q.onnx", "onnxruntime").info.extra["bias_correction"]
+    assert corrected["layers"] > 0 and corrected["largest_shift"] > 0
 
 
 def test_fp16_weights_halve_the_file_and_keep_the_answers(exported):
