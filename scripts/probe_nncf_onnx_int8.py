@@ -17,6 +17,8 @@ import argparse
 import collections
 import contextlib
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -40,7 +42,8 @@ def main() -> None:
     import facemtl.export.onnx as fo
     from facemtl.export import export_model
 
-    def export_nncf(source, out, faces, fmt, opset=18, calibration=300, **_):
+    def export_nncf(source, out, faces, fmt, opset=18, **_):
+        """``export_onnx_int8``'s signature; ``faces.calibration`` already holds ``--calibration`` faces."""
         with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory() as tmp:
             import nncf
 
@@ -57,13 +60,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = {"onnx-int8 (ORT quantizer + bias correction)": Path(tmp) / "ort.onnx",
                  "NNCF ONNX backend (full bias correction)": Path(tmp) / "nncf.onnx"}
-        import os
-        import platform
-
         report: dict = {"checkpoint": a.checkpoint, "machine": f"{platform.processor() or platform.machine()}, "
                         f"{os.cpu_count()} cores", "onnxruntime": ort.__version__,
                         "load_average_before": list(os.getloadavg()), "files": {}}
         ours = export_model(a.checkpoint, "onnx-int8", list(files.values())[0], a.data, force=True, check_faces=1000)
+        # export_model looks its exporter up by name when it runs (FORMATS' "module:function"), so
+        # swapping the module's function sends the same export, check included, through NNCF
         original = fo.export_onnx_int8
         fo.export_onnx_int8 = export_nncf
         try:
