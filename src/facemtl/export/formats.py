@@ -72,7 +72,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  "them back to FP32 when it loads the file)"),
     ExportFormat("onnx-int8", ".onnx", True, False, "int8", "onnxruntime", ("opset", "calibration", "check_faces"),
                  "facemtl.export.onnx:export_onnx_int8", ("onnx", "onnxscript", "onnxruntime"),
-                 "ONNX with static INT8 quantization (QDQ, per-channel weights) calibrated on training faces"),
+                 "ONNX with static INT8 quantization (QDQ, per-channel weights) calibrated on training faces, "
+                 "each convolution's bias corrected for its INT8 weights' mean shift"),
     ExportFormat("openvino", ".xml", True, False, "fp32", "openvino", ("opset", "check_faces"),
                  "facemtl.export.openvino:export_openvino", ("onnx", "onnxscript", "openvino"),
                  "OpenVINO IR (.xml + .bin) for Intel CPUs"),
