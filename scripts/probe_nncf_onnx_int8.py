@@ -54,8 +54,8 @@ def main() -> None:
             data = nncf.Dataset([{"images": images[i : i + 1]} for i in range(len(images))])
             q = nncf.quantize(onnx.load(str(pre)), data, subset_size=len(images), fast_bias_correction=False,
                               ignored_scope=nncf.IgnoredScope(names=fo.keep_float(pre), validate=False))
+            fo.put_metadata(q, fo.exported_info(source.info, fmt, opset=opset, calibration_faces=len(images)))
             onnx.save(q, str(out))
-        fo.set_metadata(out, fo.exported_info(source.info, fmt, opset=opset, calibration_faces=len(images)))
 
     with tempfile.TemporaryDirectory() as tmp:
         files = {"onnx-int8 (ORT quantizer + bias correction)": Path(tmp) / "ort.onnx",

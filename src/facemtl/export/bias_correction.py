@@ -29,8 +29,9 @@ On the shipped model, 300 calibration faces: age MAE on the 4,211 random-split t
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,8 +72,6 @@ def _quantized_convs(float_model: Any, qdq: Any) -> tuple[list[_Layer], int]:
     The float weights come from the model ``quantize_static`` read (``float_model``), whose
     Conv nodes carry the same names (each name must be unique there)."""
     from onnx import numpy_helper
-
-    from collections import Counter
 
     produced = {o: n for n in qdq.graph.node for o in n.output}
     q_init = {i.name: i for i in qdq.graph.initializer}
@@ -132,7 +131,7 @@ def _mean_inputs(qdq: Any, names: list[str], images: np.ndarray, batch: int = 50
     return {n: s / len(images) for n, s in sums.items()}
 
 
-def correct_bias(float_model: Any, qdq: Any, images: np.ndarray, log: Callable[[str], None] = lambda s: None) -> dict:
+def correct_bias(float_model: Any, qdq: Any, images: np.ndarray) -> dict:
     """Take each quantized convolution's weight-rounding shift out of its INT32 bias, in place.
 
     ``float_model``: the ONNX model ``quantize_static`` quantized; ``qdq``: its output
@@ -142,7 +141,7 @@ def correct_bias(float_model: Any, qdq: Any, images: np.ndarray, log: Callable[[
     error at its output, all at once, overcorrected downstream layers and diverged when tried
     here). Returns ``{"layers": corrected, "skipped": quantized convolutions left as they were
     (no bias, no float twin, dilated), "largest_shift": max |e_c|, "clipped": bias values
-    clipped to INT32's range}``.
+    clipped to INT32's range}``; the ``onnx-int8`` export records it in the file's metadata.
     """
     from onnx import helper, numpy_helper
 
@@ -164,6 +163,4 @@ def correct_bias(float_model: Any, qdq: Any, images: np.ndarray, log: Callable[[
         b = np.clip(b, -(2**31), 2**31 - 1).astype(np.int32)
         q_init[layer.bias].CopyFrom(numpy_helper.from_array(b, layer.bias))
         report["largest_shift"] = max(report["largest_shift"], float(np.abs(e).max()))
-    log(f"bias correction: {report['layers']} quantized convolutions corrected, {skipped} left as they were, "
-        f"largest channel shift {report['largest_shift']:.3g}")
     return report

@@ -14,14 +14,19 @@ from .bias_correction import correct_bias
 from .network import exported_info, info_json, to_onnx
 
 
+def put_metadata(model: Any, info: Any) -> None:
+    """Store ``info`` (ModelInfo JSON) in the ``metadata_props`` of ``model`` (an ``onnx.ModelProto``)."""
+    del model.metadata_props[:]
+    model.metadata_props.add(key=INFO_KEY, value=info_json(info))
+    model.producer_name = "facemtl"
+
+
 def set_metadata(path: str | Path, info: Any) -> None:
     """Store ``info`` (ModelInfo JSON) in the ONNX file's ``metadata_props``."""
     import onnx
 
     model = onnx.load(str(path))
-    del model.metadata_props[:]
-    model.metadata_props.add(key=INFO_KEY, value=info_json(info))
-    model.producer_name = "facemtl"
+    put_metadata(model, info)
     onnx.save(model, str(path))
 
 
@@ -63,8 +68,8 @@ def export_onnx_fp16w(source: Any, out: Path, faces: Any, fmt: Any, opset: int =
     del graph.node[:]
     graph.node.extend(nodes)
     onnx.checker.check_model(model)
+    put_metadata(model, exported_info(source.info, fmt, opset=opset))
     onnx.save(model, str(out))
-    set_metadata(out, exported_info(source.info, fmt, opset=opset))
 
 
 def keep_float(path: Path) -> list[str]:
@@ -120,6 +125,6 @@ def export_onnx_int8(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 
                         nodes_to_exclude=keep_float(pre))
         model = onnx.load(str(out))
         corrected = correct_bias(onnx.load(str(pre)), model, faces.calibration)
+        put_metadata(model, exported_info(source.info, fmt, opset=opset, calibration_faces=len(faces.calibration),
+                                          bias_correction=corrected))
         onnx.save(model, str(out))
-    set_metadata(out, exported_info(source.info, fmt, opset=opset, calibration_faces=len(faces.calibration),
-                                    bias_correction=corrected))
