@@ -169,10 +169,10 @@ def test_shipped_model_beats_trivial_baselines_on_test_slice(utkface_root):
     assert m["race"]["accuracy"] > 0.75 > m["race"]["baseline"]["accuracy"]
 
 
-def test_the_accurate_variant_runs_its_own_network_on_the_same_split(utkface_root):
-    """The shipped fusion file names a 160 px network (FP16-stored weights) that records the
-    default model's split, so the descriptor classifiers never saw its test faces; on 300 of
-    those faces it beats the trivial baselines like the default model."""
+def test_the_accurate_variant_runs_its_own_networks_on_the_same_split(utkface_root):
+    """The shipped fusion file names three networks, an ensemble read at 160 px, each trained on
+    the default model's split, so the descriptor classifiers never saw their test faces; on 300
+    of those faces the ensemble beats the trivial baselines like the default model."""
     from pathlib import Path
 
     from facemtl.data.model_data import model_data, sample
@@ -182,12 +182,18 @@ def test_the_accurate_variant_runs_its_own_network_on_the_same_split(utkface_roo
 
     head = FusionHead.load(default_fusion_path())
     accurate = FaceAnalyzer(fusion=True, workers=1)
-    assert Path(head.network).name == "utkface_lite0_160.onnx" and accurate.size == 160
-    assert accurate.predictor.info.extra["format"] == "onnx-fp16w"
+    assert [Path(n).name for n in head.networks] == ["utkface_lite0_160.onnx", "utkface_lite0.onnx",
+                                                      "utkface_lite0_seed1.onnx"] and accurate.size == 160
+    members = accurate.predictor.info.extra["ensemble"]
+    assert [(m["image_size"], m["precision"]) for m in members] == [(160, "fp16-weights"), (112, "int8"), (112, "int8")]
+    fast = model_data(load_predictor(default_model_path()).info, str(utkface_root))
+    for n in head.networks:  # every member was trained on the default model's split
+        theirs = model_data(load_predictor(n).info, str(utkface_root))
+        assert all(theirs.split(p).paths == fast.split(p).paths for p in ("train", "val", "test"))
     assert FaceAnalyzer(default_model_path(), fusion=True, workers=1).size == 112  # a named model wins
     net = accurate.predictor.predictor
     data = model_data(net.info, str(utkface_root))
-    assert data.test.paths == model_data(load_predictor(default_model_path()).info, str(utkface_root)).test.paths
+    assert data.test.paths == fast.test.paths
     m = score_predictions(predict_set_runtime(net, sample(data.test, 300)), net.tasks, data.baselines)
     assert m["age"]["mae"] < 0.6 * m["age"]["baseline"]["mae"]
     assert m["gender"]["accuracy"] > 0.85 > m["gender"]["baseline"]["accuracy"]

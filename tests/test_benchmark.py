@@ -85,6 +85,9 @@ def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops
     text = table(r)
     assert "| facemtl (shipped, onnxruntime int8) | 952 | 4.76x | 952 | 4.76x |" in text
     assert "| facemtl (shipped, --accurate) (first 200 crops) | 20 | 0.10x |" in text
+    assert "ensemble over its first network" not in text  # no such row timed: no sentence
+    r["aligned"]["accurate_ensemble_over_one_network"] = {"idle": 0.95, "busy": 0.9}
+    assert "ensemble over its first network alone, same run: 0.95x idle, 0.90x beside one busy" in table(r)
     assert "| 640x480 (100) | facemtl mtcnn | 42.0 | 2.10x | 0.970 (97/100) | 1 |" in text
     assert "median of 3 runs" in text
     assert "beside one busy process (a CPU-bound loop" not in text  # rows without busy figures: no busy table

@@ -328,8 +328,8 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
     assert main(["analyze", *crops, "--aligned", "--json", "--no-progress", "--checkpoint",
                  str(tmp_path / "run" / "best.pt"), "--accurate", str(tmp_path / "fusion.json")]) == 0
 
-    # A fusion file may name the network the accurate variant runs when no model is named (the
-    # shipped one names a 160 px network): recorded relative to the fusion file, which may move.
+    # A fusion file may name the networks the accurate variant runs when no model is named (the
+    # shipped one names three): recorded relative to the fusion file, which may move.
     fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "f" / "named.json"),
            network=str(tmp_path / "run" / "best.pt"))
     assert json.loads((tmp_path / "f" / "named.json").read_text())["network"] == "../run/best.pt"
@@ -337,6 +337,14 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
     assert named.predictor.info.version == fused.predictor.info.version and named.size == 64
     c = [r.faces[0].answers for r in named.analyze_files(crops, aligned=True)]
     assert [x["gender"].probabilities for x in b] == [x["gender"].probabilities for x in c]
+    # several: an ensemble; the same network twice answers what it answers alone
+    fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "f" / "twice.json"),
+           network=[str(tmp_path / "run" / "best.pt")] * 2)
+    twice = FaceAnalyzer(workers=1, fusion=tmp_path / "f" / "twice.json")
+    assert twice.predictor.info.extra["ensemble"][0]["file"] == "run/best.pt"  # two of one name: with folders
+    d = [r.faces[0].answers for r in twice.analyze_files(crops, aligned=True)]
+    assert [x["age"].value for x in d] == [x["age"].value for x in c]
+    np.testing.assert_allclose([x["gender"].probability for x in d], [x["gender"].probability for x in c], atol=1e-6)
     (tmp_path / "moved" / "deeper").mkdir(parents=True)  # ../run/best.pt is not there
     (tmp_path / "f" / "named.json").rename(tmp_path / "moved" / "deeper" / "named.json")
     with pytest.raises(FileNotFoundError, match="accurate variant's network .* does not exist"):
@@ -344,9 +352,22 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
     # a network trained on another split is refused: the classifiers may have seen its test faces
     cfg.data.limit = 200
     Trainer(cfg, tmp_path / "other", progress=False, log=lambda s: None).fit()
-    with pytest.raises(ValueError, match="another split .*limit differs"):
+    with pytest.raises(ValueError, match="another split .*its train faces differ"):
         fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "x.json"), network=str(tmp_path / "other" / "best.pt"))
     assert not (tmp_path / "x.json").exists()
+
+    # `facemtl evaluate` scores an ensemble on its split: the same network twice scores as it
+    # does alone; networks trained on different splits are refused (no held-out faces)
+    from facemtl.cli import evaluate
+
+    run = str(tmp_path / "run" / "best.pt")
+    alone, twice = evaluate(run, "val"), evaluate([run, run], "val")
+    assert twice["_info"]["runtime"] == "ensemble" and twice["_info"]["checkpoint"] == [run, run]
+    assert twice["age"]["mae"] == pytest.approx(alone["age"]["mae"], abs=1e-9)
+    assert twice["gender"]["accuracy"] == pytest.approx(alone["gender"]["accuracy"], abs=1e-9)
+    with pytest.raises(ValueError, match="run/best.pt was trained on another split than other/best.pt: [0-9]+ of "
+                                         "the test faces scored are among its (train|val) faces"):
+        evaluate([str(tmp_path / "other" / "best.pt"), run], "test")
 
 
 def test_grids_keep_soft_targets_with_their_heads(tmp_path):

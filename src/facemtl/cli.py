@@ -80,7 +80,7 @@ def _with_data_root(cfg: Any, data_root: str | None) -> Any:
 
 
 def evaluate(
-    checkpoint: str,
+    checkpoint: str | Sequence[str],
     split: str = "test",
     data_root: str | None = None,
     device: str = "auto",
@@ -93,11 +93,18 @@ def evaluate(
     ``checkpoint``: a ``.pt`` checkpoint or a file from ``facemtl export`` (``.onnx``, ``.xml``,
     ...), run by ``runtime`` (default: by suffix); an exported file records the data settings
     and seed, and its faces go through the :class:`~facemtl.inference.Predictor`.
-    ``tta="flip"`` averages the outputs of each face and its mirror image. The result is
-    keyed by task, plus ``score`` and ``_info`` (what was evaluated, with the task specs).
+    Several files are an ensemble (the mean of their raw outputs), each run by its runtime,
+    scored on the first file's split, whose faces must be held out from every file's training. ``tta="flip"`` averages the outputs of each face
+    and its mirror image. The result is keyed by task, plus ``score`` and ``_info`` (what was
+    evaluated, with the task specs).
     """
     from .inference.runtimes import runtime_for
 
+    if not isinstance(checkpoint, (str, Path)):
+        files = [str(c) for c in checkpoint]
+        if len(files) != 1:
+            return _evaluate_file(files, split, data_root, device, batch_size, tta, runtime)
+        checkpoint = files[0]
     if runtime_for(checkpoint, runtime).name != "torch":
         return _evaluate_file(checkpoint, split, data_root, device, batch_size, tta, runtime)
     from .training.evaluation import predict_checkpoint, score_predictions
@@ -109,7 +116,7 @@ def evaluate(
     return metrics
 
 
-def _evaluate_file(path: str, split: str, data_root: str | None, device: str, batch_size: int, tta: str,
+def _evaluate_file(path: str | list[str], split: str, data_root: str | None, device: str, batch_size: int, tta: str,
                    runtime: str | None) -> dict[str, Any]:
     """:func:`evaluate` for an exported model file, through the Predictor."""
     from .training.evaluation import predict_exported, score_predictions
@@ -117,7 +124,7 @@ def _evaluate_file(path: str, split: str, data_root: str | None, device: str, ba
     res, tasks, data, predictor = predict_exported(path, split, data_root, runtime, device, batch_size, tta)
     metrics = score_predictions(res, tasks, data.baselines)
     extra = predictor.info.extra
-    metrics["_info"] = {"checkpoint": str(path), "split": split, "images": len(data.split(split)), "epoch": extra.get("epoch"),
+    metrics["_info"] = {"checkpoint": path if isinstance(path, list) else str(path), "split": split, "images": len(data.split(split)), "epoch": extra.get("epoch"),
                         "tta": tta, "runtime": predictor.runtime.name, "precision": predictor.runtime.precision,
                         "tasks": [t.to_dict() for t in predictor.tasks]}
     return metrics
@@ -129,7 +136,7 @@ def analyze(
     as_csv: bool = False,
     annotate_dir: str | None = None,
     aligned: bool = False,
-    checkpoint: str | None = None,
+    checkpoint: str | Sequence[str] | None = None,
     detector: str = "mtcnn",
     device: str = "auto",
     progress: bool | None = None,
@@ -143,6 +150,7 @@ def analyze(
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
 
+    ``checkpoint``: a model file, or several (an ensemble); default: the shipped model.
     ``fusion``: the accurate variant (``True``: the shipped fusion file, or a fusion file's path).
 
     ``db``: also store the faces in the results database at this URL or SQLite file
@@ -296,13 +304,14 @@ def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = N
 
 
 def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5,
-           network: str | None = None) -> dict[str, Any]:
+           network: str | Sequence[str] | None = None) -> dict[str, Any]:
     """Fit the accurate variant's descriptor classifiers for ``checkpoint``'s classification tasks on
     its own training faces (L2 strength chosen on its validation faces); write the fusion file.
 
-    ``network``: a model file the accurate variant runs when no other is named (recorded relative
-    to the fusion file); it must answer the same tasks and record the same split as
-    ``checkpoint``, so the classifiers never saw its test faces.
+    ``network``: a model file, or several (an ensemble: the mean of their raw outputs), that the
+    accurate variant runs when no other is named (recorded relative to the fusion file); each
+    must answer the same tasks and be trained on the same split as ``checkpoint``, so the
+    classifiers never saw its test faces.
     """
     from .data import build_data
     from .data.teacher import teacher_features
@@ -318,40 +327,47 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     chosen = [t for t in tasks if t.inference and t.class_names() is not None]
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
-    if network is not None:
-        _check_same_split(network, checkpoint, [t.name for t in chosen])
+    networks = [network] if isinstance(network, str) else list(network or [])
+    for net in networks:
+        _check_same_split(net, checkpoint, [t.name for t in chosen], data, cfg.data.root)
+    if len(networks) > 1:  # an ensemble: its networks must answer alike (a ValueError says which differs)
+        from .inference import load_predictor
+
+        load_predictor(networks, device="cpu")
     feats = {p: teacher_features(data.split(p).paths, cfg.data.cache_dir, NAME, workers=max(1, cfg.data.workers),
                                  log=lambda s: print(s, file=sys.stderr)) for p in ("train", "val")}
     labels = {p: {t.name: data.split(p).attributes[t.label] for t in chosen} for p in ("train", "val")}
     head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
                               feats["val"], labels["val"], NAME)
     head.mix = mix
-    if network is not None:
-        head.network = os.path.relpath(Path(network).resolve(), Path(out).resolve().parent)
+    if networks:
+        head.networks = [os.path.relpath(Path(n).resolve(), Path(out).resolve().parent) for n in networks]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(head.to_dict()))
     return {"out": out, "validation_accuracy_by_l2": scores}
 
 
-#: Data settings that decide a model's train / validation / test split (the input size does not).
-_SPLIT_SETTINGS = ("dataset", "split", "val_fraction", "test_fraction", "split_seed", "fold", "age_range", "limit",
-                   "path_column", "columns")
+def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data: Any, data_root: str) -> None:
+    """A ``ValueError`` unless model file ``network`` answers ``tasks`` and was trained on the very
+    faces ``data`` (``checkpoint``'s split, which the classifiers are fitted on) trains on,
+    validates on and tests on.
 
-
-def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str]) -> None:
-    """A ``ValueError`` unless model file ``network`` answers ``tasks`` and records the split of ``checkpoint``."""
-    from .data.model_data import recorded_data
+    The split is rebuilt from what ``network`` records and compared file by file: the settings
+    that decide a split (dataset, fractions, split seed or training seed, limit, ...) may be
+    spelled differently and still give the same split (``split_seed: 0`` beside ``seed: 0``).
+    """
+    from .data.model_data import model_data
     from .inference import load_predictor
 
-    info, ref = (load_predictor(p, device="cpu").info for p in (network, checkpoint))
+    info = load_predictor(network, device="cpu").info
     missing = [t for t in tasks if t not in {x.name for x in info.build_tasks()}]
     if missing:
         raise ValueError(f"{network} does not answer task {missing[0]!r}, which the fusion file covers")
-    (a, seed_a), (b, seed_b) = recorded_data(info), recorded_data(ref)
-    differ = [k for k in _SPLIT_SETTINGS if getattr(a, k) != getattr(b, k)]
-    if differ or (a.split_seed is None and seed_a != seed_b):
-        raise ValueError(f"{network} was trained on another split than {checkpoint} ({(differ or ['seed'])[0]} "
-                         "differs): the descriptor classifiers may have seen its test faces")
+    theirs = model_data(info, data_root)
+    for part in ("train", "val", "test"):
+        if list(theirs.split(part).paths) != list(data.split(part).paths):
+            raise ValueError(f"{network} was trained on another split than {checkpoint} (its {part} faces "
+                             "differ): the descriptor classifiers may have seen its test faces")
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
@@ -410,8 +426,9 @@ def _runtime_flag(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a model file: a .pt checkpoint from 'facemtl train' (e.g. "
-                                                       "RUN/best.pt) or a file from 'facemtl export'")
+    p.add_argument("--checkpoint", required=True, action="append", metavar="MODEL_FILE",
+                   help="a model file: a .pt checkpoint from 'facemtl train' (e.g. RUN/best.pt) or a file from "
+                        "'facemtl export'; repeat it for an ensemble (the mean of the networks' outputs)")
     _runtime_flag(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="which split of the model's own data (same seed, same split as in training)")
@@ -425,7 +442,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_run(a: argparse.Namespace) -> int:
-    metrics = evaluate(a.checkpoint, a.split, a.data_root, a.device, tta=a.tta, runtime=a.runtime)
+    metrics = evaluate(a.checkpoint[0] if len(a.checkpoint) == 1 else a.checkpoint, a.split, a.data_root, a.device,
+                       tta=a.tta, runtime=a.runtime)
     info = metrics.pop("_info")
     if a.json:
         # One object keyed by task name only, as documented; the summary goes to stderr.
@@ -454,8 +472,9 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn "
                                                      "(JPEG and PNG keep their format; reruns overwrite)")
     p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
-    p.add_argument("--checkpoint", help="a model file (from 'facemtl train' or 'facemtl export') instead of the "
-                                        "default one")
+    p.add_argument("--checkpoint", action="append", metavar="MODEL_FILE",
+                   help="a model file (from 'facemtl train' or 'facemtl export') instead of the default one; "
+                        "repeat it for an ensemble (the mean of the networks' outputs)")
     _runtime_flag(p)
     p.add_argument("--threads", type=_positive(int), metavar="N",
                    help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
@@ -473,8 +492,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accurate", nargs="?", const=True, metavar="FUSION_FILE",
                    help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
                         "(the shipped fusion file, or FUSION_FILE from 'facemtl fusion'), and without --checkpoint "
-                        "run the network the fusion file names (shipped: a 160 px network); about 90 ms more "
-                        "per face")
+                        "run the networks the fusion file names (shipped: an ensemble of three, one at 160 px); "
+                        "about 90 ms more per face")
     _db_flags(p)
 
 
@@ -486,7 +505,8 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_run(a: argparse.Namespace) -> int:
-    return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
+    checkpoint = a.checkpoint[0] if a.checkpoint and len(a.checkpoint) == 1 else a.checkpoint
+    return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, checkpoint, a.detector, a.device,
                    False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
                    db=a.db, thumbnails=a.thumbnails, fusion=a.accurate)
 
@@ -497,9 +517,10 @@ def _fusion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training")
     p.add_argument("--mix", type=float, default=0.5,
                    help="weight of the network's probabilities (the rest: the descriptor's)")
-    p.add_argument("--network", metavar="MODEL_FILE",
+    p.add_argument("--network", metavar="MODEL_FILE", action="append",
                    help="the network 'analyze --accurate' runs when no --checkpoint is given (default: the "
-                        "default model); it must record the same split as --checkpoint")
+                        "default model); repeat it for an ensemble (the mean of the networks' outputs); each "
+                        "must be trained on the same split as --checkpoint")
 
 
 def _fusion_run(a: argparse.Namespace) -> int:

@@ -31,6 +31,10 @@ BASELINE = "facemtl (baseline model)"
 SHIPPED = "facemtl (shipped, onnxruntime int8)"
 #: Crops the accurate variant (``analyze --accurate``, about 11 faces/s) is timed on.
 ACCURATE_CROPS = 200
+#: The row names of the accurate variant, and of the same with its first network only (timed
+#: when the shipped fusion file names an ensemble: what the other networks cost).
+ACCURATE = "facemtl (shipped, --accurate)"
+ACCURATE_ONE = "facemtl (--accurate, first network only)"
 
 
 def _busy() -> subprocess.Popen:
@@ -190,18 +194,24 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
     runs["facemtl (eager pytorch)"] = _facemtl("--aligned", crops, "--checkpoint", m["torch"])
     if "baseline" in m:
         runs[BASELINE] = _facemtl("--aligned", crops, "--checkpoint", m["baseline"])
-    from ..inference.fusion import default_fusion_path
+    from ..inference.fusion import FusionHead, default_fusion_path
 
     subsets: dict[str, int] = {}
-    if default_fusion_path().is_file():  # the accurate variant: dlib's descriptor beside the network it names
+    if default_fusion_path().is_file():  # the accurate variant: dlib's descriptor beside the networks it names
         # at about 11 faces/s, timed on the first ACCURATE_CROPS crops only (its run would take minutes)
         few = Path(crops).parent / f"{Path(crops).name}_first{ACCURATE_CROPS}"
         if not few.is_dir():
             few.mkdir()
             for f in sorted(Path(crops).iterdir())[:ACCURATE_CROPS]:
                 (few / f.name).symlink_to(f.resolve())
-        runs["facemtl (shipped, --accurate)"] = _facemtl("--aligned", str(few), "--accurate")
-        subsets["facemtl (shipped, --accurate)"] = min(n, ACCURATE_CROPS)
+        runs[ACCURATE] = _facemtl("--aligned", str(few), "--accurate")
+        subsets[ACCURATE] = min(n, ACCURATE_CROPS)
+        head = FusionHead.load(default_fusion_path())
+        if head.networks and len(head.networks) > 1:  # an ensemble: beside it, its first network alone
+            one = Path(prep["crops"]).parent / "fusion_first_network.json"
+            one.write_text(json.dumps({**head.to_dict(), "networks": head.networks[:1]}))  # absolute: stays valid
+            runs[ACCURATE_ONE] = _facemtl("--aligned", str(few), "--accurate", str(one))
+            subsets[ACCURATE_ONE] = subsets[ACCURATE]
     if peer_python:
         script = Path(prep["crops"]).parent / "peer_aligned.py"
         script.write_text(ALIGNED)
@@ -213,6 +223,10 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
         out[load] = {k: {"seconds": [round(t, 2) for t in v], "faces_per_s": round(subsets.get(k, n) / statistics.median(v), 1),
                          **({"faces": subsets[k]} if k in subsets else {})}
                      for k, v in times.items()}
+    if ACCURATE_ONE in out["idle"]:  # the ensemble's speed over its first network alone (below 1: slower)
+        out["accurate_ensemble_over_one_network"] = {
+            load: round(out[load][ACCURATE]["faces_per_s"] / out[load][ACCURATE_ONE]["faces_per_s"], 3)
+            for load in ("idle", "busy")}
     return {"faces": n, "folder": crops, **out}
 
 
@@ -345,6 +359,10 @@ def table(r: dict[str, Any]) -> str:
             subset = a["idle"][k].get("faces")
             lines.append(f"| {k}{f' (first {subset} crops)' if subset else ''} | {' | '.join(cells)} |")
         lines.append("")
+        e = a.get("accurate_ensemble_over_one_network")
+        if e:
+            lines += [f"The accurate variant's ensemble over its first network alone, same run: {e['idle']:.2f}x idle, "
+                      f"{e['busy']:.2f}x beside one busy process (below 1: slower).", ""]
     if len(r.get("baseline") or {}) > 1:  # a ratio measured (not only the model's name)
         b = r["baseline"]
         said = {"network_batch32": "network alone, batch 32", "network_batch1": "network alone, batch 1",

@@ -9,7 +9,7 @@ test split from an exported file as from its checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -56,6 +56,28 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
         cfg.teacher = None
         trained = [t for t in trained if t.label != TEACHER_COLUMN]
     return build_data(cfg, trained, seed, load_images=False).with_tasks(answering)
+
+
+def check_held_out(models: Sequence[tuple[str, Any]], split: str, data_root: str | None = None) -> None:
+    """A ``ValueError`` unless the first model's ``split`` faces are held out from every model:
+    none of them among any model's training faces, nor, for ``test``, among their validation
+    faces (which chose their best epoch). ``models``: ``(label, ModelInfo)``.
+
+    An ensemble scored on faces that one member trained on would read too well. The splits
+    are rebuilt from what each file records and compared file by file: members may differ
+    in their train / validation partition (under the CORAL protocol the test list is fixed
+    and the validation faces follow the training seed) as long as the scored faces are
+    held out from all of them.
+    """
+    (first, info), *rest = models
+    scored = set(model_data(info, data_root).split(split).paths)
+    for label, other in rest:
+        theirs = model_data(other, data_root)
+        for part in ("train", "val") if split == "test" else ("train",):
+            seen = len(scored & set(theirs.split(part).paths))
+            if seen:
+                raise ValueError(f"{label} was trained on another split than {first}: {seen} of the {split} faces "
+                                 f"scored are among its {part} faces, so an ensemble with it cannot be scored on them")
 
 
 def sample(part: FaceSet, n: int | None) -> FaceSet:

@@ -21,14 +21,16 @@ class FaceAnalyzer:
     """Detector + aligner + multi-task model.
 
     ``checkpoint``: a model file: a ``best.pt`` from ``facemtl train`` (default: the shipped
-    model). ``runtime``: how to run it (default: by the file's suffix). ``device``: ``auto``
+    model), or a list of model files, run as an ensemble (the mean of their raw outputs).
+    ``runtime``: how to run it (default: by the file's suffix). ``device``: ``auto``
     (a CUDA GPU when there is one), ``cpu`` or ``cuda``. ``detector``, ``min_face``,
     ``detect_max_side``, ``workers``, ``max_latency``: see :class:`Pipeline`. ``interval``:
     central probability mass of the reported age interval. ``fusion``: ``True`` (the shipped
     fusion file) or a fusion file: the accurate variant, which mixes a classifier on dlib's
     face descriptor into the classification answers (:mod:`facemtl.inference.fusion`; tens of
-    milliseconds more per face); with no ``checkpoint``, it runs the network its fusion file
-    names (the shipped one: a 160 px network), else the default model. ``predictor``: an already
+    milliseconds more per face); with no ``checkpoint``, it runs the networks its fusion file
+    names (the shipped one: an ensemble of three, one of them 160 px), else the default
+    model. ``predictor``: an already
     loaded :class:`Predictor` to share (then ``checkpoint``, ``runtime``, ``device``,
     ``batch_size`` and ``interval`` are its own). ``threads``: the runtime's intra-op
     threads (default: one per core; see :mod:`facemtl.inference.runtimes`).
@@ -36,7 +38,7 @@ class FaceAnalyzer:
 
     def __init__(
         self,
-        checkpoint: str | Path | None = None,
+        checkpoint: str | Path | Sequence[str | Path] | None = None,
         detector: str = "mtcnn",
         device: str = "auto",
         batch_size: int = 64,
@@ -56,11 +58,12 @@ class FaceAnalyzer:
             from .fusion import FusionHead, default_fusion_path
 
             head = FusionHead.load(default_fusion_path() if fusion is True else fusion)
-            if checkpoint is None and head.network is not None:
-                checkpoint = head.network
-                if not Path(checkpoint).is_file():
-                    raise FileNotFoundError(f"the accurate variant's network {checkpoint} (named by its fusion "
-                                            "file) does not exist")
+            if checkpoint is None and head.networks:
+                checkpoint = head.networks
+                for network in head.networks:
+                    if not Path(network).is_file():
+                        raise FileNotFoundError(f"the accurate variant's network {network} (named by its fusion "
+                                                "file) does not exist")
         self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
         if head is not None:
             from .fusion import FusedPredictor

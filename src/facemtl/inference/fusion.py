@@ -8,12 +8,14 @@ it), which is why the default path never computes it: ``facemtl analyze --accura
 
 The fusion file (JSON) holds the descriptor's standardisation (the training faces' mean and
 spread), per task its classes, weights ``W (C, 128)`` and biases ``b (C,)``, and ``mix``;
-optionally ``network``, the model file (a path relative to the fusion file) that the accurate
-variant runs when no model is named. The shipped fusion file names a 160 px network
-(``utkface_lite0_160.onnx``, ``configs/cpu_distill_soft_160.yaml``): the accurate variant
-spends tens of milliseconds a face on the descriptor anyway, so the larger input, about twice
-the network's time, costs it little; unquantized, it reads test ages 0.18 years better than the
-fast INT8 file (MODEL_CARD.md).
+optionally ``networks``, the model files (paths relative to the fusion file) that the accurate
+variant runs when no model is named; several are an ensemble, the mean of their raw outputs
+(:mod:`facemtl.inference.runtimes.ensemble`). The shipped fusion file names three networks
+trained on the same split: a 160 px network (``utkface_lite0_160.onnx``,
+``configs/cpu_distill_soft_160.yaml``), the shipped 112 px INT8 network and a second seed of
+it (``utkface_lite0_seed1.onnx``). The accurate variant spends tens of milliseconds a face on
+the descriptor anyway, so three networks, a few milliseconds, cost it little (MODEL_CARD.md
+has the accuracy, ``facemtl benchmark`` the speed).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class FusionHead:
     std: np.ndarray
     tasks: dict[str, dict[str, Any]]
     mix: float = 0.5
-    #: The model file the accurate variant runs unless another is named: as the file says it
-    #: (relative to the fusion file) when written, resolved to a full path by :meth:`load`.
-    network: str | None = None
+    #: The model files the accurate variant runs unless another is named (several: an
+    #: ensemble): as the file says them (relative to the fusion file) when written, resolved
+    #: to full paths by :meth:`load`.
+    networks: list[str] | None = None
 
     def probabilities(self, task: str, features: np.ndarray) -> np.ndarray:
         """``(N, C)`` class probabilities of ``task`` from descriptors ``(N, 128)``."""
@@ -53,17 +56,22 @@ class FusionHead:
     def to_dict(self) -> dict[str, Any]:
         d = {"teacher": self.teacher, "mix": self.mix, "mean": self.mean.tolist(), "std": self.std.tolist(),
              "tasks": self.tasks}
-        return d if self.network is None else {**d, "network": self.network}
+        if not self.networks:
+            return d
+        # one network under "network", as files written before ensembles: older versions still read it
+        return {**d, "network": self.networks[0]} if len(self.networks) == 1 else {**d, "networks": list(self.networks)}
 
     @classmethod
     def load(cls, path: str | Path) -> "FusionHead":
         try:
             d = json.loads(Path(path).read_text())
-            network = d.get("network")
-            if network is not None:
-                network = str(Path(path).parent / str(network))  # an absolute path stays as it is
+            networks = d.get("networks", [d["network"]] if d.get("network") else None)  # "network": one, before
+            if networks is not None:
+                if isinstance(networks, str) or not networks:
+                    raise TypeError("'networks' must be a list of model files")
+                networks = [str(Path(path).parent / str(n)) for n in networks]  # an absolute path stays as it is
             return cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
-                       float(d.get("mix", 0.5)), network)
+                       float(d.get("mix", 0.5)), networks)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a facemtl fusion file ({type(exc).__name__}: {exc})") from None
 

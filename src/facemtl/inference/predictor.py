@@ -81,14 +81,29 @@ class Predictor:
         return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
 
 
-def load_predictor(model: str | Path | None = None, runtime: str | None = None, device: str = "auto",
-                   batch_size: int = 64, interval: float = 0.8, threads: int | None = None) -> Predictor:
+def load_predictor(model: str | Path | Sequence[str | Path] | None = None, runtime: str | None = None,
+                   device: str = "auto", batch_size: int = 64, interval: float = 0.8,
+                   threads: int | None = None) -> Predictor:
     """A :class:`Predictor` for the model file ``model`` (default: the shipped model).
 
-    ``runtime``: a name from :data:`~facemtl.inference.runtimes.RUNTIMES`; default: chosen by
-    the file's suffix. ``threads``: the runtime's intra-op threads.
+    ``model`` may be a list of model files: an ensemble, the mean of their networks' raw
+    outputs (:class:`~facemtl.inference.runtimes.ensemble.EnsembleRuntime`; one file is that
+    file). ``runtime``: a name from :data:`~facemtl.inference.runtimes.RUNTIMES`; default:
+    chosen by each file's suffix. ``threads``: the runtime's intra-op threads.
     """
-    path = Path(model) if model is not None else default_model_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    return Predictor(open_runtime(path, runtime, device=device, threads=threads), batch_size, interval)
+    models = [model] if model is None or isinstance(model, (str, Path)) else list(model)
+    paths = [Path(m) if m is not None else default_model_path() for m in models]
+    if not paths:
+        raise ValueError("no model file was given")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist")
+    runtimes = [open_runtime(p, runtime, device=device, threads=threads) for p in paths]
+    if len(runtimes) == 1:
+        return Predictor(runtimes[0], batch_size, interval)
+    from .runtimes.ensemble import EnsembleRuntime
+
+    labels = [p.name for p in paths]
+    if len(set(labels)) < len(labels):  # runs' best.pt files: name them by their folders too
+        labels = [f"{p.parent.name}/{p.name}" for p in paths]
+    return Predictor(EnsembleRuntime(runtimes, labels), batch_size, interval)

@@ -182,11 +182,13 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
     return predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta), tasks, data, state
 
 
-def predict_exported(path: str | Path, split: str = "test", data_root: str | None = None, runtime: str | None = None,
+def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test", data_root: str | None = None, runtime: str | None = None,
                      device: str = "auto", batch_size: int = 128, tta: str = "none") -> tuple[dict[str, Any], list[Task], Any, Any]:
     """:func:`predict_checkpoint` for a file from ``facemtl export`` (``.onnx``, ``.xml``, ...),
     run by ``runtime`` (default: by suffix) through its Predictor on the split its metadata
     records: ``(predictions as from predict_set_runtime, tasks, the data, the predictor)``.
+    A list of files is an ensemble (:func:`~facemtl.inference.load_predictor`), scored on the
+    first file's split once its faces are known to be held out from every file's training.
 
     ``data_root`` is made absolute as :func:`predict_checkpoint` makes it, so that a
     checkpoint and its export list the same face paths.
@@ -195,7 +197,13 @@ def predict_exported(path: str | Path, split: str = "test", data_root: str | Non
     from ..inference import load_predictor
 
     predictor = load_predictor(path, runtime, device, batch_size)
-    data = model_data(predictor.info, str(Path(data_root).expanduser().resolve()) if data_root else None)
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    members = predictor.info.extra.get("ensemble")
+    if members:  # several files: each must hold out the faces the ensemble is scored on
+        from ..data.model_data import check_held_out
+
+        check_held_out([(m["file"], rt.info) for m, rt in zip(members, predictor.runtime.runtimes)], split, root)
+    data = model_data(predictor.info, root)
     part = data.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of this data is empty")

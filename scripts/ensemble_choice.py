@@ -1,0 +1,78 @@
+"""Which networks to average: every subset of the given model files, scored on one split.
+
+    python scripts/ensemble_choice.py A.onnx B.onnx [C.pt ...] [--split val] [--data DIR] [--out FILE] [--all-only]
+
+Each network reads the split's aligned crops once (at the largest member's side, resized to
+its own as :class:`facemtl.inference.runtimes.ensemble.EnsembleRuntime` does); then every
+subset of two or more is scored as the mean of its members' raw outputs, decoded by the
+tasks, beside each network alone: MAE (numeric tasks) and accuracy with 95 % intervals.
+The networks must record the same split (the first file's is used). Choose on ``--split
+val``; report the chosen ensemble once on ``test`` with ``--all-only`` (each network alone
+and all of them together: no other subset is scored, so none can be chosen there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", help="model files (two or more)")
+    ap.add_argument("--split", default="val", choices=["val", "test"])
+    ap.add_argument("--data", help="the data folder, if it moved since training")
+    ap.add_argument("--out", help="also write the figures as JSON here")
+    ap.add_argument("--all-only", action="store_true", help="each network alone and all together, no other subset")
+    a = ap.parse_args()
+
+    from facemtl.data.model_data import check_held_out, model_data
+    from facemtl.images import read_square
+    from facemtl.inference import load_predictor
+    from facemtl.inference.runtimes.ensemble import resize_batch
+    from facemtl.preprocess import to_batch
+    from facemtl.subgroups import mean_interval, wilson_interval
+
+    preds = [load_predictor(m) for m in a.models]
+    names = [Path(m).name for m in a.models]
+    if len(set(names)) < len(names):  # runs' best.pt files: name them by their folders
+        names = [f"{Path(m).parent.name}/{Path(m).name}" for m in a.models]
+    part = model_data(preds[0].info, a.data).split(a.split)
+    try:  # the scored faces must be held out from every network's training
+        check_held_out(list(zip(names, (p.info for p in preds))), a.split, a.data)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    side = max(p.size for p in preds)
+    with ThreadPoolExecutor(2) as ex:
+        batch = to_batch(np.stack(list(ex.map(lambda f: read_square(f, side)[0], part.paths))))
+    raw = [p.raw_images(resize_batch(batch, p.size)) for p in preds]
+    tasks = preds[0].tasks
+    out: dict = {"split": a.split, "faces": len(part.paths), "models": names, "rows": []}
+    sizes = [1, len(preds)] if a.all_only else range(1, len(preds) + 1)
+    for k in sizes:
+        for combo in itertools.combinations(range(len(preds)), k):
+            row: dict = {"members": [names[i] for i in combo]}
+            for t in tasks:
+                mean_raw = sum(raw[i][t.name] for i in combo) / len(combo)
+                y = part.attributes[t.label]
+                ok = ~np.isnan(y)
+                pred = t.predict(mean_raw)
+                if t.class_names() is None:
+                    err = np.abs(pred[ok] - y[ok])
+                    row[t.name] = {"mae": round(float(err.mean()), 3), "ci95": [round(x, 3) for x in mean_interval(err)]}
+                else:
+                    hit, n = int((pred[ok] == y[ok]).sum()), int(ok.sum())
+                    row[t.name] = {"accuracy": round(hit / n, 4), "ci95": [round(x, 4) for x in wilson_interval(hit, n)]}
+            out["rows"].append(row)
+            print(json.dumps(row))
+    if a.out:
+        Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
