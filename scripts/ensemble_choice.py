@@ -44,7 +44,7 @@ def main() -> None:
         names = [f"{Path(m).parent.name}/{Path(m).name}" for m in a.models]
     part = model_data(preds[0].info, a.data).split(a.split)
     try:  # the scored faces must be held out from every network's training
-        check_held_out(list(zip(names, (p.info for p in preds))), a.split, a.data)
+        check_held_out(part.paths, a.split, list(zip(names, (p.info for p in preds))), a.data)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     side = max(p.size for p in preds)

@@ -94,9 +94,10 @@ def evaluate(
     ...), run by ``runtime`` (default: by suffix); an exported file records the data settings
     and seed, and its faces go through the :class:`~facemtl.inference.Predictor`.
     Several files are an ensemble (the mean of their raw outputs), each run by its runtime,
-    scored on the first file's split, whose faces must be held out from every file's training. ``tta="flip"`` averages the outputs of each face
-    and its mirror image. The result is keyed by task, plus ``score`` and ``_info`` (what was
-    evaluated, with the task specs).
+    scored on the first file's split, whose faces must be held out from every file's
+    training. ``tta="flip"`` averages the outputs of each face and its mirror image. The
+    result is keyed by task, plus ``score`` and ``_info`` (what was evaluated, with the task
+    specs).
     """
     from .inference.runtimes import runtime_for
 
@@ -124,8 +125,9 @@ def _evaluate_file(path: str | list[str], split: str, data_root: str | None, dev
     res, tasks, data, predictor = predict_exported(path, split, data_root, runtime, device, batch_size, tta)
     metrics = score_predictions(res, tasks, data.baselines)
     extra = predictor.info.extra
-    metrics["_info"] = {"checkpoint": path if isinstance(path, list) else str(path), "split": split, "images": len(data.split(split)), "epoch": extra.get("epoch"),
-                        "tta": tta, "runtime": predictor.runtime.name, "precision": predictor.runtime.precision,
+    metrics["_info"] = {"checkpoint": path if isinstance(path, list) else str(path), "split": split,
+                        "images": len(data.split(split)), "epoch": extra.get("epoch"), "tta": tta,
+                        "runtime": predictor.runtime.name, "precision": predictor.runtime.precision,
                         "tasks": [t.to_dict() for t in predictor.tasks]}
     return metrics
 
@@ -442,8 +444,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_run(a: argparse.Namespace) -> int:
-    metrics = evaluate(a.checkpoint[0] if len(a.checkpoint) == 1 else a.checkpoint, a.split, a.data_root, a.device,
-                       tta=a.tta, runtime=a.runtime)
+    metrics = evaluate(a.checkpoint, a.split, a.data_root, a.device, tta=a.tta, runtime=a.runtime)  # one or several
     info = metrics.pop("_info")
     if a.json:
         # One object keyed by task name only, as documented; the summary goes to stderr.
@@ -505,8 +506,7 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_run(a: argparse.Namespace) -> int:
-    checkpoint = a.checkpoint[0] if a.checkpoint and len(a.checkpoint) == 1 else a.checkpoint
-    return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, checkpoint, a.detector, a.device,
+    return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
                    False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
                    db=a.db, thumbnails=a.thumbnails, fusion=a.accurate)
 

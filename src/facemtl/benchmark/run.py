@@ -207,7 +207,7 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
         runs[ACCURATE] = _facemtl("--aligned", str(few), "--accurate")
         subsets[ACCURATE] = min(n, ACCURATE_CROPS)
         head = FusionHead.load(default_fusion_path())
-        if head.networks and len(head.networks) > 1:  # an ensemble: beside it, its first network alone
+        if len(head.networks or []) > 1:  # an ensemble: beside it, its first network alone
             one = Path(prep["crops"]).parent / "fusion_first_network.json"
             one.write_text(json.dumps({**head.to_dict(), "networks": head.networks[:1]}))  # absolute: stays valid
             runs[ACCURATE_ONE] = _facemtl("--aligned", str(few), "--accurate", str(one))

@@ -58,10 +58,12 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
     return build_data(cfg, trained, seed, load_images=False).with_tasks(answering)
 
 
-def check_held_out(models: Sequence[tuple[str, Any]], split: str, data_root: str | None = None) -> None:
-    """A ``ValueError`` unless the first model's ``split`` faces are held out from every model:
-    none of them among any model's training faces, nor, for ``test``, among their validation
-    faces (which chose their best epoch). ``models``: ``(label, ModelInfo)``.
+def check_held_out(scored: Sequence[str], split: str, models: Sequence[tuple[str, Any]],
+                   data_root: str | None = None) -> None:
+    """A ``ValueError`` unless the faces ``scored`` (the first model's ``split``, already built by
+    the caller) are held out from every other model: none of them among its training faces,
+    nor, for ``test``, among its validation faces (which chose its best epoch).
+    ``models``: ``(label, ModelInfo)``, the first being the one whose split is scored.
 
     An ensemble scored on faces that one member trained on would read too well. The splits
     are rebuilt from what each file records and compared file by file: members may differ
@@ -69,12 +71,12 @@ def check_held_out(models: Sequence[tuple[str, Any]], split: str, data_root: str
     and the validation faces follow the training seed) as long as the scored faces are
     held out from all of them.
     """
-    (first, info), *rest = models
-    scored = set(model_data(info, data_root).split(split).paths)
+    (first, _), *rest = models
+    faces = set(scored)
     for label, other in rest:
         theirs = model_data(other, data_root)
         for part in ("train", "val") if split == "test" else ("train",):
-            seen = len(scored & set(theirs.split(part).paths))
+            seen = len(faces & set(theirs.split(part).paths))
             if seen:
                 raise ValueError(f"{label} was trained on another split than {first}: {seen} of the {split} faces "
                                  f"scored are among its {part} faces, so an ensemble with it cannot be scored on them")

@@ -182,8 +182,9 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
     return predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta), tasks, data, state
 
 
-def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test", data_root: str | None = None, runtime: str | None = None,
-                     device: str = "auto", batch_size: int = 128, tta: str = "none") -> tuple[dict[str, Any], list[Task], Any, Any]:
+def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test", data_root: str | None = None,
+                     runtime: str | None = None, device: str = "auto", batch_size: int = 128,
+                     tta: str = "none") -> tuple[dict[str, Any], list[Task], Any, Any]:
     """:func:`predict_checkpoint` for a file from ``facemtl export`` (``.onnx``, ``.xml``, ...),
     run by ``runtime`` (default: by suffix) through its Predictor on the split its metadata
     records: ``(predictions as from predict_set_runtime, tasks, the data, the predictor)``.
@@ -198,13 +199,14 @@ def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test
 
     predictor = load_predictor(path, runtime, device, batch_size)
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    members = predictor.info.extra.get("ensemble")
-    if members:  # several files: each must hold out the faces the ensemble is scored on
-        from ..data.model_data import check_held_out
-
-        check_held_out([(m["file"], rt.info) for m, rt in zip(members, predictor.runtime.runtimes)], split, root)
     data = model_data(predictor.info, root)
     part = data.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of this data is empty")
+    members = predictor.info.extra.get("ensemble")
+    if members:  # several files: each must hold out the faces the ensemble is scored on
+        from ..data.model_data import check_held_out
+
+        check_held_out(part.paths, split, [(m["file"], rt.info) for m, rt in zip(members, predictor.runtime.runtimes)],
+                       root)
     return predict_set_runtime(predictor, part, tta), predictor.tasks, data, predictor
