@@ -1,6 +1,7 @@
 """Which networks to average: every subset of the given model files, scored on one split.
 
     python scripts/ensemble_choice.py A.onnx B.onnx [C.pt ...] [--split val] [--data DIR] [--out FILE] [--all-only]
+        [--before K]
 
 Each network reads the split's aligned crops once (at the largest member's side, resized to
 its own as :class:`facemtl.inference.runtimes.ensemble.EnsembleRuntime` does); then every
@@ -8,7 +9,10 @@ subset of two or more is scored as the mean of its members' raw outputs, decoded
 tasks, beside each network alone: MAE (numeric tasks) and accuracy with 95 % intervals.
 The networks must record the same split (the first file's is used). Choose on ``--split
 val``; report the chosen ensemble once on ``test`` with ``--all-only`` (each network alone
-and all of them together: no other subset is scored, so none can be chosen there).
+and all of them together: no other subset is scored, so none can be chosen there). With
+``--before K`` (and ``--all-only``), the first K networks together are scored too, the
+ensemble before the others joined, and all minus them face by face: the change in absolute
+error or in hits per face, with a 95 % interval of its mean.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def main() -> None:
     ap.add_argument("--data", help="the data folder, if it moved since training")
     ap.add_argument("--out", help="also write the figures as JSON here")
     ap.add_argument("--all-only", action="store_true", help="each network alone and all together, no other subset")
+    ap.add_argument("--before", type=int, help="with --all-only: also the first K networks together, and all minus them")
     a = ap.parse_args()
 
     from facemtl.data.model_data import check_held_out, model_data
@@ -53,23 +58,42 @@ def main() -> None:
     raw = [p.raw_images(resize_batch(batch, p.size)) for p in preds]
     tasks = preds[0].tasks
     out: dict = {"split": a.split, "faces": len(part.paths), "models": names, "rows": []}
-    sizes = [1, len(preds)] if a.all_only else range(1, len(preds) + 1)
-    for k in sizes:
-        for combo in itertools.combinations(range(len(preds)), k):
-            row: dict = {"members": [names[i] for i in combo]}
-            for t in tasks:
-                mean_raw = sum(raw[i][t.name] for i in combo) / len(combo)
-                y = part.attributes[t.label]
-                ok = ~np.isnan(y)
-                pred = t.predict(mean_raw)
-                if t.class_names() is None:
-                    err = np.abs(pred[ok] - y[ok])
-                    row[t.name] = {"mae": round(float(err.mean()), 3), "ci95": [round(x, 3) for x in mean_interval(err)]}
-                else:
-                    hit, n = int((pred[ok] == y[ok]).sum()), int(ok.sum())
-                    row[t.name] = {"accuracy": round(hit / n, 4), "ci95": [round(x, 4) for x in wilson_interval(hit, n)]}
-            out["rows"].append(row)
-            print(json.dumps(row))
+    if a.before is not None and not (a.all_only and 1 <= a.before < len(preds)):
+        raise SystemExit(f"--before needs --all-only and 1 <= K < {len(preds)}")
+
+    def per_face(combo: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Per task: each scored face's absolute error (numeric) or hit, 1.0 / 0.0 (classes)."""
+        got = {}
+        for t in tasks:
+            y = part.attributes[t.label]
+            ok = ~np.isnan(y)
+            pred = t.predict(sum(raw[i][t.name] for i in combo) / len(combo))
+            got[t.name] = np.abs(pred[ok] - y[ok]) if t.class_names() is None else (pred[ok] == y[ok]).astype(float)
+        return got
+
+    combos = [c for k in ([1, len(preds)] if a.all_only else range(1, len(preds) + 1))
+              for c in itertools.combinations(range(len(preds)), k)]
+    if a.before:
+        combos.insert(-1, tuple(range(a.before)))
+    for combo in combos:
+        row: dict = {"members": [names[i] for i in combo]}
+        for t, v in per_face(combo).items():
+            if next(x for x in tasks if x.name == t).class_names() is None:
+                row[t] = {"mae": round(float(v.mean()), 3), "ci95": [round(x, 3) for x in mean_interval(v)]}
+            else:
+                hit, n = int(v.sum()), len(v)
+                row[t] = {"accuracy": round(hit / n, 4), "ci95": [round(x, 4) for x in wilson_interval(hit, n)]}
+        out["rows"].append(row)
+        print(json.dumps(row))
+    if a.before:  # all minus the first K, face by face (years of absolute error; accuracy points)
+        old, new = per_face(tuple(range(a.before))), per_face(tuple(range(len(preds))))
+        out["all_minus_before"] = {}
+        for t in old:
+            d = new[t] - old[t]
+            scale = 1.0 if next(x for x in tasks if x.name == t).class_names() is None else 100.0
+            out["all_minus_before"][t] = {"mean": round(float(d.mean()) * scale, 3),
+                                          "ci95": [round(x * scale, 3) for x in mean_interval(d)]}
+        print(json.dumps({"all_minus_before": out["all_minus_before"]}))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
 

@@ -6,7 +6,7 @@
 Runs the same aligned test crops through ``FaceAnalyzer(aligned)`` twice in one process:
 the fast path (the default model, or ``--model``) and ``--accurate`` (the shipped fusion
 file, or ``--fusion``: classifiers on dlib's face descriptor mixed into gender and race,
-over the networks the fusion file names, the shipped one an ensemble of three, one of them
+over the networks the fusion file names, the shipped one an ensemble of seven, five of them
 160 px, unless ``--model`` is given). For each it prints every classification task's
 accuracy with its 95 % Wilson interval, each numeric task's mean absolute error with its
 95 % interval, the gender accuracy and each numeric task's error by race with the largest

@@ -8,6 +8,9 @@ encoded alike (test encoding if any copy is a test face), so the reader finds th
 labels, defects and byte-identical copies, hence the same split. With ``--cache-to``,
 a teacher cache keyed by the new files' MD5s gets the original files' descriptors
 (NaN where there was none), so the copy needs no dlib to train a recipe with a teacher.
+With ``--vectors-to``, the training and validation faces' descriptors go to an ``.npz``
+instead (float16, keyed by file name: a third of the SQLite cache's bytes), which
+``scripts/unpack_teacher_vectors.py`` turns into the copy's cache on the other machine.
 
     python scripts/reencode_utkface.py --config configs/cpu_distill_soft.yaml \\
         --out /tmp/utk160 --cache-to /tmp/utk160_cache
@@ -42,6 +45,8 @@ def main() -> None:
     ap.add_argument("--test-size", type=int, default=64)
     ap.add_argument("--cache-from", default=DEFAULT_CACHE_DIR, help="teacher cache of the original images")
     ap.add_argument("--cache-to", help="write a teacher cache for the new files here")
+    ap.add_argument("--vectors-to", help="write the train/val faces' teacher vectors (float16 .npz) here")
+    ap.add_argument("--test-quality", type=int, default=60)
     args = ap.parse_args()
 
     cfg = load_config(args.config)
@@ -52,11 +57,12 @@ def main() -> None:
     out = Path(args.out) / "UTKFace"
     out.mkdir(parents=True, exist_ok=True)
     renamed: dict[str, str] = {}  # original file digest -> the copy's
+    kept: dict[str, str] = {}  # file name -> original digest, for the training and validation faces
     total = 0
     for path in sorted(src.glob("*.jpg")):
         raw = path.read_bytes()
         digest = hashlib.md5(raw).hexdigest()
-        size, quality = (args.test_size, 60) if digest in test else (args.size, args.quality)
+        size, quality = (args.test_size, args.test_quality) if digest in test else (args.size, args.quality)
         image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
         ok, buf = cv2.imencode(".webp", cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA),
                                [cv2.IMWRITE_WEBP_QUALITY, quality])
@@ -66,6 +72,8 @@ def main() -> None:
         (out / path.name).write_bytes(data)
         total += len(data)
         renamed[digest] = hashlib.md5(data).hexdigest()
+        if digest not in test:
+            kept[path.name] = digest
     teacher = cfg.data.teacher
     if args.cache_to and teacher:
         old = FeatureCache(args.cache_from, teacher, DIM)
@@ -75,6 +83,14 @@ def main() -> None:
         new = FeatureCache(args.cache_to, teacher, DIM)
         new.put({copy: known.get(orig, missing) for orig, copy in renamed.items()})
         new.close()
+    if args.vectors_to and teacher:
+        old = FeatureCache(args.cache_from, teacher, DIM)
+        known = old.get(kept.values())
+        old.close()
+        names = sorted(n for n, d in kept.items() if d in known)
+        np.savez_compressed(args.vectors_to, names=np.array(names),
+                            vectors=np.stack([known[kept[n]] for n in names]).astype(np.float16))
+        print(f"{args.vectors_to}: {len(names)} of {len(kept)} training and validation faces have a descriptor")
     print(f"{out}: {total / 2**20:.1f} MiB; test faces at {args.test_size} px")
 
 

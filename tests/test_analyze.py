@@ -170,7 +170,7 @@ def test_shipped_model_beats_trivial_baselines_on_test_slice(utkface_root):
 
 
 def test_the_accurate_variant_runs_its_own_networks_on_the_same_split(utkface_root):
-    """The shipped fusion file names three networks, an ensemble read at 160 px, each trained on
+    """The shipped fusion file names seven networks, an ensemble read at 160 px, each trained on
     the default model's split, so the descriptor classifiers never saw their test faces; on 300
     of those faces the ensemble beats the trivial baselines like the default model."""
     from pathlib import Path
@@ -182,10 +182,12 @@ def test_the_accurate_variant_runs_its_own_networks_on_the_same_split(utkface_ro
 
     head = FusionHead.load(default_fusion_path())
     accurate = FaceAnalyzer(fusion=True, workers=1)
+    seeds = [f"utkface_lite0_160_seed{s}.onnx" for s in (1, 2, 3, 4)]
     assert [Path(n).name for n in head.networks] == ["utkface_lite0_160.onnx", "utkface_lite0.onnx",
-                                                      "utkface_lite0_seed1.onnx"] and accurate.size == 160
+                                                      "utkface_lite0_seed1.onnx", *seeds] and accurate.size == 160
     members = accurate.predictor.info.extra["ensemble"]
-    assert [(m["image_size"], m["precision"]) for m in members] == [(160, "fp16-weights"), (112, "int8"), (112, "int8")]
+    assert [(m["image_size"], m["precision"]) for m in members] == \
+        [(160, "fp16-weights"), (112, "int8"), (112, "int8")] + [(160, "fp16-weights")] * 4
     fast = model_data(load_predictor(default_model_path()).info, str(utkface_root))
     for n in head.networks:  # every member was trained on the default model's split
         theirs = model_data(load_predictor(n).info, str(utkface_root))

@@ -126,7 +126,8 @@ def test_fusion_files_name_one_network_or_several(tmp_path):
     spec = json.loads(default_fusion_path().read_text())
     shipped = FusionHead.load(default_fusion_path())
     assert [p.rsplit("/", 1)[-1] for p in shipped.networks] == \
-        ["utkface_lite0_160.onnx", "utkface_lite0.onnx", "utkface_lite0_seed1.onnx"]
+        ["utkface_lite0_160.onnx", "utkface_lite0.onnx", "utkface_lite0_seed1.onnx"] + \
+        [f"utkface_lite0_160_seed{s}.onnx" for s in (1, 2, 3, 4)]
     # one network is written under "network", as files written before ensembles, which read alike
     old = {k: v for k, v in spec.items() if k != "networks"} | {"network": "model.onnx"}
     (tmp_path / "old.json").write_text(json.dumps(old))

@@ -493,8 +493,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accurate", nargs="?", const=True, metavar="FUSION_FILE",
                    help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
                         "(the shipped fusion file, or FUSION_FILE from 'facemtl fusion'), and without --checkpoint "
-                        "run the networks the fusion file names (shipped: an ensemble of three, one at 160 px); "
-                        "about 90 ms more per face")
+                        "run the networks the fusion file names (shipped: an ensemble of seven, five at 160 px); "
+                        "about 100 ms more per face")
     _db_flags(p)
 
 

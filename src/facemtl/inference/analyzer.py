@@ -29,7 +29,7 @@ class FaceAnalyzer:
     fusion file) or a fusion file: the accurate variant, which mixes a classifier on dlib's
     face descriptor into the classification answers (:mod:`facemtl.inference.fusion`; tens of
     milliseconds more per face); with no ``checkpoint``, it runs the networks its fusion file
-    names (the shipped one: an ensemble of three, one of them 160 px), else the default
+    names (the shipped one: an ensemble of seven, five of them 160 px), else the default
     model. ``predictor``: an already
     loaded :class:`Predictor` to share (then ``checkpoint``, ``runtime``, ``device``,
     ``batch_size`` and ``interval`` are its own). ``threads``: the runtime's intra-op

@@ -10,12 +10,13 @@ The fusion file (JSON) holds the descriptor's standardisation (the training face
 spread), per task its classes, weights ``W (C, 128)`` and biases ``b (C,)``, and ``mix``;
 optionally ``networks``, the model files (paths relative to the fusion file) that the accurate
 variant runs when no model is named; several are an ensemble, the mean of their raw outputs
-(:mod:`facemtl.inference.runtimes.ensemble`). The shipped fusion file names three networks
+(:mod:`facemtl.inference.runtimes.ensemble`). The shipped fusion file names seven networks
 trained on the same split: a 160 px network (``utkface_lite0_160.onnx``,
-``configs/cpu_distill_soft_160.yaml``), the shipped 112 px INT8 network and a second seed of
-it (``utkface_lite0_seed1.onnx``). The accurate variant spends tens of milliseconds a face on
-the descriptor anyway, so three networks, a few milliseconds, cost it little (MODEL_CARD.md
-has the accuracy, ``facemtl benchmark`` the speed).
+``configs/cpu_distill_soft_160.yaml``), the shipped 112 px INT8 network, a second seed of it
+(``utkface_lite0_seed1.onnx``) and four more seeds of the 160 px recipe
+(``utkface_lite0_160_seed1.onnx`` .. ``seed4``, trained on a lent GPU). The accurate variant
+spends tens of milliseconds a face on the descriptor anyway, so the networks cost it less
+(MODEL_CARD.md has the accuracy, ``facemtl benchmark`` the speed).
 """
 
 from __future__ import annotations
