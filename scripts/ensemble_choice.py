@@ -35,18 +35,19 @@ def main() -> None:
     ap.add_argument("--all-only", action="store_true", help="each network alone and all together, no other subset")
     ap.add_argument("--before", type=int, help="with --all-only: also the first K networks together, and all minus them")
     a = ap.parse_args()
+    if a.before is not None and not (a.all_only and 1 <= a.before < len(a.models)):
+        raise SystemExit(f"--before needs --all-only and 1 <= K < {len(a.models)}")
 
     from facemtl.data.model_data import check_held_out, model_data
     from facemtl.images import read_square
     from facemtl.inference import load_predictor
+    from facemtl.inference.predictor import member_labels
     from facemtl.inference.runtimes.ensemble import resize_batch
     from facemtl.preprocess import to_batch
     from facemtl.subgroups import mean_interval, wilson_interval
 
     preds = [load_predictor(m) for m in a.models]
-    names = [Path(m).name for m in a.models]
-    if len(set(names)) < len(names):  # runs' best.pt files: name them by their folders
-        names = [f"{Path(m).parent.name}/{Path(m).name}" for m in a.models]
+    names = member_labels(a.models)
     part = model_data(preds[0].info, a.data).split(a.split)
     try:  # the scored faces must be held out from every network's training
         check_held_out(part.paths, a.split, list(zip(names, (p.info for p in preds))), a.data)
@@ -58,41 +59,41 @@ def main() -> None:
     raw = [p.raw_images(resize_batch(batch, p.size)) for p in preds]
     tasks = preds[0].tasks
     out: dict = {"split": a.split, "faces": len(part.paths), "models": names, "rows": []}
-    if a.before is not None and not (a.all_only and 1 <= a.before < len(preds)):
-        raise SystemExit(f"--before needs --all-only and 1 <= K < {len(preds)}")
 
     def per_face(combo: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Per task: each scored face's absolute error (numeric) or hit, 1.0 / 0.0 (classes)."""
+        """Per task, each labelled face's score: its absolute error, or 1.0 / 0.0 for a right or
+        wrong class (:meth:`Task.sample_scores`), from the mean of ``combo``'s raw outputs."""
         got = {}
         for t in tasks:
             y = part.attributes[t.label]
-            ok = ~np.isnan(y)
-            pred = t.predict(sum(raw[i][t.name] for i in combo) / len(combo))
-            got[t.name] = np.abs(pred[ok] - y[ok]) if t.class_names() is None else (pred[ok] == y[ok]).astype(float)
+            got[t.name] = t.sample_scores(t.predict(sum(raw[i][t.name] for i in combo) / len(combo)), y)[~np.isnan(y)]
         return got
 
     combos = [c for k in ([1, len(preds)] if a.all_only else range(1, len(preds) + 1))
               for c in itertools.combinations(range(len(preds)), k)]
     if a.before:
         combos.insert(-1, tuple(range(a.before)))
+    scores: dict[tuple[int, ...], dict[str, np.ndarray]] = {}
     for combo in combos:
+        got = scores[combo] = scores.get(combo) or per_face(combo)
         row: dict = {"members": [names[i] for i in combo]}
-        for t, v in per_face(combo).items():
-            if next(x for x in tasks if x.name == t).class_names() is None:
-                row[t] = {"mae": round(float(v.mean()), 3), "ci95": [round(x, 3) for x in mean_interval(v)]}
+        for t in tasks:
+            v = got[t.name]
+            if t.class_names() is None:
+                row[t.name] = {"mae": round(float(v.mean()), 3), "ci95": [round(x, 3) for x in mean_interval(v)]}
             else:
                 hit, n = int(v.sum()), len(v)
-                row[t] = {"accuracy": round(hit / n, 4), "ci95": [round(x, 4) for x in wilson_interval(hit, n)]}
+                row[t.name] = {"accuracy": round(hit / n, 4), "ci95": [round(x, 4) for x in wilson_interval(hit, n)]}
         out["rows"].append(row)
         print(json.dumps(row))
     if a.before:  # all minus the first K, face by face (years of absolute error; accuracy points)
-        old, new = per_face(tuple(range(a.before))), per_face(tuple(range(len(preds))))
+        old, new = scores[tuple(range(a.before))], scores[tuple(range(len(preds)))]
         out["all_minus_before"] = {}
-        for t in old:
-            d = new[t] - old[t]
-            scale = 1.0 if next(x for x in tasks if x.name == t).class_names() is None else 100.0
-            out["all_minus_before"][t] = {"mean": round(float(d.mean()) * scale, 3),
-                                          "ci95": [round(x * scale, 3) for x in mean_interval(d)]}
+        for t in tasks:
+            d = new[t.name] - old[t.name]
+            scale = 1.0 if t.class_names() is None else 100.0
+            out["all_minus_before"][t.name] = {"mean": round(float(d.mean()) * scale, 3),
+                                               "ci95": [round(x * scale, 3) for x in mean_interval(d)]}
         print(json.dumps({"all_minus_before": out["all_minus_before"]}))
     if a.out:
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")

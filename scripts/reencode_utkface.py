@@ -75,22 +75,20 @@ def main() -> None:
         if digest not in test:
             kept[path.name] = digest
     teacher = cfg.data.teacher
-    if args.cache_to and teacher:
+    if teacher and (args.cache_to or args.vectors_to):
         old = FeatureCache(args.cache_from, teacher, DIM)
         known = old.get(renamed)
         old.close()
-        missing = np.full(DIM, np.nan, np.float32)
-        new = FeatureCache(args.cache_to, teacher, DIM)
-        new.put({copy: known.get(orig, missing) for orig, copy in renamed.items()})
-        new.close()
-    if args.vectors_to and teacher:
-        old = FeatureCache(args.cache_from, teacher, DIM)
-        known = old.get(kept.values())
-        old.close()
-        names = sorted(n for n, d in kept.items() if d in known)
-        np.savez_compressed(args.vectors_to, names=np.array(names),
-                            vectors=np.stack([known[kept[n]] for n in names]).astype(np.float16))
-        print(f"{args.vectors_to}: {len(names)} of {len(kept)} training and validation faces have a descriptor")
+        if args.cache_to:
+            missing = np.full(DIM, np.nan, np.float32)
+            new = FeatureCache(args.cache_to, teacher, DIM)
+            new.put({copy: known.get(orig, missing) for orig, copy in renamed.items()})
+            new.close()
+        if args.vectors_to:
+            names = sorted(n for n, d in kept.items() if d in known)
+            np.savez_compressed(args.vectors_to, names=np.array(names),
+                                vectors=np.stack([known[kept[n]] for n in names]).astype(np.float16))
+            print(f"{args.vectors_to}: {len(names)} of {len(kept)} training and validation faces have a descriptor")
     print(f"{out}: {total / 2**20:.1f} MiB; test faces at {args.test_size} px")
 
 

@@ -103,7 +103,12 @@ def load_predictor(model: str | Path | Sequence[str | Path] | None = None, runti
         return Predictor(runtimes[0], batch_size, interval)
     from .runtimes.ensemble import EnsembleRuntime
 
+    return Predictor(EnsembleRuntime(runtimes, member_labels(paths)), batch_size, interval)
+
+
+def member_labels(paths: Sequence[str | Path]) -> list[str]:
+    """How an ensemble's members are named: their file names, or, when two share one (runs'
+    ``best.pt`` files), ``folder/name`` for every member."""
+    paths = [Path(p) for p in paths]
     labels = [p.name for p in paths]
-    if len(set(labels)) < len(labels):  # runs' best.pt files: name them by their folders too
-        labels = [f"{p.parent.name}/{p.name}" for p in paths]
-    return Predictor(EnsembleRuntime(runtimes, labels), batch_size, interval)
+    return labels if len(set(labels)) == len(labels) else [f"{p.parent.name}/{p.name}" for p in paths]
