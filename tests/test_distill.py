@@ -114,6 +114,39 @@ def test_fit_logistic_reaches_the_optimum():
     assert np.allclose(p.sum(1), 1, atol=1e-6) and (p.argmax(1) == y).mean() > 0.7
 
 
+def test_fit_logistic_sample_weights_count_as_copies():
+    """An integer weight is the same objective as that many copies of the row; zero drops it;
+    bad weights are refused with a sentence."""
+    from facemtl.logistic import fit_logistic
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(size=200) > 0).astype(int)
+    k = rng.integers(0, 4, size=200)  # 0 to 3 copies of each row
+    w_rep, b_rep = fit_logistic(np.repeat(x, k, 0), np.repeat(y, k), 2, l2=1e-2)
+    w_wt, b_wt = fit_logistic(x, y, 2, l2=1e-2, sample_weight=k)
+    np.testing.assert_allclose(w_wt, w_rep, atol=1e-4)
+    np.testing.assert_allclose(b_wt, b_rep, atol=1e-4)
+    w_one, _ = fit_logistic(x, y, 2, l2=1e-2, sample_weight=np.full(200, 7.0))  # a constant: the plain fit
+    np.testing.assert_allclose(w_one, fit_logistic(x, y, 2, l2=1e-2)[0], atol=1e-5)
+    for bad in (np.ones(3), -np.ones(200), np.zeros(200), np.full(200, np.nan)):
+        with pytest.raises(ValueError, match="one finite, non-negative weight per row"):
+            fit_logistic(x, y, 2, sample_weight=bad)
+
+
+def test_accuracy_gap_between_groups():
+    """Known values: 9/10 against 6/10 right is a 30-point gap, interval 30 +- 1.96 sqrt(.09/10 + .24/10)."""
+    from facemtl.subgroups import accuracy_gap
+
+    hit = np.array([1] * 9 + [0] + [1] * 6 + [0] * 4 + [1] * 4 + [0], float)
+    group = np.array([0] * 10 + [1] * 10 + [2] * 5)
+    g = accuracy_gap(hit, group, ["a", "b", "c", "unseen"])
+    assert g["between"] == ["a", "b"] and g["gap_points"] == 30.0 and set(g["by"]) == {"a", "b", "c"}
+    half = 100 * 1.959964 * (0.09 / 10 + 0.24 / 10) ** 0.5
+    assert g["gap_ci95"] == pytest.approx([30 - half, 30 + half], abs=0.01)
+    assert g["by"]["c"]["accuracy"] == 0.8 and g["by"]["c"]["n"] == 5
+
+
 def test_a_soft_target_task_needs_its_head_task():
     from facemtl.config import ConfigError, config_from_dict
 
@@ -295,7 +328,7 @@ def test_balanced_sampling_draws_cells_equally(utkface_root):
     assert share.max() - share.min() < natural.max() - natural.min()  # the races come out far more evenly
 
 
-def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
+def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys):
     """Fit the fusion file for a tiny model on its own training faces, then analyse aligned
     crops with and without it: the same crops, gender answered by the mixture."""
     import json
@@ -314,7 +347,8 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
         "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3},
         "train": {"epochs": 1, "batch_size": 32}})
     Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
-    res = fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "fusion.json"))
+    run_pt = str(tmp_path / "run" / "best.pt")
+    res = fusion(run_pt, str(tmp_path / "fusion.json"))
     spec = json.loads((tmp_path / "fusion.json").read_text())
     assert set(spec["tasks"]) == {"gender"} and len(spec["mean"]) == 128  # age is numeric: not fused
     assert max(res["validation_accuracy_by_l2"]["gender"].values()) > 0.6
@@ -355,6 +389,18 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path):
     with pytest.raises(ValueError, match="another split .*its train faces differ"):
         fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "x.json"), network=str(tmp_path / "other" / "best.pt"))
     assert not (tmp_path / "x.json").exists()
+
+    # --balance: the gender classifier's training faces weigh 1 / size of their race x gender cell
+    # (the data here has race too); the other tasks' classifiers are fitted as before
+    assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "bal.json"),
+                 "--balance", "gender=race,gender"]) == 0
+    bal = json.loads((tmp_path / "bal.json").read_text())
+    assert not np.allclose(bal["tasks"]["gender"]["W"], spec["tasks"]["gender"]["W"])
+    for bad, said in ((["--balance", "gender"], "TASK=COLUMN"), (["--balance", "age=race"], "fusion file covers gender"),
+                      (["--balance", "gender=hair"], "names 'hair', which this data does not have")):
+        assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "bad.json"), *bad]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
 
     # `facemtl evaluate` scores an ensemble on its split: the same network twice scores as it
     # does alone; networks trained on different splits are refused (no held-out faces)

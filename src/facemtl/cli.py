@@ -306,9 +306,14 @@ def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = N
 
 
 def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5,
-           network: str | Sequence[str] | None = None) -> dict[str, Any]:
+           network: str | Sequence[str] | None = None,
+           balance: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Fit the accurate variant's descriptor classifiers for ``checkpoint``'s classification tasks on
     its own training faces (L2 strength chosen on its validation faces); write the fusion file.
+
+    ``balance``: per task, label columns (e.g. ``{"gender": ["race", "gender", "age"]}``) whose
+    cells (classes, or the numeric tasks' bias bands) weigh alike in that task's classifier: each
+    training face weighs ``1 / size of its cell``, as ``train.balance_by`` draws them.
 
     ``network``: a model file, or several (an ensemble: the mean of their raw outputs), that the
     accurate variant runs when no other is named (recorded relative to the fusion file); each
@@ -316,6 +321,7 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     classifiers never saw its test faces.
     """
     from .data import build_data
+    from .data.dataset import balance_weights
     from .data.teacher import teacher_features
     from .faces.descriptor import NAME
     from .inference.fusion import fit_fusion
@@ -339,14 +345,22 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     feats = {p: teacher_features(data.split(p).paths, cfg.data.cache_dir, NAME, workers=max(1, cfg.data.workers),
                                  log=lambda s: print(s, file=sys.stderr)) for p in ("train", "val")}
     labels = {p: {t.name: data.split(p).attributes[t.label] for t in chosen} for p in ("train", "val")}
+    weights = {}
+    for task, columns in (balance or {}).items():
+        if task not in labels["train"]:
+            raise ValueError(f"--balance names task {task!r}; the fusion file covers {', '.join(labels['train'])}")
+        weights[task] = balance_weights(data.train.attributes, tasks, columns)[0].numpy()
     head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
-                              feats["val"], labels["val"], NAME)
+                              feats["val"], labels["val"], NAME, sample_weights=weights)
     head.mix = mix
     if networks:
         head.networks = [os.path.relpath(Path(n).resolve(), Path(out).resolve().parent) for n in networks]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(head.to_dict()))
-    return {"out": out, "validation_accuracy_by_l2": scores}
+    report: dict[str, Any] = {"out": out, "validation_accuracy_by_l2": scores}
+    if balance:
+        report["balanced_by"] = {t: list(c) for t, c in balance.items()}
+    return report
 
 
 def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data: Any, data_root: str) -> None:
@@ -521,10 +535,24 @@ def _fusion_args(p: argparse.ArgumentParser) -> None:
                    help="the network 'analyze --accurate' runs when no --checkpoint is given (default: the "
                         "default model); repeat it for an ensemble (the mean of the networks' outputs); each "
                         "must be trained on the same split as --checkpoint")
+    p.add_argument("--balance", metavar="TASK=COL,COL", action="append", default=[],
+                   help="weigh TASK's training faces so every cell of these label columns counts alike, e.g. "
+                        "gender=race,gender,age (age in its bias bands); repeat it for another task")
+
+
+def _parse_balance(items: Sequence[str]) -> dict[str, list[str]]:
+    balance = {}
+    for item in items:
+        task, _, cols = item.partition("=")
+        columns = [c.strip() for c in cols.split(",") if c.strip()]
+        if not task.strip() or not columns:
+            raise ValueError(f"--balance takes TASK=COLUMN[,COLUMN...], e.g. gender=race,gender; not {item!r}")
+        balance[task.strip()] = columns
+    return balance
 
 
 def _fusion_run(a: argparse.Namespace) -> int:
-    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix, a.network)))
+    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix, a.network, _parse_balance(a.balance))))
     return 0
 
 

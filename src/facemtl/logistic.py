@@ -14,24 +14,36 @@ import numpy as np
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float = 1e-3,
-                 max_iter: int = 200) -> tuple[np.ndarray, np.ndarray]:
+                 max_iter: int = 200, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Weights ``W (C, D)`` and biases ``b (C,)`` minimising
-    ``1/N sum_i CE(softmax(W x_i + b), y_i) + l2 * ||W||^2``.
+    ``sum_i s_i CE(softmax(W x_i + b), y_i) / sum_i s_i + l2 * ||W||^2``.
 
-    ``x``: ``(N, D)`` features (no NaN); ``y``: ``(N,)`` class indices in ``0..C-1``.
+    ``x``: ``(N, D)`` features (no NaN); ``y``: ``(N,)`` class indices in ``0..C-1``;
+    ``sample_weight``: ``(N,)`` non-negative weights ``s_i`` (``None``: all 1, the plain mean;
+    an integer weight is the same fit as that many copies of the row).
     Starts from zero, so the fit uses no random numbers (it leaves the global RNG as it was).
     """
     import torch
 
     xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     yt = torch.from_numpy(np.asarray(y).astype(np.int64))
+    if sample_weight is not None:
+        st = torch.from_numpy(np.asarray(sample_weight, np.float32))
+        if st.shape != yt.shape or not bool(torch.isfinite(st).all()) or bool((st < 0).any()) or float(st.sum()) <= 0:
+            raise ValueError("sample_weight must hold one finite, non-negative weight per row, not all zero")
+        st = st / st.sum()
     w = torch.zeros(num_classes, xt.shape[1], requires_grad=True)
     b = torch.zeros(num_classes, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ w.T + b, yt) + l2 * w.pow(2).sum()
+        logits = xt @ w.T + b
+        if sample_weight is None:
+            ce = torch.nn.functional.cross_entropy(logits, yt)
+        else:
+            ce = (torch.nn.functional.cross_entropy(logits, yt, reduction="none") * st).sum()
+        loss = ce + l2 * w.pow(2).sum()
         loss.backward()
         return loss
 

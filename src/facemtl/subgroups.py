@@ -84,3 +84,29 @@ def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -
     lo = min(cells, key=lambda r: r[key])
     hi = max(cells, key=lambda r: r[key])
     return {"min": lo, "max": hi, "gap": hi[key] - lo[key]}
+
+
+def accuracy_gap(hit: np.ndarray, group: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy per group and the largest gap between groups, in points.
+
+    ``hit``: ``(N,)`` 1.0 / 0.0 for a right or wrong answer; ``group``: ``(N,)`` group indices into
+    ``names`` (e.g. race). Returns ``by`` (per group with any face: accuracy, 95 % Wilson
+    interval, n), ``gap_points`` (highest minus lowest accuracy), ``between`` (the highest and
+    lowest group) and ``gap_ci95``, a normal-approximation interval for a difference of two
+    independent proportions: ``gap +- 1.96 sqrt(p1 q1 / n1 + p2 q2 / n2)``.
+    """
+    hit, group = np.asarray(hit, float), np.asarray(group)
+    by, acc = {}, {}
+    for gi, name in enumerate(names):
+        h = hit[group == gi]
+        if len(h):
+            acc[name] = float(h.mean())
+            by[name] = {"accuracy": round(acc[name], 4),
+                        "ci95": [round(x, 4) for x in wilson_interval(int(h.sum()), len(h))], "n": len(h)}
+    if not acc:
+        return {"by": {}, "gap_points": float("nan"), "between": [], "gap_ci95": [float("nan")] * 2}
+    hi, lo = max(acc, key=acc.get), min(acc, key=acc.get)
+    gap = acc[hi] - acc[lo]
+    se = sum(acc[r] * (1 - acc[r]) / by[r]["n"] for r in (hi, lo)) ** 0.5
+    return {"by": by, "gap_points": round(100 * gap, 2), "between": [hi, lo],
+            "gap_ci95": [round(100 * (gap + z * Z95 * se), 2) for z in (-1, 1)]}

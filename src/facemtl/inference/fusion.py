@@ -138,11 +138,15 @@ class FusedPredictor:
 
 def fit_fusion(features: np.ndarray, labels: dict[str, np.ndarray], classes: dict[str, list[str]],
                val_features: np.ndarray, val_labels: dict[str, np.ndarray], teacher: str,
-               l2: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1)) -> tuple[FusionHead, dict[str, Any]]:
+               l2: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1),
+               sample_weights: dict[str, np.ndarray] | None = None) -> tuple[FusionHead, dict[str, Any]]:
     """Fit one multinomial logistic regression per task on standardised descriptors.
 
     ``features``: ``(N, 128)`` training descriptors (NaN rows skipped); ``labels``: per task, class
-    indices ``(N,)`` (NaN = missing). The L2 strength is chosen per task on the validation faces.
+    indices ``(N,)`` (NaN = missing); ``sample_weights``: per task (any subset), a weight ``(N,)`` per
+    training face in its loss (:func:`facemtl.logistic.fit_logistic`), e.g. ``1 / cell size`` over
+    race x gender cells so each cell counts alike; a task not named weighs every face alike. The
+    L2 strength is chosen per task on the validation faces, by plain accuracy.
     Returns the head and, per task, the validation accuracy of each strength.
     """
     from ..logistic import fit_logistic
@@ -158,7 +162,8 @@ def fit_fusion(features: np.ndarray, labels: dict[str, np.ndarray], classes: dic
         best = None
         scores[task] = {}
         for lam in l2:
-            w, b = fit_logistic(z(features[m]), y[m], len(classes[task]), lam)
+            sw = None if task not in (sample_weights or {}) else np.asarray(sample_weights[task], float)[m]
+            w, b = fit_logistic(z(features[m]), y[m], len(classes[task]), lam, sample_weight=sw)
             acc = float(((xv @ w.T + b).argmax(1) == tv).mean())
             scores[task][str(lam)] = acc
             if best is None or acc > best[0]:
