@@ -1,9 +1,11 @@
 """Choose (or refuse) a reweighted gender classifier for the accurate variant, on the validation faces.
 
-    python scripts/fusion_balance_choice.py [--data ../shared/data/utkface] [--work DIR] [--out FILE]
+    python scripts/fusion_balance_choice.py [--data ../shared/data/utkface] [--work DIR] [--out FILE] [--young]
 
 Applies the rule of ``docs/results/fusion_balance_rule.md``, written before any candidate was
-fitted. The candidates are fusion files fitted by ``facemtl fusion`` (the shipped command, with
+fitted (with ``--young``, that of ``docs/results/fusion_young_rule.md`` instead: one candidate,
+the shipped file with gender answered by the networks alone on faces whose predicted age is
+under ``YOUNG`` years). The candidates are fusion files fitted by ``facemtl fusion`` (the shipped command, with
 the shipped networks), differing only in ``--balance`` for the gender classifier:
 
 * ``shipped``: every training face weighs alike (a refit of the shipped file, checked equal to it);
@@ -34,6 +36,7 @@ import numpy as np
 
 CANDIDATES = {"shipped": None, "race_gender": ["race", "gender"], "race_gender_age": ["race", "gender", "age"]}
 GAP_DROP, GENDER_LOSS = 0.5, 0.3  # points: the rule's thresholds
+YOUNG = 10  # years: fusion_young_rule.md's line
 
 
 def main() -> None:
@@ -41,7 +44,9 @@ def main() -> None:
     ap.add_argument("--data", help="UTKFace folder (default: the one the shipped model records)")
     ap.add_argument("--work", help="folder for the candidates' fusion files (default: a temporary one)")
     ap.add_argument("--out", help="also write the figures as JSON here")
+    ap.add_argument("--young", action="store_true", help="fusion_young_rule.md's candidate instead of the reweighted ones")
     a = ap.parse_args()
+    candidates = {"shipped": None} if a.young else CANDIDATES
 
     from facemtl.cli import fusion
     from facemtl.data.model_data import model_data, recorded_data
@@ -60,7 +65,7 @@ def main() -> None:
     work = Path(a.work or tempfile.mkdtemp(prefix="fusion_balance_"))
     work.mkdir(parents=True, exist_ok=True)
     heads = {}
-    for name, cols in CANDIDATES.items():
+    for name, cols in candidates.items():
         path = work / f"fusion_{name}.json"
         fusion(checkpoint, str(path), a.data, shipped.mix, networks, {"gender": cols} if cols else None)
         heads[name] = FusionHead.load(path)
@@ -84,17 +89,27 @@ def main() -> None:
     race_task = next(t for t in tasks if t.label == "race")
     race_names = race_task.class_names()
     race = val.attributes["race"]
+    age_task = next(t for t in tasks if t.label == "age")
+    young = age_task.predict(raw[age_task.name]) < YOUNG  # the accurate variant's own age answer
+    runs = {n: (h, None) for n, h in heads.items()}
+    if a.young:
+        runs["young_networks_only"] = (heads["shipped"], young)
 
+    rule = "docs/results/fusion_young_rule.md" if a.young else "docs/results/fusion_balance_rule.md"
     out: dict = {"split": "val", "faces": len(val.paths), "faces_without_descriptor": int((~has_desc).sum()),
-                 "networks": [Path(n).name for n in networks], "mix": shipped.mix, "rule": "docs/results/fusion_balance_rule.md",
-                 "candidates": {}}
-    for name, head in heads.items():
-        row: dict = {"balance_gender_by": CANDIDATES[name]}
+                 "networks": [Path(n).name for n in networks], "mix": shipped.mix, "rule": rule, "candidates": {}}
+    if a.young:
+        out["faces_predicted_under"] = {"years": YOUNG, "faces": int(young.sum())}
+    for name, (head, networks_only) in runs.items():
+        row: dict = {"balance_gender_by": CANDIDATES.get(name)}
+        if networks_only is not None:
+            row["gender_by_networks_alone_under_years"] = YOUNG
         for t in tasks:
             if t.name not in head.tasks:
                 continue
             p = t.probabilities(raw[t.name])
-            p = np.where(has_desc[:, None], head.mix * p + (1 - head.mix) * head.probabilities(t.name, np.nan_to_num(feats)), p)
+            mixed = has_desc if networks_only is None or t.name != "gender" else has_desc & ~networks_only
+            p = np.where(mixed[:, None], head.mix * p + (1 - head.mix) * head.probabilities(t.name, np.nan_to_num(feats)), p)
             y = val.attributes[t.label]
             ok = ~np.isnan(y)
             hit = (p.argmax(1) == y)[ok].astype(float)
@@ -113,7 +128,7 @@ def main() -> None:
     chosen = min(qualified, key=lambda n: (out["candidates"][n]["gender_gap"]["gap_points"], n != "race_gender"),
                  default=None)
     out["qualified"], out["chosen"] = qualified, chosen
-    if chosen:
+    if chosen and chosen in heads:
         shutil.copy(work / f"fusion_{chosen}.json", work / "chosen_fusion.json")
         out["chosen_fusion_file"] = str(work / "chosen_fusion.json")
     print("qualified:", qualified, "chosen:", chosen)

@@ -402,6 +402,23 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
         assert said in capsys.readouterr().err
     assert not (tmp_path / "bad.json").exists()
 
+    # --networks-alone: under the line of the age answer, gender is the networks' own answer; a line
+    # above every age gives the plain network's probabilities, one below every age the mixture's
+    for line, same_as in (("200", a), ("0", b)):
+        assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "young.json"),
+                     "--networks-alone", f"gender:age<{line}"]) == 0
+        young = FaceAnalyzer(run_pt, workers=1, fusion=tmp_path / "young.json")
+        got = [r.faces[0].answers for r in young.analyze_files(crops, aligned=True)]
+        np.testing.assert_allclose([x["gender"].probability for x in got], [x["gender"].probability for x in same_as],
+                                   atol=1e-6)
+    assert json.loads((tmp_path / "young.json").read_text())["networks_alone"] == {"gender": {"task": "age", "below": 0.0}}
+    for bad, said in ((["--networks-alone", "gender:age"], "TASK:NUMERIC_TASK<LINE"),
+                      (["--networks-alone", "age:age<10"], "names task 'age'; the fusion file covers gender"),
+                      (["--networks-alone", "gender:gender<10"], "reads task 'gender'; it must be one of")):
+        assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "bad.json"), *bad]) == 2
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()
+
     # `facemtl evaluate` scores an ensemble on its split: the same network twice scores as it
     # does alone; networks trained on different splits are refused (no held-out faces)
     from facemtl.cli import evaluate

@@ -307,13 +307,16 @@ def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = N
 
 def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5,
            network: str | Sequence[str] | None = None,
-           balance: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+           balance: dict[str, Sequence[str]] | None = None,
+           networks_alone: dict[str, tuple[str, float]] | None = None) -> dict[str, Any]:
     """Fit the accurate variant's descriptor classifiers for ``checkpoint``'s classification tasks on
     its own training faces (L2 strength chosen on its validation faces); write the fusion file.
 
     ``balance``: per task, label columns (e.g. ``{"gender": ["race", "gender", "age"]}``) whose
     cells (classes, or the numeric tasks' bias bands) weigh alike in that task's classifier: each
     training face weighs ``1 / size of its cell``, as ``train.balance_by`` draws them.
+    ``networks_alone``: per task, ``(numeric task, line)``: on a face whose answer to that task is
+    under the line, the networks answer the task alone (e.g. ``{"gender": ("age", 10)}``).
 
     ``network``: a model file, or several (an ensemble: the mean of their raw outputs), that the
     accurate variant runs when no other is named (recorded relative to the fusion file); each
@@ -335,6 +338,14 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     chosen = [t for t in tasks if t.inference and t.class_names() is not None]
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
+    numeric = {t.name for t in tasks if t.inference and t.class_names() is None}
+    for task, (when, _) in (networks_alone or {}).items():
+        if task not in {t.name for t in chosen}:
+            raise ValueError(f"--networks-alone names task {task!r}; the fusion file covers "
+                             f"{', '.join(t.name for t in chosen)}")
+        if when not in numeric:
+            raise ValueError(f"--networks-alone reads task {when!r}; it must be one of {checkpoint}'s numeric tasks: "
+                             f"{', '.join(sorted(numeric)) or 'none'}")
     networks = [network] if isinstance(network, str) else list(network or [])
     for net in networks:
         _check_same_split(net, checkpoint, [t.name for t in chosen], data, cfg.data.root)
@@ -353,6 +364,8 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
                               feats["val"], labels["val"], NAME, sample_weights=weights)
     head.mix = mix
+    if networks_alone:
+        head.networks_alone = {task: {"task": when, "below": float(below)} for task, (when, below) in networks_alone.items()}
     if networks:
         head.networks = [os.path.relpath(Path(n).resolve(), Path(out).resolve().parent) for n in networks]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -538,6 +551,9 @@ def _fusion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", metavar="TASK=COL,COL", action="append", default=[],
                    help="weigh TASK's training faces so every cell of these label columns counts alike, e.g. "
                         "gender=race,gender,age (age in its bias bands); repeat it for another task")
+    p.add_argument("--networks-alone", metavar="TASK:NUMERIC_TASK<LINE", action="append", default=[],
+                   help="on a face whose answer to NUMERIC_TASK is under LINE, let the networks answer TASK "
+                        "alone, e.g. gender:age<10 (the shipped file: dlib's descriptor knows adults)")
 
 
 def _parse_balance(items: Sequence[str]) -> dict[str, list[str]]:
@@ -551,8 +567,23 @@ def _parse_balance(items: Sequence[str]) -> dict[str, list[str]]:
     return balance
 
 
+def _parse_networks_alone(items: Sequence[str]) -> dict[str, tuple[str, float]]:
+    alone = {}
+    for item in items:
+        task, _, rest = item.partition(":")
+        when, _, line = rest.partition("<")
+        try:
+            alone[task.strip()] = (when.strip(), float(line))
+        except ValueError:
+            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE, e.g. gender:age<10; not {item!r}") from None
+        if not task.strip() or not when.strip():
+            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE, e.g. gender:age<10; not {item!r}")
+    return alone
+
+
 def _fusion_run(a: argparse.Namespace) -> int:
-    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix, a.network, _parse_balance(a.balance))))
+    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix, a.network, _parse_balance(a.balance),
+                            _parse_networks_alone(a.networks_alone))))
     return 0
 
 

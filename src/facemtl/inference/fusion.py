@@ -6,6 +6,13 @@ mixture ``p = mix * p_network + (1 - mix) * p_descriptor`` of the two probabilit
 The descriptor costs tens of milliseconds a face on a CPU (``facemtl benchmark`` measures
 it), which is why the default path never computes it: ``facemtl analyze --accurate``.
 
+Optionally, per task, a line below which the networks answer it alone
+(``networks_alone``: ``{"gender": {"task": "age", "below": 10}}``: on a face whose answer to
+the ``age`` task is under 10, gender is the networks' probabilities unmixed). dlib's
+descriptor network learnt to tell adults apart; on the shipped split, letting the networks
+alone answer gender on faces under 10 narrowed the gender gap between races (MODEL_CARD.md,
+``docs/results/fusion_young_rule.md``).
+
 The fusion file (JSON) holds the descriptor's standardisation (the training faces' mean and
 spread), per task its classes, weights ``W (C, 128)`` and biases ``b (C,)``, and ``mix``;
 optionally ``networks``, the model files (paths relative to the fusion file) that the accurate
@@ -46,6 +53,9 @@ class FusionHead:
     #: ensemble): as the file says them (relative to the fusion file) when written, resolved
     #: to full paths by :meth:`load`.
     networks: list[str] | None = None
+    #: Per task, the face's answer to another (numeric) task under which the networks answer it
+    #: alone: ``{"gender": {"task": "age", "below": 10.0}}``.
+    networks_alone: dict[str, dict[str, Any]] | None = None
 
     def probabilities(self, task: str, features: np.ndarray) -> np.ndarray:
         """``(N, C)`` class probabilities of ``task`` from descriptors ``(N, 128)``."""
@@ -57,6 +67,8 @@ class FusionHead:
     def to_dict(self) -> dict[str, Any]:
         d = {"teacher": self.teacher, "mix": self.mix, "mean": self.mean.tolist(), "std": self.std.tolist(),
              "tasks": self.tasks}
+        if self.networks_alone:
+            d["networks_alone"] = self.networks_alone
         if not self.networks:
             return d
         # one network under "network", as files written before ensembles: older versions still read it
@@ -71,8 +83,13 @@ class FusionHead:
                 if isinstance(networks, str) or not networks:
                     raise TypeError("'networks' must be a list of model files")
                 networks = [str(Path(path).parent / str(n)) for n in networks]  # an absolute path stays as it is
+            alone = d.get("networks_alone") or None
+            for task, when in (alone or {}).items():
+                if task not in d["tasks"] or not isinstance(when, dict) or not isinstance(when.get("task"), str):
+                    raise TypeError(f"'networks_alone' of {task!r} must name a fused task and the task it reads")
+                when["below"] = float(when["below"])
             return cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
-                       float(d.get("mix", 0.5)), networks)
+                       float(d.get("mix", 0.5)), networks, alone)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a facemtl fusion file ({type(exc).__name__}: {exc})") from None
 
@@ -99,6 +116,10 @@ class FusedPredictor:
         unknown = sorted(set(head.tasks) - known)
         if unknown:
             raise ValueError(f"the fusion file covers task {unknown[0]!r}, which this model lacks")
+        for task, when in (head.networks_alone or {}).items():
+            if when["task"] not in known:
+                raise ValueError(f"the fusion file answers {task!r} by the networks alone below a value of task "
+                                 f"{when['task']!r}, which this model lacks")
         self.predictor, self.head = predictor, head
         self.tasks, self.size, self.info = predictor.tasks, predictor.size, predictor.info
         self.batch_size, self.interval = predictor.batch_size, predictor.interval
@@ -126,10 +147,16 @@ class FusedPredictor:
             return self.predictor.predict(crops)
         raw = self.predictor.raw(crops)
         feats = np.stack(features)
+        by_name = {t.name: t for t in self.tasks}
         per_task = {}
         for t in self.tasks:
             if t.name in self.head.tasks:
-                p = self.head.mix * t.probabilities(raw[t.name]) + (1 - self.head.mix) * self.head.probabilities(t.name, feats)
+                net = t.probabilities(raw[t.name])
+                p = self.head.mix * net + (1 - self.head.mix) * self.head.probabilities(t.name, feats)
+                when = (self.head.networks_alone or {}).get(t.name)
+                if when:  # below the line the networks answer alone
+                    alone = by_name[when["task"]].predict(raw[when["task"]]) < when["below"]
+                    p = np.where(alone[:, None], net, p)
                 per_task[t.name] = t.answers_from_probabilities(p)
             else:
                 per_task[t.name] = t.answers(raw[t.name], self.interval)
