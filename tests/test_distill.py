@@ -397,7 +397,8 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
     bal = json.loads((tmp_path / "bal.json").read_text())
     assert not np.allclose(bal["tasks"]["gender"]["W"], spec["tasks"]["gender"]["W"])
     for bad, said in ((["--balance", "gender"], "TASK=COLUMN"), (["--balance", "age=race"], "fusion file covers gender"),
-                      (["--balance", "gender=hair"], "names 'hair', which this data does not have")):
+                      (["--balance", "gender=hair"], "it has no 'hair'"),
+                      (["--balance", "gender=race", "--balance", "gender=age"], "names task 'gender' twice")):
         assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "bad.json"), *bad]) == 2
         assert said in capsys.readouterr().err
     assert not (tmp_path / "bad.json").exists()
@@ -414,10 +415,21 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
     assert json.loads((tmp_path / "young.json").read_text())["networks_alone"] == {"gender": {"task": "age", "below": 0.0}}
     for bad, said in ((["--networks-alone", "gender:age"], "TASK:NUMERIC_TASK<LINE"),
                       (["--networks-alone", "age:age<10"], "names task 'age'; the fusion file covers gender"),
-                      (["--networks-alone", "gender:gender<10"], "reads task 'gender'; it must be one of")):
+                      (["--networks-alone", "gender:gender<10"], "reads task 'gender'; it must be one of"),
+                      (["--networks-alone", "gender:age<nan"], "a finite number"),
+                      (["--networks-alone", "gender:age<10", "--networks-alone", "gender:age<5"], "twice")):
         assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "bad.json"), *bad]) == 2
         assert said in capsys.readouterr().err
     assert not (tmp_path / "bad.json").exists()
+    # a hand-edited file is read as strictly: a sentence, not a traceback
+    from facemtl.inference.fusion import FusionHead
+
+    good = json.loads((tmp_path / "young.json").read_text())
+    for alone in ([1], {"gender": {"task": "age", "below": float("nan")}}, {"gender": {"task": "gender", "below": 3}},
+                  {"gender": {"task": "age", "below": True}}, {"gender": "age"}):
+        (tmp_path / "edited.json").write_text(json.dumps({**good, "networks_alone": alone}))
+        with pytest.raises(ValueError, match="is not a facemtl fusion file"):
+            FusionHead.load(tmp_path / "edited.json")
 
     # `facemtl evaluate` scores an ensemble on its split: the same network twice scores as it
     # does alone; networks trained on different splits are refused (no held-out faces)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -339,13 +340,24 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
     numeric = {t.name for t in tasks if t.inference and t.class_names() is None}
-    for task, (when, _) in (networks_alone or {}).items():
+    for task, (when, below) in (networks_alone or {}).items():
         if task not in {t.name for t in chosen}:
             raise ValueError(f"--networks-alone names task {task!r}; the fusion file covers "
                              f"{', '.join(t.name for t in chosen)}")
         if when not in numeric:
             raise ValueError(f"--networks-alone reads task {when!r}; it must be one of {checkpoint}'s numeric tasks: "
                              f"{', '.join(sorted(numeric)) or 'none'}")
+        if not math.isfinite(below):
+            raise ValueError(f"--networks-alone needs a finite line for {task!r}, not {below}")
+    weights = {}  # checked and made before any descriptor is computed
+    for task, columns in (balance or {}).items():
+        if task not in {t.name for t in chosen}:
+            raise ValueError(f"--balance names task {task!r}; the fusion file covers {', '.join(t.name for t in chosen)}")
+        missing = [c for c in columns if c not in data.train.attributes]
+        if not columns or missing:
+            raise ValueError(f"--balance {task}= needs label columns of this data ({', '.join(sorted(data.train.attributes))})"
+                             + (f"; it has no {missing[0]!r}" if missing else ""))
+        weights[task] = balance_weights(data.train.attributes, tasks, columns)[0].numpy()
     networks = [network] if isinstance(network, str) else list(network or [])
     for net in networks:
         _check_same_split(net, checkpoint, [t.name for t in chosen], data, cfg.data.root)
@@ -356,11 +368,6 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     feats = {p: teacher_features(data.split(p).paths, cfg.data.cache_dir, NAME, workers=max(1, cfg.data.workers),
                                  log=lambda s: print(s, file=sys.stderr)) for p in ("train", "val")}
     labels = {p: {t.name: data.split(p).attributes[t.label] for t in chosen} for p in ("train", "val")}
-    weights = {}
-    for task, columns in (balance or {}).items():
-        if task not in labels["train"]:
-            raise ValueError(f"--balance names task {task!r}; the fusion file covers {', '.join(labels['train'])}")
-        weights[task] = balance_weights(data.train.attributes, tasks, columns)[0].numpy()
     head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
                               feats["val"], labels["val"], NAME, sample_weights=weights)
     head.mix = mix
@@ -563,6 +570,8 @@ def _parse_balance(items: Sequence[str]) -> dict[str, list[str]]:
         columns = [c.strip() for c in cols.split(",") if c.strip()]
         if not task.strip() or not columns:
             raise ValueError(f"--balance takes TASK=COLUMN[,COLUMN...], e.g. gender=race,gender; not {item!r}")
+        if task.strip() in balance:
+            raise ValueError(f"--balance names task {task.strip()!r} twice")
         balance[task.strip()] = columns
     return balance
 
@@ -573,11 +582,15 @@ def _parse_networks_alone(items: Sequence[str]) -> dict[str, tuple[str, float]]:
         task, _, rest = item.partition(":")
         when, _, line = rest.partition("<")
         try:
-            alone[task.strip()] = (when.strip(), float(line))
+            below = float(line)
         except ValueError:
-            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE, e.g. gender:age<10; not {item!r}") from None
-        if not task.strip() or not when.strip():
-            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE, e.g. gender:age<10; not {item!r}")
+            below = float("nan")
+        if not task.strip() or not when.strip() or not math.isfinite(below):
+            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE (a finite number), e.g. gender:age<10; "
+                             f"not {item!r}")
+        if task.strip() in alone:
+            raise ValueError(f"--networks-alone names task {task.strip()!r} twice")
+        alone[task.strip()] = (when.strip(), below)
     return alone
 
 

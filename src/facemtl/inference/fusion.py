@@ -64,6 +64,20 @@ class FusionHead:
         spec = self.tasks[task]
         return logistic_probabilities((np.asarray(features, np.float32) - self.mean) / self.std, spec["W"], spec["b"])
 
+    def fused(self, task: str, raw: dict[str, np.ndarray], features: np.ndarray, tasks: dict[str, Any]) -> np.ndarray:
+        """``(N, C)`` probabilities of ``task`` as the accurate variant answers: ``mix * p_network +
+        (1 - mix) * p_descriptor``, or ``p_network`` alone where :attr:`networks_alone` says so.
+
+        ``raw``: the networks' raw outputs per task; ``features``: descriptors ``(N, 128)``;
+        ``tasks``: the model's tasks by name (the line reads another task's answer)."""
+        net = tasks[task].probabilities(raw[task])
+        p = self.mix * net + (1 - self.mix) * self.probabilities(task, features)
+        when = (self.networks_alone or {}).get(task)
+        if when:  # below the line the networks answer alone
+            alone = tasks[when["task"]].predict(raw[when["task"]]) < when["below"]
+            p = np.where(alone[:, None], net, p)
+        return p
+
     def to_dict(self) -> dict[str, Any]:
         d = {"teacher": self.teacher, "mix": self.mix, "mean": self.mean.tolist(), "std": self.std.tolist(),
              "tasks": self.tasks}
@@ -84,10 +98,16 @@ class FusionHead:
                     raise TypeError("'networks' must be a list of model files")
                 networks = [str(Path(path).parent / str(n)) for n in networks]  # an absolute path stays as it is
             alone = d.get("networks_alone") or None
+            if alone is not None and not isinstance(alone, dict):
+                raise TypeError("'networks_alone' must map fused tasks to {'task': ..., 'below': ...}")
             for task, when in (alone or {}).items():
-                if task not in d["tasks"] or not isinstance(when, dict) or not isinstance(when.get("task"), str):
-                    raise TypeError(f"'networks_alone' of {task!r} must name a fused task and the task it reads")
-                when["below"] = float(when["below"])
+                if task not in d["tasks"] or not isinstance(when, dict) or not isinstance(when.get("task"), str) \
+                        or when["task"] in d["tasks"]:
+                    raise TypeError(f"'networks_alone' of {task!r} must name a fused task and a numeric task it reads")
+                below = when["below"]
+                if isinstance(below, bool) or not isinstance(below, (int, float)) or not np.isfinite(below):
+                    raise TypeError(f"'networks_alone' of {task!r}: 'below' must be a finite number, not {below!r}")
+                when["below"] = float(below)
             return cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
                        float(d.get("mix", 0.5)), networks, alone)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -116,10 +136,11 @@ class FusedPredictor:
         unknown = sorted(set(head.tasks) - known)
         if unknown:
             raise ValueError(f"the fusion file covers task {unknown[0]!r}, which this model lacks")
+        numeric = {t.name for t in predictor.tasks if t.class_names() is None}
         for task, when in (head.networks_alone or {}).items():
-            if when["task"] not in known:
+            if when["task"] not in numeric:
                 raise ValueError(f"the fusion file answers {task!r} by the networks alone below a value of task "
-                                 f"{when['task']!r}, which this model lacks")
+                                 f"{when['task']!r}, which is not a numeric task of this model")
         self.predictor, self.head = predictor, head
         self.tasks, self.size, self.info = predictor.tasks, predictor.size, predictor.info
         self.batch_size, self.interval = predictor.batch_size, predictor.interval
@@ -151,13 +172,7 @@ class FusedPredictor:
         per_task = {}
         for t in self.tasks:
             if t.name in self.head.tasks:
-                net = t.probabilities(raw[t.name])
-                p = self.head.mix * net + (1 - self.head.mix) * self.head.probabilities(t.name, feats)
-                when = (self.head.networks_alone or {}).get(t.name)
-                if when:  # below the line the networks answer alone
-                    alone = by_name[when["task"]].predict(raw[when["task"]]) < when["below"]
-                    p = np.where(alone[:, None], net, p)
-                per_task[t.name] = t.answers_from_probabilities(p)
+                per_task[t.name] = t.answers_from_probabilities(self.head.fused(t.name, raw, feats, by_name))
             else:
                 per_task[t.name] = t.answers(raw[t.name], self.interval)
         return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
@@ -182,6 +197,9 @@ def fit_fusion(features: np.ndarray, labels: dict[str, np.ndarray], classes: dic
     mean, std = features[ok].mean(0), features[ok].std(0) + 1e-6
     z = lambda f: ((f - mean) / std).astype(np.float32)  # noqa: E731
     heads, scores = {}, {}
+    for task, sw in (sample_weights or {}).items():
+        if task not in labels or np.shape(sw) != (len(features),):
+            raise ValueError(f"sample_weights of {task!r}: one weight per training face of a fitted task is needed")
     for task, y in labels.items():
         m = ok & ~np.isnan(y)
         mv = ~np.isnan(val_features).any(1) & ~np.isnan(val_labels[task])
