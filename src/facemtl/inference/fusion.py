@@ -206,8 +206,8 @@ def fit_fusion(features: np.ndarray, labels: dict[str, np.ndarray], classes: dic
         xv, tv = z(val_features[mv]), val_labels[task][mv].astype(np.int64)
         best = None
         scores[task] = {}
+        sw = None if task not in (sample_weights or {}) else np.asarray(sample_weights[task], float)[m]
         for lam in l2:
-            sw = None if task not in (sample_weights or {}) else np.asarray(sample_weights[task], float)[m]
             w, b = fit_logistic(z(features[m]), y[m], len(classes[task]), lam, sample_weight=sw)
             acc = float(((xv @ w.T + b).argmax(1) == tv).mean())
             scores[task][str(lam)] = acc
