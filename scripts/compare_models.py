@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +39,15 @@ def _interval(x: np.ndarray, kind: str) -> list[float]:
 
 
 def _gap(scores: np.ndarray, groups: np.ndarray, names: list[str], kind: str) -> dict:
-    """The highest and lowest groups (:func:`facemtl.subgroups.largest_gap` among groups of at
-    least ``MIN_GROUP`` faces), their difference and its normal 95 % interval (two
-    independent groups)."""
-    from facemtl.subgroups import Z95, largest_gap, subgroup_table
+    """The highest and lowest groups among groups of at least ``MIN_GROUP`` faces, their difference
+    and its normal 95 % interval (:func:`facemtl.subgroups.group_gap`)."""
+    from facemtl.subgroups import group_gap
 
-    labels = np.array([names[int(g)] if names else str(g) for g in groups])
-    rows = [r for r in subgroup_table({"t": scores}, {"t": kind}, {"group": labels}) if r["n"] >= MIN_GROUP]
-    g = largest_gap(rows, f"t_{kind}", MIN_GROUP)
-    a, b = scores[labels == g["max"]["group"]], scores[labels == g["min"]["group"]]
-    half = Z95 * math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-    return {"highest": g["max"]["group"], "lowest": g["min"]["group"], "gap": g["gap"],
-            "ci95": [g["gap"] - half, g["gap"] + half],
-            "groups": {r["group"]: {"n": r["n"], "mean": r[f"t_{kind}"], "ci95": [r[f"t_{kind}_lo"], r[f"t_{kind}_hi"]]}
-                       for r in rows}}
+    if not names:  # an unnamed column: its own values name the groups
+        values = sorted(set(groups.astype(float).tolist()))
+        names, groups = [str(v) for v in values], np.searchsorted(values, groups.astype(float))
+    g = group_gap(scores, groups, names, kind, MIN_GROUP)
+    return {"highest": g["highest"], "lowest": g["lowest"], "gap": g["gap"], "ci95": g["gap_ci95"], "groups": g["by"]}
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def main() -> None:
 
     from facemtl.data.model_data import model_data
     from facemtl.inference import FaceAnalyzer, default_model_path, load_predictor
-    from facemtl.subgroups import accuracy_gap, mean_interval, wilson_interval as wilson
+    from facemtl.subgroups import accuracy_gap, group_gap, mean_interval, wilson_interval as wilson
 
     model = a.model or default_model_path()
     info = load_predictor(model).info
@@ -81,19 +81,12 @@ def main() -> None:
                 row[t.name] = {"mae": round(float(e.mean()), 3), "ci95": [round(x, 3) for x in mean_interval(e)],
                                "n": int(ok.sum())}
                 if race is not None:  # the error by race, and the largest gap between races
-                    by = {rn: err[ok & (race == ri)] for ri, rn in enumerate(race_names or [])}
-                    by = {rn: v for rn, v in by.items() if len(v)}
-                    row[f"{t.name}_by_race"] = {rn: {"mae": round(float(v.mean()), 3),
-                                                     "ci95": [round(x, 3) for x in mean_interval(v)], "n": len(v)}
-                                                for rn, v in by.items()}
-                    hi = max(by, key=lambda r: by[r].mean())
-                    lo = min(by, key=lambda r: by[r].mean())
-                    gap = float(by[hi].mean() - by[lo].mean())
-                    # normal approximation for a difference of two independent means
-                    se = sum(by[r].var(ddof=1) / len(by[r]) for r in (hi, lo)) ** 0.5
-                    row[f"{t.name}_gap"] = round(gap, 2)
-                    row[f"{t.name}_gap_between"] = [hi, lo]
-                    row[f"{t.name}_gap_ci95"] = [round(gap - 1.96 * se, 2), round(gap + 1.96 * se, 2)]
+                    g = group_gap(err[ok], race[ok], race_names or [], "mae")
+                    row[f"{t.name}_by_race"] = {rn: {"mae": round(v["mean"], 3), "ci95": [round(x, 3) for x in v["ci95"]],
+                                                     "n": v["n"]} for rn, v in g["by"].items()}
+                    row[f"{t.name}_gap"] = round(g["gap"], 2)
+                    row[f"{t.name}_gap_between"] = [g["highest"], g["lowest"]]
+                    row[f"{t.name}_gap_ci95"] = [round(x, 2) for x in g["gap_ci95"]]
                 continue
             pred = np.array([names.index(r.faces[0].answers[t.name].value) if r.faces else -1 for r in results])
             hit = (pred == y).astype(float)

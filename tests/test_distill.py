@@ -147,6 +147,26 @@ def test_accuracy_gap_between_groups():
     assert g["by"]["c"]["accuracy"] == 0.8 and g["by"]["c"]["n"] == 5
 
 
+def test_group_gap_of_errors_and_small_groups():
+    """Known values: errors 1, 2, 3 against 5, 7 are a 4.0 gap, interval 4 +- 1.96 sqrt(1/3 + 2/2) (sample
+    variances); a group under min_count, a NaN score and a NaN group take no part; no group gives NaN."""
+    from facemtl.subgroups import group_gap
+
+    err = np.array([1, 2, 3, 5, 7, 100, np.nan, 9], float)
+    group = np.array([0, 0, 0, 1, 1, 2, 1, np.nan])
+    g = group_gap(err, group, ["a", "b", "c"], "mae", min_count=2)
+    assert (g["highest"], g["lowest"], set(g["by"])) == ("b", "a", {"a", "b"})
+    assert g["gap"] == pytest.approx(4.0) and g["by"]["b"] == {"mean": 6.0, "ci95": pytest.approx(
+        [6 - 1.959964, 6 + 1.959964]), "n": 2}  # 6 +- 1.96 sqrt(2) / sqrt(2)
+    half = 1.959964 * (1 / 3 + 2 / 2) ** 0.5
+    assert g["gap_ci95"] == pytest.approx([4 - half, 4 + half])
+    assert group_gap(err, group, ["a", "b", "c"], "mae", min_count=1)["highest"] == "c"
+    empty = group_gap(err, group, ["a", "b", "c"], "mae", min_count=10)
+    assert empty["highest"] is None and np.isnan(empty["gap"]) and empty["by"] == {}
+    with pytest.raises(ValueError, match="'accuracy' or 'mae'"):
+        group_gap(err, group, ["a"], "rmse")
+
+
 def test_a_soft_target_task_needs_its_head_task():
     from facemtl.config import ConfigError, config_from_dict
 
@@ -416,7 +436,8 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
     for bad, said in ((["--networks-alone", "gender:age"], "TASK:NUMERIC_TASK<LINE"),
                       (["--networks-alone", "age:age<10"], "names task 'age'; the fusion file covers gender"),
                       (["--networks-alone", "gender:gender<10"], "reads task 'gender'; it must be one of"),
-                      (["--networks-alone", "gender:age<nan"], "a finite number"),
+                      (["--networks-alone", "gender:age<ten"], "TASK:NUMERIC_TASK<LINE"),
+                      (["--networks-alone", "gender:age<nan"], "needs a finite line"),
                       (["--networks-alone", "gender:age<10", "--networks-alone", "gender:age<5"], "twice")):
         assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "bad.json"), *bad]) == 2
         assert said in capsys.readouterr().err

@@ -581,12 +581,12 @@ def _parse_networks_alone(items: Sequence[str]) -> dict[str, tuple[str, float]]:
     for item in items:
         task, _, rest = item.partition(":")
         when, _, line = rest.partition("<")
-        try:
+        try:  # the form only: fusion() checks the task names and that the line is finite (the API's path too)
             below = float(line)
         except ValueError:
-            below = float("nan")
-        if not task.strip() or not when.strip() or not math.isfinite(below):
-            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE (a finite number), e.g. gender:age<10; "
+            below = None
+        if not task.strip() or not when.strip() or below is None:
+            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE (a number), e.g. gender:age<10; "
                              f"not {item!r}")
         if task.strip() in alone:
             raise ValueError(f"--networks-alone names task {task.strip()!r} twice")

@@ -86,27 +86,57 @@ def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -
     return {"min": lo, "max": hi, "gap": hi[key] - lo[key]}
 
 
-def accuracy_gap(hit: np.ndarray, group: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy per group and the largest gap between groups, in points.
+def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind: str = "accuracy",
+              min_count: int = 1) -> dict[str, Any]:
+    """Each group's mean score and the largest gap between groups, with 95 % intervals.
 
-    ``hit``: ``(N,)`` 1.0 / 0.0 for a right or wrong answer; ``group``: ``(N,)`` group indices into
-    ``names`` (e.g. race). Returns ``by`` (per group with any face: accuracy, 95 % Wilson
-    interval, n), ``gap_points`` (highest minus lowest accuracy), ``between`` (the highest and
-    lowest group) and ``gap_ci95``, a normal-approximation interval for a difference of two
-    independent proportions: ``gap +- 1.96 sqrt(p1 q1 / n1 + p2 q2 / n2)``.
+    ``scores``: ``(N,)`` one score per sample, 1.0 / 0.0 for a right or wrong answer when ``kind`` is
+    ``"accuracy"``, the absolute error when it is ``"mae"``; NaN where the sample has no label.
+    ``group``: ``(N,)`` group indices into ``names`` (e.g. race); NaN or out of range: no group.
+    Groups of at least ``min_count`` scored samples take part. Returns ``by`` (per group: ``mean``,
+    its interval ``ci95`` -- Wilson for accuracy, normal for MAE -- and ``n``), ``highest`` and
+    ``lowest`` (the groups with the highest and lowest mean), ``gap`` (highest minus lowest mean, in
+    the score's unit) and ``gap_ci95``, the normal interval of a difference of two independent means
+    ``gap +- 1.96 sqrt(v_hi / n_hi + v_lo / n_lo)`` with ``v = p (1 - p)`` for an accuracy ``p``
+    (the Wald form for two proportions) and the sample variance (``ddof=1``) for an error.
+    With no group: ``highest`` and ``lowest`` are None and the gap NaN.
     """
-    hit, group = np.asarray(hit, float), np.asarray(group)
-    by, acc = {}, {}
+    if kind not in ("accuracy", "mae"):
+        raise ValueError(f"kind must be 'accuracy' or 'mae', not {kind!r}")
+    scores, group = np.asarray(scores, float), np.asarray(group, float)
+    by: dict[str, dict[str, Any]] = {}
+    var: dict[str, float] = {}
     for gi, name in enumerate(names):
-        h = hit[group == gi]
-        if len(h):
-            acc[name] = float(h.mean())
-            by[name] = {"accuracy": round(acc[name], 4),
-                        "ci95": [round(x, 4) for x in wilson_interval(int(h.sum()), len(h))], "n": len(h)}
-    if not acc:
+        x = scores[(group == gi) & ~np.isnan(scores)]
+        if len(x) < max(1, min_count):
+            continue
+        m = float(x.mean())
+        if kind == "accuracy":
+            ci, var[name] = wilson_interval(int(round(x.sum())), len(x)), m * (1 - m)
+        else:
+            ci, var[name] = mean_interval(x), float(x.var(ddof=1)) if len(x) > 1 else float("nan")
+        by[name] = {"mean": m, "ci95": [float(c) for c in ci], "n": int(len(x))}
+    if not by:
+        nan = float("nan")
+        return {"by": {}, "highest": None, "lowest": None, "gap": nan, "gap_ci95": [nan, nan]}
+    hi = max(by, key=lambda r: by[r]["mean"])
+    lo = min(by, key=lambda r: by[r]["mean"])
+    gap = by[hi]["mean"] - by[lo]["mean"]
+    half = Z95 * math.sqrt(sum(var[r] / by[r]["n"] for r in (hi, lo)))
+    return {"by": by, "highest": hi, "lowest": lo, "gap": gap, "gap_ci95": [gap - half, gap + half]}
+
+
+def accuracy_gap(hit: np.ndarray, group: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """:func:`group_gap` of right (1.0) and wrong (0.0) answers, in points, as result files record it.
+
+    Returns ``by`` (per group with any face: ``accuracy``, its Wilson ``ci95``, ``n``; four decimals),
+    ``gap_points`` (highest minus lowest accuracy, in points), ``between`` (the highest and lowest
+    group) and ``gap_ci95`` (points; two decimals).
+    """
+    g = group_gap(hit, group, names, "accuracy")
+    if g["highest"] is None:
         return {"by": {}, "gap_points": float("nan"), "between": [], "gap_ci95": [float("nan")] * 2}
-    hi, lo = max(acc, key=acc.get), min(acc, key=acc.get)
-    gap = acc[hi] - acc[lo]
-    se = sum(acc[r] * (1 - acc[r]) / by[r]["n"] for r in (hi, lo)) ** 0.5
-    return {"by": by, "gap_points": round(100 * gap, 2), "between": [hi, lo],
-            "gap_ci95": [round(100 * (gap + z * Z95 * se), 2) for z in (-1, 1)]}
+    return {"by": {r: {"accuracy": round(v["mean"], 4), "ci95": [round(x, 4) for x in v["ci95"]], "n": v["n"]}
+                   for r, v in g["by"].items()},
+            "gap_points": round(100 * g["gap"], 2), "between": [g["highest"], g["lowest"]],
+            "gap_ci95": [round(100 * x, 2) for x in g["gap_ci95"]]}
