@@ -15,8 +15,7 @@ instead (float16, keyed by file name: a third of the SQLite cache's bytes), whic
     python scripts/reencode_utkface.py --config configs/cpu_distill_soft.yaml \\
         --out /tmp/utk160 --cache-to /tmp/utk160_cache
 
-Used for the 112 px against 160 px runs on the lent H200 (README, "Face-recognition
-knowledge"): WebP quality 90 at 160 px is 3.4 KB an image against 7.6 KB for the JPEGs.
+Used for the 112 px against 160 px runs on the lent H200 (docs/face_knowledge.md): WebP quality 90 at 160 px is 3.4 KB an image against 7.6 KB for the JPEGs.
 """
 
 from __future__ import annotations

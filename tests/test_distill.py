@@ -163,6 +163,8 @@ def test_group_gap_of_errors_and_small_groups():
     assert group_gap(err, group, ["a", "b", "c"], "mae", min_count=1)["highest"] == "c"
     empty = group_gap(err, group, ["a", "b", "c"], "mae", min_count=10)
     assert empty["highest"] is None and np.isnan(empty["gap"]) and empty["by"] == {}
+    one = group_gap(err, group, ["a"], "mae")  # a group against itself: no interval
+    assert one["gap"] == 0 and np.isnan(one["gap_ci95"]).all()
     with pytest.raises(ValueError, match="'accuracy' or 'mae'"):
         group_gap(err, group, ["a"], "rmse")
 
@@ -438,6 +440,7 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
                       (["--networks-alone", "gender:gender<10"], "reads task 'gender'; it must be one of"),
                       (["--networks-alone", "gender:age<ten"], "TASK:NUMERIC_TASK<LINE"),
                       (["--networks-alone", "gender:age<nan"], "needs a finite line"),
+                      (["--networks-alone", "gender:age<inf"], "needs a finite line"),
                       (["--networks-alone", "gender:age<10", "--networks-alone", "gender:age<5"], "twice")):
         assert main(["fusion", "--checkpoint", run_pt, "--out", str(tmp_path / "bad.json"), *bad]) == 2
         assert said in capsys.readouterr().err

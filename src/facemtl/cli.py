@@ -334,8 +334,6 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     _, tasks, cfg, _ = load_model(checkpoint)
     if data_root:
         cfg.data.root = str(Path(data_root).expanduser().resolve())
-    # a column made after the split gives no strata: no teacher head is fitted only to be dropped
-    data = build_data(cfg.data, [t for t in tasks if not t.derives_label], cfg.train.seed, load_images=False)
     chosen = [t for t in tasks if t.inference and t.class_names() is not None]
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
@@ -349,6 +347,8 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
                              f"{', '.join(sorted(numeric)) or 'none'}")
         if not math.isfinite(below):
             raise ValueError(f"--networks-alone needs a finite line for {task!r}, not {below}")
+    # checked before the data folder is read; a column made after the split gives no strata
+    data = build_data(cfg.data, [t for t in tasks if not t.derives_label], cfg.train.seed, load_images=False)
     weights = {}  # checked and made before any descriptor is computed
     for task, columns in (balance or {}).items():
         if task not in {t.name for t in chosen}:

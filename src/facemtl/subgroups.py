@@ -99,7 +99,9 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
     the score's unit) and ``gap_ci95``, the normal interval of a difference of two independent means
     ``gap +- 1.96 sqrt(v_hi / n_hi + v_lo / n_lo)`` with ``v = p (1 - p)`` for an accuracy ``p``
     (the Wald form for two proportions) and the sample variance (``ddof=1``) for an error.
-    With no group: ``highest`` and ``lowest`` are None and the gap NaN.
+    With no group: ``highest`` and ``lowest`` are None and the gap NaN. With one group the gap
+    is 0 and its interval NaN (a group against itself); an error group of one sample has no
+    variance, so an interval that needs it is NaN too. ``names`` must be distinct.
     """
     if kind not in ("accuracy", "mae"):
         raise ValueError(f"kind must be 'accuracy' or 'mae', not {kind!r}")
@@ -122,14 +124,14 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
     hi = max(by, key=lambda r: by[r]["mean"])
     lo = min(by, key=lambda r: by[r]["mean"])
     gap = by[hi]["mean"] - by[lo]["mean"]
-    half = Z95 * math.sqrt(sum(var[r] / by[r]["n"] for r in (hi, lo)))
+    half = Z95 * math.sqrt(sum(var[r] / by[r]["n"] for r in (hi, lo))) if hi != lo else float("nan")
     return {"by": by, "highest": hi, "lowest": lo, "gap": gap, "gap_ci95": [gap - half, gap + half]}
 
 
 def accuracy_gap(hit: np.ndarray, group: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     """:func:`group_gap` of right (1.0) and wrong (0.0) answers, in points, as result files record it.
 
-    Returns ``by`` (per group with any face: ``accuracy``, its Wilson ``ci95``, ``n``; four decimals),
+    Returns ``by`` (per group with any scored face: ``accuracy``, its Wilson ``ci95``, ``n``; four decimals),
     ``gap_points`` (highest minus lowest accuracy, in points), ``between`` (the highest and lowest
     group) and ``gap_ci95`` (points; two decimals).
     """
