@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -328,7 +327,7 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     from .data.dataset import balance_weights
     from .data.teacher import teacher_features
     from .faces.descriptor import NAME
-    from .inference.fusion import fit_fusion
+    from .inference.fusion import checked_networks_alone, fit_fusion
     from .model import load_model
 
     _, tasks, cfg, _ = load_model(checkpoint)
@@ -337,16 +336,9 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     chosen = [t for t in tasks if t.inference and t.class_names() is not None]
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
-    numeric = {t.name for t in tasks if t.inference and t.class_names() is None}
-    for task, (when, below) in (networks_alone or {}).items():
-        if task not in {t.name for t in chosen}:
-            raise ValueError(f"--networks-alone names task {task!r}; the fusion file covers "
-                             f"{', '.join(t.name for t in chosen)}")
-        if when not in numeric:
-            raise ValueError(f"--networks-alone reads task {when!r}; it must be one of {checkpoint}'s numeric tasks: "
-                             f"{', '.join(sorted(numeric)) or 'none'}")
-        if not math.isfinite(below):
-            raise ValueError(f"--networks-alone needs a finite line for {task!r}, not {below}")
+    alone = checked_networks_alone({task: {"task": when, "below": below} for task, (when, below) in
+                                    (networks_alone or {}).items()}, [t.name for t in chosen],
+                                   [t.name for t in tasks if t.inference and t.class_names() is None])
     # checked before the data folder is read; a column made after the split gives no strata
     data = build_data(cfg.data, [t for t in tasks if not t.derives_label], cfg.train.seed, load_images=False)
     weights = {}  # checked and made before any descriptor is computed
@@ -371,8 +363,7 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
                               feats["val"], labels["val"], NAME, sample_weights=weights)
     head.mix = mix
-    if networks_alone:
-        head.networks_alone = {task: {"task": when, "below": float(below)} for task, (when, below) in networks_alone.items()}
+    head.networks_alone = alone or None
     if networks:
         head.networks = [os.path.relpath(Path(n).resolve(), Path(out).resolve().parent) for n in networks]
     Path(out).parent.mkdir(parents=True, exist_ok=True)

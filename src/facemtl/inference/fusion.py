@@ -29,10 +29,11 @@ spends tens of milliseconds a face on the descriptor anyway, so the networks cos
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -97,21 +98,37 @@ class FusionHead:
                 if isinstance(networks, str) or not networks:
                     raise TypeError("'networks' must be a list of model files")
                 networks = [str(Path(path).parent / str(n)) for n in networks]  # an absolute path stays as it is
-            alone = d.get("networks_alone") or None
-            if alone is not None and not isinstance(alone, dict):
-                raise TypeError("'networks_alone' must map fused tasks to {'task': ..., 'below': ...}")
-            for task, when in (alone or {}).items():
-                if task not in d["tasks"] or not isinstance(when, dict) or not isinstance(when.get("task"), str) \
-                        or when["task"] in d["tasks"]:
-                    raise TypeError(f"'networks_alone' of {task!r} must name a fused task and a numeric task it reads")
-                below = when["below"]
-                if isinstance(below, bool) or not isinstance(below, (int, float)) or not np.isfinite(below):
-                    raise TypeError(f"'networks_alone' of {task!r}: 'below' must be a finite number, not {below!r}")
-                when["below"] = float(below)
+            alone = checked_networks_alone(d.get("networks_alone") or {}, d["tasks"]) or None
             return cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
                        float(d.get("mix", 0.5)), networks, alone)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a facemtl fusion file ({type(exc).__name__}: {exc})") from None
+
+
+def checked_networks_alone(alone: Any, fused: Iterable[str],
+                           numeric: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``networks_alone`` (``{task: {"task": line_task, "below": line}}``) checked and with float lines,
+    or a ValueError in a sentence: each task is one of the ``fused`` tasks, its line task is not
+    (and is one of ``numeric``, where the caller knows the model's numeric tasks), its line a
+    finite number. One check for every way in: ``facemtl fusion``, a fusion file, a model."""
+    if not isinstance(alone, dict):
+        raise ValueError("networks_alone must map fused tasks to {'task': NUMERIC_TASK, 'below': LINE}")
+    fused = list(fused)
+    numeric = None if numeric is None else sorted(numeric)
+    out = {}
+    for task, when in alone.items():
+        if task not in fused:
+            raise ValueError(f"networks_alone names task {task!r}; the fusion file covers {', '.join(fused)}")
+        if not isinstance(when, dict) or not isinstance(when.get("task"), str):
+            raise ValueError(f"networks_alone of {task!r} must be {{'task': NUMERIC_TASK, 'below': LINE}}, not {when!r}")
+        if when["task"] in fused or (numeric is not None and when["task"] not in numeric):
+            raise ValueError(f"networks_alone reads task {when['task']!r}; it must be one of the model's numeric tasks"
+                             + (f": {', '.join(numeric) or 'none'}" if numeric is not None else ", not a fused one"))
+        below = when.get("below")
+        if isinstance(below, bool) or not isinstance(below, (int, float)) or not math.isfinite(below):
+            raise ValueError(f"networks_alone needs a finite line for {task!r}, not {below!r}")
+        out[task] = {"task": when["task"], "below": float(below)}
+    return out
 
 
 def default_fusion_path() -> Path:
@@ -136,11 +153,8 @@ class FusedPredictor:
         unknown = sorted(set(head.tasks) - known)
         if unknown:
             raise ValueError(f"the fusion file covers task {unknown[0]!r}, which this model lacks")
-        numeric = {t.name for t in predictor.tasks if t.class_names() is None}
-        for task, when in (head.networks_alone or {}).items():
-            if when["task"] not in numeric:
-                raise ValueError(f"the fusion file answers {task!r} by the networks alone below a value of task "
-                                 f"{when['task']!r}, which is not a numeric task of this model")
+        checked_networks_alone(head.networks_alone or {}, head.tasks,
+                               [t.name for t in predictor.tasks if t.class_names() is None])
         self.predictor, self.head = predictor, head
         self.tasks, self.size, self.info = predictor.tasks, predictor.size, predictor.info
         self.batch_size, self.interval = predictor.batch_size, predictor.interval
