@@ -7,7 +7,7 @@ frozen tasks, baselines, validation metrics) and drops optimiser and RNG state.
 Weights are stored as float16 (half the size; loading casts them back to float32).
 
 Training-only tasks (a distilled face descriptor: ``Task.inference`` is false) are dropped
-with their heads and the data's ``teacher`` setting, unless ``--keep-training-tasks``: the
+with their heads and the data's ``teacher`` and ``targets`` settings, unless ``--keep-training-tasks``: the
 network that answers is the same, the split is the same (a vector target gives no strata),
 and ``facemtl evaluate`` on the file no longer computes the teacher's descriptor for every
 face first. What was dropped is recorded under ``"distilled"``.
@@ -59,6 +59,9 @@ def drop_training_tasks(slim: dict) -> list[str]:
             slim[key] = {k: v for k, v in slim[key].items() if k not in dropped}
     slim["distilled"] = {"tasks": dropped, "teacher": slim["config"]["data"].get("teacher")}
     slim["config"]["data"]["teacher"] = None
+    if slim["config"]["data"].get("targets"):  # a target file (data.targets) taught a dropped task
+        slim["distilled"]["targets"] = slim["config"]["data"]["targets"]
+        slim["config"]["data"]["targets"] = None
     return dropped
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from facemtl.cli import main
-from facemtl.tasks import FeatureTask, SoftTargetTask, build_task
+from facemtl.tasks import FeatureTask, SoftTargetTask, SoftThresholdTask, build_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,61 @@ def test_soft_target_loss_and_masking_by_hand():
     assert t.metrics(np.broadcast_to(base, (2, 2)), np.array([[0.9, 0.1], [0.3, 0.7]]))["agreement"] == 0.5
     with pytest.raises(ValueError, match="needs 'of'"):
         build_task({"name": "s", "type": "soft", "num_classes": 2})
+
+
+def test_soft_threshold_loss_masking_and_rank_gap_by_hand():
+    t = SoftThresholdTask("age_soft", of="age", width=2, label="target_age")
+    out = torch.tensor([[0.0, 0.0], [2.0, -1.0], [5.0, 5.0]])
+    q = torch.tensor([[1.0, 0.0], [0.5, 0.5], [float("nan"), float("nan")]])
+    # BCE summed over the thresholds: row 0 at z = 0 costs log 2 per threshold whatever q is;
+    # row 1: 0.5 * (softplus(-2) + softplus(2)) + 0.5 * (softplus(1) + softplus(-1)); row 2 has no target
+    sp = lambda x: math.log1p(math.exp(x))
+    row1 = 0.5 * (sp(-2) + sp(2)) + 0.5 * (sp(1) + sp(-1))
+    assert t.loss(out, q).item() == pytest.approx((2 * math.log(2) + row1) / 2, rel=1e-6)
+    assert t.loss(out[2:], q[2:]).item() == 0.0
+    hot = SoftThresholdTask("a", of="age", width=1, temperature=2.0)
+    # T = 2: q = s(logit(0.8) / 2) = 2/3 (odds 4 -> 2); z = 2 -> 1; times T^2
+    got = hot.loss(torch.tensor([[2.0]]), torch.tensor([[0.8]])).item()
+    assert got == pytest.approx(4 * (2 / 3 * sp(-1) + 1 / 3 * sp(1)), rel=1e-5)
+    assert not t.inference and t.derives_label and t.output_of == "age" and t.label_width == 2 == t.output_size
+    # ranks: student sum [s(z) > 0.5], teacher sum [q > 0.5]
+    m = t.metrics(t.predict(np.array([[3.0, 1.0], [-1.0, -2.0], [0.0, 0.0]])),
+                  np.array([[0.9, 0.2], [0.7, 0.6], [np.nan, np.nan]]))
+    assert m == {"rank_gap": 1.5, "n": 2}  # (|2 - 1| + |0 - 2|) / 2
+    base = t.baseline(np.array([[0.9, 0.2], [0.7, 0.6]]))
+    assert base == pytest.approx([0.8, 0.4])
+    bm = t.metrics(np.broadcast_to(base, (2, 2)), np.array([[0.9, 0.2], [0.7, 0.6]]))
+    assert bm["rank_gap"] == 0.5 and t.skill(m, bm) == pytest.approx(-2.0)  # worse than the trivial answer
+    with pytest.raises(ValueError, match="needs 'of'"):
+        build_task({"name": "s", "type": "soft_ordinal", "width": 2})
+
+
+def test_given_soft_targets_are_read_not_fitted(tmp_path):
+    from facemtl.data.dataset import read_targets
+    from facemtl.data.table import LabelTable
+
+    g = build_task({"name": "g_soft", "type": "soft", "of": "g", "num_classes": 2, "features": None,
+                    "label": "target_g"})
+    train = np.array([True, True, False])
+    with pytest.raises(ValueError, match="set data.targets"):
+        g.derive_labels({"g": np.zeros(3)}, train, 0)
+    with pytest.raises(ValueError, match="expects 2 target values per face; 'target_g' has 3"):
+        g.derive_labels({"target_g": np.zeros((3, 3))}, train, 0)
+    # the target file: rows matched by path under the data folder, NaN where it has none
+    root = tmp_path / "data"
+    (root / "sub").mkdir(parents=True)
+    paths = [str(root / "sub" / f"{i}.jpg") for i in range(3)]
+    np.savez(tmp_path / "t.npz", files=np.array(["sub/2.jpg", "sub/0.jpg", "sub/9.jpg"]),
+             g=np.array([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5]]), age=np.array([[0.9, 0.2, 0.1]] * 3))
+    table = LabelTable(paths=paths, labels={"g": np.array([1.0, 0.0, 1.0])})
+    rep = read_targets(table, root, tmp_path / "t.npz")
+    assert rep["matched"] == 2 and rep["missing"] == 1 and rep["columns"] == ["target_age", "target_g"]
+    assert np.allclose(table.labels["target_g"][[0, 2]], [[0.9, 0.1], [0.2, 0.8]])
+    assert np.isnan(table.labels["target_g"][1]).all() and table.labels["target_age"].shape == (3, 3)
+    assert g.derive_labels(table.labels, train, 0) == {}  # read as given: nothing fitted, nothing written
+    (tmp_path / "bad.npz").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match="is not a target file"):
+        read_targets(table, root, tmp_path / "bad.npz")
 
 
 def test_soft_targets_are_out_of_fold_and_draw_no_global_random_numbers():
@@ -311,6 +366,59 @@ def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):
     info = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1).predictor.info
     assert info.extra["data"]["teacher"] == "dlib_resnet_v1"
     assert model_data(info, str(utkface_root)).test.paths == tr.data.test.paths
+
+
+def test_a_run_taught_from_a_target_file(utkface_root, tmp_path):
+    """What this checks: given targets (``data.targets``) for a nominal and an ordinal head train
+    through the normal trainer on real faces (the student agrees with its targets better than the
+    trivial answer), and the target file is needed only to train: the model rebuilds its split
+    without it, and the slimmed file no longer names it. No claim about accuracy."""
+    from facemtl.config import config_from_dict
+    from facemtl.data.model_data import model_data
+    from facemtl.inference import FaceAnalyzer
+    from facemtl.training import Trainer
+
+    root = Path(utkface_root).resolve()
+    files = sorted(p for p in root.rglob("*.jpg"))
+    def field(p: Path, i: int) -> float:
+        try:
+            return float(p.name.split("_")[i])
+        except (IndexError, ValueError):  # a malformed name (the data README lists five)
+            return 0.0
+
+    ages = np.array([field(p, 0) for p in files])
+    sexes = np.array([field(p, 1) for p in files])
+    # targets a teacher might give: the label's class at 0.9, the age thresholds smoothed by 3 years
+    gender = np.stack([np.where(sexes == 0, 0.9, 0.1), np.where(sexes == 0, 0.1, 0.9)], 1)
+    age = 1 / (1 + np.exp(-(ages[:, None] - np.arange(1, 116)[None, :] - 0.5) / 3))
+    target = tmp_path / "targets.npz"
+    np.savez(target, files=np.array([str(p.relative_to(root)) for p in files]), gender=gender, age=age)
+    cfg = config_from_dict({
+        "tasks": [{"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
+                  {"name": "gender", "type": "nominal", "classes": ["male", "female"]},
+                  {"name": "gender_soft", "type": "soft", "of": "gender", "features": None, "label": "target_gender"},
+                  {"name": "age_soft", "type": "soft_ordinal", "of": "age", "width": 115, "label": "target_age"}],
+        "data": {"root": str(utkface_root), "image_size": 64, "limit": 240, "workers": 1, "targets": str(target)},
+        "model": {"backbone": "efficientnet_lite0", "pretrained": True, "shared_stages": None},
+        "optim": {"name": "adamw", "lr": 0.001},
+        "train": {"epochs": 3, "batch_size": 32},
+    })
+    tr = Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None)
+    assert tr.data.report["targets"]["matched"] == 240 and tr.data.report["targets"]["missing"] == 0
+    tr.fit()
+    test = tr.test()
+    assert test["gender_soft"]["skill"] > 0 and test["age_soft"]["skill"] > 0
+    assert test["age_soft"]["n"] == test["age"]["n"] > 0
+    target.unlink()  # only training reads it
+    info = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1).predictor.info
+    assert [t.name for t in info.build_tasks()] == ["age", "gender"]
+    assert model_data(info, str(utkface_root)).test.paths == tr.data.test.paths
+    slim = tmp_path / "slim.pt"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "export_model.py"), str(tmp_path / "run" / "best.pt"),
+                    str(slim), "--data-root", str(utkface_root)], check=True, capture_output=True)
+    state = torch.load(slim, weights_only=False)
+    assert state["config"]["data"]["targets"] is None and state["distilled"]["targets"] == str(target)
+    assert state["distilled"]["tasks"] == ["gender_soft", "age_soft"]
 
 
 def test_mean_variance_loss_by_hand():

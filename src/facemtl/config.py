@@ -80,6 +80,12 @@ class DataConfig:
     teacher: str | None = None
     #: Where computed teacher features are cached, by image content (the data folder may be read-only).
     cache_dir: str = "~/.cache/facemtl"
+    #: A target file (``.npz``: ``files``, paths relative to ``root``, and per column an array
+    #: ``(N,)`` or ``(N, D)``, e.g. ``scripts/ensemble_targets.py``'s) whose columns become label
+    #: columns ``target_<column>`` (NaN for an image the file lacks), for training-only tasks to
+    #: teach (a ``soft`` task with ``features: null``). A relative path resolves against the
+    #: current folder.
+    targets: str | None = None
     #: For ``csv``: the image path column and the label columns ({column: class names or null}).
     path_column: str = "path"
     columns: dict[str, list[str] | None] | None = None

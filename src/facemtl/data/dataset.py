@@ -25,6 +25,8 @@ from .table import LabelTable, evenly_spaced
 
 #: The label column that holds ``data.teacher``'s feature vector per image.
 TEACHER_COLUMN = "teacher"
+#: Prefix of the label columns read from ``data.targets`` (``target_gender``, ...).
+TARGET_PREFIX = "target_"
 
 
 def read_table(cfg: Any) -> LabelTable:
@@ -288,6 +290,40 @@ def standardise_teacher(table: LabelTable, train: np.ndarray) -> dict[str, float
     return {"train_rows": int(len(ref)), "mean_norm": float(np.linalg.norm(mean)), "mean_std": float(std.mean())}
 
 
+def read_targets(table: LabelTable, root: str | Path, file: str | Path) -> dict[str, Any]:
+    """Add the columns of the target file ``file`` to ``table`` as ``target_<column>`` label columns.
+
+    The file (``.npz``) holds ``files`` (image paths relative to the data folder ``root``) and
+    per column an array of ``len(files)`` rows; a table row whose image the file lacks gets
+    NaN (a missing label, masked like any other). Returns what was matched, for the report.
+    """
+    path = Path(file).expanduser()
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = [str(f) for f in z["files"]]
+            cols = {k: np.asarray(z[k], np.float32) for k in z.files if k != "files"}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"data.targets: {path} is not a target file with a 'files' array ({exc})") from None
+    for k, v in cols.items():
+        if len(v) != len(files):
+            raise ValueError(f"data.targets: column {k!r} of {path} has {len(v)} rows for {len(files)} files")
+    at = {f: i for i, f in enumerate(files)}
+    base = Path(root).resolve()
+    rows = np.array([at.get(_relative(p, base), -1) for p in table.paths])
+    found = rows >= 0
+    for k, v in cols.items():
+        out = np.full((len(table),) + v.shape[1:], np.nan, np.float32)
+        out[found] = v[rows[found]]
+        table.labels[TARGET_PREFIX + k] = out
+    return {"file": str(path), "columns": sorted(TARGET_PREFIX + k for k in cols), "matched": int(found.sum()),
+            "missing": int((~found).sum())}
+
+
+def _relative(path: str, root: Path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
 def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTable, np.ndarray, dict[str, Any]]:
     """The table ``cfg`` (a DataConfig) describes, filtered (``age_range``), with a split per row,
     and the report of what was found and done."""
@@ -299,6 +335,8 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
         keep = np.flatnonzero((age >= lo) & (age <= hi))
         report["outside_age_range_dropped"] = int(len(table) - len(keep))
         table = table.subset(keep)
+    if cfg.targets:
+        report["targets"] = read_targets(table, cfg.root, cfg.targets)
     if cfg.teacher:  # before the split: the split must know every task's column (the teacher's gives no strata)
         from .teacher import teacher_features
 

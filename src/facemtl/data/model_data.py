@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .dataset import TEACHER_COLUMN, DataBundle, FaceSet, build_data
+from .dataset import TARGET_PREFIX, TEACHER_COLUMN, DataBundle, FaceSet, build_data
 from .table import evenly_spaced
 
 
@@ -55,6 +55,11 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
         # for every face only to drop it would cost minutes on a fresh machine.
         cfg.teacher = None
         trained = [t for t in trained if t.label != TEACHER_COLUMN]
+    if cfg.targets and not any(str(t.label).startswith(TARGET_PREFIX) for t in answering):
+        # Target columns (data.targets) feed training-only tasks and give no strata: the split is
+        # the same without the file, which a model's user need not have.
+        cfg.targets = None
+        trained = [t for t in trained if not str(t.label).startswith(TARGET_PREFIX)]
     return build_data(cfg, trained, seed, load_images=False).with_tasks(answering)
 
 

@@ -4,7 +4,7 @@ from .base import TASK_TYPES, Ablation, MetricColumn, Task, build_task
 from .classification import BinaryTask, NominalTask
 from .feature import FeatureTask
 from .regression import OrdinalTask, RegressionTask
-from .soft import SoftTargetTask
+from .soft import SoftTargetTask, SoftThresholdTask
 
 __all__ = ["TASK_TYPES", "Task", "build_task", "Ablation", "MetricColumn", "NominalTask", "BinaryTask", "FeatureTask", "OrdinalTask",
-           "RegressionTask", "SoftTargetTask"]
+           "RegressionTask", "SoftTargetTask", "SoftThresholdTask"]

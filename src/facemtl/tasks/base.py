@@ -317,7 +317,7 @@ def check_shared_heads(tasks: "list[Task]") -> None:
                              f"head of its own here; tasks: {', '.join(heads)}")
         if head.output_size != t.output_size:
             raise ValueError(f"task {t.name!r} has {t.output_size} outputs, but the head of {head.name!r} it "
-                             f"trains has {head.output_size} (set its num_classes)")
+                             f"trains has {head.output_size} (set its num_classes, or width)")
 
 
 def valid(true: np.ndarray) -> np.ndarray:

@@ -19,6 +19,12 @@ face's target never comes from a teacher that saw its own label (a head scored o
 training faces is over-confident). Validation and test faces get the head fitted on all
 training faces. The fit starts from zero (no random numbers), so adding this task leaves
 every other task's training as it was.
+
+Given targets: with ``features: null`` the task fits no head and reads its probabilities from
+its label column as given, e.g. ``target_gender`` from ``data.targets`` (a file of another
+model's answers: ``scripts/ensemble_targets.py`` writes the accurate variant's, an ensemble
+taught to one network as Hinton et al. did). :class:`SoftThresholdTask` does the same for an
+ordinal head's threshold probabilities ``P(value > r_k)``.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ class SoftTargetTask(Task):
     default ``of``) the class probabilities of a logistic head fitted on the vectors in
     ``features`` (default ``teacher``, the column ``data.teacher`` fills).
 
-    ``label``: the column the soft targets are written to (default: the task's name);
+    ``label``: the column the soft targets are written to (default: the task's name), or, with
+    ``features: null``, read from as given (no head is fitted: e.g. ``target_gender``);
     ``l2``: the head's L2 strength; ``temperature``: ``T`` above; ``folds``: see the module
     docstring. Labels are ``(N, num_classes)``; a face without a descriptor has none.
     """
@@ -49,7 +56,7 @@ class SoftTargetTask(Task):
     of: str = ""
     num_classes: int = 2
     source: str | None = None
-    features: str = "teacher"
+    features: str | None = "teacher"
     l2: float = 1e-3
     temperature: float = 1.0
     folds: int = 5
@@ -95,6 +102,8 @@ class SoftTargetTask(Task):
         the training faces, and on the faces outside the training split."""
         from ..logistic import fit_logistic, logistic_probabilities
 
+        if self.features is None:  # given targets: read as they are
+            return _given(self, labels, self.num_classes)
         for col in (self.features, self.source):
             if col not in labels:
                 raise ValueError(f"task {self.name!r} reads the column {col!r}, which this data does not have"
@@ -198,3 +207,133 @@ class SoftTargetTask(Task):
         s = self.sample_scores(pred, true)
         return s == 1.0, s == 0.0
 
+
+
+def _given(task: Task, labels: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
+    """Nothing to derive: check that ``task``'s given target column is there with ``width`` columns."""
+    col = labels.get(str(task.label))
+    if col is None:
+        raise ValueError(f"task {task.name!r} reads its targets as given from the column {task.label!r}, which this "
+                         f"data does not have (set data.targets to a target file with that column)")
+    got = np.asarray(col).reshape(len(col), -1).shape[1]
+    if got != width:
+        raise ValueError(f"task {task.name!r} expects {width} target values per face; {task.label!r} has {got}")
+    return {}
+
+
+@TASK_TYPES.register("soft_ordinal")
+@dataclass
+class SoftThresholdTask(Task):
+    """Teach an ordinal task's head (``of``; ``method: binary`` or ``coral``, whose ``K-1`` outputs
+    are the logits of ``P(value > r_k)``) a teacher's threshold probabilities ``q (N, K-1)``,
+    read as given from the column ``label`` (e.g. ``target_age`` from ``data.targets``):
+
+        L = -T^2 / N * sum_i sum_k [q_ik log s(z_ik / T) + (1 - q_ik) log(1 - s(z_ik / T))]
+
+    with ``s`` the logistic function, ``z`` the taught head's logits and ``q`` softened as
+    ``s(logit(q) / T)`` (unchanged at ``T = 1``): the binary cross-entropy of the ordinal loss
+    (paper eq. 7, summed over the thresholds) with soft labels in place of "label > r_k".
+    ``width``: ``K-1``. Training only; it scores how far the student's threshold-decoded rank
+    (``sum [s(z_k) > 0.5]``) lies from the teacher's (``sum [q_k > 0.5]``), in ranks (years).
+    """
+
+    of: str = ""
+    width: int = 1
+    temperature: float = 1.0
+
+    kind: ClassVar[str] = "soft_ordinal"
+    category: ClassVar[str] = "ordinal"
+    inference: ClassVar[bool] = False
+    derives_label: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.of:
+            raise ValueError(f"task {self.name!r} needs 'of': the ordinal task whose head it teaches")
+        if self.width < 1:
+            raise ValueError(f"task {self.name!r}: width (the taught head's K-1 outputs) must be at least 1")
+        if self.temperature <= 0:
+            raise ValueError(f"task {self.name!r}: temperature must be positive")
+
+    @property
+    def output_of(self) -> str | None:  # type: ignore[override]
+        return self.of
+
+    @property
+    def output_size(self) -> int:
+        return self.width
+
+    @property
+    def label_width(self) -> int:
+        return self.width
+
+    def derive_labels(self, labels: dict[str, np.ndarray], train: np.ndarray, seed: int,
+                      report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        return _given(self, labels, self.width)
+
+    def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        import torch
+        import torch.nn.functional as F
+
+        t = self.temperature
+        q = y.float()
+        if t != 1.0:
+            q = torch.sigmoid(torch.logit(q.clamp(1e-6, 1 - 1e-6)) / t)
+        return F.binary_cross_entropy_with_logits(out / t, q, reduction="none").sum(1).mean() * t * t
+
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        return out.sum(1)
+
+    @staticmethod
+    def _ranks(p: np.ndarray) -> np.ndarray:
+        return (np.asarray(p, float) > 0.5).sum(1).astype(np.float32)
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        """The threshold-decoded rank ``sum [s(z_k) > 0.5]``, ``(N,)``."""
+        return self._ranks(1.0 / (1.0 + np.exp(-np.asarray(raw, float))))
+
+    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list:
+        raise RuntimeError(f"task {self.name!r} is training-only and gives no answers at inference")
+
+    def metric_columns(self) -> list[MetricColumn]:
+        return [MetricColumn("rank_gap", "ranks from teacher", lower_is_better=True)]
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return f"{metrics['rank_gap']:.2f} from teacher"
+
+    def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
+        """``rank_gap``: mean ``|student rank - teacher rank|`` over faces with targets.
+
+        ``pred``: ``(N,)`` ranks, or ``(N, K-1)`` threshold probabilities (e.g. the baseline's
+        mean vector, broadcast), decoded as the teacher's are."""
+        t = np.asarray(true, float).reshape(len(true), -1)
+        ok = ~np.isnan(t).any(1)
+        p = np.asarray(pred, float)
+        p = self._ranks(p) if p.ndim == 2 else p
+        gap = np.abs(p[ok] - self._ranks(t[ok]))
+        return {"rank_gap": float(gap.mean()) if ok.any() else float("nan"), "n": int(ok.sum())}
+
+    def baseline(self, train_true: np.ndarray) -> list[float]:
+        """The mean teacher threshold probabilities of the training faces."""
+        t = np.asarray(train_true, float).reshape(len(train_true), -1)
+        t = t[~np.isnan(t).any(1)]
+        return (t.mean(0) if len(t) else np.full(self.width, 0.5)).tolist()
+
+    def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
+        base = baseline_metrics["rank_gap"]
+        return float("nan") if base <= 1e-9 else 1.0 - metrics["rank_gap"] / base
+
+    def strata(self, values: np.ndarray) -> None:
+        return None
+
+    def subgroups(self, values: np.ndarray) -> None:
+        return None
+
+    def sample_scores(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+        t = np.asarray(true, float)
+        gap = np.abs(np.asarray(pred, float) - self._ranks(np.nan_to_num(t)))
+        return np.where(np.isnan(t).any(1), np.nan, gap)
+
+    def outcomes(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = self.sample_scores(pred, true)
+        return s <= 2, s >= 10
