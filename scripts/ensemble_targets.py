@@ -2,6 +2,7 @@
 
     python scripts/ensemble_targets.py --data ../shared/data/utkface --out targets.npz [--parts train val]
         [--fusion F.json] [--limit N]
+    python scripts/ensemble_targets.py --data ../shared/data/utkface --check targets.npz   # how they score
 
 For every face of the named parts of the split the shipped model records (the fusion
 file's first network's split), the accurate variant's probabilities, computed as
@@ -32,12 +33,16 @@ import numpy as np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="the UTKFace folder")
-    ap.add_argument("--out", required=True, help="the target file (.npz)")
+    ap.add_argument("--out", help="the target file (.npz) to write")
     ap.add_argument("--parts", nargs="+", default=["train", "val"], choices=["train", "val", "test"])
     ap.add_argument("--fusion", help="fusion file (default: the shipped one)")
     ap.add_argument("--limit", type=int, help="first N faces of each part only (a quick look)")
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--check", metavar="FILE", help="compute nothing: score the target file FILE against the labels of "
+                    "each part (the teacher's answers read as a model's; training faces are in-sample)")
     a = ap.parse_args()
+    if not a.check and not a.out:
+        ap.error("--out is needed (or --check FILE)")
 
     from facemtl.data.model_data import model_data
     from facemtl.data.teacher import teacher_features
@@ -57,6 +62,8 @@ def main() -> None:
         paths += p[: a.limit] if a.limit else p
     by_name = {t.name: t for t in pred.tasks}
     feats = teacher_features(paths, teacher=head.teacher, progress=True)
+    if a.check:
+        return check(a.check, pred.tasks, data, root, a.parts)
     cols: dict[str, list[np.ndarray]] = {t.name: [] for t in pred.tasks}
     t0 = time.perf_counter()
     for i in range(0, len(paths), a.batch):
@@ -66,23 +73,48 @@ def main() -> None:
         f = feats[i : i + len(chunk)]
         has = ~np.isnan(f).any(1)
         for t in pred.tasks:
-            if hasattr(t, "threshold_probabilities"):  # ordinal: P(value > r_k), what its head outputs
-                cols[t.name].append(t.threshold_probabilities(raw[t.name]).astype(np.float32))
-            elif t.name in head.tasks:  # no descriptor: the networks alone (as analyze does)
-                fused = head.fused(t.name, {k: v[has] for k, v in raw.items()}, f[has], by_name)
-                p = t.probabilities(raw[t.name])
-                p[has] = fused
-                cols[t.name].append(p.astype(np.float32))
-            else:
-                cols[t.name].append(t.probabilities(raw[t.name]).astype(np.float32))
+            q = t.soft_targets(raw[t.name])  # the networks' mean answer: probabilities, or P(value > r_k)
+            if q is None:
+                continue
+            if t.name in head.tasks:  # mixed with the descriptor's where there is one (as analyze does)
+                q[has] = head.fused(t.name, {k: v[has] for k, v in raw.items()}, f[has], by_name)
+            cols[t.name].append(np.asarray(q, np.float32))
         done = i + len(chunk)
         rate = done / (time.perf_counter() - t0)
         print(f"{done}/{len(paths)} faces, {rate:.1f}/s", file=sys.stderr, flush=True)
     rel = [str(Path(p).resolve().relative_to(root)) for p in paths]
-    out = {name: np.concatenate(v) for name, v in cols.items()}
+    out = {name: np.concatenate(v) for name, v in cols.items() if v}
     np.savez_compressed(a.out, files=np.array(rel), **out)
     print(f"wrote {a.out}: {len(rel)} faces, columns {', '.join(f'{k} {v.shape}' for k, v in out.items())}; "
           f"{int((~np.isnan(feats).any(1)).sum())} with a descriptor")
+
+
+def check(file: str, tasks: list, data, root: Path, parts: list[str]) -> None:
+    """Print, per part and task, the target file's answers scored as a model's (the task's own
+    metrics on its :meth:`~facemtl.tasks.Task.predict` of the targets) and the mean largest
+    probability, as JSON."""
+    import json
+
+    with np.load(file, allow_pickle=False) as z:
+        at = {f: i for i, f in enumerate(str(f) for f in z["files"])}
+        cols = {k: z[k] for k in z.files if k != "files"}
+    out: dict = {"file": file}
+    for part in parts:
+        faces = getattr(data, part)
+        rows = np.array([at.get(str(Path(p).resolve().relative_to(root)), -1) for p in faces.paths])
+        has = rows >= 0
+        row: dict = {"faces": int(len(rows)), "in_file": int(has.sum())}
+        for t in tasks:
+            if t.name not in cols or not has.any():
+                continue
+            q = cols[t.name][rows[has]]
+            m = t.metrics(t.predict(t.raw_from_soft_targets(q)), faces.attributes[t.label][has])
+            row[t.name] = {k: round(float(v), 4) for k, v in m.items() if k in ("mae", "accuracy")}
+            row[t.name]["n"] = int(m["n"])
+            if t.class_names() is not None:  # how sure the teacher is: its probability for its answer
+                row[t.name]["mean_largest_probability"] = round(float(q.max(1).mean()), 4)
+        out[part] = row
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -79,10 +79,10 @@ def test_soft_threshold_loss_masking_and_rank_gap_by_hand():
     row1 = 0.5 * (sp(-2) + sp(2)) + 0.5 * (sp(1) + sp(-1))
     assert t.loss(out, q).item() == pytest.approx((2 * math.log(2) + row1) / 2, rel=1e-6)
     assert t.loss(out[2:], q[2:]).item() == 0.0
-    hot = SoftThresholdTask("a", of="age", width=1, temperature=2.0)
-    # T = 2: q = s(logit(0.8) / 2) = 2/3 (odds 4 -> 2); z = 2 -> 1; times T^2
-    got = hot.loss(torch.tensor([[2.0]]), torch.tensor([[0.8]])).item()
-    assert got == pytest.approx(4 * (2 / 3 * sp(-1) + 1 / 3 * sp(1)), rel=1e-5)
+    hot = SoftThresholdTask("a", of="age", width=2, temperature=2.0)
+    # T = 2: q = s(logit(0.8) / 2) = 2/3 (odds 4 -> 2); z = 2 -> 1; times T^2; two such thresholds
+    got = hot.loss(torch.tensor([[2.0, 2.0]]), torch.tensor([[0.8, 0.8]])).item()
+    assert got == pytest.approx(2 * 4 * (2 / 3 * sp(-1) + 1 / 3 * sp(1)), rel=1e-5)
     assert not t.inference and t.derives_label and t.output_of == "age" and t.label_width == 2 == t.output_size
     # ranks: student sum [s(z) > 0.5], teacher sum [q > 0.5]
     m = t.metrics(t.predict(np.array([[3.0, 1.0], [-1.0, -2.0], [0.0, 0.0]])),
@@ -94,6 +94,24 @@ def test_soft_threshold_loss_masking_and_rank_gap_by_hand():
     assert bm["rank_gap"] == 0.5 and t.skill(m, bm) == pytest.approx(-2.0)  # worse than the trivial answer
     with pytest.raises(ValueError, match="needs 'of'"):
         build_task({"name": "s", "type": "soft_ordinal", "width": 2})
+    with pytest.raises(ValueError, match="at least 2"):  # one threshold: a binary task
+        build_task({"name": "s", "type": "soft_ordinal", "of": "age", "width": 1})
+    assert t.hand_weight() == 0.5 and t.subgroup_metric == "mae"
+    # it teaches logits of P(value > r_k): a corn head's are conditional, a softmax head's per rank
+    from facemtl.tasks.base import check_shared_heads
+
+    age = {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 3}
+    check_shared_heads([build_task(age), t])
+    with pytest.raises(ValueError, match="not an ordinal head of method binary or coral"):
+        check_shared_heads([build_task({**age, "method": "corn"}), t])
+    # a teacher's answers and back: the targets read as the teacher's raw outputs decode the same
+    ordinal = build_task(age)
+    raw = np.array([[2.0, -1.0], [-3.0, -4.0]])
+    q = ordinal.soft_targets(raw)
+    assert np.allclose(ordinal.raw_from_soft_targets(q), raw, atol=1e-5)
+    assert build_task({**age, "method": "corn"}).soft_targets(raw) is None
+    g = build_task({"name": "g", "type": "nominal"})
+    assert g.predict(g.raw_from_soft_targets(g.soft_targets(np.array([[0.0, 1.0]])))) == [1.0]
 
 
 def test_given_soft_targets_are_read_not_fitted(tmp_path):
@@ -107,6 +125,8 @@ def test_given_soft_targets_are_read_not_fitted(tmp_path):
         g.derive_labels({"g": np.zeros(3)}, train, 0)
     with pytest.raises(ValueError, match="expects 2 target values per face; 'target_g' has 3"):
         g.derive_labels({"target_g": np.zeros((3, 3))}, train, 0)
+    with pytest.raises(ValueError, match="outside 0..1"):  # logits written by mistake
+        g.derive_labels({"target_g": np.array([[2.0, -1.0]] * 3)}, train, 0)
     # the target file: rows matched by path under the data folder, NaN where it has none
     root = tmp_path / "data"
     (root / "sub").mkdir(parents=True)
@@ -122,6 +142,17 @@ def test_given_soft_targets_are_read_not_fitted(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="is not a target file"):
         read_targets(table, root, tmp_path / "bad.npz")
+    with pytest.raises(FileNotFoundError, match="does not exist; it is needed to train"):
+        read_targets(table, root, tmp_path / "gone.npz")
+    np.savez(tmp_path / "twice.npz", files=np.array(["sub/0.jpg", "sub/0.jpg"]), g=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="names 1 file"):
+        read_targets(table, root, tmp_path / "twice.npz")
+    np.savez(tmp_path / "other.npz", files=np.array(["elsewhere/0.jpg"]), g=np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="none of this data's 3 images"):  # e.g. paths relative to another folder
+        read_targets(table, root, tmp_path / "other.npz")
+    # a csv manifest's images are found relative to its folder
+    (root / "faces.csv").write_text("path\n")
+    assert read_targets(table, root / "faces.csv", tmp_path / "t.npz")["matched"] == 2
 
 
 def test_soft_targets_are_out_of_fold_and_draw_no_global_random_numbers():
@@ -368,7 +399,7 @@ def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):
     assert model_data(info, str(utkface_root)).test.paths == tr.data.test.paths
 
 
-def test_a_run_taught_from_a_target_file(utkface_root, tmp_path):
+def test_a_run_taught_from_a_target_file(utkface_root, tmp_path, capsys):
     """What this checks: given targets (``data.targets``) for a nominal and an ordinal head train
     through the normal trainer on real faces (the student agrees with its targets better than the
     trivial answer), and the target file is needed only to train: the model rebuilds its split
@@ -409,7 +440,8 @@ def test_a_run_taught_from_a_target_file(utkface_root, tmp_path):
     test = tr.test()
     assert test["gender_soft"]["skill"] > 0 and test["age_soft"]["skill"] > 0
     assert test["age_soft"]["n"] == test["age"]["n"] > 0
-    target.unlink()  # only training reads it
+    target.unlink()  # only training (and scoring the training-only tasks) reads it
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt")]) != 0
     info = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1).predictor.info
     assert [t.name for t in info.build_tasks()] == ["age", "gender"]
     assert model_data(info, str(utkface_root)).test.paths == tr.data.test.paths
@@ -419,6 +451,8 @@ def test_a_run_taught_from_a_target_file(utkface_root, tmp_path):
     state = torch.load(slim, weights_only=False)
     assert state["config"]["data"]["targets"] is None and state["distilled"]["targets"] == str(target)
     assert state["distilled"]["tasks"] == ["gender_soft", "age_soft"]
+    assert "target file" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(slim)]) == 0  # the slimmed file never needs it
 
 
 def test_mean_variance_loss_by_hand():
@@ -594,3 +628,12 @@ def test_grids_keep_soft_targets_with_their_heads(tmp_path):
     (tmp_path / "exp.yaml").write_text("base: base.yaml\nseeds: 1\n" + changed)
     with pytest.raises(ConfigError, match="changes task 'race_soft'"):
         load_experiment(tmp_path / "exp.yaml")
+    # age taught threshold targets: the ablations that change age's head leave that teacher out
+    (tmp_path / "base.yaml").write_text((REPO / "configs" / "cpu_distill_ensemble.yaml").read_text())
+    (tmp_path / "exp.yaml").write_text("base: base.yaml\nseeds: 1\n")
+    exp = load_experiment(tmp_path / "exp.yaml")
+    by = {v.name: v for v in exp.variants}
+    assert "age_soft" not in by["nominal_age"].tasks and "race_soft" in by["nominal_age"].tasks
+    assert by["proposed"].tasks is None
+    fixed = next(o for o in by["fixed"].overrides if o.startswith("weighting.params"))
+    assert '"age_soft": ' + str(round(1 / 115, 6)) in fixed

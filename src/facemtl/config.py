@@ -83,8 +83,8 @@ class DataConfig:
     #: A target file (``.npz``: ``files``, paths relative to ``root``, and per column an array
     #: ``(N,)`` or ``(N, D)``, e.g. ``scripts/ensemble_targets.py``'s) whose columns become label
     #: columns ``target_<column>`` (NaN for an image the file lacks), for training-only tasks to
-    #: teach (a ``soft`` task with ``features: null``). A relative path resolves against the
-    #: current folder.
+    #: teach (a ``soft`` task with ``features: null``). A relative path resolves as ``root``'s
+    #: does (:func:`load_config`).
     targets: str | None = None
     #: For ``csv``: the image path column and the label columns ({column: class names or null}).
     path_column: str = "path"
@@ -301,6 +301,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     cfg.data.root = str(Path(written).resolve()) if typed else resolve_data_root(written, path)
     cfg.origin = {"recipe": str(path), "data_root": written,
                   "data_root_from": "the command line" if typed else str(path)}
+    if cfg.data.targets:  # the same rule for the target file
+        typed = any(parse_override(o)[0] == ["data", "targets"] for o in overrides or [])
+        cfg.data.targets = str(Path(cfg.data.targets).expanduser().resolve()) if typed else \
+            resolve_data_root(cfg.data.targets, path)
     return cfg
 
 

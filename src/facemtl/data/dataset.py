@@ -293,24 +293,37 @@ def standardise_teacher(table: LabelTable, train: np.ndarray) -> dict[str, float
 def read_targets(table: LabelTable, root: str | Path, file: str | Path) -> dict[str, Any]:
     """Add the columns of the target file ``file`` to ``table`` as ``target_<column>`` label columns.
 
-    The file (``.npz``) holds ``files`` (image paths relative to the data folder ``root``) and
+    The file (``.npz``) holds ``files`` (image paths relative to the data folder ``root``, or to
+    the folder of a csv manifest) and
     per column an array of ``len(files)`` rows; a table row whose image the file lacks gets
     NaN (a missing label, masked like any other). Returns what was matched, for the report.
     """
     path = Path(file).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"data.targets: the target file {path} does not exist; it is needed to train, and to "
+                                "score an unslimmed checkpoint's training-only tasks (scripts/export_model.py slims "
+                                "them away; exported files never need it)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            files = [str(f) for f in z["files"]]
+            files = [str(f) for f in np.atleast_1d(z["files"])]
             cols = {k: np.asarray(z[k], np.float32) for k in z.files if k != "files"}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"data.targets: {path} is not a target file with a 'files' array ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"data.targets: {path} is not a target file: a 'files' array and numeric columns "
+                         f"({type(exc).__name__}: {exc})") from None
     for k, v in cols.items():
-        if len(v) != len(files):
-            raise ValueError(f"data.targets: column {k!r} of {path} has {len(v)} rows for {len(files)} files")
+        if v.ndim == 0 or len(v) != len(files):
+            raise ValueError(f"data.targets: column {k!r} of {path} has {len(v) if v.ndim else 0} rows for "
+                             f"{len(files)} files")
     at = {f: i for i, f in enumerate(files)}
+    if len(at) < len(files):
+        raise ValueError(f"data.targets: {path} names {len(files) - len(at)} file(s) twice")
     base = Path(root).resolve()
-    rows = np.array([at.get(_relative(p, base), -1) for p in table.paths])
+    base = base.parent if base.is_file() else base  # a csv manifest: paths relative to its folder
+    rows = np.array([at.get(_relative(p, base), -1) for p in table.paths], dtype=np.int64)
     found = rows >= 0
+    if len(table) and not found.any():
+        raise ValueError(f"data.targets: none of this data's {len(table)} images is in {path} (its paths are "
+                         f"relative to the data folder, e.g. {files[0] if files else '(none)'!r})")
     for k, v in cols.items():
         out = np.full((len(table),) + v.shape[1:], np.nan, np.float32)
         out[found] = v[rows[found]]

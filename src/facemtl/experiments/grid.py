@@ -116,7 +116,7 @@ class Experiment:
 
 #: Settings added after runs were first hashed, left out of the digest while unset (None), so
 #: that adding a setting does not make every finished run look changed (and be trained again).
-ADDED_SETTINGS = (("data", "split_seed"),)
+ADDED_SETTINGS = (("data", "split_seed"), ("data", "targets"))
 
 
 def config_hash(cfg: Config) -> str:
@@ -147,9 +147,12 @@ def standard_variants(tasks: list[dict[str, Any]], early_freeze_patience: int = 
                 overrides=["weighting.name=fixed", "weighting.params={weights: " + json.dumps(fixed) + "}"]),
     ]
     for t in built:
+        # a task that trains this one's head (soft targets) goes with it: the ablated head differs
+        taught = [u.name for u in built if u.output_of == t.name]
+        kept = [u.name for u in built if u.name not in taught] if taught else None
         for ab in t.ablations():
-            out.append(Variant(f"{ab.suffix}_{t.name}", ab.label, "task ablation", task_changes={t.name: ab.changes},
-                               overrides=["weighting.name=uncertainty"]))
+            out.append(Variant(f"{ab.suffix}_{t.name}", ab.label, "task ablation", tasks=kept,
+                               task_changes={t.name: ab.changes}, overrides=["weighting.name=uncertainty"]))
     out += [
         Variant("proposed", "ordinal + uncertainty weighting (the paper's model; fine-tuned, no Early Freeze)",
                 "proposed", overrides=["weighting.name=uncertainty"]),

@@ -266,6 +266,21 @@ class Task:
         """The loss weight one would set by hand without a learned weighting."""
         return 1.0
 
+    def check_head(self, head: "Task") -> None:
+        """For a task that trains ``head``'s outputs (:attr:`output_of`): ``ValueError`` in one
+        sentence if those outputs do not mean what this task's loss takes them for."""
+
+    def soft_targets(self, raw: np.ndarray) -> np.ndarray | None:
+        """What a student's soft-target task learns from this task's raw outputs ``(N, D)`` of a
+        teacher: class probabilities ``(N, C)`` (:class:`~facemtl.tasks.soft.SoftTargetTask`), an
+        ordinal head's threshold probabilities ``(N, K-1)`` (``soft_ordinal``); ``None``: nothing."""
+        return None
+
+    def raw_from_soft_targets(self, q: np.ndarray) -> np.ndarray:
+        """Raw outputs whose :meth:`soft_targets` are ``q`` (so :meth:`predict` reads a teacher's
+        targets as its answers)."""
+        raise NotImplementedError(f"task {self.name!r} has no soft targets")
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, **asdict(self)}
 
@@ -318,6 +333,7 @@ def check_shared_heads(tasks: "list[Task]") -> None:
         if head.output_size != t.output_size:
             raise ValueError(f"task {t.name!r} has {t.output_size} outputs, but the head of {head.name!r} it "
                              f"trains has {head.output_size} (set its num_classes, or width)")
+        t.check_head(head)
 
 
 def valid(true: np.ndarray) -> np.ndarray:

@@ -135,6 +135,13 @@ class NominalTask(_Classification):
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
         return softmax(raw, 1)
 
+    def soft_targets(self, raw: np.ndarray) -> np.ndarray:
+        """The class probabilities ``(N, C)`` (a ``soft`` task's targets)."""
+        return self.probabilities(raw)
+
+    def raw_from_soft_targets(self, q: np.ndarray) -> np.ndarray:
+        return np.log(np.clip(np.asarray(q, np.float64), 1e-12, None))  # softmax(log q) = q
+
 
 @TASK_TYPES.register("binary")
 @dataclass

@@ -244,6 +244,17 @@ class OrdinalTask(_Numeric):
             return out.gather(1, out.detach().argmax(1, keepdim=True)).squeeze(1)
         return super().explain_score(out)
 
+    def soft_targets(self, raw: np.ndarray) -> np.ndarray | None:
+        """The threshold probabilities ``P(value > r_k)``, ``(N, K-1)`` (a ``soft_ordinal`` task's
+        targets), for the heads whose outputs are their logits (``binary``, ``coral``); else ``None``."""
+        return self.threshold_probabilities(raw) if self.method in ("binary", "coral") else None
+
+    def raw_from_soft_targets(self, q: np.ndarray) -> np.ndarray:
+        if self.method not in ("binary", "coral"):
+            raise NotImplementedError(f"task {self.name!r}: a {self.method} head has no threshold targets")
+        q = np.clip(np.asarray(q, np.float64), 1e-12, 1 - 1e-12)
+        return np.log(q) - np.log1p(-q)  # the logits of P(value > r_k)
+
     def threshold_probabilities(self, raw: np.ndarray) -> np.ndarray:
         """``P(value > min_value + k)``, ``(N, K-1)``."""
         if self.method == "softmax":

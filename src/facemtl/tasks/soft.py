@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .base import TASK_TYPES, MetricColumn, Task
+from .base import TASK_TYPES, MetricColumn, Task, sigmoid
 
 if TYPE_CHECKING:
     import torch
@@ -210,14 +210,19 @@ class SoftTargetTask(Task):
 
 
 def _given(task: Task, labels: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
-    """Nothing to derive: check that ``task``'s given target column is there with ``width`` columns."""
+    """Nothing to derive: check that ``task``'s given target column is there, with ``width``
+    probabilities (0..1) per face."""
     col = labels.get(str(task.label))
     if col is None:
         raise ValueError(f"task {task.name!r} reads its targets as given from the column {task.label!r}, which this "
                          f"data does not have (set data.targets to a target file with that column)")
-    got = np.asarray(col).reshape(len(col), -1).shape[1]
-    if got != width:
-        raise ValueError(f"task {task.name!r} expects {width} target values per face; {task.label!r} has {got}")
+    q = np.asarray(col, float).reshape(len(col), -1)
+    if q.shape[1] != width:
+        raise ValueError(f"task {task.name!r} expects {width} target values per face; {task.label!r} has {q.shape[1]}")
+    known = q[~np.isnan(q)]
+    if len(known) and (known.min() < 0 or known.max() > 1):
+        raise ValueError(f"task {task.name!r}: the column {task.label!r} holds values outside 0..1; soft targets "
+                         f"are probabilities (not logits)")
     return {}
 
 
@@ -245,19 +250,31 @@ class SoftThresholdTask(Task):
     category: ClassVar[str] = "ordinal"
     inference: ClassVar[bool] = False
     derives_label: ClassVar[bool] = True
+    subgroup_metric: ClassVar[str] = "mae"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.of:
             raise ValueError(f"task {self.name!r} needs 'of': the ordinal task whose head it teaches")
-        if self.width < 1:
-            raise ValueError(f"task {self.name!r}: width (the taught head's K-1 outputs) must be at least 1")
+        if self.width < 2:  # one threshold is a binary task; its labels would be (N,), not (N, K-1)
+            raise ValueError(f"task {self.name!r}: width (the taught head's K-1 outputs) must be at least 2")
         if self.temperature <= 0:
             raise ValueError(f"task {self.name!r}: temperature must be positive")
 
     @property
     def output_of(self) -> str | None:  # type: ignore[override]
         return self.of
+
+    def check_head(self, head: Task) -> None:
+        """The taught head's outputs must be the logits of ``P(value > r_k)``: an ordinal head of
+        ``method`` ``binary`` or ``coral`` (``corn``'s are conditional, ``softmax``'s per rank)."""
+        if getattr(head, "method", None) not in ("binary", "coral"):
+            raise ValueError(f"task {self.name!r} teaches threshold probabilities, but the head of {head.name!r} is "
+                             f"not an ordinal head of method binary or coral")
+
+    def hand_weight(self) -> float:
+        """``1 / width``: the loss sums ``width`` binary terms, as the taught ordinal task's does."""
+        return round(1.0 / self.width, 6)
 
     @property
     def output_size(self) -> int:
@@ -290,7 +307,7 @@ class SoftThresholdTask(Task):
 
     def predict(self, raw: np.ndarray) -> np.ndarray:
         """The threshold-decoded rank ``sum [s(z_k) > 0.5]``, ``(N,)``."""
-        return self._ranks(1.0 / (1.0 + np.exp(-np.asarray(raw, float))))
+        return self._ranks(sigmoid(raw))
 
     def answers(self, raw: np.ndarray, interval: float = 0.8) -> list:
         raise RuntimeError(f"task {self.name!r} is training-only and gives no answers at inference")

@@ -130,7 +130,7 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
         base = t.metrics(np.broadcast_to(np.asarray(baselines[t.name], float), np.shape(true)), true)
         if t.name in result["loss"]:  # a model file outside PyTorch reports no loss
             m["loss"] = result["loss"][t.name]
-        m["baseline"] = {k: v for k, v in base.items() if k in ("accuracy", "mae", "mse")}
+        m["baseline"] = {k: v for k, v in base.items() if k in ("accuracy", "mae", "mse", t.headline.key)}
         if m.get("n", 0):
             m["skill"] = float(t.skill(m, base))
             if t.inference and not np.isnan(m["skill"]):
