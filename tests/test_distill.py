@@ -114,7 +114,7 @@ def test_soft_threshold_loss_masking_and_rank_gap_by_hand():
     assert g.predict(g.raw_from_soft_targets(g.soft_targets(np.array([[0.0, 1.0]])))) == [1.0]
 
 
-def test_given_soft_targets_are_read_not_fitted(tmp_path):
+def test_given_soft_targets_are_read_not_fitted(tmp_path, utkface_root, monkeypatch):
     from facemtl.data.dataset import read_targets
     from facemtl.data.table import LabelTable
 
@@ -150,6 +150,17 @@ def test_given_soft_targets_are_read_not_fitted(tmp_path):
     np.savez(tmp_path / "other.npz", files=np.array(["elsewhere/0.jpg"]), g=np.zeros((1, 2)))
     with pytest.raises(ValueError, match="none of this data's 3 images"):  # e.g. paths relative to another folder
         read_targets(table, root, tmp_path / "other.npz")
+    # a recipe that needs a target file says so before any descriptor is computed
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_split
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("descriptors computed before the missing target file was noticed")
+
+    monkeypatch.setattr("facemtl.data.teacher.teacher_features", no_teacher)
+    cfg = DataConfig(root=str(utkface_root), limit=40, teacher="dlib_resnet_v1")
+    with pytest.raises(ValueError, match="only a target file gives: set data.targets"):
+        read_split(cfg, [g], 0)
     # a csv manifest's images are found relative to its folder
     (root / "faces.csv").write_text("path\n")
     assert read_targets(table, root / "faces.csv", tmp_path / "t.npz")["matched"] == 2

@@ -350,6 +350,11 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
         table = table.subset(keep)
     if cfg.targets:
         report["targets"] = read_targets(table, cfg.root, cfg.targets)
+    for t in tasks:  # now, not after minutes of teacher descriptors
+        if str(t.label).startswith(TARGET_PREFIX) and t.label not in table.labels:
+            raise ValueError(f"task {t.name!r} reads the column {t.label!r}, which only a target file gives"
+                             + (f"; {cfg.targets} has {', '.join(report['targets']['columns'])}" if cfg.targets
+                                else ": set data.targets (e.g. data.targets=targets.npz on the command line)"))
     if cfg.teacher:  # before the split: the split must know every task's column (the teacher's gives no strata)
         from .teacher import teacher_features
 
