@@ -60,10 +60,10 @@ def main() -> None:
     for part in a.parts:
         p = list(getattr(data, part).paths)
         paths += p[: a.limit] if a.limit else p
+    if a.check:  # no descriptor needed
+        return check(a.check, pred.tasks, data, root, a.parts)
     by_name = {t.name: t for t in pred.tasks}
     feats = teacher_features(paths, teacher=head.teacher, progress=True)
-    if a.check:
-        return check(a.check, pred.tasks, data, root, a.parts)
     cols: dict[str, list[np.ndarray]] = {t.name: [] for t in pred.tasks}
     t0 = time.perf_counter()
     for i in range(0, len(paths), a.batch):
@@ -95,19 +95,21 @@ def check(file: str, tasks: list, data, root: Path, parts: list[str]) -> None:
     probability, as JSON."""
     import json
 
-    with np.load(file, allow_pickle=False) as z:
-        at = {f: i for i, f in enumerate(str(f) for f in z["files"])}
-        cols = {k: z[k] for k in z.files if k != "files"}
+    from facemtl.data.dataset import TARGET_PREFIX, read_targets
+    from facemtl.data.table import LabelTable
+
     out: dict = {"file": file}
     for part in parts:
         faces = getattr(data, part)
-        rows = np.array([at.get(str(Path(p).resolve().relative_to(root)), -1) for p in faces.paths])
-        has = rows >= 0
-        row: dict = {"faces": int(len(rows)), "in_file": int(has.sum())}
+        table = LabelTable(paths=list(faces.paths), labels={})
+        found = read_targets(table, root, file)  # matched as training matches them
+        row: dict = {"faces": len(table), "in_file": found["matched"]}
         for t in tasks:
-            if t.name not in cols or not has.any():
+            col = table.labels.get(TARGET_PREFIX + t.name)
+            if col is None:
                 continue
-            q = cols[t.name][rows[has]]
+            has = ~np.isnan(col).any(1)
+            q = col[has]
             m = t.metrics(t.predict(t.raw_from_soft_targets(q)), faces.attributes[t.label][has])
             row[t.name] = {k: round(float(v), 4) for k, v in m.items() if k in ("mae", "accuracy")}
             row[t.name]["n"] = int(m["n"])

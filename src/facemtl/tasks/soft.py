@@ -40,9 +40,57 @@ if TYPE_CHECKING:
     import torch
 
 
+@dataclass
+class _TeachingTask(Task):
+    """What every soft-target task shares: it trains the head of the task ``of`` (it has none of
+    its own), with a ``temperature`` ``T``, at training only, on targets ``(N, D)`` made or read
+    once the split is known (so no strata, no subgroups, no answers)."""
+
+    of: str = ""
+    temperature: float = 1.0
+
+    inference: ClassVar[bool] = False
+    derives_label: ClassVar[bool] = True
+    #: What the task named by ``of`` must be, for the error that names it.
+    teaches: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.of:
+            raise ValueError(f"task {self.name!r} needs 'of': the {self.teaches} task whose head it teaches")
+        if self.temperature <= 0:
+            raise ValueError(f"task {self.name!r}: temperature must be positive")
+
+    @property
+    def output_of(self) -> str | None:  # type: ignore[override]
+        return self.of
+
+    @property
+    def output_size(self) -> int:
+        return self.label_width
+
+    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list:
+        raise RuntimeError(f"task {self.name!r} is training-only and gives no answers at inference")
+
+    def baseline(self, train_true: np.ndarray) -> list[float]:
+        """The mean target vector of the training faces with one (:meth:`_no_target` without any)."""
+        t = np.asarray(train_true, float).reshape(len(train_true), -1)
+        t = t[~np.isnan(t).any(1)]
+        return (t.mean(0) if len(t) else self._no_target()).tolist()
+
+    def _no_target(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def strata(self, values: np.ndarray) -> None:
+        return None  # made after the split, from it
+
+    def subgroups(self, values: np.ndarray) -> None:
+        return None
+
+
 @TASK_TYPES.register("soft")
 @dataclass
-class SoftTargetTask(Task):
+class SoftTargetTask(_TeachingTask):
     """Teach the nominal task ``of`` (``num_classes`` classes, hard labels in the column ``source``,
     default ``of``) the class probabilities of a logistic head fitted on the vectors in
     ``features`` (default ``teacher``, the column ``data.teacher`` fills).
@@ -53,40 +101,25 @@ class SoftTargetTask(Task):
     docstring. Labels are ``(N, num_classes)``; a face without a descriptor has none.
     """
 
-    of: str = ""
     num_classes: int = 2
     source: str | None = None
     features: str | None = "teacher"
     l2: float = 1e-3
-    temperature: float = 1.0
     folds: int = 5
 
     kind: ClassVar[str] = "soft"
-    inference: ClassVar[bool] = False
-    derives_label: ClassVar[bool] = True
+    teaches: ClassVar[str] = "nominal"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.of:
-            raise ValueError(f"task {self.name!r} needs 'of': the nominal task whose head it teaches")
         if self.source is None:
             self.source = self.of
         if self.num_classes < 2:
             raise ValueError(f"task {self.name!r} needs at least 2 classes")
-        if self.temperature <= 0:
-            raise ValueError(f"task {self.name!r}: temperature must be positive")
         if self.folds < 2:
             raise ValueError(f"task {self.name!r}: folds must be at least 2")
         if self.label in (self.source, self.features):
             raise ValueError(f"task {self.name!r} would write its soft targets over the column {self.label!r} it reads")
-
-    @property
-    def output_of(self) -> str | None:  # type: ignore[override]
-        return self.of
-
-    @property
-    def output_size(self) -> int:
-        return self.num_classes
 
     @property
     def label_width(self) -> int:
@@ -161,9 +194,6 @@ class SoftTargetTask(Task):
     def predict(self, raw: np.ndarray) -> np.ndarray:
         return np.asarray(raw).argmax(1).astype(np.float32)
 
-    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list:
-        raise RuntimeError(f"task {self.name!r} is training-only and gives no answers at inference")
-
     def metric_columns(self) -> list[MetricColumn]:
         return [MetricColumn("agreement", "agrees", percent=True)]
 
@@ -182,22 +212,14 @@ class SoftTargetTask(Task):
         agree = p[ok] == t[ok].argmax(1)
         return {"agreement": float(agree.mean()) if ok.any() else float("nan"), "n": int(ok.sum())}
 
-    def baseline(self, train_true: np.ndarray) -> list[float]:
-        """The mean teacher probability vector of the training faces (its most probable class is the
-        trivial answer :meth:`metrics` scores)."""
-        t = np.asarray(train_true, float).reshape(len(train_true), -1)
-        t = t[~np.isnan(t).any(1)]
-        return (t.mean(0) if len(t) else np.full(self.num_classes, 1.0 / self.num_classes)).tolist()
+    def _no_target(self) -> np.ndarray:
+        """Uniform: the baseline (:meth:`baseline`, the mean teacher probability vector) is the
+        trivial answer :meth:`metrics` scores through its most probable class."""
+        return np.full(self.num_classes, 1.0 / self.num_classes)
 
     def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
         base = baseline_metrics["agreement"]
         return float("nan") if base >= 1.0 - 1e-9 else (metrics["agreement"] - base) / (1.0 - base)
-
-    def strata(self, values: np.ndarray) -> None:
-        return None  # made after the split, from it
-
-    def subgroups(self, values: np.ndarray) -> None:
-        return None
 
     def sample_scores(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
         t = np.asarray(true, float)
@@ -228,7 +250,7 @@ def _given(task: Task, labels: dict[str, np.ndarray], width: int) -> dict[str, n
 
 @TASK_TYPES.register("soft_ordinal")
 @dataclass
-class SoftThresholdTask(Task):
+class SoftThresholdTask(_TeachingTask):
     """Teach an ordinal task's head (``of``; ``method: binary`` or ``coral``, whose ``K-1`` outputs
     are the logits of ``P(value > r_k)``) a teacher's threshold probabilities ``q (N, K-1)``,
     read as given from the column ``label`` (e.g. ``target_age`` from ``data.targets``):
@@ -242,28 +264,17 @@ class SoftThresholdTask(Task):
     (``sum [s(z_k) > 0.5]``) lies from the teacher's (``sum [q_k > 0.5]``), in ranks (years).
     """
 
-    of: str = ""
     width: int = 1
-    temperature: float = 1.0
 
     kind: ClassVar[str] = "soft_ordinal"
     category: ClassVar[str] = "ordinal"
-    inference: ClassVar[bool] = False
-    derives_label: ClassVar[bool] = True
     subgroup_metric: ClassVar[str] = "mae"
+    teaches: ClassVar[str] = "ordinal"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.of:
-            raise ValueError(f"task {self.name!r} needs 'of': the ordinal task whose head it teaches")
         if self.width < 2:  # one threshold is a binary task; its labels would be (N,), not (N, K-1)
             raise ValueError(f"task {self.name!r}: width (the taught head's K-1 outputs) must be at least 2")
-        if self.temperature <= 0:
-            raise ValueError(f"task {self.name!r}: temperature must be positive")
-
-    @property
-    def output_of(self) -> str | None:  # type: ignore[override]
-        return self.of
 
     def check_head(self, head: Task) -> None:
         """The taught head's outputs must be the logits of ``P(value > r_k)``: an ordinal head of
@@ -275,10 +286,6 @@ class SoftThresholdTask(Task):
     def hand_weight(self) -> float:
         """``1 / width``: the loss sums ``width`` binary terms, as the taught ordinal task's does."""
         return round(1.0 / self.width, 6)
-
-    @property
-    def output_size(self) -> int:
-        return self.width
 
     @property
     def label_width(self) -> int:
@@ -309,9 +316,6 @@ class SoftThresholdTask(Task):
         """The threshold-decoded rank ``sum [s(z_k) > 0.5]``, ``(N,)``."""
         return self._ranks(sigmoid(raw))
 
-    def answers(self, raw: np.ndarray, interval: float = 0.8) -> list:
-        raise RuntimeError(f"task {self.name!r} is training-only and gives no answers at inference")
-
     def metric_columns(self) -> list[MetricColumn]:
         return [MetricColumn("rank_gap", "ranks from teacher", lower_is_better=True)]
 
@@ -330,21 +334,12 @@ class SoftThresholdTask(Task):
         gap = np.abs(p[ok] - self._ranks(t[ok]))
         return {"rank_gap": float(gap.mean()) if ok.any() else float("nan"), "n": int(ok.sum())}
 
-    def baseline(self, train_true: np.ndarray) -> list[float]:
-        """The mean teacher threshold probabilities of the training faces."""
-        t = np.asarray(train_true, float).reshape(len(train_true), -1)
-        t = t[~np.isnan(t).any(1)]
-        return (t.mean(0) if len(t) else np.full(self.width, 0.5)).tolist()
+    def _no_target(self) -> np.ndarray:
+        return np.full(self.width, 0.5)
 
     def skill(self, metrics: dict[str, Any], baseline_metrics: dict[str, Any]) -> float:
         base = baseline_metrics["rank_gap"]
         return float("nan") if base <= 1e-9 else 1.0 - metrics["rank_gap"] / base
-
-    def strata(self, values: np.ndarray) -> None:
-        return None
-
-    def subgroups(self, values: np.ndarray) -> None:
-        return None
 
     def sample_scores(self, pred: np.ndarray, true: np.ndarray) -> np.ndarray:
         t = np.asarray(true, float)
