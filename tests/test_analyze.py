@@ -101,7 +101,13 @@ def test_bad_inputs_each_get_a_status(face_photo, tmp_path, capsys):
     bad.mkdir()
     (bad / "x.jpg").write_text("nope")
     assert main(["analyze", str(bad / "x.jpg"), "--json", "--no-progress"]) == 1
-    assert main(["analyze", str(tmp_path / "nothing-here")]) == 2
+    capsys.readouterr()
+    # every path missing: each still gets its record, and the exit says nothing could be read
+    assert main(["analyze", str(tmp_path / "nothing-here")]) == 1
+    assert "nothing-here: error: no such file" in capsys.readouterr().out
+    # a folder with no image in it: nothing to do, a mistake in the input
+    (tmp_path / "no-images").mkdir()
+    assert main(["analyze", str(tmp_path / "no-images")]) == 2
 
 
 def test_aligned_csv_and_annotate(utkface_root, tmp_path, capsys):
@@ -248,3 +254,161 @@ def test_analyze_options_are_checked(face_photo, capsys):
     assert main(["analyze", str(face_photo), "--json", "--min-face", "80", "--workers", "2", "--no-progress"]) == 0
     (rec,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rec["status"] == "ok" and len(rec["faces"]) == 1
+
+
+# -- what an audit of the photo path found (stop 30) ----------------------------------------------
+def _photos(face_photo, folder, n):
+    folder.mkdir()
+    data = face_photo.read_bytes()
+    for k in range(n):
+        (folder / f"p{k:03d}.jpg").write_bytes(data)
+    return folder
+
+
+def _facemtl(*args, **kw):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "facemtl.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_annotate_never_overwrites_the_photos_read(face_photo, tmp_path, capsys):
+    photos = _photos(face_photo, tmp_path / "photos", 2)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    # the folder being read as the --annotate folder: refused before anything is written
+    assert main(["analyze", str(photos), "--annotate", str(photos), "--no-progress"]) == 2
+    assert "would overwrite the images being read" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+    # a folder inside the one searched: the first run writes copies, a rerun leaves them out
+    out = photos / "annotated"
+    for _ in range(2):
+        assert main(["analyze", str(photos), "--annotate", str(out), "--json", "--no-progress"]) == 0
+        recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert sorted(os.path.basename(r["file"]) for r in recs) == ["p000.jpg", "p001.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["p000.jpg", "p001.jpg"]  # no p000_1.jpg of a copy
+    assert {p.name: p.read_bytes() for p in photos.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_keeps_every_image_already_read(face_photo, tmp_path, sig, status):
+    """The first signal stops reading; the images read (a batch the network has not answered
+    yet included) are answered and written, each record whole; the exit says which signal."""
+    import signal
+    import time
+
+    photos = _photos(face_photo, tmp_path / "photos", 150)  # three network batches of up to 64 faces
+    proc = _facemtl("analyze", str(photos), "--json", "--workers", "1", "--no-progress")
+    first = proc.stdout.readline()  # the first batch is answered and written
+    time.sleep(0.2)  # the second batch is being read
+    proc.send_signal(getattr(signal, sig))
+    out = proc.stdout.read()  # through the same buffer as readline (communicate would skip what it holds)
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    lines = [first] + out.splitlines()
+    recs = [json.loads(line) for line in lines if line.strip()]  # every line is a whole record
+    assert proc.returncode == status, err
+    assert f"stopped by {sig}" in err
+    assert all(r["status"] == "ok" for r in recs)
+    written = len(recs)
+    assert 64 <= written < 150 and f"{written} of 150 images answered and written" in err
+
+
+def test_a_closed_output_ends_quietly(face_photo, tmp_path):
+    """`facemtl analyze ... | head -1`: no traceback, the shell's status for a closed pipe."""
+    photos = _photos(face_photo, tmp_path / "photos", 6)
+    proc = _facemtl("analyze", str(photos), "--json", "--workers", "1", "--no-progress")
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err
+
+
+def test_file_names_that_are_not_utf8_do_not_stop_the_run(face_photo, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = face_photo.read_bytes()
+    (photos / os.fsdecode(b"caf\xe9.jpg")).write_bytes(data)
+    (photos / "z.jpg").write_bytes(data)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict")
+    proc = _facemtl("analyze", str(photos), "--csv", "--no-progress", env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    rows = out.splitlines()[1:]
+    assert len(rows) == 2 and "caf\\udce9.jpg" in rows[0] and "z.jpg" in rows[1]
+
+
+def test_folder_search_takes_every_photo_format_and_counts_the_rest(face_photo, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = face_photo.read_bytes()
+    for name in ("a.jfif", "b.jpe", "c.JPG"):
+        (photos / name).write_bytes(data)
+    Image.open(face_photo).save(photos / "d.webp")
+    (photos / "notes.txt").write_text("not a photo")
+    assert main(["analyze", str(photos), "--json", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    names = sorted(os.path.basename(json.loads(line)["file"]) for line in cap.out.splitlines())
+    assert names == ["a.jfif", "b.jpe", "c.JPG", "d.webp"]
+    assert "1 file left out: not a photo format by its suffix (notes.txt)" in cap.err
+
+
+def test_the_api_takes_file_bytes_and_refuses_what_is_no_image(analyzer, face_photo):
+    import io
+
+    want = analyzer.analyze(face_photo)
+    assert analyzer.analyze(face_photo.read_bytes()) == want
+    with open(face_photo, "rb") as f:
+        assert analyzer.analyze(f) == want
+    assert analyzer.analyze(io.BytesIO(face_photo.read_bytes())) == want
+    with pytest.raises(ValueError, match="not NoneType"):
+        analyzer.analyze(None)
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 50, 3), np.uint8)):
+        with pytest.raises(ValueError, match="has no pixels"):
+            analyzer.analyze(empty, aligned=True)
+
+
+def test_an_aligned_crop_file_and_its_pixels_agree(analyzer, utkface_root, tmp_path):
+    """A large crop given as a file and as an array is resized with the same filter (JPEG's
+    reduced decoding aside, so the check is on a PNG)."""
+    from facemtl.data.utkface import read_utkface
+
+    t = read_utkface(utkface_root, limit=5)
+    big = tmp_path / "big.png"
+    Image.open(t.paths[0]).convert("RGB").resize((900, 900), Image.BICUBIC).save(big)
+    by_file = analyzer.analyze(big, aligned=True)[0]
+    by_array = analyzer.analyze(np.asarray(Image.open(big)), aligned=True)[0]
+    assert by_file["race_probabilities"] == by_array["race_probabilities"]
+    assert by_file["age"] == by_array["age"]
+
+
+def test_accurate_is_a_flag_and_fusion_names_a_file():
+    from facemtl.cli import build_parser
+
+    a = build_parser().parse_args(["analyze", "--accurate", "photo.jpg"])
+    assert a.paths == ["photo.jpg"] and a.accurate is True and a.fusion is None
+    a = build_parser().parse_args(["analyze", "photo.jpg", "--fusion", "mine.json"])
+    assert a.paths == ["photo.jpg"] and a.fusion == "mine.json"
+
+
+def test_aligned_warns_about_what_is_no_face_crop(tmp_path, capsys):
+    Image.new("RGB", (400, 100), (120, 100, 90)).save(tmp_path / "strip.png")
+    Image.new("RGB", (120, 120), (120, 100, 90)).save(tmp_path / "square.png")
+    assert main(["analyze", str(tmp_path), "--aligned", "--json", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "strip.png: 400x100 px does not look like an aligned face crop" in err
+    assert "square.png" not in err
+
+
+def test_labels_stay_inside_the_image():
+    """A face at the right or top edge: its label is drawn whole, inside the picture."""
+    from facemtl.inference.results import FaceResult
+    from facemtl.sinks.annotate import draw_faces
+
+    img = np.full((200, 300, 3), 255, np.uint8)
+    label = "a long label that would run off the right edge"
+    out = draw_faces(img, [FaceResult([250, -10, 320, 60], 0.9, None, {})], labels=[label])
+    ys, xs = np.nonzero(out.sum(axis=2) == 0)  # the label's black background
+    assert xs.min() > 0 and xs.max() == 299 and ys.min() >= 0
+    assert xs.max() - xs.min() > 100  # the whole label, not a sliver at the edge

@@ -535,7 +535,7 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
     assert [x["age"] for x in a] == [x["age"] for x in b]  # numeric answers untouched
     assert any(x["gender"].probabilities != y["gender"].probabilities for x, y in zip(a, b))
     assert main(["analyze", *crops, "--aligned", "--json", "--no-progress", "--checkpoint",
-                 str(tmp_path / "run" / "best.pt"), "--accurate", str(tmp_path / "fusion.json")]) == 0
+                 str(tmp_path / "run" / "best.pt"), "--fusion", str(tmp_path / "fusion.json")]) == 0
 
     # A fusion file may name the networks the accurate variant runs when no model is named (the
     # shipped one names three): recorded relative to the fusion file, which may move.

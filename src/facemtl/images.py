@@ -5,6 +5,7 @@ No torch here: the inference install reads images with Pillow and NumPy only.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -150,14 +151,14 @@ def read_image(image: Any, keep_side: int | None = None) -> tuple[np.ndarray, tu
     """``(rgb, (width, height))``: the pixels to search, and the size of the whole image
     (after EXIF orientation), in whose pixels results are given.
 
-    ``keep_side``: for files, decode large images reduced, keeping at least this many
+    ``keep_side``: for files (paths or open binary files), decode large images reduced, keeping at least this many
     pixels on the long side: JPEGs at 1/2, 1/4 or 1/8 scale straight from the file
     (libjpeg's draft mode: the full image is never held), other formats decoded whole and
     shrunk by a whole factor at once (:meth:`PIL.Image.Image.reduce`). ``rgb`` is then
     smaller than ``(width, height)`` by a factor the caller reads off the two.
     Images in memory (arrays, PIL images) are taken whole.
     """
-    if not isinstance(image, (str, Path)) or keep_side is None:
+    if not (isinstance(image, (str, Path)) or hasattr(image, "read")) or keep_side is None:
         rgb = open_image(image)
         return rgb, (int(rgb.shape[1]), int(rgb.shape[0]))
     with _open(image) as im:
@@ -176,20 +177,30 @@ def read_image(image: Any, keep_side: int | None = None) -> tuple[np.ndarray, tu
 
 
 def open_image(image: Any) -> np.ndarray:
-    """A path, a PIL image or an array -> ``(H, W, 3) uint8`` RGB.
+    """A path, the bytes of an image file, an open binary file, a PIL image or an array ->
+    ``(H, W, 3) uint8`` RGB.
 
     Arrays are taken as RGB (or grayscale ``(H, W)``, or RGBA), of any numeric dtype,
     scaled to 8 bits by :func:`to_uint8` (``uint16`` as 16-bit, floats in 0..1 or 0..255).
     """
     if isinstance(image, (str, Path)):
         return load_rgb(str(image))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return load_rgb(io.BytesIO(image))
+    if hasattr(image, "read") and hasattr(image, "seek"):  # an open binary file
+        return load_rgb(image)
     if isinstance(image, Image.Image):
         return np.asarray(to_rgb(image), dtype=np.uint8)
     arr = np.asarray(image)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError("an image is a file path, the bytes of an image file, an open binary file, a PIL image "
+                        f"or a numeric array, not {type(image).__name__}")
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), not {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"an image array of shape {arr.shape} has no pixels")
     arr = to_uint8(arr)
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, 2)

@@ -1,10 +1,14 @@
-"""What a result was measured on: the machine, its processor and the library versions."""
+"""What a result was measured on (the machine, its processor and the library versions), and how a
+long command stops on a signal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
-from typing import Any
+import signal
+import threading
+from typing import Any, Callable, Iterator
 
 
 def hardware(device: Any = None) -> dict[str, Any]:
@@ -44,3 +48,35 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+#: Exit statuses of a command stopped by a signal (the shell's 128 + the signal's number).
+SIGNAL_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@contextlib.contextmanager
+def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
+    """SIGINT (Ctrl-C) and SIGTERM ask a long command to stop cleanly while this block runs.
+
+    The first signal calls ``on_first(signum)`` (which should make the work end soon, keeping
+    what is done); a second raises ``KeyboardInterrupt`` to abort. Yields the list of signals
+    received (empty when none; ``SIGNAL_STATUS[received[0]]`` is then the exit status). Off the
+    main thread, where Python cannot install handlers, nothing is installed. The previous
+    handlers come back when the block ends.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        on_first(signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, handler) for sig in SIGNAL_STATUS}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

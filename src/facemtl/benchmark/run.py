@@ -210,7 +210,7 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
         if len(head.networks or []) > 1:  # an ensemble: beside it, its first network alone
             one = Path(prep["crops"]).parent / "fusion_first_network.json"
             one.write_text(json.dumps({**head.to_dict(), "networks": head.networks[:1]}))  # absolute: stays valid
-            runs[ACCURATE_ONE] = _facemtl("--aligned", str(few), "--accurate", str(one))
+            runs[ACCURATE_ONE] = _facemtl("--aligned", str(few), "--fusion", str(one))
             subsets[ACCURATE_ONE] = subsets[ACCURATE]
     if peer_python:
         script = Path(prep["crops"]).parent / "peer_aligned.py"

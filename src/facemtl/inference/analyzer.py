@@ -75,7 +75,8 @@ class FaceAnalyzer:
 
     # -- one image ---------------------------------------------------------------
     def analyze(self, image: Any, aligned: bool = False) -> list[dict[str, Any]]:
-        """Every face in ``image`` (path, PIL image or RGB array) as a JSON-ready dict."""
+        """Every face in ``image`` (path, image file bytes or open file, PIL image or RGB array) as a
+        JSON-ready dict."""
         result = next(self.pipeline.run([(ImageResult(index=0), image)], aligned))
         if result.status == "error":
             raise ValueError(f"cannot analyse this image: {result.error}")
@@ -118,7 +119,8 @@ def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "m
             device: str = "auto", min_face: float | None = None) -> list[dict[str, Any]]:
     """Estimate age, gender and race (or the attributes of ``checkpoint``) of every face in ``image``.
 
-    ``image``: a file path, a PIL image, or an ``(H, W, 3)`` RGB array (uint8; uint16 as
+    ``image``: a file path, the bytes of an image file or an open binary file, a PIL image, or
+    an ``(H, W, 3)`` RGB array (uint8; uint16 as
     16-bit; float in [0, 1] or [0, 255]; see :func:`facemtl.images.to_uint8`); EXIF
     orientation is applied, alpha composited on white, CMYK, grayscale and 16-bit images
     converted (scaled, never clipped). Returns one dict per face, largest first::

@@ -3,7 +3,8 @@
 Nothing is skipped without notice: an argument that matches nothing is returned as
 missing (``analyze`` gives it a record), and a folder that cannot be searched (no
 permission, a symlink loop, a second link to a folder already searched) is reported
-through ``on_skip``. Symlinked folders are followed, each real folder searched once.
+through ``on_skip``, and so are the files a folder search leaves out for their suffix (counted).
+Symlinked folders are followed, each real folder searched once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,21 @@ import os
 from pathlib import Path
 from typing import Callable
 
-#: Suffixes picked up when a folder is given (files named explicitly are always tried).
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+#: Photo formats whose files a folder search picks up, by Pillow's format name (files named
+#: explicitly are always tried). Pillow registers more (video stubs, vector and scientific
+#: formats); these are the ones a photo comes in. HEIF counts when a plugin such as pillow-heif
+#: registers it.
+PHOTO_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF", "JPEG2000", "QOI", "TGA", "HEIF"}
+
+
+def image_suffixes() -> set[str]:
+    """Suffixes (lower case, with the dot) of :data:`PHOTO_FORMATS` that this Pillow can open:
+    ``.jpg .jpeg .jpe .jfif .png .apng .bmp .dib .gif .tif .tiff .webp .ppm .pgm .pbm .pnm``,
+    ``.avif``, ``.jp2``, ... as Pillow registers them."""
+    from PIL import Image
+
+    Image.init()
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in PHOTO_FORMATS and fmt in Image.OPEN}
 
 
 def expand_inputs(args: list[str], on_skip: Callable[[str, str], None] | None = None) -> tuple[list[str], list[str]]:
@@ -45,6 +59,8 @@ def walk_images(top: Path, on_skip: Callable[[str, str], None]) -> list[str]:
     """Image files under ``top``, sorted; symlinked folders followed, each real folder once."""
     found: list[str] = []
     seen: dict[str, str] = {}
+    suffixes = image_suffixes()
+    other: list[str] = []
 
     def error(exc: OSError) -> None:
         on_skip(str(exc.filename), f"folder not searched: {exc.strerror or exc}")
@@ -57,5 +73,10 @@ def walk_images(top: Path, on_skip: Callable[[str, str], None]) -> list[str]:
             continue
         seen[real] = folder
         dirs.sort()
-        found += [os.path.join(folder, n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        for n in names:
+            (found if Path(n).suffix.lower() in suffixes else other).append(os.path.join(folder, n))
+    if other:
+        names = ", ".join(os.path.basename(o) for o in sorted(other)[:3]) + (", ..." if len(other) > 3 else "")
+        on_skip(str(top), f"{len(other)} file{'s' if len(other) != 1 else ''} left out: not a photo format by "
+                          f"{'their' if len(other) != 1 else 'its'} suffix ({names}); name a file to try it anyway")
     return sorted(found)

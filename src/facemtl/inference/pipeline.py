@@ -163,8 +163,9 @@ class Pipeline:
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
         describe = self.describe
         if aligned:
+            # the filter read_square uses for crop files (and training), so a file and its pixels agree
             crop = rgb if rgb.shape[:2] == (self.size, self.size) else \
-                np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR))
+                np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR, reducing_gap=2.0))
             return Prepared(result, [None], [crop], features=[describe(rgb, None)] if describe else None)
         h, w = rgb.shape[:2]
         f = min(1.0, self.detect_max_side / max(h, w))

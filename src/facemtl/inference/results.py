@@ -194,6 +194,9 @@ class TrackResult:
     last_time: float | None = None
     confidence: float | None = None
     source: str | None = None
+    #: Clock time (seconds since the epoch) of the first and last frame, for live sources.
+    first_wall_time: float | None = None
+    last_wall_time: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": "track"}
@@ -202,6 +205,8 @@ class TrackResult:
         d.update(track=self.track, first_frame=self.first_frame, last_frame=self.last_frame, frames=self.frames)
         if self.first_time is not None:
             d.update(first_time=self.first_time, last_time=self.last_time)
+        if self.first_wall_time is not None:
+            d.update(first_wall_time=self.first_wall_time, last_wall_time=self.last_wall_time)
         for name, a in self.answers.items():
             d.update(a.fields(name))
         if self.confidence is not None:

@@ -1,10 +1,11 @@
 """``create_app``: the FastAPI application behind ``facemtl serve``.
 
 ``/v1/...``: the API (:mod:`facemtl.server.routes`); ``/``: the operator page (plain
-HTML, one script, one style sheet, shipped in ``static/``: no CDN); ``/docs`` and
-``/openapi.json``: the API's documentation. Errors are one sentence in ``{"detail": ...}``;
-an unexpected one is logged here and reaches the client as "internal server error",
-never as a traceback.
+HTML, one script, one style sheet, shipped in ``static/``: no CDN); ``/openapi.json``:
+the API's documentation. FastAPI's interactive ``/docs`` and ``/redoc`` are switched off:
+they load Swagger UI and ReDoc from a CDN, and nothing here fetches from elsewhere.
+Errors are one sentence in ``{"detail": ...}``; an unexpected one is logged here and
+reaches the client as "internal server error", never as a traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .filters import task_filters
 from .limits import UploadLimit
 from .routes import build_router
 from .schemas import Schemas
-from .service import Service, ServiceError
+from .service import UPLOAD_HEARTBEAT, Service, ServiceError
 
 log = logging.getLogger("facemtl.server")
 
@@ -44,6 +45,14 @@ def _retention_loop(service: Service, days: float, stop: threading.Event, every:
             log.warning("retention purge failed: %s", exc)
         if stop.wait(every):
             return
+
+
+def _beat_loop(service: Service, stop: threading.Event) -> None:
+    while not stop.wait(UPLOAD_HEARTBEAT):
+        try:
+            service.beat()
+        except Exception as exc:  # the next beat tries again
+            log.warning("upload heartbeat failed: %s", exc)
 
 
 def create_app(store: Any = None, predictor: Any = None, token: str | None = None, max_upload: int = MAX_UPLOAD,
@@ -66,14 +75,18 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if retention_days is not None and store is not None:
+        if retention_days is not None and store is not None and store.read_only:
+            log.warning("retention is off: the database is read-only")
+        elif retention_days is not None and store is not None:
             threading.Thread(target=_retention_loop, args=(service, retention_days, stop), daemon=True,
                              name="facemtl-retention").start()
+        if store is not None and predictor is not None and not store.read_only:
+            threading.Thread(target=_beat_loop, args=(service, stop), daemon=True, name="facemtl-uploads").start()
         yield
         stop.set()
         service.close()
 
-    app = FastAPI(title="facemtl", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="facemtl", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Face attributes from facemtl's multi-task model: analyse photos, and read the faces, "
                               "tracks, counts and live sources stored in the results database.")
     app.state.service = service
@@ -90,7 +103,7 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     app.include_router(build_router(service, schemas, filters, token_dependency(token) if token else None))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
 

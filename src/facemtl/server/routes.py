@@ -5,6 +5,7 @@ are built from the tasks at run time (e.g. ``Literal`` of their names)."""
 
 
 import asyncio
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal, Optional
@@ -12,6 +13,7 @@ from typing import Any, Literal, Optional
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import TypeAdapter, ValidationError
 
 from .. import __version__
 from ..store.queries import MAX_LIMIT, AnswerFilter
@@ -31,20 +33,34 @@ JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"},
         404: {"model": ErrorOut, "description": "there is none"}}
 
 
-def _epoch(t: datetime | None) -> float | None:
-    if t is None:
+def _epoch(name: str, value: str | None) -> float | None:
+    """``value`` as seconds since the epoch: a number is taken as it is (a datetime would round
+    it to microseconds, and a face stored at exactly ``since`` would be left out), anything
+    else is read as ISO 8601 (UTC unless it says)."""
+    if value is None:
         return None
-    return (t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)).timestamp()
+    try:
+        t = float(value)
+    except ValueError:
+        try:
+            d = TypeAdapter(datetime).validate_python(value)
+        except ValidationError:
+            raise HTTPException(400, f"{name} must be a time in ISO 8601 or seconds since the epoch, not "
+                                     f"{value[:40]!r}") from None
+        return (d if d.tzinfo is not None else d.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(t):
+        raise HTTPException(400, f"{name} must be a finite number of seconds since the epoch")
+    return t
 
 
 def _common(
-    since: Optional[datetime] = Query(None, description="from this time on (ISO 8601, UTC unless it says; or seconds "
-                                                        "since the epoch)"),
-    until: Optional[datetime] = Query(None, description="up to this time"),
+    since: Optional[str] = Query(None, max_length=64, description="from this time on (ISO 8601, UTC unless it says; "
+                                                                  "or seconds since the epoch)"),
+    until: Optional[str] = Query(None, max_length=64, description="up to this time (the same forms)"),
     source: Optional[str] = Query(None, max_length=200, pattern=NAME, description="a source's name"),
     session: Optional[int] = Query(None, ge=1, le=INT32, description="a session's id"),
 ) -> dict[str, Any]:
-    return {"since": _epoch(since), "until": _epoch(until), "source": source, "session": session}
+    return {"since": _epoch("since", since), "until": _epoch("until", until), "source": source, "session": session}
 
 
 def _page(limit: int = Query(50, ge=1, le=MAX_LIMIT, description="items per page"),
@@ -87,7 +103,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         p = service.predictor
         model = {"name": p.info.name, "version": p.info.version, "tasks": p.info.tasks} if p is not None else None
         st = service.store
-        db = {"dialect": st.dialect, "schema": st.revision} if st is not None else {"dialect": None, "schema": None}
+        db = {"dialect": st.dialect, "schema": st.revision, "access": "read-only" if st.read_only else "read-write"} \
+            if st is not None else {"dialect": None, "schema": None, "access": None}
         return {"facemtl": __version__, "api": "v1", "model": model, "database": db}
 
     @router.get("/tasks", response_model=list[TaskInfo], dependencies=deps, responses=ERRORS, tags=["service"])
@@ -98,7 +115,9 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
                  "fields": list(task_fields(f.task))} for f in filters]
 
     @router.post("/analyze", response_model=schemas.Analysis, dependencies=deps,
-                 responses={**ERRORS, 413: {"model": ErrorOut, "description": "the upload is over the size limit"},
+                 responses={**ERRORS, 409: {"model": ErrorOut, "description": "the source belongs to a stream or a "
+                                                                            "folder run"},
+                            413: {"model": ErrorOut, "description": "the upload is over the size limit"},
                             415: {"model": ErrorOut, "description": "the upload is not an image"}},
                  tags=["analysis"])
     def analyze(file: UploadFile = File(..., description="a photo"),
@@ -144,16 +163,20 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
     task_names = tuple(f.task.name for f in filters) or ("-",)
 
     @router.get("/stats", response_model=StatsOut, dependencies=deps, responses=ERRORS, tags=["results"])
-    def stats(common: dict = Depends(_common),
+    def stats(request: Request, common: dict = Depends(_common),
               bucket: Optional[float] = Query(None, gt=0, le=366 * 86400, allow_inf_nan=False,
                                               description="bucket size in seconds (default: a round size, at most "
                                                           "100 buckets)"),
               of: Literal["faces", "tracks"] = Query("faces", description="count faces or ended tracks"),
-              task: Optional[list[Literal[task_names]]] = Query(None, description="only these tasks")) -> Any:  # type: ignore
-        """Counts by each task's classes or groups over time buckets (default: the last 24 hours)."""
+              task: Optional[list[Literal[task_names]]] = Query(None, description="only these tasks"),  # type: ignore
+              answer_filters: list[AnswerFilter] = Depends(answers)) -> Any:
+        """Counts by each task's classes or groups over time buckets (default: the last 24 hours),
+        of the faces (or ended tracks) the filters select, as ``/v1/faces`` (``/v1/tracks``) does."""
+        only_known(request, {"since", "until", "source", "session", "bucket", "of", "task"})
         try:
+            StoreQuery(answers=answer_filters)  # the same checks as /v1/faces (a range's bounds)
             return service.stats(common["since"], common["until"], bucket, of=of, tasks=task, source=common["source"],
-                                 session=common["session"])
+                                 session=common["session"], answers=answer_filters)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
 

@@ -7,18 +7,23 @@ Routes only parse requests and call these methods; errors a client caused come b
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..inference.results import ERROR, ImageResult
 from ..tasks import Task
 from .schemas import usable_tasks
 
 log = logging.getLogger("facemtl.server")
+
+#: Seconds between the upload session's heartbeats (a source of uploads is ``running`` while
+#: the server runs; a reader calls it silent after three missed beats).
+UPLOAD_HEARTBEAT = 10.0
 
 
 class ServiceError(Exception):
@@ -28,6 +33,45 @@ class ServiceError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached (down, cut off, locked), not that a
+    query was wrong."""
+    import sqlalchemy as sa
+
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+
+
+def _read(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A read of the database: when the database cannot be reached, :class:`ServiceError` 503
+    (as ``/v1/health`` says) instead of an internal error."""
+
+    @functools.wraps(method)
+    def read(self: "Service", *args: Any, **kw: Any) -> Any:
+        try:
+            return method(self, *args, **kw)
+        except ServiceError:
+            raise
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            log.warning("the results database does not answer: %s", str(exc).strip().splitlines()[0])
+            raise ServiceError(503, "the results database does not answer (down or unreachable); try again "
+                                    "shortly") from None
+
+    return read
+
+
+def _scaled(face: Any, s: float) -> Any:
+    """A copy of ``face`` with its box and landmarks multiplied by ``s`` (from the photo's
+    pixels to those of the reduced image it was searched in)."""
+    import dataclasses
+
+    box = None if face.box is None else [v * s for v in face.box]
+    landmarks = None if face.landmarks is None else [[x * s, y * s] for x, y in face.landmarks]
+    return dataclasses.replace(face, box=box, landmarks=landmarks)
 
 
 class Service:
@@ -53,6 +97,8 @@ class Service:
         self.tasks: list[Task]
         self.tasks, self.warnings = usable_tasks(tasks)
         self._writer = None
+        self._unstored: list[tuple[ImageResult, Any]] = []  # uploads not handed to the writer yet
+        self._failing = False
         self._lock = threading.Lock()
         # Analyses at once: one per core (the framework's thread pool would run dozens side by side,
         # each holding a decoded photo, all slower than one after the other on a small CPU).
@@ -61,63 +107,102 @@ class Service:
         self._analysing = threading.BoundedSemaphore(max(1, usable_cores()))
 
     # -- analysis ----------------------------------------------------------------------------
-    def decode(self, data: bytes) -> Any:
-        """The uploaded bytes as an RGB array; :class:`ServiceError` 415 if they are no image."""
-        from ..images import describe_error, load_rgb
-
-        if not data:
-            raise ServiceError(415, "the uploaded file is empty; send a photo (JPEG, PNG, WebP, ...) in the field "
-                                    "'file'")
-        try:
-            return load_rgb(io.BytesIO(data))
-        except Exception as exc:
-            reason = describe_error(exc)
-            raise ServiceError(415, f"the uploaded file is not an image facemtl can read: {reason}") from None
-
     def analyze(self, data: bytes, filename: str | None = None, annotate: bool = False,
                 source: str | None = None) -> tuple[dict[str, Any], bool]:
         """Every face in the uploaded photo: the JSON of one line of ``analyze --json`` (plus
-        ``annotated`` when asked) and whether it was stored."""
+        ``annotated`` when asked) and whether it was stored.
+
+        The photo is read as ``analyze`` reads a file (the pipeline decodes it, large JPEGs
+        reduced: see :func:`~facemtl.images.read_image`), so both answer alike and a large
+        upload never holds its full-size pixels. :class:`ServiceError` 415 if it is no image.
+        """
         if self.pipeline is None:
             raise ServiceError(503, "this server was started without a model (--no-model): it cannot analyse photos")
+        if not data:
+            raise ServiceError(415, "the uploaded file is empty; send a photo (JPEG, PNG, WebP, ...) in the field "
+                                    "'file'")
+        self._check_source(source)
         name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:200] or "upload"
         with self._analysing:
-            rgb = self.decode(data)
-            result = next(self.pipeline.run([(ImageResult(file=name), rgb)]))
+            result = next(self.pipeline.run([(ImageResult(file=name), io.BytesIO(data))]))
         if result.status == ERROR:
+            if not (result.error or "").startswith("face detection failed"):  # the pipeline could not decode it
+                raise ServiceError(415, f"the uploaded file is not an image facemtl can read: {result.error}")
             log.error("analysis of an upload failed: %s", result.error)
             raise ServiceError(500, "the photo could not be analysed (the server log says why)")
+        rgb, result.image = result.image, None  # the pixels searched: smaller than the photo when decoded reduced
+        scale = rgb.shape[1] / result.width if result.width else 1.0
+        faces = [_scaled(f, scale) for f in result.faces] if scale != 1.0 else result.faces
         out = result.to_dict()
         if annotate:
             from ..sinks.annotate import draw_faces
             from ..sinks.db import jpeg_bytes
 
-            jpeg = jpeg_bytes(draw_faces(rgb, result.faces), 1600, quality=85)
+            jpeg = jpeg_bytes(draw_faces(rgb, faces), 1600, quality=85)
             out["annotated"] = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-        stored = self._store(result, rgb, source)
+        stored = self._store(result, rgb, faces, source)
         return out, stored
 
-    def _store(self, result: ImageResult, rgb: Any, source: str | None) -> bool:
-        if self.store is None:
+    def _store(self, result: ImageResult, rgb: Any, faces: list[Any], source: str | None) -> bool:
+        """Store ``result`` (``faces``: its faces in the pixels of ``rgb``, for thumbnails)."""
+        if self.store is None or self.store.read_only:  # answered, not stored (X-Facemtl-Stored: no)
             return False
         thumbs = None
         if self.thumbnails and result.faces:
             from ..sinks.db import face_thumbnail
 
-            thumbs = [face_thumbnail(rgb, f.box) for f in result.faces]
-        result.image = None
+            thumbs = [face_thumbnail(rgb, f.box) for f in faces]
         result.source = source
         with self._lock:
-            try:
-                if self._writer is None:
-                    self._writer = self.store.writer("upload", f"upload@{socket.gethostname()}", self.predictor.info,
-                                                     {"thumbnails": self.thumbnails}, heartbeat=3600.0, announce=False)
-                self._writer.add(result, thumbs)
-                self._writer.flush()
-                return True
-            except Exception as exc:  # kept in the writer's buffer and written with the next upload
-                log.warning("could not store an upload (kept for the next try): %s", exc)
-                return False
+            self._unstored.append((result, thumbs))
+            dropped = self._writer.dropped if self._writer is not None else 0
+            return self._write_uploads() and self._writer.dropped == dropped
+
+    def _write_uploads(self) -> bool:
+        """Write the uploads not stored yet, with the upload session's heartbeat (call under the
+        lock). While the database is away they stay in memory and this says ``False``; they
+        are written by the next upload or :meth:`beat`, whichever comes first once it answers."""
+        try:
+            if self._writer is None:
+                self._writer = self.store.writer("upload", f"upload@{socket.gethostname()}", self.predictor.info,
+                                                 {"thumbnails": self.thumbnails}, heartbeat=UPLOAD_HEARTBEAT,
+                                                 announce=False)
+            while self._unstored:
+                self._writer.add(*self._unstored.pop(0))
+            self._writer.flush()
+        except Exception as exc:
+            if not self._failing:
+                log.warning("cannot store uploads (kept in memory and written when the database answers): %s",
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            self._failing = True
+            return False
+        if self._failing:
+            log.warning("the results database answers again; the uploads kept meanwhile are stored")
+        self._failing = False
+        return True
+
+    def beat(self) -> None:
+        """The upload session's heartbeat (the server calls it every :data:`UPLOAD_HEARTBEAT`
+        seconds): the sources of uploads stay ``running`` while the server runs, and uploads
+        kept while the database was away are written once it answers."""
+        if self.store is None or self.store.read_only:
+            return
+        with self._lock:
+            if self._writer is not None or self._unstored:
+                self._write_uploads()
+
+    def _check_source(self, source: str | None) -> None:
+        """:class:`ServiceError` 409 if ``source`` names a camera's or a folder's source: uploads
+        never write into (nor take over the state of) another writer's source."""
+        if source is None or self.store is None:
+            return
+        try:
+            kind = self.store.source_kind(source)
+        except Exception:  # the database is away: the upload is kept, and never claims a source of another kind
+            return
+        if kind is not None and kind != "upload":
+            raise ServiceError(409, f"the source {source!r} belongs to a {kind} run, not to uploads; give uploads "
+                                    "a name of their own (?source=...)")
 
     # -- reads ---------------------------------------------------------------------------------
     def _need_store(self) -> Any:
@@ -125,14 +210,17 @@ class Service:
             raise ServiceError(503, "this server has no results database")
         return self.store
 
+    @_read
     def faces(self, q: Any) -> dict[str, Any]:
         items, nxt = self._need_store().faces(q)
         return {"items": items, "next": nxt}
 
+    @_read
     def tracks(self, q: Any) -> dict[str, Any]:
         items, nxt = self._need_store().tracks(q)
         return {"items": items, "next": nxt}
 
+    @_read
     def stats(self, since: float | None, until: float | None, bucket: float | None, **kw: Any) -> dict[str, Any]:
         until = until if until is not None else time.time()
         since = since if since is not None else until - 86400
@@ -143,15 +231,18 @@ class Service:
         order = {t.name: t.class_names() for t in self.tasks if t.class_names() is not None}
         return self._need_store().stats(since, until, float(bucket), order=order, **kw)
 
+    @_read
     def sources(self) -> list[dict[str, Any]]:
         return self._need_store().sources()
 
+    @_read
     def snapshot(self, source_id: int) -> tuple[float, bytes]:
         snap = self._need_store().snapshot(source_id)
         if snap is None:
             raise ServiceError(404, f"source {source_id} has no live frame (it is not a stream, or writes none)")
         return snap
 
+    @_read
     def thumbnail(self, face_id: int) -> bytes:
         jpeg = self._need_store().thumbnail(face_id)
         if jpeg is None:
@@ -169,10 +260,13 @@ class Service:
 
     def close(self) -> None:
         with self._lock:
+            if self._unstored or self._writer is not None:
+                self._write_uploads()
             if self._writer is not None:
                 try:
                     self._writer.close()
                 except Exception as exc:
-                    log.warning("could not close the upload session: %s", exc)
+                    log.warning("could not close the upload session (%d faces of uploads not stored): %s",
+                                self._writer.pending.faces + sum(len(r.faces) for r, _ in self._unstored), exc)
         if self.pipeline is not None:
             self.pipeline.close()

@@ -49,10 +49,12 @@ def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], labels: Sequence[
             draw.ellipse([x - width, y - width, x + width, y + width], fill=(255, 0, 0))
         label = labels[k] if labels is not None else f.describe()
         x0, y0, x1, y1 = draw.textbbox((0, 0), label, font=font)
-        th = y1 - y0 + 4
+        th, tw = y1 - y0 + 4, x1 - x0 + 4
         ty = box[1] - th if box[1] >= th else box[3]
-        draw.rectangle([box[0], ty, box[0] + (x1 - x0) + 4, ty + th], fill=(0, 0, 0))
-        draw.text((box[0] + 2, ty + 2 - y0), label, fill=(255, 255, 255), font=font)
+        ty = min(max(0, ty), max(0, img.size[1] - th))  # inside the image, also for a face at its edge
+        tx = min(max(0, box[0]), max(0, img.size[0] - tw))
+        draw.rectangle([tx, ty, tx + tw, ty + th], fill=(0, 0, 0))
+        draw.text((tx + 2, ty + 2 - y0), label, fill=(255, 255, 255), font=font)
     return np.asarray(img)
 
 

@@ -46,11 +46,32 @@ def redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _sqlite_pragmas(foreign_keys: bool):
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (``file:`` URIs too); ``None`` for another database or memory."""
+    u = make_url(database_url(url))
+    path = (u.database or "").removeprefix("file:").split("?")[0] if u.get_backend_name() == "sqlite" else ""
+    return path if path and path != ":memory:" else None
+
+
+def read_only(url: str) -> bool:
+    """Whether ``url`` is a SQLite file this process may only read: opened with ``mode=ro``
+    or ``immutable=1`` (``sqlite:///file:results.db?mode=ro&uri=true``), or a file it cannot
+    write. Nothing is written to it, not even at start-up (the WAL switch)."""
+    u = make_url(database_url(url))
+    if u.get_backend_name() != "sqlite":
+        return False
+    if u.query.get("mode") == "ro" or u.query.get("immutable") in ("1", "true"):
+        return True
+    path = sqlite_path(url)
+    return path is not None and os.path.exists(path) and not os.access(path, os.W_OK)
+
+
+def _sqlite_pragmas(foreign_keys: bool, wal: bool = True):
     def on_connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # transactions are begun below, not by the sqlite3 module
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
+        if wal:  # (switching is a write: a read-only file keeps the mode it has)
+            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer, nor it them
         cur.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; a crash keeps every committed batch
         cur.execute("PRAGMA busy_timeout=30000")  # wait for another writer's lock instead of failing
         cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
@@ -68,11 +89,11 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
     """
     url = database_url(url)
     if url.startswith("sqlite"):
-        path = make_url(url).database
-        if path and path != ":memory:" and not Path(path).parent.exists():
+        path = sqlite_path(url)
+        if path and not Path(path).parent.exists():
             raise FileNotFoundError(f"the folder of the database file {path} does not exist")
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_pragmas(foreign_keys))
+        sa.event.listen(engine, "connect", _sqlite_pragmas(foreign_keys, wal=not read_only(url)))
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine

@@ -3,7 +3,13 @@
 JSON lines carry the records the API returns (``GET /v1/faces``); CSV flattens them
 like ``analyze --csv``: one column per task, ``<task>_interval`` as ``lo-hi``,
 ``<task>_p_<class>`` per class, and the frame's own answers as ``raw_<column>``. The
-columns come from the tasks the database knows, never from the rows.
+columns come from the tasks the database knows, never from the rows. The store keeps
+faces, not images, so there are no ``status``, ``error`` or ``face`` columns: an image
+without a face, or one that could not be read, has no row.
+
+A text cell that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return: a file or source name is anyone's text) gets a
+leading ``'`` in CSV, as OWASP advises against CSV injection; JSON lines keep the text as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ def task_columns(tasks: Sequence[Task]) -> list[str]:
     return [c for c in csv_columns(tasks) if c not in fixed]
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """``value`` with a ``'`` before it when it is text a spreadsheet would take for a formula."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """A face or track record as one CSV row (see the module doc)."""
     row: dict[str, Any] = {}
@@ -41,7 +55,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             if key != "landmarks":
                 row[key] = "-".join(str(x) for x in v)
         else:
-            row[key] = v
+            row[key] = safe_cell(v)
     return row
 
 

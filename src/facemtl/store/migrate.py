@@ -35,6 +35,20 @@ def head_revision() -> str:
     return str(ScriptDirectory.from_config(cfg).get_current_head())
 
 
+def newer_schema(revision: str | None) -> str | None:
+    """The sentence to say when ``revision`` is none this facemtl ships (a newer facemtl wrote
+    the database), else ``None``."""
+    from alembic.script import ScriptDirectory
+
+    if revision is None:
+        return None
+    script = ScriptDirectory.from_config(_config(None))  # type: ignore[arg-type]
+    if revision in {r.revision for r in script.walk_revisions()}:
+        return None
+    return (f"was written by a newer facemtl (schema {revision}; this one knows up to {script.get_current_head()}): "
+            "upgrade facemtl")
+
+
 def current_revision(engine: Engine) -> str | None:
     """The migration the database is at (``None`` for an empty database)."""
     from alembic.migration import MigrationContext
@@ -44,8 +58,10 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
-    """Bring the database up to ``revision`` (default: the newest); returns the revision it is at."""
+    """Bring the database up to ``revision`` (default: the newest); returns the revision it is at.
+    ``RuntimeError`` (one sentence) for a database a newer facemtl wrote."""
     from alembic import command
+    from alembic.migration import MigrationContext
 
     url = url_or_engine
     if isinstance(url_or_engine, Engine):
@@ -56,6 +72,9 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":  # writers starting together: one migrates, the others find it done
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            newer = newer_schema(MigrationContext.configure(conn).get_current_revision())
+            if newer:
+                raise RuntimeError(f"the database {engine.url.render_as_string(hide_password=True)} {newer}")
             command.upgrade(_config(conn), revision)
             if conn.dialect.name == "sqlite":
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

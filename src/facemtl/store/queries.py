@@ -14,6 +14,7 @@ first through the time index and checked against the filters until a page is ful
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -28,6 +29,8 @@ from .rows import answer_fields
 COUNT_CAP = 4000
 #: Faces a page may hold.
 MAX_LIMIT = 500
+#: The largest id a row can have (64-bit signed integers on SQLite and PostgreSQL).
+MAX_ID = 2**63 - 1
 
 _CURSOR = re.compile(r"^(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)_(\d+)$")
 
@@ -82,9 +85,10 @@ class Query:
         if self.cursor is None:
             return None
         m = _CURSOR.match(self.cursor)
-        if m is None:
+        t, ident = (float(m.group(1)), int(m.group(2))) if m else (math.nan, -1)
+        if not (math.isfinite(t) and 0 <= ident <= MAX_ID):  # ids are 64-bit integers, times finite
             raise ValueError("cursor is not one this API returned (use the 'next' of the page before)")
-        return float(m.group(1)), int(m.group(2))
+        return t, ident
 
 
 def make_cursor(t: float, ident: int) -> str:
@@ -122,7 +126,9 @@ def _common_where(q: Query, model: Any, start: Any, end: Any) -> list[sa.ColumnE
         where.append(model.session_id == q.session)
     pos = q.position()
     if pos is not None:
-        where.append(sa.or_(end < pos[0], sa.and_(end == pos[0], model.id < pos[1])))
+        # tracks' ids are 32-bit on PostgreSQL: every id is below a larger cursor id
+        below = model.id < pos[1] if model is not Track or pos[1] <= 2**31 - 1 else sa.true()
+        where.append(sa.or_(end < pos[0], sa.and_(end == pos[0], below)))
     return where
 
 

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from ..inference.model_info import ModelInfo
 from ..tasks import Task
 from . import queries
-from .engine import create_db_engine, database_url, redacted
+from .engine import create_db_engine, database_url, read_only, redacted
 from .export import write_records
-from .migrate import current_revision, head_revision, upgrade
+from .migrate import current_revision, head_revision, newer_schema, upgrade
 from .models import Face, Snapshot, Source, Thumbnail, Track
 from .retention import purge
 from .rows import tasks_from_specs
@@ -41,11 +41,15 @@ class Store:
     """The results database at ``url`` (see :func:`~facemtl.store.engine.database_url`).
 
     ``create``: create the tables in an empty database (every migration, in order). A
-    database at an older schema is refused with the command that upgrades it.
+    database at an older schema is refused with the command that upgrades it. A SQLite
+    file opened read-only (``mode=ro``, or one this process cannot write) is read and
+    never written (:attr:`read_only`).
     """
 
     def __init__(self, url: str | None = None, create: bool = True) -> None:
         self.url = database_url(url)
+        #: Nothing may be written (a read-only SQLite file).
+        self.read_only = read_only(self.url)
         self.engine = create_db_engine(self.url)
         self._write_engine: sa.Engine | None = None
         self.revision = self._check_schema(create)
@@ -66,7 +70,10 @@ class Store:
         head = head_revision()
         if rev == head:
             return rev
-        if rev is None and create:
+        newer = newer_schema(rev)
+        if newer:
+            raise SchemaError(f"the database {redacted(self.url)} {newer}")
+        if rev is None and create and not self.read_only:
             return upgrade(self.write_engine)
         if rev is None:
             raise SchemaError(f"the database {redacted(self.url)} has no facemtl tables: run 'facemtl db upgrade'")
@@ -95,7 +102,9 @@ class Store:
     def writer(self, kind: str, source: str, model_info: ModelInfo | None = None,
                settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True) -> SessionWriter:
         """A new session of ``kind`` (``stream``, ``analyze``, ``upload``) writing as ``source``
-        (see :class:`SessionWriter`)."""
+        (see :class:`SessionWriter`); :class:`StoreError` for a read-only database."""
+        if self.read_only:
+            raise StoreError(f"the database {redacted(self.url)} is read-only: nothing can be stored in it")
         return SessionWriter(self.write_engine, kind, source, model_info, settings, heartbeat, announce)
 
     # -- reading ------------------------------------------------------------------------------
@@ -154,6 +163,11 @@ class Store:
         """Whether a writer says the source is running (its heartbeat may still be late)."""
         with self.engine.connect() as conn:
             return conn.execute(sa.select(Source.state).where(Source.id == source_id)).scalar() == "running"
+
+    def source_kind(self, name: str) -> str | None:
+        """The kind (``stream``, ``analyze``, ``upload``) of the source called ``name``, or ``None``."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(Source.kind).where(Source.name == name)).scalar()
 
     def thumbnail(self, face_id: int) -> bytes | None:
         with self.engine.connect() as conn:

@@ -8,6 +8,7 @@ large purge never holds a long lock over writers.
 
 from __future__ import annotations
 
+import math
 import time
 
 import sqlalchemy as sa
@@ -35,8 +36,8 @@ def _delete_in_slices(engine: Engine, table: sa.Table, key: sa.Column, where: sa
 def purge(engine: Engine, older_than_days: float, now: float | None = None) -> dict[str, int]:
     """Delete faces, tracks, snapshots, and then finished sessions and idle sources left
     with nothing, older than ``older_than_days``; returns how many of each went."""
-    if older_than_days < 0:
-        raise ValueError("older-than must be zero or more days")
+    if not (older_than_days >= 0 and math.isfinite(older_than_days)):
+        raise ValueError(f"older-than must be a number of days, zero or more, not {older_than_days:g}")
     cutoff = (now if now is not None else time.time()) - older_than_days * 86400
     out: dict[str, int] = {}
     untracked = sa.and_(Face.time < cutoff, Face.track_id.is_(None))

@@ -14,8 +14,10 @@ import re
 from typing import Any, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 
 from .models import Answer, Face, Source, Track, TrackAnswer
+from .queries import AnswerFilter
 
 #: The most buckets one request may ask for.
 MAX_BUCKETS = 2000
@@ -35,13 +37,15 @@ def _natural(group: str) -> tuple[float, str]:
 
 def count_groups(conn: sa.Connection, since: float, until: float, bucket: float, of: str = "faces",
                  tasks: Sequence[str] | None = None, source: str | None = None, session: int | None = None,
-                 order: dict[str, list[str]] | None = None) -> dict[str, Any]:
+                 order: dict[str, list[str]] | None = None,
+                 answers: Sequence[AnswerFilter] = ()) -> dict[str, Any]:
     """``{"bucket", "since", "until", "of", "tasks": {task: {"groups": [...], "buckets":
     [{"start": t, "counts": {group: n}}]}}}`` for faces (or tracks) in ``[since, until)``.
 
     Buckets without a face are left out; ``start`` is a multiple of ``bucket`` seconds.
     ``order``: per task, the order of its groups (e.g. its class names); otherwise groups
-    that start with a number come in numeric order.
+    that start with a number come in numeric order. ``answers``: count only the faces (or
+    tracks) whose answers match every filter, as ``GET /v1/faces`` (``/v1/tracks``) selects them.
     """
     if bucket <= 0:
         raise ValueError("bucket must be a positive number of seconds")
@@ -66,6 +70,9 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
             stmt = stmt.where(face.exists())
         if tasks:
             stmt = stmt.where(Answer.task.in_(list(tasks)))
+        for k, f in enumerate(answers):
+            a = aliased(Answer, name=f"f{k}")
+            stmt = stmt.where(sa.exists().where(a.face_id == Answer.face_id, a.raw.is_(False), f.condition(a)))
         stmt = stmt.group_by(b, Answer.task, Answer.grp)
     else:
         b = _bucket(Track.ended, bucket, d).label("b")
@@ -77,6 +84,9 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
             stmt = stmt.where(Track.session_id == session)
         if tasks:
             stmt = stmt.where(TrackAnswer.task.in_(list(tasks)))
+        for k, f in enumerate(answers):
+            a = aliased(TrackAnswer, name=f"f{k}")
+            stmt = stmt.where(sa.exists().where(a.track_id == TrackAnswer.track_id, f.condition(a)))
         stmt = stmt.group_by(b, TrackAnswer.task, TrackAnswer.grp)
     per_task: dict[str, dict[float, dict[str, int]]] = {}
     for k, task, grp, n in conn.execute(stmt):

@@ -4,8 +4,13 @@
 buffer in **one** transaction (:meth:`SessionWriter.flush`): a writer killed at any
 moment leaves every earlier batch complete and nothing of the one it was writing — no
 face without its answers or its track, no track whose face count disagrees with its
-faces. A batch that fails (the database went away) stays buffered and is written by the
-next flush.
+faces. A batch that fails because the database went away stays buffered and is written by
+the next flush; a batch the database refuses for its data (a value it cannot hold) is
+written again image by image, so only the image at fault is dropped (and logged).
+
+Text is cleaned before it is buffered (:func:`clean_text`): file and source names from
+the file system or a client may hold undecodable bytes (surrogate escapes), NUL or more
+characters than their column takes, which one database or the other refuses.
 
 Several writers (processes, machines) share one database: sources are created with an
 insert that ignores a name another writer created first, tracks belong to one session
@@ -14,7 +19,9 @@ insert that ignores a name another writer created first, tracks belong to one se
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -27,6 +34,31 @@ from ..inference.model_info import ModelInfo
 from ..inference.results import FaceResult, ImageResult, TrackResult
 from .models import Answer, Face, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for, face_fields
+
+log = logging.getLogger("facemtl.store")
+
+#: Longest text of the columns cleaned here, from the table definitions.
+FILE_LENGTH = Face.__table__.c.file.type.length
+SOURCE_LENGTH = Source.__table__.c.name.type.length
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str | None, length: int | None) -> str | None:
+    """``value`` as text every database stores: undecodable bytes (surrogate escapes, as
+    ``os.listdir`` gives them) become U+FFFD, NUL is removed (PostgreSQL refuses it) and
+    the text is cut to ``length`` characters (PostgreSQL refuses longer ones)."""
+    if value is None:
+        return None
+    value = _SURROGATE.sub("\ufffd", str(value)).replace("\x00", "")
+    return value[:length] if length is not None else value
+
+
+def data_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database refused the data (a retry image by image can keep
+    the rest) rather than that it went away (everything is kept and retried)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return not exc.connection_invalidated and isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
+    return isinstance(exc, (sa.exc.StatementError, UnicodeError))  # e.g. text the driver cannot encode
 
 
 def _dialect_insert(engine: Engine, table: Any):
@@ -79,7 +111,7 @@ class SessionWriter:
                  settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True) -> None:
         self.engine = engine
         self.kind = kind
-        self.source = source
+        self.source = clean_text(source, SOURCE_LENGTH) or kind
         self.heartbeat = heartbeat
         self.model_name = model_info.name if model_info else None
         self.model_version = model_info.version if model_info else None
@@ -91,25 +123,28 @@ class SessionWriter:
         self._counts: dict[str, int] = {}  # images per source since the last heartbeat
         self._beat = time.time()
         self.closed = False
+        #: Images the database refused (their data, not its connection) and that were dropped.
+        self.dropped = 0
         with engine.begin() as conn:
             self.session_id = int(conn.execute(sa.insert(Session).returning(Session.id), dict(
                 kind=kind, host=socket.gethostname(), pid=os.getpid(), started=time.time(),
                 model_name=self.model_name, model_version=self.model_version,
                 tasks=[t.to_dict() for t in tasks] if model_info else None, settings=settings or {})).scalar_one())
             if announce:
-                self._source_id(conn, source)
+                self._source_id(conn, self.source)
                 self._beat_sources(conn, time.time())
 
     # -- buffering ---------------------------------------------------------------------
     def add(self, result: ImageResult, thumbnails: Sequence[bytes | None] | None = None) -> None:
         """Buffer one image's faces (``thumbnails``: one JPEG or ``None`` per face)."""
         now = time.time()
-        self.pending.images.append(_Image(result.source, result.file, result.frame, result.time,
+        self.pending.images.append(_Image(clean_text(result.source, SOURCE_LENGTH),
+                                          clean_text(result.file, FILE_LENGTH), result.frame, result.time,
                                           result.wall_time if result.wall_time is not None else now, list(result.faces),
                                           list(thumbnails) if thumbnails is not None else None))
         self.pending.faces += len(result.faces)
         self.pending.since = self.pending.since or now
-        name = result.source or self.source
+        name = self.pending.images[-1].source or self.source
         self._counts[name] = self._counts.get(name, 0) + 1
 
     def add_track(self, track: TrackResult) -> None:
@@ -119,7 +154,8 @@ class SessionWriter:
 
     def add_snapshot(self, source: str | None, jpeg: bytes, width: int, height: int, at: float | None = None) -> None:
         """Buffer the latest annotated frame of ``source`` (only the newest per source is kept)."""
-        self.pending.snapshots[source or self.source] = (at or time.time(), width, height, jpeg)
+        self.pending.snapshots[clean_text(source, SOURCE_LENGTH) or self.source] = (at or time.time(), width, height,
+                                                                                    jpeg)
 
     def due(self, batch_faces: int, max_wait: float) -> bool:
         """Whether a flush is due: ``batch_faces`` faces buffered, the oldest buffered item
@@ -132,22 +168,75 @@ class SessionWriter:
     def flush(self) -> int:
         """Write everything buffered in one transaction; returns the faces written.
 
-        On failure the transaction is rolled back, the buffer kept, and the error raised.
+        When the database is unreachable the transaction is rolled back, the buffer kept, and
+        the error raised. When it refuses the batch's data (:func:`data_error`), the batch is
+        written again one image (track end, live frame) per transaction and only what it
+        still refuses is dropped, with one warning.
         """
         pending = self.pending
-        new_tracks: dict[tuple[int, int], int] = {}
         now = time.time()
-        with self.engine.begin() as conn:
-            n = self._write_images(conn, pending, new_tracks)
-            for tr in pending.tracks:
-                self._write_track(conn, tr, new_tracks)
-            for name, (at, w, h, jpeg) in pending.snapshots.items():
-                self._write_snapshot(conn, self._source_id(conn, name), at, w, h, jpeg)
-            self._beat_sources(conn, now)
-        self._tracks.update(new_tracks)
+        try:
+            n = self._write(pending, now)
+        except Exception as exc:
+            if not data_error(exc):
+                raise
+            n = self._write_one_by_one(pending, now, exc)
         self.pending = _Pending()
         self._counts = {}
         self._beat = now
+        return n
+
+    def _write(self, pending: _Pending, now: float | None) -> int:
+        """``pending`` in one transaction (with a heartbeat unless ``now`` is ``None``)."""
+        new_tracks: dict[tuple[int, int], int] = {}
+        sources = dict(self._sources)
+        try:
+            with self.engine.begin() as conn:
+                n = self._write_images(conn, pending, new_tracks)
+                for tr in pending.tracks:
+                    self._write_track(conn, tr, new_tracks)
+                for name, (at, w, h, jpeg) in pending.snapshots.items():
+                    self._write_snapshot(conn, self._source_id(conn, name), at, w, h, jpeg)
+                if now is not None:
+                    self._beat_sources(conn, now)
+        except Exception:
+            self._sources = sources  # ids of sources created in the rolled-back transaction are void
+            raise
+        self._tracks.update(new_tracks)
+        return n
+
+    def _write_one_by_one(self, pending: _Pending, now: float, first: BaseException) -> int:
+        """After the database refused a batch's data: each part in its own transaction, the
+        parts it still refuses dropped (see :meth:`flush`)."""
+        parts = [_Pending(images=[im], faces=len(im.faces)) for im in pending.images]
+        parts += [_Pending(tracks=[tr]) for tr in pending.tracks]
+        parts += [_Pending(snapshots={k: v}) for k, v in pending.snapshots.items()]
+        n, refused, why = 0, [], first
+        for k, part in enumerate(parts):
+            try:
+                n += self._write(part, None)
+            except Exception as exc:
+                if not data_error(exc):  # the database went away meanwhile: what is not written stays buffered
+                    left = _Pending(since=pending.since)
+                    for p in parts[k:]:
+                        left.images += p.images
+                        left.tracks += p.tracks
+                        left.snapshots.update(p.snapshots)
+                        left.faces += p.faces
+                    self.pending = left
+                    raise
+                refused.append(part)
+                why = exc
+        self.pending = _Pending()  # all written or dropped
+        if refused:
+            self.dropped += sum(len(p.images) for p in refused)
+            names = [p.images[0].file or p.images[0].source or self.source for p in refused if p.images]
+            reason = str(getattr(why, "orig", None) or why).strip().splitlines()
+            log.warning("the results database refused %d of %d images (%s) and %d track ends or live frames: %s; "
+                        "the rest of the batch is stored", sum(len(p.images) for p in refused), len(pending.images),
+                        ", ".join(repr(x) for x in names[:3]) + (" ..." if len(names) > 3 else ""),
+                        sum(1 for p in refused if not p.images), reason[0] if reason else type(why).__name__)
+        self._write(_Pending(), now)  # the heartbeat
         return n
 
     def close(self, state: str = "stopped") -> None:
@@ -172,12 +261,17 @@ class SessionWriter:
         return sid
 
     def _beat_sources(self, conn: sa.Connection, now: float) -> None:
-        """Heartbeat: every source this writer feeds is ``running``, seen now, at this rate."""
+        """Heartbeat: every source this writer feeds is ``running``, seen now, at this rate.
+
+        Only sources of the writer's own kind: a writer never claims (and at :meth:`close` never
+        stops) a camera's or a folder's source because some of its results were filed there.
+        """
         dt = max(1e-6, now - self._beat)
         names = set(self._sources) | set(self._counts)
         for name in names:
             fps = self._counts.get(name, 0) / dt if self.kind == "stream" else None
-            conn.execute(sa.update(Source).where(Source.id == self._source_id(conn, name)).values(
+            mine = sa.and_(Source.id == self._source_id(conn, name), Source.kind == self.kind)
+            conn.execute(sa.update(Source).where(mine).values(
                 state="running", last_seen=now, session_id=self.session_id, fps=fps, heartbeat=self.heartbeat))
 
     def _track_id(self, conn: sa.Connection, source_id: int, number: int, new: dict, **first: Any) -> int:
@@ -253,7 +347,7 @@ class SessionWriter:
         return len(ids)
 
     def _write_track(self, conn: sa.Connection, tr: TrackResult, new_tracks: dict) -> None:
-        sid = self._source_id(conn, tr.source or self.source)
+        sid = self._source_id(conn, clean_text(tr.source, SOURCE_LENGTH) or self.source)
         now = time.time()
         tid = self._track_id(conn, sid, int(tr.track), new_tracks, started=now, ended=now)
         conn.execute(sa.update(Track).where(Track.id == tid).values(

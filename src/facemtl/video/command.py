@@ -10,20 +10,20 @@ closed; a second Ctrl-C aborts at once.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import os
 import signal
 import sys
-import threading
 import time
 from typing import Sequence, TextIO
 
 from ..inference.results import ImageResult, TrackResult
 from ..sinks import JsonLinesSink, Sink, TableSink, VideoCsvSink
-from .sources import SourceError, open_sources
+from ..system import SIGNAL_STATUS, stop_on_signals
+from .sources import open_sources
 from .stream import Stream, StreamSettings, StreamStats, VideoAnalyzer
 
-#: Exit statuses: stopped by a signal (the shell's 128 + signal number).
-SIGNAL_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def build_sinks(tasks, as_json: bool = False, as_csv: bool = False, annotate: str | None = None, blur: bool = False,
@@ -74,13 +74,14 @@ def _say(message: str) -> None:
 
 def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = False, annotate: str | None = None,
                blur: bool = False, settings: StreamSettings | None = None, checkpoint: str | None = None,
-               runtime: str | None = None, device: str = "auto", detector: str = "dlib",
+               runtime: str | None = None, device: str = "auto", detector: str = "mtcnn",
                min_face: float | None = None, workers: int | None = None, threads: int | None = None,
                progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False, db: str | None = None,
                thumbnails: bool = False) -> int:
     """Analyse ``sources`` until they end or a signal stops them; returns the exit status:
-    0 when every source was read to its end (or ``max_frames``), 1 when a source failed (its
-    sentence is on stderr; everything analysed before is written), 130 / 143 when SIGINT /
+    0 when every source was read to its end (or ``max_frames``), 1 when a source or an output
+    failed (its sentence is on stderr; everything analysed before is written to the outputs
+    left; the stream stops when none is left), 130 / 143 when SIGINT /
     SIGTERM stopped it (everything analysed is written, every open track closed).
     ``sinks``: more sinks beside those of the flags (e.g. the results database).
     ``stats``: end with :meth:`StreamStats.to_dict` as ``facemtl: stats {...}`` on stderr.
@@ -93,6 +94,10 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
         raise RuntimeError(f"facemtl stream needs {' and '.join(missing)}: pip install 'facemtl[video]'")
     if blur and not annotate:
         raise ValueError("--blur blurs the faces of the annotated video: give --annotate OUT.mp4 too")
+    if annotate:
+        from .writer import check_output
+
+        check_output(annotate)  # a folder, a suffix with no H.264 container, a missing folder: before the model
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")
@@ -107,29 +112,20 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
             outputs.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single))
         stream = analyzer.stream(opened, settings, log=_say)
         bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
-        received: list[int] = []
-
-        def on_signal(signum, _frame) -> None:
-            if received:  # a second signal: stop waiting
-                raise KeyboardInterrupt
-            received.append(signum)
-            stream.stop(signal.Signals(signum).name)
-
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            previous = {sig: signal.signal(sig, on_signal) for sig in SIGNAL_STATUS}
-        try:
-            _pump(stream, outputs, bar)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            for sink in outputs:
-                try:
-                    sink.close()
-                except (OSError, RuntimeError) as exc:  # RuntimeError: the database would not take the last batch
-                    _say(f"error: {exc}")
-            if bar is not None:
-                bar.end()
+        failed: list[Sink] = []
+        with stop_on_signals(lambda signum: stream.stop(signal.Signals(signum).name)) as received:
+            try:
+                _pump(stream, outputs, bar, failed)
+            finally:
+                for sink in outputs:
+                    try:
+                        sink.close()
+                    except (OSError, RuntimeError) as exc:  # RuntimeError: the database would not take the last batch
+                        if sink not in failed:  # a failed output was reported once, when it failed
+                            failed.append(sink)
+                            _say(f"error: {_reason(exc, sink)}")
+                if bar is not None:
+                    bar.end()
     st = stream.stats
     how = f"stopped by {stream.stop_reason}" if stream.stop_reason else "done"
     if st.frames == 0 and stream.errors and not received:
@@ -141,11 +137,22 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
         _say("stats " + json.dumps(st.to_dict()))
     if received:
         return SIGNAL_STATUS.get(received[0], 1)
-    return 1 if stream.errors else 0
+    return 1 if stream.errors or failed else 0
 
 
-def _pump(stream: Stream, outputs: list[Sink], bar: ProgressLine | None) -> None:
-    """Hand every event to every sink; a sink that fails is reported once and left out."""
+def _reason(exc: BaseException, sink: Sink) -> str:
+    """``cannot write WHERE: why`` in one sentence, whatever the sink's own message says."""
+    text = str(exc)
+    if text.startswith("cannot write") or isinstance(exc, RuntimeError):
+        return text
+    where = getattr(sink, "path", None) or ("the standard output" if getattr(sink, "out", None) is sys.stdout
+                                            else "the output")
+    return f"cannot write {where}: {(getattr(exc, 'strerror', None) or text).lower()}"
+
+
+def _pump(stream: Stream, outputs: list[Sink], bar: ProgressLine | None, failed: list[Sink]) -> None:
+    """Hand every event to every sink; a sink that fails is reported once, left out and added to
+    ``failed``; when no sink is left, the stream stops (nothing more could be written)."""
     live = list(outputs)
     for event in stream:
         for sink in list(live):
@@ -158,7 +165,26 @@ def _pump(stream: Stream, outputs: list[Sink], bar: ProgressLine | None) -> None
                 stream.stop("a closed output")
                 live.remove(sink)
             except OSError as exc:
-                _say(f"error: {exc}; that output stops, the others go on")
+                failed.append(sink)
                 live.remove(sink)
+                _say(f"error: {_reason(exc, sink)}; " + ("that output stops, the others go on" if live
+                                                          else "no output is left, the stream stops"))
+                if getattr(sink, "out", None) is sys.stdout:
+                    _quiet_stdout()
+                if not live:
+                    stream.stop("a failed output")
         if isinstance(event, ImageResult) and bar is not None:
             bar.update()
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null when it can no longer be written (a full disk), so that Python's
+    flush at exit adds no second error; what was written before stays."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is not a file (a test's StringIO)
+        pass

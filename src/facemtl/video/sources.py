@@ -16,12 +16,22 @@ one sentence, and a corrupt packet is skipped (counted, reported) while the stre
 on. FFmpeg's own options reach the demuxer through ``options`` (e.g. ``rtsp_transport=tcp``,
 or ``rtsp_flags=listen`` to receive an RTSP push with no media server).
 
-*Live* sources (cameras, RTSP/RTMP/UDP/SRT, and HTTP streams with no duration) deliver
-frames in real time: :class:`FrameReader` keeps only the newest few when analysis falls
-behind, counting what it drops; a URL that drops is reopened with exponential backoff up
-to ``reconnect`` times. Files and folders are never dropped from: their reader waits.
-A frame's ``time`` is its position in the media (seconds), and for live sources the
-seconds since the stream's first frame, with ``wall_time`` the clock time it arrived.
+*Live* sources deliver frames in real time: cameras, RTSP/RTMP/UDP/SRT, and an HTTP(S)
+stream whose server declares no length for its body (a camera's endless MJPEG, FLV or
+MPEG-TS) or an HLS/DASH playlist with no duration. A file on a web server has a length
+(``Content-Length``): it is read like a local file, every frame, and the end of its body
+is the end of the stream. :class:`FrameReader` keeps only the newest few frames of a live
+source when analysis falls behind, counting what it drops (but keeps the burst FFmpeg
+delivers while it opens the stream); a live URL that drops is reopened with exponential
+backoff up to ``reconnect`` times in a row (the count starts again after ``steady``
+seconds of frames). Files and folders are never dropped from: their reader waits.
+
+A frame's ``time`` is its position in the media in seconds (from its timestamp, relative
+to the first frame; after a reconnection, from the seconds elapsed since the first frame),
+and for live sources ``wall_time`` is the clock time: the first frame's arrival plus
+``time``. Frames are turned upright as their display matrix says (phone videos). A
+constant-rate file's frames are numbered from their timestamps, so a frame lost to
+corruption leaves a gap rather than shifting the numbers of those after it.
 """
 
 from __future__ import annotations
@@ -36,12 +46,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-#: Image files a folder source reads.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 #: Suffixes of a sources file.
 SOURCES_FILE_SUFFIXES = {".txt"}
 #: URL schemes read as a stream, and whether a stream of that scheme is always live (else
-#: live when it has no duration, as an HTTP stream of a camera has and a file on a web server has not).
+#: see :func:`_http_live`: live when the server declares no length, as a camera's stream).
 URL_SCHEMES = {"rtsp": True, "rtsps": True, "rtmp": True, "rtmps": True, "udp": True, "srt": True, "tcp": True,
                "http": False, "https": False}
 
@@ -69,8 +77,10 @@ class SourceSettings:
 
     #: Seconds to wait for a URL to answer (opening, and each read).
     timeout: float = 10.0
-    #: Times a dropped live URL is reopened (consecutively, with no frame between) before it ends.
+    #: Times a dropped live URL is reopened in a row before it ends (several sources: also its first opening).
     reconnect: int = 5
+    #: Seconds of frames after a (re)opening that count as recovered: the reconnection count starts again.
+    steady: float = 10.0
     #: Seconds before the first reconnection; doubled each time, at most ``max_backoff``.
     backoff: float = 1.0
     max_backoff: float = 30.0
@@ -98,7 +108,14 @@ class Source:
 
     def __init__(self, spec: str, name: str | None = None) -> None:
         self.spec = spec
-        self.name = name or spec
+        try:  # the default name (stored, shown and logged) never holds a URL's user and password
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(spec)
+            public = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else spec
+        except ValueError:  # not a URL urllib can split: a path
+            public = spec
+        self.name = name or public
         #: Frame rate, when known (after the first frame).
         self.fps: float | None = None
 
@@ -157,6 +174,62 @@ def _open_container(spec: str, name: str, options: dict[str, str], timeout: floa
     return container, stream
 
 
+def _http_live(container) -> bool:
+    """Whether an opened HTTP(S) stream is live: its server declares no length for the body
+    (a camera's endless MJPEG, FLV or MPEG-TS: FFmpeg's size is unknown), or it is an HLS/DASH
+    playlist with no duration (a live one). A file on a web server has a ``Content-Length``."""
+    if container.format.name in ("hls", "dash"):
+        return container.duration is None
+    try:
+        return (container.size or 0) <= 0
+    except Exception:  # the size cannot be asked for: nothing says the body ends
+        return True
+
+
+def _upright(frame) -> np.ndarray:
+    """A PyAV frame as ``(H, W, 3) uint8`` RGB, turned as its display matrix says (a phone's
+    portrait video is stored sideways; ``frame.rotation`` is in degrees, counterclockwise)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+class _LiveClock:
+    """Times of a live URL's frames: ``time`` from each frame's timestamp relative to the first
+    frame's (arrival times would bunch the frames FFmpeg delivers together); after a reopening
+    (timestamps start over) the new first frame sits at the seconds elapsed since the first
+    frame; ``wall`` is the first frame's arrival (seconds since the epoch) plus ``time``."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None  # clock time of the first frame (time.time())
+        self.base: float | None = None  # timestamp (s) of this connection's first frame
+        self.offset = 0.0
+        self.last = -1.0
+
+    def reopened(self) -> None:
+        self.base = None
+
+    def time(self, pts: float | None, now: float) -> float:
+        """Seconds since the first frame of the frame with timestamp ``pts`` (s) arriving at ``now``."""
+        if self.start is None:
+            self.start = now
+        elapsed, t = now - self.start, None
+        if pts is not None and self.base is not None:
+            t = self.offset + pts - self.base
+            if t < self.last - 1 or t > elapsed + 10:  # the timestamps jumped (back, or far ahead): start over
+                t = None
+        if t is None and pts is not None:
+            self.base, self.offset = pts, (0.0 if self.last < 0 else max(elapsed, self.last + 1e-3))
+            t = self.offset
+        t = elapsed if t is None else t
+        t = max(t, self.last + 1e-3) if self.last >= 0 else t
+        self.last = t
+        return t
+
+    def wall(self, t: float) -> float:
+        return (self.start or 0.0) + t
+
+
 def _decoded(container, stream, name: str, log: Log, stop: threading.Event) -> Iterator:
     """Decoded PyAV frames; a packet FFmpeg cannot decode is skipped and counted."""
     av = _av()
@@ -195,14 +268,26 @@ class VideoFile(Source):
         container, stream = _open_container(self.spec, self.name, self.options, None, url=False)
         self.fps = float(stream.average_rate) if stream.average_rate else None
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        # constant rate (the average is the rate every timestamp fits): number frames by timestamp
+        rate = self.fps if self.fps and stream.base_rate and abs(self.fps - float(stream.base_rate)) < 1e-3 else None
+        declared = stream.frames or (round(container.duration / 1e6 * rate) - 1 if container.duration and rate else 0)
+        index, decoded, damaged = -1, 0, 0
         try:
-            for i, f in enumerate(_decoded(container, stream, self.name, log, stop)):
-                t = float(f.time) - start if f.time is not None else i / (self.fps or 30.0)
-                yield Frame(i, round(t, 4), f.to_ndarray(format="rgb24"))
+            for f in _decoded(container, stream, self.name, log, stop):
+                t = float(f.time) - start if f.time is not None else (index + 1) / (self.fps or 30.0)
+                index = max(index + 1, round(t * rate)) if rate and f.time is not None else index + 1
+                decoded += 1
+                damaged += bool(getattr(f, "is_corrupt", False))
+                yield Frame(index, round(t, 4), _upright(f))
         except _av().error.FFmpegError as exc:
             log(f"{self.name}: the file ends early ({_why(exc)})")
         finally:
             container.close()
+        lost = max(index + 1, declared) - decoded  # gaps in the numbering, and frames missing at the end
+        if (lost > 0 or damaged) and not stop.is_set():  # stopped (max_frames, a signal): it did not end
+            log(f"{self.name}: {decoded} of {decoded + max(lost, 0)} frames decoded"
+                + (f", {damaged} of them damaged (FFmpeg concealed the errors)" if damaged else "")
+                + "; the file is truncated or corrupt, the results cover the frames read")
 
 
 class Url(Source):
@@ -212,53 +297,69 @@ class Url(Source):
         super().__init__(spec, name)
         self.settings = settings or SourceSettings()
         self.live = URL_SCHEMES.get(spec.split("://", 1)[0].lower(), True)
+        #: Retry the first opening too, with backoff (a camera of several that is down at start-up);
+        #: a single source that never answers ends at once, with one sentence.
+        self.retry_open = False
 
     def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
         s = self.settings
-        index, t0, failures, opened_once = 0, None, 0, False
+        index, failures, opened_once, clock = 0, 0, False, _LiveClock()
         while not stop.is_set():
             try:
                 container, stream = _open_container(self.spec, self.name, s.options, s.timeout, url=True)
-            except SourceError:
-                if not opened_once or not self.live:
+            except SourceError as exc:
+                if not (opened_once or self.retry_open) or (opened_once and not self.live):
                     raise
                 failures += 1
                 if failures > s.reconnect:
-                    raise SourceError(self._gave_up()) from None
-                self._wait(failures, stop, log)
+                    raise SourceError(self._gave_up() if opened_once else f"{exc} ({self._attempts()})") from None
+                self._wait(failures, stop, log, None if opened_once else str(exc))
                 continue
             if not opened_once:
                 opened_once = True
-                self.live = self.live or container.duration is None
+                self.live = self.live or _http_live(container)
             self.fps = self.fps or (float(stream.average_rate) if stream.average_rate else None)
+            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            opened, ended = time.monotonic(), False
+            clock.reopened()
             try:
                 for f in _decoded(container, stream, self.name, log, stop):
-                    now = time.time()
-                    t0 = now if t0 is None else t0
-                    failures = 0
-                    t = now - t0 if self.live else (float(f.time) if f.time is not None else index / (self.fps or 30))
-                    yield Frame(index, round(t, 4), f.to_ndarray(format="rgb24"), now if self.live else None)
+                    if failures and time.monotonic() - opened >= s.steady:
+                        failures = 0  # delivering steadily again: a later drop starts a new count
+                    pts = float(f.time) if f.time is not None else None
+                    if self.live:
+                        t = clock.time(pts, time.time())
+                        frame = Frame(index, round(t, 4), _upright(f), round(clock.wall(t), 4))
+                    else:
+                        frame = Frame(index, round(pts - start if pts is not None else index / (self.fps or 30), 4),
+                                      _upright(f))
+                    yield frame
                     index += 1
+                ended = True
             except _av().error.FFmpegError as exc:
                 if not self.live:
                     raise SourceError(f"{self.name}: the stream broke off ({_why(exc)})") from None
             finally:
                 container.close()
-            if not self.live or stop.is_set():
-                return
+            if (ended and not self.live) or stop.is_set():
+                return  # a finite body that ended: the end of the stream
             failures += 1
             if failures > s.reconnect:
                 raise SourceError(self._gave_up())
             self._wait(failures, stop, log)
 
-    def _gave_up(self) -> str:
+    def _attempts(self) -> str:
         n = self.settings.reconnect
-        return f"{self.name}: the stream dropped and did not come back ({n} reconnection attempt{'s' * (n != 1)})"
+        return f"{n} reconnection attempt{'s' * (n != 1)}"
 
-    def _wait(self, attempt: int, stop: threading.Event, log: Log) -> None:
+    def _gave_up(self) -> str:
+        return f"{self.name}: the stream dropped and did not come back ({self._attempts()})"
+
+    def _wait(self, attempt: int, stop: threading.Event, log: Log, why: str | None = None) -> None:
         s = self.settings
         delay = min(s.max_backoff, s.backoff * 2 ** (attempt - 1))
-        log(f"{self.name}: stream dropped; reconnecting in {delay:g} s (attempt {attempt} of {s.reconnect})")
+        what = f"{why}; retrying" if why else f"{self.name}: stream dropped; reconnecting"
+        log(f"{what} in {delay:g} s (attempt {attempt} of {s.reconnect})")
         stop.wait(delay)
 
 
@@ -273,6 +374,8 @@ class Camera(Source):
     def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
         import cv2
 
+        if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):  # its [ WARN ] lines would repeat our sentence
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         cap = cv2.VideoCapture(int(self.spec))
         try:
             if not cap.isOpened():
@@ -307,8 +410,10 @@ class Folder(Source):
 
     def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
         from ..images import describe_error, load_rgb
+        from ..inference.inputs import image_suffixes
 
-        files = sorted((p for p in Path(self.spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        suffixes = image_suffixes()  # the photo formats analyze's folder search reads
+        files = sorted((p for p in Path(self.spec).iterdir() if p.suffix.lower() in suffixes), key=_natural_key)
         if not files:
             raise SourceError(f"{self.name}: the folder holds no images")
         for i, p in enumerate(files):
@@ -381,15 +486,17 @@ class FrameReader:
     """Reads one source in a daemon thread into a buffer of at most ``size`` frames.
 
     A live source never waits for the consumer: when the buffer is full the oldest frame
-    is dropped and counted (:attr:`dropped`). Any other source waits for room, so no frame
-    is lost. ``fps_cap``: keep at most that many frames per second of the source's time
+    is dropped and counted (:attr:`dropped`); for ``opening`` seconds after its first frame
+    it may hold ``burst`` frames (FFmpeg hands over what it buffered while probing the
+    stream all at once). Any other source waits for room, so no frame is lost. ``fps_cap``: keep at most that many frames per second of the source's time
     (the rest are skipped, counted in :attr:`skipped`). ``ready`` is notified on every
     new frame and at the end; ``log`` receives the source's warnings.
     """
 
     def __init__(self, source: Source, ready: threading.Condition, log: Log, size: int = 4,
-                 fps_cap: float | None = None) -> None:
+                 fps_cap: float | None = None, burst: int = 64, opening: float = 2.0) -> None:
         self.source = source
+        self.burst, self.opening = max(size, burst), opening
         self.ready = ready
         self.log = log
         self.size = max(1, size)
@@ -440,6 +547,7 @@ class FrameReader:
 
     def _run(self) -> None:
         self._next = 0.0
+        first: float | None = None
         frames = self.source.frames(self.stop_event, self.log)
         try:
             while True:
@@ -453,9 +561,11 @@ class FrameReader:
                 if not self._keep(frame.time):
                     self.skipped += 1
                     continue
+                first = time.monotonic() if first is None else first
                 with self.ready:
                     if self.source.live:
-                        while len(self.buffer) >= self.size:
+                        size = self.burst if time.monotonic() - first < self.opening else self.size
+                        while len(self.buffer) >= size:
                             self.buffer.popleft()
                             self.dropped += 1
                     else:

@@ -41,7 +41,7 @@ from ..inference.predictor import Predictor, load_predictor
 from ..system import usable_cores
 from ..inference.results import ERROR, NO_FACE, OK, FaceResult, ImageResult, TaskAnswer, TrackResult
 from .smoothing import QualitySettings, TrackSmoother, face_quality
-from .sources import Frame, FrameReader, Source, SourceSettings, open_sources
+from .sources import Frame, FrameReader, Source, SourceSettings, Url, open_sources
 from .tracker import Track, Tracker, TrackerSettings
 
 Event = ImageResult | TrackResult
@@ -128,6 +128,17 @@ class StreamStats:
 
 
 @dataclass
+class FrameResult(ImageResult):
+    """A video frame's :class:`ImageResult`, plus ``unshown``: the boxes ``(x1, y1, x2, y2)``, in
+    pixels, of faces on the frame that ``faces`` does not show (every detection of the frame,
+    tentative tracks, lost tracks' predicted boxes), filled when the frame keeps its pixels, so
+    that ``--blur`` pixelates them too (privacy: blurring too much is fine, too little is not).
+    Never serialised."""
+
+    unshown: list[list[float]] = field(default_factory=list, repr=False, compare=False)
+
+
+@dataclass
 class _Record:
     """A track as the output knows it: its smoother and the frames it was shown on."""
 
@@ -136,6 +147,8 @@ class _Record:
     last_frame: int | None = None
     first_time: float | None = None
     last_time: float | None = None
+    first_wall_time: float | None = None
+    last_wall_time: float | None = None
     frames: int = 0
     queued: int = 0  # samples on their way through the network
 
@@ -210,6 +223,9 @@ class Stream:
         self._lock = threading.Lock()
         self.stop_reason: str | None = None
         several = len(sources) > 1
+        for src in sources:  # with several sources, a camera down at start-up is retried (one alone ends at once)
+            if isinstance(src, Url):
+                src.retry_open = several
         s = self.settings
         tracker = s.tracker if s.tracker.coast is not None else replace(s.tracker, coast=s.detect_every)
         self.feeds = [
@@ -329,7 +345,7 @@ class Stream:
 
     def _job(self, feed: _Feed, frame: Frame, detect: bool) -> _Job:
         h, w = frame.rgb.shape[:2]
-        result = ImageResult(frame=frame.index, time=frame.time, wall_time=frame.wall_time, source=feed.label,
+        result = FrameResult(frame=frame.index, time=frame.time, wall_time=frame.wall_time, source=feed.label,
                              width=int(w), height=int(h))
         if self.settings.keep_images:
             result.image = frame.rgb
@@ -390,6 +406,10 @@ class Stream:
             self._detect_soon(feed)  # confirm new faces, find lost ones again: one frame later, not detect_every
         pend.ended = [t_.id for t_ in step.ended]
         pend.dropped = [t_.id for t_ in step.dropped]
+        if self.settings.keep_images:  # every face seen, shown or not, for --blur
+            shown = {f[0] for f in pend.faces}
+            others = [t_ for t_ in feed.tracker.tracks + step.ended + step.dropped if t_.id not in shown]
+            job.result.unshown = [[float(v) for v in b] for b in [f.box for f in faces] + [t_.box for t_ in others]]
         return pend
 
     def _detect_soon(self, feed: _Feed) -> None:
@@ -465,9 +485,9 @@ class Stream:
                 raw = answers[crop_index] if crop_index is not None else None
                 faces.append(FaceResult(box, score, landmarks, dict(rec.smoother.answers()), track=tid, raw=raw))
                 if rec.first_frame is None:
-                    rec.first_frame, rec.first_time = r.frame, r.time
+                    rec.first_frame, rec.first_time, rec.first_wall_time = r.frame, r.time, r.wall_time
                     self.stats.tracks += 1
-                rec.last_frame, rec.last_time = r.frame, r.time
+                rec.last_frame, rec.last_time, rec.last_wall_time = r.frame, r.time, r.wall_time
                 rec.frames += 1
             faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
             r.faces, r.status = faces, OK if faces else NO_FACE
@@ -478,7 +498,8 @@ class Stream:
             rec = feed.records.pop(tid, None)
             if rec is not None and rec.frames:
                 out.append(TrackResult(tid, rec.first_frame, rec.last_frame, rec.frames, dict(rec.smoother.answers()),
-                                       rec.first_time, rec.last_time, rec.smoother.confidence, feed.label))
+                                       rec.first_time, rec.last_time, rec.smoother.confidence, feed.label,
+                                       rec.first_wall_time, rec.last_wall_time))
         for tid in p.dropped:
             feed.records.pop(tid, None)
         self._sync_stats()
@@ -515,7 +536,7 @@ class VideoAnalyzer:
     :class:`Pipeline`). ``predictor``: share an already loaded one.
     """
 
-    def __init__(self, checkpoint: str | Path | None = None, detector: str = "dlib", device: str = "auto",
+    def __init__(self, checkpoint: str | Path | None = None, detector: str = "mtcnn", device: str = "auto",
                  runtime: str | None = None, min_face: float | None = None, workers: int | None = None,
                  batch_size: int = 32, interval: float = 0.8, threads: int | None = None,
                  predictor: Predictor | None = None) -> None:
@@ -547,7 +568,7 @@ class VideoAnalyzer:
 
 
 def stream_events(source: str | Source | Sequence[str | Source], checkpoint: str | Path | None = None,
-           detector: str = "dlib", device: str = "auto", min_face: float | None = None,
+           detector: str = "mtcnn", device: str = "auto", min_face: float | None = None,
            log: Callable[[str], None] | None = None, **settings: Any) -> Iterator[Event]:
     """Analyse a video, camera, URL or folder of frames; yields its events in order.
 

@@ -1,15 +1,21 @@
 """The annotated video: every frame with its faces' boxes, track ids and answers, as H.264.
 
 OpenCV's writer here has only MPEG-4 Part 2 (``mp4v``), which browsers do not play; PyAV
-bundles FFmpeg with libx264, so the video is H.264 (High profile, ``yuv420p``) in an MP4
-whose index comes first (``+faststart``): it plays in a browser, even while downloading.
+bundles FFmpeg with libx264, so the video is H.264 (High profile, ``yuv420p``). An MP4 is
+*fragmented* (``empty_moov``, a fragment each second, flushed as written), the layout of
+DASH and of browsers' Media Source: its header comes first and a global index (``sidx``) is
+put before the fragments when the file is closed, so browsers play it, even while it
+downloads, and seek in it; a run that is killed (SIGKILL, power cut) keeps every fragment
+written, a plain MP4 would keep nothing (its index is written last). ``.mkv`` is Matroska.
 Frame times are the stream's own (millisecond time base), so a live stream that dropped
-frames still plays at its real pace. Drawing and encoding run in a thread of their own,
-fed through a small queue, beside the analysis.
+frames still plays at its real pace; a frame whose size differs from the first one's (the
+source changed resolution) is scaled to the video's size. Drawing and encoding run in a
+thread of their own, fed through a small queue, beside the analysis.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from fractions import Fraction
@@ -21,6 +27,39 @@ import numpy as np
 from ..inference.results import ERROR, FaceResult, ImageResult
 from ..sinks.annotate import draw_faces
 from ..sinks.base import Sink
+
+#: Container options of the annotated video, by suffix (H.264 in each). Not AVI: it cannot
+#: keep the stream's own frame times (a live stream's dropped frames would change its pace).
+CONTAINERS = {
+    ".mp4": {"movflags": "+frag_keyframe+empty_moov+default_base_moof+global_sidx", "frag_duration": "1000000",
+             "flush_packets": "1"},
+    ".m4v": {"movflags": "+frag_keyframe+empty_moov+default_base_moof+global_sidx", "frag_duration": "1000000",
+             "flush_packets": "1"},
+    ".mov": {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
+             "flush_packets": "1"},
+    ".mkv": {"flush_packets": "1"},
+}
+
+
+def check_output(path: str | Path) -> Path:
+    """``path`` if the annotated video can be written there; else a ``ValueError`` with one sentence
+    (a folder, an unknown suffix, a missing or read-only folder). Checked before the model loads."""
+    p = Path(path)
+    if p.is_dir():
+        return _refuse(f"--annotate {path}: is a folder; give a file name, e.g. {p / 'annotated.mp4'}")
+    if p.suffix.lower() not in CONTAINERS:
+        return _refuse(f"--annotate {path}: the annotated video is H.264 in {', '.join(CONTAINERS)}; "
+                       f"give a name ending in one of them, e.g. {p.with_suffix('.mp4').name}")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        return _refuse(f"--annotate {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        return _refuse(f"--annotate {path}: cannot write there (permission denied)")
+    return p
+
+
+def _refuse(sentence: str) -> Path:
+    raise ValueError(sentence)
 
 
 def face_label(face: FaceResult) -> str:
@@ -66,9 +105,7 @@ class VideoWriterSink(Sink):
             import av  # noqa: F401
         except ImportError:
             raise RuntimeError("writing video needs PyAV: pip install 'facemtl[video]'") from None
-        self.path = Path(path)
-        if self.path.parent and not self.path.parent.is_dir():
-            raise FileNotFoundError(f"the folder of {self.path} does not exist")
+        self.path = check_output(path)
         self.blur = blur
         self.crf, self.preset, self.fps = crf, preset, fps
         self.frames = 0
@@ -85,7 +122,9 @@ class VideoWriterSink(Sink):
             return
         # landmarks exist only on detection frames: drawn, they would blink; boxes and labels stay
         faces = [FaceResult(f.box, f.score, None, f.answers, f.track) for f in result.faces]
-        self._queue.put((result.image, faces, result.time))
+        # --blur: every face seen on the frame, shown or not (detections, tentative and lost tracks)
+        hidden = [FaceResult(b, None, None, {}) for b in getattr(result, "unshown", ())] if self.blur else []
+        self._queue.put((result.image, faces, hidden, result.time))
         result.image = None  # handed over: the writer's thread owns the pixels now
 
     def close(self) -> None:
@@ -100,7 +139,7 @@ class VideoWriterSink(Sink):
     def _open(self, width: int, height: int):
         import av
 
-        container = av.open(str(self.path), "w", options={"movflags": "+faststart"})
+        container = av.open(str(self.path), "w", options=dict(CONTAINERS[self.path.suffix.lower()]))
         stream = container.add_stream("libx264", rate=round(self.fps) or 30)
         stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
@@ -117,13 +156,16 @@ class VideoWriterSink(Sink):
                 item = self._queue.get()
                 if item is None:
                     break
-                image, faces, t = item
+                image, faces, hidden, t = item
                 if container is None:
                     container, stream = self._open(image.shape[1], image.shape[0])
                 if self.blur:
-                    image = blur_faces(image, faces)
+                    image = blur_faces(image, faces + hidden)
                 drawn = draw_faces(image, faces, [face_label(f) for f in faces])
-                drawn = drawn[: stream.height, : stream.width]
+                if drawn.shape[:2] != (stream.height, stream.width):  # odd sides, or the source changed size
+                    import cv2
+
+                    drawn = cv2.resize(drawn, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn), format="rgb24")
                 pts = round(1000 * t) if t is not None else round(1000 * self.frames / self.fps)
                 frame.pts, frame.time_base = max(pts, last_pts + 1), Fraction(1, 1000)

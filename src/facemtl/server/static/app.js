@@ -235,7 +235,7 @@ function drawChart(task, counts, bucket, since, until) {
 }
 
 async function refreshCharts() {
-  const p = filterParams(false);
+  const p = filterParams();  // the answer filters too: the charts count what the tables list
   p.set("of", $("#stats-of").value);
   const stats = await getJson(`/v1/stats?${p}`);
   const box = $("#charts");
@@ -302,7 +302,8 @@ async function upload(ev) {
   body.append("file", file);
   $("#upload-status").textContent = "analysing…";
   try {
-    const res = await (await api("/v1/analyze?annotate=true", { method: "POST", body })).json();
+    const reply = await api("/v1/analyze?annotate=true", { method: "POST", body });
+    const res = await reply.json();
     $("#upload-image").src = res.annotated;
     $("#upload-result").hidden = false;
     const table = $("#upload-faces");
@@ -314,7 +315,13 @@ async function upload(ev) {
       cell(tr, f.box ? f.box.map(Math.round).join(", ") : "");
       return tr;
     }));
-    $("#upload-status").textContent = `${res.faces.length} face${res.faces.length === 1 ? "" : "s"} in ${res.file}`;
+    let note = "";
+    if (reply.headers.get("X-Facemtl-Stored") === "no") {  // see the README: what the server does with it
+      note = state.readOnly ? " (not stored: this server's database is read-only)"
+        : " (not stored: database unreachable; the server keeps it in memory and writes it when the database "
+          + "answers, unless the server stops first)";
+    }
+    $("#upload-status").textContent = `${res.faces.length} face${res.faces.length === 1 ? "" : "s"} in ${res.file}${note}`;
     refreshResults().catch((e) => say(e.message, true));
   } catch (e) {
     $("#upload-status").textContent = "";
@@ -353,6 +360,7 @@ async function start() {
   try {
     const version = await getJson("/v1/version");
     if (version.model) $("#model").textContent = `model ${version.model.name} ${version.model.version}`;
+    state.readOnly = version.database.access === "read-only";
     state.tasks = await getJson("/v1/tasks");
     buildFilters();
     header($("#faces"), ["", "time", "source", "track", "file / frame", ...state.tasks.map((t) => t.name), "score", "model"]);

@@ -1,0 +1,430 @@
+"""The results database and the server against awkward input: text a database refuses, a
+batch with one bad image, stream URLs with passwords, uploads naming another writer's
+source, huge cursors, a database that went away, a newer schema, a read-only file."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("alembic")
+
+import sqlalchemy as sa  # noqa: E402
+
+from fakes import model_info, photos, stream  # noqa: E402
+from facemtl.inference.results import ImageResult, TrackResult  # noqa: E402
+from facemtl.sinks.db import DbSink  # noqa: E402
+from facemtl.store import Query, Store  # noqa: E402
+from facemtl.store import writer as writer_module  # noqa: E402
+from facemtl.store.models import Face, Source  # noqa: E402
+
+INFO = model_info()
+FILE_LEN = Face.__table__.c.file.type.length
+NAME_LEN = Source.__table__.c.name.type.length
+
+
+def stored_files(url: str) -> list[str]:
+    with Store(url) as store:
+        return sorted(f["file"] for f in store.records("faces", Query()))
+
+
+def batch_with(bad_files: list[str]) -> list[ImageResult]:
+    """Ten photos (8 with two faces each), the first len(bad_files) given the awkward names."""
+    items = list(photos(INFO, 10))
+    for r, name in zip(items, bad_files):
+        r.file = name
+    return items
+
+
+AWKWARD = ["b\udcff.jpg", "a\x00b.jpg", "x" * (FILE_LEN + 50) + ".jpg"]
+
+
+# -- 1: a row the database refuses never costs the rest ---------------------------------------------------
+
+
+def test_awkward_file_and_source_names_are_stored_cleaned(db_url):
+    long_source = "rtsp://cam/" + "s" * (NAME_LEN + 20)
+    sink = DbSink(db_url, source=long_source, kind="stream", model_info=INFO, batch_faces=1000, max_wait=1e9)
+    for r in batch_with(AWKWARD):
+        sink.write(r)
+    sink.close()  # one batch: written whole
+    files = stored_files(db_url)
+    assert len(files) == 16  # 8 photos with 2 faces each: nothing lost
+    assert files.count("b\ufffd.jpg") == 2 and files.count("ab.jpg") == 2
+    assert files.count("x" * FILE_LEN) == 2
+    with Store(db_url) as store:
+        (src,) = store.sources()
+        assert src["name"] == long_source[:NAME_LEN] and src["state"] == "stopped"
+        with store.engine.connect() as c:
+            assert c.execute(sa.text("SELECT count(*) FROM sessions WHERE ended IS NULL")).scalar() == 0
+
+
+def test_a_batch_the_database_refuses_is_retried_image_by_image(db_url, monkeypatch, caplog):
+    """Without the cleaning (as if some other value were refused), the database rejects the
+    awkward images; the others of the same batch are stored, the bad ones dropped and logged."""
+    monkeypatch.setattr(writer_module, "clean_text", lambda value, length: value)
+    bad = ["a\x00b.jpg"] if "postgresql" in db_url else ["b\udcff.jpg"]
+    sink = DbSink(db_url, model_info=INFO, batch_faces=1000, max_wait=1e9)
+    with caplog.at_level(logging.WARNING, logger="facemtl.store"):
+        for r in batch_with(bad):
+            sink.write(r)
+        sink.close()
+    files = stored_files(db_url)
+    assert len(files) == 14 and sorted(files) == sorted(f"photos/p{i:05d}.jpg" for i in range(1, 10) if i % 5 != 4
+                                                        for _ in range(2))
+    assert sink.writer.dropped == 1 and sink.writer.closed
+    (warning,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "1 of 10 images" in warning and "the rest of the batch is stored" in warning
+    # the writer goes on: a later batch is stored whole
+    with Store(db_url) as store:
+        assert all(s["state"] == "stopped" for s in store.sources())
+
+
+def test_a_lost_connection_still_keeps_the_whole_batch(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    sink = DbSink(url, model_info=INFO, batch_faces=1000, max_wait=1e9)
+    for r in batch_with(["b\udcff.jpg"]):
+        sink.write(r)
+    good = sink.writer.engine
+    sink.writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")
+    with pytest.raises(sa.exc.OperationalError):
+        sink.flush()
+    assert sink.writer.pending.faces == 16 and sink.writer.dropped == 0
+    sink.writer.engine = good
+    sink.close()
+    assert len(stored_files(url)) == 16
+
+
+# -- the server ------------------------------------------------------------------------------------------
+
+PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    pytest.importorskip("dlib")
+    from facemtl.inference import load_predictor
+
+    return load_predictor(device="cpu")
+
+
+@pytest.fixture
+def client_store(db_url, predictor):
+    """An open app over a database with one stopped folder run and one camera: ``(client, store)``."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from facemtl.server import create_app
+
+    sink = DbSink(db_url, source="folder", kind="analyze", model_info=INFO)
+    for r in photos(INFO, 5):
+        sink.write(r)
+    sink.close()
+    cam = DbSink(db_url, source="cam", kind="stream", model_info=INFO)
+    for it in stream(INFO, 10, source="cam"):
+        (cam.write_track if isinstance(it, TrackResult) else cam.write)(it)
+    cam.flush()
+    store = Store(db_url)
+    with TestClient(create_app(store, predictor), raise_server_exceptions=False) as client:
+        yield client, store
+    cam.close()
+    store.close()
+
+
+def upload(client, name="a.jpg", data=None, **params):
+    return client.post("/v1/analyze", params=params,
+                       files={"file": (name, PHOTO.read_bytes() if data is None else data, "image/jpeg")})
+
+
+def test_an_upload_named_with_nul_never_stops_later_uploads(client_store):
+    client, _ = client_store
+    service = client.app.state.service  # (the test client would send the NUL percent-encoded, curl sends it raw)
+    out, stored = service.analyze(PHOTO.read_bytes(), "a\x00b.jpg")
+    assert stored and out["file"] == "a\x00b.jpg"
+    for name in ("c" * 300 + ".jpg", "d.jpg"):
+        r = upload(client, name)
+        assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "yes", (name, r.text)
+    files = [f["file"] for f in client.get("/v1/faces", params={"limit": 3}).json()["items"]]
+    assert files == ["d.jpg", "c" * 200, "ab.jpg"]  # the API's file name keeps 200 characters of a client's name
+
+
+def test_an_upload_of_a_large_photo_answers_as_analyze(tmp_path, client_store, capsys):
+    from PIL import Image
+
+    from facemtl.cli import main
+
+    big = tmp_path / "big.jpg"
+    Image.open(PHOTO).resize((4400, 4400), Image.BILINEAR).save(big, quality=90)
+    assert main(["analyze", str(big), "--json"]) == 0
+    want = __import__("json").loads(capsys.readouterr().out.splitlines()[0])
+    client, _ = client_store
+    r = upload(client, "big.jpg", big.read_bytes(), annotate=True)
+    got = r.json()
+    annotated = got.pop("annotated")
+    want["file"] = "big.jpg"
+    assert got == want and (got["width"], got["height"]) == (4400, 4400) and len(got["faces"]) == 1
+    assert annotated.startswith("data:image/jpeg;base64,")
+
+
+def test_uploads_never_take_over_another_writers_source(client_store):
+    client, store = client_store
+    for name in ("folder", "cam"):
+        r = upload(client, source=name)
+        assert r.status_code == 409 and r.json()["detail"].startswith(f"the source '{name}' belongs to a")
+    before = {s["name"]: s for s in store.sources()}
+    assert before["folder"]["state"] == "stopped" and before["cam"]["state"] == "running"
+    r = upload(client, source="kiosk")
+    assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "yes"
+    client.app.state.service.beat()
+    after = {s["name"]: s for s in store.sources()}
+    assert after["kiosk"]["state"] == "running" and after["kiosk"]["kind"] == "upload"
+    assert after["kiosk"]["heartbeat"] == 10.0
+    assert {k: after[k]["state"] for k in ("folder", "cam")} == {"folder": "stopped", "cam": "running"}
+    assert after["cam"]["session"] == before["cam"]["session"]
+    client.app.state.service.close()  # what the server does at shutdown
+    final = {s["name"]: s["state"] for s in store.sources()}
+    assert final == {"folder": "stopped", "cam": "running", "kiosk": "stopped"}
+
+
+# -- 3: a stream URL's password is never stored or shown ------------------------------------------------------
+
+
+def test_a_stream_urls_password_is_not_its_name(tmp_path, capsys):
+    pytest.importorskip("av")
+    from facemtl.video.sources import open_source
+
+    src = open_source("rtsp://admin:s3cret@cam.example:554/live?ch=1")
+    assert src.name == "rtsp://cam.example:554/live?ch=1" and src.spec.startswith("rtsp://admin:s3cret@")
+    assert open_source("rtsp://cam.example/live").name == "rtsp://cam.example/live"
+    assert open_source("rtsp://admin:s3cret@cam.example/live", name="door").name == "door"
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    DbSink(url, source=src.name, kind="stream", model_info=INFO).close()
+    assert b"s3cret" not in (tmp_path / "r.db").read_bytes()
+    with Store(url) as store:
+        assert [s["name"] for s in store.sources()] == ["rtsp://cam.example:554/live?ch=1"]
+
+
+# -- 5: /v1/stats counts what /v1/faces and /v1/tracks select -----------------------------------------------
+
+
+def all_pages(client, path, **params):
+    out, cursor = [], None
+    while True:
+        page = client.get(path, params={**params, "limit": 500, **({"cursor": cursor} if cursor else {})}).json()
+        out += page["items"]
+        if not (cursor := page["next"]):
+            return out
+
+
+def test_stats_take_the_answer_filters(client_store):
+    client, _ = client_store
+    faces = all_pages(client, "/v1/faces")
+    tracks = [t for t in all_pages(client, "/v1/tracks") if t["closed"]]
+    span = {"since": 1.6e9, "until": 2e9, "bucket": 4e6}
+    cases = [({"gender": "female"}, lambda r: r["gender"] == "female"),
+             ({"race": ["asian", "indian"], "age_min": 20, "age_max": 39},
+              lambda r: r["race"] in ("asian", "indian") and 20 <= r["age"] <= 39),
+             ({"age_max": 30.5}, lambda r: r["age"] <= 30.5)]
+    for of, rows in (("faces", faces), ("tracks", tracks)):
+        for params, keep in cases:
+            want = [r for r in rows if keep(r)]
+            r = client.get("/v1/stats", params={**span, **params, "of": of})
+            assert r.status_code == 200, r.text
+            counted = r.json()["tasks"]
+            for task in ("age", "gender", "race"):
+                total = sum(n for b in counted.get(task, {"buckets": []})["buckets"] for n in b["counts"].values())
+                assert total == len(want), (of, params, task)
+            genders = {g: sum(b["counts"].get(g, 0) for b in counted["gender"]["buckets"])
+                       for g in counted["gender"]["groups"]} if want else {}
+            assert genders == {g: n for g in ("male", "female") if (n := sum(r["gender"] == g for r in want))}
+    assert 0 < len([f for f in faces if f["gender"] == "female"]) < len(faces)
+    r = client.get("/v1/stats", params={"foo": 1})
+    assert r.status_code == 400 and "'foo'" in r.json()["detail"]
+    r = client.get("/v1/stats", params={"age_min": 50, "age_max": 10})
+    assert r.status_code == 400 and "above" in r.json()["detail"]
+
+
+# -- 6: a cursor out of range is a 400, not a 500 ------------------------------------------------------------
+
+
+def test_cursors_out_of_range_are_refused(client_store):
+    client, _ = client_store
+    for path in ("/v1/faces", "/v1/tracks"):
+        for cursor in ("1_99999999999999999999999999999", "1_9223372036854775808", "1e999_5", "-1e400_3"):
+            r = client.get(path, params={"cursor": cursor})
+            assert r.status_code == 400 and r.json()["detail"].startswith("cursor is not one"), (path, cursor, r.text)
+        r = client.get(path, params={"cursor": "1e300_9223372036854775807"})
+        assert r.status_code == 200
+        first = client.get(path, params={"limit": 1}).json()
+        assert client.get(path, params={"cursor": first["next"]}).status_code == 200
+
+
+# -- 7: a database that went away: reads answer 503, uploads are kept ---------------------------------------------
+
+
+def test_reads_answer_503_while_the_database_is_away(client_store, tmp_path, monkeypatch):
+    from facemtl.store.engine import create_db_engine
+
+    client, store = client_store
+    good = store.engine
+    down = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}") if store.dialect == "sqlite" \
+        else create_db_engine("postgresql://postgres@127.0.0.1:1/nothing")  # nothing listens on port 1
+    monkeypatch.setattr(store, "engine", down)
+    try:
+        assert client.get("/v1/health").status_code == 503
+        for path in ("/v1/faces", "/v1/tracks", "/v1/stats", "/v1/sources", "/v1/faces/1/thumbnail.jpg",
+                     "/v1/sources/1/snapshot.jpg"):
+            r = client.get(path)
+            assert r.status_code == 503 and r.json()["detail"].startswith("the results database does not answer"), \
+                (path, r.text)
+    finally:
+        monkeypatch.setattr(store, "engine", good)
+    assert client.get("/v1/faces").status_code == 200
+
+
+def test_an_upload_while_the_database_is_away_is_kept_and_written_later(client_store, tmp_path):
+    client, _ = client_store
+    assert upload(client, "first.jpg").headers["x-facemtl-stored"] == "yes"
+    writer = client.app.state.service._writer
+    good = writer.engine
+    writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")
+    r = upload(client, "while-away.jpg")
+    assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "no" and len(r.json()["faces"]) == 1
+    writer.engine = good
+    client.app.state.service.beat()  # the server's heartbeat, every 10 s
+    files = [f["file"] for f in client.get("/v1/faces", params={"limit": 2}).json()["items"]]
+    assert files == ["while-away.jpg", "first.jpg"]
+
+
+# -- 8: a database written by a newer facemtl -------------------------------------------------------------------
+
+
+def test_a_database_from_a_newer_facemtl_is_named_as_such(db_url, capsys):
+    from facemtl.cli import main
+    from facemtl.store import SchemaError, head_revision
+
+    Store(db_url).close()
+    eng = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with eng.begin() as c:
+        c.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    eng.dispose()
+    want = f"was written by a newer facemtl (schema 9999; this one knows up to {head_revision()}): upgrade facemtl"
+    with pytest.raises(SchemaError, match=__import__("re").escape(want)):
+        Store(db_url)
+    assert main(["db", "upgrade", "--db", db_url]) == 2
+    err = capsys.readouterr().err
+    assert want in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["db", "export", "faces", "--db", db_url]) == 2
+    assert want in capsys.readouterr().err
+
+
+# -- 9: a read-only SQLite file is served, and never written -------------------------------------------------------
+
+
+def test_a_read_only_sqlite_file_is_served(tmp_path, predictor):
+    import hashlib
+
+    from fastapi.testclient import TestClient
+
+    from facemtl.server import create_app
+
+    db = tmp_path / "ro.db"
+    sink = DbSink(str(db), kind="analyze", model_info=INFO)
+    for r in photos(INFO, 5):
+        sink.write(r)
+    sink.close()
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    store = Store(f"sqlite:///file:{db}?mode=ro&uri=true")
+    assert store.read_only
+    with TestClient(create_app(store, predictor, retention_days=0), raise_server_exceptions=False) as client:
+        assert client.get("/v1/version").json()["database"]["access"] == "read-only"
+        assert len(client.get("/v1/faces").json()["items"]) == 8
+        r = upload(client, "a.jpg")
+        assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "no" and len(r.json()["faces"]) == 1
+        assert client.get("/v1/stats", params={"since": 0}).status_code == 200
+    store.close()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    with pytest.raises(Exception, match="read-only"):
+        Store(f"sqlite:///file:{db}?mode=ro&uri=true").writer("analyze", "x")
+
+
+# -- 10: since and until in seconds are taken exactly -------------------------------------------------------------
+
+
+def test_since_and_until_in_seconds_are_exact(client_store):
+    client, _ = client_store
+    faces = all_pages(client, "/v1/faces")
+    t = faces[0]["time"]  # a wall-clock time with more digits than microseconds hold
+    at_t = [f["id"] for f in faces if f["time"] == t]
+    for params in ({"since": repr(t)}, {"until": repr(t), "since": repr(t)}):
+        got = [f["id"] for f in client.get("/v1/faces", params=params).json()["items"] if f["time"] == t]
+        assert got == at_t, params
+    assert client.get("/v1/faces", params={"since": repr(math.nextafter(t, math.inf))}).json()["items"] == []
+    iso = client.get("/v1/faces", params={"since": "2020-01-01T00:00:00Z"}).json()["items"]
+    assert len(iso) == len(faces) == 28
+    for bad in ("nan", "1e999", "yesterday"):
+        r = client.get("/v1/faces", params={"since": bad})
+        assert r.status_code == 400 and r.json()["detail"].startswith("since must be"), r.text
+
+
+# -- 11-13: export and purge on the command line, the page's routes --------------------------------------------------
+
+
+def test_csv_export_neutralises_formulas(tmp_path, capsys):
+    import csv
+    import json
+
+    from facemtl.cli import main
+
+    db = tmp_path / "r.db"
+    items = list(photos(INFO, 3))
+    for r, name in zip(items, ("=HYPERLINK(1)", "+1.jpg", "@a.jpg")):
+        r.file = name
+    sink = DbSink(str(db), source="-cam", kind="analyze", model_info=INFO)
+    for r in items:
+        sink.write(r)
+    sink.close()
+    assert main(["db", "export", "faces", "--format", "csv", "--db", str(db)]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert sorted(r["file"] for r in rows) == ["'+1.jpg", "'+1.jpg", "'=HYPERLINK(1)",
+                                              "'=HYPERLINK(1)", "'@a.jpg", "'@a.jpg"]
+    assert {r["source"] for r in rows} == {"'-cam"} and all(float(r["x1"]) >= 0 for r in rows)
+    assert main(["db", "export", "faces", "--db", str(db)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {x["file"] for x in lines} == {"=HYPERLINK(1)", "+1.jpg", "@a.jpg"}  # JSON keeps the text
+
+
+def test_export_and_purge_of_a_missing_file_create_nothing(tmp_path, capsys, monkeypatch):
+    from facemtl.cli import main
+
+    db = tmp_path / "nonexist.db"
+    for argv in (["db", "export", "faces", "--db", str(db)], ["db", "purge", "--older-than", "1", "--db", str(db)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"the database file {db} does not exist" in err and "upgrade" not in err
+        assert not db.exists()
+    Store(str(db)).close()
+    assert main(["db", "purge", "--older-than", "nan", "--db", str(db)]) == 2
+    assert "--older-than must be a number of days" in capsys.readouterr().err
+    monkeypatch.setenv("FACEMTL_RETENTION_DAYS", "abc")
+    assert main(["db", "purge", "--db", str(db)]) == 2
+    assert "FACEMTL_RETENTION_DAYS must be a number of days, not 'abc'" in capsys.readouterr().err
+    assert main(["serve", "--no-model", "--db", str(db), "--retention-days", "nan"]) == 2
+    assert "--retention-days must be a number of days" in capsys.readouterr().err
+
+
+def test_the_page_answers_head_and_nothing_loads_from_a_cdn(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from facemtl.server import create_app
+
+    with Store(str(tmp_path / "r.db")) as store, TestClient(create_app(store)) as client:
+        assert client.head("/").status_code == 200 and client.get("/").status_code == 200
+        assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+        assert client.get("/openapi.json").json()["info"]["title"] == "facemtl"
+        for path in ("/", "/static/app.js", "/static/style.css"):
+            assert "cdn" not in client.get(path).text.lower()

@@ -1,0 +1,367 @@
+"""Live video, what the audit found, without the model: HTTP files read once (every frame)
+while HTTP streams with no length are live, bounded reconnection, a camera down at start-up
+retried with several sources, rotated (phone) videos turned upright, live times from the
+frames' timestamps, the annotated video's checks before any work, blurring every face seen,
+scaling a frame whose size changed, fragmented MP4 that survives SIGKILL, track clock times."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import inspect
+import io
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+pytest.importorskip("scipy")
+
+from facemtl.inference.results import FaceResult, ImageResult, TrackResult
+from facemtl.video.sources import SourceError, SourceSettings, Url, VideoFile, open_source
+
+
+def _pattern(h: int, w: int) -> np.ndarray:
+    """A smooth picture that says which way is up: dark left, bright right, a white top band."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, w // 2:] = 160
+    img[: h // 4] = 255
+    return img
+
+
+def _clip(path: Path, frames: list[np.ndarray], fmt: str | None = None, rotate: int | None = None,
+          first_pts: int = 0) -> Path:
+    """H.264 at 30 fps (time base 1/90000 in MPEG-TS, as cameras and muxers use)."""
+    out = av.open(str(path), "w", format=fmt)
+    s = out.add_stream("libx264", rate=30)
+    s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+    s.codec_context.time_base = Fraction(1, 90000)
+    if rotate is not None:
+        s.set_display_rotation(rotate)
+    for i, rgb in enumerate(frames):
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        f.pts, f.time_base = first_pts + 3000 * i, Fraction(1, 90000)
+        for p in s.encode(f):
+            out.mux(p)
+    for p in s.encode():
+        out.mux(p)
+    out.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def www(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("www")
+    rng = np.random.default_rng(0)
+    frames = [np.clip(_pattern(48, 64).astype(int) + rng.integers(-20, 20, (48, 64, 3)), 0, 255).astype(np.uint8)
+              for _ in range(60)]
+    _clip(folder / "clip.ts", frames, "mpegts", first_pts=900000)  # starts at 10 s, as a TS from a camera may
+    upright = _pattern(64, 48)  # portrait, 48 wide
+    _clip(folder / "phone.mp4", [np.rot90(upright, -1)] * 5, rotate=90)  # stored sideways, shown upright
+    return folder
+
+
+class _Serve:
+    """An HTTP server on loopback in a thread: ``mode`` "file" (Content-Length, the whole file),
+    "half" (declares the whole file, sends half, closes), "endless" (no length: a camera's stream,
+    here the file once per connection)."""
+
+    def __init__(self, folder: Path, mode: str = "file", port: int = 0) -> None:
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                if mode == "file":
+                    return super().do_GET()
+                data = (folder / self.path.lstrip("/")).read_bytes()
+                outer.connections += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                if mode == "half":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if mode == "half" else data)
+
+            def log_message(self, *args):
+                pass
+
+        self.connections = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port),
+                                                      functools.partial(Handler, directory=str(folder)))
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _read(source, seconds: float = 20.0) -> tuple[list, list[str], str | None]:
+    """(frames, warnings, error sentence) of a source, stopped after ``seconds`` at most (no test hangs)."""
+    stop, frames, log = threading.Event(), [], []
+    timer = threading.Timer(seconds, stop.set)
+    timer.start()
+    try:
+        for f in source.frames(stop, log.append):
+            frames.append(f)
+    except SourceError as exc:
+        return frames, log, str(exc)
+    finally:
+        timer.cancel()
+    assert not stop.is_set(), "the source did not end"
+    return frames, log, None
+
+
+# -- item 1: HTTP files are not live ----------------------------------------------------------
+
+
+def test_a_file_on_a_web_server_is_read_once_with_every_frame(www):
+    server = _Serve(www)
+    try:
+        src = open_source(server.url("clip.ts"))
+        frames, log, error = _read(src)
+    finally:
+        server.close()
+    assert error is None and log == [] and not src.live  # the end of the body is the end of the stream
+    assert [f.index for f in frames] == list(range(60))
+    assert [f.time for f in frames] == [round(i / 30, 4) for i in range(60)]  # from 0, not the TS's 10 s
+    assert all(f.wall_time is None for f in frames)
+
+
+def test_a_body_that_breaks_off_ends_with_one_sentence(www):
+    server = _Serve(www, "half")
+    try:
+        frames, log, error = _read(open_source(server.url("clip.ts")))
+    finally:
+        server.close()
+    assert 10 < len(frames) < 60 and server.connections == 1  # once, not replayed
+    assert error == f"{server.url('clip.ts')}: the stream broke off (input/output error)"
+
+
+def test_a_stream_without_length_is_live_and_reconnection_is_bounded(www):
+    """Each connection delivers frames, then drops: the count of reconnections in a row is not
+    reset by a few frames, only by ``steady`` seconds of them, so a flapping camera ends."""
+    server = _Serve(www, "endless")
+    try:
+        src = open_source(server.url("clip.ts"), SourceSettings(reconnect=2, backoff=0.05))
+        frames, log, error = _read(src)
+    finally:
+        server.close()
+    assert src.live and server.connections == 3 and len(frames) >= 150
+    assert error == f"{server.url('clip.ts')}: the stream dropped and did not come back (2 reconnection attempts)"
+    assert [m.split(": ", 1)[1] for m in log] == ["stream dropped; reconnecting in 0.05 s (attempt 1 of 2)",
+                                                  "stream dropped; reconnecting in 0.1 s (attempt 2 of 2)"]
+    assert [f.index for f in frames] == list(range(len(frames)))
+    times = [f.time for f in frames]
+    assert times == sorted(times) and all(f.wall_time is not None for f in frames)
+
+
+# -- item 10: a live source down at start-up, with several sources -----------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_source_down_at_start_up_is_retried_when_several_run(www):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/clip.ts"
+    _, _, error = _read(Url(url, settings=SourceSettings(backoff=0.2)))
+    assert "the connection was refused" in error  # alone: one sentence at once
+    src = Url(url, settings=SourceSettings(backoff=0.3))
+    src.retry_open = True
+    server = None
+
+    def later():
+        nonlocal server
+        time.sleep(0.5)
+        server = _Serve(www, port=port)
+
+    threading.Thread(target=later).start()
+    try:
+        frames, log, error = _read(src)
+    finally:
+        time.sleep(0.6)
+        if server is not None:
+            server.close()
+    assert error is None and len(frames) == 60
+    assert log[0].endswith("the connection was refused (nothing serves that address); retrying in 0.3 s "
+                           "(attempt 1 of 5)")
+    # one that never answers ends, with its reason and the attempts made
+    src = Url(f"http://127.0.0.1:{_free_port()}/x.ts", settings=SourceSettings(reconnect=1, backoff=0.05))
+    src.retry_open = True
+    _, log, error = _read(src)
+    assert len(log) == 1 and error.endswith("the connection was refused (nothing serves that address) "
+                                            "(1 reconnection attempt)")
+
+
+def test_the_stream_retries_first_openings_only_with_several_sources(tmp_path):
+    from facemtl.video.stream import Stream
+
+    pipeline = SimpleNamespace(predictor=None, detector_name="mtcnn", workers=1)
+    one, two = Url("rtsp://10.0.0.5/a"), Url("rtsp://10.0.0.6/b")
+    Stream([one], pipeline)
+    assert not one.retry_open
+    Stream([one, two], pipeline)
+    assert one.retry_open and two.retry_open
+
+
+# -- item 2: rotated videos ---------------------------------------------------------------------
+
+
+def test_a_rotated_phone_video_comes_upright(www):
+    upright = _pattern(64, 48).astype(int)
+    frames, log, _ = _read(VideoFile(str(www / "phone.mp4")))
+    assert len(frames) == 5 and log == []
+    assert frames[0].rgb.shape == (64, 48, 3) and np.abs(frames[0].rgb - upright).mean() < 4
+    server = _Serve(www)
+    try:
+        frames, _, _ = _read(open_source(server.url("phone.mp4")))
+    finally:
+        server.close()
+    assert frames[0].rgb.shape == (64, 48, 3) and np.abs(frames[0].rgb - upright).mean() < 4
+
+
+# -- item 5: live times from timestamps -----------------------------------------------------------
+
+
+def test_live_times_come_from_timestamps_with_an_offset_after_a_reconnection():
+    from facemtl.video.sources import _LiveClock
+
+    c = _LiveClock()
+    # FFmpeg hands over a burst: three frames (33 ms apart in the stream) arrive at once
+    assert [round(c.time(pts, 1000.0), 4) for pts in (10.0, 10.0333, 10.0667)] == [0.0, 0.0333, 0.0667]
+    assert round(c.time(11.0, 1001.3), 4) == 1.0 and c.wall(1.0) == 1001.0  # clock time: first arrival + time
+    c.reopened()  # a new connection: its timestamps start over, at 0
+    assert round(c.time(0.0, 1005.0), 4) == 5.0 and round(c.time(0.5, 1005.5), 4) == 5.5
+    assert round(c.time(None, 1006.0), 4) == 6.0  # no timestamp: the seconds since the first frame
+    assert round(c.time(9000.0, 1006.1), 4) == 6.1  # a jump far ahead of the clock: starts over, at the clock
+
+
+# -- item 4: the annotated video is checked before any work ----------------------------------------
+
+
+def test_an_annotated_video_that_cannot_be_written_is_refused_before_the_model(www, tmp_path):
+    from facemtl.cli import main
+
+    cases = [(tmp_path, "is a folder"), (tmp_path / "out", "give a name ending in one of them"),
+             (tmp_path / "out.webm", "the annotated video is H.264 in .mp4, .m4v, .mov, .mkv"),
+             (tmp_path / "missing" / "out.mp4", "does not exist")]
+    for out, sentence in cases:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            t = time.perf_counter()
+            rc = main(["stream", str(www / "phone.mp4"), "--annotate", str(out), "--no-progress"])
+        assert rc == 2 and err.getvalue().count("\n") == 1 and sentence in err.getvalue(), err.getvalue()
+        assert err.getvalue().startswith(f"facemtl: error: --annotate {out}: ")
+        assert time.perf_counter() - t < 2  # no model was loaded
+
+
+# -- item 3 and 8: the video writer ------------------------------------------------------------------
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_blur_covers_faces_the_frame_does_not_show(tmp_path):
+    from facemtl.video.stream import FrameResult
+    from facemtl.video.writer import VideoWriterSink
+
+    noise = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    shown = FaceResult([80.0, 10.0, 110.0, 40.0], 0.9, None, {}, track=1)
+    sink = VideoWriterSink(tmp_path / "blur.mp4", blur=True, crf=0)
+    for i in range(3):  # a tentative or lost face (``unshown``) is pixelated as a shown one is
+        sink.write(FrameResult(frame=i, time=i / 30, faces=[shown], image=noise.copy(), unshown=[[20.0, 50.0, 50.0, 80.0]]))
+    sink.close()
+    out = _decoded(tmp_path / "blur.mp4")[-1].astype(int)
+
+    def detail(y1, y2, x1, x2):  # mean difference between horizontal neighbours: low once pixelated
+        return np.abs(np.diff(out[y1:y2, x1:x2], axis=1)).mean()
+
+    assert detail(55, 75, 25, 45) < 0.2 * detail(55, 75, 60, 75)  # the unshown face, against plain noise
+    assert detail(15, 35, 85, 105) < 0.2 * detail(55, 75, 60, 75)
+
+
+def test_a_frame_whose_size_changed_is_scaled_not_cropped(tmp_path):
+    from facemtl.video.writer import VideoWriterSink
+
+    small = np.full((48, 64, 3), 40, np.uint8)
+    large = np.full((96, 128, 3), 40, np.uint8)
+    large[:, 64:] = 220  # its right half: outside the first size, cut off if cropped
+    sink = VideoWriterSink(tmp_path / "res.mp4")
+    for i, img in enumerate([small] * 3 + [large] * 3):
+        sink.write(ImageResult(frame=i, time=i / 30, image=img.copy()))
+    sink.close()
+    frames = _decoded(tmp_path / "res.mp4")
+    assert len(frames) == 6 and all(f.shape == (48, 64, 3) for f in frames)
+    assert abs(frames[-1][:, 40:].mean() - 220) < 10 and abs(frames[-1][:, :24].mean() - 40) < 10
+
+
+# -- item 11: fragmented MP4 ---------------------------------------------------------------------------
+
+KILLED = r'''
+import os, signal, sys, time
+import numpy as np
+from facemtl.inference.results import ImageResult
+from facemtl.video.writer import VideoWriterSink
+sink = VideoWriterSink(sys.argv[1])
+rng = np.random.default_rng(0)
+for i in range(150):
+    sink.write(ImageResult(frame=i, time=i / 30, image=rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)))
+while not sink._queue.empty():
+    time.sleep(0.05)
+time.sleep(0.5)
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_an_annotated_mp4_survives_sigkill_and_plays_while_written(tmp_path):
+    out = tmp_path / "killed.mp4"
+    proc = subprocess.run([sys.executable, "-c", KILLED, str(out)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    frames = _decoded(out)  # every fragment written is there: seconds of video, not an unreadable 48 bytes
+    assert 60 <= len(frames) <= 150 and frames[0].shape == (96, 128, 3)
+    data = out.read_bytes()
+    assert data.index(b"moov") < data.index(b"moof")  # the header first, then the fragments
+
+
+# -- item 7 and 9 ------------------------------------------------------------------------------------
+
+
+def test_stream_defaults_to_mtcnn():
+    from facemtl import cli
+    from facemtl.video import command, stream
+
+    for fn in (cli.stream, command.run_stream, stream.VideoAnalyzer, stream.stream_events):
+        assert inspect.signature(fn).parameters["detector"].default == "mtcnn", fn
+    action = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["stream"]._actions
+                  if a.dest == "detector")
+    assert action.default == "mtcnn" and "dlib is the faster" not in action.help
+
+
+def test_track_lines_of_live_sources_carry_clock_times():
+    t = TrackResult(7, 3, 40, 38, {}, 0.1, 1.3, 0.93, None, 1700000000.1, 1700000001.3)
+    assert t.to_dict() == {"type": "track", "track": 7, "first_frame": 3, "last_frame": 40, "frames": 38,
+                           "first_time": 0.1, "last_time": 1.3, "first_wall_time": 1700000000.1,
+                           "last_wall_time": 1700000001.3, "confidence": 0.93}
+    assert "first_wall_time" not in TrackResult(7, 3, 40, 38).to_dict()  # files: unchanged
