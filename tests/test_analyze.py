@@ -295,6 +295,7 @@ def test_a_signal_keeps_every_image_already_read(face_photo, tmp_path, sig, stat
     """The first signal stops reading; the images read (a batch the network has not answered
     yet included) are answered and written, each record whole; the exit says which signal."""
     import signal
+    import threading
     import time
 
     photos = _photos(face_photo, tmp_path / "photos", 150)  # three network batches of up to 64 faces
@@ -302,9 +303,14 @@ def test_a_signal_keeps_every_image_already_read(face_photo, tmp_path, sig, stat
     first = proc.stdout.readline()  # the first batch is answered and written
     time.sleep(0.2)  # the second batch is being read
     proc.send_signal(getattr(signal, sig))
-    out = proc.stdout.read()  # through the same buffer as readline (communicate would skip what it holds)
-    err = proc.stderr.read()
-    proc.wait(timeout=120)
+    guard = threading.Timer(120, proc.kill)  # a child that hangs fails the test instead of CI
+    guard.start()
+    try:
+        out = proc.stdout.read()  # through the same buffer as readline (communicate would skip what it holds)
+        err = proc.stderr.read()
+        proc.wait()
+    finally:
+        guard.cancel()
     lines = [first] + out.splitlines()
     recs = [json.loads(line) for line in lines if line.strip()]  # every line is a whole record
     assert proc.returncode == status, err
@@ -316,10 +322,17 @@ def test_a_signal_keeps_every_image_already_read(face_photo, tmp_path, sig, stat
 
 def test_a_closed_output_ends_quietly(face_photo, tmp_path):
     """`facemtl analyze ... | head -1`: no traceback, the shell's status for a closed pipe."""
+    import threading
+
     photos = _photos(face_photo, tmp_path / "photos", 6)
     proc = _facemtl("analyze", str(photos), "--json", "--workers", "1", "--no-progress")
     proc.stdout.close()  # closed before the first record (the model takes a second to load): as head does
-    err = proc.stderr.read()
+    guard = threading.Timer(120, proc.kill)
+    guard.start()
+    try:
+        err = proc.stderr.read()
+    finally:
+        guard.cancel()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err
 

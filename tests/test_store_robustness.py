@@ -79,9 +79,18 @@ def test_a_batch_the_database_refuses_is_retried_image_by_image(db_url, monkeypa
     assert sink.writer.dropped == 1 and sink.writer.closed
     (warning,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert "1 of 10 images" in warning and "the rest of the batch is stored" in warning
-    # the writer goes on: a later batch is stored whole
     with Store(db_url) as store:
         assert all(s["state"] == "stopped" for s in store.sources())
+    # a writer that has dropped an image goes on: its next batch is stored whole
+    sink = DbSink(db_url, model_info=INFO, batch_faces=1000, max_wait=1e9)
+    for r in batch_with(bad):
+        sink.write(r)
+    sink.flush()  # the batch with the refused image: written image by image
+    for r in batch_with([]):
+        r.file = "later/" + r.file
+        sink.write(r)
+    sink.close()
+    assert len([f for f in stored_files(db_url) if f.startswith("later/")]) == 16
 
 
 def test_a_lost_connection_still_keeps_the_whole_batch(tmp_path):
@@ -144,7 +153,7 @@ def test_an_upload_named_with_nul_never_stops_later_uploads(client_store):
     client, _ = client_store
     service = client.app.state.service  # (the test client would send the NUL percent-encoded, curl sends it raw)
     out, stored = service.analyze(PHOTO.read_bytes(), "a\x00b.jpg")
-    assert stored and out["file"] == "a\x00b.jpg"
+    assert stored == "yes" and out["file"] == "a\x00b.jpg"
     for name in ("c" * 300 + ".jpg", "d.jpg"):
         r = upload(client, name)
         assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "yes", (name, r.text)
@@ -293,7 +302,7 @@ def test_an_upload_while_the_database_is_away_is_kept_and_written_later(client_s
     good = writer.engine
     writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")
     r = upload(client, "while-away.jpg")
-    assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "no" and len(r.json()["faces"]) == 1
+    assert r.status_code == 200 and r.headers["x-facemtl-stored"] == "kept" and len(r.json()["faces"]) == 1
     writer.engine = good
     client.app.state.service.beat()  # the server's heartbeat, every 10 s
     files = [f["file"] for f in client.get("/v1/faces", params={"limit": 2}).json()["items"]]

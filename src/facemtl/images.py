@@ -92,14 +92,20 @@ def _upright_size(im: Image.Image) -> tuple[int, int]:
     return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)  # stored rotated by 90 degrees
 
 
+def _is_file(image: Any) -> bool:
+    """Whether ``image`` is an open binary file (what Pillow reads: ``read``, ``seek``, ``tell``)."""
+    return all(hasattr(image, m) for m in ("read", "seek", "tell"))
+
+
 def _open(path: str | Path | IO[bytes]) -> Image.Image:
     """``Image.open`` (of a path or a binary file object) with the size limit and the empty-file
     case said in one sentence."""
     if isinstance(path, (str, Path)):
         empty = os.path.getsize(path) == 0
-    else:
-        empty = path.seek(0, os.SEEK_END) == 0
-        path.seek(0)
+    else:  # an open file, read from where it stands
+        at = path.tell()
+        empty = path.seek(0, os.SEEK_END) == at
+        path.seek(at)
     if empty:
         raise ValueError("empty file")
     with warnings.catch_warnings():
@@ -151,14 +157,17 @@ def read_image(image: Any, keep_side: int | None = None) -> tuple[np.ndarray, tu
     """``(rgb, (width, height))``: the pixels to search, and the size of the whole image
     (after EXIF orientation), in whose pixels results are given.
 
-    ``keep_side``: for files (paths or open binary files), decode large images reduced, keeping at least this many
-    pixels on the long side: JPEGs at 1/2, 1/4 or 1/8 scale straight from the file
+    ``keep_side``: for files (paths, open binary files, the bytes of a file), decode large
+    images reduced, keeping at least this many pixels on the long side: JPEGs at 1/2, 1/4 or
+    1/8 scale straight from the file
     (libjpeg's draft mode: the full image is never held), other formats decoded whole and
     shrunk by a whole factor at once (:meth:`PIL.Image.Image.reduce`). ``rgb`` is then
     smaller than ``(width, height)`` by a factor the caller reads off the two.
     Images in memory (arrays, PIL images) are taken whole.
     """
-    if not (isinstance(image, (str, Path)) or hasattr(image, "read")) or keep_side is None:
+    if isinstance(image, (bytes, bytearray, memoryview)):  # the bytes of a file: read as that file is
+        image = io.BytesIO(image)
+    if not (isinstance(image, (str, Path)) or _is_file(image)) or keep_side is None:
         rgb = open_image(image)
         return rgb, (int(rgb.shape[1]), int(rgb.shape[0]))
     with _open(image) as im:
@@ -187,7 +196,7 @@ def open_image(image: Any) -> np.ndarray:
         return load_rgb(str(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
         return load_rgb(io.BytesIO(image))
-    if hasattr(image, "read") and hasattr(image, "seek"):  # an open binary file
+    if _is_file(image):
         return load_rgb(image)
     if isinstance(image, Image.Image):
         return np.asarray(to_rgb(image), dtype=np.uint8)

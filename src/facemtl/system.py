@@ -4,9 +4,12 @@ long command stops on a signal."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import platform
+import select
 import signal
+import sys
 import threading
 from typing import Any, Callable, Iterator
 
@@ -80,3 +83,23 @@ def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def stdout_closed() -> bool:
+    """Whether the reader of standard output has gone (``facemtl ... | head`` after head's lines):
+    a pipe whose reading end is closed polls as an error. False when stdout is no such pipe."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):  # no poll(), or a test's StringIO
+        return False
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null once it can no longer be written (its reader gone, a full disk),
+    so that Python's flush at exit adds no second error; what was written before stays."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):  # not a file: a test's StringIO
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -16,9 +16,13 @@ from typing import Callable
 
 #: Photo formats whose files a folder search picks up, by Pillow's format name (files named
 #: explicitly are always tried). Pillow registers more (video stubs, vector and scientific
-#: formats); these are the ones a photo comes in. HEIF counts when a plugin such as pillow-heif
-#: registers it.
+#: formats); these are the ones a photo comes in. HEIF counts once a plugin registers it with
+#: Pillow (``pillow_heif.register_heif_opener()``); facemtl does not.
 PHOTO_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF", "JPEG2000", "QOI", "TGA", "HEIF"}
+
+
+#: Files operating systems leave in photo folders, left out without a word (as hidden files are).
+OS_FILES = {"thumbs.db", "desktop.ini", "icon\r"}
 
 
 def image_suffixes() -> set[str]:
@@ -60,7 +64,7 @@ def walk_images(top: Path, on_skip: Callable[[str, str], None]) -> list[str]:
     found: list[str] = []
     seen: dict[str, str] = {}
     suffixes = image_suffixes()
-    other: list[str] = []
+    other, examples = 0, []  # files left out for their suffix: a count and the first names
 
     def error(exc: OSError) -> None:
         on_skip(str(exc.filename), f"folder not searched: {exc.strerror or exc}")
@@ -74,9 +78,13 @@ def walk_images(top: Path, on_skip: Callable[[str, str], None]) -> list[str]:
         seen[real] = folder
         dirs.sort()
         for n in names:
-            (found if Path(n).suffix.lower() in suffixes else other).append(os.path.join(folder, n))
+            if Path(n).suffix.lower() in suffixes:
+                found.append(os.path.join(folder, n))
+            elif not n.startswith(".") and n.lower() not in OS_FILES:
+                other += 1
+                examples = sorted(examples + [n])[:3]
     if other:
-        names = ", ".join(os.path.basename(o) for o in sorted(other)[:3]) + (", ..." if len(other) > 3 else "")
-        on_skip(str(top), f"{len(other)} file{'s' if len(other) != 1 else ''} left out: not a photo format by "
-                          f"{'their' if len(other) != 1 else 'its'} suffix ({names}); name a file to try it anyway")
+        names = ", ".join(examples) + (", ..." if other > 3 else "")
+        on_skip(str(top), f"{other} file{'s' if other != 1 else ''} left out: not a photo format by "
+                          f"{'their' if other != 1 else 'its'} suffix ({names}); name a file to try it anyway")
     return sorted(found)

@@ -128,7 +128,7 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         the faces are stored as a session of uploads when the server has a database."""
         out, stored = service.analyze(file.file.read(), file.filename, annotate, source)
         schemas.Analysis.model_validate(out)  # the documented shape, checked; sent as analyze --json writes it
-        return JSONResponse(out, headers={"X-Facemtl-Stored": "yes" if stored else "no"})
+        return JSONResponse(out, headers={"X-Facemtl-Stored": stored})
 
     def faces_route(request: Request, common: dict = Depends(_common), page: dict = Depends(_page),
                     track: Optional[int] = Query(None, ge=1, le=INT32, description="a track's id (/v1/tracks)"),

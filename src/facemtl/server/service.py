@@ -24,6 +24,9 @@ log = logging.getLogger("facemtl.server")
 #: Seconds between the upload session's heartbeats (a source of uploads is ``running`` while
 #: the server runs; a reader calls it silent after three missed beats).
 UPLOAD_HEARTBEAT = 10.0
+#: Uploads kept in memory while the database is away (the oldest go first beyond it): about
+#: 10,000 answers with their thumbnails is tens of megabytes.
+MAX_UNSTORED = 10_000
 
 
 class ServiceError(Exception):
@@ -99,6 +102,8 @@ class Service:
         self._writer = None
         self._unstored: list[tuple[ImageResult, Any]] = []  # uploads not handed to the writer yet
         self._failing = False
+        self._closed = False
+        self._lost = 0  # uploads dropped because MAX_UNSTORED were waiting
         self._lock = threading.Lock()
         # Analyses at once: one per core (the framework's thread pool would run dozens side by side,
         # each holding a decoded photo, all slower than one after the other on a small CPU).
@@ -108,9 +113,9 @@ class Service:
 
     # -- analysis ----------------------------------------------------------------------------
     def analyze(self, data: bytes, filename: str | None = None, annotate: bool = False,
-                source: str | None = None) -> tuple[dict[str, Any], bool]:
+                source: str | None = None) -> tuple[dict[str, Any], str]:
         """Every face in the uploaded photo: the JSON of one line of ``analyze --json`` (plus
-        ``annotated`` when asked) and whether it was stored.
+        ``annotated`` when asked) and how it was stored (see :meth:`_store`).
 
         The photo is read as ``analyze`` reads a file (the pipeline decodes it, large JPEGs
         reduced: see :func:`~facemtl.images.read_image`), so both answer alike and a large
@@ -143,10 +148,13 @@ class Service:
         stored = self._store(result, rgb, faces, source)
         return out, stored
 
-    def _store(self, result: ImageResult, rgb: Any, faces: list[Any], source: str | None) -> bool:
-        """Store ``result`` (``faces``: its faces in the pixels of ``rgb``, for thumbnails)."""
-        if self.store is None or self.store.read_only:  # answered, not stored (X-Facemtl-Stored: no)
-            return False
+    def _store(self, result: ImageResult, rgb: Any, faces: list[Any], source: str | None) -> str:
+        """Store ``result`` (``faces``: its faces in the pixels of ``rgb``, for thumbnails); says
+        how, as the ``X-Facemtl-Stored`` header does: ``yes``; ``kept`` (the database does not
+        answer: kept in memory and written when it does); ``refused`` (the database refused its
+        data: dropped, logged); ``no`` (no database, a read-only one, or the server is stopping)."""
+        if self.store is None or self.store.read_only:
+            return "no"
         thumbs = None
         if self.thumbnails and result.faces:
             from ..sinks.db import face_thumbnail
@@ -154,9 +162,19 @@ class Service:
             thumbs = [face_thumbnail(rgb, f.box) for f in faces]
         result.source = source
         with self._lock:
+            if self._closed:  # the server is stopping: answered, not stored
+                return "no"
+            if len(self._unstored) >= MAX_UNSTORED:  # the database has been away a long time: memory is bounded
+                self._unstored.pop(0)
+                self._lost += 1
+                if self._lost in (1, 10, 100) or self._lost % 1000 == 0:
+                    log.warning("%d uploads dropped, oldest first: the results database has not answered for %d "
+                                "uploads", self._lost, MAX_UNSTORED)
             self._unstored.append((result, thumbs))
             dropped = self._writer.dropped if self._writer is not None else 0
-            return self._write_uploads() and self._writer.dropped == dropped
+            if not self._write_uploads():
+                return "kept"
+            return "yes" if self._writer.dropped == dropped else "refused"
 
     def _write_uploads(self) -> bool:
         """Write the uploads not stored yet, with the upload session's heartbeat (call under the
@@ -168,7 +186,8 @@ class Service:
                                                  {"thumbnails": self.thumbnails}, heartbeat=UPLOAD_HEARTBEAT,
                                                  announce=False)
             while self._unstored:
-                self._writer.add(*self._unstored.pop(0))
+                self._writer.add(*self._unstored[0])
+                self._unstored.pop(0)  # only once the writer holds it
             self._writer.flush()
         except Exception as exc:
             if not self._failing:
@@ -188,6 +207,8 @@ class Service:
         if self.store is None or self.store.read_only:
             return
         with self._lock:
+            if self._closed:
+                return
             if self._writer is not None or self._unstored:
                 self._write_uploads()
 
@@ -259,7 +280,12 @@ class Service:
         return {"status": "ok", "database": "ok"}
 
     def close(self) -> None:
+        """Store what is kept, end the upload session (its sources ``stopped``), stop the workers.
+        Idempotent: a heartbeat or an upload after it writes nothing (it would mark the stopped
+        sources ``running`` again)."""
         with self._lock:
+            if self._closed:
+                return
             if self._unstored or self._writer is not None:
                 self._write_uploads()
             if self._writer is not None:
@@ -268,5 +294,9 @@ class Service:
                 except Exception as exc:
                     log.warning("could not close the upload session (%d faces of uploads not stored): %s",
                                 self._writer.pending.faces + sum(len(r.faces) for r, _ in self._unstored), exc)
+            elif self._unstored:
+                log.warning("%d uploads were never stored: the results database did not answer before the server "
+                            "stopped", len(self._unstored))
+            self._closed = True
         if self.pipeline is not None:
             self.pipeline.close()

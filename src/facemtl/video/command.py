@@ -10,9 +10,7 @@ closed; a second Ctrl-C aborts at once.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
-import os
 import signal
 import sys
 import time
@@ -20,10 +18,14 @@ from typing import Sequence, TextIO
 
 from ..inference.results import ImageResult, TrackResult
 from ..sinks import JsonLinesSink, Sink, TableSink, VideoCsvSink
-from ..system import SIGNAL_STATUS, stop_on_signals
+from ..system import SIGNAL_STATUS, quiet_stdout, stop_on_signals
 from .sources import open_sources
 from .stream import Stream, StreamSettings, StreamStats, VideoAnalyzer
 
+
+
+#: Why a stream stops when its standard output's reader has gone (``stream ... | head``).
+CLOSED_OUTPUT = "a closed output"
 
 
 def build_sinks(tasks, as_json: bool = False, as_csv: bool = False, annotate: str | None = None, blur: bool = False,
@@ -137,6 +139,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
         _say("stats " + json.dumps(st.to_dict()))
     if received:
         return SIGNAL_STATUS.get(received[0], 1)
+    if stream.stop_reason == CLOSED_OUTPUT and not failed:
+        return 141  # the shell's 128 + SIGPIPE, as analyze answers its output's reader going away
     return 1 if stream.errors or failed else 0
 
 
@@ -162,29 +166,17 @@ def _pump(stream: Stream, outputs: list[Sink], bar: ProgressLine | None, failed:
                 else:
                     sink.write(event)
             except BrokenPipeError:  # stdout closed (e.g. piped into head): nothing more can be written
-                stream.stop("a closed output")
+                stream.stop(CLOSED_OUTPUT)
                 live.remove(sink)
+                quiet_stdout()
             except OSError as exc:
                 failed.append(sink)
                 live.remove(sink)
                 _say(f"error: {_reason(exc, sink)}; " + ("that output stops, the others go on" if live
                                                           else "no output is left, the stream stops"))
                 if getattr(sink, "out", None) is sys.stdout:
-                    _quiet_stdout()
+                    quiet_stdout()
                 if not live:
                     stream.stop("a failed output")
         if isinstance(event, ImageResult) and bar is not None:
             bar.update()
-
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null when it can no longer be written (a full disk), so that Python's
-    flush at exit adds no second error; what was written before stays."""
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):  # stdout is not a file (a test's StringIO)
-        pass

@@ -98,6 +98,32 @@ class SourceSettings:
             raise ValueError(f"fps must be positive, not {self.fps}")
 
 
+#: Query parameters whose values are secrets (cameras often take credentials in the query).
+SECRET_PARAMS = re.compile(r"^(pass(word|wd)?|pwd|token|(api_?)?key|secret|auth\w*|sig(nature)?|credentials?)$",
+                           re.IGNORECASE)
+
+
+def redact_url(spec: str) -> str:
+    """``spec`` without the secrets a camera URL may carry, for names, logs and messages: the
+    user and password before the host (``rtsp://admin:pw@cam/live`` -> ``rtsp://cam/live``, a
+    password holding ``/`` or ``@`` included) and the values of secret-looking query parameters
+    (``?user=admin&password=pw`` -> ``?user=admin&password=***``). Anything that is not a URL
+    comes back as it is."""
+    scheme, sep, rest = spec.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return spec
+    # Written here rather than with urllib: urlsplit takes an unencoded '/' in a password for the
+    # start of the path and would leave the password in place.
+    head, qmark, query = rest.partition("?")
+    if "@" in head:
+        head = head.rpartition("@")[2]
+    if qmark:
+        query = "&".join(
+            f"{k}=***" if eq and SECRET_PARAMS.match(k) else k + eq + v
+            for k, eq, v in (item.partition("=") for item in query.split("&")))
+    return f"{scheme}://{head}{qmark}{query}"
+
+
 class Source:
     """Base class: ``frames(stop, log)`` yields :class:`Frame` objects in order until the source
     ends or ``stop`` is set; raises :class:`SourceError` when it cannot be read at all and
@@ -108,13 +134,7 @@ class Source:
 
     def __init__(self, spec: str, name: str | None = None) -> None:
         self.spec = spec
-        try:  # the default name (stored, shown and logged) never holds a URL's user and password
-            from urllib.parse import urlsplit
-
-            parts = urlsplit(spec)
-            public = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else spec
-        except ValueError:  # not a URL urllib can split: a path
-            public = spec
+        public = redact_url(spec)  # the default name is stored, shown and logged: no password in it
         self.name = name or public
         #: Frame rate, when known (after the first frame).
         self.fps: float | None = None
@@ -123,7 +143,7 @@ class Source:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec!r})"
+        return f"{type(self).__name__}({redact_url(self.spec)!r})"
 
 
 # -- PyAV (files and URLs) ---------------------------------------------------------------
@@ -270,7 +290,10 @@ class VideoFile(Source):
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         # constant rate (the average is the rate every timestamp fits): number frames by timestamp
         rate = self.fps if self.fps and stream.base_rate and abs(self.fps - float(stream.base_rate)) < 1e-3 else None
-        declared = stream.frames or (round(container.duration / 1e6 * rate) - 1 if container.duration and rate else 0)
+        # frames the video stream itself declares (its sample count, or its own duration at its
+        # rate; never the container's, which an audio track may make longer)
+        declared = stream.frames or (round(float(stream.duration * stream.time_base) * rate)
+                                     if stream.duration and rate else 0)
         index, decoded, damaged = -1, 0, 0
         try:
             for f in _decoded(container, stream, self.name, log, stop):
@@ -283,7 +306,9 @@ class VideoFile(Source):
             log(f"{self.name}: the file ends early ({_why(exc)})")
         finally:
             container.close()
-        lost = max(index + 1, declared) - decoded  # gaps in the numbering, and frames missing at the end
+        gaps = index + 1 - decoded  # frames missing inside (timestamps skip them)
+        short = declared - (index + 1)  # frames missing at the end, beyond what edit lists and rounding explain
+        lost = gaps + (short if short > max(2, declared // 100) else 0)
         if (lost > 0 or damaged) and not stop.is_set():  # stopped (max_frames, a signal): it did not end
             log(f"{self.name}: {decoded} of {decoded + max(lost, 0)} frames decoded"
                 + (f", {damaged} of them damaged (FFmpeg concealed the errors)" if damaged else "")
@@ -455,7 +480,7 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
         if scheme == "file":
             return VideoFile(spec[len("file://"):], name, s.options)
         if scheme not in URL_SCHEMES:
-            raise SourceError(f"{spec}: unknown kind of URL; facemtl reads {', '.join(URL_SCHEMES)}")
+            raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(URL_SCHEMES)}")
         return Url(spec, name, s)
     path = Path(spec)
     if path.is_dir():
@@ -482,13 +507,18 @@ def open_sources(specs: str | list[str], settings: SourceSettings | None = None)
     return out
 
 
+#: Memory a live source's opening burst may take (64 frames at 640x480, 10 at 1080p; never fewer
+#: than its usual buffer).
+BURST_BYTES = 64 * 1024 * 1024
+
+
 class FrameReader:
     """Reads one source in a daemon thread into a buffer of at most ``size`` frames.
 
     A live source never waits for the consumer: when the buffer is full the oldest frame
     is dropped and counted (:attr:`dropped`); for ``opening`` seconds after its first frame
-    it may hold ``burst`` frames (FFmpeg hands over what it buffered while probing the
-    stream all at once). Any other source waits for room, so no frame is lost. ``fps_cap``: keep at most that many frames per second of the source's time
+    it may hold ``burst`` frames, within :data:`BURST_BYTES` (FFmpeg hands over what it
+    buffered while probing the stream all at once). Any other source waits for room, so no frame is lost. ``fps_cap``: keep at most that many frames per second of the source's time
     (the rest are skipped, counted in :attr:`skipped`). ``ready`` is notified on every
     new frame and at the end; ``log`` receives the source's warnings.
     """
@@ -564,7 +594,9 @@ class FrameReader:
                 first = time.monotonic() if first is None else first
                 with self.ready:
                     if self.source.live:
-                        size = self.burst if time.monotonic() - first < self.opening else self.size
+                        size = self.size
+                        if time.monotonic() - first < self.opening:  # the opening burst, within BURST_BYTES
+                            size = max(size, min(self.burst, BURST_BYTES // max(1, frame.rgb.nbytes)))
                         while len(self.buffer) >= size:
                             self.buffer.popleft()
                             self.dropped += 1

@@ -315,12 +315,13 @@ async function upload(ev) {
       cell(tr, f.box ? f.box.map(Math.round).join(", ") : "");
       return tr;
     }));
-    let note = "";
-    if (reply.headers.get("X-Facemtl-Stored") === "no") {  // see the README: what the server does with it
-      note = state.readOnly ? " (not stored: this server's database is read-only)"
-        : " (not stored: database unreachable; the server keeps it in memory and writes it when the database "
-          + "answers, unless the server stops first)";
-    }
+    const notes = {  // X-Facemtl-Stored: what the server did with the faces (see the README)
+      no: state.readOnly ? " (not stored: this server's database is read-only)" : " (not stored)",
+      kept: " (not stored yet: the database does not answer; the server keeps it in memory and writes it when "
+        + "the database answers, unless the server stops first)",
+      refused: " (not stored: the database refused it; the server log says why)",
+    };
+    const note = notes[reply.headers.get("X-Facemtl-Stored")] || "";
     $("#upload-status").textContent = `${res.faces.length} face${res.faces.length === 1 ? "" : "s"} in ${res.file}${note}`;
     refreshResults().catch((e) => say(e.message, true));
   } catch (e) {
