@@ -175,8 +175,10 @@ def analyze(
         print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
 
     files, missing = expand_inputs(list(paths), on_skip=warn)
-    for m in missing:
-        warn(m, "no such file" if not any(ch in m for ch in "*?[") else "no file matches this pattern")
+    missing_why = [(m, "no file matches this pattern" if any(ch in m for ch in "*?[") else "no such file")
+                   for m in missing]
+    for m, why in missing_why:
+        warn(m, why)
     if not files and not missing:
         raise FileNotFoundError("no image files found in " + ", ".join(paths))
     if thumbnails and db is None:
@@ -199,9 +201,8 @@ def analyze(
                           fusion=fusion) as analyzer:
             out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
             stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
-            for m in missing:
-                out.write(ImageResult(file=m).fail("no such file" if not any(ch in m for ch in "*?[")
-                                                   else "no file matches this pattern"))
+            for m, why in missing_why:
+                out.write(ImageResult(file=m).fail(why))
             show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
             bar = None
             if show_bar:

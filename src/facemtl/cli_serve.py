@@ -33,8 +33,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
                          "(and put TLS in front: README, 'Behind a reverse proxy')")
     if max_upload_mb <= 0:
         raise ValueError("--max-upload-mb must be positive")
-    if retention_days is not None and not (retention_days >= 0 and math.isfinite(retention_days)):
-        raise ValueError(f"--retention-days must be a number of days, zero or more, not {retention_days:g}")
+    if retention_days is not None:
+        _days(retention_days, "--retention-days")
     store = Store(db)
     predictor = None
     if not no_model:
@@ -97,6 +97,11 @@ def retention_days(days: float | None, flag: str) -> float:
             days = float(env)
         except ValueError:
             raise ValueError(f"FACEMTL_RETENTION_DAYS must be a number of days, not {env!r}") from None
+    return _days(days, where)
+
+
+def _days(days: float, where: str) -> float:
+    """``days`` if it is a finite number of days, zero or more; ``ValueError`` naming ``where``."""
     if not (math.isfinite(days) and days >= 0):
         raise ValueError(f"{where} must be a number of days, zero or more, not {days:g}")
     return days

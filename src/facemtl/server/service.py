@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from collections import deque
 import io
 import logging
 import socket
@@ -67,16 +68,6 @@ def _read(method: Callable[..., Any]) -> Callable[..., Any]:
     return read
 
 
-def _scaled(face: Any, s: float) -> Any:
-    """A copy of ``face`` with its box and landmarks multiplied by ``s`` (from the photo's
-    pixels to those of the reduced image it was searched in)."""
-    import dataclasses
-
-    box = None if face.box is None else [v * s for v in face.box]
-    landmarks = None if face.landmarks is None else [[x * s, y * s] for x, y in face.landmarks]
-    return dataclasses.replace(face, box=box, landmarks=landmarks)
-
-
 class Service:
     """Analysis of uploads (``predictor``; ``None``: a server that only reads) and reads of
     the results database (``store``; ``None``: a server that stores nothing).
@@ -100,7 +91,7 @@ class Service:
         self.tasks: list[Task]
         self.tasks, self.warnings = usable_tasks(tasks)
         self._writer = None
-        self._unstored: list[tuple[ImageResult, Any]] = []  # uploads not handed to the writer yet
+        self._unstored: deque[tuple[ImageResult, Any]] = deque()  # uploads not handed to the writer yet
         self._failing = False
         self._closed = False
         self._lost = 0  # uploads dropped because MAX_UNSTORED were waiting
@@ -137,7 +128,7 @@ class Service:
             raise ServiceError(500, "the photo could not be analysed (the server log says why)")
         rgb, result.image = result.image, None  # the pixels searched: smaller than the photo when decoded reduced
         scale = rgb.shape[1] / result.width if result.width else 1.0
-        faces = [_scaled(f, scale) for f in result.faces] if scale != 1.0 else result.faces
+        faces = [f.scaled(scale) for f in result.faces] if scale != 1.0 else result.faces
         out = result.to_dict()
         if annotate:
             from ..sinks.annotate import draw_faces
@@ -165,7 +156,7 @@ class Service:
             if self._closed:  # the server is stopping: answered, not stored
                 return "no"
             if len(self._unstored) >= MAX_UNSTORED:  # the database has been away a long time: memory is bounded
-                self._unstored.pop(0)
+                self._unstored.popleft()
                 self._lost += 1
                 if self._lost in (1, 10, 100) or self._lost % 1000 == 0:
                     log.warning("%d uploads dropped, oldest first: the results database has not answered for %d "
@@ -187,7 +178,7 @@ class Service:
                                                  announce=False)
             while self._unstored:
                 self._writer.add(*self._unstored[0])
-                self._unstored.pop(0)  # only once the writer holds it
+                self._unstored.popleft()  # only once the writer holds it
             self._writer.flush()
         except Exception as exc:
             if not self._failing:

@@ -6,7 +6,6 @@ frames and in-memory images are drawn as readily as files, and no file is read t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -113,8 +112,6 @@ class AnnotateSink(Sink):
         faces = result.faces
         scale = result.image.shape[1] / result.width if result.width else 1.0
         if scale != 1.0:  # a large photo decoded reduced: boxes are in the photo's own pixels
-            faces = [replace(f, box=[v * scale for v in f.box] if f.box else None,
-                             landmarks=[[x * scale, y * scale] for x, y in f.landmarks] if f.landmarks else None)
-                     for f in faces]
+            faces = [f.scaled(scale) for f in faces]
         Image.fromarray(draw_faces(result.image, faces)).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
         result.image = None  # drawn and written: let the pixels go

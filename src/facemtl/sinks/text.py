@@ -44,23 +44,24 @@ class TableSink(Sink):
     def write(self, result: ImageResult) -> None:
         if not self.frames:
             return
+        self.out.write(self._text(result))  # one write and a flush: the image's lines stay together
+        self.out.flush()
+
+    @staticmethod
+    def _text(result: ImageResult) -> str:
         name = result.name
         if result.status == ERROR:
-            self.out.write(f"{name}: error: {result.error}\n")
-            self.out.flush()
-            return
+            return f"{name}: error: {result.error}\n"
         if result.status == NO_FACE:
-            self.out.write(f"{name}: no face found\n")
-            self.out.flush()
-            return
+            return f"{name}: no face found\n"
         n = len(result.faces)
-        self.out.write(f"{name}: {n} face{'s' if n != 1 else ''}\n")
+        lines = [f"{name}: {n} face{'s' if n != 1 else ''}\n"]
         for i, f in enumerate(result.faces):
             box = f.box
             where = f"[{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}]" if box else "whole image"
             score = f" score {f.score:.2f}" if f.score is not None else ""
-            self.out.write(f"  #{i + 1} {where}{score}: {f.describe()}\n")
-        self.out.flush()
+            lines.append(f"  #{i + 1} {where}{score}: {f.describe()}\n")
+        return "".join(lines)
 
 
 class JsonLinesSink(Sink):

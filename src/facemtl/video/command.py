@@ -22,8 +22,6 @@ from ..system import SIGNAL_STATUS, quiet_stdout, stop_on_signals
 from .sources import open_sources
 from .stream import Stream, StreamSettings, StreamStats, VideoAnalyzer
 
-
-
 #: Why a stream stops when its standard output's reader has gone (``stream ... | head``).
 CLOSED_OUTPUT = "a closed output"
 

@@ -30,13 +30,11 @@ from ..sinks.base import Sink
 
 #: Container options of the annotated video, by suffix (H.264 in each). Not AVI: it cannot
 #: keep the stream's own frame times (a live stream's dropped frames would change its pace).
+_FRAGMENTS = {"frag_duration": "1000000", "flush_packets": "1"}  # a fragment a second, written at once
 CONTAINERS = {
-    ".mp4": {"movflags": "+frag_keyframe+empty_moov+default_base_moof+global_sidx", "frag_duration": "1000000",
-             "flush_packets": "1"},
-    ".m4v": {"movflags": "+frag_keyframe+empty_moov+default_base_moof+global_sidx", "frag_duration": "1000000",
-             "flush_packets": "1"},
-    ".mov": {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000",
-             "flush_packets": "1"},
+    ".mp4": {"movflags": "+frag_keyframe+empty_moov+default_base_moof+global_sidx", **_FRAGMENTS},
+    ".m4v": {"movflags": "+frag_keyframe+empty_moov+default_base_moof+global_sidx", **_FRAGMENTS},
+    ".mov": {"movflags": "+frag_keyframe+empty_moov+default_base_moof", **_FRAGMENTS},
     ".mkv": {"flush_packets": "1"},
 }
 
@@ -46,20 +44,16 @@ def check_output(path: str | Path) -> Path:
     (a folder, an unknown suffix, a missing or read-only folder). Checked before the model loads."""
     p = Path(path)
     if p.is_dir():
-        return _refuse(f"--annotate {path}: is a folder; give a file name, e.g. {p / 'annotated.mp4'}")
+        raise ValueError(f"--annotate {path}: is a folder; give a file name, e.g. {p / 'annotated.mp4'}")
     if p.suffix.lower() not in CONTAINERS:
-        return _refuse(f"--annotate {path}: the annotated video is H.264 in {', '.join(CONTAINERS)}; "
-                       f"give a name ending in one of them, e.g. {p.with_suffix('.mp4').name}")
+        raise ValueError(f"--annotate {path}: the annotated video is H.264 in {', '.join(CONTAINERS)}; "
+                         f"give a name ending in one of them, e.g. {p.with_suffix('.mp4').name}")
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
-        return _refuse(f"--annotate {path}: the folder {folder} does not exist")
+        raise ValueError(f"--annotate {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        return _refuse(f"--annotate {path}: cannot write there (permission denied)")
+        raise ValueError(f"--annotate {path}: cannot write there (permission denied)")
     return p
-
-
-def _refuse(sentence: str) -> Path:
-    raise ValueError(sentence)
 
 
 def face_label(face: FaceResult) -> str:
