@@ -80,3 +80,24 @@ def test_no_progress_bar_in_a_redirected_stderr(utkface_root, tmp_path, capsys):
     assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "epoch 1:" in err and "\r" not in err and "batch/s" not in err and "it/s" not in err
+
+
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_second_signal_aborts_with_that_signals_status(sig, status):
+    """The first signal asks for a clean stop; a second aborts, and the exit status still says
+    which signal it was (143 for SIGTERM, not Ctrl-C's 130)."""
+    import os
+    import signal
+
+    from facemtl.system import SignalAbort, stop_on_signals
+
+    signum = getattr(signal, sig)
+    before = signal.getsignal(signum)
+    asked = []
+    with pytest.raises(SignalAbort) as caught:
+        with stop_on_signals(asked.append) as received:
+            os.kill(os.getpid(), signum)  # a signal to itself: its handler runs before the next line
+            assert received == [signum] and asked == [signum]
+            os.kill(os.getpid(), signum)
+    assert isinstance(caught.value, KeyboardInterrupt) and caught.value.status == status
+    assert signal.getsignal(signum) is before  # the previous handler is back

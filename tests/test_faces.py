@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from facemtl.faces import DETECTORS, align_face, build_detector, similarity_transform, template
+from facemtl.faces import mtcnn
 from facemtl.faces.mtcnn import nms
 
 pytest.importorskip("dlib")
@@ -23,6 +24,53 @@ def test_nms_by_hand():
     boxes = np.array([[0, 0, 9, 9], [1, 1, 10, 10], [20, 20, 29, 29]], float)
     keep = nms(boxes, np.array([0.9, 0.8, 0.7]), 0.5)
     assert keep.tolist() == [0, 2]
+
+
+def test_nms_all_pairs_at_once_keeps_what_the_loop_keeps(monkeypatch):
+    """Up to NMS_MATRIX boxes nms reads a matrix of overlaps; beyond, it loops: same boxes kept,
+    in the same order, for random, integer, tied and nested boxes in both overlap modes."""
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        n = int(rng.integers(1, 250))
+        xy, wh = rng.uniform(0, 400, (n, 2)), rng.uniform(4, 120, (n, 2))
+        boxes = np.hstack([xy, xy + wh])
+        boxes = np.fix(boxes) if trial % 2 else boxes
+        scores = rng.uniform(0, 1, n) if trial % 3 else np.round(rng.uniform(0, 1, n), 1)  # ties too
+        for mode in ("union", "min"):
+            for threshold in (0.5, 0.7):
+                monkeypatch.setattr(mtcnn, "NMS_MATRIX", 0)
+                looped = nms(boxes, scores, threshold, mode)
+                monkeypatch.setattr(mtcnn, "NMS_MATRIX", 2048)
+                assert nms(boxes, scores, threshold, mode).tolist() == looped.tolist()
+    nested = np.array([[0, 0, 99, 99], [10, 10, 39, 39], [200, 0, 219, 19]], float)
+    # by hand: the small box lies inside the big one: "min" overlap 1, union overlap 0.09
+    assert nms(nested, np.array([0.5, 0.9, 0.1]), 0.7, "min").tolist() == [1, 2]
+    assert nms(nested, np.array([0.5, 0.9, 0.1]), 0.7, "union").tolist() == [1, 0, 2]
+
+
+def test_prelu_split_gives_the_shipped_networks_outputs():
+    """MTCNN's PRelu nodes run as Relu + slope * Min(x, 0): the three networks' outputs equal
+    those of the files as shipped, on inputs of both signs."""
+    import onnxruntime as ort
+    from pathlib import Path
+
+    from facemtl.inference.model_files import check_onnx_file
+
+    def session(data):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("pnet", (1, 70, 50, 3)), ("rnet", (9, 24, 24, 3)), ("onet", (5, 48, 48, 3))):
+        shipped = check_onnx_file(Path(mtcnn.__file__).with_name("mtcnn_onnx") / f"{name}.onnx")[0]
+        split = mtcnn._network(name)
+        assert b"PRelu" in shipped and b"PRelu" not in split
+        x = rng.uniform(-1, 1, shape).astype(np.float32)
+        a, b = session(shipped), session(split)
+        feed = {a.get_inputs()[0].name: x}
+        for want, got in zip(a.run(None, feed), b.run(None, feed)):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_templates_exist_for_every_detector():

@@ -778,9 +778,9 @@ def _stream_run(a: argparse.Namespace) -> int:
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
                       False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
                       db=a.db, thumbnails=a.thumbnails)
-    except KeyboardInterrupt:  # a second Ctrl-C while the first one was being honoured
+    except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
-        return 130
+        return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM
 
 
 def _shards_args(p: argparse.ArgumentParser) -> None:
@@ -948,9 +948,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"facemtl: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a second stop signal (SignalAbort: 143 for SIGTERM)
         print(f"facemtl: interrupted{command.interrupted}", file=sys.stderr)
-        return 130
+        return getattr(exc, "status", 130)
 
 
 if __name__ == "__main__":

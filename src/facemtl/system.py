@@ -57,12 +57,21 @@ def _cpu_model() -> str:
 SIGNAL_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
+class SignalAbort(KeyboardInterrupt):
+    """A second stop signal while the first is being honoured: abort now. ``status``: the exit
+    status the signal asks for (:data:`SIGNAL_STATUS`: 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.status = SIGNAL_STATUS[signum]
+
+
 @contextlib.contextmanager
 def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
     """SIGINT (Ctrl-C) and SIGTERM ask a long command to stop cleanly while this block runs.
 
     The first signal calls ``on_first(signum)`` (which should make the work end soon, keeping
-    what is done); a second raises ``KeyboardInterrupt`` to abort. Yields the list of signals
+    what is done); a second raises :class:`SignalAbort` (a ``KeyboardInterrupt``) to abort. Yields the list of signals
     received (empty when none; ``SIGNAL_STATUS[received[0]]`` is then the exit status). Off the
     main thread, where Python cannot install handlers, nothing is installed. The previous
     handlers come back when the block ends.
@@ -71,7 +80,7 @@ def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
 
     def handler(signum: int, _frame: Any) -> None:
         if received:
-            raise KeyboardInterrupt
+            raise SignalAbort(signum)
         received.append(signum)
         on_first(signum)
 
