@@ -184,6 +184,21 @@ class _Fake(Source):
             yield Frame(i, i / self.fps, np.zeros((4, 4, 3), np.uint8))
 
 
+class _Reconnecting(Source):
+    """A live source that drops after 100 frames and reconnects 0.5 s later, handing over 100 more at once."""
+
+    live = True
+
+    def __init__(self) -> None:
+        super().__init__("reconnecting")
+
+    def frames(self, stop, log):
+        for i in range(200):
+            if i == 100:
+                time.sleep(0.5)  # past the opening window of the first connection
+            yield Frame(i, i / 30, np.zeros((4, 4, 3), np.uint8), opened=i in (0, 100))
+
+
 def _drain(reader: FrameReader) -> list[int]:
     got = []
     while True:
@@ -207,6 +222,10 @@ def test_a_live_reader_drops_the_oldest_frames_a_file_reader_waits():
     burst = FrameReader(_Fake(100, live=True), threading.Condition(), print, size=4).start()
     burst._thread.join(5)
     assert burst.finished and [f.index for f in burst.buffer] == list(range(36, 100)) and burst.dropped == 36
+    # a reconnection (a frame marked ``opened``) may bring a burst again: the window reopens
+    again = FrameReader(_Reconnecting(), threading.Condition(), print, size=4, opening=0.3).start()
+    again._thread.join(5)
+    assert again.finished and [f.index for f in again.buffer] == list(range(136, 200))
     file = FrameReader(_Fake(500, live=False), threading.Condition(), print, size=4).start()
     time.sleep(0.2)
     assert not file.finished and len(file.buffer) == 4  # waits for room

@@ -321,6 +321,22 @@ def test_a_frame_whose_size_changed_is_scaled_not_cropped(tmp_path):
     assert abs(frames[-1][:, 40:].mean() - 220) < 10 and abs(frames[-1][:, :24].mean() - 40) < 10
 
 
+def test_odd_sides_lose_one_row_and_column_not_sharpness(tmp_path):
+    """A 97 x 129 frame becomes a 96 x 128 video by leaving out the last row and column: the
+    pixels kept are the source's (a fine checkerboard survives; scaling by 128/129 would grey it)."""
+    from facemtl.video.writer import VideoWriterSink
+
+    yy, xx = np.mgrid[:97, :129]
+    board = np.repeat((((yy // 4 + xx // 4) % 2) * 200 + 20).astype(np.uint8)[:, :, None], 3, axis=2)
+    sink = VideoWriterSink(tmp_path / "odd.mp4", crf=0)
+    for i in range(3):
+        sink.write(ImageResult(frame=i, time=i / 30, image=board.copy()))
+    sink.close()
+    frames = _decoded(tmp_path / "odd.mp4")
+    assert len(frames) == 3 and frames[-1].shape == (96, 128, 3)
+    assert np.abs(frames[-1].astype(int) - board[:96, :128]).mean() < 6  # lossless but for 4:2:0 chroma
+
+
 # -- item 11: fragmented MP4 ---------------------------------------------------------------------------
 
 KILLED = r'''

@@ -39,15 +39,6 @@ class ServiceError(Exception):
         self.detail = detail
 
 
-def unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached (down, cut off, locked), not that a
-    query was wrong."""
-    import sqlalchemy as sa
-
-    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
-        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
-
-
 def _read(method: Callable[..., Any]) -> Callable[..., Any]:
     """A read of the database: when the database cannot be reached, :class:`ServiceError` 503
     (as ``/v1/health`` says) instead of an internal error."""
@@ -59,6 +50,8 @@ def _read(method: Callable[..., Any]) -> Callable[..., Any]:
         except ServiceError:
             raise
         except Exception as exc:
+            from ..store.engine import unreachable
+
             if not unreachable(exc):
                 raise
             log.warning("the results database does not answer: %s", str(exc).strip().splitlines()[0])

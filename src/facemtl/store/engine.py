@@ -105,3 +105,19 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
     # filters over 100,000 faces, measured on a busy 2-core machine).
     kwargs.setdefault("connect_args", {"prepare_threshold": None, "options": "-c max_parallel_workers_per_gather=0"})
     return sa.create_engine(url, **kwargs)
+
+
+# -- what an error from the database means -----------------------------------------------------
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached (down, cut off, locked), not that a
+    query was wrong: the server answers 503, a writer keeps everything and retries."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+
+
+def data_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database refused the data (a retry image by image can keep
+    the rest) rather than that it went away (everything is kept and retried)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return not exc.connection_invalidated and isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
+    return isinstance(exc, (sa.exc.StatementError, UnicodeError))  # e.g. text the driver cannot encode

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from ..inference.model_info import ModelInfo
 from ..inference.results import FaceResult, ImageResult, TrackResult
+from .engine import data_error
 from .models import Answer, Face, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for, face_fields
 
@@ -51,14 +52,6 @@ def clean_text(value: str | None, length: int | None) -> str | None:
         return None
     value = _SURROGATE.sub("\ufffd", str(value)).replace("\x00", "")
     return value[:length] if length is not None else value
-
-
-def data_error(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database refused the data (a retry image by image can keep
-    the rest) rather than that it went away (everything is kept and retried)."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        return not exc.connection_invalidated and isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
-    return isinstance(exc, (sa.exc.StatementError, UnicodeError))  # e.g. text the driver cannot encode
 
 
 def _dialect_insert(engine: Engine, table: Any):

@@ -42,7 +42,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -63,12 +63,15 @@ class SourceError(ValueError):
 @dataclass
 class Frame:
     """One decoded frame: ``rgb (H, W, 3) uint8``, its ``index`` in the source (counting frames
-    dropped by a live reader), ``time`` in seconds and, for live sources, ``wall_time``."""
+    dropped by a live reader), ``time`` in seconds and, for live sources, ``wall_time``;
+    ``opened``: the first frame after a live source (re)connected, when FFmpeg may hand over a
+    burst of what it buffered (see :class:`FrameReader`)."""
 
     index: int
     time: float
     rgb: np.ndarray
     wall_time: float | None = None
+    opened: bool = False
 
 
 @dataclass
@@ -161,6 +164,12 @@ def _why(exc: BaseException) -> str:
     """FFmpeg's reason without PyAV's ``[Errno N] ...: 'path'`` decoration."""
     text = getattr(exc, "strerror", None) or str(exc)
     return re.sub(r"^\[Errno -?\d+\]\s*", "", str(text)).split(": '")[0].strip().rstrip(".").lower()
+
+
+def _start_seconds(stream: Any) -> float:
+    """The PyAV stream's first timestamp in seconds (0 when it declares none): frame times are
+    counted from it."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
 
 
 def _open_container(spec: str, name: str, options: dict[str, str], timeout: float | None, url: bool):
@@ -287,7 +296,7 @@ class VideoFile(Source):
             raise SourceError(f"{self.name}: is a folder")
         container, stream = _open_container(self.spec, self.name, self.options, None, url=False)
         self.fps = float(stream.average_rate) if stream.average_rate else None
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        start = _start_seconds(stream)
         # constant rate (the average is the rate every timestamp fits): number frames by timestamp
         rate = self.fps if self.fps and stream.base_rate and abs(self.fps - float(stream.base_rate)) < 1e-3 else None
         # frames the video stream itself declares (its sample count, or its own duration at its
@@ -344,9 +353,10 @@ class Url(Source):
                 opened_once = True
                 self.live = self.live or _http_live(container)
             self.fps = self.fps or (float(stream.average_rate) if stream.average_rate else None)
-            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            start = _start_seconds(stream)
             opened, ended = time.monotonic(), False
             clock.reopened()
+            first = True
             try:
                 for f in _decoded(container, stream, self.name, log, stop):
                     if failures and time.monotonic() - opened >= s.steady:
@@ -354,7 +364,8 @@ class Url(Source):
                     pts = float(f.time) if f.time is not None else None
                     if self.live:
                         t = clock.time(pts, time.time())
-                        frame = Frame(index, round(t, 4), _upright(f), round(clock.wall(t), 4))
+                        frame = Frame(index, round(t, 4), _upright(f), round(clock.wall(t), 4), opened=first)
+                        first = False
                     else:
                         frame = Frame(index, round(pts - start if pts is not None else index / (self.fps or 30), 4),
                                       _upright(f))
@@ -518,7 +529,9 @@ class FrameReader:
     A live source never waits for the consumer: when the buffer is full the oldest frame
     is dropped and counted (:attr:`dropped`); for ``opening`` seconds after its first frame
     it may hold ``burst`` frames, within :data:`BURST_BYTES` (FFmpeg hands over what it
-    buffered while probing the stream all at once). Any other source waits for room, so no frame is lost. ``fps_cap``: keep at most that many frames per second of the source's time
+    buffered while probing the stream all at once), and again after each reconnection (a
+    frame marked ``opened``). Any other source waits for room, so no frame is lost.
+    ``fps_cap``: keep at most that many frames per second of the source's time
     (the rest are skipped, counted in :attr:`skipped`). ``ready`` is notified on every
     new frame and at the end; ``log`` receives the source's warnings.
     """
@@ -591,7 +604,7 @@ class FrameReader:
                 if not self._keep(frame.time):
                     self.skipped += 1
                     continue
-                first = time.monotonic() if first is None else first
+                first = time.monotonic() if first is None or frame.opened else first  # (re)opened: a burst may come
                 with self.ready:
                     if self.source.live:
                         size = self.size

@@ -9,7 +9,8 @@ downloads, and seek in it; a run that is killed (SIGKILL, power cut) keeps every
 written, a plain MP4 would keep nothing (its index is written last). ``.mkv`` is Matroska.
 Frame times are the stream's own (millisecond time base), so a live stream that dropped
 frames still plays at its real pace; a frame whose size differs from the first one's (the
-source changed resolution) is scaled to the video's size. Drawing and encoding run in a
+source changed resolution) is scaled to the video's size. Odd sides lose their last row or
+column (H.264 in 4:2:0 needs even sides), never scaled. Drawing and encoding run in a
 thread of their own, fed through a small queue, beside the analysis.
 """
 
@@ -156,7 +157,11 @@ class VideoWriterSink(Sink):
                 if self.blur:
                     image = blur_faces(image, faces + hidden)
                 drawn = draw_faces(image, faces, [face_label(f) for f in faces])
-                if drawn.shape[:2] != (stream.height, stream.width):  # odd sides, or the source changed size
+                h, w = drawn.shape[:2]
+                if (h - h % 2, w - w % 2) == (stream.height, stream.width):
+                    drawn = drawn[: stream.height, : stream.width]  # odd sides (H.264's 4:2:0 wants even): the last
+                    # row or column left out, every other pixel as it was (scaling by 639/640 blurs them all)
+                else:  # the source changed size
                     import cv2
 
                     drawn = cv2.resize(drawn, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
