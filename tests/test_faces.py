@@ -40,8 +40,19 @@ def test_nms_all_pairs_at_once_keeps_what_the_loop_keeps(monkeypatch):
             for threshold in (0.5, 0.7):
                 monkeypatch.setattr(mtcnn, "NMS_MATRIX", 0)
                 looped = nms(boxes, scores, threshold, mode)
-                monkeypatch.setattr(mtcnn, "NMS_MATRIX", 2048)
+                monkeypatch.setattr(mtcnn, "NMS_MATRIX", 256)
                 assert nms(boxes, scores, threshold, mode).tolist() == looped.tolist()
+    # zero-area boxes (an overlap of 0/0) and a NaN corner: the loop drops what it cannot compare
+    odd = [np.array([[5, 5, 4, 9], [5, 5, 4, 9], [50, 50, 60, 60]], float),
+           np.array([[0, 0, 20, 20], [5, 5, 4, 4]], float),
+           np.array([[0, 0, 20, 20], [np.nan, 0, 20, 20]], float)]
+    for boxes in odd:
+        scores = np.linspace(0.9, 0.5, len(boxes))
+        for mode in ("union", "min"):
+            monkeypatch.setattr(mtcnn, "NMS_MATRIX", 0)
+            looped = nms(boxes, scores, 0.5, mode)
+            monkeypatch.setattr(mtcnn, "NMS_MATRIX", 256)
+            assert nms(boxes, scores, 0.5, mode).tolist() == looped.tolist()
     nested = np.array([[0, 0, 99, 99], [10, 10, 39, 39], [200, 0, 219, 19]], float)
     # by hand: the small box lies inside the big one: "min" overlap 1, union overlap 0.09
     assert nms(nested, np.array([0.5, 0.9, 0.1]), 0.7, "min").tolist() == [1, 2]
@@ -49,8 +60,9 @@ def test_nms_all_pairs_at_once_keeps_what_the_loop_keeps(monkeypatch):
 
 
 def test_prelu_split_gives_the_shipped_networks_outputs():
-    """MTCNN's PRelu nodes run as Relu + slope * Min(x, 0): the three networks' outputs equal
-    those of the files as shipped, on inputs of both signs."""
+    """MTCNN's PRelu nodes run as ReLUs and 1x1 depthwise convolutions (after a convolution) or
+    Relu + slope * Min(x, 0): the three networks' outputs equal those of the files as shipped,
+    value for value, on inputs of both signs."""
     import onnxruntime as ort
     from pathlib import Path
 
@@ -70,7 +82,33 @@ def test_prelu_split_gives_the_shipped_networks_outputs():
         a, b = session(shipped), session(split)
         feed = {a.get_inputs()[0].name: x}
         for want, got in zip(a.run(None, feed), b.run(None, feed)):
-            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_prelu_split_keeps_any_prelu_graph_valid():
+    """A slope shared by every channel ``(1, 1, 1, 1)``, per-channel slopes, a 2-D input, and
+    PRelu nodes without names: each rewritten graph loads and gives PRelu's values."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    for shape, slope in (((2, 3, 5, 5), rng.uniform(-1.5, 1.5, (1, 1, 1, 1))),
+                         ((2, 4, 5, 5), rng.uniform(-1.5, 1.5, (1, 4, 1, 1))),
+                         ((3, 6), rng.uniform(-1.5, 1.5, (6,)))):
+        slope = slope.astype(np.float32)
+        nodes = [helper.make_node("PRelu", ["x", "a"], ["h"]), helper.make_node("PRelu", ["h", "a"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                                  [numpy_helper.from_array(slope, "a")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        split = mtcnn.split_prelu(onnx.ModelProto.FromString(model.SerializeToString()))
+        x = rng.uniform(-2, 2, shape).astype(np.float32)
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        got = ort.InferenceSession(split, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        h = np.where(x >= 0, x, slope * x)
+        np.testing.assert_allclose(want, np.where(h >= 0, h, slope * h), rtol=1e-6)
+        np.testing.assert_array_equal(got, want)
 
 
 def test_templates_exist_for_every_detector():

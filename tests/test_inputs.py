@@ -263,3 +263,29 @@ def test_detection_scores_are_documented_per_detector():
     readme = (REPO / "README.md").read_text()
     for text in (results.__doc__, readme):
         assert "SVM margin" in text and "O-Net" in text
+
+
+def test_a_second_sigterm_in_analyze_aborts_with_143(face, tmp_path, capsys, monkeypatch):
+    """The first SIGTERM asks analyze to finish what it read; a second aborts, and the exit
+    status still says SIGTERM (143), not Ctrl-C's 130."""
+    import os
+    import signal
+
+    from facemtl.sinks import JsonLinesSink
+
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(12):
+        Image.fromarray(face).save(d / f"p{i:02d}.jpg", quality=90)
+    written = []
+
+    def write(self, result):
+        written.append(result.file)
+        if len(written) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # finish what was read...
+            os.kill(os.getpid(), signal.SIGTERM)  # ...no: abort now
+
+    monkeypatch.setattr(JsonLinesSink, "write", write)
+    assert main(["analyze", str(d), "--json", "--workers", "2", "--no-progress"]) == 143
+    assert capsys.readouterr().err.strip().startswith("facemtl: interrupted") and len(written) == 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("facemtl-detect")]

@@ -25,8 +25,9 @@ import numpy as np
 
 from .base import DETECTORS, Detector, Face, largest_first
 
-#: Up to this many boxes, :func:`nms` computes all pairs' overlaps at once (4 MB of booleans at most).
-NMS_MATRIX = 2048
+#: Up to this many boxes, :func:`nms` computes all pairs' overlaps at once (about 3 MB of float64
+#: temporaries at 256); beyond, a loop whose cost grows with the boxes kept, not with their square.
+NMS_MATRIX = 256
 
 
 def _network(name: str) -> bytes:
@@ -41,18 +42,17 @@ def split_prelu(model) -> bytes:
     """``model`` (an ``onnx.ModelProto``, changed in place) with every ``PRelu(x, a)`` written
     in operators ONNX Runtime runs faster, serialised.
 
-    After a convolution (slopes ``(1, C, 1, 1)``) ``PRelu(x, a) = Relu(x) + (-a) * Relu(-x)``,
-    the two products as 1x1 depthwise convolutions (weights ``-1`` and ``-a``), which stay in
-    ONNX Runtime's blocked convolution layout; elsewhere (O-Net's fully connected layer)
-    ``Relu(x) + a * Min(x, 0)``. The same numbers, not just close: for ``x >= 0`` both forms
-    give ``x`` plus a signed zero, for ``x < 0`` they give ``(-a) * (-x)`` or ``a * x``, equal
-    products. Checked: the three networks' outputs agree with the files' as shipped
-    (``tests/test_faces.py``), and the detections on 100 composed photos of each size were
-    identical. Written here because ONNX Runtime's CPU ``PRelu`` kernel (a broadcast outside
-    the blocked layout, with a reorder before and after) took 40-50 % of each network's time:
-    2-core AMD EPYC, one thread, R-Net on 67 crops 6.9 -> 3.1 ms, O-Net on 17 crops 9.0 ->
-    4.8 ms, P-Net on a 192x144 level 2.7 -> 1.6 ms. The files stay as shipped; this runs when a
-    detector is built.
+    After a convolution (slopes ``(1, C, 1, 1)``, ``C > 1``) ``PRelu(x, a) = Relu(x) + (-a) *
+    Relu(-x)``, the two products as 1x1 depthwise convolutions (weights ``-1`` and ``-a``), which
+    stay in ONNX Runtime's blocked convolution layout; elsewhere (O-Net's fully connected layer)
+    ``Relu(x) + a * Min(x, 0)``. The same values, not just close: for ``x >= 0`` both forms give
+    ``x`` plus a zero, for ``x < 0`` they give ``(-a) * (-x)`` or ``a * x``, equal products (only
+    the sign of a zero result may differ: ``+0.0`` where PRelu gives ``-0.0``). Checked: the three
+    networks' outputs equal the files' as shipped (``tests/test_faces.py``), and the detections on
+    the benchmark's composed photos were identical. Written here because ONNX Runtime's CPU
+    ``PRelu`` kernel (a broadcast outside the blocked layout, with a reorder before and after)
+    took 40-50 % of each network's time (``scripts/time_detector.py``; the figures in
+    ``docs/speed.md``). The files stay as shipped; this runs when a detector is built.
     """
     from onnx import helper, numpy_helper
 
@@ -65,25 +65,26 @@ def split_prelu(model) -> bytes:
             continue
         (x, a), y = node.input, node.output[0]
         slope = slopes.get(a)
-        if slope is not None and slope.ndim == 4 and slope.shape[0] == 1 and slope.shape[2:] == (1, 1):
+        per_channel = slope is not None and slope.ndim == 4 and slope.shape[0] == 1 and slope.shape[2:] == (1, 1)
+        if per_channel and slope.shape[1] > 1:  # (1, 1, 1, 1) broadcasts over any channels: no grouped conv
             c = slope.shape[1]
             graph.initializer.extend([
                 numpy_helper.from_array(np.full((c, 1, 1, 1), -1, np.float32), f"{y}__minus_one"),
                 numpy_helper.from_array(-slope.reshape(c, 1, 1, 1).astype(np.float32), f"{y}__minus_slope")])
-            nodes += [helper.make_node("Relu", [x], [f"{y}__pos"], name=f"{node.name}__pos"),
-                      helper.make_node("Conv", [x, f"{y}__minus_one"], [f"{y}__flip"], name=f"{node.name}__flip",
+            nodes += [helper.make_node("Relu", [x], [f"{y}__pos"], name=f"{y}__pos"),
+                      helper.make_node("Conv", [x, f"{y}__minus_one"], [f"{y}__flip"], name=f"{y}__flip",
                                        group=c, kernel_shape=[1, 1]),
-                      helper.make_node("Relu", [f"{y}__flip"], [f"{y}__neg"], name=f"{node.name}__neg"),
+                      helper.make_node("Relu", [f"{y}__flip"], [f"{y}__neg"], name=f"{y}__neg"),
                       helper.make_node("Conv", [f"{y}__neg", f"{y}__minus_slope"], [f"{y}__scaled"],
-                                       name=f"{node.name}__scale", group=c, kernel_shape=[1, 1]),
-                      helper.make_node("Add", [f"{y}__scaled", f"{y}__pos"], [y], name=f"{node.name}__add")]
+                                       name=f"{y}__scale", group=c, kernel_shape=[1, 1]),
+                      helper.make_node("Add", [f"{y}__scaled", f"{y}__pos"], [y], name=f"{y}__add")]
             continue
         zero = f"{y}__zero"
         graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
-        nodes += [helper.make_node("Relu", [x], [f"{y}__pos"], name=f"{node.name}__relu"),
-                  helper.make_node("Min", [x, zero], [f"{y}__neg"], name=f"{node.name}__min"),
-                  helper.make_node("Mul", [f"{y}__neg", a], [f"{y}__scaled"], name=f"{node.name}__mul"),
-                  helper.make_node("Add", [f"{y}__pos", f"{y}__scaled"], [y], name=f"{node.name}__add")]
+        nodes += [helper.make_node("Relu", [x], [f"{y}__pos"], name=f"{y}__relu"),
+                  helper.make_node("Min", [x, zero], [f"{y}__neg"], name=f"{y}__min"),
+                  helper.make_node("Mul", [f"{y}__neg", a], [f"{y}__scaled"], name=f"{y}__mul"),
+                  helper.make_node("Add", [f"{y}__pos", f"{y}__scaled"], [y], name=f"{y}__add")]
     del graph.node[:]
     graph.node.extend(nodes)
     return model.SerializeToString()
@@ -93,12 +94,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     """Greedy non-maximum suppression; boxes ``(N, 4)`` inclusive pixel corners. Returns kept indices,
     best score first.
 
-    Overlap: intersection over union (``mode="union"``) or over the smaller box (``"min"``).
-    Up to :data:`NMS_MATRIX` boxes the overlaps of all pairs are computed at once and the greedy
-    pass only reads them (MTCNN's calls hold 30 boxes on average, at most about 200 on
-    composed photos: 3-4 times faster than a round of array operations per kept box); more
-    boxes take that round-per-box loop, whose memory stays linear. Both compute each pair's
-    overlap with the same operations, so they keep the same boxes (``tests/test_faces.py``).
+    Overlap: intersection over union (``mode="union"``) or over the smaller box (``"min"``); a
+    box is dropped unless its overlap with a kept one is ``<= threshold`` (so an undefined overlap,
+    NaN from a zero-area pair, drops it). Up to :data:`NMS_MATRIX` boxes the overlaps of all
+    pairs are computed at once and the greedy pass only reads them (MTCNN's calls on the
+    benchmark's composed photos hold 30 boxes on average, at most 174: 1.6 -> 0.5 ms a photo in
+    all); more boxes take a round of array operations per kept box, which costs less when few
+    are kept among many. Both compute each pair's overlap with the same operations, so they keep
+    the same boxes in the same order (``tests/test_faces.py``).
     """
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -115,7 +118,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
 
     keep = []
     if len(boxes) <= NMS_MATRIX:
-        over = overlap(np.arange(len(boxes))[:, None], np.arange(len(boxes))) > threshold
+        over = ~(overlap(np.arange(len(boxes))[:, None], np.arange(len(boxes))) <= threshold)  # NaN: over
         dropped = np.zeros(len(boxes), dtype=bool)
         for i in order:
             if not dropped[i]:

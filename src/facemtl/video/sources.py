@@ -601,10 +601,10 @@ class FrameReader:
                 if frame is None or self.stop_event.is_set():
                     break
                 self.read += 1
+                first = time.monotonic() if first is None or frame.opened else first  # (re)opened: a burst may come
                 if not self._keep(frame.time):
                     self.skipped += 1
                     continue
-                first = time.monotonic() if first is None or frame.opened else first  # (re)opened: a burst may come
                 with self.ready:
                     if self.source.live:
                         size = self.size

@@ -8,9 +8,9 @@ put before the fragments when the file is closed, so browsers play it, even whil
 downloads, and seek in it; a run that is killed (SIGKILL, power cut) keeps every fragment
 written, a plain MP4 would keep nothing (its index is written last). ``.mkv`` is Matroska.
 Frame times are the stream's own (millisecond time base), so a live stream that dropped
-frames still plays at its real pace; a frame whose size differs from the first one's (the
-source changed resolution) is scaled to the video's size. Odd sides lose their last row or
-column (H.264 in 4:2:0 needs even sides), never scaled. Drawing and encoding run in a
+frames still plays at its real pace. The video's sides are the first frame's, made even (H.264
+in 4:2:0 needs even sides): a frame one row or column larger loses its last one, never scaled;
+a frame of any other size (the source changed resolution) is scaled to the video's size. Drawing and encoding run in a
 thread of their own, fed through a small queue, beside the analysis.
 """
 
