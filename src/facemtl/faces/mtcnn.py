@@ -116,7 +116,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
         h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
         inter = w * h
         denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
-        return inter / denom
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero-area pair: NaN, dropped (see above)
+            return inter / denom
 
     keep = []
     if len(boxes) <= NMS_MATRIX:
