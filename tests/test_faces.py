@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from facemtl.faces import DETECTORS, align_face, build_detector, similarity_transform, template
 from facemtl.faces import mtcnn

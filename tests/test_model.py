@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from facemtl.model.backbones import BACKBONES, load_lite0_imagenet
+from facemtl.model.backbones import BACKBONES
 from facemtl.model import MultiTaskNet
 from facemtl.tasks import build_task
 from facemtl.training.callbacks import EarlyFreeze

@@ -337,6 +337,28 @@ def test_odd_sides_lose_one_row_and_column_not_sharpness(tmp_path):
     assert np.abs(frames[-1].astype(int) - board[:96, :128]).mean() < 6  # lossless but for 4:2:0 chroma
 
 
+def test_the_annotated_video_takes_any_x264_preset_and_refuses_others(tmp_path):
+    """--preset: a faster x264 preset writes the same frames (a larger file); an unknown one is one sentence."""
+    from facemtl.video import PRESETS
+    from facemtl.video.command import build_sinks
+    from facemtl.video.writer import VideoWriterSink
+
+    frame = np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    sizes = {}
+    for preset in ("ultrafast", "veryfast"):
+        sink = build_sinks([], annotate=str(tmp_path / f"{preset}.mp4"), preset=preset, out=io.StringIO())[-1]
+        assert isinstance(sink, VideoWriterSink) and sink.preset == preset
+        for i in range(3):
+            sink.write(ImageResult(frame=i, time=i / 30, image=frame.copy()))
+        sink.close()
+        assert len(_decoded(tmp_path / f"{preset}.mp4")) == 3
+        sizes[preset] = (tmp_path / f"{preset}.mp4").stat().st_size
+    assert sizes["ultrafast"] > sizes["veryfast"]
+    assert PRESETS[0] == "ultrafast" and "veryfast" in PRESETS
+    with pytest.raises(ValueError, match="unknown x264 preset 'quick'; choose from ultrafast"):
+        VideoWriterSink(tmp_path / "x.mp4", preset="quick")
+
+
 # -- item 11: fragmented MP4 ---------------------------------------------------------------------------
 
 KILLED = r'''

@@ -327,6 +327,7 @@ def stream(
     stats: bool = False,
     db: str | None = None,
     thumbnails: bool = False,
+    preset: str = "veryfast",
 ) -> int:
     """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
 
@@ -347,7 +348,7 @@ def stream(
     if thumbnails and db is None:
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
-                      min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails)
+                      min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails, preset=preset)
 
 
 def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = None,
@@ -740,6 +741,11 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per face and frame")
     p.add_argument("--annotate", metavar="OUT.mp4", help="write the video with boxes, track ids and answers (H.264)")
     p.add_argument("--blur", action="store_true", help="pixelate the faces in the annotated video")
+    from .video import PRESETS  # the package alone: light
+
+    p.add_argument("--preset", choices=PRESETS, default="veryfast",
+                   help="x264's speed preset for --annotate: a faster one takes less CPU a frame and writes a "
+                        "larger file at the same quality")
     p.add_argument("--detect-every", type=_positive(int), default=5, metavar="N",
                    help="run the face detector on every N-th frame and track faces in between (default 5)")
     p.add_argument("--max-frames", type=_positive(int), metavar="N", help="stop each source after N frames")
@@ -777,7 +783,7 @@ def _stream_run(a: argparse.Namespace) -> int:
         return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
                       False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
-                      db=a.db, thumbnails=a.thumbnails)
+                      db=a.db, thumbnails=a.thumbnails, preset=a.preset)
     except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM

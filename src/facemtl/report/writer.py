@@ -13,14 +13,19 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ..jsonutil import jsonable
 from . import figures, stats
 from .document import Image, Para, Section, Table, to_html, to_markdown
-from .load import ReportInput, RunLog, load
+from .load import ReportInput, load
 from .sources import figures_for, protocol_of
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+    from ..tasks.base import MetricColumn
 
 #: Cells smaller than this are shown but left out of the "largest gap".
 GAP_MIN_COUNT = 30

@@ -14,6 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+#: x264's speed presets for the annotated video, fastest first: a faster one takes less CPU a frame
+#: and writes a larger file at the same quality (``crf``). Here, not in ``writer``, so that the
+#: command line can offer them without importing the writer.
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
 _EXPORTS = {
     "stream_events": "stream", "Stream": "stream", "StreamSettings": "stream", "StreamStats": "stream",
     "VideoAnalyzer": "stream",

@@ -27,15 +27,17 @@ CLOSED_OUTPUT = "a closed output"
 
 
 def build_sinks(tasks, as_json: bool = False, as_csv: bool = False, annotate: str | None = None, blur: bool = False,
-                several: bool = False, out: TextIO | None = None, fps: float = 30.0) -> list[Sink]:
-    """The sinks the flags ask for: one of JSON lines / CSV / the track table on ``out``, and the annotated video."""
+                several: bool = False, out: TextIO | None = None, fps: float = 30.0,
+                preset: str = "veryfast") -> list[Sink]:
+    """The sinks the flags ask for: one of JSON lines / CSV / the track table on ``out``, and the annotated
+    video (``preset``: x264's speed preset, see :data:`~facemtl.video.PRESETS`)."""
     out = out or sys.stdout
     sinks: list[Sink] = [JsonLinesSink(out, faces=True) if as_json else VideoCsvSink(tasks, out, several)
                          if as_csv else TableSink(out, frames=False)]
     if annotate:
         from .writer import VideoWriterSink
 
-        sinks.append(VideoWriterSink(annotate, blur=blur, fps=fps))
+        sinks.append(VideoWriterSink(annotate, blur=blur, fps=fps, preset=preset))
     return sinks
 
 
@@ -77,7 +79,7 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
                runtime: str | None = None, device: str = "auto", detector: str = "mtcnn",
                min_face: float | None = None, workers: int | None = None, threads: int | None = None,
                progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False, db: str | None = None,
-               thumbnails: bool = False) -> int:
+               thumbnails: bool = False, preset: str = "veryfast") -> int:
     """Analyse ``sources`` until they end or a signal stops them; returns the exit status:
     0 when every source was read to its end (or ``max_frames``), 1 when a source or an output
     failed (its sentence is on stderr; everything analysed before is written to the outputs
@@ -87,7 +89,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     ``stats``: end with :meth:`StreamStats.to_dict` as ``facemtl: stats {...}`` on stderr.
     ``db``: also write every face and track to the results database at this URL or SQLite file
     (:class:`~facemtl.sinks.db.DbSink`: batched transactions, a live frame per source every
-    second for the operator page; ``thumbnails``: a crop of each face)."""
+    second for the operator page; ``thumbnails``: a crop of each face). ``preset``: x264's speed
+    preset for the annotated video."""
     settings = settings or StreamSettings()
     missing = [m for m in ("av", "scipy") if importlib.util.find_spec(m) is None]
     if missing:
@@ -95,16 +98,20 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     if blur and not annotate:
         raise ValueError("--blur blurs the faces of the annotated video: give --annotate OUT.mp4 too")
     if annotate:
+        from . import PRESETS
         from .writer import check_output
 
         check_output(annotate)  # a folder, a suffix with no H.264 container, a missing folder: before the model
+        if preset not in PRESETS:
+            raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(PRESETS)}")
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")
     settings.keep_images = bool(annotate) or db is not None  # the database keeps live frames (and thumbnails)
     with VideoAnalyzer(checkpoint, detector, device, runtime, min_face, workers, threads=threads) as analyzer:
         fps = next((s.fps for s in opened if s.fps), 30.0)
-        outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps) + list(sinks)
+        outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
+                              preset=preset) + list(sinks)
         if db is not None:
             from ..sinks.db import open_db_sink
 

@@ -28,6 +28,7 @@ import numpy as np
 from ..inference.results import ERROR, FaceResult, ImageResult
 from ..sinks.annotate import draw_faces
 from ..sinks.base import Sink
+from . import PRESETS
 
 #: Container options of the annotated video, by suffix (H.264 in each). Not AVI: it cannot
 #: keep the stream's own frame times (a live stream's dropped frames would change its pace).
@@ -102,6 +103,8 @@ class VideoWriterSink(Sink):
             raise RuntimeError("writing video needs PyAV: pip install 'facemtl[video]'") from None
         self.path = check_output(path)
         self.blur = blur
+        if preset not in PRESETS:
+            raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(PRESETS)}")
         self.crf, self.preset, self.fps = crf, preset, fps
         self.frames = 0
         self.error: BaseException | None = None
