@@ -233,9 +233,24 @@ def test_annotated_copies_keep_png_overwrite_on_rerun_and_scale_their_labels(tmp
     assert label_height(4000) > 5 * label_height(400)
 
 
-def test_ctrl_c_in_analyze_stops_cleanly_without_a_resume_hint(face, tmp_path, capsys, monkeypatch):
+def _ctrl_c(written):
+    raise KeyboardInterrupt
+
+
+def _sigterm_twice(written):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)  # finish what was read...
+    os.kill(os.getpid(), signal.SIGTERM)  # ...no: abort now
+
+
+@pytest.mark.parametrize("interrupt, status", [(_ctrl_c, 130), (_sigterm_twice, 143)])
+def test_an_interrupted_analyze_stops_cleanly_without_a_resume_hint(face, tmp_path, capsys, monkeypatch,
+                                                                     interrupt, status):
     """Item 11: Ctrl-C suggested a --resume analyze does not have; the detection threads must
-    be shut down, not left to print a traceback at exit."""
+    be shut down, not left to print a traceback at exit. A second SIGTERM (the first asks to
+    finish what was read) aborts with SIGTERM's status, 143, not Ctrl-C's 130."""
     from facemtl.sinks import JsonLinesSink
 
     d = tmp_path / "many"
@@ -247,12 +262,13 @@ def test_ctrl_c_in_analyze_stops_cleanly_without_a_resume_hint(face, tmp_path, c
     def write(self, result):
         written.append(result.file)
         if len(written) == 3:
-            raise KeyboardInterrupt
+            interrupt(written)
 
     monkeypatch.setattr(JsonLinesSink, "write", write)
-    assert main(["analyze", str(d), "--json", "--workers", "2", "--no-progress"]) == 130
+    assert main(["analyze", str(d), "--json", "--workers", "2", "--no-progress"]) == status
     err = capsys.readouterr().err.strip()
     assert err.startswith("facemtl: interrupted") and "--resume" not in err and "Traceback" not in err
+    assert len(written) == 3
     assert not [t for t in threading.enumerate() if t.name.startswith("facemtl-detect")]
 
 
@@ -263,29 +279,3 @@ def test_detection_scores_are_documented_per_detector():
     readme = (REPO / "README.md").read_text()
     for text in (results.__doc__, readme):
         assert "SVM margin" in text and "O-Net" in text
-
-
-def test_a_second_sigterm_in_analyze_aborts_with_143(face, tmp_path, capsys, monkeypatch):
-    """The first SIGTERM asks analyze to finish what it read; a second aborts, and the exit
-    status still says SIGTERM (143), not Ctrl-C's 130."""
-    import os
-    import signal
-
-    from facemtl.sinks import JsonLinesSink
-
-    d = tmp_path / "many"
-    d.mkdir()
-    for i in range(12):
-        Image.fromarray(face).save(d / f"p{i:02d}.jpg", quality=90)
-    written = []
-
-    def write(self, result):
-        written.append(result.file)
-        if len(written) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # finish what was read...
-            os.kill(os.getpid(), signal.SIGTERM)  # ...no: abort now
-
-    monkeypatch.setattr(JsonLinesSink, "write", write)
-    assert main(["analyze", str(d), "--json", "--workers", "2", "--no-progress"]) == 143
-    assert capsys.readouterr().err.strip().startswith("facemtl: interrupted") and len(written) == 2
-    assert not [t for t in threading.enumerate() if t.name.startswith("facemtl-detect")]
