@@ -19,6 +19,7 @@ mouth corner left, mouth corner right.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,12 @@ from .base import DETECTORS, Detector, Face, largest_first
 NMS_MATRIX = 256
 
 
+@functools.lru_cache(maxsize=None)
 def _network(name: str) -> bytes:
     """The bytes of a shipped MTCNN network, checked like every ONNX file facemtl runs, with
-    its ``PRelu`` nodes written as ONNX Runtime runs them fastest (:func:`split_prelu`)."""
+    its ``PRelu`` nodes written as ONNX Runtime runs them fastest (:func:`split_prelu`). Read
+    and rewritten once per process (about 8 ms for the three), not once per detector: each
+    worker thread builds its own."""
     from ..inference.model_files import check_onnx_file
 
     return split_prelu(check_onnx_file(Path(__file__).with_name("mtcnn_onnx") / f"{name}.onnx")[1])
@@ -102,8 +106,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     pairs are computed at once and the greedy pass only reads them (MTCNN's calls on the
     benchmark's composed photos hold tens of boxes, rarely over 200: 2.1 -> 0.9 ms a 640x480
     photo in all, ``docs/results/detector_time_{before,after}.json``); more boxes take a round of
-    array operations per kept box, which costs less when few are kept among many. Both compute each pair's overlap with the same operations, so they keep
-    the same boxes in the same order (``tests/test_faces.py``).
+    array operations per kept box, which costs less when few are kept among many. Both compute
+    each pair's overlap with the same operations, so they keep the same boxes in the same order
+    (``tests/test_faces.py``).
     """
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
