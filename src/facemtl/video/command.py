@@ -98,12 +98,9 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     if blur and not annotate:
         raise ValueError("--blur blurs the faces of the annotated video: give --annotate OUT.mp4 too")
     if annotate:
-        from . import PRESETS
         from .writer import check_output
 
-        check_output(annotate)  # a folder, a suffix with no H.264 container, a missing folder: before the model
-        if preset not in PRESETS:
-            raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(PRESETS)}")
+        check_output(annotate, preset)  # a folder, a suffix with no H.264 container, a bad preset: before the model
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")

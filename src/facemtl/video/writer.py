@@ -10,8 +10,9 @@ written, a plain MP4 would keep nothing (its index is written last). ``.mkv`` is
 Frame times are the stream's own (millisecond time base), so a live stream that dropped
 frames still plays at its real pace. The video's sides are the first frame's, made even (H.264
 in 4:2:0 needs even sides): a frame one row or column larger loses its last one, never scaled;
-a frame of any other size (the source changed resolution) is scaled to the video's size. Drawing and encoding run in a
-thread of their own, fed through a small queue, beside the analysis.
+a frame of any other size (the source changed resolution) is scaled to the video's size.
+Drawing and encoding run in a thread of their own, fed through a small queue, beside the
+analysis.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ CONTAINERS = {
 }
 
 
-def check_output(path: str | Path) -> Path:
-    """``path`` if the annotated video can be written there; else a ``ValueError`` with one sentence
-    (a folder, an unknown suffix, a missing or read-only folder). Checked before the model loads."""
+def check_output(path: str | Path, preset: str = "veryfast") -> Path:
+    """``path`` if the annotated video can be written there with x264's ``preset``; else a
+    ``ValueError`` with one sentence (a folder, an unknown suffix, a missing or read-only folder,
+    a preset x264 does not have). Checked before the model loads."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(PRESETS)}")
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"--annotate {path}: is a folder; give a file name, e.g. {p / 'annotated.mp4'}")
@@ -101,10 +105,8 @@ class VideoWriterSink(Sink):
             import av  # noqa: F401
         except ImportError:
             raise RuntimeError("writing video needs PyAV: pip install 'facemtl[video]'") from None
-        self.path = check_output(path)
+        self.path = check_output(path, preset)
         self.blur = blur
-        if preset not in PRESETS:
-            raise ValueError(f"unknown x264 preset {preset!r}; choose from {', '.join(PRESETS)}")
         self.crf, self.preset, self.fps = crf, preset, fps
         self.frames = 0
         self.error: BaseException | None = None
@@ -162,8 +164,9 @@ class VideoWriterSink(Sink):
                 drawn = draw_faces(image, faces, [face_label(f) for f in faces])
                 h, w = drawn.shape[:2]
                 if (h - h % 2, w - w % 2) == (stream.height, stream.width):
-                    drawn = drawn[: stream.height, : stream.width]  # odd sides (H.264's 4:2:0 wants even): the last
-                    # row or column left out, every other pixel as it was (scaling by 639/640 blurs them all)
+                    # odd sides (H.264's 4:2:0 wants even): the last row or column left out, every other
+                    # pixel as it was (scaling by 639/640 would blur them all)
+                    drawn = drawn[: stream.height, : stream.width]
                 else:  # the source changed size
                     import cv2
 
