@@ -71,10 +71,10 @@ def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
     """SIGINT (Ctrl-C) and SIGTERM ask a long command to stop cleanly while this block runs.
 
     The first signal calls ``on_first(signum)`` (which should make the work end soon, keeping
-    what is done); a second raises :class:`SignalAbort` (a ``KeyboardInterrupt``) to abort. Yields the list of signals
-    received (empty when none; ``SIGNAL_STATUS[received[0]]`` is then the exit status). Off the
-    main thread, where Python cannot install handlers, nothing is installed. The previous
-    handlers come back when the block ends.
+    what is done); a second raises :class:`SignalAbort` (a ``KeyboardInterrupt``) to abort.
+    Yields the list of signals received (empty when none; ``SIGNAL_STATUS[received[0]]`` is
+    then the exit status). Off the main thread, where Python cannot install handlers, nothing
+    is installed. The previous handlers come back when the block ends.
     """
     received: list[int] = []
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections import deque
 import io
 import logging
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any, Callable
 
 from ..inference.results import ERROR, ImageResult
