@@ -15,7 +15,8 @@ run's best epoch). The test faces are never read.
 
 Batch norm: the running mean and variance of a weight average are not the average of the
 members' statistics, so they are estimated again with the averaged weights over the training
-faces (evaluation preprocessing, a cumulative mean over one pass, PyTorch's ``momentum=None``).
+faces (evaluation preprocessing, one pass, PyTorch's ``momentum=None``: a cumulative mean over
+the batches, each counting once, as ``torch.optim.swa_utils.update_bn`` does).
 A soup of one is the ingredient unchanged. Weights are rounded to float16 before scoring, as
 the slimmed file stores them.
 
@@ -55,7 +56,8 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def recompute_batch_norm(model: torch.nn.Module, data, batch_size: int = 256, channels_last: bool = True) -> None:
     """Batch-norm running statistics estimated again over ``data`` (a FaceSet) with the model's
-    current weights: every BN layer reset, ``momentum=None`` (cumulative mean), the rest of the
+    current weights: every BN layer reset, ``momentum=None`` (the mean over batches, each batch
+    counting once, so the last, smaller batch a little more than its share), the rest of the
     model in eval mode (dropout off), one pass without gradients."""
     from facemtl.preprocess import to_input
 
