@@ -58,10 +58,13 @@ def main() -> None:
     a = ap.parse_args()
 
     base = Path(a.baseline_src).resolve()
+    import compileall  # both checkouts from bytecode, as an installed package runs (benchmark.run.compile_bytecode)
+
+    compiled = {str(src): bool(compileall.compile_dir(str(src / "facemtl"), quiet=2)) for src in (HERE, base)}
     this_env, base_env = {**os.environ, "PYTHONPATH": str(HERE)}, {**os.environ, "PYTHONPATH": str(base)}
     result: dict = {"when_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "machine": hardware(), "this_checkout": {"src": str(HERE), **checkout(HERE)},
-                    "baseline": {"src": str(base), **checkout(base)}, "repeats": a.repeats, "sizes": {}}
+                    "baseline": {"src": str(base), **checkout(base)}, "repeats": a.repeats, "bytecode_compiled": compiled, "sizes": {}}
     tmp = Path(tempfile.mkdtemp(prefix="ab_photos_"))  # the peer's script and lists: not in the photo folders
     (tmp / "peer_photos.py").write_text(PHOTOS)
     for folder in map(Path, a.photos):

@@ -141,3 +141,18 @@ def test_interleaved_runs_change_order_so_no_command_always_goes_first():
     assert rounds[0] == list("abcd") and all(sorted(r) == list("abcd") for r in rounds)
     assert len({r[0] for r in rounds}) > 1 and len({tuple(r) for r in rounds}) > 1  # not one fixed order
     assert all(len(v) == 4 and min(v) > 0 for v in times.values())
+
+
+def test_timed_processes_load_facemtl_from_bytecode():
+    """Before timing, every module of the package has its bytecode (as after ``pip install``),
+    so no timed process compiles facemtl's sources, whatever PYTHONDONTWRITEBYTECODE says."""
+    import importlib.util
+    from pathlib import Path
+
+    from facemtl.benchmark.run import compile_bytecode
+
+    rec = compile_bytecode()
+    assert rec["compiled"] is True
+    sources = list(Path(rec["package"]).rglob("*.py"))
+    assert len(sources) > 40
+    assert all(Path(importlib.util.cache_from_source(str(s))).is_file() for s in sources)

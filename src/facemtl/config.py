@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .typecheck import SettingTypeError, check, did_you_mean, hints
 
 
@@ -261,6 +259,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.epochs=3"`` -> (["train", "epochs"], 3); values parse as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
+    import yaml  # here, not at the top: every command imports ConfigError, few read YAML (about 20 ms)
+
     key, value = text.split("=", 1)
     return key.strip().split("."), yaml.safe_load(value)
 
@@ -286,6 +286,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     a path typed on the command line (an override ``data.root=...``) against the current
     folder. So a recipe works from any folder, and moves with the data beside it.
     """
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")

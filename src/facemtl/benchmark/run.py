@@ -82,6 +82,22 @@ def _interleaved(runs: dict[str, list[str]], repeats: int, busy: bool,
     return times, texts
 
 
+def compile_bytecode() -> dict[str, Any]:
+    """Compile facemtl's modules to bytecode before anything is timed, as ``pip install`` leaves
+    an installed package (the peer's, for one).
+
+    Why: from an editable checkout with ``PYTHONDONTWRITEBYTECODE`` set, as on our development
+    machine, every timed process compiled about 40 of our modules again (90 ms a process,
+    measured on the 2-core AMD EPYC), a cost the peer, installed by pip, never pays and users
+    pay once. Python reads existing bytecode whatever that variable says."""
+    import compileall
+
+    package = Path(__file__).resolve().parents[1]
+    ok = compileall.compile_dir(str(package), quiet=2)
+    return {"package": str(package), "compiled": bool(ok),
+            "PYTHONDONTWRITEBYTECODE": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))}
+
+
 def _facemtl(*args: str) -> list[str]:
     return [sys.executable, "-m", "facemtl.cli", "analyze", "--json", "--no-progress", *args]
 
@@ -286,6 +302,10 @@ def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = No
     result: dict[str, Any] = {"machine": hardware(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "settings": {"crops": crops, "photos": photos, "repeats": repeats, "threads": threads,
                                            "peer": bool(peer_python), "baseline": baseline}}
+    result["bytecode"] = compile_bytecode()
+    if not result["bytecode"]["compiled"]:
+        log(f"warning: could not write bytecode under {result['bytecode']['package']}: every facemtl process "
+            "will compile its modules first (about 90 ms), a cost an installed package does not pay")
     prep = prepare(work, data, crops, photos, log, baseline)
     if "network" in sections:
         result["network"] = network_rows(prep, threads, seconds, log)
