@@ -101,3 +101,12 @@ def test_a_second_signal_aborts_with_that_signals_status(sig, status):
             os.kill(os.getpid(), signum)
     assert isinstance(caught.value, KeyboardInterrupt) and caught.value.status == status
     assert signal.getsignal(signum) is before  # the previous handler is back
+
+
+def test_a_missing_fusion_file_or_a_foreign_model_file_is_named_plainly(tmp_path, capsys):
+    (tmp_path / "g.pt").write_text("hello\n")
+    assert main(["analyze", "examples/astronaut.jpg", "--checkpoint", str(tmp_path / "g.pt"), "--no-progress"]) == 2
+    assert "is not a readable facemtl checkpoint: not a PyTorch file, or a damaged one" in capsys.readouterr().err
+    missing = tmp_path / "nosuch.json"
+    assert main(["analyze", "examples/astronaut.jpg", "--fusion", str(missing), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"facemtl: error: fusion file {missing} does not exist"

@@ -11,6 +11,7 @@ import functools
 import http.server
 import inspect
 import io
+import shutil
 import signal
 import socket
 import subprocess
@@ -277,6 +278,39 @@ def test_an_annotated_video_that_cannot_be_written_is_refused_before_the_model(w
             rc = main(["stream", str(www / "phone.mp4"), "--annotate", str(out), "--no-progress"])
         assert rc == 2 and err.getvalue().count("\n") == 1 and sentence in err.getvalue(), err.getvalue()
         assert err.getvalue().startswith(f"facemtl: error: --annotate {out}: ")
+
+
+def test_the_annotated_video_is_never_written_over_the_video_being_read(www, tmp_path, monkeypatch):
+    """The same file by its own name, another spelling of it, or a link: refused before the
+    model loads, the video left as it was."""
+    from facemtl.cli import main
+    from facemtl.video import command
+
+    monkeypatch.setattr(command, "VideoAnalyzer", lambda *a, **kw: pytest.fail("the model was loaded"))
+    video = tmp_path / "v.mp4"
+    shutil.copy(www / "phone.mp4", video)
+    (tmp_path / "link.mp4").symlink_to(video)
+    before = video.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    for source, out in (("v.mp4", "v.mp4"), ("v.mp4", "./v.mp4"), ("link.mp4", str(video))):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(["stream", source, "--annotate", out, "--no-progress"])
+        assert rc == 2 and f"--annotate {out} is the video being read ({source})" in err.getvalue(), err.getvalue()
+    assert video.read_bytes() == before
+
+
+def test_a_file_ffmpeg_opens_but_cannot_decode_is_not_a_video(tmp_path):
+    """Text named ``.jpg``: FFmpeg's image reader opens it and decodes nothing. One error, exit 1,
+    not a run of 0 frames that exits 0."""
+    from facemtl.cli import main
+
+    (tmp_path / "notimage.jpg").write_text("not an image\n")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["stream", str(tmp_path / "notimage.jpg"), "--no-progress"])
+    assert rc == 1, err.getvalue()
+    assert "no frame could be decoded: not a video" in err.getvalue()
 
 
 # -- item 3 and 8: the video writer ------------------------------------------------------------------

@@ -44,11 +44,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():  # not a PyTorch file at all (text, an image)
+            raise ValueError(f"{path} is not a facemtl model file (not a PyTorch file)") from None
         raise ValueError(f"{path} is not a facemtl model file: it holds Python objects other than weights, "
                          "which facemtl refuses to load") from None
     except Exception as exc:  # a truncated or foreign file
-        raise ValueError(f"{path} is not a readable facemtl checkpoint ({type(exc).__name__})") from None
+        raise ValueError(f"{path} is not a readable facemtl checkpoint: not a PyTorch file, or a damaged one "
+                         f"({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a facemtl checkpoint")
     return state

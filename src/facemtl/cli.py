@@ -747,8 +747,10 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="x264's speed preset for --annotate: a faster one takes less CPU a frame and writes a "
                         "larger file at the same quality")
     p.add_argument("--detect-every", type=_positive(int), default=5, metavar="N",
-                   help="run the face detector on every N-th frame and track faces in between (default 5)")
-    p.add_argument("--max-frames", type=_positive(int), metavar="N", help="stop each source after N frames")
+                   help="run the face detector on every N-th analysed frame and track faces in between (frames skipped "
+                        "by --fps-cap do not count: with --fps-cap 10, 5 means twice a second)")
+    p.add_argument("--max-frames", type=_positive(int), metavar="N", help="stop each source after N analysed frames (frames skipped by --fps-cap do "
+                                                                             "not count)")
     p.add_argument("--fps-cap", type=float, metavar="F",
                    help="analyse at most F frames per second of the source (the rest are skipped)")
     p.add_argument("--model", "--checkpoint", dest="checkpoint", metavar="FILE",
@@ -762,11 +764,11 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="smallest face to look for, in pixels (default 40); each doubling cuts the search about "
                         "4x (the benchmark's video uses 60)")
     p.add_argument("--workers", type=_positive(int), metavar="N", help="detection threads (default: one per core)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate of a folder of frames (default 30)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of a folder of frames")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                   help="seconds to wait for a URL to answer (default 10)")
+                   help="seconds to wait for a URL to answer")
     p.add_argument("--reconnect", type=int, default=5, metavar="N",
-                   help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling (default 5; "
+                   help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling ("
                         "the count starts again after 10 s of frames); with several sources, also the times to "
                         "retry one that does not answer at start-up (a single source that does not answer ends "
                         "at once)")

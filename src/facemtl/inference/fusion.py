@@ -91,6 +91,8 @@ class FusionHead:
 
     @classmethod
     def load(cls, path: str | Path) -> "FusionHead":
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"fusion file {path} does not exist")
         try:
             d = json.loads(Path(path).read_text())
             networks = d.get("networks", [d["network"]] if d.get("network") else None)  # "network": one, before

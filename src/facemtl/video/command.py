@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Sequence, TextIO
 
 from ..inference.results import ImageResult, TrackResult
 from ..sinks import JsonLinesSink, Sink, TableSink, VideoCsvSink
 from ..system import SIGNAL_STATUS, quiet_stdout, stop_on_signals
-from .sources import open_sources
+from .sources import Source, open_sources
 from .stream import Stream, StreamSettings, StreamStats, VideoAnalyzer
 
 #: Why a stream stops when its standard output's reader has gone (``stream ... | head``).
@@ -104,6 +106,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")
+    if annotate:
+        _refuse_overwriting_a_source(annotate, opened)
     settings.keep_images = bool(annotate) or db is not None  # the database keeps live frames (and thumbnails)
     with VideoAnalyzer(checkpoint, detector, device, runtime, min_face, workers, threads=threads) as analyzer:
         fps = next((s.fps for s in opened if s.fps), 30.0)
@@ -144,6 +148,19 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     if stream.stop_reason == CLOSED_OUTPUT and not failed:
         return 141  # the shell's 128 + SIGPIPE, as analyze answers its output's reader going away
     return 1 if stream.errors or failed else 0
+
+
+def _refuse_overwriting_a_source(annotate: str, opened: Sequence[Source]) -> None:
+    """A ``ValueError`` when the annotated video would be written over the video being read
+    (the same file, by any name or link): the writer would truncate it while it is decoded."""
+    out = Path(annotate)
+    if not out.exists():
+        return
+    for source in opened:
+        spec = Path(str(source.spec))
+        if spec.exists() and os.path.samefile(spec, out):
+            raise ValueError(f"--annotate {annotate} is the video being read ({source.name}): the annotated copy "
+                             "would overwrite it; give another file name")
 
 
 def _reason(exc: BaseException, sink: Sink) -> str:

@@ -322,6 +322,8 @@ class VideoFile(Source):
             log(f"{self.name}: {decoded} of {decoded + max(lost, 0)} frames decoded"
                 + (f", {damaged} of them damaged (FFmpeg concealed the errors)" if damaged else "")
                 + "; the file is truncated or corrupt, the results cover the frames read")
+        if decoded == 0 and not stop.is_set():  # FFmpeg opened it (an image suffix, say) but no frame decoded
+            raise SourceError(f"{self.name}: no frame could be decoded: not a video (or a format FFmpeg cannot read)")
 
 
 class Url(Source):
