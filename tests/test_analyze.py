@@ -376,6 +376,10 @@ def test_the_api_takes_file_bytes_and_refuses_what_is_no_image(analyzer, face_ph
     assert analyzer.analyze(io.BytesIO(face_photo.read_bytes())) == want
     with pytest.raises(ValueError, match="not NoneType"):
         analyzer.analyze(None)
+    with pytest.raises(FileNotFoundError, match="nosuch.jpg: no such file"):
+        analyzer.analyze(str(face_photo.parent / "nosuch.jpg"))
+    res = list(analyzer.analyze_files([str(face_photo)]))  # the README's loop over files: each record names its file
+    assert res[0].to_dict()["file"] == str(face_photo) and res[0].to_dict()["faces"] == want
     for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 50, 3), np.uint8)):
         with pytest.raises(ValueError, match="has no pixels"):
             analyzer.analyze(empty, aligned=True)

@@ -77,6 +77,8 @@ class FaceAnalyzer:
     def analyze(self, image: Any, aligned: bool = False) -> list[dict[str, Any]]:
         """Every face in ``image`` (path, image file bytes or open file, PIL image or RGB array) as a
         JSON-ready dict."""
+        if isinstance(image, (str, Path)) and not Path(image).exists():
+            raise FileNotFoundError(f"{image}: no such file")
         result = next(self.pipeline.run([(ImageResult(index=0), image)], aligned))
         if result.status == "error":
             raise ValueError(f"cannot analyse this image: {result.error}")
