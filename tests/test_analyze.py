@@ -2,13 +2,14 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from facemtl.inference import FaceAnalyzer, analyze, default_model_path
 from facemtl.cli import main
+from facemtl.inference import FaceAnalyzer, analyze, default_model_path
 
 pytest.importorskip("dlib")
 
@@ -288,6 +289,18 @@ def test_annotate_never_overwrites_the_photos_read(face_photo, tmp_path, capsys)
         assert sorted(os.path.basename(r["file"]) for r in recs) == ["p000.jpg", "p001.jpg"]
     assert sorted(p.name for p in out.iterdir()) == ["p000.jpg", "p001.jpg"]  # no p000_1.jpg of a copy
     assert {p.name: p.read_bytes() for p in photos.iterdir() if p.is_file()} == before
+
+
+def test_annotated_copies_mirror_the_folders_read(face_photo, tmp_path, capsys):
+    """Two cameras' frames of one name keep their folders, so each copy names its input."""
+    for cam in ("cam1", "cam2"):
+        (tmp_path / "cams" / cam).mkdir(parents=True)
+        shutil.copy(face_photo, tmp_path / "cams" / cam / "001.jpg")
+    shutil.copy(face_photo, tmp_path / "cams" / "top.jpg")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "cams"), "--annotate", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg")) == ["cam1/001.jpg", "cam2/001.jpg", "top.jpg"]
 
 
 @pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])

@@ -186,7 +186,9 @@ def analyze(
     annotated = None
     if annotate_dir:
         files = _outside_annotate_folder(files, paths, annotate_dir, warn)
-        annotated = AnnotateSink(annotate_dir)
+        # copies mirror the inputs' folders below their common one (cam1/001.jpg, cam2/001.jpg)
+        common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else None
+        annotated = AnnotateSink(annotate_dir, root=common)
         annotated.check_folder()
     # The first SIGINT (Ctrl-C) or SIGTERM stops reading new files; the images already read are
     # answered and written, then the exit status says which signal it was. A second one aborts.

@@ -6,6 +6,7 @@ frames and in-memory images are drawn as readily as files, and no file is read t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -61,15 +62,19 @@ class AnnotateSink(Sink):
     """Writes an annotated copy of every readable image into ``out_dir``.
 
     A file keeps its name and, for JPEG and PNG, its format (others become PNG); a rerun
-    overwrites its earlier copies, and two inputs with one name in the same run get
-    ``name_1``, ``name_2`` ... In-memory images become ``image_000012.png``. The results
+    overwrites its earlier copies. ``root``: the folder the inputs' paths are mirrored from,
+    so ``root/cam1/001.jpg`` and ``root/cam2/001.jpg`` are copied to ``out_dir/cam1/001.jpg`` and
+    ``out_dir/cam2/001.jpg`` (the CLI passes the inputs' common folder; without it, or for a
+    file outside it, copies go flat into ``out_dir``). Two inputs that would still share a
+    name in one run get ``name_1``, ``name_2`` ... In-memory images become ``image_000012.png``. The results
     must carry their pixels (``keep_images`` in the pipeline); a large photo decoded
     reduced is drawn at its decoded size. Call :meth:`check_folder` before the first image
     so that a folder that cannot be written is found before any work is done.
     """
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, root: str | Path | None = None) -> None:
         self.out_dir = Path(out_dir)
+        self.root = Path(os.path.abspath(root)) if root is not None else None
         self._used: set[str] = set()
 
     def check_folder(self) -> None:
@@ -92,6 +97,11 @@ class AnnotateSink(Sink):
             src = Path(result.file)
             suffix = src.suffix.lower() if src.suffix.lower() in KEEP_SUFFIXES else ".png"
             stem = src.stem
+            if self.root is not None:
+                try:
+                    stem = str(Path(os.path.abspath(src)).relative_to(self.root).parent / stem)
+                except ValueError:  # outside the root: flat
+                    pass
         else:
             stem, suffix = (f"frame_{result.frame:06d}" if result.frame is not None else f"image_{result.index:06d}"), ".png"
         name, k = stem + suffix, 0
@@ -99,7 +109,9 @@ class AnnotateSink(Sink):
             k += 1
             name = f"{stem}_{k}{suffix}"
         self._used.add(name)
-        return self.out_dir / name
+        path = self.out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def write(self, result: ImageResult) -> None:
         """Raises ``OSError`` when the copy cannot be written (the caller records it)."""
