@@ -766,7 +766,8 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="smallest face to look for, in pixels (default 40); each doubling cuts the search about "
                         "4x (the benchmark's video uses 60)")
     p.add_argument("--workers", type=_positive(int), metavar="N", help="detection threads (default: one per core)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate of a folder of frames")
+    p.add_argument("--fps", type=float, default=30.0,
+                   help="frame rate of a folder of frames (video files and URLs keep their own)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for a URL to answer")
     p.add_argument("--reconnect", type=int, default=5, metavar="N",
@@ -775,7 +776,8 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                         "retry one that does not answer at start-up (a single source that does not answer ends "
                         "at once)")
     p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
-                   help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable)")
+                   help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable; FFmpeg "
+                        "ignores a name it does not know without a word, so check the spelling)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("--stats", action="store_true",
                    help="end with the stream's counts and seconds per stage as one JSON line on stderr")
