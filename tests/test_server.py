@@ -9,8 +9,10 @@ import io
 import json
 import shutil
 import socket
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,10 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
 
+from fakes import model_info, photos, stream  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fakes import model_info, photos, stream  # noqa: E402
 from facemtl.inference.results import TrackResult  # noqa: E402
 from facemtl.server import create_app  # noqa: E402
 from facemtl.sinks.db import DbSink  # noqa: E402
@@ -210,7 +212,18 @@ def test_uploads_too_large_or_not_images(served, predictor):
                        ("empty.png", b"")):
         r = client.post("/v1/analyze", headers=AUTH, files={"file": (name, data, "image/jpeg")})
         assert r.status_code == 415 and r.json()["detail"].startswith("the uploaded file is"), r.text
-    assert client.post("/v1/analyze", headers=AUTH).status_code == 422  # no file field
+    r = client.post("/v1/analyze", headers=AUTH)  # no file field: one sentence, FastAPI's list under "errors"
+    assert r.status_code == 422 and r.json()["detail"] == "form field 'file': field required", r.text
+    assert r.json()["errors"][0]["loc"] == ["body", "file"]
+    r = client.get("/v1/faces", headers=AUTH, params={"limit": 100000})
+    assert r.status_code == 422 and r.json()["detail"].startswith("query parameter 'limit': input should be"), r.text
+    # an image, but over the pixel limit: 413 saying so, not 415 "not an image" (a PNG header is enough)
+    ihdr = struct.pack(">IIBBBBB", 13000, 12000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n"
+    for kind, body in ((b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\0" * 16))):
+        png += struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    r = client.post("/v1/analyze", headers=AUTH, files={"file": ("huge.png", png, "image/png")})
+    assert r.status_code == 413 and "too large to analyse" in r.json()["detail"] and "pixel limit" in r.text, r.text
     before = store.counts()["faces"]
     assert store.counts()["faces"] == before
     with TestClient(create_app(store, None, token=TOKEN)) as readonly:
@@ -269,8 +282,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(tmp_path, predic
     from hypothesis import strategies as hs
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     url = f"sqlite:///{tmp_path / 'st.db'}"
     fill(url)
@@ -397,10 +413,38 @@ def test_retention_setting_purges_when_the_server_starts(tmp_path):
     store.close()
 
 
-def test_facemtl_serve_runs_as_a_process(tmp_path):
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (the OS's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(db: Path, port: int, env: dict[str, str] | None = None):
+    """``facemtl serve --no-model --db db`` as its own process, returned once /v1/health answers."""
     import os
     import subprocess
     import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "facemtl.cli", "serve", "--no-model", "--db", str(db), "--port",
+                             str(port), "--log-level", "warning"], env=dict(os.environ, **(env or {})),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"facemtl serve did not start: {proc.communicate()[1]}")
+            time.sleep(0.1)
+
+
+def test_facemtl_serve_runs_as_a_process(tmp_path):
+    import signal
 
     import httpx
 
@@ -409,29 +453,52 @@ def test_facemtl_serve_runs_as_a_process(tmp_path):
     for r in photos(INFO, 3):
         fresh.write(r)
     fresh.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "facemtl.cli", "serve", "--no-model", "--db", str(db), "--port",
-                             str(port), "--log-level", "warning"], env=dict(os.environ, FACEMTL_API_TOKEN=TOKEN),
-                            stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    proc = start_serve(db, port, {"FACEMTL_API_TOKEN": TOKEN})
     try:
-        base, deadline = f"http://127.0.0.1:{port}", time.time() + 60
-        while True:
-            try:
-                if httpx.get(base + "/v1/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.time() < deadline, "facemtl serve did not start"
-                time.sleep(0.2)
+        base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/v1/faces").status_code == 401
         assert len(httpx.get(base + "/v1/faces", headers=AUTH).json()["items"]) == 6
         assert httpx.post(base + "/v1/analyze", headers=AUTH, files={"file": ("a.jpg", b"x")}).status_code == 503
     finally:
-        proc.send_signal(__import__("signal").SIGINT)  # Ctrl-C
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
         _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "token on" in err and "server stopped" in err and "Traceback" not in err
+    assert proc.returncode == 130, err  # the README's status for a command stopped by SIGINT
+    assert "token on" in err and err.endswith("facemtl: server stopped (SIGINT)\n") and "Traceback" not in err
+
+
+def test_facemtl_serve_stops_gracefully_on_sigterm(tmp_path):
+    """SIGTERM (systemd, docker stop, kill) stops the server as Ctrl-C does: it says so, closes the
+    database and exits 143, instead of dying by the signal uvicorn raises again after its shutdown."""
+    import signal
+
+    db = tmp_path / "new.db"
+    proc = start_serve(db, free_port())
+    assert (tmp_path / "new.db-wal").exists()  # SQLite in WAL mode, connections open
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    assert err.endswith("facemtl: server stopped (SIGTERM)\n") and "Traceback" not in err
+    assert not (tmp_path / "new.db-wal").exists()  # SQLite removes it when the last connection closes: store.close() ran
+    with Store(str(db), create=False) as store:
+        assert store.counts() == {"faces": 0, "tracks": 0, "sources": 0}
+
+
+def test_serve_refuses_a_port_in_use_before_creating_the_database(tmp_path, capsys):
+    from facemtl.cli import main
+
+    db = tmp_path / "serve2.db"
+    with socket.socket() as other:  # another server on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert main(["serve", "--no-model", "--db", str(db), "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (f"facemtl: error: port {port} on 127.0.0.1 is in use (another server?); "
+                                       "choose another with --port\n")
+    assert not db.exists()
+    assert main(["serve", "--no-model", "--db", str(db), "--port", "70000"]) == 2
+    assert capsys.readouterr().err == "facemtl: error: --port must be 0 to 65535, not 70000\n"
+    assert not db.exists()
 
 
 def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_path):

@@ -331,6 +331,59 @@ def test_a_database_from_a_newer_facemtl_is_named_as_such(db_url, capsys):
     assert want in capsys.readouterr().err
 
 
+def test_db_upgrade_of_what_is_no_database_says_so_in_one_sentence(tmp_path, capsys):
+    """A photo given as --db, and a PostgreSQL URL with no server behind it: db upgrade says what
+    every other command says (the same sentence as db export), exit 2, and leaves the file as it was."""
+    import socket
+
+    from facemtl.cli import main
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes((Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg").read_bytes())
+    before = photo.read_bytes()
+    assert main(["db", "upgrade", "--db", str(photo)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"facemtl: error: cannot open the database sqlite:///{photo}: file is not a database\n"
+    assert photo.read_bytes() == before
+    assert main(["db", "export", "faces", "--db", str(photo)]) == 2
+    assert capsys.readouterr().err == err
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["db", "upgrade", "--db", f"postgresql://nobody:secret@127.0.0.1:{port}/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"facemtl: error: cannot open the database postgresql+psycopg://nobody:***@127.0.0.1:{port}/x: "
+                          "connection failed")
+    assert len(err.splitlines()) == 1 and "secret" not in err and "Traceback" not in err
+
+
+def test_db_upgrade_says_when_the_database_went_away_mid_migration(tmp_path, monkeypatch, capsys):
+    """A database that stops answering during a migration is one sentence (rolled back, run it
+    again); any other error of a migration is facemtl's fault and keeps its traceback."""
+    from alembic import command
+
+    from facemtl.cli import main
+    from facemtl.store import upgrade
+
+    def gone(*_a, **_k):
+        raise sa.exc.OperationalError("ALTER TABLE faces ...", {}, Exception("server closed the connection"))
+
+    db = tmp_path / "x.db"
+    monkeypatch.setattr(command, "upgrade", gone)
+    assert main(["db", "upgrade", "--db", str(db)]) == 2
+    assert capsys.readouterr().err == (f"facemtl: error: the database sqlite:///{db} stopped answering while it was "
+                                       "migrated (everything rolled back; run 'facemtl db upgrade' again): server "
+                                       "closed the connection\n")
+
+    def bug(*_a, **_k):
+        raise sa.exc.ProgrammingError("SELEC 1", {}, Exception("syntax error"))
+
+    monkeypatch.setattr(command, "upgrade", bug)
+    with pytest.raises(sa.exc.ProgrammingError):
+        upgrade(f"sqlite:///{db}")
+
+
 # -- 9: a read-only SQLite file is served, and never written -------------------------------------------------------
 
 

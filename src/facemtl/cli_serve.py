@@ -7,10 +7,15 @@ Kept apart from :mod:`facemtl.cli`, which lists them in its table; everything he
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import math
 import os
+import signal
+import socket
 import sys
+import threading
 from typing import Any
 
 
@@ -18,15 +23,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
           no_model: bool = False, runtime: str | None = None, device: str = "auto", detector: str = "mtcnn",
           min_face: float | None = None, token_file: str | None = None, max_upload_mb: float = 20.0,
           thumbnails: bool = False, retention_days: float | None = None, log_level: str = "info") -> int:
-    """Serve the HTTP API and the operator page on ``host:port`` until interrupted."""
+    """Serve the HTTP API and the operator page on ``host:port`` until SIGINT (Ctrl-C) or SIGTERM.
+
+    The address is bound first, so a port in use is one sentence before the database is opened
+    (a new file is not created for a server that never ran) or the model loaded. Either signal
+    stops the server gracefully (requests in flight are answered, the database is closed) and the
+    exit status says which signal it was, as for every command: 130 or 143."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (the serve extra, checked before anything is opened)
 
         from .server import create_app
         from .server.auth import is_loopback, load_token
         from .store import Store
+        from .store.engine import redacted
     except ImportError as exc:
         raise RuntimeError(f"facemtl serve needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
+    from .system import SIGNAL_STATUS
+
     token = load_token(token_file)
     if token is None and not is_loopback(host):
         raise ValueError(f"binding {host} serves other machines: set FACEMTL_API_TOKEN or --token-file "
@@ -35,24 +48,85 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
         raise ValueError("--max-upload-mb must be positive")
     if retention_days is not None:
         _days(retention_days, "--retention-days")
-    store = Store(db)
-    predictor = None
-    if not no_model:
-        from .inference import load_predictor
+    with contextlib.closing(listen(host, port)) as sock:
+        store = Store(db)
+        try:
+            predictor = None
+            if not no_model:
+                from .inference import load_predictor
 
-        predictor = load_predictor(model, runtime, device)
-    app = create_app(store, predictor, token, int(max_upload_mb * 2**20), detector, min_face, thumbnails,
-                     retention_days)
-    print(f"facemtl: serving on http://{host}:{port}/ (results in {store!r}; token {'on' if token else 'off'})",
-          file=sys.stderr)
+                predictor = load_predictor(model, runtime, device)
+            app = create_app(store, predictor, token, int(max_upload_mb * 2**20), detector, min_face, thumbnails,
+                             retention_days)
+            print(f"facemtl: serving on http://{host}:{sock.getsockname()[1]}/ (results in {redacted(store.url)}; "
+                  f"token {'on' if token else 'off'})", file=sys.stderr)
+            stopped_by = _run(app, sock, log_level)
+        finally:
+            store.close()
+    if stopped_by is None:
+        print("facemtl: server stopped", file=sys.stderr)
+        return 0
+    print(f"facemtl: server stopped ({signal.Signals(stopped_by).name})", file=sys.stderr)
+    return SIGNAL_STATUS[stopped_by]
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``port`` 0: any free one), which uvicorn then serves on.
+    ``SO_REUSEADDR`` as uvicorn sets it, so a restart need not wait out the last run's closed
+    connections, while a port another server listens on is still refused: ``ValueError``, one
+    sentence saying what to change."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be 0 to 65535, not {port}")
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
-    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and passes the signal on
-        pass
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host} is not an address this machine can bind ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {port} on {host} is in use (another server?); choose another with --port") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(f"{host} is not an address of this machine; choose another with --host") from None
+        raise ValueError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _run(app: Any, sock: socket.socket, log_level: str) -> int | None:
+    """Serve ``app`` on ``sock`` with uvicorn until SIGINT or SIGTERM; returns the first signal
+    (``None`` if none stopped it).
+
+    uvicorn (0.29 on) shuts down on either signal and then raises it again so that the default
+    action follows: SIGINT becomes a KeyboardInterrupt, but SIGTERM kills the process before the
+    database is closed or anything said. Our handler stands in for the defaults while uvicorn
+    runs, so that raise only records the signal (and one arriving before uvicorn installs its
+    own still stops the server)."""
+    import uvicorn
+
+    from .system import SIGNAL_STATUS
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            received.append(sig)
+            super().handle_exit(sig, frame)
+
+    received: list[int] = []
+    server = Server(uvicorn.Config(app, log_level=log_level))
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # (Python sets handlers on the main thread only)
+        previous = {sig: signal.signal(sig, server.handle_exit) for sig in SIGNAL_STATUS}
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn's own start-up failure (the app's lifespan), already in its log
+        raise RuntimeError("the server could not start (its log above says why)") from None
     finally:
-        store.close()
-    print("facemtl: server stopped", file=sys.stderr)
-    return 0
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return received[0] if received else None
 
 
 def db_command(action: str, db: str | None = None, older_than: float | None = None, kind: str = "faces",

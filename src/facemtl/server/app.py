@@ -17,6 +17,8 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -33,6 +35,23 @@ log = logging.getLogger("facemtl.server")
 #: Default upload limit (bytes).
 MAX_UPLOAD = 20 * 2**20
 STATIC = resources.files("facemtl.server") / "static"
+
+#: Where a request's invalid value was, as a sentence names it.
+_PLACES = {"query": "query parameter", "body": "form field", "path": "path part", "header": "header"}
+
+
+def validation_sentence(errors: list[dict]) -> str:
+    """FastAPI's validation errors as one sentence: ``query parameter 'limit': input should be
+    less than or equal to 500; ...``."""
+    parts = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ())]
+        place = _PLACES.get(loc[0], loc[0]) if loc else "request"
+        name = loc[-1] if len(loc) > 1 else ""
+        msg = str(e.get("msg", "is not valid"))
+        msg = msg[:1].lower() + msg[1:]
+        parts.append(f"{place} {name!r}: {msg}" if name else f"{place}: {msg}")
+    return "; ".join(parts) or "the request is not valid"
 
 
 def _retention_loop(service: Service, days: float, stop: threading.Event, every: float = 3600.0) -> None:
@@ -94,6 +113,13 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, with ``detail`` one sentence as every other error's (its list of
+        errors kept under ``errors`` for programs)."""
+        return JSONResponse({"detail": validation_sentence(exc.errors()), "errors": jsonable_encoder(exc.errors())},
+                            status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -116,6 +116,8 @@ class Service:
             result = next(self.pipeline.run([(ImageResult(file=name), io.BytesIO(data))]))
         if result.status == ERROR:
             if not (result.error or "").startswith("face detection failed"):  # the pipeline could not decode it
+                if "pixel limit" in result.error or "decompression bomb" in result.error:  # an image, too large
+                    raise ServiceError(413, f"the uploaded image is too large to analyse: {result.error}")
                 raise ServiceError(415, f"the uploaded file is not an image facemtl can read: {result.error}")
             log.error("analysis of an upload failed: %s", result.error)
             raise ServiceError(500, "the photo could not be analysed (the server log says why)")

@@ -108,6 +108,23 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
 
 
 # -- what an error from the database means -----------------------------------------------------
+class StoreError(RuntimeError):
+    """The results database cannot be used (unreachable, or not facemtl's)."""
+
+
+def cannot_open(url: str, exc: BaseException) -> StoreError:
+    """The one-sentence error for a database that could not be opened or read at all (``exc``:
+    what SQLAlchemy raised), naming it without its password. Every command that opens a
+    database says it this way: a file that is not a database, a server that does not answer."""
+    return StoreError(f"cannot open the database {redacted(url)}: {reason(exc)}")
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of what the database driver said (SQLAlchemy's wrapper adds the statement
+    and a link, which help a developer but not someone who mistyped ``--db``)."""
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot be reached (down, cut off, locked), not that a
     query was wrong: the server answers 503, a writer keeps everything and retries."""

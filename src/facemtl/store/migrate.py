@@ -12,7 +12,7 @@ from importlib import resources
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .engine import create_db_engine
+from .engine import StoreError, cannot_open, create_db_engine, reason, redacted, unreachable
 
 #: PostgreSQL advisory lock held while migrating (any constant; "facemtl" in digits).
 LOCK_KEY = 36223685
@@ -59,7 +59,10 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
     """Bring the database up to ``revision`` (default: the newest); returns the revision it is at.
-    ``RuntimeError`` (one sentence) for a database a newer facemtl wrote."""
+    :class:`~facemtl.store.engine.StoreError` (one sentence) for a database a newer facemtl wrote,
+    one that cannot be opened (not a database, no server, read-only, locked: nothing was changed),
+    or one that stopped answering while it was migrated (everything rolled back). Any other error
+    of a migration is a fault in facemtl and is raised as it is, with its traceback."""
     from alembic import command
     from alembic.migration import MigrationContext
 
@@ -68,18 +71,27 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
         url = url_or_engine.url.render_as_string(hide_password=False)
     # SQLite: foreign keys off while tables are copied (see create_db_engine), checked afterwards
     engine = create_db_engine(url, write=True, foreign_keys=False)
+    opened = False  # connected, holding the write lock, and the schema's version read
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":  # writers starting together: one migrates, the others find it done
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
             newer = newer_schema(MigrationContext.configure(conn).get_current_revision())
+            opened = True
             if newer:
-                raise RuntimeError(f"the database {engine.url.render_as_string(hide_password=True)} {newer}")
+                raise StoreError(f"the database {redacted(url)} {newer}")
             command.upgrade(_config(conn), revision)
             if conn.dialect.name == "sqlite":
                 broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:
-                    raise RuntimeError(f"the migration left {len(broken)} rows pointing at missing rows; rolled back")
+                    raise StoreError(f"the migration left {len(broken)} rows pointing at missing rows; rolled back")
         return str(current_revision(engine))
+    except sa.exc.SQLAlchemyError as exc:
+        if not opened:
+            raise cannot_open(url, exc) from None
+        if unreachable(exc):
+            raise StoreError(f"the database {redacted(url)} stopped answering while it was migrated (everything "
+                             f"rolled back; run 'facemtl db upgrade' again): {reason(exc)}") from None
+        raise
     finally:
         engine.dispose()

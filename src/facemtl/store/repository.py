@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from ..inference.model_info import ModelInfo
 from ..tasks import Task
 from . import queries
-from .engine import create_db_engine, database_url, read_only, redacted
+from .engine import StoreError, cannot_open, create_db_engine, database_url, read_only, redacted
 from .export import write_records
 from .migrate import current_revision, head_revision, newer_schema, upgrade
 from .models import Face, Snapshot, Source, Thumbnail, Track
@@ -27,10 +27,6 @@ from .writer import SessionWriter
 
 #: A running source is called ``silent`` after this many missed heartbeats.
 MISSED_BEATS = 3
-
-
-class StoreError(RuntimeError):
-    """The results database cannot be used (unreachable, or not facemtl's)."""
 
 
 class SchemaError(StoreError):
@@ -65,8 +61,7 @@ class Store:
         try:
             rev = current_revision(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise StoreError(f"cannot open the database {redacted(self.url)}: {reason}") from None
+            raise cannot_open(self.url, exc) from None
         head = head_revision()
         if rev == head:
             return rev
