@@ -121,6 +121,21 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         return JSONResponse({"detail": validation_sentence(exc.errors()), "errors": jsonable_encoder(exc.errors())},
                             status_code=422)
 
+    generated = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema with the 422 body as :func:`invalid` sends it."""
+        schema = generated()  # cached by FastAPI on the app: patched once
+        body = schema.get("components", {}).get("schemas", {}).get("HTTPValidationError")
+        if body is not None:
+            body["properties"] = {"detail": {"type": "string", "title": "Detail"},
+                                  "errors": {"type": "array", "title": "Errors",
+                                             "items": {"$ref": "#/components/schemas/ValidationError"}}}
+            body["required"] = ["detail"]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
