@@ -110,3 +110,10 @@ def test_a_missing_fusion_file_or_a_foreign_model_file_is_named_plainly(tmp_path
     missing = tmp_path / "nosuch.json"
     assert main(["analyze", "examples/astronaut.jpg", "--fusion", str(missing), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == f"facemtl: error: fusion file {missing} does not exist"
+
+
+def test_an_exported_file_where_a_checkpoint_is_needed_says_so(tmp_path, capsys):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"\x08\x07")
+    assert main(["export", str(onnx), "--format", "onnx", "--out", str(tmp_path / "y.onnx")]) == 2
+    assert "is an exported model file; this needs the .pt checkpoint it was exported from" in capsys.readouterr().err

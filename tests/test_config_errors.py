@@ -27,7 +27,7 @@ def one_line_error(capsys) -> str:
     ("data", "image_size", '"sixty-four"', "'sixty-four'", "a whole number"),
     ("model", "pretrained", "maybe", "'maybe'", "true or false"),
     ("model", "task_fc", "256", "256", "a list of whole numbers"),
-    ("data", "age_range", "[21, old]", "[21, 'old']", "a list of numbers or null"),
+    ("data", "age_range", "[21, old]", "age_range[1]' is 'old'", "a number"),  # the entry that is wrong
 ])
 def test_config_type_errors_name_key_value_and_expectation(tmp_path, capsys, section, key, value, shown, expected):
     """Item 6: the key, the value and what was expected, in one sentence (before: a traceback or
@@ -38,7 +38,7 @@ def test_config_type_errors_name_key_value_and_expectation(tmp_path, capsys, sec
     recipe.write_text(yaml.safe_dump(data))
     assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 2
     err = one_line_error(capsys)
-    assert f"'{section}.{key}'" in err and shown in err and expected in err, err
+    assert f"'{section}.{key}" in err and shown in err and expected in err, err
 
 
 def test_override_type_errors_name_the_key(tmp_path, capsys):
@@ -127,3 +127,17 @@ def test_the_shipped_recipes_still_load():
             "tiny"} <= {p.stem for p in recipes}
     for path in recipes:
         assert load_config(path).name == path.stem
+
+
+def test_a_wrong_entry_deep_in_a_setting_is_named_with_yamls_yes_no_trap():
+    """``glasses: [no, yes]`` in data.columns reads as [False, True] in YAML 1.1: the sentence names
+    the entry, says what it must be, and why a user who typed text got true/false."""
+    from facemtl.typecheck import describe
+
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"tasks": [{"name": "g", "type": "binary"}],
+                          "data": {"columns": {"sex": ["male", "female"], "glasses": [False, True]}}})
+    assert "setting 'data.columns.glasses[0]' is False, but it must be text (YAML reads unquoted yes/no" in str(e.value)
+    with pytest.raises(ConfigError, match=r"'data.columns.sex' is 'male', but it must be a list of texts or null$"):
+        config_from_dict({"tasks": [{"name": "g", "type": "binary"}], "data": {"columns": {"sex": "male"}}})
+    assert describe(dict[str, list[str] | None] | None) == "a mapping to (lists of texts or null) or null"

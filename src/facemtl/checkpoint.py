@@ -33,6 +33,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
+#: Suffixes of the files ``facemtl export`` writes (ONNX, OpenVINO IR, TensorRT engine): not checkpoints.
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".bin", ".engine")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without running any code from it (see the module docstring)."""
     import pickle
@@ -42,6 +46,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() in EXPORTED_SUFFIXES:
+        raise ValueError(f"{path} is an exported model file; this needs the .pt checkpoint it was exported from "
+                         "(facemtl train writes best.pt and last.pt)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

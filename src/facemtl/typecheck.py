@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from typing import Any, Union
@@ -54,16 +55,20 @@ def describe(tp: Any) -> str:
     if origin is list:
         return f"a list of {_plural(describe(args[0]))}" if args else "a list"
     if origin is dict:
-        return f"a mapping of {_plural(describe(args[1]))}" if len(args) == 2 and args[1] is not Any else "a mapping"
+        if len(args) != 2 or args[1] is Any:
+            return "a mapping"
+        values = _plural(describe(args[1]))
+        return f"a mapping to ({values})" if " or " in values else f"a mapping of {values}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return getattr(tp, "__name__", str(tp))
 
 
 def _plural(text: str) -> str:
+    """``a list of texts or null`` -> ``lists of texts or null``: each alternative's noun, once."""
     for a, b in (("a whole number", "whole numbers"), ("a number", "numbers"), ("text", "texts"),
-                 ("a mapping", "mappings"), ("true or false", "true/false values")):
-        text = text.replace(a, b)
+                 ("a mapping", "mappings"), ("a list", "lists"), ("true or false", "true/false values")):
+        text = re.sub(rf"(?<![\w/]){re.escape(a)}(?!\w)", b, text)
     return text
 
 
@@ -121,14 +126,30 @@ def coerce(value: Any, tp: Any) -> Any:
 
 
 def check(value: Any, tp: Any, key: str) -> Any:
-    """``value`` coerced to ``tp``, or :class:`SettingTypeError` naming ``key``, the value and the type."""
+    """``value`` coerced to ``tp``, or :class:`SettingTypeError` naming ``key``, the value and the type.
+
+    A mapping or list is checked entry by entry, so the sentence names the entry that is wrong
+    (``data.columns.glasses``, ``tasks[2]``), not the whole value. A true/false where text is
+    asked for gets a hint: YAML 1.1 reads unquoted yes/no/on/off as true/false."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType) and value is not None:
+        inner = [a for a in args if a is not type(None)]
+        kind = {dict: dict, list: (list, tuple)}.get(typing.get_origin(inner[0]) if len(inner) == 1 else None)
+        if kind and isinstance(value, kind):  # a mapping or list for "X or null": its entries checked as X's
+            return check(value, inner[0], key)
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {k: check(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if origin is list and args and isinstance(value, (list, tuple)):
+        return [check(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     try:
         return coerce(value, tp)
     except _Mismatch:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        raise SettingTypeError(f"setting '{key}' is {shown}, but it must be {describe(tp)}") from None
+        hint = (" (YAML reads unquoted yes/no/on/off as true/false: quote them, 'yes')"
+                if isinstance(value, bool) and "text" in describe(tp) else "")
+        raise SettingTypeError(f"setting '{key}' is {shown}, but it must be {describe(tp)}{hint}") from None
 
 
 def did_you_mean(key: str, valid: list[str]) -> str:
