@@ -154,7 +154,8 @@ class FusedPredictor:
         known = {t.name for t in predictor.tasks}
         unknown = sorted(set(head.tasks) - known)
         if unknown:
-            raise ValueError(f"the fusion file covers task {unknown[0]!r}, which this model lacks")
+            raise ValueError(f"the fusion file covers task {unknown[0]!r}, which this model lacks: give the model it "
+                             "was fitted for with --checkpoint, or name it in the fusion file (facemtl fusion --network)")
         checked_networks_alone(head.networks_alone or {}, head.tasks,
                                [t.name for t in predictor.tasks if t.class_names() is None])
         self.predictor, self.head = predictor, head
