@@ -81,3 +81,23 @@ def stream(info: ModelInfo, frames: int, seed: int = 0, source: str | None = "ca
                                   0.9, source)
                 tracks[p] = (next_track, fr + 1)
                 next_track += 1
+
+
+def sigterm_once(proc, path, timeout: float = 240) -> str:
+    """Send SIGTERM to the process ``proc`` (a ``subprocess.Popen`` with text pipes) as soon as
+    ``path`` exists (e.g. a run's first ``last.pt``); returns its stderr once it has ended
+    (killed if it would not). Fails if ``path`` never appeared."""
+    import signal
+    import time
+    from pathlib import Path
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not Path(path).is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert Path(path).is_file(), f"{path} never appeared"
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

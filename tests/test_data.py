@@ -83,3 +83,179 @@ def test_augment_identity_and_flip():
         assert torch.equal(y[i], x[i]) or torch.equal(y[i], x[i].flip(2))
     with pytest.raises(ValueError):
         AugmentConfig(rotate=-1)
+
+
+# --------------------------------------------------------------------------- labels of a csv manifest vs the tasks
+# The data path never opens an image here (read_split, build_data without images): the paths are made up.
+
+GENDER = {"name": "gender", "type": "nominal", "label": "sex", "classes": ["male", "female"]}
+GLASSES = {"name": "glasses", "type": "binary", "classes": ["no", "yes"]}
+AGE = {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116}
+
+
+def _manifest(tmp_path, rows: list[dict], name: str = "faces.csv"):
+    """A manifest of ``rows`` (dicts of cells), each given an image path f{i}.jpg."""
+    import csv
+
+    keys = ["path"] + [k for k in rows[0] if k != "path"]
+    path = tmp_path / name
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows({"path": f"f{i}.jpg", **r} for i, r in enumerate(rows))
+    return path
+
+
+def _faces(n: int = 40, **columns) -> list[dict]:
+    """``n`` rows: sex alternating male / female, glasses every third yes, age 20 + i; ``columns``:
+    a function of the row index per extra or replaced column."""
+    rows = [{"sex": ["male", "female"][i % 2], "glasses": "yes" if i % 3 == 0 else "no", "age": str(20 + i)}
+            for i in range(n)]
+    for k, f in columns.items():
+        for i, r in enumerate(rows):
+            r[k] = f(i)
+    return rows
+
+
+def _split(path, specs, **data):
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_split
+    from facemtl.tasks import build_task
+
+    return read_split(DataConfig(dataset="csv", root=str(path), **data), [build_task(s) for s in specs], 0)
+
+
+def test_class_names_of_the_data_and_the_task_must_be_the_same_list(tmp_path):
+    path = _manifest(tmp_path, _faces())
+    with pytest.raises(ValueError, match=r"^task 'gender' names the classes of column 'sex' \[male, female\], but "
+                                         r"data.columns.sex names them \[female, male\]; they must be the same list "
+                                         r"in the same order"):
+        _split(path, [GENDER], columns={"sex": ["female", "male"]})
+    with pytest.raises(ValueError, match=r"task 'glasses' names .* \[yes, no\], but data.columns.glasses names them "
+                                         r"\[no, yes\]"):
+        _split(path, [{**GLASSES, "classes": ["yes", "no"]}], columns={"glasses": ["no", "yes"]})
+    # two tasks reading one column with their classes in another order: the second is refused
+    with pytest.raises(ValueError, match=r"task 'sex2' .* but task 'gender', which reads that column too, names them"):
+        _split(path, [GENDER, {"name": "sex2", "type": "nominal", "label": "sex", "classes": ["female", "male"]}])
+    # the same names (case and spaces aside): labels are the data's indices
+    capital = _manifest(tmp_path, _faces(sex=lambda i: ["Male", "Female"][i % 2]), "capital.csv")
+    table, _, _ = _split(capital, [GENDER], columns={"sex": ["Male", "Female"]})
+    assert table.labels["sex"][:4].tolist() == [0, 1, 0, 1]
+    # only the data names them: its indices are the task's
+    table, _, _ = _split(path, [{"name": "gender", "type": "nominal", "label": "sex"}],
+                         columns={"sex": ["female", "male"], "age": None})
+    assert table.labels["sex"][:4].tolist() == [1, 0, 1, 0]
+    # another reader's own names are compared too, and named as its
+    from types import SimpleNamespace
+
+    from facemtl.data.dataset import check_labels
+    from facemtl.data.table import LabelTable
+    from facemtl.tasks import build_task
+
+    t = LabelTable(paths=["a", "b"], labels={"gender": np.array([0.0, 1.0])}, classes={"gender": ["female", "male"]})
+    with pytest.raises(ValueError, match=r"but the fairface reader names them \[female, male\]"):
+        check_labels(t, [build_task({**GENDER, "label": "gender"})], SimpleNamespace(dataset="fairface", columns=None))
+
+
+def test_text_labels_are_read_by_the_tasks_classes_where_the_recipe_names_none(tmp_path):
+    path = _manifest(tmp_path, _faces())
+    table, split, report = _split(path, [GENDER, GLASSES, AGE])  # no data.columns at all
+    assert table.labels["sex"][:4].tolist() == [0, 1, 0, 1]
+    assert table.labels["glasses"][:4].tolist() == [1, 0, 0, 1]
+    assert table.labels["age"][:3].tolist() == [20, 21, 22]
+    assert report["classes_from_tasks"] == ["glasses", "sex"] and report["unparsable"]["sex"] == 0
+    # data.columns that leaves a task's column out: read all the same (by the task's names)
+    table, _, _ = _split(path, [GENDER, AGE], columns={"age": None})
+    assert table.labels["sex"][:2].tolist() == [0, 1]
+
+
+def test_a_task_with_no_usable_label_is_refused_saying_why(tmp_path, capsys):
+    path = _manifest(tmp_path, _faces())
+    unnamed = {"name": "gender", "type": "nominal", "label": "sex"}
+    with pytest.raises(ValueError, match=r"^task 'gender' has no labelled face in the training split \(28 faces\): its "
+                                         r"column 'sex' has no label on any of the 40 faces: 40 of the values read are "
+                                         r"not numbers \(e.g. 'male', 'female'\); name its classes in the task"):
+        _split(path, [unnamed, AGE])
+    with pytest.raises(ValueError, match=r"40 of the values read are not among its classes \[a, b\] \(e.g. 'male', "
+                                         r"'female'\)$"):
+        _split(path, [unnamed], columns={"sex": ["a", "b"]})
+    # labels only outside the training split; then none in a validation split that exists
+    only_test = _manifest(tmp_path, _faces(split=lambda i: "test" if i < 10 else "train",
+                                           sex=lambda i: "male" if i < 10 else ""), "test_only.csv")
+    with pytest.raises(ValueError, match=r"training split \(27 faces\): its column 'sex' has labels on 10 of the 40 "
+                                         r"faces, none of them in that split$"):
+        _split(only_test, [GENDER], split="predefined")
+    no_val = _manifest(tmp_path, _faces(split=lambda i: ["train", "val", "test"][i % 3],
+                                        glasses=lambda i: "" if i % 3 == 1 else "no"), "no_val.csv")
+    with pytest.raises(ValueError, match=r"^task 'glasses' has no labelled face in the validation split \(13 faces\)"):
+        _split(no_val, [GENDER, GLASSES], split="predefined")
+    _split(no_val, [GENDER], split="predefined")  # the other task is labelled everywhere
+    # some labels lost (not all): one warning line with how many and which
+    capsys.readouterr()
+    some = _manifest(tmp_path, _faces(sex=lambda i: "robot" if i < 3 else ["male", "female"][i % 2]), "some.csv")
+    _split(some, [GENDER])
+    assert capsys.readouterr().err.splitlines() == [
+        "facemtl: warning: 3 value(s) of column 'sex' are not among its classes [male, female] (e.g. 'robot'), so task "
+        "'gender' has no label on those faces"]
+
+
+def test_a_classification_label_outside_its_classes_is_refused(tmp_path):
+    sex = lambda i: {5: "2", 9: "7", 11: "7"}.get(i, str(i % 2))  # noqa: E731
+    path = _manifest(tmp_path, _faces(sex=sex))
+    for columns in (None, {"sex": None}):  # read by the task's names, or as numbers
+        with pytest.raises(ValueError, match=r"^task 'gender' has 2 classes \(male, female\), so the labels of its "
+                                             r"column 'sex' must be class indices 0..1, but 3 row\(s\) hold 2, 7 "):
+            _split(path, [GENDER], columns=columns)
+    path = _manifest(tmp_path, _faces(glasses=lambda i: "3" if i == 4 else "0.5" if i == 6 else str(i % 2)), "g.csv")
+    with pytest.raises(ValueError, match=r"task 'glasses' has 2 classes \(no, yes\), .* but 2 row\(s\) hold 0.5, 3 "):
+        _split(path, [GLASSES])
+
+
+def test_numeric_labels_outside_a_tasks_range_are_counted_and_said(tmp_path, capsys):
+    ages = {1: "150", 2: "-3", 4: "0"}
+    path = _manifest(tmp_path, _faces(age=lambda i: ages.get(i, str(20 + i))))
+    _, _, report = _split(path, [AGE])
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["facemtl: warning: task 'age' takes values 1..116, but 3 label(s) of its column 'age' lie outside "
+                   "(-3, 0, 150); the loss learns each as the nearest end of the range (its rank is clamped) (widen "
+                   "min_value / max_value, or drop those rows)"]
+    assert report["invalid_labels"] == {"age": {"column": "age", "rows": 3, "warning": err[0][len("facemtl: warning: "):]}}
+    # ages 20..59 for a task of 1..50: nine over; a regression task says its predictions are clipped
+    _, _, report = _split(_manifest(tmp_path, _faces(), "plain.csv"),
+                          [{"name": "age", "type": "regression", "min_value": 1, "max_value": 50}])
+    assert report["invalid_labels"]["age"]["rows"] == 9 and "clipped" in capsys.readouterr().err
+    _, _, report = _split(_manifest(tmp_path, _faces(), "plain.csv"), [AGE])
+    assert "invalid_labels" not in report and capsys.readouterr().err == ""
+
+
+def test_a_split_column_not_used_is_said(tmp_path, capsys):
+    path = _manifest(tmp_path, _faces(split=lambda i: ["train", "val", "test", "train"][i % 4]))
+    _split(path, [GENDER])
+    said = (f"facemtl: warning: {path} has a 'split' column, which is not used: data.split is random, so the split "
+            "is drawn anew (set data.split=predefined to train on the column's split)")
+    assert capsys.readouterr().err.splitlines() == [said]
+    _, split, _ = _split(path, [GENDER], split="predefined")
+    assert capsys.readouterr().err == "" and (split == "val").sum() == 10
+    # rows without a valid split are skipped as before (so a random split already drawn stays the same), and said
+    path = _manifest(tmp_path, _faces(split=lambda i: "?" if i < 2 else "train"), "two.csv")
+    table, _, _ = _split(path, [GENDER])
+    assert len(table) == 38 and capsys.readouterr().err.splitlines() == [
+        said.replace(str(tmp_path / "faces.csv"), str(path)) + "; its 2 row(s) with no valid split are skipped all "
+        "the same"]
+
+
+def test_data_root_of_the_wrong_kind_is_one_sentence(tmp_path):
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_table
+
+    path = _manifest(tmp_path, _faces())
+    with pytest.raises(ValueError, match=rf"^{tmp_path} is a folder, but the csv reader reads a manifest: give the "
+                                         r"CSV file itself \(data.root=path/to/labels.csv\); this folder holds "
+                                         r"faces.csv$"):
+        read_table(DataConfig(dataset="csv", root=str(tmp_path)))
+    for reader in ("utkface", "adience", "celeba", "fairface", "shards"):
+        with pytest.raises(ValueError, match=rf"^data.root {path} is a file, but the {reader} reader wants a folder: "
+                                             r".*\(a CSV of image paths and labels is read by data.dataset=csv\)$"):
+            read_table(DataConfig(dataset=reader, root=str(path)))
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; choose utkface, .* csv"):
+        read_table(DataConfig(dataset="imagenet", root=str(path)))

@@ -88,3 +88,34 @@ def test_a_report_writes_the_data_folder_as_configured(layout, tmp_path):
     md = (html.parent / "report.md").read_text()
     assert f"`{rel}` (relative to r.yaml)" in md and str(Path(root).resolve()) not in md
     assert json.loads((html.parent / "report.json").read_text())["data_root"] == rel
+
+
+def test_csv_data_mistakes_end_in_one_sentence(tmp_path, capsys):
+    """The user test's csv recipes: a folder for the manifest, class lists in another order, a
+    task none of whose labels can be read, an index past a task's classes: exit 2, one line."""
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    manifest = faces / "faces.csv"
+    manifest.write_text("path,sex\n" + "".join(f"f{i}.jpg,{['male', 'female'][i % 2]}\n" for i in range(40)))
+    numeric = faces / "numeric.csv"
+    numeric.write_text("path,sex\n" + "".join(f"f{i}.jpg,{7 if i == 3 else i % 2}\n" for i in range(40)))
+    recipe = tmp_path / "r.yaml"
+
+    def train(task: str, root, columns: str = "") -> str:
+        recipe.write_text(f"tasks: [{task}]\ndata: {{dataset: csv, root: {root}, image_size: 32, workers: 0{columns}}}\n"
+                          "model: {backbone: tiny_mbconv, pretrained: false}\ntrain: {epochs: 1, batch_size: 8}\n")
+        capsys.readouterr()
+        assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--no-progress",
+                     "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("facemtl: error: "), err
+        return err[0][len("facemtl: error: "):]
+
+    gender = "{name: gender, type: nominal, label: sex, classes: [male, female]}"
+    assert train(gender, faces).startswith(f"{faces} is a folder, but the csv reader reads a manifest: give the CSV "
+                                           "file itself")
+    assert train(gender, manifest, ", columns: {sex: [female, male]}").startswith(
+        "task 'gender' names the classes of column 'sex' [male, female], but data.columns.sex names them [female, male]")
+    assert train("{name: gender, type: nominal, label: sex}", manifest).startswith(
+        "task 'gender' has no labelled face in the training split")
+    assert "but 1 row(s) hold 7" in train(gender, numeric)

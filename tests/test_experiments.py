@@ -274,3 +274,67 @@ def test_a_setting_added_later_keeps_finished_runs_digest():
     assert config_hash(cfg) == "210e1a5355940a45"
     cfg.data.split_seed = 0
     assert config_hash(cfg) != "210e1a5355940a45"
+
+
+def test_runs_of_another_budget_are_left_out_of_summary_and_report(utkface_root, tmp_path):
+    """``--only a`` after the budget changed once left ``b``'s older runs in the report, which
+    then said one budget held for every variant and compared them as alike."""
+    from facemtl.cli import main
+    from facemtl.report import write_report
+    from facemtl.report.load import load
+
+    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    base["data"]["root"] = str(utkface_root)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
+
+    def write(epochs):
+        (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
+            "name": "budget", "base": "tiny.yaml", "seeds": [0],
+            "overrides": ["data.limit=200", "data.image_size=32", f"train.epochs={epochs}"],
+            "variants": [{"name": "a", "overrides": ["weighting.name=equal"]},
+                         {"name": "b", "overrides": ["weighting.name=uncertainty"]}]}))
+
+    out = tmp_path / "out"
+    write(1)
+    assert main(["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out)]) == 0
+    assert set(load(out).variants) == {"a", "b"} and load(out).left_out == []  # the current settings' runs count
+    write(2)
+    assert main(["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out), "--only", "a"]) == 0
+    summary = json.loads((out / "experiment.json").read_text())
+    stale = "b seed 0 (train.epochs 1, now 2)"
+    assert summary["left_out"] == [stale] and summary["variants"]["b"]["seeds"] == []
+    assert summary["variants"]["a"]["seeds"] == [0]
+    data = load(out)
+    assert set(data.variants) == {"a"} and data.left_out == [stale]
+    write_report(out, tmp_path / "rep", gradcam=False)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "left out" in md and "b seed 0" in md and "train.epochs=2" in md
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["left_out"] == [stale]
+
+
+def test_sigterm_during_an_experiment_releases_its_lock_and_the_grid_finishes(utkface_root, tmp_path):
+    import sys
+
+    from fakes import sigterm_once
+
+    from facemtl.training.runfolder import LOCK_NAME
+
+    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    base["data"]["root"] = str(utkface_root)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
+        "name": "term", "base": "tiny.yaml", "seeds": [0],
+        "overrides": ["data.limit=200", "data.image_size=32", "train.epochs=60"],
+        "variants": [{"name": "a", "overrides": ["weighting.name=equal"]}]}))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "facemtl.cli", "experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = out / "runs" / "a" / "seed0" / "last.pt"
+    err = sigterm_once(proc, last)
+    assert proc.returncode == 143, err
+    assert "facemtl: interrupted; run the same command again to finish the grid" in err and "Traceback" not in err
+    assert not (out / LOCK_NAME).exists()
+    (tmp_path / "exp.yaml").write_text((tmp_path / "exp.yaml").read_text().replace("train.epochs=60", "train.epochs=2"))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (out / "runs" / "a" / "seed0" / "result.json").is_file()

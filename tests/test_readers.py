@@ -325,3 +325,41 @@ def test_manifest_missing_columns(tmp_path):
         read_manifest(csv_path)
     with pytest.raises(ValueError, match="'gender'"):
         read_manifest(csv_path, path_column="image", columns={"age": None, "gender": ["m", "f"]})
+
+
+def test_manifest_reads_the_tasks_columns_by_their_class_names(tmp_path):
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,age,sex,mood\n"
+                        "a.jpg,20,male,happy\n"
+                        "b.jpg,21,1,sad\n"
+                        "c.jpg,22,7,happy\n"
+                        "d.jpg,23,robot,?\n"
+                        "e.jpg,24,Robot,sad\n")
+    # no data.columns: the tasks' names read text, a number stays the number it is (7: the task refuses it)
+    t = read_manifest(csv_path, classes={"sex": ["male", "female"], "age": None})
+    assert same(t.labels["sex"], [0, 1, 7, NAN, NAN]) and t.classes == {"sex": ["male", "female"]}
+    assert same(t.labels["mood"], [NAN] * 5) and t.report["unparsable"]["mood"] == 4
+    assert t.report["unknown_class"]["sex"] == 2 and t.report["classes_from_tasks"] == ["sex"]
+    assert t.report["unknown_class_examples"] == {"sex": ["robot", "Robot"]}
+    assert t.report["unparsable_examples"] == {"mood": ["happy", "sad"]}
+    # data.columns leaving a task's column out: read too; names it gives win over the task's
+    t = read_manifest(csv_path, columns={"mood": ["sad", "happy"]}, classes={"sex": ["male", "female"]})
+    assert sorted(t.labels) == ["mood", "sex"] and t.classes["mood"] == ["sad", "happy"]
+    assert same(t.labels["mood"], [1, 0, 1, NAN, 0])
+    t = read_manifest(csv_path, columns={"sex": ["female", "male"]}, classes={"sex": ["male", "female"]})
+    assert t.classes == {"sex": ["female", "male"]} and same(t.labels["sex"], [1, 1, NAN, NAN, NAN])
+    assert "classes_from_tasks" not in t.report  # the user's names: 7 is no class, a missing label
+
+
+def test_manifest_wants_a_csv_file(tmp_path):
+    (tmp_path / "b.csv").write_text("path\n")
+    (tmp_path / "a.csv").write_text("path\n")
+    with pytest.raises(ValueError, match=rf"^{tmp_path} is a folder, but the csv reader reads a manifest: give the CSV "
+                                         r"file itself \(data.root=path/to/labels.csv\); this folder holds a.csv, b.csv$"):
+        read_manifest(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty is a folder, .*labels.csv\)$"):
+        read_manifest(tmp_path / "empty")
+    (tmp_path / "face.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
+    with pytest.raises(ValueError, match=r"face.jpg is not a CSV file of UTF-8 text \('utf-8' codec can't decode"):
+        read_manifest(tmp_path / "face.jpg")

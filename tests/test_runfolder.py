@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from facemtl.cli import main
+
 LOCK_NAME = "facemtl.lock"
 
 
@@ -114,3 +115,110 @@ def test_a_lock_left_on_another_machine_is_not_taken_over(tmp_path):
     with pytest.raises(RunFolderError, match="elsewhere.example"):
         RunLock(out).acquire()
     assert "elsewhere.example" in (out / LOCK_NAME).read_text()
+
+
+def test_sigterm_during_train_ends_as_ctrl_c_does_and_the_run_resumes(utkface_root, tmp_path, capsys):
+    """SIGTERM (``kill``, a scheduler's stop) once ended the process at once: exit 143 but the
+    lock file left behind and no word on how to go on. Now it unwinds as Ctrl-C does."""
+    from fakes import sigterm_once
+
+    r = recipe(tmp_path, utkface_root, epochs=200)
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "facemtl.cli", "train", "--config", str(r), "--out", str(out),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = sigterm_once(proc, out / "last.pt")
+    assert proc.returncode == 143, err
+    assert "facemtl: interrupted; continue with --resume" in err and "Traceback" not in err, err
+    assert not (out / LOCK_NAME).exists()
+    done = len((out / "metrics.jsonl").read_text().splitlines())
+    assert done >= 1
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", f"train.epochs={done + 1}"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs_run"] == done + 1
+
+
+def test_a_failed_start_leaves_nothing_in_the_way_of_the_next(utkface_root, tmp_path, capsys, monkeypatch):
+    """A start that failed before its first epoch ended is no run: a data error leaves no
+    folder at all, a crash in epoch 1 leaves files the next ``train --out`` replaces, and
+    ``--resume`` says to start again rather than "no checkpoint"."""
+    import facemtl.training.trainer as trainer_module
+
+    r = recipe(tmp_path, utkface_root)
+    out = tmp_path / "run"
+    bad = recipe(tmp_path, tmp_path / "empty-data", "bad.yaml")
+    (tmp_path / "empty-data").mkdir()
+    assert main(["train", "--config", str(bad), "--out", str(out), "--no-progress"]) == 2
+    one_line_error(capsys)
+    assert not out.exists()  # the folder the failed start made is gone with it
+
+    def crash(self):
+        raise RuntimeError("crashed in epoch 1")
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", crash)
+    assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 2
+    assert "crashed in epoch 1" in one_line_error(capsys)
+    assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()
+    (out / "notes.txt").write_text("mine")
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = one_line_error(capsys)
+    assert "no checkpoint" in err and "without --resume" in err
+    monkeypatch.undo()
+    assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 0
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "best.pt").is_file()
+
+
+def test_the_run_folder_is_refused_before_the_data_is_read(utkface_root, tmp_path, capsys, monkeypatch):
+    import facemtl.training.trainer as trainer_module
+
+    r = recipe(tmp_path, utkface_root)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 0
+    (out / "last.pt").rename(out / "kept.pt")  # a run whose last.pt is gone: --resume cannot continue it
+    capsys.readouterr()
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was read before the run folder was checked")
+
+    monkeypatch.setattr(trainer_module, "build_data", no_data)
+    assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 2
+    assert "already holds a run" in one_line_error(capsys)
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "no checkpoint (last.pt)" in one_line_error(capsys)
+    from facemtl.config import load_config
+    from facemtl.training import Trainer
+    from facemtl.training.runfolder import RunFolderError
+
+    with pytest.raises(RunFolderError, match="already holds a run"):  # the Python API too
+        Trainer(load_config(r), out, progress=False, log=lambda s: None)
+
+
+def test_overwrite_removes_the_stale_report_and_a_resume_with_no_epochs_left_says_so(utkface_root, tmp_path,
+                                                                                     capsys):
+    r = recipe(tmp_path, utkface_root, epochs=2)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=1"]) == 0
+    err = capsys.readouterr().err
+    assert "nothing to train: this run already finished 2 epochs and train.epochs is 1" in err
+    (out / "report").mkdir()
+    (out / "report" / "report.md").write_text("# old")
+    (out / "mine").mkdir()
+    assert main(["train", "--config", str(r), "--out", str(out), "--no-progress", "--overwrite",
+                 "train.epochs=1"]) == 0
+    assert not (out / "report").exists() and (out / "mine").is_dir()
+
+
+def test_a_data_root_that_does_not_exist_is_named_as_given(utkface_root, tmp_path, capsys):
+    r = recipe(tmp_path, utkface_root)
+    missing = tmp_path / "nodata"
+    assert main(["train", "--config", str(r), "--out", str(tmp_path / "a"), "--data-root", str(missing)]) == 2
+    err = one_line_error(capsys)
+    assert f"the data folder {missing} given with --data-root does not exist" in err and "pass --data-root" not in err
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--data-root", str(missing)]) == 2
+    err = one_line_error(capsys)
+    assert "given with --data-root does not exist" in err and "pass --data-root" not in err
+    assert not (out / LOCK_NAME).exists()

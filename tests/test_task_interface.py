@@ -165,3 +165,64 @@ def test_new_task_type_analyzes(band_run, utkface_root, tmp_path, capsys):
     header = capsys.readouterr().out.splitlines()[0].split(",")
     assert header[9:] == ["stage", "stage_probability", "gender", "gender_probability", "stage_p_child", "stage_p_adult",
                           "stage_p_senior", "gender_p_male", "gender_p_female"]
+
+
+# --------------------------------------------------------------------------- labels the data gives a task
+
+
+def test_label_classes_and_invalid_labels_known_values():
+    from facemtl.tasks import build_task
+
+    nan = float("nan")
+    g = build_task({"name": "gender", "type": "nominal", "label": "sex", "classes": ["male", "female"]})
+    assert g.label_classes() == ["male", "female"]
+    assert build_task({"name": "race", "type": "nominal", "num_classes": 5}).label_classes() is None
+    assert g.invalid_labels(np.array([0, 1, nan, 1.0])) == (0, "")
+    with pytest.raises(ValueError, match=r"^task 'gender' has 2 classes \(male, female\), so the labels of its column "
+                                         r"'sex' must be class indices 0..1, but 4 row\(s\) hold -1, 1.5, 2, inf \("):
+        g.invalid_labels(np.array([0, 2, 1.5, -1, np.inf, nan]))
+    b = build_task({"name": "glasses", "type": "binary"})
+    with pytest.raises(ValueError, match=r"^task 'glasses' has 2 classes, so .* 0..1, but 1 row\(s\) hold 3 "):
+        b.invalid_labels(np.array([0, 1, 3]))
+    age = build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116})
+    assert age.label_classes() is None and age.invalid_labels(np.array([1, 116, 30.4, nan])) == (0, "")
+    n, why = age.invalid_labels(np.array([150, -3, 0, 5, nan, 150]))
+    assert n == 4 and why.startswith("task 'age' takes values 1..116, but 4 label(s) of its column 'age' lie outside "
+                                     "(-3, 0, 150); the loss learns each as the nearest end of the range")
+    n, why = build_task({"name": "age", "type": "regression", "min_value": 0, "max_value": 1}).invalid_labels(
+        np.array([0.5, 1.5, 2, 3, 4, 5, 6]))
+    assert n == 6 and "(1.5, 2, 3, 4, 5, ...)" in why and "predictions are clipped" in why
+    # the base class: numbers, nothing to refuse (a task that reads ages, though it names classes of its own)
+    band = AgeBand("stage", label="age")
+    assert band.class_names() == ["child", "adult", "senior"] and band.label_classes() is None
+    assert band.invalid_labels(np.array([-5.0, 500.0])) == (0, "")
+
+
+def test_the_data_path_asks_a_new_task_type_about_its_labels(tmp_path, capsys):
+    """A task type the data layer has never heard of says what labels it learns wrongly; the
+    data path counts and prints its sentence, and compares the class names it gives."""
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_split
+
+    @dataclass
+    class PickyBand(AgeBand):
+        def invalid_labels(self, values):
+            n = int((np.asarray(values) > 99).sum())
+            return n, f"{n} ages over 99 are seniors to {self.name!r}" if n else ""
+
+    @dataclass
+    class NamedBand(AgeBand):
+        def label_classes(self):
+            return ["young", "old"]
+
+    (tmp_path / "m.csv").write_text("path,age\n" + "".join(f"f{i}.jpg,{[5, 30, 70, 100, 120][i % 5]}\n"
+                                                            for i in range(30)))
+    cfg = DataConfig(dataset="csv", root=str(tmp_path / "m.csv"))
+    _, _, report = read_split(cfg, [PickyBand("stage", label="age")], 0)
+    assert report["invalid_labels"]["stage"] == {"column": "age", "rows": 12,
+                                                 "warning": "12 ages over 99 are seniors to 'stage'"}
+    assert capsys.readouterr().err == "facemtl: warning: 12 ages over 99 are seniors to 'stage'\n"
+    with pytest.raises(ValueError, match=r"task 'stage' names the classes of column 'age' \[young, old\], but "
+                                         r"data.columns.age names them \[kid, grown\]"):
+        read_split(DataConfig(dataset="csv", root=str(tmp_path / "m.csv"), columns={"age": ["kid", "grown"]}),
+                   [NamedBand("stage", label="age")], 0)

@@ -151,3 +151,36 @@ def test_an_empty_validation_split_is_reported(utkface_root, tmp_path):
     assert any("validation split is empty" in s and "training split" in s for s in said)
     assert summary["val_split"] == "train"
     assert json.loads((tmp_path / "run_info.json").read_text())["val_split"] == "train"
+
+
+def test_evaluate_given_a_run_folder_scores_its_best_checkpoint(utkface_root, tmp_path, capsys):
+    """``--checkpoint runs/r1`` once said "no runtime reads r1": a run folder means its best.pt."""
+    c = cfg(utkface_root, train__epochs=1, data__limit=200, data__image_size=32,
+            model__backbone="tiny_mbconv", model__pretrained=False, model__shared_stages=2)
+    run = tmp_path / "r1"
+    Trainer(c, run, progress=False, log=lambda s: None).fit()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--json"]) == 0
+    from_folder = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == from_folder
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (f"facemtl: error: {tmp_path / 'empty'} is a folder, not a model file, and "
+                                        f"holds no best.pt; pass a model file such as {tmp_path / 'empty' / 'best.pt'} "
+                                        "or one from 'facemtl export'")
+
+
+def test_export_names_a_missing_data_folder_as_given(tmp_path, capsys):
+    """``--data /nonexist`` once got "the data folder that the model records ... pass --data DIR"."""
+    from pathlib import Path
+
+    legacy = Path(__file__).parent / "data" / "legacy_0.1.0" / "run" / "best.pt"
+    missing = tmp_path / "nonexist"
+    assert main(["export", str(legacy), "--format", "onnx-int8", "--out", str(tmp_path / "q.onnx"),
+                 "--data", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"facemtl: error: INT8 calibration needs real faces, and the data folder {missing} given with "
+                   "--data does not exist"]
+    assert not (tmp_path / "q.onnx").exists()

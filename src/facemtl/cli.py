@@ -38,7 +38,14 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     """
     from .config import ConfigError, load_config
     from .training import Trainer
-    from .training.runfolder import RunFolderError, RunLock, resume_config
+    from .training.runfolder import (
+        RunFolderError,
+        RunLock,
+        abort_on_signals,
+        check_fresh,
+        check_resumable,
+        resume_config,
+    )
 
     overrides = list(overrides)
     if resume:
@@ -46,12 +53,15 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
             raise RunFolderError(f"cannot resume: {out} holds no run (no config.yaml)")
     elif config is None:
         raise ConfigError("a new run needs --config (a YAML recipe); add --resume to continue the run in " + str(out))
-    else:  # a bad recipe or a missing data folder fails before the run folder is touched
+    else:  # a bad recipe, a missing data folder or a folder holding a run fails before the folder is touched
         cfg = _with_data_root(load_config(config, overrides), data_root)
+        check_fresh(out, overwrite, clear=False)
     # Under torchrun only rank 0 locks the folder (the other ranks write nothing there).
     lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
-    with lock:
+    # SIGTERM unwinds as Ctrl-C does (the lock released, "continue with --resume", exit 143).
+    with abort_on_signals(), lock:
         if resume:
+            check_resumable(out)  # under the lock (a first epoch may be running), before the data is read
             cfg = resume_config(out, config, overrides, data_root)
         log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
         trainer = Trainer(cfg, out, resume=resume, progress=progress, log=log, overwrite=overwrite)
@@ -77,6 +87,8 @@ def _with_data_root(cfg: Any, data_root: str | None) -> Any:
         whence = (f" (data.root {o['data_root']!r} in {o['data_root_from']}, relative to its folder)"
                   if o.get("data_root_from") not in (None, "the command line")
                   and not Path(o["data_root"]).is_absolute() else "")
+        if o.get("data_root_from") == "the command line":  # never ask for the flag just passed
+            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
         raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{whence}; pass --data-root or fix data.root")
     return cfg
 
@@ -103,6 +115,19 @@ def evaluate(
     """
     from .inference.runtimes import runtime_for
 
+    def _model_file(path: str | Path) -> str:
+        """``path``, or the ``best.pt`` of the run folder it names (a folder is no model file, and a
+        person naming a run means its best epoch); one sentence for a folder without ``best.pt``."""
+        folder = Path(path)
+        if not folder.is_dir():
+            return str(path)
+        if (folder / "best.pt").is_file():
+            return str(folder / "best.pt")
+        raise FileNotFoundError(f"{path} is a folder, not a model file, and holds no best.pt; pass a model file "
+                                f"such as {folder / 'best.pt'} or one from 'facemtl export'")
+
+    checkpoint = [_model_file(c) for c in checkpoint] if not isinstance(checkpoint, (str, Path)) \
+        else _model_file(checkpoint)
     if not isinstance(checkpoint, (str, Path)):
         files = [str(c) for c in checkpoint]
         if len(files) != 1:
@@ -461,9 +486,12 @@ def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data:
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
     from .experiments import load_experiment, run_experiment
+    from .training.runfolder import abort_on_signals
 
     exp = load_experiment(config)
-    return run_experiment(exp, out, only=only, progress=progress, log=lambda s: print(s, file=sys.stderr, flush=True))
+    with abort_on_signals():  # SIGTERM unwinds as Ctrl-C does: the lock released, exit 143
+        return run_experiment(exp, out, only=only, progress=progress,
+                              log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 def report(path: str, out: str | None = None, gradcam: bool = True, samples: int = 2) -> Path:

@@ -85,6 +85,8 @@ class DataConfig:
     #: does (:func:`load_config`).
     targets: str | None = None
     #: For ``csv``: the image path column and the label columns ({column: class names or null}).
+    #: A column left out, or null, is read by the class names of the task that reads it (numbers
+    #: when it names none); names given both here and in the task must be the same list.
     path_column: str = "path"
     columns: dict[str, list[str] | None] | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)

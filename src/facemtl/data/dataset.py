@@ -9,6 +9,7 @@ loader processes that decode on the fly.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,41 @@ TEACHER_COLUMN = "teacher"
 TARGET_PREFIX = "target_"
 
 
-def read_table(cfg: Any) -> LabelTable:
-    """Run the reader named by ``cfg.dataset`` (imports only that reader)."""
+#: What ``data.root`` names for each reader: a folder, or (``csv``) the manifest file itself.
+ROOTS: dict[str, str] = {
+    "utkface": "a folder: the one holding UTKFace's *.jpg files, or its parent",
+    "adience": "a folder: the one holding its fold_N_data.txt files",
+    "celeba": "a folder: the one holding list_attr_celeba.txt (or Anno/)",
+    "fairface": "a folder: the one holding its label CSVs",
+    "shards": "a folder: the one 'facemtl shards' wrote",
+    "csv": "the manifest CSV file itself",
+}
+
+
+def warn(sentence: str) -> None:
+    """One warning line on stderr, from the first process of a distributed run only (each
+    process reads the data, so the others would repeat it)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"facemtl: warning: {sentence}", file=sys.stderr)
+
+
+def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
+    """Run the reader named by ``cfg.dataset`` (imports only that reader).
+
+    ``tasks``: the tasks to be trained; a csv manifest reads every column they read (also one
+    ``data.columns`` leaves out), and the text labels of a column that ``data.columns`` names
+    no classes for by the names of the first task that reads it (:meth:`Task.label_classes`), so
+    ``male`` / ``female`` need not be repeated in the recipe.
+    """
     root = Path(cfg.root)
     if not root.exists():
         raise FileNotFoundError(f"data folder {root} does not exist")
+    if cfg.dataset not in ROOTS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose {', '.join(list(ROOTS)[:-1])} or {list(ROOTS)[-1]}")
+    if cfg.dataset != "csv" and not root.is_dir():  # the csv reader says what it wants itself
+        raise ValueError(f"data.root {root} is a file, but the {cfg.dataset} reader wants {ROOTS[cfg.dataset]}"
+                         + (" (a CSV of image paths and labels is read by data.dataset=csv)"
+                            if root.suffix.lower() == ".csv" else ""))
     if cfg.dataset == "utkface":
         from .utkface import read_utkface
 
@@ -57,12 +88,21 @@ def read_table(cfg: Any) -> LabelTable:
         from .shards import read_shards
 
         table = read_shards(root)
-    elif cfg.dataset == "csv":
+    else:
         from .manifest import read_manifest
 
-        table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns)
-    else:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose utkface, adience, celeba, fairface, csv or shards")
+        named: dict[str, list[str] | None] = {}
+        for t in tasks:
+            if not t.derives_label and named.get(str(t.label)) is None:
+                named[str(t.label)] = t.label_classes()
+        table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns, classes=named)
+        if table.split is not None and cfg.split == "random":
+            # Rows with no valid split cell are still skipped: the rows read, and so the random split
+            # of a model trained before this warning, stay the same.
+            skipped = table.report.get("rows_without_valid_split_skipped", 0)
+            warn(f"{root} has a 'split' column, which is not used: data.split is random, so the split is drawn "
+                 "anew (set data.split=predefined to train on the column's split)"
+                 + (f"; its {skipped} row(s) with no valid split are skipped all the same" if skipped else ""))
     if cfg.limit is not None:
         table = table.subset(evenly_spaced(len(table), cfg.limit))
     return table
@@ -230,6 +270,109 @@ def label_matrix(table: LabelTable, tasks: Sequence[Task]) -> np.ndarray:
     return _as_matrix([table.column(t.label) for t in tasks], len(table))
 
 
+def _names(classes: Sequence[str]) -> str:
+    return "[" + ", ".join(classes) + "]"
+
+
+def check_labels(table: LabelTable, tasks: Sequence[Task], cfg: Any) -> dict[str, Any]:
+    """Check each task's label column before the split, in one sentence (``ValueError``) where
+    the task cannot learn it, and return what the data report should add.
+
+    * Class names: where both the data (``data.columns``, a reader's own names) and the task
+      (:meth:`Task.label_classes`) name the classes of a column, they must be the same list in
+      the same order (case and outer spaces aside): otherwise the data's class 0 is not the
+      model's class 0 and every answer is another class, with nothing failing. Where only one
+      side names them there is nothing to compare: the data's indices are the task's.
+    * Values: :meth:`Task.invalid_labels` refuses, or counts (``invalid_labels`` in the report,
+      one warning line each), labels the task would learn wrongly.
+    * Unreadable cells (a class name the data's names do not list, text in a numeric column)
+      become missing labels; a column that keeps some labels gets one warning line saying how
+      many were lost (one with none is refused after the split, :func:`check_labelled`).
+    """
+    invalid: dict[str, Any] = {}
+    report, warned = table.report, set()
+    for t in tasks:
+        col = str(t.label)
+        if t.derives_label or col not in table.labels:
+            continue
+        ours, theirs = t.label_classes(), table.classes.get(col)
+        if ours is not None and theirs is not None and _folded(ours) != _folded(theirs):
+            raise ValueError(f"task {t.name!r} names the classes of column {col!r} {_names(ours)}, but "
+                             f"{_class_source(table, tasks, cfg, col)} names them {_names(theirs)}; they must be the "
+                             "same list in the same order, or every label is read as another class")
+        n, why = t.invalid_labels(table.labels[col])
+        if n:
+            invalid[t.name] = {"column": col, "rows": int(n), "warning": why}
+            warn(why)
+        lost = _unreadable(report, col)
+        if lost and col not in warned and not np.isnan(table.labels[col]).all():
+            warned.add(col)
+            warn(f"{lost[0]} value(s) of column {col!r} {_what_unreadable(table, col, lost)}, so task {t.name!r} "
+                 "has no label on those faces")
+    return {"invalid_labels": invalid} if invalid else {}
+
+
+def _folded(names: Sequence[str]) -> list[str]:
+    return [str(n).strip().casefold() for n in names]
+
+
+def _class_source(table: LabelTable, tasks: Sequence[Task], cfg: Any, col: str) -> str:
+    """Who named the data's classes of ``col``, for the sentence that compares them with a task's."""
+    if col in table.report.get("classes_from_tasks", ()):
+        first = next(t for t in tasks if str(t.label) == col and t.label_classes() is not None)
+        return f"task {first.name!r}, which reads that column too,"
+    if getattr(cfg, "columns", None) and col in cfg.columns:
+        return f"data.columns.{col}"
+    return f"the {cfg.dataset} reader"
+
+
+def _unreadable(report: dict[str, Any], col: str) -> tuple[int, str] | None:
+    """``(count, kind)`` of the cells of ``col`` a reader could not read (``unknown_class``: not one
+    of the column's class names; ``unparsable``: not a number), from its report; None if none."""
+    for kind in ("unknown_class", "unparsable"):
+        n = int((report.get(kind) or {}).get(col, 0))
+        if n:
+            return n, kind
+    return None
+
+
+def _what_unreadable(table: LabelTable, col: str, lost: tuple[int, str]) -> str:
+    examples = (table.report.get(f"{lost[1]}_examples") or {}).get(col)
+    eg = f" (e.g. {', '.join(repr(x) for x in examples)})" if examples else ""
+    if lost[1] == "unknown_class":
+        return f"are not among its classes {_names(table.classes.get(col, []))}{eg}"
+    return f"are not numbers{eg}"
+
+
+def check_labelled(table: LabelTable, tasks: Sequence[Task], split: np.ndarray) -> None:
+    """``ValueError`` in one sentence for a task with no labelled face in the training split, or in
+    the validation split when there is one: it would train (or be scored) on nothing, its
+    metrics NaN, and the run would still end well. Says why where the reader's report knows
+    (how many values were not its classes, not numbers, or empty)."""
+    for t in tasks:
+        col = str(t.label)
+        if col not in table.labels:
+            continue  # label_matrix names the missing column
+        v = np.asarray(table.labels[col], float).reshape(len(table), -1)
+        has = ~np.isnan(v).any(1)
+        for part, name in (("train", "training"), ("val", "validation")):
+            rows = split == part
+            if not rows.any() or (has & rows).any():
+                continue
+            n, labelled = len(table), int(has.sum())
+            lost = _unreadable(table.report, col)
+            if labelled:
+                why = f"its column {col!r} has labels on {labelled} of the {n} faces, none of them in that split"
+            else:
+                why = f"its column {col!r} has no label on any of the {n} faces"
+            if lost and not labelled:
+                why += f": {lost[0]} of the values read {_what_unreadable(table, col, lost)}"
+                if lost[1] == "unparsable" and t.class_names() is not None:
+                    why += f"; name its classes in the task (classes: [...]) or in data.columns.{col} to read text"
+            raise ValueError(f"task {t.name!r} has no labelled face in the {name} split ({int(rows.sum())} faces): "
+                             f"{why}")
+
+
 def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int) -> np.ndarray:
     """Split per row; stratified on the tasks' labels, each label column binned by the
     first task that reads it (:meth:`Task.strata`). ``seed``: the run's seed, unless
@@ -340,7 +483,7 @@ def _relative(path: str, root: Path) -> str:
 def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTable, np.ndarray, dict[str, Any]]:
     """The table ``cfg`` (a DataConfig) describes, filtered (``age_range``), with a split per row,
     and the report of what was found and done."""
-    table = read_table(cfg)
+    table = read_table(cfg, tasks)
     report = dict(table.report)
     if cfg.age_range is not None:
         lo, hi = cfg.age_range
@@ -355,6 +498,7 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
             raise ValueError(f"task {t.name!r} reads the column {t.label!r}, which only a target file gives"
                              + (f"; {cfg.targets} has {', '.join(report['targets']['columns'])}" if cfg.targets
                                 else ": set data.targets (e.g. data.targets=targets.npz on the command line)"))
+    report.update(check_labels(table, tasks, cfg))
     if cfg.teacher:  # before the split: the split must know every task's column (the teacher's gives no strata)
         from .teacher import teacher_features
 
@@ -367,6 +511,7 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
         report["teacher"].update(standardise_teacher(table, split == "train"))
     for t in tasks:
         table.labels.update(t.derive_labels(table.labels, split == "train", _split_seed(cfg, seed), report))
+    check_labelled(table, tasks, split)
     return table, split, report
 
 

@@ -9,7 +9,13 @@ Label columns: ``columns`` maps each column to read to its list of class names
 (categorical: a value is mapped to its index in the list; a value that is
 already an integer index below ``len(classes)``, like ``1`` or ``1.0``, is
 accepted as is) or to None (numeric). With ``columns=None`` every column other
-than the path, ``split`` and ``group`` columns is read as numeric.
+than the path, ``split`` and ``group`` columns is read as numeric. ``classes``
+maps the columns the tasks read to the tasks' class names (or None): such a
+column of the file is read even where ``columns`` leaves it out, and where
+``columns`` gives it no class names it is read by the task's (so that ``male`` /
+``female`` need not be repeated in the recipe): a class name becomes its index
+and a number stays the number it is (the task judges whether it is one of its
+class indices; an index past the classes must not vanish as a missing label).
 
 Optional columns: ``split`` (``train`` / ``val`` / ``test``, case ignored,
 ``valid`` and ``validation`` read as ``val``) becomes ``split``; ``group``
@@ -20,13 +26,16 @@ Quirks handled and counted in ``report``:
 * empty cells and ``NA``, ``nan``, ``None``, ``?`` (any case) are missing
   labels (NaN), counted per column in ``missing``;
 * unknown class names, unparsable or non-finite numbers become NaN, counted
-  per column in ``unknown_class`` / ``unparsable``;
+  per column in ``unknown_class`` / ``unparsable``, with a few of the texts found
+  in ``unknown_class_examples`` / ``unparsable_examples`` (for the sentence that
+  refuses a task none of whose labels could be read);
 * rows with no image path are skipped; with a ``split`` column, rows whose
   split is empty or unknown are skipped too (they cannot be placed);
 * an empty group cell gets the row's own path as its group;
 * rows shorter or longer than the header are counted; missing cells are missing labels.
 
-A missing path column or a missing declared column raises ``ValueError``.
+A folder in place of the file, a file that is not UTF-8 CSV text, a missing path
+column or a missing declared column raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ MISSING = {"", "na", "nan", "none", "?"}
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLIT_COLUMN = "split"
 GROUP_COLUMN = "group"
+#: How many distinct unreadable texts per column the report keeps as examples.
+EXAMPLES = 3
 
 
 def is_missing(text: str | None) -> bool:
@@ -76,16 +87,32 @@ def _check_columns(path: Path, header: list[str], needed: list[str]) -> None:
             raise ValueError(f"manifest {path} has no column {col!r}; columns found: {', '.join(header)}")
 
 
-def _cell(rec: dict, col: str, kind: list[str] | None, counts: dict[str, Counter]) -> float:
+def _cell(rec: dict, col: str, kind: list[str] | None, counts: dict[str, Counter],
+          examples: dict[str, dict[str, list[str]]], keep_numbers: bool = False) -> float:
     text = rec.get(col)
     if is_missing(text):
         counts["missing"][col] += 1
         return float("nan")
-    value = parse_numeric(text) if kind is None else parse_class(text, kind)
+    value = parse_numeric(text) if kind is None or keep_numbers else None
+    if value is None and kind is not None:
+        value = parse_class(text, kind)
     if value is None:
-        counts["unparsable" if kind is None else "unknown_class"][col] += 1
+        problem = "unparsable" if kind is None else "unknown_class"
+        counts[problem][col] += 1
+        seen = examples[problem].setdefault(col, [])
+        if len(seen) < EXAMPLES and text.strip() not in seen:
+            seen.append(text.strip())
         return float("nan")
     return value
+
+
+def _open_check(path: Path) -> None:
+    """``ValueError`` in one sentence when ``path`` is a folder: the reader wants the CSV itself."""
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.csv"))
+        hint = f"; this folder holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}" if found else ""
+        raise ValueError(f"{path} is a folder, but the csv reader reads a manifest: give the CSV file itself "
+                         f"(data.root=path/to/labels.csv){hint}")
 
 
 def read_manifest(
@@ -93,10 +120,19 @@ def read_manifest(
     path_column: str = "path",
     columns: dict[str, list[str] | None] | None = None,
     root: str | Path | None = None,
+    classes: dict[str, list[str] | None] | None = None,
 ) -> LabelTable:
     """Read a manifest CSV (see the module docstring for the rules)."""
     path = Path(path)
-    base = Path(root) if root is not None else path.parent
+    _open_check(path)
+    try:
+        return _read(path, path_column, columns, Path(root) if root is not None else path.parent, classes or {})
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"manifest {path} is not a CSV file of UTF-8 text ({exc})") from None
+
+
+def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | None, base: Path,
+          classes: dict[str, list[str] | None]) -> LabelTable:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -104,9 +140,16 @@ def read_manifest(
         _check_columns(path, header, [path_column])
         if columns is None:
             columns = {c: None for c in header if c not in (path_column, SPLIT_COLUMN, GROUP_COLUMN) and c}
+        else:
+            columns = dict(columns)
+        wanted = [c for c in classes if c in header and c not in (path_column, SPLIT_COLUMN, GROUP_COLUMN)]
+        lenient = {c for c in wanted if classes[c] is not None and columns.get(c) is None}
+        for c in wanted:  # a column a task reads: read, by the task's class names where the recipe gives none
+            columns[c] = [str(x) for x in classes[c]] if c in lenient else columns.get(c)
         _check_columns(path, header, list(columns))
         has_split, has_group = SPLIT_COLUMN in header, GROUP_COLUMN in header
         counts: dict[str, Counter] = {k: Counter() for k in ("missing", "unknown_class", "unparsable")}
+        examples: dict[str, dict[str, list[str]]] = {"unknown_class": {}, "unparsable": {}}
         rows: Counter = Counter()
         paths: list[str] = []
         values: list[list[float]] = []
@@ -135,7 +178,7 @@ def read_manifest(
                     rows["empty_groups"] += 1
                 groups.append(group or full)
             paths.append(full)
-            values.append([_cell(rec, c, kind, counts) for c, kind in columns.items()])
+            values.append([_cell(rec, c, kind, counts, examples, c in lenient) for c, kind in columns.items()])
     arr = np.array(values, dtype=np.float64).reshape(-1, len(columns))
     report = {
         "dataset": "manifest",
@@ -148,7 +191,10 @@ def read_manifest(
         "long_rows": rows["long_rows"],
         "empty_groups": rows["empty_groups"],
         **{k: {c: int(c_counts[c]) for c in columns} for k, c_counts in counts.items()},
+        **{f"{k}_examples": v for k, v in examples.items() if v},
     }
+    if lenient:
+        report["classes_from_tasks"] = sorted(lenient)
     return LabelTable(
         paths=paths,
         labels={c: arr[:, j] for j, c in enumerate(columns)},

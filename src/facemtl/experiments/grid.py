@@ -119,6 +119,37 @@ class Experiment:
 ADDED_SETTINGS = (("data", "split_seed"), ("data", "targets"))
 
 
+def experiment_from_dict(d: dict[str, Any]) -> Experiment:
+    """The :class:`Experiment` that :meth:`Experiment.to_dict` wrote (``OUT/experiment.yaml``)."""
+    return Experiment(name=str(d.get("name", "")), base=d.get("base") or {}, seeds=[int(s) for s in d.get("seeds", [])],
+                      overrides=[str(o) for o in d.get("overrides") or []],
+                      variants=[_variant(v) for v in d.get("variants") or []],
+                      reference=str(d.get("reference", "proposed")))
+
+
+def changed_settings(exp: Experiment, variant: str, seed: int, saved: dict[str, Any]) -> list[str]:
+    """How the settings a run was trained with (``saved``: its ``config.yaml``) differ from
+    those ``exp`` gives it now, as ``"train.epochs 2, now 3"``; empty when they agree.
+
+    A run trained under another budget (``--only`` reran some variants after it changed)
+    must not be compared with the others as if alike. The saved settings are read again as
+    a recipe, so a setting added to facemtl since (with its default) is no difference, unlike
+    :func:`config_hash`, which changes with every added setting.
+    """
+    from ..training.runfolder import _differences
+
+    now = exp.config(exp.variant(variant), seed)
+    if now.data.split_seed is None:  # the runner records the first seed's split (runner.py)
+        now.data.split_seed = exp.seeds[0]
+    try:
+        then = config_from_dict(saved)
+    except ConfigError as exc:
+        return [f"its settings no longer load ({exc})"]
+    if then.data.split_seed is None:  # saved before the setting existed; the grid split on the first seed then too
+        then.data.split_seed = now.data.split_seed
+    return [f"{k} {a!r}, now {b!r}" for k, a, b in _differences(then.to_dict(), now.to_dict())]
+
+
 def config_hash(cfg: Config) -> str:
     """A short digest of a run's settings: a finished run is reused only when it matches."""
     d = cfg.to_dict()

@@ -35,7 +35,7 @@ from ..metrics import mean_and_spread
 from ..system import hardware
 from ..tasks import build_task
 from ..training.evaluation import headline_metrics
-from .grid import Experiment, config_hash
+from .grid import Experiment, changed_settings, config_hash
 
 
 def run_experiment(
@@ -107,6 +107,9 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
         log(f"    {variant.name} seed {seed}: " + ", ".join(
             f"{t}: {', '.join(f'{k} {v:.4g}' for k, v in m.items())}" for t, m in result["test"].items()))
     summary = summarise(exp, out)
+    if summary["left_out"]:
+        log(f"left out of the summary, trained with other settings than {out / 'experiment.yaml'} now holds: "
+            f"{', '.join(summary['left_out'])} (run them again to compare them)")
     summary["grid_seconds_this_call"] = time.perf_counter() - t_start
     (out / "experiment.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -118,14 +121,27 @@ def _saved_hash(run_dir: Path) -> str | None:
 
 
 def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
-    """Mean, sample standard deviation and per-seed values of every metric of every finished variant."""
+    """Mean, sample standard deviation and per-seed values of every metric of every finished variant.
+
+    Only runs trained with the experiment's current settings count: a run left from an
+    earlier budget (``--only`` reruns some variants) is listed under ``left_out`` instead, with
+    the settings that differ (:func:`~facemtl.experiments.grid.changed_settings`), never
+    averaged or compared with the others as if it were alike.
+    """
     out = Path(out)
     variants: dict[str, Any] = {}
+    left_out: list[str] = []
     for v in exp.variants:
         results = []
         for s in exp.seeds:
             f = out / "runs" / v.name / f"seed{s}" / "result.json"
             if f.is_file():
+                saved = f.parent / "config.yaml"
+                changed = changed_settings(exp, v.name, s, yaml.safe_load(saved.read_text()) or {}) \
+                    if saved.is_file() else ["no config.yaml"]
+                if changed:
+                    left_out.append(f"{v.name} seed {s} ({'; '.join(changed[:2])})")
+                    continue
                 results.append(json.loads(f.read_text()))
         entry: dict[str, Any] = {"label": v.label, "group": v.group, "seeds": [r["seed"] for r in results],
                                  "metrics": {}, "train_seconds": float(sum(r["train_seconds"] for r in results))}
@@ -136,5 +152,5 @@ def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
                 entry["metrics"][task][metric] = mean_and_spread(vals)
         variants[v.name] = entry
     return {"name": exp.name, "reference": exp.reference, "seeds": exp.seeds, "overrides": exp.overrides,
-            "hardware": hardware(), "variants": variants,
+            "hardware": hardware(), "variants": variants, "left_out": left_out,
             "train_seconds": float(sum(v["train_seconds"] for v in variants.values()))}

@@ -40,6 +40,9 @@ def load_faces(info: Any, data_root: str | None, calibration: int | None, check:
 
     cfg, _ = recorded_data(info, data_root)
     if not Path(cfg.root).exists():
+        if need_data and data_root:  # typed by the person: do not ask for what was just passed
+            raise ValueError(f"INT8 calibration needs real faces, and the data folder {data_root} given with "
+                             "--data does not exist")
         if need_data:
             raise ValueError(f"INT8 calibration needs real faces, and the data folder {cfg.root} that the model "
                              "records does not exist: pass --data DIR")

@@ -108,6 +108,9 @@ class ReportInput:
     seeds: list[int]
     overrides: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: Finished runs left out of every comparison, as ``"<variant> seed <k>"``: trained with other
+    #: settings (another budget, say) than the experiment's current ``experiment.yaml``.
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def ref(self) -> VariantRuns:
@@ -134,15 +137,38 @@ def load(path: str | Path) -> ReportInput:
 
 
 def _load_experiment(path: Path) -> ReportInput:
+    """The finished runs of an experiment folder whose settings are the experiment's current ones.
+
+    ``experiment.yaml`` holds the settings of the last ``facemtl experiment`` call; a run whose
+    ``config.yaml`` differs from them (say, trained with ``train.epochs=2`` before the budget
+    became 3 and only some variants ran again) is left out and named, with the settings that
+    differ, in :attr:`ReportInput.left_out`, so runs of different budgets are never compared as alike.
+    """
+    from ..experiments.grid import changed_settings, experiment_from_dict
+
     spec = yaml.safe_load((path / "experiment.yaml").read_text()) or {}
     seeds = [int(s) for s in spec.get("seeds", [])]
+    exp = experiment_from_dict(spec)
     variants: dict[str, VariantRuns] = {}
+    left_out: list[str] = []
     for v in spec.get("variants", []):
-        runs = [RunLog(path / "runs" / v["name"] / f"seed{s}", s) for s in seeds]
-        runs = [r for r in runs if (r.path / "result.json").is_file()]
+        runs = []
+        for s in seeds:
+            run = RunLog(path / "runs" / v["name"] / f"seed{s}", s)
+            result = run.path / "result.json"
+            if not result.is_file():
+                continue
+            changed = changed_settings(exp, v["name"], s, run.config)
+            if changed:
+                left_out.append(f"{v['name']} seed {s} ({'; '.join(changed[:2])})")
+                continue
+            runs.append(run)
         if runs:
             variants[v["name"]] = VariantRuns(v["name"], v.get("label") or v["name"], v.get("group", ""), runs)
     if not variants:
+        if left_out:
+            raise FileNotFoundError(f"{path} holds no finished run with the settings its experiment.yaml now holds "
+                                    f"({len(left_out)} were trained with others); run facemtl experiment again")
         raise FileNotFoundError(f"{path} holds no finished run yet (runs/<variant>/seed<k>/result.json)")
     reference = spec.get("reference", "proposed")
     if reference not in variants:
@@ -150,4 +176,4 @@ def _load_experiment(path: Path) -> ReportInput:
     summary_file = path / "experiment.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     return ReportInput(path, "experiment", str(spec.get("name", path.name)), variants, reference, seeds,
-                       [str(o) for o in spec.get("overrides", [])], summary)
+                       [str(o) for o in spec.get("overrides", [])], summary, left_out)

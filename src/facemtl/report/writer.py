@@ -109,6 +109,11 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
     ]
     if data.overrides:
         rows.insert(4, ["budget (every variant)", ", ".join(f"`{x}`" for x in data.overrides)])
+    facts["left_out"] = data.left_out
+    if data.left_out:
+        rows.insert(6, ["left out", f"{len(data.left_out)} finished run(s) trained with other settings than "
+                                    f"`experiment.yaml` now holds (another budget, say), so not compared: "
+                                    f"{', '.join(data.left_out)}; run `facemtl experiment` again to retrain them"])
     return s.add(Table(["", ""], rows))
 
 

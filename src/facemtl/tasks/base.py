@@ -91,6 +91,25 @@ class Task:
         """Names of the classes a classification task picks from; ``None`` for numeric tasks."""
         return None
 
+    def label_classes(self) -> list[str] | None:
+        """The class names the task's label column holds, in index order, where the task names
+        them; ``None`` where its labels are numbers (ages, indices of unnamed classes).
+
+        The data path compares them with the names the data gives the column (a CSV's
+        ``data.columns``, a reader's own): class ``0`` of the data must be class ``0`` of the
+        task, else every answer is another class. A reader that finds text labels in a column
+        the recipe gives no names for reads them by these.
+        """
+        return None
+
+    def invalid_labels(self, values: np.ndarray) -> tuple[int, str]:
+        """Check the labels ``values`` (``(N,)`` in label units, NaN = missing) of the task's column
+        before training: ``ValueError`` in one sentence for labels the task cannot learn at all
+        (its loss would fail mid-run, or learn another class); for labels it learns only in a
+        changed form (e.g. clamped to its range), ``(how many, a sentence saying so)``, which the
+        data path counts in the data report and prints as a warning. ``(0, "")``: all usable."""
+        return 0, ""
+
     @property
     def output_size(self) -> int:
         """Width ``D`` of the raw output ``(N, D)`` of the task's head."""
@@ -334,6 +353,14 @@ def check_shared_heads(tasks: "list[Task]") -> None:
             raise ValueError(f"task {t.name!r} has {t.output_size} outputs, but the head of {head.name!r} it "
                              f"trains has {head.output_size} (set its num_classes, or width)")
         t.check_head(head)
+
+
+def some_values(values: np.ndarray, most: int = 5) -> str:
+    """Up to ``most`` distinct values of ``values``, smallest first, as a person reads them
+    (``2, 7`` or ``-3, 0, 150, ...``), for sentences that name bad labels."""
+    v = np.unique(np.asarray(values, float))
+    text = ", ".join(f"{x:g}" for x in v[:most])
+    return text + (", ..." if len(v) > most else "")
 
 
 def valid(true: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..metrics import accuracy, confusion_matrix
-from .base import TASK_TYPES, MetricColumn, Task, sigmoid, softmax, valid
+from .base import TASK_TYPES, MetricColumn, Task, sigmoid, softmax, some_values, valid
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +35,24 @@ class _Classification(Task):
 
     def class_names(self) -> list[str]:
         return self.classes or [str(i) for i in range(self.num_classes)]
+
+    def label_classes(self) -> list[str] | None:
+        """The names of ``classes``; ``None`` when the task names none (its labels are bare indices)."""
+        return None if self.classes is None else list(self.classes)
+
+    def invalid_labels(self, values: np.ndarray) -> tuple[int, str]:
+        """Labels must be class indices ``0..C-1``; any other is refused, since it would stop the
+        loss mid-run (an index past the head's outputs), or the metrics after an epoch, or be
+        learned as no class at all (a binary label of 3)."""
+        v = np.asarray(values, float)
+        v = v[~np.isnan(v)]
+        bad = v[~np.isfinite(v) | (v != np.round(v)) | (v < 0) | (v >= self.num_classes)]
+        if len(bad):
+            names = f" ({', '.join(self.classes)})" if self.classes else ""
+            raise ValueError(f"task {self.name!r} has {self.num_classes} classes{names}, so the labels of its column "
+                             f"{self.label!r} must be class indices 0..{self.num_classes - 1}, but {len(bad)} "
+                             f"row(s) hold {some_values(bad)} (fix those rows, or the task's classes)")
+        return 0, ""
 
     def metric_columns(self) -> list[MetricColumn]:
         return [MetricColumn("accuracy", "acc.", percent=True)]

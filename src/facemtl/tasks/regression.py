@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..metrics import DEFAULT_AGE_EDGES, confusion_matrix, group_names, regression_metrics, to_groups
-from .base import TASK_TYPES, Ablation, MetricColumn, Task, sigmoid, softmax, valid
+from .base import TASK_TYPES, Ablation, MetricColumn, Task, sigmoid, softmax, some_values, valid
 
 if TYPE_CHECKING:
     import torch
@@ -56,11 +56,26 @@ class _Numeric(Task):
 
     category: ClassVar[str] = "ordinal"
     subgroup_metric: ClassVar[str] = "mae"
+    #: What becomes of a label outside ``min_value .. max_value`` (the end of the warning).
+    outside_range: ClassVar[str] = "it is learned as it is"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.max_value > self.min_value:
             raise ValueError(f"task {self.name!r}: max_value must exceed min_value")
+
+    def invalid_labels(self, values: np.ndarray) -> tuple[int, str]:
+        """Labels outside ``min_value .. max_value`` are counted, not refused: the task still
+        learns from them (:attr:`outside_range` says how), but the person should know that
+        an age of 150 or 0 in the data is not what the model learns."""
+        v = np.asarray(values, float)
+        v = v[~np.isnan(v)]
+        out = v[(v < self.min_value) | (v > self.max_value)]
+        if not len(out):
+            return 0, ""
+        return len(out), (f"task {self.name!r} takes values {self.min_value:g}..{self.max_value:g}, but {len(out)} "
+                          f"label(s) of its column {self.label!r} lie outside ({some_values(out)}); "
+                          f"{self.outside_range} (widen min_value / max_value, or drop those rows)")
 
     def metric_columns(self) -> list[MetricColumn]:
         return [MetricColumn("mae", "MAE", lower_is_better=True), MetricColumn("mse", "MSE", lower_is_better=True),
@@ -169,6 +184,7 @@ class OrdinalTask(_Numeric):
     mean_variance: list[float] | None = None
 
     kind: ClassVar[str] = "ordinal"
+    outside_range: ClassVar[str] = "the loss learns each as the nearest end of the range (its rank is clamped)"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -328,6 +344,8 @@ class RegressionTask(_Numeric):
     loss_fn: str = "mse"
 
     kind: ClassVar[str] = "regression"
+    outside_range: ClassVar[str] = ("the loss learns them, but predictions are clipped to the range, so those faces are "
+                                    "never answered right")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,13 +12,15 @@ POSIX only (``fcntl``), like the rest of the training tools.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 #: The lock file's name inside the run folder.
 LOCK_NAME = "facemtl.lock"
@@ -28,30 +30,91 @@ RUN_FILES = ("config.yaml", "data_report.json", "run_info.json", "metrics.jsonl"
              "last.tmp", "best.pt", "best.tmp", "test_metrics.json", "test_predictions.npz")
 
 
+#: The files whose presence makes a folder a run worth protecting: the work of a finished epoch.
+CHECKPOINTS = ("last.pt", "best.pt")
+
+#: The folder ``facemtl report`` writes into a run by default, and a file that shows it wrote it.
+REPORT_DIR, REPORT_MARK = "report", "report.md"
+
+
 class RunFolderError(RuntimeError):
     """A run folder that cannot be used as asked; the message is one sentence."""
 
 
 def holds_run(folder: str | Path) -> bool:
-    """Whether ``folder`` holds (part of) a training run."""
+    """Whether ``folder`` holds a training run worth protecting: a checkpoint (:data:`CHECKPOINTS`).
+
+    A start that failed before its first epoch ended (a bad setting, a crash in epoch 1)
+    leaves ``config.yaml`` and a few reports but nothing ``--resume`` could continue, so
+    such a folder is no run: refusing it would leave no way forward but ``--overwrite``.
+    """
     folder = Path(folder)
-    return any((folder / name).exists() for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt"))
+    return any((folder / name).exists() for name in CHECKPOINTS)
 
 
 def clear_run(folder: str | Path) -> None:
-    """Remove a previous run's files from ``folder`` (:data:`RUN_FILES`), keeping anything else."""
+    """Remove a previous run's files from ``folder`` (:data:`RUN_FILES`), and the report
+    ``facemtl report`` wrote of it (``report/``, stale once the run is gone), keeping anything else."""
+    folder = Path(folder)
     for name in RUN_FILES:
-        (Path(folder) / name).unlink(missing_ok=True)
+        (folder / name).unlink(missing_ok=True)
+    report = folder / REPORT_DIR
+    if (report / REPORT_MARK).is_file():  # only a folder the report command wrote
+        shutil.rmtree(report)
 
 
-def check_fresh(folder: str | Path, overwrite: bool) -> None:
-    """Before a new run in ``folder``: refuse when it holds a run, unless ``overwrite`` (then clear it)."""
+def check_fresh(folder: str | Path, overwrite: bool, clear: bool = True) -> None:
+    """Before a new run in ``folder``: refuse when it holds a run, unless ``overwrite`` (then clear it).
+
+    A folder with a failed start's files but no checkpoint (:func:`holds_run`) is reused:
+    those files (:data:`RUN_FILES` only) are removed, so that they never mix with the new run's.
+    ``clear=False`` only refuses, removing nothing: the trainer asks so before it reads the
+    data (minutes), and clears once the data and the model are ready.
+    """
+    if not clear:
+        if holds_run(folder) and not overwrite:
+            check_fresh(folder, False)
+        return
     if not holds_run(folder):
+        for name in RUN_FILES:
+            Path(folder, name).unlink(missing_ok=True)
         return
     if not overwrite:
         raise RunFolderError(f"{folder} already holds a run; continue it with --resume, start it again with "
                              f"--overwrite, or choose another --out")
     clear_run(folder)
+
+
+def check_resumable(folder: str | Path) -> None:
+    """Before a resumed run: a :class:`RunFolderError` in one sentence when ``folder`` has no
+    ``last.pt`` to continue from (checked before the data is read, which can take minutes)."""
+    folder = Path(folder)
+    if (folder / "last.pt").is_file():
+        return
+    if not (folder / "config.yaml").is_file():
+        raise RunFolderError(f"cannot resume: {folder} holds no run (no config.yaml)")
+    raise RunFolderError(f"cannot resume: {folder} holds no checkpoint (last.pt), so no epoch of it finished; start "
+                         f"it again without --resume (the same --out is accepted)")
+
+
+@contextlib.contextmanager
+def abort_on_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM (like SIGINT) raises :class:`~facemtl.system.SignalAbort`.
+
+    Python's default SIGTERM ends the process at once, skipping every ``finally`` and
+    ``with`` exit: the run folder kept its lock file and nobody was told how to go on.
+    Raised as a ``KeyboardInterrupt`` instead, it unwinds as Ctrl-C does: the lock is
+    released, the epoch in progress is lost (``last.pt``, replaced atomically at each
+    epoch's end, holds the one before), and the command line names the next step and
+    exits with :data:`~facemtl.system.SIGNAL_STATUS` (143 for SIGTERM, 130 for SIGINT).
+    """
+    from ..system import SignalAbort, stop_on_signals
+
+    def abort(signum: int) -> None:
+        raise SignalAbort(signum)
+
+    with stop_on_signals(abort):
+        yield
 
 
 def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str],
@@ -82,6 +145,8 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
             raise RunFolderError(f"{folder} was trained with other settings than {recipe} ({shown}{more}); leave out "
                                  f"--config to continue it as it was (section.key=value overrides still apply)")
     if not Path(cfg.data.root).exists():
+        if data_root is not None:  # typed on the command line: do not ask for what was just passed
+            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
         raise FileNotFoundError(f"data folder {cfg.data.root} (from {saved}) does not exist; pass --data-root")
     return cfg
 
@@ -107,8 +172,12 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self.warn = warn or (lambda s: print(f"facemtl: warning: {s}", file=sys.stderr))
         self._fd: int | None = None
+        self._made_folder = False
 
     def acquire(self) -> "RunLock":
+        # A folder made here and still empty at release (the start failed before writing
+        # anything) is removed then, so a failed start leaves nothing behind.
+        self._made_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -150,6 +219,9 @@ class RunLock:
         self.path.unlink(missing_ok=True)  # while still holding it, so nobody takes a file about to vanish
         os.close(self._fd)
         self._fd = None
+        if self._made_folder:
+            with contextlib.suppress(OSError):  # not empty (the run wrote there), or gone: keep it as it is
+                self.folder.rmdir()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

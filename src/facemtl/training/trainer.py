@@ -29,11 +29,11 @@ from ..preprocess import to_input
 from ..system import hardware
 from ..tasks import build_task
 from ..weighting import build_weighting
-from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
 from . import distributed
+from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
 from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
-from .runfolder import check_fresh
+from .runfolder import check_fresh, check_resumable
 
 
 class Trainer:
@@ -73,6 +73,12 @@ class Trainer:
         #: This process's rank among those torchrun started (one process: rank 0 of 1).
         self.dist, self.device = distributed.setup(t.device)
         self.log = log if self.dist.main else (lambda s: None)
+        # The run folder is checked before the data is read (minutes on a full data set), so a
+        # folder that cannot be used is refused at once.
+        if resume:
+            check_resumable(self.out)
+        elif self.dist.main:
+            check_fresh(self.out, overwrite, clear=False)
         if self.device.type == "cuda":
             # Fixed input size: let cuDNN pick the fastest convolution algorithms once.
             torch.backends.cudnn.benchmark = True
@@ -134,7 +140,7 @@ class Trainer:
         if self.val_split == "train":
             self.log("warning: the validation split is empty, so epochs are scored and the best one is chosen on "
                      "the training split (raise data.val_fraction to hold images out)")
-        if self.dist.main:  # a new run refuses a folder that holds one, unless overwrite (rank 0 decides)
+        if self.dist.main:  # checked above; the old run's files go once everything else is ready (rank 0)
             self.out.mkdir(parents=True, exist_ok=True)
             if not resume:
                 check_fresh(self.out, overwrite)
@@ -159,6 +165,10 @@ class Trainer:
                     "data_root": cfg.origin.get("data_root", cfg.data.root),
                     "data_root_from": cfg.origin.get("data_root_from")}
             (self.out / "run_info.json").write_text(json.dumps(info, indent=1))
+        if self.epoch and self.epoch >= cfg.train.epochs:  # a resume asking for no more epochs: say so
+            self.log(f"nothing to train: this run already finished {self.epoch} epochs and train.epochs is "
+                     f"{cfg.train.epochs}; raise train.epochs to train on (the best epoch, {self.best_epoch}, is "
+                     f"scored on the test split again)")
         for cb in self.callbacks:
             cb.on_fit_start(self)
         while self.epoch < cfg.train.epochs and self._stop_reason is None:
@@ -387,8 +397,7 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
+        check_resumable(self.out)
         state = load_checkpoint(path)
         for name in state.get("frozen", []):
             self.model.freeze(name)
