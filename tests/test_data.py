@@ -259,3 +259,22 @@ def test_data_root_of_the_wrong_kind_is_one_sentence(tmp_path):
             read_table(DataConfig(dataset=reader, root=str(path)))
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; choose utkface, .* csv"):
         read_table(DataConfig(dataset="imagenet", root=str(path)))
+
+
+def test_only_tasks_that_answer_need_labelled_validation_faces():
+    """A training-only task (soft targets written for the training faces only) may have no label
+    in the validation split; a task that answers may not, and none may lack training labels."""
+    from types import SimpleNamespace
+
+    from facemtl.data.dataset import check_labelled
+    from facemtl.data.table import LabelTable
+
+    table = LabelTable(paths=list("abcd"), labels={"y": np.array([0.0, 1.0, np.nan, np.nan])}, classes={})
+    split = np.array(["train", "train", "val", "val"])
+    soft = SimpleNamespace(name="y_soft", label="y", inference=False, class_names=lambda: None)
+    check_labelled(table, [soft], split)
+    answers = SimpleNamespace(name="y", label="y", inference=True, class_names=lambda: ["a", "b"])
+    with pytest.raises(ValueError, match=r"^task 'y' has no labelled face in the validation split \(2 faces\)"):
+        check_labelled(table, [answers], split)
+    with pytest.raises(ValueError, match=r"no labelled face in the training split"):
+        check_labelled(table, [soft], np.array(["val", "val", "train", "train"]))

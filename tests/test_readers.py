@@ -351,6 +351,18 @@ def test_manifest_reads_the_tasks_columns_by_their_class_names(tmp_path):
     assert "classes_from_tasks" not in t.report  # the user's names: 7 is no class, a missing label
 
 
+def test_class_names_are_matched_before_numbers_and_case_aside(tmp_path):
+    """Classes named "1".."5" read "1" as the class "1" (index 0), whether the task or data.columns
+    names them; ``Male`` is ``male``."""
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,stars,sex\na.jpg,1,Male\nb.jpg,5,FEMALE\nc.jpg,3,male\n")
+    stars = [str(k) for k in range(1, 6)]
+    for kw in ({"classes": {"stars": stars, "sex": ["male", "female"]}},
+               {"columns": {"stars": stars, "sex": ["male", "female"]}}):
+        t = read_manifest(csv_path, **kw)
+        assert same(t.labels["stars"], [0, 4, 2]) and same(t.labels["sex"], [0, 1, 0]), kw
+
+
 def test_manifest_wants_a_csv_file(tmp_path):
     (tmp_path / "b.csv").write_text("path\n")
     (tmp_path / "a.csv").write_text("path\n")

@@ -192,8 +192,8 @@ def test_the_run_folder_is_refused_before_the_data_is_read(utkface_root, tmp_pat
         Trainer(load_config(r), out, progress=False, log=lambda s: None)
 
 
-def test_overwrite_removes_the_stale_report_and_a_resume_with_no_epochs_left_says_so(utkface_root, tmp_path,
-                                                                                     capsys):
+def test_overwrite_warns_of_the_stale_report_and_a_resume_with_no_epochs_left_says_so(utkface_root, tmp_path,
+                                                                                      capsys):
     r = recipe(tmp_path, utkface_root, epochs=2)
     out = tmp_path / "run"
     assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 0
@@ -206,7 +206,33 @@ def test_overwrite_removes_the_stale_report_and_a_resume_with_no_epochs_left_say
     (out / "mine").mkdir()
     assert main(["train", "--config", str(r), "--out", str(out), "--no-progress", "--overwrite",
                  "train.epochs=1"]) == 0
-    assert not (out / "report").exists() and (out / "mine").is_dir()
+    assert "describes the run just removed" in capsys.readouterr().err
+    assert (out / "report" / "report.md").read_text() == "# old" and (out / "mine").is_dir()  # nothing of theirs goes
+
+
+def test_a_folder_with_logs_results_or_a_kept_recipe_but_no_checkpoint_is_still_a_run(tmp_path):
+    """Only a failed start (the trainer's own config.yaml and run_info.json, no epoch logged) is
+    reused; logs, test results or a recipe kept by hand make a run that --overwrite alone removes."""
+    from facemtl.training.runfolder import RunFolderError, check_fresh
+
+    cases = {"log": {"config.yaml": "x", "run_info.json": "{}", "metrics.jsonl": '{"epoch": 1}\n'},
+             "results": {"config.yaml": "x", "run_info.json": "{}", "test_metrics.json": "{}"},
+             "recipe": {"config.yaml": "# my recipe"}}
+    for name, files in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for f, text in files.items():
+            (folder / f).write_text(text)
+        with pytest.raises(RunFolderError, match="already holds a run"):
+            check_fresh(folder, overwrite=False)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(files), name
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    for f in ("config.yaml", "run_info.json", "data_report.json", "metrics.jsonl"):
+        (failed / f).write_text("")
+    (failed / "notes.txt").write_text("mine")
+    check_fresh(failed, overwrite=False)
+    assert [p.name for p in failed.iterdir()] == ["notes.txt"]
 
 
 def test_a_data_root_that_does_not_exist_is_named_as_given(utkface_root, tmp_path, capsys):

@@ -87,8 +87,10 @@ def _with_data_root(cfg: Any, data_root: str | None) -> Any:
         whence = (f" (data.root {o['data_root']!r} in {o['data_root_from']}, relative to its folder)"
                   if o.get("data_root_from") not in (None, "the command line")
                   and not Path(o["data_root"]).is_absolute() else "")
-        if o.get("data_root_from") == "the command line":  # never ask for the flag just passed
+        if data_root is not None:  # never ask for the flag just passed
             raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
+        if o.get("data_root_from") == "the command line":  # a data.root=... override
+            raise FileNotFoundError(f"data folder {cfg.data.root} (data.root on the command line) does not exist")
         raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{whence}; pass --data-root or fix data.root")
     return cfg
 
@@ -543,8 +545,9 @@ def _runtime_flag(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, action="append", metavar="MODEL_FILE",
-                   help="a model file: a .pt checkpoint from 'facemtl train' (e.g. RUN/best.pt) or a file from "
-                        "'facemtl export'; repeat it for an ensemble (the mean of the networks' outputs)")
+                   help="a model file: a .pt checkpoint from 'facemtl train' (e.g. RUN/best.pt; a run folder "
+                        "stands for its best.pt) or a file from 'facemtl export'; repeat it for an ensemble (the "
+                        "mean of the networks' outputs)")
     _runtime_flag(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="which split of the model's own data (same seed, same split as in training)")

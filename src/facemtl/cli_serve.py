@@ -77,9 +77,12 @@ def listen(host: str, port: int) -> socket.socket:
     sentence saying what to change."""
     if not 0 <= port <= 65535:
         raise ValueError(f"--port must be 0 to 65535, not {port}")
+    # uvicorn's own rule (Config.bind_socket): IPv6 when the host has a colon, else IPv4, so
+    # "localhost" is 127.0.0.1 whatever order the resolver gives ::1 and 127.0.0.1 in
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
+        _, kind, proto, _, address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM,
+                                                        flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as exc:
         raise ValueError(f"--host {host} is not an address this machine can bind ({exc.strerror})") from None
     sock = socket.socket(family, kind, proto)

@@ -345,8 +345,9 @@ def _what_unreadable(table: LabelTable, col: str, lost: tuple[int, str]) -> str:
 
 
 def check_labelled(table: LabelTable, tasks: Sequence[Task], split: np.ndarray) -> None:
-    """``ValueError`` in one sentence for a task with no labelled face in the training split, or in
-    the validation split when there is one: it would train (or be scored) on nothing, its
+    """``ValueError`` in one sentence for a task with no labelled face in the training split, or
+    (a task that answers at inference) in the validation split when there is one: it would
+    train (or be scored) on nothing, its
     metrics NaN, and the run would still end well. Says why where the reader's report knows
     (how many values were not its classes, not numbers, or empty)."""
     for t in tasks:
@@ -358,6 +359,8 @@ def check_labelled(table: LabelTable, tasks: Sequence[Task], split: np.ndarray) 
         for part, name in (("train", "training"), ("val", "validation")):
             rows = split == part
             if not rows.any() or (has & rows).any():
+                continue
+            if part == "val" and not t.inference:  # a training-only task is not scored on validation
                 continue
             n, labelled = len(table), int(has.sum())
             lost = _unreadable(table.report, col)

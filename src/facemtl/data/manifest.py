@@ -71,10 +71,13 @@ def parse_numeric(text: str) -> float | None:
 
 
 def parse_class(text: str, classes: list[str]) -> float | None:
-    """Index of ``text`` in ``classes`` (or ``text`` itself if a valid integer index); None if unknown."""
+    """Index of ``text`` in ``classes`` (case aside: ``Male`` is ``male``), or ``text`` itself if
+    a valid integer index; None if unknown. Names are tried first, so classes named "1".."5"
+    read "1" as class "1" (index 0), not as index 1."""
     s = text.strip()
-    if s in classes:
-        return float(classes.index(s))
+    folded = [str(c).strip().casefold() for c in classes]
+    if s.casefold() in folded:
+        return float(folded.index(s.casefold()))
     value = parse_numeric(s)
     if value is not None and value.is_integer() and 0 <= value < len(classes):
         return value
@@ -93,9 +96,9 @@ def _cell(rec: dict, col: str, kind: list[str] | None, counts: dict[str, Counter
     if is_missing(text):
         counts["missing"][col] += 1
         return float("nan")
-    value = parse_numeric(text) if kind is None or keep_numbers else None
-    if value is None and kind is not None:
-        value = parse_class(text, kind)
+    value = parse_numeric(text) if kind is None else parse_class(text, kind)
+    if value is None and kind is not None and keep_numbers:  # a number out of range: kept for the range check
+        value = parse_numeric(text)
     if value is None:
         problem = "unparsable" if kind is None else "unknown_class"
         counts[problem][col] += 1

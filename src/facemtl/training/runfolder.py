@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
 import socket
 import sys
 import time
@@ -42,32 +41,41 @@ class RunFolderError(RuntimeError):
 
 
 def holds_run(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a training run worth protecting: a checkpoint (:data:`CHECKPOINTS`).
+    """Whether ``folder`` holds a training run worth protecting: a checkpoint (:data:`CHECKPOINTS`),
+    a logged epoch (a non-empty ``metrics.jsonl``), test results, or a ``config.yaml`` that no
+    trainer wrote (a recipe kept there by hand: no ``run_info.json`` beside it).
 
     A start that failed before its first epoch ended (a bad setting, a crash in epoch 1)
-    leaves ``config.yaml`` and a few reports but nothing ``--resume`` could continue, so
-    such a folder is no run: refusing it would leave no way forward but ``--overwrite``.
+    leaves the trainer's ``config.yaml``, ``run_info.json`` and a data report but nothing
+    ``--resume`` could continue, so such a folder is no run: refusing it would leave no way
+    forward but ``--overwrite``.
     """
     folder = Path(folder)
-    return any((folder / name).exists() for name in CHECKPOINTS)
+    if any((folder / name).exists() for name in CHECKPOINTS + ("test_metrics.json", "test_predictions.npz")):
+        return True
+    log = folder / "metrics.jsonl"
+    if log.is_file() and log.stat().st_size > 0:
+        return True
+    return (folder / "config.yaml").exists() and not (folder / "run_info.json").exists()
 
 
 def clear_run(folder: str | Path) -> None:
-    """Remove a previous run's files from ``folder`` (:data:`RUN_FILES`), and the report
-    ``facemtl report`` wrote of it (``report/``, stale once the run is gone), keeping anything else."""
+    """Remove a previous run's files from ``folder`` (:data:`RUN_FILES`), keeping anything else.
+    A report ``facemtl report`` wrote into it (``report/``) is left, with a warning that it is
+    stale: the folder may hold files of the user's own."""
     folder = Path(folder)
     for name in RUN_FILES:
         (folder / name).unlink(missing_ok=True)
-    report = folder / REPORT_DIR
-    if (report / REPORT_MARK).is_file():  # only a folder the report command wrote
-        shutil.rmtree(report)
+    if (folder / REPORT_DIR / REPORT_MARK).is_file():
+        print(f"facemtl: warning: {folder / REPORT_DIR} describes the run just removed; run 'facemtl report' "
+              "again once the new one has trained", file=sys.stderr)
 
 
 def check_fresh(folder: str | Path, overwrite: bool, clear: bool = True) -> None:
     """Before a new run in ``folder``: refuse when it holds a run, unless ``overwrite`` (then clear it).
 
-    A folder with a failed start's files but no checkpoint (:func:`holds_run`) is reused:
-    those files (:data:`RUN_FILES` only) are removed, so that they never mix with the new run's.
+    A folder with a failed start's files but no run (:func:`holds_run`) is reused: those files
+    (:data:`RUN_FILES` only) are removed, so that they never mix with the new run's.
     ``clear=False`` only refuses, removing nothing: the trainer asks so before it reads the
     data (minutes), and clears once the data and the model are ready.
     """
