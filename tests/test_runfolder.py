@@ -248,3 +248,16 @@ def test_a_data_root_that_does_not_exist_is_named_as_given(utkface_root, tmp_pat
     err = one_line_error(capsys)
     assert "given with --data-root does not exist" in err and "pass --data-root" not in err
     assert not (out / LOCK_NAME).exists()
+
+
+def test_an_interrupt_before_the_first_epoch_ended_says_to_start_again(utkface_root, tmp_path, capsys, monkeypatch):
+    import facemtl.training.trainer as trainer_module
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_epoch", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe(tmp_path, utkface_root)), "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "facemtl: interrupted; no epoch had ended, so there is nothing to resume: start it again" in err, err

@@ -901,13 +901,15 @@ class Command:
     flags: Callable[[argparse.ArgumentParser], None]
     help: str
     epilog: str | None = None
-    #: What to tell a person who pressed Ctrl-C (after "interrupted").
-    interrupted: str = ""
+    #: What to tell a person who pressed Ctrl-C (after "interrupted"), or a function of the
+    #: parsed arguments giving it.
+    interrupted: str | Callable[[argparse.Namespace], str] = ""
 
 
 COMMANDS: dict[str, Command] = {
     "train": Command(_train_run, _train_args, "train a multi-task model from a YAML recipe", EPILOG,
-                     "; continue with --resume"),
+                     lambda a: "; continue with --resume" if (Path(a.out) / "last.pt").is_file() else
+                     "; no epoch had ended, so there is nothing to resume: start it again (the same --out)"),
     "evaluate": Command(_evaluate_run, _evaluate_args, "evaluate a checkpoint on a split"),
     "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos",
                        interrupted="; the records written before it are complete"),
@@ -992,7 +994,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"facemtl: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or a second stop signal (SignalAbort: 143 for SIGTERM)
-        print(f"facemtl: interrupted{command.interrupted}", file=sys.stderr)
+        said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
+        print(f"facemtl: interrupted{said}", file=sys.stderr)
         return getattr(exc, "status", 130)
 
 
