@@ -82,3 +82,26 @@ def test_csv_manifest_mixes_label_sets(utkface_root, tmp_path):
     Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
     rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert rec["val"]["age"]["n"] + rec["val"]["gender"]["n"] == len(data.val)
+
+
+@pytest.mark.parametrize("cache", ["memory", "stream"])
+def test_an_unreadable_training_image_is_left_out_not_fatal(utkface_root, tmp_path, capsys, cache):
+    """One file that is no image among 60: the run trains, says which file, and masks its labels,
+    whether images are decoded once into memory or on the fly by loader processes."""
+    from facemtl.data.utkface import read_utkface
+
+    t = read_utkface(utkface_root, limit=60)
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("not an image")
+    man = tmp_path / "faces.csv"
+    with man.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "gender"])
+        w.writeheader()
+        w.writerows([{"path": str(bad) if i == 0 else p, "gender": ["male", "female"][int(t.labels["gender"][i])]}
+                     for i, p in enumerate(t.paths)])
+    cfg = small(tmp_path, tasks=[{"name": "gender", "type": "nominal", "classes": ["male", "female"]}])
+    cfg.data.dataset, cfg.data.root, cfg.data.cache = "csv", str(man), cache
+    Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "cannot be read and" in err and "left out (every label masked)" in err, err
+    assert [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..tasks import Task
-from .images import decode_all, read_image
+from .images import decode_all, decoded
 from .splits import carve_validation, strata_key, stratified_split
 from .table import LabelTable, evenly_spaced
 
@@ -140,7 +140,13 @@ class FaceSet:
 
     def cache(self, progress: bool = False) -> None:
         if self.images is None:
-            self.images = decode_all(self.paths, self.size, self.workers, progress)
+            bad: list[tuple[int, str]] = []
+            self.images = decode_all(self.paths, self.size, self.workers, progress, unreadable=bad)
+            if bad:  # left out as faces with no label: the run goes on, and says which
+                self.labels[[k for k, _ in bad]] = float("nan")
+                first = "; ".join(f"{self.paths[k]}: {w}" for k, w in bad[:3])
+                warn(f"{len(bad)} image(s) cannot be read and are left out (every label masked): {first}"
+                     + (" ..." if len(bad) > 3 else ""))
 
     def batches(
         self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False,
@@ -200,7 +206,14 @@ class _Rows(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        return torch.from_numpy(read_image(self.paths[i], self.size)).permute(2, 0, 1), self.labels[i]
+        """A face decoded on the fly; one that cannot be read is left out as the cached path
+        leaves it (a black image, every label masked), with a warning line from this worker."""
+        try:
+            return decoded(self.paths[i], self.size), self.labels[i]
+        except (OSError, ValueError) as exc:
+            warn(f"image {self.paths[i]} cannot be read and is left out (every label masked): {exc}")
+            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), torch.full_like(self.labels[i],
+                                                                                             float("nan"))
 
 
 @dataclass

@@ -32,16 +32,27 @@ class _Decode(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        """``(image (3, size, size) uint8, "")``, or a black image and why the file cannot be read
+        (the caller decides: here, in a worker process, a raised error would reach the user as
+        a traceback of the worker)."""
         try:
-            arr = read_image(self.paths[i], self.size)
+            return decoded(self.paths[i], self.size), ""
         except (OSError, ValueError) as exc:
-            raise RuntimeError(f"cannot read image {self.paths[i]}: {exc}") from None
-        return torch.from_numpy(arr).permute(2, 0, 1)
+            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), str(exc) or type(exc).__name__
 
 
-def decode_all(paths: list[str], size: int, workers: int = 2, progress: bool = False) -> torch.Tensor:
-    """Decode every image into one ``(N, 3, size, size) uint8`` tensor, using ``workers`` processes."""
+def decoded(path: str, size: int) -> torch.Tensor:
+    """``(3, size, size) uint8`` of a training image (see :func:`read_image`)."""
+    return torch.from_numpy(read_image(path, size)).permute(2, 0, 1)
+
+
+def decode_all(paths: list[str], size: int, workers: int = 2, progress: bool = False,
+               unreadable: list[tuple[int, str]] | None = None) -> torch.Tensor:
+    """Decode every image into one ``(N, 3, size, size) uint8`` tensor, using ``workers`` processes.
+
+    A file that cannot be read is a ``RuntimeError`` naming it, unless ``unreadable`` is given:
+    then its row stays black and ``(row, why)`` is appended there for the caller to mask."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     if not paths:
         return out
@@ -52,7 +63,12 @@ def decode_all(paths: list[str], size: int, workers: int = 2, progress: bool = F
 
         it = tqdm(loader, desc=f"decoding {len(paths)} images", unit="batch", leave=False)
     i = 0
-    for batch in it:
+    for batch, why in it:
         out[i : i + len(batch)] = batch
+        for k, w in enumerate(why):
+            if w and unreadable is None:
+                raise RuntimeError(f"cannot read image {paths[i + k]}: {w}")
+            if w:
+                unreadable.append((i + k, w))
         i += len(batch)
     return out
