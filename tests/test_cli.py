@@ -117,3 +117,15 @@ def test_an_exported_file_where_a_checkpoint_is_needed_says_so(tmp_path, capsys)
     onnx.write_bytes(b"\x08\x07")
     assert main(["export", str(onnx), "--format", "onnx", "--out", str(tmp_path / "y.onnx")]) == 2
     assert "is an exported model file; this needs the .pt checkpoint it was exported from" in capsys.readouterr().err
+
+
+def test_json_written_by_commands_has_no_bare_nan():
+    """A metric with no labelled face to be computed on reads null, not NaN (invalid JSON)."""
+    import json
+
+    import numpy as np
+
+    from facemtl.jsonutil import finite
+
+    got = finite({"mae": float("nan"), "cs": [1.0, np.float64("inf")], "cm": np.array([[np.nan, 2.0]]), "n": np.int64(0)})
+    assert json.dumps(got, allow_nan=False) == '{"mae": null, "cs": [1.0, null], "cm": [[null, 2.0]], "n": 0}'

@@ -565,8 +565,11 @@ def _evaluate_run(a: argparse.Namespace) -> int:
     info = metrics.pop("_info")
     if a.json:
         # One object keyed by task name only, as documented; the summary goes to stderr.
-        print(json.dumps({k: v for k, v in metrics.items() if k != "score"}))
-        print(json.dumps({"score": metrics["score"], **{k: v for k, v in info.items() if k != "tasks"}}), file=sys.stderr)
+        from .jsonutil import finite
+
+        print(json.dumps(finite({k: v for k, v in metrics.items() if k != "score"}), allow_nan=False))
+        print(json.dumps(finite({"score": metrics["score"], **{k: v for k, v in info.items() if k != "tasks"}})),
+              file=sys.stderr)
         return 0
     from .tasks import build_task
 
