@@ -37,15 +37,9 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     the recipe's (relative: to the current folder). The folder is locked while training.
     """
     from .config import ConfigError, load_config
+    from .system import abort_on_signals
     from .training import Trainer
-    from .training.runfolder import (
-        RunFolderError,
-        RunLock,
-        abort_on_signals,
-        check_fresh,
-        check_resumable,
-        resume_config,
-    )
+    from .training.runfolder import RunFolderError, RunLock, check_fresh, check_resumable, resume_config
 
     overrides = list(overrides)
     if resume:
@@ -488,7 +482,7 @@ def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data:
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
     from .experiments import load_experiment, run_experiment
-    from .training.runfolder import abort_on_signals
+    from .system import abort_on_signals
 
     exp = load_experiment(config)
     with abort_on_signals():  # SIGTERM unwinds as Ctrl-C does: the lock released, exit 143
@@ -785,8 +779,8 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-every", type=_positive(int), default=5, metavar="N",
                    help="run the face detector on every N-th analysed frame and track faces in between (frames skipped "
                         "by --fps-cap do not count: with --fps-cap 10, 5 means twice a second)")
-    p.add_argument("--max-frames", type=_positive(int), metavar="N", help="stop each source after N analysed frames (frames skipped by --fps-cap do "
-                                                                             "not count)")
+    p.add_argument("--max-frames", type=_positive(int), metavar="N",
+                   help="stop each source after N analysed frames (frames skipped by --fps-cap do not count)")
     p.add_argument("--fps-cap", type=float, metavar="F",
                    help="analyse at most F frames per second of the source (the rest are skipped)")
     p.add_argument("--model", "--checkpoint", dest="checkpoint", metavar="FILE",

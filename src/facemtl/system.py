@@ -94,6 +94,26 @@ def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
             signal.signal(sig, old)
 
 
+@contextlib.contextmanager
+def abort_on_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM (like SIGINT) raises :class:`SignalAbort` at once.
+
+    For commands with nothing to finish gracefully (``train``, ``experiment``): Python's
+    default SIGTERM ends the process at once, skipping every ``finally`` and ``with`` exit,
+    so a run folder kept its lock file and nobody was told how to go on. Raised as a
+    ``KeyboardInterrupt`` instead, it unwinds as Ctrl-C does: the lock is released, the epoch
+    in progress is lost (``last.pt``, replaced atomically at each epoch's end, holds the one
+    before), and the command line names the next step and exits with :data:`SIGNAL_STATUS`
+    (143 for SIGTERM, 130 for SIGINT).
+    """
+
+    def abort(signum: int) -> None:
+        raise SignalAbort(signum)
+
+    with stop_on_signals(abort):
+        yield
+
+
 def stdout_closed() -> bool:
     """Whether the reader of standard output has gone (``facemtl ... | head`` after head's lines):
     a pipe whose reading end is closed polls as an error. False when stdout is no such pipe."""

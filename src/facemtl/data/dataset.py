@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..tasks import Task
 from .images import decode_all, decoded
+from .manifest import folded
 from .splits import carve_validation, strata_key, stratified_split
 from .table import LabelTable, evenly_spaced
 
@@ -309,7 +310,7 @@ def check_labels(table: LabelTable, tasks: Sequence[Task], cfg: Any) -> dict[str
         if t.derives_label or col not in table.labels:
             continue
         ours, theirs = t.label_classes(), table.classes.get(col)
-        if ours is not None and theirs is not None and _folded(ours) != _folded(theirs):
+        if ours is not None and theirs is not None and folded(ours) != folded(theirs):
             raise ValueError(f"task {t.name!r} names the classes of column {col!r} {_names(ours)}, but "
                              f"{_class_source(table, tasks, cfg, col)} names them {_names(theirs)}; they must be the "
                              "same list in the same order, or every label is read as another class")
@@ -323,10 +324,6 @@ def check_labels(table: LabelTable, tasks: Sequence[Task], cfg: Any) -> dict[str
             warn(f"{lost[0]} value(s) of column {col!r} {_what_unreadable(table, col, lost)}, so task {t.name!r} "
                  "has no label on those faces")
     return {"invalid_labels": invalid} if invalid else {}
-
-
-def _folded(names: Sequence[str]) -> list[str]:
-    return [str(n).strip().casefold() for n in names]
 
 
 def _class_source(table: LabelTable, tasks: Sequence[Task], cfg: Any, col: str) -> str:

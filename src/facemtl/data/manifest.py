@@ -70,14 +70,19 @@ def parse_numeric(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def folded(names: list[str]) -> list[str]:
+    """Class names as they are compared: case and outer spaces aside (``Male`` is ``male``)."""
+    return [str(n).strip().casefold() for n in names]
+
+
 def parse_class(text: str, classes: list[str]) -> float | None:
     """Index of ``text`` in ``classes`` (case aside: ``Male`` is ``male``), or ``text`` itself if
     a valid integer index; None if unknown. Names are tried first, so classes named "1".."5"
     read "1" as class "1" (index 0), not as index 1."""
     s = text.strip()
-    folded = [str(c).strip().casefold() for c in classes]
-    if s.casefold() in folded:
-        return float(folded.index(s.casefold()))
+    names = folded(classes)
+    if s.casefold() in names:
+        return float(names.index(s.casefold()))
     value = parse_numeric(s)
     if value is not None and value.is_integer() and 0 <= value < len(classes):
         return value

@@ -103,6 +103,15 @@ class Experiment:
         cfg.origin = dict(self.origin)
         return cfg
 
+    def run_config(self, variant: Variant, seed: int) -> Config:
+        """:meth:`config` as the runner trains it: every seed on the first seed's split
+        (``data.split_seed`` pinned where the recipe leaves it unset), recorded in the run's
+        ``config.yaml`` so that evaluating any run later rebuilds the same test faces."""
+        cfg = self.config(variant, seed)
+        if cfg.data.split_seed is None:
+            cfg.data.split_seed = self.seeds[0]
+        return cfg
+
     def variant(self, name: str) -> Variant:
         for v in self.variants:
             if v.name == name:
@@ -136,18 +145,24 @@ def changed_settings(exp: Experiment, variant: str, seed: int, saved: dict[str, 
     a recipe, so a setting added to facemtl since (with its default) is no difference, unlike
     :func:`config_hash`, which changes with every added setting.
     """
-    from ..training.runfolder import _differences
+    from ..training.runfolder import differences
 
-    now = exp.config(exp.variant(variant), seed)
-    if now.data.split_seed is None:  # the runner records the first seed's split (runner.py)
-        now.data.split_seed = exp.seeds[0]
+    now = exp.run_config(exp.variant(variant), seed)
     try:
         then = config_from_dict(saved)
     except ConfigError as exc:
         return [f"its settings no longer load ({exc})"]
     if then.data.split_seed is None:  # saved before the setting existed; the grid split on the first seed then too
         then.data.split_seed = now.data.split_seed
-    return [f"{k} {a!r}, now {b!r}" for k, a, b in _differences(then.to_dict(), now.to_dict())]
+    return [f"{k} {a!r}, now {b!r}" for k, a, b in differences(then.to_dict(), now.to_dict())]
+
+
+def left_out(exp: Experiment, variant: str, seed: int, saved: dict[str, Any] | None) -> str | None:
+    """``"<variant> seed <k> (<what differs>)"`` for a finished run trained with other settings
+    than ``exp`` gives it now (``saved``: its ``config.yaml``, None when it has none), which the
+    experiment's summary and its report leave out and list; None when the run is alike."""
+    changed = ["no config.yaml"] if saved is None else changed_settings(exp, variant, seed, saved)
+    return f"{variant} seed {seed} ({'; '.join(changed[:2])})" if changed else None
 
 
 def config_hash(cfg: Config) -> str:

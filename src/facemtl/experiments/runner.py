@@ -35,7 +35,7 @@ from ..metrics import mean_and_spread
 from ..system import hardware
 from ..tasks import build_task
 from ..training.evaluation import headline_metrics
-from .grid import Experiment, changed_settings, config_hash
+from .grid import Experiment, config_hash, left_out
 
 
 def run_experiment(
@@ -68,13 +68,10 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
     bundle = None
     todo = [(v, s) for v in variants for s in exp.seeds]
     for i, (variant, seed) in enumerate(todo, 1):
-        cfg = exp.config(variant, seed)
         run_dir = out / "runs" / variant.name / f"seed{seed}"
-        digest = config_hash(cfg)
-        if cfg.data.split_seed is None:
-            # Every seed trains on the first seed's split (below); the checkpoint says so, so that
-            # evaluating it later rebuilds the same test faces (after the digest: finished runs stay valid).
-            cfg.data.split_seed = exp.seeds[0]
+        # the digest of the settings before the split seed is pinned: finished runs stay valid
+        digest = config_hash(exp.config(variant, seed))
+        cfg = exp.run_config(variant, seed)  # every seed on the first seed's split (below)
         result_file = run_dir / "result.json"
         if result_file.is_file() and json.loads(result_file.read_text()).get("config_hash") == digest:
             log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: finished before, reused")
@@ -130,17 +127,16 @@ def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
     """
     out = Path(out)
     variants: dict[str, Any] = {}
-    left_out: list[str] = []
+    stale_runs: list[str] = []
     for v in exp.variants:
         results = []
         for s in exp.seeds:
             f = out / "runs" / v.name / f"seed{s}" / "result.json"
             if f.is_file():
                 saved = f.parent / "config.yaml"
-                changed = changed_settings(exp, v.name, s, yaml.safe_load(saved.read_text()) or {}) \
-                    if saved.is_file() else ["no config.yaml"]
-                if changed:
-                    left_out.append(f"{v.name} seed {s} ({'; '.join(changed[:2])})")
+                stale = left_out(exp, v.name, s, yaml.safe_load(saved.read_text()) or {} if saved.is_file() else None)
+                if stale:
+                    stale_runs.append(stale)
                     continue
                 results.append(json.loads(f.read_text()))
         entry: dict[str, Any] = {"label": v.label, "group": v.group, "seeds": [r["seed"] for r in results],
@@ -152,5 +148,5 @@ def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
                 entry["metrics"][task][metric] = mean_and_spread(vals)
         variants[v.name] = entry
     return {"name": exp.name, "reference": exp.reference, "seeds": exp.seeds, "overrides": exp.overrides,
-            "hardware": hardware(), "variants": variants, "left_out": left_out,
+            "hardware": hardware(), "variants": variants, "left_out": stale_runs,
             "train_seconds": float(sum(v["train_seconds"] for v in variants.values()))}

@@ -144,31 +144,30 @@ def _load_experiment(path: Path) -> ReportInput:
     became 3 and only some variants ran again) is left out and named, with the settings that
     differ, in :attr:`ReportInput.left_out`, so runs of different budgets are never compared as alike.
     """
-    from ..experiments.grid import changed_settings, experiment_from_dict
+    from ..experiments.grid import experiment_from_dict, left_out
 
     spec = yaml.safe_load((path / "experiment.yaml").read_text()) or {}
     seeds = [int(s) for s in spec.get("seeds", [])]
     exp = experiment_from_dict(spec)
     variants: dict[str, VariantRuns] = {}
-    left_out: list[str] = []
+    stale_runs: list[str] = []
     for v in spec.get("variants", []):
         runs = []
         for s in seeds:
             run = RunLog(path / "runs" / v["name"] / f"seed{s}", s)
-            result = run.path / "result.json"
-            if not result.is_file():
+            if not (run.path / "result.json").is_file():
                 continue
-            changed = changed_settings(exp, v["name"], s, run.config)
-            if changed:
-                left_out.append(f"{v['name']} seed {s} ({'; '.join(changed[:2])})")
+            stale = left_out(exp, v["name"], s, run.config if (run.path / "config.yaml").is_file() else None)
+            if stale:
+                stale_runs.append(stale)
                 continue
             runs.append(run)
         if runs:
             variants[v["name"]] = VariantRuns(v["name"], v.get("label") or v["name"], v.get("group", ""), runs)
     if not variants:
-        if left_out:
+        if stale_runs:
             raise FileNotFoundError(f"{path} holds no finished run with the settings its experiment.yaml now holds "
-                                    f"({len(left_out)} were trained with others); run facemtl experiment again")
+                                    f"({len(stale_runs)} were trained with others); run facemtl experiment again")
         raise FileNotFoundError(f"{path} holds no finished run yet (runs/<variant>/seed<k>/result.json)")
     reference = spec.get("reference", "proposed")
     if reference not in variants:
@@ -176,4 +175,4 @@ def _load_experiment(path: Path) -> ReportInput:
     summary_file = path / "experiment.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     return ReportInput(path, "experiment", str(spec.get("name", path.name)), variants, reference, seeds,
-                       [str(o) for o in spec.get("overrides", [])], summary, left_out)
+                       [str(o) for o in spec.get("overrides", [])], summary, stale_runs)

@@ -63,13 +63,14 @@ class AnnotateSink(Sink):
 
     A file keeps its name and, for JPEG and PNG, its format (others become PNG); a rerun
     overwrites its earlier copies. ``root``: the folder the inputs' paths are mirrored from,
-    so ``root/cam1/001.jpg`` and ``root/cam2/001.jpg`` are copied to ``out_dir/cam1/001.jpg`` and
-    ``out_dir/cam2/001.jpg`` (the CLI passes the inputs' common folder; without it, or for a
-    file outside it, copies go flat into ``out_dir``). Two inputs that would still share a
-    name in one run get ``name_1``, ``name_2`` ... In-memory images become ``image_000012.png``. The results
-    must carry their pixels (``keep_images`` in the pipeline); a large photo decoded
-    reduced is drawn at its decoded size. Call :meth:`check_folder` before the first image
-    so that a folder that cannot be written is found before any work is done.
+    so ``root/cam1/001.jpg`` and ``root/cam2/001.jpg`` are copied to ``out_dir/cam1/001.jpg``
+    and ``out_dir/cam2/001.jpg`` (the CLI passes the inputs' common folder; without it, or for
+    a file outside it, copies go flat into ``out_dir``). Two inputs that would still share a
+    name in one run get ``name_1``, ``name_2`` ... In-memory images become
+    ``image_000012.png``. The results must carry their pixels (``keep_images`` in the
+    pipeline); a large photo decoded reduced is drawn at its decoded size. Call
+    :meth:`check_folder` before the first image so that a folder that cannot be written is
+    found before any work is done.
     """
 
     def __init__(self, out_dir: str | Path, root: str | Path | None = None) -> None:

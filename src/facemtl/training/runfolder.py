@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 #: The lock file's name inside the run folder.
 LOCK_NAME = "facemtl.lock"
@@ -79,18 +79,16 @@ def check_fresh(folder: str | Path, overwrite: bool, clear: bool = True) -> None
     ``clear=False`` only refuses, removing nothing: the trainer asks so before it reads the
     data (minutes), and clears once the data and the model are ready.
     """
-    if not clear:
-        if holds_run(folder) and not overwrite:
-            check_fresh(folder, False)
-        return
     if not holds_run(folder):
-        for name in RUN_FILES:
-            Path(folder, name).unlink(missing_ok=True)
+        if clear:
+            for name in RUN_FILES:
+                Path(folder, name).unlink(missing_ok=True)
         return
     if not overwrite:
         raise RunFolderError(f"{folder} already holds a run; continue it with --resume, start it again with "
                              f"--overwrite, or choose another --out")
-    clear_run(folder)
+    if clear:
+        clear_run(folder)
 
 
 def check_resumable(folder: str | Path) -> None:
@@ -103,26 +101,6 @@ def check_resumable(folder: str | Path) -> None:
         raise RunFolderError(f"cannot resume: {folder} holds no run (no config.yaml)")
     raise RunFolderError(f"cannot resume: {folder} holds no checkpoint (last.pt), so no epoch of it finished; start "
                          f"it again without --resume (the same --out is accepted)")
-
-
-@contextlib.contextmanager
-def abort_on_signals() -> Iterator[None]:
-    """While the block runs, SIGTERM (like SIGINT) raises :class:`~facemtl.system.SignalAbort`.
-
-    Python's default SIGTERM ends the process at once, skipping every ``finally`` and
-    ``with`` exit: the run folder kept its lock file and nobody was told how to go on.
-    Raised as a ``KeyboardInterrupt`` instead, it unwinds as Ctrl-C does: the lock is
-    released, the epoch in progress is lost (``last.pt``, replaced atomically at each
-    epoch's end, holds the one before), and the command line names the next step and
-    exits with :data:`~facemtl.system.SIGNAL_STATUS` (143 for SIGTERM, 130 for SIGINT).
-    """
-    from ..system import SignalAbort, stop_on_signals
-
-    def abort(signum: int) -> None:
-        raise SignalAbort(signum)
-
-    with stop_on_signals(abort):
-        yield
 
 
 def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str],
@@ -146,7 +124,7 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
         other = load_config(recipe, overrides)
         if data_root is not None:
             other.data.root = cfg.data.root
-        diff = _differences(cfg.to_dict(), other.to_dict())
+        diff = differences(cfg.to_dict(), other.to_dict())
         if diff:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} in {Path(recipe).name}" for k, a, b in diff[:3])
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
@@ -159,12 +137,13 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     return cfg
 
 
-def _differences(a: Any, b: Any, key: str = "") -> list[tuple[str, Any, Any]]:
-    """``(dotted key, value in a, value in b)`` for every setting that differs."""
+def differences(a: Any, b: Any, key: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for every setting that differs (nested mappings, as
+    ``Config.to_dict`` gives them)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in list(a) + [k for k in b if k not in a]:
-            out += _differences(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+            out += differences(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
         return out
     return [] if a == b else [(key, a, b)]
 

@@ -396,8 +396,7 @@ class Trainer:
         return state
 
     def _resume(self) -> None:
-        path = self.out / "last.pt"
-        check_resumable(self.out)
+        path = self.out / "last.pt"  # there: checked in __init__, before the data was read
         state = load_checkpoint(path)
         for name in state.get("frozen", []):
             self.model.freeze(name)
