@@ -137,3 +137,24 @@ def test_shards_give_the_same_faces_labels_and_split(recipe, tmp_path):
         assert len(a) == len(b)
         assert torch.equal(a.images, b.images)
         assert np.array_equal(a.labels.numpy(), b.labels.numpy(), equal_nan=True)
+
+
+def test_shards_refuse_a_folder_holding_shards_and_overwrite_leaves_no_stale_one(recipe, tmp_path, capsys):
+    import json
+
+    from facemtl.cli import main, shards
+
+    out = tmp_path / "shards"
+    shards(str(recipe), str(out), shard_size=100)  # 320 faces: 4 shards
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["shards", "--config", str(recipe), "--out", str(out), "--shard-size", "200"]) == 2
+    assert "already holds 5 shard or index file(s)" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing touched
+    # --overwrite: 2 shards now, and the index lists only those (the old 3rd and 4th are gone)
+    assert main(["shards", "--config", str(recipe), "--out", str(out), "--shard-size", "200", "--overwrite"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert [s["url"] for s in index["shardlist"]] == ["faces-000000.tar", "faces-000001.tar"]
+    assert [s["nsamples"] for s in index["shardlist"]] == [200, 120]
+    assert sorted(p.name for p in out.glob("faces-*.tar")) == ["faces-000000.tar", "faces-000001.tar"]
+    assert (out / "notes.txt").read_text() == "mine"

@@ -215,6 +215,12 @@ def test_uploads_too_large_or_not_images(served, predictor):
     r = client.post("/v1/analyze", headers=AUTH)  # no file field: one sentence, FastAPI's list under "errors"
     assert r.status_code == 422 and r.json()["detail"] == "form field 'file': field required", r.text
     assert r.json()["errors"][0]["loc"] == ["body", "file"]
+    two = [("file", ("a.jpg", PHOTO.read_bytes(), "image/jpeg")), ("file", ("b.jpg", PHOTO.read_bytes(), "image/jpeg"))]
+    before = store.counts()["faces"]
+    r = client.post("/v1/analyze", headers=AUTH, files=two)  # FastAPI alone would analyse b.jpg and say nothing
+    assert r.status_code == 422 and r.json()["detail"] == "the upload holds 2 'file' fields; send one photo per " \
+        "request", r.text
+    assert store.counts()["faces"] == before
     r = client.get("/v1/faces", headers=AUTH, params={"limit": 100000})
     assert r.status_code == 422 and r.json()["detail"].startswith("query parameter 'limit': input should be"), r.text
     # an image, but over the pixel limit: 413 saying so, not 415 "not an image" (a PNG header is enough)

@@ -375,16 +375,20 @@ def stream(
 
 
 def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = None,
-           overrides: Sequence[str] = ()) -> Path:
-    """Write the recipe's data, split as training would split it, as WebDataset shards in ``out``."""
+           overrides: Sequence[str] = (), overwrite: bool = False) -> Path:
+    """Write the recipe's data, split as training would split it, as WebDataset shards in ``out``;
+    a folder already holding shards is refused unless ``overwrite`` (checked before the data is read)."""
     from .config import load_config
     from .data.dataset import read_split
-    from .data.shards import write_shards
+    from .data.shards import check_out, write_shards
     from .tasks import build_task
 
     cfg = load_config(config, list(overrides))
+    if not overwrite:
+        check_out(out)  # refused before minutes of reading; --overwrite deletes only once the data is read
     table, split, _ = read_split(cfg.data, [build_task(t) for t in cfg.tasks], cfg.train.seed)
-    return write_shards(table, split, out, shard_size, resize, log=lambda s: print(s, file=sys.stderr))
+    return write_shards(table, split, out, shard_size, resize, log=lambda s: print(s, file=sys.stderr),
+                        overwrite=overwrite)
 
 
 def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5,
@@ -828,11 +832,12 @@ def _shards_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the shards and their index.json")
     p.add_argument("--shard-size", type=int, default=5000, help="faces per tar shard")
     p.add_argument("--resize", type=int, metavar="PX", help="re-encode each face at PX x PX (default: its own bytes)")
+    p.add_argument("--overwrite", action="store_true", help="replace the shards and index already in --out")
     p.add_argument("overrides", nargs="*", help="section.key=value settings that replace the recipe's")
 
 
 def _shards_run(a: argparse.Namespace) -> int:
-    print(shards(a.config, a.out, a.shard_size, a.resize, a.overrides))
+    print(shards(a.config, a.out, a.shard_size, a.resize, a.overrides, a.overwrite))
     return 0
 
 
@@ -986,7 +991,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"facemtl: error: facemtl {args.command} needs {top}: pip install 'facemtl[{EXTRAS[top]}]'",
               file=sys.stderr)
         return 2
-    except (ConfigError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"facemtl: error: {msg}", file=sys.stderr)
         return 2

@@ -380,8 +380,8 @@ def check_labelled(table: LabelTable, tasks: Sequence[Task], split: np.ndarray) 
                 why = f"its column {col!r} has no label on any of the {n} faces"
             if lost and not labelled:
                 why += f": {lost[0]} of the values read {_what_unreadable(table, col, lost)}"
-                if lost[1] == "unparsable" and t.class_names() is not None:
-                    why += f"; name its classes in the task (classes: [...]) or in data.columns.{col} to read text"
+                if lost[1] == "unparsable" and t.text_labels_hint(col):
+                    why += "; " + t.text_labels_hint(col)
             raise ValueError(f"task {t.name!r} has no labelled face in the {name} split ({int(rows.sum())} faces): "
                              f"{why}")
 

@@ -33,14 +33,38 @@ def shard_path(root: str | Path, i: int) -> str:
     return f"{PREFIX}{Path(root).resolve()}#{i}"
 
 
+def _old_shards(out: Path) -> list[Path]:
+    return sorted(out.glob("faces-*.tar")) + ([out / INDEX] if (out / INDEX).exists() else [])
+
+
+def check_out(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse ``out`` when it is a file, or holds shards or an index and not ``overwrite``; with
+    ``overwrite`` the old shards and index are deleted (nothing else in the folder is touched)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder for shards")
+    old = _old_shards(out) if out.is_dir() else []
+    if old and not overwrite:
+        raise FileExistsError(f"{out} already holds {len(old)} shard or index file(s); "
+                              "choose another --out, or add --overwrite to replace them")
+    for f in old:
+        f.unlink()
+
+
 def write_shards(table: LabelTable, split: np.ndarray, out: str | Path, shard_size: int = 5000,
-                 resize: int | None = None, log: Callable[[str], None] = print) -> Path:
-    """Write ``table`` (with one split per row) as shards in ``out``; returns the index file."""
+                 resize: int | None = None, log: Callable[[str], None] = print, overwrite: bool = False) -> Path:
+    """Write ``table`` (with one split per row) as shards in ``out``; returns the index file.
+
+    A folder that already holds shards or an index is refused (``FileExistsError``) unless
+    ``overwrite``, which deletes them first: the index lists every ``faces-*.tar`` in the
+    folder, so a longer earlier set would otherwise leave stale shards in it.
+    """
     import webdataset as wds
 
     from ..images import load_rgb
 
     out = Path(out)
+    check_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     # Scalar columns only: a vector column (a teacher's descriptor, soft targets made from the
     # split) is computed again from the images and the split when a run reads the shards.

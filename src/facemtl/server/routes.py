@@ -78,6 +78,15 @@ def _query(service_call, **kw: Any) -> Any:
     return service_call(q)
 
 
+async def _one_file(request: Request) -> None:
+    """Refuse an upload with several ``file`` fields (FastAPI would silently analyse the last)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        n = len((await request.form()).getlist("file"))  # parsed once: FastAPI reads the same cached form
+        if n > 1:
+            raise HTTPException(422, f"the upload holds {n} 'file' fields; send one photo per request")
+
+
 def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], auth: Any = None) -> APIRouter:
     """The ``/v1`` routes over ``service``; ``auth``: the token dependency (``None``: open)."""
     deps = [Depends(auth)] if auth is not None else []
@@ -114,7 +123,7 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         return [{"name": f.task.name, "classes": f.task.class_names(), "filters": f.params,
                  "fields": list(task_fields(f.task))} for f in filters]
 
-    @router.post("/analyze", response_model=schemas.Analysis, dependencies=deps,
+    @router.post("/analyze", response_model=schemas.Analysis, dependencies=[*deps, Depends(_one_file)],
                  responses={**ERRORS, 409: {"model": ErrorOut, "description": "the source belongs to a stream or a "
                                                                             "folder run"},
                             413: {"model": ErrorOut, "description": "the upload is over the size limit"},

@@ -110,6 +110,11 @@ class Task:
         data path counts in the data report and prints as a warning. ``(0, "")``: all usable."""
         return 0, ""
 
+    def text_labels_hint(self, column: str) -> str:
+        """How the recipe can make text in this task's label ``column`` readable, where it can
+        (a clause to append to "none of its values were numbers"); ``""`` where it cannot."""
+        return ""
+
     @property
     def output_size(self) -> int:
         """Width ``D`` of the raw output ``(N, D)`` of the task's head."""

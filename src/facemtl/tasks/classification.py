@@ -40,6 +40,10 @@ class _Classification(Task):
         """The names of ``classes``; ``None`` when the task names none (its labels are bare indices)."""
         return None if self.classes is None else list(self.classes)
 
+    def text_labels_hint(self, column: str) -> str:
+        """Text labels are read by class names: the task's, or the data's for the column."""
+        return f"name its classes in the task (classes: [...]) or in data.columns.{column} to read text"
+
     def invalid_labels(self, values: np.ndarray) -> tuple[int, str]:
         """Labels must be class indices ``0..C-1``; any other is refused, since it would stop the
         loss mid-run (an index past the head's outputs), or the metrics after an epoch, or be
