@@ -184,7 +184,7 @@ def test_grid_rerun_reuses_and_resumes(tiny_grid):
     assert sum("reused" in x for x in lines) == 24 and not any("training" in x for x in lines)
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/seed*/best.pt")} == stamp
     assert again["variants"] == summary["variants"]
-    # an interrupted run (no result.json, a last.pt) resumes, and a changed budget starts over
+    # an interrupted run (no result.json, a last.pt) resumes
     victim = out / "runs" / "equal" / "seed1"
     (victim / "result.json").unlink()
     lines.clear()
@@ -299,7 +299,9 @@ def test_runs_of_another_budget_are_left_out_of_summary_and_report(utkface_root,
     assert main(["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out)]) == 0
     assert set(load(out).variants) == {"a", "b"} and load(out).left_out == []  # the current settings' runs count
     write(2)
-    assert main(["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out), "--only", "a"]) == 0
+    assert main(["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out), "--only", "a"]) == 2
+    assert main(["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out), "--only", "a",
+                 "--overwrite"]) == 0
     summary = json.loads((out / "experiment.json").read_text())
     stale = "b seed 0 (train.epochs 1, now 2)"
     assert summary["left_out"] == [stale] and summary["variants"]["b"]["seeds"] == []
@@ -335,6 +337,10 @@ def test_sigterm_during_an_experiment_releases_its_lock_and_the_grid_finishes(ut
     assert "facemtl: interrupted; run the same command again to finish the grid" in err and "Traceback" not in err
     assert not (out / LOCK_NAME).exists()
     (tmp_path / "exp.yaml").write_text((tmp_path / "exp.yaml").read_text().replace("train.epochs=60", "train.epochs=2"))
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # the budget changed under an interrupted run: its epochs are refused, not silently deleted
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "(a seed 0 (train.epochs 60, now 2)); add --overwrite" in refused.stderr
+    assert last.is_file()
+    done = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (out / "runs" / "a" / "seed0" / "result.json").is_file()

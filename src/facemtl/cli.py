@@ -483,26 +483,34 @@ def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data:
                              "differ): the descriptor classifiers may have seen its test faces")
 
 
-def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run (or finish) the experiment grid of ``config`` in the folder ``out``."""
+def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False,
+               overrides: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any]:
+    """Run (or finish) the experiment grid of ``config`` in the folder ``out``. ``overrides``
+    (``section.key=value``) apply to every run, after the experiment file's own and before each
+    variant's; one of a setting a variant sets itself is refused (:mod:`facemtl.experiments.grid`).
+    Runs in ``out`` trained with other settings are refused unless ``overwrite`` (they train again)."""
     from .experiments import load_experiment, run_experiment
     from .system import abort_on_signals
 
-    exp = load_experiment(config)
+    exp = load_experiment(config, list(overrides))  # a bad override fails here, before any run
     with abort_on_signals():  # SIGTERM unwinds as Ctrl-C does: the lock released, exit 143
-        return run_experiment(exp, out, only=only, progress=progress,
+        return run_experiment(exp, out, only=only, progress=progress, overwrite=overwrite,
                               log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
-def report(path: str, out: str | None = None, gradcam: bool = True, samples: int = 2) -> Path:
-    """Write the HTML / Markdown / PNG report of a run or experiment folder; returns the HTML file."""
+def report(path: str, out: str | None = None, gradcam: bool = True, samples: int = 2,
+           groups: str | Sequence[str] | None = None) -> Path:
+    """Write the HTML / Markdown / PNG report of a run or experiment folder; returns the HTML file.
+
+    ``groups``: the bias study's grouping columns as task names (``"age,gender"`` or a list);
+    ``None``: the default of :func:`facemtl.report.writer.bias_groups`."""
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
         raise RuntimeError("facemtl report needs matplotlib (and captum for Grad-CAM): pip install 'facemtl[train]'")
     from .report import write_report
 
-    return write_report(path, out, gradcam=gradcam, samples=samples)
+    return write_report(path, out, gradcam=gradcam, samples=samples, groups=groups)
 
 
 # -- flags and printing, per command -------------------------------------------------------
@@ -846,11 +854,19 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="experiment folder; finished runs in it are reused")
     p.add_argument("--only", metavar="NAMES", help="comma-separated variant names to run now (default: all)")
     p.add_argument("--progress", action="store_true", help="a progress bar per epoch (on a terminal)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train again the runs in --out trained with other settings (without it they are refused)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="settings for every run of the grid, e.g. train.epochs=2 data.root=DIR: on top of the base "
+                        "recipe and the experiment file's overrides (these win over the file's; typed here, so "
+                        "relative paths are to the current folder). A setting that a variant sets itself (e.g. "
+                        "weighting.name) is refused, not overridden, and so is train.seed (use the file's seeds). "
+                        "Finished runs are reused only when trained with the same overrides")
 
 
 def _experiment_run(a: argparse.Namespace) -> int:
     only = [x for x in a.only.split(",") if x] if a.only else None
-    summary = experiment(a.config, a.out, only, a.progress and sys.stderr.isatty())
+    summary = experiment(a.config, a.out, only, a.progress and sys.stderr.isatty(), a.overrides, a.overwrite)
     print(json.dumps({k: v for k, v in summary.items() if k != "variants"}))
     return 0
 
@@ -860,10 +876,14 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="report folder (default: PATH/report)")
     p.add_argument("--no-gradcam", action="store_true", help="leave out the Grad-CAM maps")
     p.add_argument("--samples", type=_positive(int), default=2, help="Grad-CAM faces per task, each of correct and wrong")
+    p.add_argument("--groups", metavar="COL[,COL...]",
+                   help="grouping columns of the bias study, as task names (a numeric task such as age groups by "
+                        "its bias bands); default: the recipe's first tasks of 2 groups or more, up to 3 columns and "
+                        "100 cells (age group x gender x race for the standard tasks)")
 
 
 def _report_run(a: argparse.Namespace) -> int:
-    print(report(a.path, a.out, not a.no_gradcam, a.samples))
+    print(report(a.path, a.out, not a.no_gradcam, a.samples, a.groups))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Accuracy intervals are Wilson score intervals for a binomial proportion; MAE
 intervals are normal-approximation intervals ``mean +- 1.96 s / sqrt(n)`` on the
-absolute errors. Cells are every combination of the grouping columns that occurs.
+absolute errors. Cells are every combination of the grouping columns that occurs;
+:func:`default_columns` picks the grouping columns when none are named.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def subgroup_table(
     ``scores``: per task, one value per sample (:meth:`Task.sample_scores`): 1 or 0 for a
     right or wrong answer when ``kinds[task]`` is ``"accuracy"``, the absolute error when it
     is ``"mae"``; NaN where the sample has no label. ``groups``: per grouping column, a
-    label per sample. Each row: the group labels, ``n``, and per task ``"{task}_{kind}"``
-    (e.g. ``age_mae``, ``gender_accuracy``) with ``*_lo`` / ``*_hi`` bounds, so group and
-    task names never collide.
+    label per sample. Each row: the group labels, ``n`` (the cell's samples), and per task
+    ``"{task}_{kind}"`` (e.g. ``age_mae``, ``gender_accuracy``) with ``*_lo`` / ``*_hi`` bounds
+    and ``*_n``, the cell's samples that have the task's label (those it is computed on), so
+    group and task names never collide.
     """
     names = list(groups)
     labels = [np.asarray(groups[g]) for g in names]
@@ -68,6 +70,7 @@ def subgroup_table(
             x = x[~np.isnan(x)]
             key = f"{task}_{kind}"
             row[key] = float(x.mean()) if len(x) else float("nan")
+            row[f"{key}_n"] = int(len(x))
             if kind == "accuracy":
                 row[f"{key}_lo"], row[f"{key}_hi"] = wilson_interval(int(round(x.sum())), len(x))
             else:
@@ -76,9 +79,44 @@ def subgroup_table(
     return rows
 
 
+#: The default grouping takes at most this many columns ...
+DEFAULT_MAX_COLUMNS = 3
+#: ... making at most this many cells together.
+DEFAULT_MAX_CELLS = 100
+
+
+def default_columns(groups: dict[str, np.ndarray], max_columns: int = DEFAULT_MAX_COLUMNS,
+                    max_cells: int = DEFAULT_MAX_CELLS, missing: str = "?") -> list[str]:
+    """The grouping columns a bias study takes when none are named, from the candidates ``groups``
+    (per column, in order of preference, a group label per sample; ``missing`` where a sample has none).
+
+    In the order given, a column is taken when its labelled samples fall in at least 2 groups (one
+    group sets nothing against anything) and the cells of the columns taken so far, times its groups,
+    stay at most ``max_cells``; at most ``max_columns`` are taken. Why: cells are intersections,
+    so their number multiplies -- five attributes of 4, 2, 5, 2 and 2 groups make 160 cells, most of a
+    test split's faces spread thin and many cells too small for an interval worth reading -- while the
+    paper's study (Fig. 6), age group x gender x race, is 4 x 2 x 5 = 40 cells, which this rule keeps
+    whenever those are the first attributes. The order is the user's (the recipe's task order), since
+    nothing in the labels says which attributes are the demographic ones a bias study is about.
+    """
+    chosen: list[str] = []
+    cells = 1
+    for name, g in groups.items():
+        g = np.asarray(g)
+        k = len(set(g[g != missing].tolist()))
+        if k < 2 or cells * k > max_cells:
+            continue
+        chosen.append(name)
+        cells *= k
+        if len(chosen) >= max_columns:
+            break
+    return chosen
+
+
 def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -> dict[str, Any]:
-    """The lowest and highest cells for metric ``key`` (e.g. ``age_mae``) among cells of ``min_count``+ samples."""
-    cells = [r for r in rows if r["n"] >= min_count and not math.isnan(r[key])]
+    """The lowest and highest cells for metric ``key`` (e.g. ``age_mae``) among cells of ``min_count``+
+    samples scored (``{key}_n`` where the rows have it, the samples with the task's label; else ``n``)."""
+    cells = [r for r in rows if r.get(f"{key}_n", r["n"]) >= min_count and not math.isnan(r[key])]
     if not cells:
         return {}
     lo = min(cells, key=lambda r: r[key])

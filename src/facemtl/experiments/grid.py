@@ -14,6 +14,14 @@ An experiment file (YAML) names a base recipe, the budget every variant shares
 A variant mapping: ``{name, label, group, tasks: [kept task names] | null,
 task_changes: {task: {setting: value}}, overrides: [section.key=value]}``.
 
+Overrides typed on the command line (``facemtl experiment --config X --out Y train.epochs=2``)
+join the file's ``overrides`` after them: each run's settings are the base recipe, then the
+file's overrides, then the command line's (so they win over the file's, as ``facemtl train``'s
+win over its recipe), then the variant's own changes, then the run's seed. An override of a
+setting that a variant sets itself (``weighting.name`` in the standard grid) is refused, as is
+``train.seed`` (the ``seeds`` list gives it): overriding a variant's setting would make it
+another variant's run under its name, and letting the variant win would ignore what was typed.
+
 The standard grid (paper Tables II-III, thesis Tables 4.x and 5.x):
 
 ============================  ==========================================================
@@ -44,7 +52,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, config_from_dict, resolve_data_root
+from ..config import Config, ConfigError, config_from_dict, parse_override, resolve_data_root
 from ..tasks import build_task
 
 
@@ -80,6 +88,9 @@ class Experiment:
     reference: str = "proposed"
     #: Where the base recipe and its data folder came from (:attr:`facemtl.config.Config.origin`).
     origin: dict[str, str] = field(default_factory=dict)
+    #: Of :attr:`overrides` (the last of them), those typed on the command line, for people
+    #: reading the folder; they apply as part of :attr:`overrides`, not again.
+    command_line: list[str] = field(default_factory=list)
 
     def config(self, variant: Variant, seed: int) -> Config:
         """The full training config of one run: base, experiment overrides, variant changes, seed."""
@@ -120,7 +131,8 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "base": self.base, "seeds": self.seeds, "overrides": self.overrides,
-                "reference": self.reference, "variants": [asdict(v) for v in self.variants]}
+                "command_line_overrides": self.command_line, "reference": self.reference,
+                "variants": [asdict(v) for v in self.variants]}
 
 
 #: Settings added after runs were first hashed, left out of the digest while unset (None), so
@@ -133,7 +145,8 @@ def experiment_from_dict(d: dict[str, Any]) -> Experiment:
     return Experiment(name=str(d.get("name", "")), base=d.get("base") or {}, seeds=[int(s) for s in d.get("seeds", [])],
                       overrides=[str(o) for o in d.get("overrides") or []],
                       variants=[_variant(v) for v in d.get("variants") or []],
-                      reference=str(d.get("reference", "proposed")))
+                      reference=str(d.get("reference", "proposed")),
+                      command_line=[str(o) for o in d.get("command_line_overrides") or []])
 
 
 def changed_settings(exp: Experiment, variant: str, seed: int, saved: dict[str, Any]) -> list[str]:
@@ -214,8 +227,12 @@ def standard_variants(tasks: list[dict[str, Any]], early_freeze_patience: int = 
     return out
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read an experiment file (see module docstring); every mistake is one :class:`ConfigError` sentence."""
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read an experiment file (see module docstring); every mistake is one :class:`ConfigError` sentence.
+
+    ``overrides``: ``section.key=value`` settings typed on the command line, applied to every
+    run after the file's own (relative ``data.root`` / ``data.targets``: to the current folder).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file {path} does not exist")
@@ -255,10 +272,18 @@ def load_experiment(path: str | Path) -> Experiment:
         seeds = list(range(seeds))
     if not seeds:
         raise ConfigError("an experiment needs at least one seed")
+    typed = _command_line_overrides(overrides or [])
     exp = Experiment(name=str(spec.get("name", path.stem)), base=base, seeds=[int(s) for s in seeds],
-                     overrides=[str(o) for o in spec.get("overrides") or []], variants=variants,
-                     reference=str(spec.get("reference", "proposed")),
-                     origin={"recipe": str(base_path), "data_root": written, "data_root_from": str(base_path)})
+                     overrides=[*(str(o) for o in spec.get("overrides") or []), *(o for o, _, _ in typed)],
+                     variants=variants, reference=str(spec.get("reference", "proposed")),
+                     origin={"recipe": str(base_path), "data_root": written, "data_root_from": str(base_path)},
+                     command_line=[o for o, _, _ in typed])
+    for o, keys, value in typed:
+        _check_not_a_variant_setting(o, keys, value, variants)
+    for o in overrides or []:
+        keys, value = parse_override(o)
+        if keys == ["data", "root"]:
+            exp.origin.update(data_root=str(value), data_root_from="the command line")
     if exp.reference not in {v.name for v in variants}:
         exp.reference = variants[0].name if variants else exp.reference
     base_tasks = {t["name"]: build_task(t).to_dict() for t in tasks}
@@ -269,6 +294,58 @@ def load_experiment(path: str | Path) -> Experiment:
                 raise ConfigError(f"variant {v.name!r} changes task {t.name!r}, whose label column is made once "
                                   "for the whole grid from the base recipe; change it in the base recipe instead")
     return exp
+
+
+def _command_line_overrides(overrides: list[str]) -> list[tuple[str, list[str], Any]]:
+    """``(override, keys, value)`` per command-line override; a relative ``data.root`` or
+    ``data.targets`` is made absolute against the current folder (as ``facemtl train`` does),
+    so the override recorded in the experiment folder names the same folder from anywhere."""
+    out = []
+    for o in overrides:
+        keys, value = parse_override(o)
+        if keys == ["train", "seed"]:
+            raise ConfigError(f"override {o!r}: each run's train.seed comes from the experiment's seeds; "
+                              "change 'seeds' in the experiment file instead")
+        if keys in (["data", "root"], ["data", "targets"]) and isinstance(value, str):
+            value = str(Path(value).expanduser().resolve())
+            o = f"{'.'.join(keys)}={value if _yaml_reads(value) == value else json.dumps(value)}"
+        out.append((o, keys, value))
+    return out
+
+
+def _yaml_reads(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _sets(keys: list[str], value: Any, path: list[str]) -> bool:
+    """Whether the override ``keys=value`` sets (or replaces a section holding) the setting at ``path``."""
+    if path[:len(keys)] != keys:
+        return keys[:len(path)] == path  # the override sets something inside the section ``path``
+    for k in path[len(keys):]:  # the override replaces a section above ``path``: does its value name it?
+        if not isinstance(value, dict) or k not in value:
+            return False
+        value = value[k]
+    return True
+
+
+def _check_not_a_variant_setting(override: str, keys: list[str], value: Any, variants: list[Variant]) -> None:
+    """Refuse a command-line override of a setting that some variant sets itself (see module docstring)."""
+    clashes = []
+    for v in variants:
+        for vo in v.overrides:
+            vkeys = parse_override(vo)[0]
+            if _sets(keys, value, vkeys):
+                clashes.append((v.name, vo))
+                break
+    if clashes:
+        name, own = clashes[0]
+        more = f" (and {len(clashes) - 1} other variant{'s' if len(clashes) > 2 else ''})" if len(clashes) > 1 else ""
+        raise ConfigError(f"override {override!r} changes a setting that variant {name!r}{more} sets itself "
+                          f"({own}), which is what the grid compares; change the variants in the experiment file "
+                          "instead, or leave that setting out")
 
 
 def _variant(spec: Any) -> Variant:

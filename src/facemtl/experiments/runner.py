@@ -9,8 +9,12 @@ Layout of the experiment folder::
                                      test_predictions.npz) plus result.json when finished
 
 A run with ``result.json`` whose settings digest matches is reused as it is; a run
-with ``last.pt`` and the same settings resumes where it stopped; a run whose settings
-changed starts over. So running the same command again finishes an interrupted grid.
+with ``last.pt`` and the same settings resumes where it stopped. A run trained (wholly or
+in part) with other settings is never deleted unasked: the grid is refused before anything
+runs, naming the runs and what changed, unless ``overwrite``, when they start over. So
+running the same command again finishes an interrupted grid. The settings include the overrides typed on
+the command line (recorded in ``experiment.yaml`` under ``overrides``, and on their own
+under ``command_line_overrides``): a run is reused only with the same ones.
 
 The data is read and split once per experiment with the base recipe's full task list
 (the split seed is the first seed), and every variant sees exactly those images: a
@@ -44,24 +48,51 @@ def run_experiment(
     only: Sequence[str] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train and test every run of ``exp`` not finished yet; write and return the summary.
 
     The experiment folder is locked while it runs (:class:`~facemtl.training.runfolder.RunLock`),
-    so two grids never train into the same runs.
+    so two grids never train into the same runs. Runs to do that hold epochs trained with
+    other settings are refused (``FileExistsError`` naming them) unless ``overwrite``.
     """
     from ..training.runfolder import RunLock
 
     with RunLock(out):
-        return _run_experiment(exp, Path(out), only, progress, log)
+        return _run_experiment(exp, Path(out), only, progress, log, overwrite)
+
+
+def _trained_otherwise(exp: Experiment, out: Path, todo: list[tuple[Any, int]]) -> list[str]:
+    """The runs of ``todo`` holding a result or a checkpoint trained with other settings, each
+    named with what changed (``"b seed 0 (train.epochs 2, now 1)"``)."""
+    found = []
+    for variant, seed in todo:
+        run_dir = out / "runs" / variant.name / f"seed{seed}"
+        result, digest = run_dir / "result.json", config_hash(exp.config(variant, seed))
+        if result.is_file():  # finished: its result says what it was trained with
+            if json.loads(result.read_text()).get("config_hash") == digest:
+                continue
+        elif not (run_dir / "last.pt").is_file() or _saved_hash(run_dir) == digest:
+            continue  # nothing trained yet, or an interrupted run that resumes
+        saved = run_dir / "config.yaml"
+        found.append(left_out(exp, variant.name, seed, (yaml.safe_load(saved.read_text()) or {})
+                              if saved.is_file() else None) or f"{variant.name} seed {seed}")
+    return found
 
 
 def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, progress: bool,
-                    log: Callable[[str], None]) -> dict[str, Any]:
+                    log: Callable[[str], None], overwrite: bool = False) -> dict[str, Any]:
     from ..training import Trainer
 
-    (out / "experiment.yaml").write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
     variants = [exp.variant(n) for n in only] if only else exp.variants
+    other = _trained_otherwise(exp, out, [(v, s) for v in variants for s in exp.seeds])
+    if other and not overwrite:
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        raise FileExistsError(f"{out} holds runs trained with other settings ({other[0]}{more}); add --overwrite "
+                              "to train them again (their results are deleted), or choose another --out")
+    for name in other:
+        log(f"{name}: trained with other settings, to be trained again (--overwrite)")
+    (out / "experiment.yaml").write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
     t_start = time.perf_counter()
     base_cfg = exp.config(exp.variants[0], exp.seeds[0]) if exp.variants else None
     full_tasks = [build_task(t) for t in exp.base.get("tasks", [])]
@@ -148,5 +179,6 @@ def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
                 entry["metrics"][task][metric] = mean_and_spread(vals)
         variants[v.name] = entry
     return {"name": exp.name, "reference": exp.reference, "seeds": exp.seeds, "overrides": exp.overrides,
-            "hardware": hardware(), "variants": variants, "left_out": stale_runs,
+            "command_line_overrides": exp.command_line, "hardware": hardware(), "variants": variants,
+            "left_out": stale_runs,
             "train_seconds": float(sum(v["train_seconds"] for v in variants.values()))}
