@@ -213,7 +213,8 @@ def test_uploads_too_large_or_not_images(served, predictor):
         r = client.post("/v1/analyze", headers=AUTH, files={"file": (name, data, "image/jpeg")})
         assert r.status_code == 415 and r.json()["detail"].startswith("the uploaded file is"), r.text
     r = client.post("/v1/analyze", headers=AUTH)  # no file field: one sentence, FastAPI's list under "errors"
-    assert r.status_code == 422 and r.json()["detail"] == "form field 'file': field required", r.text
+    assert r.status_code == 422 and r.json()["detail"] == "form field 'file': field required; send the photo as " \
+        "multipart/form-data in the field 'file' (curl -F file=@photo.jpg)", r.text
     assert r.json()["errors"][0]["loc"] == ["body", "file"]
     two = [("file", ("a.jpg", PHOTO.read_bytes(), "image/jpeg")), ("file", ("b.jpg", PHOTO.read_bytes(), "image/jpeg"))]
     before = store.counts()["faces"]
@@ -505,6 +506,45 @@ def test_serve_refuses_a_port_in_use_before_creating_the_database(tmp_path, caps
     assert main(["serve", "--no-model", "--db", str(db), "--port", "70000"]) == 2
     assert capsys.readouterr().err == "facemtl: error: --port must be 0 to 65535, not 70000\n"
     assert not db.exists()
+    assert main(["serve", "--model", str(tmp_path / "nosuch.onnx"), "--db", str(db), "--port", "0"]) == 2
+    assert "nosuch.onnx does not exist" in capsys.readouterr().err
+    assert not db.exists()  # the model is loaded before the database is created
+
+
+def test_the_server_log_says_what_a_retention_purge_deleted(tmp_path, capsys):
+    import logging
+
+    from facemtl.cli_serve import _log_to_stderr
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    sink = DbSink(url, source="old-cam", kind="stream", model_info=INFO)
+    for it in stream(INFO, 5, source="old-cam", t0=time.time() - 30 * 86400):
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.close()
+    store = Store(url)
+    with _log_to_stderr("info"), TestClient(create_app(store, None, retention_days=7)):
+        deadline = time.time() + 20
+        while store.counts()["faces"] and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+    store.close()
+    assert "facemtl: INFO: retention (7 days): deleted {'faces': 10" in capsys.readouterr().err
+    assert not logging.getLogger("facemtl").handlers  # removed when the server stops
+
+
+def test_validation_messages_name_the_parameter_and_how_to_upload(served):
+    client, _ = served
+    r = client.get("/v1/faces", headers=AUTH, params={"gender": "Female"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("query parameter 'gender' (item 1): input should "
+                                                                  "be 'male' or 'female'"), r.text
+    r = client.post("/v1/analyze", headers=AUTH, data={"file": "hello"})  # text in the file field
+    assert r.status_code == 422 and r.json()["detail"].startswith("form field 'file': must be a file, not text"), r.text
+    r = client.post("/v1/analyze", headers={**AUTH, "Content-Type": "image/jpeg"}, content=PHOTO.read_bytes())
+    assert r.status_code == 422 and r.json()["detail"] == (
+        "form field 'file': field required; send the photo as multipart/form-data in the field 'file' "
+        "(curl -F file=@photo.jpg)"), r.text
+    r = client.get("/v1/faces/999999/thumbnail.jpg", headers=AUTH)
+    assert r.status_code == 404 and r.json()["detail"].startswith("no thumbnail for face 999999: no such face"), r.text
 
 
 def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_path):

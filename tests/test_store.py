@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -325,6 +327,18 @@ def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
     assert main(["db", "export", "tracks", "--format", "csv", "--db", db_url, "--source", "cam"]) == 0
     printed = capsys.readouterr()
     assert printed.out.splitlines()[0].startswith("id,source,session,track") and '"exported"' in printed.err
+    # --since in ISO 8601 (UTC unless it says) as in seconds: the same faces
+    t = sorted(f["time"] for f in faces)[len(faces) // 2]
+    iso = datetime.fromtimestamp(math.floor(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    capsys.readouterr()
+    assert main(["db", "export", "faces", "--db", db_url, "--since", iso]) == 0
+    by_iso = capsys.readouterr().out
+    assert main(["db", "export", "faces", "--db", db_url, "--since", str(math.floor(t))]) == 0
+    assert by_iso == capsys.readouterr().out and len(by_iso.splitlines()) >= len(faces) // 2
+    with pytest.raises(SystemExit) as stopped:  # argparse's own refusal: usage and one sentence, exit 2
+        main(["db", "export", "faces", "--db", db_url, "--since", "yesterday"])
+    assert stopped.value.code == 2
+    assert "not a time in ISO 8601 or seconds since the epoch: 'yesterday'" in capsys.readouterr().err
     assert main(["db", "purge", "--db", db_url]) == 2  # says how old
     assert "--older-than" in capsys.readouterr().err
     assert main(["db", "purge", "--older-than", "0", "--db", db_url]) == 0

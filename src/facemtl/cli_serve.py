@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, model: str | None = None,
@@ -49,18 +49,20 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
     if retention_days is not None:
         _days(retention_days, "--retention-days")
     with contextlib.closing(listen(host, port)) as sock:
+        predictor = None
+        if not no_model:  # before the database: a bad model file creates no database
+            from .inference import load_predictor
+
+            predictor = load_predictor(model, runtime, device)
         store = Store(db)
         try:
-            predictor = None
-            if not no_model:
-                from .inference import load_predictor
-
-                predictor = load_predictor(model, runtime, device)
             app = create_app(store, predictor, token, int(max_upload_mb * 2**20), detector, min_face, thumbnails,
                              retention_days)
-            print(f"facemtl: serving on http://{host}:{sock.getsockname()[1]}/ (results in {redacted(store.url)}; "
+            shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL is bracketed
+            print(f"facemtl: serving on http://{shown}:{sock.getsockname()[1]}/ (results in {redacted(store.url)}; "
                   f"token {'on' if token else 'off'})", file=sys.stderr)
-            stopped_by = _run(app, sock, log_level)
+            with _log_to_stderr(log_level):
+                stopped_by = _run(app, sock, log_level)
         finally:
             store.close()
     if stopped_by is None:
@@ -97,6 +99,44 @@ def listen(host: str, port: int) -> socket.socket:
             raise ValueError(f"{host} is not an address of this machine; choose another with --host") from None
         raise ValueError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
     return sock
+
+
+def _time(text: str) -> float:
+    """A time typed as seconds since the epoch or ISO 8601 (UTC unless it says), as the API reads
+    its ``since`` / ``until``; seconds since the epoch."""
+    from datetime import datetime, timezone
+
+    try:
+        t = float(text)
+    except ValueError:
+        try:
+            d = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a time in ISO 8601 or seconds since the epoch: {text!r}") from None
+        return (d if d.tzinfo is not None else d.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(t):
+        raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text!r}")
+    return t
+
+
+@contextlib.contextmanager
+def _log_to_stderr(level: str) -> Iterator[None]:
+    """While the server runs, print facemtl's own log (retention deletions, uploads kept for a
+    database that is down) on stderr beside uvicorn's, at ``level``: without a handler Python
+    drops INFO records, so a retention purge deleted faces without a word."""
+    import logging
+
+    logger = logging.getLogger("facemtl")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("facemtl: %(levelname)s: %(message)s"))
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
 
 
 def _run(app: Any, sock: socket.socket, log_level: str) -> int | None:
@@ -227,8 +267,10 @@ def db_args(p: argparse.ArgumentParser) -> None:
     export.add_argument("--format", default="jsonl", choices=["csv", "jsonl"], help="CSV or JSON lines")
     export.add_argument("--out", metavar="FILE", help="default: standard output")
     db_flag(export)
-    export.add_argument("--since", type=float, metavar="EPOCH_S", help="only from this time (seconds since the epoch)")
-    export.add_argument("--until", type=float, metavar="EPOCH_S", help="only until this time (seconds since the epoch)")
+    export.add_argument("--since", type=_time, metavar="TIME",
+                        help="only from this time: ISO 8601 (UTC unless it says, e.g. 2026-11-27T08:00) or seconds "
+                             "since the epoch, as the API's since")
+    export.add_argument("--until", type=_time, metavar="TIME", help="only until this time (the same forms)")
     export.add_argument("--source", help="only this source")
     export.add_argument("--session", type=int, help="only this session")
 

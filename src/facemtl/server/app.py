@@ -45,12 +45,17 @@ def validation_sentence(errors: list[dict]) -> str:
     less than or equal to 500; ...``."""
     parts = []
     for e in errors:
-        loc = [str(x) for x in e.get("loc", ())]
-        place = _PLACES.get(loc[0], loc[0]) if loc else "request"
-        name = loc[-1] if len(loc) > 1 else ""
+        loc = list(e.get("loc", ()))
+        place = _PLACES.get(str(loc[0]), str(loc[0])) if loc else "request"
+        # the parameter's name, not the index of a repeated one (loc ('query', 'gender', 0))
+        name = str(loc[1]) if len(loc) > 1 else ""
+        items = [f"item {x + 1}" if isinstance(x, int) else str(x) for x in loc[2:]]
         msg = str(e.get("msg", "is not valid"))
+        if "Expected UploadFile" in msg:  # a form field of text where a file belongs: FastAPI names a Python class
+            msg = "must be a file, not text (curl -F file=@photo.jpg)"
         msg = msg[:1].lower() + msg[1:]
-        parts.append(f"{place} {name!r}: {msg}" if name else f"{place}: {msg}")
+        where = f"{place} {name!r}" + (f" ({', '.join(items)})" if items else "") if name else place
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts) or "the request is not valid"
 
 
@@ -115,11 +120,14 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         """FastAPI's 422, with ``detail`` one sentence as every other error's (its list of
         errors kept under ``errors`` for programs)."""
-        return JSONResponse({"detail": validation_sentence(exc.errors()), "errors": jsonable_encoder(exc.errors())},
-                            status_code=422)
+        detail = validation_sentence(exc.errors())
+        if any(list(e.get("loc", ()))[:1] == ["body"] for e in exc.errors()) and \
+                not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            detail += "; send the photo as multipart/form-data in the field 'file' (curl -F file=@photo.jpg)"
+        return JSONResponse({"detail": detail, "errors": jsonable_encoder(exc.errors())}, status_code=422)
 
     generated = app.openapi
 

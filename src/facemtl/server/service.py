@@ -253,7 +253,8 @@ class Service:
     def thumbnail(self, face_id: int) -> bytes:
         jpeg = self._need_store().thumbnail(face_id)
         if jpeg is None:
-            raise ServiceError(404, f"face {face_id} has no thumbnail (thumbnails are off unless switched on)")
+            raise ServiceError(404, f"no thumbnail for face {face_id}: no such face, or it was stored without one "
+                                    "(analyze, stream and serve store them only with --thumbnails)")
         return jpeg
 
     def health(self) -> dict[str, str]:
