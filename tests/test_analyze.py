@@ -111,7 +111,7 @@ def test_bad_inputs_each_get_a_status(face_photo, tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "no-images")]) == 2
 
 
-def test_aligned_csv_and_annotate(utkface_root, tmp_path, capsys):
+def test_aligned_csv_and_annotate(utkface_root, tmp_path, capsys, monkeypatch):
     from facemtl.data.utkface import read_utkface
 
     t = read_utkface(utkface_root, limit=30)
@@ -124,6 +124,14 @@ def test_aligned_csv_and_annotate(utkface_root, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("file,status,error,face,x1,y1,x2,y2,score,age") and len(lines) == 4
     assert len(list((tmp_path / "ann").glob("*.jpg"))) == 3
+    # a file name a spreadsheet would run as a formula gets a leading ' in CSV (not in JSON)
+    odd = tmp_path / "=HYPERLINK(1).jpg"
+    shutil.copy(files[0], odd)
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", odd.name, "--aligned", "--csv", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("'=HYPERLINK(1).jpg,ok,")
+    assert main(["analyze", odd.name, "--aligned", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["file"] == "=HYPERLINK(1).jpg"
 
 
 def test_aligned_files_are_read_as_training_reads_them(utkface_root, tmp_path, analyzer):
@@ -247,6 +255,22 @@ def test_a_failing_detector_gives_an_error_record_not_a_crash(face_photo):
     assert rec.status == "error" and "out of memory" in rec.error and rec.faces == []
 
 
+def test_analyze_files_takes_one_path_or_a_folder(face_photo, tmp_path, analyzer):
+    """A path alone is one file (a str is not a list of one-letter paths); a folder stands for its images."""
+    (one,) = analyzer.analyze_files(str(face_photo))
+    assert one.file == str(face_photo) and one.status == "ok"
+    (again,) = analyzer.analyze_files(face_photo)  # a Path too
+    assert again.faces == one.faces
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(face_photo, folder / "b.jpg")
+    shutil.copy(face_photo, folder / "sub" / "a.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    got = list(analyzer.analyze_files([folder]))
+    assert [r.file for r in got] == [str(folder / "b.jpg"), str(folder / "sub" / "a.jpg")]
+    assert all(r.faces == one.faces for r in got)
+
+
 def test_analyze_options_are_checked(face_photo, capsys):
     with pytest.raises(ValueError, match="unknown face detector"):
         FaceAnalyzer(detector="haar")
@@ -255,6 +279,12 @@ def test_analyze_options_are_checked(face_photo, capsys):
     assert main(["analyze", str(face_photo), "--json", "--min-face", "80", "--workers", "2", "--no-progress"]) == 0
     (rec,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rec["status"] == "ok" and len(rec["faces"]) == 1
+    x1, y1, x2, y2 = rec["faces"][0]["box"]
+    side = max(x2 - x1, y2 - y1)
+    # --min-face leaves out a face whose box is under it, not only searches from that size
+    for m, faces in ((side * 0.9, 1), (side * 1.1, 0)):
+        assert main(["analyze", str(face_photo), "--json", "--min-face", str(m), "--no-progress"]) == 0
+        assert len(json.loads(capsys.readouterr().out)["faces"]) == faces, m
 
 
 # -- what an audit of the photo path found (stop 30) ----------------------------------------------

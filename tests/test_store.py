@@ -335,6 +335,20 @@ def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
     by_iso = capsys.readouterr().out
     assert main(["db", "export", "faces", "--db", db_url, "--since", str(math.floor(t))]) == 0
     assert by_iso == capsys.readouterr().out and len(by_iso.splitlines()) >= len(faces) // 2
+    if db_url.startswith("sqlite"):  # --out naming the database file itself: refused, the database intact
+        db_file = Path(db_url.split(":///", 1)[1])
+        size = db_file.stat().st_size
+        assert main(["db", "export", "faces", "--db", db_url, "--out", str(db_file)]) == 2
+        assert "is the database being exported" in capsys.readouterr().err and db_file.stat().st_size == size
+    assert main(["db", "export", "faces", "--db", db_url, "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a folder" in capsys.readouterr().err
+    assert main(["db", "export", "faces", "--db", db_url, "--out", str(tmp_path / "no" / "x.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # a failed export (a source that is no source's name is fine; a bad query fails) keeps an earlier file
+    before = out.read_text()
+    assert main(["db", "export", "faces", "--db", db_url, "--out", str(out), "--since", "5", "--until", "1"]) != 0
+    capsys.readouterr()
+    assert out.read_text() == before and not Path(f"{out}.part").exists()
     with pytest.raises(SystemExit) as stopped:  # argparse's own refusal: usage and one sentence, exit 2
         main(["db", "export", "faces", "--db", db_url, "--since", "yesterday"])
     assert stopped.value.code == 2

@@ -189,16 +189,39 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
     path = sqlite_path(database_url(db))
     if path is not None and not os.path.exists(path):  # (SQLite would create an empty file)
         raise FileNotFoundError(f"the database file {path} does not exist (nothing to {action})")
+    if action == "export" and out is not None:
+        _check_export_file(out, path)
     with Store(db, create=False) as store:
         if action == "purge":
             return {"older_than_days": older_than, "deleted": store.purge(older_than)}
         q = Query(since=since, until=until, source=source, session=session)
         if out is None:
             n = store.export(kind, sys.stdout, fmt, q)
-        else:
+        elif os.path.exists(out) and not os.path.isfile(out):  # a device or a pipe (/dev/stdout): written to
             with open(out, "w", newline="") as f:
                 n = store.export(kind, f, fmt, q)
+        else:  # written beside it, then renamed: a failed export leaves an earlier file as it was
+            tmp = f"{out}.part"
+            try:
+                with open(tmp, "w", newline="") as f:
+                    n = store.export(kind, f, fmt, q)
+                os.replace(tmp, out)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
         return {"exported": n, "kind": kind, "format": fmt, "out": out or "-"}
+
+
+def _check_export_file(out: str, database: str | None) -> None:
+    """Refuse an export file that is the SQLite database itself (opening it for writing emptied
+    the database), a folder, or in a folder that does not exist, before anything is opened."""
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out} is a folder; give a file name, e.g. {os.path.join(out, 'faces.csv')}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"--out {out}: the folder {parent} does not exist")
+    if database is not None and os.path.exists(out) and os.path.samefile(out, database):
+        raise ValueError(f"--out {out} is the database being exported; give another file name")
 
 
 def retention_days(days: float | None, flag: str) -> float:

@@ -7,6 +7,7 @@ in one runtime), with the settings most users touch.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -85,11 +86,18 @@ class FaceAnalyzer:
         return [f.to_dict() for f in result.faces]
 
     # -- many images -------------------------------------------------------------
-    def analyze_files(self, paths: Iterable[str], aligned: bool = False) -> Iterator[ImageResult]:
+    def analyze_files(self, paths: str | os.PathLike | Iterable[str | os.PathLike],
+                      aligned: bool = False) -> Iterator[ImageResult]:
         """One :class:`ImageResult` per file, in order (``status``: ``ok``, ``no_face`` or
         ``error`` with ``error`` saying why); files are decoded and searched by the worker
-        threads, and faces from several files share one network batch."""
-        return self.pipeline.run(((ImageResult(file=str(p)), p) for p in paths), aligned)
+        threads, and faces from several files share one network batch.
+
+        ``paths``: files, or one path alone; a folder stands for its image files (searched as
+        ``facemtl analyze`` searches one: recursively, sorted). The paths are read lazily, so
+        a generator may feed files as they arrive."""
+        if isinstance(paths, (str, os.PathLike)):  # one path, not a string of one-letter paths
+            paths = [paths]
+        return self.pipeline.run(((ImageResult(file=str(p)), p) for p in _files(paths)), aligned)
 
     def analyze_images(self, images: Iterable[Any], aligned: bool = False) -> Iterator[ImageResult]:
         """Like :meth:`analyze_files` for images in memory (paths, PIL images or arrays, such as
@@ -144,3 +152,14 @@ def analyze(image: Any, checkpoint: str | Path | None = None, detector: str = "m
     """
     with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=1) as analyzer:
         return analyzer.analyze(image, aligned)
+
+
+def _files(paths: Iterable[str | os.PathLike]) -> Iterator[str | os.PathLike]:
+    """``paths`` with each folder replaced by its image files (:func:`~.inputs.walk_images`)."""
+    from .inputs import walk_images
+
+    for p in paths:
+        if os.path.isdir(p):
+            yield from walk_images(Path(p), lambda path, reason: None)
+        else:
+            yield p

@@ -1,4 +1,5 @@
-"""Text sinks: a readable table, JSON lines, CSV (one row per face).
+"""Text sinks: a readable table, JSON lines, CSV (one row per face; text cells a spreadsheet
+would run as a formula get a leading ``'``: :mod:`facemtl.csvcells`).
 
 Each record is flushed as it is written, so a process killed at any moment leaves whole
 records behind (a flush per image: a few microseconds against a millisecond of network).
@@ -12,6 +13,7 @@ import sys
 import time
 from typing import Sequence, TextIO
 
+from ..csvcells import safe_row
 from ..inference.results import (ERROR, NO_FACE, ImageResult, TrackResult, csv_columns, csv_rows, video_csv_columns,
                                  video_csv_rows)
 from ..tasks import Task
@@ -97,7 +99,7 @@ class CsvSink(Sink):
         self.writer.writeheader()
 
     def write(self, result: ImageResult) -> None:
-        self.writer.writerows(csv_rows(result, self.ref))
+        self.writer.writerows(safe_row(r) for r in csv_rows(result, self.ref))
         self.out.flush()
 
 
@@ -111,5 +113,5 @@ class VideoCsvSink(Sink):
         self.writer.writeheader()
 
     def write(self, result: ImageResult) -> None:
-        self.writer.writerows(video_csv_rows(result))
+        self.writer.writerows(safe_row(r) for r in video_csv_rows(result))
         self.out.flush()

@@ -18,6 +18,7 @@ import csv
 import json
 from typing import Any, Iterator, Sequence, TextIO
 
+from ..csvcells import safe_cell
 from ..inference.results import csv_columns
 from ..tasks import Task
 
@@ -31,14 +32,6 @@ def task_columns(tasks: Sequence[Task]) -> list[str]:
     """The per-task CSV columns ``analyze --csv`` writes for ``tasks``."""
     fixed = set(csv_columns([]))
     return [c for c in csv_columns(tasks) if c not in fixed]
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """``value`` with a ``'`` before it when it is text a spreadsheet would take for a formula."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
