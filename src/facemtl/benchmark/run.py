@@ -352,12 +352,18 @@ def table(r: dict[str, Any]) -> str:
     """The benchmark as Markdown tables, each row beside eager PyTorch's and the peer's as ratios."""
     mc = r["machine"]
     lines = [f"Machine: {mc['processor']}, {mc['usable_cores']} usable cores, load average "
-             f"{mc.get('load_average')} before and {mc.get('load_average_after')} after.", ""]
+             f"{mc.get('load_average')} before and {mc.get('load_average_after')} after (\"idle\" below: no busy "
+             "process of the benchmark's own beside it; the load average says what else ran).", ""]
+    peer_timed = PEER in (r.get("aligned") or {}).get("idle", {}) or \
+        any(PEER in p["rows"] for p in (r.get("photos") or {}).values())
+    if not peer_timed and (r.get("aligned") or r.get("photos")):
+        lines += ["No peer was timed (its \"x peer\" cells read -): give --peer-python PEER/bin/python, or "
+                  "--peer-venv DIR to build one (README, Speed).", ""]
     if r.get("network"):
         torch_row = next((x for x in r["network"] if x["runtime"] == "torch"), None)
         lines += ["Network alone (aligned crops in memory, one process per runtime):", "",
                   "| runtime | precision | faces/s batch 1 | faces/s batch 32 | x eager PyTorch (32) | "
-                  "one face, median ms | p95 ms | peak memory MB | file MB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "one face, median ms | p95 ms | peak memory MiB | file MiB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for x in r["network"]:
             ratio = x["faces_per_s_batch32"] / torch_row["faces_per_s_batch32"] if torch_row else float("nan")
             name = x["runtime"] + (" (shipped)" if x.get("shipped") else " (baseline model)" if x.get("baseline") else "")
