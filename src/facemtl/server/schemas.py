@@ -115,6 +115,8 @@ class SourceOut(BaseModel):
     last_seen: Optional[float]
     seconds_since_seen: Optional[float]
     session: Optional[int]
+    #: A running stream's frames analysed per second from this source over the last 10 s (for a
+    #: stream of one source, the FPS its summary prints); ``None`` for uploads, analyze runs, stopped.
     fps: Optional[float]
     heartbeat: Optional[float]
     #: When the latest live frame (``/v1/sources/{id}/snapshot.jpg``) was captured.

@@ -23,7 +23,7 @@ import io
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -73,7 +73,10 @@ class DbSink(Sink):
     ``<kind>@<host>``). ``kind``: ``analyze``, ``stream`` or ``upload``. ``model_info``:
     the predictor's :class:`ModelInfo` (its name, version and tasks go on the session and
     the faces). ``store``: an open :class:`~facemtl.store.Store` to share instead of ``url``.
-    ``heartbeat``: seconds between the writer's "alive" updates of its sources.
+    ``heartbeat``: seconds between the writer's "alive" updates of its sources. ``sources``:
+    the other names results will carry (a stream's several cameras). A name that belongs to
+    another kind of writer (``stream --db`` with the name of the server's uploads) is refused
+    here, before anything is written: :class:`~facemtl.store.SourceKindError`, a ``RuntimeError``.
 
     One line for ``stream``: ``DbSink(url, source=name, kind="stream", model_info=predictor.info)``.
     """
@@ -81,7 +84,7 @@ class DbSink(Sink):
     def __init__(self, url: str | None = None, source: str | None = None, kind: str = "analyze",
                  model_info: ModelInfo | None = None, thumbnails: bool = False, batch_faces: int = 64,
                  max_wait: float = 1.0, snapshot_every: float | None = None, heartbeat: float = 2.0,
-                 settings: dict[str, Any] | None = None, store: Any = None) -> None:
+                 settings: dict[str, Any] | None = None, store: Any = None, sources: Sequence[str] = ()) -> None:
         from ..store import Store
 
         self.owns_store = store is None
@@ -91,7 +94,13 @@ class DbSink(Sink):
         self.batch_faces = batch_faces
         self.max_wait = max_wait
         self.snapshot_every = snapshot_every if snapshot_every is not None else (1.0 if kind == "stream" else None)
-        self.writer = self.store.writer(kind, self.source, model_info, settings, heartbeat, announce=source is not None)
+        try:
+            self.writer = self.store.writer(kind, self.source, model_info, settings, heartbeat,
+                                            announce=source is not None, sources=sources)
+        except BaseException:
+            if self.owns_store:
+                self.store.close()
+            raise
         self._last_snapshot: dict[str, float] = {}
         self._failures = 0
         self._retry_at = 0.0
@@ -163,13 +172,15 @@ class DbSink(Sink):
 
 
 def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = False, kind: str = "analyze",
-                 source: str | None = None) -> DbSink:
-    """``analyze --db`` / ``stream --db``: a :class:`DbSink`, or one sentence naming the extra it needs.
-    ``source``: the name of results that carry none (a stream's single source)."""
+                 source: str | None = None, sources: Sequence[str] = ()) -> DbSink:
+    """``analyze --db`` / ``stream --db``: a :class:`DbSink`, or one sentence naming the extra it needs
+    or the source name that belongs to another kind of writer (see :class:`DbSink`).
+    ``source``: the name of results that carry none (a stream's single source); ``sources``:
+    the names the results carry (a stream's several sources)."""
     try:
         import alembic  # noqa: F401
         import sqlalchemy  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(f"--db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
-    return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails)
+    return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails, sources=sources)
 

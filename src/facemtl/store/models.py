@@ -57,7 +57,8 @@ class Source(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
-    #: ``stream``, ``analyze`` or ``upload``.
+    #: ``stream``, ``analyze`` or ``upload``: the kind of writer that created it, the only one
+    #: that files results under it (a later writer of that kind takes it over).
     kind: Mapped[str] = mapped_column(sa.String(20))
     host: Mapped[str | None] = mapped_column(sa.String(200))
     created: Mapped[float]
@@ -66,7 +67,9 @@ class Source(Base):
     state: Mapped[str] = mapped_column(sa.String(20), default="stopped")
     last_seen: Mapped[float | None]
     session_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sessions.id", ondelete="SET NULL"))
-    #: Frames (or images) per second over the last heartbeat period.
+    #: A running stream's frames per second from this source (results, with faces or without)
+    #: over the last 10 s, or since its first frame (see :mod:`facemtl.store.writer`): for a
+    #: stream of one source, the FPS its summary prints. ``None`` for other kinds and once stopped.
     fps: Mapped[float | None]
     #: Seconds between heartbeats the writer promised (a reader calls it silent after 3 of them).
     heartbeat: Mapped[float | None]

@@ -95,12 +95,15 @@ class Store:
 
     # -- writing ------------------------------------------------------------------------------
     def writer(self, kind: str, source: str, model_info: ModelInfo | None = None,
-               settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True) -> SessionWriter:
+               settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True,
+               sources: Sequence[str] = ()) -> SessionWriter:
         """A new session of ``kind`` (``stream``, ``analyze``, ``upload``) writing as ``source``
-        (see :class:`SessionWriter`); :class:`StoreError` for a read-only database."""
+        (and ``sources``; see :class:`SessionWriter`); :class:`StoreError` for a read-only
+        database, :class:`~facemtl.store.writer.SourceKindError` (a ``StoreError``) for a source
+        name that belongs to another kind of writer."""
         if self.read_only:
             raise StoreError(f"the database {redacted(self.url)} is read-only: nothing can be stored in it")
-        return SessionWriter(self.write_engine, kind, source, model_info, settings, heartbeat, announce)
+        return SessionWriter(self.write_engine, kind, source, model_info, settings, heartbeat, announce, sources)
 
     # -- reading ------------------------------------------------------------------------------
     def ping(self) -> None:

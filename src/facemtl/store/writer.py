@@ -15,6 +15,21 @@ characters than their column takes, which one database or the other refuses.
 Several writers (processes, machines) share one database: sources are created with an
 insert that ignores a name another writer created first, tracks belong to one session
 (one writer), and on SQLite every write transaction takes the lock up front.
+
+A source belongs to one kind of writer (``stream``, ``analyze``, ``upload``): a writer never
+files results under a source of another kind (:class:`SourceKindError`). The names it is
+given are checked when it starts, before its session is written (``stream --db`` with a name
+the server's uploads or an ``analyze`` run use is refused before a frame is read); a name
+first seen on a result and taken by another kind meanwhile has its results dropped, with a
+warning. A source of the writer's own kind is taken over: a later ``stream`` run of the same
+camera name is a new session of that source (its state, ``fps`` and session become the new
+run's; the earlier sessions' faces and tracks stay filed under it).
+
+A stream's source's ``fps`` is the frames (results, with faces or without) of that source
+this writer received per second of its clock over the last :data:`FPS_WINDOW` seconds, or
+since the source's first frame in its first seconds: for a stream of one source, the FPS its
+summary line prints. Results come in batches (the network's), so the figure moves by at most
+a batch's frames over the window.
 """
 
 from __future__ import annotations
@@ -24,15 +39,16 @@ import os
 import re
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..inference.model_info import ModelInfo
 from ..inference.results import FaceResult, ImageResult, TrackResult
-from .engine import data_error
+from .engine import StoreError, data_error
 from .models import Answer, Face, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for, face_fields
 
@@ -42,6 +58,26 @@ log = logging.getLogger("facemtl.store")
 FILE_LENGTH = Face.__table__.c.file.type.length
 SOURCE_LENGTH = Source.__table__.c.name.type.length
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Seconds of the writer's clock over which a stream's source's ``fps`` is counted.
+FPS_WINDOW = 10.0
+
+#: Who writes each kind of source, for the sentence that refuses a name (:class:`SourceKindError`).
+_OWNERS = {"stream": "a stream run", "analyze": "an analyze run", "upload": "the server's uploads"}
+#: How a writer of each kind picks another source name.
+_RENAME = {"stream": "give the stream another name (NAME=SOURCE in a sources file)",
+           "analyze": "analyze files its results under this name: store them in another database",
+           "upload": "give uploads a name of their own (?source=...)"}
+
+
+class SourceKindError(StoreError):
+    """A writer was to file results under a source of another kind (see the module doc)."""
+
+    def __init__(self, name: str, kind: str, writer_kind: str) -> None:
+        self.name, self.kind, self.writer_kind = name, kind, writer_kind
+        owner = _OWNERS.get(kind, f"a {kind} run")
+        super().__init__(f"the source {name!r} belongs to {owner} (kind {kind}), not to "
+                         f"{_OWNERS.get(writer_kind, f'a {writer_kind} run')}; "
+                         f"{_RENAME.get(writer_kind, 'give it another name')}")
 
 
 def clean_text(value: str | None, length: int | None) -> str | None:
@@ -52,6 +88,12 @@ def clean_text(value: str | None, length: int | None) -> str | None:
         return None
     value = _SURROGATE.sub("\ufffd", str(value)).replace("\x00", "")
     return value[:length] if length is not None else value
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the database refused what was written (its data, or a source of another kind)
+    rather than went away."""
+    return isinstance(exc, SourceKindError) or data_error(exc)
 
 
 def _dialect_insert(engine: Engine, table: Any):
@@ -98,62 +140,87 @@ class SessionWriter:
     seconds between the writer's promises that it is alive (see :meth:`due`).
     ``announce``: register ``source`` as running now, before its first result (a camera
     still connecting shows up); otherwise a source appears with its first result.
+    ``sources``: the other source names its results will carry (a stream's several cameras).
+    ``source`` and ``sources`` are checked before anything is written: :class:`SourceKindError`
+    when one belongs to another kind of writer. ``clock``: the wall clock (seconds since the
+    epoch; ``time.time``), which the heartbeat, ``fps`` and stored times read.
     """
 
     def __init__(self, engine: Engine, kind: str, source: str, model_info: ModelInfo | None = None,
-                 settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True) -> None:
+                 settings: dict[str, Any] | None = None, heartbeat: float = 2.0, announce: bool = True,
+                 sources: Iterable[str] = (), clock: Callable[[], float] | None = None) -> None:
         self.engine = engine
         self.kind = kind
         self.source = clean_text(source, SOURCE_LENGTH) or kind
         self.heartbeat = heartbeat
+        self.clock = clock or time.time
         self.model_name = model_info.name if model_info else None
         self.model_version = model_info.version if model_info else None
         tasks = model_info.build_tasks() if model_info else []
         self.codecs: dict[str, AnswerCodec] = codecs_for(tasks)
         self.pending = _Pending()
         self._sources: dict[str, int] = {}
+        self._foreign: dict[str, str] = {}  # names of sources of another kind: their kind
         self._tracks: dict[tuple[int, int], int] = {}
-        self._counts: dict[str, int] = {}  # images per source since the last heartbeat
-        self._beat = time.time()
+        self._started = self.clock()
+        self._first: dict[str, float] = {}  # per source: when its frames started (its first frame's wall time)
+        self._arrivals: dict[str, deque[float]] = {}  # per stream source: when its frames of the last FPS_WINDOW came
+        self._beat = self._started
         self.closed = False
         #: Images the database refused (their data, not its connection) and that were dropped.
         self.dropped = 0
+        names = dict.fromkeys([self.source] + [clean_text(n, SOURCE_LENGTH) or self.source for n in sources])
         with engine.begin() as conn:
+            self._check_kinds(conn, list(names))
             self.session_id = int(conn.execute(sa.insert(Session).returning(Session.id), dict(
-                kind=kind, host=socket.gethostname(), pid=os.getpid(), started=time.time(),
+                kind=kind, host=socket.gethostname(), pid=os.getpid(), started=self._started,
                 model_name=self.model_name, model_version=self.model_version,
                 tasks=[t.to_dict() for t in tasks] if model_info else None, settings=settings or {})).scalar_one())
             if announce:
                 self._source_id(conn, self.source)
-                self._beat_sources(conn, time.time())
+                self._beat_sources(conn, self._started)
+
+    def _check_kinds(self, conn: sa.Connection, names: list[str]) -> None:
+        """:class:`SourceKindError` for the first of ``names`` that a writer of another kind created."""
+        kinds = dict(conn.execute(sa.select(Source.name, Source.kind).where(Source.name.in_(names))).all())
+        for name in names:
+            if kinds.get(name, self.kind) != self.kind:
+                raise SourceKindError(name, kinds[name], self.kind)
 
     # -- buffering ---------------------------------------------------------------------
     def add(self, result: ImageResult, thumbnails: Sequence[bytes | None] | None = None) -> None:
         """Buffer one image's faces (``thumbnails``: one JPEG or ``None`` per face)."""
-        now = time.time()
+        now = self.clock()
         self.pending.images.append(_Image(clean_text(result.source, SOURCE_LENGTH),
                                           clean_text(result.file, FILE_LENGTH), result.frame, result.time,
                                           result.wall_time if result.wall_time is not None else now, list(result.faces),
                                           list(thumbnails) if thumbnails is not None else None))
         self.pending.faces += len(result.faces)
         self.pending.since = self.pending.since or now
-        name = self.pending.images[-1].source or self.source
-        self._counts[name] = self._counts.get(name, 0) + 1
+        if self.kind == "stream":  # one result is one frame of its source, with faces or without
+            name = self.pending.images[-1].source or self.source
+            if name not in self._first:  # a live frame's wall time is when it was read (never before the writer)
+                wall = result.wall_time
+                self._first[name] = min(now, max(self._started, wall)) if wall is not None else self._started
+            arrivals = self._arrivals.setdefault(name, deque())
+            arrivals.append(now)
+            while arrivals[0] <= now - FPS_WINDOW:
+                arrivals.popleft()
 
     def add_track(self, track: TrackResult) -> None:
         """Buffer a track's end (its aggregated answers)."""
         self.pending.tracks.append(track)
-        self.pending.since = self.pending.since or time.time()
+        self.pending.since = self.pending.since or self.clock()
 
     def add_snapshot(self, source: str | None, jpeg: bytes, width: int, height: int, at: float | None = None) -> None:
         """Buffer the latest annotated frame of ``source`` (only the newest per source is kept)."""
-        self.pending.snapshots[clean_text(source, SOURCE_LENGTH) or self.source] = (at or time.time(), width, height,
+        self.pending.snapshots[clean_text(source, SOURCE_LENGTH) or self.source] = (at or self.clock(), width, height,
                                                                                     jpeg)
 
     def due(self, batch_faces: int, max_wait: float) -> bool:
         """Whether a flush is due: ``batch_faces`` faces buffered, the oldest buffered item
         ``max_wait`` seconds old, or a heartbeat owed."""
-        now = time.time()
+        now = self.clock()
         waited = self.pending.since is not None and now - self.pending.since >= max_wait
         return self.pending.faces >= batch_faces or waited or now - self._beat >= self.heartbeat
 
@@ -162,22 +229,47 @@ class SessionWriter:
         """Write everything buffered in one transaction; returns the faces written.
 
         When the database is unreachable the transaction is rolled back, the buffer kept, and
-        the error raised. When it refuses the batch's data (:func:`data_error`), the batch is
-        written again one image (track end, live frame) per transaction and only what it
-        still refuses is dropped, with one warning.
+        the error raised. When it refuses the batch's data (:func:`data_error`), or a result is
+        filed under a source of another kind (:class:`SourceKindError`), the batch is written
+        again one image (track end, live frame) per transaction and only what it still refuses
+        is dropped, with one warning; later results of that source are dropped without one.
         """
-        pending = self.pending
-        now = time.time()
+        pending = self.pending = self._without_foreign(self.pending)
+        now = self.clock()
         try:
             n = self._write(pending, now)
         except Exception as exc:
-            if not data_error(exc):
+            if not _refused(exc):
                 raise
             n = self._write_one_by_one(pending, now, exc)
         self.pending = _Pending()
-        self._counts = {}
         self._beat = now
         return n
+
+    def _without_foreign(self, pending: _Pending) -> _Pending:
+        """``pending`` less what is filed under a source of another kind (counted in :attr:`dropped`)."""
+        if not self._foreign:
+            return pending
+        mine = lambda name: (name or self.source) not in self._foreign  # noqa: E731
+        images = [im for im in pending.images if mine(im.source)]
+        self.dropped += len(pending.images) - len(images)
+        return _Pending(images, [tr for tr in pending.tracks if mine(clean_text(tr.source, SOURCE_LENGTH))],
+                        {k: v for k, v in pending.snapshots.items() if mine(k)}, sum(len(im.faces) for im in images),
+                        pending.since)
+
+    def fps(self, name: str, now: float | None = None) -> float | None:
+        """Frames of the stream source ``name`` received per second (``None`` unless this writer
+        is a stream's): the frames of the last :data:`FPS_WINDOW` seconds over that window, or
+        over the seconds since the source's first frame (at least half a second) when that is shorter."""
+        if self.kind != "stream":
+            return None
+        now = self.clock() if now is None else now
+        arrivals = self._arrivals.get(name)
+        while arrivals and arrivals[0] <= now - FPS_WINDOW:
+            arrivals.popleft()
+        if not arrivals:
+            return 0.0
+        return len(arrivals) / max(min(FPS_WINDOW, now - self._first.get(name, self._started)), 0.5)
 
     def _write(self, pending: _Pending, now: float | None) -> int:
         """``pending`` in one transaction (with a heartbeat unless ``now`` is ``None``)."""
@@ -209,7 +301,7 @@ class SessionWriter:
             try:
                 n += self._write(part, None)
             except Exception as exc:
-                if not data_error(exc):  # the database went away meanwhile: what is not written stays buffered
+                if not _refused(exc):  # the database went away meanwhile: what is not written stays buffered
                     left = _Pending(since=pending.since)
                     for p in parts[k:]:
                         left.images += p.images
@@ -238,34 +330,38 @@ class SessionWriter:
             return
         self.flush()
         with self.engine.begin() as conn:
-            conn.execute(sa.update(Session).where(Session.id == self.session_id).values(ended=time.time()))
+            conn.execute(sa.update(Session).where(Session.id == self.session_id).values(ended=self.clock()))
             conn.execute(sa.update(Source).where(Source.session_id == self.session_id).values(state=state, fps=None))
         self.closed = True
 
     # -- the parts of a transaction ----------------------------------------------------------
     def _source_id(self, conn: sa.Connection, name: str) -> int:
+        """The id of the source ``name``, created if new; :class:`SourceKindError` if it is of another kind."""
         if name in self._sources:
             return self._sources[name]
+        if name in self._foreign:
+            raise SourceKindError(name, self._foreign[name], self.kind)
         conn.execute(_dialect_insert(self.engine, Source).values(
-            name=name, kind=self.kind, host=socket.gethostname(), created=time.time(), state="running",
+            name=name, kind=self.kind, host=socket.gethostname(), created=self.clock(), state="running",
             heartbeat=self.heartbeat).on_conflict_do_nothing(index_elements=["name"]))
-        sid = int(conn.execute(sa.select(Source.id).where(Source.name == name)).scalar_one())
-        self._sources[name] = sid
-        return sid
+        sid, kind = conn.execute(sa.select(Source.id, Source.kind).where(Source.name == name)).one()
+        if kind != self.kind:
+            self._foreign[name] = kind
+            raise SourceKindError(name, kind, self.kind)
+        self._sources[name] = int(sid)
+        return int(sid)
 
     def _beat_sources(self, conn: sa.Connection, now: float) -> None:
-        """Heartbeat: every source this writer feeds is ``running``, seen now, at this rate.
+        """Heartbeat: every source this writer feeds is ``running``, seen now, at its :meth:`fps`.
 
-        Only sources of the writer's own kind: a writer never claims (and at :meth:`close` never
-        stops) a camera's or a folder's source because some of its results were filed there.
+        Only sources of the writer's own kind (:meth:`_source_id` refuses the others): a writer
+        never claims (and at :meth:`close` never stops) a camera's or a folder's source.
         """
-        dt = max(1e-6, now - self._beat)
-        names = set(self._sources) | set(self._counts)
-        for name in names:
-            fps = self._counts.get(name, 0) / dt if self.kind == "stream" else None
-            mine = sa.and_(Source.id == self._source_id(conn, name), Source.kind == self.kind)
+        for name, sid in self._sources.items():
+            mine = sa.and_(Source.id == sid, Source.kind == self.kind)
             conn.execute(sa.update(Source).where(mine).values(
-                state="running", last_seen=now, session_id=self.session_id, fps=fps, heartbeat=self.heartbeat))
+                state="running", last_seen=now, session_id=self.session_id, fps=self.fps(name, now),
+                heartbeat=self.heartbeat))
 
     def _track_id(self, conn: sa.Connection, source_id: int, number: int, new: dict, **first: Any) -> int:
         key = (source_id, number)
@@ -341,7 +437,7 @@ class SessionWriter:
 
     def _write_track(self, conn: sa.Connection, tr: TrackResult, new_tracks: dict) -> None:
         sid = self._source_id(conn, clean_text(tr.source, SOURCE_LENGTH) or self.source)
-        now = time.time()
+        now = self.clock()
         tid = self._track_id(conn, sid, int(tr.track), new_tracks, started=now, ended=now)
         conn.execute(sa.update(Track).where(Track.id == tid).values(
             first_frame=tr.first_frame, last_frame=tr.last_frame, frames=tr.frames, first_time=tr.first_time,

@@ -117,7 +117,9 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
             from ..sinks.db import open_db_sink
 
             single = opened[0].name if len(opened) == 1 else None  # several sources label their own results
-            outputs.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single))
+            # a name of the server's uploads or of an analyze run is refused here, before a frame is read
+            outputs.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single,
+                                        sources=[s.name for s in opened]))
         stream = analyzer.stream(opened, settings, log=_say)
         bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
         failed: list[Sink] = []
