@@ -304,17 +304,30 @@ class VideoFile(Source):
         declared = stream.frames or (round(float(stream.duration * stream.time_base) * rate)
                                      if stream.duration and rate else 0)
         index, decoded, damaged = -1, 0, 0
+        held: list[str] = []  # warnings before the first frame: said once a frame decodes, else the error says it
+
+        def warn(message: str) -> None:
+            (log if decoded else held.append)(message)
+
         try:
-            for f in _decoded(container, stream, self.name, log, stop):
+            for f in _decoded(container, stream, self.name, warn, stop):
                 t = float(f.time) - start if f.time is not None else (index + 1) / (self.fps or 30.0)
                 index = max(index + 1, round(t * rate)) if rate and f.time is not None else index + 1
                 decoded += 1
                 damaged += bool(getattr(f, "is_corrupt", False))
+                if decoded == 1:
+                    for message in held:
+                        log(message)
+                    held.clear()
                 yield Frame(index, round(t, 4), _upright(f))
         except _av().error.FFmpegError as exc:
-            log(f"{self.name}: the file ends early ({_why(exc)})")
+            warn(f"{self.name}: the file ends early ({_why(exc)})")
         finally:
             container.close()
+        if decoded == 0 and not stop.is_set():  # FFmpeg opened it (an image suffix, say) but no frame decoded
+            raise SourceError(f"{self.name}: no frame could be decoded: not a video (or a format FFmpeg cannot read)")
+        for message in held:  # stopped before its first frame
+            log(message)
         gaps = index + 1 - decoded  # frames missing inside (timestamps skip them)
         short = declared - (index + 1)  # frames missing at the end, beyond what edit lists and rounding explain
         lost = gaps + (short if short > max(2, declared // 100) else 0)
@@ -322,8 +335,6 @@ class VideoFile(Source):
             log(f"{self.name}: {decoded} of {decoded + max(lost, 0)} frames decoded"
                 + (f", {damaged} of them damaged (FFmpeg concealed the errors)" if damaged else "")
                 + "; the file is truncated or corrupt, the results cover the frames read")
-        if decoded == 0 and not stop.is_set():  # FFmpeg opened it (an image suffix, say) but no frame decoded
-            raise SourceError(f"{self.name}: no frame could be decoded: not a video (or a format FFmpeg cannot read)")
 
 
 class Url(Source):

@@ -27,9 +27,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -38,10 +38,10 @@ import numpy as np
 from ..faces import DETECTORS
 from ..inference.pipeline import Pipeline, Prepared
 from ..inference.predictor import Predictor, load_predictor
-from ..system import usable_cores
 from ..inference.results import ERROR, NO_FACE, OK, FaceResult, ImageResult, TaskAnswer, TrackResult
+from ..system import usable_cores
 from .smoothing import QualitySettings, TrackSmoother, face_quality
-from .sources import Frame, FrameReader, Source, SourceSettings, Url, open_sources
+from .sources import Frame, FrameReader, Source, SourceError, SourceSettings, Url, open_sources
 from .tracker import Track, Tracker, TrackerSettings
 
 Event = ImageResult | TrackResult
@@ -205,10 +205,17 @@ class Stream:
     reconnection) and errors (``error: ...``: a source that cannot be read), one sentence each. :attr:`errors` keeps the errors,
     :attr:`stats` the counts and timings. :meth:`stop` (safe from a signal handler or
     another thread) ends the stream after finishing what was taken.
+
+    ``strict`` (with one source only): when that source yields no frame at all (not a video, a
+    camera that does not open, a URL that never answers), iterating raises :class:`SourceError`
+    with its sentence instead of ending with no events (the sentence is then not logged, but
+    still kept in :attr:`errors`). Otherwise a source's error is logged and kept, and the
+    others go on; so is an error after frames came (the frames read are results).
+    :meth:`VideoAnalyzer.stream` sets it for a single source.
     """
 
     def __init__(self, sources: Sequence[Source], pipeline: Pipeline, settings: StreamSettings | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, strict: bool = False) -> None:
         if not sources:
             raise ValueError("a stream needs at least one source")
         self.settings = settings or StreamSettings()
@@ -223,14 +230,14 @@ class Stream:
         self._lock = threading.Lock()
         self.stop_reason: str | None = None
         several = len(sources) > 1
+        self.strict = strict and not several
         for src in sources:  # with several sources, a camera down at start-up is retried (one alone ends at once)
             if isinstance(src, Url):
                 src.retry_open = several
         s = self.settings
-        tracker = s.tracker if s.tracker.coast is not None else replace(s.tracker, coast=s.detect_every)
         self.feeds = [
             _Feed(src, FrameReader(src, self._ready, self._warn, s.buffer, s.fps_cap),
-                  Tracker(tracker, self.sure_score), src.name if several else None)
+                  Tracker(s.tracker, self.sure_score), src.name if several else None)
             for src in sources
         ]
         self._ahead = 2 * max(1, pipeline.workers)  # detection jobs in flight
@@ -385,11 +392,12 @@ class Stream:
             job.result.status, job.result.error = OK, None
             prepared = None
         if prepared is None:
-            step = feed.tracker.predict()
+            step = feed.tracker.predict(job.frame.time)
             faces = []
         else:
             faces = prepared.faces
-            step = feed.tracker.update(np.array([f.box for f in faces]).reshape(-1, 4), [f.score for f in faces])
+            step = feed.tracker.update(np.array([f.box for f in faces]).reshape(-1, 4), [f.score for f in faces],
+                                       job.frame.time)
         for track, d in step.started:  # tentative: analysed now, shown once confirmed
             self._sample(pend, feed, track, faces, prepared, d)
         for track, d in step.tracked:
@@ -402,8 +410,11 @@ class Stream:
                 box = _clip(track.box, job.result)
                 if box is not None:  # else: leaving the frame
                     pend.faces.append((track.id, box, None, None, None))
-        if prepared is not None and (step.started or any(t_.lost_for == 1 for t_ in feed.tracker.tracks)):
-            self._detect_soon(feed)  # confirm new faces, find lost ones again: one frame later, not detect_every
+        if prepared is not None and (step.started or any(t_.lost_for == 1 for t_ in feed.tracker.tracks)
+                                     or any(t_.hits == 1 for t_, _ in step.tracked)):
+            # confirm new faces, learn the velocity of those seen once, find lost ones again:
+            # one frame later, not detect_every
+            self._detect_soon(feed)
         pend.ended = [t_.id for t_ in step.ended]
         pend.dropped = [t_.id for t_ in step.dropped]
         if self.settings.keep_images:  # every face seen, shown or not, for --blur
@@ -441,6 +452,8 @@ class Stream:
         feed.closed = True
         if feed.reader.error:
             self.errors.append(feed.reader.error)
+            if self.strict and feed.reader.read == 0:  # one source, and not one frame from it
+                raise SourceError(feed.reader.error)
             self.log(f"error: {feed.reader.error}")
         step = feed.tracker.close()
         return _Pending(feed, None, ended=[t.id for t in step.ended], dropped=[t.id for t in step.dropped])
@@ -549,13 +562,22 @@ class VideoAnalyzer:
     def stream(self, source: str | Source | Sequence[str | Source], settings: StreamSettings | None = None,
                log: Callable[[str], None] | None = None) -> Stream:
         """A :class:`Stream` of ``source``: a SOURCE string (file, folder, camera index, URL,
-        sources file), a :class:`Source`, or several."""
+        sources file), a :class:`Source`, or several (a list).
+
+        Errors: a missing file or a malformed URL raises :class:`SourceError` here. One source
+        (``source`` a string, path or :class:`Source` that names one) that yields no frame at
+        all raises :class:`SourceError` with its sentence as the stream is iterated (e.g. a
+        text file named ``.jpg``: ``no frame could be decoded: not a video ...``). Several
+        sources (a list, even of one, or a sources file) collect instead: a source's error is
+        passed to ``log`` and kept in :attr:`Stream.errors`, and the other sources go on.
+        An error after frames came is collected in either case (the frames read are results)."""
         settings = settings or StreamSettings()
-        items = [source] if isinstance(source, (str, Source, Path)) else list(source)
+        single = isinstance(source, (str, Source, Path))
+        items = [source] if single else list(source)
         sources: list[Source] = []
         for item in items:
             sources += [item] if isinstance(item, Source) else open_sources(str(item), settings.sources)
-        return Stream(sources, self.pipeline, settings, log)
+        return Stream(sources, self.pipeline, settings, log, strict=single and len(sources) == 1)
 
     def close(self) -> None:
         self.pipeline.close()
@@ -577,7 +599,12 @@ def stream_events(source: str | Source | Sequence[str | Source], checkpoint: str
     frame's own (``raw``, on frames where the face was analysed). Each :class:`TrackResult`
     is a track that ended: its frames and its aggregated answers with ``confidence``.
     ``settings``: any field of :class:`StreamSettings` (e.g. ``detect_every=3``,
-    ``max_frames=300``)::
+    ``max_frames=300``).
+
+    Errors (see :meth:`VideoAnalyzer.stream`): one source that cannot be read raises
+    :class:`SourceError` with its sentence, a missing file as a file from which no frame
+    decodes; with a list of sources, a source's error goes to ``log`` (``error: ...``) and the
+    others go on::
 
         for event in stream_events("street.mp4", max_frames=300):
             if isinstance(event, TrackResult):

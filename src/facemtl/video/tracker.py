@@ -15,17 +15,32 @@ Detection Box", ECCV 2022), per frame with detections:
 2. *sure* detections (score >= ``high_score``) are matched to the confirmed tracks,
    tracked or recently lost, by IoU with the predicted boxes (Hungarian, pairs under
    ``match_iou`` refused);
-3. *weak* detections (``low_score`` <= score < ``high_score``) are matched to the tracked
+3. *weak* detections (``low_score`` <= score < ``high_score``) are matched to the confirmed
    tracks still unmatched (IoU >= ``low_match_iou``): an occluded or blurred face keeps
-   its track instead of starting a new one;
+   its track instead of starting a new one. Unlike ByteTrack (tracked tracks only), a lost
+   track may take a weak detection lying right on its prediction: with the detector on
+   every N-th frame, a face it missed once would otherwise stay unshown until it scored
+   sure again (MTCNN scores many real faces 0.95-0.99, under its sure 0.99);
 4. tentative tracks (seen once) are matched to the sure detections left; those unmatched
    are dropped;
 5. a sure detection left with score >= ``new_score`` starts a tentative track, confirmed
    by its next match (or at once on the first frame of a stream); a track unmatched is
-   lost, and ends after ``max_lost`` frames lost.
+   lost, and ends when lost for more than ``max_lost_time`` seconds of video time (when
+   the caller gives frame times, as the stream does) or else ``max_lost`` detection rounds.
+
+A track's first two detections give its velocity directly (the displacement over the frames
+between them): the filter starts with none, and from its prior alone it would learn a face
+moving 20 px a frame only over many detections. A track seen once has no velocity yet, so
+it is shown on its own detection frames only.
 
 Between detections (``facemtl stream --detect-every N``) :meth:`Tracker.predict` only moves
-the boxes along their Kalman prediction. State per track is a fixed-size vector: nothing
+the boxes along their Kalman prediction; there is no per-frame image tracking. Only tracks
+matched at the last detection are shown there: a lost track (the detector did not find it
+at the last detection) is never shown at its predicted box, and stays unshown until a
+detection matches it again. The stream then detects again on the very next frame, for a
+lost track as for a new one. Lost tracks age in video time or detection rounds, never in
+frames, so how long a lost track may take a detection again does not depend on the frame
+rate or on ``--detect-every``. State per track is a fixed-size vector: nothing
 grows with the length of a stream, and ended tracks are handed back and forgotten (unlike
 ByteTrack's reference code, which keeps a list of every removed track).
 """
@@ -141,16 +156,19 @@ class TrackerSettings:
     match_iou: float = 0.2
     #: Smallest IoU for a weak detection (second round) and for a tentative track.
     low_match_iou: float = 0.5
-    #: Frames a track may stay lost (unmatched) before it ends; ByteTrack's buffer of 30 (1 s at 30 fps).
+    #: Detection rounds (frames with detections, :meth:`Tracker.update`) a track may stay lost
+    #: before it ends, where no frame times are given; ByteTrack's buffer of 30.
     max_lost: int = 30
-    #: Frames a lost track is still shown at its predicted box (``None``: none, as ByteTrack).
-    #: Detecting every N frames, one missed detection would otherwise hide a face for N frames;
-    #: ``facemtl stream`` sets it to N.
-    coast: int | None = None
+    #: Seconds of video time a track may stay lost (since its last match) before it ends, where
+    #: frame times are given (the stream gives them): ByteTrack's 30 frames at 30 fps, whatever
+    #: the frame rate and however often the detector runs. ``None``: count rounds only.
+    max_lost_time: float | None = 1.0
 
     def __post_init__(self) -> None:
         if self.max_lost < 0:
-            raise ValueError(f"max_lost must be 0 or more frames, not {self.max_lost}")
+            raise ValueError(f"max_lost must be 0 or more detection rounds, not {self.max_lost}")
+        if self.max_lost_time is not None and self.max_lost_time < 0:
+            raise ValueError(f"max_lost_time must be 0 or more seconds, not {self.max_lost_time}")
         for name in ("match_iou", "low_match_iou"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], not {getattr(self, name)}")
@@ -164,19 +182,37 @@ class Track:
     kf: KalmanBoxFilter
     state: str = TENTATIVE
     score: float = 0.0
-    #: Frames since the track was last matched to a detection.
+    #: Detection rounds since the track was last matched to a detection (0 while tracked).
     lost_for: int = 0
     hits: int = 1
+    #: Video time (seconds) of its last match, where the caller gives frame times.
+    seen_time: float | None = None
+    #: The tracker's frame count at its last match, and the box it was matched to.
+    seen_frame: int = 0
+    seen_box: np.ndarray | None = None
 
     @property
     def box(self) -> np.ndarray:
         return self.kf.box
 
+    def _matched(self, box: np.ndarray, score: float, frame: int, time: float | None) -> None:
+        """Matched to detection ``box`` on tracker frame ``frame``: correct the filter; on the
+        second detection set the velocity from the displacement (the filter alone starts at 0)."""
+        velocity = None
+        if self.hits == 1 and self.seen_box is not None and frame > self.seen_frame:
+            velocity = (box_to_xyah(box) - box_to_xyah(self.seen_box)) / (frame - self.seen_frame)
+        self.kf.update(box)
+        if velocity is not None:
+            self.kf.mean[4:6] = velocity[:2]  # centre; size and aspect keep the filter's (near 0)
+        self.state, self.score, self.lost_for, self.hits = TRACKED, score, 0, self.hits + 1
+        self.seen_time, self.seen_frame, self.seen_box = time, frame, np.asarray(box, np.float64).copy()
+
 
 @dataclass
 class TrackerStep:
     """What one frame did: ``tracked`` the confirmed tracks on screen, each with the index of
-    its detection in this frame (``None`` when predicted only, or coasting while lost); ``started`` tentative tracks
+    its detection in this frame (``None`` on a frame without detections, where the box is the
+    prediction of a track matched at the last detection); ``started`` tentative tracks
     new this frame with their detection; ``ended`` confirmed tracks that ended (lost too
     long, or closed); ``dropped`` tentative tracks forgotten (never confirmed)."""
 
@@ -207,9 +243,10 @@ def _match(tracks: list[Track], boxes: np.ndarray, det_idx: list[int], min_iou: 
 class Tracker:
     """ByteTrack-style tracker for one stream (see the module's description).
 
-    ``update(boxes (M, 4), scores (M,))`` on a frame with detections, ``predict()`` on a
-    frame without; both return a :class:`TrackerStep`. ``close()`` ends every open track.
-    Track ids count from 1 in each tracker.
+    ``update(boxes (M, 4), scores (M,), time)`` on a frame with detections, ``predict(time)`` on
+    a frame without; both return a :class:`TrackerStep`. ``time``: the frame's time in seconds
+    (optional; without it lost tracks age in detection rounds only). ``close()`` ends every
+    open track. Track ids count from 1 in each tracker.
     """
 
     def __init__(self, settings: TrackerSettings | None = None, sure_score: float = 0.5) -> None:
@@ -230,31 +267,35 @@ class Tracker:
             t.kf.predict()
         self._frames += 1
 
-    def _age_out(self, step: TrackerStep) -> None:
+    def _expired(self, t: Track, time: float | None) -> bool:
+        """Lost too long: in video time where it is known, else in detection rounds."""
+        if t.state != LOST:
+            return False
+        limit = self.settings.max_lost_time
+        if limit is not None and time is not None and t.seen_time is not None:
+            return time - t.seen_time > limit + 1e-9
+        return t.lost_for > self.settings.max_lost
+
+    def _age_out(self, step: TrackerStep, time: float | None) -> None:
         keep = []
         for t in self.tracks:
-            if t.state == LOST and t.lost_for > self.settings.max_lost:
-                step.ended.append(t)
-            else:
-                keep.append(t)
+            (step.ended if self._expired(t, time) else keep).append(t)
         self.tracks = keep
 
-    def predict(self) -> TrackerStep:
-        """A frame without detections: every box moves along its prediction."""
+    def predict(self, time: float | None = None) -> TrackerStep:
+        """A frame without detections: every box moves along its prediction. Shown: the tracks
+        matched at the last detection and seen at least twice (a track seen once has no velocity:
+        its box would stand still while the face moves)."""
         step = TrackerStep()
         self._advance()
-        for t in self.tracks:
-            t.lost_for += t.state == LOST
-            if t.state == TRACKED or self._coasting(t):
-                step.tracked.append((t, None))
-        self._age_out(step)
+        step.tracked = [(t, None) for t in self.tracks if t.state == TRACKED and t.hits > 1]
+        self._age_out(step, time)
         return step
 
-    def _coasting(self, t: Track) -> bool:
-        return t.state == LOST and self.settings.coast is not None and t.lost_for <= self.settings.coast
-
-    def update(self, boxes: np.ndarray | Sequence, scores: np.ndarray | Sequence) -> TrackerStep:
-        """A frame with detections ``boxes (M, 4)`` (``x1, y1, x2, y2``) and ``scores (M,)``."""
+    def update(self, boxes: np.ndarray | Sequence, scores: np.ndarray | Sequence,
+               time: float | None = None) -> TrackerStep:
+        """A frame with detections ``boxes (M, 4)`` (``x1, y1, x2, y2``) and ``scores (M,)``, at
+        ``time`` seconds of video time (optional)."""
         s = self.settings
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
@@ -267,33 +308,30 @@ class Tracker:
         tentative = [t for t in self.tracks if t.state == TENTATIVE]
 
         pairs, unmatched, sure_left = _match(confirmed, boxes, sure, s.match_iou)       # 1: sure detections
-        more, left, _ = _match([t for t in unmatched if t.state == TRACKED], boxes, weak, s.low_match_iou)  # 2: weak
-        left += [t for t in unmatched if t.state == LOST]
+        more, left, _ = _match(unmatched, boxes, weak, s.low_match_iou)  # 2: weak, tracked or lost
         confirm, unconfirmed, sure_left = _match(tentative, boxes, sure_left, s.low_match_iou)  # 3: tentative
 
         for t, d in pairs + more + confirm:
-            t.kf.update(boxes[d])
-            t.state, t.score, t.lost_for, t.hits = TRACKED, float(scores[d]), 0, t.hits + 1
+            t._matched(boxes[d], float(scores[d]), self._frames, time)
             step.tracked.append((t, d))
-        for t in left:
+        for t in left:  # lost: not shown until a detection matches it again
             t.state = LOST
             t.lost_for += 1
-            if self._coasting(t):
-                step.tracked.append((t, None))
         dropped = {id(t) for t in unconfirmed}
         step.dropped.extend(unconfirmed)
         self.tracks = [t for t in self.tracks if id(t) not in dropped]
         for d in sure_left:
             if scores[d] < self.new_score:
                 continue
-            t = Track(self._next_id, KalmanBoxFilter(boxes[d]), TRACKED if first else TENTATIVE, float(scores[d]))
+            t = Track(self._next_id, KalmanBoxFilter(boxes[d]), TRACKED if first else TENTATIVE, float(scores[d]),
+                      seen_time=time, seen_frame=self._frames, seen_box=boxes[d].copy())
             self._next_id += 1
             self.tracks.append(t)
             if first:
                 step.tracked.append((t, d))
             else:
                 step.started.append((t, d))
-        self._age_out(step)
+        self._age_out(step, time)
         return step
 
     def close(self) -> TrackerStep:
