@@ -583,3 +583,222 @@ def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_pa
         params = {p["name"] for p in doc["paths"]["/v1/faces"]["get"]["parameters"]}
         assert {"glasses", "smile_min", "smile_max"} <= params and "age_min" not in params
     store.close()
+
+
+# -- the operator page: what a user test found (Playwright + Debian's chromium, as above) ----------------
+
+
+@pytest.fixture
+def chromium():
+    """Debian's chromium under Playwright, launched as the end-to-end test above launches it."""
+    browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser_path is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def open_page(browser, base: str, token: str | None = TOKEN, ready: bool = True):
+    """A new tab on the operator page, holding ``token`` as if entered: ``(page, errors, requests)``,
+    the lists filling with its script errors and the URLs it asks for. Waits for the first
+    tables unless ``ready`` is false."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    if token is not None:
+        page.add_init_script(f"sessionStorage.getItem('facemtl-token') === null && "
+                             f"sessionStorage.setItem('facemtl-token', {json.dumps(token)})")
+    page.goto(base + "/")
+    if ready:
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length > 0")
+    return page, errors, requests
+
+
+def page_db(tmp_path: Path) -> tuple[str, Store]:
+    """The filled database of the page tests: its URL and a store on it."""
+    url = f"sqlite:///{tmp_path / 'page.db'}"
+    fill(url)
+    return url, Store(url)
+
+
+def test_page_upload_error_hides_the_last_result_and_stays(tmp_path, predictor, chromium):
+    _, store = page_db(tmp_path)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo at all")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff\xd8" + b"0" * (2**20 + 100))
+    with running(create_app(store, predictor, token=TOKEN, max_upload=2**20)) as base:
+        page, errors, _ = open_page(chromium, base)
+        page.click("#tabs button[data-tab=upload]")
+        page.set_input_files("#upload-file", str(PHOTO))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_function("document.querySelectorAll('#upload-faces tbody tr').length === 1", timeout=60000)
+        for path, words in ((text, "the uploaded file is"), (big, "limit")):
+            page.set_input_files("#upload-file", str(path))
+            page.click("#upload-form button[type=submit]")
+            page.wait_for_selector("#message.error:not([hidden])")
+            assert words in page.inner_text("#message")
+            # the astronaut's result is gone, not shown under the new file's name
+            assert page.locator("#upload-result").is_hidden()
+            assert page.locator("#upload-faces tbody tr").count() == 0
+            assert page.get_attribute("#upload-image", "src") is None
+            assert page.inner_text("#upload-status") == f"{path.name}: not analysed"
+            page.wait_for_timeout(3500)  # a refresh of the timer (every 3 s) leaves it
+            assert page.locator("#message").is_visible() and words in page.inner_text("#message")
+        page.click("#tabs button[data-tab=results]")  # the next action ends it
+        page.wait_for_selector("#message", state="hidden")
+        assert errors == []
+    store.close()
+
+
+def test_page_fetches_each_thumbnail_once(tmp_path, chromium):
+    import httpx
+
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, requests = open_page(chromium, base)
+        first = httpx.get(base + "/v1/faces", headers=AUTH, params={"limit": 50}).json()["items"]
+        shown = sum(1 for f in first if f["thumbnail"])
+        assert shown
+        page.wait_for_function(f"document.querySelectorAll('#faces tbody img.thumb').length === {shown}")
+        page.wait_for_timeout(3500)  # a refresh of the live updates (every 3 s) rebuilds the rows
+        assert page.is_checked("#live") and page.locator("#faces tbody img.thumb").count() == shown
+        thumbs = [u for u in requests if "/thumbnail.jpg" in u]
+        assert len(thumbs) == len(set(thumbs)) == shown, (len(thumbs), shown)
+        # the cache is bounded and revokes the object URLs it drops
+        revoked, size = page.evaluate("""async () => {
+            let n = 0;
+            const revoke = URL.revokeObjectURL;
+            URL.revokeObjectURL = (u) => { n += 1; revoke(u); };
+            for (let i = 0; i < THUMBS; i++) thumbs.set(-1 - i, Promise.resolve(null));  // newer than the page's
+            await thumbUrl(-1);  // a use trims the cache to its bound, the oldest first: the page's own
+            await new Promise((done) => setTimeout(done, 0));
+            URL.revokeObjectURL = revoke;
+            return [n, thumbs.size];
+        }""")
+        assert (revoked, size) == (shown, 300)
+        assert errors == []
+    store.close()
+
+
+def test_page_live_updates_resume_after_older_rows(tmp_path, chromium):
+    url, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
+        page.click("#faces-more")
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 100")
+        page.click("#tabs button[data-tab=charts]")
+        page.click("#tabs button[data-tab=results]")  # back on the first page: live again
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
+        sink = DbSink(url, kind="analyze", model_info=INFO)
+        late = next(photos(INFO, 1))
+        late.file = "late.jpg"
+        sink.write(late)
+        sink.close()
+        page.wait_for_selector("#faces tbody tr:first-child >> text=late.jpg", timeout=8000)
+        assert errors == []
+    store.close()
+
+
+def test_page_timer_queries_the_filters_last_applied(tmp_path, chromium):
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, requests = open_page(chromium, base)
+        before = len(requests)
+        page.fill("input[name=session]", "0")  # typed, not applied (and the form's min=1 would refuse it)
+        page.fill("input[name=age_min]", "5")
+        page.wait_for_timeout(3500)
+        queries = [u for u in requests[before:] if "/v1/faces?" in u]
+        assert queries and not [q for q in queries if "session" in q or "age_min" in q], queries
+        assert page.locator("#message").is_hidden()
+        page.fill("input[name=session]", "")
+        page.fill("input[name=age_min]", "50")
+        page.fill("input[name=age_max]", "10")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#message.error:not([hidden])")
+        assert "above" in page.inner_text("#message")
+        # not the rows of the filters before under the error
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr, #tracks tbody tr').length === 0")
+        assert page.locator("#faces-more").is_hidden()
+        page.wait_for_timeout(3500)  # the timer asks with the same filters: still refused, still empty
+        assert page.locator("#faces tbody tr").count() == 0 and "above" in page.inner_text("#message")
+        assert errors == []
+    store.close()
+
+
+def test_page_says_what_is_wrong_with_the_token_or_the_server(tmp_path, chromium):
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base, token="not-it", ready=False)
+        page.wait_for_selector("#message:not([hidden])")
+        assert page.inner_text("#message") == "wrong API token: enter the right one above"
+        assert page.locator("#token-box").is_visible()
+        page.fill("#token", TOKEN)
+        page.click("#token-form button")
+        page.wait_for_selector("body[data-ready='1']")
+        page.wait_for_selector("#message", state="hidden")
+        page.route("**/v1/**", lambda route: route.abort())  # as if the server had stopped
+        page.wait_for_selector("#message:not([hidden])", timeout=5000)
+        assert page.inner_text("#message") == "the server does not answer (stopped?); retrying"
+        page.unroute("**/v1/**")  # back: the next refresh clears the message
+        page.wait_for_selector("#message", state="hidden", timeout=5000)
+
+        # gone while the page starts: it keeps trying, and starts when the server answers
+        page.route("**/v1/**", lambda route: route.abort())
+        page.reload()
+        page.wait_for_selector("#message:not([hidden])")
+        assert "does not answer" in page.inner_text("#message") and not page.get_attribute("body", "data-ready")
+        page.unroute("**/v1/**")
+        page.wait_for_selector("body[data-ready='1']", timeout=5000)
+        page.wait_for_selector("#message", state="hidden")
+        assert errors == []
+    store.close()
+
+
+def test_page_tabs_labels_and_charts(tmp_path, chromium):
+    url, store = page_db(tmp_path)
+    long_name = "camera-with-a-very-long-name-" + "x" * 150
+    sink = DbSink(url, source=long_name, kind="stream", model_info=INFO)
+    for it in stream(INFO, 3, source=long_name, t0=time.time() - 60):
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.close()
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        # tabs that say they are tabs, and which one is chosen
+        assert page.locator("[role=tablist] [role=tab]").count() == 4
+        assert page.get_attribute("#tabs [data-tab=results]", "aria-selected") == "true"
+        page.click("#tabs [data-tab=charts]")
+        assert page.get_attribute("#tabs [data-tab=charts]", "aria-selected") == "true"
+        assert page.get_attribute("#tabs [data-tab=results]", "aria-selected") == "false"
+        assert page.locator("section[role=tabpanel]").count() == 4
+        # every control and column has a name
+        assert page.get_by_label("photo", exact=True).evaluate("e => e.id") == "upload-file"
+        heads = page.locator("#faces thead th, #tracks thead th").all_text_contents()
+        assert heads and all(h.strip() for h in heads), heads
+        # a long source name does not stretch the page
+        assert page.evaluate("[...document.querySelectorAll('#filters select option')].some(o => o.value.length > 150)")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        # a class keeps its colour when other classes are filtered out; the last time label fits
+        page.wait_for_selector("#charts .chart[data-task=gender] .legend span")
+        legend = "#charts .chart[data-task=gender] .legend span"
+        colours = page.eval_on_selector_all(legend, "ss => Object.fromEntries(ss.map(s => [s.textContent, "
+                                                    "s.style.getPropertyValue('--c')]))")
+        assert set(colours) == {"male", "female"} and colours["male"] != colours["female"]
+        fits = page.eval_on_selector_all("#charts svg", "svgs => svgs.map(s => { const t = [...s.querySelectorAll("
+                                                       "'text')].pop().getBBox(); return t.x + t.width <= 800; })")
+        assert fits and all(fits), fits
+        page.check("input[name=gender][value=female]")
+        page.click("#filters button[type=submit]")
+        page.wait_for_function(f"[...document.querySelectorAll('{legend}')].map(s => s.textContent).join() === 'female'")
+        assert page.eval_on_selector(legend, "s => s.style.getPropertyValue('--c')") == colours["female"]
+        assert errors == []
+    store.close()

@@ -3,35 +3,56 @@
 "use strict";
 
 const state = { tasks: [], token: sessionStorage.getItem("facemtl-token") || "", tab: "results",
-                faces: { next: null }, tracks: { next: null }, liveSource: null, liveUrl: null, timer: null };
+                faces: { next: null }, tracks: { next: null }, liveSource: null, liveUrl: null, timer: null,
+                filters: "",      // the query of the filters last applied (Apply, Clear), not of the form as typed
+                colours: {},      // per task, its groups in the order of their colours (see colour())
+                ready: false, starting: false, retry: false,  // start(): done, under way, to try again
+                sticky: false };  // the message is about a user's action: it stays until their next one
 const $ = (sel) => document.querySelector(sel);
 const PALETTE = ["#1f6feb", "#e5534b", "#2da44e", "#d4a72c", "#8250df", "#1b9aaa", "#f47067", "#768390",
                  "#bf8700", "#57ab5a", "#c69026", "#6cb6ff"];
 
 // -- talking to the API ------------------------------------------------------------------
+// An error to show, with the HTTP status that caused it (0: the server did not answer).
+function failure(text, status) {
+  const e = new Error(text);
+  e.status = status;
+  return e;
+}
+const refused = (e) => e.status === 400 || e.status === 422;  // the server refuses the query (its filters)
+
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (state.token) headers["Authorization"] = "Bearer " + state.token;
-  const res = await fetch(path, Object.assign({}, options, { headers }));
-  if (res.status === 401) {
-    $("#token-box").hidden = false;
-    throw new Error("this server wants its API token: enter it above");
+  let res;
+  try {
+    res = await fetch(path, Object.assign({}, options, { headers }));
+  } catch (e) {  // the browser says only "Failed to fetch"; the live-updates timer tries again
+    throw failure("the server does not answer (stopped?)" + ($("#live").checked ? "; retrying" : ""), 0);
   }
   if (!res.ok) {
     let detail = res.statusText;
     try { const body = await res.json(); detail = typeof body.detail === "string" ? body.detail :
           body.detail.map((d) => (d.loc || []).slice(1).join(".") + ": " + d.msg).join("; "); } catch (e) { /* not JSON */ }
-    throw new Error(detail);
+    if (res.status === 401) {
+      $("#token-box").hidden = false;
+      // no token yet: where to enter it; a token the server refuses: its words ("wrong API token")
+      detail = state.token ? `${detail}: enter the right one above` : "this server wants its API token: enter it above";
+    }
+    throw failure(detail, res.status);
   }
   return res;
 }
 const getJson = async (path) => (await api(path)).json();
 
-function say(text, error = false) {
+// One message at a time. A refresh's message goes with the next refresh that works; a sticky one
+// (about the user's own action, e.g. an upload refused) stays until the user's next action.
+function say(text, error = false, sticky = false) {
   const m = $("#message");
   m.hidden = !text;
   m.textContent = text || "";
   m.classList.toggle("error", error);
+  state.sticky = Boolean(text) && sticky;
 }
 
 // -- formatting -----------------------------------------------------------------------------
@@ -58,9 +79,15 @@ function cell(tr, text, cls) {
   tr.appendChild(td);
   return td;
 }
+// names: a column's heading, or { hidden: "…" } for a column that needs none on screen (screen readers get it)
 function header(table, names) {
   const tr = document.createElement("tr");
-  for (const n of names) { const th = document.createElement("th"); th.textContent = n; tr.appendChild(th); }
+  for (const n of names) {
+    const th = document.createElement("th");
+    if (typeof n === "string") th.textContent = n;
+    else { const s = document.createElement("span"); s.className = "visually-hidden"; s.textContent = n.hidden; th.appendChild(s); }
+    tr.appendChild(th);
+  }
   table.tHead.replaceChildren(tr);
 }
 
@@ -114,14 +141,46 @@ function filterParams(withAnswers = true) {
   return p;
 }
 
+// The tables and the charts show the filters last applied: the live-updates timer must not query
+// half-typed values, nor values the form's own checks would refuse (Apply runs those checks).
+function applyFilters() {
+  state.filters = filterParams().toString();
+  refresh();
+}
+
 // -- tables -------------------------------------------------------------------------------------
+// A face's thumbnail never changes: each is fetched once and kept, so the refresh timer rebuilding
+// the rows costs no request. The cache keeps the THUMBS used last (a Map keeps insertion order:
+// oldest first) and revokes the object URL of one it drops, so a long-open page does not grow.
+const THUMBS = 300;
+const thumbs = new Map();  // face id -> Promise of an object URL, or of null where the face has none
+
+function thumbUrl(id) {
+  let url = thumbs.get(id);
+  if (url !== undefined) {
+    thumbs.delete(id);  // used again: it moves to the newest end
+  } else {
+    url = api(`/v1/faces/${id}/thumbnail.jpg`).then((res) => res.blob()).then((blob) => URL.createObjectURL(blob),
+      (e) => {  // 404: the face has no thumbnail, keep that; any other failure is tried again next time
+        if (e.status !== 404 && thumbs.get(id) === url) thumbs.delete(id);
+        return null;
+      });
+  }
+  thumbs.set(id, url);
+  while (thumbs.size > THUMBS) {
+    const [oldest, old] = thumbs.entries().next().value;
+    thumbs.delete(oldest);
+    old.then((u) => { if (u) URL.revokeObjectURL(u); });
+  }
+  return url;
+}
+
 async function thumbnail(td, id) {
-  try {
-    const blob = await (await api(`/v1/faces/${id}/thumbnail.jpg`)).blob();
-    const img = document.createElement("img");
-    img.className = "thumb"; img.alt = `face ${id}`; img.src = URL.createObjectURL(blob);
-    td.replaceChildren(img);
-  } catch (e) { td.textContent = "–"; }
+  const url = await thumbUrl(id);
+  if (!url) { td.textContent = "–"; return; }
+  const img = document.createElement("img");
+  img.className = "thumb"; img.alt = `face ${id}`; img.src = url;
+  td.replaceChildren(img);
 }
 
 function faceRow(f) {
@@ -155,15 +214,29 @@ function trackRow(t) {
 
 async function loadTable(kind, more = false) {
   const table = $("#" + kind);
-  const p = filterParams();
+  const p = new URLSearchParams(state.filters);
   p.set("limit", "50");
   if (more && state[kind].next) p.set("cursor", state[kind].next);
-  const page = await getJson(`/v1/${kind}?${p}`);
+  // older rows ("Older faces") pause this table's live updates (see tick()); its first page resumes them
+  if (!more) state[kind].paged = false;
+  let page;
+  try {
+    page = await getJson(`/v1/${kind}?${p}`);
+  } catch (e) {
+    if (refused(e)) {  // rows of the filters before would pass for answers to these ones: none instead
+      table.tBodies[0].replaceChildren();
+      state[kind].next = null;
+      $(`#${kind}-more`).hidden = true;
+      $(`#${kind}-count`).textContent = "(none: the filters were refused)";
+    }
+    throw e;
+  }
   const rows = page.items.map(kind === "faces" ? faceRow : trackRow);
   if (more) table.tBodies[0].append(...rows); else table.tBodies[0].replaceChildren(...rows);
   state[kind].next = page.next;
   $(`#${kind}-more`).hidden = !page.next;
-  $(`#${kind}-count`).textContent = `(${table.tBodies[0].rows.length}${page.next ? "+" : ""} shown)`;
+  $(`#${kind}-count`).textContent = `(${table.tBodies[0].rows.length}${page.next ? "+" : ""} shown`
+    + (more ? "; live updates paused on older rows" : "") + ")";
 }
 
 async function refreshResults() {
@@ -176,6 +249,16 @@ function svgEl(name, attrs) {
   const el = document.createElementNS(SVG, name);
   for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
   return el;
+}
+
+// A group keeps its colour from view to view, whichever groups a view has: a class's is its index
+// in the task's classes (/v1/tasks); groups of a task without classes (e.g. age's "20-39") take
+// the next colours in the order this page first met them.
+function colour(task, group) {
+  if (!state.colours[task]) state.colours[task] = [...((state.tasks.find((t) => t.name === task) || {}).classes || [])];
+  const order = state.colours[task];
+  if (!order.includes(group)) order.push(group);
+  return PALETTE[order.indexOf(group) % PALETTE.length];
 }
 
 function drawChart(task, counts, bucket, since, until) {
@@ -200,7 +283,6 @@ function drawChart(task, counts, bucket, since, until) {
     label.textContent = v;
     svg.appendChild(label);
   }
-  const colour = (g) => PALETTE[counts.groups.indexOf(g) % PALETTE.length];
   for (const b of counts.buckets) {
     const i = Math.round((b.start - first) / bucket);
     let base = 0;
@@ -208,7 +290,7 @@ function drawChart(task, counts, bucket, since, until) {
       const c = b.counts[g] || 0;
       if (!c) continue;
       const rect = svgEl("rect", { x: L + 2 + i * bw, y: y(base + c), width: Math.max(1, bw - 1),
-                                   height: y(base) - y(base + c), fill: colour(g) });
+                                   height: y(base) - y(base + c), fill: colour(task, g) });
       const tip = svgEl("title", {});
       tip.textContent = `${when(b.start)}: ${g} ${c}`;
       rect.appendChild(tip);
@@ -216,8 +298,9 @@ function drawChart(task, counts, bucket, since, until) {
       base += c;
     }
   }
-  for (const t of [first, first + (n / 2) * bucket, first + n * bucket]) {
-    const label = svgEl("text", { x: L + 2 + ((t - first) / bucket) * bw, y: H - 8, "text-anchor": "middle" });
+  // the first label starts and the last ends at its bucket: centred, the last one ran past the right edge
+  for (const [t, anchor] of [[first, "start"], [first + (n / 2) * bucket, "middle"], [first + n * bucket, "end"]]) {
+    const label = svgEl("text", { x: L + 2 + ((t - first) / bucket) * bw, y: H - 8, "text-anchor": anchor });
     label.textContent = when(t).slice(5, 16);
     svg.appendChild(label);
   }
@@ -226,7 +309,7 @@ function drawChart(task, counts, bucket, since, until) {
   legend.className = "legend";
   for (const g of counts.groups) {
     const s = document.createElement("span");
-    s.style.setProperty("--c", colour(g));
+    s.style.setProperty("--c", colour(task, g));
     s.textContent = g;
     legend.appendChild(s);
   }
@@ -235,10 +318,16 @@ function drawChart(task, counts, bucket, since, until) {
 }
 
 async function refreshCharts() {
-  const p = filterParams();  // the answer filters too: the charts count what the tables list
+  const p = new URLSearchParams(state.filters);  // the answer filters too: the charts count what the tables list
   p.set("of", $("#stats-of").value);
-  const stats = await getJson(`/v1/stats?${p}`);
   const box = $("#charts");
+  let stats;
+  try {
+    stats = await getJson(`/v1/stats?${p}`);
+  } catch (e) {
+    if (refused(e)) box.replaceChildren();  // not the counts of the filters before, under the error
+    throw e;
+  }
   const charts = Object.entries(stats.tasks).map(([task, c]) => drawChart(task, c, stats.bucket, stats.since, stats.until));
   if (!charts.length) {
     const p = document.createElement("p");
@@ -254,7 +343,11 @@ async function refreshSources() {
   const sources = await getJson("/v1/sources");
   const select = $("#filters").elements.source;
   const chosen = select.value;
-  select.replaceChildren(new Option("any", ""), ...sources.map((s) => new Option(s.name, s.name)));
+  select.replaceChildren(new Option("any", ""), ...sources.map((s) => {
+    const o = new Option(s.name, s.name);
+    o.title = s.name;  // the select is narrower than a long name
+    return o;
+  }));
   select.value = chosen;
   const rows = sources.map((s) => {
     const tr = document.createElement("tr");
@@ -294,12 +387,19 @@ async function refreshLive() {
 }
 
 // -- upload ---------------------------------------------------------------------------------------
+function clearUpload() {
+  $("#upload-result").hidden = true;
+  $("#upload-image").removeAttribute("src");
+  $("#upload-faces").tBodies[0].replaceChildren();
+}
+
 async function upload(ev) {
   ev.preventDefault();
   const file = $("#upload-file").files[0];
   if (!file) return;
   const body = new FormData();
   body.append("file", file);
+  clearUpload();  // the last photo's result must not stay on screen as if it were this one's
   $("#upload-status").textContent = "analysing…";
   try {
     const reply = await api("/v1/analyze?annotate=true", { method: "POST", body });
@@ -325,8 +425,9 @@ async function upload(ev) {
     $("#upload-status").textContent = `${res.faces.length} face${res.faces.length === 1 ? "" : "s"} in ${res.file}${note}`;
     refreshResults().catch((e) => say(e.message, true));
   } catch (e) {
-    $("#upload-status").textContent = "";
-    say(e.message, true);
+    $("#upload-status").textContent = `${file.name}: not analysed`;
+    // sticky: the refresh timer must not wipe it before it is read (nor retry an upload, as the text would say)
+    say(e.status === 0 ? "the server does not answer (stopped?): try again when it does" : e.message, true, true);
   }
 }
 
@@ -336,45 +437,79 @@ async function refresh() {
     if (state.tab === "results") await refreshResults();
     if (state.tab === "charts") await refreshCharts();
     if (state.tab === "sources") { await refreshSources(); await refreshLive(); }
-    say("");
+    if (!state.sticky) say("");
   } catch (e) { say(e.message, true); }
 }
 
 function showTab(name) {
   state.tab = name;
-  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === name);
+  for (const b of document.querySelectorAll("#tabs button")) {
+    b.classList.toggle("active", b.dataset.tab === name);
+    b.setAttribute("aria-selected", String(b.dataset.tab === name));
+  }
   for (const s of document.querySelectorAll("section.tab")) s.hidden = s.id !== "tab-" + name;
   $("#filters").hidden = name === "upload" || name === "sources";
   refresh();
 }
 
+function tick() {
+  // not started: try again if the server did not answer (or failed); a token to enter waits for the user
+  if (!state.ready) { if (state.retry) start(); return; }
+  // a page reader scrolled to older rows keeps them until they ask again
+  if (state.tab === "results" && (state.faces.paged || state.tracks.paged)) return;
+  refresh();
+}
+
 function schedule() {
   clearInterval(state.timer);
-  if ($("#live").checked) state.timer = setInterval(() => {
-    // a page reader scrolled to older rows keeps them until they ask again
-    if (state.tab === "results" && (state.faces.paged || state.tracks.paged)) return;
-    refresh();
-  }, state.tab === "sources" ? 1000 : 3000);
+  if ($("#live").checked) state.timer = setInterval(tick, state.tab === "sources" ? 1000 : 3000);
 }
 
 async function start() {
+  if (state.starting) return;  // the timer's retry while one is under way
+  state.starting = true;
+  state.retry = false;
   try {
     const version = await getJson("/v1/version");
     if (version.model) $("#model").textContent = `model ${version.model.name} ${version.model.version}`;
     state.readOnly = version.database.access === "read-only";
     state.tasks = await getJson("/v1/tasks");
+    state.colours = {};
     buildFilters();
-    header($("#faces"), ["", "time", "source", "track", "file / frame", ...state.tasks.map((t) => t.name), "score", "model"]);
-    header($("#tracks"), ["source", "track", "", "first seen", "last seen", "frames", ...state.tasks.map((t) => t.name), "conf."]);
+    state.filters = filterParams().toString();
+    header($("#faces"), [{ hidden: "thumbnail" }, "time", "source", "track", "file / frame",
+                         ...state.tasks.map((t) => t.name), "score", "model"]);
+    header($("#tracks"), ["source", "track", { hidden: "state" }, "first seen", "last seen", "frames",
+                          ...state.tasks.map((t) => t.name), "conf."]);
     await refreshSources();
     await refresh();
+    state.ready = true;
     document.body.dataset.ready = "1";
-  } catch (e) { say(e.message, true); }
+  } catch (e) {
+    state.retry = !(e.status >= 400 && e.status < 500);  // no answer or a server error: the timer tries again
+    say(e.message, true);
+  } finally {
+    state.starting = false;
+  }
 }
 
+// the user's next action (a button, a changed field, a form sent) ends a sticky message
+function unstick() { if (state.sticky) say(""); }
+document.addEventListener("click", (ev) => { if (ev.target.closest("button")) unstick(); }, true);
+document.addEventListener("change", unstick, true);
+document.addEventListener("submit", unstick, true);
+
 document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => { showTab(b.dataset.tab); schedule(); }));
-$("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); state.faces.paged = state.tracks.paged = false; refresh(); });
-$("#filters").addEventListener("reset", () => setTimeout(() => { state.faces.paged = state.tracks.paged = false; refresh(); }, 0));
+$("#tabs").addEventListener("keydown", (ev) => {  // the arrow keys move along the tabs, as in any tab list
+  const tabs = [...document.querySelectorAll("#tabs button")];
+  const i = tabs.indexOf(document.activeElement);
+  if (i < 0 || (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight")) return;
+  const next = tabs[(i + (ev.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+  next.focus();
+  next.click();
+});
+$("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); applyFilters(); });
+$("#filters").addEventListener("reset", () => setTimeout(applyFilters, 0));  // after the form has cleared
 $("#faces-more").addEventListener("click", () => { state.faces.paged = true; loadTable("faces", true).catch((e) => say(e.message, true)); });
 $("#tracks-more").addEventListener("click", () => { state.tracks.paged = true; loadTable("tracks", true).catch((e) => say(e.message, true)); });
 $("#stats-of").addEventListener("change", refresh);
