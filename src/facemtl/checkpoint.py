@@ -37,6 +37,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 EXPORTED_SUFFIXES = (".onnx", ".xml", ".bin", ".engine")
 
 
+def _numpy_float_scalars() -> list[Any]:
+    """What unpickling a NumPy float scalar calls: its reconstructor and its dtype (data, no code)."""
+    import numpy as np
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    return [multiarray.scalar, np.dtype, type(np.dtype(np.float64))]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without running any code from it (see the module docstring)."""
     import pickle
@@ -50,7 +58,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} is an exported model file; this needs the .pt checkpoint it was exported from "
                          "(facemtl train writes best.pt and last.pt)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # NumPy float scalars are data: last.pt files of cosine runs written before 2026-11-27
+        # hold np.float64 learning rates (the schedule's factor), which weights_only refuses
+        with torch.serialization.safe_globals(_numpy_float_scalars()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" not in str(exc).lower():  # not a PyTorch file at all (text, an image)
             raise ValueError(f"{path} is not a facemtl model file (not a PyTorch file)") from None

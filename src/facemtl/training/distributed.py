@@ -9,9 +9,11 @@ group: NCCL on CUDA, gloo on CPU. :class:`Dist` is what the trainer asks of it; 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -86,6 +88,44 @@ class Dist:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
 
+    @contextlib.contextmanager
+    def guard(self, then: Callable[[], str]) -> Iterator[None]:
+        """While the block runs, an error of the process group that says another process of the
+        run went away (killed, crashed, cut off: :func:`peer_failure`) becomes a ``RuntimeError``
+        in one sentence ending with ``then()``, what to do next, in place of the backend's own
+        ("Connection closed by peer ... GLHF!"). Alone, nothing changes."""
+        try:
+            yield
+        except RuntimeError as exc:
+            reason = peer_failure(exc) if self.active else None
+            if reason is None:
+                raise
+            raise RuntimeError(f"another process of this run stopped, so process {self.rank} stops too ({reason}); "
+                               f"{then()}") from exc
+
+
+#: What gloo and NCCL say when a peer process is gone (its sockets closed by the kernel, or silent).
+_PEER_GONE = ("closed by peer", "reset by peer", "broken pipe", "connection refused", "timed out", "timeout",
+              "nccl communicator was aborted", "remote process exited")
+
+
+def peer_failure(exc: BaseException) -> str | None:
+    """The backend's reason, shortened, when ``exc`` is a failed collective operation (a
+    ``torch.distributed.DistError``, or a ``RuntimeError`` of gloo or NCCL saying that a peer is
+    gone, as DDP's gradient reduction may raise it), else ``None``.
+
+    ``"[.../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:178: Connection reset by peer.
+    This is typically caused by ... GLHF!"`` -> ``"Read error [127.0.0.1]:178: Connection reset by peer"``.
+    """
+    text = str(exc).strip()
+    low = text.lower()
+    if not isinstance(exc, dist.DistError) and not (
+            ("gloo" in low or "nccl" in low or "processgroup" in low) and any(s in low for s in _PEER_GONE)):
+        return None
+    first = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0] if text else "")  # the C++ source location
+    first = re.split(r"\.\s+This is typically caused", first)[0].rstrip(". ")
+    return (first[:200] + "...") if len(first) > 200 else (first or type(exc).__name__)
+
 
 def setup(device: str = "auto") -> tuple[Dist, torch.device]:
     """Join the process group torchrun describes (if any) and pick this process's device.
@@ -113,12 +153,21 @@ def setup(device: str = "auto") -> tuple[Dist, torch.device]:
 def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
     """``model`` in DistributedDataParallel when there are several processes, else itself.
 
-    ``find_unused_parameters``: a task frozen by Early Freeze, or a head whose task has no label
-    in a batch, leaves parameters without a gradient in some steps; DDP must not wait for them.
+    ``find_unused_parameters`` is off: every parameter DDP holds gets a gradient at every step,
+    so there is nothing for it to search the graph for (an extra traversal per step, and a
+    warning from every process that it found nothing). The cases that look otherwise do not
+    leave a parameter out: a task with no label in a batch still sends a zero through its head
+    (:func:`facemtl.losses.zero_loss` stays on the graph); drop-path scales a block's output
+    rather than skipping it; a training-only task (a teacher's features, soft targets) runs its
+    head like any other, or has none of its own; and the parameters Early Freeze freezes (or
+    ``model.freeze_backbone``) stop requiring a gradient, which DDP honours only when it is built,
+    so the trainer wraps the model again whenever the frozen tasks change. A parameter left
+    out by a future change fails loudly (DDP: "Expected to have finished reduction in the prior
+    iteration"); ``tests/test_resume_world_size.py`` checks every recipe in ``configs/``.
     """
     if not d.active:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids, find_unused_parameters=True)
+    return DDP(model, device_ids=ids, find_unused_parameters=False)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..config import Config
@@ -42,7 +42,8 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
     def factor(step: int) -> float:
         w = min(1.0, (step + 1) / warm) if warm else 1.0
         if o.scheduler == "cosine":
-            return w * 0.5 * (1 + np.cos(np.pi * min(step, total) / max(1, total)))
+            # a Python float: a NumPy one would land in the saved learning rates, which torch.load refuses
+            return w * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
         return w
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

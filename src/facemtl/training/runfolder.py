@@ -103,6 +103,58 @@ def check_resumable(folder: str | Path) -> None:
                          f"it again without --resume (the same --out is accepted)")
 
 
+#: The environment variable that, set to 1, lets ``--resume`` continue a run on another number of
+#: processes than trained it (the global batch changes; see :func:`check_world_size`). An
+#: environment variable, so that torchrun hands it to every process it starts.
+WORLD_SIZE_ENV = "FACEMTL_ACCEPT_WORLD_SIZE"
+
+
+def saved_world_size(state: dict[str, Any]) -> int:
+    """How many processes trained the checkpoint ``state`` (``last.pt``): its ``world_size``; in
+    files written before that was recorded, the number of per-process generators it holds (a
+    file with none predates torchrun support, so one process trained it)."""
+    if "world_size" in state:
+        return int(state["world_size"])
+    return max(1, len(state.get("generators") or []))
+
+
+def _processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
+def check_world_size(folder: str | Path, state: dict[str, Any], world: int, batch_size: int,
+                     accept: bool) -> str | None:
+    """Before a resumed run on ``world`` processes of ``batch_size`` faces each: ``None`` when
+    ``state`` (its ``last.pt``) was trained by as many; otherwise a :class:`RunFolderError` in
+    one sentence naming both numbers and how to go on, or with ``accept``, the warning to print.
+
+    ``train.batch_size`` is per process, so another number of processes changes the global
+    batch (the faces one optimiser step sees) and each process's share and random draws: the
+    result would no longer be the same as a run never stopped, which ``--resume`` promises.
+    """
+    saved = saved_world_size(state)
+    if saved == world:
+        return None
+    before = saved * int(((state.get("config") or {}).get("train") or {}).get("batch_size", batch_size))
+    after = world * batch_size
+    if not accept:
+        change = (f"the global batch (train.batch_size is per process) would change from {before} to {after} faces"
+                  if before != after else f"the global batch would stay {after} faces but each step would see "
+                                          f"other faces, augmented otherwise")
+        how = "as one process (facemtl train without torchrun)" if saved == 1 else \
+            f"on {saved} processes (torchrun --nproc_per_node {saved})"
+        raise RunFolderError(f"{folder} was trained on {_processes(saved)} and this resume runs {_processes(world)}, "
+                             f"so {change} and the result would differ from a run never stopped; resume it {how}, or "
+                             f"set {WORLD_SIZE_ENV}=1 to continue on {_processes(world)} anyway")
+    if before != after:
+        keep = f" (train.batch_size={before // world} would keep it)" if before % world == 0 else ""
+        change = f"the global batch changes from {before} to {after} faces{keep}"
+    else:
+        change = f"the global batch stays {after} faces but each step sees other faces"
+    return (f"continuing {folder} on {_processes(world)} though it was trained on {_processes(saved)} "
+            f"({WORLD_SIZE_ENV} is set): {change} and the result differs from a run never stopped")
+
+
 def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str],
                   data_root: str | None = None) -> Any:
     """The settings a resumed run continues with: its saved ``config.yaml`` plus ``overrides``

@@ -7,7 +7,9 @@ Around it, callbacks log, checkpoint, stop early or freeze tasks early.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +35,7 @@ from . import distributed
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
 from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
-from .runfolder import check_fresh, check_resumable
+from .runfolder import WORLD_SIZE_ENV, check_fresh, check_resumable, check_world_size, saved_world_size
 
 
 class Trainer:
@@ -51,6 +53,12 @@ class Trainer:
     ``last.pt``, and ``last.pt`` records which epoch ``best.pt`` must hold, so a run killed
     between the two saves redoes that epoch on ``--resume``, and :meth:`test` refuses a
     ``best.pt`` that holds any other epoch than the one the summary names.
+
+    A resume runs on as many processes as the run was trained by (``train.batch_size`` is per
+    process, so another number changes the global batch): another number is refused before the
+    data is read, unless ``accept_world_size`` (default: the environment variable
+    :data:`~.runfolder.WORLD_SIZE_ENV` set to 1). ``run_info.json`` keeps the first start's
+    fields and lists every start under ``starts`` (time, processes, threads, batch, hardware).
     """
 
     def __init__(
@@ -63,6 +71,7 @@ class Trainer:
         data: DataBundle | None = None,
         callbacks: list[Callback] | None = None,
         overwrite: bool = False,
+        accept_world_size: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
@@ -75,8 +84,16 @@ class Trainer:
         self.log = log if self.dist.main else (lambda s: None)
         # The run folder is checked before the data is read (minutes on a full data set), so a
         # folder that cannot be used is refused at once.
+        self._resumed = resume
+        self._last: dict[str, Any] | None = None
         if resume:
             check_resumable(self.out)
+            self._last = load_checkpoint(self.out / "last.pt")
+            if accept_world_size is None:
+                accept_world_size = os.environ.get(WORLD_SIZE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+            warning = check_world_size(self.out, self._last, self.dist.world, t.batch_size, accept_world_size)
+            if warning:
+                self.log(f"warning: {warning}")
         elif self.dist.main:
             check_fresh(self.out, overwrite, clear=False)
         if self.device.type == "cuda":
@@ -103,7 +120,9 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weighting = build_weighting(cfg.weighting.name, self.task_names, cfg.weighting.params).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.weighting)
-        self.steps_per_epoch = max(1, len(self.data.train) // t.batch_size)
+        # Each process takes its share of every epoch (1/world of it), in steps of batch_size; the
+        # schedule counts those steps, so its warm-up and decay span the epochs they are set in.
+        self.steps_per_epoch = max(1, len(self.data.train) // (self.dist.world * t.batch_size))
         if t.max_batches:
             self.steps_per_epoch = min(self.steps_per_epoch, t.max_batches)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
@@ -113,12 +132,10 @@ class Trainer:
                 # One batch-norm statistic over every GPU's share of the batch; on the CPU (gloo)
                 # PyTorch's SyncBatchNorm refuses, so each process normalises its own share.
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            self.steps_per_epoch = max(1, len(self.data.train) // (self.dist.world * t.batch_size))
-            if t.max_batches:
-                self.steps_per_epoch = min(self.steps_per_epoch, t.max_batches)
             self.log(f"distributed: {self.dist.world} processes ({self.dist.backend}), batch {t.batch_size} per "
                      f"process ({self.dist.world * t.batch_size} in all), {torch.get_num_threads()} torch threads each")
-        self.net = distributed.wrap(self.model, self.dist, self.device)
+        with self.dist.guard(self._next_step):  # DDP's first broadcast waits for every process
+            self.net = distributed.wrap(self.model, self.dist, self.device)
         self._wrapped_frozen = set(self.model.frozen_tasks)
         self.progress = ProgressBar(progress and self.dist.main)
         self.callbacks: list[Callback] = []
@@ -144,7 +161,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             if not resume:
                 check_fresh(self.out, overwrite)
-        self.dist.barrier()
+        with self.dist.guard(self._next_step):
+            self.dist.barrier()
         if resume:
             self._resume()
 
@@ -152,19 +170,60 @@ class Trainer:
     def stop(self, reason: str) -> None:
         self._stop_reason = reason
 
+    def _next_step(self) -> str:
+        """What to do after another process of the run stopped (the end of that sentence)."""
+        if (self.out / "last.pt").is_file():
+            return (f"if it printed an error, fix that first, then continue with --resume on {self.dist.world} "
+                    f"processes (the same --nproc_per_node)")
+        return ("if it printed an error, fix that first; no epoch had ended, so there is nothing to resume: start it "
+                "again (the same --out)")
+
     # -- loop -------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        cfg = self.cfg
-        if self.epoch == 0 and self.dist.main:
+        """Train up to ``train.epochs`` epochs (from the last finished one when resumed); returns
+        the summary. Under torchrun, a process of the run that stops (killed, crashed) stops the
+        others with one sentence saying so and how to continue (:meth:`.distributed.Dist.guard`)."""
+        if self.dist.main:
+            self._record_start()
+        with self.dist.guard(self._next_step):
+            return self._fit()
+
+    def _record_start(self) -> None:
+        """``config.yaml``, ``data_report.json`` and ``run_info.json`` at a new run's start; at a
+        resume, this start added to ``run_info.json``'s ``starts`` (the first start's fields kept)."""
+        cfg, t = self.cfg, self.cfg.train
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        start = {"started": now, "after_epoch": self.epoch, "world_size": self.dist.world, "backend": self.dist.backend,
+                 "threads_per_process": torch.get_num_threads(), "batch_size": t.batch_size,
+                 "global_batch": self.dist.world * t.batch_size, "hardware": hardware(self.device)}
+        f = self.out / "run_info.json"
+        info: dict[str, Any] = {}
+        if self._resumed:
+            try:
+                info = json.loads(f.read_text())
+            except (OSError, ValueError):  # missing or damaged: this start's fields stand in for the first's
+                info = {}
+            if not isinstance(info, dict):
+                info = {}
+            if info and "starts" not in info:  # written by a facemtl that recorded the first start only
+                info["starts"] = [{"started": info.get("started"), "after_epoch": 0,
+                                   **{k: info.get(k) for k in ("world_size", "backend", "threads_per_process")}}]
+        else:
             (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
             (self.out / "data_report.json").write_text(dumps(self.data.report, indent=2))
-            info = {"hardware": hardware(self.device), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "val_split": self.val_split, "world_size": self.dist.world, "backend": self.dist.backend,
-                    "threads_per_process": torch.get_num_threads(),
-                    # data.root as the person wrote it (config.yaml holds it resolved), for reports
-                    "data_root": cfg.origin.get("data_root", cfg.data.root),
-                    "data_root_from": cfg.origin.get("data_root_from")}
-            (self.out / "run_info.json").write_text(json.dumps(info, indent=1))
+        first = {"hardware": start["hardware"], "started": now, "val_split": self.val_split,
+                 "world_size": self.dist.world, "backend": self.dist.backend,
+                 "threads_per_process": start["threads_per_process"],
+                 # data.root as the person wrote it (config.yaml holds it resolved), for reports
+                 "data_root": cfg.origin.get("data_root", cfg.data.root),
+                 "data_root_from": cfg.origin.get("data_root_from")}
+        for k, v in first.items():  # the first start's, kept as they were (readers of older runs use them)
+            info.setdefault(k, v)
+        info["starts"] = info.get("starts", []) + [start]
+        f.write_text(json.dumps(info, indent=1))
+
+    def _fit(self) -> dict[str, Any]:
+        cfg = self.cfg
         if self.epoch and self.epoch >= cfg.train.epochs:  # a resume asking for no more epochs: say so
             self.log(f"nothing to train: this run already finished {self.epoch} epochs and train.epochs is "
                      f"{cfg.train.epochs}; raise train.epochs to train on (the best epoch, {self.best_epoch}, is "
@@ -384,6 +443,7 @@ class Trainer:
             state["val_metrics"] = metrics
         if full:
             state.update(
+                world_size=self.dist.world,  # a resume on another number of processes is refused unless accepted
                 optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(),
                 weighting=self.weighting.state_dict(),
@@ -396,17 +456,19 @@ class Trainer:
         return state
 
     def _resume(self) -> None:
-        path = self.out / "last.pt"  # there: checked in __init__, before the data was read
-        state = load_checkpoint(path)
+        path = self.out / "last.pt"  # read in __init__, before the data was
+        state, self._last = self._last or load_checkpoint(path), None
         for name in state.get("frozen", []):
             self.model.freeze(name)
         load_weights(self.model, state["model"], path)
         self.weighting.load_state_dict(state["weighting"])
         self.weighting.load_extra_state(state.get("weighting_extra", {}))
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        ranks = state.get("generators") or []
-        self.generator.set_state(ranks[self.dist.rank] if len(ranks) == self.dist.world else state["generator"])
+        self._load_schedule(state)
+        ranks = state.get("generators") or [state["generator"]]
+        if self.dist.rank < len(ranks):
+            self.generator.set_state(ranks[self.dist.rank])
+        # else: a process the stopped run did not have (a resume on more processes, accepted) keeps its own seed
         torch.set_rng_state(state["torch_rng"])
         self.epoch = state["epoch"]
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
@@ -423,6 +485,26 @@ class Trainer:
             self.log(f"warning: {best.name} holds epoch {held}, not the best epoch {self.best_epoch} that last.pt "
                      f"names; the test split will not be scored unless a later epoch does better")
         self.log(f"resumed from {path} after epoch {self.epoch}")
+
+    def _load_schedule(self, state: dict[str, Any]) -> None:
+        """The saved learning-rate schedule, continued. ``OneCycleLR`` keeps this run's length in
+        steps (the saved one ended where the stopped run's ``train.epochs`` did, and stepping past
+        it fails when a resume raises them). After a resume on another number of processes
+        (accepted), which takes more or fewer steps per epoch, the step count moves to this epoch's
+        first step at the new ``steps_per_epoch``, so warm-up and decay still end where they were set to."""
+        saved = state["scheduler"]
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.load_state_dict(saved)
+            return
+        own = copy.deepcopy(self.scheduler.state_dict())
+        saved = {**saved, **{k: own[k] for k in ("total_steps", "_schedule_phases") if k in own}}
+        step = state["epoch"] * self.steps_per_epoch
+        rescale = saved_world_size(state) != self.dist.world and state["epoch"] < self.cfg.train.epochs
+        if rescale:
+            saved.update(last_epoch=step - 1, _step_count=step + 1)  # step() below: the learning rate of that step
+        self.scheduler.load_state_dict(saved)
+        if rescale:
+            self.scheduler.step()
 
 
 def _rank(score: float) -> float:
