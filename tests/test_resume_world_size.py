@@ -219,8 +219,8 @@ def test_a_worker_killed_under_torchrun_is_named_with_the_way_on(recipe, tmp_pat
         while time.time() < deadline and not (out / "last.pt").is_file():
             time.sleep(0.1)
         assert (out / "last.pt").is_file()
-        workers = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
-        rank1 = [w for w in workers if environ(w).get("RANK") == "1"]
+        rank1 = [w for w in _children(p.pid) if environ(w).get("RANK") == "1"]
+        assert rank1, "torchrun's rank 1 process was not found"
         os.kill(int(rank1[0]), signal.SIGKILL)
         text, _ = p.communicate(timeout=120)
     finally:
@@ -267,3 +267,17 @@ def test_a_cosine_run_resumes_and_an_older_last_pt_with_numpy_rates_loads(tmp_pa
         opt.step()
         sched.step()
     assert all(type(x) is float for x in sched.get_last_lr())
+
+
+def _children(pid: int) -> list[str]:
+    """The processes whose parent is ``pid`` (from each ``/proc/N/stat``: the 4th field after the
+    command name), whichever of its threads started them."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(stat.parent.name)
+    return found

@@ -72,6 +72,13 @@ def test_resume_with_another_recipe_says_how_it_differs(utkface_root, tmp_path, 
     assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=3"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs_run"] == 3
+    # an override that changes the faces, their split or the network is refused, the run untouched
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    for change in ("data.limit=100", "data.split_seed=5", "data.image_size=48"):
+        assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=4", change]) == 2
+        err = one_line_error(capsys)
+        assert f"resuming with {change.split('=')[0]}=" in err and "start a new run" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     assert main(["train", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
     assert "holds no run" in one_line_error(capsys)
     assert main(["train", "--out", str(tmp_path / "nothing")]) == 2  # a new run needs a recipe

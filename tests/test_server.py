@@ -522,13 +522,15 @@ def test_the_server_log_says_what_a_retention_purge_deleted(tmp_path, capsys):
         (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
     sink.close()
     store = Store(url)
+    said = ""
     with _log_to_stderr("info"), TestClient(create_app(store, None, retention_days=7)):
-        deadline = time.time() + 20
-        while store.counts()["faces"] and time.time() < deadline:
+        deadline = time.time() + 20  # the purge runs in the server's thread: wait for its log line
+        while "retention (7 days)" not in said and time.time() < deadline:
             time.sleep(0.1)
-        time.sleep(0.2)
+            said += capsys.readouterr().err
+    assert store.counts()["faces"] == 0
     store.close()
-    assert "facemtl: INFO: retention (7 days): deleted {'faces': 10" in capsys.readouterr().err
+    assert "facemtl: INFO: retention (7 days): deleted {'faces': 10" in said
     assert not logging.getLogger("facemtl").handlers  # removed when the server stops
 
 
@@ -651,7 +653,9 @@ def test_page_upload_error_hides_the_last_result_and_stays(tmp_path, predictor, 
             assert page.locator("#upload-faces tbody tr").count() == 0
             assert page.get_attribute("#upload-image", "src") is None
             assert page.inner_text("#upload-status") == f"{path.name}: not analysed"
-            page.wait_for_timeout(3500)  # a refresh of the timer (every 3 s) leaves it
+            n = page.evaluate("Number(document.body.dataset.refreshes || 0)")
+            # a refresh of the timer (every 3 s) leaves it
+            page.wait_for_function("n => Number(document.body.dataset.refreshes || 0) > n", arg=n, timeout=20000)
             assert page.locator("#message").is_visible() and words in page.inner_text("#message")
         page.click("#tabs button[data-tab=results]")  # the next action ends it
         page.wait_for_selector("#message", state="hidden")
@@ -669,7 +673,9 @@ def test_page_fetches_each_thumbnail_once(tmp_path, chromium):
         shown = sum(1 for f in first if f["thumbnail"])
         assert shown
         page.wait_for_function(f"document.querySelectorAll('#faces tbody img.thumb').length === {shown}")
-        page.wait_for_timeout(3500)  # a refresh of the live updates (every 3 s) rebuilds the rows
+        n = page.evaluate("Number(document.body.dataset.refreshes || 0)")
+        # a refresh of the live updates (every 3 s) rebuilds the rows
+        page.wait_for_function("n => Number(document.body.dataset.refreshes || 0) > n", arg=n, timeout=20000)
         assert page.is_checked("#live") and page.locator("#faces tbody img.thumb").count() == shown
         thumbs = [u for u in requests if "/thumbnail.jpg" in u]
         assert len(thumbs) == len(set(thumbs)) == shown, (len(thumbs), shown)
@@ -713,10 +719,12 @@ def test_page_timer_queries_the_filters_last_applied(tmp_path, chromium):
     _, store = page_db(tmp_path)
     with running(create_app(store, None, token=TOKEN)) as base:
         page, errors, requests = open_page(chromium, base)
+        n = page.evaluate("Number(document.body.dataset.refreshes || 0)")
         before = len(requests)
         page.fill("input[name=session]", "0")  # typed, not applied (and the form's min=1 would refuse it)
         page.fill("input[name=age_min]", "5")
-        page.wait_for_timeout(3500)
+        # two refreshes: the first to end may have begun (and asked) before `before`
+        page.wait_for_function("n => Number(document.body.dataset.refreshes || 0) > n", arg=n + 1, timeout=20000)
         queries = [u for u in requests[before:] if "/v1/faces?" in u]
         assert queries and not [q for q in queries if "session" in q or "age_min" in q], queries
         assert page.locator("#message").is_hidden()
@@ -729,7 +737,9 @@ def test_page_timer_queries_the_filters_last_applied(tmp_path, chromium):
         # not the rows of the filters before under the error
         page.wait_for_function("document.querySelectorAll('#faces tbody tr, #tracks tbody tr').length === 0")
         assert page.locator("#faces-more").is_hidden()
-        page.wait_for_timeout(3500)  # the timer asks with the same filters: still refused, still empty
+        n = page.evaluate("Number(document.body.dataset.refreshes || 0)")
+        # the timer asks with the same filters: still refused, still empty
+        page.wait_for_function("n => Number(document.body.dataset.refreshes || 0) > n", arg=n, timeout=20000)
         assert page.locator("#faces tbody tr").count() == 0 and "above" in page.inner_text("#message")
         assert errors == []
     store.close()

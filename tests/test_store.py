@@ -344,15 +344,22 @@ def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
     assert f"--out {tmp_path} is a folder" in capsys.readouterr().err
     assert main(["db", "export", "faces", "--db", db_url, "--out", str(tmp_path / "no" / "x.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    # a failed export (a source that is no source's name is fine; a bad query fails) keeps an earlier file
+    # an export that fails after writing some rows (the database gone mid-way) keeps the earlier file
     before = out.read_text()
-    assert main(["db", "export", "faces", "--db", db_url, "--out", str(out), "--since", "5", "--until", "1"]) != 0
-    capsys.readouterr()
+
+    def half_then_gone(self, kind, f, fmt, q=None):
+        f.write("id,half a row\n")
+        raise RuntimeError("the database went away")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Store, "export", half_then_gone)
+        assert main(["db", "export", "faces", "--format", "csv", "--out", str(out), "--db", db_url]) == 2
+    assert "the database went away" in capsys.readouterr().err
     assert out.read_text() == before and not Path(f"{out}.part").exists()
     with pytest.raises(SystemExit) as stopped:  # argparse's own refusal: usage and one sentence, exit 2
         main(["db", "export", "faces", "--db", db_url, "--since", "yesterday"])
     assert stopped.value.code == 2
-    assert "not a time in ISO 8601 or seconds since the epoch: 'yesterday'" in capsys.readouterr().err
+    assert "expected a time in ISO 8601 or seconds since the epoch, not 'yesterday'" in capsys.readouterr().err
     assert main(["db", "purge", "--db", db_url]) == 2  # says how old
     assert "--older-than" in capsys.readouterr().err
     assert main(["db", "purge", "--older-than", "0", "--db", db_url]) == 0

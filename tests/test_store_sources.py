@@ -298,11 +298,14 @@ class _NoWork:
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
+    """``facemtl ARGV``: its exit status and stderr; its stdout must stay empty (a refused source
+    name leaves no other output begun, such as a CSV header)."""
     from facemtl.cli import main
 
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         rc = main(argv)
+    assert out.getvalue() == ""
     return rc, err.getvalue()
 
 
@@ -321,7 +324,7 @@ def test_stream_db_into_an_upload_source_is_refused_by_the_command(tmp_path, mon
     make_source(db, "upload", "conc")
     with Store(db) as store:
         before = counts(store)
-    rc, err = _run(["stream", str(tmp_path / "cams.txt"), "--db", db, "--no-progress"])
+    rc, err = _run(["stream", str(tmp_path / "cams.txt"), "--db", db, "--no-progress", "--csv"])
     assert rc == 2 and err == ("facemtl: error: the source 'conc' belongs to the server's uploads (kind upload), not "
                                "to a stream run; give the stream another name (NAME=SOURCE in a sources file)\n")
     (tmp_path / "cams.txt").write_text(f"door={tmp_path / 'frames'}\nconc={tmp_path / 'frames'}\n")
@@ -343,7 +346,7 @@ def test_analyze_db_into_a_source_of_another_kind_is_refused_by_the_command(tmp_
     make_source(db, "upload", name)
     with Store(db) as store:
         before = counts(store)
-    rc, err = _run(["analyze", str(photo), "--db", db])
+    rc, err = _run(["analyze", str(photo), "--db", db, "--csv"])
     assert rc == 2 and err == (f"facemtl: error: the source {name!r} belongs to the server's uploads (kind upload), "
                                "not to an analyze run; analyze files its results under this name: store them in "
                                "another database\n")

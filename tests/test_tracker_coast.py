@@ -280,6 +280,11 @@ def test_the_library_raises_for_one_source_that_yields_no_frame(notimg):
         stream = analyzer.stream([str(notimg)], log=said.append)
         assert list(stream) == [] and len(stream.errors) == 1
         assert len(said) == 1 and said[0].startswith(f"error: {sentence}")
+        # so does a sources file, even of one line
+        listing = notimg.parent / "cams.txt"
+        listing.write_text(f"cam={notimg}\n")
+        stream = analyzer.stream(str(listing), log=said.append)
+        assert list(stream) == [] and len(stream.errors) == 1 and stream.errors[0].startswith("cam: no frame")
 
 
 def test_the_cli_says_one_error_and_no_corrupt_frame_warning(notimg):

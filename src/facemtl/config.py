@@ -302,14 +302,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     cfg = config_from_dict(data, overrides)
     typed = any(parse_override(o)[0] == ["data", "root"] for o in overrides or [])
     written = cfg.data.root
-    cfg.data.root = str(Path(written).resolve()) if typed else resolve_data_root(written, path)
+    cfg.data.root = typed_path(written) if typed else resolve_data_root(written, path)
     cfg.origin = {"recipe": str(path), "data_root": written,
                   "data_root_from": "the command line" if typed else str(path)}
     if cfg.data.targets:  # the same rule for the target file
         typed = any(parse_override(o)[0] == ["data", "targets"] for o in overrides or [])
-        cfg.data.targets = str(Path(cfg.data.targets).expanduser().resolve()) if typed else \
-            resolve_data_root(cfg.data.targets, path)
+        cfg.data.targets = typed_path(cfg.data.targets) if typed else resolve_data_root(cfg.data.targets, path)
     return cfg
+
+
+def typed_path(path: str | Path) -> str:
+    """A path typed on the command line, absolute: ``~`` expanded, a relative one taken from the
+    current folder (a path written in a recipe resolves against the recipe's folder instead:
+    :func:`resolve_data_root`)."""
+    return str(Path(path).expanduser().resolve())
 
 
 def resolve_data_root(root: str | Path, recipe: str | Path) -> str:

@@ -363,7 +363,8 @@ def table(r: dict[str, Any]) -> str:
         torch_row = next((x for x in r["network"] if x["runtime"] == "torch"), None)
         lines += ["Network alone (aligned crops in memory, one process per runtime):", "",
                   "| runtime | precision | faces/s batch 1 | faces/s batch 32 | x eager PyTorch (32) | "
-                  "one face, median ms | p95 ms | peak memory MiB | file MiB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "one face, median ms | p95 ms | peak memory MiB | file MiB |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for x in r["network"]:
             ratio = x["faces_per_s_batch32"] / torch_row["faces_per_s_batch32"] if torch_row else float("nan")
             name = x["runtime"] + (" (shipped)" if x.get("shipped") else " (baseline model)" if x.get("baseline") else "")

@@ -51,7 +51,12 @@ def image_folder(root: str | Path) -> Path:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+    """The file's MD5, or a key of its own when it cannot be read (a permission): such a file is
+    no one's duplicate here, and is left out with a warning when its pixels are read."""
+    try:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+    except OSError:
+        return f"unreadable:{path}"
 
 
 def read_utkface(root: str | Path, protocol: str = "all", limit: int | None = None) -> LabelTable:

@@ -15,10 +15,12 @@ A variant mapping: ``{name, label, group, tasks: [kept task names] | null,
 task_changes: {task: {setting: value}}, overrides: [section.key=value]}``.
 
 Overrides typed on the command line (``facemtl experiment --config X --out Y train.epochs=2``)
-join the file's ``overrides`` after them: each run's settings are the base recipe, then the
-file's overrides, then the command line's (so they win over the file's, as ``facemtl train``'s
-win over its recipe), then the variant's own changes, then the run's seed. An override of a
-setting that a variant sets itself (``weighting.name`` in the standard grid) is refused, as is
+join the file's ``overrides`` after them: each run's settings are the base recipe with the
+variant's task choice and task changes (``tasks``, ``task_changes``), then the file's
+overrides, then the command line's (so they win over the file's, as ``facemtl train``'s win
+over its recipe), then the variant's own ``overrides``, then the run's seed. An override of a
+setting that a variant sets itself (``weighting.name`` in the standard grid) is refused, as are
+``tasks`` when a variant chooses or changes tasks, ``name`` (each run's is its variant's) and
 ``train.seed`` (the ``seeds`` list gives it): overriding a variant's setting would make it
 another variant's run under its name, and letting the variant win would ignore what was typed.
 
@@ -52,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, config_from_dict, parse_override, resolve_data_root
+from ..config import Config, ConfigError, config_from_dict, parse_override, resolve_data_root, typed_path
 from ..tasks import build_task
 
 
@@ -307,7 +309,7 @@ def _command_line_overrides(overrides: list[str]) -> list[tuple[str, list[str], 
             raise ConfigError(f"override {o!r}: each run's train.seed comes from the experiment's seeds; "
                               "change 'seeds' in the experiment file instead")
         if keys in (["data", "root"], ["data", "targets"]) and isinstance(value, str):
-            value = str(Path(value).expanduser().resolve())
+            value = typed_path(value)
             o = f"{'.'.join(keys)}={value if _yaml_reads(value) == value else json.dumps(value)}"
         out.append((o, keys, value))
     return out
@@ -333,6 +335,14 @@ def _sets(keys: list[str], value: Any, path: list[str]) -> bool:
 
 def _check_not_a_variant_setting(override: str, keys: list[str], value: Any, variants: list[Variant]) -> None:
     """Refuse a command-line override of a setting that some variant sets itself (see module docstring)."""
+    if keys == ["name"]:
+        raise ConfigError(f"override {override!r}: each run is named after its variant; name the experiment in "
+                          "its file instead")
+    if keys[0] == "tasks":  # the variants' task choice and task changes were applied to the tasks it replaces
+        chooser = next((v.name for v in variants if v.tasks is not None or v.task_changes), None)
+        if chooser is not None:
+            raise ConfigError(f"override {override!r} replaces the tasks that variant {chooser!r} chooses or changes, "
+                              "which is what the grid compares; change the base recipe's tasks instead")
     clashes = []
     for v in variants:
         for vo in v.overrides:

@@ -76,7 +76,9 @@ def _trained_otherwise(exp: Experiment, out: Path, todo: list[tuple[Any, int]]) 
             continue  # nothing trained yet, or an interrupted run that resumes
         saved = run_dir / "config.yaml"
         found.append(left_out(exp, variant.name, seed, (yaml.safe_load(saved.read_text()) or {})
-                              if saved.is_file() else None) or f"{variant.name} seed {seed}")
+                              if saved.is_file() else None)
+                     or f"{variant.name} seed {seed} (its settings digest differs, though no setting shown does: "
+                        "one added or renamed since it was trained?)")
     return found
 
 

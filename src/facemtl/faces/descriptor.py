@@ -29,6 +29,14 @@ def _model_file(name: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "models" / name)
 
 
+def check_available() -> None:
+    """``RuntimeError`` in one sentence when the descriptor cannot run here (no dlib, or no model
+    package): asked before a model that needs it loads, not once per face."""
+    if importlib.util.find_spec("dlib") is None:
+        raise RuntimeError("dlib's face descriptor needs the 'dlib-bin' package (pip install dlib-bin)")
+    _model_file("dlib_face_recognition_resnet_model_v1.dat")
+
+
 class DlibDescriptor:
     """``describe(rgb, landmarks=None) -> (128,) float32``.
 

@@ -147,7 +147,7 @@ class FusedPredictor:
     """
 
     def __init__(self, predictor: Predictor, head: FusionHead) -> None:
-        from ..faces.descriptor import NAME
+        from ..faces.descriptor import NAME, check_available
 
         if head.teacher != NAME:
             raise ValueError(f"the fusion file needs the {head.teacher!r} descriptor, which facemtl does not have")
@@ -158,6 +158,7 @@ class FusedPredictor:
                              "was fitted for with --checkpoint, or name it in the fusion file (facemtl fusion --network)")
         checked_networks_alone(head.networks_alone or {}, head.tasks,
                                [t.name for t in predictor.tasks if t.class_names() is None])
+        check_available()  # the accurate variant without dlib: one sentence now, not an error per face
         self.predictor, self.head = predictor, head
         self.tasks, self.size, self.info = predictor.tasks, predictor.size, predictor.info
         self.batch_size, self.interval = predictor.batch_size, predictor.interval

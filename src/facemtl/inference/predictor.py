@@ -96,6 +96,9 @@ def load_predictor(model: str | Path | Sequence[str | Path] | None = None, runti
     if not paths:
         raise ValueError("no model file was given")
     for path in paths:
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder; give the model file in it (a .pt, .onnx or .xml; a run folder "
+                             "holds best.pt)")
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} does not exist")
     runtimes = [open_runtime(p, runtime, device=device, threads=threads) for p in paths]

@@ -124,7 +124,7 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         """FastAPI's 422, with ``detail`` one sentence as every other error's (its list of
         errors kept under ``errors`` for programs)."""
         detail = validation_sentence(exc.errors())
-        if any(list(e.get("loc", ()))[:1] == ["body"] for e in exc.errors()) and \
+        if any(list(e.get("loc", ()))[:1] == ["body"] for e in exc.errors()) and "curl -F" not in detail and \
                 not request.headers.get("content-type", "").startswith("multipart/form-data"):
             detail += "; send the photo as multipart/form-data in the field 'file' (curl -F file=@photo.jpg)"
         return JSONResponse({"detail": detail, "errors": jsonable_encoder(exc.errors())}, status_code=422)

@@ -5,18 +5,15 @@ are built from the tasks at run time (e.g. ``Literal`` of their names)."""
 
 
 import asyncio
-import math
 import time
-from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import TypeAdapter, ValidationError
 
 from .. import __version__
-from ..store.queries import MAX_LIMIT, AnswerFilter
+from ..store.queries import MAX_LIMIT, AnswerFilter, parse_time
 from ..store.queries import Query as StoreQuery
 from .filters import TaskFilter, answer_filter_dependency
 from .schemas import ErrorOut, Health, Schemas, SourceOut, StatsOut, TaskInfo, VersionOut, task_fields
@@ -34,23 +31,13 @@ JPEG = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG image"},
 
 
 def _epoch(name: str, value: str | None) -> float | None:
-    """``value`` as seconds since the epoch: a number is taken as it is (a datetime would round
-    it to microseconds, and a face stored at exactly ``since`` would be left out), anything
-    else is read as ISO 8601 (UTC unless it says)."""
+    """``value`` in seconds since the epoch (:func:`~facemtl.store.queries.parse_time`); 400 naming ``name``."""
     if value is None:
         return None
     try:
-        t = float(value)
-    except ValueError:
-        try:
-            d = TypeAdapter(datetime).validate_python(value)
-        except ValidationError:
-            raise HTTPException(400, f"{name} must be a time in ISO 8601 or seconds since the epoch, not "
-                                     f"{value[:40]!r}") from None
-        return (d if d.tzinfo is not None else d.replace(tzinfo=timezone.utc)).timestamp()
-    if not math.isfinite(t):
-        raise HTTPException(400, f"{name} must be a finite number of seconds since the epoch")
-    return t
+        return parse_time(value)
+    except ValueError as exc:
+        raise HTTPException(400, f"{name} must be {exc}") from None
 
 
 def _common(

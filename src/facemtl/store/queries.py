@@ -25,6 +25,27 @@ from sqlalchemy.orm import aliased
 from .models import Answer, Face, Session, Source, Thumbnail, Track, TrackAnswer
 from .rows import answer_fields
 
+
+def parse_time(text: str) -> float:
+    """A time as the API's ``since`` / ``until`` and ``db export --since/--until`` take it, in
+    seconds since the epoch: a number is taken as it is (a datetime would round it to
+    microseconds, and a face stored at exactly ``since`` would be left out), anything else is
+    read as ISO 8601 (UTC unless it says). ``ValueError`` with what was expected (``"a time in
+    ISO 8601 or ..."``), for the caller to prefix with the parameter's name."""
+    from datetime import datetime, timezone
+
+    try:
+        t = float(text)
+    except ValueError:
+        try:
+            d = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"a time in ISO 8601 or seconds since the epoch, not {text[:40]!r}") from None
+        return (d if d.tzinfo is not None else d.replace(tzinfo=timezone.utc)).timestamp()
+    if not math.isfinite(t):
+        raise ValueError("a finite number of seconds since the epoch")
+    return t
+
 #: How far SQLite counts a filter's matches before calling it common (see the module doc).
 COUNT_CAP = 4000
 #: Faces a page may hold.

@@ -71,7 +71,8 @@ class Store:
         if rev is None and create and not self.read_only:
             return upgrade(self.write_engine)
         if rev is None:
-            raise SchemaError(f"the database {redacted(self.url)} has no facemtl tables: run 'facemtl db upgrade --db {redacted(self.url)}'")
+            raise SchemaError(f"the database {redacted(self.url)} has no facemtl tables: "
+                              f"run 'facemtl db upgrade --db {redacted(self.url)}'")
         raise SchemaError(f"the database {redacted(self.url)} is at schema {rev} and this facemtl reads {head}: "
                           f"run 'facemtl db upgrade --db {redacted(self.url)}' (or use the facemtl that wrote it)")
 

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..config import typed_path
 from ..data.dataset import FaceSet, label_columns
 from ..losses import labelled
 from ..preprocess import to_input
@@ -164,7 +165,7 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
     dev = resolve_device(device)
     model, tasks, cfg, state = load_model(checkpoint, dev)
     if data_root:
-        cfg.data.root = str(Path(data_root).expanduser().resolve())
+        cfg.data.root = typed_path(data_root)
     elif not Path(cfg.data.root).is_absolute():  # written in the model file: relative to its folder
         written = cfg.data.root
         cfg.data.root = str((Path(checkpoint).resolve().parent / written).resolve())
@@ -198,7 +199,7 @@ def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test
     from ..inference import load_predictor
 
     predictor = load_predictor(path, runtime, device, batch_size)
-    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    root = typed_path(data_root) if data_root else None
     data = model_data(predictor.info, root)
     part = data.split(split)
     if len(part) == 0:

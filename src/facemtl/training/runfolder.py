@@ -155,6 +155,11 @@ def check_world_size(folder: str | Path, state: dict[str, Any], world: int, batc
             f"({WORLD_SIZE_ENV} is set): {change} and the result differs from a run never stopped")
 
 
+#: Settings a resume may change: where the data lives and how it is read, not which faces, how
+#: they are split, labelled or augmented, nor the network (``data.*``, ``tasks``, ``model.*``).
+RESUME_MAY_CHANGE = {"data.root", "data.cache", "data.cache_limit_gb", "data.workers", "data.cache_dir"}
+
+
 def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str],
                   data_root: str | None = None) -> Any:
     """The settings a resumed run continues with: its saved ``config.yaml`` plus ``overrides``
@@ -164,14 +169,21 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     otherwise a :class:`RunFolderError` names the settings that differ. The data folder
     must exist (``FileNotFoundError`` naming it otherwise).
     """
-    from ..config import load_config
+    from ..config import load_config, typed_path
 
     saved = Path(folder) / "config.yaml"
     if not saved.is_file():
         raise RunFolderError(f"cannot resume: {folder} holds no run (no config.yaml)")
     cfg = load_config(saved, overrides)
     if data_root is not None:
-        cfg.data.root = str(Path(data_root).expanduser().resolve())
+        cfg.data.root = typed_path(data_root)
+    changed = [(k, a, b) for k, a, b in differences(load_config(saved).to_dict(), cfg.to_dict())
+               if k.split(".")[0] in ("data", "tasks", "model") and k not in RESUME_MAY_CHANGE]
+    if changed:
+        k, a, b = changed[0]
+        raise RunFolderError(f"{folder} was trained with {k}={a!r}; resuming with {k}={b!r} would continue on other "
+                             "faces or another network than its epochs so far (a run never stopped would not); start "
+                             "a new run for it (another --out, or --overwrite)")
     if recipe is not None:
         other = load_config(recipe, overrides)
         if data_root is not None:

@@ -111,15 +111,16 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     settings.keep_images = bool(annotate) or db is not None  # the database keeps live frames (and thumbnails)
     with VideoAnalyzer(checkpoint, detector, device, runtime, min_face, workers, threads=threads) as analyzer:
         fps = next((s.fps for s in opened if s.fps), 30.0)
-        outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
-                              preset=preset) + list(sinks)
-        if db is not None:
+        stored = []
+        if db is not None:  # first: a refused source name leaves no other output begun (a CSV header, a video)
             from ..sinks.db import open_db_sink
 
             single = opened[0].name if len(opened) == 1 else None  # several sources label their own results
             # a name of the server's uploads or of an analyze run is refused here, before a frame is read
-            outputs.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single,
-                                        sources=[s.name for s in opened]))
+            stored.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single,
+                                       sources=[s.name for s in opened]))
+        outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
+                              preset=preset) + list(sinks) + stored
         stream = analyzer.stream(opened, settings, log=_say)
         bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
         failed: list[Sink] = []

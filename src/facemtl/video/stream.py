@@ -41,7 +41,8 @@ from ..inference.predictor import Predictor, load_predictor
 from ..inference.results import ERROR, NO_FACE, OK, FaceResult, ImageResult, TaskAnswer, TrackResult
 from ..system import usable_cores
 from .smoothing import QualitySettings, TrackSmoother, face_quality
-from .sources import Frame, FrameReader, Source, SourceError, SourceSettings, Url, open_sources
+from .sources import (SOURCES_FILE_SUFFIXES, Frame, FrameReader, Source, SourceError, SourceSettings, Url,
+                      open_sources)
 from .tracker import Track, Tracker, TrackerSettings
 
 Event = ImageResult | TrackResult
@@ -573,7 +574,9 @@ class VideoAnalyzer:
         An error after frames came is collected in either case (the frames read are results)."""
         settings = settings or StreamSettings()
         single = isinstance(source, (str, Source, Path))
-        items = [source] if single else list(source)
+        if single and not isinstance(source, Source) and Path(str(source)).suffix.lower() in SOURCES_FILE_SUFFIXES:
+            single = False  # a sources file, even of one line, collects as several sources do
+        items = [source] if isinstance(source, (str, Source, Path)) else list(source)
         sources: list[Source] = []
         for item in items:
             sources += [item] if isinstance(item, Source) else open_sources(str(item), settings.sources)

@@ -78,8 +78,10 @@ def missing_extra(spec: RuntimeSpec) -> str | None:
     missing = [p for p in spec.needs if importlib.util.find_spec(p) is None]
     if not missing:
         return None
-    what = f"pip install 'facemtl[{spec.extra}]'" if spec.extra else "pip install facemtl"
-    return f"the {spec.name} runtime needs {', '.join(missing)}: {what}"
+    # tensorrt is in no extra (NVIDIA's wheel wants a CUDA machine): name its own package
+    extras = [f"'facemtl[{spec.extra}]'"] if spec.extra and set(missing) - {"tensorrt"} else []
+    what = " and ".join(extras + (["tensorrt"] if "tensorrt" in missing else [])) or "facemtl"
+    return f"the {spec.name} runtime needs {', '.join(missing)}: pip install {what}"
 
 
 def open_runtime(path: str | Path, name: str | None = None, **options: Any) -> Any:

@@ -452,13 +452,16 @@ function showTab(name) {
   refresh();
 }
 
-function tick() {
+async function tick() {
   // not started: try again if the server did not answer (or failed); a token to enter waits for the user
-  if (!state.ready) { if (state.retry) start(); return; }
+  if (!state.ready) { if (state.retry) { await start(); refreshed(); } return; }
   // a page reader scrolled to older rows keeps them until they ask again
   if (state.tab === "results" && (state.faces.paged || state.tracks.paged)) return;
-  refresh();
+  await refresh();
+  refreshed();
 }
+// the timer's refreshes so far, done or failed: tests wait on it to know one has run (a fixed wait may not see one)
+function refreshed() { document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1); }
 
 function schedule() {
   clearInterval(state.timer);
