@@ -60,6 +60,21 @@ def test_a_relative_data_root_typed_is_to_the_current_folder(tmp_path, monkeypat
     assert exp.origin["data_root"] == "faces" and exp.origin["data_root_from"] == "the command line"
 
 
+def test_tasks_or_name_overrides_are_refused_where_variants_choose_tasks(tmp_path):
+    """A typed ``tasks=`` replaced the task lists the variants had chosen (every variant then
+    trained the same task under its own name); ``name=`` would name every run alike."""
+    from facemtl.experiments import load_experiment
+
+    tasks = "tasks=[{name: gender, type: binary, label: gender, classes: [male, female]}]"
+    variants = [*VARIANTS, {"name": "only_age", "tasks": ["age"]}]
+    with pytest.raises(ConfigError, match="replaces the tasks that variant 'only_age' chooses or changes"):
+        load_experiment(_write(tmp_path, "/nowhere/utkface", [], variants), [tasks])
+    with pytest.raises(ConfigError, match="each run is named after its variant"):
+        load_experiment(_write(tmp_path, "/nowhere/utkface", []), ["name=other"])
+    exp = load_experiment(_write(tmp_path, "/nowhere/utkface", []), [tasks])  # no variant chooses tasks: fine
+    assert [t["name"] for t in exp.config(exp.variants[0], 0).to_dict()["tasks"]] == ["gender"]
+
+
 @pytest.mark.parametrize("override, says", [
     ("weighting.params.lam=0.2", "override 'weighting.params.lam=0.2' changes a setting that variant 'f' sets itself"),
     ("weighting={params: {lam: 0.2}}", "variant 'f' sets itself"),
