@@ -564,8 +564,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="which split of the model's own data (same seed, same split as in training)")
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by task")
     p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training (relative: to the "
-                                                      "current folder); a relative data.root inside the model file "
-                                                      "resolves against the model file's folder")
+                                                      "current folder). Without it, a relative data.root recorded "
+                                                      "in a .pt resolves against the .pt's folder, and in an "
+                                                      "exported file against the current folder")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--tta", default="none", choices=["none", "flip"],
                    help="test-time augmentation: flip averages each face with its mirror image")

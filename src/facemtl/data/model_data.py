@@ -8,6 +8,7 @@ test split from an exported file as from its checkpoint.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,8 +39,9 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
     tasks that answer at inference."""
     cfg, seed = recorded_data(info, data_root)
     if not Path(cfg.root).exists():
-        raise FileNotFoundError(f"the data folder {cfg.root} that model {info.name!r} records does not exist; "
-                                "pass the folder where it lives now")
+        where = "" if Path(cfg.root).is_absolute() else f" (relative to the current folder, {Path.cwd()})"
+        raise FileNotFoundError(f"the data folder {cfg.root}{where} that model {info.name!r} records does not exist; "
+                                "pass the folder where it lives now with --data-root")
     from ..tasks import build_task
 
     # The split is stratified on every task the model trained, training-only ones too.
@@ -94,5 +96,5 @@ def sample(part: FaceSet, n: int | None) -> FaceSet:
         part = FaceSet([part.paths[i] for i in keep], part.labels[keep], part.size, None, part.workers,
                        part.rows[keep] if len(part.rows) else part.rows,
                        {k: np.asarray(v)[keep] for k, v in part.attributes.items()})
-    part.cache(progress=len(part) > 2000)
+    part.cache(progress=len(part) > 2000 and sys.stderr.isatty())  # no bar drawn into a log file
     return part

@@ -86,7 +86,7 @@ def predict_set_runtime(predictor: Any, data: FaceSet, tta: str = "none") -> dic
     """:func:`predict_set` for a model file in any runtime (an exported ONNX / OpenVINO file):
     the :class:`~facemtl.inference.predictor.Predictor` runs the cached images and the tasks
     decode its raw outputs exactly as for a checkpoint. No losses (``loss`` is empty)."""
-    data.cache(progress=len(data) > 2000)
+    data.cache(progress=len(data) > 2000 and sys.stderr.isatty())  # no bar drawn into a log file
     raw = predictor.raw_images(data.images.numpy(), tta)
     true = data.labels.numpy()
     tasks = predictor.tasks
