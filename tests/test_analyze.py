@@ -473,6 +473,25 @@ def test_a_write_the_machine_refuses_is_one_sentence_not_a_traceback(face_photo,
     assert capsys.readouterr().err == "facemtl: error: facemtl analyze could not go on: no space left on device\n"
 
 
+def test_a_model_file_whose_metadata_does_not_describe_its_network_is_refused(tmp_path):
+    """Race with 4 classes in the metadata of a network with 5 outputs dropped a class's
+    probability silently (analyze) or crashed (evaluate)."""
+    import onnx
+
+    from facemtl.inference import load_predictor
+    from facemtl.inference.model_files import INFO_KEY
+
+    model = onnx.load(str(default_model_path()))
+    prop = next(p for p in model.metadata_props if p.key == INFO_KEY)
+    info = json.loads(prop.value)
+    race = next(t for t in info["tasks"] if t["name"] == "race")
+    race["num_classes"], race["classes"] = 4, race["classes"][:4]
+    prop.value = json.dumps(info)
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    with pytest.raises(ValueError, match="'race' output is 5 wide, and its metadata describes 4"):
+        load_predictor(str(tmp_path / "edited.onnx"))
+
+
 def test_accurate_is_a_flag_and_fusion_names_a_file():
     from facemtl.cli import build_parser
 

@@ -98,9 +98,13 @@ def open_runtime(path: str | Path, name: str | None = None, **options: Any) -> A
     return getattr(importlib.import_module(module), cls)(path, **options)
 
 
-def check_io(info: Any, inputs: list[tuple[str, Any, str]], outputs: list[str], path: Any) -> None:
-    """Refuse a file whose network does not take ``uint8 (N, 3, S, S)`` or lacks an output per task."""
-    names = [t.name for t in info.build_tasks()]
+def check_io(info: Any, inputs: list[tuple[str, Any, str]], outputs: list[str] | dict[str, Any], path: Any) -> None:
+    """Refuse a file whose network does not take ``uint8 (N, 3, S, S)`` or lacks an output per task;
+    ``outputs`` given as ``{name: width}`` (``width`` ``None`` where the runtime does not know it):
+    refuse one whose width is not its task's (metadata that does not describe the network would
+    drop or invent classes silently)."""
+    tasks = info.build_tasks()
+    names = [t.name for t in tasks]
     if len(inputs) != 1:
         raise ValueError(f"{path} is not a facemtl model: its network takes {len(inputs)} inputs, not one")
     _, shape, dtype = inputs[0]
@@ -111,3 +115,9 @@ def check_io(info: Any, inputs: list[tuple[str, Any, str]], outputs: list[str], 
     lacking = [n for n in names if n not in outputs]
     if lacking:
         raise ValueError(f"{path} is not a facemtl model: it has no output for task(s) {', '.join(lacking)}")
+    if isinstance(outputs, dict):
+        for t in tasks:
+            width = outputs[t.name]
+            if isinstance(width, int) and width != t.output_size:
+                raise ValueError(f"{path} does not match its own metadata: the network's {t.name!r} output is {width} "
+                                 f"wide, and its metadata describes {t.output_size} (a damaged or edited file)")

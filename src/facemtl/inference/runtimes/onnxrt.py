@@ -46,7 +46,7 @@ class OnnxRuntime:
         self.input = self.session.get_inputs()[0].name
         self.outputs = [t.name for t in self.info.build_tasks()]
         check_io(self.info, [(i.name, i.shape, i.type) for i in self.session.get_inputs()],
-                 [o.name for o in self.session.get_outputs()], path)
+                 {o.name: (o.shape[-1] if o.shape else None) for o in self.session.get_outputs()}, path)
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """``uint8 (N, 3, S, S)`` -> ``{task: float32 (N, D)}``."""

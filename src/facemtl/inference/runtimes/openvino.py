@@ -51,7 +51,9 @@ class OpenVinoRuntime:
         inputs = [(i.any_name, [d.get_length() if d.is_static else None for d in i.get_partial_shape()],
                    i.get_element_type().get_type_name()) for i in self.compiled.inputs]
         outs = {o.any_name: k for k, o in enumerate(self.compiled.outputs)}
-        check_io(self.info, inputs, list(outs), path)
+        widths = {o.any_name: (o.get_partial_shape()[-1].get_length() if o.get_partial_shape().rank.is_static
+                               and o.get_partial_shape()[-1].is_static else None) for o in self.compiled.outputs}
+        check_io(self.info, inputs, widths, path)
         self.outputs = [(t.name, outs[t.name]) for t in self.info.build_tasks()]
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
