@@ -352,3 +352,24 @@ def test_analyze_db_into_a_source_of_another_kind_is_refused_by_the_command(tmp_
                                "another database\n")
     with Store(db) as store:
         assert counts(store) == before
+
+
+def test_uploads_under_a_name_another_kind_owns_are_refused_once_not_kept_forever(tmp_path, caplog):
+    """The server's upload source name taken by a stream: every upload was answered ``kept`` and
+    retried as if the database were away, then dropped; now ``refused``, said once in the log."""
+    from types import SimpleNamespace
+
+    from facemtl.inference.results import ImageResult
+    from facemtl.server.service import Service
+
+    db = str(tmp_path / "r.db")
+    make_source(db, "stream", f"upload@{socket.gethostname()}")
+    with Store(db) as store:
+        before = counts(store)
+        svc = Service(store, None)
+        svc.predictor = SimpleNamespace(info=INFO)  # what the upload writer reads of the model
+        with caplog.at_level("ERROR", logger="facemtl.server"):
+            said = [svc._store(ImageResult(file=f"{k}.jpg"), None, [], None) for k in range(3)]
+        assert said == ["refused"] * 3 and not svc._unstored
+        assert [r.getMessage()[:40] for r in caplog.records] == ["uploads are not stored: the source 'uplo"]
+        assert counts(store) == before

@@ -86,6 +86,8 @@ class Service:
         self._writer = None
         self._unstored: deque[tuple[ImageResult, Any]] = deque()  # uploads not handed to the writer yet
         self._failing = False
+        #: Why uploads cannot be stored at all (their source name belongs to another kind of run), once known.
+        self._refused_source: str | None = None
         self._closed = False
         self._lost = 0  # uploads dropped because MAX_UNSTORED were waiting
         self._lock = threading.Lock()
@@ -150,6 +152,8 @@ class Service:
         with self._lock:
             if self._closed:  # the server is stopping: answered, not stored
                 return "no"
+            if self._refused_source is not None:  # said once in the log when it was found
+                return "refused"
             if len(self._unstored) >= MAX_UNSTORED:  # the database has been away a long time: memory is bounded
                 self._unstored.popleft()
                 self._lost += 1
@@ -160,12 +164,16 @@ class Service:
             dropped = self._writer.dropped if self._writer is not None else 0
             if not self._write_uploads():
                 return "kept"
+            if self._refused_source is not None:
+                return "refused"
             return "yes" if self._writer.dropped == dropped else "refused"
 
     def _write_uploads(self) -> bool:
         """Write the uploads not stored yet, with the upload session's heartbeat (call under the
         lock). While the database is away they stay in memory and this says ``False``; they
         are written by the next upload or :meth:`beat`, whichever comes first once it answers."""
+        from ..store import SourceKindError
+
         try:
             if self._writer is None:
                 self._writer = self.store.writer("upload", f"upload@{socket.gethostname()}", self.predictor.info,
@@ -175,6 +183,11 @@ class Service:
                 self._writer.add(*self._unstored[0])
                 self._unstored.popleft()  # only once the writer holds it
             self._writer.flush()
+        except SourceKindError as exc:  # not an outage: waiting would never store them
+            log.error("uploads are not stored: %s", exc)
+            self._refused_source = str(exc)
+            self._unstored.clear()
+            return True
         except Exception as exc:
             if not self._failing:
                 log.warning("cannot store uploads (kept in memory and written when the database answers): %s",
