@@ -165,13 +165,27 @@ def test_int8_loss_of_exactly_the_limit_passes():
     assert not accuracy_loss([task], {"race": ref}, {"race": new}, labels)["race"]["ok"]
 
 
-def test_without_data_int8_refuses_and_fp32_checks_on_the_sample_photo(tmp_path, capsys):
+def test_a_missing_data_folder_is_refused_and_without_one_fp32_checks_on_the_sample_photo(tmp_path, capsys,
+                                                                                          monkeypatch):
     with pytest.raises(ValueError, match="INT8 calibration needs real faces"):
         export_model(LEGACY, "onnx-int8", tmp_path / "q.onnx", str(tmp_path / "no-data"))
     out = tmp_path / "m.onnx"
+    # --data typed and missing: refused for every format, nothing written
     assert main(["export", str(LEGACY), "--format", "onnx", "--out", str(out), "--data", str(tmp_path / "no-data"),
-                 "--json"]) == 0
-    r = json.loads(capsys.readouterr().out)
+                 "--json"]) == 2
+    assert "does not exist" in capsys.readouterr().err and not out.exists()
+    # no --data, and the folder the model records is gone: the sample photo's face checks it
+    import facemtl.data.model_data as model_data
+
+    recorded = model_data.recorded_data
+
+    def moved(info, data_root=None):
+        cfg, seed = recorded(info, data_root)
+        cfg.root = str(tmp_path / "moved-away")
+        return cfg, seed
+
+    monkeypatch.setattr(model_data, "recorded_data", moved)
+    r = export_model(LEGACY, "onnx", out)
     assert r["checked_on"].startswith("the sample photo") and r["ok"] and r["size_bytes"] == out.stat().st_size
 
 

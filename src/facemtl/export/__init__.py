@@ -9,7 +9,11 @@ The formats live in one table (:data:`~facemtl.export.formats.FORMATS`). Needs
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -34,15 +38,13 @@ class ExportFaces:
 
 
 def load_faces(info: Any, data_root: str | None, calibration: int | None, check: int, need_data: bool) -> ExportFaces:
-    """Faces from ``data_root`` or the data folder the model records; without data, INT8
-    (``need_data``) refuses in one sentence and FP32 checks on the sample photo's face."""
+    """Faces from ``data_root`` or the data folder the model records; when the recorded folder
+    is gone, INT8 (``need_data``) refuses in one sentence and FP32 checks on the sample photo's
+    face. (A ``data_root`` that is not there was refused before: :func:`check_data_folder`.)"""
     from ..data.model_data import model_data, recorded_data, sample
 
     cfg, _ = recorded_data(info, data_root)
     if not Path(cfg.root).exists():
-        if need_data and data_root:  # typed by the person: do not ask for what was just passed
-            raise ValueError(f"INT8 calibration needs real faces, and the data folder {data_root} given with "
-                             "--data does not exist")
         if need_data:
             raise ValueError(f"INT8 calibration needs real faces, and the data folder {cfg.root} that the model "
                              "records does not exist: pass --data DIR")
@@ -75,9 +77,17 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
     ``data``: the data folder (default: the one the model records). ``options``: the
     format's options (:data:`~facemtl.export.formats.OPTIONS`; ``None`` = default).
     ``force``: keep an export that fails its check (FP32 outputs off by more than
-    :data:`~facemtl.export.checks.FP32_TOLERANCE`, INT8 past the accuracy limits).
+    :data:`~facemtl.export.checks.FP32_TOLERANCE`, INT8 past the accuracy limits); its
+    metadata then records ``check_failed`` (the problems, and the faces they were found on).
+
+    The export is written under temporary names beside ``out`` and checked there; only an
+    export that passes (or ``force``) replaces ``out`` (:func:`commit`). A failed check, an
+    error or an interruption (SIGINT, SIGTERM) removes the temporary files and leaves what was
+    at ``out`` as it was. ``out`` (a folder, an unwritable place) and ``data`` (given but
+    missing) are checked before any work.
     """
     from ..inference.runtimes import open_runtime
+    from ..system import abort_on_signals
     from .checks import FP32_TOLERANCE, accuracy_loss, compare_outputs, describe_loss, run_all
 
     fmt = get_format(format)
@@ -94,41 +104,168 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
     out = Path(out)
     if out.suffix.lower() != fmt.suffix:
         raise ValueError(f"the {fmt.name} format writes a {fmt.suffix} file; name --out accordingly, not {out.name}")
+    check_destination(out, fmt)
+    check_data_folder(data, fmt)
     from ..inference.runtimes.pytorch import TorchRuntime
 
     source = TorchRuntime(checkpoint, device="cpu")
     faces = load_faces(source.info, data, opts.get("calibration"), opts["check_faces"], fmt.int8)
     log(f"exporting {checkpoint} to {fmt.name} ({fmt.precision}); checks on {faces.source}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     module, fn = fmt.exporter.split(":")
-    getattr(importlib.import_module(module), fn)(source, out, faces, fmt, **opts)
+    exporter = importlib.import_module(module)
+    made = make_folders(out.parent)
+    tmp = temporary_name(out)
+    kept = False
+    try:
+        # SIGTERM, like Ctrl-C, unwinds through the ``finally`` below: no temporary file stays
+        with abort_on_signals():
+            try:
+                getattr(exporter, fn)(source, tmp, faces, fmt, **opts)
+            except OSError as exc:  # disk full, a folder gone read-only: one sentence, nothing at out touched
+                raise ValueError(f"writing the {fmt.name} export beside {out} failed "
+                                 f"({exc.strerror or exc}), so {left_as_it_was(out)}") from None
+            except RuntimeError as exc:  # OpenVINO says only "basic_ios::clear: iostream error" on a full disk
+                full = "; the disk is full" if shutil.disk_usage(out.parent).free < 2**20 else ""
+                raise RuntimeError(f"writing the {fmt.name} export beside {out} failed ({exc}{full}), "
+                                   f"so {left_as_it_was(out)}") from None
 
-    exported = open_runtime(out, fmt.runtime)
-    tasks = source.info.build_tasks()
-    ref, new = run_all(source, faces.check), run_all(exported, faces.check)
-    report: dict[str, Any] = {"format": fmt.name, "file": str(out), "precision": fmt.precision,
-                              "runtime": fmt.runtime, "size_bytes": written_size(out),
-                              "checked_on": faces.source, "parity": compare_outputs(tasks, ref, new)}
-    problems = []
-    if fmt.precision == "fp32":
-        worst = max(r["max_abs_diff"] for r in report["parity"].values())
-        if worst > FP32_TOLERANCE:
-            problems.append(f"its outputs differ from PyTorch's by up to {worst:.2g} (tolerance {FP32_TOLERANCE:g})")
-    if fmt.reduced and faces.labels is not None:
-        report["accuracy"] = accuracy_loss(tasks, ref, new, faces.labels)
-        problems += [f"{t}: {describe_loss(r)}" for t, r in report["accuracy"].items() if not r["ok"]]
-    report["ok"] = not problems
-    if problems and not force:
-        for f in written_files(out):
-            f.unlink(missing_ok=True)
-        raise ValueError(f"the {fmt.name} export failed its check, so nothing was kept ({'; '.join(problems)}); "
-                         "pass --force to keep it anyway")
+            exported = open_runtime(tmp, fmt.runtime)
+            tasks = source.info.build_tasks()
+            ref, new = run_all(source, faces.check), run_all(exported, faces.check)
+            del exported  # (OpenVINO may map the .bin; let it go before the files move)
+            report: dict[str, Any] = {"format": fmt.name, "file": str(out), "precision": fmt.precision,
+                                      "runtime": fmt.runtime, "size_bytes": written_size(tmp),
+                                      "checked_on": faces.source, "parity": compare_outputs(tasks, ref, new)}
+            problems = []
+            if fmt.precision == "fp32":
+                worst = max(r["max_abs_diff"] for r in report["parity"].values())
+                if worst > FP32_TOLERANCE:
+                    problems.append(f"its outputs differ from PyTorch's by up to {worst:.2g} "
+                                    f"(tolerance {FP32_TOLERANCE:g})")
+            if fmt.reduced and faces.labels is not None:
+                report["accuracy"] = accuracy_loss(tasks, ref, new, faces.labels)
+                problems += [f"{t}: {describe_loss(r)}" for t, r in report["accuracy"].items() if not r["ok"]]
+            report["ok"] = not problems
+            if problems and not force:
+                raise ValueError(f"the {fmt.name} export failed its check, so {left_as_it_was(out)} "
+                                 f"({'; '.join(problems)}); pass --force to keep it anyway")
+            try:
+                if problems:  # kept with --force: the file itself says so (and analyze warns when it loads it)
+                    log(f"keeping the {fmt.name} export although it failed its check (--force): {'; '.join(problems)}")
+                    exporter.mark_check_failed(tmp, {"problems": problems, "checked_on": faces.source,
+                                                     "kept_with": "--force"})
+                    report["size_bytes"] = written_size(tmp)
+                commit(tmp, out)
+            except OSError as exc:
+                raise ValueError(f"writing the {fmt.name} export beside {out} failed "
+                                 f"({exc.strerror or exc}), so {left_as_it_was(out)}") from None
+            kept = True
+    finally:
+        if not kept:
+            for f in [*written_files(tmp), Path(str(tmp) + ".data")]:  # (+ external data an exporter left)
+                f.unlink(missing_ok=True)
+            for d in reversed(made):  # folders made for this export, when it left nothing in them
+                with contextlib.suppress(OSError):
+                    d.rmdir()
     return report
 
 
+def check_destination(out: Path, fmt: ExportFormat) -> None:
+    """Refuse, in one sentence and before any work, an ``out`` that cannot take the export:
+    a folder (``out`` or a file written beside it), or a place under a file or in a folder
+    this process cannot write in (read-only). Missing folders are made when the export is
+    written."""
+    for f in written_files(out):
+        if f.is_dir():
+            if f == out:
+                raise ValueError(f"--out {out} is a folder; name the {fmt.suffix} file to write, such as "
+                                 f"{out / ('model' + fmt.suffix)}")
+            raise ValueError(f"the {fmt.name} export writes {f.name} beside {out.name}, and {f} is a folder")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out} cannot be written: {os.path.abspath(parent)} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} cannot be written: the folder {os.path.abspath(parent)} is not writable by "
+                         "this user (read-only, or someone else's)")
+
+
+def check_data_folder(data: str | None, fmt: ExportFormat) -> None:
+    """Refuse a ``--data`` folder that is not there, for every format, before any work (without
+    ``--data``, :func:`load_faces` falls back to the folder the model records)."""
+    if not data or Path(data).is_dir():
+        return
+    what = "is not a folder" if Path(data).exists() else "does not exist"
+    if fmt.int8:
+        raise ValueError(f"INT8 calibration needs real faces, and the data folder {data} given with --data {what}")
+    raise ValueError(f"the export's check reads real faces from --data, and the data folder {data} {what} "
+                     "(leave --data out to check on the folder the model records, or the sample photo's face)")
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and any missing parents; returns those made, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.insert(0, folder)
+        folder = folder.parent
+    if missing:
+        try:
+            missing[-1].mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"the folder {missing[0]} for --out cannot be made ({exc.strerror or exc})") from None
+    return missing
+
+
+def temporary_name(out: Path) -> Path:
+    """A hidden name beside ``out`` with its suffix (so its runtime reads it), that no file has:
+    ``model.onnx`` -> ``.model.5f3a9c1e.tmp.onnx`` (and ``.tmp.bin`` beside ``.tmp.xml``)."""
+    while True:
+        tmp = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.tmp{out.suffix}")
+        if not any(f.exists() for f in written_files(tmp)):
+            return tmp
+
+
+def left_as_it_was(out: Path) -> str:
+    return f"{out} was left as it was" if out.exists() else "nothing was kept"
+
+
+def commit(tmp: Path, out: Path) -> None:
+    """Move a checked export from its temporary names onto ``out``, each file by ``os.replace``
+    (atomic: a reader sees the old file or the new one, never a part).
+
+    A format with a companion file (OpenVINO's ``.bin`` beside the ``.xml``, a TensorRT
+    engine's ``.json``) cannot be swapped in one step, and a mix of the old pair and the new
+    one (an old ``.xml`` laid over the new ``.bin``: the same layer offsets into other
+    weights) would load and answer wrongly. The model file (``.xml``, ``.engine``) is what
+    every reader opens first and refuses without, so it goes last: the old one is removed
+    first, then the companion replaced, then the model file put in place. At every moment
+    ``out`` is the old pair, no model at all (the new companion alone, which nothing loads),
+    or the new pair. A first stop signal (Ctrl-C, SIGTERM) during these few system calls is
+    let pass, so that they all run: the export is complete a moment later. ``kill -9`` between
+    them leaves no model at ``out`` and the new ``.xml`` under its hidden temporary name.
+    """
+    from ..system import stop_on_signals
+
+    companions = list(zip(written_files(tmp)[1:], written_files(out)[1:]))
+    with stop_on_signals(lambda signum: None):  # (a second signal still aborts at once)
+        if companions:
+            out.unlink(missing_ok=True)
+        for t, o in companions:
+            os.replace(t, o)
+        os.replace(tmp, out)
+
+
 def written_files(out: Path) -> list[Path]:
-    """The files an export writes: the model file and its companions (IR weights, engine metadata)."""
-    return [out, out.with_suffix(".bin") if out.suffix == ".xml" else Path(str(out) + ".json")]
+    """The files an export writes, the model file first, then its companion: OpenVINO's weights
+    (``.bin``), a TensorRT engine's metadata (``.engine.json``). An ONNX export is one file
+    (:func:`~facemtl.export.network.to_onnx` stores no external ``.onnx.data``, which the
+    runtimes refuse to read)."""
+    if out.suffix == ".xml":
+        return [out, out.with_suffix(".bin")]
+    if out.suffix == ".engine":
+        return [out, Path(str(out) + ".json")]
+    return [out]
 
 
 def written_size(out: Path) -> int:

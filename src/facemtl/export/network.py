@@ -44,6 +44,14 @@ def info_json(info: ModelInfo) -> str:
     return json.dumps(info.to_dict(), default=str)
 
 
+def with_check_failed(text: str, failed: dict[str, Any]) -> str:
+    """ModelInfo JSON ``text`` with ``extra.check_failed`` set: an export kept with ``--force``
+    although it failed its check says so, and why, in its own metadata."""
+    d = json.loads(text)
+    d.setdefault("extra", {})["check_failed"] = failed
+    return json.dumps(d, default=str)
+
+
 def to_onnx(source: Any, out: str, opset: int) -> None:
     """Write the source runtime's network as one ONNX file (no external data) with a dynamic batch axis."""
     import contextlib

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..inference.model_files import INFO_KEY
 from .bias_correction import correct_bias
-from .network import exported_info, info_json, to_onnx
+from .network import exported_info, info_json, to_onnx, with_check_failed
 
 
 def put_metadata(model: Any, info: Any) -> None:
@@ -27,6 +27,17 @@ def set_metadata(path: str | Path, info: Any) -> None:
 
     model = onnx.load(str(path))
     put_metadata(model, info)
+    onnx.save(model, str(path))
+
+
+def mark_check_failed(path: str | Path, failed: dict[str, Any]) -> None:
+    """Record in the ONNX file's metadata that its check failed (``extra.check_failed``)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for p in model.metadata_props:
+        if p.key == INFO_KEY:
+            p.value = with_check_failed(p.value, failed)
     onnx.save(model, str(path))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inference.model_files import INFO_KEY
-from .network import exported_info, info_json, to_onnx
+from .network import exported_info, info_json, to_onnx, with_check_failed
 
 
 def _convert(source: Any, opset: int) -> Any:
@@ -29,6 +29,27 @@ def _save(model: Any, out: Path, info: Any) -> None:
     model.set_rt_info(info_json(info), [INFO_KEY])
     # FP32 weights as they are: compress_to_fp16 would round a checkpoint's weights.
     ov.save_model(model, str(out), compress_to_fp16=False)
+
+
+def mark_check_failed(path: str | Path, failed: dict[str, Any]) -> None:
+    """Record in the IR's ``rt_info`` that its check failed (``extra.check_failed``).
+
+    Only the value of the ``<facemtl_model_info value="..."/>`` element changes, in the text
+    of the ``.xml``: the network and its ``.bin`` stay byte for byte what was checked.
+    """
+    import xml.etree.ElementTree as ET
+    from xml.sax.saxutils import escape
+
+    path = Path(path)
+    node = ET.parse(path).getroot().find(f"rt_info/{INFO_KEY}")
+    if node is None or node.get("value") is None:
+        raise ValueError(f"{path} carries no facemtl metadata to mark")
+    text = path.read_text(encoding="utf-8")
+    tag = f'<{INFO_KEY} value="'
+    start = text.rindex(tag) + len(tag)
+    end = text.index('"', start)  # (the value's own quotes are written as &quot;)
+    value = escape(with_check_failed(node.get("value"), failed), {'"': "&quot;"})
+    path.write_text(text[:start] + value + text[end:], encoding="utf-8")
 
 
 def export_openvino(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 18, **_: Any) -> None:

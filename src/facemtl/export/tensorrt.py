@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..inference.model_files import INFO_KEY
-from .network import exported_info, to_onnx
+from .network import exported_info, to_onnx, with_check_failed
 
 
 def tensorrt_unavailable() -> str | None:
@@ -28,6 +28,14 @@ def tensorrt_unavailable() -> str | None:
     if not torch.cuda.is_available():
         return "the tensorrt format needs a CUDA GPU, and this machine has none"
     return None
+
+
+def mark_check_failed(path: str | Path, failed: dict[str, Any]) -> None:
+    """Record in the engine's metadata file (``<engine>.json``) that its check failed."""
+    side = Path(str(path) + ".json")
+    d = json.loads(side.read_text())
+    d[INFO_KEY] = json.loads(with_check_failed(json.dumps(d[INFO_KEY]), failed))
+    side.write_text(json.dumps(d, default=str))
 
 
 def export_tensorrt(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 18, max_batch: int = 64,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,24 @@ def parse_info(text: str, path: Path) -> ModelInfo:
         info.build_tasks()
     except Exception as exc:
         raise ValueError(f"{path} carries damaged facemtl metadata ({type(exc).__name__}: {exc})") from None
+    warn_failed_check(info, path)
     return info
+
+
+_warned: set[str] = set()
+
+
+def warn_failed_check(info: ModelInfo, path: Path) -> None:
+    """Say on standard error, once per file and process, that an export was kept with
+    ``--force`` although it failed its check (``extra.check_failed``, written by ``facemtl export``)."""
+    failed = info.extra.get("check_failed") if isinstance(info.extra, dict) else None
+    key = str(Path(path).resolve())
+    if not failed or key in _warned:
+        return
+    _warned.add(key)
+    why = "; ".join(map(str, failed.get("problems", []))) if isinstance(failed, dict) else str(failed)
+    print(f"facemtl: warning: {path}: this export failed its check against PyTorch and was kept with --force"
+          + (f" ({why})" if why else ""), file=sys.stderr)
 
 
 def read_onnx(path: str | Path) -> tuple[bytes, ModelInfo]:
