@@ -174,5 +174,5 @@ def test_overrides_train_every_run_reuse_and_retrain(utkface_root, tmp_path, cap
     err = experiment("--only", "b", "--overwrite", f"data.root={utkface_root}")
     assert "b seed 0 (train.epochs 2, now 3): trained with other settings" in err and _epochs(out, "b") == 3
     summary = json.loads((out / "experiment.json").read_text())
-    assert summary["command_line_overrides"] == [f"data.root={utkface_root}"]
+    assert summary["command_line_overrides"] == [f"data.root={utkface_root.resolve()}"]  # recorded absolute
     assert summary["left_out"] == ["a seed 0 (train.epochs 1, now 3)"]
