@@ -183,3 +183,44 @@ def test_a_degenerate_baseline_gives_no_absurd_score():
     one["pred"]["race"] = np.array([0.0])
     m = score_predictions(one, tasks, {"age": 25.0, "gender": 0.0, "race": 2.0})
     assert np.isnan(m["score"])
+
+
+def test_a_cosine_run_resumes_and_an_older_last_pt_with_numpy_rates_loads(tmp_path):
+    """The cosine factor is a Python float (a NumPy one landed in the saved learning rates, and
+    torch.load(weights_only) refused the file); a last.pt written so before still loads."""
+    import numpy as np
+    import torch
+
+    from facemtl.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint({"scheduler": {"base_lrs": [np.float64(0.01)], "_last_lr": [np.float64(0.005)]}},
+                    tmp_path / "old.pt")
+    state = load_checkpoint(tmp_path / "old.pt")
+    assert state["scheduler"]["_last_lr"] == [0.005]
+    torch.save({"format": "facemtl-1", "code": print}, tmp_path / "evil.pt")  # anything else is still refused
+    with pytest.raises(ValueError, match="holds Python objects other than weights"):
+        load_checkpoint(tmp_path / "evil.pt")
+    from types import SimpleNamespace
+
+    from facemtl.training.optim import build_scheduler
+
+    cfg = SimpleNamespace(optim=SimpleNamespace(scheduler="cosine", warmup_epochs=1), train=SimpleNamespace(epochs=3))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = build_scheduler(cfg, opt, steps_per_epoch=4)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    assert all(type(x) is float for x in sched.get_last_lr())
+
+
+def test_a_checkpoint_of_another_format_says_so(tmp_path):
+    import torch
+
+    from facemtl.checkpoint import load_checkpoint
+
+    torch.save({"format": "facemtl-2", "model": {}}, tmp_path / "newer.pt")
+    with pytest.raises(ValueError, match="is a facemtl-2 checkpoint, and this facemtl reads facemtl-1"):
+        load_checkpoint(tmp_path / "newer.pt")
+    torch.save({"weights": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="is not a facemtl checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")

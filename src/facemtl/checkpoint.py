@@ -70,6 +70,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # a truncated or foreign file
         raise ValueError(f"{path} is not a readable facemtl checkpoint: not a PyTorch file, or a damaged one "
                          f"({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("facemtl-") and fmt != FORMAT:
+        raise ValueError(f"{path} is a {fmt} checkpoint, and this facemtl reads {FORMAT}: it was written by another "
+                         "facemtl version (upgrade facemtl to read a newer one)")
+    if fmt != FORMAT:
         raise ValueError(f"{path} is not a facemtl checkpoint")
     return state
