@@ -492,6 +492,25 @@ def test_a_model_file_whose_metadata_does_not_describe_its_network_is_refused(tm
         load_predictor(str(tmp_path / "edited.onnx"))
 
 
+def test_predict_takes_arrays_or_pil_images_and_says_how_to_pass_one(utkface_root):
+    from PIL import Image
+
+    from facemtl.data.utkface import read_utkface
+    from facemtl.images import read_square
+    from facemtl.inference import load_predictor
+
+    predictor = load_predictor()
+    crops = [read_square(p, predictor.size)[0] for p in read_utkface(utkface_root, limit=3).paths]
+    as_arrays = predictor.predict(crops)
+    assert predictor.predict([Image.fromarray(c) for c in crops]) == as_arrays == predictor.predict(np.stack(crops))
+    with pytest.raises(ValueError, match=r"wrap one image in a list, predict\(\[image\]\)"):
+        predictor.predict(Image.fromarray(crops[0]))
+    import facemtl
+
+    with pytest.raises(ValueError, match="or a numeric array, not int"):  # it read "not ()"
+        facemtl.analyze(5)
+
+
 def test_accurate_is_a_flag_and_fusion_names_a_file():
     from facemtl.cli import build_parser
 

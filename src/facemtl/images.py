@@ -201,7 +201,7 @@ def open_image(image: Any) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(to_rgb(image), dtype=np.uint8)
     arr = np.asarray(image)
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "biuf" or arr.ndim == 0:  # (a lone number is no image either)
         raise TypeError("an image is a file path, the bytes of an image file, an open binary file, a PIL image "
                         f"or a numeric array, not {type(image).__name__}")
     if arr.ndim == 2:

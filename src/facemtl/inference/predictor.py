@@ -51,6 +51,7 @@ class Predictor:
 
     def raw(self, crops: Sequence[np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
         """The runtime's raw outputs ``{task: (N, D)}`` for ``(S, S, 3)`` crops, in batches."""
+        crops = _crop_list(crops)
         return self.raw_images(to_batch(crops, self.size) if len(crops) else np.zeros((0, 3, self.size, self.size), np.uint8))
 
     def raw_images(self, images: np.ndarray, tta: str = "none") -> dict[str, np.ndarray]:
@@ -73,12 +74,23 @@ class Predictor:
         return {k: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for k, v in parts.items()}
 
     def predict(self, crops: Sequence[np.ndarray] | np.ndarray) -> list[dict[str, TaskAnswer]]:
-        """Every task's answer for each crop, in order."""
+        """Every task's answer for each crop (an ``(S, S, 3) uint8`` array or an RGB PIL image), in order."""
+        crops = _crop_list(crops)
         if len(crops) == 0:
             return []
         raw = self.raw(crops)
         per_task = {t.name: t.answers(raw[t.name], self.interval) for t in self.tasks}
         return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
+
+
+def _crop_list(crops: Any) -> Any:
+    """``crops`` as arrays: an ``(N, S, S, 3)`` array as it is, a list's PIL images as arrays; one
+    image alone is a ``ValueError`` saying to wrap it (its rows would be read as crops)."""
+    if isinstance(crops, np.ndarray):
+        return crops
+    if hasattr(crops, "getbands"):  # a PIL image, not a list of them
+        raise ValueError("predict takes a list of aligned crops: wrap one image in a list, predict([image])")
+    return [np.asarray(c) for c in crops]
 
 
 def load_predictor(model: str | Path | Sequence[str | Path] | None = None, runtime: str | None = None,
