@@ -511,6 +511,25 @@ def test_predict_takes_arrays_or_pil_images_and_says_how_to_pass_one(utkface_roo
         facemtl.analyze(5)
 
 
+def test_a_model_file_from_a_newer_facemtl_says_so(tmp_path):
+    import onnx
+
+    from facemtl.inference import load_predictor
+    from facemtl.inference.model_files import INFO_KEY
+
+    model = onnx.load(str(default_model_path()))
+    prop = next(p for p in model.metadata_props if p.key == INFO_KEY)
+    info = json.loads(prop.value)
+    info["tasks"][0]["calibrated_temperature"] = 1.3  # a setting a later facemtl may add
+    for version, says in (("99.0.0", "was written by facemtl 99.0.0, newer than this"),
+                          ("0.1.0", "carries damaged facemtl metadata")):
+        info["extra"]["facemtl_version"] = version
+        prop.value = json.dumps(info)
+        onnx.save(model, str(tmp_path / "m.onnx"))
+        with pytest.raises(ValueError, match=says):
+            load_predictor(str(tmp_path / "m.onnx"))
+
+
 def test_accurate_is_a_flag_and_fusion_names_a_file():
     from facemtl.cli import build_parser
 

@@ -35,9 +35,13 @@ def exported_info(info: ModelInfo, fmt: Any, **extra: Any) -> ModelInfo:
     """The source's ModelInfo with what the export adds (format, precision, options), inference tasks only."""
     from ..tasks import build_task
 
+    from .. import __version__
+
     tasks = [t for t in info.tasks if build_task(t).inference]
+    # the facemtl that wrote it: a reader that cannot parse the metadata can then say "newer facemtl"
     return ModelInfo(info.name, info.version, tasks, info.image_size, info.mean, info.std,
-                     {**info.extra, "format": fmt.name, "precision": fmt.precision, **extra})
+                     {**info.extra, "format": fmt.name, "precision": fmt.precision, "facemtl_version": __version__,
+                      **extra})
 
 
 def info_json(info: ModelInfo) -> str:

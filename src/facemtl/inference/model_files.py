@@ -45,9 +45,33 @@ def parse_info(text: str, path: Path) -> ModelInfo:
         info = ModelInfo.from_dict(d)
         info.build_tasks()
     except Exception as exc:
+        newer = _newer_writer(text)
+        if newer:
+            raise ValueError(f"{path} was written by facemtl {newer}, newer than this {_own_version()}, and its "
+                             f"metadata uses what this one lacks ({exc}): upgrade facemtl") from None
         raise ValueError(f"{path} carries damaged facemtl metadata ({type(exc).__name__}: {exc})") from None
     warn_failed_check(info, path)
     return info
+
+
+def _own_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _newer_writer(text: str) -> str | None:
+    """The facemtl version recorded in metadata ``text`` (``extra.facemtl_version``, written since
+    0.2.0) when it is newer than this one, else ``None``."""
+    try:
+        written = str(json.loads(text)["extra"]["facemtl_version"])
+    except Exception:
+        return None
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+    return written if key(written) > key(_own_version()) else None
 
 
 _warned: set[str] = set()
