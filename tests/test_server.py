@@ -724,6 +724,33 @@ def test_page_live_updates_resume_after_older_rows(tmp_path, chromium):
     store.close()
 
 
+def test_page_drops_an_answer_a_newer_request_overtook(tmp_path, chromium):
+    """A timer refresh asked with the filters before Apply, answered after Apply's refusal, refilled
+    the table under the error and cleared it: it is now dropped."""
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        held = []
+        page.route("**/v1/faces?*", lambda route: held.append(route) if "age_min" not in route.request.url
+                   else route.continue_())
+        deadline = time.time() + 20
+        while not held and time.time() < deadline:  # the timer's next refresh asks, and is held
+            page.wait_for_timeout(100)
+        assert held
+        page.fill("input[name=age_min]", "50")
+        page.fill("input[name=age_max]", "10")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#message.error:not([hidden])")
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 0")
+        n = refreshes(page)
+        for route in held:  # the old filters' answer now arrives, late
+            route.continue_()
+        after_refreshes(page, n)  # the held refresh has ended
+        assert page.locator("#faces tbody tr").count() == 0 and "above" in page.inner_text("#message")
+        assert errors == []
+    store.close()
+
+
 def test_page_timer_queries_the_filters_last_applied(tmp_path, chromium):
     _, store = page_db(tmp_path)
     with running(create_app(store, None, token=TOKEN)) as base:

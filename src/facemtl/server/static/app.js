@@ -212,6 +212,12 @@ function trackRow(t) {
   return tr;
 }
 
+// The latest request per table or chart: an answer to an earlier one that lands later (a timer
+// refresh asked with the filters before Apply) is dropped instead of replacing the newer answer.
+const latest = {};
+function ticket(what) { latest[what] = (latest[what] || 0) + 1; return latest[what]; }
+function stale(what, t) { return latest[what] !== t; }
+
 async function loadTable(kind, more = false) {
   const table = $("#" + kind);
   const p = new URLSearchParams(state.filters);
@@ -219,10 +225,12 @@ async function loadTable(kind, more = false) {
   if (more && state[kind].next) p.set("cursor", state[kind].next);
   // older rows ("Older faces") pause this table's live updates (see tick()); its first page resumes them
   if (!more) state[kind].paged = false;
+  const t = ticket(kind);
   let page;
   try {
     page = await getJson(`/v1/${kind}?${p}`);
   } catch (e) {
+    if (stale(kind, t)) return false;  // a newer request answers for this table
     if (refused(e)) {  // rows of the filters before would pass for answers to these ones: none instead
       table.tBodies[0].replaceChildren();
       state[kind].next = null;
@@ -231,16 +239,19 @@ async function loadTable(kind, more = false) {
     }
     throw e;
   }
+  if (stale(kind, t)) return false;
   const rows = page.items.map(kind === "faces" ? faceRow : trackRow);
   if (more) table.tBodies[0].append(...rows); else table.tBodies[0].replaceChildren(...rows);
   state[kind].next = page.next;
   $(`#${kind}-more`).hidden = !page.next;
   $(`#${kind}-count`).textContent = `(${table.tBodies[0].rows.length}${page.next ? "+" : ""} shown`
     + (more ? "; live updates paused on older rows" : "") + ")";
+  return true;
 }
 
+// true when both answers were shown (false: a newer request overtook one of them)
 async function refreshResults() {
-  await Promise.all([loadTable("faces"), loadTable("tracks")]);
+  return (await Promise.all([loadTable("faces"), loadTable("tracks")])).every(Boolean);
 }
 
 // -- charts: stacked bars per time bucket, one chart per task, drawn as SVG --------------------
@@ -321,13 +332,16 @@ async function refreshCharts() {
   const p = new URLSearchParams(state.filters);  // the answer filters too: the charts count what the tables list
   p.set("of", $("#stats-of").value);
   const box = $("#charts");
+  const t = ticket("charts");
   let stats;
   try {
     stats = await getJson(`/v1/stats?${p}`);
   } catch (e) {
+    if (stale("charts", t)) return false;  // a newer request answers for the charts
     if (refused(e)) box.replaceChildren();  // not the counts of the filters before, under the error
     throw e;
   }
+  if (stale("charts", t)) return false;
   const charts = Object.entries(stats.tasks).map(([task, c]) => drawChart(task, c, stats.bucket, stats.since, stats.until));
   if (!charts.length) {
     const p = document.createElement("p");
@@ -336,6 +350,7 @@ async function refreshCharts() {
     charts.push(p);
   }
   box.replaceChildren(...charts);
+  return true;
 }
 
 // -- sources and the live view ------------------------------------------------------------------
@@ -434,10 +449,11 @@ async function upload(ev) {
 // -- wiring -----------------------------------------------------------------------------------------
 async function refresh() {
   try {
-    if (state.tab === "results") await refreshResults();
-    if (state.tab === "charts") await refreshCharts();
+    let shown = true;  // false: a newer request overtook this one, and its message stands
+    if (state.tab === "results") shown = await refreshResults();
+    if (state.tab === "charts") shown = await refreshCharts();
     if (state.tab === "sources") { await refreshSources(); await refreshLive(); }
-    if (!state.sticky) say("");
+    if (shown && !state.sticky) say("");
   } catch (e) { say(e.message, true); }
 }
 
