@@ -122,8 +122,7 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
             try:
                 getattr(exporter, fn)(source, tmp, faces, fmt, **opts)
             except OSError as exc:  # disk full, a folder gone read-only: one sentence, nothing at out touched
-                raise ValueError(f"writing the {fmt.name} export beside {out} failed "
-                                 f"({exc.strerror or exc}), so {left_as_it_was(out)}") from None
+                raise write_failed(fmt, out, exc) from None
             except RuntimeError as exc:  # OpenVINO says only "basic_ios::clear: iostream error" on a full disk
                 full = "; the disk is full" if shutil.disk_usage(out.parent).free < 2**20 else ""
                 raise RuntimeError(f"writing the {fmt.name} export beside {out} failed ({exc}{full}), "
@@ -157,8 +156,7 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
                     report["size_bytes"] = written_size(tmp)
                 commit(tmp, out)
             except OSError as exc:
-                raise ValueError(f"writing the {fmt.name} export beside {out} failed "
-                                 f"({exc.strerror or exc}), so {left_as_it_was(out)}") from None
+                raise write_failed(fmt, out, exc) from None
             kept = True
     finally:
         if not kept:
@@ -228,6 +226,12 @@ def temporary_name(out: Path) -> Path:
 
 def left_as_it_was(out: Path) -> str:
     return f"{out} was left as it was" if out.exists() else "nothing was kept"
+
+
+def write_failed(fmt: ExportFormat, out: Path, exc: OSError) -> ValueError:
+    """The sentence for a write the machine refused (a full disk, a folder gone read-only)."""
+    return ValueError(f"writing the {fmt.name} export beside {out} failed ({exc.strerror or exc}), "
+                      f"so {left_as_it_was(out)}")
 
 
 def commit(tmp: Path, out: Path) -> None:

@@ -308,8 +308,7 @@ def _candidates(run: RunLog) -> dict[str, tuple[Task, str, np.ndarray]]:
         g = task.subgroups(vals)
         if g is None:
             continue
-        g = np.asarray(g, dtype=object)
-        out[task.name] = (task, task.subgroup_column, np.where(np.isnan(vals), "?", g).astype(object))
+        out[task.name] = (task, task.subgroup_column, np.asarray(g, dtype=object))  # "?" where unlabelled
     return out
 
 
@@ -331,11 +330,9 @@ def bias_groups(run: RunLog, names: str | Sequence[str] | None = None) -> BiasGr
     from ..subgroups import default_columns
 
     cands = _candidates(run)
-    if run.predictions is None:  # nothing to group yet: any task's name is accepted
-        cands_or_tasks = [t.name for t in run.tasks]
-    else:
-        cands_or_tasks = list(cands)
-    known = ", ".join(cands_or_tasks) or "none (the test predictions hold no label column a task of this run groups)"
+    # without predictions nothing groups yet: any task's name is accepted
+    names_known = [t.name for t in run.tasks] if run.predictions is None else list(cands)
+    known = ", ".join(names_known) or "none (the test predictions hold no label column a task of this run groups)"
     if names is not None:
         wanted = [x.strip() for x in names.split(",")] if isinstance(names, str) else [str(x).strip() for x in names]
         wanted = [x for x in wanted if x]

@@ -90,6 +90,12 @@ def clean_text(value: str | None, length: int | None) -> str | None:
     return value[:length] if length is not None else value
 
 
+def _forget_before(times: deque[float], cutoff: float) -> None:
+    """Drop the times at or before ``cutoff`` from the front of ``times`` (oldest first)."""
+    while times and times[0] <= cutoff:
+        times.popleft()
+
+
 def _refused(exc: BaseException) -> bool:
     """Whether the database refused what was written (its data, or a source of another kind)
     rather than went away."""
@@ -204,8 +210,7 @@ class SessionWriter:
                 self._first[name] = min(now, max(self._started, wall)) if wall is not None else self._started
             arrivals = self._arrivals.setdefault(name, deque())
             arrivals.append(now)
-            while arrivals[0] <= now - FPS_WINDOW:
-                arrivals.popleft()
+            _forget_before(arrivals, now - FPS_WINDOW)  # memory stays one window's frames
 
     def add_track(self, track: TrackResult) -> None:
         """Buffer a track's end (its aggregated answers)."""
@@ -265,8 +270,8 @@ class SessionWriter:
             return None
         now = self.clock() if now is None else now
         arrivals = self._arrivals.get(name)
-        while arrivals and arrivals[0] <= now - FPS_WINDOW:
-            arrivals.popleft()
+        if arrivals:
+            _forget_before(arrivals, now - FPS_WINDOW)  # a source gone quiet: its rate falls to 0
         if not arrivals:
             return 0.0
         return len(arrivals) / max(min(FPS_WINDOW, now - self._first.get(name, self._started)), 0.5)
