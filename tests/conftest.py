@@ -21,6 +21,18 @@ def utkface_root() -> Path:
     return UTKFACE
 
 
+def tiny_recipe(folder: Path, utkface_root: Path, limit: int, epochs: int, batch_size: int) -> Path:
+    """``configs/tiny.yaml`` on ``limit`` real faces with ``epochs`` and ``batch_size``, written in ``folder``."""
+    import yaml
+
+    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    base["data"].update(root=str(utkface_root), limit=limit, workers=0)
+    base["train"] = {"epochs": epochs, "batch_size": batch_size, "eval_batch_size": 50}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
 # -- results database (facemtl[serve]) -------------------------------------------------------------
 # Store tests run on SQLite always and on PostgreSQL when FACEMTL_TEST_PG_URL names a server
 # they may create databases on (.ci/run starts a throwaway cluster and sets it).

@@ -14,19 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import tiny_recipe
 
 
 @pytest.fixture(scope="module")
 def recipe(utkface_root, tmp_path_factory) -> Path:
-    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    base["data"].update(root=str(utkface_root), limit=320, workers=0)
-    base["train"] = {"epochs": 3, "batch_size": 32, "eval_batch_size": 50}
-    path = tmp_path_factory.mktemp("ddp") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return path
+    return tiny_recipe(tmp_path_factory.mktemp("ddp"), utkface_root, limit=320, epochs=3, batch_size=32)
 
 
 def torchrun(*args: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:

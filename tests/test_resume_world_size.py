@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_recipe
 
 from facemtl.config import config_from_dict
 from facemtl.data.dataset import label_columns
@@ -34,12 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def recipe(utkface_root, tmp_path_factory) -> Path:
-    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    base["data"].update(root=str(utkface_root), limit=160, workers=0)
-    base["train"] = {"epochs": 1, "batch_size": 16, "eval_batch_size": 50}
-    path = tmp_path_factory.mktemp("world") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return path
+    return tiny_recipe(tmp_path_factory.mktemp("world"), utkface_root, limit=160, epochs=1, batch_size=16)
 
 
 def torchrun(*args: str, nproc: int = 2, env: dict[str, str] | None = None,
