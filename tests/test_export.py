@@ -122,6 +122,19 @@ def test_exported_file_carries_what_it_needs(exported, tmp_path):
         load_predictor(d / "m.onnx", runtime="torch")
 
 
+def test_a_short_openvino_weights_file_is_one_sentence(exported, tmp_path):
+    """OpenVINO says "Check 'is_valid_weights_range(...)' failed at ...cpp:900" over three lines."""
+    from facemtl.inference import load_predictor
+
+    d, _ = exported
+    shutil.copy(d / "m.xml", tmp_path / "m.xml")
+    whole = (d / "m.bin").read_bytes()
+    (tmp_path / "m.bin").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=rf"m.bin is damaged or belongs to another export: m.xml needs "
+                                         rf"{len(whole):,} bytes of weights and it holds {len(whole) // 2:,}"):
+        load_predictor(tmp_path / "m.xml")
+
+
 def test_evaluate_reads_exported_files_like_the_checkpoint(exported, utkface_root):
     from facemtl.cli import evaluate
 

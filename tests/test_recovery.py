@@ -224,3 +224,33 @@ def test_a_checkpoint_of_another_format_says_so(tmp_path):
     torch.save({"weights": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="is not a facemtl checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_full_disk_at_a_checkpoint_save_is_one_sentence_and_keeps_the_earlier_file(tmp_path, monkeypatch):
+    """PyTorch reports a short write as ``RuntimeError: ... unexpected pos``: it becomes an
+    OSError naming the file (the CLI's one sentence, exit 1), and no partial file is left."""
+    import collections
+    import errno
+
+    import facemtl.checkpoint as checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, path)
+
+    def short_write(obj, f):
+        Path(f).write_bytes(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", short_write)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: usage(10 << 20, 10 << 20, 4096))
+    with pytest.raises(OSError) as full:
+        save_checkpoint({"epoch": 2}, path)
+    assert full.value.errno == errno.ENOSPC and full.value.filename == str(path)
+    assert "no space left" in full.value.strerror.lower()
+    assert load_checkpoint(path)["epoch"] == 1 and not path.with_suffix(".tmp").exists()
+
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: usage(1 << 40, 0, 1 << 40))
+    with pytest.raises(OSError, match="The write failed") as other:
+        save_checkpoint({"epoch": 2}, path)
+    assert other.value.errno == errno.EIO and not path.with_suffix(".tmp").exists()

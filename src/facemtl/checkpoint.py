@@ -11,7 +11,9 @@ code on this machine; a file that is not a facemtl checkpoint is refused in one 
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,25 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (plain values and tensors only) to ``path`` atomically.
 
     A run killed mid-save leaves the previous file intact: the new one is written
-    beside it and renamed over it.
+    beside it and renamed over it. A write the machine refuses is an :class:`OSError` naming
+    ``path`` (PyTorch reports a full disk as ``RuntimeError: ... unexpected pos``), and the
+    partial file is removed.
     """
     import torch
 
     path = Path(path)
     tmp = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, **state}, tmp)
+    try:
+        torch.save({"format": FORMAT, **state}, tmp)
+    except RuntimeError as exc:  # PyTorch's zip writer: a short write surfaces as "unexpected pos"
+        tmp.unlink(missing_ok=True)
+        kept = f" (the earlier {path.name} is kept)" if path.exists() else ""
+        if shutil.disk_usage(path.parent).free < 64 << 20:
+            raise OSError(errno.ENOSPC, f"No space left on device{kept}", str(path)) from exc
+        raise OSError(errno.EIO, f"The write failed, {exc}{kept}", str(path)) from exc
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -189,7 +189,15 @@ def read_openvino(path: str | Path) -> tuple[Path, Path, ModelInfo]:
     if node is None or node.get("value") is None:
         raise ValueError(f"{xml} is an OpenVINO model but not a facemtl one: it carries no facemtl metadata "
                          "(make one with 'facemtl export')")
-    return xml, weights, parse_info(node.get("value"), xml)
+    info = parse_info(node.get("value"), xml)
+    # OpenVINO's own answer to a short .bin is a three-line C++ check failure: measure it here
+    needed = max((int(d.get("offset", 0)) + int(d.get("size", 0)) for d in root.iter("data")
+                  if d.get("offset", "").isdigit() and d.get("size", "").isdigit()), default=0)
+    have = weights.stat().st_size
+    if have < needed:
+        raise ValueError(f"{weights} is damaged or belongs to another export: {xml.name} needs {needed:,} bytes of "
+                         f"weights and it holds {have:,} (export the model again)")
+    return xml, weights, info
 
 
 def read_sidecar(path: str | Path) -> ModelInfo:

@@ -38,7 +38,12 @@ class OpenVinoRuntime:
             model = core.read_model(io.BytesIO(data))
         else:
             xml, weights, self.info = read_openvino(path)
-            model = core.read_model(xml.read_text(), ov.Tensor(np.fromfile(weights, np.uint8)))
+            try:
+                model = core.read_model(xml.read_text(), ov.Tensor(np.fromfile(weights, np.uint8)))
+            except RuntimeError as exc:  # OpenVINO's message is several lines of C++ check: keep its last
+                said = [line for line in str(exc).splitlines() if line.strip()]
+                raise ValueError(f"OpenVINO cannot read {path}: {said[-1][:200] if said else type(exc).__name__} "
+                                 "(export the model again)") from None
         self.precision = precision or str(self.info.extra.get("precision", "fp32"))
         config = {"INFERENCE_NUM_THREADS": threads or default_threads(), "PERFORMANCE_HINT": "LATENCY",
                   "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32"}
