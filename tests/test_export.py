@@ -135,6 +135,47 @@ def test_a_short_openvino_weights_file_is_one_sentence(exported, tmp_path):
         load_predictor(tmp_path / "m.xml")
 
 
+def test_weights_changed_in_place_are_refused_as_damaged(exported, tmp_path):
+    """Each export records the SHA-256 of its weights; bits flipped in them afterwards (a disk,
+    a copy) make the file "damaged", where before it ran and answered differently. A file
+    without the record (exported before it existed) still loads."""
+    import json
+
+    import onnx
+
+    from facemtl.inference import load_predictor
+    from facemtl.inference.model_files import DIGEST_KEY, INFO_KEY, onnx_weights_digest
+
+    d, _ = exported
+    for name, weights in (("m.onnx", "m.onnx"), ("q.onnx", "q.onnx"), ("m.xml", "m.bin"), ("q.xml", "q.bin")):
+        recorded = load_predictor(d / name).info.extra[DIGEST_KEY]
+        assert len(recorded) == 64, name
+        for f in {name, weights}:
+            shutil.copy(d / f, tmp_path / f)
+        if weights.endswith(".onnx"):  # flip one byte inside the largest tensor's stored bytes
+            model = onnx.load(str(d / name))
+            big = max(model.graph.initializer, key=lambda t: len(t.raw_data)).raw_data
+            data = (d / weights).read_bytes()
+            at = data.index(big) + len(big) // 2
+        else:
+            data, at = (d / weights).read_bytes(), (d / weights).stat().st_size // 2
+        (tmp_path / weights).write_bytes(data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1:])
+        with pytest.raises(ValueError, match=rf"{weights} is damaged: its weights are not the ones it was exported"):
+            load_predictor(tmp_path / name)
+
+    older = onnx.load(str(d / "m.onnx"))  # the record removed, as in a file exported before it
+    for p in older.metadata_props:
+        info = json.loads(p.value)
+        del info["extra"][DIGEST_KEY]
+        p.value = json.dumps(info)
+    onnx.save(older, str(tmp_path / "older.onnx"))
+    assert DIGEST_KEY not in load_predictor(tmp_path / "older.onnx").info.extra
+
+    shipped = onnx.load(str(Path(__file__).parents[1] / "src/facemtl/weights/utkface_lite0.onnx"))
+    info = json.loads({p.key: p.value for p in shipped.metadata_props}[INFO_KEY])
+    assert info["extra"][DIGEST_KEY] == onnx_weights_digest(shipped)  # the default model is checked too
+
+
 def test_evaluate_reads_exported_files_like_the_checkpoint(exported, utkface_root):
     from facemtl.cli import evaluate
 

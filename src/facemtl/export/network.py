@@ -37,10 +37,13 @@ def exported_info(info: ModelInfo, fmt: Any, **extra: Any) -> ModelInfo:
 
     from .. import __version__
 
+    from ..inference.model_files import DIGEST_KEY
+
     tasks = [t for t in info.tasks if build_task(t).inference]
+    kept = {k: v for k, v in info.extra.items() if k != DIGEST_KEY}  # each exporter records its own file's
     # the facemtl that wrote it: a reader that cannot parse the metadata can then say "newer facemtl"
     return ModelInfo(info.name, info.version, tasks, info.image_size, info.mean, info.std,
-                     {**info.extra, "format": fmt.name, "precision": fmt.precision, "facemtl_version": __version__,
+                     {**kept, "format": fmt.name, "precision": fmt.precision, "facemtl_version": __version__,
                       **extra})
 
 

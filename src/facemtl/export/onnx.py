@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 
-from ..inference.model_files import INFO_KEY
+from ..inference.model_files import DIGEST_KEY, INFO_KEY, onnx_weights_digest
 from .bias_correction import correct_bias
 from .network import exported_info, info_json, to_onnx, with_check_failed
 
 
 def put_metadata(model: Any, info: Any) -> None:
-    """Store ``info`` (ModelInfo JSON) in the ``metadata_props`` of ``model`` (an ``onnx.ModelProto``)."""
+    """Store ``info`` (ModelInfo JSON) in the ``metadata_props`` of ``model`` (an ``onnx.ModelProto``),
+    with the SHA-256 of the model's weights as they are now (so call it last)."""
+    info.extra[DIGEST_KEY] = onnx_weights_digest(model)
     del model.metadata_props[:]
     model.metadata_props.add(key=INFO_KEY, value=info_json(info))
     model.producer_name = "facemtl"

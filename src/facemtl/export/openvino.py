@@ -6,11 +6,12 @@ model (its PyTorch backend is not used: it fails on torch 2.13).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..inference.model_files import INFO_KEY
+from ..inference.model_files import DIGEST_KEY, INFO_KEY, file_digest
 from .network import exported_info, info_json, to_onnx, with_check_failed
 
 
@@ -29,14 +30,14 @@ def _save(model: Any, out: Path, info: Any) -> None:
     model.set_rt_info(info_json(info), [INFO_KEY])
     # FP32 weights as they are: compress_to_fp16 would round a checkpoint's weights.
     ov.save_model(model, str(out), compress_to_fp16=False)
+    digest = file_digest(Path(out).with_suffix(".bin"))  # known once the .bin is written
+    _edit_info(out, lambda text: json.dumps({**json.loads(text), "extra": {**json.loads(text)["extra"],
+                                                                            DIGEST_KEY: digest}}))
 
 
-def mark_check_failed(path: str | Path, failed: dict[str, Any]) -> None:
-    """Record in the IR's ``rt_info`` that its check failed (``extra.check_failed``).
-
-    Only the value of the ``<facemtl_model_info value="..."/>`` element changes, in the text
-    of the ``.xml``: the network and its ``.bin`` stay byte for byte what was checked.
-    """
+def _edit_info(path: str | Path, edit: Any) -> None:
+    """Replace the value of the ``<facemtl_model_info value="..."/>`` element by ``edit(value)``,
+    in the text of the ``.xml``: the network and its ``.bin`` stay byte for byte as they are."""
     import xml.etree.ElementTree as ET
     from xml.sax.saxutils import escape
 
@@ -48,8 +49,13 @@ def mark_check_failed(path: str | Path, failed: dict[str, Any]) -> None:
     tag = f'<{INFO_KEY} value="'
     start = text.rindex(tag) + len(tag)
     end = text.index('"', start)  # (the value's own quotes are written as &quot;)
-    value = escape(with_check_failed(node.get("value"), failed), {'"': "&quot;"})
+    value = escape(edit(node.get("value")), {'"': "&quot;"})
     path.write_text(text[:start] + value + text[end:], encoding="utf-8")
+
+
+def mark_check_failed(path: str | Path, failed: dict[str, Any]) -> None:
+    """Record in the IR's ``rt_info`` that its check failed (``extra.check_failed``)."""
+    _edit_info(path, lambda text: with_check_failed(text, failed))
 
 
 def export_openvino(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 18, **_: Any) -> None:

@@ -8,12 +8,13 @@ ModelInfo goes into ``<engine>.json`` beside it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..inference.model_files import INFO_KEY
+from ..inference.model_files import DIGEST_KEY, INFO_KEY
 from .network import exported_info, to_onnx, with_check_failed
 
 
@@ -64,6 +65,8 @@ def export_tensorrt(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 1
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise RuntimeError("TensorRT could not build an engine for this network")
-    Path(out).write_bytes(bytes(engine))
-    info = exported_info(source.info, fmt, opset=opset, max_batch=max_batch, tensorrt=trt.__version__)
+    data = bytes(engine)
+    Path(out).write_bytes(data)
+    info = exported_info(source.info, fmt, opset=opset, max_batch=max_batch, tensorrt=trt.__version__,
+                         **{DIGEST_KEY: hashlib.sha256(data).hexdigest()})
     Path(str(out) + ".json").write_text(json.dumps({INFO_KEY: info.to_dict()}, default=str))

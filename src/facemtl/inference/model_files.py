@@ -16,12 +16,16 @@ neither run code nor fail deep inside a runtime:
   the ``.bin`` beside the ``.xml``.
 
 A file that passes these checks but carries no facemtl metadata is "not a facemtl model",
-in one sentence. The metadata (:class:`~facemtl.inference.model_info.ModelInfo` as JSON)
+in one sentence. Files exported since 2026-11-27 also record the SHA-256 of their weights
+(:data:`DIGEST_KEY` in the metadata's ``extra``: an ONNX file's tensors, an IR's ``.bin``, a
+TensorRT engine), and a file whose weights no longer match it (bits flipped on a disk or in
+a copy) is refused as damaged rather than run; the check costs a few milliseconds at load. The metadata (:class:`~facemtl.inference.model_info.ModelInfo` as JSON)
 sits in the ONNX ``metadata_props`` and in the IR's ``rt_info``, under :data:`INFO_KEY`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -36,6 +40,40 @@ INFO_KEY = "facemtl_model_info"
 #: ONNX Runtime's contrib kernels, which its quantizer emits): nothing loaded from elsewhere.
 ONNX_DOMAINS = frozenset({"", "ai.onnx", "com.microsoft"})
 _OPSET = re.compile(r"^opset\d+$")
+#: Key in :attr:`ModelInfo.extra` of the SHA-256 (hex) of the weights a file was exported with.
+DIGEST_KEY = "weights_sha256"
+
+
+def onnx_weights_digest(model: Any) -> str:
+    """SHA-256 (hex) of an ONNX model's main-graph tensors (initializers and ``Constant`` nodes'),
+    name and stored bytes, in file order; the metadata is left out, so it can record it.
+
+    Graph structure is not hashed: protobuf does not promise byte-identical serialisation
+    across versions, and the tensors' bytes are nearly all of the file."""
+    h = hashlib.sha256()
+    for t in _graph_tensors(model.graph):
+        h.update(t.name.encode() + b"\0")
+        h.update(t.raw_data if t.HasField("raw_data") else t.SerializeToString())
+    return h.hexdigest()
+
+
+def check_digest(info: ModelInfo, digest: Any, path: Path) -> None:
+    """Refuse a file whose weights differ from those its metadata recorded at export.
+
+    ``digest``: a callable giving the SHA-256 hex of the weights now (called only when the
+    metadata has one: files exported before 2026-11-27 record none and are not checked)."""
+    recorded = info.extra.get(DIGEST_KEY)
+    if recorded and digest() != recorded:
+        raise ValueError(f"{path} is damaged: its weights are not the ones it was exported with (their SHA-256 "
+                         "differs from the one it records); copy it again or export the model again")
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def parse_info(text: str, path: Path) -> ModelInfo:
@@ -102,7 +140,9 @@ def read_onnx(path: str | Path) -> tuple[bytes, ModelInfo]:
     if INFO_KEY not in meta:
         raise ValueError(f"{path} is an ONNX model but not a facemtl one: it carries no facemtl metadata "
                          "(make one with 'facemtl export')")
-    return data, parse_info(meta[INFO_KEY], path)
+    info = parse_info(meta[INFO_KEY], path)
+    check_digest(info, lambda: onnx_weights_digest(model), path)
+    return data, info
 
 
 def check_onnx_file(path: str | Path) -> tuple[bytes, Any]:
@@ -130,14 +170,6 @@ def check_onnx(model: Any, path: Path) -> None:
     local = {(f.domain, f.name) for f in model.functions}
     bad: set[str] = set()
 
-    def graph_tensors(g: Any):
-        yield from g.initializer
-        for n in g.node:
-            for a in n.attribute:
-                if a.HasField("t"):
-                    yield a.t
-                yield from a.tensors
-
     def walk(nodes: Any) -> None:
         for n in nodes:
             if n.domain not in ONNX_DOMAINS and (n.domain, n.op_type) not in local:
@@ -145,7 +177,7 @@ def check_onnx(model: Any, path: Path) -> None:
             for a in n.attribute:
                 for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                     walk(g.node)
-                    _no_external(graph_tensors(g), path)
+                    _no_external(_graph_tensors(g), path)
 
     walk(model.graph.node)
     for f in model.functions:
@@ -154,7 +186,17 @@ def check_onnx(model: Any, path: Path) -> None:
     if bad:
         names = ", ".join(sorted(bad))
         raise ValueError(f"{path} uses operators outside the ONNX standard ({names}), which facemtl refuses to run")
-    _no_external(graph_tensors(model.graph), path)
+    _no_external(_graph_tensors(model.graph), path)
+
+
+def _graph_tensors(g: Any):
+    """A graph's initializers, then the tensors its nodes hold as attributes (``Constant``)."""
+    yield from g.initializer
+    for n in g.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
 
 
 def _no_external(tensors: Any, path: Path) -> None:
@@ -197,6 +239,7 @@ def read_openvino(path: str | Path) -> tuple[Path, Path, ModelInfo]:
     if have < needed:
         raise ValueError(f"{weights} is damaged or belongs to another export: {xml.name} needs {needed:,} bytes of "
                          f"weights and it holds {have:,} (export the model again)")
+    check_digest(info, lambda: file_digest(weights), weights)
     return xml, weights, info
 
 

@@ -13,11 +13,12 @@ lean runtime, is refused by TensorRT) and only beside its facemtl metadata file
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from ..model_files import read_sidecar
+from ..model_files import check_digest, read_sidecar
 from . import check_io
 
 
@@ -37,7 +38,9 @@ class TensorRtRuntime:
         logger = trt.Logger(trt.Logger.ERROR)
         runtime = trt.Runtime(logger)
         runtime.engine_host_code_allowed = False
-        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+        check_digest(self.info, lambda: hashlib.sha256(data).hexdigest(), Path(path))
+        self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise ValueError(f"TensorRT cannot load {path} (built for another GPU or TensorRT version?)")
         self.context = self.engine.create_execution_context()
