@@ -90,10 +90,10 @@ def test_fp16_weights_halve_the_file_and_keep_the_answers(exported):
     """FP16-stored weights: every tensor of 64 values or more in FP16 (the shipped 160 px network:
     13.7 MB against 26.8), outputs within FP16 rounding of PyTorch's,
     checked on labelled faces like INT8; ONNX Runtime runs the casts once, at load."""
-    from facemtl.inference import load_predictor
-
     import onnx
     from onnx import numpy_helper
+
+    from facemtl.inference import load_predictor
 
     d, reports = exported
     r = reports["onnx-fp16w"]

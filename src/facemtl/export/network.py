@@ -33,11 +33,9 @@ class ExportNet(nn.Module):
 
 def exported_info(info: ModelInfo, fmt: Any, **extra: Any) -> ModelInfo:
     """The source's ModelInfo with what the export adds (format, precision, options), inference tasks only."""
-    from ..tasks import build_task
-
     from .. import __version__
-
     from ..inference.model_files import DIGEST_KEY
+    from ..tasks import build_task
 
     tasks = [t for t in info.tasks if build_task(t).inference]
     kept = {k: v for k, v in info.extra.items() if k != DIGEST_KEY}  # each exporter records its own file's
