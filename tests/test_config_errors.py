@@ -141,3 +141,22 @@ def test_a_wrong_entry_deep_in_a_setting_is_named_with_yamls_yes_no_trap():
     with pytest.raises(ConfigError, match=r"'data.columns.sex' is 'male', but it must be a list of texts or null$"):
         config_from_dict({"tasks": [{"name": "g", "type": "binary"}], "data": {"columns": {"sex": "male"}}})
     assert describe(dict[str, list[str] | None] | None) == "a mapping to (lists of texts or null) or null"
+
+
+@pytest.mark.parametrize("tasks, refused", [
+    ([{"name": "box", "type": "nominal", "num_classes": 2}], "a task cannot be named 'box': outputs already have"),
+    ([{"name": "score", "type": "regression"}], "a task cannot be named 'score'"),  # the epoch's mean skill
+    ([{"name": "x1", "type": "regression"}], "a task cannot be named 'x1'"),  # a CSV column
+    ([{"name": "raw_age", "type": "regression"}], "names starting raw_"),
+    ([{"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
+      {"name": "age_interval", "type": "regression"}], "task 'age' writes a field of that name"),
+    ([{"name": "gender", "type": "nominal", "num_classes": 2, "classes": ["m", "f"]},
+      {"name": "gender_p_m", "type": "regression"}], "task 'gender' writes a field of that name"),
+])
+def test_a_task_named_like_an_output_field_is_refused(tasks, refused):
+    """A task named ``box`` wrote its class over every face's box in the JSON, and one named
+    ``score`` stopped training after an epoch with a traceback (the metrics' mean score)."""
+    with pytest.raises(ConfigError, match=refused):
+        config_from_dict({"tasks": tasks})
+    config_from_dict({"tasks": [{"name": "face_code", "type": "regression"},  # near names are fine
+                                {"name": "boxes", "type": "regression"}]})

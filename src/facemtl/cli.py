@@ -594,6 +594,19 @@ def _evaluate_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _detector(name: str) -> str:
+    """``--detector``: a registered face detector, a plugin's included (:mod:`facemtl.plugins`)."""
+    from .faces import DETECTORS
+
+    try:
+        DETECTORS.get(name)
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(exc.args[0]) from None
+    except ValueError as exc:  # a plugin that could not be loaded
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
 def _analyze_args(p: argparse.ArgumentParser) -> None:
     from .faces import DETECTORS
 
@@ -611,7 +624,7 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     _runtime_flag(p)
     p.add_argument("--threads", type=_positive(int), metavar="N",
                    help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
-    p.add_argument("--detector", default="mtcnn", choices=DETECTORS.names(),
+    p.add_argument("--detector", default="mtcnn", type=_detector, metavar="{" + ",".join(DETECTORS.names()) + "}",
                    help="face detector; its 'score' is on its own scale (mtcnn: probability 0-1; dlib: SVM margin, "
                         "about 0.25-3)")
     p.add_argument("--min-face", type=_positive(float), metavar="PX",
@@ -806,7 +819,7 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="a model file instead of the default one")
     _runtime_flag(p)
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
-    p.add_argument("--detector", default="mtcnn", choices=DETECTORS.names(),
+    p.add_argument("--detector", default="mtcnn", type=_detector, metavar="{" + ",".join(DETECTORS.names()) + "}",
                    help="face detector (on a 20 s test video mtcnn found 97%% of the faces at 95 FPS, dlib 76%% "
                         "at 50 FPS: docs/results/stream_detector_*_20s.json)")
     p.add_argument("--min-face", type=_positive(float), metavar="PX",

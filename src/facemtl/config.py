@@ -185,6 +185,31 @@ class TrainConfig:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
 
 
+#: Names a task may not take: its answers are written beside these fields of a face, an
+#: image, a track, a CSV row or a database row (``box``, ``score``, ``x1``, ...), and its
+#: metrics beside the epoch's mean ``score`` and ``loss``; a task so named would overwrite
+#: them (the API also leaves such a task out of old model files: ``server/schemas.py``).
+RESERVED_TASK_NAMES = frozenset({
+    "id", "time", "source", "session", "track", "track_id", "frame", "media_time", "file", "box", "score",
+    "landmarks", "model_name", "model_version", "thumbnail", "raw", "index", "width", "height", "status",
+    "error", "faces", "annotated", "wall_time", "first_frame", "last_frame", "frames", "first_time",
+    "last_time", "started", "ended", "confidence", "closed", "type", "face", "x1", "y1", "x2", "y2",
+    "loss", "epoch", "lr"})
+#: Suffixes a task's answer adds to its name in every output (``age_interval``, ``gender_p_male``, ...).
+ANSWER_SUFFIXES = ("_interval", "_probability", "_probabilities", "_p_")
+
+
+def check_task_names(names: list[str]) -> None:
+    """Refuse task names that would overwrite a field of the outputs or another task's answer."""
+    for name in names:
+        if name in RESERVED_TASK_NAMES or name.startswith("raw_"):
+            raise ConfigError(f"a task cannot be named {name!r}: outputs already have a field of that name "
+                              f"(reserved: {', '.join(sorted(RESERVED_TASK_NAMES))}, and names starting raw_)")
+        for other in names:
+            if other != name and any(name.startswith(other + suffix) for suffix in ANSWER_SUFFIXES):
+                raise ConfigError(f"a task cannot be named {name!r}: task {other!r} writes a field of that name")
+
+
 @dataclass
 class Config:
     tasks: list[dict[str, Any]] = field(default_factory=list)
@@ -214,6 +239,7 @@ class Config:
                 built.append(build_task(spec))
             except (ValueError, KeyError) as exc:
                 raise ConfigError(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)) from None
+        check_task_names([t.name for t in built])
         try:
             check_shared_heads(built)
         except ValueError as exc:

@@ -1,7 +1,7 @@
 """A tiny name -> factory registry, used where users extend facemtl.
 
-Backbones, task types, loss weightings (and later detectors) register themselves
-with a decorator, and configs refer to them by name::
+Backbones, task types, loss weightings and face detectors register themselves with a
+decorator, and configs and the command line refer to them by name::
 
     BACKBONES = Registry("backbone")
 
@@ -18,6 +18,15 @@ from typing import Any, Callable, Generic, TypeVar
 T = TypeVar("T")
 
 
+class UnknownName(KeyError):
+    """A name no registry entry and no plugin provides (its one sentence is ``args[0]``)."""
+
+    def __init__(self, kind: str, name: str, choices: list[str]) -> None:
+        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)} (one of your own: import "
+                         "the package that registers it, or name its module in FACEMTL_PLUGINS)")
+        self.kind, self.name = kind, name
+
+
 class Registry(Generic[T]):
     """Maps names to factories; unknown names raise a one-sentence ``KeyError``."""
 
@@ -27,20 +36,26 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def deco(fn: Callable[..., T]) -> Callable[..., T]:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+            old = self._items.get(name)
+            # the same definition again (a module reloaded, a notebook cell run twice) replaces it
+            if old is not None and (_where(old) != _where(fn) or _where(fn) == (None, None)):
+                raise ValueError(f"{self.kind} {name!r} is already registered (by {_where(old)[0]})")
             self._items[name] = fn
             return fn
 
         return deco
 
     def get(self, name: str) -> Callable[..., T]:
+        """The factory registered as ``name``; a missing name first loads the plugins
+        (:mod:`facemtl.plugins`), then is an :class:`UnknownName` naming the choices."""
+        if name not in self._items:
+            from .plugins import load_plugins
+
+            load_plugins()
         try:
             return self._items[name]
         except KeyError:
-            raise KeyError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
-            ) from None
+            raise UnknownName(self.kind, name, sorted(self._items)) from None
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:
         return self.get(name)(*args, **kwargs)
@@ -50,3 +65,8 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def _where(fn: Any) -> tuple[str | None, str | None]:
+    """Module and qualified name of a registered factory (a class or a function)."""
+    return getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)

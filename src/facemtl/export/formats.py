@@ -46,7 +46,14 @@ class ExportFormat:
     runtime: str
     #: Names of :data:`OPTIONS` this format accepts.
     options: tuple[str, ...]
-    #: ``module:function`` writing the file: ``fn(source, out, faces, **options)``.
+    #: ``module:function`` writing the file: ``fn(source, out, faces, fmt, **options)``, where
+    #: ``source`` is the PyTorch network with its ``info`` (:class:`ModelInfo`), ``out`` the
+    #: path to write (a temporary name beside ``--out``: :func:`facemtl.export.export_model`
+    #: renames it once its check passes), ``faces`` the calibration and check faces, ``fmt``
+    #: this row and ``options`` the accepted :data:`OPTIONS`. The file carries
+    #: :func:`facemtl.export.network.exported_info` as its metadata (where a runtime reads
+    #: it). The module also has ``mark_check_failed(path, failed)``, which records in that
+    #: metadata a failed check kept with ``--force``.
     exporter: str
     #: Python packages it needs (all in ``facemtl[export]`` except TensorRT's).
     needs: tuple[str, ...]

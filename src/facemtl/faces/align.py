@@ -26,12 +26,31 @@ def _templates() -> dict[str, np.ndarray]:
     return {k: np.array(v["points"], dtype=np.float64) for k, v in raw.items() if not k.startswith("_")}
 
 
+def register_template(scheme: str, points: np.ndarray | list[list[float]]) -> None:
+    """Add the template of a detector's own landmark scheme (a detector plugin's ``Face.scheme``).
+
+    ``points``: ``(K, 2)`` pixels, K >= 2, where that detector finds its landmarks on the
+    200 x 200 UTKFace crops the network learnt from (:data:`TEMPLATE_FRAME`; measure them as
+    ``scripts/measure_templates.py`` does: the median over a sample of crops). A built-in
+    scheme (``dlib5``, ``mtcnn5``) cannot be replaced.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 2 or not np.isfinite(pts).all():
+        raise ValueError(f"a template is (K, 2) finite pixel positions with K >= 2, not an array of shape {pts.shape}")
+    templates = _templates()
+    if scheme in templates and not np.array_equal(templates[scheme], pts):
+        raise ValueError(f"landmark scheme {scheme!r} already has a template")
+    templates[scheme] = pts
+
+
 def template(scheme: str, size: int = TEMPLATE_FRAME) -> np.ndarray:
-    """The ``(5, 2)`` template of ``scheme`` in a ``size x size`` crop."""
+    """The ``(K, 2)`` template of ``scheme`` (five points for the built-in ones) in a ``size x size`` crop."""
     try:
         return _templates()[scheme] * (size / TEMPLATE_FRAME)
     except KeyError:
-        raise KeyError(f"no alignment template for landmark scheme {scheme!r}") from None
+        known = ", ".join(sorted(_templates()))
+        raise KeyError(f"no alignment template for landmark scheme {scheme!r} (known: {known}; a detector of your "
+                       "own registers its scheme's with facemtl.faces.register_template)") from None
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

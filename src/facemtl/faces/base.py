@@ -23,8 +23,10 @@ class Face:
     """One detected face.
 
     ``box``: ``(x1, y1, x2, y2)`` in pixels; ``score``: detector confidence (higher is
-    surer; its scale depends on the detector); ``landmarks``: ``(5, 2)`` pixel
-    coordinates in the detector's ``scheme`` order.
+    surer; its scale depends on the detector); ``landmarks``: ``(K, 2)`` pixel
+    coordinates in the detector's ``scheme`` order (five for the built-in schemes);
+    ``scheme``: a landmark scheme with an alignment template (``dlib5``, ``mtcnn5``, or one
+    added with :func:`facemtl.faces.register_template`).
     """
 
     box: np.ndarray

@@ -67,8 +67,10 @@ class Pipeline:
     def __init__(self, predictor: Predictor, detector: str = "mtcnn", min_face: float | None = None,
                  workers: int | None = None, detect_max_side: int = 1024, max_latency: float | None = None,
                  keep_images: bool = False) -> None:
-        if detector not in DETECTORS.names():
-            raise ValueError(f"unknown face detector {detector!r}; choose from {', '.join(DETECTORS.names())}")
+        try:
+            DETECTORS.get(detector)  # (a plugin's detector loads here)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
         if min_face is not None and min_face <= 0:
             raise ValueError(f"min_face must be a positive number of pixels, not {min_face}")
         if workers is not None and workers < 1:

@@ -83,6 +83,11 @@ class MultiTaskNet(nn.Module):
         if branch_by not in ("category", "task"):
             raise ValueError("branch_by must be 'category' or 'task'")
         net = BACKBONES.build(backbone, pretrained=pretrained, drop_path=drop_path)
+        missing = [a for a in ("stages", "num_features", "mean", "std") if not hasattr(net, a)]
+        if missing:
+            raise ValueError(f"backbone {backbone!r} has no {', '.join(missing)}: a backbone is a module with "
+                             "'stages' (modules run in order), 'num_features' (channels out of the last stage) and "
+                             "'mean', 'std' (its input normalisation); see facemtl.model.backbones.BACKBONES")
         stages = list(net.stages)
         n = len(stages) if shared_stages is None else int(shared_stages)
         if not 1 <= n <= len(stages):

@@ -25,12 +25,12 @@ from ..device import seed_everything, to_device
 from ..epochlog import truncate_epochs
 from ..jsonutil import dumps
 from ..losses import labelled
-from ..model import MultiTaskNet
+from ..model import BACKBONES, MultiTaskNet
 from ..model.load import load_weights
 from ..preprocess import to_input
 from ..system import hardware
 from ..tasks import build_task
-from ..weighting import build_weighting
+from ..weighting import WEIGHTINGS, build_weighting
 from . import distributed
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
 from .evaluation import merge_predictions, predict_set, score_predictions
@@ -102,6 +102,8 @@ class Trainer:
         self.tasks = [build_task(s) for s in cfg.tasks]
         self.task_names = [x.name for x in self.tasks]
         self.label_columns = label_columns(self.tasks)
+        BACKBONES.get(cfg.model.backbone)  # a misspelt name fails here, before the images are read
+        WEIGHTINGS.get(cfg.weighting.name)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
         if "image_cache" in self.data.report:
             self.log(f"images: {self.data.report['image_cache']}")

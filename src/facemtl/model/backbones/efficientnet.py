@@ -21,6 +21,18 @@ from torch import nn
 from ...registry import Registry
 from .mbconv import MBConv, StageSpec, conv_bn_act
 
+#: Backbones by name (``model.backbone``). A builder is called as ``fn(pretrained=bool,
+#: drop_path=float)`` (accept ``**kwargs`` if it ignores them) and returns an ``nn.Module``
+#: with:
+#:
+#: * ``stages``: an ``nn.ModuleList`` (or any sequence of modules) run in order, each
+#:   ``float (N, C, H, W) -> (N, C', H', W')``; ``model.shared_stages`` of them are shared by
+#:   every task and the rest copied per branch, so a backbone has at least one stage;
+#: * ``num_features``: ``C`` out of the last stage (the heads pool it to ``(N, C)``);
+#: * ``mean``, ``std``: three numbers each, the normalisation ``(x - mean) / std`` of an
+#:   RGB input already scaled to ``[0, 1]`` (applied by the network, so exports carry it).
+#:
+#: See :func:`tiny_mbconv` for the smallest example.
 BACKBONES: Registry[nn.Module] = Registry("backbone")
 
 # Tan and Le 2019, Table 1 (B0); Lite0 shares the layout.

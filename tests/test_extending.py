@@ -1,0 +1,163 @@
+"""Extending facemtl from a package of one's own (README "Extending"): plugins found without a
+wrapper script, a model of a plugin's task type named as such where the plugin is missing, a
+detector with its own landmark scheme, the backbone contract, names checked before the data is
+read, and a registration run twice (a notebook cell) accepted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from facemtl.cli import main
+from facemtl.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO / "examples" / "astronaut.jpg"
+
+PLUGIN = textwrap.dedent('''
+    """A plugin as a user writes it: a task type, and a detector with its own landmark scheme."""
+    import numpy as np
+
+    from facemtl.faces import DETECTORS, Detector, Face, register_template
+    from facemtl.tasks import TASK_TYPES
+    from facemtl.tasks.regression import RegressionTask
+
+    @TASK_TYPES.register("plugin_score")
+    class PluginScore(RegressionTask):
+        kind = "plugin_score"
+
+    # three points (the eyes and the mouth's centre) where this detector finds them on the
+    # 200 x 200 training crops: its own scheme
+    register_template("eyes_mouth3", [[70.0, 92.0], [130.0, 92.0], [100.0, 150.0]])
+
+    @DETECTORS.register("whole")
+    class Whole(Detector):
+        """The whole image is one face (a fixed camera looking at a cropped face)."""
+        scheme = "eyes_mouth3"
+
+        def detect(self, rgb, min_face=None):
+            h, w = rgb.shape[:2]
+            pts = np.array([[0.35 * w, 0.46 * h], [0.65 * w, 0.46 * h], [0.5 * w, 0.75 * h]])
+            return [Face(np.array([0.0, 0.0, w, h]), 1.0, pts, self.scheme)]
+''')
+
+
+def _run(tmp_path, code_or_args, env_extra=None, cli=False):
+    env = {k: v for k, v in os.environ.items() if k != "FACEMTL_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    env.update(env_extra or {})
+    cmd = [sys.executable, "-m", "facemtl.cli", *code_or_args] if cli else [sys.executable, "-c", code_or_args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+
+READ_INFO = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    from facemtl.inference.model_files import parse_info
+    info = parse_info(json.dumps({"name": "m", "version": "1", "image_size": 64,
+                                  "tasks": [{"type": "plugin_score", "name": "bmi"}]}), Path("m.onnx"))
+    print(info.build_tasks()[0].kind)
+''')
+
+
+def test_a_plugin_named_in_the_environment_or_an_entry_point_is_found_by_any_command(tmp_path):
+    (tmp_path / "myplug.py").write_text(PLUGIN)
+    # without the plugin: the model file's task type is named, and the file is not called damaged
+    bare = _run(tmp_path, READ_INFO)
+    assert bare.returncode == 1
+    last = bare.stderr.strip().splitlines()[-1]
+    assert "uses the task type 'plugin_score', which no loaded package registers" in last
+    assert "FACEMTL_PLUGINS" in last and "damaged" not in last
+
+    by_env = _run(tmp_path, READ_INFO, {"FACEMTL_PLUGINS": "myplug"})
+    assert by_env.returncode == 0 and by_env.stdout.strip() == "plugin_score", by_env.stderr
+
+    # an installed package's entry point (a dist-info on the path, as pip leaves it)
+    dist = tmp_path / "myplug-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[facemtl.plugins]\nmyplug = myplug\n")
+    by_entry_point = _run(tmp_path, READ_INFO)
+    assert by_entry_point.returncode == 0 and by_entry_point.stdout.strip() == "plugin_score", by_entry_point.stderr
+
+    # the command line: --detector takes the plugin's detector, aligned on its own template
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "whole", "--json"], cli=True)
+    assert r.returncode == 0, r.stderr
+    face = json.loads(r.stdout)["faces"][0]
+    assert face["box"] == [0.0, 0.0, 512.0, 512.0] and len(face["landmarks"]) == 3
+    assert face["gender"] in ("male", "female") and 1 <= face["age"] <= 116
+
+
+def test_a_plugin_that_fails_to_import_is_named_in_one_sentence(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('needs a licence key')\n")
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "nosuch"], {"FACEMTL_PLUGINS": "broken"}, cli=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "plugin 'broken' (from FACEMTL_PLUGINS) could not be loaded: RuntimeError: needs a licence key" in r.stderr
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "nosuch"], cli=True)
+    assert r.returncode == 2 and "unknown face detector 'nosuch'; choose one of: dlib, mtcnn" in r.stderr
+
+
+def test_a_template_needs_points_and_a_builtin_one_stays():
+    import numpy as np
+
+    from facemtl.faces import register_template, template
+
+    with pytest.raises(ValueError, match=r"\(K, 2\) finite pixel positions"):
+        register_template("bad", [1.0, 2.0])
+    with pytest.raises(ValueError, match="'mtcnn5' already has a template"):
+        register_template("mtcnn5", np.zeros((5, 2)))
+    register_template("mtcnn5", template("mtcnn5"))  # the same points again: accepted
+    with pytest.raises(KeyError, match="known: dlib5, mtcnn5.*register_template"):
+        template("nosuch")
+
+
+def test_registering_the_same_definition_again_replaces_it_and_another_is_refused():
+    reg: Registry = Registry("widget")
+    code = "def make():\n    return 1\n"
+    first: dict = {"__name__": "cell"}
+    exec(code, first)  # a notebook cell run twice: the same module and name, a new function object
+    again: dict = {"__name__": "cell"}
+    exec(code, again)
+    reg.register("w")(first["make"])
+    reg.register("w")(again["make"])
+    assert reg.build("w") == 1 and reg.get("w") is again["make"]
+    with pytest.raises(ValueError, match="widget 'w' is already registered \\(by cell\\)"):
+        reg.register("w")(lambda: 2)
+
+
+def test_a_backbone_without_the_contract_says_what_it_lacks():
+    from torch import nn
+
+    from facemtl.model import BACKBONES, MultiTaskNet
+    from facemtl.tasks import build_task
+
+    @BACKBONES.register("test_plain_sequential")
+    def plain(**kwargs):
+        return nn.Sequential(nn.Conv2d(3, 8, 3))
+
+    task = build_task({"name": "age", "type": "regression"})
+    with pytest.raises(ValueError, match="backbone 'test_plain_sequential' has no stages, num_features, mean, std: "
+                                         "a backbone is a module with 'stages'"):
+        MultiTaskNet([task], "test_plain_sequential", pretrained=False)
+
+
+def test_a_misspelt_backbone_or_weighting_fails_before_any_image_is_read(tmp_path, capsys, monkeypatch):
+    import facemtl.training.trainer as trainer
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the images were read before the names were checked")
+
+    monkeypatch.setattr(trainer, "build_data", no_data)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("tasks: [{name: age, type: regression}]\ndata: {root: %s}\n" % (REPO.parent / "shared"))
+    for override, said in (("model.backbone=resnett", "unknown backbone 'resnett'"),
+                           ("weighting.name=uncertainity", "unknown loss weighting 'uncertainity'")):
+        assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), override]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err
