@@ -539,6 +539,23 @@ def test_accurate_is_a_flag_and_fusion_names_a_file():
     assert a.paths == ["photo.jpg"] and a.fusion == "mine.json"
 
 
+def test_aligned_answers_do_not_change_with_annotate_or_bytes(utkface_root, tmp_path, capsys):
+    """A JPEG crop of twice the network's side or more decodes reduced (as training reads it);
+    --annotate used to decode it whole instead, and moved 15 of 90 answers on 30 such crops."""
+    from facemtl import FaceAnalyzer
+    from facemtl.data.utkface import read_utkface
+
+    t = read_utkface(utkface_root, limit=5)
+    big = tmp_path / "big.jpg"
+    Image.open(t.paths[0]).convert("RGB").resize((500, 500), Image.BICUBIC).save(big, quality=95)
+    assert main(["analyze", str(big), "--aligned", "--json", "--no-progress"]) == 0
+    plain = json.loads(capsys.readouterr().out)["faces"]
+    assert main(["analyze", str(big), "--aligned", "--json", "--annotate", str(tmp_path / "ann"), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["faces"] == plain
+    with FaceAnalyzer(workers=1) as an:
+        assert an.analyze(big.read_bytes(), aligned=True)[0]["race_probabilities"] == plain[0]["race_probabilities"]
+
+
 def test_aligned_warns_about_what_is_no_face_crop(tmp_path, capsys):
     Image.new("RGB", (400, 100), (120, 100, 90)).save(tmp_path / "strip.png")
     Image.new("RGB", (120, 120), (120, 100, 90)).save(tmp_path / "square.png")
@@ -559,3 +576,25 @@ def test_labels_stay_inside_the_image():
     ys, xs = np.nonzero(out.sum(axis=2) == 0)  # the label's black background
     assert xs.min() > 0 and xs.max() == 299 and ys.min() >= 0
     assert xs.max() - xs.min() > 100  # the whole label, not a sliver at the edge
+
+
+def test_the_library_says_what_a_folder_search_leaves_out_and_takes_bytes_paths(analyzer, face_photo, tmp_path):
+    """analyze_files(folder) left files out without a word (the CLI warns); a bytes path was read
+    as image data, and a bytes path alone as a list of numbers."""
+    import os
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    shutil.copy(face_photo, d / "a.jpg")
+    shutil.copy(face_photo, d / "IMG_0002")  # no photo suffix
+    with pytest.warns(UserWarning, match=r"photos: 1 file left out: not a photo format by its suffix \(IMG_0002\)"):
+        assert [os.path.basename(r.file) for r in analyzer.analyze_files(d)] == ["a.jpg"]
+    (r,) = analyzer.analyze_files(os.fsencode(d / "a.jpg"))
+    assert r.status == "ok" and r.file == str(d / "a.jpg")
+    assert [x.status for x in analyzer.analyze_files([os.fsencode(d / "a.jpg")])] == ["ok"]
+    with pytest.raises(IsADirectoryError, match=r"is a folder; analyze_files\("):
+        analyzer.analyze(d)
+    for bad, said in (({"batch_size": 0}, "batch_size must be at least 1"),
+                      ({"detect_max_side": 0}, "detect_max_side must be at least 32")):
+        with pytest.raises(ValueError, match=said):
+            FaceAnalyzer(**bad)

@@ -47,10 +47,10 @@ def test_detector_choices_come_from_the_registry(capsys):
 
     p = _subparsers(build_parser())["analyze"]
     det = next(a for a in p._actions if "--detector" in a.option_strings)
-    assert list(det.choices) == DETECTORS.names()
+    assert det.metavar == "{" + ",".join(DETECTORS.names()) + "}"  # (a plugin's detector is taken too)
     with pytest.raises(SystemExit) as e:
         main(["analyze", "x.jpg", "--detector", "haar"])
-    assert e.value.code == 2 and "invalid choice: 'haar'" in capsys.readouterr().err
+    assert e.value.code == 2 and "unknown face detector 'haar'; choose one of: dlib, mtcnn" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])

@@ -98,7 +98,11 @@ def test_arrays_of_any_depth_are_scaled_not_clipped(face):
     assert np.array_equal(open_image(rgb.astype(np.int32) * 257), rgb)  # ints over 255: 16-bit
     assert np.array_equal(open_image(Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257)), np.repeat(rgb[:, :, :1], 3, 2))
     assert open_image(np.ones((4, 4), bool)).max() == 255
-    for bad, why in ((np.full((4, 4, 3), 300.0), "0..255"), (np.full((4, 4, 3), -1), "negative"),
+    # resampling overshoot (Lanczos leaves 1.12 near edges) is clipped, not read as 0..255 (black)
+    assert np.array_equal(open_image(np.minimum(rgb.astype(np.float32) / 255 * 1.05, 1.12)),
+                          np.rint(np.minimum(rgb * 1.05, 255)).astype(np.uint8))
+    assert np.array_equal(open_image(rgb.astype(np.uint16)), rgb)  # 8-bit data in a uint16 array
+    for bad, why in ((np.full((4, 4, 3), 400.0), "0..255"), (np.full((4, 4, 3), -1), "negative"),
                      (np.full((4, 4, 3), np.nan), "not a number"), (np.full((4, 4, 3), 70000), "65535")):
         with pytest.raises(ValueError, match=why):
             open_image(bad)
@@ -279,3 +283,59 @@ def test_detection_scores_are_documented_per_detector():
     readme = (REPO / "README.md").read_text()
     for text in (results.__doc__, readme):
         assert "SVM margin" in text and "O-Net" in text
+
+
+def test_a_pil_image_is_turned_by_its_exif_tag_as_its_file_is(face, tmp_path):
+    """Open, converted or not, the image is turned as its file is; turned with exif_transpose
+    (which clears the tag) it is not turned again; turned with rotate (which keeps the tag) it
+    would be, as the docstring and README say."""
+    from PIL import ImageOps
+
+    stored = np.ascontiguousarray(np.rot90(face))  # stored on its side, EXIF orientation 6 (turn 90 clockwise)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "side.jpg", quality=95, exif=exif.tobytes())
+    opened = Image.open(tmp_path / "side.jpg")
+    upright = open_image(tmp_path / "side.jpg")
+    assert upright.shape[:2] == face.shape[:2]
+    assert np.array_equal(open_image(opened), upright) and np.array_equal(open_image(opened.convert("RGB")), upright)
+    assert np.array_equal(open_image(ImageOps.exif_transpose(opened)), upright)
+    assert opened.rotate(-90, expand=True).getexif().get(0x0112) == 6  # the documented trap
+
+
+def test_a_read_only_disk_under_annotate_or_db_is_the_machines_refusal(tmp_path, capsys, monkeypatch):
+    """README: a write the machine refuses exits 1 with the reason and the place; a read-only
+    --annotate folder or --db file exited 2, as if the command were wrong. (The disk is made
+    read-only by refusing the probe file each check writes: os.access says yes to root.)"""
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    assert main(["analyze", str(ASTRONAUT), "--annotate", str(tmp_path / "ann"), "--no-progress"]) == 1
+    err = one_line_error(capsys)
+    assert "could not go on: cannot write into the --annotate folder (Read-only file system)" in err
+    assert err.endswith(str(tmp_path / "ann"))
+    assert main(["analyze", str(ASTRONAUT), "--db", str(tmp_path / "r.db"), "--no-progress"]) == 1
+    err = one_line_error(capsys)
+    assert "cannot create the database file r.db there (Read-only file system)" in err and not (tmp_path / "r.db").exists()
+
+
+def test_closed_stdout_and_nothing_readable_are_said_on_stderr(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    # started with standard output closed (>&-): a traceback from the JSON writer before
+    r = subprocess.run(["bash", "-c", f'"{sys.executable}" -m facemtl.cli analyze "{ASTRONAUT}" --json >&-'],
+                       capture_output=False, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "facemtl: error: facemtl analyze could not go on: standard output is closed: <stdout>"
+    # every input unreadable: exit 1, and stderr says so (the reasons were only in the JSON on stdout)
+    (tmp_path / "text.jpg").write_text("not a photo")
+    assert main(["analyze", str(tmp_path / "text.jpg"), str(tmp_path / "none.jpg"), "--json", "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2
+    assert err.strip().splitlines()[-1] == ("facemtl: error: none of the 2 inputs could be read as an image "
+                                            "(each record says why)")

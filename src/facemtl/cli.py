@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import io
 import itertools
 import json
 import os
@@ -198,7 +200,8 @@ def analyze(
         print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
 
     files, missing = expand_inputs(list(paths), on_skip=warn)
-    missing_why = [(m, "no file matches this pattern" if any(ch in m for ch in "*?[") else "no such file")
+    missing_why = [(m, "a symbolic link that leads nowhere (broken, or a loop)" if os.path.islink(m) else
+                    "no file matches this pattern" if any(ch in m for ch in "*?[") else "no such file")
                    for m in missing]
     for m, why in missing_why:
         warn(m, why)
@@ -271,7 +274,12 @@ def analyze(
             " answered and written" + ("" if done == len(files) else ", the rest not read")
         print(f"facemtl: stopped by {signal.Signals(received[0]).name}: {what}", file=sys.stderr)
         return SIGNAL_STATUS[received[0]]
-    return 0 if readable else 1
+    if not readable:  # each file's reason is in its record; say on stderr too that nothing was read
+        _stderr_line(f"facemtl: error: none of the {len(files) + len(missing)} inputs could be read as an image "
+                     "(each record says why)" if len(files) + len(missing) > 1 else
+                     "facemtl: error: the input could not be read as an image (its record says why)")
+        return 1
+    return 0
 
 
 def _looks_like_a_crop(width: int, height: int, size: int) -> bool:
@@ -592,6 +600,16 @@ def _evaluate_run(a: argparse.Namespace) -> int:
             print(f"{'':>12}{line}")
     print(f"{'score':>12}: {metrics['score']:.4f} (mean skill over tasks: 0 = trivial baseline, 1 = perfect)")
     return 0
+
+
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the process was started without one: a write is ``EBADF``."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "Standard output is closed", "<stdout>")
 
 
 def _detector(name: str) -> str:
@@ -1020,6 +1038,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import ConfigError
 
     command = COMMANDS[args.command]
+    if sys.stdout is None:  # started with standard output closed (>&-): writing to it is refused, in one sentence
+        sys.stdout = _ClosedOutput()
     # A file name that is not valid UTF-8 (kept by Python as surrogate escapes) is written with
     # backslash escapes rather than ending the run at that file under a strict UTF-8 locale.
     with contextlib.suppress(AttributeError, ValueError):  # a stdout replaced by one without reconfigure

@@ -5,6 +5,7 @@ No torch here: the inference install reads images with Pillow and NumPy only.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import warnings
@@ -13,7 +14,6 @@ from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps
-
 
 # Images larger than this many pixels are refused rather than decoded (450 MB as RGB);
 # Pillow itself refuses twice its MAX_IMAGE_PIXELS (about 179 M) as a decompression bomb.
@@ -28,11 +28,13 @@ DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 def to_uint8(arr: np.ndarray) -> np.ndarray:
     """Pixel values of any dtype as ``uint8``, scaled by what the dtype means, never clipped.
 
-    ``uint8``: as is. ``uint16``: 16-bit, ``round(v / 257)`` (65535 -> 255). ``bool``: 0 / 255.
-    Other integers: 8-bit when they all lie in 0..255, else 16-bit when in 0..65535.
-    Floats: 0..1 when they all lie there (scaled by 255), else 0..255. Anything else (a
-    negative value, NaN, a value past 65535 or a float past 255) is a ``ValueError``: there
-    is no way to tell how such values would look.
+    ``uint8``: as is. ``bool``: 0 / 255. Other integers (``uint16`` included): 8-bit when
+    they all lie in 0..255 (8-bit data in a wider type; a 16-bit image that dark would be
+    black), else 16-bit when in 0..65535, ``round(v / 257)`` (65535 -> 255).
+    Floats: 0..1 when they all lie in 0..2 (scaled by 255; values past 1, which resampling
+    such as Lanczos leaves near edges, are clipped to white), else 0..255 (past 255, up to
+    320, clipped the same way). Anything else (a negative value, NaN, a value past 65535 or
+    a float past 320) is a ``ValueError``: there is no way to tell how such values would look.
     """
     arr = np.asarray(arr)
     if arr.dtype == np.uint8:
@@ -49,10 +51,10 @@ def to_uint8(arr: np.ndarray) -> np.ndarray:
     if lo < 0:
         raise ValueError(f"image values must not be negative (this array's lowest is {lo:g})")
     if arr.dtype.kind == "f":
-        if hi > 255:
+        if hi > 320:
             raise ValueError(f"float image values must lie in 0..1 or 0..255 (this array's highest is {hi:g})")
-        return np.rint(arr * 255 if hi <= 1.0 else arr).astype(np.uint8)
-    if arr.dtype == np.uint16 or hi > 255:
+        return np.rint(np.minimum(arr * 255 if hi <= 2.0 else arr, 255)).astype(np.uint8)
+    if hi > 255:
         if hi > 65535:
             raise ValueError(f"integer image values must lie in 0..255 (8-bit) or 0..65535 (16-bit); this array's "
                              f"highest is {hi:g}")
@@ -112,8 +114,8 @@ def _open(path: str | Path | IO[bytes]) -> Image.Image:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             im = Image.open(path)
-        except Image.DecompressionBombError as exc:
-            raise ValueError(str(exc)) from None
+        except Image.DecompressionBombError:  # Pillow's own words: "... could be decompression bomb DOS attack"
+            raise ValueError(f"image too large: over the {MAX_PIXELS:,}-pixel limit") from None
     if im.size[0] * im.size[1] > MAX_PIXELS:
         im.close()
         raise ValueError(f"image of {im.size[0]}x{im.size[1]} pixels is over the {MAX_PIXELS:,}-pixel limit")
@@ -190,7 +192,14 @@ def open_image(image: Any) -> np.ndarray:
     ``(H, W, 3) uint8`` RGB.
 
     Arrays are taken as RGB (or grayscale ``(H, W)``, or RGBA), of any numeric dtype,
-    scaled to 8 bits by :func:`to_uint8` (``uint16`` as 16-bit, floats in 0..1 or 0..255).
+    scaled to 8 bits by :func:`to_uint8` (16-bit integers, floats in 0..1 or 0..255). OpenCV
+    arrays are BGR: pass ``cv2.cvtColor(a, cv2.COLOR_BGR2RGB)`` (or ``a[:, :, ::-1]``); BGR
+    taken as RGB gives other answers (the sample photo's age 33 reads 18).
+
+    A PIL image is turned upright by its EXIF orientation tag, as its file would be (also
+    after ``.convert("RGB")``, which keeps the tag). Pillow's ``rotate`` and ``transpose``
+    keep the tag too, so an image turned by hand would be turned again: turn it with
+    ``ImageOps.exif_transpose`` (which clears the tag), or pass ``np.asarray(image)``.
     """
     if isinstance(image, (str, Path)):
         return load_rgb(str(image))
@@ -223,6 +232,8 @@ def describe_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return "no such file"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "a symbolic link that loops"
     if "cannot identify image file" in text:
         return "not an image (or a format Pillow cannot read)"
     return text

@@ -1,9 +1,10 @@
-"""What a result was measured on (the machine, its processor and the library versions), and how a
-long command stops on a signal."""
+"""What a result was measured on (the machine, its processor and the library versions), how a
+long command stops on a signal, and which write failures the machine is to blame for."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import platform
@@ -12,6 +13,11 @@ import signal
 import sys
 import threading
 from typing import Any, Callable, Iterator
+
+#: ``errno`` values of a read or write the machine refused (a read-only or full disk, a
+#: permission, a quota, an I/O error), as opposed to a mistake in the command (a path through
+#: a file, a missing folder): every command ends on these with exit status 1, not 2.
+REFUSED_BY_THE_MACHINE = frozenset({errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO})
 
 
 def hardware(device: Any = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ in one runtime), with the settings most users touch.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -54,6 +55,10 @@ class FaceAnalyzer:
         threads: int | None = None,
         fusion: str | Path | bool | None = None,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if detect_max_side < 32:
+            raise ValueError(f"detect_max_side must be at least 32 pixels, not {detect_max_side}")
         head = None
         if fusion:  # the accurate variant: dlib's descriptor beside the network
             from .fusion import FusionHead, default_fusion_path
@@ -80,6 +85,8 @@ class FaceAnalyzer:
         JSON-ready dict."""
         if isinstance(image, (str, Path)) and not Path(image).exists():
             raise FileNotFoundError(f"{image}: no such file")
+        if isinstance(image, (str, Path)) and Path(image).is_dir():
+            raise IsADirectoryError(f"{image} is a folder; analyze_files({str(image)!r}) analyses the images in it")
         result = next(self.pipeline.run([(ImageResult(index=0), image)], aligned))
         if result.status == "error":
             raise ValueError(f"cannot analyse this image: {result.error}")
@@ -94,8 +101,11 @@ class FaceAnalyzer:
 
         ``paths``: files, or one path alone; a folder stands for its image files (searched as
         ``facemtl analyze`` searches one: recursively, sorted). The paths are read lazily, so
-        a generator may feed files as they arrive."""
-        if isinstance(paths, (str, os.PathLike)):  # one path, not a string of one-letter paths
+        a generator may feed files as they arrive. A path given as ``bytes`` is a file name
+        (:func:`os.fsdecode`), not image data. What a folder's search leaves out (files whose
+        suffix is no photo format's, folders it cannot read or reaches twice) is said with
+        :func:`warnings.warn`, as ``facemtl analyze`` says it on stderr."""
+        if isinstance(paths, (str, bytes, os.PathLike)):  # one path, not a string of one-letter paths
             paths = [paths]
         return self.pipeline.run(((ImageResult(file=str(p)), p) for p in _files(paths)), aligned)
 
@@ -158,8 +168,13 @@ def _files(paths: Iterable[str | os.PathLike]) -> Iterator[str | os.PathLike]:
     """``paths`` with each folder replaced by its image files (:func:`~.inputs.walk_images`)."""
     from .inputs import walk_images
 
+    def skipped(path: str, reason: str) -> None:
+        warnings.warn(f"{path}: {reason}", stacklevel=4)
+
     for p in paths:
+        if isinstance(p, bytes):  # a file name in the file system's encoding, not image data
+            p = os.fsdecode(p)
         if os.path.isdir(p):
-            yield from walk_images(Path(p), lambda path, reason: None)
+            yield from walk_images(Path(p), skipped)
         else:
             yield p

@@ -8,6 +8,7 @@ once its oldest image has waited long enough.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections import deque
@@ -146,11 +147,18 @@ class Pipeline:
         """Decode, detect and align one image. Never raises: an image that cannot be read or
         searched becomes an ``error`` result."""
         try:
-            if aligned and isinstance(image, (str, Path)) and not self.keep_images and self.describe is None:
-                # A crop file straight to the network's size, as training decodes it (the whole
-                # image is the face: nothing else needs its full-size pixels).
-                crop, (result.width, result.height) = read_square(image, self.size)
-                return Prepared(result, [None], [crop])
+            if aligned and isinstance(image, (str, Path, bytes)):
+                # A crop file straight to the network's size, as training decodes it (JPEG's reduced
+                # decoding included), whatever else is asked: --annotate or --accurate must not
+                # change the answers. They get the full-size pixels from a second decode.
+                source = io.BytesIO(image) if isinstance(image, bytes) else image
+                crop, (result.width, result.height) = read_square(source, self.size)
+                if not self.keep_images and self.describe is None:
+                    return Prepared(result, [None], [crop])
+                rgb, _ = read_image(image, None)
+                if self.keep_images:
+                    result.image = rgb
+                return Prepared(result, [None], [crop], features=[self.describe(rgb, None)] if self.describe else None)
             rgb, (width, height) = read_image(image, None if aligned else self.decode_side)
         except Exception as exc:  # any unreadable file: report, never stop the batch
             return Prepared(result.fail(describe_error(exc)), [])
@@ -165,7 +173,9 @@ class Pipeline:
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
         describe = self.describe
         if aligned:
-            # the filter read_square uses for crop files (and training), so a file and its pixels agree
+            # the filter read_square uses for crop files (and training); a JPEG file's crop also
+            # decodes reduced (libjpeg's draft mode), which an array cannot, so a crop of twice the
+            # network's side or more answers slightly differently as a file and as its pixels
             crop = rgb if rgb.shape[:2] == (self.size, self.size) else \
                 np.asarray(Image.fromarray(rgb).resize((self.size, self.size), Image.BILINEAR, reducing_gap=2.0))
             return Prepared(result, [None], [crop], features=[describe(rgb, None)] if describe else None)

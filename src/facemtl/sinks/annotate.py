@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..inference.results import ERROR, FaceResult, ImageResult
+from ..system import REFUSED_BY_THE_MACHINE
 from .base import Sink
 
 #: Suffixes written as they came; anything else is written as PNG (lossless).
@@ -91,6 +92,8 @@ class AnnotateSink(Sink):
             with tempfile.TemporaryFile(dir=d):  # the real test: os.access says yes to root on a read-only disk
                 pass
         except OSError as exc:
+            if exc.errno in REFUSED_BY_THE_MACHINE:  # exit 1, as any write the machine refuses
+                raise OSError(exc.errno, f"Cannot write into the --annotate folder ({exc.strerror})", str(d)) from None
             raise RuntimeError(f"cannot write into the --annotate folder {d}: {exc.strerror or exc}") from None
 
     def target(self, result: ImageResult) -> Path:

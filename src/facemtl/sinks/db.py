@@ -19,6 +19,7 @@ Needs the ``serve`` extra (SQLAlchemy, Alembic; psycopg for PostgreSQL).
 
 from __future__ import annotations
 
+import errno
 import io
 import socket
 import sys
@@ -164,8 +165,12 @@ class DbSink(Sink):
             self.writer.close()
         except Exception as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeError(f"the results database did not take the last {self.writer.pending.faces} faces: "
-                               f"{why}") from None
+            said = f"the results database did not take the last {self.writer.pending.faces} faces: {why}"
+            if "disk is full" in why or "No space left" in why:  # SQLite's words for a full disk: exit 1
+                from ..store.engine import redacted
+
+                raise OSError(errno.ENOSPC, said[:1].upper() + said[1:], redacted(self.store.url)) from None
+            raise RuntimeError(said) from None
         finally:
             if self.owns_store:
                 self.store.close()

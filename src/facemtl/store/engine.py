@@ -92,6 +92,8 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
         path = sqlite_path(url)
         if path and not Path(path).parent.exists():
             raise FileNotFoundError(f"the folder of the database file {path} does not exist")
+        if path and not Path(path).exists() and not read_only(url):
+            _check_creatable(Path(path))
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas(foreign_keys, wal=not read_only(url)))
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
@@ -105,6 +107,20 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
     # filters over 100,000 faces, measured on a busy 2-core machine).
     kwargs.setdefault("connect_args", {"prepare_threshold": None, "options": "-c max_parallel_workers_per_gather=0"})
     return sa.create_engine(url, **kwargs)
+
+
+def _check_creatable(path: Path) -> None:
+    """An ``OSError`` naming the folder when a new database file cannot be made there (SQLite
+    says only "unable to open database file"); a read-only or full disk is the machine's
+    refusal (exit 1), as for any write."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):  # os.access says yes to root on a read-only disk
+            pass
+    except OSError as exc:
+        raise OSError(exc.errno, f"Cannot create the database file {path.name} there ({exc.strerror})",
+                      str(path.parent)) from None
 
 
 # -- what an error from the database means -----------------------------------------------------
