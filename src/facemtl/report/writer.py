@@ -143,10 +143,11 @@ def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
                     + [f"{table[name]['train_seconds_per_run'] / 60:.1f}"])
     facts["variants"] = table
     n = len(data.seeds)
-    s.add(Para(f"Test-split metrics, mean ± sample standard deviation over {n} seed(s). Accuracies in %, "
-               "MAE in years, MSE in years². CS(5): share of faces with |age error| ≤ 5 years. "
-               "Group accuracy: the predicted age falls in the true age group "
-               f"({_groups_text(data)})."))
+    groups = _groups_text(data)
+    s.add(Para(f"Test-split metrics, mean ± sample standard deviation over {n} seed(s). Accuracies in %; MAE "
+               "and MSE in each numeric task's label units (years for age) and their squares; CS(5): share of "
+               "faces whose error is at most 5 such units; other columns as their task defines them."
+               + (f" Group accuracy: the prediction falls in the true group ({groups})." if groups else "")))
     s.add(Table(["variant", "what it is", "seeds"] + [f"{t} {c.header}" for t, c in cols] + ["min / run"], rows))
     protocol = protocol_of(data.base_config)
     dataset = (data.base_config.get("data") or {}).get("dataset", "")
@@ -173,7 +174,7 @@ def _groups_text(data: ReportInput) -> str:
             for t, m in (r.test or {}).items():
                 if isinstance(m, dict) and "groups" in m:
                     return f"{t} groups {', '.join(m['groups'])}"
-    return "no numeric task"
+    return ""
 
 
 def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
@@ -192,7 +193,7 @@ def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
                "**supported**: the first variant is better for every seed; **contradicted**: it is worse for "
                "every seed; **no difference**: equal for every seed; **inconclusive**: the seeds disagree; "
                "**mixed**: the verdict differs between tasks. Differences are per seed, first minus second, in the direction of the claim "
-               "(positive favours the claim; accuracy in percentage points, MAE in years). "
+               "(positive favours the claim; accuracy in percentage points, MAE in the task's label units: years for age). "
                f"With {len(data.seeds)} seeds and this budget, small differences are within noise."))
     if rows:
         s.add(Table(["claim", "source", "the source on UTKFace", "variants", "verdict here", "per task here"], rows))
@@ -464,8 +465,8 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
     s.add(Para(f"{data.reference}, seed {run.seed}, best checkpoint, test faces. Maps from captum's LayerGradCam at "
                "the output of the last backbone stage each head reads, upsampled to the input; red: regions that "
                "raise the score of the decision made (nominal: the predicted class; ordinal: the sum of the "
-               "threshold logits). Correct: right class, or age within 2 years; wrong: wrong class, or age off "
-               "by 10 years or more. Paper Fig. 5."))
+               "threshold logits). Correct and wrong as each task defines them (a class task: the right or the "
+               "wrong class; a numeric one, such as age: within 2 units, or 10 or more off). Paper Fig. 5."))
     torch.set_grad_enabled(True)
     for i, task in enumerate(tasks):
         if f"pred/{task.name}" not in pr or not task.inference:
