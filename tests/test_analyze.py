@@ -413,6 +413,11 @@ def test_folder_search_takes_every_photo_format_and_counts_the_rest(face_photo, 
     names = sorted(os.path.basename(json.loads(line)["file"]) for line in cap.out.splitlines())
     assert names == ["a.jfif", "b.jpe", "c.JPG", "d.webp"]
     assert "1 file left out: not a photo format by its suffix (notes.txt)" in cap.err
+    # copies of formats written as PNG keep their own suffix in the name: d.webp's copy is not d.png's
+    Image.open(face_photo).save(photos / "d.png")
+    assert main(["analyze", str(photos), "--annotate", str(tmp_path / "ann"), "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == [
+        "a.jfif.png", "b.jpe.png", "c.jpg", "d.png", "d.webp.png"]
 
 
 def test_the_api_takes_file_bytes_and_refuses_what_is_no_image(analyzer, face_photo):

@@ -100,7 +100,9 @@ class AnnotateSink(Sink):
         if result.file is not None:
             src = Path(result.file)
             suffix = src.suffix.lower() if src.suffix.lower() in KEEP_SUFFIXES else ".png"
-            stem = src.stem
+            # a format written as PNG keeps its own suffix in the name (y.gif -> y.gif.png), so the
+            # copy never takes, or loses to, the name of a y.png beside it
+            stem = src.stem if suffix == src.suffix.lower() else src.name
             if self.root is not None:
                 try:
                     stem = str(Path(os.path.abspath(src)).relative_to(self.root).parent / stem)
