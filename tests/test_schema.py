@@ -74,7 +74,7 @@ TASKS = [build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_valu
 
 def _face() -> FaceResult:
     return FaceResult([1.0, 2.0, 30.0, 40.0], 0.9, [[5.0, 6.0]] * 5,
-                      {"age": TaskAnswer(31.04, interval=(26, 37)),
+                      {"age": TaskAnswer(31.04, interval=(26, 37), decimals=1),  # as the age task sets it
                        "gender": TaskAnswer("female", 0.93127, {"male": 0.06873, "female": 0.93127})})
 
 

@@ -1,9 +1,10 @@
 """Every export checks itself: the exported file, run by its own runtime, against PyTorch.
 
 On the same real faces: the largest difference of any raw output, and after the tasks
-decode, the share of faces whose answer changed (and, for numeric tasks, by how much on
-average). For reduced precision (INT8, FP16 weights or arithmetic) also each task's headline metric on labelled validation faces, both
-ways, and what quantization lost.
+decode, the share of faces whose answer changed as the outputs write it (and, for numeric
+tasks, by how much on average). For reduced precision (INT8, FP16 weights or arithmetic)
+also each task's headline metric on labelled validation faces, both ways, and what
+quantization lost.
 """
 
 from __future__ import annotations
@@ -27,13 +28,24 @@ def run_all(runtime: Any, images: np.ndarray, batch_size: int = 64) -> dict[str,
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
+def written_answers(task: Any, raw: np.ndarray) -> list[Any]:
+    """Each face's answer to ``task`` as every output writes it (``TaskAnswer.fields``: a class
+    name, or a number at the task's decimals), from raw outputs ``(N, D)``; the decoded
+    prediction ``(N,)`` for a task that gives no answers at inference."""
+    if not task.inference:
+        return list(task.predict(raw))
+    return [a.fields(task.name)[task.name] for a in task.answers(raw)]
+
+
 def compare_outputs(tasks: Sequence[Any], ref: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per task: ``max_abs_diff`` of raw outputs, ``changed`` (share of faces whose decoded
-    answer differs) and, for numeric answers, ``mean_change`` in label units."""
+    """Per task: ``max_abs_diff`` of raw outputs, ``changed`` (share of faces whose answer, as
+    written (:func:`written_answers`), differs: a difference of 1e-7 in a regression output
+    rounded away is no change) and, for numeric answers, ``mean_change`` in label units."""
     out: dict[str, Any] = {}
     for t in tasks:
         a, b = t.predict(ref[t.name]), t.predict(new[t.name])
-        row = {"max_abs_diff": float(np.abs(ref[t.name] - new[t.name]).max()), "changed": float(np.mean(a != b))}
+        changed = [x != y for x, y in zip(written_answers(t, ref[t.name]), written_answers(t, new[t.name]))]
+        row = {"max_abs_diff": float(np.abs(ref[t.name] - new[t.name]).max()), "changed": float(np.mean(changed))}
         if t.class_names() is None:
             row["mean_change"] = float(np.mean(np.abs(a - b)))
         out[t.name] = row

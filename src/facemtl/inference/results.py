@@ -43,19 +43,29 @@ class TaskAnswer:
     ``value``: the class name for classification tasks, else a number in label units
     (years for age). ``probability``: of the chosen class. ``probabilities``: per class.
     ``interval``: ``(lo, hi)`` holding the central share of the predicted distribution
-    (see :class:`~facemtl.inference.predictor.Predictor`'s ``interval``).
+    (see :class:`~facemtl.inference.predictor.Predictor`'s ``interval``). ``decimals``: the
+    digits after the point a numeric value and its interval are written with, which the task
+    decides (1 for age in years, 3 for a value in 0..1); ``None``: as given, unrounded.
     """
 
     value: float | str
     probability: float | None = None
     probabilities: dict[str, float] | None = None
     interval: tuple[float, float] | None = None
+    decimals: int | None = None
+
+    def number(self, x: float) -> float | int:
+        """A numeric value or interval end as this answer writes it: rounded to :attr:`decimals`
+        (none when ``None``); a whole number given as an int stays an int."""
+        if isinstance(x, (int, np.integer)):
+            return int(x)
+        return float(x) if self.decimals is None else round(float(x), self.decimals)
 
     def fields(self, name: str) -> dict[str, Any]:
         """The flat JSON fields of this answer under the task's ``name``."""
-        out: dict[str, Any] = {name: self.value if isinstance(self.value, str) else round(float(self.value), 1)}
+        out: dict[str, Any] = {name: self.value if isinstance(self.value, str) else self.number(float(self.value))}
         if self.interval is not None:
-            out[f"{name}_interval"] = list(self.interval)
+            out[f"{name}_interval"] = [self.number(x) for x in self.interval]
         if self.probability is not None:
             out[f"{name}_probability"] = round(float(self.probability), 4)
         if self.probabilities is not None:
@@ -63,19 +73,31 @@ class TaskAnswer:
         return out
 
     def short(self, name: str) -> str:
-        """E.g. ``age 31 (26-37)`` or ``gender female 93%``."""
+        """E.g. ``age 31 (26-37)`` or ``gender female 93%``: a number with one digit less than
+        :attr:`decimals` (none for age), or its shortest form (``g``) without ``decimals``."""
         f = self.fields(name)  # the rounded values, so the text says what the JSON says
         if isinstance(self.value, str):
             p = f.get(f"{name}_probability")
             return f"{name} {self.value}" + (f" {p:.0%}" if p is not None else "")
         iv = f.get(f"{name}_interval")
-        return f"{name} {f[name]:.0f}" + (f" ({iv[0]}-{iv[1]})" if iv is not None else "")
+        spec = "g" if self.decimals is None else f".{max(0, self.decimals - 1)}f"
+        if iv is None:
+            return f"{name} {f[name]:{spec}}"
+        return f"{name} {f[name]:{spec}} ({iv[0]}{'-' if iv[0] >= 0 and iv[1] >= 0 else ' to '}{iv[1]})"
 
     @classmethod
-    def from_fields(cls, name: str, d: dict[str, Any]) -> "TaskAnswer":
+    def from_fields(cls, name: str, d: dict[str, Any], decimals: int | None = None) -> "TaskAnswer":
+        """The answer whose :meth:`fields` under ``name`` are ``d`` (``decimals``: the task's, if known)."""
         iv = d.get(f"{name}_interval")
         return cls(d[name], d.get(f"{name}_probability"), d.get(f"{name}_probabilities"),
-                   tuple(iv) if iv is not None else None)
+                   tuple(iv) if iv is not None else None, decimals)
+
+
+def interval_text(lo: float, hi: float) -> str:
+    """An interval as one CSV cell: ``lo-hi`` where neither end is negative (age's ``26-42``),
+    else as in JSON, ``[lo, hi]`` (``[-3, -1]``, ``[-1.018, 1.168]``), since a ``-`` between
+    negative ends would be ambiguous."""
+    return f"{lo}-{hi}" if lo >= 0 and hi >= 0 else f"[{lo}, {hi}]"
 
 
 @dataclass
@@ -220,6 +242,15 @@ class TrackResult:
         return d
 
 
+def has_interval(task: "Task") -> bool:
+    """Whether ``task``'s answers carry an interval (a ``<task>_interval`` column): it says so
+    (:meth:`Task.has_interval`), or one answer it decodes from a zero output ``(1, output_size)``
+    has one (a task type that gives intervals without saying so loses none)."""
+    if task.has_interval():
+        return True
+    return task.answers(np.zeros((1, task.output_size), np.float32))[0].interval is not None
+
+
 def _task_columns(tasks: Sequence["Task"], prefix: str = "") -> tuple[list[str], list[str]]:
     """Per inference task: its answer columns, and (apart, to go last) its per-class probability columns."""
     cols: list[str] = []
@@ -228,7 +259,7 @@ def _task_columns(tasks: Sequence["Task"], prefix: str = "") -> tuple[list[str],
         if not t.inference:
             continue
         cols.append(prefix + t.name)
-        if t.has_interval():
+        if has_interval(t):
             cols.append(f"{prefix}{t.name}_interval")
         names = t.class_names()
         if names is not None:
@@ -238,14 +269,15 @@ def _task_columns(tasks: Sequence["Task"], prefix: str = "") -> tuple[list[str],
 
 
 def _answer_cells(answers: dict[str, TaskAnswer], prefix: str = "") -> dict[str, Any]:
-    """CSV cells of a face's answers: intervals as ``lo-hi``, probabilities one column per class."""
+    """CSV cells of a face's answers: intervals as :func:`interval_text` (``lo-hi``, or ``[lo, hi]``
+    with a negative end), probabilities one column per class."""
     row: dict[str, Any] = {}
     for name, a in answers.items():
         for k, v in a.fields(name).items():
             if isinstance(v, dict):
                 row.update({f"{prefix}{name}_p_{c}": p for c, p in v.items()})
             else:
-                row[prefix + k] = "-".join(str(x) for x in v) if isinstance(v, list) else v
+                row[prefix + k] = interval_text(*v) if isinstance(v, list) else v
     return row
 
 

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 import time
-from typing import Sequence, TextIO
+from typing import Any, Iterable, Sequence, TextIO
 
 from ..csvcells import safe_row
-from ..inference.results import (ERROR, NO_FACE, ImageResult, TrackResult, csv_columns, csv_rows, video_csv_columns,
-                                 video_csv_rows)
+from ..inference.results import (
+    ERROR,
+    NO_FACE,
+    ImageResult,
+    TrackResult,
+    csv_columns,
+    csv_rows,
+    video_csv_columns,
+    video_csv_rows,
+)
 from ..tasks import Task
 from .base import Sink
+
+log = logging.getLogger("facemtl.sinks")
 
 
 class TableSink(Sink):
@@ -89,18 +100,39 @@ class JsonLinesSink(Sink):
         self.out.flush()
 
 
+class _CsvRows:
+    """Rows under a header fixed before the first row (from the tasks). A field the header lacks
+    (a task whose answers carry more than its columns say) is left out of the file, never a
+    failure half-way through it, with one warning naming it. ``unwritten``: fields of the rows
+    deliberately not written (no warning)."""
+
+    def __init__(self, out: TextIO, columns: list[str], unwritten: Iterable[str] = ()) -> None:
+        self.out = out
+        self.writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        self.writer.writeheader()
+        self.known = set(columns) | set(unwritten)
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            extra = [k for k in row if k not in self.known]
+            if extra:
+                log.warning("CSV output has no column for %s (the header comes from the tasks, whose answers carry "
+                            "more than their columns say); left out of the file", ", ".join(extra))
+                self.known.update(extra)
+            self.writer.writerow(safe_row(row))
+        self.out.flush()
+
+
 class CsvSink(Sink):
     """One row per face (one row per image without faces); the header comes from the tasks."""
 
     def __init__(self, tasks: Sequence[Task], out: TextIO | None = None, ref: str = "file") -> None:
         self.out = out or sys.stdout
         self.ref = ref
-        self.writer = csv.DictWriter(self.out, fieldnames=csv_columns(tasks, ref))
-        self.writer.writeheader()
+        self.rows = _CsvRows(self.out, csv_columns(tasks, ref))
 
     def write(self, result: ImageResult) -> None:
-        self.writer.writerows(safe_row(r) for r in csv_rows(result, self.ref))
-        self.out.flush()
+        self.rows.write(csv_rows(result, self.ref))
 
 
 class VideoCsvSink(Sink):
@@ -109,9 +141,7 @@ class VideoCsvSink(Sink):
 
     def __init__(self, tasks: Sequence[Task], out: TextIO | None = None, source: bool = False) -> None:
         self.out = out or sys.stdout
-        self.writer = csv.DictWriter(self.out, fieldnames=video_csv_columns(tasks, source), extrasaction="ignore")
-        self.writer.writeheader()
+        self.rows = _CsvRows(self.out, video_csv_columns(tasks, source), unwritten=["source"])
 
     def write(self, result: ImageResult) -> None:
-        self.writer.writerows(safe_row(r) for r in video_csv_rows(result))
-        self.out.flush()
+        self.rows.write(video_csv_rows(result))

@@ -1,9 +1,12 @@
 """``facemtl db export {faces,tracks} --format {csv,jsonl}``: every stored row, in pages.
 
 JSON lines carry the records the API returns (``GET /v1/faces``); CSV flattens them
-like ``analyze --csv``: one column per task, ``<task>_interval`` as ``lo-hi``,
-``<task>_p_<class>`` per class, and the frame's own answers as ``raw_<column>``. The
-columns come from the tasks the database knows, never from the rows. The store keeps
+like ``analyze --csv``: one column per task, ``<task>_interval`` as ``lo-hi`` (``[lo, hi]``
+with a negative end: :func:`~facemtl.inference.results.interval_text`), ``<task>_p_<class>``
+per class, and the frame's own answers as ``raw_<column>``. The columns come from the tasks
+the database knows; the columns of a stored task this process cannot build (a plugin's task
+type whose package is not imported) come from the records and go last, with a warning, so
+no stored answer is left out. The store keeps
 faces, not images, so there are no ``status``, ``error`` or ``face`` columns: an image
 without a face, or one that could not be read, has no row.
 
@@ -16,12 +19,18 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import tempfile
 from typing import Any, Iterator, Sequence, TextIO
 
 from ..csvcells import safe_cell
-from ..inference.results import csv_columns
+from ..inference.results import csv_columns, interval_text
 from ..tasks import Task
 
+log = logging.getLogger("facemtl.store")
+
+#: Fields of the records that CSV leaves out (JSON lines keep them).
+NOT_IN_CSV = {"landmarks", "thumbnail", "type"}
 FACE_COLUMNS = ["id", "time", "source", "session", "track_id", "track", "frame", "media_time", "file",
                 "x1", "y1", "x2", "y2", "score", "model_name", "model_version"]
 TRACK_COLUMNS = ["id", "source", "session", "track", "first_frame", "last_frame", "frames", "faces", "first_time",
@@ -44,17 +53,22 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             row.update({f"raw_{k}": x for k, x in flatten(v).items()})
         elif key.endswith("_probabilities") and isinstance(v, dict):
             row.update({f"{key[: -len('_probabilities')]}_p_{c}": p for c, p in v.items()})
+        elif key in NOT_IN_CSV:
+            continue
         elif isinstance(v, list):
-            if key != "landmarks":
-                row[key] = "-".join(str(x) for x in v)
+            row[key] = interval_text(*v)
         else:
             row[key] = safe_cell(v)
     return row
 
 
 def write_records(records: Iterator[dict[str, Any]], out: TextIO, fmt: str, kind: str, tasks: Sequence[Task],
-                  raw: bool = True) -> int:
-    """Write ``records`` (faces or tracks) to ``out`` as ``csv`` or ``jsonl``; returns how many."""
+                  raw: bool = True, complete: bool = False) -> int:
+    """Write ``records`` (faces or tracks) to ``out`` as ``csv`` or ``jsonl``; returns how many.
+
+    ``complete``: ``tasks`` are every task the records answer, so CSV rows are written as they
+    are read; otherwise they are held in a temporary file until the columns no task names are
+    known (the header comes first)."""
     if fmt not in ("csv", "jsonl"):
         raise ValueError(f"unknown export format {fmt!r}; choose csv or jsonl")
     n = 0
@@ -67,9 +81,26 @@ def write_records(records: Iterator[dict[str, Any]], out: TextIO, fmt: str, kind
     cols = (FACE_COLUMNS if kind == "faces" else TRACK_COLUMNS) + per_task
     if kind == "faces" and raw:
         cols += [f"raw_{c}" for c in per_task]
-    writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore")
-    writer.writeheader()
-    for r in records:
-        writer.writerow(flatten(r))
-        n += 1
+    if complete:  # every stored task is known here: its columns are the header, rows stream out as read
+        writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for r in records:
+            writer.writerow(flatten(r))
+            n += 1
+        return n
+    known, extra = set(cols), {}  # dict: the columns no known task names, in the order first met
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as rows:  # the header needs them all first
+        for r in records:
+            row = flatten(r)
+            extra.update((k, None) for k in row if k not in known and (raw or not k.startswith("raw_")))
+            rows.write(json.dumps(row) + "\n")
+            n += 1
+        if extra:
+            log.warning("the columns %s hold stored answers of no task this process knows (a task type it cannot "
+                        "build: see above); they are exported as stored, after the others", ", ".join(extra))
+        writer = csv.DictWriter(out, fieldnames=cols + list(extra), extrasaction="ignore")
+        writer.writeheader()
+        rows.seek(0)
+        for line in rows:
+            writer.writerow(json.loads(line))
     return n

@@ -11,12 +11,15 @@ group need no knowledge of the task's type. Reading turns rows back into
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ..inference.results import TaskAnswer
-from ..tasks import Task, build_task
+from ..tasks import TASK_TYPES, Task, build_task
+
+log = logging.getLogger("facemtl.store")
 
 
 class AnswerCodec:
@@ -47,10 +50,10 @@ class AnswerCodec:
             num = float(self.index[a.value]) if self.index is not None and a.value in self.index else None
             grp = self.group(num) if num is not None else a.value
             text = a.value
-        else:
-            num, text = float(a.value), None
-            grp = self.group(round(num, 1))
-        lo, hi = a.interval if a.interval is not None else (None, None)
+        else:  # stored as every output writes it (at the task's decimals), so read back the same
+            num, text = float(a.number(float(a.value))), None
+            grp = self.group(num)
+        lo, hi = (a.number(x) for x in a.interval) if a.interval is not None else (None, None)
         probs = {c: float(p) for c, p in a.probabilities.items()} if a.probabilities is not None else None
         return dict(value_text=text, value_num=num, probability=None if a.probability is None else float(a.probability),
                     lo=None if lo is None else float(lo), hi=None if hi is None else float(hi),
@@ -62,12 +65,20 @@ def codecs_for(tasks: Iterable[Task]) -> dict[str, AnswerCodec]:
 
 
 def tasks_from_specs(specs: Sequence[dict[str, Any]] | None) -> list[Task]:
-    """Tasks from stored specs, skipping any this facemtl cannot build (a type it lacks)."""
+    """Tasks from stored specs, leaving out, with a warning on the ``facemtl.store`` log, any
+    this process cannot build (a plugin's task type whose package is not imported here). Their
+    stored answers are still read and exported (:func:`~facemtl.store.export.write_records`
+    takes their columns from the records)."""
     out = []
     for s in specs or []:
         try:
             t = build_task(s)
-        except (ValueError, KeyError):
+        except (ValueError, KeyError) as exc:
+            kind = s.get("type")
+            why = (f"its type {kind!r} is not registered in this process (import the package that registers it)"
+                   if kind not in TASK_TYPES.names() else str(exc).strip("'\""))
+            log.warning("stored task %r is left out of the tasks known here: %s; its stored answers are still "
+                        "exported as stored", s.get("name"), why)
             continue
         if t.inference:
             out.append(t)

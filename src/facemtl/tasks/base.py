@@ -195,7 +195,9 @@ class Task:
     def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
         """One :class:`~facemtl.inference.results.TaskAnswer` per row of ``raw``.
 
-        ``interval``: central probability mass of the interval numeric tasks report.
+        ``interval``: central probability mass of the interval numeric tasks report. A numeric
+        answer sets its ``decimals``, the digits after the point every output writes it with
+        (``None``: unrounded).
         """
         raise NotImplementedError
 

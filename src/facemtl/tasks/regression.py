@@ -115,6 +115,13 @@ class _Numeric(Task):
     def describe(self, value: float) -> str:
         return f"{value:.0f}"
 
+    @property
+    def decimals(self) -> int:
+        """Digits after the point its answers are written with: about a thousandth of the value
+        range, ``max(0, 3 - floor(log10(max_value - min_value)))`` (1 for age 1..116, 2 for
+        0..10, 3 for 0..1)."""
+        return max(0, 3 - int(np.floor(np.log10(self.max_value - self.min_value))))
+
     def strata(self, values: np.ndarray) -> np.ndarray:
         """About ten bins over the value range."""
         width = max(1.0, (self.max_value - self.min_value) / 10)
@@ -310,7 +317,7 @@ class OrdinalTask(_Numeric):
         for j in range(len(pred)):
             lo = self.min_value + int(np.searchsorted(cdf[j], lo_q))
             hi = self.min_value + int(np.searchsorted(cdf[j], hi_q))
-            out.append(TaskAnswer(float(pred[j]), interval=(lo, hi)))
+            out.append(TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals))
         return out
 
     def ablations(self) -> list[Ablation]:
@@ -372,4 +379,4 @@ class RegressionTask(_Numeric):
     def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
         from ..inference.results import TaskAnswer
 
-        return [TaskAnswer(float(v)) for v in self.predict(raw)]
+        return [TaskAnswer(float(v), decimals=self.decimals) for v in self.predict(raw)]

@@ -7,7 +7,8 @@ and a quality weight in (0, 1] (:func:`face_quality`). The track's answer is the
 * for a classification task (the answer carries class probabilities): the weighted sum of
   the samples' probabilities, normalised; the class is its arg-max;
 * for a numeric task (age): the weighted median of the samples' values (or the weighted
-  mean, ``numeric="mean"``); its interval is the weighted median of the samples' bounds.
+  mean, ``numeric="mean"``); its interval is the weighted median of the samples' bounds;
+  both are written with the samples' digits (their ``decimals``, which the task sets).
 
 The rule is read from the answers themselves (``probabilities`` present or not), so a task
 type a user registers is smoothed without asking its type.
@@ -148,8 +149,8 @@ class TrackSmoother:
             lo = np.array([a.interval[0] for a in answers], float)
             hi = np.array([a.interval[1] for a in answers], float)
             interval = (weighted_median(lo, w), weighted_median(hi, w))
-            interval = tuple(int(v) if float(v).is_integer() else round(v, 1) for v in interval)
-        return TaskAnswer(value, interval=interval)
+            interval = tuple(int(v) if float(v).is_integer() else v for v in interval)
+        return TaskAnswer(value, interval=interval, decimals=answers[0].decimals)  # written as the samples are
 
 
 def _classes(answers: list[TaskAnswer], w: np.ndarray) -> TaskAnswer:

@@ -63,8 +63,10 @@ def check_output(path: str | Path, preset: str = "veryfast") -> Path:
 
 
 def face_label(face: FaceResult) -> str:
-    """A short label: ``#3 31 female white`` (track id, then each answer's value)."""
-    values = [a.value if isinstance(a.value, str) else f"{float(a.value):.0f}" for a in face.answers.values()]
+    """A short label: ``#3 31 female white`` (track id, then each answer's value, a number with
+    the digits :meth:`TaskAnswer.short` gives it: none for age)."""
+    values = [a.value if isinstance(a.value, str) else a.short("").strip().split(" (")[0]
+              for a in face.answers.values()]
     return " ".join(([f"#{face.track}"] if face.track is not None else []) + values)
 
 
