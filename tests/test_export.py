@@ -28,7 +28,7 @@ def test_formats_table_drives_cli_options_and_readme():
     with pytest.raises(ValueError, match="takes no --max-batch option"):
         check_options(FORMATS["onnx"], {"max_batch": 8})
     assert check_options(FORMATS["onnx-int8"], {"calibration": 64, "opset": None}) == \
-        {"opset": 18, "calibration": 64, "check_faces": 500}
+        {"opset": 18, "calibration": 64, "check_faces": 1000}
     with pytest.raises(ValueError, match="positive whole number"):
         check_options(FORMATS["onnx-int8"], {"calibration": 0})
     # the README carries the table the code builds

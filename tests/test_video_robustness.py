@@ -461,3 +461,59 @@ def test_secrets_in_camera_urls_never_name_a_source():
     with pytest.raises(SourceError) as e:
         open_source("rstp://admin:s3cret@cam/live")
     assert "s3cret" not in str(e.value) and "unknown kind of URL" in str(e.value)
+
+
+def test_a_cameras_mjpeg_is_timed_by_arrival_not_by_ffmpegs_made_up_25_fps():
+    """FFmpeg's multipart-JPEG demuxer stamps frames as if at 25 fps: a 10 fps camera's faces
+    were 18 s behind after 30 s (and a 30 fps one's up to 10 s in the future), which moved the
+    database times, the stats buckets and retention."""
+    from types import SimpleNamespace
+
+    from facemtl.video.sources import _timestamps_kept
+
+    def container(name):
+        return SimpleNamespace(format=SimpleNamespace(name=name))
+
+    assert not _timestamps_kept(container("mpjpeg")) and not _timestamps_kept(container("jpeg_pipe"))
+    assert _timestamps_kept(container("rtsp")) and _timestamps_kept(container("mov,mp4,m4a,3gp,3g2,mj2"))
+    assert _timestamps_kept(container("flv")) and _timestamps_kept(container("mpegts"))
+
+
+def test_a_10_fps_mjpeg_camera_s_frames_are_stamped_when_they_arrive(tmp_path):
+    """End to end: an HTTP multipart-JPEG camera sending 16 frames at 10 fps. FFmpeg stamps them
+    at 25 fps (the last at 0.6 s); their times must follow arrival (the last near 1.5 s)."""
+    import io
+
+    from PIL import Image
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(jpeg, "JPEG")
+    part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg.getvalue())
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for _ in range(16):
+                self.wfile.write(part + jpeg.getvalue() + b"\r\n")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        src = Url(f"http://127.0.0.1:{server.server_address[1]}/cam", settings=SourceSettings(reconnect=0))
+        frames, _, _ = _read(src)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(frames) >= 14
+    spacing = (frames[-1].time - frames[0].time) / (len(frames) - 1)
+    assert 0.07 < spacing < 0.2, [f.time for f in frames]  # about 0.1 s apart, not FFmpeg's 0.04
+    assert abs(frames[-1].wall_time - (frames[0].wall_time + frames[-1].time - frames[0].time)) < 1e-3

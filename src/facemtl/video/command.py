@@ -142,7 +142,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     if st.frames == 0 and stream.errors and not received:
         return 1  # the error said it all
     _say(f"{how}: {st.frames} frames in {st.elapsed:.1f} s ({st.fps:.1f} FPS), {st.faces} faces, {st.tracks} tracks"
-         + (f", {st.dropped} frames dropped (analysis slower than the source)" if st.dropped else "")
+         + (f", {st.dropped} frame{'s' if st.dropped != 1 else ''} dropped (analysis slower than the source)"
+            if st.dropped else "")
          + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))
     if stats:
         _say("stats " + json.dumps(st.to_dict()))

@@ -215,6 +215,18 @@ def _http_live(container) -> bool:
         return True
 
 
+#: Demuxers whose timestamps FFmpeg makes up rather than reads: multipart JPEG over HTTP (a
+#: camera's MJPEG) and piped JPEGs are stamped as if at 25 fps whatever the camera sends, so a
+#: 10 fps camera's times ran at 0.4x the clock and a 30 fps one's ran ahead. A live source of
+#: these formats is timed by arrival instead.
+INVENTED_TIMESTAMPS = frozenset({"mpjpeg", "mjpeg", "jpeg_pipe", "image2pipe"})
+
+
+def _timestamps_kept(container) -> bool:
+    """Whether the frames' timestamps come from the stream itself (see :data:`INVENTED_TIMESTAMPS`)."""
+    return not set(str(container.format.name).split(",")) & INVENTED_TIMESTAMPS
+
+
 def _upright(frame) -> np.ndarray:
     """A PyAV frame as ``(H, W, 3) uint8`` RGB, turned as its display matrix says (a phone's
     portrait video is stored sideways; ``frame.rotation`` is in degrees, counterclockwise)."""
@@ -367,6 +379,9 @@ class Url(Source):
                 self.live = self.live or _http_live(container)
             self.fps = self.fps or (float(stream.average_rate) if stream.average_rate else None)
             start = _start_seconds(stream)
+            kept = _timestamps_kept(container)
+            if not kept:
+                self.fps = None  # (FFmpeg's 25 is made up too)
             opened, ended = time.monotonic(), False
             clock.reopened()
             first = True
@@ -374,7 +389,7 @@ class Url(Source):
                 for f in _decoded(container, stream, self.name, log, stop):
                     if failures and time.monotonic() - opened >= s.steady:
                         failures = 0  # delivering steadily again: a later drop starts a new count
-                    pts = float(f.time) if f.time is not None else None
+                    pts = float(f.time) if f.time is not None and (kept or not self.live) else None
                     if self.live:
                         t = clock.time(pts, time.time())
                         frame = Frame(index, round(t, 4), _upright(f), round(clock.wall(t), 4), opened=first)
