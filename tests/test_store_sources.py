@@ -373,3 +373,46 @@ def test_uploads_under_a_name_another_kind_owns_are_refused_once_not_kept_foreve
         assert said == ["refused"] * 3 and not svc._unstored
         assert [r.getMessage()[:40] for r in caplog.records] == ["uploads are not stored: the source 'uplo"]
         assert counts(store) == before
+
+
+# -- a writer killed before it closed ----------------------------------------------------------------
+
+
+def test_a_killed_writers_session_is_ended_by_the_next_writer_and_purged_when_old(db_url, caplog):
+    """kill -9 left the session without 'ended', its tracks open for good (/v1/tracks?closed=false)
+    and its source 'running', and retention never deleted the session."""
+    import subprocess
+    import sys
+
+    from facemtl.store.models import Face, Source, Track
+    from facemtl.store.retention import purge
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process number that no longer runs
+    clock = Clock()
+    with Store(db_url) as store:
+        killed = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)
+        for r in frames(30):
+            killed.add(r)
+        killed.flush()  # ... and then the process is killed: no close()
+        with store.write_engine.begin() as conn:
+            conn.execute(sa.update(Session).where(Session.id == killed.session_id).values(pid=dead.pid))
+            assert conn.execute(sa.select(sa.func.count()).select_from(Track).where(Track.closed.is_(False))).scalar() > 0
+        clock.t += 3600
+        with caplog.at_level(logging.WARNING, logger="facemtl.store"):
+            again = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)
+        assert f"session {killed.session_id} (process {dead.pid} on this machine) ended without closing" in caplog.text
+        with store.engine.connect() as conn:
+            ended = conn.execute(sa.select(Session.ended).where(Session.id == killed.session_id)).scalar_one()
+            still_open = conn.execute(sa.select(sa.func.count()).select_from(Track).where(
+                Track.session_id == killed.session_id, Track.closed.is_(False))).scalar_one()
+            state = conn.execute(sa.select(Source.state).where(Source.name == "cam")).scalar_one()
+            last_face = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == killed.session_id)).scalar()
+        assert ended == last_face and still_open == 0 and state == "running"  # (the source is the new run's)
+        again.close()
+        # a session killed on another machine is judged at retention: no source seen since the cutoff
+        other = SessionWriter(store.write_engine, "stream", "elsewhere", INFO, clock=clock)
+        with store.write_engine.begin() as conn:
+            conn.execute(sa.update(Session).where(Session.id == other.session_id).values(host="another-machine"))
+        gone = purge(store.write_engine, 1, now=2_000_000_000.0)  # days after every face and heartbeat
+        assert gone["faces"] > 0 and gone["sessions"] == 3 and gone["sources"] == 2, gone  # killed, closed, other's
