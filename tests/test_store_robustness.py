@@ -108,6 +108,37 @@ def test_a_lost_connection_still_keeps_the_whole_batch(tmp_path):
     assert len(stored_files(url)) == 16
 
 
+def test_a_long_outage_keeps_memory_bounded_and_the_backlog_is_caught_up_in_slices(tmp_path, monkeypatch, capsys):
+    """While the database was away a stream kept every face in memory (0.4 MB/s at 30 fps, no
+    limit), and caught the backlog up in one transaction that stalled the stream for 10 s."""
+    import facemtl.sinks.db as db_module
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    sink = DbSink(url, source="cam", kind="stream", model_info=INFO, batch_faces=8, max_wait=0.0, max_backlog=60)
+    results = [r for r in stream(INFO, 80, source="cam", people=3, track_len=10 ** 6) if not isinstance(r, TrackResult)]
+    good = sink.writer.engine
+    sink.writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")  # away
+    monkeypatch.setattr(db_module.time, "monotonic", lambda: 1e12)  # no back-off wait between tries
+    for r in results[:60]:
+        sink.write(r)
+    assert sink.writer.pending.faces <= 60 + 3 and sink.writer.lost == 180 - sink.writer.pending.faces
+    assert capsys.readouterr().err.count("the oldest kept faces are dropped from now on") == 1  # said once
+    kept = [img.frame for img in sink.writer.pending.images]
+    assert kept == sorted(kept) and kept[-1] == results[59].frame  # the newest kept, the oldest dropped
+
+    sink.writer.engine = good  # back: the backlog goes in slices, one per result written
+    monkeypatch.setattr(db_module, "CATCH_UP_FACES", 12)
+    before = sink.writer.pending.faces
+    sink.write(results[60])
+    assert before + 3 - sink.writer.pending.faces <= 12
+    for r in results[61:]:
+        sink.write(r)
+    sink.close()
+    assert "faces were not stored: the results database was away past a backlog of 60 faces" in capsys.readouterr().err
+    with Store(url) as store:
+        assert store.counts()["faces"] == 240 - sink.writer.lost
+
+
 # -- the server ------------------------------------------------------------------------------------------
 
 PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"

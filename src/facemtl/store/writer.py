@@ -188,6 +188,8 @@ class SessionWriter:
         self.closed = False
         #: Images the database refused (their data, not its connection) and that were dropped.
         self.dropped = 0
+        #: Faces dropped from a backlog past its limit (:meth:`limit_backlog`) while the database was away.
+        self.lost = 0
         names = dict.fromkeys([self.source] + [clean_text(n, SOURCE_LENGTH) or self.source for n in sources])
         with engine.begin() as conn:
             self._check_kinds(conn, list(names))
@@ -265,8 +267,12 @@ class SessionWriter:
         return self.pending.faces >= batch_faces or waited or now - self._beat >= self.heartbeat
 
     # -- writing -----------------------------------------------------------------------
-    def flush(self) -> int:
-        """Write everything buffered in one transaction; returns the faces written.
+    def flush(self, max_faces: int | None = None) -> int:
+        """Write everything buffered in one transaction (``max_faces``: only the oldest images
+        holding about that many faces, the rest kept for the next call); returns the faces written.
+
+        A backlog (the database was away) is so written in slices between frames: in one
+        transaction, 90 s of a 30 fps camera's faces stalled the stream for about 10 s.
 
         When the database is unreachable the transaction is rolled back, the buffer kept, and
         the error raised. When it refuses the batch's data (:func:`data_error`), or a result is
@@ -275,6 +281,15 @@ class SessionWriter:
         is dropped, with one warning; later results of that source are dropped without one.
         """
         pending = self.pending = self._without_foreign(self.pending)
+        rest = _Pending()
+        if max_faces is not None and pending.faces > max_faces:  # the oldest images now, the rest later
+            k, faces = 0, 0
+            while k < len(pending.images) and (k == 0 or faces + len(pending.images[k].faces) <= max_faces):
+                faces += len(pending.images[k].faces)
+                k += 1
+            rest = _Pending(pending.images[k:], pending.tracks, pending.snapshots, pending.faces - faces,
+                            pending.since)
+            pending = _Pending(pending.images[:k], [], {}, faces, pending.since)
         now = self.clock()
         try:
             n = self._write(pending, now)
@@ -282,9 +297,24 @@ class SessionWriter:
             if not _refused(exc):
                 raise
             n = self._write_one_by_one(pending, now, exc)
-        self.pending = _Pending()
+        self.pending = rest
         self._beat = now
         return n
+
+    def limit_backlog(self, max_faces: int) -> int:
+        """Drop the oldest buffered images past ``max_faces`` faces (the database has been away
+        long enough that memory would run out); returns the faces dropped (also added to
+        :attr:`lost`)."""
+        if self.pending.faces <= max_faces:
+            return 0
+        images, faces, k = self.pending.images, self.pending.faces, 0
+        while k < len(images) - 1 and faces > max_faces:
+            faces -= len(images[k].faces)
+            k += 1
+        gone = self.pending.faces - faces
+        self.pending.images, self.pending.faces = images[k:], faces
+        self.lost += gone
+        return gone
 
     def _without_foreign(self, pending: _Pending) -> _Pending:
         """``pending`` less what is filed under a source of another kind (counted in :attr:`dropped`)."""
