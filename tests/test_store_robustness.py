@@ -521,3 +521,20 @@ def test_the_page_answers_head_and_nothing_loads_from_a_cdn(tmp_path):
         assert client.get("/openapi.json").json()["info"]["title"] == "facemtl"
         for path in ("/", "/static/app.js", "/static/style.css"):
             assert "cdn" not in client.get(path).text.lower()
+
+
+def test_a_database_server_that_does_not_answer_exits_1_a_wrong_database_2(tmp_path, capsys):
+    """README: 1 for an output that failed (a server down or still starting: a service manager's
+    restart outlasts it), 2 for a mistake in the command (a file that is no database)."""
+    pytest.importorskip("psycopg")
+    from facemtl.cli import main
+    from facemtl.store.engine import cannot_open
+
+    assert main(["analyze", str(PHOTO), "--db", "postgresql://postgres@127.0.0.1:1/fm", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the database" in err and "Connection refused" in err and "Traceback" not in err
+    (tmp_path / "notes.db").write_text("not a database")
+    assert main(["analyze", str(PHOTO), "--db", str(tmp_path / "notes.db"), "--no-progress"]) == 2
+    assert "file is not a database" in capsys.readouterr().err
+    wrong = cannot_open("postgresql+psycopg://u@h/db", Exception('password authentication failed for user "u"'))
+    assert wrong.exit_status == 2

@@ -1063,7 +1063,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         _stderr_line(f"facemtl: error: {msg}")
-        return 2
+        return getattr(exc, "exit_status", 2)  # (1: a database server that did not answer)
     except OSError as exc:  # the machine refused a read or write (disk full, read-only, permissions): say which
         what = exc.strerror or str(exc) or type(exc).__name__
         where = f": {exc.filename}" if exc.filename else ""

@@ -125,14 +125,34 @@ def _check_creatable(path: Path) -> None:
 
 # -- what an error from the database means -----------------------------------------------------
 class StoreError(RuntimeError):
-    """The results database cannot be used (unreachable, or not facemtl's)."""
+    """The results database cannot be used (unreachable, or not facemtl's).
+
+    ``exit_status``: what the command line exits with: 2 (the command named something that is
+    no usable database), or 1 when the database server did not answer (down, still starting:
+    the machine's refusal, which a service manager's restart can outlast)."""
+
+    exit_status = 2
+
+
+class StoreUnreachable(StoreError):
+    exit_status = 1
 
 
 def cannot_open(url: str, exc: BaseException) -> StoreError:
     """The one-sentence error for a database that could not be opened or read at all (``exc``:
     what SQLAlchemy raised), naming it without its password. Every command that opens a
     database says it this way: a file that is not a database, a server that does not answer."""
-    return StoreError(f"cannot open the database {redacted(url)}: {reason(exc)}")
+    said = f"cannot open the database {redacted(url)}: {reason(exc)}"
+    text = str(getattr(exc, "orig", None) or exc)
+    unreachable = not url.startswith("sqlite") and any(s in text for s in _UNREACHABLE)
+    return StoreUnreachable(said) if unreachable else StoreError(said)
+
+
+#: What a database server that is down or not yet up makes the driver say (not a wrong password,
+#: user or database name: those are the command's mistakes).
+_UNREACHABLE = ("Connection refused", "timed out", "timeout expired", "No route to host", "Network is unreachable",
+                "the database system is starting up", "the database system is shutting down",
+                "server closed the connection unexpectedly")
 
 
 def reason(exc: BaseException) -> str:
