@@ -517,3 +517,37 @@ def test_a_10_fps_mjpeg_camera_s_frames_are_stamped_when_they_arrive(tmp_path):
     spacing = (frames[-1].time - frames[0].time) / (len(frames) - 1)
     assert 0.07 < spacing < 0.2, [f.time for f in frames]  # about 0.1 s apart, not FFmpeg's 0.04
     assert abs(frames[-1].wall_time - (frames[0].wall_time + frames[-1].time - frames[0].time)) < 1e-3
+
+
+def test_sources_are_named_on_the_command_line_and_reconnect_can_go_on_forever(tmp_path):
+    """'stream cam1=http://...' said 'unknown kind of URL' (names worked only in a sources file);
+    --reconnect took no 'forever', and a box watching cameras for days gave up after 80 s."""
+    import argparse
+
+    from facemtl.cli import _reconnections
+    from facemtl.video.sources import FOREVER, open_sources
+
+    (gate,) = open_sources(["gate=http://127.0.0.1:9/live"])
+    assert gate.name == "gate" and gate.spec == "http://127.0.0.1:9/live"
+    odd = tmp_path / "a=b.mp4"
+    odd.write_bytes(b"")  # a file whose name holds '=' stays a file
+    assert open_sources([str(odd)])[0].spec == str(odd)
+    assert _reconnections("forever") == FOREVER and _reconnections("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="or 'forever'"):
+        _reconnections("-5")
+    src = Url("http://127.0.0.1:9/live", settings=SourceSettings(reconnect=FOREVER, backoff=0.01, max_backoff=0.01))
+    said: list[str] = []
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    frames = []
+    try:
+        for f in src.frames(stop, said.append):
+            frames.append(f)
+    except SourceError as exc:  # the first opening: a single source that never answered ends at once
+        assert "refused" in str(exc)
+    src.retry_open = True
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    for f in src.frames(stop, said.append):
+        frames.append(f)
+    assert not frames and len(said) > 5 and said[-1].endswith("of no limit)")  # still retrying when stopped

@@ -612,6 +612,19 @@ class _ClosedOutput(io.TextIOBase):
         raise OSError(errno.EBADF, "Standard output is closed", "<stdout>")
 
 
+def _reconnections(text: str) -> int:
+    """``--reconnect``: a count, 0 or more, or ``forever`` (``SourceSettings.reconnect`` -1)."""
+    if text.strip().lower() in ("forever", "-1"):
+        return -1
+    try:
+        n = int(text)
+    except ValueError:
+        n = -2
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of attempts, 0 or more, or 'forever', not {text!r}")
+    return n
+
+
 def _detector(name: str) -> str:
     """``--detector``: a registered face detector, a plugin's included (:mod:`facemtl.plugins`)."""
     from .faces import DETECTORS
@@ -849,11 +862,11 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="frame rate of a folder of frames (video files and URLs keep their own)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for a URL to answer")
-    p.add_argument("--reconnect", type=int, default=5, metavar="N",
-                   help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling ("
-                        "the count starts again after 10 s of frames); with several sources, also the times to "
-                        "retry one that does not answer at start-up (a single source that does not answer ends "
-                        "at once)")
+    p.add_argument("--reconnect", type=_reconnections, default=5, metavar="N",
+                   help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling to 30 s ("
+                        "the count starts again after 10 s of frames), or 'forever' (a camera watched for days); "
+                        "with several sources, also the times to retry one that does not answer at start-up (a "
+                        "single source that does not answer ends at once)")
     p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
                    help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable; FFmpeg "
                         "ignores a name it does not know without a word, so check the spelling)")

@@ -74,13 +74,18 @@ class Frame:
     opened: bool = False
 
 
+#: ``SourceSettings.reconnect`` for no limit (``--reconnect forever``).
+FOREVER = -1
+
+
 @dataclass
 class SourceSettings:
     """How sources are opened and kept open."""
 
     #: Seconds to wait for a URL to answer (opening, and each read).
     timeout: float = 10.0
-    #: Times a dropped live URL is reopened in a row before it ends (several sources: also its first opening).
+    #: Times a dropped live URL is reopened in a row before it ends (several sources: also its
+    #: first opening); :data:`FOREVER` (-1): no limit, for a camera watched for days.
     reconnect: int = 5
     #: Seconds of frames after a (re)opening that count as recovered: the reconnection count starts again.
     steady: float = 10.0
@@ -95,8 +100,8 @@ class SourceSettings:
     def __post_init__(self) -> None:
         if self.timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout}")
-        if self.reconnect < 0:
-            raise ValueError(f"reconnect must be 0 or more attempts, not {self.reconnect}")
+        if self.reconnect < FOREVER:
+            raise ValueError(f"reconnect must be 0 or more attempts, or -1 for no limit, not {self.reconnect}")
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, not {self.fps}")
 
@@ -370,7 +375,7 @@ class Url(Source):
                 if not (opened_once or self.retry_open) or (opened_once and not self.live):
                     raise
                 failures += 1
-                if failures > s.reconnect:
+                if s.reconnect != FOREVER and failures > s.reconnect:
                     raise SourceError(self._gave_up() if opened_once else f"{exc} ({self._attempts()})") from None
                 self._wait(failures, stop, log, None if opened_once else str(exc))
                 continue
@@ -408,7 +413,7 @@ class Url(Source):
             if (ended and not self.live) or stop.is_set():
                 return  # a finite body that ended: the end of the stream
             failures += 1
-            if failures > s.reconnect:
+            if s.reconnect != FOREVER and failures > s.reconnect:
                 raise SourceError(self._gave_up())
             self._wait(failures, stop, log)
 
@@ -423,7 +428,8 @@ class Url(Source):
         s = self.settings
         delay = min(s.max_backoff, s.backoff * 2 ** (attempt - 1))
         what = f"{why}; retrying" if why else f"{self.name}: stream dropped; reconnecting"
-        log(f"{what} in {delay:g} s (attempt {attempt} of {s.reconnect})")
+        of = "no limit" if s.reconnect == FOREVER else s.reconnect
+        log(f"{what} in {delay:g} s (attempt {attempt} of {of})")
         stop.wait(delay)
 
 
@@ -494,6 +500,18 @@ class Folder(Source):
 # -- choosing a source --------------------------------------------------------------------
 
 
+_NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
+
+
+def named_source(text: str) -> tuple[str | None, str]:
+    """``(name, SOURCE)`` of ``name=SOURCE`` (``(None, text)`` for a SOURCE alone: a file that
+    exists under the whole text keeps it)."""
+    m = _NAMED.match(text)
+    if not m or Path(text).exists():
+        return None, text
+    return m.group(1), m.group(2).strip()
+
+
 def read_sources_file(path: str | Path) -> list[tuple[str | None, str]]:
     """``(name, SOURCE)`` per line of a sources file: ``SOURCE`` or ``name=SOURCE``; ``#`` starts a comment."""
     out = []
@@ -501,8 +519,7 @@ def read_sources_file(path: str | Path) -> list[tuple[str | None, str]]:
         line = line.split(" #")[0].strip() if not line.lstrip().startswith("#") else ""
         if not line:
             continue
-        m = re.match(r"^([A-Za-z0-9_.-]+)=(.+)$", line)
-        out.append((m.group(1), m.group(2).strip()) if m else (None, line))
+        out.append(named_source(line))
     if not out:
         raise SourceError(f"{path}: the sources file lists no source")
     return out
@@ -538,11 +555,12 @@ def open_sources(specs: str | list[str], settings: SourceSettings | None = None)
             if not path.is_file():
                 raise SourceError(f"{spec}: no such sources file")
             out += [open_source(s, settings, name) for name, s in read_sources_file(path)]
-        else:
-            out.append(open_source(str(spec), settings))
+        else:  # name=SOURCE works on the command line as in a sources file
+            name, spec = named_source(str(spec))
+            out.append(open_source(spec, settings, name))
     names = [s.name for s in out]
     if len(set(names)) != len(names):
-        raise SourceError("two sources share a name; give each its own with name=SOURCE in the sources file")
+        raise SourceError("two sources share a name; give each its own with name=SOURCE")
     return out
 
 
