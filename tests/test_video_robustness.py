@@ -551,3 +551,12 @@ def test_sources_are_named_on_the_command_line_and_reconnect_can_go_on_forever(t
     for f in src.frames(stop, said.append):
         frames.append(f)
     assert not frames and len(said) > 5 and said[-1].endswith("of no limit)")  # still retrying when stopped
+
+
+def test_the_summary_rate_is_frames_over_the_seconds_it_names():
+    """'334 frames in 18.9 s (23.5 FPS)': the seconds counted start-up and the rate did not, and
+    the rate kept falling after the last frame while the stream closed."""
+    from facemtl.video.stream import StreamStats
+
+    st = StreamStats(frames=60, started=90.0, first_frame=100.0, last_frame=102.0, elapsed=14.0)
+    assert st.since_first == 2.0 and st.fps == 30.0  # frozen at the last frame, whenever it is read

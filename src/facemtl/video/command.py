@@ -141,7 +141,9 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     how = f"stopped by {stream.stop_reason}" if stream.stop_reason else "done"
     if st.frames == 0 and stream.errors and not received:
         return 1  # the error said it all
-    _say(f"{how}: {st.frames} frames in {st.elapsed:.1f} s ({st.fps:.1f} FPS), {st.faces} faces, {st.tracks} tracks"
+    # (the rate over the seconds from the first frame, which the line gives: start-up is in the total only)
+    _say(f"{how}: {st.frames} frames in {st.since_first:.1f} s from the first ({st.fps:.1f} FPS; "
+         f"{st.elapsed:.1f} s in all), {st.faces} faces, {st.tracks} tracks"
          + (f", {st.dropped} frame{'s' if st.dropped != 1 else ''} dropped (analysis slower than the source)"
             if st.dropped else "")
          + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))

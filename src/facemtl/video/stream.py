@@ -109,17 +109,27 @@ class StreamStats:
     skipped: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_frame: float | None = None
+    #: When the last frame was finished (``perf_counter``): the rate is frozen when the stream ends.
+    last_frame: float | None = None
     elapsed: float = 0.0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     #: CPU seconds per stage (the working thread's own time: what the stage costs, whatever the machine's load).
     cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     @property
+    def since_first(self) -> float:
+        """Seconds from the first frame's arrival to the last frame finished (outages included)."""
+        if self.first_frame is None:
+            return 0.0
+        return (self.last_frame or time.perf_counter()) - self.first_frame
+
+    @property
     def fps(self) -> float:
-        """Frames finished per second since the first frame arrived."""
+        """Frames finished per second from the first frame's arrival to the last frame finished
+        (start-up, before the first frame, is not counted: :attr:`elapsed` is)."""
         if self.first_frame is None or self.frames == 0:
             return 0.0
-        return self.frames / max(time.perf_counter() - self.first_frame, 1e-9)
+        return self.frames / max(self.since_first, 1e-9)
 
     def to_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "faces": self.faces, "analysed_faces": self.analysed, "tracks": self.tracks,
@@ -506,6 +516,7 @@ class Stream:
             faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
             r.faces, r.status = faces, OK if faces else NO_FACE
             self.stats.frames += 1
+            self.stats.last_frame = time.perf_counter()
             self.stats.faces += len(faces)
             out.append(r)
         for tid in p.ended:
