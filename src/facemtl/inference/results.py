@@ -93,6 +93,21 @@ class TaskAnswer:
                    tuple(iv) if iv is not None else None, decimals)
 
 
+#: Fields of a face (and of a ``stream --json`` face line's frame) that are no task's answer.
+_FACE_KEYS = frozenset({"type", "source", "file", "index", "frame", "time", "wall_time", "track", "box", "score",
+                        "landmarks", "raw"})
+_TRACK_KEYS = frozenset({"type", "source", "track", "first_frame", "last_frame", "frames", "first_time", "last_time",
+                         "first_wall_time", "last_wall_time", "confidence"})
+
+
+def _answers(d: dict[str, Any], other: set[str] | frozenset[str]) -> dict[str, TaskAnswer]:
+    """The task answers among the flat fields ``d`` (keys in ``other`` are not answers; a key
+    that is another's ``_interval``, ``_probability`` or ``_probabilities`` belongs to it)."""
+    suffixes = ("_interval", "_probability", "_probabilities")
+    names = [k for k in d if k not in other and not any(k.endswith(x) and k[: -len(x)] in d for x in suffixes)]
+    return {n: TaskAnswer.from_fields(n, d) for n in names}
+
+
 def interval_text(lo: float, hi: float) -> str:
     """An interval as one CSV cell: ``lo-hi`` where neither end is negative (age's ``26-42``),
     else as in JSON, ``[lo, hi]`` (``[-3, -1]``, ``[-1.018, 1.168]``), since a ``-`` between
@@ -127,6 +142,14 @@ class FaceResult:
         if self.raw is not None:
             d["raw"] = {k: v for name, a in self.raw.items() for k, v in a.fields(name).items()}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FaceResult":
+        """The face whose :meth:`to_dict` is ``d`` (also a ``stream --json`` face line: its frame
+        fields are left out), e.g. to read ``analyze --json`` output back into typed results."""
+        raw = d.get("raw")
+        return cls(d.get("box"), d.get("score"), d.get("landmarks"), _answers(d, _FACE_KEYS), track=d.get("track"),
+                   raw=_answers(raw, set()) if isinstance(raw, dict) else None)
 
     def scaled(self, factor: float) -> "FaceResult":
         """The same face in an image ``factor`` times larger: box and landmarks multiplied (a
@@ -180,6 +203,13 @@ class ImageResult:
             self.faces = []
         return self
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ImageResult":
+        """The image whose :meth:`to_dict` is ``d``: a line of ``analyze --json`` read back."""
+        known = {k: d.get(k) for k in ("file", "index", "frame", "time", "wall_time", "source", "width", "height",
+                                       "error")}
+        return cls(**known, status=d.get("status", OK), faces=[FaceResult.from_dict(f) for f in d.get("faces") or []])
+
     def face_lines(self) -> list[dict[str, Any]]:
         """One JSON object per face, as video output writes them (``stream --json``)::
 
@@ -225,6 +255,13 @@ class TrackResult:
     #: Clock time (seconds since the epoch) of the first and last frame, for live sources.
     first_wall_time: float | None = None
     last_wall_time: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrackResult":
+        """The track whose :meth:`to_dict` is ``d``: a ``{"type": "track", ...}`` line read back."""
+        return cls(d["track"], d["first_frame"], d["last_frame"], d["frames"], _answers(d, _TRACK_KEYS),
+                   d.get("first_time"), d.get("last_time"), d.get("confidence"), d.get("source"),
+                   d.get("first_wall_time"), d.get("last_wall_time"))
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": "track"}
