@@ -382,9 +382,9 @@ def test_db_upgrade_of_what_is_no_database_says_so_in_one_sentence(tmp_path, cap
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert main(["db", "upgrade", "--db", f"postgresql://nobody:secret@127.0.0.1:{port}/x"]) == 2
+    assert main(["db", "upgrade", "--db", f"postgresql://nobody:secret@127.0.0.1:{port}/x"]) == 1  # (no server: 1)
     err = capsys.readouterr().err
-    assert err.startswith(f"facemtl: error: cannot open the database postgresql+psycopg://nobody:***@127.0.0.1:{port}/x: "
+    assert err.startswith(f"facemtl: error: cannot open the database postgresql://nobody:***@127.0.0.1:{port}/x: "
                           "connection failed")
     assert len(err.splitlines()) == 1 and "secret" not in err and "Traceback" not in err
 

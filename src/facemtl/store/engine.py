@@ -42,8 +42,12 @@ def database_url(value: str | os.PathLike | None = None) -> str:
 
 
 def redacted(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with its password hidden, for messages and logs (and without the driver
+    :func:`database_url` adds: ``postgresql://``, as people write it)."""
+    u = make_url(url)
+    if u.drivername == "postgresql+psycopg":
+        u = u.set(drivername="postgresql")
+    return u.render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str) -> str | None:
