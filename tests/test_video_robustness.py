@@ -560,3 +560,21 @@ def test_the_summary_rate_is_frames_over_the_seconds_it_names():
 
     st = StreamStats(frames=60, started=90.0, first_frame=100.0, last_frame=102.0, elapsed=14.0)
     assert st.since_first == 2.0 and st.fps == 30.0  # frozen at the last frame, whenever it is read
+
+
+def test_a_looped_file_plays_again_with_frame_numbers_and_times_going_on(www):
+    """--input-option stream_loop=-1 was ignored; --loop plays a file again until stopped."""
+    from facemtl.video.sources import VideoFile
+
+    once, _, _ = _read(VideoFile(str(www / "clip.ts")))
+    assert len(once) == 60
+    stop, frames = threading.Event(), []
+    for f in VideoFile(str(www / "clip.ts"), loop=True).frames(stop, lambda m: None):
+        frames.append(f)
+        if len(frames) == 150:
+            stop.set()
+    assert [f.index for f in frames] == list(range(150))
+    times = [f.time for f in frames]
+    assert all(b > a for a, b in zip(times, times[1:]))  # on through each restart
+    assert times[60] == pytest.approx(times[59] + 1 / 30, abs=1e-3) and times[149] == pytest.approx(149 / 30, abs=1e-3)
+    assert np.array_equal(frames[61].rgb, once[1].rgb)

@@ -362,8 +362,10 @@ def stream(
     db: str | None = None,
     thumbnails: bool = False,
     preset: str = "veryfast",
+    loop: bool = False,
 ) -> int:
     """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
+    ``loop``: play video files again from the start when they end, until stopped.
 
     ``db``: also store every face and track in the results database (URL or SQLite file), with a
     live frame of each source every second for the operator page (``thumbnails``: a crop per face)."""
@@ -378,7 +380,8 @@ def stream(
             raise ValueError(f"--input-option takes KEY=VALUE (an FFmpeg option), not {o!r}")
         opts[key] = value
     settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
-                              sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts))
+                              sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts,
+                                                     loop=loop))
     if thumbnails and db is None:
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
@@ -862,6 +865,9 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="frame rate of a folder of frames (video files and URLs keep their own)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for a URL to answer")
+    p.add_argument("--loop", action="store_true",
+                   help="play video files again from the start when they end, until stopped (--max-frames, Ctrl-C); "
+                        "frame numbers and times go on")
     p.add_argument("--reconnect", type=_reconnections, default=5, metavar="N",
                    help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling to 30 s ("
                         "the count starts again after 10 s of frames), or 'forever' (a camera watched for days); "
@@ -881,7 +887,7 @@ def _stream_run(a: argparse.Namespace) -> int:
         return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
                       False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
-                      db=a.db, thumbnails=a.thumbnails, preset=a.preset)
+                      db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop)
     except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM

@@ -96,6 +96,8 @@ class SourceSettings:
     fps: float = 30.0
     #: FFmpeg demuxer options for files and URLs, e.g. ``{"rtsp_transport": "tcp"}``.
     options: dict[str, str] = field(default_factory=dict)
+    #: Play video files again from the start when they end, until stopped (``--loop``).
+    loop: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -300,13 +302,29 @@ def _decoded(container, stream, name: str, log: Log, stop: threading.Event) -> I
 
 
 class VideoFile(Source):
-    """A video file, every frame in order (never dropped)."""
+    """A video file, every frame in order (never dropped). ``loop``: play it again from the
+    start each time it ends, until stopped, frame numbers and times going on (a soak test, a
+    demonstration screen); FFmpeg's own ``stream_loop`` option does not apply to a file read
+    frame by frame."""
 
-    def __init__(self, spec: str, name: str | None = None, options: dict[str, str] | None = None) -> None:
+    def __init__(self, spec: str, name: str | None = None, options: dict[str, str] | None = None,
+                 loop: bool = False) -> None:
         super().__init__(spec, name)
         self.options = options or {}
+        self.loop = loop
 
     def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
+        index, t = -1, 0.0
+        while True:
+            last = None
+            for f in self._once(stop, log):
+                last = Frame(index + 1 + f.index, round(t + f.time, 4), f.rgb)
+                yield last
+            if not self.loop or stop.is_set() or last is None:
+                return
+            index, t = last.index, last.time + 1 / (self.fps or 30.0)
+
+    def _once(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
         if not Path(self.spec).exists():
             raise SourceError(f"{self.name}: no such file")
         if Path(self.spec).is_dir():
@@ -534,7 +552,7 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme == "file":
-            return VideoFile(spec[len("file://"):], name, s.options)
+            return VideoFile(spec[len("file://"):], name, s.options, s.loop)
         if scheme not in URL_SCHEMES:
             raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(URL_SCHEMES)}")
         return Url(spec, name, s)
@@ -543,7 +561,7 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
         return Folder(spec, name, s.fps)
     if not path.exists():
         raise SourceError(f"{spec}: no such file")
-    return VideoFile(spec, name, s.options)
+    return VideoFile(spec, name, s.options, s.loop)
 
 
 def open_sources(specs: str | list[str], settings: SourceSettings | None = None) -> list[Source]:
