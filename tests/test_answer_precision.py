@@ -238,3 +238,25 @@ def test_export_check_counts_a_numeric_answer_changed_only_when_its_written_valu
     rows = compare_outputs([AGE, gender], {"age": age_ref, "gender": g_ref}, {"age": age_new, "gender": g_new})
     assert rows["age"]["changed"] == 0.25 and rows["age"]["mean_change"] == 0.25
     assert rows["gender"]["changed"] == 0.25 and "mean_change" not in rows["gender"]
+
+
+def test_rows_stored_unrounded_and_video_labels_read_at_the_tasks_decimals():
+    """Track answers stored before 2026-11-27 hold unrounded numbers; read without their task's
+    decimals they came back as 31.43721 where the API said 31.4. The video label formats the
+    value once, as the table does (it parsed the table's text)."""
+    from types import SimpleNamespace
+
+    from facemtl.inference.results import FaceResult
+    from facemtl.store.rows import answer_fields, stored_decimals
+    from facemtl.video.writer import face_label
+
+    decimals = stored_decimals([{"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
+                                {"name": "gender", "type": "nominal", "classes": ["male", "female"]},
+                                {"name": "odd", "type": "no_such_type"}])
+    assert decimals == {"age": 1}
+    row = SimpleNamespace(task="age", value_text=None, value_num=31.43721, probability=None, probabilities=None,
+                          lo=26.0, hi=37.0)
+    assert answer_fields([row], decimals) == {"age": 31.4, "age_interval": [26, 37]}
+    face = FaceResult([0, 0, 9, 9], 1.0, None, {"age": TaskAnswer(33.26, interval=(26, 42), decimals=1),
+                                                "gender": TaskAnswer("female", 0.9)}, track=4)
+    assert face_label(face) == "#4 33 female" and face.describe() == "age 33 (26-42), gender female 90%"

@@ -94,11 +94,28 @@ def test_a_plugin_named_in_the_environment_or_an_entry_point_is_found_by_any_com
     assert face["gender"] in ("male", "female") and 1 <= face["age"] <= 116
 
 
-def test_a_plugin_that_fails_to_import_is_named_in_one_sentence(tmp_path):
+def test_a_plugin_that_fails_to_import_is_named_in_one_sentence_every_time(tmp_path):
     (tmp_path / "broken.py").write_text("raise RuntimeError('needs a licence key')\n")
+    (tmp_path / "myplug.py").write_text(PLUGIN)
     r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "nosuch"], {"FACEMTL_PLUGINS": "broken"}, cli=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "plugin 'broken' (from FACEMTL_PLUGINS) could not be loaded: RuntimeError: needs a licence key" in r.stderr
+    # the plugins after it still load; a model of a missing type names the failed plugin, every time, not "damaged"
+    code = READ_INFO.replace("print(info.build_tasks()[0].kind)", "print(info.build_tasks()[0].kind)\n"
+                             "from facemtl.model import BACKBONES\n"
+                             "for _ in range(2):\n"
+                             "    try:\n"
+                             "        BACKBONES.get('mine')\n"
+                             "    except ValueError as exc:\n"
+                             "        print(exc)")
+    r = _run(tmp_path, code, {"FACEMTL_PLUGINS": "broken,myplug"})
+    out = r.stdout.splitlines()
+    assert r.returncode == 0 and out[0] == "plugin_score", r.stderr
+    assert len(out) == 3 and all(line.startswith("plugin 'broken' (from FACEMTL_PLUGINS) could not be loaded")
+                                 and "no backbone 'mine' is registered" in line for line in out[1:])
+    r = _run(tmp_path, READ_INFO, {"FACEMTL_PLUGINS": "broken"})
+    last = r.stderr.strip().splitlines()[-1]
+    assert "m.onnx: plugin 'broken'" in last and "damaged" not in last
     r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "nosuch"], cli=True)
     assert r.returncode == 2 and "unknown face detector 'nosuch'; choose one of: dlib, mtcnn" in r.stderr
 
@@ -129,6 +146,9 @@ def test_registering_the_same_definition_again_replaces_it_and_another_is_refuse
     assert reg.build("w") == 1 and reg.get("w") is again["make"]
     with pytest.raises(ValueError, match="widget 'w' is already registered \\(by cell\\)"):
         reg.register("w")(lambda: 2)
+    reg.register("l")(lambda: 1)
+    with pytest.raises(ValueError, match="already registered"):  # two lambdas are never "the same definition"
+        reg.register("l")(lambda: 2)
 
 
 def test_a_backbone_without_the_contract_says_what_it_lacks():

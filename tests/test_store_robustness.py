@@ -130,13 +130,48 @@ def test_a_long_outage_keeps_memory_bounded_and_the_backlog_is_caught_up_in_slic
     monkeypatch.setattr(db_module, "CATCH_UP_FACES", 12)
     before = sink.writer.pending.faces
     sink.write(results[60])
-    assert before + 3 - sink.writer.pending.faces <= 12
+    assert 0 < before + 3 - sink.writer.pending.faces <= 12  # a slice written, not the whole backlog
     for r in results[61:]:
         sink.write(r)
     sink.close()
     assert "faces were not stored: the results database was away past a backlog of 60 faces" in capsys.readouterr().err
     with Store(url) as store:
         assert store.counts()["faces"] == 240 - sink.writer.lost
+
+
+def test_a_slice_interrupted_by_an_outage_loses_nothing_and_empty_frames_count_toward_the_limit(tmp_path,
+                                                                                               monkeypatch):
+    """A sliced flush whose slice met refused data, then an outage during the image-by-image
+    retry, dropped the rest of the backlog without a count; frames without faces (an empty
+    scene during an outage) were never limited."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    sink = DbSink(url, model_info=INFO, batch_faces=1000, max_wait=1e9)
+    for r in batch_with([]):
+        sink.writer.add(r)
+    total = sink.writer.pending.faces
+    real, calls = writer_module.SessionWriter._write, {"n": 0}
+
+    def flaky(self, pending, now):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sa.exc.IntegrityError("INSERT", {}, Exception("refused"))
+        if calls["n"] == 3:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+        return real(self, pending, now)
+
+    monkeypatch.setattr(writer_module.SessionWriter, "_write", flaky)
+    with pytest.raises(sa.exc.OperationalError):
+        sink.writer.flush(max_faces=4)
+    monkeypatch.setattr(writer_module.SessionWriter, "_write", real)
+    sink.close()
+    assert len(stored_files(url)) == total and sink.writer.dropped == 0 and sink.writer.lost == 0
+
+    empty = DbSink(f"sqlite:///{tmp_path / 'e.db'}", source="cam", kind="stream", model_info=INFO)
+    for i in range(50):
+        empty.writer.add(ImageResult(frame=i, time=i / 30, source="cam"))
+    assert empty.writer.limit_backlog(20) == 0 and len(empty.writer.pending.images) == 20  # no face lost, memory kept
+    assert [im.frame for im in empty.writer.pending.images] == list(range(30, 50))
+    empty.close()
 
 
 # -- the server ------------------------------------------------------------------------------------------

@@ -378,9 +378,11 @@ def test_uploads_under_a_name_another_kind_owns_are_refused_once_not_kept_foreve
 # -- a writer killed before it closed ----------------------------------------------------------------
 
 
-def test_a_killed_writers_session_is_ended_by_the_next_writer_and_purged_when_old(db_url, caplog):
+def test_a_killed_writers_session_is_ended_by_the_next_writer_and_a_live_one_is_not(db_url, caplog):
     """kill -9 left the session without 'ended', its tracks open for good (/v1/tracks?closed=false)
-    and its source 'running', and retention never deleted the session."""
+    and its source 'running'. The next writer on the machine ends it; a session whose process
+    this machine cannot see (a container sharing the host name) but whose source still beats is
+    left alone, and retention never deletes a session that has not ended."""
     import subprocess
     import sys
 
@@ -390,29 +392,38 @@ def test_a_killed_writers_session_is_ended_by_the_next_writer_and_purged_when_ol
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a process number that no longer runs
     clock = Clock()
+
+    def open_tracks(conn, sid):
+        return conn.execute(sa.select(sa.func.count()).select_from(Track).where(
+            Track.session_id == sid, Track.closed.is_(False))).scalar_one()
+
     with Store(db_url) as store:
         killed = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)
+        elsewhere = SessionWriter(store.write_engine, "stream", "door", INFO, clock=clock)
         for r in frames(30):
             killed.add(r)
-        killed.flush()  # ... and then the process is killed: no close()
-        with store.write_engine.begin() as conn:
-            conn.execute(sa.update(Session).where(Session.id == killed.session_id).values(pid=dead.pid))
-            assert conn.execute(sa.select(sa.func.count()).select_from(Track).where(Track.closed.is_(False))).scalar() > 0
-        clock.t += 3600
+        killed.flush()  # ... and then its process is killed: no close()
+        for r in frames(30, source="door"):
+            elsewhere.add(r)
+        elsewhere.flush()
+        with store.write_engine.begin() as conn:  # both record a process this machine does not run
+            conn.execute(sa.update(Session).where(Session.id.in_([killed.session_id, elsewhere.session_id]))
+                         .values(pid=dead.pid))
+            assert open_tracks(conn, killed.session_id) > 0
+        clock.t += 1.0  # 'door' beat a second ago: alive, on a machine that shares this one's name
         with caplog.at_level(logging.WARNING, logger="facemtl.store"):
-            again = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)
+            again = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)  # takes over 'cam'
         assert f"session {killed.session_id} (process {dead.pid} on this machine) ended without closing" in caplog.text
+        assert f"session {elsewhere.session_id} " not in caplog.text
         with store.engine.connect() as conn:
-            ended = conn.execute(sa.select(Session.ended).where(Session.id == killed.session_id)).scalar_one()
-            still_open = conn.execute(sa.select(sa.func.count()).select_from(Track).where(
-                Track.session_id == killed.session_id, Track.closed.is_(False))).scalar_one()
-            state = conn.execute(sa.select(Source.state).where(Source.name == "cam")).scalar_one()
+            ended = dict(conn.execute(sa.select(Session.id, Session.ended)).all())
             last_face = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == killed.session_id)).scalar()
-        assert ended == last_face and still_open == 0 and state == "running"  # (the source is the new run's)
+            assert ended[killed.session_id] == last_face and open_tracks(conn, killed.session_id) == 0
+            assert ended[elsewhere.session_id] is None and open_tracks(conn, elsewhere.session_id) > 0
+            states = dict(conn.execute(sa.select(Source.name, Source.state)).all())
+        assert states == {"cam": "running", "door": "running"}  # cam: the new run's
         again.close()
-        # a session killed on another machine is judged at retention: no source seen since the cutoff
-        other = SessionWriter(store.write_engine, "stream", "elsewhere", INFO, clock=clock)
-        with store.write_engine.begin() as conn:
-            conn.execute(sa.update(Session).where(Session.id == other.session_id).values(host="another-machine"))
         gone = purge(store.write_engine, 1, now=2_000_000_000.0)  # days after every face and heartbeat
-        assert gone["faces"] > 0 and gone["sessions"] == 3 and gone["sources"] == 2, gone  # killed, closed, other's
+        assert gone["sessions"] == 2 and gone["sources"] == 1, gone  # killed and closed ones, cam; door still runs
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.select(Session.ended).where(Session.id == elsewhere.session_id)).scalar_one() is None

@@ -254,7 +254,8 @@ def test_source_settings_are_checked():
     with pytest.raises(ValueError, match="timeout"):
         SourceSettings(timeout=0)
     with pytest.raises(ValueError, match="reconnect"):
-        SourceSettings(reconnect=-1)
+        SourceSettings(reconnect=-2)
+    SourceSettings(reconnect=-1)  # FOREVER: no limit
 
 
 # -- output schema -------------------------------------------------------------------------

@@ -23,31 +23,45 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 
 #: The entry-point group a package declares its plugin module in.
 GROUP = "facemtl.plugins"
 #: Environment variable: modules to import, separated by commas.
 ENV = "FACEMTL_PLUGINS"
 
+_lock = threading.RLock()  # (re-entrant: a plugin's import may look a name up)
 _done = False
+_failed: dict[str, str] = {}  # module -> why it could not be imported
+
+
+class PluginError(ValueError):
+    """A name is missing and a declared plugin, perhaps the one providing it, failed to import."""
 
 
 def load_plugins() -> bool:
-    """Import every declared plugin module, once per process; ``True`` if this call imported any.
+    """Import every declared plugin module, once per process; ``True`` if this call tried any.
 
-    A plugin that fails to import is a one-sentence ``ValueError`` naming it."""
+    Each module is imported on its own: one that fails is remembered (:func:`failures`) and
+    the others still load."""
     global _done
-    if _done:
-        return False
-    _done = True
-    from importlib.metadata import entry_points
+    with _lock:
+        if _done:
+            return False
+        _done = True
+        from importlib.metadata import entry_points
 
-    wanted = [(m.strip(), ENV) for m in os.environ.get(ENV, "").split(",") if m.strip()]
-    wanted += [(ep.value.split(":")[0], f"the {GROUP} entry point {ep.name!r}") for ep in entry_points(group=GROUP)]
-    for module, declared in wanted:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # anything a plugin's import raises: name the plugin, not a traceback
-            raise ValueError(f"plugin {module!r} (from {declared}) could not be loaded: "
-                             f"{type(exc).__name__}: {exc}") from None
-    return bool(wanted)
+        wanted = [(m.strip(), ENV) for m in os.environ.get(ENV, "").split(",") if m.strip()]
+        wanted += [(ep.value.split(":")[0], f"the {GROUP} entry point {ep.name!r}")
+                   for ep in entry_points(group=GROUP)]
+        for module, declared in wanted:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # anything a plugin's import raises: named, never a traceback
+                _failed[module] = f"plugin {module!r} (from {declared}) could not be loaded: {type(exc).__name__}: {exc}"
+        return bool(wanted)
+
+
+def failures() -> list[str]:
+    """One sentence per declared plugin that failed to import (empty when all loaded)."""
+    return list(_failed.values())

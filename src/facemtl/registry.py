@@ -38,7 +38,8 @@ class Registry(Generic[T]):
         def deco(fn: Callable[..., T]) -> Callable[..., T]:
             old = self._items.get(name)
             # the same definition again (a module reloaded, a notebook cell run twice) replaces it
-            if old is not None and (_where(old) != _where(fn) or _where(fn) == (None, None)):
+            same = _where(old) == _where(fn) and None not in _where(fn) and "<lambda>" not in str(_where(fn)[1])
+            if old is not None and not same:
                 raise ValueError(f"{self.kind} {name!r} is already registered (by {_where(old)[0]})")
             self._items[name] = fn
             return fn
@@ -47,15 +48,19 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name``; a missing name first loads the plugins
-        (:mod:`facemtl.plugins`), then is an :class:`UnknownName` naming the choices."""
-        if name not in self._items:
-            from .plugins import load_plugins
-
-            load_plugins()
-        try:
+        (:mod:`facemtl.plugins`), then is an :class:`UnknownName` naming the choices, or a
+        ``PluginError`` naming a declared plugin that failed to import."""
+        if name in self._items:
             return self._items[name]
-        except KeyError:
-            raise UnknownName(self.kind, name, sorted(self._items)) from None
+        from .plugins import PluginError, failures, load_plugins
+
+        load_plugins()
+        if name in self._items:
+            return self._items[name]
+        if failures():  # the plugin that would provide it may be the one that failed
+            raise PluginError(f"{'; '.join(failures())} (no {self.kind} {name!r} is registered: it may be that "
+                              "plugin's)")
+        raise UnknownName(self.kind, name, sorted(self._items))
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:
         return self.get(name)(*args, **kwargs)

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..plugins import PluginError
 from ..registry import UnknownName
 from .model_info import ModelInfo
 
@@ -88,6 +89,8 @@ def parse_info(text: str, path: Path) -> ModelInfo:
         if newer:
             raise ValueError(f"{path} was written by facemtl {newer}, newer than this {_own_version()}, and its "
                              f"metadata uses what this one lacks ({exc}): upgrade facemtl") from None
+        if isinstance(exc, PluginError):  # a plugin that failed to import: its own sentence
+            raise ValueError(f"{path}: {exc}") from None
         if isinstance(exc, UnknownName):  # a plugin's task type, not a damaged file
             raise ValueError(f"{path} uses the {exc.kind} {exc.name!r}, which no loaded package registers: import "
                              "the package that defines it, or name its module in FACEMTL_PLUGINS") from None

@@ -80,10 +80,16 @@ class TaskAnswer:
             p = f.get(f"{name}_probability")
             return f"{name} {self.value}" + (f" {p:.0%}" if p is not None else "")
         iv = f.get(f"{name}_interval")
+        return f"{name} {self.value_text()}" + (f" ({interval_text(*iv, prose=True)})" if iv is not None else "")
+
+    def value_text(self) -> str:
+        """The value in a few characters, as :meth:`short` and labels on images write it: a class
+        name, or the number as written (:meth:`fields`) with one digit less than
+        :attr:`decimals` (``33`` for age), or its shortest form without ``decimals``."""
+        if isinstance(self.value, str):
+            return self.value
         spec = "g" if self.decimals is None else f".{max(0, self.decimals - 1)}f"
-        if iv is None:
-            return f"{name} {f[name]:{spec}}"
-        return f"{name} {f[name]:{spec}} ({iv[0]}{'-' if iv[0] >= 0 and iv[1] >= 0 else ' to '}{iv[1]})"
+        return f"{self.number(float(self.value)):{spec}}"
 
     @classmethod
     def from_fields(cls, name: str, d: dict[str, Any], decimals: int | None = None) -> "TaskAnswer":
@@ -108,11 +114,13 @@ def _answers(d: dict[str, Any], other: set[str] | frozenset[str]) -> dict[str, T
     return {n: TaskAnswer.from_fields(n, d) for n in names}
 
 
-def interval_text(lo: float, hi: float) -> str:
+def interval_text(lo: float, hi: float, prose: bool = False) -> str:
     """An interval as one CSV cell: ``lo-hi`` where neither end is negative (age's ``26-42``),
     else as in JSON, ``[lo, hi]`` (``[-3, -1]``, ``[-1.018, 1.168]``), since a ``-`` between
-    negative ends would be ambiguous."""
-    return f"{lo}-{hi}" if lo >= 0 and hi >= 0 else f"[{lo}, {hi}]"
+    negative ends would be ambiguous; ``prose`` (the table): ``-3 to -1`` instead."""
+    if lo >= 0 and hi >= 0:
+        return f"{lo}-{hi}"
+    return f"{lo} to {hi}" if prose else f"[{lo}, {hi}]"
 
 
 @dataclass

@@ -147,16 +147,14 @@ def cannot_open(url: str, exc: BaseException) -> StoreError:
     what SQLAlchemy raised), naming it without its password. Every command that opens a
     database says it this way: a file that is not a database, a server that does not answer."""
     said = f"cannot open the database {redacted(url)}: {reason(exc)}"
-    text = str(getattr(exc, "orig", None) or exc)
-    unreachable = not url.startswith("sqlite") and any(s in text for s in _UNREACHABLE)
+    # A server that is down or not up yet: no SQLSTATE (the connection itself failed), class 08
+    # (connection exception) or 57P01-03 (shutting down, starting up). A wrong password (28xxx)
+    # or database name (3D000) is the command's mistake. (SQLSTATEs, not the driver's words,
+    # which libpq translates.)
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    unreachable = (not url.startswith("sqlite") and isinstance(exc, sa.exc.OperationalError)
+                   and (state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")))
     return StoreUnreachable(said) if unreachable else StoreError(said)
-
-
-#: What a database server that is down or not yet up makes the driver say (not a wrong password,
-#: user or database name: those are the command's mistakes).
-_UNREACHABLE = ("Connection refused", "timed out", "timeout expired", "No route to host", "Network is unreachable",
-                "the database system is starting up", "the database system is shutting down",
-                "server closed the connection unexpectedly")
 
 
 def reason(exc: BaseException) -> str:

@@ -55,8 +55,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             row.update({f"{key[: -len('_probabilities')]}_p_{c}": p for c, p in v.items()})
         elif key in NOT_IN_CSV:
             continue
-        elif isinstance(v, list):
-            row[key] = interval_text(*v)
+        elif isinstance(v, list):  # an interval [lo, hi] (another list, as it came)
+            row[key] = interval_text(*v) if len(v) == 2 else json.dumps(v)
         else:
             row[key] = safe_cell(v)
     return row

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
 from .models import Answer, Face, Session, Source, Thumbnail, Track, TrackAnswer
-from .rows import answer_fields
+from .rows import answer_fields, stored_decimals
 
 
 def parse_time(text: str) -> float:
@@ -238,6 +238,7 @@ def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, An
         for tid, fields in conn.execute(sa.select(Face.track_id, Face.fields).where(Face.id.in_(last_face))).all():
             latest[tid] = {k: v for k, v in (fields or {}).items() if k != "raw"}
     sources = _source_names(conn, (r.source_id for r in rows))
+    decimals = stored_decimals(session_tasks(conn)) if answers else {}
     out = []
     for r in rows:
         rec: dict[str, Any] = {
@@ -246,7 +247,7 @@ def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, An
             "first_time": r.first_time, "last_time": r.last_time, "started": r.started, "ended": r.ended,
             "confidence": r.confidence, "closed": r.closed,
         }
-        fields = answer_fields(answers[r.id]) if r.id in answers else latest.get(r.id, {})
+        fields = answer_fields(answers[r.id], decimals) if r.id in answers else latest.get(r.id, {})
         rec.update({k: v for k, v in fields.items() if k not in rec})
         out.append(rec)
     return out

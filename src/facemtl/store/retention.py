@@ -34,9 +34,8 @@ def _delete_in_slices(engine: Engine, table: sa.Table, key: sa.Column, where: sa
 
 
 def purge(engine: Engine, older_than_days: float, now: float | None = None) -> dict[str, int]:
-    """Delete faces, tracks, snapshots, and then finished sessions (or killed ones, whose
-    sources were last seen before the cutoff) and idle sources left with nothing, older than
-    ``older_than_days``; returns how many of each went."""
+    """Delete faces, tracks, snapshots, and then finished sessions and idle sources left
+    with nothing, older than ``older_than_days``; returns how many of each went."""
     if not (older_than_days >= 0 and math.isfinite(older_than_days)):
         raise ValueError(f"older-than must be a number of days, zero or more, not {older_than_days:g}")
     cutoff = (now if now is not None else time.time()) - older_than_days * 86400
@@ -46,17 +45,14 @@ def purge(engine: Engine, older_than_days: float, now: float | None = None) -> d
     _delete_in_slices(engine, Track.__table__, Track.id, Track.ended < cutoff, out, "tracks")
     with engine.begin() as conn:
         out["snapshots"] = conn.execute(sa.delete(Snapshot).where(Snapshot.time < cutoff)).rowcount
-        # a session never ended (its writer killed) counts as ended once none of its sources has
-        # been seen since the cutoff: a live writer beats every few seconds, the cutoff is days old
-        seen = sa.exists().where(Source.session_id == Session.id,
-                                 sa.func.coalesce(Source.last_seen, Source.created) >= cutoff)
-        over = sa.or_(sa.and_(Session.ended.is_not(None), Session.ended < cutoff),
-                      sa.and_(Session.ended.is_(None), Session.started < cutoff, ~seen))
-        empty = sa.and_(over, ~sa.exists().where(Face.session_id == Session.id),
+        # Only ended sessions and sources not running: a writer waiting days on its camera beats
+        # nothing, and deleting its rows would make it drop every later result (a writer killed
+        # without closing is ended by the next writer on its machine: SessionWriter)
+        empty = sa.and_(Session.ended.is_not(None), Session.ended < cutoff,
+                        ~sa.exists().where(Face.session_id == Session.id),
                         ~sa.exists().where(Track.session_id == Session.id))
         out["sessions"] = conn.execute(sa.delete(Session).where(empty)).rowcount
-        # (a source left "running" by a killed writer and not seen since the cutoff is gone too)
-        idle = sa.and_(sa.func.coalesce(Source.last_seen, Source.created) < cutoff,
+        idle = sa.and_(Source.state != "running", sa.func.coalesce(Source.last_seen, Source.created) < cutoff,
                        ~sa.exists().where(Face.source_id == Source.id),
                        ~sa.exists().where(Track.source_id == Source.id))
         out["sources"] = conn.execute(sa.delete(Source).where(idle)).rowcount

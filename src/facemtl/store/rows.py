@@ -92,11 +92,26 @@ def _number(x: float | None) -> float | int | None:
     return int(x) if float(x).is_integer() else x
 
 
-def answer_from_row(row: Any) -> TaskAnswer:
-    """A stored answer row (anything with the columns of ``answers``) as a :class:`TaskAnswer`."""
+def answer_from_row(row: Any, decimals: int | None = None) -> TaskAnswer:
+    """A stored answer row (anything with the columns of ``answers``) as a :class:`TaskAnswer`
+    (``decimals``: its task's, so rows stored unrounded, before 2026-11-27, read as written)."""
     value = row.value_text if row.value_text is not None else row.value_num
     interval = (_number(row.lo), _number(row.hi)) if row.lo is not None else None
-    return TaskAnswer(value, row.probability, row.probabilities, interval)
+    return TaskAnswer(value, row.probability, row.probabilities, interval, decimals)
+
+
+def stored_decimals(specs: Sequence[dict[str, Any]] | None) -> dict[str, int]:
+    """``{task: decimals}`` of the numeric tasks among stored specs (quietly skipping any this
+    process cannot build; :func:`tasks_from_specs` says so where it matters)."""
+    out: dict[str, int] = {}
+    for s in specs or []:
+        try:
+            d = getattr(build_task(s), "decimals", None)
+        except (ValueError, KeyError):
+            continue
+        if isinstance(d, int):
+            out[s["name"]] = d
+    return out
 
 
 def face_fields(face: Any) -> dict[str, Any]:
@@ -110,10 +125,11 @@ def face_fields(face: Any) -> dict[str, Any]:
     return out
 
 
-def answer_fields(rows: Iterable[Any]) -> dict[str, Any]:
+def answer_fields(rows: Iterable[Any], decimals: dict[str, int] | None = None) -> dict[str, Any]:
     """The flat ``analyze --json`` fields of a face's or track's answer rows (``<task>``,
-    ``<task>_interval``, ``<task>_probability``, ``<task>_probabilities``)."""
+    ``<task>_interval``, ``<task>_probability``, ``<task>_probabilities``), numbers at their
+    task's ``decimals``."""
     out: dict[str, Any] = {}
     for r in rows:
-        out.update(answer_from_row(r).fields(r.task))
+        out.update(answer_from_row(r, (decimals or {}).get(r.task)).fields(r.task))
     return out

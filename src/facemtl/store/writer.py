@@ -193,7 +193,7 @@ class SessionWriter:
         names = dict.fromkeys([self.source] + [clean_text(n, SOURCE_LENGTH) or self.source for n in sources])
         with engine.begin() as conn:
             self._check_kinds(conn, list(names))
-            self._end_dead_sessions(conn)
+            self._end_dead_sessions(conn, list(names))
             self.session_id = int(conn.execute(sa.insert(Session).returning(Session.id), dict(
                 kind=kind, host=socket.gethostname(), pid=os.getpid(), started=self._started,
                 model_name=self.model_name, model_version=self.model_version,
@@ -202,19 +202,29 @@ class SessionWriter:
                 self._source_id(conn, self.source)
                 self._beat_sources(conn, self._started)
 
-    def _end_dead_sessions(self, conn: sa.Connection) -> None:
+    def _end_dead_sessions(self, conn: sa.Connection, names: list[str]) -> None:
         """End the sessions of writers on this machine that were killed (``kill -9``, a power
-        cut) before :meth:`close`: their process no longer runs here. Each gets ``ended`` (its
-        last face's time, or its start), its open tracks are closed and its sources
-        ``stopped``; before, they stayed open for good (``/v1/tracks?closed=false`` listed the
-        killed run's tracks forever, and retention never took the session). Writers on other
-        machines are judged by their sources' heartbeats, at retention
-        (:func:`~facemtl.store.retention.purge`)."""
-        host = socket.gethostname()
+        cut) before :meth:`close`. Each gets ``ended`` (its last face's time, or its start), its
+        open tracks are closed and its sources ``stopped``; before, they stayed open for good
+        (``/v1/tracks?closed=false`` listed the killed run's tracks forever, and retention never
+        took the session).
+
+        A session is taken for dead when its process no longer runs here and either this writer
+        takes over one of its sources (``names``: a stream restarted under the same name) or
+        none of its sources has beaten for three heartbeats: machines that share a host name
+        (containers with a fixed one) record process numbers this machine cannot see, and a
+        live writer there keeps beating."""
+        host, now = socket.gethostname(), self.clock()
         open_here = conn.execute(sa.select(Session.id, Session.pid, Session.started).where(
             Session.ended.is_(None), Session.host == host, Session.pid != os.getpid())).all()
         for sid, pid, started in open_here:
             if _alive(pid):
+                continue
+            beats = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
+                                 .where(Source.session_id == sid)).all()
+            taken = any(name in names for name, _, _ in beats)
+            if not taken and any(seen is not None and now - seen <= 3 * (beat or self.heartbeat)
+                                 for _, seen, beat in beats):
                 continue
             last = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
             conn.execute(sa.update(Session).where(Session.id == sid).values(ended=max(last or started, started)))
@@ -292,23 +302,32 @@ class SessionWriter:
             pending = _Pending(pending.images[:k], [], {}, faces, pending.since)
         now = self.clock()
         try:
-            n = self._write(pending, now)
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            n = self._write_one_by_one(pending, now, exc)
+            try:
+                n = self._write(pending, now)
+            except Exception as exc:
+                if not _refused(exc):
+                    raise
+                n = self._write_one_by_one(pending, now, exc)  # (it leaves what it could not write in self.pending)
+        except BaseException:
+            if rest:  # the database went away: the slice's unwritten part, then the rest, in order
+                kept = self.pending
+                self.pending = _Pending(kept.images + rest.images, kept.tracks + rest.tracks,
+                                        {**kept.snapshots, **rest.snapshots}, kept.faces + rest.faces,
+                                        kept.since or rest.since)
+            raise
         self.pending = rest
         self._beat = now
         return n
 
     def limit_backlog(self, max_faces: int) -> int:
-        """Drop the oldest buffered images past ``max_faces`` faces (the database has been away
-        long enough that memory would run out); returns the faces dropped (also added to
-        :attr:`lost`)."""
-        if self.pending.faces <= max_faces:
+        """Drop the oldest buffered images past ``max_faces`` faces, or past ``max_faces`` images
+        (a stream's frames without faces), when the database has been away long enough that
+        memory would run out; returns the faces dropped (also added to :attr:`lost`)."""
+        images = self.pending.images
+        if self.pending.faces <= max_faces and len(images) <= max_faces:
             return 0
-        images, faces, k = self.pending.images, self.pending.faces, 0
-        while k < len(images) - 1 and faces > max_faces:
+        faces, k = self.pending.faces, 0  # (frames without faces count too: an empty scene for days)
+        while k < len(images) - 1 and (faces > max_faces or len(images) - k > max_faces):
             faces -= len(images[k].faces)
             k += 1
         gone = self.pending.faces - faces

@@ -63,10 +63,9 @@ def check_output(path: str | Path, preset: str = "veryfast") -> Path:
 
 
 def face_label(face: FaceResult) -> str:
-    """A short label: ``#3 31 female white`` (track id, then each answer's value, a number with
-    the digits :meth:`TaskAnswer.short` gives it: none for age)."""
-    values = [a.value if isinstance(a.value, str) else a.short("").strip().split(" (")[0]
-              for a in face.answers.values()]
+    """A short label: ``#3 31 female white`` (track id, then each answer's
+    :meth:`~facemtl.inference.results.TaskAnswer.value_text`: no digits after the point for age)."""
+    values = [a.value_text() for a in face.answers.values()]
     return " ".join(([f"#{face.track}"] if face.track is not None else []) + values)
 
 
