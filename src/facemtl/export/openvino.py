@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..inference.model_files import DIGEST_KEY, INFO_KEY, file_digest
+from ..inference.model_files import DIGEST_KEY, INFO_KEY, weights_sha256
 from .network import exported_info, info_json, to_onnx, with_check_failed
 
 
@@ -30,7 +30,7 @@ def _save(model: Any, out: Path, info: Any) -> None:
     model.set_rt_info(info_json(info), [INFO_KEY])
     # FP32 weights as they are: compress_to_fp16 would round a checkpoint's weights.
     ov.save_model(model, str(out), compress_to_fp16=False)
-    digest = file_digest(Path(out).with_suffix(".bin"))  # known once the .bin is written
+    digest = weights_sha256(Path(out).with_suffix(".bin"))  # known once the .bin is written
     _edit_info(out, lambda text: json.dumps({**json.loads(text), "extra": {**json.loads(text)["extra"],
                                                                             DIGEST_KEY: digest}}))
 

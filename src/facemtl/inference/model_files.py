@@ -70,12 +70,10 @@ def check_digest(info: ModelInfo, digest: Any, path: Path) -> None:
                          "differs from the one it records); copy it again or export the model again")
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
+def weights_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a weights file (an IR's ``.bin``), read in chunks."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def parse_info(text: str, path: Path) -> ModelInfo:
@@ -213,8 +211,10 @@ def _no_external(tensors: Any, path: Path) -> None:
                              "export it as one file")
 
 
-def read_openvino(path: str | Path) -> tuple[Path, Path, ModelInfo]:
-    """``(xml, bin, ModelInfo)`` of a checked facemtl OpenVINO IR (see the module docstring)."""
+def read_openvino(path: str | Path) -> tuple[str, bytes, ModelInfo]:
+    """``(xml text, weights bytes, ModelInfo)`` of a checked facemtl OpenVINO IR (see the
+    module docstring): the runtime compiles these, never the files again, so what was checked
+    is what runs."""
     import xml.etree.ElementTree as ET
 
     xml = Path(path)
@@ -242,12 +242,12 @@ def read_openvino(path: str | Path) -> tuple[Path, Path, ModelInfo]:
     # OpenVINO's own answer to a short .bin is a three-line C++ check failure: measure it here
     needed = max((int(d.get("offset", 0)) + int(d.get("size", 0)) for d in root.iter("data")
                   if d.get("offset", "").isdigit() and d.get("size", "").isdigit()), default=0)
-    have = weights.stat().st_size
-    if have < needed:
+    data = weights.read_bytes()
+    if len(data) < needed:
         raise ValueError(f"{weights} is damaged or belongs to another export: {xml.name} needs {needed:,} bytes of "
-                         f"weights and it holds {have:,} (export the model again)")
-    check_digest(info, lambda: file_digest(weights), weights)
-    return xml, weights, info
+                         f"weights and it holds {len(data):,} (export the model again)")
+    check_digest(info, lambda: hashlib.sha256(data).hexdigest(), weights)
+    return xml.read_text(), data, info
 
 
 def read_sidecar(path: str | Path) -> ModelInfo:

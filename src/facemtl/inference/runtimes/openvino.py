@@ -39,7 +39,7 @@ class OpenVinoRuntime:
         else:
             xml, weights, self.info = read_openvino(path)
             try:
-                model = core.read_model(xml.read_text(), ov.Tensor(np.fromfile(weights, np.uint8)))
+                model = core.read_model(xml, ov.Tensor(np.frombuffer(weights, np.uint8)))
             except RuntimeError as exc:  # OpenVINO's message is several lines of C++ check: keep its last
                 said = [line for line in str(exc).splitlines() if line.strip()]
                 raise ValueError(f"OpenVINO cannot read {path}: {said[-1][:200] if said else type(exc).__name__} "
