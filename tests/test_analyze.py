@@ -558,7 +558,8 @@ def test_aligned_answers_do_not_change_with_annotate_or_bytes(utkface_root, tmp_
     assert main(["analyze", str(big), "--aligned", "--json", "--annotate", str(tmp_path / "ann"), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["faces"] == plain
     with FaceAnalyzer(workers=1) as an:
-        assert an.analyze(big.read_bytes(), aligned=True)[0]["race_probabilities"] == plain[0]["race_probabilities"]
+        for same in (big.read_bytes(), bytearray(big.read_bytes()), memoryview(big.read_bytes()), open(big, "rb")):
+            assert an.analyze(same, aligned=True)[0]["race_probabilities"] == plain[0]["race_probabilities"]
 
 
 def test_aligned_warns_about_what_is_no_face_crop(tmp_path, capsys):

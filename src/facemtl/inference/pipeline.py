@@ -147,10 +147,13 @@ class Pipeline:
         """Decode, detect and align one image. Never raises: an image that cannot be read or
         searched becomes an ``error`` result."""
         try:
-            if aligned and isinstance(image, (str, Path, bytes)):
+            if aligned and hasattr(image, "read") and hasattr(image, "seek"):  # an open file: its bytes, read once
+                image = image.read()
+            if aligned and isinstance(image, (str, Path, bytes, bytearray, memoryview)):
                 # A crop file straight to the network's size, as training decodes it (JPEG's reduced
                 # decoding included), whatever else is asked: --annotate or --accurate must not
                 # change the answers. They get the full-size pixels from a second decode.
+                image = bytes(image) if isinstance(image, (bytearray, memoryview)) else image
                 source = io.BytesIO(image) if isinstance(image, bytes) else image
                 crop, (result.width, result.height) = read_square(source, self.size)
                 if not self.keep_images and self.describe is None:
