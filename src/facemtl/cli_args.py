@@ -1,0 +1,65 @@
+"""Argument types and flags several commands share (kept out of ``cli.py``, which holds the
+command table): positive numbers, a registered detector, the runtime and database flags, and
+standard output when a process starts without one."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import io
+from typing import Any, Callable
+
+
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse ``type`` accepting numbers of ``kind`` above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be at least 1, not {text}" if kind is int
+                                             else f"must be above 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+class ClosedOutput(io.TextIOBase):
+    """Standard output when the process was started without one: a write is ``EBADF``."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "Standard output is closed", "<stdout>")
+
+
+def detector_name(name: str) -> str:
+    """``--detector``: a registered face detector, a plugin's included (:mod:`facemtl.plugins`)."""
+    from .faces import DETECTORS
+
+    try:
+        DETECTORS.get(name)
+    except KeyError as exc:
+        raise argparse.ArgumentTypeError(exc.args[0]) from None
+    except ValueError as exc:  # a plugin that could not be loaded
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
+def runtime_flag(p: argparse.ArgumentParser) -> None:
+    from .inference.runtimes import RUNTIMES
+
+    p.add_argument("--runtime", choices=list(RUNTIMES),
+                   help="what runs the model file (default: by its suffix: .onnx onnxruntime, .xml openvino, "
+                        ".pt torch, .engine tensorrt)")
+
+
+def db_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", help="also store the results in a results database: a SQLite file or a URL "
+                                               "(sqlite:///results.db, postgresql://host/db); needs facemtl[serve]")
+    p.add_argument("--thumbnails", action="store_true",
+                   help="with --db: store a small crop of each face (personal data: off by default)")
