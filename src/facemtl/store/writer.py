@@ -51,6 +51,7 @@ from ..inference.results import FaceResult, ImageResult, TrackResult
 from .engine import StoreError, data_error
 from .models import Answer, Face, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for, face_fields
+from .sessions import end_dead_sessions
 
 log = logging.getLogger("facemtl.store")
 
@@ -94,19 +95,6 @@ def _forget_before(times: deque[float], cutoff: float) -> None:
     """Drop the times at or before ``cutoff`` from the front of ``times`` (oldest first)."""
     while times and times[0] <= cutoff:
         times.popleft()
-
-
-def _alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs on this machine (``None``: unknown, taken as alive)."""
-    if pid is None:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def _refused(exc: BaseException) -> bool:
@@ -193,7 +181,7 @@ class SessionWriter:
         names = dict.fromkeys([self.source] + [clean_text(n, SOURCE_LENGTH) or self.source for n in sources])
         with engine.begin() as conn:
             self._check_kinds(conn, list(names))
-            self._end_dead_sessions(conn, list(names))
+            end_dead_sessions(conn, list(names), self.clock(), self.heartbeat)
             self.session_id = int(conn.execute(sa.insert(Session).returning(Session.id), dict(
                 kind=kind, host=socket.gethostname(), pid=os.getpid(), started=self._started,
                 model_name=self.model_name, model_version=self.model_version,
@@ -201,37 +189,6 @@ class SessionWriter:
             if announce:
                 self._source_id(conn, self.source)
                 self._beat_sources(conn, self._started)
-
-    def _end_dead_sessions(self, conn: sa.Connection, names: list[str]) -> None:
-        """End the sessions of writers on this machine that were killed (``kill -9``, a power
-        cut) before :meth:`close`. Each gets ``ended`` (its last face's time, or its start), its
-        open tracks are closed and its sources ``stopped``; before, they stayed open for good
-        (``/v1/tracks?closed=false`` listed the killed run's tracks forever, and retention never
-        took the session).
-
-        A session is taken for dead when its process no longer runs here and either this writer
-        takes over one of its sources (``names``: a stream restarted under the same name) or
-        none of its sources has beaten for three heartbeats: machines that share a host name
-        (containers with a fixed one) record process numbers this machine cannot see, and a
-        live writer there keeps beating."""
-        host, now = socket.gethostname(), self.clock()
-        open_here = conn.execute(sa.select(Session.id, Session.pid, Session.started).where(
-            Session.ended.is_(None), Session.host == host, Session.pid != os.getpid())).all()
-        for sid, pid, started in open_here:
-            if _alive(pid):
-                continue
-            beats = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
-                                 .where(Source.session_id == sid)).all()
-            taken = any(name in names for name, _, _ in beats)
-            if not taken and any(seen is not None and now - seen <= 3 * (beat or self.heartbeat)
-                                 for _, seen, beat in beats):
-                continue
-            last = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
-            conn.execute(sa.update(Session).where(Session.id == sid).values(ended=max(last or started, started)))
-            conn.execute(sa.update(Track).where(Track.session_id == sid, Track.closed.is_(False)).values(closed=True))
-            conn.execute(sa.update(Source).where(Source.session_id == sid, Source.state == "running")
-                         .values(state="stopped", fps=None))
-            log.warning("session %d (process %s on this machine) ended without closing: it is closed now", sid, pid)
 
     def _check_kinds(self, conn: sa.Connection, names: list[str]) -> None:
         """:class:`SourceKindError` for the first of ``names`` that a writer of another kind created."""

@@ -1,0 +1,60 @@
+"""Sessions whose writer was killed before it closed them (``kill -9``, a power cut): found and
+ended by the next writer on the same machine (:class:`~facemtl.store.writer.SessionWriter`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import sqlalchemy as sa
+
+from .models import Face, Session, Source, Track
+
+log = logging.getLogger("facemtl.store")
+
+
+def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbeat: float) -> None:
+    """End the sessions of writers on this machine that were killed (``kill -9``, a power
+    cut) before :meth:`SessionWriter.close`. Each gets ``ended`` (its last face's time, or its start), its
+    open tracks are closed and its sources ``stopped``; before, they stayed open for good
+    (``/v1/tracks?closed=false`` listed the killed run's tracks forever, and retention never
+    took the session).
+
+    A session is taken for dead when its process no longer runs here and either this writer
+    takes over one of its sources (``names``: a stream restarted under the same name) or
+    none of its sources has beaten for three heartbeats: machines that share a host name
+    (containers with a fixed one) record process numbers this machine cannot see, and a
+    live writer there keeps beating."""
+    host = socket.gethostname()
+    open_here = conn.execute(sa.select(Session.id, Session.pid, Session.started).where(
+        Session.ended.is_(None), Session.host == host, Session.pid != os.getpid())).all()
+    for sid, pid, started in open_here:
+        if _alive(pid):
+            continue
+        beats = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
+                             .where(Source.session_id == sid)).all()
+        taken = any(name in names for name, _, _ in beats)
+        if not taken and any(seen is not None and now - seen <= 3 * (beat or heartbeat)
+                             for _, seen, beat in beats):
+            continue
+        last = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
+        conn.execute(sa.update(Session).where(Session.id == sid).values(ended=max(last or started, started)))
+        conn.execute(sa.update(Track).where(Track.session_id == sid, Track.closed.is_(False)).values(closed=True))
+        conn.execute(sa.update(Source).where(Source.session_id == sid, Source.state == "running")
+                     .values(state="stopped", fps=None))
+        log.warning("session %d (process %s on this machine) ended without closing: it is closed now", sid, pid)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs on this machine (``None``: unknown, taken as alive). POSIX
+    only: on Windows ``os.kill`` would end the process, so every process counts as alive."""
+    if pid is None or os.name != "posix":
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
