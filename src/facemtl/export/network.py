@@ -49,12 +49,18 @@ def info_json(info: ModelInfo) -> str:
     return json.dumps(info.to_dict(), default=str)
 
 
+def with_extra(text: str, **extra: Any) -> str:
+    """ModelInfo JSON ``text`` with ``extra`` set in its ``extra`` (the metadata of a written
+    file edited in place: the weights' digest, a failed check)."""
+    d = json.loads(text)
+    d.setdefault("extra", {}).update(extra)
+    return json.dumps(d, default=str)
+
+
 def with_check_failed(text: str, failed: dict[str, Any]) -> str:
     """ModelInfo JSON ``text`` with ``extra.check_failed`` set: an export kept with ``--force``
     although it failed its check says so, and why, in its own metadata."""
-    d = json.loads(text)
-    d.setdefault("extra", {})["check_failed"] = failed
-    return json.dumps(d, default=str)
+    return with_extra(text, check_failed=failed)
 
 
 def to_onnx(source: Any, out: str, opset: int) -> None:

@@ -6,13 +6,12 @@ model (its PyTorch backend is not used: it fails on torch 2.13).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..inference.model_files import DIGEST_KEY, INFO_KEY, weights_sha256
-from .network import exported_info, info_json, to_onnx, with_check_failed
+from .network import exported_info, info_json, to_onnx, with_check_failed, with_extra
 
 
 def _convert(source: Any, opset: int) -> Any:
@@ -31,8 +30,7 @@ def _save(model: Any, out: Path, info: Any) -> None:
     # FP32 weights as they are: compress_to_fp16 would round a checkpoint's weights.
     ov.save_model(model, str(out), compress_to_fp16=False)
     digest = weights_sha256(Path(out).with_suffix(".bin"))  # known once the .bin is written
-    _edit_info(out, lambda text: json.dumps({**json.loads(text), "extra": {**json.loads(text)["extra"],
-                                                                            DIGEST_KEY: digest}}))
+    _edit_info(out, lambda text: with_extra(text, **{DIGEST_KEY: digest}))
 
 
 def _edit_info(path: str | Path, edit: Any) -> None:
