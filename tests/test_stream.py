@@ -364,3 +364,28 @@ def test_stream_into_the_results_database(video, streamed, tmp_path):
         assert source["state"] == "stopped" and source["snapshot_time"] is not None
         shot = store.snapshot(source["id"])
         assert shot is not None and shot[1][:2] == b"\xff\xd8"  # a JPEG
+
+
+def test_a_source_that_delivers_nothing_for_a_while_keeps_its_database_source_alive(tmp_path):
+    """DbSink.heartbeat() said a stream waiting on its camera calls it; nothing did, so a camera
+    reconnecting for more than three heartbeats read 'silent' in the database."""
+    import numpy as np
+
+    from facemtl.video import StreamSettings, VideoAnalyzer
+    from facemtl.video.sources import Frame, Source
+
+    class Slow(Source):
+        live = True
+
+        def frames(self, stop, log):
+            yield Frame(0, 0.0, np.zeros((48, 64, 3), np.uint8))
+            stop.wait(2.6)  # a camera reconnecting
+            yield Frame(1, 2.6, np.zeros((48, 64, 3), np.uint8))
+
+    beats = []
+    with VideoAnalyzer(detector="mtcnn", min_face=60) as analyzer:
+        stream = analyzer.stream([Slow("cam")], StreamSettings())
+        stream.on_idle = lambda: beats.append(1)
+        events = list(stream)
+    assert len([e for e in events if not hasattr(e, "first_frame")]) == 2
+    assert 2 <= len(beats) <= 3  # about once a second while nothing came

@@ -150,8 +150,9 @@ class DbSink(Sink):
         self.writer.flush()
 
     def heartbeat(self) -> None:
-        """Say the source is alive while no frame arrives (a stream waiting on its camera calls
-        this now and then); writes whatever is due, as :meth:`write` does."""
+        """Say the source is alive while no frame arrives (``facemtl stream`` calls this about
+        once a second while its cameras deliver nothing: ``Stream.on_idle``); writes whatever is
+        due, as :meth:`write` does."""
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:

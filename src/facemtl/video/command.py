@@ -122,6 +122,9 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
         outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
                               preset=preset) + list(sinks) + stored
         stream = analyzer.stream(opened, settings, log=_say)
+        beating = [s for s in stored if hasattr(s, "heartbeat")]
+        if beating:  # a camera reconnecting for minutes stays "running", not "silent", in the database
+            stream.on_idle = lambda: [s.heartbeat() for s in beating]
         bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
         failed: list[Sink] = []
         with stop_on_signals(lambda signum: stream.stop(signal.Signals(signum).name)) as received:

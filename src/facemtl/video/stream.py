@@ -233,6 +233,10 @@ class Stream:
         self.pipeline = pipeline
         self.predictor: Predictor = pipeline.predictor
         self.log = log or (lambda s: None)
+        #: Called about once a second while no frame arrives (a camera reconnecting), from the
+        #: thread iterating the stream: the results database's sink says its sources are alive.
+        self.on_idle: Callable[[], None] | None = None
+        self._idle_at = time.monotonic()
         self.errors: list[str] = []
         self.stats = StreamStats()
         self.sure_score = float(getattr(DETECTORS.get(pipeline.detector_name), "sure_score", 0.5))
@@ -301,7 +305,12 @@ class Stream:
                     continue
                 if finished:
                     break
-                if not progressed:
+                if progressed:
+                    self._idle_at = time.monotonic()
+                else:
+                    if self.on_idle is not None and time.monotonic() - self._idle_at >= 1.0:
+                        self._idle_at = time.monotonic()
+                        self.on_idle()
                     self._wait(window)
         finally:
             for f in self.feeds:
