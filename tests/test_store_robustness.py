@@ -573,3 +573,14 @@ def test_a_database_server_that_does_not_answer_exits_1_a_wrong_database_2(tmp_p
     assert "file is not a database" in capsys.readouterr().err
     wrong = cannot_open("postgresql+psycopg://u@h/db", Exception('password authentication failed for user "u"'))
     assert wrong.exit_status == 2
+
+
+def test_the_api_follows_new_faces_by_id(client_store):
+    client, store = client_store
+    first = client.get("/v1/faces", params={"after": 0, "limit": 3}).json()
+    ids = [f["id"] for f in first["items"]]
+    assert ids == sorted(ids) and len(ids) == 3 and first["next"] is None
+    more = client.get("/v1/faces", params={"after": ids[-1], "limit": 500}).json()["items"]
+    assert [f["id"] for f in more][0] > ids[-1] and len(ids) + len(more) == store.counts()["faces"]
+    bad = client.get("/v1/faces", params={"after": 1, "cursor": "1.0_1"})
+    assert bad.status_code == 400 and "after and cursor cannot be combined" in bad.json()["detail"]

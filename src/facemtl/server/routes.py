@@ -128,12 +128,18 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
 
     def faces_route(request: Request, common: dict = Depends(_common), page: dict = Depends(_page),
                     track: Optional[int] = Query(None, ge=1, le=INT32, description="a track's id (/v1/tracks)"),
+                    after: Optional[int] = Query(None, ge=0, le=2**63 - 1,
+                                                 description="follow new results: the faces stored after the face "
+                                                             "of this id, in the order stored (call again with the "
+                                                             "last id; not with cursor)"),
                     answer_filters: list[AnswerFilter] = Depends(answers)) -> Any:
-        only_known(request, {"since", "until", "source", "session", "track", "limit", "cursor"})
-        return _query(service.faces, **common, **page, track=track, answers=answer_filters)
+        only_known(request, {"since", "until", "source", "session", "track", "limit", "cursor", "after"})
+        return _query(service.faces, **common, **page, track=track, after=after, answers=answer_filters)
 
     faces_doc = ("Stored faces, newest first, filtered by time, source, session, track and any task's class or "
-                 "value range; page with ``next``.")
+                 "value range; page with ``next``. To follow new results, pass ``after`` (the last id seen) "
+                 "instead: ``since`` selects by capture time, and with several writers a batch can be stored "
+                 "after faces captured later than it.")
     router.add_api_route("/faces", faces_route, methods=["GET"], response_model=schemas.FacePage, dependencies=deps,
                          responses=ERRORS, tags=["results"], summary="Faces", description=faces_doc,
                          operation_id="faces")

@@ -91,10 +91,18 @@ class Query:
     answers: list[AnswerFilter] = field(default_factory=list)
     limit: int = 50
     cursor: str | None = None
+    #: Faces only: those stored after the face of this id, in the order they were stored (a
+    #: client following new results; ``since`` selects by capture time, and a writer's batch
+    #: can commit after faces captured later than it were read).
+    after: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+        if self.after is not None and self.cursor is not None:
+            raise ValueError("after and cursor cannot be combined: after pages by itself (the last id seen)")
+        if self.after is not None and not 0 <= self.after <= MAX_ID:
+            raise ValueError("after must be a face id, 0 or more")
         if self.since is not None and self.until is not None and self.since > self.until:
             raise ValueError("since is after until")
         for f in self.answers:
@@ -203,7 +211,13 @@ def face_records(conn: sa.Connection, rows: Sequence[Any], thumbnails: bool = Tr
 
 
 def find_faces(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of faces, newest first, and the cursor of the next page (``None`` at the end)."""
+    """A page of faces, newest first, and the cursor of the next page (``None`` at the end);
+    with ``q.after``, the faces stored after that id, in the order stored (no cursor: the
+    next call passes the last id). Ids follow commit order: SQLite writers queue, and
+    PostgreSQL writers take one lock per transaction (:class:`~facemtl.store.writer.SessionWriter`)."""
+    if q.after is not None:
+        stmt = sa.select(Face).where(Face.id > q.after, *_face_where(conn, q)).order_by(Face.id).limit(q.limit)
+        return face_records(conn, conn.execute(stmt).all()), None
     stmt = sa.select(Face).where(*_face_where(conn, q)).order_by(Face.time.desc(), Face.id.desc()).limit(q.limit + 1)
     rows = conn.execute(stmt).all()
     more = len(rows) > q.limit

@@ -61,6 +61,8 @@ SOURCE_LENGTH = Source.__table__.c.name.type.length
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: Seconds of the writer's clock over which a stream's source's ``fps`` is counted.
 FPS_WINDOW = 10.0
+#: PostgreSQL advisory lock key that orders writers' face inserts (ids in commit order).
+FACE_IDS_LOCK = 0x66616365
 
 #: Who writes each kind of source, for the sentence that refuses a name (:class:`SourceKindError`).
 _OWNERS = {"stream": "a stream run", "analyze": "an analyze run", "upload": "the server's uploads"}
@@ -323,6 +325,10 @@ class SessionWriter:
         sources = dict(self._sources)
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql" and pending.images:
+                    # one writer's faces at a time, so face ids follow commit order and a client
+                    # following ?after=<last id> misses none (SQLite writers queue anyway)
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FACE_IDS_LOCK})
                 n = self._write_images(conn, pending, new_tracks)
                 for tr in pending.tracks:
                     self._write_track(conn, tr, new_tracks)
