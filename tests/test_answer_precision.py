@@ -260,3 +260,23 @@ def test_rows_stored_unrounded_and_video_labels_read_at_the_tasks_decimals():
     face = FaceResult([0, 0, 9, 9], 1.0, None, {"age": TaskAnswer(33.26, interval=(26, 42), decimals=1),
                                                 "gender": TaskAnswer("female", 0.9)}, track=4)
     assert face_label(face) == "#4 33 female" and face.describe() == "age 33 (26-42), gender female 90%"
+
+
+def test_numeric_tasks_that_do_not_read_ages_are_grouped_by_bands_of_their_own_range():
+    """A 0..1 value and a -5..5 tilt were grouped by age bands (0-2, 3-9, ..., 70+): every face
+    fell in one group, and the bias study and group accuracy said nothing."""
+    from facemtl.metrics import group_accuracy
+
+    tilt = build_task({"name": "tilt", "type": "regression", "min_value": -5, "max_value": 5})
+    assert tilt.bias_edges == [-5.0, -2.5, 0.0, 2.5]
+    assert list(tilt.subgroups(np.array([-4.0, -1.0, 0.5, 4.0, np.nan]))) == [
+        "-5 to -2.5", "-2.5 to 0", "0-2.5", "2.5+", "?"]
+    light = build_task({"name": "brightness", "type": "regression", "min_value": 0, "max_value": 1})
+    assert light.group_edges == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert group_accuracy(np.array([0.31, 0.45]), np.array([0.35, 0.35]), light.group_edges, False) == 0.5
+    quality = build_task({"name": "quality", "type": "ordinal", "min_value": 1, "max_value": 5})
+    assert list(quality.subgroups(np.array([1.0, 4.0, 5.0]))) == ["1", "4+", "4+"]
+    age = build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116})
+    years = build_task({"name": "years", "type": "regression", "label": "age"})  # reads ages: age groups
+    assert age.bias_edges == years.bias_edges == [0, 20, 40, 60]
+    assert list(years.subgroups(np.array([19.6, 20.0]))) == ["0-19", "20-39"]

@@ -148,6 +148,12 @@ def test_a_wrong_entry_deep_in_a_setting_is_named_with_yamls_yes_no_trap():
     ([{"name": "score", "type": "regression"}], "a task cannot be named 'score'"),  # the epoch's mean skill
     ([{"name": "x1", "type": "regression"}], "a task cannot be named 'x1'"),  # a CSV column
     ([{"name": "raw_age", "type": "regression"}], "names starting raw_"),
+    ([{"name": "_info", "type": "regression"}], "a name is a letter, then letters, digits or _"),  # the metrics' own
+    ([{"name": "=HYPERLINK(1)", "type": "regression"}], "a name is a letter"),
+    ([{"name": "hair colour", "type": "nominal", "classes": ["a", "b"]}], "a name is a letter"),
+    ([{"name": "hair", "type": "nominal", "classes": ["black", "Black ", "red"]}], r"\['Black ', 'black'\] read alike"),
+    ([{"name": "smiling", "type": "binary", "classes": ["", "yes"]}], "a class name is empty"),
+    ([{"name": "quality", "type": "ordinal", "min_value": 0.5, "max_value": 4.5}], "ranks are whole numbers"),
     ([{"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
       {"name": "age_interval", "type": "regression"}], "task 'age' writes a field of that name"),
     ([{"name": "gender", "type": "nominal", "num_classes": 2, "classes": ["m", "f"]},

@@ -10,6 +10,7 @@ dataclass that validates itself; :func:`load_config` turns any mistake into a
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,9 +200,18 @@ RESERVED_TASK_NAMES = frozenset({
 ANSWER_SUFFIXES = ("_interval", "_probability", "_probabilities", "_p_")
 
 
+#: What a task name may be: it becomes a JSON key, a CSV header, a database value and the
+#: API's ``<task>=`` / ``<task>_min`` parameters (``=``, spaces, a leading ``_`` or a
+#: spreadsheet's formula sign would break one of them).
+TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
 def check_task_names(names: list[str]) -> None:
     """Refuse task names that would overwrite a field of the outputs or another task's answer."""
     for name in names:
+        if not TASK_NAME.match(str(name)):
+            raise ConfigError(f"a task cannot be named {name!r}: a name is a letter, then letters, digits or _ "
+                              "(it becomes a JSON key, a CSV column and an API parameter)")
         if name in RESERVED_TASK_NAMES or name.startswith("raw_"):
             raise ConfigError(f"a task cannot be named {name!r}: outputs already have a field of that name "
                               f"(reserved: {', '.join(sorted(RESERVED_TASK_NAMES))}, and names starting raw_)")

@@ -6,7 +6,7 @@ score ``CS(k) = N_{|e| <= k} / N`` (eq. 17), plus age-group accuracy.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -42,22 +42,31 @@ def to_groups(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
     return np.clip(np.searchsorted(np.asarray(edges, float), np.asarray(values, float), side="right") - 1, 0, len(edges) - 1)
 
 
-def group_names(edges: Sequence[float]) -> list[str]:
+def group_names(edges: Sequence[float], whole: bool | None = None) -> list[str]:
     """Readable names for :func:`to_groups` groups, e.g. ``["0-2", "3-9", ..., "70+"]``."""
-    e = [int(x) if float(x).is_integer() else x for x in edges]
-    names = [f"{a}-{b - 1 if isinstance(b, int) else b}" for a, b in zip(e[:-1], e[1:])]
-    return names + [f"{e[-1]}+"]
+    if whole if whole is not None else all(float(x).is_integer() for x in edges):
+        # whole numbers (ages, ranks): a group ends one below the next
+        e: list[Any] = [int(x) for x in edges]
+        spans = [(a, b - 1) for a, b in zip(e[:-1], e[1:])]
+    else:  # bands of a continuous value: a group ends where the next starts
+        e = [float(f"{float(x):g}") for x in edges]
+        spans = list(zip(e[:-1], e[1:]))
+    names = [f"{a:g}" if a == b else f"{a:g} to {b:g}" if a < 0 or b < 0 else f"{a:g}-{b:g}"
+             for a, b in spans]  # (-5 to -4, not -5--4)
+    return names + [f"{e[-1]:g}+"]
 
 
-def group_accuracy(pred: np.ndarray, true: np.ndarray, edges: Sequence[float]) -> float:
+def group_accuracy(pred: np.ndarray, true: np.ndarray, edges: Sequence[float], whole: bool | None = None) -> float:
     """Fraction of samples whose predicted value falls in the same group as the true one.
 
-    Continuous predictions are rounded to the nearest integer first, so that an
-    age of 2.6 counts as 3 (the "3-9" group), as a person would read it.
+    For whole-number values (``whole``; by default, where the edges are whole numbers),
+    continuous predictions are rounded to the nearest integer first, so that an age of 2.6 counts as 3 (the "3-9" group), as a person would
+    read it; edges with fractions (bands of a 0..1 value) take the predictions as they are.
     """
     if not len(true):
         return float("nan")
-    p = np.rint(np.asarray(pred, float))
+    whole = whole if whole is not None else all(float(e).is_integer() for e in edges)
+    p = np.rint(np.asarray(pred, float)) if whole else np.asarray(pred, float)
     return float(np.mean(to_groups(p, edges) == to_groups(true, edges)))
 
 
@@ -68,14 +77,15 @@ def confusion_matrix(pred: np.ndarray, true: np.ndarray, num_classes: int) -> np
     return m
 
 
-def regression_metrics(pred: np.ndarray, true: np.ndarray, edges: Sequence[float]) -> dict:
-    """MAE, MSE, CS(0..10) and age-group accuracy for ordinal and regression tasks."""
+def regression_metrics(pred: np.ndarray, true: np.ndarray, edges: Sequence[float], whole: bool | None = None) -> dict:
+    """MAE, MSE, CS(0..10) and group accuracy (age groups, or ``edges``' bands) for ordinal and
+    regression tasks (``whole``: values are whole numbers, see :func:`group_names`)."""
     return {
         "mae": mae(pred, true),
         "mse": mse(pred, true),
         "cs": {str(k): v for k, v in cumulative_score(pred, true).items()},
-        "group_accuracy": group_accuracy(pred, true, edges),
-        "groups": group_names(edges),
+        "group_accuracy": group_accuracy(pred, true, edges, whole),
+        "groups": group_names(edges, whole),
         "n": int(len(true)),
     }
 

@@ -48,14 +48,19 @@ class _Numeric(Task):
 
     min_value: float = 0.0
     max_value: float = 100.0
-    #: Group edges for "age-group accuracy"; defaults to :data:`DEFAULT_AGE_EDGES`.
-    group_edges: list[float] = field(default_factory=lambda: list(DEFAULT_AGE_EDGES))
+    #: Group edges for "group accuracy". Default: :data:`DEFAULT_AGE_EDGES` for a task that
+    #: reads ages (its label column is ``age``), else five equal bands of ``min_value ..
+    #: max_value`` (a 0..1 value or a -5..5 tilt grouped by age bands fell in one group).
+    group_edges: list[float] | None = None
     #: Coarser groups for subgroup (bias) tables and group confusion matrices, so that
-    #: intersections with other attributes keep some size: 0-19, 20-39, 40-59, 60+.
-    bias_edges: list[float] = field(default_factory=lambda: [0, 20, 40, 60])
+    #: intersections with other attributes keep some size. Default: 0-19, 20-39, 40-59, 60+
+    #: for ages, else four equal bands of the range.
+    bias_edges: list[float] | None = None
 
     category: ClassVar[str] = "ordinal"
     subgroup_metric: ClassVar[str] = "mae"
+    #: Whether its values are whole numbers (an ordinal task's ranks).
+    whole_values: ClassVar[bool] = False
     #: What becomes of a label outside ``min_value .. max_value`` (the end of the warning).
     outside_range: ClassVar[str] = "it is learned as it is"
 
@@ -63,6 +68,26 @@ class _Numeric(Task):
         super().__post_init__()
         if not self.max_value > self.min_value:
             raise ValueError(f"task {self.name!r}: max_value must exceed min_value")
+        ages = self.label == "age"
+        if self.group_edges is None:
+            self.group_edges = list(DEFAULT_AGE_EDGES) if ages else self._bands(5)
+        if self.bias_edges is None:
+            self.bias_edges = [0, 20, 40, 60] if ages else self._bands(4)
+
+    @property
+    def whole_groups(self) -> bool:
+        """Whether its groups hold whole numbers (ranks, or ages: ``0-19`` ends at 19), not
+        bands of a continuous value (``0-0.25`` ends where ``0.25-0.5`` starts)."""
+        return self.whole_values or self.label == "age"
+
+    def _bands(self, n: int) -> list[float]:
+        """``n`` equal bands of ``min_value .. max_value`` (their lower edges; whole numbers for
+        whole values)."""
+        step = (self.max_value - self.min_value) / n
+        edges = [self.min_value + k * step for k in range(n)]
+        if self.whole_values:
+            return sorted({int(round(e)) for e in edges})
+        return [round(e, self.decimals) for e in edges]
 
     def invalid_labels(self, values: np.ndarray) -> tuple[int, str]:
         """Labels outside ``min_value .. max_value`` are counted, not refused: the task still
@@ -99,7 +124,8 @@ class _Numeric(Task):
 
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
         m = valid(true)
-        return regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges)
+        return regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges,
+                                  self.whole_groups)
 
     def baseline(self, train_true: np.ndarray) -> float:
         t = np.asarray(train_true, float)[valid(train_true)]
@@ -137,7 +163,7 @@ class _Numeric(Task):
 
     def subgroups(self, values: np.ndarray) -> np.ndarray:
         """The coarse groups of :attr:`bias_edges` (0-19, 20-39, 40-59, 60+)."""
-        names = group_names(self.bias_edges)
+        names = group_names(self.bias_edges, self.whole_groups)
         v = np.asarray(values, float)
         return np.array(["?" if np.isnan(x) else names[g] for x, g in zip(v, to_groups(np.nan_to_num(v), self.bias_edges))],
                         dtype=object)
@@ -145,7 +171,7 @@ class _Numeric(Task):
     def confusion(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Between the coarse groups of :attr:`bias_edges`."""
         ok = valid(true)
-        names = group_names(self.bias_edges)
+        names = group_names(self.bias_edges, self.whole_groups)
         g_p = to_groups(np.asarray(pred, float)[ok], self.bias_edges)
         g_t = to_groups(np.asarray(true, float)[ok], self.bias_edges)
         return confusion_matrix(g_p, g_t, len(names)), names
@@ -191,10 +217,15 @@ class OrdinalTask(_Numeric):
     mean_variance: list[float] | None = None
 
     kind: ClassVar[str] = "ordinal"
+    whole_values: ClassVar[bool] = True
     outside_range: ClassVar[str] = "the loss learns each as the nearest end of the range (its rank is clamped)"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not (float(self.min_value).is_integer() and float(self.max_value).is_integer()):
+            raise ValueError(f"task {self.name!r}: an ordinal task's ranks are whole numbers, so min_value and "
+                             f"max_value must be too, not {self.min_value:g} and {self.max_value:g} (labels were "
+                             "shifted by the fraction); use a regression task for other values")
         if self.method not in ("binary", "coral", "corn", "softmax"):
             raise ValueError(
                 f"task {self.name!r}: unknown ordinal method {self.method!r}; choose binary, coral, corn or softmax"
