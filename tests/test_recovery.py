@@ -254,3 +254,37 @@ def test_a_full_disk_at_a_checkpoint_save_is_one_sentence_and_keeps_the_earlier_
     with pytest.raises(OSError, match="The write failed") as other:
         save_checkpoint({"epoch": 2}, path)
     assert other.value.errno == errno.EIO and not path.with_suffix(".tmp").exists()
+
+
+def test_a_resume_over_changed_data_is_refused_unless_accepted(utkface_root, tmp_path, capsys, monkeypatch):
+    """A manifest edited between the two starts (rows re-ordered, labels changed) resumed without
+    a word: the split picked other faces, so test faces could be trained on."""
+    from facemtl.cli import main
+    from facemtl.data.utkface import read_utkface
+
+    files = read_utkface(utkface_root, limit=60).paths
+    manifest = tmp_path / "faces.csv"
+
+    def write(rows):
+        manifest.write_text("path,sex\n" + "".join(f"{p},{s}\n" for p, s in rows))
+
+    rows = [(p, ["male", "female"][int(Path(p).name.split("_")[1])]) for p in files]
+    write(rows)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"tasks: [{{name: gender, type: nominal, label: sex, classes: [male, female]}}]\n"
+                      f"data: {{dataset: csv, root: {manifest}, image_size: 32, workers: 0}}\n"
+                      "model: {backbone: tiny_mbconv, pretrained: false, shared_stages: 2}\n"
+                      "train: {epochs: 1, batch_size: 16}\n")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--out", str(run), "--no-progress"]) == 0
+    write([(p, {"male": "female", "female": "male"}[s] if i < 10 else s) for i, (p, s) in enumerate(rows)])
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "train.epochs=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the data changed since this run started (" in err and "(other files or labels)" in err
+    assert "--overwrite" in err and "FACEMTL_ACCEPT_DATA_CHANGE=1" in err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # nothing trained over the other labels
+    monkeypatch.setenv("FACEMTL_ACCEPT_DATA_CHANGE", "1")
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "train.epochs=2"]) == 0
+    assert "the data changed since this run started" in capsys.readouterr().err
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2

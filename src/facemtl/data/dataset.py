@@ -258,6 +258,29 @@ def _attribute(fs: FaceSet, name: str) -> np.ndarray:
         raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(fs.attributes))}") from None
 
 
+def data_fingerprint(data: "DataBundle", tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:
+    """Per split, its size and the SHA-256 (first 16 hex digits) of its file names and the labels
+    of the tasks that answer at inference, in order: what ``--resume`` compares, so that a run
+    never goes on over other faces (a manifest edited or re-ordered between the two starts).
+
+    File names, not paths, so a data folder that moved (``data.root=...``) reads the same;
+    training-only targets (a teacher's features, soft targets) are left out, since a
+    recomputed cache may differ in its last bits."""
+    import hashlib
+
+    cols = label_columns(tasks)
+    keep = [c for t, c in zip(tasks, cols) if t.inference]
+    out = {}
+    for name in ("train", "val", "test"):
+        fs = data.split(name)
+        h = hashlib.sha256("\n".join(Path(p).name for p in fs.paths).encode())
+        labels = fs.labels.numpy()
+        for c in keep:
+            h.update(np.nan_to_num(np.round(labels[:, c].astype(np.float64), 4), nan=-1e9).tobytes())
+        out[name] = {"faces": len(fs), "sha256": h.hexdigest()[:16]}
+    return out
+
+
 def label_columns(tasks: Sequence[Task]) -> list[int | slice]:
     """Where each task's labels sit in the label matrix: a column index for a scalar label
     (``labels[:, c]`` is ``(N,)``), a slice for a vector label (``(N, D)``)."""

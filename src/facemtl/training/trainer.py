@@ -20,7 +20,7 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config
 from ..data.augment import augment
-from ..data.dataset import DataBundle, balance_weights, build_data, label_columns
+from ..data.dataset import DataBundle, balance_weights, build_data, data_fingerprint, label_columns
 from ..device import seed_everything, to_device
 from ..epochlog import truncate_epochs
 from ..jsonutil import dumps
@@ -36,6 +36,9 @@ from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, Progre
 from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
 from .runfolder import WORLD_SIZE_ENV, check_fresh, check_resumable, check_world_size, saved_world_size
+
+#: Environment variable that lets ``--resume`` go on although the data changed (with a warning).
+DATA_CHANGE_ENV = "FACEMTL_ACCEPT_DATA_CHANGE"
 
 
 class Trainer:
@@ -105,6 +108,9 @@ class Trainer:
         BACKBONES.get(cfg.model.backbone)  # a misspelt name fails here, before the images are read
         WEIGHTINGS.get(cfg.weighting.name)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        self.data_fingerprint = data_fingerprint(self.data, self.tasks)
+        if resume:
+            self._check_same_data()
         if "image_cache" in self.data.report:
             self.log(f"images: {self.data.report['image_cache']}")
         if t.balance_by:
@@ -446,6 +452,7 @@ class Trainer:
         if full:
             state.update(
                 world_size=self.dist.world,  # a resume on another number of processes is refused unless accepted
+                data_fingerprint=self.data_fingerprint,  # and one over other faces
                 optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(),
                 weighting=self.weighting.state_dict(),
@@ -456,6 +463,23 @@ class Trainer:
                 callbacks=[cb.state_dict() for cb in self.callbacks],
             )
         return state
+
+    def _check_same_data(self) -> None:
+        """Refuse a resume over other faces or labels than the run started with (a manifest
+        edited or re-ordered since: ``data.limit`` and the split would pick other faces, and
+        test faces could be trained on), unless :data:`DATA_CHANGE_ENV` accepts it."""
+        then = (self._last or {}).get("data_fingerprint")
+        if not then or then == self.data_fingerprint:  # (a last.pt written before 2026-11-27 records none)
+            return
+        changed = ", ".join(f"{k} {then[k]['faces']} -> {v['faces']} faces" if then.get(k, {}).get("faces") != v["faces"]
+                            else f"{k} (other files or labels)" for k, v in self.data_fingerprint.items()
+                            if then.get(k) != v)
+        said = (f"the data changed since this run started ({changed}): going on would train and score on other "
+                "faces than its first epochs; start it again with --overwrite, or set "
+                f"{DATA_CHANGE_ENV}=1 to go on anyway")
+        if os.environ.get(DATA_CHANGE_ENV, "").strip().lower() in ("", "0", "false", "no"):
+            raise ValueError(said)
+        self.log(f"warning: {said.split(';')[0]}; going on ({DATA_CHANGE_ENV} is set)")
 
     def _resume(self) -> None:
         path = self.out / "last.pt"  # read in __init__, before the data was
