@@ -579,7 +579,7 @@ def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_pa
         assert client.get("/v1/faces", params={"gender": "female"}).status_code == 400  # no such task here
         stats = client.get("/v1/stats", params={"since": 0}).json()["tasks"]
         assert stats["glasses"]["groups"] == [g for g in ["no", "yes"] if g in stats["glasses"]["groups"]]
-        assert set(stats["smile"]["groups"]) <= {"0-19", "20-39", "40-59", "60+"}  # the task's own groups
+        assert set(stats["smile"]["groups"]) <= {"0-25", "25-50", "50-75", "75+"}  # its own range in four bands
         assert sum(sum(b["counts"].values()) for b in stats["smile"]["buckets"]) == 32
         doc = client.get("/openapi.json").json()
         params = {p["name"] for p in doc["paths"]["/v1/faces"]["get"]["parameters"]}

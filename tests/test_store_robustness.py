@@ -584,3 +584,30 @@ def test_the_api_follows_new_faces_by_id(client_store):
     assert [f["id"] for f in more][0] > ids[-1] and len(ids) + len(more) == store.counts()["faces"]
     bad = client.get("/v1/faces", params={"after": 1, "cursor": "1.0_1"})
     assert bad.status_code == 400 and "after and cursor cannot be combined" in bad.json()["detail"]
+
+
+def test_api_details_an_integrator_tripped_on(client_store):
+    """A misspelt upload parameter stored faces under the default source; HEAD on /v1/health was
+    405 (load balancers' checks); milliseconds were read as seconds far in the future; a track's
+    confidence had 16 digits where stream --json writes 4."""
+    client, store = client_store
+    r = client.post(
+        "/v1/analyze", params={"sorce": "cam"}, files={"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")})
+    assert r.status_code == 400 and "unknown query parameter 'sorce'" in r.json()["detail"]
+    assert client.head("/v1/health").status_code == 200
+    ms = client.get("/v1/faces", params={"since": "1795788167732"})
+    assert ms.status_code == 400 and "looks like milliseconds" in ms.json()["detail"]
+    for t in client.get("/v1/tracks", params={"closed": "true"}).json()["items"]:
+        assert t["confidence"] is None or t["confidence"] == round(t["confidence"], 4)
+    blank = client.post("/v1/analyze", files={"file": ("b.png", _blank_png(), "image/png")})
+    assert blank.status_code == 200 and blank.headers["X-Facemtl-Stored"] == "none"
+
+
+def _blank_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 200, 200)).save(buf, "PNG")
+    return buf.getvalue()

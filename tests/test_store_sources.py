@@ -359,7 +359,6 @@ def test_uploads_under_a_name_another_kind_owns_are_refused_once_not_kept_foreve
     retried as if the database were away, then dropped; now ``refused``, said once in the log."""
     from types import SimpleNamespace
 
-    from facemtl.inference.results import ImageResult
     from facemtl.server.service import Service
 
     db = str(tmp_path / "r.db")
@@ -369,7 +368,7 @@ def test_uploads_under_a_name_another_kind_owns_are_refused_once_not_kept_foreve
         svc = Service(store, None)
         svc.predictor = SimpleNamespace(info=INFO)  # what the upload writer reads of the model
         with caplog.at_level("ERROR", logger="facemtl.server"):
-            said = [svc._store(ImageResult(file=f"{k}.jpg"), None, [], None) for k in range(3)]
+            said = [svc._store(r, None, r.faces, None) for r in photos(INFO, 3)]  # (photos with faces)
         assert said == ["refused"] * 3 and not svc._unstored
         assert [r.getMessage()[:40] for r in caplog.records] == ["uploads are not stored: the source 'uplo"]
         assert counts(store) == before

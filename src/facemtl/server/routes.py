@@ -87,7 +87,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
             raise HTTPException(400, f"unknown query parameter {unknown[0]!r}; this route takes: "
                                      f"{', '.join(sorted(known | extra))}")
 
-    @router.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
+    @router.api_route("/health", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Health}},
+                      tags=["service"])  # (HEAD: load balancers' checks)
     def health() -> Any:
         """Whether the server and its database answer (no token needed)."""
         h = service.health()
@@ -116,12 +117,15 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
                             413: {"model": ErrorOut, "description": "the upload is over the size limit"},
                             415: {"model": ErrorOut, "description": "the upload is not an image"}},
                  tags=["analysis"])
-    def analyze(file: UploadFile = File(..., description="a photo"),
+    def analyze(request: Request, file: UploadFile = File(..., description="a photo"),
                 annotate: bool = Query(False, description="also return the photo with boxes and labels drawn"),
                 source: Optional[str] = Query(None, min_length=1, max_length=200, pattern=NAME,
                                               description="store the faces under this source name")) -> Any:
         """Every face in one photo: the same JSON as one line of ``facemtl analyze --json``;
         the faces are stored as a session of uploads when the server has a database."""
+        unknown = sorted(set(request.query_params) - {"annotate", "source"})
+        if unknown:  # a misspelt ?sorce=cam stored the faces under the default source without a word
+            raise HTTPException(400, f"unknown query parameter {unknown[0]!r}; this route takes: annotate, source")
         out, stored = service.analyze(file.file.read(), file.filename, annotate, source)
         schemas.Analysis.model_validate(out)  # the documented shape, checked; sent as analyze --json writes it
         return JSONResponse(out, headers={"X-Facemtl-Stored": stored})

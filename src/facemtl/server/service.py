@@ -140,9 +140,12 @@ class Service:
         """Store ``result`` (``faces``: its faces in the pixels of ``rgb``, for thumbnails); says
         how, as the ``X-Facemtl-Stored`` header does: ``yes``; ``kept`` (the database does not
         answer: kept in memory and written when it does); ``refused`` (the database refused its
-        data: dropped, logged); ``no`` (no database, a read-only one, or the server is stopping)."""
+        data: dropped, logged); ``no`` (no database, a read-only one, or the server is stopping);
+        ``none`` (the photo has no face: the store keeps faces, so there was nothing to store)."""
         if self.store is None or self.store.read_only:
             return "no"
+        if not result.faces:
+            return "none"
         thumbs = None
         if self.thumbnails and result.faces:
             from ..sinks.db import face_thumbnail
@@ -221,7 +224,8 @@ class Service:
         except Exception:  # the database is away: the upload is kept, and never claims a source of another kind
             return
         if kind is not None and kind != "upload":
-            raise ServiceError(409, f"the source {source!r} belongs to a {kind} run, not to uploads; give uploads "
+            raise ServiceError(409, f"the source {source!r} belongs to {'an' if kind[0] in 'aeiou' else 'a'} {kind} run, "
+                                    "not to uploads; give uploads "
                                     "a name of their own (?source=...)")
 
     # -- reads ---------------------------------------------------------------------------------

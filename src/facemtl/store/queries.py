@@ -44,6 +44,8 @@ def parse_time(text: str) -> float:
         return (d if d.tzinfo is not None else d.replace(tzinfo=timezone.utc)).timestamp()
     if not math.isfinite(t):
         raise ValueError("a finite number of seconds since the epoch")
+    if abs(t) >= 1e11:  # past the year 5000 in seconds: milliseconds (JavaScript's Date.now()), read as none
+        raise ValueError(f"seconds since the epoch; {text[:40]} looks like milliseconds (divide by 1000)")
     return t
 
 #: How far SQLite counts a filter's matches before calling it common (see the module doc).
@@ -259,7 +261,7 @@ def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, An
             "id": r.id, "source": sources.get(r.source_id), "session": r.session_id, "track": r.track,
             "first_frame": r.first_frame, "last_frame": r.last_frame, "frames": r.frames, "faces": r.faces,
             "first_time": r.first_time, "last_time": r.last_time, "started": r.started, "ended": r.ended,
-            "confidence": r.confidence, "closed": r.closed,
+            "confidence": None if r.confidence is None else round(float(r.confidence), 4), "closed": r.closed,
         }
         fields = answer_fields(answers[r.id], decimals) if r.id in answers else latest.get(r.id, {})
         rec.update({k: v for k, v in fields.items() if k not in rec})
