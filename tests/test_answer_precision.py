@@ -280,3 +280,19 @@ def test_numeric_tasks_that_do_not_read_ages_are_grouped_by_bands_of_their_own_r
     years = build_task({"name": "years", "type": "regression", "label": "age"})  # reads ages: age groups
     assert age.bias_edges == years.bias_edges == [0, 20, 40, 60]
     assert list(years.subgroups(np.array([19.6, 20.0]))) == ["0-19", "20-39"]
+
+
+def test_a_long_label_on_a_small_photo_is_wrapped_not_cut_off():
+    """Six tasks' answers on a 200 px crop were cut off after the second."""
+    from PIL import Image, ImageDraw
+
+    from facemtl.inference.results import FaceResult
+    from facemtl.sinks.annotate import _font, _wrap, draw_faces
+
+    face = FaceResult([20, 20, 180, 180], 1.0, None, {n: TaskAnswer(0.2861, decimals=3) for n in
+                                                      ["brightness", "tilt", "quality", "smiling", "hair", "age"]})
+    draw = ImageDraw.Draw(Image.new("RGB", (200, 200)))
+    lines = _wrap(draw, face.describe(), _font(11), 196).split("\n")
+    assert len(lines) >= 2 and all(draw.textlength(line, font=_font(11)) <= 196 for line in lines)
+    assert ", ".join(line.rstrip(",") for line in lines) == face.describe()  # nothing left out
+    assert draw_faces(np.zeros((200, 200, 3), np.uint8), [face]).shape == (200, 200, 3)
