@@ -296,3 +296,11 @@ def test_a_long_label_on_a_small_photo_is_wrapped_not_cut_off():
     assert len(lines) >= 2 and all(draw.textlength(line, font=_font(11)) <= 196 for line in lines)
     assert ", ".join(line.rstrip(",") for line in lines) == face.describe()  # nothing left out
     assert draw_faces(np.zeros((200, 200, 3), np.uint8), [face]).shape == (200, 200, 3)
+
+
+def test_an_ordinal_scale_answers_with_one_decimal_at_most():
+    """A 1..5 ordinal got three decimals (2.00 in the table, 2.0 in JSON) from its range alone."""
+    quality = build_task({"name": "quality", "type": "ordinal", "min_value": 1, "max_value": 5})
+    assert quality.decimals == 1
+    (a,) = quality.answers(np.zeros((1, quality.output_size), np.float32))
+    assert a.short("quality").split(" (")[0] in {f"quality {k}" for k in range(1, 6)}

@@ -145,8 +145,10 @@ class _Numeric(Task):
     def decimals(self) -> int:
         """Digits after the point its answers are written with: about a thousandth of the value
         range, ``max(0, 3 - floor(log10(max_value - min_value)))`` (1 for age 1..116, 2 for
-        0..10, 3 for 0..1)."""
-        return max(0, 3 - int(np.floor(np.log10(self.max_value - self.min_value))))
+        0..10, 3 for 0..1); at most 1 for whole values (an ordinal task's ranks: a 1..5 scale
+        answers 2.0 or, decoded as an expectation, 2.4, and its table reads 2)."""
+        d = max(0, 3 - int(np.floor(np.log10(self.max_value - self.min_value))))
+        return min(d, 1) if self.whole_values else d
 
     def strata(self, values: np.ndarray) -> np.ndarray:
         """About ten bins over the value range."""
