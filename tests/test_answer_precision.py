@@ -304,3 +304,27 @@ def test_an_ordinal_scale_answers_with_one_decimal_at_most():
     assert quality.decimals == 1
     (a,) = quality.answers(np.zeros((1, quality.output_size), np.float32))
     assert a.short("quality").split(" (")[0] in {f"quality {k}" for k in range(1, 6)}
+
+
+def test_the_shipped_recipes_age_tasks_answer_and_group_as_before():
+    """Age tasks keep what their range gave them before answers carried a task's precision: one
+    decimal for 1..116, two for the CORAL protocol's 21..60, and the age groups."""
+    from pathlib import Path
+
+    from facemtl.config import load_config
+    from facemtl.tasks.regression import DEFAULT_AGE_EDGES
+
+    seen = set()
+    for recipe in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        for spec in load_config(recipe).tasks:
+            t = build_task(spec)
+            if getattr(t, "label", None) == "age" and hasattr(t, "decimals"):
+                want = 1 if (t.min_value, t.max_value) == (1, 116) else 2 if (t.min_value, t.max_value) == (21, 60) \
+                    else None
+                assert want is None or t.decimals == want, (recipe.name, t.decimals)
+                if "group_edges" not in spec:  # (the CORAL recipes name their own)
+                    assert list(t.group_edges) == list(DEFAULT_AGE_EDGES), recipe.name
+                if "bias_edges" not in spec:
+                    assert list(t.bias_edges) == [0, 20, 40, 60], recipe.name
+                seen.add((t.min_value, t.max_value))
+    assert {(1, 116), (21, 60)} <= seen

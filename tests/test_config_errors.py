@@ -162,7 +162,27 @@ def test_a_wrong_entry_deep_in_a_setting_is_named_with_yamls_yes_no_trap():
 def test_a_task_named_like_an_output_field_is_refused(tasks, refused):
     """A task named ``box`` wrote its class over every face's box in the JSON, and one named
     ``score`` stopped training after an epoch with a traceback (the metrics' mean score)."""
+    from facemtl.config import check_recipe
+
+    cfg = config_from_dict({"tasks": tasks})  # (read as it is: a model file trained before the check still loads)
     with pytest.raises(ConfigError, match=refused):
-        config_from_dict({"tasks": tasks})
-    config_from_dict({"tasks": [{"name": "face_code", "type": "regression"},  # near names are fine
-                                {"name": "boxes", "type": "regression"}]})
+        check_recipe(cfg)  # refused when a run starts
+    check_recipe(config_from_dict({"tasks": [{"name": "face_code", "type": "regression"},  # near names are fine
+                                             {"name": "boxes", "type": "regression"}]}))
+
+
+def test_a_checkpoint_trained_before_the_recipe_checks_still_loads(tmp_path, capsys):
+    """Task names, class names and ordinal bounds are checked when a run starts; a model file
+    trained before (a task named 'skin-tone', classes that read alike) loads as it did."""
+    from facemtl.model import load_model
+
+    cfg, model = _tiny_checkpoint(tmp_path, [{"name": "skin-tone", "type": "nominal", "classes": ["A", "a", "B"]},
+                                             {"name": "quality", "type": "ordinal", "min_value": 0.5, "max_value": 4.5}])
+    save_checkpoint({"config": cfg.to_dict(), "tasks": [t.to_dict() for t in model.tasks], "model": model.state_dict(),
+                     "epoch": 1, "best_epoch": 1, "best_score": 0.0, "epochs_from": 1}, tmp_path / "old.pt")
+    _, tasks, _, _ = load_model(tmp_path / "old.pt")
+    assert [t.name for t in tasks] == ["skin-tone", "quality"]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"tasks": cfg.tasks, "data": {"root": str(tmp_path / "no-data")}}))
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    assert "a task cannot be named 'skin-tone'" in one_line_error(capsys)  # a new run with it is refused

@@ -43,7 +43,7 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     given as well must describe the same run. ``data_root``: the data folder in place of
     the recipe's (relative: to the current folder). The folder is locked while training.
     """
-    from .config import ConfigError, load_config
+    from .config import ConfigError, check_recipe, load_config
     from .system import abort_on_signals
     from .training import Trainer
     from .training.runfolder import RunFolderError, RunLock, check_fresh, check_resumable, resume_config
@@ -55,7 +55,9 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     elif config is None:
         raise ConfigError("a new run needs --config (a YAML recipe); add --resume to continue the run in " + str(out))
     else:  # a bad recipe, a missing data folder or a folder holding a run fails before the folder is touched
-        cfg = _with_data_root(load_config(config, overrides), data_root)
+        cfg = load_config(config, overrides)
+        check_recipe(cfg)
+        cfg = _with_data_root(cfg, data_root)
         check_fresh(out, overwrite, clear=False)
     # Under torchrun only rank 0 locks the folder (the other ranks write nothing there).
     lock = RunLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()

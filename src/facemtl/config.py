@@ -249,7 +249,6 @@ class Config:
                 built.append(build_task(spec))
             except (ValueError, KeyError) as exc:
                 raise ConfigError(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)) from None
-        check_task_names([t.name for t in built])
         try:
             check_shared_heads(built)
         except ValueError as exc:
@@ -361,3 +360,19 @@ def resolve_data_root(root: str | Path, recipe: str | Path) -> str:
     if root.is_absolute():
         return str(root)
     return str((Path(recipe).resolve().parent / root).resolve())
+
+
+def check_recipe(cfg: Config) -> None:
+    """What a run may not start with, beyond the types :class:`Config` checks: task names that
+    would overwrite output fields (:func:`check_task_names`) and each task's own recipe checks
+    (:meth:`~facemtl.tasks.Task.check_recipe`: class names that read alike, fractional ordinal
+    bounds). Called when a run starts, not when a model file is read: one trained before these
+    checks still loads."""
+    from .tasks import build_task
+
+    check_task_names([t["name"] for t in cfg.tasks])
+    for spec in cfg.tasks:
+        try:
+            build_task(spec).check_recipe()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None

@@ -44,7 +44,8 @@ def to_groups(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
 
 def group_names(edges: Sequence[float], whole: bool | None = None) -> list[str]:
     """Readable names for :func:`to_groups` groups, e.g. ``["0-2", "3-9", ..., "70+"]``."""
-    if whole if whole is not None else all(float(x).is_integer() for x in edges):
+    integers = all(float(x).is_integer() for x in edges)
+    if integers and (whole if whole is not None else True):  # (fractional edges are never cut to whole numbers)
         # whole numbers (ages, ranks): a group ends one below the next
         e: list[Any] = [int(x) for x in edges]
         spans = [(a, b - 1) for a, b in zip(e[:-1], e[1:])]

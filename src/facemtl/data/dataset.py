@@ -268,15 +268,19 @@ def data_fingerprint(data: "DataBundle", tasks: Sequence[Task]) -> dict[str, dic
     recomputed cache may differ in its last bits."""
     import hashlib
 
-    cols = label_columns(tasks)
-    keep = [c for t, c in zip(tasks, cols) if t.inference]
+    keep = [t.label for t in tasks if t.inference]
     out = {}
     for name in ("train", "val", "test"):
         fs = data.split(name)
         h = hashlib.sha256("\n".join(Path(p).name for p in fs.paths).encode())
-        labels = fs.labels.numpy()
-        for c in keep:
-            h.update(np.nan_to_num(np.round(labels[:, c].astype(np.float64), 4), nan=-1e9).tobytes())
+        for column in keep:
+            # the columns as read (attributes), not the label matrix: an image that cannot be
+            # decoded has its labels masked there, in memory caching and not when streaming
+            values = np.asarray(fs.attributes.get(column, np.zeros(0)))
+            if values.dtype.kind in "biuf":
+                h.update(np.nan_to_num(np.round(values.astype(np.float64), 4), nan=-1e9).tobytes())
+            else:
+                h.update("\n".join(map(str, values.tolist())).encode())
         out[name] = {"faces": len(fs), "sha256": h.hexdigest()[:16]}
     return out
 

@@ -325,9 +325,11 @@ class SessionWriter:
         sources = dict(self._sources)
         try:
             with self.engine.begin() as conn:
-                if conn.dialect.name == "postgresql" and pending.images:
+                if conn.dialect.name == "postgresql" and pending.faces:
                     # one writer's faces at a time, so face ids follow commit order and a client
-                    # following ?after=<last id> misses none (SQLite writers queue anyway)
+                    # following ?after=<last id> misses none (SQLite writers queue anyway); a writer
+                    # that waits over 10 s (another one stalled) keeps its batch and retries later
+                    conn.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FACE_IDS_LOCK})
                 n = self._write_images(conn, pending, new_tracks)
                 for tr in pending.tracks:

@@ -292,6 +292,11 @@ class Task:
         """The loss weight one would set by hand without a learned weighting."""
         return 1.0
 
+    def check_recipe(self) -> None:
+        """``ValueError`` in one sentence for settings a recipe may not train with (checked when a
+        run starts, :func:`facemtl.config.check_recipe`; a model file trained before is read as
+        it is)."""
+
     def check_head(self, head: "Task") -> None:
         """For a task that trains ``head``'s outputs (:attr:`output_of`): ``ValueError`` in one
         sentence if those outputs do not mean what this task's loss takes them for."""

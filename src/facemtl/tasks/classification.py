@@ -25,15 +25,6 @@ class _Classification(Task):
         super().__post_init__()
         if self.classes is not None:
             self.classes = [str(c) for c in self.classes]
-            # text labels are read case aside and trimmed: two names that read alike, or an empty
-            # one (an empty CSV cell reads as missing), would leave a class that no label reaches
-            folded = [c.strip().casefold() for c in self.classes]
-            if "" in folded:
-                raise ValueError(f"task {self.name!r}: a class name is empty; name every class")
-            twice = sorted({c for c in self.classes if folded.count(c.strip().casefold()) > 1})
-            if twice:
-                raise ValueError(f"task {self.name!r}: the class names {twice} read alike (labels are read case "
-                                 "aside); give each class its own name")
             if self.num_classes != len(self.classes):
                 if self.num_classes == 2 and len(self.classes) != 2:
                     self.num_classes = len(self.classes)  # num_classes left at its default
@@ -41,6 +32,19 @@ class _Classification(Task):
                     raise ValueError(f"task {self.name!r}: {len(self.classes)} class names for {self.num_classes} classes")
         if self.num_classes < 2:
             raise ValueError(f"task {self.name!r} needs at least 2 classes")
+
+    def check_recipe(self) -> None:
+        """Text labels are read case aside and trimmed: two class names that read alike, or an
+        empty one (an empty CSV cell reads as missing), would leave a class no label reaches."""
+        if self.classes is None:
+            return
+        folded = [c.strip().casefold() for c in self.classes]
+        if "" in folded:
+            raise ValueError(f"task {self.name!r}: a class name is empty; name every class")
+        twice = sorted({c for c in self.classes if folded.count(c.strip().casefold()) > 1})
+        if twice:
+            raise ValueError(f"task {self.name!r}: the class names {twice} read alike (labels are read case "
+                             "aside); give each class its own name")
 
     def class_names(self) -> list[str]:
         return self.classes or [str(i) for i in range(self.num_classes)]

@@ -86,7 +86,7 @@ class _Numeric(Task):
         step = (self.max_value - self.min_value) / n
         edges = [self.min_value + k * step for k in range(n)]
         if self.whole_values:
-            return sorted({int(round(e)) for e in edges})
+            return sorted({int(np.floor(e + 0.5)) for e in edges})  # (halves up: 0..10 gives 0, 2, 4, 6, 8)
         return [round(e, self.decimals) for e in edges]
 
     def invalid_labels(self, values: np.ndarray) -> tuple[int, str]:
@@ -145,10 +145,11 @@ class _Numeric(Task):
     def decimals(self) -> int:
         """Digits after the point its answers are written with: about a thousandth of the value
         range, ``max(0, 3 - floor(log10(max_value - min_value)))`` (1 for age 1..116, 2 for
-        0..10, 3 for 0..1); at most 1 for whole values (an ordinal task's ranks: a 1..5 scale
-        answers 2.0 or, decoded as an expectation, 2.4, and its table reads 2)."""
+        0..10, 3 for 0..1); at most 1 for the whole values of a scale that is not age (an ordinal
+        1..5 answers 2.0 or, decoded as an expectation, 2.4, and its table reads 2; an age task
+        keeps what its range gives, 2 for the CORAL protocol's 21..60)."""
         d = max(0, 3 - int(np.floor(np.log10(self.max_value - self.min_value))))
-        return min(d, 1) if self.whole_values else d
+        return min(d, 1) if self.whole_values and self.label != "age" else d
 
     def strata(self, values: np.ndarray) -> np.ndarray:
         """About ten bins over the value range."""
@@ -164,7 +165,8 @@ class _Numeric(Task):
         return f"{self.label} group"
 
     def subgroups(self, values: np.ndarray) -> np.ndarray:
-        """The coarse groups of :attr:`bias_edges` (0-19, 20-39, 40-59, 60+)."""
+        """The coarse groups of :attr:`bias_edges` (for ages 0-19, 20-39, 40-59, 60+; four bands
+        of the range otherwise)."""
         names = group_names(self.bias_edges, self.whole_groups)
         v = np.asarray(values, float)
         return np.array(["?" if np.isnan(x) else names[g] for x, g in zip(v, to_groups(np.nan_to_num(v), self.bias_edges))],
@@ -222,12 +224,15 @@ class OrdinalTask(_Numeric):
     whole_values: ClassVar[bool] = True
     outside_range: ClassVar[str] = "the loss learns each as the nearest end of the range (its rank is clamped)"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check_recipe(self) -> None:
+        """An ordinal task's ranks are whole numbers: fractional bounds shifted every label."""
         if not (float(self.min_value).is_integer() and float(self.max_value).is_integer()):
             raise ValueError(f"task {self.name!r}: an ordinal task's ranks are whole numbers, so min_value and "
                              f"max_value must be too, not {self.min_value:g} and {self.max_value:g} (labels were "
                              "shifted by the fraction); use a regression task for other values")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.method not in ("binary", "coral", "corn", "softmax"):
             raise ValueError(
                 f"task {self.name!r}: unknown ordinal method {self.method!r}; choose binary, coral, corn or softmax"

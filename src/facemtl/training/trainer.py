@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import Config
+from ..config import Config, check_recipe
 from ..data.augment import augment
 from ..data.dataset import DataBundle, balance_weights, build_data, data_fingerprint, label_columns
 from ..device import seed_everything, to_device
@@ -102,6 +102,8 @@ class Trainer:
         if self.device.type == "cuda":
             # Fixed input size: let cuDNN pick the fastest convolution algorithms once.
             torch.backends.cudnn.benchmark = True
+        if not resume:  # (a run resumed goes on with the settings it started with)
+            check_recipe(cfg)
         self.tasks = [build_task(s) for s in cfg.tasks]
         self.task_names = [x.name for x in self.tasks]
         self.label_columns = label_columns(self.tasks)
@@ -471,7 +473,8 @@ class Trainer:
         then = (self._last or {}).get("data_fingerprint")
         if not then or then == self.data_fingerprint:  # (a last.pt written before 2026-11-27 records none)
             return
-        changed = ", ".join(f"{k} {then[k]['faces']} -> {v['faces']} faces" if then.get(k, {}).get("faces") != v["faces"]
+        changed = ", ".join(f"{k} {then.get(k, {}).get('faces')} -> {v['faces']} faces"
+                            if then.get(k, {}).get("faces") != v["faces"]
                             else f"{k} (other files or labels)" for k, v in self.data_fingerprint.items()
                             if then.get(k) != v)
         said = (f"the data changed since this run started ({changed}): going on would train and score on other "

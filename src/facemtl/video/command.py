@@ -122,11 +122,11 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
         outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
                               preset=preset) + list(sinks) + stored
         stream = analyzer.stream(opened, settings, log=_say)
-        beating = [s for s in stored if hasattr(s, "heartbeat")]
-        if beating:  # a camera reconnecting for minutes stays "running", not "silent", in the database
-            stream.on_idle = lambda: [s.heartbeat() for s in beating]
-        bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
         failed: list[Sink] = []
+        beating = [s for s in outputs if callable(getattr(s, "heartbeat", None))]  # (--db's, or one passed in)
+        if beating:  # a camera reconnecting for minutes stays "running", not "silent", in the database
+            stream.on_idle = lambda: [s.heartbeat() for s in beating if s not in failed]
+        bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
         with stop_on_signals(lambda signum: stream.stop(signal.Signals(signum).name)) as received:
             try:
                 _pump(stream, outputs, bar, failed)
