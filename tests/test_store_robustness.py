@@ -584,6 +584,8 @@ def test_the_api_follows_new_faces_by_id(client_store):
     assert [f["id"] for f in more][0] > ids[-1] and len(ids) + len(more) == store.counts()["faces"]
     bad = client.get("/v1/faces", params={"after": 1, "cursor": "1.0_1"})
     assert bad.status_code == 400 and "after and cursor cannot be combined" in bad.json()["detail"]
+    past = client.get("/v1/faces", params={"after": 10**9})  # ids past the newest: purged, or another database
+    assert past.status_code == 409 and "start again from after=0" in past.json()["detail"]
 
 
 def test_api_details_an_integrator_tripped_on(client_store):

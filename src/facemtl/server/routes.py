@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
-from ..store.queries import MAX_LIMIT, AnswerFilter, parse_time
+from ..store.queries import MAX_LIMIT, AnswerFilter, PastNewest, parse_time
 from ..store.queries import Query as StoreQuery
 from .filters import TaskFilter, answer_filter_dependency
 from .schemas import ErrorOut, Health, Schemas, SourceOut, StatsOut, TaskInfo, VersionOut, task_fields
@@ -62,7 +62,10 @@ def _query(service_call, **kw: Any) -> Any:
         q.position()
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
-    return service_call(q)
+    try:
+        return service_call(q)
+    except PastNewest as exc:  # a follower's ?after= above every id: the database was purged, or is another
+        raise HTTPException(409, str(exc)) from None
 
 
 async def _one_file(request: Request) -> None:
@@ -146,11 +149,12 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
                  "value range; page with ``next``. To follow new results, pass ``after`` (the last id seen) "
                  "instead: ``since`` selects by capture time, and with several writers a batch can be stored "
                  "after faces captured later than it.")
+    past = {409: {"model": ErrorOut, "description": "after is past the newest face (purged): start again from 0"}}
     router.add_api_route("/faces", faces_route, methods=["GET"], response_model=schemas.FacePage, dependencies=deps,
-                         responses=ERRORS, tags=["results"], summary="Faces", description=faces_doc,
+                         responses={**ERRORS, **past}, tags=["results"], summary="Faces", description=faces_doc,
                          operation_id="faces")
     router.add_api_route("/detections", faces_route, methods=["GET"], response_model=schemas.FacePage,
-                         dependencies=deps, responses=ERRORS, tags=["results"], summary="Detections (= faces)",
+                         dependencies=deps, responses={**ERRORS, **past}, tags=["results"], summary="Detections (= faces)",
                          description="The same as ``/v1/faces``.", operation_id="detections")
 
     @router.get("/faces/{face_id}/thumbnail.jpg", dependencies=deps, responses={**ERRORS, **JPEG},

@@ -122,6 +122,10 @@ class Query:
         return t, ident
 
 
+class PastNewest(ValueError):
+    """``after`` names an id past the newest face: a follower must start again (HTTP 409)."""
+
+
 def make_cursor(t: float, ident: int) -> str:
     return f"{t!r}_{ident}"
 
@@ -221,7 +225,13 @@ def find_faces(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], str
     again: a follower past the newest id should start again from 0."""
     if q.after is not None:
         stmt = sa.select(Face).where(Face.id > q.after, *_face_where(conn, q)).order_by(Face.id).limit(q.limit)
-        return face_records(conn, conn.execute(stmt).all()), None
+        rows = conn.execute(stmt).all()
+        if not rows and q.after > 0:
+            newest = conn.execute(sa.select(sa.func.max(Face.id))).scalar()
+            if newest is None or q.after > newest:
+                raise PastNewest(f"after={q.after} is past the newest face (id {newest or 0}): the faces after it were "
+                                 "deleted (retention) or this is another database; start again from after=0")
+        return face_records(conn, rows), None
     stmt = sa.select(Face).where(*_face_where(conn, q)).order_by(Face.time.desc(), Face.id.desc()).limit(q.limit + 1)
     rows = conn.execute(stmt).all()
     more = len(rows) > q.limit
