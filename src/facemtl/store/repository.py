@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence, TextIO
 import sqlalchemy as sa
 
 from ..inference.model_info import ModelInfo
-from ..tasks import TASK_TYPES, Task
+from ..tasks import Task
 from . import queries
 from .engine import StoreError, cannot_open, create_db_engine, database_url, read_only, redacted
 from .export import write_records
@@ -200,8 +200,7 @@ class Store:
 
     def export(self, kind: str, out: TextIO, fmt: str = "jsonl", q: queries.Query | None = None) -> int:
         """Write every face or track (matching ``q``) to ``out`` as CSV or JSON lines; returns how many."""
-        tasks = self.tasks()  # (a plugin providing a stored task type is loaded here)
+        left_out: list[str] = []  # stored tasks this process cannot build: their columns come from the records
         with self.engine.connect() as conn:
-            specs = queries.session_tasks(conn)
-        complete = all(s.get("type") in TASK_TYPES for s in specs)  # else columns are taken from the records
-        return write_records(self.records(kind, q), out, fmt, kind, tasks, complete=complete)
+            tasks = tasks_from_specs(queries.session_tasks(conn), left_out)
+        return write_records(self.records(kind, q), out, fmt, kind, tasks, complete=not left_out)

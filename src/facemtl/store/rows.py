@@ -64,21 +64,25 @@ def codecs_for(tasks: Iterable[Task]) -> dict[str, AnswerCodec]:
     return {t.name: AnswerCodec(t) for t in tasks}
 
 
-def tasks_from_specs(specs: Sequence[dict[str, Any]] | None) -> list[Task]:
-    """Tasks from stored specs, leaving out, with a warning on the ``facemtl.store`` log, any
-    this process cannot build (a plugin's task type whose package is not imported here). Their
-    stored answers are still read and exported (:func:`~facemtl.store.export.write_records`
-    takes their columns from the records)."""
+def tasks_from_specs(specs: Sequence[dict[str, Any]] | None, left_out: list[str] | None = None,
+                     warn: bool = True) -> list[Task]:
+    """Tasks from stored specs, leaving out any this process cannot build (a plugin's task type
+    whose package is not imported here): their names are appended to ``left_out``, and said on
+    the ``facemtl.store`` log when ``warn``. Their stored answers are still read and exported
+    (:func:`~facemtl.store.export.write_records` takes their columns from the records)."""
     out = []
     for s in specs or []:
         try:
             t = build_task(s)
         except (ValueError, KeyError) as exc:
-            kind = s.get("type")
-            why = (f"its type {kind!r} is not registered in this process (import the package that registers it)"
-                   if kind not in TASK_TYPES.names() else str(exc).strip("'\""))
-            log.warning("stored task %r is left out of the tasks known here: %s; its stored answers are still "
-                        "exported as stored", s.get("name"), why)
+            if left_out is not None:
+                left_out.append(str(s.get("name")))
+            if warn:
+                kind = s.get("type")
+                why = (f"its type {kind!r} is not registered in this process (import the package that registers it)"
+                       if kind not in TASK_TYPES.names() else str(exc).strip("'\""))
+                log.warning("stored task %r is left out of the tasks known here: %s; its stored answers are still "
+                            "exported as stored", s.get("name"), why)
             continue
         if t.inference:
             out.append(t)
@@ -103,15 +107,8 @@ def answer_from_row(row: Any, decimals: int | None = None) -> TaskAnswer:
 def stored_decimals(specs: Sequence[dict[str, Any]] | None) -> dict[str, int]:
     """``{task: decimals}`` of the numeric tasks among stored specs (quietly skipping any this
     process cannot build; :func:`tasks_from_specs` says so where it matters)."""
-    out: dict[str, int] = {}
-    for s in specs or []:
-        try:
-            d = getattr(build_task(s), "decimals", None)
-        except (ValueError, KeyError):
-            continue
-        if isinstance(d, int):
-            out[s["name"]] = d
-    return out
+    return {t.name: t.decimals for t in tasks_from_specs(specs, warn=False)
+            if isinstance(getattr(t, "decimals", None), int)}
 
 
 def face_fields(face: Any) -> dict[str, Any]:
