@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .inference.results import ANSWER_SUFFIXES as RESULT_SUFFIXES
 from .typecheck import SettingTypeError, check, did_you_mean, hints
 
 
@@ -196,8 +197,9 @@ RESERVED_TASK_NAMES = frozenset({
     "error", "faces", "annotated", "wall_time", "first_frame", "last_frame", "frames", "first_time",
     "last_time", "started", "ended", "confidence", "closed", "type", "face", "x1", "y1", "x2", "y2",
     "loss", "epoch", "lr"})
-#: Suffixes a task's answer adds to its name in every output (``age_interval``, ``gender_p_male``, ...).
-ANSWER_SUFFIXES = ("_interval", "_probability", "_probabilities", "_p_")
+#: Suffixes a task's answer adds to its name in the outputs: the JSON fields'
+#: (:data:`facemtl.inference.results.ANSWER_SUFFIXES`) and CSV's ``<task>_p_<class>``.
+ANSWER_SUFFIXES = (*RESULT_SUFFIXES, "_p_")
 
 
 #: What a task name may be: it becomes a JSON key, a CSV header, a database value and the

@@ -94,7 +94,7 @@ def _upright_size(im: Image.Image) -> tuple[int, int]:
     return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)  # stored rotated by 90 degrees
 
 
-def _is_file(image: Any) -> bool:
+def is_open_file(image: Any) -> bool:
     """Whether ``image`` is an open binary file (what Pillow reads: ``read``, ``seek``, ``tell``)."""
     return all(hasattr(image, m) for m in ("read", "seek", "tell"))
 
@@ -169,7 +169,7 @@ def read_image(image: Any, keep_side: int | None = None) -> tuple[np.ndarray, tu
     """
     if isinstance(image, (bytes, bytearray, memoryview)):  # the bytes of a file: read as that file is
         image = io.BytesIO(image)
-    if not (isinstance(image, (str, Path)) or _is_file(image)) or keep_side is None:
+    if not (isinstance(image, (str, Path)) or is_open_file(image)) or keep_side is None:
         rgb = open_image(image)
         return rgb, (int(rgb.shape[1]), int(rgb.shape[0]))
     with _open(image) as im:
@@ -205,7 +205,7 @@ def open_image(image: Any) -> np.ndarray:
         return load_rgb(str(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
         return load_rgb(io.BytesIO(image))
-    if _is_file(image):
+    if is_open_file(image):
         return load_rgb(image)
     if isinstance(image, Image.Image):
         return np.asarray(to_rgb(image), dtype=np.uint8)

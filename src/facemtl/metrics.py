@@ -45,7 +45,7 @@ def to_groups(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
 def group_names(edges: Sequence[float], whole: bool | None = None) -> list[str]:
     """Readable names for :func:`to_groups` groups, e.g. ``["0-2", "3-9", ..., "70+"]``."""
     integers = all(float(x).is_integer() for x in edges)
-    if integers and (whole if whole is not None else True):  # (fractional edges are never cut to whole numbers)
+    if integers and whole is not False:  # (fractional edges are never cut to whole numbers)
         # whole numbers (ages, ranks): a group ends one below the next
         e: list[Any] = [int(x) for x in edges]
         spans = [(a, b - 1) for a, b in zip(e[:-1], e[1:])]
@@ -61,8 +61,9 @@ def group_accuracy(pred: np.ndarray, true: np.ndarray, edges: Sequence[float], w
     """Fraction of samples whose predicted value falls in the same group as the true one.
 
     For whole-number values (``whole``; by default, where the edges are whole numbers),
-    continuous predictions are rounded to the nearest integer first, so that an age of 2.6 counts as 3 (the "3-9" group), as a person would
-    read it; edges with fractions (bands of a 0..1 value) take the predictions as they are.
+    continuous predictions are rounded to the nearest integer first, so that an age of 2.6
+    counts as 3 (the "3-9" group), as a person would read it; edges with fractions (bands of a
+    0..1 value) take the predictions as they are.
     """
     if not len(true):
         return float("nan")

@@ -58,7 +58,8 @@ def load_plugins() -> bool:
             try:
                 importlib.import_module(module)
             except Exception as exc:  # anything a plugin's import raises: named, never a traceback
-                _failed[module] = f"plugin {module!r} (from {declared}) could not be loaded: {type(exc).__name__}: {exc}"
+                _failed[module] = (f"plugin {module!r} (from {declared}) could not be loaded: "
+                                   f"{type(exc).__name__}: {exc}")
         return bool(wanted)
 
 

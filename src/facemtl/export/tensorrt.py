@@ -8,13 +8,12 @@ ModelInfo goes into ``<engine>.json`` beside it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..inference.model_files import DIGEST_KEY, INFO_KEY
+from ..inference.model_files import DIGEST_KEY, INFO_KEY, weights_sha256
 from .network import exported_info, to_onnx, with_check_failed
 
 
@@ -68,5 +67,5 @@ def export_tensorrt(source: Any, out: Path, faces: Any, fmt: Any, opset: int = 1
     data = bytes(engine)
     Path(out).write_bytes(data)
     info = exported_info(source.info, fmt, opset=opset, max_batch=max_batch, tensorrt=trt.__version__,
-                         **{DIGEST_KEY: hashlib.sha256(data).hexdigest()})
+                         **{DIGEST_KEY: weights_sha256(data)})
     Path(str(out) + ".json").write_text(json.dumps({INFO_KEY: info.to_dict()}, default=str))

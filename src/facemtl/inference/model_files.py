@@ -19,8 +19,9 @@ A file that passes these checks but carries no facemtl metadata is "not a facemt
 in one sentence. Files exported since 2026-11-27 also record the SHA-256 of their weights
 (:data:`DIGEST_KEY` in the metadata's ``extra``: an ONNX file's tensors, an IR's ``.bin``, a
 TensorRT engine), and a file whose weights no longer match it (bits flipped on a disk or in
-a copy) is refused as damaged rather than run; the check costs a few milliseconds at load. The metadata (:class:`~facemtl.inference.model_info.ModelInfo` as JSON)
-sits in the ONNX ``metadata_props`` and in the IR's ``rt_info``, under :data:`INFO_KEY`.
+a copy) is refused as damaged rather than run; the check costs a few milliseconds at load.
+The metadata (:class:`~facemtl.inference.model_info.ModelInfo` as JSON) sits in the ONNX
+``metadata_props`` and in the IR's ``rt_info``, under :data:`INFO_KEY`.
 """
 
 from __future__ import annotations
@@ -70,9 +71,11 @@ def check_digest(info: ModelInfo, digest: Any, path: Path) -> None:
                          "differs from the one it records); copy it again or export the model again")
 
 
-def weights_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a weights file (an IR's ``.bin``), read in chunks."""
-    with open(path, "rb") as f:
+def weights_sha256(weights: bytes | Path) -> str:
+    """SHA-256 (hex) of weights: bytes in memory, or a file (an IR's ``.bin``) read in chunks."""
+    if isinstance(weights, bytes):
+        return hashlib.sha256(weights).hexdigest()
+    with open(weights, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -246,7 +249,7 @@ def read_openvino(path: str | Path) -> tuple[str, bytes, ModelInfo]:
     if len(data) < needed:
         raise ValueError(f"{weights} is damaged or belongs to another export: {xml.name} needs {needed:,} bytes of "
                          f"weights and it holds {len(data):,} (export the model again)")
-    check_digest(info, lambda: hashlib.sha256(data).hexdigest(), weights)
+    check_digest(info, lambda: weights_sha256(data), weights)
     return xml.read_text(), data, info
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..faces import DETECTORS, Face, align_face, build_detector
-from ..images import describe_error, read_image, read_square
+from ..images import describe_error, is_open_file, read_image, read_square
 from ..system import usable_cores
 from .predictor import Predictor
 from .results import ERROR, NO_FACE, OK, FaceResult, ImageResult
@@ -147,7 +147,7 @@ class Pipeline:
         """Decode, detect and align one image. Never raises: an image that cannot be read or
         searched becomes an ``error`` result."""
         try:
-            if aligned and hasattr(image, "read") and hasattr(image, "seek"):  # an open file: its bytes, read once
+            if aligned and is_open_file(image):  # an open file: its bytes, read once
                 image = image.read()
             if aligned and isinstance(image, (str, Path, bytes, bytearray, memoryview)):
                 # A crop file straight to the network's size, as training decodes it (JPEG's reduced

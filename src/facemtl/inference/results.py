@@ -99,6 +99,10 @@ class TaskAnswer:
                    tuple(iv) if iv is not None else None, decimals)
 
 
+#: Suffixes of the fields an answer adds to its task's name (``age_interval``, ``gender_probability``,
+#: ``gender_probabilities``; CSV also writes ``<task>_p_<class>``).
+ANSWER_SUFFIXES = ("_interval", "_probability", "_probabilities")
+
 #: Fields of a face (and of a ``stream --json`` face line's frame) that are no task's answer.
 _FACE_KEYS = frozenset({"type", "source", "file", "index", "frame", "time", "wall_time", "track", "box", "score",
                         "landmarks", "raw"})
@@ -109,8 +113,7 @@ _TRACK_KEYS = frozenset({"type", "source", "track", "first_frame", "last_frame",
 def _answers(d: dict[str, Any], other: set[str] | frozenset[str]) -> dict[str, TaskAnswer]:
     """The task answers among the flat fields ``d`` (keys in ``other`` are not answers; a key
     that is another's ``_interval``, ``_probability`` or ``_probabilities`` belongs to it)."""
-    suffixes = ("_interval", "_probability", "_probabilities")
-    names = [k for k in d if k not in other and not any(k.endswith(x) and k[: -len(x)] in d for x in suffixes)]
+    names = [k for k in d if k not in other and not any(k.endswith(x) and k[: -len(x)] in d for x in ANSWER_SUFFIXES)]
     return {n: TaskAnswer.from_fields(n, d) for n in names}
 
 

@@ -193,7 +193,8 @@ def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
                "**supported**: the first variant is better for every seed; **contradicted**: it is worse for "
                "every seed; **no difference**: equal for every seed; **inconclusive**: the seeds disagree; "
                "**mixed**: the verdict differs between tasks. Differences are per seed, first minus second, in the direction of the claim "
-               "(positive favours the claim; accuracy in percentage points, MAE in the task's label units: years for age). "
+               "(positive favours the claim; accuracy in percentage points, MAE in the task's label units: "
+               "years for age). "
                f"With {len(data.seeds)} seeds and this budget, small differences are within noise."))
     if rows:
         s.add(Table(["claim", "source", "the source on UTKFace", "variants", "verdict here", "per task here"], rows))

@@ -154,7 +154,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
                          responses={**ERRORS, **past}, tags=["results"], summary="Faces", description=faces_doc,
                          operation_id="faces")
     router.add_api_route("/detections", faces_route, methods=["GET"], response_model=schemas.FacePage,
-                         dependencies=deps, responses={**ERRORS, **past}, tags=["results"], summary="Detections (= faces)",
+                         dependencies=deps, responses={**ERRORS, **past}, tags=["results"],
+                         summary="Detections (= faces)",
                          description="The same as ``/v1/faces``.", operation_id="detections")
 
     @router.get("/faces/{face_id}/thumbnail.jpg", dependencies=deps, responses={**ERRORS, **JPEG},

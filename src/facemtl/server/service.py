@@ -224,9 +224,9 @@ class Service:
         except Exception:  # the database is away: the upload is kept, and never claims a source of another kind
             return
         if kind is not None and kind != "upload":
-            raise ServiceError(409, f"the source {source!r} belongs to {'an' if kind[0] in 'aeiou' else 'a'} {kind} run, "
-                                    "not to uploads; give uploads "
-                                    "a name of their own (?source=...)")
+            from ..store import SourceKindError  # (the sentence every writer refuses such a name with)
+
+            raise ServiceError(409, str(SourceKindError(source, kind, "upload")))
 
     # -- reads ---------------------------------------------------------------------------------
     def _need_store(self) -> Any:

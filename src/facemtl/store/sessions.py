@@ -16,10 +16,10 @@ log = logging.getLogger("facemtl.store")
 
 def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbeat: float) -> None:
     """End the sessions of writers on this machine that were killed (``kill -9``, a power
-    cut) before :meth:`SessionWriter.close`. Each gets ``ended`` (its last face's time, or its start), its
-    open tracks are closed and its sources ``stopped``; before, they stayed open for good
-    (``/v1/tracks?closed=false`` listed the killed run's tracks forever, and retention never
-    took the session).
+    cut) before :meth:`SessionWriter.close`. Each gets ``ended`` (its last face's time, or its
+    start), its open tracks are closed and its sources ``stopped``; before, they stayed open for
+    good (``/v1/tracks?closed=false`` listed the killed run's tracks forever, and retention
+    never took the session).
 
     A session is taken for dead when its process no longer runs here and either this writer
     takes over one of its sources (``names``: a stream restarted under the same name) or

@@ -13,12 +13,11 @@ lean runtime, is refused by TensorRT) and only beside its facemtl metadata file
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from ..model_files import check_digest, read_sidecar
+from ..model_files import check_digest, read_sidecar, weights_sha256
 from . import check_io
 
 
@@ -39,7 +38,7 @@ class TensorRtRuntime:
         runtime = trt.Runtime(logger)
         runtime.engine_host_code_allowed = False
         data = Path(path).read_bytes()
-        check_digest(self.info, lambda: hashlib.sha256(data).hexdigest(), Path(path))
+        check_digest(self.info, lambda: weights_sha256(data), Path(path))
         self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise ValueError(f"TensorRT cannot load {path} (built for another GPU or TensorRT version?)")
