@@ -20,6 +20,16 @@ from typing import Any, Callable, Iterator
 REFUSED_BY_THE_MACHINE = frozenset({errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EIO})
 
 
+def probe_writable(folder: Any) -> None:
+    """Raise the ``OSError`` a write into ``folder`` meets (a read-only disk, a permission, a
+    full disk) by writing and removing a temporary file there: ``os.access`` says yes to root
+    on a read-only disk."""
+    import tempfile
+
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
 def hardware(device: Any = None) -> dict[str, Any]:
     """Machine, CPU model and count, the load average, Python and torch versions (when torch
     is installed), and the GPU when there is one."""

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..inference.results import ERROR, FaceResult, ImageResult
-from ..system import REFUSED_BY_THE_MACHINE
+from ..system import REFUSED_BY_THE_MACHINE, probe_writable
 from .base import Sink
 
 #: Suffixes written as they came; anything else is written as PNG (lossless).
@@ -94,15 +94,12 @@ class AnnotateSink(Sink):
     def check_folder(self) -> None:
         """Create the folder if needed and make sure files can be written into it, before any
         image is analysed; ``FileNotFoundError`` / ``RuntimeError`` in one sentence otherwise."""
-        import tempfile
-
         d = self.out_dir
         if d.exists() and not d.is_dir():
             raise FileNotFoundError(f"the --annotate folder {d} is a file, not a folder")
         try:
             d.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=d):  # the real test: os.access says yes to root on a read-only disk
-                pass
+            probe_writable(d)
         except OSError as exc:
             if exc.errno in REFUSED_BY_THE_MACHINE:  # exit 1, as any write the machine refuses
                 raise OSError(exc.errno, f"Cannot write into the --annotate folder ({exc.strerror})", str(d)) from None

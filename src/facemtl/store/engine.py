@@ -117,11 +117,10 @@ def _check_creatable(path: Path) -> None:
     """An ``OSError`` naming the folder when a new database file cannot be made there (SQLite
     says only "unable to open database file"); a read-only or full disk is the machine's
     refusal (exit 1), as for any write."""
-    import tempfile
+    from ..system import probe_writable
 
     try:
-        with tempfile.TemporaryFile(dir=path.parent):  # os.access says yes to root on a read-only disk
-            pass
+        probe_writable(path.parent)
     except OSError as exc:
         raise OSError(exc.errno, f"Cannot create the database file {path.name} there ({exc.strerror})",
                       str(path.parent)) from None

@@ -21,7 +21,7 @@ import csv
 import json
 import logging
 import tempfile
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from ..csvcells import safe_cell
 from ..inference.results import csv_columns, interval_text
@@ -82,25 +82,26 @@ def write_records(records: Iterator[dict[str, Any]], out: TextIO, fmt: str, kind
     if kind == "faces" and raw:
         cols += [f"raw_{c}" for c in per_task]
     if complete:  # every stored task is known here: its columns are the header, rows stream out as read
-        writer = csv.DictWriter(out, fieldnames=cols, extrasaction="ignore")
-        writer.writeheader()
-        for r in records:
-            writer.writerow(flatten(r))
-            n += 1
-        return n
+        return _write_csv(out, cols, map(flatten, records))
     known, extra = set(cols), {}  # dict: the columns no known task names, in the order first met
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as rows:  # the header needs them all first
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as held:  # the header needs them all first
         for r in records:
             row = flatten(r)
             extra.update((k, None) for k in row if k not in known and (raw or not k.startswith("raw_")))
-            rows.write(json.dumps(row) + "\n")
-            n += 1
+            held.write(json.dumps(row) + "\n")
         if extra:
             log.warning("the columns %s hold stored answers of no task this process knows (a task type it cannot "
                         "build: see above); they are exported as stored, after the others", ", ".join(extra))
-        writer = csv.DictWriter(out, fieldnames=cols + list(extra), extrasaction="ignore")
-        writer.writeheader()
-        rows.seek(0)
-        for line in rows:
-            writer.writerow(json.loads(line))
+        held.seek(0)
+        return _write_csv(out, cols + list(extra), map(json.loads, held))
+
+
+def _write_csv(out: TextIO, columns: list[str], rows: Iterable[dict[str, Any]]) -> int:
+    """The header ``columns`` and ``rows`` (fields no column names are left out); how many rows."""
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    n = 0
+    for row in rows:
+        writer.writerow(row)
+        n += 1
     return n
