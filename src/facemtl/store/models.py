@@ -38,7 +38,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 #: Face ids: 64-bit on PostgreSQL (a camera at 30 frames per second runs past 2**31 faces in
-#: a couple of years); SQLite's INTEGER PRIMARY KEY is 64-bit already.
+#: a couple of years); SQLite's INTEGER PRIMARY KEY is 64-bit already. Sessions, tracks and
+#: faces are ``AUTOINCREMENT`` tables on SQLite so that an id is never given out twice, even
+#: after retention deleted the newest rows (API clients follow faces by id); PostgreSQL's
+#: sequences never go back.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -77,6 +80,7 @@ class Source(Base):
 
 class Session(Base):
     __tablename__ = "sessions"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: ``stream``, ``analyze`` or ``upload`` (the server).
@@ -95,7 +99,7 @@ class Session(Base):
 class Track(Base):
     __tablename__ = "tracks"
     __table_args__ = (sa.UniqueConstraint("session_id", "source_id", "track"),
-                      sa.Index("ix_tracks_ended", "ended", "id"))
+                      sa.Index("ix_tracks_ended", "ended", "id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
@@ -119,7 +123,7 @@ class Track(Base):
 class Face(Base):
     __tablename__ = "faces"
     __table_args__ = (sa.Index("ix_faces_time", "time", "id"), sa.Index("ix_faces_source_time", "source_id", "time"),
-                      sa.Index("ix_faces_session_time", "session_id", "time"))
+                      sa.Index("ix_faces_session_time", "session_id", "time"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     session_id: Mapped[int] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))

@@ -220,9 +220,9 @@ def find_faces(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], str
     """A page of faces, newest first, and the cursor of the next page (``None`` at the end);
     with ``q.after``, the faces stored after that id, in the order stored (no cursor: the
     next call passes the last id). Ids follow commit order: SQLite writers queue, and
-    PostgreSQL writers take one lock per transaction (:class:`~facemtl.store.writer.SessionWriter`).
-    On SQLite, ids of faces deleted from the top (retention took every face) are given out
-    again: a follower past the newest id should start again from 0."""
+    PostgreSQL writers take one lock per transaction (:class:`~facemtl.store.writer.SessionWriter`),
+    and no id is given out twice (SQLite's tables are ``AUTOINCREMENT``). An ``after`` past the
+    newest id (another database, or one emptied before schema 0003) is :class:`PastNewest`."""
     if q.after is not None:
         stmt = sa.select(Face).where(Face.id > q.after, *_face_where(conn, q)).order_by(Face.id).limit(q.limit)
         rows = conn.execute(stmt).all()
