@@ -84,7 +84,10 @@ def test_freeze_freezes_exactly_shared_and_own(shared, branch_by):
 
 class _FakeTrainer:
     def __init__(self, model):
-        self.model, self.task_names, self.reason = model, ["age", "gender", "race"], None
+        self.model, self.task_names, self.reason, self.said = model, ["age", "gender", "race"], None, []
+
+    def log(self, line):
+        self.said.append(line)
 
     def stop(self, reason):
         self.reason = reason
@@ -117,6 +120,25 @@ def test_early_freeze_restores_best_state_and_stops_when_all_frozen():
     ef.on_epoch_end(tr, rec(4, 3.5, 9, 1.6))
     assert m.frozen_tasks == {"age", "gender", "race"}
     assert tr.reason is not None
+
+
+def test_early_freeze_does_not_judge_a_task_without_validation_loss():
+    """A task with no labelled validation face has a NaN loss, which never improves: it froze
+    the shared layers after `patience` epochs while the other tasks still improved."""
+    m = MultiTaskNet(tasks(), backbone="tiny_mbconv", pretrained=False, shared_stages=None)
+    tr = _FakeTrainer(m)
+    ef = EarlyFreeze(patience=1)
+    nan = float("nan")
+
+    def rec(epoch, age, gender):
+        return {"epoch": epoch, "val": {"age": {"loss": age}, "gender": {"loss": gender}, "race": {"loss": nan}}}
+
+    for epoch, age in enumerate([5.0, 4.0, 3.0, 2.0]):
+        ef.on_epoch_end(tr, rec(epoch, age, 1.0 - epoch / 10))
+    assert m.frozen_tasks == set() and all(p.requires_grad for p in m.trunk.parameters())
+    assert len(tr.said) == 1 and "'race' has no validation loss" in tr.said[0]
+    ef.on_epoch_end(tr, rec(4, 2.5, 0.9))  # both judged tasks stop improving: training stops
+    assert m.frozen_tasks == {"age", "gender"} and "every task judged has converged (race" in tr.reason
 
 
 def test_early_freeze_freezes_a_soft_target_task_with_the_head_it_trains():

@@ -19,8 +19,8 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
 
 import sqlalchemy as sa  # noqa: E402
-
 from fakes import TASK_SPECS, model_info, photos, stream  # noqa: E402
+
 from facemtl.inference.results import TrackResult  # noqa: E402
 from facemtl.sinks.db import DbSink  # noqa: E402
 from facemtl.store import AnswerFilter, Query, SchemaError, Store, upgrade  # noqa: E402

@@ -153,6 +153,26 @@ def test_an_empty_validation_split_is_reported(utkface_root, tmp_path):
     assert json.loads((tmp_path / "run_info.json").read_text())["val_split"] == "train"
 
 
+def test_the_plateau_schedule_reads_the_tasks_that_have_a_validation_loss(utkface_root, tmp_path):
+    """A task with no labelled validation face has a NaN loss: summed in, it made every epoch
+    a plateau, so the learning rate was cut every `patience` epochs whatever the others did."""
+    c = config_from_dict({
+        "tasks": TASKS[1:], "data": {"root": str(utkface_root), "image_size": 32, "limit": 200, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2},
+        "optim": {"scheduler": "plateau"}, "train": {"epochs": 2, "batch_size": 32}})
+    t = Trainer(c, tmp_path, progress=False, log=lambda s: None)
+    validate, read = t.validate, []
+
+    def without_race_labels():
+        val = validate()
+        val["race"]["loss"] = float("nan")
+        return val
+
+    t.validate, t.scheduler.step = without_race_labels, read.append
+    t.fit()
+    assert len(read) == 2 and all(x == x for x in read)  # gender's loss alone, never NaN
+
+
 def test_evaluate_given_a_run_folder_scores_its_best_checkpoint(utkface_root, tmp_path, capsys):
     """``--checkpoint runs/r1`` once said "no runtime reads r1": a run folder means its best.pt."""
     c = cfg(utkface_root, train__epochs=1, data__limit=200, data__image_size=32,

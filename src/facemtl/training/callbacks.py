@@ -79,7 +79,11 @@ class EarlyFreeze(Callback):
     (``model.freeze``). The other tasks keep training their own layers on the
     frozen shared features. Training stops when every task is frozen. A task that trains
     another's head (:attr:`Task.output_of`, e.g. soft targets) has no layers to freeze: it
-    freezes with that head's task, never by its own patience.
+    freezes with that head's task, never by its own patience. Nor does a task whose
+    validation loss is not a number (no labelled validation face, or a diverged loss): a NaN
+    never improves, so it would freeze the shared layers after ``P`` epochs while the other
+    tasks still improve; it is not judged (said once), and training stops when every task
+    that is judged is frozen.
     """
 
     def __init__(self, patience: int, min_delta: float = 0.0) -> None:
@@ -89,14 +93,23 @@ class EarlyFreeze(Callback):
         self.bad: dict[str, int] = {}
         self.snapshots: dict[str, dict[str, torch.Tensor]] = {}
         self.frozen_at: dict[str, int] = {}
+        self.unjudged: set[str] = set()  # tasks said to have no validation loss (said once each)
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
         model = trainer.model
         follows = getattr(model, "output_of", {})
+        unjudged = set()
         for name in trainer.task_names:
             if name in model.frozen_tasks or name in follows:
                 continue
             loss = record["val"][name]["loss"]
+            if not math.isfinite(loss):
+                unjudged.add(name)
+                if name not in self.unjudged:
+                    self.unjudged.add(name)
+                    trainer.log(f"warning: early freeze: task {name!r} has no validation loss this epoch (no labelled "
+                                "validation face, or its loss diverged); it is not frozen by its own patience")
+                continue
             if loss < self.best.get(name, math.inf) - self.min_delta:
                 self.best[name], self.bad[name] = loss, 0
                 self.snapshots[name] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -110,8 +123,11 @@ class EarlyFreeze(Callback):
                 model.freeze(name)
                 self.frozen_at[name] = record["epoch"]
         record["frozen"] = sorted(model.frozen_tasks)
-        if set(trainer.task_names) <= model.frozen_tasks:
-            trainer.stop("early freeze: every task has converged")
+        judged = set(trainer.task_names) - unjudged - {n for n in follows if follows[n] in unjudged}
+        if model.frozen_tasks and judged <= model.frozen_tasks:
+            trainer.stop("early freeze: every task has converged" if judged == set(trainer.task_names) else
+                         f"early freeze: every task judged has converged ({', '.join(sorted(unjudged))}: no "
+                         "validation loss)")
 
     def _freeze(self, model: Any, name: str) -> None:
         snap = self.snapshots.pop(name, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -251,7 +252,11 @@ class Trainer:
             val = self.validate()
             self.weighting.epoch_end(train_losses)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(sum(val[t]["loss"] for t in self.task_names))
+                # tasks with no validation loss (NaN: no labelled face) left out; a NaN sum is never
+                # better, so it would cut the learning rate every `patience` epochs, whatever the others did
+                finite = [val[t]["loss"] for t in self.task_names if math.isfinite(val[t]["loss"])]
+                if finite:
+                    self.scheduler.step(sum(finite))
             record = {
                 "epoch": self.epoch + 1,
                 "train": {"loss": train_losses, "images_per_s": n_images / max(train_seconds, 1e-9)},
