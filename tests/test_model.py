@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from facemtl.model.backbones import BACKBONES
 from facemtl.model import MultiTaskNet
+from facemtl.model.backbones import BACKBONES
 from facemtl.tasks import build_task
 from facemtl.training.callbacks import EarlyFreeze
 
