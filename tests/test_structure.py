@@ -180,6 +180,37 @@ def test_an_old_experiment_folder_reports(tmp_path):
     assert facts["variants"]["proposed"]["metrics"]["age"]["mae"]["values"]
 
 
+def test_latency_bound_is_kept_while_the_source_pauses():
+    """The bound was checked only when the next image arrived: a source pausing for a second
+    held a part-full batch for that second. Here the source waits until the first answer is out
+    (or gives up after 10 s) before it gives its second image."""
+    import threading
+
+    from facemtl.inference import FaceAnalyzer
+
+    answered, waited = threading.Event(), []
+
+    def camera():
+        yield np.full((112, 112, 3), 90, np.uint8)
+        waited.append(answered.wait(10))
+        yield np.full((112, 112, 3), 140, np.uint8)
+
+    with FaceAnalyzer(workers=1, batch_size=64, max_latency=0.1) as a:
+        out = []
+        for r in a.analyze_images(camera(), aligned=True):
+            out.append(r)
+            answered.set()
+    assert waited == [True] and [r.status for r in out] == ["ok", "ok"]
+    with FaceAnalyzer(workers=1, batch_size=64, max_latency=0.05) as a:  # an error of the source reaches the caller
+
+        def broken():
+            yield np.full((112, 112, 3), 90, np.uint8)
+            raise OSError("camera unplugged")
+
+        with pytest.raises(OSError, match="camera unplugged"):
+            list(a.analyze_images(broken(), aligned=True))
+
+
 def test_latency_bound_flushes_partial_batches():
     from facemtl.inference import FaceAnalyzer
 

@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -109,11 +109,17 @@ class Pipeline:
         """
         queue: list[Prepared] = []
         n_crops = 0
-        for p in self.prepared(jobs, aligned):
-            queue.append(p)
-            n_crops += len(p.crops)
+        if self.max_latency is None:
+            prepared: Iterator[Prepared | None] = self.prepared(jobs, aligned)
+        else:  # a pause in the source must not hold a part-full batch
+            prepared = self.prepared_on_time(jobs, aligned,
+                                             lambda: queue[0].since + self.max_latency if queue else None)
+        for p in prepared:
+            if p is not None:
+                queue.append(p)
+                n_crops += len(p.crops)
             full = n_crops >= self.predictor.batch_size
-            late = self.max_latency is not None and time.monotonic() - queue[0].since >= self.max_latency
+            late = self.max_latency is not None and bool(queue) and time.monotonic() - queue[0].since >= self.max_latency
             if full or late:
                 yield from self.finish(queue)
                 queue, n_crops = [], 0
@@ -142,6 +148,72 @@ class Pipeline:
         finally:  # the caller stopped early: drop the jobs not started yet
             for f in window:
                 f.cancel()
+
+    def prepared_on_time(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool,
+                         deadline: Callable[[], float | None]) -> Iterator[Prepared | None]:
+        """:meth:`prepared` for a live source under a latency bound: also ``None`` whenever
+        ``deadline()`` (a ``time.monotonic`` time, or ``None``: none) passes before the next
+        image is prepared, so a batch is flushed while the source pauses, not when its next
+        image comes. The jobs are read in a thread of their own and prepared in the pool (also
+        with one worker: its thread keeps its detector), at most ``2 x workers`` ahead of the
+        consumer. An error raised by ``jobs`` is raised here. (Own code: a generator cannot be
+        waited on with a timeout; the standard library's queue and futures do the work.)"""
+        import queue as queues
+        from concurrent.futures import TimeoutError as NotYet
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facemtl-detect")
+        handoff: queues.Queue[Any] = queues.Queue(maxsize=2 * self.workers)
+        stop, end = threading.Event(), object()
+
+        def hand(item: Any) -> bool:  # False once the consumer has gone
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.1)
+                    return True
+                except queues.Full:
+                    continue
+            return False
+
+        def feed() -> None:
+            try:
+                for result, image in jobs:
+                    future = self._pool.submit(self.prepare, result, image, aligned)
+                    if not hand(future):
+                        future.cancel()
+                        return
+                hand(end)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer and raised there
+                hand(exc)
+
+        threading.Thread(target=feed, name="facemtl-source", daemon=True).start()
+        pending: Any = None
+        try:
+            while True:
+                due = deadline()
+                left = None if due is None else max(0.0, due - time.monotonic())
+                try:
+                    if pending is None:
+                        pending = handoff.get(timeout=left)
+                        if pending is end:
+                            return
+                        if isinstance(pending, BaseException):
+                            raise pending
+                    prepared = pending.result(timeout=left)
+                except (queues.Empty, NotYet):
+                    yield None  # the oldest waiting image is due
+                    continue
+                pending = None
+                yield prepared
+        finally:  # the end, or the caller stopped early: the feeder stops, queued jobs are dropped
+            stop.set()
+            while True:
+                try:
+                    item = handoff.get_nowait()
+                except queues.Empty:
+                    break
+                if isinstance(item, Future):
+                    item.cancel()
 
     def prepare(self, result: ImageResult, image: Any, aligned: bool) -> Prepared:
         """Decode, detect and align one image. Never raises: an image that cannot be read or
