@@ -587,6 +587,32 @@ def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_pa
     store.close()
 
 
+def test_a_server_started_on_an_empty_database_serves_the_tasks_written_later(tmp_path, monkeypatch):
+    """A read-only dashboard started before its cameras: the tasks were read once at the start,
+    so the first stream's faces showed no answers, filters and /v1/tasks stayed empty until a
+    restart. The server now looks for new tasks (at most every TASKS_LOOK_EVERY seconds)."""
+    from facemtl.server import app as app_module
+
+    monkeypatch.setattr(app_module, "TASKS_LOOK_EVERY", 0.0)
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    store = Store(url)
+    with TestClient(create_app(store, None)) as client:
+        assert client.get("/v1/tasks").json() == [] and client.get("/v1/faces").json()["items"] == []
+        assert client.get("/v1/faces", params={"gender": "female"}).status_code == 400
+        sink = DbSink(url, source="cam", kind="stream", model_info=INFO)
+        for it in stream(INFO, 10, source="cam"):
+            (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+        sink.close()
+        assert [t["name"] for t in client.get("/v1/tasks").json()] == ["age", "gender", "race"]
+        faces = client.get("/v1/faces", params={"limit": 500}).json()["items"]
+        assert faces and all({"age", "gender", "race"} <= set(f) for f in faces)
+        women = client.get("/v1/faces", params={"gender": "female", "limit": 500})
+        assert women.status_code == 200 and {f["gender"] for f in women.json()["items"]} <= {"female"}
+        doc = client.get("/openapi.json").json()
+        assert "age_min" in {p["name"] for p in doc["paths"]["/v1/faces"]["get"]["parameters"]}
+    store.close()
+
+
 # -- the operator page: what a user test found (Playwright + Debian's chromium, as above) ----------------
 
 
@@ -720,6 +746,34 @@ def test_page_live_updates_resume_after_older_rows(tmp_path, chromium):
         sink.write(late)
         sink.close()
         page.wait_for_selector("#faces tbody tr:first-child >> text=late.jpg", timeout=8000)
+        assert errors == []
+    store.close()
+
+
+def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromium, monkeypatch):
+    """A page opened on an empty database (a server started before its cameras) kept no task
+    columns or filters, and its source filter missed cameras started later, until a reload. The
+    page looks again every few refreshes (lookAround, called here rather than waited for); times
+    are shown with the browser's zone, as db export's --since needs it."""
+    from facemtl.server import app as app_module
+
+    monkeypatch.setattr(app_module, "TASKS_LOOK_EVERY", 0.0)
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    store = Store(url)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base, ready=False)
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.locator("#task-filters fieldset").count() == 0
+        sink = DbSink(url, source="gate", kind="stream", model_info=INFO)
+        for it in stream(INFO, 10, source="gate"):
+            (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+        sink.close()
+        page.evaluate("lookAround()")
+        assert page.locator("#task-filters fieldset").count() == 3
+        heads = page.locator("#faces thead th").all_inner_texts()
+        assert {"age", "gender", "race"} <= set(heads) and any(h.startswith("time (UTC") for h in heads)
+        options = page.locator("#filters select[name=source] option").all_inner_texts()
+        assert "gate" in options
         assert errors == []
     store.close()
 

@@ -528,5 +528,8 @@ def test_source_state_follows_the_heartbeat(tmp_path):
         sink.heartbeat()
         (door,) = [s for s in store.sources() if s["name"] == "door"]
         assert door["state"] == "running" and door["fps"] > 0 and door["session"] == sink.session_id
+        time.sleep(0.8)  # its writer killed, say: silent, and its last rate is not its rate now
+        (door,) = [s for s in store.sources() if s["name"] == "door"]
+        assert door["state"] == "silent" and door["fps"] is None
         sink.close()
         assert state() == "stopped"

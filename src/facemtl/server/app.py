@@ -36,6 +36,9 @@ log = logging.getLogger("facemtl.server")
 MAX_UPLOAD = 20 * 2**20
 STATIC = resources.files("facemtl.server") / "static"
 
+#: Seconds between looks for tasks a writer recorded since the server started (:class:`NewTasks`).
+TASKS_LOOK_EVERY = 5.0
+
 #: Where a request's invalid value was, as a sentence names it.
 _PLACES = {"query": "query parameter", "body": "form field", "path": "path part", "header": "header"}
 
@@ -93,8 +96,7 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     service = Service(store, predictor, detector, min_face, thumbnails)
     for w in service.warnings:
         log.warning(w)
-    filters = task_filters(service.tasks)
-    schemas = Schemas(service.tasks)
+    auth = token_dependency(token) if token else None
     stop = threading.Event()
 
     @asynccontextmanager
@@ -149,12 +151,60 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal server error (the server log says more)"}, status_code=500)
 
-    app.include_router(build_router(service, schemas, filters, token_dependency(token) if token else None))
+    api_routes: list[Any] = []
+
+    def mount_api() -> None:
+        """The ``/v1`` routes for the service's tasks (their filters, their fields), in place of
+        any mounted before; the API's documentation is generated again."""
+        router = build_router(service, Schemas(service.tasks), task_filters(service.tasks), auth)
+        old = {id(r) for r in api_routes}
+        routes = [r for r in app.router.routes if id(r) not in old]
+        app.router.routes = routes + list(router.routes)
+        api_routes[:] = router.routes
+        app.openapi_schema = None
+
+    mount_api()
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
 
+    def look_for_new_tasks() -> None:
+        added = service.new_tasks()
+        if added:
+            mount_api()
+            log.info("tasks a writer recorded since the server started: %s (the page shows them once reloaded)",
+                     ", ".join(t.name for t in added))
+
     app.add_middleware(UploadLimit, max_bytes=max_upload, paths=("/v1/analyze",))
+    if store is not None:
+        app.add_middleware(NewTasks, look=look_for_new_tasks)
     return app
+
+
+class NewTasks:
+    """ASGI middleware: before a request, at most every ``every`` seconds, ``look()`` (in a
+    worker thread) for tasks a writer recorded since the server started, so that a server
+    started on an empty database serves the answers, filters and counts of the streams that
+    write to it later, without a restart. A request that comes while another looks does not wait."""
+
+    def __init__(self, app: Any, look: Any, every: float | None = None) -> None:
+        self.app, self.look = app, look
+        self.every = every if every is not None else TASKS_LOOK_EVERY
+        self._next = 0.0
+        self._looking = False
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        import time
+
+        if scope["type"] == "http" and not self._looking and time.monotonic() >= self._next:
+            from starlette.concurrency import run_in_threadpool
+
+            self._looking = True
+            try:
+                await run_in_threadpool(self.look)
+            finally:
+                self._looking = False
+                self._next = time.monotonic() + self.every
+        await self.app(scope, receive, send)

@@ -80,6 +80,7 @@ class Service:
 
             self.pipeline = Pipeline(predictor, detector, min_face, workers=1, keep_images=True)
         base = list(predictor.tasks) if predictor is not None else []
+        self._newest_session = store.newest_session() if store is not None else 0
         tasks = store.tasks(base) if store is not None else base
         self.tasks: list[Task]
         self.tasks, self.warnings = usable_tasks(tasks)
@@ -273,6 +274,31 @@ class Service:
             raise ServiceError(404, f"no thumbnail for face {face_id}: no such face, or it was stored without one "
                                     "(analyze, stream and serve store them only with --thumbnails)")
         return jpeg
+
+    def new_tasks(self) -> list[Task]:
+        """Tasks that sessions started since the last look recorded and :attr:`tasks` lacks (a
+        server started on an empty database before its first writer, or a writer with another
+        model): added to :attr:`tasks` and returned; ``[]`` when none, or when the database does
+        not answer (the next look tries again). One query while no session has started."""
+        if self.store is None:
+            return []
+        try:
+            newest = self.store.newest_session()
+            if newest == self._newest_session:
+                return []
+            known = {t.name for t in self.tasks}
+            tasks, warnings = usable_tasks(self.store.tasks(self.tasks))
+        except Exception as exc:  # noqa: BLE001 - reads say so themselves; this look is tried again later
+            log.debug("could not look for new tasks: %s", exc)
+            return []
+        self._newest_session = newest
+        added = [t for t in tasks if t.name not in known]
+        for w in warnings:
+            if w not in self.warnings:
+                self.warnings.append(w)
+                log.warning(w)
+        self.tasks = self.tasks + added
+        return added
 
     def health(self) -> dict[str, str]:
         if self.store is None:

@@ -19,7 +19,7 @@ from . import queries
 from .engine import StoreError, cannot_open, create_db_engine, database_url, read_only, redacted
 from .export import write_records
 from .migrate import current_revision, head_revision, newer_schema, upgrade
-from .models import Face, Snapshot, Source, Thumbnail, Track
+from .models import Face, Session, Snapshot, Source, Thumbnail, Track
 from .retention import purge
 from .rows import tasks_from_specs
 from .stats import count_groups
@@ -112,6 +112,11 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    def newest_session(self) -> int:
+        """The largest session id (0 for none): a reader knows a writer started since it looked."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(Session.id), 0))).scalar_one())
+
     def tasks(self, extra: Sequence[Task] = ()) -> list[Task]:
         """``extra`` and then every other task a session recorded (by name, first one wins)."""
         with self.engine.connect() as conn:
@@ -148,7 +153,9 @@ class Store:
                 out.append({"id": s.id, "name": s.name, "kind": s.kind, "host": s.host, "state": state,
                             "last_seen": s.last_seen, "seconds_since_seen": None if s.last_seen is None else
                             round(now - s.last_seen, 3), "session": s.session_id,
-                            "fps": None if s.fps is None else round(s.fps, 2), "heartbeat": s.heartbeat,
+                            # a silent writer's last rate is not its rate now
+                            "fps": None if s.fps is None or state != "running" else round(s.fps, 2),
+                            "heartbeat": s.heartbeat,
                             "snapshot_time": s.snapshot_time})
         return out
 

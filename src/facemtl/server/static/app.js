@@ -57,6 +57,11 @@ function say(text, error = false, sticky = false) {
 
 // -- formatting -----------------------------------------------------------------------------
 const pad = (n) => String(n).padStart(2, "0");
+// times are shown in the browser's zone, and said so: "db export --since" reads a time without a zone as UTC
+const ZONE = (() => {
+  const m = -new Date().getTimezoneOffset();
+  return m === 0 ? "UTC" : `UTC${m > 0 ? "+" : "-"}${pad(Math.floor(Math.abs(m) / 60))}:${pad(Math.abs(m) % 60)}`;
+})();
 function when(t) {
   if (t === null || t === undefined) return "";
   const d = new Date(t * 1000);
@@ -473,6 +478,8 @@ async function tick() {
   if (!state.ready) { if (state.retry) { await start(); refreshed(); } return; }
   // a page reader scrolled to older rows keeps them until they ask again
   if (state.tab === "results" && (state.faces.paged || state.tracks.paged)) return;
+  state.ticks = (state.ticks || 0) + 1;
+  if (state.ticks % 5 === 0) { try { await lookAround(); } catch (e) { /* refresh() below says why */ } }
   await refresh();
   refreshed();
 }
@@ -482,6 +489,28 @@ function refreshed() { document.body.dataset.refreshes = String(Number(document.
 function schedule() {
   clearInterval(state.timer);
   if ($("#live").checked) state.timer = setInterval(tick, state.tab === "sources" ? 1000 : 3000);
+}
+
+// the filters and columns of the tasks in state.tasks
+function useTasks() {
+  buildFilters();
+  state.filters = filterParams().toString();
+  header($("#faces"), [{ hidden: "thumbnail" }, `time (${ZONE})`, "source", "track", "file / frame",
+                       ...state.tasks.map((t) => t.name), "score", "model"]);
+  header($("#tracks"), ["source", "track", { hidden: "state" }, `first seen (${ZONE})`, `last seen (${ZONE})`,
+                        "frames", ...state.tasks.map((t) => t.name), "conf."]);
+}
+
+// every few refreshes: tasks a writer recorded since the page was opened (a server started before its
+// cameras learns them), and the sources for the filter (the Sources tab refreshes them every second)
+async function lookAround() {
+  const tasks = await getJson("/v1/tasks");
+  if (tasks.map((t) => t.name).join() !== state.tasks.map((t) => t.name).join()) {
+    state.tasks = tasks;
+    state.colours = {};
+    useTasks();
+  }
+  if (state.tab !== "sources") await refreshSources();
 }
 
 async function start() {
@@ -494,12 +523,7 @@ async function start() {
     state.readOnly = version.database.access === "read-only";
     state.tasks = await getJson("/v1/tasks");
     state.colours = {};
-    buildFilters();
-    state.filters = filterParams().toString();
-    header($("#faces"), [{ hidden: "thumbnail" }, "time", "source", "track", "file / frame",
-                         ...state.tasks.map((t) => t.name), "score", "model"]);
-    header($("#tracks"), ["source", "track", { hidden: "state" }, "first seen", "last seen", "frames",
-                          ...state.tasks.map((t) => t.name), "conf."]);
+    useTasks();
     await refreshSources();
     await refresh();
     state.ready = true;
