@@ -173,6 +173,37 @@ def test_the_plateau_schedule_reads_the_tasks_that_have_a_validation_loss(utkfac
     assert len(read) == 2 and all(x == x for x in read)  # gender's loss alone, never NaN
 
 
+def test_best_pt_holds_the_weights_that_earned_the_best_score(utkface_root, tmp_path):
+    """Early Freeze restores older weights in place at the end of an epoch; best.pt was saved
+    after it, so it held the restored weights beside the score of the ones validated (a user
+    test: best.pt scored 0.087 on validation where the run recorded 0.175). Here a callback
+    moves every weight after validation, as a restore would."""
+    from facemtl.checkpoint import load_checkpoint
+    from facemtl.training.callbacks import Callback
+
+    c = config_from_dict({
+        "tasks": TASKS[1:], "data": {"root": str(utkface_root), "image_size": 32, "limit": 200, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2},
+        "train": {"epochs": 1, "batch_size": 32}})
+    t = Trainer(c, tmp_path, progress=False, log=lambda s: None)
+    validated = {}
+
+    class Restore(Callback):
+        def on_epoch_end(self, trainer, record):
+            validated.update({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.add_(1.0)
+
+    t.callbacks.append(Restore())
+    t.fit()
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == best["best_epoch"] == 1
+    assert all(torch.equal(best["model"][k], v) for k, v in validated.items())
+    last = load_checkpoint(tmp_path / "last.pt")  # the weights training goes on from: the moved ones
+    assert not all(torch.equal(last["model"][k], v) for k, v in validated.items())
+
+
 def test_evaluate_given_a_run_folder_scores_its_best_checkpoint(utkface_root, tmp_path, capsys):
     """``--checkpoint runs/r1`` once said "no runtime reads r1": a run folder means its best.pt."""
     c = cfg(utkface_root, train__epochs=1, data__limit=200, data__image_size=32,

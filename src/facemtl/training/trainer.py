@@ -269,8 +269,13 @@ class Trainer:
             if normalised is not None:
                 record["weights_normalised"] = normalised
             improved = self.best_epoch == 0 or _rank(val["score"]) > _rank(self.best_score)
+            best = None
             if improved:
                 self.best_score, self.best_epoch = val["score"], self.epoch + 1
+                if self.dist.main:  # the weights validated, taken before the callbacks: Early Freeze may
+                    best = self.state(full=False, metrics=val)  # restore older ones in place
+                    best["model"] = {k: v.detach().clone() for k, v in best["model"].items()}
+                    best["epoch"] = self.epoch + 1
             record["best_epoch"] = self.best_epoch
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
@@ -280,8 +285,8 @@ class Trainer:
             if self.dist.main:
                 # best.pt first: a kill between the two saves leaves last.pt one epoch behind, and
                 # --resume redoes that epoch (writing best.pt again), so the pair never disagrees.
-                if improved:
-                    save_checkpoint(self.state(full=False, metrics=val), self.out / "best.pt")
+                if best is not None:
+                    save_checkpoint(best, self.out / "best.pt")
                 save_checkpoint(state, self.out / "last.pt")
             self.dist.barrier()
         if self._stop_reason:
