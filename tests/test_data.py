@@ -125,6 +125,30 @@ def _split(path, specs, **data):
     return read_split(DataConfig(dataset="csv", root=str(path), **data), [build_task(s) for s in specs], 0)
 
 
+def test_an_image_listed_twice_stays_in_one_split(tmp_path, capsys):
+    """A user test: an image on two rows (labels 12 and 200) had one row in the test split and
+    the other in training, without a word. Its rows are now one unit of the split."""
+    import csv
+
+    path = tmp_path / "dups.csv"
+    rows = [{"path": f"f{i}.jpg", "sex": ["male", "female"][i % 2]} for i in range(60)]
+    rows += [{"path": f"f{i}.jpg", "sex": ["female", "male"][i % 2]} for i in range(0, 60, 3)]  # 20 again
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "sex"])
+        w.writeheader()
+        w.writerows(rows)
+    table, split, _ = _split(path, [GENDER])
+    assert table.report["duplicate_rows"] == 20 and "lists 20 image(s) again" in capsys.readouterr().err
+    where: dict[str, set] = {}
+    for p, part in zip(table.paths, split):
+        where.setdefault(p, set()).add(part)
+    assert len(where) == 60 and all(len(parts) == 1 for parts in where.values())
+    assert {"train", "test"} <= {part for parts in where.values() for part in parts}
+    single = _manifest(tmp_path, _faces(), "single.csv")  # no image twice: the split drawn as before, by rows
+    t1, s1, _ = _split(single, [GENDER])
+    assert t1.report["duplicate_rows"] == 0 and t1.groups is None
+
+
 def test_class_names_of_the_data_and_the_task_must_be_the_same_list(tmp_path):
     path = _manifest(tmp_path, _faces())
     with pytest.raises(ValueError, match=r"^task 'gender' names the classes of column 'sex' \[male, female\], but "

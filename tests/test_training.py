@@ -204,6 +204,32 @@ def test_best_pt_holds_the_weights_that_earned_the_best_score(utkface_root, tmp_
     assert not all(torch.equal(last["model"][k], v) for k, v in validated.items())
 
 
+def test_evaluate_refuses_a_split_whose_faces_changed_since_training(utkface_root, tmp_path, capsys, monkeypatch):
+    """A user test: 40 rows appended to the manifest after training, `evaluate --split test` drew
+    another split and scored 68 "test" faces, 54 of which the model had trained or validated on."""
+    files = sorted((utkface_root / "UTKFace").glob("*.jpg"))[:240]
+    manifest = tmp_path / "faces.csv"
+
+    def write(n):
+        manifest.write_text("path,gender\n" + "".join(f"{f},{f.name.split('_')[1]}\n" for f in files[:n]))
+
+    write(200)
+    c = config_from_dict({
+        "tasks": TASKS[1:2], "data": {"dataset": "csv", "root": str(manifest), "image_size": 32, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2},
+        "train": {"epochs": 1, "batch_size": 32}})
+    Trainer(c, tmp_path / "run", progress=False, log=lambda s: None).fit()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
+    write(240)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--split", "test", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "the test split of" in err and "faces then" in err and "FACEMTL_ACCEPT_DATA_CHANGE=1" in err
+    monkeypatch.setenv("FACEMTL_ACCEPT_DATA_CHANGE", "1")
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
+    assert "scoring anyway" in capsys.readouterr().err
+
+
 def test_evaluate_given_a_run_folder_scores_its_best_checkpoint(utkface_root, tmp_path, capsys):
     """``--checkpoint runs/r1`` once said "no runtime reads r1": a run folder means its best.pt."""
     c = cfg(utkface_root, train__epochs=1, data__limit=200, data__image_size=32,

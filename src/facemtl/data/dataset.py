@@ -97,6 +97,9 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
             if not t.derives_label and named.get(str(t.label)) is None:
                 named[str(t.label)] = t.label_classes()
         table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns, classes=named)
+        if table.report.get("duplicate_rows"):
+            warn(f"{root} lists {table.report['duplicate_rows']} image(s) again on later rows (the same path, "
+                 "perhaps with other labels); the rows of one image are kept together in one split")
         if table.split is not None and cfg.split == "random":
             # Rows with no valid split cell are still skipped: the rows read, and so the random split
             # of a model trained before this warning, stay the same.

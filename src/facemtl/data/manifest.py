@@ -32,6 +32,9 @@ Quirks handled and counted in ``report``:
 * rows with no image path are skipped; with a ``split`` column, rows whose
   split is empty or unknown are skipped too (they cannot be placed);
 * an empty group cell gets the row's own path as its group;
+* an image listed on several rows: without a ``group`` column, each row's path becomes its
+  group, so the rows stay in one split (one of them in training and another in the test
+  split would score the model on a face it trained on); counted in ``duplicate_rows``;
 * rows shorter or longer than the header are counted; missing cells are missing labels.
 
 A folder in place of the file, a file that is not UTF-8 CSV text, a missing path
@@ -188,6 +191,9 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
             paths.append(full)
             values.append([_cell(rec, c, kind, counts, examples, c in lenient) for c, kind in columns.items()])
     arr = np.array(values, dtype=np.float64).reshape(-1, len(columns))
+    duplicates = len(paths) - len(set(paths))
+    if duplicates and not has_group:  # each path its own group: an image's rows stay in one split
+        groups, has_group = list(paths), True
     report = {
         "dataset": "manifest",
         "source": str(path),
@@ -198,6 +204,7 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
         "short_rows": rows["short_rows"],
         "long_rows": rows["long_rows"],
         "empty_groups": rows["empty_groups"],
+        "duplicate_rows": duplicates,
         **{k: {c: int(c_counts[c]) for c in columns} for k, c_counts in counts.items()},
         **{f"{k}_examples": v for k, v in examples.items() if v},
     }

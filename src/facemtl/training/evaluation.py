@@ -179,8 +179,35 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
     part = data.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of this data is empty")
+    _check_same_split(state, data, tasks, split, cfg.data.root)
     part.cache(progress=len(part) > 2000 and sys.stderr.isatty())
     return predict_set(model, part, tasks, dev, batch_size, cfg.model.channels_last, tta), tasks, data, state
+
+
+def _check_same_split(state: dict[str, Any], data: Any, tasks: Sequence[Task], split: str, root: str) -> None:
+    """Refuse to score ``split`` when its faces or labels are not those the run saw (the
+    checkpoint's ``data_fingerprint``; none in checkpoints written before 2026-11-27): rows
+    added to or re-ordered in a manifest draw another split, whose "test" faces the model may
+    have trained on. :data:`~facemtl.training.trainer.DATA_CHANGE_ENV` scores anyway, with a warning."""
+    import os
+
+    from ..data.dataset import data_fingerprint
+    from .trainer import DATA_CHANGE_ENV
+
+    then = (state.get("data_fingerprint") or {}).get(split)
+    if not then:
+        return
+    now = data_fingerprint(data, tasks)[split]
+    if now == then:
+        return
+    what = f"{then['faces']} faces then, {now['faces']} now" if then["faces"] != now["faces"] else \
+        f"{now['faces']} faces, other files or labels"
+    said = (f"the {split} split of {root} is not the one this model was trained beside ({what}): the data changed "
+            "since training, so it may hold faces the model trained on; evaluate on the data as it was, or set "
+            f"{DATA_CHANGE_ENV}=1 to score it anyway")
+    if os.environ.get(DATA_CHANGE_ENV, "").strip().lower() in ("", "0", "false", "no"):
+        raise ValueError(said)
+    print(f"warning: {said.split(';')[0]}; scoring anyway ({DATA_CHANGE_ENV} is set)", file=sys.stderr)
 
 
 def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test", data_root: str | None = None,

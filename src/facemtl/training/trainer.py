@@ -458,13 +458,14 @@ class Trainer:
             "epochs_from": 1,
             "baselines": self.data.baselines,
             "weights": self.weighting.weights(),
+            # the splits' faces and labels: --resume refuses other data, and evaluate other splits
+            "data_fingerprint": self.data_fingerprint,
         }
         if metrics is not None:
             state["val_metrics"] = metrics
         if full:
             state.update(
                 world_size=self.dist.world,  # a resume on another number of processes is refused unless accepted
-                data_fingerprint=self.data_fingerprint,  # and one over other faces
                 optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(),
                 weighting=self.weighting.state_dict(),
