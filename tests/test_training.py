@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from facemtl.cli import main
 from facemtl.config import ConfigError, config_from_dict, load_config
 from facemtl.training import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
 
 TASKS = [
     {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
@@ -228,6 +231,18 @@ def test_evaluate_refuses_a_split_whose_faces_changed_since_training(utkface_roo
     monkeypatch.setenv("FACEMTL_ACCEPT_DATA_CHANGE", "1")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
     assert "scoring anyway" in capsys.readouterr().err
+
+
+def test_a_run_whose_images_cannot_be_read_is_refused(tmp_path, capsys):
+    """A user test: a manifest whose paths all pointed at the wrong folder trained, scored NaN and
+    exited 0 ("best_score": null)."""
+    manifest = tmp_path / "faces.csv"
+    manifest.write_text("path,gender\n" + "".join(f"missing/f{i}.jpg,{i % 2}\n" for i in range(60)))
+    assert main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path / "run"),
+                 f"data.root={manifest}", "data.dataset=csv", "tasks=[{name: gender, type: nominal, "
+                 "num_classes: 2}]", "train.epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert "task 'gender' has no labelled face left in the training split" in err and "check data.root" in err
 
 
 def test_evaluate_given_a_run_folder_scores_its_best_checkpoint(utkface_root, tmp_path, capsys):

@@ -124,6 +124,8 @@ class FaceSet:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
     #: Relative probability of drawing each row in a shuffled epoch (balanced sampling), or None.
     sample_weights: torch.Tensor | None = None
+    #: ``(row, why)`` of each image :meth:`cache` could not decode (their labels masked).
+    unreadable: list[tuple[int, str]] = field(default_factory=list)
 
     def subset(self, idx: np.ndarray) -> "FaceSet":
         """The rows ``idx`` (cache rows shared by indexing, labels and attributes sliced)."""
@@ -146,6 +148,7 @@ class FaceSet:
         if self.images is None:
             bad: list[tuple[int, str]] = []
             self.images = decode_all(self.paths, self.size, self.workers, progress, unreadable=bad)
+            self.unreadable = bad
             if bad:  # left out as faces with no label: the run goes on, and says which
                 self.labels[[k for k, _ in bad]] = float("nan")
                 first = "; ".join(f"{self.paths[k]}: {w}" for k, w in bad[:3])
@@ -588,7 +591,25 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
         if in_memory:
             for s in sets.values():
                 s.cache(progress=len(s) > 2000 and sys.stderr.isatty())  # no bars in a log file
+            _check_decoded(sets["train"], tasks)
     return bundle
+
+
+def _check_decoded(train: FaceSet, tasks: Sequence[Task]) -> None:
+    """``ValueError`` in one sentence for a task left with no labelled face in the training split
+    once the images that cannot be read were masked (paths that point at the wrong folder: the
+    run would train on nothing and end well with a NaN score); :func:`check_labelled` has seen
+    labels on the rows before the images were read."""
+    if not train.unreadable:
+        return
+    labels = train.labels.numpy()
+    for t, col in zip(tasks, label_columns(tasks)):
+        v = labels[:, col].reshape(len(train), -1)
+        if (~np.isnan(v).any(1)).any():
+            continue
+        first = "; ".join(f"{train.paths[k]}: {why}" for k, why in train.unreadable[:2])
+        raise ValueError(f"task {t.name!r} has no labelled face left in the training split: {len(train.unreadable)} "
+                         f"of its {len(train)} images cannot be read ({first}); check data.root and the paths")
 
 
 def cache_decision(cfg: Any, n: int) -> tuple[bool, str]:
