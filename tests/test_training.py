@@ -245,6 +245,24 @@ def test_a_run_whose_images_cannot_be_read_is_refused(tmp_path, capsys):
     assert "task 'gender' has no labelled face left in the training split" in err and "check data.root" in err
 
 
+def test_each_epoch_logs_the_weights_it_trained_with(utkface_root, tmp_path):
+    """DWA's epoch_end sets the next epoch's weights, and the log took them after it: epoch 2
+    (trained with 1, 1) logged epoch 3's. Its first two epochs train with weight 1, the third with
+    T exp(r_t / 2) / sum_k exp(r_k / 2), r_t = L_t(2) / L_t(1) (mean training losses)."""
+    import math
+
+    c = config_from_dict({
+        "tasks": TASKS[1:], "data": {"root": str(utkface_root), "image_size": 32, "limit": 200, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2},
+        "weighting": {"name": "dwa"}, "train": {"epochs": 3, "batch_size": 32}})
+    Trainer(c, tmp_path, progress=False, log=lambda s: None).fit()
+    log = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [e["weights"] for e in log[:2]] == [{"gender": 1.0, "race": 1.0}] * 2
+    r = {t: log[1]["train"]["loss"][t] / log[0]["train"]["loss"][t] for t in ("gender", "race")}
+    z = {t: math.exp(v / 2) for t, v in r.items()}
+    assert log[2]["weights"] == pytest.approx({t: 2 * v / sum(z.values()) for t, v in z.items()})
+
+
 def test_evaluate_given_a_run_folder_scores_its_best_checkpoint(utkface_root, tmp_path, capsys):
     """``--checkpoint runs/r1`` once said "no runtime reads r1": a run folder means its best.pt."""
     c = cfg(utkface_root, train__epochs=1, data__limit=200, data__image_size=32,

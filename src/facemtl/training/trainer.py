@@ -250,6 +250,8 @@ class Trainer:
             # rank holds its own: align them, so every rank validates (and rank 0 saves) the same model.
             self.dist.sync_buffers(self.model)
             val = self.validate()
+            # the weights this epoch trained with: DWA's epoch_end sets the next epoch's
+            weights, normalised = self.weighting.weights(), self.weighting.normalised()
             self.weighting.epoch_end(train_losses)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 # tasks with no validation loss (NaN: no labelled face) left out; a NaN sum is never
@@ -261,11 +263,10 @@ class Trainer:
                 "epoch": self.epoch + 1,
                 "train": {"loss": train_losses, "images_per_s": n_images / max(train_seconds, 1e-9)},
                 "val": val,
-                "weights": self.weighting.weights(),
+                "weights": weights,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
             }
-            normalised = self.weighting.normalised()
             if normalised is not None:
                 record["weights_normalised"] = normalised
             improved = self.best_epoch == 0 or _rank(val["score"]) > _rank(self.best_score)
