@@ -96,6 +96,24 @@ def test_config_errors_are_one_sentence(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
+def test_settings_out_of_range_are_refused():
+    """A user test: a negative fixed weight (it maximised the age loss), a negative lam, Early
+    Freeze at -2 and data.limit=0 (numpy's "cannot reshape array of size 0") were taken."""
+    from facemtl.weighting import WEIGHTINGS
+
+    for over, words in (({"train": {"early_freeze": -2}}, "train.early_freeze must be at least 1"),
+                        ({"train": {"early_stopping": 0}}, "train.early_stopping must be at least 1"),
+                        ({"data": {"limit": 0}}, "data.limit must be at least 1")):
+        with pytest.raises(ConfigError, match=words):
+            config_from_dict({"tasks": TASKS, **over})
+    with pytest.raises(ValueError, match="fixed weights must be zero or more, not age: -1"):
+        WEIGHTINGS.get("fixed")(["age", "gender"], weights={"age": -1})
+    with pytest.raises(ValueError, match=r"YAML needs a space after the colon: age: 0.5"):
+        WEIGHTINGS.get("fixed")(["age", "gender"], weights={"age:0.5": None})
+    with pytest.raises(ValueError, match="lam must be zero or more"):
+        WEIGHTINGS.get("learned")(["age", "gender"], lam=-0.1)
+
+
 def test_overrides_and_recipes_parse():
     for name in ("paper", "thesis", "cpu", "cpu_coral", "tiny"):
         c = load_config(f"configs/{name}.yaml", ["train.epochs=2"])

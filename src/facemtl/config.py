@@ -100,6 +100,8 @@ class DataConfig:
             raise ConfigError("data.image_size must be at least 32 pixels")
         if self.cache not in ("auto", "memory", "stream"):
             raise ConfigError("data.cache must be auto, memory or stream")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"data.limit must be at least 1 (or null: every face), not {self.limit}")
 
 
 @dataclass
@@ -185,6 +187,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
+        for key in ("early_stopping", "early_freeze", "max_batches", "threads"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{key} must be at least 1 (or null: off), not {value}")
 
 
 #: Names a task may not take: its answers are written beside these fields of a face, an

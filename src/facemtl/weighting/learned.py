@@ -22,6 +22,8 @@ class LearnedWeights(Weighting):
     def __init__(self, tasks: Sequence[str], lam: float = 0.1) -> None:
         super().__init__(tasks)
         self.lam = float(lam)
+        if not self.lam >= 0:  # a negative penalty rewards large weights without bound
+            raise ValueError(f"the learned weighting's lam must be zero or more, not {lam}")
         self.theta = nn.Parameter(torch.zeros(len(self.task_names)))
 
     def w(self) -> torch.Tensor:

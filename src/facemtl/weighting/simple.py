@@ -21,8 +21,15 @@ class Fixed(Weighting):
         weights = dict(weights or {})
         unknown = set(weights) - set(tasks)
         if unknown:
-            raise ValueError(f"weights given for unknown tasks: {', '.join(sorted(unknown))}")
+            glued = [k for k in unknown if ":" in str(k)]  # YAML reads "age:0.5" as one key
+            raise ValueError(f"weights given for unknown tasks: {', '.join(sorted(map(str, unknown)))}"
+                             + (f" (YAML needs a space after the colon: {glued[0].split(':')[0]}: "
+                                f"{glued[0].split(':', 1)[1]})" if glued else ""))
         self.w = {t: float(weights.get(t, 1.0)) for t in tasks}
+        negative = {t: w for t, w in self.w.items() if not w >= 0}
+        if negative:  # a negative weight maximises the task's loss
+            raise ValueError("fixed weights must be zero or more, not " + ", ".join(f"{t}: {w:g}"
+                                                                                   for t, w in negative.items()))
 
     def forward(self, losses: dict[str, torch.Tensor], model=None) -> torch.Tensor:
         return sum(self.w[t] * losses[t] for t in self.task_names)
