@@ -344,3 +344,13 @@ def test_sigterm_during_an_experiment_releases_its_lock_and_the_grid_finishes(ut
     done = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (out / "runs" / "a" / "seed0" / "result.json").is_file()
+
+
+def test_a_coral_run_on_a_subset_is_not_called_the_protocol():
+    """A user test: cpu_coral.yaml with data.limit=400 (91 of the published test list's faces) was
+    reported as "CORAL protocol (ages 21-60, published test list)", "same protocol" as the thesis."""
+    from facemtl.report.sources import CORAL, protocol_of
+
+    assert protocol_of({"data": {"split": "coral"}}) == CORAL
+    subset = protocol_of({"data": {"split": "coral", "limit": 400}})
+    assert subset.startswith("CORAL split, subset (400 images") and subset.split(" (")[0] != CORAL.split(" (")[0]

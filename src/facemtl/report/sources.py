@@ -45,7 +45,9 @@ def protocol_of(config: dict[str, Any]) -> str:
     """The protocol a run's ``config.yaml`` trained and tested under."""
     data = config.get("data") or {}
     if data.get("split") == "coral":
-        return CORAL
+        # data.limit keeps evenly spaced faces of every split: the published test list is cut too,
+        # and a figure on part of it is not the protocol's
+        return CORAL if not data.get("limit") else f"CORAL split, subset ({data['limit']} images; not the whole test list)"
     if data.get("split") == "random":
         extra = []
         if data.get("age_range"):
