@@ -51,6 +51,11 @@ def test_wilson_and_mean_intervals_by_hand():
     lo, hi = mean_interval(np.array([1.0, 2.0, 3.0, 4.0]))
     # mean 2.5, s = 1.2910, s / sqrt(4) = 0.6455, x 1.96 = 1.2652
     assert lo == pytest.approx(1.2348, abs=1e-3) and hi == pytest.approx(3.7652, abs=1e-3)
+    # absolute errors 0, 0, 0, 10: mean 2.5, s = 5, x 1.96 / 2 = 4.9; a mean error is never negative
+    lo, hi = mean_interval(np.array([0.0, 0.0, 0.0, 10.0]))
+    assert lo == 0.0 and hi == pytest.approx(7.3999, abs=1e-3)
+    lo, _ = mean_interval(np.array([-1.0, 0.0, 0.0, 10.0]))  # values that can be negative: not cut
+    assert lo == pytest.approx(2.25 - 1.96 * np.std([-1, 0, 0, 10], ddof=1) / 2, abs=1e-3)
 
 
 def test_subgroup_table_cells():
@@ -70,3 +75,12 @@ def test_subgroup_table_cells():
     assert f["g_accuracy_lo"] < 1.0 == f["g_accuracy_hi"]
     gap = largest_gap(rows, "g_accuracy", min_count=1)
     assert gap["gap"] == pytest.approx(0.5) and gap["min"]["sex"] == "m"
+
+
+def test_an_equal_result_per_seed_reads_plus_zero():
+    """A user test: two variants equal on a seed read "-0.00", which reads like a small loss."""
+    from facemtl.report.stats import describe_diff
+
+    d = {"percent": False, "lower_is_better": True, "header": "MAE", "metric": "mae", "mean": -0.1,
+         "diffs": [-0.0, -0.001, -0.2], "verdict": "inconclusive"}
+    assert "(per seed: +0.00, +0.00, -0.20)" in describe_diff("age", d)

@@ -29,12 +29,15 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def mean_interval(x: np.ndarray, z: float = Z95) -> tuple[float, float]:
-    """Normal-approximation interval of the mean of ``x`` (NaN for fewer than 2 values)."""
+    """Normal-approximation interval of the mean of ``x`` (NaN for fewer than 2 values). Values
+    that are never negative (absolute errors) have a mean that is not either: the lower end is
+    then cut at 0 (a few large errors in a small cell read ``2.5 (-0.4-5.4)`` otherwise)."""
     x = np.asarray(x, float)
     if len(x) < 2:
         return (float("nan"), float("nan"))
     half = z * x.std(ddof=1) / math.sqrt(len(x))
-    return (float(x.mean() - half), float(x.mean() + half))
+    lo = x.mean() - half
+    return (float(max(lo, 0.0) if x.min() >= 0 else lo), float(x.mean() + half))
 
 
 def subgroup_table(

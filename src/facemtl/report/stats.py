@@ -120,5 +120,6 @@ def describe_diff(t: str, d: dict[str, Any]) -> str:
     name = d["header"] if d["lower_is_better"] else d["metric"]
     if d["mean"] < 0:
         word = "higher" if word == "lower" else "lower"
-    seeds = ", ".join(f"{scale * x:+.2f}" for x in d["diffs"])
+    # rounded first, and + 0.0: an equal result reads "+0.00", not "-0.00" (which reads as a loss)
+    seeds = ", ".join(f"{round(scale * x, 2) + 0.0:+.2f}" for x in d["diffs"])
     return f"{t}: {name} {abs(scale * d['mean']):.2f}{unit} {word} (per seed: {seeds}) → {d['verdict']}"
