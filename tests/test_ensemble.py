@@ -155,3 +155,18 @@ def test_analyze_runs_an_ensemble_from_repeated_checkpoints(utkface_root, capsys
 
     want = [a["age"].value for a in ens.predict([read_square(c, 160)[0] for c in crops])]
     assert ages == pytest.approx(want, abs=0.051)  # JSON rounds to 0.1 years
+
+
+def test_a_fusion_file_fitted_for_other_classes_is_refused():
+    """A review: only task names were compared, so a model whose classes come in another order
+    mixed the descriptor's probabilities into the wrong classes, silently."""
+    pytest.importorskip("dlib")
+    from facemtl.inference import load_predictor
+    from facemtl.inference.fusion import FusedPredictor, FusionHead, default_fusion_path
+
+    predictor = load_predictor(device="cpu")
+    head = FusionHead.load(default_fusion_path())
+    FusedPredictor(predictor, head)  # the shipped pair agrees
+    head.tasks["gender"] = {**head.tasks["gender"], "classes": list(reversed(head.tasks["gender"]["classes"]))}
+    with pytest.raises(ValueError, match=r"fitted for task 'gender' with the classes \['female', 'male'\]"):
+        FusedPredictor(predictor, head)

@@ -156,6 +156,13 @@ class FusedPredictor:
         if unknown:
             raise ValueError(f"the fusion file covers task {unknown[0]!r}, which this model lacks: give the model it "
                              "was fitted for with --checkpoint, or name it in the fusion file (facemtl fusion --network)")
+        by_name = {t.name: t for t in predictor.tasks}
+        for name, spec in head.tasks.items():  # mixed class by class: the same classes in the same order
+            ours, fitted = by_name[name].class_names(), spec.get("classes")
+            if fitted is not None and list(ours or []) != list(fitted):
+                raise ValueError(f"the fusion file was fitted for task {name!r} with the classes {fitted}, but this "
+                                 f"model's are {ours}: its probabilities would be mixed with the wrong classes; fit "
+                                 "it again for this model (facemtl fusion)")
         checked_networks_alone(head.networks_alone or {}, head.tasks,
                                [t.name for t in predictor.tasks if t.class_names() is None])
         check_available()  # the accurate variant without dlib: one sentence now, not an error per face

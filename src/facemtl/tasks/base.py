@@ -192,6 +192,11 @@ class Task:
         """Probabilities ``(N, C)`` over the task's classes or values, or ``None``."""
         return None
 
+    def answers_from_probabilities(self, prob: np.ndarray) -> list["TaskAnswer"]:
+        """Answers from class probabilities ``(N, C)`` obtained otherwise (the network's mixed with
+        another model's: :mod:`facemtl.inference.fusion`); only a task with classes has them."""
+        raise ValueError(f"task {self.name!r} ({type(self).__name__}) cannot answer from class probabilities")
+
     def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
         """One :class:`~facemtl.inference.results.TaskAnswer` per row of ``raw``.
 
