@@ -778,6 +778,38 @@ def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromiu
     store.close()
 
 
+def test_page_shows_a_tracks_faces_and_keeps_keyboard_focus(tmp_path, chromium):
+    """An operator test: no way to see one track's faces (the API's filter takes the track's id,
+    while the page showed only the stream's number, which repeats across cameras); and the
+    Sources table, rebuilt every second, threw a keyboard user's focus off its "watch" button."""
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        page.wait_for_function("document.querySelectorAll('#tracks tbody tr').length > 0")
+        first = page.locator("#tracks tbody tr").first
+        source, number = first.locator("td").nth(0).inner_text(), first.locator("button.link").inner_text()
+        track_id = int(first.get_attribute("data-track"))
+        first.locator("button.link").click()
+        page.wait_for_selector("#track-filter:not([hidden])")
+        page.wait_for_function("n => [...document.querySelectorAll('#faces tbody tr')].every(r => "
+                               "r.cells[3].innerText === n)", arg=number)
+        rows = page.locator("#faces tbody tr")
+        assert rows.count() > 0
+        assert set(rows.evaluate_all("rs => rs.map(r => r.cells[2].innerText)")) == {source}
+        assert f"id {track_id}" in page.inner_text("#track-filter")
+        page.click("#track-filter-clear")
+        page.wait_for_selector("#track-filter", state="hidden")
+        page.click("#tabs button[data-tab=sources]")
+        page.wait_for_function("document.querySelectorAll('#sources tbody button').length > 0")
+        page.focus("#sources tbody button")
+        n = refreshes(page)
+        after_refreshes(page, n, 2)
+        assert page.evaluate("document.activeElement.closest('#sources') !== null && "
+                             "document.activeElement.tagName === 'BUTTON'")
+        assert errors == []
+    store.close()
+
+
 def test_page_drops_an_answer_a_newer_request_overtook(tmp_path, chromium):
     """A timer refresh asked with the filters before Apply, answered after Apply's refusal, refilled
     the table under the error and cleared it: it is now dropped."""

@@ -62,6 +62,14 @@ const ZONE = (() => {
   const m = -new Date().getTimezoneOffset();
   return m === 0 ? "UTC" : `UTC${m > 0 ? "+" : "-"}${pad(Math.floor(Math.abs(m) / 60))}:${pad(Math.abs(m) % 60)}`;
 })();
+// "12 s ago", "5 min ago", "3 h ago", "2 days ago"
+function ago(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 120) return `${s} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
 function when(t) {
   if (t === null || t === undefined) return "";
   const d = new Date(t * 1000);
@@ -195,7 +203,7 @@ function faceRow(f) {
   if (f.thumbnail) thumbnail(td, f.id);
   cell(tr, when(f.time));
   cell(tr, f.source);
-  cell(tr, f.track === null ? "" : f.track, "num");
+  trackCell(tr, f.track_id, f.track, f.source);
   cell(tr, f.file !== null ? f.file : f.frame !== null ? `frame ${f.frame}` : "");
   for (const t of state.tasks) cell(tr, answer(f, t)).dataset.task = t.name;
   cell(tr, f.score === null ? "" : f.score.toFixed(2), "num");
@@ -203,11 +211,33 @@ function faceRow(f) {
   return tr;
 }
 
+// a track's number as a button that shows its faces (the API's track filter takes the track's id:
+// the number the stream gave it repeats across sources and sessions)
+function trackCell(tr, id, number, source) {
+  const td = cell(tr, "", "num");
+  if (id === null || id === undefined) return td;
+  const b = document.createElement("button");
+  b.type = "button"; b.className = "link"; b.textContent = String(number);
+  b.title = `track id ${id}`;
+  b.setAttribute("aria-label", `faces of track ${number} of ${source}`);
+  b.addEventListener("click", () => showTrack({ id, number, source }));
+  td.appendChild(b);
+  return td;
+}
+
+function showTrack(track) {
+  state.track = track;
+  $("#track-filter").hidden = !track;
+  $("#track-filter-name").textContent = track ? `of track ${track.number} of ${track.source} (id ${track.id})` : "";
+  state.faces.paged = false;
+  loadTable("faces").catch((e) => say(e.message, true));
+}
+
 function trackRow(t) {
   const tr = document.createElement("tr");
   tr.dataset.track = t.id;
   cell(tr, t.source);
-  cell(tr, t.track, "num");
+  trackCell(tr, t.id, t.track, t.source);
   cell(tr, t.closed ? "ended" : "open");
   cell(tr, when(t.started));
   cell(tr, when(t.ended));
@@ -226,6 +256,7 @@ function stale(what, t) { return latest[what] !== t; }
 async function loadTable(kind, more = false) {
   const table = $("#" + kind);
   const p = new URLSearchParams(state.filters);
+  if (kind === "faces" && state.track) p.set("track", String(state.track.id));
   p.set("limit", "50");
   if (more && state[kind].next) p.set("cursor", state[kind].next);
   // older rows ("Older faces") pause this table's live updates (see tick()); its first page resumes them
@@ -378,7 +409,7 @@ async function refreshSources() {
     const badge = document.createElement("span");
     badge.className = "state " + s.state; badge.textContent = s.state;
     st.appendChild(badge);
-    cell(tr, s.seconds_since_seen === null ? "" : `${Math.round(s.seconds_since_seen)} s ago`);
+    cell(tr, s.seconds_since_seen === null ? "" : ago(s.seconds_since_seen));
     cell(tr, s.fps === null ? "" : s.fps.toFixed(1), "num");
     cell(tr, s.host);
     const td = cell(tr, "");
@@ -390,7 +421,14 @@ async function refreshSources() {
     }
     return tr;
   });
+  // rebuilt every second: a keyboard user's focus on a "watch" button stays on that source's new one
+  const focused = document.activeElement && document.activeElement.closest("#sources tr");
+  const again = focused ? focused.dataset.source : null;
   $("#sources").tBodies[0].replaceChildren(...rows);
+  if (again !== null) {
+    const b = $("#sources").querySelector(`tr[data-source="${CSS.escape(again)}"] button`);
+    if (b) b.focus();
+  }
 }
 
 async function refreshLive() {
@@ -556,6 +594,7 @@ $("#filters").addEventListener("reset", () => setTimeout(applyFilters, 0));  // 
 $("#faces-more").addEventListener("click", () => { state.faces.paged = true; loadTable("faces", true).catch((e) => say(e.message, true)); });
 $("#tracks-more").addEventListener("click", () => { state.tracks.paged = true; loadTable("tracks", true).catch((e) => say(e.message, true)); });
 $("#stats-of").addEventListener("change", refresh);
+$("#track-filter-clear").addEventListener("click", () => showTrack(null));
 $("#upload-form").addEventListener("submit", upload);
 $("#live").addEventListener("change", schedule);
 $("#token-button").addEventListener("click", () => { $("#token-box").hidden = !$("#token-box").hidden; });
