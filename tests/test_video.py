@@ -167,6 +167,10 @@ def test_source_forms(tmp_path):
     assert read_sources_file(listing) == [("front", "rtsp://10.0.0.5/live"), (None, str(video))]
     both = open_sources(str(listing))
     assert [s.name for s in both] == ["front", str(video)]
+    # an operator test: "Lobby North=clip.mp4" said "no such file" (names were letters, digits, _ . - only)
+    assert [s.name for s in open_sources([f"Lobby North={video}", f"gate 2 ={video}"])] == ["Lobby North", "gate 2"]
+    with pytest.raises(SourceError, match=r"no such file \(name=SOURCE: a name may not hold"):
+        open_sources([f"{tmp_path}/a=missing.mp4"])
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(SourceError, match="lists no source"):
         open_sources(str(tmp_path / "empty.txt"))

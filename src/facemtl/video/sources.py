@@ -518,16 +518,19 @@ class Folder(Source):
 # -- choosing a source --------------------------------------------------------------------
 
 
-_NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
+#: ``name=SOURCE``: a name is anything without ``=``, a slash, a backslash or ``:`` (so that a
+#: path or a URL holding ``=`` is never cut at it), up to 200 characters (the database's limit):
+#: ``Lobby North=rtsp://...`` names a camera as the uploads' ``?source=`` may.
+_NAMED = re.compile(r"^([^=/\\:]{1,200})=(.+)$")
 
 
 def named_source(text: str) -> tuple[str | None, str]:
     """``(name, SOURCE)`` of ``name=SOURCE`` (``(None, text)`` for a SOURCE alone: a file that
     exists under the whole text keeps it)."""
     m = _NAMED.match(text)
-    if not m or Path(text).exists():
+    if not m or not m.group(1).strip() or Path(text).exists():
         return None, text
-    return m.group(1), m.group(2).strip()
+    return m.group(1).strip(), m.group(2).strip()
 
 
 def read_sources_file(path: str | Path) -> list[tuple[str | None, str]]:
@@ -560,7 +563,8 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
     if path.is_dir():
         return Folder(spec, name, s.fps)
     if not path.exists():
-        raise SourceError(f"{spec}: no such file")
+        hint = " (name=SOURCE: a name may not hold '/', '\\', ':' or '=')" if "=" in spec and name is None else ""
+        raise SourceError(f"{spec}: no such file{hint}")
     return VideoFile(spec, name, s.options, s.loop)
 
 
