@@ -375,6 +375,9 @@ def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
     assert main(["db", "export", "tracks", "--format", "csv", "--db", db_url, "--source", "cam"]) == 0
     printed = capsys.readouterr()
     assert printed.out.splitlines()[0].startswith("id,source,session,track") and '"exported"' in printed.err
+    assert "no source is named" not in printed.err
+    assert main(["db", "export", "tracks", "--db", db_url, "--source", "cma"]) == 0  # a misspelt name: said
+    assert "no source is named 'cma'; the sources are: " in (err := capsys.readouterr().err) and "'cam'" in err
     # --since in ISO 8601 (UTC unless it says) as in seconds: the same faces
     t = sorted(f["time"] for f in faces)[len(faces) // 2]
     iso = datetime.fromtimestamp(math.floor(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

@@ -188,6 +188,11 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
         if action == "purge":
             return {"older_than_days": older_than, "deleted": store.purge(older_than)}
         q = Query(since=since, until=until, source=source, session=session)
+        if source is not None:  # a misspelt name exported nothing, and said only "exported: 0"
+            names = [s["name"] for s in store.sources()]
+            if source not in names:
+                print(f"facemtl: warning: no source is named {source!r}; the sources are: "
+                      f"{', '.join(map(repr, names)) or 'none'}", file=sys.stderr)
         if out is None:
             n = store.export(kind, sys.stdout, fmt, q)
         elif os.path.exists(out) and not os.path.isfile(out):  # a device or a pipe (/dev/stdout): written to
