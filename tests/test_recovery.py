@@ -288,3 +288,19 @@ def test_a_resume_over_changed_data_is_refused_unless_accepted(utkface_root, tmp
     assert main(["train", "--out", str(run), "--resume", "--no-progress", "train.epochs=2"]) == 0
     assert "the data changed since this run started" in capsys.readouterr().err
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_an_interrupted_checkpoint_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A review: only RuntimeError and OSError removed the partial file; Ctrl-C during a save left
+    last.tmp behind."""
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1}, path)
+
+    def interrupted(obj, f):
+        Path(f).write_bytes(b"PK partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"epoch": 2}, path)
+    assert load_checkpoint(path)["epoch"] == 1 and not path.with_suffix(".tmp").exists()

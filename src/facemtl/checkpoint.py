@@ -25,9 +25,10 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` (plain values and tensors only) to ``path`` atomically.
 
     A run killed mid-save leaves the previous file intact: the new one is written
-    beside it and renamed over it. A write the machine refuses is an :class:`OSError` naming
-    ``path`` (PyTorch reports a full disk as ``RuntimeError: ... unexpected pos``), and the
-    partial file is removed.
+    beside it, flushed to the disk (``fsync``: a power cut after the rename must not leave a
+    file whose blocks were never written) and renamed over it. A write the machine refuses is an
+    :class:`OSError` naming ``path`` (PyTorch reports a full disk as ``RuntimeError: ...
+    unexpected pos``); the partial file is removed then, and on any other interruption (Ctrl-C).
     """
     import torch
 
@@ -35,13 +36,15 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     tmp = path.with_suffix(".tmp")
     try:
         torch.save({"format": FORMAT, **state}, tmp)
+        with open(tmp, "rb") as fh:  # fsync flushes the file's pages whichever descriptor asks
+            os.fsync(fh.fileno())
     except RuntimeError as exc:  # PyTorch's zip writer: a short write surfaces as "unexpected pos"
         tmp.unlink(missing_ok=True)
         kept = f" (the earlier {path.name} is kept)" if path.exists() else ""
         if shutil.disk_usage(path.parent).free < 64 << 20:
             raise OSError(errno.ENOSPC, f"No space left on device{kept}", str(path)) from exc
         raise OSError(errno.EIO, f"The write failed, {exc}{kept}", str(path)) from exc
-    except OSError:
+    except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
