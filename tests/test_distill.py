@@ -333,6 +333,10 @@ def test_teacher_cache_is_reused_and_invalidated(utkface_root, tmp_path):
     assert any("computing 2" in s for s in said[-3:])  # the changed file and the broken one
     assert np.array_equal(v3[[0, 2]], v1[[0, 2]]) and not np.allclose(v3[1], v1[1])
     assert np.isnan(v3[3]).all()  # no descriptor: a missing label
+    assert "no descriptor for 1 images" in said[-1] and "broken.jpg: " in said[-1]  # and why (a review: it said none)
+    v4 = teacher_features(files + [str(tmp_path / "broken.jpg")], tmp_path / "cache", workers=1, progress=False,
+                          log=said.append)
+    assert "computing 0" in said[-1] and np.isnan(v4[3]).all()  # the failure is cached, not computed every run
 
 
 def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):

@@ -74,13 +74,14 @@ def _init_worker() -> None:
     _worker = DlibDescriptor()
 
 
-def _describe(path: str) -> np.ndarray | None:
-    from ..images import load_rgb
+def _describe(path: str) -> np.ndarray | str:
+    """The descriptor of the image at ``path``, or why there is none (a sentence)."""
+    from ..images import describe_error, load_rgb
 
     try:
         return _worker.describe(load_rgb(path))
-    except Exception:  # an unreadable image or a failed descriptor is a missing label
-        return None
+    except Exception as exc:  # an unreadable image or a failed descriptor is a missing label
+        return describe_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
 
 
 def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE_DIR, teacher: str = "dlib_resnet_v1",
@@ -108,7 +109,7 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
         cached = sum(d in known for d in digests)
         log(f"teacher {teacher}: {cached} of {len(paths)} images cached in {cache.path}; computing {len(todo)} "
             f"(byte-identical copies computed once)")
-        failed = 0
+        failed: list[str] = []
         if todo:
             bar = None
             if progress:
@@ -119,8 +120,12 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
                 for i in range(0, len(todo), batch):
                     part = todo[i : i + batch]
                     vecs = list(pool.map(_describe, [p for _, p in part], chunksize=16))
-                    done = {d: v for (d, _), v in zip(part, vecs) if v is not None}
-                    failed += len(part) - len(done)
+                    done = {}
+                    for (d, p), v in zip(part, vecs):
+                        if isinstance(v, str):  # cached as NaN: the same bytes fail the same way next run
+                            failed.append(f"{p}: {v}")
+                            v = np.full(descriptor.DIM, np.nan, np.float32)
+                        done[d] = v
                     cache.put(done)  # committed per batch: a killed run keeps what it computed
                     known.update(done)
                     if bar is not None:
@@ -128,7 +133,8 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
             if bar is not None:
                 bar.close()
         if failed:
-            log(f"teacher {teacher}: no descriptor for {failed} images (a missing label for them)")
+            log(f"teacher {teacher}: no descriptor for {len(failed)} images (a missing label for them; kept as such "
+                f"in the cache): {'; '.join(failed[:3])}" + (" ..." if len(failed) > 3 else ""))
     finally:
         cache.close()
     out = np.full((len(paths), descriptor.DIM), np.nan, dtype=np.float32)
