@@ -354,3 +354,13 @@ def test_a_coral_run_on_a_subset_is_not_called_the_protocol():
     assert protocol_of({"data": {"split": "coral"}}) == CORAL
     subset = protocol_of({"data": {"split": "coral", "limit": 400}})
     assert subset.startswith("CORAL split, subset (400 images") and subset.split(" (")[0] != CORAL.split(" (")[0]
+
+
+def test_a_report_says_why_a_run_has_no_test_predictions(tmp_path):
+    """A user test: a run trained with data.test_fraction=0 was told to "run training to the end"."""
+    from facemtl.report.load import RunLog
+
+    (tmp_path / "data_report.json").write_text(json.dumps({"test_images": 0}))
+    assert "its test split is empty" in RunLog(tmp_path).no_predictions_why
+    (tmp_path / "data_report.json").write_text(json.dumps({"test_images": 40}))
+    assert RunLog(tmp_path).no_predictions_why == "run training to the end"

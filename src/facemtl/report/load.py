@@ -61,6 +61,16 @@ class RunLog:
         return json.loads(f.read_text()) if f.is_file() else {}
 
     @property
+    def no_predictions_why(self) -> str:
+        """Why the run has no test predictions, as a report says it: no test split (its
+        ``data_report.json`` counts no test face), or training that did not finish."""
+        f = self.path / "data_report.json"
+        report = json.loads(f.read_text()) if f.is_file() else {}
+        if report.get("test_images") == 0:
+            return "its test split is empty (data.test_fraction=0, or too few faces), so no face was scored on it"
+        return "run training to the end"
+
+    @property
     def checkpoint(self) -> Path | None:
         for name in ("best.pt", "last.pt"):
             if (self.path / name).is_file():

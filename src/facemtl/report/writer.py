@@ -262,7 +262,7 @@ def _confusion(data: ReportInput) -> Section:
         if found is not None:
             mats.append((task.name, found[0], found[1]))
     if not mats:
-        return s.add(Para("The reference run has no test predictions (test_predictions.npz); run training to the end."))
+        return s.add(Para(f"The reference run has no test predictions (test_predictions.npz): {run.no_predictions_why}."))
     s.add(Para(f"{data.reference}, seed {run.seed}, test split. Rows: true class (or group); columns: predicted; "
                "colour: share of the row; numbers: counts."))
     return s.add(Image("confusion.png", figures.confusion_matrices(mats), "confusion matrices per task"))
@@ -448,8 +448,11 @@ def _bias(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | None) -> 
 def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Section:
     s = Section("Grad-CAM per task head", "gradcam")
     run = data.ref.first
-    if run.checkpoint is None or run.predictions is None:
-        return s.add(Para("The reference run has no checkpoint or test predictions; no Grad-CAM maps."))
+    if run.checkpoint is None:
+        return s.add(Para("The reference run has no checkpoint; no Grad-CAM maps."))
+    if run.predictions is None:
+        return s.add(Para(f"The reference run has no test predictions (test_predictions.npz): {run.no_predictions_why}; "
+                          "no Grad-CAM maps."))
     try:
         import captum  # noqa: F401
     except ImportError:

@@ -397,7 +397,10 @@ class Trainer:
         Returns the metrics, or ``None`` when the data has no test split.
         """
         part = self.data.test
-        if len(part) == 0 or not self.dist.main:
+        if not self.dist.main:
+            return None
+        if len(part) == 0:
+            self.log("no test split (data.test_fraction=0, or too few faces): nothing is scored on test faces")
             return None
         self.model.load_state_dict(self._best_weights())
         t0 = time.perf_counter()
