@@ -565,9 +565,10 @@ def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_pa
     with TestClient(create_app(store, None)) as client:
         tasks = {t["name"]: t for t in client.get("/v1/tasks").json()}
         assert tasks == {"glasses": {"name": "glasses", "classes": ["no", "yes"], "filters": ["glasses"],
-                                     "fields": ["glasses", "glasses_probability", "glasses_probabilities"]},
+                                     "fields": ["glasses", "glasses_probability", "glasses_probabilities"],
+                                     "groups": ["no", "yes"]},
                          "smile": {"name": "smile", "classes": None, "filters": ["smile_min", "smile_max"],
-                                   "fields": ["smile"]}}
+                                   "fields": ["smile"], "groups": ["0-25", "25-50", "50-75", "75+"]}}
         faces = client.get("/v1/faces", params={"limit": 500}).json()["items"]
         want = [f.to_dict() for r in reversed(shots) for f in reversed(r.faces)]
         assert len(faces) == len(want) == 32
@@ -580,6 +581,7 @@ def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_pa
         stats = client.get("/v1/stats", params={"since": 0}).json()["tasks"]
         assert stats["glasses"]["groups"] == [g for g in ["no", "yes"] if g in stats["glasses"]["groups"]]
         assert set(stats["smile"]["groups"]) <= {"0-25", "25-50", "50-75", "75+"}  # its own range in four bands
+        assert stats["smile"]["groups"] == [g for g in tasks["smile"]["groups"] if g in stats["smile"]["groups"]]
         assert sum(sum(b["counts"].values()) for b in stats["smile"]["buckets"]) == 32
         doc = client.get("/openapi.json").json()
         params = {p["name"] for p in doc["paths"]["/v1/faces"]["get"]["parameters"]}

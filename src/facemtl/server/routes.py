@@ -114,7 +114,7 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         """The tasks this server knows (its model's, then those stored sessions recorded), with
         their classes, their filter parameters and their fields."""
         return [{"name": f.task.name, "classes": f.task.class_names(), "filters": f.params,
-                 "fields": list(task_fields(f.task))} for f in filters]
+                 "fields": list(task_fields(f.task)), "groups": f.task.group_names()} for f in filters]
 
     @router.post("/analyze", response_model=schemas.Analysis, dependencies=[*deps, Depends(_one_file)],
                  responses={**ERRORS, 409: {"model": ErrorOut, "description": "the source belongs to a stream or a "

@@ -87,6 +87,9 @@ class TaskInfo(BaseModel):
     filters: list[str]
     #: The fields its answers have in a face record.
     fields: list[str]
+    #: The groups ``/v1/stats`` counts it by, in order (its classes, or bands such as age's
+    #: ``0-19``, ``20-39``, ...); ``None`` where there is no fixed list.
+    groups: Optional[list[str]] = None
 
 
 class ModelOut(BaseModel):

@@ -298,11 +298,14 @@ function svgEl(name, attrs) {
   return el;
 }
 
-// A group keeps its colour from view to view, whichever groups a view has: a class's is its index
-// in the task's classes (/v1/tasks); groups of a task without classes (e.g. age's "20-39") take
-// the next colours in the order this page first met them.
+// A group keeps its colour from view to view and from load to load, whichever groups a view has: its
+// index in the task's groups (/v1/tasks: its classes, or bands such as age's "20-39"); a group
+// outside them takes the next colours in the order this page first met it.
 function colour(task, group) {
-  if (!state.colours[task]) state.colours[task] = [...((state.tasks.find((t) => t.name === task) || {}).classes || [])];
+  if (!state.colours[task]) {
+    const t = state.tasks.find((x) => x.name === task) || {};
+    state.colours[task] = [...(t.groups || t.classes || [])];
+  }
   const order = state.colours[task];
   if (!order.includes(group)) order.push(group);
   return PALETTE[order.indexOf(group) % PALETTE.length];
