@@ -339,7 +339,7 @@ def bias_groups(run: RunLog, names: str | Sequence[str] | None = None) -> BiasGr
         wanted = [x.strip() for x in names.split(",")] if isinstance(names, str) else [str(x).strip() for x in names]
         wanted = [x for x in wanted if x]
         if not wanted:
-            raise ValueError(f"--groups names no column for the bias study; the known grouping columns are: {known}")
+            raise ValueError(f"groups (--groups) names no column for the bias study; the known grouping columns are: {known}")
         by_column = {col: name for name, (_, col, _) in reversed(list(cands.items()))}
         chosen: list[str] = []
         for w in wanted:
@@ -349,7 +349,7 @@ def bias_groups(run: RunLog, names: str | Sequence[str] | None = None) -> BiasGr
             if name is None:
                 what = (f"task {w!r} makes no groups" if any(t.name == w for t in run.tasks)
                         else f"{w!r} is no task of this run")
-                raise ValueError(f"--groups: {what} for the bias study; the known grouping columns are: {known}")
+                raise ValueError(f"groups (--groups): {what} for the bias study; the known grouping columns are: {known}")
             if name not in chosen:
                 chosen.append(name)
     if run.predictions is None:
