@@ -268,3 +268,24 @@ def test_an_interrupt_before_the_first_epoch_ended_says_to_start_again(utkface_r
     assert main(["train", "--config", str(recipe(tmp_path, utkface_root)), "--out", str(out), "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "facemtl: interrupted; no epoch had ended, so there is nothing to resume: start it again" in err, err
+
+
+def test_resume_with_a_recipe_that_leaves_task_defaults_out_is_the_same_run(tmp_path):
+    """A user test: --resume --config listed `tasks:` as differing because the saved config spells
+    out the task's defaults (method: binary, decoding: threshold) and the recipe does not."""
+    import yaml
+
+    from facemtl.tasks import build_task
+    from facemtl.training.runfolder import RunFolderError, resume_config
+
+    age = {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"tasks": [age], "data": {"root": str(tmp_path)}}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"tasks": [build_task(dict(age)).to_dict()],
+                                                     "data": {"root": str(tmp_path)}}))
+    assert resume_config(run, recipe, []).tasks[0]["name"] == "age"
+    recipe.write_text(yaml.safe_dump({"tasks": [{**age, "max_value": 100}], "data": {"root": str(tmp_path)}}))
+    with pytest.raises(RunFolderError, match="tasks"):  # a real difference still is one
+        resume_config(run, recipe, [])

@@ -188,7 +188,7 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
         other = load_config(recipe, overrides)
         if data_root is not None:
             other.data.root = cfg.data.root
-        diff = differences(cfg.to_dict(), other.to_dict())
+        diff = differences(_tasks_spelled_out(cfg.to_dict()), _tasks_spelled_out(other.to_dict()))
         if diff:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} in {Path(recipe).name}" for k, a, b in diff[:3])
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
@@ -199,6 +199,18 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
             raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
         raise FileNotFoundError(f"data folder {cfg.data.root} (from {saved}) does not exist; pass --data-root")
     return cfg
+
+
+def _tasks_spelled_out(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with each task as its class writes it, defaults included: a recipe that
+    leaves a default out (``decoding: threshold``) describes the same run as a saved config
+    that spells it."""
+    from ..tasks import build_task
+
+    try:
+        return {**settings, "tasks": [build_task(dict(t)).to_dict() for t in settings.get("tasks") or []]}
+    except Exception:  # noqa: BLE001 - a task that cannot be built is compared as written
+        return settings
 
 
 def differences(a: Any, b: Any, key: str = "") -> list[tuple[str, Any, Any]]:
