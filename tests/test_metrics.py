@@ -84,3 +84,20 @@ def test_an_equal_result_per_seed_reads_plus_zero():
     d = {"percent": False, "lower_is_better": True, "header": "MAE", "metric": "mae", "mean": -0.1,
          "diffs": [-0.0, -0.001, -0.2], "verdict": "inconclusive"}
     assert "(per seed: +0.00, +0.00, -0.20)" in describe_diff("age", d)
+
+
+def test_an_empty_grad_cam_map_is_said_not_tinted():
+    """A user test: the age head's maps were often all zero and were drawn as an even blue tint
+    under a caption saying red marks what raises the score."""
+    pytest.importorskip("matplotlib")
+    from unittest import mock
+
+    from facemtl.report import figures
+
+    img = np.zeros((8, 8, 3))
+    cam = np.zeros((8, 8))
+    with mock.patch.object(figures, "_png", lambda fig: fig):
+        fig = figures.gradcam_grid([(img, cam, "age 30"), (img, np.eye(8), "age 40")])
+    axes = fig.axes
+    assert "empty map" in axes[0].get_title() and len(axes[0].images) == 1
+    assert "empty map" not in axes[1].get_title() and len(axes[1].images) == 2

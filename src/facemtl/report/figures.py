@@ -149,7 +149,10 @@ def gradcam_grid(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], cols: int
     fig, axes = _grid(len(panels), 2.4, 2.6, cols=cols)
     for ax, (img, cam, title) in zip(axes, panels):
         ax.imshow(img)
-        ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        if np.any(cam > 0):
+            ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        else:  # no region raised the score (every gradient-weighted activation was cut by the ReLU):
+            title += "\n(empty map: no region raises it)"  # an even blue tint would read as "nowhere" too
         ax.set_title(title, fontsize=7)
         ax.axis("off")
     return _png(fig)
