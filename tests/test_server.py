@@ -812,6 +812,30 @@ def test_page_shows_a_tracks_faces_and_keeps_keyboard_focus(tmp_path, chromium):
     store.close()
 
 
+def test_page_filters_live_in_the_address(tmp_path, chromium):
+    """An operator test: a reload lost the applied filters, and a view could not be bookmarked
+    or shared (/?source=gate&gender=female was ignored)."""
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        page.goto(base + "/?source=cam-a&gender=female")
+        page.wait_for_selector("body[data-ready='1']")
+        assert page.eval_on_selector("#filters select[name=source]", "s => s.value") == "cam-a"
+        assert page.is_checked("#task-filters input[name=gender][value=female]")
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length > 0")
+        cells = page.locator("#faces tbody tr").evaluate_all(
+            "rs => rs.map(r => [r.cells[2].innerText, r.querySelector('[data-task=gender]').innerText])")
+        assert cells and {c[0] for c in cells} == {"cam-a"} and all(c[1].startswith("female") for c in cells)
+        page.check("#task-filters input[name=gender][value=male]")
+        page.click("#filters button[type=submit]")
+        page.wait_for_function("location.search.includes('gender=male')")
+        assert "source=cam-a" in page.evaluate("location.search")
+        page.click("#filters button[type=reset]")
+        page.wait_for_function("location.search === ''")
+        assert errors == []
+    store.close()
+
+
 def test_page_drops_an_answer_a_newer_request_overtook(tmp_path, chromium):
     """A timer refresh asked with the filters before Apply, answered after Apply's refusal, refilled
     the table under the error and cleared it: it is now dropped."""

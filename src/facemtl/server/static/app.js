@@ -158,7 +158,35 @@ function filterParams(withAnswers = true) {
 // half-typed values, nor values the form's own checks would refuse (Apply runs those checks).
 function applyFilters() {
   state.filters = filterParams().toString();
+  // the filters applied live in the address too: a view can be bookmarked, shared and reloaded
+  history.replaceState(null, "", state.filters ? `?${state.filters}` : location.pathname);
   refresh();
+}
+
+// the form as the address's filters say (a bookmark, a shared link, a reload): times in the
+// address are UTC (ISO 8601), the form's are the browser's
+function formFromUrl() {
+  const form = $("#filters");
+  const localTime = (iso) => {
+    const d = new Date(iso);
+    return isNaN(d) ? "" : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  };
+  for (const [name, value] of new URLSearchParams(location.search)) {
+    if (name === "since" || name === "until") {
+      form.elements[name].value = localTime(value);
+    } else if (name === "source") {
+      const select = form.elements.source;
+      if (![...select.options].some((o) => o.value === value)) select.appendChild(new Option(value, value));
+      select.value = value;
+    } else if (name === "session") {
+      form.elements.session.value = value;
+    } else {
+      for (const input of form.querySelectorAll(`[name="${CSS.escape(name)}"]`)) {
+        if (input.type === "checkbox") { if (input.value === value) input.checked = true; } else input.value = value;
+      }
+    }
+  }
+  state.filters = filterParams().toString();
 }
 
 // -- tables -------------------------------------------------------------------------------------
@@ -566,6 +594,7 @@ async function start() {
     state.colours = {};
     useTasks();
     await refreshSources();
+    formFromUrl();
     await refresh();
     state.ready = true;
     document.body.dataset.ready = "1";
