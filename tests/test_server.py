@@ -739,6 +739,13 @@ def test_page_live_updates_resume_after_older_rows(tmp_path, chromium):
         page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
         page.click("#faces-more")
         page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 100")
+        after_refreshes(page, refreshes(page), 2)  # the timer keeps the older rows (and the tracks live)
+        assert page.locator("#faces tbody tr").count() == 100 and page.is_visible("#faces-latest")
+        page.click("#faces-latest")
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
+        assert page.is_hidden("#faces-latest")
+        page.click("#faces-more")
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 100")
         page.click("#tabs button[data-tab=charts]")
         page.click("#tabs button[data-tab=results]")  # back on the first page: live again
         page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
@@ -766,6 +773,7 @@ def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromiu
         page, errors, _ = open_page(chromium, base, ready=False)
         page.wait_for_selector("body[data-ready='1']")
         assert page.locator("#task-filters fieldset").count() == 0
+        assert page.inner_text("#faces-count") == "(none yet: nothing is stored)"  # not bare "(0 shown)"
         sink = DbSink(url, source="gate", kind="stream", model_info=INFO)
         for it in stream(INFO, 10, source="gate"):
             (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)

@@ -308,14 +308,20 @@ async function loadTable(kind, more = false) {
   if (more) table.tBodies[0].append(...rows); else table.tBodies[0].replaceChildren(...rows);
   state[kind].next = page.next;
   $(`#${kind}-more`).hidden = !page.next;
-  $(`#${kind}-count`).textContent = `(${table.tBodies[0].rows.length}${page.next ? "+" : ""} shown`
-    + (more ? "; live updates paused on older rows" : "") + ")";
+  $(`#${kind}-latest`).hidden = !state[kind].paged;
+  const n = table.tBodies[0].rows.length;
+  $(`#${kind}-count`).textContent = n === 0 && !more
+    ? (new URLSearchParams(state.filters).toString() || (kind === "faces" && state.track)
+      ? "(none match the filters)" : "(none yet: nothing is stored)")
+    : `(${n}${page.next ? "+" : ""} shown` + (more ? "; live updates paused on older rows" : "") + ")";
   return true;
 }
 
-// true when both answers were shown (false: a newer request overtook one of them)
-async function refreshResults() {
-  return (await Promise.all([loadTable("faces"), loadTable("tracks")])).every(Boolean);
+// true when both answers were shown (false: a newer request overtook one of them); the timer
+// (fromTimer) leaves a table a reader paged to older rows as it is, and keeps the other live
+async function refreshResults(fromTimer = false) {
+  const kinds = ["faces", "tracks"].filter((k) => !(fromTimer && state[k].paged));
+  return (await Promise.all(kinds.map((k) => loadTable(k)))).every(Boolean);
 }
 
 // -- charts: stacked bars per time bucket, one chart per task, drawn as SVG --------------------
@@ -521,10 +527,10 @@ async function upload(ev) {
 }
 
 // -- wiring -----------------------------------------------------------------------------------------
-async function refresh() {
+async function refresh(fromTimer = false) {
   try {
     let shown = true;  // false: a newer request overtook this one, and its message stands
-    if (state.tab === "results") shown = await refreshResults();
+    if (state.tab === "results") shown = await refreshResults(fromTimer);
     if (state.tab === "charts") shown = await refreshCharts();
     if (state.tab === "sources") { await refreshSources(); await refreshLive(); }
     if (shown && !state.sticky) say("");
@@ -545,11 +551,9 @@ function showTab(name) {
 async function tick() {
   // not started: try again if the server did not answer (or failed); a token to enter waits for the user
   if (!state.ready) { if (state.retry) { await start(); refreshed(); } return; }
-  // a page reader scrolled to older rows keeps them until they ask again
-  if (state.tab === "results" && (state.faces.paged || state.tracks.paged)) return;
   state.ticks = (state.ticks || 0) + 1;
   if (state.ticks % 5 === 0) { try { await lookAround(); } catch (e) { /* refresh() below says why */ } }
-  await refresh();
+  await refresh(true);  // a table paged to older rows keeps them until its reader asks again
   refreshed();
 }
 // the timer's refreshes so far, done or failed: tests wait on it to know one has run (a fixed wait may not see one)
@@ -625,6 +629,9 @@ $("#filters").addEventListener("submit", (ev) => { ev.preventDefault(); applyFil
 $("#filters").addEventListener("reset", () => setTimeout(applyFilters, 0));  // after the form has cleared
 $("#faces-more").addEventListener("click", () => { state.faces.paged = true; loadTable("faces", true).catch((e) => say(e.message, true)); });
 $("#tracks-more").addEventListener("click", () => { state.tracks.paged = true; loadTable("tracks", true).catch((e) => say(e.message, true)); });
+for (const kind of ["faces", "tracks"]) {
+  $(`#${kind}-latest`).addEventListener("click", () => loadTable(kind).catch((e) => say(e.message, true)));
+}
 $("#stats-of").addEventListener("change", refresh);
 $("#track-filter-clear").addEventListener("click", () => showTrack(null));
 $("#upload-form").addEventListener("submit", upload);
