@@ -19,9 +19,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from facemtl.checkpoint import load_checkpoint
+from facemtl.checkpoint import load_checkpoint, save_checkpoint
 from facemtl.tasks import build_task
 
 KEEP = ("format", "config", "tasks", "frozen", "epoch", "best_score", "best_epoch", "epochs_from", "baselines", "weights", "val_metrics")
@@ -81,7 +80,7 @@ def main() -> None:
     slim["source"] = Path(a.checkpoint).name
     dropped = [] if a.keep_training_tasks else drop_training_tasks(slim)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(slim, a.out)
+    save_checkpoint(slim, a.out)  # (with the weights' digest that loading checks)
     print(f"{a.out}: {Path(a.out).stat().st_size / 2**20:.1f} MiB"
           + (f" (training-only tasks dropped: {', '.join(dropped)})" if dropped else ""))
 

@@ -304,3 +304,21 @@ def test_an_interrupted_checkpoint_save_leaves_no_partial_file(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"epoch": 2}, path)
     assert load_checkpoint(path)["epoch"] == 1 and not path.with_suffix(".tmp").exists()
+
+
+def test_a_checkpoint_whose_weights_changed_on_disk_is_refused(tmp_path):
+    """PyTorch's reader checks structure, not bytes: a bit flipped in a weight loaded as another
+    weight. save_checkpoint records the weights' SHA-256 and load_checkpoint checks it."""
+    from facemtl.checkpoint import DIGEST_KEY
+
+    weights = {"w": torch.arange(1000, dtype=torch.float32), "n": torch.tensor(3)}
+    save_checkpoint({"model": weights, "epoch": 1}, tmp_path / "a.pt")
+    assert load_checkpoint(tmp_path / "a.pt")[DIGEST_KEY]
+    data = bytearray((tmp_path / "a.pt").read_bytes())
+    at = data.find(weights["w"].numpy().tobytes()[400:416])
+    data[at + 3] ^= 1
+    (tmp_path / "b.pt").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="is damaged: its weights are not those it recorded"):
+        load_checkpoint(tmp_path / "b.pt")
+    torch.save({"format": "facemtl-1", "model": weights}, tmp_path / "old.pt")  # written before: no digest, loads
+    assert torch.equal(load_checkpoint(tmp_path / "old.pt")["model"]["w"], weights["w"])

@@ -34,6 +34,8 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
     path = Path(path)
     tmp = path.with_suffix(".tmp")
+    if isinstance(state.get("model"), dict):  # the weights' digest: load_checkpoint checks it
+        state = {**state, DIGEST_KEY: weights_digest(state["model"])}
     try:
         torch.save({"format": FORMAT, **state}, tmp)
         with open(tmp, "rb") as fh:  # fsync flushes the file's pages whichever descriptor asks
@@ -60,6 +62,31 @@ def _numpy_float_scalars() -> list[Any]:
 
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
     return [multiarray.scalar, np.dtype, type(np.dtype(np.float64))]
+
+
+#: The key under which a checkpoint records :func:`weights_digest` of its ``model`` weights.
+DIGEST_KEY = "model_sha256"
+
+
+def weights_digest(weights: dict[str, Any]) -> str:
+    """SHA-256 of a state dict's tensors: each name, dtype, shape and bytes, in name order.
+
+    PyTorch's reader checks a file's structure, not its bytes (a bit flipped in a weight loads
+    as another weight: tested), so facemtl records this when it saves and checks it when it
+    loads. About 20 ms for Lite0's 15 MB on the development CPU."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name]
+        if not hasattr(t, "detach"):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -93,4 +120,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                          "facemtl version (upgrade facemtl to read a newer one)")
     if fmt != FORMAT:
         raise ValueError(f"{path} is not a facemtl checkpoint")
+    recorded = state.get(DIGEST_KEY)  # (checkpoints written before 2026-11-27 record none)
+    if recorded and isinstance(state.get("model"), dict) and weights_digest(state["model"]) != recorded:
+        raise ValueError(f"{path} is damaged: its weights are not those it recorded when saved (bits changed on the "
+                         "disk or in a copy); use another copy")
     return state
