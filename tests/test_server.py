@@ -170,6 +170,25 @@ def test_read_routes(served):
     assert client.get("/v1/health").json() == {"status": "ok", "database": "ok"}
 
 
+def test_the_live_view_waits_out_a_database_outage(served, monkeypatch):
+    """A review: the MJPEG route read the store without the service's error handling, so a
+    database outage in the middle cut the viewer's stream without a word."""
+    client, store = served
+    source = next(s for s in client.get("/v1/sources", headers=AUTH).json() if s["name"] == "cam-a")
+    snapshot, calls = store.snapshot, []
+
+    def flaky(source_id):
+        calls.append(source_id)
+        if len(calls) in (2, 3):
+            raise ConnectionError("the database does not answer")
+        return snapshot(source_id)
+
+    monkeypatch.setattr(store, "snapshot", flaky)
+    monkeypatch.setattr(store, "source_running", lambda source_id: len(calls) < 5)
+    live = client.get(f"/v1/sources/{source['id']}/live.mjpeg", headers=AUTH, params={"seconds": 8})
+    assert live.status_code == 200 and live.content.count(b"--frame") == 1 and len(calls) >= 4
+
+
 def test_upload_gives_the_json_of_analyze_and_stores_it(served, capsys):
     from facemtl.cli import main
 

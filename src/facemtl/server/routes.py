@@ -5,6 +5,7 @@ are built from the tasks at run time (e.g. ``Literal`` of their names)."""
 
 
 import asyncio
+import logging
 import time
 from typing import Any, Literal, Optional
 
@@ -18,6 +19,8 @@ from ..store.queries import Query as StoreQuery
 from .filters import TaskFilter, answer_filter_dependency
 from .schemas import ErrorOut, Health, Schemas, SourceOut, StatsOut, TaskInfo, VersionOut, task_fields
 from .service import Service
+
+log = logging.getLogger("facemtl.server")
 
 NAME = r"^[^\x00-\x1f\x7f]*$"  # printable: no control characters in names
 INT32 = 2**31 - 1
@@ -214,14 +217,24 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         await run_in_threadpool(service.snapshot, source_id)  # 404 now rather than an empty stream
 
         async def frames():
-            last, end = None, time.monotonic() + seconds
+            last, end, away = None, time.monotonic() + seconds, False
             while time.monotonic() < end:
-                snap = await run_in_threadpool(service.store.snapshot, source_id)
+                try:
+                    snap = await run_in_threadpool(service.store.snapshot, source_id)
+                    running = await run_in_threadpool(service.store.source_running, source_id)
+                except Exception as exc:  # the database went away: the viewer keeps its last frame, and waits
+                    if not away:
+                        log.warning("live view of source %d: the database does not answer (%s); waiting",
+                                    source_id, type(exc).__name__)
+                    away = True
+                    await asyncio.sleep(1.0)
+                    continue
+                away = False
                 if snap is not None and snap[0] != last:
                     last = snap[0]
                     yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(snap[1])).encode()
                            + b"\r\n\r\n" + snap[1] + b"\r\n")
-                if not await run_in_threadpool(service.store.source_running, source_id):
+                if not running:
                     return
                 await asyncio.sleep(0.25)
 
