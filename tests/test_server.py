@@ -71,7 +71,8 @@ def served(db_url, predictor):
 def get_paths(client: TestClient) -> list[str]:
     """Every GET route of the OpenAPI document, with 1 for path ids."""
     doc = client.get("/openapi.json").json()
-    return [p.replace("{face_id}", "1").replace("{source_id}", "1") for p, ops in doc["paths"].items() if "get" in ops]
+    return [p.replace("{face_id}", "1").replace("{source_id}", "1").replace("{track_id}", "1")
+            for p, ops in doc["paths"].items() if "get" in ops]
 
 
 # -- the token ---------------------------------------------------------------------------------------------
@@ -168,6 +169,20 @@ def test_read_routes(served):
     photo_face = next(f for f in page["items"] if f["file"])
     assert client.get(f"/v1/faces/{photo_face['id']}/thumbnail.jpg", headers=AUTH).status_code == 404
     assert client.get("/v1/health").json() == {"status": "ok", "database": "ok"}
+
+
+def test_one_face_or_track_by_id(served):
+    """An operator test: /v1/faces/{id} and /v1/tracks/{id} answered 404 "Not Found" (no route):
+    a face or a track could not be opened on its own."""
+    client, _ = served
+    face = client.get("/v1/faces", headers=AUTH, params={"limit": 1}).json()["items"][0]
+    assert client.get(f"/v1/faces/{face['id']}", headers=AUTH).json() == face
+    track = client.get("/v1/tracks", headers=AUTH, params={"limit": 1}).json()["items"][0]
+    assert client.get(f"/v1/tracks/{track['id']}", headers=AUTH).json() == track
+    gone = client.get("/v1/faces/999999", headers=AUTH)
+    assert gone.status_code == 404 and gone.json()["detail"].startswith("no face 999999")
+    assert client.get("/v1/tracks/999999", headers=AUTH).status_code == 404
+    assert client.get(f"/v1/faces/{face['id']}").status_code == 401  # the token, as every other route
 
 
 def test_the_live_view_waits_out_a_database_outage(served, monkeypatch):

@@ -161,6 +161,20 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
                          summary="Detections (= faces)",
                          description="The same as ``/v1/faces``.", operation_id="detections")
 
+    missing = {404: {"model": ErrorOut, "description": "there is none (never stored, or deleted by retention)"}}
+
+    @router.get("/faces/{face_id}", response_model=schemas.Face, dependencies=deps,
+                responses={**ERRORS, **missing}, tags=["results"])
+    def face(face_id: int = Path(..., ge=1, le=2**63 - 1)) -> Any:
+        """One stored face, as the list gives it (404: never stored, or deleted by retention)."""
+        return service.one("faces", face_id)
+
+    @router.get("/tracks/{track_id}", response_model=schemas.Track, dependencies=deps,
+                responses={**ERRORS, **missing}, tags=["results"])
+    def track(track_id: int = Path(..., ge=1, le=INT32)) -> Any:
+        """One stored track with its answers, as the list gives it (404: never stored, or deleted)."""
+        return service.one("tracks", track_id)
+
     @router.get("/faces/{face_id}/thumbnail.jpg", dependencies=deps, responses={**ERRORS, **JPEG},
                 response_class=Response, tags=["results"])
     def thumbnail(face_id: int = Path(..., ge=1, le=2**63 - 1)) -> Response:

@@ -241,6 +241,14 @@ class Service:
         return {"items": items, "next": nxt}
 
     @_read
+    def one(self, kind: str, ident: int) -> dict[str, Any]:
+        """One stored face or track (``kind``: ``faces`` or ``tracks``); 404 when there is none."""
+        rec = self._need_store().one(kind, ident)
+        if rec is None:
+            raise ServiceError(404, f"no {kind[:-1]} {ident}: it was never stored, or retention deleted it")
+        return rec
+
+    @_read
     def tracks(self, q: Any) -> dict[str, Any]:
         items, nxt = self._need_store().tracks(q)
         return {"items": items, "next": nxt}

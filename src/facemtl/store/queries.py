@@ -281,6 +281,14 @@ def track_records(conn: sa.Connection, rows: Sequence[Any]) -> list[dict[str, An
     return out
 
 
+def one_record(conn: sa.Connection, kind: str, ident: int) -> dict[str, Any] | None:
+    """The face (``kind="faces"``) or track (``"tracks"``) of id ``ident`` as the lists give it, or ``None``."""
+    model, records = (Face, face_records) if kind == "faces" else (Track, track_records)
+    rows = conn.execute(sa.select(model).where(model.id == ident)).all()
+    found = records(conn, rows)
+    return found[0] if found else None
+
+
 def find_tracks(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], str | None]:
     """A page of tracks, latest ended first, and the cursor of the next page."""
     stmt = sa.select(Track).where(*_track_where(q)).order_by(Track.ended.desc(), Track.id.desc()).limit(q.limit + 1)

@@ -128,6 +128,11 @@ class Store:
         with self.engine.connect() as conn:
             return queries.find_faces(conn, q)
 
+    def one(self, kind: str, ident: int) -> dict[str, Any] | None:
+        """One face or track (``kind``: ``faces`` or ``tracks``) as the lists give it, or ``None``."""
+        with self.engine.connect() as conn:
+            return queries.one_record(conn, kind, ident)
+
     def tracks(self, q: queries.Query) -> tuple[list[dict[str, Any]], str | None]:
         with self.engine.connect() as conn:
             return queries.find_tracks(conn, q)
