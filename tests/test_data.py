@@ -144,6 +144,16 @@ def test_an_image_listed_twice_stays_in_one_split(tmp_path, capsys):
         where.setdefault(p, set()).add(part)
     assert len(where) == 60 and all(len(parts) == 1 for parts in where.values())
     assert {"train", "test"} <= {part for parts in where.values() for part in parts}
+    with path.open("a") as fh:  # ./f1.jpg is f1.jpg
+        fh.write("./f1.jpg,male\n")
+    table, split, _ = _split(path, [GENDER])
+    assert table.report["duplicate_rows"] == 21 and len({s for p, s in zip(table.paths, split) if "f1.jpg" in p}) == 1
+    capsys.readouterr()
+    fixed = tmp_path / "fixed.csv"  # a predefined split that puts an image in two splits is said so
+    fixed.write_text("path,sex,split\n" + "".join(f"f{i}.jpg,male,{['train', 'test'][i % 2]}\n" for i in range(20))
+                     + "f2.jpg,female,test\n")
+    _split(fixed, [GENDER], split="predefined")
+    assert "puts 1 image(s) in more than one split (e.g." in capsys.readouterr().err
     single = _manifest(tmp_path, _faces(), "single.csv")  # no image twice: the split drawn as before, by rows
     t1, s1, _ = _split(single, [GENDER])
     assert t1.report["duplicate_rows"] == 0 and t1.groups is None

@@ -652,3 +652,29 @@ def test_grids_keep_soft_targets_with_their_heads(tmp_path):
     assert by["proposed"].tasks is None
     fixed = next(o for o in by["fixed"].overrides if o.startswith("weighting.params"))
     assert '"age_soft": ' + str(round(1 / 115, 6)) in fixed
+
+
+def test_a_passing_descriptor_failure_is_not_cached(tmp_path, monkeypatch):
+    """A review: every failure was cached as a missing label for good, a MemoryError or a
+    system's refused read (too many open files) too; only an undecodable image's bytes fail the
+    same way next run."""
+    import errno
+
+    from PIL import Image
+
+    from facemtl.data import teacher
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+
+    class Failing:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def describe(self, rgb):
+            raise self.exc
+
+    for exc, cached in ((OSError(errno.EMFILE, "Too many open files"), False), (MemoryError(), False),
+                        (OSError("image file is truncated"), True), (RuntimeError("no chip"), True)):
+        monkeypatch.setattr(teacher, "_worker", Failing(exc))
+        why, keep = teacher._describe(str(tmp_path / "a.jpg"))
+        assert keep is cached and why, exc

@@ -796,8 +796,8 @@ def test_page_live_updates_resume_after_older_rows(tmp_path, chromium):
 def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromium, monkeypatch):
     """A page opened on an empty database (a server started before its cameras) kept no task
     columns or filters, and its source filter missed cameras started later, until a reload. The
-    page looks again every few refreshes (lookAround, called here rather than waited for); times
-    are shown with the browser's zone, as db export's --since needs it."""
+    page looks again every few refreshes (lookAround, called here rather than waited for); a time's
+    tooltip gives it with its offset, as db export's --since takes it."""
     from facemtl.server import app as app_module
 
     monkeypatch.setattr(app_module, "TASKS_LOOK_EVERY", 0.0)
@@ -808,6 +808,8 @@ def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromiu
         page.wait_for_selector("body[data-ready='1']")
         assert page.locator("#task-filters fieldset").count() == 0
         assert page.inner_text("#faces-count") == "(none yet: nothing is stored)"  # not bare "(0 shown)"
+        page.goto(base + "/?race=white&race=black&source=gate")  # filters asked for before their task is known
+        page.wait_for_selector("body[data-ready='1']")
         sink = DbSink(url, source="gate", kind="stream", model_info=INFO)
         for it in stream(INFO, 10, source="gate"):
             (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
@@ -815,9 +817,17 @@ def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromiu
         page.evaluate("lookAround()")
         assert page.locator("#task-filters fieldset").count() == 3
         heads = page.locator("#faces thead th").all_inner_texts()
-        assert {"age", "gender", "race"} <= set(heads) and any(h.startswith("time (UTC") for h in heads)
+        assert {"age", "gender", "race"} <= set(heads) and "time (local)" in heads
+        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length > 0")
+        iso = page.get_attribute("#faces tbody tr:first-child td:nth-child(2)", "title")
+        assert iso[10] == "T" and iso[-6] in "+-" and iso[-3] == ":"  # with its own offset, as db export takes it
         options = page.locator("#filters select[name=source] option").all_inner_texts()
         assert "gate" in options
+        # the address's filters apply once their task is known: race white or black, source gate
+        assert page.is_checked("#task-filters input[name=race][value=white]")
+        assert page.evaluate("state.filters") == "source=gate&race=white&race=black"
+        page.evaluate("lookAround()")  # nothing new: the applied filters stay
+        assert page.evaluate("state.filters") == "source=gate&race=white&race=black"
         assert errors == []
     store.close()
 

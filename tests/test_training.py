@@ -101,11 +101,14 @@ def test_settings_out_of_range_are_refused():
     Freeze at -2 and data.limit=0 (numpy's "cannot reshape array of size 0") were taken."""
     from facemtl.weighting import WEIGHTINGS
 
+    from facemtl.config import check_recipe
+
     for over, words in (({"train": {"early_freeze": -2}}, "train.early_freeze must be at least 1"),
                         ({"train": {"early_stopping": 0}}, "train.early_stopping must be at least 1"),
                         ({"data": {"limit": 0}}, "data.limit must be at least 1")):
+        cfg = config_from_dict({"tasks": TASKS, **over})  # read (a model file that records it still loads) ...
         with pytest.raises(ConfigError, match=words):
-            config_from_dict({"tasks": TASKS, **over})
+            check_recipe(cfg)  # ... and refused when a run starts
     with pytest.raises(ValueError, match="fixed weights must be zero or more, not age: -1"):
         WEIGHTINGS.get("fixed")(["age", "gender"], weights={"age": -1})
     with pytest.raises(ValueError, match=r"YAML needs a space after the colon: age: 0.5"):
@@ -261,6 +264,11 @@ def test_a_run_whose_images_cannot_be_read_is_refused(tmp_path, capsys):
                  "num_classes: 2}]", "train.epochs=1"]) == 2
     err = capsys.readouterr().err
     assert "task 'gender' has no labelled face left in the training split" in err and "check data.root" in err
+    assert main(["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(tmp_path / "run2"),
+                 f"data.root={manifest}", "data.dataset=csv", "tasks=[{name: gender, type: nominal, "
+                 "num_classes: 2}]", "train.epochs=1", "data.cache=stream"]) == 2  # read while training: the same
+    err = capsys.readouterr().err
+    assert "none of the" in err and "images of the training split exists" in err
 
 
 def test_each_epoch_logs_the_weights_it_trained_with(utkface_root, tmp_path):

@@ -38,8 +38,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         state = {**state, DIGEST_KEY: weights_digest(state["model"])}
     try:
         torch.save({"format": FORMAT, **state}, tmp)
-        with open(tmp, "rb") as fh:  # fsync flushes the file's pages whichever descriptor asks
-            os.fsync(fh.fileno())
+        _flush_to_disk(tmp)
     except RuntimeError as exc:  # PyTorch's zip writer: a short write surfaces as "unexpected pos"
         tmp.unlink(missing_ok=True)
         kept = f" (the earlier {path.name} is kept)" if path.exists() else ""
@@ -62,6 +61,18 @@ def _numpy_float_scalars() -> list[Any]:
 
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
     return [multiarray.scalar, np.dtype, type(np.dtype(np.float64))]
+
+
+def _flush_to_disk(path: Path) -> None:
+    """``fsync`` the file (its pages, whichever descriptor asks; opened for writing, which some
+    systems require); a file system that cannot (``EINVAL``, ``ENOTSUP``: some network and FUSE
+    mounts) is left to its own flushing."""
+    with open(path, "r+b") as fh:
+        try:
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, getattr(errno, "ENOTSUP", errno.EINVAL), errno.EOPNOTSUPP):
+                raise
 
 
 #: The key under which a checkpoint records :func:`weights_digest` of its ``model`` weights.

@@ -100,8 +100,6 @@ class DataConfig:
             raise ConfigError("data.image_size must be at least 32 pixels")
         if self.cache not in ("auto", "memory", "stream"):
             raise ConfigError("data.cache must be auto, memory or stream")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"data.limit must be at least 1 (or null: every face), not {self.limit}")
 
 
 @dataclass
@@ -187,10 +185,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("train.epochs and train.batch_size must be at least 1")
-        for key in ("early_stopping", "early_freeze", "max_batches", "threads"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"train.{key} must be at least 1 (or null: off), not {value}")
 
 
 #: Names a task may not take: its answers are written beside these fields of a face, an
@@ -371,13 +365,20 @@ def resolve_data_root(root: str | Path, recipe: str | Path) -> str:
 
 
 def check_recipe(cfg: Config) -> None:
-    """What a run may not start with, beyond the types :class:`Config` checks: task names that
-    would overwrite output fields (:func:`check_task_names`) and each task's own recipe checks
+    """What a run may not start with, beyond the types :class:`Config` checks: settings out of
+    range, task names that would overwrite output fields (:func:`check_task_names`) and each task's own recipe checks
     (:meth:`~facemtl.tasks.Task.check_recipe`: class names that read alike, fractional ordinal
     bounds). Called when a run starts, not when a model file is read: one trained before these
     checks still loads."""
     from .tasks import build_task
 
+    # (0 meant "off" to the trainer before these checks; a model file that records it still loads)
+    for key in ("early_stopping", "early_freeze", "max_batches", "threads"):
+        value = getattr(cfg.train, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"train.{key} must be at least 1 (or null: off), not {value}")
+    if cfg.data.limit is not None and cfg.data.limit < 1:
+        raise ConfigError(f"data.limit must be at least 1 (or null: every face), not {cfg.data.limit}")
     check_task_names([t["name"] for t in cfg.tasks])
     for spec in cfg.tasks:
         try:

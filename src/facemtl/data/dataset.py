@@ -98,8 +98,7 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
                 named[str(t.label)] = t.label_classes()
         table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns, classes=named)
         if table.report.get("duplicate_rows"):
-            warn(f"{root} lists {table.report['duplicate_rows']} image(s) again on later rows (the same path, "
-                 "perhaps with other labels); the rows of one image are kept together in one split")
+            _warn_duplicates(table, root, cfg.split)
         if table.split is not None and cfg.split == "random":
             # Rows with no valid split cell are still skipped: the rows read, and so the random split
             # of a model trained before this warning, stay the same.
@@ -110,6 +109,28 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
     if cfg.limit is not None:
         table = table.subset(evenly_spaced(len(table), cfg.limit))
     return table
+
+
+def _warn_duplicates(table: LabelTable, root: Any, split: str) -> None:
+    """Say that a manifest lists images on several rows: a random split keeps an image's rows
+    together (the reader groups them); a predefined split is the file's, and one image in two of
+    its splits would score the model on a face it trained on."""
+    n = table.report["duplicate_rows"]
+    if table.split is None or split != "predefined":
+        warn(f"{root} lists {n} image(s) again on later rows (the same path, perhaps with other labels); the rows "
+             "of one image are kept together in one split")
+        return
+    parts: dict[str, set] = {}
+    for p, part in zip(table.paths, table.split):
+        parts.setdefault(os.path.normpath(p), set()).add(part)
+    mixed = [(p, sorted(v)) for p, v in parts.items() if len(v) > 1]
+    if mixed:
+        warn(f"{root}'s split column puts {len(mixed)} image(s) in more than one split (e.g. {mixed[0][0]} in "
+             f"{' and '.join(mixed[0][1])}): the model would be scored on faces it trained on; give each image "
+             "one split")
+    else:
+        warn(f"{root} lists {n} image(s) again on later rows (the same path, perhaps with other labels), each "
+             "within one split")
 
 
 @dataclass
@@ -592,6 +613,11 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
             for s in sets.values():
                 s.cache(progress=len(s) > 2000 and sys.stderr.isatty())  # no bars in a log file
             _check_decoded(sets["train"], tasks)
+        else:  # read while training: at least the files must be there
+            train = sets["train"]
+            if not any(os.path.exists(p) for p in train.paths):
+                raise ValueError(f"none of the {len(train)} images of the training split exists (e.g. "
+                                 f"{train.paths[0]}); check data.root and the paths")
     return bundle
 
 

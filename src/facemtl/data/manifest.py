@@ -43,6 +43,8 @@ column or a missing declared column raises ``ValueError``.
 
 from __future__ import annotations
 
+import os
+
 import csv
 import math
 from collections import Counter
@@ -191,9 +193,10 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
             paths.append(full)
             values.append([_cell(rec, c, kind, counts, examples, c in lenient) for c, kind in columns.items()])
     arr = np.array(values, dtype=np.float64).reshape(-1, len(columns))
-    duplicates = len(paths) - len(set(paths))
-    if duplicates and not has_group:  # each path its own group: an image's rows stay in one split
-        groups, has_group = list(paths), True
+    same = [os.path.normpath(p) for p in paths]  # (a.jpg and ./a.jpg are one image)
+    duplicates = len(same) - len(set(same))
+    if duplicates and not has_group:  # each path its own group: an image's rows stay in one random split
+        groups, has_group = same, True
     report = {
         "dataset": "manifest",
         "source": str(path),

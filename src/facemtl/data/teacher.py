@@ -74,14 +74,20 @@ def _init_worker() -> None:
     _worker = DlibDescriptor()
 
 
-def _describe(path: str) -> np.ndarray | str:
-    """The descriptor of the image at ``path``, or why there is none (a sentence)."""
+def _describe(path: str) -> np.ndarray | tuple[str, bool]:
+    """The descriptor of the image at ``path``, or why there is none (a sentence) and whether the
+    same bytes would fail again (an undecodable image: cached as such), or not (memory, a read
+    the system refused: tried again next run)."""
     from ..images import describe_error, load_rgb
 
     try:
         return _worker.describe(load_rgb(path))
-    except Exception as exc:  # an unreadable image or a failed descriptor is a missing label
-        return describe_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+    except MemoryError:
+        return "out of memory", False
+    except OSError as exc:  # errno set: the system refused (too many open files, an I/O error); none: PIL's decoding
+        return describe_error(exc), exc.errno is None
+    except Exception as exc:  # an undecodable image, a failed descriptor: a missing label
+        return f"{type(exc).__name__}: {exc}", True
 
 
 def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE_DIR, teacher: str = "dlib_resnet_v1",
@@ -122,9 +128,11 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
                     vecs = list(pool.map(_describe, [p for _, p in part], chunksize=16))
                     done = {}
                     for (d, p), v in zip(part, vecs):
-                        if isinstance(v, str):  # cached as NaN: the same bytes fail the same way next run
-                            failed.append(f"{p}: {v}")
-                            v = np.full(descriptor.DIM, np.nan, np.float32)
+                        if isinstance(v, tuple):
+                            failed.append(f"{p}: {v[0]}")
+                            if not v[1]:  # a passing failure: not cached, tried again next run
+                                continue
+                            v = np.full(descriptor.DIM, np.nan, np.float32)  # the same bytes fail alike next run
                         done[d] = v
                     cache.put(done)  # committed per batch: a killed run keeps what it computed
                     known.update(done)
@@ -133,8 +141,8 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
             if bar is not None:
                 bar.close()
         if failed:
-            log(f"teacher {teacher}: no descriptor for {len(failed)} images (a missing label for them; kept as such "
-                f"in the cache): {'; '.join(failed[:3])}" + (" ..." if len(failed) > 3 else ""))
+            log(f"teacher {teacher}: no descriptor for {len(failed)} images (a missing label for them; undecodable ones "
+                f"kept as such in the cache): {'; '.join(failed[:3])}" + (" ..." if len(failed) > 3 else ""))
     finally:
         cache.close()
     out = np.full((len(paths), descriptor.DIM), np.nan, dtype=np.float32)

@@ -60,7 +60,11 @@ class Pipeline:
     per CPU core. Each thread has its own detector.
     ``max_latency``: seconds an image may wait for its batch to fill before the batch runs
     part-full (``0``: every image on its own; ``None``: wait for a full batch, the fastest
-    for folders of photos).
+    for folders of photos). With a bound, the images are read from the caller's iterable in a
+    thread of the pipeline's own (``facemtl-source``), so that the bound holds while the source
+    waits for its next image: the iterable is read from that thread (a capture object it wraps
+    must not be used from another meanwhile), and a caller that stops early leaves the thread
+    waiting in it until it yields or ends (a daemon thread: it never holds the process open).
     ``keep_images``: keep each decoded image on its result (``ImageResult.image``), for
     drawing on it.
     """

@@ -158,9 +158,10 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         any mounted before; the API's documentation is generated again."""
         router = build_router(service, Schemas(service.tasks), task_filters(service.tasks), auth)
         old = {id(r) for r in api_routes}
-        routes = [r for r in app.router.routes if id(r) not in old]
-        app.router.routes = routes + list(router.routes)
-        api_routes[:] = router.routes
+        before = len(app.router.routes)
+        app.include_router(router)  # (so that app.dependency_overrides reach them, as any router's)
+        api_routes[:] = app.router.routes[before:]
+        app.router.routes = [r for r in app.router.routes if id(r) not in old]
         app.openapi_schema = None
 
     mount_api()
@@ -170,27 +171,26 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
 
-    def look_for_new_tasks() -> None:
-        added = service.new_tasks()
-        if added:
-            mount_api()
-            log.info("tasks a writer recorded since the server started: %s (the page shows them once reloaded)",
-                     ", ".join(t.name for t in added))
+    def mount_new_tasks(added: list[Any]) -> None:
+        mount_api()
+        log.info("tasks a writer recorded since the server started: %s (the page shows them within about 15 s)",
+                 ", ".join(t.name for t in added))
 
     app.add_middleware(UploadLimit, max_bytes=max_upload, paths=("/v1/analyze",))
     if store is not None:
-        app.add_middleware(NewTasks, look=look_for_new_tasks)
+        app.add_middleware(NewTasks, look=service.new_tasks, mount=mount_new_tasks)
     return app
 
 
 class NewTasks:
     """ASGI middleware: before a request, at most every ``every`` seconds, ``look()`` (in a
-    worker thread) for tasks a writer recorded since the server started, so that a server
+    worker thread) for tasks a writer recorded since the server started, and ``mount(added)``
+    them (on the event loop), so that a server
     started on an empty database serves the answers, filters and counts of the streams that
     write to it later, without a restart. A request that comes while another looks does not wait."""
 
-    def __init__(self, app: Any, look: Any, every: float | None = None) -> None:
-        self.app, self.look = app, look
+    def __init__(self, app: Any, look: Any, mount: Any, every: float | None = None) -> None:
+        self.app, self.look, self.mount = app, look, mount
         self.every = every if every is not None else TASKS_LOOK_EVERY
         self._next = 0.0
         self._looking = False
@@ -203,7 +203,9 @@ class NewTasks:
 
             self._looking = True
             try:
-                await run_in_threadpool(self.look)
+                added = await run_in_threadpool(self.look)  # the database, in a worker thread
+                if added:  # the routes, here on the event loop: /openapi.json is built here too, never mid-swap
+                    self.mount(added)
             finally:
                 self._looking = False
                 self._next = time.monotonic() + self.every

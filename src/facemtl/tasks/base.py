@@ -268,11 +268,6 @@ class Task:
         a classification task's classes; counts and charts keep this order and its colours."""
         return self.class_names()
 
-    def group_names(self) -> list[str] | None:
-        """Every group :meth:`subgroups` can put a value in, in order (``None``: no fixed list):
-        a classification task's classes; counts and charts keep this order and its colours."""
-        return self.class_names()
-
     def subgroups(self, values: np.ndarray) -> np.ndarray | None:
         """A group name per true label value for subgroup (bias) tables (``"?"`` when missing),
         or ``None`` when the values make no useful groups."""

@@ -168,10 +168,6 @@ class _Numeric(Task):
         """The coarse groups of :attr:`bias_edges`, in order (``0-19``, ``20-39``, ... for ages)."""
         return group_names(self.bias_edges, self.whole_groups)
 
-    def group_names(self) -> list[str]:
-        """The coarse groups of :attr:`bias_edges`, in order (``0-19``, ``20-39``, ... for ages)."""
-        return group_names(self.bias_edges, self.whole_groups)
-
     def subgroups(self, values: np.ndarray) -> np.ndarray:
         """The coarse groups of :attr:`bias_edges` (for ages 0-19, 20-39, 40-59, 60+; four bands
         of the range otherwise)."""

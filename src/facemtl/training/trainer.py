@@ -275,7 +275,7 @@ class Trainer:
                 self.best_score, self.best_epoch = val["score"], self.epoch + 1
                 if self.dist.main:  # the weights validated, taken before the callbacks: Early Freeze may
                     best = self.state(full=False, metrics=val)  # restore older ones in place
-                    best["model"] = {k: v.detach().clone() for k, v in best["model"].items()}
+                    best["model"] = {k: v.detach().to("cpu", copy=True) for k, v in best["model"].items()}
                     best["epoch"] = self.epoch + 1
             record["best_epoch"] = self.best_epoch
             for cb in self.callbacks:

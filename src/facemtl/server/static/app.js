@@ -57,11 +57,21 @@ function say(text, error = false, sticky = false) {
 
 // -- formatting -----------------------------------------------------------------------------
 const pad = (n) => String(n).padStart(2, "0");
-// times are shown in the browser's zone, and said so: "db export --since" reads a time without a zone as UTC
-const ZONE = (() => {
-  const m = -new Date().getTimezoneOffset();
-  return m === 0 ? "UTC" : `UTC${m > 0 ? "+" : "-"}${pad(Math.floor(Math.abs(m) / 60))}:${pad(Math.abs(m) % 60)}`;
-})();
+// times are shown in the browser's zone, and said so; each time cell's tooltip gives it with its own
+// offset (a summer row's differs from a winter one's), as "db export --since" takes it
+function offset(d) {
+  const m = -d.getTimezoneOffset();
+  return `${m >= 0 ? "+" : "-"}${pad(Math.floor(Math.abs(m) / 60))}:${pad(Math.abs(m) % 60)}`;
+}
+function isoLocal(t) {
+  const d = new Date(t * 1000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${offset(d)}`;
+}
+function timeCell(tr, t) {
+  const td = cell(tr, when(t));
+  if (t !== null && t !== undefined) td.title = isoLocal(t);
+  return td;
+}
 // "12 s ago", "5 min ago", "3 h ago", "2 days ago"
 function ago(seconds) {
   const s = Math.max(0, Math.round(seconds));
@@ -163,6 +173,20 @@ function applyFilters() {
   refresh();
 }
 
+// the task filters' inputs as `params` say (of the tasks the page has)
+function setTaskInputs(params) {
+  const form = $("#filters");
+  for (const t of state.tasks) {
+    for (const param of t.filters) {
+      const values = params.getAll(param);
+      for (const input of form.querySelectorAll(`[name="${CSS.escape(param)}"]`)) {
+        if (input.type === "checkbox") input.checked = values.includes(input.value);
+        else input.value = values.length ? values[0] : "";
+      }
+    }
+  }
+}
+
 // the form as the address's filters say (a bookmark, a shared link, a reload): times in the
 // address are UTC (ISO 8601), the form's are the browser's
 function formFromUrl() {
@@ -229,7 +253,7 @@ function faceRow(f) {
   tr.dataset.face = f.id;
   const td = cell(tr, "");
   if (f.thumbnail) thumbnail(td, f.id);
-  cell(tr, when(f.time));
+  timeCell(tr, f.time);
   cell(tr, f.source);
   trackCell(tr, f.track_id, f.track, f.source);
   cell(tr, f.file !== null ? f.file : f.frame !== null ? `frame ${f.frame}` : "");
@@ -267,8 +291,8 @@ function trackRow(t) {
   cell(tr, t.source);
   trackCell(tr, t.id, t.track, t.source);
   cell(tr, t.closed ? "ended" : "open");
-  cell(tr, when(t.started));
-  cell(tr, when(t.ended));
+  timeCell(tr, t.started);
+  timeCell(tr, t.ended);
   cell(tr, t.frames, "num");
   for (const task of state.tasks) cell(tr, answer(t, task)).dataset.task = task.name;
   cell(tr, t.confidence === null ? "" : t.confidence.toFixed(2), "num");
@@ -431,9 +455,12 @@ async function refreshSources() {
   const sources = await getJson("/v1/sources");
   const select = $("#filters").elements.source;
   const chosen = select.value;
-  select.replaceChildren(new Option("any", ""), ...sources.map((s) => {
-    const o = new Option(s.name, s.name);
-    o.title = s.name;  // the select is narrower than a long name
+  const named = sources.map((s) => s.name);
+  // a source the address names that is not there (yet) stays chosen, as it is applied
+  if (chosen && !named.includes(chosen)) named.push(chosen);
+  select.replaceChildren(new Option("any", ""), ...named.map((name) => {
+    const o = new Option(name, name);
+    o.title = name;  // the select is narrower than a long name
     return o;
   }));
   select.value = chosen;
@@ -564,13 +591,13 @@ function schedule() {
   if ($("#live").checked) state.timer = setInterval(tick, state.tab === "sources" ? 1000 : 3000);
 }
 
-// the filters and columns of the tasks in state.tasks
-function useTasks() {
+// the filters and columns of the tasks in state.tasks (keep: the filters applied stay as they are)
+function useTasks(keep = false) {
   buildFilters();
-  state.filters = filterParams().toString();
-  header($("#faces"), [{ hidden: "thumbnail" }, `time (${ZONE})`, "source", "track", "file / frame",
+  if (!keep) state.filters = filterParams().toString();
+  header($("#faces"), [{ hidden: "thumbnail" }, "time (local)", "source", "track", "file / frame",
                        ...state.tasks.map((t) => t.name), "score", "model"]);
-  header($("#tracks"), ["source", "track", { hidden: "state" }, `first seen (${ZONE})`, `last seen (${ZONE})`,
+  header($("#tracks"), ["source", "track", { hidden: "state" }, "first seen (local)", "last seen (local)",
                         "frames", ...state.tasks.map((t) => t.name), "conf."]);
 }
 
@@ -581,7 +608,17 @@ async function lookAround() {
   if (tasks.map((t) => t.name).join() !== state.tasks.map((t) => t.name).join()) {
     state.tasks = tasks;
     state.colours = {};
-    useTasks();
+    useTasks(true);
+    // the task filters as applied, plus those the address asked for before their task was known
+    // (/?gender=female on an empty database); the other fields as applied, never as half-typed
+    const asked = new URLSearchParams(location.search), applied = new URLSearchParams(state.filters);
+    const names = new Set(tasks.flatMap((t) => t.filters));
+    for (const [k, v] of applied) if (names.has(k)) asked.append(k, v);
+    setTaskInputs(asked);
+    const p = new URLSearchParams();
+    for (const [k, v] of applied) if (!names.has(k)) p.append(k, v);
+    for (const [k, v] of filterParams()) if (names.has(k)) p.append(k, v);
+    state.filters = p.toString();
   }
   if (state.tab !== "sources") await refreshSources();
 }
