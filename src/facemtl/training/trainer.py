@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -70,7 +71,7 @@ class Trainer:
         cfg: Config,
         out_dir: str | Path,
         resume: bool = False,
-        progress: bool = True,
+        progress: bool | None = None,
         log: Callable[[str], None] = print,
         data: DataBundle | None = None,
         callbacks: list[Callback] | None = None,
@@ -148,6 +149,8 @@ class Trainer:
         with self.dist.guard(self._next_step):  # DDP's first broadcast waits for every process
             self.net = distributed.wrap(self.model, self.dist, self.device)
         self._wrapped_frozen = set(self.model.frozen_tasks)
+        if progress is None:  # a bar per epoch on a terminal, none drawn into a log file or a notebook's capture
+            progress = sys.stderr.isatty()
         self.progress = ProgressBar(progress and self.dist.main)
         self.callbacks: list[Callback] = []
         if t.early_stopping:
