@@ -34,10 +34,12 @@ EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 
 # -- the commands ----------------------------------------------------------------------
 
 
-def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: bool = False, progress: bool = True,
+def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: bool = False,
+          progress: bool | None = None,
           overwrite: bool = False, data_root: str | None = None) -> dict:
     """Train the model described by ``config`` into the folder ``out``; returns the run's summary.
 
+    ``progress``: a bar per epoch (default: on a terminal only).
     A new run refuses an ``out`` that already holds one unless ``overwrite``. ``resume``
     continues the run in ``out`` with its saved settings plus ``overrides``; a ``config``
     given as well must describe the same run. ``data_root``: the data folder in place of
