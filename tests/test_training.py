@@ -320,3 +320,12 @@ def test_export_names_a_missing_data_folder_as_given(tmp_path, capsys):
     assert err == [f"facemtl: error: INT8 calibration needs real faces, and the data folder {missing} given with "
                    "--data does not exist"]
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_the_epoch_bar_is_drawn_on_a_terminal_only(utkface_root, tmp_path):
+    """A user test: Trainer(cfg, out).fit() from a script drew its bars into a log file."""
+    c = config_from_dict({
+        "tasks": TASKS[1:2], "data": {"root": str(utkface_root), "image_size": 32, "limit": 100, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2}, "train": {"epochs": 1}})
+    assert not Trainer(c, tmp_path / "a", log=lambda s: None).progress.enabled  # pytest's stderr: no terminal
+    assert Trainer(c, tmp_path / "b", log=lambda s: None, progress=True).progress.enabled
