@@ -245,10 +245,14 @@ def test_evaluate_refuses_a_split_whose_faces_changed_since_training(utkface_roo
     Trainer(c, tmp_path / "run", progress=False, log=lambda s: None).fit()
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
+    onnx = tmp_path / "m.onnx"  # an export of it carries the fingerprints too (a user test: it scored anyway)
+    assert main(["export", str(tmp_path / "run" / "best.pt"), "--format", "onnx", "--out", str(onnx)]) == 0
     write(240)
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--split", "test", "--json"]) == 2
-    err = capsys.readouterr().err
-    assert "the test split of" in err and "faces then" in err and "FACEMTL_ACCEPT_DATA_CHANGE=1" in err
+    for model in (tmp_path / "run", onnx):
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(model), "--split", "test", "--json"]) == 2, model
+        err = capsys.readouterr().err
+        assert "the test split of" in err and "faces then" in err and "FACEMTL_ACCEPT_DATA_CHANGE=1" in err
     monkeypatch.setenv("FACEMTL_ACCEPT_DATA_CHANGE", "1")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--split", "test", "--json"]) == 0
     assert "scoring anyway" in capsys.readouterr().err

@@ -231,6 +231,8 @@ def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test
     part = data.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of this data is empty")
+    _check_same_split(predictor.info.extra, data, predictor.tasks, split,
+                      str(root or predictor.info.extra.get("data_root")))
     members = predictor.info.extra.get("ensemble")
     if members:  # several files: each must hold out the faces the ensemble is scored on
         from ..data.model_data import check_held_out

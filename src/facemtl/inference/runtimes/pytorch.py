@@ -28,7 +28,10 @@ def checkpoint_info(path: str | Path, model: Any, tasks: list, cfg: Any, state: 
         extra={"source": str(state.get("source") or Path(path).name), "epoch": state.get("epoch"),
                "data_root": cfg.data.root, "data": asdict(cfg.data), "seed": cfg.train.seed,
                "split_tasks": [t.to_dict() for t in tasks],
-               "precision": "fp32"},
+               "precision": "fp32",
+               # the splits' faces and labels when trained (checkpoints since 2026-11-27): evaluate
+               # refuses a split redrawn over changed data, from the checkpoint or an export of it
+               **({"data_fingerprint": state["data_fingerprint"]} if state.get("data_fingerprint") else {})},
     )
 
 
