@@ -154,6 +154,11 @@ def test_a_wrong_entry_deep_in_a_setting_is_named_with_yamls_yes_no_trap():
     ([{"name": "hair", "type": "nominal", "classes": ["black", "Black ", "red"]}], r"\['Black ', 'black'\] read alike"),
     ([{"name": "smiling", "type": "binary", "classes": ["", "yes"]}], "a class name is empty"),
     ([{"name": "quality", "type": "ordinal", "min_value": 0.5, "max_value": 4.5}], "ranks are whole numbers"),
+    # a user test: a smile of 0.1 was counted in the group "0.3-0.7"
+    ([{"name": "smile", "type": "regression", "min_value": 0, "max_value": 1, "group_edges": [0.3, 0.7]}],
+     r"group_edges \[0.3, 0.7\] must rise and start at or below min_value \(0\)"),
+    ([{"name": "stars", "type": "ordinal", "min_value": 1, "max_value": 5, "bias_edges": [1, 4, 2]}],
+     "bias_edges .* must rise"),
     ([{"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116},
       {"name": "age_interval", "type": "regression"}], "task 'age' writes a field of that name"),
     ([{"name": "gender", "type": "nominal", "num_classes": 2, "classes": ["m", "f"]},

@@ -89,6 +89,16 @@ class _Numeric(Task):
             return sorted({int(np.floor(e + 0.5)) for e in edges})  # (halves up: 0..10 gives 0, 2, 4, 6, 8)
         return [round(e, self.decimals) for e in edges]
 
+    def check_recipe(self) -> None:
+        """Group edges are the groups' lower ends, in order: values below the first one were
+        counted in the first group, under a name that leaves them out (``0.3-0.7`` for 0.1)."""
+        for key in ("group_edges", "bias_edges"):
+            edges = [float(e) for e in getattr(self, key) or []]
+            if edges and (edges[0] > self.min_value or edges != sorted(set(edges))):
+                raise ValueError(f"task {self.name!r}: {key} {getattr(self, key)} must rise and start at or below "
+                                 f"min_value ({self.min_value:g}): each edge is the lower end of a group, and a value "
+                                 "below the first would be counted in a group whose name leaves it out")
+
     def invalid_labels(self, values: np.ndarray) -> tuple[int, str]:
         """Labels outside ``min_value .. max_value`` are counted, not refused: the task still
         learns from them (:attr:`outside_range` says how), but the person should know that
@@ -234,6 +244,7 @@ class OrdinalTask(_Numeric):
             raise ValueError(f"task {self.name!r}: an ordinal task's ranks are whole numbers, so min_value and "
                              f"max_value must be too, not {self.min_value:g} and {self.max_value:g} (labels were "
                              "shifted by the fraction); use a regression task for other values")
+        super().check_recipe()
 
     def __post_init__(self) -> None:
         super().__post_init__()
