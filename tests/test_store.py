@@ -536,3 +536,29 @@ def test_source_state_follows_the_heartbeat(tmp_path):
         assert door["state"] == "silent" and door["fps"] is None
         sink.close()
         assert state() == "stopped"
+
+
+def test_export_columns_keep_their_places_when_another_model_writes(tmp_path, capsys):
+    """A user test: a second model writing to the database put its tasks' columns first in every
+    CSV export, session 1's too, and every later column moved."""
+    import csv
+
+    from facemtl.cli import main
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    write(url, list(photos(INFO, 3)), kind="analyze")
+    other = model_info([{"type": "binary", "name": "glasses", "classes": ["no", "yes"]}], name="other")
+    sink = DbSink(url, model_info=other, kind="analyze")
+    for r in photos(other, 3):
+        sink.write(r)
+    sink.close()
+
+    def header(*args):
+        capsys.readouterr()
+        assert main(["db", "export", "faces", "--format", "csv", "--db", url, *args]) == 0
+        return next(csv.reader([capsys.readouterr().out.splitlines()[0]]))
+
+    first = header("--session", "1")
+    assert "age" in first and not any(c.startswith("glasses") for c in first)  # one session: its model's columns
+    both = header()  # the first model's columns keep their places, the newer model's come after
+    assert both.index("glasses") > both.index("race") and [c for c in both if c in first] == first

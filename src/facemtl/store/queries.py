@@ -299,12 +299,20 @@ def find_tracks(conn: sa.Connection, q: Query) -> tuple[list[dict[str, Any]], st
     return track_records(conn, rows), nxt
 
 
-def session_tasks(conn: sa.Connection) -> list[dict[str, Any]]:
-    """Every task spec any session recorded (the newest session's spec per task name)."""
-    seen: dict[str, dict[str, Any]] = {}
-    for specs in conn.execute(sa.select(Session.tasks).where(Session.tasks.is_not(None)).order_by(Session.id.desc())
-                              .limit(1000)).scalars():
-        for s in specs or []:
+def session_tasks(conn: sa.Connection, session: int | None = None) -> list[dict[str, Any]]:
+    """Every task spec the sessions recorded (``session``: that one's only), each as the newest
+    session gave it, in the order the tasks first appeared: a newer model's tasks come after the
+    older ones', so an export's columns keep their places when another model writes."""
+    stmt = sa.select(Session.tasks).where(Session.tasks.is_not(None))
+    if session is not None:
+        stmt = stmt.where(Session.id == session)
+    rows = [specs or [] for specs in conn.execute(stmt.order_by(Session.id.desc()).limit(1000)).scalars()]
+    newest: dict[str, dict[str, Any]] = {}
+    for specs in rows:
+        for s in specs:
             if isinstance(s, dict) and "name" in s:
-                seen.setdefault(s["name"], s)
-    return list(seen.values())
+                newest.setdefault(s["name"], s)
+    order: dict[str, None] = {}
+    for specs in reversed(rows):
+        order.update((s["name"], None) for s in specs if isinstance(s, dict) and "name" in s)
+    return [newest[name] for name in order]

@@ -213,6 +213,8 @@ class Store:
     def export(self, kind: str, out: TextIO, fmt: str = "jsonl", q: queries.Query | None = None) -> int:
         """Write every face or track (matching ``q``) to ``out`` as CSV or JSON lines; returns how many."""
         left_out: list[str] = []  # stored tasks this process cannot build: their columns come from the records
-        with self.engine.connect() as conn:
-            tasks = tasks_from_specs(queries.session_tasks(conn), left_out)
+        with self.engine.connect() as conn:  # one session's: its model's columns only
+            specs = (q is not None and q.session is not None and queries.session_tasks(conn, q.session)) or \
+                queries.session_tasks(conn)
+            tasks = tasks_from_specs(specs, left_out)
         return write_records(self.records(kind, q), out, fmt, kind, tasks, complete=not left_out)
