@@ -375,6 +375,7 @@ def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
     assert main(["db", "export", "tracks", "--format", "csv", "--db", db_url, "--source", "cam"]) == 0
     printed = capsys.readouterr()
     assert printed.out.splitlines()[0].startswith("id,source,session,track") and '"exported"' in printed.err
+    assert {r["closed"] for r in csv.DictReader(io.StringIO(printed.out))} <= {"true", "false"}  # as JSON says it
     assert "no source is named" not in printed.err
     assert main(["db", "export", "tracks", "--db", db_url, "--source", "cma"]) == 0  # a misspelt name: said
     assert "no source is named 'cma'; the sources are: " in (err := capsys.readouterr().err) and "'cam'" in err

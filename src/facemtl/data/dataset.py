@@ -638,6 +638,11 @@ def _check_decoded(train: FaceSet, tasks: Sequence[Task]) -> None:
                          f"of its {len(train)} images cannot be read ({first}); check data.root and the paths")
 
 
+def _amount(size: float) -> str:
+    """Bytes as GB, or MB under 0.1 GB (a small cache read "0.00 GB")."""
+    return f"{size / 1024**3:.2f} GB" if size >= 0.1 * 1024**3 else f"{size / 1024**2:.1f} MB"
+
+
 def cache_decision(cfg: Any, n: int) -> tuple[bool, str]:
     """Whether to decode ``n`` images into memory once, and the sentence that says why.
 
@@ -650,8 +655,8 @@ def cache_decision(cfg: Any, n: int) -> tuple[bool, str]:
     per_process = n * 3 * cfg.image_size**2
     procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     need, budget = per_process * procs, cfg.cache_limit_gb * 1024**3
-    size = f"{n:,} images at {cfg.image_size} px take {per_process / 1024**3:.2f} GB" + \
-        (f" per process, {need / 1024**3:.2f} GB for {procs} processes" if procs > 1 else "")
+    size = f"{n:,} images at {cfg.image_size} px take {_amount(per_process)}" + \
+        (f" per process, {_amount(need)} for {procs} processes" if procs > 1 else "")
     if cfg.cache == "memory" or (cfg.cache == "auto" and need <= budget):
         return True, f"decoded into memory once: {size} (budget {cfg.cache_limit_gb:g} GB, data.cache={cfg.cache})"
     why = "data.cache=stream" if cfg.cache == "stream" else f"over the {cfg.cache_limit_gb:g} GB budget (data.cache_limit_gb)"

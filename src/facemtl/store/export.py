@@ -57,6 +57,8 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             continue
         elif isinstance(v, list):  # an interval [lo, hi] (another list, as it came)
             row[key] = interval_text(*v) if len(v) == 2 else json.dumps(v)
+        elif isinstance(v, bool):  # as JSON writes it (Python's str() says True)
+            row[key] = "true" if v else "false"
         else:
             row[key] = safe_cell(v)
     return row
