@@ -563,3 +563,24 @@ def test_export_columns_keep_their_places_when_another_model_writes(tmp_path, ca
     assert "age" in first and not any(c.startswith("glasses") for c in first)  # one session: its model's columns
     both = header()  # the first model's columns keep their places, the newer model's come after
     assert both.index("glasses") > both.index("race") and [c for c in both if c in first] == first
+
+
+def test_export_filters_on_answers_as_the_api_does(tmp_path, capsys):
+    """A user test: the API filters on any task (glasses=yes, smile_min=0.5), db export could not."""
+    from facemtl.cli import main
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    write(url, list(photos(INFO, 30)), kind="analyze")
+    with Store(url) as store:
+        faces = all_faces(store)
+    women = [f for f in faces if f["gender"] == "female" and 20 <= f["age"] <= 40]
+    assert 0 < len(women) < len(faces)
+    capsys.readouterr()
+    assert main(["db", "export", "faces", "--db", url, "--where", "gender=female", "--where", "age_min=20",
+                 "--where", "age_max=40"]) == 0
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(f["id"] for f in got) == sorted(f["id"] for f in women)
+    for bad, words in ((["gender=robot"], "has the classes male, female"), (["hair=red"], "with a stored task"),
+                       (["age=30"], "use age_min / age_max"), (["age_min=old"], "takes a number")):
+        assert main(["db", "export", "faces", "--db", url, *sum((["--where", b] for b in bad), [])]) == 2
+        assert words in capsys.readouterr().err

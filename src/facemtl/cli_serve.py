@@ -167,8 +167,10 @@ def _run(app: Any, sock: socket.socket, log_level: str) -> int | None:
 
 def db_command(action: str, db: str | None = None, older_than: float | None = None, kind: str = "faces",
                fmt: str = "jsonl", out: str | None = None, since: float | None = None, until: float | None = None,
-               source: str | None = None, session: int | None = None) -> dict[str, Any]:
-    """``facemtl db upgrade | purge | export``; returns what was done."""
+               source: str | None = None, session: int | None = None,
+               where: list[str] | None = None) -> dict[str, Any]:
+    """``facemtl db upgrade | purge | export``; returns what was done. ``where``: answer filters
+    as the API's parameters (``gender=female``, ``age_min=20``; see ``parse_answer_filters``)."""
     try:
         from .store import Query, Store, database_url, upgrade
     except ImportError as exc:
@@ -187,7 +189,10 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
     with Store(db, create=False) as store:
         if action == "purge":
             return {"older_than_days": older_than, "deleted": store.purge(older_than)}
-        q = Query(since=since, until=until, source=source, session=session)
+        from .store.queries import parse_answer_filters
+
+        answers = parse_answer_filters(where, store.tasks()) if where else []
+        q = Query(since=since, until=until, source=source, session=session, answers=answers)
         if source is not None:  # a misspelt name exported nothing, and said only "exported: 0"
             names = [s["name"] for s in store.sources()]
             if source not in names:
@@ -295,11 +300,15 @@ def db_args(p: argparse.ArgumentParser) -> None:
     export.add_argument("--until", type=_time, metavar="TIME", help="only until this time (the same forms)")
     export.add_argument("--source", help="only this source")
     export.add_argument("--session", type=int, help="only this session")
+    export.add_argument("--where", action="append", metavar="FILTER",
+                        help="only faces (tracks) whose answers match, as the API's filters: TASK=CLASS (repeat for "
+                             "several classes), TASK_min=X, TASK_max=X, e.g. --where gender=female --where age_min=20")
 
 
 def db_run(a: argparse.Namespace) -> int:
     done = db_command(a.action, a.db, getattr(a, "older_than", None), getattr(a, "kind", "faces"),
                       getattr(a, "format", "jsonl"), getattr(a, "out", None), getattr(a, "since", None),
-                      getattr(a, "until", None), getattr(a, "source", None), getattr(a, "session", None))
+                      getattr(a, "until", None), getattr(a, "source", None), getattr(a, "session", None),
+                      getattr(a, "where", None))
     print(json.dumps(done), file=sys.stderr if a.action == "export" else sys.stdout)
     return 0

@@ -78,6 +78,41 @@ class AnswerFilter:
         return sa.and_(*cond)
 
 
+def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any]) -> list[AnswerFilter]:
+    """``TASK=CLASS`` (repeat for several classes: any matches), ``TASK_min=X``, ``TASK_max=X``:
+    the API's filter parameters as ``db export --where`` takes them. ``ValueError`` in one
+    sentence for an unknown task, a class it does not have, or a bound that is not a number."""
+    by_name = {t.name: t for t in tasks}
+    classes: dict[str, list[str]] = {}
+    bounds: dict[str, dict[str, float]] = {}
+    for term in terms:
+        key, sep, value = term.partition("=")
+        key, value = key.strip(), value.strip()
+        name, _, end = key.rpartition("_") if key.endswith(("_min", "_max")) and key not in by_name else (key, "", "")
+        task = by_name.get(name)
+        if not sep or task is None:
+            raise ValueError(f"--where {term!r}: write TASK=CLASS, TASK_min=X or TASK_max=X with a stored task "
+                             f"({', '.join(by_name) or 'none stored'})")
+        names = task.class_names()
+        if not end:
+            if names is None:
+                raise ValueError(f"--where {term!r}: task {name!r} has values, not classes: use {name}_min / {name}_max")
+            if value not in names:
+                raise ValueError(f"--where {term!r}: task {name!r} has the classes {', '.join(names)}")
+            classes.setdefault(name, []).append(value)
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                number = float("nan")
+            if names is not None or number != number or abs(number) == float("inf"):
+                raise ValueError(f"--where {term!r}: {key} takes a number in {name}'s units"
+                                 if names is None else f"--where {term!r}: task {name!r} has classes: use {name}=CLASS")
+            bounds.setdefault(name, {})[end] = number
+    return ([AnswerFilter(n, classes=c) for n, c in classes.items()]
+            + [AnswerFilter(n, lo=b.get("min"), hi=b.get("max")) for n, b in bounds.items()])
+
+
 @dataclass
 class Query:
     """What a client asks for: a time range (seconds since the epoch), a source name, a
