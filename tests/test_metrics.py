@@ -101,3 +101,14 @@ def test_an_empty_grad_cam_map_is_said_not_tinted():
     axes = fig.axes
     assert "empty map" in axes[0].get_title() and len(axes[0].images) == 1
     assert "empty map" not in axes[1].get_title() and len(axes[1].images) == 2
+
+
+def test_report_cells_keep_two_significant_digits():
+    """A user test: a 0..1 task's MSE of 0.0949 read "0.1" in the report."""
+    from facemtl.report.stats import fmt
+    from facemtl.tasks import MetricColumn
+
+    mse, mae = MetricColumn("mse", "MSE", lower_is_better=True), MetricColumn("mae", "MAE", lower_is_better=True)
+    assert fmt({"mean": 0.0949, "std": 0.004, "values": [1, 2]}, mse) == "0.095 ± 0.004"
+    assert fmt({"mean": 122.94, "std": 6.3, "values": [1, 2]}, mse) == "122.9 ± 6.3"  # age's, as before
+    assert fmt({"mean": 7.624, "std": 0.24, "values": [1, 2]}, mae) == "7.62 ± 0.24"

@@ -43,6 +43,9 @@ def fmt(stat: dict[str, Any] | None, column: MetricColumn) -> str:
         return "–"
     scale = 100.0 if column.percent else 1.0
     digits = 1 if scale == 100.0 else (1 if column.key == "mse" else 2)
+    mean = abs(scale * stat["mean"])
+    if 0 < mean < 1:  # at least two significant digits: a 0..1 task's MSE of 0.0949 read "0.1"
+        digits = max(digits, 1 - int(np.floor(np.log10(mean))))
     s = f"{scale * stat['mean']:.{digits}f}"
     if len(stat["values"]) > 1:
         s += f" ± {scale * stat['std']:.{digits}f}"
