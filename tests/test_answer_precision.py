@@ -260,6 +260,10 @@ def test_rows_stored_unrounded_and_video_labels_read_at_the_tasks_decimals():
     face = FaceResult([0, 0, 9, 9], 1.0, None, {"age": TaskAnswer(33.26, interval=(26, 42), decimals=1),
                                                 "gender": TaskAnswer("female", 0.9)}, track=4)
     assert face_label(face) == "#4 33 female" and face.describe() == "age 33 (26-42), gender female 90%"
+    # values that do not say which task answered them carry its name (a label read "#6 no black 0.25")
+    other = FaceResult([0, 0, 9, 9], 1.0, None, {"glasses": TaskAnswer("no", 0.8), "hair": TaskAnswer("black", 0.7),
+                                                 "smile": TaskAnswer(0.25, decimals=3)}, track=6)
+    assert face_label(other) == "#6 glasses no black smile 0.25"
 
 
 def test_numeric_tasks_that_do_not_read_ages_are_grouped_by_bands_of_their_own_range():

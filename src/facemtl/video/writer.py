@@ -62,10 +62,30 @@ def check_output(path: str | Path, preset: str = "veryfast") -> Path:
     return p
 
 
+#: Class names that do not say which task answered them: the label names their task.
+_MUTE = {"yes", "no", "true", "false", "none", "other", "others", "unknown"}
+
+
+def _says_itself(task: str, text: str) -> bool:
+    """Whether an answer's text alone says what it is: an age, or a class name such as ``female``
+    (not a number, nor ``yes``/``no``, which need their task's name: ``glasses yes``)."""
+    if task == "age":
+        return True
+    try:
+        float(text)
+        return False
+    except ValueError:
+        return text.strip().lower() not in _MUTE
+
+
 def face_label(face: FaceResult) -> str:
-    """A short label: ``#3 31 female white`` (track id, then each answer's
-    :meth:`~facemtl.inference.results.TaskAnswer.value_text`: no digits after the point for age)."""
-    values = [a.value_text() for a in face.answers.values()]
+    """A short label: ``#3 31 female white glasses yes smile 0.25`` (track id, then each
+    answer's :meth:`~facemtl.inference.results.TaskAnswer.value_text`, no digits after the point
+    for age; a number other than an age, or a class such as ``yes``, after its task's name)."""
+    values = []
+    for name, a in face.answers.items():
+        text = a.value_text()
+        values.append(text if _says_itself(name, text) else f"{name} {text}")
     return " ".join(([f"#{face.track}"] if face.track is not None else []) + values)
 
 
