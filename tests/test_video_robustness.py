@@ -578,3 +578,30 @@ def test_a_looped_file_plays_again_with_frame_numbers_and_times_going_on(www):
     assert all(b > a for a, b in zip(times, times[1:]))  # on through each restart
     assert times[60] == pytest.approx(times[59] + 1 / 30, abs=1e-3) and times[149] == pytest.approx(149 / 30, abs=1e-3)
     assert np.array_equal(frames[61].rgb, once[1].rgb)
+
+
+@pytest.mark.parametrize("name", ["clip.ts", "clip.mp4"])
+def test_a_video_file_begins_where_start_says(www, tmp_path, name):
+    """A stream stopped part way through a file analysed it again from frame 0 when restarted:
+    --start goes on from a position, frames numbered and timed as in the whole file, and nothing
+    said missing for the frames before it. A TS that starts at 10 s (the clip) and an MP4."""
+    path = www / "clip.ts"
+    if name == "clip.mp4":
+        rng = np.random.default_rng(1)
+        path = _clip(tmp_path / name, [np.clip(_pattern(48, 64).astype(int) + rng.integers(-20, 20, (48, 64, 3)),
+                                               0, 255).astype(np.uint8) for _ in range(60)])
+    whole, _, _ = _read(VideoFile(str(path)))
+    later, log, error = _read(VideoFile(str(path), start=1.2))
+    assert error is None and log == []  # no "truncated": the frames before 1.2 s are not missing
+    assert [(f.index, f.time) for f in later] == [(f.index, f.time) for f in whole if f.time >= 1.2 - 1e-6]
+    assert later[0].index == 36 and np.array_equal(later[0].rgb, whole[36].rgb)
+    stop, frames = threading.Event(), []  # --loop: the next pass plays the whole file
+    for f in VideoFile(str(path), loop=True, start=1.2).frames(stop, lambda m: None):
+        frames.append(f)
+        if len(frames) == 24 + 60:
+            stop.set()
+    assert [f.index for f in frames] == list(range(36, 60 + 60))
+    with pytest.raises(SourceError, match="--start applies to video files only"):
+        open_source("0", SourceSettings(start=5))
+    with pytest.raises(ValueError, match="start must be a position in seconds"):
+        SourceSettings(start=-1)

@@ -34,9 +34,11 @@ def stream(
     thumbnails: bool = False,
     preset: str = "veryfast",
     loop: bool = False,
+    start: float = 0.0,
 ) -> int:
     """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
-    ``loop``: play video files again from the start when they end, until stopped.
+    ``loop``: play video files again from the start when they end, until stopped. ``start``:
+    seconds into video files to begin at (a stopped stream goes on from its last ``media_time``).
 
     ``db``: also store every face and track in the results database (URL or SQLite file), with a
     live frame of each source every second for the operator page (``thumbnails``: a crop per face)."""
@@ -52,7 +54,7 @@ def stream(
         opts[key] = value
     settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
                               sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts,
-                                                     loop=loop))
+                                                     loop=loop, start=start))
     if thumbnails and db is None:
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
@@ -116,6 +118,9 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop", action="store_true",
                    help="play video files again from the start when they end, until stopped (--max-frames, Ctrl-C); "
                         "frame numbers and times go on")
+    p.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
+                   help="video files: begin this many seconds in (to go on after a stop, the last media_time the "
+                        "database or the JSON holds); frame numbers and times stay the file's own")
     p.add_argument("--reconnect", type=reconnections, default=5, metavar="N",
                    help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling to 30 s ("
                         "the count starts again after 10 s of frames), or 'forever' (a camera watched for days); "
@@ -135,7 +140,7 @@ def stream_run(a: argparse.Namespace) -> int:
         return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
                       False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
-                      db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop)
+                      db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop, start=a.start)
     except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM

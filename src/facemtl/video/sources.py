@@ -98,6 +98,9 @@ class SourceSettings:
     options: dict[str, str] = field(default_factory=dict)
     #: Play video files again from the start when they end, until stopped (``--loop``).
     loop: bool = False
+    #: Seconds into a video file to begin at (``--start``; files only): a stream stopped part way
+    #: goes on from the last ``media_time`` stored. Frame numbers and times stay the file's own.
+    start: float = 0.0
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -106,6 +109,8 @@ class SourceSettings:
             raise ValueError(f"reconnect must be 0 or more attempts, or -1 for no limit, not {self.reconnect}")
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, not {self.fps}")
+        if not (self.start >= 0 and self.start != float("inf")):
+            raise ValueError(f"start must be a position in seconds, 0 or more, not {self.start}")
 
 
 #: Query parameters whose values are secrets (cameras often take credentials in the query).
@@ -308,23 +313,29 @@ class VideoFile(Source):
     frame by frame."""
 
     def __init__(self, spec: str, name: str | None = None, options: dict[str, str] | None = None,
-                 loop: bool = False) -> None:
+                 loop: bool = False, start: float = 0.0) -> None:
         super().__init__(spec, name)
         self.options = options or {}
         self.loop = loop
+        self.start = start
 
     def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
         index, t = -1, 0.0
+        begin = self.start  # the first pass only: --loop plays the whole file again
         while True:
             last = None
-            for f in self._once(stop, log):
+            for f in self._once(stop, log, begin):
                 last = Frame(index + 1 + f.index, round(t + f.time, 4), f.rgb)
                 yield last
             if not self.loop or stop.is_set() or last is None:
                 return
-            index, t = last.index, last.time + 1 / (self.fps or 30.0)
+            index, t, begin = last.index, last.time + 1 / (self.fps or 30.0), 0.0
 
-    def _once(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
+    def _once(self, stop: threading.Event, log: Log, begin: float = 0.0, seek: bool = True) -> Iterator[Frame]:
+        """One pass over the file, from ``begin`` seconds (a seek to the key frame before it, then
+        the frames before it decoded and dropped, so the first one given is the first at or after it;
+        where the seek finds no key frame to start from, an MPEG-TS say, the file is read from its
+        start and the frames before ``begin`` dropped)."""
         if not Path(self.spec).exists():
             raise SourceError(f"{self.name}: no such file")
         if Path(self.spec).is_dir():
@@ -340,13 +351,30 @@ class VideoFile(Source):
                                      if stream.duration and rate else 0)
         index, decoded, damaged = -1, 0, 0
         held: list[str] = []  # warnings before the first frame: said once a frame decodes, else the error says it
+        skipped = 0  # frames before ``begin`` (numbered, not given, not counted as missing)
 
         def warn(message: str) -> None:
             (log if decoded else held.append)(message)
 
+        if begin > 0 and seek:
+            try:
+                container.seek(int((begin + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
+            except _av().error.FFmpegError:
+                seek = False  # (and the file is read from its start below)
+                container.close()
+                container, stream = _open_container(self.spec, self.name, self.options, None, url=False)
+        overshot = False  # the seek landed after ``begin``: frames would be missed, so read from the start
         try:
             for f in _decoded(container, stream, self.name, warn, stop):
                 t = float(f.time) - start if f.time is not None else (index + 1) / (self.fps or 30.0)
+                if begin > 0 and seek and decoded == 0 and t > begin + 1.5 / (self.fps or 30.0):
+                    overshot = True
+                    break
+                if begin > 0 and t < begin - 1e-6:  # (a frame at begin itself is given)
+                    continue
+                if begin > 0 and decoded == 0 and index < 0:  # numbered from its time, as a whole pass would
+                    skipped = round(t * rate) if rate and f.time is not None else 0
+                    index = skipped - 1
                 index = max(index + 1, round(t * rate)) if rate and f.time is not None else index + 1
                 decoded += 1
                 damaged += bool(getattr(f, "is_corrupt", False))
@@ -359,11 +387,16 @@ class VideoFile(Source):
             warn(f"{self.name}: the file ends early ({_why(exc)})")
         finally:
             container.close()
+        if overshot or (decoded == 0 and begin > 0 and seek and not stop.is_set()):  # nothing found to decode from
+            # (what the sought pass warned of, frames that need the ones before them, the read from the start says
+            # again if it is so)
+            yield from self._once(stop, log, begin, seek=False)
+            return
         if decoded == 0 and not stop.is_set():  # FFmpeg opened it (an image suffix, say) but no frame decoded
             raise SourceError(f"{self.name}: no frame could be decoded: not a video (or a format FFmpeg cannot read)")
         for message in held:  # stopped before its first frame
             log(message)
-        gaps = index + 1 - decoded  # frames missing inside (timestamps skip them)
+        gaps = index + 1 - skipped - decoded  # frames missing inside (timestamps skip them)
         short = declared - (index + 1)  # frames missing at the end, beyond what edit lists and rounding explain
         lost = gaps + (short if short > max(2, declared // 100) else 0)
         if (lost > 0 or damaged) and not stop.is_set():  # stopped (max_frames, a signal): it did not end
@@ -550,12 +583,16 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
     """The :class:`Source` for one SOURCE string (see the module's table)."""
     s = settings or SourceSettings()
     spec = str(spec).strip()
+    if s.start and (spec.isdigit() or ("://" in spec and not spec.lower().startswith("file://"))
+                    or Path(spec).is_dir()):
+        raise SourceError(f"{redact_url(spec)}: --start applies to video files only (a live source has no position "
+                          "to go to, a folder of frames none but its files)")
     if spec.isdigit():
         return Camera(spec, name)
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
         if scheme == "file":
-            return VideoFile(spec[len("file://"):], name, s.options, s.loop)
+            return VideoFile(spec[len("file://"):], name, s.options, s.loop, s.start)
         if scheme not in URL_SCHEMES:
             raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(URL_SCHEMES)}")
         return Url(spec, name, s)
@@ -565,7 +602,7 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
     if not path.exists():
         hint = " (name=SOURCE: a name may not hold '/', '\\', ':' or '=')" if "=" in spec and name is None else ""
         raise SourceError(f"{spec}: no such file{hint}")
-    return VideoFile(spec, name, s.options, s.loop)
+    return VideoFile(spec, name, s.options, s.loop, s.start)
 
 
 def open_sources(specs: str | list[str], settings: SourceSettings | None = None) -> list[Source]:
