@@ -285,6 +285,19 @@ def _attribute(fs: FaceSet, name: str) -> np.ndarray:
         raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(fs.attributes))}") from None
 
 
+#: Environment variable that lets ``--resume`` and ``evaluate`` go on although the data changed.
+DATA_CHANGE_ENV = "FACEMTL_ACCEPT_DATA_CHANGE"
+
+
+def accept_data_change(said: str, going: str, log: Any) -> None:
+    """``ValueError(said)`` unless :data:`DATA_CHANGE_ENV` accepts a change of the data since
+    training (:func:`data_fingerprint`); then ``log`` a warning: ``said`` up to its first ``;``
+    and ``going`` (what is done anyway)."""
+    if os.environ.get(DATA_CHANGE_ENV, "").strip().lower() in ("", "0", "false", "no"):
+        raise ValueError(said)
+    log(f"warning: {said.split(';')[0]}; {going} ({DATA_CHANGE_ENV} is set)")
+
+
 def data_fingerprint(data: "DataBundle", tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:
     """Per split, its size and the SHA-256 (first 16 hex digits) of its file names and the labels
     of the tasks that answer at inference, in order: what ``--resume`` compares, so that a run

@@ -43,10 +43,9 @@ column or a missing declared column raises ``ValueError``.
 
 from __future__ import annotations
 
-import os
-
 import csv
 import math
+import os
 from collections import Counter
 from pathlib import Path
 

@@ -136,15 +136,14 @@ class Pipeline:
             for result, image in jobs:
                 yield self.prepare(result, image, aligned)
             return
-        if self._pool is None:  # kept for the pipeline's life, so each thread builds its detector once
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facemtl-detect")
+        pool = self._workers()
         ahead = max(4 * self.workers, self.predictor.batch_size)  # jobs in flight: enough to keep workers busy
         if self.max_latency is not None:
             ahead = 2 * self.workers  # a live source: do not read far ahead of what is answered
         window: deque[Future[Prepared]] = deque()
         try:
             for result, image in jobs:
-                window.append(self._pool.submit(self.prepare, result, image, aligned))
+                window.append(pool.submit(self.prepare, result, image, aligned))
                 if len(window) >= ahead:
                     yield window.popleft().result()
             while window:
@@ -152,6 +151,12 @@ class Pipeline:
         finally:  # the caller stopped early: drop the jobs not started yet
             for f in window:
                 f.cancel()
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The detection threads, kept for the pipeline's life so that each builds its detector once."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facemtl-detect")
+        return self._pool
 
     def prepared_on_time(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool,
                          deadline: Callable[[], float | None]) -> Iterator[Prepared | None]:
@@ -165,8 +170,7 @@ class Pipeline:
         import queue as queues
         from concurrent.futures import TimeoutError as NotYet
 
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="facemtl-detect")
+        pool = self._workers()
         handoff: queues.Queue[Any] = queues.Queue(maxsize=2 * self.workers)
         stop, end = threading.Event(), object()
 
@@ -182,7 +186,7 @@ class Pipeline:
         def feed() -> None:
             try:
                 for result, image in jobs:
-                    future = self._pool.submit(self.prepare, result, image, aligned)
+                    future = pool.submit(self.prepare, result, image, aligned)
                     if not hand(future):
                         future.cancel()
                         return

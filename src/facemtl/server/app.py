@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from .auth import token_dependency
@@ -196,11 +198,7 @@ class NewTasks:
         self._looking = False
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        import time
-
         if scope["type"] == "http" and not self._looking and time.monotonic() >= self._next:
-            from starlette.concurrency import run_in_threadpool
-
             self._looking = True
             try:
                 added = await run_in_threadpool(self.look)  # the database, in a worker thread

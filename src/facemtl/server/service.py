@@ -261,7 +261,7 @@ class Service:
             span = max(until - since, 1.0)
             bucket = next((b for b in (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400) if span / b <= 100),
                           float(int(span / 100) + 1))
-        order = {t.name: t.group_names() for t in self.tasks if t.group_names() is not None}
+        order = {t.name: groups for t in self.tasks if (groups := t.group_names()) is not None}
         return self._need_store().stats(since, until, float(bucket), order=order, **kw)
 
     @_read

@@ -341,13 +341,11 @@ def session_tasks(conn: sa.Connection, session: int | None = None) -> list[dict[
     stmt = sa.select(Session.tasks).where(Session.tasks.is_not(None))
     if session is not None:
         stmt = stmt.where(Session.id == session)
-    rows = [specs or [] for specs in conn.execute(stmt.order_by(Session.id.desc()).limit(1000)).scalars()]
+    rows = [[s for s in specs or [] if isinstance(s, dict) and "name" in s]  # newest session first
+            for specs in conn.execute(stmt.order_by(Session.id.desc()).limit(1000)).scalars()]
     newest: dict[str, dict[str, Any]] = {}
     for specs in rows:
         for s in specs:
-            if isinstance(s, dict) and "name" in s:
-                newest.setdefault(s["name"], s)
-    order: dict[str, None] = {}
-    for specs in reversed(rows):
-        order.update((s["name"], None) for s in specs if isinstance(s, dict) and "name" in s)
-    return [newest[name] for name in order]
+            newest.setdefault(s["name"], s)
+    first_seen = dict.fromkeys(s["name"] for specs in reversed(rows) for s in specs)
+    return [newest[name] for name in first_seen]

@@ -188,11 +188,8 @@ def _check_same_split(state: dict[str, Any], data: Any, tasks: Sequence[Task], s
     """Refuse to score ``split`` when its faces or labels are not those the run saw (the
     checkpoint's ``data_fingerprint``; none in checkpoints written before 2026-11-27): rows
     added to or re-ordered in a manifest draw another split, whose "test" faces the model may
-    have trained on. :data:`~facemtl.training.trainer.DATA_CHANGE_ENV` scores anyway, with a warning."""
-    import os
-
-    from ..data.dataset import data_fingerprint
-    from .trainer import DATA_CHANGE_ENV
+    have trained on. :data:`~facemtl.data.dataset.DATA_CHANGE_ENV` scores anyway, with a warning."""
+    from ..data.dataset import DATA_CHANGE_ENV, accept_data_change, data_fingerprint
 
     then = (state.get("data_fingerprint") or {}).get(split)
     if not then:
@@ -205,9 +202,7 @@ def _check_same_split(state: dict[str, Any], data: Any, tasks: Sequence[Task], s
     said = (f"the {split} split of {root} is not the one this model was trained beside ({what}): the data changed "
             "since training, so it may hold faces the model trained on; evaluate on the data as it was, or set "
             f"{DATA_CHANGE_ENV}=1 to score it anyway")
-    if os.environ.get(DATA_CHANGE_ENV, "").strip().lower() in ("", "0", "false", "no"):
-        raise ValueError(said)
-    print(f"warning: {said.split(';')[0]}; scoring anyway ({DATA_CHANGE_ENV} is set)", file=sys.stderr)
+    accept_data_change(said, "scoring anyway", lambda line: print(line, file=sys.stderr))
 
 
 def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test", data_root: str | None = None,

@@ -22,7 +22,15 @@ import torch
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config, check_recipe
 from ..data.augment import augment
-from ..data.dataset import DataBundle, balance_weights, build_data, data_fingerprint, label_columns
+from ..data.dataset import (
+    DATA_CHANGE_ENV,
+    DataBundle,
+    accept_data_change,
+    balance_weights,
+    build_data,
+    data_fingerprint,
+    label_columns,
+)
 from ..device import seed_everything, to_device
 from ..epochlog import truncate_epochs
 from ..jsonutil import dumps
@@ -38,9 +46,6 @@ from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, Progre
 from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
 from .runfolder import WORLD_SIZE_ENV, check_fresh, check_resumable, check_world_size, saved_world_size
-
-#: Environment variable that lets ``--resume`` go on although the data changed (with a warning).
-DATA_CHANGE_ENV = "FACEMTL_ACCEPT_DATA_CHANGE"
 
 
 class Trainer:
@@ -498,9 +503,7 @@ class Trainer:
         said = (f"the data changed since this run started ({changed}): going on would train and score on other "
                 "faces than its first epochs; start it again with --overwrite, or set "
                 f"{DATA_CHANGE_ENV}=1 to go on anyway")
-        if os.environ.get(DATA_CHANGE_ENV, "").strip().lower() in ("", "0", "false", "no"):
-            raise ValueError(said)
-        self.log(f"warning: {said.split(';')[0]}; going on ({DATA_CHANGE_ENV} is set)")
+        accept_data_change(said, "going on", self.log)
 
     def _resume(self) -> None:
         path = self.out / "last.pt"  # read in __init__, before the data was
