@@ -605,3 +605,30 @@ def test_a_video_file_begins_where_start_says(www, tmp_path, name):
         open_source("0", SourceSettings(start=5))
     with pytest.raises(ValueError, match="start must be a position in seconds"):
         SourceSettings(start=-1)
+
+
+def test_a_file_that_cannot_seek_begins_where_start_says_all_the_same(www, monkeypatch):
+    """A seek FFmpeg refuses reads the file from its start and drops the frames before --start."""
+    import facemtl.video.sources as sources
+
+    opened = sources._open_container
+
+    class NoSeek:
+        def __init__(self, container):
+            self._container = container
+
+        def seek(self, *args, **kwargs):
+            raise av.error.FFmpegError(0, "cannot seek")
+
+        def __getattr__(self, name):
+            return getattr(self._container, name)
+
+    def without_seek(*args, **kwargs):
+        container, stream = opened(*args, **kwargs)
+        return NoSeek(container), stream
+
+    whole, _, _ = _read(VideoFile(str(www / "clip.ts")))
+    monkeypatch.setattr(sources, "_open_container", without_seek)
+    later, log, error = _read(VideoFile(str(www / "clip.ts"), start=1.2))
+    assert error is None and log == []
+    assert [(f.index, f.time) for f in later] == [(f.index, f.time) for f in whole if f.time >= 1.2 - 1e-6]

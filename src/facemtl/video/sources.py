@@ -359,10 +359,10 @@ class VideoFile(Source):
         if begin > 0 and seek:
             try:
                 container.seek(int((begin + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
-            except _av().error.FFmpegError:
-                seek = False  # (and the file is read from its start below)
+            except _av().error.FFmpegError:  # the file cannot seek: read from its start, as when the seek misses
                 container.close()
-                container, stream = _open_container(self.spec, self.name, self.options, None, url=False)
+                yield from self._once(stop, log, begin, seek=False)
+                return
         overshot = False  # the seek landed after ``begin``: frames would be missed, so read from the start
         try:
             for f in _decoded(container, stream, self.name, warn, stop):
