@@ -333,3 +333,35 @@ def test_the_epoch_bar_is_drawn_on_a_terminal_only(utkface_root, tmp_path):
         "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2}, "train": {"epochs": 1}})
     assert not Trainer(c, tmp_path / "a", log=lambda s: None).progress.enabled  # pytest's stderr: no terminal
     assert Trainer(c, tmp_path / "b", log=lambda s: None, progress=True).progress.enabled
+
+
+def test_test_metrics_json_is_strict_json_and_the_report_reads_nan_back(utkface_root, tmp_path, monkeypatch):
+    """A metric no labelled test face reached was written as a bare ``NaN``, which ``jq``, browsers
+    and other languages refuse; it is ``null`` now, and the report reads it back as NaN."""
+    import math
+
+    import facemtl.training.trainer as trainer_module
+    from facemtl.report.load import RunLog
+
+    c = config_from_dict({
+        "tasks": TASKS[1:], "data": {"root": str(utkface_root), "image_size": 32, "limit": 120, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 2},
+        "train": {"epochs": 1, "batch_size": 32}})
+    score = trainer_module.score_predictions
+
+    def gender_unlabelled(*args, **kw):
+        metrics = score(*args, **kw)
+        metrics["gender"]["accuracy"] = float("nan")
+        return metrics
+
+    monkeypatch.setattr(trainer_module, "score_predictions", gender_unlabelled)
+    t = Trainer(c, tmp_path, progress=False, log=lambda s: None)
+    t.fit()
+    t.test()
+    text = (tmp_path / "test_metrics.json").read_text()
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in test_metrics.json"))
+    assert strict["gender"]["accuracy"] is None and isinstance(strict["race"]["accuracy"], float)
+    assert strict["_info"]["best_epoch"] == 1
+    read = RunLog(tmp_path).test
+    assert math.isnan(read["gender"]["accuracy"]) and read["race"]["accuracy"] == strict["race"]["accuracy"]
+    assert read["_info"] == strict["_info"]

@@ -35,6 +35,7 @@ import yaml
 
 from ..data import build_data
 from ..epochlog import read_epochs
+from ..jsonutil import dumps_strict, nan_for_null
 from ..metrics import mean_and_spread
 from ..system import hardware
 from ..tasks import build_task
@@ -133,7 +134,7 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
             "train_seconds": float(sum(r.get("seconds", 0.0) for r in records)),
             "test": headline_metrics(test, tasks),
         }
-        result_file.write_text(json.dumps(result, indent=1))
+        result_file.write_text(dumps_strict(result, indent=1))
         log(f"    {variant.name} seed {seed}: " + ", ".join(
             f"{t}: {', '.join(f'{k} {v:.4g}' for k, v in m.items())}" for t, m in result["test"].items()))
     summary = summarise(exp, out)
@@ -141,7 +142,7 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
         log(f"left out of the summary, trained with other settings than {out / 'experiment.yaml'} now holds: "
             f"{', '.join(summary['left_out'])} (run them again to compare them)")
     summary["grid_seconds_this_call"] = time.perf_counter() - t_start
-    (out / "experiment.json").write_text(json.dumps(summary, indent=1))
+    (out / "experiment.json").write_text(dumps_strict(summary, indent=1))
     return summary
 
 
@@ -171,7 +172,9 @@ def summarise(exp: Experiment, out: str | Path) -> dict[str, Any]:
                 if stale:
                     stale_runs.append(stale)
                     continue
-                results.append(json.loads(f.read_text()))
+                result = json.loads(f.read_text())
+                result["test"] = nan_for_null(result.get("test", {}))  # a metric no labelled face reached
+                results.append(result)
         entry: dict[str, Any] = {"label": v.label, "group": v.group, "seeds": [r["seed"] for r in results],
                                  "metrics": {}, "train_seconds": float(sum(r["train_seconds"] for r in results))}
         for task in sorted({t for r in results for t in r["test"]}):

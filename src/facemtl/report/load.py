@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from ..epochlog import read_epochs
+from ..jsonutil import loads_metrics
 from ..tasks import Task, build_task
 
 
@@ -43,7 +44,7 @@ class RunLog:
     def test(self) -> dict[str, Any] | None:
         """``test_metrics.json``: per task the full metrics (CS(k), confusion matrix, ...)."""
         f = self.path / "test_metrics.json"
-        return json.loads(f.read_text()) if f.is_file() else None
+        return loads_metrics(f.read_text()) if f.is_file() else None
 
     @cached_property
     def predictions(self) -> dict[str, np.ndarray] | None:

@@ -33,7 +33,7 @@ from ..data.dataset import (
 )
 from ..device import seed_everything, to_device
 from ..epochlog import truncate_epochs
-from ..jsonutil import dumps
+from ..jsonutil import dumps, dumps_strict
 from ..losses import labelled
 from ..model import BACKBONES, MultiTaskNet
 from ..model.load import load_weights
@@ -426,7 +426,7 @@ class Trainer:
             if v.ndim == 1:  # vectors (teacher features) stay out: they are no grouping column
                 arrays[f"attr/{k}"] = v
         np.savez_compressed(self.out / "test_predictions.npz", **arrays)
-        (self.out / "test_metrics.json").write_text(dumps(metrics, indent=1))
+        (self.out / "test_metrics.json").write_text(dumps_strict(metrics, indent=1))
         return metrics
 
     def _best_weights(self) -> dict[str, torch.Tensor]:
