@@ -99,9 +99,8 @@ def test_config_errors_are_one_sentence(tmp_path, capsys):
 def test_settings_out_of_range_are_refused():
     """A user test: a negative fixed weight (it maximised the age loss), a negative lam, Early
     Freeze at -2 and data.limit=0 (numpy's "cannot reshape array of size 0") were taken."""
-    from facemtl.weighting import WEIGHTINGS
-
     from facemtl.config import check_recipe
+    from facemtl.weighting import WEIGHTINGS
 
     for over, words in (({"train": {"early_freeze": -2}}, "train.early_freeze must be at least 1"),
                         ({"train": {"early_stopping": 0}}, "train.early_stopping must be at least 1"),
