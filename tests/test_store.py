@@ -516,6 +516,21 @@ def test_analyze_db_flag_stores_what_it_prints(tmp_path, capsys):
     assert "--db" in capsys.readouterr().err
 
 
+def test_analyze_db_stores_a_relative_path_absolute(tmp_path, monkeypatch, capsys):
+    """A user test: `analyze photos/ --db` stored `photos/a.jpg`, which says nothing once the
+    database is read from another folder or machine; `--json` keeps the path as typed."""
+    pytest.importorskip("dlib")
+    from facemtl.cli import main
+
+    monkeypatch.chdir(HERE.parent)
+    db = tmp_path / "results.db"
+    assert main(["analyze", "examples/astronaut.jpg", "--json", "--db", str(db), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["file"] == "examples/astronaut.jpg"
+    with Store(str(db)) as store:
+        (face,) = all_faces(store)
+        assert face["file"] == str(HERE.parent / "examples" / "astronaut.jpg")
+
+
 def test_source_state_follows_the_heartbeat(tmp_path):
     url = f"sqlite:///{tmp_path / 'beat.db'}"
     sink = DbSink(url, source="door", kind="stream", model_info=INFO, heartbeat=0.2)

@@ -19,8 +19,10 @@ Needs the ``serve`` extra (SQLAlchemy, Alembic; psycopg for PostgreSQL).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
+import os
 import socket
 import sys
 import time
@@ -84,7 +86,9 @@ class DbSink(Sink):
     ``heartbeat``: seconds between the writer's "alive" updates of its sources. ``max_backlog``:
     faces kept while the database is away (past it the oldest are dropped, with a warning; a
     backlog is caught up :data:`CATCH_UP_FACES` at a time, between results). ``sources``:
-    the other names results will carry (a stream's several cameras). A name that belongs to
+    the other names results will carry (a stream's several cameras). For ``kind="analyze"`` a
+    relative file path is stored absolute (the database outlives the folder a run started in,
+    and is read from other machines). A name that belongs to
     another kind of writer (``stream --db`` with the name of the server's uploads) is refused
     here, before anything is written: :class:`~facemtl.store.SourceKindError`, a ``RuntimeError``.
 
@@ -101,6 +105,7 @@ class DbSink(Sink):
         self.owns_store = store is None
         self.store = store if store is not None else Store(url)
         self.source = source or f"{kind}@{socket.gethostname()}"
+        self.absolute_files = kind == "analyze"
         self.thumbnails = thumbnails
         self.batch_faces = batch_faces
         self.max_wait = max_wait
@@ -123,6 +128,8 @@ class DbSink(Sink):
         return self.writer.session_id
 
     def write(self, result: ImageResult) -> None:
+        if self.absolute_files and result.file and not os.path.isabs(result.file):
+            result = dataclasses.replace(result, file=os.path.abspath(result.file))
         thumbs = None
         if self.thumbnails and result.image is not None and result.faces:
             thumbs = [face_thumbnail(result.image, f.box) for f in result.faces]
