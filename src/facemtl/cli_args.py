@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import errno
 import io
+import sys
 from typing import Any, Callable
 
 
@@ -63,3 +64,11 @@ def db_flags(p: argparse.ArgumentParser) -> None:
                                                "(sqlite:///results.db, postgresql://host/db); needs facemtl[serve]")
     p.add_argument("--thumbnails", action="store_true",
                    help="with --db: store a small crop of each face (personal data: off by default)")
+
+
+def stderr_line(line: str) -> None:
+    """``line`` and its newline in one write: under torchrun every process says its last
+    sentence at once on one stderr, and ``print``'s two writes (text, then newline) interleaved
+    two of them into one garbled line."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

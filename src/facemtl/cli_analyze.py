@@ -1,0 +1,218 @@
+"""``facemtl analyze``: every face in photos, written as a table, JSON lines, CSV, annotated
+copies and the results database.
+
+Kept apart from :mod:`facemtl.cli`, which lists it in its command table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import sys
+from typing import Any, Sequence
+
+from .cli_args import db_flags as _db_flags
+from .cli_args import detector_name as _detector
+from .cli_args import positive as _positive
+from .cli_args import runtime_flag as _runtime_flag
+from .cli_args import stderr_line as _stderr_line
+
+
+def analyze(
+    paths: Sequence[str],
+    as_json: bool = False,
+    as_csv: bool = False,
+    annotate_dir: str | None = None,
+    aligned: bool = False,
+    checkpoint: str | Sequence[str] | None = None,
+    detector: str = "mtcnn",
+    device: str = "auto",
+    progress: bool | None = None,
+    min_face: float | None = None,
+    workers: int | None = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    db: str | None = None,
+    thumbnails: bool = False,
+    fusion: str | bool | None = None,
+) -> int:
+    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
+
+    ``checkpoint``: a model file, or several (an ensemble); default: the shipped model.
+    ``fusion``: the accurate variant (``True``: the shipped fusion file, or a fusion file's path).
+
+    ``db``: also store the faces in the results database at this URL or SQLite file
+    (``thumbnails``: with a small crop of each face).
+
+    Every input gets a record: a path that does not exist gets one with status ``error``
+    (written first), a folder that cannot be searched a warning. An annotated copy that
+    cannot be written makes its image's status ``error`` (its faces are kept).
+    """
+    from .inference import FaceAnalyzer
+    from .inference.inputs import expand_inputs
+    from .inference.results import ImageResult
+    from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
+    from .sinks.db import open_db_sink
+    from .system import SIGNAL_STATUS, stop_on_signals
+
+    def warn(path: str, reason: str) -> None:
+        print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
+
+    files, missing = expand_inputs(list(paths), on_skip=warn)
+    missing_why = [(m, "a symbolic link that leads nowhere (broken, or a loop)" if os.path.islink(m) else
+                    "no file matches this pattern" if any(ch in m for ch in "*?[") else "no such file")
+                   for m in missing]
+    for m, why in missing_why:
+        warn(m, why)
+    if not files and not missing:
+        raise FileNotFoundError("no image files found in " + ", ".join(paths))
+    if thumbnails and db is None:
+        raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
+    annotated = None
+    if annotate_dir:
+        files = _outside_annotate_folder(files, paths, annotate_dir, warn)
+        # copies mirror the inputs' folders below their common one (cam1/001.jpg, cam2/001.jpg)
+        common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else None
+        annotated = AnnotateSink(annotate_dir, root=common)
+        annotated.check_folder()
+    # The first SIGINT (Ctrl-C) or SIGTERM stops reading new files; the images already read are
+    # answered and written, then the exit status says which signal it was. A second one aborts.
+    def on_first(signum: int) -> None:  # os.write: the signal may land inside another write to stderr
+        os.write(2, f"facemtl: {signal.Signals(signum).name}: finishing the images already read "
+                    "(again to abort)\n".encode())
+
+    with stop_on_signals(on_first) as received:
+        todo = itertools.takewhile(lambda _: not received, files)
+        with FaceAnalyzer(checkpoint, detector, device, min_face=min_face, workers=workers, runtime=runtime,
+                          keep_images=annotate_dir is not None or thumbnails, threads=threads,
+                          fusion=fusion) as analyzer:
+            # the database first: a refused source name leaves no other output begun (a CSV header)
+            stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
+            out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+            for m, why in missing_why:
+                out.write(ImageResult(file=m).fail(why))
+            show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
+            bar = None
+            if show_bar:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(files), unit="image", file=sys.stderr)
+            readable = done = odd = 0
+            try:
+                for res in analyzer.analyze_files(todo, aligned=aligned):
+                    done += 1
+                    readable += res.status != "error"
+                    if aligned and res.width and not _looks_like_a_crop(res.width, res.height, analyzer.size):
+                        odd += 1
+                        if odd <= 5:  # the first few by name, the rest counted at the end
+                            warn(res.name, f"{res.width}x{res.height} px does not look like an aligned face crop "
+                                           "(--aligned takes square crops, aligned as UTKFace's): its answers mean "
+                                           "little")
+                    if stored is not None:
+                        stored.write(res)
+                    if annotated is not None:
+                        try:
+                            annotated.write(res)
+                        except OSError as exc:  # this file's copy only: say so in its record, keep its faces
+                            res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
+                    out.write(res)
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                try:
+                    out.close()
+                finally:
+                    if bar is not None:
+                        bar.close()
+                    if stored is not None:
+                        stored.close()
+    if odd > 5:
+        print(f"facemtl: warning: {odd - 5} more images did not look like aligned face crops", file=sys.stderr)
+    if received:
+        what = (f"all {done} images" if done == len(files) else f"{done} of {len(files)} images") + \
+            " answered and written" + ("" if done == len(files) else ", the rest not read")
+        print(f"facemtl: stopped by {signal.Signals(received[0]).name}: {what}", file=sys.stderr)
+        return SIGNAL_STATUS[received[0]]
+    if not readable:  # each file's reason is in its record; say on stderr too that nothing was read
+        _stderr_line(f"facemtl: error: none of the {len(files) + len(missing)} inputs could be read as an image "
+                     "(each record says why)" if len(files) + len(missing) > 1 else
+                     "facemtl: error: the input could not be read as an image (its record says why)")
+        return 1
+    return 0
+
+
+
+def _looks_like_a_crop(width: int, height: int, size: int) -> bool:
+    """Whether a ``width x height`` image can be an aligned face crop for a ``size`` px network:
+    roughly square (sides within 1.5 of each other) and at least a quarter of the input size."""
+    return max(width, height) <= 1.5 * min(width, height) and min(width, height) >= size / 4
+
+
+
+def _outside_annotate_folder(files: list[str], paths: Sequence[str], annotate_dir: str,
+                             warn: Any) -> list[str]:
+    """``files`` without the annotated copies of an earlier run. A PATH that is the ``--annotate``
+    folder, or inside it, is refused: its copies would overwrite the photos being read."""
+    out_dir = os.path.realpath(annotate_dir)
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == out_dir or real.startswith(out_dir + os.sep)
+
+    for a in paths:
+        if os.path.exists(a) and inside(a):
+            raise ValueError(f"{a} is in the --annotate folder {annotate_dir}: its annotated copies would overwrite "
+                             "the images being read; choose another folder")
+    kept = [f for f in files if not inside(f)]
+    if len(kept) < len(files):
+        warn(annotate_dir, f"{len(files) - len(kept)} images in the --annotate folder left out (annotated copies "
+                           "of an earlier run)")
+    return kept
+
+
+
+def analyze_args(p: argparse.ArgumentParser) -> None:
+    from .faces import DETECTORS
+
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files, folders (searched recursively, symlinked folders followed) or globs")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per input file, one per line")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per face")
+    p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn "
+                                                     "(JPEG and PNG keep their format; reruns overwrite)")
+    p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
+    p.add_argument("--checkpoint", action="append", metavar="MODEL_FILE",
+                   help="a model file (from 'facemtl train' or 'facemtl export') instead of the default one; "
+                        "repeat it for an ensemble (the mean of the networks' outputs)")
+    _runtime_flag(p)
+    p.add_argument("--threads", type=_positive(int), metavar="N",
+                   help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
+    p.add_argument("--detector", default="mtcnn", type=_detector, metavar="{" + ",".join(DETECTORS.names()) + "}",
+                   help="face detector; its 'score' is on its own scale (mtcnn: probability 0-1; dlib: SVM margin, "
+                        "about 0.25-3)")
+    p.add_argument("--min-face", type=_positive(float), metavar="PX",
+                   help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
+                        "1024 px on its long side); faces whose box is smaller are left out. Default: a search from "
+                        "40 px, nothing left out. Each halving costs about 4x the search")
+    p.add_argument("--workers", type=_positive(int), metavar="N",
+                   help="threads that decode and search photos, at least 1 (default: one per core)")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bars are drawn only when stderr is a terminal)")
+    p.add_argument("--accurate", action="store_true",
+                   help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
+                        "(the shipped fusion file), and without --checkpoint run the networks the fusion file names "
+                        "(shipped: an ensemble of seven, five at 160 px); about 100 ms more per face")
+    p.add_argument("--fusion", metavar="FUSION_FILE",
+                   help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
+    _db_flags(p)
+
+
+
+def analyze_run(a: argparse.Namespace) -> int:
+    return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
+                   False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
+                   db=a.db, thumbnails=a.thumbnails, fusion=a.fusion or a.accurate)
