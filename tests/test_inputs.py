@@ -339,3 +339,21 @@ def test_closed_stdout_and_nothing_readable_are_said_on_stderr(tmp_path, capsys)
     assert len(out.splitlines()) == 2
     assert err.strip().splitlines()[-1] == ("facemtl: error: none of the 2 inputs could be read as an image "
                                             "(each record says why)")
+
+
+def test_only_photo_formats_are_decoded(tmp_path):
+    """A security review: any format Pillow opens was decoded, EPS among them, for which Pillow runs
+    Ghostscript on the file (whatever its name says). Photo formats only now."""
+    from PIL import UnidentifiedImageError
+
+    from facemtl.images import PHOTO_FORMATS, load_rgb
+
+    eps = tmp_path / "photo.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(UnidentifiedImageError):
+        load_rgb(eps)
+    for fmt, suffix in (("PNG", ".png"), ("BMP", ".bmp"), ("TIFF", ".tif"), ("WEBP", ".webp"), ("GIF", ".gif")):
+        assert fmt in PHOTO_FORMATS
+        f = tmp_path / f"ok{suffix}"
+        Image.new("RGB", (20, 10), (200, 10, 10)).save(f, fmt)
+        assert load_rgb(f).shape == (10, 20, 3), fmt

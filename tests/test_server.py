@@ -70,7 +70,7 @@ def served(db_url, predictor):
 
 def get_paths(client: TestClient) -> list[str]:
     """Every GET route of the OpenAPI document, with 1 for path ids."""
-    doc = client.get("/openapi.json").json()
+    doc = client.get("/openapi.json", headers=AUTH).json()
     return [p.replace("{face_id}", "1").replace("{source_id}", "1").replace("{track_id}", "1")
             for p, ops in doc["paths"].items() if "get" in ops]
 
@@ -114,6 +114,13 @@ def test_serve_refuses_the_network_without_a_token(tmp_path, monkeypatch, capsys
     assert load_token(str(empty)) == "abc"
     monkeypatch.setenv("FACEMTL_API_TOKEN", "from-env")
     assert load_token() == "from-env"
+    # a short token is served, with a warning (a security review: FACEMTL_API_TOKEN=1 was taken silently)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", "--port", str(taken.getsockname()[1]), "--no-model", "--db", str(tmp_path / "x.db")]) == 2
+    err = capsys.readouterr().err
+    assert "the API token is 8 characters long" in err and "secrets.token_urlsafe" in err and "is in use" in err
 
 
 # -- the routes -----------------------------------------------------------------------------------------
@@ -242,8 +249,11 @@ def test_uploads_too_large_or_not_images(served, predictor):
     r = client.post("/v1/analyze", headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"},
                     content=chunks())
     assert r.status_code == 413
+    # an EPS (Pillow would run Ghostscript on it, whatever its name) and a PSD are no photo formats
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    psd = b"8BPS\x00\x01" + b"\x00" * 6 + struct.pack(">HIIHH", 3, 10, 10, 8, 3) + b"\x00" * 64
     for name, data in (("notes.txt", b"just some text"), ("fake.jpg", b"\xff\xd8\xff\xe0 broken jpeg"),
-                       ("empty.png", b"")):
+                       ("empty.png", b""), ("x.jpg", eps), ("x.eps", eps), ("x.psd", psd)):
         r = client.post("/v1/analyze", headers=AUTH, files={"file": (name, data, "image/jpeg")})
         assert r.status_code == 415 and r.json()["detail"].startswith("the uploaded file is"), r.text
     r = client.post("/v1/analyze", headers=AUTH)  # no file field: one sentence, FastAPI's list under "errors"
@@ -332,7 +342,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(tmp_path, predic
     url = f"sqlite:///{tmp_path / 'st.db'}"
     fill(url)
     store = Store(url)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(store, predictor, token=TOKEN, max_upload=2**20))
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(store, predictor, token=TOKEN, max_upload=2**20),
+                                            headers=AUTH)
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     operations = [r.ok() for r in schema.get_all_operations()]
     assert len(operations) >= 10
@@ -400,12 +411,12 @@ def test_operator_page_end_to_end_in_chromium(tmp_path, predictor):
         page.fill("#token", TOKEN)
         page.click("#token-form button")
         page.wait_for_selector("body[data-ready='1']")
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
-        page.wait_for_function("document.querySelectorAll('#tracks tbody tr').length > 0")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length === 50")
+        wait_for(page, "document.querySelectorAll('#tracks tbody tr').length > 0")
         # filter: women only, in every row
         page.check("input[name=gender][value=female]")
         page.click("#filters button[type=submit]")
-        page.wait_for_function("[...document.querySelectorAll('#faces td[data-task=gender]')]"
+        wait_for(page, "[...document.querySelectorAll('#faces td[data-task=gender]')]"
                                ".every(td => td.textContent.startsWith('female'))")
         genders = page.locator("#faces td[data-task=gender]").all_inner_texts()
         assert genders and all(g.startswith("female") for g in genders)
@@ -416,12 +427,12 @@ def test_operator_page_end_to_end_in_chromium(tmp_path, predictor):
         page.click("#tabs button[data-tab=sources]")
         page.wait_for_selector("#sources tbody tr")
         page.locator("#sources tbody tr", has_text="cam-a").locator("button").click()
-        page.wait_for_function("document.querySelector('#live-image').src.startsWith('blob:')")
+        wait_for(page, "document.querySelector('#live-image').src.startsWith('blob:')")
         # upload a face photo: the annotated result, then the new row
         page.click("#tabs button[data-tab=upload]")
         page.set_input_files("#upload-file", str(PHOTO))
         page.click("#upload-form button[type=submit]")
-        page.wait_for_function("document.querySelector('#upload-image').src.startsWith('data:image/jpeg')",
+        wait_for(page, "document.querySelector('#upload-image').src.startsWith('data:image/jpeg')",
                                timeout=60000)
         assert page.locator("#upload-faces tbody tr").count() == 1
         assert "1 face in astronaut.jpg" in page.inner_text("#upload-status")
@@ -667,6 +678,16 @@ def chromium():
         browser.close()
 
 
+def wait_for(page, expression: str, arg=None, timeout: float = 30000) -> None:
+    """``page.wait_for_function``, polled from here: that one evaluates its string in the page,
+    which the page's Content-Security-Policy refuses (no 'unsafe-eval'), as it should."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout / 1000:g} s for {expression}")
+        page.wait_for_timeout(100)
+
+
 def open_page(browser, base: str, token: str | None = TOKEN, ready: bool = True):
     """A new tab on the operator page, holding ``token`` as if entered: ``(page, errors, requests)``,
     the lists filling with its script errors and the URLs it asks for. Waits for the first
@@ -675,6 +696,9 @@ def open_page(browser, base: str, token: str | None = TOKEN, ready: bool = True)
     errors: list[str] = []
     requests: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # what the page's Content-Security-Policy refused (a style attribute, an inline script) is no page
+    # error, only a console line: counted as one
+    page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text and errors.append(m.text))
     page.on("request", lambda r: requests.append(r.url))
     if token is not None:
         page.add_init_script(f"sessionStorage.getItem('facemtl-token') === null && "
@@ -682,7 +706,7 @@ def open_page(browser, base: str, token: str | None = TOKEN, ready: bool = True)
     page.goto(base + "/")
     if ready:
         page.wait_for_selector("body[data-ready='1']")
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length > 0")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length > 0")
     return page, errors, requests
 
 
@@ -704,7 +728,7 @@ def test_page_upload_error_hides_the_last_result_and_stays(tmp_path, predictor, 
         page.click("#tabs button[data-tab=upload]")
         page.set_input_files("#upload-file", str(PHOTO))
         page.click("#upload-form button[type=submit]")
-        page.wait_for_function("document.querySelectorAll('#upload-faces tbody tr').length === 1", timeout=60000)
+        wait_for(page, "document.querySelectorAll('#upload-faces tbody tr').length === 1", timeout=60000)
         for path, words in ((text, "the uploaded file is"), (big, "limit")):
             page.set_input_files("#upload-file", str(path))
             page.click("#upload-form button[type=submit]")
@@ -732,7 +756,7 @@ def refreshes(page) -> int:
 def after_refreshes(page, n: int, more: int = 1) -> None:
     """Wait until the timer has refreshed ``more`` times since it had refreshed ``n`` times: a fixed
     wait may see none on a busy machine."""
-    page.wait_for_function("n => Number(document.body.dataset.refreshes || 0) >= n", arg=n + more, timeout=20000)
+    wait_for(page, "n => Number(document.body.dataset.refreshes || 0) >= n", arg=n + more, timeout=20000)
 
 
 def test_page_fetches_each_thumbnail_once(tmp_path, chromium):
@@ -744,7 +768,7 @@ def test_page_fetches_each_thumbnail_once(tmp_path, chromium):
         first = httpx.get(base + "/v1/faces", headers=AUTH, params={"limit": 50}).json()["items"]
         shown = sum(1 for f in first if f["thumbnail"])
         assert shown
-        page.wait_for_function(f"document.querySelectorAll('#faces tbody img.thumb').length === {shown}")
+        wait_for(page, f"document.querySelectorAll('#faces tbody img.thumb').length === {shown}")
         # a refresh of the live updates (every 3 s) rebuilds the rows
         after_refreshes(page, refreshes(page))
         assert page.is_checked("#live") and page.locator("#faces tbody img.thumb").count() == shown
@@ -770,19 +794,19 @@ def test_page_live_updates_resume_after_older_rows(tmp_path, chromium):
     url, store = page_db(tmp_path)
     with running(create_app(store, None, token=TOKEN)) as base:
         page, errors, _ = open_page(chromium, base)
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length === 50")
         page.click("#faces-more")
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 100")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length === 100")
         after_refreshes(page, refreshes(page), 2)  # the timer keeps the older rows (and the tracks live)
         assert page.locator("#faces tbody tr").count() == 100 and page.is_visible("#faces-latest")
         page.click("#faces-latest")
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length === 50")
         assert page.is_hidden("#faces-latest")
         page.click("#faces-more")
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 100")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length === 100")
         page.click("#tabs button[data-tab=charts]")
         page.click("#tabs button[data-tab=results]")  # back on the first page: live again
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 50")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length === 50")
         sink = DbSink(url, kind="analyze", model_info=INFO)
         late = next(photos(INFO, 1))
         late.file = "late.jpg"
@@ -818,7 +842,7 @@ def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromiu
         assert page.locator("#task-filters fieldset").count() == 3
         heads = page.locator("#faces thead th").all_inner_texts()
         assert {"age", "gender", "race"} <= set(heads) and "time (local)" in heads
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length > 0")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length > 0")
         iso = page.get_attribute("#faces tbody tr:first-child td:nth-child(2)", "title")
         assert iso[10] == "T" and iso[-6] in "+-" and iso[-3] == ":"  # with its own offset, as db export takes it
         options = page.locator("#filters select[name=source] option").all_inner_texts()
@@ -839,13 +863,13 @@ def test_page_shows_a_tracks_faces_and_keeps_keyboard_focus(tmp_path, chromium):
     _, store = page_db(tmp_path)
     with running(create_app(store, None, token=TOKEN)) as base:
         page, errors, _ = open_page(chromium, base)
-        page.wait_for_function("document.querySelectorAll('#tracks tbody tr').length > 0")
+        wait_for(page, "document.querySelectorAll('#tracks tbody tr').length > 0")
         first = page.locator("#tracks tbody tr").first
         source, number = first.locator("td").nth(0).inner_text(), first.locator("button.link").inner_text()
         track_id = int(first.get_attribute("data-track"))
         first.locator("button.link").click()
         page.wait_for_selector("#track-filter:not([hidden])")
-        page.wait_for_function("n => [...document.querySelectorAll('#faces tbody tr')].every(r => "
+        wait_for(page, "n => [...document.querySelectorAll('#faces tbody tr')].every(r => "
                                "r.cells[3].innerText === n)", arg=number)
         rows = page.locator("#faces tbody tr")
         assert rows.count() > 0
@@ -854,7 +878,7 @@ def test_page_shows_a_tracks_faces_and_keeps_keyboard_focus(tmp_path, chromium):
         page.click("#track-filter-clear")
         page.wait_for_selector("#track-filter", state="hidden")
         page.click("#tabs button[data-tab=sources]")
-        page.wait_for_function("document.querySelectorAll('#sources tbody button').length > 0")
+        wait_for(page, "document.querySelectorAll('#sources tbody button').length > 0")
         page.focus("#sources tbody button")
         n = refreshes(page)
         after_refreshes(page, n, 2)
@@ -874,16 +898,16 @@ def test_page_filters_live_in_the_address(tmp_path, chromium):
         page.wait_for_selector("body[data-ready='1']")
         assert page.eval_on_selector("#filters select[name=source]", "s => s.value") == "cam-a"
         assert page.is_checked("#task-filters input[name=gender][value=female]")
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length > 0")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length > 0")
         cells = page.locator("#faces tbody tr").evaluate_all(
             "rs => rs.map(r => [r.cells[2].innerText, r.querySelector('[data-task=gender]').innerText])")
         assert cells and {c[0] for c in cells} == {"cam-a"} and all(c[1].startswith("female") for c in cells)
         page.check("#task-filters input[name=gender][value=male]")
         page.click("#filters button[type=submit]")
-        page.wait_for_function("location.search.includes('gender=male')")
+        wait_for(page, "location.search.includes('gender=male')")
         assert "source=cam-a" in page.evaluate("location.search")
         page.click("#filters button[type=reset]")
-        page.wait_for_function("location.search === ''")
+        wait_for(page, "location.search === ''")
         assert errors == []
     store.close()
 
@@ -905,7 +929,7 @@ def test_page_drops_an_answer_a_newer_request_overtook(tmp_path, chromium):
         page.fill("input[name=age_max]", "10")
         page.click("#filters button[type=submit]")
         page.wait_for_selector("#message.error:not([hidden])")
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr').length === 0")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length === 0")
         n = refreshes(page)
         for route in held:  # the old filters' answer now arrives, late
             route.continue_()
@@ -935,7 +959,7 @@ def test_page_timer_queries_the_filters_last_applied(tmp_path, chromium):
         page.wait_for_selector("#message.error:not([hidden])")
         assert "above" in page.inner_text("#message")
         # not the rows of the filters before under the error
-        page.wait_for_function("document.querySelectorAll('#faces tbody tr, #tracks tbody tr').length === 0")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr, #tracks tbody tr').length === 0")
         assert page.locator("#faces-more").is_hidden()
         # the timer asks with the same filters: still refused, still empty
         after_refreshes(page, refreshes(page))
@@ -1007,7 +1031,105 @@ def test_page_tabs_labels_and_charts(tmp_path, chromium):
         assert fits and all(fits), fits
         page.check("input[name=gender][value=female]")
         page.click("#filters button[type=submit]")
-        page.wait_for_function(f"[...document.querySelectorAll('{legend}')].map(s => s.textContent).join() === 'female'")
+        wait_for(page, f"[...document.querySelectorAll('{legend}')].map(s => s.textContent).join() === 'female'")
         assert page.eval_on_selector(legend, "s => s.style.getPropertyValue('--c')") == colours["female"]
         assert errors == []
     store.close()
+
+
+# -- a security review: what the server refuses before the framework reads anything ------------------------
+
+
+def test_an_upload_without_the_token_is_refused_before_its_body_is_read():
+    """A security review: the body (19 MB each, 12 at once) was read and parsed before the 401, and
+    the server grew by 800 MB answering requests without the token."""
+    import asyncio
+
+    from facemtl.server.limits import UploadLimit
+
+    async def app(scope, receive, send):
+        raise AssertionError("reached the application")
+
+    for headers, detail in (([], "wants its API token"), ([(b"authorization", b"Bearer wrong")], "wrong API token"),
+                            ([(b"authorization", b"Basic " + TOKEN.encode())], "wants its API token")):
+        sent, reads = [], []
+
+        async def receive():
+            reads.append(1)
+            return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+        async def send(msg):
+            sent.append(msg)
+
+        scope = {"type": "http", "path": "/v1/analyze", "method": "POST",
+                 "headers": [(b"content-length", b"19000000"), *headers]}
+        asyncio.run(UploadLimit(app, 20 * 2**20, ("/v1/analyze",), token=TOKEN)(scope, receive, send))
+        assert not reads and sent[0]["status"] == 401 and (b"www-authenticate", b"Bearer") in sent[0]["headers"]
+        assert detail in json.loads(sent[1]["body"])["detail"]
+
+
+def test_the_api_document_wants_the_token(served):
+    """It names every task and class a writer recorded, which /v1/tasks serves only with the token."""
+    client, _ = served
+    assert client.get("/openapi.json").status_code == 401
+    assert "/v1/faces" in client.get("/openapi.json", headers=AUTH).json()["paths"]
+
+
+def test_every_answer_carries_the_security_headers(served):
+    client, _ = served
+    page = client.get("/")
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "blob:" in policy
+    assert page.headers["cache-control"] == "no-cache"  # the page's own, kept
+    faces = client.get("/v1/faces", headers=AUTH)
+    assert faces.headers["cache-control"] == "no-store" and faces.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/v1/faces").headers["cache-control"] == "no-store"  # a 401 too
+
+
+def test_a_server_without_a_token_answers_this_machine_only(tmp_path):
+    """A security review: without a token (loopback only) any Host was answered, so a web page could
+    read every face through a DNS name re-pointed at 127.0.0.1 (DNS rebinding), and any page the
+    operator visited could POST a photo (a form upload needs no CORS preflight) and store faces."""
+    url = f"sqlite:///{tmp_path / 'local.db'}"
+    store = Store(url)
+    app = create_app(store, None, local_names=["127.0.0.1", "myhost"])
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/v1/faces").status_code == 200
+        for host in ("localhost:8000", "127.0.0.2", "[::1]:8000", "myhost:8000", "MyHost"):
+            assert client.get("/v1/faces", headers={"Host": host}).status_code == 200, host
+        for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example"):
+            r = client.get("/v1/faces", headers={"Host": host})
+            assert r.status_code == 400 and "this machine only" in r.json()["detail"], host
+        photo = {"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")}
+        for origin in ("http://attacker.example", "null", "http://localhost.attacker.example:8000"):
+            r = client.post("/v1/analyze", headers={"Origin": origin}, files=photo)
+            assert r.status_code == 403 and "refused" in r.json()["detail"], origin
+        r = client.post("/v1/analyze", headers={"Origin": "http://127.0.0.1:8000"}, files=photo)
+        assert r.status_code not in (400, 403)  # past the guard (this server has no model: the service answers)
+        assert client.get("/v1/faces", headers={"Origin": "http://attacker.example"}).status_code == 200  # reads: CORS
+    store.close()
+    with_token = create_app(None, None, token=TOKEN, local_names=["127.0.0.1"])  # a token: any name (a proxy's)
+    with TestClient(with_token) as client:
+        assert client.get("/v1/version", headers={**AUTH, "Host": "faces.example.org"}).status_code == 200
+
+
+def test_a_live_view_ends_when_its_source_falls_silent_or_the_server_stops(served):
+    """A security review: an open live view held the server's stop for up to its `seconds` (3600 at
+    most), and a source whose writer was killed (silent, still `running` in the table) kept its
+    viewers polling the database for all that time."""
+    client, store = served
+    source = next(s for s in client.get("/v1/sources", headers=AUTH).json() if s["name"] == "cam-a")
+    with store.engine.begin() as conn:
+        import sqlalchemy as sa
+
+        from facemtl.store.models import Source
+
+        conn.execute(sa.update(Source).where(Source.id == source["id"]).values(
+            state="running", last_seen=time.time(), heartbeat=2.0))
+    assert store.source_running(source["id"])
+    assert not store.source_running(source["id"], now=time.time() + 7)  # three heartbeats missed: silent
+    t0 = time.monotonic()
+    client.app.state.service.stopping.set()
+    live = client.get(f"/v1/sources/{source['id']}/live.mjpeg", headers=AUTH, params={"seconds": 30})
+    assert live.status_code == 200 and time.monotonic() - t0 < 5

@@ -18,6 +18,11 @@ import sys
 import threading
 from typing import Any, Iterator
 
+#: Seconds ``serve`` waits, once stopped, for requests still running before it cuts them off.
+STOP_WAIT = 20
+#: Fewer characters than this in the API token are warned about.
+MIN_TOKEN = 16
+
 
 def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, model: str | None = None,
           no_model: bool = False, runtime: str | None = None, device: str = "auto", detector: str = "mtcnn",
@@ -41,6 +46,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
     from .system import SIGNAL_STATUS
 
     token = load_token(token_file)
+    if token is not None and len(token) < MIN_TOKEN:
+        print(f"facemtl: warning: the API token is {len(token)} characters long: one that can be guessed opens "
+              f"the API to anyone who reaches the server; use {MIN_TOKEN} or more random characters (python -c "
+              "'import secrets; print(secrets.token_urlsafe(24))')", file=sys.stderr)
     if token is None and not is_loopback(host):
         raise ValueError(f"binding {host} serves other machines: set FACEMTL_API_TOKEN or --token-file "
                          "(and put TLS in front: README, 'Behind a reverse proxy')")
@@ -57,7 +66,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
         store = Store(db)
         try:
             app = create_app(store, predictor, token, int(max_upload_mb * 2**20), detector, min_face, thumbnails,
-                             retention_days)
+                             retention_days, local_names=[host, socket.gethostname()])
             shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL is bracketed
             print(f"facemtl: serving on http://{shown}:{sock.getsockname()[1]}/ (results in {redacted(store.url)}; "
                   f"token {'on' if token else 'off'})", file=sys.stderr)
@@ -148,10 +157,16 @@ def _run(app: Any, sock: socket.socket, log_level: str) -> int | None:
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             received.append(sig)
+            service = getattr(app.state, "service", None)
+            if service is not None:  # open live views end now rather than when their viewers leave
+                service.stopping.set()
             super().handle_exit(sig, frame)
 
     received: list[int] = []
-    server = Server(uvicorn.Config(app, log_level=log_level))
+    # A request still running STOP_WAIT seconds after the signal is cut off, so that the database
+    # is closed (and uploads kept while it was away are written) within a service manager's
+    # stop timeout (systemd's 90 s); an upload is analysed in well under it.
+    server = Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=STOP_WAIT))
     previous = {}
     if threading.current_thread() is threading.main_thread():  # (Python sets handlers on the main thread only)
         previous = {sig: signal.signal(sig, server.handle_exit) for sig in SIGNAL_STATUS}

@@ -19,6 +19,11 @@ from PIL import Image, ImageOps
 # Pillow itself refuses twice its MAX_IMAGE_PIXELS (about 179 M) as a decompression bomb.
 MAX_PIXELS = 150_000_000
 
+#: The formats decoded, by Pillow's names; a file in any other format Pillow knows (EPS, which
+#: runs Ghostscript; PSD, FITS, ...) is refused as not an image, whatever its name says. HEIF
+#: when a plugin registers it (``pillow_heif.register_heif_opener()``); facemtl does not.
+PHOTO_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF", "JPEG2000", "QOI", "TGA", "HEIF")
+
 
 #: Modes Pillow gives images of more than 8 bits per sample (16-bit PNG and TIFF, 32-bit
 #: integer and float TIFF); :func:`to_rgb` scales them to 8 bits instead of clipping.
@@ -113,7 +118,8 @@ def _open(path: str | Path | IO[bytes]) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            im = Image.open(path)
+            Image.init()  # (plugins register on first use: the formats below must be known)
+            im = Image.open(path, formats=[f for f in PHOTO_FORMATS if f in Image.OPEN])
         except Image.DecompressionBombError:  # Pillow's own words: "... could be decompression bomb DOS attack"
             raise ValueError(f"image too large: over the {MAX_PIXELS:,}-pixel limit") from None
     if im.size[0] * im.size[1] > MAX_PIXELS:

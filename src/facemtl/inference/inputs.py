@@ -14,11 +14,14 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from .. import images
+
 #: Photo formats whose files a folder search picks up, by Pillow's format name (files named
-#: explicitly are always tried). Pillow registers more (video stubs, vector and scientific
-#: formats); these are the ones a photo comes in. HEIF counts once a plugin registers it with
-#: Pillow (``pillow_heif.register_heif_opener()``); facemtl does not.
-PHOTO_FORMATS = {"JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "AVIF", "JPEG2000", "QOI", "TGA", "HEIF"}
+#: explicitly are always tried, and decoded only in these formats: :data:`facemtl.images.PHOTO_FORMATS`).
+#: Pillow registers more (video stubs, vector and scientific formats); these are the ones a
+#: photo comes in. HEIF counts once a plugin registers it with Pillow
+#: (``pillow_heif.register_heif_opener()``); facemtl does not.
+PHOTO_FORMATS = set(images.PHOTO_FORMATS)
 
 
 #: Files operating systems leave in photo folders, left out without a word (as hidden files are).

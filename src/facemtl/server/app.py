@@ -15,9 +15,9 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from .auth import token_dependency
 from .filters import task_filters
+from .guards import LocalOnly, SecurityHeaders
 from .limits import UploadLimit
 from .routes import build_router
 from .schemas import Schemas
@@ -86,14 +87,18 @@ def _beat_loop(service: Service, stop: threading.Event) -> None:
 
 def create_app(store: Any = None, predictor: Any = None, token: str | None = None, max_upload: int = MAX_UPLOAD,
                detector: str = "mtcnn", min_face: float | None = None, thumbnails: bool = False,
-               retention_days: float | None = None) -> FastAPI:
+               retention_days: float | None = None, local_names: Sequence[str] | None = None) -> FastAPI:
     """The application over a :class:`~facemtl.store.Store` (``None``: nothing stored or
     read) and a :class:`~facemtl.inference.predictor.Predictor` (``None``: no analysis).
 
     ``token``: the API token every ``/v1`` route but health wants (``None``: open; the
     CLI refuses that on a non-loopback address). ``max_upload``: bytes an upload may hold
     (413 past it). ``thumbnails``: store a crop of each uploaded face. ``retention_days``:
-    delete what is older, at start and hourly.
+    delete what is older, at start and hourly. ``local_names``: for a server without a token,
+    the host names besides loopback ones it answers to (``facemtl serve`` passes the one it
+    binds); a request naming another ``Host``, or a POST from a page of another origin, is
+    refused (:class:`~facemtl.server.guards.LocalOnly`). ``None``: no such check (a test
+    client's ``testserver``, or a server behind a proxy that checks it).
     """
     service = Service(store, predictor, detector, min_face, thumbnails)
     for w in service.warnings:
@@ -115,6 +120,7 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         service.close()
 
     app = FastAPI(title="facemtl", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,  # served below, behind the token: it names every task and class
                   description="Face attributes from facemtl's multi-task model: analyse photos, and read the faces, "
                               "tracks, counts and live sources stored in the results database.")
     app.state.service = service
@@ -148,6 +154,10 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(auth)] if auth else [])
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
@@ -178,9 +188,14 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         log.info("tasks a writer recorded since the server started: %s (the page shows them within about 15 s)",
                  ", ".join(t.name for t in added))
 
-    app.add_middleware(UploadLimit, max_bytes=max_upload, paths=("/v1/analyze",))
+    # (the last added runs first: headers on every answer, then the host check, then the token
+    # and size of an upload, before any byte of its body is read)
+    app.add_middleware(UploadLimit, max_bytes=max_upload, paths=("/v1/analyze",), token=token)
     if store is not None:
         app.add_middleware(NewTasks, look=service.new_tasks, mount=mount_new_tasks)
+    if local_names is not None and not token:
+        app.add_middleware(LocalOnly, names=local_names)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -227,12 +227,13 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
                    seconds: float = Query(600, gt=0, le=3600)) -> StreamingResponse:
         """The live frames of a source as MJPEG (``multipart/x-mixed-replace``) for ``seconds``:
         each new snapshot the writer stores is pushed as it arrives; a source that is not
-        running gets its last frame and the stream ends."""
+        running (stopped, or silent: its writer missed three heartbeats) gets its last frame and
+        the stream ends, as it does when the server starts to stop."""
         await run_in_threadpool(service.snapshot, source_id)  # 404 now rather than an empty stream
 
         async def frames():
             last, end, away = None, time.monotonic() + seconds, False
-            while time.monotonic() < end:
+            while time.monotonic() < end and not service.stopping.is_set():
                 try:
                     snap = await run_in_threadpool(service.store.snapshot, source_id)
                     running = await run_in_threadpool(service.store.source_running, source_id)

@@ -90,6 +90,8 @@ class Service:
         #: Why uploads cannot be stored at all (their source name belongs to another kind of run), once known.
         self._refused_source: str | None = None
         self._closed = False
+        #: Set when the server starts to stop: open live views end, so that stopping waits for no viewer.
+        self.stopping = threading.Event()
         self._lost = 0  # uploads dropped because MAX_UNSTORED were waiting
         self._lock = threading.Lock()
         # Analyses at once: one per core (the framework's thread pool would run dozens side by side,

@@ -170,10 +170,15 @@ class Store:
             row = conn.execute(sa.select(Snapshot.time, Snapshot.jpeg).where(Snapshot.source_id == source_id)).first()
         return (row[0], bytes(row[1])) if row else None
 
-    def source_running(self, source_id: int) -> bool:
-        """Whether a writer says the source is running (its heartbeat may still be late)."""
+    def source_running(self, source_id: int, now: float | None = None) -> bool:
+        """Whether the source is ``running`` as :meth:`sources` says it: its writer says so and
+        has not missed :data:`MISSED_BEATS` heartbeats (a killed writer's source is silent)."""
+        now = now if now is not None else time.time()
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(Source.state).where(Source.id == source_id)).scalar() == "running"
+            row = conn.execute(sa.select(Source.state, Source.last_seen, Source.heartbeat)
+                               .where(Source.id == source_id)).first()
+        return bool(row and row.state == "running" and row.last_seen is not None
+                    and now - row.last_seen <= MISSED_BEATS * (row.heartbeat or 2.0))
 
     def source_kind(self, name: str) -> str | None:
         """The kind (``stream``, ``analyze``, ``upload``) of the source called ``name``, or ``None``."""
