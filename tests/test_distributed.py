@@ -49,6 +49,13 @@ def test_two_processes_train_one_normal_run(ddp_run, utkface_root):
         assert (ddp_run / f).is_file(), f
     m = evaluate(str(ddp_run / "best.pt"), data_root=str(utkface_root))
     assert 0 <= m["gender"]["accuracy"] <= 1
+    # the report says the batch was per process (a user test: "batch 32" read as a one-process run)
+    from facemtl.report import write_report
+
+    page = write_report(ddp_run, ddp_run.parent / "ddp-report", gradcam=False)
+    assert "batch 32 per process x 2 processes (64 in all)" in (page.parent / "report.md").read_text()
+    record = json.loads((ddp_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["train"]["images_per_s"] > 0  # every process's images (rank 0's alone before)
 
 
 def test_every_rank_ends_with_the_same_parameters_and_frozen_tasks(ddp_run):
@@ -151,3 +158,69 @@ def test_shards_refuse_a_folder_holding_shards_and_overwrite_leaves_no_stale_one
     assert [s["nsamples"] for s in index["shardlist"]] == [200, 120]
     assert sorted(p.name for p in out.glob("faces-*.tar")) == ["faces-000000.tar", "faces-000001.tar"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_streamed_and_cached_runs_train_alike_and_shards_stream(recipe, tmp_path):
+    """A user test: (1) the streamed path trained otherwise than the cached one (each epoch's
+    DataLoaders drew their seeds from the global random state that dropout draws from), though the
+    README promised the same; (2) shards could not be streamed at all ("none of the images of the
+    training split exists (e.g. shards:...#0)"), the one way to train on data that does not fit in
+    memory; (3) the summary's images/s was one process's."""
+    from facemtl.cli import shards, train
+
+    common = ["train.epochs=1", "data.workers=0"]
+    cached = train(str(recipe), str(tmp_path / "cached"), common)
+    streamed = train(str(recipe), str(tmp_path / "streamed"), common + ["data.cache=stream"])
+    assert streamed["best_score"] == cached["best_score"] and streamed["test_score"] == cached["test_score"]
+    index = shards(str(recipe), str(tmp_path / "shards"), shard_size=100)
+    run = tmp_path / "from-shards"
+    summary = train(str(recipe), str(run), common + ["data.cache=stream", "data.dataset=shards",
+                                                     f"data.root={index.parent}", "data.split=predefined"])
+    assert summary["epochs_run"] == 1 and np.isfinite(summary["test_score"])
+    assert "on the fly in the training process" in json.loads((run / "data_report.json").read_text())["image_cache"]
+
+
+def test_an_unreadable_streamed_image_is_not_scored(recipe, tmp_path, capsys):
+    """A user test: in the streamed path a test image that could not be read came as a black image
+    with its labels masked in the batch, and was scored against the split's labels all the same
+    (n 301 where evaluate said 300)."""
+    from facemtl.config import load_config
+    from facemtl.data import build_data
+    from facemtl.model import MultiTaskNet
+    from facemtl.tasks import build_task
+    from facemtl.training.evaluation import predict_set
+
+    cfg = load_config(recipe, ["data.cache=stream", "data.workers=0"])
+    tasks = [build_task(t) for t in cfg.tasks]
+    test = build_data(cfg.data, tasks, 0).test
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    test.paths[3] = str(broken)
+    model = MultiTaskNet.from_config(cfg.model, tasks)
+    res = predict_set(model, test, tasks, torch.device("cpu"), 16)
+    assert "broken.jpg cannot be read and is left out" in capsys.readouterr().err
+    for t in tasks:
+        assert np.isnan(res["true"][t.name][3]) and not np.isnan(test.labels.numpy()[3]).all()
+        assert res["n"][t.name] == int((~np.isnan(res["true"][t.name])).sum())
+
+
+def test_a_stop_that_reaches_the_loader_processes_first_is_a_stop(recipe, tmp_path, monkeypatch, capsys):
+    """A user test: torchrun's SIGTERM reached the DataLoader processes before the trainer's own
+    handler, and the survivor said `error: DataLoader worker (pid N) is killed by signal:
+    Terminated.` (exit 2, no word of --resume) instead of stopping."""
+    from facemtl.cli import main
+    from facemtl.training import Trainer
+
+    def killed(self):
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+
+    monkeypatch.setattr(Trainer, "fit", killed)
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "a"), "--no-progress"]) == 143
+    assert "facemtl: interrupted" in capsys.readouterr().err
+
+    def oom(self):
+        raise RuntimeError("DataLoader worker (pid(s) 4242) is killed by signal: Killed. ")
+
+    monkeypatch.setattr(Trainer, "fit", oom)
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert "a data loader process was killed (SIGKILL; out of memory?" in capsys.readouterr().err

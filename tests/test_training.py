@@ -75,6 +75,25 @@ def test_resume_continues_exactly(utkface_root, tmp_path):
     la = (straight / "metrics.jsonl").read_text().splitlines()
     lb = (split / "metrics.jsonl").read_text().splitlines()
     assert len(la) == len(lb) == 3
+    assert json.loads((split / "run_info.json").read_text())["starts"][-1]["changed"] == {"train.epochs": 3}
+
+
+def test_a_resume_with_other_settings_records_them(utkface_root, tmp_path, capsys):
+    """A user test: resumed with train.epochs=3 (or another batch size on another number of
+    processes), the run's config.yaml, and so its report, still said 2 epochs."""
+    from facemtl.report import write_report
+
+    out = tmp_path / "run"
+    c = cfg(utkface_root, train__epochs=1, data__limit=200, model__backbone="tiny_mbconv", model__pretrained=False,
+            model__shared_stages=3, data__image_size=32)
+    Trainer(c, out, progress=False, log=lambda s: None).fit()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=2", "train.batch_size=16"]) == 0
+    saved = load_config(out / "config.yaml")
+    assert saved.train.epochs == 2 and saved.train.batch_size == 16
+    start = json.loads((out / "run_info.json").read_text())["starts"][-1]
+    assert start["changed"] == {"train.epochs": 2, "train.batch_size": 16} and start["after_epoch"] == 1
+    report = write_report(out, tmp_path / "report", gradcam=False)
+    assert "| training | 2 epochs, batch 16," in (report.parent / "report.md").read_text()
 
 
 def test_config_errors_are_one_sentence(tmp_path, capsys):

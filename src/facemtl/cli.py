@@ -45,7 +45,7 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     the recipe's (relative: to the current folder). The folder is locked while training.
     """
     from .config import ConfigError, check_recipe, load_config
-    from .system import abort_on_signals
+    from .system import SIGNAL_STATUS, SignalAbort, abort_on_signals, loader_killed_by
     from .training import Trainer
     from .training.runfolder import RunFolderError, RunLock, check_fresh, check_resumable, resume_config
 
@@ -72,6 +72,16 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
         try:
             summary = trainer.fit()
             test = trainer.test()  # rank 0 of a distributed run; every rank alone
+        except RuntimeError as exc:
+            killed = loader_killed_by(exc)
+            if killed in SIGNAL_STATUS:  # the stop signal reached the loader processes first: a stop
+                raise SignalAbort(killed) from None
+            if killed is not None:
+                import signal
+
+                raise RuntimeError(f"a data loader process was killed ({signal.Signals(killed).name}; out of memory? "
+                                   "fewer data.workers need less); continue with --resume") from exc
+            raise
         finally:
             trainer.dist.close()
     if test is not None:

@@ -82,6 +82,22 @@ class SignalAbort(KeyboardInterrupt):
         self.status = SIGNAL_STATUS[signum]
 
 
+def loader_killed_by(exc: BaseException) -> int | None:
+    """The signal number when ``exc`` is PyTorch's error for a DataLoader worker process killed
+    by a signal (``DataLoader worker (pid 123) is killed by signal: Terminated.``), else ``None``.
+
+    A stop signal sent to a process group (torchrun stopping a run, a shell's Ctrl-C) reaches
+    the loader processes too, and PyTorch raises this in the main process, often before the
+    main process's own handler has run: the stop is then this signal, not an error."""
+    import re
+
+    m = re.search(r"DataLoader worker \(pid.*?\) is killed by signal: ([^.]+)", str(exc))
+    if m is None:
+        return None
+    names = {signal.strsignal(s): s for s in signal.valid_signals() if signal.strsignal(s)}
+    return names.get(m.group(1).strip())
+
+
 @contextlib.contextmanager
 def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
     """SIGINT (Ctrl-C) and SIGTERM ask a long command to stop cleanly while this block runs.

@@ -222,6 +222,11 @@ class FaceSet:
             sampler=order.tolist(),
             num_workers=self.workers,
             persistent_workers=False,
+            # Every DataLoader iterator draws its workers' base seed from this generator, by default
+            # PyTorch's global one, which also draws dropout: each epoch's two loaders then moved
+            # the run's random state, so the streamed path trained otherwise than the cached one
+            # (a user test). Decoding draws nothing, so a generator of its own changes nothing else.
+            generator=torch.Generator(),
         )
         yield from loader
 
@@ -627,8 +632,10 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
                 s.cache(progress=len(s) > 2000 and sys.stderr.isatty())  # no bars in a log file
             _check_decoded(sets["train"], tasks)
         else:  # read while training: at least the files must be there
+            from .shards import is_shard, shard_exists
+
             train = sets["train"]
-            if not any(os.path.exists(p) for p in train.paths):
+            if not any(shard_exists(p) if is_shard(p) else os.path.exists(p) for p in train.paths):
                 raise ValueError(f"none of the {len(train)} images of the training split exists (e.g. "
                                  f"{train.paths[0]}); check data.root and the paths")
     return bundle
@@ -673,4 +680,6 @@ def cache_decision(cfg: Any, n: int) -> tuple[bool, str]:
     if cfg.cache == "memory" or (cfg.cache == "auto" and need <= budget):
         return True, f"decoded into memory once: {size} (budget {cfg.cache_limit_gb:g} GB, data.cache={cfg.cache})"
     why = "data.cache=stream" if cfg.cache == "stream" else f"over the {cfg.cache_limit_gb:g} GB budget (data.cache_limit_gb)"
-    return False, f"decoded on the fly by {cfg.workers} loader processes: {size}, {why}"
+    by = "in the training process" if cfg.workers == 0 else \
+        f"by {cfg.workers} loader process{'es' if cfg.workers > 1 else ''}"
+    return False, f"decoded on the fly {by}: {size}, {why}"

@@ -135,3 +135,9 @@ def read_bytes(path: str) -> bytes:
 
 def is_shard(path: str) -> bool:
     return path.startswith(PREFIX)
+
+
+def shard_exists(path: str) -> bool:
+    """Whether the shards folder of a ``shards:<DIR>#<index>`` path holds its index."""
+    root = path[len(PREFIX):].rpartition("#")[0]
+    return (Path(root) / INDEX).is_file()

@@ -87,6 +87,20 @@ def _all_tasks(data: ReportInput) -> list[Task]:
 # -- sections -----------------------------------------------------------------------
 
 
+def _batch(batch_size: Any, info: dict[str, Any]) -> str:
+    """``batch 32``, or under torchrun ``batch 32 per process x 2 processes (64 in all)``; each
+    start's when a resume changed the number (``run_info.json``'s ``starts``)."""
+    starts = [s for s in info.get("starts") or [info] if isinstance(s, dict)]
+    worlds = [(int(s.get("world_size") or 1), s.get("batch_size", batch_size), s.get("after_epoch", 0)) for s in starts]
+    if all(w == 1 for w, _, _ in worlds):
+        return f"batch {batch_size}"
+    said = [f"batch {b} per process x {w} process{'es' if w > 1 else ''} ({w * b} in all)" if isinstance(b, int)
+            else f"{w} processes" for w, b, _ in worlds]
+    if len(set(said)) == 1:
+        return said[0]
+    return "; ".join(f"from epoch {e + 1}: {s}" for (_, _, e), s in zip(worlds, said))
+
+
 def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
     cfg = data.base_config
     d, m, tr, o = (cfg.get(k) or {} for k in ("data", "model", "train", "optim"))
@@ -109,7 +123,7 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
                  f"{d.get('image_size', '?')} px input"],
         ["model", f"{m.get('backbone', '?')} (pretrained: {m.get('pretrained')}), shared stages "
                   f"{m.get('shared_stages')}, branches by {m.get('branch_by', 'category')}"],
-        ["training", f"{tr.get('epochs')} epochs, batch {tr.get('batch_size')}, {o.get('name')} lr {o.get('lr')}"],
+        ["training", f"{tr.get('epochs')} epochs, {_batch(tr.get('batch_size'), info)}, {o.get('name')} lr {o.get('lr')}"],
         ["seeds", ", ".join(map(str, data.seeds))],
         ["runs", f"{len(runs)} finished ({len(data.variants)} variant(s))"],
         ["training time", f"{train_s / 60:.1f} min in all (sum of per-epoch times in the logs)"],

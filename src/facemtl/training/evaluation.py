@@ -56,7 +56,9 @@ def predict_set(
     loss_sum = {t.name: 0.0 for t in tasks}
     loss_n = {t.name: 0 for t in tasks}
     cols = label_columns(tasks)
+    seen: list[torch.Tensor] = []  # the labels as the batches carry them (below)
     for images, labels in data.batches(batch_size):
+        seen.append(labels)
         out = forward(model, to_input(images, device, channels_last), tta)
         labels = labels.to(device)
         for t, c in zip(tasks, cols):
@@ -72,7 +74,10 @@ def predict_set(
             if p is not None:
                 probs[t.name].append(p)
     model.train(was_training)
-    true = data.labels.numpy()
+    # Not data.labels: an image the streamed path cannot read comes as a black image with every
+    # label masked, and scoring it against the split's labels counted a guess on a black image
+    # (a user test). The batches come in the split's order, so these are its rows.
+    true = torch.cat(seen).numpy() if seen else data.labels.numpy()
     return {
         "pred": {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in preds.items()},
         "prob": {k: (np.concatenate(v) if v else None) for k, v in probs.items()},

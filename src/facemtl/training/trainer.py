@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import Config, check_recipe
@@ -209,7 +210,10 @@ class Trainer:
 
     def _record_start(self) -> None:
         """``config.yaml``, ``data_report.json`` and ``run_info.json`` at a new run's start; at a
-        resume, this start added to ``run_info.json``'s ``starts`` (the first start's fields kept)."""
+        resume, this start added to ``run_info.json``'s ``starts`` (the first start's fields kept),
+        with the settings it changed (``changed``: more epochs, another batch size on another
+        number of processes, where the data now lives), and ``config.yaml`` rewritten to the
+        settings the run goes on with, which reports and the next resume read."""
         cfg, t = self.cfg, self.cfg.train
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         start = {"started": now, "after_epoch": self.epoch, "world_size": self.dist.world, "backend": self.dist.backend,
@@ -227,6 +231,18 @@ class Trainer:
             if info and "starts" not in info:  # written by a facemtl that recorded the first start only
                 info["starts"] = [{"started": info.get("started"), "after_epoch": 0,
                                    **{k: info.get(k) for k in ("world_size", "backend", "threads_per_process")}}]
+            saved = self.out / "config.yaml"
+            try:
+                before = yaml.safe_load(saved.read_text())
+            except (OSError, yaml.YAMLError):
+                before = None
+            # (a user test: resumed with train.epochs=3, it still said 2); a resume with no epoch left
+            # to train changes nothing, and says so (_fit)
+            if before != cfg.to_dict() and self.epoch < cfg.train.epochs:
+                from .runfolder import differences
+
+                start["changed"] = {k: b for k, _, b in differences(before or {}, cfg.to_dict())}
+                saved.write_text(_dump_yaml(cfg.to_dict()))
         else:
             (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
             (self.out / "data_report.json").write_text(dumps(self.data.report, indent=2))
@@ -269,7 +285,8 @@ class Trainer:
                     self.scheduler.step(sum(finite))
             record = {
                 "epoch": self.epoch + 1,
-                "train": {"loss": train_losses, "images_per_s": n_images / max(train_seconds, 1e-9)},
+                # every process's images (each takes an equal share: DistributedSampler pads them)
+                "train": {"loss": train_losses, "images_per_s": self.dist.world * n_images / max(train_seconds, 1e-9)},
                 "val": val,
                 "weights": weights,
                 "lr": self.optimizer.param_groups[0]["lr"],
