@@ -353,7 +353,7 @@ def test_a_coral_run_on_a_subset_is_not_called_the_protocol():
 
     assert protocol_of({"data": {"split": "coral"}}) == CORAL
     subset = protocol_of({"data": {"split": "coral", "limit": 400}})
-    assert subset.startswith("CORAL split, subset (400 images") and subset.split(" (")[0] != CORAL.split(" (")[0]
+    assert subset.startswith("CORAL split, subset (data.limit 400;") and subset.split(" (")[0] != CORAL.split(" (")[0]
 
 
 def test_a_report_says_why_a_run_has_no_test_predictions(tmp_path):

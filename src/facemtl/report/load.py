@@ -61,12 +61,21 @@ class RunLog:
         f = self.path / "run_info.json"
         return json.loads(f.read_text()) if f.is_file() else {}
 
+    @cached_property
+    def data_report(self) -> dict[str, Any]:
+        """``data_report.json``: what was read and dropped, and the faces of each split (``train_images``, ...)."""
+        f = self.path / "data_report.json"
+        try:
+            report = json.loads(f.read_text()) if f.is_file() else {}
+        except ValueError:
+            report = {}
+        return report if isinstance(report, dict) else {}
+
     @property
     def no_predictions_why(self) -> str:
         """Why the run has no test predictions, as a report says it: no test split (its
         ``data_report.json`` counts no test face), or training that did not finish."""
-        f = self.path / "data_report.json"
-        report = json.loads(f.read_text()) if f.is_file() else {}
+        report = self.data_report
         if report.get("test_images") == 0:
             return "its test split is empty (data.test_fraction=0, or too few faces), so no face was scored on it"
         return "run training to the end"

@@ -47,14 +47,15 @@ def protocol_of(config: dict[str, Any]) -> str:
     if data.get("split") == "coral":
         # data.limit keeps evenly spaced faces of every split: the published test list is cut too,
         # and a figure on part of it is not the protocol's
-        return CORAL if not data.get("limit") else f"CORAL split, subset ({data['limit']} images; not the whole test list)"
+        return CORAL if not data.get("limit") else \
+            f"CORAL split, subset (data.limit {data['limit']}; not the whole test list)"
     if data.get("split") == "random":
         extra = []
         if data.get("age_range"):
             lo, hi = data["age_range"]
             extra.append(f"ages {lo:g}-{hi:g}")
         if data.get("limit"):
-            extra.append(f"{data['limit']} images")
+            extra.append(f"data.limit {data['limit']}")
         return RANDOM + (f" ({', '.join(extra)})" if extra else "")
     return str(data.get("split", "?"))
 

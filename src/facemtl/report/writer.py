@@ -87,6 +87,15 @@ def _all_tasks(data: ReportInput) -> list[Task]:
 # -- sections -----------------------------------------------------------------------
 
 
+def _split_sizes(report: dict[str, Any]) -> str:
+    """``; 2,093 / 298 / 594 faces to train, validate and test`` from a run's ``data_report.json``
+    (the faces used, after what the data's checks dropped), or nothing where it does not say."""
+    n = [report.get(f"{p}_images") for p in ("train", "val", "test")]
+    if not all(isinstance(x, int) for x in n):
+        return ""
+    return f"; {n[0]:,} / {n[1]:,} / {n[2]:,} faces to train, validate and test"
+
+
 def _batch(batch_size: Any, info: dict[str, Any]) -> str:
     """``batch 32``, or under torchrun ``batch 32 per process x 2 processes (64 in all)``; each
     start's when a resume changed the number (``run_info.json``'s ``starts``)."""
@@ -120,7 +129,7 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
     rows = [
         ["report of", f"{'experiment' if data.kind == 'experiment' else 'single run'} `{data.path}`"],
         ["data", f"{d.get('dataset', '?')} at `{root}`{where}; {protocol}; "
-                 f"{d.get('image_size', '?')} px input"],
+                 f"{d.get('image_size', '?')} px input{_split_sizes(data.ref.first.data_report)}"],
         ["model", f"{m.get('backbone', '?')} (pretrained: {m.get('pretrained')}), shared stages "
                   f"{m.get('shared_stages')}, branches by {m.get('branch_by', 'category')}"],
         ["training", f"{tr.get('epochs')} epochs, {_batch(tr.get('batch_size'), info)}, {o.get('name')} lr {o.get('lr')}"],
