@@ -16,11 +16,22 @@ pytest.importorskip("scipy")
 from facemtl.inference.results import FaceResult, ImageResult, TaskAnswer, TrackResult, video_csv_columns
 from facemtl.sinks import JsonLinesSink, TableSink, VideoCsvSink
 from facemtl.tasks import build_task
+from facemtl.video.reader import FrameReader
 from facemtl.video.smoothing import TrackSmoother, face_quality, weighted_median
-from facemtl.video.sources import (Camera, Folder, Frame, FrameReader, Source, SourceError, SourceSettings, Url,
-                                   VideoFile, open_source, open_sources, read_sources_file)
+from facemtl.video.sources import (
+    Camera,
+    Folder,
+    Frame,
+    Source,
+    SourceError,
+    SourceSettings,
+    Url,
+    VideoFile,
+    open_source,
+    open_sources,
+    read_sources_file,
+)
 from facemtl.video.tracker import KalmanBoxFilter, Tracker, TrackerSettings, iou_matrix
-
 
 # -- tracker ---------------------------------------------------------------------------
 

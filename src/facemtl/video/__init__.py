@@ -25,7 +25,7 @@ _EXPORTS = {
     "Tracker": "tracker", "TrackerSettings": "tracker", "KalmanBoxFilter": "tracker", "iou_matrix": "tracker",
     "TrackSmoother": "smoothing", "QualitySettings": "smoothing", "face_quality": "smoothing",
     "Source": "sources", "SourceSettings": "sources", "SourceError": "sources", "open_sources": "sources",
-    "FrameReader": "sources",
+    "FrameReader": "reader",
     "VideoWriterSink": "writer",
 }
 

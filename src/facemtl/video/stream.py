@@ -40,9 +40,9 @@ from ..inference.pipeline import Pipeline, Prepared
 from ..inference.predictor import Predictor, load_predictor
 from ..inference.results import ERROR, NO_FACE, OK, FaceResult, ImageResult, TaskAnswer, TrackResult
 from ..system import usable_cores
+from .reader import FrameReader
 from .smoothing import QualitySettings, TrackSmoother, face_quality
-from .sources import (SOURCES_FILE_SUFFIXES, Frame, FrameReader, Source, SourceError, SourceSettings, Url,
-                      open_sources)
+from .sources import SOURCES_FILE_SUFFIXES, Frame, Source, SourceError, SourceSettings, Url, open_sources
 from .tracker import Track, Tracker, TrackerSettings
 
 Event = ImageResult | TrackResult
