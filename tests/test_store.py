@@ -599,3 +599,70 @@ def test_export_filters_on_answers_as_the_api_does(tmp_path, capsys):
                        (["age=30"], "use age_min / age_max"), (["age_min=old"], "takes a number")):
         assert main(["db", "export", "faces", "--db", url, *sum((["--where", b] for b in bad), [])]) == 2
         assert words in capsys.readouterr().err
+
+
+# -- erasure (db delete) ---------------------------------------------------------------------------------
+
+
+def test_db_delete_erases_one_track_a_source_or_a_span_and_nothing_else(db_url, capsys):
+    """A request to erase someone's data: `db purge` deleted only by age. `db delete` takes a track,
+    a face (its whole track), a session, a source or a time span; the store stays consistent."""
+    from facemtl.cli import main
+
+    write(db_url, list(photos(INFO, 6)), kind="analyze")
+    write(db_url, list(stream(INFO, 40, people=2, track_len=8, source="cam1", image=True)), kind="stream",
+          source="cam1")
+    write(db_url, list(stream(INFO, 40, people=2, track_len=8, source="cam2", seed=1, t0=1.8e9)), kind="stream",
+          source="cam2")
+    before = assert_consistent(db_url)
+    with Store(db_url) as store:
+        track = store.records("tracks", Query(source="cam1")).__next__()
+        in_track = [f["id"] for f in all_faces(store, track=track["id"])]
+    assert len(in_track) == track["faces"] > 1
+    assert main(["db", "delete", "--db", db_url, "--track", str(track["id"]), "--dry-run"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["would_delete"]["tracks"] == 1 and said["would_delete"]["faces"] == len(in_track)
+    assert assert_consistent(db_url) == before  # a dry run deletes nothing
+    assert main(["db", "delete", "--db", db_url, "--face", str(in_track[-1])]) == 0  # one face: its whole track
+    said = json.loads(capsys.readouterr().out)
+    assert said["deleted"]["tracks"] == 1 and said["deleted"]["faces"] == len(in_track)
+    after = assert_consistent(db_url)
+    assert after["faces"] == before["faces"] - len(in_track) and after["tracks"] == before["tracks"] - 1
+    with Store(db_url) as store:
+        assert store.snapshot(next(s["id"] for s in store.sources() if s["name"] == "cam1")) is not None
+        assert not all_faces(store, track=track["id"])
+    # a source: every face and track of it, and its live frame (it shows them); the rest stays
+    assert main(["db", "delete", "--db", db_url, "--source", "cam1"]) == 0
+    said = json.loads(capsys.readouterr().out)["deleted"]
+    assert said["snapshots"] == 1 and said["faces"] > 0
+    with Store(db_url) as store:
+        assert not all_faces(store, source="cam1") and all_faces(store, source="cam2")
+        assert store.snapshot(next(s["id"] for s in store.sources() if s["name"] == "cam1")) is None
+        cam2 = len(all_faces(store, source="cam2"))
+        # a span: cam2's first 2 s (tracks with a face in it go whole)
+        n = store.erase(since=1.8e9, until=1.8e9 + 2)
+        assert 0 < n["faces"] < cam2 and n["running"] == 0
+    assert_consistent(db_url)
+    assert main(["db", "delete", "--db", db_url]) == 2
+    assert "say what to delete" in capsys.readouterr().err
+    assert main(["db", "delete", "--db", db_url, "--source", "nope"]) == 2
+    assert "no source is named 'nope'; the sources are:" in capsys.readouterr().err
+
+
+def test_db_delete_leaves_a_session_still_writing(db_url, capsys):
+    """Its writer would add faces to the tracks deleted under it: left, with a warning."""
+    from facemtl.cli import main
+
+    sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
+    for it in stream(INFO, 20, source="live"):
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.flush()
+    try:
+        assert main(["db", "delete", "--db", db_url, "--source", "live"]) == 0
+        said = capsys.readouterr()
+        out = json.loads(said.out)
+        assert out["deleted"]["faces"] == 0 and out["left_running"] > 0 and "sessions still writing" in said.err
+    finally:
+        sink.close()
+    assert main(["db", "delete", "--db", db_url, "--source", "live"]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"]["faces"] > 0

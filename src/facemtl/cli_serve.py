@@ -180,6 +180,30 @@ def _run(app: Any, sock: socket.socket, log_level: str) -> int | None:
     return received[0] if received else None
 
 
+def db_delete(db: str | None, source: str | None = None, session: int | None = None, track: int | None = None,
+              face: int | None = None, since: float | None = None, until: float | None = None,
+              dry_run: bool = False) -> dict[str, Any]:
+    """``facemtl db delete``: the faces matching every filter given, each with its whole track
+    (see :func:`facemtl.store.retention.erase`); returns how many went (or would, ``dry_run``)."""
+    try:
+        from .store import Store, database_url
+    except ImportError as exc:
+        raise RuntimeError(f"facemtl db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
+    from .store.engine import sqlite_path
+
+    path = sqlite_path(database_url(db))
+    if path is not None and not os.path.exists(path):  # (SQLite would create an empty file)
+        raise FileNotFoundError(f"the database file {path} does not exist (nothing to delete)")
+    with Store(db, create=False) as store:
+        counts = store.erase(source, dry_run=dry_run, session=session, track=track, face=face, since=since,
+                             until=until)
+    if counts["running"]:
+        print(f"facemtl: warning: {counts['running']} matching faces belong to sessions still writing and were "
+              "left: stop their streams, then delete again", file=sys.stderr)
+    return {"dry_run": dry_run, "deleted" if not dry_run else "would_delete":
+            {k: v for k, v in counts.items() if k != "running"}, "left_running": counts["running"]}
+
+
 def db_command(action: str, db: str | None = None, older_than: float | None = None, kind: str = "faces",
                fmt: str = "jsonl", out: str | None = None, since: float | None = None, until: float | None = None,
                source: str | None = None, session: int | None = None,
@@ -298,12 +322,22 @@ def serve_run(a: argparse.Namespace) -> int:
 
 
 def db_args(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="upgrade, purge or export")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="upgrade, purge, delete or export")
     sub_kw = {"formatter_class": p.formatter_class}
     db_flag(sub.add_parser("upgrade", **sub_kw, help="create the tables, or bring an older database up to this facemtl's schema"))
     purge = sub.add_parser("purge", **sub_kw, help="delete results older than some days")
     db_flag(purge)
     purge.add_argument("--older-than", type=float, metavar="DAYS", help="default: $FACEMTL_RETENTION_DAYS")
+    delete = sub.add_parser("delete", **sub_kw, help="delete the faces of a track, a session, a source or a time "
+                                                      "span (a request to erase someone's data)")
+    db_flag(delete)
+    delete.add_argument("--source", help="the faces of this source")
+    delete.add_argument("--session", type=int, help="the faces of this session")
+    delete.add_argument("--track", type=int, help="the faces of this track (its id, as the API gives it)")
+    delete.add_argument("--face", type=int, help="this face (and the track it is in)")
+    delete.add_argument("--since", type=_time, metavar="TIME", help="faces from this time (as export's --since)")
+    delete.add_argument("--until", type=_time, metavar="TIME", help="faces until this time")
+    delete.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     export = sub.add_parser("export", **sub_kw, help="write stored faces or tracks as CSV or JSON lines")
     export.add_argument("kind", choices=["faces", "tracks"], help="what to write: one row per face or per track")
     export.add_argument("--format", default="jsonl", choices=["csv", "jsonl"], help="CSV or JSON lines")
@@ -321,6 +355,9 @@ def db_args(p: argparse.ArgumentParser) -> None:
 
 
 def db_run(a: argparse.Namespace) -> int:
+    if a.action == "delete":
+        print(json.dumps(db_delete(a.db, a.source, a.session, a.track, a.face, a.since, a.until, a.dry_run)))
+        return 0
     done = db_command(a.action, a.db, getattr(a, "older_than", None), getattr(a, "kind", "faces"),
                       getattr(a, "format", "jsonl"), getattr(a, "out", None), getattr(a, "since", None),
                       getattr(a, "until", None), getattr(a, "source", None), getattr(a, "session", None),

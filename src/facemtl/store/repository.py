@@ -20,7 +20,7 @@ from .engine import StoreError, cannot_open, create_db_engine, database_url, rea
 from .export import write_records
 from .migrate import current_revision, head_revision, newer_schema, upgrade
 from .models import Face, Session, Snapshot, Source, Thumbnail, Track
-from .retention import purge
+from .retention import erase, purge
 from .rows import tasks_from_specs
 from .stats import count_groups
 from .writer import SessionWriter
@@ -200,6 +200,19 @@ class Store:
     def purge(self, older_than_days: float) -> dict[str, int]:
         """Delete what is older than ``older_than_days`` (see :mod:`facemtl.store.retention`)."""
         return purge(self.write_engine, older_than_days)
+
+    def erase(self, source: str | None = None, dry_run: bool = False, **filters: Any) -> dict[str, int]:
+        """Delete the faces matching ``source`` (a name) and ``filters`` (``session``, ``track``,
+        ``face``, ``since``, ``until``) with their tracks (:func:`~facemtl.store.retention.erase`);
+        an unknown source name is a ``ValueError`` naming those there are."""
+        source_id = None
+        if source is not None:
+            ids = {s["name"]: s["id"] for s in self.sources()}
+            if source not in ids:
+                raise ValueError(f"no source is named {source!r}; the sources are: "
+                                 f"{', '.join(map(repr, ids)) or 'none'}")
+            source_id = ids[source]
+        return erase(self.write_engine, source_id, dry_run=dry_run, **filters)
 
     def records(self, kind: str, q: queries.Query | None = None) -> Iterator[dict[str, Any]]:
         """Every face or track record matching ``q``, newest first, read a page at a time."""

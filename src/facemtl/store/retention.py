@@ -58,3 +58,63 @@ def purge(engine: Engine, older_than_days: float, now: float | None = None) -> d
         out["sources"] = conn.execute(sa.delete(Source).where(idle)).rowcount
     return out
 
+
+
+def erase(engine: Engine, source_id: int | None = None, session: int | None = None, track: int | None = None,
+          face: int | None = None, since: float | None = None, until: float | None = None,
+          dry_run: bool = False) -> dict[str, int]:
+    """Delete the faces matching every filter given (``facemtl db delete``: one person's
+    track, a session, a source, a time span), as a request to erase someone's data needs.
+
+    A face in a track takes its whole track with it (every face of it, its aggregated
+    answers), so a track's face count always matches its faces; a source's live frame goes
+    too when its time lies in the span of the faces deleted (it may show them). Faces of a
+    session still writing are left (``running``: how many): its writer would add to the
+    tracks deleted under it; stop it first. At least one filter is needed (``ValueError``:
+    :func:`purge` deletes everything older). ``dry_run``: count, delete nothing.
+    Returns how many faces, tracks and live frames went (or would go).
+    """
+    given = [x is not None for x in (source_id, session, track, face, since, until)]
+    if not any(given):
+        raise ValueError("say what to delete: --source, --session, --track, --face, --since or --until "
+                         "(everything older than some days: facemtl db purge)")
+    where = []
+    if source_id is not None:
+        where.append(Face.source_id == source_id)
+    if session is not None:
+        where.append(Face.session_id == session)
+    if track is not None:
+        where.append(Face.track_id == track)
+    if face is not None:
+        where.append(Face.id == face)
+    if since is not None:
+        where.append(Face.time >= since)
+    if until is not None:
+        where.append(Face.time <= until)
+    matching = sa.and_(*where)
+    ended = sa.select(Session.id).where(Session.ended.is_not(None))
+    done = sa.and_(matching, Face.session_id.in_(ended))
+    out: dict[str, int] = {}
+    with engine.connect() as conn:
+        out["running"] = conn.execute(sa.select(sa.func.count()).select_from(Face)
+                                      .where(matching, ~Face.session_id.in_(ended))).scalar_one()
+        span = conn.execute(sa.select(Face.source_id, sa.func.min(Face.time), sa.func.max(Face.time))
+                            .where(done).group_by(Face.source_id)).all()
+        tracks = sa.select(Face.track_id).where(done, Face.track_id.is_not(None)).distinct()
+        if dry_run:
+            out["tracks"] = conn.execute(sa.select(sa.func.count()).select_from(tracks.subquery())).scalar_one()
+            out["faces"] = conn.execute(sa.select(sa.func.count()).select_from(Face).where(
+                sa.or_(sa.and_(done, Face.track_id.is_(None)), Face.track_id.in_(tracks)))).scalar_one()
+    snapshots = sa.or_(*[sa.and_(Snapshot.source_id == sid, Snapshot.time >= lo, Snapshot.time <= hi + 1.0)
+                         for sid, lo, hi in span]) if span else sa.false()
+    if dry_run:
+        with engine.connect() as conn:
+            out["snapshots"] = conn.execute(sa.select(sa.func.count()).select_from(Snapshot)
+                                            .where(snapshots)).scalar_one()
+        return out
+    out["faces"] = 0
+    _delete_in_slices(engine, Track.__table__, Track.id, Track.id.in_(tracks), out, "tracks")
+    _delete_in_slices(engine, Face.__table__, Face.id, sa.and_(done, Face.track_id.is_(None)), out, "faces")
+    with engine.begin() as conn:
+        out["snapshots"] = conn.execute(sa.delete(Snapshot).where(snapshots)).rowcount
+    return out
