@@ -350,8 +350,14 @@ def test_only_photo_formats_are_decoded(tmp_path):
 
     eps = tmp_path / "photo.jpg"
     eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
-    with pytest.raises(UnidentifiedImageError):
+    with pytest.raises(ValueError, match=r"^the file is in the EPS format: facemtl decodes photo formats only"):
         load_rgb(eps)
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.pcx")  # one Pillow reads, named as such (a review)
+    with pytest.raises(ValueError, match="the PCX format"):
+        load_rgb(tmp_path / "x.pcx")
+    (tmp_path / "notes.jpg").write_text("not an image at all")
+    with pytest.raises(UnidentifiedImageError):
+        load_rgb(tmp_path / "notes.jpg")
     for fmt, suffix in (("PNG", ".png"), ("BMP", ".bmp"), ("TIFF", ".tif"), ("WEBP", ".webp"), ("GIF", ".gif")):
         assert fmt in PHOTO_FORMATS
         f = tmp_path / f"ok{suffix}"

@@ -1087,6 +1087,20 @@ def test_every_answer_carries_the_security_headers(served):
     assert client.get("/v1/faces").headers["cache-control"] == "no-store"  # a 401 too
 
 
+def test_an_unexpected_error_carries_the_security_headers_too(served, monkeypatch):
+    """A review: a 500 is answered by the outermost layer, outside the headers' middleware."""
+    client, _ = served
+
+    def broken():
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client.app.state.service, "sources", broken)
+    r = client.get("/v1/sources", headers=AUTH)
+    assert r.status_code == 500 and r.json()["detail"].startswith("internal server error")
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
 def test_a_server_without_a_token_answers_this_machine_only(tmp_path):
     """A security review: without a token (loopback only) any Host was answered, so a web page could
     read every face through a DNS name re-pointed at 127.0.0.1 (DNS rebinding), and any page the
@@ -1102,7 +1116,8 @@ def test_a_server_without_a_token_answers_this_machine_only(tmp_path):
             r = client.get("/v1/faces", headers={"Host": host})
             assert r.status_code == 400 and "this machine only" in r.json()["detail"], host
         photo = {"file": ("a.jpg", PHOTO.read_bytes(), "image/jpeg")}
-        for origin in ("http://attacker.example", "null", "http://localhost.attacker.example:8000"):
+        for origin in ("http://attacker.example", "null", "http://localhost.attacker.example:8000",
+                       "http://127.0.0.1:3000", "http://localhost:8000"):  # another port is another origin (a review)
             r = client.post("/v1/analyze", headers={"Origin": origin}, files=photo)
             assert r.status_code == 403 and "refused" in r.json()["detail"], origin
         r = client.post("/v1/analyze", headers={"Origin": "http://127.0.0.1:8000"}, files=photo)
@@ -1129,7 +1144,18 @@ def test_a_live_view_ends_when_its_source_falls_silent_or_the_server_stops(serve
             state="running", last_seen=time.time(), heartbeat=2.0))
     assert store.source_running(source["id"])
     assert not store.source_running(source["id"], now=time.time() + 7)  # three heartbeats missed: silent
+
+    def beat(last_seen: float, heartbeat: float) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(Source).where(Source.id == source["id"]).values(
+                state="running", last_seen=last_seen, heartbeat=heartbeat))
+
+    beat(time.time() - 10, 2.0)  # a writer killed 10 s ago: still "running" in its row, silent by its heartbeat
     t0 = time.monotonic()
-    client.app.state.service.stopping.set()
     live = client.get(f"/v1/sources/{source['id']}/live.mjpeg", headers=AUTH, params={"seconds": 30})
-    assert live.status_code == 200 and time.monotonic() - t0 < 5
+    assert live.status_code == 200 and live.content.count(b"--frame") == 1 and time.monotonic() - t0 < 5
+    beat(time.time(), 600.0)  # running for the next half hour: the view stays open until the stop
+    threading.Timer(1.0, client.app.state.service.stopping.set).start()
+    t0 = time.monotonic()
+    live = client.get(f"/v1/sources/{source['id']}/live.mjpeg", headers=AUTH, params={"seconds": 30})
+    assert live.status_code == 200 and 0.9 < time.monotonic() - t0 < 6

@@ -94,7 +94,7 @@ def test_a_resume_with_other_settings_records_them(utkface_root, tmp_path, capsy
     assert start["changed"] == {"train.epochs": 2, "train.batch_size": 16} and start["after_epoch"] == 1
     report = write_report(out, tmp_path / "report", gradcam=False)
     text = (report.parent / "report.md").read_text()
-    assert "| training | 2 epochs, batch 16," in text
+    assert "| training | 2 epochs, from epoch 1: batch 32; from epoch 2: batch 16," in text
     n = json.loads((out / "data_report.json").read_text())
     assert f"{n['train_images']:,} / {n['val_images']:,} / {n['test_images']:,} faces to train, validate and test" in text
 

@@ -26,6 +26,7 @@ from .cli_args import stderr_line as _stderr_line
 from .cli_fusion import fusion  # noqa: F401  (facemtl.cli.fusion, as before)
 from .cli_stream import reconnections as _reconnections  # noqa: F401  (tests and callers of the old name)
 from .cli_stream import stream  # noqa: F401  (facemtl.cli.stream, as before)
+from .system import loader_killed
 
 EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 weighting.name=equal"
 
@@ -45,7 +46,7 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     the recipe's (relative: to the current folder). The folder is locked while training.
     """
     from .config import ConfigError, check_recipe, load_config
-    from .system import SIGNAL_STATUS, SignalAbort, abort_on_signals, loader_killed_by
+    from .system import abort_on_signals
     from .training import Trainer
     from .training.runfolder import RunFolderError, RunLock, check_fresh, check_resumable, resume_config
 
@@ -72,16 +73,6 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
         try:
             summary = trainer.fit()
             test = trainer.test()  # rank 0 of a distributed run; every rank alone
-        except RuntimeError as exc:
-            killed = loader_killed_by(exc)
-            if killed in SIGNAL_STATUS:  # the stop signal reached the loader processes first: a stop
-                raise SignalAbort(killed) from None
-            if killed is not None:
-                import signal
-
-                raise RuntimeError(f"a data loader process was killed ({signal.Signals(killed).name}; out of memory? "
-                                   "fewer data.workers need less); continue with --resume") from exc
-            raise
         finally:
             trainer.dist.close()
     if test is not None:
@@ -563,6 +554,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        killed = loader_killed(exc)
+        if killed:  # (a stop signal that reached them first is a stop: abort_on_signals)
+            said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
+            msg = killed + said
         _stderr_line(f"facemtl: error: {msg}")
         return getattr(exc, "exit_status", 2)  # (1: a database server that did not answer)
     except OSError as exc:  # the machine refused a read or write (disk full, read-only, permissions): say which

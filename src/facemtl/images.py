@@ -120,12 +120,39 @@ def _open(path: str | Path | IO[bytes]) -> Image.Image:
         try:
             Image.init()  # (plugins register on first use: the formats below must be known)
             im = Image.open(path, formats=[f for f in PHOTO_FORMATS if f in Image.OPEN])
+        except Image.UnidentifiedImageError:
+            other = _other_format(path)
+            if other is None:
+                raise
+            raise ValueError(f"the file is in the {other} format: facemtl decodes photo formats only "
+                             f"({', '.join(PHOTO_FORMATS[:6])}, ...); convert it to one of them") from None
         except Image.DecompressionBombError:  # Pillow's own words: "... could be decompression bomb DOS attack"
             raise ValueError(f"image too large: over the {MAX_PIXELS:,}-pixel limit") from None
     if im.size[0] * im.size[1] > MAX_PIXELS:
         im.close()
         raise ValueError(f"image of {im.size[0]}x{im.size[1]} pixels is over the {MAX_PIXELS:,}-pixel limit")
     return im
+
+
+def _other_format(path: str | Path | IO[bytes]) -> str | None:
+    """The format Pillow would read ``path`` in when it is not one of :data:`PHOTO_FORMATS`, as
+    Pillow's plugins recognise it from its first bytes (none is loaded: EPS's Ghostscript runs
+    only on load); ``None`` when no plugin recognises it."""
+    if isinstance(path, (str, Path)):
+        with open(path, "rb") as f:
+            head = f.read(64)
+    else:
+        at = path.tell()
+        head = path.read(64)
+        path.seek(at)
+    for fmt, (_, accept) in Image.OPEN.items():
+        if fmt not in PHOTO_FORMATS and accept is not None:
+            try:
+                if accept(head):
+                    return fmt
+            except Exception:  # a plugin's own check on too few bytes
+                continue
+    return None
 
 
 def load_rgb(path: str | Path | IO[bytes], size: int | None = None) -> np.ndarray:

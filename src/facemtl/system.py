@@ -98,6 +98,19 @@ def loader_killed_by(exc: BaseException) -> int | None:
     return names.get(m.group(1).strip())
 
 
+def loader_killed(exc: BaseException) -> str | None:
+    """One sentence for a DataLoader process killed by a signal other than a stop (see
+    :func:`loader_killed_by`), saying what usually does it; ``None`` for any other error."""
+    signum = loader_killed_by(exc)
+    if signum is None:
+        return None
+    why = {signal.SIGKILL: "out of memory? fewer data.workers need less",
+           signal.SIGBUS: "shared memory (/dev/shm) ran out: a container's is small by default (docker run "
+                          "--shm-size 2g), or use fewer data.workers"}.get(signum, "")
+    name = signal.Signals(signum).name
+    return f"a data loader process was killed ({name}{': ' + why if why else ''})"
+
+
 @contextlib.contextmanager
 def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
     """SIGINT (Ctrl-C) and SIGTERM ask a long command to stop cleanly while this block runs.
@@ -143,7 +156,15 @@ def abort_on_signals() -> Iterator[None]:
         raise SignalAbort(signum)
 
     with stop_on_signals(abort):
-        yield
+        try:
+            yield
+        except RuntimeError as exc:
+            # a stop sent to the whole process group (torchrun's, a terminal's Ctrl-C) reaches the
+            # DataLoader processes too, and PyTorch may say so before this process's handler runs
+            signum = loader_killed_by(exc)
+            if signum in SIGNAL_STATUS:
+                raise SignalAbort(signum) from None
+            raise
 
 
 def stdout_closed() -> bool:

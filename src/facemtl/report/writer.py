@@ -98,16 +98,22 @@ def _split_sizes(report: dict[str, Any]) -> str:
 
 def _batch(batch_size: Any, info: dict[str, Any]) -> str:
     """``batch 32``, or under torchrun ``batch 32 per process x 2 processes (64 in all)``; each
-    start's when a resume changed the number (``run_info.json``'s ``starts``)."""
+    start's when a resume changed either (``run_info.json``'s ``starts``; a start recorded by
+    an older facemtl, without its batch, is left out)."""
     starts = [s for s in info.get("starts") or [info] if isinstance(s, dict)]
-    worlds = [(int(s.get("world_size") or 1), s.get("batch_size", batch_size), s.get("after_epoch", 0)) for s in starts]
-    if all(w == 1 for w, _, _ in worlds):
-        return f"batch {batch_size}"
-    said = [f"batch {b} per process x {w} process{'es' if w > 1 else ''} ({w * b} in all)" if isinstance(b, int)
-            else f"{w} processes" for w, b, _ in worlds]
-    if len(set(said)) == 1:
-        return said[0]
-    return "; ".join(f"from epoch {e + 1}: {s}" for (_, _, e), s in zip(worlds, said))
+    known = [(int(s.get("world_size") or 1), s["batch_size"], int(s.get("after_epoch") or 0)) for s in starts
+             if isinstance(s.get("batch_size"), int)] or [(int(info.get("world_size") or 1), batch_size, 0)]
+
+    def said(world: int, batch: Any) -> str:
+        if world == 1:
+            return f"batch {batch}"
+        total = f" ({world * batch} in all)" if isinstance(batch, int) else ""
+        return f"batch {batch} per process x {world} processes{total}"
+
+    kinds = [said(w, b) for w, b, _ in known]
+    if len(set(kinds)) == 1:
+        return kinds[0]
+    return "; ".join(f"from epoch {e + 1}: {k}" for (_, _, e), k in zip(known, kinds))
 
 
 def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:

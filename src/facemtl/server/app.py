@@ -11,6 +11,7 @@ reaches the client as "internal server error", never as a traceback.
 from __future__ import annotations
 
 import logging
+import mimetypes
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from .auth import token_dependency
 from .filters import task_filters
-from .guards import LocalOnly, SecurityHeaders
+from .guards import HEADERS, LocalOnly, SecurityHeaders
 from .limits import UploadLimit
 from .routes import build_router
 from .schemas import Schemas
@@ -38,6 +39,10 @@ log = logging.getLogger("facemtl.server")
 #: Default upload limit (bytes).
 MAX_UPLOAD = 20 * 2**20
 STATIC = resources.files("facemtl.server") / "static"
+# The page's files by their suffix, whatever the machine's MIME table says (some map .js to
+# text/plain, which a browser refuses to run under X-Content-Type-Options: nosniff).
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/css", ".css")
 
 #: Seconds between looks for tasks a writer recorded since the server started (:class:`NewTasks`).
 TASKS_LOOK_EVERY = 5.0
@@ -161,7 +166,9 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal server error (the server log says more)"}, status_code=500)
+        # (answered by the outermost layer, outside SecurityHeaders: the headers are given here)
+        return JSONResponse({"detail": "internal server error (the server log says more)"}, status_code=500,
+                            headers={**HEADERS, "Cache-Control": "no-store"})
 
     api_routes: list[Any] = []
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 ENV_TOKEN = "FACEMTL_API_TOKEN"
@@ -44,16 +44,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def bearer_problem(authorization: str | None, token: bytes) -> str | None:
+    """Why an ``Authorization`` header's value does not prove ``token`` (one sentence for the
+    401), or ``None`` when it does: ``Bearer <token>``, compared in constant time."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return "this server wants its API token: send 'Authorization: Bearer <token>'"
+    if not hmac.compare_digest(given.encode("latin-1", "replace"), token):
+        return "wrong API token"
+    return None
+
+
 def token_dependency(token: str) -> Callable[..., None]:
     """A FastAPI dependency that refuses (401) a request without the bearer ``token``."""
     bearer = HTTPBearer(auto_error=False, description="the server's API token (FACEMTL_API_TOKEN)")
     expected = token.encode()
 
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise HTTPException(401, "this server wants its API token: send 'Authorization: Bearer <token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(credentials.credentials.encode(), expected):
-            raise HTTPException(401, "wrong API token", headers={"WWW-Authenticate": "Bearer"})
+    def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        # (``credentials`` only declares the scheme in the API's document; the header is read as
+        # UploadLimit reads it, so the two checks cannot drift apart)
+        problem = bearer_problem(request.headers.get("authorization"), expected)
+        if problem:
+            raise HTTPException(401, problem, headers={"WWW-Authenticate": "Bearer"})
 
     return check

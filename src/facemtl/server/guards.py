@@ -18,6 +18,9 @@ from .limits import Receive, Scope, Send, send_error
 #: The page's Content-Security-Policy: its own script, style sheet and API only; images also
 #: from ``data:`` (the annotated upload) and ``blob:`` (the live view); never framed.
 PAGE_POLICY = "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+#: The headers every answer carries (an answer to an unexpected error too: ``create_app``'s handler).
+HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+           "Content-Security-Policy": PAGE_POLICY}
 
 
 class SecurityHeaders:
@@ -38,8 +41,7 @@ class SecurityHeaders:
             if msg["type"] == "http.response.start":
                 headers = list(msg.get("headers") or [])
                 names = {k.lower() for k, _ in headers}
-                extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                         (b"x-frame-options", b"DENY"), (b"content-security-policy", PAGE_POLICY.encode())]
+                extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
                 if api:
                     extra.append((b"cache-control", b"no-store"))
                 msg = {**msg, "headers": headers + [(k, v) for k, v in extra if k not in names]}
@@ -62,7 +64,9 @@ class LocalOnly:
     name it re-points at 127.0.0.1 (DNS rebinding); and a POST sent by a page of another origin
     (its ``Origin`` header) is refused (403), so that a page the operator visits cannot store
     faces. ``names``: host names besides loopback ones (``localhost``, 127.0.0.0/8, ``::1``)
-    that reach this server, e.g. the name it was bound to."""
+    that reach this server, e.g. the name it was bound to. A POST's ``Origin`` must be this very
+    server (scheme aside, its host and port as the request's ``Host`` names them): a page served
+    on another local port (a development server, a notebook) is another origin too."""
 
     def __init__(self, app: Any, names: Sequence[str] = ()) -> None:
         self.app = app
@@ -83,8 +87,9 @@ class LocalOnly:
             return
         origin = headers.get(b"origin", b"").decode("latin-1")
         if scope["method"] not in ("GET", "HEAD", "OPTIONS") and origin:
-            name = "" if origin == "null" else urlsplit(origin).hostname or ""  # null: a sandboxed frame, a file
-            if not self.local(name):
+            # "null": a sandboxed frame, a file; http and https of one host and port are one server here
+            ours = origin != "null" and urlsplit(origin).netloc.lower() == host.strip().lower()
+            if not ours:
                 await send_error(send, 403, f"a request sent by a page of {origin} is refused: this server takes "
                                             "uploads from this machine's pages and programs only")
                 return

@@ -10,9 +10,10 @@ uploads of 19 MB without a token and the server grew by 800 MB to answer 401).
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any, Awaitable, Callable
+
+from .auth import bearer_problem
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -46,12 +47,9 @@ class UploadLimit:
             return
         headers = dict(scope.get("headers") or [])
         if self.token is not None:
-            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
-            bearer = scheme.lower() == b"bearer" and given.strip()
-            if not bearer or not hmac.compare_digest(given.strip(), self.token):
-                await send_error(send, 401, "wrong API token" if bearer else
-                                 "this server wants its API token: send 'Authorization: Bearer <token>'",
-                                 [(b"www-authenticate", b"Bearer")])
+            problem = bearer_problem(headers.get(b"authorization", b"").decode("latin-1"), self.token)
+            if problem:
+                await send_error(send, 401, problem, [(b"www-authenticate", b"Bearer")])
                 return
         length = headers.get(b"content-length")
         if length is not None:

@@ -242,7 +242,9 @@ class Trainer:
                 from .runfolder import differences
 
                 start["changed"] = {k: b for k, _, b in differences(before or {}, cfg.to_dict())}
-                saved.write_text(_dump_yaml(cfg.to_dict()))
+                tmp = saved.with_name(saved.name + ".tmp")  # every resume reads it: never left cut off
+                tmp.write_text(_dump_yaml(cfg.to_dict()))
+                os.replace(tmp, saved)
         else:
             (self.out / "config.yaml").write_text(_dump_yaml(cfg.to_dict()))
             (self.out / "data_report.json").write_text(dumps(self.data.report, indent=2))
