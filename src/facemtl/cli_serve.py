@@ -46,10 +46,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
     from .system import SIGNAL_STATUS
 
     token = load_token(token_file)
-    if token is not None and len(token) < MIN_TOKEN:
-        print(f"facemtl: warning: the API token is {len(token)} characters long: one that can be guessed opens "
-              f"the API to anyone who reaches the server; use {MIN_TOKEN} or more random characters (python -c "
-              "'import secrets; print(secrets.token_urlsafe(24))')", file=sys.stderr)
+    weak = None if token is None or len(token) >= MIN_TOKEN else (
+        f"facemtl: warning: the API token is {len(token)} characters long: one that can be guessed opens the API "
+        f"to anyone who reaches the server; use {MIN_TOKEN} or more random characters (python -c "
+        "'import secrets; print(secrets.token_urlsafe(24))')")
     if token is None and not is_loopback(host):
         raise ValueError(f"binding {host} serves other machines: set FACEMTL_API_TOKEN or --token-file "
                          "(and put TLS in front: README, 'Behind a reverse proxy')")
@@ -70,6 +70,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
             shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL is bracketed
             print(f"facemtl: serving on http://{shown}:{sock.getsockname()[1]}/ (results in {redacted(store.url)}; "
                   f"token {'on' if token else 'off'})", file=sys.stderr)
+            if weak:  # after the line that names the port (scripts read the first line for it)
+                print(weak, file=sys.stderr)
             with _log_to_stderr(log_level):
                 stopped_by = _run(app, sock, log_level)
         finally:

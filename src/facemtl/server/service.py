@@ -50,13 +50,17 @@ def _read(method: Callable[..., Any]) -> Callable[..., Any]:
         except ServiceError:
             raise
         except Exception as exc:
-            from ..store.engine import unreachable
+            from ..store.engine import broken, unreachable
 
-            if not unreachable(exc):
+            if unreachable(exc):
+                log.warning("the results database does not answer: %s", str(exc).strip().splitlines()[0])
+                raise ServiceError(503, "the results database does not answer (down or unreachable); try again "
+                                        "shortly") from None
+            why = broken(exc)
+            if why is None:
                 raise
-            log.warning("the results database does not answer: %s", str(exc).strip().splitlines()[0])
-            raise ServiceError(503, "the results database does not answer (down or unreachable); try again "
-                                    "shortly") from None
+            log.error("the results database failed: %s", why, exc_info=exc)
+            raise ServiceError(503, f"the results database failed: {why} (the server log says more)") from None
 
     return read
 

@@ -169,6 +169,18 @@ def unreachable(exc: BaseException) -> bool:
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
+def broken(exc: BaseException) -> str | None:
+    """The database's own sentence when ``exc`` says the database itself failed (a damaged file:
+    "database disk image is malformed", a full disk), not that it went away (:func:`unreachable`)
+    nor that a query or its data was wrong; ``None`` otherwise. An operator page showed
+    "internal server error" for a damaged file, and the server log alone said why."""
+    if not isinstance(exc, sa.exc.DatabaseError) or isinstance(
+            exc, (sa.exc.ProgrammingError, sa.exc.DataError, sa.exc.IntegrityError)):
+        return None
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def data_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the database refused the data (a retry image by image can keep
     the rest) rather than that it went away (everything is kept and retried)."""

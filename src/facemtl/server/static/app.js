@@ -9,8 +9,10 @@ const state = { tasks: [], token: sessionStorage.getItem("facemtl-token") || "",
                 ready: false, starting: false, retry: false,  // start(): done, under way, to try again
                 sticky: false };  // the message is about a user's action: it stays until their next one
 const $ = (sel) => document.querySelector(sel);
-const PALETTE = ["#1f6feb", "#e5534b", "#2da44e", "#d4a72c", "#8250df", "#1b9aaa", "#f47067", "#768390",
-                 "#bf8700", "#57ab5a", "#c69026", "#6cb6ff"];
+// each at least 3:1 against white (graphics' contrast), red and green never side by side; segments
+// are also parted by a white line, so neighbours read apart without their colour
+const PALETTE = ["#1f6feb", "#bc4c00", "#8250df", "#0e7490", "#cf222e", "#9a6700", "#bf3989", "#1a7f37",
+                 "#57606a", "#0550ae", "#953800", "#6e40c9"];
 
 // -- talking to the API ------------------------------------------------------------------
 // An error to show, with the HTTP status that caused it (0: the server did not answer).
@@ -35,7 +37,7 @@ async function api(path, options = {}) {
     try { const body = await res.json(); detail = typeof body.detail === "string" ? body.detail :
           body.detail.map((d) => (d.loc || []).slice(1).join(".") + ": " + d.msg).join("; "); } catch (e) { /* not JSON */ }
     if (res.status === 401) {
-      $("#token-box").hidden = false;
+      if ($("#token-box").hidden) { openToken(); }
       // no token yet: where to enter it; a token the server refuses: its words ("wrong API token")
       detail = state.token ? `${detail}: enter the right one above` : "this server wants its API token: enter it above";
     }
@@ -45,14 +47,26 @@ async function api(path, options = {}) {
 }
 const getJson = async (path) => (await api(path)).json();
 
+// the token's box, with the keyboard's focus where the token is typed
+function openToken() {
+  $("#token-box").hidden = false;
+  $("#token-button").setAttribute("aria-expanded", "true");
+  $("#token").focus();
+}
+function closeToken() {
+  $("#token-box").hidden = true;
+  $("#token-button").setAttribute("aria-expanded", "false");
+}
+
 // One message at a time. A refresh's message goes with the next refresh that works; a sticky one
 // (about the user's own action, e.g. an upload refused) stays until the user's next action.
 function say(text, error = false, sticky = false) {
   const m = $("#message");
+  state.sticky = Boolean(text) && sticky;
+  if (m.textContent === (text || "") && m.classList.contains("error") === Boolean(error) && m.hidden === !text) return;
   m.hidden = !text;
   m.textContent = text || "";
   m.classList.toggle("error", error);
-  state.sticky = Boolean(text) && sticky;
 }
 
 // -- formatting -----------------------------------------------------------------------------
@@ -102,13 +116,16 @@ function cell(tr, text, cls) {
   tr.appendChild(td);
   return td;
 }
-// names: a column's heading, or { hidden: "…" } for a column that needs none on screen (screen readers get it)
+// names: a column's heading, { hidden: "…" } for a column that needs none on screen (screen readers get
+// it), or { name, title } for one whose heading needs a word of explanation (its tooltip)
 function header(table, names) {
   const tr = document.createElement("tr");
   for (const n of names) {
     const th = document.createElement("th");
+    th.scope = "col";
     if (typeof n === "string") th.textContent = n;
-    else { const s = document.createElement("span"); s.className = "visually-hidden"; s.textContent = n.hidden; th.appendChild(s); }
+    else if (n.hidden) { const s = document.createElement("span"); s.className = "visually-hidden"; s.textContent = n.hidden; th.appendChild(s); }
+    else { th.textContent = n.name; th.title = n.title; }
     tr.appendChild(th);
   }
   table.tHead.replaceChildren(tr);
@@ -329,7 +346,17 @@ async function loadTable(kind, more = false) {
   }
   if (stale(kind, t)) return false;
   const rows = page.items.map(kind === "faces" ? faceRow : trackRow);
+  // rebuilt every 3 s: a keyboard user's focus on a row's track button stays on that row's new one
+  const focused = document.activeElement && document.activeElement.closest(`#${kind} tbody tr`);
+  const key = kind === "faces" ? "face" : "track";
+  const again = focused ? focused.dataset[key] : null;
   if (more) table.tBodies[0].append(...rows); else table.tBodies[0].replaceChildren(...rows);
+  if (again !== null && again !== undefined) {
+    const b = table.querySelector(`tbody tr[data-${key}="${CSS.escape(again)}"] button`);
+    if (b) b.focus();
+  }
+  state[kind].updated = Date.now();
+  table.closest(".scroll").classList.remove("stale");
   state[kind].next = page.next;
   $(`#${kind}-more`).hidden = !page.next;
   $(`#${kind}-latest`).hidden = !state[kind].paged;
@@ -345,7 +372,17 @@ async function loadTable(kind, more = false) {
 // (fromTimer) leaves a table a reader paged to older rows as it is, and keeps the other live
 async function refreshResults(fromTimer = false) {
   const kinds = ["faces", "tracks"].filter((k) => !(fromTimer && state[k].paged));
-  return (await Promise.all(kinds.map((k) => loadTable(k)))).every(Boolean);
+  try {
+    return (await Promise.all(kinds.map((k) => loadTable(k)))).every(Boolean);
+  } catch (e) {
+    // rows left from the last refresh that worked must not pass for current ones
+    for (const k of kinds) {
+      if (!state[k].updated || refused(e)) continue;
+      $(`#${k}-count`).textContent = `(not updated since ${new Date(state[k].updated).toLocaleTimeString()})`;
+      $(`#${k}`).closest(".scroll").classList.add("stale");
+    }
+    throw e;
+  }
 }
 
 // -- charts: stacked bars per time bucket, one chart per task, drawn as SVG --------------------
@@ -375,9 +412,18 @@ function drawChart(task, counts, bucket, since, until) {
   div.className = "chart";
   div.dataset.task = task;
   const h3 = document.createElement("h3");
+  const of = $("#stats-of").value === "tracks" ? "ended tracks" : "faces";
+  const per = bucket % 3600 === 0 ? `${bucket / 3600} h` : bucket % 60 === 0 ? `${bucket / 60} min` : `${bucket} s`;
   h3.textContent = task;
+  const unit = document.createElement("span");
+  unit.className = "muted";
+  unit.textContent = ` ${of} per ${per}`;
+  h3.appendChild(unit);
   div.appendChild(h3);
-  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `counts of ${task} over time` });
+  const totalOf = (g) => counts.buckets.reduce((a, b) => a + (b.counts[g] || 0), 0);
+  const summary = counts.groups.map((g) => `${g} ${totalOf(g)}`).join(", ");
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
+                             "aria-label": `${task}: ${of} per ${per} over time; in all ${summary}` });
   const n = Math.max(1, Math.round((until - since) / bucket));
   const first = Math.floor(since / bucket) * bucket;
   const totals = counts.buckets.map((b) => Object.values(b.counts).reduce((a, c) => a + c, 0));
@@ -398,7 +444,8 @@ function drawChart(task, counts, bucket, since, until) {
       const c = b.counts[g] || 0;
       if (!c) continue;
       const rect = svgEl("rect", { x: L + 2 + i * bw, y: y(base + c), width: Math.max(1, bw - 1),
-                                   height: y(base) - y(base + c), fill: colour(task, g) });
+                                   height: y(base) - y(base + c), fill: colour(task, g), stroke: "#fff",
+                                   "stroke-width": 1 });
       const tip = svgEl("title", {});
       tip.textContent = `${when(b.start)}: ${g} ${c}`;
       rect.appendChild(tip);
@@ -418,7 +465,8 @@ function drawChart(task, counts, bucket, since, until) {
   for (const g of counts.groups) {
     const s = document.createElement("span");
     s.style.setProperty("--c", colour(task, g));
-    s.textContent = g;
+    s.dataset.group = g;
+    s.textContent = `${g}: ${totalOf(g)}`;
     legend.appendChild(s);
   }
   div.appendChild(legend);
@@ -447,6 +495,8 @@ async function refreshCharts() {
     charts.push(p);
   }
   box.replaceChildren(...charts);
+  // a narrow window scrolls a chart sideways: show its latest end, where the newest counts are
+  for (const c of box.querySelectorAll(".chart")) c.scrollLeft = c.scrollWidth;
   return true;
 }
 
@@ -480,6 +530,7 @@ async function refreshSources() {
     if (s.snapshot_time !== null) {
       const b = document.createElement("button");
       b.type = "button"; b.textContent = "watch";
+      b.setAttribute("aria-label", `watch ${s.name}`);
       b.addEventListener("click", () => { state.liveSource = s; $("#live-view").hidden = false; refreshLive(); });
       td.appendChild(b);
     }
@@ -488,7 +539,14 @@ async function refreshSources() {
   // rebuilt every second: a keyboard user's focus on a "watch" button stays on that source's new one
   const focused = document.activeElement && document.activeElement.closest("#sources tr");
   const again = focused ? focused.dataset.source : null;
+  if (!rows.length) {
+    const tr = document.createElement("tr");
+    const td = cell(tr, "No source has reported yet: start one with facemtl stream SOURCE --db (or analyze --db).");
+    td.colSpan = 7;
+    rows.push(tr);
+  }
   $("#sources").tBodies[0].replaceChildren(...rows);
+  if (state.liveSource) state.liveSource = sources.find((x) => x.id === state.liveSource.id) || state.liveSource;
   if (again !== null) {
     const b = $("#sources").querySelector(`tr[data-source="${CSS.escape(again)}"] button`);
     if (b) b.focus();
@@ -504,6 +562,7 @@ async function refreshLive() {
   $("#live-image").src = url;
   if (state.liveUrl) URL.revokeObjectURL(state.liveUrl);
   state.liveUrl = url;
+  $("#live-title").textContent = s.state === "running" ? "Live:" : `Last frame (${s.state}):`;
   $("#live-name").textContent = s.name;
   $("#live-time").textContent = isNaN(t) ? "" : `frame of ${when(t)}`;
 }
@@ -529,7 +588,8 @@ async function upload(ev) {
     $("#upload-image").src = res.annotated;
     $("#upload-result").hidden = false;
     const table = $("#upload-faces");
-    header(table, ["#", ...state.tasks.map((t) => t.name), "box"]);
+    header(table, ["#", ...state.tasks.map((t) => t.name), { name: "box (x1, y1, x2, y2 px)",
+                   title: "the face's box in the photo's pixels: left, top, right, bottom" }]);
     table.tBodies[0].replaceChildren(...res.faces.map((f, i) => {
       const tr = document.createElement("tr");
       cell(tr, i + 1, "num");
@@ -537,6 +597,11 @@ async function upload(ev) {
       cell(tr, f.box ? f.box.map(Math.round).join(", ") : "");
       return tr;
     }));
+    if (!res.faces.length) {
+      const tr = document.createElement("tr");
+      cell(tr, "No face found in this photo.").colSpan = state.tasks.length + 2;
+      table.tBodies[0].replaceChildren(tr);
+    }
     const notes = {  // X-Facemtl-Stored: what the server did with the faces (see the README)
       no: state.readOnly ? " (not stored: this server's database is read-only)" : " (not stored)",
       kept: " (not stored yet: the database does not answer; the server keeps it in memory and writes it when "
@@ -596,9 +661,12 @@ function useTasks(keep = false) {
   buildFilters();
   if (!keep) state.filters = filterParams().toString();
   header($("#faces"), [{ hidden: "thumbnail" }, "time (local)", "source", "track", "file / frame",
-                       ...state.tasks.map((t) => t.name), "score", "model"]);
+                       ...state.tasks.map((t) => t.name),
+                       { name: "score", title: "the face detector's score, on its own scale (empty: the face was "
+                         + "tracked between detections, or given as an aligned crop)" }, "model"]);
   header($("#tracks"), ["source", "track", { hidden: "state" }, "first seen (local)", "last seen (local)",
-                        "frames", ...state.tasks.map((t) => t.name), "conf."]);
+                        "frames", ...state.tasks.map((t) => t.name),
+                        { name: "conf.", title: "confidence 0-1: how well the track's faces agree on its answers" }]);
 }
 
 // every few refreshes: tasks a writer recorded since the page was opened (a server started before its
@@ -667,18 +735,22 @@ $("#filters").addEventListener("reset", () => setTimeout(applyFilters, 0));  // 
 $("#faces-more").addEventListener("click", () => { state.faces.paged = true; loadTable("faces", true).catch((e) => say(e.message, true)); });
 $("#tracks-more").addEventListener("click", () => { state.tracks.paged = true; loadTable("tracks", true).catch((e) => say(e.message, true)); });
 for (const kind of ["faces", "tracks"]) {
-  $(`#${kind}-latest`).addEventListener("click", () => loadTable(kind).catch((e) => say(e.message, true)));
+  $(`#${kind}-latest`).addEventListener("click", () => {
+    loadTable(kind).catch((e) => say(e.message, true));
+    $(`#${kind}-heading`).focus();  // the button pressed hides itself
+  });
 }
 $("#stats-of").addEventListener("change", refresh);
-$("#track-filter-clear").addEventListener("click", () => showTrack(null));
+$("#track-filter-clear").addEventListener("click", () => { showTrack(null); $("#faces-heading").focus(); });
 $("#upload-form").addEventListener("submit", upload);
 $("#live").addEventListener("change", schedule);
-$("#token-button").addEventListener("click", () => { $("#token-box").hidden = !$("#token-box").hidden; });
+$("#token-button").addEventListener("click", () => { if ($("#token-box").hidden) openToken(); else closeToken(); });
 $("#token-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   state.token = $("#token").value.trim();
   sessionStorage.setItem("facemtl-token", state.token);
-  $("#token-box").hidden = true;
+  closeToken();
+  $(`#tab-button-${state.tab}`).focus();
   start();
 });
 start();
