@@ -649,20 +649,62 @@ def test_db_delete_erases_one_track_a_source_or_a_span_and_nothing_else(db_url, 
     assert "no source is named 'nope'; the sources are:" in capsys.readouterr().err
 
 
-def test_db_delete_leaves_a_session_still_writing(db_url, capsys):
-    """Its writer would add faces to the tracks deleted under it: left, with a warning."""
+def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsys):
+    """Its writer would add faces to an open track deleted under it: left, with a warning; its closed
+    tracks go. A review: a killed writer's session stays open for good, and the first version left
+    its faces for ever ("stop their streams": there was none to stop)."""
     from facemtl.cli import main
+    from facemtl.store.models import Source
 
     sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
-    for it in stream(INFO, 20, source="live"):
+    for it in stream(INFO, 20, source="live", track_len=8):
         (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
     sink.flush()
     try:
+        with Store(db_url) as store:
+            open_faces = sum(t["faces"] for t in store.records("tracks", Query(source="live")) if not t["closed"])
+        assert open_faces > 0
         assert main(["db", "delete", "--db", db_url, "--source", "live"]) == 0
         said = capsys.readouterr()
         out = json.loads(said.out)
-        assert out["deleted"]["faces"] == 0 and out["left_running"] > 0 and "sessions still writing" in said.err
+        assert out["left_running"] == open_faces and out["deleted"]["faces"] > 0
+        assert "tracks a running stream still follows" in said.err
+        with Store(db_url) as store:
+            assert len(all_faces(store, source="live")) == open_faces
+        assert_consistent(db_url)
+        # the writer dies without a word (kill -9): its beat stops, its session stays open
+        eng = create_db_engine(db_url)
+        with eng.begin() as conn:
+            conn.execute(sa.update(Source).where(Source.name == "live").values(last_seen=time.time() - 60))
+        eng.dispose()
+        assert main(["db", "delete", "--db", db_url, "--source", "live"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["deleted"]["faces"] == open_faces and out["left_running"] == 0
     finally:
         sink.close()
-    assert main(["db", "delete", "--db", db_url, "--source", "live"]) == 0
-    assert json.loads(capsys.readouterr().out)["deleted"]["faces"] > 0
+    assert main(["db", "delete", "--db", db_url, "--track", "999999"]) == 2  # an erasure must not pass for done
+    assert "there is no track 999999" in capsys.readouterr().err
+
+
+def test_db_delete_of_one_face_takes_the_live_frame_its_track_is_in(db_url, capsys):
+    """A review: the live frame's window came from the faces matched, not from the whole tracks
+    deleted with them, so --face of a track's first face left a frame showing the person."""
+    from facemtl.cli import main
+
+    write(db_url, list(stream(INFO, 20, people=1, track_len=20, source="cam", image=True)), kind="stream",
+          source="cam")
+    from facemtl.store.models import Snapshot
+
+    with Store(db_url) as store:
+        faces = sorted(all_faces(store, source="cam"), key=lambda f: f["time"])
+        first, last = faces[0], faces[-1]
+        source = next(s["id"] for s in store.sources() if s["name"] == "cam")
+    eng = create_db_engine(db_url)
+    with eng.begin() as conn:  # the live frame taken at the track's end, after the face deleted by id
+        conn.execute(sa.update(Snapshot).where(Snapshot.source_id == source).values(time=last["time"]))
+    eng.dispose()
+    assert last["time"] > first["time"] + 1.5  # past the second a frame is given either side
+    assert main(["db", "delete", "--db", db_url, "--face", str(first["id"])]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"]["snapshots"] == 1
+    with Store(db_url) as store:
+        assert store.snapshot(source) is None and not all_faces(store, source="cam")

@@ -89,7 +89,7 @@ def analyze(
                           keep_images=annotate_dir is not None or thumbnails, threads=threads,
                           fusion=fusion) as analyzer:
             # the database first: a refused source name leaves no other output begun (a CSV header)
-            stored = open_db_sink(db, analyzer.predictor.info, thumbnails) if db else None
+            stored = open_db_sink(db, analyzer.predictor.info, thumbnails, absolute_files=True) if db else None
             out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
             for m, why in missing_why:
                 out.write(ImageResult(file=m).fail(why))

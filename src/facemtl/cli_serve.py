@@ -200,8 +200,8 @@ def db_delete(db: str | None, source: str | None = None, session: int | None = N
         counts = store.erase(source, dry_run=dry_run, session=session, track=track, face=face, since=since,
                              until=until)
     if counts["running"]:
-        print(f"facemtl: warning: {counts['running']} matching faces belong to sessions still writing and were "
-              "left: stop their streams, then delete again", file=sys.stderr)
+        print(f"facemtl: warning: {counts['running']} matching faces are in tracks a running stream still "
+              "follows, and were left: stop that stream, then delete again", file=sys.stderr)
     return {"dry_run": dry_run, "deleted" if not dry_run else "would_delete":
             {k: v for k, v in counts.items() if k != "running"}, "left_running": counts["running"]}
 

@@ -107,6 +107,7 @@ def is_open_file(image: Any) -> bool:
 def _open(path: str | Path | IO[bytes]) -> Image.Image:
     """``Image.open`` (of a path or a binary file object) with the size limit and the empty-file
     case said in one sentence."""
+    at = 0
     if isinstance(path, (str, Path)):
         empty = os.path.getsize(path) == 0
     else:  # an open file, read from where it stands
@@ -121,6 +122,8 @@ def _open(path: str | Path | IO[bytes]) -> Image.Image:
             Image.init()  # (plugins register on first use: the formats below must be known)
             im = Image.open(path, formats=[f for f in PHOTO_FORMATS if f in Image.OPEN])
         except Image.UnidentifiedImageError:
+            if not isinstance(path, (str, Path)):
+                path.seek(at)  # (Pillow's failed tries left it elsewhere: an upload's bytes, say)
             other = _other_format(path)
             if other is None:
                 raise

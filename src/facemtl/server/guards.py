@@ -90,7 +90,9 @@ class LocalOnly:
             # "null": a sandboxed frame, a file; http and https of one host and port are one server here
             ours = origin != "null" and urlsplit(origin).netloc.lower() == host.strip().lower()
             if not ours:
-                await send_error(send, 403, f"a request sent by a page of {origin} is refused: this server takes "
-                                            "uploads from this machine's pages and programs only")
+                await send_error(send, 403, f"a request sent by a page of {origin} is refused: without an API token "
+                                            f"this server takes uploads only from its own page (http://{host}) and "
+                                            "from programs (no Origin); a page of another origin, another port of "
+                                            "this machine included, needs the server to have a token")
                 return
         await self.app(scope, receive, send)

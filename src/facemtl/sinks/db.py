@@ -86,9 +86,10 @@ class DbSink(Sink):
     ``heartbeat``: seconds between the writer's "alive" updates of its sources. ``max_backlog``:
     faces kept while the database is away (past it the oldest are dropped, with a warning; a
     backlog is caught up :data:`CATCH_UP_FACES` at a time, between results). ``sources``:
-    the other names results will carry (a stream's several cameras). For ``kind="analyze"`` a
-    relative file path is stored absolute (the database outlives the folder a run started in,
-    and is read from other machines). A name that belongs to
+    the other names results will carry (a stream's several cameras). ``absolute_files``: store a
+    relative ``ImageResult.file`` as an absolute path (``analyze --db``: the database outlives the
+    folder a run started in, and is read from other machines); off, a file name is stored as
+    given (a library's own names need not be paths). A name that belongs to
     another kind of writer (``stream --db`` with the name of the server's uploads) is refused
     here, before anything is written: :class:`~facemtl.store.SourceKindError`, a ``RuntimeError``.
 
@@ -99,13 +100,13 @@ class DbSink(Sink):
                  model_info: ModelInfo | None = None, thumbnails: bool = False, batch_faces: int = 64,
                  max_wait: float = 1.0, snapshot_every: float | None = None, heartbeat: float = 2.0,
                  settings: dict[str, Any] | None = None, store: Any = None, sources: Sequence[str] = (),
-                 max_backlog: int = MAX_BACKLOG) -> None:
+                 max_backlog: int = MAX_BACKLOG, absolute_files: bool = False) -> None:
         from ..store import Store
 
         self.owns_store = store is None
         self.store = store if store is not None else Store(url)
         self.source = source or f"{kind}@{socket.gethostname()}"
-        self.absolute_files = kind == "analyze"
+        self.absolute_files = absolute_files
         self.thumbnails = thumbnails
         self.batch_faces = batch_faces
         self.max_wait = max_wait
@@ -205,7 +206,7 @@ class DbSink(Sink):
 
 
 def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = False, kind: str = "analyze",
-                 source: str | None = None, sources: Sequence[str] = ()) -> DbSink:
+                 source: str | None = None, sources: Sequence[str] = (), absolute_files: bool = False) -> DbSink:
     """``analyze --db`` / ``stream --db``: a :class:`DbSink`, or one sentence naming the extra it needs
     or the source name that belongs to another kind of writer (see :class:`DbSink`).
     ``source``: the name of results that carry none (a stream's single source); ``sources``:
@@ -215,5 +216,6 @@ def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = Fals
         import sqlalchemy  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(f"--db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
-    return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails, sources=sources)
+    return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails, sources=sources,
+                  absolute_files=absolute_files)
 

@@ -169,16 +169,22 @@ def unreachable(exc: BaseException) -> bool:
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
+#: What SQLite and PostgreSQL say of a damaged or unwritable database (lower case).
+DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "disk i/o error", "database or disk is full",
+                "no space left", "could not read block", "could not write", "read-only file system")
+
+
 def broken(exc: BaseException) -> str | None:
     """The database's own sentence when ``exc`` says the database itself failed (a damaged file:
     "database disk image is malformed", a full disk), not that it went away (:func:`unreachable`)
     nor that a query or its data was wrong; ``None`` otherwise. An operator page showed
     "internal server error" for a damaged file, and the server log alone said why."""
-    if not isinstance(exc, sa.exc.DatabaseError) or isinstance(
-            exc, (sa.exc.ProgrammingError, sa.exc.DataError, sa.exc.IntegrityError)):
+    if not isinstance(exc, sa.exc.DatabaseError):
         return None
     text = str(exc.orig if exc.orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    first = text.splitlines()[0] if text else ""
+    # the database's words for damage and for a machine refusing writes; anything else may be a bug: a 500
+    return first if any(w in first.lower() for w in DAMAGE_WORDS) else None
 
 
 def data_error(exc: BaseException) -> bool:

@@ -68,12 +68,17 @@ def erase(engine: Engine, source_id: int | None = None, session: int | None = No
 
     A face in a track takes its whole track with it (every face of it, its aggregated
     answers), so a track's face count always matches its faces; a source's live frame goes
-    too when its time lies in the span of the faces deleted (it may show them). Faces of a
-    session still writing are left (``running``: how many): its writer would add to the
-    tracks deleted under it; stop it first. At least one filter is needed (``ValueError``:
-    :func:`purge` deletes everything older). ``dry_run``: count, delete nothing.
-    Returns how many faces, tracks and live frames went (or would go).
+    too when its time lies in the span of the faces deleted (it may show them). The faces of
+    a track still open in a session whose writer is alive (one of its sources beat within
+    three heartbeats) are left (``running``: how many): the writer would add to the track
+    deleted under it; stop it first. A killed writer's session, its tracks open for good, is
+    no such session. An id that names nothing is a ``ValueError`` (an erasure must not pass
+    for done). At least one filter is needed (``ValueError``: :func:`purge` deletes
+    everything older). ``dry_run``: count, delete nothing. Returns how many faces, tracks
+    and live frames went (or would go).
     """
+    from .repository import MISSED_BEATS
+
     given = [x is not None for x in (source_id, session, track, face, since, until)]
     if not any(given):
         raise ValueError("say what to delete: --source, --session, --track, --face, --since or --until "
@@ -92,19 +97,25 @@ def erase(engine: Engine, source_id: int | None = None, session: int | None = No
     if until is not None:
         where.append(Face.time <= until)
     matching = sa.and_(*where)
-    ended = sa.select(Session.id).where(Session.ended.is_not(None))
-    done = sa.and_(matching, Face.session_id.in_(ended))
+    alive = sa.select(Source.session_id).where(   # sessions whose writer still beats (see Store.sources)
+        Source.session_id.is_not(None), Source.state == "running",
+        Source.last_seen + MISSED_BEATS * sa.func.coalesce(Source.heartbeat, 2.0) >= time.time())
+    held = sa.select(Track.id).where(Track.closed.is_(False), Track.session_id.in_(alive))
+    done = sa.and_(matching, sa.or_(Face.track_id.is_(None), Face.track_id.not_in(held)))
     out: dict[str, int] = {}
     with engine.connect() as conn:
+        for what, model, ident in (("track", Track, track), ("face", Face, face), ("session", Session, session)):
+            if ident is not None and conn.execute(sa.select(model.id).where(model.id == ident)).first() is None:
+                raise ValueError(f"there is no {what} {ident} (never stored, or deleted already)")
         out["running"] = conn.execute(sa.select(sa.func.count()).select_from(Face)
-                                      .where(matching, ~Face.session_id.in_(ended))).scalar_one()
-        span = conn.execute(sa.select(Face.source_id, sa.func.min(Face.time), sa.func.max(Face.time))
-                            .where(done).group_by(Face.source_id)).all()
+                                      .where(matching, Face.track_id.in_(held))).scalar_one()
         tracks = sa.select(Face.track_id).where(done, Face.track_id.is_not(None)).distinct()
+        gone = sa.or_(sa.and_(done, Face.track_id.is_(None)), Face.track_id.in_(tracks))  # with their whole tracks
+        span = conn.execute(sa.select(Face.source_id, sa.func.min(Face.time), sa.func.max(Face.time))
+                            .where(gone).group_by(Face.source_id)).all()
         if dry_run:
             out["tracks"] = conn.execute(sa.select(sa.func.count()).select_from(tracks.subquery())).scalar_one()
-            out["faces"] = conn.execute(sa.select(sa.func.count()).select_from(Face).where(
-                sa.or_(sa.and_(done, Face.track_id.is_(None)), Face.track_id.in_(tracks)))).scalar_one()
+            out["faces"] = conn.execute(sa.select(sa.func.count()).select_from(Face).where(gone)).scalar_one()
     snapshots = sa.or_(*[sa.and_(Snapshot.source_id == sid, Snapshot.time >= lo, Snapshot.time <= hi + 1.0)
                          for sid, lo, hi in span]) if span else sa.false()
     if dry_run:

@@ -25,7 +25,7 @@ from typing import Any, Callable
 LOCK_NAME = "facemtl.lock"
 
 #: The files a training run writes; ``--overwrite`` removes these and nothing else.
-RUN_FILES = ("config.yaml", "data_report.json", "run_info.json", "metrics.jsonl", "metrics.jsonl.tmp", "last.pt",
+RUN_FILES = ("config.yaml", "config.yaml.tmp", "data_report.json", "run_info.json", "metrics.jsonl", "metrics.jsonl.tmp", "last.pt",
              "last.tmp", "best.pt", "best.tmp", "test_metrics.json", "test_predictions.npz")
 
 

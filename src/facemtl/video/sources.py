@@ -604,6 +604,15 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
     return VideoFile(spec, name, s.options, s.loop, s.start)
 
 
+def __getattr__(name: str) -> Any:
+    """``facemtl.video.sources.FrameReader``, as before it moved to :mod:`facemtl.video.reader`."""
+    if name == "FrameReader":
+        from .reader import FrameReader
+
+        return FrameReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_sources(specs: str | list[str], settings: SourceSettings | None = None) -> list[Source]:
     """The sources of SOURCE strings; a sources file (``*.txt``) stands for the sources it lists."""
     out: list[Source] = []

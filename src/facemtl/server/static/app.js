@@ -37,7 +37,9 @@ async function api(path, options = {}) {
     try { const body = await res.json(); detail = typeof body.detail === "string" ? body.detail :
           body.detail.map((d) => (d.loc || []).slice(1).join(".") + ": " + d.msg).join("; "); } catch (e) { /* not JSON */ }
     if (res.status === 401) {
-      if ($("#token-box").hidden) { openToken(); }
+      // the keyboard's focus moves to the field only while the page starts (its first load, a token
+      // just entered): a timer's refresh must not pull it from wherever the user is
+      if ($("#token-box").hidden) openToken(!state.ready);
       // no token yet: where to enter it; a token the server refuses: its words ("wrong API token")
       detail = state.token ? `${detail}: enter the right one above` : "this server wants its API token: enter it above";
     }
@@ -48,10 +50,10 @@ async function api(path, options = {}) {
 const getJson = async (path) => (await api(path)).json();
 
 // the token's box, with the keyboard's focus where the token is typed
-function openToken() {
+function openToken(focus = true) {
   $("#token-box").hidden = false;
   $("#token-button").setAttribute("aria-expanded", "true");
-  $("#token").focus();
+  if (focus) $("#token").focus();
 }
 function closeToken() {
   $("#token-box").hidden = true;
@@ -372,17 +374,17 @@ async function loadTable(kind, more = false) {
 // (fromTimer) leaves a table a reader paged to older rows as it is, and keeps the other live
 async function refreshResults(fromTimer = false) {
   const kinds = ["faces", "tracks"].filter((k) => !(fromTimer && state[k].paged));
-  try {
-    return (await Promise.all(kinds.map((k) => loadTable(k)))).every(Boolean);
-  } catch (e) {
-    // rows left from the last refresh that worked must not pass for current ones
-    for (const k of kinds) {
-      if (!state[k].updated || refused(e)) continue;
-      $(`#${k}-count`).textContent = `(not updated since ${new Date(state[k].updated).toLocaleTimeString()})`;
-      $(`#${k}`).closest(".scroll").classList.add("stale");
-    }
-    throw e;
-  }
+  const done = await Promise.allSettled(kinds.map((k) => loadTable(k)));
+  // rows left from the last refresh that worked must not pass for current ones (that table's only)
+  done.forEach((d, i) => {
+    const k = kinds[i];
+    if (d.status !== "rejected" || !state[k].updated || refused(d.reason)) return;
+    $(`#${k}-count`).textContent = `(not updated since ${new Date(state[k].updated).toLocaleTimeString()})`;
+    $(`#${k}`).closest(".scroll").classList.add("stale");
+  });
+  const failed = done.find((d) => d.status === "rejected");
+  if (failed) throw failed.reason;
+  return done.every((d) => d.value);
 }
 
 // -- charts: stacked bars per time bucket, one chart per task, drawn as SVG --------------------
