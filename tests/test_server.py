@@ -501,7 +501,8 @@ def test_facemtl_serve_runs_as_a_process(tmp_path):
         fresh.write(r)
     fresh.close()
     port = free_port()
-    proc = start_serve(db, port, {"FACEMTL_API_TOKEN": TOKEN})
+    # retention from the environment, as a unit file sets it (an operations test: it was ignored)
+    proc = start_serve(db, port, {"FACEMTL_API_TOKEN": TOKEN, "FACEMTL_RETENTION_DAYS": "100000"})
     try:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/v1/faces").status_code == 401
@@ -516,6 +517,7 @@ def test_facemtl_serve_runs_as_a_process(tmp_path):
     # FACEMTL_API_TOKEN=1 was taken silently)
     first, second = err.splitlines()[:2]
     assert first.startswith("facemtl: serving on http://127.0.0.1:") and "the API token is 15 characters" in second
+    assert first.endswith("token on; retention 100000 days, purged hourly)")
 
 
 def test_facemtl_serve_stops_gracefully_on_sigterm(tmp_path):

@@ -364,6 +364,15 @@ def test_stream_into_the_results_database(video, streamed, tmp_path):
         assert source["state"] == "stopped" and source["snapshot_time"] is not None
         shot = store.snapshot(source["id"])
         assert shot is not None and shot[1][:2] == b"\xff\xd8"  # a JPEG
+    # an operations test: the live frame (every face in it, unblurred) could not be left out
+    quiet = tmp_path / "no-frame.db"
+    rc, _, err = _run(["stream", str(video), *FAST, "--db", str(quiet), "--no-live-frame", "--no-progress"])
+    assert rc == 0, err
+    with Store(str(quiet)) as store:
+        (source,) = store.sources()
+        assert store.counts()["faces"] == len(streamed["faces"]) and source["snapshot_time"] is None
+    rc, _, err = _run(["stream", str(video), *FAST, "--no-live-frame"])
+    assert rc == 2 and "--no-live-frame is about the frame the results database keeps" in err
 
 
 def test_a_source_that_delivers_nothing_for_a_while_keeps_its_database_source_alive(tmp_path):

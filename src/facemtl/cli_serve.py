@@ -57,6 +57,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
         raise ValueError("--max-upload-mb must be positive")
     if retention_days is not None:
         _days(retention_days, "--retention-days")
+    elif os.environ.get("FACEMTL_RETENTION_DAYS"):  # (an operations test: a unit file setting it never purged)
+        retention_days = _env_days()
     with contextlib.closing(listen(host, port)) as sock:
         predictor = None
         if not no_model:  # before the database: a bad model file creates no database
@@ -68,8 +70,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
             app = create_app(store, predictor, token, int(max_upload_mb * 2**20), detector, min_face, thumbnails,
                              retention_days, local_names=[host, socket.gethostname()])
             shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL is bracketed
+            kept = f"retention {retention_days:g} days, purged hourly" if retention_days is not None else \
+                "kept until purged: no retention"
             print(f"facemtl: serving on http://{shown}:{sock.getsockname()[1]}/ (results in {redacted(store.url)}; "
-                  f"token {'on' if token else 'off'})", file=sys.stderr)
+                  f"token {'on' if token else 'off'}; {kept})", file=sys.stderr)
             if weak:  # after the line that names the port (scripts read the first line for it)
                 print(weak, file=sys.stderr)
             with _log_to_stderr(log_level):
@@ -201,7 +205,8 @@ def db_delete(db: str | None, source: str | None = None, session: int | None = N
                              until=until)
     if counts["running"]:
         print(f"facemtl: warning: {counts['running']} matching faces are in tracks a running stream still "
-              "follows, and were left: stop that stream, then delete again", file=sys.stderr)
+              "follows, and were left: delete again once those tracks end (about a second after the person "
+              "leaves the view), or stop that stream", file=sys.stderr)
     return {"dry_run": dry_run, "deleted" if not dry_run else "would_delete":
             {k: v for k, v in counts.items() if k != "running"}, "left_running": counts["running"]}
 
@@ -271,17 +276,21 @@ def _check_export_file(out: str, database: str | None) -> None:
 def retention_days(days: float | None, flag: str) -> float:
     """``days`` (from ``flag``), else ``$FACEMTL_RETENTION_DAYS``: a finite number of days, zero or
     more; ``ValueError`` naming the flag or the variable otherwise."""
-    where = flag
     if days is None:
-        env = os.environ.get("FACEMTL_RETENTION_DAYS")
-        if not env:
+        if not os.environ.get("FACEMTL_RETENTION_DAYS"):
             raise ValueError(f"say how old: {flag} DAYS (or set FACEMTL_RETENTION_DAYS)")
-        where = "FACEMTL_RETENTION_DAYS"
-        try:
-            days = float(env)
-        except ValueError:
-            raise ValueError(f"FACEMTL_RETENTION_DAYS must be a number of days, not {env!r}") from None
-    return _days(days, where)
+        return _env_days()
+    return _days(days, flag)
+
+
+def _env_days() -> float:
+    """``$FACEMTL_RETENTION_DAYS`` as a number of days (``ValueError`` naming the variable)."""
+    env = os.environ["FACEMTL_RETENTION_DAYS"]
+    try:
+        days = float(env)
+    except ValueError:
+        raise ValueError(f"FACEMTL_RETENTION_DAYS must be a number of days, not {env!r}") from None
+    return _days(days, "FACEMTL_RETENTION_DAYS")
 
 
 def _days(days: float, where: str) -> float:
@@ -357,9 +366,10 @@ def db_args(p: argparse.ArgumentParser) -> None:
 
 
 def db_run(a: argparse.Namespace) -> int:
-    if a.action == "delete":
-        print(json.dumps(db_delete(a.db, a.source, a.session, a.track, a.face, a.since, a.until, a.dry_run)))
-        return 0
+    if a.action == "delete":  # exit 1 while faces are left: an erasure script must not record it done
+        done = db_delete(a.db, a.source, a.session, a.track, a.face, a.since, a.until, a.dry_run)
+        print(json.dumps(done))
+        return 1 if done["left_running"] else 0
     done = db_command(a.action, a.db, getattr(a, "older_than", None), getattr(a, "kind", "faces"),
                       getattr(a, "format", "jsonl"), getattr(a, "out", None), getattr(a, "since", None),
                       getattr(a, "until", None), getattr(a, "source", None), getattr(a, "session", None),

@@ -35,13 +35,15 @@ def stream(
     preset: str = "veryfast",
     loop: bool = False,
     start: float = 0.0,
+    live_frame: bool = True,
 ) -> int:
     """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
     ``loop``: play video files again from the start when they end, until stopped. ``start``:
     seconds into video files to begin at (a stopped stream goes on from its last ``media_time``).
 
     ``db``: also store every face and track in the results database (URL or SQLite file), with a
-    live frame of each source every second for the operator page (``thumbnails``: a crop per face)."""
+    live frame of each source every second for the operator page (``thumbnails``: a crop per face;
+    ``live_frame``: off, no frame is stored, only the faces' answers)."""
     from .video.command import run_stream
     from .video.sources import SourceSettings
     from .video.stream import StreamSettings
@@ -57,8 +59,11 @@ def stream(
                                                      loop=loop, start=start))
     if thumbnails and db is None:
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
+    if not live_frame and db is None:
+        raise ValueError("--no-live-frame is about the frame the results database keeps: add --db URL")
     return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
-                      min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails, preset=preset)
+                      min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails, preset=preset,
+                      live_frame=live_frame)
 
 
 def reconnections(text: str) -> int:
@@ -133,6 +138,9 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", action="store_true",
                    help="end with the stream's counts and seconds per stage as one JSON line on stderr")
     db_flags(p)
+    p.add_argument("--no-live-frame", action="store_true",
+                   help="with --db: store no live frame (the operator page's live view; a whole frame, every face "
+                        "in it unblurred, replaced every second): the faces' answers only")
 
 
 def stream_run(a: argparse.Namespace) -> int:
@@ -140,7 +148,8 @@ def stream_run(a: argparse.Namespace) -> int:
         return stream(a.sources, a.json, a.csv, a.annotate, a.blur, a.detect_every, a.max_frames, a.fps_cap,
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
                       False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
-                      db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop, start=a.start)
+                      db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop, start=a.start,
+                      live_frame=not a.no_live_frame)
     except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM

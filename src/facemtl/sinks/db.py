@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import io
+import math
 import os
 import socket
 import sys
@@ -73,6 +74,8 @@ def face_thumbnail(image: np.ndarray, box: list[float] | None, side: int = THUMB
 MAX_BACKLOG = 100_000
 #: Faces written per transaction while a backlog is caught up, between frames.
 CATCH_UP_FACES = 2_000
+#: Seconds :meth:`DbSink.close` waits for a database that does not answer before it gives up.
+CLOSE_WAIT = 10.0
 
 
 class DbSink(Sink):
@@ -111,6 +114,8 @@ class DbSink(Sink):
         self.batch_faces = batch_faces
         self.max_wait = max_wait
         self.snapshot_every = snapshot_every if snapshot_every is not None else (1.0 if kind == "stream" else None)
+        if self.snapshot_every == math.inf:  # none at all (stream --no-live-frame)
+            self.snapshot_every = None
         try:
             self.writer = self.store.writer(kind, self.source, model_info, settings, heartbeat,
                                             announce=source is not None, sources=sources)
@@ -185,13 +190,16 @@ class DbSink(Sink):
             print("facemtl: the results database answers again; the kept results are written", file=sys.stderr)
         self._failures, self._retry_at = 0, 0.0
 
-    def close(self) -> None:
-        """Write what is left and end the session; ``RuntimeError`` if the database will not take it."""
+    def close(self, wait: float | None = None) -> None:
+        """Write what is left and end the session; ``RuntimeError`` if the database will not take it.
+        A database that does not answer is waited for, up to ``wait`` seconds (default
+        :data:`CLOSE_WAIT`; an operations test stopped a stream during a database restart, and
+        what was kept for the database was dropped at once)."""
         if self.writer.lost:
             print(f"facemtl: warning: {self.writer.lost:,} faces were not stored: the results database was away "
                   f"past a backlog of {self.max_backlog:,} faces, and the oldest were dropped", file=sys.stderr)
         try:
-            self.writer.close()
+            self._close_waiting(CLOSE_WAIT if wait is None else wait)
         except Exception as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             said = f"the results database did not take the last {self.writer.pending.faces} faces: {why}"
@@ -205,8 +213,27 @@ class DbSink(Sink):
                 self.store.close()
 
 
+    def _close_waiting(self, wait: float) -> None:
+        from ..store.engine import unreachable
+
+        deadline, said = time.monotonic() + wait, False
+        while True:
+            try:
+                self.writer.close()
+                return
+            except Exception as exc:
+                if not unreachable(exc) or time.monotonic() >= deadline:
+                    raise
+                if not said:
+                    print(f"facemtl: the results database does not answer; waiting up to {wait:g} s for it to take "
+                          f"the last {self.writer.pending.faces} faces", file=sys.stderr)
+                    said = True
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
 def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = False, kind: str = "analyze",
-                 source: str | None = None, sources: Sequence[str] = (), absolute_files: bool = False) -> DbSink:
+                 source: str | None = None, sources: Sequence[str] = (), absolute_files: bool = False,
+                 live_frames: bool = True) -> DbSink:
     """``analyze --db`` / ``stream --db``: a :class:`DbSink`, or one sentence naming the extra it needs
     or the source name that belongs to another kind of writer (see :class:`DbSink`).
     ``source``: the name of results that carry none (a stream's single source); ``sources``:
@@ -217,5 +244,5 @@ def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = Fals
     except ImportError as exc:
         raise RuntimeError(f"--db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
     return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails, sources=sources,
-                  absolute_files=absolute_files)
+                  absolute_files=absolute_files, snapshot_every=None if live_frames else math.inf)
 

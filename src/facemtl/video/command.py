@@ -81,7 +81,7 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
                runtime: str | None = None, device: str = "auto", detector: str = "mtcnn",
                min_face: float | None = None, workers: int | None = None, threads: int | None = None,
                progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False, db: str | None = None,
-               thumbnails: bool = False, preset: str = "veryfast") -> int:
+               thumbnails: bool = False, preset: str = "veryfast", live_frame: bool = True) -> int:
     """Analyse ``sources`` until they end or a signal stops them; returns the exit status:
     0 when every source was read to its end (or ``max_frames``), 1 when a source or an output
     failed (its sentence is on stderr; everything analysed before is written to the outputs
@@ -118,6 +118,7 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
             single = opened[0].name if len(opened) == 1 else None  # several sources label their own results
             # a name of the server's uploads or of an analyze run is refused here, before a frame is read
             stored.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single,
+                                       live_frames=live_frame,
                                        sources=[s.name for s in opened]))
         outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
                               preset=preset) + list(sinks) + stored
@@ -152,8 +153,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
          + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))
     if stats:
         _say("stats " + json.dumps(st.to_dict()))
-    if received:
-        return SIGNAL_STATUS.get(received[0], 1)
+    if received:  # a stop that lost results (the database did not take them) is no clean stop
+        return 1 if failed else SIGNAL_STATUS.get(received[0], 1)
     if stream.stop_reason == CLOSED_OUTPUT and not failed:
         return 141  # the shell's 128 + SIGPIPE, as analyze answers its output's reader going away
     return 1 if stream.errors or failed else 0

@@ -558,7 +558,19 @@ async function refreshSources() {
 async function refreshLive() {
   const s = state.liveSource;
   if (!s) return;
-  const res = await api(`/v1/sources/${s.id}/snapshot.jpg`);
+  let res;
+  try {
+    res = await api(`/v1/sources/${s.id}/snapshot.jpg`);
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    // the frame is gone (erased, purged, or the source with it): not left on screen, nor asked for again
+    state.liveSource = null;
+    $("#live-view").hidden = true;
+    $("#live-image").removeAttribute("src");
+    if (state.liveUrl) URL.revokeObjectURL(state.liveUrl);
+    state.liveUrl = null;
+    return;
+  }
   const t = parseFloat(res.headers.get("X-Frame-Time"));
   const url = URL.createObjectURL(await res.blob());
   $("#live-image").src = url;
