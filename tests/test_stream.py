@@ -251,6 +251,7 @@ def test_rtsp_on_loopback_with_a_reconnection(video, tmp_path):
         proc.kill()
     assert proc.returncode == 1, err
     assert "stream dropped; reconnecting in 1 s (attempt 1 of 1)" in err
+    assert "the stream is back (after 1 reconnection attempt)" in err
     assert "did not come back (1 reconnection attempt)" in err
     events = [json.loads(x) for x in out.splitlines()]
     faces = [e for e in events if e["type"] == "face"]

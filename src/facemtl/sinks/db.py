@@ -176,6 +176,7 @@ class DbSink(Sink):
                   "them)", file=sys.stderr)
         if not self.writer.due(self.batch_faces, self.max_wait) or time.monotonic() < self._retry_at:
             return
+        kept = self.writer.pending.faces
         try:
             self.writer.flush(max_faces=CATCH_UP_FACES)
         except Exception as exc:  # the database went away: keep the batch, try again later (1, 2, 4 ... 30 s)
@@ -187,7 +188,8 @@ class DbSink(Sink):
             self._retry_at = time.monotonic() + min(30.0, 2.0 ** (self._failures - 1))
             return
         if self._failures:
-            print("facemtl: the results database answers again; the kept results are written", file=sys.stderr)
+            print(f"facemtl: the results database answers again; the {kept:,} faces kept for it are being written",
+                  file=sys.stderr)
         self._failures, self._retry_at = 0, 0.0
 
     def close(self, wait: float | None = None) -> None:

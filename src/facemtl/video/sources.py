@@ -439,9 +439,13 @@ class Url(Source):
                 self.fps = None  # (FFmpeg's 25 is made up too)
             opened, ended = time.monotonic(), False
             clock.reopened()
-            first = True
+            first, back = True, failures > 0  # back: reopened after a drop, said at its first frame
             try:
                 for f in _decoded(container, stream, self.name, log, stop):
+                    if back:  # (an operations test: the log said the drop, never the return)
+                        log(f"{self.name}: the stream is back (after {failures} reconnection "
+                            f"attempt{'s' * (failures != 1)})")
+                        back = False
                     if failures and time.monotonic() - opened >= s.steady:
                         failures = 0  # delivering steadily again: a later drop starts a new count
                     pts = float(f.time) if f.time is not None and (kept or not self.live) else None
