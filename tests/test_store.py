@@ -611,7 +611,7 @@ def test_db_delete_erases_one_track_a_source_or_a_span_and_nothing_else(db_url, 
 
     write(db_url, list(photos(INFO, 6)), kind="analyze")
     write(db_url, list(stream(INFO, 40, people=2, track_len=8, source="cam1", image=True)), kind="stream",
-          source="cam1")
+          source="cam1", thumbnails=True)
     write(db_url, list(stream(INFO, 40, people=2, track_len=8, source="cam2", seed=1, t0=1.8e9)), kind="stream",
           source="cam2")
     before = assert_consistent(db_url)
@@ -622,6 +622,7 @@ def test_db_delete_erases_one_track_a_source_or_a_span_and_nothing_else(db_url, 
     assert main(["db", "delete", "--db", db_url, "--track", str(track["id"]), "--dry-run"]) == 0
     said = json.loads(capsys.readouterr().out)
     assert said["would_delete"]["tracks"] == 1 and said["would_delete"]["faces"] == len(in_track)
+    assert said["would_delete"]["thumbnails"] == len(in_track)  # each face's crop goes with it, and is counted
     assert assert_consistent(db_url) == before  # a dry run deletes nothing
     assert main(["db", "delete", "--db", db_url, "--face", str(in_track[-1])]) == 0  # one face: its whole track
     said = json.loads(capsys.readouterr().out)

@@ -14,7 +14,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .models import Face, Session, Snapshot, Source, Track
+from .models import Face, Session, Snapshot, Source, Thumbnail, Track
 
 SLICE = 5000
 
@@ -74,8 +74,8 @@ def erase(engine: Engine, source_id: int | None = None, session: int | None = No
     deleted under it; stop it first. A killed writer's session, its tracks open for good, is
     no such session. An id that names nothing is a ``ValueError`` (an erasure must not pass
     for done). At least one filter is needed (``ValueError``: :func:`purge` deletes
-    everything older). ``dry_run``: count, delete nothing. Returns how many faces, tracks
-    and live frames went (or would go).
+    everything older). ``dry_run``: count, delete nothing. Returns how many faces, tracks,
+    thumbnails and live frames went (or would go).
     """
     from .repository import MISSED_BEATS
 
@@ -113,6 +113,9 @@ def erase(engine: Engine, source_id: int | None = None, session: int | None = No
         gone = sa.or_(sa.and_(done, Face.track_id.is_(None)), Face.track_id.in_(tracks))  # with their whole tracks
         span = conn.execute(sa.select(Face.source_id, sa.func.min(Face.time), sa.func.max(Face.time))
                             .where(gone).group_by(Face.source_id)).all()
+        # the faces' crops go with them (a cascade): counted first, so that the answer says so
+        out["thumbnails"] = conn.execute(sa.select(sa.func.count()).select_from(Thumbnail).where(
+            Thumbnail.face_id.in_(sa.select(Face.id).where(gone)))).scalar_one()
         if dry_run:
             out["tracks"] = conn.execute(sa.select(sa.func.count()).select_from(tracks.subquery())).scalar_one()
             out["faces"] = conn.execute(sa.select(sa.func.count()).select_from(Face).where(gone)).scalar_one()
