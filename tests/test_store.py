@@ -665,6 +665,8 @@ def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsy
         with Store(db_url) as store:
             open_faces = sum(t["faces"] for t in store.records("tracks", Query(source="live")) if not t["closed"])
         assert open_faces > 0
+        assert main(["db", "delete", "--db", db_url, "--source", "live", "--dry-run"]) == 0  # a count: no failure
+        assert json.loads(capsys.readouterr().out)["left_running"] == open_faces
         assert main(["db", "delete", "--db", db_url, "--source", "live"]) == 1  # not done: a script must see it
         said = capsys.readouterr()
         out = json.loads(said.out)

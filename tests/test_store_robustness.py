@@ -616,16 +616,28 @@ def _blank_png() -> bytes:
     return buf.getvalue()
 
 
-def test_a_stop_while_the_database_restarts_waits_for_it(tmp_path, capsys):
+def test_a_stop_while_the_database_restarts_waits_for_it(tmp_path, capsys, monkeypatch):
     """An operations test: a stream stopped during a database restart dropped what it had kept for
     the database at once (218 of 718 faces), and exited 143 as for a clean stop. Closing now waits
     a while for the database; the stream exits 1 when results were lost (test_stream)."""
     import threading
 
+    import facemtl.store.engine as engine_module
+
     url = f"sqlite:///{tmp_path / 'r.db'}"
     sink = DbSink(url, source="cam", kind="stream", model_info=INFO, batch_faces=10 ** 6, max_wait=1e9)
     for r in stream(INFO, 20, source="cam"):
         (sink.write_track if isinstance(r, TrackResult) else sink.write)(r)
+    # SQLite refusing (here: its folder gone) is said at once: only a database server is waited for
+    sink_engine = sink.writer.engine
+    sink.writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")
+    t0 = time.monotonic()
+    with pytest.raises(sa.exc.OperationalError):
+        sink._close_waiting(5.0)
+    assert time.monotonic() - t0 < 1 and "waiting up to" not in capsys.readouterr().err
+    sink.writer.engine = sink_engine
+    # a server restarting, as PostgreSQL's would be told (SQLSTATE 57P01)
+    monkeypatch.setattr(engine_module, "server_gone", lambda url, exc: isinstance(exc, sa.exc.OperationalError))
     good = sink.writer.engine
     sink.writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")  # restarting
     threading.Timer(1.5, lambda: setattr(sink.writer, "engine", good)).start()

@@ -70,8 +70,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
             app = create_app(store, predictor, token, int(max_upload_mb * 2**20), detector, min_face, thumbnails,
                              retention_days, local_names=[host, socket.gethostname()])
             shown = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL is bracketed
-            kept = f"retention {retention_days:g} days, purged hourly" if retention_days is not None else \
-                "kept until purged: no retention"
+            kept = "kept until purged: no retention" if retention_days is None else \
+                "retention off: the database is read-only" if store.read_only else \
+                f"retention {retention_days:g} days, purged hourly"
             print(f"facemtl: serving on http://{shown}:{sock.getsockname()[1]}/ (results in {redacted(store.url)}; "
                   f"token {'on' if token else 'off'}; {kept})", file=sys.stderr)
             if weak:  # after the line that names the port (scripts read the first line for it)
@@ -369,7 +370,7 @@ def db_run(a: argparse.Namespace) -> int:
     if a.action == "delete":  # exit 1 while faces are left: an erasure script must not record it done
         done = db_delete(a.db, a.source, a.session, a.track, a.face, a.since, a.until, a.dry_run)
         print(json.dumps(done))
-        return 1 if done["left_running"] else 0
+        return 1 if done["left_running"] and not a.dry_run else 0
     done = db_command(a.action, a.db, getattr(a, "older_than", None), getattr(a, "kind", "faces"),
                       getattr(a, "format", "jsonl"), getattr(a, "out", None), getattr(a, "since", None),
                       getattr(a, "until", None), getattr(a, "source", None), getattr(a, "session", None),

@@ -216,7 +216,7 @@ class DbSink(Sink):
 
 
     def _close_waiting(self, wait: float) -> None:
-        from ..store.engine import unreachable
+        from ..store.engine import server_gone
 
         deadline, said = time.monotonic() + wait, False
         while True:
@@ -224,7 +224,9 @@ class DbSink(Sink):
                 self.writer.close()
                 return
             except Exception as exc:
-                if not unreachable(exc) or time.monotonic() >= deadline:
+                # a database server that went away (a restart): worth waiting for; SQLite (its own
+                # busy timeout covers locks) and a refusal (read-only, full) are said at once
+                if not server_gone(self.store.url, exc) or time.monotonic() >= deadline:
                     raise
                 if not said:
                     print(f"facemtl: the results database does not answer; waiting up to {wait:g} s for it to take "

@@ -146,14 +146,22 @@ def cannot_open(url: str, exc: BaseException) -> StoreError:
     what SQLAlchemy raised), naming it without its password. Every command that opens a
     database says it this way: a file that is not a database, a server that does not answer."""
     said = f"cannot open the database {redacted(url)}: {reason(exc)}"
-    # A server that is down or not up yet: no SQLSTATE (the connection itself failed), class 08
-    # (connection exception) or 57P01-03 (shutting down, starting up). A wrong password (28xxx)
-    # or database name (3D000) is the command's mistake. (SQLSTATEs, not the driver's words,
-    # which libpq translates.)
+    return StoreUnreachable(said) if server_gone(url, exc) else StoreError(said)
+
+
+def server_gone(url: str, exc: BaseException) -> bool:
+    """Whether ``exc`` says a database server is down or not up yet (worth waiting for): no
+    SQLSTATE (the connection itself failed), class 08 (connection exception) or 57P01-03
+    (shutting down, starting up); a connection SQLAlchemy found invalidated. Never for SQLite,
+    nor for a wrong password (28xxx) or database name (3D000), the command's mistake.
+    (SQLSTATEs, not the driver's words, which libpq translates.)"""
+    if url.startswith("sqlite"):
+        return False
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
     state = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    unreachable = (not url.startswith("sqlite") and isinstance(exc, sa.exc.OperationalError)
-                   and (state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")))
-    return StoreUnreachable(said) if unreachable else StoreError(said)
+    return isinstance(exc, sa.exc.OperationalError) and (
+        state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03"))
 
 
 def reason(exc: BaseException) -> str:

@@ -17,6 +17,8 @@ from sqlalchemy.engine import Engine
 from .models import Face, Session, Snapshot, Source, Thumbnail, Track
 
 SLICE = 5000
+#: Seconds a writer may go without beating while it retries a database that went away (DbSink's back-off).
+BACKOFF_MAX = 30.0
 
 
 def _delete_in_slices(engine: Engine, table: sa.Table, key: sa.Column, where: sa.ColumnElement[bool],
@@ -97,9 +99,11 @@ def erase(engine: Engine, source_id: int | None = None, session: int | None = No
     if until is not None:
         where.append(Face.time <= until)
     matching = sa.and_(*where)
-    alive = sa.select(Source.session_id).where(   # sessions whose writer still beats (see Store.sources)
+    # sessions whose writer still beats (see Store.sources), with the longest retry back-off of a
+    # writer waiting out a database outage (30 s) on top: such a writer is alive, not killed
+    alive = sa.select(Source.session_id).where(
         Source.session_id.is_not(None), Source.state == "running",
-        Source.last_seen + MISSED_BEATS * sa.func.coalesce(Source.heartbeat, 2.0) >= time.time())
+        Source.last_seen + MISSED_BEATS * sa.func.coalesce(Source.heartbeat, 2.0) + BACKOFF_MAX >= time.time())
     held = sa.select(Track.id).where(Track.closed.is_(False), Track.session_id.in_(alive))
     done = sa.and_(matching, sa.or_(Face.track_id.is_(None), Face.track_id.not_in(held)))
     out: dict[str, int] = {}

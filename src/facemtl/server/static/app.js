@@ -39,7 +39,8 @@ async function api(path, options = {}) {
     if (res.status === 401) {
       // the keyboard's focus moves to the field only while the page starts (its first load, a token
       // just entered): a timer's refresh must not pull it from wherever the user is
-      if ($("#token-box").hidden) openToken(!state.ready);
+      if ($("#token-box").hidden || state.tokenEntered) openToken(!state.ready || state.tokenEntered);
+      state.tokenEntered = false;
       // no token yet: where to enter it; a token the server refuses: its words ("wrong API token")
       detail = state.token ? `${detail}: enter the right one above` : "this server wants its API token: enter it above";
     }
@@ -562,6 +563,7 @@ async function refreshLive() {
   try {
     res = await api(`/v1/sources/${s.id}/snapshot.jpg`);
   } catch (e) {
+    if (state.liveSource !== s) return;  // another source was chosen meanwhile: its own request answers
     if (e.status !== 404) throw e;
     // the frame is gone (erased, purged, or the source with it): not left on screen, nor asked for again
     state.liveSource = null;
@@ -572,7 +574,9 @@ async function refreshLive() {
     return;
   }
   const t = parseFloat(res.headers.get("X-Frame-Time"));
-  const url = URL.createObjectURL(await res.blob());
+  const blob = await res.blob();
+  if (state.liveSource !== s) return;  // another source was chosen meanwhile
+  const url = URL.createObjectURL(blob);
   $("#live-image").src = url;
   if (state.liveUrl) URL.revokeObjectURL(state.liveUrl);
   state.liveUrl = url;
@@ -720,6 +724,7 @@ async function start() {
     formFromUrl();
     await refresh();
     state.ready = true;
+    state.tokenEntered = false;  // taken: a later 401 (the server's token changed) does not pull the focus
     document.body.dataset.ready = "1";
   } catch (e) {
     state.retry = !(e.status >= 400 && e.status < 500);  // no answer or a server error: the timer tries again
@@ -763,6 +768,7 @@ $("#token-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   state.token = $("#token").value.trim();
   sessionStorage.setItem("facemtl-token", state.token);
+  state.tokenEntered = true;  // a 401 for it moves the focus back to the field
   closeToken();
   $(`#tab-button-${state.tab}`).focus();
   start();
