@@ -187,20 +187,35 @@ def _run(app: Any, sock: socket.socket, log_level: str) -> int | None:
     return received[0] if received else None
 
 
+def _serve_extra() -> None:
+    """A one-sentence ``RuntimeError`` when the ``serve`` extra (the store's packages) is missing."""
+    try:
+        from . import store  # noqa: F401  (its packages: SQLAlchemy, Alembic)
+    except ImportError as exc:
+        raise RuntimeError(f"facemtl db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
+
+
+def _existing_database(db: str | None, action: str) -> str | None:
+    """The SQLite file ``db`` names (``None`` for a server), refused in one sentence when it does
+    not exist: SQLite would create an empty one for a ``db`` action that has nothing to act on."""
+    _serve_extra()
+    from .store import database_url
+    from .store.engine import sqlite_path
+
+    path = sqlite_path(database_url(db))
+    if path is not None and not os.path.exists(path):
+        raise FileNotFoundError(f"the database file {path} does not exist (nothing to {action})")
+    return path
+
+
 def db_delete(db: str | None, source: str | None = None, session: int | None = None, track: int | None = None,
               face: int | None = None, since: float | None = None, until: float | None = None,
               dry_run: bool = False) -> dict[str, Any]:
     """``facemtl db delete``: the faces matching every filter given, each with its whole track
     (see :func:`facemtl.store.retention.erase`); returns how many went (or would, ``dry_run``)."""
-    try:
-        from .store import Store, database_url
-    except ImportError as exc:
-        raise RuntimeError(f"facemtl db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
-    from .store.engine import sqlite_path
+    _existing_database(db, "delete")
+    from .store import Store
 
-    path = sqlite_path(database_url(db))
-    if path is not None and not os.path.exists(path):  # (SQLite would create an empty file)
-        raise FileNotFoundError(f"the database file {path} does not exist (nothing to delete)")
     with Store(db, create=False) as store:
         counts = store.erase(source, dry_run=dry_run, session=session, track=track, face=face, since=since,
                              until=until)
@@ -218,19 +233,15 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
                where: list[str] | None = None) -> dict[str, Any]:
     """``facemtl db upgrade | purge | export``; returns what was done. ``where``: answer filters
     as the API's parameters (``gender=female``, ``age_min=20``; see ``parse_answer_filters``)."""
-    try:
-        from .store import Query, Store, database_url, upgrade
-    except ImportError as exc:
-        raise RuntimeError(f"facemtl db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
-    from .store.engine import redacted, sqlite_path
+    _serve_extra()
+    from .store import Query, Store, database_url, upgrade
+    from .store.engine import redacted
 
     if action == "upgrade":
         return {"database": redacted(database_url(db)), "schema": upgrade(database_url(db))}
     if action == "purge":
         older_than = retention_days(older_than, "--older-than")
-    path = sqlite_path(database_url(db))
-    if path is not None and not os.path.exists(path):  # (SQLite would create an empty file)
-        raise FileNotFoundError(f"the database file {path} does not exist (nothing to {action})")
+    path = _existing_database(db, action)
     if action == "export" and out is not None:
         _check_export_file(out, path)
     with Store(db, create=False) as store:

@@ -25,6 +25,12 @@ class Sink:
     def close(self) -> None:
         pass
 
+    @property
+    def incomplete(self) -> bool:
+        """Whether results written to it were lost without ``write`` or ``close`` raising (the
+        database's: dropped past its backlog, or refused); a command's exit status counts them."""
+        return False
+
     def __enter__(self) -> "Sink":
         return self
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import io
-import math
 import os
 import socket
 import sys
@@ -92,7 +91,8 @@ class DbSink(Sink):
     the other names results will carry (a stream's several cameras). ``absolute_files``: store a
     relative ``ImageResult.file`` as an absolute path (``analyze --db``: the database outlives the
     folder a run started in, and is read from other machines); off, a file name is stored as
-    given (a library's own names need not be paths). A name that belongs to
+    given (a library's own names need not be paths). ``live_frames``: off, no live frame is
+    stored whatever ``snapshot_every`` says (a whole frame, every face in it). A name that belongs to
     another kind of writer (``stream --db`` with the name of the server's uploads) is refused
     here, before anything is written: :class:`~facemtl.store.SourceKindError`, a ``RuntimeError``.
 
@@ -103,7 +103,7 @@ class DbSink(Sink):
                  model_info: ModelInfo | None = None, thumbnails: bool = False, batch_faces: int = 64,
                  max_wait: float = 1.0, snapshot_every: float | None = None, heartbeat: float = 2.0,
                  settings: dict[str, Any] | None = None, store: Any = None, sources: Sequence[str] = (),
-                 max_backlog: int = MAX_BACKLOG, absolute_files: bool = False) -> None:
+                 max_backlog: int = MAX_BACKLOG, absolute_files: bool = False, live_frames: bool = True) -> None:
         from ..store import Store
 
         self.owns_store = store is None
@@ -114,7 +114,7 @@ class DbSink(Sink):
         self.batch_faces = batch_faces
         self.max_wait = max_wait
         self.snapshot_every = snapshot_every if snapshot_every is not None else (1.0 if kind == "stream" else None)
-        if self.snapshot_every == math.inf:  # none at all (stream --no-live-frame)
+        if not live_frames:  # none at all (stream --no-live-frame)
             self.snapshot_every = None
         try:
             self.writer = self.store.writer(kind, self.source, model_info, settings, heartbeat,
@@ -128,6 +128,11 @@ class DbSink(Sink):
         self._retry_at = 0.0
         self.max_backlog = max_backlog
         self._lost_said = False
+
+    @property
+    def incomplete(self) -> bool:
+        """Faces dropped past the backlog's limit, or refused by the database (each said when it happened)."""
+        return bool(self.writer.lost or self.writer.dropped)
 
     @property
     def session_id(self) -> int:
@@ -248,5 +253,5 @@ def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = Fals
     except ImportError as exc:
         raise RuntimeError(f"--db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
     return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails, sources=sources,
-                  absolute_files=absolute_files, snapshot_every=None if live_frames else math.inf)
+                  absolute_files=absolute_files, live_frames=live_frames)
 

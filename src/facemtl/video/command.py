@@ -139,9 +139,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
                         if sink not in failed:  # a failed output was reported once, when it failed
                             failed.append(sink)
                             _say(f"error: {_reason(exc, sink)}")
-                    writer = getattr(sink, "writer", None)  # the database's: faces dropped past its backlog, refused
-                    if (getattr(writer, "lost", 0) or getattr(writer, "dropped", 0)) and sink not in failed:
-                        failed.append(sink)  # (its close said how many)
+                    if sink.incomplete and sink not in failed:  # results lost without an error (said when lost)
+                        failed.append(sink)
                 if bar is not None:
                     bar.end()
     st = stream.stats
