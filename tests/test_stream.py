@@ -26,7 +26,7 @@ pytest.importorskip("dlib")
 
 from facemtl.cli import main
 from facemtl.video.scoring import read_lines, score
-from facemtl.video.synthetic import VideoPlan, make_video, faces_from_test_split, truth_path
+from facemtl.video.synthetic import VideoPlan, faces_from_test_split, make_video, truth_path
 
 #: MTCNN from 60 px faces up: the test video's faces are 90-140 px crops (face boxes ~60-120 px)
 FAST = ["--detector", "mtcnn", "--min-face", "60", "--no-progress"]
@@ -118,6 +118,12 @@ def test_a_folder_of_the_videos_frames_gives_the_same_results(video, tmp_path):
 
     for x, y in zip(a, b):
         same(x, y)
+    # played as a camera (--realtime): each face carries the clock time of its frame, a frame's time after the first
+    _, paced, err = _run(["stream", str(folder), "--json", "--fps", "30", "--realtime", *FAST])
+    faces = [e for e in map(json.loads, paced.splitlines()) if e["type"] == "face"]
+    assert faces and all(abs(f["wall_time"] - f["time"] - (faces[0]["wall_time"] - faces[0]["time"])) < 0.01
+                         for f in faces)
+    assert faces[-1]["wall_time"] - faces[0]["wall_time"] == pytest.approx(faces[-1]["time"] - faces[0]["time"], abs=0.01)
 
 
 STREAM = [sys.executable, "-m", "facemtl.cli", "stream"]

@@ -253,6 +253,37 @@ def test_fps_cap_keeps_frames_by_source_time():
     assert got == list(range(0, 90, 3)) and reader.skipped == 60
 
 
+def test_realtime_pacing_hands_frames_over_at_their_times_and_drops_behind(tmp_path):
+    from PIL import Image
+
+    from facemtl.video.pacing import Paced
+
+    for i in range(6):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"f{i}.png")
+    source = open_source(str(tmp_path), SourceSettings(fps=20, realtime=True))
+    assert isinstance(source, Paced) and source.live and source.name == str(tmp_path)
+    assert not open_source(str(tmp_path), SourceSettings(fps=20)).live  # without it: every frame, no waiting
+    start, wall = time.monotonic(), time.time()
+    arrived = []
+    for f in source.frames(threading.Event(), print):
+        arrived.append((f.index, f.time, time.monotonic() - start, f.wall_time))
+    assert [a[:2] for a in arrived] == [(i, round(i / 20, 4)) for i in range(6)]  # the source's own numbers and times
+    for _, t, at, wall_time in arrived:
+        assert at >= t - 0.005  # never before its time (5 frames at 20 FPS: 0.25 s in all)
+        assert wall_time == pytest.approx(wall + t, abs=0.05)  # the clock time it was sent at, as a camera's
+    # a reader nobody takes from keeps the newest frames and counts the rest dropped, as for a camera
+    reader = FrameReader(Paced(_Fake(40, live=False, fps=200)), threading.Condition(), print, size=4, opening=0).start()
+    reader._thread.join(5)
+    assert reader.finished and [f.index for f in reader.buffer] == [36, 37, 38, 39] and reader.dropped == 36
+    # a stop while it waits for a frame's time ends it at once
+    slow, stop = Paced(_Fake(10, live=False, fps=0.1)), threading.Event()
+    frames = slow.frames(stop, print)
+    assert next(frames).index == 0
+    threading.Timer(0.1, stop.set).start()
+    t = time.monotonic()
+    assert list(frames) == [] and time.monotonic() - t < 2
+
+
 def test_folder_source_reads_in_natural_order_and_skips_unreadable(tmp_path):
     from PIL import Image
 

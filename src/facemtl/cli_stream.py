@@ -36,10 +36,13 @@ def stream(
     loop: bool = False,
     start: float = 0.0,
     live_frame: bool = True,
+    realtime: bool = False,
 ) -> int:
     """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
     ``loop``: play video files again from the start when they end, until stopped. ``start``:
     seconds into video files to begin at (a stopped stream goes on from its last ``media_time``).
+    ``realtime``: video files and folders of frames read at their own rate, as a camera sends
+    (frames the analysis cannot keep up with dropped; clock times stored).
 
     ``db``: also store every face and track in the results database (URL or SQLite file), with a
     live frame of each source every second for the operator page (``thumbnails``: a crop per face;
@@ -56,7 +59,7 @@ def stream(
         opts[key] = value
     settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
                               sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts,
-                                                     loop=loop, start=start))
+                                                     loop=loop, start=start, realtime=realtime))
     if thumbnails and db is None:
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     if not live_frame and db is None:
@@ -123,6 +126,11 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop", action="store_true",
                    help="play video files again from the start when they end, until stopped (--max-frames, Ctrl-C); "
                         "frame numbers and times go on")
+    p.add_argument("--realtime", action="store_true",
+                   help="read video files and folders of frames at their own rate, as a camera sends them: frames "
+                        "the analysis cannot keep up with are dropped (counted), and each face gets the clock time "
+                        "of its frame; with --loop, a file stands in for a camera (cameras and live URLs are "
+                        "real-time already)")
     p.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
                    help="video files: begin this many seconds in (to go on after a stop, the last media_time the "
                         "database or the JSON holds); frame numbers and times stay the file's own")
@@ -149,7 +157,7 @@ def stream_run(a: argparse.Namespace) -> int:
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
                       False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
                       db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop, start=a.start,
-                      live_frame=not a.no_live_frame)
+                      live_frame=not a.no_live_frame, realtime=a.realtime)
     except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM

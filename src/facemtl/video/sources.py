@@ -100,6 +100,9 @@ class SourceSettings:
     #: Seconds into a video file to begin at (``--start``; files only): a stream stopped part way
     #: goes on from the last ``media_time`` stored. Frame numbers and times stay the file's own.
     start: float = 0.0
+    #: Hand video files' and folders' frames over at their own times, as a camera would send them
+    #: (``--realtime``; see :mod:`facemtl.video.pacing`). Cameras and live URLs are real-time already.
+    realtime: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
@@ -583,8 +586,18 @@ def read_sources_file(path: str | Path) -> list[tuple[str | None, str]]:
 
 
 def open_source(spec: str, settings: SourceSettings | None = None, name: str | None = None) -> Source:
-    """The :class:`Source` for one SOURCE string (see the module's table)."""
+    """The :class:`Source` for one SOURCE string (see the module's table); with ``realtime``, a
+    video file or folder paced as a camera (:class:`~facemtl.video.pacing.Paced`)."""
     s = settings or SourceSettings()
+    source = _source(spec, s, name)
+    if s.realtime and not source.live:
+        from .pacing import Paced
+
+        return Paced(source)
+    return source
+
+
+def _source(spec: str, s: SourceSettings, name: str | None) -> Source:
     spec = str(spec).strip()
     if s.start and (spec.isdigit() or ("://" in spec and not spec.lower().startswith("file://"))
                     or Path(spec).is_dir()):
