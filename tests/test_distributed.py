@@ -198,10 +198,13 @@ def test_an_unreadable_streamed_image_is_not_scored(recipe, tmp_path, capsys):
     test.paths[3] = str(broken)
     model = MultiTaskNet.from_config(cfg.model, tasks)
     res = predict_set(model, test, tasks, torch.device("cpu"), 16)
-    assert "broken.jpg cannot be read and is left out" in capsys.readouterr().err
+    assert capsys.readouterr().err.count("broken.jpg cannot be read and is left out") == 1
     for t in tasks:
         assert np.isnan(res["true"][t.name][3]) and not np.isnan(test.labels.numpy()[3]).all()
         assert res["n"][t.name] == int((~np.isnan(res["true"][t.name])).sum())
+    # read again (the next epoch): masked again, not said again (a user test: the line came every epoch)
+    again = predict_set(model, test, tasks, torch.device("cpu"), 16)
+    assert "cannot be read" not in capsys.readouterr().err and np.isnan(again["true"][tasks[0].name][3])
 
 
 def test_a_stop_that_reaches_the_loader_processes_first_is_a_stop(recipe, tmp_path, monkeypatch, capsys):

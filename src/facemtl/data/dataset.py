@@ -140,6 +140,8 @@ class FaceSet:
     sample_weights: torch.Tensor | None = None
     #: ``(row, why)`` of each image :meth:`cache` could not decode (their labels masked).
     unreadable: list[tuple[int, str]] = field(default_factory=list)
+    #: Paths the streamed path (:meth:`batches` without a cache) said it could not read: each said once a run.
+    said: set[str] = field(default_factory=set, repr=False)
 
     def subset(self, idx: np.ndarray) -> "FaceSet":
         """The rows ``idx`` (cache rows shared by indexing, labels and attributes sliced)."""
@@ -221,7 +223,16 @@ class FaceSet:
             # (a user test). Decoding draws nothing, so a generator of its own changes nothing else.
             generator=torch.Generator(),
         )
-        yield from loader
+        done = 0
+        for images, labels, why in loader:  # said here, once a path: a worker's warning came every epoch
+            for k, w in enumerate(why):
+                path = self.paths[int(order[done + k])]
+                if w and path not in self.said:
+                    self.said.add(path)
+                    warn(f"image {path} cannot be read and is left out (every label masked): {w}"
+                         + (" (said once; it stays left out)" if len(self.said) == 1 else ""))
+            done += len(why)
+            yield images, labels
 
 
 class _Rows(Dataset):
@@ -232,14 +243,14 @@ class _Rows(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        """A face decoded on the fly; one that cannot be read is left out as the cached path
-        leaves it (a black image, every label masked), with a warning line from this worker."""
+        """``(image, labels, why)``: a face decoded on the fly, and ``""``; one that cannot be read
+        is left out as the cached path leaves it (a black image, every label masked), and ``why``
+        says why (the loader's caller says it, once)."""
         try:
-            return decoded(self.paths[i], self.size), self.labels[i]
+            return decoded(self.paths[i], self.size), self.labels[i], ""
         except (OSError, ValueError) as exc:
-            warn(f"image {self.paths[i]} cannot be read and is left out (every label masked): {exc}")
-            return torch.zeros((3, self.size, self.size), dtype=torch.uint8), torch.full_like(self.labels[i],
-                                                                                             float("nan"))
+            return (torch.zeros((3, self.size, self.size), dtype=torch.uint8),
+                    torch.full_like(self.labels[i], float("nan")), str(exc) or type(exc).__name__)
 
 
 @dataclass
