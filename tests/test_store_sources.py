@@ -385,7 +385,7 @@ def test_a_killed_writers_session_is_ended_by_the_next_writer_and_a_live_one_is_
     import subprocess
     import sys
 
-    from facemtl.store.models import Face, Source, Track
+    from facemtl.store.models import Answer, Face, Source, Track, TrackAnswer
     from facemtl.store.retention import purge
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -419,6 +419,14 @@ def test_a_killed_writers_session_is_ended_by_the_next_writer_and_a_live_one_is_
             last_face = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == killed.session_id)).scalar()
             assert ended[killed.session_id] == last_face and open_tracks(conn, killed.session_id) == 0
             assert ended[elsewhere.session_id] is None and open_tracks(conn, elsewhere.session_id) > 0
+            # a track closed so answers what its last face answered (it had no answers at all)
+            for tid in conn.execute(sa.select(Track.id).where(Track.session_id == killed.session_id)).scalars():
+                fid = conn.execute(sa.select(sa.func.max(Face.id)).where(Face.track_id == tid)).scalar_one()
+                face = {(r.task, r.value_text, r.value_num, r.lo, r.hi) for r in conn.execute(
+                    sa.select(Answer).where(Answer.face_id == fid, Answer.raw.is_(False)))}
+                track = {(r.task, r.value_text, r.value_num, r.lo, r.hi) for r in conn.execute(
+                    sa.select(TrackAnswer).where(TrackAnswer.track_id == tid))}
+                assert face and track == face
             states = dict(conn.execute(sa.select(Source.name, Source.state)).all())
         assert states == {"cam": "running", "door": "running"}  # cam: the new run's
         again.close()

@@ -9,7 +9,7 @@ import socket
 
 import sqlalchemy as sa
 
-from .models import Face, Session, Source, Track
+from .models import Answer, Face, Session, Source, Track, TrackAnswer
 
 log = logging.getLogger("facemtl.store")
 
@@ -19,7 +19,9 @@ def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbe
     cut) before :meth:`SessionWriter.close`. Each gets ``ended`` (its last face's time, or its
     start), its open tracks are closed and its sources ``stopped``; before, they stayed open for
     good (``/v1/tracks?closed=false`` listed the killed run's tracks forever, and retention
-    never took the session).
+    never took the session). A track closed so answers what its last stored face answered
+    (a face's answers are its track's so far); its ``confidence``, which the stream works out
+    when a track ends, stays unknown.
 
     A session is taken for dead when its process no longer runs here and either this writer
     takes over one of its sources (``names``: a stream restarted under the same name) or
@@ -40,10 +42,25 @@ def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbe
             continue
         last = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
         conn.execute(sa.update(Session).where(Session.id == sid).values(ended=max(last or started, started)))
+        _answer_open_tracks(conn, sid)
         conn.execute(sa.update(Track).where(Track.session_id == sid, Track.closed.is_(False)).values(closed=True))
         conn.execute(sa.update(Source).where(Source.session_id == sid, Source.state == "running")
                      .values(state="stopped", fps=None))
         log.warning("session %d (process %s on this machine) ended without closing: it is closed now", sid, pid)
+
+
+def _answer_open_tracks(conn: sa.Connection, sid: int) -> None:
+    """Give each open track of session ``sid`` that has no answers of its own the (smoothed)
+    answers of its last stored face: a killed writer never wrote its track lines."""
+    answered = sa.select(TrackAnswer.track_id)
+    last = conn.execute(sa.select(Face.track_id, sa.func.max(Face.id)).where(
+        Face.track_id.in_(sa.select(Track.id).where(Track.session_id == sid, Track.closed.is_(False))),
+        Face.track_id.not_in(answered)).group_by(Face.track_id)).all()
+    columns = ["value_text", "value_num", "probability", "lo", "hi", "probabilities", "grp"]
+    for tid, fid in last:
+        rows = sa.select(sa.literal(tid), Answer.task, *(getattr(Answer, c) for c in columns)).where(
+            Answer.face_id == fid, Answer.raw.is_(False))
+        conn.execute(sa.insert(TrackAnswer).from_select(["track_id", "task", *columns], rows))
 
 
 def _alive(pid: int | None) -> bool:
