@@ -20,8 +20,8 @@ from typing import Any
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 _EXPORTS = {
-    "stream_events": "stream", "Stream": "stream", "StreamSettings": "stream", "StreamStats": "stream",
-    "VideoAnalyzer": "stream",
+    "stream_events": "analyzer", "Stream": "stream", "StreamSettings": "settings", "StreamStats": "settings",
+    "VideoAnalyzer": "analyzer",
     "Tracker": "tracker", "TrackerSettings": "tracker", "KalmanBoxFilter": "tracker", "iou_matrix": "tracker",
     "TrackSmoother": "smoothing", "QualitySettings": "smoothing", "face_quality": "smoothing",
     "Source": "sources", "SourceSettings": "sources", "SourceError": "sources", "open_sources": "sources",

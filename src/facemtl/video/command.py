@@ -21,8 +21,10 @@ from typing import Sequence, TextIO
 from ..inference.results import ImageResult, TrackResult
 from ..sinks import JsonLinesSink, Sink, TableSink, VideoCsvSink
 from ..system import SIGNAL_STATUS, quiet_stdout, stop_on_signals
+from .analyzer import VideoAnalyzer
+from .settings import StreamSettings, StreamStats
 from .sources import Source, open_sources
-from .stream import Stream, StreamSettings, StreamStats, VideoAnalyzer
+from .stream import Stream
 
 #: Why a stream stops when its standard output's reader has gone (``stream ... | head``).
 CLOSED_OUTPUT = "a closed output"

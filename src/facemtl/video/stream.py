@@ -30,112 +30,21 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..faces import DETECTORS
 from ..inference.pipeline import Pipeline, Prepared
-from ..inference.predictor import Predictor, load_predictor
+from ..inference.predictor import Predictor
 from ..inference.results import ERROR, NO_FACE, OK, FaceResult, ImageResult, TaskAnswer, TrackResult
-from ..system import usable_cores
 from .reader import FrameReader
-from .smoothing import QualitySettings, TrackSmoother, face_quality
-from .sources import SOURCES_FILE_SUFFIXES, Frame, Source, SourceError, SourceSettings, Url, open_sources
-from .tracker import Track, Tracker, TrackerSettings
+from .settings import STAGES, StreamSettings, StreamStats  # noqa: F401  (facemtl.video.stream.StreamSettings, as before)
+from .smoothing import TrackSmoother, face_quality
+from .sources import Frame, Source, SourceError, Url
+from .tracker import Track, Tracker
 
 Event = ImageResult | TrackResult
-
-
-@dataclass
-class StreamSettings:
-    """How a stream is analysed (the CLI's flags map onto these)."""
-
-    #: Run the detector on every N-th frame of a source; track in between (1: every frame).
-    detect_every: int = 5
-    #: Stop each source after this many frames (``None``: when it ends).
-    max_frames: int | None = None
-    #: Analyse at most this many frames per second of a source's time (others skipped).
-    fps_cap: float | None = None
-    #: Crops per network call; crops of several frames wait to fill a batch ...
-    batch_size: int = 32
-    #: ... but no longer than this many seconds when the frame came from a live source.
-    max_latency: float = 0.25
-    #: Frames a reader holds ahead of analysis (a live reader drops the oldest beyond this).
-    buffer: int = 4
-    #: Samples (analysed faces) each track keeps for its answers: the best ones by quality.
-    #: Once a track has them, a face of it is analysed only when it is better than the worst kept.
-    history: int = 16
-    #: Analyse every detected face, even those that cannot change their track's answers.
-    always_analyse: bool = False
-    #: ``median`` or ``mean``: how numeric answers (age) are aggregated over a track.
-    numeric: str = "median"
-    #: Keep each frame's pixels on its result (``ImageResult.image``), for drawing.
-    keep_images: bool = False
-    tracker: TrackerSettings = field(default_factory=TrackerSettings)
-    quality: QualitySettings = field(default_factory=QualitySettings)
-    sources: SourceSettings = field(default_factory=SourceSettings)
-
-    def __post_init__(self) -> None:
-        if self.detect_every < 1:
-            raise ValueError(f"detect_every must be at least 1, not {self.detect_every}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, not {self.max_frames}")
-        if self.fps_cap is not None and self.fps_cap <= 0:
-            raise ValueError(f"the FPS cap must be positive, not {self.fps_cap}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
-
-
-STAGES = ("read", "detect", "track", "network", "finish", "consumer")
-
-
-@dataclass
-class StreamStats:
-    """What a stream did so far. ``seconds``: time spent per stage, summed over threads:
-    ``read`` (decoding, in reader threads), ``detect`` (detection and alignment, in worker
-    threads), ``track`` (tracking and face quality), ``network`` (the predictor),
-    ``finish`` (smoothing and building results) and ``consumer`` (what the caller did with
-    the events, e.g. writing JSON or video); ``cpu_seconds`` the same in CPU time of the
-    thread doing it (FFmpeg's own decoding threads are not counted)."""
-
-    frames: int = 0
-    faces: int = 0
-    analysed: int = 0
-    tracks: int = 0
-    open_tracks: int = 0
-    dropped: int = 0
-    skipped: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    first_frame: float | None = None
-    #: When the last frame was finished (``perf_counter``): the rate is frozen when the stream ends.
-    last_frame: float | None = None
-    elapsed: float = 0.0
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    #: CPU seconds per stage (the working thread's own time: what the stage costs, whatever the machine's load).
-    cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-
-    @property
-    def since_first(self) -> float:
-        """Seconds from the first frame's arrival to the last frame finished (outages included)."""
-        if self.first_frame is None:
-            return 0.0
-        return (self.last_frame or time.perf_counter()) - self.first_frame
-
-    @property
-    def fps(self) -> float:
-        """Frames finished per second from the first frame's arrival to the last frame finished
-        (start-up, before the first frame, is not counted: :attr:`elapsed` is)."""
-        if self.first_frame is None or self.frames == 0:
-            return 0.0
-        return self.frames / max(self.since_first, 1e-9)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames, "faces": self.faces, "analysed_faces": self.analysed, "tracks": self.tracks,
-                "dropped": self.dropped, "skipped": self.skipped, "seconds": round(self.elapsed, 3),
-                "fps": round(self.fps, 2), "stage_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
-                "stage_cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()}}
 
 
 @dataclass
@@ -558,80 +467,10 @@ def _clip(box: np.ndarray, image: ImageResult) -> list[float] | None:
     return [round(v, 1) for v in c]
 
 
-class VideoAnalyzer:
-    """A model, a detector and its worker threads, ready to analyse streams.
+def __getattr__(name: str) -> Any:
+    """``VideoAnalyzer`` and ``stream_events`` from here, as before they moved to :mod:`facemtl.video.analyzer`."""
+    if name in ("VideoAnalyzer", "stream_events"):
+        from . import analyzer
 
-    ``checkpoint`` (default: the shipped model), ``runtime``, ``device``, ``batch_size``,
-    ``interval`` and ``threads`` load the :class:`Predictor` (see :func:`load_predictor`;
-    ``threads`` defaults to half the cores, as the detection threads run beside it: on this
-    project's 2-core machine two network threads beside two detection threads ran three
-    times slower per face than one);
-    ``detector``, ``min_face`` and ``workers`` set up the detection threads (see
-    :class:`Pipeline`). ``predictor``: share an already loaded one.
-    """
-
-    def __init__(self, checkpoint: str | Path | None = None, detector: str = "mtcnn", device: str = "auto",
-                 runtime: str | None = None, min_face: float | None = None, workers: int | None = None,
-                 batch_size: int = 32, interval: float = 0.8, threads: int | None = None,
-                 predictor: Predictor | None = None) -> None:
-        if threads is None:  # the detection threads run beside the network: leave them cores
-            threads = max(1, usable_cores() // 2)
-        self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
-        self.pipeline = Pipeline(self.predictor, detector, min_face, workers)
-        self.tasks = self.predictor.tasks
-
-    def stream(self, source: str | Source | Sequence[str | Source], settings: StreamSettings | None = None,
-               log: Callable[[str], None] | None = None) -> Stream:
-        """A :class:`Stream` of ``source``: a SOURCE string (file, folder, camera index, URL,
-        sources file), a :class:`Source`, or several (a list).
-
-        Errors: a missing file or a malformed URL raises :class:`SourceError` here. One source
-        (``source`` a string, path or :class:`Source` that names one) that yields no frame at
-        all raises :class:`SourceError` with its sentence as the stream is iterated (e.g. a
-        text file named ``.jpg``: ``no frame could be decoded: not a video ...``). Several
-        sources (a list, even of one, or a sources file) collect instead: a source's error is
-        passed to ``log`` and kept in :attr:`Stream.errors`, and the other sources go on.
-        An error after frames came is collected in either case (the frames read are results)."""
-        settings = settings or StreamSettings()
-        single = isinstance(source, (str, Source, Path))
-        if single and not isinstance(source, Source) and Path(str(source)).suffix.lower() in SOURCES_FILE_SUFFIXES:
-            single = False  # a sources file, even of one line, collects as several sources do
-        items = [source] if isinstance(source, (str, Source, Path)) else list(source)
-        sources: list[Source] = []
-        for item in items:
-            sources += [item] if isinstance(item, Source) else open_sources(str(item), settings.sources)
-        return Stream(sources, self.pipeline, settings, log, strict=single and len(sources) == 1)
-
-    def close(self) -> None:
-        self.pipeline.close()
-
-    def __enter__(self) -> "VideoAnalyzer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def stream_events(source: str | Source | Sequence[str | Source], checkpoint: str | Path | None = None,
-           detector: str = "mtcnn", device: str = "auto", min_face: float | None = None,
-           log: Callable[[str], None] | None = None, **settings: Any) -> Iterator[Event]:
-    """Analyse a video, camera, URL or folder of frames; yields its events in order.
-
-    Each :class:`ImageResult` is one frame: ``frame``, ``time`` (seconds), ``faces``, each
-    face with its ``track`` id, box, the track's smoothed answers (``answers``) and the
-    frame's own (``raw``, on frames where the face was analysed). Each :class:`TrackResult`
-    is a track that ended: its frames and its aggregated answers with ``confidence``.
-    ``settings``: any field of :class:`StreamSettings` (e.g. ``detect_every=3``,
-    ``max_frames=300``).
-
-    Errors (see :meth:`VideoAnalyzer.stream`): one source that cannot be read raises
-    :class:`SourceError` with its sentence, a missing file as a file from which no frame
-    decodes; with a list of sources, a source's error goes to ``log`` (``error: ...``) and the
-    others go on::
-
-        for event in stream_events("street.mp4", max_frames=300):
-            if isinstance(event, TrackResult):
-                print(event.track, event.answers["age"].value, event.answers["gender"].value)
-    """
-    with VideoAnalyzer(checkpoint, detector, device, min_face=min_face) as analyzer:
-        yield from analyzer.stream(source, StreamSettings(**settings), log)
+        return getattr(analyzer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
