@@ -122,6 +122,36 @@ def test_exported_file_carries_what_it_needs(exported, tmp_path):
         load_predictor(d / "m.onnx", runtime="torch")
 
 
+def test_runtimes_answer_each_thread_its_own_batch(exported):
+    """A review: OpenVINO's runtime ran every call on one inference request, so two uploads
+    analysed at once by serve got each other's answers (89 of 300 runs) or an IndexError."""
+    import threading
+
+    from facemtl.inference import load_predictor
+
+    d, _ = exported
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (n, 3, 64, 64), dtype=np.uint8) for n in (1, 5)]
+    for model, runtime in (("m.xml", "openvino"), ("m.onnx", "onnxruntime")):
+        run = load_predictor(d / model, runtime=runtime, threads=1).runtime.run
+        alone = [run(b) for b in batches]
+        wrong: list[str] = []
+
+        def call(k: int) -> None:
+            for _ in range(60):
+                got = run(batches[k])
+                if any(got[t].shape != alone[k][t].shape or not np.allclose(got[t], alone[k][t], atol=1e-5)
+                       for t in got):
+                    wrong.append(f"batch {k}")
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in (0, 1, 0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wrong == [], (runtime, len(wrong))
+
+
 def test_a_short_openvino_weights_file_is_one_sentence(exported, tmp_path):
     """OpenVINO says "Check 'is_valid_weights_range(...)' failed at ...cpp:900" over three lines."""
     from facemtl.inference import load_predictor

@@ -363,3 +363,45 @@ def test_only_photo_formats_are_decoded(tmp_path):
         f = tmp_path / f"ok{suffix}"
         Image.new("RGB", (20, 10), (200, 10, 10)).save(f, fmt)
         assert load_rgb(f).shape == (10, 20, 3), fmt
+
+
+def test_decoding_in_threads_keeps_the_warning_filters(monkeypatch):
+    """A review: ``warnings.catch_warnings()`` in ``images._open`` swaps the process-wide filter
+    list, so uploads decoded in several threads at once let Pillow's DecompressionBombWarning
+    through, or left its "ignore" in place for good. A PNG whose header says 100 M pixels (over
+    Pillow's warning line, under facemtl's limit) opened in 8 threads at once, header only."""
+    import struct
+    import sys
+    import warnings
+    import zlib
+
+    from facemtl import images
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    big = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 10000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    escaped: list[str] = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *a, **k: escaped.append(str(message)))
+    interval = sys.getswitchinterval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", Image.DecompressionBombWarning)  # every escape shown
+        before = list(warnings.filters)
+        start = threading.Barrier(8)
+
+        def opens() -> None:
+            start.wait()
+            for _ in range(150):
+                images._open(io.BytesIO(big)).close()
+
+        sys.setswitchinterval(1e-6)  # threads swap often: the race shows in one run
+        try:
+            threads = [threading.Thread(target=opens) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert escaped == [] and warnings.filters == before

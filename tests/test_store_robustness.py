@@ -376,6 +376,49 @@ def test_an_upload_while_the_database_is_away_is_kept_and_written_later(client_s
     assert files == ["while-away.jpg", "first.jpg"]
 
 
+def test_uploads_while_the_database_is_away_do_not_each_wait_for_it():
+    """A review: each upload with faces tried the database itself, under the service's lock, so
+    while it was away uploads finished one connection timeout after the other (PostgreSQL behind
+    a dropped route: about 2 minutes each). After the first try fails they are kept at once."""
+    import threading
+
+    from facemtl.inference.results import FaceResult, ImageResult
+    from facemtl.server.service import Service
+
+    tries = []
+
+    class Away:
+        read_only = False
+
+        def newest_session(self):
+            return 0
+
+        def tasks(self, base):
+            return list(base)
+
+        def writer(self, *a, **k):
+            tries.append(1)
+            raise sa.exc.OperationalError("connect", {}, Exception("timeout expired"))
+
+    service = Service(Away(), None)
+    service.predictor = type("P", (), {"info": None})()
+    said = []
+
+    def one(i: int) -> None:
+        r = ImageResult(file=f"u{i}.jpg")
+        r.faces = [FaceResult([0, 0, 10, 10], 0.99, None, {})]
+        said.append(service._store(r, None, r.faces, None))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert said == ["kept"] * 6 and len(tries) == 1 and len(service._unstored) == 6
+    service.beat()  # the heartbeat keeps trying
+    assert len(tries) == 2 and len(service._unstored) == 6
+
+
 # -- 8: a database written by a newer facemtl -------------------------------------------------------------------
 
 

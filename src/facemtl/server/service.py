@@ -171,6 +171,8 @@ class Service:
                     log.warning("%d uploads dropped, oldest first: the results database has not answered for %d "
                                 "uploads", self._lost, MAX_UNSTORED)
             self._unstored.append((result, thumbs))
+            if self._failing:  # the database is away: the heartbeat tries (each upload trying in turn under
+                return "kept"  # the lock waited one connection timeout after the other, a review found)
             dropped = self._writer.dropped if self._writer is not None else 0
             if not self._write_uploads():
                 return "kept"

@@ -109,7 +109,10 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
     # class or range is. Planning each query costs a millisecond or two. No parallel workers either:
     # for a page of 50 faces their start-up cost more than the work (26 ms against 16 ms for three
     # filters over 100,000 faces, measured on a busy 2-core machine).
-    kwargs.setdefault("connect_args", {"prepare_threshold": None, "options": "-c max_parallel_workers_per_gather=0"})
+    args = {"prepare_threshold": None, "options": "-c max_parallel_workers_per_gather=0"}
+    if "connect_timeout" not in str(url):  # a server that drops packets: 10 s, not the system's 2 minutes
+        args["connect_timeout"] = 10
+    kwargs.setdefault("connect_args", args)
     return sa.create_engine(url, **kwargs)
 
 

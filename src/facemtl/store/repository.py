@@ -8,6 +8,7 @@ session that writes batches (:class:`~facemtl.store.writer.SessionWriter`); ``fa
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Iterator, Sequence, TextIO
 
@@ -48,6 +49,7 @@ class Store:
         self.read_only = read_only(self.url)
         self.engine = create_db_engine(self.url)
         self._write_engine: sa.Engine | None = None
+        self._engine_lock = threading.Lock()
         self.revision = self._check_schema(create)
 
     def __repr__(self) -> str:
@@ -79,9 +81,10 @@ class Store:
     @property
     def write_engine(self) -> sa.Engine:
         """The engine writers use (on SQLite its transactions take the write lock up front)."""
-        if self._write_engine is None:
-            self._write_engine = create_db_engine(self.url, write=True)
-        return self._write_engine
+        with self._engine_lock:  # serve's retention thread and its first upload may ask at once
+            if self._write_engine is None:
+                self._write_engine = create_db_engine(self.url, write=True)
+            return self._write_engine
 
     def close(self) -> None:
         self.engine.dispose()

@@ -145,8 +145,10 @@ class VideoWriterSink(Sink):
         faces = [FaceResult(f.box, f.score, None, f.answers, f.track) for f in result.faces]
         # --blur: every face seen on the frame, shown or not (detections, tentative and lost tracks)
         hidden = [FaceResult(b, None, None, {}) for b in getattr(result, "unshown", ())] if self.blur else []
+        # the pixels are shared with the writer's thread, which only reads them (it draws on a copy);
+        # the result keeps them for the sinks after this one (the database's thumbnails and live frame:
+        # a review found `--annotate --db` stored neither when this sink let go of them)
         self._queue.put((result.image, faces, hidden, result.time))
-        result.image = None  # handed over: the writer's thread owns the pixels now
 
     def close(self) -> None:
         if self._closed:

@@ -6,6 +6,7 @@ Needs ``facemtl[export]`` (the ``openvino`` package).
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,10 @@ class OpenVinoRuntime:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
             raise ValueError(f"OpenVINO cannot compile {path}: {str(exc).splitlines()[0][:200]}") from None
-        self.request = self.compiled.create_infer_request()
+        # One inference request per thread: a request's input and output tensors are its state, and
+        # serve analyses uploads in several threads at once (one shared request gave an upload
+        # another's answers, in a review: 89 of 300 concurrent runs).
+        self._requests = threading.local()
         self.device = "cpu"
         inputs = [(i.any_name, [d.get_length() if d.is_static else None for d in i.get_partial_shape()],
                    i.get_element_type().get_type_name()) for i in self.compiled.inputs]
@@ -63,5 +67,8 @@ class OpenVinoRuntime:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """``uint8 (N, 3, S, S)`` -> ``{task: float32 (N, D)}``."""
-        res = self.request.infer({0: batch})
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        res = request.infer({0: batch})
         return {name: np.array(res[k], dtype=np.float32, copy=True) for name, k in self.outputs}

@@ -13,6 +13,7 @@ lean runtime, is refused by TensorRT) and only beside its facemtl metadata file
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,16 @@ class TensorRtRuntime:
         self.input = inputs[0]
         self.outputs = [t.name for t in self.info.build_tasks()]
         self.stream = torch.cuda.Stream()
+        # one execution context (its shapes and tensor addresses) and one CUDA stream: a call at a
+        # time (serve analyses uploads in several threads; a shared OpenVINO request mixed them up)
+        self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """``uint8 (N, 3, S, S)`` -> ``{task: float32 (N, D)}``."""
+        with self._lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(batch)).cuda()
         self.context.set_input_shape(self.input, tuple(x.shape))
