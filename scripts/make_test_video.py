@@ -26,6 +26,8 @@ def main() -> int:
     mk.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     mk.add_argument("--max-people", type=int, default=6)
     mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--crossing", action="store_true",
+                    help="people in a lane walk either way, meeting and passing through each other")
     mk.add_argument("--model", help="whose test split to take the faces from (default: the shipped model)")
     mk.add_argument("--data-root", default="../shared/data/utkface")
     sc = sub.add_parser("score", help="score stream --json output against VIDEO's ground truth")
@@ -34,12 +36,13 @@ def main() -> int:
     a = ap.parse_args()
 
     if a.what == "make":
-        from facemtl.video.synthetic import VideoPlan, make_video, faces_from_test_split
+        from facemtl.video.synthetic import VideoPlan, faces_from_test_split, make_video
 
         w, h = (int(v) for v in a.size.lower().split("x"))
         faces = faces_from_test_split(a.model, a.data_root)
         truth = make_video(a.video, faces, VideoPlan(seconds=a.seconds, fps=a.fps, width=w, height=h,
-                                                     max_people=a.max_people, seed=a.seed))
+                                                     max_people=a.max_people, seed=a.seed,
+                                                     crossing=a.crossing))
         print(json.dumps({"video": a.video, "frames": truth["frames"], "people": len(truth["people"])}))
     else:
         from facemtl.video.scoring import read_lines, score

@@ -348,3 +348,45 @@ def test_video_output_schema():
     TableSink(table, frames=False).write_track(track)
     assert table.getvalue() == ("front: track 7: frames 3-40 (0.1-1.3 s): age 31 (26.0-36.0), gender female 90% "
                                 "(confidence 0.93)\n")
+
+
+def test_scoring_counts_switches_where_people_do_not_overlap():
+    """Two people meet: while their true boxes overlap, which one a box belongs to is a guess, so
+    ``id_switches`` counts the ids trading places there; the *clear* counts look only at frames
+    where a person overlaps no one: the ids given back after the meeting count nothing, and a
+    track that ends up following the other person (a takeover) counts once."""
+    from facemtl.video.scoring import score
+
+    def box(x: float) -> list[float]:
+        return [x, 0, x + 10, 10]
+
+    xs = {1: [0, 10, 16, 20, 24, 30, 40], 2: [40, 30, 24, 20, 16, 10, 0]}  # overlapping on frames 2-4
+    truth = {"people": [{"person": 1, "file": "a"}, {"person": 2, "file": "b"}], "boxes": [
+        [f, p, *box(x[f]), 1.0] for p, x in xs.items() for f in range(7)]}
+
+    def faces(ids: dict[int, list[int]]) -> list[dict]:
+        return [{"frame": f, "track": ids[p][f], "box": box(xs[p][f])} for p in xs for f in range(7)]
+
+    apart = score(truth, faces({1: [1, 1, 2, 1, 1, 1, 1], 2: [2, 2, 1, 2, 2, 2, 2]}), [])
+    assert apart["id_switches"] == 4 and apart["id_switches_clear"] == 0 and apart["track_switches_clear"] == 0
+    taken = score(truth, faces({1: [1, 1, 1, 2, 2, 2, 2], 2: [2, 2, 2, 1, 1, 1, 1]}), [])
+    assert taken["id_switches_clear"] == 2 and taken["track_switches_clear"] == 2  # each track took the other
+
+
+def test_crossing_plan_has_people_meet_and_the_default_one_does_not():
+    from facemtl.video.synthetic import FaceSpec, VideoPlan, plan_people
+
+    faces = [FaceSpec(f"{i}.jpg", {}) for i in range(40)]
+
+    def meetings(plan: VideoPlan) -> int:
+        people = plan_people(faces, plan)
+        n = 0
+        for i, a in enumerate(people):
+            for b in people[i + 1:]:
+                if a.lane == b.lane and a.direction != b.direction:
+                    lo, hi = max(a.start, b.start), min(a.start + a.frames, b.start + b.frames)
+                    n += any(abs(a.box(f, plan.width, 0)[0] - b.box(f, plan.width, 0)[0]) < 100 for f in range(lo, hi))
+        return n
+
+    assert meetings(VideoPlan(seconds=15, seed=0)) == 0
+    assert meetings(VideoPlan(seconds=15, seed=0, crossing=True)) > 3

@@ -12,6 +12,11 @@ on screen (``visible`` 1); one partly off screen, entering or leaving, may be fo
 * ``id_switches``: times a person's matched track id changes from one matched frame to
   the next (CLEAR-MOT's IDSW); ``ids_per_person``; ``shared_ids``: track ids that are the
   main track (the most frequent) of more than one person;
+* where people pass each other (``VideoPlan.crossing``), which of two overlapping true faces a
+  stream box belongs to is a guess, so these count over *clear* frames only, where the person
+  overlaps no other true face: ``id_switches_clear``, times a person's track id changes, and
+  ``track_switches_clear``, times a track's person changes (a track taken over by another
+  person, e.g. one entering where the track's person leaves);
 * per person, from the *track lines*: each attribute of the person's main track against
   the truth (``track``: MAE for numbers, share right for classes, over people with a track);
 * per analysed frame, from the face lines' ``raw`` answers (``frame``), and from their
@@ -62,6 +67,8 @@ def score(truth: dict[str, Any] | str | Path, faces: list[dict], tracks: list[di
     """The figures above, as a JSON-ready dict (see the module's description)."""
     from scipy.optimize import linear_sum_assignment
 
+    from .tracker import intersection_matrix
+
     if not isinstance(truth, dict):
         truth = json.loads(Path(truth).read_text())
     people = {p["person"]: p for p in truth["people"]}
@@ -74,7 +81,8 @@ def score(truth: dict[str, Any] | str | Path, faces: list[dict], tracks: list[di
         pred_by_frame[d["frame"]].append(d)
 
     must = found = false = 0
-    seq: dict[int, list[tuple[int, int]]] = defaultdict(list)  # person -> [(frame, track)]
+    seq: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)  # person -> [(frame, track, clear)]
+    followed: dict[int, list[tuple[int, int]]] = defaultdict(list)  # track -> [(frame, person)], clear frames
     frame_pairs: dict[str, list] = defaultdict(list)
     smooth_pairs: dict[str, list] = defaultdict(list)
     frames = sorted(set(by_frame) | set(pred_by_frame))
@@ -83,6 +91,11 @@ def score(truth: dict[str, Any] | str | Path, faces: list[dict], tracks: list[di
         pr = pred_by_frame.get(f, [])
         must += sum(v >= min_visible for _, _, v in tr)
         matched_p, matched_t = set(), set()
+        if tr:
+            tb = np.array([b for _, b, _ in tr], float)
+            overlap = intersection_matrix(tb, tb) > 0
+            np.fill_diagonal(overlap, False)
+            clear = ~overlap.any(1)
         if tr and pr:
             cov = coverage(np.array([d["box"] for d in pr], float), np.array([b for _, b, _ in tr], float))
             rows, cols = linear_sum_assignment(-cov)
@@ -95,7 +108,9 @@ def score(truth: dict[str, Any] | str | Path, faces: list[dict], tracks: list[di
                 d = pr[r]
                 found += visible >= min_visible
                 if d.get("track") is not None:
-                    seq[person].append((f, d["track"]))
+                    seq[person].append((f, d["track"], bool(clear[c])))
+                    if clear[c]:
+                        followed[d["track"]].append((f, person))
                 truth_p = people.get(person, {})
                 for a in attrs:
                     if a in truth_p and a in d:
@@ -105,14 +120,18 @@ def score(truth: dict[str, Any] | str | Path, faces: list[dict], tracks: list[di
         false += len(pr) - len(matched_p)
 
     track_lines = {t["track"]: t for t in tracks}
-    switches, ids_per_person, main = 0, [], {}
+    switches = clear_switches = 0
+    ids_per_person, main = [], {}
     for person, s in seq.items():
         s.sort()
-        ids = [tid for _, tid in s]
+        ids = [tid for _, tid, _ in s]
         switches += sum(a != b for a, b in zip(ids, ids[1:]))
+        clear_ids = [tid for _, tid, clear in s if clear]
+        clear_switches += sum(a != b for a, b in zip(clear_ids, clear_ids[1:]))
         ids_per_person.append(len(set(ids)))
         main[person] = Counter(ids).most_common(1)[0][0]
     shared = sum(n > 1 for n in Counter(main.values()).values())
+    track_switches = sum(a != b for s in followed.values() for (_, a), (_, b) in zip(s, s[1:]))
     track_pairs: dict[str, list] = defaultdict(list)
     for person, tid in main.items():
         line = track_lines.get(tid)
@@ -142,6 +161,8 @@ def score(truth: dict[str, Any] | str | Path, faces: list[dict], tracks: list[di
         "people_tracked": len(main),
         "tracks": len(track_lines),
         "id_switches": int(switches),
+        "id_switches_clear": int(clear_switches),
+        "track_switches_clear": int(track_switches),
         "ids_per_person": round(float(np.mean(ids_per_person)), 3) if ids_per_person else None,
         "shared_ids": int(shared),
         "track": table(track_pairs),

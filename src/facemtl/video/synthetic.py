@@ -12,7 +12,9 @@ track's aggregate has something to gain.
 The ground truth (``<video>.truth.json``) holds per person the face file and its labels
 (class names, as the model's tasks call them) and per frame every person's box
 (``x1, y1, x2, y2``: the pasted face crop, partly off screen while entering or leaving)
-with the share of it inside the frame. :mod:`facemtl.video.scoring` scores a stream's
+with the share of it inside the frame. With ``crossing``, people in a lane walk either way, so
+they meet and pass through each other: the later entrant is drawn over the earlier one, whose
+``visible`` share then also leaves out what the face over it covers. :mod:`facemtl.video.scoring` scores a stream's
 JSON lines against it. ``scripts/make_test_video.py`` is the command line.
 """
 
@@ -40,7 +42,9 @@ class VideoPlan:
     """What to generate. Sides are the pasted crop's, in pixels; ``stay`` the seconds a person
     takes to cross the screen (drawn per lane); ``blur_share`` the share of a face's frames
     that are motion-blurred. Three lanes of a 480-pixel frame hold faces up to 140 px
-    (with their sway) without overlapping or leaving the frame at the top or bottom."""
+    (with their sway) without overlapping or leaving the frame at the top or bottom.
+    ``crossing``: each person walks their lane in either direction (drawn per person), so people
+    in a lane meet and pass through each other, the later entrant hiding the earlier one."""
 
     seconds: float = 10.0
     fps: int = 30
@@ -54,6 +58,7 @@ class VideoPlan:
     noise: float = 3.0
     crf: int = 20
     seed: int = 0
+    crossing: bool = False
 
 
 def faces_from_test_split(model: str | Path | None = None, data_root: str | Path | None = None) -> list[FaceSpec]:
@@ -133,14 +138,15 @@ class _Person:
 
 
 def plan_people(faces: Sequence[FaceSpec], plan: VideoPlan) -> list[_Person]:
-    """Who crosses when: three lanes, each with its own speed and direction, people entering
-    when there is room in their lane and fewer than ``max_people`` are on screen."""
+    """Who crosses when: three lanes, each with its own speed and direction (with ``crossing``,
+    a direction per person), people entering when there is room behind the last one to enter
+    their lane from the same edge and fewer than ``max_people`` are on screen."""
     rng = np.random.default_rng(plan.seed)
     n_frames = int(round(plan.seconds * plan.fps))
     lanes = [{"frames": int(rng.uniform(*plan.stay) * plan.fps), "dir": int(rng.choice([-1, 1]))} for _ in range(3)]
     order = rng.permutation(len(faces))
     people: list[_Person] = []
-    lane_last: list[_Person | None] = [None, None, None]
+    lane_last: dict[tuple[int, int], _Person] = {}  # (lane, direction) -> the last to enter there
     k = 0
     for f in range(n_frames):
         on = [p for p in people if p.start <= f < p.start + p.frames]
@@ -149,9 +155,10 @@ def plan_people(faces: Sequence[FaceSpec], plan: VideoPlan) -> list[_Person]:
         for lane in rng.permutation(3):
             if len(on) >= plan.max_people or k >= len(order):
                 break
-            last = lane_last[lane]
             L = lanes[lane]
             side0 = float(rng.uniform(plan.min_side, plan.max_side))
+            direction = int(rng.choice([-1, 1])) if plan.crossing else L["dir"]
+            last = lane_last.get((int(lane), direction))
             if last is not None:
                 # room: the last entrant's trailing edge is this far in, in pixels of travel
                 done = (f - last.start) / max(last.frames - 1, 1) * (plan.width + last.side0)
@@ -161,12 +168,12 @@ def plan_people(faces: Sequence[FaceSpec], plan: VideoPlan) -> list[_Person]:
                 if f == 0:
                     continue
             side1 = float(np.clip(side0 * rng.uniform(0.8, 1.25), plan.min_side, plan.max_side))
-            p = _Person(len(people) + 1, faces[order[k]], int(lane), f, L["frames"], side0, side1, L["dir"],
+            p = _Person(len(people) + 1, faces[order[k]], int(lane), f, L["frames"], side0, side1, direction,
                         float(rng.uniform(0, 8)), float(rng.uniform(0, 2 * np.pi)))
             if f == 0:  # the video starts mid-scene: the first people are already inside
                 p.start = -int(rng.uniform(0.2, 0.7) * L["frames"])
             people.append(p)
-            lane_last[lane] = p
+            lane_last[int(lane), direction] = p
             on.append(p)
             k += 1
     return people
@@ -178,6 +185,17 @@ def _motion_blur(img: np.ndarray, length: int) -> np.ndarray:
     kernel = np.zeros((1, length), np.float32)
     kernel[0, :] = 1.0 / length
     return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+
+
+def _covered(rect: tuple[int, int, int, int], above: Sequence[tuple[int, int, int, int]]) -> int:
+    """Pixels of ``rect`` (``x, y, w, h``) that the rectangles ``above`` (drawn over it) cover."""
+    x, y, w, h = rect
+    if not any(ax < x + w and x < ax + aw and ay < y + h and y < ay + ah for ax, ay, aw, ah in above):
+        return 0
+    hidden = np.zeros((h, w), bool)
+    for ax, ay, aw, ah in above:
+        hidden[max(ay - y, 0) : max(ay + ah - y, 0), max(ax - x, 0) : max(ax + aw - x, 0)] = True
+    return int(hidden.sum())
 
 
 def make_video(out: str | Path, faces: Sequence[FaceSpec], plan: VideoPlan | None = None) -> dict[str, Any]:
@@ -212,6 +230,7 @@ def make_video(out: str | Path, faces: Sequence[FaceSpec], plan: VideoPlan | Non
             ox = int((W / 2) * (1 + np.sin(2 * np.pi * t / 23.0)))  # the camera pans slowly
             oy = int(40 + 30 * np.sin(2 * np.pi * t / 9.0))
             frame = bg[oy : oy + H, ox : ox + W].copy()
+            drawn: list[tuple[int, int, int, int, int, int]] = []  # person, box, its part in the frame
             for p in people:
                 if not p.start <= f < p.start + p.frames:
                     continue
@@ -233,9 +252,11 @@ def make_video(out: str | Path, faces: Sequence[FaceSpec], plan: VideoPlan | Non
                 a = masks[side][sl]
                 region = frame[y0 : y0 + vis_h, x0 : x0 + vis_w]
                 region[:] = (a * face[sl] + (1 - a) * region).astype(np.uint8)
-                visible = (vis_w * vis_h) / float(side * side)
-                boxes.append([f, p.person, xi, yi, xi + side, yi + side, round(visible, 3)])
+                drawn.append((p.person, xi, yi, side, x0, y0, vis_w, vis_h))
                 used.add(p.person)
+            for i, (person, xi, yi, side, x0, y0, vis_w, vis_h) in enumerate(drawn):
+                shown = vis_w * vis_h - _covered((x0, y0, vis_w, vis_h), [d[4:] for d in drawn[i + 1 :]])
+                boxes.append([f, person, xi, yi, xi + side, yi + side, round(shown / float(side * side), 3)])
             light = 1 + 0.12 * np.sin(2 * np.pi * t / 3.7) + rng.normal(0, 0.03)
             frame = cv2.convertScaleAbs(frame, alpha=light).astype(np.int16) + noise[f % len(noise)]
             vf = av.VideoFrame.from_ndarray(np.clip(frame, 0, 255).astype(np.uint8), format="rgb24")
