@@ -1,6 +1,7 @@
 """UTKFace reader (real files), splits and augmentation."""
 
 import hashlib
+import os
 from collections import Counter
 
 import numpy as np
@@ -157,6 +158,41 @@ def test_an_image_listed_twice_stays_in_one_split(tmp_path, capsys):
     single = _manifest(tmp_path, _faces(), "single.csv")  # no image twice: the split drawn as before, by rows
     t1, s1, _ = _split(single, [GENDER])
     assert t1.report["duplicate_rows"] == 0 and t1.groups is None
+
+
+def test_copies_of_an_image_under_other_names_stay_in_one_split(tmp_path, capsys):
+    """A user test: byte-identical copies under other names (UTKFace has them) were split apart,
+    20 of 60 pairs with one copy scored in the test split and its twin trained on, without a word
+    (UTKFace's own reader collapses them; the CSV reader grouped rows by path only)."""
+    for i in range(60):  # pairs: f{i}.jpg and copy{i}.jpg hold the same bytes
+        (tmp_path / f"f{i}.jpg").write_bytes(b"face %d" % i)
+        (tmp_path / f"copy{i}.jpg").write_bytes(b"face %d" % i)
+    for i in range(60, 160):
+        (tmp_path / f"f{i}.jpg").write_bytes(b"face %d" % i)
+    rows = [{"path": f"f{i}.jpg", "sex": ["male", "female"][i % 2]} for i in range(160)]
+    rows += [{"path": f"copy{i}.jpg", "sex": ["male", "female"][(i + (i == 7)) % 2]} for i in range(60)]  # 7: relabelled
+    path = tmp_path / "copies.csv"
+    path.write_text("path,sex\n" + "".join(f"{r['path']},{r['sex']}\n" for r in rows))
+    table, split, _ = _split(path, [GENDER])
+    r = table.report
+    assert r["copies_by_content"] == 60 and r["copies_by_content_conflicting"] == 1 and r["duplicate_rows"] == 0
+    part = dict(zip((os.path.basename(p) for p in table.paths), split))
+    assert all(part[f"f{i}.jpg"] == part[f"copy{i}.jpg"] for i in range(60))
+    assert {"train", "test"} <= {part[f"f{i}.jpg"] for i in range(60)}
+    err = capsys.readouterr().err
+    assert "60 image(s) are byte-identical copies of others under other names (e.g. copy0.jpg = f0.jpg); the " \
+           "copies are kept together in one split; 1 set(s) of copies carry different labels" in err
+    # with a split column the file's split stands, and copies it puts in two splits are said so
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("path,sex,split\nf0.jpg,male,train\ncopy0.jpg,male,test\nf1.jpg,female,train\n"
+                     "f2.jpg,male,test\nf3.jpg,female,val\nf4.jpg,male,holdout\n")
+    t, s2, _ = _split(fixed, [GENDER], split="predefined")
+    assert t.report["copies_by_content_across_splits"] == 1 and s2.tolist()[:2] == ["train", "test"]
+    err = capsys.readouterr().err
+    assert "puts 1 set(s) of copies in more than one split: the model would be scored on faces it trained on" in err
+    assert "1 row(s) whose split cell is empty or not train / val / test are left out" in err
+    # no copies: no groups, the split drawn as before
+    assert _split(_manifest(tmp_path, _faces(), "plain.csv"), [GENDER])[0].groups is None
 
 
 def test_class_names_of_the_data_and_the_task_must_be_the_same_list(tmp_path):

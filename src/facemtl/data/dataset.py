@@ -92,6 +92,11 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
         table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns, classes=named)
         if table.report.get("duplicate_rows"):
             _warn_duplicates(table, root, cfg.split)
+        if table.report.get("copies_by_content"):
+            _warn_copies(table.report, root, cfg.split)
+        skipped = table.report.get("rows_without_valid_split_skipped", 0)
+        if skipped and cfg.split == "predefined":  # (the data report alone counted them: a user test)
+            warn(f"{root}: {skipped} row(s) whose split cell is empty or not train / val / test are left out")
         if table.split is not None and cfg.split == "random":
             # Rows with no valid split cell are still skipped: the rows read, and so the random split
             # of a model trained before this warning, stay the same.
@@ -102,6 +107,25 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
     if cfg.limit is not None:
         table = table.subset(evenly_spaced(len(table), cfg.limit))
     return table
+
+
+def _warn_copies(report: dict[str, Any], root: Any, split: str) -> None:
+    """Say that a manifest's images include byte-identical copies under other names (a user
+    test: they were split apart, one copy trained on and its twin scored)."""
+    n, example = report["copies_by_content"], report.get("copies_by_content_example", "")
+    conflicting = report.get("copies_by_content_conflicting", 0)
+    labelled = f"; {conflicting} set(s) of copies carry different labels" if conflicting else ""
+    across = report.get("copies_by_content_across_splits", 0)
+    if split == "predefined" and across:
+        warn(f"{root}: {n} image(s) are byte-identical copies of others under other names (e.g. {example}), and "
+             f"the split column puts {across} set(s) of copies in more than one split: the model would be scored "
+             f"on faces it trained on{labelled}")
+    elif split != "predefined":
+        warn(f"{root}: {n} image(s) are byte-identical copies of others under other names (e.g. {example}); the "
+             f"copies are kept together in one split{labelled}")
+    elif conflicting:
+        warn(f"{root}: {n} image(s) are byte-identical copies of others under other names (e.g. {example})"
+             f"{labelled}")
 
 
 def _warn_duplicates(table: LabelTable, root: Any, split: str) -> None:

@@ -35,6 +35,13 @@ Quirks handled and counted in ``report``:
 * an image listed on several rows: without a ``group`` column, each row's path becomes its
   group, so the rows stay in one split (one of them in training and another in the test
   split would score the model on a face it trained on); counted in ``duplicate_rows``;
+* byte-identical images under other names (the same photo copied, as UTKFace has): their
+  groups are joined, so the copies stay in one split too; counted in ``copies_by_content``
+  (images that are a copy of another under another name: a set of three counts two),
+  ``copies_by_content_conflicting``
+  (sets of copies labelled differently) and, with a ``split`` column, the sets it puts in
+  more than one split (``copies_by_content_across_splits``); each file is read once for its
+  MD5 (one that cannot be read is no one's copy);
 * rows shorter or longer than the header are counted; missing cells are missing labels.
 
 A folder in place of the file, a file that is not UTF-8 CSV text, a missing path
@@ -127,6 +134,58 @@ def _open_check(path: Path) -> None:
                          f"(data.root=path/to/labels.csv){hint}")
 
 
+def _digest(path: str) -> str | None:
+    """The MD5 of the file's bytes; ``None`` when it cannot be read (it is no one's copy, and
+    is said when its pixels are read)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "md5").hexdigest()
+    except OSError:
+        return None
+
+
+def _copies(same: list[str], labels: np.ndarray, split: np.ndarray | None) -> dict:
+    """Sets of rows (two images or more under other paths) whose files hold the same bytes.
+
+    A manifest's rows are grouped by path already; a photo copied under another name is the
+    same face too (UTKFace holds such copies), and one copy in training with another in the
+    test split would score the model on a face it trained on."""
+    by_digest: dict[str, list[int]] = {}
+    digests: dict[str, str | None] = {}
+    for i, p in enumerate(same):
+        if p not in digests:
+            digests[p] = _digest(p)
+        if digests[p] is not None:
+            by_digest.setdefault(digests[p], []).append(i)
+    sets = [rows for rows in by_digest.values() if len({same[i] for i in rows}) > 1]
+    conflicting = sum(len({tuple(np.nan_to_num(labels[i], nan=-1.0)) for i in rows}) > 1 for rows in sets)
+    across = sum(len({split[i] for i in rows}) > 1 for rows in sets) if split is not None else 0
+    names = sorted({same[i] for i in sets[0]})[:2] if sets else []
+    return {"sets": sets, "rows": sum(len({same[i] for i in rows}) - 1 for rows in sets),
+            "conflicting": int(conflicting), "across_splits": int(across),
+            "example": " = ".join(Path(n).name for n in names)}
+
+
+def _joined(keys: list[str], sets: list[list[int]]) -> list[str]:
+    """``keys`` (a group per row) with the groups of each set of rows joined into one (the
+    smallest key names it): a union-find over the group keys."""
+    parent: dict[str, str] = {}
+
+    def root(k: str) -> str:
+        while parent.get(k, k) != k:
+            parent[k] = parent.get(parent[k], parent[k])
+            k = parent[k]
+        return k
+
+    for rows in sets:
+        ks = sorted({root(keys[i]) for i in rows})
+        for k in ks[1:]:
+            parent[k] = ks[0]
+    return [root(k) for k in keys]
+
+
 def read_manifest(
     path: str | Path,
     path_column: str = "path",
@@ -196,6 +255,10 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
     duplicates = len(same) - len(set(same))
     if duplicates and not has_group:  # each path its own group: an image's rows stay in one random split
         groups, has_group = same, True
+    copies = _copies(same, arr, np.array(split, dtype=object) if has_split else None)
+    if copies["sets"]:  # join the groups of copies (a group left as it was where there are none: the same split)
+        keys = list(groups) if has_group else list(same)
+        groups, has_group = _joined(keys, copies["sets"]), True
     report = {
         "dataset": "manifest",
         "source": str(path),
@@ -207,6 +270,10 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
         "long_rows": rows["long_rows"],
         "empty_groups": rows["empty_groups"],
         "duplicate_rows": duplicates,
+        "copies_by_content": copies["rows"],
+        "copies_by_content_conflicting": copies["conflicting"],
+        **({"copies_by_content_across_splits": copies["across_splits"]} if has_split else {}),
+        **({"copies_by_content_example": copies["example"]} if copies["example"] else {}),
         **{k: {c: int(c_counts[c]) for c in columns} for k, c_counts in counts.items()},
         **{f"{k}_examples": v for k, v in examples.items() if v},
     }
