@@ -82,6 +82,16 @@ def test_csv_manifest_mixes_label_sets(utkface_root, tmp_path):
     Trainer(cfg, tmp_path / "run", progress=False, log=lambda s: None).fit()
     rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert rec["val"]["age"]["n"] + rec["val"]["gender"]["n"] == len(data.val)
+    # the labels file moved: an INT8 export calibrates on it, named as the file it is (a user test: the
+    # export took --data for a folder only, and the CSV reader refused a folder)
+    from facemtl.cli import main
+
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    man.rename(moved / "faces.csv")
+    assert main(["export", str(tmp_path / "run" / "best.pt"), "--format", "onnx-int8", "--out", str(tmp_path / "q.onnx"),
+                 "--data", str(moved / "faces.csv"), "--check-faces", "8", "--calibration", "8"]) == 0
+    assert (tmp_path / "q.onnx").is_file()
 
 
 @pytest.mark.parametrize("cache", ["memory", "stream"])

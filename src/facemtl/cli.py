@@ -319,9 +319,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, metavar="FORMAT", dest="fmt",
                    help=f"one of: {', '.join(FORMATS)} (see the README's formats table)")
     p.add_argument("--out", required=True, help="the file to write (its suffix must be the format's)")
-    p.add_argument("--data", metavar="DIR", help="data folder for calibration and checks (default: the one the "
-                                                   "model records); without data INT8 refuses and FP32 checks on the "
-                                                   "sample photo")
+    p.add_argument("--data", metavar="DIR", help="data folder for calibration and checks, or the labels CSV of a "
+                                                   "model trained on one (default: the one the model records); "
+                                                   "without data INT8 refuses and FP32 checks on the sample photo")
     p.add_argument("--force", action="store_true",
                    help=f"keep an export that fails its check: FP32 outputs off PyTorch's by more than 1e-3, or a "
                         f"reduced-precision one (INT8, FP16) losing more than {100 * MAX_ACCURACY_DROP:.1f} points of a task's accuracy or raising its "

@@ -190,11 +190,13 @@ def check_destination(out: Path, fmt: ExportFormat) -> None:
 
 
 def check_data_folder(data: str | None, fmt: ExportFormat) -> None:
-    """Refuse a ``--data`` folder that is not there, for every format, before any work (without
-    ``--data``, :func:`load_faces` falls back to the folder the model records)."""
-    if not data or Path(data).is_dir():
+    """Refuse a ``--data`` that is not there, for every format, before any work (without
+    ``--data``, :func:`load_faces` falls back to the folder the model records). A file is
+    taken (a CSV manifest moved away from where the model records it: the CSV reader's
+    whole data is the file); which kind of data it must be, the model's reader says."""
+    if not data or Path(data).is_dir() or Path(data).is_file():
         return
-    what = "is not a folder" if Path(data).exists() else "does not exist"
+    what = "does not exist"
     if fmt.int8:
         raise ValueError(f"INT8 calibration needs real faces, and the data folder {data} given with --data {what}")
     raise ValueError(f"the export's check reads real faces from --data, and the data folder {data} {what} "
