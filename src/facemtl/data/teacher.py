@@ -103,19 +103,25 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
 
     if teacher != descriptor.NAME:
         raise ValueError(f"unknown teacher {teacher!r}; facemtl has: {descriptor.NAME}")
-    digests = [file_digest(p) for p in paths]
+    digests: list[str | None] = []
+    failed: list[str] = []  # a file that cannot be read is a missing label, as one dlib cannot describe
+    for p in paths:
+        try:
+            digests.append(file_digest(p))
+        except OSError as exc:
+            digests.append(None)
+            failed.append(f"{p}: {exc.strerror or exc}")
     cache = FeatureCache(cache_dir, teacher, descriptor.DIM)
     try:
-        known = cache.get(digests)
+        known = cache.get([d for d in digests if d is not None])
         first: dict[str, str] = {}  # one path per digest not cached yet (copies are computed once)
         for d, p in zip(digests, paths):
-            if d not in known:
+            if d is not None and d not in known:
                 first.setdefault(d, p)
         todo = list(first.items())
         cached = sum(d in known for d in digests)
         log(f"teacher {teacher}: {cached} of {len(paths)} images cached in {cache.path}; computing {len(todo)} "
             f"(byte-identical copies computed once)")
-        failed: list[str] = []
         if todo:
             bar = None
             if progress:
@@ -147,6 +153,6 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
         cache.close()
     out = np.full((len(paths), descriptor.DIM), np.nan, dtype=np.float32)
     for i, d in enumerate(digests):
-        if d in known:
+        if d is not None and d in known:
             out[i] = known[d]
     return out
