@@ -97,7 +97,7 @@ def main() -> None:
             row["gap_a"] = _gap(sa[g], by[g], by_names, kind)
             row["gap_b"] = _gap(sb[g], by[g], by_names, kind)
         out["tasks"][name] = row
-        scale, unit = (100, " points") if kind == "accuracy" else (1, " years")
+        scale, unit = (100, " points") if kind == "accuracy" else (1, f" {ta.unit}" if ta.unit else "")
         f = lambda v, ci: f"{scale * v:.2f} ({scale * ci[0]:.2f} to {scale * ci[1]:.2f})"  # noqa: E731
         print(f"{name} ({kind}, {row['n']} faces): A {f(row['a']['value'], row['a']['ci95'])}, "
               f"B {f(row['b']['value'], row['b']['ci95'])}, B - A {f(d.mean(), row['b_minus_a']['ci95'])}{unit}")

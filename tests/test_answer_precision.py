@@ -284,6 +284,15 @@ def test_numeric_tasks_that_do_not_read_ages_are_grouped_by_bands_of_their_own_r
     years = build_task({"name": "years", "type": "regression", "label": "age"})  # reads ages: age groups
     assert age.bias_edges == years.bias_edges == [0, 20, 40, 60]
     assert list(years.subgroups(np.array([19.6, 20.0]))) == ["0-19", "20-39"]
+    # a user test: a 0..3 rank (child, teen, adult, senior) in five bands merged 2 and 3 into "2+", so "group
+    # accuracy" counted 15 of 16 seniors taken for adults as right (84.6 % against 75.4 % exact): a rank each
+    band = build_task({"name": "age_band", "type": "ordinal", "min_value": 0, "max_value": 3})
+    assert band.group_edges == band.bias_edges == [0, 1, 2, 3]
+    assert group_accuracy(np.array([2.0, 3.0]), np.array([3.0, 3.0]), band.group_edges, True) == 0.5
+    assert quality.group_edges == [1, 2, 3, 4, 5]  # five ranks, five groups (4 and 5 were one)
+    # and a report says "years" for ages only (it said so of every numeric task)
+    assert (age.unit, years.unit, band.unit, tilt.unit) == ("years", "years", "", "")
+    assert build_task({"name": "gender", "type": "nominal", "classes": ["m", "f"]}).unit == ""
 
 
 def test_a_long_label_on_a_small_photo_is_wrapped_not_cut_off():

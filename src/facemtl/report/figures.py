@@ -77,14 +77,14 @@ def loss_curves(records: list[dict[str, Any]], tasks: Sequence[str]) -> bytes:
     return _png(fig)
 
 
-def cs_curves(curves: dict[str, dict[int, float]], task: str) -> bytes:
-    """Cumulative score CS(k) (paper eq. 17): share of test faces with |error| <= k years."""
+def cs_curves(curves: dict[str, dict[int, float]], task: str, unit: str = "") -> bytes:
+    """Cumulative score CS(k) (paper eq. 17): share of test faces with |error| <= k (in ``unit``, years for age)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, cs in curves.items():
         ks = sorted(cs)
         ax.plot(ks, [100 * cs[k] for k in ks], marker=".", label=label)
-    ax.set_xlabel("error level k (years)")
+    ax.set_xlabel(f"error level k ({unit})" if unit else "error level k")
     ax.set_ylabel(f"CS(k) of {task} (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)

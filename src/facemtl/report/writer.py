@@ -262,8 +262,8 @@ def _cumulative(data: ReportInput) -> Section:
     tasks = [t for t in _all_tasks(data) if t.cumulative_curve({}) is not None]
     if not tasks:
         return s.add(Para("No task with a numeric error (ordinal or regression): no CS(k) curve."))
-    s.add(Para("CS(k) = share of test faces whose absolute error is at most k years (paper eq. 17, Fig. 4), "
-               "mean over seeds."))
+    s.add(Para("CS(k) = share of test faces whose absolute error is at most k of the task's units (years for "
+               "age; paper eq. 17, Fig. 4), mean over seeds."))
     for task in tasks:
         curves, rows = {}, []
         for name, v in data.variants.items():
@@ -274,7 +274,7 @@ def _cumulative(data: ReportInput) -> Section:
                 rows.append([name] + [f"{100 * curves[name][k]:.1f}" for k in sorted(curves[name])])
         if curves:
             ks = sorted(next(iter(curves.values())))
-            s.add(Image(f"cs_{task.name}.png", figures.cs_curves(curves, task.name), f"CS(k) of {task.name}, every variant"))
+            s.add(Image(f"cs_{task.name}.png", figures.cs_curves(curves, task.name, task.unit), f"CS(k) of {task.name}, every variant"))
             s.add(Table(["variant"] + [f"k={k}" for k in ks], rows, f"CS(k) of {task.name} in %"))
     return s
 
@@ -430,6 +430,7 @@ def _bias(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | None) -> 
         return s.add(Para("Every test face misses a grouping label: no cell."))
     scored = [t for t in run.tasks if f"pred/{t.name}" in pr and t.inference]  # what users are told
     kinds = {t.name: t.subgroup_metric for t in scored}
+    units = {t.name: t.unit for t in scored}
     scores = {t.name: t.sample_scores(pr[f"pred/{t.name}"], pr[f"true/{t.name}"])[ok] for t in scored}
     rows = subgroup_table(scores, kinds, {k: v[ok] for k, v in plan.labels.items()})
     gaps = {n: largest_gap(rows, f"{n}_{k}", GAP_MIN_COUNT) for n, k in kinds.items()}
@@ -446,11 +447,12 @@ def _bias(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | None) -> 
         key = f"{n}_{kinds[n]}"
         cell = lambda r: " ".join(str(r[c]) for c in gcols) + f" (n={r.get(f'{key}_n', r['n'])})"  # noqa: E731
         scale = 100.0 if kinds[n] == "accuracy" else 1.0
-        unit = " pt" if scale == 100.0 else " years"
+        unit = " pt" if scale == 100.0 else (f" {units[n]}" if units[n] else "")
         gap_rows.append([n, kinds[n], f"{scale * g['gap']:.2f}{unit}",
                          f"{cell(g['min'])}: {scale * g['min'][key]:.2f}", f"{cell(g['max'])}: {scale * g['max'][key]:.2f}"])
     s.add(Table(["task", "metric", "largest gap", "lowest cell", "highest cell"], gap_rows, "largest gap between groups"))
-    keys = [(f"{n}_{k}", f"{n} {'MAE (years)' if k == 'mae' else 'accuracy (%)'}") for n, k in kinds.items()]
+    keys = [(f"{n}_{k}", f"{n} {(f'MAE ({units[n]})' if units[n] else 'MAE') if k == 'mae' else 'accuracy (%)'}")
+            for n, k in kinds.items()]
     if len(gcols) >= 2:
         s.add(Image("bias.png", figures.bias_heatmaps(rows, keys, gcols[0], gcols[1:]),
                     "per-cell metrics (colour), with counts"))

@@ -87,6 +87,13 @@ class Task:
             self.label = self.name
 
     # -- what it is ------------------------------------------------------------
+    @property
+    def unit(self) -> str:
+        """The unit of the task's numbers (labels, errors, MAE) for reports and comparisons:
+        ``years`` for ages, ``""`` where none is known (a report said "years" for every
+        numeric task, a 0..3 rank's MAE too)."""
+        return ""
+
     def class_names(self) -> list[str] | None:
         """Names of the classes a classification task picks from; ``None`` for numeric tasks."""
         return None

@@ -75,6 +75,10 @@ class _Numeric(Task):
             self.bias_edges = [0, 20, 40, 60] if ages else self._bands(4)
 
     @property
+    def unit(self) -> str:
+        return "years" if self.label == "age" else ""
+
+    @property
     def whole_groups(self) -> bool:
         """Whether its groups hold whole numbers (ranks, or ages: ``0-19`` ends at 19), not
         bands of a continuous value (``0-0.25`` ends where ``0.25-0.5`` starts)."""
@@ -83,6 +87,8 @@ class _Numeric(Task):
     def _bands(self, n: int) -> list[float]:
         """``n`` equal bands of ``min_value .. max_value`` (their lower edges; whole numbers for
         whole values)."""
+        if self.whole_values and self.max_value - self.min_value + 1 <= n:  # a rank each: 0..3 in five bands
+            return list(range(int(self.min_value), int(self.max_value) + 1))  # had merged 2 and 3 into "2+"
         step = (self.max_value - self.min_value) / n
         edges = [self.min_value + k * step for k in range(n)]
         if self.whole_values:
