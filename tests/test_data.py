@@ -195,6 +195,21 @@ def test_copies_of_an_image_under_other_names_stay_in_one_split(tmp_path, capsys
     assert _split(_manifest(tmp_path, _faces(), "plain.csv"), [GENDER])[0].groups is None
 
 
+def test_named_levels_are_ranks_from_zero_for_a_numeric_task(tmp_path):
+    """A user test: data.columns named an ordinal column's levels [child, teen, adult, senior]
+    (read as 0..3) for a task running 1..4: every label shifted by one, child and teen both 1,
+    with only a warning that some labels 'lie outside (0)'."""
+    levels = ["child", "teen", "adult", "senior"]
+    path = _manifest(tmp_path, _faces(band=lambda i: levels[i % 4]))
+    spec = {"name": "band", "type": "ordinal", "min_value": 1, "max_value": 4}
+    with pytest.raises(ValueError, match=r"^the data names the values of column 'band' \[child, teen, adult, senior\], "
+                                         r"read as the ranks 0..3 in that order, but task 'band' runs from min_value 1 "
+                                         r"to max_value 4: set min_value: 0 and max_value: 3"):
+        _split(path, [spec], columns={"band": levels})
+    table, _, _ = _split(path, [{**spec, "min_value": 0, "max_value": 3}], columns={"band": levels})
+    assert table.labels["band"][:4].tolist() == [0, 1, 2, 3]
+
+
 def test_class_names_of_the_data_and_the_task_must_be_the_same_list(tmp_path):
     path = _manifest(tmp_path, _faces())
     with pytest.raises(ValueError, match=r"^task 'gender' names the classes of column 'sex' \[male, female\], but "

@@ -55,6 +55,8 @@ def check_labels(table: LabelTable, tasks: Sequence[Task], cfg: Any) -> dict[str
             raise ValueError(f"task {t.name!r} names the classes of column {col!r} {_names(ours)}, but "
                              f"{_class_source(table, tasks, cfg, col)} names them {_names(theirs)}; they must be the "
                              "same list in the same order, or every label is read as another class")
+        if ours is None and theirs is not None and (problem := t.named_levels_problem(list(theirs))):
+            raise ValueError(problem)
         n, why = t.invalid_labels(table.labels[col])
         if n:
             invalid[t.name] = {"column": col, "rows": int(n), "warning": why}

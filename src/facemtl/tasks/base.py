@@ -18,7 +18,7 @@ way; only the head and the loss use torch, imported where they are built.
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -96,6 +96,11 @@ class Task:
 
     def class_names(self) -> list[str] | None:
         """Names of the classes a classification task picks from; ``None`` for numeric tasks."""
+        return None
+
+    def named_levels_problem(self, names: Sequence[str]) -> str | None:
+        """Why the task cannot read a column whose cells the data names ``names`` (read as their
+        indices ``0 .. len(names) - 1``) where the task itself names none; ``None`` if it can."""
         return None
 
     def label_classes(self) -> list[str] | None:

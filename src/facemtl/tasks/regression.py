@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -77,6 +77,17 @@ class _Numeric(Task):
     @property
     def unit(self) -> str:
         return "years" if self.label == "age" else ""
+
+    def named_levels_problem(self, names: Sequence[str]) -> str | None:
+        """Named levels (``[child, teen, adult, senior]``) are read as the ranks 0 .. K-1: a range
+        other than that shifts every label (a user test: with 1..4, child and teen both became 1)."""
+        top = len(names) - 1
+        if (self.min_value, self.max_value) == (0, top):
+            return None
+        return (f"the data names the values of column {self.label!r} {'[' + ', '.join(map(str, names)) + ']'}, read "
+                f"as the ranks 0..{top} in that order, but task {self.name!r} runs from min_value {self.min_value:g} "
+                f"to max_value {self.max_value:g}: set min_value: 0 and max_value: {top} (its answers are then the "
+                f"ranks 0..{top}: {names[0]} is 0), or give the column numbers")
 
     @property
     def whole_groups(self) -> bool:
