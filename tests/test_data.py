@@ -210,6 +210,16 @@ def test_named_levels_are_ranks_from_zero_for_a_numeric_task(tmp_path):
     assert table.labels["band"][:4].tolist() == [0, 1, 2, 3]
 
 
+def test_a_misspelt_column_names_the_files_columns(tmp_path):
+    """A user test: a task reading 'ethnicty' got "this data has: age_band", the one column
+    data.columns listed, not the six the CSV holds."""
+    path = _manifest(tmp_path, _faces())
+    with pytest.raises(KeyError, match=r"no label column 'sx'; this data has: age \(the file's columns: path, sex, "
+                                       r"glasses, age; data.columns reads only those it lists"):
+        _split(path, [{"name": "sex", "label": "sx", "type": "nominal", "classes": ["male", "female"]}],
+               columns={"age": None})
+
+
 def test_class_names_of_the_data_and_the_task_must_be_the_same_list(tmp_path):
     path = _manifest(tmp_path, _faces())
     with pytest.raises(ValueError, match=r"^task 'gender' names the classes of column 'sex' \[male, female\], but "

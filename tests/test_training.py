@@ -331,6 +331,11 @@ def test_evaluate_given_a_run_folder_scores_its_best_checkpoint(utkface_root, tm
     assert len(err) == 1 and err[0] == (f"facemtl: error: {tmp_path / 'empty'} is a folder, not a model file, and "
                                         f"holds no best.pt; pass a model file such as {tmp_path / 'empty' / 'best.pt'} "
                                         "or one from 'facemtl export'")
+    # export takes the run folder too (a user test: "checkpoint r1 does not exist")
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "r1.onnx")]) == 0
+    assert (tmp_path / "r1.onnx").is_file()
+    assert main(["export", str(tmp_path / "empty"), "--format", "onnx", "--out", str(tmp_path / "e.onnx")]) == 2
+    assert "is a folder, not a model file, and holds no best.pt" in capsys.readouterr().err
 
 
 def test_export_names_a_missing_data_folder_as_given(tmp_path, capsys):

@@ -124,17 +124,6 @@ def evaluate(
     """
     from .inference.runtimes import runtime_for
 
-    def _model_file(path: str | Path) -> str:
-        """``path``, or the ``best.pt`` of the run folder it names (a folder is no model file, and a
-        person naming a run means its best epoch); one sentence for a folder without ``best.pt``."""
-        folder = Path(path)
-        if not folder.is_dir():
-            return str(path)
-        if (folder / "best.pt").is_file():
-            return str(folder / "best.pt")
-        raise FileNotFoundError(f"{path} is a folder, not a model file, and holds no best.pt; pass a model file "
-                                f"such as {folder / 'best.pt'} or one from 'facemtl export'")
-
     checkpoint = [_model_file(c) for c in checkpoint] if not isinstance(checkpoint, (str, Path)) \
         else _model_file(checkpoint)
     if not isinstance(checkpoint, (str, Path)):
@@ -333,10 +322,22 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the check's report as one JSON object")
 
 
+def _model_file(path: str | Path) -> str:
+    """``path``, or the ``best.pt`` of the run folder it names (a folder is no model file, and a
+    person naming a run means its best epoch); one sentence for a folder without ``best.pt``."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return str(path)
+    if (folder / "best.pt").is_file():
+        return str(folder / "best.pt")
+    raise FileNotFoundError(f"{path} is a folder, not a model file, and holds no best.pt; pass a model file "
+                            f"such as {folder / 'best.pt'} or one from 'facemtl export'")
+
+
 def _export_run(a: argparse.Namespace) -> int:
     from .export.formats import OPTIONS
 
-    report = export(a.checkpoint, a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
+    report = export(_model_file(a.checkpoint), a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
     if a.json:
         print(json.dumps(report))
         return 0

@@ -262,6 +262,7 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
     report = {
         "dataset": "manifest",
         "source": str(path),
+        "columns": header,
         "rows": rows["rows"],
         "images": len(paths),
         "rows_without_path_skipped": rows["rows_without_path_skipped"],

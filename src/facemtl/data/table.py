@@ -54,7 +54,11 @@ class LabelTable:
         try:
             return self.labels[name]
         except KeyError:
-            raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(self.labels))}") from None
+            found = self.report.get("columns")  # a CSV's own header: data.columns may read only some of them
+            extra = (f" (the file's columns: {', '.join(found)}; data.columns reads only those it lists, and a "
+                     "task's own column)") if found else ""
+            raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(self.labels))}{extra}") \
+                from None
 
 
 def evenly_spaced(n: int, k: int) -> np.ndarray:
