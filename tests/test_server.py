@@ -661,6 +661,41 @@ def test_a_server_started_on_an_empty_database_serves_the_tasks_written_later(tm
     store.close()
 
 
+def test_faces_stored_under_an_earlier_models_class_names_can_still_be_asked_for(tmp_path, monkeypatch, capsys):
+    """A user test: a model trained again with 'others' for 'other' wrote to the same database,
+    and the faces stored under 'other' could no longer be selected: ?ethnicity=other answered
+    422 and `db export --where ethnicity=other` was refused, the newest model's classes only."""
+    from facemtl.cli import main
+    from facemtl.server import app as app_module
+
+    monkeypatch.setattr(app_module, "TASKS_LOOK_EVERY", 0.0)
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    old = model_info([{"type": "nominal", "name": "ethnicity", "classes": ["a", "other"]}], name="old")
+    new = model_info([{"type": "nominal", "name": "ethnicity", "classes": ["a", "others"]}], name="new")
+    sink = DbSink(url, kind="analyze", model_info=old)
+    for r in photos(old, 20):
+        sink.write(r)
+    sink.close()
+    store = Store(url)
+    with TestClient(create_app(store, None)) as client:
+        stored = client.get("/v1/faces", params={"ethnicity": "other", "limit": 500}).json()["items"]
+        assert stored and {f["ethnicity"] for f in stored} == {"other"}
+        sink = DbSink(url, kind="analyze", model_info=new)  # the model trained again writes later
+        for r in photos(new, 20, seed=1):
+            sink.write(r)
+        sink.close()
+        (info,) = client.get("/v1/tasks").json()
+        assert info["classes"] == ["a", "other", "others"]  # the newest model's first, then those stored
+        again = client.get("/v1/faces", params={"ethnicity": "other", "limit": 500})
+        assert again.status_code == 200 and [f["id"] for f in again.json()["items"]] == [f["id"] for f in stored]
+        assert client.get("/v1/faces", params={"ethnicity": "others"}).json()["items"]
+        assert client.get("/v1/faces", params={"ethnicity": "otters"}).status_code == 422  # a name none had
+    store.close()
+    out = tmp_path / "other.jsonl"
+    assert main(["db", "export", "faces", "--db", url, "--where", "ethnicity=other", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(stored)
+
+
 # -- the operator page: what a user test found (Playwright + Debian's chromium, as above) ----------------
 
 

@@ -249,7 +249,7 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
             return {"older_than_days": older_than, "deleted": store.purge(older_than)}
         from .store.queries import parse_answer_filters
 
-        answers = parse_answer_filters(where, store.tasks()) if where else []
+        answers = parse_answer_filters(where, store.tasks(), store.class_names()) if where else []
         q = Query(since=since, until=until, source=source, session=session, answers=answers)
         if source is not None:  # a misspelt name exported nothing, and said only "exported: 0"
             names = [s["name"] for s in store.sources()]

@@ -175,7 +175,7 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     def mount_api() -> None:
         """The ``/v1`` routes for the service's tasks (their filters, their fields), in place of
         any mounted before; the API's documentation is generated again."""
-        router = build_router(service, Schemas(service.tasks), task_filters(service.tasks), auth)
+        router = build_router(service, Schemas(service.tasks), task_filters(service.tasks, service.classes), auth)
         old = {id(r) for r in api_routes}
         before = len(app.router.routes)
         app.include_router(router)  # (so that app.dependency_overrides reach them, as any router's)
@@ -190,10 +190,9 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     def page() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
 
-    def mount_new_tasks(added: list[Any]) -> None:
+    def mount_new_tasks(said: str) -> None:
         mount_api()
-        log.info("tasks a writer recorded since the server started: %s (the page shows them within about 15 s)",
-                 ", ".join(t.name for t in added))
+        log.info("%s (the page shows them within about 15 s)", said)
 
     # (the last added runs first: headers on every answer, then the host check, then the token
     # and size of an upload, before any byte of its body is read)
@@ -223,9 +222,9 @@ class NewTasks:
         if scope["type"] == "http" and not self._looking and time.monotonic() >= self._next:
             self._looking = True
             try:
-                added = await run_in_threadpool(self.look)  # the database, in a worker thread
-                if added:  # the routes, here on the event loop: /openapi.json is built here too, never mid-swap
-                    self.mount(added)
+                said = await run_in_threadpool(self.look)  # the database, in a worker thread
+                if said:  # the routes, here on the event loop: /openapi.json is built here too, never mid-swap
+                    self.mount(said)
             finally:
                 self._looking = False
                 self._next = time.monotonic() + self.every

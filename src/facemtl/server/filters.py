@@ -29,17 +29,26 @@ class TaskFilter:
     task: Task
     #: The query parameter names (one for classes, two for a range).
     params: list[str]
+    #: The classes a class filter takes: the task's, then those earlier models' tasks of its
+    #: name had (their faces are stored under them).
+    classes: list[str] | None = None
 
     @property
     def by_class(self) -> bool:
         return len(self.params) == 1
 
 
-def task_filters(tasks: Sequence[Task]) -> list[TaskFilter]:
+def task_filters(tasks: Sequence[Task], stored: dict[str, list[str]] | None = None) -> list[TaskFilter]:
+    """A filter per task; ``stored``: more class names per task (an earlier model's, see
+    :meth:`Store.class_names`), so that the faces it stored can be asked for."""
     out = []
     for t in tasks:
         base = t.name if t.name not in FIXED else f"task_{t.name}"
-        out.append(TaskFilter(t, [base] if t.class_names() is not None else [f"{base}_min", f"{base}_max"]))
+        names = t.class_names()
+        if names is None:
+            out.append(TaskFilter(t, [f"{base}_min", f"{base}_max"]))
+        else:
+            out.append(TaskFilter(t, [base], names + [n for n in (stored or {}).get(t.name, []) if n not in names]))
     return out
 
 
@@ -49,7 +58,7 @@ def answer_filter_dependency(filters: Sequence[TaskFilter]) -> Callable[..., lis
     params: list[inspect.Parameter] = []
     plan: list[tuple[TaskFilter, list[str]]] = []
     for k, f in enumerate(filters):
-        names = f.task.class_names()
+        names = f.classes
         if names is not None:
             py = f"c{k}"
             params.append(inspect.Parameter(

@@ -81,7 +81,8 @@ class Health(BaseModel):
 
 class TaskInfo(BaseModel):
     name: str
-    #: The classes a classification task picks from; ``None`` for numeric tasks.
+    #: The classes a classification task picks from, then any other class name an earlier model
+    #: of the task's name stored faces under (its filter takes them all); ``None`` for numeric tasks.
     classes: Optional[list[str]]
     #: The query parameters that filter on the task (``gender`` or ``age_min`` / ``age_max``).
     filters: list[str]

@@ -86,6 +86,8 @@ class Service:
         base = list(predictor.tasks) if predictor is not None else []
         self._newest_session = store.newest_session() if store is not None else 0
         tasks = store.tasks(base) if store is not None else base
+        #: Per task, every class name the database's sessions recorded (filters take them all).
+        self.classes: dict[str, list[str]] = store.class_names() if store is not None else {}
         self.tasks: list[Task]
         self.tasks, self.warnings = usable_tasks(tasks)
         self._writer = None
@@ -291,22 +293,25 @@ class Service:
                                     "(analyze, stream and serve store them only with --thumbnails)")
         return jpeg
 
-    def new_tasks(self) -> list[Task]:
-        """Tasks that sessions started since the last look recorded and :attr:`tasks` lacks (a
+    def new_tasks(self) -> str | None:
+        """What sessions started since the last look recorded that the API does not know yet (a
         server started on an empty database before its first writer, or a writer with another
-        model): added to :attr:`tasks` and returned; ``[]`` when none, or when the database does
-        not answer (the next look tries again). One query while no session has started."""
+        model): tasks :attr:`tasks` lacks (added to it), class names :attr:`classes` lacks
+        (a model trained again with other classes); a sentence for the log saying which, or
+        ``None`` when nothing is new or the database does not answer (the next look tries
+        again). One query while no session has started."""
         if self.store is None:
-            return []
+            return None
         try:
             newest = self.store.newest_session()
             if newest == self._newest_session:
-                return []
+                return None
             known = {t.name for t in self.tasks}
             tasks, warnings = usable_tasks(self.store.tasks(self.tasks))
+            classes = self.store.class_names()
         except Exception as exc:  # noqa: BLE001 - reads say so themselves; this look is tried again later
             log.debug("could not look for new tasks: %s", exc)
-            return []
+            return None
         self._newest_session = newest
         added = [t for t in tasks if t.name not in known]
         for w in warnings:
@@ -314,7 +319,16 @@ class Service:
                 self.warnings.append(w)
                 log.warning(w)
         self.tasks = self.tasks + added
-        return added
+        more = {k: [n for n in v if n not in self.classes.get(k, [])] for k, v in classes.items()}
+        more = {k: v for k, v in more.items() if v and k not in {t.name for t in added}}
+        self.classes = classes
+        said = []
+        if added:
+            said.append(f"tasks a writer recorded since the server started: {', '.join(t.name for t in added)}")
+        if more:
+            said.append("class names a writer recorded since: " + "; ".join(f"{k} {', '.join(v)}"
+                                                                           for k, v in more.items()))
+        return " and ".join(said) or None
 
     def health(self) -> dict[str, str]:
         if self.store is None:

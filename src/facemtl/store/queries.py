@@ -78,10 +78,12 @@ class AnswerFilter:
         return sa.and_(*cond)
 
 
-def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any]) -> list[AnswerFilter]:
+def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any],
+                         stored: dict[str, list[str]] | None = None) -> list[AnswerFilter]:
     """``TASK=CLASS`` (repeat for several classes: any matches), ``TASK_min=X``, ``TASK_max=X``:
     the API's filter parameters as ``db export --where`` takes them. ``ValueError`` in one
-    sentence for an unknown task, a class it does not have, or a bound that is not a number."""
+    sentence for an unknown task, a class it does not have, or a bound that is not a number.
+    ``stored``: more class names per task (:func:`stored_class_names`: an earlier model's)."""
     by_name = {t.name: t for t in tasks}
     classes: dict[str, list[str]] = {}
     bounds: dict[str, dict[str, float]] = {}
@@ -94,6 +96,8 @@ def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any]) -> list[Ans
             raise ValueError(f"--where {term!r}: write TASK=CLASS, TASK_min=X or TASK_max=X with a stored task "
                              f"({', '.join(by_name) or 'none stored'})")
         names = task.class_names()
+        if names is not None:
+            names = names + [n for n in (stored or {}).get(name, []) if n not in names]
         if not end:
             if names is None:
                 raise ValueError(f"--where {term!r}: task {name!r} has values, not classes: use {name}_min / {name}_max")
@@ -349,3 +353,27 @@ def session_tasks(conn: sa.Connection, session: int | None = None) -> list[dict[
             newest.setdefault(s["name"], s)
     first_seen = dict.fromkeys(s["name"] for specs in reversed(rows) for s in specs)
     return [newest[name] for name in first_seen]
+
+
+def stored_class_names(conn: sa.Connection) -> dict[str, list[str]]:
+    """Per task name, every class name a recorded session's task of that name had, newest
+    session's first: after a model was trained again with other classes (``others`` for
+    ``other``), the faces stored under the old names can still be asked for (a user test:
+    ``?ethnicity=other`` answered 422, the current model's classes only)."""
+    import json
+
+    from .rows import tasks_from_specs
+
+    out: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for specs in conn.execute(sa.select(Session.tasks).where(Session.tasks.is_not(None))
+                              .order_by(Session.id.desc()).limit(1000)).scalars():
+        for spec in specs or []:
+            key = json.dumps(spec, sort_keys=True, default=str)
+            if not isinstance(spec, dict) or key in seen:
+                continue
+            seen.add(key)
+            for t in tasks_from_specs([spec], warn=False):
+                names = out.setdefault(t.name, [])
+                names += [n for n in t.class_names() or [] if n not in names]
+    return {k: v for k, v in out.items() if v}

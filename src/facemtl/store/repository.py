@@ -127,6 +127,11 @@ class Store:
         names = {t.name for t in extra}
         return list(extra) + [t for t in stored if t.name not in names]
 
+    def class_names(self) -> dict[str, list[str]]:
+        """Per task, every class name its recorded sessions had (see :func:`queries.stored_class_names`)."""
+        with self.engine.connect() as conn:
+            return queries.stored_class_names(conn)
+
     def faces(self, q: queries.Query) -> tuple[list[dict[str, Any]], str | None]:
         with self.engine.connect() as conn:
             return queries.find_faces(conn, q)
