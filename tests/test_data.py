@@ -210,6 +210,16 @@ def test_named_levels_are_ranks_from_zero_for_a_numeric_task(tmp_path):
     assert table.labels["band"][:4].tolist() == [0, 1, 2, 3]
 
 
+def test_a_class_no_training_face_has_is_said(tmp_path, capsys):
+    """A user test: a class 'pacific' no face had passed without a word; the model still gives it a probability."""
+    path = _manifest(tmp_path, _faces())
+    _split(path, [{"name": "sex", "type": "nominal", "classes": ["male", "female", "other"]}])
+    assert ("task 'sex': no training face has the class(es) other; the model cannot learn them"
+            in capsys.readouterr().err)
+    _split(path, [GENDER])
+    assert "no training face has" not in capsys.readouterr().err
+
+
 def test_a_misspelt_column_names_the_files_columns(tmp_path):
     """A user test: a task reading 'ethnicty' got "this data has: age_band", the one column
     data.columns listed, not the six the CSV holds."""
@@ -366,7 +376,8 @@ def test_only_tasks_that_answer_need_labelled_validation_faces():
 
     table = LabelTable(paths=list("abcd"), labels={"y": np.array([0.0, 1.0, np.nan, np.nan])}, classes={})
     split = np.array(["train", "train", "val", "val"])
-    soft = SimpleNamespace(name="y_soft", label="y", inference=False, class_names=lambda: None)
+    soft = SimpleNamespace(name="y_soft", label="y", inference=False, class_names=lambda: None,
+                           unlearned=lambda labels: None)
     check_labelled(table, [soft], split)
     answers = SimpleNamespace(name="y", label="y", inference=True, class_names=lambda: ["a", "b"])
     with pytest.raises(ValueError, match=r"^task 'y' has no labelled face in the validation split \(2 faces\)"):

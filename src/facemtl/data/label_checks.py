@@ -127,3 +127,5 @@ def check_labelled(table: LabelTable, tasks: Sequence[Task], split: np.ndarray) 
                     why += "; " + t.text_labels_hint(col)
             raise ValueError(f"task {t.name!r} has no labelled face in the {name} split ({int(rows.sum())} faces): "
                              f"{why}")
+        if v.shape[1] == 1 and (split == "train").any() and (said := t.unlearned(v[split == "train", 0])):
+            warn(said)

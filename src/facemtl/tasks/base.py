@@ -98,6 +98,11 @@ class Task:
         """Names of the classes a classification task picks from; ``None`` for numeric tasks."""
         return None
 
+    def unlearned(self, train_labels: np.ndarray) -> str | None:
+        """A sentence about what the task cannot learn from its training labels ``(N,)`` (a
+        class no training face has, say), or ``None``. Said as a warning; the run goes on."""
+        return None
+
     def named_levels_problem(self, names: Sequence[str]) -> str | None:
         """Why the task cannot read a column whose cells the data names ``names`` (read as their
         indices ``0 .. len(names) - 1``) where the task itself names none; ``None`` if it can."""

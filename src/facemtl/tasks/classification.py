@@ -71,6 +71,18 @@ class _Classification(Task):
                              f"row(s) hold {some_values(bad)} (fix those rows, or the task's classes)")
         return 0, ""
 
+    def unlearned(self, train_labels: np.ndarray) -> str | None:
+        """Classes no training face has: the head learns nothing of them, and their probability
+        is what the others leave (a user test: a class 'pacific' that never appeared passed
+        without a word)."""
+        v = np.asarray(train_labels, float)
+        seen = set(v[~np.isnan(v)].astype(int).tolist())
+        none = [n for k, n in enumerate(self.class_names()) if k not in seen]
+        if not none:
+            return None
+        return (f"task {self.name!r}: no training face has the class(es) {', '.join(none)}; the model cannot learn "
+                "them and will rarely answer them (give it faces of them, or leave them out of the task's classes)")
+
     def metric_columns(self) -> list[MetricColumn]:
         return [MetricColumn("accuracy", "acc.", percent=True)]
 
