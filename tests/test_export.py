@@ -305,3 +305,22 @@ def test_shipped_onnx_keeps_the_checkpoints_answers(utkface_root):
             assert np.mean(np.abs(pa - pb)) < 1.0 and np.max(np.abs(pa - pb)) <= 5
         else:
             assert np.mean(pa == pb) >= 0.95, t.name
+
+
+def test_an_accuracy_check_on_too_few_faces_says_it_cannot_tell():
+    """A user test: an INT8 check on 88 faces passed with no word that one face is 1.14 points,
+    past the 0.5-point limit: pass or fail there is one face's luck."""
+    from facemtl.export.checks import accuracy_loss, coarse_note
+    from facemtl.tasks import build_task
+
+    task = build_task({"name": "sex", "type": "nominal", "classes": ["m", "f"]})
+    for n, coarse in ((88, True), (1000, False)):
+        labels = np.zeros((n, 1))
+        out = {"sex": np.tile([[2.0, 0.0]], (n, 1))}
+        (row,) = accuracy_loss([task], out, out, labels).values()
+        assert row["ok"] and row["faces"] == n and bool(row.get("coarse")) is coarse
+        note = coarse_note(row)
+        assert (note == "") is not coarse
+    assert "one face is 1.14 points, more than the 0.5-point limit: too few labelled faces to tell" in \
+        coarse_note(accuracy_loss([task], {"sex": np.tile([[2.0, 0.0]], (88, 1))}, {"sex": np.tile([[2.0, 0.0]], (88, 1))},
+                                  np.zeros((88, 1)))["sex"])

@@ -348,10 +348,11 @@ def _export_run(a: argparse.Namespace) -> int:
         print(f"{task:>12}: largest output difference {r['max_abs_diff']:.3g}; answers changed on "
               f"{100 * r['changed']:.1f}% of faces{extra}")
     if "accuracy" in report:
-        from .export.checks import describe_loss
+        from .export.checks import coarse_note, describe_loss
 
         for task, r in report["accuracy"].items():
-            print(f"{task:>12}: {describe_loss(r)} on {r['faces']} validation faces{'' if r['ok'] else ' (past the limit)'}")
+            print(f"{task:>12}: {describe_loss(r)} on {r['faces']} validation faces{'' if r['ok'] else ' (past the limit)'}"
+                  f"{coarse_note(r)}")
     return 0
 
 
