@@ -51,8 +51,10 @@ def test_members_must_answer_the_same_tasks():
     other[2] = {**other[2], "classes": ["a", "b", "c", "d", "e"]}
     with pytest.raises(ValueError, match="b.onnx cannot join .*task 'race' differs"):
         EnsembleRuntime([Constant(112, 0), Constant(112, 0, other)], ["a.onnx", "b.onnx"])
-    with pytest.raises(ValueError, match="task 'race' differs"):
-        EnsembleRuntime([Constant(112, 0), Constant(112, 0, TASK_SPECS[:2])])
+    with pytest.raises(ValueError, match="network 2 cannot join the ensemble of network 1: it has no task 'race'"):
+        EnsembleRuntime([Constant(112, 0), Constant(112, 0, TASK_SPECS[:2])])  # (a user test: it said "differs")
+    with pytest.raises(ValueError, match="it answers a task 'race' network 1 has not"):
+        EnsembleRuntime([Constant(112, 0, TASK_SPECS[:2]), Constant(112, 0)])
     with pytest.raises(ValueError, match="at least two"):
         EnsembleRuntime([Constant(112, 0)])
     # the same tasks listed in another order join: outputs are averaged by task name

@@ -65,10 +65,13 @@ class EnsembleRuntime:
         specs = {t.name: t.to_dict() for t in first.build_tasks()}
         for label, rt in zip(labels[1:], runtimes[1:]):
             other = {t.name: t.to_dict() for t in rt.info.build_tasks()}  # by name: the order does not matter
-            diff = sorted(set(specs) ^ set(other)) or sorted(k for k in specs if specs[k] != other[k])
-            if diff:
-                raise ValueError(f"{label} cannot join the ensemble of {labels[0]}: task {diff[0]!r} differs "
-                                 "(every network must answer the same tasks, with the same classes and ranks)")
+            lacks, extra = sorted(set(specs) - set(other)), sorted(set(other) - set(specs))
+            diff = sorted(k for k in specs if k in other and specs[k] != other[k])
+            why = (f"it has no task {lacks[0]!r}" if lacks else f"it answers a task {extra[0]!r} {labels[0]} has not"
+                   if extra else f"task {diff[0]!r} differs" if diff else "")
+            if why:
+                raise ValueError(f"{label} cannot join the ensemble of {labels[0]}: {why} (every network must "
+                                 "answer the same tasks, with the same classes and ranks)")
         self.runtimes = list(runtimes)
         self.outputs = list(specs)  # the answering tasks: a checkpoint also returns its training-only heads'
         self.precision = "+".join(dict.fromkeys(rt.precision for rt in runtimes))
