@@ -115,3 +115,6 @@ def test_an_unreadable_training_image_is_left_out_not_fatal(utkface_root, tmp_pa
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "cannot be read and" in err and "left out (every label masked)" in err, err
     assert [json.loads(x)["epoch"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    if cache == "memory":  # decoded before the run: the data report counts it too (streamed, it is found later)
+        report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+        assert sum(report["unreadable_images"].values()) == 1 and "broken.jpg" in report["unreadable_examples"][0]

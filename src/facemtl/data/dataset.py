@@ -556,6 +556,11 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
         if in_memory:
             for s in sets.values():
                 s.cache(progress=len(s) > 2000 and sys.stderr.isatty())  # no bars in a log file
+            bad = {part: s.unreadable for part, s in sets.items() if s.unreadable}
+            if bad:  # in the report too (a user test: stderr alone said so, and the counts still held them)
+                report["unreadable_images"] = {part: len(v) for part, v in bad.items()}
+                report["unreadable_examples"] = [f"{sets[part].paths[k]}: {why}" for part, v in bad.items()
+                                                 for k, why in v][:5]
             _check_decoded(sets["train"], tasks)
         else:  # read while training: at least the files must be there
             from .shards import is_shard, shard_exists
