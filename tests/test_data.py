@@ -210,6 +210,40 @@ def test_named_levels_are_ranks_from_zero_for_a_numeric_task(tmp_path):
     assert table.labels["band"][:4].tolist() == [0, 1, 2, 3]
 
 
+def test_a_model_or_run_from_before_copies_were_grouped_keeps_its_split(tmp_path):
+    """A review: grouping copies draws another split for a CSV that has them, so a model trained
+    before would be refused by evaluate and --resume ("the data changed"). Settings that lack
+    data.group_copies were made before it: rebuilt without grouping, as they were split."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    import yaml
+
+    from facemtl.config import DataConfig
+    from facemtl.data.model_data import recorded_data
+    from facemtl.training.runfolder import resume_config
+
+    for i in range(40):
+        (tmp_path / f"f{i}.jpg").write_bytes(b"face %d" % (i % 20))  # f{i} and f{i+20} are copies
+    path = tmp_path / "copies.csv"
+    path.write_text("path,sex\n" + "".join(f"f{i}.jpg,{['male', 'female'][i % 2]}\n" for i in range(40)))
+    now = asdict(DataConfig(dataset="csv", root=str(path)))
+    before = {k: v for k, v in now.items() if k != "group_copies"}
+    assert now["group_copies"] is True
+    assert recorded_data(SimpleNamespace(name="m", extra={"data": before}))[0].group_copies is False
+    assert recorded_data(SimpleNamespace(name="m", extra={"data": now}))[0].group_copies is True
+    grouped, _, _ = _split(path, [GENDER])
+    apart, _, _ = _split(path, [GENDER], group_copies=False)
+    assert grouped.groups is not None and apart.groups is None and apart.report["copies_by_content"] == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe = {"data": before, "tasks": [GENDER]}  # a saved config.yaml of an earlier version
+    (run / "config.yaml").write_text(yaml.safe_dump(recipe))
+    assert resume_config(run, None, []).data.group_copies is False
+    (run / "config.yaml").write_text(yaml.safe_dump({**recipe, "data": now}))
+    assert resume_config(run, None, []).data.group_copies is True
+
+
 def test_a_class_no_training_face_has_is_said(tmp_path, capsys):
     """A user test: a class 'pacific' no face had passed without a word; the model still gives it a probability."""
     path = _manifest(tmp_path, _faces())

@@ -268,6 +268,7 @@ def test_realtime_pacing_hands_frames_over_at_their_times_and_drops_behind(tmp_p
         arrived.append((f.index, f.time, time.monotonic(), f.wall_time, time.time()))
     assert [a[:2] for a in arrived] == [(i, round(i / 20, 4)) for i in range(6)]  # the source's own numbers and times
     first = arrived[0]
+    assert source.waited >= 0.2  # the waits for the frames' times, which the reader leaves out of its read time
     for _, t, at, wall_time, now in arrived:
         assert at - first[2] >= t - 0.005  # never before its time (5 frames at 20 FPS: 0.25 s in all)
         # the clock time it was due at, as a camera's: the first frame's arrival plus its media time

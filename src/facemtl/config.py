@@ -91,6 +91,10 @@ class DataConfig:
     #: when it names none); names given both here and in the task must be the same list.
     path_column: str = "path"
     columns: dict[str, list[str] | None] | None = None
+    #: For ``csv``: keep byte-identical copies of an image under other names in one split (the
+    #: same face). A run or model made before this setting existed (2026-11-27) split them
+    #: apart; its saved settings lack the key, and it is rebuilt with ``false``, as it was.
+    group_copies: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

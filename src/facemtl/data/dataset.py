@@ -89,7 +89,8 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
         for t in tasks:
             if not t.derives_label and named.get(str(t.label)) is None:
                 named[str(t.label)] = t.label_classes()
-        table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns, classes=named)
+        table = read_manifest(root, path_column=cfg.path_column, columns=cfg.columns, classes=named,
+                              group_copies=cfg.group_copies)
         if table.report.get("duplicate_rows"):
             _warn_duplicates(table, root, cfg.split)
         if table.report.get("copies_by_content"):

@@ -135,13 +135,22 @@ def _open_check(path: Path) -> None:
 
 
 def _digest(path: str) -> str | None:
-    """The MD5 of the file's bytes; ``None`` when it cannot be read (it is no one's copy, and
-    is said when its pixels are read)."""
+    """The MD5 of the file's bytes; ``None`` when it cannot be read or is empty (it is no one's
+    copy, and is said when its pixels are read)."""
     import hashlib
 
     try:
         with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return None
             return hashlib.file_digest(fh, "md5").hexdigest()
+    except OSError:
+        return None
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
     except OSError:
         return None
 
@@ -152,9 +161,14 @@ def _copies(same: list[str], labels: np.ndarray, split: np.ndarray | None) -> di
     A manifest's rows are grouped by path already; a photo copied under another name is the
     same face too (UTKFace holds such copies), and one copy in training with another in the
     test split would score the model on a face it trained on."""
+    # copies have one size: only files that share theirs are read (a stat each, not every file's bytes)
+    sizes = {p: _size(p) for p in dict.fromkeys(same)}
+    shared = {n for n, k in Counter(v for v in sizes.values() if v).items() if k > 1}
     by_digest: dict[str, list[int]] = {}
     digests: dict[str, str | None] = {}
     for i, p in enumerate(same):
+        if sizes[p] not in shared:
+            continue
         if p not in digests:
             digests[p] = _digest(p)
         if digests[p] is not None:
@@ -192,18 +206,21 @@ def read_manifest(
     columns: dict[str, list[str] | None] | None = None,
     root: str | Path | None = None,
     classes: dict[str, list[str] | None] | None = None,
+    group_copies: bool = True,
 ) -> LabelTable:
-    """Read a manifest CSV (see the module docstring for the rules)."""
+    """Read a manifest CSV (see the module docstring for the rules); ``group_copies``: look for
+    byte-identical copies and keep them in one split (``False``: as before 2026-11-27)."""
     path = Path(path)
     _open_check(path)
     try:
-        return _read(path, path_column, columns, Path(root) if root is not None else path.parent, classes or {})
+        return _read(path, path_column, columns, Path(root) if root is not None else path.parent, classes or {},
+                     group_copies)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise ValueError(f"manifest {path} is not a CSV file of UTF-8 text ({exc})") from None
 
 
 def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | None, base: Path,
-          classes: dict[str, list[str] | None]) -> LabelTable:
+          classes: dict[str, list[str] | None], group_copies: bool = True) -> LabelTable:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -255,7 +272,8 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
     duplicates = len(same) - len(set(same))
     if duplicates and not has_group:  # each path its own group: an image's rows stay in one random split
         groups, has_group = same, True
-    copies = _copies(same, arr, np.array(split, dtype=object) if has_split else None)
+    copies = _copies(same, arr, np.array(split, dtype=object) if has_split else None) if group_copies \
+        else {"sets": [], "rows": 0, "conflicting": 0, "across_splits": 0, "example": ""}
     if copies["sets"]:  # join the groups of copies (a group left as it was where there are none: the same split)
         keys = list(groups) if has_group else list(same)
         groups, has_group = _joined(keys, copies["sets"]), True

@@ -29,6 +29,8 @@ def recorded_data(info: Any, data_root: str | None = None) -> tuple[Any, int]:
     if not isinstance(data, dict):
         raise ValueError(f"model {info.name!r} records no data settings, so its split cannot be rebuilt")
     cfg = _build(DataConfig, data, "data")
+    if "group_copies" not in data:  # trained before copies were kept together: its split as it was
+        cfg.group_copies = False
     if data_root:
         cfg.root = str(data_root)
     return cfg, int(info.extra.get("seed", 0))

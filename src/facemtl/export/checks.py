@@ -73,7 +73,7 @@ def accuracy_loss(tasks: Sequence[Any], ref: dict[str, np.ndarray], new: dict[st
         # float rounding, e.g. 0.86 - 0.855 = 0.0050000000000000044 for five faces in 1,000.
         out[t.name] = {"metric": col.key, "pytorch": a, "exported": b, "lost": lost, "limit": limit,
                        "unit": unit, "ok": lost <= limit + 1e-9, "faces": int(m_ref["n"])}
-        if unit != "relative" and 1 / m_ref["n"] > limit:  # one face more or less is past the limit
+        if unit == "points" and 1 / m_ref["n"] > limit:  # one face more or less is past the limit
             out[t.name]["coarse"] = True
     return out
 

@@ -185,7 +185,7 @@ class Service:
     def _write_uploads(self) -> bool:
         """Write the uploads not stored yet, with the upload session's heartbeat (call under the
         lock). While the database is away they stay in memory and this says ``False``; they
-        are written by the next upload or :meth:`beat`, whichever comes first once it answers."""
+        are written by :meth:`beat` once it answers (an upload meanwhile is kept without trying)."""
         from ..store import SourceKindError
 
         try:
@@ -319,7 +319,8 @@ class Service:
                 self.warnings.append(w)
                 log.warning(w)
         self.tasks = self.tasks + added
-        more = {k: [n for n in v if n not in self.classes.get(k, [])] for k, v in classes.items()}
+        own = {t.name: (t.class_names() or []) + self.classes.get(t.name, []) for t in self.tasks}
+        more = {k: [n for n in v if n not in own.get(k, [])] for k, v in classes.items()}
         more = {k: v for k, v in more.items() if v and k not in {t.name for t in added}}
         self.classes = classes
         said = []

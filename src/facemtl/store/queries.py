@@ -366,9 +366,17 @@ def stored_class_names(conn: sa.Connection) -> dict[str, list[str]]:
 
     out: dict[str, list[str]] = {}
     seen: set[str] = set()
-    for specs in conn.execute(sa.select(Session.tasks).where(Session.tasks.is_not(None))
-                              .order_by(Session.id.desc()).limit(1000)).scalars():
-        for spec in specs or []:
+    # every distinct list of specs (a few: one per model that wrote), not the newest sessions only
+    # (analyze makes a session per run, so an old model's would fall out of any window)
+    texts = conn.execute(sa.select(sa.cast(Session.tasks, sa.Text), sa.func.max(Session.id))
+                         .where(Session.tasks.is_not(None)).group_by(sa.cast(Session.tasks, sa.Text))
+                         .order_by(sa.func.max(Session.id).desc())).all()
+    for text, _ in texts:
+        try:
+            specs = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        for spec in specs if isinstance(specs, list) else []:
             key = json.dumps(spec, sort_keys=True, default=str)
             if not isinstance(spec, dict) or key in seen:
                 continue

@@ -68,32 +68,38 @@ class _Numeric(Task):
         super().__post_init__()
         if not self.max_value > self.min_value:
             raise ValueError(f"task {self.name!r}: max_value must exceed min_value")
-        ages = self.label == "age"
+        ages = self.reads_ages
         if self.group_edges is None:
             self.group_edges = list(DEFAULT_AGE_EDGES) if ages else self._bands(5)
         if self.bias_edges is None:
             self.bias_edges = [0, 20, 40, 60] if ages else self._bands(4)
 
     @property
+    def reads_ages(self) -> bool:
+        """Whether its values are ages in years: its column is ``age`` and its range is wider
+        than a few ranks (Adience's 0..7 age groups, or named levels, are ranks, not years)."""
+        return self.label == "age" and self.max_value - self.min_value >= 10
+
+    @property
     def unit(self) -> str:
-        return "years" if self.label == "age" else ""
+        return "years" if self.reads_ages else ""
 
     def named_levels_problem(self, names: Sequence[str]) -> str | None:
         """Named levels (``[child, teen, adult, senior]``) are read as the ranks 0 .. K-1: a range
         other than that shifts every label (a user test: with 1..4, child and teen both became 1)."""
         top = len(names) - 1
-        if (self.min_value, self.max_value) == (0, top):
+        if self.min_value == 0 and self.max_value >= top:  # (a wider top: ranks left unused, nothing shifted)
             return None
         return (f"the data names the values of column {self.label!r} {'[' + ', '.join(map(str, names)) + ']'}, read "
                 f"as the ranks 0..{top} in that order, but task {self.name!r} runs from min_value {self.min_value:g} "
-                f"to max_value {self.max_value:g}: set min_value: 0 and max_value: {top} (its answers are then the "
+                f"to max_value {self.max_value:g}: set min_value: 0 and max_value: {top} or more (its answers are the "
                 f"ranks 0..{top}: {names[0]} is 0), or give the column numbers")
 
     @property
     def whole_groups(self) -> bool:
         """Whether its groups hold whole numbers (ranks, or ages: ``0-19`` ends at 19), not
         bands of a continuous value (``0-0.25`` ends where ``0.25-0.5`` starts)."""
-        return self.whole_values or self.label == "age"
+        return self.whole_values or self.reads_ages
 
     def _bands(self, n: int) -> list[float]:
         """``n`` equal bands of ``min_value .. max_value`` (their lower edges; whole numbers for

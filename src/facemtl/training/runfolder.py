@@ -174,10 +174,15 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     saved = Path(folder) / "config.yaml"
     if not saved.is_file():
         raise RunFolderError(f"cannot resume: {folder} holds no run (no config.yaml)")
-    cfg = load_config(saved, overrides)
+    import yaml
+
+    cfg, before = load_config(saved, overrides), load_config(saved)
+    if "group_copies" not in ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}):
+        # begun before copies were kept together (2026-11-27): its split as it was
+        cfg.data.group_copies = before.data.group_copies = False
     if data_root is not None:
         cfg.data.root = typed_path(data_root)
-    changed = [(k, a, b) for k, a, b in differences(load_config(saved).to_dict(), cfg.to_dict())
+    changed = [(k, a, b) for k, a, b in differences(before.to_dict(), cfg.to_dict())
                if k.split(".")[0] in ("data", "tasks", "model") and k not in RESUME_MAY_CHANGE]
     if changed:
         k, a, b = changed[0]

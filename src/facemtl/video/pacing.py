@@ -31,6 +31,8 @@ class Paced(Source):
 
     def __init__(self, source: Source) -> None:  # (not Source.__init__: ``fps`` is the inner source's)
         self.spec, self.name, self.source = source.spec, source.name, source
+        #: Seconds spent waiting for frames' times (the reader leaves them out of its read time).
+        self.waited = 0.0
 
     @property
     def fps(self) -> float | None:
@@ -45,8 +47,11 @@ class Paced(Source):
                 if first is None:
                     first = (frame.time, now, time.time())
                 due = first[1] + (frame.time - first[0])  # seconds on the monotonic clock
-                if due > now and stop.wait(due - now):
-                    return
+                if due > now:
+                    stopped = stop.wait(due - now)
+                    self.waited += time.monotonic() - now
+                    if stopped:
+                        return
                 yield replace(frame, wall_time=round(first[2] + (frame.time - first[0]), 4))
         finally:
             inner.close()

@@ -87,9 +87,10 @@ class FrameReader:
         frames = self.source.frames(self.stop_event, self.log)
         try:
             while True:
-                t, c = time.perf_counter(), time.thread_time()
+                t, c, w = time.perf_counter(), time.thread_time(), getattr(self.source, "waited", 0.0)
                 frame = next(frames, None)
-                self.seconds += time.perf_counter() - t
+                # (a file paced as a camera waits for its frames' times: not reading time)
+                self.seconds += time.perf_counter() - t - (getattr(self.source, "waited", 0.0) - w)
                 self.cpu_seconds += time.thread_time() - c
                 if frame is None or self.stop_event.is_set():
                     break

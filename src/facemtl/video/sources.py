@@ -101,7 +101,8 @@ class SourceSettings:
     #: goes on from the last ``media_time`` stored. Frame numbers and times stay the file's own.
     start: float = 0.0
     #: Hand video files' and folders' frames over at their own times, as a camera would send them
-    #: (``--realtime``; see :mod:`facemtl.video.pacing`). Cameras and live URLs are real-time already.
+    #: (``--realtime``; see :mod:`facemtl.video.pacing`). Cameras and live URLs are real-time
+    #: already; a file on a web server is read as it comes.
     realtime: bool = False
 
     def __post_init__(self) -> None:
@@ -590,7 +591,7 @@ def open_source(spec: str, settings: SourceSettings | None = None, name: str | N
     video file or folder paced as a camera (:class:`~facemtl.video.pacing.Paced`)."""
     s = settings or SourceSettings()
     source = _source(spec, s, name)
-    if s.realtime and not source.live:
+    if s.realtime and isinstance(source, (VideoFile, Folder)):  # (a URL is retried by the stream as a Url)
         from .pacing import Paced
 
         return Paced(source)
