@@ -689,6 +689,41 @@ def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsy
     assert "there is no track 999999" in capsys.readouterr().err
 
 
+def test_a_purge_leaves_the_tracks_a_running_stream_follows(db_url):
+    """A user test: `db purge --older-than 0` (or an hourly retention) during a stream deleted
+    the tracks it still followed, and every later face of them was refused (509 of 1641 faces
+    lost). Those tracks are left; the rest goes, and the writer goes on storing."""
+    from facemtl.store.models import Source
+
+    sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
+    events = list(stream(INFO, 40, source="live", track_len=8))
+    cut = next(i for i, it in enumerate(events) if i >= 24 and not isinstance(it, TrackResult))  # tracks open
+    for it in events[:cut]:
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.flush()
+    try:
+        with Store(db_url) as store:
+            open_faces = sum(t["faces"] for t in store.records("tracks", Query(source="live")) if not t["closed"])
+            assert open_faces > 0
+            gone = store.purge(0)
+            assert gone["faces"] > 0 and len(all_faces(store, source="live")) == open_faces
+        for it in events[cut:]:  # the stream goes on: its open tracks' faces are stored, none refused
+            (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+        sink.flush()
+        assert not sink.incomplete
+        assert_consistent(db_url)
+        # a killed writer's open tracks are no one's: they go
+        eng = create_db_engine(db_url)
+        with eng.begin() as conn:
+            conn.execute(sa.update(Source).where(Source.name == "live").values(last_seen=time.time() - 60))
+        eng.dispose()
+        with Store(db_url) as store:
+            store.purge(0)
+            assert all_faces(store, source="live") == []
+    finally:
+        sink.close()
+
+
 def test_db_delete_of_one_face_takes_the_live_frame_its_track_is_in(db_url, capsys):
     """A review: the live frame's window came from the faces matched, not from the whole tracks
     deleted with them, so --face of a track's first face left a frame showing the person."""
