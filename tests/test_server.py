@@ -555,6 +555,10 @@ def test_serve_refuses_a_port_in_use_before_creating_the_database(tmp_path, caps
     assert main(["serve", "--model", str(tmp_path / "nosuch.onnx"), "--db", str(db), "--port", "0"]) == 2
     assert "nosuch.onnx does not exist" in capsys.readouterr().err
     assert not db.exists()  # the model is loaded before the database is created
+    # --runtime reaches the model's loading (a user test: serve had no --runtime, though analyze and stream have)
+    shipped_onnx = Path(__file__).resolve().parents[1] / "src" / "facemtl" / "weights" / "utkface_lite0.onnx"
+    assert main(["serve", "--model", str(shipped_onnx), "--runtime", "torch", "--db", str(db), "--port", "0"]) == 2
+    assert "the torch runtime cannot read utkface_lite0.onnx" in capsys.readouterr().err and not db.exists()
 
 
 def test_the_server_log_says_what_a_retention_purge_deleted(tmp_path, capsys):

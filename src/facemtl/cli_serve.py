@@ -331,6 +331,9 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="smallest face to look for in uploads; smaller faces are left out (as analyze)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
+    from .cli_args import runtime_flag  # (the runtimes' names: no heavy import)
+
+    runtime_flag(p)
     p.add_argument("--token-file", metavar="FILE", help="API token in this file's first line (else $FACEMTL_API_TOKEN)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB", help="largest upload (413 past it)")
     p.add_argument("--thumbnails", action="store_true", help="store a crop of each uploaded face (off by default)")
@@ -340,7 +343,7 @@ def serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def serve_run(a: argparse.Namespace) -> int:
-    return serve(a.host, a.port, a.db, a.model, a.no_model, None, a.device, a.detector, a.min_face, a.token_file,
+    return serve(a.host, a.port, a.db, a.model, a.no_model, a.runtime, a.device, a.detector, a.min_face, a.token_file,
                  a.max_upload_mb, a.thumbnails, a.retention_days, a.log_level)
 
 
