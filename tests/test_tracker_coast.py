@@ -155,6 +155,35 @@ def test_without_times_lost_tracks_age_in_detection_rounds_not_frames():
     assert len(tr) == 0  # ended in round 3
 
 
+def test_frames_not_analysed_still_move_the_boxes():
+    """A user test: with --realtime dropping frames, the boxes moved one frame's worth over gaps
+    of eight, lagged the faces by 30-50 px, and people were split into several tracks. The
+    tracker is told how many frames of the source passed (``steps``)."""
+
+    def run(steps_known: bool) -> set[int]:
+        tr, ids, prev = Tracker(TrackerSettings(high_score=0.5)), set(), 0
+        for frame in (0, 1, 2, 10, 18, 19, 27):  # frames 3-9, 11-17 and 20-26 dropped
+            x = 8.0 * frame  # a 60 px face moving 8 px a frame: 64 px over a gap, past its own width
+            step = tr.update([[x, 50, x + 60, 110]], [0.99], frame / 30, frame - prev if steps_known and frame else 1)
+            ids |= {t.id for t, _ in step.tracked + step.started}
+            prev = frame
+        return ids
+
+    assert run(steps_known=True) == {1}
+    assert len(run(steps_known=False)) > 1  # one frame's worth of motion a call: a new track at every gap
+
+
+def test_a_scene_cut_ends_every_track_and_the_next_faces_start_confirmed():
+    tr = Tracker(TrackerSettings(high_score=0.5))
+    for frame in range(3):
+        tr.update([[100 + 5 * frame, 50, 160 + 5 * frame, 110]], [0.99], frame / 30)
+    (old,) = tr.tracks
+    cut = tr.cut()
+    assert cut.ended == [old] and tr.tracks == []
+    step = tr.update([[110, 50, 170, 110]], [0.99], 3 / 30)  # where the old track's box would be: a new person
+    assert [t.id for t, _ in step.tracked] == [old.id + 1] and step.started == []  # confirmed at once, ids go on
+
+
 def test_settings_refuse_negative_limits():
     with pytest.raises(ValueError, match="max_lost_time"):
         TrackerSettings(max_lost_time=-1)

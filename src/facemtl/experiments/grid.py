@@ -137,9 +137,11 @@ class Experiment:
                 "variants": [asdict(v) for v in self.variants]}
 
 
-#: Settings added after runs were first hashed, left out of the digest while unset (None), so
-#: that adding a setting does not make every finished run look changed (and be trained again).
-ADDED_SETTINGS = (("data", "split_seed"), ("data", "targets"))
+#: Settings added after runs were first hashed, left out of the digest while at the value that
+#: keeps what runs did before (None: unset), so that adding a setting does not make every finished
+#: run look changed (and be trained again). ``data.group_copies`` only changes CSV data that
+#: holds byte-identical copies of an image.
+ADDED_SETTINGS = {("data", "split_seed"): None, ("data", "targets"): None, ("data", "group_copies"): True}
 
 
 def experiment_from_dict(d: dict[str, Any]) -> Experiment:
@@ -183,8 +185,8 @@ def left_out(exp: Experiment, variant: str, seed: int, saved: dict[str, Any] | N
 def config_hash(cfg: Config) -> str:
     """A short digest of a run's settings: a finished run is reused only when it matches."""
     d = cfg.to_dict()
-    for section, key in ADDED_SETTINGS:
-        if isinstance(d.get(section), dict) and d[section].get(key) is None:
+    for (section, key), neutral in ADDED_SETTINGS.items():
+        if isinstance(d.get(section), dict) and d[section].get(key, neutral) == neutral:
             d[section].pop(key, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

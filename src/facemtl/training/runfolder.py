@@ -177,8 +177,9 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     import yaml
 
     cfg, before = load_config(saved, overrides), load_config(saved)
-    if "group_copies" not in ((yaml.safe_load(saved.read_text()) or {}).get("data") or {}):
-        # begun before copies were kept together (2026-11-27): its split as it was
+    # begun before copies were kept together (2026-11-27): its split as it was
+    old_split = "group_copies" not in ((yaml.safe_load(saved.read_text()) or {}).get("data") or {})
+    if old_split:
         cfg.data.group_copies = before.data.group_copies = False
     if data_root is not None:
         cfg.data.root = typed_path(data_root)
@@ -193,6 +194,8 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
         other = load_config(recipe, overrides)
         if data_root is not None:
             other.data.root = cfg.data.root
+        if old_split:  # (a recipe of today's facemtl says nothing of it: the run keeps its split)
+            other.data.group_copies = False
         diff = differences(_tasks_spelled_out(cfg.to_dict()), _tasks_spelled_out(other.to_dict()))
         if diff:
             shown = "; ".join(f"{k}: {a!r} in the run, {b!r} in {Path(recipe).name}" for k, a, b in diff[:3])

@@ -71,6 +71,8 @@ class Frame:
     rgb: np.ndarray
     wall_time: float | None = None
     opened: bool = False
+    #: The first frame of a file played again (``--loop``): a scene cut, where no track goes on.
+    restarted: bool = False
 
 
 #: ``SourceSettings.reconnect`` for no limit (``--reconnect forever``).
@@ -326,9 +328,9 @@ class VideoFile(Source):
         index, t = -1, 0.0
         begin = self.start  # the first pass only: --loop plays the whole file again
         while True:
-            last = None
+            last, again = None, index >= 0
             for f in self._once(stop, log, begin):
-                last = Frame(index + 1 + f.index, round(t + f.time, 4), f.rgb)
+                last = Frame(index + 1 + f.index, round(t + f.time, 4), f.rgb, restarted=again and last is None)
                 yield last
             if not self.loop or stop.is_set() or last is None:
                 return

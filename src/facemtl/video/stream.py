@@ -87,6 +87,7 @@ class _Feed:
         self.cut = False  # no more frames wanted (max_frames, or stopped)
         self.detect_next = False  # detect on the next frame taken, whatever the schedule
         self.closed = False
+        self.last_index: int | None = None  # the last tracked frame's index in the source
 
 
 @dataclass
@@ -268,6 +269,7 @@ class Stream:
                     frame = feed.reader.take()
                     if frame is None:
                         continue
+                    detect = detect or frame.restarted  # a file played again: its faces found at once
                     if self.stats.first_frame is None:
                         self.stats.first_frame = time.perf_counter()
                     feed.taken += 1
@@ -320,13 +322,22 @@ class Stream:
             self._warn(f"{feed.source.name}: frame {job.frame.index}: {prepared.result.error}; tracked without it")
             job.result.status, job.result.error = OK, None
             prepared = None
+        # source frames since the last one tracked: frames a live reader dropped (analysis behind) or
+        # the FPS cap skipped still pass for the faces (a user test: with --realtime dropping, boxes
+        # moved one frame's worth over gaps of eight and people were split into several tracks)
+        steps = 1 if feed.last_index is None else job.frame.index - feed.last_index
+        feed.last_index = job.frame.index
+        if job.frame.restarted:  # a file played again: a scene cut, where no track goes on (--loop)
+            cut = feed.tracker.cut()
+            pend.ended, pend.dropped = [t.id for t in cut.ended], [t.id for t in cut.dropped]
+            steps = 1
         if prepared is None:
-            step = feed.tracker.predict(job.frame.time)
+            step = feed.tracker.predict(job.frame.time, steps)
             faces = []
         else:
             faces = prepared.faces
             step = feed.tracker.update(np.array([f.box for f in faces]).reshape(-1, 4), [f.score for f in faces],
-                                       job.frame.time)
+                                       job.frame.time, steps)
         for track, d in step.started:  # tentative: analysed now, shown once confirmed
             self._sample(pend, feed, track, faces, prepared, d)
         for track, d in step.tracked:

@@ -53,6 +53,9 @@ from typing import Sequence
 import numpy as np
 
 TENTATIVE, TRACKED, LOST = "tentative", "tracked", "lost"
+#: Most source frames one call moves the boxes ahead (a gap longer than this ends the tracks
+#: by ``max_lost_time`` anyway; a reconnection after minutes must not cost minutes of steps).
+MAX_STEPS = 120
 
 
 def intersection_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -260,12 +263,16 @@ class Tracker:
     def __len__(self) -> int:
         return len(self.tracks)
 
-    def _advance(self) -> None:
+    def _advance(self, steps: int = 1) -> None:
+        """Move every box ``steps`` frames of the source ahead (frames dropped or skipped since the
+        last call count: a face keeps moving while its frames are not analysed)."""
+        steps = int(min(max(steps, 1), MAX_STEPS))
         for t in self.tracks:
-            if t.state == LOST:
-                t.kf.mean[7] = 0.0  # a lost box keeps its size (ByteTrack)
-            t.kf.predict()
-        self._frames += 1
+            for _ in range(steps):
+                if t.state == LOST:
+                    t.kf.mean[7] = 0.0  # a lost box keeps its size (ByteTrack)
+                t.kf.predict()
+        self._frames += steps
 
     def _expired(self, t: Track, time: float | None) -> bool:
         """Lost too long: in video time where it is known, else in detection rounds."""
@@ -282,26 +289,28 @@ class Tracker:
             (step.ended if self._expired(t, time) else keep).append(t)
         self.tracks = keep
 
-    def predict(self, time: float | None = None) -> TrackerStep:
+    def predict(self, time: float | None = None, steps: int = 1) -> TrackerStep:
         """A frame without detections: every box moves along its prediction. Shown: the tracks
         matched at the last detection and seen at least twice (a track seen once has no velocity:
         its box would stand still while the face moves)."""
         step = TrackerStep()
-        self._advance()
+        self._advance(steps)
         step.tracked = [(t, None) for t in self.tracks if t.state == TRACKED and t.hits > 1]
         self._age_out(step, time)
         return step
 
     def update(self, boxes: np.ndarray | Sequence, scores: np.ndarray | Sequence,
-               time: float | None = None) -> TrackerStep:
+               time: float | None = None, steps: int = 1) -> TrackerStep:
         """A frame with detections ``boxes (M, 4)`` (``x1, y1, x2, y2``) and ``scores (M,)``, at
-        ``time`` seconds of video time (optional)."""
+        ``time`` seconds of video time (optional), ``steps`` frames of the source after the
+        previous call (frames a live reader dropped, or the FPS cap skipped, count: the boxes
+        move that far; at most :data:`MAX_STEPS`)."""
         s = self.settings
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
         first = self._frames == 0
         step = TrackerStep()
-        self._advance()
+        self._advance(steps)
         sure = [i for i in range(len(scores)) if scores[i] >= self.high]
         weak = [i for i in range(len(scores)) if s.low_score <= scores[i] < self.high]
         confirmed = [t for t in self.tracks if t.state != TENTATIVE]
@@ -332,6 +341,14 @@ class Tracker:
             else:
                 step.started.append((t, d))
         self._age_out(step, time)
+        return step
+
+    def cut(self) -> TrackerStep:
+        """A scene cut (a file played again from its start): every track ends, as at
+        :meth:`close`, and the next frame's faces start confirmed tracks, as a stream's first
+        frame's do; ids go on."""
+        step = self.close()
+        self._frames = 0
         return step
 
     def close(self) -> TrackerStep:
