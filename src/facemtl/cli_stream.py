@@ -124,7 +124,8 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds to wait for a URL to answer")
     p.add_argument("--loop", action="store_true",
-                   help="play video files again from the start when they end, until stopped (--max-frames, Ctrl-C); "
+                   help="play video files again from the start when they end, until stopped (--max-frames, Ctrl-C), "
+                        "each pass a new scene (tracks end at the seam); "
                         "frame numbers and times go on")
     p.add_argument("--realtime", action="store_true",
                    help="read video files and folders of frames at their own rate, as a camera sends them: frames "
