@@ -242,6 +242,18 @@ def test_the_same_kind_takes_its_source_over(db_url):
         assert names == {"cam": "stream", f"analyze@{socket.gethostname()}": "analyze"}
 
 
+def test_a_sink_that_lost_refused_results_says_how_many_at_its_close(db_url, capsys):
+    sink = DbSink(db_url, kind="stream", model_info=INFO)
+    make_source(db_url, "upload", "hall")  # taken by the uploads before the camera's first frame
+    for a, b in zip(frames(4, "door", people=1), frames(4, "hall", people=1, seed=3)):
+        sink.write(a)
+        sink.write(b)
+    sink.close()
+    assert sink.incomplete
+    assert ("facemtl: warning: the results of 4 frames or photos were refused by the results database and are not "
+            "stored" in capsys.readouterr().err)
+
+
 def test_a_source_taken_by_another_kind_after_the_start_drops_its_results(db_url, caplog):
     """Names not known at the start (or taken meanwhile) are checked when first written: the
     results of the source that another kind of writer took are dropped with one warning, the

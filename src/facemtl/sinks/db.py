@@ -207,6 +207,9 @@ class DbSink(Sink):
                   f"past a backlog of {self.max_backlog:,} faces, and the oldest were dropped", file=sys.stderr)
         try:
             self._close_waiting(CLOSE_WAIT if wait is None else wait)
+            if self.writer.dropped:  # said batch by batch as refused; the count in all, once (a user test: none did)
+                print(f"facemtl: warning: the results of {self.writer.dropped:,} frames or photos were refused by the "
+                      "results database and are not stored (the lines above say why)", file=sys.stderr)
         except Exception as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             said = f"the results database did not take the last {self.writer.pending.faces} faces: {why}"
