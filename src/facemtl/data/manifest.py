@@ -134,20 +134,6 @@ def _open_check(path: Path) -> None:
                          f"(data.root=path/to/labels.csv){hint}")
 
 
-def _digest(path: str) -> str | None:
-    """The MD5 of the file's bytes; ``None`` when it cannot be read or is empty (it is no one's
-    copy, and is said when its pixels are read)."""
-    import hashlib
-
-    try:
-        with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size == 0:
-                return None
-            return hashlib.file_digest(fh, "md5").hexdigest()
-    except OSError:
-        return None
-
-
 def _size(path: str) -> int | None:
     try:
         return os.stat(path).st_size
@@ -161,7 +147,10 @@ def _copies(same: list[str], labels: np.ndarray, split: np.ndarray | None) -> di
     A manifest's rows are grouped by path already; a photo copied under another name is the
     same face too (UTKFace holds such copies), and one copy in training with another in the
     test split would score the model on a face it trained on."""
-    # copies have one size: only files that share theirs are read (a stat each, not every file's bytes)
+    from .teacher import file_digest  # (the teacher's cache keys images by the same MD5)
+
+    # copies have one size: only files that share theirs are read (a stat each, not every file's
+    # bytes); an empty file or one that cannot be read is no one's copy (said when its pixels are read)
     sizes = {p: _size(p) for p in dict.fromkeys(same)}
     shared = {n for n, k in Counter(v for v in sizes.values() if v).items() if k > 1}
     by_digest: dict[str, list[int]] = {}
@@ -170,7 +159,10 @@ def _copies(same: list[str], labels: np.ndarray, split: np.ndarray | None) -> di
         if sizes[p] not in shared:
             continue
         if p not in digests:
-            digests[p] = _digest(p)
+            try:
+                digests[p] = file_digest(p)
+            except OSError:
+                digests[p] = None
         if digests[p] is not None:
             by_digest.setdefault(digests[p], []).append(i)
     sets = [rows for rows in by_digest.values() if len({same[i] for i in rows}) > 1]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal, Optional, Sequence
 
 from fastapi import Query
 
-from ..store.queries import AnswerFilter
+from ..store.queries import AnswerFilter, filter_classes
 from ..tasks import Task
 
 #: Query parameters of the routes themselves; a task with one of these names is filtered
@@ -44,11 +44,8 @@ def task_filters(tasks: Sequence[Task], stored: dict[str, list[str]] | None = No
     out = []
     for t in tasks:
         base = t.name if t.name not in FIXED else f"task_{t.name}"
-        names = t.class_names()
-        if names is None:
-            out.append(TaskFilter(t, [f"{base}_min", f"{base}_max"]))
-        else:
-            out.append(TaskFilter(t, [base], names + [n for n in (stored or {}).get(t.name, []) if n not in names]))
+        names = filter_classes(t, stored)
+        out.append(TaskFilter(t, [f"{base}_min", f"{base}_max"]) if names is None else TaskFilter(t, [base], names))
     return out
 
 

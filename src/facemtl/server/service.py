@@ -319,7 +319,9 @@ class Service:
                 self.warnings.append(w)
                 log.warning(w)
         self.tasks = self.tasks + added
-        own = {t.name: (t.class_names() or []) + self.classes.get(t.name, []) for t in self.tasks}
+        from ..store.queries import filter_classes
+
+        own = {t.name: filter_classes(t, self.classes) or [] for t in self.tasks}
         more = {k: [n for n in v if n not in own.get(k, [])] for k, v in classes.items()}
         more = {k: v for k, v in more.items() if v and k not in {t.name for t in added}}
         self.classes = classes

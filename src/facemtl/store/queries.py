@@ -78,6 +78,15 @@ class AnswerFilter:
         return sa.and_(*cond)
 
 
+def filter_classes(task: Any, stored: dict[str, list[str]] | None = None) -> list[str] | None:
+    """The class names a filter on ``task`` takes: its own, then any other that ``stored`` (see
+    :func:`stored_class_names`: an earlier model's) gives for its name; ``None`` for a numeric task."""
+    names = task.class_names()
+    if names is None:
+        return None
+    return names + [n for n in (stored or {}).get(task.name, []) if n not in names]
+
+
 def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any],
                          stored: dict[str, list[str]] | None = None) -> list[AnswerFilter]:
     """``TASK=CLASS`` (repeat for several classes: any matches), ``TASK_min=X``, ``TASK_max=X``:
@@ -95,9 +104,7 @@ def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any],
         if not sep or task is None:
             raise ValueError(f"--where {term!r}: write TASK=CLASS, TASK_min=X or TASK_max=X with a stored task "
                              f"({', '.join(by_name) or 'none stored'})")
-        names = task.class_names()
-        if names is not None:
-            names = names + [n for n in (stored or {}).get(name, []) if n not in names]
+        names = filter_classes(task, stored)
         if not end:
             if names is None:
                 raise ValueError(f"--where {term!r}: task {name!r} has values, not classes: use {name}_min / {name}_max")
