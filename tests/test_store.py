@@ -650,12 +650,21 @@ def test_db_delete_erases_one_track_a_source_or_a_span_and_nothing_else(db_url, 
     assert "no source is named 'nope'; the sources are:" in capsys.readouterr().err
 
 
+def _writer_killed(url: str, source: str) -> None:
+    """As if the writer of ``source`` had died without a word (kill -9): its beat stopped a minute ago."""
+    from facemtl.store.models import Source
+
+    eng = create_db_engine(url)
+    with eng.begin() as conn:
+        conn.execute(sa.update(Source).where(Source.name == source).values(last_seen=time.time() - 60))
+    eng.dispose()
+
+
 def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsys):
     """Its writer would add faces to an open track deleted under it: left, with a warning; its closed
     tracks go. A review: a killed writer's session stays open for good, and the first version left
     its faces for ever ("stop their streams": there was none to stop)."""
     from facemtl.cli import main
-    from facemtl.store.models import Source
 
     sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
     for it in stream(INFO, 20, source="live", track_len=8):
@@ -676,10 +685,7 @@ def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsy
             assert len(all_faces(store, source="live")) == open_faces
         assert_consistent(db_url)
         # the writer dies without a word (kill -9): its beat stops, its session stays open
-        eng = create_db_engine(db_url)
-        with eng.begin() as conn:
-            conn.execute(sa.update(Source).where(Source.name == "live").values(last_seen=time.time() - 60))
-        eng.dispose()
+        _writer_killed(db_url, "live")
         assert main(["db", "delete", "--db", db_url, "--source", "live"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["deleted"]["faces"] == open_faces and out["left_running"] == 0
@@ -693,8 +699,6 @@ def test_a_purge_leaves_the_tracks_a_running_stream_follows(db_url):
     """A user test: `db purge --older-than 0` (or an hourly retention) during a stream deleted
     the tracks it still followed, and every later face of them was refused (509 of 1641 faces
     lost). Those tracks are left; the rest goes, and the writer goes on storing."""
-    from facemtl.store.models import Source
-
     sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
     events = list(stream(INFO, 40, source="live", track_len=8))
     cut = next(i for i, it in enumerate(events) if i >= 24 and not isinstance(it, TrackResult))  # tracks open
@@ -713,10 +717,7 @@ def test_a_purge_leaves_the_tracks_a_running_stream_follows(db_url):
         assert not sink.incomplete
         assert_consistent(db_url)
         # a killed writer's open tracks are no one's: they go
-        eng = create_db_engine(db_url)
-        with eng.begin() as conn:
-            conn.execute(sa.update(Source).where(Source.name == "live").values(last_seen=time.time() - 60))
-        eng.dispose()
+        _writer_killed(db_url, "live")
         with Store(db_url) as store:
             store.purge(0)
             assert all_faces(store, source="live") == []
