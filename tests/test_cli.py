@@ -149,3 +149,24 @@ def test_a_last_sentence_is_one_write(monkeypatch):
     monkeypatch.setattr(sys, "stderr", Unbuffered())
     assert main(["train", "--out", "/nonexistent/run"]) == 2
     assert len(writes) == 1 and writes[0].startswith("facemtl: error: ") and writes[0].endswith("\n")
+
+
+def test_facemtls_own_log_is_said_as_the_other_lines_are(monkeypatch, capsys):
+    # a user test: the database's refusals (logged) came without the ``facemtl: warning:`` prefix
+    import dataclasses
+    import logging
+
+    from facemtl.clilog import log_to_stderr
+
+    def run(args):
+        logging.getLogger("facemtl.store").warning("the results database refused %d of %d images", 3, 40)
+        logging.getLogger("facemtl.store").info("not said at the default level")
+        with log_to_stderr("info"):  # serve's --log-level: the level changes, no second handler
+            logging.getLogger("facemtl.server").info("retention purged %d faces", 10)
+        return 0
+
+    monkeypatch.setitem(COMMANDS, "db", dataclasses.replace(COMMANDS["db"], run=run))
+    assert main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "facemtl: warning: the results database refused 3 of 40 images", "facemtl: info: retention purged 10 faces"]
+    assert not any(h for h in logging.getLogger("facemtl").handlers)  # none left behind

@@ -564,7 +564,7 @@ def test_serve_refuses_a_port_in_use_before_creating_the_database(tmp_path, caps
 def test_the_server_log_says_what_a_retention_purge_deleted(tmp_path, capsys):
     import logging
 
-    from facemtl.cli_serve import _log_to_stderr
+    from facemtl.clilog import log_to_stderr
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     sink = DbSink(url, source="old-cam", kind="stream", model_info=INFO)
@@ -573,14 +573,14 @@ def test_the_server_log_says_what_a_retention_purge_deleted(tmp_path, capsys):
     sink.close()
     store = Store(url)
     said = ""
-    with _log_to_stderr("info"), TestClient(create_app(store, None, retention_days=7)):
+    with log_to_stderr("info"), TestClient(create_app(store, None, retention_days=7)):
         deadline = time.time() + 20  # the purge runs in the server's thread: wait for its log line
         while "retention (7 days)" not in said and time.time() < deadline:
             time.sleep(0.1)
             said += capsys.readouterr().err
     assert store.counts()["faces"] == 0
     store.close()
-    assert "facemtl: INFO: retention (7 days): deleted {'faces': 10" in said
+    assert "facemtl: info: retention (7 days): deleted {'faces': 10" in said
     assert not logging.getLogger("facemtl").handlers  # removed when the server stops
 
 

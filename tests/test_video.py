@@ -5,6 +5,7 @@ FPS cap, and the video output schema."""
 from __future__ import annotations
 
 import io
+import queue
 import threading
 import time
 
@@ -214,6 +215,23 @@ class _Reconnecting(Source):
             yield Frame(i, i / 30, np.zeros((4, 4, 3), np.uint8), opened=i in (0, 100))
 
 
+class _Fed(Source):
+    """A live source that hands over as many frames as the test puts in its queue (``None`` ends it)."""
+
+    live = True
+
+    def __init__(self) -> None:
+        super().__init__("fed")
+        self.queue: queue.Queue = queue.Queue()
+
+    def frames(self, stop, log):
+        i = 0
+        while (n := self.queue.get()) is not None:
+            for _ in range(n):
+                yield Frame(i, i / 30, np.zeros((4, 4, 3), np.uint8))
+                i += 1
+
+
 def _drain(reader: FrameReader) -> list[int]:
     got = []
     while True:
@@ -247,6 +265,32 @@ def test_a_live_reader_drops_the_oldest_frames_a_file_reader_waits():
     assert _drain(file) == list(range(500)) and file.dropped == 0
 
 
+def test_a_burst_kept_at_the_opening_is_worked_through_not_dropped_at_once():
+    # a user test: two sources under --realtime lost about 1 s of frames (and the tracks on them)
+    # when the opening window ended and the reader dropped all but 4 of a 40-frame backlog at once
+    source, ready = _Fed(), threading.Condition()
+    reader = FrameReader(source, ready, print, size=4, opening=0.3).start()
+
+    def fed(n: int, last: int) -> list[int]:
+        source.queue.put(n)
+        with ready:
+            assert ready.wait_for(lambda: reader.buffer and reader.buffer[-1].index == last, 5)
+            return [f.index for f in reader.buffer]
+
+    assert fed(30, 29) == list(range(30))  # the opening burst: kept
+    time.sleep(0.35)  # the window ends
+    assert fed(1, 30) == list(range(1, 31)) and reader.dropped == 1  # one in, the oldest out
+    with ready:
+        taken = [reader.take().index for _ in range(20)]
+    assert taken == list(range(1, 21))
+    assert fed(5, 35) == list(range(26, 36)) and reader.dropped == 6  # never regrows past what was left
+    with ready:
+        [reader.take() for _ in range(10)]
+    assert fed(6, 41) == list(range(38, 42))  # caught up: the usual buffer of 4
+    source.queue.put(None)
+    reader._thread.join(5)
+    assert reader.finished
+
 def test_fps_cap_keeps_frames_by_source_time():
     reader = FrameReader(_Fake(90, live=False, fps=30), threading.Condition(), print, size=100, fps_cap=10).start()
     got = _drain(reader)
@@ -274,7 +318,8 @@ def test_realtime_pacing_hands_frames_over_at_their_times_and_drops_behind(tmp_p
         # the clock time it was due at, as a camera's: the first frame's arrival plus its media time
         assert wall_time == pytest.approx(first[3] + t, abs=1e-3) and wall_time <= now + 1e-3
     # a reader nobody takes from keeps the newest frames and counts the rest dropped, as for a camera
-    reader = FrameReader(Paced(_Fake(40, live=False, fps=200)), threading.Condition(), print, size=4, opening=0).start()
+    # (a file makes no burst at its opening: none is kept, whatever the opening window)
+    reader = FrameReader(Paced(_Fake(40, live=False, fps=200)), threading.Condition(), print, size=4).start()
     reader._thread.join(5)
     assert reader.finished and [f.index for f in reader.buffer] == [36, 37, 38, 39] and reader.dropped == 36
     # a stop while it waits for a frame's time ends it at once

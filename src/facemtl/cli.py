@@ -26,6 +26,7 @@ from .cli_args import stderr_line as _stderr_line
 from .cli_fusion import fusion  # noqa: F401  (facemtl.cli.fusion, as before)
 from .cli_stream import reconnections as _reconnections  # noqa: F401  (tests and callers of the old name)
 from .cli_stream import stream  # noqa: F401  (facemtl.cli.stream, as before)
+from .clilog import log_to_stderr
 from .system import loader_killed
 
 EPILOG = "Overrides: section.key=value, e.g. train.epochs=3 data.image_size=112 weighting.name=equal"
@@ -539,7 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(AttributeError, ValueError):  # a stdout replaced by one without reconfigure
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
-        return command.run(args)
+        with log_to_stderr():
+            return command.run(args)
     except BrokenPipeError as exc:
         from .system import quiet_stdout, stdout_closed
 

@@ -16,7 +16,9 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, Iterator
+from typing import Any
+
+from .clilog import log_to_stderr
 
 #: Seconds ``serve`` waits, once stopped, for requests still running before it cuts them off.
 STOP_WAIT = 20
@@ -77,7 +79,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
                   f"token {'on' if token else 'off'}; {kept})", file=sys.stderr)
             if weak:  # after the line that names the port (scripts read the first line for it)
                 print(weak, file=sys.stderr)
-            with _log_to_stderr(log_level):
+            with log_to_stderr(log_level):  # (retention deletions, uploads kept for a database that is down)
                 stopped_by = _run(app, sock, log_level)
         finally:
             store.close()
@@ -126,26 +128,6 @@ def _time(text: str) -> float:
         return parse_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected {exc}") from None
-
-
-@contextlib.contextmanager
-def _log_to_stderr(level: str) -> Iterator[None]:
-    """While the server runs, print facemtl's own log (retention deletions, uploads kept for a
-    database that is down) on stderr beside uvicorn's, at ``level``: without a handler Python
-    drops INFO records, so a retention purge deleted faces without a word."""
-    import logging
-
-    logger = logging.getLogger("facemtl")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("facemtl: %(levelname)s: %(message)s"))
-    before = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(before)
 
 
 def _run(app: Any, sock: socket.socket, log_level: str) -> int | None:

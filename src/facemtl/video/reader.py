@@ -23,7 +23,11 @@ class FrameReader:
     is dropped and counted (:attr:`dropped`); for ``opening`` seconds after its first frame
     it may hold ``burst`` frames, within :data:`BURST_BYTES` (FFmpeg hands over what it
     buffered while probing the stream all at once), and again after each reconnection (a
-    frame marked ``opened``). Any other source waits for room, so no frame is lost.
+    frame marked ``opened``), where the source says it :attr:`~Source.bursts`. Past that
+    window, what the buffer holds beyond ``size`` is worked through, not thrown away at once:
+    the buffer may hold what it held then, less each frame taken since (so one frame in, the
+    oldest out, until the consumer catches up). Any other source waits for room, so no frame
+    is lost.
     ``fps_cap``: keep at most that many frames per second of the source's time
     (the rest are skipped, counted in :attr:`skipped`). ``ready`` is notified on every
     new frame and at the end; ``log`` receives the source's warnings.
@@ -38,6 +42,7 @@ class FrameReader:
         self.size = max(1, size)
         self.fps_cap = fps_cap
         self.buffer: deque[Frame] = deque()
+        self._room = self.size  # frames a live buffer may hold now (more while a burst is worked through)
         self.dropped = 0
         self.skipped = 0
         self.read = 0
@@ -101,10 +106,11 @@ class FrameReader:
                     continue
                 with self.ready:
                     if self.source.live:
-                        size = self.size
-                        if time.monotonic() - first < self.opening:  # the opening burst, within BURST_BYTES
-                            size = max(size, min(self.burst, BURST_BYTES // max(1, frame.rgb.nbytes)))
-                        while len(self.buffer) >= size:
+                        if self.source.bursts and time.monotonic() - first < self.opening:  # the opening burst, within BURST_BYTES
+                            self._room = max(self.size, min(self.burst, BURST_BYTES // max(1, frame.rgb.nbytes)))
+                        else:  # (a user test: dropping all but ``size`` at the window's end lost 1 s of frames, and the tracks)
+                            self._room = max(self.size, min(self._room, len(self.buffer)))
+                        while len(self.buffer) >= self._room:
                             self.buffer.popleft()
                             self.dropped += 1
                     else:
