@@ -476,7 +476,8 @@ def test_a_write_the_machine_refuses_is_one_sentence_not_a_traceback(face_photo,
 
     monkeypatch.setattr(JsonLinesSink, "write", full)
     assert main(["analyze", str(face_photo), "--json", "--no-progress"]) == 1
-    assert capsys.readouterr().err == "facemtl: error: facemtl analyze could not go on: no space left on device\n"
+    assert capsys.readouterr().err == ("facemtl: error: facemtl analyze could not go on: no space left on device: "
+                                       "standard output\n")
 
 
 def test_a_model_file_whose_metadata_does_not_describe_its_network_is_refused(tmp_path):

@@ -37,6 +37,7 @@ def analyze(
     db: str | None = None,
     thumbnails: bool = False,
     fusion: str | bool | None = None,
+    skip_stored: bool = False,
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
 
@@ -44,7 +45,8 @@ def analyze(
     ``fusion``: the accurate variant (``True``: the shipped fusion file, or a fusion file's path).
 
     ``db``: also store the faces in the results database at this URL or SQLite file
-    (``thumbnails``: with a small crop of each face).
+    (``thumbnails``: with a small crop of each face; ``skip_stored``: leave out the files whose
+    faces an earlier ``analyze`` stored there, to go on after a stopped run).
 
     Every input gets a record: a path that does not exist gets one with status ``error``
     (written first), a folder that cannot be searched a warning. An annotated copy that
@@ -55,7 +57,7 @@ def analyze(
     from .inference.results import ImageResult
     from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
     from .sinks.db import open_db_sink
-    from .system import SIGNAL_STATUS, stop_on_signals
+    from .system import SIGNAL_STATUS, out_of_memory, stop_on_signals
 
     def warn(path: str, reason: str) -> None:
         print(f"facemtl: warning: {path}: {reason}", file=sys.stderr)
@@ -70,6 +72,8 @@ def analyze(
         raise FileNotFoundError("no image files found in " + ", ".join(paths))
     if thumbnails and db is None:
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
+    if skip_stored and db is None:
+        raise ValueError("--skip-stored leaves out the files whose faces a results database holds: add --db URL")
     annotated = None
     if annotate_dir:
         files = _outside_annotate_folder(files, paths, annotate_dir, warn)
@@ -90,16 +94,33 @@ def analyze(
                           fusion=fusion) as analyzer:
             # the database first: a refused source name leaves no other output begun (a CSV header)
             stored = open_db_sink(db, analyzer.predictor.info, thumbnails, absolute_files=True) if db else None
-            out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
-            for m, why in missing_why:
-                out.write(ImageResult(file=m).fail(why))
+            if skip_stored and stored is not None:
+                try:
+                    done_before = stored.store.stored_files([os.path.abspath(f) for f in files])
+                except BaseException:
+                    stored.close()
+                    raise
+                if done_before:
+                    files = [f for f in files if os.path.abspath(f) not in done_before]
+                    todo = itertools.takewhile(lambda _: not received, files)
+                print(f"facemtl: --skip-stored: {len(done_before):,} of {len(done_before) + len(files):,} files have "
+                      f"faces stored by an earlier run; analysing the other {len(files):,}", file=sys.stderr)
+            try:
+                out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+                for m, why in missing_why:
+                    out.write(ImageResult(file=m).fail(why))
+            except OSError as exc:  # our own output (a CSV header, the records of missing paths): name it
+                exc.filename = exc.filename or "standard output"
+                if stored is not None:  # (its session ended, as at any other stop)
+                    stored.close()
+                raise
             show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
             bar = None
             if show_bar:
                 from tqdm import tqdm
 
                 bar = tqdm(total=len(files), unit="image", file=sys.stderr)
-            readable = done = odd = 0
+            readable = done = odd = written = 0
             try:
                 for res in analyzer.analyze_files(todo, aligned=aligned):
                     done += 1
@@ -117,9 +138,24 @@ def analyze(
                             annotated.write(res)
                         except OSError as exc:  # this file's copy only: say so in its record, keep its faces
                             res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
-                    out.write(res)
+                    try:
+                        out.write(res)
+                    except OSError as exc:  # our own output (standard output, redirected): name it
+                        exc.filename = exc.filename or "standard output"
+                        raise
+                    written += 1
                     if bar is not None:
                         bar.update(1)
+            except Exception as exc:  # the run cannot go on: say what was kept before saying why
+                kept = f"{written} of {len(files)} images answered and written before it stopped, the rest not read"
+                if out_of_memory(exc):
+                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    _stderr_line(f"facemtl: error: out of memory ({why}): {kept} (fewer --workers "
+                                 "and --threads need less)")
+                    return 1
+                if written:
+                    _stderr_line(f"facemtl: {kept}")
+                raise
             finally:
                 try:
                     out.close()
@@ -133,9 +169,11 @@ def analyze(
     if received:
         what = (f"all {done} images" if done == len(files) else f"{done} of {len(files)} images") + \
             " answered and written" + ("" if done == len(files) else ", the rest not read")
-        print(f"facemtl: stopped by {signal.Signals(received[0]).name}: {what}", file=sys.stderr)
+        again = " (to go on later without storing faces twice: the same command with --skip-stored)" \
+            if db and done < len(files) and not skip_stored else ""
+        print(f"facemtl: stopped by {signal.Signals(received[0]).name}: {what}{again}", file=sys.stderr)
         return SIGNAL_STATUS[received[0]]
-    if not readable:  # each file's reason is in its record; say on stderr too that nothing was read
+    if not readable and (files or missing):  # each file's reason is in its record; say on stderr too that nothing was read
         _stderr_line(f"facemtl: error: none of the {len(files) + len(missing)} inputs could be read as an image "
                      "(each record says why)" if len(files) + len(missing) > 1 else
                      "facemtl: error: the input could not be read as an image (its record says why)")
@@ -209,10 +247,14 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", metavar="FUSION_FILE",
                    help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
     _db_flags(p)
+    p.add_argument("--skip-stored", action="store_true",
+                   help="with --db: leave out the files whose faces an earlier 'analyze' stored in that database, "
+                        "to go on after a stopped run without storing them twice (photos without a face are "
+                        "analysed again: they store nothing)")
 
 
 
 def analyze_run(a: argparse.Namespace) -> int:
     return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
                    False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
-                   db=a.db, thumbnails=a.thumbnails, fusion=a.fusion or a.accurate)
+                   db=a.db, thumbnails=a.thumbnails, fusion=a.fusion or a.accurate, skip_stored=a.skip_stored)

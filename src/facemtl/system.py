@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import math
 import os
 import platform
 import select
@@ -52,10 +53,83 @@ def hardware(device: Any = None) -> dict[str, Any]:
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity where the OS says, else all)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """CPU cores this process may use: those it may run on (its affinity where the OS says, else
+    all), at most its control group's CPU quota rounded up (Docker's ``--cpus``, a Kubernetes
+    limit). A user test: in a one-CPU container on a 16-core host, threads for 16 cores ran
+    throttled, slower than one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def cpu_quota(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPUs' worth of time this process's control group may use (quota / period, the
+    smallest along its path), or ``None`` when there is no quota or no cgroup file says.
+
+    cgroup v2 writes ``cpu.max`` (``150000 100000``, or ``max 100000``); v1 ``cpu.cfs_quota_us``
+    (``-1``: none) and ``cpu.cfs_period_us``. Python's ``os.process_cpu_count`` reads the
+    affinity only and no maintained library reads these, hence this reader. A container sees its
+    own group at the mount's root while ``/proc/self/cgroup`` may name the host's path, so each
+    level from the named folder up to the root is looked at."""
+    try:
+        with open(proc_cgroup) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found: list[float] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # v2: one hierarchy
+            bases = [root]
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
+            bases = [f"{root}/{controllers}", f"{root}/cpu", f"{root}/cpu,cpuacct"]
+        else:
+            continue
+        rel = [p for p in path.strip("/").split("/") if p]
+        for base in dict.fromkeys(bases):
+            for depth in range(len(rel), -1, -1):
+                folder = "/".join([base, *rel[:depth]])
+                q = _v2_quota(folder) if controllers == "" else _v1_quota(folder)
+                if q is not None:
+                    found.append(q)
+    return min(found) if found else None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _v2_quota(folder: str) -> float | None:
+    text = (_read(f"{folder}/cpu.max") or "").split()
+    try:
+        return int(text[0]) / int(text[1]) if len(text) == 2 and text[0] != "max" and int(text[1]) > 0 else None
+    except ValueError:
+        return None
+
+
+def _v1_quota(folder: str) -> float | None:
+    try:
+        quota, period = int(_read(f"{folder}/cpu.cfs_quota_us") or -1), int(_read(f"{folder}/cpu.cfs_period_us") or 0)
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: Python's and NumPy's ``MemoryError``, ONNX Runtime's
+    "Failed to allocate memory", PyTorch's "can't allocate memory", C++'s ``bad_alloc``."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return any(w in text for w in ("failed to allocate memory", "can't allocate memory", "bad_alloc",
+                                   "out of memory", "cannot allocate memory"))
 
 
 def _cpu_model() -> str:

@@ -82,7 +82,7 @@ def export_openvino_int8(source: Any, out: Path, faces: Any, fmt: Any, opset: in
     changes, on 1,000: age +0.4 %, gender and race -0.1 points each.
 
     NNCF writes its log and progress bars to standard output; they go to standard error here,
-    so that ``facemtl export --json`` prints nothing but its JSON.
+    so that ``facemtl export --json`` prints nothing but its JSON, and its log says warnings only.
     """
     import contextlib
     import logging
@@ -94,6 +94,8 @@ def export_openvino_int8(source: Any, out: Path, faces: Any, fmt: Any, opset: in
         for h in logging.getLogger("nncf").handlers:
             if isinstance(h, logging.StreamHandler) and h.stream in (sys.__stdout__, sys.stdout):
                 h.setStream(sys.stderr)
+        # its warnings only (a user test: hundreds of INFO lines in a benchmark's output); export says the rest
+        logging.getLogger("nncf").setLevel(logging.WARNING)
         model = _convert(source, opset)
         images = faces.calibration
         data = nncf.Dataset([images[i : i + 1] for i in range(len(images))])

@@ -40,6 +40,13 @@ class Prepared:
     features: list[np.ndarray] | None = None
 
 
+class DetectorUnavailable(RuntimeError):
+    """The face detector's library could not load here: the run stops with this sentence (exit
+    status 1, the machine's refusal) rather than marking every photo unreadable."""
+
+    exit_status = 1
+
+
 class Pipeline:
     """Decode, detect and align images; batch their crops through a :class:`Predictor`.
 
@@ -224,8 +231,9 @@ class Pipeline:
                     item.cancel()
 
     def prepare(self, result: ImageResult, image: Any, aligned: bool) -> Prepared:
-        """Decode, detect and align one image. Never raises: an image that cannot be read or
-        searched becomes an ``error`` result."""
+        """Decode, detect and align one image. An image that cannot be read or searched becomes
+        an ``error`` result; raises :class:`DetectorUnavailable` only when the detector's library
+        cannot load (a user test: every photo of a folder was marked unreadable for it)."""
         try:
             if aligned and is_open_file(image):  # an open file: its bytes, read once
                 image = image.read()
@@ -250,6 +258,10 @@ class Pipeline:
             result.image = rgb
         try:
             return self._find(result, rgb, aligned)
+        except ImportError as exc:  # the detector's library could not load: no photo's fault, stop the run
+            raise DetectorUnavailable(f"the face detector {self.detector_name!r} could not run: {describe_error(exc)} "
+                                      "(its library did not load: a missing system library, or too little memory "
+                                      "under a limit); the photos were not searched") from exc
         except Exception as exc:
             return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
 

@@ -2,14 +2,20 @@
 would run as a formula get a leading ``'``: :mod:`facemtl.csvcells`).
 
 Each record is flushed as it is written, so a process killed at any moment leaves whole
-records behind (a flush per image: a few microseconds against a millisecond of network).
+records behind (a flush per image: a few microseconds against a millisecond of network), and
+a file the disk stops taking part-way through a record is cut back to the record before
+(:func:`write_whole`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import logging
+import os
+import stat
 import sys
 import time
 from typing import Any, Iterable, Sequence, TextIO
@@ -29,6 +35,36 @@ from ..tasks import Task
 from .base import Sink
 
 log = logging.getLogger("facemtl.sinks")
+
+
+def write_whole(out: TextIO, text: str) -> None:
+    """Write ``text`` (whole records) to ``out`` and flush it. Where ``out`` is a file the disk
+    stops taking part-way through (full, a quota), the file is cut back to where ``text`` began,
+    so it ends in a whole record, and the ``OSError`` is raised (a user test: a full disk left a
+    JSON line cut off mid-object, which every reader of the file then failed on).
+
+    The bytes go to the file descriptor in one ``os.write`` loop (the text layer's buffer would
+    keep the refused part and write it again at close, after the cut); an ``out`` without one (a
+    ``StringIO``, a test's capture) is written as usual."""
+    try:
+        out.flush()
+        fd = out.fileno()
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        start = os.lseek(fd, 0, os.SEEK_CUR) if regular else 0
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        out.write(text)
+        out.flush()
+        return
+    data = memoryview(text.encode(getattr(out, "encoding", None) or "utf-8", getattr(out, "errors", None) or "strict"))
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        if regular:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+                os.lseek(fd, start, os.SEEK_SET)
+        raise
 
 
 class TableSink(Sink):
@@ -51,14 +87,12 @@ class TableSink(Sink):
         where = f"{track.source}: " if track.source else ""
         answers = ", ".join(a.short(n) for n, a in track.answers.items())
         conf = f" (confidence {track.confidence:.2f})" if track.confidence is not None else ""
-        self.out.write(f"{where}track {track.track}: {span}: {answers}{conf}\n")
-        self.out.flush()
+        write_whole(self.out, f"{where}track {track.track}: {span}: {answers}{conf}\n")
 
     def write(self, result: ImageResult) -> None:
         if not self.frames:
             return
-        self.out.write(self._text(result))  # one write and a flush: the image's lines stay together
-        self.out.flush()
+        write_whole(self.out, self._text(result))  # one write: the image's lines stay together
 
     @staticmethod
     def _text(result: ImageResult) -> str:
@@ -90,14 +124,12 @@ class JsonLinesSink(Sink):
 
     def write(self, result: ImageResult) -> None:
         if self.faces:
-            self.out.writelines(json.dumps(d) + "\n" for d in result.face_lines())
+            write_whole(self.out, "".join(json.dumps(d) + "\n" for d in result.face_lines()))
         else:
-            self.out.write(json.dumps(result.to_dict()) + "\n")
-        self.out.flush()
+            write_whole(self.out, json.dumps(result.to_dict()) + "\n")
 
     def write_track(self, track: TrackResult) -> None:
-        self.out.write(json.dumps(track.to_dict()) + "\n")
-        self.out.flush()
+        write_whole(self.out, json.dumps(track.to_dict()) + "\n")
 
 
 class _CsvRows:
@@ -108,9 +140,17 @@ class _CsvRows:
 
     def __init__(self, out: TextIO, columns: list[str], unwritten: Iterable[str] = ()) -> None:
         self.out = out
-        self.writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        self.text = io.StringIO()  # an image's rows are written whole (write_whole)
+        self.writer = csv.DictWriter(self.text, fieldnames=columns, extrasaction="ignore")
         self.writer.writeheader()
+        self._send()
         self.known = set(columns) | set(unwritten)
+
+    def _send(self) -> None:
+        text = self.text.getvalue()
+        self.text.seek(0)
+        self.text.truncate()
+        write_whole(self.out, text)
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
@@ -120,7 +160,7 @@ class _CsvRows:
                             "more than their columns say); left out of the file", ", ".join(extra))
                 self.known.update(extra)
             self.writer.writerow(safe_row(row))
-        self.out.flush()
+        self._send()
 
 
 class CsvSink(Sink):

@@ -12,7 +12,7 @@ from importlib import resources
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .engine import StoreError, cannot_open, create_db_engine, reason, redacted, unreachable
+from .engine import StoreError, broken, cannot_open, create_db_engine, reason, redacted, unreachable
 
 #: PostgreSQL advisory lock held while migrating (any constant; "facemtl" in digits).
 LOCK_KEY = 36223685
@@ -82,13 +82,20 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str:
                 raise StoreError(f"the database {redacted(url)} {newer}")
             command.upgrade(_config(conn), revision)
             if conn.dialect.name == "sqlite":
-                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise StoreError(f"the migration left {len(broken)} rows pointing at missing rows; rolled back")
+                dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if dangling:
+                    raise StoreError(f"the migration left {len(dangling)} rows pointing at missing rows; rolled back")
         return str(current_revision(engine))
     except sa.exc.SQLAlchemyError as exc:
         if not opened:
             raise cannot_open(url, exc) from None
+        refused = broken(exc)
+        if refused and any(w in refused.lower() for w in ("full", "no space", "read-only file system", "could not write")):
+            # (a user test: a full disk was said as a database that "stopped answering", exit 2)
+            error = StoreError(f"the machine refused a write to the database {redacted(url)} while it was made ready "
+                               f"(everything rolled back; free space, then run again): {refused}")
+            error.exit_status = 1
+            raise error from None
         if unreachable(exc):
             raise StoreError(f"the database {redacted(url)} stopped answering while it was migrated (everything "
                              f"rolled back; run 'facemtl db upgrade' again): {reason(exc)}") from None

@@ -127,6 +127,19 @@ class Store:
         names = {t.name for t in extra}
         return list(extra) + [t for t in stored if t.name not in names]
 
+    def stored_files(self, files: Sequence[str], chunk: int = 500) -> set[str]:
+        """Those of ``files`` (paths as stored: absolute for ``analyze --db``) whose faces an
+        ``analyze`` session already stored; ``analyze --skip-stored`` leaves them out. (Photos
+        without a face store nothing, so they are never among them.)"""
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(files), chunk):
+                part = list(files[i : i + chunk])
+                found.update(conn.execute(
+                    sa.select(Face.file).distinct().join(Session, Session.id == Face.session_id)
+                    .where(Session.kind == "analyze", Face.file.in_(part))).scalars())
+        return found
+
     def class_names(self) -> dict[str, list[str]]:
         """Per task, every class name its recorded sessions had (see :func:`queries.stored_class_names`)."""
         with self.engine.connect() as conn:

@@ -1,0 +1,200 @@
+"""facemtl analyze when the machine gives out (a user test on a small box): memory that runs
+out, a detector library that does not load, a disk that fills, a CPU quota, and what each
+keeps of the work done."""
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+from facemtl.cli import main
+from facemtl.images import describe_error
+from facemtl.system import cpu_quota
+
+pytest.importorskip("dlib")
+
+
+@pytest.fixture()
+def crops(utkface_root, tmp_path):
+    """70 aligned UTKFace crops: two network batches of 64 and 6."""
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for k, p in enumerate(sorted((Path(utkface_root) / "UTKFace").glob("*.jpg"))[:70]):
+        (folder / f"c{k:03d}.jpg").write_bytes(p.read_bytes())
+    return folder
+
+
+def test_memory_that_runs_out_in_the_network_keeps_the_batches_written(crops, monkeypatch, capsys):
+    from facemtl.inference.predictor import Predictor
+
+    calls, predict = [], Predictor.predict
+
+    def once_then_out_of_memory(self, *args, **kw):  # as NumPy says it under `prlimit --as`
+        calls.append(1)
+        if len(calls) > 1:
+            raise MemoryError("Unable to allocate 2.30 MiB for an array with shape (6, 3, 224, 224)")
+        return predict(self, *args, **kw)
+
+    monkeypatch.setattr(Predictor, "predict", once_then_out_of_memory)
+    assert main(["analyze", str(crops), "--aligned", "--json", "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]  # was: a traceback, and 0 lines
+    assert len(records) == 64 and all(r["status"] == "ok" for r in records)
+    assert err.splitlines() == ["facemtl: error: out of memory (Unable to allocate 2.30 MiB for an array with shape "
+                                "(6, 3, 224, 224)): 64 of 70 images answered and written before it stopped, the rest "
+                                "not read (fewer --workers and --threads need less)"]
+
+
+def test_a_detector_that_cannot_load_stops_the_run_instead_of_blaming_every_photo(crops, monkeypatch, capsys):
+    from facemtl.inference.pipeline import Pipeline
+
+    def no_library(self, result, rgb, aligned):
+        raise ImportError("libGL.so.1: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(Pipeline, "_find", no_library)
+    assert main(["analyze", str(crops), "--json", "--workers", "1", "--no-progress"]) == 1  # the machine's refusal
+    out, err = capsys.readouterr()
+    assert out == ""  # (was: 70 records, each "face detection failed", and "none of the inputs could be read")
+    said = err.splitlines()
+    assert len(said) == 1 and said[0].startswith("facemtl: error: the face detector 'mtcnn' could not run: libGL.so.1: cannot open "
+                              "shared object file") and "the photos were not searched" in said[0]
+
+
+def test_a_full_disk_leaves_whole_records_and_names_the_output(tmp_path, monkeypatch):
+    import os
+
+    from facemtl.inference.results import ImageResult
+    from facemtl.sinks import CsvSink, JsonLinesSink
+    from facemtl.sinks import text as text_sinks
+    from facemtl.tasks import build_task
+
+    real_write = os.write
+
+    def disk_fills_after(limit):
+        written = [0]
+
+        def write(fd, data):
+            room = limit - written[0]
+            if room <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            n = real_write(fd, bytes(data[:room]))
+            written[0] += n
+            return n
+        return write
+
+    result = ImageResult(file="a.jpg", width=10, height=10, status="no_face")
+    line = json.dumps(result.to_dict()) + "\n"
+    path = tmp_path / "out.jsonl"
+    with open(path, "w") as f:
+        monkeypatch.setattr(text_sinks.os, "write", disk_fills_after(len(line) + 7))  # room for 1 record and a bit
+        sink = JsonLinesSink(f)
+        sink.write(result)
+        with pytest.raises(OSError) as e:
+            sink.write(result)
+        assert e.value.errno == errno.ENOSPC
+        f.close()  # nothing of the refused record is written at close either
+    assert path.read_text() == line  # (was: the first record and the second's first 7 bytes)
+    tasks = [build_task({"name": "gender", "type": "nominal", "classes": ["f", "m"]})]
+    with open(tmp_path / "out.csv", "w", newline="") as f:
+        monkeypatch.setattr(text_sinks.os, "write", disk_fills_after(10**6))
+        sink = CsvSink(tasks, f)
+        header = (tmp_path / "out.csv").read_text()
+        monkeypatch.setattr(text_sinks.os, "write", disk_fills_after(5))
+        with pytest.raises(OSError):
+            sink.write(result)
+    assert (tmp_path / "out.csv").read_text() == header and header.count("\n") == 1
+
+
+def test_a_refused_output_is_named_with_what_was_written(crops, monkeypatch, capsys):
+    from facemtl.sinks import JsonLinesSink
+
+    calls, write = [], JsonLinesSink.write
+
+    def fills(self, result):
+        calls.append(1)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, result)
+
+    monkeypatch.setattr(JsonLinesSink, "write", fills)
+    assert main(["analyze", str(crops), "--aligned", "--json", "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3
+    assert err.splitlines() == ["facemtl: 3 of 70 images answered and written before it stopped, the rest not read",
+                                "facemtl: error: facemtl analyze could not go on: no space left on device: "
+                                "standard output"]
+
+
+def test_reasons_for_unreadable_files_are_plain_sentences():
+    assert describe_error(PermissionError(13, "Permission denied", "/x/a.jpg")) == \
+        "permission denied: this user may not read the file"
+    assert describe_error(MemoryError()).startswith("not enough memory to decode or search this image")
+
+
+@pytest.mark.parametrize("v2", [True, False])
+def test_the_cpu_quota_of_a_control_group_is_read(tmp_path, v2):
+    root = tmp_path / "cgroup"
+    if v2:
+        (root / "kubepods" / "pod1").mkdir(parents=True)
+        (root / "kubepods" / "cpu.max").write_text("max 100000\n")
+        (root / "kubepods" / "pod1" / "cpu.max").write_text("150000 100000\n")
+        (tmp_path / "self").write_text("0::/kubepods/pod1\n")
+    else:
+        (root / "cpu,cpuacct" / "docker" / "abc").mkdir(parents=True)
+        (root / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("100000\n")
+        (root / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
+        (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+        (root / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+        (tmp_path / "self").write_text("4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n")
+    assert cpu_quota(str(tmp_path / "self"), str(root)) == (1.5 if v2 else 1.0)
+    # a container sees its own group at the mount's root, while /proc/self/cgroup names the host's path
+    (tmp_path / "self").write_text("0::/elsewhere/pod9\n" if v2 else "2:cpu,cpuacct:/elsewhere/pod9\n")
+    (root / "cpu.max").write_text("50000 100000\n") if v2 else None
+    assert cpu_quota(str(tmp_path / "self"), str(root)) == (0.5 if v2 else None)
+    assert cpu_quota(str(tmp_path / "missing"), str(root)) is None
+
+
+def test_a_full_disk_while_the_database_is_made_ready_is_the_machines_refusal(tmp_path, monkeypatch):
+    import sqlite3
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from facemtl.store.engine import StoreError
+    from facemtl.store.migrate import upgrade
+
+    def full(*args, **kw):
+        raise sa.exc.OperationalError("CREATE TABLE faces ...", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(command, "upgrade", full)
+    with pytest.raises(StoreError) as e:
+        upgrade(f"sqlite:///{tmp_path / 'a.db'}")
+    # (was: "stopped answering while it was migrated ... run 'facemtl db upgrade' again", exit status 2)
+    assert e.value.exit_status == 1 and str(e.value).startswith("the machine refused a write to the database")
+    assert str(e.value).endswith("database or disk is full")
+
+
+def test_skip_stored_goes_on_after_a_stopped_run_without_storing_faces_twice(crops, tmp_path, capsys):
+    import sqlalchemy as sa
+
+    pytest.importorskip("sqlalchemy")
+    db = tmp_path / "r.db"
+    first = sorted(crops.iterdir())[:30]
+    assert main(["analyze", *map(str, first), "--aligned", "--json", "--db", str(db), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(crops), "--aligned", "--json", "--db", str(db), "--skip-stored", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "--skip-stored: 30 of 70 files have faces stored by an earlier run; analysing the other 40" in err
+    assert sorted(json.loads(line)["file"] for line in out.splitlines()) == sorted(map(str, sorted(crops.iterdir())[30:]))
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        files = conn.execute(sa.text("SELECT file FROM faces")).scalars().all()
+    engine.dispose()
+    assert len(files) == 70 == len(set(files))  # each face once (was: the first 30 twice)
+    # everything stored already: nothing to do is no error
+    assert main(["analyze", str(crops), "--aligned", "--db", str(db), "--skip-stored", "--no-progress"]) == 0
+    assert "70 of 70 files have faces stored" in capsys.readouterr().err
+    assert main(["analyze", str(crops), "--aligned", "--skip-stored", "--no-progress"]) == 2
+    assert "--skip-stored leaves out the files whose faces a results database holds: add --db URL" in \
+        capsys.readouterr().err
