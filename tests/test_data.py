@@ -45,6 +45,16 @@ def test_coral_protocol_keeps_test_list_and_no_train_copy_of_test(utkface_root):
     assert not test & train
 
 
+def test_a_limit_on_the_coral_protocol_says_it_thins_the_published_test_list(utkface_root, capsys):
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_table
+
+    t = read_table(DataConfig(root=str(utkface_root), split="coral", limit=600))
+    kept = int((t.split == "test").sum())
+    assert kept < 3287 and t.report["coral_test_kept"] == kept
+    assert f"data.limit=600 keeps {kept:,} of the CORAL protocol's 3,287 test images" in capsys.readouterr().err
+
+
 def test_stratified_split_fractions_and_groups():
     strata = np.array(["a"] * 500 + ["b"] * 300 + ["c"] * 200, dtype=object)
     s = stratified_split(strata, 0.1, 0.2, seed=0)

@@ -50,6 +50,19 @@ def test_early_freeze_in_the_loop(utkface_root, tmp_path):
     # a frozen model reloads from its checkpoint with the same frozen tasks
     model, *_ = load_model(tmp_path / "last.pt")
     assert model.frozen_tasks == set(lines[-1]["frozen"])
+    # an epoch whose freeze restored weights is scored as restored (a review: the restored model was
+    # never validated nor tested, so best.pt and the test read the model from before the restore)
+    restored = [r for r in lines if "val_before_restore" in r]
+    assert restored and all(r["val"] != r["val_before_restore"] for r in restored)
+    first = restored[0]
+    task = first["frozen"][0]  # the first freeze: its validation loss is its best one's again
+    assert first["val"][task]["loss"] == pytest.approx(min(r["val"][task]["loss"] for r in lines[:first["epoch"] - 1]),
+                                                       rel=1e-5)
+    from facemtl.cli import evaluate
+
+    scored = evaluate(str(tmp_path / "last.pt"), split="val", data_root=str(utkface_root))
+    assert scored["score"] == pytest.approx(lines[-1]["val"]["score"], abs=1e-6)
+    assert scored[task]["loss"] == pytest.approx(lines[-1]["val"][task]["loss"], rel=1e-5)
 
 
 def test_csv_manifest_mixes_label_sets(utkface_root, tmp_path):

@@ -101,25 +101,65 @@ def test_early_freeze_restores_best_state_and_stops_when_all_frozen():
     def rec(epoch, age, gender, race):
         return {"epoch": epoch, "val": {"age": {"loss": age}, "gender": {"loss": gender}, "race": {"loss": race}}}
 
-    ef.on_epoch_end(tr, rec(0, 5.0, 1.0, 2.0))
+    ef.after_validation(tr, rec(0, 5.0, 1.0, 2.0))
     best_trunk = [p.detach().clone() for p in m.trunk.parameters()]
     best_gender = [p.detach().clone() for p in m.towers["gender"].parameters()]
     with torch.no_grad():
         for p in m.parameters():
             p.add_(1.0)  # "training" moves every weight
-    ef.on_epoch_end(tr, rec(1, 4.0, 1.1, 1.5))
+    ef.after_validation(tr, rec(1, 4.0, 1.1, 1.5))
     assert m.frozen_tasks == set()
-    ef.on_epoch_end(tr, rec(2, 3.0, 1.2, 1.4))  # gender: 2 epochs without improvement
+    ef.after_validation(tr, rec(2, 3.0, 1.2, 1.4))  # gender: 2 epochs without improvement
     assert m.frozen_tasks == {"gender"}
     for a, b in zip(m.trunk.parameters(), best_trunk):
         assert torch.equal(a, b)
     for a, b in zip(m.towers["gender"].parameters(), best_gender):
         assert torch.equal(a, b)
     assert ef.frozen_at == {"gender": 2}
-    ef.on_epoch_end(tr, rec(3, 3.5, 9, 1.6))
-    ef.on_epoch_end(tr, rec(4, 3.5, 9, 1.6))
+    # age and race are judged afresh on the frozen shared layers: epoch 3 is their first best there
+    ef.after_validation(tr, rec(3, 3.5, 9, 1.6))
+    ef.after_validation(tr, rec(4, 3.5, 9, 1.6))
+    assert m.frozen_tasks == {"gender"}
+    ef.after_validation(tr, rec(5, 3.5, 9, 1.6))
     assert m.frozen_tasks == {"age", "gender", "race"}
     assert tr.reason is not None
+
+
+def test_a_later_freeze_never_writes_over_the_shared_layers_the_first_froze():
+    """A review: a second task's freeze copied its older best state over the shared layers the
+    first freeze had restored and frozen, so the first task's layers read features they never
+    saw. Later freezes restore the task's own layers only, to its best on the frozen ones."""
+    m = MultiTaskNet(tasks(), backbone="tiny_mbconv", pretrained=False, shared_stages=None)
+    tr = _FakeTrainer(m)
+    ef = EarlyFreeze(patience=1)
+
+    def rec(epoch, age, gender, race):
+        return {"epoch": epoch, "val": {"age": {"loss": age}, "gender": {"loss": gender}, "race": {"loss": race}}}
+
+    def train(*modules):
+        with torch.no_grad():
+            for mod in modules:
+                for p in mod.parameters():
+                    if p.requires_grad:
+                        p.add_(1.0)
+
+    assert ef.after_validation(tr, rec(1, 5.0, 1.0, 2.0)) is False  # every task's first best
+    first_trunk = [p.detach().clone() for p in m.trunk.parameters()]
+    train(m)
+    assert ef.after_validation(tr, rec(2, 4.0, 1.1, 1.5)) is True  # gender: trunk and its layers restored
+    assert m.frozen_tasks == {"gender"} and all(torch.equal(a, b) for a, b in zip(m.trunk.parameters(), first_trunk))
+    train(m)  # only age's and race's own layers move now
+    assert all(torch.equal(a, b) for a, b in zip(m.trunk.parameters(), first_trunk))
+    # age's loss rose against epoch 2 (measured on the trunk before the restore): it is not frozen
+    # for that (it was, restoring its epoch-2 state, trunk and all, over the frozen one)
+    assert ef.after_validation(tr, rec(3, 4.5, 9, 1.4)) is False  # the first bests on the frozen trunk
+    assert m.frozen_tasks == {"gender"} and all(torch.equal(a, b) for a, b in zip(m.trunk.parameters(), first_trunk))
+    age_best = [p.detach().clone() for p in m.towers["age"].parameters()]
+    train(m)
+    assert ef.after_validation(tr, rec(4, 4.8, 9, 1.3)) is True  # age: its own layers back to epoch 3
+    assert m.frozen_tasks == {"gender", "age"}
+    assert all(torch.equal(a, b) for a, b in zip(m.trunk.parameters(), first_trunk))
+    assert all(torch.equal(a, b) for a, b in zip(m.towers["age"].parameters(), age_best))
 
 
 def test_early_freeze_does_not_judge_a_task_without_validation_loss():
@@ -134,10 +174,10 @@ def test_early_freeze_does_not_judge_a_task_without_validation_loss():
         return {"epoch": epoch, "val": {"age": {"loss": age}, "gender": {"loss": gender}, "race": {"loss": nan}}}
 
     for epoch, age in enumerate([5.0, 4.0, 3.0, 2.0]):
-        ef.on_epoch_end(tr, rec(epoch, age, 1.0 - epoch / 10))
+        ef.after_validation(tr, rec(epoch, age, 1.0 - epoch / 10))
     assert m.frozen_tasks == set() and all(p.requires_grad for p in m.trunk.parameters())
     assert len(tr.said) == 1 and "'race' has no validation loss" in tr.said[0]
-    ef.on_epoch_end(tr, rec(4, 2.5, 0.9))  # both judged tasks stop improving: training stops
+    ef.after_validation(tr, rec(4, 2.5, 0.9))  # both judged tasks stop improving: training stops
     assert m.frozen_tasks == {"age", "gender"} and "every task judged has converged (race" in tr.reason
 
 
@@ -154,10 +194,12 @@ def test_early_freeze_freezes_a_soft_target_task_with_the_head_it_trains():
         return {"epoch": epoch, "val": {"age": {"loss": age}, "gender": {"loss": gender}, "race": {"loss": race},
                                         "race_soft": {"loss": race_soft}}}
 
-    ef.on_epoch_end(tr, rec(0, 5.0, 1.0, 2.0, 2.0))
-    ef.on_epoch_end(tr, rec(1, 4.0, 0.9, 1.9, 9.0))  # the soft loss worsens: no freeze on its own
+    ef.after_validation(tr, rec(0, 5.0, 1.0, 2.0, 2.0))
+    ef.after_validation(tr, rec(1, 4.0, 0.9, 1.9, 9.0))  # the soft loss worsens: no freeze on its own
     assert m.frozen_tasks == set()
-    ef.on_epoch_end(tr, rec(2, 3.0, 0.8, 2.5, 9.0))  # race stops improving: its soft targets freeze with it
+    ef.after_validation(tr, rec(2, 3.0, 0.8, 2.5, 9.0))  # race stops improving: its soft targets freeze with it
     assert m.frozen_tasks == {"race", "race_soft"} and ef.frozen_at == {"race": 2, "race_soft": 2}
-    ef.on_epoch_end(tr, rec(3, 3.5, 0.9, 2.5, 9.0))
+    ef.after_validation(tr, rec(3, 3.5, 0.9, 2.5, 9.0))  # age and gender: first bests on the frozen trunk
+    assert m.frozen_tasks == {"race", "race_soft"}
+    ef.after_validation(tr, rec(4, 3.5, 0.9, 2.5, 9.0))
     assert m.frozen_tasks == set(tr.task_names) and tr.reason is not None

@@ -289,3 +289,20 @@ def test_resume_with_a_recipe_that_leaves_task_defaults_out_is_the_same_run(tmp_
     recipe.write_text(yaml.safe_dump({"tasks": [{**age, "max_value": 100}], "data": {"root": str(tmp_path)}}))
     with pytest.raises(RunFolderError, match="tasks"):  # a real difference still is one
         resume_config(run, recipe, [])
+
+
+def test_a_resume_may_not_change_how_the_losses_are_weighed(tmp_path):
+    """A review resumed an `equal` run with weighting.name=fixed: its last epoch trained otherwise,
+    and its config (which reports read) then named the whole run `fixed`."""
+    import yaml
+
+    from facemtl.training.runfolder import RunFolderError, resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "gender", "type": "binary"}],
+                                                     "data": {"root": str(tmp_path)}, "weighting": {"name": "equal"}}))
+    assert resume_config(run, None, ["train.epochs=4", "weighting.lr=0.01"]).train.epochs == 4  # these may change
+    for override in ("weighting.name=fixed", "weighting.params={lam: 0.5}"):
+        with pytest.raises(RunFolderError, match=r"was trained with weighting\.(name|params)"):
+            resume_config(run, None, [override])

@@ -36,9 +36,14 @@ def hardware(device: Any = None) -> dict[str, Any]:
     is installed), and the GPU when there is one."""
     import importlib.util
 
+    from . import __version__
+
     info: dict[str, Any] = {"machine": platform.machine(), "processor": _cpu_model() or platform.machine(),
                             "cpus": os.cpu_count(), "usable_cores": usable_cores(),
-                            "python": platform.python_version()}
+                            "python": platform.python_version(), "facemtl": __version__}
+    commit = source_commit()
+    if commit:
+        info["facemtl_commit"] = commit
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if importlib.util.find_spec("torch") is not None:
@@ -50,6 +55,28 @@ def hardware(device: Any = None) -> dict[str, Any]:
     if device is not None:
         info["device"] = str(device)
     return info
+
+
+def source_commit() -> str | None:
+    """The git commit facemtl runs from (``+`` appended when its files differ from it), where it
+    runs from a git checkout (an editable install); ``None`` for an installed package or without
+    git. What a run or a benchmark was made with, beside the version (a review: runs recorded
+    neither)."""
+    import subprocess
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        lines = head.stdout.split()
+        if head.returncode != 0 or len(lines) != 2 or not (Path(lines[0]) / "src" / "facemtl").resolve() == here:
+            return None  # (not facemtl's own checkout: a package installed inside another repository)
+        dirty = subprocess.run(["git", "-C", lines[0], "status", "--porcelain", "--untracked-files=no", "--", "src"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return lines[1] + ("+" if dirty.stdout.strip() else "")
 
 
 def usable_cores() -> int:

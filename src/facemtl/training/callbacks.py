@@ -3,9 +3,11 @@
 Each callback may implement ``on_fit_start(trainer)``, ``on_batch_end(trainer,
 batch_losses)`` (per task a detached 0-dim tensor on the training device, or ``None``
 when the batch had no label for it: call ``float()`` only when needed, since on a GPU
-that waits for the step to finish), ``on_epoch_end(trainer, record)`` and ``on_fit_end(trainer)``,
-and ``state_dict`` / ``load_state_dict`` to survive ``--resume``. ``record`` is
-the epoch's dict that also goes to ``metrics.jsonl``.
+that waits for the step to finish), ``after_validation(trainer, record)`` (before the best
+epoch is chosen; returns whether it changed the weights, which are then validated again),
+``on_epoch_end(trainer, record)`` and ``on_fit_end(trainer)``, and ``state_dict`` /
+``load_state_dict`` to survive ``--resume``. ``record`` is the epoch's dict that also goes
+to ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ class Callback:
     def on_fit_start(self, trainer: Any) -> None: ...
 
     def on_batch_end(self, trainer: Any, losses: dict[str, Any]) -> None: ...
+
+    def after_validation(self, trainer: Any, record: dict[str, Any]) -> bool:
+        """Called with the epoch's validation metrics before the best epoch is chosen; ``True``
+        when it changed the model's weights (Early Freeze restoring a task's best): the trainer
+        then validates the model again, and that is what the epoch is scored and kept by."""
+        return False
 
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None: ...
 
@@ -77,7 +85,15 @@ class EarlyFreeze(Callback):
     validation loss; when it has not improved for ``P`` epochs, restore the
     shared layers and that task's own layers from that state and freeze them
     (``model.freeze``). The other tasks keep training their own layers on the
-    frozen shared features. Training stops when every task is frozen. A task that trains
+    frozen shared features, and are judged afresh on them: their best losses and states
+    from before were measured on shared layers that are gone, so a later freeze restores a
+    task's own layers to its best on the frozen ones, never the shared layers again (a
+    review: a second freeze wrote its older state over the shared layers the first had
+    frozen, and the first task's layers then read features they never saw). Two tasks that
+    converge in the same epoch freeze together on the first one's shared layers, each with
+    its own layers from its best state. The model as restored is validated again before
+    the epoch is scored (:meth:`after_validation`), so ``best.pt`` and the test read what
+    Early Freeze produced. Training stops when every task is frozen. A task that trains
     another's head (:attr:`Task.output_of`, e.g. soft targets) has no layers to freeze: it
     freezes with that head's task, never by its own patience. Nor does a task whose
     validation loss is not a number (no labelled validation face, or a diverged loss): a NaN
@@ -95,10 +111,12 @@ class EarlyFreeze(Callback):
         self.frozen_at: dict[str, int] = {}
         self.unjudged: set[str] = set()  # tasks said to have no validation loss (said once each)
 
-    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+    def after_validation(self, trainer: Any, record: dict[str, Any]) -> bool:
         model = trainer.model
         follows = getattr(model, "output_of", {})
         unjudged = set()
+        shared_frozen = bool(model.frozen_tasks)
+        restored = False
         for name in trainer.task_names:
             if name in model.frozen_tasks or name in follows:
                 continue
@@ -116,8 +134,14 @@ class EarlyFreeze(Callback):
             else:
                 self.bad[name] = self.bad.get(name, 0) + 1
                 if self.bad[name] >= self.patience:
-                    self._freeze(model, name)
+                    restored = self._freeze(model, name, shared=not model.frozen_tasks) or restored
                     self.frozen_at[name] = record["epoch"]
+        if model.frozen_tasks and not shared_frozen:  # the shared layers froze this epoch: judge the rest afresh
+            for name in trainer.task_names:
+                if name not in model.frozen_tasks:
+                    self.best.pop(name, None)
+                    self.bad.pop(name, None)
+                    self.snapshots.pop(name, None)
         for name, head in follows.items():
             if head in model.frozen_tasks and name not in model.frozen_tasks:
                 model.freeze(name)
@@ -128,18 +152,25 @@ class EarlyFreeze(Callback):
             trainer.stop("early freeze: every task has converged" if judged == set(trainer.task_names) else
                          f"early freeze: every task judged has converged ({', '.join(sorted(unjudged))}: no "
                          "validation loss)")
+        return restored
 
-    def _freeze(self, model: Any, name: str) -> None:
+    def _freeze(self, model: Any, name: str, shared: bool) -> bool:
+        """Restore ``name``'s own layers (and the shared ones, when ``shared``: the first freeze)
+        to its best state, parameters and BatchNorm statistics, and freeze them; returns whether
+        any weight was restored (no snapshot: its first epoch was its best, or it is judged
+        afresh and has none yet)."""
         snap = self.snapshots.pop(name, None)
+        restored = False
         if snap is not None:
-            # Restore parameters and BatchNorm statistics of the modules about to freeze.
-            mods = model.shared_modules() + model.own_modules(name)
+            mods = (model.shared_modules() if shared else []) + model.own_modules(name)
             prefixes = tuple(n + "." for n, m in model.named_modules() if any(m is k for k in mods))
             state = model.state_dict()
             for key, value in state.items():
                 if key.startswith(prefixes):
                     value.copy_(snap[key].to(value.device))
+                    restored = True
         model.freeze(name)
+        return restored
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "bad": self.bad, "snapshots": self.snapshots, "frozen_at": self.frozen_at}

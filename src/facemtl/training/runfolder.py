@@ -156,7 +156,9 @@ def check_world_size(folder: str | Path, state: dict[str, Any], world: int, batc
 
 
 #: Settings a resume may change: where the data lives and how it is read, not which faces, how
-#: they are split, labelled or augmented, nor the network (``data.*``, ``tasks``, ``model.*``).
+#: they are split, labelled or augmented, nor the network (``data.*``, ``tasks``, ``model.*``),
+#: nor how the losses are weighed (``weighting.name`` and ``weighting.params``: a review resumed an
+#: ``equal`` run as ``fixed``, and its report then named the whole run ``fixed``).
 RESUME_MAY_CHANGE = {"data.root", "data.cache", "data.cache_limit_gb", "data.workers", "data.cache_dir"}
 
 
@@ -184,12 +186,13 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     if data_root is not None:
         cfg.data.root = typed_path(data_root)
     changed = [(k, a, b) for k, a, b in differences(before.to_dict(), cfg.to_dict())
-               if k.split(".")[0] in ("data", "tasks", "model") and k not in RESUME_MAY_CHANGE]
+               if (k.split(".")[0] in ("data", "tasks", "model") or k.startswith(("weighting.name", "weighting.params")))
+               and k not in RESUME_MAY_CHANGE]
     if changed:
         k, a, b = changed[0]
         raise RunFolderError(f"{folder} was trained with {k}={a!r}; resuming with {k}={b!r} would continue on other "
-                             "faces or another network than its epochs so far (a run never stopped would not); start "
-                             "a new run for it (another --out, or --overwrite)")
+                             "faces, another network or another weighing of the losses than its epochs so far (a run "
+                             "never stopped would not); start a new run for it (another --out, or --overwrite)")
     if recipe is not None:
         other = load_config(recipe, overrides)
         if data_root is not None:

@@ -253,7 +253,9 @@ class Trainer:
                  "threads_per_process": start["threads_per_process"],
                  # data.root as the person wrote it (config.yaml holds it resolved), for reports
                  "data_root": cfg.origin.get("data_root", cfg.data.root),
-                 "data_root_from": cfg.origin.get("data_root_from")}
+                 "data_root_from": cfg.origin.get("data_root_from"),
+                 # per split: its size and a digest of its file names and labels (what --resume compares)
+                 "data_fingerprint": self.data_fingerprint}
         for k, v in first.items():  # the first start's, kept as they were (readers of older runs use them)
             info.setdefault(k, v)
         info["starts"] = info.get("starts", []) + [start]
@@ -296,12 +298,17 @@ class Trainer:
             }
             if normalised is not None:
                 record["weights_normalised"] = normalised
+            changed = [cb.after_validation(self, record) for cb in self.callbacks]  # (every one runs)
+            if any(changed):  # Early Freeze restored weights: the epoch ends with those, scored as they are
+                self.dist.sync_buffers(self.model)
+                record["val_before_restore"], val = val, self.validate()
+                record["val"] = val
             improved = self.best_epoch == 0 or _rank(val["score"]) > _rank(self.best_score)
             best = None
             if improved:
                 self.best_score, self.best_epoch = val["score"], self.epoch + 1
-                if self.dist.main:  # the weights validated, taken before the callbacks: Early Freeze may
-                    best = self.state(full=False, metrics=val)  # restore older ones in place
+                if self.dist.main:  # the weights validated (after any restore Early Freeze made)
+                    best = self.state(full=False, metrics=val)
                     best["model"] = {k: v.detach().to("cpu", copy=True) for k, v in best["model"].items()}
                     best["epoch"] = self.epoch + 1
             record["best_epoch"] = self.best_epoch

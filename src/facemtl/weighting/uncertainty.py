@@ -18,6 +18,11 @@ class Uncertainty(Weighting):
     ``sigma_t^2 = 2 L_t``: noisier tasks get smaller weights. ``weights()`` reports
     the effective multipliers ``exp(-s_t)``; ``normalised()`` the paper's eq. 16
     ``beta_i = 1 / sum_j (sigma_i^2 / sigma_j^2)``, which sum to 1.
+
+    Every task takes this form, Kendall et al.'s for a classification likelihood, as the
+    paper's tasks are all classifications (softmax, and age's K-1 binary subproblems). For a
+    ``regression`` task (the ``regression_age`` ablation, or one's own) Kendall et al. write
+    ``exp(-s) L / 2 + s / 2`` instead: here its weight is twice theirs at the same ``s``.
     """
 
     def __init__(self, tasks: Sequence[str], init: float = 0.0) -> None:
