@@ -441,3 +441,20 @@ def test_a_stop_that_lost_results_exits_1(video, capsys):
                     progress=False, sinks=[Losing()])
     err = capsys.readouterr().err
     assert rc == 1 and "stopped by SIGTERM" in err and "did not take the last 3 faces" in err
+
+
+def test_warm_up_loads_the_detector_in_every_worker_thread_before_frames_come(monkeypatch):
+    """A user test: two --realtime sources lost about 20 frames each just after the start, while
+    the tracker's SciPy import and each thread's detector loaded; a live stream loads them first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import facemtl.inference.pipeline as pipeline
+    from facemtl.video.analyzer import VideoAnalyzer
+
+    built, real = [], pipeline.build_detector
+    monkeypatch.setattr(pipeline, "build_detector", lambda name: built.append(threading.get_ident()) or real(name))
+    with VideoAnalyzer(workers=2) as va, ThreadPoolExecutor(2) as pool:
+        va.pipeline.warm_up(pool, 2, batch=4)
+        assert len(built) == len(set(built)) == 2  # one detector in each thread
+        list(pool.map(lambda _: va.pipeline.detector, range(8)))  # the threads' later searches build none
+    assert len(built) == 2

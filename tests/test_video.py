@@ -318,8 +318,7 @@ def test_realtime_pacing_hands_frames_over_at_their_times_and_drops_behind(tmp_p
         # the clock time it was due at, as a camera's: the first frame's arrival plus its media time
         assert wall_time == pytest.approx(first[3] + t, abs=1e-3) and wall_time <= now + 1e-3
     # a reader nobody takes from keeps the newest frames and counts the rest dropped, as for a camera
-    # (a file makes no burst at its opening: none is kept, whatever the opening window)
-    reader = FrameReader(Paced(_Fake(40, live=False, fps=200)), threading.Condition(), print, size=4).start()
+    reader = FrameReader(Paced(_Fake(40, live=False, fps=200)), threading.Condition(), print, size=4, opening=0).start()
     reader._thread.join(5)
     assert reader.finished and [f.index for f in reader.buffer] == [36, 37, 38, 39] and reader.dropped == 36
     # a stop while it waits for a frame's time ends it at once

@@ -111,6 +111,30 @@ class Pipeline:
             det = self._local.detector = build_detector(self.detector_name)
         return det
 
+    def warm_up(self, pool: ThreadPoolExecutor, threads: int, batch: int = 1) -> None:
+        """Build the detector in each of ``pool``'s ``threads`` threads and search a blank image
+        with it, and run the network once on ``batch`` blank crops: what their first use costs
+        (ONNX Runtime's and dlib's models loaded, memory laid out: about 0.7 s on this project's
+        2-core machine) is then paid before a live source's first frame, not while its frames
+        arrive (a user test: two cameras lost about 20 frames each just after the start)."""
+        barrier = threading.Barrier(threads)
+        blank = np.zeros((64, 64, 3), np.uint8)
+
+        def build() -> None:
+            try:
+                self.detector.detect(blank, self.min_face)
+            finally:
+                try:  # (each thread takes one: the pool starts a thread per task while it has fewer)
+                    barrier.wait(60)
+                except threading.BrokenBarrierError:
+                    pass
+
+        futures = [pool.submit(build) for _ in range(threads)]
+        size = self.predictor.size
+        self.predictor.predict(np.zeros((max(1, batch), size, size, 3), np.uint8))
+        for f in futures:
+            f.result()
+
     # -- the whole path -------------------------------------------------------------
     def run(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool = False) -> Iterator[ImageResult]:
         """``(result skeleton, image)`` pairs in, finished results out, in order.

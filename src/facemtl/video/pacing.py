@@ -28,7 +28,6 @@ class Paced(Source):
     the media's rate, frames come as fast as they decode (late, never skipped here)."""
 
     live = True
-    bursts = False  # each frame comes at its time: nothing is buffered at the opening
 
     def __init__(self, source: Source) -> None:  # (not Source.__init__: ``fps`` is the inner source's)
         self.spec, self.name, self.source = source.spec, source.name, source

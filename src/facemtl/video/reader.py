@@ -23,7 +23,7 @@ class FrameReader:
     is dropped and counted (:attr:`dropped`); for ``opening`` seconds after its first frame
     it may hold ``burst`` frames, within :data:`BURST_BYTES` (FFmpeg hands over what it
     buffered while probing the stream all at once), and again after each reconnection (a
-    frame marked ``opened``), where the source says it :attr:`~Source.bursts`. Past that
+    frame marked ``opened``). Past that
     window, what the buffer holds beyond ``size`` is worked through, not thrown away at once:
     the buffer may hold what it held then, less each frame taken since (so one frame in, the
     oldest out, until the consumer catches up). Any other source waits for room, so no frame
@@ -106,7 +106,7 @@ class FrameReader:
                     continue
                 with self.ready:
                     if self.source.live:
-                        if self.source.bursts and time.monotonic() - first < self.opening:  # the opening burst, within BURST_BYTES
+                        if time.monotonic() - first < self.opening:  # the opening burst, within BURST_BYTES
                             self._room = max(self.size, min(self.burst, BURST_BYTES // max(1, frame.rgb.nbytes)))
                         else:  # (a user test: dropping all but ``size`` at the window's end lost 1 s of frames, and the tracks)
                             self._room = max(self.size, min(self._room, len(self.buffer)))

@@ -151,9 +151,6 @@ class Source:
 
     #: Whether frames arrive in real time (then a slow reader drops, never queues).
     live: bool = False
-    #: Whether a live source may hand over a burst when it (re)opens (FFmpeg gives what it
-    #: buffered while probing a network stream all at once); the reader keeps such a burst.
-    bursts: bool = True
 
     def __init__(self, spec: str, name: str | None = None) -> None:
         self.spec = spec
