@@ -328,6 +328,17 @@ def test_annotate_never_overwrites_the_photos_read(face_photo, tmp_path, capsys)
     assert {p.name: p.read_bytes() for p in photos.iterdir() if p.is_file()} == before
 
 
+def test_annotated_copies_keep_the_suffix_as_written(tmp_path):
+    """A user test: a.jpg and a.JPG in one folder were copied to a.jpg and a_1.jpg in whichever
+    order they were read, so a.JPG's copy could be a.jpg; `photo 7.JPG` became `photo 7.jpg`."""
+    from facemtl.inference.results import ImageResult
+    from facemtl.sinks import AnnotateSink
+
+    sink = AnnotateSink(tmp_path / "out", root=tmp_path)
+    names = [sink.target(ImageResult(file=str(tmp_path / f))).name for f in ("a.JPG", "a.jpg", "photo 7.JPG", "y.gif")]
+    assert names == ["a.JPG", "a_1.jpg", "photo 7.JPG", "y.gif.png"]  # (a name differing in case only: its own)
+
+
 def test_annotated_copies_mirror_the_folders_read(face_photo, tmp_path, capsys):
     """Two cameras' frames of one name keep their folders, so each copy names its input."""
     for cam in ("cam1", "cam2"):

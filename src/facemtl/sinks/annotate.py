@@ -108,10 +108,12 @@ class AnnotateSink(Sink):
     def target(self, result: ImageResult) -> Path:
         if result.file is not None:
             src = Path(result.file)
-            suffix = src.suffix.lower() if src.suffix.lower() in KEEP_SUFFIXES else ".png"
+            # the suffix as written (a.JPG stays a.JPG: a user test found a.jpg and a.JPG copied to
+            # a.jpg and a_1.jpg, in whichever order they were read)
+            suffix = src.suffix if src.suffix.lower() in KEEP_SUFFIXES else ".png"
             # a format written as PNG keeps its own suffix in the name (y.gif -> y.gif.png), so the
             # copy never takes, or loses to, the name of a y.png beside it
-            stem = src.stem if suffix == src.suffix.lower() else src.name
+            stem = src.stem if suffix == src.suffix else src.name
             if self.root is not None:
                 try:
                     stem = str(Path(os.path.abspath(src)).relative_to(self.root).parent / stem)
@@ -120,10 +122,10 @@ class AnnotateSink(Sink):
         else:
             stem, suffix = (f"frame_{result.frame:06d}" if result.frame is not None else f"image_{result.index:06d}"), ".png"
         name, k = stem + suffix, 0
-        while name in self._used:
+        while name.casefold() in self._used:  # (names that differ in case only share a file on macOS and Windows)
             k += 1
             name = f"{stem}_{k}{suffix}"
-        self._used.add(name)
+        self._used.add(name.casefold())
         path = self.out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -135,7 +137,7 @@ class AnnotateSink(Sink):
         if result.status == ERROR or result.image is None:
             return
         path = self.target(result)
-        fmt = KEEP_SUFFIXES.get(path.suffix, "PNG")
+        fmt = KEEP_SUFFIXES.get(path.suffix.lower(), "PNG")
         faces = result.faces
         scale = result.image.shape[1] / result.width if result.width else 1.0
         if scale != 1.0:  # a large photo decoded reduced: boxes are in the photo's own pixels
