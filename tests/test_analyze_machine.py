@@ -58,7 +58,7 @@ def test_a_detector_that_cannot_load_stops_the_run_instead_of_blaming_every_phot
     assert out == ""  # (was: 70 records, each "face detection failed", and "none of the inputs could be read")
     said = err.splitlines()
     assert len(said) == 1 and said[0].startswith("facemtl: error: the face detector 'mtcnn' could not run: libGL.so.1: cannot open "
-                              "shared object file") and "the photos were not searched" in said[0]
+                              "shared object file") and "nothing was searched" in said[0]
 
 
 def test_a_full_disk_leaves_whole_records_and_names_the_output(tmp_path, monkeypatch):
@@ -128,7 +128,7 @@ def test_a_refused_output_is_named_with_what_was_written(crops, monkeypatch, cap
 
 def test_reasons_for_unreadable_files_are_plain_sentences():
     assert describe_error(PermissionError(13, "Permission denied", "/x/a.jpg")) == \
-        "permission denied: this user may not read the file"
+        "permission denied: this user may not read /x/a.jpg"
     assert describe_error(MemoryError()).startswith("not enough memory to decode or search this image")
 
 
@@ -198,3 +198,61 @@ def test_skip_stored_goes_on_after_a_stopped_run_without_storing_faces_twice(cro
     assert main(["analyze", str(crops), "--aligned", "--skip-stored", "--no-progress"]) == 2
     assert "--skip-stored leaves out the files whose faces a results database holds: add --db URL" in \
         capsys.readouterr().err
+
+
+def test_a_full_disk_never_cuts_what_a_file_opened_for_appending_held(tmp_path, monkeypatch):
+    """A review: `analyze --json >> results.jsonl` (O_APPEND: offset 0 before the first write) with
+    the disk filling in the first record cut the file back to 0 bytes, every earlier result gone."""
+    import os
+
+    from facemtl.inference.results import ImageResult
+    from facemtl.sinks import JsonLinesSink
+    from facemtl.sinks import text as text_sinks
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"old": 1}\n{"old": 2}\n')
+    result = ImageResult(file="a.jpg", width=10, height=10, status="no_face")
+    real_write, calls = os.write, []
+
+    def part_then_full(fd, data):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:7]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for first in (True, False):  # nothing of it written, or a part
+        calls.clear()
+        if not first:
+            monkeypatch.setattr(text_sinks.os, "write", part_then_full)
+        else:
+            monkeypatch.setattr(text_sinks.os, "write", lambda fd, data: (_ for _ in ()).throw(
+                OSError(errno.ENOSPC, "No space left on device")))
+        with open(path, "a") as f:
+            with pytest.raises(OSError):
+                JsonLinesSink(f).write(result)
+        assert path.read_text() == '{"old": 1}\n{"old": 2}\n'
+
+
+def test_skip_stored_finds_files_named_oddly(crops, tmp_path, capsys):
+    """A review: a folder with a file name that is not UTF-8 made --skip-stored refuse to run, and
+    a path typed with `..` was stored as typed but looked for normalised (stored twice)."""
+    import os
+
+    import sqlalchemy as sa
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    crop = next(crops.iterdir()).read_bytes()
+    (odd / os.fsdecode(b"caf\xe9.jpg")).write_bytes(crop)
+    (odd / "plain.jpg").write_bytes(crop)
+    db = tmp_path / "r.db"
+    typed = str(tmp_path / "odd" / ".." / "odd")
+    assert main(["analyze", typed, "--aligned", "--json", "--db", str(db), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", typed, "--aligned", "--json", "--db", str(db), "--skip-stored", "--no-progress"]) == 0
+    assert "2 of 2 files have faces stored by an earlier run; analysing the other 0" in capsys.readouterr().err
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT file FROM faces")).scalars().all()
+    engine.dispose()
+    assert sorted(stored) == sorted([str(odd / "caf\ufffd.jpg"), str(odd / "plain.jpg")])

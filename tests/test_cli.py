@@ -170,3 +170,13 @@ def test_facemtls_own_log_is_said_as_the_other_lines_are(monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "facemtl: warning: the results database refused 3 of 40 images", "facemtl: info: retention purged 10 faces"]
     assert not any(h for h in logging.getLogger("facemtl").handlers)  # none left behind
+    # a program that configured logging itself prints our records already: not twice
+    root = logging.getLogger()
+    theirs = logging.StreamHandler(sys.stderr)
+    root.addHandler(theirs)
+    try:
+        assert main(["db", "upgrade"]) == 0
+    finally:
+        root.removeHandler(theirs)
+    assert capsys.readouterr().err.splitlines() == ["the results database refused 3 of 40 images",
+                                                    "retention purged 10 faces"]

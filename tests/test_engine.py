@@ -131,3 +131,17 @@ def test_an_unreadable_training_image_is_left_out_not_fatal(utkface_root, tmp_pa
     if cache == "memory":  # decoded before the run: the data report counts it too (streamed, it is found later)
         report = json.loads((tmp_path / "run" / "data_report.json").read_text())
         assert sum(report["unreadable_images"].values()) == 1 and "broken.jpg" in report["unreadable_examples"][0]
+
+
+def test_a_resume_that_adds_early_stopping_keeps_each_callbacks_own_state(utkface_root, tmp_path):
+    """A review: callback states were paired by position, so a resume that added early stopping
+    gave Early Freeze's state to it (a KeyError, or a dict as its best score)."""
+    from facemtl.training.callbacks import EarlyFreeze, EarlyStopping
+
+    Trainer(small(utkface_root, epochs=2, early_freeze=5), tmp_path, progress=False, log=lambda s: None).fit()
+    t = Trainer(small(utkface_root, epochs=3, early_freeze=5, early_stopping=4), tmp_path, resume=True,
+                progress=False, log=lambda s: None)
+    freeze = next(cb for cb in t.callbacks if isinstance(cb, EarlyFreeze))
+    stopping = next(cb for cb in t.callbacks if isinstance(cb, EarlyStopping))
+    assert set(freeze.best) == {"age", "gender", "race"} and stopping.bad == 0
+    t.fit()

@@ -458,3 +458,22 @@ def test_warm_up_loads_the_detector_in_every_worker_thread_before_frames_come(mo
         assert len(built) == len(set(built)) == 2  # one detector in each thread
         list(pool.map(lambda _: va.pipeline.detector, range(8)))  # the threads' later searches build none
     assert len(built) == 2
+
+
+def test_a_live_stream_whose_detector_cannot_load_ends_in_one_sentence(tmp_path, monkeypatch, capsys):
+    """A review: the warm-up of a live stream met the detector's ImportError before the search
+    that says it in one sentence, and a traceback came instead."""
+    from PIL import Image
+
+    import facemtl.inference.pipeline as pipeline
+
+    for i in range(3):
+        Image.new("RGB", (64, 48), (i, 0, 0)).save(tmp_path / f"f{i}.png")
+
+    def no_library(name):
+        raise ImportError("libGL.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(pipeline, "build_detector", no_library)
+    assert main(["stream", str(tmp_path), "--realtime", "--fps", "10", "--json", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "facemtl: error: the face detector 'mtcnn' could not run: libGL.so.1" in err

@@ -19,9 +19,20 @@ class _Formatter(logging.Formatter):
         return f"facemtl: {record.levelname.lower()}: {super().format(record)}"
 
 
+def _printed_elsewhere() -> bool:
+    """Whether a program that runs facemtl's command line from Python configured logging to print
+    on standard error or output itself (``logging.basicConfig``): its handler prints our records
+    already (a review: every line came twice). A test's capture handler does not count."""
+    streams = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    return any(isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in streams
+               for h in logging.getLogger().handlers)
+
+
 @contextlib.contextmanager
-def log_to_stderr(level: str = "warning") -> Iterator[None]:
-    """While the block runs, print facemtl's log records of ``level`` or above on stderr.
+def log_to_stderr(level: str | None = None) -> Iterator[None]:
+    """While the block runs, print facemtl's log records on stderr: of ``level`` or above where
+    it is given (``serve --log-level``), else of the level the ``facemtl`` logger has, WARNING
+    where none was set.
 
     Nested (``serve`` sets its ``--log-level`` inside the command's own block), the inner
     block sets the level and adds no second handler, so no line is printed twice."""
@@ -29,11 +40,14 @@ def log_to_stderr(level: str = "warning") -> Iterator[None]:
     before = logger.level
     ours = [h for h in logger.handlers if isinstance(h.formatter, _Formatter)]
     handler = None
-    if not ours:
+    if not ours and not _printed_elsewhere():
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_Formatter("%(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(level.upper())
+    if level is not None:
+        logger.setLevel(level.upper())
+    elif logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:

@@ -276,8 +276,8 @@ def describe_error(exc: BaseException) -> str:
         return "no such file"
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         return "a symbolic link that loops"
-    if isinstance(exc, PermissionError):  # (was "[Errno 13] Permission denied: '/the/path/again.jpg'")
-        return "permission denied: this user may not read the file"
+    if isinstance(exc, PermissionError) and exc.filename:  # (was "[Errno 13] Permission denied: '/the/path.jpg'")
+        return f"permission denied: this user may not read {exc.filename}"
     if isinstance(exc, MemoryError):  # (was the bare word "MemoryError")
         return "not enough memory to decode or search this image (a very large photo, or a memory limit)"
     if "cannot identify image file" in text:

@@ -111,18 +111,28 @@ class Pipeline:
             det = self._local.detector = build_detector(self.detector_name)
         return det
 
+    def _unavailable(self, exc: ImportError) -> "DetectorUnavailable":
+        return DetectorUnavailable(f"the face detector {self.detector_name!r} could not run: {describe_error(exc)} "
+                                   "(its library did not load: a missing system library, or too little memory under "
+                                   "a limit); nothing was searched")
+
     def warm_up(self, pool: ThreadPoolExecutor, threads: int, batch: int = 1) -> None:
         """Build the detector in each of ``pool``'s ``threads`` threads and search a blank image
         with it, and run the network once on ``batch`` blank crops: what their first use costs
         (ONNX Runtime's and dlib's models loaded, memory laid out: about 0.7 s on this project's
         2-core machine) is then paid before a live source's first frame, not while its frames
-        arrive (a user test: two cameras lost about 20 frames each just after the start)."""
+        arrive (a user test: two cameras lost about 20 frames each just after the start).
+        ``threads``: the pool's ``max_workers`` (a fresh pool starts a thread per task while it
+        has fewer, so each takes one). :class:`DetectorUnavailable` where the detector's library
+        does not load, as :meth:`prepare` says it."""
         barrier = threading.Barrier(threads)
         blank = np.zeros((64, 64, 3), np.uint8)
 
         def build() -> None:
             try:
                 self.detector.detect(blank, self.min_face)
+            except ImportError as exc:
+                raise self._unavailable(exc) from exc
             finally:
                 try:  # (each thread takes one: the pool starts a thread per task while it has fewer)
                     barrier.wait(60)
@@ -283,9 +293,7 @@ class Pipeline:
         try:
             return self._find(result, rgb, aligned)
         except ImportError as exc:  # the detector's library could not load: no photo's fault, stop the run
-            raise DetectorUnavailable(f"the face detector {self.detector_name!r} could not run: {describe_error(exc)} "
-                                      "(its library did not load: a missing system library, or too little memory "
-                                      "under a limit); the photos were not searched") from exc
+            raise self._unavailable(exc) from exc
         except Exception as exc:
             return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
 

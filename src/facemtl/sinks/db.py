@@ -139,7 +139,7 @@ class DbSink(Sink):
         return self.writer.session_id
 
     def write(self, result: ImageResult) -> None:
-        if self.absolute_files and result.file and not os.path.isabs(result.file):
+        if self.absolute_files and result.file:  # (normalised too: photos/../photos/a.jpg, //: what --skip-stored finds)
             result = dataclasses.replace(result, file=os.path.abspath(result.file))
         thumbs = None
         if self.thumbnails and result.image is not None and result.faces:

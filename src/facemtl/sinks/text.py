@@ -50,20 +50,26 @@ def write_whole(out: TextIO, text: str) -> None:
         out.flush()
         fd = out.fileno()
         regular = stat.S_ISREG(os.fstat(fd).st_mode)
-        start = os.lseek(fd, 0, os.SEEK_CUR) if regular else 0
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         out.write(text)
         out.flush()
         return
     data = memoryview(text.encode(getattr(out, "encoding", None) or "utf-8", getattr(out, "errors", None) or "strict"))
+    written = 0
     try:
-        while data:
-            data = data[os.write(fd, data):]
+        while written < len(data):
+            written += os.write(fd, data[written:])
     except OSError:
-        if regular:
+        # Cut back only the bytes of this text, and only while they end the file: the offset after
+        # our last write is where they end (a file opened for appending, ``>>``, reads offset 0
+        # before its first write, and another process may have appended since: a review found a
+        # cut at the offset read before writing would empty such a file).
+        if regular and written:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, start)
-                os.lseek(fd, start, os.SEEK_SET)
+                end = os.lseek(fd, 0, os.SEEK_CUR)
+                if os.fstat(fd).st_size == end:
+                    os.ftruncate(fd, end - written)
+                    os.lseek(fd, end - written, os.SEEK_SET)
         raise
 
 

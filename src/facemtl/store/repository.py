@@ -127,17 +127,24 @@ class Store:
         names = {t.name for t in extra}
         return list(extra) + [t for t in stored if t.name not in names]
 
-    def stored_files(self, files: Sequence[str], chunk: int = 500) -> set[str]:
-        """Those of ``files`` (paths as stored: absolute for ``analyze --db``) whose faces an
-        ``analyze`` session already stored; ``analyze --skip-stored`` leaves them out. (Photos
-        without a face store nothing, so they are never among them.)"""
+    def stored_files(self, files: Sequence[str]) -> set[str]:
+        """Those of ``files`` (absolute, normalised paths, as ``analyze --db`` stores them) whose
+        faces an ``analyze`` session already stored; ``analyze --skip-stored`` leaves them out.
+        Photos without a face store nothing, so they are never among them. Names are compared
+        as stored (:func:`~facemtl.store.writer.clean_text`: undecodable bytes read as U+FFFD, so
+        two names that differ only there count as one). One pass over the analyze sessions'
+        faces (through their session index), whatever the number of files asked about."""
+        from .writer import FILE_LENGTH, clean_text
+
+        wanted: dict[str | None, list[str]] = {}
+        for f in files:
+            wanted.setdefault(clean_text(f, FILE_LENGTH), []).append(f)
         found: set[str] = set()
+        sessions = sa.select(Session.id).where(Session.kind == "analyze")
         with self.engine.connect() as conn:
-            for i in range(0, len(files), chunk):
-                part = list(files[i : i + chunk])
-                found.update(conn.execute(
-                    sa.select(Face.file).distinct().join(Session, Session.id == Face.session_id)
-                    .where(Session.kind == "analyze", Face.file.in_(part))).scalars())
+            for name in conn.execute(sa.select(Face.file).distinct().where(
+                    Face.session_id.in_(sessions), Face.file.is_not(None))).scalars():
+                found.update(wanted.get(name, ()))
         return found
 
     def class_names(self) -> dict[str, list[str]]:

@@ -173,11 +173,19 @@ class EarlyFreeze(Callback):
         return restored
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "bad": self.bad, "snapshots": self.snapshots, "frozen_at": self.frozen_at}
+        return {"best": self.best, "bad": self.bad, "snapshots": self.snapshots, "frozen_at": self.frozen_at,
+                "judged_afresh": True}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.bad = state["best"], state["bad"]
         self.snapshots, self.frozen_at = state["snapshots"], state.get("frozen_at", {})
+        if self.frozen_at and not state.get("judged_afresh"):
+            # saved before the others were judged afresh after the first freeze: their bests and
+            # states were measured on shared layers that are gone; judged from the next epoch on
+            for name in [n for n in self.best if n not in self.frozen_at]:
+                self.best.pop(name, None)
+                self.bad.pop(name, None)
+                self.snapshots.pop(name, None)
 
 
 class ProgressBar(Callback):

@@ -298,8 +298,11 @@ class Trainer:
             }
             if normalised is not None:
                 record["weights_normalised"] = normalised
-            changed = [cb.after_validation(self, record) for cb in self.callbacks]  # (every one runs)
-            if any(changed):  # Early Freeze restored weights: the epoch ends with those, scored as they are
+            # (every one runs; a callback that is not a Callback may lack the hook)
+            changed = [getattr(cb, "after_validation", lambda *a: False)(self, record) for cb in self.callbacks]
+            # every rank decides alike on the same gathered metrics; rank 0's decision is the one
+            # followed, so that every rank makes the same collective calls (_agree checks the rest)
+            if self.dist.broadcast(any(changed)):  # Early Freeze restored weights: the epoch is scored as restored
                 self.dist.sync_buffers(self.model)
                 record["val_before_restore"], val = val, self.validate()
                 record["val"] = val
@@ -512,6 +515,8 @@ class Trainer:
                 generators=self.dist.gather(self.generator.get_state()),
                 torch_rng=torch.get_rng_state(),
                 callbacks=[cb.state_dict() for cb in self.callbacks],
+                # whose each state is: a resume may add or drop early stopping or freezing (train.*)
+                callback_names=[type(cb).__name__ for cb in self.callbacks],
             )
         return state
 
@@ -550,7 +555,16 @@ class Trainer:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         if state.get("epochs_from") != 1:  # facemtl 0.1 counted the best epoch from 0 (-1: none)
             self.best_epoch += 1
-        for cb, cb_state in zip(self.callbacks, state.get("callbacks", [])):
+        states = state.get("callbacks", [])
+        names = state.get("callback_names")
+        if names is None:  # saved by a facemtl that kept them by position only (before 2026-11-28)
+            pairs = list(zip(self.callbacks, states))
+        else:  # by class (a review: a resume adding train.early_stopping gave Early Freeze its state)
+            saved: dict[str, list[Any]] = {}
+            for name, cb_state in zip(names, states):
+                saved.setdefault(name, []).append(cb_state)
+            pairs = [(cb, saved[type(cb).__name__].pop(0)) for cb in self.callbacks if saved.get(type(cb).__name__)]
+        for cb, cb_state in pairs:
             cb.load_state_dict(cb_state)
         # Epochs logged after last.pt was written (a kill in between) are done again.
         if self.dist.main:

@@ -190,15 +190,15 @@ class Stream:
             raise RuntimeError("a Stream can be iterated only once")
         self._iterated = True
         self._pool = ThreadPoolExecutor(max(1, self.pipeline.workers), thread_name_prefix="facemtl-detect")
-        if any(f.source.live for f in self.feeds):  # loaded before the first frame arrives, not while frames do
-            from scipy.optimize import linear_sum_assignment  # noqa: F401  (the tracker's: 0.46 s to import)
-
-            self.pipeline.warm_up(self._pool, max(1, self.pipeline.workers), self.settings.batch_size)
-        for f in self.feeds:
-            f.reader.start()
         window = self._jobs = deque()
         pending: list[_Pending] = []
         try:
+            if any(f.source.live for f in self.feeds):  # loaded before the first frame arrives, not while frames do
+                from scipy.optimize import linear_sum_assignment  # noqa: F401  (the tracker's: 0.46 s to import)
+
+                self.pipeline.warm_up(self._pool, max(1, self.pipeline.workers), self.settings.batch_size)
+            for f in self.feeds:
+                f.reader.start()
             while True:
                 if self._stopping:
                     for f in self.feeds:
