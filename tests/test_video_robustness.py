@@ -615,7 +615,7 @@ def test_a_video_file_begins_where_start_says(www, tmp_path, name):
 
 def test_a_file_that_cannot_seek_begins_where_start_says_all_the_same(www, monkeypatch):
     """A seek FFmpeg refuses reads the file from its start and drops the frames before --start."""
-    import facemtl.video.sources as sources
+    import facemtl.video.ffmpeg as sources  # (where VideoFile looks it up)
 
     opened = sources._open_container
 

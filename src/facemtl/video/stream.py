@@ -38,10 +38,11 @@ from ..faces import DETECTORS
 from ..inference.pipeline import Pipeline, Prepared
 from ..inference.predictor import Predictor
 from ..inference.results import ERROR, NO_FACE, OK, FaceResult, ImageResult, TaskAnswer, TrackResult
+from .ffmpeg import Url
 from .reader import FrameReader
 from .settings import STAGES, StreamSettings, StreamStats  # noqa: F401  (facemtl.video.stream.StreamSettings, as before)
 from .smoothing import TrackSmoother, face_quality
-from .sources import Frame, Source, SourceError, Url
+from .sources import Frame, Source, SourceError
 from .tracker import Track, Tracker
 
 Event = ImageResult | TrackResult
