@@ -429,7 +429,7 @@ def test_folder_search_takes_every_photo_format_and_counts_the_rest(face_photo, 
     Image.open(face_photo).save(photos / "d.png")
     assert main(["analyze", str(photos), "--annotate", str(tmp_path / "ann"), "--no-progress"]) == 0
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == [
-        "a.jfif.png", "b.jpe.png", "c.jpg", "d.png", "d.webp.png"]
+        "a.jfif.png", "b.jpe.png", "c.JPG", "d.png", "d.webp.png"]
 
 
 def test_the_api_takes_file_bytes_and_refuses_what_is_no_image(analyzer, face_photo):
