@@ -256,3 +256,18 @@ def test_skip_stored_finds_files_named_oddly(crops, tmp_path, capsys):
         stored = conn.execute(sa.text("SELECT file FROM faces")).scalars().all()
     engine.dispose()
     assert sorted(stored) == sorted([str(odd / "caf\ufffd.jpg"), str(odd / "plain.jpg")])
+
+
+def test_records_in_an_encoding_with_a_byte_order_mark_carry_it_once(tmp_path):
+    """A review: PYTHONIOENCODING=utf-8-sig (CSV for Excel) put a byte-order mark before every record."""
+    from facemtl.inference.results import ImageResult
+    from facemtl.sinks import JsonLinesSink
+
+    path = tmp_path / "out.jsonl"
+    with open(path, "w", encoding="utf-8-sig") as f:
+        sink = JsonLinesSink(f)
+        for _ in range(3):
+            sink.write(ImageResult(file="a.jpg", width=10, height=10, status="no_face"))
+    data = path.read_bytes()
+    assert data.count(b"\xef\xbb\xbf") == 1 and data.startswith(b"\xef\xbb\xbf")
+    assert len(path.read_text(encoding="utf-8-sig").splitlines()) == 3

@@ -180,3 +180,14 @@ def test_facemtls_own_log_is_said_as_the_other_lines_are(monkeypatch, capsys):
         root.removeHandler(theirs)
     assert capsys.readouterr().err.splitlines() == ["the results database refused 3 of 40 images",
                                                     "retention purged 10 faces"]
+    # ... on the facemtl logger itself, too; and its level is the program's (INFO here), not ours
+    facemtl_log = logging.getLogger("facemtl")
+    facemtl_log.addHandler(theirs)
+    facemtl_log.setLevel(logging.INFO)
+    try:
+        assert main(["db", "upgrade"]) == 0
+    finally:
+        facemtl_log.removeHandler(theirs)
+        facemtl_log.setLevel(logging.NOTSET)
+    assert capsys.readouterr().err.splitlines() == ["the results database refused 3 of 40 images",
+                                                    "not said at the default level", "retention purged 10 faces"]

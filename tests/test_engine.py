@@ -145,3 +145,13 @@ def test_a_resume_that_adds_early_stopping_keeps_each_callbacks_own_state(utkfac
     stopping = next(cb for cb in t.callbacks if isinstance(cb, EarlyStopping))
     assert set(freeze.best) == {"age", "gender", "race"} and stopping.bad == 0
     t.fit()
+    # a checkpoint from before the states were named (by position only) is read by their keys
+    from facemtl.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["callback_names"]
+    save_checkpoint(state, tmp_path / "last.pt")
+    t = Trainer(small(utkface_root, epochs=4, early_freeze=5), tmp_path, resume=True, progress=False,
+                log=lambda s: None)  # early stopping dropped again: positions shift the other way
+    freeze = next(cb for cb in t.callbacks if isinstance(cb, EarlyFreeze))
+    assert set(freeze.best) == {"age", "gender", "race"} and freeze.snapshots

@@ -54,16 +54,22 @@ def write_whole(out: TextIO, text: str) -> None:
         out.write(text)
         out.flush()
         return
-    data = memoryview(text.encode(getattr(out, "encoding", None) or "utf-8", getattr(out, "errors", None) or "strict"))
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    encoded = text.encode(encoding, getattr(out, "errors", None) or "strict")
+    bom = "".encode(encoding)  # (utf-8-sig, utf-16, utf-32 put one before every text they encode)
+    if bom and encoded.startswith(bom) and not (regular and os.fstat(fd).st_size == 0):
+        encoded = encoded[len(bom):]  # the byte-order mark once, at the start of a file, as Python writes it
+    data = memoryview(encoded)
     written = 0
     try:
         while written < len(data):
             written += os.write(fd, data[written:])
-    except OSError:
+    except BaseException:  # a full disk, or a signal between two writes of one record
         # Cut back only the bytes of this text, and only while they end the file: the offset after
         # our last write is where they end (a file opened for appending, ``>>``, reads offset 0
         # before its first write, and another process may have appended since: a review found a
-        # cut at the offset read before writing would empty such a file).
+        # cut at the offset read before writing would empty such a file). Not handled: another
+        # process appending between two partial writes of one record on a disk that is filling.
         if regular and written:
             with contextlib.suppress(OSError):
                 end = os.lseek(fd, 0, os.SEEK_CUR)

@@ -516,7 +516,7 @@ class Trainer:
                 torch_rng=torch.get_rng_state(),
                 callbacks=[cb.state_dict() for cb in self.callbacks],
                 # whose each state is: a resume may add or drop early stopping or freezing (train.*)
-                callback_names=[type(cb).__name__ for cb in self.callbacks],
+                callback_names=[_callback_name(cb) for cb in self.callbacks],
             )
         return state
 
@@ -555,17 +555,16 @@ class Trainer:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         if state.get("epochs_from") != 1:  # facemtl 0.1 counted the best epoch from 0 (-1: none)
             self.best_epoch += 1
+        # by class (a review: a resume adding train.early_stopping gave Early Freeze its state)
         states = state.get("callbacks", [])
-        names = state.get("callback_names")
-        if names is None:  # saved by a facemtl that kept them by position only (before 2026-11-28)
-            pairs = list(zip(self.callbacks, states))
-        else:  # by class (a review: a resume adding train.early_stopping gave Early Freeze its state)
-            saved: dict[str, list[Any]] = {}
-            for name, cb_state in zip(names, states):
+        names = state.get("callback_names") or [_old_callback_name(st) for st in states]
+        saved: dict[str, list[Any]] = {}
+        for name, cb_state in zip(names, states):
+            if name is not None:
                 saved.setdefault(name, []).append(cb_state)
-            pairs = [(cb, saved[type(cb).__name__].pop(0)) for cb in self.callbacks if saved.get(type(cb).__name__)]
-        for cb, cb_state in pairs:
-            cb.load_state_dict(cb_state)
+        for cb in self.callbacks:
+            if saved.get(_callback_name(cb)):
+                cb.load_state_dict(saved[_callback_name(cb)].pop(0))
         # Epochs logged after last.pt was written (a kill in between) are done again.
         if self.dist.main:
             truncate_epochs(self.out / "metrics.jsonl", self.epoch)
@@ -595,6 +594,21 @@ class Trainer:
         self.scheduler.load_state_dict(saved)
         if rescale:
             self.scheduler.step()
+
+
+def _callback_name(cb: Any) -> str:
+    return f"{type(cb).__module__}.{type(cb).__qualname__}"
+
+
+def _old_callback_name(state: Any) -> str | None:
+    """Whose a callback state is, in a checkpoint that kept them by position only (before
+    2026-11-28): told by its keys (Early Freeze keeps snapshots, early stopping its best score
+    and bad epochs); ``None`` for one that needs nothing (the progress bar, the log) or another's."""
+    if isinstance(state, dict) and "snapshots" in state:
+        return _callback_name(EarlyFreeze(1))
+    if isinstance(state, dict) and set(state) == {"best", "bad"}:
+        return _callback_name(EarlyStopping(1))
+    return None
 
 
 def _rank(score: float) -> float:

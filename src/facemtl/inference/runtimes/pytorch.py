@@ -13,7 +13,6 @@ from ...device import resolve_device
 from ...model import load_model
 from ...preprocess import to_input
 from ..model_info import ModelInfo, file_version
-from . import default_threads
 
 
 def checkpoint_info(path: str | Path, model: Any, tasks: list, cfg: Any, state: dict[str, Any]) -> ModelInfo:
@@ -39,8 +38,8 @@ def checkpoint_info(path: str | Path, model: Any, tasks: list, cfg: Any, state: 
 class TorchRuntime:
     """Raw outputs of a checkpoint's network on batches of ``uint8 (N, 3, S, S)`` crops.
 
-    ``threads``: torch's intra-op threads for this process (``None``: torch's default, lowered to
-    the usable cores where a CPU quota allows fewer: torch counts the machine's cores).
+    ``threads``: torch's intra-op threads for this process (``None``: torch's default, which
+    counts the machine's cores, not a CPU quota; a process-wide setting left to the caller).
     """
 
     name = "torch"
@@ -49,8 +48,6 @@ class TorchRuntime:
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
-        elif torch.get_num_threads() > default_threads():  # (a cgroup quota, an affinity mask)
-            torch.set_num_threads(default_threads())
         self.device = resolve_device(device)
         self.model, tasks, cfg, state = load_model(path, self.device)
         self.tasks, self.config = tasks, cfg
