@@ -460,6 +460,25 @@ def test_warm_up_loads_the_detector_in_every_worker_thread_before_frames_come(mo
     assert len(built) == 2
 
 
+def test_a_live_stream_warms_up_before_its_readers_start_and_a_file_does_not(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from facemtl.inference.pipeline import Pipeline
+    from facemtl.video.reader import FrameReader
+
+    for i in range(3):
+        Image.new("RGB", (64, 48), (i, 0, 0)).save(tmp_path / f"f{i}.png")
+    events, warm_up, start = [], Pipeline.warm_up, FrameReader.start
+    monkeypatch.setattr(Pipeline, "warm_up", lambda self, *a, **kw: events.append("warm") or warm_up(self, *a, **kw))
+    monkeypatch.setattr(FrameReader, "start", lambda self: events.append("read") or start(self))
+    assert main(["stream", str(tmp_path), "--realtime", "--fps", "10", "--json", "--no-progress"]) == 0
+    assert events == ["warm", "read"]
+    events.clear()
+    assert main(["stream", str(tmp_path), "--fps", "10", "--json", "--no-progress"]) == 0
+    assert events == ["read"]  # (a file is read at its own pace: nothing arrives while models load)
+    capsys.readouterr()
+
+
 def test_a_live_stream_whose_detector_cannot_load_ends_in_one_sentence(tmp_path, monkeypatch, capsys):
     """A review: the warm-up of a live stream met the detector's ImportError before the search
     that says it in one sentence, and a traceback came instead."""
