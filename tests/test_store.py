@@ -31,13 +31,23 @@ HERE = Path(__file__).resolve().parent
 INFO = model_info()
 
 
+def feed(sink: DbSink, items) -> None:
+    """Each ImageResult of ``items`` to ``sink.write``, each TrackResult to ``sink.write_track``."""
+    for it in items:
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+
+
 def write(url: str, items, **kw) -> int:
     """Feed ``items`` (ImageResults and TrackResults) to a DbSink; returns its session id."""
     sink = DbSink(url, model_info=INFO, **kw)
-    for it in items:
-        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    feed(sink, items)
     sink.close()
     return sink.session_id
+
+
+def open_track_faces(store: Store, source: str) -> int:
+    """Faces of ``source``'s tracks still open."""
+    return sum(t["faces"] for t in store.records("tracks", Query(source=source)) if not t["closed"])
 
 
 def all_faces(store: Store, **kw) -> list[dict]:
@@ -541,8 +551,7 @@ def test_source_state_follows_the_heartbeat(tmp_path):
         assert state() == "silent"
         sink.heartbeat()
         assert state() == "running"
-        for r in stream(INFO, 5, source="door", fps=1000):
-            (sink.write_track if isinstance(r, TrackResult) else sink.write)(r)
+        feed(sink, stream(INFO, 5, source="door", fps=1000))
         time.sleep(0.25)
         sink.heartbeat()
         (door,) = [s for s in store.sources() if s["name"] == "door"]
@@ -667,12 +676,11 @@ def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsy
     from facemtl.cli import main
 
     sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
-    for it in stream(INFO, 20, source="live", track_len=8):
-        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    feed(sink, stream(INFO, 20, source="live", track_len=8))
     sink.flush()
     try:
         with Store(db_url) as store:
-            open_faces = sum(t["faces"] for t in store.records("tracks", Query(source="live")) if not t["closed"])
+            open_faces = open_track_faces(store, "live")
         assert open_faces > 0
         assert main(["db", "delete", "--db", db_url, "--source", "live", "--dry-run"]) == 0  # a count: no failure
         assert json.loads(capsys.readouterr().out)["left_running"] == open_faces
@@ -702,17 +710,15 @@ def test_a_purge_leaves_the_tracks_a_running_stream_follows(db_url):
     sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
     events = list(stream(INFO, 40, source="live", track_len=8))
     cut = next(i for i, it in enumerate(events) if i >= 24 and not isinstance(it, TrackResult))  # tracks open
-    for it in events[:cut]:
-        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    feed(sink, events[:cut])
     sink.flush()
     try:
         with Store(db_url) as store:
-            open_faces = sum(t["faces"] for t in store.records("tracks", Query(source="live")) if not t["closed"])
+            open_faces = open_track_faces(store, "live")
             assert open_faces > 0
             gone = store.purge(0)
             assert gone["faces"] > 0 and len(all_faces(store, source="live")) == open_faces
-        for it in events[cut:]:  # the stream goes on: its open tracks' faces are stored, none refused
-            (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+        feed(sink, events[cut:])  # the stream goes on: its open tracks' faces are stored, none refused
         sink.flush()
         assert not sink.incomplete
         assert_consistent(db_url)

@@ -7,11 +7,12 @@ Kept apart from :mod:`facemtl.cli`, which lists it in its command table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .cli_args import db_flags as _db_flags
 from .cli_args import detector_name as _detector
@@ -94,24 +95,21 @@ def analyze(
                           fusion=fusion) as analyzer:
             # the database first: a refused source name leaves no other output begun (a CSV header)
             stored = open_db_sink(db, analyzer.predictor.info, thumbnails, absolute_files=True) if db else None
-            if skip_stored and stored is not None:
-                try:
-                    done_before = stored.store.stored_files([os.path.abspath(f) for f in files])
-                except BaseException:
-                    stored.close()
-                    raise
-                if done_before:
-                    files = [f for f in files if os.path.abspath(f) not in done_before]
-                    todo = itertools.takewhile(lambda _: not received, files)
-                print(f"facemtl: --skip-stored: {len(done_before):,} of {len(done_before) + len(files):,} files have "
-                      f"faces stored by an earlier run; analysing the other {len(files):,}", file=sys.stderr)
-            try:
-                out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
-                for m, why in missing_why:
-                    out.write(ImageResult(file=m).fail(why))
-            except OSError as exc:  # our own output (a CSV header, the records of missing paths): name it
-                exc.filename = exc.filename or "standard output"
-                if stored is not None:  # (its session ended, as at any other stop)
+            try:  # (on any failure before the loop, the database's session is ended, as at any other stop)
+                if skip_stored and stored is not None:
+                    absolute = [os.path.abspath(f) for f in files]
+                    done_before = stored.store.stored_files(absolute)
+                    if done_before:
+                        files = [f for f, a in zip(files, absolute) if a not in done_before]
+                        todo = itertools.takewhile(lambda _: not received, files)
+                    print(f"facemtl: --skip-stored: {len(done_before):,} of {len(absolute):,} files have faces "
+                          f"stored by an earlier run; analysing the other {len(files):,}", file=sys.stderr)
+                with _naming_our_output():  # (a CSV header, the records of missing paths)
+                    out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+                    for m, why in missing_why:
+                        out.write(ImageResult(file=m).fail(why))
+            except BaseException:
+                if stored is not None:
                     stored.close()
                 raise
             show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
@@ -138,11 +136,8 @@ def analyze(
                             annotated.write(res)
                         except OSError as exc:  # this file's copy only: say so in its record, keep its faces
                             res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
-                    try:
+                    with _naming_our_output():
                         out.write(res)
-                    except OSError as exc:  # our own output (standard output, redirected): name it
-                        exc.filename = exc.filename or "standard output"
-                        raise
                     written += 1
                     if bar is not None:
                         bar.update(1)
@@ -180,6 +175,17 @@ def analyze(
         return 1
     return 0
 
+
+
+@contextlib.contextmanager
+def _naming_our_output() -> Iterator[None]:
+    """An ``OSError`` from our own output (standard output, redirected: a full disk) names it, as
+    the command line's error sentence names a file."""
+    try:
+        yield
+    except OSError as exc:
+        exc.filename = exc.filename or "standard output"
+        raise
 
 
 def _looks_like_a_crop(width: int, height: int, size: int) -> bool:

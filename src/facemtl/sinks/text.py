@@ -49,7 +49,8 @@ def write_whole(out: TextIO, text: str) -> None:
     try:
         out.flush()
         fd = out.fileno()
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        st = os.fstat(fd)
+        regular = stat.S_ISREG(st.st_mode)
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         out.write(text)
         out.flush()
@@ -57,7 +58,7 @@ def write_whole(out: TextIO, text: str) -> None:
     encoding = getattr(out, "encoding", None) or "utf-8"
     encoded = text.encode(encoding, getattr(out, "errors", None) or "strict")
     bom = "".encode(encoding)  # (utf-8-sig, utf-16, utf-32 put one before every text they encode)
-    if bom and encoded.startswith(bom) and not (regular and os.fstat(fd).st_size == 0):
+    if bom and encoded.startswith(bom) and not (regular and st.st_size == 0):
         encoded = encoded[len(bom):]  # the byte-order mark once, at the start of a file, as Python writes it
     data = memoryview(encoded)
     written = 0

@@ -516,7 +516,7 @@ class Trainer:
                 torch_rng=torch.get_rng_state(),
                 callbacks=[cb.state_dict() for cb in self.callbacks],
                 # whose each state is: a resume may add or drop early stopping or freezing (train.*)
-                callback_names=[_callback_name(cb) for cb in self.callbacks],
+                callback_names=[_class_name(type(cb)) for cb in self.callbacks],
             )
         return state
 
@@ -563,8 +563,8 @@ class Trainer:
             if name is not None:
                 saved.setdefault(name, []).append(cb_state)
         for cb in self.callbacks:
-            if saved.get(_callback_name(cb)):
-                cb.load_state_dict(saved[_callback_name(cb)].pop(0))
+            if saved.get(_class_name(type(cb))):
+                cb.load_state_dict(saved[_class_name(type(cb))].pop(0))
         # Epochs logged after last.pt was written (a kill in between) are done again.
         if self.dist.main:
             truncate_epochs(self.out / "metrics.jsonl", self.epoch)
@@ -596,8 +596,8 @@ class Trainer:
             self.scheduler.step()
 
 
-def _callback_name(cb: Any) -> str:
-    return f"{type(cb).__module__}.{type(cb).__qualname__}"
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _old_callback_name(state: Any) -> str | None:
@@ -605,9 +605,9 @@ def _old_callback_name(state: Any) -> str | None:
     2026-11-28): told by its keys (Early Freeze keeps snapshots, early stopping its best score
     and bad epochs); ``None`` for one that needs nothing (the progress bar, the log) or another's."""
     if isinstance(state, dict) and "snapshots" in state:
-        return _callback_name(EarlyFreeze(1))
+        return _class_name(EarlyFreeze)
     if isinstance(state, dict) and set(state) == {"best", "bad"}:
-        return _callback_name(EarlyStopping(1))
+        return _class_name(EarlyStopping)
     return None
 
 
