@@ -143,3 +143,18 @@ def test_the_cli_passes_the_groups_through(run, tmp_path, capsys):
     facts = json.loads((tmp_path / "r" / "report.json").read_text())["bias"]
     assert facts["groups"] == ["race", "smile"] and facts["left_out"] == 10  # the 10 faces without a smile label
     assert len(facts["cells"]) == 5 * 2
+
+
+def test_age_bands_leave_out_groups_outside_the_range_or_of_its_top_age_alone():
+    """The CORAL protocol's ages 21..60 were grouped 0-19 (empty), 20-39, 40-59 and 60+ (60-year-olds
+    alone: a row of the bias table on a handful of faces). The shipped 1..116 keeps its four bands."""
+    from facemtl.tasks import build_task
+
+    def bands(lo, hi):
+        return build_task({"name": "age", "type": "ordinal", "min_value": lo, "max_value": hi}).group_names()
+
+    assert bands(21, 60) == ["20-39", "40+"] and bands(0, 30) == ["0-19", "20+"]
+    assert bands(1, 116) == bands(16, 70) == ["0-19", "20-39", "40-59", "60+"]
+    set_by_hand = build_task({"name": "age", "type": "ordinal", "min_value": 21, "max_value": 60,
+                              "bias_edges": [0, 20, 40, 60]})
+    assert set_by_hand.group_names() == ["0-19", "20-39", "40-59", "60+"]  # (a recipe's, or a saved model's, stand)

@@ -505,6 +505,8 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
     and the report of what was found and done."""
     table = read_table(cfg, tasks)
     report = dict(table.report)
+    if table.classes:  # (an ordinal task takes them as its levels' names: Task.adopt_level_names)
+        report["column_names"] = {col: list(names) for col, names in table.classes.items()}
     if cfg.age_range is not None:
         lo, hi = cfg.age_range
         age = table.column("age")

@@ -6,7 +6,8 @@ field names of the JSON form are fixed here (and pinned by a test):
 
 * a face: ``box`` ``[x1, y1, x2, y2]`` in pixels, ``score`` (the detector's confidence, on
   the detector's own scale: see below), ``landmarks`` (five ``[x, y]``), then per task ``<task>`` (the class name, or the value
-  in label units, e.g. years), and where the task gives them ``<task>_interval``
+  in label units, e.g. years), and where the task gives them ``<task>_level`` (the name of
+  an ordinal task's rank, when its levels are named), ``<task>_interval``
   ``[lo, hi]``, ``<task>_probability`` (of the chosen class) and ``<task>_probabilities``
   (``{class: p}``);
 * an image: what it was (``file``, ``index`` or ``frame``), ``width``, ``height``,
@@ -46,6 +47,8 @@ class TaskAnswer:
     (see :class:`~facemtl.inference.predictor.Predictor`'s ``interval``). ``decimals``: the
     digits after the point a numeric value and its interval are written with, which the task
     decides (1 for age in years, 3 for a value in 0..1); ``None``: as given, unrounded.
+    ``level``: the name of the rank ``value`` rounds to, for an ordinal task whose levels are
+    named (``moderate`` for rank 2 of ``[none, mild, moderate, severe]``).
     """
 
     value: float | str
@@ -53,6 +56,7 @@ class TaskAnswer:
     probabilities: dict[str, float] | None = None
     interval: tuple[float, float] | None = None
     decimals: int | None = None
+    level: str | None = None
 
     def number(self, x: float) -> float | int:
         """A numeric value or interval end as this answer writes it: rounded to :attr:`decimals`
@@ -64,6 +68,8 @@ class TaskAnswer:
     def fields(self, name: str) -> dict[str, Any]:
         """The flat JSON fields of this answer under the task's ``name``."""
         out: dict[str, Any] = {name: self.value if isinstance(self.value, str) else self.number(float(self.value))}
+        if self.level is not None:
+            out[f"{name}_level"] = self.level
         if self.interval is not None:
             out[f"{name}_interval"] = [self.number(x) for x in self.interval]
         if self.probability is not None:
@@ -80,14 +86,21 @@ class TaskAnswer:
             p = f.get(f"{name}_probability")
             return f"{name} {self.value}" + (f" {p:.0%}" if p is not None else "")
         iv = f.get(f"{name}_interval")
+        if self.level is not None:  # severity moderate (2, 1-3)
+            return f"{name} {self.level} ({self.number_text()}" + (
+                f", {interval_text(*iv, prose=True)})" if iv is not None else ")")
         return f"{name} {self.value_text()}" + (f" ({interval_text(*iv, prose=True)})" if iv is not None else "")
 
     def value_text(self) -> str:
         """The value in a few characters, as :meth:`short` and labels on images write it: a class
-        name, or the number as written (:meth:`fields`) with one digit less than
-        :attr:`decimals` (``33`` for age), or its shortest form without ``decimals``."""
+        name or a rank's level name, or the number as written (:meth:`fields`) with one digit
+        less than :attr:`decimals` (``33`` for age), or its shortest form without ``decimals``."""
         if isinstance(self.value, str):
             return self.value
+        return self.level if self.level is not None else self.number_text()
+
+    def number_text(self) -> str:
+        """A numeric value as :meth:`value_text` writes it without a level name."""
         spec = "g" if self.decimals is None else f".{max(0, self.decimals - 1)}f"
         return f"{self.number(float(self.value)):{spec}}"
 
@@ -96,12 +109,12 @@ class TaskAnswer:
         """The answer whose :meth:`fields` under ``name`` are ``d`` (``decimals``: the task's, if known)."""
         iv = d.get(f"{name}_interval")
         return cls(d[name], d.get(f"{name}_probability"), d.get(f"{name}_probabilities"),
-                   tuple(iv) if iv is not None else None, decimals)
+                   tuple(iv) if iv is not None else None, decimals, d.get(f"{name}_level"))
 
 
 #: Suffixes of the fields an answer adds to its task's name (``age_interval``, ``gender_probability``,
-#: ``gender_probabilities``; CSV also writes ``<task>_p_<class>``).
-ANSWER_SUFFIXES = ("_interval", "_probability", "_probabilities")
+#: ``gender_probabilities``, ``severity_level``; CSV also writes ``<task>_p_<class>``).
+ANSWER_SUFFIXES = ("_interval", "_probability", "_probabilities", "_level")
 
 #: Fields of a face (and of a ``stream --json`` face line's frame) that are no task's answer.
 _FACE_KEYS = frozenset({"type", "source", "file", "index", "frame", "time", "wall_time", "track", "box", "score",
@@ -307,6 +320,8 @@ def _task_columns(tasks: Sequence["Task"], prefix: str = "") -> tuple[list[str],
         if not t.inference:
             continue
         cols.append(prefix + t.name)
+        if t.level_names() is not None:
+            cols.append(f"{prefix}{t.name}_level")
         if has_interval(t):
             cols.append(f"{prefix}{t.name}_interval")
         names = t.class_names()

@@ -19,7 +19,7 @@ import yaml
 
 from ..epochlog import read_epochs
 from ..jsonutil import loads_metrics
-from ..tasks import Task, build_task
+from ..tasks import Task, adopt_level_names, build_task
 
 
 @dataclass
@@ -93,8 +93,11 @@ class RunLog:
 
     @cached_property
     def tasks(self) -> list[Task]:
-        """The run's tasks, built from its config (they know how to summarise themselves)."""
-        return [build_task(s) for s in self.task_specs]
+        """The run's tasks, built from its config (they know how to summarise themselves), with
+        the names its data gave their values (as the trainer gave them, :func:`adopt_level_names`)."""
+        tasks = [build_task(s) for s in self.task_specs]
+        adopt_level_names(tasks, self.data_report)
+        return tasks
 
     def task(self, name: str) -> Task | None:
         return next((t for t in self.tasks if t.name == name), None)

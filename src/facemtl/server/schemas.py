@@ -42,7 +42,7 @@ def task_fields(task: Task) -> dict[str, Any]:
     sample = task.answers(np.zeros((1, task.output_size), np.float32))[0]
     types: dict[str, Any] = {}
     for key, value in sample.fields(task.name).items():
-        if key == task.name:
+        if key == task.name or isinstance(value, str):  # (a class, a level's name)
             types[key] = str if isinstance(value, str) else float
         elif isinstance(value, dict):
             types[key] = dict[str, float]

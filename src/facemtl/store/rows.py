@@ -2,7 +2,8 @@
 
 A task's answer is stored generically (see :mod:`facemtl.store.models`): the class name
 in ``value_text`` and its index in ``value_num`` for classification tasks, the number
-in ``value_num`` for numeric ones, and ``grp``, the group the task itself puts the
+in ``value_num`` for numeric ones (and an ordinal rank's level name, where its levels are
+named, in ``value_text``), and ``grp``, the group the task itself puts the
 value in (:meth:`Task.subgroups`: its class, or e.g. ``20-39`` for age), so counts by
 group need no knowledge of the task's type. Reading turns rows back into
 :class:`~facemtl.inference.results.TaskAnswer` and then into exactly the fields
@@ -51,7 +52,7 @@ class AnswerCodec:
             grp = self.group(num) if num is not None else a.value
             text = a.value
         else:  # stored as every output writes it (at the task's decimals), so read back the same
-            num, text = float(a.number(float(a.value))), None
+            num, text = float(a.number(float(a.value))), a.level
             grp = self.group(num)
         lo, hi = (a.number(x) for x in a.interval) if a.interval is not None else (None, None)
         probs = {c: float(p) for c, p in a.probabilities.items()} if a.probabilities is not None else None
@@ -98,10 +99,13 @@ def _number(x: float | None) -> float | int | None:
 
 def answer_from_row(row: Any, decimals: int | None = None) -> TaskAnswer:
     """A stored answer row (anything with the columns of ``answers``) as a :class:`TaskAnswer`
-    (``decimals``: its task's, so rows stored unrounded, before 2026-11-27, read as written)."""
-    value = row.value_text if row.value_text is not None else row.value_num
+    (``decimals``: its task's, so rows stored unrounded, before 2026-11-27, read as written; a
+    numeric task's, known by its decimals, reads ``value_text`` as its level name)."""
+    numeric = decimals is not None and row.value_num is not None
+    value = row.value_num if numeric or row.value_text is None else row.value_text
     interval = (_number(row.lo), _number(row.hi)) if row.lo is not None else None
-    return TaskAnswer(value, row.probability, row.probabilities, interval, decimals)
+    return TaskAnswer(value, row.probability, row.probabilities, interval, decimals,
+                      row.value_text if numeric else None)
 
 
 def stored_decimals(specs: Sequence[dict[str, Any]] | None) -> dict[str, int]:

@@ -1,10 +1,10 @@
 """Task types, pluggable by name through :data:`TASK_TYPES`."""
 
-from .base import TASK_TYPES, Ablation, MetricColumn, Task, build_task
+from .base import TASK_TYPES, Ablation, MetricColumn, Task, adopt_level_names, build_task
 from .classification import BinaryTask, NominalTask
 from .feature import FeatureTask
 from .regression import OrdinalTask, RegressionTask
 from .soft import SoftTargetTask, SoftThresholdTask
 
-__all__ = ["TASK_TYPES", "Task", "build_task", "Ablation", "MetricColumn", "NominalTask", "BinaryTask", "FeatureTask", "OrdinalTask",
+__all__ = ["TASK_TYPES", "Task", "adopt_level_names", "build_task", "Ablation", "MetricColumn", "NominalTask", "BinaryTask", "FeatureTask", "OrdinalTask",
            "RegressionTask", "SoftTargetTask", "SoftThresholdTask"]

@@ -108,6 +108,15 @@ class Task:
         indices ``0 .. len(names) - 1``) where the task itself names none; ``None`` if it can."""
         return None
 
+    def level_names(self) -> list[str] | None:
+        """Names of an ordinal task's ranks, which its answers carry beside the rank
+        (``<task>_level``); ``None`` where the task names none."""
+        return None
+
+    def adopt_level_names(self, names: Sequence[str] | None) -> None:
+        """Take the names the data gives the values of the task's column, where the task would
+        answer them (an ordinal task's levels); a no-op for the others."""
+
     def label_classes(self) -> list[str] | None:
         """The class names the task's label column holds, in index order, where the task names
         them; ``None`` where its labels are numbers (ages, indices of unnamed classes).
@@ -341,6 +350,15 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, **asdict(self)}
+
+
+def adopt_level_names(tasks: Sequence[Task], report: dict[str, Any]) -> None:
+    """Give each task the names the data report says the data gave its column's values
+    (``column_names``), where it would answer them (:meth:`Task.adopt_level_names`: an ordinal
+    task whose recipe names no levels)."""
+    names = report.get("column_names") or {}
+    for t in tasks:
+        t.adopt_level_names(names.get(str(t.label)))
 
 
 def build_task(spec: dict[str, Any]) -> Task:

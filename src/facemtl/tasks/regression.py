@@ -42,6 +42,10 @@ def decode_ranks(prob_gt: np.ndarray, decoding: str = "threshold") -> np.ndarray
     raise ValueError(f"unknown ordinal decoding {decoding!r}; choose 'threshold' or 'expected'")
 
 
+def _whole(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else x
+
+
 @dataclass
 class _Numeric(Task):
     """Shared metrics for tasks predicting a number (MAE, MSE, CS(k), group accuracy)."""
@@ -72,7 +76,7 @@ class _Numeric(Task):
         if self.group_edges is None:
             self.group_edges = list(DEFAULT_AGE_EDGES) if ages else self._bands(5)
         if self.bias_edges is None:
-            self.bias_edges = [0, 20, 40, 60] if ages else self._bands(4)
+            self.bias_edges = self._within_range([0, 20, 40, 60]) if ages else self._bands(4)
 
     @property
     def reads_ages(self) -> bool:
@@ -100,6 +104,14 @@ class _Numeric(Task):
         """Whether its groups hold whole numbers (ranks, or ages: ``0-19`` ends at 19), not
         bands of a continuous value (``0-0.25`` ends where ``0.25-0.5`` starts)."""
         return self.whole_values or self.reads_ages
+
+    def _within_range(self, edges: list[float]) -> list[float]:
+        """``edges`` less those that make a group outside the range, or of its top value alone: the
+        CORAL protocol's ages 21..60 in 0-19, 20-39, 40-59 and 60+ had an empty group and one of
+        60-year-olds only; they are grouped 20-39 and 40+ (1..116 keeps all four)."""
+        kept = [e for k, e in enumerate(edges) if e < self.max_value and
+                (k + 1 == len(edges) or edges[k + 1] > self.min_value)]
+        return kept or [edges[0]]
 
     def _bands(self, n: int) -> list[float]:
         """``n`` equal bands of ``min_value .. max_value`` (their lower edges; whole numbers for
@@ -199,12 +211,16 @@ class _Numeric(Task):
 
     def group_names(self) -> list[str]:
         """The coarse groups of :attr:`bias_edges`, in order (``0-19``, ``20-39``, ... for ages)."""
-        return group_names(self.bias_edges, self.whole_groups)
+        return self._group_labels(self.bias_edges)
+
+    def _group_labels(self, edges: Sequence[float]) -> list[str]:
+        """The names of the groups whose lower ends are ``edges``."""
+        return group_names(edges, self.whole_groups)
 
     def subgroups(self, values: np.ndarray) -> np.ndarray:
         """The coarse groups of :attr:`bias_edges` (for ages 0-19, 20-39, 40-59, 60+; four bands
         of the range otherwise)."""
-        names = group_names(self.bias_edges, self.whole_groups)
+        names = self._group_labels(self.bias_edges)
         v = np.asarray(values, float)
         return np.array(["?" if np.isnan(x) else names[g] for x, g in zip(v, to_groups(np.nan_to_num(v), self.bias_edges))],
                         dtype=object)
@@ -212,7 +228,7 @@ class _Numeric(Task):
     def confusion(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Between the coarse groups of :attr:`bias_edges`."""
         ok = valid(true)
-        names = group_names(self.bias_edges, self.whole_groups)
+        names = self._group_labels(self.bias_edges)
         g_p = to_groups(np.asarray(pred, float)[ok], self.bias_edges)
         g_t = to_groups(np.asarray(true, float)[ok], self.bias_edges)
         return confusion_matrix(g_p, g_t, len(names)), names
@@ -248,6 +264,8 @@ class OrdinalTask(_Numeric):
     ``decoding``: ``threshold`` (paper eq. 6, ``rank = sum [p_k > 0.5]``) or
     ``expected`` (``sum p_k``). Decoded value = ``min_value + rank``.
     ``reduction``: ``sum`` (paper eq. 7 and coral-pytorch) or ``mean`` over the K-1 terms.
+    ``levels``: the names of the ranks ``0 .. K-1``, in order (``[none, mild, moderate,
+    severe]``); see :attr:`levels`.
     """
 
     method: str = "binary"
@@ -256,6 +274,13 @@ class OrdinalTask(_Numeric):
     #: Weights ``[lambda_mean, lambda_var]`` of the mean-variance loss (Pan et al. 2018) added on
     #: the distribution over values the head implies; ``null``: none. The authors use [0.2, 0.05].
     mean_variance: list[float] | None = None
+    #: Names of the ranks ``0 .. K-1``, in order. Text cells of the task's column are read by them
+    #: (``moderate`` is rank 2), each answer carries its rank's name (``<task>_level``) beside the
+    #: rank, and groups (bias tables, the database's bands) are named by them. ``max_value`` left
+    #: at its default follows their number. A model trained on a column whose values
+    #: ``data.columns`` names takes those names when the task gives none (:meth:`adopt_level_names`),
+    #: so it answers names however its recipe named the levels.
+    levels: list[str] | None = None
 
     kind: ClassVar[str] = "ordinal"
     whole_values: ClassVar[bool] = True
@@ -270,6 +295,8 @@ class OrdinalTask(_Numeric):
         super().check_recipe()
 
     def __post_init__(self) -> None:
+        if self.levels is not None:
+            self._check_levels()
         super().__post_init__()
         if self.method not in ("binary", "coral", "corn", "softmax"):
             raise ValueError(
@@ -281,6 +308,79 @@ class OrdinalTask(_Numeric):
             raise ValueError(f"task {self.name!r}: reduction must be 'sum' or 'mean'")
         if self.mean_variance is not None and len(self.mean_variance) != 2:
             raise ValueError(f"task {self.name!r}: mean_variance takes two weights, [lambda_mean, lambda_var]")
+
+    def _check_levels(self) -> None:
+        """Level names: text, two or more, unique (case aside), naming the ranks 0 .. K-1; a
+        ``max_value`` left at its default (100) is set to K-1, and the groups are a level each
+        (up to ten) where the recipe sets none."""
+        if isinstance(self.levels, str) or not all(isinstance(x, (str, int, float)) for x in self.levels or []):
+            raise ValueError(f"task {self.name!r}: levels is a list of names, e.g. [none, mild, moderate, severe]")
+        self.levels = [str(x).strip() for x in self.levels]
+        k = len(self.levels)
+        folded = [x.casefold() for x in self.levels]
+        twice = sorted({x for x, f in zip(self.levels, folded) if folded.count(f) > 1})
+        if k < 2 or "" in self.levels or twice:
+            why = "must be two or more names" if k < 2 else "hold an empty name" if "" in self.levels else \
+                f"name {', '.join(twice)} twice (case aside)"
+            raise ValueError(f"task {self.name!r}: its levels {why}; they name the ranks 0..K-1 in order")
+        if self.min_value == 0 and self.max_value == 100 and k != 101:  # (max_value left at its default)
+            self.max_value = float(k - 1)
+        if self.min_value != 0 or self.max_value != k - 1:
+            raise ValueError(f"task {self.name!r}: its {k} levels name the ranks 0..{k - 1}, but it runs from "
+                             f"min_value {self.min_value:g} to max_value {self.max_value:g}: set min_value: 0 and "
+                             f"max_value: {k - 1} (or leave max_value out)")
+        if k <= 10:
+            self.group_edges = self.group_edges if self.group_edges is not None else list(range(k))
+            self.bias_edges = self.bias_edges if self.bias_edges is not None else list(range(k))
+
+    def adopt_level_names(self, names: Sequence[str] | None) -> None:
+        """Take the names the data gives the task's column (``data.columns``) as :attr:`levels`
+        where the task names none and they name every rank 0 .. K-1 (a model answers them then); its
+        default groups become a level each, as :attr:`levels` set in the recipe makes them."""
+        if self.levels is not None or not names or self.min_value != 0 or len(names) != self.num_classes:
+            return
+        defaults = (self._bands(5), self._bands(4))
+        self.levels = [str(x).strip() for x in names]
+        if len(self.levels) <= 10:
+            if self.group_edges == defaults[0]:
+                self.group_edges = list(range(len(self.levels)))
+            if self.bias_edges == defaults[1]:
+                self.bias_edges = list(range(len(self.levels)))
+
+    def level_names(self) -> list[str] | None:
+        return None if self.levels is None else list(self.levels)
+
+    def label_classes(self) -> list[str] | None:
+        """:attr:`levels`: the data's names of the column must be them, and text cells are read by them."""
+        return self.level_names()
+
+    def text_labels_hint(self, column: str) -> str:
+        return f"name its levels in the task (levels: [...]) or in data.columns.{column} to read text"
+
+    def level(self, value: float) -> str | None:
+        """The name of the rank nearest ``value`` (a decoded prediction or a label); ``None``
+        without :attr:`levels` or for a missing value."""
+        if self.levels is None or not np.isfinite(value):
+            return None
+        return self.levels[int(np.clip(np.floor(value - self.min_value + 0.5), 0, len(self.levels) - 1))]
+
+    def describe(self, value: float) -> str:
+        name = self.level(value)
+        return name if name is not None else super().describe(value)
+
+    def _group_labels(self, edges: Sequence[float]) -> list[str]:
+        """With :attr:`levels`: a group of one rank is its level's name (``mild``), of several
+        ``first to last`` (``none to mild``); else the numbers (``0-1``)."""
+        if self.levels is None or not all(float(e).is_integer() for e in edges):
+            return super()._group_labels(edges)
+        k = len(self.levels)
+        starts = [max(0, int(e - self.min_value)) for e in edges]
+        ends = [b - 1 for b in starts[1:]] + [k - 1]
+
+        def name(r: int) -> str:
+            return self.levels[r] if 0 <= r < k else str(r)  # type: ignore[index]
+
+        return [name(a) if a >= b else f"{name(a)} to {name(min(b, k - 1))}" for a, b in zip(starts, ends)]
 
     @property
     def category(self) -> str:  # type: ignore[override]
@@ -390,10 +490,10 @@ class OrdinalTask(_Numeric):
         cdf = self.probabilities(raw).cumsum(1)
         lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
         out = []
-        for j in range(len(pred)):
-            lo = self.min_value + int(np.searchsorted(cdf[j], lo_q))
-            hi = self.min_value + int(np.searchsorted(cdf[j], hi_q))
-            out.append(TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals))
+        for j in range(len(pred)):  # (whole ranks written as ints, whatever type min_value came as)
+            lo, hi = (_whole(self.min_value + int(np.searchsorted(cdf[j], q))) for q in (lo_q, hi_q))
+            out.append(TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals,
+                                  level=self.level(float(pred[j]))))
         return out
 
     def ablations(self) -> list[Ablation]:

@@ -40,7 +40,7 @@ from ..model import BACKBONES, MultiTaskNet
 from ..model.load import load_weights
 from ..preprocess import to_input
 from ..system import hardware
-from ..tasks import build_task
+from ..tasks import adopt_level_names, build_task
 from ..weighting import WEIGHTINGS, build_weighting
 from . import distributed
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
@@ -118,6 +118,7 @@ class Trainer:
         BACKBONES.get(cfg.model.backbone)  # a misspelt name fails here, before the images are read
         WEIGHTINGS.get(cfg.weighting.name)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        adopt_level_names(self.tasks, self.data.report)
         self.data_fingerprint = data_fingerprint(self.data, self.tasks)
         if resume:
             self._check_same_data()

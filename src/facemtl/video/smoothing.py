@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -80,16 +80,20 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 class TrackSmoother:
     """A track's samples (at most ``history``, the heaviest) and their aggregate answers.
 
-    ``numeric``: ``median`` or ``mean`` for numeric answers.
+    ``numeric``: ``median`` or ``mean`` for numeric answers. ``levels``: per task whose ranks
+    have names, what names an aggregate value (:meth:`Task.describe_prediction`), so a track's
+    answer carries its level as each face's does.
     """
 
-    def __init__(self, history: int = 64, numeric: str = "median") -> None:
+    def __init__(self, history: int = 64, numeric: str = "median",
+                 levels: dict[str, Callable[[float], str]] | None = None) -> None:
         if history < 1:
             raise ValueError(f"history must be at least 1 sample, not {history}")
         if numeric not in ("median", "mean"):
             raise ValueError(f"numeric smoothing must be 'median' or 'mean', not {numeric!r}")
         self.history = history
         self.numeric = numeric
+        self.levels = levels or {}
         #: min-heap of (weight, order, answers): the lightest sample on top.
         self._heap: list[tuple[float, int, dict[str, TaskAnswer]]] = []
         self._order = itertools.count()
@@ -138,10 +142,11 @@ class TrackSmoother:
             if first.probabilities is not None:
                 out[name] = _classes([s[name] for s in samples], w)
             else:
-                out[name] = self._number([s[name] for s in samples], w)
+                out[name] = self._number([s[name] for s in samples], w, self.levels.get(name))
         return out
 
-    def _number(self, answers: list[TaskAnswer], w: np.ndarray) -> TaskAnswer:
+    def _number(self, answers: list[TaskAnswer], w: np.ndarray,
+                level: Callable[[float], str] | None = None) -> TaskAnswer:
         values = np.array([float(a.value) for a in answers])
         value = weighted_median(values, w) if self.numeric == "median" else float(np.average(values, weights=w))
         interval = None
@@ -150,7 +155,8 @@ class TrackSmoother:
             hi = np.array([a.interval[1] for a in answers], float)
             interval = (weighted_median(lo, w), weighted_median(hi, w))
             interval = tuple(int(v) if float(v).is_integer() else v for v in interval)
-        return TaskAnswer(value, interval=interval, decimals=answers[0].decimals)  # written as the samples are
+        return TaskAnswer(value, interval=interval, decimals=answers[0].decimals,  # written as the samples are
+                          level=level(value) if level is not None and answers[0].level is not None else None)
 
 
 def _classes(answers: list[TaskAnswer], w: np.ndarray) -> TaskAnswer:

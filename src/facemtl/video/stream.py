@@ -143,6 +143,8 @@ class Stream:
         self.settings = settings or StreamSettings()
         self.pipeline = pipeline
         self.predictor: Predictor = pipeline.predictor
+        #: What names a track's aggregate rank, per task whose ranks have names.
+        self._levels = {t.name: t.describe_prediction for t in self.predictor.tasks if t.level_names() is not None}
         self.log = log or (lambda s: None)
         #: Called about once a second while no frame arrives (a camera reconnecting), from the
         #: thread iterating the stream: the results database's sink says its sources are alive.
@@ -381,7 +383,7 @@ class Stream:
                 d: int | None) -> int | None:
         """Queue the crop of ``track``'s detection ``d`` for the network; returns its index in ``pend.crops``."""
         if track.id not in feed.records:
-            feed.records[track.id] = _Record(TrackSmoother(self.settings.history, self.settings.numeric))
+            feed.records[track.id] = _Record(TrackSmoother(self.settings.history, self.settings.numeric, self._levels))
         if d is None:
             return None
         face, crop, rec = faces[d], prepared.crops[d], feed.records[track.id]

@@ -1,0 +1,163 @@
+"""An ordinal task whose ranks have names (``levels``, or the names ``data.columns`` gives its
+column) answers the name beside the rank, in every output: JSON, CSV, the table, tracks,
+the database and the API's schema. Before, a user test found named levels answered as bare
+ranks (``severity: 2``), the names left to be looked up in the recipe."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from facemtl.inference.results import FaceResult, TaskAnswer, csv_columns
+from facemtl.tasks import build_task
+
+LEVELS = ["none", "mild", "moderate", "severe"]
+
+
+def _raw(*ranks: int, k: int = 4) -> np.ndarray:
+    """Threshold logits whose decoded rank is each of ``ranks``, sure of it (``(N, k-1)``)."""
+    return np.array([[9.0 if j < r else -9.0 for j in range(k - 1)] for r in ranks], np.float32)
+
+
+def test_levels_name_the_ranks_known_values():
+    t = build_task({"name": "severity", "type": "ordinal", "levels": LEVELS})
+    assert (t.min_value, t.max_value, t.num_classes) == (0, 3, 4)  # max_value follows the levels
+    assert t.label_classes() == t.level_names() == LEVELS and t.class_names() is None
+    assert t.group_names() == LEVELS and t.subgroups(np.array([0, 3, np.nan])).tolist() == ["none", "severe", "?"]
+    assert t.describe(2) == "moderate" and t.describe_prediction(2.4) == "moderate" and t.describe(2.6) == "severe"
+    a, b = t.answers(_raw(2, 0))
+    assert a.fields("severity") == {"severity": 2.0, "severity_level": "moderate", "severity_interval": [2, 2]}
+    assert a.short("severity") == "severity moderate (2, 2-2)" and a.value_text() == "moderate"
+    assert b.fields("severity")["severity_level"] == "none"
+    # read back from its fields (analyze --json's output), as FaceResult.from_dict does
+    face = FaceResult([0.0, 0.0, 9.0, 9.0], 1.0, None, {"severity": a})
+    assert FaceResult.from_dict(json.loads(json.dumps(face.to_dict()))).answers == {
+        "severity": TaskAnswer(2.0, interval=(2, 2), level="moderate")}
+    # the recipe's settings survive a model file (to_dict -> build_task)
+    assert build_task(t.to_dict()).to_dict() == t.to_dict()
+    # bands of several levels are named by their ends
+    eight = build_task({"name": "s", "type": "ordinal", "levels": list("abcdefgh"), "bias_edges": [0, 3, 6]})
+    assert eight.group_names() == ["a to c", "d to f", "g to h"]
+    # without levels nothing changes: ranks, no level field
+    plain = build_task({"name": "s", "type": "ordinal", "min_value": 0, "max_value": 3})
+    assert plain.level_names() is None and "s_level" not in plain.answers(_raw(2))[0].fields("s")
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"levels": ["a"]}, "its levels must be two or more names"),
+    ({"levels": ["mild", "Mild "]}, "its levels name Mild, mild twice"),
+    ({"levels": ["a", ""]}, "its levels hold an empty name"),
+    ({"levels": ["a", "b"], "min_value": 1, "max_value": 2}, "its 2 levels name the ranks 0..1, but it runs from "
+                                                              "min_value 1 to max_value 2: set min_value: 0"),
+    ({"levels": ["a", "b"], "max_value": 5}, "its 2 levels name the ranks 0..1, but it runs from min_value 0 to "
+                                             "max_value 5"),
+])
+def test_levels_that_cannot_name_the_ranks_are_refused(settings, why):
+    with pytest.raises(ValueError, match="^task 's': " + why):
+        build_task({"name": "s", "type": "ordinal", **settings})
+
+
+def test_a_task_takes_the_names_its_data_gives_only_where_they_name_every_rank():
+    t = build_task({"name": "s", "type": "ordinal", "max_value": 3})
+    t.adopt_level_names(LEVELS)
+    assert t.levels == LEVELS and t.group_edges == t.bias_edges == [0, 1, 2, 3]
+    for spec, names in (({"max_value": 5}, LEVELS), ({"levels": ["w", "x", "y", "z"]}, LEVELS),
+                        ({"min_value": 1, "max_value": 4}, LEVELS)):
+        other = build_task({"name": "s", "type": "ordinal", **spec})
+        before = other.to_dict()
+        other.adopt_level_names(names)
+        assert other.to_dict() == before
+    gender = build_task({"name": "g", "type": "nominal", "classes": ["male", "female"]})
+    gender.adopt_level_names(["male", "female"])  # a classifier names its classes already: nothing changes
+    assert gender.level_names() is None
+
+
+def test_csv_columns_and_cells_carry_the_level():
+    from facemtl.inference.results import _answer_cells
+
+    t = build_task({"name": "severity", "type": "ordinal", "levels": LEVELS})
+    assert csv_columns([t])[9:] == ["severity", "severity_level", "severity_interval"]
+    assert _answer_cells({"severity": t.answers(_raw(3))[0]}) == {"severity": 3.0, "severity_level": "severe",
+                                                                  "severity_interval": "3-3"}
+
+
+def test_a_tracks_aggregate_carries_its_level():
+    from facemtl.video.smoothing import TrackSmoother
+
+    t = build_task({"name": "severity", "type": "ordinal", "levels": LEVELS})
+    s = TrackSmoother(numeric="mean", levels={"severity": t.describe_prediction})
+    for r in (1, 2, 2):
+        s.add({"severity": t.answers(_raw(r))[0]}, 1.0)
+    a = s.answers()["severity"]
+    assert a.value == pytest.approx(5 / 3) and a.level == "moderate"
+    plain = TrackSmoother(numeric="mean")  # a smoother told no names keeps none
+    plain.add({"severity": t.answers(_raw(1))[0]}, 1.0)
+    assert plain.answers()["severity"].level is None
+
+
+def test_the_database_stores_and_returns_the_level(db_url):
+    from fakes import model_info, photos, stream
+
+    from facemtl.inference.results import TrackResult
+    from facemtl.server.schemas import task_fields
+    from facemtl.sinks.db import DbSink
+    from facemtl.store import Query, Store
+
+    spec = {"type": "ordinal", "name": "severity", "levels": LEVELS}
+    info = model_info([spec, {"type": "nominal", "name": "gender", "classes": ["male", "female"]}])
+    items = list(photos(info, 6)) + list(stream(info, 20, people=1, track_len=6))
+    sink = DbSink(db_url, model_info=info)
+    for it in items:
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.close()
+    with Store(db_url) as store:
+        faces = list(store.records("faces", Query()))
+        assert faces and all(f["severity_level"] == LEVELS[round(f["severity"])] for f in faces)
+        closed = [t for t in store.records("tracks", Query()) if t["closed"]]  # read from the answer rows
+        ends = {t.track: t.answers["severity"] for t in items if isinstance(t, TrackResult)}
+        assert closed and all(t["severity_level"] == ends[t["track"]].level and
+                              t["severity"] == ends[t["track"]].value for t in closed)
+        stats = store.stats(0, 2e9, 2e9)
+        groups = stats["tasks"]["severity"]["groups"]  # counted under the levels' names, in their order
+        assert len(groups) >= 2 and groups == [g for g in LEVELS if g in groups]
+    assert task_fields(build_task(spec)) == {"severity": float, "severity_level": str, "severity_interval": list[int | float]}
+
+
+def test_trained_on_named_levels_the_model_answers_them(utkface_root, tmp_path, capsys):
+    """A tiny run on real faces whose CSV names an ordinal column's values (data.columns), the
+    task naming none: the model file carries the names, and analyze writes them."""
+    from facemtl.cli import main
+    from facemtl.data.utkface import read_utkface
+    from facemtl.report.load import RunLog
+
+    table = read_utkface(utkface_root, limit=240)
+    ages = table.labels["age"]
+    stage = ["child" if a < 20 else "adult" if a < 60 else "senior" for a in ages]
+    labels = tmp_path / "faces.csv"
+    labels.write_text("path,stage\n" + "".join(f"{p},{s}\n" for p, s in zip(table.paths, stage)))
+    recipe = {
+        "name": "stages",
+        "tasks": [{"name": "stage", "type": "ordinal", "max_value": 2}],
+        "data": {"dataset": "csv", "root": str(labels), "columns": {"stage": ["child", "adult", "senior"]},
+                 "image_size": 64, "workers": 0},
+        "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3},
+        "optim": {"name": "adamw", "lr": 0.003},
+        "train": {"epochs": 1, "batch_size": 32},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert RunLog(tmp_path / "run").task("stage").group_names() == ["child", "adult", "senior"]  # its report's
+    files = table.paths[:3]
+    capsys.readouterr()
+    model = str(tmp_path / "run" / "best.pt")
+    assert main(["analyze", *files, "--aligned", "--json", "--no-progress", "--checkpoint", model]) == 0
+    faces = [json.loads(x)["faces"][0] for x in capsys.readouterr().out.splitlines()]
+    assert len(faces) == 3 and all(f["stage_level"] == ["child", "adult", "senior"][round(f["stage"])] for f in faces)
+    assert main(["analyze", *files, "--aligned", "--csv", "--no-progress", "--checkpoint", model]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["stage_level"] for r in rows] == [f["stage_level"] for f in faces]
