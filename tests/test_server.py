@@ -788,6 +788,30 @@ def test_page_upload_error_hides_the_last_result_and_stays(tmp_path, predictor, 
     store.close()
 
 
+def test_page_upload_table_has_the_columns_of_the_model_that_answered(tmp_path, predictor, chromium):
+    """A user test: a database that also holds another model's faces (a task "glasses") showed that
+    task as an empty column of every upload's table, as if this model had not answered it."""
+    url, store = page_db(tmp_path)
+    other = model_info([{"type": "binary", "name": "glasses", "classes": ["no", "yes"]}], name="other")
+    sink = DbSink(url, kind="analyze", model_info=other)
+    for r in photos(other, 3):
+        sink.write(r)
+    sink.close()
+    with running(create_app(store, predictor, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        wait_for(page, "[...document.querySelectorAll('#faces thead th')].some(th => th.textContent === 'glasses')")
+        page.click("#tabs button[data-tab=upload]")
+        page.set_input_files("#upload-file", str(PHOTO))
+        page.click("#upload-form button[type=submit]")
+        wait_for(page, "document.querySelectorAll('#upload-faces tbody tr').length === 1", timeout=60000)
+        heads = page.locator("#upload-faces thead th").all_inner_texts()
+        assert heads[1:4] == ["age", "gender", "race"] and "glasses" not in heads
+        cells = page.locator("#upload-faces tbody td").all_inner_texts()
+        assert len(cells) == len(heads) and all(c.strip() for c in cells)  # no empty column
+        assert errors == []
+    store.close()
+
+
 def refreshes(page) -> int:
     """The page's timer refreshes so far (the page counts them in ``body[data-refreshes]``)."""
     return page.evaluate("Number(document.body.dataset.refreshes || 0)")

@@ -110,6 +110,8 @@ function answer(rec, task) {
     return p === undefined || p === null ? v : `${v} ${Math.round(p * 100)}%`;
   }
   const iv = rec[task.name + "_interval"];
+  const level = rec[task.name + "_level"];  // a named rank: "moderate (2, 1–3)"
+  if (level) return `${level} (${Math.round(v)}` + (iv ? `, ${iv[0]}–${iv[1]})` : ")");
   return `${Math.round(v)}` + (iv ? ` (${iv[0]}–${iv[1]})` : "");
 }
 function cell(tr, text, cls) {
@@ -606,18 +608,21 @@ async function upload(ev) {
     $("#upload-image").src = res.annotated;
     $("#upload-result").hidden = false;
     const table = $("#upload-faces");
-    header(table, ["#", ...state.tasks.map((t) => t.name), { name: "box (x1, y1, x2, y2 px)",
+    // the tasks this server's model answers: the database's other models' tasks (state.tasks holds them
+    // all) would be columns left empty
+    const tasks = state.tasks.filter((t) => res.faces.some((f) => f[t.name] !== undefined && f[t.name] !== null));
+    header(table, ["#", ...tasks.map((t) => t.name), { name: "box (x1, y1, x2, y2 px)",
                    title: "the face's box in the photo's pixels: left, top, right, bottom" }]);
     table.tBodies[0].replaceChildren(...res.faces.map((f, i) => {
       const tr = document.createElement("tr");
       cell(tr, i + 1, "num");
-      for (const t of state.tasks) cell(tr, answer(f, t));
+      for (const t of tasks) cell(tr, answer(f, t));
       cell(tr, f.box ? f.box.map(Math.round).join(", ") : "");
       return tr;
     }));
     if (!res.faces.length) {
       const tr = document.createElement("tr");
-      cell(tr, "No face found in this photo.").colSpan = state.tasks.length + 2;
+      cell(tr, "No face found in this photo.").colSpan = tasks.length + 2;
       table.tBodies[0].replaceChildren(tr);
     }
     const notes = {  // X-Facemtl-Stored: what the server did with the faces (see the README)
