@@ -638,3 +638,21 @@ def test_a_file_that_cannot_seek_begins_where_start_says_all_the_same(www, monke
     later, log, error = _read(VideoFile(str(www / "clip.ts"), start=1.2))
     assert error is None and log == []
     assert [(f.index, f.time) for f in later] == [(f.index, f.time) for f in whole if f.time >= 1.2 - 1e-6]
+
+
+def test_an_ffmpeg_option_ffmpeg_does_not_have_is_refused(www, capsys):
+    """FFmpeg leaves an input option it does not know unused without a word: a misspelt
+    rtsp_transport=tcp ran the camera over UDP, and stimeout (removed in FFmpeg 5, still in many
+    guides) set no timeout. A name no input format or protocol of PyAV's FFmpeg takes is refused."""
+    from facemtl.cli import main
+    from facemtl.video.ffmpeg import check_input_options, known_input_options
+
+    known = known_input_options()
+    assert known is not None and {"rtsp_transport", "rtsp_flags", "listen_timeout", "reconnect", "user_agent",
+                                  "probesize", "fflags", "timeout"} <= known  # format, demuxer, protocol options
+    assert not {"stimeout", "rtsp_transportt", "threads"} & known  # (threads is a decoder's, never an input's)
+    check_input_options({"rtsp_transport": "tcp", "probesize": "32000"})
+    assert main(["stream", str(www / "clip.ts"), "--json", "--input-option", "rtsp_transportt=tcp"]) == 2
+    err = capsys.readouterr().err
+    assert "--input-option rtsp_transportt: FFmpeg " in err and "has no input option of that name (did you mean " \
+        "'rtsp_transport'?), and would ignore it without a word" in err

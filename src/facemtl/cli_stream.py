@@ -57,6 +57,10 @@ def stream(
         if not sep or not key:
             raise ValueError(f"--input-option takes KEY=VALUE (an FFmpeg option), not {o!r}")
         opts[key] = value
+    if opts:
+        from .video.ffmpeg import check_input_options
+
+        check_input_options(opts)
     settings = StreamSettings(detect_every=detect_every, max_frames=max_frames, fps_cap=fps_cap,
                               sources=SourceSettings(timeout=timeout, reconnect=reconnect, fps=fps, options=opts,
                                                      loop=loop, start=start, realtime=realtime))
@@ -141,8 +145,8 @@ def stream_args(p: argparse.ArgumentParser) -> None:
                         "with several sources, also the times to retry one that does not answer at start-up (a "
                         "single source that does not answer ends at once)")
     p.add_argument("--input-option", action="append", default=[], metavar="KEY=VALUE", dest="options",
-                   help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable; FFmpeg "
-                        "ignores a name it does not know without a word, so check the spelling)")
+                   help="an FFmpeg option for files and URLs, e.g. rtsp_transport=tcp (repeatable; a name no "
+                        "FFmpeg input format or protocol takes is refused, as FFmpeg would ignore it)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("--stats", action="store_true",
                    help="end with the stream's counts and seconds per stage as one JSON line on stderr")

@@ -9,11 +9,14 @@ and the choice of a source from its SOURCE string (and re-exports these names).
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -26,6 +29,79 @@ def _av():
     except ImportError:
         raise RuntimeError("reading video needs PyAV: pip install 'facemtl[video]'") from None
     return av
+
+
+def check_input_options(options: Mapping[str, str]) -> None:
+    """``ValueError`` in one sentence for an option name no input format or protocol of PyAV's
+    FFmpeg takes (``rtsp_transportt``, or ``stimeout``, which FFmpeg 5 removed): FFmpeg leaves
+    such an option unused without a word, so a camera would run on, over UDP say, as if it had
+    not been given. Nothing is checked where FFmpeg's libraries cannot be found."""
+    known = known_input_options() if options else None
+    unknown = sorted(k for k in options if known is not None and k not in known)
+    if unknown:
+        from ..typecheck import did_you_mean
+
+        version = getattr(_av(), "ffmpeg_version_info", "") or "this"
+        raise ValueError(f"--input-option {unknown[0]}: FFmpeg {version} (PyAV's) has no input option of that name"
+                         f"{did_you_mean(unknown[0], sorted(known or ()))}, and would ignore it without a word")
+
+
+@functools.lru_cache(maxsize=1)
+def known_input_options() -> frozenset[str] | None:
+    """Every option name FFmpeg's input side takes: the format context's, and the private ones of
+    every format and protocol (its child classes, walked as ``av_opt_find`` with
+    ``AV_OPT_SEARCH_CHILDREN`` walks them), from the FFmpeg PyAV loaded; ``None`` where its
+    libraries cannot be found.
+
+    Our own code (ctypes into FFmpeg's ``av_opt_next`` and ``av_opt_child_class_iterate``)
+    because PyAV 18 lists no options any more and drops the options ``avformat_open_input``
+    leaves unused, the only place FFmpeg says which it did not know."""
+    libs = _ffmpeg_libraries()
+    if libs is None:
+        return None
+    fmt, util = libs
+    fmt.avformat_get_class.restype = ctypes.c_void_p
+    util.av_opt_next.restype = ctypes.c_void_p
+    util.av_opt_next.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    util.av_opt_child_class_iterate.restype = ctypes.c_void_p
+    util.av_opt_child_class_iterate.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+    names: set[str] = set()
+    seen: set[int] = set()
+    todo = [fmt.avformat_get_class()]
+    while todo:
+        cls = todo.pop()
+        if not cls or cls in seen:
+            continue
+        seen.add(cls)
+        holder, opt = ctypes.c_void_p(cls), None  # a "fake object": a pointer to the class pointer
+        while opt := util.av_opt_next(ctypes.byref(holder), opt):
+            names.add(ctypes.cast(opt, ctypes.POINTER(ctypes.c_char_p))[0].decode())  # AVOption.name comes first
+        it = ctypes.c_void_p(None)
+        while child := util.av_opt_child_class_iterate(cls, ctypes.byref(it)):
+            todo.append(child)
+    return frozenset(names) if names else None
+
+
+def _ffmpeg_libraries() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
+    """libavformat and libavutil as PyAV loaded them (its wheel's own copies, in ``av.libs`` or
+    ``av/.dylibs``), else the system's; ``None`` if either cannot be loaded."""
+    import ctypes.util
+    import glob
+
+    here = os.path.dirname(_av().__file__)
+    out = []
+    for lib in ("avformat", "avutil"):
+        found = sorted(glob.glob(os.path.join(here, "..", "av.libs", f"lib{lib}*")) +
+                       glob.glob(os.path.join(here, ".dylibs", f"lib{lib}*")) +
+                       glob.glob(os.path.join(here, "..", "av.libs", f"{lib}*.dll")))
+        path = found[0] if found else ctypes.util.find_library(lib)
+        if not path:
+            return None
+        try:
+            out.append(ctypes.CDLL(path))
+        except OSError:
+            return None
+    return out[0], out[1]
 
 
 def _why(exc: BaseException) -> str:
