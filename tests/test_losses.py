@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from facemtl.losses import corn_loss, levels_from_ranks, ordinal_bce_loss
-from facemtl.tasks.regression import decode_ranks, ordinal_probabilities
 from facemtl.tasks import BinaryTask, NominalTask, OrdinalTask, RegressionTask, build_task
+from facemtl.tasks.regression import decode_ranks, ordinal_probabilities
 
 coral = pytest.importorskip("coral_pytorch")
 from coral_pytorch.dataset import corn_label_from_logits, levels_from_labelbatch, proba_to_label  # noqa: E402
@@ -34,6 +34,34 @@ def test_ordinal_bce_by_hand():
     loss = ordinal_bce_loss(torch.tensor([[math.log(3), 0.0]]), torch.tensor([2]))
     assert loss.item() == pytest.approx(-math.log(0.75) + math.log(2), abs=1e-6)
     assert ordinal_bce_loss(torch.zeros(1, 2), torch.tensor([1]), reduction="mean").item() == pytest.approx(math.log(2))
+
+
+def test_ordinal_importance_weights_known_values():
+    """Paper eq. 7's lambda_k, settable now (a researcher's test: they could not be set from a
+    recipe): a list, or Niu et al.'s sqrt of the training faces per rank scaled to a mean of 1."""
+    t = build_task({"name": "s", "type": "ordinal", "min_value": 0, "max_value": 3, "importance": [2.0, 0.0, 1.0]})
+    # rank 2 with logits [ln 3, 0, 0]: terms -log(3/4), log 2, log 2; weighted 2, 0, 1
+    loss = t.loss(torch.tensor([[math.log(3), 0.0, 0.0]]), torch.tensor([2.0]))
+    assert loss.item() == pytest.approx(-2 * math.log(0.75) + math.log(2), abs=1e-6)
+    counts = build_task({"name": "s", "type": "ordinal", "min_value": 1, "max_value": 4, "importance": "counts"})
+    with pytest.raises(RuntimeError, match="call fit_training_labels first"):
+        counts.loss(torch.zeros(1, 3), torch.tensor([2.0]))
+    # ranks 0 (x4), 1 (x1), 2 (x2), 3 (x1), one unlabelled: sqrt(4), sqrt(1), sqrt(2) scaled to a mean of 1
+    fitted = counts.fit_training_labels(np.array([1, 1, 1, 1, 2, 3, 3, 4, np.nan]))
+    want = np.array([2, 1, math.sqrt(2)]) * 3 / (3 + math.sqrt(2))
+    assert fitted == {"importance": [round(float(x), 4) for x in want]}
+    assert counts.loss(torch.zeros(2, 3), torch.tensor([1.0, 4.0])).item() == pytest.approx(3 * math.log(2), abs=1e-6)
+    # a rank no training face has still trains its threshold (n at least 1)
+    assert counts.fit_training_labels(np.array([1.0, 1.0, 1.0, 1.0]))["importance"] == [1.5, 0.75, 0.75]
+    assert build_task({"name": "s", "type": "ordinal", "max_value": 3}).fit_training_labels(np.zeros(3)) is None
+    for bad, why in (({"importance": [1, 1]}, "takes 3 weights"), ({"importance": [0, 0, 0]}, "not all 0"),
+                     ({"importance": "sqrt"}, "or 'counts', not 'sqrt'"),
+                     ({"importance": "counts", "method": "corn"}, "a corn head has none")):
+        with pytest.raises(ValueError, match=why):
+            build_task({"name": "s", "type": "ordinal", "min_value": 0, "max_value": 3, **bad})
+    # the grid's ablations that change the head drop it (a softmax or regression task has no thresholds)
+    for ab in build_task({"name": "s", "type": "ordinal", "max_value": 3, "importance": "counts"}).ablations():
+        assert ab.changes["importance"] is None
 
 
 def test_ordinal_bce_matches_coral_docstring_and_random():

@@ -142,7 +142,7 @@ def test_trained_on_named_levels_the_model_answers_them(utkface_root, tmp_path, 
     labels.write_text("path,stage\n" + "".join(f"{p},{s}\n" for p, s in zip(table.paths, stage)))
     recipe = {
         "name": "stages",
-        "tasks": [{"name": "stage", "type": "ordinal", "max_value": 2}],
+        "tasks": [{"name": "stage", "type": "ordinal", "max_value": 2, "importance": "counts"}],
         "data": {"dataset": "csv", "root": str(labels), "columns": {"stage": ["child", "adult", "senior"]},
                  "image_size": 64, "workers": 0},
         "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3},
@@ -151,7 +151,10 @@ def test_trained_on_named_levels_the_model_answers_them(utkface_root, tmp_path, 
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
-    assert RunLog(tmp_path / "run").task("stage").group_names() == ["child", "adult", "senior"]  # its report's
+    run = RunLog(tmp_path / "run")
+    assert run.task("stage").group_names() == ["child", "adult", "senior"]  # its report's
+    weights = run.data_report["fitted"]["stage"]["importance"]  # (importance: counts, from the training faces)
+    assert len(weights) == 2 and sum(weights) == pytest.approx(2, abs=1e-3)
     files = table.paths[:3]
     capsys.readouterr()
     model = str(tmp_path / "run" / "best.pt")

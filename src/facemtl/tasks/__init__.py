@@ -3,8 +3,11 @@
 from .base import TASK_TYPES, Ablation, MetricColumn, Task, adopt_level_names, build_task
 from .classification import BinaryTask, NominalTask
 from .feature import FeatureTask
-from .regression import OrdinalTask, RegressionTask
+from .numeric import NumericTask
+from .ordinal import OrdinalTask
+from .regression import RegressionTask
 from .soft import SoftTargetTask, SoftThresholdTask
 
-__all__ = ["TASK_TYPES", "Task", "adopt_level_names", "build_task", "Ablation", "MetricColumn", "NominalTask", "BinaryTask", "FeatureTask", "OrdinalTask",
-           "RegressionTask", "SoftTargetTask", "SoftThresholdTask"]
+__all__ = ["TASK_TYPES", "Task", "adopt_level_names", "build_task", "Ablation", "MetricColumn", "NominalTask",
+           "BinaryTask", "FeatureTask", "NumericTask", "OrdinalTask", "RegressionTask", "SoftTargetTask",
+           "SoftThresholdTask"]

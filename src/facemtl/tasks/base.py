@@ -113,6 +113,13 @@ class Task:
         (``<task>_level``); ``None`` where the task names none."""
         return None
 
+    def fit_training_labels(self, train: np.ndarray) -> dict[str, Any] | None:
+        """Take what the task's loss needs from its training labels ``(N,)`` (``(N, D)`` for a
+        vector label; NaN = missing) before training starts: e.g. an ordinal task's importance
+        weights from the counts per rank. Returns what the data report should record under
+        the task's name, or ``None``; a no-op for most tasks."""
+        return None
+
     def adopt_level_names(self, names: Sequence[str] | None) -> None:
         """Take the names the data gives the values of the task's column, where the task would
         answer them (an ordinal task's levels); a no-op for the others."""
