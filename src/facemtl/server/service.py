@@ -96,6 +96,8 @@ class Service:
         #: Why uploads cannot be stored at all (their source name belongs to another kind of run), once known.
         self._refused_source: str | None = None
         self._closed = False
+        #: Whether the uploads' source of an earlier run of the server was looked for (see :meth:`beat`).
+        self._resumed_source = False
         #: Set when the server starts to stop: open live views end, so that stopping waits for no viewer.
         self.stopping = threading.Event()
         self._lost = 0  # uploads dropped because MAX_UNSTORED were waiting
@@ -182,17 +184,17 @@ class Service:
                 return "refused"
             return "yes" if self._writer.dropped == dropped else "refused"
 
-    def _write_uploads(self) -> bool:
+    def _write_uploads(self, announce: bool = False) -> bool:
         """Write the uploads not stored yet, with the upload session's heartbeat (call under the
-        lock). While the database is away they stay in memory and this says ``False``; they
+        lock; ``announce``: a session opened now marks its source running before any upload). While the database is away they stay in memory and this says ``False``; they
         are written by :meth:`beat` once it answers (an upload meanwhile is kept without trying)."""
         from ..store import SourceKindError
 
         try:
             if self._writer is None:
-                self._writer = self.store.writer("upload", f"upload@{socket.gethostname()}", self.predictor.info,
+                self._writer = self.store.writer("upload", self._upload_source, self.predictor.info,
                                                  {"thumbnails": self.thumbnails}, heartbeat=UPLOAD_HEARTBEAT,
-                                                 announce=False)
+                                                 announce=announce)
             while self._unstored:
                 self._writer.add(*self._unstored[0])
                 self._unstored.popleft()  # only once the writer holds it
@@ -224,6 +226,27 @@ class Service:
                 return
             if self._writer is not None or self._unstored:
                 self._write_uploads()
+            elif not self._resumed_source and self.predictor is not None:
+                self._resume_source()
+
+    def _resume_source(self) -> None:
+        """At the first beat, the uploads' source an earlier run of the server left ``stopped``
+        is taken up again (a new session, ``running``), so the Sources tab says the server takes
+        uploads before the first one (a user test: ``stopped`` until then). A server whose
+        database has no such source makes none until an upload comes. Quietly tried again at
+        the next beat while the database does not answer."""
+        try:
+            kind = self.store.source_kind(self._upload_source)
+        except Exception as exc:  # noqa: BLE001 - the next beat looks again
+            log.debug("could not look for the uploads' source: %s", exc)
+            return
+        self._resumed_source = True
+        if kind == "upload":
+            self._write_uploads(announce=True)
+
+    @property
+    def _upload_source(self) -> str:
+        return f"upload@{socket.gethostname()}"
 
     def _check_source(self, source: str | None) -> None:
         """:class:`ServiceError` 409 if ``source`` names a camera's or a folder's source: uploads
@@ -272,7 +295,9 @@ class Service:
             bucket = next((b for b in (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400) if span / b <= 100),
                           float(int(span / 100) + 1))
         order = {t.name: groups for t in self.tasks if (groups := t.group_names()) is not None}
-        return self._need_store().stats(since, until, float(bucket), order=order, **kw)
+        # numbers in this model's bands, whatever bands the model that stored them had
+        regroup = {t.name: t.subgroups for t in self.tasks if t.class_names() is None and t.name in order}
+        return self._need_store().stats(since, until, float(bucket), order=order, regroup=regroup, **kw)
 
     @_read
     def sources(self) -> list[dict[str, Any]]:

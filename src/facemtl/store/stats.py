@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
@@ -38,7 +39,8 @@ def _natural(group: str) -> tuple[float, str]:
 def count_groups(conn: sa.Connection, since: float, until: float, bucket: float, of: str = "faces",
                  tasks: Sequence[str] | None = None, source: str | None = None, session: int | None = None,
                  order: dict[str, list[str]] | None = None,
-                 answers: Sequence[AnswerFilter] = ()) -> dict[str, Any]:
+                 answers: Sequence[AnswerFilter] = (),
+                 regroup: dict[str, Callable[[np.ndarray], np.ndarray | None]] | None = None) -> dict[str, Any]:
     """``{"bucket", "since", "until", "of", "tasks": {task: {"groups": [...], "buckets":
     [{"start": t, "counts": {group: n}}]}}}`` for faces (or tracks) in ``[since, until)``.
 
@@ -46,6 +48,11 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
     ``order``: per task, the order of its groups (e.g. its class names); otherwise groups
     that start with a number come in numeric order. ``answers``: count only the faces (or
     tracks) whose answers match every filter, as ``GET /v1/faces`` (``/v1/tracks``) selects them.
+    ``regroup``: per numeric task, the groups of values (:meth:`Task.subgroups`) of the model
+    the counts are for: where the stored groups are not all its ``order`` (faces an earlier
+    model of the task's name stored in other bands: 20-39 and 40+ beside 0-19 ... 60+), that
+    task is counted again by value and every face put in these groups (one covering index
+    serves the usual case, one model's bands).
     """
     if bucket <= 0:
         raise ValueError("bucket must be a positive number of seconds")
@@ -55,11 +62,45 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
         raise ValueError(f"that is over {MAX_BUCKETS} buckets: use a larger bucket or a shorter range")
     if of not in ("faces", "tracks"):
         raise ValueError("of must be 'faces' or 'tracks'")
+    where = dict(since=since, until=until, bucket=bucket, of=of, source=source, session=session, answers=answers)
+    per_task: dict[str, dict[float, dict[str, int]]] = {}
+    for k, task, grp, n in conn.execute(_counts(conn, "grp", tasks=tasks, **where)):
+        counts = per_task.setdefault(task, {}).setdefault(float(k) * bucket, {})
+        g = grp if grp is not None else "?"
+        counts[g] = counts.get(g, 0) + int(n)
+    for task, by_value in (regroup or {}).items():
+        seen = {g for c in per_task.get(task, {}).values() for g in c}
+        if task not in per_task or seen <= set((order or {}).get(task) or ()):
+            continue
+        rows = conn.execute(_counts(conn, "value_num", tasks=[task], **where)).all()
+        groups = by_value(np.array([np.nan if v is None else float(v) for _, _, v, _ in rows], float))
+        if groups is None:
+            continue
+        regrouped: dict[float, dict[str, int]] = {}
+        for (k, _, _, n), g in zip(rows, groups):
+            counts = regrouped.setdefault(float(k) * bucket, {})
+            counts[str(g)] = counts.get(str(g), 0) + int(n)
+        per_task[task] = regrouped
+    out: dict[str, Any] = {}
+    for task, buckets in sorted(per_task.items()):
+        seen = {g for c in buckets.values() for g in c}
+        known = [g for g in (order or {}).get(task, []) if g in seen]
+        groups = known + sorted(seen - set(known), key=_natural)
+        out[task] = {"groups": groups, "buckets": [{"start": s, "counts": c} for s, c in sorted(buckets.items())]}
+    return {"bucket": bucket, "since": since, "until": until, "of": of, "tasks": out}
+
+
+def _counts(conn: sa.Connection, column: str, since: float, until: float, bucket: float, of: str,
+            tasks: Sequence[str] | None, source: str | None, session: int | None,
+            answers: Sequence[AnswerFilter]) -> Any:
+    """``(bucket, task, <column>, count)`` rows: the faces' (or tracks') answers counted by their
+    stored group (``column`` ``grp``) or value (``value_num``)."""
     d = conn.dialect.name
     source_id = sa.select(Source.id).where(Source.name == source).scalar_subquery() if source is not None else None
     if of == "faces":
         b = _bucket(Answer.time, bucket, d).label("b")
-        stmt = sa.select(b, Answer.task, Answer.grp, sa.func.count()).where(
+        col = getattr(Answer, column)
+        stmt = sa.select(b, Answer.task, col, sa.func.count()).where(
             Answer.raw.is_(False), Answer.time >= since, Answer.time < until)
         if source_id is not None or session is not None:
             face = sa.select(Face.id).where(Face.id == Answer.face_id)
@@ -73,31 +114,18 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
         for k, f in enumerate(answers):
             a = aliased(Answer, name=f"f{k}")
             stmt = stmt.where(sa.exists().where(a.face_id == Answer.face_id, a.raw.is_(False), f.condition(a)))
-        stmt = stmt.group_by(b, Answer.task, Answer.grp)
-    else:
-        b = _bucket(Track.ended, bucket, d).label("b")
-        stmt = sa.select(b, TrackAnswer.task, TrackAnswer.grp, sa.func.count()).join(
-            Track, Track.id == TrackAnswer.track_id).where(Track.ended >= since, Track.ended < until)
-        if source_id is not None:
-            stmt = stmt.where(Track.source_id == source_id)
-        if session is not None:
-            stmt = stmt.where(Track.session_id == session)
-        if tasks:
-            stmt = stmt.where(TrackAnswer.task.in_(list(tasks)))
-        for k, f in enumerate(answers):
-            a = aliased(TrackAnswer, name=f"f{k}")
-            stmt = stmt.where(sa.exists().where(a.track_id == TrackAnswer.track_id, f.condition(a)))
-        stmt = stmt.group_by(b, TrackAnswer.task, TrackAnswer.grp)
-    per_task: dict[str, dict[float, dict[str, int]]] = {}
-    for k, task, grp, n in conn.execute(stmt):
-        start = float(k) * bucket
-        counts = per_task.setdefault(task, {}).setdefault(start, {})
-        g = grp if grp is not None else "?"
-        counts[g] = counts.get(g, 0) + int(n)
-    out: dict[str, Any] = {}
-    for task, buckets in sorted(per_task.items()):
-        seen = {g for c in buckets.values() for g in c}
-        known = [g for g in (order or {}).get(task, []) if g in seen]
-        groups = known + sorted(seen - set(known), key=_natural)
-        out[task] = {"groups": groups, "buckets": [{"start": s, "counts": c} for s, c in sorted(buckets.items())]}
-    return {"bucket": bucket, "since": since, "until": until, "of": of, "tasks": out}
+        return stmt.group_by(b, Answer.task, col)
+    b = _bucket(Track.ended, bucket, d).label("b")
+    col = getattr(TrackAnswer, column)
+    stmt = sa.select(b, TrackAnswer.task, col, sa.func.count()).join(
+        Track, Track.id == TrackAnswer.track_id).where(Track.ended >= since, Track.ended < until)
+    if source_id is not None:
+        stmt = stmt.where(Track.source_id == source_id)
+    if session is not None:
+        stmt = stmt.where(Track.session_id == session)
+    if tasks:
+        stmt = stmt.where(TrackAnswer.task.in_(list(tasks)))
+    for k, f in enumerate(answers):
+        a = aliased(TrackAnswer, name=f"f{k}")
+        stmt = stmt.where(sa.exists().where(a.track_id == TrackAnswer.track_id, f.condition(a)))
+    return stmt.group_by(b, TrackAnswer.task, col)
