@@ -386,6 +386,37 @@ def test_uploads_under_a_name_another_kind_owns_are_refused_once_not_kept_foreve
         assert counts(store) == before
 
 
+def test_a_restarted_server_takes_up_its_uploads_source_at_once(tmp_path):
+    """A user test: after a server restart the Sources tab said the uploads' source was 'stopped'
+    until the first upload. Its first heartbeat takes the source up again; a database without one
+    gets none until an upload comes, and a server that only reads takes none up."""
+    from facemtl.server.service import Service
+
+    db = str(tmp_path / "r.db")
+    name = f"upload@{socket.gethostname()}"
+    with Store(db) as store:
+        fresh = Service(store, None)
+        fresh.predictor = SimpleNamespace(info=INFO)
+        fresh.beat()
+        assert store.source_kind(name) is None  # nothing to take up: none made
+        fresh.close()
+    with Store(db) as store:  # the earlier run's uploads, its session ended when it stopped
+        w = store.writer("upload", name, INFO, announce=False)
+        for r in photos(INFO, 3):
+            w.add(r)
+        w.close()
+    with Store(db) as store:
+        assert {s["name"]: s["state"] for s in store.sources()}[name] == "stopped"
+        Service(store, None).beat()  # (no model: it analyses nothing)
+        assert {s["name"]: s["state"] for s in store.sources()}[name] == "stopped"
+        svc = Service(store, None)
+        svc.predictor = SimpleNamespace(info=INFO)
+        svc.beat()
+        assert {s["name"]: s["state"] for s in store.sources()}[name] == "running"
+        svc.close()
+        assert {s["name"]: s["state"] for s in store.sources()}[name] == "stopped"
+
+
 # -- a writer killed before it closed ----------------------------------------------------------------
 
 

@@ -83,11 +83,13 @@ def _retention_loop(service: Service, days: float, stop: threading.Event, every:
 
 
 def _beat_loop(service: Service, stop: threading.Event) -> None:
-    while not stop.wait(UPLOAD_HEARTBEAT):
+    while True:  # (the first beat at once: it takes up an earlier run's source of uploads)
         try:
             service.beat()
         except Exception as exc:  # the next beat tries again
             log.warning("upload heartbeat failed: %s", exc)
+        if stop.wait(UPLOAD_HEARTBEAT):
+            return
 
 
 def create_app(store: Any = None, predictor: Any = None, token: str | None = None, max_upload: int = MAX_UPLOAD,
