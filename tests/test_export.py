@@ -49,6 +49,28 @@ def test_cli_refuses_bad_export_requests(tmp_path, capsys):
     assert "tensorrt" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "m.engine").exists()
 
 
+def test_an_older_opset_is_written_as_asked_or_refused(utkface_root, tmp_path, monkeypatch, capsys):
+    """A user test: --opset 13 or 17 (for an older runtime, TensorRT 8 say) printed a library traceback
+    and wrote opset 18 labelled as the opset asked for, exit 0; --opset 99 and 7 went the same way.
+    Below 18 torch's TorchScript exporter writes it now; outside 13..newest it is refused at once; a
+    file of another opset than asked is refused rather than labelled."""
+    import onnx
+
+    from facemtl.export import network
+
+    out = tmp_path / "m13.onnx"
+    report = export_model(LEGACY, "onnx", out, str(utkface_root), check_faces=24, opset=13)
+    assert report["ok"] and network.onnx_opset(str(out)) == 13  # (its check against PyTorch passed)
+    assert json.loads(onnx.load(str(out)).metadata_props[0].value)["extra"]["opset"] == 13
+    for bad in ("12", "99"):
+        assert main(["export", str(LEGACY), "--format", "onnx", "--opset", bad, "--out", str(tmp_path / "x.onnx")]) == 2
+        assert "--opset takes 13 to " in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+    monkeypatch.setattr(network, "onnx_opset", lambda path: 18)  # an exporter that could not go down
+    with pytest.raises(ValueError, match=r"torch's ONNX exporter wrote opset 18, not the 17 asked for .*--opset 18"):
+        export_model(LEGACY, "onnx", tmp_path / "m17.onnx", str(utkface_root), check_faces=8, opset=17)
+    assert not (tmp_path / "m17.onnx").exists()
+
+
 @pytest.fixture(scope="module")
 def exported(utkface_root, tmp_path_factory):
     """The legacy tiny checkpoint (trained on 60 UTKFace faces) in every CPU format."""

@@ -127,7 +127,25 @@ def check_options(fmt: ExportFormat, options: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"the {fmt.name} format takes no --{k.replace('_', '-')} option (it takes: {takes})")
         if OPTIONS[k].type is int and (not isinstance(v := given[k], int) or v < 1):
             raise ValueError(f"--{k.replace('_', '-')} must be a positive whole number, not {given[k]!r}")
+        top = _newest_opset() if k == "opset" else 0
+        if k == "opset" and not MIN_OPSET <= given[k] <= top:
+            raise ValueError(f"--opset takes {MIN_OPSET} to {top} (the onnx package here knows up to {top}; "
+                             f"INT8's per-channel weights need {MIN_OPSET}), not {given[k]}")
     return {k: given.get(k, OPTIONS[k].default) for k in fmt.options}
+
+
+#: The oldest opset an export is written at: INT8's per-channel quantisation needs it, and
+#: runtimes of years back (TensorRT 8, ONNX Runtime 1.8) read it.
+MIN_OPSET = 13
+
+
+def _newest_opset() -> int:
+    """The newest opset the installed onnx package knows (24 for onnx 1.23; a generous 30 without it)."""
+    try:
+        import onnx
+    except ImportError:
+        return 30
+    return int(onnx.defs.onnx_opset_version())
 
 
 def missing_packages(fmt: ExportFormat) -> str | None:

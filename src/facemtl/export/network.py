@@ -63,8 +63,17 @@ def with_check_failed(text: str, failed: dict[str, Any]) -> str:
     return with_extra(text, check_failed=failed)
 
 
+#: The opset from which torch's default exporter (``torch.export``-based) writes the graph; below
+#: it, the TorchScript exporter does (the default one wrote opset 18 whatever was asked, its
+#: conversion down failing inside, and the file was labelled with the opset asked for).
+DYNAMO_MIN_OPSET = 18
+
+
 def to_onnx(source: Any, out: str, opset: int) -> None:
-    """Write the source runtime's network as one ONNX file (no external data) with a dynamic batch axis."""
+    """Write the source runtime's network as one ONNX file (no external data) with a dynamic batch
+    axis, at ``opset`` (:data:`DYNAMO_MIN_OPSET` and up with torch's default exporter, below it
+    with its TorchScript exporter, which an older runtime such as TensorRT 8 may need);
+    ``ValueError`` in one sentence if the file holds another opset."""
     import contextlib
     import io
     import logging
@@ -79,6 +88,23 @@ def to_onnx(source: Any, out: str, opset: int) -> None:
     # the exporter prints its progress on stdout, which is where --json answers go
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), out, input_names=["images"], output_names=net.names,
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                          opset_version=opset, external_data=False, verbose=False)
+        if opset < DYNAMO_MIN_OPSET:
+            torch.onnx.export(net, (example,), out, input_names=["images"], output_names=net.names,
+                              dynamic_axes={n: {0: "batch"} for n in ["images", *net.names]},
+                              opset_version=opset, dynamo=False, verbose=False)
+        else:
+            torch.onnx.export(net, (example,), out, input_names=["images"], output_names=net.names,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                              opset_version=opset, external_data=False, verbose=False)
+    written = onnx_opset(out)
+    if written != opset:
+        raise ValueError(f"torch's ONNX exporter wrote opset {written}, not the {opset} asked for (it could not "
+                         f"convert the graph); choose --opset {written}")
+
+
+def onnx_opset(path: str) -> int | None:
+    """The default-domain opset an ONNX file declares (``None`` if it declares none)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
