@@ -134,6 +134,32 @@ def test_benchmark_refuses_a_baseline_that_is_not_a_model(tmp_path, utkface_root
         prepare(tmp_path / "work", str(utkface_root), 4, 0, lambda s: None, str(tmp_path / "notes.txt"))
 
 
+def test_what_the_benchmark_cannot_use_is_refused_before_it_measures(tmp_path, utkface_root, capsys):
+    """A user test: a damaged --baseline gave a table without its row and exit 0; --baseline with
+    --only photos was ignored; --crops 0 or --repeats 0 ended in a NumPy error after work; an --out
+    that was a folder or under a file threw away every number measured, after the run."""
+    from facemtl.benchmark.run import prepare, run_benchmark
+    from facemtl.cli import main
+
+    damaged = tmp_path / "flip.onnx"
+    damaged.write_bytes(b"\x08\x07" + b"not an onnx graph" * 10)
+    with pytest.raises(ValueError, match=r"^--baseline .*flip\.onnx: "):
+        prepare(tmp_path / "work", str(utkface_root), 4, 0, lambda s: None, str(damaged))
+    for kw, why in (({"crops": 0}, "--crops must be at least 1, not 0"), ({"repeats": 0}, "--repeats must be at least 1"),
+                    ({"threads": -2}, "--threads must be at least 1, not -2"),
+                    ({"baseline": str(damaged), "sections": ("photos",)},
+                     "--baseline is timed in the network and aligned sections, which --only photos leaves out")):
+        with pytest.raises(ValueError, match=why):
+            run_benchmark(tmp_path / "work", str(utkface_root), **kw)
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    for out, why in ((tmp_path, "is a folder: name the JSON file to write"), (a_file / "x.json", "is a file, not a folder")):
+        assert main(["benchmark", "--work", str(tmp_path / "work"), "--only", "photos", "--photos", "1",
+                     "--out", str(out)]) == 2
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # refused before anything was made or measured
+
+
 def test_interleaved_runs_change_order_so_no_command_always_goes_first():
     import sys
 

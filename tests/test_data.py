@@ -218,6 +218,9 @@ def test_named_levels_are_ranks_from_zero_for_a_numeric_task(tmp_path):
         _split(path, [spec], columns={"band": levels})
     table, _, _ = _split(path, [{**spec, "min_value": 0, "max_value": 3}], columns={"band": levels})
     assert table.labels["band"][:4].tolist() == [0, 1, 2, 3]
+    # a wider top (max_value left out: 100) trained 101 ranks for four levels and answered no names (a user test)
+    with pytest.raises(ValueError, match=r"runs from min_value 0 to max_value 100: set min_value: 0 and max_value: 3 "):
+        _split(path, [{"name": "band", "type": "ordinal"}], columns={"band": levels})
 
 
 def test_a_model_or_run_from_before_copies_were_grouped_keeps_its_split(tmp_path):
@@ -428,3 +431,20 @@ def test_only_tasks_that_answer_need_labelled_validation_faces():
         check_labelled(table, [answers], split)
     with pytest.raises(ValueError, match=r"no labelled face in the training split"):
         check_labelled(table, [soft], np.array(["val", "val", "train", "train"]))
+
+
+def test_a_folder_without_labelled_images_or_a_split_without_faces_is_said_plainly(tmp_path, utkface_root):
+    """A user test: `export --data` on a folder of photos not named as UTKFace names its faces, or on
+    five crops (an empty validation split), ended in a NumPy error ("cannot reshape array of size 0")."""
+    import shutil
+    from pathlib import Path
+
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import _as_matrix, read_split
+    from facemtl.tasks import build_task
+
+    assert _as_matrix([np.zeros(0), np.zeros((0, 3))], 0).shape == (0, 4)  # an empty split, a vector label too
+    shutil.copy(next(Path(utkface_root).rglob("*.jpg")), tmp_path / "holiday.jpg")
+    with pytest.raises(ValueError, match=r"^data.root .*: the utkface reader found no labelled image there \(1 file "
+                                         r"name\(s\) hold no labels it can read\)"):
+        read_split(DataConfig(dataset="utkface", root=str(tmp_path)), [build_task({**GENDER, "label": "gender"})], 0)

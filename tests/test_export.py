@@ -47,6 +47,12 @@ def test_cli_refuses_bad_export_requests(tmp_path, capsys):
     assert main(["export", str(LEGACY), "--format", "tensorrt", "--out", str(tmp_path / "m.engine")]) == 2
     err = capsys.readouterr().err
     assert "tensorrt" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "m.engine").exists()
+    # a user test: OpenVINO refused an upper-case .XML only after the work, in a C++ message; a folder
+    # given as --out was said to lack the suffix
+    assert main(["export", str(LEGACY), "--format", "openvino", "--out", str(tmp_path / "Model.XML")]) == 2
+    assert "name --out Model.xml, not Model.XML" in capsys.readouterr().err
+    assert main(["export", str(LEGACY), "--format", "openvino", "--out", str(tmp_path)]) == 2
+    assert "is a folder; name the .xml file to write" in capsys.readouterr().err
 
 
 def test_an_older_opset_is_written_as_asked_or_refused(utkface_root, tmp_path, monkeypatch, capsys):
@@ -249,6 +255,21 @@ def test_int8_past_its_limit_is_refused_unless_forced(utkface_root, tmp_path, mo
     with pytest.raises(ValueError, match="nothing was kept"):
         export_model(LEGACY, "onnx-int8", out, str(utkface_root), calibration=16, check_faces=16)
     assert not out.exists()
+
+
+def test_a_refused_export_still_prints_its_report_with_json(utkface_root, tmp_path, monkeypatch, capsys):
+    """A user test: a refused export with --json printed nothing on stdout, so a CI script had no
+    report to read why; the report (ok and kept false), then the sentence, exit 2."""
+    import facemtl.export.checks as checks
+
+    monkeypatch.setattr(checks, "MAX_ACCURACY_DROP", -1.0)
+    monkeypatch.setattr(checks, "MAX_ERROR_RISE", -1.0)
+    assert main(["export", str(LEGACY), "--format", "onnx-int8", "--out", str(tmp_path / "q.onnx"), "--data",
+                 str(utkface_root), "--calibration", "16", "--check-faces", "16", "--json"]) == 2
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["ok"] is False and report["kept"] is False and set(report["accuracy"]) >= {"gender"}
+    assert "failed its check" in err and not (tmp_path / "q.onnx").exists()
 
 
 def test_int8_loss_of_exactly_the_limit_passes():

@@ -44,7 +44,7 @@ def test_ordinal_importance_weights_known_values():
     loss = t.loss(torch.tensor([[math.log(3), 0.0, 0.0]]), torch.tensor([2.0]))
     assert loss.item() == pytest.approx(-2 * math.log(0.75) + math.log(2), abs=1e-6)
     counts = build_task({"name": "s", "type": "ordinal", "min_value": 1, "max_value": 4, "importance": "counts"})
-    with pytest.raises(RuntimeError, match="call fit_training_labels first"):
+    with pytest.raises(RuntimeError, match="which this task was not given"):
         counts.loss(torch.zeros(1, 3), torch.tensor([2.0]))
     # ranks 0 (x4), 1 (x1), 2 (x2), 3 (x1), one unlabelled: sqrt(4), sqrt(1), sqrt(2) scaled to a mean of 1
     fitted = counts.fit_training_labels(np.array([1, 1, 1, 1, 2, 3, 3, 4, np.nan]))

@@ -77,6 +77,51 @@ def test_a_task_takes_the_names_its_data_gives_only_where_they_name_every_rank()
     assert gender.level_names() is None
 
 
+def test_a_fractional_rank_is_named_grouped_and_written_alike():
+    """A user test with decoding: expected: 1.4916 was written 1.5 and named teen (rank 1), the
+    table wrote it 2 (.0f takes halves to even), the page 2, and /v1/stats counted 0.8 as child and
+    1.5 as teen. One rule now: the value as written, halves up, everywhere."""
+    t = build_task({"name": "s", "type": "ordinal", "levels": LEVELS, "decoding": "expected"})
+    a = TaskAnswer(1.4916, interval=(0, 3), decimals=t.decimals)
+    a.level = t.level(float(a.number(a.value)))
+    assert a.fields("s")["s"] == 1.5 and a.level == "moderate" and a.short("s") == "s moderate (2, 0-3)"
+    assert list(t.subgroups(np.array([0.8, 1.5, 2.49, 2.5]))) == ["mild", "moderate", "moderate", "severe"]
+    assert TaskAnswer(2.5, decimals=1).number_text() == "3" and TaskAnswer(32.5, decimals=1).number_text() == "33"
+    # answers name the rank their written value rounds to: P(>0) 0.9, P(>1) 0.5, P(>2) 0.09 sums to 1.49 -> 1.5
+    logits = np.log(np.array([[0.9, 0.5, 0.09]]) / (1 - np.array([[0.9, 0.5, 0.09]]))).astype(np.float32)
+    (ans,) = t.answers(logits)
+    assert ans.fields("s")["s"] == 1.5 and ans.level == "moderate"
+    # its metrics, confusion and Grad-CAM examples speak of levels: right is the right rank, wrong one off
+    assert t.metrics(np.array([0.0, 1.0, 3.0]), np.array([0.0, 2.0, 3.0]))["groups"] == LEVELS
+    right, wrong = t.outcomes(np.array([1.4, 1.6, 3.0]), np.array([1.0, 1.0, 0.0]))
+    assert right.tolist() == [True, False, False] and wrong.tolist() == [False, True, True]
+    age = build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116})
+    right, wrong = age.outcomes(np.array([30.0, 45.0]), np.array([32.0, 32.0]))  # ages keep 2 and 10 years
+    assert right.tolist() == [True, False] and wrong.tolist() == [False, True]
+
+
+def test_the_regression_ablation_of_a_named_scale_keeps_its_range_and_the_bias_study_its_order():
+    """A user test: the grid's regression_<task> dropped the levels, and with them the range they
+    set: a regression on 0..100 for four levels (group accuracy 1.0, every answer in one band).
+    And the bias tables listed levels by name, adult before child."""
+    from facemtl.subgroups import subgroup_table
+
+    t = build_task({"name": "s", "type": "ordinal", "levels": LEVELS})
+    spec = {"name": "s", "type": "ordinal", "levels": LEVELS}
+    for k, v in next(a for a in t.ablations() if a.suffix == "regression").changes.items():
+        spec.pop(k, None) if v is None else spec.__setitem__(k, v)
+    reg = build_task(spec)
+    assert (reg.kind, reg.min_value, reg.max_value, reg.bias_edges) == ("regression", 0, 3, [0, 1, 2, 3])
+    plain = build_task({"name": "s", "type": "ordinal", "max_value": 3})  # no levels: the grid's changes as before
+    assert set(next(a for a in plain.ablations() if a.suffix == "regression").changes) == {
+        "type", "method", "decoding", "reduction", "levels", "importance", "mean_variance"}
+    groups = np.array(["severe", "none", "moderate", "mild", "none"], dtype=object)
+    rows = subgroup_table({"x": np.ones(5)}, {"x": "accuracy"}, {"s group": groups}, order={"s group": LEVELS})
+    assert [r["s group"] for r in rows] == LEVELS
+    n, why = t.invalid_labels(np.array([1.0, 4.0]))  # labels 1..4 for levels of ranks 0..3
+    assert n == 1 and why.endswith("(its levels name the ranks 0..3: give the column those ranks, or the names)")
+
+
 def test_csv_columns_and_cells_carry_the_level():
     from facemtl.inference.results import _answer_cells
 
@@ -164,3 +209,6 @@ def test_trained_on_named_levels_the_model_answers_them(utkface_root, tmp_path, 
     assert main(["analyze", *files, "--aligned", "--csv", "--no-progress", "--checkpoint", model]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["stage_level"] for r in rows] == [f["stage_level"] for f in faces]
+    # evaluate scores it (a user test: importance: counts made it fail, its weights not fitted again)
+    assert main(["evaluate", "--checkpoint", model, "--split", "test"]) == 0
+    assert "stage: MAE" in capsys.readouterr().out

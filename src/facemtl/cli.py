@@ -336,9 +336,15 @@ def _model_file(path: str | Path) -> str:
 
 
 def _export_run(a: argparse.Namespace) -> int:
+    from .export import CheckFailed
     from .export.formats import OPTIONS
 
-    report = export(_model_file(a.checkpoint), a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
+    try:
+        report = export(_model_file(a.checkpoint), a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
+    except CheckFailed as exc:
+        if a.json:  # the report a script reads, then the sentence on stderr (exit 2)
+            print(json.dumps(exc.report), flush=True)
+        raise
     if a.json:
         print(json.dumps(report))
         return 0
@@ -383,13 +389,35 @@ def _benchmark_run(a: argparse.Namespace) -> int:
     unknown = set(sections) - {"network", "aligned", "photos", "stream"}
     if unknown:
         raise ValueError(f"unknown benchmark section {sorted(unknown)[0]!r}; choose network, aligned, photos or stream")
+    if a.out:  # before minutes of measuring: a path it could not write lost them all (a user test)
+        _check_out_file(a.out)
     result = benchmark(a.work, a.data, a.crops, a.photos, a.peer_python, a.peer_venv, a.repeats, a.threads, sections,
                        a.baseline)
+    print(json.dumps(result) if a.json else table(result), flush=True)  # (printed first, whatever befalls --out)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result) if a.json else table(result))
+        try:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as exc:
+            print(f"facemtl: error: --out {a.out} could not be written ({exc.strerror or exc}); the results are "
+                  "printed above", file=sys.stderr)
+            return 1
     return 0
+
+
+def _check_out_file(out: str) -> None:
+    """``ValueError`` in one sentence for an ``--out`` file that cannot be written: a folder, a path
+    under a file, or a folder this user may not write in."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder: name the JSON file to write")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"--out {out}: this user may not write there")
 
 
 def _shards_args(p: argparse.ArgumentParser) -> None:

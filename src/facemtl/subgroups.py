@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,11 +40,18 @@ def mean_interval(x: np.ndarray, z: float = Z95) -> tuple[float, float]:
     return (float(max(lo, 0.0) if x.min() >= 0 else lo), float(x.mean() + half))
 
 
+def group_order(order: Sequence[str] | None) -> Callable[[Any], tuple[int, str]]:
+    """A sort key putting groups in ``order`` first, in its order, then any other by name."""
+    place = {str(g): k for k, g in enumerate(order or ())}
+    return lambda g: (place.get(str(g), len(place)), str(g))
+
+
 def subgroup_table(
     scores: dict[str, np.ndarray],
     kinds: dict[str, str],
     groups: dict[str, np.ndarray],
     min_count: int = 1,
+    order: dict[str, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per occurring cell of ``groups`` (e.g. age group x gender x race).
 
@@ -54,12 +61,15 @@ def subgroup_table(
     label per sample. Each row: the group labels, ``n`` (the cell's samples), and per task
     ``"{task}_{kind}"`` (e.g. ``age_mae``, ``gender_accuracy``) with ``*_lo`` / ``*_hi`` bounds
     and ``*_n``, the cell's samples that have the task's label (those it is computed on), so
-    group and task names never collide.
+    group and task names never collide. ``order``: per grouping column, the order of its groups
+    (its task's :meth:`~facemtl.tasks.Task.group_names`: a named scale's levels, child before
+    adult); other groups, and columns without one, by name after them.
     """
     names = list(groups)
     labels = [np.asarray(groups[g]) for g in names]
     rows = []
-    for combo in itertools.product(*(sorted(set(x.tolist()), key=str) for x in labels)):
+    for combo in itertools.product(*(sorted(set(x.tolist()), key=group_order((order or {}).get(g)))
+                                     for g, x in zip(names, labels))):
         mask = np.ones(len(labels[0]), bool)
         for arr, v in zip(labels, combo):
             mask &= arr == v

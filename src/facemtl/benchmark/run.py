@@ -114,7 +114,6 @@ def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Call
     from ..data.table import evenly_spaced
     from ..images import load_rgb
     from ..inference import default_model_path, load_predictor
-
     from ..inference.runtimes import runtime_for
 
     if baseline:
@@ -124,6 +123,10 @@ def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Call
             known = False
         if not (known and Path(baseline).is_file()):
             raise ValueError(f"--baseline {baseline}: not a model file (.onnx, .xml or .pt) that exists")
+        try:  # a damaged file now, not as a row missing from the table after minutes (a user test)
+            load_predictor(baseline)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ValueError(f"--baseline {baseline}: {exc}") from None
     shipped = default_model_path()
     info = load_predictor(shipped).info
     test = model_data(info, data).test
@@ -149,7 +152,7 @@ def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Call
     models = {"shipped": str(shipped), "torch": str(shipped.with_suffix(".pt"))}
     if baseline:
         models["baseline"] = str(Path(baseline).resolve())
-    from ..export.formats import missing_packages, get_format
+    from ..export.formats import get_format, missing_packages
     from ..inference.model_info import file_version
 
     exports = work / "models" / file_version(models["torch"])  # a retrained shipped model gets fresh exports
@@ -297,6 +300,12 @@ def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = No
 
     ``baseline``: a previous model timed beside the shipped one (see :func:`prepare`); the
     result's ``"baseline"`` holds the shipped model's speed over it."""
+    for name, n in (("--crops", crops), ("--photos", photos), ("--repeats", repeats), ("--threads", threads)):
+        if n is not None and n < 1:
+            raise ValueError(f"{name} must be at least 1, not {n}")
+    if baseline and not {"network", "aligned"} & set(sections):
+        raise ValueError(f"--baseline is timed in the network and aligned sections, which --only {','.join(sections)} "
+                         "leaves out")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"machine": hardware(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

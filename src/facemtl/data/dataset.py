@@ -248,8 +248,23 @@ def label_columns(tasks: Sequence[Task]) -> list[int | slice]:
     return out
 
 
+def fit_to_training(tasks: Sequence[Task], data: "DataBundle") -> dict[str, Any]:
+    """Each task's :meth:`Task.fit_training_labels` on the training split's labels (an ordinal
+    task's ``importance: counts``), as the trainer and ``evaluate`` (whose losses need them)
+    both call it; returns what the tasks recorded, by task name."""
+    train = data.train.labels.numpy()
+    fitted = {}
+    for task, col in zip(tasks, label_columns(tasks)):
+        if said := task.fit_training_labels(train[:, col]):
+            fitted[task.name] = said
+    return fitted
+
+
 def _as_matrix(columns: list[np.ndarray], n: int) -> np.ndarray:
-    cols = [np.asarray(c, np.float32).reshape(n, -1) for c in columns]
+    """The columns ``(n,)`` or ``(n, D)`` side by side, ``(n, sum of widths)`` (also for ``n = 0``,
+    which NumPy cannot reshape to ``(0, -1)``: an empty split)."""
+    cols = [np.asarray(c, np.float32) for c in columns]
+    cols = [c.reshape(n, 1) if c.ndim <= 1 else c.reshape(n, int(np.prod(c.shape[1:]))) for c in cols]
     return np.concatenate(cols, 1) if cols else np.zeros((n, 0), np.float32)
 
 
@@ -373,6 +388,10 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
     """The table ``cfg`` (a DataConfig) describes, filtered (``age_range``), with a split per row,
     and the report of what was found and done."""
     table = read_table(cfg, tasks)
+    if not len(table):  # (a folder of photos not named as the reader reads labels: a NumPy error before)
+        skipped = table.report.get("unreadable_names_skipped")
+        raise ValueError(f"data.root {cfg.root}: the {cfg.dataset} reader found no labelled image there"
+                         + (f" ({skipped} file name(s) hold no labels it can read)" if skipped else ""))
     report = dict(table.report)
     if table.classes:  # (an ordinal task takes them as its levels' names: Task.adopt_level_names)
         report["column_names"] = {col: list(names) for col, names in table.classes.items()}

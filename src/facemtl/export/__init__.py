@@ -70,6 +70,15 @@ def sample_photo_faces(size: int) -> np.ndarray:
     return np.stack([crop, crop[:, ::-1], light, dark]).transpose(0, 3, 1, 2).copy()
 
 
+class CheckFailed(ValueError):
+    """An export refused by its check (not kept); ``report``: the check's report, ``ok`` false,
+    which ``export --json`` still prints (a script reads why)."""
+
+    def __init__(self, sentence: str, report: dict[str, Any]) -> None:
+        super().__init__(sentence)
+        self.report = report
+
+
 def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str | None = None, force: bool = False,
                  log: Callable[[str], None] = lambda s: None, **options: Any) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out`` in ``format`` and check the result; returns the check's report.
@@ -102,8 +111,13 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
         if why:
             raise RuntimeError(why)
     out = Path(out)
+    if out.is_dir():  # (said as a folder, not as a name without the suffix)
+        check_destination(out, fmt)
     if out.suffix.lower() != fmt.suffix:
         raise ValueError(f"the {fmt.name} format writes a {fmt.suffix} file; name --out accordingly, not {out.name}")
+    if fmt.suffix == ".xml" and out.suffix != ".xml":  # OpenVINO refuses another case, after the work
+        raise ValueError(f"OpenVINO writes its model files only as .xml and .bin in lower case: name --out "
+                         f"{out.with_suffix('.xml').name}, not {out.name}")
     check_destination(out, fmt)
     check_data_folder(data, fmt)
     from ..inference.runtimes.pytorch import TorchRuntime
@@ -146,8 +160,8 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
                 problems += [f"{t}: {describe_loss(r)}" for t, r in report["accuracy"].items() if not r["ok"]]
             report["ok"] = not problems
             if problems and not force:
-                raise ValueError(f"the {fmt.name} export failed its check, so {left_as_it_was(out)} "
-                                 f"({'; '.join(problems)}); pass --force to keep it anyway")
+                raise CheckFailed(f"the {fmt.name} export failed its check, so {left_as_it_was(out)} "
+                                  f"({'; '.join(problems)}); pass --force to keep it anyway", {**report, "kept": False})
             try:
                 if problems:  # kept with --force: the file itself says so (and analyze warns when it loads it)
                     log(f"keeping the {fmt.name} export although it failed its check (--force): {'; '.join(problems)}")

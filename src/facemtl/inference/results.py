@@ -100,9 +100,15 @@ class TaskAnswer:
         return self.level if self.level is not None else self.number_text()
 
     def number_text(self) -> str:
-        """A numeric value as :meth:`value_text` writes it without a level name."""
-        spec = "g" if self.decimals is None else f".{max(0, self.decimals - 1)}f"
-        return f"{self.number(float(self.value)):{spec}}"
+        """A numeric value as :meth:`value_text` writes it without a level name: the number as
+        written, one digit less, halves up (``32.5`` is ``33``, ``1.5`` is ``2``, as an ordinal
+        answer's level is named; a format's ``.0f`` took halves to even, ``2.5`` to ``2``)."""
+        x = self.number(float(self.value))
+        if self.decimals is None:
+            return f"{x:g}"
+        from decimal import ROUND_HALF_UP, Decimal
+
+        return str(Decimal(repr(float(x))).quantize(Decimal(1).scaleb(-max(0, self.decimals - 1)), ROUND_HALF_UP))
 
     @classmethod
     def from_fields(cls, name: str, d: dict[str, Any], decimals: int | None = None) -> "TaskAnswer":

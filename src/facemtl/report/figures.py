@@ -112,14 +112,19 @@ def confusion_matrices(mats: Sequence[tuple[str, np.ndarray, Sequence[str]]]) ->
 
 
 def bias_heatmaps(rows: list[dict[str, Any]], keys: Sequence[tuple[str, str]], row_col: str,
-                  col_cols: Sequence[str]) -> bytes:
+                  col_cols: Sequence[str], order: dict[str, Sequence[str]] | None = None) -> bytes:
     """Per task metric, a heatmap of cells: ``row_col`` down, the ``col_cols`` combination across.
 
     ``keys``: ``(metric key, title)`` pairs, e.g. ``("age_mae", "age MAE (years)")``.
-    Each cell shows the value and its count n.
+    Each cell shows the value and its count n. ``order``: per column, the order of its groups
+    (:func:`facemtl.subgroups.group_order`).
     """
-    row_vals = sorted({r[row_col] for r in rows}, key=str)
-    col_vals = sorted({tuple(r[c] for c in col_cols) for r in rows}, key=str)
+    from ..subgroups import group_order
+
+    keyed = {c: group_order((order or {}).get(c)) for c in [row_col, *col_cols]}
+    row_vals = sorted({r[row_col] for r in rows}, key=keyed[row_col])
+    col_vals = sorted({tuple(r[c] for c in col_cols) for r in rows},
+                      key=lambda combo: tuple(keyed[c](v) for c, v in zip(col_cols, combo)))
     fig, axes = _grid(len(keys), max(5.0, 0.55 * len(col_vals) + 1.5), 0.6 * len(row_vals) + 2.0, cols=1)
     for ax, (key, title) in zip(axes, keys):
         grid = np.full((len(row_vals), len(col_vals)), np.nan)

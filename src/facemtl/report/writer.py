@@ -432,7 +432,8 @@ def _bias(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | None) -> 
     kinds = {t.name: t.subgroup_metric for t in scored}
     units = {t.name: t.unit for t in scored}
     scores = {t.name: t.sample_scores(pr[f"pred/{t.name}"], pr[f"true/{t.name}"])[ok] for t in scored}
-    rows = subgroup_table(scores, kinds, {k: v[ok] for k, v in plan.labels.items()})
+    order = {col: t.group_names() or () for col, t in zip(plan.columns, plan.tasks)}
+    rows = subgroup_table(scores, kinds, {k: v[ok] for k, v in plan.labels.items()}, order=order)
     gaps = {n: largest_gap(rows, f"{n}_{k}", GAP_MIN_COUNT) for n, k in kinds.items()}
     facts["bias"].update(cells=rows, gaps=gaps)
     s.add(Para(f"{data.reference}, seed {run.seed}, test split, cells by the true labels "
@@ -454,7 +455,7 @@ def _bias(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | None) -> 
     keys = [(f"{n}_{k}", f"{n} {(f'MAE ({units[n]})' if units[n] else 'MAE') if k == 'mae' else 'accuracy (%)'}")
             for n, k in kinds.items()]
     if len(gcols) >= 2:
-        s.add(Image("bias.png", figures.bias_heatmaps(rows, keys, gcols[0], gcols[1:]),
+        s.add(Image("bias.png", figures.bias_heatmaps(rows, keys, gcols[0], gcols[1:], order),
                     "per-cell metrics (colour), with counts"))
     head = gcols + ["n"] + [f"{n} {'MAE' if k == 'mae' else 'acc.'} (95% CI)" for n, k in kinds.items()]
     trows = []

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     import torch
 
 
+def half_up(values: np.ndarray) -> np.ndarray:
+    """Values rounded to whole numbers, halves up (``1.5`` is 2, ``2.5`` is 3; NumPy's ``round``
+    takes halves to even), as a person reads a rank or an age and as an answer's level is named."""
+    return np.floor(np.asarray(values, float) + 0.5)
+
+
 def whole(x: float) -> float | int:
     """A whole number as an int (an ordinal answer's interval ends), any other as it is."""
     return int(x) if float(x).is_integer() else x
@@ -67,14 +73,16 @@ class NumericTask(Task):
         return "years" if self.reads_ages else ""
 
     def named_levels_problem(self, names: Sequence[str]) -> str | None:
-        """Named levels (``[child, teen, adult, senior]``) are read as the ranks 0 .. K-1: a range
-        other than that shifts every label (a user test: with 1..4, child and teen both became 1)."""
+        """Named levels (``[child, teen, adult, senior]``) are read as the ranks 0 .. K-1, which must
+        be the task's range: another start shifts every label (a user test: with 1..4, child and teen
+        both became 1), and a wider top (the default 100, max_value left out) trains ranks no face
+        has and answers no level names (a user test: a 101-rank head for four levels, without a word)."""
         top = len(names) - 1
-        if self.min_value == 0 and self.max_value >= top:  # (a wider top: ranks left unused, nothing shifted)
+        if self.min_value == 0 and self.max_value == top:
             return None
         return (f"the data names the values of column {self.label!r} {'[' + ', '.join(map(str, names)) + ']'}, read "
                 f"as the ranks 0..{top} in that order, but task {self.name!r} runs from min_value {self.min_value:g} "
-                f"to max_value {self.max_value:g}: set min_value: 0 and max_value: {top} or more (its answers are the "
+                f"to max_value {self.max_value:g}: set min_value: 0 and max_value: {top} (its answers are the "
                 f"ranks 0..{top}: {names[0]} is 0), or give the column numbers")
 
     @property
@@ -121,9 +129,11 @@ class NumericTask(Task):
         out = v[(v < self.min_value) | (v > self.max_value)]
         if not len(out):
             return 0, ""
+        fix = (f"its levels name the ranks 0..{len(names) - 1}: give the column those ranks, or the names"
+               if (names := self.level_names()) else "widen min_value / max_value, or drop those rows")
         return len(out), (f"task {self.name!r} takes values {self.min_value:g}..{self.max_value:g}, but {len(out)} "
                           f"label(s) of its column {self.label!r} lie outside ({some_values(out)}); "
-                          f"{self.outside_range} (widen min_value / max_value, or drop those rows)")
+                          f"{self.outside_range} ({fix})")
 
     def metric_columns(self) -> list[MetricColumn]:
         return [MetricColumn("mae", "MAE", lower_is_better=True), MetricColumn("mse", "MSE", lower_is_better=True),
@@ -147,8 +157,10 @@ class NumericTask(Task):
 
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
         m = valid(true)
-        return regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges,
-                                  self.whole_groups)
+        out = regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges,
+                                 self.whole_groups)
+        out["groups"] = self._group_labels(self.group_edges)  # (a named scale's levels, not its ranks)
+        return out
 
     def baseline(self, train_true: np.ndarray) -> float:
         t = np.asarray(train_true, float)[valid(train_true)]
@@ -199,15 +211,22 @@ class NumericTask(Task):
         """The coarse groups of :attr:`bias_edges` (for ages 0-19, 20-39, 40-59, 60+; four bands
         of the range otherwise)."""
         names = self._group_labels(self.bias_edges)
-        v = np.asarray(values, float)
+        v = self._as_read(values)
         return np.array(["?" if np.isnan(x) else names[g] for x, g in zip(v, to_groups(np.nan_to_num(v), self.bias_edges))],
                         dtype=object)
+
+    def _as_read(self, values: np.ndarray) -> np.ndarray:
+        """Values as a person reads them before they are grouped: whole numbers (halves up) where
+        the groups hold whole numbers, so that a predicted 19.6 years is in ``20-39`` and a rank
+        of 1.5 in the group of rank 2, the level its answer names (group accuracy rounds so too)."""
+        v = np.asarray(values, float)
+        return half_up(v) if self.whole_groups else v
 
     def confusion(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Between the coarse groups of :attr:`bias_edges`."""
         ok = valid(true)
         names = self._group_labels(self.bias_edges)
-        g_p = to_groups(np.asarray(pred, float)[ok], self.bias_edges)
+        g_p = to_groups(self._as_read(pred)[ok], self.bias_edges)
         g_t = to_groups(np.asarray(true, float)[ok], self.bias_edges)
         return confusion_matrix(g_p, g_t, len(names)), names
 
@@ -216,10 +235,21 @@ class NumericTask(Task):
         return np.abs(np.asarray(pred, float) - np.asarray(true, float))
 
     def outcomes(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Within 2 units (years) of the truth, and 10 or more off."""
+        """Clearly right and clearly wrong: for ages within 2 years of the truth, and 10 or more
+        off; for a scale of ranks the right rank (read halves up), and ``max(1, ceil(K / 10))`` or
+        more ranks off (a user test: on four levels "within 2" took every answer for right); for
+        another value within 2 % of its range, and 10 % or more off."""
         ok = valid(true)
-        err = np.abs(np.asarray(pred, float) - np.nan_to_num(true))
-        return ok & (err <= 2), ok & (err >= 10)
+        t = np.nan_to_num(np.asarray(true, float))
+        if self.reads_ages:
+            err = np.abs(np.asarray(pred, float) - t)
+            return ok & (err <= 2), ok & (err >= 10)
+        span = self.max_value - self.min_value
+        if self.whole_values:
+            err = np.abs(half_up(pred) - t)
+            return ok & (err == 0), ok & (err >= max(1, int(np.ceil(0.1 * (span + 1)))))
+        err = np.abs(np.asarray(pred, float) - t)
+        return ok & (err <= 0.02 * span), ok & (err >= 0.1 * span)
 
     def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
         """The sum of the outputs: for K-1 threshold logits, the quantity whose sign pattern is decoded

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from .base import TASK_TYPES, Ablation, sigmoid, softmax
-from .numeric import NumericTask, whole
+from .numeric import NumericTask, half_up, whole
 
 if TYPE_CHECKING:
     import torch
@@ -193,7 +193,7 @@ class OrdinalTask(NumericTask):
         without :attr:`levels` or for a missing value."""
         if self.levels is None or not np.isfinite(value):
             return None
-        return self.levels[int(np.clip(np.floor(value - self.min_value + 0.5), 0, len(self.levels) - 1))]
+        return self.levels[int(np.clip(half_up(value - self.min_value), 0, len(self.levels) - 1))]
 
     def describe(self, value: float) -> str:
         name = self.level(value)
@@ -247,9 +247,9 @@ class OrdinalTask(NumericTask):
         elif self.method == "softmax":
             loss = F.cross_entropy(out, r)
         else:
-            if self.importance == "counts" and self._lambdas is None:
-                raise RuntimeError(f"task {self.name!r}: importance 'counts' is taken from the training labels: "
-                                   "call fit_training_labels first (the trainer does)")
+            if self.importance == "counts" and self._lambdas is None:  # (a program's own use of the task)
+                raise RuntimeError(f"task {self.name!r}: importance 'counts' is taken from the training labels, "
+                                   "which this task was not given (Task.fit_training_labels)")
             lam = None if self._lambdas is None else torch.as_tensor(self._lambdas, dtype=out.dtype, device=out.device)
             loss = ordinal_bce_loss(out, r, importance=lam, reduction=self.reduction)
         if self.mean_variance:
@@ -328,18 +328,25 @@ class OrdinalTask(NumericTask):
         out = []
         for j in range(len(pred)):  # (whole ranks written as ints, whatever type min_value came as)
             lo, hi = (whole(self.min_value + int(np.searchsorted(cdf[j], q))) for q in (lo_q, hi_q))
-            out.append(TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals,
-                                  level=self.level(float(pred[j]))))
+            a = TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals)
+            a.level = self.level(float(a.number(a.value)))  # named as written (1.49 written 1.5: rank 2's name)
+            out.append(a)
         return out
 
     def ablations(self) -> list[Ablation]:
+        """The paper's two: the ranks as a nominal softmax, and as normalised regression (which has
+        no thresholds, no importance weights and no levels; a named scale's range, which its levels
+        had set, is then given: a user test's regression ran on 0..100 for four levels)."""
+        regression: dict[str, Any] = {"type": "regression", "method": None, "decoding": None, "reduction": None,
+                                      "levels": None, "importance": None, "mean_variance": None}
+        if self.levels is not None:
+            regression.update(min_value=self.min_value, max_value=self.max_value, group_edges=self.group_edges,
+                              bias_edges=self.bias_edges)
         return [
             Ablation("nominal", f"{self.name} as nominal softmax (without ordinal)",
                      {"method": "softmax", "decoding": "threshold", "importance": None},
                      f"the ordinal decomposition beats {self.name} as a nominal softmax", "paper (ablation, Table IV)"),
-            Ablation("regression", f"{self.name} as normalised regression",
-                     {"type": "regression", "method": None, "decoding": None, "reduction": None, "levels": None,
-                      "importance": None, "mean_variance": None},
+            Ablation("regression", f"{self.name} as normalised regression", regression,
                      f"the ordinal decomposition beats {self.name} as normalised regression",
                      "paper (vs regression methods)"),
         ]

@@ -164,6 +164,7 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
     ``data.root``, which, when relative, resolves against the checkpoint's folder.
     """
     from ..data import build_data
+    from ..data.dataset import fit_to_training
     from ..device import resolve_device
     from ..model import load_model
 
@@ -181,6 +182,7 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
         raise FileNotFoundError(f"data folder {cfg.data.root} does not exist"
                                 + ("" if data_root else " (the model file's data.root); pass --data-root"))
     data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+    fit_to_training(tasks, data)  # (the losses it reports need what training took from the training labels)
     part = data.split(split)
     if len(part) == 0:
         raise ValueError(f"the {split} split of this data is empty")

@@ -30,6 +30,7 @@ from ..data.dataset import (
     balance_weights,
     build_data,
     data_fingerprint,
+    fit_to_training,
     label_columns,
 )
 from ..device import seed_everything, to_device
@@ -119,11 +120,9 @@ class Trainer:
         WEIGHTINGS.get(cfg.weighting.name)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
         adopt_level_names(self.tasks, self.data.report)
-        train_labels = self.data.train.labels.numpy()
-        for task, col in zip(self.tasks, self.label_columns):
-            fitted = task.fit_training_labels(train_labels[:, col])
-            if fitted:  # (recorded in data_report.json)
-                self.data.report.setdefault("fitted", {})[task.name] = fitted
+        fitted = fit_to_training(self.tasks, self.data)
+        if fitted:  # (recorded in data_report.json)
+            self.data.report["fitted"] = fitted
         self.data_fingerprint = data_fingerprint(self.data, self.tasks)
         if resume:
             self._check_same_data()
