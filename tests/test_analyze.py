@@ -617,3 +617,13 @@ def test_the_library_says_what_a_folder_search_leaves_out_and_takes_bytes_paths(
                       ({"detect_max_side": 0}, "detect_max_side must be at least 32")):
         with pytest.raises(ValueError, match=said):
             FaceAnalyzer(**bad)
+
+
+def test_load_predictor_refuses_threads_or_a_batch_size_below_one():
+    """A user test: load_predictor(threads=-2) was taken and the negative count reached the runtime
+    (the command line refuses it)."""
+    from facemtl.inference import load_predictor
+
+    for kw, word in (({"threads": -2}, "threads"), ({"threads": 0}, "threads"), ({"batch_size": 0}, "batch_size")):
+        with pytest.raises(ValueError, match=rf"^{word} must be a whole number of at least 1"):
+            load_predictor(**kw)

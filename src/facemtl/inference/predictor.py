@@ -103,6 +103,10 @@ def load_predictor(model: str | Path | Sequence[str | Path] | None = None, runti
     file). ``runtime``: a name from :data:`~facemtl.inference.runtimes.RUNTIMES`; default:
     chosen by each file's suffix. ``threads``: the runtime's intra-op threads.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a whole number of at least 1 (or None: one per core), not {threads!r}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
     models = [model] if model is None or isinstance(model, (str, Path)) else list(model)
     paths = [Path(m) if m is not None else default_model_path() for m in models]
     if not paths:
