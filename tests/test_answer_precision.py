@@ -346,3 +346,12 @@ def test_the_shipped_recipes_age_tasks_answer_and_group_as_before():
                     assert list(t.bias_edges) == want_bias, recipe.name
                 seen.add((t.min_value, t.max_value))
     assert {(1, 116), (21, 60)} <= seen
+
+
+def test_a_number_is_written_one_digit_shorter_halves_up_and_infinity_as_it_is():
+    """The table took halves to even (2.5 years read 2, while a rank of 2.5 is named for 3); a
+    review found Decimal's halves away from zero (-1.5 as -2, the page's Math.round -1) and an
+    infinite value raising."""
+    cases = [(32.5, 1, "33"), (2.5, 1, "3"), (1.45, 2, "1.5"), (-1.5, 1, "-1"), (-1.25, 2, "-1.2"), (31.04, 1, "31"),
+             (7.0, 0, "7"), (float("inf"), 1, "inf")]
+    assert [TaskAnswer(v, decimals=d).number_text() for v, d, _ in cases] == [w for _, _, w in cases]

@@ -218,9 +218,20 @@ def test_named_levels_are_ranks_from_zero_for_a_numeric_task(tmp_path):
         _split(path, [spec], columns={"band": levels})
     table, _, _ = _split(path, [{**spec, "min_value": 0, "max_value": 3}], columns={"band": levels})
     assert table.labels["band"][:4].tolist() == [0, 1, 2, 3]
-    # a wider top (max_value left out: 100) trained 101 ranks for four levels and answered no names (a user test)
+    # a wider top (max_value left out: 100) trained 101 ranks for four levels and answered no names (a user
+    # test): refused for a new run (the trainer's check); data read for a model made before reads as it did
+    from facemtl.tasks import build_task, check_named_ranges
+
+    wide = [{"name": "band", "type": "ordinal"}]
+    table, _, report = _split(path, wide, columns={"band": levels})
+    assert table.labels["band"][:4].tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match=r"runs from min_value 0 to max_value 100: set min_value: 0 and max_value: 3 "):
-        _split(path, [{"name": "band", "type": "ordinal"}], columns={"band": levels})
+        check_named_ranges([build_task(s) for s in wide], report)
+    check_named_ranges([build_task({**wide[0], "max_value": 3})], report)
+    # a level named like a missing cell ("none") is a label (a review: every rank-0 face was dropped)
+    none = _manifest(tmp_path, _faces(band=lambda i: ["none", "mild", "moderate", "severe", ""][i % 5]), "none.csv")
+    table, _, _ = _split(none, [{"name": "band", "type": "ordinal", "levels": ["none", "mild", "moderate", "severe"]}])
+    assert np.array_equal(table.labels["band"][:5], [0, 1, 2, 3, np.nan], equal_nan=True)
 
 
 def test_a_model_or_run_from_before_copies_were_grouped_keeps_its_split(tmp_path):

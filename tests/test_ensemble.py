@@ -57,6 +57,10 @@ def test_members_must_answer_the_same_tasks():
         EnsembleRuntime([Constant(112, 0, TASK_SPECS[:2]), Constant(112, 0)])
     with pytest.raises(ValueError, match="at least two"):
         EnsembleRuntime([Constant(112, 0)])
+    # settings of training or the report alone do not keep a network out (a review: a CORAL-range model made
+    # before its bias bands changed could not join one made after)
+    banded = [{**TASK_SPECS[0], "bias_edges": [20, 40], "importance": "counts"}, *TASK_SPECS[1:]]
+    EnsembleRuntime([Constant(112, 0), Constant(112, 0, banded)])
     # the same tasks listed in another order join: outputs are averaged by task name
     ens = EnsembleRuntime([Constant(112, 1.0), Constant(112, 3.0, TASK_SPECS[::-1])])
     np.testing.assert_allclose(ens.run(np.zeros((1, 3, 112, 112), np.uint8))["race"], 2.0)

@@ -140,6 +140,12 @@ def test_a_tracks_aggregate_carries_its_level():
         s.add({"severity": t.answers(_raw(r))[0]}, 1.0)
     a = s.answers()["severity"]
     assert a.value == pytest.approx(5 / 3) and a.level == "moderate"
+    # named as written (a review: a mean of 1.49, written 1.5, was named for rank 1)
+    halves = TrackSmoother(numeric="mean", levels={"severity": t.describe_prediction})
+    halves.add({"severity": t.answers(_raw(1))[0]}, 0.51)
+    halves.add({"severity": t.answers(_raw(2))[0]}, 0.49)
+    b = halves.answers()["severity"]
+    assert b.fields("severity")["severity"] == 1.5 and b.level == "moderate" and t.subgroups([1.5])[0] == "moderate"
     plain = TrackSmoother(numeric="mean")  # a smoother told no names keeps none
     plain.add({"severity": t.answers(_raw(1))[0]}, 1.0)
     assert plain.answers()["severity"].level is None
@@ -171,6 +177,35 @@ def test_the_database_stores_and_returns_the_level(db_url):
         groups = stats["tasks"]["severity"]["groups"]  # counted under the levels' names, in their order
         assert len(groups) >= 2 and groups == [g for g in LEVELS if g in groups]
     assert task_fields(build_task(spec)) == {"severity": float, "severity_level": str, "severity_interval": list[int | float]}
+
+
+def test_stored_answers_read_back_by_what_they_are():
+    """A review: a class answer an earlier model stored under a task name a numeric task now has
+    was read back as a number with a level; the API dropped a stored level when the served model
+    of the name names none; JSON of a model with tasks `stress` and `stress_level` (allowed before
+    levels) lost its second task."""
+    from types import SimpleNamespace
+
+    from facemtl.config import check_task_names
+    from facemtl.server.schemas import Schemas
+    from facemtl.store.rows import answer_from_row
+
+    def row(text, num, probability=None):
+        return SimpleNamespace(value_text=text, value_num=num, probability=probability,
+                               probabilities={"(25-32)": probability} if probability else None, lo=None, hi=None)
+
+    assert answer_from_row(row("(25-32)", 4.0, 0.8), 1).value == "(25-32)"  # a class, though age has decimals now
+    assert answer_from_row(row("adult", 2.0), 0).fields("s") == {"s": 2.0, "s_level": "adult"}
+    plain = build_task({"name": "severity", "type": "ordinal", "max_value": 3})
+    stored = {"id": 1, "time": 1.0, "session": 1, "severity": 2.0, "severity_level": "moderate"}
+    assert "severity_level" not in Schemas([plain]).Face.model_validate(stored).model_dump(by_alias=True)
+    assert Schemas([plain], {"severity"}).Face.model_validate(stored).model_dump(by_alias=True)["severity_level"] == \
+        "moderate"
+    check_task_names(["stress", "stress_level"])  # a recipe from before: read as it was
+    with pytest.raises(Exception, match="task 'stress' writes a field of that name"):
+        check_task_names(["stress", "stress_level"], ["stress"])
+    old = {"box": None, "score": None, "landmarks": None, "stress": "no", "stress_probability": 0.9, "stress_level": 2.0}
+    assert set(FaceResult.from_dict(old).answers) == {"stress", "stress_level"}
 
 
 def test_trained_on_named_levels_the_model_answers_them(utkface_root, tmp_path, capsys):

@@ -411,6 +411,11 @@ def test_a_restarted_server_takes_up_its_uploads_source_at_once(tmp_path):
         assert {s["name"]: s["state"] for s in store.sources()}[name] == "stopped"
         svc = Service(store, None)
         svc.predictor = SimpleNamespace(info=INFO)
+        real = store.writer
+        store.writer = lambda *a, **k: (_ for _ in ()).throw(OSError("the database went away"))
+        svc.beat()  # the database fails between the look and the write: looked for again at the next beat
+        store.writer = real
+        assert {s["name"]: s["state"] for s in store.sources()}[name] == "stopped"
         svc.beat()
         assert {s["name"]: s["state"] for s in store.sources()}[name] == "running"
         svc.close()

@@ -13,7 +13,7 @@ import dataclasses
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .inference.results import ANSWER_SUFFIXES as RESULT_SUFFIXES
 from .typecheck import SettingTypeError, check, did_you_mean, hints
@@ -202,8 +202,10 @@ RESERVED_TASK_NAMES = frozenset({
     "last_time", "started", "ended", "confidence", "closed", "type", "face", "x1", "y1", "x2", "y2",
     "loss", "epoch", "lr"})
 #: Suffixes a task's answer adds to its name in the outputs: the JSON fields'
-#: (:data:`facemtl.inference.results.ANSWER_SUFFIXES`) and CSV's ``<task>_p_<class>``.
-ANSWER_SUFFIXES = (*RESULT_SUFFIXES, "_p_")
+#: (:data:`facemtl.inference.results.ANSWER_SUFFIXES`) and CSV's ``<task>_p_<class>``; ``_level``
+#: only where the task names levels (:func:`check_task_names`: recipes made before it, with a
+#: ``stress`` and a ``stress_level`` task, are read as they were).
+ANSWER_SUFFIXES = (*(x for x in RESULT_SUFFIXES if x != "_level"), "_p_")
 
 
 #: What a task name may be: it becomes a JSON key, a CSV header, a database value and the
@@ -212,8 +214,9 @@ ANSWER_SUFFIXES = (*RESULT_SUFFIXES, "_p_")
 TASK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-def check_task_names(names: list[str]) -> None:
-    """Refuse task names that would overwrite a field of the outputs or another task's answer."""
+def check_task_names(names: list[str], leveled: Sequence[str] = ()) -> None:
+    """Refuse task names that would overwrite a field of the outputs or another task's answer
+    (``leveled``: the tasks that name levels, whose answers add ``<task>_level``)."""
     for name in names:
         if not TASK_NAME.match(str(name)):
             raise ConfigError(f"a task cannot be named {name!r}: a name is a letter, then letters, digits or _ "
@@ -222,7 +225,8 @@ def check_task_names(names: list[str]) -> None:
             raise ConfigError(f"a task cannot be named {name!r}: outputs already have a field of that name "
                               f"(reserved: {', '.join(sorted(RESERVED_TASK_NAMES))}, and names starting raw_)")
         for other in names:
-            if other != name and any(name.startswith(other + suffix) for suffix in ANSWER_SUFFIXES):
+            if other != name and (any(name.startswith(other + suffix) for suffix in ANSWER_SUFFIXES)
+                                  or (other in leveled and name == f"{other}_level")):
                 raise ConfigError(f"a task cannot be named {name!r}: task {other!r} writes a field of that name")
 
 
@@ -383,7 +387,7 @@ def check_recipe(cfg: Config) -> None:
             raise ConfigError(f"train.{key} must be at least 1 (or null: off), not {value}")
     if cfg.data.limit is not None and cfg.data.limit < 1:
         raise ConfigError(f"data.limit must be at least 1 (or null: every face), not {cfg.data.limit}")
-    check_task_names([t["name"] for t in cfg.tasks])
+    check_task_names([t["name"] for t in cfg.tasks], [t["name"] for t in cfg.tasks if t.get("levels")])
     for spec in cfg.tasks:
         try:
             build_task(spec).check_recipe()

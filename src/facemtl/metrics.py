@@ -57,6 +57,13 @@ def group_names(edges: Sequence[float], whole: bool | None = None) -> list[str]:
     return names + [f"{e[-1]:g}+"]
 
 
+def half_up(values: Any) -> np.ndarray:
+    """Values rounded to whole numbers, halves up (``1.5`` is 2, ``2.5`` is 3, ``-1.5`` is -1; NumPy's
+    ``rint`` takes halves to even), as a person reads a rank or an age, as an answer's level is
+    named and its groups are counted, and as the page's ``Math.round`` shows it."""
+    return np.floor(np.asarray(values, float) + 0.5)
+
+
 def group_accuracy(pred: np.ndarray, true: np.ndarray, edges: Sequence[float], whole: bool | None = None) -> float:
     """Fraction of samples whose predicted value falls in the same group as the true one.
 
@@ -68,7 +75,7 @@ def group_accuracy(pred: np.ndarray, true: np.ndarray, edges: Sequence[float], w
     if not len(true):
         return float("nan")
     whole = whole if whole is not None else all(float(e).is_integer() for e in edges)
-    p = np.rint(np.asarray(pred, float)) if whole else np.asarray(pred, float)
+    p = half_up(pred) if whole else np.asarray(pred, float)
     return float(np.mean(to_groups(p, edges) == to_groups(true, edges)))
 
 

@@ -109,10 +109,13 @@ def _check_columns(path: Path, header: list[str], needed: list[str]) -> None:
 def _cell(rec: dict, col: str, kind: list[str] | None, counts: dict[str, Counter],
           examples: dict[str, dict[str, list[str]]], keep_numbers: bool = False) -> float:
     text = rec.get(col)
-    if is_missing(text):
+    # a name of the column's classes or levels first: "none" of [none, mild, moderate, severe] is a
+    # label, not a missing cell (a review: every rank-0 face was dropped, counted as missing)
+    named = parse_class(text, kind) if kind is not None and text is not None and text.strip() else None
+    if named is None and is_missing(text):
         counts["missing"][col] += 1
         return float("nan")
-    value = parse_numeric(text) if kind is None else parse_class(text, kind)
+    value = named if named is not None else parse_numeric(text) if kind is None else parse_class(text, kind)
     if value is None and kind is not None and keep_numbers:  # a number out of range: kept for the range check
         value = parse_numeric(text)
     if value is None:

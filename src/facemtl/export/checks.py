@@ -76,8 +76,9 @@ def accuracy_loss(tasks: Sequence[Any], ref: dict[str, np.ndarray], new: dict[st
         if unit == "points" and 1 / m_ref["n"] > limit:  # one face more or less is past the limit
             out[t.name]["coarse"] = True
         # one face one rank (year) further off: past the limit too (a user test: 11 faces, MAE 2.909 -> 3.000)
-        elif unit == "relative" and getattr(t, "whole_values", False) and a and 1 / (m_ref["n"] * a) > limit:
+        elif unit == "relative" and t.error_step and a and t.error_step / (m_ref["n"] * a) > limit:
             out[t.name]["coarse"] = True
+            out[t.name]["step"] = t.error_step
     return out
 
 
@@ -89,8 +90,9 @@ def coarse_note(row: dict[str, Any]) -> str:
         return ""
     more = "too few labelled faces to tell; more with --check-faces, where the validation split has them"
     if row["unit"] == "relative":
-        return (f" (one face one unit further off is {100 / (row['faces'] * row['pytorch']):.1f}% of the error, more "
-                f"than the {100 * row['limit']:.0f}% limit: {more})")
+        share = row.get("step", 1.0) / (row["faces"] * row["pytorch"])
+        return (f" (one face one unit further off is {100 * share:.1f}% of the error, more than the "
+                f"{100 * row['limit']:.0f}% limit: {more})")
     return f" (one face is {100 / row['faces']:.2f} points, more than the {100 * row['limit']:.1f}-point limit: {more})"
 
 

@@ -140,7 +140,7 @@ MIN_OPSET = 13
 
 
 def _newest_opset() -> int:
-    """The newest opset the installed onnx package knows (24 for onnx 1.23; a generous 30 without it)."""
+    """The newest opset the installed onnx package knows (28 for onnx 1.23; a generous 30 without it)."""
     try:
         import onnx
     except ImportError:

@@ -103,10 +103,16 @@ def load_predictor(model: str | Path | Sequence[str | Path] | None = None, runti
     file). ``runtime``: a name from :data:`~facemtl.inference.runtimes.RUNTIMES`; default:
     chosen by each file's suffix. ``threads``: the runtime's intra-op threads.
     """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    import numbers
+
+    def whole(n: Any) -> bool:
+        return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1
+
+    if threads is not None and not whole(threads):
         raise ValueError(f"threads must be a whole number of at least 1 (or None: one per core), not {threads!r}")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
+    if not whole(batch_size):
         raise ValueError(f"batch_size must be a whole number of at least 1, not {batch_size!r}")
+    threads, batch_size = (None if threads is None else int(threads)), int(batch_size)
     models = [model] if model is None or isinstance(model, (str, Path)) else list(model)
     paths = [Path(m) if m is not None else default_model_path() for m in models]
     if not paths:

@@ -101,21 +101,23 @@ class TaskAnswer:
 
     def number_text(self) -> str:
         """A numeric value as :meth:`value_text` writes it without a level name: the number as
-        written, one digit less, halves up (``32.5`` is ``33``, ``1.5`` is ``2``, as an ordinal
-        answer's level is named; a format's ``.0f`` took halves to even, ``2.5`` to ``2``)."""
-        x = self.number(float(self.value))
-        if self.decimals is None:
+        written, one digit less, halves up (``32.5`` is ``33``, ``1.5`` is ``2``, ``-1.5`` is ``-1``,
+        as an ordinal answer's level is named and the page rounds; a format's ``.0f`` took halves to
+        even, ``2.5`` to ``2``)."""
+        x = float(self.number(float(self.value)))
+        if self.decimals is None or not np.isfinite(x):
             return f"{x:g}"
-        from decimal import ROUND_HALF_UP, Decimal
-
-        return str(Decimal(repr(float(x))).quantize(Decimal(1).scaleb(-max(0, self.decimals - 1)), ROUND_HALF_UP))
+        digits = max(0, self.decimals - 1)
+        scaled = round(x * 10**digits, 6)  # (1.45 * 10 is 14.499999999999998: a half as written)
+        return f"{np.floor(scaled + 0.5) / 10**digits:.{digits}f}"  # floor(x + 0.5): -1.5 is -1, as the page
 
     @classmethod
     def from_fields(cls, name: str, d: dict[str, Any], decimals: int | None = None) -> "TaskAnswer":
         """The answer whose :meth:`fields` under ``name`` are ``d`` (``decimals``: the task's, if known)."""
         iv = d.get(f"{name}_interval")
+        level = d[f"{name}_level"] if _belongs(d, f"{name}_level", "_level") else None
         return cls(d[name], d.get(f"{name}_probability"), d.get(f"{name}_probabilities"),
-                   tuple(iv) if iv is not None else None, decimals, d.get(f"{name}_level"))
+                   tuple(iv) if iv is not None else None, decimals, level)
 
 
 #: Suffixes of the fields an answer adds to its task's name (``age_interval``, ``gender_probability``,
@@ -131,9 +133,23 @@ _TRACK_KEYS = frozenset({"type", "source", "track", "first_frame", "last_frame",
 
 def _answers(d: dict[str, Any], other: set[str] | frozenset[str]) -> dict[str, TaskAnswer]:
     """The task answers among the flat fields ``d`` (keys in ``other`` are not answers; a key
-    that is another's ``_interval``, ``_probability`` or ``_probabilities`` belongs to it)."""
-    names = [k for k in d if k not in other and not any(k.endswith(x) and k[: -len(x)] in d for x in ANSWER_SUFFIXES)]
+    that is another's ``_interval``, ``_probability``, ``_probabilities`` or ``_level`` belongs to
+    it: :func:`_belongs`)."""
+    names = [k for k in d if k not in other and not any(_belongs(d, k, x) for x in ANSWER_SUFFIXES)]
     return {n: TaskAnswer.from_fields(n, d) for n in names}
+
+
+def _belongs(d: dict[str, Any], key: str, suffix: str) -> bool:
+    """Whether field ``key`` is another field's ``suffix`` (``age_interval`` of ``age``). A
+    ``x_level`` is ``x``'s level only as a name beside a number, not another task's answer (a
+    task ``stress_level`` beside ``stress``, from before levels: a number, or a class with its
+    probability)."""
+    if key not in d or not key.endswith(suffix) or key[: -len(suffix)] not in d:
+        return False
+    if suffix == "_level":
+        return isinstance(d[key], str) and not isinstance(d[key[: -len(suffix)]], str) and \
+            f"{key}_probability" not in d
+    return True
 
 
 def interval_text(lo: float, hi: float, prose: bool = False) -> str:

@@ -177,7 +177,8 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     def mount_api() -> None:
         """The ``/v1`` routes for the service's tasks (their filters, their fields), in place of
         any mounted before; the API's documentation is generated again."""
-        router = build_router(service, Schemas(service.tasks), task_filters(service.tasks, service.classes), auth)
+        schemas = Schemas(service.tasks, service.leveled, service.classes)
+        router = build_router(service, schemas, task_filters(service.tasks, service.classes), auth)
         old = {id(r) for r in api_routes}
         before = len(app.router.routes)
         app.include_router(router)  # (so that app.dependency_overrides reach them, as any router's)

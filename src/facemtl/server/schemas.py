@@ -10,7 +10,7 @@ OpenAPI document without code here.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Collection, Optional, Sequence, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -57,10 +57,22 @@ def _py(key: str, k: int) -> str:
     return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and not key.startswith("model_") else f"f{k}_"
 
 
-def _answer_fields(tasks: Sequence[Task]) -> dict[str, Any]:
+def _answer_fields(tasks: Sequence[Task], leveled: Collection[str] = (), classed: Collection[str] = ()) -> dict[str, Any]:
+    """The answer fields of the records the API returns. ``leveled``: tasks another model of the
+    name named the levels of, whose stored answers carry ``<task>_level`` though the model
+    served names none (a review: the field was dropped from /v1/faces). ``classed``: tasks
+    another model of the name answered with classes: a numeric task's value is then a number
+    or a class name, with the class's probabilities (its stored faces answered 500 before)."""
     fields: dict[str, Any] = {}
     for t in tasks:
-        for key, typ in task_fields(t).items():
+        own = task_fields(t)
+        if t.name in leveled and t.class_names() is None:
+            own.setdefault(f"{t.name}_level", str)
+        if t.name in classed and t.class_names() is None:
+            own[t.name] = Union[float, str]
+            own.setdefault(f"{t.name}_probability", float)
+            own.setdefault(f"{t.name}_probabilities", dict[str, float])
+        for key, typ in own.items():
             fields[_py(key, len(fields))] = (Optional[typ], Field(None, alias=key, description=f"task {t.name}"))
     return fields
 
@@ -148,8 +160,8 @@ class Schemas:
     """The models whose fields depend on the tasks: analysis results, stored faces and
     tracks, and their pages."""
 
-    def __init__(self, tasks: Sequence[Task]) -> None:
-        answers = _answer_fields(tasks)
+    def __init__(self, tasks: Sequence[Task], leveled: Collection[str] = (), classed: Collection[str] = ()) -> None:
+        answers = _answer_fields(tasks, leveled, classed)
         self.Raw = create_model("RawAnswers", __config__=_CONFIG, **answers)
         self.AnalysisFace = create_model(
             "AnalysisFace", __config__=_CONFIG,

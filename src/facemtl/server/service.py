@@ -88,6 +88,8 @@ class Service:
         tasks = store.tasks(base) if store is not None else base
         #: Per task, every class name the database's sessions recorded (filters take them all).
         self.classes: dict[str, list[str]] = store.class_names() if store is not None else {}
+        #: Tasks a stored model named the levels of (the API declares their ``<task>_level``).
+        self.leveled: set[str] = store.level_tasks() if store is not None else set()
         self.tasks: list[Task]
         self.tasks, self.warnings = usable_tasks(tasks)
         self._writer = None
@@ -240,9 +242,10 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - the next beat looks again
             log.debug("could not look for the uploads' source: %s", exc)
             return
-        self._resumed_source = True
-        if kind == "upload":
-            self._write_uploads(announce=True)
+        if kind != "upload":
+            self._resumed_source = True
+        else:  # looked for again at the next beat if the database stopped answering meanwhile (a review)
+            self._resumed_source = self._write_uploads(announce=True)
 
     @property
     def _upload_source(self) -> str:
@@ -334,6 +337,7 @@ class Service:
             known = {t.name for t in self.tasks}
             tasks, warnings = usable_tasks(self.store.tasks(self.tasks))
             classes = self.store.class_names()
+            leveled = self.store.level_tasks()
         except Exception as exc:  # noqa: BLE001 - reads say so themselves; this look is tried again later
             log.debug("could not look for new tasks: %s", exc)
             return None
@@ -351,6 +355,9 @@ class Service:
         more = {k: v for k, v in more.items() if v and k not in {t.name for t in added}}
         self.classes = classes
         said = []
+        if leveled - self.leveled:
+            said.append(f"level names a writer recorded since: {', '.join(sorted(leveled - self.leveled))}")
+        self.leveled = leveled
         if added:
             said.append(f"tasks a writer recorded since the server started: {', '.join(t.name for t in added)}")
         if more:

@@ -392,3 +392,20 @@ def stored_class_names(conn: sa.Connection) -> dict[str, list[str]]:
                 names = out.setdefault(t.name, [])
                 names += [n for n in t.class_names() or [] if n not in names]
     return {k: v for k, v in out.items() if v}
+
+
+def stored_level_tasks(conn: sa.Connection) -> set[str]:
+    """The names of the tasks some recorded session's model named the levels of (its answers
+    carry ``<task>_level``), whichever model of the name answers now."""
+    import json
+
+    out: set[str] = set()
+    for (text,) in conn.execute(sa.select(sa.cast(Session.tasks, sa.Text)).where(Session.tasks.is_not(None))
+                                .group_by(sa.cast(Session.tasks, sa.Text))):
+        try:
+            specs = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        out |= {str(s.get("name")) for s in specs if isinstance(s, dict) and s.get("levels")} \
+            if isinstance(specs, list) else set()
+    return out

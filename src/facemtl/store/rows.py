@@ -100,8 +100,9 @@ def _number(x: float | None) -> float | int | None:
 def answer_from_row(row: Any, decimals: int | None = None) -> TaskAnswer:
     """A stored answer row (anything with the columns of ``answers``) as a :class:`TaskAnswer`
     (``decimals``: its task's, so rows stored unrounded, before 2026-11-27, read as written; a
-    numeric task's, known by its decimals, reads ``value_text`` as its level name)."""
-    numeric = decimals is not None and row.value_num is not None
+    numeric task's, known by its decimals, reads ``value_text`` as its level name; a class answer,
+    which carries its probability, stays a class whatever model of the name answers now)."""
+    numeric = decimals is not None and row.value_num is not None and row.probability is None
     value = row.value_num if numeric or row.value_text is None else row.value_text
     interval = (_number(row.lo), _number(row.hi)) if row.lo is not None else None
     return TaskAnswer(value, row.probability, row.probabilities, interval, decimals,

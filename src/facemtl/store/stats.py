@@ -73,13 +73,15 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
         if task not in per_task or seen <= set((order or {}).get(task) or ()):
             continue
         rows = conn.execute(_counts(conn, "value_num", tasks=[task], **where)).all()
-        groups = by_value(np.array([np.nan if v is None else float(v) for _, _, v, _ in rows], float))
+        groups = by_value(np.array([np.nan if v is None else float(v) for _, _, v, _, _, _ in rows], float))
         if groups is None:
             continue
         regrouped: dict[float, dict[str, int]] = {}
-        for (k, _, _, n), g in zip(rows, groups):
+        for (k, _, _, grp, is_class, n), g in zip(rows, groups):
+            # an earlier model's class answers of the task's name keep their class (a value there is its index)
+            g = (grp if grp is not None else "?") if is_class else str(g)
             counts = regrouped.setdefault(float(k) * bucket, {})
-            counts[str(g)] = counts.get(str(g), 0) + int(n)
+            counts[g] = counts.get(g, 0) + int(n)
         per_task[task] = regrouped
     out: dict[str, Any] = {}
     for task, buckets in sorted(per_task.items()):
@@ -94,13 +96,14 @@ def _counts(conn: sa.Connection, column: str, since: float, until: float, bucket
             tasks: Sequence[str] | None, source: str | None, session: int | None,
             answers: Sequence[AnswerFilter]) -> Any:
     """``(bucket, task, <column>, count)`` rows: the faces' (or tracks') answers counted by their
-    stored group (``column`` ``grp``) or value (``value_num``)."""
+    stored group (``column`` ``grp``); or by value (``value_num``), as ``(bucket, task, value,
+    grp, whether a class answer, count)``."""
     d = conn.dialect.name
     source_id = sa.select(Source.id).where(Source.name == source).scalar_subquery() if source is not None else None
     if of == "faces":
         b = _bucket(Answer.time, bucket, d).label("b")
-        col = getattr(Answer, column)
-        stmt = sa.select(b, Answer.task, col, sa.func.count()).where(
+        cols = _columns(Answer, column)
+        stmt = sa.select(b, Answer.task, *cols, sa.func.count()).where(
             Answer.raw.is_(False), Answer.time >= since, Answer.time < until)
         if source_id is not None or session is not None:
             face = sa.select(Face.id).where(Face.id == Answer.face_id)
@@ -114,10 +117,10 @@ def _counts(conn: sa.Connection, column: str, since: float, until: float, bucket
         for k, f in enumerate(answers):
             a = aliased(Answer, name=f"f{k}")
             stmt = stmt.where(sa.exists().where(a.face_id == Answer.face_id, a.raw.is_(False), f.condition(a)))
-        return stmt.group_by(b, Answer.task, col)
+        return stmt.group_by(b, Answer.task, *cols)
     b = _bucket(Track.ended, bucket, d).label("b")
-    col = getattr(TrackAnswer, column)
-    stmt = sa.select(b, TrackAnswer.task, col, sa.func.count()).join(
+    cols = _columns(TrackAnswer, column)
+    stmt = sa.select(b, TrackAnswer.task, *cols, sa.func.count()).join(
         Track, Track.id == TrackAnswer.track_id).where(Track.ended >= since, Track.ended < until)
     if source_id is not None:
         stmt = stmt.where(Track.source_id == source_id)
@@ -128,4 +131,13 @@ def _counts(conn: sa.Connection, column: str, since: float, until: float, bucket
     for k, f in enumerate(answers):
         a = aliased(TrackAnswer, name=f"f{k}")
         stmt = stmt.where(sa.exists().where(a.track_id == TrackAnswer.track_id, f.condition(a)))
-    return stmt.group_by(b, TrackAnswer.task, col)
+    return stmt.group_by(b, TrackAnswer.task, *cols)
+
+
+def _columns(table: Any, column: str) -> list[Any]:
+    """What :func:`_counts` groups by: the stored group, or the value with the group and whether the
+    answer is a class (it carries the chosen class's probability) beside it."""
+    if column == "grp":
+        return [table.grp]
+    is_class = sa.case((table.probability.is_(None), 0), else_=1).label("is_class")
+    return [table.value_num, table.grp, is_class]

@@ -54,6 +54,9 @@ class Ablation:
     changes: dict[str, Any]
     claim: str = ""
     source: str = ""
+    #: Settings of the recipe the variant changes too (``section.key=value``), e.g. the names of
+    #: a column's values for a variant whose task no longer names them itself.
+    overrides: tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,6 +97,12 @@ class Task:
         numeric task, a 0..3 rank's MAE too)."""
         return ""
 
+    @property
+    def error_step(self) -> float | None:
+        """The smallest change of a numeric answer as it is read (1 for ranks and ages), which an
+        error moves by when one face is one step further off; ``None`` where there is none."""
+        return None
+
     def class_names(self) -> list[str] | None:
         """Names of the classes a classification task picks from; ``None`` for numeric tasks."""
         return None
@@ -103,9 +112,10 @@ class Task:
         class no training face has, say), or ``None``. Said as a warning; the run goes on."""
         return None
 
-    def named_levels_problem(self, names: Sequence[str]) -> str | None:
+    def named_levels_problem(self, names: Sequence[str], exact: bool = False) -> str | None:
         """Why the task cannot read a column whose cells the data names ``names`` (read as their
-        indices ``0 .. len(names) - 1``) where the task itself names none; ``None`` if it can."""
+        indices ``0 .. len(names) - 1``) where the task itself names none; ``None`` if it can.
+        ``exact``: for a new run, which may be held to more than a model made before."""
         return None
 
     def level_names(self) -> list[str] | None:
@@ -357,6 +367,17 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, **asdict(self)}
+
+
+def check_named_ranges(tasks: Sequence[Task], report: dict[str, Any]) -> None:
+    """For a new run: ``ValueError`` in one sentence for a task whose column the data names
+    (``column_names`` in the data report) and whose range is not exactly those names' ranks
+    (:meth:`Task.named_levels_problem` with ``exact``)."""
+    names = report.get("column_names") or {}
+    for t in tasks:
+        theirs = names.get(str(t.label))
+        if theirs and t.label_classes() is None and (problem := t.named_levels_problem(theirs, exact=True)):
+            raise ValueError(problem)
 
 
 def adopt_level_names(tasks: Sequence[Task], report: dict[str, Any]) -> None:

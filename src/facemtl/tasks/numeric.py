@@ -12,17 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..metrics import DEFAULT_AGE_EDGES, confusion_matrix, group_names, regression_metrics, to_groups
+from ..metrics import DEFAULT_AGE_EDGES, confusion_matrix, group_names, half_up, regression_metrics, to_groups
 from .base import MetricColumn, Task, some_values, valid
 
 if TYPE_CHECKING:
     import torch
-
-
-def half_up(values: np.ndarray) -> np.ndarray:
-    """Values rounded to whole numbers, halves up (``1.5`` is 2, ``2.5`` is 3; NumPy's ``round``
-    takes halves to even), as a person reads a rank or an age and as an answer's level is named."""
-    return np.floor(np.asarray(values, float) + 0.5)
 
 
 def whole(x: float) -> float | int:
@@ -72,13 +66,19 @@ class NumericTask(Task):
     def unit(self) -> str:
         return "years" if self.reads_ages else ""
 
-    def named_levels_problem(self, names: Sequence[str]) -> str | None:
-        """Named levels (``[child, teen, adult, senior]``) are read as the ranks 0 .. K-1, which must
-        be the task's range: another start shifts every label (a user test: with 1..4, child and teen
-        both became 1), and a wider top (the default 100, max_value left out) trains ranks no face
-        has and answers no level names (a user test: a 101-rank head for four levels, without a word)."""
+    @property
+    def error_step(self) -> float | None:
+        """1 where answers are read as whole numbers (ranks, ages), else ``None``."""
+        return 1.0 if self.whole_groups else None
+
+    def named_levels_problem(self, names: Sequence[str], exact: bool = False) -> str | None:
+        """Named levels (``[child, teen, adult, senior]``) are read as the ranks 0 .. K-1: another
+        start shifts every label (a user test: with 1..4, child and teen both became 1). ``exact``
+        (a new run): the range must be exactly that, as a wider top (the default 100, max_value
+        left out) trains ranks no face has and answers no level names (a user test: a 101-rank
+        head for four levels, without a word); a model or run made before reads its data as it did."""
         top = len(names) - 1
-        if self.min_value == 0 and self.max_value == top:
+        if self.min_value == 0 and (self.max_value == top or (self.max_value > top and not exact)):
             return None
         return (f"the data names the values of column {self.label!r} {'[' + ', '.join(map(str, names)) + ']'}, read "
                 f"as the ranks 0..{top} in that order, but task {self.name!r} runs from min_value {self.min_value:g} "
@@ -210,7 +210,7 @@ class NumericTask(Task):
     def subgroups(self, values: np.ndarray) -> np.ndarray:
         """The coarse groups of :attr:`bias_edges` (for ages 0-19, 20-39, 40-59, 60+; four bands
         of the range otherwise)."""
-        names = self._group_labels(self.bias_edges)
+        names = self._group_labels(self.bias_edges)  # (values as read: halves up, see _as_read)
         v = self._as_read(values)
         return np.array(["?" if np.isnan(x) else names[g] for x, g in zip(v, to_groups(np.nan_to_num(v), self.bias_edges))],
                         dtype=object)
@@ -219,6 +219,7 @@ class NumericTask(Task):
         """Values as a person reads them before they are grouped: whole numbers (halves up) where
         the groups hold whole numbers, so that a predicted 19.6 years is in ``20-39`` and a rank
         of 1.5 in the group of rank 2, the level its answer names (group accuracy rounds so too)."""
+        # (metrics.half_up: floor(x + 0.5), for negative values too, as the page's Math.round)
         v = np.asarray(values, float)
         return half_up(v) if self.whole_groups else v
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
+from ..metrics import half_up
 from .base import TASK_TYPES, Ablation, sigmoid, softmax
-from .numeric import NumericTask, half_up, whole
+from .numeric import NumericTask, whole
 
 if TYPE_CHECKING:
     import torch
@@ -199,6 +201,16 @@ class OrdinalTask(NumericTask):
         name = self.level(value)
         return name if name is not None else super().describe(value)
 
+    def _written_level(self, value: float) -> str | None:
+        """The level of a decoded value as its answer writes it (at :attr:`decimals`): 1.49 is
+        written 1.5 and named for rank 2, as the table writes it (2) and its group counts it."""
+        return self.level(round(float(value), self.decimals)) if np.isfinite(value) else None
+
+    def describe_prediction(self, value: float) -> str:
+        """A decoded value's level as its answer names it (a track's aggregate too), else the number."""
+        name = self._written_level(value)
+        return name if name is not None else super().describe_prediction(value)
+
     def _group_labels(self, edges: Sequence[float]) -> list[str]:
         """With :attr:`levels`: a group of one rank is its level's name (``mild``), of several
         ``first to last`` (``none to mild``); else the numbers (``0-1``)."""
@@ -328,9 +340,8 @@ class OrdinalTask(NumericTask):
         out = []
         for j in range(len(pred)):  # (whole ranks written as ints, whatever type min_value came as)
             lo, hi = (whole(self.min_value + int(np.searchsorted(cdf[j], q))) for q in (lo_q, hi_q))
-            a = TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals)
-            a.level = self.level(float(a.number(a.value)))  # named as written (1.49 written 1.5: rank 2's name)
-            out.append(a)
+            out.append(TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals,
+                                  level=self._written_level(float(pred[j]))))
         return out
 
     def ablations(self) -> list[Ablation]:
@@ -339,16 +350,18 @@ class OrdinalTask(NumericTask):
         had set, is then given: a user test's regression ran on 0..100 for four levels)."""
         regression: dict[str, Any] = {"type": "regression", "method": None, "decoding": None, "reduction": None,
                                       "levels": None, "importance": None, "mean_variance": None}
-        if self.levels is not None:
+        overrides: tuple[str, ...] = ()
+        if self.levels is not None:  # (and text cells read by the names, which data.columns then gives)
             regression.update(min_value=self.min_value, max_value=self.max_value, group_edges=self.group_edges,
                               bias_edges=self.bias_edges)
+            overrides = (f"data.columns.{self.label}={json.dumps(self.levels)}",)
         return [
             Ablation("nominal", f"{self.name} as nominal softmax (without ordinal)",
                      {"method": "softmax", "decoding": "threshold", "importance": None},
                      f"the ordinal decomposition beats {self.name} as a nominal softmax", "paper (ablation, Table IV)"),
             Ablation("regression", f"{self.name} as normalised regression", regression,
                      f"the ordinal decomposition beats {self.name} as normalised regression",
-                     "paper (vs regression methods)"),
+                     "paper (vs regression methods)", overrides),
         ]
 
     def hand_weight(self) -> float:

@@ -41,7 +41,7 @@ from ..model import BACKBONES, MultiTaskNet
 from ..model.load import load_weights
 from ..preprocess import to_input
 from ..system import hardware
-from ..tasks import adopt_level_names, build_task
+from ..tasks import adopt_level_names, build_task, check_named_ranges
 from ..weighting import WEIGHTINGS, build_weighting
 from . import distributed
 from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, ProgressBar
@@ -119,6 +119,8 @@ class Trainer:
         BACKBONES.get(cfg.model.backbone)  # a misspelt name fails here, before the images are read
         WEIGHTINGS.get(cfg.weighting.name)
         self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        if not resume:  # (a run resumed goes on with the range it started with)
+            check_named_ranges(self.tasks, self.data.report)
         adopt_level_names(self.tasks, self.data.report)
         fitted = fit_to_training(self.tasks, self.data)
         if fitted:  # (recorded in data_report.json)

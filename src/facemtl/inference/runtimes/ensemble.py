@@ -42,6 +42,16 @@ def resize_batch(batch: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+#: Task settings that shape training or the report's groups, not what a network's outputs mean:
+#: networks that differ in them answer alike (a model of the CORAL range trained before its
+#: bias bands changed joins one trained after).
+NOT_ANSWERING = ("group_edges", "bias_edges", "importance", "mean_variance", "reduction", "loss_fn")
+
+
+def _answering(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k not in NOT_ANSWERING}
+
+
 class EnsembleRuntime:
     """The mean of ``runtimes``' raw outputs on batches of ``uint8 (N, 3, S, S)`` crops.
 
@@ -62,9 +72,9 @@ class EnsembleRuntime:
             raise ValueError("an ensemble needs at least two networks")
         labels = list(labels or [f"network {i + 1}" for i in range(len(runtimes))])
         first = runtimes[0].info
-        specs = {t.name: t.to_dict() for t in first.build_tasks()}
+        specs = {t.name: _answering(t.to_dict()) for t in first.build_tasks()}
         for label, rt in zip(labels[1:], runtimes[1:]):
-            other = {t.name: t.to_dict() for t in rt.info.build_tasks()}  # by name: the order does not matter
+            other = {t.name: _answering(t.to_dict()) for t in rt.info.build_tasks()}  # by name: order does not matter
             lacks, extra = sorted(set(specs) - set(other)), sorted(set(other) - set(specs))
             diff = sorted(k for k in specs if k in other and specs[k] != other[k])
             why = (f"it has no task {lacks[0]!r}" if lacks else f"it answers a task {extra[0]!r} {labels[0]} has not"
