@@ -144,7 +144,8 @@ class Stream:
         self.pipeline = pipeline
         self.predictor: Predictor = pipeline.predictor
         #: What names a track's aggregate rank, per task whose ranks have names.
-        self._levels = {t.name: t.describe_prediction for t in self.predictor.tasks if t.level_names() is not None}
+        self._levels = {t.name: t.describe_prediction for t in getattr(self.predictor, "tasks", ())
+                        if t.level_names() is not None}
         self.log = log or (lambda s: None)
         #: Called about once a second while no frame arrives (a camera reconnecting), from the
         #: thread iterating the stream: the results database's sink says its sources are alive.
