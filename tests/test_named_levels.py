@@ -199,8 +199,13 @@ def test_stored_answers_read_back_by_what_they_are():
     plain = build_task({"name": "severity", "type": "ordinal", "max_value": 3})
     stored = {"id": 1, "time": 1.0, "session": 1, "severity": 2.0, "severity_level": "moderate"}
     assert "severity_level" not in Schemas([plain]).Face.model_validate(stored).model_dump(by_alias=True)
-    assert Schemas([plain], {"severity"}).Face.model_validate(stored).model_dump(by_alias=True)["severity_level"] == \
-        "moderate"
+    kinds = {"severity": {"numbers", "levels"}}
+    assert Schemas([plain], kinds).Face.model_validate(stored).model_dump(by_alias=True)["severity_level"] == "moderate"
+    # a class served where a stored model gave numbers (or the other way): each face keeps its form, no 500
+    classes = build_task({"name": "severity", "type": "nominal", "classes": ["low", "high"]})
+    face = Schemas([classes], {"severity": {"classes", "numbers", "levels"}}).Face.model_validate(
+        {**stored, "severity_interval": [1, 3]}).model_dump(by_alias=True)
+    assert (face["severity"], face["severity_level"], face["severity_interval"]) == (2.0, "moderate", [1, 3])
     check_task_names(["stress", "stress_level"])  # a recipe from before: read as it was
     with pytest.raises(Exception, match="task 'stress' writes a field of that name"):
         check_task_names(["stress", "stress_level"], ["stress"])
@@ -247,3 +252,39 @@ def test_trained_on_named_levels_the_model_answers_them(utkface_root, tmp_path, 
     # evaluate scores it (a user test: importance: counts made it fail, its weights not fitted again)
     assert main(["evaluate", "--checkpoint", model, "--split", "test"]) == 0
     assert "stage: MAE" in capsys.readouterr().out
+    # the grid's regression variant of a scale its recipe names (a user test: it ran on 0..100; the first
+    # mend's data.columns override then made the runner refuse it as changing the data)
+    from facemtl.experiments import load_experiment, run_experiment
+
+    named = {**recipe, "tasks": [{"name": "stage", "type": "ordinal", "levels": ["child", "adult", "senior"]}],
+             "data": {k: v for k, v in recipe["data"].items() if k != "columns"}}
+    (tmp_path / "named.yaml").write_text(yaml.safe_dump(named))
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "named", "base": "named.yaml", "seeds": [0],
+                                                       "variants": "standard"}))
+    out = tmp_path / "grid"
+    run_experiment(load_experiment(tmp_path / "exp.yaml"), out, only=["regression_stage"], log=lambda s: None)
+    settings = yaml.safe_load((out / "runs" / "regression_stage" / "seed0" / "config.yaml").read_text())
+    assert settings["tasks"][0]["type"] == "regression" and settings["tasks"][0]["max_value"] == 2
+    assert "mae" in json.loads((out / "runs" / "regression_stage" / "seed0" / "test_metrics.json").read_text())["stage"]
+
+
+def test_a_task_named_like_the_level_field_of_levels_the_data_names_is_refused(utkface_root, tmp_path):
+    """A review: tasks `stress` and `stress_level` with data.columns naming stress's values passed the
+    recipe's check (no levels written in it), and stress_level's number overwrote stress's level."""
+    from facemtl.cli import main
+    from facemtl.data.utkface import read_utkface
+
+    table = read_utkface(utkface_root, limit=60)
+    labels = tmp_path / "faces.csv"
+    labels.write_text("path,stress,other\n" + "".join(f"{p},{['low', 'mid', 'high'][i % 3]},{i % 2}\n"
+                                                      for i, p in enumerate(table.paths)))
+    recipe = {"name": "clash",
+              "tasks": [{"name": "stress", "type": "ordinal", "max_value": 2},
+                        {"name": "stress_level", "type": "binary", "label": "other"}],
+              "data": {"dataset": "csv", "root": str(labels), "columns": {"stress": ["low", "mid", "high"]},
+                       "image_size": 32, "workers": 0},
+              "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3},
+              "train": {"epochs": 1, "batch_size": 16}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert not (tmp_path / "run" / "best.pt").exists()

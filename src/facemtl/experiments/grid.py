@@ -215,8 +215,7 @@ def standard_variants(tasks: list[dict[str, Any]], early_freeze_patience: int = 
         kept = [u.name for u in built if u.name not in taught] if taught else None
         for ab in t.ablations():
             out.append(Variant(f"{ab.suffix}_{t.name}", ab.label, "task ablation", tasks=kept,
-                               task_changes={t.name: ab.changes},
-                               overrides=["weighting.name=uncertainty", *ab.overrides]))
+                               task_changes={t.name: ab.changes}, overrides=["weighting.name=uncertainty"]))
     out += [
         Variant("proposed", "ordinal + uncertainty weighting (the paper's model; fine-tuned, no Early Freeze)",
                 "proposed", overrides=["weighting.name=uncertainty"]),

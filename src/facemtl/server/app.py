@@ -177,7 +177,7 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
     def mount_api() -> None:
         """The ``/v1`` routes for the service's tasks (their filters, their fields), in place of
         any mounted before; the API's documentation is generated again."""
-        schemas = Schemas(service.tasks, service.leveled, service.classes)
+        schemas = Schemas(service.tasks, service.kinds)
         router = build_router(service, schemas, task_filters(service.tasks, service.classes), auth)
         old = {id(r) for r in api_routes}
         before = len(app.router.routes)

@@ -57,21 +57,24 @@ def _py(key: str, k: int) -> str:
     return key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and not key.startswith("model_") else f"f{k}_"
 
 
-def _answer_fields(tasks: Sequence[Task], leveled: Collection[str] = (), classed: Collection[str] = ()) -> dict[str, Any]:
-    """The answer fields of the records the API returns. ``leveled``: tasks another model of the
-    name named the levels of, whose stored answers carry ``<task>_level`` though the model
-    served names none (a review: the field was dropped from /v1/faces). ``classed``: tasks
-    another model of the name answered with classes: a numeric task's value is then a number
-    or a class name, with the class's probabilities (its stored faces answered 500 before)."""
+def _answer_fields(tasks: Sequence[Task], kinds: dict[str, Collection[str]] | None = None) -> dict[str, Any]:
+    """The answer fields of the records the API returns. ``kinds``: per task name, what the
+    stored models of that name answered (``classes``, ``numbers``, ``levels``), so that stored
+    faces of another model than the one served keep their form: a class where the served task
+    gives numbers, or the other way (they answered 500), a ``<task>_level`` where the served
+    model names no levels (it was dropped)."""
     fields: dict[str, Any] = {}
     for t in tasks:
         own = task_fields(t)
-        if t.name in leveled and t.class_names() is None:
+        stored = set((kinds or {}).get(t.name, ()))
+        numeric = t.class_names() is None
+        if "levels" in stored:
             own.setdefault(f"{t.name}_level", str)
-        if t.name in classed and t.class_names() is None:
+        if ("classes" in stored and numeric) or ("numbers" in stored and not numeric):
             own[t.name] = Union[float, str]
-            own.setdefault(f"{t.name}_probability", float)
-            own.setdefault(f"{t.name}_probabilities", dict[str, float])
+            for suffix, typ in (("_probability", float), ("_probabilities", dict[str, float]),
+                                ("_interval", list[Union[int, float]])):
+                own.setdefault(f"{t.name}{suffix}", typ)
         for key, typ in own.items():
             fields[_py(key, len(fields))] = (Optional[typ], Field(None, alias=key, description=f"task {t.name}"))
     return fields
@@ -160,8 +163,8 @@ class Schemas:
     """The models whose fields depend on the tasks: analysis results, stored faces and
     tracks, and their pages."""
 
-    def __init__(self, tasks: Sequence[Task], leveled: Collection[str] = (), classed: Collection[str] = ()) -> None:
-        answers = _answer_fields(tasks, leveled, classed)
+    def __init__(self, tasks: Sequence[Task], kinds: dict[str, Collection[str]] | None = None) -> None:
+        answers = _answer_fields(tasks, kinds)
         self.Raw = create_model("RawAnswers", __config__=_CONFIG, **answers)
         self.AnalysisFace = create_model(
             "AnalysisFace", __config__=_CONFIG,

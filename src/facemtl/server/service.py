@@ -88,8 +88,9 @@ class Service:
         tasks = store.tasks(base) if store is not None else base
         #: Per task, every class name the database's sessions recorded (filters take them all).
         self.classes: dict[str, list[str]] = store.class_names() if store is not None else {}
-        #: Tasks a stored model named the levels of (the API declares their ``<task>_level``).
-        self.leveled: set[str] = store.level_tasks() if store is not None else set()
+        #: Per task name, what its stored models answered (classes, numbers, levels): the API's
+        #: records declare every form (:class:`~facemtl.server.schemas.Schemas`).
+        self.kinds: dict[str, set[str]] = store.task_kinds() if store is not None else {}
         self.tasks: list[Task]
         self.tasks, self.warnings = usable_tasks(tasks)
         self._writer = None
@@ -337,7 +338,7 @@ class Service:
             known = {t.name for t in self.tasks}
             tasks, warnings = usable_tasks(self.store.tasks(self.tasks))
             classes = self.store.class_names()
-            leveled = self.store.level_tasks()
+            kinds = self.store.task_kinds()
         except Exception as exc:  # noqa: BLE001 - reads say so themselves; this look is tried again later
             log.debug("could not look for new tasks: %s", exc)
             return None
@@ -355,9 +356,11 @@ class Service:
         more = {k: v for k, v in more.items() if v and k not in {t.name for t in added}}
         self.classes = classes
         said = []
-        if leveled - self.leveled:
-            said.append(f"level names a writer recorded since: {', '.join(sorted(leveled - self.leveled))}")
-        self.leveled = leveled
+        new_kinds = sorted(k for k, v in kinds.items() if k in self.kinds and v - self.kinds[k])
+        if new_kinds:
+            said.append(f"other forms of answers a writer recorded since (classes, numbers, levels): "
+                        f"{', '.join(new_kinds)}")
+        self.kinds = kinds
         if added:
             said.append(f"tasks a writer recorded since the server started: {', '.join(t.name for t in added)}")
         if more:

@@ -71,6 +71,8 @@ class AnswerFilter:
         cond = [table.task == self.task]
         if self.classes is not None:
             cond.append(table.value_text.in_(self.classes))
+        if self.lo is not None or self.hi is not None:  # numbers only: a class answer's value_num is its index
+            cond.append(table.probability.is_(None))
         if self.lo is not None:
             cond.append(table.value_num >= self.lo)
         if self.hi is not None:
@@ -394,18 +396,25 @@ def stored_class_names(conn: sa.Connection) -> dict[str, list[str]]:
     return {k: v for k, v in out.items() if v}
 
 
-def stored_level_tasks(conn: sa.Connection) -> set[str]:
-    """The names of the tasks some recorded session's model named the levels of (its answers
-    carry ``<task>_level``), whichever model of the name answers now."""
+def stored_task_kinds(conn: sa.Connection) -> dict[str, set[str]]:
+    """Per task name, what the recorded sessions' models of that name answered: ``classes``,
+    ``numbers``, and ``levels`` (numbers with a level's name), whichever model answers now (the
+    API's records then take each form; a review: a number where a class was wanted answered 500)."""
     import json
 
-    out: set[str] = set()
+    from .rows import tasks_from_specs
+
+    out: dict[str, set[str]] = {}
     for (text,) in conn.execute(sa.select(sa.cast(Session.tasks, sa.Text)).where(Session.tasks.is_not(None))
                                 .group_by(sa.cast(Session.tasks, sa.Text))):
         try:
             specs = json.loads(text)
         except (TypeError, ValueError):
             continue
-        out |= {str(s.get("name")) for s in specs if isinstance(s, dict) and s.get("levels")} \
-            if isinstance(specs, list) else set()
+        for t in tasks_from_specs([s for s in specs if isinstance(s, dict)] if isinstance(specs, list) else [],
+                                  warn=False):
+            kinds = out.setdefault(t.name, set())
+            kinds.add("numbers" if t.class_names() is None else "classes")
+            if t.level_names() is not None:
+                kinds.add("levels")
     return out

@@ -147,10 +147,10 @@ class Store:
                 found.update(wanted.get(name, ()))
         return found
 
-    def level_tasks(self) -> set[str]:
-        """Names of the tasks a recorded model named the levels of (:func:`queries.stored_level_tasks`)."""
+    def task_kinds(self) -> dict[str, set[str]]:
+        """Per task name, what its recorded models answered (:func:`queries.stored_task_kinds`)."""
         with self.engine.connect() as conn:
-            return queries.stored_level_tasks(conn)
+            return queries.stored_task_kinds(conn)
 
     def class_names(self) -> dict[str, list[str]]:
         """Per task, every class name its recorded sessions had (see :func:`queries.stored_class_names`)."""

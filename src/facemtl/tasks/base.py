@@ -54,9 +54,6 @@ class Ablation:
     changes: dict[str, Any]
     claim: str = ""
     source: str = ""
-    #: Settings of the recipe the variant changes too (``section.key=value``), e.g. the names of
-    #: a column's values for a variant whose task no longer names them itself.
-    overrides: tuple[str, ...] = ()
 
 
 @dataclass

@@ -68,8 +68,9 @@ class NumericTask(Task):
 
     @property
     def error_step(self) -> float | None:
-        """1 where answers are read as whole numbers (ranks, ages), else ``None``."""
-        return 1.0 if self.whole_groups else None
+        """1 where answers are whole numbers (an ordinal task's ranks and ages), else ``None`` (a
+        regression's answers move by any amount, ages too)."""
+        return 1.0 if self.whole_values else None
 
     def named_levels_problem(self, names: Sequence[str], exact: bool = False) -> str | None:
         """Named levels (``[child, teen, adult, senior]``) are read as the ranks 0 .. K-1: another

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -350,18 +349,16 @@ class OrdinalTask(NumericTask):
         had set, is then given: a user test's regression ran on 0..100 for four levels)."""
         regression: dict[str, Any] = {"type": "regression", "method": None, "decoding": None, "reduction": None,
                                       "levels": None, "importance": None, "mean_variance": None}
-        overrides: tuple[str, ...] = ()
-        if self.levels is not None:  # (and text cells read by the names, which data.columns then gives)
+        if self.levels is not None:  # (its text labels: the grid reads the data once, by the base recipe's tasks)
             regression.update(min_value=self.min_value, max_value=self.max_value, group_edges=self.group_edges,
                               bias_edges=self.bias_edges)
-            overrides = (f"data.columns.{self.label}={json.dumps(self.levels)}",)
         return [
             Ablation("nominal", f"{self.name} as nominal softmax (without ordinal)",
                      {"method": "softmax", "decoding": "threshold", "importance": None},
                      f"the ordinal decomposition beats {self.name} as a nominal softmax", "paper (ablation, Table IV)"),
             Ablation("regression", f"{self.name} as normalised regression", regression,
                      f"the ordinal decomposition beats {self.name} as normalised regression",
-                     "paper (vs regression methods)", overrides),
+                     "paper (vs regression methods)"),
         ]
 
     def hand_weight(self) -> float:

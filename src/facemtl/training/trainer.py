@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import Config, check_recipe
+from ..config import Config, check_recipe, check_task_names
 from ..data.augment import augment
 from ..data.dataset import (
     DATA_CHANGE_ENV,
@@ -122,6 +122,8 @@ class Trainer:
         if not resume:  # (a run resumed goes on with the range it started with)
             check_named_ranges(self.tasks, self.data.report)
         adopt_level_names(self.tasks, self.data.report)
+        if not resume:  # a task x_level beside x whose levels the data named (the recipe's check saw none)
+            check_task_names(self.task_names, [x.name for x in self.tasks if x.level_names() is not None])
         fitted = fit_to_training(self.tasks, self.data)
         if fitted:  # (recorded in data_report.json)
             self.data.report["fitted"] = fitted
