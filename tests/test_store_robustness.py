@@ -399,6 +399,9 @@ def test_uploads_while_the_database_is_away_do_not_each_wait_for_it():
         def class_names(self):
             return {}
 
+        def task_kinds(self):
+            return {}
+
         def writer(self, *a, **k):
             tries.append(1)
             raise sa.exc.OperationalError("connect", {}, Exception("timeout expired"))
