@@ -152,6 +152,12 @@ def _belongs(d: dict[str, Any], key: str, suffix: str) -> bool:
     return True
 
 
+def whole_number(x: float) -> float | int:
+    """A whole number as an int, any other as it is: how interval ends of whole ranks are written
+    (``[26, 42]``, not ``[26.0, 42.0]``) wherever an answer is made or read back."""
+    return int(x) if float(x).is_integer() else x
+
+
 def interval_text(lo: float, hi: float, prose: bool = False) -> str:
     """An interval as one CSV cell: ``lo-hi`` where neither end is negative (age's ``26-42``),
     else as in JSON, ``[lo, hi]`` (``[-3, -1]``, ``[-1.018, 1.168]``), since a ``-`` between

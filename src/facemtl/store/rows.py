@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..inference.results import TaskAnswer
+from ..inference.results import TaskAnswer, whole_number
 from ..tasks import TASK_TYPES, Task, build_task
 
 log = logging.getLogger("facemtl.store")
@@ -92,9 +92,7 @@ def tasks_from_specs(specs: Sequence[dict[str, Any]] | None, left_out: list[str]
 
 def _number(x: float | None) -> float | int | None:
     """Interval ends come back as they went in: whole numbers as ints."""
-    if x is None:
-        return None
-    return int(x) if float(x).is_integer() else x
+    return None if x is None else whole_number(x)
 
 
 def answer_from_row(row: Any, decimals: int | None = None) -> TaskAnswer:

@@ -19,11 +19,6 @@ if TYPE_CHECKING:
     import torch
 
 
-def whole(x: float) -> float | int:
-    """A whole number as an int (an ordinal answer's interval ends), any other as it is."""
-    return int(x) if float(x).is_integer() else x
-
-
 @dataclass
 class NumericTask(Task):
     """Shared metrics for tasks predicting a number (MAE, MSE, CS(k), group accuracy)."""

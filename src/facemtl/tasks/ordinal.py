@@ -9,7 +9,7 @@ import numpy as np
 
 from ..metrics import half_up
 from .base import TASK_TYPES, Ablation, sigmoid, softmax
-from .numeric import NumericTask, whole
+from .numeric import NumericTask
 
 if TYPE_CHECKING:
     import torch
@@ -331,14 +331,14 @@ class OrdinalTask(NumericTask):
 
     def answers(self, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
         """The decoded value and the central ``interval`` of the predicted distribution over values."""
-        from ..inference.results import TaskAnswer
+        from ..inference.results import TaskAnswer, whole_number
 
         pred = self.predict(raw)
         cdf = self.probabilities(raw).cumsum(1)
         lo_q, hi_q = (1 - interval) / 2, 1 - (1 - interval) / 2
         out = []
         for j in range(len(pred)):  # (whole ranks written as ints, whatever type min_value came as)
-            lo, hi = (whole(self.min_value + int(np.searchsorted(cdf[j], q))) for q in (lo_q, hi_q))
+            lo, hi = (whole_number(self.min_value + int(np.searchsorted(cdf[j], q))) for q in (lo_q, hi_q))
             out.append(TaskAnswer(float(pred[j]), interval=(lo, hi), decimals=self.decimals,
                                   level=self._written_level(float(pred[j]))))
         return out

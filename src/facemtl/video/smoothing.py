@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..inference.results import TaskAnswer
+from ..inference.results import TaskAnswer, whole_number
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class TrackSmoother:
             lo = np.array([a.interval[0] for a in answers], float)
             hi = np.array([a.interval[1] for a in answers], float)
             interval = (weighted_median(lo, w), weighted_median(hi, w))
-            interval = tuple(int(v) if float(v).is_integer() else v for v in interval)
+            interval = tuple(whole_number(v) for v in interval)
         return TaskAnswer(value, interval=interval, decimals=answers[0].decimals,  # written as the samples are
                           level=level(value) if level is not None and answers[0].level is not None else None)
 
