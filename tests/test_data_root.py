@@ -70,6 +70,16 @@ def test_evaluate_resolves_a_relative_root_against_the_model_file(layout, tmp_pa
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(run / "moved.pt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gender"]["n"] > 0
+    # every command reading a checkpoint resolves it so (export, fusion and gradcam read it
+    # through load_model and the info written from it), whatever the current folder
+    from facemtl.inference.runtimes.pytorch import TorchRuntime
+    from facemtl.model import load_model
+
+    assert Path(load_model(run / "moved.pt")[2].data.root) == Path(root).resolve()
+    assert Path(TorchRuntime(run / "moved.pt", device="cpu").info.extra["data"]["root"]) == Path(root).resolve()
+    # the data folder's other spelling, as export and benchmark name it
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gender"]["n"] > 0
     state["config"]["data"]["root"] = "../elsewhere/faces"
     save_checkpoint({k: v for k, v in state.items() if k != "format"}, run / "lost.pt")
     assert main(["evaluate", "--checkpoint", str(run / "lost.pt")]) == 2

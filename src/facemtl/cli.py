@@ -245,7 +245,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="continue the stopped run in OUT from OUT/last.pt, with its saved settings")
     p.add_argument("--overwrite", action="store_true", help="start again in an OUT that already holds a run, "
                                                             "removing that run's files")
-    p.add_argument("--data-root", metavar="DIR", help="data folder in place of the recipe's data.root "
+    p.add_argument("--data-root", "--data", metavar="DIR", help="data folder in place of the recipe's data.root "
                                                       "(relative: to the current folder)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
@@ -271,7 +271,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="which split of the model's own data (same seed, same split as in training)")
     p.add_argument("--json", action="store_true", help="print one JSON object keyed by task")
-    p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training (relative: to the "
+    p.add_argument("--data-root", "--data", metavar="DIR", help="data folder, if it moved since training (relative: to the "
                                                       "current folder). Without it, a relative data.root recorded "
                                                       "in a .pt resolves against the .pt's folder, and in an "
                                                       "exported file against the current folder")
@@ -309,7 +309,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, metavar="FORMAT", dest="fmt",
                    help=f"one of: {', '.join(FORMATS)} (see the README's formats table)")
     p.add_argument("--out", required=True, help="the file to write (its suffix must be the format's)")
-    p.add_argument("--data", metavar="DIR", help="data folder for calibration and checks, or the labels CSV of a "
+    p.add_argument("--data", "--data-root", metavar="DIR", help="data folder for calibration and checks, or the labels CSV of a "
                                                    "model trained on one (default: the one the model records); "
                                                    "without data INT8 refuses and FP32 checks on the sample photo")
     p.add_argument("--force", action="store_true",
@@ -366,7 +366,7 @@ def _export_run(a: argparse.Namespace) -> int:
 def _benchmark_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="/tmp/facemtl-bench",
                    help="folder for the crops, composed photos and exports it makes (kept and reused; outside the repo)")
-    p.add_argument("--data", metavar="DIR", help="UTKFace folder (default: the one the shipped model records)")
+    p.add_argument("--data", "--data-root", metavar="DIR", help="UTKFace folder (default: the one the shipped model records)")
     p.add_argument("--crops", type=int, default=2000, help="test-split crops for the whole-process aligned runs")
     p.add_argument("--photos", type=int, default=100, help="composed photos per size")
     peer = p.add_mutually_exclusive_group()

@@ -113,7 +113,7 @@ def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data:
 def fusion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="the model (.pt) whose classification tasks to help")
     p.add_argument("--out", required=True, help="the fusion file to write (JSON)")
-    p.add_argument("--data-root", metavar="DIR", help="data folder, if it moved since training")
+    p.add_argument("--data-root", "--data", metavar="DIR", help="data folder, if it moved since training")
     p.add_argument("--mix", type=float, default=0.5,
                    help="weight of the network's probabilities (the rest: the descriptor's)")
     p.add_argument("--network", metavar="MODEL_FILE", action="append",

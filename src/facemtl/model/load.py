@@ -47,6 +47,23 @@ def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], pa
     model.load_state_dict(weights)
 
 
+def _anchor_data_paths(cfg: Config, checkpoint: str | Path) -> None:
+    """Make a relative ``data.root`` (and ``data.targets``) written in ``checkpoint`` absolute,
+    against the checkpoint's folder, so that every command reading a checkpoint (``evaluate``,
+    ``export``, ``fusion``, ``gradcam``) finds the same folder wherever it is run from.
+
+    ``facemtl train`` writes absolute folders; a relative one comes from a checkpoint written
+    before that, or edited by hand, and the run folder and its data moved together keep their
+    relation. (An exported file's relative folder resolves against the current folder instead:
+    the shipped model records ``../shared/data/utkface``, beside the repository it runs from.)
+    """
+    base = Path(checkpoint).resolve().parent
+    if cfg.data.root and not Path(cfg.data.root).expanduser().is_absolute():
+        cfg.data.root = str((base / Path(cfg.data.root).expanduser()).resolve())
+    if cfg.data.targets and not Path(cfg.data.targets).expanduser().is_absolute():
+        cfg.data.targets = str((base / Path(cfg.data.targets).expanduser()).resolve())
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiTaskNet, list[Task], Config, dict[str, Any]]:
     """``(model, tasks, config, state)`` from a checkpoint, in eval mode, in float32, with no network access."""
     state = load_checkpoint(path)
@@ -59,6 +76,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mu
     except (ConfigError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise ValueError(f"model file {path} holds a config this facemtl cannot use: {msg}") from None
+    _anchor_data_paths(cfg, path)
     model = MultiTaskNet.from_config(cfg.model, tasks, pretrained=False)
     for name in state.get("frozen", []):
         model.freeze(name)

@@ -172,15 +172,12 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
     model, tasks, cfg, state = load_model(checkpoint, dev)
     if data_root:
         cfg.data.root = typed_path(data_root)
-    elif not Path(cfg.data.root).is_absolute():  # written in the model file: relative to its folder
-        written = cfg.data.root
-        cfg.data.root = str((Path(checkpoint).resolve().parent / written).resolve())
-        if not Path(cfg.data.root).exists():
-            raise FileNotFoundError(f"data folder {cfg.data.root} does not exist (the model file's data.root "
-                                    f"{written!r}, relative to the model file's folder); pass --data-root")
     if not Path(cfg.data.root).exists():
-        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist"
-                                + ("" if data_root else " (the model file's data.root); pass --data-root"))
+        written = str((state.get("config") or {}).get("data", {}).get("root", ""))
+        whence = (f" (the model file's data.root {written!r}, relative to the model file's folder)"
+                  if written and not Path(written).expanduser().is_absolute() else " (the model file's data.root)")
+        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{'' if data_root else whence}; "
+                                "pass --data-root")
     data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
     fit_to_training(tasks, data)  # (the losses it reports need what training took from the training labels)
     part = data.split(split)
