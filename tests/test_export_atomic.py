@@ -139,6 +139,11 @@ def test_bad_out_and_missing_data_are_refused_before_any_work(tmp_path, monkeypa
     (tmp_path / "w.bin").mkdir()  # the IR's weights file would land on a folder
     assert main(["export", str(LEGACY), "--format", "openvino", "--out", str(tmp_path / "w.xml")]) == 2
     assert "writes w.bin beside w.xml" in one_error_line(capsys)
+    (tmp_path / "own.bin").write_bytes(b"someone's data")  # not an earlier export's weights: kept
+    assert main(["export", str(LEGACY), "--format", "openvino", "--out", str(tmp_path / "own.xml")]) == 2
+    assert "own.bin already exists with no own.xml beside it" in one_error_line(capsys)
+    assert (tmp_path / "own.bin").read_bytes() == b"someone's data"
+    (tmp_path / "own.bin").unlink()
     for fmt, name in (("onnx", "m.onnx"), ("openvino", "m.xml"), ("onnx-int8", "q.onnx")):
         out = tmp_path / "new" / name
         assert main(["export", str(LEGACY), "--format", fmt, "--out", str(out), "--data",

@@ -184,7 +184,8 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
 
 def check_destination(out: Path, fmt: ExportFormat) -> None:
     """Refuse, in one sentence and before any work, an ``out`` that cannot take the export:
-    a folder (``out`` or a file written beside it), or a place under a file or in a folder
+    a folder (``out`` or a file written beside it), a file the export would write beside
+    ``out`` that is there while ``out`` is not (not an earlier export's), or a place under a file or in a folder
     this process cannot write in (read-only). Missing folders are made when the export is
     written."""
     for f in written_files(out):
@@ -193,6 +194,12 @@ def check_destination(out: Path, fmt: ExportFormat) -> None:
                 raise ValueError(f"--out {out} is a folder; name the {fmt.suffix} file to write, such as "
                                  f"{out / ('model' + fmt.suffix)}")
             raise ValueError(f"the {fmt.name} export writes {f.name} beside {out.name}, and {f} is a folder")
+        if f != out and f.exists() and not out.exists():
+            # a companion without its model file is not an earlier export of this name: someone's
+            # own file, which the export would replace (a user test: an unrelated foo.bin)
+            raise ValueError(f"the {fmt.name} export writes {f.name} beside {out.name}, and {f} already exists "
+                             f"with no {out.name} beside it, so it is not an earlier export: move it or name "
+                             "another --out")
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
