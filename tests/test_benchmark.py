@@ -187,3 +187,39 @@ def test_timed_processes_load_facemtl_from_bytecode():
     sources = list(Path(rec["package"]).rglob("*.py"))
     assert len(sources) > 40
     assert all(Path(importlib.util.cache_from_source(str(s))).is_file() for s in sources)
+
+
+def test_a_section_prepares_only_what_it_times(tmp_path, utkface_root, monkeypatch, capsys):
+    """The Left list: ``--only network`` composed every photo size first, and ``--only photos``
+    exported four models it never timed; a ``--work`` inside the checkout was taken."""
+    import facemtl.export
+    from facemtl.benchmark.run import SECTIONS, check_work_folder, prepare
+    from facemtl.cli import main
+
+    exported: list[str] = []
+
+    def no_export(checkpoint, fmt, out, *args, **kwargs):
+        exported.append(fmt)
+        raise ValueError("not in this test")  # a failed export: logged, the row skipped
+
+    monkeypatch.setattr(facemtl.export, "export_model", no_export)
+    prep = prepare(tmp_path / "w1", str(utkface_root), 4, 1, lambda s: None, sections=("network",))
+    assert prep["photos"] == {} and exported and not list((tmp_path / "w1").glob("photos_*"))
+    exported.clear()
+    prep = prepare(tmp_path / "w2", str(utkface_root), 4, 1, lambda s: None, sections=("photos",))
+    assert len(prep["photos"]) >= 1 and not exported
+    assert all((d / "labels.json").is_file() for d in prep["photos"].values())
+    assert set(SECTIONS) == {"network", "aligned", "photos", "stream"}
+
+    from pathlib import Path
+
+    import facemtl.benchmark.run as run
+
+    checkout = Path(run.__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file():  # a source checkout (an installed package has none to keep clean)
+        with pytest.raises(ValueError, match="inside facemtl's source checkout"):
+            check_work_folder(checkout / "bench")
+        assert main(["benchmark", "--work", str(checkout / "bench"), "--only", "photos"]) == 2
+        assert "inside facemtl's source checkout" in capsys.readouterr().err
+        assert not (checkout / "bench").exists()
+    check_work_folder(tmp_path / "w3")  # elsewhere: taken

@@ -384,13 +384,15 @@ def _benchmark_args(p: argparse.ArgumentParser) -> None:
 
 def _benchmark_run(a: argparse.Namespace) -> int:
     from .benchmark import table
+    from .benchmark.run import SECTIONS, check_work_folder
 
-    sections = [x for x in a.only.split(",") if x] if a.only else ["network", "aligned", "photos", "stream"]
-    unknown = set(sections) - {"network", "aligned", "photos", "stream"}
+    sections = [x for x in a.only.split(",") if x] if a.only else list(SECTIONS)
+    unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown benchmark section {sorted(unknown)[0]!r}; choose network, aligned, photos or stream")
     if a.out:  # before minutes of measuring: a path it could not write lost them all (a user test)
         _check_out_file(a.out)
+    check_work_folder(Path(a.work))  # (before a peer's environment is made)
     result = benchmark(a.work, a.data, a.crops, a.photos, a.peer_python, a.peer_venv, a.repeats, a.threads, sections,
                        a.baseline)
     print(json.dumps(result) if a.json else table(result), flush=True)  # (printed first, whatever befalls --out)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from ..system import hardware
 from .network import measure_process
 from .peer import ALIGNED, PHOTOS
 from .photos import compose_photos, recall
+
+#: The benchmark's sections, in the order they run (``benchmark --only`` picks some).
+SECTIONS = ("network", "aligned", "photos", "stream")
 
 #: The exports the network and process rows compare: (file name, format).
 EXPORTS = [("fp32.onnx", "onnx"), ("openvino.xml", "openvino"), ("openvino_int8.xml", "openvino-int8")]
@@ -103,9 +106,10 @@ def _facemtl(*args: str) -> list[str]:
 
 
 def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Callable[[str], None],
-            baseline: str | None = None) -> dict[str, Any]:
-    """Test-split crops (a folder of links and an array of network inputs), composed photos,
-    and the exported models, all under ``work`` and reused when already there.
+            baseline: str | None = None, sections: Sequence[str] = SECTIONS) -> dict[str, Any]:
+    """Test-split crops (a folder of links and an array of network inputs), composed photos
+    (for the ``photos`` section) and the exported models (for ``network`` and ``aligned``),
+    all under ``work`` and reused when already there.
 
     ``baseline``: a previous model file (``.onnx``, ``.xml`` or ``.pt``) whose network and
     ``analyze --aligned`` rows are timed beside the shipped model's, interleaved, so that a
@@ -143,7 +147,7 @@ def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Call
         s = info.image_size
         np.save(faces_file, np.stack([load_rgb(p, s) for p in paths[:256]]).transpose(0, 3, 1, 2).copy())
     photos = {}
-    for w, h in PHOTO_SIZES:
+    for w, h in PHOTO_SIZES if "photos" in sections else ():
         d = work / f"photos_{w}x{h}_{n_photos}_{tag}"
         if not (d / "labels.json").is_file():
             log(f"composing {n_photos} photos of {w}x{h} in {d}")
@@ -156,7 +160,7 @@ def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Call
     from ..inference.model_info import file_version
 
     exports = work / "models" / file_version(models["torch"])  # a retrained shipped model gets fresh exports
-    for name, fmt in EXPORTS:
+    for name, fmt in EXPORTS if {"network", "aligned"} & set(sections) else ():
         out = exports / name
         if not out.is_file():
             why = missing_packages(get_format(fmt))
@@ -291,9 +295,21 @@ def photo_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, log:
     return out
 
 
+def check_work_folder(work: Path) -> None:
+    """Refuse a ``--work`` folder inside the source checkout facemtl runs from: the benchmark
+    writes thousands of links, composed photos and exports there, which ``git status`` and
+    the test collection would then find (a user test put it in the repository)."""
+    checkout = Path(__file__).resolve().parents[3]  # src/facemtl/benchmark/run.py -> the checkout
+    if not (checkout / "pyproject.toml").is_file():  # an installed package: no checkout to keep clean
+        return
+    if work.resolve().is_relative_to(checkout):
+        raise ValueError(f"--work {work} lies inside facemtl's source checkout {checkout}; the benchmark writes "
+                         "thousands of files there: name a folder outside it (the default is /tmp/facemtl-bench)")
+
+
 def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = None, crops: int = 2000,
                   photos: int = 100, peer_python: str | None = None, repeats: int = 3, threads: int | None = None,
-                  seconds: float = 3.0, sections: tuple[str, ...] = ("network", "aligned", "photos", "stream"),
+                  seconds: float = 3.0, sections: tuple[str, ...] = SECTIONS,
                   log: Callable[[str], None] = lambda s: None, stream_seconds: float = 60.0,
                   baseline: str | None = None) -> dict[str, Any]:
     """Run the benchmark's ``sections``; returns every number as one dict (see :func:`table`).
@@ -307,6 +323,7 @@ def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = No
         raise ValueError(f"--baseline is timed in the network and aligned sections, which --only {','.join(sections)} "
                          "leaves out")
     work = Path(work)
+    check_work_folder(work)
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"machine": hardware(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "settings": {"crops": crops, "photos": photos, "repeats": repeats, "threads": threads,
@@ -315,7 +332,8 @@ def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = No
     if not result["bytecode"]["compiled"]:
         log(f"warning: could not write bytecode under {result['bytecode']['package']}: every facemtl process "
             "will compile its modules first (about 90 ms), a cost an installed package does not pay")
-    prep = prepare(work, data, crops, photos, log, baseline)
+    # (the stream section makes its own test video: nothing to prepare for it alone)
+    prep = prepare(work, data, crops, photos, log, baseline, sections) if set(sections) - {"stream"} else {}
     if "network" in sections:
         result["network"] = network_rows(prep, threads, seconds, log)
     if "aligned" in sections:
