@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -288,3 +289,68 @@ def test_a_task_named_like_the_level_field_of_levels_the_data_names_is_refused(u
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_named_scale_is_filtered_by_its_levels_names(db_url, tmp_path):
+    """The Left list (a user test's request): ``/v1/faces`` took a named scale's bounds as ranks
+    only (``?severity_min=2``), and the page showed number boxes for them. A bound takes a
+    level's name (case aside) or its rank, in the API and in ``db export --where``; anything
+    else is one sentence (422, exit 2); ``/v1/tasks`` lists the levels the page offers."""
+    pytest.importorskip("fastapi")
+    from fakes import model_info, photos
+    from fastapi.testclient import TestClient
+
+    from facemtl.cli import main
+    from facemtl.server import create_app
+    from facemtl.sinks.db import DbSink
+    from facemtl.store import Store
+    from facemtl.store.queries import parse_answer_filters
+
+    spec = {"type": "ordinal", "name": "severity", "levels": LEVELS}
+    info = model_info([spec, {"type": "ordinal", "name": "age", "min_value": 1, "max_value": 116}])
+    sink = DbSink(db_url, kind="analyze", model_info=info)
+    for r in photos(info, 30):
+        sink.write(r)
+    sink.close()
+    store = Store(db_url)
+    with TestClient(create_app(store, None)) as client:
+        every = client.get("/v1/faces", params={"limit": 500}).json()["items"]
+        ranks = [LEVELS.index(f["severity_level"]) for f in every]
+        assert len(set(ranks)) >= 3  # (the fake answers spread over the scale)
+
+        def levels_of(**params) -> list[str]:
+            r = client.get("/v1/faces", params={"limit": 500, **params})
+            assert r.status_code == 200, r.text
+            return sorted(f["severity_level"] for f in r.json()["items"])
+
+        want = sorted(LEVELS[k] for k in ranks if 1 <= k <= 2)
+        assert want and levels_of(severity_min="mild", severity_max="moderate") == want
+        assert levels_of(severity_min="MILD", severity_max="Moderate") == want  # case aside
+        assert levels_of(severity_min="1", severity_max="2") == want  # ranks, as before
+        assert levels_of(severity_min="severe") == sorted(LEVELS[k] for k in ranks if k == 3)
+        bad = client.get("/v1/faces", params={"severity_min": "awful"})
+        assert bad.status_code == 422
+        assert bad.json()["detail"] == ("query parameter 'severity_min': should be one of the levels none, mild, "
+                                        "moderate, severe (case aside) or a rank number")
+        assert client.get("/v1/faces", params={"age_min": "old"}).status_code == 422  # numbers, as before
+        tasks = {t["name"]: t for t in client.get("/v1/tasks").json()}
+        assert tasks["severity"]["levels"] == LEVELS and tasks["age"]["levels"] is None
+        openapi = client.get("/openapi.json").json()["paths"]["/v1/faces"]["get"]["parameters"]
+        described = next(p for p in openapi if p["name"] == "severity_min")["description"]
+        assert "none, mild, moderate, severe" in described
+    tasks = store.tasks()
+    store.close()
+    [f] = parse_answer_filters(["severity_min=Mild", "severity_max=2"], tasks)
+    assert (f.task, f.lo, f.hi) == ("severity", 1.0, 2.0)
+    for term, why in (("severity_min=awful", "takes a level (none, mild, moderate, severe) or its rank"),
+                      ("severity=mild", "use severity_min=mild / severity_max=mild"),
+                      ("age_min=old", "takes a number in age's units")):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            parse_answer_filters([term], tasks)
+    out = tmp_path / "mild.csv"
+    assert main(["db", "export", "faces", "--db", db_url, "--out", str(out), "--where", "severity_min=mild",
+                 "--where", "severity_max=moderate"]) == 0
+    rows = list(csv.DictReader(out.open()))  # CSV, as the file's name says (it was JSON lines)
+    assert sorted(r["severity_level"] for r in rows) == want
+    assert main(["db", "export", "faces", "--db", db_url, "--out", str(out), "--format", "jsonl"]) == 2
+    assert list(csv.DictReader(out.open())) == rows  # refused, the file kept

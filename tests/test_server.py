@@ -1312,3 +1312,37 @@ def test_a_damaged_database_is_a_503_saying_why_and_the_page_marks_its_rows_stal
         assert not page.evaluate("document.querySelector('#faces').closest('.scroll').classList.contains('stale')")
         assert errors == []
     store.close()
+
+
+def test_page_offers_a_named_scales_levels_to_filter_by(tmp_path, chromium):
+    """The Left list: the page showed number boxes for a named scale (ranks to be looked up in the
+    recipe); it offers its levels now, an address with a rank or another case selects the level,
+    and the table lists the faces the API gives for those names."""
+    levels = ["none", "mild", "moderate", "severe"]
+    info = model_info([{"type": "ordinal", "name": "severity", "levels": levels},
+                       {"type": "nominal", "name": "gender", "classes": ["male", "female"]}], name="scale")
+    url = f"sqlite:///{tmp_path / 'levels.db'}"
+    sink = DbSink(url, kind="analyze", model_info=info)
+    for r in photos(info, 20):
+        sink.write(r)
+    sink.close()
+    store = Store(url)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        options = page.eval_on_selector("select[name=severity_min]", "s => [...s.options].map(o => o.value)")
+        assert options == ["", *levels] and page.locator("input[name=severity_min]").count() == 0
+        page.select_option("select[name=severity_min]", "moderate")
+        page.click("#filters button[type=submit]")
+        wait_for(page, "location.search.includes('severity_min=moderate')")
+        wait_for(page, "[...document.querySelectorAll('#faces tbody tr')].every(r => "
+                       "/moderate|severe/.test(r.querySelector('[data-task=severity]').innerText))")
+        shown = page.locator("#faces tbody tr").count()
+        with TestClient(create_app(store, None)) as client:
+            want = client.get("/v1/faces", params={"severity_min": "moderate", "limit": 500}).json()["items"]
+        assert shown == min(len(want), 50) and want
+        for typed in ("2", "MODERATE"):  # an address written by hand: a rank, another case
+            page.goto(base + f"/?severity_min={typed}")
+            page.wait_for_selector("body[data-ready='1']")
+            assert page.eval_on_selector("select[name=severity_min]", "s => s.value") == "moderate"
+        assert errors == []
+    store.close()

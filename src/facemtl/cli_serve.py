@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from .clilog import log_to_stderr
@@ -255,6 +256,23 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
         return {"exported": n, "kind": kind, "format": fmt, "out": out or "-"}
 
 
+#: ``db export``'s formats by the suffixes that name them.
+EXPORT_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def export_format(fmt: str | None, out: str | None) -> str:
+    """``db export``'s format: ``fmt`` as given, else the one ``out``'s suffix names, else
+    JSON lines. A ``fmt`` that another suffix of ``out`` contradicts is refused (a user test:
+    ``--out mild.csv`` without ``--format`` wrote JSON lines into a file named .csv)."""
+    named = EXPORT_SUFFIXES.get(Path(out).suffix.lower()) if out else None
+    if fmt is None:
+        return named or "jsonl"
+    if named is not None and named != fmt:
+        raise ValueError(f"--out {out} names a {'CSV' if named == 'csv' else 'JSON lines'} file, but --format {fmt} "
+                         "writes the other: leave --format out, or name the file for it")
+    return fmt
+
+
 def _check_export_file(out: str, database: str | None) -> None:
     """Refuse an export file that is the SQLite database itself (opening it for writing emptied
     the database), a folder, or in a folder that does not exist, before anything is opened."""
@@ -348,7 +366,8 @@ def db_args(p: argparse.ArgumentParser) -> None:
     delete.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
     export = sub.add_parser("export", **sub_kw, help="write stored faces or tracks as CSV or JSON lines")
     export.add_argument("kind", choices=["faces", "tracks"], help="what to write: one row per face or per track")
-    export.add_argument("--format", default="jsonl", choices=["csv", "jsonl"], help="CSV or JSON lines")
+    export.add_argument("--format", choices=["csv", "jsonl"],
+                        help="CSV or JSON lines (default: as --out's suffix says, .csv or .jsonl; else JSON lines)")
     export.add_argument("--out", metavar="FILE", help="default: standard output")
     db_flag(export)
     export.add_argument("--since", type=_time, metavar="TIME",
@@ -368,7 +387,8 @@ def db_run(a: argparse.Namespace) -> int:
         print(json.dumps(done))
         return 1 if done["left_running"] and not a.dry_run else 0
     done = db_command(a.action, a.db, getattr(a, "older_than", None), getattr(a, "kind", "faces"),
-                      getattr(a, "format", "jsonl"), getattr(a, "out", None), getattr(a, "since", None),
+                      export_format(getattr(a, "format", None), getattr(a, "out", None)),
+                      getattr(a, "out", None), getattr(a, "since", None),
                       getattr(a, "until", None), getattr(a, "source", None), getattr(a, "session", None),
                       getattr(a, "where", None))
     print(json.dumps(done), file=sys.stderr if a.action == "export" else sys.stdout)

@@ -116,7 +116,7 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
     def tasks() -> Any:
         """The tasks this server knows (its model's, then those stored sessions recorded), with
         their classes, their filter parameters and their fields."""
-        return [{"name": f.task.name, "classes": f.classes, "filters": f.params,
+        return [{"name": f.task.name, "classes": f.classes, "levels": f.levels, "filters": f.params,
                  "fields": list(task_fields(f.task)), "groups": f.task.group_names()} for f in filters]
 
     @router.post("/analyze", response_model=schemas.Analysis, dependencies=[*deps, Depends(_one_file)],

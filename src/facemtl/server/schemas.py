@@ -99,6 +99,9 @@ class TaskInfo(BaseModel):
     #: The classes a classification task picks from, then any other class name an earlier model
     #: of the task's name stored faces under (its filter takes them all); ``None`` for numeric tasks.
     classes: Optional[list[str]]
+    #: A named scale's levels, ranks 0..K-1 in order (its ``_min`` / ``_max`` take their names);
+    #: ``None`` for any other task.
+    levels: Optional[list[str]] = None
     #: The query parameters that filter on the task (``gender`` or ``age_min`` / ``age_max``).
     filters: list[str]
     #: The fields its answers have in a face record.

@@ -89,11 +89,28 @@ def filter_classes(task: Any, stored: dict[str, list[str]] | None = None) -> lis
     return names + [n for n in (stored or {}).get(task.name, []) if n not in names]
 
 
+def bound_value(task: Any, text: str) -> float | None:
+    """A range bound as typed (``?severity_min=mild``, ``--where severity_min=1``): a finite
+    number in the task's units, or on a named scale (:meth:`Task.level_names`, which name the
+    ranks 0..K-1) a level's name, case aside, read as its rank; ``None`` if it is neither."""
+    levels = task.level_names()
+    if levels:
+        folded = [x.casefold() for x in levels]
+        if text.strip().casefold() in folded:
+            return float(folded.index(text.strip().casefold()))
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if abs(number) != float("inf") and number == number else None
+
+
 def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any],
                          stored: dict[str, list[str]] | None = None) -> list[AnswerFilter]:
-    """``TASK=CLASS`` (repeat for several classes: any matches), ``TASK_min=X``, ``TASK_max=X``:
-    the API's filter parameters as ``db export --where`` takes them. ``ValueError`` in one
-    sentence for an unknown task, a class it does not have, or a bound that is not a number.
+    """``TASK=CLASS`` (repeat for several classes: any matches), ``TASK_min=X``, ``TASK_max=X``
+    (a number, or a named scale's level: :func:`bound_value`): the API's filter parameters as
+    ``db export --where`` takes them. ``ValueError`` in one sentence for an unknown task, a
+    class it does not have, or a bound that is neither.
     ``stored``: more class names per task (:func:`stored_class_names`: an earlier model's)."""
     by_name = {t.name: t for t in tasks}
     classes: dict[str, list[str]] = {}
@@ -109,18 +126,19 @@ def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any],
         names = filter_classes(task, stored)
         if not end:
             if names is None:
-                raise ValueError(f"--where {term!r}: task {name!r} has values, not classes: use {name}_min / {name}_max")
+                levels = task.level_names()
+                example = f"{name}_min={levels[1]} / {name}_max={levels[1]}" if levels else f"{name}_min / {name}_max"
+                raise ValueError(f"--where {term!r}: task {name!r} has values, not classes: use {example}")
             if value not in names:
                 raise ValueError(f"--where {term!r}: task {name!r} has the classes {', '.join(names)}")
             classes.setdefault(name, []).append(value)
         else:
-            try:
-                number = float(value)
-            except ValueError:
-                number = float("nan")
-            if names is not None or number != number or abs(number) == float("inf"):
-                raise ValueError(f"--where {term!r}: {key} takes a number in {name}'s units"
-                                 if names is None else f"--where {term!r}: task {name!r} has classes: use {name}=CLASS")
+            number = bound_value(task, value) if names is None else None
+            if number is None:
+                levels = task.level_names()
+                raise ValueError(f"--where {term!r}: task {name!r} has classes: use {name}=CLASS" if names is not None
+                                 else f"--where {term!r}: {key} takes a level ({', '.join(levels)}) or its rank"
+                                 if levels else f"--where {term!r}: {key} takes a number in {name}'s units")
             bounds.setdefault(name, {})[end] = number
     return ([AnswerFilter(n, classes=c) for n, c in classes.items()]
             + [AnswerFilter(n, lo=b.get("min"), hi=b.get("max")) for n, b in bounds.items()])

@@ -153,6 +153,14 @@ function buildFilters() {
         label.append(input, " " + c);
         fs.appendChild(label);
       }
+    } else if (t.levels) {  // a named scale: its levels to pick from (the API takes their names)
+      for (const [param, word] of [[t.filters[0], "min"], [t.filters[1], "max"]]) {
+        const select = document.createElement("select");
+        select.name = param;
+        select.append(new Option(`(any ${word})`, ""), ...t.levels.map((l) => new Option(l, l)));
+        select.setAttribute("aria-label", `${t.name} ${word}`);
+        fs.appendChild(select);
+      }
     } else {
       for (const [param, word] of [[t.filters[0], "min"], [t.filters[1], "max"]]) {
         const input = document.createElement("input");
@@ -195,6 +203,18 @@ function applyFilters() {
   refresh();
 }
 
+// a filter's input set to `value`; a level's select box also takes the level's rank or another
+// case of its name (an address written by hand, or by a script: the API takes both)
+function setValue(input, value) {
+  if (input.tagName === "SELECT" && value !== "") {
+    const options = [...input.options].slice(1);
+    const named = options.find((o) => o.value.toLowerCase() === value.toLowerCase());
+    const ranked = /^\d+$/.test(value) ? options[Number(value)] : undefined;
+    value = (named || ranked || { value: "" }).value;
+  }
+  input.value = value;
+}
+
 // the task filters' inputs as `params` say (of the tasks the page has)
 function setTaskInputs(params) {
   const form = $("#filters");
@@ -203,7 +223,7 @@ function setTaskInputs(params) {
       const values = params.getAll(param);
       for (const input of form.querySelectorAll(`[name="${CSS.escape(param)}"]`)) {
         if (input.type === "checkbox") input.checked = values.includes(input.value);
-        else input.value = values.length ? values[0] : "";
+        else setValue(input, values.length ? values[0] : "");
       }
     }
   }
@@ -228,7 +248,7 @@ function formFromUrl() {
       form.elements.session.value = value;
     } else {
       for (const input of form.querySelectorAll(`[name="${CSS.escape(name)}"]`)) {
-        if (input.type === "checkbox") { if (input.value === value) input.checked = true; } else input.value = value;
+        if (input.type === "checkbox") { if (input.value === value) input.checked = true; } else setValue(input, value);
       }
     }
   }
