@@ -112,3 +112,31 @@ def test_report_cells_keep_two_significant_digits():
     assert fmt({"mean": 0.0949, "std": 0.004, "values": [1, 2]}, mse) == "0.095 ± 0.004"
     assert fmt({"mean": 122.94, "std": 6.3, "values": [1, 2]}, mse) == "122.9 ± 6.3"  # age's, as before
     assert fmt({"mean": 7.624, "std": 0.24, "values": [1, 2]}, mae) == "7.62 ± 0.24"
+
+
+def test_cs_steps_follow_the_tasks_units():
+    """The Left list: CS(k) counted errors in whole units whatever the task, so a 0..1 score read
+    CS(1) = 100 % for any model. Its steps are hundredths of the range now; ages and ranks keep
+    steps of 1 (paper eq. 17), and metrics saved before steps were recorded read as steps of 1."""
+    from facemtl.tasks import build_task
+
+    score = build_task({"type": "regression", "name": "quality", "min_value": 0, "max_value": 1})
+    rating = build_task({"type": "regression", "name": "rating", "min_value": 0, "max_value": 10})
+    age = build_task({"type": "ordinal", "name": "age", "min_value": 1, "max_value": 116})
+    age_reg = build_task({"type": "regression", "name": "age", "min_value": 1, "max_value": 116})
+    levels = build_task({"type": "ordinal", "name": "severity", "levels": ["none", "mild", "severe"]})
+    assert (score.cs_step(), rating.cs_step(), age.cs_step(), age_reg.cs_step(), levels.cs_step()) == (
+        0.01, 0.1, 1.0, 1.0, 1.0)
+    true = np.array([0.50, 0.50, 0.50, 0.50])
+    pred = np.array([0.50, 0.52, 0.55, 0.70])  # errors 0, 0.02, 0.05, 0.2
+    m = score.metrics(pred, true)
+    assert m["cs_step"] == 0.01 and m["cs"]["0"] == 0.25 and m["cs"]["2"] == 0.5 and m["cs"]["5"] == 0.75
+    assert m["cs"]["10"] == 0.75  # 0.2 is past ten hundredths
+    assert score.cs_label(5, m) == "CS(0.05)" and "CS(0.05) 0.750" in score.metrics_text({**m, "baseline": {"mae": 0}})
+    curve = score.cumulative_curve(m)
+    assert curve[0.05] == 0.75 and sorted(curve)[:3] == [0.0, 0.01, 0.02]
+    assert [c.header for c in score.metric_columns() if c.key == "cs5"] == ["CS(0.05)"]
+    a = age.metrics(np.array([30.0, 33.0, 40.0]), np.array([30.0, 30.0, 30.0]))
+    assert a["cs_step"] == 1.0 and a["cs"]["3"] == pytest.approx(2 / 3) and age.cs_label(5, a) == "CS(5)"
+    old = {k: v for k, v in m.items() if k != "cs_step"}  # a run saved before: steps of 1
+    assert sorted(score.cumulative_curve(old))[:2] == [0, 1] and score.cs_label(5, old) == "CS(5)"

@@ -31,10 +31,12 @@ def mse(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean((np.asarray(pred, float) - np.asarray(true, float)) ** 2)) if len(true) else float("nan")
 
 
-def cumulative_score(pred: np.ndarray, true: np.ndarray, ks: Iterable[int] = range(11)) -> dict[int, float]:
-    """``CS(k)`` = fraction of samples with ``|pred - true| <= k`` (paper eq. 17), per k."""
+def cumulative_score(pred: np.ndarray, true: np.ndarray, ks: Iterable[int] = range(11),
+                     step: float = 1.0) -> dict[int, float]:
+    """``CS(k)`` = fraction of samples with ``|pred - true| <= k * step`` (paper eq. 17, where
+    ``step`` is a year), per k."""
     err = np.abs(np.asarray(pred, float) - np.asarray(true, float))
-    return {int(k): (float(np.mean(err <= k + 1e-9)) if len(err) else float("nan")) for k in ks}
+    return {int(k): (float(np.mean(err <= (k + 1e-9) * step)) if len(err) else float("nan")) for k in ks}
 
 
 def to_groups(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
@@ -86,13 +88,16 @@ def confusion_matrix(pred: np.ndarray, true: np.ndarray, num_classes: int) -> np
     return m
 
 
-def regression_metrics(pred: np.ndarray, true: np.ndarray, edges: Sequence[float], whole: bool | None = None) -> dict:
-    """MAE, MSE, CS(0..10) and group accuracy (age groups, or ``edges``' bands) for ordinal and
+def regression_metrics(pred: np.ndarray, true: np.ndarray, edges: Sequence[float], whole: bool | None = None,
+                       cs_step: float = 1.0) -> dict:
+    """MAE, MSE, CS(0..10) in steps of ``cs_step`` (``cs``, keyed by the step count ``"0"`` ..
+    ``"10"``; ``cs_step``) and group accuracy (age groups, or ``edges``' bands) for ordinal and
     regression tasks (``whole``: values are whole numbers, see :func:`group_names`)."""
     return {
         "mae": mae(pred, true),
         "mse": mse(pred, true),
-        "cs": {str(k): v for k, v in cumulative_score(pred, true).items()},
+        "cs": {str(k): v for k, v in cumulative_score(pred, true, step=cs_step).items()},
+        "cs_step": float(cs_step),
         "group_accuracy": group_accuracy(pred, true, edges, whole),
         "groups": group_names(edges, whole),
         "n": int(len(true)),

@@ -77,7 +77,7 @@ def loss_curves(records: list[dict[str, Any]], tasks: Sequence[str]) -> bytes:
     return _png(fig)
 
 
-def cs_curves(curves: dict[str, dict[int, float]], task: str, unit: str = "") -> bytes:
+def cs_curves(curves: dict[str, dict[float, float]], task: str, unit: str = "") -> bytes:
     """Cumulative score CS(k) (paper eq. 17): share of test faces with |error| <= k (in ``unit``, years for age)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -175,7 +175,8 @@ def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
     groups = _groups_text(data)
     s.add(Para(f"Test-split metrics, mean ± sample standard deviation over {n} seed(s). Accuracies in %; MAE "
                "and MSE in each numeric task's label units (years for age) and their squares; CS(5): share of "
-               "faces whose error is at most 5 such units; other columns as their task defines them."
+               "faces whose error is at most 5 such units (5 hundredths of the range, CS(0.05), for a "
+               "narrow continuous value such as a 0..1 score); other columns as their task defines them."
                + (f" Group accuracy: the prediction falls in the true group ({groups})." if groups else "")))
     s.add(Table(["variant", "what it is", "seeds"] + [f"{t} {c.header}" for t, c in cols] + ["min / run"], rows))
     protocol = protocol_of(data.base_config)
@@ -275,7 +276,7 @@ def _cumulative(data: ReportInput) -> Section:
         if curves:
             ks = sorted(next(iter(curves.values())))
             s.add(Image(f"cs_{task.name}.png", figures.cs_curves(curves, task.name, task.unit), f"CS(k) of {task.name}, every variant"))
-            s.add(Table(["variant"] + [f"k={k}" for k in ks], rows, f"CS(k) of {task.name} in %"))
+            s.add(Table(["variant"] + [f"k={k:g}" for k in ks], rows, f"CS(k) of {task.name} in %"))
     return s
 
 

@@ -314,9 +314,10 @@ class Task:
         v = np.asarray(values, float)
         return np.array(["?" if np.isnan(x) else self.describe(x) for x in v], dtype=object)
 
-    def cumulative_curve(self, metrics: dict[str, Any]) -> dict[int, float] | None:
+    def cumulative_curve(self, metrics: dict[str, Any]) -> dict[float, float] | None:
         """CS(k), the share of faces with an error of at most k units (paper eq. 17, Fig. 4), from
-        a :meth:`metrics` result, for tasks with a numeric error; ``None`` for the others."""
+        a :meth:`metrics` result, keyed by the error level k in the task's units; for tasks with
+        a numeric error, ``None`` for the others."""
         return None
 
     def confusion(self, pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, list[str]] | None:

@@ -7,6 +7,7 @@ and :mod:`facemtl.tasks.regression`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -60,6 +61,23 @@ class NumericTask(Task):
     @property
     def unit(self) -> str:
         return "years" if self.reads_ages else ""
+
+    def cs_step(self) -> float:
+        """The error one step k of CS(k) stands for: 1 (a year, a rank) where answers are whole,
+        are ages, or span 30 units or more; else the power of ten nearest a hundredth of the
+        range (0.01 for a 0..1 score, 0.1 for 0..10), so that CS(0..10) shows the errors that
+        occur: in steps of 1, a 0..1 score read CS(1) = 100 % for any model (a user test)."""
+        span = float(self.max_value - self.min_value)
+        if self.whole_values or self.reads_ages or span >= 30 or span <= 0:
+            return 1.0
+        return float(10.0 ** round(math.log10(span / 100)))
+
+    def cs_label(self, k: int, metrics: dict[str, Any] | None = None) -> str:
+        """``CS(5)`` for ages; ``CS(0.05)`` for a 0..1 score: the error level, in the task's
+        units, that ``k`` steps of a :meth:`metrics` result stand for (saved before steps were
+        recorded: 1)."""
+        step = (metrics or {}).get("cs_step", self.cs_step() if metrics is None else 1.0)
+        return f"CS({k * step:.6g})"
 
     @property
     def error_step(self) -> float | None:
@@ -133,10 +151,11 @@ class NumericTask(Task):
 
     def metric_columns(self) -> list[MetricColumn]:
         return [MetricColumn("mae", "MAE", lower_is_better=True), MetricColumn("mse", "MSE", lower_is_better=True),
-                MetricColumn("cs5", "CS(5)", percent=True), MetricColumn("group_accuracy", "group acc.", percent=True)]
+                MetricColumn("cs5", self.cs_label(5), percent=True),
+                MetricColumn("group_accuracy", "group acc.", percent=True)]
 
     def scalar_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
-        """MAE, MSE, group accuracy and ``cs5`` = CS(5) (paper eq. 17)."""
+        """MAE, MSE, group accuracy and ``cs5`` = CS(5) (paper eq. 17; five of :meth:`cs_step`)."""
         out = {k: float(metrics[k]) for k in ("mae", "mse", "group_accuracy") if k in metrics}
         if "cs" in metrics:
             out["cs5"] = float(metrics["cs"]["5"])
@@ -147,14 +166,14 @@ class NumericTask(Task):
 
     def metrics_text(self, metrics: dict[str, Any]) -> str:
         cs = metrics["cs"]
-        return (f"MAE {metrics['mae']:.3f}  MSE {metrics['mse']:.2f}  CS(5) {cs['5']:.3f}  group accuracy "
+        return (f"MAE {metrics['mae']:.3f}  MSE {metrics['mse']:.2f}  {self.cs_label(5, metrics)} {cs['5']:.3f}  group accuracy "
                 f"{metrics['group_accuracy']:.4f} (median baseline MAE {metrics['baseline']['mae']:.3f}, "
                 f"n={metrics['n']})\n  groups: {', '.join(metrics['groups'])}")
 
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
         m = valid(true)
         out = regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges,
-                                 self.whole_groups)
+                                 self.whole_groups, self.cs_step())
         out["groups"] = self._group_labels(self.group_edges)  # (a named scale's levels, not its ranks)
         return out
 
@@ -188,8 +207,9 @@ class NumericTask(Task):
         v = np.floor(np.asarray(values, float) / width)
         return np.where(np.isnan(v), -1, v).astype(np.int64)
 
-    def cumulative_curve(self, metrics: dict[str, Any]) -> dict[int, float]:
-        return {int(k): float(v) for k, v in (metrics.get("cs") or {}).items()}
+    def cumulative_curve(self, metrics: dict[str, Any]) -> dict[float, float]:
+        step = float(metrics.get("cs_step", 1.0))  # (saved before steps were recorded: 1)
+        return {round(int(k) * step, 9): float(v) for k, v in (metrics.get("cs") or {}).items()}
 
     @property
     def subgroup_column(self) -> str:
