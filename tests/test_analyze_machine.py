@@ -185,7 +185,7 @@ def test_skip_stored_goes_on_after_a_stopped_run_without_storing_faces_twice(cro
     capsys.readouterr()
     assert main(["analyze", str(crops), "--aligned", "--json", "--db", str(db), "--skip-stored", "--no-progress"]) == 0
     out, err = capsys.readouterr()
-    assert "--skip-stored: 30 of 70 files have faces stored by an earlier run; analysing the other 40" in err
+    assert "--skip-stored: 30 of 70 files were analysed by an earlier run (faces stored, or none found); analysing the other 40" in err
     assert sorted(json.loads(line)["file"] for line in out.splitlines()) == sorted(map(str, sorted(crops.iterdir())[30:]))
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
@@ -194,7 +194,7 @@ def test_skip_stored_goes_on_after_a_stopped_run_without_storing_faces_twice(cro
     assert len(files) == 70 == len(set(files))  # each face once (was: the first 30 twice)
     # everything stored already: nothing to do is no error
     assert main(["analyze", str(crops), "--aligned", "--db", str(db), "--skip-stored", "--no-progress"]) == 0
-    assert "70 of 70 files have faces stored" in capsys.readouterr().err
+    assert "70 of 70 files were analysed" in capsys.readouterr().err
     assert main(["analyze", str(crops), "--aligned", "--skip-stored", "--no-progress"]) == 2
     assert "--skip-stored leaves out the files whose faces a results database holds: add --db URL" in \
         capsys.readouterr().err
@@ -250,7 +250,7 @@ def test_skip_stored_finds_files_named_oddly(crops, tmp_path, capsys):
     assert main(["analyze", typed, "--aligned", "--json", "--db", str(db), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["analyze", typed, "--aligned", "--json", "--db", str(db), "--skip-stored", "--no-progress"]) == 0
-    assert "2 of 2 files have faces stored by an earlier run; analysing the other 0" in capsys.readouterr().err
+    assert "2 of 2 files were analysed by an earlier run (faces stored, or none found); analysing the other 0" in capsys.readouterr().err
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT file FROM faces")).scalars().all()
@@ -271,3 +271,40 @@ def test_records_in_an_encoding_with_a_byte_order_mark_carry_it_once(tmp_path):
     data = path.read_bytes()
     assert data.count(b"\xef\xbb\xbf") == 1 and data.startswith(b"\xef\xbb\xbf")
     assert len(path.read_text(encoding="utf-8-sig").splitlines()) == 3
+
+
+def test_skip_stored_leaves_out_the_photos_without_a_face_too(tmp_path, capsys):
+    """The Left list: photos without a face stored nothing, so ``--skip-stored`` read them again
+    (a folder of empty frames, a detector pass each). Schema 0004 records them; an unreadable
+    file is still tried again; retention deletes the records, then their session."""
+    import shutil
+
+    import sqlalchemy as sa
+    from PIL import Image
+
+    from facemtl.store import Store
+
+    pytest.importorskip("sqlalchemy")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg", photos / "a.jpg")
+    Image.new("RGB", (320, 240), (120, 130, 140)).save(photos / "empty.png")
+    (photos / "broken.jpg").write_bytes(b"not a photo")
+    db = tmp_path / "r.db"
+    assert main(["analyze", str(photos), "--db", str(db), "--json", "--no-progress"]) == 0
+    statuses = {Path(r["file"]).name: r["status"] for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert statuses == {"a.jpg": "ok", "empty.png": "no_face", "broken.jpg": "error"}
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT file FROM no_face_files")).scalars().all() == [str(photos / "empty.png")]
+    # (exit 1: of what was left, nothing could be read)
+    assert main(["analyze", str(photos), "--db", str(db), "--json", "--skip-stored", "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "2 of 3 files were analysed by an earlier run (faces stored, or none found); analysing the other 1" in err
+    assert [Path(json.loads(line)["file"]).name for line in out.splitlines()] == ["broken.jpg"]
+    with Store(f"sqlite:///{db}") as store:
+        gone = store.purge(0)
+    assert gone["no_face_files"] == 1 and gone["sessions"] == 2 and gone["faces"] == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM sessions")).scalar_one() == 0
+    engine.dispose()

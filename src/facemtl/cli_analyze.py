@@ -102,8 +102,9 @@ def analyze(
                     if done_before:
                         files = [f for f, a in zip(files, absolute) if a not in done_before]
                         todo = itertools.takewhile(lambda _: not received, files)
-                    print(f"facemtl: --skip-stored: {len(done_before):,} of {len(absolute):,} files have faces "
-                          f"stored by an earlier run; analysing the other {len(files):,}", file=sys.stderr)
+                    print(f"facemtl: --skip-stored: {len(done_before):,} of {len(absolute):,} files were "
+                          f"analysed by an earlier run (faces stored, or none found); analysing the other "
+                          f"{len(files):,}", file=sys.stderr)
                 with _naming_our_output():  # (a CSV header, the records of missing paths)
                     out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
                     for m, why in missing_why:
@@ -254,9 +255,9 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
                    help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
     _db_flags(p)
     p.add_argument("--skip-stored", action="store_true",
-                   help="with --db: leave out the files whose faces an earlier 'analyze' stored in that database, "
-                        "to go on after a stopped run without storing them twice (photos without a face are "
-                        "analysed again: they store nothing)")
+                   help="with --db: leave out the files an earlier 'analyze' stored faces of, or found no face "
+                        "in, in that database, to go on after a stopped run without storing them twice (files "
+                        "that could not be read are tried again)")
 
 
 

@@ -20,6 +20,8 @@ Tables (times are seconds since the epoch, UTC, as ``double precision``):
   index.
 * ``thumbnails`` (off by default: faces are personal data) and ``snapshots`` (the
   latest annotated frame of each live source, for the operator's live view).
+* ``no_face_files``: the files an ``analyze`` session read and found no face in (the
+  faces' rows name the others), so that ``analyze --skip-stored`` does not read them again.
 
 Why answers are stored twice, as rows and as a document: tasks come from the model (a
 user trains their own), so there can be no column per task. Rows with indexes on
@@ -200,3 +202,19 @@ class Snapshot(Base):
 
 #: Every table, for migrations and tests.
 TABLES = Base.metadata.tables
+
+
+class NoFaceFile(Base):
+    """A file an ``analyze`` session read and found no face in: with the files its faces
+    name, what ``analyze --skip-stored`` leaves out (schema 0004). A path and a time, no
+    personal data; retention deletes it by its time, a session's deletion with the session."""
+
+    __tablename__ = "no_face_files"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    #: The absolute, normalised path, as ``analyze --db`` stores a face's file.
+    file: Mapped[str] = mapped_column(sa.String(1000), index=True)
+    #: When it was read (wall clock).
+    time: Mapped[float] = mapped_column(index=True)

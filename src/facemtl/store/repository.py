@@ -20,7 +20,7 @@ from . import queries
 from .engine import StoreError, cannot_open, create_db_engine, database_url, read_only, redacted
 from .export import write_records
 from .migrate import current_revision, head_revision, newer_schema, upgrade
-from .models import Face, Session, Snapshot, Source, Thumbnail, Track
+from .models import Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track
 from .retention import erase, purge
 from .rows import tasks_from_specs
 from .stats import count_groups
@@ -129,8 +129,9 @@ class Store:
 
     def stored_files(self, files: Sequence[str]) -> set[str]:
         """Those of ``files`` (absolute, normalised paths, as ``analyze --db`` stores them) whose
-        faces an ``analyze`` session already stored; ``analyze --skip-stored`` leaves them out.
-        Photos without a face store nothing, so they are never among them. Names are compared
+        faces an ``analyze`` session already stored, or in which one found no face (schema 0004:
+        ``no_face_files``); ``analyze --skip-stored`` leaves them out. A file that could not be
+        read is not among them (it is tried again). Names are compared
         as stored (:func:`~facemtl.store.writer.clean_text`: undecodable bytes read as U+FFFD, so
         two names that differ only there count as one). One pass over the analyze sessions'
         faces (through their session index), whatever the number of files asked about."""
@@ -142,8 +143,9 @@ class Store:
         found: set[str] = set()
         sessions = sa.select(Session.id).where(Session.kind == "analyze")
         with self.engine.connect() as conn:
-            for name in conn.execute(sa.select(Face.file).distinct().where(
-                    Face.session_id.in_(sessions), Face.file.is_not(None))).scalars():
+            for name in conn.execute(sa.union(
+                    sa.select(Face.file).where(Face.session_id.in_(sessions), Face.file.is_not(None)),
+                    sa.select(NoFaceFile.file))).scalars():
                 found.update(wanted.get(name, ()))
         return found
 

@@ -14,7 +14,7 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from .models import Face, Session, Snapshot, Source, Thumbnail, Track
+from .models import Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track
 
 SLICE = 5000
 #: Seconds a writer may go without beating while it retries a database that went away (DbSink's back-off).
@@ -47,8 +47,9 @@ def _live_sessions() -> sa.Select:
 
 
 def purge(engine: Engine, older_than_days: float, now: float | None = None) -> dict[str, int]:
-    """Delete faces, tracks, snapshots, and then finished sessions and idle sources left
-    with nothing, older than ``older_than_days``; returns how many of each went."""
+    """Delete faces, tracks, snapshots, the records of files without a face, and then finished
+    sessions and idle sources left with nothing, older than ``older_than_days``; returns how
+    many of each went."""
     if not (older_than_days >= 0 and math.isfinite(older_than_days)):
         raise ValueError(f"older-than must be a number of days, zero or more, not {older_than_days:g}")
     cutoff = (now if now is not None else time.time()) - older_than_days * 86400
@@ -62,12 +63,15 @@ def purge(engine: Engine, older_than_days: float, now: float | None = None) -> d
     _delete_in_slices(engine, Track.__table__, Track.id, sa.and_(Track.ended < cutoff, ~followed), out, "tracks")
     with engine.begin() as conn:
         out["snapshots"] = conn.execute(sa.delete(Snapshot).where(Snapshot.time < cutoff)).rowcount
+    _delete_in_slices(engine, NoFaceFile.__table__, NoFaceFile.id, NoFaceFile.time < cutoff, out, "no_face_files")
+    with engine.begin() as conn:
         # Only ended sessions and sources not running: a writer waiting days on its camera beats
         # nothing, and deleting its rows would make it drop every later result (a writer killed
         # without closing is ended by the next writer on its machine: SessionWriter)
         empty = sa.and_(Session.ended.is_not(None), Session.ended < cutoff,
                         ~sa.exists().where(Face.session_id == Session.id),
-                        ~sa.exists().where(Track.session_id == Session.id))
+                        ~sa.exists().where(Track.session_id == Session.id),
+                        ~sa.exists().where(NoFaceFile.session_id == Session.id))
         out["sessions"] = conn.execute(sa.delete(Session).where(empty)).rowcount
         idle = sa.and_(Source.state != "running", sa.func.coalesce(Source.last_seen, Source.created) < cutoff,
                        ~sa.exists().where(Face.source_id == Source.id),

@@ -47,9 +47,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..inference.model_info import ModelInfo
-from ..inference.results import FaceResult, ImageResult, TrackResult
+from ..inference.results import NO_FACE, FaceResult, ImageResult, TrackResult
 from .engine import StoreError, data_error
-from .models import Answer, Face, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
+from .models import Answer, Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for, face_fields
 from .sessions import end_dead_sessions
 
@@ -124,6 +124,8 @@ class _Image:
     at: float  # wall clock
     faces: list[FaceResult]
     thumbnails: list[bytes | None] | None
+    #: A file an ``analyze`` session read and found no face in (recorded in ``no_face_files``).
+    no_face: bool = False
 
 
 @dataclass
@@ -206,7 +208,9 @@ class SessionWriter:
         self.pending.images.append(_Image(clean_text(result.source, SOURCE_LENGTH),
                                           clean_text(result.file, FILE_LENGTH), result.frame, result.time,
                                           result.wall_time if result.wall_time is not None else now, list(result.faces),
-                                          list(thumbnails) if thumbnails is not None else None))
+                                          list(thumbnails) if thumbnails is not None else None,
+                                          self.kind == "analyze" and result.status == NO_FACE
+                                          and bool(result.file)))
         self.pending.faces += len(result.faces)
         self.pending.since = self.pending.since or now
         if self.kind == "stream":  # one result is one frame of its source, with faces or without
@@ -465,6 +469,9 @@ class SessionWriter:
                                   score=f.score, landmarks=f.landmarks, model_name=self.model_name,
                                   model_version=self.model_version, fields=face_fields(f)))
                 extras.append((f, at, thumbs[k] if thumbs is not None and k < len(thumbs) else None))
+        empty = [dict(session_id=self.session_id, file=r.file, time=r.at) for r in pending.images if r.no_face]
+        if empty:  # (what --skip-stored leaves out besides the files whose faces are stored)
+            conn.execute(sa.insert(NoFaceFile), empty)
         if not faces:
             return 0
         ids = conn.execute(sa.insert(Face).returning(Face.id, sort_by_parameter_order=True), faces).scalars().all()
