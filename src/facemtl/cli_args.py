@@ -8,6 +8,7 @@ import argparse
 import errno
 import io
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -72,3 +73,15 @@ def stderr_line(line: str) -> None:
     two of them into one garbled line."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def model_file(path: str | Path) -> str:
+    """``path``, or the ``best.pt`` of the run folder it names (a folder is no model file, and a
+    person naming a run means its best epoch); one sentence for a folder without ``best.pt``."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return str(path)
+    if (folder / "best.pt").is_file():
+        return str(folder / "best.pt")
+    raise FileNotFoundError(f"{path} is a folder, not a model file, and holds no best.pt; pass a model file "
+                            f"such as {folder / 'best.pt'} or one from 'facemtl export'")
