@@ -179,7 +179,7 @@ def report(path: str, out: str | None = None, gradcam: bool = True, samples: int
     """Write the HTML / Markdown / PNG report of a run or experiment folder; returns the HTML file.
 
     ``groups``: the bias study's grouping columns as task names (``"age,gender"`` or a list);
-    ``None``: the default of :func:`facemtl.report.writer.bias_groups`."""
+    ``None``: the default of :func:`facemtl.report.bias.bias_groups`."""
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
