@@ -129,3 +129,26 @@ def test_csv_data_mistakes_end_in_one_sentence(tmp_path, capsys):
     assert train("{name: gender, type: nominal, label: sex}", manifest).startswith(
         "task 'gender' has no labelled face in the training split")
     assert "but 1 row(s) hold 7" in train(gender, numeric)
+
+
+def test_an_ensemble_check_compares_faces_whichever_way_each_file_records_its_folder(utkface_root, monkeypatch):
+    """A user test: the shipped model records '../shared/data/utkface' and a run records the
+    folder absolute, so their face paths never met and an ensemble of the two was scored on
+    136 of 200 faces the shipped model trained on, without a word."""
+    import copy
+
+    from facemtl.data.model_data import check_held_out, model_data
+    from facemtl.inference import default_model_path, load_predictor
+
+    shipped = load_predictor(default_model_path()).info
+    monkeypatch.chdir(utkface_root.parent)
+    relative = copy.deepcopy(shipped)
+    relative.extra["data"] = {**shipped.extra["data"], "root": os.path.join("..", utkface_root.parent.name,
+                                                                            utkface_root.name), "limit": 2000}
+    absolute = copy.deepcopy(relative)
+    absolute.extra["data"] = {**relative.extra["data"], "root": str(utkface_root), "split_seed": 7}
+    scored = model_data(absolute).test.paths  # another split of the same faces: most were trained on by the other
+    with pytest.raises(ValueError, match=r"b was trained on another split than a: \d+ of the test faces scored are "
+                                         r"among its train faces"):
+        check_held_out(scored, "test", [("a", absolute), ("b", relative)])
+    check_held_out(model_data(relative).test.paths, "test", [("b", relative), ("b again", relative)])

@@ -95,7 +95,7 @@ def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data:
     that decide a split (dataset, fractions, split seed or training seed, limit, ...) may be
     spelled differently and still give the same split (``split_seed: 0`` beside ``seed: 0``).
     """
-    from .data.model_data import model_data
+    from .data.model_data import model_data, same_files
     from .inference import load_predictor
 
     info = load_predictor(network, device="cpu").info
@@ -103,8 +103,8 @@ def _check_same_split(network: str, checkpoint: str, tasks: Sequence[str], data:
     if missing:
         raise ValueError(f"{network} does not answer task {missing[0]!r}, which the fusion file covers")
     theirs = model_data(info, data_root)
-    for part in ("train", "val", "test"):
-        if list(theirs.split(part).paths) != list(data.split(part).paths):
+    for part in ("train", "val", "test"):  # (as resolved paths: a relative data folder is the same folder)
+        if same_files(theirs.split(part).paths) != same_files(data.split(part).paths):
             raise ValueError(f"{network} was trained on another split than {checkpoint} (its {part} faces "
                              "differ): the descriptor classifiers may have seen its test faces")
 

@@ -8,6 +8,7 @@ test split from an exported file as from its checkpoint.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,6 +34,10 @@ def recorded_data(info: Any, data_root: str | None = None) -> tuple[Any, int]:
         cfg.group_copies = False
     if data_root:
         cfg.root = str(data_root)
+    # absolute, so that two files' face paths compare as paths whichever way each records its
+    # folder (a user test: the shipped model's '../shared/...' never met a run's '/work/shared/...',
+    # and an ensemble with it was scored on faces it had trained on)
+    cfg.root = str(Path(cfg.root).expanduser().absolute())
     return cfg, int(info.extra.get("seed", 0))
 
 
@@ -41,7 +46,10 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
     tasks that answer at inference."""
     cfg, seed = recorded_data(info, data_root)
     if not Path(cfg.root).exists():
-        where = "" if Path(cfg.root).is_absolute() else f" (relative to the current folder, {Path.cwd()})"
+        if data_root:  # (never ask for the flag just passed)
+            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
+        written = str(info.extra["data"].get("root", ""))
+        where = "" if Path(written).expanduser().is_absolute() else f" ({written!r} relative to the current folder)"
         raise FileNotFoundError(f"the data folder {cfg.root}{where} that model {info.name!r} records does not exist; "
                                 "pass the folder where it lives now with --data-root")
     from ..tasks import build_task
@@ -67,6 +75,13 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
     return build_data(cfg, trained, seed, load_images=False).with_tasks(answering)
 
 
+def same_files(paths: Sequence[str]) -> set[str]:
+    """``paths`` as comparable names of files: resolved (``..``, symbolic links and relative
+    folders taken out), so two models' splits compare whichever way each recorded its data
+    folder."""
+    return {os.path.realpath(p) for p in paths}
+
+
 def check_held_out(scored: Sequence[str], split: str, models: Sequence[tuple[str, Any]],
                    data_root: str | None = None) -> None:
     """A ``ValueError`` unless the faces ``scored`` (the first model's ``split``, already built by
@@ -81,11 +96,11 @@ def check_held_out(scored: Sequence[str], split: str, models: Sequence[tuple[str
     held out from all of them.
     """
     (first, _), *rest = models
-    faces = set(scored)
+    faces = same_files(scored)
     for label, other in rest:
         theirs = model_data(other, data_root)
         for part in ("train", "val") if split == "test" else ("train",):
-            seen = len(faces & set(theirs.split(part).paths))
+            seen = len(faces & same_files(theirs.split(part).paths))
             if seen:
                 raise ValueError(f"{label} was trained on another split than {first}: {seen} of the {split} faces "
                                  f"scored are among its {part} faces, so an ensemble with it cannot be scored on them")

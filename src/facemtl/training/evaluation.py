@@ -176,8 +176,9 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
         written = str((state.get("config") or {}).get("data", {}).get("root", ""))
         whence = (f" (the model file's data.root {written!r}, relative to the model file's folder)"
                   if written and not Path(written).expanduser().is_absolute() else " (the model file's data.root)")
-        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{'' if data_root else whence}; "
-                                "pass --data-root")
+        if data_root:  # (never ask for the flag just passed: a user test)
+            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
+        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{whence}; pass --data-root")
     data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
     fit_to_training(tasks, data)  # (the losses it reports need what training took from the training labels)
     part = data.split(split)
