@@ -193,6 +193,29 @@ def test_grid_rerun_reuses_and_resumes(tiny_grid):
     assert (victim / "result.json").is_file()
 
 
+def test_a_grid_variant_of_one_task_is_evaluated_and_resumed_on_its_split(tiny_grid, tmp_path, capsys):
+    """A user test: the grid splits once, stratified on the whole recipe, but a run recorded only
+    its own tasks, so `evaluate` and `train --resume` of `single_gender` drew another split and
+    refused it as "the data changed since training" (the advice given would have scored faces it
+    trained on). A checkpoint records the tasks its split was stratified on now."""
+    import shutil
+
+    from facemtl.cli import evaluate, main
+
+    exp, out, _, _ = tiny_grid
+    run = tmp_path / "single_gender"
+    shutil.copytree(out / "runs" / "single_gender" / "seed0", run)
+    m = evaluate(str(run / "best.pt"), "test")
+    saved = np.load(run / "test_predictions.npz")
+    assert m["_info"]["images"] == len(saved["paths"]) and set(m) >= {"gender", "score"}
+    pred = saved["pred/gender"]  # (the saved test predictions: the same faces, the same answers)
+    assert m["gender"]["accuracy"] == pytest.approx(float(np.mean(
+        (pred.argmax(1) if pred.ndim == 2 else pred) == saved["true/gender"])), abs=1e-6)
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "train.epochs=3", "--no-progress"]) == 0
+    assert "resumed from" in capsys.readouterr().err
+
+
 def test_report_holds_every_section(tiny_grid, tmp_path):
     from facemtl.report import write_report
 

@@ -32,14 +32,13 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     must answer the same tasks and be trained on the same split as ``checkpoint``, so the
     classifiers never saw its test faces.
     """
-    from .data import build_data
-    from .data.dataset import balance_weights
+    from .data.dataset import balance_weights, split_as_trained
     from .data.teacher import teacher_features
     from .faces.descriptor import NAME
     from .inference.fusion import checked_networks_alone, fit_fusion
     from .model import load_model
 
-    _, tasks, cfg, _ = load_model(checkpoint)
+    _, tasks, cfg, state = load_model(checkpoint)
     if data_root:
         from .config import typed_path
 
@@ -51,7 +50,8 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
                                     (networks_alone or {}).items()}, [t.name for t in chosen],
                                    [t.name for t in tasks if t.inference and t.class_names() is None])
     # checked before the data folder is read; a column made after the split gives no strata
-    data = build_data(cfg.data, [t for t in tasks if not t.derives_label], cfg.train.seed, load_images=False)
+    data = split_as_trained(cfg.data, [t for t in tasks if not t.derives_label], cfg.train.seed,
+                            state.get("split_tasks"), load_images=False)
     weights = {}  # checked and made before any descriptor is computed
     for task, columns in (balance or {}).items():
         if task not in {t.name for t in chosen}:

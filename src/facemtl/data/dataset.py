@@ -163,6 +163,10 @@ class DataBundle:
     report: dict[str, Any]
     #: Trivial predictions from training labels, per task (majority class / median).
     baselines: dict[str, float]
+    #: The specs of the tasks whose labels stratified the split (an experiment grid's whole
+    #: recipe, of which a variant may train one task): what a checkpoint records, so that
+    #: ``evaluate`` and ``--resume`` draw the same split again (:func:`split_as_trained`).
+    split_tasks: list[dict[str, Any]] | None = None
 
     def split(self, name: str) -> FaceSet:
         if name not in ("train", "val", "test"):
@@ -180,7 +184,21 @@ class DataBundle:
             fs = self.split(part)
             sets[part] = fs.with_labels(_as_matrix([_attribute(fs, t.label) for t in tasks], len(fs)))
         return DataBundle(sets["train"], sets["val"], sets["test"], dict(self.report),
-                          trivial_baselines(tasks, sets["train"].labels.numpy()))
+                          trivial_baselines(tasks, sets["train"].labels.numpy()), self.split_tasks)
+
+
+def split_as_trained(cfg: Any, tasks: Sequence[Task], seed: int,
+                     split_tasks: Sequence[dict[str, Any]] | None, load_images: bool = True) -> "DataBundle":
+    """The data a checkpoint was trained on, labelled for ``tasks``: split as its training split
+    it, stratified on ``split_tasks`` (what the checkpoint records, :attr:`DataBundle.split_tasks`;
+    ``None`` in checkpoints written before 2026-11-28: on ``tasks``, as those runs did). A grid
+    variant that trains one task of the recipe was split on them all (a user test: its run could
+    not be evaluated or resumed, "the data changed since training")."""
+    from ..tasks import build_task  # (only what a spec names: a plugin's task type too)
+
+    if not split_tasks or [dict(s) for s in split_tasks] == [t.to_dict() for t in tasks]:
+        return build_data(cfg, tasks, seed, load_images=load_images)
+    return build_data(cfg, [build_task(s) for s in split_tasks], seed, load_images=load_images).with_tasks(tasks)
 
 
 def trivial_baselines(tasks: Sequence[Task], train_labels: np.ndarray) -> dict[str, float | list[float]]:
@@ -449,7 +467,7 @@ def build_data(cfg: Any, tasks: Sequence[Task], seed: int = 0, load_images: bool
     if len(sets["train"]) == 0:
         raise ValueError("the training split is empty")
     bundle = DataBundle(sets["train"], sets["val"], sets["test"], report,
-                        trivial_baselines(tasks, sets["train"].labels.numpy()))
+                        trivial_baselines(tasks, sets["train"].labels.numpy()), [t.to_dict() for t in tasks])
     if load_images:
         in_memory, report["image_cache"] = cache_decision(cfg, sum(len(s) for s in sets.values()))
         if in_memory:

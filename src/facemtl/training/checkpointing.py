@@ -45,6 +45,9 @@ class Checkpointing:
             "weights": self.weighting.weights(),
             # the splits' faces and labels: --resume refuses other data, and evaluate other splits
             "data_fingerprint": self.data_fingerprint,
+            # the tasks whose labels stratified the split (a grid's whole recipe): evaluate and
+            # --resume draw it again from them (data.dataset.split_as_trained)
+            "split_tasks": self.data.split_tasks or [t.to_dict() for t in self.tasks],
         }
         if metrics is not None:
             state["val_metrics"] = metrics

@@ -163,8 +163,7 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
     ``data_root``: the data folder if it moved since training; otherwise the checkpoint's
     ``data.root``, which, when relative, resolves against the checkpoint's folder.
     """
-    from ..data import build_data
-    from ..data.dataset import fit_to_training
+    from ..data.dataset import fit_to_training, split_as_trained
     from ..device import resolve_device
     from ..model import load_model
 
@@ -179,7 +178,7 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
         if data_root:  # (never ask for the flag just passed: a user test)
             raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
         raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{whence}; pass --data-root")
-    data = build_data(cfg.data, tasks, cfg.train.seed, load_images=False)
+    data = split_as_trained(cfg.data, tasks, cfg.train.seed, state.get("split_tasks"), load_images=False)
     fit_to_training(tasks, data)  # (the losses it reports need what training took from the training labels)
     part = data.split(split)
     if len(part) == 0:

@@ -25,10 +25,10 @@ from ..data.augment import augment
 from ..data.dataset import (
     DataBundle,
     balance_weights,
-    build_data,
     data_fingerprint,
     fit_to_training,
     label_columns,
+    split_as_trained,
 )
 from ..device import seed_everything, to_device
 from ..jsonutil import dumps, dumps_strict
@@ -114,7 +114,9 @@ class Trainer(Checkpointing):
         self.label_columns = label_columns(self.tasks)
         BACKBONES.get(cfg.model.backbone)  # a misspelt name fails here, before the images are read
         WEIGHTINGS.get(cfg.weighting.name)
-        self.data = data if data is not None else build_data(cfg.data, self.tasks, t.seed)
+        # a resume splits as the run did (a grid variant's split was stratified on the whole recipe)
+        self.data = data if data is not None else split_as_trained(
+            cfg.data, self.tasks, t.seed, (self._last or {}).get("split_tasks"))
         if not resume:  # (a run resumed goes on with the range it started with)
             check_named_ranges(self.tasks, self.data.report)
         adopt_level_names(self.tasks, self.data.report)

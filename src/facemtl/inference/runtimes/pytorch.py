@@ -27,7 +27,7 @@ def checkpoint_info(path: str | Path, model: Any, tasks: list, cfg: Any, state: 
         mean=[float(v) for v in model.mean.flatten()], std=[float(v) for v in model.std.flatten()],
         extra={"source": str(state.get("source") or Path(path).name), "epoch": state.get("epoch"),
                "data_root": cfg.data.root, "data": asdict(cfg.data), "seed": cfg.train.seed,
-               "split_tasks": [t.to_dict() for t in tasks],
+               "split_tasks": state.get("split_tasks") or [t.to_dict() for t in tasks],
                "precision": "fp32",
                # the splits' faces and labels when trained (checkpoints since 2026-11-27): evaluate
                # refuses a split redrawn over changed data, from the checkpoint or an export of it
