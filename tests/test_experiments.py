@@ -337,6 +337,48 @@ def test_runs_of_another_budget_are_left_out_of_summary_and_report(utkface_root,
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["left_out"] == [stale]
 
 
+def test_a_grid_run_changed_by_train_resume_is_trained_again_and_locked_while_the_grid_trains(
+        utkface_root, tmp_path, capfd, monkeypatch):
+    """A user test: `train --out RUN --resume train.epochs=2` on a grid's run left it out of every
+    summary while every rerun reused it ("finished before"), --overwrite too; and nothing locked
+    a grid's run folder, so such a resume ran beside the grid in the same folder."""
+    from facemtl.cli import main
+
+    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    base["data"]["root"] = str(utkface_root)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
+        "name": "touched", "base": "tiny.yaml", "seeds": [0],
+        "overrides": ["data.limit=200", "data.image_size=32", "train.epochs=1"],
+        "variants": [{"name": "a", "overrides": ["weighting.name=equal"]}]}))
+    out, grid = tmp_path / "out", ["experiment", "--config", str(tmp_path / "exp.yaml")]
+    assert main([*grid, "--out", str(out)]) == 0
+    run = out / "runs" / "a" / "seed0"
+    assert main(["train", "--out", str(run), "--resume", "train.epochs=2", "--no-progress"]) == 0
+    capfd.readouterr()
+    assert main([*grid, "--out", str(out)]) == 2  # not reused: trained otherwise, --overwrite trains it again
+    assert "a seed 0 (train.epochs 2, now 1)" in capfd.readouterr().err
+    assert main([*grid, "--out", str(out), "--overwrite"]) == 0
+    err = capfd.readouterr().err
+    assert "a seed 0: training" in err and "reused" not in err
+    summary = json.loads((out / "experiment.json").read_text())
+    assert summary["left_out"] == [] and summary["variants"]["a"]["seeds"] == [0]
+    # the grid locks each run while it trains it: a `train --resume` of it then is refused
+    from facemtl.training import Trainer
+
+    fit, refused = Trainer.fit, []
+
+    def fit_beside_a_resume(self):
+        refused.append(main(["train", "--out", str(self.out), "--resume", "--no-progress"]))
+        return fit(self)
+
+    monkeypatch.setattr(Trainer, "fit", fit_beside_a_resume)
+    (run / "result.json").unlink()  # as a grid stopped in that run leaves it: the grid resumes it
+    assert main([*grid, "--out", str(out)]) == 0
+    said = capfd.readouterr().err
+    assert refused == [2] and "is in use by process" in said, said[:3000]
+
+
 def test_sigterm_during_an_experiment_releases_its_lock_and_the_grid_finishes(utkface_root, tmp_path):
     import sys
 

@@ -71,9 +71,10 @@ def _trained_otherwise(exp: Experiment, out: Path, todo: list[tuple[Any, int]]) 
         run_dir = out / "runs" / variant.name / f"seed{seed}"
         result, digest = run_dir / "result.json", config_hash(exp.config(variant, seed))
         if result.is_file():  # finished: its result says what it was trained with
-            if json.loads(result.read_text()).get("config_hash") == digest:
+            if json.loads(result.read_text()).get("config_hash") == digest and _alike(exp, run_dir, variant, seed):
                 continue
-        elif not (run_dir / "last.pt").is_file() or _saved_hash(run_dir) == digest:
+        elif not (run_dir / "last.pt").is_file() or (_saved_hash(run_dir) == digest
+                                                     and _alike(exp, run_dir, variant, seed)):
             continue  # nothing trained yet, or an interrupted run that resumes
         saved = run_dir / "config.yaml"
         found.append(left_out(exp, variant.name, seed, (yaml.safe_load(saved.read_text()) or {})
@@ -86,6 +87,7 @@ def _trained_otherwise(exp: Experiment, out: Path, todo: list[tuple[Any, int]]) 
 def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, progress: bool,
                     log: Callable[[str], None], overwrite: bool = False) -> dict[str, Any]:
     from ..training import Trainer
+    from ..training.runfolder import RunLock
 
     variants = [exp.variant(n) for n in only] if only else exp.variants
     other = _trained_otherwise(exp, out, [(v, s) for v in variants for s in exp.seeds])
@@ -107,10 +109,11 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
         digest = config_hash(exp.config(variant, seed))
         cfg = exp.run_config(variant, seed)  # every seed on the first seed's split (below)
         result_file = run_dir / "result.json"
-        if result_file.is_file() and json.loads(result_file.read_text()).get("config_hash") == digest:
+        alike = _alike(exp, run_dir, variant, seed)  # (its config.yaml: a `train --resume` may have changed it)
+        if result_file.is_file() and json.loads(result_file.read_text()).get("config_hash") == digest and alike:
             log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: finished before, reused")
             continue
-        resume = (run_dir / "last.pt").is_file() and _saved_hash(run_dir) == digest
+        resume = (run_dir / "last.pt").is_file() and _saved_hash(run_dir) == digest and alike
         if run_dir.exists() and not resume:
             shutil.rmtree(run_dir)
         if bundle is None:
@@ -122,10 +125,13 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
         tasks = [build_task(t) for t in cfg.tasks]
         log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
         t0 = time.perf_counter()
-        trainer = Trainer(cfg, run_dir, resume=resume, progress=progress, log=log, data=bundle.with_tasks(tasks))
-        (run_dir / "config_hash").write_text(digest)
-        summary = trainer.fit()
-        test = trainer.test() or {}
+        # locked as `facemtl train` locks a run: a `train --resume` of this run meanwhile is refused
+        # (a user test: the two trainers wrote one folder, result and best.pt of different epochs)
+        with RunLock(run_dir):
+            trainer = Trainer(cfg, run_dir, resume=resume, progress=progress, log=log, data=bundle.with_tasks(tasks))
+            (run_dir / "config_hash").write_text(digest)
+            summary = trainer.fit()
+            test = trainer.test() or {}
         seconds = time.perf_counter() - t0
         records = read_epochs(run_dir / "metrics.jsonl")
         result = {
@@ -144,6 +150,17 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
     summary["grid_seconds_this_call"] = time.perf_counter() - t_start
     (out / "experiment.json").write_text(dumps_strict(summary, indent=1))
     return summary
+
+
+def _alike(exp: Experiment, run_dir: Path, variant: Any, seed: int) -> bool:
+    """Whether the run's ``config.yaml`` holds the settings ``exp`` gives it now (also true where
+    none was written yet). The grid's digest files say what the grid trained; ``facemtl train
+    --resume`` on the run folder (``train.epochs=2``) changes only its ``config.yaml``, and such a
+    run was left out of every summary yet reused by every rerun (a user test)."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return True
+    return left_out(exp, variant.name, seed, yaml.safe_load(saved.read_text()) or {}) is None
 
 
 def _saved_hash(run_dir: Path) -> str | None:
