@@ -140,3 +140,20 @@ def test_cs_steps_follow_the_tasks_units():
     assert a["cs_step"] == 1.0 and a["cs"]["3"] == pytest.approx(2 / 3) and age.cs_label(5, a) == "CS(5)"
     old = {k: v for k, v in m.items() if k != "cs_step"}  # a run saved before: steps of 1
     assert sorted(score.cumulative_curve(old))[:2] == [0, 1] and score.cs_label(5, old) == "CS(5)"
+
+
+def test_task_metrics_carry_95_percent_intervals():
+    """A user test: `evaluate` gave point figures only (gender 64.0 % on 200 faces, with nothing to
+    tell it from 57 % or 70 %). Accuracy carries its Wilson interval, MAE its normal interval."""
+    from facemtl.tasks import build_task
+
+    gender = build_task({"type": "nominal", "name": "gender", "classes": ["m", "f"]})
+    m = gender.metrics(np.array([0] * 128 + [1] * 72), np.zeros(200))
+    assert m["accuracy"] == 0.64 and m["accuracy_interval"] == pytest.approx([0.5714, 0.7033], abs=1e-4)
+    assert "95% interval 0.5714-0.7033" in gender.metrics_text({**m, "baseline": {"accuracy": 0.5}})
+    age = build_task({"type": "ordinal", "name": "age", "min_value": 1, "max_value": 116})
+    a = age.metrics(np.array([30.0, 40.0, 50.0, 20.0]), np.array([31.0, 44.0, 50.0, 23.0]))  # errors 1, 4, 0, 3
+    half = 1.959963984540054 * np.std([1, 4, 0, 3], ddof=1) / 2
+    assert a["mae"] == 2.0 and a["mae_interval"] == pytest.approx([max(0.0, 2 - half), 2 + half])
+    assert "MAE 2.000 (" in age.metrics_text({**a, "baseline": {"mae": 9.0}})
+    assert "interval" not in gender.metrics_text({"accuracy": 0.5, "n": 2, "baseline": {"accuracy": 0.5}})  # saved before

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 
 from ..metrics import DEFAULT_AGE_EDGES, confusion_matrix, group_names, half_up, regression_metrics, to_groups
+from ..subgroups import mean_interval
 from .base import MetricColumn, Task, some_values, valid
 
 if TYPE_CHECKING:
@@ -166,8 +167,10 @@ class NumericTask(Task):
 
     def metrics_text(self, metrics: dict[str, Any]) -> str:
         cs = metrics["cs"]
-        return (f"MAE {metrics['mae']:.3f}  MSE {metrics['mse']:.2f}  {self.cs_label(5, metrics)} {cs['5']:.3f}  group accuracy "
-                f"{metrics['group_accuracy']:.4f} (median baseline MAE {metrics['baseline']['mae']:.3f}, "
+        lo, hi = metrics.get("mae_interval") or (float("nan"), float("nan"))  # (saved before: none)
+        ci = f" ({lo:.3f}-{hi:.3f}, 95%)" if lo == lo else ""
+        return (f"MAE {metrics['mae']:.3f}{ci}  MSE {metrics['mse']:.2f}  {self.cs_label(5, metrics)} {cs['5']:.3f}  "
+                f"group accuracy {metrics['group_accuracy']:.4f} (median baseline MAE {metrics['baseline']['mae']:.3f}, "
                 f"n={metrics['n']})\n  groups: {', '.join(metrics['groups'])}")
 
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
@@ -175,6 +178,8 @@ class NumericTask(Task):
         out = regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges,
                                  self.whole_groups, self.cs_step())
         out["groups"] = self._group_labels(self.group_edges)  # (a named scale's levels, not its ranks)
+        # 95 % normal interval of the MAE (mean +- 1.96 s / sqrt(n) of the absolute errors)
+        out["mae_interval"] = list(mean_interval(np.abs(np.asarray(pred, float)[m] - np.asarray(true, float)[m])))
         return out
 
     def baseline(self, train_true: np.ndarray) -> float:
