@@ -176,3 +176,21 @@ def test_overrides_train_every_run_reuse_and_retrain(utkface_root, tmp_path, cap
     summary = json.loads((out / "experiment.json").read_text())
     assert summary["command_line_overrides"] == [f"data.root={utkface_root.resolve()}"]  # recorded absolute
     assert summary["left_out"] == ["a seed 0 (train.epochs 1, now 3)"]
+
+
+def test_seeds_named_twice_and_a_variant_changing_data_are_refused_when_the_grid_loads(tmp_path):
+    """A user test: `seeds: [0, 0]` reported one run as two seeds ("16.84 ± 0.00"); a variant with
+    its own `data.image_size` was refused only when its turn came, after the others had trained."""
+    from facemtl.experiments import load_experiment
+
+    (tmp_path / "base.yaml").write_text((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").read_text())
+    for spec, why in (({"seeds": [0, 0]}, "seeds name 0 twice"),
+                      ({"seeds": ["a"]}, "seeds must be whole numbers"),
+                      ({"variants": [{"name": "small", "overrides": ["weighting.name=equal"]},
+                                     {"name": "big", "overrides": ["data.image_size=80"]}]},
+                       "variant 'big' changes data settings")):
+        (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"base": "base.yaml", **spec}))
+        with pytest.raises(ConfigError, match=why):
+            load_experiment(tmp_path / "exp.yaml")
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "seeds": [2, 0]}))
+    assert load_experiment(tmp_path / "exp.yaml").seeds == [2, 0]

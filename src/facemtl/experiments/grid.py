@@ -48,7 +48,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +276,13 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         seeds = list(range(seeds))
     if not seeds:
         raise ConfigError("an experiment needs at least one seed")
+    try:
+        seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"seeds must be whole numbers (or how many: seeds: 3), not {seeds!r}") from None
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:  # one run counted twice passed for two seeds ("± 0.00": a user test)
+        raise ConfigError(f"seeds name {', '.join(map(str, twice))} twice; each seed is one run")
     typed = _command_line_overrides(overrides or [])
     exp = Experiment(name=str(spec.get("name", path.stem)), base=base, seeds=[int(s) for s in seeds],
                      overrides=[*(str(o) for o in spec.get("overrides") or []), *(o for o, _, _ in typed)],
@@ -291,7 +298,13 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if exp.reference not in {v.name for v in variants}:
         exp.reference = variants[0].name if variants else exp.reference
     base_tasks = {t["name"]: build_task(t).to_dict() for t in tasks}
+    first = exp.run_config(variants[0], exp.seeds[0]).data if variants else None
     for v in variants:  # fail now, not an hour into the grid
+        # the grid reads, splits and decodes the data once (runner.py): a variant's own data
+        # settings were refused only when its turn came, after the others had trained (a user test)
+        if replace(exp.run_config(v, exp.seeds[0]).data, split_seed=first.split_seed) != first:
+            raise ConfigError(f"variant {v.name!r} changes data settings; every variant of a grid uses the same "
+                              "data (set them in the base recipe or the experiment's overrides)")
         for t in (build_task(t) for t in exp.config(v, exp.seeds[0]).tasks):
             if t.derives_label and t.to_dict() != base_tasks[t.name]:
                 # the grid reads and splits the data once, with the base recipe's tasks (runner.py)
