@@ -254,7 +254,7 @@ def test_group_gap_of_errors_and_small_groups():
     g = group_gap(err, group, ["a", "b", "c"], "mae", min_count=2)
     assert (g["highest"], g["lowest"], set(g["by"])) == ("b", "a", {"a", "b"})
     assert g["gap"] == pytest.approx(4.0) and g["by"]["b"] == {"mean": 6.0, "ci95": pytest.approx(
-        [6 - 1.959964, 6 + 1.959964]), "n": 2}  # 6 +- 1.96 sqrt(2) / sqrt(2)
+        [0.0, 6 + 12.706]), "n": 2}  # 6 +- t(0.975, 1) sqrt(2) / sqrt(2), cut at 0 (an error)
     half = 1.959964 * (1 / 3 + 2 / 2) ** 0.5
     assert g["gap_ci95"] == pytest.approx([4 - half, 4 + half])
     assert group_gap(err, group, ["a", "b", "c"], "mae", min_count=1)["highest"] == "c"

@@ -49,13 +49,23 @@ def test_wilson_and_mean_intervals_by_hand():
     assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
     assert wilson_interval(0, 0)[0] != wilson_interval(0, 0)[0]  # NaN
     lo, hi = mean_interval(np.array([1.0, 2.0, 3.0, 4.0]))
-    # mean 2.5, s = 1.2910, s / sqrt(4) = 0.6455, x 1.96 = 1.2652
-    assert lo == pytest.approx(1.2348, abs=1e-3) and hi == pytest.approx(3.7652, abs=1e-3)
-    # absolute errors 0, 0, 0, 10: mean 2.5, s = 5, x 1.96 / 2 = 4.9; a mean error is never negative
+    # mean 2.5, s = 1.2910, s / sqrt(4) = 0.6455, x t(0.975, 3) = 3.182: 2.0540
+    assert lo == pytest.approx(0.4460, abs=1e-3) and hi == pytest.approx(4.5540, abs=1e-3)
+    # absolute errors 0, 0, 0, 10: mean 2.5, s = 5, x 3.182 / 2 = 7.955; a mean error is never negative
     lo, hi = mean_interval(np.array([0.0, 0.0, 0.0, 10.0]))
-    assert lo == 0.0 and hi == pytest.approx(7.3999, abs=1e-3)
+    assert lo == 0.0 and hi == pytest.approx(10.455, abs=1e-3)
     lo, _ = mean_interval(np.array([-1.0, 0.0, 0.0, 10.0]))  # values that can be negative: not cut
-    assert lo == pytest.approx(2.25 - 1.96 * np.std([-1, 0, 0, 10], ddof=1) / 2, abs=1e-3)
+    assert lo == pytest.approx(2.25 - 3.182 * np.std([-1, 0, 0, 10], ddof=1) / 2, abs=1e-3)
+
+
+def test_students_t_quantiles():
+    """The table and its expansion against published values (t at 0.975); large samples tend to 1.96."""
+    from facemtl.subgroups import Z95, t975
+
+    assert (t975(1), t975(2), t975(10), t975(30)) == (12.706, 4.303, 2.228, 2.042)
+    for df, t in ((40, 2.021), (60, 2.000), (120, 1.980), (1000, 1.962)):
+        assert t975(df) == pytest.approx(t, abs=1e-3)
+    assert abs(t975(10**6) - Z95) < 1e-5 and t975(0) != t975(0)
 
 
 def test_subgroup_table_cells():
@@ -75,6 +85,12 @@ def test_subgroup_table_cells():
     assert f["g_accuracy_lo"] < 1.0 == f["g_accuracy_hi"]
     gap = largest_gap(rows, "g_accuracy", min_count=1)
     assert gap["gap"] == pytest.approx(0.5) and gap["min"]["sex"] == "m"
+    # its interval: 0.5 +- 1.96 sqrt(0 / 2 + 0.25 / 2) (the cells' standard errors, Wald)
+    half = 1.959964 * (0.25 / 2) ** 0.5
+    assert (m["g_accuracy_se"], f["g_accuracy_se"]) == (pytest.approx(0.25 ** 0.5 / 2 ** 0.5), 0.0)
+    assert gap["ci95"] == pytest.approx([0.5 - half, 0.5 + half])
+    # errors 2, 0 and 3 (one unlabelled): sample variances 2 and 0 (one value: none)
+    assert f["age_mae_se"] == pytest.approx(1.0) and np.isnan(m["age_mae_se"])
 
 
 def test_an_equal_result_per_seed_reads_plus_zero():
@@ -144,7 +160,7 @@ def test_cs_steps_follow_the_tasks_units():
 
 def test_task_metrics_carry_95_percent_intervals():
     """A user test: `evaluate` gave point figures only (gender 64.0 % on 200 faces, with nothing to
-    tell it from 57 % or 70 %). Accuracy carries its Wilson interval, MAE its normal interval."""
+    tell it from 57 % or 70 %). Accuracy carries its Wilson interval, MAE its Student-t interval."""
     from facemtl.tasks import build_task
 
     gender = build_task({"type": "nominal", "name": "gender", "classes": ["m", "f"]})
@@ -153,7 +169,7 @@ def test_task_metrics_carry_95_percent_intervals():
     assert "95% interval 0.5714-0.7033" in gender.metrics_text({**m, "baseline": {"accuracy": 0.5}})
     age = build_task({"type": "ordinal", "name": "age", "min_value": 1, "max_value": 116})
     a = age.metrics(np.array([30.0, 40.0, 50.0, 20.0]), np.array([31.0, 44.0, 50.0, 23.0]))  # errors 1, 4, 0, 3
-    half = 1.959963984540054 * np.std([1, 4, 0, 3], ddof=1) / 2
+    half = 3.182 * np.std([1, 4, 0, 3], ddof=1) / 2  # Student's t, 3 degrees of freedom
     assert a["mae"] == 2.0 and a["mae_interval"] == pytest.approx([max(0.0, 2 - half), 2 + half])
     assert "MAE 2.000 (" in age.metrics_text({**a, "baseline": {"mae": 9.0}})
     assert "interval" not in gender.metrics_text({"accuracy": 0.5, "n": 2, "baseline": {"accuracy": 0.5}})  # saved before

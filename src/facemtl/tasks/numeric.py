@@ -178,7 +178,7 @@ class NumericTask(Task):
         out = regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges,
                                  self.whole_groups, self.cs_step())
         out["groups"] = self._group_labels(self.group_edges)  # (a named scale's levels, not its ranks)
-        # 95 % normal interval of the MAE (mean +- 1.96 s / sqrt(n) of the absolute errors)
+        # 95 % Student-t interval of the MAE (mean +- t s / sqrt(n) of the absolute errors)
         out["mae_interval"] = list(mean_interval(np.abs(np.asarray(pred, float)[m] - np.asarray(true, float)[m])))
         return out
 
