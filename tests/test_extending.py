@@ -168,12 +168,12 @@ def test_a_backbone_without_the_contract_says_what_it_lacks():
 
 
 def test_a_misspelt_backbone_or_weighting_fails_before_any_image_is_read(tmp_path, capsys, monkeypatch):
-    import facemtl.training.trainer as trainer
+    import facemtl.data.dataset as dataset
 
     def no_data(*args, **kwargs):
         raise AssertionError("the images were read before the names were checked")
 
-    monkeypatch.setattr(trainer, "build_data", no_data)
+    monkeypatch.setattr(dataset, "build_data", no_data)  # (what the trainer's split_as_trained calls)
     recipe = tmp_path / "r.yaml"
     recipe.write_text("tasks: [{name: age, type: regression}]\ndata: {root: %s}\n" % (REPO.parent / "shared"))
     for override, said in (("model.backbone=resnett", "unknown backbone 'resnett'"),

@@ -175,7 +175,7 @@ def test_a_failed_start_leaves_nothing_in_the_way_of_the_next(utkface_root, tmp_
 
 
 def test_the_run_folder_is_refused_before_the_data_is_read(utkface_root, tmp_path, capsys, monkeypatch):
-    import facemtl.training.trainer as trainer_module
+    import facemtl.data.dataset as dataset_module
 
     r = recipe(tmp_path, utkface_root)
     out = tmp_path / "run"
@@ -186,7 +186,7 @@ def test_the_run_folder_is_refused_before_the_data_is_read(utkface_root, tmp_pat
     def no_data(*a, **k):
         raise AssertionError("the data was read before the run folder was checked")
 
-    monkeypatch.setattr(trainer_module, "build_data", no_data)
+    monkeypatch.setattr(dataset_module, "build_data", no_data)  # (what the trainer's split_as_trained calls)
     assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 2
     assert "already holds a run" in one_line_error(capsys)
     assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
@@ -306,3 +306,23 @@ def test_a_resume_may_not_change_how_the_losses_are_weighed(tmp_path):
     for override in ("weighting.name=fixed", "weighting.params={lam: 0.5}"):
         with pytest.raises(RunFolderError, match=r"was trained with weighting\.(name|params)"):
             resume_config(run, None, [override])
+
+
+def test_a_run_and_an_experiment_never_share_a_folder(tmp_path):
+    """A user test: `experiment --out A` on a training run and `train --out E` on a grid were both
+    taken; the report then read the folder as the grid and the run was hidden."""
+    from facemtl.experiments import runner
+    from facemtl.training.runfolder import RunFolderError, check_fresh
+
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    (grid / "experiment.yaml").write_text("name: x\n")
+    for overwrite in (False, True):
+        with pytest.raises(RunFolderError, match="holds an experiment grid"):
+            check_fresh(grid, overwrite)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"x")  # a run worth protecting
+    with pytest.raises(RunFolderError, match="holds a training run"):
+        runner.run_experiment(None, run)
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt"]

@@ -57,8 +57,11 @@ def run_experiment(
     so two grids never train into the same runs. Runs to do that hold epochs trained with
     other settings are refused (``FileExistsError`` naming them) unless ``overwrite``.
     """
-    from ..training.runfolder import RunLock
+    from ..training.runfolder import RunFolderError, RunLock, holds_run
 
+    if holds_run(out) and not (Path(out) / "experiment.yaml").is_file():  # (a report would read it as one or the other)
+        raise RunFolderError(f"{out} holds a training run (config.yaml), not an experiment grid; choose another --out "
+                             "for the grid")
     with RunLock(out):
         return _run_experiment(exp, Path(out), only, progress, log, overwrite)
 

@@ -78,7 +78,13 @@ def check_fresh(folder: str | Path, overwrite: bool, clear: bool = True) -> None
     (:data:`RUN_FILES` only) are removed, so that they never mix with the new run's.
     ``clear=False`` only refuses, removing nothing: the trainer asks so before it reads the
     data (minutes), and clears once the data and the model are ready.
+
+    An experiment's folder (``experiment.yaml``) is refused whatever ``overwrite`` says: a run
+    trained into it was hidden by the report, which read the folder as the grid (a user test).
     """
+    if (Path(folder) / "experiment.yaml").is_file():
+        raise RunFolderError(f"{folder} holds an experiment grid (experiment.yaml), not a run; choose another --out "
+                             "for a training run")
     if not holds_run(folder):
         if clear:
             for name in RUN_FILES:
