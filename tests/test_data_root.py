@@ -152,3 +152,13 @@ def test_an_ensemble_check_compares_faces_whichever_way_each_file_records_its_fo
                                          r"among its train faces"):
         check_held_out(scored, "test", [("a", absolute), ("b", relative)])
     check_held_out(model_data(relative).test.paths, "test", [("b", relative), ("b again", relative)])
+
+
+def test_ensemble_members_are_named_by_as_many_folders_as_tell_them_apart():
+    """A user test: two grid runs' `seed0/best.pt` were both named `seed0/best.pt` in the error."""
+    from facemtl.inference.predictor import member_labels
+
+    assert member_labels(["a.onnx", "b/b.onnx"]) == ["a.onnx", "b.onnx"]
+    assert member_labels(["E/runs/proposed/seed0/best.pt", "E/runs/equal/seed0/best.pt"]) == [
+        "proposed/seed0/best.pt", "equal/seed0/best.pt"]
+    assert member_labels(["run/best.pt", "run/best.pt"]) == ["best.pt", "best.pt"]  # one file twice
