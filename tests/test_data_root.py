@@ -80,6 +80,13 @@ def test_evaluate_resolves_a_relative_root_against_the_model_file(layout, tmp_pa
     # the data folder's other spelling, as export and benchmark name it
     assert main(["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gender"]["n"] > 0
+    # the faces scored carry an id: the same faces as the run's own test, told in the text too
+    from facemtl.data.dataset import faces_id
+
+    saved = json.loads((run / "test_metrics.json").read_text())["_info"]["faces_id"]
+    assert main(["evaluate", "--checkpoint", str(run / "best.pt")]) == 0
+    assert f"id {saved}" in capsys.readouterr().out
+    assert faces_id(["a/x.jpg", "b/y.jpg"]) == faces_id(["y.jpg", "c/x.jpg"]) != faces_id(["x.jpg"])
     state["config"]["data"]["root"] = "../elsewhere/faces"
     save_checkpoint({k: v for k, v in state.items() if k != "format"}, run / "lost.pt")
     assert main(["evaluate", "--checkpoint", str(run / "lost.pt")]) == 2

@@ -118,11 +118,13 @@ def evaluate(
         checkpoint = files[0]
     if runtime_for(checkpoint, runtime).name != "torch":
         return _evaluate_file(checkpoint, split, data_root, device, batch_size, tta, runtime)
+    from .data.dataset import faces_id
     from .training.evaluation import predict_checkpoint, score_predictions
 
     res, tasks, data, state = predict_checkpoint(checkpoint, split, data_root, device, batch_size, tta)
     metrics = score_predictions(res, tasks, data.baselines)
     metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(data.split(split)),
+                        "faces_id": faces_id(data.split(split).paths),
                         "epoch": state.get("epoch"), "tta": tta, "runtime": "torch", "tasks": [t.to_dict() for t in tasks]}
     return metrics
 
@@ -130,12 +132,14 @@ def evaluate(
 def _evaluate_file(path: str | list[str], split: str, data_root: str | None, device: str, batch_size: int, tta: str,
                    runtime: str | None) -> dict[str, Any]:
     """:func:`evaluate` for an exported model file, through the Predictor."""
+    from .data.dataset import faces_id
     from .training.evaluation import predict_exported, score_predictions
 
     res, tasks, data, predictor = predict_exported(path, split, data_root, runtime, device, batch_size, tta)
     metrics = score_predictions(res, tasks, data.baselines)
     extra = predictor.info.extra
     metrics["_info"] = {"checkpoint": path if isinstance(path, list) else str(path), "split": split,
+                        "faces_id": faces_id(data.split(split).paths),
                         "images": len(data.split(split)), "epoch": extra.get("epoch"), "tta": tta,
                         "runtime": predictor.runtime.name, "precision": predictor.runtime.precision,
                         "tasks": [t.to_dict() for t in predictor.tasks]}
@@ -254,6 +258,8 @@ def evaluate_run(a: argparse.Namespace) -> int:
         for line in lines[1:]:
             print(f"{'':>12}{line}")
     print(f"{'score':>12}: {metrics['score']:.4f} (mean skill over tasks: 0 = trivial baseline, 1 = perfect)")
+    print(f"{'faces':>12}: {info['images']} {info['split']} faces, id {info['faces_id']} (the same id: the same "
+          "faces, whichever model is scored)")
     return 0
 
 

@@ -26,6 +26,7 @@ from ..data.dataset import (
     DataBundle,
     balance_weights,
     data_fingerprint,
+    faces_id,
     fit_to_training,
     label_columns,
     split_as_trained,
@@ -450,7 +451,8 @@ class Trainer(Checkpointing):
         t0 = time.perf_counter()
         res = predict_set(self.model, part, self.tasks, self.device, self.cfg.train.eval_batch_size, self.channels_last)
         metrics = score_predictions(res, self.tasks, self.data.baselines)
-        metrics["_info"] = {"split": "test", "images": len(part), "best_epoch": self.best_epoch,
+        metrics["_info"] = {"split": "test", "images": len(part), "faces_id": faces_id(part.paths),
+                            "best_epoch": self.best_epoch,
                             "seconds": time.perf_counter() - t0}
         arrays: dict[str, np.ndarray] = {"paths": np.asarray(part.paths, dtype=str)}
         for t in self.tasks:
