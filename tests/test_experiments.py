@@ -96,30 +96,110 @@ def test_standard_grid_covers_the_sources_tables(tmp_path):
         load_experiment(tmp_path / "bad.yaml")
 
 
-def test_claims_are_judged_on_paired_seeds(tmp_path):
-    from facemtl.report.load import ReportInput, RunLog, VariantRuns
-    from facemtl.report.stats import Claim, judge, variant_metrics
+def _claim_runs(tmp_path):
+    """A fake grid of 20 test faces (true age 5, gender class 0) whose runs save per-face
+    predictions: ``run(variant, seed, age_errors, gender_right)`` writes a run whose headline
+    metrics (``test_metrics.json``) are the means of those, as a trainer's are."""
+    from facemtl.report.load import RunLog
 
-    def run(name, seed, mae, acc):
+    paths = np.asarray([f"f{i}.jpg" for i in range(20)])
+
+    def run(name, seed, age_err, g_right, predictions=True):
         d = tmp_path / name / f"seed{seed}"
         d.mkdir(parents=True)
-        (d / "test_metrics.json").write_text(json.dumps({"age": {"mae": mae, "cs": {"5": 0.5}}, "g": {"accuracy": acc}}))
+        age_err, g_right = np.asarray(age_err, float), np.asarray(g_right, bool)
+        (d / "test_metrics.json").write_text(json.dumps({"age": {"mae": float(age_err.mean()), "cs": {"5": 0.5}},
+                                                         "g": {"accuracy": float(g_right.mean())}}))
         (d / "config.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "age", "type": "ordinal", "max_value": 9},
                                                                   {"name": "g", "type": "nominal"}]}))
+        if predictions:
+            np.savez(d / "test_predictions.npz", paths=paths, **{
+                "pred/age": (5 + age_err).astype(np.float32), "true/age": np.full(20, 5, np.float32),
+                "pred/g": np.where(g_right, 0, 1).astype(np.float32), "true/g": np.zeros(20, np.float32)})
         return RunLog(d, seed)
 
-    a = VariantRuns("a", "a", "", [run("a", 0, 5.0, 0.90), run("a", 1, 6.0, 0.80)])
-    b = VariantRuns("b", "b", "", [run("b", 0, 5.5, 0.85), run("b", 1, 6.5, 0.82)])
-    data = ReportInput(tmp_path, "experiment", "x", {"a": a, "b": b}, "a", [0, 1])
-    m = variant_metrics(a)
-    assert m["age"]["mae"]["mean"] == pytest.approx(5.5)
-    assert m["age"]["mae"]["std"] == pytest.approx(math.sqrt(0.5))  # sample std of (5, 6)
+    return run
+
+
+def test_claims_are_judged_on_paired_seeds(tmp_path):
+    """A user test: a verdict was given when every seed's difference had one sign, which with
+    one seed is always and with two is half the time for no difference at all (`age: MAE 0.01
+    higher (per seed: -0.01) → contradicted`). The verdict rests on the 95 % interval of the
+    per-face paired difference now, and a claim says which seeds it paired and which run is missing."""
+    from facemtl.report.load import ReportInput, VariantRuns
+    from facemtl.report.stats import Claim, describe_diff, judge, variant_metrics
+
+    run = _claim_runs(tmp_path)
+    ones, half = np.ones(20), np.arange(20) < 10
+    one_off = np.r_[2.0, np.ones(19)]  # face 0 one year further off
+    a = VariantRuns("a", "a", "", [run("a", 0, ones, ones), run("a", 1, ones, ones)])
+    b = VariantRuns("b", "b", "", [run("b", 0, one_off, half), run("b", 1, ones, half)])
+    c = VariantRuns("c", "c", "", [run("c", 0, np.r_[0.0, np.ones(19)], ones)])  # seed 1 did not finish
+    d = VariantRuns("d", "d", "", [run("d", s, 2 * ones, half, predictions=False) for s in (0, 1)])
+    data = ReportInput(tmp_path, "experiment", "x", {"a": a, "b": b, "c": c, "d": d}, "a", [0, 1])
+    m = variant_metrics(b)
+    assert m["age"]["mae"]["mean"] == pytest.approx(1.025)
+    assert m["age"]["mae"]["std"] == pytest.approx(math.sqrt(0.05 ** 2 / 2))  # sample std of (1.05, 1.0)
+
     res = judge(Claim("s", "a beats b", "a", "b"), data)
-    assert res["tasks"]["age"]["verdict"] == "supported" and res["tasks"]["age"]["diffs"] == pytest.approx([0.5, 0.5])
-    assert res["tasks"]["g"]["verdict"] == "inconclusive"  # +5 pt, -2 pt
+    assert res["seeds"] == [0, 1] and res["missing"] == []
+    # gender: a right on every face, b on half, both seeds: +1 on 10 faces, 0 on 10
+    g = res["tasks"]["g"]
+    sd = math.sqrt(20 * 0.25 / 19)
+    assert g["diffs"] == pytest.approx([0.5, 0.5]) and g["faces"] == 20
+    assert g["interval"] == pytest.approx([0.5 - 1.96 * sd / math.sqrt(20), 0.5 + 1.96 * sd / math.sqrt(20)], abs=1e-4)
+    assert g["verdict"] == "supported"
+    # age: one face one year better on one seed: +0.05 and 0 per seed; per face +0.5 (face 0) and 0
+    age = res["tasks"]["age"]
+    assert age["diffs"] == pytest.approx([0.05, 0.0])
+    sd = math.sqrt(((0.5 - 0.025) ** 2 + 19 * 0.025 ** 2) / 19)
+    assert age["interval"] == pytest.approx([0.025 - 1.96 * sd / math.sqrt(20), 0.025 + 1.96 * sd / math.sqrt(20)],
+                                            abs=1e-4)
+    assert age["interval"][0] < 0 < age["interval"][1] and age["verdict"] == "within noise"
     assert res["verdict"] == "mixed"
-    assert judge(Claim("s", "b beats a", "b", "a", ["age"]), data)["verdict"] == "contradicted"
-    assert judge(Claim("s", "missing", "a", "c"), data) is None
+    assert describe_diff("age", age) == ("age: MAE 0.03 lower (95% interval -0.02 to +0.07 over 20 faces; "
+                                         "per seed: +0.05, +0.00) → within noise")
+    assert judge(Claim("s", "b beats a", "b", "a", ["g"]), data)["verdict"] == "contradicted"
+    assert judge(Claim("s", "a equals a", "a", "a"), data)["verdict"] == "no difference"
+
+    # one seed, a tiny difference (0.05 years, one face of 20): within noise, not "contradicted";
+    # and the seed that did not finish is named
+    res = judge(Claim("s", "a beats c", "a", "c", ["age"]), data)
+    assert res["seeds"] == [0] and res["missing"] == ["c seed 1"]
+    age = res["tasks"]["age"]
+    assert age["diffs"] == pytest.approx([-0.05]) and age["faces"] == 20
+    sd = math.sqrt(0.95 / 19)  # per face: -1 once, 0 nineteen times
+    assert age["interval"] == pytest.approx([-0.05 - 1.96 * sd / math.sqrt(20), -0.05 + 1.96 * sd / math.sqrt(20)],
+                                            abs=1e-4)
+    assert age["verdict"] == "within noise"
+
+    # runs saved without per-face predictions fall back to the seeds, and say so
+    res = judge(Claim("s", "a beats d", "a", "d"), data)
+    assert res["tasks"]["age"]["interval"] is None and res["verdict"] == "supported (seeds only)"
+    assert res["tasks"]["age"]["no_interval"] == "d seed 0 has no per-face test predictions"
+    assert "no per-face test: d seed 0 has no per-face test predictions" in describe_diff("age", res["tasks"]["age"])
+    assert judge(Claim("s", "missing", "a", "c2"), data) is None
+
+
+def test_a_claim_names_its_paired_seeds_and_missing_runs(tmp_path):
+    """The report said "With 2 seeds" of a claim that rested on one (a run not finished), and "1 seeds"."""
+    from facemtl.report.document import to_markdown
+    from facemtl.report.load import ReportInput, VariantRuns
+    from facemtl.report.writer import _claims, _json
+
+    run = _claim_runs(tmp_path)
+    ones, half = np.ones(20), np.arange(20) < 10
+    proposed = VariantRuns("proposed", "proposed", "", [run("proposed", s, ones, ones) for s in (0, 1)])
+    equal = VariantRuns("equal", "equal", "", [run("equal", 0, 2 * ones, half)])
+    data = ReportInput(tmp_path, "experiment", "x", {"proposed": proposed, "equal": equal}, "proposed", [0, 1])
+    facts: dict = {}
+    md = to_markdown("r", [_claims(data, facts)])
+    assert "1 seed (0); equal seed 1 missing" in md and "1 seeds" not in md
+    assert "**supported**" in md and "over 20 faces" in md
+    assert facts["claims"][0]["missing"] == ["equal seed 1"]
+    assert json.loads(json.dumps(facts, default=_json))["claims"][0]["claim"]["worse"] == "equal"
+    data.left_out = ["equal seed 1 (train.epochs: 2 → 3)"]  # finished, with other settings
+    assert "1 seed (0); equal seed 1 left out" in to_markdown("r", [_claims(data, {})])
 
 
 # -- a tiny grid on real faces, then its report ------------------------------------------------

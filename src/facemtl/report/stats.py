@@ -1,15 +1,31 @@
 """Numbers of a report: per-variant mean and spread over seeds, and the sources' claims tested.
 
-A claim "A beats B" is judged on paired per-seed differences (both variants trained
-with the same seed on the same split and tested on the same images):
+A claim "A beats B" is judged per task on paired runs (both variants trained with the same
+seed on the same split and tested on the same faces). The per-seed differences of the task's
+headline metric are kept for the reader; the verdict rests on the faces:
 
-* **supported**: A is better than B for every seed;
-* **contradicted**: B is better than A for every seed;
-* **no difference**: equal for every seed;
-* **inconclusive**: anything else (the seeds disagree).
+* per face, the paired difference of its score (:meth:`Task.sample_scores`: 1/0 for a right or
+  wrong answer, the absolute error for a numeric task; signed so that positive favours A),
+  averaged over the paired seeds (a face unscored in any of them is dropped);
+* the 95 % interval of the mean of that over the faces, ``mean ± 1.96 sd / sqrt(n)`` (sd with
+  ddof=1; a normal approximation, the test splits hold hundreds of faces). Its mean is the mean
+  of the per-seed headline differences (accuracy and MAE are means over faces).
 
-With two or three seeds this is a weak test; the report prints the differences so
-that a reader can judge the size against the seed-to-seed spread.
+Verdicts:
+
+* **supported**: the interval lies above 0;
+* **contradicted**: it lies below 0;
+* **within noise**: it holds 0;
+* **no difference**: the headline is equal for every seed.
+
+The interval covers which faces happened to be tested, not which seeds happened to be trained
+(a seed-to-seed shift is common to every face); the per-seed differences show that part.
+
+Runs saved without per-face test predictions (``test_predictions.npz``; older runs), tested on
+different faces, or a task whose headline is not a mean of its per-face scores, fall back to
+the seeds alone: **supported (seeds only)** or **contradicted (seeds only)** when two or more
+seeds all agree, **no difference** when all are equal, else **inconclusive**; the result says
+why there is no interval (``no_interval``).
 """
 
 from __future__ import annotations
@@ -20,9 +36,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..metrics import mean_and_spread
+from ..subgroups import Z95
 from ..tasks import MetricColumn, Task
 from ..training.evaluation import headline_metrics
-from .load import ReportInput, VariantRuns
+from .load import ReportInput, RunLog, VariantRuns
 
 
 def variant_metrics(v: VariantRuns) -> dict[str, dict[str, dict[str, Any]]]:
@@ -85,44 +102,123 @@ def standard_claims(tasks: Sequence[Task]) -> list[Claim]:
 
 
 def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
-    """Per task: paired per-seed differences (positive = ``better`` is better) and a verdict."""
+    """Per task: paired per-seed differences of the headline (positive = ``better`` is better),
+    the 95 % interval of the per-face paired difference (``interval``, over ``faces`` faces, or
+    ``None`` and why in ``no_interval``) and a verdict (see the module's docstring).
+
+    Also ``seeds`` (paired: both variants finished with them) and ``missing`` (``"<variant>
+    seed <k>"`` for each run of the experiment's seeds that one of the two variants lacks)."""
     if claim.better not in data.variants or claim.worse not in data.variants:
         return None
     better, worse = data.variants[claim.better], data.variants[claim.worse]
-    a = {r.seed: headline_metrics(r.test, r.tasks) for r in better.runs}
-    b = {r.seed: headline_metrics(r.test, r.tasks) for r in worse.runs}
+    runs_a = {r.seed: r for r in better.runs}
+    runs_b = {r.seed: r for r in worse.runs}
+    a = {s: headline_metrics(r.test, r.tasks) for s, r in runs_a.items()}
+    b = {s: headline_metrics(r.test, r.tasks) for s, r in runs_b.items()}
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None
+    missing = [f"{v.name} seed {s}" for s in sorted(set(data.seeds) | set(a) | set(b))
+               for v, runs in ((better, a), (worse, b)) if s not in runs]
     tasks = claim.tasks or sorted(set.intersection(*(set(a[s]) & set(b[s]) for s in seeds)))
     per_task = {}
     for t in tasks:
-        pairs = [(a[s].get(t), b[s].get(t)) for s in seeds]
-        pairs = [(x, y) for x, y in pairs if x and y]
-        if not pairs:
+        paired = [s for s in seeds if a[s].get(t) and b[s].get(t)]
+        if not paired:
             continue
-        head = better.first.task(t).headline
+        task = better.first.task(t)
+        head = task.headline
         sign = -1.0 if head.lower_is_better else 1.0
-        diffs = [sign * (x[head.key] - y[head.key]) for x, y in pairs]
-        verdict = ("supported" if all(d > 0 for d in diffs) else
-                   "contradicted" if all(d < 0 for d in diffs) else
-                   "no difference" if all(d == 0 for d in diffs) else "inconclusive")
+        diffs = [sign * (a[s][t][head.key] - b[s][t][head.key]) for s in paired]
+        per_face, why = _face_differences(task, sign, (better.name, worse.name),
+                                          [(runs_a[s], runs_b[s]) for s in paired],
+                                          [(a[s][t][head.key], b[s][t][head.key]) for s in paired])
+        interval = None
+        if per_face is not None:
+            n = len(per_face)
+            mean = float(per_face.mean())
+            half = Z95 * float(per_face.std(ddof=1)) / np.sqrt(n)
+            interval = [mean - half, mean + half]
+        if all(d == 0 for d in diffs):
+            verdict = "no difference"
+        elif interval is not None:
+            verdict = ("supported" if interval[0] > 0 else "contradicted" if interval[1] < 0 else "within noise")
+        elif len(diffs) > 1 and all(d > 0 for d in diffs):
+            verdict = "supported (seeds only)"
+        elif len(diffs) > 1 and all(d < 0 for d in diffs):
+            verdict = "contradicted (seeds only)"
+        else:
+            verdict = "inconclusive"
         per_task[t] = {"metric": head.key, "header": head.header, "lower_is_better": head.lower_is_better,
-                       "percent": head.percent, "diffs": diffs, "mean": float(np.mean(diffs)), "verdict": verdict}
+                       "percent": head.percent, "diffs": diffs, "seeds": paired, "mean": float(np.mean(diffs)),
+                       "interval": interval, "faces": None if per_face is None else len(per_face),
+                       "no_interval": why, "verdict": verdict}
     if not per_task:
         return None
     verdicts = {x["verdict"] for x in per_task.values()}
     overall = verdicts.pop() if len(verdicts) == 1 else "mixed"
-    return {"claim": claim, "tasks": per_task, "verdict": overall, "seeds": seeds}
+    return {"claim": claim, "tasks": per_task, "verdict": overall, "seeds": seeds, "missing": missing}
+
+
+def _face_differences(task: Task, sign: float, names: tuple[str, str], pairs: Sequence[tuple[RunLog, RunLog]],
+                      heads: Sequence[tuple[float, float]]) -> tuple[np.ndarray | None, str]:
+    """Per face, the paired score difference ``sign * (better - worse)`` averaged over the
+    paired seeds ``pairs`` (runs of the variants ``names``; faces unscored in any seed dropped),
+    and ``""``; or ``None`` and why not (what follows "no per-face test: ").
+
+    ``heads``: each pair's headline values, which the means of the scores must reproduce (else
+    the headline is not a mean over faces and the faces cannot test it)."""
+    rows: list[np.ndarray] = []
+    faces: np.ndarray | None = None
+    for (ra, rb), (ha, hb) in zip(pairs, heads):
+        scores, paths = [], []
+        for name, r, h in ((names[0], ra, ha), (names[1], rb, hb)):
+            pr = r.predictions
+            if pr is None or f"pred/{task.name}" not in pr or f"true/{task.name}" not in pr or "paths" not in pr:
+                return None, f"{name} seed {r.seed} has no per-face test predictions"
+            sc = np.asarray(task.sample_scores(pr[f"pred/{task.name}"], pr[f"true/{task.name}"]), float)
+            if sc.ndim != 1 or len(sc) != len(pr["paths"]):
+                return None, f"{task.name}'s per-face scores do not line up with the faces"
+            known = sc[~np.isnan(sc)]
+            if not len(known) or abs(float(known.mean()) - h) > 1e-6 * max(1.0, abs(h)):
+                return None, f"{task.name}'s {task.headline.key} is not the mean of its per-face scores"
+            scores.append(sc)
+            paths.append(pr["paths"])
+        pa, pb = paths
+        if not np.array_equal(pa, pb):
+            return None, f"{names[0]} and {names[1]} seed {ra.seed} were tested on different faces"
+        if faces is None:
+            faces = pa
+        elif not np.array_equal(faces, pa):
+            return None, f"seed {pairs[0][0].seed} and seed {ra.seed} were tested on different faces"
+        rows.append(sign * (scores[0] - scores[1]))
+    d = np.stack(rows)
+    d = d[:, ~np.isnan(d).any(0)].mean(0)
+    if len(d) < 2:
+        return None, f"{len(d)} face scored for {task.name} in every paired run"
+    return d, ""
 
 
 def describe_diff(t: str, d: dict[str, Any]) -> str:
-    """E.g. ``age: MAE 0.21 lower (seeds: +0.30, +0.12)``."""
+    """E.g. ``gender: accuracy 1.20 pt higher (95% interval -0.40 to +2.80 over 812 faces; per seed:
+    +0.90, +1.50) → within noise``; without an interval, why not in its place."""
     scale, unit = (100.0, " pt") if d["percent"] else (1.0, "")
     word = "lower" if d["lower_is_better"] else "higher"
     name = d["header"] if d["lower_is_better"] else d["metric"]
     if d["mean"] < 0:
         word = "higher" if word == "lower" else "lower"
-    # rounded first, and + 0.0: an equal result reads "+0.00", not "-0.00" (which reads as a loss)
-    seeds = ", ".join(f"{round(scale * x, 2) + 0.0:+.2f}" for x in d["diffs"])
-    return f"{t}: {name} {abs(scale * d['mean']):.2f}{unit} {word} (per seed: {seeds}) → {d['verdict']}"
+
+    def signed(x: float) -> str:
+        # rounded first, and + 0.0: an equal result reads "+0.00", not "-0.00" (which reads as a loss)
+        return f"{round(scale * x, 2) + 0.0:+.2f}"
+
+    seeds = ", ".join(signed(x) for x in d["diffs"])
+    if d.get("interval"):
+        lo, hi = d["interval"]
+        faces = f"{d['faces']:,} face" + ("" if d["faces"] == 1 else "s")
+        basis = f"95% interval {signed(lo)} to {signed(hi)} over {faces}; "
+    elif d.get("no_interval"):
+        basis = f"no per-face test: {d['no_interval']}; "
+    else:
+        basis = ""
+    return f"{t}: {name} {abs(scale * d['mean']):.2f}{unit} {word} ({basis}per seed: {seeds}) → {d['verdict']}"

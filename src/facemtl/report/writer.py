@@ -214,21 +214,38 @@ def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
             continue
         judged.append(res)
         rows.append([claim.text, claim.source, claim.evidence or "–", f"{claim.better} vs {claim.worse}",
-                     f"**{res['verdict']}**",
+                     _paired_seeds(res, data.left_out), f"**{res['verdict']}**",
                      "; ".join(stats.describe_diff(t, d) for t, d in res["tasks"].items())])
     facts["claims"] = judged
-    s.add(Para("Each claim compares two variants trained with the same seeds on the same images. "
-               "**supported**: the first variant is better for every seed; **contradicted**: it is worse for "
-               "every seed; **no difference**: equal for every seed; **inconclusive**: the seeds disagree; "
-               "**mixed**: the verdict differs between tasks. Differences are per seed, first minus second, in the direction of the claim "
-               "(positive favours the claim; accuracy in percentage points, MAE in the task's label units: "
-               "years for age). "
-               f"With {len(data.seeds)} seeds and this budget, small differences are within noise."))
+    s.add(Para("Each claim compares two variants trained with the same seeds on the same split and tested on the "
+               "same faces (\"seeds paired\": the seeds both variants finished; a missing run is named). Per face, "
+               "the difference of its score (right or wrong; the absolute error for age) is averaged over the "
+               "paired seeds, and the verdict rests on the 95% interval of its mean over the faces (mean ± 1.96 "
+               "s.d. / √n): **supported**: the interval lies above 0 (the first variant is better); "
+               "**contradicted**: it lies below 0; **within noise**: it holds 0; **no difference**: the metric is "
+               "equal for every seed; **mixed**: the verdict differs between tasks. Runs without per-face test "
+               "predictions are judged on the seeds alone: **supported (seeds only)** or **contradicted (seeds "
+               "only)** when two or more seeds agree, else **inconclusive**. Differences are first minus second, "
+               "in the direction of the claim (positive favours the claim; accuracy in percentage points, MAE in "
+               "the task's label units: years for age). The interval covers which faces were tested, not which "
+               "seeds were trained: a per-seed difference of the other sign says the seeds disagree."))
     if rows:
-        s.add(Table(["claim", "source", "the source on UTKFace", "variants", "verdict here", "per task here"], rows))
+        s.add(Table(["claim", "source", "the source on UTKFace", "variants", "seeds paired", "verdict here",
+                     "per task here"], rows))
     else:
         s.add(Para("This experiment has none of the variant pairs the claims need."))
     return s
+
+
+def _paired_seeds(res: dict[str, Any], left_out: Sequence[str] = ()) -> str:
+    """``2 seeds (0, 1)``, or ``1 seed (0); proposed seed 1 missing``: the seeds a claim was judged
+    on, and the runs of the experiment's seeds that one of its variants lacks (not finished, or
+    ``left out``: trained with other settings, :attr:`ReportInput.left_out`)."""
+    seeds = res["seeds"]
+    said = f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'} ({', '.join(str(x) for x in seeds)})"
+    gone = [f"{m} left out" if any(x.startswith(f"{m} (") for x in left_out) else f"{m} missing"
+            for m in res.get("missing") or []]
+    return "; ".join([said] + gone)
 
 
 def _curves(data: ReportInput) -> Section:
