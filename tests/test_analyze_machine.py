@@ -6,6 +6,7 @@ import errno
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facemtl.cli import main
@@ -308,3 +309,30 @@ def test_skip_stored_leaves_out_the_photos_without_a_face_too(tmp_path, capsys):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM sessions")).scalar_one() == 0
     engine.dispose()
+
+
+def test_a_large_photos_thumbnail_is_its_face(tmp_path):
+    """A review: a photo of 4096 px or more is decoded reduced, and `analyze --db --thumbnails`
+    cropped its faces' boxes (in the photo's own pixels) from the reduced image: the stored
+    thumbnail showed the rocket beside the astronaut. The same face, large or small, now gives
+    the same thumbnail."""
+    import io
+
+    import sqlalchemy as sa
+    from PIL import Image
+
+    pytest.importorskip("sqlalchemy")
+    photo = Image.open(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg").convert("RGB")
+    photo.save(tmp_path / "small.png")
+    photo.resize((4608, 4608 * photo.height // photo.width), Image.BICUBIC).save(tmp_path / "big.jpg", quality=95)
+    db = tmp_path / "t.db"
+    assert main(["analyze", str(tmp_path / "small.png"), str(tmp_path / "big.jpg"), "--db", str(db),
+                 "--thumbnails", "--no-progress", "--json"]) == 0
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT f.file, t.jpeg FROM faces f JOIN thumbnails t ON t.face_id = f.id")).all()
+    engine.dispose()
+    thumbs = {Path(f).name: np.asarray(Image.open(io.BytesIO(j)).convert("L").resize((64, 64)), float) for f, j in rows}
+    assert set(thumbs) == {"small.png", "big.jpg"}
+    a, b = (x - x.mean() for x in (thumbs["small.png"], thumbs["big.jpg"]))
+    assert float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())) > 0.9  # the same face

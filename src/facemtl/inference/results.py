@@ -247,6 +247,13 @@ class ImageResult:
             return f"frame {self.frame}"
         return f"image {self.index}"
 
+    def faces_on_image(self) -> list[FaceResult]:
+        """The faces with boxes and landmarks in the pixels of :attr:`image`: a large photo is
+        decoded reduced (its long side under 4096 px) while the faces are in the photo's own
+        pixels (:attr:`width`). What draws on or crops from :attr:`image` takes these."""
+        scale = self.image.shape[1] / self.width if self.image is not None and self.width else 1.0
+        return [f.scaled(scale) for f in self.faces] if scale != 1.0 else list(self.faces)
+
     def fail(self, error: str, keep_faces: bool = False) -> "ImageResult":
         """Mark this image ``error`` with the reason ``error``; its faces are dropped unless
         ``keep_faces`` (a failure after they were found, e.g. writing its annotated copy)."""

@@ -137,9 +137,8 @@ class Service:
                 raise ServiceError(415, f"the uploaded file is not an image facemtl can read: {result.error}")
             log.error("analysis of an upload failed: %s", result.error)
             raise ServiceError(500, "the photo could not be analysed (the server log says why)")
-        rgb, result.image = result.image, None  # the pixels searched: smaller than the photo when decoded reduced
-        scale = rgb.shape[1] / result.width if result.width else 1.0
-        faces = [f.scaled(scale) for f in result.faces] if scale != 1.0 else result.faces
+        faces = result.faces_on_image()  # the pixels searched: smaller than the photo when decoded reduced
+        rgb, result.image = result.image, None
         out = result.to_dict()
         if annotate:
             from ..sinks.annotate import draw_faces

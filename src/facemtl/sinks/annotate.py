@@ -138,9 +138,6 @@ class AnnotateSink(Sink):
             return
         path = self.target(result)
         fmt = KEEP_SUFFIXES.get(path.suffix.lower(), "PNG")
-        faces = result.faces
-        scale = result.image.shape[1] / result.width if result.width else 1.0
-        if scale != 1.0:  # a large photo decoded reduced: boxes are in the photo's own pixels
-            faces = [f.scaled(scale) for f in faces]
+        faces = result.faces_on_image()  # (a large photo decoded reduced: boxes in the photo's own pixels)
         Image.fromarray(draw_faces(result.image, faces)).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
         result.image = None  # drawn and written: let the pixels go

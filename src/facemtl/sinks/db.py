@@ -143,7 +143,9 @@ class DbSink(Sink):
             result = dataclasses.replace(result, file=os.path.abspath(result.file))
         thumbs = None
         if self.thumbnails and result.image is not None and result.faces:
-            thumbs = [face_thumbnail(result.image, f.box) for f in result.faces]
+            # in the decoded image's pixels: a large photo is decoded reduced (a review: its
+            # thumbnails were crops of the wrong place, the rocket beside the astronaut)
+            thumbs = [face_thumbnail(result.image, f.box) for f in result.faces_on_image()]
         self.writer.add(result, thumbs)
         if self.snapshot_every is not None and result.image is not None and result.status != ERROR:
             name = result.source or self.source
@@ -157,7 +159,7 @@ class DbSink(Sink):
     def snapshot_jpeg(self, result: ImageResult) -> bytes:
         from .annotate import draw_faces
 
-        return jpeg_bytes(draw_faces(result.image, result.faces), SNAPSHOT_SIDE)
+        return jpeg_bytes(draw_faces(result.image, result.faces_on_image()), SNAPSHOT_SIDE)
 
     def write_track(self, track: TrackResult) -> None:
         self.writer.add_track(track)
