@@ -147,6 +147,8 @@ def test_a_wrong_entry_deep_in_a_setting_is_named_with_yamls_yes_no_trap():
     ([{"name": "box", "type": "nominal", "num_classes": 2}], "a task cannot be named 'box': outputs already have"),
     ([{"name": "score", "type": "regression"}], "a task cannot be named 'score'"),  # the epoch's mean skill
     ([{"name": "x1", "type": "regression"}], "a task cannot be named 'x1'"),  # a CSV column
+    # a track line's clock (a review: the answer was written over it, and read back as the time)
+    ([{"name": "last_wall_time", "type": "regression"}], "a task cannot be named 'last_wall_time'"),
     ([{"name": "raw_age", "type": "regression"}], "names starting raw_"),
     ([{"name": "_info", "type": "regression"}], "a name is a letter, then letters, digits or _"),  # the metrics' own
     ([{"name": "=HYPERLINK(1)", "type": "regression"}], "a name is a letter"),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .inference.results import ANSWER_SUFFIXES as RESULT_SUFFIXES
+from .inference.results import RESULT_KEYS
 from .typecheck import SettingTypeError, check, did_you_mean, hints
 
 
@@ -200,7 +201,7 @@ RESERVED_TASK_NAMES = frozenset({
     "landmarks", "model_name", "model_version", "thumbnail", "raw", "index", "width", "height", "status",
     "error", "faces", "annotated", "wall_time", "first_frame", "last_frame", "frames", "first_time",
     "last_time", "started", "ended", "confidence", "closed", "type", "face", "x1", "y1", "x2", "y2",
-    "loss", "epoch", "lr"})
+    "loss", "epoch", "lr"}) | RESULT_KEYS  # (the result schema's own fields, from where it names them)
 #: Suffixes a task's answer adds to its name in the outputs: the JSON fields'
 #: (:data:`facemtl.inference.results.ANSWER_SUFFIXES`) and CSV's ``<task>_p_<class>``; ``_level``
 #: only where the task names levels (:func:`check_task_names`: recipes made before it, with a

@@ -1,10 +1,12 @@
 """From aligned face crops to the network's input: one definition for training, export and runtimes.
 
 The network's input is a batch of crops as ``uint8 (N, 3, S, S)``, RGB, channels first.
-Every model facemtl builds or exports scales it to [0, 1] and normalises it with its
-backbone's mean and standard deviation inside the network (see
-:meth:`facemtl.model.MultiTaskNet.features`), so no runtime normalises on its own and
-the numbers can never drift apart between PyTorch, ONNX Runtime and OpenVINO.
+:func:`to_input` scales it to [0, 1] floats for a PyTorch :class:`~facemtl.model.MultiTaskNet`
+(training and the ``.pt`` runtime), which normalises with its backbone's mean and standard
+deviation inside itself (:meth:`~facemtl.model.MultiTaskNet.features`); an exported network
+takes the ``uint8`` batch and does both inside itself (``ExportNet``). So no runtime
+normalises on its own, and the numbers never drift apart between PyTorch, ONNX Runtime and
+OpenVINO.
 """
 
 from __future__ import annotations

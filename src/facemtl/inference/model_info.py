@@ -27,8 +27,9 @@ class ModelInfo:
     tasks: list[dict[str, Any]]
     #: Side in pixels of the square aligned crop the network reads.
     image_size: int
-    #: The network's input: ``uint8 (N, 3, S, S)`` RGB; it scales by 1/255 and normalises
-    #: with ``(x - mean) / std`` inside itself.
+    #: The network's input: ``uint8 (N, 3, S, S)`` RGB; an exported network scales by 1/255
+    #: and normalises with ``(x - mean) / std`` inside itself (a ``.pt`` one is given the
+    #: scaled floats by :func:`facemtl.preprocess.to_input` and normalises inside itself).
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     #: Where the weights came from (a file name) and anything else the writer recorded.

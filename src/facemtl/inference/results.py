@@ -129,6 +129,10 @@ _FACE_KEYS = frozenset({"type", "source", "file", "index", "frame", "time", "wal
                         "landmarks", "raw"})
 _TRACK_KEYS = frozenset({"type", "source", "track", "first_frame", "last_frame", "frames", "first_time", "last_time",
                          "first_wall_time", "last_wall_time", "confidence"})
+#: Every field of a face or track record that is no task's answer: names no task may take
+#: (:data:`facemtl.config.RESERVED_TASK_NAMES` includes them; a task ``last_wall_time`` wrote its
+#: answer over a track's clock, a review).
+RESULT_KEYS = _FACE_KEYS | _TRACK_KEYS
 
 
 def _answers(d: dict[str, Any], other: set[str] | frozenset[str]) -> dict[str, TaskAnswer]:

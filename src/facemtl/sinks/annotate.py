@@ -32,7 +32,7 @@ def _font(size: int):
 def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], labels: Sequence[str] | None = None) -> np.ndarray:
     """A copy of ``image`` ``(H, W, 3) uint8`` with each face's box, landmarks and label drawn.
 
-    Line width and text size grow with the image (about 1/400 and 1/40 of its long
+    Line width and text size grow with the image (about 1/400 and 1/45 of its long
     side), so labels stay readable on large photos. ``labels``: one text per face
     (default: :meth:`FaceResult.describe`).
     """

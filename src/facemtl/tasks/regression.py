@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class RegressionTask(NumericTask):
     """Scalar regression on targets normalised to [0, 1] by ``(y - min) / (max - min)``.
 
-    The thesis regresses normalised age. ``loss``: ``mse`` or ``l1`` on the
+    The thesis regresses normalised age. ``loss_fn``: ``mse`` or ``l1`` on the
     normalised scale; predictions are mapped back and clipped to [min, max].
     """
 
