@@ -168,4 +168,4 @@ def test_ensemble_members_are_named_by_as_many_folders_as_tell_them_apart():
     assert member_labels(["a.onnx", "b/b.onnx"]) == ["a.onnx", "b.onnx"]
     assert member_labels(["E/runs/proposed/seed0/best.pt", "E/runs/equal/seed0/best.pt"]) == [
         "proposed/seed0/best.pt", "equal/seed0/best.pt"]
-    assert member_labels(["run/best.pt", "run/best.pt"]) == ["best.pt", "best.pt"]  # one file twice
+    assert member_labels(["run/best.pt", "run/best.pt"]) == ["run/best.pt", "run/best.pt"]  # one file twice

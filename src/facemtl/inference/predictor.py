@@ -135,10 +135,13 @@ def member_labels(paths: Sequence[str | Path]) -> list[str]:
     """How an ensemble's members are named: their file names, or, when two share one (runs'
     ``best.pt`` files), as many of their last folders as tell them apart for every member
     (``proposed/seed0/best.pt`` beside ``equal/seed0/best.pt``: ``seed0/best.pt`` twice named
-    neither, a user test); the same file given twice keeps its one name."""
+    neither, a user test); the same file given twice is named with its folder."""
     paths = [Path(p) for p in paths]
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
     deepest = max(len(p.parts) for p in paths)
-    for k in range(1, deepest + 1):
+    for k in range(2, deepest + 1):
         labels = [str(Path(*p.parts[-k:])) for p in paths]
         if len(set(labels)) == len(set(str(p) for p in paths)):
             return labels
