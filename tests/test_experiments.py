@@ -365,6 +365,16 @@ def test_report_of_a_single_run(tiny_grid, tmp_path):
     assert "## Metrics of every variant" in md and "## Intersectional bias study" in md
     assert "claims, tested" not in md  # no pairs to compare in one run
     assert main(["report", str(tmp_path / "nothing-here")]) != 0
+    # a user test: a rerun into the same folder left an earlier run's images unreferenced; a file
+    # as --out ended in "[Errno 17] File exists"
+    (tmp_path / "r" / "gradcam_age.png").write_bytes(b"an earlier report's")
+    assert main(["report", str(out / "runs" / "proposed" / "seed0"), "--out", str(tmp_path / "r"), "--no-gradcam"]) == 0
+    assert not (tmp_path / "r" / "gradcam_age.png").exists()
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert all(f"({p.name})" in md or p.name in md for p in (tmp_path / "r").glob("*.png"))
+    (tmp_path / "f.yaml").write_text("x")
+    assert main(["report", str(out / "runs" / "proposed" / "seed0"), "--out", str(tmp_path / "f.yaml")]) == 2
+    assert (tmp_path / "f.yaml").read_text() == "x"
 
 
 def test_a_setting_added_later_keeps_finished_runs_digest():

@@ -43,7 +43,13 @@ def write_report(path: str | Path, out: str | Path | None = None, gradcam: bool 
     data = load(path)
     plan = bias_groups(data.ref.first, groups)
     out = Path(out) if out else data.path / "report"
+    if out.exists() and not out.is_dir():  # (said, not "[Errno 17] File exists": a user test)
+        raise ValueError(f"--out {out} is a file; the report is a folder (report.html, report.md, its PNGs): "
+                         "name a folder")
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "report.json").is_file():  # an earlier report here: its images go, so none is left unreferenced
+        for old in out.glob("*.png"):
+            old.unlink()
     facts: dict[str, Any] = {"name": data.name, "kind": data.kind, "reference": data.reference}
     sections = [
         _setup(data, facts),
