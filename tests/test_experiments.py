@@ -427,6 +427,19 @@ def test_runs_of_another_budget_are_left_out_of_summary_and_report(utkface_root,
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["left_out"] == [stale]
 
 
+def one_variant_grid(folder: Path, utkface_root: Path, name: str, epochs: int) -> Path:
+    """``folder/exp.yaml``: one seed, one variant (equal weighting) of ``configs/tiny.yaml`` on 200
+    real faces at 32 px for ``epochs``."""
+    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    base["data"]["root"] = str(utkface_root)
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(base))
+    (folder / "exp.yaml").write_text(yaml.safe_dump({
+        "name": name, "base": "tiny.yaml", "seeds": [0],
+        "overrides": ["data.limit=200", "data.image_size=32", f"train.epochs={epochs}"],
+        "variants": [{"name": "a", "overrides": ["weighting.name=equal"]}]}))
+    return folder / "exp.yaml"
+
+
 def test_a_grid_run_changed_by_train_resume_is_trained_again_and_locked_while_the_grid_trains(
         utkface_root, tmp_path, capfd, monkeypatch):
     """A user test: `train --out RUN --resume train.epochs=2` on a grid's run left it out of every
@@ -434,13 +447,7 @@ def test_a_grid_run_changed_by_train_resume_is_trained_again_and_locked_while_th
     a grid's run folder, so such a resume ran beside the grid in the same folder."""
     from facemtl.cli import main
 
-    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    base["data"]["root"] = str(utkface_root)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
-        "name": "touched", "base": "tiny.yaml", "seeds": [0],
-        "overrides": ["data.limit=200", "data.image_size=32", "train.epochs=1"],
-        "variants": [{"name": "a", "overrides": ["weighting.name=equal"]}]}))
+    one_variant_grid(tmp_path, utkface_root, "touched", epochs=1)
     out, grid = tmp_path / "out", ["experiment", "--config", str(tmp_path / "exp.yaml")]
     assert main([*grid, "--out", str(out)]) == 0
     run = out / "runs" / "a" / "seed0"
@@ -476,13 +483,7 @@ def test_sigterm_during_an_experiment_releases_its_lock_and_the_grid_finishes(ut
 
     from facemtl.training.runfolder import LOCK_NAME
 
-    base = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
-    base["data"]["root"] = str(utkface_root)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
-    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
-        "name": "term", "base": "tiny.yaml", "seeds": [0],
-        "overrides": ["data.limit=200", "data.image_size=32", "train.epochs=60"],
-        "variants": [{"name": "a", "overrides": ["weighting.name=equal"]}]}))
+    one_variant_grid(tmp_path, utkface_root, "term", epochs=60)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "facemtl.cli", "experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
