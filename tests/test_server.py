@@ -614,10 +614,10 @@ def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_pa
     store = Store(url)
     with TestClient(create_app(store, None)) as client:
         tasks = {t["name"]: t for t in client.get("/v1/tasks").json()}
-        assert tasks == {"glasses": {"name": "glasses", "classes": ["no", "yes"], "filters": ["glasses"],
+        assert tasks == {"glasses": {"name": "glasses", "classes": ["no", "yes"], "levels": None, "filters": ["glasses"],
                                      "fields": ["glasses", "glasses_probability", "glasses_probabilities"],
                                      "groups": ["no", "yes"]},
-                         "smile": {"name": "smile", "classes": None, "filters": ["smile_min", "smile_max"],
+                         "smile": {"name": "smile", "classes": None, "levels": None, "filters": ["smile_min", "smile_max"],
                                    "fields": ["smile"], "groups": ["0-25", "25-50", "50-75", "75+"]}}
         faces = client.get("/v1/faces", params={"limit": 500}).json()["items"]
         want = [f.to_dict() for r in reversed(shots) for f in reversed(r.faces)]
