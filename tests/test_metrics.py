@@ -89,6 +89,8 @@ def test_subgroup_table_cells():
     half = 1.959964 * (0.25 / 2) ** 0.5
     assert (m["g_accuracy_se"], f["g_accuracy_se"]) == (pytest.approx(0.25 ** 0.5 / 2 ** 0.5), 0.0)
     assert gap["ci95"] == pytest.approx([0.5 - half, 0.5 + half])
+    one = largest_gap(rows[:1], "g_accuracy", min_count=1)  # a cell against itself: no interval, as group_gap
+    assert one["gap"] == 0 and np.isnan(one["ci95"]).all()
     # errors 2, 0 and 3 (one unlabelled): sample variances 2 and 0 (one value: none)
     assert f["age_mae_se"] == pytest.approx(1.0) and np.isnan(m["age_mae_se"])
 

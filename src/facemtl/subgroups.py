@@ -59,6 +59,26 @@ def mean_interval(x: np.ndarray) -> tuple[float, float]:
     return (float(max(lo, 0.0) if x.min() >= 0 else lo), float(x.mean() + half))
 
 
+def score_summary(x: np.ndarray, kind: str) -> tuple[float, tuple[float, float], float]:
+    """Of scores ``x`` (NaN dropped: 1.0 / 0.0 per answer when ``kind`` is ``"accuracy"``, absolute
+    errors when ``"mae"``): the mean, its 95 % interval (Wilson, or Student-t) and the standard
+    error of the mean that the interval of a difference between two means takes (``sqrt(p (1 - p)
+    / n)`` for an accuracy ``p``, ``s / sqrt(n)`` for errors; NaN where there is none)."""
+    n = len(x)
+    m = float(x.mean()) if n else float("nan")
+    if kind == "accuracy":
+        ci, var = wilson_interval(int(round(x.sum())), n), m * (1 - m) if n else float("nan")
+    else:
+        ci, var = mean_interval(x), float(x.var(ddof=1)) if n > 1 else float("nan")
+    return m, ci, math.sqrt(var / n) if n and var == var else float("nan")
+
+
+def gap_half_width(se_a: float, se_b: float) -> float:
+    """Half the 95 % interval of a difference of two independent means with standard errors
+    ``se_a`` and ``se_b``: ``1.96 sqrt(se_a^2 + se_b^2)`` (for two proportions, the Wald form)."""
+    return Z95 * math.sqrt(se_a ** 2 + se_b ** 2)
+
+
 def group_order(order: Sequence[str] | None) -> Callable[[Any], tuple[int, str]]:
     """A sort key putting groups in ``order`` first, in its order, then any other by name."""
     place = {str(g): k for k, g in enumerate(order or ())}
@@ -101,16 +121,9 @@ def subgroup_table(
             x = np.asarray(scores[task], float)[mask]
             x = x[~np.isnan(x)]
             key = f"{task}_{kind}"
-            row[key] = float(x.mean()) if len(x) else float("nan")
+            # (the standard error: for the interval of a gap between cells, largest_gap)
+            row[key], (row[f"{key}_lo"], row[f"{key}_hi"]), row[f"{key}_se"] = score_summary(x, kind)
             row[f"{key}_n"] = int(len(x))
-            if kind == "accuracy":
-                row[f"{key}_lo"], row[f"{key}_hi"] = wilson_interval(int(round(x.sum())), len(x))
-            else:
-                row[f"{key}_lo"], row[f"{key}_hi"] = mean_interval(x)
-            # the standard error of the cell's mean, for the interval of a gap between cells
-            var = x.mean() * (1 - x.mean()) if kind == "accuracy" and len(x) else x.var(ddof=1) if len(x) > 1 \
-                else float("nan")
-            row[f"{key}_se"] = float(math.sqrt(var / len(x))) if len(x) and var == var else float("nan")
         rows.append(row)
     return rows
 
@@ -160,7 +173,9 @@ def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -
     lo = min(cells, key=lambda r: r[key])
     hi = max(cells, key=lambda r: r[key])
     gap = hi[key] - lo[key]
-    half = Z95 * math.sqrt(hi.get(f"{key}_se", float("nan")) ** 2 + lo.get(f"{key}_se", float("nan")) ** 2)
+    # (a cell against itself has no interval, as in group_gap)
+    half = gap_half_width(hi.get(f"{key}_se", float("nan")), lo.get(f"{key}_se", float("nan"))) \
+        if hi is not lo else float("nan")
     return {"min": lo, "max": hi, "gap": gap, "ci95": [gap - half, gap + half]}
 
 
@@ -185,16 +200,12 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
         raise ValueError(f"kind must be 'accuracy' or 'mae', not {kind!r}")
     scores, group = np.asarray(scores, float), np.asarray(group, float)
     by: dict[str, dict[str, Any]] = {}
-    var: dict[str, float] = {}
+    se: dict[str, float] = {}
     for gi, name in enumerate(names):
         x = scores[(group == gi) & ~np.isnan(scores)]
         if len(x) < max(1, min_count):
             continue
-        m = float(x.mean())
-        if kind == "accuracy":
-            ci, var[name] = wilson_interval(int(round(x.sum())), len(x)), m * (1 - m)
-        else:
-            ci, var[name] = mean_interval(x), float(x.var(ddof=1)) if len(x) > 1 else float("nan")
+        m, ci, se[name] = score_summary(x, kind)
         by[name] = {"mean": m, "ci95": [float(c) for c in ci], "n": int(len(x))}
     if not by:
         nan = float("nan")
@@ -202,7 +213,7 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
     hi = max(by, key=lambda r: by[r]["mean"])
     lo = min(by, key=lambda r: by[r]["mean"])
     gap = by[hi]["mean"] - by[lo]["mean"]
-    half = Z95 * math.sqrt(sum(var[r] / by[r]["n"] for r in (hi, lo))) if hi != lo else float("nan")
+    half = gap_half_width(se[hi], se[lo]) if hi != lo else float("nan")
     return {"by": by, "highest": hi, "lowest": lo, "gap": gap, "gap_ci95": [gap - half, gap + half]}
 
 
