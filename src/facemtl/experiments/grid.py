@@ -284,7 +284,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if twice:  # one run counted twice passed for two seeds ("± 0.00": a user test)
         raise ConfigError(f"seeds name {', '.join(map(str, twice))} twice; each seed is one run")
     typed = _command_line_overrides(overrides or [])
-    exp = Experiment(name=str(spec.get("name", path.stem)), base=base, seeds=[int(s) for s in seeds],
+    exp = Experiment(name=str(spec.get("name", path.stem)), base=base, seeds=seeds,
                      overrides=[*(str(o) for o in spec.get("overrides") or []), *(o for o, _, _ in typed)],
                      variants=variants, reference=str(spec.get("reference", "proposed")),
                      origin={"recipe": str(base_path), "data_root": written, "data_root_from": str(base_path)},
@@ -298,19 +298,28 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if exp.reference not in {v.name for v in variants}:
         exp.reference = variants[0].name if variants else exp.reference
     base_tasks = {t["name"]: build_task(t).to_dict() for t in tasks}
-    first = exp.run_config(variants[0], exp.seeds[0]).data if variants else None
-    for v in variants:  # fail now, not an hour into the grid
-        # the grid reads, splits and decodes the data once (runner.py): a variant's own data
-        # settings were refused only when its turn came, after the others had trained (a user test)
-        if replace(exp.run_config(v, exp.seeds[0]).data, split_seed=first.split_seed) != first:
-            raise ConfigError(f"variant {v.name!r} changes data settings; every variant of a grid uses the same "
-                              "data (set them in the base recipe or the experiment's overrides)")
+    check_same_data(exp, variants)  # fail now, not an hour into the grid
+    for v in variants:
         for t in (build_task(t) for t in exp.config(v, exp.seeds[0]).tasks):
             if t.derives_label and t.to_dict() != base_tasks[t.name]:
                 # the grid reads and splits the data once, with the base recipe's tasks (runner.py)
                 raise ConfigError(f"variant {v.name!r} changes task {t.name!r}, whose label column is made once "
                                   "for the whole grid from the base recipe; change it in the base recipe instead")
     return exp
+
+
+def check_same_data(exp: Experiment, variants: list[Variant]) -> None:
+    """A ``ConfigError`` naming the first of ``variants`` whose data settings differ from the
+    first variant's (the split seed aside: every seed runs on the first seed's split). The grid
+    reads, splits and decodes the data once (runner.py); such a variant was refused only when
+    its turn came, after the others had trained (a user test)."""
+    if not variants:
+        return
+    first = exp.run_config(exp.variants[0], exp.seeds[0]).data
+    for v in variants:
+        if replace(exp.run_config(v, exp.seeds[0]).data, split_seed=first.split_seed) != first:
+            raise ConfigError(f"variant {v.name!r} changes data settings; every variant of a grid uses the same "
+                              "data (set them in the base recipe or the experiment's overrides)")
 
 
 def _command_line_overrides(overrides: list[str]) -> list[tuple[str, list[str], Any]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,7 +39,7 @@ from ..metrics import mean_and_spread
 from ..system import hardware
 from ..tasks import build_task
 from ..training.evaluation import headline_metrics
-from .grid import Experiment, config_hash, left_out
+from .grid import Experiment, check_same_data, config_hash, left_out
 
 
 def run_experiment(
@@ -93,6 +92,7 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
     from ..training.runfolder import RunLock
 
     variants = [exp.variant(n) for n in only] if only else exp.variants
+    check_same_data(exp, variants)  # (before any run: the data is read once for them all)
     other = _trained_otherwise(exp, out, [(v, s) for v in variants for s in exp.seeds])
     if other and not overwrite:
         more = f" and {len(other) - 1} more" if len(other) > 1 else ""
@@ -123,8 +123,6 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
             # One read, split and decode for the whole grid (see module docstring).
             data_cfg = base_cfg.data  # the experiment's overrides apply; variants must not change data
             bundle = build_data(data_cfg, full_tasks, exp.seeds[0])
-        if replace(cfg.data, split_seed=base_cfg.data.split_seed) != base_cfg.data:
-            raise ValueError(f"variant {variant.name!r} changes data settings; every variant must use the same data")
         tasks = [build_task(t) for t in cfg.tasks]
         log(f"[{i}/{len(todo)}] {variant.name} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
         t0 = time.perf_counter()

@@ -26,7 +26,6 @@ def dlib_model_file(name: str, needed_by: str = "the dlib detector") -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "models" / name)
 
 
-
 @DETECTORS.register("dlib")
 class DlibDetector(Detector):
     """HOG + linear SVM detector over an image pyramid, then the five-point landmark model.

@@ -200,10 +200,6 @@ class Snapshot(Base):
     jpeg: Mapped[bytes] = mapped_column(sa.LargeBinary)
 
 
-#: Every table, for migrations and tests.
-TABLES = Base.metadata.tables
-
-
 class NoFaceFile(Base):
     """A file an ``analyze`` session read and found no face in: with the files its faces
     name, what ``analyze --skip-stored`` leaves out (schema 0004). A path and a time, no
@@ -218,3 +214,7 @@ class NoFaceFile(Base):
     file: Mapped[str] = mapped_column(sa.String(1000), index=True)
     #: When it was read (wall clock).
     time: Mapped[float] = mapped_column(index=True)
+
+
+#: Every table, for migrations and tests.
+TABLES = Base.metadata.tables

@@ -175,11 +175,11 @@ class NumericTask(Task):
 
     def metrics(self, pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
         m = valid(true)
-        out = regression_metrics(np.asarray(pred, float)[m], np.asarray(true, float)[m], self.group_edges,
-                                 self.whole_groups, self.cs_step())
+        p, t = np.asarray(pred, float)[m], np.asarray(true, float)[m]
+        out = regression_metrics(p, t, self.group_edges, self.whole_groups, self.cs_step())
         out["groups"] = self._group_labels(self.group_edges)  # (a named scale's levels, not its ranks)
         # 95 % Student-t interval of the MAE (mean +- t s / sqrt(n) of the absolute errors)
-        out["mae_interval"] = list(mean_interval(np.abs(np.asarray(pred, float)[m] - np.asarray(true, float)[m])))
+        out["mae_interval"] = list(mean_interval(np.abs(p - t)))
         return out
 
     def baseline(self, train_true: np.ndarray) -> float:
