@@ -53,6 +53,17 @@ def photos(info: ModelInfo, n: int, seed: int = 0, faces_per_photo: int = 2) -> 
         yield res
 
 
+def store_photos(url: str, info: ModelInfo, n: int, seed: int = 0) -> None:
+    """``n`` of :func:`photos` of ``info``'s model written to the results database ``url`` as one
+    ``analyze`` session."""
+    from facemtl.sinks.db import DbSink
+
+    sink = DbSink(url, kind="analyze", model_info=info)
+    for r in photos(info, n, seed=seed):
+        sink.write(r)
+    sink.close()
+
+
 def stream(info: ModelInfo, frames: int, seed: int = 0, source: str | None = "cam1", t0: float = 1.7e9,
            fps: float = 10.0, people: int = 2, track_len: int = 8,
            image: bool = False) -> Iterator[ImageResult | TrackResult]:

@@ -297,21 +297,17 @@ def test_a_named_scale_is_filtered_by_its_levels_names(db_url, tmp_path):
     level's name (case aside) or its rank, in the API and in ``db export --where``; anything
     else is one sentence (422, exit 2); ``/v1/tasks`` lists the levels the page offers."""
     pytest.importorskip("fastapi")
-    from fakes import model_info, photos
+    from fakes import model_info, store_photos
     from fastapi.testclient import TestClient
 
     from facemtl.cli import main
     from facemtl.server import create_app
-    from facemtl.sinks.db import DbSink
     from facemtl.store import Store
     from facemtl.store.queries import parse_answer_filters
 
     spec = {"type": "ordinal", "name": "severity", "levels": LEVELS}
     info = model_info([spec, {"type": "ordinal", "name": "age", "min_value": 1, "max_value": 116}])
-    sink = DbSink(db_url, kind="analyze", model_info=info)
-    for r in photos(info, 30):
-        sink.write(r)
-    sink.close()
+    store_photos(db_url, info, 30)
     store = Store(db_url)
     with TestClient(create_app(store, None)) as client:
         every = client.get("/v1/faces", params={"limit": 500}).json()["items"]

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
 
-from fakes import model_info, photos, stream  # noqa: E402
+from fakes import model_info, photos, store_photos, stream  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -51,10 +51,7 @@ def fill(url: str) -> None:
         for it in stream(INFO, 40, seed=seed, source=cam, people=2, image=True, t0=time.time() - 600):
             (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
         sink.close()
-    sink = DbSink(url, kind="analyze", model_info=INFO)
-    for r in photos(INFO, 10):
-        sink.write(r)
-    sink.close()
+    store_photos(url, INFO, 10)
 
 
 @pytest.fixture
@@ -676,18 +673,12 @@ def test_faces_stored_under_an_earlier_models_class_names_can_still_be_asked_for
     url = f"sqlite:///{tmp_path / 'mixed.db'}"
     old = model_info([{"type": "nominal", "name": "ethnicity", "classes": ["a", "other"]}], name="old")
     new = model_info([{"type": "nominal", "name": "ethnicity", "classes": ["a", "others"]}], name="new")
-    sink = DbSink(url, kind="analyze", model_info=old)
-    for r in photos(old, 20):
-        sink.write(r)
-    sink.close()
+    store_photos(url, old, 20)
     store = Store(url)
     with TestClient(create_app(store, None)) as client:
         stored = client.get("/v1/faces", params={"ethnicity": "other", "limit": 500}).json()["items"]
         assert stored and {f["ethnicity"] for f in stored} == {"other"}
-        sink = DbSink(url, kind="analyze", model_info=new)  # the model trained again writes later
-        for r in photos(new, 20, seed=1):
-            sink.write(r)
-        sink.close()
+        store_photos(url, new, 20, seed=1)  # the model trained again writes later
         (info,) = client.get("/v1/tasks").json()
         assert info["classes"] == ["a", "other", "others"]  # the newest model's first, then those stored
         again = client.get("/v1/faces", params={"ethnicity": "other", "limit": 500})
@@ -709,10 +700,7 @@ def test_stats_count_every_models_faces_in_the_bands_of_the_model_served(db_url)
     coral = model_info([{"type": "ordinal", "name": "age", "min_value": 21, "max_value": 60}], name="coral")
     groups = model_info([{"type": "nominal", "name": "age", "classes": ["young", "old"]}], name="groups")
     for info, seed in ((groups, 2), (wide, 0), (coral, 1)):
-        sink = DbSink(db_url, kind="analyze", model_info=info)
-        for r in photos(info, 20, seed=seed):
-            sink.write(r)
-        sink.close()
+        store_photos(db_url, info, 20, seed=seed)
     store = Store(db_url)
     with TestClient(create_app(store, None)) as client:  # (no model of its own: the newest stored, coral's)
         faces = client.get("/v1/faces", params={"limit": 500}).json()["items"]
@@ -828,10 +816,7 @@ def test_page_upload_table_has_the_columns_of_the_model_that_answered(tmp_path, 
     task as an empty column of every upload's table, as if this model had not answered it."""
     url, store = page_db(tmp_path)
     other = model_info([{"type": "binary", "name": "glasses", "classes": ["no", "yes"]}], name="other")
-    sink = DbSink(url, kind="analyze", model_info=other)
-    for r in photos(other, 3):
-        sink.write(r)
-    sink.close()
+    store_photos(url, other, 3)
     with running(create_app(store, predictor, token=TOKEN)) as base:
         page, errors, _ = open_page(chromium, base)
         wait_for(page, "[...document.querySelectorAll('#faces thead th')].some(th => th.textContent === 'glasses')")
@@ -1322,10 +1307,7 @@ def test_page_offers_a_named_scales_levels_to_filter_by(tmp_path, chromium):
     info = model_info([{"type": "ordinal", "name": "severity", "levels": levels},
                        {"type": "nominal", "name": "gender", "classes": ["male", "female"]}], name="scale")
     url = f"sqlite:///{tmp_path / 'levels.db'}"
-    sink = DbSink(url, kind="analyze", model_info=info)
-    for r in photos(info, 20):
-        sink.write(r)
-    sink.close()
+    store_photos(url, info, 20)
     store = Store(url)
     with running(create_app(store, None, token=TOKEN)) as base:
         page, errors, _ = open_page(chromium, base)

@@ -15,7 +15,7 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
 
 import sqlalchemy as sa  # noqa: E402
-from fakes import model_info, photos, stream  # noqa: E402
+from fakes import model_info, photos, store_photos, stream  # noqa: E402
 
 from facemtl.inference.results import TrackResult  # noqa: E402
 from facemtl.sinks.db import DbSink  # noqa: E402
@@ -233,10 +233,7 @@ def test_the_same_kind_takes_its_source_over(db_url):
         assert {f["session"] for f in faces} == {first.session_id, second.session_id}
         assert {f["source"] for f in faces} == {"cam"}
     for seed in (1, 2):
-        sink = DbSink(db_url, kind="analyze", model_info=INFO)
-        for r in photos(INFO, 5, seed=seed):
-            sink.write(r)
-        sink.close()
+        store_photos(db_url, INFO, 5, seed=seed)
     with Store(db_url) as store:
         names = {s["name"]: s["kind"] for s in store.sources()}
         assert names == {"cam": "stream", f"analyze@{socket.gethostname()}": "analyze"}
