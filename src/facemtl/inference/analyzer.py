@@ -16,7 +16,7 @@ import numpy as np
 
 from .pipeline import Pipeline
 from .predictor import Predictor, load_predictor
-from .results import ImageResult
+from .results import ImageResult, answer_fields
 
 
 class FaceAnalyzer:
@@ -116,13 +116,7 @@ class FaceAnalyzer:
 
     def predict_crops(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Every task's answer for aligned ``(size, size, 3) uint8`` crops, as flat JSON fields."""
-        out = []
-        for answers in self.predictor.predict(crops):
-            d: dict[str, Any] = {}
-            for name, a in answers.items():
-                d.update(a.fields(name))
-            out.append(d)
-        return out
+        return [answer_fields(answers) for answers in self.predictor.predict(crops)]
 
     def close(self) -> None:
         """Stop the worker threads (they also end with the process)."""

@@ -25,6 +25,7 @@ No torch here: the inference install builds these from NumPy outputs.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -156,6 +157,13 @@ def _belongs(d: dict[str, Any], key: str, suffix: str) -> bool:
     return True
 
 
+def answer_fields(answers: dict[str, TaskAnswer]) -> dict[str, Any]:
+    """The flat JSON fields of a face's or track's ``answers`` (:meth:`TaskAnswer.fields` under
+    each task's name): what ``analyze --json``, ``stream --json``, the database's documents and
+    :meth:`FaceAnalyzer.predict_crops <facemtl.inference.analyzer.FaceAnalyzer.predict_crops>` write."""
+    return {k: v for name, a in answers.items() for k, v in a.fields(name).items()}
+
+
 def whole_number(x: float) -> float | int:
     """A whole number as an int, any other as it is: how interval ends of whole ranks are written
     (``[26, 42]``, not ``[26.0, 42.0]``) wherever an answer is made or read back."""
@@ -193,10 +201,13 @@ class FaceResult:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {} if self.track is None else {"track": self.track}
         d.update(box=self.box, score=self.score, landmarks=self.landmarks)
-        for name, a in self.answers.items():
-            d.update(a.fields(name))
+        return d | self.answer_fields()
+
+    def answer_fields(self) -> dict[str, Any]:
+        """The answers' flat fields (:func:`answer_fields`), the frame's own under ``raw`` in a video."""
+        d = answer_fields(self.answers)
         if self.raw is not None:
-            d["raw"] = {k: v for name, a in self.raw.items() for k, v in a.fields(name).items()}
+            d["raw"] = answer_fields(self.raw)
         return d
 
     @classmethod
@@ -335,8 +346,7 @@ class TrackResult:
             d.update(first_time=self.first_time, last_time=self.last_time)
         if self.first_wall_time is not None:
             d.update(first_wall_time=self.first_wall_time, last_wall_time=self.last_wall_time)
-        for name, a in self.answers.items():
-            d.update(a.fields(name))
+        d.update(answer_fields(self.answers))
         if self.confidence is not None:
             d["confidence"] = round(float(self.confidence), 4)
         return d
@@ -370,17 +380,21 @@ def _task_columns(tasks: Sequence["Task"], prefix: str = "") -> tuple[list[str],
     return cols, probs
 
 
+def csv_cells(key: str, value: Any) -> dict[str, Any]:
+    """The CSV cells of one flat JSON field (an answer's, or a stored record's): ``<task>_probabilities``
+    as one ``<task>_p_<class>`` column per class, an interval ``[lo, hi]`` as :func:`interval_text`
+    (``lo-hi``, or ``[lo, hi]`` with a negative end), another list as JSON, the rest as it is."""
+    if key.endswith("_probabilities") and isinstance(value, dict):
+        return {f"{key[: -len('_probabilities')]}_p_{c}": p for c, p in value.items()}
+    if isinstance(value, list):
+        return {key: interval_text(*value) if len(value) == 2 else json.dumps(value)}
+    return {key: value}
+
+
 def _answer_cells(answers: dict[str, TaskAnswer], prefix: str = "") -> dict[str, Any]:
-    """CSV cells of a face's answers: intervals as :func:`interval_text` (``lo-hi``, or ``[lo, hi]``
-    with a negative end), probabilities one column per class."""
-    row: dict[str, Any] = {}
-    for name, a in answers.items():
-        for k, v in a.fields(name).items():
-            if isinstance(v, dict):
-                row.update({f"{prefix}{name}_p_{c}": p for c, p in v.items()})
-            else:
-                row[prefix + k] = interval_text(*v) if isinstance(v, list) else v
-    return row
+    """CSV cells of a face's answers (:func:`csv_cells` of their :func:`answer_fields`), each column
+    name after ``prefix``."""
+    return {prefix + c: x for k, v in answer_fields(answers).items() for c, x in csv_cells(k, v).items()}
 
 
 def csv_columns(tasks: Sequence["Task"], ref: str = "file") -> list[str]:

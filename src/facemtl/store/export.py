@@ -24,7 +24,7 @@ import tempfile
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 from ..csvcells import safe_cell
-from ..inference.results import csv_columns, interval_text
+from ..inference.results import csv_cells, csv_columns
 from ..tasks import Task
 
 log = logging.getLogger("facemtl.store")
@@ -51,16 +51,12 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
             row.update(zip(("x1", "y1", "x2", "y2"), v or [None] * 4))
         elif key == "raw":
             row.update({f"raw_{k}": x for k, x in flatten(v).items()})
-        elif key.endswith("_probabilities") and isinstance(v, dict):
-            row.update({f"{key[: -len('_probabilities')]}_p_{c}": p for c, p in v.items()})
         elif key in NOT_IN_CSV:
             continue
-        elif isinstance(v, list):  # an interval [lo, hi] (another list, as it came)
-            row[key] = interval_text(*v) if len(v) == 2 else json.dumps(v)
         elif isinstance(v, bool):  # as JSON writes it (Python's str() says True)
             row[key] = "true" if v else "false"
-        else:
-            row[key] = safe_cell(v)
+        else:  # an answer's fields as analyze --csv writes them (an interval [lo, hi] as lo-hi)
+            row.update({c: x if isinstance(v, list) else safe_cell(x) for c, x in csv_cells(key, v).items()})
     return row
 
 

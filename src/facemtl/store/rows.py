@@ -110,19 +110,7 @@ def answer_from_row(row: Any, decimals: int | None = None) -> TaskAnswer:
 def stored_decimals(specs: Sequence[dict[str, Any]] | None) -> dict[str, int]:
     """``{task: decimals}`` of the numeric tasks among stored specs (quietly skipping any this
     process cannot build; :func:`tasks_from_specs` says so where it matters)."""
-    return {t.name: t.decimals for t in tasks_from_specs(specs, warn=False)
-            if isinstance(getattr(t, "decimals", None), int)}
-
-
-def face_fields(face: Any) -> dict[str, Any]:
-    """A face's stored document: its answers' ``analyze --json`` fields, the frame's own under
-    ``raw`` (see :attr:`facemtl.store.models.Face.fields`)."""
-    out: dict[str, Any] = {}
-    for name, a in face.answers.items():
-        out.update(a.fields(name))
-    if face.raw is not None:
-        out["raw"] = {k: v for name, a in face.raw.items() for k, v in a.fields(name).items()}
-    return out
+    return {t.name: t.decimals for t in tasks_from_specs(specs, warn=False) if t.decimals is not None}
 
 
 def answer_fields(rows: Iterable[Any], decimals: dict[str, int] | None = None) -> dict[str, Any]:

@@ -50,7 +50,7 @@ from ..inference.model_info import ModelInfo
 from ..inference.results import NO_FACE, FaceResult, ImageResult, TrackResult
 from .engine import StoreError, data_error
 from .models import Answer, Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
-from .rows import AnswerCodec, codecs_for, face_fields
+from .rows import AnswerCodec, codecs_for
 from .sessions import end_dead_sessions
 
 log = logging.getLogger("facemtl.store")
@@ -467,7 +467,7 @@ class SessionWriter:
                 faces.append(dict(session_id=self.session_id, source_id=sid, track_id=tid, time=at, frame=result.frame,
                                   media_time=result.time, file=result.file, x1=box[0], y1=box[1], x2=box[2], y2=box[3],
                                   score=f.score, landmarks=f.landmarks, model_name=self.model_name,
-                                  model_version=self.model_version, fields=face_fields(f)))
+                                  model_version=self.model_version, fields=f.answer_fields()))
                 extras.append((f, at, thumbs[k] if thumbs is not None and k < len(thumbs) else None))
         empty = [dict(session_id=self.session_id, file=r.file, time=r.at) for r in pending.images if r.no_face]
         if empty:  # (what --skip-stored leaves out besides the files whose faces are stored)
