@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from facemtl.faces import DETECTORS, align_face, build_detector, similarity_transform, template
-from facemtl.faces import mtcnn
+from facemtl.faces import DETECTORS, align_face, build_detector, mtcnn, similarity_transform, template
 from facemtl.faces.mtcnn import nms
 
 pytest.importorskip("dlib")
@@ -62,8 +61,9 @@ def test_prelu_split_gives_the_shipped_networks_outputs():
     """MTCNN's PRelu nodes run as ReLUs and 1x1 depthwise convolutions (after a convolution) or
     Relu + slope * Min(x, 0): the three networks' outputs equal those of the files as shipped,
     value for value, on inputs of both signs."""
-    import onnxruntime as ort
     from pathlib import Path
+
+    import onnxruntime as ort
 
     from facemtl.inference.model_files import check_onnx_file
 
@@ -133,8 +133,8 @@ def paste(face: np.ndarray, canvas_hw=(480, 640), at=(200, 120), scale=1.0, angl
 
 @pytest.fixture(scope="module")
 def faces(utkface_root):
-    from facemtl.images import load_rgb
     from facemtl.data.utkface import read_utkface
+    from facemtl.images import load_rgb
 
     t = read_utkface(utkface_root, limit=400)
     adults = [p for p, a in zip(t.paths, t.labels["age"]) if 20 <= a <= 60]
