@@ -306,7 +306,8 @@ class SoftThresholdTask(_TeachingTask):
         return F.binary_cross_entropy_with_logits(out / t, q, reduction="none").sum(1).mean() * t * t
 
     def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
-        return out.sum(1)
+        """Each threshold's logit signed by its decision, summed (as :meth:`NumericTask.explain_score`)."""
+        return (out * out.detach().sign()).sum(1)
 
     @staticmethod
     def _ranks(p: np.ndarray) -> np.ndarray:
