@@ -232,15 +232,17 @@ def test_fit_logistic_sample_weights_count_as_copies():
 
 
 def test_accuracy_gap_between_groups():
-    """Known values: 9/10 against 6/10 right is a 30-point gap, interval 30 +- 1.96 sqrt(.09/10 + .24/10)."""
+    """Known values: 9/10 against 6/10 right is a 30-point gap; its interval is Newcombe's, from the
+    two Wilson intervals (9/10: 0.5958-0.9821, 6/10: 0.3127-0.8318)."""
     from facemtl.subgroups import accuracy_gap
 
     hit = np.array([1] * 9 + [0] + [1] * 6 + [0] * 4 + [1] * 4 + [0], float)
     group = np.array([0] * 10 + [1] * 10 + [2] * 5)
     g = accuracy_gap(hit, group, ["a", "b", "c", "unseen"])
     assert g["between"] == ["a", "b"] and g["gap_points"] == 30.0 and set(g["by"]) == {"a", "b", "c"}
-    half = 100 * 1.959964 * (0.09 / 10 + 0.24 / 10) ** 0.5
-    assert g["gap_ci95"] == pytest.approx([30 - half, 30 + half], abs=0.01)
+    lo = 30 - 100 * ((0.9 - 0.59585) ** 2 + (0.83182 - 0.6) ** 2) ** 0.5
+    hi = 30 + 100 * ((0.98212 - 0.9) ** 2 + (0.6 - 0.31267) ** 2) ** 0.5
+    assert g["gap_ci95"] == pytest.approx([lo, hi], abs=0.01)
     assert g["by"]["c"]["accuracy"] == 0.8 and g["by"]["c"]["n"] == 5
 
 
@@ -544,6 +546,15 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
     b = [r.faces[0].answers for r in fused.analyze_files(crops, aligned=True)]
     assert [x["age"] for x in a] == [x["age"] for x in b]  # numeric answers untouched
     assert any(x["gender"].probabilities != y["gender"].probabilities for x, y in zip(a, b))
+    # crops from Python: described by dlib too (the networks alone answered predict_crops before)
+    from facemtl.images import load_rgb
+
+    small = [load_rgb(p, 64) for p in crops]
+    by_crop = fused.predict_crops(small)
+    mixed = fused.predictor.predict(small, [fused.predictor.describe_face(c, None) for c in small])
+    assert [d["gender_probabilities"] for d in by_crop] == [x["gender"].fields("gender")["gender_probabilities"]
+                                                            for x in mixed]
+    assert by_crop != plain.predict_crops(small)
     assert main(["analyze", *crops, "--aligned", "--json", "--no-progress", "--checkpoint",
                  str(tmp_path / "run" / "best.pt"), "--fusion", str(tmp_path / "fusion.json")]) == 0
 

@@ -115,7 +115,9 @@ class FaceAnalyzer:
         return self.pipeline.run(((ImageResult(index=i), im) for i, im in enumerate(images)), aligned)
 
     def predict_crops(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        """Every task's answer for aligned ``(size, size, 3) uint8`` crops, as flat JSON fields."""
+        """Every task's answer for aligned ``(size, size, 3) uint8`` RGB crops, as flat JSON fields (the
+        accurate variant describes each crop with dlib too: :meth:`FusedPredictor.predict
+        <facemtl.inference.fusion.FusedPredictor.predict>`)."""
         return [answer_fields(answers) for answers in self.predictor.predict(crops)]
 
     def close(self) -> None:

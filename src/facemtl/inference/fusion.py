@@ -187,10 +187,16 @@ class FusedPredictor:
 
     def predict(self, crops: Sequence[np.ndarray], features: Sequence[np.ndarray] | None = None
                 ) -> list[dict[str, TaskAnswer]]:
+        """The answers for aligned ``crops``, the descriptor's opinion mixed in: ``features``, one
+        descriptor ``(128,)`` per crop (:meth:`describe_face`, as the pipeline computes them from the
+        photo), or without them each crop's own, the crop taken as an aligned face (a library
+        caller's ``predict_crops``; the networks alone answered it before, without a word). A crop
+        described at its network's 112 or 160 px reads a little otherwise than the photo's own
+        pixels would."""
         if len(crops) == 0:
             return []
         if features is None:
-            return self.predictor.predict(crops)
+            features = [self.describe_face(np.asarray(c), None) for c in crops]
         raw = self.predictor.raw(crops)
         feats = np.stack(features)
         by_name = {t.name: t for t in self.tasks}
