@@ -40,7 +40,7 @@ def _interval(x: np.ndarray, kind: str) -> list[float]:
 
 def _gap(scores: np.ndarray, groups: np.ndarray, names: list[str], kind: str) -> dict:
     """The highest and lowest groups among groups of at least ``MIN_GROUP`` faces, their difference
-    and its normal 95 % interval (:func:`facemtl.subgroups.group_gap`)."""
+    and its 95 % interval (:func:`facemtl.subgroups.group_gap`: Newcombe's for accuracies)."""
     from facemtl.subgroups import group_gap
 
     if not names:  # an unnamed column: its own values name the groups

@@ -69,7 +69,7 @@ def test_students_t_quantiles():
 
 
 def test_subgroup_table_cells():
-    from facemtl.subgroups import largest_gap, subgroup_table
+    from facemtl.subgroups import largest_gap, subgroup_table, wilson_interval
     from facemtl.tasks import NominalTask, OrdinalTask
 
     g, age = NominalTask("g"), OrdinalTask("age")
@@ -85,10 +85,12 @@ def test_subgroup_table_cells():
     assert f["g_accuracy_lo"] < 1.0 == f["g_accuracy_hi"]
     gap = largest_gap(rows, "g_accuracy", min_count=1)
     assert gap["gap"] == pytest.approx(0.5) and gap["min"]["sex"] == "m"
-    # its interval: 0.5 +- 1.96 sqrt(0 / 2 + 0.25 / 2) (the cells' standard errors, Wald)
-    half = 1.959964 * (0.25 / 2) ** 0.5
+    # its interval: Newcombe's from the cells' Wilson intervals (2/2 and 1/2); the Wald form gave
+    # the 2/2 cell no uncertainty (its standard error is 0)
+    (fl, fh), (ml, mh) = wilson_interval(2, 2), wilson_interval(1, 2)
     assert (m["g_accuracy_se"], f["g_accuracy_se"]) == (pytest.approx(0.25 ** 0.5 / 2 ** 0.5), 0.0)
-    assert gap["ci95"] == pytest.approx([0.5 - half, 0.5 + half])
+    assert gap["ci95"] == pytest.approx([0.5 - ((1 - fl) ** 2 + (mh - 0.5) ** 2) ** 0.5,
+                                         0.5 + ((fh - 1) ** 2 + (0.5 - ml) ** 2) ** 0.5])
     one = largest_gap(rows[:1], "g_accuracy", min_count=1)  # a cell against itself: no interval, as group_gap
     assert one["gap"] == 0 and np.isnan(one["ci95"]).all()
     # errors 2, 0 and 3 (one unlabelled): sample variances 2 and 0 (one value: none)
@@ -175,3 +177,19 @@ def test_task_metrics_carry_95_percent_intervals():
     assert a["mae"] == 2.0 and a["mae_interval"] == pytest.approx([max(0.0, 2 - half), 2 + half])
     assert "MAE 2.000 (" in age.metrics_text({**a, "baseline": {"mae": 9.0}})
     assert "interval" not in gender.metrics_text({"accuracy": 0.5, "n": 2, "baseline": {"accuracy": 0.5}})  # saved before
+
+
+def test_the_gap_between_two_proportions_is_newcombes_interval():
+    """Newcombe (1998), Table II, method 10 (hybrid score), to four decimals; and a gap between 100 %
+    and 0 % cells has an interval (the Wald form read [100, 100] points: a researcher's test)."""
+    from facemtl.subgroups import gap_interval, group_gap, wilson_interval
+
+    def newcombe(k1, n1, k2, n2):
+        return gap_interval("accuracy", (k1 / n1, wilson_interval(k1, n1), 0.0), (k2 / n2, wilson_interval(k2, n2), 0.0))
+
+    for (k1, n1, k2, n2), want in [((56, 70, 48, 80), (0.0524, 0.3339)), ((9, 10, 3, 10), (0.1705, 0.8090)),
+                                   ((6, 7, 2, 7), (0.0582, 0.8062)), ((5, 56, 0, 29), (-0.0381, 0.1926)),
+                                   ((10, 10, 0, 10), (0.6075, 1.0))]:
+        assert newcombe(k1, n1, k2, n2) == pytest.approx(want, abs=5e-5)
+    g = group_gap(np.r_[np.ones(30), np.zeros(30)], np.r_[np.zeros(30), np.ones(30)], ["a", "b"])
+    assert g["gap"] == 1.0 and g["gap_ci95"][0] < 0.9 and g["gap_ci95"][1] == pytest.approx(1.0)

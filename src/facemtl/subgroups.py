@@ -73,10 +73,23 @@ def score_summary(x: np.ndarray, kind: str) -> tuple[float, tuple[float, float],
     return m, ci, math.sqrt(var / n) if n and var == var else float("nan")
 
 
-def gap_half_width(se_a: float, se_b: float) -> float:
-    """Half the 95 % interval of a difference of two independent means with standard errors
-    ``se_a`` and ``se_b``: ``1.96 sqrt(se_a^2 + se_b^2)`` (for two proportions, the Wald form)."""
-    return Z95 * math.sqrt(se_a ** 2 + se_b ** 2)
+def gap_interval(kind: str, hi: tuple[float, Sequence[float], float],
+                 lo: tuple[float, Sequence[float], float]) -> list[float]:
+    """The 95 % interval of ``hi[0] - lo[0]``, the gap between two independent cells, each given as
+    ``(mean, its 95 % interval, its standard error)`` (:func:`score_summary`).
+
+    Accuracies (``kind`` ``"accuracy"``): Newcombe's hybrid score interval (1998, method 10) from the
+    two Wilson intervals ``[l, u]``: ``gap - sqrt((p_hi - l_hi)^2 + (u_lo - p_lo)^2)`` to ``gap +
+    sqrt((u_hi - p_hi)^2 + (p_lo - l_lo)^2)``. The Wald form ``gap +- 1.96 sqrt(se_hi^2 + se_lo^2)``
+    gave a cell at 100 % or 0 % no uncertainty (40 right of 40 faces): a gap of 100 points between
+    30 of 30 and 0 of 30 read [100, 100] (a researcher's test). Errors: that normal form, with the
+    cells' Student-t standard errors. NaN where an interval or a standard error is."""
+    gap = hi[0] - lo[0]
+    if kind == "accuracy":
+        (p1, (l1, u1), _), (p2, (l2, u2), _) = hi, lo
+        return [gap - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), gap + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)]
+    half = Z95 * math.sqrt(hi[2] ** 2 + lo[2] ** 2)
+    return [gap - half, gap + half]
 
 
 def group_order(order: Sequence[str] | None) -> Callable[[Any], tuple[int, str]]:
@@ -165,18 +178,21 @@ def default_columns(groups: dict[str, np.ndarray], max_columns: int = DEFAULT_MA
 def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -> dict[str, Any]:
     """The lowest and highest cells for metric ``key`` (e.g. ``age_mae``) among cells of ``min_count``+
     samples scored (``{key}_n`` where the rows have it, the samples with the task's label; else ``n``),
-    their ``gap`` and its 95 % interval ``ci95``, ``gap +- 1.96 sqrt(se_hi^2 + se_lo^2)`` from the
-    cells' standard errors (``{key}_se``; NaN where the rows have none), as :func:`group_gap`'s."""
+    their ``gap`` and its 95 % interval ``ci95`` (:func:`gap_interval`, from the cells' ``{key}_lo``,
+    ``{key}_hi`` and ``{key}_se``; NaN where the rows have none), as :func:`group_gap`'s. The interval
+    is of the difference between these two cells: the largest of many gaps, picked after the fact,
+    tends to read larger than the same two cells would on other faces."""
     cells = [r for r in rows if r.get(f"{key}_n", r["n"]) >= min_count and not math.isnan(r[key])]
     if not cells:
         return {}
     lo = min(cells, key=lambda r: r[key])
     hi = max(cells, key=lambda r: r[key])
     gap = hi[key] - lo[key]
-    # (a cell against itself has no interval, as in group_gap)
-    half = gap_half_width(hi.get(f"{key}_se", float("nan")), lo.get(f"{key}_se", float("nan"))) \
-        if hi is not lo else float("nan")
-    return {"min": lo, "max": hi, "gap": gap, "ci95": [gap - half, gap + half]}
+    nan = float("nan")
+    if hi is lo:  # a cell against itself has no interval, as in group_gap
+        return {"min": lo, "max": hi, "gap": gap, "ci95": [nan, nan]}
+    cell = lambda r: (r[key], (r.get(f"{key}_lo", nan), r.get(f"{key}_hi", nan)), r.get(f"{key}_se", nan))  # noqa: E731
+    return {"min": lo, "max": hi, "gap": gap, "ci95": gap_interval(key.rsplit("_", 1)[-1], cell(hi), cell(lo))}
 
 
 def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind: str = "accuracy",
@@ -189,9 +205,8 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
     Groups of at least ``min_count`` scored samples take part. Returns ``by`` (per group: ``mean``,
     its interval ``ci95`` -- Wilson for accuracy, Student-t for MAE -- and ``n``), ``highest`` and
     ``lowest`` (the groups with the highest and lowest mean), ``gap`` (highest minus lowest mean, in
-    the score's unit) and ``gap_ci95``, the normal interval of a difference of two independent means
-    ``gap +- 1.96 sqrt(v_hi / n_hi + v_lo / n_lo)`` with ``v = p (1 - p)`` for an accuracy ``p``
-    (the Wald form for two proportions) and the sample variance (``ddof=1``) for an error.
+    the score's unit) and ``gap_ci95``, its 95 % interval (:func:`gap_interval`: Newcombe's for two
+    proportions; for errors ``gap +- 1.96 sqrt(s_hi^2 / n_hi + s_lo^2 / n_lo)``, sample variances).
     With no group: ``highest`` and ``lowest`` are None and the gap NaN. With one group the gap
     is 0 and its interval NaN (a group against itself); an error group of one sample has no
     variance, so an interval that needs it is NaN too. ``names`` must be distinct.
@@ -213,8 +228,9 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
     hi = max(by, key=lambda r: by[r]["mean"])
     lo = min(by, key=lambda r: by[r]["mean"])
     gap = by[hi]["mean"] - by[lo]["mean"]
-    half = gap_half_width(se[hi], se[lo]) if hi != lo else float("nan")
-    return {"by": by, "highest": hi, "lowest": lo, "gap": gap, "gap_ci95": [gap - half, gap + half]}
+    cell = lambda r: (by[r]["mean"], by[r]["ci95"], se[r])  # noqa: E731
+    ci = gap_interval(kind, cell(hi), cell(lo)) if hi != lo else [float("nan")] * 2
+    return {"by": by, "highest": hi, "lowest": lo, "gap": gap, "gap_ci95": ci}
 
 
 def accuracy_gap(hit: np.ndarray, group: np.ndarray, names: Sequence[str]) -> dict[str, Any]:

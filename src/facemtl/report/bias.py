@@ -163,24 +163,28 @@ def bias_section(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | No
     facts["bias"].update(cells=rows, gaps=gaps)
     s.add(Para(f"{data.reference}, seed {run.seed}, test split, cells by the true labels "
                f"({' x '.join(gcols)}). Accuracy intervals: Wilson 95%; MAE intervals: Student-t 95% "
-               "(mean ± t s / sqrt(n)). The largest gap is taken among cells with at least "
-               f"{GAP_MIN_COUNT} faces scored; its interval is that of a difference of two independent means "
-               "(gap ± 1.96 sqrt(se² + se²)). Paper Fig. 6."))
+               "(mean ± t s / sqrt(n)); a combination of groups no test face has is no cell. The largest gap is "
+               f"taken among cells with at least {GAP_MIN_COUNT} faces scored (how many of the cells: in the "
+               "table); its interval is that of the difference between those two cells (accuracy: Newcombe's, "
+               "from their Wilson intervals; MAE: gap ± 1.96 sqrt(se² + se²)), and the largest of many gaps, "
+               "picked after the fact, tends to read larger than the same two cells would on other faces. "
+               "Paper Fig. 6."))
     gap_rows = []
     for n, g in gaps.items():
-        if not g:
-            gap_rows.append([n, "–", "no cell of enough faces", "", "", ""])
-            continue
         key = f"{n}_{kinds[n]}"
+        compared = f"{sum(r.get(f'{key}_n', r['n']) >= GAP_MIN_COUNT for r in rows)} of {len(rows)}"
+        if not g:
+            gap_rows.append([n, "–", "no cell of enough faces", "", compared, "", ""])
+            continue
         cell = lambda r: " ".join(str(r[c]) for c in gcols) + f" (n={r.get(f'{key}_n', r['n'])})"  # noqa: E731
         scale = 100.0 if kinds[n] == "accuracy" else 1.0
         unit = " pt" if scale == 100.0 else (f" {units[n]}" if units[n] else "")
         lo, hi = g.get("ci95", (float("nan"), float("nan")))
         gap_rows.append([n, kinds[n], f"{scale * g['gap']:.2f}{unit}",
-                         f"{scale * lo:.2f} to {scale * hi:.2f}" if lo == lo else "–",
+                         f"{scale * lo:.2f} to {scale * hi:.2f}" if lo == lo else "–", compared,
                          f"{cell(g['min'])}: {scale * g['min'][key]:.2f}", f"{cell(g['max'])}: {scale * g['max'][key]:.2f}"])
-    s.add(Table(["task", "metric", "largest gap", "95% interval", "lowest cell", "highest cell"], gap_rows,
-                "largest gap between groups"))
+    s.add(Table(["task", "metric", "largest gap", "95% interval", "cells compared", "lowest cell", "highest cell"],
+                gap_rows, "largest gap between groups"))
     keys = [(f"{n}_{k}", f"{n} {(f'MAE ({units[n]})' if units[n] else 'MAE') if k == 'mae' else 'accuracy (%)'}")
             for n, k in kinds.items()]
     if len(gcols) >= 2:

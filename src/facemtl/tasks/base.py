@@ -74,7 +74,7 @@ class Task:
     #: distillation target): no output in results, not exported, no headline in analyze.
     inference: ClassVar[bool] = True
     #: How subgroup (bias) tables score the task per cell: ``accuracy`` (share right, Wilson
-    #: intervals) or ``mae`` (mean absolute error, normal intervals).
+    #: intervals) or ``mae`` (mean absolute error, Student-t intervals).
     subgroup_metric: ClassVar[str] = "accuracy"
     #: Whether the task's label column is made from other columns once the split is known
     #: (:meth:`derive_labels`), rather than read from the data.
