@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def interval(x: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95 % Student-t interval (three seeds are too few for the normal
     approximation; :func:`facemtl.subgroups.mean_interval`, whose ``z`` argument this script still

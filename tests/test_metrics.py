@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from facemtl.metrics import (
-    accuracy, confusion_matrix, cumulative_score, group_accuracy, group_names, mae, mse, to_groups,
+    accuracy,
+    confusion_matrix,
+    cumulative_score,
+    group_accuracy,
+    group_names,
+    mae,
+    mse,
+    to_groups,
 )
 
 
