@@ -523,6 +523,13 @@ def test_predict_takes_arrays_or_pil_images_and_says_how_to_pass_one(utkface_roo
     assert predictor.predict([Image.fromarray(c) for c in crops]) == as_arrays == predictor.predict(np.stack(crops))
     with pytest.raises(ValueError, match=r"wrap one image in a list, predict\(\[image\]\)"):
         predictor.predict(Image.fromarray(crops[0]))
+    # crops of two sizes: one sentence (NumPy's "setting an array element with a sequence" before)
+    with pytest.raises(ValueError, match="crops must all be 112x112x3: crop 1 is 200x200x3"):
+        predictor.predict([crops[0], np.zeros((200, 200, 3), np.uint8)])
+    # no crop: (0, D) per task, so that batches concatenate (it was (0, 0))
+    empty = predictor.raw([])
+    assert {k: v.shape for k, v in empty.items()} == {"age": (0, 115), "gender": (0, 2), "race": (0, 5)}
+    assert np.concatenate([empty["age"], predictor.raw(crops)["age"]]).shape == (3, 115)
     import facemtl
 
     with pytest.raises(ValueError, match="or a numeric array, not int"):  # it read "not ()"

@@ -21,6 +21,13 @@ def to_batch(crops: Sequence[np.ndarray] | np.ndarray, size: int | None = None) 
 
     ``size``: the side the model expects; a crop of another size is a ``ValueError``.
     """
+    if not isinstance(crops, np.ndarray):
+        shapes = [np.shape(c) for c in crops]
+        odd = next((i for i, sh in enumerate(shapes) if sh != shapes[0]), None)
+        if odd is not None:  # NumPy's own words were "setting an array element with a sequence"
+            want = f"{size}x{size}x3" if size is not None else "one shape"
+            raise ValueError(f"crops must all be {want}: crop {odd} is {'x'.join(map(str, shapes[odd]))}, "
+                             f"crop 0 {'x'.join(map(str, shapes[0]))}")
     batch = np.asarray(crops) if not isinstance(crops, np.ndarray) else crops
     if batch.ndim != 4 or batch.shape[3] != 3:
         raise ValueError(f"crops must be (N, S, S, 3) RGB, not {tuple(batch.shape)}")

@@ -71,7 +71,9 @@ class Predictor:
                 out = {k: (out[k] + mirrored[k]) / 2 for k in out}
             for t in self.tasks:
                 parts[t.name].append(out[t.name])
-        return {k: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for k, v in parts.items()}
+        # (no crop: (0, D) all the same, so batches concatenate; it was (0, 0))
+        return {t.name: np.concatenate(parts[t.name]) if parts[t.name] else np.zeros((0, t.output_size), np.float32)
+                for t in self.tasks}
 
     def predict(self, crops: Sequence[np.ndarray] | np.ndarray) -> list[dict[str, TaskAnswer]]:
         """Every task's answer for each crop (an ``(S, S, 3) uint8`` array or an RGB PIL image), in order."""

@@ -79,7 +79,7 @@ class Checkpointing:
                             else f"{k} (other files or labels)" for k, v in self.data_fingerprint.items()
                             if then.get(k) != v)
         said = (f"the data changed since this run started ({changed}): going on would train and score on other "
-                "faces than its first epochs; start it again with --overwrite, or set "
+                "faces than its first epochs; start it again with --overwrite (from Python: overwrite=True), or set "
                 f"{DATA_CHANGE_ENV}=1 to go on anyway")
         accept_data_change(said, "going on", self.log)
 

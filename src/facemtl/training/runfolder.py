@@ -92,7 +92,8 @@ def check_fresh(folder: str | Path, overwrite: bool, clear: bool = True) -> None
         return
     if not overwrite:
         raise RunFolderError(f"{folder} already holds a run; continue it with --resume, start it again with "
-                             f"--overwrite, or choose another --out")
+                             f"--overwrite, or choose another --out (from Python: Trainer(..., resume=True) or "
+                             f"overwrite=True, or another folder)")
     if clear:
         clear_run(folder)
 
@@ -198,7 +199,7 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
         k, a, b = changed[0]
         raise RunFolderError(f"{folder} was trained with {k}={a!r}; resuming with {k}={b!r} would continue on other "
                              "faces, another network or another weighing of the losses than its epochs so far (a run "
-                             "never stopped would not); start a new run for it (another --out, or --overwrite)")
+                             "never stopped would not); start a new run for it (another --out, or --overwrite; from Python: overwrite=True)")
     if recipe is not None:
         other = load_config(recipe, overrides)
         if data_root is not None:

@@ -478,7 +478,7 @@ class Trainer(Checkpointing):
         if state.get("epoch") != self.best_epoch:
             raise RuntimeError(f"{best.name} holds epoch {state.get('epoch')}, but this run's best epoch is "
                                f"{self.best_epoch} (the file was left by another or an interrupted run), so the "
-                               f"test split is not scored; train again with --overwrite")
+                               f"test split is not scored; train again with --overwrite (from Python: overwrite=True)")
         return state["model"]
 
     def validate(self) -> dict[str, Any]:
