@@ -390,3 +390,44 @@ def test_an_error_check_on_too_few_faces_says_it_cannot_tell():
                                        "too few labelled faces to tell")
     (wide,) = accuracy_loss([age], {"age": raw([3] * 200)}, {"age": raw([3] * 200)}, np.zeros((200, 1))).values()
     assert coarse_note(wide) == ""
+
+
+def test_evaluate_by_group_is_the_bias_study_of_any_model_file(exported, utkface_root, capsys):
+    """`evaluate --by race`: each task's metric per race, recomputed here from the predictions,
+    the same through the checkpoint and its export; the largest gap's interval is Newcombe's."""
+    from facemtl.cli import evaluate
+    from facemtl.subgroups import gap_interval, wilson_interval
+    from facemtl.training.evaluation import predict_checkpoint
+
+    d, _ = exported
+    ref = evaluate(str(LEGACY), data_root=str(utkface_root), by=["race", " race"])
+    res, tasks, _, _ = predict_checkpoint(LEGACY, data_root=str(utkface_root))
+    races = next(t for t in tasks if t.name == "race").class_names()
+    g = ref["gender"]["by_group"]
+    assert g["columns"] == ["race"] and g["left_out"] == 0
+    for cell in g["cells"]:
+        m = res["true"]["race"] == races.index(cell["race"])
+        hits = (res["pred"]["gender"][m] == res["true"]["gender"][m]).sum()
+        assert cell["n"] == m.sum() and cell["accuracy"] == pytest.approx(hits / m.sum())
+        assert cell["ci95"] == pytest.approx(list(wilson_interval(int(hits), int(m.sum()))))
+    a = ref["age"]["by_group"]["cells"]
+    for cell in a:
+        m = res["true"]["race"] == races.index(cell["race"])
+        assert cell["mae"] == pytest.approx(np.abs(res["pred"]["age"][m] - res["true"]["age"][m]).mean(), abs=1e-6)
+    gap = g["largest_gap"]
+    if gap:  # (groups of 30 faces or more: the legacy model's split may hold none)
+        hi = next(c for c in g["cells"] if c["race"] == gap["highest"])
+        lo = next(c for c in g["cells"] if c["race"] == gap["lowest"])
+        assert gap["ci95"] == pytest.approx(gap_interval("accuracy", (hi["accuracy"], hi["ci95"], 0),
+                                                         (lo["accuracy"], lo["ci95"], 0)))
+    assert evaluate(str(d / "m.onnx"), data_root=str(utkface_root), by=["race"])["gender"]["by_group"] == g
+    with pytest.raises(ValueError, match="--by glasses: group by a task of the model that makes groups: age, gender, race"):
+        evaluate(str(LEGACY), data_root=str(utkface_root), by=["race", "glasses"])
+    from facemtl.cli import main
+
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(d / "m.onnx"), "--data-root", str(utkface_root), "--by", "race"]) == 0
+    out = capsys.readouterr().out
+    first = g["cells"][0]
+    assert "by race:" in out and f"{first['race']}" in out and f"n={first['n']}" in out
+    assert "largest gap: no two groups of 30 faces or more" in out  # (a split of 60 faces)

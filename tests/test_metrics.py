@@ -200,3 +200,28 @@ def test_the_gap_between_two_proportions_is_newcombes_interval():
         assert newcombe(k1, n1, k2, n2) == pytest.approx(want, abs=5e-5)
     g = group_gap(np.r_[np.ones(30), np.zeros(30)], np.r_[np.zeros(30), np.ones(30)], ["a", "b"])
     assert g["gap"] == 1.0 and g["gap_ci95"][0] < 0.9 and g["gap_ci95"][1] == pytest.approx(1.0)
+
+
+def test_score_groups_by_known_counts():
+    """evaluate --by's table from predictions of known counts: 40 of 40 right against 30 of 40
+    (a 25-point gap, Newcombe's interval), 10 faces without a race label left out."""
+    from facemtl.subgroups import gap_interval, wilson_interval
+    from facemtl.tasks import NominalTask
+    from facemtl.training.evaluation import score_groups
+
+    gender = NominalTask("gender", classes=["m", "f"])
+    race = NominalTask("race", classes=["a", "b", "c"])
+    true_r = np.r_[np.zeros(40), np.ones(40), np.full(10, np.nan)]
+    true_g = np.r_[np.zeros(90)]
+    pred_g = np.r_[np.zeros(40), np.ones(10), np.zeros(30), np.zeros(10)]
+    res = {"true": {"gender": true_g, "race": true_r}, "pred": {"gender": pred_g, "race": np.nan_to_num(true_r)}}
+    g = score_groups(res, [gender, race], ["race"])["gender"]
+    assert g["left_out"] == 10 and [(c["race"], c["n"], c["accuracy"]) for c in g["cells"]] == [("a", 40, 1.0),
+                                                                                                ("b", 40, 0.75)]
+    gap = g["largest_gap"]
+    assert (gap["highest"], gap["lowest"], gap["gap"], gap["compared"]) == ("a", "b", 0.25, 2)
+    want = gap_interval("accuracy", (1.0, wilson_interval(40, 40), 0.0), (0.75, wilson_interval(30, 40), 0.0))
+    assert gap["ci95"] == pytest.approx(want) and 0.1 < want[0] < 0.25 < want[1] < 0.41
+    assert score_groups(res, [gender, race], ["race"], min_gap=41)["gender"]["largest_gap"] == {}
+    with pytest.raises(ValueError, match="--by shoe: group by a task of the model that makes groups: gender, race"):
+        score_groups(res, [gender, race], ["shoe"])

@@ -95,6 +95,7 @@ def evaluate(
     batch_size: int = 128,
     tta: str = "none",
     runtime: str | None = None,
+    by: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of a model file on ``split`` of the data it was trained on (same seed, same split).
 
@@ -105,7 +106,10 @@ def evaluate(
     scored on the first file's split, whose faces must be held out from every file's
     training. ``tta="flip"`` averages the outputs of each face and its mirror image. The
     result is keyed by task, plus ``score`` and ``_info`` (what was evaluated, with the task
-    specs).
+    specs). ``by``: task names whose true labels group the faces (``["race"]``, ``["race",
+    "gender"]``): each task's metrics then carry ``by_group``, its metric per group with 95 %
+    intervals and the largest gap between groups (:func:`~facemtl.training.evaluation.score_groups`),
+    the bias study of any model file, the shipped one included.
     """
     from .inference.runtimes import runtime_for
 
@@ -114,29 +118,52 @@ def evaluate(
     if not isinstance(checkpoint, (str, Path)):
         files = [str(c) for c in checkpoint]
         if len(files) != 1:
-            return _evaluate_file(files, split, data_root, device, batch_size, tta, runtime)
+            return _evaluate_file(files, split, data_root, device, batch_size, tta, runtime, by)
         checkpoint = files[0]
     if runtime_for(checkpoint, runtime).name != "torch":
-        return _evaluate_file(checkpoint, split, data_root, device, batch_size, tta, runtime)
+        return _evaluate_file(checkpoint, split, data_root, device, batch_size, tta, runtime, by)
     from .data.dataset import faces_id
     from .training.evaluation import predict_checkpoint, score_predictions
 
-    res, tasks, data, state = predict_checkpoint(checkpoint, split, data_root, device, batch_size, tta)
+    res, tasks, data, state = predict_checkpoint(checkpoint, split, data_root, device, batch_size, tta,
+                                                 _group_check(by))
     metrics = score_predictions(res, tasks, data.baselines)
+    _add_groups(metrics, res, tasks, by)
     metrics["_info"] = {"checkpoint": str(checkpoint), "split": split, "images": len(data.split(split)),
                         "faces_id": faces_id(data.split(split).paths),
                         "epoch": state.get("epoch"), "tta": tta, "runtime": "torch", "tasks": [t.to_dict() for t in tasks]}
     return metrics
 
 
+def _group_check(by: Sequence[str] | None) -> Any:
+    """What refuses ``--by`` names before any face is predicted (``None`` without them)."""
+    if not by:
+        return None
+    from .training.evaluation import check_group_names
+
+    return lambda tasks: check_group_names(tasks, by)
+
+
+def _add_groups(metrics: dict[str, Any], res: dict[str, Any], tasks: Sequence[Any], by: Sequence[str] | None) -> None:
+    """Each task's ``by_group`` (:func:`~facemtl.training.evaluation.score_groups`) when ``by`` names any."""
+    if not by:
+        return
+    from .training.evaluation import score_groups
+
+    for name, g in score_groups(res, tasks, by).items():
+        metrics[name]["by_group"] = g
+
+
 def _evaluate_file(path: str | list[str], split: str, data_root: str | None, device: str, batch_size: int, tta: str,
-                   runtime: str | None) -> dict[str, Any]:
+                   runtime: str | None, by: Sequence[str] | None = None) -> dict[str, Any]:
     """:func:`evaluate` for an exported model file, through the Predictor."""
     from .data.dataset import faces_id
     from .training.evaluation import predict_exported, score_predictions
 
-    res, tasks, data, predictor = predict_exported(path, split, data_root, runtime, device, batch_size, tta)
+    res, tasks, data, predictor = predict_exported(path, split, data_root, runtime, device, batch_size, tta,
+                                                   _group_check(by))
     metrics = score_predictions(res, tasks, data.baselines)
+    _add_groups(metrics, res, tasks, by)
     extra = predictor.info.extra
     metrics["_info"] = {"checkpoint": path if isinstance(path, list) else str(path), "split": split,
                         "faces_id": faces_id(data.split(split).paths),
@@ -237,10 +264,17 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--tta", default="none", choices=["none", "flip"],
                    help="test-time augmentation: flip averages each face with its mirror image")
+    p.add_argument("--by", metavar="TASK[,TASK]",
+                   help="a bias study: each task's metric per group of these tasks' true labels (e.g. race, or "
+                        "race,gender crossed), with 95%% intervals, and the largest gap between groups of 30 faces "
+                        "or more")
 
 
 def evaluate_run(a: argparse.Namespace) -> int:
-    metrics = evaluate(a.checkpoint, a.split, a.data_root, a.device, tta=a.tta, runtime=a.runtime)  # one or several
+    by = a.by.split(",") if a.by is not None else None
+    if by is not None and not any(x.strip() for x in by):
+        raise ValueError("--by names no task; e.g. --by race")
+    metrics = evaluate(a.checkpoint, a.split, a.data_root, a.device, tta=a.tta, runtime=a.runtime, by=by)
     info = metrics.pop("_info")
     if a.json:
         # One object keyed by task name only, as documented; the summary goes to stderr.
@@ -257,10 +291,40 @@ def evaluate_run(a: argparse.Namespace) -> int:
         print(f"{t.name:>12}: {lines[0]}")
         for line in lines[1:]:
             print(f"{'':>12}{line}")
+        if "by_group" in metrics[t.name]:
+            _print_groups(t, metrics[t.name]["by_group"])
     print(f"{'score':>12}: {metrics['score']:.4f} (mean skill over tasks: 0 = trivial baseline, 1 = perfect)")
     print(f"{'faces':>12}: {info['images']} {info['split']} faces, id {info['faces_id']} (the same id: the same "
           "faces, whichever model is scored)")
     return 0
+
+
+def _print_groups(task: Any, g: dict[str, Any]) -> None:
+    """``evaluate --by``'s lines for one task: its metric per group, then the largest gap."""
+    kind = task.subgroup_metric
+    pct = kind == "accuracy"
+
+    def num(x: float) -> str:
+        return f"{100 * x:.2f}" if pct else f"{x:.2f}"
+
+    head = f"by {' x '.join(g['columns'])}" + (f" ({g['left_out']} faces without a grouping label left out)"
+                                               if g["left_out"] else "")
+    print(f"{'':>12}{head}:")
+    width = max(len(" ".join(str(c[k]) for k in g["columns"])) for c in g["cells"]) if g["cells"] else 0
+    for c in g["cells"]:
+        lo, hi = c["ci95"]
+        ci = f" ({num(lo)}-{num(hi)})" if lo == lo else ""
+        print(f"{'':>14}{' '.join(str(c[k]) for k in g['columns']):<{width}}  {kind} {num(c[kind])}{'%' if pct else ''}"
+              f"{ci}, n={c['n']}")
+    gap = g["largest_gap"]
+    unit = " points" if pct else (f" {task.unit}" if task.unit else "")
+    if not gap:
+        print(f"{'':>14}largest gap: no two groups of 30 faces or more")
+        return
+    lo, hi = gap["ci95"]
+    ci = f" (95% {num(lo)} to {num(hi)})" if lo == lo else ""
+    print(f"{'':>14}largest gap: {num(gap['gap'])}{unit}{ci}, {gap['highest']} against {gap['lowest']} "
+          f"({gap['compared']} of {gap['groups']} groups of 30 faces or more compared)")
 
 
 def shards_args(p: argparse.ArgumentParser) -> None:

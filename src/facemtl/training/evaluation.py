@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -146,6 +146,63 @@ def score_predictions(result: dict[str, Any], tasks: Sequence[Task], baselines: 
     return metrics
 
 
+def score_groups(result: dict[str, Any], tasks: Sequence[Task], by: Sequence[str], min_gap: int = 30
+                 ) -> dict[str, Any]:
+    """Every answering task's subgroup metric (:attr:`Task.subgroup_metric`: accuracy, or MAE) per
+    group of the tasks named in ``by``, crossed (their true labels, grouped by
+    :meth:`Task.subgroups`: a classifier's classes, a numeric task's bias bands), with 95 %
+    intervals, and per task the largest gap between groups of ``min_gap`` or more faces with the
+    interval of that difference (:mod:`facemtl.subgroups`: Wilson / Student-t / Newcombe). Faces
+    without a label in a grouping column are left out, and counted.
+
+    Returns ``{task: {"columns", "left_out", "cells": [{column: group, ..., "n", metric, "ci95"}],
+    "largest_gap": {"gap", "ci95", "highest", "lowest", "compared", "groups"}, or {} with fewer than
+    two groups of ``min_gap`` faces}}``.
+    A name in ``by`` that is no grouping task of these is a ``ValueError`` naming those that are."""
+    from ..subgroups import largest_gap, subgroup_table
+
+    answering = [t for t in tasks if t.inference]
+    wanted = check_group_names(tasks, by)
+    labels, order = {}, {}
+    for t in (t for t in answering if t.name in wanted):
+        g = t.subgroups(result["true"][t.name])
+        if g is None:
+            raise ValueError(f"--by {t.name}: its labels make no groups here")
+        labels[t.subgroup_column] = np.asarray(g, dtype=object)
+        order[t.subgroup_column] = t.group_names() or ()
+    ok = np.ones(len(next(iter(labels.values()))), bool)
+    for g in labels.values():
+        ok &= g != "?"
+    kinds = {t.name: t.subgroup_metric for t in answering}
+    scores = {t.name: t.sample_scores(result["pred"][t.name], result["true"][t.name])[ok] for t in answering}
+    rows = subgroup_table(scores, kinds, {c: g[ok] for c, g in labels.items()}, order=order)
+    out: dict[str, Any] = {}
+    for t in answering:
+        key = f"{t.name}_{kinds[t.name]}"
+        cells = [{**{c: r[c] for c in labels}, "n": r[f"{key}_n"], kinds[t.name]: r[key],
+                  "ci95": [r[f"{key}_lo"], r[f"{key}_hi"]]} for r in rows if r[f"{key}_n"]]
+        gap = largest_gap(rows, key, min_gap)
+        compared = sum(r[f"{key}_n"] >= min_gap for r in rows)
+        name = lambda r: " ".join(str(r[c]) for c in labels)  # noqa: E731
+        out[t.name] = {"columns": list(labels), "left_out": int((~ok).sum()), "cells": cells, "largest_gap": {
+            "gap": gap["gap"], "ci95": gap["ci95"], "highest": name(gap["max"]), "lowest": name(gap["min"]),
+            "compared": compared, "groups": len(cells)} if compared >= 2 else {}}  # (one group: no gap)
+    return out
+
+
+def check_group_names(tasks: Sequence[Task], by: Sequence[str]) -> list[str]:
+    """The task names in ``by`` (stripped, once each), each an answering task that makes groups
+    (:meth:`Task.subgroups`); otherwise a ``ValueError`` naming those that do. Asked before any
+    face is predicted (:func:`predict_checkpoint`'s ``check``)."""
+    can = [t.name for t in tasks if t.inference and t.subgroups(np.array([np.nan])) is not None]
+    wanted = list(dict.fromkeys(x.strip() for x in by if x.strip()))
+    unknown = [w for w in wanted if w not in can]
+    if unknown or not wanted:
+        raise ValueError(f"--by {','.join(unknown) or '(nothing)'}: group by a task of the model that makes groups: "
+                         f"{', '.join(can) or 'none'}")
+    return wanted
+
+
 def headline_metrics(metrics: dict[str, Any] | None, tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
     """Per task, the scalar metrics of a :func:`score_predictions` result (:meth:`Task.scalar_metrics`).
 
@@ -156,9 +213,11 @@ def headline_metrics(metrics: dict[str, Any] | None, tasks: Sequence[Task]) -> d
 
 
 def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: str | None = None, device: str = "auto",
-                       batch_size: int = 128, tta: str = "none") -> tuple[dict[str, Any], list[Task], Any, dict]:
+                       batch_size: int = 128, tta: str = "none", check: Callable[[list[Task]], Any] | None = None
+                       ) -> tuple[dict[str, Any], list[Task], Any, dict]:
     """A ``.pt`` checkpoint's predictions on ``split`` of the data it was trained on (same
     seed, same split): ``(predictions as from predict_set, tasks, the data, the checkpoint's state)``.
+    ``check``: called with the model's tasks before any data is read (to refuse a request up front).
 
     ``data_root``: the data folder if it moved since training; otherwise the checkpoint's
     ``data.root``, which, when relative, resolves against the checkpoint's folder.
@@ -169,6 +228,8 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
 
     dev = resolve_device(device)
     model, tasks, cfg, state = load_model(checkpoint, dev)
+    if check is not None:
+        check(tasks)
     if data_root:
         cfg.data.root = typed_path(data_root)
     if not Path(cfg.data.root).exists():
@@ -211,7 +272,8 @@ def _check_same_split(state: dict[str, Any], data: Any, tasks: Sequence[Task], s
 
 def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test", data_root: str | None = None,
                      runtime: str | None = None, device: str = "auto", batch_size: int = 128,
-                     tta: str = "none") -> tuple[dict[str, Any], list[Task], Any, Any]:
+                     tta: str = "none", check: Callable[[list[Task]], Any] | None = None
+                     ) -> tuple[dict[str, Any], list[Task], Any, Any]:
     """:func:`predict_checkpoint` for a file from ``facemtl export`` (``.onnx``, ``.xml``, ...),
     run by ``runtime`` (default: by suffix) through its Predictor on the split its metadata
     records: ``(predictions as from predict_set_runtime, tasks, the data, the predictor)``.
@@ -225,6 +287,8 @@ def predict_exported(path: str | Path | Sequence[str | Path], split: str = "test
     from ..inference import load_predictor
 
     predictor = load_predictor(path, runtime, device, batch_size)
+    if check is not None:
+        check(predictor.tasks)
     root = typed_path(data_root) if data_root else None
     data = model_data(predictor.info, root)
     part = data.split(split)
