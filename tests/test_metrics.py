@@ -225,3 +225,24 @@ def test_score_groups_by_known_counts():
     assert score_groups(res, [gender, race], ["race"], min_gap=41)["gender"]["largest_gap"] == {}
     with pytest.raises(ValueError, match="--by shoe: group by a task of the model that makes groups: gender, race"):
         score_groups(res, [gender, race], ["shoe"])
+
+
+def test_bias_heatmap_colours_span_the_cells_of_enough_faces():
+    """A researcher's test: a one-face cell 56 years off set the age scale; the colours now span
+    the cells of 30+ faces, and the small cell's number is still written."""
+    pytest.importorskip("matplotlib")
+    from unittest import mock
+
+    from facemtl.report import figures
+
+    rows = [{"age group": "0-19", "race": "a", "n": 40, "age_mae": 2.0},
+            {"age group": "0-19", "race": "b", "n": 50, "age_mae": 6.0},
+            {"age group": "60+", "race": "a", "n": 1, "age_mae": 56.0}]
+    with mock.patch.object(figures, "_png", lambda fig: fig):
+        fig = figures.bias_heatmaps(rows, [("age_mae", "age MAE")], "age group", ["race"])
+    ax = fig.axes[0]
+    assert ax.images[0].get_clim() == (2.0, 6.0)
+    assert any(t.get_text().startswith("56.0") for t in ax.texts) and "30+ faces" in ax.get_title()
+    with mock.patch.object(figures, "_png", lambda fig: fig):  # fewer than two big cells: every cell sets it
+        fig = figures.bias_heatmaps(rows[1:], [("age_mae", "age MAE")], "age group", ["race"])
+    assert fig.axes[0].images[0].get_clim() == (6.0, 56.0)

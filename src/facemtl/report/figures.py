@@ -112,12 +112,16 @@ def confusion_matrices(mats: Sequence[tuple[str, np.ndarray, Sequence[str]]]) ->
 
 
 def bias_heatmaps(rows: list[dict[str, Any]], keys: Sequence[tuple[str, str]], row_col: str,
-                  col_cols: Sequence[str], order: dict[str, Sequence[str]] | None = None) -> bytes:
+                  col_cols: Sequence[str], order: dict[str, Sequence[str]] | None = None,
+                  scale_min_count: int = 30) -> bytes:
     """Per task metric, a heatmap of cells: ``row_col`` down, the ``col_cols`` combination across.
 
     ``keys``: ``(metric key, title)`` pairs, e.g. ``("age_mae", "age MAE (years)")``.
     Each cell shows the value and its count n. ``order``: per column, the order of its groups
-    (:func:`facemtl.subgroups.group_order`).
+    (:func:`facemtl.subgroups.group_order`). The colour scale spans the cells of
+    ``scale_min_count`` faces or more where two have that many (a cell of one face, 56 years
+    off, had set the age scale, and every real cell read alike); a smaller cell beyond it takes
+    the end colour, its number written as it is.
     """
     from ..subgroups import group_order
 
@@ -135,7 +139,9 @@ def bias_heatmaps(rows: list[dict[str, Any]], keys: Sequence[tuple[str, str]], r
         pct = key.endswith("accuracy")
         shown = 100 * grid if pct else grid
         cmap = "RdYlGn" if pct else "RdYlGn_r"
-        im = ax.imshow(shown, cmap=cmap, aspect="auto")
+        big = (counts >= scale_min_count) & ~np.isnan(grid)
+        span = {"vmin": float(shown[big].min()), "vmax": float(shown[big].max())} if big.sum() >= 2 else {}
+        im = ax.imshow(shown, cmap=cmap, aspect="auto", **span)
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 if not np.isnan(grid[i, j]):
@@ -144,7 +150,7 @@ def bias_heatmaps(rows: list[dict[str, Any]], keys: Sequence[tuple[str, str]], r
         ax.set_xticks(range(len(col_vals)), [" ".join(map(str, c)) for c in col_vals], rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(row_vals)), row_vals, fontsize=7)
         ax.set_ylabel(row_col)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title + (f" (colours: cells of {scale_min_count}+ faces)" if span else ""), fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.02)
     return _png(fig)
 
