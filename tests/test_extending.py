@@ -181,3 +181,12 @@ def test_a_misspelt_backbone_or_weighting_fails_before_any_image_is_read(tmp_pat
         assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), override]) == 2
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err
+
+
+def test_an_unknown_name_reads_as_its_sentence_from_python():
+    """A library user: str() of the KeyError wrapped the sentence in quotes."""
+    from facemtl.model import BACKBONES
+
+    with pytest.raises(KeyError) as err:
+        BACKBONES.get("resnet9")
+    assert str(err.value).startswith("unknown backbone 'resnet9'; choose one of: ")

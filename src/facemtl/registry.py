@@ -26,6 +26,9 @@ class UnknownName(KeyError):
                          "the package that registers it, or name its module in FACEMTL_PLUGINS)")
         self.kind, self.name = kind, name
 
+    def __str__(self) -> str:  # KeyError's own wraps the sentence in quotes (repr)
+        return str(self.args[0])
+
 
 class Registry(Generic[T]):
     """Maps names to factories; unknown names raise a one-sentence ``KeyError``."""
