@@ -36,7 +36,10 @@ class Predictor:
     """Batches of aligned ``(S, S, 3) uint8`` crops -> per crop ``{task: TaskAnswer}``.
 
     ``batch_size``: crops per network call. ``interval``: central probability mass of the
-    interval numeric tasks report (0.8: from the 10th to the 90th percentile).
+    interval numeric tasks report (0.8: from the 10th to the 90th percentile). One predictor
+    serves many threads at once (answers as sequential ones); it cannot be pickled (its
+    runtime's session), so a process pool loads one per process (:func:`load_predictor` in the
+    pool's initializer).
     """
 
     def __init__(self, runtime: Any, batch_size: int = 64, interval: float = 0.8) -> None:
