@@ -37,11 +37,11 @@ def test_lite0_cells_are_centred_on_multiples_of_32():
 def test_upsample_draws_each_cell_at_its_centre():
     cam = np.zeros((1, 4, 4))
     cam[0, 1, 2] = 1.0
-    up = upsample(cam, 112, 32, 0)
+    up = upsample(cam, (112, 112), 32, 0)
     assert up.shape == (1, 112, 112)
     assert np.unravel_index(up[0].argmax(), (112, 112)) == (32, 64)
     assert up[0, 32, 64] == 1 and up[0, 48, 64] == 0.5 and up[0, 0, 64] == 0  # linear between centres
-    flat = upsample(np.full((1, 4, 4), 0.25), 112, 32, 0)  # the edge cells' value beyond them
+    flat = upsample(np.full((1, 4, 4), 0.25), (112, 96), 32, 0)  # the edge cells' value beyond them
     assert np.allclose(flat, 0.25)
 
 

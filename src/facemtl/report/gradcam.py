@@ -44,10 +44,11 @@ def cell_grid(model: Any, layer: torch.nn.Module, length: int = 2048) -> tuple[f
     The geometry is a copy's: linear (activation modules the identity: pointwise, they move no
     pixel), every convolution's weights equal and positive, batch norms the identity, max pooling
     averaged (same windows), in float64, so that the input gradient of a cell is non-zero exactly
-    over its receptive field. The copy reads a strip ``length`` pixels
-    tall (Lite0's last stage sees about 800); the receptive fields of two inner cells of its middle column, where no border cuts
-    them, give their centres, hence the stride and the offset. Rows and columns are taken alike
-    (square kernels and strides). Raises ``ValueError`` where the strip is too short to tell."""
+    over its receptive field. The copy reads a strip ``length`` pixels tall (Lite0's last stage
+    sees about 800 of them); the receptive fields of two inner cells of its middle column, where
+    no border cuts them, give their centres, hence the stride and the offset. Rows and columns are
+    taken alike (square kernels and strides). Raises ``ValueError`` where the strip is too short
+    to tell."""
     import copy
 
     nn = torch.nn
@@ -91,11 +92,11 @@ def cell_grid(model: Any, layer: torch.nn.Module, length: int = 2048) -> tuple[f
     return float(stride), float(centres[0] - stride * cells[0])
 
 
-def upsample(maps: np.ndarray, size: int, stride: float, offset: float) -> np.ndarray:
-    """Maps ``(N, h, w)`` to ``(N, size, size)``, bilinear between cell centres
+def upsample(maps: np.ndarray, shape: tuple[int, int], stride: float, offset: float) -> np.ndarray:
+    """Maps ``(N, h, w)`` to ``(N, H, W)`` (``shape``), bilinear between cell centres
     ``stride * i + offset`` (:func:`cell_grid`), the edge cells' values beyond them."""
 
-    def weights(cells: int) -> np.ndarray:  # (size, cells): each pixel between its two cells
+    def weights(cells: int, size: int) -> np.ndarray:  # (size, cells): each pixel between its two cells
         u = np.clip((np.arange(size) - offset) / stride, 0, cells - 1)
         i0 = np.floor(u).astype(int)
         i1 = np.minimum(i0 + 1, cells - 1)
@@ -104,7 +105,7 @@ def upsample(maps: np.ndarray, size: int, stride: float, offset: float) -> np.nd
         r[np.arange(size), i1] += u - i0
         return r
 
-    rows, cols = weights(maps.shape[1]), weights(maps.shape[2])
+    rows, cols = weights(maps.shape[1], shape[0]), weights(maps.shape[2], shape[1])
     return np.einsum("yi,nij,xj->nyx", rows, maps, cols)
 
 
@@ -135,7 +136,7 @@ def gradcam_maps(model: Any, task: Task, images: np.ndarray) -> tuple[np.ndarray
     try:
         if layer not in _GRIDS:
             _GRIDS[layer] = cell_grid(model, layer)
-        maps = upsample(attr.detach().sum(1).double().numpy(), x.shape[2], *_GRIDS[layer])
+        maps = upsample(attr.detach().sum(1).double().numpy(), tuple(x.shape[2:]), *_GRIDS[layer])
     except (ValueError, RuntimeError):  # a network that cannot read the probe: stretched edge to edge
         up = LayerAttribution.interpolate(attr, tuple(x.shape[2:]), interpolate_mode="bilinear")
         maps = up.detach().sum(1).numpy()
