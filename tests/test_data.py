@@ -459,3 +459,15 @@ def test_a_folder_without_labelled_images_or_a_split_without_faces_is_said_plain
     with pytest.raises(ValueError, match=r"^data.root .*: the utkface reader found no labelled image there \(1 file "
                                          r"name\(s\) hold no labels it can read\)"):
         read_split(DataConfig(dataset="utkface", root=str(tmp_path)), [build_task({**GENDER, "label": "gender"})], 0)
+
+
+def test_an_age_range_that_leaves_no_face_is_one_sentence(utkface_root):
+    """NumPy's "cannot reshape array of size 0 into shape (0,newaxis)" before (a user test)."""
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_split
+    from facemtl.tasks import build_task
+
+    with pytest.raises(ValueError, match=r"data.age_range \[200, 300\] leaves none of the 100 faces \(their ages run "
+                                         r"from \d+ to \d+\)"):
+        read_split(DataConfig(root=str(utkface_root), limit=100, age_range=[200, 300]),
+                   [build_task({**GENDER, "label": "gender"})], 0)

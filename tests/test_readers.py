@@ -150,8 +150,13 @@ def test_adience_aligned_folder_and_folds(tmp_path):
     (tmp_path / "fold_3_data.txt").write_text("\r\n".join([header, *rows]) + "\r\n")
     (tmp_path / "aligned").mkdir()
     t = read_adience(tmp_path, folds=[3])
-    assert t.paths == [str(tmp_path / "aligned/u1/coarse_tilt_aligned_face.3.a.jpg"),
-                       str(tmp_path / "aligned/u2/coarse_tilt_aligned_face.4.b.jpg")]
+    # the release names the files of aligned/ landmark_aligned_face.* (every image read missing before)
+    assert t.paths == [str(tmp_path / "aligned/u1/landmark_aligned_face.3.a.jpg"),
+                       str(tmp_path / "aligned/u2/landmark_aligned_face.4.b.jpg")]
+    assert t.report["image_prefix"] == "landmark_aligned_face"
+    (tmp_path / "aligned" / "u1").mkdir()  # a copy whose aligned/ holds coarse_tilt names: those
+    (tmp_path / "aligned" / "u1" / "coarse_tilt_aligned_face.3.a.jpg").write_bytes(b"x")
+    assert read_adience(tmp_path, folds=[3]).paths[0] == str(tmp_path / "aligned/u1/coarse_tilt_aligned_face.3.a.jpg")
     assert same(t.labels["age"], [6, NAN]) and same(t.labels["gender"], [0, NAN])
     assert same(t.labels["fold"], [3, 3])
     assert t.report["age_unreadable"] == 1 and t.report["gender_other"] == 1
@@ -375,3 +380,24 @@ def test_manifest_wants_a_csv_file(tmp_path):
     (tmp_path / "face.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
     with pytest.raises(ValueError, match=r"face.jpg is not a CSV file of UTF-8 text \('utf-8' codec can't decode"):
         read_manifest(tmp_path / "face.jpg")
+
+
+def test_a_readers_own_split_unused_is_said_and_age_groups_take_no_age_range(tmp_path, capsys):
+    """A user test: under the default random split, FairFace's val file (and Adience's data.fold,
+    CelebA's partition) went unused without a word; data.age_range filtered FairFace's and Adience's
+    group numbers as if they were years, and a filter that left nothing ended in a NumPy error."""
+    from facemtl.config import DataConfig
+    from facemtl.data.dataset import read_split, read_table
+    from facemtl.tasks import build_task
+
+    (tmp_path / "fairface_label_train.csv").write_text("file,age,gender,race\ntrain/1.jpg,50-59,Male,White\n")
+    (tmp_path / "fairface_label_val.csv").write_text("file,age,gender,race\nval/1.jpg,0-2,Female,Black\n")
+    read_table(DataConfig(dataset="fairface", root=str(tmp_path)))
+    assert "the fairface reader gives a split of its own (its train and val label files), which is not used: " \
+           "data.split is random" in capsys.readouterr().err
+    read_table(DataConfig(dataset="fairface", root=str(tmp_path), split="predefined"))
+    assert "not used" not in capsys.readouterr().err
+    gender = [build_task({"name": "gender", "type": "nominal", "classes": ["male", "female"]})]
+    with pytest.raises(ValueError, match=r"data.age_range filters ages in years, but the fairface reader gives age "
+                                         r"groups \(0-2, 3-9, "):
+        read_split(DataConfig(dataset="fairface", root=str(tmp_path), age_range=[20, 39]), gender)

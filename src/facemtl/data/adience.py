@@ -4,8 +4,10 @@ Format: ``fold_N_data.txt`` (N = 0..4) in ``root``, tab-separated, one face per
 row, with the header ``user_id original_image face_id age gender x y dx dy
 tilt_ang fiducial_yaw_angle fiducial_score`` (CRLF line ends in the release).
 Images of the aligned release are at
-``{root}/faces/{user_id}/coarse_tilt_aligned_face.{face_id}.{original_image}``
-(an ``aligned/`` folder is used instead of ``faces/`` when only it exists).
+``{root}/faces/{user_id}/coarse_tilt_aligned_face.{face_id}.{original_image}``; an
+``aligned/`` folder is used instead of ``faces/`` when only it exists, its files named
+``landmark_aligned_face.{face_id}.{original_image}`` as the release names them there (or
+``coarse_tilt_aligned_face.`` where those are what it holds: :func:`image_prefix`).
 
 Labels:
 
@@ -117,6 +119,27 @@ def image_folder(root: str | Path) -> str:
     return "faces"
 
 
+#: The file name prefixes of the release's two image folders (``faces/``, ``aligned/``).
+PREFIXES = ("coarse_tilt_aligned_face", "landmark_aligned_face")
+
+
+def image_prefix(folder: str | Path) -> str:
+    """The prefix of the image names in ``folder`` (``faces/`` or ``aligned/``): the first of
+    :data:`PREFIXES` that a file of its first user folder with one starts with; by default the
+    one the folder is released with (``aligned/``: ``landmark_aligned_face``, which this reader
+    did not read: a user test found every image of that release missing)."""
+    folder = Path(folder)
+    try:
+        for user in sorted(p for p in folder.iterdir() if p.is_dir()):
+            names = [p.name for p in user.iterdir()]
+            for prefix in PREFIXES:
+                if any(n.startswith(prefix + ".") for n in names):
+                    return prefix
+    except OSError:
+        pass
+    return PREFIXES[1] if folder.name == "aligned" else PREFIXES[0]
+
+
 def fold_files(root: str | Path, folds: list[int] | None = None) -> list[tuple[int, Path]]:
     """The fold files to read; all that exist when ``folds`` is None."""
     root = Path(root)
@@ -181,6 +204,7 @@ def read_adience(root: str | Path, folds: list[int] | None = None) -> LabelTable
     """Read the Adience fold files in ``root`` (all five when ``folds`` is None)."""
     root = Path(root)
     folder = image_folder(root)
+    prefix = image_prefix(Path(root) / folder)
     counts: Counter = Counter()
     age_kinds: Counter = Counter()
     gender_kinds: Counter = Counter()
@@ -200,7 +224,7 @@ def read_adience(root: str | Path, folds: list[int] | None = None) -> LabelTable
                 odd_groups[age_text] += 1
             elif age_kind in ("exact", "exact_in_gap"):
                 exact_ages[age_text] += 1
-            paths.append(str(root / folder / user / f"coarse_tilt_aligned_face.{face}.{image}"))
+            paths.append(str(root / folder / user / f"{prefix}.{face}.{image}"))
             users.append(user)
             labels.append((age, gender, float(n)))
     arr = np.array(labels, dtype=np.float64).reshape(-1, 3)
@@ -208,6 +232,7 @@ def read_adience(root: str | Path, folds: list[int] | None = None) -> LabelTable
         "dataset": "adience",
         "folds": [n for n, _ in files],
         "image_folder": folder,
+        "image_prefix": prefix,
         "data_lines": counts["data_lines"],
         "images": len(paths),
         "repeated_headers_skipped": counts["repeated_headers_skipped"],

@@ -109,6 +109,11 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
             warn(f"{root} has a 'split' column, which is not used: data.split is random, so the split is drawn "
                  "anew (set data.split=predefined to train on the column's split)"
                  + (f"; its {skipped} row(s) with no valid split are skipped all the same" if skipped else ""))
+    own = {"adience": f"the five folds, fold {cfg.fold} the test one (data.fold)",
+           "celeba": "list_eval_partition.txt", "fairface": "its train and val label files"}.get(cfg.dataset)
+    if own and table.split is not None and cfg.split == "random":  # (a user test: data.fold went unused, unsaid)
+        warn(f"the {cfg.dataset} reader gives a split of its own ({own}), which is not used: data.split is random, "
+             "so the split is drawn anew (set data.split=predefined to train and test on it)")
     if cfg.limit is not None:
         table = table.subset(evenly_spaced(len(table), cfg.limit))
     return table
@@ -424,9 +429,17 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
         report["column_names"] = {col: list(names) for col, names in table.classes.items()}
     if cfg.age_range is not None:
         lo, hi = cfg.age_range
+        if "age" in (table.classes or {}):  # (a user test: it filtered Adience's and FairFace's group numbers)
+            raise ValueError(f"data.age_range filters ages in years, but the {cfg.dataset} reader gives age groups "
+                             f"({', '.join(map(str, table.classes['age']))}), not years: leave data.age_range out")
         age = table.column("age")
-        keep = np.flatnonzero((age >= lo) & (age <= hi))
+        keep = np.flatnonzero((age >= lo) & (age <= hi))  # (a face of unknown age is not known to be in it)
         report["outside_age_range_dropped"] = int(len(table) - len(keep))
+        if not len(keep):  # (NumPy's "cannot reshape array of size 0" followed)
+            known = age[~np.isnan(age)]
+            raise ValueError(f"data.age_range [{lo}, {hi}] leaves none of the {len(table):,} faces"
+                             + (f" (their ages run from {known.min():g} to {known.max():g})" if len(known) else
+                                " (none has an age)"))
         table = table.subset(keep)
     if cfg.targets:
         report["targets"] = read_targets(table, cfg.root, cfg.targets)
