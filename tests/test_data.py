@@ -471,3 +471,29 @@ def test_an_age_range_that_leaves_no_face_is_one_sentence(utkface_root):
                                          r"from \d+ to \d+\)"):
         read_split(DataConfig(root=str(utkface_root), limit=100, age_range=[200, 300]),
                    [build_task({**GENDER, "label": "gender"})], 0)
+
+
+def test_an_image_listed_under_two_groups_stays_in_one_split(tmp_path):
+    """A user test: with a group column, an image's two rows under two groups went to train and
+    test (the grouping by path applied only without a group column); their groups are joined."""
+    import csv
+
+    path = tmp_path / "grouped.csv"
+    rows = [{"path": f"f{i}.jpg", "sex": ["male", "female"][i % 2], "group": f"person{i}"} for i in range(60)]
+    rows += [{"path": f"f{i}.jpg", "sex": ["male", "female"][i % 2], "group": f"person{i + 30}"} for i in range(30)]
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "sex", "group"])
+        w.writeheader()
+        w.writerows(rows)
+    for seed in range(4):
+        from facemtl.config import DataConfig
+        from facemtl.data.dataset import read_split
+        from facemtl.tasks import build_task
+
+        table, split, _ = read_split(DataConfig(dataset="csv", root=str(path)), [build_task(GENDER)], seed)
+        where: dict[str, set] = {}
+        for p, part in zip(table.paths, split):
+            where.setdefault(p, set()).add(part)
+        assert all(len(parts) == 1 for parts in where.values()), seed
+        # f0's rows (person0, person30) and f30's (person30) are one unit: the same split
+        assert split[table.paths.index(str(tmp_path / "f0.jpg"))] == split[table.paths.index(str(tmp_path / "f30.jpg"))]

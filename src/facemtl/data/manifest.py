@@ -34,7 +34,8 @@ Quirks handled and counted in ``report``:
 * an empty group cell gets the row's own path as its group;
 * an image listed on several rows: without a ``group`` column, each row's path becomes its
   group, so the rows stay in one split (one of them in training and another in the test
-  split would score the model on a face it trained on); counted in ``duplicate_rows``;
+  split would score the model on a face it trained on); with one, the groups of its rows are
+  joined, to the same end; counted in ``duplicate_rows``;
 * byte-identical images under other names (the same photo copied, as UTKFace has): their
   groups are joined, so the copies stay in one split too; counted in ``copies_by_content``
   (images that are a copy of another under another name: a set of three counts two),
@@ -267,6 +268,11 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
     duplicates = len(same) - len(set(same))
     if duplicates and not has_group:  # each path its own group: an image's rows stay in one random split
         groups, has_group = same, True
+    elif duplicates:  # an image's rows under two groups join them (a user test: it went to train and test)
+        rows_of: dict[str, list[int]] = {}
+        for i, p in enumerate(same):
+            rows_of.setdefault(p, []).append(i)
+        groups = _joined(list(groups), [r for r in rows_of.values() if len(r) > 1])
     copies = _copies(same, arr, np.array(split, dtype=object) if has_split else None) if group_copies \
         else {"sets": [], "rows": 0, "conflicting": 0, "across_splits": 0, "example": ""}
     if copies["sets"]:  # join the groups of copies (a group left as it was where there are none: the same split)
