@@ -401,3 +401,18 @@ def test_a_readers_own_split_unused_is_said_and_age_groups_take_no_age_range(tmp
     with pytest.raises(ValueError, match=r"data.age_range filters ages in years, but the fairface reader gives age "
                                          r"groups \(0-2, 3-9, "):
         read_split(DataConfig(dataset="fairface", root=str(tmp_path), age_range=[20, 39]), gender)
+
+
+def test_coral_split_files_by_either_name_and_by_their_file_column(tmp_path):
+    """A user test: the coral-cnn repository's utk_{train,test}.csv were "not found", a file written
+    without the index column (file,age) matched no image, and a missing train list was a bare errno."""
+    from facemtl.data.utkface import coral_files, coral_names
+
+    (tmp_path / "utk_train.csv").write_text(",file,age\n0,1_0_0_x.jpg,0\n")
+    with pytest.raises(FileNotFoundError, match=r"the CORAL protocol's test list is not in .*: it reads "
+                                                r"coral_test.csv \(or utk_test.csv"):
+        coral_files(tmp_path)
+    (tmp_path / "coral_test.csv").write_text("file,age\n30_1_2_y.jpg,9\n\n")
+    files = coral_files(tmp_path)
+    assert files == {"train": tmp_path / "utk_train.csv", "test": tmp_path / "coral_test.csv"}
+    assert coral_names(files["train"]) == ["1_0_0_x.jpg"] and coral_names(files["test"]) == ["30_1_2_y.jpg"]

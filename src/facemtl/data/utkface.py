@@ -59,6 +59,35 @@ def _digest(path: Path) -> str:
         return f"unreadable:{path}"
 
 
+def coral_files(folder: Path) -> dict[str, Path]:
+    """``{"train": file, "test": file}``: the CORAL split files in ``folder``, named
+    ``coral_{train,test}.csv`` or as the coral-cnn repository names them, ``utk_{train,test}.csv``;
+    a ``FileNotFoundError`` naming what is looked for where one is missing."""
+    out = {}
+    for part in ("train", "test"):
+        found = [folder / f"{stem}_{part}.csv" for stem in ("coral", "utk") if (folder / f"{stem}_{part}.csv").is_file()]
+        if not found:
+            raise FileNotFoundError(f"the CORAL protocol's {part} list is not in {folder}: it reads "
+                                    f"coral_{part}.csv (or utk_{part}.csv, as the coral-cnn repository names it)")
+        out[part] = found[0]
+    return out
+
+
+def coral_names(file: Path) -> list[str]:
+    """The image names a CORAL split file lists: its ``file`` column where the header names one
+    (a file written without the index column, ``file,age``, was read by position and matched no
+    image), else the second column, as the published files (``,file,age``) hold them."""
+    import csv
+
+    with file.open(newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return []
+    header = [c.strip() for c in rows[0]]
+    col = header.index("file") if "file" in header else 1
+    return [r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()]
+
+
 def read_utkface(root: str | Path, protocol: str = "all", limit: int | None = None) -> LabelTable:
     """Read UTKFace under ``root`` (the folder holding ``UTKFace/`` and ``splits/``).
 
@@ -87,15 +116,9 @@ def read_utkface(root: str | Path, protocol: str = "all", limit: int | None = No
 
     split: np.ndarray | None = None
     if protocol == "coral":
-        sdir = Path(root) / "splits"
-        if not (sdir / "coral_test.csv").is_file():
-            raise FileNotFoundError(f"CORAL split files not found in {sdir}")
         listed = {}
-        for part in ("train", "test"):
-            for line in (sdir / f"coral_{part}.csv").read_text().splitlines()[1:]:
-                cols = line.split(",")
-                if len(cols) >= 2:
-                    listed[cols[1].strip()] = part
+        for part, file in coral_files(Path(root) / "splits").items():
+            listed.update((name, part) for name in coral_names(file))
         by_name = {p.name: (p, lab) for p, lab in rows}
         report["coral_listed"] = {s: sum(v == s for v in listed.values()) for s in ("train", "test")}
         report["coral_listed_but_absent"] = sum(name not in by_name for name in listed)
