@@ -204,35 +204,3 @@ def test_min_face_sets_the_smallest_face_searched_for(faces, name):
         for got in (g for g in hits if g):
             side = got[0].box[2] - got[0].box[0]
             assert 0.35 * 200 < side < 1.3 * 200
-
-
-def test_the_pyramid_keeps_one_grid_for_every_min_face():
-    """MTCNN's rule starts the pyramid at 12 / min_face; ours keeps the levels of the default's
-    grid, so a larger min_face only drops the finest ones (and at 40 the levels are MTCNN's)."""
-    from facemtl.faces.mtcnn import pyramid
-
-    m, side, rule = 12 / 40, 480 * 12 / 40, []
-    while side >= 12:  # MTCNN's own rule at the default 40 px
-        rule.append(m * 0.709 ** len(rule))
-        side *= 0.709
-    assert np.allclose(pyramid(40, 480), rule)
-    for min_face in (12, 20, 33, 60, 80, 100, 150):
-        levels = pyramid(min_face, 480)
-        grid = 0.3 * 0.709 ** np.round(np.log(np.array(levels) / 0.3) / np.log(0.709))
-        assert np.allclose(levels, grid), min_face  # on the grid
-        assert 12 / levels[0] <= min_face / 0.99 < 12 / (levels[0] * 0.709), min_face  # its first level
-        assert 480 * levels[-1] >= 12 > 480 * levels[-1] * 0.709  # down to a 12 px short side
-    assert pyramid(100, 480) == pyramid(40, 480)[-len(pyramid(100, 480)):]
-
-
-def test_faces_well_above_min_face_are_found_alike_at_any_min_face(faces):
-    """A 220 px face: the same box and landmarks at min_face 40, 60 and 100 (MTCNN's own rule
-    searched it at other scales per setting; landmarks moved up to 8 px, ages up to 6 years)."""
-    det = build_detector("mtcnn")
-    for face in faces[:2]:
-        img, _ = paste(face, scale=1.1)
-        found = [det.detect(img, min_face=m) for m in (40, 60, 100)]
-        assert all(len(f) == 1 for f in found)
-        for f in found[1:]:
-            assert np.array_equal(f[0].box, found[0][0].box)
-            assert np.array_equal(f[0].landmarks, found[0][0].landmarks)

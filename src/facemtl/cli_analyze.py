@@ -241,7 +241,9 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face", type=_positive(float), metavar="PX",
                    help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
                         "1024 px on its long side); faces whose box is smaller are left out. Default: a search from "
-                        "40 px, nothing left out. Each halving costs about 4x the search")
+                        "40 px, nothing left out. Each halving costs about 4x the search. With mtcnn it also sets the "
+                        "scales a face is searched at, so a larger face's box, landmarks and answers can move a "
+                        "little with it: compare runs made at one --min-face")
     p.add_argument("--workers", type=_positive(int), metavar="N",
                    help="threads that decode and search photos, at least 1 (default: one per core)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")

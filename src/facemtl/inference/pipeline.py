@@ -54,7 +54,9 @@ class Pipeline:
     ``min_face``: side in pixels of the smallest face box to look for, in the photo as
     the detector sees it (after the shrink below); a face whose box's longer side is under
     it is left out. ``None``: the detector's default search (40 for both), nothing left out.
-    Halving it costs about four times the search. The default detector is MTCNN: on photos composed of 1-5 test-split faces it found more faces than dlib and ran
+    Halving it costs about four times the search. With MTCNN it also sets the scales every face
+    is searched at, so answers can move a little with it (:class:`~facemtl.faces.mtcnn.MTCNNDetector`):
+    compare runs made at one ``min_face``. The default detector is MTCNN: on photos composed of 1-5 test-split faces it found more faces than dlib and ran
     faster (``facemtl benchmark``; README "Speed").
     ``detect_max_side``: photos are shrunk to at most this many pixels on their long
     side for detection. Faces are cut from the photo as decoded: photo files over twice
