@@ -416,3 +416,13 @@ def test_coral_split_files_by_either_name_and_by_their_file_column(tmp_path):
     files = coral_files(tmp_path)
     assert files == {"train": tmp_path / "utk_train.csv", "test": tmp_path / "coral_test.csv"}
     assert coral_names(files["train"]) == ["1_0_0_x.jpg"] and coral_names(files["test"]) == ["30_1_2_y.jpg"]
+
+
+def test_manifest_reads_n_a_and_null_as_missing(tmp_path):
+    """A user test: N/A and null were counted and warned of as unknown classes or unparsable numbers."""
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,age,gender\na.jpg,N/A,n/a\nb.jpg,null,NULL\nc.jpg,30,female\n")
+    t = read_manifest(csv_path, columns={"age": None, "gender": ["male", "female"]})
+    assert same(t.labels["age"], [NAN, NAN, 30]) and same(t.labels["gender"], [NAN, NAN, 1])
+    assert t.report["missing"] == {"age": 2, "gender": 2}
+    assert t.report["unparsable"] == {"age": 0, "gender": 0} and t.report["unknown_class"] == {"age": 0, "gender": 0}

@@ -23,8 +23,9 @@ becomes ``groups`` (rows with the same group stay in one split).
 
 Quirks handled and counted in ``report``:
 
-* empty cells and ``NA``, ``nan``, ``None``, ``?`` (any case) are missing
-  labels (NaN), counted per column in ``missing``;
+* empty cells and ``NA``, ``N/A``, ``nan``, ``None``, ``null``, ``?`` (any case) are missing
+  labels (NaN), counted per column in ``missing`` (``N/A`` and ``null`` were read as unknown
+  class names or texts that are no number, and warned of as such: a user test);
 * unknown class names, unparsable or non-finite numbers become NaN, counted
   per column in ``unknown_class`` / ``unparsable``, with a few of the texts found
   in ``unknown_class_examples`` / ``unparsable_examples`` (for the sentence that
@@ -61,7 +62,7 @@ import numpy as np
 
 from .table import LabelTable
 
-MISSING = {"", "na", "nan", "none", "?"}
+MISSING = {"", "na", "n/a", "nan", "none", "null", "?"}
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLIT_COLUMN = "split"
 GROUP_COLUMN = "group"
