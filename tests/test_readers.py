@@ -231,7 +231,7 @@ def test_celeba_without_partition_or_count_line(tmp_path):
 # --------------------------------------------------------------------------- FairFace
 
 
-def test_fairface(tmp_path):
+def test_fairface(tmp_path, capsys):
     (tmp_path / "fairface_label_train.csv").write_text(
         "file,age,gender,race,service_test\n"
         "train/1.jpg,50-59,Male,East Asian,True\n"
@@ -264,6 +264,10 @@ def test_fairface(tmp_path):
     assert r["rows"] == 10 and r["images"] == 8
     assert r["unknown_values"] == {"age": 1, "gender": 2, "race": 2}
     assert r["short_rows"] == 1 and r["rows_without_file_skipped"] == 1 and r["duplicate_rows_skipped"] == 1
+    # train/1.jpg again in the val file with other labels: skipped, and said (it went unsaid)
+    assert r["duplicate_rows_conflicting"] == 1 and r["duplicate_rows_across_files"] == 1
+    assert "1 repeated row(s) of a file already listed are skipped (its first row stands): 1 with other labels, 1 " \
+           "listed in both the train and the val file" in capsys.readouterr().err
     json.dumps(r)
 
 

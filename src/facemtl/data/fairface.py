@@ -113,11 +113,23 @@ def read_fairface(root: str | Path) -> LabelTable:
         split += [part] * len(part_rows)
     if len(absent) == len(FILES):
         raise FileNotFoundError(f"no FairFace label CSVs ({', '.join(FILES.values())}) in {root}")
-    keep, seen = [], set()
-    for i, (name, *_rest) in enumerate(rows):
-        if name not in seen:
-            seen.add(name)
+    keep, first = [], {}
+    conflicting, across = 0, 0
+    for i, (name, *labels) in enumerate(rows):
+        if name not in first:
+            first[name] = i
             keep.append(i)
+            continue
+        j = first[name]  # a repeated file: its first row stands (said below when it differs)
+        conflicting += not np.array_equal(np.asarray(labels, float), np.asarray(rows[j][1:], float), equal_nan=True)
+        across += split[i] != split[j]
+    unknown = {c: int(sum(np.isnan(rows[i][k + 1]) for i in keep)) for k, c in enumerate(("age", "gender", "race"))}
+    if conflicting or across:  # (a user test: a file in both label files, or twice with other labels, went unsaid)
+        from .label_checks import warn
+
+        warn(f"{root}: {len(rows) - len(keep)} repeated row(s) of a file already listed are skipped (its first row "
+             f"stands): {conflicting} with other labels, {across} listed in both the train and the val file")
+    split = [split[i] for i in keep]
     rows = [rows[i] for i in keep]
     arr = np.array([r[1:] for r in rows], dtype=np.float64).reshape(-1, 3)
     report = {
@@ -128,7 +140,9 @@ def read_fairface(root: str | Path) -> LabelTable:
         "short_rows": counts["short_rows"],
         "rows_without_file_skipped": counts["rows_without_file_skipped"],
         "duplicate_rows_skipped": counts["rows"] - counts["rows_without_file_skipped"] - len(rows),
-        "unknown_values": {c: counts[f"unknown_{c}"] for c in ("age", "gender", "race")},
+        "unknown_values": unknown,  # (of the rows kept: it counted the skipped repeats' too)
+        "duplicate_rows_conflicting": int(conflicting),
+        "duplicate_rows_across_files": int(across),
         "split_note": "val CSV used as test: FairFace publishes no test labels",
     }
     return LabelTable(
@@ -139,7 +153,7 @@ def read_fairface(root: str | Path) -> LabelTable:
             "race": arr[:, 2],
             "race5": np.array([race5_of(r) for r in arr[:, 2]], dtype=np.float64),
         },
-        split=np.array([split[i] for i in keep], dtype=object),
+        split=np.array(split, dtype=object),
         groups=None,
         report=report,
         classes={"age": list(AGE_BINS), "gender": list(GENDERS), "race": list(RACES), "race5": list(RACES5)},
