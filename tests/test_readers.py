@@ -382,7 +382,8 @@ def test_manifest_wants_a_csv_file(tmp_path):
     with pytest.raises(ValueError, match=r"empty is a folder, .*labels.csv\)$"):
         read_manifest(tmp_path / "empty")
     (tmp_path / "face.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
-    with pytest.raises(ValueError, match=r"face.jpg is not a CSV file of UTF-8 text \('utf-8' codec can't decode"):
+    with pytest.raises(ValueError, match=r"face.jpg is not a CSV file of UTF-8 text: line 1 holds b'\\xff', no UTF-8 "
+                                         r"\(a manifest is a CSV file saved as UTF-8\)"):
         read_manifest(tmp_path / "face.jpg")
 
 
@@ -430,3 +431,16 @@ def test_manifest_reads_n_a_and_null_as_missing(tmp_path):
     assert same(t.labels["age"], [NAN, NAN, 30]) and same(t.labels["gender"], [NAN, NAN, 1])
     assert t.report["missing"] == {"age": 2, "gender": 2}
     assert t.report["unparsable"] == {"age": 0, "gender": 0} and t.report["unknown_class"] == {"age": 0, "gender": 0}
+
+
+def test_a_manifest_in_another_encoding_or_separator_is_named_plainly(tmp_path):
+    """A user test: a Latin-1 name gave a byte position in a read buffer; a ';' file, columns only."""
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"path,age\n" + b"".join(b"a%d.jpg,3\n" % i for i in range(5000)) + b"\xe9t\xe9.jpg,4\n")
+    with pytest.raises(ValueError, match=r"not a CSV file of UTF-8 text: line 5002 holds b'\\xe9', no UTF-8"):
+        read_manifest(latin)
+    semi = tmp_path / "semi.csv"
+    semi.write_text("path;age\na.jpg;3\n")
+    with pytest.raises(ValueError, match=r"its header is one column holding semicolons \(';'\); facemtl reads "
+                                         r"comma-separated files"):
+        read_manifest(semi)

@@ -105,7 +105,10 @@ def parse_class(text: str, classes: list[str]) -> float | None:
 def _check_columns(path: Path, header: list[str], needed: list[str]) -> None:
     for col in needed:
         if col not in header:
-            raise ValueError(f"manifest {path} has no column {col!r}; columns found: {', '.join(header)}")
+            sep = next((f"{name} ({c!r})" for c, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                        if len(header) == 1 and c in header[0]), None)
+            hint = f": its header is one column holding {sep}; facemtl reads comma-separated files" if sep else ""
+            raise ValueError(f"manifest {path} has no column {col!r}; columns found: {', '.join(header)}{hint}")
 
 
 def _cell(rec: dict, col: str, kind: list[str] | None, counts: dict[str, Counter],
@@ -212,7 +215,17 @@ def read_manifest(
     try:
         return _read(path, path_column, columns, Path(root) if root is not None else path.parent, classes or {},
                      group_copies)
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:  # (a byte position in a read buffer alone: a user test)
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8-sig")
+            where = ""
+        except UnicodeDecodeError as exc:  # the first bad byte of the whole file
+            line = data[: exc.start].count(b"\n") + 1
+            where = f": line {line} holds {data[exc.start:exc.start + 1]!r}, no UTF-8"
+        raise ValueError(f"manifest {path} is not a CSV file of UTF-8 text{where} (a manifest is a CSV file saved "
+                         "as UTF-8)") from None
+    except csv.Error as exc:
         raise ValueError(f"manifest {path} is not a CSV file of UTF-8 text ({exc})") from None
 
 
