@@ -140,7 +140,7 @@ def test_adience_fold_split(adience):
     assert set(adience_fold_split(adience, test_fold=4)) == {"train", "test"}
     with pytest.raises(ValueError, match="differ"):
         adience_fold_split(adience, 2, 2)
-    with pytest.raises(ValueError, match="folds present"):
+    with pytest.raises(ValueError, match=r"data.fold \(the test fold\)=7 is not in this table; folds present"):
         adience_fold_split(adience, 7)
 
 

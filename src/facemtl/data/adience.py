@@ -271,7 +271,7 @@ def adience_fold_split(table: LabelTable, test_fold: int, val_fold: int | None =
     """
     fold = table.column("fold")
     present = sorted({int(f) for f in fold[~np.isnan(fold)]})
-    for name, f in (("test_fold", test_fold), ("val_fold", val_fold)):
+    for name, f in (("data.fold (the test fold)", test_fold), ("val_fold", val_fold)):
         if f is not None and int(f) not in present:
             raise ValueError(f"{name}={f} is not in this table; folds present: {present}")
     if val_fold is not None and int(val_fold) == int(test_fold):

@@ -144,8 +144,17 @@ def _warn_duplicates(table: LabelTable, root: Any, split: str) -> None:
     its splits would score the model on a face it trained on."""
     n = table.report["duplicate_rows"]
     if table.split is None or split != "predefined":
-        warn(f"{root} lists {n} image(s) again on later rows (the same path, perhaps with other labels); the rows "
-             "of one image are kept together in one split")
+        rows: dict[str, list[int]] = {}
+        for i, p in enumerate(table.paths):
+            rows.setdefault(os.path.normpath(p), []).append(i)
+        labels = np.column_stack([np.asarray(v, float).reshape(len(table.paths), -1) for v in table.labels.values()]) \
+            if table.labels else np.zeros((len(table.paths), 0))
+        other = [p for p, r in rows.items() if len(r) > 1 and not all(
+            np.array_equal(labels[r[0]], labels[j], equal_nan=True) for j in r[1:])]
+        said = (f"; {len(other)} of them with other labels (e.g. {other[0]}), each row trained on as it is"
+                if other else ", with the same labels")  # ("perhaps with other labels" before: a user test)
+        warn(f"{root} lists {n} image(s) again on later rows (the same path){said}; the rows of one image are kept "
+             "together in one split")
         return
     parts: dict[str, set] = {}
     for p, part in zip(table.paths, table.split):
