@@ -74,8 +74,15 @@ def test_a_task_takes_the_names_its_data_gives_only_where_they_name_every_rank()
         other.adopt_level_names(names)
         assert other.to_dict() == before
     gender = build_task({"name": "g", "type": "nominal", "classes": ["male", "female"]})
-    gender.adopt_level_names(["male", "female"])  # a classifier names its classes already: nothing changes
-    assert gender.level_names() is None
+    gender.adopt_level_names(["female", "male"])  # a classifier that names its classes keeps them
+    assert gender.level_names() is None and gender.classes == ["male", "female"]
+    # one that names none takes the data's names of every class (it answered "smiling 0": a user test)
+    smiling = build_task({"name": "smiling", "type": "binary"})
+    smiling.adopt_level_names(["no", "yes"])
+    assert smiling.classes == ["no", "yes"] and smiling.answers(np.array([[2.0]]))[0].value == "yes"
+    three = build_task({"name": "c", "type": "nominal", "num_classes": 3})
+    three.adopt_level_names(["a", "b"])  # not every class named: nothing
+    assert three.classes is None
 
 
 def test_a_fractional_rank_is_named_grouped_and_written_alike():
@@ -350,3 +357,27 @@ def test_a_named_scale_is_filtered_by_its_levels_names(db_url, tmp_path):
     assert sorted(r["severity_level"] for r in rows) == want
     assert main(["db", "export", "faces", "--db", db_url, "--out", str(out), "--format", "jsonl"]) == 2
     assert list(csv.DictReader(out.open())) == rows  # refused, the file kept
+
+
+def test_a_class_task_naming_no_classes_answers_the_names_its_data_gives(utkface_root, tmp_path, capsys):
+    """A user test: a binary task whose CSV column data.columns names [no, yes] answered
+    "smiling 0" after training; the model file now carries the names, and analyze writes them."""
+    from facemtl.cli import main
+    from facemtl.data.utkface import read_utkface
+
+    table = read_utkface(utkface_root, limit=200)
+    labels = tmp_path / "faces.csv"
+    labels.write_text("path,adult\n" + "".join(f"{p},{'yes' if a >= 20 else 'no'}\n"
+                                               for p, a in zip(table.paths, table.labels["age"])))
+    recipe = {"name": "adults", "tasks": [{"name": "adult", "type": "binary"}],
+              "data": {"dataset": "csv", "root": str(labels), "columns": {"adult": ["no", "yes"]},
+                       "image_size": 64, "workers": 0},
+              "model": {"backbone": "tiny_mbconv", "pretrained": False, "shared_stages": 3},
+              "train": {"epochs": 1, "batch_size": 32}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", "--config", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", *table.paths[:3], "--aligned", "--json", "--no-progress", "--checkpoint",
+                 str(tmp_path / "run" / "best.pt")]) == 0
+    faces = [json.loads(x)["faces"][0] for x in capsys.readouterr().out.splitlines()]
+    assert all(f["adult"] in ("no", "yes") and set(f["adult_probabilities"]) == {"no", "yes"} for f in faces)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -49,6 +49,13 @@ class _Classification(Task):
 
     def class_names(self) -> list[str]:
         return self.classes or [str(i) for i in range(self.num_classes)]
+
+    def adopt_level_names(self, names: Sequence[str] | None) -> None:
+        """Take the names the data gives the task's column (``data.columns``, a reader's own: CelebA's
+        ``young``) as :attr:`classes` where the task names none and they name every class: a model
+        trained so answered ``smiling 0`` and ``young 1`` (a user test), and answers the names now."""
+        if self.classes is None and names and len(names) == self.num_classes:
+            self.classes = [str(x).strip() for x in names]
 
     def label_classes(self) -> list[str] | None:
         """The names of ``classes``; ``None`` when the task names none (its labels are bare indices)."""
