@@ -19,7 +19,30 @@ from facemtl.report.gradcam import cell_grid, upsample  # noqa: E402
 ])
 def test_cell_grid_measures_known_geometries(layers, stride, offset):
     net = torch.nn.Sequential(*layers(torch.nn))
-    assert cell_grid(net, net[-1]) == (stride, offset)
+    assert cell_grid(net, net[-1], (64, 64)) == ((stride, offset), (stride, offset))
+
+
+def test_cell_grid_measures_rows_and_columns_apart_and_size_dependent_padding():
+    import math
+
+    import torch.nn.functional as F
+
+    nn = torch.nn
+    # padding (left 1, right 1, top 0, bottom 2), then a stride of 2 down and 1 across
+    net = nn.Sequential(nn.ZeroPad2d((1, 1, 0, 2)), nn.Conv2d(3, 4, 3, (2, 1), 0), nn.Conv2d(4, 4, 3, 2, 1))
+    assert cell_grid(net, net[-1], (64, 64)) == ((4, 1), (2, 0))
+
+    class SameConv(nn.Conv2d):  # TensorFlow's "same": the padding depends on the input's size
+        def forward(self, x):
+            pad = [max((math.ceil(n / 2) - 1) * 2 + 3 - n, 0) for n in x.shape[-2:]]
+            x = F.pad(x, [pad[1] // 2, pad[1] - pad[1] // 2, pad[0] // 2, pad[0] - pad[0] // 2])
+            return F.conv2d(x, self.weight, self.bias, 2)
+
+    net = nn.Sequential(*[SameConv(3 if i == 0 else 4, 4, 3) for i in range(5)])
+    # at 112 px each level pads its end, 15 px in all; at 113, 16; at 100, 3 (checked against the
+    # receptive fields of the cells at that size itself)
+    for size, offset in ((112, 15), (113, 16), (100, 3)):
+        assert cell_grid(net, net[-1], (size, size)) == ((32, offset), (32, offset))
 
 
 def test_lite0_cells_are_centred_on_multiples_of_32():
@@ -31,17 +54,35 @@ def test_lite0_cells_are_centred_on_multiples_of_32():
 
     model = MultiTaskNet([build_task({"name": "gender", "type": "nominal", "classes": ["m", "f"]})],
                          pretrained=False)
-    assert cell_grid(model, target_layer(model, "gender")) == (32, 0)
+    assert cell_grid(model, target_layer(model, "gender"), (112, 112)) == ((32, 0), (32, 0))
+
+
+def test_the_tiny_backbones_squeeze_excite_gates_do_not_stop_the_measure():
+    """A review: tiny_mbconv's (and efficientnet_b0's) squeeze-excite blocks, a global mean, made
+    every cell see the whole strip, and the maps fell back to edge-to-edge stretching unsaid."""
+    import warnings
+
+    from facemtl.model import MultiTaskNet
+    from facemtl.report.gradcam import gradcam_maps, placement, target_layer
+    from facemtl.tasks import build_task
+
+    task = build_task({"name": "gender", "type": "nominal", "classes": ["m", "f"]})
+    model = MultiTaskNet([task], backbone="tiny_mbconv", pretrained=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback, which warns
+        assert placement(model, target_layer(model, "gender"), (64, 64)) == ((16, 0), (16, 0))
+        maps, _ = gradcam_maps(model, task, np.zeros((2, 64, 64, 3), np.uint8) + 100)
+    assert maps.shape == (2, 64, 64)
 
 
 def test_upsample_draws_each_cell_at_its_centre():
     cam = np.zeros((1, 4, 4))
     cam[0, 1, 2] = 1.0
-    up = upsample(cam, (112, 112), 32, 0)
+    up = upsample(cam, (112, 112), (32, 0), (32, 0))
     assert up.shape == (1, 112, 112)
     assert np.unravel_index(up[0].argmax(), (112, 112)) == (32, 64)
     assert up[0, 32, 64] == 1 and up[0, 48, 64] == 0.5 and up[0, 0, 64] == 0  # linear between centres
-    flat = upsample(np.full((1, 4, 4), 0.25), (112, 96), 32, 0)  # the edge cells' value beyond them
+    flat = upsample(np.full((1, 4, 4), 0.25), (112, 96), (32, 0), (32, 0))  # the edge cells' value beyond them
     assert np.allclose(flat, 0.25)
 
 
@@ -56,6 +97,18 @@ def test_an_ordinal_heads_score_backs_each_threshold_decision():
     assert score.item() == 6.0
     (grad,) = torch.autograd.grad(score.sum(), out)
     assert grad.tolist() == [[1.0, -1.0, -1.0]]
+    # a scale of two levels has one logit: signed alike (a "no" scored -2, a review)
+    two = build_task({"name": "s", "type": "ordinal", "min_value": 0, "max_value": 1})
+    assert two.explain_score(torch.tensor([[-2.0]])).item() == 2.0
+    # CORN's conditional logits signed by the cumulative decision: z = [3, .1, .1] decodes rank 2
+    # (s(3) s(.1) = 0.50 > 0.5, then 0.26): the third logit counts against it
+    corn = build_task({"name": "s", "type": "ordinal", "min_value": 0, "max_value": 3, "method": "corn"})
+    out = torch.tensor([[3.0, 0.1, 0.1]], requires_grad=True)
+    (grad,) = torch.autograd.grad(corn.explain_score(out).sum(), out)
+    assert grad.tolist() == [[1.0, 1.0, -1.0]]
+    # a regression explains its value
+    reg = build_task({"name": "r", "type": "regression", "min_value": 0, "max_value": 1})
+    assert reg.explain_score(torch.tensor([[-0.5]])).item() == -0.5
 
 
 def test_age_maps_of_young_faces_are_not_blank(utkface_root):

@@ -342,7 +342,8 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
     pr = run.predictions
     s.add(Para(f"{data.reference}, seed {run.seed}, best checkpoint, test faces. Maps from captum's LayerGradCam at "
                "the output of the last backbone stage each head reads (1/32 of the input's side for Lite0), each "
-               "cell drawn where its receptive field is centred; red: regions that raise the score of the "
+               "cell drawn where its receptive field is centred (measured on the network; where it cannot be, "
+               "the map is stretched edge to edge and a warning says so); red: regions that raise the score of the "
                "decision made (nominal: the predicted class's logit; ordinal: every threshold's logit signed by "
                "its decision, summed), scaled per face (colours compare regions of one face, not faces). Correct "
                "and wrong as each task defines them (a class task: the right or the wrong class; a numeric one, such as age: within 2 units, or 10 or more off). Paper Fig. 5."))

@@ -278,8 +278,7 @@ class NumericTask(Task):
         (paper eq. 5) pushed the way the head took it, so the map shows what supports the decoded
         rank (eq. 6), as a binary task's sign-flipped logit does. The plain sum ``sum_k z_k`` measured
         how old a face looked, against a young face's "no" decisions (its maps came out blank for 12
-        of 19 faces predicted under 20, a researcher's test). For one regression output, the output
-        itself (regions that raise the value)."""
-        if out.shape[1] == 1:
-            return out[:, 0]
+        of 19 faces predicted under 20, a researcher's test); a scale of two levels has one such
+        logit, signed alike. A regression task explains its value instead
+        (:meth:`RegressionTask.explain_score <facemtl.tasks.regression.RegressionTask.explain_score>`)."""
         return (out * out.detach().sign()).sum(1)

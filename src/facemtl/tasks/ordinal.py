@@ -286,8 +286,16 @@ class OrdinalTask(NumericTask):
         return p / p.sum(1, keepdim=True).clamp_min(1e-12)
 
     def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        """The softmax head: the most probable rank's logit. CORN's conditional logits: each signed
+        by the decision the rank is decoded from, ``prod_{j<=k} s(z_j) > 0.5`` (a logit's own sign
+        would push the thresholds past the rank against it); the others: :meth:`NumericTask.explain_score`."""
+        import torch
+
         if self.method == "softmax":  # the most probable rank's logit
             return out.gather(1, out.detach().argmax(1, keepdim=True)).squeeze(1)
+        if self.method == "corn":
+            yes = torch.cumprod(torch.sigmoid(out.detach()), 1) > 0.5
+            return (out * torch.where(yes, 1.0, -1.0)).sum(1)
         return super().explain_score(out)
 
     def soft_targets(self, raw: np.ndarray) -> np.ndarray | None:

@@ -42,6 +42,10 @@ class RegressionTask(NumericTask):
     def output_size(self) -> int:
         return 1
 
+    def explain_score(self, out: "torch.Tensor") -> "torch.Tensor":
+        """The value itself: the map shows the regions that raise it."""
+        return out[:, 0]
+
     def normalise(self, y: "torch.Tensor") -> "torch.Tensor":
         return (y - self.min_value) / (self.max_value - self.min_value)
 
