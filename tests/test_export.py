@@ -394,9 +394,9 @@ def test_an_error_check_on_too_few_faces_says_it_cannot_tell():
 
 def test_evaluate_by_group_is_the_bias_study_of_any_model_file(exported, utkface_root, capsys):
     """`evaluate --by race`: each task's metric per race, recomputed here from the predictions,
-    the same through the checkpoint and its export; the largest gap's interval is Newcombe's."""
+    the same through the checkpoint and its export (the largest gap: test_metrics's known counts)."""
     from facemtl.cli import evaluate
-    from facemtl.subgroups import gap_interval, wilson_interval
+    from facemtl.subgroups import wilson_interval
     from facemtl.training.evaluation import predict_checkpoint
 
     d, _ = exported
@@ -414,12 +414,7 @@ def test_evaluate_by_group_is_the_bias_study_of_any_model_file(exported, utkface
     for cell in a:
         m = res["true"]["race"] == races.index(cell["race"])
         assert cell["mae"] == pytest.approx(np.abs(res["pred"]["age"][m] - res["true"]["age"][m]).mean(), abs=1e-6)
-    gap = g["largest_gap"]
-    if gap:  # (groups of 30 faces or more: the legacy model's split may hold none)
-        hi = next(c for c in g["cells"] if c["race"] == gap["highest"])
-        lo = next(c for c in g["cells"] if c["race"] == gap["lowest"])
-        assert gap["ci95"] == pytest.approx(gap_interval("accuracy", (hi["accuracy"], hi["ci95"], 0),
-                                                         (lo["accuracy"], lo["ci95"], 0)))
+    assert g["largest_gap"] == {}  # a test split of 60 faces has no two races of 30 (the gap: test_metrics)
     assert evaluate(str(d / "m.onnx"), data_root=str(utkface_root), by=["race"])["gender"]["by_group"] == g
     with pytest.raises(ValueError, match="--by glasses: group by a task of the model that makes groups: age, gender, race"):
         evaluate(str(LEGACY), data_root=str(utkface_root), by=["race", "glasses"])

@@ -246,3 +246,27 @@ def test_bias_heatmap_colours_span_the_cells_of_enough_faces():
     with mock.patch.object(figures, "_png", lambda fig: fig):  # fewer than two big cells: every cell sets it
         fig = figures.bias_heatmaps(rows[1:], [("age_mae", "age MAE")], "age group", ["race"])
     assert fig.axes[0].images[0].get_clim() == (6.0, 56.0)
+    # a cell of 40 faces, 2 of them with an age, is a small cell for age (a review: n counted all 40)
+    rows = [*rows, {"age group": "60+", "race": "b", "n": 40, "age_mae": 90.0, "age_mae_n": 2}]
+    with mock.patch.object(figures, "_png", lambda fig: fig):
+        fig = figures.bias_heatmaps(rows, [("age_mae", "age MAE")], "age group", ["race"])
+    assert fig.axes[0].images[0].get_clim() == (2.0, 6.0)
+    assert any(t.get_text() == "90.0\nn=2" for t in fig.axes[0].texts)
+
+
+def test_tied_extremes_are_two_groups_and_by_keeps_the_order_asked():
+    """A review: two groups both 40 of 40 read "a against a" with no interval; --by race,gender
+    printed gender x race."""
+    from facemtl.subgroups import group_gap, wilson_interval
+    from facemtl.tasks import NominalTask
+    from facemtl.training.evaluation import score_groups
+
+    g = group_gap(np.ones(80), np.r_[np.zeros(40), np.ones(40)], ["a", "b"])
+    lo, hi = wilson_interval(40, 40)
+    assert {g["lowest"], g["highest"]} == {"a", "b"} and g["gap"] == 0
+    assert g["gap_ci95"] == pytest.approx([-(1 - lo), 1 - lo])
+    gender, race = NominalTask("gender", classes=["m", "f"]), NominalTask("race", classes=["a", "b"])
+    res = {"true": {"gender": np.r_[np.zeros(40), np.ones(40)], "race": np.tile([0.0, 1.0], 40)},
+           "pred": {"gender": np.zeros(80), "race": np.zeros(80)}}
+    out = score_groups(res, [gender, race], ["race", "gender"])["gender"]
+    assert out["columns"] == ["race", "gender"] and list(out["cells"][0])[:2] == ["race", "gender"]

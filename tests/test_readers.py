@@ -444,3 +444,11 @@ def test_a_manifest_in_another_encoding_or_separator_is_named_plainly(tmp_path):
     with pytest.raises(ValueError, match=r"its header is one column holding semicolons \(';'\); facemtl reads "
                                          r"comma-separated files"):
         read_manifest(semi)
+
+
+def test_the_line_of_a_foreign_byte_counts_past_a_bom(tmp_path):
+    """A review: after Excel's UTF-8 byte-order mark the line was read 3 bytes short."""
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfpath,age\na.jpg,3\n\xe9.jpg,4\n")
+    with pytest.raises(ValueError, match=r"line 3 holds b'\\xe9'"):
+        read_manifest(bom)

@@ -226,3 +226,13 @@ def test_the_data_path_asks_a_new_task_type_about_its_labels(tmp_path, capsys):
                                          r"data.columns.age names them \[kid, grown\]"):
         read_split(DataConfig(dataset="csv", root=str(tmp_path / "m.csv"), columns={"age": ["kid", "grown"]}),
                    [NamedBand("stage", label="age")], 0)
+
+
+def test_a_task_of_ones_own_may_set_its_decimals():
+    """A review: Task.decimals as a property refused `self.decimals = 2` in a task of one's own."""
+    from facemtl.tasks import NominalTask
+
+    t = NominalTask("g", classes=["a", "b"])
+    assert t.decimals is None
+    t.decimals = 2
+    assert t.decimals == 2

@@ -93,8 +93,9 @@ class DataConfig:
     path_column: str = "path"
     columns: dict[str, list[str] | None] | None = None
     #: For ``csv``: keep byte-identical copies of an image under other names in one split (the
-    #: same face). A run or model made before this setting existed (2026-11-27) split them
-    #: apart; its saved settings lack the key, and it is rebuilt with ``false``, as it was.
+    #: same face), and an image listed under two groups (2026-11-28: one of its rows was trained
+    #: on, the other scored). A run or model made before this setting existed (2026-11-27) split
+    #: them apart; its saved settings lack the key, and it is rebuilt with ``false``, as it was.
     group_copies: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

@@ -185,8 +185,8 @@ def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -
     cells = [r for r in rows if r.get(f"{key}_n", r["n"]) >= min_count and not math.isnan(r[key])]
     if not cells:
         return {}
-    lo = min(cells, key=lambda r: r[key])
-    hi = max(cells, key=lambda r: r[key])
+    ordered = sorted(cells, key=lambda r: r[key])  # (two tied cells: two cells, not one against itself)
+    lo, hi = ordered[0], ordered[-1]
     gap = hi[key] - lo[key]
     nan = float("nan")
     if hi is lo:  # a cell against itself has no interval, as in group_gap
@@ -225,8 +225,8 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
     if not by:
         nan = float("nan")
         return {"by": {}, "highest": None, "lowest": None, "gap": nan, "gap_ci95": [nan, nan]}
-    hi = max(by, key=lambda r: by[r]["mean"])
-    lo = min(by, key=lambda r: by[r]["mean"])
+    ordered = sorted(by, key=lambda r: by[r]["mean"])  # (tied groups: two groups, not one against itself)
+    lo, hi = ordered[0], ordered[-1]
     gap = by[hi]["mean"] - by[lo]["mean"]
     cell = lambda r: (by[r]["mean"], by[r]["ci95"], se[r])  # noqa: E731
     ci = gap_interval(kind, cell(hi), cell(lo)) if hi != lo else [float("nan")] * 2

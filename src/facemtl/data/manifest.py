@@ -52,6 +52,7 @@ column or a missing declared column raises ``ValueError``.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import math
 import os
@@ -209,7 +210,8 @@ def read_manifest(
     group_copies: bool = True,
 ) -> LabelTable:
     """Read a manifest CSV (see the module docstring for the rules); ``group_copies``: look for
-    byte-identical copies and keep them in one split (``False``: as before 2026-11-27)."""
+    byte-identical copies and keep them in one split, and join the groups of an image listed under
+    two (``False``: as before 2026-11-27, so a model made then is split as it was)."""
     path = Path(path)
     _open_check(path)
     try:
@@ -217,12 +219,13 @@ def read_manifest(
                      group_copies)
     except UnicodeDecodeError:  # (a byte position in a read buffer alone: a user test)
         data = path.read_bytes()
+        body = data[3:] if data.startswith(codecs.BOM_UTF8) else data  # (positions after a BOM were 3 short)
         try:
-            data.decode("utf-8-sig")
+            body.decode("utf-8")
             where = ""
         except UnicodeDecodeError as exc:  # the first bad byte of the whole file
-            line = data[: exc.start].count(b"\n") + 1
-            where = f": line {line} holds {data[exc.start:exc.start + 1]!r}, no UTF-8"
+            line = body[: exc.start].count(b"\n") + 1
+            where = f": line {line} holds {body[exc.start:exc.start + 1]!r}, no UTF-8"
         raise ValueError(f"manifest {path} is not a CSV file of UTF-8 text{where} (a manifest is a CSV file saved "
                          "as UTF-8)") from None
     except csv.Error as exc:
@@ -282,7 +285,7 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
     duplicates = len(same) - len(set(same))
     if duplicates and not has_group:  # each path its own group: an image's rows stay in one random split
         groups, has_group = same, True
-    elif duplicates:  # an image's rows under two groups join them (a user test: it went to train and test)
+    elif duplicates and group_copies:  # an image's rows under two groups join them (a user test: train and test)
         rows_of: dict[str, list[int]] = {}
         for i, p in enumerate(same):
             rows_of.setdefault(p, []).append(i)

@@ -135,7 +135,7 @@ def bias_heatmaps(rows: list[dict[str, Any]], keys: Sequence[tuple[str, str]], r
         counts = np.zeros_like(grid)
         for r in rows:
             i, j = row_vals.index(r[row_col]), col_vals.index(tuple(r[c] for c in col_cols))
-            grid[i, j], counts[i, j] = r[key], r["n"]
+            grid[i, j], counts[i, j] = r[key], r.get(f"{key}_n", r["n"])  # the faces it is computed on
         pct = key.endswith("accuracy")
         shown = 100 * grid if pct else grid
         cmap = "RdYlGn" if pct else "RdYlGn_r"

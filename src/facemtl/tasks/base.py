@@ -250,12 +250,11 @@ class Task:
         """Whether :meth:`answers` carries an interval (a CSV column for it)."""
         return False
 
-    @property
-    def decimals(self) -> int | None:
-        """Digits after the point its numeric answers are written with (:meth:`answers` sets each
-        answer's); ``None`` for a task that answers classes, or numbers written unrounded. The
-        results database reads stored numbers back at these digits."""
-        return None
+    #: Digits after the point its numeric answers are written with (:meth:`answers` sets each
+    #: answer's); ``None`` for a task that answers classes, or numbers written unrounded. The
+    #: results database reads stored numbers back at these digits. A class attribute (a numeric
+    #: task computes it: a property), so a task of one's own may set it as it likes.
+    decimals: ClassVar[int | None] = None
 
     def describe(self, value: float) -> str:
         """A label value as a person reads it (class name, or the number)."""

@@ -164,7 +164,8 @@ def score_groups(result: dict[str, Any], tasks: Sequence[Task], by: Sequence[str
     answering = [t for t in tasks if t.inference]
     wanted = check_group_names(tasks, by)
     labels, order = {}, {}
-    for t in (t for t in answering if t.name in wanted):
+    by_name = {t.name: t for t in answering}
+    for t in (by_name[w] for w in wanted):  # in the order asked (race x gender, not the model's)
         g = t.subgroups(result["true"][t.name])
         if g is None:
             raise ValueError(f"--by {t.name}: its labels make no groups here")
