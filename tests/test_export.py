@@ -312,8 +312,20 @@ def test_a_missing_data_folder_is_refused_and_without_one_fp32_checks_on_the_sam
         return cfg, seed
 
     monkeypatch.setattr(model_data, "recorded_data", moved)
-    r = export_model(LEGACY, "onnx", out)
+    r = export_model(LEGACY, "onnx", out, check_faces=50)
     assert r["checked_on"].startswith("the sample photo") and r["ok"] and r["size_bytes"] == out.stat().st_size
+    assert "pass --data DIR to check on 50 validation faces" in r["checked_on"]  # (--check-faces went unsaid)
+
+
+def test_the_shipped_checkpoint_finds_its_data_from_the_checkout():
+    """A user test: the shipped .pt records ../shared/data/utkface, read against its own folder
+    (src/facemtl/weights), so evaluate, export and benchmark found no data in a fresh checkout; a
+    model in the package's weights folder reads it against the current folder, as the .onnx does."""
+    from facemtl.inference.predictor import DEFAULT_CHECKPOINT, default_model_path
+    from facemtl.model.load import data_anchor
+
+    assert data_anchor(default_model_path(DEFAULT_CHECKPOINT)) == Path.cwd()
+    assert data_anchor(LEGACY) == LEGACY.resolve().parent
 
 
 def test_export_json_is_all_that_reaches_stdout(utkface_root, tmp_path):

@@ -48,7 +48,9 @@ def load_faces(info: Any, data_root: str | None, calibration: int | None, check:
         if need_data:
             raise ValueError(f"INT8 calibration needs real faces, and the data folder {cfg.root} that the model "
                              "records does not exist: pass --data DIR")
-        return ExportFaces(None, sample_photo_faces(info.image_size), None, "the sample photo's face (no data folder)")
+        return ExportFaces(None, sample_photo_faces(info.image_size), None,
+                           f"the sample photo's face (the data folder {cfg.root} the model records does not exist: "
+                           f"pass --data DIR to check on {check} validation faces)")
     data = model_data(info, data_root)
     val = sample(data.val if len(data.val) else data.test, check)
     cal = sample(data.train, calibration).images.numpy() if calibration else None

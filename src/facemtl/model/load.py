@@ -47,6 +47,13 @@ def load_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor], pa
     model.load_state_dict(weights)
 
 
+def data_anchor(checkpoint: str | Path) -> Path:
+    """The folder a relative data folder recorded in ``checkpoint`` is relative to: the checkpoint's
+    own, or the current folder for a model shipped in the package (:func:`_anchor_data_paths`)."""
+    base = Path(checkpoint).resolve().parent
+    return Path.cwd() if base == Path(__file__).resolve().parents[1] / "weights" else base
+
+
 def _anchor_data_paths(cfg: Config, checkpoint: str | Path) -> None:
     """Make a relative ``data.root`` (and ``data.targets``) written in ``checkpoint`` absolute,
     against the checkpoint's folder, so that every command reading a checkpoint (``evaluate``,
@@ -55,9 +62,12 @@ def _anchor_data_paths(cfg: Config, checkpoint: str | Path) -> None:
     ``facemtl train`` writes absolute folders; a relative one comes from a checkpoint written
     before that, or edited by hand, and the run folder and its data moved together keep their
     relation. (An exported file's relative folder resolves against the current folder instead:
-    the shipped model records ``../shared/data/utkface``, beside the repository it runs from.)
+    the shipped model records ``../shared/data/utkface``, beside the repository it runs from; so
+    does a checkpoint shipped in the package's ``weights`` folder, the shipped ``.pt``, which
+    records the same text: against its own folder it named ``src/facemtl/shared/...``, and
+    ``evaluate``, ``export`` and ``benchmark`` found no data in a fresh checkout, a user test.)
     """
-    base = Path(checkpoint).resolve().parent
+    base = data_anchor(checkpoint)
     if cfg.data.root and not Path(cfg.data.root).expanduser().is_absolute():
         cfg.data.root = str((base / Path(cfg.data.root).expanduser()).resolve())
     if cfg.data.targets and not Path(cfg.data.targets).expanduser().is_absolute():

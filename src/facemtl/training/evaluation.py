@@ -235,7 +235,10 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
         cfg.data.root = typed_path(data_root)
     if not Path(cfg.data.root).exists():
         written = str((state.get("config") or {}).get("data", {}).get("root", ""))
-        whence = (f" (the model file's data.root {written!r}, relative to the model file's folder)"
+        from ..model.load import data_anchor
+
+        anchor = "the current folder" if data_anchor(checkpoint) == Path.cwd() else "the model file's folder"
+        whence = (f" (the model file's data.root {written!r}, relative to {anchor})"
                   if written and not Path(written).expanduser().is_absolute() else " (the model file's data.root)")
         if data_root:  # (never ask for the flag just passed: a user test)
             raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
