@@ -137,8 +137,9 @@ def stream_args(p: argparse.ArgumentParser) -> None:
                         "of its frame; with --loop, a file stands in for a camera (cameras and live URLs are "
                         "real-time already)")
     p.add_argument("--start", type=float, default=0.0, metavar="SECONDS",
-                   help="video files: begin this many seconds in (to go on after a stop, the last media_time the "
-                        "database or the JSON holds); frame numbers and times stay the file's own")
+                   help="video files: begin this many seconds in (to go on after a stop: the last media_time the "
+                        "database holds, or the last time in the --json lines); frame numbers and times stay the "
+                        "file's own")
     p.add_argument("--reconnect", type=reconnections, default=5, metavar="N",
                    help="times in a row to reopen a live URL that drops, with backoff from 1 s doubling to 30 s ("
                         "the count starts again after 10 s of frames), or 'forever' (a camera watched for days); "
