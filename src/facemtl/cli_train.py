@@ -260,7 +260,8 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", "--data", metavar="DIR", help="data folder, if it moved since training (relative: to the "
                                                       "current folder). Without it, a relative data.root recorded "
                                                       "in a .pt resolves against the .pt's folder, and in an "
-                                                      "exported file against the current folder")
+                                                      "exported file (or the shipped .pt) against the current "
+                                                      "folder")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--tta", default="none", choices=["none", "flip"],
                    help="test-time augmentation: flip averages each face with its mirror image")
