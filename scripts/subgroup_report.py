@@ -20,7 +20,7 @@ import torch
 
 from facemtl.inference.runtimes import runtime_for
 from facemtl.metrics import group_names, to_groups
-from facemtl.subgroups import largest_gap, subgroup_table
+from facemtl.subgroups import gap_cells, largest_gap, subgroup_table
 from facemtl.training.evaluation import predict_checkpoint, predict_exported, score_predictions
 
 AGE_EDGES = [0, 20, 40, 60]  # 0-19, 20-39, 40-59, 60+ (coarse, so that cells keep some size)
@@ -71,7 +71,7 @@ def main() -> None:
     lines.append("")
     for t, g in gaps.items():
         key = f"{t}_{kinds[t]}"
-        compared = sum(r[f"{key}_n"] >= 30 for r in rows)
+        compared = len(gap_cells(rows, key, 30))
         if g:
             cell = lambda r: f"{r['age group']} {r['gender']} {r['race']} (n={r['n']})"  # noqa: E731
             scale, unit = (100, " points") if kinds[t] == "accuracy" else (1, " years")

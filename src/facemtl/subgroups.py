@@ -175,6 +175,23 @@ def default_columns(groups: dict[str, np.ndarray], max_columns: int = DEFAULT_MA
     return chosen
 
 
+def _extremes(items: list[Any], value: Callable[[Any], float]) -> tuple[Any, Any]:
+    """The first lowest and the first highest of ``items``, two of them wherever there are two:
+    when every value ties, the second item is the highest (a review: two groups both 40 of 40
+    read "a against a", with no interval)."""
+    lo, hi = min(items, key=value), max(items, key=value)
+    if hi is lo and len(items) > 1:
+        hi = next(x for x in items if x is not lo)
+    return lo, hi
+
+
+def gap_cells(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -> list[dict[str, Any]]:
+    """The cells :func:`largest_gap` compares for metric ``key``: those of ``min_count``+ samples
+    scored (``{key}_n`` where the rows have it, else ``n``) with a value (how many: what the
+    report, ``evaluate --by`` and the subgroup script say beside the gap)."""
+    return [r for r in rows if r.get(f"{key}_n", r["n"]) >= min_count and not math.isnan(r[key])]
+
+
 def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -> dict[str, Any]:
     """The lowest and highest cells for metric ``key`` (e.g. ``age_mae``) among cells of ``min_count``+
     samples scored (``{key}_n`` where the rows have it, the samples with the task's label; else ``n``),
@@ -182,11 +199,10 @@ def largest_gap(rows: Sequence[dict[str, Any]], key: str, min_count: int = 30) -
     ``{key}_hi`` and ``{key}_se``; NaN where the rows have none), as :func:`group_gap`'s. The interval
     is of the difference between these two cells: the largest of many gaps, picked after the fact,
     tends to read larger than the same two cells would on other faces."""
-    cells = [r for r in rows if r.get(f"{key}_n", r["n"]) >= min_count and not math.isnan(r[key])]
+    cells = gap_cells(rows, key, min_count)
     if not cells:
         return {}
-    ordered = sorted(cells, key=lambda r: r[key])  # (two tied cells: two cells, not one against itself)
-    lo, hi = ordered[0], ordered[-1]
+    lo, hi = _extremes(cells, lambda r: r[key])
     gap = hi[key] - lo[key]
     nan = float("nan")
     if hi is lo:  # a cell against itself has no interval, as in group_gap
@@ -225,8 +241,7 @@ def group_gap(scores: np.ndarray, group: np.ndarray, names: Sequence[str], kind:
     if not by:
         nan = float("nan")
         return {"by": {}, "highest": None, "lowest": None, "gap": nan, "gap_ci95": [nan, nan]}
-    ordered = sorted(by, key=lambda r: by[r]["mean"])  # (tied groups: two groups, not one against itself)
-    lo, hi = ordered[0], ordered[-1]
+    lo, hi = _extremes(list(by), lambda r: by[r]["mean"])
     gap = by[hi]["mean"] - by[lo]["mean"]
     cell = lambda r: (by[r]["mean"], by[r]["ci95"], se[r])  # noqa: E731
     ci = gap_interval(kind, cell(hi), cell(lo)) if hi != lo else [float("nan")] * 2

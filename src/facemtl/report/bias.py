@@ -127,7 +127,7 @@ def bias_groups(run: RunLog, names: str | Sequence[str] | None = None) -> BiasGr
 
 
 def bias_section(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | None) -> Section:
-    from ..subgroups import largest_gap, subgroup_table
+    from ..subgroups import gap_cells, largest_gap, subgroup_table
 
     s = Section("Intersectional bias study", "bias")
     run = data.ref.first
@@ -172,7 +172,7 @@ def bias_section(data: ReportInput, facts: dict[str, Any], plan: BiasGroups | No
     gap_rows = []
     for n, g in gaps.items():
         key = f"{n}_{kinds[n]}"
-        compared = f"{sum(r.get(f'{key}_n', r['n']) >= GAP_MIN_COUNT for r in rows)} of {len(rows)}"
+        compared = f"{len(gap_cells(rows, key, GAP_MIN_COUNT))} of {len(rows)}"
         if not g:
             gap_rows.append([n, "–", "no cell of enough faces", "", compared, "", ""])
             continue

@@ -346,7 +346,8 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
                "the map is stretched edge to edge and a warning says so); red: regions that raise the score of the "
                "decision made (nominal: the predicted class's logit; ordinal: every threshold's logit signed by "
                "its decision, summed), scaled per face (colours compare regions of one face, not faces). Correct "
-               "and wrong as each task defines them (a class task: the right or the wrong class; a numeric one, such as age: within 2 units, or 10 or more off). Paper Fig. 5."))
+               "and wrong as each task defines them (a class task: the right or the wrong class; a numeric one, "
+               "such as age: within 2 units, or 10 or more off). Paper Fig. 5."))
     torch.set_grad_enabled(True)
     for i, task in enumerate(tasks):
         if f"pred/{task.name}" not in pr or not task.inference:

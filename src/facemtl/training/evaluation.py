@@ -159,7 +159,7 @@ def score_groups(result: dict[str, Any], tasks: Sequence[Task], by: Sequence[str
     "largest_gap": {"gap", "ci95", "highest", "lowest", "compared", "groups"}, or {} with fewer than
     two groups of ``min_gap`` faces}}``.
     A name in ``by`` that is no grouping task of these is a ``ValueError`` naming those that are."""
-    from ..subgroups import largest_gap, subgroup_table
+    from ..subgroups import gap_cells, largest_gap, subgroup_table
 
     answering = [t for t in tasks if t.inference]
     wanted = check_group_names(tasks, by)
@@ -183,7 +183,7 @@ def score_groups(result: dict[str, Any], tasks: Sequence[Task], by: Sequence[str
         cells = [{**{c: r[c] for c in labels}, "n": r[f"{key}_n"], kinds[t.name]: r[key],
                   "ci95": [r[f"{key}_lo"], r[f"{key}_hi"]]} for r in rows if r[f"{key}_n"]]
         gap = largest_gap(rows, key, min_gap)
-        compared = sum(r[f"{key}_n"] >= min_gap for r in rows)
+        compared = len(gap_cells(rows, key, min_gap))
         name = lambda r: " ".join(str(r[c]) for c in labels)  # noqa: E731
         out[t.name] = {"columns": list(labels), "left_out": int((~ok).sum()), "cells": cells, "largest_gap": {
             "gap": gap["gap"], "ci95": gap["ci95"], "highest": name(gap["max"]), "lowest": name(gap["min"]),
