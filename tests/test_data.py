@@ -383,7 +383,8 @@ def test_numeric_labels_outside_a_tasks_range_are_counted_and_said(tmp_path, cap
     err = capsys.readouterr().err.splitlines()
     assert err == ["facemtl: warning: task 'age' takes values 1..116, but 3 label(s) of its column 'age' lie outside "
                    "(-3, 0, 150); the loss learns each as the nearest end of the range (its rank is clamped) (widen "
-                   "min_value / max_value, or drop those rows)"]
+                   "min_value / max_value, or drop those rows; if a negative value stands for unknown, leave those "
+                   "cells empty or write NA: they are read as missing)"]
     assert report["invalid_labels"] == {"age": {"column": "age", "rows": 3, "warning": err[0][len("facemtl: warning: "):]}}
     # ages 20..59 for a task of 1..50: nine over; a regression task says its predictions are clipped
     _, _, report = _split(_manifest(tmp_path, _faces(), "plain.csv"),

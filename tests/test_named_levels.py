@@ -381,3 +381,26 @@ def test_a_class_task_naming_no_classes_answers_the_names_its_data_gives(utkface
                  str(tmp_path / "run" / "best.pt")]) == 0
     faces = [json.loads(x)["faces"][0] for x in capsys.readouterr().out.splitlines()]
     assert all(f["adult"] in ("no", "yes") and set(f["adult_probabilities"]) == {"no", "yes"} for f in faces)
+
+
+def test_a_binary_task_takes_the_names_a_reader_offers_and_a_recipe_keeps_its_own():
+    """A readers' test: a binary task of CelebA's Smiling answered 1 / 0. The reader offers
+    ``not smiling`` / ``smiling``; a task naming no classes answers them, one naming its own
+    (``no, yes``) keeps them and is not refused for differing (the offer is not the data's word)."""
+    from types import SimpleNamespace
+
+    from facemtl.data.label_checks import check_labels
+    from facemtl.data.table import LabelTable
+    from facemtl.tasks import adopt_level_names, build_task
+
+    offered = {"Smiling": ["not smiling", "smiling"]}
+    bare = build_task({"name": "smile", "type": "binary", "label": "Smiling"})
+    own = build_task({"name": "smile_own", "type": "binary", "label": "Smiling", "classes": ["no", "yes"]})
+    table = LabelTable(paths=["a.jpg", "b.jpg"], labels={"Smiling": [0.0, 1.0]}, offered_classes=offered)
+    assert check_labels(table, [bare, own], SimpleNamespace(dataset="celeba", columns=None)) == {}
+    adopt_level_names([bare, own], {"offered_names": offered})
+    assert bare.class_names() == ["not smiling", "smiling"] and own.class_names() == ["no", "yes"]
+    # the data's own names come first where a column has both
+    later = build_task({"name": "smile", "type": "binary", "label": "Smiling"})
+    adopt_level_names([later], {"column_names": {"Smiling": ["frown", "smile"]}, "offered_names": offered})
+    assert later.class_names() == ["frown", "smile"]

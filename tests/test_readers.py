@@ -207,6 +207,11 @@ def test_celeba(tmp_path):
     assert same(t.labels["Bald"], [0, 0, NAN])
     assert len(t.labels) == 42
     assert t.classes["gender"] == ["male", "female"]
+    # the other attributes' names are offered to tasks naming none (a binary Smiling answered 1 / 0)
+    assert t.offered_classes["Smiling"] == ["not smiling", "smiling"]
+    assert t.offered_classes["5_o_Clock_Shadow"] == ["not 5 o clock shadow", "5 o clock shadow"]
+    assert len(t.offered_classes) == 40 and not set(t.offered_classes) & set(t.classes)
+    assert t.subset([0]).offered_classes == t.offered_classes
     r = t.report
     assert r["declared_images"] == 6 and r["attribute_rows"] == 6 and r["images"] == 3
     assert r["malformed_rows_skipped"] == 1 and r["duplicate_rows_skipped"] == 1
@@ -452,3 +457,22 @@ def test_the_line_of_a_foreign_byte_counts_past_a_bom(tmp_path):
     bom.write_bytes(b"\xef\xbb\xbfpath,age\na.jpg,3\n\xe9.jpg,4\n")
     with pytest.raises(ValueError, match=r"line 3 holds b'\\xe9'"):
         read_manifest(bom)
+
+
+def test_shards_keep_the_names_a_reader_offers(tmp_path):
+    """CelebA's offered names ("not smiling", "smiling") travel through shards as its own names do."""
+    pytest.importorskip("webdataset")
+    from PIL import Image
+
+    from facemtl.data.shards import read_shards, write_shards
+    from facemtl.data.table import LabelTable
+
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"{i}.jpg"))
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(paths[-1])
+    table = LabelTable(paths=paths, labels={"young": [0.0, 1.0], "Smiling": [1.0, 0.0]},
+                       classes={"young": ["not young", "young"]}, offered_classes={"Smiling": ["not smiling", "smiling"]})
+    index = write_shards(table, np.array(["train", "test"], dtype=object), tmp_path / "shards", log=lambda _: None)
+    back = read_shards(index.parent)
+    assert back.classes == table.classes and back.offered_classes == table.offered_classes

@@ -189,6 +189,9 @@ def test_label_classes_and_invalid_labels_known_values():
     n, why = age.invalid_labels(np.array([150, -3, 0, 5, nan, 150]))
     assert n == 4 and why.startswith("task 'age' takes values 1..116, but 4 label(s) of its column 'age' lie outside "
                                      "(-3, 0, 150); the loss learns each as the nearest end of the range")
+    assert why.endswith("if a negative value stands for unknown, leave those cells empty or write NA: they are "
+                        "read as missing)")
+    assert "unknown" not in age.invalid_labels(np.array([150, 0]))[1]  # no negative value: no such hint
     n, why = build_task({"name": "age", "type": "regression", "min_value": 0, "max_value": 1}).invalid_labels(
         np.array([0.5, 1.5, 2, 3, 4, 5, 6]))
     assert n == 6 and "(1.5, 2, 3, 4, 5, ...)" in why and "predictions are clipped" in why

@@ -137,6 +137,9 @@ def read_celeba(root: str | Path) -> LabelTable:
     if "Young" in labels:
         labels["young"] = labels["Young"].copy()
         classes["young"] = ["not young", "young"]
+    # the other attributes' answers read "smiling" / "not smiling", not 1 / 0 (a readers' test:
+    # a binary task of Smiling answered "smiling 1"); offered, so a recipe's own names stand
+    offered = {n: [f"not {attribute_words(n)}", attribute_words(n)] for n in names if n not in classes}
     return LabelTable(
         paths=[str(root / IMAGE_FOLDER / n) for n, _ in rows],
         labels=labels,
@@ -144,4 +147,11 @@ def read_celeba(root: str | Path) -> LabelTable:
         groups=None,
         report={"dataset": "celeba", "attributes": len(names), **report},
         classes=classes,
+        offered_classes=offered,
     )
+
+
+def attribute_words(name: str) -> str:
+    """An attribute's name as words: ``Wearing_Hat`` -> ``wearing hat``, ``5_o_Clock_Shadow`` ->
+    ``5 o clock shadow``."""
+    return " ".join(name.replace("_", " ").split()).lower()

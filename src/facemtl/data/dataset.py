@@ -436,6 +436,8 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
     report = dict(table.report)
     if table.classes:  # (an ordinal task takes them as its levels' names: Task.adopt_level_names)
         report["column_names"] = {col: list(names) for col, names in table.classes.items()}
+    if table.offered_classes:  # (taken by a task naming none; never compared: LabelTable.offered_classes)
+        report["offered_names"] = {col: list(names) for col, names in table.offered_classes.items()}
     if cfg.age_range is not None:
         lo, hi = cfg.age_range
         if "age" in (table.classes or {}):  # (a user test: it filtered Adience's and FairFace's group numbers)

@@ -91,7 +91,8 @@ def write_shards(table: LabelTable, split: np.ndarray, out: str | Path, shard_si
     counts = [min(shard_size, len(faces) - k * shard_size) for k in range(len(shards))]
     index = {"__kind__": "wids-shard-index-v1", "wids_version": 1,
              "shardlist": [{"url": s.name, "nsamples": n} for s, n in zip(shards, counts)],
-             "facemtl": {"columns": cols, "classes": table.classes, "report": table.report, "faces": faces}}
+             "facemtl": {"columns": cols, "classes": table.classes,
+                         "offered_classes": table.offered_classes, "report": table.report, "faces": faces}}
     (out / INDEX).write_text(json.dumps(index))
     log(f"wrote {len(faces)} faces in {len(shards)} shard(s) to {out}")
     return out / INDEX
@@ -109,7 +110,8 @@ def read_shards(root: str | Path) -> LabelTable:
     groups = np.array([r["group"] for r in faces], dtype=object) if faces and "group" in faces[0] else None
     return LabelTable(paths=[shard_path(root, i) for i in range(len(faces))], labels=labels,
                       split=np.array([r["split"] for r in faces], dtype=object), groups=groups,
-                      report={**meta.get("report", {}), "shards": str(root)}, classes=meta.get("classes", {}))
+                      report={**meta.get("report", {}), "shards": str(root)}, classes=meta.get("classes", {}),
+                      offered_classes=meta.get("offered_classes", {}))
 
 
 @lru_cache(maxsize=8)  # one reader per shard folder and process (loader workers each open their own)

@@ -24,6 +24,10 @@ class LabelTable:
     report: dict[str, Any] = field(default_factory=dict)
     #: Class names of categorical columns, where the source names them.
     classes: dict[str, list[str]] = field(default_factory=dict)
+    #: Names a reader offers for columns it does not name for certain (CelebA's attributes:
+    #: ``["not smiling", "smiling"]``): a task naming no classes answers them; a task naming its
+    #: own keeps them, without the comparison :attr:`classes` gets (``no, yes`` is as right).
+    offered_classes: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -48,6 +52,7 @@ class LabelTable:
             groups=None if self.groups is None else self.groups[idx],
             report=dict(self.report),
             classes=dict(self.classes),
+            offered_classes=dict(self.offered_classes),
         )
 
     def column(self, name: str) -> np.ndarray:

@@ -386,11 +386,12 @@ def check_named_ranges(tasks: Sequence[Task], report: dict[str, Any]) -> None:
 
 def adopt_level_names(tasks: Sequence[Task], report: dict[str, Any]) -> None:
     """Give each task the names the data report says the data gave its column's values
-    (``column_names``), where it would answer them (:meth:`Task.adopt_level_names`: an ordinal
-    task whose recipe names no levels)."""
-    names = report.get("column_names") or {}
+    (``column_names``), or the names a reader offers for it (``offered_names``: CelebA's "not
+    smiling" / "smiling"), where it would answer them (:meth:`Task.adopt_level_names`: a task
+    whose recipe names none)."""
+    names, offered = report.get("column_names") or {}, report.get("offered_names") or {}
     for t in tasks:
-        t.adopt_level_names(names.get(str(t.label)))
+        t.adopt_level_names(names.get(str(t.label)) or offered.get(str(t.label)))
 
 
 def build_task(spec: dict[str, Any]) -> Task:
