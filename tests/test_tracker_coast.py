@@ -93,7 +93,7 @@ def test_a_lost_track_is_never_shown_at_its_prediction():
     assert [(t.id, d) for t, d in step.tracked] == [(1, 0)]
 
 
-def test_a_weak_detection_on_its_prediction_finds_a_lost_track_again_and_starts_nothing_elsewhere():
+def test_a_weak_detection_on_its_prediction_finds_a_lost_track_again_and_shows_nothing_elsewhere():
     """MTCNN scores many real faces 0.95-0.99 (its sure score is 0.99): a face missed once
     must not stay unshown until it scores sure again."""
     tr = Tracker(TrackerSettings(), sure_score=0.99)
@@ -101,11 +101,37 @@ def test_a_weak_detection_on_its_prediction_finds_a_lost_track_again_and_starts_
     tr.update([[102, 100, 202, 200]], [0.995], 0.1)
     assert tr.update([], [], 0.2).tracked == [] and tr.tracks[0].state == "lost"
     step = tr.update([[106, 100, 206, 200], [400, 100, 500, 200]], [0.96, 0.96], 0.3)
-    assert [(t.id, d) for t, d in step.tracked] == [(1, 0)] and not step.started and len(tr) == 1
+    # the weak face elsewhere only starts a tentative track, shown once a detection confirms it
+    assert [(t.id, d) for t, d in step.tracked] == [(1, 0)] and [(t.id, d) for t, d in step.started] == [(2, 1)]
     # a weak detection only half on the prediction is not the same face
     tr.update([], [], 0.4)
     step = tr.update([[160, 100, 260, 200]], [0.96], 0.5)
     assert step.tracked == [] and tr.tracks[0].state == "lost"
+
+
+def test_a_face_scored_weak_on_every_detection_is_tracked_and_a_one_off_weak_hit_is_never_shown():
+    """The stream tests' 6 s video at the default --min-face 40: MTCNN scored one person 0.95-0.99
+    on every detection, under its sure 0.99, so ByteTrack's rule (sure detections alone start and
+    confirm tracks) never tracked them (recall 0.83 against 0.99 at --min-face 60). A weak
+    detection starts a tentative track, which the next detection, sure or weak, confirms."""
+    tr = Tracker(TrackerSettings(), sure_score=0.99)
+    tr.update([[400, 100, 500, 200]], [0.995], 0.0)  # someone else, sure, on the first frame
+    step = tr.update([[402, 100, 502, 200], [100, 100, 200, 200]], [0.995, 0.97], 0.1)
+    assert [t.id for t, _ in step.started] == [2] and [t.id for t, _ in step.tracked] == [1]  # not shown yet
+    step = tr.update([[404, 100, 504, 200], [104, 100, 204, 200]], [0.995, 0.96], 0.2)
+    assert sorted((t.id, d) for t, d in step.tracked) == [(1, 0), (2, 1)]  # confirmed by a weak detection
+    # a weak false hit once elsewhere: a tentative track, dropped at the next detection, never shown
+    step = tr.update([[406, 100, 506, 200], [108, 100, 208, 200], [300, 300, 340, 340]], [0.995, 0.97, 0.96], 0.3)
+    assert [t.id for t, _ in step.started] == [3] and sorted(t.id for t, _ in step.tracked) == [1, 2]
+    step = tr.update([[408, 100, 508, 200], [112, 100, 212, 200]], [0.995, 0.97], 0.4)
+    assert [t.id for t in step.dropped] == [3] and sorted(t.id for t, _ in step.tracked) == [1, 2]
+    # on a stream's first frame a sure face is shown at once, a weak one waits for its confirmation
+    first = Tracker(TrackerSettings(), sure_score=0.99).update([[0, 0, 100, 100], [300, 0, 400, 100]], [0.995, 0.97])
+    assert [t.id for t, _ in first.tracked] == [1] and [t.id for t, _ in first.started] == [2]
+    # new_score at the sure score keeps ByteTrack's rule: a weak face starts nothing
+    strict = Tracker(TrackerSettings(new_score=0.99), sure_score=0.99)
+    strict.update([[400, 100, 500, 200]], [0.995], 0.0)
+    assert not strict.update([[100, 100, 200, 200]], [0.97], 0.1).started and len(strict) == 1
 
 
 def test_a_lost_track_cannot_take_a_face_that_comes_after_its_time_is_up():

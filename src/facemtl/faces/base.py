@@ -54,9 +54,10 @@ class Detector:
 
     scheme: str = ""
     min_face: float = 40.0
-    #: Score from which a detection is *sure*, on this detector's own scale. Video trackers
-    #: start tracks only from sure detections and use weaker ones only to keep a track
-    #: going (ByteTrack's two rounds); quality weights count a sure score as full.
+    #: Score from which a detection is *sure*, on this detector's own scale. The video tracker
+    #: matches sure detections first and weaker ones second (ByteTrack's two rounds), and shows
+    #: a track a weak detection starts only once another confirms it; quality weights count a
+    #: sure score as full.
     sure_score: float = 0.5
 
     def detect(self, rgb: np.ndarray, min_face: float | None = None) -> list[Face]:
