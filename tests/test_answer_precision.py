@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
+import pytest
 
 from facemtl.export.checks import compare_outputs
 from facemtl.inference.results import FaceResult, ImageResult, TaskAnswer, _answer_cells, csv_columns, interval_text
@@ -259,7 +260,11 @@ def test_rows_stored_unrounded_and_video_labels_read_at_the_tasks_decimals():
     assert answer_fields([row], decimals) == {"age": 31.4, "age_interval": [26, 37]}
     face = FaceResult([0, 0, 9, 9], 1.0, None, {"age": TaskAnswer(33.26, interval=(26, 42), decimals=1),
                                                 "gender": TaskAnswer("female", 0.9)}, track=4)
-    assert face_label(face) == "#4 33 female" and face.describe() == "age 33 (26-42), gender female 90%"
+    assert face_label(face, {"age": "years"}) == "#4 33 female" and face.describe() == "age 33 (26-42), gender female 90%"
+    # the unit says it, not the name: Adience's age groups (ranks) are named, an age under another name is not
+    assert face_label(face) == "#4 age 33 female"
+    renamed = FaceResult([0, 0, 9, 9], 1.0, None, {"years_old": TaskAnswer(33.0, decimals=1)})
+    assert face_label(renamed, {"years_old": "years"}) == "33"
     # values that do not say which task answered them carry its name (a label read "#6 no black 0.25")
     other = FaceResult([0, 0, 9, 9], 1.0, None, {"glasses": TaskAnswer("no", 0.8), "hair": TaskAnswer("black", 0.7),
                                                  "smile": TaskAnswer(0.25, decimals=3)}, track=6)
@@ -355,3 +360,19 @@ def test_a_number_is_written_one_digit_shorter_halves_up_and_infinity_as_it_is()
     cases = [(32.5, 1, "33"), (2.5, 1, "3"), (1.45, 2, "1.5"), (-1.5, 1, "-1"), (-1.25, 2, "-1.2"), (31.04, 1, "31"),
              (7.0, 0, "7"), (float("inf"), 1, "inf")]
     assert [TaskAnswer(v, decimals=d).number_text() for v, d, _ in cases] == [w for _, _, w in cases]
+
+
+def test_the_stream_labels_its_video_by_each_tasks_unit(tmp_path):
+    """``stream --annotate`` gives the video writer each task's unit: the age (years) is drawn alone."""
+    pytest.importorskip("av")
+    from facemtl.tasks import build_task
+    from facemtl.video.command import build_sinks
+
+    tasks = [build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116}),
+             build_task({"name": "gender", "type": "nominal", "classes": ["male", "female"]})]
+    sinks = build_sinks(tasks, annotate=str(tmp_path / "out.mp4"), out=io.StringIO())
+    try:
+        assert sinks[-1].units == {"age": "years", "gender": ""}
+    finally:
+        for s in sinks:
+            s.close()

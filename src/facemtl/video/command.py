@@ -41,7 +41,7 @@ def build_sinks(tasks, as_json: bool = False, as_csv: bool = False, annotate: st
     if annotate:
         from .writer import VideoWriterSink
 
-        sinks.append(VideoWriterSink(annotate, blur=blur, fps=fps, preset=preset))
+        sinks.append(VideoWriterSink(annotate, blur=blur, fps=fps, preset=preset, units={t.name: t.unit for t in tasks}))
     return sinks
 
 

@@ -22,7 +22,7 @@ import queue
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -66,10 +66,11 @@ def check_output(path: str | Path, preset: str = "veryfast") -> Path:
 _MUTE = {"yes", "no", "true", "false", "none", "other", "others", "unknown"}
 
 
-def _says_itself(task: str, text: str) -> bool:
-    """Whether an answer's text alone says what it is: an age, or a class name such as ``female``
-    (not a number, nor ``yes``/``no``, which need their task's name: ``glasses yes``)."""
-    if task == "age":
+def _says_itself(unit: str, text: str) -> bool:
+    """Whether an answer's text alone says what it is: a number in years (an age; its task's
+    :attr:`~facemtl.tasks.Task.unit`), or a class name such as ``female`` (not another number,
+    nor ``yes``/``no``, which need their task's name: ``glasses yes``)."""
+    if unit == "years":
         return True
     try:
         float(text)
@@ -78,14 +79,15 @@ def _says_itself(task: str, text: str) -> bool:
         return text.strip().lower() not in _MUTE
 
 
-def face_label(face: FaceResult) -> str:
+def face_label(face: FaceResult, units: Mapping[str, str] | None = None) -> str:
     """A short label: ``#3 31 female white glasses yes smile 0.25`` (track id, then each
     answer's :meth:`~facemtl.inference.results.TaskAnswer.value_text`, no digits after the point
-    for age; a number other than an age, or a class such as ``yes``, after its task's name)."""
+    for age; a number other than an age, or a class such as ``yes``, after its task's name).
+    ``units``: each task's unit by name (``{"age": "years"}``); a number in years reads alone."""
     values = []
     for name, a in face.answers.items():
         text = a.value_text()
-        values.append(text if _says_itself(name, text) else f"{name} {text}")
+        values.append(text if _says_itself((units or {}).get(name, ""), text) else f"{name} {text}")
     return " ".join(([f"#{face.track}"] if face.track is not None else []) + values)
 
 
@@ -114,20 +116,22 @@ def blur_faces(image: np.ndarray, faces: Sequence[FaceResult], margin: float = 0
 class VideoWriterSink(Sink):
     """Writes the frames it receives (which must carry their pixels: ``keep_images``) with
     their faces drawn to ``path`` as H.264 MP4. ``blur``: pixelate the faces (privacy).
-    ``crf``/``preset``: x264's quality (lower is better, 23 its default) and speed.
+    ``crf``/``preset``: x264's quality (lower is better, 23 its default) and speed. ``units``:
+    each task's unit by name, for the labels (:func:`face_label`).
 
     ``write`` raises ``OSError`` once the writer has failed (e.g. the disk is full);
     ``close`` finishes the file and raises the writer's error, if any.
     """
 
     def __init__(self, path: str | Path, blur: bool = False, crf: int = 23, preset: str = "veryfast",
-                 fps: float = 30.0, queue_size: int = 8) -> None:
+                 fps: float = 30.0, queue_size: int = 8, units: Mapping[str, str] | None = None) -> None:
         try:
             import av  # noqa: F401
         except ImportError:
             raise RuntimeError("writing video needs PyAV: pip install 'facemtl[video]'") from None
         self.path = check_output(path, preset)
         self.blur = blur
+        self.units = dict(units or {})  # each task's unit by name: an age's number is labelled alone
         self.crf, self.preset, self.fps = crf, preset, fps
         self.frames = 0
         self.error: BaseException | None = None
@@ -184,7 +188,7 @@ class VideoWriterSink(Sink):
                     container, stream = self._open(image.shape[1], image.shape[0])
                 if self.blur:
                     image = blur_faces(image, faces + hidden)
-                drawn = draw_faces(image, faces, [face_label(f) for f in faces])
+                drawn = draw_faces(image, faces, [face_label(f, self.units) for f in faces])
                 h, w = drawn.shape[:2]
                 if (h - h % 2, w - w % 2) == (stream.height, stream.width):
                     # odd sides (H.264's 4:2:0 wants even): the last row or column left out, every other
