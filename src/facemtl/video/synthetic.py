@@ -64,15 +64,15 @@ class VideoPlan:
 def faces_from_test_split(model: str | Path | None = None, data_root: str | Path | None = None) -> list[FaceSpec]:
     """The test-split faces of ``model`` (default: the shipped one): its data config and seed,
     so the model never trained on them. Needs the training extra (the data readers)."""
-    from ..data import build_data
-    from ..data.dataset import label_columns
+    from ..data.dataset import label_columns, split_as_trained
     from ..inference.predictor import DEFAULT_CHECKPOINT, default_model_path
     from ..model import load_model
 
-    _, tasks, cfg, _ = load_model(model or default_model_path(DEFAULT_CHECKPOINT))
+    _, tasks, cfg, state = load_model(model or default_model_path(DEFAULT_CHECKPOINT))
     if data_root is not None:
         cfg.data.root = str(data_root)
-    test = build_data(cfg.data, tasks, cfg.train.seed, load_images=False).test
+    # split as the model's training split it (a grid variant of fewer tasks was split on them all)
+    test = split_as_trained(cfg.data, tasks, cfg.train.seed, state.get("split_tasks"), load_images=False).test
     labels = test.labels.numpy()
     cols = label_columns(tasks)  # a vector label (a teacher's) spans several columns
     out = []
