@@ -181,6 +181,39 @@ def test_claims_are_judged_on_paired_seeds(tmp_path):
     assert judge(Claim("s", "missing", "a", "c2"), data) is None
 
 
+def test_a_claims_interval_covers_the_seeds_where_they_disagree(tmp_path):
+    """The interval covered the faces alone: three seeds whose differences were +0.3, -0.1 and
+    +0.1 years on every face (a seed-to-seed shift, and a small pattern over the faces that every
+    seed shares) read "supported" (0.055 to 0.145). A crossed seed x face design counts the seeds."""
+    from facemtl.report.load import ReportInput, VariantRuns
+    from facemtl.report.stats import Claim, describe_diff, judge, paired_interval
+
+    run = _claim_runs(tmp_path)
+    shift, pattern = np.array([0.3, -0.1, 0.1]), np.where(np.arange(20) % 2 == 0, 0.1, -0.1)
+    ones = np.ones(20)
+    a = VariantRuns("a", "a", "", [run("a", k, ones, ones) for k in range(3)])
+    b = VariantRuns("b", "b", "", [run("b", k, 1 + shift[k] + pattern, ones) for k in range(3)])
+    data = ReportInput(tmp_path, "experiment", "x", {"a": a, "b": b}, "a", [0, 1, 2])
+    age = judge(Claim("s", "a beats b", "a", "b", ["age"]), data)["tasks"]["age"]
+    # by hand: MS_seed = 20 var(shift) = 20 * 0.04 = 0.8, MS_face = 3 var(pattern) = 3 * 0.2 / 19,
+    # MS_resid = 0; Var = (0.8 + 0.6 / 19) / 60; df = (0.8 + 0.6 / 19)^2 / (0.8^2 / 2 + (0.6 / 19)^2 / 19)
+    # = 2.16 -> 2, t = 4.303: 0.1 -+ 0.5066
+    ms_face = 0.6 / 19
+    half = 4.303 * math.sqrt((0.8 + ms_face) / 60)
+    assert half == pytest.approx(0.5066, abs=1e-4)
+    assert age["interval"] == pytest.approx([0.1 - half, 0.1 + half], abs=1e-4)
+    assert age["interval_over"] == "faces and seeds" and age["verdict"] == "within noise"
+    assert "over 20 faces and 3 seeds;" in describe_diff("age", age)
+    # the faces alone would have read "supported"
+    faces_half = 1.96 * math.sqrt(ms_face / 3) / math.sqrt(20)
+    assert 0.1 - faces_half > 0
+    # seeds that agree on every face: the faces' interval, as before
+    d = np.tile(pattern + 0.1, (3, 1))
+    assert paired_interval(d) == (pytest.approx([0.1 - faces_half, 0.1 + faces_half], abs=1e-4), "faces")
+    # one seed: the faces alone
+    assert paired_interval(d[:1])[1] == "faces"
+
+
 def test_a_claim_names_its_paired_seeds_and_missing_runs(tmp_path):
     """The report said "With 2 seeds" of a claim that rested on one (a run not finished), and "1 seeds"."""
     from facemtl.report.document import to_markdown

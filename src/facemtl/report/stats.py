@@ -4,12 +4,17 @@ A claim "A beats B" is judged per task on paired runs (both variants trained wit
 seed on the same split and tested on the same faces). The per-seed differences of the task's
 headline metric are kept for the reader; the verdict rests on the faces:
 
-* per face, the paired difference of its score (:meth:`Task.sample_scores`: 1/0 for a right or
-  wrong answer, the absolute error for a numeric task; signed so that positive favours A),
-  averaged over the paired seeds (a face unscored in any of them is dropped);
-* the 95 % interval of the mean of that over the faces, ``mean ± 1.96 sd / sqrt(n)`` (sd with
-  ddof=1; a normal approximation, the test splits hold hundreds of faces). Its mean is the mean
-  of the per-seed headline differences (accuracy and MAE are means over faces).
+* per seed and face, the paired difference of the face's score (:meth:`Task.sample_scores`: 1/0
+  for a right or wrong answer, the absolute error for a numeric task; signed so that positive
+  favours A), a matrix ``D`` of ``S`` seeds by ``F`` faces (a face unscored in any seed dropped);
+* the 95 % interval of its mean (:func:`paired_interval`). Over the faces alone, from the
+  per-face means over the seeds: ``mean ± 1.96 sd / sqrt(F)`` (sd with ddof=1; a normal
+  approximation, the test splits hold hundreds of faces). With two seeds or more, the seeds'
+  share too, as a crossed two-way random-effects design (seed x face; method of moments, as
+  in generalizability theory): ``Var(mean) = (MS_seed + MS_face - MS_resid) / (S F)``, with
+  Satterthwaite's degrees of freedom for Student's t, wherever that is wider than the faces'
+  alone (a seed-to-seed shift common to every face, which the faces cannot see). Its mean is
+  the mean of the per-seed headline differences (accuracy and MAE are means over faces).
 
 Verdicts:
 
@@ -18,8 +23,8 @@ Verdicts:
 * **within noise**: it holds 0;
 * **no difference**: the headline is equal for every seed.
 
-The interval covers which faces happened to be tested, not which seeds happened to be trained
-(a seed-to-seed shift is common to every face); the per-seed differences show that part.
+Before 2026-11-28 the interval covered the faces alone: three seeds whose differences were
++0.3, -0.1 and +0.1 years on every face read "supported" (0.06 to 0.15) where they say little.
 
 Runs saved without per-face test predictions (``test_predictions.npz``; older runs), tested on
 different faces, or a task whose headline is not a mean of its per-face scores, fall back to
@@ -36,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..metrics import mean_and_spread
-from ..subgroups import Z95
+from ..subgroups import Z95, t975
 from ..tasks import MetricColumn, Task
 from ..training.evaluation import headline_metrics
 from .load import ReportInput, RunLog, VariantRuns
@@ -133,12 +138,9 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
         per_face, why = _face_differences(task, sign, (better.name, worse.name),
                                           [(runs_a[s], runs_b[s]) for s in paired],
                                           [(a[s][t][head.key], b[s][t][head.key]) for s in paired])
-        interval = None
+        interval, over = None, None
         if per_face is not None:
-            n = len(per_face)
-            mean = float(per_face.mean())
-            half = Z95 * float(per_face.std(ddof=1)) / np.sqrt(n)
-            interval = [mean - half, mean + half]
+            interval, over = paired_interval(per_face)
         if all(d == 0 for d in diffs):
             verdict = "no difference"
         elif interval is not None:
@@ -151,7 +153,8 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
             verdict = "inconclusive"
         per_task[t] = {"metric": head.key, "header": head.header, "lower_is_better": head.lower_is_better,
                        "percent": head.percent, "diffs": diffs, "seeds": paired, "mean": float(np.mean(diffs)),
-                       "interval": interval, "faces": None if per_face is None else len(per_face),
+                       "interval": interval, "interval_over": over,
+                       "faces": None if per_face is None else per_face.shape[1],
                        "no_interval": why, "verdict": verdict}
     if not per_task:
         return None
@@ -160,10 +163,43 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
     return {"claim": claim, "tasks": per_task, "verdict": overall, "seeds": seeds, "missing": missing}
 
 
+def paired_interval(d: np.ndarray) -> tuple[list[float], str]:
+    """The 95 % interval of the mean of paired differences ``d`` ``(S seeds, F faces)`` and what it
+    covers (``"faces"`` or ``"faces and seeds"``; see the module's description).
+
+    Faces: the per-face means over the seeds, ``mean ± 1.96 sd / sqrt(F)``. Seeds and faces
+    (``S >= 2``), a crossed random-effects design: with ``MS_seed = F var(row means)``, ``MS_face
+    = S var(column means)`` and ``MS_resid`` the interaction's mean square (``(S-1)(F-1)`` degrees
+    of freedom), ``Var(mean) = (MS_seed + MS_face - MS_resid) / (S F)``, Student's t at
+    Satterthwaite's ``df = (MS_seed + MS_face - MS_resid)^2 / (MS_seed^2 / (S-1) + MS_face^2 /
+    (F-1) + MS_resid^2 / ((S-1)(F-1)))`` (rounded down), where ``MS_seed > MS_resid`` (the seeds
+    shift every face more than the seed-by-face noise explains; ``Var(mean)`` is then above the
+    faces' ``MS_face / (S F)``), and never narrower than the faces'. Seeds that agree on every
+    face give ``MS_seed = MS_resid = 0`` and the faces' interval."""
+    d = np.asarray(d, float)
+    s, f = d.shape
+    mean = float(d.mean())
+    faces = d.mean(0)
+    half = Z95 * float(faces.std(ddof=1)) / np.sqrt(f)
+    over = "faces"
+    if s >= 2:
+        rows = d.mean(1)
+        ms_seed = f * float(rows.var(ddof=1))
+        ms_face = s * float(faces.var(ddof=1))
+        ms_resid = float(((d - rows[:, None] - faces[None, :] + mean) ** 2).sum()) / ((s - 1) * (f - 1))
+        # the seeds' shift is more than their faces' noise (past rounding: seeds that agree give 0 and 0)
+        if ms_seed - ms_resid > 1e-9 * (ms_seed + ms_face + ms_resid):
+            combined = ms_seed + ms_face - ms_resid
+            df = combined ** 2 / (ms_seed ** 2 / (s - 1) + ms_face ** 2 / (f - 1) + ms_resid ** 2 / ((s - 1) * (f - 1)))
+            half = max(half, t975(max(int(df), 1)) * float(np.sqrt(combined / (s * f))))
+            over = "faces and seeds"
+    return [mean - half, mean + half], over
+
+
 def _face_differences(task: Task, sign: float, names: tuple[str, str], pairs: Sequence[tuple[RunLog, RunLog]],
                       heads: Sequence[tuple[float, float]]) -> tuple[np.ndarray | None, str]:
-    """Per face, the paired score difference ``sign * (better - worse)`` averaged over the
-    paired seeds ``pairs`` (runs of the variants ``names``; faces unscored in any seed dropped),
+    """Per seed and face, the paired score difference ``sign * (better - worse)`` ``(S, F)``, for
+    the paired seeds ``pairs`` (runs of the variants ``names``; faces unscored in any seed dropped),
     and ``""``; or ``None`` and why not (what follows "no per-face test: ").
 
     ``heads``: each pair's headline values, which the means of the scores must reproduce (else
@@ -193,9 +229,9 @@ def _face_differences(task: Task, sign: float, names: tuple[str, str], pairs: Se
             return None, f"seed {pairs[0][0].seed} and seed {ra.seed} were tested on different faces"
         rows.append(sign * (scores[0] - scores[1]))
     d = np.stack(rows)
-    d = d[:, ~np.isnan(d).any(0)].mean(0)
-    if len(d) < 2:
-        return None, f"{len(d)} face scored for {task.name} in every paired run"
+    d = d[:, ~np.isnan(d).any(0)]
+    if d.shape[1] < 2:
+        return None, f"{d.shape[1]} face scored for {task.name} in every paired run"
     return d, ""
 
 
@@ -216,6 +252,8 @@ def describe_diff(t: str, d: dict[str, Any]) -> str:
     if d.get("interval"):
         lo, hi = d["interval"]
         faces = f"{d['faces']:,} face" + ("" if d["faces"] == 1 else "s")
+        if d.get("interval_over") == "faces and seeds":
+            faces += f" and {len(d['seeds'])} seeds"
         basis = f"95% interval {signed(lo)} to {signed(hi)} over {faces}; "
     elif d.get("no_interval"):
         basis = f"no per-face test: {d['no_interval']}; "

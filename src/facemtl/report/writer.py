@@ -225,16 +225,18 @@ def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
     facts["claims"] = judged
     s.add(Para("Each claim compares two variants trained with the same seeds on the same split and tested on the "
                "same faces (\"seeds paired\": the seeds both variants finished; a missing run is named). Per face, "
-               "the difference of its score (right or wrong; the absolute error for age) is averaged over the "
-               "paired seeds, and the verdict rests on the 95% interval of its mean over the faces (mean ± 1.96 "
-               "s.d. / √n): **supported**: the interval lies above 0 (the first variant is better); "
-               "**contradicted**: it lies below 0; **within noise**: it holds 0; **no difference**: the metric is "
+               "the difference of its score (right or wrong; the absolute error for age) is taken in each paired "
+               "seed, and the verdict rests on the 95% interval of its mean: over the faces (mean ± 1.96 s.d. / √n "
+               "of the per-face means over the seeds), or over the faces and the seeds where the seeds disagree "
+               "more than the faces explain (a crossed seed x face random-effects design, Student's t at "
+               "Satterthwaite's degrees of freedom; the text then says \"and N seeds\"): **supported**: the "
+               "interval lies above 0 (the first variant is better); **contradicted**: it lies below 0; "
+               "**within noise**: it holds 0; **no difference**: the metric is "
                "equal for every seed; **mixed**: the verdict differs between tasks. Runs without per-face test "
                "predictions are judged on the seeds alone: **supported (seeds only)** or **contradicted (seeds "
                "only)** when two or more seeds agree, else **inconclusive**. Differences are first minus second, "
                "in the direction of the claim (positive favours the claim; accuracy in percentage points, MAE in "
-               "the task's label units: years for age). The interval covers which faces were tested, not which "
-               "seeds were trained: a per-seed difference of the other sign says the seeds disagree."))
+               "the task's label units: years for age)."))
     if rows:
         s.add(Table(["claim", "source", "the source on UTKFace", "variants", "seeds paired", "verdict here",
                      "per task here"], rows))
