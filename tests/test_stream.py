@@ -73,7 +73,7 @@ def test_one_id_per_person_and_new_people_get_new_ids(streamed):
 def test_the_default_search_from_40_px_tracks_every_person(video):
     """At the default --min-face (40) MTCNN scored one person of this video 0.95-0.99 on every
     detection, under its sure 0.99: never tracked, recall 0.83 (0.99 at 60). Weak detections
-    start tentative tracks now, which the next detection confirms."""
+    start tentative tracks now, shown after three detections (0.98)."""
     rc, out, err = _run(["stream", str(video), "--json", "--detector", "mtcnn", "--no-progress"])
     assert rc == 0, err
     s = score(truth_path(video), *read_lines(out.splitlines()))

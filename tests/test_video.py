@@ -68,7 +68,7 @@ def test_kalman_predict_and_update_known_values():
 
 
 def test_two_stage_association_keeps_ids():
-    tr = Tracker(TrackerSettings(max_lost=3, new_score=0.5), sure_score=0.5)  # ByteTrack's rule: sure faces start tracks
+    tr = Tracker(TrackerSettings(max_lost=3, new_score=0.5), sure_score=0.5)  # sure faces alone start tracks here
     a, b = [100, 100, 160, 160], [300, 100, 360, 160]
     step = tr.update([a, b], [1.0, 1.0])  # first frame: tracks start confirmed
     assert [(t.id, d) for t, d in step.tracked] == [(1, 0), (2, 1)]

@@ -116,8 +116,8 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     runtime_flag(p)
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--detector", default="mtcnn", type=detector_name, metavar="{" + ",".join(DETECTORS.names()) + "}",
-                   help="face detector (on a 20 s test video, both from 40 px, mtcnn found 99.5%% of the faces at "
-                        "73 FPS, dlib 82%% at 25 FPS: docs/results/stream_weak_births_*_20s.json)")
+                   help="face detector (on a 20 s test video, both from 40 px, mtcnn found 98.7%% of the faces at "
+                        "79 FPS, dlib 80%% at 31 FPS: docs/results/stream_weak_births_*_20s.json)")
     p.add_argument("--min-face", type=positive(float), metavar="PX",
                    help="smallest face to look for, in pixels; a face whose box is smaller is left out (a track's "
                         "face that shrinks below it is not shown on those frames). Default: a search from 40 px, "

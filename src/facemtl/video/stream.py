@@ -358,7 +358,10 @@ class Stream:
                 box = _clip(track.box, job.result)
                 if box is not None:  # else: leaving the frame
                     pend.faces.append((track.id, box, None, None, None))
-        if prepared is not None and (step.started or any(t_.lost_for == 1 for t_ in feed.tracker.tracks)
+        # (a face a weak detection started waits for the usual detections: one early detection for each
+        # weak false hit moving about had the stream detect on every frame; a review)
+        if prepared is not None and (any(not t_.weak for t_, _ in step.started)
+                                     or any(t_.lost_for == 1 for t_ in feed.tracker.tracks)
                                      or any(t_.hits == 1 for t_, _ in step.tracked)):
             # confirm new faces, learn the velocity of those seen once, find lost ones again:
             # one frame later, not detect_every
