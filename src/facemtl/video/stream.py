@@ -363,8 +363,8 @@ class Stream:
         if prepared is not None and (any(not t_.weak for t_, _ in step.started)
                                      or any(t_.lost_for == 1 for t_ in feed.tracker.tracks)
                                      or any(t_.hits == 1 for t_, _ in step.tracked)):
-            # confirm new faces, learn the velocity of those seen once, find lost ones again:
-            # one frame later, not detect_every
+            # confirm new faces a sure detection started, learn the velocity of those seen once, find
+            # lost ones again: one frame later, not detect_every
             self._detect_soon(feed)
         pend.ended = [t_.id for t_ in step.ended]
         pend.dropped = [t_.id for t_ in step.dropped]

@@ -21,12 +21,12 @@ Detection Box", ECCV 2022), per frame with detections:
    track may take a weak detection lying right on its prediction: with the detector on
    every N-th frame, a face it missed once would otherwise stay unshown until it scored
    sure again (MTCNN scores many real faces 0.95-0.99, under its sure 0.99);
-4. tentative tracks (seen once) are matched to the detections left, sure or weak (IoU >=
-   ``low_match_iou``); those unmatched are dropped;
+4. tentative tracks (seen once, or twice if a weak detection started them) are matched to the
+   detections left, sure or weak (IoU >= ``low_match_iou``); those unmatched are dropped;
 5. a detection left with score >= ``new_score`` (default: every one, weak ones too) starts a
    tentative track, shown from its next match (or at once on the first frame of a stream)
    if a sure detection started it, from its second match if a weak one did (and a weak one
-   overlapping a track's box by ``match_iou`` starts none); a track unmatched is lost, and
+   lying on a track's box starts none, :meth:`Tracker._on_a_track`); a track unmatched is lost, and
    ends when lost for more than ``max_lost_time`` seconds of video time (when the caller
    gives frame times, as the stream does) or else ``max_lost`` detection rounds.
 
@@ -56,7 +56,8 @@ the boxes along their Kalman prediction; there is no per-frame image tracking. O
 matched at the last detection are shown there: a lost track (the detector did not find it
 at the last detection) is never shown at its predicted box, and stays unshown until a
 detection matches it again. The stream then detects again on the very next frame, for a
-lost track as for a new one. Lost tracks age in video time or detection rounds, never in
+lost track as for a new one a sure detection started (one a weak detection started waits for
+the usual detections). Lost tracks age in video time or detection rounds, never in
 frames, so how long a lost track may take a detection again does not depend on the frame
 rate or on ``--detect-every``. State per track is a fixed-size vector: nothing
 grows with the length of a stream, and ended tracks are handed back and forgotten (unlike
@@ -173,9 +174,10 @@ class TrackerSettings:
     low_score: float = 0.0
     #: A detection needs this score to start a (tentative) track; default: ``low_score``, so
     #: weak detections start tracks too (shown after three detections, :attr:`Track.weak`);
-    #: at ``high_score``, sure ones alone, as ByteTrack.
+    #: at ``high_score``, sure ones alone start tracks, as in ByteTrack (weak ones still confirm them).
     new_score: float | None = None
-    #: Smallest IoU between a predicted box and a sure detection to match them.
+    #: Smallest IoU between a predicted box and a sure detection to match them (and from which a
+    #: weak detection on a track's box starts no track, :meth:`Tracker._on_a_track`).
     match_iou: float = 0.2
     #: Smallest IoU for a weak detection (second round) and for a tentative track.
     low_match_iou: float = 0.5
@@ -361,8 +363,8 @@ class Tracker:
         dropped = {id(t) for t in unconfirmed}
         step.dropped.extend(unconfirmed)
         self.tracks = [t for t in self.tracks if id(t) not in dropped]
-        for d in new:
-            weak = scores[d] < self.high
+        for d in sorted(new, key=lambda i: -scores[i]):  # surest first: a face's weak second box then finds
+            weak = bool(scores[d] < self.high)            # the track its sure box started (a review)
             if scores[d] < self.new_score or (weak and self._on_a_track(boxes[d])):
                 continue
             at_once = first and not weak  # a stream's first frame: sure faces are shown at once
@@ -378,12 +380,18 @@ class Tracker:
         return step
 
     def _on_a_track(self, box: np.ndarray) -> bool:
-        """Whether ``box`` overlaps a track's box by ``match_iou`` or more: a weak second box on a
-        tracked face (MTCNN's last suppression keeps boxes overlapping up to 0.7 of the smaller)
-        starts no track of its own."""
-        others = [t.box for t in self.tracks]
-        return bool(others) and bool((iou_matrix(np.asarray(box, np.float64)[None], np.array(others)) >=
-                                      self.settings.match_iou).any())
+        """Whether ``box`` lies on a track's box: IoU ``match_iou`` or more, or half of the smaller
+        of the two inside the other. A weak second box on a tracked face (MTCNN's last suppression
+        keeps boxes overlapping up to 0.7 of the smaller, so a small one on a face's corner has an
+        IoU under 0.1) starts no track of its own. Lost and tentative tracks count too: a weak new
+        face that close to one waits until that track ends (at most ``max_lost_time``) or until it
+        scores sure, which is never blocked (ByteTrack started no track from a weak face at all)."""
+        if not self.tracks:
+            return False
+        box = np.asarray(box, np.float64)[None]
+        others = np.array([t.box for t in self.tracks])
+        inside = intersection_matrix(box, others) / np.minimum(box_area(box)[:, None], box_area(others)[None, :])
+        return bool((iou_matrix(box, others) >= self.settings.match_iou).any() or (inside >= 0.5).any())
 
     def cut(self) -> TrackerStep:
         """A scene cut (a file played again from its start): every track ends, as at
