@@ -404,3 +404,31 @@ def test_a_binary_task_takes_the_names_a_reader_offers_and_a_recipe_keeps_its_ow
     later = build_task({"name": "smile", "type": "binary", "label": "Smiling"})
     adopt_level_names([later], {"column_names": {"Smiling": ["frown", "smile"]}, "offered_names": offered})
     assert later.class_names() == ["frown", "smile"]
+
+
+def test_stats_keep_the_level_names_another_model_stored(db_url):
+    """`/v1/stats` counts every face in the served model's groups, regrouping numbers by value
+    (ages of two models' bands). Ranks of another model's named levels are not values on the
+    served model's scale: `high`, rank 1 of `[low, high]`, was counted as `mild`. A stored level
+    keeps its name; the served model's own levels are counted as before."""
+    from collections import Counter
+
+    from fakes import model_info, store_photos
+
+    from facemtl.store import Query, Store
+
+    old = model_info([{"type": "ordinal", "name": "severity", "levels": ["low", "high"]}], name="old")
+    new = model_info([{"type": "ordinal", "name": "severity", "levels": LEVELS}], name="new")
+    store_photos(db_url, old, 10, seed=1)
+    store_photos(db_url, new, 10, seed=2)
+    served = build_task({"type": "ordinal", "name": "severity", "levels": LEVELS})
+    with Store(db_url) as store:
+        faces = list(store.records("faces", Query()))
+        stats = store.stats(0, 2e9, 2e9, order={"severity": served.group_names()},
+                            regroup={"severity": served.subgroups})["tasks"]["severity"]
+    counts = Counter()
+    for b in stats["buckets"]:
+        counts.update(b["counts"])
+    want = Counter(f["severity_level"] for f in faces)
+    assert {"low", "high"} & set(want) and set(want) & set(LEVELS)  # both models' answers are there
+    assert counts == want and stats["groups"][:len(set(want) & set(LEVELS))] == [g for g in LEVELS if g in want]

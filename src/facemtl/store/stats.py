@@ -51,8 +51,8 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
     ``regroup``: per numeric task, the groups of values (:meth:`Task.subgroups`) of the model
     the counts are for: where the stored groups are not all its ``order`` (faces an earlier
     model of the task's name stored in other bands: 20-39 and 40+ beside 0-19 ... 60+), that
-    task is counted again by value and every face put in these groups (one covering index
-    serves the usual case, one model's bands).
+    task is counted again by value and every number put in these groups (one covering index
+    serves the usual case, one model's bands); a class answer or a named level keeps its name.
     """
     if bucket <= 0:
         raise ValueError("bucket must be a positive number of seconds")
@@ -77,9 +77,11 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
         if groups is None:
             continue
         regrouped: dict[float, dict[str, int]] = {}
-        for (k, _, _, grp, is_class, n), g in zip(rows, groups):
-            # an earlier model's class answers of the task's name keep their class (a value there is its index)
-            g = (grp if grp is not None else "?") if is_class else str(g)
+        for (k, _, _, grp, named, n), g in zip(rows, groups):
+            # an earlier model's class answers of the task's name keep their class (a value there is its
+            # index), and its named levels their name (a rank of [low, high] is not one of this model's:
+            # `high` was counted as `mild`)
+            g = (grp if grp is not None else "?") if named else str(g)
             counts = regrouped.setdefault(float(k) * bucket, {})
             counts[g] = counts.get(g, 0) + int(n)
         per_task[task] = regrouped
@@ -97,7 +99,7 @@ def _counts(conn: sa.Connection, column: str, since: float, until: float, bucket
             answers: Sequence[AnswerFilter]) -> Any:
     """``(bucket, task, <column>, count)`` rows: the faces' (or tracks') answers counted by their
     stored group (``column`` ``grp``); or by value (``value_num``), as ``(bucket, task, value,
-    grp, whether a class answer, count)``."""
+    grp, whether a named answer, count)``."""
     d = conn.dialect.name
     source_id = sa.select(Source.id).where(Source.name == source).scalar_subquery() if source is not None else None
     if of == "faces":
@@ -136,8 +138,9 @@ def _counts(conn: sa.Connection, column: str, since: float, until: float, bucket
 
 def _columns(table: Any, column: str) -> list[Any]:
     """What :func:`_counts` groups by: the stored group, or the value with the group and whether the
-    answer is a class (it carries the chosen class's probability) beside it."""
+    answer is named beside it: a class (it carries the chosen class's probability) or a number with
+    a level's name (``value_text``), whose group is that name."""
     if column == "grp":
         return [table.grp]
-    is_class = sa.case((table.probability.is_(None), 0), else_=1).label("is_class")
-    return [table.value_num, table.grp, is_class]
+    named = sa.case((sa.and_(table.probability.is_(None), table.value_text.is_(None)), 0), else_=1).label("named")
+    return [table.value_num, table.grp, named]
