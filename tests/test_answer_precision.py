@@ -260,7 +260,8 @@ def test_rows_stored_unrounded_and_video_labels_read_at_the_tasks_decimals():
     assert answer_fields([row], decimals) == {"age": 31.4, "age_interval": [26, 37]}
     face = FaceResult([0, 0, 9, 9], 1.0, None, {"age": TaskAnswer(33.26, interval=(26, 42), decimals=1),
                                                 "gender": TaskAnswer("female", 0.9)}, track=4)
-    assert face_label(face, {"age": "years"}) == "#4 33 female" and face.describe() == "age 33 (26-42), gender female 90%"
+    assert face_label(face, {"age": "years"}) == "#4 33 female"
+    assert face.describe() == "age 33 (26-42), gender female 90%"
     # the unit says it, not the name: Adience's age groups (ranks) are named, an age under another name is not
     assert face_label(face) == "#4 age 33 female"
     renamed = FaceResult([0, 0, 9, 9], 1.0, None, {"years_old": TaskAnswer(33.0, decimals=1)})

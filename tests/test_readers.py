@@ -472,7 +472,8 @@ def test_shards_keep_the_names_a_reader_offers(tmp_path):
         paths.append(str(tmp_path / f"{i}.jpg"))
         Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(paths[-1])
     table = LabelTable(paths=paths, labels={"young": [0.0, 1.0], "Smiling": [1.0, 0.0]},
-                       classes={"young": ["not young", "young"]}, offered_classes={"Smiling": ["not smiling", "smiling"]})
+                       classes={"young": ["not young", "young"]},
+                       offered_classes={"Smiling": ["not smiling", "smiling"]})
     index = write_shards(table, np.array(["train", "test"], dtype=object), tmp_path / "shards", log=lambda _: None)
     back = read_shards(index.parent)
     assert back.classes == table.classes and back.offered_classes == table.offered_classes

@@ -204,10 +204,11 @@ class MTCNNDetector(Detector):
     library user's test: 60 faces of 220 px, min_face 100 against 40, landmarks up to 8 px,
     ages up to 6 years). A single grid for every ``min_face`` (the default's levels) was tried
     and dropped: at ``min_face`` 60 the stream's recall on its test video fell from 99 % to
-    83 % (the faces found per frame were the same; the scores the tracker reads moved). 40 found every face of 40 composed 640x480
-    photos (faces of 45 to 125 pixels) where 20 missed one, at twice the speed. ``min_score``: O-Net probability a face must
-    reach to be reported (0.95; the cascade's own last-stage threshold, 0.7, lets through
-    face-like patches such as a shirt badge). ``factor``: the pyramid's step (0.709, the
+    83 % (the faces found per frame were the same; the scores the tracker reads moved). 40 found
+    every face of 40 composed 640x480 photos (faces of 45 to 125 pixels) where 20 missed one, at
+    twice the speed. ``min_score``: O-Net probability a face must reach to be reported (0.95;
+    the cascade's own last-stage threshold, 0.7, lets through face-like patches such as a shirt
+    badge). ``factor``: the pyramid's step (0.709, the
     paper's). A coarser pyramid (0.6) ran 20-27 % faster on composed photos of
     validation-split faces and found as many of them, but found 93.4 % instead of 95.8 % of
     lone faces swept across sizes: faces between its scales slip through

@@ -8,8 +8,9 @@ one face, not faces).
 
 The upsampling puts each cell of the map where its receptive field is centred in the input
 (:func:`cell_grid`: pixel ``stride * i + offset``; ``32 i`` for Lite0's last stage, whose
-convolutions pad symmetrically), where that can be measured (:func:`placement` warns where not). Stretching the map edge to edge instead (bilinear with
-``align_corners=False``, as Grad-CAM tools do) drew a 4 x 4 map of a 112 px face at pixels
+convolutions pad symmetrically), where that can be measured (:func:`placement` warns where
+not). Stretching the map edge to edge instead (bilinear with ``align_corners=False``, as
+Grad-CAM tools do) drew a 4 x 4 map of a 112 px face at pixels
 14, 42, 70, 98 rather than 0, 32, 64, 96: regions up to 14 px down and right of their place.
 
 The score differentiated is the task's own :meth:`Task.explain_score`: the evidence for

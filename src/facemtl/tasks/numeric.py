@@ -147,7 +147,8 @@ class NumericTask(Task):
         fix = (f"its levels name the ranks 0..{len(names) - 1}: give the column those ranks, or the names"
                if (names := self.level_names()) else "widen min_value / max_value, or drop those rows")
         if self.min_value >= 0 and (out < 0).any():  # (a readers' test: -1 for "unknown", learned as age 1)
-            fix += "; if a negative value stands for unknown, leave those cells empty or write NA: they are read as missing"
+            fix += ("; if a negative value stands for unknown, leave those cells empty or write NA: they are read "
+                    "as missing")
         return len(out), (f"task {self.name!r} takes values {self.min_value:g}..{self.max_value:g}, but {len(out)} "
                           f"label(s) of its column {self.label!r} lie outside ({some_values(out)}); "
                           f"{self.outside_range} ({fix})")

@@ -41,7 +41,8 @@ def build_sinks(tasks, as_json: bool = False, as_csv: bool = False, annotate: st
     if annotate:
         from .writer import VideoWriterSink
 
-        sinks.append(VideoWriterSink(annotate, blur=blur, fps=fps, preset=preset, units={t.name: t.unit for t in tasks}))
+        units = {t.name: t.unit for t in tasks}  # (an age's number is labelled alone)
+        sinks.append(VideoWriterSink(annotate, blur=blur, fps=fps, preset=preset, units=units))
     return sinks
 
 

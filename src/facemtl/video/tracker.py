@@ -390,7 +390,8 @@ class Tracker:
             return False
         box = np.asarray(box, np.float64)[None]
         others = np.array([t.box for t in self.tracks])
-        inside = intersection_matrix(box, others) / np.minimum(box_area(box)[:, None], box_area(others)[None, :])
+        smaller = np.minimum(box_area(box)[:, None], box_area(others)[None, :])
+        inside = intersection_matrix(box, others) / np.maximum(smaller, 1e-12)  # (a box of no area: none inside)
         return bool((iou_matrix(box, others) >= self.settings.match_iou).any() or (inside >= 0.5).any())
 
     def cut(self) -> TrackerStep:
