@@ -40,7 +40,8 @@ at ``--min-face 40`` (0.83 before) and 0.97 at 60 (0.94), with 9 and 2 false det
 against 9 and 3 and as many id switches where nobody overlaps (2 and 0); with dlib 149 of the
 166 people were tracked against 143 (2 such id switches against 1). A weak false hit is shown
 only if it stands still for three detections; a weak-born track asks for no early detection
-(the stream's speed: 1.03x side by side, ``docs/results/tracker_weak_births_speed.json``). A
+(the stream's speed side by side: 0.98x idle, 1.04x beside a busy process, within noise;
+``docs/results/tracker_weak_births_speed.json``). A
 first version, which showed a weak-born track at its second detection and detected again on
 the next frame for it, tracked a little more (dlib: 155) but split more tracks (12 such id
 switches with dlib), showed a weak false hit standing still, and had the stream detect on
