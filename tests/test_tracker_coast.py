@@ -122,6 +122,7 @@ def test_a_face_scored_weak_on_every_detection_is_tracked_and_a_weak_false_hit_i
     assert [t.id for t, _ in step.started] == [2] and started.weak and [t.id for t, _ in step.tracked] == [1]
     step = tr.update([[404, 100, 504, 200], [104, 100, 204, 200]], [0.995, 0.96], 0.2)
     assert [(t.id, d) for t, d in step.tracked] == [(1, 0)] and started.state == "tentative"  # seen twice: not yet
+    assert [(t.id, d) for t, d in step.unshown] == [(2, 1)]  # but its crop is analysed (a review's nit)
     step = tr.update([[406, 100, 506, 200], [108, 100, 208, 200]], [0.995, 0.96], 0.3)
     assert sorted((t.id, d) for t, d in step.tracked) == [(1, 0), (2, 1)]  # three times: shown
     # a weak false hit twice in one place: tentative, dropped when it is gone, never shown
@@ -408,3 +409,38 @@ def test_weak_false_hits_moving_about_cost_no_extra_detections():
         events = list(analyzer.stream(Still("still"), StreamSettings(detect_every=5)))
     shown = [f for e in events if hasattr(e, "faces") for f in e.faces]
     assert len(calls) == 20 and shown == []  # every 5th frame of 100, and nothing shown
+
+
+def test_a_weak_born_face_is_analysed_on_each_of_its_detections_before_it_is_shown():
+    """A weak-born track is shown at its third detection; its second one's crop was not sent to
+    the network (a review's nit): the face's first answers came from two crops, not three."""
+    pytest.importorskip("onnxruntime")
+    from facemtl.faces import DETECTORS, Detector, Face
+    from facemtl.video.analyzer import VideoAnalyzer
+    from facemtl.video.settings import StreamSettings
+    from facemtl.video.sources import Frame, Source
+
+    class StillWeak(Detector):
+        """One weak (0.96) face that stands still."""
+        scheme = "mtcnn5"
+        sure_score = 0.99
+
+        def detect(self, rgb, min_face=None):
+            pts = np.array([[60, 50], [80, 50], [70, 60], [62, 70], [78, 70]], float)
+            return [Face(np.array([50.0, 30, 90, 80]), 0.96, pts, self.scheme)]
+
+    class Still(Source):
+        live, fps = False, 30.0
+
+        def frames(self, stop, log):
+            for i in range(11):  # detections on frames 0, 5 and 10
+                yield Frame(i, i / 30, np.full((128, 200, 3), 90, np.uint8))
+
+    if "test_still_weak" not in DETECTORS.names():
+        DETECTORS.register("test_still_weak")(StillWeak)
+    with VideoAnalyzer(detector="test_still_weak") as analyzer:
+        run = analyzer.stream(Still("still"), StreamSettings(detect_every=5, history=8))
+        events = list(run)
+    shown = [(e.frame, f.track) for e in events if hasattr(e, "faces") for f in e.faces]
+    assert [frame for frame, _ in shown] == [10]  # shown at its third detection
+    assert run.stats.analysed == 3  # every detection's crop analysed, the unshown second one too

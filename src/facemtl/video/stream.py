@@ -346,7 +346,7 @@ class Stream:
             faces = prepared.faces
             step = feed.tracker.update(np.array([f.box for f in faces]).reshape(-1, 4), [f.score for f in faces],
                                        job.frame.time, steps)
-        for track, d in step.started:  # tentative: analysed now, shown once confirmed
+        for track, d in step.started + step.unshown:  # tentative: analysed now, shown once confirmed
             self._sample(pend, feed, track, faces, prepared, d)
         for track, d in step.tracked:
             crop_index = self._sample(pend, feed, track, faces, prepared, d)

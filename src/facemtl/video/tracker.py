@@ -249,11 +249,14 @@ class TrackerStep:
     """What one frame did: ``tracked`` the confirmed tracks on screen, each with the index of
     its detection in this frame (``None`` on a frame without detections, where the box is the
     prediction of a track matched at the last detection); ``started`` tentative tracks
-    new this frame with their detection; ``ended`` confirmed tracks that ended (lost too
-    long, or closed); ``dropped`` tentative tracks forgotten (never confirmed)."""
+    new this frame with their detection; ``unshown`` tentative tracks matched again but not
+    shown yet (a weak-born track's second match), with their detection; ``ended`` confirmed
+    tracks that ended (lost too long, or closed); ``dropped`` tentative tracks forgotten
+    (never confirmed)."""
 
     tracked: list[tuple[Track, int | None]] = field(default_factory=list)
     started: list[tuple[Track, int]] = field(default_factory=list)
+    unshown: list[tuple[Track, int]] = field(default_factory=list)
     ended: list[Track] = field(default_factory=list)
     dropped: list[Track] = field(default_factory=list)
 
@@ -356,8 +359,10 @@ class Tracker:
 
         for t, d in pairs + more + confirm:
             t._matched(boxes[d], float(scores[d]), self._frames, time)
-            if t.state == TRACKED:  # (a weak-born track seen twice is still tentative)
+            if t.state == TRACKED:
                 step.tracked.append((t, d))
+            else:  # a weak-born track seen twice: still tentative, its crop analysed all the same
+                step.unshown.append((t, d))
         for t in left:  # lost: not shown until a detection matches it again
             t.state = LOST
             t.lost_for += 1
