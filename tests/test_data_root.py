@@ -169,3 +169,20 @@ def test_ensemble_members_are_named_by_as_many_folders_as_tell_them_apart():
     assert member_labels(["E/runs/proposed/seed0/best.pt", "E/runs/equal/seed0/best.pt"]) == [
         "proposed/seed0/best.pt", "equal/seed0/best.pt"]
     assert member_labels(["run/best.pt", "run/best.pt"]) == ["run/best.pt", "run/best.pt"]  # one file twice
+
+
+def test_a_relative_teacher_cache_resolves_as_the_data_folder_does(layout, tmp_path):
+    """A user test: a recipe's ``data.cache_dir: tcache`` followed the current folder, so evaluate run
+    from another folder computed every teacher descriptor again, into a second stray cache."""
+    recipe, rel, root = layout
+    recipe.write_text(recipe.read_text().replace("workers: 0}", "workers: 0, cache_dir: tcache}"))
+    assert load_config(recipe).data.cache_dir == str(recipe.parent / "tcache")
+    typed = load_config(recipe, ["data.cache_dir=here"]).data.cache_dir  # typed: the current folder
+    assert typed == str(Path.cwd() / "here")
+    assert load_config(recipe, ["data.cache_dir=~/c"]).data.cache_dir == str(Path("~/c").expanduser())
+    # a model file recording a relative cache (written by hand, or before): against its own folder
+    from facemtl.model.load import _anchor_data_paths
+    cfg = load_config(recipe)
+    cfg.data.cache_dir = "cache"
+    _anchor_data_paths(cfg, tmp_path / "run" / "best.pt")
+    assert cfg.data.cache_dir == str(tmp_path / "run" / "cache")

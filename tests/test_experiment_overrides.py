@@ -58,6 +58,13 @@ def test_a_relative_data_root_typed_is_to_the_current_folder(tmp_path, monkeypat
     assert exp.command_line == [f"data.root={want}"]
     assert exp.run_config(exp.variant("a"), 0).data.root == want
     assert exp.origin["data_root"] == "faces" and exp.origin["data_root_from"] == "the command line"
+    # the teacher's cache too: typed, to the current folder; written in the base recipe, to its folder
+    exp = load_experiment(exp_file, ["data.cache_dir=tc"])
+    assert exp.run_config(exp.variant("a"), 0).data.cache_dir == str(tmp_path / "here" / "tc")
+    base = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    base["data"]["cache_dir"] = "cache"
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
+    assert load_experiment(exp_file).run_config(exp.variant("a"), 0).data.cache_dir == str(tmp_path / "cache")
 
 
 def test_tasks_or_name_overrides_are_refused_where_variants_choose_tasks(tmp_path):

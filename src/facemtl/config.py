@@ -330,7 +330,8 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML recipe, apply ``key=value`` overrides, validate, resolve relative paths.
 
-    ``data.root`` comes back absolute. The rule for a relative one: a path written in a
+    ``data.root`` comes back absolute, as do ``data.targets`` and ``data.cache_dir``
+    (:data:`DATA_PATHS`). The rule for a relative one: a path written in a
     file resolves against that file's folder (a recipe's, a run's saved ``config.yaml``),
     a path typed on the command line (an override ``data.root=...``) against the current
     folder. So a recipe works from any folder, and moves with the data beside it.
@@ -347,15 +348,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
     cfg = config_from_dict(data, overrides)
-    typed = any(parse_override(o)[0] == ["data", "root"] for o in overrides or [])
     written = cfg.data.root
-    cfg.data.root = typed_path(written) if typed else resolve_data_root(written, path)
+    typed = {key for key in DATA_PATHS if any(parse_override(o)[0] == ["data", key] for o in overrides or [])}
+    for key in DATA_PATHS:  # the same rule for the target file and the teacher's cache (a user test:
+        value = getattr(cfg.data, key)  # a relative cache followed the current folder, and evaluate
+        if value:                       # run from another one computed every descriptor again)
+            setattr(cfg.data, key, typed_path(value) if key in typed else resolve_data_root(value, path))
     cfg.origin = {"recipe": str(path), "data_root": written,
-                  "data_root_from": "the command line" if typed else str(path)}
-    if cfg.data.targets:  # the same rule for the target file
-        typed = any(parse_override(o)[0] == ["data", "targets"] for o in overrides or [])
-        cfg.data.targets = typed_path(cfg.data.targets) if typed else resolve_data_root(cfg.data.targets, path)
+                  "data_root_from": "the command line" if "root" in typed else str(path)}
     return cfg
+
+
+#: The data settings that name a path: a relative one resolves against the file that writes it.
+DATA_PATHS = ("root", "targets", "cache_dir")
 
 
 def typed_path(path: str | Path) -> str:

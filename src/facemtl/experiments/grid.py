@@ -54,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, ConfigError, config_from_dict, parse_override, resolve_data_root, typed_path
+from ..config import DATA_PATHS, Config, ConfigError, config_from_dict, parse_override, resolve_data_root, typed_path
 from ..tasks import build_task
 
 
@@ -235,7 +235,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     """Read an experiment file (see module docstring); every mistake is one :class:`ConfigError` sentence.
 
     ``overrides``: ``section.key=value`` settings typed on the command line, applied to every
-    run after the file's own (relative ``data.root`` / ``data.targets``: to the current folder).
+    run after the file's own (relative ``data.root`` / ``targets`` / ``cache_dir``: to the current folder).
     """
     path = Path(path)
     if not path.is_file():
@@ -259,6 +259,9 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     data = base.setdefault("data", {})
     written = str(data.get("root", "."))
     data["root"] = resolve_data_root(written, base_path)
+    for key in DATA_PATHS[1:]:  # the target file and the teacher's cache: as load_config resolves them
+        if isinstance(data.get(key), str):
+            data[key] = resolve_data_root(data[key], base_path)
     tasks = base.get("tasks") or []
     variants_spec = spec.get("variants", "standard")
     if variants_spec == "standard":
@@ -323,8 +326,8 @@ def check_same_data(exp: Experiment, variants: list[Variant]) -> None:
 
 
 def _command_line_overrides(overrides: list[str]) -> list[tuple[str, list[str], Any]]:
-    """``(override, keys, value)`` per command-line override; a relative ``data.root`` or
-    ``data.targets`` is made absolute against the current folder (as ``facemtl train`` does),
+    """``(override, keys, value)`` per command-line override; a relative ``data.root``,
+    ``data.targets`` or ``data.cache_dir`` is made absolute against the current folder (as ``facemtl train`` does),
     so the override recorded in the experiment folder names the same folder from anywhere."""
     out = []
     for o in overrides:
@@ -332,7 +335,7 @@ def _command_line_overrides(overrides: list[str]) -> list[tuple[str, list[str], 
         if keys == ["train", "seed"]:
             raise ConfigError(f"override {o!r}: each run's train.seed comes from the experiment's seeds; "
                               "change 'seeds' in the experiment file instead")
-        if keys in (["data", "root"], ["data", "targets"]) and isinstance(value, str):
+        if len(keys) == 2 and keys[0] == "data" and keys[1] in DATA_PATHS and isinstance(value, str):
             value = typed_path(value)
             o = f"{'.'.join(keys)}={value if _yaml_reads(value) == value else json.dumps(value)}"
         out.append((o, keys, value))

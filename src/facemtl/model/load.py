@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..config import Config, ConfigError, config_from_dict
+from ..config import DATA_PATHS, Config, ConfigError, config_from_dict
 from ..tasks import Task, build_task
 from .net import MultiTaskNet
 
@@ -55,7 +55,7 @@ def data_anchor(checkpoint: str | Path) -> Path:
 
 
 def _anchor_data_paths(cfg: Config, checkpoint: str | Path) -> None:
-    """Make a relative ``data.root`` (and ``data.targets``) written in ``checkpoint`` absolute,
+    """Make a relative ``data.root`` (and ``data.targets``, ``data.cache_dir``) written in ``checkpoint`` absolute,
     against the checkpoint's folder, so that every command reading a checkpoint (``evaluate``,
     ``export``, ``fusion``, ``gradcam``) finds the same folder wherever it is run from.
 
@@ -68,10 +68,10 @@ def _anchor_data_paths(cfg: Config, checkpoint: str | Path) -> None:
     ``evaluate``, ``export`` and ``benchmark`` found no data in a fresh checkout, a user test.)
     """
     base = data_anchor(checkpoint)
-    if cfg.data.root and not Path(cfg.data.root).expanduser().is_absolute():
-        cfg.data.root = str((base / Path(cfg.data.root).expanduser()).resolve())
-    if cfg.data.targets and not Path(cfg.data.targets).expanduser().is_absolute():
-        cfg.data.targets = str((base / Path(cfg.data.targets).expanduser()).resolve())
+    for key in DATA_PATHS:
+        value = getattr(cfg.data, key)
+        if value and not Path(value).expanduser().is_absolute():
+            setattr(cfg.data, key, str((base / Path(value).expanduser()).resolve()))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiTaskNet, list[Task], Config, dict[str, Any]]:
