@@ -100,6 +100,7 @@ def test_a_setting_inside_a_variants_section_is_refused(tmp_path, override, says
     ("train.epochs=0", "train.epochs and train.batch_size must be at least 1"),
     ("epochs", "override 'epochs' must look like section.key=value"),
     ("train.seed=3", "override 'train.seed=3': each run's train.seed comes from the experiment's seeds"),
+    ("data.limit=0", "data.limit must be at least 1 (or null: every face), not 0"),  # a user test: "no labelled image"
     ("weighting.name=dwa", "override 'weighting.name=dwa' changes a setting that variant 'a' (and 1 other variant) "
                            "sets itself (weighting.name=equal)"),
 ])

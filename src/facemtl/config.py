@@ -352,7 +352,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     typed = {key for key in DATA_PATHS if any(parse_override(o)[0] == ["data", key] for o in overrides or [])}
     for key in DATA_PATHS:  # the same rule for the target file and the teacher's cache (a user test:
         value = getattr(cfg.data, key)  # a relative cache followed the current folder, and evaluate
-        if value:                       # run from another one computed every descriptor again)
+        if value and not (key == "cache_dir" and Path(value).expanduser().is_absolute()):  # run from another
+            # one computed every descriptor again; a cache under ~ stays as written, as the default is)
             setattr(cfg.data, key, typed_path(value) if key in typed else resolve_data_root(value, path))
     cfg.origin = {"recipe": str(path), "data_root": written,
                   "data_root_from": "the command line" if "root" in typed else str(path)}

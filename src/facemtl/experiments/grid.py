@@ -54,7 +54,16 @@ from typing import Any
 
 import yaml
 
-from ..config import DATA_PATHS, Config, ConfigError, config_from_dict, parse_override, resolve_data_root, typed_path
+from ..config import (
+    DATA_PATHS,
+    Config,
+    ConfigError,
+    check_recipe,
+    config_from_dict,
+    parse_override,
+    resolve_data_root,
+    typed_path,
+)
 from ..tasks import build_task
 
 
@@ -260,7 +269,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     written = str(data.get("root", "."))
     data["root"] = resolve_data_root(written, base_path)
     for key in DATA_PATHS[1:]:  # the target file and the teacher's cache: as load_config resolves them
-        if isinstance(data.get(key), str):
+        if isinstance(data.get(key), str) and not Path(data[key]).expanduser().is_absolute():
             data[key] = resolve_data_root(data[key], base_path)
     tasks = base.get("tasks") or []
     variants_spec = spec.get("variants", "standard")
@@ -303,6 +312,7 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     base_tasks = {t["name"]: build_task(t).to_dict() for t in tasks}
     check_same_data(exp, variants)  # fail now, not an hour into the grid
     for v in variants:
+        check_recipe(exp.run_config(v, exp.seeds[0]))  # what its trainer would refuse (data.limit=0: a user test)
         for t in (build_task(t) for t in exp.config(v, exp.seeds[0]).tasks):
             if t.derives_label and t.to_dict() != base_tasks[t.name]:
                 # the grid reads and splits the data once, with the base recipe's tasks (runner.py)
@@ -335,7 +345,8 @@ def _command_line_overrides(overrides: list[str]) -> list[tuple[str, list[str], 
         if keys == ["train", "seed"]:
             raise ConfigError(f"override {o!r}: each run's train.seed comes from the experiment's seeds; "
                               "change 'seeds' in the experiment file instead")
-        if len(keys) == 2 and keys[0] == "data" and keys[1] in DATA_PATHS and isinstance(value, str):
+        if (len(keys) == 2 and keys[0] == "data" and keys[1] in DATA_PATHS and isinstance(value, str)
+                and not (keys[1] == "cache_dir" and Path(value).expanduser().is_absolute())):
             value = typed_path(value)
             o = f"{'.'.join(keys)}={value if _yaml_reads(value) == value else json.dumps(value)}"
         out.append((o, keys, value))

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
+from ..config import check_recipe
 from ..data import build_data
 from ..epochlog import read_epochs
 from ..jsonutil import dumps_strict, nan_for_null
@@ -93,6 +94,8 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
 
     variants = [exp.variant(n) for n in only] if only else exp.variants
     check_same_data(exp, variants)  # (before any run: the data is read once for them all)
+    for v in variants:  # what each run's trainer would refuse, before the data is read (a grid
+        check_recipe(exp.run_config(v, exp.seeds[0]))  # built in Python; load_experiment checks it too)
     other = _trained_otherwise(exp, out, [(v, s) for v in variants for s in exp.seeds])
     if other and not overwrite:
         more = f" and {len(other) - 1} more" if len(other) > 1 else ""
