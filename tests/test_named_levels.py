@@ -120,9 +120,16 @@ def test_the_regression_ablation_of_a_named_scale_keeps_its_range_and_the_bias_s
         spec.pop(k, None) if v is None else spec.__setitem__(k, v)
     reg = build_task(spec)
     assert (reg.kind, reg.min_value, reg.max_value, reg.bias_edges) == ("regression", 0, 3, [0, 1, 2, 3])
-    plain = build_task({"name": "s", "type": "ordinal", "max_value": 3})  # no levels: the grid's changes as before
+    # its CS(k) counts ranks as the ordinal's does (a user test: the report put its CS(0.05) under CS(5))
+    assert reg.cs_step() == t.cs_step() == 1.0 and reg.cs_label(5) == "CS(5)"
+    assert build_task({"name": "s", "type": "regression", "max_value": 3}).cs_step() == 0.01  # its own: hundredths
+    plain = build_task({"name": "s", "type": "ordinal", "max_value": 3})  # no levels: the range is not set
     assert set(next(a for a in plain.ablations() if a.suffix == "regression").changes) == {
-        "type", "method", "decoding", "reduction", "levels", "importance", "mean_variance"}
+        "type", "method", "decoding", "reduction", "levels", "importance", "mean_variance", "cs_unit"}
+    age = build_task({"name": "age", "type": "ordinal", "min_value": 1, "max_value": 116})  # a grid's digest as before
+    assert "cs_unit" not in next(a for a in age.ablations() if a.suffix == "regression").changes
+    with pytest.raises(ValueError, match="cs_unit must be above 0"):
+        build_task({"name": "s", "type": "regression", "cs_unit": 0})
     groups = np.array(["severe", "none", "moderate", "mild", "none"], dtype=object)
     rows = subgroup_table({"x": np.ones(5)}, {"x": "accuracy"}, {"s group": groups}, order={"s group": LEVELS})
     assert [r["s group"] for r in rows] == LEVELS
@@ -432,3 +439,23 @@ def test_stats_keep_the_level_names_another_model_stored(db_url):
     want = Counter(f["severity_level"] for f in faces)
     assert {"low", "high"} & set(want) and set(want) & set(LEVELS)  # both models' answers are there
     assert counts == want and stats["groups"][:len(set(want) & set(LEVELS))] == [g for g in LEVELS if g in want]
+
+
+def test_the_report_tables_cs_curves_of_other_steps_apart():
+    """A user test: a variant whose CS(k) steps otherwise (hundredths of the range) was tabled under
+    the first variant's headings k=0..10, and read as 0 % within 5 ranks."""
+    from types import SimpleNamespace
+
+    from facemtl.report.document import Table
+    from facemtl.report.writer import _cumulative
+
+    t = build_task({"name": "s", "type": "ordinal", "levels": LEVELS})
+    ranks = {"cs_step": 1.0, "cs": {str(k): min(1.0, 0.5 + 0.1 * k) for k in range(11)}}
+    narrow = {"cs_step": 0.01, "cs": {str(k): 0.02 * k for k in range(11)}}
+    run = lambda m: SimpleNamespace(tasks=[t], test={"s": m})  # noqa: E731
+    variants = {name: SimpleNamespace(first=run(m), runs=[run(m)])
+                for name, m in (("ordinal", ranks), ("other", narrow), ("ordinal2", ranks))}
+    tables = [b for b in _cumulative(SimpleNamespace(variants=variants)).blocks if isinstance(b, Table)]
+    assert [t_.headers[1:4] for t_ in tables] == [["k=0", "k=1", "k=2"], ["k=0", "k=0.01", "k=0.02"]]
+    assert [[r[0] for r in t_.rows] for t_ in tables] == [["ordinal", "ordinal2"], ["other"]]
+    assert tables[1].rows[0][6] == "10.0"  # 5 hundredths: 10 %, under its own heading

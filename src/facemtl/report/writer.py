@@ -297,9 +297,14 @@ def _cumulative(data: ReportInput) -> Section:
                 curves[name] = {k: float(np.mean([c[k] for c in cs])) for k in cs[0]}
                 rows.append([name] + [f"{100 * curves[name][k]:.1f}" for k in sorted(curves[name])])
         if curves:
-            ks = sorted(next(iter(curves.values())))
             s.add(Image(f"cs_{task.name}.png", figures.cs_curves(curves, task.name, task.unit), f"CS(k) of {task.name}, every variant"))
-            s.add(Table(["variant"] + [f"k={k:g}" for k in ks], rows, f"CS(k) of {task.name} in %"))
+            # one table per set of error levels: a variant whose curve steps otherwise (a user's own
+            # variant of another range) gets a table of its own, not the first one's headings (a user test)
+            by_levels: dict[tuple[float, ...], list[list[str]]] = {}
+            for row, curve in zip(rows, curves.values()):
+                by_levels.setdefault(tuple(sorted(curve)), []).append(row)
+            for ks, group in by_levels.items():
+                s.add(Table(["variant"] + [f"k={k:g}" for k in ks], group, f"CS(k) of {task.name} in %"))
     return s
 
 

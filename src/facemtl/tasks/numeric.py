@@ -35,6 +35,10 @@ class NumericTask(Task):
     #: intersections with other attributes keep some size. Default: 0-19, 20-39, 40-59, 60+
     #: for ages, else four equal bands of the range.
     bias_edges: list[float] | None = None
+    #: The error one step k of CS(k) stands for, in the task's units; ``None``: chosen from the
+    #: range (:meth:`cs_step`). An ordinal task's regression ablation sets its ranks' 1, so that
+    #: both variants' CS(5) count the same errors (a user test: CS(0.05) under a CS(5) heading).
+    cs_unit: float | None = None
 
     category: ClassVar[str] = "ordinal"
     subgroup_metric: ClassVar[str] = "mae"
@@ -47,6 +51,9 @@ class NumericTask(Task):
         super().__post_init__()
         if not self.max_value > self.min_value:
             raise ValueError(f"task {self.name!r}: max_value must exceed min_value")
+        if self.cs_unit is not None and not self.cs_unit > 0:
+            raise ValueError(f"task {self.name!r}: cs_unit must be above 0 (or null: chosen from the range), "
+                             f"not {self.cs_unit}")
         ages = self.reads_ages
         if self.group_edges is None:
             self.group_edges = list(DEFAULT_AGE_EDGES) if ages else self._bands(5)
@@ -67,7 +74,10 @@ class NumericTask(Task):
         """The error one step k of CS(k) stands for: 1 (a year, a rank) where answers are whole,
         are ages, or span 30 units or more; else the power of ten nearest a hundredth of the
         range (0.01 for a 0..1 score, 0.1 for 0..10), so that CS(0..10) shows the errors that
-        occur: in steps of 1, a 0..1 score read CS(1) = 100 % for any model (a user test)."""
+        occur: in steps of 1, a 0..1 score read CS(1) = 100 % for any model (a user test).
+        ``cs_unit``, where set, instead."""
+        if self.cs_unit is not None:
+            return float(self.cs_unit)
         span = float(self.max_value - self.min_value)
         if self.whole_values or self.reads_ages or span >= 30 or span <= 0:
             return 1.0

@@ -354,12 +354,15 @@ class OrdinalTask(NumericTask):
     def ablations(self) -> list[Ablation]:
         """The paper's two: the ranks as a nominal softmax, and as normalised regression (which has
         no thresholds, no importance weights and no levels; a named scale's range, which its levels
-        had set, is then given: a user test's regression ran on 0..100 for four levels)."""
+        had set, is then given: a user test's regression ran on 0..100 for four levels; so is the
+        step of its CS(k), the ranks' 1, where its own would be hundredths of a narrow range)."""
         regression: dict[str, Any] = {"type": "regression", "method": None, "decoding": None, "reduction": None,
                                       "levels": None, "importance": None, "mean_variance": None}
         if self.levels is not None:  # (its text labels: the grid reads the data once, by the base recipe's tasks)
             regression.update(min_value=self.min_value, max_value=self.max_value, group_edges=self.group_edges,
                               bias_edges=self.bias_edges)
+        if not (self.reads_ages or self.max_value - self.min_value >= 30):  # (else its step is 1 already)
+            regression["cs_unit"] = self.cs_step()  # CS(k) in ranks, as this task's (not hundredths of the range)
         return [
             Ablation("nominal", f"{self.name} as nominal softmax (without ordinal)",
                      {"method": "softmax", "decoding": "threshold", "importance": None},
