@@ -702,3 +702,80 @@ def test_a_stop_while_the_database_restarts_waits_for_it(tmp_path, capsys, monke
     with pytest.raises(RuntimeError, match="did not take the last 10 faces"):
         again.close(wait=1.0)
     assert 0.9 < time.monotonic() - t0 < 5
+
+
+def test_a_backlog_slice_that_fails_again_keeps_each_face_once(tmp_path, monkeypatch):
+    """Found while making the writer thread-safe: a slice of a backlog that met the database
+    still away put the rest of the backlog back twice, so each retry of an outage longer than
+    CATCH_UP_FACES doubled the backlog (2, 4, ... 16, 24, 40, 72 ... 65,544 faces for 40)."""
+    import itertools
+
+    import facemtl.sinks.db as db_module
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    sink = DbSink(url, source="cam", kind="stream", model_info=INFO, batch_faces=8, max_wait=0.0)
+    results = [r for r in stream(INFO, 30, source="cam", people=2, track_len=10 ** 6) if not isinstance(r, TrackResult)]
+    good = sink.writer.engine
+    sink.writer.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'x.db'}")  # away
+    clock = itertools.count(0.0, 100.0)  # each try past the last one's back-off
+    monkeypatch.setattr(db_module.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(db_module, "CATCH_UP_FACES", 12)
+    for r in results[:20]:  # sliced flushes, each failing
+        sink.write(r)
+    assert sink.writer.pending.faces == 40 and sink.writer.unstored_faces == 40
+    sink.writer.engine = good
+    for r in results[20:]:
+        sink.write(r)
+    sink.close()
+    with Store(url) as store:
+        assert store.counts()["faces"] == 60
+
+
+def test_a_locked_database_never_holds_up_a_streams_writes(tmp_path):
+    """A user test: while another program held a SQLite file's lock, `stream --db` stopped analysing
+    for 30 s (its batches were written on the stream's own thread, and SQLite waits for a lock);
+    a frozen PostgreSQL held it up 45 s, and SIGTERM with it. A stream's sink writes on a thread of
+    its own: results are taken at once, and stored, each once, when the lock goes."""
+    import sqlite3
+
+    db = tmp_path / "r.db"
+    url = f"sqlite:///{db}"
+    sink = DbSink(url, source="cam", kind="stream", model_info=INFO, batch_faces=4, max_wait=0.0, background=True)
+    results = [r for r in stream(INFO, 40, source="cam", people=2) if not isinstance(r, TrackResult)]
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another program holds the file
+    t0 = time.perf_counter()
+    for r in results:
+        sink.write(r)
+        time.sleep(0.02)  # a camera's frames, one after another
+    held_up = time.perf_counter() - t0 - 0.02 * len(results)
+    assert held_up < 0.5  # (written on the stream's thread: 30 s, SQLite's busy timeout)
+    other.execute("COMMIT")
+    other.close()
+    sink.close()
+    with Store(url) as store:
+        assert store.counts()["faces"] == 2 * len(results)
+
+
+def test_closing_a_streams_sink_gives_up_on_a_database_that_never_answers(tmp_path):
+    """A database that takes a connection and then says nothing (a frozen server, a network that
+    drops every packet) is waited for at most close's ``wait``; then it says what was not stored."""
+    import threading
+
+    sink = DbSink(f"sqlite:///{tmp_path / 'r.db'}", source="cam", kind="stream", model_info=INFO, batch_faces=10 ** 6,
+                  max_wait=1e9, heartbeat=1e9, background=True)
+    released = threading.Event()
+
+    class Frozen:
+        def begin(self):
+            released.wait(30)
+            raise sa.exc.OperationalError("", {}, Exception("gone"))
+
+    sink.writer.engine = Frozen()
+    for r in [r for r in stream(INFO, 5, source="cam", people=2) if not isinstance(r, TrackResult)]:
+        sink.write(r)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"did not take the last 10 faces: it did not answer within 0.5 s"):
+        sink.close(wait=0.5)
+    assert time.perf_counter() - t0 < 2.0
+    released.set()

@@ -6,6 +6,13 @@ Results are buffered and written in batches, each in one transaction
 a heartbeat is owed, and at ``close()``. A writer killed with SIGKILL loses at most the
 batch it had not committed.
 
+``background``: the batches are written on a thread of the sink's own (``stream --db``), so
+that a database that is slow, locked by another program or gone without a word (a network
+cut, a frozen server) never holds up the camera: a user test's stream stopped analysing for
+45 s when PostgreSQL's network went quiet, and for 30 s while another program held a SQLite
+file's lock, and ignored SIGTERM meanwhile. ``close`` then waits for that thread at most its
+``wait``, and says how many faces were not stored.
+
 With the pixels on the results (the pipeline's ``keep_images``) it can also store:
 
 * ``thumbnails``: a small JPEG of each face (off by default: faces are personal data);
@@ -25,6 +32,7 @@ import io
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Any, Sequence
 
@@ -96,14 +104,16 @@ class DbSink(Sink):
     another kind of writer (``stream --db`` with the name of the server's uploads) is refused
     here, before anything is written: :class:`~facemtl.store.SourceKindError`, a ``RuntimeError``.
 
-    One line for ``stream``: ``DbSink(url, source=name, kind="stream", model_info=predictor.info)``.
+    One line for ``stream``: ``DbSink(url, source=name, kind="stream", model_info=predictor.info,
+    background=True)``.
     """
 
     def __init__(self, url: str | None = None, source: str | None = None, kind: str = "analyze",
                  model_info: ModelInfo | None = None, thumbnails: bool = False, batch_faces: int = 64,
                  max_wait: float = 1.0, snapshot_every: float | None = None, heartbeat: float = 2.0,
                  settings: dict[str, Any] | None = None, store: Any = None, sources: Sequence[str] = (),
-                 max_backlog: int = MAX_BACKLOG, absolute_files: bool = False, live_frames: bool = True) -> None:
+                 max_backlog: int = MAX_BACKLOG, absolute_files: bool = False, live_frames: bool = True,
+                 background: bool = False) -> None:
         from ..store import Store
 
         self.owns_store = store is None
@@ -128,6 +138,14 @@ class DbSink(Sink):
         self._retry_at = 0.0
         self.max_backlog = max_backlog
         self._lost_said = False
+        self._flushing = threading.Lock()  # one flush at a time (the thread's, or flush() called meanwhile)
+        self._thread: threading.Thread | None = None
+        if background:
+            self._wake = threading.Event()
+            self._deadline: float | None = None  # set by close(): the thread closes the session by then
+            self._close_error: BaseException | None = None
+            self._thread = threading.Thread(target=self._run, name="facemtl-db-writer", daemon=True)
+            self._thread.start()
 
     @property
     def incomplete(self) -> bool:
@@ -154,7 +172,7 @@ class DbSink(Sink):
                 self._last_snapshot[name] = now
                 self.writer.add_snapshot(name, self.snapshot_jpeg(result), result.width or 0, result.height or 0,
                                          result.wall_time)
-        self._maybe_flush()
+        self._flush_if_due()
 
     def snapshot_jpeg(self, result: ImageResult) -> bytes:
         from .annotate import draw_faces
@@ -163,17 +181,38 @@ class DbSink(Sink):
 
     def write_track(self, track: TrackResult) -> None:
         self.writer.add_track(track)
-        self._maybe_flush()
+        self._flush_if_due()
 
     def flush(self) -> None:
         """Write what is buffered now (one transaction)."""
-        self.writer.flush()
+        with self._flushing:
+            self.writer.flush()
+
+    def _flush_if_due(self) -> None:
+        if self._thread is None:
+            self._maybe_flush()
+        elif self.writer.due(self.batch_faces, self.max_wait):
+            self._wake.set()
+
+    def _run(self) -> None:
+        """The writing thread (``background``): flushes what is due, then closes the session when
+        :meth:`close` asks, by its deadline."""
+        while self._deadline is None:
+            if not (self.writer.due(self.batch_faces, self.max_wait) and time.monotonic() >= self._retry_at):
+                self._wake.wait(0.25)  # (a backlog is caught up slice after slice without waiting)
+                self._wake.clear()
+            if self._deadline is None:
+                self._maybe_flush()
+        try:
+            self._close_waiting(max(0.0, self._deadline - time.monotonic()))
+        except BaseException as exc:  # raised in close(), on the caller's thread
+            self._close_error = exc
 
     def heartbeat(self) -> None:
         """Say the source is alive while no frame arrives (``facemtl stream`` calls this about
         once a second while its cameras deliver nothing: ``Stream.on_idle``); writes whatever is
         due, as :meth:`write` does."""
-        self._maybe_flush()
+        self._flush_if_due()
 
     def _maybe_flush(self) -> None:
         if self.writer.limit_backlog(self.max_backlog) and not self._lost_said:
@@ -185,7 +224,8 @@ class DbSink(Sink):
             return
         kept = self.writer.pending.faces
         try:
-            self.writer.flush(max_faces=CATCH_UP_FACES)
+            with self._flushing:
+                self.writer.flush(max_faces=CATCH_UP_FACES)
         except Exception as exc:  # the database went away: keep the batch, try again later (1, 2, 4 ... 30 s)
             if self._failures == 0:
                 print(f"facemtl: warning: cannot write to the results database ({type(exc).__name__}: "
@@ -207,14 +247,18 @@ class DbSink(Sink):
         if self.writer.lost:
             print(f"facemtl: warning: {self.writer.lost:,} faces were not stored: the results database was away "
                   f"past a backlog of {self.max_backlog:,} faces, and the oldest were dropped", file=sys.stderr)
+        wait = CLOSE_WAIT if wait is None else wait
         try:
-            self._close_waiting(CLOSE_WAIT if wait is None else wait)
+            if self._thread is None:
+                self._close_waiting(wait)
+            else:
+                self._close_thread(wait)
             if self.writer.dropped:  # said batch by batch as refused; the count in all, once (a user test: none did)
                 print(f"facemtl: warning: the results of {self.writer.dropped:,} frames or photos were refused by the "
                       "results database and are not stored (the lines above say why)", file=sys.stderr)
         except Exception as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            said = f"the results database did not take the last {self.writer.pending.faces} faces: {why}"
+            said = f"the results database did not take the last {self.writer.unstored_faces} faces: {why}"
             if "disk is full" in why or "No space left" in why:  # SQLite's words for a full disk: exit 1
                 from ..store.engine import redacted
 
@@ -224,6 +268,18 @@ class DbSink(Sink):
             if self.owns_store:
                 self.store.close()
 
+
+    def _close_thread(self, wait: float) -> None:
+        """Have the writing thread write what is left and end the session within ``wait`` seconds;
+        past them it is left behind (a database that does not answer at all: a frozen server, a
+        network that drops every packet, which no socket error ends) and a ``RuntimeError`` says so."""
+        self._deadline = time.monotonic() + wait
+        self._wake.set()
+        self._thread.join(wait + 0.5)  # (a second signal interrupts this wait: the stream's abort)
+        if self._thread.is_alive():
+            raise RuntimeError(f"it did not answer within {wait:g} s")
+        if self._close_error is not None:
+            raise self._close_error
 
     def _close_waiting(self, wait: float) -> None:
         from ..store.engine import server_gone
@@ -258,5 +314,5 @@ def open_db_sink(url: str, model_info: ModelInfo | None, thumbnails: bool = Fals
     except ImportError as exc:
         raise RuntimeError(f"--db needs the serve extra (pip install 'facemtl[serve]'): {exc}") from None
     return DbSink(url, source=source, kind=kind, model_info=model_info, thumbnails=thumbnails, sources=sources,
-                  absolute_files=absolute_files, live_frames=live_frames)
+                  absolute_files=absolute_files, live_frames=live_frames, background=kind == "stream")
 

@@ -112,6 +112,11 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
     args = {"prepare_threshold": None, "options": "-c max_parallel_workers_per_gather=0"}
     if "connect_timeout" not in str(url):  # a server that drops packets: 10 s, not the system's 2 minutes
         args["connect_timeout"] = 10
+    if "keepalives" not in str(url) and "tcp_user_timeout" not in str(url):
+        # a network cut on an open connection: the system's TCP gives up after some 15 minutes of
+        # retransmissions, or never while no reply is owed; a user test's serve hung on it for good
+        args.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                    tcp_user_timeout=20_000)  # (milliseconds)
     kwargs.setdefault("connect_args", args)
     return sa.create_engine(url, **kwargs)
 

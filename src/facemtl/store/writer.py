@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -141,6 +142,11 @@ class _Pending:
     def __len__(self) -> int:
         return len(self.images) + len(self.tracks) + len(self.snapshots)
 
+    def then(self, later: "_Pending") -> "_Pending":
+        """This buffer followed by ``later`` (a newer live frame of a source replaces its older one)."""
+        return _Pending(self.images + later.images, self.tracks + later.tracks, {**self.snapshots, **later.snapshots},
+                        self.faces + later.faces, self.since or later.since)
+
 
 class SessionWriter:
     """Writes one session's results (``kind``: ``stream``, ``analyze`` or ``upload``).
@@ -155,6 +161,11 @@ class SessionWriter:
     ``source`` and ``sources`` are checked before anything is written: :class:`SourceKindError`
     when one belongs to another kind of writer. ``clock``: the wall clock (seconds since the
     epoch; ``time.time``), which the heartbeat, ``fps`` and stored times read.
+
+    Thread-safe in one way: results may be added from one thread while another flushes (a
+    stream's database sink writes on a thread of its own, so that a database that is slow,
+    locked or gone never holds up the camera; a user test). A flush takes what is buffered when
+    it starts; what is added meanwhile waits for the next one.
     """
 
     def __init__(self, engine: Engine, kind: str, source: str, model_info: ModelInfo | None = None,
@@ -170,6 +181,9 @@ class SessionWriter:
         tasks = model_info.build_tasks() if model_info else []
         self.codecs: dict[str, AnswerCodec] = codecs_for(tasks)
         self.pending = _Pending()
+        self._lock = threading.Lock()  # guards pending, _first and _arrivals (see the class docstring)
+        #: Faces a flush has taken and not yet written (counted with ``pending`` as not stored).
+        self.in_flight = 0
         self._sources: dict[str, int] = {}
         self._foreign: dict[str, str] = {}  # names of sources of another kind: their kind
         self._tracks: dict[tuple[int, int], int] = {}
@@ -204,7 +218,15 @@ class SessionWriter:
     # -- buffering ---------------------------------------------------------------------
     def add(self, result: ImageResult, thumbnails: Sequence[bytes | None] | None = None) -> None:
         """Buffer one image's faces (``thumbnails``: one JPEG or ``None`` per face)."""
-        now = self.clock()
+        with self._lock:
+            self._add(result, thumbnails, self.clock())
+
+    @property
+    def unstored_faces(self) -> int:
+        """Faces buffered or being written: what is not stored yet."""
+        return self.pending.faces + self.in_flight
+
+    def _add(self, result: ImageResult, thumbnails: Sequence[bytes | None] | None, now: float) -> None:
         self.pending.images.append(_Image(clean_text(result.source, SOURCE_LENGTH),
                                           clean_text(result.file, FILE_LENGTH), result.frame, result.time,
                                           result.wall_time if result.wall_time is not None else now, list(result.faces),
@@ -224,13 +246,15 @@ class SessionWriter:
 
     def add_track(self, track: TrackResult) -> None:
         """Buffer a track's end (its aggregated answers)."""
-        self.pending.tracks.append(track)
-        self.pending.since = self.pending.since or self.clock()
+        with self._lock:
+            self.pending.tracks.append(track)
+            self.pending.since = self.pending.since or self.clock()
 
     def add_snapshot(self, source: str | None, jpeg: bytes, width: int, height: int, at: float | None = None) -> None:
         """Buffer the latest annotated frame of ``source`` (only the newest per source is kept)."""
-        self.pending.snapshots[clean_text(source, SOURCE_LENGTH) or self.source] = (at or self.clock(), width, height,
-                                                                                    jpeg)
+        with self._lock:
+            self.pending.snapshots[clean_text(source, SOURCE_LENGTH) or self.source] = (at or self.clock(), width,
+                                                                                        height, jpeg)
 
     def due(self, batch_faces: int, max_wait: float) -> bool:
         """Whether a flush is due: ``batch_faces`` faces buffered, the oldest buffered item
@@ -253,8 +277,10 @@ class SessionWriter:
         again one image (track end, live frame) per transaction and only what it still refuses
         is dropped, with one warning; later results of that source are dropped without one.
         """
-        pending = self.pending = self._without_foreign(self.pending)
-        rest = _Pending()
+        with self._lock:  # what is buffered now; results added meanwhile wait for the next flush
+            taken, self.pending = self._without_foreign(self.pending), _Pending()
+            self.in_flight = taken.faces
+        pending, rest = taken, _Pending()
         if max_faces is not None and pending.faces > max_faces:  # the oldest images now, the rest later
             k, faces = 0, 0
             while k < len(pending.images) and (k == 0 or faces + len(pending.images[k].faces) <= max_faces):
@@ -263,6 +289,10 @@ class SessionWriter:
             rest = _Pending(pending.images[k:], pending.tracks, pending.snapshots, pending.faces - faces,
                             pending.since)
             pending = _Pending(pending.images[:k], [], {}, faces, pending.since)
+        # what goes back in front of the buffer, in order, if the database goes away: the slice's
+        # unwritten part (all of it, or what _write_one_by_one left), then the rest (before, a
+        # failed slice of a backlog put the rest back twice)
+        unwritten = [taken]
         now = self.clock()
         try:
             try:
@@ -270,15 +300,12 @@ class SessionWriter:
             except Exception as exc:
                 if not _refused(exc):
                     raise
-                n = self._write_one_by_one(pending, now, exc)  # (it leaves what it could not write in self.pending)
-        except BaseException:
-            if rest:  # the database went away: the slice's unwritten part, then the rest, in order
-                kept = self.pending
-                self.pending = _Pending(kept.images + rest.images, kept.tracks + rest.tracks,
-                                        {**kept.snapshots, **rest.snapshots}, kept.faces + rest.faces,
-                                        kept.since or rest.since)
-            raise
-        self.pending = rest
+                n = self._write_one_by_one(pending, now, exc, unwritten, rest)
+            unwritten[0] = rest
+        finally:
+            with self._lock:
+                self.pending = unwritten[0].then(self.pending)
+                self.in_flight = 0
         self._beat = now
         return n
 
@@ -286,6 +313,10 @@ class SessionWriter:
         """Drop the oldest buffered images past ``max_faces`` faces, or past ``max_faces`` images
         (a stream's frames without faces), when the database has been away long enough that
         memory would run out; returns the faces dropped (also added to :attr:`lost`)."""
+        with self._lock:
+            return self._limit_backlog(max_faces)
+
+    def _limit_backlog(self, max_faces: int) -> int:
         images = self.pending.images
         if self.pending.faces <= max_faces and len(images) <= max_faces:
             return 0
@@ -316,12 +347,13 @@ class SessionWriter:
         if self.kind != "stream":
             return None
         now = self.clock() if now is None else now
-        arrivals = self._arrivals.get(name)
-        if arrivals:
-            _forget_before(arrivals, now - FPS_WINDOW)  # a source gone quiet: its rate falls to 0
-        if not arrivals:
-            return 0.0
-        return len(arrivals) / max(min(FPS_WINDOW, now - self._first.get(name, self._started)), 0.5)
+        with self._lock:
+            arrivals = self._arrivals.get(name)
+            if arrivals:
+                _forget_before(arrivals, now - FPS_WINDOW)  # a source gone quiet: its rate falls to 0
+            if not arrivals:
+                return 0.0
+            return len(arrivals) / max(min(FPS_WINDOW, now - self._first.get(name, self._started)), 0.5)
 
     def _write(self, pending: _Pending, now: float | None) -> int:
         """``pending`` in one transaction (with a heartbeat unless ``now`` is ``None``)."""
@@ -348,9 +380,11 @@ class SessionWriter:
         self._tracks.update(new_tracks)
         return n
 
-    def _write_one_by_one(self, pending: _Pending, now: float, first: BaseException) -> int:
+    def _write_one_by_one(self, pending: _Pending, now: float, first: BaseException, unwritten: list[_Pending],
+                          rest: _Pending) -> int:
         """After the database refused a batch's data: each part in its own transaction, the
-        parts it still refuses dropped (see :meth:`flush`)."""
+        parts it still refuses dropped (see :meth:`flush`); if the database goes away meanwhile,
+        ``unwritten[0]`` becomes what is not written, then ``rest``."""
         parts = [_Pending(images=[im], faces=len(im.faces)) for im in pending.images]
         parts += [_Pending(tracks=[tr]) for tr in pending.tracks]
         parts += [_Pending(snapshots={k: v}) for k, v in pending.snapshots.items()]
@@ -366,11 +400,11 @@ class SessionWriter:
                         left.tracks += p.tracks
                         left.snapshots.update(p.snapshots)
                         left.faces += p.faces
-                    self.pending = left
+                    unwritten[0] = left.then(rest)
                     raise
                 refused.append(part)
                 why = exc
-        self.pending = _Pending()  # all written or dropped
+        unwritten[0] = rest  # all written or dropped
         if refused:
             self.dropped += sum(len(p.images) for p in refused)
             names = [p.images[0].file or p.images[0].source or self.source for p in refused if p.images]
