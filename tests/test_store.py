@@ -669,6 +669,32 @@ def _writer_killed(url: str, source: str) -> None:
     eng.dispose()
 
 
+def test_answer_filters_on_tracks_take_the_open_ones_by_what_they_show(db_url):
+    """A user test: ``/v1/tracks?closed=false&gender=female`` (and ``db export tracks --where``) gave
+    nothing while open tracks showed genders: a filter read only the answers a track gets when it
+    ends. An open one is filtered on what it shows, its latest face's answers."""
+    sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
+    feed(sink, stream(INFO, 20, source="live", track_len=8))
+    sink.flush()
+    try:
+        with Store(db_url) as store:
+            tracks = list(store.records("tracks", Query(source="live")))
+            assert any(not t["closed"] for t in tracks) and any(t["closed"] for t in tracks)
+            open_found = 0
+            for q in ([AnswerFilter("gender", classes=["female"])], [AnswerFilter("gender", classes=["male"])],
+                      [AnswerFilter("age", lo=30, hi=60)], [AnswerFilter("age", lo=30), AnswerFilter("race",
+                                                                                                  classes=["white"])]):
+                shown = {t["id"] for t in store.records("tracks", Query(source="live", answers=q))}
+                want = {t["id"] for t in tracks if all(
+                    (t[f.task] in f.classes) if f.classes else (f.lo or -1e9) <= t[f.task] <= (f.hi or 1e9)
+                    for f in q)}
+                assert shown == want
+                open_found += sum(1 for t in tracks if t["id"] in shown and not t["closed"])
+            assert open_found >= 2  # (each open track answers one of the two genders)
+    finally:
+        sink.close()
+
+
 def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsys):
     """Its writer would add faces to an open track deleted under it: left, with a warning; its closed
     tracks go. A review: a killed writer's session stays open for good, and the first version left
