@@ -779,3 +779,23 @@ def test_closing_a_streams_sink_gives_up_on_a_database_that_never_answers(tmp_pa
         sink.close(wait=0.5)
     assert time.perf_counter() - t0 < 2.0
     released.set()
+
+
+def test_db_commands_on_a_damaged_file_say_so_in_one_sentence(tmp_path, capsys):
+    """A user test: db export, purge and upgrade of a SQLite file damaged in its middle printed
+    a traceback (serve answered 503 with the database's own sentence)."""
+    from fakes import store_photos
+
+    from facemtl.cli import main
+
+    db = tmp_path / "r.db"
+    store_photos(f"sqlite:///{db}", INFO, 300)
+    data = bytearray(db.read_bytes())
+    assert len(data) > 120_000
+    data[len(data) // 2 : len(data) // 2 + 40_000] = b"\xa5" * 40_000
+    db.write_bytes(bytes(data))
+    for args in (["db", "export", "faces"], ["db", "purge", "--older-than", "0"]):
+        status = main([*args, "--db", str(db)])
+        err = capsys.readouterr().err
+        assert status in (1, 2) and "Traceback" not in err and err.count("\n") == 1, err
+        assert "malformed" in err or "not a database" in err

@@ -168,10 +168,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         _stderr_line(f"facemtl: error: facemtl {args.command} could not go on: {what[:1].lower() + what[1:]}{where}")
         return 1
+    except Exception as exc:
+        why = _database_damage(exc)
+        if why is None:
+            raise
+        _stderr_line(f"facemtl: error: the results database failed: {why}")
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or a second stop signal (SignalAbort: 143 for SIGTERM)
         said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
         _stderr_line(f"facemtl: interrupted{said}")
         return getattr(exc, "status", 130)
+
+
+def _database_damage(exc: BaseException) -> str | None:
+    """The database's sentence for a damaged file or a refusing disk (``db export`` of a damaged
+    SQLite file printed a traceback, where ``serve`` answers 503 with the same sentence; a user
+    test), or ``None``; SQLAlchemy is asked only when it is loaded."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from .store.engine import broken
+
+    return broken(exc)
 
 
 if __name__ == "__main__":
