@@ -179,6 +179,9 @@ def test_unreadable_sources_give_one_sentence(tmp_path):
         ([str(garbage)], 1, "garbage.mp4: not a video (or a format FFmpeg cannot read)"),
         ([f"http://127.0.0.1:{_free_port()}/live"], 1, "the connection was refused"),
         ([f"http://127.0.0.1:{silent.getsockname()[1]}/live", "--timeout", "1"], 1, "no answer after 1 s"),
+        # FFmpeg's RTSP calls silence "invalid data" (a user test: "the stream is not video FFmpeg can read")
+        ([f"rtsp://127.0.0.1:{silent.getsockname()[1]}/live", "--timeout", "1", "--reconnect", "0"], 1,
+         "no answer after 1 s"),
     ]
     try:
         for args, status, sentence in cases:

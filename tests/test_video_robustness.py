@@ -607,6 +607,12 @@ def test_a_video_file_begins_where_start_says(www, tmp_path, name):
         if len(frames) == 24 + 60:
             stop.set()
     assert [f.index for f in frames] == list(range(36, 60 + 60))
+    # the last media_time stored (4 decimals), typed as --start, gives its own frame (a user test: 2.1667
+    # left out the frame at 2.16667), and a start after the last frame says so (it said "not a video")
+    again, _, _ = _read(VideoFile(str(path), start=round(whole[37].time, 4)))
+    assert again[0].index == 37
+    _, _, error = _read(VideoFile(str(path), start=100))
+    assert error == f"{path}: no frame at or after --start 100 s: its last frame is at {whole[-1].time:.4f} s"
     with pytest.raises(SourceError, match="--start applies to video files only"):
         open_source("0", SourceSettings(start=5))
     with pytest.raises(ValueError, match="start must be a position in seconds"):
@@ -656,3 +662,17 @@ def test_an_ffmpeg_option_ffmpeg_does_not_have_is_refused(www, capsys):
     err = capsys.readouterr().err
     assert "--input-option rtsp_transportt: FFmpeg " in err and "has no input option of that name (did you mean " \
         "'rtsp_transport'?), and would ignore it without a word" in err
+
+
+def test_a_truncated_matroska_file_says_how_many_frames_it_lost(tmp_path):
+    """A user test: a truncated .mkv (its video declares no duration, its container does) ended
+    without a word, where a truncated .mp4 said how many of its frames it decoded."""
+    rng = np.random.default_rng(2)
+    path = _clip(tmp_path / "whole.mkv", [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(90)])
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.5)])
+    frames, log, error = _read(VideoFile(str(cut)))
+    assert error is None and 20 < len(frames) < 80
+    assert log[-1].startswith(f"{cut}: {len(frames)} of 90 frames decoded") and "truncated" in log[-1]
+    _, log, _ = _read(VideoFile(str(path)))
+    assert log == []  # the whole file: nothing said

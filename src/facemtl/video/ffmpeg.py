@@ -122,6 +122,7 @@ def _open_container(spec: str, name: str, options: dict[str, str], timeout: floa
     if "listen" in options.get("rtsp_flags", "") and timeout:
         # FFmpeg's RTSP listener needs its own wait in seconds (without it, PyAV's timeout overflows)
         options.setdefault("listen_timeout", str(max(1, round(timeout))))
+    started = time.monotonic()
     try:
         container = av.open(spec, options=options, timeout=(timeout, timeout) if timeout else None)
     except av.error.FileNotFoundError:
@@ -131,6 +132,11 @@ def _open_container(spec: str, name: str, options: dict[str, str], timeout: floa
     except av.error.ConnectionRefusedError:
         raise SourceError(f"{name}: the connection was refused (nothing serves that address)") from None
     except av.error.InvalidDataError:
+        if url and timeout and time.monotonic() - started >= 0.9 * timeout:
+            # FFmpeg's RTSP says "invalid data" for a server that took the connection and never
+            # answered (a user test: the operator was sent to look at codecs, not the network)
+            raise SourceError(f"{name}: no answer after {timeout:g} s (the server took the connection but "
+                              "sent nothing)") from None
         what = "the stream is not video FFmpeg can read" if url else "not a video (or a format FFmpeg cannot read)"
         raise SourceError(f"{name}: {what}") from None
     except (av.error.FFmpegError, OSError) as exc:
@@ -278,12 +284,17 @@ class VideoFile(Source):
         # constant rate (the average is the rate every timestamp fits): number frames by timestamp
         rate = self.fps if self.fps and stream.base_rate and abs(self.fps - float(stream.base_rate)) < 1e-3 else None
         # frames the video stream itself declares (its sample count, or its own duration at its
-        # rate; never the container's, which an audio track may make longer)
+        # rate; the container's only where the video is all it holds, as in Matroska, whose video
+        # declares no duration: a truncated .mkv went unsaid, a user test; an audio track may make
+        # the container longer)
         declared = stream.frames or (round(float(stream.duration * stream.time_base) * rate)
                                      if stream.duration and rate else 0)
+        if not declared and rate and container.duration and len(container.streams) == 1:
+            declared = round(container.duration / 1_000_000 * rate)  # (AV_TIME_BASE: microseconds)
         index, decoded, damaged = -1, 0, 0
         held: list[str] = []  # warnings before the first frame: said once a frame decodes, else the error says it
         skipped = 0  # frames before ``begin`` (numbered, not given, not counted as missing)
+        last_before: float | None = None  # the time of the last frame before ``begin``
 
         def warn(message: str) -> None:
             (log if decoded else held.append)(message)
@@ -302,7 +313,11 @@ class VideoFile(Source):
                 if begin > 0 and seek and decoded == 0 and t > begin + 1.5 / (self.fps or 30.0):
                     overshot = True
                     break
-                if begin > 0 and t < begin - 1e-6:  # (a frame at begin itself is given)
+                # a frame at begin itself is given; times are written to 4 decimals, so the last
+                # stored media_time, typed as --start, names its own frame (a user test: 2.1667 left
+                # out the frame at 2.16667 that 2.1666 gave)
+                if begin > 0 and t < begin - 5.01e-5:
+                    last_before = t
                     continue
                 if begin > 0 and decoded == 0 and index < 0:  # numbered from its time, as a whole pass would
                     skipped = round(t * rate) if rate and f.time is not None else 0
@@ -324,6 +339,9 @@ class VideoFile(Source):
             # again if it is so)
             yield from self._once(stop, log, begin, seek=False)
             return
+        if decoded == 0 and last_before is not None and not stop.is_set():  # (a user test: "not a video")
+            raise SourceError(f"{self.name}: no frame at or after --start {begin:g} s: its last frame is at "
+                              f"{last_before:.4f} s")
         if decoded == 0 and not stop.is_set():  # FFmpeg opened it (an image suffix, say) but no frame decoded
             raise SourceError(f"{self.name}: no frame could be decoded: not a video (or a format FFmpeg cannot read)")
         for message in held:  # stopped before its first frame
