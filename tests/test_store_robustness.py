@@ -799,3 +799,31 @@ def test_db_commands_on_a_damaged_file_say_so_in_one_sentence(tmp_path, capsys):
         err = capsys.readouterr().err
         assert status in (1, 2) and "Traceback" not in err and err.count("\n") == 1, err
         assert "malformed" in err or "not a database" in err
+
+
+def test_a_results_file_in_a_folder_no_one_may_write_is_read_as_it_is(tmp_path, monkeypatch):
+    """A user test: a read-only copy of a results file, in a read-only folder, could not be read at
+    all ("attempt to write a readonly database", with mode=ro too): SQLite makes the -shm file its
+    WAL readers need beside the file. It is opened immutable now, and nothing is made beside it;
+    a writer is told why it may not write there. (The folder's refusal is simulated: the suite
+    runs as root, whom no folder refuses; checked by hand as nobody.)"""
+    from fakes import store_photos
+
+    from facemtl.store import engine
+    from facemtl.store.engine import StoreError
+
+    db = tmp_path / "ro" / "r.db"
+    db.parent.mkdir()
+    store_photos(f"sqlite:///{db}", INFO, 5)
+    before = sorted(p.name for p in db.parent.iterdir())
+    assert before == ["r.db"]  # (closed cleanly: no -wal left)
+    monkeypatch.setattr(engine, "folder_writable", lambda path: False)
+    for url in (str(db), f"sqlite:///file:{db}?mode=ro&uri=true"):
+        assert engine.read_only(url)
+        with Store(url, create=False) as store:
+            assert "immutable=1" in str(store.engine.url)
+            assert store.counts()["faces"] == len(all_faces := list(store.records("faces", Query())))
+            assert all_faces
+    assert sorted(p.name for p in db.parent.iterdir()) == before  # no -wal, no -shm made
+    with Store(str(db)) as store, pytest.raises(StoreError, match=r"is read-only \(its folder .* cannot be written"):
+        store.writer("stream", "cam")

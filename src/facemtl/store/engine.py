@@ -67,7 +67,28 @@ def read_only(url: str) -> bool:
     if u.query.get("mode") == "ro" or u.query.get("immutable") in ("1", "true"):
         return True
     path = sqlite_path(url)
-    return path is not None and os.path.exists(path) and not os.access(path, os.W_OK)
+    return path is not None and os.path.exists(path) and not (os.access(path, os.W_OK) and folder_writable(path))
+
+
+def folder_writable(path: str) -> bool:
+    """Whether the folder of the SQLite file ``path`` may be written: SQLite keeps its
+    write-ahead log (``-wal``, ``-shm``) beside the file, so a writable file in a read-only
+    folder cannot be written either, nor read without care (:func:`_readable_url`)."""
+    return os.access(os.path.dirname(os.path.abspath(path)) or ".", os.W_OK)
+
+
+def _readable_url(url: str) -> str:
+    """``url`` for reading a read-only SQLite file in a folder this process may not write (a
+    copy of a results file kept read-only, a user test: "attempt to write a readonly database",
+    even with ``mode=ro``): SQLite cannot make the ``-shm`` file a WAL database's readers need,
+    so the file is opened ``immutable`` (read as it is, with no lock) where no ``-wal`` file
+    beside it holds writes not yet in the file; otherwise ``url`` as it is."""
+    path = sqlite_path(url)
+    if not path or folder_writable(path) or os.path.exists(path + "-wal") or not os.path.exists(path):
+        return url
+    u = make_url(url)
+    query = {**u.query, "mode": "ro", "immutable": "1", "uri": "true"}
+    return u.set(database=f"file:{path}", query=query).render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(foreign_keys: bool, wal: bool = True):
@@ -98,8 +119,10 @@ def create_db_engine(url: str, write: bool = False, foreign_keys: bool = True, *
             raise FileNotFoundError(f"the folder of the database file {path} does not exist")
         if path and not Path(path).exists() and not read_only(url):
             _check_creatable(Path(path))
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_pragmas(foreign_keys, wal=not read_only(url)))
+        ro = read_only(url)
+        engine = sa.create_engine(_readable_url(url) if ro else url,
+                                  connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_pragmas(foreign_keys, wal=not ro))
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine

@@ -8,6 +8,7 @@ session that writes batches (:class:`~facemtl.store.writer.SessionWriter`); ``fa
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any, Iterator, Sequence, TextIO
@@ -106,7 +107,13 @@ class Store:
         database, :class:`~facemtl.store.writer.SourceKindError` (a ``StoreError``) for a source
         name that belongs to another kind of writer."""
         if self.read_only:
-            raise StoreError(f"the database {redacted(self.url)} is read-only: nothing can be stored in it")
+            from .engine import folder_writable, sqlite_path
+
+            path = sqlite_path(self.url)
+            folder_refuses = path and os.access(path, os.W_OK) and not folder_writable(path)
+            why = (f" (its folder {os.path.dirname(os.path.abspath(path))} cannot be written, and SQLite keeps its "
+                   "journal beside the file)" if folder_refuses else "")
+            raise StoreError(f"the database {redacted(self.url)} is read-only{why}: nothing can be stored in it")
         return SessionWriter(self.write_engine, kind, source, model_info, settings, heartbeat, announce, sources)
 
     # -- reading ------------------------------------------------------------------------------
