@@ -1328,3 +1328,28 @@ def test_page_offers_a_named_scales_levels_to_filter_by(tmp_path, chromium):
             assert page.eval_on_selector("select[name=severity_min]", "s => s.value") == "moderate"
         assert errors == []
     store.close()
+
+
+def test_a_request_stuck_in_the_database_does_not_keep_a_stopped_server_running(monkeypatch, capsys):
+    """A user test: with PostgreSQL frozen, serve said "server stopped (SIGTERM)" and never exited
+    (its request's worker thread waited in the driver, and Python waits for it at exit) until
+    SIGKILL. Checked by hand: SIGTERM with a request stuck on a stopped (SIGSTOP) PostgreSQL, exit
+    after 23 s (uvicorn's 20 s cut-off and 2 s for the workers), status 143."""
+    import threading
+
+    from facemtl import cli_serve
+
+    release = threading.Event()
+    stuck = threading.Thread(target=release.wait, args=(30,), name="AnyIO worker thread")
+    idle = threading.Thread(target=lambda: None, name="AnyIO worker thread")
+    stuck.start()
+    idle.start()
+    exits = []
+    monkeypatch.setattr(cli_serve.os, "_exit", exits.append)
+    try:
+        cli_serve._leave_stuck_requests(143)
+    finally:
+        release.set()
+    assert exits == [143] and "1 request(s) still waiting for the database left behind" in capsys.readouterr().err
+    cli_serve._leave_stuck_requests(143)  # none stuck: it returns
+    assert exits == [143]

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,25 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
         print("facemtl: server stopped", file=sys.stderr)
         return 0
     print(f"facemtl: server stopped ({signal.Signals(stopped_by).name})", file=sys.stderr)
+    _leave_stuck_requests(SIGNAL_STATUS[stopped_by])
     return SIGNAL_STATUS[stopped_by]
+
+
+def _leave_stuck_requests(status: int) -> None:
+    """Exit with ``status`` now if a request is still stuck in the database, past uvicorn's cut-off:
+    its worker thread waits in the database driver (a frozen server, a network that drops
+    packets: a user test's serve stopped answering and never exited after SIGTERM, until
+    SIGKILL), and Python would wait for it at exit. The database is closed and everything said."""
+    workers = [t for t in threading.enumerate() if t.name == "AnyIO worker thread" and not t.daemon]
+    deadline = time.monotonic() + 2.0  # (idle workers end at once when the server stops)
+    for t in workers:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in workers if t.is_alive()]
+    if stuck and threading.current_thread() is threading.main_thread():
+        print(f"facemtl: {len(stuck)} request(s) still waiting for the database left behind", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
 
 
 def listen(host: str, port: int) -> socket.socket:
