@@ -617,6 +617,9 @@ def test_a_video_file_begins_where_start_says(www, tmp_path, name):
         open_source("0", SourceSettings(start=5))
     with pytest.raises(ValueError, match="start must be a position in seconds"):
         SourceSettings(start=-1)
+    for bad in (float("nan"), float("inf")):  # (a user test: --timeout nan waited on a silent camera for ever)
+        with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+            SourceSettings(timeout=bad)
 
 
 def test_a_file_that_cannot_seek_begins_where_start_says_all_the_same(www, monkeypatch):

@@ -20,9 +20,9 @@ def positive(kind: type) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        if value <= 0:
+        if not 0 < value < float("inf"):  # (NaN and inf too: --timeout nan waited for ever, a user test)
             raise argparse.ArgumentTypeError(f"must be at least 1, not {text}" if kind is int
-                                             else f"must be above 0, not {text}")
+                                             else f"must be a finite number above 0, not {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages

@@ -109,11 +109,11 @@ class SourceSettings:
     realtime: bool = False
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0:
+        if not 0 < self.timeout < float("inf"):  # (NaN too: a user test's --timeout nan waited for ever)
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout}")
         if self.reconnect < FOREVER:
             raise ValueError(f"reconnect must be 0 or more attempts, or -1 for no limit, not {self.reconnect}")
-        if self.fps <= 0:
+        if not 0 < self.fps < float("inf"):
             raise ValueError(f"fps must be positive, not {self.fps}")
         if not (self.start >= 0 and self.start != float("inf")):
             raise ValueError(f"start must be a position in seconds, 0 or more, not {self.start}")
