@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from facemtl import __version__
@@ -107,6 +108,14 @@ def test_a_missing_fusion_file_or_a_foreign_model_file_is_named_plainly(tmp_path
     (tmp_path / "g.pt").write_text("hello\n")
     assert main(["analyze", "examples/astronaut.jpg", "--checkpoint", str(tmp_path / "g.pt"), "--no-progress"]) == 2
     assert "is not a readable facemtl checkpoint: not a PyTorch file, or a damaged one" in capsys.readouterr().err
+    # random bytes: not "Python objects other than weights"; a damaged archive: the reader's words, not
+    # its exception's name ("(RuntimeError)", a user test)
+    (tmp_path / "r.pt").write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    assert main(["analyze", "examples/astronaut.jpg", "--checkpoint", str(tmp_path / "r.pt"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.endswith("r.pt is not a facemtl model file (not a PyTorch file)\n")
+    (tmp_path / "z.pt").write_bytes(b"PK\x03\x04junk")
+    assert main(["analyze", "examples/astronaut.jpg", "--checkpoint", str(tmp_path / "z.pt"), "--no-progress"]) == 2
+    assert "a damaged one (PytorchStreamReader failed reading zip archive" in capsys.readouterr().err
     missing = tmp_path / "nosuch.json"
     assert main(["analyze", "examples/astronaut.jpg", "--fusion", str(missing), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == f"facemtl: error: fusion file {missing} does not exist"

@@ -101,6 +101,14 @@ def weights_digest(weights: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _looks_like_torch(path: Path) -> bool:
+    """Whether ``path`` starts as ``torch.save`` files do: a zip archive (PyTorch 1.6 on), or a
+    pickle (the legacy format, protocol 2 and up: ``0x80`` then the protocol number)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without running any code from it (see the module docstring)."""
     import pickle
@@ -119,13 +127,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_float_scalars()):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():  # not a PyTorch file at all (text, an image)
+        if "weights only load failed" not in str(exc).lower() or not _looks_like_torch(path):
+            # not a PyTorch file at all (text, an image, random bytes: a user test's junk file read
+            # "it holds Python objects other than weights")
             raise ValueError(f"{path} is not a facemtl model file (not a PyTorch file)") from None
         raise ValueError(f"{path} is not a facemtl model file: it holds Python objects other than weights, "
                          "which facemtl refuses to load") from None
-    except Exception as exc:  # a truncated or foreign file
+    except Exception as exc:  # a truncated or foreign file: the reader's own words, not its exception's name
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
         raise ValueError(f"{path} is not a readable facemtl checkpoint: not a PyTorch file, or a damaged one "
-                         f"({type(exc).__name__})") from None
+                         f"({why})") from None
     fmt = state.get("format") if isinstance(state, dict) else None
     if isinstance(fmt, str) and fmt.startswith("facemtl-") and fmt != FORMAT:
         raise ValueError(f"{path} is a {fmt} checkpoint, and this facemtl reads {FORMAT}: it was written by another "
