@@ -1353,3 +1353,16 @@ def test_a_request_stuck_in_the_database_does_not_keep_a_stopped_server_running(
     assert exits == [143] and "1 request(s) still waiting for the database left behind" in capsys.readouterr().err
     cli_serve._leave_stuck_requests(143)  # none stuck: it returns
     assert exits == [143]
+
+
+def test_a_time_the_page_cannot_read_in_its_address_is_said(tmp_path, chromium):
+    """A user test: ``/?since=garbage&gender=female`` showed every time without a word."""
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base, ready=False)
+        page.goto(base + "/?since=garbage&gender=female")
+        page.wait_for_selector("body[data-ready='1']")
+        wait_for(page, "document.querySelectorAll('#faces tbody tr').length > 0")
+        after_refreshes(page, refreshes(page), 1)  # a sticky message: a refresh that works keeps it
+        assert "since=garbage is no time" in page.inner_text("#message")
+        assert errors == []

@@ -237,9 +237,11 @@ function formFromUrl() {
     const d = new Date(iso);
     return isNaN(d) ? "" : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
   };
+  const unread = [];
   for (const [name, value] of new URLSearchParams(location.search)) {
     if (name === "since" || name === "until") {
       form.elements[name].value = localTime(value);
+      if (!form.elements[name].value) unread.push(`${name}=${value}`);
     } else if (name === "source") {
       const select = form.elements.source;
       if (![...select.options].some((o) => o.value === value)) select.appendChild(new Option(value, value));
@@ -253,6 +255,8 @@ function formFromUrl() {
     }
   }
   state.filters = filterParams().toString();
+  // (a user test: ?since=garbage showed every time without a word)
+  if (unread.length) say(`The address's ${unread.join(" and ")} is no time (e.g. 2026-11-28T09:00:00Z); every time is shown.`, true, true);
 }
 
 // -- tables -------------------------------------------------------------------------------------
