@@ -83,6 +83,11 @@ def test_a_task_takes_the_names_its_data_gives_only_where_they_name_every_rank()
     three = build_task({"name": "c", "type": "nominal", "num_classes": 3})
     three.adopt_level_names(["a", "b"])  # not every class named: nothing
     assert three.classes is None
+    # a binary task that neither the recipe nor the data names answers "not <name>" / "<name>" for
+    # 0 / 1, as CelebA's attributes do (a user test: a CSV's 0 / 1 column answered "smiling 0")
+    bare = build_task({"name": "smiling", "type": "binary"})
+    bare.adopt_level_names(None)
+    assert bare.classes == ["not smiling", "smiling"] and bare.answers(np.array([[-2.0]]))[0].value == "not smiling"
 
 
 def test_a_fractional_rank_is_named_grouped_and_written_alike():

@@ -221,6 +221,14 @@ class BinaryTask(_Classification):
     def output_size(self) -> int:
         return 1
 
+    def adopt_level_names(self, names: Sequence[str] | None) -> None:
+        """As a class task does; where neither the recipe nor the data names its two values, it
+        answers ``not <name>`` / ``<name>`` for 0 / 1, as CelebA's attributes do (a user test: a
+        CSV's 0 / 1 column of a task ``smiling`` answered "smiling 0")."""
+        super().adopt_level_names(names)
+        if self.classes is None:
+            self.classes = [f"not {self.name}", self.name]
+
     def _loss(self, out: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
         import torch.nn.functional as F
 
