@@ -287,7 +287,7 @@ def test_fairface_missing_files_and_columns(tmp_path):
 # --------------------------------------------------------------------------- manifest
 
 
-def test_manifest(tmp_path):
+def test_manifest(tmp_path, monkeypatch):
     folder = tmp_path / "m"
     folder.mkdir()
     csv_path = folder / "labels.csv"
@@ -315,6 +315,17 @@ def test_manifest(tmp_path):
     assert r["rows"] == 8 and r["images"] == 6
     assert r["rows_without_path_skipped"] == 1 and r["rows_without_valid_split_skipped"] == 1
     assert r["short_rows"] == 1 and r["empty_groups"] == 1
+    assert r["odd_rows_first_line"] == {"rows_without_path_skipped": 5, "short_rows": 9}  # (file lines)
+    from facemtl.data.dataset import _warn_odd_rows
+
+    said = []
+    import facemtl.data.dataset as dataset_module
+
+    monkeypatch.setattr(dataset_module, "warn", said.append)
+    _warn_odd_rows(r, csv_path)  # (the data report alone counted them: a user test)
+    assert said == [f"{csv_path}: 1 row(s) hold fewer cells than the header; their missing cells are missing labels "
+                    "(the first on line 9)",
+                    f"{csv_path}: 1 row(s) have an empty path cell and are left out (the first on line 5)"]
     assert r["missing"] == {"age": 2, "gender": 1, "score": 3}
     assert r["unparsable"] == {"age": 1, "gender": 0, "score": 1}
     assert r["unknown_class"] == {"age": 0, "gender": 2, "score": 0}

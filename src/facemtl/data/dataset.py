@@ -99,6 +99,7 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
             _warn_duplicates(table, root, cfg.split)
         if table.report.get("copies_by_content"):
             _warn_copies(table.report, root, cfg.split)
+        _warn_odd_rows(table.report, root)
         skipped = table.report.get("rows_without_valid_split_skipped", 0)
         if skipped and cfg.split == "predefined":  # (the data report alone counted them: a user test)
             warn(f"{root}: {skipped} row(s) whose split cell is empty or not train / val / test are left out")
@@ -239,6 +240,22 @@ def accept_data_change(said: str, going: str, log: Any) -> None:
     if os.environ.get(DATA_CHANGE_ENV, "").strip().lower() in ("", "0", "false", "no"):
         raise ValueError(said)
     log(f"warning: {said.split(';')[0]}; {going} ({DATA_CHANGE_ENV} is set)")
+
+
+#: What each kind of odd manifest row means for the run (the data report alone counted them: a user test).
+ODD_ROWS = {
+    "long_rows": "hold more cells than the header (an unquoted comma in a cell?); their extra cells are ignored",
+    "short_rows": "hold fewer cells than the header; their missing cells are missing labels",
+    "rows_without_path_skipped": "have an empty path cell and are left out",
+}
+
+
+def _warn_odd_rows(report: dict[str, Any], root: Any) -> None:
+    """One warning per kind of odd row of a manifest, with the file line of the first."""
+    lines = report.get("odd_rows_first_line") or {}
+    for kind, means in ODD_ROWS.items():
+        if report.get(kind):
+            warn(f"{root}: {report[kind]} row(s) {means} (the first on line {lines.get(kind, '?')})")
 
 
 def data_fingerprint(data: "DataBundle", tasks: Sequence[Task]) -> dict[str, dict[str, Any]]:

@@ -256,15 +256,21 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
         values: list[list[float]] = []
         split: list[str] = []
         groups: list[str] = []
+        first_line: dict[str, int] = {}  # per kind of odd row, the file line of its first (said: dataset.py)
+
+        def odd(kind: str) -> None:
+            rows[kind] += 1
+            first_line.setdefault(kind, reader.line_num)
+
         for rec in reader:
             rows["rows"] += 1
             if None in rec:
-                rows["long_rows"] += 1
+                odd("long_rows")
             if any(v is None for k, v in rec.items() if k is not None):
-                rows["short_rows"] += 1
+                odd("short_rows")
             image = (rec.get(path_column) or "").strip()
             if not image:
-                rows["rows_without_path_skipped"] += 1
+                odd("rows_without_path_skipped")
                 continue
             if has_split:
                 part = SPLITS.get((rec.get(SPLIT_COLUMN) or "").strip().lower())
@@ -306,6 +312,7 @@ def _read(path: Path, path_column: str, columns: dict[str, list[str] | None] | N
         "short_rows": rows["short_rows"],
         "long_rows": rows["long_rows"],
         "empty_groups": rows["empty_groups"],
+        **({"odd_rows_first_line": first_line} if first_line else {}),
         "duplicate_rows": duplicates,
         "copies_by_content": copies["rows"],
         "copies_by_content_conflicting": copies["conflicting"],
