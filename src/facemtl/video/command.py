@@ -185,7 +185,8 @@ def _reason(exc: BaseException, sink: Sink) -> str:
         return text
     where = getattr(sink, "path", None) or ("the standard output" if getattr(sink, "out", None) is sys.stdout
                                             else "the output")
-    return f"cannot write {where}: {(getattr(exc, 'strerror', None) or text).lower()}"
+    why = getattr(exc, "strerror", None) or text  # (its first letter lowered: the rest may name a class, a file)
+    return f"cannot write {where}: {why[:1].lower() + why[1:]}"
 
 
 def _pump(stream: Stream, outputs: list[Sink], bar: ProgressLine | None, failed: list[Sink]) -> None:
