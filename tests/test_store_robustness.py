@@ -818,6 +818,9 @@ def test_a_results_file_in_a_folder_no_one_may_write_is_read_as_it_is(tmp_path, 
     before = sorted(p.name for p in db.parent.iterdir())
     assert before == ["r.db"]  # (closed cleanly: no -wal left)
     monkeypatch.setattr(engine, "folder_writable", lambda path: False)
+    with Store(str(db), create=False) as store:  # a file someone may still write: never immutable (a review:
+        assert "immutable" not in str(store.engine.url)  # a reader so opened missed a writer's later rows)
+    db.chmod(0o444)  # no one may write it: read as it is
     for url in (str(db), f"sqlite:///file:{db}?mode=ro&uri=true"):
         assert engine.read_only(url)
         with Store(url, create=False) as store:
@@ -825,5 +828,59 @@ def test_a_results_file_in_a_folder_no_one_may_write_is_read_as_it_is(tmp_path, 
             assert store.counts()["faces"] == len(all_faces := list(store.records("faces", Query())))
             assert all_faces
     assert sorted(p.name for p in db.parent.iterdir()) == before  # no -wal, no -shm made
+    db.chmod(0o644)
     with Store(str(db)) as store, pytest.raises(StoreError, match=r"is read-only \(its folder .* cannot be written"):
         store.writer("stream", "cam")
+
+
+def test_a_streams_writing_thread_outlives_its_own_failures_and_keeps_the_backlog_capped(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """A review of the writing thread: an exception it did not expect ended it without a word
+    (nothing more stored, sources left running, close() passed, exit 0); the back-off's 2 ** n
+    overflowed after 1,024 failures in a row (some 8.5 hours away); and while it hung in a flush
+    (a frozen server) the backlog's cap was never applied (1,797 faces kept past a cap of 60)."""
+    import threading
+
+    import facemtl.sinks.db as db_module
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    results = [r for r in stream(INFO, 40, source="cam", people=2) if not isinstance(r, TrackResult)]
+    sink = DbSink(url, source="cam", kind="stream", model_info=INFO, batch_faces=4, max_wait=0.0, background=True)
+    due, failed = sink.writer.due, []
+
+    def due_once_failing(*args):
+        if threading.current_thread().name == "facemtl-db-writer" and not failed:
+            failed.append(1)
+            raise ValueError("a bug")
+        return due(*args)
+
+    monkeypatch.setattr(sink.writer, "due", due_once_failing)
+    sink._failures = 2000  # (the back-off after it: 2 ** 1999 overflowed)
+    sink._retry_at = 0.0
+    monkeypatch.setattr(db_module.time, "monotonic", lambda: 1e12)  # no back-off wait between tries
+    for r in results:
+        sink.write(r)
+        time.sleep(0.01)  # a camera's frames, one after another
+    sink.close()
+    assert failed and "writing thread failed (ValueError: a bug); results are kept and retried" in capsys.readouterr().err
+    with Store(url) as store:
+        assert store.counts()["faces"] == 80 and [s["state"] for s in store.sources()] == ["stopped"]
+    monkeypatch.undo()
+
+    released = threading.Event()
+
+    class Frozen:
+        def begin(self):
+            released.wait(30)
+            raise sa.exc.OperationalError("", {}, Exception("gone"))
+
+    sink = DbSink(f"sqlite:///{tmp_path / 'f.db'}", source="cam", kind="stream", model_info=INFO, batch_faces=4,
+                  max_wait=0.0, max_backlog=60, background=True)
+    sink.writer.engine = Frozen()
+    for r in [r for r in stream(INFO, 300, source="cam", people=2) if not isinstance(r, TrackResult)]:
+        sink.write(r)
+    assert sink.writer.pending.faces <= 62 and sink.writer.lost >= 600 - 62 - sink.writer.in_flight
+    assert "the oldest kept faces are dropped from now on" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="it did not answer within 0.5 s"):
+        sink.close(wait=0.5)
+    released.set()

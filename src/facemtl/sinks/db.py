@@ -191,22 +191,35 @@ class DbSink(Sink):
     def _flush_if_due(self) -> None:
         if self._thread is None:
             self._maybe_flush()
-        elif self.writer.due(self.batch_faces, self.max_wait):
+            return
+        # the backlog's cap holds here too: the thread may be stuck in a flush for as long as a frozen
+        # server takes, and results still come (a review: 1,797 faces kept past a cap of 60)
+        self._limit_backlog()
+        if self.writer.due(self.batch_faces, self.max_wait):
             self._wake.set()
 
     def _run(self) -> None:
         """The writing thread (``background``): flushes what is due, then closes the session when
         :meth:`close` asks, by its deadline."""
-        while self._deadline is None:
-            if not (self.writer.due(self.batch_faces, self.max_wait) and time.monotonic() >= self._retry_at):
-                self._wake.wait(0.25)  # (a backlog is caught up slice after slice without waiting)
-                self._wake.clear()
-            if self._deadline is None:
-                self._maybe_flush()
         try:
+            while self._deadline is None:
+                if not (self.writer.due(self.batch_faces, self.max_wait) and time.monotonic() >= self._retry_at):
+                    self._wake.wait(0.25)  # (a backlog is caught up slice after slice without waiting)
+                    self._wake.clear()
+                if self._deadline is None:
+                    try:
+                        self._maybe_flush()
+                    except Exception as exc:  # (not the database's failure, which _maybe_flush keeps and retries:
+                        self._thread_failed(exc)  # one more try later, said; a review: the thread died silently)
             self._close_waiting(max(0.0, self._deadline - time.monotonic()))
-        except BaseException as exc:  # raised in close(), on the caller's thread
-            self._close_error = exc
+        except BaseException as exc:  # raised in close(), on the caller's thread (a review: a thread
+            self._close_error = exc   # that died without a word stored nothing more, and close() passed)
+
+    def _thread_failed(self, exc: Exception) -> None:
+        print(f"facemtl: warning: the results database's writing thread failed ({type(exc).__name__}: {exc}); "
+              "results are kept and retried", file=sys.stderr)
+        self._failures += 1
+        self._retry_at = time.monotonic() + 2.0 ** min(self._failures - 1, 5)
 
     def heartbeat(self) -> None:
         """Say the source is alive while no frame arrives (``facemtl stream`` calls this about
@@ -214,17 +227,20 @@ class DbSink(Sink):
         due, as :meth:`write` does."""
         self._flush_if_due()
 
-    def _maybe_flush(self) -> None:
+    def _limit_backlog(self) -> None:
         if self.writer.limit_backlog(self.max_backlog) and not self._lost_said:
             self._lost_said = True
             print(f"facemtl: warning: the results database has been away for {self.max_backlog:,} faces; the oldest "
                   "kept faces are dropped from now on, so that memory stays bounded (the JSON or CSV output keeps "
                   "them)", file=sys.stderr)
+
+    def _maybe_flush(self) -> None:
+        self._limit_backlog()
         if not self.writer.due(self.batch_faces, self.max_wait) or time.monotonic() < self._retry_at:
             return
-        kept = self.writer.pending.faces
         try:
             with self._flushing:
+                kept = self.writer.pending.faces
                 self.writer.flush(max_faces=CATCH_UP_FACES)
         except Exception as exc:  # the database went away: keep the batch, try again later (1, 2, 4 ... 30 s)
             if self._failures == 0:
@@ -232,7 +248,7 @@ class DbSink(Sink):
                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); results are kept and "
                       "retried", file=sys.stderr)
             self._failures += 1
-            self._retry_at = time.monotonic() + min(30.0, 2.0 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + 2.0 ** min(self._failures - 1, 5)  # (2 ** 1024 overflowed: a review)
             return
         if self._failures:
             print(f"facemtl: the results database answers again; the {kept:,} faces kept for it are being written",
@@ -280,6 +296,8 @@ class DbSink(Sink):
             raise RuntimeError(f"it did not answer within {wait:g} s")
         if self._close_error is not None:
             raise self._close_error
+        if not self.writer.closed:  # (never so while the thread catches everything; said, not passed over)
+            raise RuntimeError("its writing thread ended before the session did")
 
     def _close_waiting(self, wait: float) -> None:
         from ..store.engine import server_gone

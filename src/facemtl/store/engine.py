@@ -81,10 +81,13 @@ def _readable_url(url: str) -> str:
     """``url`` for reading a read-only SQLite file in a folder this process may not write (a
     copy of a results file kept read-only, a user test: "attempt to write a readonly database",
     even with ``mode=ro``): SQLite cannot make the ``-shm`` file a WAL database's readers need,
-    so the file is opened ``immutable`` (read as it is, with no lock) where no ``-wal`` file
-    beside it holds writes not yet in the file; otherwise ``url`` as it is."""
+    so the file is opened ``immutable`` (read as it is, with no lock) where no one may write it
+    (no write permission bit: a reader opened so would not see a writer's later rows, a review)
+    and no ``-wal`` file beside it holds writes not yet in the file; otherwise ``url`` as it is
+    (:func:`cannot_open` then says why it fails)."""
     path = sqlite_path(url)
-    if not path or folder_writable(path) or os.path.exists(path + "-wal") or not os.path.exists(path):
+    if not path or folder_writable(path) or os.path.exists(path + "-wal") or not os.path.exists(path) \
+            or os.stat(path).st_mode & 0o222:
         return url
     u = make_url(url)
     query = {**u.query, "mode": "ro", "immutable": "1", "uri": "true"}
@@ -177,6 +180,11 @@ def cannot_open(url: str, exc: BaseException) -> StoreError:
     what SQLAlchemy raised), naming it without its password. Every command that opens a
     database says it this way: a file that is not a database, a server that does not answer."""
     said = f"cannot open the database {redacted(url)}: {reason(exc)}"
+    path = sqlite_path(url) if url.startswith("sqlite") else None
+    if path and os.path.exists(path) and not folder_writable(path) and "readonly" in reason(exc).replace("-", ""):
+        said += (f" (its folder {os.path.dirname(os.path.abspath(path))} may not be written, and SQLite's readers of a "
+                 "file others may write need to: read a copy, or take the write permission off the file, which is "
+                 "then read as it is)")
     return StoreUnreachable(said) if server_gone(url, exc) else StoreError(said)
 
 
