@@ -862,7 +862,8 @@ def test_a_streams_writing_thread_outlives_its_own_failures_and_keeps_the_backlo
         sink.write(r)
         time.sleep(0.01)  # a camera's frames, one after another
     sink.close()
-    assert failed and "writing thread failed (ValueError: a bug); results are kept and retried" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert failed and "writing thread failed (ValueError: a bug); results are kept and retried" in said
     with Store(url) as store:
         assert store.counts()["faces"] == 80 and [s["state"] for s in store.sources()] == ["stopped"]
     monkeypatch.undo()
