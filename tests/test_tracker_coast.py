@@ -444,3 +444,60 @@ def test_a_weak_born_face_is_analysed_on_each_of_its_detections_before_it_is_sho
     shown = [(e.frame, f.track) for e in events if hasattr(e, "faces") for f in e.faces]
     assert [frame for frame, _ in shown] == [10]  # shown at its third detection
     assert run.stats.analysed == 3  # every detection's crop analysed, the unshown second one too
+
+
+def _one_face_stream(frames):
+    """The events of a stream of ``frames`` (``(index, time, restarted)``) where the detector finds one
+    sure face standing still on every frame it is asked about."""
+    pytest.importorskip("onnxruntime")
+    from facemtl.faces import DETECTORS, Detector, Face
+    from facemtl.video.analyzer import VideoAnalyzer
+    from facemtl.video.settings import StreamSettings
+    from facemtl.video.sources import Frame, Source
+
+    class StillSure(Detector):
+        scheme = "mtcnn5"
+        sure_score = 0.99
+
+        def detect(self, rgb, min_face=None):
+            pts = np.array([[60, 50], [80, 50], [70, 60], [62, 70], [78, 70]], float)
+            return [Face(np.array([50.0, 30, 90, 80]), 0.999, pts, self.scheme)]
+
+    class Given(Source):
+        live, fps = False, 30.0
+
+        def frames(self, stop, log):
+            for i, t, restarted in frames:
+                yield Frame(i, t, np.full((128, 200, 3), 90, np.uint8), restarted=restarted)
+
+    if "test_still_sure" not in DETECTORS.names():
+        DETECTORS.register("test_still_sure")(StillSure)
+    with VideoAnalyzer(detector="test_still_sure") as analyzer:
+        return list(analyzer.stream(Given("given"), StreamSettings(detect_every=5)))
+
+
+def test_the_tracks_on_screen_when_a_looped_file_restarts_are_closed():
+    """A user test: with --loop, the tracks on screen at each restart got no track line and stayed
+    open in the database for good (the restart's cut ended them, and the frame's own step then
+    wrote over that list)."""
+    events = _one_face_stream([(i, i / 30, i == 30) for i in range(60)])
+    shown = {f.track for e in events if hasattr(e, "faces") for f in e.faces}
+    ended = [e for e in events if not hasattr(e, "faces")]
+    assert len(shown) == 2 and sorted(t.track for t in ended) == sorted(shown)
+
+
+def test_a_source_silent_longer_than_a_lost_track_is_kept_ends_its_tracks():
+    """A user test: after a camera reconnected 15 s later, its people of before were shown again at
+    their old boxes (score null) and their tracks ran over the outage (ended 55 s after the person
+    was last seen, in a service's run). A gap longer than max_lost_time (1 s) is a scene cut."""
+    before = [(i, i / 30, False) for i in range(30)]
+    events = _one_face_stream(before + [(i, 15 + i / 30, False) for i in range(30, 60)])
+    ended = {e.track: e for e in events if not hasattr(e, "faces")}
+    assert len(ended) == 2
+    first, second = sorted(ended.values(), key=lambda e: e.first_time)
+    assert first.last_time < 1.0 and second.first_time >= 15.0
+    after = {f.track for e in events if hasattr(e, "faces") and e.time >= 15 for f in e.faces}
+    assert after == {second.track}
+    # a gap within max_lost_time (0.53 s) is no cut: one track
+    events = _one_face_stream(before + [(i, 0.5 + i / 30, False) for i in range(30, 60)])
+    assert len([e for e in events if not hasattr(e, "faces")]) == 1

@@ -310,7 +310,8 @@ class Service:
     def snapshot(self, source_id: int) -> tuple[float, bytes]:
         snap = self._need_store().snapshot(source_id)
         if snap is None:
-            raise ServiceError(404, f"source {source_id} has no live frame (it is not a stream, or writes none)")
+            raise ServiceError(404, f"source {source_id} has no live frame (it is not a stream, writes none, or "
+                                    "the retention or a deletion removed its last one)")
         return snap
 
     @_read

@@ -313,7 +313,8 @@ class DbSink(Sink):
                 if not server_gone(self.store.url, exc) or time.monotonic() >= deadline:
                     raise
                 if not said:
-                    print(f"facemtl: the results database does not answer; waiting up to {wait:g} s for it to take "
+                    print("facemtl: the results database does not answer; waiting up to "
+                          f"{round(wait, 1):g} s for it to take "
                           f"the last {self.writer.pending.faces} faces", file=sys.stderr)
                     said = True
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))

@@ -89,6 +89,7 @@ class _Feed:
         self.detect_next = False  # detect on the next frame taken, whatever the schedule
         self.closed = False
         self.last_index: int | None = None  # the last tracked frame's index in the source
+        self.last_time: float | None = None  # and its time (s)
 
 
 @dataclass
@@ -334,8 +335,13 @@ class Stream:
         # the FPS cap skipped still pass for the faces (a user test: with --realtime dropping, boxes
         # moved one frame's worth over gaps of eight and people were split into several tracks)
         steps = 1 if feed.last_index is None else job.frame.index - feed.last_index
-        feed.last_index = job.frame.index
-        if job.frame.restarted:  # a file played again: a scene cut, where no track goes on (--loop)
+        gap = None if feed.last_time is None else job.frame.time - feed.last_time
+        feed.last_index, feed.last_time = job.frame.index, job.frame.time
+        limit = feed.tracker.settings.max_lost_time
+        # a scene cut, where no track goes on: a file played again (--loop), or a source silent for
+        # longer than a lost track is kept (a camera that reconnected: a user test's people of a
+        # minute before were shown again at their old boxes, their tracks stretched over the outage)
+        if job.frame.restarted or (gap is not None and limit is not None and gap > limit + 1e-9):
             cut = feed.tracker.cut()
             pend.ended, pend.dropped = [t.id for t in cut.ended], [t.id for t in cut.dropped]
             steps = 1
@@ -366,8 +372,8 @@ class Stream:
             # confirm new faces a sure detection started, learn the velocity of those seen once, find
             # lost ones again: one frame later, not detect_every
             self._detect_soon(feed)
-        pend.ended = [t_.id for t_ in step.ended]
-        pend.dropped = [t_.id for t_ in step.dropped]
+        pend.ended += [t_.id for t_ in step.ended]  # (after a cut's: overwritten, the tracks on screen when
+        pend.dropped += [t_.id for t_ in step.dropped]  # a looped file restarted were never closed, a user test)
         if self.settings.keep_images:  # every face seen, shown or not, for --blur
             shown = {f[0] for f in pend.faces}
             others = [t_ for t_ in feed.tracker.tracks + step.ended + step.dropped if t_.id not in shown]
