@@ -414,54 +414,28 @@ def test_weak_false_hits_moving_about_cost_no_extra_detections():
 def test_a_weak_born_face_is_analysed_on_each_of_its_detections_before_it_is_shown():
     """A weak-born track is shown at its third detection; its second one's crop was not sent to
     the network (a review's nit): the face's first answers came from two crops, not three."""
-    pytest.importorskip("onnxruntime")
-    from facemtl.faces import DETECTORS, Detector, Face
-    from facemtl.video.analyzer import VideoAnalyzer
-    from facemtl.video.settings import StreamSettings
-    from facemtl.video.sources import Frame, Source
-
-    class StillWeak(Detector):
-        """One weak (0.96) face that stands still."""
-        scheme = "mtcnn5"
-        sure_score = 0.99
-
-        def detect(self, rgb, min_face=None):
-            pts = np.array([[60, 50], [80, 50], [70, 60], [62, 70], [78, 70]], float)
-            return [Face(np.array([50.0, 30, 90, 80]), 0.96, pts, self.scheme)]
-
-    class Still(Source):
-        live, fps = False, 30.0
-
-        def frames(self, stop, log):
-            for i in range(11):  # detections on frames 0, 5 and 10
-                yield Frame(i, i / 30, np.full((128, 200, 3), 90, np.uint8))
-
-    if "test_still_weak" not in DETECTORS.names():
-        DETECTORS.register("test_still_weak")(StillWeak)
-    with VideoAnalyzer(detector="test_still_weak") as analyzer:
-        run = analyzer.stream(Still("still"), StreamSettings(detect_every=5, history=8))
-        events = list(run)
+    events, stats = _one_face_stream([(i, i / 30, False) for i in range(11)], score=0.96)  # detections: 0, 5, 10
     shown = [(e.frame, f.track) for e in events if hasattr(e, "faces") for f in e.faces]
     assert [frame for frame, _ in shown] == [10]  # shown at its third detection
-    assert run.stats.analysed == 3  # every detection's crop analysed, the unshown second one too
+    assert stats.analysed == 3  # every detection's crop analysed, the unshown second one too
 
 
-def _one_face_stream(frames):
-    """The events of a stream of ``frames`` (``(index, time, restarted)``) where the detector finds one
-    sure face standing still on every frame it is asked about."""
+def _one_face_stream(frames, score: float = 0.999, history: int = 8):
+    """``(events, stats)`` of a stream of ``frames`` (``(index, time, restarted)``) where the detector
+    finds one face of ``score`` standing still on every frame it is asked about (every 5th)."""
     pytest.importorskip("onnxruntime")
     from facemtl.faces import DETECTORS, Detector, Face
     from facemtl.video.analyzer import VideoAnalyzer
     from facemtl.video.settings import StreamSettings
     from facemtl.video.sources import Frame, Source
 
-    class StillSure(Detector):
+    class StillFace(Detector):
         scheme = "mtcnn5"
         sure_score = 0.99
 
         def detect(self, rgb, min_face=None):
             pts = np.array([[60, 50], [80, 50], [70, 60], [62, 70], [78, 70]], float)
-            return [Face(np.array([50.0, 30, 90, 80]), 0.999, pts, self.scheme)]
+            return [Face(np.array([50.0, 30, 90, 80]), score, pts, self.scheme)]
 
     class Given(Source):
         live, fps = False, 30.0
@@ -470,17 +444,19 @@ def _one_face_stream(frames):
             for i, t, restarted in frames:
                 yield Frame(i, t, np.full((128, 200, 3), 90, np.uint8), restarted=restarted)
 
-    if "test_still_sure" not in DETECTORS.names():
-        DETECTORS.register("test_still_sure")(StillSure)
-    with VideoAnalyzer(detector="test_still_sure") as analyzer:
-        return list(analyzer.stream(Given("given"), StreamSettings(detect_every=5)))
+    name = f"test_still_face_{score}"
+    if name not in DETECTORS.names():
+        DETECTORS.register(name)(StillFace)
+    with VideoAnalyzer(detector=name) as analyzer:
+        run = analyzer.stream(Given("given"), StreamSettings(detect_every=5, history=history))
+        return list(run), run.stats
 
 
 def test_the_tracks_on_screen_when_a_looped_file_restarts_are_closed():
     """A user test: with --loop, the tracks on screen at each restart got no track line and stayed
     open in the database for good (the restart's cut ended them, and the frame's own step then
     wrote over that list)."""
-    events = _one_face_stream([(i, i / 30, i == 30) for i in range(60)])
+    events, _ = _one_face_stream([(i, i / 30, i == 30) for i in range(60)])
     shown = {f.track for e in events if hasattr(e, "faces") for f in e.faces}
     ended = [e for e in events if not hasattr(e, "faces")]
     assert len(shown) == 2 and sorted(t.track for t in ended) == sorted(shown)
@@ -491,7 +467,7 @@ def test_a_source_silent_longer_than_a_lost_track_is_kept_ends_its_tracks():
     their old boxes (score null) and their tracks ran over the outage (ended 55 s after the person
     was last seen, in a service's run). A gap longer than max_lost_time (1 s) is a scene cut."""
     before = [(i, i / 30, False) for i in range(30)]
-    events = _one_face_stream(before + [(i, 15 + i / 30, False) for i in range(30, 60)])
+    events, _ = _one_face_stream(before + [(i, 15 + i / 30, False) for i in range(30, 60)])
     ended = {e.track: e for e in events if not hasattr(e, "faces")}
     assert len(ended) == 2
     first, second = sorted(ended.values(), key=lambda e: e.first_time)
@@ -499,5 +475,5 @@ def test_a_source_silent_longer_than_a_lost_track_is_kept_ends_its_tracks():
     after = {f.track for e in events if hasattr(e, "faces") and e.time >= 15 for f in e.faces}
     assert after == {second.track}
     # a gap within max_lost_time (0.53 s) is no cut: one track
-    events = _one_face_stream(before + [(i, 0.5 + i / 30, False) for i in range(30, 60)])
+    events, _ = _one_face_stream(before + [(i, 0.5 + i / 30, False) for i in range(30, 60)])
     assert len([e for e in events if not hasattr(e, "faces")]) == 1
