@@ -352,8 +352,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     typed = {key for key in DATA_PATHS if any(parse_override(o)[0] == ["data", key] for o in overrides or [])}
     for key in DATA_PATHS:  # the same rule for the target file and the teacher's cache (a user test:
         value = getattr(cfg.data, key)  # a relative cache followed the current folder, and evaluate
-        if value and not (key == "cache_dir" and Path(value).expanduser().is_absolute()):  # run from another
-            # one computed every descriptor again; a cache under ~ stays as written, as the default is)
+        if value and not kept_as_written(key, value):  # run from another one computed every descriptor again)
             setattr(cfg.data, key, typed_path(value) if key in typed else resolve_data_root(value, path))
     cfg.origin = {"recipe": str(path), "data_root": written,
                   "data_root_from": "the command line" if "root" in typed else str(path)}
@@ -362,6 +361,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 #: The data settings that name a path: a relative one resolves against the file that writes it.
 DATA_PATHS = ("root", "targets", "cache_dir")
+
+
+def kept_as_written(key: str, value: str) -> bool:
+    """Whether the data path ``key`` = ``value`` is kept as written rather than made absolute: a
+    teacher cache under ``~`` (or absolute), as the default ``~/.cache/facemtl`` is, so that a run
+    resumed by ``train`` still matches its grid's settings."""
+    return key == "cache_dir" and Path(value).expanduser().is_absolute()
 
 
 def typed_path(path: str | Path) -> str:

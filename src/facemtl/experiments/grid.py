@@ -60,6 +60,7 @@ from ..config import (
     ConfigError,
     check_recipe,
     config_from_dict,
+    kept_as_written,
     parse_override,
     resolve_data_root,
     typed_path,
@@ -346,7 +347,7 @@ def _command_line_overrides(overrides: list[str]) -> list[tuple[str, list[str], 
             raise ConfigError(f"override {o!r}: each run's train.seed comes from the experiment's seeds; "
                               "change 'seeds' in the experiment file instead")
         if (len(keys) == 2 and keys[0] == "data" and keys[1] in DATA_PATHS and isinstance(value, str)
-                and not (keys[1] == "cache_dir" and Path(value).expanduser().is_absolute())):
+                and not kept_as_written(keys[1], value)):
             value = typed_path(value)
             o = f"{'.'.join(keys)}={value if _yaml_reads(value) == value else json.dumps(value)}"
         out.append((o, keys, value))

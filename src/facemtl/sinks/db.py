@@ -218,6 +218,11 @@ class DbSink(Sink):
     def _thread_failed(self, exc: Exception) -> None:
         print(f"facemtl: warning: the results database's writing thread failed ({type(exc).__name__}: {exc}); "
               "results are kept and retried", file=sys.stderr)
+        self._back_off()
+
+    def _back_off(self) -> None:
+        """One more failure in a row: the next try in 1, 2, 4 ... 32 s (2 ** n overflowed after
+        1,024 failures, some 8.5 hours away: a review)."""
         self._failures += 1
         self._retry_at = time.monotonic() + 2.0 ** min(self._failures - 1, 5)
 
@@ -242,13 +247,12 @@ class DbSink(Sink):
             with self._flushing:
                 kept = self.writer.pending.faces
                 self.writer.flush(max_faces=CATCH_UP_FACES)
-        except Exception as exc:  # the database went away: keep the batch, try again later (1, 2, 4 ... 30 s)
+        except Exception as exc:  # the database went away: keep the batch, try again later (_back_off)
             if self._failures == 0:
                 print(f"facemtl: warning: cannot write to the results database ({type(exc).__name__}: "
                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); results are kept and "
                       "retried", file=sys.stderr)
-            self._failures += 1
-            self._retry_at = time.monotonic() + 2.0 ** min(self._failures - 1, 5)  # (2 ** 1024 overflowed: a review)
+            self._back_off()
             return
         if self._failures:
             print(f"facemtl: the results database answers again; the {kept:,} faces kept for it are being written",
