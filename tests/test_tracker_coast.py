@@ -232,6 +232,28 @@ def test_a_scene_cut_ends_every_track_and_the_next_faces_start_confirmed():
     assert [t.id for t, _ in step.tracked] == [old.id + 1] and step.started == []  # confirmed at once, ids go on
 
 
+def test_a_gap_in_time_longer_than_max_lost_time_is_a_scene_cut():
+    """The tracker cuts by itself where frames are more than max_lost_time apart (a camera back
+    after an outage): the people before end with their last frame, the same box after the gap
+    starts a confirmed track; a gap within the limit, or frames without times, change nothing."""
+    def followed(gap, times=True):
+        tr = Tracker(TrackerSettings(high_score=0.5))
+        for frame in range(3):
+            tr.update([[100, 50, 160, 110]], [0.99], frame / 30 if times else None)
+        (old,) = tr.tracks
+        return old, tr, tr.update([[100, 50, 160, 110]], [0.99], 2 / 30 + gap if times else None)
+
+    old, tr, step = followed(1.5)
+    assert step.ended == [old] and [t.id for t, _ in step.tracked] == [old.id + 1] and step.started == []
+    assert old.seen_time == 2 / 30  # ended with its last frame before the gap
+    for gap, times in ((0.9, True), (1.5, False)):
+        old, tr, step = followed(gap, times)
+        assert step.ended == [] and [t for t, _ in step.tracked] == [old]
+    old, tr, _ = followed(0.0)
+    step = tr.predict(2 / 30 + 1.5)  # a frame without detections after the gap: the same
+    assert step.ended == [old] and step.tracked == [] and tr.tracks == []
+
+
 def test_settings_refuse_negative_limits():
     with pytest.raises(ValueError, match="max_lost_time"):
         TrackerSettings(max_lost_time=-1)

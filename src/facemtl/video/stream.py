@@ -89,7 +89,6 @@ class _Feed:
         self.detect_next = False  # detect on the next frame taken, whatever the schedule
         self.closed = False
         self.last_index: int | None = None  # the last tracked frame's index in the source
-        self.last_time: float | None = None  # and its time (s)
 
 
 @dataclass
@@ -335,13 +334,10 @@ class Stream:
         # the FPS cap skipped still pass for the faces (a user test: with --realtime dropping, boxes
         # moved one frame's worth over gaps of eight and people were split into several tracks)
         steps = 1 if feed.last_index is None else job.frame.index - feed.last_index
-        gap = None if feed.last_time is None else job.frame.time - feed.last_time
-        feed.last_index, feed.last_time = job.frame.index, job.frame.time
-        limit = feed.tracker.settings.max_lost_time
-        # a scene cut, where no track goes on: a file played again (--loop), or a source silent for
-        # longer than a lost track is kept (a camera that reconnected: a user test's people of a
-        # minute before were shown again at their old boxes, their tracks stretched over the outage)
-        if job.frame.restarted or (gap is not None and limit is not None and gap > limit + 1e-9):
+        feed.last_index = job.frame.index
+        # a scene cut, where no track goes on: a file played again (--loop); a source silent for
+        # longer than a lost track is kept is one too, which the tracker finds in the frames' times
+        if job.frame.restarted:
             cut = feed.tracker.cut()
             pend.ended, pend.dropped = [t.id for t in cut.ended], [t.id for t in cut.dropped]
             steps = 1

@@ -28,7 +28,9 @@ Detection Box", ECCV 2022), per frame with detections:
    if a sure detection started it, from its second match if a weak one did (and a weak one
    lying on a track's box starts none, :meth:`Tracker._on_a_track`); a track unmatched is lost, and
    ends when lost for more than ``max_lost_time`` seconds of video time (when the caller
-   gives frame times, as the stream does) or else ``max_lost`` detection rounds.
+   gives frame times, as the stream does) or else ``max_lost`` detection rounds. A frame
+   more than ``max_lost_time`` after the last one given (a camera back after an outage) is a
+   scene cut: every track ends there, as when a looped file starts again (:meth:`Tracker.cut`).
 
 Steps 4 and 5 differ from ByteTrack, where only sure detections start or confirm tracks:
 MTCNN scores some real faces 0.95-0.99 on nearly every frame, under its sure 0.99, and which
@@ -295,6 +297,8 @@ class Tracker:
         self.tracks: list[Track] = []
         self._next_id = 1
         self._frames = 0
+        self._time: float | None = None  # the time of the last frame given, where one is
+
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -325,11 +329,24 @@ class Tracker:
             (step.ended if self._expired(t, time) else keep).append(t)
         self.tracks = keep
 
+    def _step(self, time: float | None, steps: int) -> tuple[TrackerStep, int]:
+        """A new frame's step, and the frames to move the boxes: a frame more than ``max_lost_time``
+        seconds after the last one is a scene cut (:meth:`cut`; its ended tracks in the step, the
+        boxes moved one frame). A source silent that long (a camera that reconnected) would have
+        its people of before shown again at their old boxes, their tracks stretched over the
+        outage (a user test: one ended 55 s after the person was last seen)."""
+        gap = None if time is None or self._time is None else time - self._time
+        self._time = time if time is not None else self._time
+        limit = self.settings.max_lost_time
+        if gap is not None and limit is not None and gap > limit + 1e-9:
+            return self.cut(), 1
+        return TrackerStep(), steps
+
     def predict(self, time: float | None = None, steps: int = 1) -> TrackerStep:
         """A frame without detections: every box moves along its prediction. Shown: the tracks
         matched at the last detection and seen at least twice (a track seen once has no velocity:
         its box would stand still while the face moves)."""
-        step = TrackerStep()
+        step, steps = self._step(time, steps)
         self._advance(steps)
         step.tracked = [(t, None) for t in self.tracks if t.state == TRACKED and t.hits > 1]
         self._age_out(step, time)
@@ -344,8 +361,8 @@ class Tracker:
         s = self.settings
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
+        step, steps = self._step(time, steps)
         first = self._frames == 0
-        step = TrackerStep()
         self._advance(steps)
         sure = [i for i in range(len(scores)) if scores[i] >= self.high]
         weak = [i for i in range(len(scores)) if s.low_score <= scores[i] < self.high]
@@ -401,9 +418,10 @@ class Tracker:
         return bool((iou_matrix(box, others) >= self.settings.match_iou).any() or (inside >= 0.5).any())
 
     def cut(self) -> TrackerStep:
-        """A scene cut (a file played again from its start): every track ends, as at
-        :meth:`close`, and the next frame's faces start confirmed tracks, as a stream's first
-        frame's do; ids go on."""
+        """A scene cut (a file played again from its start, or a gap in time longer than
+        ``max_lost_time``, which :meth:`update` and :meth:`predict` cut at themselves): every
+        track ends, as at :meth:`close`, and the next frame's faces start confirmed tracks, as
+        a stream's first frame's do; ids go on."""
         step = self.close()
         self._frames = 0
         return step
