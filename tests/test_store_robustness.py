@@ -362,6 +362,62 @@ def test_reads_answer_503_while_the_database_is_away(client_store, tmp_path, mon
     assert client.get("/v1/faces").status_code == 200
 
 
+def test_a_read_the_database_does_not_answer_is_a_503_after_the_wait(client_store, monkeypatch):
+    """A user test: with PostgreSQL stopped (SIGSTOP), requests that had a pooled connection
+    waited until it went on (and /v1/health too). A read, and the health probe's ping, now answer
+    503 after their wait. Here the wait is 0.5 s, and what holds the read is real on PostgreSQL
+    (another connection locks the faces' tables, as a migration would), a read that blocks on
+    SQLite; released after 5 s either way (without the wait, the requests answered 200 then)."""
+    import threading
+
+    client, store = client_store
+    service = client.app.state.service
+    monkeypatch.setattr(service, "read_wait", 0.5)
+    monkeypatch.setattr(service, "health_wait", 0.5)
+    gate = threading.Event()
+    ping = store.ping
+    monkeypatch.setattr(store, "ping", lambda: (gate.wait(), ping()))
+    if store.dialect == "postgresql":
+        holder = store.engine.connect()
+        held = holder.begin()
+        holder.execute(sa.text("LOCK TABLE faces, answers IN ACCESS EXCLUSIVE MODE"))
+
+        def release():
+            gate.set()
+            held.rollback()
+            holder.close()
+    else:
+        faces, stats = store.faces, store.stats
+        monkeypatch.setattr(store, "faces", lambda q: (gate.wait(), faces(q))[1])
+        monkeypatch.setattr(store, "stats", lambda *a, **kw: (gate.wait(), stats(*a, **kw))[1])
+        release = gate.set
+    timer = threading.Timer(5.0, release)
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        r = client.get("/v1/health")
+        assert r.status_code == 503 and r.json() == {"status": "error", "database": "not answering"}
+        for path in ("/v1/faces", "/v1/stats"):
+            r = client.get(path)
+            assert r.status_code == 503 and r.json()["detail"].startswith(
+                "the results database did not answer within 0.5 s"), (path, r.text)
+        assert time.monotonic() - t0 < 4.0  # three waits of 0.5 s, not the 5 s until the release
+    finally:
+        timer.join()
+    assert client.get("/v1/faces").status_code == 200 and client.get("/v1/health").status_code == 200
+    # the look for tasks new in the database (before a request, every 5 s) waits no longer
+    gate.clear()
+    newest = store.newest_session
+    monkeypatch.setattr(store, "newest_session", lambda: (gate.wait(), newest())[1])
+    monkeypatch.setattr(service, "_newest_session", -1)
+    timer = threading.Timer(5.0, gate.set)
+    timer.start()
+    t0 = time.monotonic()
+    assert service.new_tasks() is None and time.monotonic() - t0 < 4.0
+    timer.join()
+    assert service.new_tasks() is None and service._newest_session == newest()  # it answers: looked at
+
+
 def test_an_upload_while_the_database_is_away_is_kept_and_written_later(client_store, tmp_path):
     client, _ = client_store
     assert upload(client, "first.jpg").headers["x-facemtl-stored"] == "yes"

@@ -28,6 +28,40 @@ UPLOAD_HEARTBEAT = 10.0
 #: Uploads kept in memory while the database is away (the oldest go first beyond it): about
 #: 10,000 answers with their thumbnails is tens of megabytes.
 MAX_UNSTORED = 10_000
+#: Seconds a request waits for a read of the results database before it answers 503. A read on
+#: a pooled connection waits for ever on a server that does not answer while its machine does
+#: (stopped, or stuck: a user test's requests hung until PostgreSQL went on; no client-side
+#: query timeout in psycopg's synchronous API, and TCP keepalives see nothing wrong).
+READ_WAIT = 30.0
+#: The same for ``/v1/health``'s ping (a monitor has a timeout of its own, often 10 s).
+HEALTH_WAIT = 5.0
+
+
+class _NoAnswer(Exception):
+    """The database did not answer within the wait (see :func:`_within`)."""
+
+
+def _within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)`` on a thread of its own, waited for at most ``seconds``: its value, or
+    its exception raised here; :class:`_NoAnswer` past the wait, the thread left to finish (a
+    daemon: it holds up neither the request nor the server's exit; its answer is dropped)."""
+    out: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            out["value"] = fn(*args, **kw)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            out["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="facemtl-db-read", daemon=True).start()
+    if not done.wait(seconds):
+        raise _NoAnswer
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
 
 
 class ServiceError(Exception):
@@ -40,15 +74,20 @@ class ServiceError(Exception):
 
 
 def _read(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A read of the database: when the database cannot be reached, :class:`ServiceError` 503
-    (as ``/v1/health`` says) instead of an internal error."""
+    """A read of the database: when the database cannot be reached, or does not answer within
+    :attr:`Service.read_wait` seconds, :class:`ServiceError` 503 (as ``/v1/health`` says)
+    instead of an internal error or a request waiting for ever."""
 
     @functools.wraps(method)
     def read(self: "Service", *args: Any, **kw: Any) -> Any:
         try:
-            return method(self, *args, **kw)
+            return _within(self.read_wait, method, self, *args, **kw)
         except ServiceError:
             raise
+        except _NoAnswer:
+            log.warning("the results database did not answer a read within %g s", self.read_wait)
+            raise ServiceError(503, f"the results database did not answer within {self.read_wait:g} s (busy, "
+                                    "locked or stopped); try again shortly") from None
         except Exception as exc:
             from ..store.engine import broken, unreachable
 
@@ -72,6 +111,10 @@ class Service:
     ``detector``, ``min_face``: see :class:`~facemtl.inference.pipeline.Pipeline`.
     ``thumbnails``: store a small crop of each uploaded face (off by default).
     """
+
+    #: Seconds a read waits before it answers 503; ``/v1/health``'s ping (see :data:`READ_WAIT`).
+    read_wait: float = READ_WAIT
+    health_wait: float = HEALTH_WAIT
 
     def __init__(self, store: Any = None, predictor: Any = None, detector: str = "mtcnn", min_face: float | None = None,
                  thumbnails: bool = False) -> None:
@@ -257,7 +300,7 @@ class Service:
         if source is None or self.store is None:
             return
         try:
-            kind = self.store.source_kind(source)
+            kind = _within(self.read_wait, self.store.source_kind, source)
         except Exception:  # the database is away: the upload is kept, and never claims a source of another kind
             return
         if kind is not None and kind != "upload":
@@ -331,14 +374,19 @@ class Service:
         again). One query while no session has started."""
         if self.store is None:
             return None
-        try:
+        def read() -> tuple[Any, ...] | None:
             newest = self.store.newest_session()
             if newest == self._newest_session:
                 return None
+            return newest, self.store.tasks(self.tasks), self.store.class_names(), self.store.task_kinds()
+
+        try:  # (the request that looks waits for it: no longer than /v1/health waits for its ping)
+            found = _within(self.health_wait, read)
+            if found is None:
+                return None
+            newest, stored, classes, kinds = found
             known = {t.name for t in self.tasks}
-            tasks, warnings = usable_tasks(self.store.tasks(self.tasks))
-            classes = self.store.class_names()
-            kinds = self.store.task_kinds()
+            tasks, warnings = usable_tasks(stored)
         except Exception as exc:  # noqa: BLE001 - reads say so themselves; this look is tried again later
             log.debug("could not look for new tasks: %s", exc)
             return None
@@ -372,7 +420,9 @@ class Service:
         if self.store is None:
             return {"status": "ok", "database": "none"}
         try:
-            self.store.ping()
+            _within(self.health_wait, self.store.ping)
+        except _NoAnswer:
+            return {"status": "error", "database": "not answering"}
         except Exception:
             return {"status": "error", "database": "unreachable"}
         return {"status": "ok", "database": "ok"}
