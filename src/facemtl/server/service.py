@@ -374,6 +374,7 @@ class Service:
         again). One query while no session has started."""
         if self.store is None:
             return None
+
         def read() -> tuple[Any, ...] | None:
             newest = self.store.newest_session()
             if newest == self._newest_session:

@@ -299,7 +299,6 @@ class Tracker:
         self._frames = 0
         self._time: float | None = None  # the time of the last frame given, where one is
 
-
     def __len__(self) -> int:
         return len(self.tracks)
 
