@@ -231,8 +231,9 @@ class Service:
 
     def _write_uploads(self, announce: bool = False) -> bool:
         """Write the uploads not stored yet, with the upload session's heartbeat (call under the
-        lock; ``announce``: a session opened now marks its source running before any upload). While the database is away they stay in memory and this says ``False``; they
-        are written by :meth:`beat` once it answers (an upload meanwhile is kept without trying)."""
+        lock; ``announce``: a session opened now marks its source running before any upload).
+        While the database is away they stay in memory and this says ``False``; they are written
+        by :meth:`beat` once it answers (an upload meanwhile is kept without trying)."""
         from ..store import SourceKindError
 
         try:
