@@ -217,3 +217,16 @@ def test_overrides_are_taken_wherever_they_stand(capsys):
     assert "unrecognized arguments: --bogus 3" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # a command without overrides takes none
         _parse(parser, ["db", "upgrade", "--db", "x.db", "a=b"])
+
+
+def test_every_command_that_takes_a_model_file_takes_it_as_model_or_checkpoint():
+    """A user test: `analyze --model m.onnx` was refused ('unrecognized arguments'), as `serve
+    --checkpoint` was; stream took both. Each of them now takes either name."""
+    from facemtl.cli import build_parser
+
+    parser = build_parser()
+    for flag in ("--model", "--checkpoint"):
+        assert parser.parse_args(["analyze", "x.jpg", flag, "m.onnx"]).checkpoint == ["m.onnx"]
+        assert parser.parse_args(["evaluate", flag, "m.pt"]).checkpoint == ["m.pt"]
+        assert parser.parse_args(["stream", "v.mp4", flag, "m.onnx"]).checkpoint == "m.onnx"
+        assert parser.parse_args(["serve", flag, "m.onnx"]).model == "m.onnx"

@@ -229,7 +229,7 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels drawn "
                                                      "(JPEG and PNG keep their format; reruns overwrite)")
     p.add_argument("--aligned", action="store_true", help="each image is one aligned face crop: no detection")
-    p.add_argument("--checkpoint", action="append", metavar="MODEL_FILE",
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", action="append", metavar="MODEL_FILE",
                    help="a model file (from 'facemtl train' or 'facemtl export') instead of the default one; "
                         "repeat it for an ensemble (the mean of the networks' outputs)")
     _runtime_flag(p)

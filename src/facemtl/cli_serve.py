@@ -343,7 +343,9 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     db_flag(p)
-    p.add_argument("--model", help="model file for POST /v1/analyze (default: the shipped model)")
+    # (--checkpoint too: analyze, evaluate and stream take either name; a user test typed analyze's)
+    p.add_argument("--model", "--checkpoint", dest="model", metavar="MODEL_FILE",
+                   help="model file for POST /v1/analyze (default: the shipped model)")
     p.add_argument("--no-model", action="store_true", help="load no model: read the database only")
     p.add_argument("--detector", default="mtcnn", choices=["mtcnn", "dlib"],
                    help="face detector for uploads (the default is analyze's, so an upload answers as analyze --json)")

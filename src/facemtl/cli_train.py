@@ -249,7 +249,7 @@ def train_run(a: argparse.Namespace) -> int:
 
 
 def evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, action="append", metavar="MODEL_FILE",
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, action="append", metavar="MODEL_FILE",
                    help="a model file: a .pt checkpoint from 'facemtl train' (e.g. RUN/best.pt; a run folder "
                         "stands for its best.pt) or a file from 'facemtl export'; repeat it for an ensemble (the "
                         "mean of the networks' outputs)")
