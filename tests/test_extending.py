@@ -190,3 +190,22 @@ def test_an_unknown_name_reads_as_its_sentence_from_python():
     with pytest.raises(KeyError) as err:
         BACKBONES.get("resnet9")
     assert str(err.value).startswith("unknown backbone 'resnet9'; choose one of: ")
+
+
+def test_every_command_with_a_detector_takes_a_registered_one():
+    """A user test: `serve --detector` offered only mtcnn and dlib (fixed choices), while analyze
+    and stream took a plugin's detector."""
+    from facemtl.cli import build_parser
+    from facemtl.faces import DETECTORS
+    from facemtl.faces.base import Detector
+
+    @DETECTORS.register("test_every_command")
+    class Mine(Detector):
+        scheme = "mtcnn5"
+
+    try:
+        parser = build_parser()
+        for argv in (["analyze", "x.jpg"], ["stream", "v.mp4"], ["serve"]):
+            assert parser.parse_args(argv + ["--detector", "test_every_command"]).detector == "test_every_command"
+    finally:
+        DETECTORS._items.pop("test_every_command")

@@ -347,7 +347,11 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--checkpoint", dest="model", metavar="MODEL_FILE",
                    help="model file for POST /v1/analyze (default: the shipped model)")
     p.add_argument("--no-model", action="store_true", help="load no model: read the database only")
-    p.add_argument("--detector", default="mtcnn", choices=["mtcnn", "dlib"],
+    from .cli_args import detector_name
+    from .faces import DETECTORS
+
+    # (a plugin's detector too, as analyze and stream take: the fixed choices refused one)
+    p.add_argument("--detector", default="mtcnn", type=detector_name, metavar="{" + ",".join(DETECTORS.names()) + "}",
                    help="face detector for uploads (the default is analyze's, so an upload answers as analyze --json)")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="smallest face to look for in uploads; smaller faces are left out (as analyze)")
