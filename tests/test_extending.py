@@ -118,6 +118,16 @@ def test_a_plugin_that_fails_to_import_is_named_in_one_sentence_every_time(tmp_p
     assert "m.onnx: plugin 'broken'" in last and "damaged" not in last
     r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "nosuch"], cli=True)
     assert r.returncode == 2 and "unknown face detector 'nosuch'; choose one of: dlib, mtcnn" in r.stderr
+    # a plugin that fails after registering a part: that part works, and the failure is said all the same
+    (tmp_path / "half.py").write_text(PLUGIN + "\nraise RuntimeError('the second half is broken')\n")
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "whole", "--json"], {"FACEMTL_PLUGINS": "half"}, cli=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["faces"], r.stderr
+    assert r.stderr.splitlines() == ["facemtl: warning: plugin 'half' (from FACEMTL_PLUGINS) could not be loaded: "
+                                     "RuntimeError: the second half is broken"]
+    # a failed plugin and a name no one registers: the names that are registered are said too
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "nosuch"], {"FACEMTL_PLUGINS": "half"}, cli=True)
+    assert r.returncode == 2 and "(no face detector 'nosuch' is registered: it may be that plugin's; registered: " \
+        "dlib, mtcnn, whole)" in r.stderr
 
 
 def test_a_template_needs_points_and_a_builtin_one_stays():
@@ -209,3 +219,22 @@ def test_every_command_with_a_detector_takes_a_registered_one():
             assert parser.parse_args(argv + ["--detector", "test_every_command"]).detector == "test_every_command"
     finally:
         DETECTORS._items.pop("test_every_command")
+
+
+def test_a_plugins_runtime_is_taken_by_the_command_line(tmp_path):
+    """A user test: --runtime had fixed choices, so a runtime a plugin adds to RUNTIMES was refused."""
+    (tmp_path / "myrt.py").write_text(textwrap.dedent('''
+        from facemtl.inference.runtimes import RUNTIMES, RuntimeSpec
+
+        # ONNX Runtime under another name: a row after the built-in ones reads .onnx only when named
+        RUNTIMES["my_ort"] = RuntimeSpec("my_ort", (".onnx",), "facemtl.inference.runtimes.onnxrt:OnnxRuntime", "",
+                                         ("onnxruntime",), "ONNX Runtime, by a plugin")
+    '''))
+    model = REPO / "src" / "facemtl" / "weights" / "utkface_lite0.onnx"
+    args = ["analyze", str(PHOTO), "--model", str(model), "--runtime", "my_ort", "--json"]
+    r = _run(tmp_path, args, {"FACEMTL_PLUGINS": "myrt"}, cli=True)
+    assert r.returncode == 0 and json.loads(r.stdout)["faces"][0]["gender"] in ("male", "female"), r.stderr
+    r = _run(tmp_path, args, cli=True)  # without the plugin: one sentence naming the choices
+    assert r.returncode == 2
+    assert "argument --runtime: unknown runtime 'my_ort'; choose one of: onnxruntime, openvino, torch, tensorrt" \
+        in r.stderr

@@ -124,8 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine refused a read or write (disk full, read-only, permissions), 2 a mistake in the
     command or its input, 130 / 143 stopped by SIGINT / SIGTERM, 141 its output
     closed early). ``facemtl`` alone prints help (0)."""
-    parser = build_parser()
-    args = _parse(parser, argv)
+    with log_to_stderr():  # (reading the arguments may load plugins, which may warn)
+        parser = build_parser()
+        args = _parse(parser, argv)
     if args.command is None:
         parser.print_help()
         return 0
@@ -155,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _stderr_line(f"facemtl: error: facemtl {args.command} needs {top}: pip install 'facemtl[{EXTRAS[top]}]'")
         return 2
+    except NotImplementedError as exc:  # a class of one's own (a plugin) that lacks a method facemtl calls
+        _stderr_line(f"facemtl: error: {_not_implemented(exc, args.command)}")
+        return 2
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         killed = loader_killed(exc)
@@ -178,6 +182,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
         _stderr_line(f"facemtl: interrupted{said}")
         return getattr(exc, "status", 130)
+
+
+def _not_implemented(exc: NotImplementedError, command: str) -> str:
+    """A sentence naming the class and the method a ``NotImplementedError`` came from (a task type,
+    weighting, backbone or detector of one's own that leaves a method of its base class out):
+    the base classes raise it bare, which printed "facemtl: error: " and nothing else."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    said = f" ({exc})" if str(exc) else ""
+    if tb is None:
+        return f"something facemtl {command} called is not implemented{said}"
+    frame = tb.tb_frame
+    owner = frame.f_locals.get("self", frame.f_locals.get("cls"))
+    method = frame.f_code.co_name
+    if owner is None:
+        return f"{frame.f_code.co_qualname}() is not implemented{said}, and facemtl {command} needs it"
+    cls = owner if isinstance(owner, type) else type(owner)
+    return (f"{cls.__module__}.{cls.__qualname__} does not implement {method}(){said}, which facemtl {command} "
+            f"needs (a class of your own: define {method} in it; its base class's docstring says what it returns)")
 
 
 def _database_damage(exc: BaseException) -> str | None:

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Iterator, Sequence
 
 from .cli_args import db_flags as _db_flags
-from .cli_args import detector_name as _detector
+from .cli_args import detector_flag
 from .cli_args import positive as _positive
 from .cli_args import runtime_flag as _runtime_flag
 from .cli_args import stderr_line as _stderr_line
@@ -219,8 +219,6 @@ def _outside_annotate_folder(files: list[str], paths: Sequence[str], annotate_di
 
 
 def analyze_args(p: argparse.ArgumentParser) -> None:
-    from .faces import DETECTORS
-
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="image files, folders (searched recursively, symlinked folders followed) or globs")
     fmt = p.add_mutually_exclusive_group()
@@ -235,9 +233,8 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
     _runtime_flag(p)
     p.add_argument("--threads", type=_positive(int), metavar="N",
                    help="the runtime's intra-op threads (default: one per core, waiting without spinning)")
-    p.add_argument("--detector", default="mtcnn", type=_detector, metavar="{" + ",".join(DETECTORS.names()) + "}",
-                   help="face detector; its 'score' is on its own scale (mtcnn: probability 0-1; dlib: SVM margin, "
-                        "about 0.25-3)")
+    detector_flag(p, "face detector; its 'score' is on its own scale (mtcnn: probability 0-1; dlib: SVM margin, "
+                     "about 0.25-3)")
     p.add_argument("--min-face", type=_positive(float), metavar="PX",
                    help="smallest face to look for, in pixels of the photo as the detector sees it (shrunk to "
                         "1024 px on its long side); faces whose box is smaller are left out. Default: a search from "

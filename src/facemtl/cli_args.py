@@ -52,12 +52,31 @@ def detector_name(name: str) -> str:
     return name
 
 
+def detector_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """``--detector`` (default ``mtcnn``): a registered face detector, a plugin's included."""
+    from .faces import DETECTORS
+
+    p.add_argument("--detector", default="mtcnn", type=detector_name, help=help,
+                   metavar="{" + ",".join(DETECTORS.names()) + ",...}")  # (a plugin's too: "...")
+
+
+def runtime_name(name: str) -> str:
+    """``--runtime``: a row of :data:`~facemtl.inference.runtimes.RUNTIMES`, a plugin's included (fixed
+    choices refused a runtime a plugin adds)."""
+    from .inference.runtimes import known_runtime
+
+    try:
+        return known_runtime(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def runtime_flag(p: argparse.ArgumentParser) -> None:
     from .inference.runtimes import RUNTIMES
 
-    p.add_argument("--runtime", choices=list(RUNTIMES),
+    p.add_argument("--runtime", type=runtime_name, metavar="{" + ",".join(RUNTIMES) + ",...}",
                    help="what runs the model file (default: by its suffix: .onnx onnxruntime, .xml openvino, "
-                        ".pt torch, .engine tensorrt)")
+                        ".pt torch, .engine tensorrt; a plugin may add one to RUNTIMES)")
 
 
 def db_flags(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .cli_args import db_flags, detector_name, positive, runtime_flag
+from .cli_args import db_flags, detector_flag, positive, runtime_flag
 
 
 def stream(
@@ -87,8 +87,6 @@ def reconnections(text: str) -> int:
 
 
 def stream_args(p: argparse.ArgumentParser) -> None:
-    from .faces import DETECTORS
-
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="a video file, a camera index (0), an rtsp:// or http(s):// URL, a folder of frames, or a "
                         ".txt file listing sources (one per line, optionally name=SOURCE)")
@@ -115,9 +113,8 @@ def stream_args(p: argparse.ArgumentParser) -> None:
                    help="a model file instead of the default one")
     runtime_flag(p)
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
-    p.add_argument("--detector", default="mtcnn", type=detector_name, metavar="{" + ",".join(DETECTORS.names()) + "}",
-                   help="face detector (on a 20 s test video, both from 40 px, mtcnn found 98.7%% of the faces at "
-                        "79 FPS, dlib 80%% at 31 FPS: docs/results/stream_weak_births_*_20s.json)")
+    detector_flag(p, "face detector (on a 20 s test video, both from 40 px, mtcnn found 98.7%% of the faces at "
+                     "79 FPS, dlib 80%% at 31 FPS: docs/results/stream_weak_births_*_20s.json)")
     p.add_argument("--min-face", type=positive(float), metavar="PX",
                    help="smallest face to look for, in pixels; a face whose box is smaller is left out (a track's "
                         "face that shrinks below it is not shown on those frames). Default: a search from 40 px, "

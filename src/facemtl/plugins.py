@@ -22,6 +22,7 @@ In Python you can also simply ``import myplug`` before using facemtl.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 
@@ -60,6 +61,9 @@ def load_plugins() -> bool:
             except Exception as exc:  # anything a plugin's import raises: named, never a traceback
                 _failed[module] = (f"plugin {module!r} (from {declared}) could not be loaded: "
                                    f"{type(exc).__name__}: {exc}")
+                # said now too: what it registered before failing works, and a run using only that
+                # would otherwise never hear of the failure (a user test)
+                logging.getLogger(__name__).warning(_failed[module])
         return bool(wanted)
 
 

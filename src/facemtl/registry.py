@@ -33,17 +33,20 @@ class UnknownName(KeyError):
 class Registry(Generic[T]):
     """Maps names to factories; unknown names raise a one-sentence ``KeyError``."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, on_register: Callable[[str, Callable[..., T]], None] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        #: ``on_register(name, factory)``: checks (``ValueError``) or completes a factory as it is
+        #: registered (task types take their registered name as their ``kind``)
+        self._on_register = on_register
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def deco(fn: Callable[..., T]) -> Callable[..., T]:
             old = self._items.get(name)
-            # the same definition again (a module reloaded, a notebook cell run twice) replaces it
-            same = _where(old) == _where(fn) and None not in _where(fn) and "<lambda>" not in str(_where(fn)[1])
-            if old is not None and not same:
+            if old is not None and not _same_definition(old, fn):
                 raise ValueError(f"{self.kind} {name!r} is already registered (by {_where(old)[0]})")
+            if self._on_register is not None:
+                self._on_register(name, fn)
             self._items[name] = fn
             return fn
 
@@ -62,7 +65,7 @@ class Registry(Generic[T]):
             return self._items[name]
         if failures():  # the plugin that would provide it may be the one that failed
             raise PluginError(f"{'; '.join(failures())} (no {self.kind} {name!r} is registered: it may be that "
-                              "plugin's)")
+                              f"plugin's; registered: {', '.join(sorted(self._items))})")
         raise UnknownName(self.kind, name, sorted(self._items))
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:
@@ -73,6 +76,13 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def _same_definition(old: Any, new: Any) -> bool:
+    """Whether ``new`` is ``old`` defined again (a module reloaded, a notebook cell run twice),
+    which then replaces it: the same module and qualified name, a named one (two lambdas are not)."""
+    module, name = _where(new)
+    return _where(old) == (module, name) and module is not None and name is not None and "<lambda>" not in name
 
 
 def _where(fn: Any) -> tuple[str | None, str | None]:

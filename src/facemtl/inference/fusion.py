@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..tasks.base import answers_of
 from .predictor import Predictor
 from .results import TaskAnswer
 
@@ -205,7 +206,7 @@ class FusedPredictor:
             if t.name in self.head.tasks:
                 per_task[t.name] = t.answers_from_probabilities(self.head.fused(t.name, raw, feats, by_name))
             else:
-                per_task[t.name] = t.answers(raw[t.name], self.interval)
+                per_task[t.name] = answers_of(t, raw[t.name], self.interval)
         return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
 
 

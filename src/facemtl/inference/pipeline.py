@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from ..faces import DETECTORS, Face, align_face, build_detector
+from ..faces import DETECTORS, BrokenDetector, Face, align_face, build_detector, checked_faces
 from ..images import describe_error, is_open_file, read_image, read_square
-from ..system import usable_cores
+from ..system import out_of_memory, usable_cores
 from .predictor import Predictor
 from .results import ERROR, NO_FACE, OK, FaceResult, ImageResult
 
@@ -104,6 +104,9 @@ class Pipeline:
         self.keep_images = keep_images
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
+        #: Whether the detector has searched an image without failing; until it has, a failure
+        #: is the detector's, not the image's (:meth:`prepare`).
+        self._searched = False
 
     @property
     def detector(self):
@@ -117,6 +120,16 @@ class Pipeline:
         return DetectorUnavailable(f"the face detector {self.detector_name!r} could not run: {describe_error(exc)} "
                                    "(its library did not load: a missing system library, or too little memory under "
                                    "a limit); nothing was searched")
+
+    def _broken(self, exc: Exception, what: str) -> BrokenDetector:
+        why = describe_error(exc)
+        if isinstance(exc, NotImplementedError) and not str(exc):
+            why = f"{type(self.detector).__qualname__}.detect is not implemented"
+        elif why != type(exc).__name__:
+            why = f"{type(exc).__name__}: {why}"
+        return BrokenDetector(f"the face detector {self.detector_name!r} failed on {what}: {why}; nothing more was "
+                              "searched (a detector that fails before it has searched one image is broken, not the "
+                              "image)")
 
     def warm_up(self, pool: ThreadPoolExecutor, threads: int, batch: int = 1) -> None:
         """Build the detector in each of ``pool``'s ``threads`` threads and search a blank image
@@ -132,9 +145,13 @@ class Pipeline:
 
         def build() -> None:
             try:
-                self.detector.detect(blank, self.min_face)
+                checked_faces(self.detector.detect(blank, self.min_face), self.detector_name)
             except ImportError as exc:
                 raise self._unavailable(exc) from exc
+            except BrokenDetector:
+                raise
+            except Exception as exc:
+                raise self._broken(exc, "a blank 64 x 64 test image") from exc
             finally:
                 try:  # (each thread takes one: the pool starts a thread per task while it has fewer)
                     barrier.wait(60)
@@ -296,7 +313,13 @@ class Pipeline:
             return self._find(result, rgb, aligned)
         except ImportError as exc:  # the detector's library could not load: no photo's fault, stop the run
             raise self._unavailable(exc) from exc
+        except BrokenDetector:
+            raise
         except Exception as exc:
+            # (the built-in detectors search a 1 x 1 image, or a 3000 x 1 one, alike; a huge photo
+            # that runs out of memory is that photo's trouble, first or not)
+            if not self._searched and not out_of_memory(exc):
+                raise self._broken(exc, "the first image it searched") from exc
             return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
 
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
@@ -317,6 +340,8 @@ class Pipeline:
             # pyramid, dlib's scaling), so the smallest face is scaled instead of the photo; a
             # separate shrink first cost a seventh of the time on 1280x960 photos.
             faces = self.detector.detect(rgb, (self.min_face or self.detector.min_face) / f)
+        faces = checked_faces(faces, self.detector_name)
+        self._searched = True
         if self.min_face is not None:
             # A search scale alone still returns larger-than-asked boxes of smaller faces (MTCNN
             # finds faces a little under its smallest scale): a face asked to be skipped is dropped.

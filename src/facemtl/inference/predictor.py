@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..preprocess import to_batch
+from ..tasks.base import answers_of
 from .results import TaskAnswer
 from .runtimes import open_runtime
 
@@ -84,7 +85,7 @@ class Predictor:
         if len(crops) == 0:
             return []
         raw = self.raw(crops)
-        per_task = {t.name: t.answers(raw[t.name], self.interval) for t in self.tasks}
+        per_task = {t.name: answers_of(t, raw[t.name], self.interval) for t in self.tasks}
         return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
 
 

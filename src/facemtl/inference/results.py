@@ -358,7 +358,9 @@ def has_interval(task: "Task") -> bool:
     has one (a task type that gives intervals without saying so loses none)."""
     if task.has_interval():
         return True
-    return task.answers(np.zeros((1, task.output_size), np.float32))[0].interval is not None
+    from ..tasks.base import answers_of
+
+    return answers_of(task, np.zeros((1, task.output_size), np.float32))[0].interval is not None
 
 
 def _task_columns(tasks: Sequence["Task"], prefix: str = "") -> tuple[list[str], list[str]]:

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..config import RESERVED_TASK_NAMES
-from ..tasks import Task
+from ..tasks import Task, answers_of
 
 #: Fields a task's name may not take (it would overwrite a face's own field); training refuses
 #: them, and a model file made before it did has such a task left out of the API.
@@ -39,7 +39,7 @@ def usable_tasks(tasks: Sequence[Task]) -> tuple[list[Task], list[str]]:
 
 def task_fields(task: Task) -> dict[str, Any]:
     """The JSON fields of one of ``task``'s answers and their types, e.g. ``{"gender": str, ...}``."""
-    sample = task.answers(np.zeros((1, task.output_size), np.float32))[0]
+    sample = answers_of(task, np.zeros((1, task.output_size), np.float32))[0]
     types: dict[str, Any] = {}
     for key, value in sample.fields(task.name).items():
         if key == task.name or isinstance(value, str):  # (a class, a level's name)

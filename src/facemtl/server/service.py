@@ -37,13 +37,13 @@ READ_WAIT = 30.0
 HEALTH_WAIT = 5.0
 
 
-class _NoAnswer(Exception):
-    """The database did not answer within the wait (see :func:`_within`)."""
+class NoAnswer(Exception):
+    """The database did not answer within the wait (see :func:`within`)."""
 
 
-def _within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+def within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     """``fn(*args, **kw)`` on a thread of its own, waited for at most ``seconds``: its value, or
-    its exception raised here; :class:`_NoAnswer` past the wait, the thread left to finish (a
+    its exception raised here; :class:`NoAnswer` past the wait, the thread left to finish (a
     daemon: it holds up neither the request nor the server's exit; its answer is dropped)."""
     out: dict[str, Any] = {}
     done = threading.Event()
@@ -58,7 +58,7 @@ def _within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> An
 
     threading.Thread(target=run, name="facemtl-db-read", daemon=True).start()
     if not done.wait(seconds):
-        raise _NoAnswer
+        raise NoAnswer
     if "error" in out:
         raise out["error"]
     return out["value"]
@@ -81,10 +81,10 @@ def _read(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def read(self: "Service", *args: Any, **kw: Any) -> Any:
         try:
-            return _within(self.read_wait, method, self, *args, **kw)
+            return within(self.read_wait, method, self, *args, **kw)
         except ServiceError:
             raise
-        except _NoAnswer:
+        except NoAnswer:
             log.warning("the results database did not answer a read within %g s", self.read_wait)
             raise ServiceError(503, f"the results database did not answer within {self.read_wait:g} s (busy, "
                                     "locked or stopped); try again shortly") from None
@@ -171,8 +171,14 @@ class Service:
                                     "'file'")
         self._check_source(source)
         name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:200] or "upload"
+        from ..faces import BrokenDetector
+
         with self._analysing:
-            result = next(self.pipeline.run([(ImageResult(file=name), io.BytesIO(data))]))
+            try:
+                result = next(self.pipeline.run([(ImageResult(file=name), io.BytesIO(data))]))
+            except BrokenDetector as exc:  # the server's detector (a plugin's), not the upload: say so
+                log.error("analysis of an upload failed: %s", exc)
+                raise ServiceError(500, f"the photo could not be analysed: {exc}") from None
         if result.status == ERROR:
             if not (result.error or "").startswith("face detection failed"):  # the pipeline could not decode it
                 if "pixel limit" in result.error or "decompression bomb" in result.error:  # an image, too large
@@ -301,7 +307,7 @@ class Service:
         if source is None or self.store is None:
             return
         try:
-            kind = _within(self.read_wait, self.store.source_kind, source)
+            kind = within(self.read_wait, self.store.source_kind, source)
         except Exception:  # the database is away: the upload is kept, and never claims a source of another kind
             return
         if kind is not None and kind != "upload":
@@ -383,7 +389,7 @@ class Service:
             return newest, self.store.tasks(self.tasks), self.store.class_names(), self.store.task_kinds()
 
         try:  # (the request that looks waits for it: no longer than /v1/health waits for its ping)
-            found = _within(self.health_wait, read)
+            found = within(self.health_wait, read)
             if found is None:
                 return None
             newest, stored, classes, kinds = found
@@ -422,8 +428,8 @@ class Service:
         if self.store is None:
             return {"status": "ok", "database": "none"}
         try:
-            _within(self.health_wait, self.store.ping)
-        except _NoAnswer:
+            within(self.health_wait, self.store.ping)
+        except NoAnswer:
             return {"status": "error", "database": "not answering"}
         except Exception:
             return {"status": "error", "database": "unreachable"}

@@ -30,7 +30,20 @@ if TYPE_CHECKING:  # torch is needed only to train and to run the PyTorch runtim
 
     from ..inference.results import TaskAnswer
 
-TASK_TYPES: Registry["Task"] = Registry("task type")
+def _take_kind(name: str, cls: Any) -> None:
+    """A task type's ``kind`` is the name it is registered under: a model file stores it to build
+    the task again. Set here, so that a type of one's own that leaves it out (its models then
+    could not be read back: "unknown task type ''") or inherits its parent's (read back as the
+    parent) gets its own; one that sets another name is refused in one sentence."""
+    own = vars(cls).get("kind") if isinstance(cls, type) else None
+    if own and own != name:
+        raise ValueError(f"task type class {cls.__qualname__} says kind = {own!r} but is registered as {name!r}; "
+                         "a task type's kind is the name it is registered under (leave kind out)")
+    if isinstance(cls, type):
+        cls.kind = name
+
+
+TASK_TYPES: Registry["Task"] = Registry("task type", on_register=_take_kind)
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class Task:
     name: str
     label: str | None = None
 
+    #: The name the type is registered under (:data:`TASK_TYPES` sets it); a model file stores it.
     kind: ClassVar[str] = ""
     #: "nominal" or "ordinal": which category-specific branch of the paper's Fig. 2 it joins.
     category: ClassVar[str] = "nominal"
@@ -371,6 +385,31 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, **asdict(self)}
+
+
+def answers_of(task: Task, raw: np.ndarray, interval: float = 0.8) -> list["TaskAnswer"]:
+    """``task.answers(raw, interval)``, checked to give one answer per row of ``raw`` ``(N, D)``:
+    ``ValueError`` naming the task otherwise (a task type of one's own that gave fewer failed with
+    an ``IndexError`` deep in the result code)."""
+    got = list(task.answers(raw, interval))
+    if len(got) != len(raw):
+        raise ValueError(f"task {task.name!r} ({type(task).__qualname__}.answers) gave {len(got)} answers for "
+                         f"{len(raw)} faces; it must give one per row of its raw outputs")
+    return got
+
+
+def predictions_of(task: Task, raw: np.ndarray) -> np.ndarray:
+    """``task.predict(raw)``, checked to be ``(N,)``, or ``(N, D)`` for a vector label of width D
+    (a teacher's features; soft targets give ``(N,)`` classes): ``ValueError`` naming the task
+    otherwise (an ``(N, 1)`` column was taken and compared with ``(N,)`` labels by broadcasting,
+    which scored nonsense without a word)."""
+    pred = np.asarray(task.predict(raw))
+    want = [(len(raw),)] + ([(len(raw), task.label_width)] if task.label_width > 1 else [])
+    if pred.shape not in want:
+        raise ValueError(f"task {task.name!r} ({type(task).__qualname__}.predict) gave predictions of shape "
+                         f"{pred.shape} for {len(raw)} faces; it must give shape {' or '.join(map(str, want))}, in "
+                         "label units")
+    return pred
 
 
 def check_named_ranges(tasks: Sequence[Task], report: dict[str, Any]) -> None:

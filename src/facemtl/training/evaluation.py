@@ -13,7 +13,7 @@ from ..config import typed_path
 from ..data.dataset import FaceSet, label_columns
 from ..losses import labelled
 from ..preprocess import to_input
-from ..tasks import Task
+from ..tasks import Task, predictions_of
 
 TTA_MODES = ("none", "flip")
 
@@ -69,7 +69,7 @@ def predict_set(
                 loss_sum[t.name] += float(t.loss(o, y)) * n
                 loss_n[t.name] += n
             raw = o.cpu().numpy()
-            preds[t.name].append(t.predict(raw))
+            preds[t.name].append(predictions_of(t, raw))
             p = t.probabilities(raw)
             if p is not None:
                 probs[t.name].append(p)
@@ -96,7 +96,7 @@ def predict_set_runtime(predictor: Any, data: FaceSet, tta: str = "none") -> dic
     true = data.labels.numpy()
     tasks = predictor.tasks
     return {
-        "pred": {t.name: t.predict(raw[t.name]) for t in tasks},
+        "pred": {t.name: predictions_of(t, raw[t.name]) for t in tasks},
         "prob": {t.name: t.probabilities(raw[t.name]) for t in tasks},
         "loss": {},
         "true": {t.name: true[:, c] for t, c in zip(tasks, label_columns(tasks))},

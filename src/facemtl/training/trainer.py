@@ -7,13 +7,14 @@ Around it, callbacks log, checkpoint, stop early or freeze tasks early.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,6 +46,23 @@ from .checkpointing import Checkpointing
 from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
 from .runfolder import WORLD_SIZE_ENV, check_fresh, check_resumable, check_world_size
+
+
+class TrainingDiverged(RuntimeError):
+    """An epoch's loss was not a finite number (NaN or infinite): training stops, saying which."""
+
+
+@contextlib.contextmanager
+def _naming(what: str) -> Iterator[None]:
+    """Say ``what`` failed, in front of the framework's own words: a loss or weighting of one's own
+    that fails raised PyTorch's sentence about tensor sizes, which names neither (a user test).
+    Running out of memory and a missing method (the command line names its class) pass as they are."""
+    try:
+        yield
+    except (NotImplementedError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        raise ValueError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 class Trainer(Checkpointing):
@@ -139,6 +157,7 @@ class Trainer(Checkpointing):
         # data was read here or handed over (experiment grids read it once).
         seed_everything(t.seed)
         self.model = MultiTaskNet.from_config(cfg.model, self.tasks).to(self.device)
+        self.model.check_shapes(cfg.data.image_size)
         if cfg.model.freeze_backbone:
             self.model.freeze_backbone()
         self.channels_last = cfg.model.channels_last
@@ -146,6 +165,7 @@ class Trainer(Checkpointing):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weighting = build_weighting(cfg.weighting.name, self.task_names, cfg.weighting.params).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.weighting)
+        self._total_sum: torch.Tensor | float = 0.0  # this epoch's weighted totals (train_epoch, _check_finite)
         # Each process takes its share of every epoch (1/world of it), in steps of batch_size; the
         # schedule counts those steps, so its warm-up and decay span the epochs they are set in.
         self.steps_per_epoch = max(1, len(self.data.train) // (self.dist.world * t.batch_size))
@@ -282,6 +302,7 @@ class Trainer(Checkpointing):
             train_losses, n_images = self.train_epoch()
             train_seconds = time.perf_counter() - t0
             train_losses = self.dist.mean(train_losses)  # every rank's weighting sees the same epoch losses
+            self._check_finite(train_losses, self.dist.mean({"total": float(self._total_sum)})["total"])
             # DDP sends rank 0's batch-norm statistics out before each forward; after the last step each
             # rank holds its own: align them, so every rank validates (and rank 0 saves) the same model.
             self.dist.sync_buffers(self.model)
@@ -381,6 +402,7 @@ class Trainer(Checkpointing):
         # would make the host wait for the device at every step.
         sums: dict[str, torch.Tensor | float] = {n: 0.0 for n in self.task_names}
         counts = {n: 0 for n in self.task_names}
+        self._total_sum = 0.0
         seen = 0
         if self.model.frozen_tasks != self._wrapped_frozen:  # DDP must know which parameters still learn
             self.net = distributed.wrap(self.model, self.dist, self.device)
@@ -401,6 +423,23 @@ class Trainer(Checkpointing):
                 cb.on_batch_end(self, losses)
         return {n: float(sums[n]) / max(1, counts[n]) for n in self.task_names}, seen
 
+    def _check_finite(self, losses: dict[str, float], total: float) -> None:
+        """:class:`TrainingDiverged` when an epoch's mean loss of a task, or the sum of its weighted
+        totals, is not a finite number: the weights are then NaN, and every later epoch would
+        train and save them without a word (a user test: a plugin's loss gave NaN and training ran
+        on to its end). Read once per epoch (a GPU loss read every step would stall the device),
+        after the ranks' means, so every rank stops alike."""
+        bad = [n for n, v in losses.items() if not math.isfinite(v)]
+        if not bad and math.isfinite(total):
+            return
+        what = (f"the training loss of task {bad[0]!r} is {losses[bad[0]]}" if bad else
+                f"the total of the loss weighting {self.cfg.weighting.name!r} is {total} while every task's "
+                "loss is finite")
+        kept = (f"the {self.epoch} epoch(s) before it are kept in {self.out} (last.pt to resume from, best.pt)"
+                if self.epoch else "nothing was trained to keep")
+        raise TrainingDiverged(f"training stopped in epoch {self.epoch + 1}: {what} (a learning rate too high, or a "
+                               f"task type, loss or weighting of your own that gives NaN); {kept}")
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """One optimiser step on a batch ``uint8 (B, 3, S, S)``, labels ``(B, T)`` (on the CPU).
 
@@ -418,9 +457,19 @@ class Trainer(Checkpointing):
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
             out = self.net(x)
-        losses = {t.name: t.loss(out[t.name].float(), labels[:, c], rows[:, j])
-                  for j, (t, c) in enumerate(zip(self.tasks, cols))}
-        total = self.weighting(losses, self.model)
+        losses = {}
+        for j, (t, c) in enumerate(zip(self.tasks, cols)):
+            with _naming(f"the loss of task {t.name!r} ({type(t).__qualname__})"):
+                losses[t.name] = t.loss(out[t.name].float(), labels[:, c], rows[:, j])
+        with _naming(f"the loss weighting {self.cfg.weighting.name!r}"):
+            total = self.weighting(losses, self.model)
+        if not (isinstance(total, torch.Tensor) and total.numel() == 1):
+            what = f"a tensor of shape {tuple(total.shape)}" if isinstance(total, torch.Tensor) else \
+                f"a {type(total).__qualname__}"
+            raise ValueError(f"the loss weighting {self.cfg.weighting.name!r} gave {what}; it must give the total "
+                             "loss as a 0-dim tensor (torch.stack(...).sum(), not float(...)), which training "
+                             "differentiates")
+        self._total_sum = self._total_sum + total.detach().float().reshape(())
         self.scaler.scale(total).backward()
         self.dist.average_gradients(self.weighting.parameters())  # DDP averages the network's; these are ours
         self.scaler.step(self.optimizer)

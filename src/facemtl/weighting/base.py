@@ -3,8 +3,10 @@
 A weighting is an ``nn.Module`` (it may own learnable parameters, which the
 trainer hands to the optimiser without weight decay). The trainer calls only:
 
-* ``total = weighting(losses, model)``: the scalar to back-propagate;
-* ``weighting.weights()``: the effective weight of each task, for the logs;
+* ``total = weighting(losses, model)``: the scalar to back-propagate, a 0-dim tensor
+  (``losses``: ``{task: 0-dim tensor}``, each task's mean loss over the batch);
+* ``weighting.weights()``: the effective weight of each task, for the logs (required:
+  every epoch's record holds them);
 * ``weighting.after_step()`` and ``weighting.epoch_end(mean_losses)``: hooks that
   some methods need (renormalising, epoch-level statistics); no-ops by default.
 """
@@ -65,6 +67,10 @@ def build_weighting(name: str, tasks: Sequence[str], params: dict[str, Any] | No
         raise ValueError(f"loss weighting {name!r} has no setting {unknown[0]!r}; it takes: "
                          f"{', '.join(takes) if takes else 'no settings'}")
     try:
-        return cls(tasks, **params)
+        built = cls(tasks, **params)
     except TypeError as exc:
         raise ValueError(f"loss weighting {name!r}: {exc}") from None
+    if not isinstance(built, nn.Module):
+        raise ValueError(f"loss weighting {name!r} was built as an object of type {type(built).__qualname__}; a "
+                         "weighting is a torch nn.Module (subclass facemtl.weighting.Weighting)")
+    return built

@@ -51,6 +51,20 @@ RUNTIMES: dict[str, RuntimeSpec] = {
 }
 
 
+def known_runtime(name: str) -> str:
+    """``name`` if :data:`RUNTIMES` has it, after loading the plugins (:mod:`facemtl.plugins`), which
+    may add a row, where it does not; ``ValueError`` naming the choices (and a plugin that failed)
+    otherwise."""
+    if name not in RUNTIMES:
+        from ...plugins import failures, load_plugins
+
+        load_plugins()
+        if name not in RUNTIMES:
+            failed = f" ({'; '.join(failures())})" if failures() else ""
+            raise ValueError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}{failed}")
+    return name
+
+
 def default_threads() -> int:
     """Intra-op threads a runtime uses when not told: one per usable core."""
     return usable_cores()
@@ -60,9 +74,7 @@ def runtime_for(path: str | Path, name: str | None = None) -> RuntimeSpec:
     """The runtime named ``name``, or the first one in :data:`RUNTIMES` that reads ``path``'s suffix."""
     suffix = Path(path).suffix.lower()
     if name is not None:
-        spec = RUNTIMES.get(name)
-        if spec is None:
-            raise ValueError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}")
+        spec = RUNTIMES[known_runtime(name)]
         if suffix not in spec.suffixes:
             raise ValueError(f"the {name} runtime cannot read {Path(path).name}: it reads {', '.join(spec.suffixes)} files")
         return spec

@@ -1,0 +1,340 @@
+"""A plugin's mistakes are said in one sentence that names the plugin's part (user tests of
+plugins: a task type without ``kind``, a detector answering one Face, a weighting answering a
+float, a loss giving NaN each failed later, elsewhere, or not at all)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_recipe
+from torch import nn
+
+from facemtl.cli import main
+from facemtl.faces import DETECTORS, Detector, Face
+from facemtl.model import BACKBONES, MultiTaskNet
+from facemtl.tasks import TASK_TYPES, build_task
+from facemtl.tasks.regression import RegressionTask
+from facemtl.weighting import WEIGHTINGS, Weighting
+
+PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+
+
+@pytest.fixture
+def register():
+    """``register(REGISTRY, name)``: a registration decorator whose entry is removed after the test
+    (registered at import, these broken pieces reached other modules' tests, which list every
+    registered name)."""
+    done = []
+
+    def reg(registry, name):
+        done.append((registry, name))
+        return registry.register(name)
+
+    yield reg
+    for registry, name in done:
+        registry._items.pop(name, None)
+
+
+# -- task types ------------------------------------------------------------------------------
+def test_a_task_type_takes_the_name_it_is_registered_under_as_its_kind(register):
+    @register(TASK_TYPES, "mistake_inherits_kind")
+    @dataclass
+    class Inherits(RegressionTask):  # no kind of its own: it read "regression", its parent's
+        pass
+
+    assert Inherits.kind == "mistake_inherits_kind" and RegressionTask.kind == "regression"
+    task = Inherits(name="score")
+    again = build_task(task.to_dict())  # what a model file stores and reads back
+    assert type(again) is Inherits  # (was: a RegressionTask, decoded by the parent's rules)
+
+    class Other(RegressionTask):
+        kind = "mistake_other"
+
+    with pytest.raises(ValueError, match="says kind = 'mistake_other' but is registered as 'mistake_misnamed'"):
+        register(TASK_TYPES, "mistake_misnamed")(Other)
+    assert "mistake_misnamed" not in TASK_TYPES
+
+
+def test_a_missing_method_is_named_with_its_class(tmp_path, capsys, utkface_root, register):
+    """A weighting that leaves weights() out: the command line said "facemtl: error: " and nothing
+    more (a bare NotImplementedError)."""
+
+    @register(WEIGHTINGS, "mistake_no_weights")
+    class NoWeights(Weighting):
+        def forward(self, losses, model=None):
+            return torch.stack(list(losses.values())).sum()
+
+    recipe = tiny_recipe(tmp_path, utkface_root, limit=40, epochs=1, batch_size=16)
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--no-progress",
+                 "weighting.name=mistake_no_weights", "train.max_batches=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"facemtl: error: {__name__}.test_a_missing_method_is_named_with_its_class.<locals>.NoWeights "
+                   "does not implement weights(), which facemtl train needs (a class of your own: define weights in "
+                   "it; its base class's docstring says what it returns)")
+
+
+# -- training ----------------------------------------------------------------------------------
+class FloatTotal(Weighting):
+    def forward(self, losses, model=None):
+        return float(sum(float(v) for v in losses.values()))
+
+    def weights(self):
+        return {t: 1.0 for t in self.task_names}
+
+
+class NanTotal(FloatTotal):
+    def forward(self, losses, model=None):
+        return torch.stack(list(losses.values())).sum() * float("nan")
+
+
+def not_a_module(tasks):
+    return object()
+
+
+WEIGHTING_MISTAKES = {"mistake_float_total": FloatTotal, "mistake_nan_total": NanTotal,
+                      "mistake_not_a_module": not_a_module}
+
+
+@pytest.mark.parametrize("name, said", [
+    ("mistake_float_total", "the loss weighting 'mistake_float_total' gave a float; it must give the total loss as "
+                            "a 0-dim tensor"),
+    ("mistake_not_a_module", "loss weighting 'mistake_not_a_module' was built as an object of type object; a "
+                             "weighting is a torch nn.Module"),
+    ("mistake_nan_total", "training stopped in epoch 1: the total of the loss weighting 'mistake_nan_total' is nan "
+                          "while every task's loss is finite"),
+])
+def test_a_broken_weighting_stops_training_naming_it(tmp_path, capsys, utkface_root, name, said, register):
+    register(WEIGHTINGS, name)(WEIGHTING_MISTAKES[name])
+    recipe = tiny_recipe(tmp_path, utkface_root, limit=40, epochs=2, batch_size=16)
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--no-progress",
+                 f"weighting.name={name}", "train.max_batches=1"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    if name == "mistake_nan_total":  # (was: both epochs trained and saved NaN weights without a word)
+        assert err.strip().endswith("; nothing was trained to keep")
+        assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_task_whose_loss_turns_nan_stops_training_keeping_the_epochs_before(tmp_path, capsys, utkface_root,
+                                                                              register):
+    @register(TASK_TYPES, "mistake_nan_later")
+    @dataclass
+    class NanLater(RegressionTask):
+        """A regression whose loss is NaN from its second epoch (its 2nd step, one step an epoch)."""
+
+        def _loss(self, out, y):
+            NanLater.calls = getattr(NanLater, "calls", 0) + 1
+            loss = super()._loss(out, y)
+            return loss * float("nan") if NanLater.calls > 1 else loss
+
+    recipe = tiny_recipe(tmp_path, utkface_root, limit=40, epochs=3, batch_size=16)
+    text = recipe.read_text().replace("type: ordinal", "type: mistake_nan_later")
+    recipe.write_text(text)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--out", str(run), "--no-progress", "train.max_batches=1"]) == 2
+    err = capsys.readouterr().err
+    assert (f"facemtl: error: training stopped in epoch 2: the training loss of task 'age' is nan (a learning rate "
+            f"too high, or a task type, loss or weighting of your own that gives NaN); the 1 epoch(s) before it are "
+            f"kept in {run} (last.pt to resume from, best.pt)") in err
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1] and (run / "last.pt").is_file()
+
+
+def test_a_loss_that_fails_names_its_task(tmp_path, capsys, utkface_root, register):
+    @register(TASK_TYPES, "mistake_wrong_width")
+    @dataclass
+    class WrongWidth(RegressionTask):
+        def _loss(self, out, y):
+            return ((out.view(-1) - y.repeat(2)) ** 2).mean()  # N outputs against 2N targets
+
+    recipe = tiny_recipe(tmp_path, utkface_root, limit=40, epochs=1, batch_size=16)
+    recipe.write_text(recipe.read_text().replace("type: ordinal", "type: mistake_wrong_width"))
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "run"), "--no-progress",
+                 "train.max_batches=1"]) == 2
+    err = capsys.readouterr().err
+    assert "facemtl: error: the loss of task 'age' (" in err and "WrongWidth) failed: RuntimeError: The size of " \
+        "tensor a (16) must match the size of tensor b (32)" in err
+
+
+# -- networks ----------------------------------------------------------------------------------
+class _Stages(nn.Module):
+    def __init__(self, stages, num_features, mean=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.num_features, self.mean, self.std = num_features, list(mean), [0.5, 0.5, 0.5]
+
+
+def flattens(**kw):  # its last stage pools and flattens: the network pools by itself
+    return _Stages([nn.Conv2d(3, 8, 3), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())], 8)
+
+
+def says_16(**kw):
+    return _Stages([nn.Conv2d(3, 8, 3)], 16)
+
+
+def no_keywords():
+    return _Stages([nn.Conv2d(3, 8, 3)], 8)
+
+
+def grey_mean(**kw):
+    return _Stages([nn.Conv2d(3, 8, 3)], 8, mean=(0.5,))
+
+
+def fine(**kw):
+    return _Stages([nn.Conv2d(3, 8, 3)], 8)
+
+
+BACKBONE_MISTAKES = {"mistake_flattens": flattens, "mistake_says_16": says_16, "mistake_no_keywords": no_keywords,
+                     "mistake_grey_mean": grey_mean}
+
+
+@pytest.mark.parametrize("backbone, said", [
+    ("mistake_flattens", "backbone 'mistake_flattens''s last stage gives shape (2, 8) for a batch of (2, 3, 32, 32); "
+                         "it must give (N, num_features, H, W) = (2, 8, H, W)"),
+    ("mistake_says_16", "backbone 'mistake_says_16''s last stage gives shape (2, 8, 30, 30) for a batch of "
+                        "(2, 3, 32, 32); it must give (N, num_features, H, W) = (2, 16, H, W)"),
+    ("mistake_no_keywords", "backbone 'mistake_no_keywords' could not be built: no_keywords() got an unexpected "
+                            "keyword argument 'pretrained'; facemtl calls a backbone's factory as "
+                            "factory(pretrained=bool, drop_path=float)"),
+    ("mistake_grey_mean", "backbone 'mistake_grey_mean' has mean [0.5] and std [0.5, 0.5, 0.5]; each is three "
+                          "numbers"),
+])
+def test_a_backbone_that_breaks_the_rules_is_named_before_training(backbone, said, register):
+    register(BACKBONES, backbone)(BACKBONE_MISTAKES[backbone])
+    task = build_task({"name": "age", "type": "regression"})
+    with pytest.raises(ValueError) as err:
+        MultiTaskNet([task], backbone, pretrained=False).check_shapes(32)
+    assert said in str(err.value)
+
+
+def test_a_head_of_the_wrong_width_is_named_before_training(register):
+    register(BACKBONES, "mistake_fine")(fine)
+
+    @register(TASK_TYPES, "mistake_head_width")
+    @dataclass
+    class HeadWidth(RegressionTask):
+        def make_head(self, in_features):
+            return nn.Linear(in_features, 3)  # output_size says 1
+
+    net = MultiTaskNet([HeadWidth(name="score")], "mistake_fine", pretrained=False)
+    with pytest.raises(ValueError, match=r"the head of task 'score' \(.*HeadWidth.make_head\) gives shape \(2, 3\) "
+                                         r"for 2 faces, where its output_size says \(2, 1\)"):
+        net.check_shapes(32)
+    net = MultiTaskNet([build_task({"name": "age", "type": "regression"})], "mistake_fine", pretrained=False)
+    net.train()
+    net.check_shapes(32)  # a network that keeps the rules passes, and is left in the mode it was in
+    assert net.training
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def test_answers_and_predictions_of_the_wrong_size_name_their_task(register):
+    from facemtl.tasks import answers_of, predictions_of
+
+    @register(TASK_TYPES, "mistake_column")
+    @dataclass
+    class Column(RegressionTask):
+        def predict(self, raw):
+            return super().predict(raw)[:, None]  # (N, 1): compared with (N,) labels by broadcasting
+
+    @register(TASK_TYPES, "mistake_one_answer")
+    @dataclass
+    class OneAnswer(RegressionTask):
+        def answers(self, raw, interval=0.8):
+            return super().answers(raw, interval)[:1]
+
+    raw = np.zeros((4, 1), np.float32)
+    with pytest.raises(ValueError, match=r"task 'score' \(.*Column.predict\) gave predictions of shape \(4, 1\) "
+                                         r"for 4 faces; it must give shape \(4,\)"):
+        predictions_of(Column(name="score"), raw)
+    with pytest.raises(ValueError, match=r"OneAnswer.answers\) gave 1 answers for 4 faces"):
+        answers_of(OneAnswer(name="score"), raw)
+    good = build_task({"name": "age", "type": "regression"})
+    assert predictions_of(good, raw).shape == (4,) and len(answers_of(good, raw)) == 4
+
+
+# -- detectors ---------------------------------------------------------------------------------
+def _face(w, h, k=5, nan=False):
+    pts = np.array([[w * 0.35, h * 0.4], [w * 0.65, h * 0.4], [w * 0.5, h * 0.55], [w * 0.38, h * 0.7],
+                    [w * 0.62, h * 0.7]])[:k]
+    if nan:
+        pts[0, 0] = np.nan
+    return Face(np.array([0.0, 0.0, w, h]), 1.0, pts, "mtcnn5")
+
+
+class _OneFace(Detector):
+    scheme = "mtcnn5"
+
+    def detect(self, rgb, min_face=None):
+        return _face(rgb.shape[1], rgb.shape[0])
+
+
+class _Raises(Detector):
+    def detect(self, rgb, min_face=None):
+        raise ValueError("operands could not be broadcast together with shapes (3,) (5,)")
+
+
+class _ThreePoints(Detector):
+    def detect(self, rgb, min_face=None):
+        return [_face(rgb.shape[1], rgb.shape[0], k=3)]
+
+
+class _NanPoints(Detector):
+    def detect(self, rgb, min_face=None):
+        return [_face(rgb.shape[1], rgb.shape[0], nan=True)]
+
+
+class _NoDetect(Detector):
+    pass
+
+
+DETECTOR_MISTAKES = {"mistake_one_face": _OneFace, "mistake_raises": _Raises, "mistake_three_points": _ThreePoints,
+                     "mistake_nan_points": _NanPoints, "mistake_no_detect": _NoDetect,
+                     "mistake_not_a_detector": lambda: object()}
+
+
+@pytest.mark.parametrize("name, said", [
+    ("mistake_one_face", "answered a Face, not a list of facemtl.faces.Face records"),
+    ("mistake_raises", "failed on the first image it searched: ValueError: operands could not be broadcast together "
+                       "with shapes (3,) (5,); nothing more was searched"),
+    ("mistake_three_points", "answered 3 landmarks in scheme 'mtcnn5', whose alignment template has 5"),
+    ("mistake_nan_points", "answered a face with a box, landmarks or score that are not finite numbers"),
+    ("mistake_no_detect", "failed on the first image it searched: _NoDetect.detect is not implemented"),
+    ("mistake_not_a_detector", "was built as an object of type object, which has no detect(rgb, min_face) method"),
+])
+def test_a_broken_detector_stops_the_run_naming_it(name, said, capsys, register):
+    """(was: every photo "face detection failed: ..." in its record, then "none of the 2 inputs
+    could be read as an image", which they could; NumPy's words for the wrong landmarks)"""
+    register(DETECTORS, name)(DETECTOR_MISTAKES[name])
+    assert main(["analyze", str(PHOTO), str(PHOTO), "--detector", name, "--json", "--no-progress",
+                 "--workers", "1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [err.splitlines()[0]] and err.startswith(f"facemtl: error: the face detector {name!r} ")
+    assert said in err
+
+
+def test_a_detector_that_fails_after_searching_marks_only_that_image(capsys, tmp_path, register):
+    """A detector that has searched an image once is trusted: a later failure is that image's."""
+    class Once(_OneFace):
+        calls = 0
+
+        def detect(self, rgb, min_face=None):
+            Once.calls += 1
+            if Once.calls > 1:
+                raise ValueError("this photo upset it")
+            return [_face(rgb.shape[1], rgb.shape[0])]
+
+    register(DETECTORS, "mistake_once")(Once)
+    photos = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    for p in photos:
+        p.write_bytes(PHOTO.read_bytes())
+    assert main(["analyze", *map(str, photos), "--detector", "mistake_once", "--json", "--no-progress",
+                 "--workers", "1"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "error"]
+    assert records[1]["error"] == "face detection failed: this photo upset it"
