@@ -3,8 +3,10 @@ defaults on every option, choices from the registries, numbers checked by argpar
 device in one sentence, no progress bars in a redirected stderr."""
 
 import argparse
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +50,7 @@ def test_detector_choices_come_from_the_registry(capsys):
 
     p = _subparsers(build_parser())["analyze"]
     det = next(a for a in p._actions if "--detector" in a.option_strings)
-    assert det.metavar == "{" + ",".join(DETECTORS.names()) + "}"  # (a plugin's detector is taken too)
+    assert det.metavar == "{" + ",".join(DETECTORS.names()) + ",...}"  # (a plugin's detector is taken too)
     with pytest.raises(SystemExit) as e:
         main(["analyze", "x.jpg", "--detector", "haar"])
     assert e.value.code == 2 and "unknown face detector 'haar'; choose one of: dlib, mtcnn" in capsys.readouterr().err
@@ -230,3 +232,26 @@ def test_every_command_that_takes_a_model_file_takes_it_as_model_or_checkpoint()
         assert parser.parse_args(["evaluate", flag, "m.pt"]).checkpoint == ["m.pt"]
         assert parser.parse_args(["stream", "v.mp4", flag, "m.onnx"]).checkpoint == "m.onnx"
         assert parser.parse_args(["serve", flag, "m.onnx"]).model == "m.onnx"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_in_a_folder_that_takes_no_file_is_refused_before_any_work():
+    """A user test, as root: ``os.access`` passes /proc, so `stream --annotate /proc/a.mp4` was refused
+    only after the whole stream, and `export --out /proc/x.onnx` after its work. Each check now makes
+    a file there first."""
+    from facemtl.cli_export import _check_out_file
+    from facemtl.cli_serve import _check_export_file
+    from facemtl.export import check_destination
+    from facemtl.export.formats import get_format
+    from facemtl.system import why_unwritable
+    from facemtl.video.writer import check_output
+
+    assert why_unwritable("/proc") == "a test file could not be made there: No such file or directory"
+    assert why_unwritable(Path.cwd()) is None or not os.access(Path.cwd(), os.W_OK)
+    with pytest.raises(ValueError, match=r"^--annotate /proc/a.mp4: cannot write there \(a test file could not be "):
+        check_output("/proc/a.mp4")
+    with pytest.raises(ValueError, match="^--out /proc/x.onnx cannot be written in the folder /proc: a test file"):
+        check_destination(Path("/proc/x.onnx"), get_format("onnx"))
+    for check in (_check_out_file, lambda out: _check_export_file(out, None)):
+        with pytest.raises(ValueError, match=r"^--out /proc/f.csv: cannot write there \(a test file could not "):
+            check("/proc/f.csv")

@@ -201,6 +201,31 @@ def test_the_live_view_waits_out_a_database_outage(served, monkeypatch):
     assert live.status_code == 200 and live.content.count(b"--frame") == 1 and len(calls) >= 4
 
 
+def test_the_live_view_ends_on_time_while_the_database_does_not_answer(served, monkeypatch):
+    """A live view's poll of the store had no deadline: a database that stopped answering (frozen,
+    locked) held the viewer past its `seconds` and past the server's stop. The poll now waits
+    read_wait at most, then the view waits out the outage as above and ends on time."""
+    client, store = served
+    source = next(s for s in client.get("/v1/sources", headers=AUTH).json() if s["name"] == "cam-a")
+    monkeypatch.setattr(client.app.state.service, "read_wait", 0.3)
+    gate, snapshot, calls = threading.Event(), store.snapshot, []
+
+    def frozen(source_id):  # the route's first read (a 404 for an unknown source) answers; then none does
+        calls.append(source_id)
+        if len(calls) > 1:
+            gate.wait(10)
+        return snapshot(source_id)
+
+    monkeypatch.setattr(store, "snapshot", frozen)
+    t0 = time.monotonic()
+    try:
+        live = client.get(f"/v1/sources/{source['id']}/live.mjpeg", headers=AUTH, params={"seconds": 1.5})
+    finally:
+        gate.set()
+    assert live.status_code == 200 and b"--frame" not in live.content
+    assert time.monotonic() - t0 < 5  # (was: 10 s, until the read answered)
+
+
 def test_upload_gives_the_json_of_analyze_and_stores_it(served, capsys):
     from facemtl.cli import main
 

@@ -302,6 +302,10 @@ def _check_export_file(out: str, database: str | None) -> None:
         raise FileNotFoundError(f"--out {out}: the folder {parent} does not exist")
     if database is not None and os.path.exists(out) and os.path.samefile(out, database):
         raise ValueError(f"--out {out} is the database being exported; give another file name")
+    from .system import why_unwritable
+
+    if why := why_unwritable(parent):  # (a folder that takes no file, /proc, said the OS's bare "[Errno 2]")
+        raise ValueError(f"--out {out}: cannot write there ({why})")
 
 
 def retention_days(days: float | None, flag: str) -> float:
@@ -347,12 +351,10 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--checkpoint", dest="model", metavar="MODEL_FILE",
                    help="model file for POST /v1/analyze (default: the shipped model)")
     p.add_argument("--no-model", action="store_true", help="load no model: read the database only")
-    from .cli_args import detector_name
-    from .faces import DETECTORS
+    from .cli_args import detector_flag
 
     # (a plugin's detector too, as analyze and stream take: the fixed choices refused one)
-    p.add_argument("--detector", default="mtcnn", type=detector_name, metavar="{" + ",".join(DETECTORS.names()) + "}",
-                   help="face detector for uploads (the default is analyze's, so an upload answers as analyze --json)")
+    detector_flag(p, "face detector for uploads (the default is analyze's, so an upload answers as analyze --json)")
     p.add_argument("--min-face", type=float, metavar="PX",
                    help="smallest face to look for in uploads; smaller faces are left out (as analyze)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")

@@ -31,6 +31,21 @@ def probe_writable(folder: Any) -> None:
         pass
 
 
+def why_unwritable(folder: Any) -> str | None:
+    """Why no file can be made in ``folder`` (a few words), or ``None`` where one can: a file is
+    made and removed there (:func:`probe_writable`), because ``os.access`` says yes to root in
+    ``/proc`` and ``/sys`` and on a read-only disk, and output paths there were refused only after
+    the work (a user test: ``stream --annotate /proc/a.mp4`` after the whole stream)."""
+    try:
+        probe_writable(folder)
+    except OSError as exc:
+        return {errno.EACCES: "this user may not write there", errno.EPERM: "this user may not write there",
+                errno.EROFS: "a read-only file system", errno.ENOSPC: "the disk is full",
+                errno.EDQUOT: "the disk quota is used up"}.get(
+            exc.errno or 0, f"a test file could not be made there: {exc.strerror or exc}")
+    return None
+
+
 def hardware(device: Any = None) -> dict[str, Any]:
     """Machine, CPU model and count, the load average, Python and torch versions (when torch
     is installed), and the GPU when there is one."""

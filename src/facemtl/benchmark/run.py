@@ -162,7 +162,10 @@ def prepare(work: Path, data: str | None, n_crops: int, n_photos: int, log: Call
     exports = work / "models" / file_version(models["torch"])  # a retrained shipped model gets fresh exports
     for name, fmt in EXPORTS if {"network", "aligned"} & set(sections) else ():
         out = exports / name
-        if not out.is_file():
+        if out.is_file():  # (said: a file another facemtl version exported would be timed as it is)
+            log(f"reusing {out}, exported from this model file (same SHA-256) by an earlier run; remove it to export "
+                "again")
+        else:
             why = missing_packages(get_format(fmt))
             if why:
                 log(f"skipping the {fmt} rows: {why}")

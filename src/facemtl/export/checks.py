@@ -99,4 +99,5 @@ def coarse_note(row: dict[str, Any]) -> str:
 def describe_loss(row: dict[str, Any]) -> str:
     if row["unit"] == "relative":
         return f"{row['metric']} {row['pytorch']:.3f} -> {row['exported']:.3f} ({100 * row['lost']:+.1f}%)"
-    return f"{row['metric']} {100 * row['pytorch']:.2f}% -> {100 * row['exported']:.2f}% ({-100 * row['lost']:+.2f} points)"
+    moved = round(-100 * row["lost"], 2) + 0.0  # (+ 0.0: a loss under 0.005 points reads +0.00, not -0.00)
+    return f"{row['metric']} {100 * row['pytorch']:.2f}% -> {100 * row['exported']:.2f}% ({moved:+.2f} points)"

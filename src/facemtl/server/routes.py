@@ -18,7 +18,7 @@ from ..store.queries import MAX_LIMIT, AnswerFilter, PastNewest, parse_time
 from ..store.queries import Query as StoreQuery
 from .filters import TaskFilter, answer_filter_dependency
 from .schemas import ErrorOut, Health, Schemas, SourceOut, StatsOut, TaskInfo, VersionOut, task_fields
-from .service import Service
+from .service import NoAnswer, Service, within
 
 log = logging.getLogger("facemtl.server")
 
@@ -231,16 +231,22 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         the stream ends, as it does when the server starts to stop."""
         await run_in_threadpool(service.snapshot, source_id)  # 404 now rather than an empty stream
 
+        def poll() -> tuple[Any, bool]:
+            # at most read_wait: a frozen database held the poll, and with it the viewer, for ever
+            # (past its `seconds`, and past the server's stop)
+            return within(service.read_wait, lambda: (service.store.snapshot(source_id),
+                                                       service.store.source_running(source_id)))
+
         async def frames():
             last, end, away = None, time.monotonic() + seconds, False
             while time.monotonic() < end and not service.stopping.is_set():
                 try:
-                    snap = await run_in_threadpool(service.store.snapshot, source_id)
-                    running = await run_in_threadpool(service.store.source_running, source_id)
+                    snap, running = await run_in_threadpool(poll)
                 except Exception as exc:  # the database went away: the viewer keeps its last frame, and waits
                     if not away:
                         log.warning("live view of source %d: the database does not answer (%s); waiting",
-                                    source_id, type(exc).__name__)
+                                    source_id, f"no answer within {service.read_wait:g} s" if isinstance(
+                                        exc, NoAnswer) else type(exc).__name__)
                     away = True
                     await asyncio.sleep(1.0)
                     continue
