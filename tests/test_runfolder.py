@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -190,7 +191,7 @@ def test_the_run_folder_is_refused_before_the_data_is_read(utkface_root, tmp_pat
     assert main(["train", "--config", str(r), "--out", str(out), "--no-progress"]) == 2
     assert "already holds a run" in one_line_error(capsys)
     assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
-    assert "no checkpoint (last.pt)" in one_line_error(capsys)
+    assert "holds no last.pt to continue from" in one_line_error(capsys)  # (and says --overwrite, which is taken)
     from facemtl.config import load_config
     from facemtl.training import Trainer
     from facemtl.training.runfolder import RunFolderError
@@ -268,6 +269,38 @@ def test_an_interrupt_before_the_first_epoch_ended_says_to_start_again(utkface_r
     assert main(["train", "--config", str(recipe(tmp_path, utkface_root)), "--out", str(out), "--no-progress"]) == 130
     err = capsys.readouterr().err
     assert "facemtl: interrupted; no epoch had ended, so there is nothing to resume: start it again" in err, err
+
+
+def test_a_stop_while_an_epoch_is_saved_waits_until_it_is_saved(utkface_root, tmp_path, capsys, monkeypatch):
+    """A user test: Ctrl-C just after epoch 1 was logged, before last.pt was written, left best.pt
+    and the log but no last.pt: "nothing to resume: start it again", then a new start said "already
+    holds a run", and --resume "holds no checkpoint": a circle. The stop now waits for the saves."""
+    import facemtl.training.trainer as trainer_module
+
+    saved, save = [], trainer_module.save_checkpoint
+
+    def stopped_while_saving(state, path):
+        if not saved:  # Ctrl-C between the log line and the checkpoints (best.pt first)
+            os.kill(os.getpid(), signal.SIGINT)
+        saved.append(Path(path).name)
+        save(state, path)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", stopped_while_saving)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe(tmp_path, utkface_root, epochs=3)), "--out", str(out),
+                 "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert saved == ["best.pt", "last.pt"] and "facemtl: interrupted; continue with --resume" in err, err
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    # killed there (no handler runs): --resume and the interrupt's sentence both say --overwrite
+    (out / "last.pt").unlink()
+    from facemtl.cli import _train_interrupted
+    from facemtl.training.runfolder import RunFolderError, check_resumable
+
+    assert _train_interrupted(out) == "; it holds no last.pt to continue from: start it again with --overwrite"
+    with pytest.raises(RunFolderError, match="holds no last.pt to continue from .*start it again with --overwrite"):
+        check_resumable(out)
 
 
 def test_resume_with_a_recipe_that_leaves_task_defaults_out_is_the_same_run(tmp_path):

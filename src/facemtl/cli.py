@@ -56,8 +56,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "train": Command(cli_train.train_run, cli_train.train_args, "train a multi-task model from a YAML recipe", EPILOG,
-                     lambda a: "; continue with --resume" if (Path(a.out) / "last.pt").is_file() else
-                     "; no epoch had ended, so there is nothing to resume: start it again (the same --out)"),
+                     lambda a: _train_interrupted(Path(a.out))),
     "evaluate": Command(cli_train.evaluate_run, cli_train.evaluate_args, "evaluate a checkpoint on a split"),
     "analyze": Command(cli_analyze.analyze_run, cli_analyze.analyze_args,
                        "estimate the attributes of every face in photos",
@@ -114,8 +113,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     if extra and isinstance(getattr(args, "overrides", None), list) and \
             all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = args.overrides + extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:  # said by the command's own parser, with its usage (the top-level one showed facemtl's)
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        (subparsers.choices.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 
@@ -182,6 +182,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
         _stderr_line(f"facemtl: interrupted{said}")
         return getattr(exc, "status", 130)
+
+
+def _train_interrupted(out: Path) -> str:
+    """What to do next after ``train --out out`` was stopped: resume, or start again (the three
+    sentences a stopped run can meet, here, at --resume and at a new start, agree)."""
+    from .training.runfolder import holds_run
+
+    if (out / "last.pt").is_file():
+        return "; continue with --resume"
+    if holds_run(out):
+        return "; it holds no last.pt to continue from: start it again with --overwrite"
+    return "; no epoch had ended, so there is nothing to resume: start it again (the same --out)"
 
 
 def _not_implemented(exc: NotImplementedError, command: str) -> str:

@@ -256,6 +256,19 @@ def stop_on_signals(on_first: Callable[[int], None]) -> Iterator[list[int]]:
 
 
 @contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM received while the block runs act once it has ended, as they would have
+    acted then (sent again to this process: the handlers outside the block answer); a second one
+    acts at once (:class:`SignalAbort`). For a few steps that must not be cut apart: an epoch's
+    log line and its checkpoints (a user test: Ctrl-C between them left a run that neither
+    --resume nor a new start would take). Off the main thread nothing is deferred."""
+    with stop_on_signals(lambda signum: None) as received:
+        yield
+    if received:
+        signal.raise_signal(received[0])
+
+
+@contextlib.contextmanager
 def abort_on_signals() -> Iterator[None]:
     """While the block runs, SIGTERM (like SIGINT) raises :class:`SignalAbort` at once.
 

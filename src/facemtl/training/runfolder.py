@@ -106,6 +106,9 @@ def check_resumable(folder: str | Path) -> None:
         return
     if not (folder / "config.yaml").is_file():
         raise RunFolderError(f"cannot resume: {folder} holds no run (no config.yaml)")
+    if holds_run(folder):  # an epoch logged, or best.pt, but nothing to continue from: a new start is refused too
+        raise RunFolderError(f"cannot resume: {folder} holds no last.pt to continue from (it stopped while its first "
+                             "epoch was being saved, or last.pt was removed); start it again with --overwrite")
     raise RunFolderError(f"cannot resume: {folder} holds no checkpoint (last.pt), so no epoch of it finished; start "
                          f"it again without --resume (the same --out is accepted)")
 

@@ -37,7 +37,7 @@ from ..jsonutil import dumps, dumps_strict
 from ..losses import labelled
 from ..model import BACKBONES, MultiTaskNet
 from ..preprocess import to_input
-from ..system import hardware
+from ..system import hardware, signals_deferred
 from ..tasks import adopt_level_names, build_task, check_named_ranges
 from ..weighting import WEIGHTINGS, build_weighting
 from . import distributed
@@ -344,18 +344,8 @@ class Trainer(Checkpointing):
                     best["model"] = {k: v.detach().to("cpu", copy=True) for k, v in best["model"].items()}
                     best["epoch"] = self.epoch + 1
             record["best_epoch"] = self.best_epoch
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, record)
-            self._agree()
-            self.epoch += 1
-            state = self.state(full=True)  # every rank takes part (it gathers the ranks' generators)
-            if self.dist.main:
-                # best.pt first: a kill between the two saves leaves last.pt one epoch behind, and
-                # --resume redoes that epoch (writing best.pt again), so the pair never disagrees.
-                if best is not None:
-                    save_checkpoint(best, self.out / "best.pt")
-                save_checkpoint(state, self.out / "last.pt")
-            self.dist.barrier()
+            with signals_deferred():  # the epoch's log line and both checkpoints, or none of them
+                self._end_epoch(record, best)
         if self._stop_reason:
             self.log(self._stop_reason)
         for cb in self.callbacks:
@@ -363,6 +353,22 @@ class Trainer(Checkpointing):
         self._record_ranks()
         return {"best_epoch": self.best_epoch, "best_score": self.best_score, "epochs_run": self.epoch,
                 "val_split": self.val_split}
+
+    def _end_epoch(self, record: dict[str, Any], best: dict[str, Any] | None) -> None:
+        """Log the epoch (the callbacks' ``on_epoch_end``) and save ``best`` (when it improved) and
+        the state to continue from."""
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+        self._agree()
+        self.epoch += 1
+        state = self.state(full=True)  # every rank takes part (it gathers the ranks' generators)
+        if self.dist.main:
+            # best.pt first: a kill between the two saves leaves last.pt one epoch behind, and
+            # --resume redoes that epoch (writing best.pt again), so the pair never disagrees.
+            if best is not None:
+                save_checkpoint(best, self.out / "best.pt")
+            save_checkpoint(state, self.out / "last.pt")
+        self.dist.barrier()
 
     def _agree(self) -> None:
         """Early Freeze and early stopping are decided once, by rank 0, and applied on every rank.
