@@ -216,7 +216,8 @@ def test_overrides_are_taken_wherever_they_stand(capsys):
     with pytest.raises(SystemExit) as stop:  # an unknown flag is still refused, with its value
         _parse(parser, ["train", "--out", "o", "data.limit=9", "--bogus", "3"])
     assert stop.value.code == 2
-    assert "unrecognized arguments: --bogus 3" in capsys.readouterr().err
+    err = capsys.readouterr().err  # said with the command's usage, not facemtl's (a user test)
+    assert "facemtl train: error: unrecognized arguments: --bogus 3" in err and err.startswith("usage: facemtl train ")
     with pytest.raises(SystemExit):  # a command without overrides takes none
         _parse(parser, ["db", "upgrade", "--db", "x.db", "a=b"])
 
@@ -255,3 +256,23 @@ def test_an_output_in_a_folder_that_takes_no_file_is_refused_before_any_work():
     for check in (_check_out_file, lambda out: _check_export_file(out, None)):
         with pytest.raises(ValueError, match=r"^--out /proc/f.csv: cannot write there \(a test file could not "):
             check("/proc/f.csv")
+    from facemtl.cli_train import report  # (a user test: a read-only --out failed at the first figure)
+
+    with pytest.raises(ValueError, match="^the report cannot be written in /proc: a test file could not be made"):
+        report("no_run_here", "/proc/report")
+
+
+def test_report_threads_sets_pytorchs_threads(monkeypatch, capsys):
+    """A user test: on a machine busy with other work, `report`'s Grad-CAM stalled for minutes in
+    eager PyTorch's thread pool (16 s with one thread); it had no way to set the threads."""
+    import torch
+
+    import facemtl.cli_train as cli_train
+
+    monkeypatch.setattr(cli_train, "report", lambda *args: "report written")
+    before = torch.get_num_threads()
+    try:
+        assert main(["report", "some_run", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1 and capsys.readouterr().out == "report written\n"
+    finally:
+        torch.set_num_threads(before)

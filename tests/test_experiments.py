@@ -235,6 +235,33 @@ def test_a_claim_names_its_paired_seeds_and_missing_runs(tmp_path):
     assert "1 seed (0); equal seed 1 left out" in to_markdown("r", [_claims(data, {})])
 
 
+def test_unfinished_runs_are_named_and_no_difference_sides_with_the_other_verdict(tmp_path):
+    """A user test of a grid stopped early: its report said "over 3 seed(s)" above rows of one run each
+    and named no missing run; and a claim read "mixed" where age was within noise and gender showed no
+    difference at all."""
+    from facemtl.report.document import to_markdown
+    from facemtl.report.load import ReportInput, VariantRuns
+    from facemtl.report.stats import Claim, judge
+    from facemtl.report.writer import _metrics, _setup
+
+    run = _claim_runs(tmp_path)
+    ones = np.ones(20)
+    a = VariantRuns("a", "a", "", [run("a", 0, ones, ones)])
+    b = VariantRuns("b", "b", "", [run("b", 0, np.r_[0.0, np.ones(19)], ones)])  # gender: the same faces right
+    data = ReportInput(tmp_path, "experiment", "x", {"a": a, "b": b}, "a", [0, 1, 2],
+                       not_finished=["a seed 1", "a seed 2", "b seed 1", "b seed 2"])
+    res = judge(Claim("s", "a beats b", "a", "b"), data)
+    assert {t: x["verdict"] for t, x in res["tasks"].items()} == {"age": "within noise", "g": "no difference"}
+    assert res["verdict"] == "within noise"  # (was: "mixed")
+    facts: dict = {}
+    md = to_markdown("r", [_setup(data, facts), _metrics(data, facts)])
+    assert facts["not_finished"] == ["a seed 1", "a seed 2", "b seed 1", "b seed 2"]
+    assert "| not finished | 4 run(s) of the grid have no result (not trained, --only, or stopped before the end), " \
+        "so every table leaves them out: a seed 1, a seed 2, b seed 1, b seed 2;" in md
+    assert "over the finished runs of each variant (the 'seeds' column; 3 seed(s) in the grid)" in md
+    assert "over 3 seed(s)" not in md
+
+
 # -- a tiny grid on real faces, then its report ------------------------------------------------
 
 
@@ -453,7 +480,7 @@ def test_runs_of_another_budget_are_left_out_of_summary_and_report(utkface_root,
     assert summary["left_out"] == [stale] and summary["variants"]["b"]["seeds"] == []
     assert summary["variants"]["a"]["seeds"] == [0]
     data = load(out)
-    assert set(data.variants) == {"a"} and data.left_out == [stale]
+    assert set(data.variants) == {"a"} and data.left_out == [stale] and data.not_finished == []  # (it finished)
     write_report(out, tmp_path / "rep", gradcam=False)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "left out" in md and "b seed 0" in md and "train.epochs=2" in md

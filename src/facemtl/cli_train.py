@@ -216,6 +216,14 @@ def report(path: str, out: str | None = None, gradcam: bool = True, samples: int
     if importlib.util.find_spec("matplotlib") is None:
         raise RuntimeError("facemtl report needs matplotlib (and captum for Grad-CAM): pip install 'facemtl[train]'")
     from .report import write_report
+    from .system import why_unwritable
+
+    # before the maps are computed (a user test: a read-only --out failed at the first figure)
+    folder = Path(out) if out else Path(path) / "report"
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.is_dir() and (why := why_unwritable(folder)):
+        raise ValueError(f"the report cannot be written in {folder}: {why}")
 
     return write_report(path, out, gradcam=gradcam, samples=samples, groups=groups)
 
@@ -373,8 +381,15 @@ def report_args(p: argparse.ArgumentParser) -> None:
                    help="grouping columns of the bias study, as task names (a numeric task such as age groups by "
                         "its bias bands); default: the recipe's first tasks of 2 groups or more, up to 3 columns and "
                         "100 cells (age group x gender x race for the standard tasks)")
+    p.add_argument("--threads", type=_positive(int), metavar="N",
+                   help="PyTorch's threads for the Grad-CAM maps (default: one per core; on a machine busy with other "
+                        "work, 1 can be ten times faster: eager PyTorch's thread pool stalls when the cores are shared)")
 
 
 def report_run(a: argparse.Namespace) -> int:
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     print(report(a.path, a.out, not a.no_gradcam, a.samples, a.groups))
     return 0

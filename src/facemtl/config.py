@@ -283,7 +283,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if unknown:
         key = str(unknown[0])
         raise ConfigError(f"unknown setting '{where + '.' if where else ''}{key}'{did_you_mean(key, list(fields))}; "
-                          f"'{where or 'the config'}' takes: {', '.join(fields)}")
+                          f"{repr(where) if where else 'a recipe'} takes: {', '.join(fields)}")
     kwargs = {}
     for k, v in data.items():
         key = f"{where}.{k}" if where else k

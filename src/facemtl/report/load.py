@@ -134,6 +134,9 @@ class ReportInput:
     #: Finished runs left out of every comparison, as ``"<variant> seed <k>"``: trained with other
     #: settings (another budget, say) than the experiment's current ``experiment.yaml``.
     left_out: list[str] = field(default_factory=list)
+    #: Runs of the grid with no result yet, as ``"<variant> seed <k>"``: not trained (``--only``),
+    #: or stopped before they finished; named, so that a table over fewer seeds says so.
+    not_finished: list[str] = field(default_factory=list)
 
     @property
     def ref(self) -> VariantRuns:
@@ -174,11 +177,13 @@ def _load_experiment(path: Path) -> ReportInput:
     exp = experiment_from_dict(spec)
     variants: dict[str, VariantRuns] = {}
     stale_runs: list[str] = []
+    unfinished: list[str] = []
     for v in spec.get("variants", []):
         runs = []
         for s in seeds:
             run = RunLog(path / "runs" / v["name"] / f"seed{s}", s)
             if not (run.path / "result.json").is_file():
+                unfinished.append(f"{v['name']} seed {s}")
                 continue
             stale = left_out(exp, v["name"], s, run.config if (run.path / "config.yaml").is_file() else None)
             if stale:
@@ -198,4 +203,4 @@ def _load_experiment(path: Path) -> ReportInput:
     summary_file = path / "experiment.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     return ReportInput(path, "experiment", str(spec.get("name", path.name)), variants, reference, seeds,
-                       [str(o) for o in spec.get("overrides", [])], summary, stale_runs)
+                       [str(o) for o in spec.get("overrides", [])], summary, stale_runs, unfinished)

@@ -159,6 +159,8 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
     if not per_task:
         return None
     verdicts = {x["verdict"] for x in per_task.values()}
+    if len(verdicts) > 1:  # a task with no difference at all sides with any other (a user test: age "within
+        verdicts.discard("no difference")  # noise", gender and race "no difference" read "mixed")
     overall = verdicts.pop() if len(verdicts) == 1 else "mixed"
     return {"claim": claim, "tasks": per_task, "verdict": overall, "seeds": seeds, "missing": missing}
 

@@ -151,6 +151,13 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
     if data.overrides:
         rows.insert(4, ["budget (every variant)", ", ".join(f"`{x}`" for x in data.overrides)])
     facts["left_out"] = data.left_out
+    facts["not_finished"] = data.not_finished
+    if data.not_finished:
+        shown = ", ".join(data.not_finished[:12]) + (f" and {len(data.not_finished) - 12} more"
+                                                    if len(data.not_finished) > 12 else "")
+        rows.insert(6, ["not finished", f"{len(data.not_finished)} run(s) of the grid have no result (not trained, "
+                                        f"--only, or stopped before the end), so every table leaves them out: {shown}; "
+                                        "`facemtl experiment` with the same settings trains them"])
     if data.left_out:
         rows.insert(6, ["left out", f"{len(data.left_out)} finished run(s) trained with other settings than "
                                     f"`experiment.yaml` now holds (another budget, say), so not compared: "
@@ -176,8 +183,12 @@ def _metrics(data: ReportInput, facts: dict[str, Any]) -> Section:
                     + [f"{table[name]['train_seconds_per_run'] / 60:.1f}"])
     facts["variants"] = table
     n = len(data.seeds)
+    counted = {len(v.runs) for v in data.variants.values()}
+    # (a user test: "over 3 seed(s)" above rows of one finished run each, the grid stopped early)
+    over = f"{n} seed(s)" if counted == {n} else \
+        f"the finished runs of each variant (the 'seeds' column; {n} seed(s) in the grid)"
     groups = _groups_text(data)
-    s.add(Para(f"Test-split metrics, mean ± sample standard deviation over {n} seed(s). Accuracies in %; MAE "
+    s.add(Para(f"Test-split metrics, mean ± sample standard deviation over {over}. Accuracies in %; MAE "
                "and MSE in each numeric task's label units (years for age) and their squares; CS(5): share of "
                "faces whose error is at most 5 such units (5 hundredths of the range, CS(0.05), for a "
                "narrow continuous value such as a 0..1 score); other columns as their task defines them."
@@ -232,7 +243,8 @@ def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
                "Satterthwaite's degrees of freedom; the text then says \"and N seeds\"): **supported**: the "
                "interval lies above 0 (the first variant is better); **contradicted**: it lies below 0; "
                "**within noise**: it holds 0; **no difference**: the metric is "
-               "equal for every seed; **mixed**: the verdict differs between tasks. Runs without per-face test "
+               "equal for every seed; **mixed**: the verdict differs between tasks (a task with no difference "
+               "takes the others' verdict). Runs without per-face test "
                "predictions are judged on the seeds alone: **supported (seeds only)** or **contradicted (seeds "
                "only)** when two or more seeds agree, else **inconclusive**. Differences are first minus second, "
                "in the direction of the claim (positive favours the claim; accuracy in percentage points, MAE in "
