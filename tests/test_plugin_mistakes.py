@@ -59,6 +59,12 @@ def test_a_task_type_takes_the_name_it_is_registered_under_as_its_kind(register)
         register(TASK_TYPES, "mistake_misnamed")(Other)
     assert "mistake_misnamed" not in TASK_TYPES
 
+    class StoredAsRegression(RegressionTask):  # on purpose: its models read back as a stock regression
+        kind = "regression"
+
+    register(TASK_TYPES, "mistake_stored_as_regression")(StoredAsRegression)
+    assert StoredAsRegression.kind == "regression"
+
 
 def test_a_missing_method_is_named_with_its_class(tmp_path, capsys, utkface_root, register):
     """A weighting that leaves weights() out: the command line said "facemtl: error: " and nothing
@@ -338,3 +344,44 @@ def test_a_detector_that_fails_after_searching_marks_only_that_image(capsys, tmp
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["status"] for r in records] == ["ok", "error"]
     assert records[1]["error"] == "face detection failed: this photo upset it"
+
+
+def test_a_cell_of_a_grid_whose_loss_is_nan_leaves_the_others_to_finish(tmp_path, utkface_root, register, capsys):
+    """A review: the stop for a NaN loss ended the whole grid at that cell (a learning-rate sweep
+    with one rate too high could never finish). The cell is named and has no result; the others
+    finish, and the report names it as not finished."""
+    import yaml
+
+    from facemtl.report.load import load
+
+    register(WEIGHTINGS, "mistake_nan_total")(NanTotal)
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").read_text())
+    base["data"]["root"] = str(utkface_root)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({
+        "name": "sweep", "base": "tiny.yaml", "seeds": [0], "reference": "a",
+        "overrides": ["data.limit=120", "data.image_size=32", "train.epochs=1"],
+        "variants": [{"name": "a", "overrides": ["weighting.name=equal"]},
+                     {"name": "b", "overrides": ["weighting.name=mistake_nan_total"]}]}))
+    out = tmp_path / "out"
+    assert main(["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(out)]) == 0
+    summary = json.loads((out / "experiment.json").read_text())
+    assert summary["diverged"] == ["b seed 0"] and summary["variants"]["a"]["seeds"] == [0]
+    err = capsys.readouterr().err
+    assert "b seed 0: training stopped in epoch 1: the training loss of task 'age' is nan" in err  # (its NaN
+    assert "the grid goes on without it" in err  # weights after the first step gave NaN losses)
+    assert load(out).not_finished == ["b seed 0"]
+
+
+def test_a_not_implemented_error_with_its_own_words_keeps_them(monkeypatch, capsys):
+    """A review: every NotImplementedError was blamed on "a class of your own", PyTorch's too
+    ("... not implemented for 'Int'"); only a bare one (a base class's) is."""
+    import facemtl.cli_train as cli_train
+
+    def unsupported(*args):
+        raise NotImplementedError('"upsample_bilinear2d_channels_last" not implemented for \'Int\'')
+
+    monkeypatch.setattr(cli_train, "report", unsupported)
+    assert main(["report", "some_run"]) == 2
+    assert capsys.readouterr().err == ("facemtl: error: \"upsample_bilinear2d_channels_last\" not implemented for "
+                                       "'Int'\n")

@@ -156,11 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _stderr_line(f"facemtl: error: facemtl {args.command} needs {top}: pip install 'facemtl[{EXTRAS[top]}]'")
         return 2
-    except NotImplementedError as exc:  # a class of one's own (a plugin) that lacks a method facemtl calls
-        _stderr_line(f"facemtl: error: {_not_implemented(exc, args.command)}")
-        return 2
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if isinstance(exc, NotImplementedError) and not msg:  # a base class's bare one: a method of one's own
+            msg = _not_implemented(exc, args.command)         # class (a plugin's) left out; "" was all it said
         killed = loader_killed(exc)
         if killed:  # (a stop signal that reached them first is a stop: abort_on_signals)
             said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
@@ -203,17 +202,16 @@ def _not_implemented(exc: NotImplementedError, command: str) -> str:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    said = f" ({exc})" if str(exc) else ""
     if tb is None:
-        return f"something facemtl {command} called is not implemented{said}"
+        return f"something facemtl {command} called is not implemented"
     frame = tb.tb_frame
     owner = frame.f_locals.get("self", frame.f_locals.get("cls"))
     method = frame.f_code.co_name
     if owner is None:
-        return f"{frame.f_code.co_qualname}() is not implemented{said}, and facemtl {command} needs it"
+        return f"{frame.f_code.co_qualname}() is not implemented, and facemtl {command} needs it"
     cls = owner if isinstance(owner, type) else type(owner)
-    return (f"{cls.__module__}.{cls.__qualname__} does not implement {method}(){said}, which facemtl {command} "
-            f"needs (a class of your own: define {method} in it; its base class's docstring says what it returns)")
+    return (f"{cls.__module__}.{cls.__qualname__} does not implement {method}(), which facemtl {command} needs (a "
+            f"class of your own: define {method} in it; its base class's docstring says what it returns)")
 
 
 def _database_damage(exc: BaseException) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cli_args import model_file as _model_file
-from .system import why_unwritable
+from .system import check_new_file
 
 
 def export(checkpoint: str, fmt: str, out: str, data: str | None = None, force: bool = False,
@@ -154,5 +154,4 @@ def _check_out_file(out: str) -> None:
         raise ValueError(f"--out {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"--out {out}: this user may not write there")
-    if why := why_unwritable(parent):
-        raise ValueError(f"--out {out}: cannot write there ({why})")
+    check_new_file(path, f"--out {out}")

@@ -302,10 +302,9 @@ def _check_export_file(out: str, database: str | None) -> None:
         raise FileNotFoundError(f"--out {out}: the folder {parent} does not exist")
     if database is not None and os.path.exists(out) and os.path.samefile(out, database):
         raise ValueError(f"--out {out} is the database being exported; give another file name")
-    from .system import why_unwritable
+    from .system import check_new_file
 
-    if why := why_unwritable(parent):  # (a folder that takes no file, /proc, said the OS's bare "[Errno 2]")
-        raise ValueError(f"--out {out}: cannot write there ({why})")
+    check_new_file(out, f"--out {out}")  # (a folder that takes no file, /proc, said the OS's bare "[Errno 2]")
 
 
 def retention_days(days: float | None, flag: str) -> float:

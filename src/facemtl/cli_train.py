@@ -216,14 +216,14 @@ def report(path: str, out: str | None = None, gradcam: bool = True, samples: int
     if importlib.util.find_spec("matplotlib") is None:
         raise RuntimeError("facemtl report needs matplotlib (and captum for Grad-CAM): pip install 'facemtl[train]'")
     from .report import write_report
-    from .system import why_unwritable
+    from .system import check_writable_folder
 
     # before the maps are computed (a user test: a read-only --out failed at the first figure)
     folder = Path(out) if out else Path(path) / "report"
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    if folder.is_dir() and (why := why_unwritable(folder)):
-        raise ValueError(f"the report cannot be written in {folder}: {why}")
+    if folder.is_dir():
+        check_writable_folder(folder, f"the report in {folder}")
 
     return write_report(path, out, gradcam=gradcam, samples=samples, groups=groups)
 

@@ -31,19 +31,35 @@ def probe_writable(folder: Any) -> None:
         pass
 
 
-def why_unwritable(folder: Any) -> str | None:
-    """Why no file can be made in ``folder`` (a few words), or ``None`` where one can: a file is
-    made and removed there (:func:`probe_writable`), because ``os.access`` says yes to root in
-    ``/proc`` and ``/sys`` and on a read-only disk, and output paths there were refused only after
-    the work (a user test: ``stream --annotate /proc/a.mp4`` after the whole stream)."""
+def check_writable_folder(folder: Any, what: str) -> None:
+    """Before any work: make and remove a file in ``folder`` (:func:`probe_writable`), because
+    ``os.access`` says yes to root in ``/proc`` and ``/sys`` and on a read-only disk, and outputs
+    there were refused only after the work (a user test: ``stream --annotate /proc/a.mp4`` after
+    the whole stream). ``what`` (``--out x.json``) begins the sentence. The machine's refusal
+    (read-only, full, permissions) is an ``OSError`` (exit status 1, as any write it refuses); a
+    folder that takes no file at all (``/proc``) a ``ValueError``."""
     try:
         probe_writable(folder)
     except OSError as exc:
-        return {errno.EACCES: "this user may not write there", errno.EPERM: "this user may not write there",
-                errno.EROFS: "a read-only file system", errno.ENOSPC: "the disk is full",
-                errno.EDQUOT: "the disk quota is used up"}.get(
-            exc.errno or 0, f"a test file could not be made there: {exc.strerror or exc}")
-    return None
+        if exc.errno in REFUSED_BY_THE_MACHINE:
+            raise OSError(exc.errno, f"{what} cannot be written ({exc.strerror})", str(folder)) from None
+        raise ValueError(f"{what} cannot be written: no file can be made in {folder} ({exc.strerror or exc})") \
+            from None
+
+
+def check_new_file(path: Any, what: str) -> None:
+    """:func:`check_writable_folder` for an output file ``path`` written in place, in the nearest
+    folder of it that exists; nothing where ``path`` exists (a file, a pipe, ``/dev/stdout``: it is
+    opened as it is, whatever its folder takes)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists():
+        return
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    check_writable_folder(folder, what)
 
 
 def hardware(device: Any = None) -> dict[str, Any]:

@@ -91,6 +91,7 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
                     log: Callable[[str], None], overwrite: bool = False) -> dict[str, Any]:
     from ..training import Trainer
     from ..training.runfolder import RunLock
+    from ..training.trainer import TrainingDiverged
 
     variants = [exp.variant(n) for n in only] if only else exp.variants
     check_same_data(exp, variants)  # (before any run: the data is read once for them all)
@@ -108,6 +109,7 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
     base_cfg = exp.config(exp.variants[0], exp.seeds[0]) if exp.variants else None
     full_tasks = [build_task(t) for t in exp.base.get("tasks", [])]
     bundle = None
+    diverged: list[str] = []
     todo = [(v, s) for v in variants for s in exp.seeds]
     for i, (variant, seed) in enumerate(todo, 1):
         run_dir = out / "runs" / variant.name / f"seed{seed}"
@@ -131,11 +133,18 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
         t0 = time.perf_counter()
         # locked as `facemtl train` locks a run: a `train --resume` of this run meanwhile is refused
         # (a user test: the two trainers wrote one folder, result and best.pt of different epochs)
-        with RunLock(run_dir):
-            trainer = Trainer(cfg, run_dir, resume=resume, progress=progress, log=log, data=bundle.with_tasks(tasks))
-            (run_dir / "config_hash").write_text(digest)
-            summary = trainer.fit()
-            test = trainer.test() or {}
+        try:
+            with RunLock(run_dir):
+                trainer = Trainer(cfg, run_dir, resume=resume, progress=progress, log=log,
+                                  data=bundle.with_tasks(tasks))
+                (run_dir / "config_hash").write_text(digest)
+                summary = trainer.fit()
+                test = trainer.test() or {}
+        except TrainingDiverged as exc:  # one cell of a sweep (a learning rate too high): the others go on
+            diverged.append(f"{variant.name} seed {seed}")
+            log(f"    {variant.name} seed {seed}: {exc}; the grid goes on without it (it has no result: the report "
+                "names it as not finished)")
+            continue
         seconds = time.perf_counter() - t0
         records = read_epochs(run_dir / "metrics.jsonl")
         result = {
@@ -151,6 +160,9 @@ def _run_experiment(exp: Experiment, out: Path, only: Sequence[str] | None, prog
     if summary["left_out"]:
         log(f"left out of the summary, trained with other settings than {out / 'experiment.yaml'} now holds: "
             f"{', '.join(summary['left_out'])} (run them again to compare them)")
+    if diverged:
+        log(f"stopped because their loss was not finite (NaN): {', '.join(diverged)}; the others finished")
+    summary["diverged"] = diverged
     summary["grid_seconds_this_call"] = time.perf_counter() - t_start
     (out / "experiment.json").write_text(dumps_strict(summary, indent=1))
     return summary

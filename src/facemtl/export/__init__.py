@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..system import why_unwritable
+from ..system import check_writable_folder
 from .formats import FORMATS, OPTIONS, ExportFormat, check_options, get_format, markdown_table, missing_packages
 
 __all__ = ["FORMATS", "OPTIONS", "ExportFormat", "ExportFaces", "export_model", "get_format", "markdown_table"]
@@ -211,8 +211,7 @@ def check_destination(out: Path, fmt: ExportFormat) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out} cannot be written: the folder {os.path.abspath(parent)} is not writable by "
                          "this user (read-only, or someone else's)")
-    if why := why_unwritable(parent):
-        raise ValueError(f"--out {out} cannot be written in the folder {os.path.abspath(parent)}: {why}")
+    check_writable_folder(parent, f"--out {out}")  # (written beside it first, then renamed: the folder, always)
 
 
 def check_data_folder(data: str | None, fmt: ExportFormat) -> None:

@@ -85,7 +85,10 @@ class MultiTaskNet(nn.Module):
         factory = BACKBONES.get(backbone)
         try:
             net = factory(pretrained=pretrained, drop_path=drop_path)
-        except TypeError as exc:  # a factory of one's own without these keywords
+        except TypeError as exc:
+            if "keyword argument" not in str(exc):
+                raise
+            # a factory of one's own without these keywords
             raise ValueError(f"backbone {backbone!r} could not be built: {exc}; facemtl calls a backbone's factory "
                              "as factory(pretrained=bool, drop_path=float) (take **kwargs to ignore them)") from exc
         missing = [a for a in ("stages", "num_features", "mean", "std") if not hasattr(net, a)]
@@ -93,7 +96,7 @@ class MultiTaskNet(nn.Module):
             raise ValueError(f"backbone {backbone!r} has no {', '.join(missing)}: a backbone is a module with "
                              "'stages' (modules run in order), 'num_features' (channels out of the last stage) and "
                              "'mean', 'std' (its input normalisation); see facemtl.model.backbones.BACKBONES")
-        if len(net.mean) != 3 or len(net.std) != 3:
+        if torch.as_tensor(net.mean).numel() != 3 or torch.as_tensor(net.std).numel() != 3:
             raise ValueError(f"backbone {backbone!r} has mean {list(net.mean)} and std {list(net.std)}; each is three "
                              "numbers, one per colour channel (R, G, B) of its [0, 1] input")
         stages = list(net.stages)

@@ -31,16 +31,21 @@ if TYPE_CHECKING:  # torch is needed only to train and to run the PyTorch runtim
     from ..inference.results import TaskAnswer
 
 def _take_kind(name: str, cls: Any) -> None:
-    """A task type's ``kind`` is the name it is registered under: a model file stores it to build
-    the task again. Set here, so that a type of one's own that leaves it out (its models then
+    """A task type's ``kind`` is what a model file stores to build the task again: the name it is
+    registered under, set here, so that a type of one's own that leaves it out (its models then
     could not be read back: "unknown task type ''") or inherits its parent's (read back as the
-    parent) gets its own; one that sets another name is refused in one sentence."""
-    own = vars(cls).get("kind") if isinstance(cls, type) else None
+    parent, silently) gets its own. A class may name another registered type as its own
+    ``kind`` on purpose (its models then read back as that type: on a stock install, say, or a
+    class registered under a second name); a kind no type is registered as is refused."""
+    if not isinstance(cls, type):
+        return
+    own = vars(cls).get("kind")
     if own and own != name:
-        raise ValueError(f"task type class {cls.__qualname__} says kind = {own!r} but is registered as {name!r}; "
-                         "a task type's kind is the name it is registered under (leave kind out)")
-    if isinstance(cls, type):
-        cls.kind = name
+        if own in TASK_TYPES:
+            return
+        raise ValueError(f"task type class {cls.__qualname__} says kind = {own!r} but is registered as {name!r}, and "
+                         f"no task type is registered as {own!r}: its models could not be read back (leave kind out)")
+    cls.kind = name
 
 
 TASK_TYPES: Registry["Task"] = Registry("task type", on_register=_take_kind)

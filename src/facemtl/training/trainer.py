@@ -37,7 +37,7 @@ from ..jsonutil import dumps, dumps_strict
 from ..losses import labelled
 from ..model import BACKBONES, MultiTaskNet
 from ..preprocess import to_input
-from ..system import hardware, signals_deferred
+from ..system import hardware, out_of_memory, signals_deferred
 from ..tasks import adopt_level_names, build_task, check_named_ranges
 from ..weighting import WEIGHTINGS, build_weighting
 from . import distributed
@@ -59,9 +59,11 @@ def _naming(what: str) -> Iterator[None]:
     Running out of memory and a missing method (the command line names its class) pass as they are."""
     try:
         yield
-    except (NotImplementedError, MemoryError, torch.OutOfMemoryError):
+    except NotImplementedError:
         raise
     except Exception as exc:
+        if out_of_memory(exc):
+            raise
         raise ValueError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -437,6 +439,12 @@ class Trainer(Checkpointing):
         after the ranks' means, so every rank stops alike."""
         bad = [n for n, v in losses.items() if not math.isfinite(v)]
         if not bad and math.isfinite(total):
+            return
+        if self.scaler.is_enabled() and all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            # float16 (train.amp): a batch whose forward overflowed gives an infinite loss, and the
+            # scaler skips its step; the weights are sound, so training goes on
+            self.log(f"epoch {self.epoch + 1}: the loss of some steps was not finite in float16 (train.amp); the "
+                     "gradient scaler skipped them and the weights are finite, so training goes on")
             return
         what = (f"the training loss of task {bad[0]!r} is {losses[bad[0]]}" if bad else
                 f"the total of the loss weighting {self.cfg.weighting.name!r} is {total} while every task's "

@@ -29,7 +29,7 @@ import numpy as np
 from ..inference.results import ERROR, FaceResult, ImageResult
 from ..sinks.annotate import draw_faces
 from ..sinks.base import Sink
-from ..system import why_unwritable
+from ..system import check_new_file
 from . import PRESETS
 
 #: Container options of the annotated video, by suffix (H.264 in each). Not AVI: it cannot
@@ -60,8 +60,7 @@ def check_output(path: str | Path, preset: str = "veryfast") -> Path:
         raise ValueError(f"--annotate {path}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ValueError(f"--annotate {path}: cannot write there (permission denied)")
-    if why := why_unwritable(folder):
-        raise ValueError(f"--annotate {path}: cannot write there ({why})")
+    check_new_file(p, f"--annotate {path}")
     return p
 
 
