@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cli_args import model_file as _model_file
-from .system import check_new_file
+from .system import check_writable_folder, nearest_existing
 
 
 def export(checkpoint: str, fmt: str, out: str, data: str | None = None, force: bool = False,
@@ -147,11 +147,10 @@ def _check_out_file(out: str) -> None:
     path = Path(out)
     if path.is_dir():
         raise ValueError(f"--out {out} is a folder: name the JSON file to write")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise ValueError(f"--out {out}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ValueError(f"--out {out}: this user may not write there")
-    check_new_file(path, f"--out {out}")
+    if not path.exists():  # (an existing file or pipe is opened as it is)
+        check_writable_folder(parent, f"--out {out}")

@@ -216,12 +216,10 @@ def report(path: str, out: str | None = None, gradcam: bool = True, samples: int
     if importlib.util.find_spec("matplotlib") is None:
         raise RuntimeError("facemtl report needs matplotlib (and captum for Grad-CAM): pip install 'facemtl[train]'")
     from .report import write_report
-    from .system import check_writable_folder
+    from .system import check_writable_folder, nearest_existing
 
     # before the maps are computed (a user test: a read-only --out failed at the first figure)
-    folder = Path(out) if out else Path(path) / "report"
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(Path(out) if out else Path(path) / "report")
     if folder.is_dir():
         check_writable_folder(folder, f"the report in {folder}")
 

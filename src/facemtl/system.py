@@ -13,6 +13,7 @@ import select
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 #: ``errno`` values of a read or write the machine refused (a read-only or full disk, a
@@ -47,19 +48,20 @@ def check_writable_folder(folder: Any, what: str) -> None:
             from None
 
 
+def nearest_existing(path: Any) -> Path:
+    """``path``, or the nearest of its parents that exists (where missing folders will be made)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
 def check_new_file(path: Any, what: str) -> None:
     """:func:`check_writable_folder` for an output file ``path`` written in place, in the nearest
     folder of it that exists; nothing where ``path`` exists (a file, a pipe, ``/dev/stdout``: it is
     opened as it is, whatever its folder takes)."""
-    from pathlib import Path
-
-    p = Path(path)
-    if p.exists():
-        return
-    folder = p.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    check_writable_folder(folder, what)
+    if not os.path.exists(path):
+        check_writable_folder(nearest_existing(path), what)
 
 
 def hardware(device: Any = None) -> dict[str, Any]:
@@ -94,7 +96,6 @@ def source_commit() -> str | None:
     git. What a run or a benchmark was made with, beside the version (a review: runs recorded
     neither)."""
     import subprocess
-    from pathlib import Path
 
     here = Path(__file__).resolve().parent
     try:

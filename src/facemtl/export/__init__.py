@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..system import check_writable_folder
+from ..system import check_writable_folder, nearest_existing
 from .formats import FORMATS, OPTIONS, ExportFormat, check_options, get_format, markdown_table, missing_packages
 
 __all__ = ["FORMATS", "OPTIONS", "ExportFormat", "ExportFaces", "export_model", "get_format", "markdown_table"]
@@ -203,9 +203,7 @@ def check_destination(out: Path, fmt: ExportFormat) -> None:
             raise ValueError(f"the {fmt.name} export writes {f.name} beside {out.name}, and {f} already exists "
                              f"with no {out.name} beside it, so it is not an earlier export: move it or name "
                              "another --out")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(out.parent)
     if not parent.is_dir():
         raise ValueError(f"--out {out} cannot be written: {os.path.abspath(parent)} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
