@@ -337,8 +337,9 @@ def test_text_labels_are_read_by_the_tasks_classes_where_the_recipe_names_none(t
 def test_a_task_with_no_usable_label_is_refused_saying_why(tmp_path, capsys):
     path = _manifest(tmp_path, _faces())
     unnamed = {"name": "gender", "type": "nominal", "label": "sex"}
-    with pytest.raises(ValueError, match=r"^task 'gender' has no labelled face in the training split \(28 faces\): its "
-                                         r"column 'sex' has no label on any of the 40 faces: 40 of the values read are "
+    with pytest.raises(ValueError, match=r"^task 'gender' has no labelled face in the training split \(28 faces\), "
+                                         r"which training learns from and evaluate's baseline is fitted on: its column"
+                                         r" 'sex' has no label on any of the 40 faces: 40 of the values read are "
                                          r"not numbers \(e.g. 'male', 'female'\); name its classes in the task"):
         _split(path, [unnamed, AGE])
     with pytest.raises(ValueError, match=r"40 of the values read are not among its classes \[a, b\] \(e.g. 'male', "
@@ -347,7 +348,7 @@ def test_a_task_with_no_usable_label_is_refused_saying_why(tmp_path, capsys):
     # labels only outside the training split; then none in a validation split that exists
     only_test = _manifest(tmp_path, _faces(split=lambda i: "test" if i < 10 else "train",
                                            sex=lambda i: "male" if i < 10 else ""), "test_only.csv")
-    with pytest.raises(ValueError, match=r"training split \(27 faces\): its column 'sex' has labels on 10 of the 40 "
+    with pytest.raises(ValueError, match=r"training split \(27 faces\), which .*: its column 'sex' has labels on 10 of the 40 "
                                          r"faces, none of them in that split$"):
         _split(only_test, [GENDER], split="predefined")
     no_val = _manifest(tmp_path, _faces(split=lambda i: ["train", "val", "test"][i % 3],

@@ -306,7 +306,7 @@ DETECTOR_MISTAKES = {"mistake_one_face": _OneFace, "mistake_raises": _Raises, "m
 @pytest.mark.parametrize("name, said", [
     ("mistake_one_face", "answered a Face, not a list of facemtl.faces.Face records"),
     ("mistake_raises", "failed on the first image it searched: ValueError: operands could not be broadcast together "
-                       "with shapes (3,) (5,); nothing more was searched"),
+                       "with shapes (3,) (5,) (a detector that fails before it has searched one image is broken"),
     ("mistake_three_points", "answered 3 landmarks in scheme 'mtcnn5', whose alignment template has 5"),
     ("mistake_nan_points", "answered a face with a box, landmarks or score that are not finite numbers"),
     ("mistake_no_detect", "failed on the first image it searched: _NoDetect.detect is not implemented"),
@@ -341,6 +341,32 @@ def test_a_detector_that_fails_after_searching_marks_only_that_image(capsys, tmp
         p.write_bytes(PHOTO.read_bytes())
     assert main(["analyze", *map(str, photos), "--detector", "mistake_once", "--json", "--no-progress",
                  "--workers", "1"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "error"]
+    assert records[1]["error"] == "face detection failed: this photo upset it"
+
+
+def test_which_failure_is_the_detectors_is_judged_in_input_order(capsys, tmp_path, register):
+    """A review: whether a failure stopped the run was decided in the worker threads, so a photo
+    whose search failed before the first photo's had finished stopped the whole run, blamed on the
+    detector. Judged in input order, the first photo was searched: the second's failure is its own."""
+    import time
+
+    from PIL import Image
+
+    class SlowFirst(_OneFace):
+        def detect(self, rgb, min_face=None):
+            if rgb.shape[:2] == (50, 70):
+                raise ValueError("this photo upset it")
+            time.sleep(0.5)  # the second photo's failure comes first
+            return [_face(rgb.shape[1], rgb.shape[0])]
+
+    register(DETECTORS, "mistake_slow_first")(SlowFirst)
+    first, second = tmp_path / "a.jpg", tmp_path / "b.png"
+    first.write_bytes(PHOTO.read_bytes())
+    Image.new("RGB", (70, 50), (90, 90, 90)).save(second)
+    assert main(["analyze", str(first), str(second), "--detector", "mistake_slow_first", "--json", "--no-progress",
+                 "--workers", "2"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["status"] for r in records] == ["ok", "error"]
     assert records[1]["error"] == "face detection failed: this photo upset it"

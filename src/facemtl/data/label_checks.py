@@ -125,7 +125,8 @@ def check_labelled(table: LabelTable, tasks: Sequence[Task], split: np.ndarray) 
                 why += f": {lost[0]} of the values read {_what_unreadable(table, col, lost)}"
                 if lost[1] == "unparsable" and t.text_labels_hint(col):
                     why += "; " + t.text_labels_hint(col)
-            raise ValueError(f"task {t.name!r} has no labelled face in the {name} split ({int(rows.sum())} faces): "
-                             f"{why}")
+            need = ", which training learns from and evaluate's baseline is fitted on" if part == "train" else ""
+            raise ValueError(f"task {t.name!r} has no labelled face in the {name} split ({int(rows.sum())} faces)"
+                             f"{need}: {why}")
         if v.shape[1] == 1 and (split == "train").any() and (said := t.unlearned(v[split == "train", 0])):
             warn(said)

@@ -38,6 +38,11 @@ class Prepared:
     #: Per face, what the predictor asked the workers to compute beside the crop (see
     #: ``describe_face`` in :mod:`facemtl.inference.fusion`), else None.
     features: list[np.ndarray] | None = None
+    #: Whether the detector searched the image and answered (``False`` for an aligned crop).
+    searched: bool = False
+    #: What the detector raised on the image, if it failed; whether that is the image's fault or
+    #: the detector's is settled in input order (:meth:`Pipeline.settled`).
+    search_failure: Exception | None = None
 
 
 class DetectorUnavailable(RuntimeError):
@@ -104,8 +109,8 @@ class Pipeline:
         self.keep_images = keep_images
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
-        #: Whether the detector has searched an image without failing; until it has, a failure
-        #: is the detector's, not the image's (:meth:`prepare`).
+        #: Whether the detector has searched an image without failing, in input order; until it
+        #: has, a failure is the detector's, not the image's (:meth:`settled`).
         self._searched = False
 
     @property
@@ -127,9 +132,21 @@ class Pipeline:
             why = f"{type(self.detector).__qualname__}.detect is not implemented"
         elif why != type(exc).__name__:
             why = f"{type(exc).__name__}: {why}"
-        return BrokenDetector(f"the face detector {self.detector_name!r} failed on {what}: {why}; nothing more was "
-                              "searched (a detector that fails before it has searched one image is broken, not the "
-                              "image)")
+        return BrokenDetector(f"the face detector {self.detector_name!r} failed on {what}: {why} (a detector that "
+                              "fails before it has searched one image is broken, not the image)")
+
+    def settled(self, prepared: Prepared) -> Prepared:
+        """``prepared`` once its detector failure, if any, is judged: consumed in input order, a
+        failure before any image was searched is the detector's (:class:`BrokenDetector`), a later
+        one the image's (its result says ``face detection failed``). Judged here rather than in
+        the worker threads, which finish out of order: there, whether a photo's own failure
+        stopped the run depended on which thread finished first (a review)."""
+        if prepared.searched:
+            self._searched = True
+        elif prepared.search_failure is not None and not self._searched:
+            exc = prepared.search_failure
+            raise self._broken(exc, "the first image it searched") from exc
+        return prepared
 
     def warm_up(self, pool: ThreadPoolExecutor, threads: int, batch: int = 1) -> None:
         """Build the detector in each of ``pool``'s ``threads`` threads and search a blank image
@@ -180,7 +197,7 @@ class Pipeline:
                                              lambda: queue[0].since + self.max_latency if queue else None)
         for p in prepared:
             if p is not None:
-                queue.append(p)
+                queue.append(self.settled(p))
                 n_crops += len(p.crops)
             full = n_crops >= self.predictor.batch_size
             late = self.max_latency is not None and bool(queue) and time.monotonic() - queue[0].since >= self.max_latency
@@ -318,9 +335,8 @@ class Pipeline:
         except Exception as exc:
             # (the built-in detectors search a 1 x 1 image, or a 3000 x 1 one, alike; a huge photo
             # that runs out of memory is that photo's trouble, first or not)
-            if not self._searched and not out_of_memory(exc):
-                raise self._broken(exc, "the first image it searched") from exc
-            return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [])
+            return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [],
+                            search_failure=None if out_of_memory(exc) else exc)
 
     def _find(self, result: ImageResult, rgb: np.ndarray, aligned: bool) -> Prepared:
         describe = self.describe
@@ -341,7 +357,17 @@ class Pipeline:
             # separate shrink first cost a seventh of the time on 1280x960 photos.
             faces = self.detector.detect(rgb, (self.min_face or self.detector.min_face) / f)
         faces = checked_faces(faces, self.detector_name)
-        self._searched = True
+        try:
+            return self._cut(result, rgb, faces, f)
+        except ImportError:
+            raise
+        except Exception as exc:  # the detector has answered: what fails after it is this image's
+            return Prepared(result.fail(f"face detection failed: {describe_error(exc)}"), [], searched=True)
+
+    def _cut(self, result: ImageResult, rgb: np.ndarray, faces: list[Face], f: float) -> Prepared:
+        """The aligned crops (and features) of the ``faces`` found on ``rgb``, searched shrunk by ``f``."""
+        describe = self.describe
+        h, w = rgb.shape[:2]
         if self.min_face is not None:
             # A search scale alone still returns larger-than-asked boxes of smaller faces (MTCNN
             # finds faces a little under its smallest scale): a face asked to be skipped is dropped.
@@ -351,7 +377,7 @@ class Pipeline:
         features = [describe(rgb, face) for face in faces] if describe else None  # on the pixels searched
         decoded = result.width / w  # > 1 when the file was decoded reduced
         return Prepared(result, [face.scaled(decoded) for face in faces] if decoded != 1 else faces, crops,
-                        features=features)
+                        features=features, searched=True)
 
     def finish(self, queue: list[Prepared]) -> list[ImageResult]:
         """Run the queued crops through the predictor in one go and attach the answers."""

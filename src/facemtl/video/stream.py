@@ -319,7 +319,7 @@ class Stream:
     def _track(self, job: _Job) -> _Pending:
         feed = job.feed
         feed.in_window -= 1
-        prepared = job.future.result() if job.future is not None else None
+        prepared = self.pipeline.settled(job.future.result()) if job.future is not None else None
         with self._clock("track"):
             return self._tracked(job, prepared)
 
