@@ -349,8 +349,7 @@ def test_a_task_with_no_usable_label_is_refused_saying_why(tmp_path, capsys):
     only_test = _manifest(tmp_path, _faces(split=lambda i: "test" if i < 10 else "train",
                                            sex=lambda i: "male" if i < 10 else ""), "test_only.csv")
     with pytest.raises(ValueError, match=r"training split \(27 faces\), which .*: its column 'sex' has labels on 10 of "
-                                             r"the 40 "
-                                         r"faces, none of them in that split$"):
+                                         r"the 40 faces, none of them in that split$"):
         _split(only_test, [GENDER], split="predefined")
     no_val = _manifest(tmp_path, _faces(split=lambda i: ["train", "val", "test"][i % 3],
                                         glasses=lambda i: "" if i % 3 == 1 else "no"), "no_val.csv")
