@@ -941,3 +941,32 @@ def test_a_streams_writing_thread_outlives_its_own_failures_and_keeps_the_backlo
     with pytest.raises(RuntimeError, match="it did not answer within 0.5 s"):
         sink.close(wait=0.5)
     released.set()
+
+
+def test_reads_waiting_on_a_frozen_database_are_bounded(monkeypatch):
+    """A review: every read of a frozen database (a live view polls each second) left one more
+    thread waiting on it for as long as it stayed frozen. Past the bound a read is refused at
+    once, with no thread of its own; when the database answers, the slots come back."""
+    import threading
+
+    from facemtl.server import service as svc
+
+    monkeypatch.setattr(svc, "_waiting", threading.BoundedSemaphore(3))
+    gate = threading.Event()
+    before = threading.active_count()
+    for _ in range(3):
+        with pytest.raises(svc.NoAnswer):
+            svc.within(0.01, gate.wait)
+    assert threading.active_count() == before + 3
+    t0 = time.monotonic()
+    with pytest.raises(svc.NoAnswer):
+        svc.within(5.0, gate.wait)  # refused at once: it does not wait its 5 s
+    assert time.monotonic() - t0 < 1.0 and threading.active_count() == before + 3
+    gate.set()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert svc.within(1.0, lambda: 42) == 42
+    with pytest.raises(ZeroDivisionError):
+        svc.within(1.0, lambda: 1 / 0)
+    assert svc.within(1.0, lambda: 7) == 7  # a failed read gave its slot back too

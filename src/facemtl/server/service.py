@@ -41,12 +41,22 @@ class NoAnswer(Exception):
     """The database did not answer within the wait (see :func:`within`)."""
 
 
+#: At most this many reads wait on the database at once (:func:`within`); past it, a read is
+#: :class:`NoAnswer` at once. A frozen database otherwise left one more waiting thread behind
+#: every poll of a live view and every request, for as long as it stayed frozen (a review).
+MAX_WAITING_READS = 64
+_waiting = threading.BoundedSemaphore(MAX_WAITING_READS)
+
+
 def within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     """``fn(*args, **kw)`` on a thread of its own, waited for at most ``seconds``: its value, or
     its exception raised here; :class:`NoAnswer` past the wait, the thread left to finish (a
-    daemon: it holds up neither the request nor the server's exit; its answer is dropped)."""
+    daemon: it holds up neither the request nor the server's exit; its answer is dropped), and
+    at once while :data:`MAX_WAITING_READS` such threads have not finished."""
     out: dict[str, Any] = {}
     done = threading.Event()
+    if not _waiting.acquire(blocking=False):
+        raise NoAnswer
 
     def run() -> None:
         try:
@@ -54,9 +64,14 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             out["error"] = exc
         finally:
+            _waiting.release()
             done.set()
 
-    threading.Thread(target=run, name="facemtl-db-read", daemon=True).start()
+    try:
+        threading.Thread(target=run, name="facemtl-db-read", daemon=True).start()
+    except BaseException:  # no thread could start (a thread limit): nothing waits, nothing holds the slot
+        _waiting.release()
+        raise
     if not done.wait(seconds):
         raise NoAnswer
     if "error" in out:
