@@ -338,13 +338,53 @@ def test_teacher_cache_is_reused_and_invalidated(utkface_root, tmp_path):
     assert "no descriptor for 1 images" in said[-1] and "broken.jpg: " in said[-1]  # and why (a review: it said none)
     v4 = teacher_features(files + [str(tmp_path / "broken.jpg")], tmp_path / "cache", workers=1, progress=False,
                           log=said.append)
-    assert "computing 0" in said[-1] and np.isnan(v4[3]).all()  # the failure is cached, not computed every run
+    assert "computing 0" in said[-2] and np.isnan(v4[3]).all()  # the failure is cached, not computed every run
+    # and said again (a user test: a later run said nothing of it)
+    assert "no descriptor for 1 images whose failure is cached" in said[-1] and "broken.jpg" in said[-1]
     # a file that is not there (a misspelt name in a labels CSV) is a missing label too (a user test: fusion and
     # a taught run stopped at it with a bare "[Errno 2]", where training skips it with a warning)
     v5 = teacher_features(files + [str(tmp_path / "missing.jpg")], tmp_path / "cache", workers=1, progress=False,
                           log=said.append)
     assert np.array_equal(v5[:3], v3[:3]) and np.isnan(v5[3]).all()
     assert "no descriptor for 1 images" in said[-1] and "missing.jpg: No such file or directory" in said[-1]
+
+
+def test_a_cache_that_cannot_be_made_or_written_is_said_before_any_descriptor(utkface_root, tmp_path, monkeypatch):
+    """A user test: a cache folder the user could not write was found only when the first batch
+    of computed descriptors was stored (sqlite3's "attempt to write a readonly database", the
+    work lost); an unwritable home gave "permission denied: /nonexistent". Both are one sentence
+    naming the cache and data.cache_dir now, and nothing is computed first. (Root writes any file,
+    so the read-only cache is opened read-only here, as SQLite opens one it may not write.)"""
+    import sqlite3
+
+    import facemtl.data.teacher as teacher
+    from facemtl.data.teacher import CacheUnusable, teacher_features
+    from facemtl.data.utkface import read_utkface
+
+    files = read_utkface(utkface_root, limit=20).paths[:2]
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(CacheUnusable, match=r"^the teacher's cache .*a_file/sub/dlib_resnet_v1\.sqlite cannot be made "
+                                            r"or opened \(not a directory\): set data\.cache_dir to a folder you can "
+                                            r"write"):
+        teacher_features(files, tmp_path / "a_file" / "sub", workers=1, progress=False, log=lambda s: None)
+    said: list[str] = []
+    teacher_features(files[:1], tmp_path / "cache", workers=1, progress=False, log=said.append)
+    connect = sqlite3.connect
+    monkeypatch.setattr(teacher.sqlite3, "connect",
+                        lambda path, timeout: connect(f"file:{path}?mode=ro", uri=True, timeout=timeout))
+    v = teacher_features(files[:1], tmp_path / "cache", workers=1, progress=False, log=said.append)
+    assert "computing 0" in said[-1] and not np.isnan(v).any()  # what it holds is still served
+
+    def no_work(*a, **kw):
+        raise AssertionError("descriptors computed before the cache was found unwritable")
+
+    monkeypatch.setattr(teacher, "ProcessPoolExecutor", no_work)
+    with pytest.raises(CacheUnusable, match=r"cache .*dlib_resnet_v1\.sqlite cannot be written \(attempt to write a "
+                                            r"readonly database\): set data\.cache_dir"):
+        teacher_features(files, tmp_path / "cache", workers=1, progress=False, log=said.append)
+    assert main(["train", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "--out",
+                 str(tmp_path / "run"), f"data.root={utkface_root}", "data.limit=20", "data.teacher=dlib_resnet_v1",
+                 f"data.cache_dir={tmp_path / 'cache'}"]) == 1
 
 
 def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):

@@ -33,26 +33,59 @@ def file_digest(path: str | Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+class CacheUnusable(RuntimeError):
+    """The teacher cache cannot be made, read or written here: one sentence naming the file and
+    the setting to change (``data.cache_dir``); exit status 1, the machine's refusal."""
+
+    exit_status = 1
+
+
 class FeatureCache:
-    """``{file digest: float32 vector}`` for one teacher, in ``folder/<teacher>.sqlite``."""
+    """``{file digest: float32 vector}`` for one teacher, in ``folder/<teacher>.sqlite``.
+    :class:`CacheUnusable` where the folder or file cannot be made or read; a cache that can be
+    read but not written serves what it holds (:meth:`check_writable` before computing more)."""
 
     def __init__(self, folder: str | Path, teacher: str, dim: int) -> None:
         self.folder = Path(folder).expanduser()
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / f"{teacher}.sqlite"
         self.dim = dim
-        self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
-        self.db.commit()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self.db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+            self.db.commit()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._refusal(exc, "made or opened") from None
+
+    def _refusal(self, exc: Exception, what: str) -> CacheUnusable:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return CacheUnusable(f"the teacher's cache {self.path} cannot be {what} ({why[:1].lower() + why[1:]}): set "
+                             "data.cache_dir to a folder you can write, e.g. data.cache_dir=/tmp/facemtl-cache on the "
+                             "command line (the data folder itself may stay read-only)")
+
+    def check_writable(self) -> None:
+        """:class:`CacheUnusable` unless a row can be written (then taken back): asked before any
+        descriptor is computed, so that none is computed and then lost (a user test: minutes of
+        descriptors computed, then ``sqlite3.OperationalError: attempt to write a readonly database``)."""
+        try:
+            self.db.execute("INSERT OR REPLACE INTO features VALUES ('', x'')")
+        except sqlite3.Error as exc:
+            raise self._refusal(exc, "written") from None
+        finally:
+            self.db.rollback()
 
     def get(self, digests: Iterable[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         keys = list(dict.fromkeys(digests))
-        for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
-            rows = self.db.execute(f"SELECT digest, vector FROM features WHERE digest IN ({','.join('?' * len(part))})",
-                                   part)
-            out.update({d: np.frombuffer(v, dtype=np.float32).copy() for d, v in rows})
+        try:
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                rows = self.db.execute(f"SELECT digest, vector FROM features WHERE digest IN "
+                                       f"({','.join('?' * len(part))})", part)
+                out.update({d: np.frombuffer(v, dtype=np.float32).copy() for d, v in rows})
+        except sqlite3.DatabaseError as exc:  # not a database (damaged, or another file of that name)
+            raise CacheUnusable(f"the teacher's cache {self.path} cannot be read ({exc}): remove it (its descriptors "
+                                "are computed again) or set data.cache_dir to another folder") from None
         return out
 
     def put(self, items: dict[str, np.ndarray]) -> None:
@@ -122,7 +155,9 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
         cached = sum(d in known for d in digests)
         log(f"teacher {teacher}: {cached} of {len(paths)} images cached in {cache.path}; computing {len(todo)} "
             f"(byte-identical copies computed once)")
+        failed_before = [p for d, p in zip(digests, paths) if d is not None and d in known and np.isnan(known[d]).any()]
         if todo:
+            cache.check_writable()
             bar = None
             if progress:
                 from tqdm import tqdm
@@ -149,6 +184,9 @@ def teacher_features(paths: Sequence[str], cache_dir: str | Path = DEFAULT_CACHE
         if failed:
             log(f"teacher {teacher}: no descriptor for {len(failed)} images (a missing label for them; undecodable ones "
                 f"kept as such in the cache): {'; '.join(failed[:3])}" + (" ..." if len(failed) > 3 else ""))
+        if failed_before:  # (a later run said nothing of them: a user test)
+            log(f"teacher {teacher}: no descriptor for {len(failed_before)} images whose failure is cached (a missing "
+                f"label for them): {'; '.join(failed_before[:3])}" + (" ..." if len(failed_before) > 3 else ""))
     finally:
         cache.close()
     out = np.full((len(paths), descriptor.DIM), np.nan, dtype=np.float32)
