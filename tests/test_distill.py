@@ -578,6 +578,9 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
     res = fusion(run_pt, str(tmp_path / "fusion.json"))
     spec = json.loads((tmp_path / "fusion.json").read_text())
     assert set(spec["tasks"]) == {"gender"} and len(spec["mean"]) == 128  # age is numeric: not fused
+    # it names the model it was fitted for, which analyze --fusion runs when no model is named (a user
+    # test: the shipped network ran, beside classifiers fitted on another split)
+    assert spec["network"] == "run/best.pt"
     assert max(res["validation_accuracy_by_l2"]["gender"].values()) > 0.6
     crops = read_utkface(utkface_root, limit=40).paths[-4:]
     plain = FaceAnalyzer(tmp_path / "run" / "best.pt", workers=1)
@@ -600,8 +603,7 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
 
     # A fusion file may name the networks the accurate variant runs when no model is named (the
     # shipped one names three): recorded relative to the fusion file, which may move.
-    fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "f" / "named.json"),
-           network=str(tmp_path / "run" / "best.pt"))
+    fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "f" / "named.json"))
     assert json.loads((tmp_path / "f" / "named.json").read_text())["network"] == "../run/best.pt"
     named = FaceAnalyzer(workers=1, fusion=tmp_path / "f" / "named.json")
     assert named.predictor.info.version == fused.predictor.info.version and named.size == 64

@@ -176,3 +176,25 @@ def test_a_fusion_file_fitted_for_other_classes_is_refused():
     head.tasks["gender"] = {**head.tasks["gender"], "classes": list(reversed(head.tasks["gender"]["classes"]))}
     with pytest.raises(ValueError, match=r"fitted for task 'gender' with the classes \['female', 'male'\]"):
         FusedPredictor(predictor, head)
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda d: d.update(mean=d["mean"][:64]), r"'mean' and 'std' must be lists of 128 numbers, one per descriptor "
+                                              r"value, not 64 and 128"),
+    (lambda d: d["tasks"]["race"].update(b=d["tasks"]["race"]["b"][:4]), r"task 'race' needs 'W' of shape \(5, 128\) "
+                                                                         r"and 'b' of shape \(5,\), finite numbers"),
+    (lambda d: d["std"].__setitem__(3, 0.0), r"'mean' and 'std' must be finite numbers, 'std' above 0"),
+])
+def test_a_fusion_file_of_the_wrong_shapes_is_refused_on_loading(tmp_path, edit, said):
+    """A user test: a hand-edited fusion file whose mean held 64 values said NumPy's "operands
+    could not be broadcast together with shapes (1,128) (64,)" at the first face."""
+    import json
+
+    from facemtl.inference.fusion import FusionHead, default_fusion_path
+
+    d = json.loads(default_fusion_path().read_text())
+    d.pop("networks", None), d.pop("network", None)
+    edit(d)
+    (tmp_path / "f.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"^.*f\.json is not a facemtl fusion file \(ValueError: " + said):
+        FusionHead.load(tmp_path / "f.json")

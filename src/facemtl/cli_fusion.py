@@ -30,7 +30,9 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     ``network``: a model file, or several (an ensemble: the mean of their raw outputs), that the
     accurate variant runs when no other is named (recorded relative to the fusion file); each
     must answer the same tasks and be trained on the same split as ``checkpoint``, so the
-    classifiers never saw its test faces.
+    classifiers never saw its test faces. Default: ``checkpoint`` itself (a user test: a file
+    fitted for one's own model, given to ``analyze --fusion`` alone, ran the shipped network
+    beside classifiers fitted on another split, without a word).
     """
     from .data.dataset import balance_weights, split_as_trained
     from .data.teacher import teacher_features
@@ -61,9 +63,10 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
             raise ValueError(f"--balance {task}= needs label columns of this data ({', '.join(sorted(data.train.attributes))})"
                              + (f"; it has no {missing[0]!r}" if missing else ""))
         weights[task] = balance_weights(data.train.attributes, tasks, columns)[0].numpy()
-    networks = [network] if isinstance(network, str) else list(network or [])
+    networks = [network] if isinstance(network, str) else list(network or [checkpoint])
     for net in networks:
-        _check_same_split(net, checkpoint, [t.name for t in chosen], data, cfg.data.root)
+        if Path(net).resolve() != Path(checkpoint).resolve():
+            _check_same_split(net, checkpoint, [t.name for t in chosen], data, cfg.data.root)
     if len(networks) > 1:  # an ensemble: its networks must answer alike (a ValueError says which differs)
         from .inference import load_predictor
 
@@ -75,7 +78,7 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
                               feats["val"], labels["val"], NAME, sample_weights=weights)
     head.mix = mix
     head.networks_alone = alone or None
-    if networks:
+    if networks:  # (always: the checkpoint when none is named)
         head.networks = [os.path.relpath(Path(n).resolve(), Path(out).resolve().parent) for n in networks]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(head.to_dict()))
@@ -117,8 +120,8 @@ def fusion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mix", type=float, default=0.5,
                    help="weight of the network's probabilities (the rest: the descriptor's)")
     p.add_argument("--network", metavar="MODEL_FILE", action="append",
-                   help="the network 'analyze --accurate' runs when no --checkpoint is given (default: the "
-                        "default model); repeat it for an ensemble (the mean of the networks' outputs); each "
+                   help="the network 'analyze --fusion' runs when no --checkpoint is given (default: "
+                        "--checkpoint's model); repeat it for an ensemble (the mean of the networks' outputs); each "
                         "must be trained on the same split as --checkpoint")
     p.add_argument("--balance", metavar="TASK=COL,COL", action="append", default=[],
                    help="weigh TASK's training faces so every cell of these label columns counts alike, e.g. "

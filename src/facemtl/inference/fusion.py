@@ -102,10 +102,31 @@ class FusionHead:
                     raise TypeError("'networks' must be a list of model files")
                 networks = [str(Path(path).parent / str(n)) for n in networks]  # an absolute path stays as it is
             alone = checked_networks_alone(d.get("networks_alone") or {}, d["tasks"]) or None
-            return cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
+            head = cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
                        float(d.get("mix", 0.5)), networks, alone)
+            head.check_shapes()
+            return head
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a facemtl fusion file ({type(exc).__name__}: {exc})") from None
+
+    def check_shapes(self) -> None:
+        """``ValueError`` unless ``mean`` and ``std`` are one finite number per descriptor value and
+        each task's ``W (C, D)``, ``b (C,)`` match its ``C`` classes (a hand-edited file said
+        NumPy's "operands could not be broadcast together" at the first face: a user test)."""
+        from ..faces.descriptor import DIM
+
+        if self.mean.shape != (DIM,) or self.std.shape != (DIM,):
+            raise ValueError(f"'mean' and 'std' must be lists of {DIM} numbers, one per descriptor value, not "
+                             f"{len(self.mean.reshape(-1))} and {len(self.std.reshape(-1))}")
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.std).all() and (self.std > 0).all()):
+            raise ValueError("'mean' and 'std' must be finite numbers, 'std' above 0")
+        for task, spec in self.tasks.items():
+            w, b = np.asarray(spec["W"], float), np.asarray(spec["b"], float)
+            classes = spec.get("classes")
+            c = len(classes) if classes is not None else len(b)
+            if w.shape != (c, DIM) or b.shape != (c,) or not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise ValueError(f"task {task!r} needs 'W' of shape ({c}, {DIM}) and 'b' of shape ({c},), finite "
+                                 f"numbers, not {w.shape} and {b.shape}")
 
 
 def checked_networks_alone(alone: Any, fused: Iterable[str],
