@@ -71,6 +71,7 @@ def test_the_stream_rows_give_fps_beside_decode_alone():
 
 def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops():
     from facemtl.benchmark import table
+    from facemtl.benchmark.run import accurate_ratios
 
     machine = {"processor": "x", "usable_cores": 2, "load_average": [0, 0, 0], "load_average_after": [0, 0, 0]}
     rows = {"facemtl (shipped, onnxruntime int8)": {"seconds": [2.0, 2.1, 2.2], "faces_per_s": 952.4},
@@ -87,6 +88,11 @@ def test_process_rows_are_ratios_to_the_peer_and_name_a_row_timed_on_fewer_crops
     assert "No peer was timed" not in text
     assert "| facemtl (shipped, --accurate) (first 200 crops) | 20 | 0.10x |" in text
     assert "ensemble over its first network" not in text  # no such row timed: no sentence
+    assert "over the fast path" not in text
+    r["aligned"].update(accurate_ratios(r["aligned"]))
+    assert r["aligned"]["accurate_over_fast"] == {"idle": 0.021, "busy": 0.021}  # 20 / 952.4 faces/s
+    assert "The accurate variant (`--accurate`) over the fast path (`facemtl (shipped, onnxruntime int8)`), same " \
+           "run: 0.021x idle, 0.021x beside one busy process (below 1: slower" in table(r)
     r["aligned"]["accurate_ensemble_over_one_network"] = {"idle": 0.95, "busy": 0.9}
     assert "ensemble over its first network alone, same run: 0.95x idle, 0.90x beside one busy" in table(r)
     assert "| 640x480 (100) | facemtl mtcnn | 42.0 | 2.10x | 0.970 (97/100) | 1 |" in text

@@ -249,11 +249,21 @@ def aligned_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, lo
         out[load] = {k: {"seconds": [round(t, 2) for t in v], "faces_per_s": round(subsets.get(k, n) / statistics.median(v), 1),
                          **({"faces": subsets[k]} if k in subsets else {})}
                      for k, v in times.items()}
-    if ACCURATE_ONE in out["idle"]:  # the ensemble's speed over its first network alone (below 1: slower)
-        out["accurate_ensemble_over_one_network"] = {
-            load: round(out[load][ACCURATE]["faces_per_s"] / out[load][ACCURATE_ONE]["faces_per_s"], 3)
-            for load in ("idle", "busy")}
-    return {"faces": n, "folder": crops, **out}
+    return {"faces": n, "folder": crops, **out, **accurate_ratios(out)}
+
+
+def accurate_ratios(out: dict[str, Any]) -> dict[str, Any]:
+    """From the aligned rows ``{"idle": {row: {"faces_per_s": ...}}, "busy": ...}``: the accurate
+    variant's speed over the fast path's (``accurate_over_fast``: what opting in costs; a user
+    test found no such ratio) and over its first network alone (``accurate_ensemble_over_one_network``),
+    per load, where those rows were timed (below 1: slower)."""
+    ratios: dict[str, Any] = {}
+    for key, base, digits in (("accurate_over_fast", SHIPPED, 4),
+                              ("accurate_ensemble_over_one_network", ACCURATE_ONE, 3)):
+        if ACCURATE in out["idle"] and base in out["idle"]:
+            ratios[key] = {load: round(out[load][ACCURATE]["faces_per_s"] / out[load][base]["faces_per_s"], digits)
+                           for load in ("idle", "busy")}
+    return ratios
 
 
 def photo_rows(prep: dict[str, Any], peer_python: str | None, repeats: int, log: Callable[[str], None]) -> dict:
@@ -416,6 +426,11 @@ def table(r: dict[str, Any]) -> str:
             subset = a["idle"][k].get("faces")
             lines.append(f"| {k}{f' (first {subset} crops)' if subset else ''} | {' | '.join(cells)} |")
         lines.append("")
+        c = a.get("accurate_over_fast")
+        if c:
+            lines += [f"The accurate variant (`--accurate`) over the fast path (`{SHIPPED}`), same run: {c['idle']:.3f}x "
+                      f"idle, {c['busy']:.3f}x beside one busy process (below 1: slower; whole processes, start-up "
+                      "included, so the ratio per face is smaller still on a larger folder).", ""]
         e = a.get("accurate_ensemble_over_one_network")
         if e:
             lines += [f"The accurate variant's ensemble over its first network alone, same run: {e['idle']:.2f}x idle, "
