@@ -274,3 +274,13 @@ def test_report_threads_sets_pytorchs_threads(monkeypatch, capsys):
         assert torch.get_num_threads() == 1 and capsys.readouterr().out == "report written\n"
     finally:
         torch.set_num_threads(before)
+
+
+def test_export_takes_the_checkpoint_as_a_flag_too(capsys, tmp_path):
+    """A contributor's test: export alone took its checkpoint only as a positional argument."""
+    out = str(tmp_path / "m.onnx")
+    assert main(["export", "--checkpoint", str(tmp_path / "nosuch.pt"), "--format", "onnx", "--out", out]) == 2
+    assert f"checkpoint {tmp_path / 'nosuch.pt'} does not exist" in capsys.readouterr().err
+    for args in ([], ["a.pt", "--checkpoint", "b.pt"]):
+        assert main(["export", *args, "--format", "onnx", "--out", out]) == 2
+        assert "facemtl export takes one checkpoint: CHECKPOINT or --checkpoint CHECKPOINT" in capsys.readouterr().err

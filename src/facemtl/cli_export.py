@@ -51,7 +51,10 @@ def benchmark(work: str, data: str | None = None, crops: int = 2000, photos: int
 def export_args(p: argparse.ArgumentParser) -> None:
     from .export.formats import FORMATS, MAX_ACCURACY_DROP, MAX_ERROR_RISE, OPTIONS
 
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .pt checkpoint from 'facemtl train'")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", help="a .pt checkpoint from 'facemtl train'")
+    # (--checkpoint too, as analyze, evaluate and stream take it: a contributor typed theirs)
+    p.add_argument("--checkpoint", "--model", dest="checkpoint_flag", metavar="CHECKPOINT",
+                   help="the same, as a flag (give one or the other)")
     p.add_argument("--format", required=True, metavar="FORMAT", dest="fmt",
                    help=f"one of: {', '.join(FORMATS)} (see the README's formats table)")
     p.add_argument("--out", required=True, help="the file to write (its suffix must be the format's)")
@@ -73,8 +76,10 @@ def export_run(a: argparse.Namespace) -> int:
     from .export import CheckFailed
     from .export.formats import OPTIONS
 
+    if (a.checkpoint is None) == (a.checkpoint_flag is None):
+        raise ValueError("facemtl export takes one checkpoint: CHECKPOINT or --checkpoint CHECKPOINT")
     try:
-        report = export(_model_file(a.checkpoint), a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
+        report = export(_model_file(a.checkpoint or a.checkpoint_flag), a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
     except CheckFailed as exc:
         if a.json:  # the report a script reads, then the sentence on stderr (exit 2)
             print(json.dumps(exc.report), flush=True)

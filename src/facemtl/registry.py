@@ -22,8 +22,12 @@ class UnknownName(KeyError):
     """A name no registry entry and no plugin provides (its one sentence is ``args[0]``)."""
 
     def __init__(self, kind: str, name: str, choices: list[str]) -> None:
-        super().__init__(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)} (one of your own: import "
-                         "the package that registers it, or name its module in FACEMTL_PLUGINS)")
+        import difflib
+
+        close = difflib.get_close_matches(name, choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(choices)} (one of your own: "
+                         "import the package that registers it, or name its module in FACEMTL_PLUGINS)")
         self.kind, self.name = kind, name
 
     def __str__(self) -> str:  # KeyError's own wraps the sentence in quotes (repr)

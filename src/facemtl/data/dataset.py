@@ -484,11 +484,20 @@ def read_split(cfg: Any, tasks: Sequence[Task], seed: int = 0) -> tuple[LabelTab
                                 progress=len(table) > 2000)
         table.labels[TEACHER_COLUMN] = vecs
         report["teacher"] = {"name": cfg.teacher, "missing": int(np.isnan(vecs).any(1).sum())}
+    for t in tasks:  # (a contributor's test: "no label column 'is_adult'; this data has: ..." hid the cause)
+        if not t.derives_label and str(t.label) not in table.labels \
+                and type(t).derive_labels is not Task.derive_labels:
+            raise ValueError(f"task {t.name!r}: the data has no column {t.label!r}, and {type(t).__qualname__} makes "
+                             "its labels in derive_labels() but does not say derives_label = True (a class attribute)")
     split = assign_splits(table, tasks, cfg, seed)
     if cfg.teacher:
         report["teacher"].update(standardise_teacher(table, split == "train"))
     for t in tasks:
-        table.labels.update(t.derive_labels(table.labels, split == "train", _split_seed(cfg, seed), report))
+        made = t.derive_labels(table.labels, split == "train", _split_seed(cfg, seed), report)
+        if t.derives_label and str(t.label) not in made and str(t.label) not in table.labels:
+            raise ValueError(f"task {t.name!r}: {type(t).__qualname__}.derive_labels() gave the columns "
+                             f"{', '.join(map(repr, made)) or 'none'}, not its label column {t.label!r}")
+        table.labels.update(made)
     check_labelled(table, tasks, split)
     return table, split, report
 

@@ -39,6 +39,9 @@ def _take_kind(name: str, cls: Any) -> None:
     class registered under a second name); a kind no type is registered as is refused."""
     if not isinstance(cls, type):
         return
+    if getattr(cls, "subgroup_metric", "accuracy") not in ("accuracy", "mae"):  # (any other was scored as MAE)
+        raise ValueError(f"task type class {cls.__qualname__} says subgroup_metric = {cls.subgroup_metric!r}; the "
+                         "bias tables score a cell by 'accuracy' (Task.sample_scores 1 or 0) or 'mae'")
     own = vars(cls).get("kind")
     if own and own != name:
         if own in TASK_TYPES:
@@ -455,6 +458,11 @@ def build_task(spec: dict[str, Any]) -> Task:
     if is_dataclass(cls):
         valid_keys = [f.name for f in fields(cls) if f.init]
         for key in spec:
+            if key not in valid_keys and key in vars(cls).get("__annotations__", {}) \
+                    and "__dataclass_fields__" not in vars(cls):  # (a contributor's test: the cause was hidden)
+                raise ValueError(f"task {name!r} of type {kind!r}: {cls.__qualname__} declares the setting {key!r} but "
+                                 "is not a @dataclass itself, so only its parent's settings are taken: put @dataclass "
+                                 "on the class")
             if key not in valid_keys:
                 raise ValueError(f"task {name!r} of type {kind!r} has no setting {key!r}{did_you_mean(str(key), valid_keys)}; "
                                  f"it takes: type, {', '.join(valid_keys)}")
