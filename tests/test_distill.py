@@ -606,7 +606,8 @@ def test_accurate_variant_mixes_the_descriptor_in(utkface_root, tmp_path, capsys
     fusion(str(tmp_path / "run" / "best.pt"), str(tmp_path / "f" / "named.json"))
     assert json.loads((tmp_path / "f" / "named.json").read_text())["network"] == "../run/best.pt"
     named = FaceAnalyzer(workers=1, fusion=tmp_path / "f" / "named.json")
-    assert named.predictor.info.version == fused.predictor.info.version and named.size == 64
+    assert named.predictor.info.extra["network_version"] == fused.predictor.info.extra["network_version"]
+    assert named.size == 64 and named.predictor.info.name.endswith("+fusion")
     c = [r.faces[0].answers for r in named.analyze_files(crops, aligned=True)]
     assert [x["gender"].probabilities for x in b] == [x["gender"].probabilities for x in c]
     # several: an ensemble; the same network twice answers what it answers alone

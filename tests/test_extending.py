@@ -238,3 +238,126 @@ def test_a_plugins_runtime_is_taken_by_the_command_line(tmp_path):
     assert r.returncode == 2
     assert "argument --runtime: unknown runtime 'my_ort'; choose one of: onnxruntime, openvino, torch, tensorrt" \
         in r.stderr
+
+
+SINK_AND_SOURCE = textwrap.dedent('''
+    import json
+    import threading
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from facemtl.sinks import SINKS, Sink
+    from facemtl.video import SOURCES, Frame, Source
+
+
+    @SINKS.register("ages")
+    class Ages(Sink):
+        """One line per face: its file (or frame) and its age, in TARGET."""
+
+        def __init__(self, target, tasks):
+            if "age" not in {t.name for t in tasks}:
+                raise ValueError("this model answers no age")
+            self.out = open(target, "w")
+
+        def write(self, result):
+            for f in result.faces:
+                self.out.write(f"{result.file or result.frame} {f.answers['age'].value:.1f}\\n")
+
+        def close(self):
+            self.out.close()
+
+
+    @SINKS.register("breaks")
+    class Breaks(Sink):
+        def __init__(self, target, tasks):
+            pass
+
+        def write(self, result):
+            raise KeyError("a column it expected")
+
+
+    @SINKS.register("not_a_sink")
+    def not_a_sink(target, tasks):
+        return "a string"
+
+
+    @SINKS.register("mixed")
+    def mixed_photo_and_hand():  # wrong signature: refused as the sink's trouble, named
+        return None
+
+
+    @SINKS.register("lines")
+    class Lines:  # not a Sink subclass: write and close are enough
+        def __init__(self, target, tasks):
+            self.out = open(target, "w")
+
+        def write(self, result):
+            self.out.write(f"{len(result.faces)}\\n")
+
+        def close(self):
+            self.out.close()
+
+
+    @SOURCES.register("still")
+    class Still(Source):
+        """still://PHOTO?frames=N: one photo N times, as a camera that shows it."""
+
+        def __init__(self, spec, name, settings):
+            path, _, query = spec[len("still://"):].partition("?")
+            if not Path(path).is_file():
+                raise ValueError(f"no photo {path}")
+            super().__init__(spec, name or f"still {Path(path).name}")
+            self.rgb = np.asarray(Image.open(path).convert("RGB"))
+            self.n = int(query.partition("=")[2] or 3)
+
+        def frames(self, stop, log):
+            for i in range(self.n):
+                if stop.is_set():
+                    return
+                yield Frame(i, i / 10, self.rgb)
+''')
+
+
+def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path):
+    """A contributor's test: sinks had no registry (only Python could pass one, to the stream alone),
+    and video sources were a fixed list of forms. ``--output NAME:TARGET`` builds a registered
+    sink, beside the standard output; ``stream SCHEME://...`` reads a registered source."""
+    (tmp_path / "myio.py").write_text(SINK_AND_SOURCE)
+    env = {"FACEMTL_PLUGINS": "myio"}
+    ages, lines, jl = tmp_path / "ages.txt", tmp_path / "lines.txt", tmp_path / "all.jsonl"
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--json", "--output", f"ages:{ages}", "--output", f"lines:{lines}",
+                        "--output", f"jsonl:{jl}"], env, cli=True)
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert ages.read_text() == f"{PHOTO} {record['faces'][0]['age']:.1f}\n" and lines.read_text() == "1\n"
+    assert json.loads(jl.read_text()) == record  # the built-in jsonl sink: what --json writes
+    # a sink that fails is said once and left out; the others and the standard output go on; exit 1
+    (tmp_path / "copy.jpg").write_bytes(PHOTO.read_bytes())
+    r = _run(tmp_path, ["analyze", str(PHOTO), str(tmp_path / "copy.jpg"), "--json", "--output", "breaks:", "--output",
+                        f"ages:{ages}"], env, cli=True)
+    assert r.returncode == 1 and len(r.stdout.splitlines()) == 2 and len(ages.read_text().splitlines()) == 2
+    assert r.stderr.count("facemtl: error: cannot write output breaks:: KeyError: 'a column it expected'; that "
+                          "output stops, the others go on") == 1, r.stderr
+    for spec, said in (("not_a_sink:x", "the sink 'not_a_sink' was built as an object of type str, which has no "
+                                        "write(result) and close()"),
+                       ("nosuch:x", "unknown sink 'nosuch'; choose one of: ages, breaks, jsonl, lines, mixed, "
+                                    "not_a_sink"),
+                       (":x", "--output takes NAME:TARGET"),
+                       ("jsonl:", "--output jsonl:: the jsonl sink writes a file: --output jsonl:FILE"),
+                       ("mixed:x", "--output mixed:x: mixed_photo_and_hand() takes 0 positional arguments")):
+        r = _run(tmp_path, ["analyze", str(PHOTO), "--output", spec], env, cli=True)
+        assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, (spec, r.stderr)
+    # the plugin's source, and its sink, in a stream
+    r = _run(tmp_path, ["stream", f"still://{PHOTO}?frames=4", "--json", "--no-progress", "--output",
+                        f"ages:{ages}"], env, cli=True)
+    assert r.returncode == 0, r.stderr
+    faces = [json.loads(x) for x in r.stdout.splitlines() if json.loads(x)["type"] == "face"]
+    assert len(faces) == 4 and [f["frame"] for f in faces] == [0, 1, 2, 3]
+    assert [x.split()[0] for x in ages.read_text().splitlines()] == ["0", "1", "2", "3"]  # frame numbers
+    r = _run(tmp_path, ["stream", "still:///nonexistent.jpg"], env, cli=True)
+    assert r.returncode == 2 and "still:///nonexistent.jpg: the video source registered for still:// refused it: " \
+                                 "ValueError: no photo /nonexistent.jpg" in r.stderr, r.stderr
+    r = _run(tmp_path, ["stream", "still://x"], cli=True)  # without the plugin
+    assert r.returncode == 2 and "unknown kind of URL" in r.stderr and "register a video source" in r.stderr

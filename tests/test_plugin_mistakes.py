@@ -411,3 +411,88 @@ def test_a_not_implemented_error_with_its_own_words_keeps_them(monkeypatch, caps
     assert main(["report", "some_run"]) == 2
     assert capsys.readouterr().err == ("facemtl: error: \"upsample_bilinear2d_channels_last\" not implemented for "
                                        "'Int'\n")
+
+
+# -- sinks, names, subgroup metrics (a contributor's test) -------------------------------------------------
+def test_a_sink_passed_from_python_is_checked_and_its_failure_named(tmp_path, capsys):
+    """A string passed as a sink said "'str' object has no attribute 'write'" mid-run; a sink that
+    left write() out, a bare NotImplementedError; a sink that raised anything but OSError ended the
+    run with a traceback and the other outputs' results."""
+    from facemtl.cli_analyze import analyze
+    from facemtl.sinks import Sink
+
+    with pytest.raises(ValueError, match=r"^a sink passed in is an object of type str, which has no write\(result\) "
+                                         r"and close\(\)"):
+        analyze([str(PHOTO)], as_json=True, progress=False, sinks=["results.jsonl"])
+
+    class Lazy(Sink):
+        pass
+
+    class Counts(Sink):
+        n = 0
+
+        def write(self, result):
+            Counts.n += 1
+
+    assert analyze([str(PHOTO)], as_json=True, progress=False, sinks=[Lazy(), Counts()]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["status"] == "ok" and Counts.n == 1
+    assert "facemtl: error: cannot write output Lazy: " \
+           "test_a_sink_passed_from_python_is_checked_and_its_failure_named.<locals>.Lazy does not implement " \
+           "write(); that output stops, the others go on" in err
+
+
+def test_a_misspelt_registered_name_is_suggested_and_an_unknown_subgroup_metric_refused(register):
+    from facemtl.registry import UnknownName
+
+    with pytest.raises(UnknownName, match=r"^unknown loss weighting 'uncertanty' \(did you mean 'uncertainty'\?\); "):
+        WEIGHTINGS.get("uncertanty")
+    with pytest.raises(ValueError, match=r"says subgroup_metric = 'rmse'; the bias tables score a cell by "
+                                         r"'accuracy' .* or 'mae'"):
+        @register(TASK_TYPES, "mistake_rmse")
+        @dataclass
+        class Rmse(RegressionTask):
+            subgroup_metric = "rmse"
+
+
+def test_a_task_type_without_dataclass_says_so(register):
+    """A contributor's test: a subclass that declared a setting but left @dataclass out read "has no
+    setting 'threshold'; it takes: ...", which hid the cause."""
+    @register(TASK_TYPES, "mistake_not_a_dataclass")
+    class NoDataclass(RegressionTask):
+        threshold: float = 18.0
+
+    with pytest.raises(ValueError, match=r"NoDataclass declares the setting 'threshold' but is not a @dataclass "
+                                         r"itself, .*put @dataclass on the class"):
+        build_task({"name": "adult", "type": "mistake_not_a_dataclass", "threshold": 21.0})
+
+
+def test_a_task_that_makes_its_labels_says_what_it_left_out(register, utkface_root):
+    """A contributor's test: leaving out ``derives_label = True``, or returning another column from
+    derive_labels(), read "no label column 'is_adult'; this data has: age, gender, race"."""
+    from facemtl.config import config_from_dict
+    from facemtl.data.dataset import read_split
+    from facemtl.tasks.classification import BinaryTask
+
+    def derive(self, labels, train, seed, report):
+        return {"adult_col": (labels["age"] >= 18).astype(float)}
+
+    @register(TASK_TYPES, "mistake_no_derives_flag")
+    @dataclass
+    class NoFlag(BinaryTask):
+        derive_labels = derive
+
+    @register(TASK_TYPES, "mistake_wrong_column")
+    @dataclass
+    class WrongColumn(BinaryTask):
+        derives_label = True
+        derive_labels = derive
+
+    for kind, said in (("mistake_no_derives_flag", r"task 'adult': the data has no column 'adult', and .*NoFlag makes "
+                                                   r"its labels in derive_labels\(\) but does not say derives_label"),
+                       ("mistake_wrong_column", r"task 'adult': .*WrongColumn.derive_labels\(\) gave the columns "
+                                                r"'adult_col', not its label column 'adult'")):
+        specs = [{"name": "age", "type": "regression"}, {"name": "adult", "type": kind}]
+        cfg = config_from_dict({"tasks": specs, "data": {"root": str(utkface_root), "limit": 60}})
+        with pytest.raises(ValueError, match=said):
+            read_split(cfg.data, [build_task(t) for t in specs], 0)

@@ -1391,3 +1391,33 @@ def test_a_time_the_page_cannot_read_in_its_address_is_said(tmp_path, chromium):
         after_refreshes(page, refreshes(page), 1)  # a sticky message: a refresh that works keeps it
         assert "since=garbage is no time" in page.inner_text("#message")
         assert errors == []
+
+
+def test_serve_takes_the_accurate_variant(tmp_path):
+    """``serve --accurate`` (a user test: only analyze took it): an upload answers as
+    ``analyze --accurate --json`` does, and /v1/version names the accurate variant."""
+    pytest.importorskip("dlib")
+    from facemtl.cli import main
+    from facemtl.inference.fusion import default_fusion_path, load_accurate
+
+    net = str(default_fusion_path().parent / "utkface_lite0.onnx")
+    store = Store(str(tmp_path / "r.db"))
+    try:
+        with TestClient(create_app(store, load_accurate(True, net), token=TOKEN)) as client:
+            body = client.post("/v1/analyze", headers=AUTH, files={"file": ("astro.jpg", PHOTO.read_bytes(),
+                                                                           "image/jpeg")}).json()
+            model = client.get("/v1/version", headers=AUTH).json()["model"]
+    finally:
+        store.close()
+    import contextlib
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["analyze", str(PHOTO), "--json", "--accurate", "--checkpoint", net]) == 0
+    line = json.loads(out.getvalue().splitlines()[0])
+    line["file"] = "astro.jpg"
+    assert body == line and model["name"].endswith("+fusion")
+    with pytest.raises(ValueError, match="leave out --no-model"):
+        from facemtl.cli_serve import serve
+
+        serve(port=0, no_model=True, fusion=True)

@@ -510,3 +510,29 @@ def test_a_live_stream_whose_detector_cannot_load_ends_in_one_sentence(tmp_path,
     assert main(["stream", str(tmp_path), "--realtime", "--fps", "10", "--json", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "facemtl: error: the face detector 'mtcnn' could not run: libGL.so.1" in err
+
+
+def test_stream_and_its_database_take_the_accurate_variant(video, tmp_path):
+    """``stream --accurate`` (a user test: only analyze took it): dlib's descriptor of each detected
+    face mixed into gender and race, as analyze does; the database records its answers under the
+    accurate variant's own name and version, apart from the network's alone (they read the same)."""
+    from facemtl.inference.fusion import default_fusion_path
+    from facemtl.store import Store
+
+    net = str(default_fusion_path().parent / "utkface_lite0.onnx")
+    args = [str(video), "--json", *FAST, "--max-frames", "12", "--checkpoint", net]
+    runs = {}
+    for name, more in (("fast", []), ("accurate", ["--accurate"])):
+        rc, out, err = _run(["stream", *args, *more, "--db", str(tmp_path / f"{name}.db")])
+        assert rc == 0, err
+        runs[name] = read_lines(out.splitlines())[0]
+    fast, accurate = runs["fast"], runs["accurate"]
+    assert [f["box"] for f in fast] == [f["box"] for f in accurate] and fast
+    assert [f["age"] for f in fast] == [f["age"] for f in accurate]  # numbers: the network's alone
+    assert any(a["gender_probabilities"] != b["gender_probabilities"] for a, b in zip(fast, accurate))
+    models = {}
+    for name in runs:
+        with Store(str(tmp_path / f"{name}.db")) as store:
+            models[name] = {(f["model_name"], f["model_version"]) for f in store.records("faces")}
+    ((fast_name, fast_version),), ((name, version),) = models["fast"], models["accurate"]
+    assert name == f"{fast_name}+fusion" and version != fast_version

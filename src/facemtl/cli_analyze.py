@@ -14,8 +14,8 @@ import signal
 import sys
 from typing import Any, Iterator, Sequence
 
+from .cli_args import accurate_flags, detector_flag, output_flag
 from .cli_args import db_flags as _db_flags
-from .cli_args import detector_flag
 from .cli_args import positive as _positive
 from .cli_args import runtime_flag as _runtime_flag
 from .cli_args import stderr_line as _stderr_line
@@ -39,6 +39,8 @@ def analyze(
     thumbnails: bool = False,
     fusion: str | bool | None = None,
     skip_stored: bool = False,
+    outputs: Sequence[str] = (),
+    sinks: Sequence[Any] = (),
 ) -> int:
     """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
 
@@ -49,6 +51,10 @@ def analyze(
     (``thumbnails``: with a small crop of each face; ``skip_stored``: leave out the files whose
     faces an earlier ``analyze`` stored there, to go on after a stopped run).
 
+    ``outputs``: more outputs by name, ``NAME:TARGET`` (``--output``; :data:`facemtl.sinks.SINKS`);
+    ``sinks``: more :class:`~facemtl.sinks.Sink` objects. Each gets every record; one that fails
+    is said once and left out, the others go on, and the exit status is 1.
+
     Every input gets a record: a path that does not exist gets one with status ``error``
     (written first), a folder that cannot be searched a warning. An annotated copy that
     cannot be written makes its image's status ``error`` (its faces are kept).
@@ -56,7 +62,8 @@ def analyze(
     from .inference import FaceAnalyzer
     from .inference.inputs import expand_inputs
     from .inference.results import ImageResult
-    from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink
+    from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink, build_output
+    from .sinks.base import output_name, passed_sinks
     from .sinks.db import open_db_sink
     from .system import SIGNAL_STATUS, out_of_memory, stop_on_signals
 
@@ -75,6 +82,9 @@ def analyze(
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     if skip_stored and db is None:
         raise ValueError("--skip-stored leaves out the files whose faces a results database holds: add --db URL")
+    for spec in outputs:  # a misspelt name before the model loads
+        output_name(spec)
+    sinks = passed_sinks(sinks)
     annotated = None
     if annotate_dir:
         files = _outside_annotate_folder(files, paths, annotate_dir, warn)
@@ -95,7 +105,12 @@ def analyze(
                           fusion=fusion) as analyzer:
             # the database first: a refused source name leaves no other output begun (a CSV header)
             stored = open_db_sink(db, analyzer.predictor.info, thumbnails, absolute_files=True) if db else None
+            extra: list[Any] = []  # --output's sinks, and those passed in
+            lost = 0  # of them, how many failed
             try:  # (on any failure before the loop, the database's session is ended, as at any other stop)
+                for spec in outputs:
+                    extra.append(build_output(spec, analyzer.tasks))
+                extra += sinks
                 if skip_stored and stored is not None:
                     absolute = [os.path.abspath(f) for f in files]
                     done_before = stored.store.stored_files(absolute)
@@ -112,6 +127,9 @@ def analyze(
             except BaseException:
                 if stored is not None:
                     stored.close()
+                for sink in extra:
+                    with contextlib.suppress(OSError):
+                        sink.close()
                 raise
             show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
             bar = None
@@ -139,6 +157,13 @@ def analyze(
                             res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
                     with _naming_our_output():
                         out.write(res)
+                    for sink in list(extra):
+                        try:
+                            sink.write(res)
+                        except OSError as exc:
+                            extra.remove(sink)
+                            lost += 1
+                            _stderr_line(f"facemtl: error: {exc.strerror or exc}; that output stops, the others go on")
                     written += 1
                     if bar is not None:
                         bar.update(1)
@@ -160,6 +185,12 @@ def analyze(
                         bar.close()
                     if stored is not None:
                         stored.close()
+                    for sink in extra:
+                        try:
+                            sink.close()
+                        except OSError as exc:
+                            lost += 1
+                            _stderr_line(f"facemtl: error: {exc.strerror or exc}")
     if odd > 5:
         print(f"facemtl: warning: {odd - 5} more images did not look like aligned face crops", file=sys.stderr)
     if received:
@@ -174,7 +205,7 @@ def analyze(
                      "(each record says why)" if len(files) + len(missing) > 1 else
                      "facemtl: error: the input could not be read as an image (its record says why)")
         return 1
-    return 0
+    return 1 if lost else 0
 
 
 
@@ -246,12 +277,8 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
-    p.add_argument("--accurate", action="store_true",
-                   help="the accurate variant: mix a classifier on dlib's face descriptor into gender and race "
-                        "(the shipped fusion file), and without --checkpoint run the networks the fusion file names "
-                        "(shipped: an ensemble of seven, five at 160 px); about 100 ms more per face")
-    p.add_argument("--fusion", metavar="FUSION_FILE",
-                   help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
+    accurate_flags(p, "each face; about 100 ms more per face")
+    output_flag(p)
     _db_flags(p)
     p.add_argument("--skip-stored", action="store_true",
                    help="with --db: leave out the files an earlier 'analyze' stored faces of, or found no face "
@@ -263,4 +290,5 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
 def analyze_run(a: argparse.Namespace) -> int:
     return analyze(a.paths, a.json, a.csv, a.annotate, a.aligned, a.checkpoint, a.detector, a.device,
                    False if a.no_progress else None, a.min_face, a.workers, a.runtime, a.threads,
-                   db=a.db, thumbnails=a.thumbnails, fusion=a.fusion or a.accurate, skip_stored=a.skip_stored)
+                   db=a.db, thumbnails=a.thumbnails, fusion=a.fusion or a.accurate, skip_stored=a.skip_stored,
+                   outputs=a.output)

@@ -79,6 +79,27 @@ def runtime_flag(p: argparse.ArgumentParser) -> None:
                         ".pt torch, .engine tensorrt; a plugin may add one to RUNTIMES)")
 
 
+def accurate_flags(p: argparse.ArgumentParser, cost: str) -> None:
+    """``--accurate`` and ``--fusion FUSION_FILE``: the accurate variant, as ``analyze``, ``stream``
+    and ``serve`` take it (``cost``: what it costs there, said in the help)."""
+    p.add_argument("--accurate", action="store_true",
+                   help="the accurate variant: mix a classifier on dlib's face descriptor of " + cost + " into "
+                        "gender and race (the shipped fusion file), and without a model named run the networks the "
+                        "fusion file names (shipped: an ensemble of seven, five at 160 px)")
+    p.add_argument("--fusion", metavar="FUSION_FILE",
+                   help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
+
+
+def output_flag(p: argparse.ArgumentParser) -> None:
+    """``--output NAME:TARGET``, repeatable: a sink of :data:`facemtl.sinks.SINKS` beside the standard output."""
+    from .sinks import SINKS
+
+    p.add_argument("--output", action="append", default=[], metavar="NAME:TARGET",
+                   help="also send the results to this output, e.g. jsonl:results.jsonl (what --json writes, in "
+                        f"a file); repeat it for several; registered: {', '.join(SINKS.names())}, and a plugin's "
+                        "(README, 'Extending')")
+
+
 def db_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="URL", help="also store the results in a results database: a SQLite file or a URL "
                                                "(sqlite:///results.db, postgresql://host/db); needs facemtl[serve]")

@@ -31,13 +31,15 @@ MIN_TOKEN = 16
 def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, model: str | None = None,
           no_model: bool = False, runtime: str | None = None, device: str = "auto", detector: str = "mtcnn",
           min_face: float | None = None, token_file: str | None = None, max_upload_mb: float = 20.0,
-          thumbnails: bool = False, retention_days: float | None = None, log_level: str = "info") -> int:
+          thumbnails: bool = False, retention_days: float | None = None, log_level: str = "info",
+          fusion: str | bool | None = None) -> int:
     """Serve the HTTP API and the operator page on ``host:port`` until SIGINT (Ctrl-C) or SIGTERM.
 
     The address is bound first, so a port in use is one sentence before the database is opened
     (a new file is not created for a server that never ran) or the model loaded. Either signal
     stops the server gracefully (requests in flight are answered, the database is closed) and the
-    exit status says which signal it was, as for every command: 130 or 143."""
+    exit status says which signal it was, as for every command: 130 or 143. ``fusion``: uploads
+    analysed by the accurate variant (``True``: the shipped fusion file, or a fusion file's path)."""
     try:
         import uvicorn  # noqa: F401  (the serve extra, checked before anything is opened)
 
@@ -63,9 +65,15 @@ def serve(host: str = "127.0.0.1", port: int = 8000, db: str | None = None, mode
         _days(retention_days, "--retention-days")
     elif os.environ.get("FACEMTL_RETENTION_DAYS"):  # (an operations test: a unit file setting it never purged)
         retention_days = _env_days()
+    if fusion and no_model:
+        raise ValueError("--accurate and --fusion are about the model that analyses uploads: leave out --no-model")
     with contextlib.closing(listen(host, port)) as sock:
         predictor = None
-        if not no_model:  # before the database: a bad model file creates no database
+        if fusion:  # before the database, as a model: a bad fusion file creates no database
+            from .inference.fusion import load_accurate
+
+            predictor = load_accurate(fusion, model, runtime, device)
+        elif not no_model:  # before the database: a bad model file creates no database
             from .inference import load_predictor
 
             predictor = load_predictor(model, runtime, device)
@@ -360,6 +368,9 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     from .cli_args import runtime_flag  # (the runtimes' names: no heavy import)
 
     runtime_flag(p)
+    from .cli_args import accurate_flags
+
+    accurate_flags(p, "each uploaded face (about 100 ms a face on a 2-core CPU)")
     p.add_argument("--token-file", metavar="FILE", help="API token in this file's first line (else $FACEMTL_API_TOKEN)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB", help="largest upload (413 past it)")
     p.add_argument("--thumbnails", action="store_true", help="store a crop of each uploaded face (off by default)")
@@ -370,7 +381,7 @@ def serve_args(p: argparse.ArgumentParser) -> None:
 
 def serve_run(a: argparse.Namespace) -> int:
     return serve(a.host, a.port, a.db, a.model, a.no_model, a.runtime, a.device, a.detector, a.min_face, a.token_file,
-                 a.max_upload_mb, a.thumbnails, a.retention_days, a.log_level)
+                 a.max_upload_mb, a.thumbnails, a.retention_days, a.log_level, fusion=a.fusion or a.accurate)
 
 
 def db_args(p: argparse.ArgumentParser) -> None:

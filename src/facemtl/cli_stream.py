@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .cli_args import db_flags, detector_flag, positive, runtime_flag
+from .cli_args import accurate_flags, db_flags, detector_flag, output_flag, positive, runtime_flag
 
 
 def stream(
@@ -37,6 +37,8 @@ def stream(
     start: float = 0.0,
     live_frame: bool = True,
     realtime: bool = False,
+    fusion: str | bool | None = None,
+    outputs: Sequence[str] = (),
 ) -> int:
     """Analyse video SOURCEs (files, cameras, URLs, folders of frames) with tracking; returns the exit status.
     ``loop``: play video files again from the start when they end, until stopped. ``start``:
@@ -46,7 +48,8 @@ def stream(
 
     ``db``: also store every face and track in the results database (URL or SQLite file), with a
     live frame of each source every second for the operator page (``thumbnails``: a crop per face;
-    ``live_frame``: off, no frame is stored, only the faces' answers)."""
+    ``live_frame``: off, no frame is stored, only the faces' answers). ``fusion``: the accurate
+    variant (``True``: the shipped fusion file, or a fusion file's path)."""
     from .video.command import run_stream
     from .video.sources import SourceSettings
     from .video.stream import StreamSettings
@@ -70,7 +73,7 @@ def stream(
         raise ValueError("--no-live-frame is about the frame the results database keeps: add --db URL")
     return run_stream(sources, as_json, as_csv, annotate, blur, settings, checkpoint, runtime, device, detector,
                       min_face, workers, progress=progress, stats=stats, db=db, thumbnails=thumbnails, preset=preset,
-                      live_frame=live_frame)
+                      live_frame=live_frame, fusion=fusion, outputs=outputs)
 
 
 def reconnections(text: str) -> int:
@@ -112,6 +115,8 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--checkpoint", dest="checkpoint", metavar="FILE",
                    help="a model file instead of the default one")
     runtime_flag(p)
+    accurate_flags(p, "each detected face (computed in the detection threads; about 100 ms a face on a 2-core "
+                      "CPU: for recorded video or sparse scenes, not a busy live camera)")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     detector_flag(p, "face detector (on a 20 s test video, both from 40 px, mtcnn found 98.7%% of the faces at "
                      "79 FPS, dlib 80%% at 31 FPS: docs/results/stream_weak_births_*_20s.json)")
@@ -148,6 +153,7 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("--stats", action="store_true",
                    help="end with the stream's counts and seconds per stage as one JSON line on stderr")
+    output_flag(p)
     db_flags(p)
     p.add_argument("--no-live-frame", action="store_true",
                    help="with --db: store no live frame (the operator page's live view; a whole frame, every face "
@@ -160,7 +166,8 @@ def stream_run(a: argparse.Namespace) -> int:
                       a.checkpoint, a.runtime, a.device, a.detector, a.min_face, a.workers,
                       False if a.no_progress else None, a.timeout, a.reconnect, a.fps, a.options, a.stats,
                       db=a.db, thumbnails=a.thumbnails, preset=a.preset, loop=a.loop, start=a.start,
-                      live_frame=not a.no_live_frame, realtime=a.realtime)
+                      live_frame=not a.no_live_frame, realtime=a.realtime, fusion=a.fusion or a.accurate,
+                      outputs=a.output)
     except KeyboardInterrupt as exc:  # a second signal while the first one was being honoured
         print("facemtl: aborted", file=sys.stderr)
         return getattr(exc, "status", 130)  # SignalAbort: 143 for SIGTERM

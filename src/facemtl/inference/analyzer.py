@@ -59,22 +59,15 @@ class FaceAnalyzer:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if detect_max_side < 32:
             raise ValueError(f"detect_max_side must be at least 32 pixels, not {detect_max_side}")
-        head = None
-        if fusion:  # the accurate variant: dlib's descriptor beside the network
-            from .fusion import FusionHead, default_fusion_path
+        if fusion and predictor is None:  # the accurate variant: dlib's descriptor beside the network
+            from .fusion import load_accurate
 
-            head = FusionHead.load(default_fusion_path() if fusion is True else fusion)
-            if checkpoint is None and head.networks:
-                checkpoint = head.networks
-                for network in head.networks:
-                    if not Path(network).is_file():
-                        raise FileNotFoundError(f"the accurate variant's network {network} (named by its fusion "
-                                                "file) does not exist")
+            predictor = load_accurate(fusion, checkpoint, runtime, device, batch_size, interval, threads)
+        elif fusion:
+            from .fusion import FusedPredictor, FusionHead, default_fusion_path
+
+            predictor = FusedPredictor(predictor, FusionHead.load(default_fusion_path() if fusion is True else fusion))
         self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
-        if head is not None:
-            from .fusion import FusedPredictor
-
-            self.predictor = FusedPredictor(self.predictor, head)
         self.pipeline = Pipeline(self.predictor, detector, min_face, workers, detect_max_side, max_latency, keep_images)
         self.tasks = self.predictor.tasks
         self.size = self.predictor.size

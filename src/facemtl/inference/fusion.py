@@ -38,7 +38,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..tasks.base import answers_of
-from .predictor import Predictor
+from .model_info import file_version
+from .predictor import Predictor, load_predictor
 from .results import TaskAnswer
 
 DEFAULT_FUSION = "utkface_lite0_fusion.json"
@@ -58,6 +59,10 @@ class FusionHead:
     #: Per task, the face's answer to another (numeric) task under which the networks answer it
     #: alone: ``{"gender": {"task": "age", "below": 10.0}}``.
     networks_alone: dict[str, dict[str, Any]] | None = None
+    #: The file it was read from (its name) and the first 12 hex digits of the SHA-256 of its
+    #: bytes (:meth:`load`), recorded beside each answer the accurate variant gives.
+    source: str | None = None
+    version: str | None = None
 
     def probabilities(self, task: str, features: np.ndarray) -> np.ndarray:
         """``(N, C)`` class probabilities of ``task`` from descriptors ``(N, 128)``."""
@@ -105,6 +110,7 @@ class FusionHead:
             head = cls(d["teacher"], np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), d["tasks"],
                        float(d.get("mix", 0.5)), networks, alone)
             head.check_shapes()
+            head.source, head.version = Path(path).name, file_version(path)
             return head
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a facemtl fusion file ({type(exc).__name__}: {exc})") from None
@@ -161,6 +167,23 @@ def default_fusion_path() -> Path:
     return Path(str(resources.files("facemtl") / "weights" / DEFAULT_FUSION))
 
 
+def load_accurate(fusion: str | Path | bool, checkpoint: Any = None, runtime: str | None = None,
+                  device: str = "auto", batch_size: int = 64, interval: float = 0.8,
+                  threads: int | None = None) -> "FusedPredictor":
+    """The accurate variant: ``fusion`` (``True``: the shipped fusion file, or a fusion file's path)
+    beside ``checkpoint``'s network, or with no ``checkpoint`` the networks the fusion file names
+    (else the default model). The other arguments load the network (:func:`load_predictor`).
+    One way in for ``analyze``, ``stream`` and ``serve``."""
+    head = FusionHead.load(default_fusion_path() if fusion is True else fusion)
+    if checkpoint is None and head.networks:
+        checkpoint = head.networks
+        for network in head.networks:
+            if not Path(network).is_file():
+                raise FileNotFoundError(f"the accurate variant's network {network} (named by its fusion "
+                                        "file) does not exist")
+    return FusedPredictor(load_predictor(checkpoint, runtime, device, batch_size, interval, threads), head)
+
+
 class FusedPredictor:
     """A :class:`Predictor` whose classification answers mix in the descriptor's opinion.
 
@@ -189,7 +212,8 @@ class FusedPredictor:
                                [t.name for t in predictor.tasks if t.class_names() is None])
         check_available()  # the accurate variant without dlib: one sentence now, not an error per face
         self.predictor, self.head = predictor, head
-        self.tasks, self.size, self.info = predictor.tasks, predictor.size, predictor.info
+        self.tasks, self.size = predictor.tasks, predictor.size
+        self.info = fused_info(predictor.info, head)
         self.batch_size, self.interval = predictor.batch_size, predictor.interval
         self._local = threading.local()
 
@@ -229,6 +253,21 @@ class FusedPredictor:
             else:
                 per_task[t.name] = answers_of(t, raw[t.name], self.interval)
         return [{name: answers[j] for name, answers in per_task.items()} for j in range(len(crops))]
+
+
+def fused_info(info: Any, head: FusionHead) -> Any:
+    """What the accurate variant says about itself: the network's :class:`ModelInfo` under a name
+    and version of its own (``NAME+fusion``; the SHA-256 of the network's version and the fusion
+    file's), so that its answers are told apart from the network's alone wherever they are kept
+    (a results database's faces, ``/v1/model``: both read the same before), and the fusion file
+    in ``extra``."""
+    import dataclasses
+    import hashlib
+
+    version = hashlib.sha256(f"{info.version}+{head.version}".encode()).hexdigest()[:12]
+    return dataclasses.replace(info, name=f"{info.name}+fusion", version=version,
+                               extra={**info.extra, "network_version": info.version, "fusion": head.source,
+                                      "fusion_version": head.version})
 
 
 def fit_fusion(features: np.ndarray, labels: dict[str, np.ndarray], classes: dict[str, list[str]],

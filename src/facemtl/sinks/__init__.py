@@ -2,7 +2,8 @@
 ``serve`` extra, the results database)."""
 
 from .annotate import AnnotateSink, draw_faces
-from .base import MultiSink, Sink
-from .text import CsvSink, JsonLinesSink, TableSink, VideoCsvSink
+from .base import SINKS, MultiSink, NamedSink, Sink, build_output
+from .text import CsvSink, JsonLinesFile, JsonLinesSink, TableSink, VideoCsvSink
 
-__all__ = ["Sink", "MultiSink", "TableSink", "JsonLinesSink", "CsvSink", "VideoCsvSink", "AnnotateSink", "draw_faces"]
+__all__ = ["SINKS", "Sink", "MultiSink", "NamedSink", "build_output", "TableSink", "JsonLinesSink", "JsonLinesFile",
+           "CsvSink", "VideoCsvSink", "AnnotateSink", "draw_faces"]

@@ -32,7 +32,7 @@ from ..inference.results import (
     video_csv_rows,
 )
 from ..tasks import Task
-from .base import Sink
+from .base import SINKS, Sink
 
 log = logging.getLogger("facemtl.sinks")
 
@@ -143,6 +143,29 @@ class JsonLinesSink(Sink):
 
     def write_track(self, track: TrackResult) -> None:
         write_whole(self.out, json.dumps(track.to_dict()) + "\n")
+
+
+@SINKS.register("jsonl")
+class JsonLinesFile(JsonLinesSink):
+    """``--output jsonl:FILE``: what ``--json`` writes, in ``FILE`` (replaced), beside what the
+    command writes on standard output: one line per image (``analyze``), or per face and per
+    track (``stream``)."""
+
+    def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
+        from ..system import check_new_file
+
+        if not target:
+            raise ValueError("the jsonl sink writes a file: --output jsonl:FILE")
+        check_new_file(target, "--output jsonl:")
+        self.path = target
+        super().__init__(open(target, "w", encoding="utf-8"))
+
+    def write(self, result: ImageResult) -> None:
+        self.faces = getattr(result, "frame", None) is not None  # a video frame: its faces' lines, as stream's
+        super().write(result)
+
+    def close(self) -> None:
+        self.out.close()
 
 
 class _CsvRows:

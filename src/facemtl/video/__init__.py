@@ -25,6 +25,7 @@ _EXPORTS = {
     "Tracker": "tracker", "TrackerSettings": "tracker", "KalmanBoxFilter": "tracker", "iou_matrix": "tracker",
     "TrackSmoother": "smoothing", "QualitySettings": "smoothing", "face_quality": "smoothing",
     "Source": "sources", "SourceSettings": "sources", "SourceError": "sources", "open_sources": "sources",
+    "SOURCES": "sources", "Frame": "sources",
     "FrameReader": "reader",
     "VideoWriterSink": "writer",
 }

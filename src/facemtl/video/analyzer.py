@@ -26,15 +26,23 @@ class VideoAnalyzer:
     project's 2-core machine two network threads beside two detection threads ran three
     times slower per face than one);
     ``detector``, ``min_face`` and ``workers`` set up the detection threads (see
-    :class:`Pipeline`). ``predictor``: share an already loaded one.
+    :class:`Pipeline`). ``predictor``: share an already loaded one. ``fusion``: the accurate
+    variant (``True``: the shipped fusion file, or a fusion file's path; see
+    :func:`~facemtl.inference.fusion.load_accurate`): dlib's descriptor of each detected face,
+    computed in the detection threads, mixed into the classification answers (about 100 ms a
+    face on a 2-core CPU: for recorded video and sparse scenes rather than a busy live camera).
     """
 
     def __init__(self, checkpoint: str | Path | None = None, detector: str = "mtcnn", device: str = "auto",
                  runtime: str | None = None, min_face: float | None = None, workers: int | None = None,
                  batch_size: int = 32, interval: float = 0.8, threads: int | None = None,
-                 predictor: Predictor | None = None) -> None:
+                 predictor: Predictor | None = None, fusion: str | Path | bool | None = None) -> None:
         if threads is None:  # the detection threads run beside the network: leave them cores
             threads = max(1, usable_cores() // 2)
+        if fusion and predictor is None:
+            from ..inference.fusion import load_accurate
+
+            predictor = load_accurate(fusion, checkpoint, runtime, device, batch_size, interval, threads)
         self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
         self.pipeline = Pipeline(self.predictor, detector, min_face, workers)
         self.tasks = self.predictor.tasks

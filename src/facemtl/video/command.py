@@ -9,6 +9,7 @@ closed; a second Ctrl-C aborts at once.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -84,7 +85,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
                runtime: str | None = None, device: str = "auto", detector: str = "mtcnn",
                min_face: float | None = None, workers: int | None = None, threads: int | None = None,
                progress: bool | None = None, sinks: Sequence[Sink] = (), stats: bool = False, db: str | None = None,
-               thumbnails: bool = False, preset: str = "veryfast", live_frame: bool = True) -> int:
+               thumbnails: bool = False, preset: str = "veryfast", live_frame: bool = True,
+               fusion: str | bool | None = None, outputs: Sequence[str] = ()) -> int:
     """Analyse ``sources`` until they end or a signal stops them; returns the exit status:
     0 when every source was read to its end (or ``max_frames``), 1 when a source or an output
     failed (its sentence is on stderr; everything analysed before is written to the outputs
@@ -95,7 +97,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     ``db``: also write every face and track to the results database at this URL or SQLite file
     (:class:`~facemtl.sinks.db.DbSink`: batched transactions, a live frame per source every
     second for the operator page; ``thumbnails``: a crop of each face). ``preset``: x264's speed
-    preset for the annotated video."""
+    preset for the annotated video. ``fusion``: the accurate variant (see :class:`VideoAnalyzer`).
+    ``outputs``: more outputs by name, ``NAME:TARGET`` (``--output``; :data:`facemtl.sinks.SINKS`)."""
     settings = settings or StreamSettings()
     missing = [m for m in ("av", "scipy") if importlib.util.find_spec(m) is None]
     if missing:
@@ -106,13 +109,20 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
         from .writer import check_output
 
         check_output(annotate, preset)  # a folder, a suffix with no H.264 container, a bad preset: before the model
+    from ..sinks import build_output
+    from ..sinks.base import output_name, passed_sinks
+
+    for spec in outputs:  # a misspelt name before the model loads
+        output_name(spec)
+    sinks = passed_sinks(sinks)
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")
     if annotate:
         _refuse_overwriting_a_source(annotate, opened)
     settings.keep_images = bool(annotate) or db is not None  # the database keeps live frames (and thumbnails)
-    with VideoAnalyzer(checkpoint, detector, device, runtime, min_face, workers, threads=threads) as analyzer:
+    with VideoAnalyzer(checkpoint, detector, device, runtime, min_face, workers, threads=threads,
+                       fusion=fusion) as analyzer:
         fps = next((s.fps for s in opened if s.fps), 30.0)
         stored = []
         if db is not None:  # first: a refused source name leaves no other output begun (a CSV header, a video)
@@ -123,8 +133,17 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
             stored.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single,
                                        live_frames=live_frame,
                                        sources=[s.name for s in opened]))
+        named = []
+        try:
+            for spec in outputs:
+                named.append(build_output(spec, analyzer.tasks))
+        except BaseException:
+            for sink in named + stored:
+                with contextlib.suppress(OSError, RuntimeError):
+                    sink.close()
+            raise
         outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
-                              preset=preset) + list(sinks) + stored
+                              preset=preset) + list(sinks) + named + stored
         stream = analyzer.stream(opened, settings, log=_say)
         failed: list[Sink] = []
         beating = [s for s in outputs if callable(getattr(s, "heartbeat", None))]  # (--db's, or one passed in)

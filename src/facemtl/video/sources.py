@@ -4,6 +4,7 @@
 SOURCE                    source
 ========================  ==========================================================
 ``0``, ``1`` ...          a camera (OpenCV's capture, the device's index)
+``SCHEME://...``          a source registered in :data:`SOURCES` under ``SCHEME`` (a plugin's)
 ``rtsp://`` ``http://``   a URL (see :data:`URL_SCHEMES`), read with PyAV's FFmpeg
 ... a folder              its images in natural order (``frame_2.png`` before ``frame_10.png``)
 ... ``.txt`` file         a *sources file*: one SOURCE per line, optionally ``name=SOURCE``
@@ -46,6 +47,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..registry import Registry, UnknownName
+
 #: Suffixes of a sources file.
 SOURCES_FILE_SUFFIXES = {".txt"}
 #: URL schemes read as a stream, and whether a stream of that scheme is always live (else
@@ -54,6 +57,13 @@ URL_SCHEMES = {"rtsp": True, "rtsps": True, "rtmp": True, "rtmps": True, "udp": 
                "http": False, "https": False}
 
 Log = Callable[[str], None]
+
+#: Sources of one's own, by URL scheme: ``@SOURCES.register("myscheme")`` on
+#: ``factory(spec: str, name: str | None, settings: SourceSettings) -> Source`` (a :class:`Source`
+#: subclass whose ``frames(stop, log)`` yields :class:`Frame` records; ``live = True`` for one that
+#: delivers in real time). ``stream myscheme://...`` then reads it; a registered scheme is asked
+#: before the built-in ones, so a plugin may also read e.g. ``http://`` its own way.
+SOURCES: Registry[Any] = Registry("video source")
 
 
 class SourceError(ValueError):
@@ -201,6 +211,22 @@ class Camera(Source):
             cap.release()
 
 
+def _registered(spec: str, scheme: str, s: SourceSettings, name: str | None) -> Source:
+    """The source a registration of ``scheme`` builds for ``spec``; :class:`SourceError` in one
+    sentence naming it when it fails or builds no :class:`Source`."""
+    try:
+        source = SOURCES.get(scheme)(spec, name, s)
+    except SourceError:
+        raise
+    except (ValueError, TypeError, OSError) as exc:
+        raise SourceError(f"{redact_url(spec)}: the video source registered for {scheme}:// refused it: "
+                          f"{type(exc).__name__}: {exc}") from None
+    if not callable(getattr(source, "frames", None)):
+        raise SourceError(f"{redact_url(spec)}: the video source registered for {scheme}:// built an object of "
+                          f"type {type(source).__qualname__}, which has no frames(stop, log) (a facemtl Source)")
+    return source
+
+
 def _natural_key(path: Path) -> list:
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)]
 
@@ -288,10 +314,18 @@ def _source(spec: str, s: SourceSettings, name: str | None) -> Source:
         return Camera(spec, name)
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
+        if scheme in SOURCES:
+            return _registered(spec, scheme, s, name)
         if scheme == "file":
             return VideoFile(spec[len("file://"):], name, s.options, s.loop, s.start)
         if scheme not in URL_SCHEMES:
-            raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(URL_SCHEMES)}")
+            try:  # a plugin's, maybe (the plugins are loaded when a name is missing)
+                return _registered(spec, scheme, s, name)
+            except UnknownName:
+                known = [*URL_SCHEMES, "file", *SOURCES.names()]
+                raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(known)} (a "
+                                  "scheme of your own: register a video source for it in facemtl.video.SOURCES)"
+                                  ) from None
         return Url(spec, name, s)
     path = Path(spec)
     if path.is_dir():
