@@ -349,7 +349,8 @@ def test_teacher_cache_is_reused_and_invalidated(utkface_root, tmp_path):
     assert "no descriptor for 1 images" in said[-1] and "missing.jpg: No such file or directory" in said[-1]
 
 
-def test_a_cache_that_cannot_be_made_or_written_is_said_before_any_descriptor(utkface_root, tmp_path, monkeypatch):
+def test_a_cache_that_cannot_be_made_or_written_is_said_before_any_descriptor(utkface_root, tmp_path, monkeypatch,
+                                                                               capsys):
     """A user test: a cache folder the user could not write was found only when the first batch
     of computed descriptors was stored (sqlite3's "attempt to write a readonly database", the
     work lost); an unwritable home gave "permission denied: /nonexistent". Both are one sentence
@@ -385,6 +386,13 @@ def test_a_cache_that_cannot_be_made_or_written_is_said_before_any_descriptor(ut
     assert main(["train", "--config", str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"), "--out",
                  str(tmp_path / "run"), f"data.root={utkface_root}", "data.limit=20", "data.teacher=dlib_resnet_v1",
                  f"data.cache_dir={tmp_path / 'cache'}"]) == 1
+    assert "cannot be written (attempt to write a readonly database): set data.cache_dir" in capsys.readouterr().err
+    # a damaged cache file: remove it, or another folder
+    monkeypatch.setattr(teacher.sqlite3, "connect", connect)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "dlib_resnet_v1.sqlite").write_text("not a database, but text of some length " * 4)
+    with pytest.raises(CacheUnusable, match=r"cannot be read \(file is not a database\): remove it"):
+        teacher_features(files, tmp_path / "bad", workers=1, progress=False, log=said.append)
 
 
 def test_tiny_distillation_run(utkface_root, tmp_path, capsys, monkeypatch):

@@ -288,6 +288,11 @@ SINK_AND_SOURCE = textwrap.dedent('''
         return None
 
 
+    @SINKS.register("raises")
+    def raises(target, tasks):
+        return None.write
+
+
     @SINKS.register("lines")
     class Lines:  # not a Sink subclass: write and close are enough
         def __init__(self, target, tasks):
@@ -298,6 +303,11 @@ SINK_AND_SOURCE = textwrap.dedent('''
 
         def close(self):
             self.out.close()
+
+
+    @SOURCES.register("brokensrc")
+    def brokensrc(spec, name, settings):
+        return {}["missing"]
 
 
     @SOURCES.register("still")
@@ -338,15 +348,23 @@ def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path)
     r = _run(tmp_path, ["analyze", str(PHOTO), str(tmp_path / "copy.jpg"), "--json", "--output", "breaks:", "--output",
                         f"ages:{ages}"], env, cli=True)
     assert r.returncode == 1 and len(r.stdout.splitlines()) == 2 and len(ages.read_text().splitlines()) == 2
-    assert r.stderr.count("facemtl: error: cannot write output breaks:: KeyError: 'a column it expected'; that "
+    assert r.stderr.count("facemtl: error: cannot write output 'breaks:': KeyError: 'a column it expected'; that "
                           "output stops, the others go on") == 1, r.stderr
     for spec, said in (("not_a_sink:x", "the sink 'not_a_sink' was built as an object of type str, which has no "
                                         "write(result) and close()"),
                        ("nosuch:x", "unknown sink 'nosuch'; choose one of: ages, breaks, jsonl, lines, mixed, "
-                                    "not_a_sink"),
+                                    "not_a_sink, raises"),
                        (":x", "--output takes NAME:TARGET"),
-                       ("jsonl:", "--output jsonl:: the jsonl sink writes a file: --output jsonl:FILE"),
-                       ("mixed:x", "--output mixed:x: mixed_photo_and_hand() takes 0 positional arguments")):
+                       ("jsonl:", "--output 'jsonl:': the jsonl sink writes a file: --output jsonl:FILE"),
+                       ("mixed:x", "--output 'mixed:x': mixed_photo_and_hand() takes 0 positional arguments"),
+                       ("raises:x", "--output 'raises:x': the sink 'raises' could not be built: AttributeError: "
+                                    "'NoneType' object has no attribute 'write'"),
+                       (f"jsonl:{tmp_path}", f"--output 'jsonl:{tmp_path}': {tmp_path} is a folder; the jsonl sink "
+                                             "writes a file"),
+                       (f"jsonl:{PHOTO}", f"--output 'jsonl:{PHOTO}': {PHOTO} is an input being read, which it "
+                                          "would overwrite"),
+                       ("jsonl:/proc/x.jsonl", "--output 'jsonl:/proc/x.jsonl': the jsonl output cannot be written: no "
+                                               "file can be made in /proc")):
         r = _run(tmp_path, ["analyze", str(PHOTO), "--output", spec], env, cli=True)
         assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, (spec, r.stderr)
     # the plugin's source, and its sink, in a stream
@@ -359,5 +377,22 @@ def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path)
     r = _run(tmp_path, ["stream", "still:///nonexistent.jpg"], env, cli=True)
     assert r.returncode == 2 and "still:///nonexistent.jpg: the video source registered for still:// refused it: " \
                                  "ValueError: no photo /nonexistent.jpg" in r.stderr, r.stderr
+    r = _run(tmp_path, ["stream", "brokensrc://x"], env, cli=True)  # a factory's own mistake: named, no traceback
+    assert r.returncode == 2 and "brokensrc://x: the video source registered for brokensrc:// refused it: " \
+                                 "KeyError: 'missing'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    # the same file twice, the database's file, a frame of the folder being read: refused before the model loads
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "f1.jpg").write_bytes(PHOTO.read_bytes())
+    for args, said in (([str(PHOTO), "--output", f"ages:{ages}", "--output", f"jsonl:{ages}"],
+                        f"--output 'jsonl:{ages}' writes the file of --output 'ages:{ages}': give each its own"),
+                       ([str(PHOTO), "--db", str(tmp_path / "r.db"), "--output", f"jsonl:{tmp_path / 'r.db'}"],
+                        "is the results database (--db), which it would overwrite")):
+        (tmp_path / "r.db").write_bytes(b"")
+        r = _run(tmp_path, ["analyze", *args], env, cli=True)
+        assert r.returncode == 2 and said in r.stderr, (args, r.stderr)
+    r = _run(tmp_path, ["stream", str(frames), "--output", f"jsonl:{frames / 'f1.jpg'}"], env, cli=True)
+    assert r.returncode == 2 and "is inside an input being read, which it would overwrite" in r.stderr, r.stderr
+    assert (frames / "f1.jpg").read_bytes() == PHOTO.read_bytes()
     r = _run(tmp_path, ["stream", "still://x"], cli=True)  # without the plugin
     assert r.returncode == 2 and "unknown kind of URL" in r.stderr and "register a video source" in r.stderr

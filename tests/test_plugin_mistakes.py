@@ -437,7 +437,7 @@ def test_a_sink_passed_from_python_is_checked_and_its_failure_named(tmp_path, ca
     assert analyze([str(PHOTO)], as_json=True, progress=False, sinks=[Lazy(), Counts()]) == 1
     out, err = capsys.readouterr()
     assert json.loads(out)["status"] == "ok" and Counts.n == 1
-    assert "facemtl: error: cannot write output Lazy: " \
+    assert "facemtl: error: cannot write output 'Lazy': " \
            "test_a_sink_passed_from_python_is_checked_and_its_failure_named.<locals>.Lazy does not implement " \
            "write(); that output stops, the others go on" in err
 

@@ -536,3 +536,39 @@ def test_stream_and_its_database_take_the_accurate_variant(video, tmp_path):
             models[name] = {(f["model_name"], f["model_version"]) for f in store.records("faces")}
     ((fast_name, fast_version),), ((name, version),) = models["fast"], models["accurate"]
     assert name == f"{fast_name}+fusion" and version != fast_version
+
+
+def test_an_output_that_fails_is_said_once_and_the_stream_goes_on(video):
+    """A review: the stream's sentence for a failing --output named it twice ("cannot write output
+    X: cannot write output X: No space left on device"); a sink object without write_track (slots,
+    nothing to add it to) is taken as it is; a predictor passed in with fusion is wrapped too (it
+    answered the fast path)."""
+    from facemtl.inference import load_predictor
+    from facemtl.inference.fusion import FusedPredictor
+    from facemtl.video.analyzer import VideoAnalyzer
+    from facemtl.video.command import run_stream
+    from facemtl.video.stream import StreamSettings
+
+    rc, out, err = _run(["stream", str(video), "--json", *FAST, "--max-frames", "10", "--output", "jsonl:/dev/full"])
+    assert rc == 1 and out, err
+    assert err.count("cannot write output 'jsonl:/dev/full': No space left on device; that output stops, the others "
+                     "go on") == 1 and "cannot write output 'jsonl:/dev/full': cannot write" not in err, err
+
+    class Slotted:
+        __slots__ = ("n",)
+
+        def __init__(self):
+            self.n = 0
+
+        def write(self, result):
+            self.n += 1
+
+        def close(self):
+            pass
+
+    sink = Slotted()
+    assert run_stream([str(video)], settings=StreamSettings(detect_every=5, max_frames=6), detector="mtcnn",
+                      min_face=60, progress=False, sinks=[sink]) == 0
+    assert sink.n == 6
+    with VideoAnalyzer(predictor=load_predictor(device="cpu"), fusion=True, workers=1) as va:
+        assert isinstance(va.predictor, FusedPredictor)

@@ -63,7 +63,7 @@ def analyze(
     from .inference.inputs import expand_inputs
     from .inference.results import ImageResult
     from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink, build_output
-    from .sinks.base import output_name, passed_sinks
+    from .sinks.base import check_outputs, passed_sinks
     from .sinks.db import open_db_sink
     from .system import SIGNAL_STATUS, out_of_memory, stop_on_signals
 
@@ -82,8 +82,7 @@ def analyze(
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     if skip_stored and db is None:
         raise ValueError("--skip-stored leaves out the files whose faces a results database holds: add --db URL")
-    for spec in outputs:  # a misspelt name before the model loads
-        output_name(spec)
+    check_outputs(outputs, files, db)  # before the model loads; never over an input or the database
     sinks = passed_sinks(sinks)
     annotated = None
     if annotate_dir:

@@ -49,13 +49,22 @@ class FeatureCache:
         self.folder = Path(folder).expanduser()
         self.path = self.folder / f"{teacher}.sqlite"
         self.dim = dim
+        self.db: sqlite3.Connection | None = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60)
             self.db.execute("CREATE TABLE IF NOT EXISTS features (digest TEXT PRIMARY KEY, vector BLOB NOT NULL)")
             self.db.commit()
         except (OSError, sqlite3.Error) as exc:
+            if self.db is not None:
+                self.db.close()
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):  # damaged
+                raise self._damaged(exc) from None
             raise self._refusal(exc, "made or opened") from None
+
+    def _damaged(self, exc: Exception) -> CacheUnusable:
+        return CacheUnusable(f"the teacher's cache {self.path} cannot be read ({exc}): remove it (its descriptors "
+                             "are computed again) or set data.cache_dir to another folder")
 
     def _refusal(self, exc: Exception, what: str) -> CacheUnusable:
         why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -84,8 +93,7 @@ class FeatureCache:
                                        f"({','.join('?' * len(part))})", part)
                 out.update({d: np.frombuffer(v, dtype=np.float32).copy() for d, v in rows})
         except sqlite3.DatabaseError as exc:  # not a database (damaged, or another file of that name)
-            raise CacheUnusable(f"the teacher's cache {self.path} cannot be read ({exc}): remove it (its descriptors "
-                                "are computed again) or set data.cache_dir to another folder") from None
+            raise self._damaged(exc) from None
         return out
 
     def put(self, items: dict[str, np.ndarray]) -> None:

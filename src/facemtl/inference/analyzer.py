@@ -59,14 +59,10 @@ class FaceAnalyzer:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if detect_max_side < 32:
             raise ValueError(f"detect_max_side must be at least 32 pixels, not {detect_max_side}")
-        if fusion and predictor is None:  # the accurate variant: dlib's descriptor beside the network
+        if fusion:  # the accurate variant: dlib's descriptor beside the network
             from .fusion import load_accurate
 
-            predictor = load_accurate(fusion, checkpoint, runtime, device, batch_size, interval, threads)
-        elif fusion:
-            from .fusion import FusedPredictor, FusionHead, default_fusion_path
-
-            predictor = FusedPredictor(predictor, FusionHead.load(default_fusion_path() if fusion is True else fusion))
+            predictor = load_accurate(fusion, checkpoint, runtime, device, batch_size, interval, threads, predictor)
         self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
         self.pipeline = Pipeline(self.predictor, detector, min_face, workers, detect_max_side, max_latency, keep_images)
         self.tasks = self.predictor.tasks

@@ -169,19 +169,21 @@ def default_fusion_path() -> Path:
 
 def load_accurate(fusion: str | Path | bool, checkpoint: Any = None, runtime: str | None = None,
                   device: str = "auto", batch_size: int = 64, interval: float = 0.8,
-                  threads: int | None = None) -> "FusedPredictor":
+                  threads: int | None = None, predictor: Predictor | None = None) -> "FusedPredictor":
     """The accurate variant: ``fusion`` (``True``: the shipped fusion file, or a fusion file's path)
-    beside ``checkpoint``'s network, or with no ``checkpoint`` the networks the fusion file names
-    (else the default model). The other arguments load the network (:func:`load_predictor`).
-    One way in for ``analyze``, ``stream`` and ``serve``."""
+    beside ``predictor``, or ``checkpoint``'s network, or with neither the networks the fusion file
+    names (else the default model). The other arguments load the network (:func:`load_predictor`).
+    One way in for ``analyze``, ``stream``, ``serve`` and the library's analyzers."""
     head = FusionHead.load(default_fusion_path() if fusion is True else fusion)
-    if checkpoint is None and head.networks:
+    if predictor is None and checkpoint is None and head.networks:
         checkpoint = head.networks
         for network in head.networks:
             if not Path(network).is_file():
                 raise FileNotFoundError(f"the accurate variant's network {network} (named by its fusion "
-                                        "file) does not exist")
-    return FusedPredictor(load_predictor(checkpoint, runtime, device, batch_size, interval, threads), head)
+                                        "file) does not exist; give the model with --checkpoint")
+    if predictor is None:
+        predictor = load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
+    return FusedPredictor(predictor, head)
 
 
 class FusedPredictor:
@@ -259,7 +261,7 @@ def fused_info(info: Any, head: FusionHead) -> Any:
     """What the accurate variant says about itself: the network's :class:`ModelInfo` under a name
     and version of its own (``NAME+fusion``; the SHA-256 of the network's version and the fusion
     file's), so that its answers are told apart from the network's alone wherever they are kept
-    (a results database's faces, ``/v1/model``: both read the same before), and the fusion file
+    (a results database's faces, ``/v1/version``: both read the same before), and the fusion file
     in ``extra``."""
     import dataclasses
     import hashlib

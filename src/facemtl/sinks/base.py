@@ -6,7 +6,7 @@ images, a database). A new output is one class with ``write`` and ``close``; reg
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..inference.results import ImageResult, TrackResult
 from ..registry import Registry
@@ -15,10 +15,11 @@ from ..registry import Registry
 class Sink:
     """Receives every :class:`ImageResult` in order, then ``close()`` once.
 
-    ``write`` raises ``OSError`` when it cannot store a result (a full disk, a server away):
-    ``analyze`` and ``stream`` then say so once and leave that sink out, the other outputs go
-    on, and the exit status is 1. (``analyze``'s annotated copies are the exception: a copy
-    not written marks its image's record, and the copies go on.)
+    ``write`` raises ``OSError`` when it cannot store a result (a full disk, a server away).
+    ``stream`` then says so once and leaves that sink out, the other outputs go on, and the
+    exit status is 1; so does ``analyze`` for the outputs of ``--output`` and those passed in,
+    while its standard output and ``--db`` stop the run, and an annotated copy not written
+    marks its image's record (the copies go on).
     """
 
     def write(self, result: ImageResult) -> None:
@@ -58,28 +59,38 @@ class NamedSink(Sink):
 
     def __init__(self, spec: str, sink: Any) -> None:
         self.spec, self.sink = spec, sink
-        self.path = f"output {spec}"  # (how the commands' error sentences name it)
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _call(self, method: str, *args: Any) -> None:
+        fn = getattr(self.sink, method, None)
+        if fn is None and method == "write_track":  # (an object with write and close only: tracks ignored)
+            return
         try:
             fn(*args)
-        except OSError as exc:
-            raise OSError(exc.errno, f"cannot write output {self.spec}: "
-                                     f"{exc.strerror or exc or type(exc).__name__}") from exc
-        except NotImplementedError as exc:
-            why = str(exc) or f"{type(self.sink).__qualname__} does not implement {fn.__name__}()"
-            raise OSError(f"cannot write output {self.spec}: {why}") from exc
-        except Exception as exc:  # a plugin's mistake: named, and the other outputs go on
-            raise OSError(f"cannot write output {self.spec}: {type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:
+            if method == "close" and not isinstance(exc, NotImplementedError):
+                raise  # (a results database's "did not take the last batch": its own sentence, as before)
+            raise OSError(self._said(exc, method)) from exc
+        except Exception as exc:  # a plugin's mistake too: named, and the other outputs go on
+            raise OSError(self._said(exc, method)) from exc
+
+    def _said(self, exc: Exception, method: str) -> str:
+        """``cannot write output 'SPEC': why`` (no errno: the commands print it as it is)."""
+        if isinstance(exc, OSError):
+            why = exc.strerror or str(exc) or type(exc).__name__
+        elif isinstance(exc, NotImplementedError):
+            why = str(exc) or f"{type(self.sink).__qualname__} does not implement {method}()"
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        return f"cannot write output {self.spec!r}: {why}"
 
     def write(self, result: ImageResult) -> None:
-        self._call(self.sink.write, result)
+        self._call("write", result)
 
     def write_track(self, track: TrackResult) -> None:
-        self._call(self.sink.write_track, track)
+        self._call("write_track", track)
 
     def close(self) -> None:
-        self._call(self.sink.close)
+        self._call("close")
 
     @property
     def incomplete(self) -> bool:
@@ -103,20 +114,61 @@ def passed_sinks(sinks: Sequence[Any]) -> list[NamedSink]:
         if not callable(getattr(s, "write", None)) or not callable(getattr(s, "close", None)):
             raise ValueError(f"a sink passed in is an object of type {type(s).__qualname__}, which has no "
                              "write(result) and close() (a facemtl.sinks.Sink)")
-        if not callable(getattr(s, "write_track", None)):
-            s.write_track = lambda track: None
         out.append(NamedSink(type(s).__name__, s))
     return out
 
 
 def output_name(spec: str) -> str:
-    """The sink name of ``--output NAME:TARGET``, checked registered (``UnknownName`` if not; the
-    commands ask before their model loads) or a ``ValueError`` for a spec that names none."""
+    """The sink name of ``--output NAME:TARGET``, checked registered (``UnknownName`` if not) or a
+    ``ValueError`` for a spec that names none."""
     name = spec.partition(":")[0].strip()
     if not name:
         raise ValueError(f"--output takes NAME:TARGET (a registered sink and, e.g., a file), not {spec!r}")
     SINKS.get(name)
     return name
+
+
+def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | None = None) -> None:
+    """``--output``'s specs checked before a command loads its model: each name registered, each
+    target the sink's own check accepts (a factory's ``check_target(target)``, where it has one:
+    ``jsonl`` a new file in a folder that takes one), and no existing target is a file being read
+    (``reads``: files, or folders whose files are read), the results database's file (``db``) or
+    another ``--output``'s: those would be emptied when the output opens (a review: ``--output
+    jsonl:photo.jpg`` destroyed the photo it analysed). ``ValueError`` in one sentence."""
+    import os
+
+    seen: dict[str, str] = {}
+    guarded = [(os.path.realpath(r), "an input being read") for r in reads if os.path.exists(r)]
+    if db is not None and specs:
+        try:
+            from ..store.engine import sqlite_path
+
+            path = sqlite_path(db)
+        except (ImportError, ValueError):  # (said by --db itself, in its own sentence)
+            path = None
+        if path is not None:
+            guarded.append((os.path.realpath(path), "the results database (--db)"))
+    for spec in specs:
+        name = output_name(spec)
+        target = spec.partition(":")[2]
+        check = getattr(SINKS.get(name), "check_target", None)
+        if callable(check):
+            try:
+                check(target)
+            except ValueError as exc:
+                raise ValueError(f"--output {spec!r}: {exc}") from None
+        if not target or "://" in target:
+            continue
+        real = os.path.realpath(target)
+        if real in seen:
+            raise ValueError(f"--output {spec!r} writes the file of --output {seen[real]!r}: give each its own")
+        seen[real] = spec
+        for path, what in guarded:
+            if real == path or (os.path.isdir(path) and real.startswith(path.rstrip(os.sep) + os.sep)
+                                and what.startswith("an input")):
+                where = "is" if real == path else "is inside"
+                raise ValueError(f"--output {spec!r}: {target} {where} {what}, which it would overwrite; give "
+                                 "another file")
 
 
 def build_output(spec: str, tasks: Sequence[Any]) -> NamedSink:
@@ -128,13 +180,16 @@ def build_output(spec: str, tasks: Sequence[Any]) -> NamedSink:
     factory = SINKS.get(output_name(spec))
     try:
         sink = factory(target, list(tasks))
+    except OSError:
+        raise  # the machine's refusal (exit 1), naming its file
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"--output {spec}: {exc}") from None
+        raise ValueError(f"--output {spec!r}: {exc}") from None
+    except Exception as exc:  # a plugin factory's own mistake, named (not a traceback)
+        raise ValueError(f"--output {spec!r}: the sink {name!r} could not be built: {type(exc).__name__}: {exc}") \
+            from None
     if not callable(getattr(sink, "write", None)) or not callable(getattr(sink, "close", None)):
-        raise ValueError(f"--output {spec}: the sink {name!r} was built as an object of type "
+        raise ValueError(f"--output {spec!r}: the sink {name!r} was built as an object of type "
                          f"{type(sink).__qualname__}, which has no write(result) and close() (a facemtl.sinks.Sink)")
-    if not callable(getattr(sink, "write_track", None)):
-        sink.write_track = lambda track: None  # (a plain object with write and close: tracks ignored, as Sink's)
     return NamedSink(spec, sink)
 
 

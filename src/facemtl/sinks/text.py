@@ -152,13 +152,21 @@ class JsonLinesFile(JsonLinesSink):
     track (``stream``)."""
 
     def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
+        self.check_target(target)
+        self.path = target
+        super().__init__(open(target, "w", encoding="utf-8"))
+
+    @staticmethod
+    def check_target(target: str) -> None:
+        """``ValueError`` unless ``target`` names a file (not a folder) that can be written; asked
+        before the model loads (:func:`~facemtl.sinks.base.check_outputs`)."""
         from ..system import check_new_file
 
         if not target:
             raise ValueError("the jsonl sink writes a file: --output jsonl:FILE")
-        check_new_file(target, "--output jsonl:")
-        self.path = target
-        super().__init__(open(target, "w", encoding="utf-8"))
+        if os.path.isdir(target):
+            raise ValueError(f"{target} is a folder; the jsonl sink writes a file")
+        check_new_file(target, "the jsonl output")  # (the machine's refusal: an OSError, exit 1)
 
     def write(self, result: ImageResult) -> None:
         self.faces = getattr(result, "frame", None) is not None  # a video frame: its faces' lines, as stream's

@@ -39,7 +39,8 @@ def _take_kind(name: str, cls: Any) -> None:
     class registered under a second name); a kind no type is registered as is refused."""
     if not isinstance(cls, type):
         return
-    if getattr(cls, "subgroup_metric", "accuracy") not in ("accuracy", "mae"):  # (any other was scored as MAE)
+    metric = getattr(cls, "subgroup_metric", "accuracy")
+    if isinstance(metric, str) and metric not in ("accuracy", "mae"):  # (any other was scored as MAE)
         raise ValueError(f"task type class {cls.__qualname__} says subgroup_metric = {cls.subgroup_metric!r}; the "
                          "bias tables score a cell by 'accuracy' (Task.sample_scores 1 or 0) or 'mae'")
     own = vars(cls).get("kind")

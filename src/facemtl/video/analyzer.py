@@ -39,10 +39,10 @@ class VideoAnalyzer:
                  predictor: Predictor | None = None, fusion: str | Path | bool | None = None) -> None:
         if threads is None:  # the detection threads run beside the network: leave them cores
             threads = max(1, usable_cores() // 2)
-        if fusion and predictor is None:
+        if fusion:  # (a predictor passed in is wrapped too: a review found it answered the fast path)
             from ..inference.fusion import load_accurate
 
-            predictor = load_accurate(fusion, checkpoint, runtime, device, batch_size, interval, threads)
+            predictor = load_accurate(fusion, checkpoint, runtime, device, batch_size, interval, threads, predictor)
         self.predictor = predictor or load_predictor(checkpoint, runtime, device, batch_size, interval, threads)
         self.pipeline = Pipeline(self.predictor, detector, min_face, workers)
         self.tasks = self.predictor.tasks

@@ -110,12 +110,12 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
 
         check_output(annotate, preset)  # a folder, a suffix with no H.264 container, a bad preset: before the model
     from ..sinks import build_output
-    from ..sinks.base import output_name, passed_sinks
+    from ..sinks.base import check_outputs, passed_sinks
 
-    for spec in outputs:  # a misspelt name before the model loads
-        output_name(spec)
     sinks = passed_sinks(sinks)
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
+    # before the model too; never over a video or frames folder being read, or the database
+    check_outputs(outputs, [str(s.spec) for s in opened if os.path.exists(str(s.spec))], db)
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")
     if annotate:
@@ -133,17 +133,17 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
             stored.append(open_db_sink(db, analyzer.predictor.info, thumbnails, kind="stream", source=single,
                                        live_frames=live_frame,
                                        sources=[s.name for s in opened]))
-        named = []
+        named: list[Sink] = []
         try:
             for spec in outputs:
                 named.append(build_output(spec, analyzer.tasks))
-        except BaseException:
+            outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
+                                  preset=preset) + list(sinks) + named + stored
+        except BaseException:  # the outputs opened so far are closed (a database's session ended)
             for sink in named + stored:
                 with contextlib.suppress(OSError, RuntimeError):
                     sink.close()
             raise
-        outputs = build_sinks(analyzer.tasks, as_json, as_csv, annotate, blur, len(opened) > 1, fps=fps,
-                              preset=preset) + list(sinks) + named + stored
         stream = analyzer.stream(opened, settings, log=_say)
         failed: list[Sink] = []
         beating = [s for s in outputs if callable(getattr(s, "heartbeat", None))]  # (--db's, or one passed in)

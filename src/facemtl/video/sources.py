@@ -216,9 +216,9 @@ def _registered(spec: str, scheme: str, s: SourceSettings, name: str | None) -> 
     sentence naming it when it fails or builds no :class:`Source`."""
     try:
         source = SOURCES.get(scheme)(spec, name, s)
-    except SourceError:
+    except (SourceError, UnknownName):
         raise
-    except (ValueError, TypeError, OSError) as exc:
+    except Exception as exc:  # a plugin's refusal, or its mistake: named, not a traceback
         raise SourceError(f"{redact_url(spec)}: the video source registered for {scheme}:// refused it: "
                           f"{type(exc).__name__}: {exc}") from None
     if not callable(getattr(source, "frames", None)):
