@@ -42,7 +42,8 @@ def analyze(
     outputs: Sequence[str] = (),
     sinks: Sequence[Any] = (),
 ) -> int:
-    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read).
+    """Analyse every face in PATHs; returns the exit status (1 only when no file could be read, or
+    an output of ``outputs`` / ``sinks`` failed).
 
     ``checkpoint``: a model file, or several (an ensemble); default: the shipped model.
     ``fusion``: the accurate variant (``True``: the shipped fusion file, or a fusion file's path).
@@ -127,7 +128,7 @@ def analyze(
                 if stored is not None:
                     stored.close()
                 for sink in extra:
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError, RuntimeError):
                         sink.close()
                 raise
             show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
@@ -187,9 +188,9 @@ def analyze(
                     for sink in extra:
                         try:
                             sink.close()
-                        except OSError as exc:
+                        except (OSError, RuntimeError) as exc:  # (RuntimeError: a results database's last batch)
                             lost += 1
-                            _stderr_line(f"facemtl: error: {exc.strerror or exc}")
+                            _stderr_line(f"facemtl: error: {getattr(exc, 'strerror', None) or exc}")
     if odd > 5:
         print(f"facemtl: warning: {odd - 5} more images did not look like aligned face crops", file=sys.stderr)
     if received:
