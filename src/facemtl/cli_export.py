@@ -79,7 +79,8 @@ def export_run(a: argparse.Namespace) -> int:
     if (a.checkpoint is None) == (a.checkpoint_flag is None):
         raise ValueError("facemtl export takes one checkpoint: CHECKPOINT or --checkpoint CHECKPOINT")
     try:
-        report = export(_model_file(a.checkpoint or a.checkpoint_flag), a.fmt, a.out, a.data, a.force, **{k: getattr(a, k) for k in OPTIONS})
+        report = export(_model_file(a.checkpoint or a.checkpoint_flag), a.fmt, a.out, a.data, a.force,
+                        **{k: getattr(a, k) for k in OPTIONS})
     except CheckFailed as exc:
         if a.json:  # the report a script reads, then the sentence on stderr (exit 2)
             print(json.dumps(exc.report), flush=True)

@@ -102,6 +102,13 @@ class NamedSink(Sink):
         return getattr(self.sink, name)
 
 
+def _lacks_sink_methods(sink: Any) -> str | None:
+    """``which has no write(result) and close() ...`` where ``sink`` lacks either, else ``None``."""
+    if callable(getattr(sink, "write", None)) and callable(getattr(sink, "close", None)):
+        return None
+    return f"an object of type {type(sink).__qualname__}, which has no write(result) and close() (a facemtl.sinks.Sink)"
+
+
 def passed_sinks(sinks: Sequence[Any]) -> list[NamedSink]:
     """Sinks passed from Python (``analyze(sinks=...)``, ``run_stream(sinks=...)``), each checked to
     have ``write`` and ``close`` (``ValueError`` naming it: a string said "'str' object has no
@@ -111,9 +118,8 @@ def passed_sinks(sinks: Sequence[Any]) -> list[NamedSink]:
         if isinstance(s, NamedSink):
             out.append(s)
             continue
-        if not callable(getattr(s, "write", None)) or not callable(getattr(s, "close", None)):
-            raise ValueError(f"a sink passed in is an object of type {type(s).__qualname__}, which has no "
-                             "write(result) and close() (a facemtl.sinks.Sink)")
+        if lacks := _lacks_sink_methods(s):
+            raise ValueError(f"a sink passed in is {lacks}")
         out.append(NamedSink(type(s).__name__, s))
     return out
 
@@ -140,7 +146,8 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
     if not specs:  # (no look at the inputs: a folder of 100,000 photos)
         return
     seen: dict[str, str] = {}
-    guarded = [(os.path.realpath(r), "an input being read") for r in reads if os.path.exists(r)]
+    # (path, what it is, whether a file inside it, a folder being read, is guarded too)
+    guarded = [(os.path.realpath(r), "an input being read", True) for r in reads if os.path.exists(r)]
     if db is not None:
         try:
             from ..store.engine import sqlite_path
@@ -149,7 +156,7 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
         except (ImportError, ValueError):  # (said by --db itself, in its own sentence)
             path = None
         if path is not None:
-            guarded.append((os.path.realpath(path), "the results database (--db)"))
+            guarded.append((os.path.realpath(path), "the results database (--db)", False))
     for spec in specs:
         name = output_name(spec)
         target = spec.partition(":")[2]
@@ -165,9 +172,8 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
         if real in seen:
             raise ValueError(f"--output {spec!r} writes the file of --output {seen[real]!r}: give each its own")
         seen[real] = spec
-        for path, what in guarded:
-            if real == path or (os.path.isdir(path) and real.startswith(path.rstrip(os.sep) + os.sep)
-                                and what.startswith("an input")):
+        for path, what, inside_too in guarded:
+            if real == path or (inside_too and os.path.isdir(path) and real.startswith(path.rstrip(os.sep) + os.sep)):
                 where = "is" if real == path else "is inside"
                 raise ValueError(f"--output {spec!r}: {target} {where} {what}, which it would overwrite; give "
                                  "another file")
@@ -189,9 +195,8 @@ def build_output(spec: str, tasks: Sequence[Any]) -> NamedSink:
     except Exception as exc:  # a plugin factory's own mistake, named (not a traceback)
         raise ValueError(f"--output {spec!r}: the sink {name!r} could not be built: {type(exc).__name__}: {exc}") \
             from None
-    if not callable(getattr(sink, "write", None)) or not callable(getattr(sink, "close", None)):
-        raise ValueError(f"--output {spec!r}: the sink {name!r} was built as an object of type "
-                         f"{type(sink).__qualname__}, which has no write(result) and close() (a facemtl.sinks.Sink)")
+    if lacks := _lacks_sink_methods(sink):
+        raise ValueError(f"--output {spec!r}: the sink {name!r} was built as {lacks}")
     return NamedSink(spec, sink)
 
 

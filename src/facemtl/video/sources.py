@@ -314,18 +314,16 @@ def _source(spec: str, s: SourceSettings, name: str | None) -> Source:
         return Camera(spec, name)
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
-        if scheme in SOURCES:
-            return _registered(spec, scheme, s, name)
-        if scheme == "file":
-            return VideoFile(spec[len("file://"):], name, s.options, s.loop, s.start)
-        if scheme not in URL_SCHEMES:
-            try:  # a plugin's, maybe (the plugins are loaded when a name is missing)
+        if scheme in SOURCES or (scheme != "file" and scheme not in URL_SCHEMES):
+            try:  # registered, or a plugin's (the plugins are loaded when a name is missing)
                 return _registered(spec, scheme, s, name)
             except UnknownName:
                 known = [*URL_SCHEMES, "file", *SOURCES.names()]
                 raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(known)} (a "
                                   "scheme of your own: register a video source for it in facemtl.video.SOURCES)"
                                   ) from None
+        if scheme == "file":
+            return VideoFile(spec[len("file://"):], name, s.options, s.loop, s.start)
         return Url(spec, name, s)
     path = Path(spec)
     if path.is_dir():
