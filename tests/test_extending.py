@@ -130,6 +130,61 @@ def test_a_plugin_that_fails_to_import_is_named_in_one_sentence_every_time(tmp_p
         "dlib, mtcnn, whole)" in r.stderr
 
 
+def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_path):
+    """A contributor's test: a plugin was imported whole, so its training module (a backbone that
+    needs torch, absent from the plain install) failed the process that only read a model of its
+    task type. Each registry now has its own entry-point group, and only the name asked for loads."""
+    (tmp_path / "mytasks.py").write_text(textwrap.dedent('''
+        from facemtl.tasks.regression import RegressionTask
+
+        class PluginScore(RegressionTask):  # not decorated: the entry point registers it
+            pass
+    '''))
+    (tmp_path / "mytrain.py").write_text("raise ImportError('No module named torch')\n")
+    (tmp_path / "myrt.py").write_text(textwrap.dedent('''
+        from facemtl.inference.runtimes import RuntimeSpec
+
+        SPEC = RuntimeSpec("my_ort", (".myonnx",), "facemtl.inference.runtimes.onnxrt:OnnxRuntime", "",
+                           ("onnxruntime",), "ONNX Runtime, by a plugin")
+    '''))
+    dist = tmp_path / "myplug-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[facemtl.task_types]\nplugin_score = mytasks:PluginScore\n\n"
+        "[facemtl.backbones]\nmy_net = mytrain:my_net\n\n"
+        "[facemtl.runtimes]\nmy_ort = myrt:SPEC\n\n"
+        "[facemtl.sinks]\nnothing = mytasks\n")
+    code = READ_INFO + textwrap.dedent('''
+        print(sorted(m for m in ("mytasks", "mytrain", "myrt") if m in sys.modules))
+        from facemtl.model import BACKBONES
+        try:
+            BACKBONES.get("my_net")
+        except ValueError as exc:
+            print(exc)
+    ''')
+    r = _run(tmp_path, code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "plugin_score", "['mytasks']",
+        "backbone 'my_net' could not be loaded (the facemtl.backbones entry point my_net = 'mytrain:my_net'): "
+        "ImportError: No module named torch"]
+
+    # a runtime: by name, and by a suffix no built-in runtime reads
+    model = tmp_path / "m.myonnx"
+    model.write_bytes((REPO / "src" / "facemtl" / "weights" / "utkface_lite0.onnx").read_bytes())
+    for extra in (["--runtime", "my_ort"], []):
+        r = _run(tmp_path, ["analyze", str(PHOTO), "--model", str(model), "--json", *extra], cli=True)
+        assert r.returncode == 0 and json.loads(r.stdout)["faces"][0]["gender"] in ("male", "female"), r.stderr
+    # an entry point naming a module that registers nothing, and a misspelt name offered the declared ones
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--output", "nothing:x.txt"], cli=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "the facemtl.sinks entry point nothing = 'mytasks' names a module, which registered no sink 'nothing'" \
+        in r.stderr
+    r = _run(tmp_path, "from facemtl.model import BACKBONES\nBACKBONES.get('my_nett')")
+    assert "unknown backbone 'my_nett' (did you mean 'my_net'?)" in r.stderr
+
+
 def test_a_template_needs_points_and_a_builtin_one_stays():
     import numpy as np
 

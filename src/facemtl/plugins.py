@@ -2,21 +2,33 @@
 detectors, found without editing facemtl.
 
 A model file names its task types, a recipe its backbone and weighting, a command line its
-detector; when a name is not registered, facemtl loads the plugins once and looks again
-(:meth:`facemtl.registry.Registry.get`), so a model trained with a task type of yours loads in
-any process where your package is installed, the command line included. Two ways to declare
-one (both may be used):
+detector; when a name is not registered, facemtl looks for a plugin providing it and looks again
+(:meth:`facemtl.registry.Registry.get`, :func:`look_for`), so a model trained with a task type of
+yours loads in any process where your package is installed, the command line included. Three ways
+to declare one (any may be used together):
 
-* an entry point in the ``facemtl.plugins`` group of your package's ``pyproject.toml``::
+* one entry point per registration, in the group of its registry (:data:`GROUPS`)::
+
+      [project.entry-points."facemtl.task_types"]
+      bmi = "myplug.tasks:Bmi"       # a Task subclass; registered as "bmi" if its module does not
+
+      [project.entry-points."facemtl.backbones"]
+      my_net = "myplug.train:my_net"
+
+  Only the entry point of the name asked for is imported: a process reading a model of task type
+  ``bmi`` imports ``myplug.tasks`` and never ``myplug.train`` (which may need torch, absent from
+  the plain install). Runtimes point at a :class:`~facemtl.inference.runtimes.RuntimeSpec`.
+
+* a whole module in the ``facemtl.plugins`` group, imported when any name is missing::
 
       [project.entry-points."facemtl.plugins"]
       myplug = "myplug"          # the module whose import registers your types
 
 * ``FACEMTL_PLUGINS=myplug,other.module`` in the environment (torchrun's processes inherit it).
 
-Entry points are looked up only when a name is missing (reading every installed package's
-metadata costs tens of milliseconds, which a command that needs no plugin does not pay).
-In Python you can also simply ``import myplug`` before using facemtl.
+Entry points are read only when a name is missing (reading every installed package's metadata
+costs tens of milliseconds, which a command that needs no plugin does not pay), then once per
+process. In Python you can also simply ``import myplug`` before using facemtl.
 """
 
 from __future__ import annotations
@@ -25,15 +37,24 @@ import importlib
 import logging
 import os
 import threading
+from types import ModuleType
+from typing import Any, Callable
 
 #: The entry-point group a package declares its plugin module in.
 GROUP = "facemtl.plugins"
 #: Environment variable: modules to import, separated by commas.
 ENV = "FACEMTL_PLUGINS"
+#: The entry-point group of each registry's kind, one registration per entry point (``name =
+#: "module:object"``): the object is a registry's factory (a class or function), or for runtimes a
+#: ``RuntimeSpec``.
+GROUPS = {"task type": "facemtl.task_types", "backbone": "facemtl.backbones",
+          "loss weighting": "facemtl.weightings", "face detector": "facemtl.detectors", "sink": "facemtl.sinks",
+          "video source": "facemtl.sources", "runtime": "facemtl.runtimes"}
 
 _lock = threading.RLock()  # (re-entrant: a plugin's import may look a name up)
 _done = False
 _failed: dict[str, str] = {}  # module -> why it could not be imported
+_entry_points: Any = None  # every installed package's entry points, read once
 
 
 class PluginError(ValueError):
@@ -50,11 +71,8 @@ def load_plugins() -> bool:
         if _done:
             return False
         _done = True
-        from importlib.metadata import entry_points
-
         wanted = [(m.strip(), ENV) for m in os.environ.get(ENV, "").split(",") if m.strip()]
-        wanted += [(ep.value.split(":")[0], f"the {GROUP} entry point {ep.name!r}")
-                   for ep in entry_points(group=GROUP)]
+        wanted += [(ep.value.split(":")[0], f"the {GROUP} entry point {ep.name!r}") for ep in _declared(GROUP)]
         for module, declared in wanted:
             try:
                 importlib.import_module(module)
@@ -70,3 +88,48 @@ def load_plugins() -> bool:
 def failures() -> list[str]:
     """One sentence per declared plugin that failed to import (empty when all loaded)."""
     return list(_failed.values())
+
+
+def declared_names(kind: str) -> list[str]:
+    """The names declared as entry points of ``kind``'s group (:data:`GROUPS`), loaded or not."""
+    return sorted({ep.name for ep in _declared(GROUPS[kind])}) if kind in GROUPS else []
+
+
+def look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[Any], None]) -> None:
+    """Let a plugin provide the missing ``name`` of ``kind``; the caller then looks again.
+
+    First the entry point declared as ``name`` in ``kind``'s group (:data:`GROUPS`): only it is
+    imported, and what it points at goes to ``take`` (which registers it) unless importing it
+    registered ``name`` already (``known()``). Then, if still missing, every whole-module plugin
+    (:func:`load_plugins`). An entry point that fails to import, points at a module, or that
+    ``take`` refuses (``ValueError``) is a :class:`PluginError` naming it."""
+    for ep in _declared(GROUPS[kind]) if kind in GROUPS else ():
+        if ep.name != name or known():
+            continue
+        where = f"the {GROUPS[kind]} entry point {name} = {ep.value!r}"
+        try:
+            obj = ep.load()
+        except Exception as exc:  # anything a plugin's import raises: named, never a traceback
+            raise PluginError(f"{kind} {name!r} could not be loaded ({where}): {type(exc).__name__}: {exc}") from None
+        if known():  # its module registered it
+            return
+        if isinstance(obj, ModuleType):
+            raise PluginError(f"{where} names a module, which registered no {kind} {name!r}: name what to register "
+                              "after a colon (module:Name)")
+        try:
+            take(obj)
+        except ValueError as exc:
+            raise PluginError(f"{where}: {exc}") from None
+        return
+    load_plugins()
+
+
+def _declared(group: str) -> list[Any]:
+    """The installed packages' entry points in ``group`` (all groups read once per process)."""
+    global _entry_points
+    with _lock:
+        if _entry_points is None:
+            from importlib.metadata import entry_points
+
+            _entry_points = entry_points()
+        return list(_entry_points.select(group=group))

@@ -57,20 +57,21 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> Callable[..., T]:
-        """The factory registered as ``name``; a missing name first loads the plugins
-        (:mod:`facemtl.plugins`), then is an :class:`UnknownName` naming the choices, or a
-        ``PluginError`` naming a declared plugin that failed to import."""
+        """The factory registered as ``name``; a missing name is first looked for in the plugins
+        (:func:`facemtl.plugins.look_for`: its own entry point, then the whole-module plugins),
+        then is an :class:`UnknownName` naming the choices, or a ``PluginError`` naming a declared
+        plugin that failed to import."""
         if name in self._items:
             return self._items[name]
-        from .plugins import PluginError, failures, load_plugins
+        from .plugins import PluginError, declared_names, failures, look_for
 
-        load_plugins()
+        look_for(self.kind, name, lambda: name in self._items, lambda obj: self.register(name)(obj))
         if name in self._items:
             return self._items[name]
         if failures():  # the plugin that would provide it may be the one that failed
             raise PluginError(f"{'; '.join(failures())} (no {self.kind} {name!r} is registered: it may be that "
                               f"plugin's; registered: {', '.join(sorted(self._items))})")
-        raise UnknownName(self.kind, name, sorted(self._items))
+        raise UnknownName(self.kind, name, sorted({*self._items, *declared_names(self.kind)}))
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:
         return self.get(name)(*args, **kwargs)

@@ -56,13 +56,20 @@ def known_runtime(name: str) -> str:
     may add a row, where it does not; ``ValueError`` naming the choices (and a plugin that failed)
     otherwise."""
     if name not in RUNTIMES:
-        from ...plugins import failures, load_plugins
+        from ...plugins import failures, look_for
 
-        load_plugins()
+        look_for("runtime", name, lambda: name in RUNTIMES, lambda spec: _take_runtime(name, spec))
         if name not in RUNTIMES:
             failed = f" ({'; '.join(failures())})" if failures() else ""
             raise ValueError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}{failed}")
     return name
+
+
+def _take_runtime(name: str, spec: Any) -> None:
+    """Add a plugin's entry point (:data:`facemtl.plugins.GROUPS`) to :data:`RUNTIMES` as ``name``."""
+    if not isinstance(spec, RuntimeSpec):
+        raise ValueError(f"a runtime's entry point names a RuntimeSpec, not a {type(spec).__name__}")
+    RUNTIMES[name] = spec
 
 
 def default_threads() -> int:
@@ -78,11 +85,29 @@ def runtime_for(path: str | Path, name: str | None = None) -> RuntimeSpec:
         if suffix not in spec.suffixes:
             raise ValueError(f"the {name} runtime cannot read {Path(path).name}: it reads {', '.join(spec.suffixes)} files")
         return spec
-    for spec in RUNTIMES.values():
-        if suffix in spec.suffixes:
-            return spec
+    for attempt in range(2):
+        for spec in RUNTIMES.values():
+            if suffix in spec.suffixes:
+                return spec
+        if attempt == 0:  # a plugin's runtime may read it: load them (each entry point, then the modules)
+            failed = _load_plugin_runtimes()
     known = ", ".join(dict.fromkeys(s for spec in RUNTIMES.values() for s in spec.suffixes))
-    raise ValueError(f"no runtime reads {Path(path).name}: facemtl model files end in {known}")
+    raise ValueError(f"no runtime reads {Path(path).name}: facemtl model files end in {known}"
+                     + (f" ({'; '.join(failed)})" if failed else ""))
+
+
+def _load_plugin_runtimes() -> list[str]:
+    """Load every plugin that may add a runtime; the sentences of those that failed."""
+    from ...plugins import PluginError, declared_names, failures, load_plugins, look_for
+
+    failed = []
+    for name in declared_names("runtime"):
+        try:
+            look_for("runtime", name, lambda: name in RUNTIMES, lambda spec: _take_runtime(name, spec))
+        except PluginError as exc:
+            failed.append(str(exc))
+    load_plugins()
+    return failed + failures()
 
 
 def missing_extra(spec: RuntimeSpec) -> str | None:
