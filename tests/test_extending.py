@@ -422,6 +422,12 @@ def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path)
                                                "file can be made in /proc")):
         r = _run(tmp_path, ["analyze", str(PHOTO), "--output", spec], env, cli=True)
         assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, (spec, r.stderr)
+    # a later --output that fails as it is built: an earlier one's file is left as it was, not emptied
+    before = jl.read_text()
+    for command in (["analyze", str(PHOTO)], ["stream", f"still://{PHOTO}?frames=2", "--no-progress"]):
+        r = _run(tmp_path, [*command, "--output", f"jsonl:{jl}", "--output", "raises:x"], env, cli=True)
+        assert r.returncode == 2 and "the sink 'raises' could not be built" in r.stderr, r.stderr
+        assert jl.read_text() == before
     # the plugin's source, and its sink, in a stream
     r = _run(tmp_path, ["stream", f"still://{PHOTO}?frames=4", "--json", "--no-progress", "--output",
                         f"ages:{ages}"], env, cli=True)

@@ -129,7 +129,7 @@ def analyze(
                     stored.close()
                 for sink in extra:
                     with contextlib.suppress(OSError, RuntimeError):
-                        sink.close()
+                        sink.abandon()  # (NamedSinks: a file of --output left as it was)
                 raise
             show_bar = progress if progress is not None else (len(files) > 1 and sys.stderr.isatty())
             bar = None

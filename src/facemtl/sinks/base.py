@@ -31,6 +31,11 @@ class Sink:
     def close(self) -> None:
         pass
 
+    def abandon(self) -> None:
+        """The run ends before its first result (another output was refused): by default
+        ``close()``; a sink that would replace a file may leave it as it was instead."""
+        self.close()
+
     @property
     def incomplete(self) -> bool:
         """Whether results written to it were lost without ``write`` or ``close`` raising (the
@@ -91,6 +96,9 @@ class NamedSink(Sink):
 
     def close(self) -> None:
         self._call("close")
+
+    def abandon(self) -> None:
+        self._call("abandon" if callable(getattr(self.sink, "abandon", None)) else "close")
 
     @property
     def incomplete(self) -> bool:

@@ -154,7 +154,15 @@ class JsonLinesFile(JsonLinesSink):
     def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
         self.check_target(target)
         self.path = target
-        super().__init__(open(target, "w", encoding="utf-8"))
+        super().__init__()
+        # opened (an earlier file of that name replaced) at the first result, or at close: a run
+        # abandoned before it began (another --output refused) leaves that file as it was (a review)
+        self.out: TextIO | None = None  # type: ignore[assignment]
+
+    def _open(self) -> TextIO:
+        if self.out is None:
+            self.out = open(self.path, "w", encoding="utf-8")
+        return self.out
 
     @staticmethod
     def check_target(target: str) -> None:
@@ -170,10 +178,19 @@ class JsonLinesFile(JsonLinesSink):
 
     def write(self, result: ImageResult) -> None:
         self.faces = getattr(result, "frame", None) is not None  # a video frame: its faces' lines, as stream's
+        self._open()
         super().write(result)
 
+    def write_track(self, track: TrackResult) -> None:
+        self._open()
+        super().write_track(track)
+
     def close(self) -> None:
-        self.out.close()
+        self._open().close()
+
+    def abandon(self) -> None:
+        if self.out is not None:
+            self.out.close()
 
 
 class _CsvRows:

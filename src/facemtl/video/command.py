@@ -142,7 +142,7 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
         except BaseException:  # the outputs opened so far are closed (a database's session ended)
             for sink in named + stored:
                 with contextlib.suppress(OSError, RuntimeError):
-                    sink.close()
+                    sink.abandon()
             raise
         stream = analyzer.stream(opened, settings, log=_say)
         failed: list[Sink] = []
