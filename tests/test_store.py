@@ -387,8 +387,15 @@ def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
     assert printed.out.splitlines()[0].startswith("id,source,session,track") and '"exported"' in printed.err
     assert {r["closed"] for r in csv.DictReader(io.StringIO(printed.out))} <= {"true", "false"}  # as JSON says it
     assert "no source is named" not in printed.err
-    assert main(["db", "export", "tracks", "--db", db_url, "--source", "cma"]) == 0  # a misspelt name: said
+    # a misspelt source or session is refused, and an earlier --out file is left as it was (a user test: it was
+    # replaced by an empty export, exit 0)
+    kept = tmp_path / "kept.csv"
+    kept.write_text("earlier\n")
+    assert main(["db", "export", "tracks", "--db", db_url, "--source", "cma", "--out", str(kept)]) == 2
     assert "no source is named 'cma'; the sources are: " in (err := capsys.readouterr().err) and "'cam'" in err
+    assert main(["db", "export", "faces", "--db", db_url, "--session", "999", "--out", str(kept)]) == 2
+    assert "there is no session 999 (never stored, or deleted); the newest is " in capsys.readouterr().err
+    assert kept.read_text() == "earlier\n"
     # --since in ISO 8601 (UTC unless it says) as in seconds: the same faces
     t = sorted(f["time"] for f in faces)[len(faces) // 2]
     iso = datetime.fromtimestamp(math.floor(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

@@ -261,11 +261,12 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
 
         answers = parse_answer_filters(where, store.tasks(), store.class_names()) if where else []
         q = Query(since=since, until=until, source=source, session=session, answers=answers)
-        if source is not None:  # a misspelt name exported nothing, and said only "exported: 0"
-            names = [s["name"] for s in store.sources()]
-            if source not in names:
-                print(f"facemtl: warning: no source is named {source!r}; the sources are: "
-                      f"{', '.join(map(repr, names)) or 'none'}", file=sys.stderr)
+        # a misspelt source or session is refused, as db delete refuses it (a user test: it replaced
+        # an earlier --out file with an empty export, exit 0)
+        if source is not None:
+            store.source_id(source)
+        if session is not None:
+            store.check_session(session)
         if out is None:
             n = store.export(kind, sys.stdout, fmt, q)
         elif os.path.exists(out) and not os.path.isfile(out):  # a device or a pipe (/dev/stdout): written to

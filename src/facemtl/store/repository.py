@@ -247,14 +247,23 @@ class Store:
         """Delete the faces matching ``source`` (a name) and ``filters`` (``session``, ``track``,
         ``face``, ``since``, ``until``) with their tracks (:func:`~facemtl.store.retention.erase`);
         an unknown source name is a ``ValueError`` naming those there are."""
-        source_id = None
-        if source is not None:
-            ids = {s["name"]: s["id"] for s in self.sources()}
-            if source not in ids:
-                raise ValueError(f"no source is named {source!r}; the sources are: "
-                                 f"{', '.join(map(repr, ids)) or 'none'}")
-            source_id = ids[source]
+        source_id = self.source_id(source) if source is not None else None
         return erase(self.write_engine, source_id, dry_run=dry_run, **filters)
+
+    def source_id(self, source: str) -> int:
+        """The id of the source named ``source``; a ``ValueError`` naming those there are if none is."""
+        ids = {s["name"]: s["id"] for s in self.sources()}
+        if source not in ids:
+            raise ValueError(f"no source is named {source!r}; the sources are: {', '.join(map(repr, ids)) or 'none'}")
+        return ids[source]
+
+    def check_session(self, session: int) -> None:
+        """``ValueError`` unless a session ``session`` is stored."""
+        with self.engine.connect() as conn:
+            if conn.execute(sa.select(Session.id).where(Session.id == session)).first() is None:
+                newest = conn.execute(sa.select(sa.func.max(Session.id))).scalar_one()
+                raise ValueError(f"there is no session {session} (never stored, or deleted); "
+                                 + (f"the newest is {newest}" if newest is not None else "none is stored"))
 
     def records(self, kind: str, q: queries.Query | None = None) -> Iterator[dict[str, Any]]:
         """Every face or track record matching ``q``, newest first, read a page at a time."""
