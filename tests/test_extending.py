@@ -185,6 +185,24 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
     assert "unknown backbone 'my_nett' (did you mean 'my_net'?)" in r.stderr
 
 
+def test_an_output_never_writes_the_file_of_another_output(tmp_path):
+    """A user test: --output jsonl:same.mp4 beside --annotate same.mp4, a file in the --annotate
+    folder, or the file standard output was redirected to: both outputs wrote one file, exit 0."""
+    video = tmp_path / "v.mp4"
+    for args, said in ((["analyze", str(PHOTO), "--annotate", str(tmp_path / "ann"), "--output",
+                         f"jsonl:{tmp_path / 'ann' / 'astronaut.jpg'}"], "is inside --annotate's output"),
+                       (["stream", str(PHOTO), "--annotate", str(video), "--output", f"jsonl:{video}"],
+                        "is --annotate's output")):
+        r = _run(tmp_path, args, cli=True)
+        assert r.returncode == 2 and said in r.stderr and "which it would overwrite" in r.stderr, r.stderr
+    same = tmp_path / "same.csv"
+    env = {k: v for k, v in os.environ.items() if k != "FACEMTL_PLUGINS"}
+    with same.open("w") as out:  # facemtl analyze ... --csv --output jsonl:same.csv > same.csv
+        r = subprocess.run([sys.executable, "-m", "facemtl.cli", "analyze", str(PHOTO), "--csv", "--output",
+                            f"jsonl:{same}"], stdout=out, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and f"{same} is the file standard output is written to" in r.stderr, r.stderr
+
+
 def test_a_template_needs_points_and_a_builtin_one_stays():
     import numpy as np
 
@@ -398,6 +416,8 @@ def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path)
     record = json.loads(r.stdout)
     assert ages.read_text() == f"{PHOTO} {record['faces'][0]['age']:.1f}\n" and lines.read_text() == "1\n"
     assert json.loads(jl.read_text()) == record  # the built-in jsonl sink: what --json writes
+    r = _run(tmp_path, ["analyze", str(PHOTO), "nothere.jpg", "--json", "--output", f"jsonl:{jl}"], env, cli=True)
+    assert r.returncode == 0 and jl.read_text() == r.stdout and '"nothere.jpg"' in r.stdout, r.stderr  # missing too
     # a sink that fails is said once and left out; the others and the standard output go on; exit 1
     (tmp_path / "copy.jpg").write_bytes(PHOTO.read_bytes())
     r = _run(tmp_path, ["analyze", str(PHOTO), str(tmp_path / "copy.jpg"), "--json", "--output", "breaks:", "--output",
@@ -418,6 +438,8 @@ def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path)
                                              "writes a file"),
                        (f"jsonl:{PHOTO}", f"--output 'jsonl:{PHOTO}': {PHOTO} is an input being read, which it "
                                           "would overwrite"),
+                       (f"jsonl:{tmp_path}/no/x.jsonl", f"--output 'jsonl:{tmp_path}/no/x.jsonl': the folder "
+                                                          f"{tmp_path}/no does not exist"),
                        ("jsonl:/proc/x.jsonl", "--output 'jsonl:/proc/x.jsonl': the jsonl output cannot be written: no "
                                                "file can be made in /proc")):
         r = _run(tmp_path, ["analyze", str(PHOTO), "--output", spec], env, cli=True)

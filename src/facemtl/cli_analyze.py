@@ -83,7 +83,7 @@ def analyze(
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     if skip_stored and db is None:
         raise ValueError("--skip-stored leaves out the files whose faces a results database holds: add --db URL")
-    check_outputs(outputs, files, db)  # before the model loads; never over an input or the database
+    check_outputs(outputs, files, db, annotate_dir)  # before the model loads; never over an input, the database
     sinks = passed_sinks(sinks)
     annotated = None
     if annotate_dir:
@@ -107,6 +107,18 @@ def analyze(
             stored = open_db_sink(db, analyzer.predictor.info, thumbnails, absolute_files=True) if db else None
             extra: list[Any] = []  # --output's sinks, and those passed in
             lost = 0  # of them, how many failed
+
+            def to_extra(res: ImageResult) -> None:
+                """``res`` to each of ``extra``; one that fails is said once and left out."""
+                nonlocal lost
+                for sink in list(extra):
+                    try:
+                        sink.write(res)
+                    except OSError as exc:
+                        extra.remove(sink)
+                        lost += 1
+                        _stderr_line(f"facemtl: error: {exc.strerror or exc}; that output stops, the others go on")
+
             try:  # (on any failure before the loop, the database's session is ended, as at any other stop)
                 for spec in outputs:
                     extra.append(build_output(spec, analyzer.tasks))
@@ -122,8 +134,9 @@ def analyze(
                           f"{len(files):,}", file=sys.stderr)
                 with _naming_our_output():  # (a CSV header, the records of missing paths)
                     out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
-                    for m, why in missing_why:
-                        out.write(ImageResult(file=m).fail(why))
+                    for m, why in missing_why:  # (in every output, as --json writes them: a user test)
+                        out.write(missing_record := ImageResult(file=m).fail(why))
+                        to_extra(missing_record)
             except BaseException:
                 if stored is not None:
                     stored.close()
@@ -157,13 +170,7 @@ def analyze(
                             res.fail(f"annotated copy not written: {exc.strerror or exc}", keep_faces=True)
                     with _naming_our_output():
                         out.write(res)
-                    for sink in list(extra):
-                        try:
-                            sink.write(res)
-                        except OSError as exc:
-                            extra.remove(sink)
-                            lost += 1
-                            _stderr_line(f"facemtl: error: {exc.strerror or exc}; that output stops, the others go on")
+                    to_extra(res)
                     written += 1
                     if bar is not None:
                         bar.update(1)

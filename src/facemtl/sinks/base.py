@@ -142,13 +142,17 @@ def output_name(spec: str) -> str:
     return name
 
 
-def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | None = None) -> None:
+def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | None = None,
+                  annotate: str | None = None) -> None:
     """``--output``'s specs checked before a command loads its model: each name registered, each
     target the sink's own check accepts (a factory's ``check_target(target)``, where it has one:
-    ``jsonl`` a new file in a folder that takes one), and no existing target is a file being read
-    (``reads``: files, or folders whose files are read), the results database's file (``db``) or
-    another ``--output``'s: those would be emptied when the output opens (a review: ``--output
-    jsonl:photo.jpg`` destroyed the photo it analysed). ``ValueError`` in one sentence."""
+    ``jsonl`` a new file in a folder that takes one), and no target is a file being read
+    (``reads``: files, or folders whose files are read), the results database's file (``db``),
+    the ``--annotate`` video or a file in the ``--annotate`` folder, the file standard output is
+    redirected to, or another ``--output``'s: those would be emptied when the output opens, or
+    two outputs would write one file (a review: ``--output jsonl:photo.jpg`` destroyed the photo
+    it analysed; a user test: ``--output jsonl:x.csv > x.csv`` mixed JSON into the CSV).
+    ``ValueError`` in one sentence."""
     import os
 
     if not specs:  # (no look at the inputs: a folder of 100,000 photos)
@@ -156,6 +160,12 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
     seen: dict[str, str] = {}
     # (path, what it is, whether a file inside it, a folder being read, is guarded too)
     guarded = [(os.path.realpath(r), "an input being read", True) for r in reads if os.path.exists(r)]
+    if annotate is not None:
+        guarded.append((os.path.realpath(annotate), "--annotate's output", True))
+    try:
+        stdout = os.fstat(1)
+    except OSError:  # (no standard output)
+        stdout = None
     if db is not None:
         try:
             from ..store.engine import sqlite_path
@@ -180,11 +190,22 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
         if real in seen:
             raise ValueError(f"--output {spec!r} writes the file of --output {seen[real]!r}: give each its own")
         seen[real] = spec
+        if stdout is not None and _regular_file(stdout) and os.path.exists(real) \
+                and os.path.samestat(stdout, os.stat(real)):
+            raise ValueError(f"--output {spec!r}: {target} is the file standard output is written to; give "
+                             "another file")
         for path, what, inside_too in guarded:
-            if real == path or (inside_too and os.path.isdir(path) and real.startswith(path.rstrip(os.sep) + os.sep)):
+            inside = inside_too and real.startswith(path.rstrip(os.sep) + os.sep) and not os.path.isfile(path)
+            if real == path or inside:
                 where = "is" if real == path else "is inside"
                 raise ValueError(f"--output {spec!r}: {target} {where} {what}, which it would overwrite; give "
                                  "another file")
+
+
+def _regular_file(st: Any) -> bool:
+    import stat
+
+    return stat.S_ISREG(st.st_mode)
 
 
 def build_output(spec: str, tasks: Sequence[Any]) -> NamedSink:

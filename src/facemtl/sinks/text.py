@@ -174,6 +174,9 @@ class JsonLinesFile(JsonLinesSink):
             raise ValueError("the jsonl sink writes a file: --output jsonl:FILE")
         if os.path.isdir(target):
             raise ValueError(f"{target} is a folder; the jsonl sink writes a file")
+        parent = os.path.dirname(os.path.abspath(target))
+        if not os.path.isdir(parent):  # (the file is opened where it is named; its folder is not made)
+            raise ValueError(f"the folder {parent} does not exist")
         check_new_file(target, "the jsonl output")  # (the machine's refusal: an OSError, exit 1)
 
     def write(self, result: ImageResult) -> None:

@@ -115,7 +115,7 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     sinks = passed_sinks(sinks)
     opened = open_sources(list(sources), settings.sources)  # a missing file or bad URL fails here, before the model
     # before the model too; never over a video or frames folder being read, or the database
-    check_outputs(outputs, [str(s.spec) for s in opened], db)
+    check_outputs(outputs, [str(s.spec) for s in opened], db, annotate)
     if annotate and len(opened) > 1:
         raise ValueError("--annotate writes one video: give it one source")
     if annotate:
