@@ -120,6 +120,13 @@ def test_a_missing_fusion_file_or_a_foreign_model_file_is_named_plainly(tmp_path
     missing = tmp_path / "nosuch.json"
     assert main(["analyze", "examples/astronaut.jpg", "--fusion", str(missing), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == f"facemtl: error: fusion file {missing} does not exist"
+    # folders, named as folders (a user test: "does not exist"), and fusion's --out before any work
+    assert main(["analyze", "examples/astronaut.jpg", "--fusion", str(tmp_path), "--no-progress"]) == 2
+    assert f"{tmp_path} is a folder; give the fusion file (JSON)" in capsys.readouterr().err
+    assert main(["fusion", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "f.json")]) == 2
+    assert f"{tmp_path} is a folder; give the checkpoint in it" in capsys.readouterr().err
+    assert main(["fusion", "--checkpoint", str(tmp_path / "g.pt"), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path} is a folder; give a file name" in capsys.readouterr().err
 
 
 def test_an_exported_file_where_a_checkpoint_is_needed_says_so(tmp_path, capsys):

@@ -203,6 +203,22 @@ def test_an_output_never_writes_the_file_of_another_output(tmp_path):
     assert r.returncode == 2 and f"{same} is the file standard output is written to" in r.stderr, r.stderr
 
 
+def test_a_plugins_source_for_a_builtin_scheme_is_asked_first(tmp_path):
+    """A user test: a plugin's http:// source was never used from the command line (a name found
+    among the built-in schemes never loaded the plugins), though the README says it is asked first."""
+    (tmp_path / "myhttp.py").write_text(SINK_AND_SOURCE.replace('@SOURCES.register("still")', '@SOURCES.register("http")')
+                                        .replace('spec[len("still://"):]', 'spec[len("http://"):]'))
+    r = _run(tmp_path, ["stream", f"http://{PHOTO}?frames=2", "--json", "--no-progress"], {"FACEMTL_PLUGINS": "myhttp"},
+             cli=True)
+    faces = [json.loads(x) for x in r.stdout.splitlines() if json.loads(x)["type"] == "face"]
+    assert r.returncode == 0 and [f["frame"] for f in faces] == [0, 1], r.stderr
+    # a broken plugin and a scheme no one reads: the unknown scheme said, with the plugin's failure
+    (tmp_path / "broken.py").write_text("raise RuntimeError('needs a licence key')\n")
+    r = _run(tmp_path, ["stream", "foo://x"], {"FACEMTL_PLUGINS": "broken"}, cli=True)
+    assert r.returncode == 2 and "foo://x: unknown kind of URL" in r.stderr and "refused it" not in r.stderr
+    assert "plugin 'broken' (from FACEMTL_PLUGINS) could not be loaded: RuntimeError: needs a licence key" in r.stderr
+
+
 def test_a_template_needs_points_and_a_builtin_one_stays():
     import numpy as np
 

@@ -116,6 +116,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the checkpoint in it (a run folder holds best.pt and last.pt)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix.lower() in EXPORTED_SUFFIXES:

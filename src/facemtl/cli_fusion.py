@@ -40,6 +40,11 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     from .inference.fusion import checked_networks_alone, fit_fusion
     from .model import load_model
 
+    from .system import check_new_file
+
+    if os.path.isdir(out):  # before any descriptor is computed (a user test: refused after the fit)
+        raise ValueError(f"--out {out} is a folder; give a file name, e.g. {os.path.join(out, 'fusion.json')}")
+    check_new_file(out, f"--out {out}")
     _, tasks, cfg, state = load_model(checkpoint)
     if data_root:
         from .config import typed_path

@@ -97,6 +97,8 @@ class FusionHead:
 
     @classmethod
     def load(cls, path: str | Path) -> "FusionHead":
+        if Path(path).is_dir():
+            raise ValueError(f"{path} is a folder; give the fusion file (JSON) that facemtl fusion wrote")
         if not Path(path).is_file():
             raise FileNotFoundError(f"fusion file {path} does not exist")
         try:

@@ -211,6 +211,20 @@ class Camera(Source):
             cap.release()
 
 
+def _registered_scheme(spec: str, scheme: str) -> bool:
+    """Whether a video source is registered for ``scheme``, a plugin's looked for when none is (its
+    entry point, then the whole-module plugins: :func:`facemtl.plugins.look_for`), built-in
+    schemes too: a plugin's ``http`` source was never used from the command line (a user test)."""
+    from ..plugins import PluginError, look_for
+
+    if scheme not in SOURCES:
+        try:
+            look_for("video source", scheme, lambda: scheme in SOURCES, lambda obj: SOURCES.register(scheme)(obj))
+        except PluginError as exc:
+            raise SourceError(f"{redact_url(spec)}: {exc}") from None
+    return scheme in SOURCES
+
+
 def _registered(spec: str, scheme: str, s: SourceSettings, name: str | None) -> Source:
     """The source a registration of ``scheme`` builds for ``spec``; :class:`SourceError` in one
     sentence naming it when it fails or builds no :class:`Source`."""
@@ -314,14 +328,15 @@ def _source(spec: str, s: SourceSettings, name: str | None) -> Source:
         return Camera(spec, name)
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
-        if scheme in SOURCES or (scheme != "file" and scheme not in URL_SCHEMES):
-            try:  # registered, or a plugin's (the plugins are loaded when a name is missing)
-                return _registered(spec, scheme, s, name)
-            except UnknownName:
-                known = [*URL_SCHEMES, "file", *SOURCES.names()]
-                raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(known)} (a "
-                                  "scheme of your own: register a video source for it in facemtl.video.SOURCES)"
-                                  ) from None
+        if _registered_scheme(spec, scheme):  # asked before the built-in schemes
+            return _registered(spec, scheme, s, name)
+        if scheme != "file" and scheme not in URL_SCHEMES:
+            from ..plugins import failures
+
+            known = [*URL_SCHEMES, "file", *SOURCES.names()]
+            failed = f"; {'; '.join(failures())}" if failures() else ""
+            raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(known)} (a "
+                              f"scheme of your own: register a video source for it in facemtl.video.SOURCES){failed}")
         if scheme == "file":
             return VideoFile(spec[len("file://"):], name, s.options, s.loop, s.start)
         return Url(spec, name, s)
