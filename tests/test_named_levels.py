@@ -357,6 +357,8 @@ def test_a_named_scale_is_filtered_by_its_levels_names(db_url, tmp_path):
     store.close()
     [f] = parse_answer_filters(["severity_min=Mild", "severity_max=2"], tasks)
     assert (f.task, f.lo, f.hi) == ("severity", 1.0, 2.0)
+    with pytest.raises(ValueError, match="severity_min is given twice; give each bound once"):
+        parse_answer_filters(["severity_min=Mild", "severity_min=2"], tasks)  # (the last was kept, without a word)
     for term, why in (("severity_min=awful", "takes a level (none, mild, moderate, severe) or its rank"),
                       ("severity=mild", "use severity_min=mild / severity_max=mild"),
                       ("age_min=old", "takes a number in age's units")):

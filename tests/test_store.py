@@ -3,6 +3,7 @@ export, several writers at once and a writer killed mid-stream."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -396,6 +397,9 @@ def test_export_csv_and_jsonl(db_url, tmp_path, capsys):
     assert main(["db", "export", "faces", "--db", db_url, "--session", "999", "--out", str(kept)]) == 2
     assert "there is no session 999 (never stored, or deleted); the newest is " in capsys.readouterr().err
     assert kept.read_text() == "earlier\n"
+    with open("/dev/full", "w") as full, contextlib.redirect_stdout(full):  # a full disk under standard output
+        assert main(["db", "export", "faces", "--db", db_url]) == 1
+    assert "could not go on: no space left on device: standard output" in capsys.readouterr().err
     # --since in ISO 8601 (UTC unless it says) as in seconds: the same faces
     t = sorted(f["time"] for f in faces)[len(faces) // 2]
     iso = datetime.fromtimestamp(math.floor(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

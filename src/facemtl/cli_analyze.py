@@ -284,7 +284,7 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (bars are drawn only when stderr is a terminal)")
-    accurate_flags(p, "each face; about 100 ms more per face")
+    accurate_flags(p, "about 100 ms more per face on a 2-core CPU")
     output_flag(p)
     _db_flags(p)
     p.add_argument("--skip-stored", action="store_true",

@@ -83,9 +83,9 @@ def accurate_flags(p: argparse.ArgumentParser, cost: str) -> None:
     """``--accurate`` and ``--fusion FUSION_FILE``: the accurate variant, as ``analyze``, ``stream``
     and ``serve`` take it (``cost``: what it costs there, said in the help)."""
     p.add_argument("--accurate", action="store_true",
-                   help="the accurate variant: mix a classifier on dlib's face descriptor of " + cost + " into "
-                        "gender and race (the shipped fusion file), and without a model named run the networks the "
-                        "fusion file names (shipped: an ensemble of seven, five at 160 px)")
+                   help="the accurate variant: mix a classifier on dlib's face descriptor of each face into gender "
+                        "and race (the shipped fusion file), and without a model named run the networks the fusion "
+                        "file names (shipped: an ensemble of seven, five at 160 px); it costs " + cost)
     p.add_argument("--fusion", metavar="FUSION_FILE",
                    help="the accurate variant with this fusion file (from 'facemtl fusion') instead of the shipped one")
 

@@ -268,7 +268,11 @@ def db_command(action: str, db: str | None = None, older_than: float | None = No
         if session is not None:
             store.check_session(session)
         if out is None:
-            n = store.export(kind, sys.stdout, fmt, q)
+            try:
+                n = store.export(kind, sys.stdout, fmt, q)
+            except OSError as exc:  # (named, as analyze names its output: a user test)
+                exc.filename = exc.filename or "standard output"
+                raise
         elif os.path.exists(out) and not os.path.isfile(out):  # a device or a pipe (/dev/stdout): written to
             with open(out, "w", newline="") as f:
                 n = store.export(kind, f, fmt, q)
@@ -352,7 +356,7 @@ def db_flag(p: argparse.ArgumentParser) -> None:
 
 
 def serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; any other needs a token)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; any other than 127.0.0.1 needs a token")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     db_flag(p)
     # (--checkpoint too: analyze, evaluate and stream take either name; a user test typed analyze's)
@@ -371,7 +375,7 @@ def serve_args(p: argparse.ArgumentParser) -> None:
     runtime_flag(p)
     from .cli_args import accurate_flags
 
-    accurate_flags(p, "each uploaded face (about 100 ms a face on a 2-core CPU)")
+    accurate_flags(p, "about 100 ms more per uploaded face on a 2-core CPU")
     p.add_argument("--token-file", metavar="FILE", help="API token in this file's first line (else $FACEMTL_API_TOKEN)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB", help="largest upload (413 past it)")
     p.add_argument("--thumbnails", action="store_true", help="store a crop of each uploaded face (off by default)")

@@ -115,8 +115,8 @@ def stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--checkpoint", dest="checkpoint", metavar="FILE",
                    help="a model file instead of the default one")
     runtime_flag(p)
-    accurate_flags(p, "each detected face (computed in the detection threads; about 100 ms a face on a 2-core "
-                      "CPU: for recorded video or sparse scenes, not a busy live camera)")
+    accurate_flags(p, "about 100 ms a face on a 2-core CPU, in the detection threads: for recorded video "
+                      "or sparse scenes, not a busy live camera")
     p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     detector_flag(p, "face detector (on a 20 s test video, both from 40 px, mtcnn found 98.7%% of the faces at "
                      "79 FPS, dlib 80%% at 31 FPS: docs/results/stream_weak_births_*_20s.json)")

@@ -71,10 +71,6 @@ class NamedSink(Sink):
             return
         try:
             fn(*args)
-        except RuntimeError as exc:
-            if method == "close" and not isinstance(exc, NotImplementedError):
-                raise  # (a results database's "did not take the last batch": its own sentence, as before)
-            raise OSError(self._said(exc, method)) from exc
         except Exception as exc:  # a plugin's mistake too: named, and the other outputs go on
             raise OSError(self._said(exc, method)) from exc
 
@@ -84,6 +80,8 @@ class NamedSink(Sink):
             why = exc.strerror or str(exc) or type(exc).__name__
         elif isinstance(exc, NotImplementedError):
             why = str(exc) or f"{type(self.sink).__qualname__} does not implement {method}()"
+        elif type(exc) is RuntimeError and str(exc):  # its own sentence (a database's "did not take the last batch")
+            why = str(exc)
         else:
             why = f"{type(exc).__name__}: {exc}"
         return f"cannot write output {self.spec!r}: {why}"

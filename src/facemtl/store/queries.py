@@ -139,6 +139,8 @@ def parse_answer_filters(terms: Sequence[str], tasks: Sequence[Any],
                 raise ValueError(f"--where {term!r}: task {name!r} has classes: use {name}=CLASS" if names is not None
                                  else f"--where {term!r}: {key} takes a level ({', '.join(levels)}) or its rank"
                                  if levels else f"--where {term!r}: {key} takes a number in {name}'s units")
+            if end in bounds.get(name, {}):  # (the last one was kept without a word: a user test)
+                raise ValueError(f"--where {term!r}: {key} is given twice; give each bound once")
             bounds.setdefault(name, {})[end] = number
     return ([AnswerFilter(n, classes=c) for n, c in classes.items()]
             + [AnswerFilter(n, lo=b.get("min"), hi=b.get("max")) for n, b in bounds.items()])
