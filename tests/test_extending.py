@@ -184,6 +184,47 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
     r = _run(tmp_path, "from facemtl.model import BACKBONES\nBACKBONES.get('my_nett')")
     assert "unknown backbone 'my_nett' (did you mean 'my_net'?)" in r.stderr
 
+    # a second package: a name both declare, a class its module registers under another name (models of
+    # it named a type no process could find), a function where a task type belongs
+    (tmp_path / "othertasks.py").write_text(textwrap.dedent('''
+        from facemtl.tasks import TASK_TYPES
+        from facemtl.tasks.regression import RegressionTask
+
+        @TASK_TYPES.register("other_band")
+        class Dup(RegressionTask):
+            pass
+
+        def helper(**settings):
+            return "a string"
+    '''))
+    other = tmp_path / "otherplug-1.0.dist-info"
+    other.mkdir()
+    (other / "METADATA").write_text("Metadata-Version: 2.1\nName: otherplug\nVersion: 1.0\n")
+    (other / "entry_points.txt").write_text("[facemtl.task_types]\ndup_band = othertasks:Dup\n"
+                                            "functask = othertasks:helper\n\n[facemtl.backbones]\n"
+                                            "my_net = othertasks:helper\n")
+    r = _run(tmp_path, textwrap.dedent('''
+        from facemtl.model import BACKBONES
+        from facemtl.tasks import build_task
+        for spec in ({"name": "s", "type": "dup_band"}, {"name": "s", "type": "functask"}):
+            try:
+                build_task(spec)
+            except ValueError as exc:
+                print(exc)
+        try:
+            BACKBONES.get("my_net")
+        except ValueError as exc:
+            print(exc)
+    '''))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "the facemtl.task_types entry point dup_band = 'othertasks:Dup': Dup is registered as 'other_band' by its "
+        "module: name the entry point 'other_band', or leave the registration out of the module",
+        "task 's': the task type 'functask' (othertasks.helper) built a str, not a facemtl Task: register a Task "
+        "subclass",
+        "backbone 'my_net' is declared by several installed packages (myplug: 'mytrain:my_net'; otherplug: "
+        "'othertasks:helper') in facemtl.backbones: uninstall one, or rename its entry point"], r.stdout
+
 
 def test_an_output_never_writes_the_file_of_another_output(tmp_path):
     """A user test: --output jsonl:same.mp4 beside --annotate same.mp4, a file in the --annotate
@@ -206,8 +247,8 @@ def test_an_output_never_writes_the_file_of_another_output(tmp_path):
 def test_a_plugins_source_for_a_builtin_scheme_is_asked_first(tmp_path):
     """A user test: a plugin's http:// source was never used from the command line (a name found
     among the built-in schemes never loaded the plugins), though the README says it is asked first."""
-    (tmp_path / "myhttp.py").write_text(SINK_AND_SOURCE.replace('@SOURCES.register("still")', '@SOURCES.register("http")')
-                                        .replace('spec[len("still://"):]', 'spec[len("http://"):]'))
+    plugin = SINK_AND_SOURCE.replace('@SOURCES.register("still")', '@SOURCES.register("http")')
+    (tmp_path / "myhttp.py").write_text(plugin.replace('spec[len("still://"):]', 'spec[len("http://"):]'))
     r = _run(tmp_path, ["stream", f"http://{PHOTO}?frames=2", "--json", "--no-progress"], {"FACEMTL_PLUGINS": "myhttp"},
              cli=True)
     faces = [json.loads(x) for x in r.stdout.splitlines() if json.loads(x)["type"] == "face"]

@@ -103,12 +103,15 @@ def look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[An
     registered ``name`` already (``known()``). Then, if still missing, every whole-module plugin
     (:func:`load_plugins`). An entry point that fails to import, points at a module, or that
     ``take`` refuses (``ValueError``) is a :class:`PluginError` naming it."""
-    for ep in _declared(GROUPS[kind]) if kind in GROUPS else ():
-        if ep.name != name or known():
-            continue
-        where = f"the {GROUPS[kind]} entry point {name} = {ep.value!r}"
+    named = [ep for ep in (_declared(GROUPS[kind]) if kind in GROUPS else ()) if ep.name == name]
+    if named and not known():
+        if len({ep.value for ep in named}) > 1:  # (the first found was taken, without a word)
+            said = "; ".join(sorted(f"{_package(ep)}: {ep.value!r}" for ep in named))
+            raise PluginError(f"{kind} {name!r} is declared by several installed packages ({said}) in "
+                              f"{GROUPS[kind]}: uninstall one, or rename its entry point")
+        where = f"the {GROUPS[kind]} entry point {name} = {named[0].value!r}"
         try:
-            obj = ep.load()
+            obj = named[0].load()
         except Exception as exc:  # anything a plugin's import raises: named, never a traceback
             raise PluginError(f"{kind} {name!r} could not be loaded ({where}): {type(exc).__name__}: {exc}") from None
         if known():  # its module registered it
@@ -122,6 +125,12 @@ def look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[An
             raise PluginError(f"{where}: {exc}") from None
         return
     load_plugins()
+
+
+def _package(ep: Any) -> str:
+    """The installed package that declares the entry point ``ep`` (its distribution's name)."""
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "name", None) or "a package"
 
 
 def _declared(group: str) -> list[Any]:

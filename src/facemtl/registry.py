@@ -65,13 +65,23 @@ class Registry(Generic[T]):
             return self._items[name]
         from .plugins import PluginError, declared_names, failures, look_for
 
-        look_for(self.kind, name, lambda: name in self._items, lambda obj: self.register(name)(obj))
+        look_for(self.kind, name, lambda: name in self._items, lambda obj: self._adopt(name, obj))
         if name in self._items:
             return self._items[name]
         if failures():  # the plugin that would provide it may be the one that failed
             raise PluginError(f"{'; '.join(failures())} (no {self.kind} {name!r} is registered: it may be that "
-                              f"plugin's; registered: {', '.join(sorted(self._items))})")
+                              f"plugin's; registered: {', '.join(sorted({*self._items, *declared_names(self.kind)}))})")
         raise UnknownName(self.kind, name, sorted({*self._items, *declared_names(self.kind)}))
+
+    def _adopt(self, name: str, obj: Any) -> None:
+        """Register a plugin entry point's ``obj`` as ``name``; ``ValueError`` where its module registered
+        it under another name, which its model files and recipes would then name and no entry point
+        provides in a fresh process (a contributor's test: models no process could read back)."""
+        other = sorted(n for n, f in self._items.items() if f is obj)
+        if other:
+            raise ValueError(f"{getattr(obj, '__qualname__', obj)!s} is registered as {other[0]!r} by its module: name "
+                             f"the entry point {other[0]!r}, or leave the registration out of the module")
+        self.register(name)(obj)
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:
         return self.get(name)(*args, **kwargs)

@@ -476,9 +476,14 @@ def build_task(spec: dict[str, Any]) -> Task:
         except SettingTypeError as exc:
             raise ValueError(str(exc)) from None
     try:
-        return cls(**spec)
+        task = cls(**spec)
     except TypeError as exc:  # a task type that is no dataclass, or a required setting left out
         raise ValueError(f"task {name!r} of type {kind!r}: {exc}") from None
+    if not isinstance(task, Task):  # (a plugin's function: a traceback far from its cause, a contributor's test)
+        raise ValueError(f"task {name!r}: the task type {kind!r} ({getattr(cls, '__module__', '?')}."
+                         f"{getattr(cls, '__qualname__', cls)!s}) built a {type(task).__name__}, not a facemtl Task: "
+                         "register a Task subclass")
+    return task
 
 
 def check_shared_heads(tasks: "list[Task]") -> None:
