@@ -230,6 +230,7 @@ def test_an_output_never_writes_the_file_of_another_output(tmp_path):
     """A user test: --output jsonl:same.mp4 beside --annotate same.mp4, a file in the --annotate
     folder, or the file standard output was redirected to: both outputs wrote one file, exit 0."""
     video = tmp_path / "v.mp4"
+    (tmp_path / "ann").mkdir()  # (an earlier run's)
     for args, said in ((["analyze", str(PHOTO), "--annotate", str(tmp_path / "ann"), "--output",
                          f"jsonl:{tmp_path / 'ann' / 'astronaut.jpg'}"], "is inside --annotate's output"),
                        (["stream", str(PHOTO), "--annotate", str(video), "--output", f"jsonl:{video}"],
