@@ -147,8 +147,7 @@ class MultiTaskNet(nn.Module):
             with torch.no_grad():
                 x = torch.zeros(2, 3, size, size, device=self.mean.device)
                 try:
-                    h = self.trunk((x - self.mean) / self.std)
-                    ends = {key: body(h) for key, body in self.branches.items()}
+                    ends = self._stage_ends(x)
                 except Exception as exc:
                     raise ValueError(f"backbone {self.backbone_name!r} fails on a batch of shape {tuple(x.shape)}: "
                                      f"{type(exc).__name__}: {exc}") from exc
@@ -157,7 +156,7 @@ class MultiTaskNet(nn.Module):
                         raise ValueError(f"backbone {self.backbone_name!r}'s last stage gives shape {tuple(end.shape)} "
                                          f"for a batch of {tuple(x.shape)}; it must give (N, num_features, H, W) = "
                                          f"(2, {self.num_features}, H, W) (the network pools it itself)")
-                feats = {key: self.necks[key](end.mean((2, 3))) for key, end in ends.items()}
+                feats = self._necks(ends)
                 for t in self.tasks:
                     if t.output_of is not None:
                         continue
@@ -193,11 +192,16 @@ class MultiTaskNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pooled, neck-processed features per branch: ``{branch: (N, F)}``."""
+        return self._necks(self._stage_ends(x))
+
+    def _stage_ends(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each branch's last stage for a ``(N, 3, S, S)`` batch in ``[0, 1]``: ``{branch: (N, C, H, W)}``."""
         h = self.trunk((x - self.mean) / self.std)
-        out = {}
-        for key, body in self.branches.items():
-            out[key] = self.necks[key](body(h).mean((2, 3)))
-        return out
+        return {key: body(h) for key, body in self.branches.items()}
+
+    def _necks(self, ends: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Global average pooling of each branch's last stage, then its neck: ``{branch: (N, F)}``."""
+        return {key: self.necks[key](end.mean((2, 3))) for key, end in ends.items()}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.features(x)
