@@ -154,7 +154,18 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
         "[facemtl.task_types]\nplugin_score = mytasks:PluginScore\n\n"
         "[facemtl.backbones]\nmy_net = mytrain:my_net\n\n"
         "[facemtl.runtimes]\nmy_ort = myrt:SPEC\n\n"
-        "[facemtl.sinks]\nnothing = mytasks\n")
+        "[facemtl.sinks]\nnothing = mytasks\ncount = mysinks:Count\ntally = mysinks:Count\n")
+    (tmp_path / "mysinks.py").write_text(textwrap.dedent('''
+        class Count:
+            def __init__(self, target, tasks):
+                self.out = open(target, "w")
+
+            def write(self, result):
+                self.out.write(f"{len(result.faces)}\\n")
+
+            def close(self):
+                self.out.close()
+    '''))
     code = READ_INFO + textwrap.dedent('''
         print(sorted(m for m in ("mytasks", "mytrain", "myrt") if m in sys.modules))
         from facemtl.model import BACKBONES
@@ -176,6 +187,11 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
     for extra in (["--runtime", "my_ort"], []):
         r = _run(tmp_path, ["analyze", str(PHOTO), "--model", str(model), "--json", *extra], cli=True)
         assert r.returncode == 0 and json.loads(r.stdout)["faces"][0]["gender"] in ("male", "female"), r.stderr
+    # one object under two entry points' names (a review: the second was refused)
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--output", f"count:{tmp_path / 'a.txt'}", "--output",
+                        f"tally:{tmp_path / 'b.txt'}"], cli=True)
+    assert r.returncode == 0 and (tmp_path / "a.txt").read_text() == (tmp_path / "b.txt").read_text() == "1\n", \
+        r.stderr
     # an entry point naming a module that registers nothing, and a misspelt name offered the declared ones
     r = _run(tmp_path, ["analyze", str(PHOTO), "--output", "nothing:x.txt"], cli=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -237,6 +253,11 @@ def test_an_output_never_writes_the_file_of_another_output(tmp_path):
                         "is --annotate's output")):
         r = _run(tmp_path, args, cli=True)
         assert r.returncode == 2 and said in r.stderr and "which it would overwrite" in r.stderr, r.stderr
+    # the results beside the annotated copies: nothing of theirs is named so (a review: it was refused)
+    r = _run(tmp_path, ["analyze", str(PHOTO), "--annotate", str(tmp_path / "ann"), "--output",
+                        f"jsonl:{tmp_path / 'ann' / 'results.jsonl'}"], cli=True)
+    assert r.returncode == 0 and (tmp_path / "ann" / "astronaut.jpg").is_file(), r.stderr
+    assert json.loads((tmp_path / "ann" / "results.jsonl").read_text())["faces"]
     same = tmp_path / "same.csv"
     env = {k: v for k, v in os.environ.items() if k != "FACEMTL_PLUGINS"}
     with same.open("w") as out:  # facemtl analyze ... --csv --output jsonl:same.csv > same.csv
@@ -259,6 +280,21 @@ def test_a_plugins_source_for_a_builtin_scheme_is_asked_first(tmp_path):
     r = _run(tmp_path, ["stream", "foo://x"], {"FACEMTL_PLUGINS": "broken"}, cli=True)
     assert r.returncode == 2 and "foo://x: unknown kind of URL" in r.stderr and "refused it" not in r.stderr
     assert "plugin 'broken' (from FACEMTL_PLUGINS) could not be loaded: RuntimeError: needs a licence key" in r.stderr
+
+
+def test_every_registry_has_its_entry_point_group():
+    """plugins.GROUPS is keyed by each registry's kind: a registry renamed would lose its group without it."""
+    from facemtl.faces import DETECTORS
+    from facemtl.model import BACKBONES
+    from facemtl.plugins import GROUPS
+    from facemtl.sinks import SINKS
+    from facemtl.tasks import TASK_TYPES
+    from facemtl.video import SOURCES
+    from facemtl.weighting import WEIGHTINGS
+
+    kinds = [r.kind for r in (TASK_TYPES, BACKBONES, WEIGHTINGS, DETECTORS, SINKS, SOURCES)]
+    assert sorted(GROUPS) == sorted([*kinds, "runtime"])
+    assert all(g.startswith("facemtl.") for g in GROUPS.values()) and len(set(GROUPS.values())) == len(GROUPS)
 
 
 def test_a_template_needs_points_and_a_builtin_one_stays():

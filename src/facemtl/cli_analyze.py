@@ -64,6 +64,7 @@ def analyze(
     from .inference.inputs import expand_inputs
     from .inference.results import ImageResult
     from .sinks import AnnotateSink, CsvSink, JsonLinesSink, TableSink, build_output
+    from .sinks.annotate import KEEP_SUFFIXES
     from .sinks.base import check_outputs, passed_sinks
     from .sinks.db import open_db_sink
     from .system import SIGNAL_STATUS, out_of_memory, stop_on_signals
@@ -83,7 +84,8 @@ def analyze(
         raise ValueError("--thumbnails stores face crops in the results database: add --db URL")
     if skip_stored and db is None:
         raise ValueError("--skip-stored leaves out the files whose faces a results database holds: add --db URL")
-    check_outputs(outputs, files, db, annotate_dir)  # before the model loads; never over an input, the database
+    # before the model loads; never over an input, the database, an annotated copy
+    check_outputs(outputs, files, db, annotate_dir, [*KEEP_SUFFIXES, ".png"])
     sinks = passed_sinks(sinks)
     annotated = None
     if annotate_dir:

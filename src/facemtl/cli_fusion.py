@@ -39,7 +39,6 @@ def fusion(checkpoint: str, out: str, data_root: str | None = None, mix: float =
     from .faces.descriptor import NAME
     from .inference.fusion import checked_networks_alone, fit_fusion
     from .model import load_model
-
     from .system import check_new_file
 
     if os.path.isdir(out):  # before any descriptor is computed (a user test: refused after the fit)

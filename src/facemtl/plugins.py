@@ -103,6 +103,17 @@ def look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[An
     registered ``name`` already (``known()``). Then, if still missing, every whole-module plugin
     (:func:`load_plugins`). An entry point that fails to import, points at a module, or that
     ``take`` refuses (``ValueError``) is a :class:`PluginError` naming it."""
+    with _lock:  # (two threads missing one name: the second finds it registered)
+        _look_for(kind, name, known, take)
+
+
+def failure_suffix() -> str:
+    """`` (SENTENCE; SENTENCE)``: the declared plugins that failed to import, for an error that a
+    missing name ends; ``""`` when none failed."""
+    return f" ({'; '.join(_failed.values())})" if _failed else ""
+
+
+def _look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[Any], None]) -> None:
     named = [ep for ep in (_declared(GROUPS[kind]) if kind in GROUPS else ()) if ep.name == name]
     if named and not known():
         if len({ep.value for ep in named}) > 1:  # (the first found was taken, without a word)

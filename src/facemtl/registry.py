@@ -40,6 +40,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, on_register: Callable[[str, Callable[..., T]], None] | None = None) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._adopted: set[str] = set()  # names registered from a plugin's entry point (not by its module)
         #: ``on_register(name, factory)``: checks (``ValueError``) or completes a factory as it is
         #: registered (task types take their registered name as their ``kind``)
         self._on_register = on_register
@@ -77,11 +78,12 @@ class Registry(Generic[T]):
         """Register a plugin entry point's ``obj`` as ``name``; ``ValueError`` where its module registered
         it under another name, which its model files and recipes would then name and no entry point
         provides in a fresh process (a contributor's test: models no process could read back)."""
-        other = sorted(n for n, f in self._items.items() if f is obj)
-        if other:
+        other = sorted(n for n, f in self._items.items() if f is obj and n not in self._adopted)
+        if other:  # (one object under two entry points' names is fine)
             raise ValueError(f"{getattr(obj, '__qualname__', obj)!s} is registered as {other[0]!r} by its module: name "
                              f"the entry point {other[0]!r}, or leave the registration out of the module")
         self.register(name)(obj)
+        self._adopted.add(name)
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> T:
         return self.get(name)(*args, **kwargs)

@@ -141,12 +141,13 @@ def output_name(spec: str) -> str:
 
 
 def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | None = None,
-                  annotate: str | None = None) -> None:
+                  annotate: str | None = None, annotate_suffixes: Sequence[str] = ()) -> None:
     """``--output``'s specs checked before a command loads its model: each name registered, each
     target the sink's own check accepts (a factory's ``check_target(target)``, where it has one:
     ``jsonl`` a new file in a folder that takes one), and no target is a file being read
     (``reads``: files, or folders whose files are read), the results database's file (``db``),
-    the ``--annotate`` video or a file in the ``--annotate`` folder, the file standard output is
+    the ``--annotate`` video or, in the ``--annotate`` folder, a file named as its copies are
+    (``annotate_suffixes``: ``results.jsonl`` beside the copies is fine), the file standard output is
     redirected to, or another ``--output``'s: those would be emptied when the output opens, or
     two outputs would write one file (a review: ``--output jsonl:photo.jpg`` destroyed the photo
     it analysed; a user test: ``--output jsonl:x.csv > x.csv`` mixed JSON into the CSV).
@@ -156,10 +157,11 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
     if not specs:  # (no look at the inputs: a folder of 100,000 photos)
         return
     seen: dict[str, str] = {}
-    # (path, what it is, whether a file inside it, a folder being read, is guarded too)
-    guarded = [(os.path.realpath(r), "an input being read", True) for r in reads if os.path.exists(r)]
+    # (path, what it is, the suffixes of the files inside it that are guarded too: None for all)
+    guarded: list[tuple[str, str, Sequence[str] | None]] = [
+        (os.path.realpath(r), "an input being read", None) for r in reads if os.path.exists(r)]
     if annotate is not None:
-        guarded.append((os.path.realpath(annotate), "--annotate's output", True))
+        guarded.append((os.path.realpath(annotate), "--annotate's output", annotate_suffixes))
     try:
         stdout = os.fstat(1)
     except OSError:  # (no standard output)
@@ -172,7 +174,7 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
         except (ImportError, ValueError):  # (said by --db itself, in its own sentence)
             path = None
         if path is not None:
-            guarded.append((os.path.realpath(path), "the results database (--db)", False))
+            guarded.append((os.path.realpath(path), "the results database (--db)", ()))
     for spec in specs:
         name = output_name(spec)
         target = spec.partition(":")[2]
@@ -192,8 +194,9 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
                 and os.path.samestat(stdout, os.stat(real)):
             raise ValueError(f"--output {spec!r}: {target} is the file standard output is written to; give "
                              "another file")
-        for path, what, inside_too in guarded:
-            inside = inside_too and real.startswith(path.rstrip(os.sep) + os.sep) and not os.path.isfile(path)
+        for path, what, suffixes in guarded:
+            inside = real.startswith(path.rstrip(os.sep) + os.sep) and not os.path.isfile(path) and (
+                suffixes is None or os.path.splitext(real)[1].lower() in suffixes)
             if real == path or inside:
                 where = "is" if real == path else "is inside"
                 raise ValueError(f"--output {spec!r}: {target} {where} {what}, which it would overwrite; give "
@@ -244,3 +247,7 @@ class MultiSink(Sink):
     def close(self) -> None:
         for s in self.sinks:
             s.close()
+
+    def abandon(self) -> None:
+        for s in self.sinks:
+            (getattr(s, "abandon", None) or s.close)()

@@ -331,12 +331,12 @@ def _source(spec: str, s: SourceSettings, name: str | None) -> Source:
         if _registered_scheme(spec, scheme):  # asked before the built-in schemes
             return _registered(spec, scheme, s, name)
         if scheme != "file" and scheme not in URL_SCHEMES:
-            from ..plugins import failures
+            from ..plugins import failure_suffix
 
             known = [*URL_SCHEMES, "file", *SOURCES.names()]
-            failed = f"; {'; '.join(failures())}" if failures() else ""
             raise SourceError(f"{redact_url(spec)}: unknown kind of URL; facemtl reads {', '.join(known)} (a "
-                              f"scheme of your own: register a video source for it in facemtl.video.SOURCES){failed}")
+                              "scheme of your own: register a video source for it in facemtl.video.SOURCES)"
+                              + failure_suffix())
         if scheme == "file":
             return VideoFile(spec[len("file://"):], name, s.options, s.loop, s.start)
         return Url(spec, name, s)

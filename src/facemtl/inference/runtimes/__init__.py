@@ -56,20 +56,27 @@ def known_runtime(name: str) -> str:
     may add a row, where it does not; ``ValueError`` naming the choices (and a plugin that failed)
     otherwise."""
     if name not in RUNTIMES:
-        from ...plugins import failures, look_for
+        from ...plugins import failure_suffix
 
-        look_for("runtime", name, lambda: name in RUNTIMES, lambda spec: _take_runtime(name, spec))
+        _look_for_runtime(name)
         if name not in RUNTIMES:
-            failed = f" ({'; '.join(failures())})" if failures() else ""
-            raise ValueError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}{failed}")
+            raise ValueError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}{failure_suffix()}")
     return name
 
 
-def _take_runtime(name: str, spec: Any) -> None:
-    """Add a plugin's entry point (:data:`facemtl.plugins.GROUPS`) to :data:`RUNTIMES` as ``name``."""
-    if not isinstance(spec, RuntimeSpec):
-        raise ValueError(f"a runtime's entry point names a RuntimeSpec, not a {type(spec).__name__}")
-    RUNTIMES[name] = spec
+def _look_for_runtime(name: str) -> None:
+    """Let a plugin add the runtime ``name`` (:func:`facemtl.plugins.look_for`): its entry point
+    names a :class:`RuntimeSpec` of that name."""
+    from ...plugins import look_for
+
+    def take(spec: Any) -> None:
+        if not isinstance(spec, RuntimeSpec) or spec.name != name:
+            raise ValueError(f"a runtime's entry point names a RuntimeSpec called {name!r}, not "
+                             + (f"one called {spec.name!r}" if isinstance(spec, RuntimeSpec) else
+                                f"a {type(spec).__name__}"))
+        RUNTIMES[name] = spec
+
+    look_for("runtime", name, lambda: name in RUNTIMES, take)
 
 
 def default_threads() -> int:
@@ -98,12 +105,12 @@ def runtime_for(path: str | Path, name: str | None = None) -> RuntimeSpec:
 
 def _load_plugin_runtimes() -> list[str]:
     """Load every plugin that may add a runtime; the sentences of those that failed."""
-    from ...plugins import PluginError, declared_names, failures, load_plugins, look_for
+    from ...plugins import PluginError, declared_names, failures, load_plugins
 
     failed = []
     for name in declared_names("runtime"):
         try:
-            look_for("runtime", name, lambda: name in RUNTIMES, lambda spec: _take_runtime(name, spec))
+            _look_for_runtime(name)
         except PluginError as exc:
             failed.append(str(exc))
     load_plugins()
