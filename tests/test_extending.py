@@ -241,6 +241,23 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
         "backbone 'my_net' is declared by several installed packages (myplug: 'mytrain:my_net'; otherplug: "
         "'othertasks:helper') in facemtl.backbones: uninstall one, or rename its entry point"], r.stdout
 
+    # facemtl plugins: every registry, each declared entry point loaded and said ok or why not; exit 1
+    r = _run(tmp_path, ["plugins", "--json"], {"FACEMTL_PLUGINS": "nosuchmodule"}, cli=True)
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    state = {(kind, d["name"]): d["ok"] for kind, reg in report["registries"].items() for d in reg["declared"]}
+    assert state == {("task type", "plugin_score"): True, ("task type", "dup_band"): False,
+                     ("task type", "functask"): True,  # (it registers; building it is what fails)
+                     ("backbone", "my_net"): False, ("runtime", "my_ort"): True,  # (my_net: two packages)
+                     ("sink", "nothing"): False, ("sink", "count"): True, ("sink", "tally"): True}
+    assert "regression" in report["registries"]["task type"]["built_in"]
+    assert "rtsp" in report["registries"]["video source"]["built_in"]
+    assert [(m["module"], m["ok"]) for m in report["modules"]] == [("nosuchmodule", False)]
+    r = _run(tmp_path, ["plugins"], cli=True)
+    assert "  plugin_score = 'mytasks:PluginScore' (myplug): ok" in r.stdout
+    assert "  nothing = 'mytasks' (myplug): FAILS: the facemtl.sinks entry point nothing = 'mytasks' names a module" \
+        in r.stdout
+
 
 def test_an_output_never_writes_the_file_of_another_output(tmp_path):
     """A user test: --output jsonl:same.mp4 beside --annotate same.mp4, a file in the --annotate

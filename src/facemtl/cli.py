@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import cli_analyze, cli_export, cli_fusion, cli_serve, cli_stream, cli_train
+from . import cli_analyze, cli_export, cli_fusion, cli_plugins, cli_serve, cli_stream, cli_train
 from .cli_analyze import analyze  # noqa: F401  (facemtl.cli.analyze, as before)
 from .cli_args import ClosedOutput as _ClosedOutput
 from .cli_args import stderr_line as _stderr_line
@@ -81,6 +81,8 @@ COMMANDS: dict[str, Command] = {
                      "serve the HTTP API and the operator page over the results database"),
     "db": Command(cli_serve.db_run, cli_serve.db_args,
                   "results database: upgrade its schema, purge old results, export them"),
+    "plugins": Command(cli_plugins.plugins_run, cli_plugins.plugins_args,
+                       "what each registry holds, built in and from plugins, and whether every declared plugin loads"),
 }
 
 

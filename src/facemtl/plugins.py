@@ -71,8 +71,7 @@ def load_plugins() -> bool:
         if _done:
             return False
         _done = True
-        wanted = [(m.strip(), ENV) for m in os.environ.get(ENV, "").split(",") if m.strip()]
-        wanted += [(ep.value.split(":")[0], f"the {GROUP} entry point {ep.name!r}") for ep in _declared(GROUP)]
+        wanted = declared_modules()
         for module, declared in wanted:
             try:
                 importlib.import_module(module)
@@ -90,9 +89,26 @@ def failures() -> list[str]:
     return list(_failed.values())
 
 
+def failed_modules() -> dict[str, str]:
+    """The whole-module plugins that failed to import, each with its sentence."""
+    return dict(_failed)
+
+
+def declared_modules() -> list[tuple[str, str]]:
+    """The whole-module plugins declared, with how: ``(module, "FACEMTL_PLUGINS")`` or ``(module,
+    "the facemtl.plugins entry point 'NAME'")``."""
+    wanted = [(m.strip(), ENV) for m in os.environ.get(ENV, "").split(",") if m.strip()]
+    return wanted + [(ep.value.split(":")[0], f"the {GROUP} entry point {ep.name!r}") for ep in _declared(GROUP)]
+
+
 def declared_names(kind: str) -> list[str]:
     """The names declared as entry points of ``kind``'s group (:data:`GROUPS`), loaded or not."""
-    return sorted({ep.name for ep in _declared(GROUPS[kind])}) if kind in GROUPS else []
+    return sorted({ep.name for ep in declared_entry_points(kind)})
+
+
+def declared_entry_points(kind: str) -> list[Any]:
+    """The installed packages' entry points in ``kind``'s group (:data:`GROUPS`), loaded or not."""
+    return _declared(GROUPS[kind]) if kind in GROUPS else []
 
 
 def look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[Any], None]) -> None:
@@ -114,10 +130,10 @@ def failure_suffix() -> str:
 
 
 def _look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[Any], None]) -> None:
-    named = [ep for ep in (_declared(GROUPS[kind]) if kind in GROUPS else ()) if ep.name == name]
+    named = [ep for ep in declared_entry_points(kind) if ep.name == name]
     if named and not known():
         if len({ep.value for ep in named}) > 1:  # (the first found was taken, without a word)
-            said = "; ".join(sorted(f"{_package(ep)}: {ep.value!r}" for ep in named))
+            said = "; ".join(sorted(f"{package_of(ep)}: {ep.value!r}" for ep in named))
             raise PluginError(f"{kind} {name!r} is declared by several installed packages ({said}) in "
                               f"{GROUPS[kind]}: uninstall one, or rename its entry point")
         where = f"the {GROUPS[kind]} entry point {name} = {named[0].value!r}"
@@ -138,7 +154,7 @@ def _look_for(kind: str, name: str, known: Callable[[], bool], take: Callable[[A
     load_plugins()
 
 
-def _package(ep: Any) -> str:
+def package_of(ep: Any) -> str:
     """The installed package that declares the entry point ``ep`` (its distribution's name)."""
     dist = getattr(ep, "dist", None)
     return getattr(dist, "name", None) or "a package"
