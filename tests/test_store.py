@@ -742,6 +742,38 @@ def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsy
     assert "there is no track 999999" in capsys.readouterr().err
 
 
+def test_db_end_closes_the_session_of_a_writer_gone_for_good(db_url, capsys):
+    """A session killed on a machine that never runs facemtl again stayed open for ever: its
+    source read ``silent`` and its tracks open. ``db end`` ends it; a live one is refused."""
+    from facemtl.cli import main
+
+    sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
+    feed(sink, stream(INFO, 20, source="live", track_len=8))
+    sink.flush()
+    try:
+        assert main(["db", "end", "--db", db_url, "--source", "live"]) == 2
+        assert "is alive: its source 'live' beat 0 s ago; stop its writer" in capsys.readouterr().err
+        _writer_killed(db_url, "live")
+        with Store(db_url) as store:
+            assert [s["state"] for s in store.sources()] == ["silent"] and open_track_faces(store, "live") > 0
+        assert main(["db", "end", "--db", db_url, "--source", "live"]) == 0
+        done = json.loads(capsys.readouterr().out)
+        assert done["tracks_closed"] > 0 and done["sources_stopped"] == 1
+        with Store(db_url) as store:
+            assert [s["state"] for s in store.sources()] == ["stopped"] and open_track_faces(store, "live") == 0
+            assert all(t["closed"] and t["gender"] in ("male", "female") for t in store.records("tracks"))
+        assert main(["db", "end", "--db", db_url, "--session", str(done["session"])]) == 0  # again: said, no change
+        assert json.loads(capsys.readouterr().out)["already_ended"] > 0
+        assert_consistent(db_url)
+    finally:
+        sink.close()
+    for args, said in ((["--session", "999"], "there is no session 999"),
+                       (["--source", "nope"], "no source is named 'nope'"),
+                       ([], "say which session to end: --session ID or --source NAME")):
+        assert main(["db", "end", "--db", db_url, *args]) == 2
+        assert said in capsys.readouterr().err
+
+
 def test_a_purge_leaves_the_tracks_a_running_stream_follows(db_url):
     """A user test: `db purge --older-than 0` (or an hourly retention) during a stream deleted
     the tracks it still followed, and every later face of them was refused (509 of 1641 faces

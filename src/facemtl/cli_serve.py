@@ -390,7 +390,7 @@ def serve_run(a: argparse.Namespace) -> int:
 
 
 def db_args(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="upgrade, purge, delete or export")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="upgrade, purge, delete, end or export")
     sub_kw = {"formatter_class": p.formatter_class}
     db_flag(sub.add_parser("upgrade", **sub_kw, help="create the tables, or bring an older database up to this facemtl's schema"))
     purge = sub.add_parser("purge", **sub_kw, help="delete results older than some days")
@@ -406,6 +406,11 @@ def db_args(p: argparse.ArgumentParser) -> None:
     delete.add_argument("--since", type=_time, metavar="TIME", help="faces from this time (as export's --since)")
     delete.add_argument("--until", type=_time, metavar="TIME", help="faces until this time")
     delete.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    end = sub.add_parser("end", **sub_kw, help="end a session whose writer is gone for good (a machine that never "
+                                                "runs facemtl again): its tracks closed, its silent sources stopped")
+    db_flag(end)
+    end.add_argument("--session", type=int, help="the session to end")
+    end.add_argument("--source", help="end the session that holds this source")
     export = sub.add_parser("export", **sub_kw, help="write stored faces or tracks as CSV or JSON lines")
     export.add_argument("kind", choices=["faces", "tracks"], help="what to write: one row per face or per track")
     export.add_argument("--format", choices=["csv", "jsonl"],
@@ -423,7 +428,19 @@ def db_args(p: argparse.ArgumentParser) -> None:
                              "several classes), TASK_min=X, TASK_max=X, e.g. --where gender=female --where age_min=20")
 
 
+def db_end(db: str | None, session: int | None = None, source: str | None = None) -> dict[str, Any]:
+    """``facemtl db end``: end a session whose writer is gone for good (see :meth:`Store.end_session`)."""
+    _existing_database(db, "end")
+    from .store import Store
+
+    with Store(db, create=False) as store:
+        return store.end_session(session, source)
+
+
 def db_run(a: argparse.Namespace) -> int:
+    if a.action == "end":
+        print(json.dumps(db_end(a.db, a.session, a.source)))
+        return 0
     if a.action == "delete":  # exit 1 while faces are left: an erasure script must not record it done
         done = db_delete(a.db, a.source, a.session, a.track, a.face, a.since, a.until, a.dry_run)
         print(json.dumps(done))

@@ -250,6 +250,37 @@ class Store:
         source_id = self.source_id(source) if source is not None else None
         return erase(self.write_engine, source_id, dry_run=dry_run, **filters)
 
+    def end_session(self, session: int | None = None, source: str | None = None,
+                    now: float | None = None) -> dict[str, Any]:
+        """End ``session`` (or the session that holds ``source``) whose writer is gone for good: a
+        machine that never runs facemtl again, whose sources read ``silent`` for ever (a writer
+        killed on a machine that runs facemtl again is ended by its next writer:
+        :func:`~facemtl.store.sessions.end_dead_sessions`). Its open tracks are answered and
+        closed and its sources ``stopped``. ``ValueError`` where a source of it still beats (its
+        writer runs: stop that, which ends it) or nothing names a session; a session ended
+        already is said so (``already_ended``), changing nothing."""
+        from .sessions import end_session
+
+        if (session is None) == (source is None):
+            raise ValueError("say which session to end: --session ID or --source NAME")
+        now = now if now is not None else time.time()
+        if source is not None:
+            session = next(s["session"] for s in self.sources() if s["id"] == self.source_id(source))
+            if session is None:
+                raise ValueError(f"source {source!r} belongs to no stored session (deleted)")
+        with self.write_engine.begin() as conn:
+            row = conn.execute(sa.select(Session.started, Session.ended).where(Session.id == session)).first()
+            if row is None:
+                raise ValueError(f"there is no session {session} (never stored, or deleted)")
+            if row.ended is not None:
+                return {"session": session, "already_ended": row.ended}
+            for name, seen, beat in conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
+                                                 .where(Source.session_id == session, Source.state == "running")):
+                if seen is not None and now - seen <= MISSED_BEATS * (beat or 2.0):
+                    raise ValueError(f"session {session} is alive: its source {name!r} beat {now - seen:.0f} s ago; "
+                                     "stop its writer, which ends it (this ends a session whose writer is gone)")
+            return {"session": session, **end_session(conn, session, row.started)}
+
     def source_id(self, source: str) -> int:
         """The id of the source named ``source``; a ``ValueError`` naming those there are if none is."""
         ids = {s["name"]: s["id"] for s in self.sources()}

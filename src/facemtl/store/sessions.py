@@ -40,13 +40,22 @@ def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbe
         if not taken and any(seen is not None and now - seen <= 3 * (beat or heartbeat)
                              for _, seen, beat in beats):
             continue
-        last = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
-        conn.execute(sa.update(Session).where(Session.id == sid).values(ended=max(last or started, started)))
-        _answer_open_tracks(conn, sid)
-        conn.execute(sa.update(Track).where(Track.session_id == sid, Track.closed.is_(False)).values(closed=True))
-        conn.execute(sa.update(Source).where(Source.session_id == sid, Source.state == "running")
-                     .values(state="stopped", fps=None))
+        end_session(conn, sid, started)
         log.warning("session %d (process %s on this machine) ended without closing: it is closed now", sid, pid)
+
+
+def end_session(conn: sa.Connection, sid: int, started: float) -> dict[str, int]:
+    """End session ``sid`` whose writer is gone: ``ended`` its last face's time (or its start), its
+    open tracks answered (:func:`_answer_open_tracks`) and closed, its running sources ``stopped``.
+    Returns how many tracks and sources it closed."""
+    last = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
+    conn.execute(sa.update(Session).where(Session.id == sid).values(ended=max(last or started, started)))
+    _answer_open_tracks(conn, sid)
+    tracks = conn.execute(sa.update(Track).where(Track.session_id == sid, Track.closed.is_(False))
+                          .values(closed=True)).rowcount
+    sources = conn.execute(sa.update(Source).where(Source.session_id == sid, Source.state == "running")
+                           .values(state="stopped", fps=None)).rowcount
+    return {"tracks_closed": tracks, "sources_stopped": sources}
 
 
 def _answer_open_tracks(conn: sa.Connection, sid: int) -> None:
