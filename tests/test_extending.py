@@ -217,8 +217,8 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
     other.mkdir()
     (other / "METADATA").write_text("Metadata-Version: 2.1\nName: otherplug\nVersion: 1.0\n")
     (other / "entry_points.txt").write_text("[facemtl.task_types]\ndup_band = othertasks:Dup\n"
-                                            "functask = othertasks:helper\n\n[facemtl.backbones]\n"
-                                            "my_net = othertasks:helper\n")
+                                            "functask = othertasks:helper\nbinary = othertasks:Dup\n\n"
+                                            "[facemtl.backbones]\nmy_net = othertasks:helper\n")
     r = _run(tmp_path, textwrap.dedent('''
         from facemtl.model import BACKBONES
         from facemtl.tasks import build_task
@@ -248,6 +248,7 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
     state = {(kind, d["name"]): d["ok"] for kind, reg in report["registries"].items() for d in reg["declared"]}
     assert state == {("task type", "plugin_score"): True, ("task type", "dup_band"): False,
                      ("task type", "functask"): True,  # (it registers; building it is what fails)
+                     ("task type", "binary"): False,  # (the built-in one is taken: it never loads)
                      ("backbone", "my_net"): False, ("runtime", "my_ort"): True,  # (my_net: two packages)
                      ("sink", "nothing"): False, ("sink", "count"): True, ("sink", "tally"): True}
     assert "regression" in report["registries"]["task type"]["built_in"]

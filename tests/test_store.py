@@ -742,28 +742,48 @@ def test_db_delete_leaves_the_open_tracks_of_a_running_stream_only(db_url, capsy
     assert "there is no track 999999" in capsys.readouterr().err
 
 
-def test_db_end_closes_the_session_of_a_writer_gone_for_good(db_url, capsys):
+def test_db_end_closes_the_session_of_a_writer_gone_for_good(db_url, capsys, caplog):
     """A session killed on a machine that never runs facemtl again stayed open for ever: its
-    source read ``silent`` and its tracks open. ``db end`` ends it; a live one is refused."""
+    source read ``silent`` and its tracks open. ``db end`` ends it; a writer that may still run
+    is refused, and one that comes back all the same goes on in a new session (a review: it
+    wrote into the ended session, which then could never be ended)."""
     from facemtl.cli import main
+    from facemtl.store.models import Session
+    from facemtl.store.repository import GONE_AFTER
 
+    events = list(stream(INFO, 40, source="live", track_len=8))
+    cut = next(i for i, it in enumerate(events) if i >= 24 and not isinstance(it, TrackResult))  # tracks open
     sink = DbSink(db_url, model_info=INFO, kind="stream", source="live")
-    feed(sink, stream(INFO, 20, source="live", track_len=8))
+    feed(sink, events[:cut])
     sink.flush()
     try:
-        assert main(["db", "end", "--db", db_url, "--source", "live"]) == 2
-        assert "is alive: its source 'live' beat 0 s ago; stop its writer" in capsys.readouterr().err
+        assert main(["db", "end", "--db", db_url, "--source", "live"]) == 2  # this process, alive
+        assert f"session {sink.session_id} is alive: its writer, process " in capsys.readouterr().err
+        eng = create_db_engine(db_url)
+        with eng.begin() as conn:  # as if it had run on a machine gone since
+            conn.execute(sa.update(Session).where(Session.id == sink.session_id).values(host="gone-box"))
+        eng.dispose()
         _writer_killed(db_url, "live")
         with Store(db_url) as store:
+            t = time.time()  # (the session's start is its latest sign of life: the fake faces are older)
             assert [s["state"] for s in store.sources()] == ["silent"] and open_track_faces(store, "live") > 0
-        assert main(["db", "end", "--db", db_url, "--source", "live"]) == 0
-        done = json.loads(capsys.readouterr().out)
-        assert done["tracks_closed"] > 0 and done["sources_stopped"] == 1
-        with Store(db_url) as store:
+            with pytest.raises(ValueError, match="may be alive: its writer was last heard of 6[0-9] s ago"):
+                store.end_session(source="live", now=t + 60)
+            done = store.end_session(source="live", now=t + GONE_AFTER)
+            assert done["session"] == sink.session_id and done["tracks_closed"] > 0 and done["sources_stopped"] == 1
             assert [s["state"] for s in store.sources()] == ["stopped"] and open_track_faces(store, "live") == 0
             assert all(t["closed"] and t["gender"] in ("male", "female") for t in store.records("tracks"))
         assert main(["db", "end", "--db", db_url, "--session", str(done["session"])]) == 0  # again: said, no change
         assert json.loads(capsys.readouterr().out)["already_ended"] > 0
+        # the writer comes back: it goes on in a new session, its open tracks as new tracks there
+        ended = sink.session_id
+        feed(sink, events[cut:])
+        sink.flush()
+        assert sink.session_id != ended and "was ended (facemtl db end) while its writer still ran" in caplog.text
+        with Store(db_url) as store:
+            later = [f for f in all_faces(store, source="live") if f["session"] == sink.session_id]
+            assert later and [s["state"] for s in store.sources()] == ["running"]
+            assert not any(t["session"] == ended and not t["closed"] for t in store.records("tracks"))
         assert_consistent(db_url)
     finally:
         sink.close()

@@ -80,7 +80,8 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(cli_serve.serve_run, cli_serve.serve_args,
                      "serve the HTTP API and the operator page over the results database"),
     "db": Command(cli_serve.db_run, cli_serve.db_args,
-                  "results database: upgrade its schema, purge old results, export them"),
+                  "results database: upgrade its schema, purge old results, delete some, end a lost session, "
+                  "export them"),
     "plugins": Command(cli_plugins.plugins_run, cli_plugins.plugins_args,
                        "what each registry holds, built in and from plugins, and whether every declared plugin loads"),
 }

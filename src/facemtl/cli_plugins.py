@@ -32,9 +32,11 @@ def plugins_report() -> dict[str, Any]:
         except ModuleNotFoundError as exc:  # (torch, on the plain install)
             registries[kind] = f"needs {exc.name}: pip install 'facemtl[train]'"
     out: dict[str, Any] = {}
+    registered: dict[str, set[str]] = {}  # per kind, before any plugin loads: a declared one of these never loads
     for kind, group in plugins.GROUPS.items():
         reg = registries.get(kind)
         built_in = list(RUNTIMES) if kind == "runtime" else reg.names() if not isinstance(reg, str) else []
+        registered[kind] = set(built_in)
         if kind == "video source":  # (the built-in schemes are read without the registry)
             from .video.sources import URL_SCHEMES
 
@@ -51,6 +53,11 @@ def plugins_report() -> dict[str, Any]:
             row: dict[str, Any] = {"name": ep.name, "value": ep.value, "package": plugins.package_of(ep), "ok": True}
             if isinstance(reg, str):  # not tried: its registry needs what this install lacks (not counted as failing)
                 row.update(ok=None, error=reg)
+                out[kind]["declared"].append(row)
+                continue
+            if ep.name in registered[kind]:  # (a review: said "ok", never imported)
+                row.update(ok=False, error=f"the built-in {kind} {ep.name!r} is taken for that name, so this one "
+                                           "never loads: name it otherwise")
                 out[kind]["declared"].append(row)
                 continue
             try:

@@ -245,9 +245,20 @@ class MultiSink(Sink):
             s.write_track(track)
 
     def close(self) -> None:
-        for s in self.sinks:
-            s.close()
+        _each(s.close for s in self.sinks)
 
     def abandon(self) -> None:
-        for s in self.sinks:
-            (getattr(s, "abandon", None) or s.close)()
+        _each((getattr(s, "abandon", None) or s.close) for s in self.sinks)
+
+
+def _each(calls: Any) -> None:
+    """Call each of ``calls``; the first exception is raised after all were called (a sink that
+    fails to close leaves the others to close, not open)."""
+    first: BaseException | None = None
+    for call in calls:
+        try:
+            call()
+        except Exception as exc:
+            first = first or exc
+    if first is not None:
+        raise first

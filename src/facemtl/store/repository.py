@@ -9,6 +9,7 @@ session that writes batches (:class:`~facemtl.store.writer.SessionWriter`); ``fa
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from typing import Any, Iterator, Sequence, TextIO
@@ -29,6 +30,10 @@ from .writer import SessionWriter
 
 #: A running source is called ``silent`` after this many missed heartbeats.
 MISSED_BEATS = 3
+#: Seconds without a beat, a face or a start after which ``db end`` takes a session's writer for
+#: gone (:meth:`Store.end_session`): well past a writer's retries while its database is away
+#: (32 s at most), a clock a little behind, a camera reconnecting (it beats meanwhile).
+GONE_AFTER = 300.0
 
 
 class SchemaError(StoreError):
@@ -256,29 +261,41 @@ class Store:
         machine that never runs facemtl again, whose sources read ``silent`` for ever (a writer
         killed on a machine that runs facemtl again is ended by its next writer:
         :func:`~facemtl.store.sessions.end_dead_sessions`). Its open tracks are answered and
-        closed and its sources ``stopped``. ``ValueError`` where a source of it still beats (its
-        writer runs: stop that, which ends it) or nothing names a session; a session ended
-        already is said so (``already_ended``), changing nothing."""
-        from .sessions import end_session
+        closed and its sources ``stopped``. ``ValueError`` where nothing names a session, or its
+        writer may still run: it started, beat or stored a face within :data:`GONE_AFTER` seconds,
+        or its process runs on this machine (stop the writer, which ends its session). A session
+        ended already is said so (``already_ended``), changing nothing. Should its writer come
+        back all the same, it goes on in a new session (:meth:`SessionWriter._own_session`)."""
+        from .sessions import _alive, end_session
 
         if (session is None) == (source is None):
             raise ValueError("say which session to end: --session ID or --source NAME")
         now = now if now is not None else time.time()
         if source is not None:
-            session = next(s["session"] for s in self.sources() if s["id"] == self.source_id(source))
+            source_id = self.source_id(source)
+            with self.engine.connect() as conn:
+                session = conn.execute(sa.select(Source.session_id).where(Source.id == source_id)).scalar()
             if session is None:
                 raise ValueError(f"source {source!r} belongs to no stored session (deleted)")
         with self.write_engine.begin() as conn:
-            row = conn.execute(sa.select(Session.started, Session.ended).where(Session.id == session)).first()
+            row = conn.execute(sa.select(Session.started, Session.ended, Session.host, Session.pid)
+                               .where(Session.id == session)).first()
             if row is None:
                 raise ValueError(f"there is no session {session} (never stored, or deleted)")
             if row.ended is not None:
                 return {"session": session, "already_ended": row.ended}
-            for name, seen, beat in conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
-                                                 .where(Source.session_id == session, Source.state == "running")):
-                if seen is not None and now - seen <= MISSED_BEATS * (beat or 2.0):
-                    raise ValueError(f"session {session} is alive: its source {name!r} beat {now - seen:.0f} s ago; "
-                                     "stop its writer, which ends it (this ends a session whose writer is gone)")
+            beats = sa.select(sa.func.max(Source.last_seen)).where(Source.session_id == session)
+            if conn.dialect.name == "postgresql":  # (a beat landing meanwhile waits for this transaction)
+                conn.execute(sa.select(Source.id).where(Source.session_id == session).with_for_update())
+            last_face = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == session)).scalar()
+            latest = max(x for x in (row.started, conn.execute(beats).scalar(), last_face) if x is not None)
+            if row.host == socket.gethostname() and _alive(row.pid):
+                raise ValueError(f"session {session} is alive: its writer, process {row.pid}, runs on this machine; "
+                                 "stop it, which ends its session")
+            if now - latest < GONE_AFTER:
+                raise ValueError(f"session {session} may be alive: its writer was last heard of {now - latest:.0f} s "
+                                 f"ago; this ends a session whose writer is gone, silent {GONE_AFTER:.0f} s or more "
+                                 "(a running writer: stop it, which ends its session)")
             return {"session": session, **end_session(conn, session, row.started)}
 
     def source_id(self, source: str) -> int:

@@ -197,16 +197,34 @@ class SessionWriter:
         #: Faces dropped from a backlog past its limit (:meth:`limit_backlog`) while the database was away.
         self.lost = 0
         names = dict.fromkeys([self.source] + [clean_text(n, SOURCE_LENGTH) or self.source for n in sources])
+        #: What each session of this writer records about it (a new one is opened from it: :meth:`_own_session`).
+        self._session_row = dict(kind=kind, host=socket.gethostname(), pid=os.getpid(), model_name=self.model_name,
+                                 model_version=self.model_version,
+                                 tasks=[t.to_dict() for t in tasks] if model_info else None, settings=settings or {})
         with engine.begin() as conn:
             self._check_kinds(conn, list(names))
             end_dead_sessions(conn, list(names), self.clock(), self.heartbeat)
-            self.session_id = int(conn.execute(sa.insert(Session).returning(Session.id), dict(
-                kind=kind, host=socket.gethostname(), pid=os.getpid(), started=self._started,
-                model_name=self.model_name, model_version=self.model_version,
-                tasks=[t.to_dict() for t in tasks] if model_info else None, settings=settings or {})).scalar_one())
+            self.session_id = self._new_session(conn, self._started)
             if announce:
                 self._source_id(conn, self.source)
                 self._beat_sources(conn, self._started)
+
+    def _new_session(self, conn: sa.Connection, started: float) -> int:
+        return int(conn.execute(sa.insert(Session).returning(Session.id),
+                                dict(self._session_row, started=started)).scalar_one())
+
+    def _own_session(self, conn: sa.Connection, now: float) -> None:
+        """Go on in a new session where this writer's was ended under it (``facemtl db end``, by an
+        operator who took the writer for gone: cut off past the silence it allows); its tracks go on
+        as new ones there. Before, its faces went on into the ended session, whose sources then
+        read running, then silent for good, and which no command could end again (a review)."""
+        if conn.execute(sa.select(Session.ended).where(Session.id == self.session_id)).scalar() is None:
+            return
+        old = self.session_id
+        self.session_id = self._new_session(conn, now)
+        self._tracks = {}
+        log.warning("session %d was ended (facemtl db end) while its writer still ran: its results go on in "
+                    "session %d", old, self.session_id)
 
     def _check_kinds(self, conn: sa.Connection, names: list[str]) -> None:
         """:class:`SourceKindError` for the first of ``names`` that a writer of another kind created."""
@@ -358,7 +376,7 @@ class SessionWriter:
     def _write(self, pending: _Pending, now: float | None) -> int:
         """``pending`` in one transaction (with a heartbeat unless ``now`` is ``None``)."""
         new_tracks: dict[tuple[int, int], int] = {}
-        sources = dict(self._sources)
+        sources, session, tracks = dict(self._sources), self.session_id, self._tracks
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql" and pending.faces:
@@ -367,6 +385,7 @@ class SessionWriter:
                     # that waits over 10 s (another one stalled) keeps its batch and retries later
                     conn.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": FACE_IDS_LOCK})
+                self._own_session(conn, now if now is not None else self.clock())
                 n = self._write_images(conn, pending, new_tracks)
                 for tr in pending.tracks:
                     self._write_track(conn, tr, new_tracks)
@@ -375,7 +394,8 @@ class SessionWriter:
                 if now is not None:
                     self._beat_sources(conn, now)
         except Exception:
-            self._sources = sources  # ids of sources created in the rolled-back transaction are void
+            # ids of sources (and a session) created in the rolled-back transaction are void
+            self._sources, self.session_id, self._tracks = sources, session, tracks
             raise
         self._tracks.update(new_tracks)
         return n

@@ -170,8 +170,8 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     if st.frames == 0 and stream.errors and not received:
         return 1  # the error said it all
     # (the rate over the seconds from the first frame, which the line gives: start-up is in the total only)
-    _say(f"{how}: {st.frames} frame{'s' if st.frames != 1 else ''} in {st.since_first:.1f} s from the first ({st.fps:.1f} FPS; "
-         f"{st.elapsed:.1f} s in all), {st.faces} face{'s' if st.faces != 1 else ''}, {st.tracks} track{'s' if st.tracks != 1 else ''}"
+    _say(f"{how}: {_count(st.frames, 'frame')} in {st.since_first:.1f} s from the first ({st.fps:.1f} FPS; "
+         f"{st.elapsed:.1f} s in all), {_count(st.faces, 'face')}, {_count(st.tracks, 'track')}"
          + (f", {st.dropped} frame{'s' if st.dropped != 1 else ''} dropped (analysis slower than the source)"
             if st.dropped else "")
          + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))
@@ -234,3 +234,8 @@ def _pump(stream: Stream, outputs: list[Sink], bar: ProgressLine | None, failed:
                     stream.stop("a failed output")
         if isinstance(event, ImageResult) and bar is not None:
             bar.update()
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 frame``, ``2 frames``."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
