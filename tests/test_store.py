@@ -764,8 +764,13 @@ def test_db_end_closes_the_session_of_a_writer_gone_for_good(db_url, capsys, cap
             conn.execute(sa.update(Session).where(Session.id == sink.session_id).values(host="gone-box"))
         eng.dispose()
         _writer_killed(db_url, "live")
+        assert main(["db", "sessions", "--db", db_url, "--open"]) == 0
+        [listed] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert (listed["id"], listed["state"], listed["sources"], listed["host"]) == \
+            (sink.session_id, "silent", ["live"], "gone-box") and listed["faces"] > 0
         with Store(db_url) as store:
             t = time.time()  # (the session's start is its latest sign of life: the fake faces are older)
+            assert store.sessions(now=t + GONE_AFTER)[0]["state"] == "gone"
             assert [s["state"] for s in store.sources()] == ["silent"] and open_track_faces(store, "live") > 0
             with pytest.raises(ValueError, match="may be alive: its writer was last heard of 6[0-9] s ago"):
                 store.end_session(source="live", now=t + 60)
@@ -775,6 +780,7 @@ def test_db_end_closes_the_session_of_a_writer_gone_for_good(db_url, capsys, cap
             assert all(t["closed"] and t["gender"] in ("male", "female") for t in store.records("tracks"))
         assert main(["db", "end", "--db", db_url, "--session", str(done["session"])]) == 0  # again: said, no change
         assert json.loads(capsys.readouterr().out)["already_ended"] > 0
+        assert main(["db", "sessions", "--db", db_url, "--open"]) == 0 and capsys.readouterr().out == ""
         # the writer comes back: it goes on in a new session, its open tracks as new tracks there
         ended = sink.session_id
         feed(sink, events[cut:])
@@ -783,6 +789,7 @@ def test_db_end_closes_the_session_of_a_writer_gone_for_good(db_url, capsys, cap
         with Store(db_url) as store:
             later = [f for f in all_faces(store, source="live") if f["session"] == sink.session_id]
             assert later and [s["state"] for s in store.sources()] == ["running"]
+            assert [(x["id"], x["state"]) for x in store.sessions()] == [(sink.session_id, "running"), (ended, "ended")]
             assert not any(t["session"] == ended and not t["closed"] for t in store.records("tracks"))
         assert_consistent(db_url)
     finally:

@@ -390,7 +390,7 @@ def serve_run(a: argparse.Namespace) -> int:
 
 
 def db_args(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="upgrade, purge, delete, end or export")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="upgrade, purge, delete, sessions, end or export")
     sub_kw = {"formatter_class": p.formatter_class}
     db_flag(sub.add_parser("upgrade", **sub_kw, help="create the tables, or bring an older database up to this facemtl's schema"))
     purge = sub.add_parser("purge", **sub_kw, help="delete results older than some days")
@@ -406,6 +406,12 @@ def db_args(p: argparse.ArgumentParser) -> None:
     delete.add_argument("--since", type=_time, metavar="TIME", help="faces from this time (as export's --since)")
     delete.add_argument("--until", type=_time, metavar="TIME", help="faces until this time")
     delete.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    sessions = sub.add_parser("sessions", **sub_kw, help="list the newest sessions (one JSON line each): their "
+                                                          "writer, sources, faces and state (running, silent, gone, "
+                                                          "ended)")
+    db_flag(sessions)
+    sessions.add_argument("--open", action="store_true", help="only sessions not ended")
+    sessions.add_argument("--limit", type=int, default=20, help="at most this many, newest first")
     end = sub.add_parser("end", **sub_kw, help="end a session whose writer is gone for good (a machine that never "
                                                 "runs facemtl again): its tracks closed, its silent sources stopped")
     db_flag(end)
@@ -437,7 +443,22 @@ def db_end(db: str | None, session: int | None = None, source: str | None = None
         return store.end_session(session, source)
 
 
+def db_sessions(db: str | None, open_only: bool = False, limit: int = 20) -> list[dict[str, Any]]:
+    """``facemtl db sessions``: the newest sessions and their state (see :meth:`Store.sessions`)."""
+    _existing_database(db, "list")
+    if limit < 1:
+        raise ValueError(f"--limit takes a number of sessions, 1 or more, not {limit}")
+    from .store import Store
+
+    with Store(db, create=False) as store:
+        return store.sessions(open_only, limit)
+
+
 def db_run(a: argparse.Namespace) -> int:
+    if a.action == "sessions":
+        for row in db_sessions(a.db, a.open, a.limit):
+            print(json.dumps(row))
+        return 0
     if a.action == "end":
         print(json.dumps(db_end(a.db, a.session, a.source)))
         return 0

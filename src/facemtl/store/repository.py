@@ -255,6 +255,38 @@ class Store:
         source_id = self.source_id(source) if source is not None else None
         return erase(self.write_engine, source_id, dry_run=dry_run, **filters)
 
+    def sessions(self, open_only: bool = False, limit: int = 20, now: float | None = None) -> list[dict[str, Any]]:
+        """The ``limit`` newest sessions (``open_only``: not ended), newest first: ``id``, ``kind``,
+        ``host``, ``pid``, ``started``, ``ended``, ``model``, ``faces`` (stored), ``sources`` (those it
+        writes now), ``last_heard`` (its latest start, beat or face) and ``state``: ``ended``,
+        ``running`` (a source of it beats on time), ``silent`` (none does) or ``gone`` (silent
+        :data:`GONE_AFTER` seconds: ``facemtl db end`` takes it)."""
+        now = now if now is not None else time.time()
+        with self.engine.connect() as conn:
+            stmt = sa.select(Session).order_by(Session.id.desc()).limit(max(1, int(limit)))
+            rows = conn.execute(stmt.where(Session.ended.is_(None)) if open_only else stmt).all()
+            ids = [r.id for r in rows]
+            counted = conn.execute(sa.select(Face.session_id, sa.func.count(), sa.func.max(Face.time))
+                                   .where(Face.session_id.in_(ids)).group_by(Face.session_id)).all() if ids else []
+            faces = {sid: n for sid, n, _ in counted}
+            last_face = {sid: t for sid, _, t in counted}
+            sources: dict[int, list[Any]] = {}
+            for src in conn.execute(sa.select(Source.session_id, Source.name, Source.state, Source.last_seen,
+                                              Source.heartbeat).where(Source.session_id.in_(ids))).all():
+                sources.setdefault(src.session_id, []).append(src)
+        out = []
+        for r in rows:
+            own = sources.get(r.id, [])
+            heard = max(x for x in [r.started, last_face.get(r.id), *(s.last_seen for s in own)] if x is not None)
+            beating = any(s.state == "running" and s.last_seen is not None
+                          and now - s.last_seen <= MISSED_BEATS * (s.heartbeat or 2.0) for s in own)
+            state = "ended" if r.ended is not None else "running" if beating else \
+                "gone" if now - heard >= GONE_AFTER else "silent"
+            out.append({"id": r.id, "kind": r.kind, "host": r.host, "pid": r.pid, "started": r.started,
+                        "ended": r.ended, "model": r.model_name, "faces": int(faces.get(r.id, 0)),
+                        "sources": sorted(s.name for s in own), "last_heard": heard, "state": state})
+        return out
+
     def end_session(self, session: int | None = None, source: str | None = None,
                     now: float | None = None) -> dict[str, Any]:
         """End ``session`` (or the session that holds ``source``) whose writer is gone for good: a
