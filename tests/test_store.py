@@ -781,15 +781,27 @@ def test_db_end_closes_the_session_of_a_writer_gone_for_good(db_url, capsys, cap
         assert main(["db", "end", "--db", db_url, "--session", str(done["session"])]) == 0  # again: said, no change
         assert json.loads(capsys.readouterr().out)["already_ended"] > 0
         assert main(["db", "sessions", "--db", db_url, "--open"]) == 0 and capsys.readouterr().out == ""
-        # the writer comes back: it goes on in a new session, its open tracks as new tracks there
-        ended = sink.session_id
-        feed(sink, events[cut:])
+        # the writer comes back: it goes on in a new session, its open tracks as new tracks there; a track
+        # that ends with no face since goes to its row in the ended session (a user test: an empty new track)
+        ended, rest = sink.session_id, events[cut:]
+        before = events[:cut]
+        open_then = {f.track for e in before if not isinstance(e, TrackResult) for f in e.faces} - \
+            {e.track for e in before if isinstance(e, TrackResult)}
+        assert open_then
+        feed(sink, [e for e in rest if isinstance(e, TrackResult) and e.track in open_then])
         sink.flush()
         assert sink.session_id != ended and "was ended (facemtl db end) while its writer still ran" in caplog.text
         with Store(db_url) as store:
+            tracks = list(store.records("tracks"))
+            assert all(t["session"] == ended and t["faces"] > 0 for t in tracks)
+            assert sum(t["confidence"] is not None for t in tracks if t["track"] in open_then) == len(open_then)
+        feed(sink, [e for e in rest if not (isinstance(e, TrackResult) and e.track in open_then)])
+        sink.flush()
+        with Store(db_url) as store:
             later = [f for f in all_faces(store, source="live") if f["session"] == sink.session_id]
             assert later and [s["state"] for s in store.sources()] == ["running"]
-            assert [(x["id"], x["state"]) for x in store.sessions()] == [(sink.session_id, "running"), (ended, "ended")]
+            assert [(x["id"], x["state"], x["sources"]) for x in store.sessions()] == \
+                [(sink.session_id, "running", ["live"]), (ended, "ended", ["live"])]  # (its source taken over)
             assert not any(t["session"] == ended and not t["closed"] for t in store.records("tracks"))
         assert_consistent(db_url)
     finally:

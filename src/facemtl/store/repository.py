@@ -258,7 +258,8 @@ class Store:
     def sessions(self, open_only: bool = False, limit: int = 20, now: float | None = None) -> list[dict[str, Any]]:
         """The ``limit`` newest sessions (``open_only``: not ended), newest first: ``id``, ``kind``,
         ``host``, ``pid``, ``started``, ``ended``, ``model``, ``faces`` (stored), ``sources`` (those it
-        writes now), ``last_heard`` (its latest start, beat or face) and ``state``: ``ended``,
+        writes now or stored results from), ``last_heard`` (its latest start, beat or face while it
+        held its sources) and ``state``: ``ended``,
         ``running`` (a source of it beats on time), ``silent`` (none does) or ``gone`` (silent
         :data:`GONE_AFTER` seconds: ``facemtl db end`` takes it)."""
         now = now if now is not None else time.time()
@@ -274,6 +275,17 @@ class Store:
             for src in conn.execute(sa.select(Source.session_id, Source.name, Source.state, Source.last_seen,
                                               Source.heartbeat).where(Source.session_id.in_(ids))).all():
                 sources.setdefault(src.session_id, []).append(src)
+            # the sources it stored from, also those another session has taken over since (a user test): by its
+            # tracks (the unique index), by its faces where it has none (analyze's)
+            named: dict[int, set[str]] = {i: {s.name for s in sources.get(i, [])} for i in ids}
+            by_track = sa.select(Track.session_id, Source.name).join(Source, Source.id == Track.source_id)
+            for sid, name in conn.execute(by_track.where(Track.session_id.in_(ids)).distinct()).all():
+                named[sid].add(name)
+            trackless = [i for i in ids if faces.get(i) and not named[i]]
+            by_face = sa.select(Face.session_id, Source.name).join(Source, Source.id == Face.source_id)
+            for sid, name in conn.execute(by_face.where(Face.session_id.in_(trackless)).distinct()).all() \
+                    if trackless else []:
+                named[sid].add(name)
         out = []
         for r in rows:
             own = sources.get(r.id, [])
@@ -284,7 +296,7 @@ class Store:
                 "gone" if now - heard >= GONE_AFTER else "silent"
             out.append({"id": r.id, "kind": r.kind, "host": r.host, "pid": r.pid, "started": r.started,
                         "ended": r.ended, "model": r.model_name, "faces": int(faces.get(r.id, 0)),
-                        "sources": sorted(s.name for s in own), "last_heard": heard, "state": state})
+                        "sources": sorted(named[r.id]), "last_heard": heard, "state": state})
         return out
 
     def end_session(self, session: int | None = None, source: str | None = None,

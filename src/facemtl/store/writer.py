@@ -187,6 +187,9 @@ class SessionWriter:
         self._sources: dict[str, int] = {}
         self._foreign: dict[str, str] = {}  # names of sources of another kind: their kind
         self._tracks: dict[tuple[int, int], int] = {}
+        #: Tracks of a session ended under this writer (:meth:`_own_session`): a track end with no face
+        #: stored since goes to its row there, not to an empty new track (a user test)
+        self._carried: dict[tuple[int, int], int] = {}
         self._started = self.clock()
         self._first: dict[str, float] = {}  # per source: when its frames started (its first frame's wall time)
         self._arrivals: dict[str, deque[float]] = {}  # per stream source: when its frames of the last FPS_WINDOW came
@@ -222,6 +225,7 @@ class SessionWriter:
             return
         old = self.session_id
         self.session_id = self._new_session(conn, now)
+        self._carried = {**self._carried, **self._tracks}
         self._tracks = {}
         log.warning("session %d was ended (facemtl db end) while its writer still ran: its results go on in "
                     "session %d", old, self.session_id)
@@ -376,7 +380,7 @@ class SessionWriter:
     def _write(self, pending: _Pending, now: float | None) -> int:
         """``pending`` in one transaction (with a heartbeat unless ``now`` is ``None``)."""
         new_tracks: dict[tuple[int, int], int] = {}
-        sources, session, tracks = dict(self._sources), self.session_id, self._tracks
+        sources, session, tracks, carried = dict(self._sources), self.session_id, self._tracks, self._carried
         try:
             with self.engine.begin() as conn:
                 if conn.dialect.name == "postgresql" and pending.faces:
@@ -395,7 +399,7 @@ class SessionWriter:
                     self._beat_sources(conn, now)
         except Exception:
             # ids of sources (and a session) created in the rolled-back transaction are void
-            self._sources, self.session_id, self._tracks = sources, session, tracks
+            self._sources, self.session_id, self._tracks, self._carried = sources, session, tracks, carried
             raise
         self._tracks.update(new_tracks)
         return n
@@ -553,7 +557,11 @@ class SessionWriter:
     def _write_track(self, conn: sa.Connection, tr: TrackResult, new_tracks: dict) -> None:
         sid = self._source_id(conn, clean_text(tr.source, SOURCE_LENGTH) or self.source)
         now = self.clock()
-        tid = self._track_id(conn, sid, int(tr.track), new_tracks, started=now, ended=now)
+        key = (sid, int(tr.track))
+        if key in self._carried and not (self._tracks.get(key) or new_tracks.get(key)):
+            tid = self._carried[key]  # every face of it is in the ended session: its end goes there
+        else:
+            tid = self._track_id(conn, sid, int(tr.track), new_tracks, started=now, ended=now)
         conn.execute(sa.update(Track).where(Track.id == tid).values(
             first_frame=tr.first_frame, last_frame=tr.last_frame, frames=tr.frames, first_time=tr.first_time,
             last_time=tr.last_time, confidence=tr.confidence, closed=True))
