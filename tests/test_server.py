@@ -926,6 +926,37 @@ def test_page_live_updates_resume_after_older_rows(tmp_path, chromium):
     store.close()
 
 
+def test_page_says_how_to_end_a_silent_sources_session(tmp_path, chromium):
+    """A source whose writer is gone reads ``silent`` for ever: its badge says what it means and
+    the command that ends its session (``facemtl db end``)."""
+    import sqlalchemy as sa
+
+    from facemtl.store.engine import create_db_engine
+    from facemtl.store.models import Source
+
+    url = f"sqlite:///{tmp_path / 'silent.db'}"
+    store = Store(url)
+    sink = DbSink(url, source="gate", kind="stream", model_info=INFO)
+    for it in stream(INFO, 4, source="gate"):
+        (sink.write_track if isinstance(it, TrackResult) else sink.write)(it)
+    sink.flush()
+    eng = create_db_engine(url)
+    with eng.begin() as conn:  # killed a minute ago: its beat stopped
+        conn.execute(sa.update(Source).where(Source.name == "gate").values(last_seen=time.time() - 60))
+    eng.dispose()
+    try:
+        with running(create_app(store, None, token=TOKEN)) as base:
+            page, errors, _ = open_page(chromium, base)
+            page.click("#tabs button[data-tab=sources]")
+            page.wait_for_selector("#sources tbody tr .state.silent")
+            title = page.get_attribute("#sources tbody tr .state.silent", "title")
+            assert "missed three heartbeats" in title and title.endswith("facemtl db end --source gate")
+            assert errors == []
+    finally:
+        sink.close()
+        store.close()
+
+
 def test_page_learns_tasks_and_sources_written_after_it_opened(tmp_path, chromium, monkeypatch):
     """A page opened on an empty database (a server started before its cameras) kept no task
     columns or filters, and its source filter missed cameras started later, until a reload. The

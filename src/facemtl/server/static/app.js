@@ -551,6 +551,10 @@ async function refreshSources() {
     const st = cell(tr, "");
     const badge = document.createElement("span");
     badge.className = "state " + s.state; badge.textContent = s.state;
+    if (s.state === "silent") {  // (a writer gone for good stays silent until an admin ends its session)
+      badge.title = "its writer missed three heartbeats: cut off, or stopped without saying so; one gone for "
+        + `good is ended with: facemtl db end --source ${s.name}`;
+    }
     st.appendChild(badge);
     cell(tr, s.seconds_since_seen === null ? "" : ago(s.seconds_since_seen));
     cell(tr, s.fps === null ? "" : s.fps.toFixed(1), "num");
