@@ -25,11 +25,10 @@ from .migrate import current_revision, head_revision, newer_schema, upgrade
 from .models import Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track
 from .retention import erase, purge
 from .rows import tasks_from_specs
+from .sessions import beats_on_time
 from .stats import count_groups
 from .writer import SessionWriter
 
-#: A running source is called ``silent`` after this many missed heartbeats.
-MISSED_BEATS = 3
 #: Seconds without a beat, a face or a start after which ``db end`` takes a session's writer for
 #: gone (:meth:`Store.end_session`): well past a writer's retries while its database is away
 #: (32 s at most), a clock a little behind, a camera reconnecting (it beats meanwhile).
@@ -190,7 +189,7 @@ class Store:
 
     def sources(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every source with its state: ``running`` (heartbeat on time), ``silent`` (its writer
-        missed :data:`MISSED_BEATS` heartbeats: stopped without saying so, or cut off) or
+        missed :data:`~facemtl.store.sessions.MISSED_BEATS` heartbeats: stopped without saying so, or cut off) or
         ``stopped``; and when its latest live frame was stored."""
         now = now if now is not None else time.time()
         stmt = sa.select(Source, Snapshot.time.label("snapshot_time")).outerjoin(
@@ -199,8 +198,7 @@ class Store:
         with self.engine.connect() as conn:
             for s in conn.execute(stmt).all():
                 state = s.state
-                late = s.last_seen is None or now - s.last_seen > MISSED_BEATS * (s.heartbeat or 2.0)
-                if state == "running" and late:
+                if state == "running" and not beats_on_time(s.last_seen, s.heartbeat or 2.0, now):
                     state = "silent"
                 out.append({"id": s.id, "name": s.name, "kind": s.kind, "host": s.host, "state": state,
                             "last_seen": s.last_seen, "seconds_since_seen": None if s.last_seen is None else
@@ -219,13 +217,12 @@ class Store:
 
     def source_running(self, source_id: int, now: float | None = None) -> bool:
         """Whether the source is ``running`` as :meth:`sources` says it: its writer says so and
-        has not missed :data:`MISSED_BEATS` heartbeats (a killed writer's source is silent)."""
+        has not missed :data:`~facemtl.store.sessions.MISSED_BEATS` heartbeats (a killed writer's source is silent)."""
         now = now if now is not None else time.time()
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(Source.state, Source.last_seen, Source.heartbeat)
                                .where(Source.id == source_id)).first()
-        return bool(row and row.state == "running" and row.last_seen is not None
-                    and now - row.last_seen <= MISSED_BEATS * (row.heartbeat or 2.0))
+        return bool(row and row.state == "running" and beats_on_time(row.last_seen, row.heartbeat or 2.0, now))
 
     def source_kind(self, name: str) -> str | None:
         """The kind (``stream``, ``analyze``, ``upload``) of the source called ``name``, or ``None``."""
@@ -290,8 +287,7 @@ class Store:
         for r in rows:
             own = sources.get(r.id, [])
             heard = max(x for x in [r.started, last_face.get(r.id), *(s.last_seen for s in own)] if x is not None)
-            beating = any(s.state == "running" and s.last_seen is not None
-                          and now - s.last_seen <= MISSED_BEATS * (s.heartbeat or 2.0) for s in own)
+            beating = any(s.state == "running" and beats_on_time(s.last_seen, s.heartbeat or 2.0, now) for s in own)
             state = "ended" if r.ended is not None else "running" if beating else \
                 "gone" if now - heard >= GONE_AFTER else "silent"
             out.append({"id": r.id, "kind": r.kind, "host": r.host, "pid": r.pid, "started": r.started,

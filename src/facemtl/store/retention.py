@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from .models import Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track
+from .sessions import MISSED_BEATS
 
 SLICE = 5000
 #: Seconds a writer may go without beating while it retries a database that went away (DbSink's back-off).
@@ -39,8 +40,6 @@ def _live_sessions() -> sa.Select:
     """The sessions whose writer still beats (see ``Store.sources``), with the longest retry
     back-off of a writer waiting out a database outage (30 s) on top: such a writer is alive,
     not killed."""
-    from .repository import MISSED_BEATS
-
     return sa.select(Source.session_id).where(
         Source.session_id.is_not(None), Source.state == "running",
         Source.last_seen + MISSED_BEATS * sa.func.coalesce(Source.heartbeat, 2.0) + BACKOFF_MAX >= time.time())

@@ -13,6 +13,15 @@ from .models import Answer, Face, Session, Source, Track, TrackAnswer
 
 log = logging.getLogger("facemtl.store")
 
+#: A running source is called ``silent`` after this many missed heartbeats.
+MISSED_BEATS = 3
+
+
+def beats_on_time(last_seen: float | None, heartbeat: float, now: float) -> bool:
+    """Whether a source last seen at ``last_seen`` (seconds since the epoch) has missed fewer than
+    :data:`MISSED_BEATS` of its ``heartbeat`` (seconds) by ``now``: its writer is alive."""
+    return last_seen is not None and now - last_seen <= MISSED_BEATS * heartbeat
+
 
 def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbeat: float) -> None:
     """End the sessions of writers on this machine that were killed (``kill -9``, a power
@@ -37,8 +46,7 @@ def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbe
         beats = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
                              .where(Source.session_id == sid)).all()
         taken = any(name in names for name, _, _ in beats)
-        if not taken and any(seen is not None and now - seen <= 3 * (beat or heartbeat)
-                             for _, seen, beat in beats):
+        if not taken and any(beats_on_time(seen, beat or heartbeat, now) for _, seen, beat in beats):
             continue
         end_session(conn, sid, started)
         log.warning("session %d (process %s on this machine) ended without closing: it is closed now", sid, pid)
