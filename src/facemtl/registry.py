@@ -62,17 +62,26 @@ class Registry(Generic[T]):
         (:func:`facemtl.plugins.look_for`: its own entry point, then the whole-module plugins),
         then is an :class:`UnknownName` naming the choices, or a ``PluginError`` naming a declared
         plugin that failed to import."""
-        if name in self._items:
-            return self._items[name]
-        from .plugins import PluginError, declared_names, failures, look_for
+        found = self.find(name)
+        if found is not None:
+            return found
+        from .plugins import PluginError, declared_names, failures
 
-        look_for(self.kind, name, lambda: name in self._items, lambda obj: self._adopt(name, obj))
-        if name in self._items:
-            return self._items[name]
         if failures():  # the plugin that would provide it may be the one that failed
             raise PluginError(f"{'; '.join(failures())} (no {self.kind} {name!r} is registered: it may be that "
                               f"plugin's; registered: {', '.join(sorted({*self._items, *declared_names(self.kind)}))})")
         raise UnknownName(self.kind, name, sorted({*self._items, *declared_names(self.kind)}))
+
+    def find(self, name: str) -> Callable[..., T] | None:
+        """The factory registered as ``name``, looked for in the plugins when missing
+        (:func:`facemtl.plugins.look_for`: its own entry point, then the whole-module plugins);
+        ``None`` when none provides it. A ``PluginError`` for an entry point of that name that
+        fails to load."""
+        if name not in self._items:
+            from .plugins import look_for
+
+            look_for(self.kind, name, lambda: name in self._items, lambda obj: self._adopt(name, obj))
+        return self._items.get(name)
 
     def _adopt(self, name: str, obj: Any) -> None:
         """Register a plugin entry point's ``obj`` as ``name``; ``ValueError`` where its module registered

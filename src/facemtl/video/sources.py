@@ -211,25 +211,25 @@ class Camera(Source):
             cap.release()
 
 
-def _registered_scheme(spec: str, scheme: str) -> bool:
-    """Whether a video source is registered for ``scheme``, a plugin's looked for when none is (its
-    entry point, then the whole-module plugins: :func:`facemtl.plugins.look_for`), built-in
-    schemes too: a plugin's ``http`` source was never used from the command line (a user test)."""
-    from ..plugins import PluginError, look_for
+def _registered_source(spec: str, scheme: str) -> Callable[..., Source] | None:
+    """The factory registered for ``scheme``, a plugin's looked for when none is
+    (:meth:`Registry.find`), built-in schemes too: a plugin's ``http`` source was never used from
+    the command line (a user test). ``None`` when none is; :class:`SourceError` for a plugin
+    declared for it that fails to load."""
+    from ..plugins import PluginError
 
-    if scheme not in SOURCES:
-        try:
-            look_for("video source", scheme, lambda: scheme in SOURCES, lambda obj: SOURCES.register(scheme)(obj))
-        except PluginError as exc:
-            raise SourceError(f"{redact_url(spec)}: {exc}") from None
-    return scheme in SOURCES
-
-
-def _registered(spec: str, scheme: str, s: SourceSettings, name: str | None) -> Source:
-    """The source a registration of ``scheme`` builds for ``spec``; :class:`SourceError` in one
-    sentence naming it when it fails or builds no :class:`Source`."""
     try:
-        source = SOURCES.get(scheme)(spec, name, s)
+        return SOURCES.find(scheme)
+    except PluginError as exc:
+        raise SourceError(f"{redact_url(spec)}: {exc}") from None
+
+
+def _registered(factory: Callable[..., Source], spec: str, scheme: str, s: SourceSettings,
+                name: str | None) -> Source:
+    """The source ``factory``, registered for ``scheme``, builds for ``spec``; :class:`SourceError`
+    in one sentence naming it when it fails or builds no :class:`Source`."""
+    try:
+        source = factory(spec, name, s)
     except (SourceError, UnknownName):
         raise
     except Exception as exc:  # a plugin's refusal, or its mistake: named, not a traceback
@@ -328,8 +328,9 @@ def _source(spec: str, s: SourceSettings, name: str | None) -> Source:
         return Camera(spec, name)
     if "://" in spec:
         scheme = spec.split("://", 1)[0].lower()
-        if _registered_scheme(spec, scheme):  # asked before the built-in schemes
-            return _registered(spec, scheme, s, name)
+        factory = _registered_source(spec, scheme)
+        if factory is not None:  # asked before the built-in schemes
+            return _registered(factory, spec, scheme, s, name)
         if scheme != "file" and scheme not in URL_SCHEMES:
             from ..plugins import failure_suffix
 
