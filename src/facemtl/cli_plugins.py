@@ -30,7 +30,10 @@ def plugins_report() -> dict[str, Any]:
         try:
             registries[kind] = getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as exc:  # (torch, on the plain install)
-            registries[kind] = f"needs {exc.name}: pip install 'facemtl[train]'"
+            from .cli import EXTRAS
+
+            top = (exc.name or "").split(".")[0]
+            registries[kind] = f"needs {top}: pip install 'facemtl[{EXTRAS.get(top, 'train')}]'"
     out: dict[str, Any] = {}
     registered: dict[str, set[str]] = {}  # per kind, before any plugin loads: a declared one of these never loads
     for kind, group in plugins.GROUPS.items():

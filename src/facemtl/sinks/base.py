@@ -176,9 +176,8 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
         if path is not None:
             guarded.append((os.path.realpath(path), "the results database (--db)", ()))
     for spec in specs:
-        name = output_name(spec)
         target = spec.partition(":")[2]
-        check = getattr(SINKS.get(name), "check_target", None)
+        check = getattr(SINKS.get(output_name(spec)), "check_target", None)
         if callable(check):
             try:
                 check(target)

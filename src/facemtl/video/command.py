@@ -172,7 +172,7 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
     # (the rate over the seconds from the first frame, which the line gives: start-up is in the total only)
     _say(f"{how}: {_count(st.frames, 'frame')} in {st.since_first:.1f} s from the first ({st.fps:.1f} FPS; "
          f"{st.elapsed:.1f} s in all), {_count(st.faces, 'face')}, {_count(st.tracks, 'track')}"
-         + (f", {st.dropped} frame{'s' if st.dropped != 1 else ''} dropped (analysis slower than the source)"
+         + (f", {_count(st.dropped, 'frame')} dropped (analysis slower than the source)"
             if st.dropped else "")
          + (f", {st.skipped} skipped by the FPS cap" if st.skipped else ""))
     if stats:

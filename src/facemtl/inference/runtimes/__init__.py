@@ -92,15 +92,20 @@ def runtime_for(path: str | Path, name: str | None = None) -> RuntimeSpec:
         if suffix not in spec.suffixes:
             raise ValueError(f"the {name} runtime cannot read {Path(path).name}: it reads {', '.join(spec.suffixes)} files")
         return spec
-    for attempt in range(2):
-        for spec in RUNTIMES.values():
-            if suffix in spec.suffixes:
-                return spec
-        if attempt == 0:  # a plugin's runtime may read it: load them (each entry point, then the modules)
-            failed = _load_plugin_runtimes()
+    spec = _reading(suffix)
+    if spec is None:  # a plugin's runtime may read it: load them (each entry point, then the modules)
+        failed = _load_plugin_runtimes()
+        spec = _reading(suffix)
+    if spec is not None:
+        return spec
     known = ", ".join(dict.fromkeys(s for spec in RUNTIMES.values() for s in spec.suffixes))
     raise ValueError(f"no runtime reads {Path(path).name}: facemtl model files end in {known}"
                      + (f" ({'; '.join(failed)})" if failed else ""))
+
+
+def _reading(suffix: str) -> RuntimeSpec | None:
+    """The first runtime in :data:`RUNTIMES` that reads files ending in ``suffix``."""
+    return next((spec for spec in RUNTIMES.values() if suffix in spec.suffixes), None)
 
 
 def _load_plugin_runtimes() -> list[str]:
