@@ -154,18 +154,8 @@ def test_an_entry_point_per_registration_imports_only_the_name_asked_for(tmp_pat
         "[facemtl.task_types]\nplugin_score = mytasks:PluginScore\n\n"
         "[facemtl.backbones]\nmy_net = mytrain:my_net\n\n"
         "[facemtl.runtimes]\nmy_ort = myrt:SPEC\n\n"
-        "[facemtl.sinks]\nnothing = mytasks\ncount = mysinks:Count\ntally = mysinks:Count\n")
-    (tmp_path / "mysinks.py").write_text(textwrap.dedent('''
-        class Count:
-            def __init__(self, target, tasks):
-                self.out = open(target, "w")
-
-            def write(self, result):
-                self.out.write(f"{len(result.faces)}\\n")
-
-            def close(self):
-                self.out.close()
-    '''))
+        "[facemtl.sinks]\nnothing = mytasks\ncount = mysinks:Lines\ntally = mysinks:Lines\n")
+    (tmp_path / "mysinks.py").write_text(LINES_SINK)
     code = READ_INFO + textwrap.dedent('''
         print(sorted(m for m in ("mytasks", "mytrain", "myrt") if m in sys.modules))
         from facemtl.model import BACKBONES
@@ -425,6 +415,19 @@ def test_a_plugins_runtime_is_taken_by_the_command_line(tmp_path):
         in r.stderr
 
 
+#: A sink of one line per image, its number of faces (not a Sink subclass: write and close are enough).
+LINES_SINK = textwrap.dedent('''
+    class Lines:
+        def __init__(self, target, tasks):
+            self.out = open(target, "w")
+
+        def write(self, result):
+            self.out.write(f"{len(result.faces)}\\n")
+
+        def close(self):
+            self.out.close()
+''')
+
 SINK_AND_SOURCE = textwrap.dedent('''
     import json
     import threading
@@ -479,15 +482,7 @@ SINK_AND_SOURCE = textwrap.dedent('''
 
 
     @SINKS.register("lines")
-    class Lines:  # not a Sink subclass: write and close are enough
-        def __init__(self, target, tasks):
-            self.out = open(target, "w")
-
-        def write(self, result):
-            self.out.write(f"{len(result.faces)}\\n")
-
-        def close(self):
-            self.out.close()
+    <LINES>
 
 
     @SOURCES.register("brokensrc")
@@ -512,7 +507,7 @@ SINK_AND_SOURCE = textwrap.dedent('''
                 if stop.is_set():
                     return
                 yield Frame(i, i / 10, self.rgb)
-''')
+''').replace("<LINES>\n", LINES_SINK.lstrip("\n"))
 
 
 def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path):
