@@ -291,3 +291,22 @@ def test_export_takes_the_checkpoint_as_a_flag_too(capsys, tmp_path):
     for args in ([], ["a.pt", "--checkpoint", "b.pt"]):
         assert main(["export", *args, "--format", "onnx", "--out", out]) == 2
         assert "facemtl export takes one checkpoint: CHECKPOINT or --checkpoint CHECKPOINT" in capsys.readouterr().err
+
+
+def test_a_key_error_with_a_sentence_is_said_and_a_bare_key_is_a_defects_traceback(monkeypatch, capsys):
+    """A user test: a resume's KeyError from deep in torch reached the user as "facemtl: error:
+    momentum", with nothing to report it by. The sentences facemtl raises as KeyError (an unknown
+    label column, template or variant) are still one line, exit 2."""
+    import dataclasses
+
+    def run_with(exc):
+        def run(args):
+            raise exc
+        monkeypatch.setitem(COMMANDS, "db", dataclasses.replace(COMMANDS["db"], run=run))
+
+    run_with(KeyError("no label column 'sx'; this data has: age"))
+    assert main(["db", "upgrade"]) == 2
+    assert capsys.readouterr().err == "facemtl: error: no label column 'sx'; this data has: age\n"
+    run_with(KeyError("momentum"))
+    with pytest.raises(KeyError, match="momentum"):
+        main(["db", "upgrade"])

@@ -213,6 +213,53 @@ def test_a_cosine_run_resumes_and_an_older_last_pt_with_numpy_rates_loads(tmp_pa
     assert all(type(x) is float for x in sched.get_last_lr())
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle", "plateau"])
+def test_a_resume_at_another_learning_rate_goes_on_with_the_schedule_at_the_new_scale(scheduler):
+    """retune after loading the saved optimiser and schedule: the rates of a run begun at 0.02
+    (base, current, OneCycle's peak and floor) are those of the run stopped at 0.01, doubled; the
+    weighting's group keeps its own rate; momentum, weight decay and plateau's patience as set."""
+    import torch
+
+    from facemtl.config import config_from_dict
+    from facemtl.training.optim import build_optimizer, build_scheduler, retune
+
+    class Weighting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_var = torch.nn.Parameter(torch.zeros(2))
+
+    def make(**optim):
+        cfg = config_from_dict({"tasks": [{"name": "gender", "type": "binary"}], "weighting": {"lr": 0.05},
+                                "optim": {"scheduler": scheduler, "warmup_epochs": 1, **optim},
+                                "train": {"epochs": 4}})
+        model = torch.nn.Linear(3, 1)
+        opt = build_optimizer(cfg, model, Weighting())
+        return cfg, model, opt, build_scheduler(cfg, opt, steps_per_epoch=5)
+
+    saved_cfg, model, opt, sched = make(lr=0.01)
+    for _ in range(7):
+        model(torch.ones(1, 3)).sum().backward()
+        opt.step()
+        sched.step(1.0) if scheduler == "plateau" else sched.step()
+    before = [dict((k, g[k]) for k in ("lr", "initial_lr", "max_lr", "min_lr") if k in g) for g in opt.param_groups]
+    cfg, _, opt2, sched2 = make(lr=0.02, momentum=0.5, weight_decay=0.01, plateau_patience=9)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    retune(opt2, sched2, cfg, saved_cfg)
+    for i, (g, b) in enumerate(zip(opt2.param_groups, before)):
+        for k, v in b.items():
+            assert g[k] == pytest.approx(v * (2 if i == 0 else 1)), (i, k)
+    assert [g["momentum"] for g in opt2.param_groups] == [0.5, 0.5]
+    assert [g["weight_decay"] for g in opt2.param_groups] == [0.01, 0.0]
+    if scheduler == "plateau":
+        assert sched2.patience == 9
+    else:  # the schedule goes on: the next step's rate is the stopped run's, doubled
+        opt.step(), sched.step(), opt2.step(), sched2.step()
+        assert opt2.param_groups[0]["lr"] == pytest.approx(2 * opt.param_groups[0]["lr"])
+        assert opt2.param_groups[1]["lr"] == pytest.approx(opt.param_groups[1]["lr"])
+        assert sched2.get_last_lr()[0] == pytest.approx(opt2.param_groups[0]["lr"])
+
+
 def test_a_checkpoint_of_another_format_says_so(tmp_path):
     import torch
 

@@ -341,6 +341,24 @@ def test_a_resume_may_not_change_how_the_losses_are_weighed(tmp_path):
             resume_config(run, None, [override])
 
 
+
+def test_a_resume_may_not_change_the_optimiser_or_its_schedule(tmp_path):
+    """A user test: a resume with optim.name=sgd loaded AdamW's state into SGD, failed with a bare
+    "momentum" at the first step, and left config.yaml saying sgd, so every later resume failed."""
+    import yaml
+
+    from facemtl.training.runfolder import RunFolderError, resume_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"tasks": [{"name": "gender", "type": "binary"}],
+                                                     "data": {"root": str(tmp_path)}, "optim": {"name": "adamw"}}))
+    assert resume_config(run, None, ["optim.lr=0.5", "optim.weight_decay=0.1"]).optim.lr == 0.5  # these apply
+    for override, key in (("optim.name=sgd", "optim.name"), ("optim.scheduler=cosine", "optim.scheduler")):
+        with pytest.raises(RunFolderError, match=rf"was trained with {key}=.*saved optimiser and schedule"):
+            resume_config(run, None, [override])
+
+
 def test_a_run_and_an_experiment_never_share_a_folder(tmp_path):
     """A user test: `experiment --out A` on a training run and `train --out E` on a grid were both
     taken; the report then read the folder as the grid and the run was hidden."""

@@ -87,11 +87,17 @@ def test_a_resume_with_other_settings_records_them(utkface_root, tmp_path, capsy
     c = cfg(utkface_root, train__epochs=1, data__limit=200, model__backbone="tiny_mbconv", model__pretrained=False,
             model__shared_stages=3, data__image_size=32)
     Trainer(c, out, progress=False, log=lambda s: None).fit()
-    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=2", "train.batch_size=16"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "train.epochs=2", "train.batch_size=16",
+                 "optim.lr=0.002", "optim.weight_decay=0.01"]) == 0
     saved = load_config(out / "config.yaml")
     assert saved.train.epochs == 2 and saved.train.batch_size == 16
     start = json.loads((out / "run_info.json").read_text())["starts"][-1]
-    assert start["changed"] == {"train.epochs": 2, "train.batch_size": 16} and start["after_epoch"] == 1
+    assert start["changed"] == {"train.epochs": 2, "train.batch_size": 16, "optim.lr": 0.002,
+                                "optim.weight_decay": 0.01} and start["after_epoch"] == 1
+    # what the run records is what it trained with (a user test: optim.lr=0.5 recorded, the saved 0.003 trained)
+    groups = torch.load(out / "last.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert groups[0]["lr"] == pytest.approx(0.002) and groups[0]["weight_decay"] == pytest.approx(0.01)
+    assert groups[1]["lr"] == pytest.approx(0.01) and groups[1]["weight_decay"] == 0.0  # weighting.lr, as set
     report = write_report(out, tmp_path / "report", gradcam=False)
     text = (report.parent / "report.md").read_text()
     assert "| training | 2 epochs, from epoch 1: batch 32; from epoch 2: batch 16," in text

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint
+from ..config import config_from_dict
 from ..data.dataset import DATA_CHANGE_ENV, accept_data_change
 from ..epochlog import truncate_epochs
 from ..model.load import load_weights
 from .callbacks import EarlyFreeze, EarlyStopping
+from .optim import retune
 from .runfolder import saved_world_size
 
 
@@ -93,6 +95,8 @@ class Checkpointing:
         self.weighting.load_extra_state(state.get("weighting_extra", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self._load_schedule(state)
+        if state.get("config"):  # the settings it stopped with: overrides of this resume applied over them
+            retune(self.optimizer, self.scheduler, self.cfg, config_from_dict(state["config"]))
         ranks = state.get("generators") or [state["generator"]]
         if self.dist.rank < len(ranks):
             self.generator.set_state(ranks[self.dist.rank])

@@ -50,3 +50,36 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
         return w
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def group_lrs(cfg: Config, groups: int) -> list[float]:
+    """The base learning rate of each of ``build_optimizer``'s ``groups`` parameter groups."""
+    return [cfg.optim.lr, cfg.weighting.lr or cfg.optim.lr][:groups]
+
+
+def retune(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Config, saved: Config) -> None:
+    """After a resume loaded the saved optimiser and schedule (which bring back the stopped run's
+    settings), apply ``cfg``'s where they differ from ``saved``'s (the run's settings when stopped):
+    momentum and weight decay as set, and each group's learning rate scaled by new / old base
+    rate (``optim.lr``, ``weighting.lr``), so the schedule goes on from where it was, at the new
+    scale: its current rate, its base and OneCycle's peak and floor. Before this, such an override
+    was written to the run's ``config.yaml`` and ignored (a user test: ``optim.lr=0.5`` recorded,
+    0.003 trained). ``plateau``'s factor and patience too (its saved state holds them). Another
+    optimiser or schedule is refused before (:data:`~facemtl.training.runfolder.FIXED_ON_RESUME`)."""
+    o = cfg.optim
+    ratios = [new / old for new, old in zip(group_lrs(cfg, len(optimizer.param_groups)),
+                                            group_lrs(saved, len(optimizer.param_groups)))]
+    for i, group in enumerate(optimizer.param_groups):
+        if i == 0:  # (the weighting's group keeps no weight decay)
+            group["weight_decay"] = o.weight_decay
+        if "momentum" in group and o.name == "sgd":
+            group["momentum"] = o.momentum
+        for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+            if key in group:
+                group[key] *= ratios[i]
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [b * r for b, r in zip(scheduler.base_lrs, ratios)]
+    if hasattr(scheduler, "_last_lr"):
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.factor, scheduler.patience = o.plateau_factor, o.plateau_patience

@@ -165,6 +165,11 @@ def check_world_size(folder: str | Path, state: dict[str, Any], world: int, batc
             f"({WORLD_SIZE_ENV} is set): {change} and the result differs from a run never stopped")
 
 
+#: Optimiser settings a resume cannot change: the saved state is of one optimiser and schedule (an
+#: SGD step on Adam's saved state failed, a user test; OneCycle's state read by another schedule would
+#: be neither). The others (``optim.lr``, momentum, weight decay) apply: :func:`~facemtl.training.optim.retune`.
+FIXED_ON_RESUME = ("optim.name", "optim.scheduler")
+
 #: Settings a resume may change: where the data lives and how it is read, not which faces, how
 #: they are split, labelled or augmented, nor the network (``data.*``, ``tasks``, ``model.*``),
 #: nor how the losses are weighed (``weighting.name`` and ``weighting.params``: a review resumed an
@@ -198,6 +203,12 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     changed = [(k, a, b) for k, a, b in differences(before.to_dict(), cfg.to_dict())
                if (k.split(".")[0] in ("data", "tasks", "model") or k.startswith(("weighting.name", "weighting.params")))
                and k not in RESUME_MAY_CHANGE]
+    fixed = [(k, a, b) for k, a, b in differences(before.to_dict(), cfg.to_dict()) if k in FIXED_ON_RESUME]
+    if fixed:
+        k, a, b = fixed[0]
+        raise RunFolderError(f"{folder} was trained with {k}={a!r}; a resume goes on with its saved optimiser and "
+                             f"schedule, which {k}={b!r} cannot take; start a new run for it (another --out, or "
+                             "--overwrite; from Python: overwrite=True)")
     if changed:
         k, a, b = changed[0]
         raise RunFolderError(f"{folder} was trained with {k}={a!r}; resuming with {k}={b!r} would continue on other "
