@@ -510,6 +510,35 @@ SINK_AND_SOURCE = textwrap.dedent('''
 ''').replace("<LINES>\n", LINES_SINK.lstrip("\n"))
 
 
+def test_the_csv_output_writes_what_csv_writes_in_a_file(tmp_path):
+    """A user test: the README listed CSV among the outputs, and ``--output csv:FILE`` was "unknown
+    sink 'csv'". It writes what ``--csv`` writes (photos); a stream's rows name their source."""
+    import csv
+
+    (tmp_path / "myio.py").write_text(SINK_AND_SOURCE)
+    env = {"FACEMTL_PLUGINS": "myio"}
+    table = tmp_path / "faces.csv"
+    r = _run(tmp_path, ["analyze", str(PHOTO), "nothere.jpg", "--csv", "--output", f"csv:{table}"], env, cli=True)
+    assert r.returncode == 0 and table.read_text() == r.stdout, r.stderr  # (both read with universal newlines)
+    rows = list(csv.DictReader(table.open(newline="")))
+    found = {row["file"]: row for row in rows}  # (missing paths are recorded first)
+    assert set(found) == {str(PHOTO), "nothere.jpg"} and found[str(PHOTO)]["gender"] == "female"
+    r = _run(tmp_path, ["stream", f"still://{PHOTO}?frames=3", "--csv", "--no-progress", "--output",
+                        f"csv:{table}"], env, cli=True)
+    assert r.returncode == 0, r.stderr
+    rows, shown = list(csv.DictReader(table.open(newline=""))), list(csv.DictReader(r.stdout.splitlines()))
+    assert len(rows) == 3 and rows == shown and "source" not in rows[0]  # one source: no column, as --csv
+    r = _run(tmp_path, ["stream", f"a=still://{PHOTO}?frames=2", f"b=still://{PHOTO}?frames=1", "--no-progress",
+                        "--output", f"csv:{table}"], env, cli=True)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(table.open(newline="")))
+    assert sorted((row["source"], row["frame"]) for row in rows) == [("a", "0"), ("a", "1"), ("b", "0")]
+    for spec, said in (("csv:", "--output 'csv:': the csv sink writes a file: --output csv:FILE"),
+                       (f"csv:{tmp_path}", f"{tmp_path} is a folder; the csv sink writes a file")):
+        r = _run(tmp_path, ["analyze", str(PHOTO), "--output", spec], env, cli=True)
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+
+
 def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path):
     """A contributor's test: sinks had no registry (only Python could pass one, to the stream alone),
     and video sources were a fixed list of forms. ``--output NAME:TARGET`` builds a registered
@@ -534,7 +563,7 @@ def test_a_plugins_sink_and_video_source_are_taken_by_the_command_line(tmp_path)
                           "output stops, the others go on") == 1, r.stderr
     for spec, said in (("not_a_sink:x", "the sink 'not_a_sink' was built as an object of type str, which has no "
                                         "write(result) and close()"),
-                       ("nosuch:x", "unknown sink 'nosuch'; choose one of: ages, breaks, jsonl, lines, mixed, "
+                       ("nosuch:x", "unknown sink 'nosuch'; choose one of: ages, breaks, csv, jsonl, lines, mixed, "
                                     "not_a_sink, raises"),
                        (":x", "--output takes NAME:TARGET"),
                        ("jsonl:", "--output 'jsonl:': the jsonl sink writes a file: --output jsonl:FILE"),

@@ -3,7 +3,7 @@
 
 from .annotate import AnnotateSink, draw_faces
 from .base import SINKS, MultiSink, NamedSink, Sink, build_output
-from .text import CsvSink, JsonLinesFile, JsonLinesSink, TableSink, VideoCsvSink
+from .text import CsvFile, CsvSink, JsonLinesFile, JsonLinesSink, TableSink, VideoCsvSink
 
 __all__ = ["SINKS", "Sink", "MultiSink", "NamedSink", "build_output", "TableSink", "JsonLinesSink", "JsonLinesFile",
-           "CsvSink", "VideoCsvSink", "AnnotateSink", "draw_faces"]
+           "CsvSink", "CsvFile", "VideoCsvSink", "AnnotateSink", "draw_faces"]

@@ -145,55 +145,67 @@ class JsonLinesSink(Sink):
         write_whole(self.out, json.dumps(track.to_dict()) + "\n")
 
 
-@SINKS.register("jsonl")
-class JsonLinesFile(JsonLinesSink):
-    """``--output jsonl:FILE``: what ``--json`` writes, in ``FILE`` (replaced), beside what the
-    command writes on standard output: one line per image (``analyze``), or per face and per
-    track (``stream``)."""
+class _OutputFile:
+    """A file ``--output NAME:FILE`` names: its target checked before the model loads
+    (:meth:`check_target`), opened (an earlier file of that name replaced) at the first result or
+    at close, so a run abandoned before it began (another --output refused) leaves that file as
+    it was (a review). ``kind``: the sink's name, for its messages."""
 
-    def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
+    kind = ""
+    newline: str | None = None
+
+    def __init__(self, target: str) -> None:
         self.check_target(target)
         self.path = target
-        super().__init__()
-        # opened (an earlier file of that name replaced) at the first result, or at close: a run
-        # abandoned before it began (another --output refused) leaves that file as it was (a review)
-        self.out: TextIO | None = None  # type: ignore[assignment]
+        self.file: TextIO | None = None
 
     def _open(self) -> TextIO:
-        if self.out is None:
-            self.out = open(self.path, "w", encoding="utf-8")
-        return self.out
+        if self.file is None:
+            self.file = open(self.path, "w", encoding="utf-8", newline=self.newline)
+        return self.file
 
-    @staticmethod
-    def check_target(target: str) -> None:
+    @classmethod
+    def check_target(cls, target: str) -> None:
         """``ValueError`` unless ``target`` names a file (not a folder) that can be written; asked
         before the model loads (:func:`~facemtl.sinks.base.check_outputs`)."""
         from ..system import check_new_file
 
         if not target:
-            raise ValueError("the jsonl sink writes a file: --output jsonl:FILE")
+            raise ValueError(f"the {cls.kind} sink writes a file: --output {cls.kind}:FILE")
         if os.path.isdir(target):
-            raise ValueError(f"{target} is a folder; the jsonl sink writes a file")
+            raise ValueError(f"{target} is a folder; the {cls.kind} sink writes a file")
         parent = os.path.dirname(os.path.abspath(target))
         if not os.path.isdir(parent):  # (the file is opened where it is named; its folder is not made)
             raise ValueError(f"the folder {parent} does not exist")
-        check_new_file(target, "the jsonl output")  # (the machine's refusal: an OSError, exit 1)
-
-    def write(self, result: ImageResult) -> None:
-        self.faces = getattr(result, "frame", None) is not None  # a video frame: its faces' lines, as stream's
-        self._open()
-        super().write(result)
-
-    def write_track(self, track: TrackResult) -> None:
-        self._open()
-        super().write_track(track)
+        check_new_file(target, f"the {cls.kind} output")  # (the machine's refusal: an OSError, exit 1)
 
     def close(self) -> None:
         self._open().close()
 
     def abandon(self) -> None:
-        if self.out is not None:
-            self.out.close()
+        if self.file is not None:
+            self.file.close()
+
+
+@SINKS.register("jsonl")
+class JsonLinesFile(_OutputFile, JsonLinesSink):
+    """``--output jsonl:FILE``: what ``--json`` writes, in ``FILE`` (replaced), beside what the
+    command writes on standard output: one line per image (``analyze``), or per face and per
+    track (``stream``)."""
+
+    kind = "jsonl"
+
+    def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
+        _OutputFile.__init__(self, target)
+
+    def write(self, result: ImageResult) -> None:
+        self.faces = getattr(result, "frame", None) is not None  # a video frame: its faces' lines, as stream's
+        self.out = self._open()
+        super().write(result)
+
+    def write_track(self, track: TrackResult) -> None:
+        self.out = self._open()
+        super().write_track(track)
 
 
 class _CsvRows:
@@ -249,3 +261,29 @@ class VideoCsvSink(Sink):
 
     def write(self, result: ImageResult) -> None:
         self.rows.write(video_csv_rows(result))
+
+
+@SINKS.register("csv")
+class CsvFile(_OutputFile, Sink):
+    """``--output csv:FILE``: what ``--csv`` writes, in ``FILE`` (replaced): one row per face of
+    each image (``analyze``), or per face and frame (``stream``; a first column names the source
+    when several are read). Tracks have no rows (their summaries go to ``jsonl``). The header is
+    written at the first result, whose kind (a photo, a video frame, of a named source) it
+    follows; a run with no result leaves an empty file."""
+
+    kind = "csv"
+    newline = ""  # (the csv module writes its own line ends)
+
+    def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
+        super().__init__(target)
+        self.tasks = list(tasks)
+        self.rows: _CsvRows | None = None
+        self.video = False
+
+    def write(self, result: ImageResult) -> None:
+        if self.rows is None:
+            self.video = getattr(result, "frame", None) is not None
+            several = getattr(result, "source", None) is not None  # (a stream labels frames when it reads several)
+            columns = video_csv_columns(self.tasks, several) if self.video else csv_columns(self.tasks)
+            self.rows = _CsvRows(self._open(), columns)
+        self.rows.write(video_csv_rows(result) if self.video else csv_rows(result))
