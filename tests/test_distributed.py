@@ -97,6 +97,74 @@ def test_a_killed_distributed_run_resumes(recipe, tmp_path):
     assert epochs == [1, 2, 3, 4]  # numbered from 1, each once (the epoch cut short was cut from the log)
 
 
+def test_torchruns_restart_of_a_run_continues_it_and_anothers_folder_is_left_to_the_usual_checks(
+        recipe, tmp_path, monkeypatch, capsys):
+    """A user test: torchrun --max-restarts starts its workers again with the command it was given,
+    which names no --resume; the restart was refused as "already holds a run" (and with
+    --overwrite would have removed the run's epochs). A restart of the same torchrun (its id in the
+    last start of run_info.json) after an epoch ended continues from last.pt. (One process stands
+    in for torchrun's: the decision reads only the environment and the folder; checked by hand
+    with torchrun --max-restarts 1 and a worker killed.)"""
+    from facemtl.cli import main
+
+    out = tmp_path / "run"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "first-torchrun")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    args = ["train", "--config", str(recipe), "--out", str(out), "--no-progress", "--overwrite"]
+    assert main([*args, "train.epochs=1"]) == 0
+    assert json.loads((out / "run_info.json").read_text())["starts"][-1]["torchrun_id"] == "first-torchrun"
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    capsys.readouterr()
+    assert main([*args, "train.epochs=2"]) == 0  # --overwrite too: the epoch trained is kept
+    assert "torchrun started the run again (restart 1): continuing" in capsys.readouterr().err
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2] and len(json.loads((out / "run_info.json").read_text())["starts"]) == 2
+    # another torchrun's restart (its first start refused: the folder held this run) is refused as before
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another-torchrun")
+    assert main([a for a in args if a != "--overwrite"] + ["train.epochs=3"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_worker_killed_under_torchrun_max_restarts_is_restarted_and_the_run_continues(recipe, tmp_path):
+    """The whole path by torchrun: a worker killed, torchrun starts both again with the command it
+    was given, and the run continues from last.pt (before: refused as a run already there, and,
+    once continued, its processes could not connect through torchrun's store: pytorch#167288)."""
+    out = tmp_path / "restarted"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts",
+           "1", "-m", "facemtl.cli", "train", "--config", str(recipe), "--out", str(out), "--no-progress",
+           "train.epochs=40"]
+    p = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (out / "last.pt").is_file():
+            time.sleep(0.2)
+        workers = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        os.kill(int(workers[-1]), signal.SIGKILL)
+        said, _ = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 0, said[-3000:]
+    assert said.count("torchrun started the run again (restart 1): continuing") == 2  # (each process says it)
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    starts = json.loads((out / "run_info.json").read_text())["starts"]
+    assert epochs == list(range(1, 41)) and len(starts) == 2 and 1 <= starts[1]["after_epoch"] < 40
+
+
+def test_when_rank_0_refuses_the_folder_the_others_stop_at_torchruns_signal(recipe, tmp_path):
+    """A user test: rank 0 refused the folder (in use) before the others had joined it; they waited
+    inside PyTorch's C++ join, where torchrun's SIGTERM went unheard, until its SIGKILL 30 s later."""
+    from facemtl.training.runfolder import LOCK_NAME
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("pid 4242 host another-machine since 2026-11-29T00:00:00Z\n")
+    r = torchrun("--config", str(recipe), "--out", str(out))
+    assert r.returncode != 0 and "is locked by process 4242 on another-machine" in r.stderr, r.stderr[-3000:]
+    assert "Unable to shutdown process" not in r.stderr, r.stderr[-3000:]  # (torchrun's word for its SIGKILL)
+
+
 def _batches(fs, seed: int = 0):
     return list(fs.batches(16, shuffle=True, generator=torch.Generator().manual_seed(seed), drop_last=True))
 
@@ -207,6 +275,34 @@ def test_an_unreadable_streamed_image_is_not_scored(recipe, tmp_path, capsys):
     assert "cannot be read" not in capsys.readouterr().err and np.isnan(again["true"][tasks[0].name][3])
 
 
+def test_shares_of_a_split_smaller_than_the_processes_merge_as_the_whole(recipe):
+    """A user test: a 2-face validation split on 3 processes left the last rank an empty share,
+    whose arrays (no rows, no shape) failed the merge every epoch. Merged, the shares are the
+    whole split's predictions, with the empty one left out."""
+    from facemtl.config import load_config
+    from facemtl.data import build_data
+    from facemtl.model import MultiTaskNet
+    from facemtl.tasks import build_task
+    from facemtl.training.evaluation import merge_predictions, predict_set
+
+    cfg = load_config(recipe, ["data.workers=0"])
+    tasks = [build_task(t) for t in cfg.tasks]
+    val = build_data(cfg.data, tasks, 0).val.subset(np.arange(2))
+    model = MultiTaskNet.from_config(cfg.model, tasks)
+    whole = predict_set(model, val, tasks, torch.device("cpu"), 16)
+    shares = [predict_set(model, val.subset(i), tasks, torch.device("cpu"), 16)
+              for i in np.array_split(np.arange(2), 3)]
+    assert [len(s["true"][tasks[0].name]) for s in shares] == [1, 1, 0]
+    merged = merge_predictions(shares)
+    for key in ("pred", "true", "prob"):
+        for t in tasks:
+            if whole[key][t.name] is None:
+                assert merged[key][t.name] is None
+            else:
+                np.testing.assert_allclose(merged[key][t.name], whole[key][t.name], rtol=1e-5, atol=1e-6)
+    assert merged["n"] == whole["n"]
+
+
 def test_a_stop_that_reaches_the_loader_processes_first_is_a_stop(recipe, tmp_path, monkeypatch, capsys):
     """A user test: torchrun's SIGTERM reached the DataLoader processes before the trainer's own
     handler, and the survivor said `error: DataLoader worker (pid N) is killed by signal:
@@ -228,3 +324,11 @@ def test_a_stop_that_reaches_the_loader_processes_first_is_a_stop(recipe, tmp_pa
     assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "b"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "a data loader process was killed (SIGKILL: out of memory?" in err and "no epoch had ended" in err
+
+    def gone(self):  # (PyTorch's wording when it finds the process gone before it learns the signal: a user test)
+        raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+
+    monkeypatch.setattr(Trainer, "fit", gone)
+    assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "c"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "a data loader process ended unexpectedly (killed? out of memory?" in err and "no epoch had ended" in err

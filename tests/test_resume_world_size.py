@@ -91,7 +91,8 @@ def test_a_two_process_run_resumed_as_one_process_is_refused_and_left_as_it_was(
     assert len(err) == 1, err  # one sentence, said before anything is read or trained
     assert err[0] == (f"facemtl: error: {out} was trained on 2 processes and this resume runs 1 process, so the global "
                       f"batch (train.batch_size is per process) would change from 32 to 16 faces and the result would "
-                      f"differ from a run never stopped; resume it on 2 processes (torchrun --nproc_per_node 2), or "
+                      f"differ from a run never stopped; resume it on 2 processes in all (torchrun: --nnodes x "
+                      f"--nproc_per_node = 2), or "
                       f"set {WORLD_SIZE_ENV}=1 to continue on 1 process anyway")
     assert snapshot(out) == before
 
@@ -119,6 +120,7 @@ def test_the_opt_in_trains_on_with_one_process_and_records_both_starts(two_proce
     assert all(s["threads_per_process"] >= 1 and "hardware" in s for s in info["starts"])
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert torch.load(out / "last.pt", weights_only=True)["world_size"] == 1
+    assert "ranks" in first and "ranks" not in info  # (the two ranks' checksums of epoch 1 were kept: a user test)
 
 
 def test_a_one_process_run_resumed_on_two_is_refused_then_accepted(one_process_run, tmp_path):
@@ -249,3 +251,26 @@ def _children(pid: int) -> list[str]:
         if int(fields[1]) == pid:
             found.append(stat.parent.name)
     return found
+
+
+def test_the_world_size_sentences_name_the_batch_that_keeps_it_or_that_none_does_and_every_node(tmp_path,
+                                                                                               monkeypatch):
+    """A user test: 2 -> 3 processes (32 -> 48 faces) said no word of train.batch_size, which the
+    README promised; and the way on named --nproc_per_node alone where two machines trained it."""
+    from types import SimpleNamespace
+
+    from facemtl.training.runfolder import check_world_size
+    from facemtl.training.trainer import Trainer
+
+    state = {"world_size": 2, "config": {"train": {"batch_size": 16}}}
+    assert check_world_size("run", state, 3, 16, True).endswith(
+        "the global batch changes from 32 to 48 faces (no train.batch_size keeps 32 on 3 processes) and the result "
+        "differs from a run never stopped")
+    assert "(train.batch_size=8 would keep it)" in check_world_size("run", state, 4, 16, True)
+    with pytest.raises(Exception, match=r"resume it on 2 processes in all \(torchrun: --nnodes x --nproc_per_node"):
+        check_world_size("run", state, 1, 16, False)
+    (tmp_path / "last.pt").write_bytes(b"")
+    run = SimpleNamespace(out=tmp_path, dist=SimpleNamespace(world=2))  # (what _next_step reads of a trainer)
+    for local, same in (("2", "(the same --nproc_per_node)"), ("1", "(the same --nnodes and --nproc_per_node)")):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local)  # (1: two machines of one process each)
+        assert Trainer._next_step(run).endswith(f"continue with --resume on 2 processes {same}")

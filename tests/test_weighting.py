@@ -140,3 +140,34 @@ def test_unknown_weighting_settings_are_refused():
         build_weighting("equal", TASKS, {"weights": {"age": 1.0}})
     with pytest.raises(ValueError, match="no setting 'lambda'"):
         build_weighting("learned", TASKS, {"lambda": 0.1})
+
+
+def test_dwa_takes_a_task_without_a_loss_as_unchanged_and_the_epoch_mean_is_nan_not_zero():
+    """A user test: a task with no label in an epoch's batches logged a training loss of 0.0, and
+    DWA read it as a loss gone to nothing (race's weight fell to 0.73). The epoch's mean is NaN,
+    DWA takes r = 1 for it, and on several processes the mean counts each rank's batches."""
+    import math
+    from types import SimpleNamespace
+
+    from facemtl.training.trainer import Trainer
+    from facemtl.weighting import WEIGHTINGS
+
+    dwa = WEIGHTINGS.get("dwa")(["age", "race"])
+    dwa.epoch_end({"age": 2.0, "race": 1.0})
+    dwa.epoch_end({"age": 1.0, "race": float("nan")})
+    ea, er = math.exp(0.5 / 2), math.exp(1.0 / 2)  # r_age = 1/2, r_race = 1 (no loss): tau = 2
+    assert dwa.weights() == pytest.approx({"age": 2 * ea / (ea + er), "race": 2 * er / (ea + er)})
+
+    alone = SimpleNamespace(dist=SimpleNamespace(active=False), _loss_batches={"age": 3, "race": 0})
+    out = Trainer._every_ranks(alone, {"age": 1.5, "race": float("nan")})
+    assert out["age"] == 1.5 and math.isnan(out["race"])
+
+    other = {"sum/age": 4 * 3.0, "n/age": 4.0, "sum/race": 0.0, "n/race": 0.0}  # rank 1: 4 batches at 3.0; no race
+
+    def mean(values):  # two ranks' all-reduced mean
+        return {k: (values[k] + other[k]) / 2 for k in values}
+
+    two = SimpleNamespace(dist=SimpleNamespace(active=True, world=2, mean=mean), _loss_batches={"age": 1, "race": 2})
+    out = Trainer._every_ranks(two, {"age": 1.0, "race": 0.5})
+    assert out == {"age": pytest.approx((1 * 1.0 + 4 * 3.0) / 5), "race": pytest.approx(0.5)}  # by batches, not ranks
+    assert two._loss_batches == {"age": 5, "race": 2}

@@ -33,9 +33,21 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     from .config import ConfigError, check_recipe, load_config
     from .system import abort_on_signals
     from .training import Trainer
-    from .training.runfolder import RunFolderError, RunLock, check_fresh, check_resumable, resume_config
+    from .training.runfolder import (
+        RESTART_ENV,
+        RunFolderError,
+        RunLock,
+        check_fresh,
+        check_resumable,
+        resume_config,
+        torchrun_restarted,
+    )
 
     overrides = list(overrides)
+    if not resume and torchrun_restarted(out):  # torchrun --max-restarts starts the same command again
+        print(f"torchrun started the run again (restart {os.environ[RESTART_ENV]}): continuing {out} from its "
+              "last.pt", file=sys.stderr, flush=True)
+        resume, overwrite = True, False
     if resume:
         if not (Path(out) / "config.yaml").is_file():
             raise RunFolderError(f"cannot resume: {out} holds no run (no config.yaml)")

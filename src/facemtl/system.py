@@ -9,6 +9,7 @@ import io
 import math
 import os
 import platform
+import re
 import select
 import signal
 import sys
@@ -236,6 +237,10 @@ def loader_killed(exc: BaseException) -> str | None:
     :func:`loader_killed_by`), saying what usually does it; ``None`` for any other error."""
     signum = loader_killed_by(exc)
     if signum is None:
+        # PyTorch's other wording, when it finds the process gone before its signal handler tells
+        # it how (a user test: kill -9 of a loader process said only this, with no way on)
+        if re.search(r"DataLoader worker \(pid\(s\) [^)]*\) exited unexpectedly", str(exc)):
+            return "a data loader process ended unexpectedly (killed? out of memory? fewer data.workers need less)"
         return None
     why = {signal.SIGKILL: "out of memory? fewer data.workers need less",
            signal.SIGBUS: "shared memory (/dev/shm) ran out: a container's is small by default (docker run "

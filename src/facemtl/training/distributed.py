@@ -146,8 +146,45 @@ def setup(device: str = "auto") -> tuple[Dist, torch.device]:
     else:
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world)
+        with _stoppable():
+            _join(backend, rank, world)
     return Dist(rank, world, local, backend), dev
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM ends the process at once while it waits for the others to join: inside PyTorch's
+    C++ wait, Python's handler (a clean stop) cannot run, so when another process stopped before
+    joining (rank 0 refused the run folder: in use, already a run), torchrun's SIGTERM went
+    unheard for 30 s until its SIGKILL (a user test). Nothing is written before joining, so
+    nothing is lost; the process that stopped has said why."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _join(backend: str, rank: int, world: int) -> None:
+    """``init_process_group`` from the environment torchrun sets."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if restart in ("", "0"):
+        dist.init_process_group(backend, rank=rank, world_size=world)
+    else:  # torchrun --max-restarts: the restarted workers' keys apart from the stopped ones'
+        # torchrun's store outlives its workers, and the addresses the stopped workers left in it
+        # were read by the new ones, whose connections were refused (a user test; pytorch#167288):
+        # the store torchrun describes, under a prefix of this start's own
+        from torch.distributed.rendezvous import rendezvous
+
+        store, rank, world = next(rendezvous("env://", rank, world))
+        dist.init_process_group(backend, store=dist.PrefixStore(f"facemtl/restart_{restart}", store),
+                                rank=rank, world_size=world)
 
 
 def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:

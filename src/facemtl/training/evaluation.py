@@ -105,11 +105,14 @@ def predict_set_runtime(predictor: Any, data: FaceSet, tta: str = "none") -> dic
 
 def merge_predictions(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One :func:`predict_set` result from the results of consecutive shares of a split, in order
-    (mean losses weighted by how many labelled faces each share had)."""
+    (mean losses weighted by how many labelled faces each share had). A share with no face (more
+    processes than faces to score) is left out: its arrays have no rows, nor their shape (a user
+    test: a 2-face validation split on 3 processes failed every epoch)."""
     first = parts[0]
+    sized = [p for p in parts if any(len(v) for v in p["true"].values())] or [first]
 
     def cat(key: str, name: str) -> np.ndarray | None:
-        arrays = [p[key][name] for p in parts]
+        arrays = [p[key][name] for p in sized]
         return None if arrays[0] is None else np.concatenate(arrays)
 
     n = {k: sum(p["n"][k] for p in parts) for k in first["n"]}

@@ -113,6 +113,37 @@ def check_resumable(folder: str | Path) -> None:
                          f"it again without --resume (the same --out is accepted)")
 
 
+#: What torchrun tells the processes it starts: which start of its workers this is (0 the first;
+#: more with ``--max-restarts``), and its rendezvous id (a fresh one per ``--standalone`` torchrun).
+RESTART_ENV, TORCHRUN_ID_ENV = "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID"
+
+
+def torchrun_restarted(folder: str | Path) -> bool:
+    """Whether this process is torchrun's restart (``--max-restarts``) of the run in ``folder``:
+    a restart (:data:`RESTART_ENV` over 0) of the same torchrun (its id, :data:`TORCHRUN_ID_ENV`,
+    is the last start's in ``run_info.json``) after an epoch ended (``last.pt``). torchrun starts
+    its workers again with the command it was given, which names no ``--resume``: such a restart
+    is refused as a run already there (a user test), or with ``--overwrite`` would remove the
+    epochs this very run trained. Any other folder (another run's, one whose first start was
+    refused) is not this run's, and is left to the usual checks."""
+    try:
+        if int(os.environ.get(RESTART_ENV) or 0) < 1:
+            return False
+    except ValueError:
+        return False
+    folder = Path(folder)
+    if not (folder / "last.pt").is_file():
+        return False
+    import json
+
+    try:
+        starts = json.loads((folder / "run_info.json").read_text()).get("starts") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(starts) and isinstance(starts[-1], dict) and starts[-1].get("torchrun_id") is not None \
+        and starts[-1].get("torchrun_id") == os.environ.get(TORCHRUN_ID_ENV)
+
+
 #: The environment variable that, set to 1, lets ``--resume`` continue a run on another number of
 #: processes than trained it (the global batch changes; see :func:`check_world_size`). An
 #: environment variable, so that torchrun hands it to every process it starts.
@@ -152,12 +183,13 @@ def check_world_size(folder: str | Path, state: dict[str, Any], world: int, batc
                   if before != after else f"the global batch would stay {after} faces but each step would see "
                                           f"other faces, augmented otherwise")
         how = "as one process (facemtl train without torchrun)" if saved == 1 else \
-            f"on {saved} processes (torchrun --nproc_per_node {saved})"
+            f"on {saved} processes in all (torchrun: --nnodes x --nproc_per_node = {saved})"
         raise RunFolderError(f"{folder} was trained on {_processes(saved)} and this resume runs {_processes(world)}, "
                              f"so {change} and the result would differ from a run never stopped; resume it {how}, or "
                              f"set {WORLD_SIZE_ENV}=1 to continue on {_processes(world)} anyway")
     if before != after:
-        keep = f" (train.batch_size={before // world} would keep it)" if before % world == 0 else ""
+        keep = (f" (train.batch_size={before // world} would keep it)" if before % world == 0 else
+                f" (no train.batch_size keeps {before} on {_processes(world)})")
         change = f"the global batch changes from {before} to {after} faces{keep}"
     else:
         change = f"the global batch stays {after} faces but each step sees other faces"

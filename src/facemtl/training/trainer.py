@@ -45,7 +45,7 @@ from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, Progre
 from .checkpointing import Checkpointing
 from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
-from .runfolder import WORLD_SIZE_ENV, check_fresh, check_resumable, check_world_size
+from .runfolder import TORCHRUN_ID_ENV, WORLD_SIZE_ENV, check_fresh, check_resumable, check_world_size
 
 
 class TrainingDiverged(RuntimeError):
@@ -223,8 +223,10 @@ class Trainer(Checkpointing):
     def _next_step(self) -> str:
         """What to do after another process of the run stopped (the end of that sentence)."""
         if (self.out / "last.pt").is_file():
+            local = int(os.environ.get("LOCAL_WORLD_SIZE") or self.dist.world)
+            same = "--nproc_per_node" if local == self.dist.world else "--nnodes and --nproc_per_node"
             return (f"if it printed an error, fix that first, then continue with --resume on {self.dist.world} "
-                    f"processes (the same --nproc_per_node)")
+                    f"processes (the same {same})")
         return ("if it printed an error, fix that first; no epoch had ended, so there is nothing to resume: start it "
                 "again (the same --out)")
 
@@ -249,6 +251,8 @@ class Trainer(Checkpointing):
         start = {"started": now, "after_epoch": self.epoch, "world_size": self.dist.world, "backend": self.dist.backend,
                  "threads_per_process": torch.get_num_threads(), "batch_size": t.batch_size,
                  "global_batch": self.dist.world * t.batch_size, "hardware": hardware(self.device)}
+        if os.environ.get(TORCHRUN_ID_ENV):  # (a torchrun restart of this start resumes it: runfolder.torchrun_restarted)
+            start["torchrun_id"] = os.environ[TORCHRUN_ID_ENV]
         f = self.out / "run_info.json"
         info: dict[str, Any] = {}
         if self._resumed:
@@ -303,8 +307,9 @@ class Trainer(Checkpointing):
             t0 = time.perf_counter()
             train_losses, n_images = self.train_epoch()
             train_seconds = time.perf_counter() - t0
-            train_losses = self.dist.mean(train_losses)  # every rank's weighting sees the same epoch losses
-            self._check_finite(train_losses, self.dist.mean({"total": float(self._total_sum)})["total"])
+            train_losses = self._every_ranks(train_losses)  # every rank's weighting sees the same epoch losses
+            self._check_finite({n: v for n, v in train_losses.items() if self._loss_batches[n]},
+                               self.dist.mean({"total": float(self._total_sum)})["total"])
             # DDP sends rank 0's batch-norm statistics out before each forward; after the last step each
             # rank holds its own: align them, so every rank validates (and rank 0 saves) the same model.
             self.dist.sync_buffers(self.model)
@@ -388,8 +393,14 @@ class Trainer(Checkpointing):
         self._stop_reason = reason
 
     def _record_ranks(self) -> None:
-        """Every rank's parameter checksum and frozen tasks in ``run_info.json`` (they must agree)."""
+        """Every rank's parameter checksum and frozen tasks in ``run_info.json`` (they must agree);
+        none for one process, whose resume of a distributed run removes the earlier start's (a user
+        test: they stayed, naming two ranks and parameters of epochs before)."""
         if not self.dist.active:
+            f = self.out / "run_info.json"
+            info = json.loads(f.read_text()) if f.is_file() else {}
+            if isinstance(info, dict) and info.pop("ranks", None) is not None:
+                f.write_text(json.dumps(info, indent=1))
             return
         with torch.no_grad():
             checksum = float(sum(p.double().sum() for p in self.model.state_dict().values() if p.is_floating_point()))
@@ -429,7 +440,22 @@ class Trainer(Checkpointing):
                     counts[n] += 1
             for cb in self.callbacks:
                 cb.on_batch_end(self, losses)
-        return {n: float(sums[n]) / max(1, counts[n]) for n in self.task_names}, seen
+        self._loss_batches = counts
+        return {n: float(sums[n]) / counts[n] if counts[n] else float("nan") for n in self.task_names}, seen
+
+    def _every_ranks(self, means: dict[str, float]) -> dict[str, float]:
+        """Each task's mean training loss over the epoch's batches with a label of it, on every rank
+        (alone: ``means``); NaN where no batch had one (as a validation loss with no labelled face). Before,
+        such a task's loss read 0.0, which DWA took for a loss gone to nothing, and each rank's mean
+        counted alike, whatever its number of batches with labels (a user test). Sets
+        ``_loss_batches`` to every rank's count."""
+        counts = self._loss_batches
+        if self.dist.active:
+            both = self.dist.mean({**{f"sum/{n}": means[n] * counts[n] if counts[n] else 0.0 for n in means},
+                                   **{f"n/{n}": float(counts[n]) for n in means}})
+            self._loss_batches = counts = {n: both[f"n/{n}"] * self.dist.world for n in means}
+            means = {n: both[f"sum/{n}"] / both[f"n/{n}"] if both[f"n/{n}"] else float("nan") for n in means}
+        return means
 
     def _check_finite(self, losses: dict[str, float], total: float) -> None:
         """:class:`TrainingDiverged` when an epoch's mean loss of a task, or the sum of its weighted

@@ -16,6 +16,8 @@ class DWA(Weighting):
 
     ``L_t(e)`` is task t's mean training loss over epoch e; the first two epochs use
     ``w_t = 1``. Tasks whose loss falls slowly get more weight. ``tau`` = 2 as in the paper.
+    A task with no mean loss in either epoch (NaN: no batch had a label of it) takes ``r_t = 1``,
+    a loss that did not change (a user test: its 0.0 read as a loss gone to nothing).
     """
 
     def __init__(self, tasks: Sequence[str], temperature: float = 2.0) -> None:
@@ -35,7 +37,8 @@ class DWA(Weighting):
         if len(self.history) < 2:
             return
         prev, last = self.history
-        r = {t: last[t] / max(prev[t], 1e-12) for t in self.task_names}
+        r = {t: last[t] / max(prev[t], 1e-12) if math.isfinite(last[t]) and math.isfinite(prev[t]) else 1.0
+             for t in self.task_names}
         z = {t: math.exp(r[t] / self.temperature) for t in self.task_names}
         total = sum(z.values())
         self.w = {t: len(self.task_names) * z[t] / total for t in self.task_names}
