@@ -160,6 +160,12 @@ def test_claims_are_judged_on_paired_seeds(tmp_path):
     assert describe_diff("age", age) == ("age: MAE 0.03 lower (95% interval -0.02 to +0.07 over 20 faces; "
                                          "per seed: +0.05, +0.00) → within noise")
     assert judge(Claim("s", "b beats a", "b", "a", ["g"]), data)["verdict"] == "contradicted"
+    # one seed: the faces alone measure the interval, and the verdict says so (a user test)
+    assert judge(Claim("s", "a beats c", "a", "c", ["g"]), data)["verdict"] == "no difference"
+    one = judge(Claim("s", "a beats b", "a", "b", ["g"]), ReportInput(
+        tmp_path, "experiment", "x", {"a": VariantRuns("a", "a", "", a.runs[:1]), "b": VariantRuns("b", "b", "", b.runs[:1])},
+        "a", [0]))
+    assert one["tasks"]["g"]["verdict"] == one["verdict"] == "supported (one seed)"
     assert judge(Claim("s", "a equals a", "a", "a"), data)["verdict"] == "no difference"
 
     # one seed, a tiny difference (0.05 years, one face of 20): within noise, not "contradicted";

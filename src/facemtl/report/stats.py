@@ -23,6 +23,10 @@ Verdicts:
 * **within noise**: it holds 0;
 * **no difference**: the headline is equal for every seed.
 
+With one seed, the interval covers the faces only, and another seed may land elsewhere: a
+verdict other than "within noise" says so, **supported (one seed)** or **contradicted (one
+seed)** (a user test: one seed of one epoch read plainly "supported").
+
 Before 2026-11-28 the interval covered the faces alone: three seeds whose differences were
 +0.3, -0.1 and +0.1 years on every face read "supported" (0.06 to 0.15) where they say little.
 
@@ -145,6 +149,8 @@ def judge(claim: Claim, data: ReportInput) -> dict[str, Any] | None:
             verdict = "no difference"
         elif interval is not None:
             verdict = ("supported" if interval[0] > 0 else "contradicted" if interval[1] < 0 else "within noise")
+            if len(paired) == 1 and verdict != "within noise":  # (how far another seed lands is not measured)
+                verdict += " (one seed)"
         elif len(diffs) > 1 and all(d > 0 for d in diffs):
             verdict = "supported (seeds only)"
         elif len(diffs) > 1 and all(d < 0 for d in diffs):

@@ -142,7 +142,7 @@ def _setup(data: ReportInput, facts: dict[str, Any]) -> Section:
                  f"{d.get('image_size', '?')} px input{_split_sizes(data.ref.first.data_report)}"],
         ["model", f"{m.get('backbone', '?')} (pretrained: {m.get('pretrained')}), shared stages "
                   f"{m.get('shared_stages')}, branches by {m.get('branch_by', 'category')}"],
-        ["training", f"{tr.get('epochs')} epochs, {_batch(tr.get('batch_size'), info)}, {o.get('name')} lr {o.get('lr')}"],
+        ["training", f"{tr.get('epochs')} epoch{'' if tr.get('epochs') == 1 else 's'}, {_batch(tr.get('batch_size'), info)}, {o.get('name')} lr {o.get('lr')}"],
         ["seeds", ", ".join(map(str, data.seeds))],
         ["runs", f"{len(runs)} finished ({len(data.variants)} variant(s))"],
         ["training time", f"{train_s / 60:.1f} min in all (sum of per-epoch times in the logs)"],
@@ -242,7 +242,8 @@ def _claims(data: ReportInput, facts: dict[str, Any]) -> Section:
                "more than the faces explain (a crossed seed x face random-effects design, Student's t at "
                "Satterthwaite's degrees of freedom; the text then says \"and N seeds\"): **supported**: the "
                "interval lies above 0 (the first variant is better); **contradicted**: it lies below 0; "
-               "**within noise**: it holds 0; **no difference**: the metric is "
+               "**within noise**: it holds 0 (with one seed, a verdict other than this says **(one seed)**: another "
+               "seed may land elsewhere, which one seed cannot measure); **no difference**: the metric is "
                "equal for every seed; **mixed**: the verdict differs between tasks (a task with no difference "
                "takes the others' verdict). Runs without per-face test "
                "predictions are judged on the seeds alone: **supported (seeds only)** or **contradicted (seeds "
