@@ -295,8 +295,8 @@ def test_export_takes_the_checkpoint_as_a_flag_too(capsys, tmp_path):
 
 def test_a_key_error_with_a_sentence_is_said_and_a_bare_key_is_a_defects_traceback(monkeypatch, capsys):
     """A user test: a resume's KeyError from deep in torch reached the user as "facemtl: error:
-    momentum", with nothing to report it by. The sentences facemtl raises as KeyError (an unknown
-    label column, template or variant) are still one line, exit 2."""
+    momentum", with nothing to report it by. The sentences facemtl raises as KeyError (NameNotFound:
+    an unknown label column, template, variant or registered name) are still one line, exit 2."""
     import dataclasses
 
     def run_with(exc):
@@ -304,9 +304,12 @@ def test_a_key_error_with_a_sentence_is_said_and_a_bare_key_is_a_defects_traceba
             raise exc
         monkeypatch.setitem(COMMANDS, "db", dataclasses.replace(COMMANDS["db"], run=run))
 
-    run_with(KeyError("no label column 'sx'; this data has: age"))
+    from facemtl.registry import NameNotFound
+
+    run_with(NameNotFound("no label column 'sx'; this data has: age"))
     assert main(["db", "upgrade"]) == 2
     assert capsys.readouterr().err == "facemtl: error: no label column 'sx'; this data has: age\n"
-    run_with(KeyError("momentum"))
-    with pytest.raises(KeyError, match="momentum"):
-        main(["db", "upgrade"])
+    for bare in ("momentum", "age group"):  # (a key with a space is no sentence either: a review)
+        run_with(KeyError(bare))
+        with pytest.raises(KeyError, match=bare):
+            main(["db", "upgrade"])

@@ -119,10 +119,16 @@ def test_torchruns_restart_of_a_run_continues_it_and_anothers_folder_is_left_to_
     assert "torchrun started the run again (restart 1): continuing" in capsys.readouterr().err
     epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2] and len(json.loads((out / "run_info.json").read_text())["starts"]) == 2
-    # another torchrun's restart (its first start refused: the folder held this run) is refused as before
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another-torchrun")
-    assert main([a for a in args if a != "--overwrite"] + ["train.epochs=3"]) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    # another torchrun's restart (its first start refused: the folder held this run) is refused as before,
+    # and so is one of torchrun's shared id "none" (no --rdzv-id), which tells no launch from another (a review)
+    for other in ("another-torchrun", "none"):
+        if other == "none":
+            info = json.loads((out / "run_info.json").read_text())
+            info["starts"][-1]["torchrun_id"] = "none"
+            (out / "run_info.json").write_text(json.dumps(info))
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", other)
+        assert main([a for a in args if a != "--overwrite"] + ["train.epochs=3"]) == 2
+        assert "already holds a run" in capsys.readouterr().err
 
 
 def test_a_worker_killed_under_torchrun_max_restarts_is_restarted_and_the_run_continues(recipe, tmp_path):

@@ -214,14 +214,17 @@ def test_a_cosine_run_resumes_and_an_older_last_pt_with_numpy_rates_loads(tmp_pa
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle", "plateau"])
-def test_a_resume_at_another_learning_rate_goes_on_with_the_schedule_at_the_new_scale(scheduler):
-    """retune after loading the saved optimiser and schedule: the rates of a run begun at 0.02
+@pytest.mark.parametrize("weighting_lr", [0.05, None])
+def test_a_resume_at_another_learning_rate_goes_on_with_the_schedule_at_the_new_scale(scheduler, weighting_lr):
+    """retune after loading the saved optimiser and schedule: the rates of a run resumed at 0.02
     (base, current, OneCycle's peak and floor) are those of the run stopped at 0.01, doubled; the
-    weighting's group keeps its own rate; momentum, weight decay and plateau's patience as set."""
+    weighting's group keeps its own rate (or follows optim.lr when it has none); momentum (but
+    OneCycle's, which it cycles), weight decay and plateau's patience as set. With no override,
+    every value is the saved one, bit for bit (a review: OneCycle's momentum was reset)."""
     import torch
 
     from facemtl.config import config_from_dict
-    from facemtl.training.optim import build_optimizer, build_scheduler, retune
+    from facemtl.training.optim import build_optimizer, build_scheduler, retune, saved_lrs
 
     class Weighting(torch.nn.Module):
         def __init__(self):
@@ -229,35 +232,66 @@ def test_a_resume_at_another_learning_rate_goes_on_with_the_schedule_at_the_new_
             self.log_var = torch.nn.Parameter(torch.zeros(2))
 
     def make(**optim):
-        cfg = config_from_dict({"tasks": [{"name": "gender", "type": "binary"}], "weighting": {"lr": 0.05},
+        cfg = config_from_dict({"tasks": [{"name": "gender", "type": "binary"}], "weighting": {"lr": weighting_lr},
                                 "optim": {"scheduler": scheduler, "warmup_epochs": 1, **optim},
                                 "train": {"epochs": 4}})
         model = torch.nn.Linear(3, 1)
         opt = build_optimizer(cfg, model, Weighting())
         return cfg, model, opt, build_scheduler(cfg, opt, steps_per_epoch=5)
 
+    def step(opt, sched):
+        opt.step()
+        sched.step(1.0) if scheduler == "plateau" else sched.step()
+
     saved_cfg, model, opt, sched = make(lr=0.01)
     for _ in range(7):
         model(torch.ones(1, 3)).sum().backward()
-        opt.step()
-        sched.step(1.0) if scheduler == "plateau" else sched.step()
-    before = [dict((k, g[k]) for k in ("lr", "initial_lr", "max_lr", "min_lr") if k in g) for g in opt.param_groups]
+        step(opt, sched)
+    saved = saved_lrs(saved_cfg.to_dict())
+    same, _, opt1, sched1 = make(lr=0.01)  # no override: as saved, bit for bit
+    opt1.load_state_dict(opt.state_dict())
+    sched1.load_state_dict(sched.state_dict())
+    retune(opt1, sched1, same, saved)
+    assert opt1.state_dict() == opt.state_dict() and sched1.state_dict() == sched.state_dict()
+
+    before = [dict((k, g[k]) for k in ("lr", "initial_lr", "max_lr", "min_lr", "momentum") if k in g)
+              for g in opt.param_groups]
     cfg, _, opt2, sched2 = make(lr=0.02, momentum=0.5, weight_decay=0.01, plateau_patience=9)
     opt2.load_state_dict(opt.state_dict())
     sched2.load_state_dict(sched.state_dict())
-    retune(opt2, sched2, cfg, saved_cfg)
+    retune(opt2, sched2, cfg, saved)
+    scale = [2, 1 if weighting_lr else 2]
     for i, (g, b) in enumerate(zip(opt2.param_groups, before)):
         for k, v in b.items():
-            assert g[k] == pytest.approx(v * (2 if i == 0 else 1)), (i, k)
-    assert [g["momentum"] for g in opt2.param_groups] == [0.5, 0.5]
+            want = v if k == "momentum" else v * scale[i]
+            assert g[k] == pytest.approx(0.5 if k == "momentum" and scheduler != "onecycle" else want), (i, k)
     assert [g["weight_decay"] for g in opt2.param_groups] == [0.01, 0.0]
     if scheduler == "plateau":
         assert sched2.patience == 9
     else:  # the schedule goes on: the next step's rate is the stopped run's, doubled
-        opt.step(), sched.step(), opt2.step(), sched2.step()
-        assert opt2.param_groups[0]["lr"] == pytest.approx(2 * opt.param_groups[0]["lr"])
-        assert opt2.param_groups[1]["lr"] == pytest.approx(opt.param_groups[1]["lr"])
+        step(opt, sched), step(opt2, sched2)
+        assert [g["lr"] for g in opt2.param_groups] == pytest.approx(
+            [s * g["lr"] for s, g in zip(scale, opt.param_groups)])
         assert sched2.get_last_lr()[0] == pytest.approx(opt2.param_groups[0]["lr"])
+        # a run an earlier facemtl resumed with an ignored override (0.02 recorded, 0.01 trained): the
+        # rate the optimiser holds is the old one, so it comes to 0.02 now
+        _, _, opt3, sched3 = make(lr=0.02)
+        opt3.load_state_dict(opt1.state_dict())
+        sched3.load_state_dict(sched1.state_dict())
+        retune(opt3, sched3, cfg, [0.02, 0.02])
+        assert opt3.param_groups[0]["lr"] == pytest.approx(2 * opt1.param_groups[0]["lr"])
+
+
+def test_a_resume_from_python_may_not_change_the_optimiser_either(tmp_path):
+    """The check of the command line's resume_config, in Trainer's resume too (a review: from
+    Python, AdamW's state went into SGD and failed with a bare KeyError at the first step)."""
+    from facemtl.training.runfolder import RunFolderError, fixed_on_resume
+
+    saved = {"optim": {"name": "adamw", "scheduler": "none"}}
+    fixed_on_resume(saved, {"optim": {"name": "adamw", "scheduler": "none", "lr": 9.0}}, "run")
+    fixed_on_resume(None, {"optim": {"name": "sgd"}}, "run")  # (no saved settings: nothing to compare)
+    with pytest.raises(RunFolderError, match="run was trained with optim.name='adamw'; a resume goes on"):
+        fixed_on_resume(saved, {"optim": {"name": "sgd", "scheduler": "none"}}, "run")
 
 
 def test_a_checkpoint_of_another_format_says_so(tmp_path):

@@ -25,6 +25,7 @@ from .cli_stream import reconnections as _reconnections  # noqa: F401  (tests an
 from .cli_stream import stream  # noqa: F401  (facemtl.cli.stream, as before)
 from .cli_train import EPILOG, evaluate, experiment, report, shards, train  # noqa: F401  (as before)
 from .clilog import log_to_stderr
+from .registry import NameNotFound
 from .system import loader_killed
 
 # -- the commands ----------------------------------------------------------------------
@@ -161,8 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        if isinstance(exc, KeyError) and " " not in str(msg):  # a bare key is a defect's, not a sentence for the
-            raise                                                # user: its traceback (a user test: "error: momentum")
+        if isinstance(exc, KeyError) and not isinstance(exc, NameNotFound):  # a defect's: its traceback, not
+            raise                                                           # "error: momentum" (a user test)
         if isinstance(exc, NotImplementedError) and not msg:  # a base class's bare one: a method of one's own
             msg = _not_implemented(exc, args.command)         # class (a plugin's) left out; "" was all it said
         killed = loader_killed(exc)

@@ -163,6 +163,12 @@ class OptimConfig:
             raise ConfigError(f"optim.scheduler must be none, plateau, cosine or onecycle, not {self.scheduler!r}")
         if self.lr <= 0:
             raise ConfigError("optim.lr must be positive")
+        # (PyTorch refuses these on a fresh run only; a resume applies them to the saved state: a review)
+        if self.momentum < 0 or self.weight_decay < 0 or self.plateau_patience < 0 or self.warmup_epochs < 0:
+            raise ConfigError("optim.momentum, optim.weight_decay, optim.plateau_patience and optim.warmup_epochs "
+                              "must not be negative")
+        if not 0 < self.plateau_factor < 1:
+            raise ConfigError("optim.plateau_factor must lie between 0 and 1 (the rate is multiplied by it)")
 
 
 @dataclass

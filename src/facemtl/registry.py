@@ -18,7 +18,17 @@ from typing import Any, Callable, Generic, TypeVar
 T = TypeVar("T")
 
 
-class UnknownName(KeyError):
+class NameNotFound(KeyError):
+    """A ``KeyError`` that is one sentence for the user (a name not found: a label column, an
+    alignment template, a grid's variant, a registered name); the command line prints it as it
+    is. Any other ``KeyError`` reaching it is a defect's, shown with its traceback (a user test:
+    one from deep in PyTorch read ``facemtl: error: momentum``)."""
+
+    def __str__(self) -> str:  # KeyError's own wraps the sentence in quotes (repr)
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownName(NameNotFound):
     """A name no registry entry and no plugin provides (its one sentence is ``args[0]``)."""
 
     def __init__(self, kind: str, name: str, choices: list[str]) -> None:
@@ -29,9 +39,6 @@ class UnknownName(KeyError):
         super().__init__(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(choices)} (one of your own: "
                          "import the package that registers it, or name its module in FACEMTL_PLUGINS)")
         self.kind, self.name = kind, name
-
-    def __str__(self) -> str:  # KeyError's own wraps the sentence in quotes (repr)
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):

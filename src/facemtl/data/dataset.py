@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..registry import NameNotFound
 from ..tasks import Task
 from .faceset import FaceSet, cache_decision
 from .label_checks import check_labelled, check_labels, warn  # noqa: F401  (data.dataset.check_labels, as before)
@@ -226,7 +227,7 @@ def _attribute(fs: FaceSet, name: str) -> np.ndarray:
     try:
         return fs.attributes[name]
     except KeyError:
-        raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(fs.attributes))}") from None
+        raise NameNotFound(f"no label column {name!r}; this data has: {', '.join(sorted(fs.attributes))}") from None
 
 
 #: Environment variable that lets ``--resume`` and ``evaluate`` go on although the data changed.

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..registry import NameNotFound
+
 
 @dataclass
 class LabelTable:
@@ -62,7 +64,7 @@ class LabelTable:
             found = self.report.get("columns")  # a CSV's own header: data.columns may read only some of them
             extra = (f" (the file's columns: {', '.join(found)}; data.columns reads only those it lists, and a "
                      "task's own column)") if found else ""
-            raise KeyError(f"no label column {name!r}; this data has: {', '.join(sorted(self.labels))}{extra}") \
+            raise NameNotFound(f"no label column {name!r}; this data has: {', '.join(sorted(self.labels))}{extra}") \
                 from None
 
 

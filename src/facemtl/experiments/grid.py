@@ -65,6 +65,7 @@ from ..config import (
     resolve_data_root,
     typed_path,
 )
+from ..registry import NameNotFound
 from ..tasks import build_task
 
 
@@ -139,7 +140,7 @@ class Experiment:
         for v in self.variants:
             if v.name == name:
                 return v
-        raise KeyError(f"no variant {name!r}; this experiment has: {', '.join(v.name for v in self.variants)}")
+        raise NameNotFound(f"no variant {name!r}; this experiment has: {', '.join(v.name for v in self.variants)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "base": self.base, "seeds": self.seeds, "overrides": self.overrides,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..registry import NameNotFound
+
 TEMPLATE_FRAME = 200  # side of the UTKFace crops the templates are measured on
 
 
@@ -49,7 +51,7 @@ def template(scheme: str, size: int = TEMPLATE_FRAME) -> np.ndarray:
         return _templates()[scheme] * (size / TEMPLATE_FRAME)
     except KeyError:
         known = ", ".join(sorted(_templates()))
-        raise KeyError(f"no alignment template for landmark scheme {scheme!r} (known: {known}; a detector of your "
+        raise NameNotFound(f"no alignment template for landmark scheme {scheme!r} (known: {known}; a detector of your "
                        "own registers its scheme's with facemtl.faces.register_template)") from None
 
 

@@ -285,5 +285,5 @@ class CsvFile(_OutputFile, Sink):
             self.video = getattr(result, "frame", None) is not None
             several = getattr(result, "source", None) is not None  # (a stream labels frames when it reads several)
             columns = video_csv_columns(self.tasks, several) if self.video else csv_columns(self.tasks)
-            self.rows = _CsvRows(self._open(), columns)
+            self.rows = _CsvRows(self._open(), columns, unwritten=["source"])  # (one source: no column, as --csv)
         self.rows.write(video_csv_rows(result) if self.video else csv_rows(result))

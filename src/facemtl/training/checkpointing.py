@@ -14,13 +14,12 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint
-from ..config import config_from_dict
 from ..data.dataset import DATA_CHANGE_ENV, accept_data_change
 from ..epochlog import truncate_epochs
 from ..model.load import load_weights
 from .callbacks import EarlyFreeze, EarlyStopping
-from .optim import retune
-from .runfolder import saved_world_size
+from .optim import retune, saved_lrs
+from .runfolder import fixed_on_resume, saved_world_size
 
 
 class Checkpointing:
@@ -93,10 +92,10 @@ class Checkpointing:
         load_weights(self.model, state["model"], path)
         self.weighting.load_state_dict(state["weighting"])
         self.weighting.load_extra_state(state.get("weighting_extra", {}))
+        fixed_on_resume(state.get("config"), self.cfg.to_dict(), path)  # (from Python too: before the state is read)
         self.optimizer.load_state_dict(state["optimizer"])
         self._load_schedule(state)
-        if state.get("config"):  # the settings it stopped with: overrides of this resume applied over them
-            retune(self.optimizer, self.scheduler, self.cfg, config_from_dict(state["config"]))
+        retune(self.optimizer, self.scheduler, self.cfg, saved_lrs(state.get("config")))  # this resume's overrides
         ranks = state.get("generators") or [state["generator"]]
         if self.dist.rank < len(ranks):
             self.generator.set_state(ranks[self.dist.rank])

@@ -157,14 +157,19 @@ def _stoppable() -> Iterator[None]:
     C++ wait, Python's handler (a clean stop) cannot run, so when another process stopped before
     joining (rank 0 refused the run folder: in use, already a run), torchrun's SIGTERM went
     unheard for 30 s until its SIGKILL (a user test). Nothing is written before joining, so
-    nothing is lost; the process that stopped has said why."""
+    nothing is lost; the process that stopped has said why. (Rank 0, stopped so, leaves its lock
+    of the run folder, which the next start takes over with a warning.)"""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    before = signal.getsignal(signal.SIGTERM)  # (None: a handler not set from Python, which cannot be put back)
+    if before is None:
+        yield
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         yield
     finally:

@@ -57,29 +57,55 @@ def group_lrs(cfg: Config, groups: int) -> list[float]:
     return [cfg.optim.lr, cfg.weighting.lr or cfg.optim.lr][:groups]
 
 
-def retune(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Config, saved: Config) -> None:
+def retune(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Config,
+           saved_lrs: list[float] | None = None) -> None:
     """After a resume loaded the saved optimiser and schedule (which bring back the stopped run's
-    settings), apply ``cfg``'s where they differ from ``saved``'s (the run's settings when stopped):
-    momentum and weight decay as set, and each group's learning rate scaled by new / old base
-    rate (``optim.lr``, ``weighting.lr``), so the schedule goes on from where it was, at the new
-    scale: its current rate, its base and OneCycle's peak and floor. Before this, such an override
-    was written to the run's ``config.yaml`` and ignored (a user test: ``optim.lr=0.5`` recorded,
-    0.003 trained). ``plateau``'s factor and patience too (its saved state holds them). Another
-    optimiser or schedule is refused before (:data:`~facemtl.training.runfolder.FIXED_ON_RESUME`)."""
+    rates and settings), apply ``cfg``'s: weight decay and SGD's momentum as set, and each group's
+    learning rate scaled by new / old base rate (``optim.lr``; ``weighting.lr`` for the
+    weighting's group), so the schedule goes on from where it was at the new scale: its current
+    rate, its base, OneCycle's peak and floor. Before this, such an override was written to the
+    run's ``config.yaml`` and ignored (a user test: ``optim.lr=0.5`` recorded, 0.003 trained).
+
+    The old base rate is the one the group trains at, as the optimiser holds it: OneCycle's peak
+    (``max_lr``), else the schedule's base (``base_lrs``); for ``plateau``, whose rate has no base
+    once cut, ``saved_lrs`` (the stopped run's recorded rates; none: left as it is). So a run an
+    earlier facemtl resumed with an ignored override comes to the rate asked for now. Momentum is
+    left to OneCycle, which cycles it (``optim.momentum`` is not read with it, on a fresh run
+    either). A resume with no override leaves every value as it was, bit for bit. ``plateau``'s
+    factor and patience as set (its saved state holds them). Another optimiser or schedule is
+    refused before (:data:`~facemtl.training.runfolder.FIXED_ON_RESUME`)."""
     o = cfg.optim
-    ratios = [new / old for new, old in zip(group_lrs(cfg, len(optimizer.param_groups)),
-                                            group_lrs(saved, len(optimizer.param_groups)))]
+    new = group_lrs(cfg, len(optimizer.param_groups))
+    base = list(scheduler.base_lrs) if hasattr(scheduler, "base_lrs") else None  # (a copy: a state loaded from
+    # another scheduler's state_dict() shares its list)
+    cycles_momentum = isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
     for i, group in enumerate(optimizer.param_groups):
+        old = group["max_lr"] if "max_lr" in group else base[i] if base is not None else \
+            saved_lrs[i] if saved_lrs and i < len(saved_lrs) else new[i]
+        if new[i] != old:
+            ratio = new[i] / old
+            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= ratio
+            if base is not None:
+                base[i] *= ratio
         if i == 0:  # (the weighting's group keeps no weight decay)
             group["weight_decay"] = o.weight_decay
-        if "momentum" in group and o.name == "sgd":
+        if "momentum" in group and o.name == "sgd" and not cycles_momentum:
             group["momentum"] = o.momentum
-        for key in ("lr", "initial_lr", "max_lr", "min_lr"):
-            if key in group:
-                group[key] *= ratios[i]
-    if hasattr(scheduler, "base_lrs"):
-        scheduler.base_lrs = [b * r for b, r in zip(scheduler.base_lrs, ratios)]
+    if base is not None:
+        scheduler.base_lrs = base
     if hasattr(scheduler, "_last_lr"):
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.factor, scheduler.patience = o.plateau_factor, o.plateau_patience
+
+
+def saved_lrs(settings: dict[str, Any] | None) -> list[float] | None:
+    """The base rates of :func:`group_lrs` as the settings ``settings`` (a checkpoint's ``config``,
+    as saved) name them; ``None`` where they name none."""
+    optim = (settings or {}).get("optim") or {}
+    if not isinstance(optim.get("lr"), (int, float)):
+        return None
+    weighting = (settings or {}).get("weighting") or {}
+    return [float(optim["lr"]), float(weighting.get("lr") or optim["lr"])]

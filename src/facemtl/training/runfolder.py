@@ -125,7 +125,9 @@ def torchrun_restarted(folder: str | Path) -> bool:
     its workers again with the command it was given, which names no ``--resume``: such a restart
     is refused as a run already there (a user test), or with ``--overwrite`` would remove the
     epochs this very run trained. Any other folder (another run's, one whose first start was
-    refused) is not this run's, and is left to the usual checks."""
+    refused) is not this run's, and is left to the usual checks. The id must be the launch's own:
+    ``--standalone`` draws one; on several machines, ``--rdzv-id`` names it, and torchrun's
+    ``none`` (no ``--rdzv-id``) is never taken for a match."""
     try:
         if int(os.environ.get(RESTART_ENV) or 0) < 1:
             return False
@@ -140,8 +142,10 @@ def torchrun_restarted(folder: str | Path) -> bool:
         starts = json.loads((folder / "run_info.json").read_text()).get("starts") or []
     except (OSError, ValueError, AttributeError):
         return False
-    return bool(starts) and isinstance(starts[-1], dict) and starts[-1].get("torchrun_id") is not None \
-        and starts[-1].get("torchrun_id") == os.environ.get(TORCHRUN_ID_ENV)
+    own = os.environ.get(TORCHRUN_ID_ENV, "")
+    # "none": torchrun's id when none is given (--rdzv-id), the same for every launch: no sign of this one (a review)
+    return own not in ("", "none") and bool(starts) and isinstance(starts[-1], dict) \
+        and starts[-1].get("torchrun_id") == own
 
 
 #: The environment variable that, set to 1, lets ``--resume`` continue a run on another number of
@@ -209,6 +213,19 @@ FIXED_ON_RESUME = ("optim.name", "optim.scheduler")
 RESUME_MAY_CHANGE = {"data.root", "data.cache", "data.cache_limit_gb", "data.workers", "data.cache_dir"}
 
 
+def fixed_on_resume(saved: dict[str, Any] | None, settings: dict[str, Any], where: str | Path) -> None:
+    """:class:`RunFolderError` when ``settings`` change a setting of :data:`FIXED_ON_RESUME` from
+    the ``saved`` ones (the run's, as stopped; ``None``: unknown, nothing to compare)."""
+    for k in FIXED_ON_RESUME:
+        section, key = k.split(".")
+        a = ((saved or {}).get(section) or {}).get(key)
+        b = (settings.get(section) or {}).get(key)
+        if saved is not None and a is not None and a != b:
+            raise RunFolderError(f"{where} was trained with {k}={a!r}; a resume goes on with its saved optimiser and "
+                                 f"schedule, which {k}={b!r} cannot take; start a new run for it (another --out, or "
+                                 "--overwrite; from Python: overwrite=True)")
+
+
 def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list[str],
                   data_root: str | None = None) -> Any:
     """The settings a resumed run continues with: its saved ``config.yaml`` plus ``overrides``
@@ -235,12 +252,7 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
     changed = [(k, a, b) for k, a, b in differences(before.to_dict(), cfg.to_dict())
                if (k.split(".")[0] in ("data", "tasks", "model") or k.startswith(("weighting.name", "weighting.params")))
                and k not in RESUME_MAY_CHANGE]
-    fixed = [(k, a, b) for k, a, b in differences(before.to_dict(), cfg.to_dict()) if k in FIXED_ON_RESUME]
-    if fixed:
-        k, a, b = fixed[0]
-        raise RunFolderError(f"{folder} was trained with {k}={a!r}; a resume goes on with its saved optimiser and "
-                             f"schedule, which {k}={b!r} cannot take; start a new run for it (another --out, or "
-                             "--overwrite; from Python: overwrite=True)")
+    fixed_on_resume(before.to_dict(), cfg.to_dict(), folder)
     if changed:
         k, a, b = changed[0]
         raise RunFolderError(f"{folder} was trained with {k}={a!r}; resuming with {k}={b!r} would continue on other "

@@ -398,7 +398,10 @@ class Trainer(Checkpointing):
         test: they stayed, naming two ranks and parameters of epochs before)."""
         if not self.dist.active:
             f = self.out / "run_info.json"
-            info = json.loads(f.read_text()) if f.is_file() else {}
+            try:
+                info = json.loads(f.read_text())
+            except (OSError, ValueError):  # missing or damaged: nothing of ranks in it to remove
+                return
             if isinstance(info, dict) and info.pop("ranks", None) is not None:
                 f.write_text(json.dumps(info, indent=1))
             return

@@ -43,7 +43,8 @@ class Weighting(nn.Module):
         pass
 
     def epoch_end(self, mean_losses: dict[str, float]) -> None:
-        pass
+        """After each epoch: each task's mean training loss over the epoch's batches with a label of
+        it, NaN for a task that had none (every process's, under torchrun)."""
 
     def extra_state(self) -> dict[str, Any]:
         """Plain-Python state that is not a tensor (saved in checkpoints)."""
