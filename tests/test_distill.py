@@ -274,8 +274,14 @@ def test_a_soft_target_task_needs_its_head_task():
     tasks = [{"name": "race", "type": "nominal", "num_classes": 5}]
     with pytest.raises(ConfigError, match="not a task with a head of its own"):
         config_from_dict({"tasks": tasks + [{"name": "s", "type": "soft", "of": "gender"}]})
-    with pytest.raises(ConfigError, match="set its num_classes"):
-        config_from_dict({"tasks": tasks + [{"name": "s", "type": "soft", "of": "race"}]})
+    with pytest.raises(ConfigError, match="set its num_classes"):  # given, and not the head's
+        config_from_dict({"tasks": tasks + [{"name": "s", "type": "soft", "of": "race", "num_classes": 2}]})
+    # left out: the head's width (a user test: it took 2 and was refused against race's 5)
+    cfg = config_from_dict({"tasks": tasks + [{"name": "s", "type": "soft", "of": "race"},
+                                              {"name": "age", "type": "ordinal", "min_value": 1, "max_value": 10},
+                                              {"name": "a", "type": "soft_ordinal", "of": "age", "label": "q"}]})
+    assert cfg.tasks[1]["num_classes"] == 5 and build_task(cfg.tasks[1]).output_size == 5
+    assert cfg.tasks[3]["width"] == 9 == build_task(cfg.tasks[2]).output_size  # K-1 thresholds of 1..10
     with pytest.raises(ValueError, match="would write its soft targets over"):
         build_task({"name": "s", "type": "soft", "of": "race", "label": "race", "num_classes": 5})
     t = build_task({"name": "s", "type": "soft", "of": "age", "num_classes": 5})

@@ -259,8 +259,9 @@ class Config:
         if len(set(names)) != len(names):
             raise ConfigError("task names must be unique")
         from .tasks import build_task
-        from .tasks.base import check_shared_heads
+        from .tasks.base import check_shared_heads, with_head_widths
 
+        with_head_widths(self.tasks)  # (a teaching task's width left out: its head's, written into the spec)
         built = []
         for spec in self.tasks:  # a misspelt or mistyped task setting fails here, not mid-training
             try:

@@ -65,6 +65,10 @@ class _TeachingTask(Task):
     def output_of(self) -> str | None:  # type: ignore[override]
         return self.of
 
+    @classmethod
+    def head_named(cls, spec: dict[str, Any]) -> str | None:
+        return spec.get("of")
+
     @property
     def output_size(self) -> int:
         return self.label_width
@@ -91,8 +95,8 @@ class _TeachingTask(Task):
 @TASK_TYPES.register("soft")
 @dataclass
 class SoftTargetTask(_TeachingTask):
-    """Teach the nominal task ``of`` (``num_classes`` classes, hard labels in the column ``source``,
-    default ``of``) the class probabilities of a logistic head fitted on the vectors in
+    """Teach the nominal task ``of`` (``num_classes`` classes, left out in a recipe: ``of``'s; hard
+    labels in the column ``source``, default ``of``) the class probabilities of a logistic head fitted on the vectors in
     ``features`` (default ``teacher``, the column ``data.teacher`` fills).
 
     ``label``: the column the soft targets are written to (default: the task's name), or, with
@@ -104,6 +108,8 @@ class SoftTargetTask(_TeachingTask):
     num_classes: int = 2
     source: str | None = None
     features: str | None = "teacher"
+
+    width_setting: ClassVar[str | None] = "num_classes"  # (left out: the taught head's classes)
     l2: float = 1e-3
     folds: int = 5
 
@@ -260,12 +266,13 @@ class SoftThresholdTask(_TeachingTask):
     with ``s`` the logistic function, ``z`` the taught head's logits and ``q`` softened as
     ``s(logit(q) / T)`` (unchanged at ``T = 1``): the binary cross-entropy of the ordinal loss
     (paper eq. 7, summed over the thresholds) with soft labels in place of "label > r_k".
-    ``width``: ``K-1``. Training only; it scores how far the student's threshold-decoded rank
+    ``width``: ``K-1`` (left out in a recipe: the taught head's). Training only; it scores how far the student's threshold-decoded rank
     (``sum [s(z_k) > 0.5]``) lies from the teacher's (``sum [q_k > 0.5]``), in ranks (years).
     """
 
     width: int = 1
 
+    width_setting: ClassVar[str | None] = "width"  # (left out: the taught head's K-1 outputs)
     kind: ClassVar[str] = "soft_ordinal"
     category: ClassVar[str] = "ordinal"
     subgroup_metric: ClassVar[str] = "mae"
