@@ -507,9 +507,9 @@ def with_head_widths(specs: list[dict[str, Any]]) -> None:
         except Exception:  # noqa: BLE001 - an unknown type: build_task says so
             return None
 
+    kinds = [(spec, kind_of(spec)) for spec in specs]
     heads = {}
-    for spec in specs:
-        cls = kind_of(spec)
+    for spec, cls in kinds:
         if cls is not None and getattr(cls, "width_setting", None) is None:
             try:
                 task = build_task(spec)
@@ -517,11 +517,11 @@ def with_head_widths(specs: list[dict[str, Any]]) -> None:
                 continue
             if task.output_of is None:
                 heads[task.name] = task
-    for spec in specs:
-        cls = kind_of(spec)
+    for spec, cls in kinds:
         key = getattr(cls, "width_setting", None)
-        if key is not None and key not in spec and cls.head_named(spec) in heads:
-            spec[key] = heads[cls.head_named(spec)].output_size
+        head = heads.get(cls.head_named(spec)) if key is not None and key not in spec else None
+        if head is not None:
+            spec[key] = head.output_size
 
 
 def check_shared_heads(tasks: "list[Task]") -> None:

@@ -108,11 +108,10 @@ class SoftTargetTask(_TeachingTask):
     num_classes: int = 2
     source: str | None = None
     features: str | None = "teacher"
-
-    width_setting: ClassVar[str | None] = "num_classes"  # (left out: the taught head's classes)
     l2: float = 1e-3
     folds: int = 5
 
+    width_setting: ClassVar[str | None] = "num_classes"  # (left out: the taught head's classes)
     kind: ClassVar[str] = "soft"
     teaches: ClassVar[str] = "nominal"
 

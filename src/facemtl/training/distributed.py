@@ -178,7 +178,9 @@ def _stoppable() -> Iterator[None]:
 
 def _join(backend: str, rank: int, world: int) -> None:
     """``init_process_group`` from the environment torchrun sets."""
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    from .runfolder import RESTART_ENV
+
+    restart = os.environ.get(RESTART_ENV, "0")
     if restart in ("", "0"):
         dist.init_process_group(backend, rank=rank, world_size=world)
     else:  # torchrun --max-restarts: the restarted workers' keys apart from the stopped ones'
