@@ -131,6 +131,53 @@ def test_torchruns_restart_of_a_run_continues_it_and_anothers_folder_is_left_to_
         assert "already holds a run" in capsys.readouterr().err
 
 
+def test_torchruns_restart_before_last_pt_was_saved_starts_the_run_again(recipe, tmp_path, monkeypatch, capsys):
+    """A kill between best.pt and last.pt in the first epoch left a folder that every restart of
+    torchrun refused as holding a run (a note's "left" item); the same torchrun's restart now
+    starts it again in place, and another torchrun's start is refused as before."""
+    from facemtl.cli import main
+
+    out = tmp_path / "run"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "first-torchrun")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    args = ["train", "--config", str(recipe), "--out", str(out), "--no-progress", "train.epochs=1"]
+    assert main(args) == 0
+    (out / "last.pt").unlink()  # (as a kill after best.pt was written)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "another-torchrun")
+    capsys.readouterr()
+    assert main(args) == 2 and "already holds a run" in capsys.readouterr().err
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "first-torchrun")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert main(args) == 0
+    assert "before its first epoch was saved: starting" in capsys.readouterr().err
+    assert (out / "last.pt").is_file()
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_the_way_on_after_a_stop_says_when_torchrun_restarts_the_run_itself(tmp_path, monkeypatch):
+    """"continue with --resume" misled when torchrun had restarts left and was about to continue
+    the run itself (a note's "left" item), from its beginning when no epoch was saved; with none
+    left, or under the shared id "none", the sentence is as before."""
+    from facemtl.cli import _train_interrupted
+
+    (tmp_path / "last.pt").write_bytes(b"")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "this-torchrun")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "3")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert _train_interrupted(tmp_path) == ("; torchrun starts it again from last.pt by itself (2 restarts of "
+                                            "--max-restarts left); if torchrun itself was stopped, continue with "
+                                            "--resume")
+    for name, value in (("TORCHELASTIC_RESTART_COUNT", "3"), ("TORCHELASTIC_RUN_ID", "none")):
+        monkeypatch.setenv(name, value)
+        assert _train_interrupted(tmp_path) == "; continue with --resume"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "this-torchrun")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    (tmp_path / "last.pt").unlink()
+    assert "from its beginning by itself, as no epoch was saved (3 restarts" in _train_interrupted(tmp_path)
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")
+    assert "nothing to resume" in _train_interrupted(tmp_path)
+
+
 def test_a_worker_killed_under_torchrun_max_restarts_is_restarted_and_the_run_continues(recipe, tmp_path):
     """The whole path by torchrun: a worker killed, torchrun starts both again with the command it
     was given, and the run continues from last.pt (before: refused as a run already there, and,
@@ -153,6 +200,8 @@ def test_a_worker_killed_under_torchrun_max_restarts_is_restarted_and_the_run_co
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 0, said[-3000:]
     assert said.count("torchrun started the run again (restart 1): continuing") == 2  # (each process says it)
+    # the process left standing said that torchrun would continue the run, not "continue with --resume" (a note)
+    assert "torchrun starts it again from last.pt by itself (1 restart of --max-restarts left)" in said, said[-3000:]
     epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     starts = json.loads((out / "run_info.json").read_text())["starts"]
     assert epochs == list(range(1, 41)) and len(starts) == 2 and 1 <= starts[1]["after_epoch"] < 40

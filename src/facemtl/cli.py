@@ -192,8 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _train_interrupted(out: Path) -> str:
     """What to do next after ``train --out out`` was stopped: resume, or start again (the three
     sentences a stopped run can meet, here, at --resume and at a new start, agree)."""
-    from .training.runfolder import holds_run
+    from .training.runfolder import holds_run, restart_sentence
 
+    restart = restart_sentence(out)
+    if restart:
+        return f"; {restart}"
     if (out / "last.pt").is_file():
         return "; continue with --resume"
     if holds_run(out):

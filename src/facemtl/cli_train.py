@@ -41,6 +41,7 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
         check_resumable,
         resume_config,
         torchrun_restarted,
+        torchrun_restarted_unsaved,
     )
 
     overrides = list(overrides)
@@ -48,6 +49,10 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
         print(f"torchrun started the run again (restart {os.environ[RESTART_ENV]}): continuing {out} from its "
               "last.pt", file=sys.stderr, flush=True)
         resume, overwrite = True, False
+    elif not resume and torchrun_restarted_unsaved(out):
+        print(f"torchrun started the run again (restart {os.environ[RESTART_ENV]}) before its first epoch was saved: "
+              f"starting {out} again", file=sys.stderr, flush=True)
+        overwrite = True
     if resume:
         if not (Path(out) / "config.yaml").is_file():
             raise RunFolderError(f"cannot resume: {out} holds no run (no config.yaml)")

@@ -116,6 +116,8 @@ def check_resumable(folder: str | Path) -> None:
 #: What torchrun tells the processes it starts: which start of its workers this is (0 the first;
 #: more with ``--max-restarts``), and its rendezvous id (a fresh one per ``--standalone`` torchrun).
 RESTART_ENV, TORCHRUN_ID_ENV = "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID"
+#: How many restarts torchrun was given (``--max-restarts``; 0 by default).
+MAX_RESTARTS_ENV = "TORCHELASTIC_MAX_RESTARTS"
 
 
 def torchrun_restarted(folder: str | Path) -> bool:
@@ -128,14 +130,27 @@ def torchrun_restarted(folder: str | Path) -> bool:
     refused) is not this run's, and is left to the usual checks. The id must be the launch's own:
     ``--standalone`` draws one; on several machines, ``--rdzv-id`` names it, and torchrun's
     ``none`` (no ``--rdzv-id``) is never taken for a match."""
+    return (Path(folder) / "last.pt").is_file() and _this_torchruns(folder)
+
+
+def torchrun_restarted_unsaved(folder: str | Path) -> bool:
+    """Whether this process is torchrun's restart of the run in ``folder`` (as
+    :func:`torchrun_restarted`) where no ``last.pt`` was saved: the first epoch was cut short
+    after ``best.pt`` was written and before ``last.pt`` was. Nothing can be continued, and the
+    folder's files are this very launch's, so the restart starts the run again in place; before,
+    the folder was refused as holding a run, and every restart failed (a note's "left" item)."""
+    return not (Path(folder) / "last.pt").is_file() and _this_torchruns(folder)
+
+
+def _this_torchruns(folder: str | Path) -> bool:
+    """A restart (:data:`RESTART_ENV` over 0) of the torchrun whose id the last start in
+    ``folder``'s ``run_info.json`` records (never torchrun's shared ``none``)."""
     try:
         if int(os.environ.get(RESTART_ENV) or 0) < 1:
             return False
     except ValueError:
         return False
     folder = Path(folder)
-    if not (folder / "last.pt").is_file():
-        return False
     import json
 
     try:
@@ -146,6 +161,34 @@ def torchrun_restarted(folder: str | Path) -> bool:
     # "none": torchrun's id when none is given (--rdzv-id), the same for every launch: no sign of this one (a review)
     return own not in ("", "none") and bool(starts) and isinstance(starts[-1], dict) \
         and starts[-1].get("torchrun_id") == own
+
+
+def torchrun_restarts_left() -> int:
+    """How many more times torchrun (``--max-restarts``) will start this run's processes again by
+    itself after a failure, 0 outside torchrun. A restart continues the run only when torchrun has
+    an id of its own for this launch (:func:`torchrun_restarted`), so under the shared ``none``
+    (several machines, no ``--rdzv-id``) none is counted. A stop of torchrun itself (Ctrl-C at its
+    terminal) restarts nothing, whatever this says."""
+    try:
+        left = int(os.environ.get(MAX_RESTARTS_ENV) or 0) - int(os.environ.get(RESTART_ENV) or 0)
+    except ValueError:
+        return 0
+    return max(left, 0) if os.environ.get(TORCHRUN_ID_ENV, "") not in ("", "none") else 0
+
+
+def restart_sentence(folder: str | Path) -> str | None:
+    """The way on when torchrun will start the run in ``folder`` again by itself (restarts left):
+    from ``last.pt``, or from its beginning when no epoch was saved; else ``None``. "continue with
+    --resume" misled there, as torchrun was about to continue it (a note's "left" item)."""
+    left = torchrun_restarts_left()
+    if not left:
+        return None
+    plural = "s" if left > 1 else ""
+    if (Path(folder) / "last.pt").is_file():
+        return (f"torchrun starts it again from last.pt by itself ({left} restart{plural} of --max-restarts left); "
+                "if torchrun itself was stopped, continue with --resume")
+    return (f"torchrun starts it again from its beginning by itself, as no epoch was saved ({left} restart{plural} of "
+            "--max-restarts left); if torchrun itself was stopped, start it again (the same --out)")
 
 
 #: The environment variable that, set to 1, lets ``--resume`` continue a run on another number of

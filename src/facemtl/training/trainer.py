@@ -45,7 +45,14 @@ from .callbacks import Callback, EarlyFreeze, EarlyStopping, JsonlLogger, Progre
 from .checkpointing import Checkpointing
 from .evaluation import merge_predictions, predict_set, score_predictions
 from .optim import build_optimizer, build_scheduler
-from .runfolder import TORCHRUN_ID_ENV, WORLD_SIZE_ENV, check_fresh, check_resumable, check_world_size
+from .runfolder import (
+    TORCHRUN_ID_ENV,
+    WORLD_SIZE_ENV,
+    check_fresh,
+    check_resumable,
+    check_world_size,
+    restart_sentence,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -222,6 +229,9 @@ class Trainer(Checkpointing):
 
     def _next_step(self) -> str:
         """What to do after another process of the run stopped (the end of that sentence)."""
+        restart = restart_sentence(self.out)
+        if restart:
+            return restart
         if (self.out / "last.pt").is_file():
             local = int(os.environ.get("LOCAL_WORLD_SIZE") or self.dist.world)
             same = "--nproc_per_node" if local == self.dist.world else "--nnodes and --nproc_per_node"
