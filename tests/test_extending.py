@@ -100,6 +100,8 @@ def test_a_plugin_that_fails_to_import_is_named_in_one_sentence_every_time(tmp_p
     r = _run(tmp_path, ["analyze", str(PHOTO), "--detector", "nosuch"], {"FACEMTL_PLUGINS": "broken"}, cli=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "plugin 'broken' (from FACEMTL_PLUGINS) could not be loaded: RuntimeError: needs a licence key" in r.stderr
+    # said once: the error below the warning refers to it (it repeated the whole sentence; a note's "left" item)
+    assert r.stderr.count("needs a licence key") == 1 and "could not be loaded (said above)" in r.stderr, r.stderr
     # the plugins after it still load; a model of a missing type names the failed plugin, every time, not "damaged"
     code = READ_INFO.replace("print(info.build_tasks()[0].kind)", "print(info.build_tasks()[0].kind)\n"
                              "from facemtl.model import BACKBONES\n"
@@ -288,6 +290,7 @@ def test_a_plugins_source_for_a_builtin_scheme_is_asked_first(tmp_path):
     r = _run(tmp_path, ["stream", "foo://x"], {"FACEMTL_PLUGINS": "broken"}, cli=True)
     assert r.returncode == 2 and "foo://x: unknown kind of URL" in r.stderr and "refused it" not in r.stderr
     assert "plugin 'broken' (from FACEMTL_PLUGINS) could not be loaded: RuntimeError: needs a licence key" in r.stderr
+    assert r.stderr.count("needs a licence key") == 1 and "could not be loaded (said above)" in r.stderr, r.stderr
 
 
 def test_every_registry_has_its_entry_point_group():

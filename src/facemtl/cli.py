@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from . import cli_analyze, cli_export, cli_fusion, cli_plugins, cli_serve, cli_stream, cli_train
 from .cli_analyze import analyze  # noqa: F401  (facemtl.cli.analyze, as before)
 from .cli_args import ClosedOutput as _ClosedOutput
+from .cli_args import Parser
 from .cli_args import stderr_line as _stderr_line
 from .cli_export import benchmark, export  # noqa: F401  (facemtl.cli.export, ..., as before)
 from .cli_fusion import fusion  # noqa: F401  (facemtl.cli.fusion, as before)
@@ -25,6 +26,7 @@ from .cli_stream import reconnections as _reconnections  # noqa: F401  (tests an
 from .cli_stream import stream  # noqa: F401  (facemtl.cli.stream, as before)
 from .cli_train import EPILOG, evaluate, experiment, report, shards, train  # noqa: F401  (as before)
 from .clilog import log_to_stderr
+from .plugins import said_above
 from .registry import NameNotFound
 from .system import loader_killed
 
@@ -91,8 +93,8 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="facemtl", description="Multi-task face attribute estimation.",
-                                     epilog="'facemtl COMMAND --help' describes a command's options.")
+    parser = Parser(prog="facemtl", description="Multi-task face attribute estimation.",
+                    epilog="'facemtl COMMAND --help' describes a command's options.")
     parser.add_argument("--version", action="version", version=f"facemtl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():
@@ -170,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if killed:  # (a stop signal that reached them first is a stop: abort_on_signals)
             said = command.interrupted(args) if callable(command.interrupted) else command.interrupted
             msg = killed + said
-        _stderr_line(f"facemtl: error: {msg}")
+        _stderr_line(f"facemtl: error: {said_above(msg)}")
         return getattr(exc, "exit_status", 2)  # (1: a database server that did not answer)
     except OSError as exc:  # the machine refused a read or write (disk full, read-only, permissions): say which
         what = exc.strerror or str(exc) or type(exc).__name__

@@ -107,6 +107,16 @@ def db_flags(p: argparse.ArgumentParser) -> None:
                    help="with --db: store a small crop of each face (personal data: off by default)")
 
 
+class Parser(argparse.ArgumentParser):
+    """facemtl's argument parser: an option's error names a failed plugin once (its warning said
+    why, a line above: :func:`facemtl.plugins.said_above`)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from .plugins import said_above
+
+        super().error(said_above(message))
+
+
 def stderr_line(line: str) -> None:
     """``line`` and its newline in one write: under torchrun every process says its last
     sentence at once on one stderr, and ``print``'s two writes (text, then newline) interleaved

@@ -54,6 +54,7 @@ GROUPS = {"task type": "facemtl.task_types", "backbone": "facemtl.backbones",
 _lock = threading.RLock()  # (re-entrant: a plugin's import may look a name up)
 _done = False
 _failed: dict[str, str] = {}  # module -> why it could not be imported
+_short: dict[str, str] = {}  # module -> its sentence without the reason, once the warning has said it
 _entry_points: Any = None  # every installed package's entry points, read once
 
 
@@ -76,17 +77,29 @@ def load_plugins() -> bool:
             try:
                 importlib.import_module(module)
             except Exception as exc:  # anything a plugin's import raises: named, never a traceback
-                _failed[module] = (f"plugin {module!r} (from {declared}) could not be loaded: "
-                                   f"{type(exc).__name__}: {exc}")
+                short = f"plugin {module!r} (from {declared}) could not be loaded"
+                _failed[module] = f"{short}: {type(exc).__name__}: {exc}"
                 # said now too: what it registered before failing works, and a run using only that
                 # would otherwise never hear of the failure (a user test)
                 logging.getLogger(__name__).warning(_failed[module])
+                _short[module] = short
         return bool(wanted)
 
 
 def failures() -> list[str]:
     """One sentence per declared plugin that failed to import (empty when all loaded)."""
     return list(_failed.values())
+
+
+def said_above(message: str) -> str:
+    """``message`` with each failed plugin's sentence, which its warning has said already, cut to
+    "plugin 'x' (from ...) could not be loaded (said above)": the command line's last error, a
+    name that the failed plugin may have provided, repeated the whole warning a line below it
+    (a note's "left" item). An error in Python keeps the whole sentence (a caller catching it
+    may never see the log)."""
+    for module, short in _short.items():
+        message = message.replace(_failed[module], f"{short} (said above)")
+    return message
 
 
 def failed_modules() -> dict[str, str]:
