@@ -25,7 +25,7 @@ from .migrate import current_revision, head_revision, newer_schema, upgrade
 from .models import Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track
 from .retention import erase, purge
 from .rows import tasks_from_specs
-from .sessions import beats_on_time
+from .sessions import beats_on_time, last_heard
 from .stats import count_groups
 from .writer import SessionWriter
 
@@ -286,7 +286,7 @@ class Store:
         out = []
         for r in rows:
             own = sources.get(r.id, [])
-            heard = max(x for x in [r.started, last_face.get(r.id), *(s.last_seen for s in own)] if x is not None)
+            heard = last_heard(r.started, last_face.get(r.id), *(s.last_seen for s in own))
             beating = any(s.state == "running" and beats_on_time(s.last_seen, s.heartbeat or 2.0, now) for s in own)
             state = "ended" if r.ended is not None else "running" if beating else \
                 "gone" if now - heard >= GONE_AFTER else "silent"
@@ -306,7 +306,7 @@ class Store:
         or its process runs on this machine (stop the writer, which ends its session). A session
         ended already is said so (``already_ended``), changing nothing. Should its writer come
         back all the same, it goes on in a new session (:meth:`SessionWriter._own_session`)."""
-        from .sessions import _alive, end_session
+        from .sessions import _alive, end_session, last_face_time
 
         if (session is None) == (source is None):
             raise ValueError("say which session to end: --session ID or --source NAME")
@@ -327,8 +327,8 @@ class Store:
             beats = sa.select(sa.func.max(Source.last_seen)).where(Source.session_id == session)
             if conn.dialect.name == "postgresql":  # (a beat landing meanwhile waits for this transaction)
                 conn.execute(sa.select(Source.id).where(Source.session_id == session).with_for_update())
-            last_face = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == session)).scalar()
-            latest = max(x for x in (row.started, conn.execute(beats).scalar(), last_face) if x is not None)
+            last_face = last_face_time(conn, session)
+            latest = last_heard(row.started, conn.execute(beats).scalar(), last_face)
             if row.host == socket.gethostname() and _alive(row.pid):
                 raise ValueError(f"session {session} is alive: its writer, process {row.pid}, runs on this machine; "
                                  "stop it, which ends its session")
@@ -336,7 +336,7 @@ class Store:
                 raise ValueError(f"session {session} may be alive: its writer was last heard of {now - latest:.0f} s "
                                  f"ago; this ends a session whose writer is gone, silent {GONE_AFTER:.0f} s or more "
                                  "(a running writer: stop it, which ends its session)")
-            return {"session": session, **end_session(conn, session, row.started)}
+            return {"session": session, **end_session(conn, session, row.started, last_face)}
 
     def source_id(self, source: str) -> int:
         """The id of the source named ``source``; a ``ValueError`` naming those there are if none is."""

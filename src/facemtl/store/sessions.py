@@ -23,6 +23,13 @@ def beats_on_time(last_seen: float | None, heartbeat: float, now: float) -> bool
     return last_seen is not None and now - last_seen <= MISSED_BEATS * heartbeat
 
 
+def last_heard(started: float, *times: float | None) -> float:
+    """When a session's writer was last heard of (seconds since the epoch): the latest of its
+    start and ``times`` (its sources' beats, its last face), those unknown left out. ``facemtl db
+    sessions`` shows it and ``db end`` judges a writer gone by it (:data:`GONE_AFTER`)."""
+    return max(t for t in (started, *times) if t is not None)
+
+
 def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbeat: float) -> None:
     """End the sessions of writers on this machine that were killed (``kill -9``, a power
     cut) before :meth:`SessionWriter.close`. Each gets ``ended`` (its last face's time, or its
@@ -52,11 +59,16 @@ def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbe
         log.warning("session %d (process %s on this machine) ended without closing: it is closed now", sid, pid)
 
 
-def end_session(conn: sa.Connection, sid: int, started: float) -> dict[str, int]:
-    """End session ``sid`` whose writer is gone: ``ended`` its last face's time (or its start), its
-    open tracks answered (:func:`_answer_open_tracks`) and closed, its running sources ``stopped``.
-    Returns how many tracks and sources it closed."""
-    last = conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
+def last_face_time(conn: sa.Connection, sid: int) -> float | None:
+    """The time of session ``sid``'s last stored face, ``None`` when it stored none."""
+    return conn.execute(sa.select(sa.func.max(Face.time)).where(Face.session_id == sid)).scalar()
+
+
+def end_session(conn: sa.Connection, sid: int, started: float, last: float | None = None) -> dict[str, int]:
+    """End session ``sid`` whose writer is gone: ``ended`` its last face's time (``last``, read
+    when not given) or its start, its open tracks answered (:func:`_answer_open_tracks`) and
+    closed, its running sources ``stopped``. Returns how many tracks and sources it closed."""
+    last = last if last is not None else last_face_time(conn, sid)
     conn.execute(sa.update(Session).where(Session.id == sid).values(ended=max(last or started, started)))
     _answer_open_tracks(conn, sid)
     tracks = conn.execute(sa.update(Track).where(Track.session_id == sid, Track.closed.is_(False))
