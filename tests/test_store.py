@@ -293,6 +293,7 @@ def test_store_refuses_a_missing_database_clearly(tmp_path):
         assert "secret" not in str(exc)  # the password is never printed
     assert database_url("results.db") == "sqlite:///results.db"
     assert database_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+    assert database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"  # libpq's other spelling (a user test)
 
 
 # -- retention and export -------------------------------------------------------------------------------
@@ -668,6 +669,10 @@ def test_db_delete_erases_one_track_a_source_or_a_span_and_nothing_else(db_url, 
     assert_consistent(db_url)
     assert main(["db", "delete", "--db", db_url]) == 2
     assert "say what to delete" in capsys.readouterr().err
+    # a span reversed matched nothing and read as done (a user test): refused, as db export and the API refuse it
+    assert main(["db", "delete", "--db", db_url, "--source", "cam2", "--since", "2027-01-02", "--until",
+                 "2027-01-01"]) == 2
+    assert "--since is after --until" in capsys.readouterr().err
     assert main(["db", "delete", "--db", db_url, "--source", "nope"]) == 2
     assert "no source is named 'nope'; the sources are:" in capsys.readouterr().err
 

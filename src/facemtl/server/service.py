@@ -346,7 +346,7 @@ class Service:
         """One stored face or track (``kind``: ``faces`` or ``tracks``); 404 when there is none."""
         rec = self._need_store().one(kind, ident)
         if rec is None:
-            raise ServiceError(404, f"no {kind[:-1]} {ident}: it was never stored, or retention deleted it")
+            raise ServiceError(404, f"no {kind[:-1]} {ident}: it was never stored, or was deleted (by retention or facemtl db delete)")
         return rec
 
     @_read

@@ -34,6 +34,8 @@ def database_url(value: str | os.PathLike | None = None) -> str:
     except Exception:
         raise ValueError(f"{value!r} is not a database URL (try sqlite:///results.db or "
                          "postgresql://host/db)") from None
+    if url.drivername == "postgres":  # libpq's and psql's other spelling, which SQLAlchemy dropped (a user test)
+        url = url.set(drivername="postgresql")
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValueError(f"facemtl stores results in SQLite or PostgreSQL, not {url.get_backend_name()!r}")
     if url.drivername == "postgresql":

@@ -101,6 +101,8 @@ def erase(engine: Engine, source_id: int | None = None, session: int | None = No
     if not any(given):
         raise ValueError("say what to delete: --source, --session, --track, --face, --since or --until "
                          "(everything older than some days: facemtl db purge)")
+    if since is not None and until is not None and since > until:  # matched nothing and read "done" (a user test)
+        raise ValueError("--since is after --until: that span holds no time, so nothing would be deleted")
     where = []
     if source_id is not None:
         where.append(Face.source_id == source_id)
