@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import socket
 from types import SimpleNamespace
 
@@ -210,6 +211,29 @@ def test_a_stream_of_several_sources_is_refused_for_any_of_them(db_url):
         with pytest.raises(SourceKindError, match="^the source 'conc' belongs to the server's uploads"):
             DbSink(store=store, kind="stream", model_info=INFO, sources=["door", "conc"])
         assert counts(store) == before and {s["name"] for s in store.sources()} == {"conc"}
+
+
+def test_a_source_another_live_stream_writes_is_refused_and_taken_over_once_it_stopped(db_url):
+    """Two streams under one name took the source from each other without a word, and a purge then
+    deleted the first one's open tracks under it (a user test): the second is refused while the
+    first beats, before anything is written, and takes the source over once the first stopped."""
+    from facemtl.store import SourceBusyError
+
+    first = DbSink(db_url, source="cam9", kind="stream", model_info=INFO)
+    for r in frames(4, "cam9"):
+        first.write(r)
+    first.flush()
+    with Store(db_url) as store:
+        before = counts(store)
+        with pytest.raises(SourceBusyError, match=r"^the source 'cam9' is being written by another stream now "
+                                                  rf"\(session {first.session_id}, process {os.getpid()} on "):
+            DbSink(store=store, kind="stream", model_info=INFO, sources=["door", "cam9"])
+        assert counts(store) == before  # not even a session
+        assert [(s["name"], s["session"]) for s in store.sources()] == [("cam9", first.session_id)]
+    first.close()
+    second = DbSink(db_url, source="cam9", kind="stream", model_info=INFO)
+    assert second.session_id != first.session_id
+    second.close()
 
 
 def test_the_same_kind_takes_its_source_over(db_url):

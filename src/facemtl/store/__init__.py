@@ -12,7 +12,7 @@ from .engine import DEFAULT_URL, ENV_URL, database_url
 from .migrate import current_revision, head_revision, upgrade
 from .queries import AnswerFilter, Query
 from .repository import SchemaError, Store, StoreError
-from .writer import SessionWriter, SourceKindError
+from .writer import SessionWriter, SourceBusyError, SourceKindError
 
-__all__ = ["Store", "StoreError", "SchemaError", "SourceKindError", "Query", "AnswerFilter", "SessionWriter",
+__all__ = ["Store", "StoreError", "SchemaError", "SourceKindError", "SourceBusyError", "Query", "AnswerFilter", "SessionWriter",
            "database_url", "DEFAULT_URL", "ENV_URL", "upgrade", "current_revision", "head_revision"]

@@ -52,7 +52,7 @@ from ..inference.results import NO_FACE, FaceResult, ImageResult, TrackResult
 from .engine import StoreError, data_error
 from .models import Answer, Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for
-from .sessions import end_dead_sessions
+from .sessions import MISSED_BEATS, beats_on_time, end_dead_sessions
 
 log = logging.getLogger("facemtl.store")
 
@@ -82,6 +82,10 @@ class SourceKindError(StoreError):
         super().__init__(f"the source {name!r} belongs to {owner} (kind {kind}), not to "
                          f"{_OWNERS.get(writer_kind, f'a {writer_kind} run')}; "
                          f"{_RENAME.get(writer_kind, 'give it another name')}")
+
+
+class SourceBusyError(StoreError):
+    """A stream was to write a source that another live stream writes now (see :class:`SessionWriter`)."""
 
 
 def clean_text(value: str | None, length: int | None) -> str | None:
@@ -207,6 +211,8 @@ class SessionWriter:
         with engine.begin() as conn:
             self._check_kinds(conn, list(names))
             end_dead_sessions(conn, list(names), self.clock(), self.heartbeat)
+            if kind == "stream":
+                self._check_free(conn, list(names), self.clock())
             self.session_id = self._new_session(conn, self._started)
             if announce:
                 self._source_id(conn, self.source)
@@ -229,6 +235,27 @@ class SessionWriter:
         self._tracks = {}
         log.warning("session %d was ended (facemtl db end) while its writer still ran: its results go on in "
                     "session %d", old, self.session_id)
+
+    def _check_free(self, conn: sa.Connection, names: list[str], now: float) -> None:
+        """:class:`SourceBusyError` for the first of ``names`` that another stream writes now (its
+        session open, its beat on time). Two streams under one name (a sources file copied, a
+        camera started twice) took the source from each other without a word: it read stopped
+        while its first stream still wrote, and a purge deleted that stream's open tracks under
+        it, whose later faces the database then refused (a user test). A stream stopped, or killed
+        (:func:`end_dead_sessions`, or silent for three heartbeats elsewhere), is taken over as
+        before. (Analyze runs share their ``analyze@host`` source and are not refused; two streams
+        started in the same instant may both pass.)"""
+        rows = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat, Session.id, Session.pid,
+                                      Session.host).join(Session, Session.id == Source.session_id).where(
+            Source.name.in_(names), Source.state == "running", Session.ended.is_(None))).all()
+        for r in rows:
+            if beats_on_time(r.last_seen, r.heartbeat or self.heartbeat, now):
+                wait = MISSED_BEATS * (r.heartbeat or self.heartbeat)
+                raise SourceBusyError(
+                    f"the source {r.name!r} is being written by another stream now (session {r.id}, process {r.pid} "
+                    f"on {r.host}, heard {max(now - r.last_seen, 0):.0f} s ago): give this one another name "
+                    f"(NAME=SOURCE), or stop that stream first (one killed just now is taken over {wait:.0f} s after "
+                    "its last beat)")
 
     def _check_kinds(self, conn: sa.Connection, names: list[str]) -> None:
         """:class:`SourceKindError` for the first of ``names`` that a writer of another kind created."""
