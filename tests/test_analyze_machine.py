@@ -201,6 +201,80 @@ def test_skip_stored_goes_on_after_a_stopped_run_without_storing_faces_twice(cro
         capsys.readouterr().err
 
 
+def test_skip_stored_adds_to_the_output_files_of_the_stopped_run(crops, tmp_path, capsys):
+    """A user test: going on after a stopped run as its last line says (the same command with
+    --skip-stored) replaced the --output files, and the first run's results were only in the
+    database. They are added to now: every file once in each, one CSV header; a CSV of other
+    columns is not continued (that output stops, the others go on)."""
+    import csv
+
+    db, jl, cs = tmp_path / "r.db", tmp_path / "r.jsonl", tmp_path / "r.csv"
+    first = sorted(crops.iterdir())[:30]
+    outs = ["--output", f"jsonl:{jl}", "--output", f"csv:{cs}", "--db", str(db), "--no-progress", "--aligned"]
+    assert main(["analyze", *map(str, first), *outs]) == 0
+    with cs.open("a") as f:
+        f.write("c999.jpg,1,2")  # (a row cut off by a kill: ended before the next run's first row)
+    assert main(["analyze", str(crops), *outs, "--skip-stored"]) == 0
+    files = [json.loads(line)["file"] for line in jl.read_text().splitlines()]
+    assert sorted(files) == sorted(map(str, crops.iterdir()))  # 70, each once
+    rows = list(csv.DictReader(cs.open(newline="")))
+    assert [r["file"] for r in rows if r["file"] != "c999.jpg"] == files and len(rows) == 71
+    capsys.readouterr()
+    cs.write_text("file,something,else\r\nx.jpg,1,2\r\n")
+    jl.write_text("")
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "new.jpg").write_bytes(first[0].read_bytes())
+    assert main(["analyze", str(tmp_path / "more"), *outs, "--skip-stored"]) == 1
+    assert "holds rows under other columns than this run's" in capsys.readouterr().err
+    assert cs.read_bytes() == b"file,something,else\r\nx.jpg,1,2\r\n" and len(jl.read_text().splitlines()) == 1
+
+
+def test_a_stop_before_the_first_result_leaves_earlier_output_files_as_they_were(crops, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A user test: SIGTERM before the first image was answered emptied the --output files of an
+    earlier run ("0 of 250 images answered"); a run that ends with no result still writes them."""
+    import os
+    import signal
+
+    from facemtl.inference.analyzer import FaceAnalyzer
+
+    jl, cs = tmp_path / "keep.jsonl", tmp_path / "keep.csv"
+    jl.write_text('{"file": "earlier.jpg"}\n')
+    cs.write_text("file\r\nearlier.jpg\r\n")
+
+    def stopped(self, files, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)  # (stop_on_signals takes it: the loop reads no file)
+        return iter(())
+
+    monkeypatch.setattr(FaceAnalyzer, "analyze_files", stopped)
+    outs = ["--output", f"jsonl:{jl}", "--output", f"csv:{cs}", "--no-progress", "--aligned"]
+    assert main(["analyze", str(crops), *outs]) == 143
+    assert "stopped by SIGTERM: 0 of 70 images answered" in capsys.readouterr().err
+    assert jl.read_text() == '{"file": "earlier.jpg"}\n' and cs.read_bytes() == b"file\r\nearlier.jpg\r\n"
+    monkeypatch.setattr(FaceAnalyzer, "analyze_files", lambda self, files, **kw: iter(()))
+    assert main(["analyze", str(crops), *outs]) == 1  # (ended, having read nothing: the files are this run's)
+    assert jl.read_text() == "" and cs.read_text() == ""
+
+
+def test_an_output_file_takes_names_that_are_not_utf8(crops, tmp_path):
+    """A user test: a file name with an undecodable byte stopped --output csv:FILE (strict UTF-8)
+    and every later file's row was lost; it is written as --csv writes it, \\udcff."""
+    import csv
+    import os
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    crop = next(crops.iterdir()).read_bytes()
+    for name in (b"a.jpg", b"b\xff.jpg", b"c.jpg"):
+        (odd / os.fsdecode(name)).write_bytes(crop)
+    cs, jl = tmp_path / "o.csv", tmp_path / "o.jsonl"
+    assert main(["analyze", str(odd), "--aligned", "--no-progress", "--output", f"csv:{cs}", "--output",
+                 f"jsonl:{jl}"]) == 0
+    names = [os.path.basename(r["file"]) for r in csv.DictReader(cs.open(newline="", encoding="utf-8"))]
+    assert names == ["a.jpg", "b\\udcff.jpg", "c.jpg"]
+    assert len(jl.read_text().splitlines()) == 3
+
+
 def test_a_full_disk_never_cuts_what_a_file_opened_for_appending_held(tmp_path, monkeypatch):
     """A review: `analyze --json >> results.jsonl` (O_APPEND: offset 0 before the first write) with
     the disk filling in the first record cut the file back to 0 bytes, every earlier result gone."""

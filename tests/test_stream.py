@@ -572,3 +572,25 @@ def test_an_output_that_fails_is_said_once_and_the_stream_goes_on(video):
     assert sink.n == 6
     with VideoAnalyzer(predictor=load_predictor(device="cpu"), fusion=True, workers=1) as va:
         assert isinstance(va.predictor, FusedPredictor)
+
+
+def test_a_stream_stopped_before_its_first_frame_leaves_earlier_output_files_as_they_were(video, tmp_path,
+                                                                                        monkeypatch):
+    """A user test (of analyze, whose --output files these are too): a stop before the first
+    result emptied the files an earlier run had written."""
+    import os
+    import signal
+
+    from facemtl.video import command
+
+    jl, cs = tmp_path / "keep.jsonl", tmp_path / "keep.csv"
+    jl.write_text('{"frame": 1}\n')
+    cs.write_text("frame\n1\n")
+
+    def stopped_at_once(stream, *a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)  # (stop_on_signals takes it and stops the stream)
+
+    monkeypatch.setattr(command, "_pump", stopped_at_once)
+    rc, out, err = _run(["stream", str(video), *FAST, "--output", f"jsonl:{jl}", "--output", f"csv:{cs}"])
+    assert rc == 143 and "stopped by SIGTERM: 0 frames" in err, err
+    assert jl.read_text() == '{"frame": 1}\n' and cs.read_text() == "frame\n1\n"

@@ -124,6 +124,9 @@ def analyze(
             try:  # (on any failure before the loop, the database's session is ended, as at any other stop)
                 for spec in outputs:
                     extra.append(build_output(spec, analyzer.tasks))
+                if skip_stored:  # going on after a stopped run: its --output files are added to, not replaced
+                    for sink in extra:
+                        getattr(sink, "continue_file", lambda: None)()
                 extra += sinks
                 if skip_stored and stored is not None:
                     absolute = [os.path.abspath(f) for f in files]
@@ -153,6 +156,7 @@ def analyze(
 
                 bar = tqdm(total=len(files), unit="image", file=sys.stderr)
             readable = done = odd = written = 0
+            completed = False
             try:
                 for res in analyzer.analyze_files(todo, aligned=aligned):
                     done += 1
@@ -176,6 +180,7 @@ def analyze(
                     written += 1
                     if bar is not None:
                         bar.update(1)
+                completed = not received
             except Exception as exc:  # the run cannot go on: say what was kept before saying why
                 kept = f"{written} of {len(files)} images answered and written before it stopped, the rest not read"
                 if out_of_memory(exc):
@@ -195,8 +200,11 @@ def analyze(
                     if stored is not None:
                         stored.close()
                     for sink in extra:
-                        try:
-                            sink.close()
+                        try:  # stopped before a first result: an --output file of an earlier run is left as it
+                            if written or completed:  # was, not emptied (a user test)
+                                sink.close()
+                            else:
+                                sink.abandon()
                         except (OSError, RuntimeError) as exc:  # (RuntimeError: a results database's last batch)
                             lost += 1
                             _stderr_line(f"facemtl: error: {getattr(exc, 'strerror', None) or exc}")
@@ -205,7 +213,8 @@ def analyze(
     if received:
         what = (f"all {done} images" if done == len(files) else f"{done} of {len(files)} images") + \
             " answered and written" + ("" if done == len(files) else ", the rest not read")
-        again = " (to go on later without storing faces twice: the same command with --skip-stored)" \
+        again = " (to go on later without storing faces twice: the same command with --skip-stored" + \
+            (", which adds to its --output files)" if outputs else ")") \
             if db and done < len(files) and not skip_stored else ""
         print(f"facemtl: stopped by {signal.Signals(received[0]).name}: {what}{again}", file=sys.stderr)
         return SIGNAL_STATUS[received[0]]
@@ -292,7 +301,7 @@ def analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-stored", action="store_true",
                    help="with --db: leave out the files an earlier 'analyze' stored faces of, or found no face "
                         "in, in that database, to go on after a stopped run without storing them twice (files "
-                        "that could not be read are tried again)")
+                        "that could not be read are tried again); its --output files are added to, not replaced")
 
 
 

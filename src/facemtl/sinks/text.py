@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import logging
@@ -148,8 +149,13 @@ class JsonLinesSink(Sink):
 class _OutputFile:
     """A file ``--output NAME:FILE`` names: its target checked before the model loads
     (:meth:`check_target`), opened (an earlier file of that name replaced) at the first result or
-    at close, so a run abandoned before it began (another --output refused) leaves that file as
-    it was (a review). ``kind``: the sink's name, for its messages."""
+    at close, so a run abandoned before it began (another --output refused, a stop before the
+    first result) leaves that file as it was (a review, a user test). After :meth:`continue_file`
+    it is added to instead (``analyze --skip-stored``). ``kind``: the sink's name, for its messages.
+
+    A file name that is no valid UTF-8 (Python's ``\\udcXX`` for each undecodable byte) is written
+    as ``--csv`` writes it on standard output, ``\\udcff``: the strict encoder stopped the whole
+    output at the first such name, losing every later file's rows (a user test)."""
 
     kind = ""
     newline: str | None = None
@@ -158,11 +164,30 @@ class _OutputFile:
         self.check_target(target)
         self.path = target
         self.file: TextIO | None = None
+        self.append = False
+
+    def continue_file(self) -> None:
+        """Add to the file, where it is there, instead of replacing it: a run going on after a
+        stopped one (``analyze --skip-stored``) replaced the stopped run's results with its own,
+        and only the database kept them all (a user test)."""
+        self.append = True
 
     def _open(self) -> TextIO:
         if self.file is None:
-            self.file = open(self.path, "w", encoding="utf-8", newline=self.newline)
+            go_on = self.append and os.path.isfile(self.path) and os.path.getsize(self.path) > 0
+            self.file = open(self.path, "a" if go_on else "w", encoding="utf-8", errors="backslashreplace",
+                             newline=self.newline)
+            if go_on:
+                self._went_on()
         return self.file
+
+    def _went_on(self) -> None:
+        """Opened to add to an earlier file: a record cut off mid-line (a kill) is ended first."""
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) not in (b"\n", b"")
+        if cut and self.file is not None:
+            write_whole(self.file, "\n")
 
     @classmethod
     def check_target(cls, target: str) -> None:
@@ -214,13 +239,22 @@ class _CsvRows:
     failure half-way through it, with one warning naming it. ``unwritten``: fields of the rows
     deliberately not written (no warning)."""
 
-    def __init__(self, out: TextIO, columns: list[str], unwritten: Iterable[str] = ()) -> None:
+    def __init__(self, out: TextIO, columns: list[str], unwritten: Iterable[str] = (), header: bool = True) -> None:
         self.out = out
         self.text = io.StringIO()  # an image's rows are written whole (write_whole)
         self.writer = csv.DictWriter(self.text, fieldnames=columns, extrasaction="ignore")
-        self.writer.writeheader()
-        self._send()
+        if header:  # (not under the rows of a file this continues: CsvFile)
+            self.writer.writeheader()
+            self._send()
         self.known = set(columns) | set(unwritten)
+
+    def header(self) -> str:
+        """The header line these rows go under, as the csv module writes it."""
+        self.writer.writeheader()
+        line = self.text.getvalue()
+        self.text.seek(0)
+        self.text.truncate()
+        return line
 
     def _send(self) -> None:
         text = self.text.getvalue()
@@ -274,6 +308,14 @@ class CsvFile(_OutputFile, Sink):
     kind = "csv"
     newline = ""  # (the csv module writes its own line ends)
 
+    def _earlier_header(self) -> str | None:
+        """The header line of the file this run adds to (:meth:`continue_file`), ``None`` when it
+        starts a file."""
+        if not self.append or not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
+            return None
+        with open(self.path, encoding="utf-8", errors="backslashreplace", newline="") as f:
+            return f.readline()
+
     def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
         super().__init__(target)
         self.tasks = list(tasks)
@@ -285,5 +327,10 @@ class CsvFile(_OutputFile, Sink):
             self.video = getattr(result, "frame", None) is not None
             several = getattr(result, "source", None) is not None  # (a stream labels frames when it reads several)
             columns = video_csv_columns(self.tasks, several) if self.video else csv_columns(self.tasks)
-            self.rows = _CsvRows(self._open(), columns, unwritten=["source"])  # (one source: no column, as --csv)
+            earlier = self._earlier_header()
+            out = self._open()
+            self.rows = _CsvRows(out, columns, unwritten=["source"], header=earlier is None)  # (one source: no
+            if earlier is not None and earlier != self.rows.header():                        # column, as --csv)
+                raise OSError(errno.EINVAL, f"{self.path} holds rows under other columns than this run's (another "
+                                            "model or kind of input), so they cannot be continued; name another file")
         self.rows.write(video_csv_rows(result) if self.video else csv_rows(result))

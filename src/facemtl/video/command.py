@@ -151,12 +151,20 @@ def run_stream(sources: Sequence[str], as_json: bool = False, as_csv: bool = Fal
             stream.on_idle = lambda: [s.heartbeat() for s in beating if s not in failed]
         bar = ProgressLine(stream.stats) if (progress if progress is not None else sys.stderr.isatty()) else None
         with stop_on_signals(lambda signum: stream.stop(signal.Signals(signum).name)) as received:
+            ended = False
             try:
                 _pump(stream, outputs, bar, failed)
+                ended = not received
             finally:
+                # stopped (or failed) before a first frame: an --output file of an earlier run is left as it
+                # was, not emptied (a user test of analyze, whose outputs these are too)
+                early = stream.stats.frames == 0 and (not ended or bool(stream.errors))  # (a camera never read)
                 for sink in outputs:
                     try:
-                        sink.close()
+                        if early and sink in named:
+                            sink.abandon()
+                        else:
+                            sink.close()
                     except (OSError, RuntimeError) as exc:  # RuntimeError: the database would not take the last batch
                         if sink not in failed:  # a failed output was reported once, when it failed
                             failed.append(sink)
