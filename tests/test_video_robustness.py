@@ -260,6 +260,57 @@ def test_live_times_come_from_timestamps_with_an_offset_after_a_reconnection():
     assert round(c.time(9000.0, 1006.1), 4) == 6.1  # a jump far ahead of the clock: starts over, at the clock
 
 
+def test_live_timestamps_that_stop_advancing_give_way_to_arrival_times_with_one_warning():
+    """A user test: a camera whose timestamps stayed at 0 had 129 frames over 9.7 s stored 1 ms
+    apart, at the stream's start, without a word."""
+    from facemtl.video.ffmpeg import LIVE_BEHIND, _LiveClock
+
+    log: list[str] = []
+    c = _LiveClock("cam1", log.append)
+    arrivals = [1000.0 + i / 10 for i in range(100)]  # 10 fps for 10 s, every timestamp 0
+    times = [c.time(0.0, now) for now in arrivals]
+    assert all(b > a for a, b in zip(times, times[1:]))
+    late = [(t, now - 1000.0) for t, now in zip(times, arrivals) if now - 1000.0 > LIVE_BEHIND + 0.1]
+    assert len(late) > 40 and all(abs(t - elapsed) < 0.01 for t, elapsed in late)
+    assert log == [f"cam1: its frames' timestamps stopped advancing (more than {LIVE_BEHIND:g} s behind their "
+                   "arrival); its frames are stamped with their arrival time until the timestamps keep pace"]
+    c.reopened()  # the camera again, still stuck: by arrival at once, not said again
+    assert [round(c.time(0.0, 1012.0 + i / 10), 4) for i in range(3)] == [12.0, 12.1, 12.2] and len(log) == 1
+
+
+def _jittery(stall: tuple[float, float]) -> tuple[list[float], list[float]]:
+    """(timestamps, arrivals) of a 25 fps camera for 20 s, arriving up to 0.3 s late (jitter),
+    nothing arriving in the ``stall`` (from, to) seconds and its frames in a burst at its end."""
+    pts = [90.0 + i * 0.04 for i in range(500)]
+    arrivals = [1000.0 + i * 0.04 + 0.1 * (i * 7 % 4) for i in range(500)]
+    return pts, [max(now, 1000.0 + stall[1]) if stall[0] <= now - 1000.0 < stall[1] else now for now in arrivals]
+
+
+def test_live_times_of_a_normal_stream_still_come_from_its_timestamps():
+    from facemtl.video.ffmpeg import _LiveClock
+
+    c = _LiveClock()
+    pts, arrivals = _jittery((8.0, 11.0))  # a 3 s stall: under the bound, nothing changes
+    assert [round(c.time(p, now), 4) for p, now in zip(pts, arrivals)] == [round(i * 0.04, 4) for i in range(500)]
+
+
+def test_live_timestamps_after_a_long_stall_are_taken_back_once_they_keep_pace():
+    from facemtl.video.ffmpeg import _LiveClock
+
+    log: list[str] = []
+    c = _LiveClock("cam1", log.append)
+    pts, arrivals = _jittery((8.0, 11.0))
+    assert [round(c.time(p, now), 4) for p, now in zip(pts, arrivals)] == [round(i * 0.04, 4) for i in range(500)]
+    assert log == []
+    # 7 s: by arrival for a while (said once), then the timestamps again, at the clock
+    c = _LiveClock("cam1", log.append)
+    pts, arrivals = _jittery((3.0, 10.0))
+    times = [c.time(p, now) for p, now in zip(pts, arrivals)]
+    assert all(b > a for a, b in zip(times, times[1:])) and len(log) == 1 and "fell behind the clock" in log[0]
+    steps = [round(b - a, 4) for a, b in zip(times[-100:], times[-99:])]
+    assert steps == [0.04] * 99 and abs(times[-1] - (pts[-1] - 90.0)) <= 0.3  # (its jitter)
+
+
 # -- item 4: the annotated video is checked before any work ----------------------------------------
 
 

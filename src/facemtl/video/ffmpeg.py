@@ -185,37 +185,85 @@ def _upright(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
+#: Seconds a live source's frame times may fall behind their arrival before the clock goes by
+#: arrival instead (a user test: a camera whose timestamps stopped advancing had 129 frames over
+#: 9.7 s stored 1 ms apart, all at the stream's start). Normal streams stay well inside it:
+#: FFmpeg's RTSP jitter buffer holds frames 0.5 s (``max_delay``), the burst it delivers after
+#: an opening or a stall runs ahead of the clock, not behind, and a stall delays frames only
+#: until that burst catches up; 5 s keeps the frames bunched by frozen timestamps to the first
+#: seconds. A longer stall trips it too, and the timestamps are taken back once they keep pace.
+LIVE_BEHIND = 5.0
+
+
 class _LiveClock:
     """Times of a live URL's frames: ``time`` from each frame's timestamp relative to the first
     frame's (arrival times would bunch the frames FFmpeg delivers together); after a reopening
     (timestamps start over) the new first frame sits at the seconds elapsed since the first
-    frame; ``wall`` is the first frame's arrival (seconds since the epoch) plus ``time``."""
+    frame; ``wall`` is the first frame's arrival (seconds since the epoch) plus ``time``.
 
-    def __init__(self) -> None:
+    Timestamps that fall more than :data:`LIVE_BEHIND` seconds behind the seconds elapsed (they
+    stopped advancing, or run slow) are left for arrival times, said once to ``log``, until they
+    keep pace with the clock for :data:`LIVE_BEHIND` seconds again. Times always increase."""
+
+    def __init__(self, name: str = "the stream", log: Log | None = None) -> None:
+        self.name, self.log = name, log
         self.start: float | None = None  # clock time of the first frame (time.time())
         self.base: float | None = None  # timestamp (s) of this connection's first frame
         self.offset = 0.0
         self.last = -1.0
+        self.prev: float | None = None  # the previous frame's timestamp (s)
+        #: by arrival: (timestamp, seconds elapsed) where the timestamps were last seen behind;
+        #: ``(None, None)`` just after a reopening; ``None`` while the timestamps are kept
+        self.arrival: tuple[float | None, float | None] | None = None
+        self.said = False
 
     def reopened(self) -> None:
-        self.base = None
+        self.base = self.prev = None
+        if self.arrival is not None:  # the new connection's timestamps start over: watched afresh
+            self.arrival = (None, None)
 
     def time(self, pts: float | None, now: float) -> float:
         """Seconds since the first frame of the frame with timestamp ``pts`` (s) arriving at ``now``."""
         if self.start is None:
             self.start = now
         elapsed, t = now - self.start, None
-        if pts is not None and self.base is not None:
+        if self.arrival is not None and pts is not None:
+            t = self._arrival(pts, elapsed)
+        elif pts is not None and self.base is not None:
             t = self.offset + pts - self.base
             if t < self.last - 1 or t > elapsed + 10:  # the timestamps jumped (back, or far ahead): start over
                 t = None
+            elif t < elapsed - LIVE_BEHIND:  # they fell behind the clock: stamped by arrival from here
+                self._behind(pts, elapsed)
+                t = elapsed
         if t is None and pts is not None:
             self.base, self.offset = pts, (0.0 if self.last < 0 else max(elapsed, self.last + 1e-3))
             t = self.offset
         t = elapsed if t is None else t
         t = max(t, self.last + 1e-3) if self.last >= 0 else t
-        self.last = t
+        self.last, self.prev = t, pts
         return t
+
+    def _behind(self, pts: float, elapsed: float) -> None:
+        self.arrival = (pts, elapsed)
+        if not self.said and self.log is not None:
+            what = "stopped advancing" if pts == self.prev else "fell behind the clock"
+            self.log(f"{self.name}: its frames' timestamps {what} (more than {LIVE_BEHIND:g} s behind their "
+                     f"arrival); its frames are stamped with their arrival time until the timestamps keep pace")
+        self.said = True
+
+    def _arrival(self, pts: float, elapsed: float) -> float:
+        """Seconds since the first frame of a frame while the timestamps are left: its arrival
+        (``elapsed``); once they have kept pace with the clock for :data:`LIVE_BEHIND` seconds
+        (within 1 s), its timestamp is the new base, and the times go on from there."""
+        seen, since = self.arrival
+        if seen is None or since is None or pts - seen < elapsed - since - 1:  # behind (again): watched from here
+            self.arrival = (pts, elapsed)
+        elif elapsed - since >= LIVE_BEHIND:
+            self.arrival = None
+            self.base, self.offset = pts, max(elapsed, self.last + 1e-3)
+            return self.offset
+        return elapsed
 
     def wall(self, t: float) -> float:
         return (self.start or 0.0) + t
@@ -368,7 +416,7 @@ class Url(Source):
 
     def frames(self, stop: threading.Event, log: Log) -> Iterator[Frame]:
         s = self.settings
-        index, failures, opened_once, clock = 0, 0, False, _LiveClock()
+        index, failures, opened_once, clock = 0, 0, False, _LiveClock(self.name, log)
         while not stop.is_set():
             try:
                 container, stream = _open_container(self.spec, self.name, s.options, s.timeout, url=True)
