@@ -127,10 +127,28 @@ def test_a_refused_output_is_named_with_what_was_written(crops, monkeypatch, cap
                                 "standard output"]
 
 
-def test_reasons_for_unreadable_files_are_plain_sentences():
+def test_reasons_for_unreadable_files_are_plain_sentences(tmp_path):
     assert describe_error(PermissionError(13, "Permission denied", "/x/a.jpg")) == \
         "permission denied: this user may not read /x/a.jpg"
     assert describe_error(MemoryError()).startswith("not enough memory to decode or search this image")
+    # a link in a folder that leads nowhere read "no such file" (a user test)
+    link = tmp_path / "x.jpg"
+    link.symlink_to(tmp_path / "gone.jpg")
+    assert describe_error(FileNotFoundError(2, "No such file or directory", str(link))) == \
+        f"a symbolic link that leads nowhere (to {tmp_path / 'gone.jpg'})"
+    assert describe_error(FileNotFoundError(2, "No such file or directory", str(tmp_path / "y.jpg"))) == "no such file"
+
+
+def test_the_table_escapes_a_newline_in_a_file_name():
+    """A user test: a file name with a newline split its record over two lines of the table."""
+    import io
+
+    from facemtl.inference.results import ImageResult
+    from facemtl.sinks import TableSink
+
+    out = io.StringIO()
+    TableSink(out).write(ImageResult(file="a\nb.jpg", width=10, height=10, status="no_face"))
+    assert out.getvalue() == "a\\nb.jpg: no face found\n"
 
 
 @pytest.mark.parametrize("v2", [True, False])

@@ -276,6 +276,25 @@ def test_an_output_never_writes_the_file_of_another_output(tmp_path):
     assert r.returncode == 2 and f"{same} is the file standard output is written to" in r.stderr, r.stderr
 
 
+def test_an_output_given_as_a_file_alone_or_onto_a_photo_is_refused_in_one_sentence(tmp_path):
+    """A user test: --output x.jsonl read "unknown sink 'x.jsonl' (did you mean 'jsonl'?)", and
+    --output jsonl:other.jpg replaced a photo (not one being read) with JSON without a word."""
+    from facemtl.sinks.base import check_outputs
+
+    with pytest.raises(ValueError, match=r"^--output takes NAME:TARGET, a sink's name before the file, not a file "
+                                         r"alone \(did you mean --output jsonl:x\.jsonl\?\)$"):
+        check_outputs(["x.jsonl"])
+    with pytest.raises(ValueError, match=r"not a file alone$"):
+        check_outputs(["out/results"])
+    photo = tmp_path / "other.JPG"
+    photo.write_bytes(PHOTO.read_bytes())
+    with pytest.raises(ValueError, match=rf"^--output 'csv:{photo}': {photo} is a photo or video, which the csv "
+                                         r"output would replace with text; name a \.csv file$"):
+        check_outputs([f"csv:{photo}"])
+    check_outputs([f"csv:{tmp_path / 'new.jpg'}"])  # (a new file of that name harms nothing)
+    assert photo.read_bytes() == PHOTO.read_bytes()
+
+
 def test_a_plugins_source_for_a_builtin_scheme_is_asked_first(tmp_path):
     """A user test: a plugin's http:// source was never used from the command line (a name found
     among the built-in schemes never loaded the plugins), though the README says it is asked first."""

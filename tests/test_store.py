@@ -294,6 +294,9 @@ def test_store_refuses_a_missing_database_clearly(tmp_path):
     assert database_url("results.db") == "sqlite:///results.db"
     assert database_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
     assert database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"  # libpq's other spelling (a user test)
+    # a folder named as the database: said so (SQLite says only "unable to open database file"; a user test)
+    with pytest.raises(StoreError, match=rf"{tmp_path} is a folder; name a database file, e\.g\. "):
+        Store(str(tmp_path))
 
 
 # -- retention and export -------------------------------------------------------------------------------

@@ -272,8 +272,9 @@ def open_image(image: Any) -> np.ndarray:
 def describe_error(exc: BaseException) -> str:
     """One line saying why an image could not be used."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
+    if isinstance(exc, FileNotFoundError):  # a link in a folder that leads nowhere read "no such file" (a user test)
+        link = exc.filename if isinstance(exc.filename, str) and os.path.islink(exc.filename) else None
+        return f"a symbolic link that leads nowhere (to {os.readlink(link)})" if link else "no such file"
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         return "a symbolic link that loops"
     if isinstance(exc, PermissionError) and exc.filename:  # (was "[Errno 13] Permission denied: '/the/path.jpg'")

@@ -136,6 +136,10 @@ def output_name(spec: str) -> str:
     name = spec.partition(":")[0].strip()
     if not name:
         raise ValueError(f"--output takes NAME:TARGET (a registered sink and, e.g., a file), not {spec!r}")
+    if ":" not in spec and ("." in name or "/" in name) and SINKS.find(name) is None:  # a file alone (a user
+        suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""                # test: "did you mean 'jsonl'?")
+        hint = f" (did you mean --output {suffix}:{name}?)" if suffix and SINKS.find(suffix) is not None else ""
+        raise ValueError(f"--output takes NAME:TARGET, a sink's name before the file, not a file alone{hint}")
     SINKS.get(name)
     return name
 

@@ -110,7 +110,8 @@ class TableSink(Sink):
 
     @staticmethod
     def _text(result: ImageResult) -> str:
-        name = result.name
+        # a newline in a file name split its record over two lines (a user test): control characters escaped
+        name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in result.name)
         if result.status == ERROR:
             return f"{name}: error: {result.error}\n"
         if result.status == NO_FACE:
@@ -199,6 +200,9 @@ class _OutputFile:
             raise ValueError(f"the {cls.kind} sink writes a file: --output {cls.kind}:FILE")
         if os.path.isdir(target):
             raise ValueError(f"{target} is a folder; the {cls.kind} sink writes a file")
+        if os.path.isfile(target) and os.path.splitext(target)[1].lower() in _media_suffixes():
+            raise ValueError(f"{target} is a photo or video, which the {cls.kind} output would replace with text; "
+                             f"name a .{cls.kind} file")  # (a user test: it was replaced without a word)
         parent = os.path.dirname(os.path.abspath(target))
         if not os.path.isdir(parent):  # (the file is opened where it is named; its folder is not made)
             raise ValueError(f"the folder {parent} does not exist")
@@ -210,6 +214,14 @@ class _OutputFile:
     def abandon(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def _media_suffixes() -> set[str]:
+    """Suffixes (with the dot) of files that an output file must not replace: photos as facemtl
+    reads them, and the usual videos."""
+    from ..inference.inputs import image_suffixes
+
+    return image_suffixes() | {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv"}
 
 
 @SINKS.register("jsonl")

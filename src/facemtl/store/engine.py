@@ -183,6 +183,9 @@ def cannot_open(url: str, exc: BaseException) -> StoreError:
     database says it this way: a file that is not a database, a server that does not answer."""
     said = f"cannot open the database {redacted(url)}: {reason(exc)}"
     path = sqlite_path(url) if url.startswith("sqlite") else None
+    if path and os.path.isdir(path):  # (SQLite says only "unable to open database file": a user test)
+        return StoreError(f"cannot open the database {redacted(url)}: {path} is a folder; name a database file, "
+                          f"e.g. {os.path.join(path, 'results.db')}")
     if path and os.path.exists(path) and not folder_writable(path) and "readonly" in reason(exc).replace("-", ""):
         said += (f" (its folder {os.path.dirname(os.path.abspath(path))} may not be written, and SQLite's readers of a "
                  "file others may write need to: read a copy, or take the write permission off the file, which is "
