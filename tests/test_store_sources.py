@@ -236,6 +236,26 @@ def test_a_source_another_live_stream_writes_is_refused_and_taken_over_once_it_s
     second.close()
 
 
+def test_a_stream_source_that_never_sent_a_frame_is_not_left_behind(db_url):
+    """A user test: a camera that refused, or a run stopped while its model loaded, left its source
+    on the operator's page for good, stopped and empty. It goes at the close; a source that sent
+    frames without a face stays, and so does one taken over from an earlier run."""
+    import dataclasses
+
+    DbSink(db_url, source="door", kind="stream", model_info=INFO).close()
+    empty = DbSink(db_url, source="corridor", kind="stream", model_info=INFO)
+    for r in frames(3, "corridor"):
+        empty.write(dataclasses.replace(r, faces=[]))
+    empty.close()
+    first = DbSink(db_url, source="cam", kind="stream", model_info=INFO)
+    for r in frames(2, "cam"):
+        first.write(r)
+    first.close()
+    DbSink(db_url, source="cam", kind="stream", model_info=INFO).close()  # (taken over; sent nothing this time)
+    with Store(db_url) as store:
+        assert sorted(s["name"] for s in store.sources()) == ["cam", "corridor"]
+
+
 def test_the_same_kind_takes_its_source_over(db_url):
     """A later stream run of the same camera is a new session of that source: its faces and tracks
     go under it beside the first run's, the source's session, state and fps become the new run's.

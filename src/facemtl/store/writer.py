@@ -190,6 +190,7 @@ class SessionWriter:
         self.in_flight = 0
         self._sources: dict[str, int] = {}
         self._foreign: dict[str, str] = {}  # names of sources of another kind: their kind
+        self._created: set[str] = set()  # names of the sources this writer made (not taken over)
         self._tracks: dict[tuple[int, int], int] = {}
         #: Tracks of a session ended under this writer (:meth:`_own_session`): a track end with no face
         #: stored since goes to its row there, not to an empty new track (a user test)
@@ -475,7 +476,21 @@ class SessionWriter:
         with self.engine.begin() as conn:
             conn.execute(sa.update(Session).where(Session.id == self.session_id).values(ended=self.clock()))
             conn.execute(sa.update(Source).where(Source.session_id == self.session_id).values(state=state, fps=None))
+            self._drop_unused_sources(conn)
         self.closed = True
+
+    def _drop_unused_sources(self, conn: sa.Connection) -> None:
+        """Remove the stream sources this writer created that never sent a frame and hold nothing
+        (no face, track or live frame): a camera that refused, a run stopped while its model
+        loaded. They stayed on the operator's page and in its source filter for good, ``stopped``
+        with no data, until a purge (a user test). A source that sent frames (an empty corridor)
+        stays."""
+        unused = [self._sources[n] for n in self._created if n in self._sources and n not in self._first]
+        if self.kind != "stream" or not unused:
+            return
+        held = [sa.select(m.source_id).where(m.source_id.in_(unused)) for m in (Face, Track, Snapshot)]
+        conn.execute(sa.delete(Source).where(Source.id.in_(unused), Source.session_id == self.session_id,
+                                             Source.id.not_in(sa.union(*held))))
 
     # -- the parts of a transaction ----------------------------------------------------------
     def _source_id(self, conn: sa.Connection, name: str) -> int:
@@ -484,9 +499,11 @@ class SessionWriter:
             return self._sources[name]
         if name in self._foreign:
             raise SourceKindError(name, self._foreign[name], self.kind)
-        conn.execute(_dialect_insert(self.engine, Source).values(
+        made = conn.execute(_dialect_insert(self.engine, Source).values(
             name=name, kind=self.kind, host=socket.gethostname(), created=self.clock(), state="running",
-            heartbeat=self.heartbeat).on_conflict_do_nothing(index_elements=["name"]))
+            heartbeat=self.heartbeat).on_conflict_do_nothing(index_elements=["name"])).rowcount
+        if made:
+            self._created.add(name)
         sid, kind = conn.execute(sa.select(Source.id, Source.kind).where(Source.name == name)).one()
         if kind != self.kind:
             self._foreign[name] = kind
