@@ -604,6 +604,38 @@ def test_labels_stay_inside_the_image():
     assert xs.max() - xs.min() > 100  # the whole label, not a sliver at the edge
 
 
+def test_a_label_without_room_above_stays_off_the_face_below():
+    """A face at the top edge of a composed photo had its label ("age 36 ... race black") drawn
+    below its box, onto the box of a baby under it and just under the baby's "age 1": read as
+    the baby's (a user test). It goes inside its own box's top now, and the baby's label, whose
+    place above its box is the other face's, inside the top of the baby's box."""
+    from facemtl.inference.results import FaceResult
+    from facemtl.sinks.annotate import draw_faces
+
+    img = np.full((400, 400, 3), 255, np.uint8)
+    top, below = [60, -5, 340, 150], [60, 155, 340, 380]
+    out = draw_faces(img, [FaceResult(top, 0.9, None, {}), FaceResult(below, 0.9, None, {})],
+                     labels=["age 36, gender male, race black", "age 1"])
+    black = (out == 0).all(axis=2)  # the labels' black backgrounds
+    rows = np.flatnonzero(black.any(axis=1))
+    bands = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)  # one run of rows per label
+    rects = []
+    for band in bands:
+        xs = np.flatnonzero(black[band].any(axis=0))
+        rects.append((xs.min(), band.min(), xs.max(), band.max()))
+    assert len(rects) == 2, rects
+    first, second = sorted(rects, key=lambda r: r[2] - r[0])[::-1]  # the longer label is the first face's
+
+    def meets(a, b):
+        return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+    # within the first box or above it, and off the second
+    assert top[0] <= first[0] and first[2] <= top[2] and first[3] <= top[3], first
+    assert not meets(first, below), (first, below)
+    assert below[0] <= second[0] and second[2] <= below[2] and below[1] <= second[1] <= below[3], second
+    assert not meets(second, top), (second, top)
+
+
 def test_the_library_says_what_a_folder_search_leaves_out_and_takes_bytes_paths(analyzer, face_photo, tmp_path):
     """analyze_files(folder) left files out without a word (the CLI warns); a bytes path was read
     as image data, and a bytes path alone as a list of numbers."""

@@ -34,7 +34,9 @@ def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], labels: Sequence[
 
     Line width and text size grow with the image (about 1/400 and 1/45 of its long
     side), so labels stay readable on large photos. ``labels``: one text per face
-    (default: :meth:`FaceResult.describe`).
+    (default: :meth:`FaceResult.describe`). A label goes above its box, or where that has no
+    room or would lie on another face's box or label, inside the top of its own box, then
+    inside its bottom, then below it (see :func:`_place_label`).
     """
     from PIL import Image, ImageDraw
 
@@ -43,20 +45,54 @@ def draw_faces(image: np.ndarray, faces: Sequence[FaceResult], labels: Sequence[
     side = max(img.size)
     width = max(2, round(side / 400))
     font = _font(max(11, round(side / 45)))
-    for k, f in enumerate(faces):
-        box = f.box or [0, 0, img.size[0], img.size[1]]
+    boxes = [f.box or [0, 0, img.size[0], img.size[1]] for f in faces]
+    # every box before any label: a later face's box line would otherwise cross an earlier label
+    for f, box in zip(faces, boxes):
         draw.rectangle(box, outline=(0, 255, 0), width=width)
         for x, y in f.landmarks or []:
             draw.ellipse([x - width, y - width, x + width, y + width], fill=(255, 0, 0))
+    placed: list[tuple[float, float, float, float]] = []
+    for k, (f, box) in enumerate(zip(faces, boxes)):
         label = _wrap(draw, labels[k] if labels is not None else f.describe(), font, img.size[0] - 4)
         x0, y0, x1, y1 = draw.multiline_textbbox((0, 0), label, font=font)
         th, tw = y1 - y0 + 4, x1 - x0 + 4
-        ty = box[1] - th if box[1] >= th else box[3]
-        ty = min(max(0, ty), max(0, img.size[1] - th))  # inside the image, also for a face at its edge
-        tx = min(max(0, box[0]), max(0, img.size[0] - tw))
+        others = boxes[:k] + boxes[k + 1:]
+        tx, ty = _place_label(box, tw, th, img.size, others, placed)
+        placed.append((tx, ty, tx + tw, ty + th))
         draw.rectangle([tx, ty, tx + tw, ty + th], fill=(0, 0, 0))
         draw.multiline_text((tx + 2, ty + 2 - y0), label, fill=(255, 255, 255), font=font)
     return np.asarray(img)
+
+
+def _place_label(box, tw: float, th: float, size: tuple[int, int], others: Sequence, placed: Sequence) -> tuple:
+    """Where a ``tw`` x ``th`` label of ``box`` goes, its top left corner, always inside the image:
+    above the box (where there is room), inside its top, inside its bottom or below it, each from
+    the box's left edge, then ending at its right edge; the first that lies on no other face's box
+    (``others``) and no label drawn before (``placed``).
+
+    A face at the top edge had its label drawn below its box, onto the box of a baby under it,
+    right under the baby's own label, where a reader took it for the baby's (a user test); inside
+    its own box's top, a label covers only its own face. Where every place lies on something (a
+    crowd, a label wider than its box), the one covering least of other faces' boxes wins, then
+    least of other labels, then the first: a label is never put on another face's box while a
+    place off them exists."""
+    w, h = size
+    tops = ([box[1] - th] if box[1] >= th else []) + [box[1], box[3] - th, box[3]]
+    lefts = [box[0]] + ([box[2] - tw] if box[2] - tw < box[0] else [])  # a label wider than its box
+    best = None
+    for top in tops:
+        for left in lefts:
+            tx, ty = min(max(0, left), max(0, w - tw)), min(max(0, top), max(0, h - th))
+            rect = (tx, ty, tx + tw, ty + th)
+            key = (sum(_overlap(rect, b) for b in others), sum(_overlap(rect, r) for r in placed))
+            if best is None or key < best[0]:  # (ties: the earlier place)
+                best = (key, tx, ty)
+    return best[1], best[2]
+
+
+def _overlap(a, b) -> float:
+    """The area rectangles ``(x0, y0, x1, y1)`` share (0 where they share an edge at most)."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def _wrap(draw, label: str, font, width: int) -> str:
