@@ -1035,6 +1035,46 @@ def test_page_shows_a_tracks_faces_and_keeps_keyboard_focus(tmp_path, chromium):
     store.close()
 
 
+def test_page_shows_all_of_a_tracks_faces_whatever_the_filters(tmp_path, chromium):
+    """A user test: a track's number showed "Recent faces (16 shown) of track 11 of dock (id 233)"
+    for a track of 88 faces: the filters (time span, gender ...) cut its faces too, without a word.
+    The README promises that track's faces: all of them, the filters staying on the other tables."""
+    import httpx
+
+    _, store = page_db(tmp_path)
+    with running(create_app(store, None, token=TOKEN)) as base:
+        page, errors, _ = open_page(chromium, base)
+        page.goto(base + "/?gender=female")
+        page.wait_for_selector("body[data-ready='1']")
+        wait_for(page, "document.querySelectorAll('#tracks tbody tr').length > 0")
+        # a track the filter lists whose faces it would cut: some of them answer male
+        for track_id in page.locator("#tracks tbody tr").evaluate_all("rs => rs.map(r => r.dataset.track)"):
+            asked = {"track": track_id, "limit": 500}
+            faces = httpx.get(f"{base}/v1/faces", params=asked, headers=AUTH).json()["items"]
+            if any(f["gender"] == "male" for f in faces):
+                break
+        else:
+            pytest.fail("no listed track has a face the filter leaves out")
+        page.click(f"#tracks tbody tr[data-track='{track_id}'] button.link")
+        page.wait_for_selector("#track-filter:not([hidden])")
+        want = sorted(str(f["id"]) for f in faces)
+        shown = "() => [...document.querySelectorAll('#faces tbody tr')].map(r => r.dataset.face).sort()"
+        try:
+            wait_for(page, f"want => JSON.stringify(({shown})()) === JSON.stringify(want)", arg=want, timeout=10000)
+        except TimeoutError:
+            pass
+        assert page.evaluate(f"({shown})()") == want  # every face of the track, the male ones too
+        assert f"({len(want)} shown)" in page.inner_text("#faces-heading")
+        assert "whatever the filters" in page.inner_text("#track-filter")
+        # the filters still apply to the tracks (and stay in the address)
+        assert "gender=female" in page.evaluate("location.search")
+        genders = page.locator("#tracks tbody tr").evaluate_all(
+            "rs => rs.map(r => r.querySelector('[data-task=gender]').innerText)")
+        assert genders and all(g.startswith("female") for g in genders)
+        assert errors == []
+    store.close()
+
+
 def test_page_filters_live_in_the_address(tmp_path, chromium):
     """An operator test: a reload lost the applied filters, and a view could not be bookmarked
     or shared (/?source=gate&gender=female was ignored)."""
