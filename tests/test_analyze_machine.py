@@ -293,6 +293,95 @@ def test_an_output_file_takes_names_that_are_not_utf8(crops, tmp_path):
     assert len(jl.read_text().splitlines()) == 3
 
 
+def test_a_stop_signal_drops_the_images_queued_and_answers_every_one_begun(utkface_root, tmp_path, monkeypatch,
+                                                                           capsys):
+    """A user test: a SIGTERM 10 s into 250 photos went on for 82 more images and 13 s (past
+    docker stop's 10 s grace): the 64 images queued for the workers were all read first. Now
+    those no worker has begun are dropped; each one begun is answered and written to every
+    output, and --skip-stored goes on from there. Here the workers are held on the queued
+    images until the stop, and an image begun after it waits until the pipeline has seen the
+    stop (at most 0.5 s): it may begin about one more per worker, never the queue."""
+    import os
+    import signal
+    import threading
+
+    import sqlalchemy as sa
+
+    from facemtl.inference.pipeline import Pipeline
+    from facemtl.inference.predictor import Predictor
+
+    photos = tmp_path / "crops"
+    photos.mkdir()
+    for k, p in enumerate(sorted((Path(utkface_root) / "UTKFace").glob("*.jpg"))[:150]):
+        (photos / f"c{k:03d}.jpg").write_bytes(p.read_bytes())
+    workers, db, jsonl = 2, tmp_path / "r.db", tmp_path / "more.jsonl"
+    begun: list[str] = []
+    late: list[str] = []  # begun after the signal
+    at_signal: list[int] = []
+    signalled, seen = threading.Event(), threading.Event()  # the signal sent; the pipeline has seen it
+    prepare, predict, run = Pipeline.prepare, Predictor.predict, Pipeline.run
+
+    def held_prepare(self, result, image, aligned):
+        if signalled.is_set():
+            late.append(result.file)
+            seen.wait(0.5)
+        begun.append(result.file)
+        if len(begun) > 64:  # the first network batch is read; the rest wait for the stop
+            signalled.wait(60)
+        return prepare(self, result, image, aligned)
+
+    def first_answers_then_sigterm(self, *args, **kw):
+        answers = predict(self, *args, **kw)
+        if not at_signal:  # after the first batch's answers: a stop, as `docker stop` sends it
+            at_signal.append(len(begun))
+            os.kill(os.getpid(), signal.SIGTERM)
+            signalled.set()
+        return answers
+
+    def watched_run(self, jobs, aligned=False, stop=None):
+        def watched():
+            if stop():
+                seen.set()
+                return True
+            return False
+
+        return run(self, jobs, aligned, watched) if stop is not None else run(self, jobs, aligned)
+
+    monkeypatch.setattr(Pipeline, "prepare", held_prepare)
+    monkeypatch.setattr(Predictor, "predict", first_answers_then_sigterm)
+    monkeypatch.setattr(Pipeline, "run", watched_run)
+    assert main(["analyze", str(photos), "--aligned", "--json", "--output", f"jsonl:{jsonl}", "--db", str(db),
+                 "--workers", str(workers), "--no-progress"]) == 143
+    out, err = capsys.readouterr()
+    monkeypatch.undo()
+    answered = [json.loads(line)["file"] for line in out.splitlines()]
+    n = len(answered)
+    assert f"stopped by SIGTERM: {n} of 150 images answered and written, the rest not read (to go on later " \
+           "without storing faces twice: the same command with --skip-stored, which adds to its --output files)" in err
+    # the queue dropped: only what had begun at the signal (the first batch, and one image on each
+    # worker), and at most about one more per worker (was: every image of the look-ahead, 127 here)
+    assert 64 < at_signal[0] <= 64 + workers and len(late) <= workers + 2 and n < 127
+    # every image begun is answered (nothing computed is lost), none dropped is: the first n, in order
+    assert answered == sorted(begun) == [str(photos / f"c{k:03d}.jpg") for k in range(n)]
+    assert [json.loads(line)["file"] for line in jsonl.read_text().splitlines()] == answered
+    assert all(json.loads(line)["status"] == "ok" for line in out.splitlines())
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.text("SELECT file FROM faces")).scalars().all()) == answered
+    engine.dispose()
+    # the way on that was said: the rest, each face stored once
+    assert main(["analyze", str(photos), "--aligned", "--json", "--db", str(db), "--skip-stored",
+                 "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert f"--skip-stored: {n} of 150 files were analysed by an earlier run" in err
+    assert len(out.splitlines()) == 150 - n
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        files = conn.execute(sa.text("SELECT file FROM faces")).scalars().all()
+    engine.dispose()
+    assert len(files) == 150 == len(set(files))
+
+
 def test_a_full_disk_never_cuts_what_a_file_opened_for_appending_held(tmp_path, monkeypatch):
     """A review: `analyze --json >> results.jsonl` (O_APPEND: offset 0 before the first write) with
     the disk filling in the first record cut the file back to 0 bytes, every earlier result gone."""

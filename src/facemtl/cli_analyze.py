@@ -94,8 +94,10 @@ def analyze(
         common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else None
         annotated = AnnotateSink(annotate_dir, root=common)
         annotated.check_folder()
-    # The first SIGINT (Ctrl-C) or SIGTERM stops reading new files; the images already read are
-    # answered and written, then the exit status says which signal it was. A second one aborts.
+    # The first SIGINT (Ctrl-C) or SIGTERM stops reading new files; the images already being read
+    # (decoded and searched by a worker, or done) are answered and written, those queued for the
+    # workers are dropped (a user test: the 64 queued were all read first, 13 s past the signal),
+    # then the exit status says which signal it was. A second one aborts.
     def on_first(signum: int) -> None:  # os.write: the signal may land inside another write to stderr
         os.write(2, f"facemtl: {signal.Signals(signum).name}: finishing the images already read "
                     "(again to abort)\n".encode())
@@ -158,7 +160,7 @@ def analyze(
             readable = done = odd = written = 0
             completed = False
             try:
-                for res in analyzer.analyze_files(todo, aligned=aligned):
+                for res in analyzer.analyze_files(todo, aligned=aligned, stop=lambda: bool(received)):
                     done += 1
                     readable += res.status != "error"
                     if aligned and res.width and not _looks_like_a_crop(res.width, res.height, analyzer.size):

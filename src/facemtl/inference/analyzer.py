@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class FaceAnalyzer:
 
     # -- many images -------------------------------------------------------------
     def analyze_files(self, paths: str | os.PathLike | Iterable[str | os.PathLike],
-                      aligned: bool = False) -> Iterator[ImageResult]:
+                      aligned: bool = False, stop: Callable[[], bool] | None = None) -> Iterator[ImageResult]:
         """One :class:`ImageResult` per file, in order (``status``: ``ok``, ``no_face`` or
         ``error`` with ``error`` saying why); files are decoded and searched by the worker
         threads, and faces from several files share one network batch.
@@ -96,15 +96,21 @@ class FaceAnalyzer:
         a generator may feed files as they arrive. A path given as ``bytes`` is a file name
         (:func:`os.fsdecode`), not image data. What a folder's search leaves out (files whose
         suffix is no photo format's, folders it cannot read or reaches twice) is said with
-        :func:`warnings.warn`, as ``facemtl analyze`` says it on stderr."""
+        :func:`warnings.warn`, as ``facemtl analyze`` says it on stderr.
+
+        ``stop``: once it returns true (a stop signal, say), no more paths are read and the files
+        read ahead that no worker has begun are dropped; the ones begun are answered and yielded,
+        so the results are those of the first files, in order (:meth:`Pipeline.run
+        <facemtl.inference.pipeline.Pipeline.run>`)."""
         if isinstance(paths, (str, bytes, os.PathLike)):  # one path, not a string of one-letter paths
             paths = [paths]
-        return self.pipeline.run(((ImageResult(file=str(p)), p) for p in _files(paths)), aligned)
+        return self.pipeline.run(((ImageResult(file=str(p)), p) for p in _files(paths)), aligned, stop)
 
-    def analyze_images(self, images: Iterable[Any], aligned: bool = False) -> Iterator[ImageResult]:
+    def analyze_images(self, images: Iterable[Any], aligned: bool = False,
+                       stop: Callable[[], bool] | None = None) -> Iterator[ImageResult]:
         """Like :meth:`analyze_files` for images in memory (paths, PIL images or arrays, such as
         video frames): one result per image, in order, with ``index`` in place of ``file``."""
-        return self.pipeline.run(((ImageResult(index=i), im) for i, im in enumerate(images)), aligned)
+        return self.pipeline.run(((ImageResult(index=i), im) for i, im in enumerate(images)), aligned, stop)
 
     def predict_crops(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """Every task's answer for aligned ``(size, size, 3) uint8`` RGB crops, as flat JSON fields (the

@@ -182,19 +182,23 @@ class Pipeline:
             f.result()
 
     # -- the whole path -------------------------------------------------------------
-    def run(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool = False) -> Iterator[ImageResult]:
+    def run(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool = False,
+            stop: Callable[[], bool] | None = None) -> Iterator[ImageResult]:
         """``(result skeleton, image)`` pairs in, finished results out, in order.
 
         ``image``: a path, a PIL image or an RGB array. ``aligned``: each image is one
-        aligned face crop (no detection).
+        aligned face crop (no detection). ``stop``: once it returns true (a stop signal), no
+        more jobs are read and the jobs read ahead that no worker has started are dropped;
+        those started or prepared are answered and yielded, as a part-full batch
+        (:meth:`prepared`). The results yielded are then the first jobs', in order.
         """
         queue: list[Prepared] = []
         n_crops = 0
         if self.max_latency is None:
-            prepared: Iterator[Prepared | None] = self.prepared(jobs, aligned)
+            prepared: Iterator[Prepared | None] = self.prepared(jobs, aligned, stop)
         else:  # a pause in the source must not hold a part-full batch
             prepared = self.prepared_on_time(jobs, aligned,
-                                             lambda: queue[0].since + self.max_latency if queue else None)
+                                             lambda: queue[0].since + self.max_latency if queue else None, stop)
         for p in prepared:
             if p is not None:
                 queue.append(self.settled(p))
@@ -207,10 +211,19 @@ class Pipeline:
         if queue:
             yield from self.finish(queue)
 
-    def prepared(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool) -> Iterator[Prepared]:
-        """Decode, detect and align each job, in order; with several workers, ahead of the consumer."""
+    def prepared(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool,
+                 stop: Callable[[], bool] | None = None) -> Iterator[Prepared]:
+        """Decode, detect and align each job, in order; with several workers, ahead of the consumer.
+
+        ``stop``: asked before each job is read and each image awaited; once it returns true, no
+        more jobs are read and those read ahead that no worker has started are cancelled
+        (:func:`_drop_unstarted`): only the ones done or started (at most ``workers`` at a time)
+        are yielded. Without it every job of the look-ahead (64 with the default batch) was
+        awaited: a SIGTERM 10 s into a folder of 250 photos went on for 82 more images and 13 s,
+        past ``docker stop``'s 10 s grace (a user test)."""
+        stopped = stop if stop is not None else lambda: False
         if self.workers == 1:
-            for result, image in jobs:
+            for result, image in _until(jobs, stopped):
                 yield self.prepare(result, image, aligned)
             return
         pool = self._workers()
@@ -219,11 +232,15 @@ class Pipeline:
             ahead = 2 * self.workers  # a live source: do not read far ahead of what is answered
         window: deque[Future[Prepared]] = deque()
         try:
-            for result, image in jobs:
+            for result, image in _until(jobs, stopped):
                 window.append(pool.submit(self.prepare, result, image, aligned))
                 if len(window) >= ahead:
                     yield window.popleft().result()
             while window:
+                if stopped():  # (also when the stop comes while the last jobs are awaited)
+                    _drop_unstarted(window)
+                    if not window:
+                        break
                 yield window.popleft().result()
         finally:  # the caller stopped early: drop the jobs not started yet
             for f in window:
@@ -236,18 +253,22 @@ class Pipeline:
         return self._pool
 
     def prepared_on_time(self, jobs: Iterable[tuple[ImageResult, Any]], aligned: bool,
-                         deadline: Callable[[], float | None]) -> Iterator[Prepared | None]:
+                         deadline: Callable[[], float | None],
+                         stop: Callable[[], bool] | None = None) -> Iterator[Prepared | None]:
         """:meth:`prepared` for a live source under a latency bound: also ``None`` whenever
         ``deadline()`` (a ``time.monotonic`` time, or ``None``: none) passes before the next
         image is prepared, so a batch is flushed while the source pauses, not when its next
         image comes. The jobs are read in a thread of their own and prepared in the pool (also
         with one worker: its thread keeps its detector), at most ``2 x workers`` ahead of the
-        consumer. An error raised by ``jobs`` is raised here. (Own code: a generator cannot be
-        waited on with a timeout; the standard library's queue and futures do the work.)"""
+        consumer. An error raised by ``jobs`` is raised here. ``stop``: once it returns true, no
+        more jobs are read (the at most ``2 x workers`` read are prepared and yielded). (Own
+        code: a generator cannot be waited on with a timeout; the standard library's queue and
+        futures do the work.)"""
         import queue as queues
         from concurrent.futures import TimeoutError as NotYet
 
         pool = self._workers()
+        asked = stop if stop is not None else lambda: False  # (``stop`` is the feeder's own below)
         handoff: queues.Queue[Any] = queues.Queue(maxsize=2 * self.workers)
         stop, end = threading.Event(), object()
 
@@ -262,7 +283,7 @@ class Pipeline:
 
         def feed() -> None:
             try:
-                for result, image in jobs:
+                for result, image in _until(jobs, asked):
                     future = pool.submit(self.prepare, result, image, aligned)
                     if not hand(future):
                         future.cancel()
@@ -399,6 +420,30 @@ class Pipeline:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _until(jobs: Iterable[Any], stopped: Callable[[], bool]) -> Iterator[Any]:
+    """``jobs`` until ``stopped()`` returns true, asked before each is read (``itertools.takewhile``
+    would read one more and drop it)."""
+    it = iter(jobs)
+    while not stopped():
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+
+
+def _drop_unstarted(window: deque[Future[Prepared]]) -> None:
+    """Cancel the jobs of ``window`` that no worker has started, and leave them out of it; the
+    ones started or done stay, in order. Cancelled from the last: the pool starts its jobs in
+    the order given, so the jobs left are the first ones (the images answered are the first
+    read, none missing between them; from the first, a worker could start a job just after
+    one cancelled before it)."""
+    for f in reversed(window):
+        f.cancel()  # (False for one started or done: it stays)
+    kept = [f for f in window if not f.cancelled()]
+    window.clear()
+    window.extend(kept)
 
 
 def _face_result(face: Face | None, image: ImageResult, answers: dict) -> FaceResult:
