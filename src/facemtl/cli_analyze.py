@@ -112,16 +112,27 @@ def analyze(
             extra: list[Any] = []  # --output's sinks, and those passed in
             lost = 0  # of them, how many failed
 
-            def to_extra(res: ImageResult) -> None:
-                """``res`` to each of ``extra``; one that fails is said once and left out."""
+            # the records of missing paths wait for the first image answered (or the run's end): written at once,
+            # they opened the --output files, and a stop before the first result then left an earlier run's
+            # files emptied (a review)
+            held: list[ImageResult] = []
+
+            def to_extra(res: ImageResult | None) -> None:
+                """``res`` (``None``: only the records held) to each of ``extra``; one that fails is said once and
+                left out."""
                 nonlocal lost
+                records = [*held, *([res] if res is not None else [])]
+                held.clear()
                 for sink in list(extra):
                     try:
-                        sink.write(res)
+                        for rec in records:
+                            sink.write(rec)
                     except OSError as exc:
                         extra.remove(sink)
                         lost += 1
                         _stderr_line(f"facemtl: error: {exc.strerror or exc}; that output stops, the others go on")
+                        with contextlib.suppress(OSError, RuntimeError):
+                            sink.abandon()  # (its file closed; what it wrote stays)
 
             try:  # (on any failure before the loop, the database's session is ended, as at any other stop)
                 for spec in outputs:
@@ -143,7 +154,7 @@ def analyze(
                     out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
                     for m, why in missing_why:  # (in every output, as --json writes them: a user test)
                         out.write(missing_record := ImageResult(file=m).fail(why))
-                        to_extra(missing_record)
+                        held.append(missing_record)
             except BaseException:
                 if stored is not None:
                     stored.close()
@@ -183,6 +194,8 @@ def analyze(
                     if bar is not None:
                         bar.update(1)
                 completed = not received
+                if completed and held:  # (no image answered: the missing paths' records, as the run ended)
+                    to_extra(None)
             except Exception as exc:  # the run cannot go on: say what was kept before saying why
                 kept = f"{written} of {len(files)} images answered and written before it stopped, the rest not read"
                 if out_of_memory(exc):

@@ -170,12 +170,17 @@ class _OutputFile:
     def continue_file(self) -> None:
         """Add to the file, where it is there, instead of replacing it: a run going on after a
         stopped one (``analyze --skip-stored``) replaced the stopped run's results with its own,
-        and only the database kept them all (a user test)."""
+        and only the database kept them all (a user test). A file that could not be read, which
+        such a run tries again, and a path that is missing again, are not recorded a second time
+        (:meth:`recorded_before`; a review: each rerun added their records again)."""
         self.append = True
+
+    def _continues(self) -> bool:
+        return self.append and os.path.isfile(self.path) and os.path.getsize(self.path) > 0
 
     def _open(self) -> TextIO:
         if self.file is None:
-            go_on = self.append and os.path.isfile(self.path) and os.path.getsize(self.path) > 0
+            go_on = self._continues()
             self.file = open(self.path, "a" if go_on else "w", encoding="utf-8", errors="backslashreplace",
                              newline=self.newline)
             if go_on:
@@ -183,12 +188,26 @@ class _OutputFile:
         return self.file
 
     def _went_on(self) -> None:
-        """Opened to add to an earlier file: a record cut off mid-line (a kill) is ended first."""
+        """Opened to add to an earlier file: a record cut off mid-line (a kill) is ended first,
+        with the file's own line end."""
         with open(self.path, "rb") as f:
             f.seek(-1, os.SEEK_END)
             cut = f.read(1) not in (b"\n", b"")
         if cut and self.file is not None:
-            write_whole(self.file, "\n")
+            write_whole(self.file, "\r\n" if self.newline == "" else "\n")
+
+    def _earlier_files(self) -> Iterable[str]:
+        """The ``file`` of each record of the file this run continues."""
+        return ()
+
+    def recorded_before(self, result: ImageResult) -> bool:
+        """Whether ``result`` is a failure (an unreadable or missing file) that the file this run
+        continues records already: said once, not again at each run going on."""
+        if result.status != ERROR or not result.file or not self.append:
+            return False
+        if not hasattr(self, "_before"):
+            self._before = set(self._earlier_files()) if self._continues() else set()
+        return result.file in self._before
 
     @classmethod
     def check_target(cls, target: str) -> None:
@@ -236,9 +255,17 @@ class JsonLinesFile(_OutputFile, JsonLinesSink):
         _OutputFile.__init__(self, target)
 
     def write(self, result: ImageResult) -> None:
+        if self.recorded_before(result):
+            return
         self.faces = getattr(result, "frame", None) is not None  # a video frame: its faces' lines, as stream's
         self.out = self._open()
         super().write(result)
+
+    def _earlier_files(self) -> Iterable[str]:
+        with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                with contextlib.suppress(ValueError, AttributeError):
+                    yield json.loads(line).get("file")
 
     def write_track(self, track: TrackResult) -> None:
         self.out = self._open()
@@ -323,10 +350,16 @@ class CsvFile(_OutputFile, Sink):
     def _earlier_header(self) -> str | None:
         """The header line of the file this run adds to (:meth:`continue_file`), ``None`` when it
         starts a file."""
-        if not self.append or not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
+        if not self._continues():
             return None
         with open(self.path, encoding="utf-8", errors="backslashreplace", newline="") as f:
             return f.readline()
+
+    def _earlier_files(self) -> Iterable[str]:
+        with open(self.path, encoding="utf-8", errors="backslashreplace", newline="") as f:
+            for row in csv.DictReader(f):
+                name = row.get("file") or ""
+                yield name[1:] if name.startswith("'") else name  # (safe_row's guard against formulas)
 
     def __init__(self, target: str, tasks: Sequence[Task] = ()) -> None:
         super().__init__(target)
@@ -340,9 +373,12 @@ class CsvFile(_OutputFile, Sink):
             several = getattr(result, "source", None) is not None  # (a stream labels frames when it reads several)
             columns = video_csv_columns(self.tasks, several) if self.video else csv_columns(self.tasks)
             earlier = self._earlier_header()
-            out = self._open()
-            self.rows = _CsvRows(out, columns, unwritten=["source"], header=earlier is None)  # (one source: no
-            if earlier is not None and earlier != self.rows.header():                        # column, as --csv)
+            ours = _CsvRows(io.StringIO(), columns, header=False).header()
+            if earlier is not None and earlier != ours:  # (checked before the file is opened: left as it was)
                 raise OSError(errno.EINVAL, f"{self.path} holds rows under other columns than this run's (another "
                                             "model or kind of input), so they cannot be continued; name another file")
+            # (one source: no column, as --csv)
+            self.rows = _CsvRows(self._open(), columns, unwritten=["source"], header=earlier is None)
+        if self.recorded_before(result):
+            return
         self.rows.write(video_csv_rows(result) if self.video else csv_rows(result))
