@@ -182,28 +182,37 @@ def check_outputs(specs: Sequence[str], reads: Sequence[str] = (), db: str | Non
     for spec in specs:
         target = spec.partition(":")[2]
         check = getattr(SINKS.get(output_name(spec)), "check_target", None)
+        if target and "://" not in target:  # (a file: an input being read, or another output's, said as such
+            _check_file(spec, target, seen, stdout, guarded)  # before the sink's own check)
         if callable(check):
             try:
                 check(target)
             except ValueError as exc:
                 raise ValueError(f"--output {spec!r}: {exc}") from None
-        if not target or "://" in target:
-            continue
-        real = os.path.realpath(target)
-        if real in seen:
-            raise ValueError(f"--output {spec!r} writes the file of --output {seen[real]!r}: give each its own")
-        seen[real] = spec
-        if stdout is not None and _regular_file(stdout) and os.path.exists(real) \
-                and os.path.samestat(stdout, os.stat(real)):
-            raise ValueError(f"--output {spec!r}: {target} is the file standard output is written to; give "
+
+
+def _check_file(spec: str, target: str, seen: dict[str, str], stdout: Any,
+                guarded: Sequence[tuple[str, str, Sequence[str] | None]]) -> None:
+    """``ValueError`` where the file ``target`` of ``--output spec`` is another output's (``seen``,
+    which it joins), the file standard output is redirected to, or ``guarded``'s (see
+    :func:`check_outputs`)."""
+    import os
+
+    real = os.path.realpath(target)
+    if real in seen:
+        raise ValueError(f"--output {spec!r} writes the file of --output {seen[real]!r}: give each its own")
+    seen[real] = spec
+    if stdout is not None and _regular_file(stdout) and os.path.exists(real) \
+            and os.path.samestat(stdout, os.stat(real)):
+        raise ValueError(f"--output {spec!r}: {target} is the file standard output is written to; give "
+                         "another file")
+    for path, what, suffixes in guarded:
+        inside = real.startswith(path.rstrip(os.sep) + os.sep) and not os.path.isfile(path) and (
+            suffixes is None or os.path.splitext(real)[1].lower() in suffixes)
+        if real == path or inside:
+            where = "is" if real == path else "is inside"
+            raise ValueError(f"--output {spec!r}: {target} {where} {what}, which it would overwrite; give "
                              "another file")
-        for path, what, suffixes in guarded:
-            inside = real.startswith(path.rstrip(os.sep) + os.sep) and not os.path.isfile(path) and (
-                suffixes is None or os.path.splitext(real)[1].lower() in suffixes)
-            if real == path or inside:
-                where = "is" if real == path else "is inside"
-                raise ValueError(f"--output {spec!r}: {target} {where} {what}, which it would overwrite; give "
-                                 "another file")
 
 
 def _regular_file(st: Any) -> bool:
