@@ -185,14 +185,16 @@ def _upright(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-#: Seconds a live source's frame times may fall behind their arrival before the clock goes by
-#: arrival instead (a user test: a camera whose timestamps stopped advancing had 129 frames over
-#: 9.7 s stored 1 ms apart, all at the stream's start). Normal streams stay well inside it:
-#: FFmpeg's RTSP jitter buffer holds frames 0.5 s (``max_delay``), the burst it delivers after
-#: an opening or a stall runs ahead of the clock, not behind, and a stall delays frames only
-#: until that burst catches up; 5 s keeps the frames bunched by frozen timestamps to the first
-#: seconds. A longer stall trips it too, and the timestamps are taken back once they keep pace.
+#: Seconds of frames arriving steadily over which a live source's timestamps must advance at
+#: least half as far as the clock, or the clock goes by arrival instead (a user test: a camera
+#: whose timestamps stopped advancing had 129 frames over 9.7 s stored 1 ms apart, all at the
+#: stream's start). Judged by pace over steady arrivals, not by how far the times lag: after a
+#: stall, a camera's buffered frames come in a burst with true timestamps far behind the clock,
+#: and those are right (a review: a 7 s stall had its burst stamped by arrival, bunched).
 LIVE_BEHIND = 5.0
+#: A gap between two arrivals (s) over which frames are not "steady" (a stall): the pace is
+#: judged afresh from the next frame.
+STEADY_GAP = 2.0
 
 
 class _LiveClock:
@@ -201,9 +203,10 @@ class _LiveClock:
     (timestamps start over) the new first frame sits at the seconds elapsed since the first
     frame; ``wall`` is the first frame's arrival (seconds since the epoch) plus ``time``.
 
-    Timestamps that fall more than :data:`LIVE_BEHIND` seconds behind the seconds elapsed (they
-    stopped advancing, or run slow) are left for arrival times, said once to ``log``, until they
-    keep pace with the clock for :data:`LIVE_BEHIND` seconds again. Times always increase."""
+    Timestamps that advance less than half as far as the clock over :data:`LIVE_BEHIND` seconds
+    of frames arriving steadily (they stopped advancing, or run slow) are left for arrival times,
+    said once to ``log``, until they keep pace with the clock for :data:`LIVE_BEHIND` seconds
+    again. Times always increase."""
 
     def __init__(self, name: str = "the stream", log: Log | None = None) -> None:
         self.name, self.log = name, log
@@ -216,9 +219,12 @@ class _LiveClock:
         #: ``(None, None)`` just after a reopening; ``None`` while the timestamps are kept
         self.arrival: tuple[float | None, float | None] | None = None
         self.said = False
+        #: (timestamp, seconds elapsed) where the current run of steady arrivals began; the last arrival
+        self.steady: tuple[float, float] | None = None
+        self.arrived: float | None = None
 
     def reopened(self) -> None:
-        self.base = self.prev = None
+        self.base = self.prev = self.steady = None
         if self.arrival is not None:  # the new connection's timestamps start over: watched afresh
             self.arrival = (None, None)
 
@@ -233,23 +239,37 @@ class _LiveClock:
             t = self.offset + pts - self.base
             if t < self.last - 1 or t > elapsed + 10:  # the timestamps jumped (back, or far ahead): start over
                 t = None
-            elif t < elapsed - LIVE_BEHIND:  # they fell behind the clock: stamped by arrival from here
+            elif self._slow(pts, elapsed):  # frames keep coming, their timestamps do not: by arrival from here
                 self._behind(pts, elapsed)
                 t = elapsed
         if t is None and pts is not None:
             self.base, self.offset = pts, (0.0 if self.last < 0 else max(elapsed, self.last + 1e-3))
+            self.steady = None
             t = self.offset
         t = elapsed if t is None else t
         t = max(t, self.last + 1e-3) if self.last >= 0 else t
-        self.last, self.prev = t, pts
+        self.last, self.prev, self.arrived = t, pts, elapsed
         return t
+
+    def _slow(self, pts: float, elapsed: float) -> bool:
+        """Whether, over the last :data:`LIVE_BEHIND` seconds of steady arrivals (no gap over
+        :data:`STEADY_GAP`), the timestamps advanced less than half as far as the clock; the
+        window starts afresh after a gap and at each judgement."""
+        if self.steady is None or self.arrived is None or elapsed - self.arrived > STEADY_GAP:
+            self.steady = (pts, elapsed)
+            return False
+        seen, since = self.steady
+        if elapsed - since < LIVE_BEHIND:
+            return False
+        self.steady = (pts, elapsed)
+        return pts - seen < 0.5 * (elapsed - since)
 
     def _behind(self, pts: float, elapsed: float) -> None:
         self.arrival = (pts, elapsed)
         if not self.said and self.log is not None:
-            what = "stopped advancing" if pts == self.prev else "fell behind the clock"
-            self.log(f"{self.name}: its frames' timestamps {what} (more than {LIVE_BEHIND:g} s behind their "
-                     f"arrival); its frames are stamped with their arrival time until the timestamps keep pace")
+            what = "stopped advancing" if pts == self.prev else "advanced at less than half the clock's pace"
+            self.log(f"{self.name}: its frames' timestamps {what} for {LIVE_BEHIND:g} s while its frames kept "
+                     "coming; its frames are stamped with their arrival time until the timestamps keep pace")
         self.said = True
 
     def _arrival(self, pts: float, elapsed: float) -> float:
