@@ -523,3 +523,27 @@ def test_a_large_photos_thumbnail_is_its_face(tmp_path):
     assert set(thumbs) == {"small.png", "big.jpg"}
     a, b = (x - x.mean() for x in (thumbs["small.png"], thumbs["big.jpg"]))
     assert float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())) > 0.9  # the same face
+
+
+def test_a_stop_cuts_the_jobs_at_the_first_not_begun_and_none_begins_after_it():
+    """A review: cancelling the queued futures from the last assumed the workers begin jobs in
+    order; a worker pre-empted between taking job 0 and beginning it, while another began job 1,
+    left job 0 dropped and jobs 1-3 answered: a gap. The cut is at the first job not begun, every
+    later one dropped (begun or not), and a job checking in after the cut does not run."""
+    from collections import deque
+    from concurrent.futures import Future
+
+    from facemtl.inference.pipeline import _Cutoff
+
+    ran: list[int] = []
+    for begun, kept in (({1, 2}, []), ({0, 1}, [0, 1]), ({0, 1, 2, 3}, [0, 1, 2, 3])):
+        cutoff = _Cutoff()
+        cutoff.begun = set(begun)
+        window = deque((seq, Future()) for seq in range(4))
+        cutoff.cut(window)
+        assert [seq for seq, _ in window] == kept
+        for seq in range(4):
+            if seq not in begun:  # (a worker checking in late)
+                assert cutoff.run(seq, lambda s: ran.append(s) or s, seq) is None
+    assert ran == []
+    assert _Cutoff().run(5, lambda s: s * 2, 5) == 10  # (no cut: every job runs)

@@ -217,8 +217,8 @@ class Pipeline:
 
         ``stop``: asked before each job is read and each image awaited; once it returns true, no
         more jobs are read and those read ahead that no worker has started are cancelled
-        (:func:`_drop_unstarted`): only the ones done or started (at most ``workers`` at a time)
-        are yielded. Without it every job of the look-ahead (64 with the default batch) was
+        (:class:`_Cutoff`): only the ones done or started (at most ``workers`` at a time), up to
+        the first not started, are yielded. Without it every job of the look-ahead (64 with the default batch) was
         awaited: a SIGTERM 10 s into a folder of 250 photos went on for 82 more images and 13 s,
         past ``docker stop``'s 10 s grace (a user test)."""
         stopped = stop if stop is not None else lambda: False
@@ -230,20 +230,21 @@ class Pipeline:
         ahead = max(4 * self.workers, self.predictor.batch_size)  # jobs in flight: enough to keep workers busy
         if self.max_latency is not None:
             ahead = 2 * self.workers  # a live source: do not read far ahead of what is answered
-        window: deque[Future[Prepared]] = deque()
+        window: deque[tuple[int, Future[Prepared | None]]] = deque()
+        cutoff = _Cutoff()
         try:
-            for result, image in _until(jobs, stopped):
-                window.append(pool.submit(self.prepare, result, image, aligned))
+            for seq, (result, image) in enumerate(_until(jobs, stopped)):
+                window.append((seq, pool.submit(cutoff.run, seq, self.prepare, result, image, aligned)))
                 if len(window) >= ahead:
-                    yield window.popleft().result()
+                    yield _prepared(window.popleft()[1])
             while window:
                 if stopped():  # (also when the stop comes while the last jobs are awaited)
-                    _drop_unstarted(window)
+                    cutoff.cut(window)
                     if not window:
                         break
-                yield window.popleft().result()
+                yield _prepared(window.popleft()[1])
         finally:  # the caller stopped early: drop the jobs not started yet
-            for f in window:
+            for _, f in window:
                 f.cancel()
 
     def _workers(self) -> ThreadPoolExecutor:
@@ -433,17 +434,48 @@ def _until(jobs: Iterable[Any], stopped: Callable[[], bool]) -> Iterator[Any]:
             return
 
 
-def _drop_unstarted(window: deque[Future[Prepared]]) -> None:
-    """Cancel the jobs of ``window`` that no worker has started, and leave them out of it; the
-    ones started or done stay, in order. Cancelled from the last: the pool starts its jobs in
-    the order given, so the jobs left are the first ones (the images answered are the first
-    read, none missing between them; from the first, a worker could start a job just after
-    one cancelled before it)."""
-    for f in reversed(window):
-        f.cancel()  # (False for one started or done: it stays)
-    kept = [f for f in window if not f.cancelled()]
-    window.clear()
-    window.extend(kept)
+class _Cutoff:
+    """Which jobs of :meth:`Pipeline.prepared` run once a stop is asked: those a worker began
+    before it, up to the first not begun; the rest are dropped. A job checks in (:meth:`run`)
+    under a lock as it begins, so none begins after the cut, and a job that a worker began
+    after an earlier one was left waiting (the pool takes jobs in order, but a worker may be
+    pre-empted between taking one and beginning it) is dropped too, never answered with a gap
+    before it (a review: cancelling the futures from the last left such a gap). A job dropped
+    once begun runs on in its worker, its answer unused: nothing of it is written, so
+    ``--skip-stored`` takes it up. (Own code: ``Future.cancel`` cannot tell which began first.)"""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.begun: set[int] = set()
+        self.at: int | None = None
+
+    def run(self, seq: int, prepare: Callable[..., Prepared], *args: Any) -> Prepared | None:
+        """``prepare(*args)`` for job ``seq``, or ``None`` where a cut came before it began."""
+        with self.lock:
+            if self.at is not None and seq >= self.at:
+                return None
+            self.begun.add(seq)
+        return prepare(*args)
+
+    def cut(self, window: deque[tuple[int, Future[Prepared | None]]]) -> None:
+        """Cut at the first job of ``window`` not begun: it and every later one leave the window
+        (cancelled where not begun); the ones before it, all begun, stay."""
+        with self.lock:
+            self.at = next((seq for seq, _ in window if seq not in self.begun), None)
+            if self.at is None:
+                return
+        kept = [(seq, f) for seq, f in window if seq < self.at]
+        for seq, f in window:
+            if seq >= self.at:
+                f.cancel()
+        window.clear()
+        window.extend(kept)
+
+
+def _prepared(future: Future[Prepared | None]) -> Prepared:
+    result = future.result()
+    assert result is not None  # (a job before the cut: begun, so prepared)
+    return result
 
 
 def _face_result(face: Face | None, image: ImageResult, answers: dict) -> FaceResult:
