@@ -219,20 +219,35 @@ def test_a_source_another_live_stream_writes_is_refused_and_taken_over_once_it_s
     first beats, before anything is written, and takes the source over once the first stopped."""
     from facemtl.store import SourceBusyError
 
+    import sqlalchemy as sa
+
+    from facemtl.store.engine import create_db_engine
+    from facemtl.store.models import Session
+
     first = DbSink(db_url, source="cam9", kind="stream", model_info=INFO)
     for r in frames(4, "cam9"):
         first.write(r)
     first.flush()
+    eng = create_db_engine(db_url)
+    with eng.begin() as conn:  # (another process of this machine, alive: the one that started pytest)
+        conn.execute(sa.update(Session).where(Session.id == first.session_id).values(pid=os.getppid()))
     with Store(db_url) as store:
         before = counts(store)
         with pytest.raises(SourceBusyError, match=r"^the source 'cam9' is being written by another stream now "
-                                                  rf"\(session {first.session_id}, process {os.getpid()} on "):
+                                                  rf"\(session {first.session_id}, process {os.getppid()} on "):
             DbSink(store=store, kind="stream", model_info=INFO, sources=["door", "cam9"])
         assert counts(store) == before  # not even a session
         assert [(s["name"], s["session"]) for s in store.sources()] == [("cam9", first.session_id)]
+    # this very process's number on this machine: an earlier life of it (a container restarted after a kill
+    # is process 1 again; a review), not another writer
+    with eng.begin() as conn:
+        conn.execute(sa.update(Session).where(Session.id == first.session_id).values(pid=os.getpid()))
+    eng.dispose()
+    again = DbSink(db_url, source="cam9", kind="stream", model_info=INFO)
+    again.close()
     first.close()
     second = DbSink(db_url, source="cam9", kind="stream", model_info=INFO)
-    assert second.session_id != first.session_id
+    assert len({first.session_id, again.session_id, second.session_id}) == 3
     second.close()
 
 

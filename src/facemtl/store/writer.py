@@ -249,7 +249,10 @@ class SessionWriter:
         rows = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat, Session.id, Session.pid,
                                       Session.host).join(Session, Session.id == Source.session_id).where(
             Source.name.in_(names), Source.state == "running", Session.ended.is_(None))).all()
+        here, me = socket.gethostname(), os.getpid()
         for r in rows:
+            if r.host == here and r.pid == me:  # this process's number on this machine: an earlier life of it
+                continue  # (a container restarted after a kill is process 1 again; a review)
             if beats_on_time(r.last_seen, r.heartbeat or self.heartbeat, now):
                 wait = MISSED_BEATS * (r.heartbeat or self.heartbeat)
                 raise SourceBusyError(
