@@ -217,10 +217,9 @@ def test_a_source_another_live_stream_writes_is_refused_and_taken_over_once_it_s
     """Two streams under one name took the source from each other without a word, and a purge then
     deleted the first one's open tracks under it (a user test): the second is refused while the
     first beats, before anything is written, and takes the source over once the first stopped."""
-    from facemtl.store import SourceBusyError
-
     import sqlalchemy as sa
 
+    from facemtl.store import SourceBusyError
     from facemtl.store.engine import create_db_engine
     from facemtl.store.models import Session
 
