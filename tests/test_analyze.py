@@ -270,6 +270,9 @@ def test_analyze_files_takes_one_path_or_a_folder(face_photo, tmp_path, analyzer
         got = list(analyzer.analyze_files([folder]))
     assert [r.file for r in got] == [str(folder / "b.jpg"), str(folder / "sub" / "a.jpg")]
     assert all(r.faces == one.faces for r in got)
+    # something that is no path among them is its own error record, not the whole batch's TypeError (a user test)
+    got = list(analyzer.analyze_files([face_photo, None, 3.5]))
+    assert [r.status for r in got] == ["ok", "error", "error"] and "not NoneType" in got[1].error
 
 
 def test_analyze_options_are_checked(face_photo, capsys):

@@ -974,3 +974,77 @@ def test_reads_waiting_on_a_frozen_database_are_bounded(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         svc.within(1.0, lambda: 1 / 0)
     assert svc.within(1.0, lambda: 7) == 7  # a failed read gave its slot back too
+
+
+def test_an_upload_waits_a_bounded_time_for_a_locked_database_and_the_stop_too(monkeypatch, caplog):
+    """A user test: with a SQLite file another program held locked, an upload waited the busy
+    timeout (30 s), and a client's own timeout gave up on an upload stored all the same; the
+    server's stop then took 91 s. An upload is answered "kept" after UPLOAD_WAIT (the write goes
+    on, and stores it), and the stop gives up after CLOSE_WAIT, saying what was not stored."""
+    import threading
+    import time
+
+    from facemtl.inference.results import FaceResult, ImageResult
+    from facemtl.server import service as service_module
+    from facemtl.server.service import Service
+
+    monkeypatch.setattr(service_module, "UPLOAD_WAIT", 0.2)
+    monkeypatch.setattr(service_module, "CLOSE_WAIT", 0.2)
+    locked, written = threading.Event(), []
+
+    class Writer:
+        dropped = 0
+        pending = type("Pending", (), {"faces": 0})()
+
+        def add(self, result, thumbs):
+            written.append(result.file)
+
+        def flush(self):
+            locked.wait(5)  # (the file is locked until the event)
+
+        def close(self):
+            locked.wait(5)
+
+    class Locked:
+        read_only = False
+
+        def newest_session(self):
+            return 0
+
+        def tasks(self, base):
+            return list(base)
+
+        def class_names(self):
+            return {}
+
+        def task_kinds(self):
+            return {}
+
+        def writer(self, *a, **k):
+            return Writer()
+
+    service = Service(Locked(), None)
+    service.predictor = type("P", (), {"info": None})()
+
+    def one(name: str) -> str:
+        r = ImageResult(file=name)
+        r.faces = [FaceResult([0, 0, 10, 10], 0.99, None, {})]
+        return service._store(r, None, r.faces, None)
+
+    t0 = time.monotonic()
+    assert one("a.jpg") == "kept" and one("b.jpg") == "kept"  # (the second waits its turn, as long at most)
+    assert time.monotonic() - t0 < 2
+    locked.set()  # the lock let go: the write that waited stores them
+    deadline = time.monotonic() + 5
+    while sorted(written) != ["a.jpg", "b.jpg"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(written) == ["a.jpg", "b.jpg"]
+    assert one("c.jpg") == "yes"
+    locked.clear()
+    one("d.jpg")
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING", logger="facemtl.server"):
+        service.close()
+    assert time.monotonic() - t0 < 2 and one("e.jpg") == "no"
+    assert any("did not answer within 0 s of the stop" in m for m in caplog.messages), caplog.messages
+    locked.set()

@@ -171,7 +171,9 @@ def _files(paths: Iterable[str | os.PathLike]) -> Iterator[str | os.PathLike]:
     for p in paths:
         if isinstance(p, bytes):  # a file name in the file system's encoding, not image data
             p = os.fsdecode(p)
-        if os.path.isdir(p):
+        if not isinstance(p, (str, os.PathLike)):  # (None, 3.5: its own error record; os.path.isdir raised,
+            yield p                                 # stopping the whole batch before its first file: a user test)
+        elif os.path.isdir(p):
             yield from walk_images(Path(p), skipped)
         else:
             yield p

@@ -71,6 +71,18 @@ def _query(service_call, **kw: Any) -> Any:
         raise HTTPException(409, str(exc)) from None
 
 
+def _once(request: Request, repeatable: set[str]) -> None:
+    """400 for a query parameter given twice that takes one value: ``?source=a&source=b`` read
+    only ``b``, ``limit=5&limit=500`` 500, without a word, where a class filter given twice
+    means either (a user test)."""
+    keys = request.query_params.keys()
+    twice = sorted({k for k in keys if k not in repeatable and len(request.query_params.getlist(k)) > 1})
+    if twice:
+        n = len(request.query_params.getlist(twice[0]))
+        raise HTTPException(400, f"the query parameter {twice[0]!r} is given {n} times; it takes one value (a class "
+                                 "filter, such as gender=, may be repeated)")
+
+
 async def _one_file(request: Request) -> None:
     """Refuse an upload with several ``file`` fields (FastAPI would silently analyse the last)."""
     content_type = request.headers.get("content-type", "")
@@ -87,11 +99,14 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
     known = {p for f in filters for p in f.params}
     router = APIRouter(prefix="/v1")
 
+    repeatable = {f.task.name for f in filters}  # ?gender=male&gender=female: either
+
     def only_known(request: Request, extra: set[str]) -> None:
         unknown = sorted(set(request.query_params) - known - extra)
         if unknown:
             raise HTTPException(400, f"unknown query parameter {unknown[0]!r}; this route takes: "
                                      f"{', '.join(sorted(known | extra))}")
+        _once(request, repeatable)
 
     @router.get("/health", response_model=Health, responses={503: {"model": Health}}, tags=["service"])
     def health() -> Any:
@@ -134,6 +149,7 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
         unknown = sorted(set(request.query_params) - {"annotate", "source"})
         if unknown:  # a misspelt ?sorce=cam stored the faces under the default source without a word
             raise HTTPException(400, f"unknown query parameter {unknown[0]!r}; this route takes: annotate, source")
+        _once(request, set())
         out, stored = service.analyze(file.file.read(), file.filename, annotate, source)
         schemas.Analysis.model_validate(out)  # the documented shape, checked; sent as analyze --json writes it
         return JSONResponse(out, headers={"X-Facemtl-Stored": stored})

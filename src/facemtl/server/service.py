@@ -35,6 +35,14 @@ MAX_UNSTORED = 10_000
 READ_WAIT = 30.0
 #: The same for ``/v1/health``'s ping (a monitor has a timeout of its own, often 10 s).
 HEALTH_WAIT = 5.0
+#: Seconds an upload waits for the database to store it before it is answered ``kept`` (written
+#: when the database answers). A SQLite file another program held locked kept uploads waiting
+#: the busy timeout, 30 s, and a client's own timeout then gave up on uploads that were stored
+#: all the same, which a retry stored twice (a user test).
+UPLOAD_WAIT = 5.0
+#: Seconds the server's stop waits for the database to take the uploads kept and end the upload
+#: session: a locked file held it 91 s, past a service manager's stop timeout (a user test).
+CLOSE_WAIT = 10.0
 
 
 class NoAnswer(Exception):
@@ -162,7 +170,8 @@ class Service:
         #: Set when the server starts to stop: open live views end, so that stopping waits for no viewer.
         self.stopping = threading.Event()
         self._lost = 0  # uploads dropped because MAX_UNSTORED were waiting
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while the database is written
+        self._queue_lock = threading.Lock()  # held while _unstored and the flags are changed, never while writing
         # Analyses at once: one per core (the framework's thread pool would run dozens side by side,
         # each holding a decoded photo, all slower than one after the other on a small CPU).
         from ..system import usable_cores
@@ -182,8 +191,8 @@ class Service:
         if self.pipeline is None:
             raise ServiceError(503, "this server was started without a model (--no-model): it cannot analyse photos")
         if not data:
-            raise ServiceError(415, "the uploaded file is empty; send a photo (JPEG, PNG, WebP, ...) in the field "
-                                    "'file'")
+            raise ServiceError(400, "the uploaded file is empty; send a photo (JPEG, PNG, WebP, ...) in the field "
+                                    "'file'")  # (a client's mistake, not a kind of file: 400, a user test)
         self._check_source(source)
         name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1][:200] or "upload"
         from ..faces import BrokenDetector
@@ -229,7 +238,7 @@ class Service:
 
             thumbs = [face_thumbnail(rgb, f.box) for f in faces]
         result.source = source
-        with self._lock:
+        with self._queue_lock:  # (never held while the database is waited for)
             if self._closed:  # the server is stopping: answered, not stored
                 return "no"
             if self._refused_source is not None:  # said once in the log when it was found
@@ -243,6 +252,19 @@ class Service:
             self._unstored.append((result, thumbs))
             if self._failing:  # the database is away: the heartbeat tries (each upload trying in turn under
                 return "kept"  # the lock waited one connection timeout after the other, a review found)
+        try:  # the write goes on after the wait (the lock held): this upload is answered "kept"
+            return within(UPLOAD_WAIT, self._write_now)
+        except NoAnswer:
+            return "kept"
+
+    def _write_now(self) -> str:
+        """Write the uploads kept (this one among them, unless a write before took it) and say
+        how (see :meth:`_store`)."""
+        with self._lock:
+            if self._closed:  # (stored by the stop, or said lost there)
+                return "kept"
+            if self._failing:
+                return "kept"
             dropped = self._writer.dropped if self._writer is not None else 0
             if not self._write_uploads():
                 return "kept"
@@ -263,8 +285,12 @@ class Service:
                                                  {"thumbnails": self.thumbnails}, heartbeat=UPLOAD_HEARTBEAT,
                                                  announce=announce)
             while self._unstored:
-                self._writer.add(*self._unstored[0])
-                self._unstored.popleft()  # only once the writer holds it
+                item = self._unstored.popleft()  # (an upload may append, or drop the oldest, meanwhile)
+                try:
+                    self._writer.add(*item)
+                except BaseException:
+                    self._unstored.appendleft(item)  # only gone once the writer holds it
+                    raise
             self._writer.flush()
         except SourceKindError as exc:  # not an outage: waiting would never store them
             log.error("uploads are not stored: %s", exc)
@@ -373,7 +399,10 @@ class Service:
 
     @_read
     def snapshot(self, source_id: int) -> tuple[float, bytes]:
-        snap = self._need_store().snapshot(source_id)
+        store = self._need_store()
+        snap = store.snapshot(source_id)
+        if snap is None and not any(s["id"] == source_id for s in store.sources()):  # (a user test: "has no
+            raise ServiceError(404, f"there is no source {source_id} (GET /v1/sources lists them)")  # live frame")
         if snap is None:
             raise ServiceError(404, f"source {source_id} has no live frame (it is not a stream, writes none, or "
                                     "the retention or a deletion removed its last one)")
@@ -454,20 +483,32 @@ class Service:
         """Store what is kept, end the upload session (its sources ``stopped``), stop the workers.
         Idempotent: a heartbeat or an upload after it writes nothing (it would mark the stopped
         sources ``running`` again)."""
-        with self._lock:
+        with self._queue_lock:
             if self._closed:
                 return
+            self._closed = True  # (an upload from now on is answered "no"; a beat writes nothing)
+        try:
+            within(CLOSE_WAIT, self._finish)
+        except NoAnswer:  # (the write goes on, a daemon thread, until the process ends)
+            log.warning("the results database did not answer within %.0f s of the stop: %d uploads kept in memory "
+                        "are not stored", CLOSE_WAIT, len(self._unstored))
+        if self.pipeline is not None:
+            self.pipeline.close()
+
+    def _finish(self) -> None:
+        """The stop's last write: the uploads kept, then the end of the upload session."""
+        from ..store.engine import reason
+
+        with self._lock:
             if self._unstored or self._writer is not None:
                 self._write_uploads()
             if self._writer is not None:
                 try:
                     self._writer.close()
-                except Exception as exc:
+                except Exception as exc:  # (one sentence: the driver's first line, not its SQL and link)
                     log.warning("could not close the upload session (%d faces of uploads not stored): %s",
-                                self._writer.pending.faces + sum(len(r.faces) for r, _ in self._unstored), exc)
+                                self._writer.pending.faces + sum(len(r.faces) for r, _ in self._unstored),
+                                reason(exc))
             elif self._unstored:
                 log.warning("%d uploads were never stored: the results database did not answer before the server "
                             "stopped", len(self._unstored))
-            self._closed = True
-        if self.pipeline is not None:
-            self.pipeline.close()

@@ -57,7 +57,7 @@ def count_groups(conn: sa.Connection, since: float, until: float, bucket: float,
     if bucket <= 0:
         raise ValueError("bucket must be a positive number of seconds")
     if until <= since:
-        raise ValueError("until must be after since")
+        raise ValueError("until must be after since (until is now where it is not given)")  # (a user test)
     if (until - since) / bucket > MAX_BUCKETS:
         raise ValueError(f"that is over {MAX_BUCKETS} buckets: use a larger bucket or a shorter range")
     if of not in ("faces", "tracks"):
