@@ -112,3 +112,17 @@ def test_writers_share_the_schema():
     table = io.StringIO()
     TableSink(table).write(results[2])
     assert "age 31 (26-37), gender female 93%" in table.getvalue()
+
+
+def test_a_stored_face_of_the_api_reads_back_with_its_answers_only():
+    """A user test: a /v1/faces item read with FaceResult.from_dict made answers of its record's
+    fields (id, session, track_id, ...), and to_dict then failed on them."""
+    from facemtl.inference.results import FaceResult
+
+    face = {"box": [1.0, 2.0, 30.0, 40.0], "score": 0.99, "landmarks": None, "age": 31.0, "age_interval": [26, 37],
+            "gender": "female", "gender_probability": 0.93}
+    stored = {**face, "id": 7, "session": 2, "track_id": None, "media_time": None, "model_name": "m",
+              "model_version": "1", "thumbnail": "/v1/faces/7/thumbnail.jpg", "time": 1.8e9, "source": "cam"}
+    got = FaceResult.from_dict(stored)
+    assert sorted(got.answers) == ["age", "gender"]
+    assert got.to_dict() == FaceResult.from_dict(face).to_dict()

@@ -130,6 +130,10 @@ _FACE_KEYS = frozenset({"type", "source", "file", "index", "frame", "time", "wal
                         "landmarks", "raw"})
 _TRACK_KEYS = frozenset({"type", "source", "track", "first_frame", "last_frame", "frames", "first_time", "last_time",
                          "first_wall_time", "last_wall_time", "confidence"})
+#: The fields a stored face adds (``GET /v1/faces``, ``db export``): read back by
+#: :meth:`FaceResult.from_dict` as no task's answers (a user test: they became answers, and
+#: ``to_dict`` then failed on them).
+_STORED_KEYS = frozenset({"id", "session", "track_id", "media_time", "model_name", "model_version", "thumbnail"})
 #: Every field of a face or track record that is no task's answer: names no task may take
 #: (:data:`facemtl.config.RESERVED_TASK_NAMES` includes them; a task ``last_wall_time`` wrote its
 #: answer over a track's clock, a review).
@@ -213,9 +217,11 @@ class FaceResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FaceResult":
         """The face whose :meth:`to_dict` is ``d`` (also a ``stream --json`` face line: its frame
-        fields are left out), e.g. to read ``analyze --json`` output back into typed results."""
+        fields are left out; or a stored face of ``GET /v1/faces``: its record's fields are left
+        out), e.g. to read ``analyze --json`` output back into typed results."""
         raw = d.get("raw")
-        return cls(d.get("box"), d.get("score"), d.get("landmarks"), _answers(d, _FACE_KEYS), track=d.get("track"),
+        return cls(d.get("box"), d.get("score"), d.get("landmarks"), _answers(d, _FACE_KEYS | _STORED_KEYS),
+                   track=d.get("track"),
                    raw=_answers(raw, set()) if isinstance(raw, dict) else None)
 
     def scaled(self, factor: float) -> "FaceResult":
