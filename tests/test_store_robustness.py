@@ -433,6 +433,25 @@ def test_an_upload_while_the_database_is_away_is_kept_and_written_later(client_s
     assert files == ["while-away.jpg", "first.jpg"]
 
 
+class _NoStore:
+    """What the upload service asks a store for at its start, over an empty database; a test's
+    subclass says how its writer behaves."""
+
+    read_only = False
+
+    def newest_session(self):
+        return 0
+
+    def tasks(self, base):
+        return list(base)
+
+    def class_names(self):
+        return {}
+
+    def task_kinds(self):
+        return {}
+
+
 def test_uploads_while_the_database_is_away_do_not_each_wait_for_it():
     """A review: each upload with faces tried the database itself, under the service's lock, so
     while it was away uploads finished one connection timeout after the other (PostgreSQL behind
@@ -444,21 +463,7 @@ def test_uploads_while_the_database_is_away_do_not_each_wait_for_it():
 
     tries = []
 
-    class Away:
-        read_only = False
-
-        def newest_session(self):
-            return 0
-
-        def tasks(self, base):
-            return list(base)
-
-        def class_names(self):
-            return {}
-
-        def task_kinds(self):
-            return {}
-
+    class Away(_NoStore):
         def writer(self, *a, **k):
             tries.append(1)
             raise sa.exc.OperationalError("connect", {}, Exception("timeout expired"))
@@ -1005,21 +1010,7 @@ def test_an_upload_waits_a_bounded_time_for_a_locked_database_and_the_stop_too(m
         def close(self):
             locked.wait(5)
 
-    class Locked:
-        read_only = False
-
-        def newest_session(self):
-            return 0
-
-        def tasks(self, base):
-            return list(base)
-
-        def class_names(self):
-            return {}
-
-        def task_kinds(self):
-            return {}
-
+    class Locked(_NoStore):
         def writer(self, *a, **k):
             return Writer()
 
