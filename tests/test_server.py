@@ -628,6 +628,7 @@ def test_validation_messages_name_the_parameter_and_how_to_upload(served):
         r = client.get(f"{route}?{params}", headers=AUTH)
         assert r.status_code == 400 and "is given 2 times; it takes one value" in r.json()["detail"], (route, r.text)
     assert client.get("/v1/faces?gender=male&gender=female", headers=AUTH).status_code == 200
+    assert client.get("/v1/stats?task=age&task=gender", headers=AUTH).status_code == 200  # (a list; a review)
 
 
 def test_a_model_with_other_tasks_gets_its_own_columns_filters_and_counts(tmp_path):

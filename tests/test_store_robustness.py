@@ -999,7 +999,7 @@ def test_an_upload_waits_a_bounded_time_for_a_locked_database_and_the_stop_too(m
 
     class Writer:
         dropped = 0
-        pending = type("Pending", (), {"faces": 0})()
+        pending = type("Pending", (), {"faces": 0, "images": []})()
 
         def add(self, result, thumbs):
             written.append(result.file)
@@ -1037,5 +1037,49 @@ def test_an_upload_waits_a_bounded_time_for_a_locked_database_and_the_stop_too(m
     with caplog.at_level("WARNING", logger="facemtl.server"):
         service.close()
     assert time.monotonic() - t0 < 2 and one("e.jpg") == "no"
-    assert any("did not answer within 0 s of the stop" in m for m in caplog.messages), caplog.messages
+    assert any("did not answer within 0.2 s of the stop: " in m for m in caplog.messages), caplog.messages
     locked.set()
+
+
+def test_uploads_waiting_on_a_locked_database_leave_the_reads_and_the_stop_their_turn(monkeypatch):
+    """A review: each upload waiting on a locked database held one of the 64 slots of the reads'
+    waits; 70 uploads took them all, and reads, /v1/health and the stop's last write failed at
+    once (the stop lost every upload kept). Uploads have slots of their own, and the stop none."""
+    import threading
+    import time
+
+    from facemtl.inference.results import FaceResult, ImageResult
+    from facemtl.server import service as service_module
+    from facemtl.server.service import MAX_WAITING_UPLOADS, Service, within
+
+    monkeypatch.setattr(service_module, "UPLOAD_WAIT", 0.05)
+    locked, written = threading.Event(), []
+
+    class Writer:
+        dropped = 0
+        pending = type("Pending", (), {"faces": 0, "images": []})()
+
+        def add(self, result, thumbs):
+            written.append(result.file)
+
+        def flush(self):
+            locked.wait(10)
+
+        def close(self):
+            pass
+
+    class Locked(_NoStore):
+        def writer(self, *a, **k):
+            return Writer()
+
+    service = Service(Locked(), None)
+    service.predictor = type("P", (), {"info": None})()
+    for i in range(MAX_WAITING_UPLOADS + 62):
+        r = ImageResult(file=f"u{i}.jpg")
+        r.faces = [FaceResult([0, 0, 10, 10], 0.99, None, {})]
+        assert service._store(r, None, r.faces, None) == "kept"
+    assert within(1.0, lambda: "read") == "read"  # a read still gets its turn
+    threading.Timer(0.5, locked.set).start()  # the lock let go half a second into the stop
+    t0 = time.monotonic()
+    service.close()
+    assert time.monotonic() - t0 < 5 and len(set(written)) == MAX_WAITING_UPLOADS + 62  # every upload stored

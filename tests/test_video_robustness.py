@@ -743,3 +743,17 @@ def test_a_truncated_matroska_file_says_how_many_frames_it_lost(tmp_path):
     assert log[-1].startswith(f"{cut}: {len(frames)} of 90 frames decoded") and "truncated" in log[-1]
     _, log, _ = _read(VideoFile(str(path)))
     assert log == []  # the whole file: nothing said
+
+
+def test_live_timestamps_taken_back_after_a_freeze_stay_taken():
+    """A review: leaving arrival times did not judge the pace afresh, so the frozen seconds
+    tripped the switch again at once, and the clock went back and forth."""
+    from facemtl.video.ffmpeg import _LiveClock
+
+    c = _LiveClock()
+    modes = []
+    for i in range(750):  # 25 fps: timestamps frozen for 10 s, then at the right pace for 20 s
+        c.time(0.0 if i < 250 else (i - 250) * 0.04, 1000.0 + i * 0.04)
+        modes.append(c.arrival is None)
+    back = modes.index(True, 250)
+    assert 250 < back < 450 and all(modes[back:]), [k for k in range(back, 750) if not modes[k]][:3]

@@ -236,16 +236,15 @@ class Pipeline:
             for seq, (result, image) in enumerate(_until(jobs, stopped)):
                 window.append((seq, pool.submit(cutoff.run, seq, self.prepare, result, image, aligned)))
                 if len(window) >= ahead:
-                    yield _prepared(window.popleft()[1])
+                    yield cutoff.take(window)
             while window:
                 if stopped():  # (also when the stop comes while the last jobs are awaited)
                     cutoff.cut(window)
                     if not window:
                         break
-                yield _prepared(window.popleft()[1])
-        finally:  # the caller stopped early: drop the jobs not started yet
-            for _, f in window:
-                f.cancel()
+                yield cutoff.take(window)
+        finally:  # the caller stopped early: drop the jobs not started yet, and none begins from here
+            cutoff.cut(window, everything=True)
 
     def _workers(self) -> ThreadPoolExecutor:
         """The detection threads, kept for the pipeline's life so that each builds its detector once."""
@@ -457,25 +456,35 @@ class _Cutoff:
             self.begun.add(seq)
         return prepare(*args)
 
-    def cut(self, window: deque[tuple[int, Future[Prepared | None]]]) -> None:
-        """Cut at the first job of ``window`` not begun: it and every later one leave the window
-        (cancelled where not begun); the ones before it, all begun, stay."""
+    def cut(self, window: deque[tuple[int, Future[Prepared | None]]], everything: bool = False) -> None:
+        """Cut at the first job of ``window`` not begun (``everything``: at its first job): it and
+        every later one leave the window (cancelled where not begun); the ones before it, all
+        begun, stay. A cut once made only moves earlier: a second one, with every job left begun,
+        lifted it, and a job a worker had taken before the first then ran for nothing (a review)."""
         with self.lock:
-            self.at = next((seq for seq, _ in window if seq not in self.begun), None)
+            first = window[0][0] if window and everything else \
+                next((seq for seq, _ in window if seq not in self.begun), None)
+            if first is not None:
+                self.at = first if self.at is None else min(self.at, first)
             if self.at is None:
                 return
-        kept = [(seq, f) for seq, f in window if seq < self.at]
+            at = self.at
+        kept = [(seq, f) for seq, f in window if seq < at]
         for seq, f in window:
-            if seq >= self.at:
+            if seq >= at:
                 f.cancel()
         window.clear()
         window.extend(kept)
 
-
-def _prepared(future: Future[Prepared | None]) -> Prepared:
-    result = future.result()
-    assert result is not None  # (a job before the cut: begun, so prepared)
-    return result
+    def take(self, window: deque[tuple[int, Future[Prepared | None]]]) -> Prepared:
+        """The first job's answer, awaited, and the job forgotten (:attr:`begun` stays as small as
+        the window, for an endless iterator too)."""
+        seq, future = window.popleft()
+        result = future.result()
+        with self.lock:
+            self.begun.discard(seq)
+        assert result is not None  # (a job before the cut: begun, so prepared)
+        return result
 
 
 def _face_result(face: Face | None, image: ImageResult, answers: dict) -> FaceResult:

@@ -99,7 +99,8 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
     known = {p for f in filters for p in f.params}
     router = APIRouter(prefix="/v1")
 
-    repeatable = {f.task.name for f in filters}  # ?gender=male&gender=female: either
+    # ?gender=male&gender=female: either; /v1/stats?task=age&task=gender: both (a review)
+    repeatable = {f.params[0] for f in filters if f.by_class} | {"task"}
 
     def only_known(request: Request, extra: set[str]) -> None:
         unknown = sorted(set(request.query_params) - known - extra)

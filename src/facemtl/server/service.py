@@ -40,6 +40,12 @@ HEALTH_WAIT = 5.0
 #: the busy timeout, 30 s, and a client's own timeout then gave up on uploads that were stored
 #: all the same, which a retry stored twice (a user test).
 UPLOAD_WAIT = 5.0
+#: Upload writes waiting on the database at once (:data:`UPLOAD_WAIT`); past it, an upload is
+#: answered ``kept`` at once. Their own, not the reads' slots: a burst of uploads while the
+#: database was locked took all 64, and reads, ``/v1/health`` and the stop's last write then
+#: failed at once (a review).
+MAX_WAITING_UPLOADS = 8
+_uploading = threading.BoundedSemaphore(MAX_WAITING_UPLOADS)
 #: Seconds the server's stop waits for the database to take the uploads kept and end the upload
 #: session: a locked file held it 91 s, past a service manager's stop timeout (a user test).
 CLOSE_WAIT = 10.0
@@ -56,14 +62,18 @@ MAX_WAITING_READS = 64
 _waiting = threading.BoundedSemaphore(MAX_WAITING_READS)
 
 
-def within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+def within(seconds: float, fn: Callable[..., Any], *args: Any, slots: threading.BoundedSemaphore | None = _waiting,
+           **kw: Any) -> Any:
     """``fn(*args, **kw)`` on a thread of its own, waited for at most ``seconds``: its value, or
     its exception raised here; :class:`NoAnswer` past the wait, the thread left to finish (a
     daemon: it holds up neither the request nor the server's exit; its answer is dropped), and
-    at once while :data:`MAX_WAITING_READS` such threads have not finished."""
+    at once while ``slots`` (reads': :data:`MAX_WAITING_READS`) such threads have not finished
+    (``None``: no limit)."""
     out: dict[str, Any] = {}
     done = threading.Event()
-    if not _waiting.acquire(blocking=False):
+    if slots is None:
+        slots = threading.BoundedSemaphore(1)
+    if not slots.acquire(blocking=False):
         raise NoAnswer
 
     def run() -> None:
@@ -72,13 +82,13 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             out["error"] = exc
         finally:
-            _waiting.release()
+            slots.release()
             done.set()
 
     try:
         threading.Thread(target=run, name="facemtl-db-read", daemon=True).start()
     except BaseException:  # no thread could start (a thread limit): nothing waits, nothing holds the slot
-        _waiting.release()
+        slots.release()
         raise
     if not done.wait(seconds):
         raise NoAnswer
@@ -253,7 +263,7 @@ class Service:
             if self._failing:  # the database is away: the heartbeat tries (each upload trying in turn under
                 return "kept"  # the lock waited one connection timeout after the other, a review found)
         try:  # the write goes on after the wait (the lock held): this upload is answered "kept"
-            return within(UPLOAD_WAIT, self._write_now)
+            return within(UPLOAD_WAIT, self._write_now, slots=_uploading)
         except NoAnswer:
             return "kept"
 
@@ -488,10 +498,11 @@ class Service:
                 return
             self._closed = True  # (an upload from now on is answered "no"; a beat writes nothing)
         try:
-            within(CLOSE_WAIT, self._finish)
+            within(CLOSE_WAIT, self._finish, slots=None)  # (no slot to wait for: the stop's write always runs)
         except NoAnswer:  # (the write goes on, a daemon thread, until the process ends)
-            log.warning("the results database did not answer within %.0f s of the stop: %d uploads kept in memory "
-                        "are not stored", CLOSE_WAIT, len(self._unstored))
+            held = len(self._writer.pending.images) if self._writer is not None else 0
+            log.warning("the results database did not answer within %g s of the stop: %d uploads kept in memory "
+                        "are not stored", CLOSE_WAIT, len(self._unstored) + held)
         if self.pipeline is not None:
             self.pipeline.close()
 

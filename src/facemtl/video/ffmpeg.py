@@ -280,7 +280,7 @@ class _LiveClock:
         if seen is None or since is None or pts - seen < elapsed - since - 1:  # behind (again): watched from here
             self.arrival = (pts, elapsed)
         elif elapsed - since >= LIVE_BEHIND:
-            self.arrival = None
+            self.arrival = self.steady = None  # (the pace judged afresh: the frozen seconds tripped it again)
             self.base, self.offset = pts, max(elapsed, self.last + 1e-3)
             return self.offset
         return elapsed
