@@ -62,8 +62,11 @@ MAX_WAITING_READS = 64
 _waiting = threading.BoundedSemaphore(MAX_WAITING_READS)
 
 
-def within(seconds: float, fn: Callable[..., Any], *args: Any, slots: threading.BoundedSemaphore | None = _waiting,
-           **kw: Any) -> Any:
+#: ``within``'s default slots: the reads' (:data:`_waiting`, looked up at each call).
+_READS: Any = object()
+
+
+def within(seconds: float, fn: Callable[..., Any], *args: Any, slots: Any = _READS, **kw: Any) -> Any:
     """``fn(*args, **kw)`` on a thread of its own, waited for at most ``seconds``: its value, or
     its exception raised here; :class:`NoAnswer` past the wait, the thread left to finish (a
     daemon: it holds up neither the request nor the server's exit; its answer is dropped), and
@@ -71,7 +74,9 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any, slots: threading.
     (``None``: no limit)."""
     out: dict[str, Any] = {}
     done = threading.Event()
-    if slots is None:
+    if slots is _READS:
+        slots = _waiting
+    elif slots is None:
         slots = threading.BoundedSemaphore(1)
     if not slots.acquire(blocking=False):
         raise NoAnswer
