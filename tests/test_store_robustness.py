@@ -981,6 +981,33 @@ def test_reads_waiting_on_a_frozen_database_are_bounded(monkeypatch):
     assert svc.within(1.0, lambda: 7) == 7  # a failed read gave its slot back too
 
 
+def _service_on_a_locked_file(locked, written: list):
+    """An upload service whose writer's flush and close wait (up to 10 s) while the database
+    file is locked, until ``locked`` is set; ``written`` gets the file of each upload it takes."""
+    from facemtl.server.service import Service
+
+    class Writer:
+        dropped = 0
+        pending = type("Pending", (), {"faces": 0, "images": []})()
+
+        def add(self, result, thumbs):
+            written.append(result.file)
+
+        def flush(self):
+            locked.wait(10)  # (the file is locked until the event)
+
+        def close(self):
+            locked.wait(10)
+
+    class Locked(_NoStore):
+        def writer(self, *a, **k):
+            return Writer()
+
+    service = Service(Locked(), None)
+    service.predictor = type("P", (), {"info": None})()
+    return service
+
+
 def test_an_upload_waits_a_bounded_time_for_a_locked_database_and_the_stop_too(monkeypatch, caplog):
     """A user test: with a SQLite file another program held locked, an upload waited the busy
     timeout (30 s), and a client's own timeout gave up on an upload stored all the same; the
@@ -991,31 +1018,11 @@ def test_an_upload_waits_a_bounded_time_for_a_locked_database_and_the_stop_too(m
 
     from facemtl.inference.results import FaceResult, ImageResult
     from facemtl.server import service as service_module
-    from facemtl.server.service import Service
 
     monkeypatch.setattr(service_module, "UPLOAD_WAIT", 0.2)
     monkeypatch.setattr(service_module, "CLOSE_WAIT", 0.2)
     locked, written = threading.Event(), []
-
-    class Writer:
-        dropped = 0
-        pending = type("Pending", (), {"faces": 0, "images": []})()
-
-        def add(self, result, thumbs):
-            written.append(result.file)
-
-        def flush(self):
-            locked.wait(5)  # (the file is locked until the event)
-
-        def close(self):
-            locked.wait(5)
-
-    class Locked(_NoStore):
-        def writer(self, *a, **k):
-            return Writer()
-
-    service = Service(Locked(), None)
-    service.predictor = type("P", (), {"info": None})()
+    service = _service_on_a_locked_file(locked, written)
 
     def one(name: str) -> str:
         r = ImageResult(file=name)
@@ -1050,30 +1057,11 @@ def test_uploads_waiting_on_a_locked_database_leave_the_reads_and_the_stop_their
 
     from facemtl.inference.results import FaceResult, ImageResult
     from facemtl.server import service as service_module
-    from facemtl.server.service import MAX_WAITING_UPLOADS, Service, within
+    from facemtl.server.service import MAX_WAITING_UPLOADS, within
 
     monkeypatch.setattr(service_module, "UPLOAD_WAIT", 0.05)
     locked, written = threading.Event(), []
-
-    class Writer:
-        dropped = 0
-        pending = type("Pending", (), {"faces": 0, "images": []})()
-
-        def add(self, result, thumbs):
-            written.append(result.file)
-
-        def flush(self):
-            locked.wait(10)
-
-        def close(self):
-            pass
-
-    class Locked(_NoStore):
-        def writer(self, *a, **k):
-            return Writer()
-
-    service = Service(Locked(), None)
-    service.predictor = type("P", (), {"info": None})()
+    service = _service_on_a_locked_file(locked, written)
     for i in range(MAX_WAITING_UPLOADS + 62):
         r = ImageResult(file=f"u{i}.jpg")
         r.faces = [FaceResult([0, 0, 10, 10], 0.99, None, {})]
