@@ -119,7 +119,7 @@ def test_serve_refuses_the_network_without_a_token(tmp_path, monkeypatch, capsys
 def test_read_routes(served):
     client, store = served
     v = client.get("/v1/version", headers=AUTH).json()
-    assert v["api"] == "v1" and v["model"]["name"] and v["database"]["schema"] == "0004"
+    assert v["api"] == "v1" and v["model"]["name"] and v["database"]["schema"] == "0005"
     tasks = {t["name"]: t for t in client.get("/v1/tasks", headers=AUTH).json()}
     assert tasks["gender"]["classes"] == ["male", "female"] and tasks["age"]["filters"] == ["age_min", "age_max"]
 

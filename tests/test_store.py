@@ -234,7 +234,7 @@ def test_migrations_build_the_models_schema(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert upgrade(db_url) == "0004"
+    assert upgrade(db_url) == "0005"
     eng = create_db_engine(db_url)
     with eng.connect() as c:
         diff = compare_metadata(MigrationContext.configure(c, opts={"compare_type": True}), Base.metadata)
@@ -352,7 +352,7 @@ def test_ids_are_never_given_out_twice_after_a_purge_of_everything(db_url, from_
                         s=session, src=source, t=track)
         eng.dispose()
         before = _newest_ids(db_url)
-        assert upgrade(db_url) == "0004" and _newest_ids(db_url) == before  # the rows kept their ids
+        assert upgrade(db_url) == "0005" and _newest_ids(db_url) == before  # the rows kept their ids
     else:
         write(db_url, list(stream(INFO, 10, t0=time.time() - 10 * 86400, source="cam")), kind="stream", source="cam")
         before = _newest_ids(db_url)

@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -537,6 +538,47 @@ def test_a_killed_writers_session_is_ended_by_the_next_writer_and_a_live_one_is_
         assert gone["sessions"] == 2 and gone["sources"] == 1, gone  # killed and closed ones, cam; door still runs
         with store.engine.connect() as conn:
             assert conn.execute(sa.select(Session.ended).where(Session.id == elsewhere.session_id)).scalar_one() is None
+
+
+def test_a_restarted_containers_killed_session_is_ended_though_its_process_number_runs_again(db_url, caplog):
+    """A container restarted after kill -9 runs as process 1 under the same host name again: the
+    killed life's session was skipped as this process's own, so it stayed open for good (its
+    tracks open, retention never taking it), and ``db end`` refused it as alive. A session now
+    records when its process started; the number held by a process of another start is
+    another process. This very process's live sessions are still left alone."""
+    from facemtl.store.sessions import process_started
+
+    me = process_started(os.getpid())
+    assert me is not None and abs(me - __import__("psutil").Process().create_time()) < 1e-6
+    clock = Clock()
+    with Store(db_url) as store:
+        killed = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)
+        silent = SessionWriter(store.write_engine, "stream", "hall", INFO, clock=clock)
+        live = SessionWriter(store.write_engine, "stream", "door", INFO, clock=clock)
+        for w, name in ((killed, "cam"), (silent, "hall"), (live, "door")):
+            for r in frames(10, source=name):
+                w.add(r)
+            w.flush()
+        with store.engine.connect() as conn:  # each records this process, as it started
+            assert set(conn.execute(sa.select(Session.pid, Session.process_started)).all()) == {(os.getpid(), me)}
+        with store.write_engine.begin() as conn:  # the first two: an earlier life of this number, an hour before
+            conn.execute(sa.update(Session).where(Session.id.in_([killed.session_id, silent.session_id]))
+                         .values(process_started=me - 3600))
+        with caplog.at_level(logging.WARNING, logger="facemtl.store"):
+            again = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)  # the restarted stream
+        assert f"session {killed.session_id} (process {os.getpid()} on this machine) ended without closing" \
+            in caplog.text
+        with store.engine.connect() as conn:
+            ended = dict(conn.execute(sa.select(Session.id, Session.ended)).all())
+        assert ended[killed.session_id] is not None  # taken over: ended at once
+        assert ended[silent.session_id] is None and ended[live.session_id] is None  # beats on time; alive
+        done = store.end_session(source="hall", now=time.time() + 3600)  # db end: its writer gone
+        assert done["session"] == silent.session_id and done["sources_stopped"] == 1
+        with pytest.raises(ValueError, match=rf"session {live.session_id} is alive: its writer, process "
+                                             f"{os.getpid()}, runs on this machine"):
+            store.end_session(source="door", now=time.time() + 3600)
+        again.close()
+        live.close()
 
 
 def test_a_client_following_after_the_last_id_misses_no_face_of_late_batches(db_url):

@@ -39,16 +39,18 @@ def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbe
     (a face's answers are its track's so far); its ``confidence``, which the stream works out
     when a track ends, stays unknown.
 
-    A session is taken for dead when its process no longer runs here and either this writer
+    A session is taken for dead when its process no longer runs here (:func:`_alive`: a process
+    that holds its number now but started at another time is another process, as a container
+    restarted after a kill is process 1 again) and either this writer
     takes over one of its sources (``names``: a stream restarted under the same name) or
     none of its sources has beaten for three heartbeats: machines that share a host name
     (containers with a fixed one) record process numbers this machine cannot see, and a
     live writer there keeps beating."""
     host = socket.gethostname()
-    open_here = conn.execute(sa.select(Session.id, Session.pid, Session.started).where(
-        Session.ended.is_(None), Session.host == host, Session.pid != os.getpid())).all()
-    for sid, pid, started in open_here:
-        if _alive(pid):
+    open_here = conn.execute(sa.select(Session.id, Session.pid, Session.process_started, Session.started).where(
+        Session.ended.is_(None), Session.host == host)).all()
+    for sid, pid, pid_started, started in open_here:
+        if _alive(pid, pid_started):  # (this process's own sessions among them)
             continue
         beats = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
                              .where(Source.session_id == sid)).all()
@@ -92,10 +94,48 @@ def _answer_open_tracks(conn: sa.Connection, sid: int) -> None:
         conn.execute(sa.insert(TrackAnswer).from_select(["track_id", "task", *columns], rows))
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether process ``pid`` runs on this machine (``None``: unknown, taken as alive). POSIX
-    only: on Windows ``os.kill`` would end the process, so every process counts as alive."""
-    if pid is None or os.name != "posix":
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` of this machine started (seconds since the epoch), ``None`` where it
+    does not run or this cannot be known (psutil, of the ``serve`` extra, not installed).
+    A session records its writer's (``sessions.process_started``) for :func:`_alive`."""
+    try:
+        import psutil  # (a maintained library: a process's start on Linux, macOS and Windows alike)
+
+        return float(psutil.Process(int(pid)).create_time())
+    except ImportError:
+        return None
+    except (psutil.Error, OSError, ValueError, OverflowError):
+        return None
+
+
+#: Seconds two readings of one process's start may differ by (psutil derives it from the boot
+#: time and the clock ticks since, both rounded).
+SAME_START = 1.0
+
+
+def _alive(pid: int | None, started: float | None = None) -> bool:
+    """Whether process ``pid`` runs on this machine (``None``: unknown, taken as alive) and is
+    the one that started at ``started`` (:func:`process_started`; ``None``, as sessions written
+    before schema 0005 have it: any process of that number). A number held by a process that
+    started at another time belongs to another process: a container restarted after a kill
+    runs as process 1 again, and its killed session read alive for good (a review). Without
+    psutil, POSIX only: on Windows ``os.kill`` would end the process, so every process counts
+    as alive there."""
+    if pid is None:
+        return True
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            now = psutil.Process(int(pid)).create_time()
+        except psutil.NoSuchProcess:
+            return False
+        except (psutil.Error, OSError, ValueError, OverflowError):
+            return True  # (not ours to read: taken as alive, as os.kill's PermissionError is)
+        return started is None or abs(now - started) <= SAME_START
+    if os.name != "posix":
         return True
     try:
         os.kill(int(pid), 0)

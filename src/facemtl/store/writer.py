@@ -52,7 +52,7 @@ from ..inference.results import NO_FACE, FaceResult, ImageResult, TrackResult
 from .engine import StoreError, data_error
 from .models import Answer, Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for
-from .sessions import MISSED_BEATS, beats_on_time, end_dead_sessions
+from .sessions import MISSED_BEATS, beats_on_time, end_dead_sessions, process_started
 
 log = logging.getLogger("facemtl.store")
 
@@ -206,7 +206,8 @@ class SessionWriter:
         self.lost = 0
         names = dict.fromkeys([self.source] + [clean_text(n, SOURCE_LENGTH) or self.source for n in sources])
         #: What each session of this writer records about it (a new one is opened from it: :meth:`_own_session`).
-        self._session_row = dict(kind=kind, host=socket.gethostname(), pid=os.getpid(), model_name=self.model_name,
+        self._session_row = dict(kind=kind, host=socket.gethostname(), pid=os.getpid(),
+                                 process_started=process_started(os.getpid()), model_name=self.model_name,
                                  model_version=self.model_version,
                                  tasks=[t.to_dict() for t in tasks] if model_info else None, settings=settings or {})
         with engine.begin() as conn:
@@ -251,8 +252,8 @@ class SessionWriter:
             Source.name.in_(names), Source.state == "running", Session.ended.is_(None))).all()
         here, me = socket.gethostname(), os.getpid()
         for r in rows:
-            if r.host == here and r.pid == me:  # this process's number on this machine: an earlier life of it
-                continue  # (a container restarted after a kill is process 1 again; a review)
+            if r.host == here and r.pid == me:  # another writer of this process, or an earlier life of its number
+                continue  # written before schema 0005 (later ones are ended above: end_dead_sessions)
             if beats_on_time(r.last_seen, r.heartbeat or self.heartbeat, now):
                 wait = MISSED_BEATS * (r.heartbeat or self.heartbeat)
                 raise SourceBusyError(
