@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,6 +130,37 @@ def test_torchruns_restart_of_a_run_continues_it_and_anothers_folder_is_left_to_
         monkeypatch.setenv("TORCHELASTIC_RUN_ID", other)
         assert main([a for a in args if a != "--overwrite"] + ["train.epochs=3"]) == 2
         assert "already holds a run" in capsys.readouterr().err
+
+
+def test_an_elastic_launchs_workers_started_again_when_its_nodes_change_continue_the_run(
+        recipe, tmp_path, monkeypatch, capsys):
+    """torchrun --nnodes MIN:MAX starts its workers again when a node joins or leaves, without
+    counting a restart (restart 0 again): the run was refused as a run already there, and the
+    launch died at the first node that joined (a note's "left" item). The same agent (this
+    process's parent, its start recorded per start) continues the run; a later torchrun of
+    the same --rdzv-id is another agent and is refused as before. (One process stands in for
+    torchrun's, as above. By hand, two agents on one machine, --nnodes 1:2, c10d: torchrun 2.13's
+    own second rendezvous timed out on its role_info keys in both agents, before any worker
+    started again, as pytorch#147064 reports for agents sharing a host.)"""
+    from facemtl.cli import main
+    from facemtl.system import process_started
+
+    out = tmp_path / "run"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "elastic-job")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    args = ["train", "--config", str(recipe), "--out", str(out), "--no-progress"]
+    assert main([*args, "train.epochs=1"]) == 0
+    agent = json.loads((out / "run_info.json").read_text())["starts"][-1]["torchrun_agent"]
+    assert agent == [socket.gethostname(), os.getppid(), process_started(os.getppid())] and agent[2] > 0
+    capsys.readouterr()
+    assert main([*args, "train.epochs=2"]) == 0  # its nodes changed: the same agent, restart 0
+    assert f"torchrun started the run again (its nodes changed): continuing {out} from its last.pt" \
+        in capsys.readouterr().err
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    info = json.loads((out / "run_info.json").read_text())
+    info["starts"][-1]["torchrun_agent"][2] -= 3600  # a torchrun of the same id an hour before: another agent
+    (out / "run_info.json").write_text(json.dumps(info))
+    assert main([*args, "train.epochs=3"]) == 2 and "already holds a run" in capsys.readouterr().err
 
 
 def test_torchruns_restart_before_last_pt_was_saved_starts_the_run_again(recipe, tmp_path, monkeypatch, capsys):

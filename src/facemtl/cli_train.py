@@ -45,13 +45,15 @@ def train(config: str | None, out: str, overrides: Sequence[str] = (), resume: b
     )
 
     overrides = list(overrides)
-    if not resume and torchrun_restarted(out):  # torchrun --max-restarts starts the same command again
-        print(f"torchrun started the run again (restart {os.environ[RESTART_ENV]}): continuing {out} from its "
-              "last.pt", file=sys.stderr, flush=True)
+    # torchrun --max-restarts starts the same command again, and so does an elastic launch whose nodes changed
+    why = f"restart {os.environ.get(RESTART_ENV)}" if os.environ.get(RESTART_ENV, "0") != "0" else "its nodes changed"
+    if not resume and torchrun_restarted(out):
+        print(f"torchrun started the run again ({why}): continuing {out} from its last.pt", file=sys.stderr,
+              flush=True)
         resume, overwrite = True, False
     elif not resume and torchrun_restarted_unsaved(out):
-        print(f"torchrun started the run again (restart {os.environ[RESTART_ENV]}) before its first epoch was saved: "
-              f"starting {out} again", file=sys.stderr, flush=True)
+        print(f"torchrun started the run again ({why}) before its first epoch was saved: starting {out} again",
+              file=sys.stderr, flush=True)
         overwrite = True
     if resume:
         if not (Path(out) / "config.yaml").is_file():

@@ -112,6 +112,22 @@ def source_commit() -> str | None:
     return lines[1] + ("+" if dirty.stdout.strip() else "")
 
 
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` of this machine started (seconds since the epoch), ``None`` where it
+    does not run or this cannot be known (psutil not installed: the ``serve`` and ``train``
+    extras bring it). With the host name and the number it names one process, whose number a
+    later one may hold: a container restarted after a kill runs as process 1 again. A store
+    session records its writer's, a training start its torchrun's."""
+    try:
+        import psutil  # (a maintained library: a process's start on Linux, macOS and Windows alike)
+    except ImportError:
+        return None
+    try:
+        return round(float(psutil.Process(int(pid)).create_time()), 3)
+    except (psutil.Error, OSError, ValueError, OverflowError):
+        return None
+
+
 def usable_cores() -> int:
     """CPU cores this process may use: those it may run on (its affinity where the OS says, else
     all), at most its control group's CPU quota rounded up (Docker's ``--cpus``, a Kubernetes

@@ -94,20 +94,6 @@ def _answer_open_tracks(conn: sa.Connection, sid: int) -> None:
         conn.execute(sa.insert(TrackAnswer).from_select(["track_id", "task", *columns], rows))
 
 
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` of this machine started (seconds since the epoch), ``None`` where it
-    does not run or this cannot be known (psutil, of the ``serve`` extra, not installed).
-    A session records its writer's (``sessions.process_started``) for :func:`_alive`."""
-    try:
-        import psutil  # (a maintained library: a process's start on Linux, macOS and Windows alike)
-
-        return float(psutil.Process(int(pid)).create_time())
-    except ImportError:
-        return None
-    except (psutil.Error, OSError, ValueError, OverflowError):
-        return None
-
-
 #: Seconds two readings of one process's start may differ by (psutil derives it from the boot
 #: time and the clock ticks since, both rounded).
 SAME_START = 1.0
@@ -115,7 +101,7 @@ SAME_START = 1.0
 
 def _alive(pid: int | None, started: float | None = None) -> bool:
     """Whether process ``pid`` runs on this machine (``None``: unknown, taken as alive) and is
-    the one that started at ``started`` (:func:`process_started`; ``None``, as sessions written
+    the one that started at ``started`` (:func:`~facemtl.system.process_started`; ``None``, as sessions written
     before schema 0005 have it: any process of that number). A number held by a process that
     started at another time belongs to another process: a container restarted after a kill
     runs as process 1 again, and its killed session read alive for good (a review). Without

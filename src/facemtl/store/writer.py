@@ -49,10 +49,11 @@ from sqlalchemy.engine import Engine
 
 from ..inference.model_info import ModelInfo
 from ..inference.results import NO_FACE, FaceResult, ImageResult, TrackResult
+from ..system import process_started
 from .engine import StoreError, data_error
 from .models import Answer, Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for
-from .sessions import MISSED_BEATS, beats_on_time, end_dead_sessions, process_started
+from .sessions import MISSED_BEATS, beats_on_time, end_dead_sessions
 
 log = logging.getLogger("facemtl.store")
 

@@ -143,11 +143,14 @@ def torchrun_restarted_unsaved(folder: str | Path) -> bool:
 
 
 def _this_torchruns(folder: str | Path) -> bool:
-    """A restart (:data:`RESTART_ENV` over 0) of the torchrun whose id the last start in
-    ``folder``'s ``run_info.json`` records (never torchrun's shared ``none``)."""
+    """A start again of the torchrun whose id the last start in ``folder``'s ``run_info.json``
+    records (never torchrun's shared ``none``): a restart after a failure (:data:`RESTART_ENV`
+    over 0), or the same torchrun agent starting its workers again because an elastic launch's
+    nodes changed (``--nnodes MIN:MAX``: a node joined or left), which torchrun does without
+    counting a restart (restart 0 again, a note's "left" item: the run was refused as a run
+    already there). The agent is this process's parent, named by :func:`torchrun_agent`."""
     try:
-        if int(os.environ.get(RESTART_ENV) or 0) < 1:
-            return False
+        restart = int(os.environ.get(RESTART_ENV) or 0)
     except ValueError:
         return False
     folder = Path(folder)
@@ -159,8 +162,23 @@ def _this_torchruns(folder: str | Path) -> bool:
         return False
     own = os.environ.get(TORCHRUN_ID_ENV, "")
     # "none": torchrun's id when none is given (--rdzv-id), the same for every launch: no sign of this one (a review)
-    return own not in ("", "none") and bool(starts) and isinstance(starts[-1], dict) \
-        and starts[-1].get("torchrun_id") == own
+    if own in ("", "none") or not starts or not isinstance(starts[-1], dict) or starts[-1].get("torchrun_id") != own:
+        return False
+    return restart >= 1 or (restart == 0 and starts[-1].get("torchrun_agent") == torchrun_agent())
+
+
+def torchrun_agent() -> list[Any] | None:
+    """The torchrun agent that started this process (its parent): ``[host, pid, started]``
+    (:func:`~facemtl.system.process_started`, seconds since the epoch), as ``run_info.json``
+    records it per start; ``None`` outside torchrun or where its start cannot be read. A
+    later torchrun of the same ``--rdzv-id`` is another agent, even as process 1 again."""
+    from ..system import process_started
+
+    if not os.environ.get(TORCHRUN_ID_ENV):
+        return None
+    parent = os.getppid()
+    started = process_started(parent)
+    return None if started is None else [socket.gethostname(), parent, started]
 
 
 def torchrun_restarts_left() -> int:

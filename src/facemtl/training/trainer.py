@@ -52,6 +52,7 @@ from .runfolder import (
     check_resumable,
     check_world_size,
     restart_sentence,
+    torchrun_agent,
 )
 
 
@@ -263,6 +264,9 @@ class Trainer(Checkpointing):
                  "global_batch": self.dist.world * t.batch_size, "hardware": hardware(self.device)}
         if os.environ.get(TORCHRUN_ID_ENV):  # (a torchrun restart of this start resumes it: runfolder.torchrun_restarted)
             start["torchrun_id"] = os.environ[TORCHRUN_ID_ENV]
+            agent = torchrun_agent()  # (an elastic launch's nodes changing starts it again too: _this_torchruns)
+            if agent is not None:
+                start["torchrun_agent"] = agent
         f = self.out / "run_info.json"
         info: dict[str, Any] = {}
         if self._resumed:
