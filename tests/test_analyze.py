@@ -354,6 +354,82 @@ def test_annotated_copies_mirror_the_folders_read(face_photo, tmp_path, capsys):
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.jpg")) == ["cam1/001.jpg", "cam2/001.jpg", "top.jpg"]
 
 
+def _colliding_photos(utkface_root, folder):
+    """x.bmp and x.bmp.png (both copied as PNG to x.bmp.png) and a.jpg in two subfolders: real faces."""
+    from facemtl.data.utkface import read_utkface
+
+    face = Image.open(read_utkface(utkface_root, limit=1).paths[0]).convert("RGB")
+    for name in ("x.bmp", "x.bmp.png", "s1/a.jpg", "s2/a.jpg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        face.save(folder / name)
+    return folder
+
+
+def test_each_record_names_its_annotated_copy_whatever_the_order_read(utkface_root, tmp_path, capsys, monkeypatch):
+    """A user test: x.bmp and x.bmp.png in one folder were copied to x.bmp.png and x.bmp_1.png in
+    whichever order they were read (x.bmp, sorted first, took the other photo's name) and no output
+    said which copy was whose. x.bmp.png keeps its own name; the records name each copy."""
+    photos = _colliding_photos(utkface_root, tmp_path / "in")
+    monkeypatch.chdir(tmp_path)
+    want = {"in/x.bmp": "ann/x.bmp_1.png", "in/x.bmp.png": "ann/x.bmp.png",
+            "in/s1/a.jpg": "ann/s1/a.jpg", "in/s2/a.jpg": "ann/s2/a.jpg"}
+    for args in (["in"], ["in/x.bmp.png", "in/x.bmp", "in/s2/a.jpg", "in/s1/a.jpg"]):  # the folder, then reversed
+        shutil.rmtree(tmp_path / "ann", ignore_errors=True)
+        assert main(["analyze", *args, "--aligned", "--json", "--annotate", "ann", "--no-progress"]) == 0
+        recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert {r["file"]: r["annotated"] for r in recs} == want
+        assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "ann").rglob("*.*")) == sorted(want.values())
+    # each copy is its own photo's: x.bmp's copy drawn on x.bmp (PNG, lossless: the same pixels off the drawing)
+    drawn = np.asarray(Image.open(tmp_path / "ann" / "x.bmp_1.png"))
+    assert drawn.shape == np.asarray(Image.open(photos / "x.bmp")).shape
+    # CSV: the path in a last column of each row; the table: after the count of faces
+    assert main(["analyze", "in", "--aligned", "--csv", "--annotate", "ann", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("file,status,error,face,x1,") and lines[0].endswith(",race_p_others,annotated")
+    assert {x.split(",")[0]: x.split(",")[-1] for x in lines[1:]} == want
+    assert main(["analyze", "in/x.bmp", "--aligned", "--annotate", "ann", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("in/x.bmp: 1 face (annotated copy: ann/x.bmp.png)\n")  # (alone)
+    # without --annotate: no such field, column or words
+    assert main(["analyze", "in", "--aligned", "--json", "--no-progress"]) == 0
+    assert not any("annotated" in json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert main(["analyze", "in", "--aligned", "--csv", "--no-progress"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(",race_p_others")
+    assert main(["analyze", "in/x.bmp", "--aligned", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith("in/x.bmp: 1 face\n")
+
+
+def test_annotated_names_follow_from_the_inputs_not_their_order(tmp_path):
+    """AnnotateSink.plan: a contested name goes to the photo whose own name it is, then to the first
+    path (code-point order); the others get _1, _2 ... past every name an input has as its own."""
+    from facemtl.inference.results import ImageResult
+    from facemtl.sinks import AnnotateSink
+
+    files = ["x.bmp", "x.bmp.png", "s1/a.jpg", "s2/a.jpg", "a.jpg", "A.jpg", "a_1.jpg", "y.gif", "z.PNG", "z.png"]
+    want = ["x.bmp_1.png", "x.bmp.png", "s1/a.jpg", "s2/a.jpg", "a_2.jpg", "A.jpg", "a_1.jpg", "y.gif.png",
+            "z.PNG", "z_1.png"]
+    for order in (files, files[::-1]):
+        sink = AnnotateSink(tmp_path / "out", root=tmp_path)
+        sink.plan([str(tmp_path / f) for f in order])
+        names = {f: str(sink.target(ImageResult(file=str(tmp_path / f))).relative_to(tmp_path / "out"))
+                 for f in order}
+        assert [names[f] for f in files] == want
+    # a file not planned (from Python, without plan): its own name unless one of this run's has it
+    assert sink.target(ImageResult(file=str(tmp_path / "b.jpg"))).name == "b.jpg"
+    assert sink.target(ImageResult(file=str(tmp_path / "z.png"))).name == "z_1.png"  # (planned: the same again)
+    assert sink.target(ImageResult(file="/elsewhere/z.png")).name == "z_2.png"  # (outside the root: flat)
+
+
+def test_the_annotated_field_reads_back_and_is_absent_when_none():
+    from facemtl.inference.results import ImageResult, csv_columns, csv_rows
+
+    res = ImageResult(file="in/x.bmp", width=2, height=2, annotated="ann/x.bmp_1.png")
+    d = res.to_dict()
+    assert list(d)[-1] == "annotated" and ImageResult.from_dict(d) == res
+    assert "annotated" not in ImageResult(file="in/x.bmp").to_dict()
+    assert csv_rows(res)[0]["annotated"] == "ann/x.bmp_1.png"
+    assert csv_columns([], annotated=True)[-1] == "annotated" and "annotated" not in csv_columns([])
+
+
 @pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_keeps_every_image_already_read(face_photo, tmp_path, sig, status):
     """The first signal stops reading; the images read (a batch the network has not answered

@@ -57,8 +57,9 @@ def analyze(
     is said once and left out, the others go on, and the exit status is 1.
 
     Every input gets a record: a path that does not exist gets one with status ``error``
-    (written first), a folder that cannot be searched a warning. An annotated copy that
-    cannot be written makes its image's status ``error`` (its faces are kept).
+    (written first), a folder that cannot be searched a warning. With ``annotate_dir``, each
+    record names its image's annotated copy (``annotated``: its path; an ``annotated`` column in
+    CSV); a copy that cannot be written makes its image's status ``error`` (its faces are kept).
     """
     from .inference import FaceAnalyzer
     from .inference.inputs import expand_inputs
@@ -94,6 +95,7 @@ def analyze(
         common = os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files]) if files else None
         annotated = AnnotateSink(annotate_dir, root=common)
         annotated.check_folder()
+        annotated.plan(files)  # every copy's name from the inputs alone, not the order they are read in
     # The first SIGINT (Ctrl-C) or SIGTERM stops reading new files; the images already being read
     # (decoded and searched by a worker, or done) are answered and written, those queued for the
     # workers are dropped (a user test: the 64 queued were all read first, 13 s past the signal),
@@ -140,6 +142,9 @@ def analyze(
                 if skip_stored:  # going on after a stopped run: its --output files are added to, not replaced
                     for sink in extra:
                         getattr(sink, "continue_file", lambda: None)()
+                if annotated is not None:  # (a CSV file: its column of the copies' paths, as --csv's)
+                    for sink in extra:
+                        getattr(sink, "record_annotated", lambda: None)()
                 extra += sinks
                 if skip_stored and stored is not None:
                     absolute = [os.path.abspath(f) for f in files]
@@ -151,7 +156,8 @@ def analyze(
                           f"analysed by an earlier run (faces stored, or none found); analysing the other "
                           f"{len(files):,}", file=sys.stderr)
                 with _naming_our_output():  # (a CSV header, the records of missing paths)
-                    out = CsvSink(analyzer.tasks) if as_csv else JsonLinesSink() if as_json else TableSink()
+                    out = CsvSink(analyzer.tasks, annotated=annotated is not None) if as_csv else \
+                        JsonLinesSink() if as_json else TableSink()
                     for m, why in missing_why:  # (in every output, as --json writes them: a user test)
                         out.write(missing_record := ImageResult(file=m).fail(why))
                         held.append(missing_record)

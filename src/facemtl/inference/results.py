@@ -13,7 +13,9 @@ field names of the JSON form are fixed here (and pinned by a test):
 * an image: what it was (``file``, ``index`` or ``frame``), ``width``, ``height``,
   ``faces``, ``status`` (``ok``, ``no_face`` or ``error``) and ``error`` (why: e.g. ``no such
   file``, ``empty file``, ``not an image ...``, a truncated or too large image; an
-  ``error`` found after the faces, such as ``annotated copy not written: ...``, keeps them).
+  ``error`` found after the faces, such as ``annotated copy not written: ...``, keeps them),
+  then, with ``analyze --annotate``, ``annotated`` (the path of its annotated copy; absent
+  where none was written, and in every run without ``--annotate``).
 
 Detection scores are not comparable between detectors: ``dlib`` gives its HOG + linear
 SVM margin (unbounded; real frontal faces score about 0.5 to 3, and faces under 0.25 are
@@ -258,6 +260,10 @@ class ImageResult:
     error: str | None = None
     faces: list[FaceResult] = field(default_factory=list)
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: Where its annotated copy was written (``analyze --annotate``: the copy's path); ``None``
+    #: where none was, and then left out of :meth:`to_dict`. (The HTTP API's ``annotated`` is the
+    #: copy itself, a ``data:`` URL, the same field's answer where no file is written.)
+    annotated: str | None = None
 
     @property
     def name(self) -> str:
@@ -287,7 +293,7 @@ class ImageResult:
     def from_dict(cls, d: dict[str, Any]) -> "ImageResult":
         """The image whose :meth:`to_dict` is ``d``: a line of ``analyze --json`` read back."""
         known = {k: d.get(k) for k in ("file", "index", "frame", "time", "wall_time", "source", "width", "height",
-                                       "error")}
+                                       "error", "annotated")}
         return cls(**known, status=d.get("status", OK), faces=[FaceResult.from_dict(f) for f in d.get("faces") or []])
 
     def face_lines(self) -> list[dict[str, Any]]:
@@ -315,6 +321,8 @@ class ImageResult:
             d.update(status=self.status, error=self.error, faces=faces)
         else:
             d.update(faces=faces, status=self.status)
+        if self.annotated is not None:  # (last: a record of a run without --annotate is as it was)
+            d["annotated"] = self.annotated
         return d
 
 
@@ -405,19 +413,24 @@ def _answer_cells(answers: dict[str, TaskAnswer], prefix: str = "") -> dict[str,
     return {prefix + c: x for k, v in answer_fields(answers).items() for c, x in csv_cells(k, v).items()}
 
 
-def csv_columns(tasks: Sequence["Task"], ref: str = "file") -> list[str]:
+def csv_columns(tasks: Sequence["Task"], ref: str = "file", annotated: bool = False) -> list[str]:
     """The CSV header, from the tasks alone (never from a row): one row per face.
 
-    ``ref``: the column naming the image (``file``, ``index`` or ``frame``).
+    ``ref``: the column naming the image (``file``, ``index`` or ``frame``). ``annotated``: a
+    last column with the path of the image's annotated copy (``--annotate``; an image's field on
+    each of its rows, as ``file`` and ``status``), last so that every other column keeps its place.
     """
     cols, probs = _task_columns(tasks)
-    return [ref, "status", "error", "face", "x1", "y1", "x2", "y2", "score"] + cols + probs
+    return [ref, "status", "error", "face", "x1", "y1", "x2", "y2", "score"] + cols + probs + \
+        (["annotated"] if annotated else [])
 
 
 def csv_rows(result: ImageResult, ref: str = "file") -> list[dict[str, Any]]:
     """One CSV row per face of ``result`` (one row with no face columns when it has none)."""
     base = {ref: getattr(result, ref) if ref != "file" else result.name, "status": result.status,
             "error": result.error or ""}
+    if result.annotated is not None:
+        base["annotated"] = result.annotated
     if not result.faces:
         return [base]
     rows = []

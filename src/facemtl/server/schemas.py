@@ -181,7 +181,8 @@ class Schemas:
             faces=(list[self.AnalysisFace], ...), status=(str, Field(..., description="ok, no_face or error")),
             error=(Optional[str], None),
             annotated=(Optional[str], Field(None, description="with ?annotate=true: the photo with boxes and labels "
-                                                              "drawn, as a data:image/jpeg;base64 URL")))
+                                                              "drawn, as a data:image/jpeg;base64 URL (in `analyze "
+                                                              "--json --annotate`: the path of the copy written)")))
         self.Face = create_model(
             "StoredFace", __config__=_CONFIG,
             id=(int, ...), time=(float, Field(..., description="seconds since the epoch, UTC")),

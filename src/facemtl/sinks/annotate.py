@@ -115,17 +115,20 @@ class AnnotateSink(Sink):
     so ``root/cam1/001.jpg`` and ``root/cam2/001.jpg`` are copied to ``out_dir/cam1/001.jpg``
     and ``out_dir/cam2/001.jpg`` (the CLI passes the inputs' common folder; without it, or for
     a file outside it, copies go flat into ``out_dir``). Two inputs that would still share a
-    name in one run get ``name_1``, ``name_2`` ... In-memory images become
-    ``image_000012.png``. The results must carry their pixels (``keep_images`` in the
-    pipeline); a large photo decoded reduced is drawn at its decoded size. Call
-    :meth:`check_folder` before the first image so that a folder that cannot be written is
-    found before any work is done.
+    name in one run get ``name_1``, ``name_2`` ...: given the run's files first (:meth:`plan`),
+    the same ones whatever the order they are read in (otherwise in the order written).
+    In-memory images become ``image_000012.png``. Each copy written is recorded in its result
+    (:attr:`ImageResult.annotated`, its path). The results must carry their pixels
+    (``keep_images`` in the pipeline); a large photo decoded reduced is drawn at its decoded
+    size. Call :meth:`check_folder` before the first image so that a folder that cannot be
+    written is found before any work is done.
     """
 
     def __init__(self, out_dir: str | Path, root: str | Path | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.root = Path(os.path.abspath(root)) if root is not None else None
-        self._used: set[str] = set()
+        self._used: set[str] = set()  # (names casefolded)
+        self._planned: dict[str, str] = {}  # an input's absolute path: its copy's name in out_dir
 
     def check_folder(self) -> None:
         """Create the folder if needed and make sure files can be written into it, before any
@@ -141,27 +144,80 @@ class AnnotateSink(Sink):
                 raise OSError(exc.errno, f"Cannot write into the --annotate folder ({exc.strerror})", str(d)) from None
             raise RuntimeError(f"cannot write into the --annotate folder {d}: {exc.strerror or exc}") from None
 
-    def target(self, result: ImageResult) -> Path:
-        if result.file is not None:
-            src = Path(result.file)
-            # the suffix as written (a.JPG stays a.JPG: a user test found a.jpg and a.JPG copied to
-            # a.jpg and a_1.jpg, in whichever order they were read)
-            suffix = src.suffix if src.suffix.lower() in KEEP_SUFFIXES else ".png"
-            # a format written as PNG keeps its own suffix in the name (y.gif -> y.gif.png), so the
-            # copy never takes, or loses to, the name of a y.png beside it
-            stem = src.stem if suffix == src.suffix else src.name
-            if self.root is not None:
-                try:
-                    stem = str(Path(os.path.abspath(src)).relative_to(self.root).parent / stem)
-                except ValueError:  # outside the root: flat
-                    pass
-        else:
-            stem, suffix = (f"frame_{result.frame:06d}" if result.frame is not None else f"image_{result.index:06d}"), ".png"
-        name, k = stem + suffix, 0
-        while name.casefold() in self._used:  # (names that differ in case only share a file on macOS and Windows)
-            k += 1
-            name = f"{stem}_{k}{suffix}"
+    def _natural(self, file: str) -> tuple[str, str]:
+        """``(stem, suffix)`` of the copy of ``file`` where no other input takes its name: ``stem``
+        with the folders below the root (``cam1/001``)."""
+        src = Path(file)
+        # the suffix as written (a.JPG stays a.JPG: a user test found a.jpg and a.JPG copied to
+        # a.jpg and a_1.jpg, in whichever order they were read)
+        suffix = src.suffix if src.suffix.lower() in KEEP_SUFFIXES else ".png"
+        # a format written as PNG keeps its own suffix in the name (y.gif -> y.gif.png), so the
+        # copy never takes, or loses to, the name of a y.png beside it
+        stem = src.stem if suffix == src.suffix else src.name
+        if self.root is not None:
+            try:
+                stem = str(Path(os.path.abspath(src)).relative_to(self.root).parent / stem)
+            except ValueError:  # outside the root: flat
+                pass
+        return stem, suffix
+
+    def plan(self, files: Sequence[str]) -> None:
+        """Name the copies of ``files`` (the run's inputs, all of them) before any is written, so
+        that each copy's name follows from the inputs alone, never from the order they are read.
+
+        A user test: with ``x.bmp`` and ``x.bmp.png`` in one folder, the copies were ``x.bmp.png``
+        and ``x.bmp_1.png`` in whichever order the files were read, and ``x.bmp``, read first
+        (sorted), took ``x.bmp.png``, the name of the other photo. Where copies would share a name
+        (casefolded: such names share a file on macOS and Windows), it goes to the input whose
+        copy then has its own file name (``x.bmp.png``: the name a user looks for), before one
+        whose name was made up (``x.bmp`` written as PNG); among those alike, to the first path
+        in code-point order (the order folders are walked: ``a.JPG`` before ``a.jpg``). The others
+        get ``_1``, ``_2`` ... in that same order, never a name another input's copy has as its
+        own (an ``a_1.jpg`` read beside ``a.jpg`` and ``A.jpg`` keeps its name). Planning the
+        whole list, not the files left to read, also keeps the names of a run going on after a
+        stopped one (``--skip-stored``) those of the first run."""
+        wanted: dict[str, tuple[str, str]] = {}
+        made_up: dict[str, bool] = {}  # whether the copy's file name is not the input's own
+        for f in files:
+            key = os.path.abspath(f)
+            if key not in self._planned:
+                wanted[key] = stem, suffix = self._natural(f)
+                made_up[key] = Path(stem + suffix).name != Path(f).name
+        later = []
+        for key in sorted(wanted, key=lambda k: (made_up[k], k)):  # first each name to the input it belongs to
+            stem, suffix = wanted[key]
+            if (stem + suffix).casefold() in self._used:
+                later.append(key)
+            else:
+                self._take(key, stem + suffix)
+        for key in later:  # then the numbered names, past every name taken above
+            stem, suffix = wanted[key]
+            k = 1
+            while f"{stem}_{k}{suffix}".casefold() in self._used:
+                k += 1
+            self._take(key, f"{stem}_{k}{suffix}")
+
+    def _take(self, key: str, name: str) -> None:
+        self._planned[key] = name
         self._used.add(name.casefold())
+
+    def target(self, result: ImageResult) -> Path:
+        """Where ``result``'s copy goes: its name from :meth:`plan`, or, for an input not planned,
+        its own name unless an earlier copy of this run has it (then ``_1``, ``_2`` ...)."""
+        planned = self._planned.get(os.path.abspath(result.file)) if result.file is not None else None
+        if planned is not None:
+            name = planned
+        else:
+            if result.file is not None:
+                stem, suffix = self._natural(result.file)
+            else:
+                stem = f"frame_{result.frame:06d}" if result.frame is not None else f"image_{result.index:06d}"
+                suffix = ".png"
+            name, k = stem + suffix, 0
+            while name.casefold() in self._used:
+                k += 1
+                name = f"{stem}_{k}{suffix}"
+            self._used.add(name.casefold())
         path = self.out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -176,4 +232,5 @@ class AnnotateSink(Sink):
         fmt = KEEP_SUFFIXES.get(path.suffix.lower(), "PNG")
         faces = result.faces_on_image()  # (a large photo decoded reduced: boxes in the photo's own pixels)
         Image.fromarray(draw_faces(result.image, faces)).save(path, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        result.annotated = str(path)  # (written whole: a copy that failed is named in the error instead)
         result.image = None  # drawn and written: let the pixels go

@@ -111,13 +111,18 @@ class TableSink(Sink):
     @staticmethod
     def _text(result: ImageResult) -> str:
         # a newline in a file name split its record over two lines (a user test): control characters escaped
-        name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in result.name)
+        def printable(text: str) -> str:
+            return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+        name = printable(result.name)
         if result.status == ERROR:
             return f"{name}: error: {result.error}\n"
+        # which copy is this photo's (x.bmp's may be x.bmp_1.png: AnnotateSink.plan)
+        copy = f" (annotated copy: {printable(result.annotated)})" if result.annotated is not None else ""
         if result.status == NO_FACE:
-            return f"{name}: no face found\n"
+            return f"{name}: no face found{copy}\n"
         n = len(result.faces)
-        lines = [f"{name}: {n} face{'s' if n != 1 else ''}\n"]
+        lines = [f"{name}: {n} face{'s' if n != 1 else ''}{copy}\n"]
         for i, f in enumerate(result.faces):
             box = f.box
             where = f"[{box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}]" if box else "whole image"
@@ -313,12 +318,14 @@ class _CsvRows:
 
 
 class CsvSink(Sink):
-    """One row per face (one row per image without faces); the header comes from the tasks."""
+    """One row per face (one row per image without faces); the header comes from the tasks.
+    ``annotated``: a last column with the path of each image's annotated copy (``--annotate``)."""
 
-    def __init__(self, tasks: Sequence[Task], out: TextIO | None = None, ref: str = "file") -> None:
+    def __init__(self, tasks: Sequence[Task], out: TextIO | None = None, ref: str = "file",
+                 annotated: bool = False) -> None:
         self.out = out or sys.stdout
         self.ref = ref
-        self.rows = _CsvRows(self.out, csv_columns(tasks, ref))
+        self.rows = _CsvRows(self.out, csv_columns(tasks, ref, annotated), unwritten=["annotated"])
 
     def write(self, result: ImageResult) -> None:
         self.rows.write(csv_rows(result, self.ref))
@@ -342,7 +349,8 @@ class CsvFile(_OutputFile, Sink):
     each image (``analyze``), or per face and frame (``stream``; a first column names the source
     when several are read). Tracks have no rows (their summaries go to ``jsonl``). The header is
     written at the first result, whose kind (a photo, a video frame, of a named source) it
-    follows; a run with no result leaves an empty file."""
+    follows; a run with no result leaves an empty file. After :meth:`record_annotated` (``analyze
+    --annotate``) the photos' rows have a last column with the path of each one's annotated copy."""
 
     kind = "csv"
     newline = ""  # (the csv module writes its own line ends)
@@ -366,19 +374,26 @@ class CsvFile(_OutputFile, Sink):
         self.tasks = list(tasks)
         self.rows: _CsvRows | None = None
         self.video = False
+        self.annotated = False
+
+    def record_annotated(self) -> None:
+        """Give the photos' rows the ``annotated`` column, as ``--csv`` has with ``--annotate``."""
+        self.annotated = True
 
     def write(self, result: ImageResult) -> None:
         if self.rows is None:
             self.video = getattr(result, "frame", None) is not None
             several = getattr(result, "source", None) is not None  # (a stream labels frames when it reads several)
-            columns = video_csv_columns(self.tasks, several) if self.video else csv_columns(self.tasks)
+            columns = video_csv_columns(self.tasks, several) if self.video else \
+                csv_columns(self.tasks, annotated=self.annotated)
             earlier = self._earlier_header()
             ours = _CsvRows(io.StringIO(), columns, header=False).header()
             if earlier is not None and earlier != ours:  # (checked before the file is opened: left as it was)
                 raise OSError(errno.EINVAL, f"{self.path} holds rows under other columns than this run's (another "
-                                            "model or kind of input), so they cannot be continued; name another file")
+                                            "model, kind of input, or --annotate given to one run only), so they "
+                                            "cannot be continued; name another file")
             # (one source: no column, as --csv)
-            self.rows = _CsvRows(self._open(), columns, unwritten=["source"], header=earlier is None)
+            self.rows = _CsvRows(self._open(), columns, unwritten=["source", "annotated"], header=earlier is None)
         if self.recorded_before(result):
             return
         self.rows.write(video_csv_rows(result) if self.video else csv_rows(result))
