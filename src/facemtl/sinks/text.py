@@ -295,16 +295,17 @@ class _CsvRows:
     def header(self) -> str:
         """The header line these rows go under, as the csv module writes it."""
         self.writer.writeheader()
-        line = self.text.getvalue()
-        self.text.seek(0)
-        self.text.truncate()
-        return line
+        return self._take()
 
-    def _send(self) -> None:
+    def _take(self) -> str:
+        """The text written since the last take (the buffer emptied)."""
         text = self.text.getvalue()
         self.text.seek(0)
         self.text.truncate()
-        write_whole(self.out, text)
+        return text
+
+    def _send(self) -> None:
+        write_whole(self.out, self._take())
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
