@@ -27,9 +27,11 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
 from .auth import token_dependency
+from .cutoff import CutOff
 from .filters import task_filters
 from .guards import HEADERS, LocalOnly, SecurityHeaders
 from .limits import UploadLimit
+from .replays import Replays
 from .routes import build_router
 from .schemas import Schemas
 from .service import UPLOAD_HEARTBEAT, Service, ServiceError
@@ -131,6 +133,8 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
                   description="Face attributes from facemtl's multi-task model: analyse photos, and read the faces, "
                               "tracks, counts and live sources stored in the results database.")
     app.state.service = service
+    #: The answers remembered per Idempotency-Key (made once: the routes are mounted again with new tasks).
+    app.state.replays = replays = Replays()
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -178,7 +182,7 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         """The ``/v1`` routes for the service's tasks (their filters, their fields), in place of
         any mounted before; the API's documentation is generated again."""
         schemas = Schemas(service.tasks, service.kinds)
-        router = build_router(service, schemas, task_filters(service.tasks, service.classes), auth)
+        router = build_router(service, schemas, task_filters(service.tasks, service.classes), auth, replays)
         old = {id(r) for r in api_routes}
         before = len(app.router.routes)
         app.include_router(router)  # (so that app.dependency_overrides reach them, as any router's)
@@ -197,13 +201,15 @@ def create_app(store: Any = None, predictor: Any = None, token: str | None = Non
         mount_api()
         log.info("%s (the page shows them within about 15 s)", said)
 
-    # (the last added runs first: headers on every answer, then the host check, then the token
-    # and size of an upload, before any byte of its body is read)
+    # (the last added runs first: headers on every answer, then the stop's cut-off (a JSON 503 for a
+    # request cut off, with the headers), then the host check, then the token and size of an upload,
+    # before any byte of its body is read)
     app.add_middleware(UploadLimit, max_bytes=max_upload, paths=("/v1/analyze",), token=token)
     if store is not None:
         app.add_middleware(NewTasks, look=service.new_tasks, mount=mount_new_tasks)
     if local_names is not None and not token:
         app.add_middleware(LocalOnly, names=local_names)
+    app.add_middleware(CutOff, cut=service.cut, uploads=("/v1/analyze",))
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -5,18 +5,21 @@ are built from the tasks at run time (e.g. ``Literal`` of their names)."""
 
 
 import asyncio
+import hashlib
 import logging
 import time
 from typing import Any, Literal, Optional
 
-from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Header, HTTPException, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .. import __version__
 from ..store.queries import MAX_LIMIT, AnswerFilter, PastNewest, parse_time
 from ..store.queries import Query as StoreQuery
+from .cutoff import HANDING
 from .filters import TaskFilter, answer_filter_dependency
+from .replays import Answer, Replays, parse_key
 from .schemas import ErrorOut, Health, Schemas, SourceOut, StatsOut, TaskInfo, VersionOut, task_fields
 from .service import NoAnswer, Service, within
 
@@ -92,8 +95,34 @@ async def _one_file(request: Request) -> None:
             raise HTTPException(422, f"the upload holds {n} 'file' fields; send one photo per request")
 
 
-def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], auth: Any = None) -> APIRouter:
-    """The ``/v1`` routes over ``service``; ``auth``: the token dependency (``None``: open)."""
+def _fingerprint(data: bytes, annotate: bool, source: str | None) -> bytes:
+    """What makes two uploads the same request for their Idempotency-Key: the photo's bytes
+    (SHA-256), ``annotate`` and ``source`` (the file's name aside: the answer names the first's)."""
+    return hashlib.sha256(data).digest() + repr((annotate, source)).encode()
+
+
+ANALYZE_DOC = """Every face in one photo: the same JSON as one line of ``facemtl analyze --json``;
+the faces are stored as a session of uploads when the server has a database
+(``X-Facemtl-Stored`` says how).
+
+With an ``Idempotency-Key`` header (a unique value per upload, such as a UUID; at most 255
+characters), an upload sent again with the same key, photo, ``annotate`` and ``source`` gets
+the first one's answer (its body and ``X-Facemtl-Stored``, with ``Idempotent-Replayed: true``)
+and is neither analysed nor stored again; sent while the first is still being answered, it
+waits for that answer (10 s at most, then 409: retry). The same key with another photo or
+parameters is a 422. Only successful answers are remembered, for 24 hours (at most 5,000 of
+them, and 64 MiB: the oldest are forgotten first), in the memory of the server process: a
+restart forgets them.
+
+A request still running when the server's stop cuts it off (20 s after the signal) is a 503
+with ``Retry-After``, saying whether the upload was stored."""
+
+
+def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], auth: Any = None,
+                 replays: Replays | None = None) -> APIRouter:
+    """The ``/v1`` routes over ``service``; ``auth``: the token dependency (``None``: open);
+    ``replays``: the answers remembered per Idempotency-Key (kept across mounts by the app)."""
+    replays = replays if replays is not None else Replays()
     deps = [Depends(auth)] if auth is not None else []
     answers = answer_filter_dependency(filters)
     known = {p for f in filters for p in f.params}
@@ -137,23 +166,52 @@ def build_router(service: Service, schemas: Schemas, filters: list[TaskFilter], 
 
     @router.post("/analyze", response_model=schemas.Analysis, dependencies=[*deps, Depends(_one_file)],
                  responses={**ERRORS, 409: {"model": ErrorOut, "description": "the source belongs to a stream or a "
-                                                                            "folder run"},
+                                                                            "folder run, or the first request with "
+                                                                            "this Idempotency-Key is still being "
+                                                                            "answered"},
                             413: {"model": ErrorOut, "description": "the upload is over the size limit"},
-                            415: {"model": ErrorOut, "description": "the upload is not an image"}},
-                 tags=["analysis"])
+                            415: {"model": ErrorOut, "description": "the upload is not an image"},
+                            422: {"model": ErrorOut, "description": "an invalid request, or an Idempotency-Key "
+                                                                    "used for another request"},
+                            503: {"model": ErrorOut, "description": "no model on this server, or the server "
+                                                                    "stopped before answering (Retry-After)"}},
+                 tags=["analysis"], description=ANALYZE_DOC)
     def analyze(request: Request, file: UploadFile = File(..., description="a photo"),
                 annotate: bool = Query(False, description="also return the photo with boxes and labels drawn"),
                 source: Optional[str] = Query(None, min_length=1, max_length=200, pattern=NAME,
-                                              description="store the faces under this source name")) -> Any:
-        """Every face in one photo: the same JSON as one line of ``facemtl analyze --json``;
-        the faces are stored as a session of uploads when the server has a database."""
+                                              description="store the faces under this source name"),
+                idempotency_key: Optional[str] = Header(None, alias="Idempotency-Key",
+                                                        description="a unique value per upload (a UUID): the "
+                                                                    "upload sent again is answered, not stored "
+                                                                    "again")) -> Any:
+        """:data:`ANALYZE_DOC` (the route's description in the API's document)."""
         unknown = sorted(set(request.query_params) - {"annotate", "source"})
         if unknown:  # a misspelt ?sorce=cam stored the faces under the default source without a word
             raise HTTPException(400, f"unknown query parameter {unknown[0]!r}; this route takes: annotate, source")
         _once(request, set())
-        out, stored = service.analyze(file.file.read(), file.filename, annotate, source)
+        key = parse_key(idempotency_key)
+        data = file.file.read()
+        handing = request.scope.get(HANDING)
+        if key is None:
+            return analysis(data, file.filename, annotate, source, handing)[0]
+        claim = replays.claim(key, _fingerprint(data, annotate, source))
+        if isinstance(claim, Answer):
+            return Response(claim.body, media_type="application/json",
+                            headers={"X-Facemtl-Stored": claim.stored, "Idempotent-Replayed": "true"})
+        try:
+            response, stored = analysis(data, file.filename, annotate, source, handing)
+        except BaseException:  # an error is not remembered: a retry runs again
+            replays.drop(claim)
+            raise
+        replays.keep(claim, Answer(bytes(response.body), stored))
+        return response
+
+    def analysis(data: bytes, filename: str | None, annotate: bool, source: str | None,
+                 handing: Any) -> tuple[JSONResponse, str]:
+        """The upload analysed (and stored): the answer and its ``X-Facemtl-Stored`` value."""
+        out, stored = service.analyze(data, filename, annotate, source, handing)
         schemas.Analysis.model_validate(out)  # the documented shape, checked; sent as analyze --json writes it
-        return JSONResponse(out, headers={"X-Facemtl-Stored": stored})
+        return JSONResponse(out, headers={"X-Facemtl-Stored": stored}), stored
 
     def faces_route(request: Request, common: dict = Depends(_common), page: dict = Depends(_page),
                     track: Optional[int] = Query(None, ge=1, le=INT32, description="a track's id (/v1/tracks)"),

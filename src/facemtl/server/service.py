@@ -111,6 +111,19 @@ class ServiceError(Exception):
         self.detail = detail
 
 
+class Handing:
+    """Where one request stands with the store, for the server's stop (:mod:`~facemtl.server.cutoff`):
+    ``handed`` once :meth:`Service._store` took its upload to be stored; ``cut`` once the stop
+    answered it (503) before the route did. Both are set under the service's queue lock, so
+    exactly one comes first: an upload cut before it was handed is never stored (its worker
+    thread, which the stop does not end, finds ``cut`` and drops it), and one handed before the
+    cut is stored as any other (by the stop's last write at the latest)."""
+
+    def __init__(self) -> None:
+        self.handed = False
+        self.cut = False
+
+
 def _read(method: Callable[..., Any]) -> Callable[..., Any]:
     """A read of the database: when the database cannot be reached, or does not answer within
     :attr:`Service.read_wait` seconds, :class:`ServiceError` 503 (as ``/v1/health`` says)
@@ -195,9 +208,10 @@ class Service:
 
     # -- analysis ----------------------------------------------------------------------------
     def analyze(self, data: bytes, filename: str | None = None, annotate: bool = False,
-                source: str | None = None) -> tuple[dict[str, Any], str]:
+                source: str | None = None, handing: Handing | None = None) -> tuple[dict[str, Any], str]:
         """Every face in the uploaded photo: the JSON of one line of ``analyze --json`` (plus
-        ``annotated`` when asked) and how it was stored (see :meth:`_store`).
+        ``annotated`` when asked) and how it was stored (see :meth:`_store`; ``handing``: the
+        request's, which the server's stop may cut off first).
 
         The photo is read as ``analyze`` reads a file (the pipeline decodes it, large JPEGs
         reduced: see :func:`~facemtl.images.read_image`), so both answer alike and a large
@@ -234,10 +248,19 @@ class Service:
 
             jpeg = jpeg_bytes(draw_faces(rgb, faces), 1600, quality=85)
             out["annotated"] = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
-        stored = self._store(result, rgb, faces, source)
+        stored = self._store(result, rgb, faces, source, handing)
         return out, stored
 
-    def _store(self, result: ImageResult, rgb: Any, faces: list[Any], source: str | None) -> str:
+    def cut(self, handing: Handing) -> bool:
+        """Mark a request the server's stop cut off before it was answered; whether its upload
+        had been handed to the store before (it will be stored, as any other: see :class:`Handing`).
+        Called on the event loop: the queue lock is never held while the database is waited for."""
+        with self._queue_lock:
+            handing.cut = True
+            return handing.handed
+
+    def _store(self, result: ImageResult, rgb: Any, faces: list[Any], source: str | None,
+               handing: Handing | None = None) -> str:
         """Store ``result`` (``faces``: its faces in the pixels of ``rgb``, for thumbnails); says
         how, as the ``X-Facemtl-Stored`` header does: ``yes``; ``kept`` (the database does not
         answer: kept in memory and written when it does); ``refused`` (the database refused its
@@ -254,6 +277,8 @@ class Service:
             thumbs = [face_thumbnail(rgb, f.box) for f in faces]
         result.source = source
         with self._queue_lock:  # (never held while the database is waited for)
+            if handing is not None and handing.cut:  # the stop answered its request: "not stored", and so it is
+                raise ServiceError(503, "the server stopped before answering; the upload was not stored")
             if self._closed:  # the server is stopping: answered, not stored
                 return "no"
             if self._refused_source is not None:  # said once in the log when it was found
@@ -265,6 +290,8 @@ class Service:
                     log.warning("%d uploads dropped, oldest first: the results database has not answered for %d "
                                 "uploads", self._lost, MAX_UNSTORED)
             self._unstored.append((result, thumbs))
+            if handing is not None:
+                handing.handed = True
             if self._failing:  # the database is away: the heartbeat tries (each upload trying in turn under
                 return "kept"  # the lock waited one connection timeout after the other, a review found)
         try:  # the write goes on after the wait (the lock held): this upload is answered "kept"
