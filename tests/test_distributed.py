@@ -143,7 +143,7 @@ def test_an_elastic_launchs_workers_started_again_when_its_nodes_change_continue
     own second rendezvous timed out on its role_info keys in both agents, before any worker
     started again, as pytorch#147064 reports for agents sharing a host.)"""
     from facemtl.cli import main
-    from facemtl.system import process_started
+    from facemtl.system import process_start
 
     out = tmp_path / "run"
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "elastic-job")
@@ -151,16 +151,23 @@ def test_an_elastic_launchs_workers_started_again_when_its_nodes_change_continue
     args = ["train", "--config", str(recipe), "--out", str(out), "--no-progress"]
     assert main([*args, "train.epochs=1"]) == 0
     agent = json.loads((out / "run_info.json").read_text())["starts"][-1]["torchrun_agent"]
-    assert agent == [socket.gethostname(), os.getppid(), process_started(os.getppid())] and agent[2] > 0
+    assert agent == [socket.gethostname(), os.getppid(), process_start(os.getppid())] and agent[2]
     capsys.readouterr()
     assert main([*args, "train.epochs=2"]) == 0  # its nodes changed: the same agent, restart 0
     assert f"torchrun started the run again (its nodes changed): continuing {out} from its last.pt" \
         in capsys.readouterr().err
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     info = json.loads((out / "run_info.json").read_text())
-    info["starts"][-1]["torchrun_agent"][2] -= 3600  # a torchrun of the same id an hour before: another agent
+    info["starts"][-1]["torchrun_agent"][2] = "another start"  # a torchrun of the same id before: another agent
     (out / "run_info.json").write_text(json.dumps(info))
     assert main([*args, "train.epochs=3"]) == 2 and "already holds a run" in capsys.readouterr().err
+    # a rank of another node (its agent another, or a node that just joined) goes by the id: rank 0 decides
+    monkeypatch.setenv("RANK", "1")
+    from facemtl.training.runfolder import torchrun_restarted
+
+    assert torchrun_restarted(out)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "a-later-launch")
+    assert not torchrun_restarted(out)
 
 
 def test_torchruns_restart_before_last_pt_was_saved_starts_the_run_again(recipe, tmp_path, monkeypatch, capsys):

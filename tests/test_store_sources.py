@@ -545,12 +545,20 @@ def test_a_restarted_containers_killed_session_is_ended_though_its_process_numbe
     killed life's session was skipped as this process's own, so it stayed open for good (its
     tracks open, retention never taking it), and ``db end`` refused it as alive. A session now
     records when its process started; the number held by a process of another start is
-    another process. This very process's live sessions are still left alone."""
-    from facemtl.system import process_started
+    another process, ended once silent (not at once on a name taken over: a sibling container of
+    the same host name and number writes on). This very process's live sessions are left alone."""
+    from facemtl.system import process_start
 
-    me = process_started(os.getpid())
-    assert me is not None and abs(me - __import__("psutil").Process().create_time()) < 1e-3
+    me = process_start(os.getpid())
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    ticks = int(open(f"/proc/{os.getpid()}/stat").read().rsplit(")", 1)[1].split()[19])
+    assert me == f"{boot}:{ticks}"  # no clock step changes it (psutil's create_time moved with one: a review)
     clock = Clock()
+
+    def ended(store):
+        with store.engine.connect() as conn:
+            return dict(conn.execute(sa.select(Session.id, Session.ended)).all())
+
     with Store(db_url) as store:
         killed = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)
         silent = SessionWriter(store.write_engine, "stream", "hall", INFO, clock=clock)
@@ -560,25 +568,44 @@ def test_a_restarted_containers_killed_session_is_ended_though_its_process_numbe
                 w.add(r)
             w.flush()
         with store.engine.connect() as conn:  # each records this process, as it started
-            assert set(conn.execute(sa.select(Session.pid, Session.process_started)).all()) == {(os.getpid(), me)}
-        with store.write_engine.begin() as conn:  # the first two: an earlier life of this number, an hour before
+            assert set(conn.execute(sa.select(Session.pid, Session.process_start)).all()) == {(os.getpid(), me)}
+        with store.write_engine.begin() as conn:  # the first two: an earlier life of this number
             conn.execute(sa.update(Session).where(Session.id.in_([killed.session_id, silent.session_id]))
-                         .values(process_started=me - 3600))
+                         .values(process_start=f"{boot}:{ticks - 360000}"))
+        clock.t += 1.0
+        again = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)  # the restarted stream
+        assert ended(store)[killed.session_id] is None  # beat a second ago: maybe a sibling's, left alone
+        clock.t += 60.0  # silent since
+        for w, name in ((live, "door"), (again, "cam")):
+            for r in frames(2, source=name):
+                w.add(r)
+            w.flush()
         with caplog.at_level(logging.WARNING, logger="facemtl.store"):
-            again = SessionWriter(store.write_engine, "stream", "cam", INFO, clock=clock)  # the restarted stream
+            later = SessionWriter(store.write_engine, "stream", "yard", INFO, clock=clock)
         assert f"session {killed.session_id} (process {os.getpid()} on this machine) ended without closing" \
             in caplog.text
-        with store.engine.connect() as conn:
-            ended = dict(conn.execute(sa.select(Session.id, Session.ended)).all())
-        assert ended[killed.session_id] is not None  # taken over: ended at once
-        assert ended[silent.session_id] is None and ended[live.session_id] is None  # beats on time; alive
-        done = store.end_session(source="hall", now=time.time() + 3600)  # db end: its writer gone
-        assert done["session"] == silent.session_id and done["sources_stopped"] == 1
+        now = ended(store)
+        assert now[killed.session_id] is not None and now[silent.session_id] is not None  # silent: ended
+        assert now[live.session_id] is None and now[again.session_id] is None  # this process's, alive
         with pytest.raises(ValueError, match=rf"session {live.session_id} is alive: its writer, process "
                                              f"{os.getpid()}, runs on this machine"):
             store.end_session(source="door", now=time.time() + 3600)
-        again.close()
-        live.close()
+        for w in (again, live, later):
+            w.close()
+
+
+def test_db_end_takes_a_session_whose_process_number_runs_again_under_another_start(db_url):
+    """``db end`` refused a killed session as alive while its process number ran again (a
+    restarted container's process 1); a session of another start is judged by its silence."""
+    with Store(db_url) as store:
+        w = SessionWriter(store.write_engine, "stream", "hall", INFO)
+        for r in frames(5, source="hall"):
+            w.add(r)
+        w.flush()
+        with store.write_engine.begin() as conn:
+            conn.execute(sa.update(Session).where(Session.id == w.session_id).values(process_start="another start"))
+        done = store.end_session(source="hall", now=time.time() + 3600)
+        assert done["session"] == w.session_id and done["sources_stopped"] == 1
 
 
 def test_a_client_following_after_the_last_id_misses_no_face_of_late_batches(db_url):

@@ -112,18 +112,33 @@ def source_commit() -> str | None:
     return lines[1] + ("+" if dirty.stdout.strip() else "")
 
 
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` of this machine started (seconds since the epoch), ``None`` where it
-    does not run or this cannot be known (psutil not installed: the ``serve`` and ``train``
-    extras bring it). With the host name and the number it names one process, whose number a
-    later one may hold: a container restarted after a kill runs as process 1 again. A store
-    session records its writer's, a training start its torchrun's."""
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` of this machine started, as a text to compare for equality; ``None``
+    where it does not run or this cannot be read. With the host name and the number it names
+    one process, whose number a later one may hold: a container restarted after a kill runs as
+    process 1 again. A store session records its writer's, a training start its torchrun's.
+
+    On Linux ``<boot id>:<clock ticks from the boot to its start>`` (``/proc``), which no clock
+    step changes. psutil's ``create_time`` there is the boot time read from the clock now plus
+    those ticks, so a clock stepped by NTP (a device without a real-time clock, a VM resumed)
+    made a live writer another process, and the next writer ended its session (a review).
+    Elsewhere psutil's ``create_time`` (macOS and Windows record the start itself), in seconds;
+    ``None`` without psutil (the ``serve`` and ``train`` extras bring it)."""
+    if os.path.isdir("/proc/self"):  # (Linux; psutil reads the same files, but adds the clock's boot time)
+        try:
+            stat = Path(f"/proc/{int(pid)}/stat").read_bytes()
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+            return f"{boot}:{int(stat[stat.rindex(b')') + 2:].split()[19])}"  # (field 22, starttime)
+        except FileNotFoundError:  # it does not run
+            return None
+        except (OSError, ValueError, IndexError, OverflowError):
+            pass  # (an unusual /proc: psutil below)
     try:
-        import psutil  # (a maintained library: a process's start on Linux, macOS and Windows alike)
+        import psutil  # (a maintained library: a process's start on macOS and Windows alike)
     except ImportError:
         return None
     try:
-        return round(float(psutil.Process(int(pid)).create_time()), 3)
+        return f"{psutil.Process(int(pid)).create_time():.3f}"
     except (psutil.Error, OSError, ValueError, OverflowError):
         return None
 

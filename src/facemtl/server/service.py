@@ -76,9 +76,7 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any, slots: Any = _REA
     done = threading.Event()
     if slots is _READS:
         slots = _waiting
-    elif slots is None:
-        slots = threading.BoundedSemaphore(1)
-    if not slots.acquire(blocking=False):
+    if slots is not None and not slots.acquire(blocking=False):
         raise NoAnswer
 
     def run() -> None:
@@ -87,13 +85,15 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any, slots: Any = _REA
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             out["error"] = exc
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
             done.set()
 
     try:
         threading.Thread(target=run, name="facemtl-db-read", daemon=True).start()
     except BaseException:  # no thread could start (a thread limit): nothing waits, nothing holds the slot
-        slots.release()
+        if slots is not None:
+            slots.release()
         raise
     if not done.wait(seconds):
         raise NoAnswer
@@ -303,9 +303,7 @@ class Service:
         """Write the uploads kept (this one among them, unless a write before took it) and say
         how (see :meth:`_store`)."""
         with self._lock:
-            if self._closed:  # (stored by the stop, or said lost there)
-                return "kept"
-            if self._failing:
+            if self._closed or self._failing:  # (stored by the stop, or said lost there; the database away)
                 return "kept"
             dropped = self._writer.dropped if self._writer is not None else 0
             if not self._write_uploads():
@@ -414,7 +412,8 @@ class Service:
         """One stored face or track (``kind``: ``faces`` or ``tracks``); 404 when there is none."""
         rec = self._need_store().one(kind, ident)
         if rec is None:
-            raise ServiceError(404, f"no {kind[:-1]} {ident}: it was never stored, or was deleted (by retention or facemtl db delete)")
+            raise ServiceError(404, f"no {kind[:-1]} {ident}: it was never stored, or was deleted (by retention or "
+                                    "facemtl db delete)")
         return rec
 
     @_read

@@ -391,8 +391,8 @@ class CsvFile(_OutputFile, Sink):
             ours = _CsvRows(io.StringIO(), columns, header=False).header()
             if earlier is not None and earlier != ours:  # (checked before the file is opened: left as it was)
                 raise OSError(errno.EINVAL, f"{self.path} holds rows under other columns than this run's (another "
-                                            "model, kind of input, or --annotate given to one run only), so they "
-                                            "cannot be continued; name another file")
+                                            "model, kind of input, --annotate given to one run only, or an older "
+                                            "facemtl), so they cannot be continued; name another file")
             # (one source: no column, as --csv)
             self.rows = _CsvRows(self._open(), columns, unwritten=["source", "annotated"], header=earlier is None)
         if self.recorded_before(result):

@@ -89,9 +89,10 @@ class Session(Base):
     kind: Mapped[str] = mapped_column(sa.String(20))
     host: Mapped[str | None] = mapped_column(sa.String(200))
     pid: Mapped[int | None]
-    #: When the writer's process started (seconds since the epoch; schema 0005): with ``host`` and
-    #: ``pid`` it names the process, whose number a later one may hold (a restarted container's 1).
-    process_started: Mapped[float | None]
+    #: When the writer's process started (:func:`facemtl.system.process_start`; schema 0005): with
+    #: ``host`` and ``pid`` it names the process, whose number a later one may hold (a restarted
+    #: container's 1).
+    process_start: Mapped[str | None] = mapped_column(sa.String(100))
     started: Mapped[float] = mapped_column(index=True)
     ended: Mapped[float | None]
     model_name: Mapped[str | None] = mapped_column(sa.String(200))

@@ -319,7 +319,7 @@ class Store:
                 raise ValueError(f"source {source!r} belongs to no stored session (deleted)")
         with self.write_engine.begin() as conn:
             row = conn.execute(sa.select(Session.started, Session.ended, Session.host, Session.pid,
-                                         Session.process_started)
+                                         Session.process_start)
                                .where(Session.id == session)).first()
             if row is None:
                 raise ValueError(f"there is no session {session} (never stored, or deleted)")
@@ -330,7 +330,7 @@ class Store:
                 conn.execute(sa.select(Source.id).where(Source.session_id == session).with_for_update())
             last_face = last_face_time(conn, session)
             latest = last_heard(row.started, conn.execute(beats).scalar(), last_face)
-            if row.host == socket.gethostname() and _alive(row.pid, row.process_started):
+            if row.host == socket.gethostname() and _alive(row.pid, row.process_start):
                 raise ValueError(f"session {session} is alive: its writer, process {row.pid}, runs on this machine; "
                                  "stop it, which ends its session")
             if now - latest < GONE_AFTER:

@@ -9,6 +9,7 @@ import socket
 
 import sqlalchemy as sa
 
+from ..system import process_start
 from .models import Answer, Face, Session, Source, Track, TrackAnswer
 
 log = logging.getLogger("facemtl.store")
@@ -41,20 +42,22 @@ def end_dead_sessions(conn: sa.Connection, names: list[str], now: float, heartbe
 
     A session is taken for dead when its process no longer runs here (:func:`_alive`: a process
     that holds its number now but started at another time is another process, as a container
-    restarted after a kill is process 1 again) and either this writer
-    takes over one of its sources (``names``: a stream restarted under the same name) or
-    none of its sources has beaten for three heartbeats: machines that share a host name
-    (containers with a fixed one) record process numbers this machine cannot see, and a
-    live writer there keeps beating."""
-    host = socket.gethostname()
-    open_here = conn.execute(sa.select(Session.id, Session.pid, Session.process_started, Session.started).where(
+    restarted after a kill is process 1 again) and either this writer takes over one of its
+    sources (``names``: a stream restarted under the same name) or none of its sources has
+    beaten for three heartbeats: machines that share a host name (containers with a fixed one)
+    record process numbers this machine cannot see, and a live writer there keeps beating. A
+    session of this very process's number, started at another time, is ended only once silent:
+    an earlier life of this process, or a sibling container of the same host name and number
+    that writes on (a review: taking over a shared name such as ``analyze@host`` ended it)."""
+    host, me = socket.gethostname(), os.getpid()
+    open_here = conn.execute(sa.select(Session.id, Session.pid, Session.process_start, Session.started).where(
         Session.ended.is_(None), Session.host == host)).all()
-    for sid, pid, pid_started, started in open_here:
-        if _alive(pid, pid_started):  # (this process's own sessions among them)
+    for sid, pid, start, started in open_here:
+        if _alive(pid, start):  # (this process's own sessions among them)
             continue
         beats = conn.execute(sa.select(Source.name, Source.last_seen, Source.heartbeat)
                              .where(Source.session_id == sid)).all()
-        taken = any(name in names for name, _, _ in beats)
+        taken = pid != me and any(name in names for name, _, _ in beats)
         if not taken and any(beats_on_time(seen, beat or heartbeat, now) for _, seen, beat in beats):
             continue
         end_session(conn, sid, started)
@@ -94,33 +97,20 @@ def _answer_open_tracks(conn: sa.Connection, sid: int) -> None:
         conn.execute(sa.insert(TrackAnswer).from_select(["track_id", "task", *columns], rows))
 
 
-#: Seconds two readings of one process's start may differ by (psutil derives it from the boot
-#: time and the clock ticks since, both rounded).
-SAME_START = 1.0
-
-
-def _alive(pid: int | None, started: float | None = None) -> bool:
+def _alive(pid: int | None, start: str | None = None) -> bool:
     """Whether process ``pid`` runs on this machine (``None``: unknown, taken as alive) and is
-    the one that started at ``started`` (:func:`~facemtl.system.process_started`; ``None``, as sessions written
-    before schema 0005 have it: any process of that number). A number held by a process that
-    started at another time belongs to another process: a container restarted after a kill
-    runs as process 1 again, and its killed session read alive for good (a review). Without
-    psutil, POSIX only: on Windows ``os.kill`` would end the process, so every process counts
-    as alive there."""
+    the one that started at ``start`` (:func:`~facemtl.system.process_start`; ``None``, as
+    sessions written before schema 0005 have it: any process of that number). A number held by
+    a process that started at another time belongs to another process: a container restarted
+    after a kill runs as process 1 again, and its killed session read alive for good (a
+    review). Without ``start`` (or where it cannot be read), by the number alone; POSIX only:
+    on Windows ``os.kill`` would end the process, so there every process counts as alive."""
     if pid is None:
         return True
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        try:
-            now = psutil.Process(int(pid)).create_time()
-        except psutil.NoSuchProcess:
-            return False
-        except (psutil.Error, OSError, ValueError, OverflowError):
-            return True  # (not ours to read: taken as alive, as os.kill's PermissionError is)
-        return started is None or abs(now - started) <= SAME_START
+    if start is not None:
+        now = process_start(pid)
+        if now is not None:
+            return now == start
     if os.name != "posix":
         return True
     try:

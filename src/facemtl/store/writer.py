@@ -49,7 +49,7 @@ from sqlalchemy.engine import Engine
 
 from ..inference.model_info import ModelInfo
 from ..inference.results import NO_FACE, FaceResult, ImageResult, TrackResult
-from ..system import process_started
+from ..system import process_start
 from .engine import StoreError, data_error
 from .models import Answer, Face, NoFaceFile, Session, Snapshot, Source, Thumbnail, Track, TrackAnswer
 from .rows import AnswerCodec, codecs_for
@@ -208,7 +208,7 @@ class SessionWriter:
         names = dict.fromkeys([self.source] + [clean_text(n, SOURCE_LENGTH) or self.source for n in sources])
         #: What each session of this writer records about it (a new one is opened from it: :meth:`_own_session`).
         self._session_row = dict(kind=kind, host=socket.gethostname(), pid=os.getpid(),
-                                 process_started=process_started(os.getpid()), model_name=self.model_name,
+                                 process_start=process_start(os.getpid()), model_name=self.model_name,
                                  model_version=self.model_version,
                                  tasks=[t.to_dict() for t in tasks] if model_info else None, settings=settings or {})
         with engine.begin() as conn:

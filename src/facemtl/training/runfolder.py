@@ -148,7 +148,10 @@ def _this_torchruns(folder: str | Path) -> bool:
     over 0), or the same torchrun agent starting its workers again because an elastic launch's
     nodes changed (``--nnodes MIN:MAX``: a node joined or left), which torchrun does without
     counting a restart (restart 0 again, a note's "left" item: the run was refused as a run
-    already there). The agent is this process's parent, named by :func:`torchrun_agent`."""
+    already there). Rank 0 decides that by its agent, this process's parent (:func:`torchrun_agent`),
+    which the last start recorded; the other ranks by the id alone, since their nodes' agents are
+    others and a node may have just joined (a review): where rank 0 refuses the folder, its exit
+    stops them (torchrun ends the whole group)."""
     try:
         restart = int(os.environ.get(RESTART_ENV) or 0)
     except ValueError:
@@ -164,20 +167,22 @@ def _this_torchruns(folder: str | Path) -> bool:
     # "none": torchrun's id when none is given (--rdzv-id), the same for every launch: no sign of this one (a review)
     if own in ("", "none") or not starts or not isinstance(starts[-1], dict) or starts[-1].get("torchrun_id") != own:
         return False
-    return restart >= 1 or (restart == 0 and starts[-1].get("torchrun_agent") == torchrun_agent())
+    if restart >= 1 or os.environ.get("RANK", "0") != "0":
+        return True
+    return restart == 0 and starts[-1].get("torchrun_agent") == torchrun_agent()
 
 
 def torchrun_agent() -> list[Any] | None:
     """The torchrun agent that started this process (its parent): ``[host, pid, started]``
-    (:func:`~facemtl.system.process_started`, seconds since the epoch), as ``run_info.json``
+    (:func:`~facemtl.system.process_start`), as ``run_info.json``
     records it per start; ``None`` outside torchrun or where its start cannot be read. A
     later torchrun of the same ``--rdzv-id`` is another agent, even as process 1 again."""
-    from ..system import process_started
+    from ..system import process_start
 
     if not os.environ.get(TORCHRUN_ID_ENV):
         return None
     parent = os.getppid()
-    started = process_started(parent)
+    started = process_start(parent)
     return None if started is None else [socket.gethostname(), parent, started]
 
 
