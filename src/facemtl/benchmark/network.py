@@ -16,7 +16,8 @@ import numpy as np
 
 
 def peak_memory_mb() -> float:
-    """This process's peak resident memory (``VmHWM``). Not ``getrusage``'s ``ru_maxrss``, which
+    """This process's peak resident memory (``VmHWM``), in MiB (2**20 bytes; the name's "mb" kept, as
+    in ``file_mb``, for the results filed under it). Not ``getrusage``'s ``ru_maxrss``, which
     Linux carries over from the parent across ``exec`` (it read the benchmark's own peak)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
