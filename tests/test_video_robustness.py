@@ -346,6 +346,46 @@ def test_an_annotated_video_that_cannot_be_written_is_refused_before_the_model(w
         assert err.getvalue().startswith(f"facemtl: error: --annotate {out}: ")
 
 
+def test_an_output_the_machine_refuses_says_its_reason_and_names_the_file(www, tmp_path, monkeypatch):
+    """A user test, into a read-only folder: ``stream --annotate ro/a.mp4`` said a fixed "cannot
+    write there (permission denied)" with exit 2, and ``--output jsonl:ro/a.jsonl`` named the
+    folder ``ro``, not the file. Now the OS's reason, the file, and exit 1 (as ``analyze --annotate``)."""
+    import errno
+    import os
+
+    import cv2
+
+    import facemtl.system as system
+    from facemtl.cli import main
+    from facemtl.video import command
+
+    def read_only(folder):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    def no_model(*args, **kw):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(system, "probe_writable", read_only)
+    monkeypatch.setattr(command, "VideoAnalyzer", no_model)
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.zeros((32, 32, 3), np.uint8))
+    video = str(www / "phone.mp4")
+    for args, said in ((["stream", video, "--annotate", str(tmp_path / "a.mp4")],
+                        f"facemtl stream could not go on: --annotate cannot be written (Read-only file system): "
+                        f"{tmp_path / 'a.mp4'}"),
+                       (["stream", video, "--output", f"jsonl:{tmp_path / 'a.jsonl'}"],
+                        f"facemtl stream could not go on: the jsonl output cannot be written (Read-only file system): "
+                        f"{tmp_path / 'a.jsonl'}"),
+                       (["analyze", str(photo), "--output", f"csv:{tmp_path / 'a.csv'}"],
+                        f"facemtl analyze could not go on: the csv output cannot be written (Read-only file system): "
+                        f"{tmp_path / 'a.csv'}")):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main([*args, "--no-progress"] if args[0] == "stream" else args)
+        assert rc == 1 and err.getvalue() == f"facemtl: error: {said}\n", (args, err.getvalue())
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["p.png"]  # nothing written
+
+
 def test_the_annotated_video_is_never_written_over_the_video_being_read(www, tmp_path, monkeypatch):
     """The same file by its own name, another spelling of it, or a link: refused before the
     model loads, the video left as it was."""

@@ -33,18 +33,21 @@ def probe_writable(folder: Any) -> None:
         pass
 
 
-def check_writable_folder(folder: Any, what: str) -> None:
+def check_writable_folder(folder: Any, what: str, filename: Any = None) -> None:
     """Before any work: make and remove a file in ``folder`` (:func:`probe_writable`), because
     ``os.access`` says yes to root in ``/proc`` and ``/sys`` and on a read-only disk, and outputs
     there were refused only after the work (a user test: ``stream --annotate /proc/a.mp4`` after
     the whole stream). ``what`` (``--out x.json``) begins the sentence. The machine's refusal
     (read-only, full, permissions) is an ``OSError`` (exit status 1, as any write it refuses); a
-    folder that takes no file at all (``/proc``) a ``ValueError``."""
+    folder that takes no file at all (``/proc``) a ``ValueError``. ``filename``: the file the
+    ``OSError`` names (the output file, not its folder: a user test read "...: ro" for
+    ``--output jsonl:ro/a.jsonl``); ``folder`` without it."""
     try:
         probe_writable(folder)
     except OSError as exc:
         if exc.errno in REFUSED_BY_THE_MACHINE:
-            raise OSError(exc.errno, f"{what} cannot be written ({exc.strerror})", str(folder)) from None
+            raise OSError(exc.errno, f"{what} cannot be written ({exc.strerror})",
+                          str(folder if filename is None else filename)) from None
         raise ValueError(f"{what} cannot be written: no file can be made in {folder} ({exc.strerror or exc})") \
             from None
 
@@ -57,12 +60,13 @@ def nearest_existing(path: Any) -> Path:
     return p
 
 
-def check_new_file(path: Any, what: str) -> None:
+def check_new_file(path: Any, what: str, filename: Any = None) -> None:
     """:func:`check_writable_folder` for an output file ``path`` written in place, in the nearest
     folder of it that exists; nothing where ``path`` exists (a file, a pipe, ``/dev/stdout``: it is
-    opened as it is, whatever its folder takes)."""
+    opened as it is, whatever its folder takes). ``filename``: what the ``OSError`` names (the
+    folder without it)."""
     if not os.path.exists(path):
-        check_writable_folder(nearest_existing(path), what)
+        check_writable_folder(nearest_existing(path), what, filename)
 
 
 def hardware(device: Any = None) -> dict[str, Any]:

@@ -230,7 +230,8 @@ class _OutputFile:
         parent = os.path.dirname(os.path.abspath(target))
         if not os.path.isdir(parent):  # (the file is opened where it is named; its folder is not made)
             raise ValueError(f"the folder {parent} does not exist")
-        check_new_file(target, f"the {cls.kind} output")  # (the machine's refusal: an OSError, exit 1)
+        # (the machine's refusal: an OSError, exit 1, naming the file, not its folder)
+        check_new_file(target, f"the {cls.kind} output", filename=target)
 
     def close(self) -> None:
         self._open().close()

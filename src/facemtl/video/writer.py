@@ -29,7 +29,7 @@ import numpy as np
 from ..inference.results import ERROR, FaceResult, ImageResult
 from ..sinks.annotate import draw_faces
 from ..sinks.base import Sink
-from ..system import check_new_file
+from ..system import REFUSED_BY_THE_MACHINE, check_new_file
 from . import PRESETS
 
 #: Container options of the annotated video, by suffix (H.264 in each). Not AVI: it cannot
@@ -58,9 +58,19 @@ def check_output(path: str | Path, preset: str = "veryfast") -> Path:
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"--annotate {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise ValueError(f"--annotate {path}: cannot write there (permission denied)")
-    check_new_file(p, f"--annotate {path}")
+    if p.exists() and not os.access(p, os.W_OK):  # (the file is replaced: the OS's own reason, exit 1)
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))  # (changes nothing in it)
+        except OSError as exc:
+            if exc.errno in REFUSED_BY_THE_MACHINE:
+                raise OSError(exc.errno, f"--annotate cannot be written ({exc.strerror})", str(path)) from None
+            raise ValueError(f"--annotate {path}: cannot be written ({exc.strerror or exc})") from None
+    # the folder: a file made and removed there; the machine's refusal (a read-only disk, a permission)
+    # is an OSError with its own reason, exit 1 (a user test read a fixed "permission denied", exit 2)
+    try:
+        check_new_file(p, f"--annotate {path}")
+    except OSError as exc:  # (named once: the file, as the analyze --annotate folder is)
+        raise OSError(exc.errno, f"--annotate cannot be written ({os.strerror(exc.errno)})", str(path)) from None
     return p
 
 
