@@ -193,6 +193,39 @@ def test_a_short_openvino_weights_file_is_one_sentence(exported, tmp_path):
         load_predictor(tmp_path / "m.xml")
 
 
+def test_a_truncated_model_file_is_damaged_not_foreign(exported, tmp_path, capsys):
+    """A copy cut short (a user test: ``head -c $((size-1000))``) was "not an ONNX model file";
+    it is damaged or truncated. A file that is something else (a JPEG renamed, text) is still
+    not a model file."""
+    d, _ = exported
+    photo = next((REPO / "src" / "facemtl" / "samples").glob("*.jpg"))
+    whole = (d / "m.onnx").read_bytes()
+    for cut in (1000, len(whole) // 2):
+        (tmp_path / "cut.onnx").write_bytes(whole[:-cut])
+        assert main(["analyze", str(photo), "--model", str(tmp_path / "cut.onnx")]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"facemtl: error: {tmp_path / 'cut.onnx'} is damaged or truncated: it begins as an ONNX model but does "
+            "not read to its end; copy it again, or export it again")
+    (tmp_path / "photo.onnx").write_bytes(photo.read_bytes())
+    (tmp_path / "text.onnx").write_text("a text file, not a model\n" * 100)
+    for name in ("photo.onnx", "text.onnx"):
+        assert main(["analyze", str(photo), "--model", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.strip() == f"facemtl: error: {tmp_path / name} is not an ONNX model file"
+
+    text = (d / "m.xml").read_text()
+    (tmp_path / "m.xml").write_text(text[: len(text) - 1000])
+    shutil.copy(d / "m.bin", tmp_path / "m.bin")
+    assert main(["analyze", str(photo), "--model", str(tmp_path / "m.xml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"facemtl: error: {tmp_path / 'm.xml'} is damaged or truncated: it begins as an OpenVINO "
+                          "IR file but its XML does not read (") and err.endswith("); copy it again, or export it "
+                                                                                  "again"), err
+    (tmp_path / "m.xml").write_bytes(photo.read_bytes())
+    assert main(["analyze", str(photo), "--model", str(tmp_path / "m.xml")]) == 2
+    assert capsys.readouterr().err.strip() == f"facemtl: error: {tmp_path / 'm.xml'} is not an OpenVINO IR file " \
+                                              "(not XML)"
+
+
 def test_weights_changed_in_place_are_refused_as_damaged(exported, tmp_path):
     """Each export records the SHA-256 of its weights; bits flipped in them afterwards (a disk,
     a copy) make the file "damaged", where before it ran and answered differently. A file
@@ -218,7 +251,12 @@ def test_weights_changed_in_place_are_refused_as_damaged(exported, tmp_path):
         else:
             data, at = (d / weights).read_bytes(), (d / weights).stat().st_size // 2
         (tmp_path / weights).write_bytes(data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1:])
-        with pytest.raises(ValueError, match=rf"{weights} is damaged: its weights are not the ones it was exported"):
+        if weights.endswith(".bin"):  # a .bin of its own: as likely another export's, as the size check says
+            said = rf"{weights} is damaged or belongs to another export: its weights are not the ones {name} was " \
+                   r"exported with \(their SHA-256 differs from the one it records\); export the model again$"
+        else:
+            said = rf"{weights} is damaged: its weights are not the ones it was exported"
+        with pytest.raises(ValueError, match=said):
             load_predictor(tmp_path / name)
 
     older = onnx.load(str(d / "m.onnx"))  # the record removed, as in a file exported before it

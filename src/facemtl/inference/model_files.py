@@ -60,13 +60,19 @@ def onnx_weights_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def check_digest(info: ModelInfo, digest: Any, path: Path) -> None:
+def check_digest(info: ModelInfo, digest: Any, path: Path, model: Path | None = None) -> None:
     """Refuse a file whose weights differ from those its metadata recorded at export.
 
     ``digest``: a callable giving the SHA-256 hex of the weights now (called only when the
-    metadata has one: files exported before 2026-11-27 record none and are not checked)."""
+    metadata has one: files exported before 2026-11-27 record none and are not checked).
+    ``model``: the file whose metadata records it, when the weights are a file of their own
+    beside it (an IR's ``.bin``), which may as well be another export's: the sentence says so,
+    as the size check's does."""
     recorded = info.extra.get(DIGEST_KEY)
-    if recorded and digest() != recorded:
+    if recorded and model is not None and digest() != recorded:
+        raise ValueError(f"{path} is damaged or belongs to another export: its weights are not the ones {model.name} "
+                         "was exported with (their SHA-256 differs from the one it records); export the model again")
+    if recorded and model is None and digest() != recorded:
         raise ValueError(f"{path} is damaged: its weights are not the ones it was exported with (their SHA-256 "
                          "differs from the one it records); copy it again or export the model again")
 
@@ -166,11 +172,21 @@ def check_onnx_file(path: str | Path) -> tuple[bytes, Any]:
     try:
         model = onnx.ModelProto.FromString(data)
     except (DecodeError, RuntimeWarning, ValueError):
+        if _looks_like_onnx(path, data):  # a copy cut short (a user test: "not an ONNX model file" for it)
+            raise ValueError(f"{path} is damaged or truncated: it begins as an ONNX model but does not read to its "
+                             "end; copy it again, or export it again") from None
         raise ValueError(f"{path} is not an ONNX model file") from None
     if not model.graph.node:
         raise ValueError(f"{path} is not an ONNX model file (it holds no graph)")
     check_onnx(model, path)
     return data, model
+
+
+def _looks_like_onnx(path: Path, data: bytes) -> bool:
+    """Whether a file that does not parse is an ONNX model spoilt (cut short, bytes changed)
+    rather than something else: an ``.onnx`` name, more than a few bytes, and the start every
+    ONNX file has (field 1, ``ir_version``, a small number: bytes ``08 01`` to ``08 7f``)."""
+    return path.suffix.lower() == ".onnx" and len(data) >= 1024 and data[0] == 0x08 and 0 < data[1] < 0x80
 
 
 def check_onnx(model: Any, path: Path) -> None:
@@ -228,7 +244,12 @@ def read_openvino(path: str | Path) -> tuple[str, bytes, ModelInfo]:
         raise FileNotFoundError(f"{xml} needs its weights file {weights.name} beside it")
     try:
         root = ET.parse(xml).getroot()
-    except ET.ParseError:
+    except ET.ParseError as exc:
+        with open(xml, "rb") as f:
+            start = f.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if xml.stat().st_size >= 1024 and (start.startswith(b"<?xml") or start.startswith(b"<net")):
+            raise ValueError(f"{xml} is damaged or truncated: it begins as an OpenVINO IR file but its XML does not "
+                             f"read ({exc}); copy it again, or export it again") from None
         raise ValueError(f"{xml} is not an OpenVINO IR file (not XML)") from None
     if root.tag != "net" or root.find("layers") is None:
         raise ValueError(f"{xml} is not an OpenVINO IR file")
@@ -249,7 +270,7 @@ def read_openvino(path: str | Path) -> tuple[str, bytes, ModelInfo]:
     if len(data) < needed:
         raise ValueError(f"{weights} is damaged or belongs to another export: {xml.name} needs {needed:,} bytes of "
                          f"weights and it holds {len(data):,} (export the model again)")
-    check_digest(info, lambda: weights_sha256(data), weights)
+    check_digest(info, lambda: weights_sha256(data), weights, model=xml)
     return xml.read_text(), data, info
 
 
