@@ -69,9 +69,11 @@ def test_exporter_that_fails_midway_leaves_the_file_at_out_untouched(utkface_roo
         return exporter
 
     monkeypatch.setattr(onnx_export, "export_onnx", half_written(OSError(errno.ENOSPC, "No space left on device")))
-    assert main(["export", str(LEGACY), "--format", "onnx", "--out", str(out), *fast(utkface_root)]) == 2
+    # the machine refused the write: exit 1, as every command's (it was 2, a mistake in the command)
+    assert main(["export", str(LEGACY), "--format", "onnx", "--out", str(out), *fast(utkface_root)]) == 1
     line = one_error_line(capsys)
-    assert "No space left on device" in line and f"{out} was left as it was" in line
+    assert line == f"facemtl: error: writing the onnx export beside {out} failed (No space left on device), " \
+                   f"so {out} was left as it was"
     # it wrote beside --out, under a hidden name with the format's suffix
     assert seen[0].parent == tmp_path and seen[0].name.startswith(".good.") and seen[0].suffix == ".onnx"
 
@@ -96,6 +98,33 @@ def test_exporter_that_fails_midway_leaves_the_file_at_out_untouched(utkface_roo
     with pytest.raises(KeyboardInterrupt):
         export_model(LEGACY, "onnx", out, str(utkface_root), check_faces=2)
     assert len(calls) == 2 and out.read_bytes() == GOOD and sorted(os.listdir(tmp_path)) == ["good.onnx"]
+
+
+def test_openvino_on_a_full_disk_says_so_and_exits_1(utkface_root, tmp_path, monkeypatch, capsys):
+    """OpenVINO's writer says only "basic_ios::clear: iostream error" when the disk fills (a user
+    test, exit 2): the free space of the folder tells, and the sentence is the full disk's."""
+    import shutil
+    from collections import namedtuple
+
+    import facemtl.export.openvino as openvino_export
+
+    def filling(source, path, *args, **kwargs):
+        Path(path).write_bytes(b"<?xml")
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(openvino_export, "export_openvino", filling)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(2**30, 2**30 - 4096, 4096))
+    out = tmp_path / "m.xml"
+    assert main(["export", str(LEGACY), "--format", "openvino", "--out", str(out), *fast(utkface_root)]) == 1
+    assert one_error_line(capsys) == f"facemtl: error: writing the openvino export beside {out} failed (No space " \
+                                     "left on device), so nothing was kept"
+    assert sorted(os.listdir(tmp_path)) == []
+    # with room on the disk, OpenVINO's own words (exit 2, as before)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(2**30, 2**29, 2**29))
+    assert main(["export", str(LEGACY), "--format", "openvino", "--out", str(out), *fast(utkface_root)]) == 2
+    assert one_error_line(capsys) == f"facemtl: error: writing the openvino export beside {out} failed " \
+                                     "(basic_ios::clear: iostream error), so nothing was kept"
 
 
 def test_force_keeps_a_failed_export_and_its_metadata_says_so(utkface_root, tmp_path, monkeypatch, capsys):

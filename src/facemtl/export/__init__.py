@@ -10,6 +10,7 @@ The formats live in one table (:data:`~facemtl.export.formats.FORMATS`). Needs
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import secrets
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..system import check_writable_folder, nearest_existing
+from ..system import REFUSED_BY_THE_MACHINE, check_writable_folder, nearest_existing
 from .formats import FORMATS, OPTIONS, ExportFormat, check_options, get_format, markdown_table, missing_packages
 
 __all__ = ["FORMATS", "OPTIONS", "ExportFormat", "ExportFaces", "export_model", "get_format", "markdown_table"]
@@ -141,8 +142,9 @@ def export_model(checkpoint: str | Path, format: str, out: str | Path, data: str
             except OSError as exc:  # disk full, a folder gone read-only: one sentence, nothing at out touched
                 raise write_failed(fmt, out, exc) from None
             except RuntimeError as exc:  # OpenVINO says only "basic_ios::clear: iostream error" on a full disk
-                full = "; the disk is full" if shutil.disk_usage(out.parent).free < 2**20 else ""
-                raise RuntimeError(f"writing the {fmt.name} export beside {out} failed ({exc}{full}), "
+                if disk_full(out.parent):  # (its temporary files are still there, filling it)
+                    raise write_failed(fmt, out, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from None
+                raise RuntimeError(f"writing the {fmt.name} export beside {out} failed ({exc}), "
                                    f"so {left_as_it_was(out)}") from None
 
             exported = open_runtime(tmp, fmt.runtime)
@@ -236,7 +238,10 @@ def make_folders(folder: Path) -> list[Path]:
         try:
             missing[-1].mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ValueError(f"the folder {missing[0]} for --out cannot be made ({exc.strerror or exc})") from None
+            error = ValueError(f"the folder {missing[0]} for --out cannot be made ({exc.strerror or exc})")
+            if exc.errno in REFUSED_BY_THE_MACHINE:  # a full or read-only disk: exit 1, as write_failed's
+                error.exit_status = 1  # type: ignore[attr-defined]
+            raise error from None
     return missing
 
 
@@ -254,9 +259,23 @@ def left_as_it_was(out: Path) -> str:
 
 
 def write_failed(fmt: ExportFormat, out: Path, exc: OSError) -> ValueError:
-    """The sentence for a write the machine refused (a full disk, a folder gone read-only)."""
-    return ValueError(f"writing the {fmt.name} export beside {out} failed ({exc.strerror or exc}), "
-                      f"so {left_as_it_was(out)}")
+    """The sentence for a write that failed; one the machine refused (a full disk, a folder gone
+    read-only: :data:`~facemtl.system.REFUSED_BY_THE_MACHINE`) ends the command with exit status 1,
+    as every command's does, not 2 (a mistake in the command)."""
+    error = ValueError(f"writing the {fmt.name} export beside {out} failed ({exc.strerror or exc}), "
+                       f"so {left_as_it_was(out)}")
+    if exc.errno in REFUSED_BY_THE_MACHINE:
+        error.exit_status = 1  # type: ignore[attr-defined]
+    return error
+
+
+def disk_full(folder: Path) -> bool:
+    """Whether the disk of ``folder`` has (nearly) no space left: OpenVINO's writer says only
+    "basic_ios::clear: iostream error" when it fills one, with no ``errno``."""
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
 
 
 def commit(tmp: Path, out: Path) -> None:
