@@ -226,6 +226,21 @@ def test_a_truncated_model_file_is_damaged_not_foreign(exported, tmp_path, capsy
                                               "(not XML)"
 
 
+def test_an_openvino_ir_on_cuda_is_told_to_export_again(exported, tmp_path, capsys):
+    """``--device cuda`` with an ``.xml`` was told to use onnxruntime or tensorrt, neither of which
+    reads one (a user test); an ``.onnx`` on the openvino runtime still is."""
+    d, _ = exported
+    photo = next((REPO / "src" / "facemtl" / "samples").glob("*.jpg"))
+    assert main(["analyze", str(photo), "--device", "cuda", "--model", str(d / "m.xml")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "facemtl: error: the openvino runtime runs on the CPU, and no CUDA runtime reads an OpenVINO IR such as "
+        "m.xml: for CUDA, export the model to .onnx (or .engine) with 'facemtl export', or leave out --device cuda")
+    assert main(["analyze", str(photo), "--device", "cuda", "--runtime", "openvino", "--model",
+                 str(d / "m.onnx")]) == 2
+    assert capsys.readouterr().err.strip() == ("facemtl: error: the openvino runtime runs on the CPU; use --runtime "
+                                               "onnxruntime or tensorrt for CUDA")
+
+
 def test_weights_changed_in_place_are_refused_as_damaged(exported, tmp_path):
     """Each export records the SHA-256 of its weights; bits flipped in them afterwards (a disk,
     a copy) make the file "damaged", where before it ran and answered differently. A file

@@ -32,7 +32,12 @@ class OpenVinoRuntime:
         import openvino as ov
 
         if device.startswith("cuda"):
-            raise ValueError("the openvino runtime runs on the CPU; use --runtime onnxruntime or tensorrt for CUDA")
+            if Path(path).suffix.lower() == ".onnx":
+                raise ValueError("the openvino runtime runs on the CPU; use --runtime onnxruntime or tensorrt for CUDA")
+            # an IR: neither of those reads it (a user test was told to use them)
+            raise ValueError(f"the openvino runtime runs on the CPU, and no CUDA runtime reads an OpenVINO IR such as "
+                             f"{Path(path).name}: for CUDA, export the model to .onnx (or .engine) with 'facemtl "
+                             "export', or leave out --device cuda")
         core = ov.Core()
         if Path(path).suffix.lower() == ".onnx":
             data, self.info = read_onnx(path)
