@@ -166,6 +166,13 @@ def test_an_elastic_launchs_workers_started_again_when_its_nodes_change_continue
     from facemtl.training.runfolder import torchrun_restarted
 
     assert torchrun_restarted(out)
+    # ...but never takes the launch's own fresh folder, whose run_info.json rank 0 may have written already,
+    # for one to start again (no last.pt yet: a first start)
+    from facemtl.training.runfolder import torchrun_restarted_unsaved
+
+    (out / "last.pt").rename(out / "last.pt.aside")
+    assert not torchrun_restarted_unsaved(out) and not torchrun_restarted(out)
+    (out / "last.pt.aside").rename(out / "last.pt")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "a-later-launch")
     assert not torchrun_restarted(out)
 

@@ -139,10 +139,10 @@ def torchrun_restarted_unsaved(folder: str | Path) -> bool:
     after ``best.pt`` was written and before ``last.pt`` was. Nothing can be continued, and the
     folder's files are this very launch's, so the restart starts the run again in place; before,
     the folder was refused as holding a run, and every restart failed (a note's "left" item)."""
-    return not (Path(folder) / "last.pt").is_file() and _this_torchruns(folder)
+    return not (Path(folder) / "last.pt").is_file() and _this_torchruns(folder, other_ranks=False)
 
 
-def _this_torchruns(folder: str | Path) -> bool:
+def _this_torchruns(folder: str | Path, other_ranks: bool = True) -> bool:
     """A start again of the torchrun whose id the last start in ``folder``'s ``run_info.json``
     records (never torchrun's shared ``none``): a restart after a failure (:data:`RESTART_ENV`
     over 0), or the same torchrun agent starting its workers again because an elastic launch's
@@ -151,7 +151,9 @@ def _this_torchruns(folder: str | Path) -> bool:
     already there). Rank 0 decides that by its agent, this process's parent (:func:`torchrun_agent`),
     which the last start recorded; the other ranks by the id alone, since their nodes' agents are
     others and a node may have just joined (a review): where rank 0 refuses the folder, its exit
-    stops them (torchrun ends the whole group)."""
+    stops them (torchrun ends the whole group). Only with ``other_ranks`` (a ``last.pt`` there):
+    at a first start, rank 0 may have written ``run_info.json`` already, and the others would
+    take the launch's own fresh folder for one to start again."""
     try:
         restart = int(os.environ.get(RESTART_ENV) or 0)
     except ValueError:
@@ -167,9 +169,11 @@ def _this_torchruns(folder: str | Path) -> bool:
     # "none": torchrun's id when none is given (--rdzv-id), the same for every launch: no sign of this one (a review)
     if own in ("", "none") or not starts or not isinstance(starts[-1], dict) or starts[-1].get("torchrun_id") != own:
         return False
-    if restart >= 1 or os.environ.get("RANK", "0") != "0":
+    if restart >= 1:
         return True
-    return restart == 0 and starts[-1].get("torchrun_agent") == torchrun_agent()
+    if os.environ.get("RANK", "0") != "0":
+        return other_ranks
+    return starts[-1].get("torchrun_agent") == torchrun_agent()
 
 
 def torchrun_agent() -> list[Any] | None:
