@@ -105,6 +105,31 @@ def test_a_second_signal_aborts_with_that_signals_status(sig, status):
     assert signal.getsignal(signum) is before  # the previous handler is back
 
 
+@pytest.mark.parametrize("sig, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_stop_that_a_library_turned_into_its_own_error_is_still_a_stop(sig, status):
+    """A user test: Ctrl-C or SIGTERM landing inside torch.export's imports came out as "Failed to
+    export the model with torch.export" (its own error around ours), and export exited 2, a
+    mistake in the command. Under abort_on_signals, an error after a stop signal is the stop."""
+    import os
+    import signal
+
+    from facemtl.system import SignalAbort, abort_on_signals
+
+    def library():  # catches everything and raises its own error, as torch.export does
+        try:
+            os.kill(os.getpid(), getattr(signal, sig))
+        except BaseException as exc:
+            raise RuntimeError("Failed to export the model with torch.export") from exc
+
+    with pytest.raises(SignalAbort) as caught:
+        with abort_on_signals():
+            library()
+    assert caught.value.status == status
+    with pytest.raises(RuntimeError, match="Failed to export"):  # no signal: the library's error as it is
+        with abort_on_signals():
+            raise RuntimeError("Failed to export the model with torch.export")
+
+
 def test_a_missing_fusion_file_or_a_foreign_model_file_is_named_plainly(tmp_path, capsys):
     (tmp_path / "g.pt").write_text("hello\n")
     assert main(["analyze", "examples/astronaut.jpg", "--checkpoint", str(tmp_path / "g.pt"), "--no-progress"]) == 2
