@@ -54,6 +54,14 @@ def test_built_in_numeric_tasks_set_their_decimals_from_their_range():
     assert build_task({"name": "x", "type": "ordinal", "min_value": 0, "max_value": 100}).decimals == 1
 
 
+def test_a_numeric_label_is_described_at_its_tasks_digits():
+    """A user test: Grad-CAM's captions of a 0..1 score read "wrong: true 0, pred 0" (whole numbers);
+    ages and a scale of whole values stay whole, as they are read."""
+    assert SCORE.describe(0.17) == "0.170" and SCORE.describe_prediction(0.8349) == "0.835"
+    assert AGE.describe(33.4) == "33"
+    assert build_task({"name": "x", "type": "ordinal", "min_value": 1, "max_value": 5}).describe(2.0) == "2"
+
+
 def test_a_regression_answer_in_0_1_keeps_three_digits_everywhere():
     (a,) = SCORE.answers(np.array([[0.4321]], np.float32))
     assert a.decimals == 3 and a.fields("score") == {"score": 0.432}

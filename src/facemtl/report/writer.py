@@ -367,7 +367,8 @@ def _gradcam(data: ReportInput, samples: int, log: Callable[[str], None]) -> Sec
                "decision made (nominal: the predicted class's logit; ordinal: every threshold's logit signed by "
                "its decision, summed), scaled per face (colours compare regions of one face, not faces). Correct "
                "and wrong as each task defines them (a class task: the right or the wrong class; a numeric one, "
-               "such as age: within 2 units, or 10 or more off). Paper Fig. 5."))
+               "age: within 2 years, or 10 or more off; a scale of ranks: the right rank, or a tenth of them "
+               "off; another number: within 2 % of its range, or 10 % or more off). Paper Fig. 5."))
     torch.set_grad_enabled(True)
     for i, task in enumerate(tasks):
         if f"pred/{task.name}" not in pr or not task.inference:

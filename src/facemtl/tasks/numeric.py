@@ -207,7 +207,9 @@ class NumericTask(Task):
         return 1.0 - metrics["mae"] / baseline_metrics["mae"]
 
     def describe(self, value: float) -> str:
-        return f"{value:.0f}"
+        """The number at the task's :attr:`decimals` (a user test: a 0..1 score's Grad-CAM captions
+        read "wrong: true 0, pred 0"); whole for ages and a scale of whole values, as they are read."""
+        return f"{value:.0f}" if self.reads_ages or self.whole_values else f"{value:.{self.decimals}f}"
 
     @property
     def decimals(self) -> int:
