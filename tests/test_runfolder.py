@@ -320,7 +320,21 @@ def test_resume_with_a_recipe_that_leaves_task_defaults_out_is_the_same_run(tmp_
                                                      "data": {"root": str(tmp_path)}}))
     assert resume_config(run, recipe, []).tasks[0]["name"] == "age"
     recipe.write_text(yaml.safe_dump({"tasks": [{**age, "max_value": 100}], "data": {"root": str(tmp_path)}}))
-    with pytest.raises(RunFolderError, match="tasks"):  # a real difference still is one
+    with pytest.raises(RunFolderError, match=r"\(tasks\.age\.max_value: 116 in the run, 100 in recipe\.yaml\)"):
+        resume_config(run, recipe, [])  # a real difference still is one, said per task and setting
+    # a task renamed: named, not both task lists spelled out (a user test read 2,175 characters)
+    gender = {"name": "gender", "type": "binary", "classes": ["male", "female"]}
+    (run / "config.yaml").write_text(yaml.safe_dump({"tasks": [build_task(dict(t)).to_dict() for t in (age, gender)],
+                                                     "data": {"root": str(tmp_path)}}))
+    recipe.write_text(yaml.safe_dump({"tasks": [age, {**gender, "name": "sex", "label": "gender"}],
+                                      "data": {"root": str(tmp_path)}}))
+    with pytest.raises(RunFolderError) as caught:
+        resume_config(run, recipe, [])
+    assert "(tasks.gender: in the run, not in recipe.yaml; tasks.sex: in recipe.yaml, not in the run)" \
+        in str(caught.value) and len(str(caught.value)) < 500
+    recipe.write_text(yaml.safe_dump({"tasks": [gender, age], "data": {"root": str(tmp_path)}}))
+    with pytest.raises(RunFolderError, match=r"tasks \(their order\): \['age', 'gender'\] in the run, "
+                                             r"\['gender', 'age'\] in recipe\.yaml"):
         resume_config(run, recipe, [])
 
 

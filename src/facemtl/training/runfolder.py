@@ -334,9 +334,22 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
             other.data.root = cfg.data.root
         if old_split:  # (a recipe of today's facemtl says nothing of it: the run keeps its split)
             other.data.group_copies = False
-        diff = differences(_tasks_spelled_out(cfg.to_dict()), _tasks_spelled_out(other.to_dict()))
+        ours, theirs = _tasks_spelled_out(cfg.to_dict()), _tasks_spelled_out(other.to_dict())
+        diff = differences(ours, theirs)
+        order = [list(x["tasks"]) for x in (ours, theirs) if isinstance(x.get("tasks"), dict)]
+        if len(order) == 2 and order[0] != order[1] and sorted(order[0]) == sorted(order[1]):
+            diff.append(("tasks (their order)", order[0], order[1]))
         if diff:
-            shown = "; ".join(f"{k}: {a!r} in the run, {b!r} in {Path(recipe).name}" for k, a, b in diff[:3])
+            name = Path(recipe).name
+
+            def said(k: str, a: Any, b: Any) -> str:  # a task in one only: named, not spelled out (a user test
+                if isinstance(a, dict) and b is None:  # read both whole task lists, 2,175 characters)
+                    return f"{k}: in the run, not in {name}"
+                if a is None and isinstance(b, dict):
+                    return f"{k}: in {name}, not in the run"
+                return f"{k}: {a!r} in the run, {b!r} in {name}"
+
+            shown = "; ".join(said(k, a, b) for k, a, b in diff[:3])
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             raise RunFolderError(f"{folder} was trained with other settings than {recipe} ({shown}{more}); leave out "
                                  f"--config to continue it as it was (section.key=value overrides still apply)")
@@ -348,15 +361,16 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
 
 
 def _tasks_spelled_out(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` with each task as its class writes it, defaults included: a recipe that
-    leaves a default out (``decoding: threshold``) describes the same run as a saved config
-    that spells it."""
+    """``settings`` with each task as its class writes it, defaults included, by name: a recipe
+    that leaves a default out (``decoding: threshold``) describes the same run as a saved config
+    that spells it, and a difference is said per task and setting (``tasks.age.max_value``)."""
     from ..tasks import build_task
 
     try:
-        return {**settings, "tasks": [build_task(dict(t)).to_dict() for t in settings.get("tasks") or []]}
+        tasks = [build_task(dict(t)).to_dict() for t in settings.get("tasks") or []]
     except Exception:  # noqa: BLE001 - a task that cannot be built is compared as written
         return settings
+    return {**settings, "tasks": {t.get("name", f"#{i}"): t for i, t in enumerate(tasks)}}
 
 
 def differences(a: Any, b: Any, key: str = "") -> list[tuple[str, Any, Any]]:
