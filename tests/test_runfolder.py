@@ -303,6 +303,20 @@ def test_a_stop_while_an_epoch_is_saved_waits_until_it_is_saved(utkface_root, tm
         check_resumable(out)
 
 
+def test_a_missing_labels_file_is_called_a_file_not_a_folder(tmp_path, capsys):
+    """A user test: --data-root gone.csv and data.root=nothere.csv read "data folder ... does not
+    exist"; a csv reader's root is its labels file."""
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    out = str(tmp_path / "r")
+    assert main(["train", "--config", str(recipe), "--out", out, "--data-root", "gone.csv"]) == 2
+    assert "error: the labels file gone.csv given with --data-root does not exist" in capsys.readouterr().err
+    assert main(["train", "--config", str(recipe), "--out", out, f"data.root={tmp_path}/nothere.csv"]) == 2
+    assert f"error: labels file {tmp_path}/nothere.csv (data.root on the command line) does not exist" \
+        in capsys.readouterr().err
+    assert main(["train", "--config", str(recipe), "--out", out, "--data-root", "gone"]) == 2
+    assert "error: the data folder gone given with --data-root does not exist" in capsys.readouterr().err
+
+
 def test_resume_with_a_recipe_that_leaves_task_defaults_out_is_the_same_run(tmp_path):
     """A user test: --resume --config listed `tasks:` as differing because the saved config spells
     out the task's defaults (method: binary, decoding: threshold) and the recipe does not."""

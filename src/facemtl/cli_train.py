@@ -94,15 +94,19 @@ def _with_data_root(cfg: Any, data_root: str | None) -> Any:
         cfg.data.root = typed_path(data_root)
         cfg.origin.update(data_root=data_root, data_root_from="the command line")
     if not Path(cfg.data.root).exists():
+        from .data.table import data_place
+
         o = cfg.origin
         whence = (f" (data.root {o['data_root']!r} in {o['data_root_from']}, relative to its folder)"
                   if o.get("data_root_from") not in (None, "the command line")
                   and not Path(o["data_root"]).is_absolute() else "")
         if data_root is not None:  # never ask for the flag just passed
-            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
+            raise FileNotFoundError(f"the {data_place(data_root)} {data_root} given with --data-root does not exist")
         if o.get("data_root_from") == "the command line":  # a data.root=... override
-            raise FileNotFoundError(f"data folder {cfg.data.root} (data.root on the command line) does not exist")
-        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{whence}; pass --data-root or fix data.root")
+            raise FileNotFoundError(f"{data_place(cfg.data.root)} {cfg.data.root} (data.root on the command line) does "
+                                    "not exist")
+        raise FileNotFoundError(f"{data_place(cfg.data.root)} {cfg.data.root} does not exist{whence}; pass --data-root "
+                                "or fix data.root")
     return cfg
 
 

@@ -20,7 +20,7 @@ from ..tasks import Task
 from .faceset import FaceSet, cache_decision
 from .label_checks import check_labelled, check_labels, warn  # noqa: F401  (data.dataset.check_labels, as before)
 from .splits import carve_validation, strata_key, stratified_split
-from .table import LabelTable, evenly_spaced
+from .table import LabelTable, data_place, evenly_spaced
 
 #: The label column that holds ``data.teacher``'s feature vector per image.
 TEACHER_COLUMN = "teacher"
@@ -49,7 +49,7 @@ def read_table(cfg: Any, tasks: Sequence[Task] = ()) -> LabelTable:
     """
     root = Path(cfg.root)
     if not root.exists():
-        raise FileNotFoundError(f"data folder {root} does not exist")
+        raise FileNotFoundError(f"{data_place(root)} {root} does not exist")
     if cfg.dataset not in ROOTS:
         raise ValueError(f"unknown dataset {cfg.dataset!r}; choose {', '.join(list(ROOTS)[:-1])} or {list(ROOTS)[-1]}")
     if cfg.dataset != "csv" and not root.is_dir():  # the csv reader says what it wants itself
@@ -350,7 +350,8 @@ def assign_splits(table: LabelTable, tasks: Sequence[Task], cfg: Any, seed: int)
     if cfg.split == "random":
         return stratified_split(strata, cfg.val_fraction, cfg.test_fraction, seed, table.groups)
     if table.split is None:
-        raise ValueError(f"the {cfg.dataset} reader gives no predefined split; use data.split: random")
+        hint = " (or give the labels file a 'split' column of train, val and test)" if cfg.dataset == "csv" else ""
+        raise ValueError(f"the {cfg.dataset} reader gives no predefined split here; use data.split: random{hint}")
     split = np.asarray(table.split, dtype=object)
     if not (split == "val").any():
         split = carve_validation(split, strata, cfg.val_fraction, seed, table.groups)

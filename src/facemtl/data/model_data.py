@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .dataset import TARGET_PREFIX, TEACHER_COLUMN, DataBundle, FaceSet, build_data
-from .table import evenly_spaced
+from .table import data_place, evenly_spaced
 
 
 def recorded_data(info: Any, data_root: str | None = None) -> tuple[Any, int]:
@@ -47,7 +47,7 @@ def model_data(info: Any, data_root: str | None = None) -> DataBundle:
     cfg, seed = recorded_data(info, data_root)
     if not Path(cfg.root).exists():
         if data_root:  # (never ask for the flag just passed)
-            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
+            raise FileNotFoundError(f"the {data_place(data_root)} {data_root} given with --data-root does not exist")
         written = str(info.extra["data"].get("root", ""))
         where = "" if Path(written).expanduser().is_absolute() else f" ({written!r} relative to the current folder)"
         raise FileNotFoundError(f"the data folder {cfg.root}{where} that model {info.name!r} records does not exist; "

@@ -9,12 +9,19 @@ found wrong and what it did about it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..registry import NameNotFound
+
+
+def data_place(root: Any) -> str:
+    """What ``data.root`` names, as a sentence says it: ``labels file`` for a csv reader's file
+    (``labels.csv``), else ``data folder`` (a user test read "data folder gone.csv does not exist")."""
+    return "labels file" if os.path.splitext(str(root))[1].lower() in (".csv", ".tsv", ".txt") else "data folder"
 
 
 @dataclass

@@ -11,6 +11,7 @@ import torch
 
 from ..config import typed_path
 from ..data.dataset import FaceSet, label_columns
+from ..data.table import data_place
 from ..losses import labelled
 from ..preprocess import to_input
 from ..tasks import Task, predictions_of
@@ -244,8 +245,8 @@ def predict_checkpoint(checkpoint: str | Path, split: str = "test", data_root: s
         whence = (f" (the model file's data.root {written!r}, relative to {anchor})"
                   if written and not Path(written).expanduser().is_absolute() else " (the model file's data.root)")
         if data_root:  # (never ask for the flag just passed: a user test)
-            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
-        raise FileNotFoundError(f"data folder {cfg.data.root} does not exist{whence}; pass --data-root")
+            raise FileNotFoundError(f"the {data_place(data_root)} {data_root} given with --data-root does not exist")
+        raise FileNotFoundError(f"{data_place(cfg.data.root)} {cfg.data.root} does not exist{whence}; pass --data-root")
     data = split_as_trained(cfg.data, tasks, cfg.train.seed, state.get("split_tasks"), load_images=False)
     fit_to_training(tasks, data)  # (the losses it reports need what training took from the training labels)
     part = data.split(split)

@@ -354,9 +354,12 @@ def resume_config(folder: str | Path, recipe: str | Path | None, overrides: list
             raise RunFolderError(f"{folder} was trained with other settings than {recipe} ({shown}{more}); leave out "
                                  f"--config to continue it as it was (section.key=value overrides still apply)")
     if not Path(cfg.data.root).exists():
+        from ..data.table import data_place
+
         if data_root is not None:  # typed on the command line: do not ask for what was just passed
-            raise FileNotFoundError(f"the data folder {data_root} given with --data-root does not exist")
-        raise FileNotFoundError(f"data folder {cfg.data.root} (from {saved}) does not exist; pass --data-root")
+            raise FileNotFoundError(f"the {data_place(data_root)} {data_root} given with --data-root does not exist")
+        raise FileNotFoundError(f"{data_place(cfg.data.root)} {cfg.data.root} (from {saved}) does not exist; pass "
+                                "--data-root")
     return cfg
 
 
