@@ -3,6 +3,7 @@ beside the checkout and skip, saying so, when it is absent."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,43 @@ def db_url(request, tmp_path):
     with admin.connect() as c:
         c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+# -- the shipped model and a served app (facemtl[serve]) ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    """The shipped model on the CPU, loaded once for the run."""
+    pytest.importorskip("dlib")
+    from facemtl.inference import load_predictor
+
+    return load_predictor(device="cpu")
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app, graceful: float | None = None):
+    """``app`` served by uvicorn on a free loopback port, in a thread (``graceful``: seconds its stop
+    waits for requests before cutting them off); yields ``(port, server)``: ``server.should_exit =
+    True`` stops it, as a signal does. Stopped at the end."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    extra = {} if graceful is None else {"timeout_graceful_shutdown": graceful}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **extra))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield port, server
+    finally:
+        server.should_exit = True
+        thread.join(20)

@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
 
+from conftest import uvicorn_in_thread  # noqa: E402
 from fakes import model_info, photos, store_photos, stream  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -34,14 +35,6 @@ PHOTO = REPO / "examples" / "astronaut.jpg"
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 INFO = model_info()
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    pytest.importorskip("dlib")
-    from facemtl.inference import load_predictor
-
-    return load_predictor(device="cpu")
 
 
 def fill(url: str) -> None:
@@ -391,22 +384,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_break(tmp_path, predic
 @contextlib.contextmanager
 def running(app):
     """``app`` served by uvicorn on a free loopback port, in a thread; yields its base URL."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
+    with uvicorn_in_thread(app) as (port, _):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_operator_page_end_to_end_in_chromium(tmp_path, predictor):

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import http.client
 import json
-import socket
 import threading
 import time
 import uuid
@@ -18,6 +17,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
+
+from conftest import uvicorn_in_thread  # noqa: E402
 
 from facemtl.server.replays import MAX_KEY, Answer, Claim, Replays, parse_key  # noqa: E402
 from facemtl.server.service import ServiceError  # noqa: E402
@@ -83,14 +84,6 @@ def test_a_repeat_waits_for_the_first_answer_a_bounded_time_and_runs_after_an_er
 
 
 # -- the route -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def predictor():
-    pytest.importorskip("dlib")
-    from facemtl.inference import load_predictor
-
-    return load_predictor(device="cpu")
 
 
 @pytest.fixture
@@ -236,23 +229,8 @@ def test_a_request_cut_off_before_it_is_answered_gets_a_json_503():
 def serving(app, graceful: float):
     """``app`` served by uvicorn in a thread, cutting off requests ``graceful`` s after its stop;
     yields ``(port, stop)``: ``stop()`` tells it to stop, as a signal does."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=graceful))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
+    with uvicorn_in_thread(app, graceful) as (port, server):
         yield port, lambda: setattr(server, "should_exit", True)
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def post(port: int, key: str) -> tuple[int, dict, bytes]:

@@ -180,14 +180,6 @@ def test_a_slice_interrupted_by_an_outage_loses_nothing_and_empty_frames_count_t
 PHOTO = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 
 
-@pytest.fixture(scope="module")
-def predictor():
-    pytest.importorskip("dlib")
-    from facemtl.inference import load_predictor
-
-    return load_predictor(device="cpu")
-
-
 @pytest.fixture
 def client_store(db_url, predictor):
     """An open app over a database with one stopped folder run and one camera: ``(client, store)``."""

@@ -229,8 +229,13 @@ def test_a_source_another_live_stream_writes_is_refused_and_taken_over_once_it_s
         first.write(r)
     first.flush()
     eng = create_db_engine(db_url)
-    with eng.begin() as conn:  # (another process of this machine, alive: the one that started pytest)
-        conn.execute(sa.update(Session).where(Session.id == first.session_id).values(pid=os.getppid()))
+    from facemtl.system import process_start
+
+    with eng.begin() as conn:  # (another process of this machine, alive: the one that started pytest; with its
+        # own start, or the session reads as an earlier life of its number; where pytest's parent is outside this
+        # process's namespace, getppid() is 0, which os.kill finds alive)
+        conn.execute(sa.update(Session).where(Session.id == first.session_id).values(
+            pid=os.getppid(), process_start=process_start(os.getppid())))
     with Store(db_url) as store:
         before = counts(store)
         with pytest.raises(SourceBusyError, match=r"^the source 'cam9' is being written by another stream now "
