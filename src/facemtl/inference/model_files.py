@@ -69,12 +69,13 @@ def check_digest(info: ModelInfo, digest: Any, path: Path, model: Path | None = 
     beside it (an IR's ``.bin``), which may as well be another export's: the sentence says so,
     as the size check's does."""
     recorded = info.extra.get(DIGEST_KEY)
-    if recorded and model is not None and digest() != recorded:
+    if not recorded or digest() == recorded:
+        return
+    if model is not None:
         raise ValueError(f"{path} is damaged or belongs to another export: its weights are not the ones {model.name} "
                          "was exported with (their SHA-256 differs from the one it records); export the model again")
-    if recorded and model is None and digest() != recorded:
-        raise ValueError(f"{path} is damaged: its weights are not the ones it was exported with (their SHA-256 "
-                         "differs from the one it records); copy it again or export the model again")
+    raise ValueError(f"{path} is damaged: its weights are not the ones it was exported with (their SHA-256 "
+                     "differs from the one it records); copy it again or export the model again")
 
 
 def weights_sha256(weights: bytes | Path) -> str:

@@ -191,15 +191,20 @@ class AnnotateSink(Sink):
             else:
                 self._take(key, stem + suffix)
         for key in later:  # then the numbered names, past every name taken above
-            stem, suffix = wanted[key]
-            k = 1
-            while f"{stem}_{k}{suffix}".casefold() in self._used:
-                k += 1
-            self._take(key, f"{stem}_{k}{suffix}")
+            self._take(key, self._free_name(*wanted[key]))
 
     def _take(self, key: str, name: str) -> None:
         self._planned[key] = name
         self._used.add(name.casefold())
+
+    def _free_name(self, stem: str, suffix: str) -> str:
+        """``stem + suffix`` if no copy of this run has that name (casefolded), else the first of
+        ``stem_1 + suffix``, ``stem_2 + suffix`` ... that none has."""
+        name, k = stem + suffix, 0
+        while name.casefold() in self._used:
+            k += 1
+            name = f"{stem}_{k}{suffix}"
+        return name
 
     def target(self, result: ImageResult) -> Path:
         """Where ``result``'s copy goes: its name from :meth:`plan`, or, for an input not planned,
@@ -213,10 +218,7 @@ class AnnotateSink(Sink):
             else:
                 stem = f"frame_{result.frame:06d}" if result.frame is not None else f"image_{result.index:06d}"
                 suffix = ".png"
-            name, k = stem + suffix, 0
-            while name.casefold() in self._used:
-                k += 1
-                name = f"{stem}_{k}{suffix}"
+            name = self._free_name(stem, suffix)
             self._used.add(name.casefold())
         path = self.out_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
